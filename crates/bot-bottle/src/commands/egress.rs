@@ -1,0 +1,35 @@
+//! `bot-bottle egress serve`: the egress proxy on its own.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::exit::NotAvailable;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the proxy until interrupted; prints `listening on ADDR` once ready
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// routes.yaml: the allowlist (re-read when it changes)
+    #[arg(long, value_name = "FILE")]
+    pub routes: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:8080
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// Directory holding ca.pem and ca-key.pem (created if absent)
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Extra PEM file of roots trusted for upstream TLS (repeatable)
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Pin HOST:PORT to CONNECT_HOST:CONNECT_PORT (curl's meaning; repeatable)
+    #[arg(long, value_name = "HOST:PORT:CONNECT_HOST:CONNECT_PORT")]
+    pub connect_to: Vec<String>,
+}
+
+pub fn run(_cmd: Command) -> anyhow::Result<ExitCode> {
+    Err(NotAvailable("egress serve").into())
+}

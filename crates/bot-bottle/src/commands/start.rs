@@ -1,0 +1,28 @@
+//! `bot-bottle start`: create a bottle for an agent and run it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::exit::NotAvailable;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The agent to start (a name under `agents:` in the manifest)
+    pub agent: String,
+    /// Isolation backend: native, docker, smolmachines, apple [default: native on Linux]
+    #[arg(long, env = "BOT_BOTTLE_BACKEND")]
+    pub backend: Option<String>,
+    /// Manifest file or directory (default: $BOT_BOTTLE_MANIFEST, ./bot-bottle.yaml, ./.bot-bottle/, $BOT_BOTTLE_HOME/manifest/)
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+    /// Give the bottle a copy of the working directory instead of mounting it writable
+    #[arg(long)]
+    pub copy_cwd: bool,
+    /// Command to run instead of the provider's agent (e.g. `-- bash`)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    Err(NotAvailable("start").into())
+}

@@ -1,0 +1,48 @@
+//! How errors reach the user: one line (plus causes) on stderr, no Rust types, no
+//! backtraces, and a stable exit code.
+
+use std::process::ExitCode;
+
+/// A subcommand that exists in the command tree but is not part of this build yet.
+/// It fails plainly (exit 2) instead of pretending to work.
+#[derive(Debug)]
+pub struct NotAvailable(pub &'static str);
+
+impl std::fmt::Display for NotAvailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`bot-bottle {}` is not available yet in this build; nothing was done",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotAvailable {}
+
+/// Exit code for errors of bot-bottle itself (bad input, failed setup, unavailable command).
+pub const ERROR: u8 = 2;
+
+/// Prints the error chain as `error: outer: cause: cause` and returns the error exit code.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    ExitCode::from(ERROR)
+}
+
+/// Logs go to stderr, filtered by `BOT_BOTTLE_LOG` (default `warn`, `-v` for `info`,
+/// `-vv` for `debug`). Commands that own a terminal (the dashboard, an attached agent)
+/// redirect logging to a file themselves.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOT_BOTTLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,1 @@
+//! Manifest loading (not written yet).

@@ -1,0 +1,105 @@
+//! Raw serde layer of the route model: exactly what a user writes, every field optional
+//! where the design allows it, unknown fields rejected. Validation and matching live in
+//! other modules and work on these values.
+
+use serde::{Deserialize, Serialize};
+
+/// What the egress proxy writes to its request log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    /// No request log.
+    Off,
+    /// One line per blocked request (the default).
+    #[default]
+    Blocks,
+    /// One line per request.
+    All,
+}
+
+/// A bottle's `egress:` block; also the whole content of a `routes.yaml` file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Request log mode: `off`, `blocks` or `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogMode>,
+    /// Extra PEM files trusted as roots for upstream TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<Vec<String>>,
+    /// The allowlist, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<Route>>,
+}
+
+/// One allowed destination host, with optional request conditions and credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Exact host name, or `*.example.com` for any subdomain.
+    pub host: String,
+    /// Port; default 443 for HTTPS and 80 for plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Scheme put before the token, e.g. `Bearer`; may be empty with `auth_header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_scheme: Option<String>,
+    /// Name of the environment variable (on the host / in the bundle) holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Header that carries the token; default `Authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
+    /// Operator pin `ADDR:PORT` for where the host is reached (skips the private-range check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_to: Option<String>,
+    /// Alternatives; a request passes if any one matches. Absent means the whole host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Vec<RouteMatch>>,
+}
+
+/// One alternative of a route: every condition given must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Any one of these paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<PathMatch>>,
+    /// Any one of these methods (upper case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// All of these headers, with these exact values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<HeaderMatch>>,
+}
+
+/// A path condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatch {
+    /// `exact` or `prefix`.
+    #[serde(rename = "type")]
+    pub kind: PathMatchKind,
+    /// The path, starting with `/`.
+    pub value: String,
+}
+
+/// How a path condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatchKind {
+    /// The request path equals the value.
+    Exact,
+    /// The request path starts with the value.
+    Prefix,
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}

@@ -1,0 +1,1 @@
+//! State layout (being written).
