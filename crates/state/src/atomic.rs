@@ -20,7 +20,11 @@ pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    tmp_name.push(format!(
+        ".tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut file = OpenOptions::new()

@@ -71,7 +71,10 @@ impl<'de> serde::Deserialize<'de> for Identity {
 fn check_agent(agent: &str) -> Result<(), IdentityError> {
     let ok = !agent.is_empty()
         && agent.len() <= 64
-        && agent.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && agent
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && agent
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

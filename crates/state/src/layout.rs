@@ -119,13 +119,13 @@ impl Home {
     }
 
     /// As [`Home::from_env`], with the environment given as a lookup (for tests).
-    pub fn from_vars(
-        var: impl Fn(&str) -> Option<std::ffi::OsString>,
-    ) -> Result<Self, StateError> {
+    pub fn from_vars(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Self, StateError> {
         if let Some(home) = var("BOT_BOTTLE_HOME").filter(|v| !v.is_empty()) {
             return Ok(Self::new(home));
         }
-        let home = var("HOME").filter(|v| !v.is_empty()).ok_or(StateError::NoHome)?;
+        let home = var("HOME")
+            .filter(|v| !v.is_empty())
+            .ok_or(StateError::NoHome)?;
         Ok(Self::new(PathBuf::from(home).join(".bot-bottle")))
     }
 
@@ -394,7 +394,10 @@ mod tests {
         assert_eq!(h.list().unwrap()[0].state, BottleState::Stale);
         h.mark_preserved(&id).unwrap();
         assert_eq!(h.list().unwrap()[0].state, BottleState::Preserved);
-        assert!(h.remove_bottle(&id).is_err(), "preserved state must be kept");
+        assert!(
+            h.remove_bottle(&id).is_err(),
+            "preserved state must be kept"
+        );
         assert!(h.state_dir(&id).is_dir());
         h.clear_preserved(&id).unwrap();
         h.remove_bottle(&id).unwrap();
