@@ -1,0 +1,1 @@
+mod scan_cli;
