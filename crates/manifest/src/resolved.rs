@@ -115,3 +115,10 @@ pub struct ResolvedAgent {
     /// Skill directories to copy into the agent's skills dir, absolute.
     pub skills: Vec<PathBuf>,
 }
+
+impl ResolvedBottle {
+    /// The bottle in the manifest's YAML shape, as `manifest show` prints it.
+    pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
+        serde_saphyr::to_string(self)
+    }
+}
