@@ -237,8 +237,7 @@ impl Manifest {
                 errors.extend(e.iter().cloned());
             }
         }
-        errors.sort();
-        errors.dedup();
+        sort_dedup(&mut errors);
         Manifest {
             path: display,
             bottles,
@@ -278,8 +277,7 @@ impl Manifest {
     }
 
     fn invalid(&self, mut errors: Vec<Diagnostic>) -> ManifestError {
-        errors.sort();
-        errors.dedup();
+        sort_dedup(&mut errors);
         ManifestError::Invalid {
             path: self.path.clone(),
             errors,
@@ -315,6 +313,14 @@ impl Manifest {
             }),
         }
     }
+}
+
+/// Orders diagnostics by file and position (keeping discovery order on the same
+/// position) and drops repeats (a parent's error reached through several children).
+fn sort_dedup(errors: &mut Vec<Diagnostic>) {
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| seen.insert(e.clone()));
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
 }
 
 fn diag_source(src: &diag::Source, display_file: &dyn Fn(&Path) -> PathBuf) -> diag::Source {

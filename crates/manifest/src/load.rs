@@ -64,7 +64,7 @@ pub(crate) fn parse_path(path: &Path) -> Result<Parsed, LoadError> {
 pub(crate) fn parse_file_text(path: &Path, text: &str) -> Parsed {
     let source = Arc::new(Source::new(path, 0));
     let mut parsed = Parsed::default();
-    match serde_saphyr::from_str::<RawManifest>(text) {
+    match crate::raw::from_yaml::<RawManifest>(text) {
         Ok(raw) => {
             for (name, raw) in raw.bottles.map(|e| e.0).unwrap_or_default() {
                 let (name, pos) = named(&source, name);
@@ -119,7 +119,7 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
         let Some((source, yaml, _body)) = front_matter(&path, &text, "bottle", &mut parsed) else {
             continue;
         };
-        match serde_saphyr::from_str::<RawBottle>(yaml) {
+        match crate::raw::from_yaml::<RawBottle>(yaml) {
             Ok(raw) => parsed.bottles.push(BottleDef {
                 name,
                 pos: Pos {
@@ -137,7 +137,7 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
         let Some((source, yaml, body)) = front_matter(&path, &text, "agent", &mut parsed) else {
             continue;
         };
-        match serde_saphyr::from_str::<RawAgent>(yaml) {
+        match crate::raw::from_yaml::<RawAgent>(yaml) {
             Ok(raw) => parsed.agents.push(AgentDef {
                 name,
                 pos: Pos {

@@ -148,9 +148,12 @@ pub(crate) fn resolve_path(root: &Path, home: Option<&Path>, value: &str) -> Pat
     {
         return home.to_path_buf();
     }
-    let path = Path::new(value);
+    let path: PathBuf = Path::new(value)
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect();
     if path.is_absolute() {
-        path.to_path_buf()
+        path
     } else {
         root.join(path)
     }

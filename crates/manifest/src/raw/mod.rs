@@ -15,6 +15,13 @@ pub use serde_saphyr::Spanned;
 pub use git_gate::{GitGate, GitUser, KeySpec, RepoSpec};
 pub use policy::raw::EgressConfig;
 
+/// Parses YAML with the manifest's settings. Only `true` and `false` are booleans, so a
+/// bottle named `y`, `no` or `off` stays a name (YAML 1.1 would read it as a boolean).
+/// `bot-bottle gate serve --repos FILE` parses its file through this too.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
+}
+
 /// The single-file form: `bot-bottle.yaml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(

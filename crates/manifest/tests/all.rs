@@ -1,0 +1,2 @@
+//! Integration tests of the manifest crate, compiled as one binary.
+mod suite;
