@@ -446,8 +446,8 @@ impl<'a> Resolver<'a> {
             layer.env.insert(key.value.clone(), value.clone());
         }
         if let Some(gate) = &raw.git_gate {
-            let pos = src.pos(&gate.referenced);
-            let check = |field: String, value: &str| {
+            let block_pos = src.pos(&gate.referenced);
+            let check = |pos: Pos, field: String, value: &str| {
                 control_char(value).map(|what| {
                     src.diag(
                         pos,
@@ -459,15 +459,18 @@ impl<'a> Resolver<'a> {
                 })
             };
             if let Some(user) = &gate.value.user {
-                if let Some(v) = &user.name {
-                    errors.extend(check("user.name".into(), v));
+                let pos = known_or(src.pos(&user.referenced), block_pos);
+                if let Some(v) = &user.value.name {
+                    errors.extend(check(pos, "user.name".into(), v));
                 }
-                if let Some(v) = &user.email {
-                    errors.extend(check("user.email".into(), v));
+                if let Some(v) = &user.value.email {
+                    errors.extend(check(pos, "user.email".into(), v));
                 }
-                layer.user = user.clone();
+                layer.user = user.value.clone();
             }
-            for (repo, spec) in gate.value.repos.iter().flatten() {
+            for (repo, spec) in gate.value.repos.iter().flat_map(|r| r.0.iter()) {
+                let pos = known_or(src.pos(&repo.referenced), block_pos);
+                let repo = repo.value.as_str();
                 if !is_safe_name(repo) {
                     errors.push(src.diag(
                         pos,
@@ -481,16 +484,18 @@ impl<'a> Resolver<'a> {
                 }
                 let field = |f: &str| format!("repos.{repo}.{f}");
                 if let Some(v) = &spec.url {
-                    errors.extend(check(field("url"), v));
+                    errors.extend(check(pos, field("url"), v));
                 }
                 if let Some(v) = &spec.host_key {
-                    errors.extend(check(field("host_key"), v));
+                    errors.extend(check(pos, field("host_key"), v));
                 }
                 for (i, b) in spec.push_branches.iter().flatten().enumerate() {
-                    errors.extend(check(field(&format!("push_branches[{i}]")), b));
+                    errors.extend(check(pos, field(&format!("push_branches[{i}]")), b));
                 }
                 match &spec.key {
-                    Some(KeySpec::Static { path }) => errors.extend(check(field("key.path"), path)),
+                    Some(KeySpec::Static { path }) => {
+                        errors.extend(check(pos, field("key.path"), path));
+                    }
                     Some(KeySpec::Gitea {
                         forge_token_env,
                         api_url,
@@ -506,12 +511,12 @@ impl<'a> Resolver<'a> {
                             ));
                         }
                         if let Some(v) = api_url {
-                            errors.extend(check(field("key.api_url"), v));
+                            errors.extend(check(pos, field("key.api_url"), v));
                         }
                     }
                     None => {}
                 }
-                layer.repos.insert(repo.clone(), spec.clone());
+                layer.repos.insert(repo.to_owned(), spec.clone());
             }
         }
         if let Some(egress) = &raw.egress {
@@ -531,6 +536,10 @@ impl<'a> Resolver<'a> {
     }
 }
 
+fn known_or(pos: Pos, fallback: Pos) -> Pos {
+    if pos.line.is_some() { pos } else { fallback }
+}
+
 fn own_egress_pos(def: &BottleDef) -> Option<Pos> {
     def.raw
         .egress
@@ -543,15 +552,20 @@ fn own_egress_pos(def: &BottleDef) -> Option<Pos> {
 fn finish(def: &BottleDef, layer: &Layer) -> Result<ResolvedBottle, Vec<Diagnostic>> {
     let src: &Source = &def.source;
     let name = def.name.as_str();
-    let pos = def
-        .raw
-        .git_gate
-        .as_ref()
-        .map(|g| src.pos(&g.referenced))
-        .filter(|p| p.line.is_some())
+    let gate = def.raw.git_gate.as_ref();
+    let block_pos = gate
+        .map(|g| known_or(src.pos(&g.referenced), def.pos))
         .unwrap_or(def.pos);
+    // A repository is reported where this bottle names it, or at its `git-gate:` block.
+    let repo_pos = |repo: &str| {
+        gate.and_then(|g| g.value.repos.as_ref())
+            .and_then(|r| r.0.iter().find(|(n, _)| n.value == repo))
+            .map(|(n, _)| known_or(src.pos(&n.referenced), block_pos))
+            .unwrap_or(block_pos)
+    };
     let mut errors = Vec::new();
     for (repo, spec) in &layer.repos {
+        let pos = repo_pos(repo);
         let Some(url) = &spec.url else {
             errors.push(src.diag(
                 pos,

@@ -58,10 +58,37 @@ pub struct RawBottle {
     pub env: Option<Entries<String>>,
     /// Git identity and repositories served through the git gate.
     #[serde(default, rename = "git-gate")]
-    pub git_gate: Option<Spanned<GitGate>>,
+    pub git_gate: Option<Spanned<GitGateBlock>>,
     /// Egress log mode, extra upstream roots and the route allowlist.
     #[serde(default)]
     pub egress: Option<Spanned<EgressConfig>>,
+}
+
+/// A bottle's `git-gate:` block as the manifest reads it: the shape of [`GitGate`], with
+/// locations kept for error messages. [`GitGateBlock::to_git_gate`] drops them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a git-gate block (`user`, `repos`)")]
+pub struct GitGateBlock {
+    /// Identity written into the agent's `~/.gitconfig`.
+    #[serde(default)]
+    pub user: Option<Spanned<GitUser>>,
+    /// Repositories the agent may fetch and push, by name (served at `/<name>.git`).
+    #[serde(default)]
+    pub repos: Option<Entries<RepoSpec>>,
+}
+
+impl GitGateBlock {
+    /// The block as the gate's [`GitGate`] type.
+    pub fn to_git_gate(&self) -> GitGate {
+        GitGate {
+            user: self.user.as_ref().map(|u| u.value.clone()),
+            repos: self.repos.as_ref().map(|r| {
+                r.0.iter()
+                    .map(|(name, spec)| (name.value.clone(), spec.clone()))
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// One agent as written (`agents.<name>` or the front matter of `agents/<name>.md`).
