@@ -80,16 +80,94 @@ impl Source {
         }
     }
 
-    /// A diagnostic for a YAML syntax or shape error.
-    pub fn yaml_error(&self, err: &serde_saphyr::Error) -> Diagnostic {
+    /// A diagnostic for a YAML syntax or shape error in `text` (the YAML this source holds).
+    pub fn yaml_error(&self, err: &serde_saphyr::Error, text: &str) -> Diagnostic {
         let inner = err.without_snippet();
-        let pos = inner
-            .location()
-            .map(|loc| self.pos(&loc))
-            .unwrap_or_default();
+        let loc = inner.location();
+        let pos = loc.map(|loc| self.pos(&loc)).unwrap_or_default();
         let raw = UserMessageFormatter.format_message(inner);
-        self.diag(pos, humanize(&raw.escape_debug().to_string()))
+        let mut message = humanize(&escape_controls(&raw));
+        if let Some(line) = loc.map(|l| l.line()).filter(|l| *l > 0)
+            && continues_on_next_line(text, line)
+        {
+            message.push_str(
+                "; the next line is indented deeper than this one, so YAML reads it as part \
+                 of this value: check its indentation",
+            );
+        }
+        self.diag(pos, message)
     }
+}
+
+/// Whether line `line` (1-based) holds `key: value` and the next line is a deeper-indented
+/// `key: value` line: the usual shape of a mis-indented key.
+fn continues_on_next_line(text: &str, line: u64) -> bool {
+    let idx = usize::try_from(line)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    let mut lines = text.lines().skip(idx);
+    let (Some(this), Some(next)) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let key = |l: &str| {
+        let t = l.trim();
+        !t.starts_with('#') && (t.contains(": ") || t.ends_with(':'))
+    };
+    // `key:` alone opens a nested block, which is fine; `key: value` cannot have one.
+    let with_value = |l: &str| {
+        let t = l.trim();
+        !t.starts_with('#') && t.split_once(": ").is_some_and(|(_, v)| !v.trim().is_empty())
+    };
+    with_value(this) && key(next) && indent(next) > indent(this)
+}
+
+/// Escapes control characters (a message must stay one line and cannot move the cursor).
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Levenshtein distance, for "did you mean" hints on short field names.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// For `unknown field `x`, expected one of a, b`: the closest known field, if close.
+fn suggestion(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let list = rest
+        .strip_prefix(", expected one of ")
+        .or_else(|| rest.strip_prefix(", expected "))?;
+    list.split(", ")
+        .map(|c| c.trim_matches('`'))
+        .map(|c| (distance(field, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_owned())
 }
 
 /// Rewords YAML library and serde messages: says what is expected in manifest words and
@@ -98,6 +176,11 @@ pub(crate) fn humanize(msg: &str) -> String {
     // Whole-message rewrites of terse parser messages.
     let exact: &[(&str, &str)] = &[
         ("invalid boolean", "expected `true` or `false`"),
+        (
+            "invalid boolean (true or false expected)",
+            "expected `true` or `false`",
+        ),
+        ("expected string scalar", "expected a string here"),
         ("invalid u16", "expected a port number (1-65535)"),
         ("invalid u32", "expected a whole number"),
         ("invalid u64", "expected a whole number"),
@@ -121,6 +204,12 @@ pub(crate) fn humanize(msg: &str) -> String {
         }
     }
     let mut out = msg.to_owned();
+    if let Some(hint) = suggestion(msg) {
+        out.push_str(&format!("; did you mean `{hint}`?"));
+    }
+    if out.starts_with("tabs disallowed") {
+        out.push_str("; indent with spaces, not tabs");
+    }
     if out.contains("did not find expected key")
         || out.contains("mapping values are not allowed")
         || out.contains("did not find expected '-'")
@@ -199,5 +288,19 @@ mod tests {
             "invalid type: string \"x\", expected a route (a mapping with at least `host`)"
         );
         assert_eq!(humanize("invalid u16"), "expected a port number (1-65535)");
+    }
+
+    #[test]
+    fn did_you_mean() {
+        assert_eq!(
+            humanize("unknown field `supervize`, expected one of extends, supervise, env"),
+            "unknown field `supervize`, expected one of extends, supervise, env; did you mean \
+             `supervise`?"
+        );
+        assert_eq!(
+            humanize("unknown field `zzz`, expected one of extends, env"),
+            "unknown field `zzz`, expected one of extends, env"
+        );
+        assert_eq!(distance("kitten", "sitting"), 3);
     }
 }

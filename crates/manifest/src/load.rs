@@ -87,7 +87,7 @@ pub(crate) fn parse_file_text(path: &Path, text: &str) -> Parsed {
             }
         }
         Err(err) => {
-            parsed.diagnostics.push(source.yaml_error(&err));
+            parsed.diagnostics.push(source.yaml_error(&err, text));
             parsed.unparsed = true;
         }
     }
@@ -129,7 +129,7 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
                 source,
                 raw,
             }),
-            Err(err) => parsed.diagnostics.push(source.yaml_error(&err)),
+            Err(err) => parsed.diagnostics.push(source.yaml_error(&err, yaml)),
         }
     }
     for (name, path) in md_files(&agents_dir)? {
@@ -150,7 +150,7 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
                     .filter(|b| !b.is_empty())
                     .map(|b| format!("{b}\n")),
             }),
-            Err(err) => parsed.diagnostics.push(source.yaml_error(&err)),
+            Err(err) => parsed.diagnostics.push(source.yaml_error(&err, yaml)),
         }
     }
     Ok(parsed)
