@@ -117,7 +117,9 @@ fn continues_on_next_line(text: &str, line: u64) -> bool {
     // `key:` alone opens a nested block, which is fine; `key: value` cannot have one.
     let with_value = |l: &str| {
         let t = l.trim();
-        !t.starts_with('#') && t.split_once(": ").is_some_and(|(_, v)| !v.trim().is_empty())
+        !t.starts_with('#')
+            && t.split_once(": ")
+                .is_some_and(|(_, v)| !v.trim().is_empty())
     };
     with_value(this) && key(next) && indent(next) > indent(this)
 }

@@ -213,7 +213,19 @@ impl Manifest {
             a.source = Arc::new(diag_source(&a.source, &display_file));
         }
 
-        let bottles = Resolver::new(&parsed.bottles, &root, home).resolve_all();
+        for d in parsed
+            .broken_bottles
+            .values_mut()
+            .chain(parsed.broken_agents.values_mut())
+        {
+            d.file = display_file(&d.file);
+        }
+        let mut bottles =
+            Resolver::new(&parsed.bottles, &parsed.broken_bottles, &root, home).resolve_all();
+        // A bottle whose file is broken is known, but unusable.
+        for (name, diag) in &parsed.broken_bottles {
+            bottles.push((name.clone(), Err(vec![diag.clone()])));
+        }
         let by_name: BTreeMap<&str, &Result<ResolvedBottle, Vec<Diagnostic>>> =
             bottles.iter().map(|(n, r)| (n.as_str(), r)).collect();
         let available = list_names(bottles.iter().map(|(n, _)| n.as_str()));
@@ -224,6 +236,12 @@ impl Manifest {
                 let result = resolve_agent(def, &by_name, &available, &root, home);
                 (def.name.clone(), result)
             })
+            .chain(
+                parsed
+                    .broken_agents
+                    .iter()
+                    .map(|(name, diag)| (name.clone(), Err(vec![diag.clone()]))),
+            )
             .collect::<Vec<_>>();
 
         let mut errors: Vec<Diagnostic> = parsed.diagnostics.clone();

@@ -3,6 +3,7 @@
 //! Parsing stops at the first YAML error *per file* (the parser cannot continue inside
 //! broken YAML); every other problem is collected later by resolution.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,8 +37,10 @@ pub(crate) struct Parsed {
     pub bottles: Vec<BottleDef>,
     pub agents: Vec<AgentDef>,
     pub diagnostics: Vec<Diagnostic>,
-    /// Whether the single file (file form) could not be parsed at all.
-    pub unparsed: bool,
+    /// Bottles (directory form) whose file could not be read as a bottle, with the reason.
+    pub broken_bottles: BTreeMap<String, Diagnostic>,
+    /// Agents (directory form) whose file could not be read as an agent, with the reason.
+    pub broken_agents: BTreeMap<String, Diagnostic>,
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -86,10 +89,7 @@ pub(crate) fn parse_file_text(path: &Path, text: &str) -> Parsed {
                 });
             }
         }
-        Err(err) => {
-            parsed.diagnostics.push(source.yaml_error(&err, text));
-            parsed.unparsed = true;
-        }
+        Err(err) => parsed.diagnostics.push(source.yaml_error(&err, text)),
     }
     parsed
 }
@@ -129,12 +129,16 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
                 source,
                 raw,
             }),
-            Err(err) => parsed.diagnostics.push(source.yaml_error(&err, yaml)),
+            Err(err) => {
+                parsed.diagnostics.push(source.yaml_error(&err, yaml));
+                mark_broken(&mut parsed.broken_bottles, name, &parsed.diagnostics);
+            }
         }
     }
     for (name, path) in md_files(&agents_dir)? {
         let text = read(&path)?;
         let Some((source, yaml, body)) = front_matter(&path, &text, "agent", &mut parsed) else {
+            mark_broken(&mut parsed.broken_agents, name, &parsed.diagnostics);
             continue;
         };
         match crate::raw::from_yaml::<RawAgent>(yaml) {
@@ -148,12 +152,22 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
                 raw,
                 body: Some(body.trim())
                     .filter(|b| !b.is_empty())
-                    .map(|b| format!("{b}\n")),
+                    .map(str::to_owned),
             }),
-            Err(err) => parsed.diagnostics.push(source.yaml_error(&err, yaml)),
+            Err(err) => {
+                parsed.diagnostics.push(source.yaml_error(&err, yaml));
+                mark_broken(&mut parsed.broken_agents, name, &parsed.diagnostics);
+            }
         }
     }
     Ok(parsed)
+}
+
+/// Records that `name`'s file failed, with the diagnostic just added.
+fn mark_broken(broken: &mut BTreeMap<String, Diagnostic>, name: String, diags: &[Diagnostic]) {
+    if let Some(last) = diags.last() {
+        broken.insert(name, last.clone());
+    }
 }
 
 /// `*.md` files of a directory, sorted by name; a missing directory has none.

@@ -204,6 +204,7 @@ enum Slot {
 /// Resolves every bottle of a manifest.
 pub(crate) struct Resolver<'a> {
     defs: &'a [BottleDef],
+    broken: &'a BTreeMap<String, Diagnostic>,
     index: HashMap<&'a str, usize>,
     slots: Vec<Slot>,
     stack: Vec<usize>,
@@ -212,13 +213,19 @@ pub(crate) struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(defs: &'a [BottleDef], root: &'a Path, home: Option<&'a Path>) -> Self {
+    pub fn new(
+        defs: &'a [BottleDef],
+        broken: &'a BTreeMap<String, Diagnostic>,
+        root: &'a Path,
+        home: Option<&'a Path>,
+    ) -> Self {
         let mut index = HashMap::new();
         for (i, def) in defs.iter().enumerate() {
             index.entry(def.name.as_str()).or_insert(i);
         }
         Resolver {
             defs,
+            broken,
             index,
             slots: defs.iter().map(|_| Slot::Todo).collect(),
             stack: Vec::new(),
@@ -228,7 +235,12 @@ impl<'a> Resolver<'a> {
     }
 
     fn available(&self) -> String {
-        list_names(self.defs.iter().map(|d| d.name.as_str()))
+        list_names(
+            self.defs
+                .iter()
+                .map(|d| d.name.as_str())
+                .chain(self.broken.keys().map(String::as_str)),
+        )
     }
 
     /// Resolves every bottle, in definition order.
@@ -386,6 +398,10 @@ impl<'a> Resolver<'a> {
             }
             match self.index.get(parent) {
                 Some(&p) => edges.push((p, pos)),
+                // Its file is broken and already reported; this bottle fails with it.
+                None if self.broken.contains_key(parent) => {
+                    errors.extend(self.broken.get(parent).cloned());
+                }
                 None => errors.push(src.diag(
                     pos,
                     format!(
