@@ -117,6 +117,7 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
     for (name, path) in md_files(&bottles_dir)? {
         let text = read(&path)?;
         let Some((source, yaml, _body)) = front_matter(&path, &text, "bottle", &mut parsed) else {
+            mark_broken(&mut parsed.broken_bottles, name, &parsed.diagnostics);
             continue;
         };
         match crate::raw::from_yaml::<RawBottle>(yaml) {

@@ -186,14 +186,16 @@ pub(crate) fn policy_validate_hook(egress: &ResolvedEgress) -> Vec<String> {
         .collect()
 }
 
-/// A bottle's fold result (what children inherit) and its resolved form.
+/// A bottle's fold result (what children inherit, kept even when the bottle has errors so
+/// that children's own problems are still found) and its resolved form or its errors
+/// (including its parents').
 #[derive(Debug)]
 struct Done {
     layer: Layer,
-    bottle: ResolvedBottle,
+    result: Result<ResolvedBottle, Vec<Diagnostic>>,
 }
 
-type Outcome = Result<Arc<Done>, Vec<Diagnostic>>;
+type Outcome = Arc<Done>;
 
 enum Slot {
     Todo,
@@ -252,7 +254,7 @@ impl<'a> Resolver<'a> {
                 // The directory form cannot produce duplicates; kept for safety.
                 continue;
             }
-            let result = self.resolve(i).map(|done| done.bottle.clone());
+            let result = self.resolve(i).result.clone();
             out.push((def.name.clone(), result));
         }
         out
@@ -260,7 +262,7 @@ impl<'a> Resolver<'a> {
 
     fn resolve(&mut self, i: usize) -> Outcome {
         match &self.slots[i] {
-            Slot::Done(outcome) => return outcome.clone(),
+            Slot::Done(outcome) => return Arc::clone(outcome),
             Slot::Visiting | Slot::Todo => {}
         }
         self.slots[i] = Slot::Visiting;
@@ -301,16 +303,17 @@ impl<'a> Resolver<'a> {
                 ));
                 continue;
             }
-            match self.resolve(parent) {
-                Ok(done) => match acc.as_mut() {
-                    None => acc = Some(done.layer.clone()),
-                    Some(acc) => {
-                        let mut found = Vec::new();
-                        overlay(acc, done.layer.clone(), &mut found);
-                        errors.extend(found.iter().map(|c| src.diag(pos, c.message(name))));
-                    }
-                },
-                Err(parent_errors) => errors.extend(parent_errors),
+            let done = self.resolve(parent);
+            if let Err(parent_errors) = &done.result {
+                errors.extend(parent_errors.iter().cloned());
+            }
+            match acc.as_mut() {
+                None => acc = Some(done.layer.clone()),
+                Some(acc) => {
+                    let mut found = Vec::new();
+                    overlay(acc, done.layer.clone(), &mut found);
+                    errors.extend(found.iter().map(|c| src.diag(pos, c.message(name))));
+                }
             }
         }
 
@@ -324,18 +327,18 @@ impl<'a> Resolver<'a> {
         errors.extend(found.iter().map(|c| src.diag(own_pos, c.message(name))));
 
         self.stack.pop();
-        let outcome = match finish(def, &merged) {
-            Ok(bottle) if errors.is_empty() => Ok(Arc::new(Done {
-                layer: merged,
-                bottle,
-            })),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                errors.extend(more);
-                Err(errors)
-            }
+        // Checks of the merged bottle only run on an otherwise sound bottle: with a broken
+        // parent they would repeat the parent's problem under this bottle's name.
+        let result = if errors.is_empty() {
+            finish(def, &merged)
+        } else {
+            Err(errors)
         };
-        self.slots[i] = Slot::Done(outcome.clone());
+        let outcome = Arc::new(Done {
+            layer: merged,
+            result,
+        });
+        self.slots[i] = Slot::Done(Arc::clone(&outcome));
         outcome
     }
 
