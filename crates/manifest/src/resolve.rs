@@ -192,10 +192,15 @@ pub(crate) fn policy_validate_hook(egress: &ResolvedEgress) -> Vec<String> {
 #[derive(Debug)]
 struct Done {
     layer: Layer,
+    /// Length of the longest `extends` chain from this bottle up (1 without parents).
+    depth: usize,
     result: Result<ResolvedBottle, Vec<Diagnostic>>,
 }
 
 type Outcome = Arc<Done>;
+
+/// Every bottle by name, resolved or with its errors, in definition order.
+pub(crate) type Resolved = Vec<(String, Result<ResolvedBottle, Vec<Diagnostic>>)>;
 
 enum Slot {
     Todo,
@@ -212,7 +217,13 @@ pub(crate) struct Resolver<'a> {
     stack: Vec<usize>,
     root: &'a Path,
     home: Option<&'a Path>,
+    /// How many bottles were actually resolved (not served from the cache).
+    resolutions: usize,
 }
+
+/// The deepest `extends` chain accepted; deeper is almost surely a mistake, and bounding it
+/// bounds the resolver's recursion.
+pub(crate) const MAX_DEPTH: usize = 64;
 
 impl<'a> Resolver<'a> {
     pub fn new(
@@ -233,6 +244,7 @@ impl<'a> Resolver<'a> {
             stack: Vec::new(),
             root,
             home,
+            resolutions: 0,
         }
     }
 
@@ -246,7 +258,12 @@ impl<'a> Resolver<'a> {
     }
 
     /// Resolves every bottle, in definition order.
-    pub fn resolve_all(mut self) -> Vec<(String, Result<ResolvedBottle, Vec<Diagnostic>>)> {
+    pub fn resolve_all(self) -> Resolved {
+        self.resolve_all_counted().0
+    }
+
+    /// [`Self::resolve_all`], also returning how many resolutions ran (each bottle once).
+    fn resolve_all_counted(mut self) -> (Resolved, usize) {
         let mut out = Vec::new();
         for i in 0..self.defs.len() {
             let def = &self.defs[i];
@@ -257,7 +274,7 @@ impl<'a> Resolver<'a> {
             let result = self.resolve(i).result.clone();
             out.push((def.name.clone(), result));
         }
-        out
+        (out, self.resolutions)
     }
 
     fn resolve(&mut self, i: usize) -> Outcome {
@@ -267,6 +284,7 @@ impl<'a> Resolver<'a> {
         }
         self.slots[i] = Slot::Visiting;
         self.stack.push(i);
+        self.resolutions += 1;
         let def = &self.defs[i];
         let src = &def.source;
         let name = def.name.as_str();
@@ -284,6 +302,7 @@ impl<'a> Resolver<'a> {
         }
 
         let mut acc: Option<Layer> = None;
+        let mut depth = 1;
         let mut conflicts = Vec::new();
         for (parent, pos) in self.parent_edges(def, &mut errors) {
             if matches!(self.slots[parent], Slot::Visiting) {
@@ -303,7 +322,30 @@ impl<'a> Resolver<'a> {
                 ));
                 continue;
             }
+            if self.stack.len() >= MAX_DEPTH {
+                // Bounds the recursion; the chain on the stack is already too deep.
+                let top = self.defs[self.stack[0]].name.as_str();
+                let parent_name = self.defs[parent].name.as_str();
+                errors.push(src.diag(
+                    pos,
+                    format!(
+                        "bottle `{name}`: extends chain {top} -> ... -> {name} -> {parent_name} \
+                         is deeper than {MAX_DEPTH} bottles; flatten it"
+                    ),
+                ));
+                continue;
+            }
             let done = self.resolve(parent);
+            if done.depth == MAX_DEPTH {
+                errors.push(src.diag(
+                    pos,
+                    format!(
+                        "bottle `{name}`: extends chain is deeper than {MAX_DEPTH} bottles; \
+                         flatten it"
+                    ),
+                ));
+            }
+            depth = depth.max(done.depth + 1);
             if let Err(parent_errors) = &done.result {
                 errors.extend(parent_errors.iter().cloned());
             }
@@ -336,6 +378,7 @@ impl<'a> Resolver<'a> {
         };
         let outcome = Arc::new(Done {
             layer: merged,
+            depth,
             result,
         });
         self.slots[i] = Slot::Done(Arc::clone(&outcome));
@@ -642,5 +685,115 @@ fn finish(def: &BottleDef, layer: &Layer) -> Result<ResolvedBottle, Vec<Diagnost
         Ok(bottle)
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn parse(yaml: &str) -> crate::load::Parsed {
+        crate::load::parse_file_text(Path::new("m.yaml"), yaml)
+    }
+
+    #[test]
+    fn each_bottle_is_resolved_once() {
+        let parsed = parse(
+            "bottles:\n  base: {}\n  left: {extends: base}\n  right: {extends: base}\n  \
+             child: {extends: [left, right, base]}\n  other: {extends: [child, left]}\n",
+        );
+        let broken = BTreeMap::new();
+        let (out, resolutions) =
+            Resolver::new(&parsed.bottles, &broken, Path::new("/"), None).resolve_all_counted();
+        assert_eq!(out.len(), 5);
+        assert_eq!(resolutions, 5);
+    }
+
+    #[test]
+    fn overlay_with_an_empty_layer_changes_nothing() {
+        let mut acc = Layer {
+            provider: Some(AgentProvider::default()),
+            supervise: Some(false),
+            env: [("A".to_owned(), "1".to_owned())].into(),
+            user: GitUser {
+                name: Some("Bot".into()),
+                email: None,
+            },
+            repos: BTreeMap::new(),
+            log: Some(LogMode::All),
+            upstream_ca: vec![PathBuf::from("/ca.pem")],
+            routes: vec![(
+                Route {
+                    host: "a".into(),
+                    port: None,
+                    auth_scheme: None,
+                    token_env: None,
+                    auth_header: None,
+                    connect_to: None,
+                    matches: None,
+                },
+                "p".into(),
+            )],
+        };
+        let before = acc.clone();
+        let mut conflicts = Vec::new();
+        overlay(&mut acc, Layer::default(), &mut conflicts);
+        assert_eq!(acc, before);
+        assert_eq!(conflicts, vec![]);
+    }
+
+    #[test]
+    fn identical_route_twice_is_kept_once_different_is_a_conflict() {
+        let r = |host: &str, port: Option<u16>| Route {
+            host: host.into(),
+            port,
+            auth_scheme: None,
+            token_env: None,
+            auth_header: None,
+            connect_to: None,
+            matches: None,
+        };
+        let mut routes = Vec::new();
+        let mut conflicts = Vec::new();
+        push_route(&mut routes, r("a", None), "p1".into(), &mut conflicts);
+        push_route(&mut routes, r("b", None), "p1".into(), &mut conflicts);
+        push_route(&mut routes, r("a", None), "p2".into(), &mut conflicts);
+        push_route(&mut routes, r("A", Some(1)), "p3".into(), &mut conflicts);
+        assert_eq!(
+            routes,
+            vec![(r("a", None), "p1".into()), (r("b", None), "p1".into())]
+        );
+        assert_eq!(
+            conflicts,
+            vec![RouteConflict {
+                host: "A".into(),
+                first: "p1".into(),
+                second: "p3".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn deep_chains_are_bounded() {
+        let mut yaml = String::from("bottles:\n  b0: {}\n");
+        for i in 1..=MAX_DEPTH + 5 {
+            yaml.push_str(&format!("  b{i}: {{extends: b{}}}\n", i - 1));
+        }
+        let parsed = parse(&yaml);
+        let broken = BTreeMap::new();
+        let out = Resolver::new(&parsed.bottles, &broken, Path::new("/"), None).resolve_all();
+        let deepest = &out.last().unwrap().1;
+        let errors = deepest.as_ref().unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .message
+                .contains("extends chain is deeper than 64 bottles"),
+            "{}",
+            errors[0]
+        );
+        // Shallow enough bottles still resolve.
+        assert!(out[10].1.is_ok());
     }
 }

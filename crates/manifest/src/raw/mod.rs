@@ -324,3 +324,57 @@ impl<'de> Deserialize<'de> for AgentProviderSpec {
         deserializer.deserialize_any(ProviderVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn git_gate_block_reads_like_the_gates_type() {
+        let yaml = "user: {name: Bot, email: bot@example.com}\nrepos:\n  app:\n    url: ssh://git@h/org/app.git\n    key: {provider: gitea, forge_token_env: TOKEN}\n    host_key: ssh-ed25519 AAAA\n    push_branches: [\"bot/*\"]\n    allow_force_push: false\n  lib: {url: /srv/lib.git}\n";
+        let block: GitGateBlock = from_yaml(yaml).unwrap();
+        let gate: GitGate = from_yaml(yaml).unwrap();
+        assert_eq!(block.to_git_gate(), gate);
+        for bad in ["users: {}\n", "repos: {app: {uri: x}}\n"] {
+            assert!(from_yaml::<GitGateBlock>(bad).is_err(), "{bad}");
+            assert!(from_yaml::<GitGate>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn extends_shapes() {
+        let one: Extends = from_yaml("base").unwrap();
+        assert_eq!(one, Extends::One("base".into()));
+        let bad: Extends = from_yaml("{a: 1}").unwrap();
+        assert_eq!(bad, Extends::Invalid("a mapping"));
+        let many: Extends = from_yaml("[a, 1, no]").unwrap();
+        let Extends::Many(entries) = many else {
+            panic!("not a list")
+        };
+        let values: Vec<ExtendsEntry> = entries.into_iter().map(|e| e.value).collect();
+        assert_eq!(
+            values,
+            vec![
+                ExtendsEntry::Name("a".into()),
+                ExtendsEntry::Invalid("a number"),
+                ExtendsEntry::Name("no".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_provider_shapes() {
+        let p: AgentProviderSpec = from_yaml("codex").unwrap();
+        assert_eq!(p, AgentProviderSpec::Stock(ProviderKind::Codex));
+        let p: AgentProviderSpec = from_yaml("{template: claude, dockerfile: ./D}").unwrap();
+        assert_eq!(
+            p,
+            AgentProviderSpec::Template {
+                template: ProviderKind::Claude,
+                dockerfile: "./D".into()
+            }
+        );
+        assert!(from_yaml::<AgentProviderSpec>("{template: claude, dockerfile: D, x: 1}").is_err());
+    }
+}
