@@ -141,7 +141,7 @@ pub struct Manifest {
     path: PathBuf,
     bottles: Vec<(String, Result<ResolvedBottle, Vec<Diagnostic>>)>,
     agents: Vec<(String, Result<ResolvedAgent, Vec<Diagnostic>>)>,
-    /// File-level problems (YAML errors, missing front matter): they may hide definitions.
+    /// Problems that may hide definitions (nothing could be read at all).
     file_errors: Vec<Diagnostic>,
     errors: Vec<Diagnostic>,
 }
@@ -260,7 +260,17 @@ impl Manifest {
             path: display,
             bottles,
             agents,
-            file_errors: parsed.diagnostics,
+            // Errors that left nothing defined (the file form's YAML error, a directory
+            // that is not a manifest) may hide the bottle or agent asked for.
+            file_errors: if parsed.bottles.is_empty()
+                && parsed.agents.is_empty()
+                && parsed.broken_bottles.is_empty()
+                && parsed.broken_agents.is_empty()
+            {
+                parsed.diagnostics
+            } else {
+                Vec::new()
+            },
             errors,
         }
     }

@@ -83,7 +83,9 @@ fn push_route(
 /// The one merge function: folds `later` on top of `acc`. `env` merges with later keys
 /// winning; `git-gate.user` per field, later non-empty wins; `git-gate.repos` union by
 /// name, same name merged per field (a field such as `key` replaced whole); routes
-/// concatenated, earlier first; `log`, `agent_provider`, `supervise` last wins.
+/// concatenated, earlier first, an identical route kept once at its first place, a
+/// different route for a host already present reported as a conflict; `upstream_ca`
+/// concatenated without repeats; `log`, `agent_provider`, `supervise` last wins.
 pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteConflict>) {
     if later.provider.is_some() {
         acc.provider = later.provider;

@@ -98,7 +98,9 @@ pub struct RawAgent {
     /// The bottle the agent runs in (required).
     #[serde(default)]
     pub bottle: Option<Spanned<String>>,
-    /// Skill directories copied into the agent's skills dir, relative to the manifest.
+    /// Skill directories copied into the agent's skills dir. A relative path is relative to
+    /// the directory holding `bot-bottle.yaml` (file form) or to the manifest directory
+    /// (directory form); `~/` is the home directory.
     #[serde(default)]
     pub skills: Option<Vec<Spanned<String>>>,
     /// The agent's prompt (in the directory form: the Markdown body instead).
@@ -277,7 +279,7 @@ pub enum AgentProviderSpec {
     Template {
         /// Which provider's agent command and configuration to use.
         template: ProviderKind,
-        /// Dockerfile of the image, relative to the manifest.
+        /// Dockerfile of the image; relative paths as for `skills`.
         dockerfile: String,
     },
 }

@@ -150,3 +150,40 @@ fn relative_manifest_path_is_shown_as_given() {
     assert_eq!(m.path(), Path::new("m"));
     assert_eq!(m.errors()[0].file, PathBuf::from("m/bottles/a.md"),);
 }
+
+#[test]
+fn unknown_and_broken_names_in_the_directory_form() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, "bottles/ok.md", "---\n---\n");
+    write(dir, "bottles/bad.md", "---\nsupervise: maybe\n---\n");
+    let m = Manifest::load(dir).unwrap();
+    assert!(m.bottle("ok").is_ok());
+    assert_eq!(
+        m.bottle("nope")
+            .unwrap_err()
+            .to_string()
+            .replace(&dir.display().to_string(), "<dir>"),
+        "no bottle `nope` in <dir>; available bottles: bad, ok"
+    );
+    assert_eq!(
+        m.bottle("bad")
+            .unwrap_err()
+            .to_string()
+            .replace(&dir.display().to_string(), "<dir>"),
+        "manifest <dir> has 1 error:\n  <dir>/bottles/bad.md:2:12: expected `true` or `false`"
+    );
+}
+
+#[test]
+fn file_form_yaml_error_hides_every_name() {
+    let m = Manifest::from_yaml("m.yaml", "bottles:\n  a: {supervise: maybe}\n", None);
+    assert_eq!(
+        m.bottle("a").unwrap_err().to_string(),
+        "manifest m.yaml has 1 error:\n  m.yaml:2:18: expected `true` or `false`"
+    );
+    assert_eq!(
+        m.agent("x").unwrap_err().to_string(),
+        "manifest m.yaml has 1 error:\n  m.yaml:2:18: expected `true` or `false`"
+    );
+}
