@@ -1,1 +1,2 @@
+mod manifest_cli;
 mod scan_cli;
