@@ -56,12 +56,12 @@ pub fn load_routes_file(path: &Path) -> Result<EgressConfig, ParseError> {
 }
 
 fn first_line(message: &str) -> String {
-    message
-        .lines()
-        .next()
-        .unwrap_or("invalid yaml")
-        .trim()
-        .to_string()
+    let line = message.lines().next().unwrap_or("invalid yaml").trim();
+    // The location is already in front of the message; drop the library's own copy.
+    match line.rfind(" at line ") {
+        Some(i) => line[..i].to_string(),
+        None => line.to_string(),
+    }
 }
 
 #[cfg(test)]
