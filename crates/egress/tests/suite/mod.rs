@@ -1,0 +1,5 @@
+mod binary;
+mod common;
+mod rules;
+mod safety;
+mod streaming;
