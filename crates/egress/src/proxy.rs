@@ -14,7 +14,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use policy::{EgressConfig, LogMode, Reason};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -308,17 +308,29 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
     else {
         return;
     };
-    let io = TokioIo::new(StrictIo::new(tls, shared.limits));
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let s = shared.clone();
     let service = service_fn(move |req| {
         let s = s.clone();
         let host = host.clone();
         async move { Ok::<_, Infallible>(inner(s, req, Scheme::Https, host, port).await) }
     });
-    let _ = server_builder(&shared)
-        .serve_connection(io, service)
-        .with_upgrades()
-        .await;
+    if h2 {
+        // HTTP/2 has binary framing checked by the h2 crate (content-length against
+        // data, no connection-specific headers), so the HTTP/1 framing check is not used.
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
+            .keep_alive_interval(None)
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+    } else {
+        let io = TokioIo::new(StrictIo::new(tls, shared.limits));
+        let _ = server_builder(&shared)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
+    }
 }
 
 /// Whether an authority (`host[:port]`) names the same place as `host:port`.
@@ -461,8 +473,12 @@ async fn inner(
     let body = Metered::new(body, shared.timeouts.idle, up.clone(), None).boxed();
     let outgoing = Request::from_parts(parts, body);
 
-    let result =
-        tokio::time::timeout(shared.timeouts.first_byte, loaded.client.request(outgoing)).await;
+    let client = if upgrade {
+        &loaded.client_h1
+    } else {
+        &loaded.client
+    };
+    let result = tokio::time::timeout(shared.timeouts.first_byte, client.request(outgoing)).await;
     let mut resp = match result {
         Err(_) => {
             log_status(

@@ -95,7 +95,10 @@ pub(crate) struct Loaded {
     pub policy: Policy,
     /// Per route index: the header to set and its value (marked sensitive).
     pub credentials: Vec<Option<(HeaderName, HeaderValue)>>,
+    /// Pooled client; HTTP/2 where the upstream offers it, HTTP/1.1 otherwise.
     pub client: Client<Connector, ReqBody>,
+    /// HTTP/1.1-only client for upgrade requests (WebSocket), which need HTTP/1.1.
+    pub client_h1: Client<Connector, ReqBody>,
     pub log: LogMode,
     pub allowlist_json: Bytes,
 }
@@ -206,23 +209,30 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
     })?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = Connector {
+    let mut tls_h1 = tls.clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let pins = Arc::new(Pins {
+        cli: base.pins.clone(),
+        routes: route_pins,
+    });
+    let connector = |tls: rustls::ClientConfig| Connector {
         resolver: base.resolver.clone(),
         tls: Arc::new(tls),
-        pins: Arc::new(Pins {
-            cli: base.pins.clone(),
-            routes: route_pins,
-        }),
+        pins: pins.clone(),
         listen: base.listen.clone(),
         timeouts: base.timeouts,
     };
-    let client = Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .build(connector);
+    let client = |tls: rustls::ClientConfig| {
+        Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector(tls))
+    };
+    let client_h1 = client(tls_h1);
+    let client = client(tls);
     let allowlist_json = Bytes::from(
         serde_json::to_vec_pretty(&serde_json::json!({
             "log": config.log.unwrap_or_default(),
@@ -235,6 +245,7 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
         policy: Policy::new(validated),
         credentials,
         client,
+        client_h1,
         allowlist_json,
     })
 }

@@ -71,6 +71,23 @@ where
     send
 }
 
+/// An HTTP/2 sender over any stream (the TLS layer must have negotiated `h2`).
+pub async fn http2<S>(stream: S) -> hyper::client::conn::http2::SendRequest<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("http2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
 /// A fully read response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collected {

@@ -106,8 +106,13 @@ impl TestCa {
     }
 }
 
-/// A rustls client config trusting only the certificates in `pem`.
+/// A rustls client config trusting only the certificates in `pem`, offering HTTP/1.1.
 pub fn client_config_for_pem(pem: &str) -> Arc<rustls::ClientConfig> {
+    client_config_with_alpn(pem, &[b"http/1.1"])
+}
+
+/// A rustls client config trusting only the certificates in `pem`, offering `alpn`.
+pub fn client_config_with_alpn(pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     install_crypto_provider();
     use rustls::pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
@@ -117,6 +122,6 @@ pub fn client_config_for_pem(pem: &str) -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }

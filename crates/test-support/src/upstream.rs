@@ -35,6 +35,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// TLS server name the client sent (TLS upstreams only).
     pub sni: Option<String>,
+    /// HTTP version of the request (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
 }
 
 impl Recorded {
@@ -76,6 +78,13 @@ impl Upstream {
         .await
     }
 
+    /// Starts a TLS upstream that also offers HTTP/2 (ALPN `h2`).
+    pub async fn start_tls_h2(ca: &TestCa, names: &[&str]) -> Upstream {
+        let mut config = (*ca.server_config(names)).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
     /// Starts a plain-HTTP upstream.
     pub async fn start_plain() -> Upstream {
         Self::start(None).await
@@ -101,7 +110,17 @@ impl Upstream {
                                 return;
                             };
                             let sni = stream.get_ref().1.server_name().map(str::to_string);
-                            serve_conn(TokioIo::new(stream), rec, sni).await;
+                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                let service =
+                                    service_fn(move |req| handle(req, rec.clone(), sni.clone()));
+                                let _ = hyper::server::conn::http2::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                            } else {
+                                serve_conn(TokioIo::new(stream), rec, sni).await;
+                            }
                         }
                         None => serve_conn(TokioIo::new(tcp), rec, None).await,
                     }
@@ -158,6 +177,7 @@ async fn handle(
     sni: Option<String>,
 ) -> Result<Response<Out>, Infallible> {
     let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
     let path = req
         .uri()
         .path_and_query()
@@ -194,6 +214,7 @@ async fn handle(
         body_len,
         body: body.clone(),
         sni,
+        version,
     });
     let p = path.split('?').next().unwrap_or("");
     let resp = match p {

@@ -87,7 +87,11 @@ async fn an_upload_streams_through() {
     assert_eq!(h.upstream.requests()[0].body_len, 3 * 1024 * 1024);
 }
 
-async fn websocket(h: &super::common::Harness, host: &str, path: &str) -> (u16, Option<String>) {
+pub(super) async fn websocket(
+    h: &super::common::Harness,
+    host: &str,
+    path: &str,
+) -> (u16, Option<String>) {
     let config = test_support::client_config_for_pem(&h.ca_pem);
     let mut tls = test_support::client::tls_through_proxy(h.proxy, host, 443, host, config)
         .await
