@@ -111,3 +111,48 @@ where
         self.inner.size_hint()
     }
 }
+
+/// Copies both ways between two upgraded streams until both sides finish, or until
+/// nothing moves in either direction for `idle` (the timer restarts on every read).
+pub(crate) async fn splice_with_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+) -> std::io::Result<()>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf_a = vec![0u8; 16 * 1024];
+    let mut buf_b = vec![0u8; 16 * 1024];
+    let (mut a_done, mut b_done) = (false, false);
+    while !(a_done && b_done) {
+        tokio::select! {
+            r = a.read(&mut buf_a), if !a_done => {
+                let n = r?;
+                if n == 0 {
+                    a_done = true;
+                    let _ = b.shutdown().await;
+                } else {
+                    b.write_all(&buf_a[..n]).await?;
+                    b.flush().await?;
+                }
+            }
+            r = b.read(&mut buf_b), if !b_done => {
+                let n = r?;
+                if n == 0 {
+                    b_done = true;
+                    let _ = a.shutdown().await;
+                } else {
+                    a.write_all(&buf_b[..n]).await?;
+                    a.flush().await?;
+                }
+            }
+            () = tokio::time::sleep(idle) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, IdleTimeout(idle)));
+            }
+        }
+    }
+    Ok(())
+}

@@ -352,6 +352,7 @@ async fn inner(
     port: u16,
 ) -> Response<RespBody> {
     let started = Instant::now();
+    let arrived = now_rfc3339();
     let loaded = shared.routes.current();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -568,11 +569,12 @@ async fn inner(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let idle = shared.timeouts.idle;
             tokio::spawn(async move {
                 if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
                     let mut c = TokioIo::new(c);
                     let mut u = TokioIo::new(u);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let _ = crate::body::splice_with_idle(&mut c, &mut u, idle).await;
                 }
             });
         }
@@ -596,7 +598,7 @@ async fn inner(
     strip_hop_by_hop(&mut parts.headers);
     let guard = (loaded.log == LogMode::All).then(|| {
         let shared = shared.clone();
-        let time = now_rfc3339();
+        let time = arrived;
         let rule = decision.route;
         let method = method.to_string();
         let down = down.clone();

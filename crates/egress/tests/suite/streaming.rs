@@ -132,3 +132,43 @@ async fn websocket_upgrade_passes_when_the_route_allows_it() {
     );
     assert_eq!(websocket(&h, "other.test", "/ws").await, (403, None));
 }
+
+async fn sse_frames(h: &super::common::Harness, path: &str) -> (Vec<String>, bool) {
+    let mut send = sender(h, "api.test").await;
+    let req = http::Request::get(path)
+        .header("host", "api.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    let mut failed = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    frames.push(String::from_utf8(data.to_vec()).unwrap());
+                }
+            }
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    (frames, failed)
+}
+
+#[tokio::test]
+async fn the_idle_timeout_resets_on_traffic() {
+    let h = super::common::start_with(ROUTES, |c, _| {
+        c.timeouts.idle = std::time::Duration::from_millis(600);
+    })
+    .await;
+    // 6 events 250 ms apart: 1.25 s in total, longer than the idle timeout, never idle
+    let (frames, failed) = sse_frames(&h, "/sse?n=6&gap_ms=250").await;
+    assert_eq!((frames.len(), failed), (6, false));
+    // a stream that goes quiet for longer than the idle timeout is cut
+    let (frames, failed) = sse_frames(&h, "/sse?n=3&gap_ms=2000").await;
+    assert_eq!((frames, failed), (vec!["data: 0\n\n".to_string()], true));
+}
