@@ -138,6 +138,7 @@ pub(crate) async fn run(
     req: CgiRequest,
     body: Incoming,
     hold: Option<Box<dyn Send + Sync>>,
+    probe: &std::net::TcpStream,
 ) -> Response<GateBody> {
     let deadline = Instant::now() + settings.timeout;
     let mut cmd = tokio::process::Command::new("git");
@@ -171,6 +172,17 @@ pub(crate) async fn run(
         pgid,
         tasks: Vec::new(),
     };
+
+    // client gone → kill the group, whatever phase the request is in
+    if let (Ok(probe), Some(p)) = (probe.try_clone(), pgid) {
+        let path_info = req.path_info.clone();
+        let watcher = tokio::spawn(async move {
+            crate::server::client_gone(&probe).await;
+            tracing::info!(path = %path_info, "client went away; stopping git");
+            kill_group(p);
+        });
+        guard.tasks.push(watcher.abort_handle());
+    }
 
     // stderr → log (bounded), so http-backend's complaints are not lost
     let path_info = req.path_info.clone();

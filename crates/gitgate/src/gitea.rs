@@ -137,17 +137,26 @@ struct CreatedKey {
 }
 
 impl GiteaClient {
-    /// A client for `api_url` (e.g. `https://gitea.example/api/v1`) with the token read from
-    /// the environment variable `token_env`.
+    /// A client for `api_url` (e.g. `https://gitea.example/api/v1`).
+    pub fn new(api_url: &str, token: String, timeout: Duration) -> Self {
+        GiteaClient {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            token,
+            timeout,
+        }
+    }
+
+    /// A client whose token is read from the environment variable `token_env`.
     pub fn from_env(api_url: &str, token_env: &str, timeout: Duration) -> Result<Self, GiteaError> {
         let token = std::env::var(token_env).map_err(|_| GiteaError::MissingToken {
             var: token_env.to_string(),
         })?;
-        Ok(GiteaClient {
-            api_url: api_url.trim_end_matches('/').to_string(),
-            token,
-            timeout,
-        })
+        Ok(Self::new(api_url, token, timeout))
+    }
+
+    /// The API base URL.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
     }
 
     /// Registers `public_key` as a write deploy key titled `title`; returns its id.
@@ -329,23 +338,32 @@ fn record_path(state_dir: &Path, repo_name: &str) -> PathBuf {
     keys_dir(state_dir).join(format!("{repo_name}.gitea.json"))
 }
 
-/// Generates a key pair for `repo_name` in the gate's state, registers its public half,
-/// records the key for [`revoke_all`] and returns the private key path.
-#[allow(clippy::too_many_arguments)]
+/// What to provision: one repository's deploy key.
+#[derive(Debug, Clone)]
+pub struct KeyRequest<'a> {
+    /// Repository name in the gate.
+    pub repo_name: &'a str,
+    /// Upstream URL (for messages).
+    pub upstream_url: &'a str,
+    /// Upstream path, `owner/repo(.git)`.
+    pub upstream_path: &'a str,
+    /// Environment variable the token came from (recorded for teardown).
+    pub forge_token_env: &'a str,
+    /// Deploy key title, unique per bottle and repository.
+    pub title: &'a str,
+}
+
+/// Generates a key pair in the gate's state, registers its public half as a write deploy
+/// key, records it for [`revoke_all`] and returns the private key path.
 pub async fn provision(
     state_dir: &Path,
-    repo_name: &str,
-    upstream_url: &str,
-    upstream_path: &str,
-    api_url: &str,
-    forge_token_env: &str,
-    title: &str,
-    timeout: Duration,
+    client: &GiteaClient,
+    req: &KeyRequest<'_>,
 ) -> Result<PathBuf, GiteaError> {
-    let (owner, repo) = owner_repo(upstream_path).ok_or_else(|| GiteaError::BadRepoPath {
-        url: upstream_url.to_string(),
+    let (repo_name, title, timeout) = (req.repo_name, req.title, client.timeout);
+    let (owner, repo) = owner_repo(req.upstream_path).ok_or_else(|| GiteaError::BadRepoPath {
+        url: req.upstream_url.to_string(),
     })?;
-    let client = GiteaClient::from_env(api_url, forge_token_env, timeout)?;
     let dir = keys_dir(state_dir);
     ensure_private_dir(&dir).map_err(|e| GiteaError::State(e.to_string()))?;
     let key_path = dir.join(repo_name);
@@ -369,8 +387,8 @@ pub async fn provision(
         .create_deploy_key(&owner, &repo, title, &public)
         .await?;
     let record = DeployKeyRecord {
-        api_url: api_url.to_string(),
-        forge_token_env: forge_token_env.to_string(),
+        api_url: client.api_url.clone(),
+        forge_token_env: req.forge_token_env.to_string(),
         owner,
         repo,
         id,
@@ -382,9 +400,14 @@ pub async fn provision(
     Ok(key_path)
 }
 
-/// Revokes every deploy key this gate created (teardown). Keys revoked are forgotten;
-/// the first failure is returned after trying them all.
-pub async fn revoke_all(state_dir: &Path, timeout: Duration) -> Result<usize, GiteaError> {
+/// Revokes every deploy key this gate created (teardown), with tokens looked up by
+/// environment variable name through `token_for`. Keys revoked are forgotten; the first
+/// failure is returned after trying them all.
+pub async fn revoke_all(
+    state_dir: &Path,
+    timeout: Duration,
+    token_for: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<usize, GiteaError> {
     let dir = keys_dir(state_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(0);
@@ -401,7 +424,11 @@ pub async fn revoke_all(state_dir: &Path, timeout: Duration) -> Result<usize, Gi
                 .map_err(|e| GiteaError::State(format!("cannot read {}: {e}", path.display())))?;
             let rec: DeployKeyRecord = serde_json::from_slice(&text)
                 .map_err(|e| GiteaError::State(format!("invalid {}: {e}", path.display())))?;
-            let client = GiteaClient::from_env(&rec.api_url, &rec.forge_token_env, timeout)?;
+            let token =
+                token_for(&rec.forge_token_env).ok_or_else(|| GiteaError::MissingToken {
+                    var: rec.forge_token_env.clone(),
+                })?;
+            let client = GiteaClient::new(&rec.api_url, token, timeout);
             client
                 .delete_deploy_key(&rec.owner, &rec.repo, rec.id)
                 .await?;

@@ -175,21 +175,26 @@ impl Gate {
                                 Upstream::Local => String::new(),
                             };
                             let title = format!("bot-bottle-{}-{}", options.bottle, repo.name);
-                            gitea::provision(
-                                &state_dir,
-                                &repo.name,
-                                &repo.url,
-                                &path,
-                                api_url,
-                                forge_token_env,
-                                &title,
-                                options.api_timeout,
-                            )
-                            .await
-                            .map_err(|source| GateError::Gitea {
+                            let gitea_err = |source| GateError::Gitea {
                                 repo: repo.name.clone(),
                                 source,
-                            })?
+                            };
+                            let client = gitea::GiteaClient::from_env(
+                                api_url,
+                                forge_token_env,
+                                options.api_timeout,
+                            )
+                            .map_err(gitea_err)?;
+                            let req = gitea::KeyRequest {
+                                repo_name: &repo.name,
+                                upstream_url: &repo.url,
+                                upstream_path: &path,
+                                forge_token_env,
+                                title: &title,
+                            };
+                            gitea::provision(&state_dir, &client, &req)
+                                .await
+                                .map_err(gitea_err)?
                         }
                     };
                     let known_hosts_path = keys::write_known_hosts(&state_dir, repo)?
@@ -292,7 +297,8 @@ impl Gate {
 
     /// Teardown: revokes the deploy keys this gate created through a forge API.
     pub async fn teardown(&self) -> Result<usize, GateError> {
-        gitea::revoke_all(&self.state_dir, self.options.api_timeout)
+        let token_for = |var: &str| std::env::var(var).ok();
+        gitea::revoke_all(&self.state_dir, self.options.api_timeout, &token_for)
             .await
             .map_err(|source| GateError::Gitea {
                 repo: String::from("*"),

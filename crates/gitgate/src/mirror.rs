@@ -225,7 +225,57 @@ pub(crate) async fn fetch_upstream(
         .arg(&repo.url)
         .args(MIRROR_REFSPECS);
     let env = upstream_env(repo.ssh.as_ref(), connect_timeout);
-    git_ok(cmd, "fetch", &repo.mirror, &env, timeout).await
+    git_ok(cmd, "fetch", &repo.mirror, &env, timeout).await?;
+    ensure_head(repo, &env, timeout).await
+}
+
+/// Points the mirror's HEAD at the upstream's default branch if it does not resolve yet
+/// (a fresh mirror, or the branch it named was deleted), so clones check out what a clone
+/// of the upstream would.
+async fn ensure_head(
+    repo: &RepoRuntime,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    timeout: Duration,
+) -> Result<(), MirrorError> {
+    let mut cmd = git(&repo.mirror);
+    cmd.args(["rev-parse", "--verify", "-q", "HEAD"]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    if run_async(cmd, timeout).await?.status.success() {
+        return Ok(());
+    }
+    let mut cmd = git(&repo.mirror);
+    cmd.args(["ls-remote", "--symref", "--", &repo.url, "HEAD"]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let out = run_async(cmd, timeout).await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let upstream_head = text.lines().find_map(|l| {
+        l.strip_prefix("ref: ")
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    });
+    let mut cmd = git(&repo.mirror);
+    cmd.args(["for-each-ref", "--format=%(refname)", "refs/heads/"]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let out = run_async(cmd, timeout).await?;
+    let branches: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let head = upstream_head
+        .filter(|h| branches.contains(h))
+        .or_else(|| {
+            ["refs/heads/main", "refs/heads/master"]
+                .iter()
+                .map(|s| s.to_string())
+                .find(|h| branches.contains(h))
+        })
+        .or_else(|| branches.first().cloned());
+    if let Some(head) = head {
+        let mut cmd = git(&repo.mirror);
+        cmd.args(["symbolic-ref", "HEAD", &head]);
+        git_ok(cmd, "symbolic-ref", &repo.mirror, env, timeout).await?;
+    }
+    Ok(())
 }
 
 /// A repository as the server holds it: runtime plus the lock that serialises every write

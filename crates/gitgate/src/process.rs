@@ -81,12 +81,15 @@ pub(crate) async fn run_async(
 
 /// Runs a blocking command to completion, feeding `stdin`, capturing output, within
 /// `timeout` (used by the pre-receive hook, which has no async runtime).
+///
+/// The child stays in the caller's process group: the hook runs inside the gate's CGI
+/// group, and when the gate kills that group (client gone, deadline) the hook's own
+/// children — `git push`, `ssh`, a local upstream's receive-pack — must die with it.
 pub(crate) fn run_blocking(
     mut cmd: std::process::Command,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Output, RunError> {
-    use std::os::unix::process::CommandExt;
     let program = program_name(&cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -94,13 +97,11 @@ pub(crate) fn run_blocking(
         Stdio::null()
     })
     .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
         program: program.clone(),
         source,
     })?;
-    let pid = child.id();
     let feeder = match (stdin, child.stdin.take()) {
         (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
             use std::io::Write;
@@ -134,7 +135,7 @@ pub(crate) fn run_blocking(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                kill_group(pid);
+                let _ = child.kill();
                 let _ = child.wait();
                 return Err(RunError::Timeout { program, timeout });
             }

@@ -113,6 +113,7 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     remote: SocketAddr,
+    probe: Arc<std::net::TcpStream>,
 ) -> Result<Response<GateBody>, Infallible> {
     let path = req.uri().path().to_string();
     let Some(route) = route(req.method(), &path) else {
@@ -179,11 +180,38 @@ pub(crate) async fn handle(
         git_protocol: header(&req, http::HeaderName::from_static("git-protocol")),
         remote_addr: remote.ip().to_string(),
     };
-    Ok(cgi::run(&shared.cgi, cgi_req, req.into_body(), hold).await)
+    Ok(cgi::run(&shared.cgi, cgi_req, req.into_body(), hold, &probe).await)
 }
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn split_probe(
+    stream: tokio::net::TcpStream,
+) -> io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = stream.into_std()?;
+    let probe = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, probe))
+}
+
+/// Resolves when the client has closed its connection (or it failed). A client that sends
+/// more data before the response is complete is taken as still there.
+pub(crate) async fn client_gone(probe: &std::net::TcpStream) {
+    let Ok(dup) = probe.try_clone() else {
+        return std::future::pending().await;
+    };
+    if dup.set_nonblocking(true).is_err() {
+        return std::future::pending().await;
+    }
+    let Ok(sock) = tokio::net::TcpStream::from_std(dup) else {
+        return std::future::pending().await;
+    };
+    let mut byte = [0u8; 1];
+    match sock.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 /// Accepts connections until `shutdown` resolves.
@@ -206,9 +234,19 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // A second handle on the socket lets a request notice that its client went away
+        // while git is still working (hyper only reads when it wants the next request).
+        let (stream, probe) = match split_probe(stream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up a connection");
+                continue;
+            }
+        };
+        let probe = Arc::new(probe);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(shared.clone(), req, remote));
+            let svc = service_fn(move |req| handle(shared.clone(), req, remote, probe.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .half_close(false)
                 .header_read_timeout(std::time::Duration::from_secs(30))

@@ -61,20 +61,20 @@ impl PushScanner for AwsKeyScanner {
                     .next()
                     .unwrap_or("0");
                 line = start.parse().unwrap_or(0);
-            } else if let Some(added) = l.strip_prefix('+') {
-                if !l.starts_with("+++") {
-                    let b = added.as_bytes();
-                    if (0..b.len()).any(|i| is_key(&b[i..])) {
-                        findings.push(GateFinding {
-                            rule_id: "aws-access-token".into(),
-                            file: file.clone(),
-                            line,
-                            commit: commit.clone(),
-                            fingerprint: format!("{commit}:{file}:aws-access-token:{line}"),
-                        });
-                    }
-                    line += 1;
+            } else if let Some(added) = l.strip_prefix('+')
+                && !l.starts_with("+++")
+            {
+                let b = added.as_bytes();
+                if (0..b.len()).any(|i| is_key(&b[i..])) {
+                    findings.push(GateFinding {
+                        rule_id: "aws-access-token".into(),
+                        file: file.clone(),
+                        line,
+                        commit: commit.clone(),
+                        fingerprint: format!("{commit}:{file}:aws-access-token:{line}"),
+                    });
                 }
+                line += 1;
             }
         }
         Ok(findings)

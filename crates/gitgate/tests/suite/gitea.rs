@@ -1,0 +1,1 @@
+//! The gitea key provider against a fake Gitea API on loopback.

@@ -1,0 +1,1 @@
+//! Deploy keys over a real sshd on loopback.
