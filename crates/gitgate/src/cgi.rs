@@ -48,6 +48,8 @@ pub(crate) struct CgiSettings {
     pub max_request_bytes: u64,
     pub timeout: Duration,
     pub home: PathBuf,
+    /// The CGI program and its arguments (`git http-backend`).
+    pub program: Vec<OsString>,
 }
 
 /// Owns the child until it has exited: dropping it kills the whole process group.
@@ -141,8 +143,14 @@ pub(crate) async fn run(
     probe: &std::net::TcpStream,
 ) -> Response<GateBody> {
     let deadline = Instant::now() + settings.timeout;
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("http-backend")
+    let Some((program, args)) = settings.program.split_first() else {
+        return text_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "git gate: no CGI program\n",
+        );
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .env_clear()
         .envs(cgi_env(settings, &req))
         .current_dir(&settings.project_root)

@@ -100,6 +100,8 @@ pub struct GateOptions {
     pub max_request_bytes: u64,
     /// Limit for each forge API call and key generation.
     pub api_timeout: Duration,
+    /// The CGI program serving git smart HTTP, with its arguments (`git http-backend`).
+    pub http_backend: Vec<std::ffi::OsString>,
 }
 
 impl GateOptions {
@@ -113,6 +115,7 @@ impl GateOptions {
             request_timeout: Duration::from_secs(1800),
             max_request_bytes: 2 * 1024 * 1024 * 1024,
             api_timeout: Duration::from_secs(20),
+            http_backend: vec!["git".into(), "http-backend".into()],
         })
     }
 }
@@ -256,6 +259,7 @@ impl Gate {
                 max_request_bytes: options.max_request_bytes,
                 timeout: options.request_timeout,
                 home: state_dir.clone(),
+                program: options.http_backend.clone(),
             },
             repos,
             git_timeout: options.git_timeout,

@@ -514,3 +514,90 @@ async fn concurrent_pushes_serialise() {
     let mirror = gate.gate.mirror_path("app").unwrap();
     assert_eq!(&git(&mirror, &["rev-parse", "main"]), winner);
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status code and body.
+async fn raw_get(base: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, mut body) = text
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_ascii_lowercase(), b.to_string()))
+        .unwrap_or_default();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body.as_str();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        body = out;
+    }
+    (status, body)
+}
+
+fn cgi_script(root: &std::path::Path, name: &str, output: &str) -> std::ffi::OsString {
+    let path = root.join(name);
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\ncat >/dev/null\nprintf '{output}'\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.into_os_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_cgi_output_is_a_500_and_cgi_status_is_passed_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let up = upstream(&root, "app");
+    let yaml = local_yaml("app", &up, "");
+
+    let mut o = options();
+    o.http_backend = vec![cgi_script(
+        &root,
+        "garbage.sh",
+        "this is not a header\\n\\nbody",
+    )];
+    let dir = root.join("g1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = start_gate(&dir, &yaml, o).await;
+    let (status, body) = raw_get(&gate.base, "/app.git/info/refs?service=git-upload-pack").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            500,
+            "the git gate got a malformed response from git http-backend; see the gate's log\n"
+        )
+    );
+
+    let mut o = options();
+    o.http_backend = vec![cgi_script(
+        &root,
+        "forbidden.sh",
+        "Status: 403 Forbidden\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n",
+    )];
+    let dir = root.join("g2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = start_gate(&dir, &yaml, o).await;
+    let (status, body) = raw_get(&gate.base, "/app.git/info/refs?service=git-upload-pack").await;
+    assert_eq!((status, body.as_str()), (403, "no\n"));
+
+    // Dumb-HTTP paths are never handed to the CGI.
+    let (status, _) = raw_get(&gate.base, "/app.git/HEAD").await;
+    assert_eq!(status, 404);
+}
