@@ -1,0 +1,3 @@
+mod manifest_cli;
+mod readme;
+mod scan_cli;
