@@ -284,6 +284,8 @@ async fn ensure_head(
 pub(crate) struct RepoHandle {
     pub(crate) runtime: RepoRuntime,
     pub(crate) lock: Arc<tokio::sync::Mutex<SyncRecord>>,
+    /// Upstream fetches actually run (observability and tests).
+    pub(crate) fetches: std::sync::atomic::AtomicU64,
 }
 
 /// The last sync: when it started and how it ended.
@@ -297,6 +299,7 @@ impl RepoHandle {
         RepoHandle {
             runtime,
             lock: Arc::new(tokio::sync::Mutex::new(SyncRecord::default())),
+            fetches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -315,6 +318,8 @@ impl RepoHandle {
             return result.clone();
         }
         let started = Instant::now();
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = fetch_upstream(&self.runtime, timeout, connect_timeout)
             .await
             .map_err(|e| e.to_string());
@@ -327,6 +332,46 @@ impl RepoHandle {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_syncs_share_one_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = dir.path().join("up.git");
+        let st = std::process::Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&up)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let rt = RepoRuntime {
+            name: "app".into(),
+            url: up.to_string_lossy().into_owned(),
+            mirror: dir.path().join("m/app.git"),
+            push_branches: vec![],
+            allow_force_push: false,
+            ssh: None,
+        };
+        let t = Duration::from_secs(30);
+        prepare_mirror(&rt, "#!/bin/sh\n", t).await.unwrap();
+        let handle = Arc::new(RepoHandle::new(rt));
+        // Hold the lock so that all syncs queue up behind it, then let them go.
+        let guard = handle.lock.lock().await;
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.sync(t, t).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(guard);
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Ok(()));
+        }
+        assert_eq!(handle.fetches.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A later request gets a fresh fetch.
+        handle.sync(t, t).await.unwrap();
+        assert_eq!(handle.fetches.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
 
     #[test]
     fn hook_script_is_one_quoted_exec() {
