@@ -97,6 +97,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gate.serve(listener, shutdown_signal())
             .await
             .context("the git gate stopped serving")?;
+        // Deploy keys created through a forge API live only as long as the gate.
+        gate.teardown()
+            .await
+            .context("cannot revoke the deploy keys this gate created; remove them in the forge")?;
         Ok(ExitCode::SUCCESS)
     })
 }
