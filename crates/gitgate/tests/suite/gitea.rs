@@ -181,3 +181,17 @@ async fn an_unresponsive_api_times_out() {
         )
     );
 }
+
+#[tokio::test]
+async fn gate_setup_names_a_missing_token_variable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = "repos:\n  app:\n    url: git@127.0.0.1:team/app.git\n    host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n    key:\n      provider: gitea\n      forge_token_env: BOT_BOTTLE_TEST_TOKEN_THAT_IS_NEVER_SET\n      api_url: http://127.0.0.1:9/api/v1\n";
+    let config = gitgate::GateConfig::parse(yaml, Path::new("t.yaml")).unwrap();
+    let err = gitgate::Gate::new(config, &tmp.path().join("state"), super::support::options())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "repo `app`: environment variable BOT_BOTTLE_TEST_TOKEN_THAT_IS_NEVER_SET (forge_token_env) is not set; export the Gitea API token in it"
+    );
+}
