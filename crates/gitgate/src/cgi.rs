@@ -57,12 +57,17 @@ struct ChildGuard {
     child: Option<Child>,
     pgid: Option<u32>,
     tasks: Vec<AbortHandle>,
+    /// Kills the group when the client goes away; stopped before the child is reaped.
+    watcher: Option<AbortHandle>,
 }
 
 impl ChildGuard {
     /// Hands the child over for reaping (the caller waits for it); the group is no longer
     /// killed on drop.
     fn release(&mut self) -> Option<Child> {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         self.pgid = None;
         self.child.take()
     }
@@ -70,6 +75,9 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -179,6 +187,7 @@ pub(crate) async fn run(
         child: Some(child),
         pgid,
         tasks: Vec::new(),
+        watcher: None,
     };
 
     // client gone → kill the group, whatever phase the request is in
@@ -189,7 +198,7 @@ pub(crate) async fn run(
             tracing::info!(path = %path_info, "client went away; stopping git");
             kill_group(p);
         });
-        guard.tasks.push(watcher.abort_handle());
+        guard.watcher = Some(watcher.abort_handle());
     }
 
     // stderr → log (bounded), so http-backend's complaints are not lost

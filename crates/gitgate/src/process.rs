@@ -62,18 +62,37 @@ pub(crate) async fn run_async(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|source| RunError::Spawn {
+    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
         program: program.clone(),
         source,
     })?;
     let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => Ok(out),
+    let read_all = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
+            }
+            buf
+        })
+    };
+    let out_task = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let err_task = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Ok(Output {
+            status,
+            stdout: out_task.await.unwrap_or_default(),
+            stderr: err_task.await.unwrap_or_default(),
+        }),
         Ok(Err(source)) => Err(RunError::Wait { program, source }),
         Err(_) => {
+            // Still ours and not reaped: the group id cannot have been reused.
             if let Some(pid) = pid {
                 kill_group(pid);
             }
+            let _ = child.wait().await;
+            out_task.abort();
+            err_task.abort();
             Err(RunError::Timeout { program, timeout })
         }
     }
