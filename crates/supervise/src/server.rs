@@ -584,12 +584,12 @@ impl ServerHandler for SuperviseServer {
         tool_list().into_iter().find(|t| t.name == name)
     }
 
-    fn call_tool(
+    async fn call_tool(
         &self,
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + Send + '_ {
-        async move { self.dispatch(&request.name, request.arguments).await }
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.dispatch(&request.name, request.arguments).await
     }
 }
 
@@ -619,7 +619,63 @@ pub fn router(
         Arc::new(LocalSessionManager::default()),
         http,
     );
-    Ok((axum::Router::new().nest_service("/mcp", service), engine))
+    let limit = config.max_body_bytes;
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            json_rpc_guard(req, next, limit)
+        }));
+    Ok((app, engine))
+}
+
+fn json_rpc_error(
+    status: http::StatusCode,
+    code: i32,
+    message: String,
+) -> axum::response::Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    let mut resp = axum::response::Response::new(axum::body::Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Answers bodies that are too large (413) or not JSON (`-32700`) before the SDK sees
+/// them, so the agent gets a JSON-RPC error it can read instead of a bare text reply.
+async fn json_rpc_guard(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    limit: usize,
+) -> axum::response::Response {
+    if req.method() != http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return json_rpc_error(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                format!("request body larger than {limit} bytes; send a smaller proposal"),
+            );
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return json_rpc_error(
+            http::StatusCode::BAD_REQUEST,
+            -32700,
+            format!("parse error: the request body is not JSON ({e})"),
+        );
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// Serves the supervise MCP server of bottle `config.identity` on `listener` until
