@@ -1,0 +1,1 @@
+mod supervise_cli;
