@@ -59,6 +59,21 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the directory entries of `dir` durable.
+pub fn sync_directory(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Moves `from` to `to` without syncing (callers sync the directories once at the end).
+pub fn rename_in_place(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(dir) = to.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::rename(from, to)
+}
+
 /// Moves `from` to `to` (same file system), creating `to`'s directory.
 pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     if let Some(dir) = to.parent() {

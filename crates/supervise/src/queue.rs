@@ -57,6 +57,11 @@ pub enum QueueError {
         "proposal {0} was answered already; wait for it to be applied or look at `bot-bottle proposals show {0}`"
     )]
     AlreadyAnswered(String),
+    /// The bottle has too many proposals waiting already.
+    #[error(
+        "{0} proposals are already waiting for the operator; wait for their decisions (proposal-status) before sending more"
+    )]
+    TooMany(usize),
     /// `modified` without a file, or a file that does not validate.
     #[error("the approved file for proposal {id} is not valid: {source}")]
     InvalidFile {
@@ -95,6 +100,9 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     v.push(b'\n');
     v
 }
+
+/// Most proposals one bottle may have waiting at once.
+pub const MAX_PENDING: usize = 64;
 
 /// A file in the queue that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +297,10 @@ impl Queue {
         {
             return Ok((existing, true));
         }
+        let waiting = self.ids_with(".json")?.len();
+        if waiting >= MAX_PENDING {
+            return Err(QueueError::TooMany(waiting));
+        }
         let proposal = Proposal {
             id: new_id(),
             arrival_timestamp: now_timestamp(),
@@ -403,7 +415,7 @@ impl Queue {
             (self.proposal_path(id), format!("{id}.json")),
         ] {
             let to = self.processed().join(name);
-            match fsutil::move_file(&from, &to) {
+            match fsutil::rename_in_place(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("move", &from)(e)),
@@ -411,6 +423,8 @@ impl Queue {
         }
         let failure = self.failure_path(id);
         let _ = fs::remove_file(failure);
+        fsutil::sync_directory(&self.processed());
+        fsutil::sync_directory(&self.dir());
         Ok(())
     }
 
@@ -608,6 +622,29 @@ mod tests {
         assert_eq!(
             a.current_file_hash.as_deref(),
             Some(crate::proposal::sha256_hex("routes: []\n").as_str())
+        );
+    }
+
+    #[test]
+    fn a_bottle_cannot_flood_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(Home::new(dir.path()), "dev-00001").unwrap();
+        for i in 0..MAX_PENDING {
+            q.submit(new(
+                Tool::EgressAllow,
+                &format!("routes:\n  - host: h{i}\n"),
+            ))
+            .unwrap();
+        }
+        assert!(matches!(
+            q.submit(new(Tool::EgressAllow, "routes:\n  - host: one-more\n")),
+            Err(QueueError::TooMany(64))
+        ));
+        // the identical one is still found
+        assert!(
+            q.submit(new(Tool::EgressAllow, "routes:\n  - host: h0\n"))
+                .unwrap()
+                .1
         );
     }
 

@@ -372,11 +372,10 @@ impl SuperviseServer {
 
     async fn propose(&self, tool: Tool, new: NewProposal) -> Result<CallToolResponse, ErrorData> {
         let name = tool.as_str();
-        let (proposal, reused) = self
-            .engine
-            .submit(new)
-            .await
-            .map_err(|e| internal(name, e))?;
+        let (proposal, reused) = self.engine.submit(new).await.map_err(|e| match e {
+            QueueError::TooMany(_) => invalid(name, e),
+            other => internal(name, other),
+        })?;
         if reused {
             tracing::info!(id = %proposal.id, tool = name, "identical proposal pending; waiting on it");
         } else {

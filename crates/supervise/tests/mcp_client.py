@@ -9,6 +9,7 @@ is played by the Rust test, which decides by the keyword in each justification.
 import asyncio
 import json
 import sys
+import time
 
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -18,8 +19,12 @@ URL, MODE = sys.argv[1], sys.argv[2]
 BASE = "log: blocks\nroutes:\n  - host: api.example.com\n"
 
 
+START = time.monotonic()
+
+
 def out(step, **kw):
     print(json.dumps({"step": step, **kw}), flush=True)
+    print(f"{time.monotonic() - START:7.3f}s {step}", file=sys.stderr, flush=True)
 
 
 def text_of(result):
@@ -68,3 +73,4 @@ async def main():
 
 
 asyncio.run(main())
+print(f"{time.monotonic() - START:7.3f}s closed", file=sys.stderr, flush=True)

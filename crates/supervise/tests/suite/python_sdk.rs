@@ -57,6 +57,7 @@ async fn operator(home: Home, stop: tokio::sync::watch::Receiver<bool>, later_af
 
 async fn run_client(py: &str, url: &str, mode: &str) -> Vec<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_client.py");
+    let t = std::time::Instant::now();
     let out = tokio::process::Command::new(py)
         .args([script, url, mode])
         .output()
@@ -65,6 +66,11 @@ async fn run_client(py: &str, url: &str, mode: &str) -> Vec<Value> {
     assert!(
         out.status.success(),
         "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "client ({mode}) ran {:?}; its timings:\n{}",
+        t.elapsed(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)
@@ -193,5 +199,7 @@ async fn python_sdk_client_drives_every_tool() {
 
     let _ = stop_tx.send(true);
     op.await.unwrap();
+    let t = std::time::Instant::now();
     srv.shutdown().await;
+    eprintln!("server shutdown took {:?}", t.elapsed());
 }
