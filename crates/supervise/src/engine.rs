@@ -244,8 +244,18 @@ impl Engine {
                     decided_at: r.responded_at.clone(),
                     applied_at: Some(now_timestamp()),
                 };
-                if let Err(e) = self.queue.archive(&outcome) {
-                    tracing::error!(id = %p.id, error = %e, "cannot archive an applied proposal");
+                // The outcome is the durable decision: wake the waiters as soon as it is
+                // written, and tidy the queue directory after.
+                match self.queue.write_outcome(&outcome) {
+                    Ok(()) => {
+                        self.bump();
+                        if let Err(e) = self.queue.move_handled(&p.id) {
+                            tracing::error!(id = %p.id, error = %e, "cannot archive an applied proposal");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(id = %p.id, error = %e, "cannot record an applied proposal");
+                    }
                 }
             }
             Err(err) => {

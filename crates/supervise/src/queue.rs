@@ -237,6 +237,9 @@ impl Queue {
         let mut problems = Vec::new();
         let bottle_present = self.home.state_dir(&self.identity).is_dir();
         for id in self.ids_with(".json")? {
+            if self.outcome_path(&id).exists() {
+                continue; // handled; being moved to processed/
+            }
             let proposal = match read_json::<Proposal>(&self.proposal_path(&id)) {
                 Ok(Some(p)) => p,
                 Ok(None) => continue, // handled meanwhile
@@ -405,11 +408,21 @@ impl Queue {
     /// outcome is written first: a crash in between leaves a proposal that is both
     /// pending and handled, which is resolved as handled.
     pub fn archive(&self, outcome: &Outcome) -> Result<(), QueueError> {
-        let id = outcome.id.as_str();
-        paths::check_proposal_id(id)?;
+        self.write_outcome(outcome)?;
+        self.move_handled(&outcome.id)
+    }
+
+    /// Records a handled proposal's outcome (the durable decision; see [`Queue::archive`]).
+    pub fn write_outcome(&self, outcome: &Outcome) -> Result<(), QueueError> {
+        paths::check_proposal_id(&outcome.id)?;
         self.create()?;
-        let out = self.outcome_path(id);
-        fsutil::write_atomic(&out, &to_json(outcome)).map_err(io_err("write", &out))?;
+        let out = self.outcome_path(&outcome.id);
+        fsutil::write_atomic(&out, &to_json(outcome)).map_err(io_err("write", &out))
+    }
+
+    /// Moves a proposal whose outcome is written, and its response, to `processed/`.
+    pub fn move_handled(&self, id: &str) -> Result<(), QueueError> {
+        paths::check_proposal_id(id)?;
         for (from, name) in [
             (self.response_path(id), format!("{id}.response.json")),
             (self.proposal_path(id), format!("{id}.json")),
