@@ -16,7 +16,9 @@ mod spec;
 use std::io::{Read, Write};
 
 pub use preflight::{BackendStatus, Check};
-pub use spec::{BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, StdioMode, Workspace, WorkspaceMode};
+pub use spec::{
+    BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, StdioMode, Workspace, WorkspaceMode,
+};
 
 /// The isolation backends bot-bottle knows about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,7 +109,10 @@ pub enum CleanupAction {
     /// An orphaned bottle whose launcher died was killed.
     KilledOrphan { identity: String },
     /// The runtime directory of a bottle that is no longer running was removed.
-    RemovedRuntimeDir { identity: String, path: std::path::PathBuf },
+    RemovedRuntimeDir {
+        identity: String,
+        path: std::path::PathBuf,
+    },
 }
 
 /// A started bottle. Dropping it without [`RunningBottle::wait`] kills the bottle: a bottle never
@@ -175,7 +180,10 @@ pub enum BackendError {
     InvalidSpec(String),
     /// This backend cannot run on this machine; the message carries the fix.
     #[error("the {backend} backend is not usable here: {reason}")]
-    Unavailable { backend: BackendKind, reason: String },
+    Unavailable {
+        backend: BackendKind,
+        reason: String,
+    },
     /// The operation is not supported by this backend.
     #[error("{0}")]
     Unsupported(String),

@@ -75,7 +75,11 @@ impl BackendStatus {
     /// One line for `doctor`: `native: usable (…)` or `native: not usable: … ; fix: …`.
     pub fn line(&self) -> String {
         let failed: Vec<&Check> = self.checks.iter().filter(|c| !c.ok && c.required).collect();
-        let warnings: Vec<&Check> = self.checks.iter().filter(|c| !c.ok && !c.required).collect();
+        let warnings: Vec<&Check> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok && !c.required)
+            .collect();
         let mut line = if self.usable {
             let passed: Vec<String> = self
                 .checks
@@ -232,7 +236,10 @@ fn probe(backend: &NativeBackend) -> Result<String, String> {
         if exit.code == 0 {
             Ok("a test bottle ran".to_owned())
         } else {
-            Err(format!("a test bottle running `true` exited with {}", exit.code))
+            Err(format!(
+                "a test bottle running `true` exited with {}",
+                exit.code
+            ))
         }
     })();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -303,7 +310,11 @@ pub fn diagnose_native(f: &NativeFacts) -> BackendStatus {
             } else {
                 "see the error above; `unshare -Urmpnf --mount-proc true` shows whether the kernel allows these namespaces".to_owned()
             };
-            checks.push(Check::fail("probe", format!("a test bottle failed: {error}"), fix));
+            checks.push(Check::fail(
+                "probe",
+                format!("a test bottle failed: {error}"),
+                fix,
+            ));
         }
         None => {}
     }
@@ -505,7 +516,9 @@ mod tests {
     fn apparmor_restriction_names_the_sysctl() {
         let f = NativeFacts {
             apparmor_restrict_userns: Some(1),
-            probe: Some(Err("could not set up the bottle (namespaces): unshare: EPERM".into())),
+            probe: Some(Err(
+                "could not set up the bottle (namespaces): unshare: EPERM".into(),
+            )),
             ..good()
         };
         let status = diagnose_native(&f);
@@ -550,7 +563,11 @@ mod tests {
         };
         let status = diagnose_native(&f);
         assert!(!status.usable);
-        assert!(status.line().contains("this looks like a container (/.dockerenv exists)"));
+        assert!(
+            status
+                .line()
+                .contains("this looks like a container (/.dockerenv exists)")
+        );
     }
 
     #[test]

@@ -142,6 +142,22 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
+extern "C" fn kill_child(_sig: libc::c_int) {
+    let pid = CHILD_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; `pid` is our direct child, not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Sent to the outer helper to tear the bottle down synchronously.
+pub const TEARDOWN_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// Termination signals are passed on to `pid`; [`TEARDOWN_SIGNAL`] kills it at once (for the
+/// outer helper: the bottle's init, whose exit takes the whole PID namespace down before the
+/// outer helper exits — so a launcher that waits for the outer helper knows all is gone).
 fn forward_signals_to(pid: Pid) -> Result<(), Failure> {
     CHILD_PID.store(pid.as_raw(), Ordering::Relaxed);
     let action = signal::SigAction::new(
@@ -149,10 +165,22 @@ fn forward_signals_to(pid: Pid) -> Result<(), Failure> {
         signal::SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         // SAFETY: the handler only loads an atomic and calls kill(2).
         unsafe { signal::sigaction(sig, &action) }.map_err(fail("signal handlers"))?;
     }
+    let teardown = signal::SigAction::new(
+        SigHandler::Handler(kill_child),
+        signal::SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only loads an atomic and calls kill(2).
+    unsafe { signal::sigaction(TEARDOWN_SIGNAL, &teardown) }.map_err(fail("signal handlers"))?;
     Ok(())
 }
 
@@ -227,9 +255,10 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
+            // Handlers first: once the launcher sees end-of-file it may signal us.
+            forward_signals_to(child)?;
             // Our copy of the status pipe must close so the launcher sees end-of-file.
             let _ = nix::unistd::close(STATUS_FD);
-            forward_signals_to(child)?;
             Ok(wait_for(child))
         }
     }
@@ -381,13 +410,7 @@ fn clear_capabilities() -> std::io::Result<()> {
         inheritable: 0,
     }; 2];
     // SAFETY: capset(2) reads a v3 header and two data structs, both valid for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &header as *const CapHeader,
-            data.as_ptr(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
     if rc == 0 {
         Ok(())
     } else {
@@ -462,7 +485,12 @@ fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infalli
     }
     nix::unistd::chdir(&req.spec.workspace.inside).map_err(fail("workspace"))?;
 
-    let command = req.spec.argv.first().map(String::as_str).unwrap_or_default();
+    let command = req
+        .spec
+        .argv
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
     let path = req.spec.env.get("PATH").map(String::as_str);
     let program = resolve_program(command, path, &is_executable).ok_or_else(|| Failure {
         stage: "command",
