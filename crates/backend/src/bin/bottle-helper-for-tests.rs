@@ -23,10 +23,7 @@ fn launch(spec: &Path, home: &Path) -> i32 {
         let text = std::fs::read_to_string(spec).map_err(|e| e.to_string())?;
         let spec: LaunchSpec = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let helper = HelperCommand {
-            exe,
-            args: vec![],
-        };
+        let helper = HelperCommand { exe, args: vec![] };
         let backend = NativeBackend::new(NativeConfig::new(helper, home));
         let mut bottle = backend
             .launch(&spec, BottleStdio::inherit())

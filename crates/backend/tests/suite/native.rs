@@ -468,10 +468,8 @@ fn pids_with_marker(marker: &str) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if cmdline == wanted.as_bytes() {
-                pids.push(pid);
-            }
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes()) {
+            pids.push(pid);
         }
     }
     pids
