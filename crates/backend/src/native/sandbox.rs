@@ -206,7 +206,6 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             message: "the launcher exited before the bottle started".into(),
         });
     }
-    nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
 
     let host_uid = nix::unistd::getuid();
     let host_gid = nix::unistd::getgid();
@@ -241,6 +240,9 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
     )
     .map_err(fail("user namespace: gid_map"))?;
     nix::unistd::sethostname(&req.spec.identity).map_err(fail("hostname"))?;
+    // Only now: a non-dumpable process's /proc files belong to root, so an unprivileged
+    // helper could not have written its own uid_map above. Init inherits this.
+    nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
 
     // SAFETY: the helper is single-threaded (a fresh process that started no thread).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork init"))? {

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -592,4 +593,71 @@ fn preflight_runs_a_probe_bottle() {
         "{}",
         status.line()
     );
+}
+
+#[test]
+fn an_unprivileged_launcher_gets_the_same_bottle() {
+    if !nix_is_root() {
+        println!("already unprivileged: the whole suite covers this case");
+        return;
+    }
+    let f = Fixture::new();
+    // Hand the scratch tree to uid/gid 1000 and launch from there.
+    let top = f.state.parent().unwrap().to_path_buf();
+    chown_tree(&top, 1000, 1000);
+    let spec = f.spec(&[
+        "bash",
+        "-c",
+        "id -u; cat /etc/shadow >/dev/null 2>&1 || echo shadow-unreadable; echo x > /workspace/w && echo ws-writable; \
+         (echo x > /usr/x) 2>/dev/null || echo usr-readonly; ip -o link | wc -l; unshare -U true 2>/dev/null || echo unshare-denied; \
+         grep '^CapEff' /proc/self/status | tr -d '\\t'; exit 5",
+    ]);
+    let spec_path = f.state.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    chown_tree(&top, 1000, 1000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bottle-helper-for-tests"))
+        .arg("launch")
+        .arg(&spec_path)
+        .arg(&f.state)
+        .env_clear()
+        .env("HOME", &top)
+        .uid(1000)
+        .gid(1000)
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (
+            Some(5),
+            "1000\nshadow-unreadable\nws-writable\nusr-readonly\n1\nunshare-denied\nCapEff:0000000000000000\n"
+        ),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(f.workspace.join("w")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        1000,
+        "files are created as the launching user"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).unwrap().flatten() {
+            chown_tree(&entry.path(), uid, gid);
+        }
+    }
 }
