@@ -28,7 +28,20 @@ fn launch(spec: &Path, home: &Path) -> i32 {
         let mut bottle = backend
             .launch(&spec, BottleStdio::inherit())
             .map_err(|e| e.to_string())?;
-        bottle.wait().map(|e| e.code).map_err(|e| e.to_string())
+        let code = bottle.wait().map(|e| e.code).map_err(|e| e.to_string())?;
+        if spec.interactive {
+            let ours = nix::unistd::getpgrp();
+            let foreground = nix::unistd::tcgetpgrp(std::io::stdin()).ok();
+            println!(
+                "launcher-foreground={}",
+                if foreground == Some(ours) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+        }
+        Ok(code)
     })();
     match result {
         Ok(code) => code,

@@ -450,12 +450,23 @@ fn apply_landlock(writable: &[PathBuf]) -> Result<String, Failure> {
         path_beneath_rules,
     };
     let abi = ABI::V6;
+    let terminals: Vec<String> = (0..3)
+        // SAFETY: fds 0-2 are borrowed only for the isatty(3) call.
+        .filter(|fd| {
+            nix::unistd::isatty(unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) })
+                .unwrap_or(false)
+        })
+        .map(|fd| format!("/proc/self/fd/{fd}"))
+        .collect();
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.scope(Scope::from_all(abi)))
         .and_then(|r| r.create())
         .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
         .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_all(abi))))
+        // A terminal inherited from the launcher lives on the host's devpts, outside the
+        // bottle's tree: without this rule `/dev/stdout` (→ /proc/self/fd/1) would be denied.
+        .and_then(|r| r.add_rules(path_beneath_rules(terminals, AccessFs::from_file(abi))))
         .and_then(|r| r.restrict_self())
         .map_err(fail("landlock"))?;
     Ok(match status.ruleset {

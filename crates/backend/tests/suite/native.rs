@@ -490,14 +490,9 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         // SAFETY: signalling a PID; at worst it no longer exists.
         unsafe {
-            libc_kill(self.0 as i32, 9);
+            libc::kill(self.0 as i32, libc::SIGKILL);
         }
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
@@ -660,4 +655,74 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
             chown_tree(&entry.path(), uid, gid);
         }
     }
+}
+
+/// Runs the stand-in launcher on a fresh pseudo-terminal (its controlling terminal), feeds
+/// `input` after the bottle printed `ready`, and returns (exit code, terminal output).
+fn run_on_terminal(f: &Fixture, script: &str, input: &[u8]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let mut spec = f.spec(&["bash", "-c", script]);
+    spec.interactive = true;
+    spec.env.insert("TERM".into(), "dumb".into());
+    let spec_path = f.state.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let slave_fd = slave.as_raw_fd();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bottle-helper-for-tests"));
+    cmd.arg("launch").arg(&spec_path).arg(&f.state);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0
+                || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0
+                || libc::dup2(slave_fd, 0) < 0
+                || libc::dup2(slave_fd, 1) < 0
+                || libc::dup2(slave_fd, 2) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let _guard = KillOnDrop(child.id());
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut sent = false;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once every slave descriptor is closed
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+        }
+        if !sent && String::from_utf8_lossy(&output).contains("ready") {
+            master.write_all(input).unwrap();
+            sent = true;
+        }
+    }
+    let code = child.wait().unwrap().code();
+    (code, String::from_utf8_lossy(&output).replace('\r', ""))
+}
+
+#[test]
+fn an_interactive_bottle_owns_the_terminal_and_gives_it_back() {
+    let f = Fixture::new();
+    let (code, out) = run_on_terminal(
+        &f,
+        "read -ra st < /proc/self/stat; [ \"${st[4]}\" = \"${st[7]}\" ] && echo foreground; \
+         python3 -c 'import fcntl, termios\ntry:\n  fcntl.ioctl(0, termios.TIOCSTI, b\"x\"); print(\"INJECTED\")\nexcept OSError as e:\n  print(\"tiocsti\", e.strerror)'; \
+         echo to-stdout > /dev/stdout; echo to-tty > /dev/tty; \
+         trap 'echo got-interrupt; exit 4' INT; echo ready; while true; do sleep 0.05; done",
+        b"\x03",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            Some(4),
+            "foreground\ntiocsti Operation not permitted\nto-stdout\nto-tty\nready\n^Cgot-interrupt\nlauncher-foreground=yes\n"
+        )
+    );
 }
