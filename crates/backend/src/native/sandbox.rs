@@ -451,10 +451,11 @@ fn apply_landlock(writable: &[PathBuf]) -> Result<String, Failure> {
     };
     let abi = ABI::V6;
     let terminals: Vec<String> = (0..3)
-        // SAFETY: fds 0-2 are borrowed only for the isatty(3) call.
         .filter(|fd| {
-            nix::unistd::isatty(unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) })
-                .unwrap_or(false)
+            // SAFETY: fds 0-2 are borrowed only for the isatty(3) call (a closed one is
+            // reported as an error, i.e. not a terminal).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            nix::unistd::isatty(borrowed).unwrap_or(false)
         })
         .map(|fd| format!("/proc/self/fd/{fd}"))
         .collect();
