@@ -281,6 +281,15 @@ impl NativeBackend {
         }
     }
 
+    /// Validates, copies the workspace if asked (once), and computes the mount plan.
+    fn prepare_plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
+        self.validate(spec)?;
+        if let WorkspaceMode::Copy { into } = &spec.workspace.mode {
+            Self::copy_workspace(spec, into)?;
+        }
+        self.plan(spec)
+    }
+
     /// The mount plan this backend would apply for `spec`.
     pub fn plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
         plan::build(
@@ -408,11 +417,7 @@ impl Backend for NativeBackend {
     }
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
-        self.validate(spec)?;
-        if let WorkspaceMode::Copy { into } = &spec.workspace.mode {
-            Self::copy_workspace(spec, into)?;
-        }
-        self.plan(spec).map(drop)
+        self.prepare_plan(spec).map(drop)
     }
 
     fn launch(
@@ -420,8 +425,7 @@ impl Backend for NativeBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        self.prepare(spec)?;
-        let plan = self.plan(spec)?;
+        let plan = self.prepare_plan(spec)?;
         if spec.interactive && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
             return Err(BackendError::InvalidSpec(
                 "an interactive bottle needs a terminal on stdin".into(),

@@ -318,11 +318,13 @@ fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
         }
     }
 
+    // One filter for init and agent, compiled before the fork.
+    let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
     // SAFETY: init is single-threaded here (forwarder threads start after this fork).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork agent"))? {
         ForkResult::Child => {
             drop(listeners);
-            let failure = match agent(req, status) {
+            let failure = match agent(req, status, &programs) {
                 Ok(never) => match never {},
                 Err(failure) => failure,
             };
@@ -333,7 +335,6 @@ fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
             let _ = nix::unistd::close(STATUS_FD);
             drop_privileges().map_err(fail("drop privileges"))?;
             // Seccomp for init too: it only accepts, connects and copies from here on.
-            let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
             seccomp::install(&programs).map_err(fail("seccomp"))?;
             forward_signals_to(child)?;
             forward::serve(listeners);
@@ -486,7 +487,11 @@ fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, Failure> {
 }
 
 /// The agent: final restrictions, then `execve` with exactly the spec's environment.
-fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infallible, Failure> {
+fn agent(
+    req: &HelperRequest,
+    status: &mut File,
+    programs: &[seccompiler::BpfProgram],
+) -> Result<std::convert::Infallible, Failure> {
     set_pdeathsig()?;
     reset_signals()?;
     if req.spec.interactive {
@@ -526,11 +531,9 @@ fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infalli
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes(), "an environment variable"))
         .collect::<Result<_, _>>()?;
-    let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
-
     drop_privileges().map_err(fail("drop privileges"))?;
     let landlock = apply_landlock(&req.writable)?;
-    seccomp::install(&programs).map_err(fail("seccomp"))?;
+    seccomp::install(programs).map_err(fail("seccomp"))?;
     report(status, &HelperStatus::Started { landlock });
     let err = nix::unistd::execve(&program_c, &argv, &env).err();
     Err(Failure {
