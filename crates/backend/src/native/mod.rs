@@ -263,6 +263,12 @@ impl NativeBackend {
                 ));
             }
         }
+        if spec.workspace.inside == spec.home.inside {
+            return invalid(format!(
+                "the workspace and the home directory cannot both be {} inside the bottle",
+                spec.home.inside.display()
+            ));
+        }
         for (what, dir) in [
             ("workspace", &spec.workspace.host),
             ("home directory", &spec.home.host),
@@ -420,6 +426,10 @@ impl Backend for NativeBackend {
         self.prepare_plan(spec).map(drop)
     }
 
+    /// Starts the bottle. The helper gets `PR_SET_PDEATHSIG`, which the kernel ties to the
+    /// *thread* that spawned it: call `launch` from a thread that lives as long as the bottle
+    /// (e.g. `start`'s main thread, not a short-lived blocking-pool thread), or the bottle is
+    /// killed when that thread ends.
     fn launch(
         &self,
         spec: &LaunchSpec,

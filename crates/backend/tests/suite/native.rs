@@ -137,7 +137,8 @@ fn a_forwarded_port_reaches_the_sidecar_socket_and_nothing_else_of_it_is_visible
         "bash",
         "-c",
         &format!(
-            "{ASK}; exec 4<>/dev/tcp/127.0.0.1/4001 2>/dev/null || echo other-port-closed; \
+            "{ASK}; exec 5<>/dev/tcp/::1/4000 && echo v6 >&5 && read -r r <&5 && echo \"$r\"; \
+             exec 4<>/dev/tcp/127.0.0.1/4001 2>/dev/null || echo other-port-closed; \
              test -e {} || echo socket-path-absent; find / -xdev -type s 2>/dev/null | wc -l",
             sock.display()
         ),
@@ -150,7 +151,7 @@ fn a_forwarded_port_reaches_the_sidecar_socket_and_nothing_else_of_it_is_visible
     ok(&out);
     assert_eq!(
         out.stdout,
-        "egress:ping\nother-port-closed\nsocket-path-absent\n0\n"
+        "egress:ping\negress:v6\nother-port-closed\nsocket-path-absent\n0\n"
     );
 }
 
@@ -305,8 +306,8 @@ fn read_only_files_are_placed_and_stay_read_only() {
 const SYSCALL_PROBE: &str = r#"
 import ctypes, os, platform
 libc = ctypes.CDLL(None, use_errno=True)
-nr = {"x86_64": {"add_key": 248, "keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "setns": 308},
-      "aarch64": {"add_key": 217, "keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "setns": 268}}[platform.machine()]
+nr = {"x86_64": {"add_key": 248, "keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "setns": 308, "io_uring_setup": 425},
+      "aarch64": {"add_key": 217, "keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "setns": 268, "io_uring_setup": 425}}[platform.machine()]
 def errno_of(rc):
     return 0 if rc >= 0 else ctypes.get_errno()
 res = {}
@@ -320,6 +321,7 @@ res["bpf"] = errno_of(libc.syscall(nr["bpf"], 0, 0, 0))
 res["perf_event_open"] = errno_of(libc.syscall(nr["perf_event_open"], 0, 0, -1, -1, 0))
 res["userfaultfd"] = errno_of(libc.syscall(nr["userfaultfd"], 0))
 res["setns"] = errno_of(libc.syscall(nr["setns"], 0, 0))
+res["io_uring_setup"] = errno_of(libc.syscall(nr["io_uring_setup"], 1, None))
 for k in sorted(res):
     print(k, os.strerror(res[k]) if res[k] else "ALLOWED")
 "#;
@@ -331,7 +333,7 @@ fn namespace_mount_ptrace_keyring_and_kernel_calls_are_denied() {
     ok(&out);
     assert_eq!(
         out.stdout,
-        "add_key Operation not permitted\nbpf Operation not permitted\nkeyctl Operation not permitted\n\
+        "add_key Operation not permitted\nbpf Operation not permitted\nio_uring_setup Operation not permitted\nkeyctl Operation not permitted\n\
          mount Operation not permitted\nperf_event_open Operation not permitted\n\
          ptrace_traceme Operation not permitted\nsetns Operation not permitted\n\
          unshare_net Operation not permitted\nunshare_user Operation not permitted\n\
