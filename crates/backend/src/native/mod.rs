@@ -297,12 +297,28 @@ impl NativeBackend {
     }
 
     /// The mount plan this backend would apply for `spec`.
+    /// Host paths are resolved (symlinks followed) before the secret checks, so a symlinked
+    /// workspace cannot smuggle in a directory the checks would refuse.
     pub fn plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut spec = spec.clone();
+        spec.workspace.host = real(&spec.workspace.host);
+        spec.home.host = real(&spec.home.host);
+        for file in &mut spec.files {
+            file.host = real(&file.host);
+        }
+        let mut secrets = self.config.secrets.clone();
+        for list in [&mut secrets.never_visible, &mut secrets.no_workspace_inside] {
+            let resolved: Vec<PathBuf> = list.iter().map(|p| real(p)).collect();
+            list.extend(resolved);
+            list.sort();
+            list.dedup();
+        }
         plan::build(
-            spec,
-            &self.workspace_source(spec),
+            &spec,
+            &real(&self.workspace_source(&spec)),
             &self.config.system_dirs,
-            &self.config.secrets,
+            &secrets,
             &os::RealHost,
         )
         .map_err(|e| BackendError::InvalidSpec(e.to_string()))

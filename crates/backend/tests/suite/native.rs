@@ -464,6 +464,24 @@ fn a_workspace_that_would_expose_state_is_refused() {
 }
 
 /// Host PIDs of `sleep <marker>` processes.
+#[test]
+fn a_symlink_to_a_secret_is_refused_as_workspace() {
+    let f = Fixture::new();
+    let link = f.workspace.join("innocent");
+    std::os::unix::fs::symlink(&f.state, &link).unwrap();
+    let mut spec = f.spec(&["true"]);
+    spec.workspace.host = link;
+    let err = f
+        .backend
+        .launch(&spec, BottleStdio::piped())
+        .err()
+        .expect("must refuse");
+    assert!(
+        err.to_string().contains("visible inside the bottle"),
+        "{err}"
+    );
+}
+
 fn pids_with_marker(marker: &str) -> Vec<u32> {
     let wanted = format!("sleep\0{marker}\0");
     let mut pids = Vec::new();
