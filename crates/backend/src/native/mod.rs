@@ -280,6 +280,87 @@ impl NativeBackend {
         Ok(())
     }
 
+    /// `/etc/passwd`, `/etc/group` and `/etc/hosts` for the bottle: the host's, plus an entry
+    /// for the agent's uid (named `$USER` from the spec, else `agent`, home = the home inside)
+    /// and the bottle's hostname on loopback — so `whoami`, `~user` and tools that look up
+    /// their own user or host work. Files the caller places itself are left alone.
+    fn identity_files(
+        &self,
+        spec: &LaunchSpec,
+        dir: &Path,
+    ) -> Result<Vec<crate::spec::ReadOnlyFile>, BackendError> {
+        let (uid, gid) = (self.config.inside_uid, self.config.inside_gid);
+        let name: String = spec
+            .env
+            .get("USER")
+            .filter(|u| {
+                !u.is_empty()
+                    && u.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .cloned()
+            .unwrap_or_else(|| "agent".to_owned());
+        let shell = if Path::new("/bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        };
+        let keep = |text: String, id: u32| -> String {
+            text.lines()
+                .filter(|line| {
+                    let mut fields = line.split(':');
+                    let first = fields.next();
+                    let id_field = fields.nth(1);
+                    first != Some(name.as_str()) && id_field != Some(id.to_string().as_str())
+                })
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
+        let generated = [
+            (
+                "/etc/passwd",
+                std::fs::read_to_string("/etc/passwd").ok().map(|t| {
+                    keep(t, uid)
+                        + &format!(
+                            "{name}:x:{uid}:{gid}:bot-bottle agent:{}:{shell}\n",
+                            spec.home.inside.display()
+                        )
+                }),
+            ),
+            (
+                "/etc/group",
+                std::fs::read_to_string("/etc/group")
+                    .ok()
+                    .map(|t| keep(t, gid) + &format!("{name}:x:{gid}:\n")),
+            ),
+            (
+                "/etc/hosts",
+                Path::new("/etc/hosts").exists().then(|| {
+                    format!(
+                        "127.0.0.1\tlocalhost {id}\n::1\tlocalhost ip6-localhost ip6-loopback {id}\n",
+                        id = spec.identity
+                    )
+                }),
+            ),
+        ];
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&etc).map_err(io_err("create", &etc))?;
+        let mut files = Vec::new();
+        for (inside, content) in generated {
+            let Some(content) = content else { continue };
+            if spec.files.iter().any(|f| f.inside == Path::new(inside)) {
+                continue;
+            }
+            let host = etc.join(inside.trim_start_matches("/etc/"));
+            std::fs::write(&host, content).map_err(io_err("write", &host))?;
+            files.push(crate::spec::ReadOnlyFile {
+                host,
+                inside: inside.into(),
+            });
+        }
+        Ok(files)
+    }
+
     fn workspace_source(&self, spec: &LaunchSpec) -> PathBuf {
         match &spec.workspace.mode {
             WorkspaceMode::Mount => spec.workspace.host.clone(),
@@ -451,7 +532,7 @@ impl Backend for NativeBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        let plan = self.prepare_plan(spec)?;
+        self.validate(spec)?;
         if spec.interactive && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
             return Err(BackendError::InvalidSpec(
                 "an interactive bottle needs a terminal on stdin".into(),
@@ -470,6 +551,19 @@ impl Backend for NativeBackend {
         let _ = std::fs::remove_dir_all(&dir);
         let root = dir.join("root");
         std::fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+        let planned = self.identity_files(spec, &dir).and_then(|files| {
+            let mut full = spec.clone();
+            full.files.extend(files);
+            self.prepare_plan(&full).map(|plan| (full, plan))
+        });
+        let (spec, plan) = match planned {
+            Ok(planned) => planned,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let spec = &spec;
 
         let launcher_pid = std::process::id() as i32;
         let mut writable = vec![

@@ -465,6 +465,20 @@ fn a_workspace_that_would_expose_state_is_refused() {
 
 /// Host PIDs of `sleep <marker>` processes.
 #[test]
+fn the_agent_has_a_user_name_home_and_hostname() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&[
+        "bash",
+        "-c",
+        "whoami; id -gn; getent passwd $(id -u) | cut -d: -f6; getent hosts $(hostname) | awk '{print $1}'",
+    ]);
+    spec.env.insert("USER".into(), "alice".into());
+    let out = f.run(&spec);
+    ok(&out);
+    assert_eq!(out.stdout, "alice\nalice\n/home/agent\n::1\n");
+}
+
+#[test]
 fn a_symlink_to_a_secret_is_refused_as_workspace() {
     let f = Fixture::new();
     let link = f.workspace.join("innocent");
