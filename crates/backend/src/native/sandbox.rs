@@ -117,6 +117,12 @@ fn report_failure(status: &mut File, failure: Failure) {
 /// Entry point of the helper. `bot-bottle` calls this for its hidden `__bottle-init`
 /// subcommand (before anything else: no threads, no logging); never returns.
 pub fn helper_main() -> ! {
+    if !is_pipe(REQUEST_FD) || !is_pipe(STATUS_FD) {
+        eprintln!(
+            "error: `{HELPER_SUBCOMMAND}` is internal to the native backend and is started only by `bot-bottle start`"
+        );
+        std::process::exit(2);
+    }
     // SAFETY: fd 4 is the status pipe handed over by the launcher (see `launch`); nothing else
     // in this fresh process owns it.
     let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
@@ -128,6 +134,15 @@ pub fn helper_main() -> ! {
         }
     };
     std::process::exit(code)
+}
+
+fn is_pipe(fd: RawFd) -> bool {
+    // SAFETY: the descriptor is only borrowed for fstat(2); a closed one yields an error.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::stat::fstat(borrowed).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFIFO
+    })
 }
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
