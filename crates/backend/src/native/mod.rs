@@ -5,10 +5,14 @@
 //!   inside (`inside_uid`, default 1000) with no capabilities — also when `start` runs as root;
 //! * a filesystem built from nothing (see [`plan`]): read-only system directories with
 //!   non-world-readable entries and sockets masked, private `/tmp`, `/var/tmp`, `/run`, own
-//!   `/proc` (read-only), minimal `/dev`, the home and workspace writable; host homes, `/root`,
-//!   `$BOT_BOTTLE_HOME`, `~/.ssh`, the Docker socket and every host socket directory absent;
-//! * a network namespace with only `lo`, on which each [`Forward`] is a loopback port relayed
-//!   to its host Unix socket (no route, no DNS, no other address);
+//!   `/proc` (read-only), minimal read-only `/dev`, the home and workspace writable; host homes,
+//!   `/root`, `/var`, `$BOT_BOTTLE_HOME`, `~/.ssh`, the Docker socket and every host socket
+//!   directory (`/run`, `/var/run`, `/tmp`, …) absent, sockets under `/etc` and `/opt` masked
+//!   (`/usr` is not scanned: packages do not put sockets there); generated `/etc/passwd`,
+//!   `/etc/group` and `/etc/hosts` name the agent's user and the bottle's hostname;
+//! * a network namespace with only `lo`, on which each [`Forward`] is a loopback port
+//!   (`127.0.0.1` and `[::1]`) relayed to its host Unix socket (no route, no DNS, no other
+//!   address);
 //! * `no_new_privs`, an empty capability bounding set, Landlock (where the kernel has it:
 //!   read-only everywhere but home, workspace, `/tmp`, `/var/tmp`, `/dev`; signals and abstract
 //!   sockets scoped) and a seccomp deny list (see [`seccomp`]);
@@ -20,9 +24,12 @@
 //!
 //! Why our own code instead of `bwrap` or `hakoniwa`: the forwarder has to run inside the
 //! network namespace *after* the mount namespace is built but *before* privileges are dropped,
-//! holding descriptors that never appear in the bottle's tree; bwrap cannot host that step, and
-//! the libraries bring libseccomp (C) or hide the process tree we need for PDEATHSIG and exit
-//! codes. The syscalls go through `nix`, filters through `seccompiler` and `landlock`.
+//! holding `O_PATH` descriptors of sockets that never appear in the bottle's tree. bwrap drops
+//! privileges before any code of ours runs inside, so the sockets would have to be bound into
+//! the bottle, and it offers no hook to seal its own init; the libraries bring libseccomp (C)
+//! or hide the process tree we need for the PDEATHSIG chain, synchronous teardown and exit
+//! codes. The result is also about as fast (see `bench/start`). The syscalls go through `nix`,
+//! the filters through `seccompiler` and `landlock`.
 //!
 //! As root, the agent's uid inside maps to host uid 0 without any capability, so the workspace
 //! (owned by root) stays writable; root-only files are still unreadable because the view masks
