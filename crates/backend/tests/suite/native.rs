@@ -106,6 +106,28 @@ fn a_host_loopback_server_is_unreachable() {
     );
 }
 
+#[test]
+fn a_host_abstract_unix_socket_is_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("bot-bottle-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let host = UnixListener::bind_addr(&addr).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let f = Fixture::new();
+    let out = f.run(&f.spec(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n  s.connect('\\0{name}'); print('CONNECTED')\nexcept OSError as e:\n  print(e.strerror)"
+        ),
+    ]));
+    assert_eq!(out.stdout, "Connection refused\n", "{}", out.stderr);
+    assert_eq!(
+        host.accept().map(drop).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
+
 /// A Unix-socket echo server that prefixes each line with `name`.
 fn echo_server(path: &Path, name: &'static str) {
     let listener = UnixListener::bind(path).unwrap();
