@@ -9,6 +9,9 @@
 //! * the deny list (`EPERM`);
 //! * `clone3` answering `ENOSYS`: its flags live in memory BPF cannot read, so libc falls back
 //!   to `clone`, whose flags the deny list checks for `CLONE_NEW*`.
+//!
+//! Syscalls of a foreign ABI (i386 `int 0x80` on x86_64) kill the process: `seccompiler`
+//! checks the architecture first.
 
 use std::collections::BTreeMap;
 
