@@ -109,6 +109,28 @@ pub fn default_backend() -> BackendKind {
     }
 }
 
+/// The backend of that kind, ready to use. `bot_bottle_home` is `$BOT_BOTTLE_HOME` (runtime
+/// records and the paths a bottle must never see derive from it). Backends not in this build
+/// answer [`BackendError::Unavailable`] with what to use instead.
+pub fn open(
+    kind: BackendKind,
+    bot_bottle_home: &std::path::Path,
+) -> Result<Box<dyn Backend>, BackendError> {
+    match kind {
+        BackendKind::Native => {
+            let helper = native::HelperCommand::current_exe()?;
+            Ok(Box::new(native::NativeBackend::new(
+                native::NativeConfig::new(helper, bot_bottle_home),
+            )))
+        }
+        other => Err(BackendError::Unavailable {
+            backend: other,
+            reason: "this build of bot-bottle has no such backend yet; use --backend native"
+                .to_owned(),
+        }),
+    }
+}
+
 /// How a bottle ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BottleExit {

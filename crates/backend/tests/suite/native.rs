@@ -160,6 +160,8 @@ fn a_forwarded_port_reaches_the_sidecar_socket_and_nothing_else_of_it_is_visible
         "-c",
         &format!(
             "{ASK}; exec 5<>/dev/tcp/::1/4000 && echo v6 >&5 && read -r r <&5 && echo \"$r\"; \
+             exec 6<>/dev/tcp/127.0.0.1/4000; {{ head -c 300000 /dev/zero | tr '\\0' a; echo; }} >&6; \
+             read -r big <&6; echo ${{#big}}; \
              exec 4<>/dev/tcp/127.0.0.1/4001 2>/dev/null || echo other-port-closed; \
              test -e {} || echo socket-path-absent; find / -xdev -type s 2>/dev/null | wc -l",
             sock.display()
@@ -173,7 +175,7 @@ fn a_forwarded_port_reaches_the_sidecar_socket_and_nothing_else_of_it_is_visible
     ok(&out);
     assert_eq!(
         out.stdout,
-        "egress:ping\negress:v6\nother-port-closed\nsocket-path-absent\n0\n"
+        "egress:ping\negress:v6\n300007\nother-port-closed\nsocket-path-absent\n0\n"
     );
 }
 
