@@ -503,6 +503,26 @@ fn the_agent_has_a_user_name_home_and_hostname() {
 }
 
 #[test]
+fn a_workspace_inside_the_home_is_mounted_over_it() {
+    let f = Fixture::new();
+    std::fs::write(f.workspace.join("README"), "project\n").unwrap();
+    std::fs::write(f.home.join(".gitconfig"), "[user]\n\tname = agent\n").unwrap();
+    let mut spec = f.spec(&[
+        "bash",
+        "-c",
+        "pwd; cat README; git config user.name; echo new > ~/project/made-here",
+    ]);
+    spec.workspace.inside = "/home/agent/project".into();
+    let out = f.run(&spec);
+    ok(&out);
+    assert_eq!(out.stdout, "/home/agent/project\nproject\nagent\n");
+    assert_eq!(
+        std::fs::read_to_string(f.workspace.join("made-here")).unwrap(),
+        "new\n"
+    );
+}
+
+#[test]
 fn a_symlink_to_a_secret_is_refused_as_workspace() {
     let f = Fixture::new();
     let link = f.workspace.join("innocent");
