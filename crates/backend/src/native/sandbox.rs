@@ -259,19 +259,33 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
     // helper could not have written its own uid_map above. Init inherits this.
     nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
 
+    // A lifeline: init checks it after arming its parent-death signal, to catch an outer
+    // helper that died in between (init's getppid() is 0 in its own PID namespace).
+    let (life_r, life_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("lifeline pipe"))?;
     // SAFETY: the helper is single-threaded (a fresh process that started no thread).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork init"))? {
         ForkResult::Child => {
-            let code = match init(&req, status) {
-                Ok(code) => code,
+            drop(life_w);
+            let code = match set_pdeathsig().and_then(|()| parent_alive(&life_r)) {
                 Err(failure) => {
                     report_failure(status, failure);
-                    SETUP_FAILED
+                    std::process::exit(SETUP_FAILED)
                 }
+                Ok(()) => match init(&req, status) {
+                    Ok(code) => code,
+                    Err(failure) => {
+                        report_failure(status, failure);
+                        SETUP_FAILED
+                    }
+                },
             };
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
+            drop(life_r);
+            // Held open until this process exits.
+            std::mem::forget(life_w);
             // Handlers first: once the launcher sees end-of-file it may signal us.
             forward_signals_to(child)?;
             // Our copy of the status pipe must close so the launcher sees end-of-file.
@@ -279,6 +293,25 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             Ok(wait_for(child))
         }
     }
+}
+
+/// Whether the write end of `lifeline` is still open somewhere (i.e. the parent lives).
+fn parent_alive(lifeline: &std::os::fd::OwnedFd) -> Result<(), Failure> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(lifeline.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::ZERO).map_err(fail("lifeline"))?;
+    let hung_up = ready > 0
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLIN));
+    if hung_up {
+        return Err(Failure {
+            stage: "start",
+            message: "the bottle's launcher exited during setup".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Waits for `child` and maps its end to a shell-style exit code.
@@ -302,7 +335,6 @@ fn set_cloexec(fd: RawFd) -> nix::Result<()> {
 
 /// PID 1 of the bottle.
 fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
-    set_pdeathsig()?;
     nix::mount::mount(
         None::<&str>,
         "/",
