@@ -597,7 +597,13 @@ impl Backend for NativeBackend {
         } else {
             None
         };
-        let (mut child, status) = self.spawn_helper(&req, stdio)?;
+        let (mut child, status) = match self.spawn_helper(&req, stdio) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
 
         let record = Record {
             identity: spec.identity.clone(),
@@ -625,7 +631,9 @@ impl Backend for NativeBackend {
             sandbox::HelperStatus::Started { .. } => None,
         });
         if failed.is_some() || started.is_none() {
-            let _ = child.kill();
+            // Synchronous teardown if the outer helper still runs; it may be gone already.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL);
             let code = child.wait().map(exit_code).unwrap_or(sandbox::SETUP_FAILED);
             let _ = std::fs::remove_dir_all(&dir);
             restore_foreground(foreground);
