@@ -61,6 +61,9 @@ fn a_missing_command_fails_the_launch_instead_of_running() {
         }
         other => panic!("unexpected error: {other}"),
     }
+    // Nothing is left behind: no record, no runtime directory.
+    assert_eq!(f.backend.list().unwrap(), vec![]);
+    assert!(!f.backend.config().runtime_dir.join(&spec.identity).exists());
 }
 
 #[test]
