@@ -2,3 +2,4 @@ mod manifest_cli;
 mod readme;
 mod scan_cli;
 mod supervise_cli;
+mod doctor;
