@@ -148,7 +148,7 @@ pub(crate) async fn run(
     req: CgiRequest,
     body: Incoming,
     hold: Option<Box<dyn Send + Sync>>,
-    probe: &std::net::TcpStream,
+    probe: &crate::server::Probe,
 ) -> Response<GateBody> {
     let deadline = Instant::now() + settings.timeout;
     let Some((program, args)) = settings.program.split_first() else {

@@ -281,6 +281,16 @@ impl Gate {
         server::serve(self.shared.clone(), listener, shutdown).await
     }
 
+    /// Serves git smart HTTP on a Unix socket until `shutdown` resolves (the sidecar
+    /// bundle; the backend forwards the bottle's gate port to it).
+    pub async fn serve_unix(
+        &self,
+        listener: tokio::net::UnixListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        server::serve_unix(self.shared.clone(), listener, shutdown).await
+    }
+
     /// The state directory (canonical).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
