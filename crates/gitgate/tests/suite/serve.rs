@@ -126,10 +126,10 @@ async fn secret_push_is_refused_until_allowlisted() {
     let out = blocking(move || git_out(&w, &["push", "origin", "main"])).await;
     let msg = stderr(&out);
     assert!(!out.status.success(), "{msg}");
-    let fingerprint = format!("{commit}:config/prod.env:aws-access-token:2");
+    let fingerprint = format!("{commit}:config/prod.env:aws-access-key-id:2");
     for needle in [
         "push rejected by the git gate: 1 possible secret",
-        "rule aws-access-token",
+        "rule aws-access-key-id",
         "file config/prod.env",
         "line 2",
         &format!("commit {commit}"),
