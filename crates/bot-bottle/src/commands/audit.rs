@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use supervise::{Home, audit};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,9 +26,61 @@ pub enum Command {
     Verify,
 }
 
+fn show(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
+    if let Some(c) = &args.component
+        && !audit::COMPONENTS.contains(&c.as_str())
+    {
+        anyhow::bail!("unknown component {c:?}; use egress or gitleaks");
+    }
+    let entries = audit::read_all(home, args.bottle.as_deref(), args.component.as_deref())
+        .context("cannot read the audit log")?;
+    if args.json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no decisions recorded");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &entries {
+        let time = e.time.get(..19).unwrap_or(&e.time);
+        println!(
+            "{time}  {:<8}  {:<16}  {:<18}  {:<12}  by {:<10}  {}",
+            e.component, e.bottle, e.tool, e.decision, e.operator, e.proposal_id
+        );
+        println!("    why: {}", e.justification.lines().next().unwrap_or(""));
+        if let Some(n) = &e.notes {
+            println!("    notes: {n}");
+        }
+        if let Some(err) = &e.error {
+            println!("    error: {err}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(home: &Home) -> anyhow::Result<ExitCode> {
+    let (breaks, files) = audit::verify(home).context("cannot read the audit log")?;
+    if breaks.is_empty() {
+        println!("ok: {files} audit log(s), every hash chain intact");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for b in &breaks {
+        eprintln!("tampered: {b}");
+    }
+    eprintln!(
+        "error: {} of {files} audit log(s) were edited or truncated; keep a copy as evidence",
+        breaks.len()
+    );
+    Ok(ExitCode::from(1))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env().context("cannot find the bot-bottle home")?;
     match args.command {
-        Some(Command::Verify) => Err(NotAvailable("audit verify").into()),
-        None => Err(NotAvailable("audit").into()),
+        Some(Command::Verify) => verify(&home),
+        None => show(&args, &home),
     }
 }

@@ -2,8 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use serde_json::json;
+use supervise::queue::{self, Entry};
+use supervise::{Decision, Home, Status, validate};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -12,11 +16,17 @@ pub enum Command {
         /// Print a JSON array
         #[arg(long)]
         json: bool,
+        /// Only this bottle's proposals
+        #[arg(long, value_name = "IDENTITY")]
+        bottle: Option<String>,
     },
     /// Show one proposal with its diff
     Show {
         /// Proposal id
         id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a proposal, optionally with an edited file (becomes `modified`)
     Approve {
@@ -28,6 +38,9 @@ pub enum Command {
         /// A note for the agent and the audit log
         #[arg(long)]
         notes: Option<String>,
+        /// Seconds to wait for the bottle to apply the change (0: do not wait)
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        wait: u64,
     },
     /// Reject a proposal
     Reject {
@@ -36,15 +49,231 @@ pub enum Command {
         /// A note for the agent and the audit log
         #[arg(long)]
         notes: Option<String>,
+        /// Seconds to wait for the bottle to record the rejection (0: do not wait)
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        wait: u64,
     },
 }
 
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
-    let name = match cmd {
-        Command::List { .. } => "proposals list",
-        Command::Show { .. } => "proposals show",
-        Command::Approve { .. } => "proposals approve",
-        Command::Reject { .. } => "proposals reject",
+fn home() -> anyhow::Result<Home> {
+    Home::from_env().context("cannot find the bot-bottle home")
+}
+
+fn warn_problems(problems: &[queue::Problem]) {
+    for p in problems {
+        eprintln!("warning: {p}");
+    }
+}
+
+fn status_text(e: &Entry) -> String {
+    let mut s = e.status.as_str().to_owned();
+    if !e.bottle_present {
+        s.push_str(" (bottle gone)");
+    }
+    s
+}
+
+fn entry_json(e: &Entry) -> serde_json::Value {
+    let p = &e.proposal;
+    json!({
+        "id": p.id,
+        "bottle": p.bottle_slug,
+        "tool": p.tool.as_str(),
+        "status": e.status.as_str(),
+        "arrival_timestamp": p.arrival_timestamp,
+        "justification": p.justification,
+        "bottle_present": e.bottle_present,
+        "proposed_file": p.proposed_file,
+        "current_file_hash": p.current_file_hash,
+        "apply_error": e.failure.as_ref().map(|f| f.error.clone()),
+        "outcome": e.outcome.as_ref().map(|o| json!({
+            "status": o.status.as_str(),
+            "operator": o.operator,
+            "notes": o.notes,
+            "decided_at": o.decided_at,
+            "applied_at": o.applied_at,
+        })),
+    })
+}
+
+fn list(json_out: bool, bottle: Option<&str>) -> anyhow::Result<ExitCode> {
+    let home = home()?;
+    let (entries, problems) =
+        queue::pending_all(&home, bottle).context("cannot read the proposal queues")?;
+    warn_problems(&problems);
+    if json_out {
+        let arr: Vec<_> = entries.iter().map(entry_json).collect();
+        println!("{}", serde_json::to_string_pretty(&arr)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no pending proposals");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<16}  {:<18}  {:<22}  {:<19}  JUSTIFICATION",
+        "ID", "BOTTLE", "TOOL", "STATUS", "ARRIVED"
+    );
+    for e in &entries {
+        let p = &e.proposal;
+        let first = p.justification.lines().next().unwrap_or("");
+        let arrived = p
+            .arrival_timestamp
+            .get(..19)
+            .unwrap_or(&p.arrival_timestamp);
+        println!(
+            "{:<16}  {:<16}  {:<18}  {:<22}  {:<19}  {}",
+            p.id,
+            p.bottle_slug,
+            p.tool.as_str(),
+            status_text(e),
+            arrived,
+            first
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find(home: &Home, id: &str) -> anyhow::Result<(supervise::Queue, Entry)> {
+    queue::find(home, id)
+        .context("cannot read the proposal queues")?
+        .with_context(|| {
+            format!("no proposal {id}; `bot-bottle proposals list` shows the pending ones")
+        })
+}
+
+fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
+    let home = home()?;
+    let (_, e) = find(&home, id)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&entry_json(&e))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = &e.proposal;
+    println!("proposal  {}", p.id);
+    println!("bottle    {}", p.bottle_slug);
+    println!("tool      {}", p.tool);
+    println!("status    {}", status_text(&e));
+    println!("arrived   {}", p.arrival_timestamp);
+    if let Some(f) = &e.failure {
+        println!("apply     failed: {}", f.error);
+    }
+    if let Some(o) = &e.outcome {
+        println!(
+            "decided   {} by {} at {}",
+            o.status, o.operator, o.decided_at
+        );
+        if let Some(n) = &o.notes {
+            println!("notes     {n}");
+        }
+    }
+    println!("\njustification:");
+    for l in p.justification.lines() {
+        println!("  {l}");
+    }
+    let current = match p.tool {
+        supervise::Tool::EgressAllow | supervise::Tool::EgressBlock => {
+            p.current_file.as_deref().unwrap_or("")
+        }
+        _ => "",
     };
-    Err(NotAvailable(name).into())
+    println!("\ndiff (live -> proposed):");
+    print!("{}", dashboard::diff::plain(current, &p.proposed_file));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits (bounded) for the bottle's supervise server to handle the response, and says
+/// what happened.
+fn wait_outcome(queue: &supervise::Queue, id: &str, wait: u64) -> anyhow::Result<ExitCode> {
+    if wait == 0 {
+        println!("recorded; the bottle's supervise server applies it");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    while Instant::now() < deadline {
+        match queue.status(id).context("cannot read the proposal queue")? {
+            Some(Status::Approved | Status::Modified) => {
+                println!("in effect: the bottle applied proposal {id}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(Status::Rejected) => {
+                println!("recorded: the agent is told proposal {id} was rejected");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(Status::ApplyFailed) => {
+                let why = queue
+                    .failure(id)
+                    .ok()
+                    .flatten()
+                    .map(|f| f.error)
+                    .unwrap_or_else(|| "unknown error".to_owned());
+                anyhow::bail!(
+                    "the bottle could not apply proposal {id}: {why}; it is pending again, approve it once the cause is fixed or reject it"
+                );
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    println!(
+        "recorded; bottle {} has not applied it yet (is its supervise server running?); it takes effect when it does",
+        queue.identity()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn approve(
+    id: &str,
+    file: Option<PathBuf>,
+    notes: Option<String>,
+    wait: u64,
+) -> anyhow::Result<ExitCode> {
+    let home = home()?;
+    let (_, entry) = find(&home, id)?;
+    let (decision, final_file) = match file {
+        None => (Decision::Approved, None),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            validate::parse_payload(entry.proposal.tool, &text).with_context(|| {
+                format!(
+                    "{} is not a valid {} file; nothing was sent",
+                    path.display(),
+                    entry.proposal.tool
+                )
+            })?;
+            if text == entry.proposal.proposed_file {
+                (Decision::Approved, None)
+            } else {
+                (Decision::Modified, Some(text))
+            }
+        }
+    };
+    let operator = queue::operator_name();
+    let queue = queue::answer(&home, id, decision, final_file, notes, &operator)
+        .with_context(|| format!("cannot answer proposal {id}"))?;
+    println!("{decision} proposal {id} of bottle {}", queue.identity());
+    wait_outcome(&queue, id, wait)
+}
+
+fn reject(id: &str, notes: Option<String>, wait: u64) -> anyhow::Result<ExitCode> {
+    let home = home()?;
+    let operator = queue::operator_name();
+    let queue = queue::answer(&home, id, Decision::Rejected, None, notes, &operator)
+        .with_context(|| format!("cannot answer proposal {id}"))?;
+    println!("rejected proposal {id} of bottle {}", queue.identity());
+    wait_outcome(&queue, id, wait)
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::List { json, bottle } => list(json, bottle.as_deref()),
+        Command::Show { id, json } => show(&id, json),
+        Command::Approve {
+            id,
+            file,
+            notes,
+            wait,
+        } => approve(&id, file, notes, wait),
+        Command::Reject { id, notes, wait } => reject(&id, notes, wait),
+    }
 }

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use supervise::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,6 +12,43 @@ pub struct Args {
     pub bottle: Option<String>,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("supervise").into())
+/// Sends this process's stderr (where logs go) to `logs/dashboard.log` while the
+/// dashboard owns the terminal, and puts it back afterwards.
+struct StderrToFile {
+    saved: rustix::fd::OwnedFd,
+}
+
+impl StderrToFile {
+    fn redirect(home: &Home) -> anyhow::Result<Self> {
+        let dir = home.logs_dir();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("dashboard.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the log file {}", path.display()))?;
+        let saved = rustix::io::dup(rustix::stdio::stderr()).context("cannot save stderr")?;
+        rustix::stdio::dup2_stderr(&file).context("cannot send logs to the log file")?;
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for StderrToFile {
+    fn drop(&mut self) {
+        let _ = rustix::stdio::dup2_stderr(&self.saved);
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env().context("cannot find the bot-bottle home")?;
+    if let Some(b) = &args.bottle {
+        supervise::paths::check_identity(b)?;
+    }
+    let redirect = StderrToFile::redirect(&home)?;
+    let result = dashboard::run(home, args.bottle);
+    drop(redirect);
+    result.context("the dashboard stopped")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,336 @@
+//! `bot-bottle proposals` and `bot-bottle audit` run as the built binary against a
+//! temporary `$BOT_BOTTLE_HOME`.
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use supervise::queue::Queue;
+use supervise::{Decision, Home, Proposal, Status, Tool, audit};
+
+fn bb(home: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(args)
+        .env("BOT_BOTTLE_HOME", home)
+        .env("USER", "alice")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn put(home: &Home, id: &str, bottle: &str, tool: Tool, at: &str, proposed: &str, why: &str) {
+    let p = Proposal {
+        id: id.into(),
+        arrival_timestamp: at.into(),
+        bottle_slug: bottle.into(),
+        tool,
+        proposed_file: proposed.into(),
+        justification: why.into(),
+        current_file_hash: Some(supervise::proposal::sha256_hex(
+            "routes:\n  - host: a.example\n",
+        )),
+        current_file: Some("routes:\n  - host: a.example\n".into()),
+        args: None,
+    };
+    let dir = home.queue_dir(bottle);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{id}.json")),
+        serde_json::to_vec(&p).unwrap(),
+    )
+    .unwrap();
+}
+
+fn fixture() -> (tempfile::TempDir, Home) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    put(
+        &home,
+        "00000000000000a1",
+        "claude-1a2b3",
+        Tool::EgressAllow,
+        "2026-05-25T12:00:01.000000Z",
+        "routes:\n  - host: a.example\n  - host: pypi.org\n",
+        "install deps from pypi",
+    );
+    put(
+        &home,
+        "00000000000000b2",
+        "codex-0b0b0",
+        Tool::GitleaksAllow,
+        "2026-05-25T12:00:02.000000Z",
+        "0a1b:tests/f.py:generic-api-key:3\n",
+        "test fixture",
+    );
+    std::fs::create_dir_all(home.state_dir("claude-1a2b3")).unwrap();
+    std::fs::write(
+        home.queue_dir("codex-0b0b0").join("00000000000000ff.json"),
+        "{broken",
+    )
+    .unwrap();
+    (dir, home)
+}
+
+#[test]
+fn list_json_has_the_documented_fields_and_skips_corrupt_files() {
+    let (dir, _home) = fixture();
+    let out = bb(dir.path(), &["proposals", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let short: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e["id"], "bottle": e["bottle"], "tool": e["tool"], "status": e["status"],
+                "arrival_timestamp": e["arrival_timestamp"], "justification": e["justification"],
+                "bottle_present": e["bottle_present"],
+            })
+        })
+        .collect();
+    assert_eq!(
+        short,
+        vec![
+            json!({"id": "00000000000000a1", "bottle": "claude-1a2b3", "tool": "egress-allow", "status": "pending",
+                   "arrival_timestamp": "2026-05-25T12:00:01.000000Z", "justification": "install deps from pypi", "bottle_present": true}),
+            json!({"id": "00000000000000b2", "bottle": "codex-0b0b0", "tool": "gitleaks-allow", "status": "pending",
+                   "arrival_timestamp": "2026-05-25T12:00:02.000000Z", "justification": "test fixture", "bottle_present": false}),
+        ]
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("warning: skipped ") && err.contains("00000000000000ff.json: corrupt: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_and_show_text() {
+    let (dir, _home) = fixture();
+    let out = bb(dir.path(), &["proposals", "list"]);
+    insta::assert_snapshot!("proposals_list", text(&out.stdout));
+    let out = bb(dir.path(), &["proposals", "show", "00000000000000a1"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("proposals_show", text(&out.stdout));
+    let out = bb(dir.path(), &["proposals", "show", "0000000000000000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: no proposal 0000000000000000; `bot-bottle proposals list` shows the pending ones\n"
+    );
+}
+
+#[test]
+fn approve_validates_the_file_then_writes_modified_and_reject_writes_notes() {
+    let (dir, home) = fixture();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "routes: [oops").unwrap();
+    let out = bb(
+        dir.path(),
+        &[
+            "proposals",
+            "approve",
+            "00000000000000a1",
+            "--file",
+            bad.to_str().unwrap(),
+            "--wait",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with(&format!("error: {} is not a valid egress-allow file; nothing was sent: the proposed routes.yaml does not parse", bad.display())), "{}", text(&out.stderr));
+    let q = Queue::new(home.clone(), "claude-1a2b3").unwrap();
+    assert_eq!(q.response("00000000000000a1").unwrap(), None);
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "routes:\n  - host: a.example\n  - host: files.pythonhosted.org\n",
+    )
+    .unwrap();
+    let out = bb(
+        dir.path(),
+        &[
+            "proposals",
+            "approve",
+            "00000000000000a1",
+            "--file",
+            good.to_str().unwrap(),
+            "--notes",
+            "mirror only",
+            "--wait",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "modified proposal 00000000000000a1 of bottle claude-1a2b3\nrecorded; the bottle's supervise server applies it\n"
+    );
+    let r = q.response("00000000000000a1").unwrap().unwrap();
+    assert_eq!(
+        (
+            r.status,
+            r.final_file.as_deref(),
+            r.notes.as_deref(),
+            r.operator.as_str()
+        ),
+        (
+            Decision::Modified,
+            Some("routes:\n  - host: a.example\n  - host: files.pythonhosted.org\n"),
+            Some("mirror only"),
+            "alice"
+        )
+    );
+    let out = bb(
+        dir.path(),
+        &["proposals", "reject", "00000000000000a1", "--wait", "0"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("was answered already"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = bb(
+        dir.path(),
+        &[
+            "proposals",
+            "reject",
+            "00000000000000b2",
+            "--notes",
+            "rotate the key",
+            "--wait",
+            "0",
+        ],
+    );
+    assert!(out.status.success());
+    let r = Queue::new(home, "codex-0b0b0")
+        .unwrap()
+        .response("00000000000000b2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.notes.as_deref()),
+        (Decision::Rejected, Some("rotate the key"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_waits_until_the_running_bottle_applied_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = supervise::RecordingApplier::with_routes("routes: []\n");
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let engine = supervise::Engine::new(q.clone(), Arc::new(applier.clone()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(engine.clone().run(stop.clone()));
+    let srv = supervise::SuperviseServer::new(engine, std::time::Duration::from_secs(20));
+    let call = tokio::spawn(async move {
+        srv.dispatch(
+            "egress-allow",
+            json!({"routes_yaml": "routes:\n  - host: pypi.org\n", "justification": "deps"})
+                .as_object()
+                .cloned(),
+        )
+        .await
+    });
+    let id = loop {
+        if let Some(e) = q.pending().unwrap().0.first() {
+            break e.proposal.id.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let path = dir.path().to_owned();
+    let id2 = id.clone();
+    let out = tokio::task::spawn_blocking(move || bb(&path, &["proposals", "approve", &id2]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "approved proposal {id} of bottle dev-00001\nin effect: the bottle applied proposal {id}\n"
+        )
+    );
+    assert!(call.await.unwrap().is_ok());
+    assert_eq!(q.status(&id).unwrap(), Some(Status::Approved));
+    assert_eq!(applier.calls().len(), 1);
+
+    // The audit log shows it, and the chain verifies; an edit is caught and named.
+    let out = bb(dir.path(), &["audit", "--json"]);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (
+            lines.len(),
+            lines[0]["decision"].as_str(),
+            lines[0]["operator"].as_str(),
+            lines[0]["proposal_id"].as_str()
+        ),
+        (1, Some("approved"), Some("alice"), Some(id.as_str()))
+    );
+    let out = bb(dir.path(), &["audit", "verify"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(0),
+            "ok: 1 audit log(s), every hash chain intact\n".to_owned()
+        )
+    );
+    stop.cancel();
+}
+
+#[test]
+fn audit_verify_names_the_edited_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    for n in 0..3 {
+        audit::append(
+            &home,
+            audit::NewEntry {
+                component: "egress".into(),
+                bottle: "dev-00001".into(),
+                proposal_id: format!("{n:016x}"),
+                tool: "egress-allow".into(),
+                justification: "why".into(),
+                arrival_timestamp: "t".into(),
+                decided_at: "t".into(),
+                decision: "approved".into(),
+                operator: "alice".into(),
+                notes: None,
+                before: None,
+                after: Some(format!("routes:\n  - host: h{n}\n")),
+                error: None,
+            },
+        )
+        .unwrap();
+    }
+    let out = bb(dir.path(), &["audit"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).lines().count(), 6);
+    let path = home.audit_file("egress", "dev-00001");
+    let edited =
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("\"approved\"", "\"rejected\"", 1);
+    std::fs::write(&path, edited).unwrap();
+    let out = bb(dir.path(), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "tampered: {} line 1: line 1 was edited: its hash does not match what line 2 recorded\nerror: 1 of 1 audit log(s) were edited or truncated; keep a copy as evidence\n",
+            path.display()
+        )
+    );
+}

@@ -1,0 +1,268 @@
+//! The interactive loop: a terminal, a thread reading keys (blocking, no polling), a
+//! file watcher on every bottle's queue, and the operator's actions.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use ratatui::crossterm::event::{self, Event as TermEvent};
+use supervise::queue::{self, QueueError};
+use supervise::validate;
+use supervise::{Decision, Home};
+
+use crate::app::{self, Action, App, Tone};
+
+/// The dashboard could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// The terminal failed.
+    #[error("terminal error: {0}")]
+    Terminal(#[from] std::io::Error),
+    /// The queue directory cannot be watched.
+    #[error("cannot watch {path} for new proposals: {source}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: notify::Error,
+    },
+    /// The queues cannot be read.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What wakes the loop.
+#[derive(Debug)]
+pub enum Event {
+    /// A key press.
+    Key(event::KeyEvent),
+    /// The terminal was resized.
+    Resize,
+    /// Something changed under `queue/`.
+    QueueChanged,
+}
+
+/// Watches every bottle's queue (recursively) and sends [`Event::QueueChanged`].
+pub fn watch_queues(
+    home: &Home,
+    tx: mpsc::Sender<Event>,
+) -> Result<notify::RecommendedWatcher, DashboardError> {
+    use notify::Watcher;
+    let root = home.queue_root();
+    std::fs::create_dir_all(&root)?;
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+        {
+            let _ = tx.send(Event::QueueChanged);
+        }
+    })
+    .map_err(|source| DashboardError::Watch {
+        path: root.clone(),
+        source,
+    })?;
+    w.watch(&root, notify::RecursiveMode::Recursive)
+        .map_err(|source| DashboardError::Watch {
+            path: root.clone(),
+            source,
+        })?;
+    Ok(w)
+}
+
+fn notify_arrival(count: usize) {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x07");
+    let _ = out.flush();
+    let msg = if count == 1 {
+        "a new proposal is waiting".to_owned()
+    } else {
+        format!("{count} new proposals are waiting")
+    };
+    // A desktop notification where notify-send exists; never waited for.
+    let _ = std::process::Command::new("notify-send")
+        .args(["bot-bottle", &msg])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+fn reload(home: &Home, app: &mut App, announce: bool) {
+    match app::snapshot(home) {
+        Ok(s) => {
+            for p in &s.problems {
+                tracing::warn!(path = %p.path.display(), reason = %p.reason, "skipping queue file");
+            }
+            let arrived = app.load(s);
+            if arrived > 0 && announce {
+                notify_arrival(arrived);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the queues");
+            app.message = Some((Tone::Error, format!("cannot read the queues: {e}")));
+        }
+    }
+}
+
+/// Opens `text` in the operator's editor and returns the saved result.
+pub fn edit_in_editor(text: &str, suffix: &str) -> std::io::Result<String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned());
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "bot-bottle-proposal-{}{suffix}",
+        supervise::proposal::new_id()
+    ));
+    std::fs::write(&path, text)?;
+    let mut parts = editor.split_whitespace();
+    let program = parts.next().unwrap_or("vi");
+    let status = std::process::Command::new(program)
+        .args(parts)
+        .arg(&path)
+        .status();
+    let result = match status {
+        Ok(s) if s.success() => std::fs::read_to_string(&path),
+        Ok(s) => Err(std::io::Error::other(format!(
+            "the editor {editor:?} exited with {s}; nothing was sent"
+        ))),
+        Err(e) => Err(std::io::Error::other(format!(
+            "cannot start the editor {editor:?}: {e}; set $EDITOR"
+        ))),
+    };
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Performs an operator action; returns the status line to show.
+pub fn perform(
+    home: &Home,
+    app: &App,
+    action: &Action,
+    operator: &str,
+    edited: Option<String>,
+) -> (Tone, String) {
+    let result = match action {
+        Action::Approve(id) => queue::answer(home, id, Decision::Approved, None, None, operator)
+            .map(|_| format!("approved {id}; its bottle applies it now")),
+        Action::Reject { id, notes } => {
+            queue::answer(home, id, Decision::Rejected, None, notes.clone(), operator)
+                .map(|_| format!("rejected {id}"))
+        }
+        Action::Edit(id) => {
+            let Some(entry) = app.visible().into_iter().find(|e| &e.proposal.id == id) else {
+                return (Tone::Error, format!("proposal {id} is gone"));
+            };
+            let Some(text) = edited else {
+                return (Tone::Info, "edit cancelled; nothing was sent".to_owned());
+            };
+            if text == entry.proposal.proposed_file {
+                queue::answer(home, id, Decision::Approved, None, None, operator)
+                    .map(|_| format!("unchanged: approved {id} as proposed"))
+            } else if let Err(e) = validate::parse_payload(entry.proposal.tool, &text) {
+                return (
+                    Tone::Error,
+                    format!("the edited file is not valid, nothing was sent: {e}"),
+                );
+            } else {
+                queue::answer(home, id, Decision::Modified, Some(text), None, operator)
+                    .map(|_| format!("approved your edit of {id} (modified)"))
+            }
+        }
+        Action::None | Action::Quit => return (Tone::Info, String::new()),
+    };
+    match result {
+        Ok(m) => (Tone::Info, m),
+        Err(e) => (Tone::Error, e.to_string()),
+    }
+}
+
+/// Runs the dashboard on the terminal until the operator quits.
+pub fn run(home: Home, filter: Option<String>) -> Result<(), DashboardError> {
+    let (tx, rx) = mpsc::channel();
+    let _watcher = watch_queues(&home, tx.clone())?;
+    let keys_tx = tx.clone();
+    std::thread::spawn(move || {
+        loop {
+            let ev = match event::read() {
+                Ok(TermEvent::Key(k)) => Event::Key(k),
+                Ok(TermEvent::Resize(..)) => Event::Resize,
+                Ok(_) => continue,
+                Err(_) => break,
+            };
+            if keys_tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    let operator = queue::operator_name();
+    let mut app = App::new(filter);
+    reload(&home, &mut app, false);
+    let mut terminal = ratatui::init();
+    let mut backlog = std::collections::VecDeque::new();
+    let result = (|| -> Result<(), DashboardError> {
+        loop {
+            terminal.draw(|f| crate::ui::render(f, &app))?;
+            let ev = match backlog.pop_front() {
+                Some(ev) => ev,
+                None => match rx.recv() {
+                    Ok(ev) => ev,
+                    Err(_) => return Ok(()),
+                },
+            };
+            let mut changed = matches!(ev, Event::QueueChanged);
+            if let Event::Key(k) = ev {
+                let action = app.handle_key(k);
+                match &action {
+                    Action::Quit => return Ok(()),
+                    Action::None => {}
+                    Action::Edit(id) => {
+                        let entry = app
+                            .visible()
+                            .into_iter()
+                            .find(|e| &e.proposal.id == id)
+                            .cloned();
+                        let edited = entry.and_then(|e| {
+                            ratatui::restore();
+                            let r = edit_in_editor(
+                                &e.proposal.proposed_file,
+                                e.proposal.tool.file_suffix(),
+                            );
+                            terminal = ratatui::init();
+                            match r {
+                                Ok(t) => Some(t),
+                                Err(err) => {
+                                    app.message = Some((Tone::Error, err.to_string()));
+                                    None
+                                }
+                            }
+                        });
+                        if edited.is_some() {
+                            app.message = Some(perform(&home, &app, &action, &operator, edited));
+                        }
+                        changed = true;
+                    }
+                    _ => {
+                        app.message = Some(perform(&home, &app, &action, &operator, None));
+                        changed = true;
+                    }
+                }
+            }
+            // Coalesce bursts of file events into one reload.
+            while let Ok(more) = rx.try_recv() {
+                match more {
+                    Event::QueueChanged => changed = true,
+                    other => backlog.push_back(other),
+                }
+            }
+            if changed {
+                reload(&home, &mut app, true);
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}

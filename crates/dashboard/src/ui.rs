@@ -1,0 +1,181 @@
+//! Drawing the dashboard: the pending list on top, the selected proposal with its diff
+//! below, the keys (or the reject-note prompt, or the last message) at the bottom.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap};
+use supervise::{Entry, Status, Tool};
+
+use crate::app::{App, Tone};
+use crate::diff;
+
+fn status_label(e: &Entry) -> String {
+    let s = match e.status {
+        Status::ApplyFailed => "apply failed",
+        Status::Answered => "answered",
+        other => other.as_str(),
+    };
+    if e.bottle_present {
+        s.to_owned()
+    } else {
+        format!("{s} (bottle gone)")
+    }
+}
+
+fn clock(ts: &str) -> &str {
+    ts.get(11..19).unwrap_or(ts)
+}
+
+/// Draws the whole screen.
+pub fn render(frame: &mut Frame, app: &App) {
+    let [title, list, detail, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Percentage(35),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+
+    let visible = app.visible();
+    let mut head = format!("bot-bottle supervise: {} pending", visible.len());
+    if let Some(f) = app.filter() {
+        head.push_str(&format!(" (bottle {f})"));
+    }
+    if !app.problems().is_empty() {
+        head.push_str(&format!(
+            ", {} unreadable queue file(s) skipped",
+            app.problems().len()
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(head).style(Style::new().add_modifier(Modifier::BOLD)),
+        title,
+    );
+
+    let rows = visible.iter().map(|e| {
+        let p = &e.proposal;
+        let style = match e.status {
+            Status::ApplyFailed => Style::new().fg(Color::Red),
+            Status::Answered => Style::new().fg(Color::DarkGray),
+            _ => Style::new(),
+        };
+        Row::new(vec![
+            Cell::from(clock(&p.arrival_timestamp).to_owned()),
+            Cell::from(p.bottle_slug.clone()),
+            Cell::from(p.tool.as_str()),
+            Cell::from(status_label(e)),
+            Cell::from(p.justification.lines().next().unwrap_or("").to_owned()),
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(8),
+            Constraint::Length(16),
+            Constraint::Length(18),
+            Constraint::Length(24),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        Row::new(vec!["arrived", "bottle", "tool", "status", "justification"])
+            .style(Style::new().add_modifier(Modifier::UNDERLINED)),
+    )
+    .block(Block::new().borders(Borders::ALL).title(" proposals "))
+    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+    .highlight_symbol("> ");
+    let mut state = TableState::default().with_selected(app.selected_index());
+    frame.render_stateful_widget(table, list, &mut state);
+
+    let detail_block = Block::new().borders(Borders::ALL);
+    match app.selected() {
+        None => frame.render_widget(
+            Paragraph::new("No pending proposals. New ones appear here as agents send them.")
+                .block(detail_block.title(" proposal ")),
+            detail,
+        ),
+        Some(e) => {
+            let p = &e.proposal;
+            let mut lines = vec![Line::from(vec![
+                Span::styled("bottle ", Style::new().fg(Color::DarkGray)),
+                Span::raw(p.bottle_slug.clone()),
+                Span::styled("  tool ", Style::new().fg(Color::DarkGray)),
+                Span::raw(p.tool.as_str()),
+                Span::styled("  status ", Style::new().fg(Color::DarkGray)),
+                Span::raw(status_label(e)),
+            ])];
+            if let Some(f) = &e.failure {
+                lines.push(Line::styled(
+                    format!("last approval failed to apply: {}", f.error),
+                    Style::new().fg(Color::Red),
+                ));
+            }
+            if app.is_stale(&p.id) {
+                lines.push(Line::styled(
+                    "the live routes changed since this arrived: approving replaces them with the proposed file",
+                    Style::new().fg(Color::Yellow),
+                ));
+            }
+            lines.push(Line::styled(
+                "justification",
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            lines.extend(p.justification.lines().map(|l| Line::raw(format!("  {l}"))));
+            let what = match p.tool {
+                Tool::GitleaksAllow => "allowlist entry",
+                Tool::EgressTokenAllow => "token (host secret attached to the route)",
+                _ => "routes.yaml: live -> proposed",
+            };
+            lines.push(Line::styled(
+                what,
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            let current = p.current_file.as_deref().unwrap_or("");
+            let current = if p.tool == Tool::EgressTokenAllow {
+                ""
+            } else {
+                current
+            };
+            for l in diff::lines(current, &p.proposed_file) {
+                let (prefix, style) = match l.kind {
+                    diff::Kind::Same => (' ', Style::new()),
+                    diff::Kind::Removed => ('-', Style::new().fg(Color::Red)),
+                    diff::Kind::Added => ('+', Style::new().fg(Color::Green)),
+                };
+                lines.push(Line::styled(format!("{prefix} {}", l.text), style));
+            }
+            frame.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(detail_block.title(format!(" proposal {} ", p.id))),
+                detail,
+            );
+        }
+    }
+
+    let footer_line = if let Some(note) = &app.note {
+        Line::from(vec![
+            Span::styled("reject note: ", Style::new().fg(Color::Yellow)),
+            Span::raw(format!("{note}_")),
+            Span::styled(
+                "  (Enter: reject, Esc: cancel)",
+                Style::new().fg(Color::DarkGray),
+            ),
+        ])
+    } else if let Some((tone, msg)) = &app.message {
+        let style = match tone {
+            Tone::Info => Style::new().fg(Color::Cyan),
+            Tone::Error => Style::new().fg(Color::Red),
+        };
+        Line::styled(msg.clone(), style)
+    } else {
+        Line::styled(
+            "a approve  e edit  r reject  f filter bottle  j/k select  q quit",
+            Style::new().fg(Color::DarkGray),
+        )
+    };
+    frame.render_widget(Paragraph::new(footer_line), footer);
+}

@@ -1,0 +1,4 @@
+mod fixtures;
+mod keys;
+mod screens;
+mod watch;

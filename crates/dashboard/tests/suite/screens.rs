@@ -1,0 +1,92 @@
+//! Insta snapshots of the dashboard's screens (ratatui's TestBackend).
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use supervise::queue::Problem;
+
+use dashboard::{App, ui};
+
+use super::fixtures::snapshot;
+
+fn draw(app: &App) -> String {
+    let mut t = Terminal::new(TestBackend::new(110, 30)).unwrap();
+    t.draw(|f| ui::render(f, app)).unwrap();
+    t.backend().to_string()
+}
+
+fn key(app: &mut App, c: KeyCode) {
+    app.handle_key(KeyEvent::from(c));
+}
+
+#[test]
+fn empty_queue() {
+    let mut app = App::new(None);
+    app.load(dashboard::Snapshot::default());
+    insta::assert_snapshot!(draw(&app));
+}
+
+#[test]
+fn routes_proposal_with_diff_and_stale_warning() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    insta::assert_snapshot!(draw(&app));
+}
+
+#[test]
+fn diff_lines_are_coloured() {
+    use ratatui::style::Color;
+    let mut app = App::new(None);
+    app.load(snapshot());
+    let mut t = Terminal::new(TestBackend::new(110, 30)).unwrap();
+    t.draw(|f| ui::render(f, &app)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let colour_of = |prefix: &str| {
+        (0..30u16)
+            .find_map(|y| {
+                let row: String = (0..110u16)
+                    .map(|x| buf[(x, y)].symbol().to_owned())
+                    .collect();
+                row.starts_with(&format!("│{prefix}"))
+                    .then(|| buf[(1, y)].fg)
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            colour_of("+   - host: pypi.org"),
+            colour_of("-   - host: old.example.com")
+        ),
+        (Color::Green, Color::Red)
+    );
+}
+
+#[test]
+fn failed_apply_and_filter() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    key(&mut app, KeyCode::Char('f')); // claude-1a2b3
+    key(&mut app, KeyCode::Char('f')); // claude-dead0
+    key(&mut app, KeyCode::Char('f')); // codex-0b0b0
+    key(&mut app, KeyCode::Char('j'));
+    insta::assert_snapshot!(draw(&app));
+}
+
+#[test]
+fn gone_bottle_token_proposal_and_reject_prompt() {
+    let mut app = App::new(None);
+    let mut s = snapshot();
+    s.problems.push(Problem {
+        path: "/h/queue/x/0000000000000bad.json".into(),
+        reason: "corrupt: EOF".into(),
+    });
+    app.load(s);
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Down);
+    }
+    key(&mut app, KeyCode::Char('r'));
+    for c in "use a scoped token".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!(draw(&app));
+}

@@ -1,0 +1,483 @@
+//! Applying an approved proposal: the seam between supervise and the sidecars.
+//!
+//! Supervise never talks to the egress proxy or the git gate directly: it calls an
+//! [`Applier`]. [`FileApplier`] writes the live files (`state/<identity>/live-config/
+//! routes.yaml`, atomically, and `allowlist`, appended) and can call a live-reload hook
+//! first (the sidecar bundle plugs the egress proxy's reload handle in there), so the
+//! change is in effect before supervise answers the agent. [`RecordingApplier`] is the
+//! fake for tests: it records every call in order and can be told to fail.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use policy::EgressConfig;
+
+use crate::fsutil;
+use crate::paths::Home;
+
+/// Why a change could not be applied. The message reaches the agent and the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Reading or writing a live file failed.
+    #[error("cannot {action} {path}: {reason}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+    /// The egress proxy refused to load the routes.
+    #[error("the egress proxy did not load the new routes: {0}")]
+    Reload(String),
+    /// No live route for the host a token should be attached to.
+    #[error("no live route for host {0}; ask for the route with egress-allow first")]
+    NoRoute(String),
+    /// The named host secret does not exist in the sidecar bundle.
+    #[error(
+        "no host secret named {0} is available to this bottle; the operator must provide it first"
+    )]
+    UnknownToken(String),
+    /// The live routes file does not parse.
+    #[error("the live routes file {path} does not parse: {reason}")]
+    CurrentRoutes {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+    /// Anything else an implementation reports.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ApplyError + 'a {
+    move |e| ApplyError::Io {
+        action,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Makes approved changes take effect. Each method returns only once the change is in
+/// effect (for routes: the egress proxy has loaded them), or with the reason it is not.
+#[async_trait::async_trait]
+pub trait Applier: Send + Sync {
+    /// The live routes file of `bottle` as text (empty when there is none).
+    async fn current_routes(&self, bottle: &str) -> Result<String, ApplyError>;
+
+    /// Replaces the live routes with `routes` (parsed and validated from `text`, which
+    /// is what gets stored so the operator's comments survive).
+    async fn apply_routes(
+        &self,
+        bottle: &str,
+        routes: &EgressConfig,
+        text: &str,
+    ) -> Result<(), ApplyError>;
+
+    /// Attaches the host secret `token_name` to the live route(s) of `host`.
+    async fn attach_token(
+        &self,
+        bottle: &str,
+        host: &str,
+        token_name: &str,
+    ) -> Result<(), ApplyError>;
+
+    /// Allows the secret-scan finding `fingerprint` for `bottle`'s pushes.
+    async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError>;
+}
+
+/// A live-reload hook: loads `routes` into the running egress proxy of `bottle`, or says
+/// why not. Called before the routes file is written.
+pub type ReloadHook = Arc<dyn Fn(&str, &EgressConfig) -> Result<(), String> + Send + Sync>;
+
+/// Applies changes to the live files under `state/<identity>/live-config/`, after an
+/// optional live reload.
+#[derive(Clone)]
+pub struct FileApplier {
+    home: Home,
+    reload: Option<ReloadHook>,
+    known_tokens: Option<BTreeSet<String>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for FileApplier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileApplier")
+            .field("home", &self.home)
+            .field("reload", &self.reload.is_some())
+            .field("known_tokens", &self.known_tokens)
+            .finish()
+    }
+}
+
+impl FileApplier {
+    /// Writes only the files (the egress proxy reads them at its next start).
+    pub fn new(home: Home) -> Self {
+        Self {
+            home,
+            reload: None,
+            known_tokens: None,
+            lock: Arc::default(),
+        }
+    }
+
+    /// Loads routes into the running proxy through `hook` before writing the file.
+    pub fn with_reload(mut self, hook: ReloadHook) -> Self {
+        self.reload = Some(hook);
+        self
+    }
+
+    /// Only these host secret names may be attached (names, never values).
+    pub fn with_known_tokens(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.known_tokens = Some(names.into_iter().collect());
+        self
+    }
+
+    /// `state/<bottle>/live-config/routes.yaml`.
+    pub fn routes_path(&self, bottle: &str) -> PathBuf {
+        self.home.live_config_dir(bottle).join("routes.yaml")
+    }
+
+    /// `state/<bottle>/live-config/allowlist`: finding fingerprints the git gate allows.
+    pub fn allowlist_path(&self, bottle: &str) -> PathBuf {
+        self.home.live_config_dir(bottle).join("allowlist")
+    }
+
+    fn read_routes(&self, bottle: &str) -> Result<String, ApplyError> {
+        let path = self.routes_path(bottle);
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    fn parse_current(&self, bottle: &str, text: &str) -> Result<EgressConfig, ApplyError> {
+        if text.trim().is_empty() {
+            return Ok(EgressConfig::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| ApplyError::CurrentRoutes {
+            path: self.routes_path(bottle),
+            reason: e.to_string(),
+        })
+    }
+
+    fn replace_routes(
+        &self,
+        bottle: &str,
+        routes: &EgressConfig,
+        text: &str,
+    ) -> Result<(), ApplyError> {
+        let old_text = self.read_routes(bottle)?;
+        if let Some(reload) = &self.reload {
+            reload(bottle, routes).map_err(ApplyError::Reload)?;
+        }
+        let path = self.routes_path(bottle);
+        if let Err(e) = fsutil::write_atomic(&path, text.as_bytes()) {
+            // Keep the proxy and the file in agreement: put the old routes back.
+            if let Some(reload) = &self.reload
+                && let Ok(old) = self.parse_current(bottle, &old_text)
+                && let Err(why) = reload(bottle, &old)
+            {
+                tracing::error!(bottle, %why, "could not restore the previous routes after a failed write");
+            }
+            return Err(io_err("write", &path)(e));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Applier for FileApplier {
+    async fn current_routes(&self, bottle: &str) -> Result<String, ApplyError> {
+        self.read_routes(bottle)
+    }
+
+    async fn apply_routes(
+        &self,
+        bottle: &str,
+        routes: &EgressConfig,
+        text: &str,
+    ) -> Result<(), ApplyError> {
+        let _guard = self.lock.lock().await;
+        self.replace_routes(bottle, routes, text)
+    }
+
+    async fn attach_token(
+        &self,
+        bottle: &str,
+        host: &str,
+        token_name: &str,
+    ) -> Result<(), ApplyError> {
+        if let Some(known) = &self.known_tokens
+            && !known.contains(token_name)
+        {
+            return Err(ApplyError::UnknownToken(token_name.to_owned()));
+        }
+        let _guard = self.lock.lock().await;
+        let text = self.read_routes(bottle)?;
+        let mut config = self.parse_current(bottle, &text)?;
+        let mut found = false;
+        for route in config.routes.iter_mut().flatten() {
+            if route.host == host {
+                found = true;
+                route.token_env = Some(token_name.to_owned());
+                if route.auth_scheme.is_none() && route.auth_header.is_none() {
+                    route.auth_scheme = Some("Bearer".to_owned());
+                }
+            }
+        }
+        if !found {
+            return Err(ApplyError::NoRoute(host.to_owned()));
+        }
+        let new_text = serde_saphyr::to_string(&config)
+            .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
+        self.replace_routes(bottle, &config, &new_text)
+    }
+
+    async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError> {
+        let _guard = self.lock.lock().await;
+        let path = self.allowlist_path(bottle);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        let existing = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        if existing.lines().any(|l| l.trim() == fingerprint) {
+            return Ok(());
+        }
+        let mut line = String::new();
+        if !existing.is_empty() && !existing.ends_with('\n') {
+            line.push('\n');
+        }
+        line.push_str(fingerprint);
+        line.push('\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io_err("append to", &path))
+    }
+}
+
+/// One call seen by [`RecordingApplier`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppliedCall {
+    /// `apply_routes` with the stored text.
+    Routes {
+        /// Bottle.
+        bottle: String,
+        /// The routes text.
+        text: String,
+    },
+    /// `attach_token`.
+    Token {
+        /// Bottle.
+        bottle: String,
+        /// Host.
+        host: String,
+        /// Secret name.
+        token_name: String,
+    },
+    /// `allow_finding`.
+    Finding {
+        /// Bottle.
+        bottle: String,
+        /// Fingerprint.
+        fingerprint: String,
+    },
+}
+
+/// A fake applier for tests: keeps routes in memory, records calls, and appends
+/// `apply:<what>` to a shared event log so tests can check ordering against other events.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingApplier {
+    /// Calls that succeeded, in order.
+    pub calls: Arc<Mutex<Vec<AppliedCall>>>,
+    /// Shared ordered event log.
+    pub events: Arc<Mutex<Vec<String>>>,
+    /// The current routes text.
+    pub routes: Arc<Mutex<String>>,
+    /// When set, the next apply fails with this message (and is consumed).
+    pub fail_next: Arc<Mutex<Option<String>>>,
+    /// Delay before each apply completes.
+    pub delay: Option<std::time::Duration>,
+}
+
+impl RecordingApplier {
+    /// A fake with `routes` as the live routes.
+    pub fn with_routes(routes: &str) -> Self {
+        let a = Self::default();
+        if let Ok(mut r) = a.routes.lock() {
+            *r = routes.to_owned();
+        }
+        a
+    }
+
+    /// Makes the next apply fail with `message`.
+    pub fn fail_next(&self, message: &str) {
+        if let Ok(mut f) = self.fail_next.lock() {
+            *f = Some(message.to_owned());
+        }
+    }
+
+    /// The recorded calls.
+    pub fn calls(&self) -> Vec<AppliedCall> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    async fn step(&self, call: AppliedCall) -> Result<(), ApplyError> {
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
+        if let Some(msg) = self.fail_next.lock().ok().and_then(|mut f| f.take()) {
+            if let Ok(mut e) = self.events.lock() {
+                e.push("apply-failed".to_owned());
+            }
+            return Err(ApplyError::Other(msg));
+        }
+        if let Ok(mut e) = self.events.lock() {
+            e.push(match &call {
+                AppliedCall::Routes { .. } => "apply:routes".to_owned(),
+                AppliedCall::Token { .. } => "apply:token".to_owned(),
+                AppliedCall::Finding { .. } => "apply:finding".to_owned(),
+            });
+        }
+        if let AppliedCall::Routes { text, .. } = &call
+            && let Ok(mut r) = self.routes.lock()
+        {
+            *r = text.clone();
+        }
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Applier for RecordingApplier {
+    async fn current_routes(&self, _bottle: &str) -> Result<String, ApplyError> {
+        Ok(self.routes.lock().map(|r| r.clone()).unwrap_or_default())
+    }
+
+    async fn apply_routes(
+        &self,
+        bottle: &str,
+        _routes: &EgressConfig,
+        text: &str,
+    ) -> Result<(), ApplyError> {
+        self.step(AppliedCall::Routes {
+            bottle: bottle.to_owned(),
+            text: text.to_owned(),
+        })
+        .await
+    }
+
+    async fn attach_token(
+        &self,
+        bottle: &str,
+        host: &str,
+        token_name: &str,
+    ) -> Result<(), ApplyError> {
+        self.step(AppliedCall::Token {
+            bottle: bottle.to_owned(),
+            host: host.to_owned(),
+            token_name: token_name.to_owned(),
+        })
+        .await
+    }
+
+    async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError> {
+        self.step(AppliedCall::Finding {
+            bottle: bottle.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[tokio::test]
+    async fn file_applier_reloads_first_then_writes_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let a = FileApplier::new(home.clone())
+            .with_reload(Arc::new(move |b: &str, c: &EgressConfig| {
+                let hosts: Vec<String> =
+                    c.routes.iter().flatten().map(|r| r.host.clone()).collect();
+                seen2
+                    .lock()
+                    .unwrap()
+                    .push(format!("{b}:{}", hosts.join(",")));
+                if hosts.iter().any(|h| h == "refused.example") {
+                    return Err("bad route".into());
+                }
+                Ok(())
+            }))
+            .with_known_tokens(["API_TOKEN".to_owned()]);
+        let text = "routes:\n  - host: api.example # comment kept\n";
+        let cfg = crate::validate::parse_routes(text).unwrap();
+        a.apply_routes("b-1", &cfg, text).await.unwrap();
+        assert_eq!(a.current_routes("b-1").await.unwrap(), text);
+
+        let bad = "routes:\n  - host: refused.example\n";
+        let err = a
+            .apply_routes("b-1", &crate::validate::parse_routes(bad).unwrap(), bad)
+            .await
+            .unwrap_err();
+        assert_eq!(err, ApplyError::Reload("bad route".into()));
+        assert_eq!(
+            a.current_routes("b-1").await.unwrap(),
+            text,
+            "file untouched"
+        );
+
+        assert_eq!(
+            a.attach_token("b-1", "api.example", "OTHER").await,
+            Err(ApplyError::UnknownToken("OTHER".into()))
+        );
+        assert_eq!(
+            a.attach_token("b-1", "nope.example", "API_TOKEN").await,
+            Err(ApplyError::NoRoute("nope.example".into()))
+        );
+        a.attach_token("b-1", "api.example", "API_TOKEN")
+            .await
+            .unwrap();
+        let now = crate::validate::parse_routes(&a.current_routes("b-1").await.unwrap()).unwrap();
+        let r = &now.routes.unwrap()[0];
+        assert_eq!(
+            (r.token_env.as_deref(), r.auth_scheme.as_deref()),
+            (Some("API_TOKEN"), Some("Bearer"))
+        );
+
+        a.allow_finding("b-1", "c1:a.rs:rule:3").await.unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3").await.unwrap();
+        a.allow_finding("b-1", "c2:b.rs:rule:4").await.unwrap();
+        assert_eq!(
+            fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
+            "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"
+        );
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            vec!["b-1:api.example", "b-1:refused.example", "b-1:api.example"]
+        );
+    }
+}

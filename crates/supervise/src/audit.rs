@@ -1,0 +1,464 @@
+//! The audit log: one append-only JSON-lines file per component and bottle
+//! (`audit/<component>/<identity>.jsonl`), one line per operator decision.
+//!
+//! Each line carries `seq` (its 1-based line number) and `prev_hash`, the sha256 of the
+//! previous line's bytes (64 zeros on the first line); `<identity>.head` records the
+//! line count and the hash of the last line. [`verify`] recomputes the chain: an edited
+//! line breaks the next line's `prev_hash` (or the head, for the last line), a deleted
+//! line breaks `seq` and `prev_hash`, a truncated file disagrees with the head.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::paths::{self, Home};
+use crate::proposal::sha256_hex;
+
+/// `prev_hash` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The components that keep an audit log.
+pub const COMPONENTS: [&str; 2] = ["egress", "gitleaks"];
+
+/// An audit log operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Reading or writing the log failed.
+    #[error("cannot {action} audit log {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A line does not parse (use [`verify`] for the full story).
+    #[error(
+        "audit log {path} line {line} is not a valid entry: {reason}; run `bot-bottle audit verify`"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A bad identity.
+    #[error(transparent)]
+    Name(#[from] paths::NameError),
+}
+
+/// One decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// 1-based line number.
+    pub seq: u64,
+    /// When the line was written.
+    pub time: String,
+    /// `egress` or `gitleaks`.
+    pub component: String,
+    /// The bottle identity.
+    pub bottle: String,
+    /// The proposal.
+    pub proposal_id: String,
+    /// The MCP tool.
+    pub tool: String,
+    /// The agent's reason.
+    pub justification: String,
+    /// When the proposal arrived.
+    pub arrival_timestamp: String,
+    /// When the operator decided.
+    pub decided_at: String,
+    /// `approved`, `modified`, `rejected`, or `apply-failed`.
+    pub decision: String,
+    /// Who decided.
+    pub operator: String,
+    /// The operator's note.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// The file before the change (routes), if any.
+    #[serde(default)]
+    pub before: Option<String>,
+    /// The file after the change, or the proposed one for rejections.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Why applying failed (`apply-failed` only).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// sha256 of the previous line.
+    pub prev_hash: String,
+}
+
+/// An entry before it gets its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// See [`AuditEntry`].
+    pub component: String,
+    /// See [`AuditEntry`].
+    pub bottle: String,
+    /// See [`AuditEntry`].
+    pub proposal_id: String,
+    /// See [`AuditEntry`].
+    pub tool: String,
+    /// See [`AuditEntry`].
+    pub justification: String,
+    /// See [`AuditEntry`].
+    pub arrival_timestamp: String,
+    /// See [`AuditEntry`].
+    pub decided_at: String,
+    /// See [`AuditEntry`].
+    pub decision: String,
+    /// See [`AuditEntry`].
+    pub operator: String,
+    /// See [`AuditEntry`].
+    pub notes: Option<String>,
+    /// See [`AuditEntry`].
+    pub before: Option<String>,
+    /// See [`AuditEntry`].
+    pub after: Option<String>,
+    /// See [`AuditEntry`].
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Head {
+    lines: u64,
+    last_hash: String,
+}
+
+fn head_path(log: &Path) -> PathBuf {
+    log.with_extension("head")
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AuditError + 'a {
+    move |source| AuditError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Appends a decision to `audit/<component>/<bottle>.jsonl`, extending the hash chain.
+pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
+    paths::check_identity(&new.bottle)?;
+    let path = home.audit_file(&new.component, &new.bottle);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    file.lock().map_err(io_err("lock", &path))?;
+    let existing = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+    let lines: Vec<&str> = existing.lines().filter(|l| !l.is_empty()).collect();
+    let prev_hash = lines
+        .last()
+        .map(|l| sha256_hex(l))
+        .unwrap_or_else(|| GENESIS.to_owned());
+    let entry = AuditEntry {
+        seq: lines.len() as u64 + 1,
+        time: crate::proposal::now_timestamp(),
+        component: new.component,
+        bottle: new.bottle,
+        proposal_id: new.proposal_id,
+        tool: new.tool,
+        justification: new.justification,
+        arrival_timestamp: new.arrival_timestamp,
+        decided_at: new.decided_at,
+        decision: new.decision,
+        operator: new.operator,
+        notes: new.notes,
+        before: new.before,
+        after: new.after,
+        error: new.error,
+        prev_hash,
+    };
+    let line = serde_json::to_string(&entry).map_err(|e| AuditError::Corrupt {
+        path: path.clone(),
+        line: lines.len() + 1,
+        reason: e.to_string(),
+    })?;
+    let mut bytes = Vec::with_capacity(line.len() + 2);
+    if !existing.is_empty() && !existing.ends_with('\n') {
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    file.write_all(&bytes).map_err(io_err("append to", &path))?;
+    file.sync_all().map_err(io_err("sync", &path))?;
+    let head = Head {
+        lines: entry.seq,
+        last_hash: sha256_hex(&line),
+    };
+    let head_file = head_path(&path);
+    let head_json = serde_json::to_vec(&head).unwrap_or_default();
+    fsutil::write_atomic(&head_file, &head_json).map_err(io_err("write", &head_file))?;
+    Ok(entry)
+}
+
+/// Every audit log file, as (component, identity, path), sorted.
+pub fn log_files(home: &Home) -> Result<Vec<(String, String, PathBuf)>, AuditError> {
+    let root = home.audit_root();
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(&root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("read", &root)(e)),
+    };
+    for comp in rd {
+        let comp = comp.map_err(io_err("read", &root))?;
+        let Some(component) = comp.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let dir = comp.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
+            let f = f.map_err(io_err("read", &dir))?;
+            let name = f.file_name();
+            if let Some(identity) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) {
+                out.push((component.clone(), identity.to_owned(), f.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads one log file's entries.
+pub fn read_file(path: &Path) -> Result<Vec<AuditEntry>, AuditError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| AuditError::Corrupt {
+                path: path.to_owned(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Entries of every log (optionally one bottle / component), ordered by time.
+pub fn read_all(
+    home: &Home,
+    bottle: Option<&str>,
+    component: Option<&str>,
+) -> Result<Vec<AuditEntry>, AuditError> {
+    let mut all = Vec::new();
+    for (comp, identity, path) in log_files(home)? {
+        if bottle.is_some_and(|b| b != identity) || component.is_some_and(|c| c != comp) {
+            continue;
+        }
+        all.extend(read_file(&path)?);
+    }
+    all.sort_by(|a, b| a.time.cmp(&b.time));
+    Ok(all)
+}
+
+/// A break in a log's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The file.
+    pub path: PathBuf,
+    /// The first line found wrong (1-based); `None` when the file as a whole disagrees with
+    /// its head record.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{} line {}: {}", self.path.display(), l, self.reason),
+            None => write!(f, "{}: {}", self.path.display(), self.reason),
+        }
+    }
+}
+
+/// Checks one log file's chain; returns the first break, if any.
+pub fn verify_file(path: &Path) -> Result<Option<ChainBreak>, AuditError> {
+    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    let brk = |line: Option<usize>, reason: String| {
+        Ok(Some(ChainBreak {
+            path: path.to_owned(),
+            line,
+            reason,
+        }))
+    };
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    let mut prev_hash = GENESIS.to_owned();
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let entry: AuditEntry = match serde_json::from_str(line) {
+            Ok(e) => e,
+            Err(e) => return brk(Some(n), format!("not a valid entry ({e}): edited")),
+        };
+        if entry.seq != n as u64 {
+            return brk(
+                Some(n),
+                format!(
+                    "sequence number is {} where {n} was expected: a line before it was deleted or inserted",
+                    entry.seq
+                ),
+            );
+        }
+        if entry.prev_hash != prev_hash {
+            let what = if n == 1 {
+                "the first line's previous hash is not the genesis hash: lines before it were removed".to_owned()
+            } else {
+                format!(
+                    "line {} was edited: its hash does not match what line {n} recorded",
+                    n - 1
+                )
+            };
+            return brk(Some(n.saturating_sub(1).max(1)), what);
+        }
+        prev_hash = sha256_hex(line);
+    }
+    let head_file = head_path(path);
+    let head: Option<Head> = match fs::read(&head_file) {
+        Ok(b) => serde_json::from_slice(&b).ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err("read", &head_file)(e)),
+    };
+    let Some(head) = head else {
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        return brk(
+            None,
+            format!("head record {} is missing or corrupt", head_file.display()),
+        );
+    };
+    if head.lines != lines.len() as u64 {
+        return brk(
+            None,
+            format!(
+                "has {} lines but {} were written: lines at the end were deleted or added",
+                lines.len(),
+                head.lines
+            ),
+        );
+    }
+    if head.last_hash != prev_hash {
+        return brk(Some(lines.len()), "the last line was edited".to_owned());
+    }
+    Ok(None)
+}
+
+/// Verifies every log; returns the breaks (empty: all intact) and how many files were checked.
+pub fn verify(home: &Home) -> Result<(Vec<ChainBreak>, usize), AuditError> {
+    let files = log_files(home)?;
+    let mut breaks = Vec::new();
+    for (_, _, path) in &files {
+        if let Some(b) = verify_file(path)? {
+            breaks.push(b);
+        }
+    }
+    Ok((breaks, files.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn entry(n: u32) -> NewEntry {
+        NewEntry {
+            component: "egress".into(),
+            bottle: "dev-00001".into(),
+            proposal_id: format!("{n:016x}"),
+            tool: "egress-allow".into(),
+            justification: "why".into(),
+            arrival_timestamp: "t0".into(),
+            decided_at: "t1".into(),
+            decision: "approved".into(),
+            operator: "op".into(),
+            notes: None,
+            before: Some("routes: []\n".into()),
+            after: Some(format!("routes:\n  - host: h{n}\n")),
+            error: None,
+        }
+    }
+
+    fn three() -> (tempfile::TempDir, Home, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        for n in 1..=3 {
+            append(&home, entry(n)).unwrap();
+        }
+        let path = home.audit_file("egress", "dev-00001");
+        (dir, home, path)
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let (_d, home, path) = three();
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
+        let entries = read_file(&path).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(entries[0].prev_hash, GENESIS);
+    }
+
+    fn edit(path: &Path, f: impl FnOnce(&mut Vec<String>)) {
+        let mut lines: Vec<String> = fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        f(&mut lines);
+        fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn edited_middle_line_is_named() {
+        let (_d, home, path) = three();
+        edit(&path, |l| {
+            l[1] = l[1].replace("\"approved\"", "\"rejected\"")
+        });
+        let (breaks, _) = verify(&home).unwrap();
+        assert_eq!(breaks.len(), 1);
+        assert_eq!(breaks[0].line, Some(2));
+    }
+
+    #[test]
+    fn edited_last_line_deleted_line_and_truncation_are_detected() {
+        let (_d, _home, path) = three();
+        edit(&path, |l| l[2] = l[2].replace("\"op\"", "\"mallory\""));
+        assert_eq!(verify_file(&path).unwrap().unwrap().line, Some(3));
+
+        let (_d, _home, path) = three();
+        edit(&path, |l| {
+            l.remove(1);
+        });
+        let b = verify_file(&path).unwrap().unwrap();
+        assert_eq!(b.line, Some(2), "{b}");
+
+        let (_d, _home, path) = three();
+        edit(&path, |l| {
+            l.pop();
+        });
+        let b = verify_file(&path).unwrap().unwrap();
+        assert_eq!(b.line, None, "{b}");
+    }
+}

@@ -1,0 +1,367 @@
+//! The server side of the queue: turns operator responses into changes in effect, then
+//! into answers for waiting agents.
+//!
+//! One task per bottle ([`Engine::run`]) reacts to file events in the queue directory
+//! (inotify through `notify`, with a slow rescan as a fallback for file systems that do
+//! not report events): for each response it applies the change through the [`Applier`],
+//! appends the decision to the audit log, moves the proposal to `processed/` and only
+//! then wakes the waiting tool calls. Waiters never read responses themselves, so a
+//! change is applied exactly once however many calls wait for it, and an agent is never
+//! told "approved" before the change is in effect. Everything lives in files, so a
+//! restarted server picks up where the previous one stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::apply::{Applier, ApplyError};
+use crate::audit::{self, NewEntry};
+use crate::proposal::{ApplyFailure, Decision, Outcome, Proposal, Response, Tool, now_timestamp};
+use crate::queue::{NewProposal, Queue, QueueError};
+use crate::validate::{self, Payload};
+
+/// How a wait for a decision ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitResult {
+    /// Handled; for approvals the change is in effect.
+    Done(Outcome),
+    /// The operator approved but applying failed; the proposal is pending again.
+    ApplyFailed(String),
+    /// Still waiting for the operator (the last failed apply, if any).
+    Pending(Option<String>),
+    /// No such proposal in this bottle's queue.
+    Unknown,
+}
+
+/// Queue, applier and waiters of one bottle.
+pub struct Engine {
+    queue: Queue,
+    applier: Arc<dyn Applier>,
+    generation: watch::Sender<u64>,
+    failures: Mutex<HashMap<String, (u64, String)>>,
+    process_lock: tokio::sync::Mutex<()>,
+    submit_lock: tokio::sync::Mutex<()>,
+    fallback_scan: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine over `queue`, applying through `applier`.
+    pub fn new(queue: Queue, applier: Arc<dyn Applier>) -> Arc<Self> {
+        Arc::new(Self {
+            queue,
+            applier,
+            generation: watch::Sender::new(0),
+            failures: Mutex::default(),
+            process_lock: tokio::sync::Mutex::new(()),
+            submit_lock: tokio::sync::Mutex::new(()),
+            fallback_scan: Duration::from_secs(5),
+        })
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The applier.
+    pub fn applier(&self) -> &Arc<dyn Applier> {
+        &self.applier
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Queues a proposal (or finds the identical pending one) and wakes nobody: the
+    /// operator's side watches the queue directory itself.
+    pub async fn submit(&self, new: NewProposal) -> Result<(Proposal, bool), QueueError> {
+        let _g = self.submit_lock.lock().await;
+        self.queue.submit(new)
+    }
+
+    /// Handles every response in the queue. Runs one pass at a time.
+    pub async fn process_responses(&self) {
+        let _g = self.process_lock.lock().await;
+        let ids = match self.queue.answered_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the queue");
+                return;
+            }
+        };
+        for id in ids {
+            self.process_one(&id).await;
+        }
+    }
+
+    async fn process_one(&self, id: &str) {
+        let response = match self.queue.response(id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "skipping an unreadable response; the proposal is pending again");
+                if let Err(e) = self.queue.set_response_aside(id, "corrupt") {
+                    tracing::error!(id, error = %e, "cannot move the corrupt response aside");
+                }
+                self.bump();
+                return;
+            }
+        };
+        if response.id != id {
+            tracing::warn!(id, other = %response.id, "response names another proposal; set aside");
+            let _ = self.queue.set_response_aside(id, "corrupt");
+            self.bump();
+            return;
+        }
+        let proposal = match self.queue.proposal(id) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "skipping a response to an unreadable proposal");
+                return;
+            }
+        };
+        // A crash after the outcome was written but before the move: finish the move.
+        if let Ok(Some(outcome)) = self.queue.outcome(id) {
+            if let Err(e) = self.queue.archive(&outcome) {
+                tracing::error!(id, error = %e, "cannot archive a handled proposal");
+            }
+            self.bump();
+            return;
+        }
+        match response.status {
+            Decision::Rejected => self.reject(&proposal, &response),
+            Decision::Approved | Decision::Modified => self.approve(&proposal, &response).await,
+        }
+        self.bump();
+    }
+
+    fn audit(
+        &self,
+        p: &Proposal,
+        r: &Response,
+        decision: &str,
+        before: Option<String>,
+        after: Option<String>,
+        error: Option<String>,
+    ) {
+        let entry = NewEntry {
+            component: p.tool.component().to_owned(),
+            bottle: self.queue.identity().to_owned(),
+            proposal_id: p.id.clone(),
+            tool: p.tool.as_str().to_owned(),
+            justification: p.justification.clone(),
+            arrival_timestamp: p.arrival_timestamp.clone(),
+            decided_at: r.responded_at.clone(),
+            decision: decision.to_owned(),
+            operator: r.operator.clone(),
+            notes: r.notes.clone(),
+            before,
+            after,
+            error,
+        };
+        if let Err(e) = audit::append(self.queue.home(), entry) {
+            tracing::error!(id = %p.id, error = %e, "cannot write the audit log");
+        }
+    }
+
+    fn reject(&self, p: &Proposal, r: &Response) {
+        self.audit(
+            p,
+            r,
+            "rejected",
+            p.current_file.clone(),
+            Some(p.proposed_file.clone()),
+            None,
+        );
+        let outcome = Outcome {
+            id: p.id.clone(),
+            status: Decision::Rejected,
+            final_file: None,
+            notes: r.notes.clone(),
+            operator: r.operator.clone(),
+            decided_at: r.responded_at.clone(),
+            applied_at: None,
+        };
+        if let Err(e) = self.queue.archive(&outcome) {
+            tracing::error!(id = %p.id, error = %e, "cannot archive a rejected proposal");
+        }
+    }
+
+    async fn apply(
+        &self,
+        p: &Proposal,
+        file: &str,
+    ) -> Result<(Option<String>, Option<String>), ApplyError> {
+        let bottle = self.queue.identity();
+        let payload = validate::parse_payload(p.tool, file)
+            .map_err(|e| ApplyError::Other(format!("the approved file is not valid: {e}")))?;
+        match payload {
+            Payload::Routes(cfg) => {
+                let before = self.applier.current_routes(bottle).await?;
+                self.applier.apply_routes(bottle, &cfg, file).await?;
+                Ok((Some(before), Some(file.to_owned())))
+            }
+            Payload::Token(t) => {
+                let before = self.applier.current_routes(bottle).await?;
+                self.applier
+                    .attach_token(bottle, &t.host, &t.token_name)
+                    .await?;
+                let after = self.applier.current_routes(bottle).await.ok();
+                Ok((Some(before), after))
+            }
+            Payload::Finding(fp) => {
+                self.applier.allow_finding(bottle, &fp).await?;
+                Ok((None, Some(fp)))
+            }
+        }
+    }
+
+    async fn approve(&self, p: &Proposal, r: &Response) {
+        let file = match (r.status, &r.final_file) {
+            (Decision::Modified, Some(f)) => f.clone(),
+            _ => p.proposed_file.clone(),
+        };
+        match self.apply(p, &file).await {
+            Ok((before, after)) => {
+                self.audit(p, r, r.status.as_str(), before, after, None);
+                let outcome = Outcome {
+                    id: p.id.clone(),
+                    status: r.status,
+                    final_file: Some(file),
+                    notes: r.notes.clone(),
+                    operator: r.operator.clone(),
+                    decided_at: r.responded_at.clone(),
+                    applied_at: Some(now_timestamp()),
+                };
+                // The outcome is the durable decision: wake the waiters as soon as it is
+                // written, and tidy the queue directory after.
+                match self.queue.write_outcome(&outcome) {
+                    Ok(()) => {
+                        self.bump();
+                        if let Err(e) = self.queue.move_handled(&p.id) {
+                            tracing::error!(id = %p.id, error = %e, "cannot archive an applied proposal");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(id = %p.id, error = %e, "cannot record an applied proposal");
+                    }
+                }
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                tracing::warn!(id = %p.id, error = %msg, "applying an approved proposal failed; it stays pending");
+                self.audit(
+                    p,
+                    r,
+                    "apply-failed",
+                    p.current_file.clone(),
+                    Some(file),
+                    Some(msg.clone()),
+                );
+                let failure = ApplyFailure {
+                    id: p.id.clone(),
+                    error: msg.clone(),
+                    operator: r.operator.clone(),
+                    at: now_timestamp(),
+                };
+                if let Err(e) = self.queue.record_failure(&failure) {
+                    tracing::error!(id = %p.id, error = %e, "cannot record the failed apply");
+                }
+                let next = *self.generation.borrow() + 1;
+                if let Ok(mut f) = self.failures.lock() {
+                    f.insert(p.id.clone(), (next, msg));
+                }
+            }
+        }
+    }
+
+    /// Waits up to `max` for proposal `id` to be handled.
+    pub async fn wait(&self, id: &str, max: Duration) -> Result<WaitResult, QueueError> {
+        let mut rx = self.generation.subscribe();
+        let start = *rx.borrow_and_update();
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            if let Some(outcome) = self.queue.outcome(id)? {
+                return Ok(WaitResult::Done(outcome));
+            }
+            if let Some(msg) = self.failures.lock().ok().and_then(|f| {
+                f.get(id)
+                    .filter(|(g, _)| *g > start)
+                    .map(|(_, m)| m.clone())
+            }) {
+                return Ok(WaitResult::ApplyFailed(msg));
+            }
+            if self.queue.proposal(id)?.is_none() {
+                return Ok(WaitResult::Unknown);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    let last = self.queue.failure(id).ok().flatten().map(|f| f.error);
+                    return Ok(WaitResult::Pending(last));
+                }
+            }
+        }
+    }
+
+    /// Watches the queue directory and handles responses until `shutdown` is cancelled.
+    /// Handles whatever is already there first (responses written while no server ran).
+    pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        if let Err(e) = self.queue.create() {
+            tracing::error!(error = %e, "cannot create the queue directory");
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = {
+            use notify::Watcher;
+            let tx = tx.clone();
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if res.is_ok() {
+                    let _ = tx.try_send(());
+                }
+            })
+            .and_then(|mut w| {
+                w.watch(&self.queue.dir(), notify::RecursiveMode::NonRecursive)?;
+                Ok(w)
+            })
+        };
+        let fallback = match &watcher {
+            Ok(_) => self.fallback_scan,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watching unavailable; scanning the queue every 500 ms");
+                Duration::from_millis(500)
+            }
+        };
+        self.process_responses().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(()) = rx.recv() => {}
+                () = tokio::time::sleep(fallback) => {}
+            }
+            self.process_responses().await;
+        }
+        drop(watcher);
+    }
+}
+
+/// The tool whose proposals `tool` answers, for messages.
+pub fn describe_effect(tool: Tool) -> &'static str {
+    match tool {
+        Tool::EgressAllow | Tool::EgressBlock => "the new routes are live: retry your request now",
+        Tool::EgressTokenAllow => {
+            "requests to that host now carry the secret: retry your request now"
+        }
+        Tool::GitleaksAllow => "that finding is allowed for this bottle: push again now",
+    }
+}

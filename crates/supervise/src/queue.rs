@@ -1,0 +1,748 @@
+//! The proposal queue: plain files under `queue/<identity>/`.
+//!
+//! * `<id>.json`: a proposal waiting for the operator (written once, atomically);
+//! * `<id>.response.json`: the operator's answer (written atomically, never replaced: two
+//!   operators racing, one wins);
+//! * `<id>.apply-error.json`: the last approval of it failed to apply; still pending;
+//! * `processed/<id>.json`, `processed/<id>.response.json`, `processed/<id>.outcome.json`:
+//!   handled proposals.
+//!
+//! Only the bottle's supervise server creates proposals and moves them to `processed/`;
+//! operators (dashboard, CLI) only write responses. A file that does not parse is reported
+//! and skipped, never fatal.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::fsutil;
+use crate::paths::{self, Home, NameError};
+use crate::proposal::{
+    ApplyFailure, Decision, Outcome, Proposal, Response, Status, Tool, new_id, now_timestamp,
+};
+use crate::validate::{self, ValidationError};
+
+/// A queue operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Reading or writing a queue file failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A queue file does not parse.
+    #[error("{path} is corrupt ({reason}); move it away or delete it")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+    /// A bad identity or id.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// No pending proposal with this id.
+    #[error("no pending proposal {0}; `bot-bottle proposals list` shows the pending ones")]
+    NotPending(String),
+    /// The proposal was answered already.
+    #[error(
+        "proposal {0} was answered already; wait for it to be applied or look at `bot-bottle proposals show {0}`"
+    )]
+    AlreadyAnswered(String),
+    /// The bottle has too many proposals waiting already.
+    #[error(
+        "{0} proposals are already waiting for the operator; wait for their decisions (proposal-status) before sending more"
+    )]
+    TooMany(usize),
+    /// `modified` without a file, or a file that does not validate.
+    #[error("the approved file for proposal {id} is not valid: {source}")]
+    InvalidFile {
+        /// The proposal.
+        id: String,
+        /// Why.
+        source: ValidationError,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QueueError + 'a {
+    move |source| QueueError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads and parses a JSON file; `Ok(None)` when it does not exist.
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, QueueError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| QueueError::Corrupt {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; fall back to an empty object anyway.
+    let mut v = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    v.push(b'\n');
+    v
+}
+
+/// Most proposals one bottle may have waiting at once.
+pub const MAX_PENDING: usize = 64;
+
+/// A file in the queue that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped {}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// A proposal with where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The proposal.
+    pub proposal: Proposal,
+    /// Its status.
+    pub status: Status,
+    /// The last failed apply, if any.
+    pub failure: Option<ApplyFailure>,
+    /// The outcome once handled.
+    pub outcome: Option<Outcome>,
+    /// Whether the bottle's state directory still exists.
+    pub bottle_present: bool,
+}
+
+/// What the agent asks for, before it has an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProposal {
+    /// Which tool.
+    pub tool: Tool,
+    /// The proposed file.
+    pub proposed_file: String,
+    /// Why.
+    pub justification: String,
+    /// The file being replaced, as it is now.
+    pub current_file: Option<String>,
+    /// Structured arguments for display.
+    pub args: Option<serde_json::Value>,
+}
+
+/// One bottle's queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    home: Home,
+    identity: String,
+}
+
+impl Queue {
+    /// The queue of bottle `identity`.
+    pub fn new(home: Home, identity: &str) -> Result<Self, QueueError> {
+        paths::check_identity(identity)?;
+        Ok(Self {
+            home,
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// The bottle identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The home this queue lives in.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// `queue/<identity>/`.
+    pub fn dir(&self) -> PathBuf {
+        self.home.queue_dir(&self.identity)
+    }
+
+    fn processed(&self) -> PathBuf {
+        self.home.processed_dir(&self.identity)
+    }
+
+    fn proposal_path(&self, id: &str) -> PathBuf {
+        self.dir().join(format!("{id}.json"))
+    }
+
+    fn response_path(&self, id: &str) -> PathBuf {
+        self.dir().join(format!("{id}.response.json"))
+    }
+
+    fn failure_path(&self, id: &str) -> PathBuf {
+        self.dir().join(format!("{id}.apply-error.json"))
+    }
+
+    fn outcome_path(&self, id: &str) -> PathBuf {
+        self.processed().join(format!("{id}.outcome.json"))
+    }
+
+    /// Creates the queue directories.
+    pub fn create(&self) -> Result<(), QueueError> {
+        let p = self.processed();
+        fs::create_dir_all(&p).map_err(io_err("create", &p))
+    }
+
+    /// Ids of files in the queue directory ending in `suffix` (`.json` = proposals).
+    fn ids_with(&self, suffix: &str) -> Result<Vec<String>, QueueError> {
+        let dir = self.dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &dir)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io_err("read", &dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(suffix)
+                && paths::check_proposal_id(id).is_ok()
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Pending proposals (including answered and apply-failed ones), by arrival; corrupt
+    /// files are returned as problems.
+    pub fn pending(&self) -> Result<(Vec<Entry>, Vec<Problem>), QueueError> {
+        let mut entries = Vec::new();
+        let mut problems = Vec::new();
+        let bottle_present = self.home.state_dir(&self.identity).is_dir();
+        for id in self.ids_with(".json")? {
+            if self.outcome_path(&id).exists() {
+                continue; // handled; being moved to processed/
+            }
+            let proposal = match read_json::<Proposal>(&self.proposal_path(&id)) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue, // handled meanwhile
+                Err(e) => {
+                    problems.push(problem(&self.proposal_path(&id), e));
+                    continue;
+                }
+            };
+            let failure = match read_json::<ApplyFailure>(&self.failure_path(&id)) {
+                Ok(f) => f,
+                Err(e) => {
+                    problems.push(problem(&self.failure_path(&id), e));
+                    None
+                }
+            };
+            let status = if self.response_path(&id).exists() {
+                Status::Answered
+            } else if failure.is_some() {
+                Status::ApplyFailed
+            } else {
+                Status::Pending
+            };
+            entries.push(Entry {
+                proposal,
+                status,
+                failure,
+                outcome: None,
+                bottle_present,
+            });
+        }
+        entries.sort_by(|a, b| {
+            (&a.proposal.arrival_timestamp, &a.proposal.id)
+                .cmp(&(&b.proposal.arrival_timestamp, &b.proposal.id))
+        });
+        Ok((entries, problems))
+    }
+
+    /// Queues a proposal, or returns the identical pending one (same tool and file) with
+    /// `true`: the same request is never queued twice.
+    pub fn submit(&self, new: NewProposal) -> Result<(Proposal, bool), QueueError> {
+        self.create()?;
+        let lock_path = self.dir().join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        lock.lock().map_err(io_err("lock", &lock_path))?;
+        let (pending, problems) = self.pending()?;
+        for p in problems {
+            tracing::warn!(path = %p.path.display(), reason = %p.reason, "skipping corrupt queue file");
+        }
+        if let Some(existing) = pending
+            .into_iter()
+            .map(|e| e.proposal)
+            .find(|p| p.tool == new.tool && p.proposed_file == new.proposed_file)
+        {
+            return Ok((existing, true));
+        }
+        let waiting = self.ids_with(".json")?.len();
+        if waiting >= MAX_PENDING {
+            return Err(QueueError::TooMany(waiting));
+        }
+        let proposal = Proposal {
+            id: new_id(),
+            arrival_timestamp: now_timestamp(),
+            bottle_slug: self.identity.clone(),
+            tool: new.tool,
+            current_file_hash: new.current_file.as_deref().map(crate::proposal::sha256_hex),
+            current_file: new.current_file,
+            proposed_file: new.proposed_file,
+            justification: new.justification,
+            args: new.args,
+        };
+        let path = self.proposal_path(&proposal.id);
+        fsutil::write_new_atomic(&path, &to_json(&proposal)).map_err(io_err("write", &path))?;
+        Ok((proposal, false))
+    }
+
+    /// A pending proposal.
+    pub fn proposal(&self, id: &str) -> Result<Option<Proposal>, QueueError> {
+        paths::check_proposal_id(id)?;
+        read_json(&self.proposal_path(id))
+    }
+
+    /// A handled proposal (from `processed/`).
+    pub fn processed_proposal(&self, id: &str) -> Result<Option<Proposal>, QueueError> {
+        paths::check_proposal_id(id)?;
+        read_json(&self.processed().join(format!("{id}.json")))
+    }
+
+    /// The operator's response to a pending proposal.
+    pub fn response(&self, id: &str) -> Result<Option<Response>, QueueError> {
+        paths::check_proposal_id(id)?;
+        read_json(&self.response_path(id))
+    }
+
+    /// The last failed apply of a pending proposal.
+    pub fn failure(&self, id: &str) -> Result<Option<ApplyFailure>, QueueError> {
+        paths::check_proposal_id(id)?;
+        read_json(&self.failure_path(id))
+    }
+
+    /// The outcome of a handled proposal.
+    pub fn outcome(&self, id: &str) -> Result<Option<Outcome>, QueueError> {
+        paths::check_proposal_id(id)?;
+        read_json(&self.outcome_path(id))
+    }
+
+    /// Ids of pending proposals that have a response file.
+    pub fn answered_ids(&self) -> Result<Vec<String>, QueueError> {
+        self.ids_with(".response.json")
+    }
+
+    /// Where a proposal stands; `None` if unknown.
+    pub fn status(&self, id: &str) -> Result<Option<Status>, QueueError> {
+        paths::check_proposal_id(id)?;
+        if let Some(o) = self.outcome(id)? {
+            return Ok(Some(o.status.into()));
+        }
+        if !self.proposal_path(id).exists() {
+            return Ok(None);
+        }
+        if self.response_path(id).exists() {
+            return Ok(Some(Status::Answered));
+        }
+        if self.failure_path(id).exists() {
+            return Ok(Some(Status::ApplyFailed));
+        }
+        Ok(Some(Status::Pending))
+    }
+
+    /// Writes the operator's response, after checking the proposal is pending and
+    /// unanswered and that a `modified` file validates for the tool.
+    pub fn respond(&self, response: &Response) -> Result<(), QueueError> {
+        let id = response.id.as_str();
+        let Some(proposal) = self.proposal(id)? else {
+            return Err(QueueError::NotPending(id.to_owned()));
+        };
+        if response.status == Decision::Modified {
+            let Some(file) = response.final_file.as_deref() else {
+                return Err(QueueError::InvalidFile {
+                    id: id.to_owned(),
+                    source: ValidationError::Empty("final_file"),
+                });
+            };
+            validate::parse_payload(proposal.tool, file).map_err(|source| {
+                QueueError::InvalidFile {
+                    id: id.to_owned(),
+                    source,
+                }
+            })?;
+        }
+        let path = self.response_path(id);
+        match fsutil::write_new_atomic(&path, &to_json(response)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(QueueError::AlreadyAnswered(id.to_owned()))
+            }
+            Err(e) => Err(io_err("write", &path)(e)),
+        }
+    }
+
+    /// Moves a handled proposal and its response to `processed/` with its outcome. The
+    /// outcome is written first: a crash in between leaves a proposal that is both
+    /// pending and handled, which is resolved as handled.
+    pub fn archive(&self, outcome: &Outcome) -> Result<(), QueueError> {
+        self.write_outcome(outcome)?;
+        self.move_handled(&outcome.id)
+    }
+
+    /// Records a handled proposal's outcome (the durable decision; see [`Queue::archive`]).
+    pub fn write_outcome(&self, outcome: &Outcome) -> Result<(), QueueError> {
+        paths::check_proposal_id(&outcome.id)?;
+        self.create()?;
+        let out = self.outcome_path(&outcome.id);
+        fsutil::write_atomic(&out, &to_json(outcome)).map_err(io_err("write", &out))
+    }
+
+    /// Moves a proposal whose outcome is written, and its response, to `processed/`.
+    pub fn move_handled(&self, id: &str) -> Result<(), QueueError> {
+        paths::check_proposal_id(id)?;
+        for (from, name) in [
+            (self.response_path(id), format!("{id}.response.json")),
+            (self.proposal_path(id), format!("{id}.json")),
+        ] {
+            let to = self.processed().join(name);
+            match fsutil::rename_in_place(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("move", &from)(e)),
+            }
+        }
+        let failure = self.failure_path(id);
+        let _ = fs::remove_file(failure);
+        fsutil::sync_directory(&self.processed());
+        fsutil::sync_directory(&self.dir());
+        Ok(())
+    }
+
+    /// Records a failed apply: the response is set aside (into `processed/` with a
+    /// `.failed-<time>` suffix) and the proposal stays pending with the error.
+    pub fn record_failure(&self, failure: &ApplyFailure) -> Result<(), QueueError> {
+        let id = failure.id.as_str();
+        paths::check_proposal_id(id)?;
+        let path = self.failure_path(id);
+        fsutil::write_atomic(&path, &to_json(failure)).map_err(io_err("write", &path))?;
+        self.set_response_aside(id, "failed")
+    }
+
+    /// Moves a response out of the way (corrupt or failed), so the proposal is pending again.
+    pub fn set_response_aside(&self, id: &str, why: &str) -> Result<(), QueueError> {
+        paths::check_proposal_id(id)?;
+        let from = self.response_path(id);
+        let stamp = now_timestamp().replace([':', '.'], "");
+        let to = self
+            .processed()
+            .join(format!("{id}.response.{why}-{stamp}.json"));
+        match fsutil::move_file(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("move", &from)(e)),
+        }
+    }
+}
+
+fn problem(path: &Path, e: QueueError) -> Problem {
+    let reason = match e {
+        QueueError::Corrupt { reason, .. } => format!("corrupt: {reason}"),
+        other => other.to_string(),
+    };
+    Problem {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Every bottle that has a queue directory.
+pub fn identities(home: &Home) -> Result<Vec<String>, QueueError> {
+    let root = home.queue_root();
+    let rd = match fs::read_dir(&root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("read", &root)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(io_err("read", &root))?;
+        if let Some(name) = entry.file_name().to_str()
+            && paths::check_identity(name).is_ok()
+            && entry.path().is_dir()
+        {
+            out.push(name.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Pending proposals of every bottle (or one), by arrival, with the files skipped.
+pub fn pending_all(
+    home: &Home,
+    bottle: Option<&str>,
+) -> Result<(Vec<Entry>, Vec<Problem>), QueueError> {
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for identity in identities(home)? {
+        if bottle.is_some_and(|b| b != identity) {
+            continue;
+        }
+        let (mut e, mut p) = Queue::new(home.clone(), &identity)?.pending()?;
+        entries.append(&mut e);
+        problems.append(&mut p);
+    }
+    entries.sort_by(|a, b| {
+        (&a.proposal.arrival_timestamp, &a.proposal.id)
+            .cmp(&(&b.proposal.arrival_timestamp, &b.proposal.id))
+    });
+    Ok((entries, problems))
+}
+
+/// Finds a proposal by id in any bottle's queue, pending or handled.
+pub fn find(home: &Home, id: &str) -> Result<Option<(Queue, Entry)>, QueueError> {
+    paths::check_proposal_id(id)?;
+    for identity in identities(home)? {
+        let q = Queue::new(home.clone(), &identity)?;
+        let bottle_present = home.state_dir(&identity).is_dir();
+        if let Some(proposal) = q.proposal(id)? {
+            let failure = q.failure(id)?;
+            let status = q.status(id)?.unwrap_or(Status::Pending);
+            return Ok(Some((
+                q,
+                Entry {
+                    proposal,
+                    status,
+                    failure,
+                    outcome: None,
+                    bottle_present,
+                },
+            )));
+        }
+        if let Some(proposal) = q.processed_proposal(id)? {
+            let outcome = q.outcome(id)?;
+            let status = outcome
+                .as_ref()
+                .map(|o| o.status.into())
+                .unwrap_or(Status::Answered);
+            return Ok(Some((
+                q,
+                Entry {
+                    proposal,
+                    status,
+                    failure: None,
+                    outcome,
+                    bottle_present,
+                },
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The operator's name: `$USER`, else `operator`.
+pub fn operator_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
+/// Answers proposal `id` (any bottle): the one call behind the dashboard's and the CLI's
+/// approve / modify / reject.
+pub fn answer(
+    home: &Home,
+    id: &str,
+    status: Decision,
+    final_file: Option<String>,
+    notes: Option<String>,
+    operator: &str,
+) -> Result<Queue, QueueError> {
+    let Some((queue, entry)) = find(home, id)? else {
+        return Err(QueueError::NotPending(id.to_owned()));
+    };
+    if entry.outcome.is_some() || entry.status == Status::Answered {
+        return Err(QueueError::AlreadyAnswered(id.to_owned()));
+    }
+    let response = Response {
+        id: id.to_owned(),
+        status,
+        final_file,
+        notes: notes.filter(|n| !n.trim().is_empty()),
+        operator: operator.to_owned(),
+        responded_at: now_timestamp(),
+    };
+    queue.respond(&response)?;
+    Ok(queue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn new(tool: Tool, file: &str) -> NewProposal {
+        NewProposal {
+            tool,
+            proposed_file: file.into(),
+            justification: "because".into(),
+            current_file: Some("routes: []\n".into()),
+            args: None,
+        }
+    }
+
+    #[test]
+    fn identical_pending_proposals_are_not_duplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(Home::new(dir.path()), "dev-00001").unwrap();
+        let (a, reused_a) = q
+            .submit(new(Tool::EgressAllow, "routes:\n  - host: a\n"))
+            .unwrap();
+        let (b, reused_b) = q
+            .submit(new(Tool::EgressAllow, "routes:\n  - host: a\n"))
+            .unwrap();
+        let (c, _) = q
+            .submit(new(Tool::EgressBlock, "routes:\n  - host: a\n"))
+            .unwrap();
+        assert_eq!(
+            (reused_a, reused_b, a.id == b.id, a.id == c.id),
+            (false, true, true, false)
+        );
+        assert_eq!(q.pending().unwrap().0.len(), 2);
+        assert_eq!(
+            a.current_file_hash.as_deref(),
+            Some(crate::proposal::sha256_hex("routes: []\n").as_str())
+        );
+    }
+
+    #[test]
+    fn a_bottle_cannot_flood_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(Home::new(dir.path()), "dev-00001").unwrap();
+        for i in 0..MAX_PENDING {
+            q.submit(new(
+                Tool::EgressAllow,
+                &format!("routes:\n  - host: h{i}\n"),
+            ))
+            .unwrap();
+        }
+        assert!(matches!(
+            q.submit(new(Tool::EgressAllow, "routes:\n  - host: one-more\n")),
+            Err(QueueError::TooMany(64))
+        ));
+        // the identical one is still found
+        assert!(
+            q.submit(new(Tool::EgressAllow, "routes:\n  - host: h0\n"))
+                .unwrap()
+                .1
+        );
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let q = Queue::new(home.clone(), "dev-00001").unwrap();
+        let (good, _) = q.submit(new(Tool::EgressAllow, "routes: []\n")).unwrap();
+        fs::write(q.dir().join("0123456789abcdef.json"), "{not json").unwrap();
+        let (entries, problems) = pending_all(&home, None).unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| e.proposal.id.clone())
+                .collect::<Vec<_>>(),
+            vec![good.id]
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].reason.starts_with("corrupt:"),
+            "{}",
+            problems[0].reason
+        );
+    }
+
+    #[test]
+    fn answer_once_then_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let q = Queue::new(home.clone(), "dev-00001").unwrap();
+        let (p, _) = q.submit(new(Tool::EgressAllow, "routes: []\n")).unwrap();
+        answer(
+            &home,
+            &p.id,
+            Decision::Rejected,
+            None,
+            Some("no".into()),
+            "op",
+        )
+        .unwrap();
+        assert!(matches!(
+            answer(&home, &p.id, Decision::Approved, None, None, "op2"),
+            Err(QueueError::AlreadyAnswered(_))
+        ));
+        assert_eq!(q.status(&p.id).unwrap(), Some(Status::Answered));
+        let outcome = Outcome {
+            id: p.id.clone(),
+            status: Decision::Rejected,
+            final_file: None,
+            notes: Some("no".into()),
+            operator: "op".into(),
+            decided_at: now_timestamp(),
+            applied_at: None,
+        };
+        q.archive(&outcome).unwrap();
+        assert_eq!(q.status(&p.id).unwrap(), Some(Status::Rejected));
+        assert!(q.pending().unwrap().0.is_empty());
+        assert!(
+            q.processed()
+                .join(format!("{}.response.json", p.id))
+                .exists()
+        );
+        assert_eq!(
+            find(&home, &p.id).unwrap().unwrap().1.outcome,
+            Some(outcome)
+        );
+    }
+
+    #[test]
+    fn modified_needs_a_valid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let q = Queue::new(home.clone(), "dev-00001").unwrap();
+        let (p, _) = q.submit(new(Tool::EgressAllow, "routes: []\n")).unwrap();
+        let err = answer(
+            &home,
+            &p.id,
+            Decision::Modified,
+            Some("routes: [".into()),
+            None,
+            "op",
+        )
+        .unwrap_err();
+        assert!(matches!(err, QueueError::InvalidFile { .. }), "{err}");
+        assert_eq!(q.status(&p.id).unwrap(), Some(Status::Pending));
+    }
+}

@@ -1,0 +1,112 @@
+//! Shared helpers: a server on loopback, an operator that answers through the queue API,
+//! and a minimal HTTP client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervise::{Applier, Decision, Home, RecordingApplier, SuperviseConfig, queue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ROUTES: &str = "log: blocks\nroutes:\n  - host: api.example.com\n";
+
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<Result<(), supervise::ServeError>>,
+}
+
+pub async fn start(
+    home: &Home,
+    identity: &str,
+    applier: Arc<dyn Applier>,
+    wait: Duration,
+) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = SuperviseConfig::new(home.clone(), identity, applier);
+    cfg.max_wait = wait;
+    cfg.max_body_bytes = 64 * 1024;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(supervise::serve(listener, cfg, async move {
+        let _ = rx.await;
+    }));
+    Running { addr, stop, task }
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub fn recording() -> RecordingApplier {
+    RecordingApplier::with_routes(ROUTES)
+}
+
+/// Waits until bottle `identity` has `n` pending proposals; returns them by arrival.
+pub async fn wait_pending(home: &Home, identity: Option<&str>, n: usize) -> Vec<supervise::Entry> {
+    for _ in 0..500 {
+        let (entries, _) = queue::pending_all(home, identity).unwrap();
+        let waiting: Vec<_> = entries
+            .into_iter()
+            .filter(|e| e.status == supervise::Status::Pending)
+            .collect();
+        if waiting.len() >= n {
+            return waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("expected {n} pending proposals");
+}
+
+pub fn approve(home: &Home, id: &str) {
+    queue::answer(home, id, Decision::Approved, None, None, "tester").unwrap();
+}
+
+/// POSTs a JSON-RPC body to `/mcp`; returns status and body.
+pub async fn post(addr: std::net::SocketAddr, host: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, dechunk(&body))
+}
+
+fn dechunk(body: &str) -> String {
+    // Good enough for tests: strip chunk-size lines if the body is chunked.
+    let lines: Vec<&str> = body.split("\r\n").collect();
+    if lines.len() > 1 && lines[0].chars().all(|c| c.is_ascii_hexdigit()) && !lines[0].is_empty() {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, l)| *l)
+            .collect()
+    } else {
+        body.to_owned()
+    }
+}
+
+pub fn rpc(id: u64, method: &str, params: serde_json::Value) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+pub fn call(id: u64, tool: &str, args: serde_json::Value) -> String {
+    rpc(
+        id,
+        "tools/call",
+        serde_json::json!({"name": tool, "arguments": args}),
+    )
+}

@@ -1,0 +1,406 @@
+//! The queue-to-answer path without HTTP: ordering, failures, timeouts, restarts,
+//! concurrency and corrupt files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use rmcp::model::{CallToolResponse, ErrorCode};
+use serde_json::{Value, json};
+use supervise::apply::AppliedCall;
+use supervise::{
+    Decision, Engine, Home, Queue, RecordingApplier, Status, SuperviseServer, audit, queue,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::common::{ROUTES, approve, recording, wait_pending};
+
+fn server(
+    home: &Home,
+    identity: &str,
+    applier: &RecordingApplier,
+    wait: Duration,
+) -> (SuperviseServer, CancellationToken) {
+    let q = Queue::new(home.clone(), identity).unwrap();
+    let engine = Engine::new(q, Arc::new(applier.clone()));
+    let stop = CancellationToken::new();
+    tokio::spawn(engine.clone().run(stop.clone()));
+    (SuperviseServer::new(engine, wait), stop)
+}
+
+fn structured(r: &CallToolResponse) -> Value {
+    match r {
+        CallToolResponse::Complete(c) => c.structured_content.clone().unwrap(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn args(routes: &str, why: &str) -> Option<rmcp::model::JsonObject> {
+    json!({"routes_yaml": routes, "justification": why})
+        .as_object()
+        .cloned()
+}
+
+const WIDER: &str = "log: blocks\nroutes:\n  - host: api.example.com\n  - host: pypi.org\n";
+
+#[tokio::test]
+async fn agent_is_answered_only_after_the_change_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let mut applier = recording();
+    applier.delay = Some(Duration::from_millis(50));
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_secs(10));
+    let events = applier.events.clone();
+    let call = tokio::spawn(async move {
+        let r = srv.dispatch("egress-allow", args(WIDER, "need pypi")).await;
+        events.lock().unwrap().push("answered".into());
+        r
+    });
+    let p = wait_pending(&home, Some("dev-00001"), 1).await;
+    approve(&home, &p[0].proposal.id);
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(structured(&r)["status"], "approved");
+    assert_eq!(
+        applier.events.lock().unwrap().clone(),
+        vec!["apply:routes", "answered"]
+    );
+    assert_eq!(
+        applier.calls(),
+        vec![AppliedCall::Routes {
+            bottle: "dev-00001".into(),
+            text: WIDER.into()
+        }]
+    );
+    // handled: out of the queue, in processed/, audited with a valid chain
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    assert_eq!(q.status(&p[0].proposal.id).unwrap(), Some(Status::Approved));
+    assert!(q.pending().unwrap().0.is_empty());
+    let log = audit::read_all(&home, None, None).unwrap();
+    assert_eq!(
+        (
+            log.len(),
+            log[0].decision.as_str(),
+            log[0].before.as_deref(),
+            log[0].after.as_deref()
+        ),
+        (1, "approved", Some(ROUTES), Some(WIDER))
+    );
+    assert_eq!(audit::verify(&home).unwrap(), (vec![], 1));
+}
+
+#[tokio::test]
+async fn failed_apply_is_reported_and_the_proposal_stays_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = recording();
+    applier.fail_next("the proxy is restarting");
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_secs(10));
+    let srv2 = srv.clone();
+    let call = tokio::spawn(async move {
+        srv2.dispatch("egress-allow", args(WIDER, "need pypi"))
+            .await
+    });
+    let p = wait_pending(&home, None, 1).await;
+    let id = p[0].proposal.id.clone();
+    approve(&home, &id);
+    let r = call.await.unwrap().unwrap();
+    let s = structured(&r);
+    assert_eq!(
+        (s["status"].as_str(), s["error"].as_str()),
+        (Some("apply-failed"), Some("the proxy is restarting"))
+    );
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    assert_eq!(q.status(&id).unwrap(), Some(Status::ApplyFailed));
+    assert!(applier.calls().is_empty());
+    // The operator approves again; the agent's long-poll gets the success.
+    let srv3 = srv.clone();
+    let id2 = id.clone();
+    let poll = tokio::spawn(async move {
+        srv3.dispatch(
+            "proposal-status",
+            json!({"id": id2, "wait_seconds": 10}).as_object().cloned(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    approve(&home, &id);
+    assert_eq!(
+        structured(&poll.await.unwrap().unwrap())["status"],
+        "approved"
+    );
+    let decisions: Vec<String> = audit::read_all(&home, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.decision)
+        .collect();
+    assert_eq!(decisions, vec!["apply-failed", "approved"]);
+}
+
+#[tokio::test]
+async fn timeout_answers_pending_and_a_restarted_server_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = recording();
+    let (srv, stop) = server(&home, "dev-00001", &applier, Duration::from_millis(200));
+    let r = srv
+        .dispatch("egress-allow", args(WIDER, "need pypi"))
+        .await
+        .unwrap();
+    let s = structured(&r);
+    assert_eq!(s["status"], "pending");
+    let id = s["id"].as_str().unwrap().to_owned();
+    // The agent retries the same call: same proposal, not a duplicate.
+    let again = structured(
+        &srv.dispatch("egress-allow", args(WIDER, "need pypi, really"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (again["status"].as_str(), again["id"].as_str()),
+        (Some("pending"), Some(id.as_str()))
+    );
+    // The server goes away; the operator approves meanwhile; a new server picks it up.
+    stop.cancel();
+    drop(srv);
+    approve(&home, &id);
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_secs(5));
+    let r = srv
+        .dispatch(
+            "proposal-status",
+            json!({"id": id, "wait_seconds": 5}).as_object().cloned(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(structured(&r)["status"], "approved");
+    assert_eq!(applier.calls().len(), 1);
+    assert_eq!(queue::pending_all(&home, None).unwrap().0.len(), 0);
+}
+
+#[tokio::test]
+async fn several_bottles_and_concurrent_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let mut calls = Vec::new();
+    let mut appliers = Vec::new();
+    for b in ["alpha-00001", "beta-00002"] {
+        let applier = recording();
+        let (srv, _stop) = server(&home, b, &applier, Duration::from_secs(10));
+        appliers.push(applier);
+        for i in 0..3 {
+            let srv = srv.clone();
+            let routes = format!("{ROUTES}  - host: h{i}.example\n");
+            calls.push(tokio::spawn(async move {
+                srv.dispatch("egress-allow", args(&routes, "need it")).await
+            }));
+        }
+        // one duplicate of the first
+        let srv = srv.clone();
+        let routes = format!("{ROUTES}  - host: h0.example\n");
+        calls.push(tokio::spawn(async move {
+            srv.dispatch("egress-allow", args(&routes, "need it")).await
+        }));
+        std::mem::forget(_stop);
+    }
+    let pending = wait_pending(&home, None, 6).await;
+    assert_eq!(pending.len(), 6, "the duplicate was not queued twice");
+    for e in &pending {
+        approve(&home, &e.proposal.id);
+    }
+    let mut ids = Vec::new();
+    for c in calls {
+        let s = structured(&c.await.unwrap().unwrap());
+        assert_eq!(s["status"], "approved");
+        ids.push(s["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[3]);
+    assert_eq!(ids[4], ids[7]);
+    assert_eq!(
+        appliers.iter().map(|a| a.calls().len()).collect::<Vec<_>>(),
+        vec![3, 3]
+    );
+    let (breaks, files) = audit::verify(&home).unwrap();
+    assert_eq!((breaks, files), (vec![], 2));
+}
+
+#[tokio::test]
+async fn modified_and_rejected_answers_reach_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = recording();
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_secs(10));
+    let s1 = srv.clone();
+    let c1 =
+        tokio::spawn(async move { s1.dispatch("egress-allow", args(WIDER, "need pypi")).await });
+    let p = wait_pending(&home, None, 1).await;
+    let edited = "log: blocks\nroutes:\n  - host: api.example.com\n  - host: pypi.org\n    matches:\n      - methods: [GET]\n";
+    queue::answer(
+        &home,
+        &p[0].proposal.id,
+        Decision::Modified,
+        Some(edited.into()),
+        Some("read-only".into()),
+        "op",
+    )
+    .unwrap();
+    let s = structured(&c1.await.unwrap().unwrap());
+    assert_eq!(
+        (
+            s["status"].as_str(),
+            s["final_file"].as_str(),
+            s["notes"].as_str()
+        ),
+        (Some("modified"), Some(edited), Some("read-only"))
+    );
+
+    let s2 = srv.clone();
+    let c2 = tokio::spawn(async move {
+        s2.dispatch(
+            "gitleaks-allow",
+            json!({"fingerprint": "abc:tests/f.py:generic-api-key:3", "justification": "fixture"})
+                .as_object()
+                .cloned(),
+        )
+        .await
+    });
+    let p = wait_pending(&home, None, 1).await;
+    queue::answer(
+        &home,
+        &p[0].proposal.id,
+        Decision::Rejected,
+        None,
+        Some("rotate it instead".into()),
+        "op",
+    )
+    .unwrap();
+    let s = structured(&c2.await.unwrap().unwrap());
+    assert_eq!(
+        (s["status"].as_str(), s["notes"].as_str()),
+        (Some("rejected"), Some("rotate it instead"))
+    );
+    let comps: Vec<String> = audit::read_all(&home, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}:{}", e.component, e.decision))
+        .collect();
+    assert_eq!(comps, vec!["egress:modified", "gitleaks:rejected"]);
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_rpc_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = recording();
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_secs(1));
+    let cases: Vec<(&str, Value, ErrorCode, &str)> = vec![
+        (
+            "egress-allow",
+            json!({"routes_yaml": "", "justification": "x"}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-allow: 'routes_yaml' is empty: pass the full content",
+        ),
+        (
+            "egress-allow",
+            json!({"routes_yaml": WIDER}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-allow: 'justification' is required: say in a sentence or two why you need this, the operator reads it",
+        ),
+        (
+            "egress-allow",
+            json!({"routes_yaml": WIDER, "justification": "  "}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-allow: 'justification' is required: say in a sentence or two why you need this, the operator reads it",
+        ),
+        (
+            "egress-block",
+            json!({"routes_yaml": "log: all\nroutes: []\n", "justification": "x"}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-block: the proposed routes.yaml changes 'log' (from blocks to all); the request log is not yours to change, keep 'log' as it is",
+        ),
+        (
+            "egress-allow",
+            json!({"routes_yaml": ROUTES, "justification": "x"}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-allow: the proposed routes.yaml is the same as the live routes; nothing to ask for",
+        ),
+        (
+            "egress-token-allow",
+            json!({"host": "nope.example", "token_name": "TOKEN", "justification": "x"}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-token-allow: there is no route for host nope.example; ask for the route with egress-allow first",
+        ),
+        (
+            "gitleaks-allow",
+            json!({"justification": "x"}),
+            ErrorCode::INVALID_PARAMS,
+            "gitleaks-allow: pass either 'fingerprint' (as printed by the rejected push) or both 'file' and 'line' (1-based)",
+        ),
+        (
+            "proposal-status",
+            json!({"id": "0123456789abcdef"}),
+            ErrorCode::INVALID_PARAMS,
+            "proposal-status: there is no proposal 0123456789abcdef in this bottle's queue; use the id from the 'pending' answer",
+        ),
+        (
+            "shell",
+            json!({}),
+            ErrorCode::METHOD_NOT_FOUND,
+            "unknown tool \"shell\"; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow and proposal-status",
+        ),
+    ];
+    for (tool, a, code, msg) in cases {
+        let err = srv
+            .dispatch(tool, a.as_object().cloned())
+            .await
+            .unwrap_err();
+        assert_eq!((err.code, err.message.as_ref()), (code, msg), "{tool}");
+    }
+    let err = srv
+        .dispatch("egress-allow", args("routes: [unclosed", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::INVALID_PARAMS);
+    assert!(
+        err.message
+            .starts_with("egress-allow: the proposed routes.yaml does not parse: "),
+        "{}",
+        err.message
+    );
+    assert!(
+        queue::pending_all(&home, None).unwrap().0.is_empty(),
+        "nothing queued"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_response_is_set_aside_and_the_proposal_stays_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = recording();
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_millis(300));
+    let s = structured(
+        &srv.dispatch("egress-allow", args(WIDER, "need pypi"))
+            .await
+            .unwrap(),
+    );
+    let id = s["id"].as_str().unwrap().to_owned();
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    std::fs::write(q.dir().join(format!("{id}.response.json")), "{\"id\": ").unwrap();
+    std::fs::write(q.dir().join("00000000000000ff.json"), "garbage").unwrap();
+    for _ in 0..300 {
+        if q.status(&id).unwrap() == Some(Status::Pending) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(q.status(&id).unwrap(), Some(Status::Pending));
+    assert!(applier.calls().is_empty());
+    let (entries, problems) = queue::pending_all(&home, None).unwrap();
+    assert_eq!((entries.len(), problems.len()), (1, 1));
+    // still works afterwards
+    approve(&home, &id);
+    let r = srv
+        .dispatch("proposal-status", json!({"id": id}).as_object().cloned())
+        .await
+        .unwrap();
+    assert_eq!(structured(&r)["status"], "approved");
+}

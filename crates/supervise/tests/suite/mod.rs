@@ -1,0 +1,4 @@
+mod common;
+mod engine;
+mod http;
+mod python_sdk;
