@@ -20,6 +20,7 @@
 //! ```
 
 mod allowlist;
+mod builtin;
 mod cgi;
 mod config;
 mod gitconfig;
@@ -38,11 +39,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use allowlist::{ALLOWLIST_FILE, allowlist_path, parse_allowlist, read_allowlist};
+pub use builtin::BuiltinScanner;
 pub use config::{ConfigError, GateConfig, KeySource, RepoConfig, Upstream};
 pub use gitconfig::{render_agent_gitconfig, render_from_config};
 pub use keys::{SshSetup, known_hosts_line, ssh_command};
 pub use mirror::{RUNTIME_FILE, RepoRuntime, Runtime, hook_script};
-pub use scanner::{GateFinding, PushScanner, ScanFailure, Unavailable};
+pub use scanner::{
+    GateFinding, PushScanner, SCAN_GIT_TIMEOUT, ScanFailure, Unavailable, push_scanner,
+};
 
 use crate::cgi::CgiSettings;
 use crate::mirror::RepoHandle;
