@@ -1,1 +1,331 @@
-//! Secret scanner (not written yet).
+//! Secret scanner: gitleaks-compatible TOML rules, a built-in rule set, and a fast engine
+//! (keyword pre-filter, byte regexes without Unicode, parallel over files) that scans files,
+//! stdin and the lines git commits add.
+//!
+//! Used by `bot-bottle scan` and by the git gate, which scans pushed ranges inside a receive
+//! quarantine with [`Scanner::scan_git`] and inline allow markers switched off.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), scan::ScanError> {
+//! let scanner = scan::Scanner::builtin()?.with_options(scan::ScanOptions {
+//!     honor_inline_allow: false,
+//!     ..scan::ScanOptions::default()
+//! });
+//! let findings = scanner.scan_git(&scan::GitScanRequest {
+//!     repo: "/srv/repo.git".into(),
+//!     rev_args: vec!["0123abc".into(), "--not".into(), "--all".into()],
+//!     env: vec![],
+//! })?;
+//! # Ok(()) }
+//! ```
+
+mod baseline;
+mod config;
+mod engine;
+mod error;
+mod finding;
+mod git;
+mod report;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+pub use baseline::Baseline;
+pub use config::{BUILTIN_RULES, ConfigError, Rule, RuleSet};
+pub use engine::INLINE_ALLOW;
+pub use error::ScanError;
+pub use finding::{Finding, FindingJson, REDACTED, Secret, fingerprint, shannon_entropy};
+pub use git::GitScanRequest;
+pub use report::{Format, RuleInfo, render, render_json, render_sarif, render_text};
+
+use engine::{Engine, Fragment};
+
+/// Files larger than this are skipped by default (reported in verbose mode).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+/// Bytes looked at to decide whether a file is binary (a NUL byte among them).
+const BINARY_SNIFF: usize = 8 * 1024;
+
+/// How a scan behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Honour inline `gitleaks:allow` markers (the git gate turns this off, so an agent cannot
+    /// wave its own secret through).
+    pub honor_inline_allow: bool,
+    /// Files larger than this many bytes are skipped (directory and file scans only).
+    pub max_file_size: u64,
+    /// Respect `.gitignore`, `.ignore` and git's exclude files when walking directories.
+    pub respect_gitignore: bool,
+    /// How long `git log` may run before it is stopped and the scan fails.
+    pub git_timeout: Duration,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self {
+            honor_inline_allow: true,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            respect_gitignore: true,
+            git_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A file that was not scanned, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file.
+    pub path: String,
+    /// Why (`binary`, `larger than N bytes`, `allowlisted path`).
+    pub reason: String,
+}
+
+/// The outcome of scanning paths.
+#[derive(Debug, Clone, Default)]
+pub struct PathScan {
+    /// What was found (sorted by file, line, column, rule).
+    pub findings: Vec<Finding>,
+    /// Files not scanned.
+    pub skipped: Vec<Skipped>,
+    /// Files scanned.
+    pub files: u64,
+    /// Bytes scanned.
+    pub bytes: u64,
+}
+
+/// A loaded rule set plus options and a baseline: the scanner.
+#[derive(Debug)]
+pub struct Scanner {
+    engine: Engine,
+    options: ScanOptions,
+    baseline: Baseline,
+}
+
+impl Scanner {
+    /// A scanner with the built-in rules and default options.
+    pub fn builtin() -> Result<Self, ScanError> {
+        Ok(Self::from_rules(RuleSet::builtin()?))
+    }
+
+    /// A scanner with the rules of a gitleaks-format TOML file (layered on the built-in set
+    /// with `[extend] useDefault = true`).
+    pub fn from_config_file(path: &Path) -> Result<Self, ScanError> {
+        Ok(Self::from_rules(RuleSet::from_file(path)?))
+    }
+
+    /// A scanner for a compiled rule set, with default options.
+    pub fn from_rules(rules: RuleSet) -> Self {
+        let options = ScanOptions::default();
+        Self {
+            engine: Engine::new(rules, options.honor_inline_allow),
+            options,
+            baseline: Baseline::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: ScanOptions) -> Self {
+        self.engine
+            .set_honor_inline_allow(options.honor_inline_allow);
+        self.options = options;
+        self
+    }
+
+    /// Findings whose fingerprints are in the baseline are dropped.
+    pub fn with_baseline(mut self, baseline: Baseline) -> Self {
+        self.baseline = baseline;
+        self
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ScanOptions {
+        &self.options
+    }
+
+    /// The rules (for reports).
+    pub fn rules(&self) -> &[Rule] {
+        self.engine.rules()
+    }
+
+    /// The rules as SARIF wants them.
+    pub fn rule_infos(&self) -> Vec<RuleInfo> {
+        self.rules()
+            .iter()
+            .map(|r| RuleInfo {
+                id: r.id.clone(),
+                description: r.description.clone(),
+            })
+            .collect()
+    }
+
+    /// Scans bytes that came from `name` (no size or binary checks).
+    pub fn scan_bytes(&self, name: &str, data: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.engine.scan(
+            &Fragment {
+                path: name,
+                commit: None,
+                data,
+                line_map: None,
+            },
+            &mut out,
+        );
+        self.finish(out)
+    }
+
+    /// Scans everything a reader yields (stdin), reported as `name`.
+    pub fn scan_reader(
+        &self,
+        name: &str,
+        mut reader: impl Read,
+    ) -> Result<Vec<Finding>, ScanError> {
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(|source| ScanError::Read {
+                path: PathBuf::from(name),
+                source,
+            })?;
+        Ok(self.scan_bytes(name, &data))
+    }
+
+    /// Scans files and directories (walked in parallel; `.gitignore` respected unless switched
+    /// off). `-` reads stdin. A path that cannot be read is an error; binary and oversized files
+    /// are skipped and listed.
+    pub fn scan_paths(&self, paths: &[PathBuf]) -> Result<PathScan, ScanError> {
+        let mut total = PathScan::default();
+        for path in paths {
+            if path.as_os_str() == "-" {
+                let findings = self.scan_reader("-", std::io::stdin().lock())?;
+                total.files += 1;
+                total.findings.extend(findings);
+                continue;
+            }
+            let meta = std::fs::metadata(path).map_err(|source| ScanError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.is_dir() {
+                self.scan_dir(path, &mut total)?;
+            } else {
+                match self.scan_file(path, display_path(path), true)? {
+                    FileOutcome::Scanned { findings, bytes } => {
+                        total.files += 1;
+                        total.bytes += bytes;
+                        total.findings.extend(findings);
+                    }
+                    FileOutcome::Skipped(s) => total.skipped.push(s),
+                }
+            }
+        }
+        total.findings.sort_by(|a, b| {
+            (&a.file, a.line, a.column, &a.rule_id).cmp(&(&b.file, b.line, b.column, &b.rule_id))
+        });
+        Ok(total)
+    }
+
+    /// Scans the lines added by the commits git lists for `req.rev_args`, in git's order
+    /// (newest first). Merge commits contribute only lines new to all their parents.
+    pub fn scan_git(&self, req: &GitScanRequest) -> Result<Vec<Finding>, ScanError> {
+        let findings = git::scan_git(&self.engine, req, self.options.git_timeout)?;
+        Ok(self.finish(findings))
+    }
+
+    fn finish(&self, mut findings: Vec<Finding>) -> Vec<Finding> {
+        if !self.baseline.is_empty() {
+            findings.retain(|f| !self.baseline.allows(f));
+        }
+        findings
+    }
+
+    fn scan_dir(&self, root: &Path, total: &mut PathScan) -> Result<(), ScanError> {
+        let walker = ignore::WalkBuilder::new(root)
+            .hidden(false)
+            .parents(self.options.respect_gitignore)
+            .ignore(self.options.respect_gitignore)
+            .git_ignore(self.options.respect_gitignore)
+            .git_global(false)
+            .git_exclude(self.options.respect_gitignore)
+            .require_git(false)
+            .follow_links(false)
+            .filter_entry(|e| e.file_name() != ".git")
+            .build();
+        let results: Vec<Result<Option<FileOutcome>, ScanError>> = walker
+            .par_bridge()
+            .map(|entry| {
+                let entry = entry.map_err(|e| ScanError::Walk {
+                    path: root.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                if !entry.file_type().is_some_and(|t| t.is_file()) {
+                    return Ok(None);
+                }
+                let path = entry.path();
+                self.scan_file(path, display_path(path), false).map(Some)
+            })
+            .collect();
+        for r in results {
+            match r? {
+                Some(FileOutcome::Scanned { findings, bytes }) => {
+                    total.files += 1;
+                    total.bytes += bytes;
+                    total.findings.extend(findings);
+                }
+                Some(FileOutcome::Skipped(s)) => total.skipped.push(s),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_file(
+        &self,
+        path: &Path,
+        name: String,
+        explicit: bool,
+    ) -> Result<FileOutcome, ScanError> {
+        let skipped = |reason: String| {
+            tracing::info!(path = %name, %reason, "skipped");
+            Ok(FileOutcome::Skipped(Skipped {
+                path: name.clone(),
+                reason,
+            }))
+        };
+        if !explicit && self.engine.skips_path(&name) {
+            return skipped("allowlisted path".into());
+        }
+        let read_err = |source| ScanError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > self.options.max_file_size {
+            return skipped(format!("larger than {} bytes", self.options.max_file_size));
+        }
+        let data = std::fs::read(path).map_err(read_err)?;
+        if data[..data.len().min(BINARY_SNIFF)].contains(&0) {
+            return skipped("binary".into());
+        }
+        let findings = self.scan_bytes(&name, &data);
+        Ok(FileOutcome::Scanned {
+            findings,
+            bytes: data.len() as u64,
+        })
+    }
+}
+
+enum FileOutcome {
+    Scanned { findings: Vec<Finding>, bytes: u64 },
+    Skipped(Skipped),
+}
+
+/// How a path is reported: as given, without a leading `./`.
+fn display_path(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    s.strip_prefix("./").unwrap_or(&s).to_string()
+}
+
+#[cfg(test)]
+mod builtin_tests;

@@ -1,1 +1,21 @@
-//! State layout (being written).
+//! `$BOT_BOTTLE_HOME`: where bot-bottle keeps everything a bottle needs between processes.
+//!
+//! ```text
+//! $BOT_BOTTLE_HOME/
+//!   state/<identity>/   metadata.json, ca/, live-config/, git-gate/, transcript/, logs/, .preserve
+//!   queue/<identity>/   proposals, responses, processed/
+//!   audit/<component>/<identity>.jsonl
+//! ```
+//!
+//! Everything is plain files written atomically (temp file, fsync, rename), so a crash never
+//! leaves half a file. A bottle's state directory is created under a home-wide lock, so two
+//! launches never get the same identity, and a running bottle holds an exclusive lock on its
+//! `lock` file for as long as it lives, which is how `list` tells running from stale.
+
+mod atomic;
+mod identity;
+mod layout;
+
+pub use atomic::{atomic_write, atomic_write_mode};
+pub use identity::{Identity, IdentityError};
+pub use layout::{BottleEntry, BottleState, Home, Metadata, RunLock, StateError};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -28,8 +28,25 @@ pub struct ServeArgs {
     /// Pin HOST:PORT to CONNECT_HOST:CONNECT_PORT (curl's meaning; repeatable)
     #[arg(long, value_name = "HOST:PORT:CONNECT_HOST:CONNECT_PORT")]
     pub connect_to: Vec<String>,
+    /// Append the request log (JSON lines) to FILE instead of stderr
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
-pub fn run(_cmd: Command) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("egress serve").into())
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Serve(args) => {
+            let listen = args.listen.clone();
+            egress::standalone::run(egress::standalone::ServeOptions {
+                routes: args.routes,
+                listen: args.listen,
+                ca_dir: args.ca_dir,
+                upstream_ca: args.upstream_ca,
+                connect_to: args.connect_to,
+                log_file: args.log_file,
+            })
+            .with_context(|| format!("egress proxy on {listen} stopped"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

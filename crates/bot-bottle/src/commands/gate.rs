@@ -1,14 +1,19 @@
-//! `bot-bottle gate serve`: the git gate on its own.
+//! `bot-bottle gate serve`: the git gate on its own; `gate hook` is the mirrors'
+//! pre-receive hook (hidden: the gate installs it, nobody types it).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Serve the gate until interrupted; prints `listening on ADDR` once ready
     Serve(ServeArgs),
+    /// The pre-receive hook the gate installs in its mirrors (internal)
+    #[command(hide = true)]
+    Hook(HookArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +29,93 @@ pub struct ServeArgs {
     pub state_dir: PathBuf,
 }
 
-pub fn run(_cmd: Command) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("gate serve").into())
+#[derive(Debug, clap::Args)]
+pub struct HookArgs {
+    /// Which hook git is running
+    #[arg(value_parser = ["pre-receive"])]
+    pub kind: String,
+    /// The gate's state directory
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The repository being pushed to
+    #[arg(long, value_name = "NAME")]
+    pub repo: String,
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Serve(args) => serve(args),
+        Command::Hook(args) => Ok(hook(args)),
+    }
+}
+
+/// The scanner the hook uses on pushed commits.
+fn push_scanner() -> Box<dyn gitgate::PushScanner> {
+    Box::new(gitgate::Unavailable)
+}
+
+fn hook(args: HookArgs) -> ExitCode {
+    let argv = vec![
+        args.kind,
+        "--state-dir".to_string(),
+        args.state_dir.to_string_lossy().into_owned(),
+        "--repo".to_string(),
+        args.repo,
+    ];
+    let scanner = push_scanner();
+    match gitgate::hook::run_cli(&argv, scanner.as_ref()) {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = gitgate::GateConfig::load(&args.repos)?;
+    let bottle = args
+        .state_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "gate".into());
+    let options = gitgate::GateOptions::new(&bottle)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let gate = gitgate::Gate::new(config, &args.state_dir, options)
+            .await
+            .context("cannot set up the git gate")?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}; is the address free?", args.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+        let mut out = std::io::stdout();
+        writeln!(out, "listening on {addr}").context("cannot write to stdout")?;
+        out.flush().context("cannot write to stdout")?;
+        gate.serve(listener, shutdown_signal())
+            .await
+            .context("the git gate stopped serving")?;
+        // Deploy keys created through a forge API live only as long as the gate.
+        gate.teardown()
+            .await
+            .context("cannot revoke the deploy keys this gate created; remove them in the forge")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }

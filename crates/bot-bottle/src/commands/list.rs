@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use serde::Serialize;
+use state::{BottleState, Home};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,6 +13,57 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("list").into())
+#[derive(Debug, Serialize)]
+struct Row {
+    identity: String,
+    agent: String,
+    backend: String,
+    state: BottleState,
+    created: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env()?;
+    let rows: Vec<Row> = home
+        .list()
+        .context("cannot list bottles")?
+        .into_iter()
+        .map(|b| {
+            let (agent, backend, created) = match b.metadata {
+                Some(m) => (m.agent, m.backend, m.created),
+                None => (b.identity.agent().to_string(), "?".into(), "?".into()),
+            };
+            Row {
+                identity: b.identity.to_string(),
+                agent,
+                backend,
+                state: b.state,
+                created,
+            }
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no bottles (start one with `bot-bottle start <agent>`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<16} {:<10} {:<10} CREATED",
+        "IDENTITY", "AGENT", "BACKEND", "STATE"
+    );
+    for r in rows {
+        let state = match r.state {
+            BottleState::Running => "running",
+            BottleState::Preserved => "preserved",
+            BottleState::Stale => "stale",
+        };
+        println!(
+            "{:<24} {:<16} {:<10} {:<10} {}",
+            r.identity, r.agent, r.backend, state, r.created
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

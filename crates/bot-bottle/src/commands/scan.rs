@@ -1,28 +1,123 @@
 //! `bot-bottle scan`: look for secrets in files or git commits.
+//!
+//! Exit codes: 0 nothing found, 1 findings, 2 error (bad rule file, unreadable path, bad range).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::{Context, bail};
+use scan::{Baseline, Format, GitScanRequest, ScanOptions, Scanner};
+
+/// Exit code when secrets were found.
+const FOUND: u8 = 1;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Files or directories to scan (`-` for stdin) [default: .]
     pub paths: Vec<PathBuf>,
-    /// Scan the added lines of the commits in this git range instead (e.g. main..HEAD)
+    /// Scan the added lines of the commits in this git range instead (e.g. main..HEAD);
+    /// the repository is the one PATH given, or the current directory
     #[arg(long, value_name = "RANGE")]
     pub git: Option<String>,
-    /// gitleaks-format rule file
+    /// gitleaks-format rule file (`[extend] useDefault = true` layers it on the built-in rules)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Output format: text, json, sarif
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "sarif"])]
     pub format: String,
     /// Show secrets in full instead of redacted
     #[arg(long)]
     pub no_redact: bool,
+    /// Approved findings: a JSON report (ours or gitleaks') or a list of fingerprints, one per
+    /// line (`#` comments)
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Ignore inline `gitleaks:allow` markers
+    #[arg(long)]
+    pub no_inline_allow: bool,
+    /// Skip files larger than this many bytes (skipped files are listed with -v)
+    #[arg(long, value_name = "BYTES", default_value_t = scan::DEFAULT_MAX_FILE_SIZE)]
+    pub max_file_size: u64,
+    /// Also scan files that .gitignore and .ignore exclude
+    #[arg(long)]
+    pub no_ignore: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("scan").into())
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let format: Format = args
+        .format
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let scanner = match &args.config {
+        Some(path) => Scanner::from_config_file(path).context("cannot load the rules")?,
+        None => Scanner::builtin().context("cannot load the built-in rules")?,
+    };
+    let mut scanner = scanner.with_options(ScanOptions {
+        honor_inline_allow: !args.no_inline_allow,
+        max_file_size: args.max_file_size,
+        respect_gitignore: !args.no_ignore,
+        ..ScanOptions::default()
+    });
+    if let Some(path) = &args.baseline {
+        scanner = scanner.with_baseline(Baseline::from_file(path)?);
+    }
+
+    let (findings, summary) = match &args.git {
+        Some(range) => {
+            if range.starts_with('-') || range.trim().is_empty() {
+                bail!("invalid git range `{range}`: give a revision range such as main..HEAD");
+            }
+            let repo = match args.paths.as_slice() {
+                [] => PathBuf::from("."),
+                [one] => one.clone(),
+                _ => bail!("--git scans one repository; give at most one PATH"),
+            };
+            let findings = scanner.scan_git(&GitScanRequest::range(&repo, range))?;
+            let summary = format!("git range {range}");
+            (findings, summary)
+        }
+        None => {
+            let paths = if args.paths.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                args.paths.clone()
+            };
+            let result = scanner.scan_paths(&paths)?;
+            for s in &result.skipped {
+                tracing::info!("skipped {}: {}", s.path, s.reason);
+            }
+            let summary = format!(
+                "{} file(s), {} byte(s), {} skipped",
+                result.files,
+                result.bytes,
+                result.skipped.len()
+            );
+            (result.findings, summary)
+        }
+    };
+
+    let out = scan::render(
+        format,
+        &findings,
+        &scanner.rule_infos(),
+        !args.no_redact,
+        env!("CARGO_PKG_VERSION"),
+    );
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write the report")?;
+    if format == Format::Text {
+        match findings.len() {
+            0 => eprintln!("no secrets found ({summary})"),
+            n => eprintln!("found {n} secret(s) ({summary})"),
+        }
+    }
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FOUND)
+    })
 }

@@ -1,1 +1,5 @@
+mod manifest_cli;
+mod readme;
+mod scan_cli;
 mod supervise_cli;
+mod doctor;

@@ -1,6 +1,382 @@
 //! Raw serde layer: what a user writes, every field optional, unknown fields rejected.
+//!
+//! Nothing here is validated beyond its YAML shape; [`crate::Manifest`] turns these values
+//! into resolved bottles and agents. Names, `extends` entries and a few blocks carry their
+//! source location ([`Spanned`]) so that later errors can point at the right line.
 
 pub mod git_gate;
 
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+pub use serde_saphyr::Spanned;
+
 pub use git_gate::{GitGate, GitUser, KeySpec, RepoSpec};
 pub use policy::raw::EgressConfig;
+
+/// Parses YAML with the manifest's settings. Only `true` and `false` are booleans, so a
+/// bottle named `y`, `no` or `off` stays a name (YAML 1.1 would read it as a boolean).
+/// `bot-bottle gate serve --repos FILE` parses its file through this too.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
+}
+
+/// The single-file form: `bot-bottle.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a manifest: a mapping with `bottles:` and `agents:`"
+)]
+pub struct RawManifest {
+    /// Bottles by name: what an agent runs in.
+    #[serde(default)]
+    pub bottles: Option<Entries<RawBottle>>,
+    /// Agents by name: a bottle plus a prompt and skills.
+    #[serde(default)]
+    pub agents: Option<Entries<RawAgent>>,
+}
+
+/// One bottle as written (`bottles.<name>` or the front matter of `bottles/<name>.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a bottle: a mapping of bottle fields"
+)]
+pub struct RawBottle {
+    /// Parent bottle(s): a name or a list of names, folded left to right.
+    #[serde(default)]
+    pub extends: Option<Spanned<Extends>>,
+    /// `claude`, `codex` or `{template: claude|codex, dockerfile: PATH}`; default `claude`.
+    #[serde(default)]
+    pub agent_provider: Option<Spanned<AgentProviderSpec>>,
+    /// Run the supervise sidecar; default `true`.
+    #[serde(default)]
+    pub supervise: Option<bool>,
+    /// Plain environment variables for the agent (never secrets).
+    #[serde(default)]
+    pub env: Option<Entries<String>>,
+    /// Git identity and repositories served through the git gate.
+    #[serde(default, rename = "git-gate")]
+    pub git_gate: Option<Spanned<GitGateBlock>>,
+    /// Egress log mode, extra upstream roots and the route allowlist.
+    #[serde(default)]
+    pub egress: Option<Spanned<EgressConfig>>,
+}
+
+/// A bottle's `git-gate:` block as the manifest reads it: the shape of [`GitGate`], with
+/// locations kept for error messages. [`GitGateBlock::to_git_gate`] drops them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a git-gate block (`user`, `repos`)")]
+pub struct GitGateBlock {
+    /// Identity written into the agent's `~/.gitconfig`.
+    #[serde(default)]
+    pub user: Option<Spanned<GitUser>>,
+    /// Repositories the agent may fetch and push, by name (served at `/<name>.git`).
+    #[serde(default)]
+    pub repos: Option<Entries<RepoSpec>>,
+}
+
+impl GitGateBlock {
+    /// The block as the gate's [`GitGate`] type.
+    pub fn to_git_gate(&self) -> GitGate {
+        GitGate {
+            user: self.user.as_ref().map(|u| u.value.clone()),
+            repos: self.repos.as_ref().map(|r| {
+                r.0.iter()
+                    .map(|(name, spec)| (name.value.clone(), spec.clone()))
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// One agent as written (`agents.<name>` or the front matter of `agents/<name>.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an agent: a mapping of agent fields")]
+pub struct RawAgent {
+    /// The bottle the agent runs in (required).
+    #[serde(default)]
+    pub bottle: Option<Spanned<String>>,
+    /// Skill directories copied into the agent's skills dir. A relative path is relative to
+    /// the directory holding `bot-bottle.yaml` (file form) or to the manifest directory
+    /// (directory form); `~/` is the home directory.
+    #[serde(default)]
+    pub skills: Option<Vec<Spanned<String>>>,
+    /// The agent's prompt (in the directory form: the Markdown body instead).
+    #[serde(default)]
+    pub prompt: Option<Spanned<String>>,
+}
+
+/// A mapping of names to values, in document order, each name with its location.
+#[derive(Debug, Clone, Default)]
+pub struct Entries<T>(pub Vec<(Spanned<String>, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Entries<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for EntriesVisitor<T> {
+            type Value = Entries<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Entries(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<T>()?;
+                    out.push((key, value));
+                }
+                Ok(Entries(out))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
+    }
+}
+
+/// `extends:` as written. Wrong shapes are kept (not rejected by serde) so that every
+/// `extends` mistake in a manifest is reported together, with the bottle's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extends {
+    /// `extends: base`.
+    One(String),
+    /// `extends: [base, net]`; entries keep their location.
+    Many(Vec<Spanned<ExtendsEntry>>),
+    /// Neither a string nor a list; holds what was found (`a number`, `a mapping`, ...).
+    Invalid(&'static str),
+}
+
+/// One entry of an `extends:` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtendsEntry {
+    /// A bottle name.
+    Name(String),
+    /// Not a string; holds what was found.
+    Invalid(&'static str),
+}
+
+/// Consumes any YAML value and says what kind it was; strings are returned.
+struct KindVisitor {
+    allow_seq: bool,
+}
+
+enum Kind {
+    Str(String),
+    Seq(Vec<Spanned<ExtendsEntry>>),
+    Other(&'static str),
+}
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = Kind;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a bottle name or a list of bottle names")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Kind::Str(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Kind::Str(v))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Kind::Other("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Kind::Other("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Kind::Other("a number"))
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Self::Value, E> {
+        Ok(Kind::Other("a number"))
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
+        Ok(Kind::Other("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Kind::Other("a number"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Kind::Other("an empty value"))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Kind::Other("an empty value"))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+        Ok(Kind::Other("binary data"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other("a mapping"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if !self.allow_seq {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Kind::Other("a list"));
+        }
+        let mut out = Vec::new();
+        while let Some(entry) = seq.next_element::<Spanned<ExtendsEntry>>()? {
+            out.push(entry);
+        }
+        Ok(Kind::Seq(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for Extends {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(
+            match deserializer.deserialize_any(KindVisitor { allow_seq: true })? {
+                Kind::Str(s) => Extends::One(s),
+                Kind::Seq(v) => Extends::Many(v),
+                Kind::Other(kind) => Extends::Invalid(kind),
+            },
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for ExtendsEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(
+            match deserializer.deserialize_any(KindVisitor { allow_seq: false })? {
+                Kind::Str(s) => ExtendsEntry::Name(s),
+                Kind::Seq(_) => ExtendsEntry::Invalid("a list"),
+                Kind::Other(kind) => ExtendsEntry::Invalid(kind),
+            },
+        )
+    }
+}
+
+/// The agent program a bottle runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase", expecting = "`claude` or `codex`")]
+pub enum ProviderKind {
+    /// Claude Code.
+    Claude,
+    /// OpenAI Codex CLI.
+    Codex,
+}
+
+impl ProviderKind {
+    /// The name as written in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Claude => "claude",
+            ProviderKind::Codex => "codex",
+        }
+    }
+}
+
+/// `agent_provider:` as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentProviderSpec {
+    /// `claude` or `codex`: the provider's stock image.
+    Stock(ProviderKind),
+    /// `{template: claude|codex, dockerfile: PATH}`: the provider's setup on a custom image.
+    Template {
+        /// Which provider's agent command and configuration to use.
+        template: ProviderKind,
+        /// Dockerfile of the image; relative paths as for `skills`.
+        dockerfile: String,
+    },
+}
+
+/// The mapping form of `agent_provider`.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "`{template: claude|codex, dockerfile: PATH}`"
+)]
+struct TemplateSpec {
+    /// Which provider's agent command and configuration to use.
+    template: ProviderKind,
+    /// Dockerfile of the image, relative to the manifest.
+    dockerfile: String,
+}
+
+impl<'de> Deserialize<'de> for AgentProviderSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ProviderVisitor;
+        impl<'de> Visitor<'de> for ProviderVisitor {
+            type Value = AgentProviderSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`claude`, `codex` or `{template: claude|codex, dockerfile: PATH}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "claude" => Ok(AgentProviderSpec::Stock(ProviderKind::Claude)),
+                    "codex" => Ok(AgentProviderSpec::Stock(ProviderKind::Codex)),
+                    other => Err(E::custom(format_args!(
+                        "unknown agent_provider `{other}`, expected `claude`, `codex` or \
+                         `{{template: claude|codex, dockerfile: PATH}}`"
+                    ))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let spec = TemplateSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(AgentProviderSpec::Template {
+                    template: spec.template,
+                    dockerfile: spec.dockerfile,
+                })
+            }
+        }
+        deserializer.deserialize_any(ProviderVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn git_gate_block_reads_like_the_gates_type() {
+        let yaml = "user: {name: Bot, email: bot@example.com}\nrepos:\n  app:\n    url: ssh://git@h/org/app.git\n    key: {provider: gitea, forge_token_env: TOKEN}\n    host_key: ssh-ed25519 AAAA\n    push_branches: [\"bot/*\"]\n    allow_force_push: false\n  lib: {url: /srv/lib.git}\n";
+        let block: GitGateBlock = from_yaml(yaml).unwrap();
+        let gate: GitGate = from_yaml(yaml).unwrap();
+        assert_eq!(block.to_git_gate(), gate);
+        for bad in ["users: {}\n", "repos: {app: {uri: x}}\n"] {
+            assert!(from_yaml::<GitGateBlock>(bad).is_err(), "{bad}");
+            assert!(from_yaml::<GitGate>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn extends_shapes() {
+        let one: Extends = from_yaml("base").unwrap();
+        assert_eq!(one, Extends::One("base".into()));
+        let bad: Extends = from_yaml("{a: 1}").unwrap();
+        assert_eq!(bad, Extends::Invalid("a mapping"));
+        let many: Extends = from_yaml("[a, 1, no]").unwrap();
+        let Extends::Many(entries) = many else {
+            panic!("not a list")
+        };
+        let values: Vec<ExtendsEntry> = entries.into_iter().map(|e| e.value).collect();
+        assert_eq!(
+            values,
+            vec![
+                ExtendsEntry::Name("a".into()),
+                ExtendsEntry::Invalid("a number"),
+                ExtendsEntry::Name("no".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_provider_shapes() {
+        let p: AgentProviderSpec = from_yaml("codex").unwrap();
+        assert_eq!(p, AgentProviderSpec::Stock(ProviderKind::Codex));
+        let p: AgentProviderSpec = from_yaml("{template: claude, dockerfile: ./D}").unwrap();
+        assert_eq!(
+            p,
+            AgentProviderSpec::Template {
+                template: ProviderKind::Claude,
+                dockerfile: "./D".into()
+            }
+        );
+        assert!(from_yaml::<AgentProviderSpec>("{template: claude, dockerfile: D, x: 1}").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! `bot-bottle scan` end to end: exit codes, formats, redaction, errors.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+fn token() -> String {
+    ["gh", "p_", "Zq8Lr2Xv5Nw1Tb7Kd4Hs9Mf3Pc6Gy0Ja2Ue5"].concat()
+}
+
+fn bb(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("scan")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BOT_BOTTLE_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clean.txt"), "nothing here\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.env"),
+        format!("NAME=demo\nGITHUB_TOKEN={}\n", token()),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn clean_scan_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "hello\n").unwrap();
+    let o = bb(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    assert_eq!(
+        stderr(&o),
+        "no secrets found (1 file(s), 6 byte(s), 0 skipped)\n"
+    );
+}
+
+#[test]
+fn findings_as_json_are_redacted_and_exit_one() {
+    let dir = project();
+    let o = bb(dir.path(), &["--format", "json", "."]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v,
+        json!([{
+            "rule_id": "github-pat",
+            "description": "GitHub personal access token (classic)",
+            "file": "app.env",
+            "line": 2,
+            "column": 14,
+            "commit": null,
+            "secret": "REDACTED",
+            "entropy": v[0]["entropy"],
+            "fingerprint": "app.env:github-pat:2"
+        }])
+    );
+    assert!(v[0]["entropy"].as_f64().unwrap() > 4.0);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&token()));
+
+    let o = bb(dir.path(), &["--format", "json", "--no-redact", "."]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["secret"], json!(token()));
+}
+
+#[test]
+fn text_format() {
+    let dir = project();
+    let o = bb(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "app.env:2:14: github-pat: GitHub personal access token (classic) secret REDACTED fingerprint app.env:github-pat:2\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        "found 1 secret(s) (2 file(s), 77 byte(s), 0 skipped)\n"
+    );
+}
+
+#[test]
+fn sarif_format() {
+    let dir = project();
+    let o = bb(dir.path(), &["--format", "sarif"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    assert_eq!(v["runs"][0]["results"][0]["ruleId"], "github-pat");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&token()));
+}
+
+#[test]
+fn stdin_is_scanned() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["scan", "--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("x\ny\n{}\n", token()).as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["fingerprint"], "-:github-pat:3");
+}
+
+#[test]
+fn baseline_and_inline_allow() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("approved.txt"),
+        "# ok\napp.env:github-pat:2\n",
+    )
+    .unwrap();
+    let o = bb(dir.path(), &["--baseline", "approved.txt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    std::fs::write(
+        dir.path().join("app.env"),
+        format!("T={} # gitleaks:allow\n", token()),
+    )
+    .unwrap();
+    assert_eq!(bb(dir.path(), &[]).status.code(), Some(0));
+    assert_eq!(
+        bb(dir.path(), &["--no-inline-allow"]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn bad_inputs_exit_two_with_clear_errors() {
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(d.join("broken.toml"), "[[rules]\n").unwrap();
+    std::fs::write(
+        d.join("badre.toml"),
+        "[[rules]]\nid = \"my-rule\"\nregex = '''(oops'''\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("unknown.toml"),
+        "[[rules]]\nid = \"x\"\nregx = 'a'\n",
+    )
+    .unwrap();
+
+    let o = bb(d, &["--config", "broken.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: cannot load the rules: invalid rule file broken.toml: "),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = bb(d, &["--config", "badre.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with(
+            "error: cannot load the rules: rule `my-rule` in badre.toml: invalid regex: "
+        ),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = bb(d, &["--config", "unknown.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown field `regx`"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = bb(d, &["missing-dir"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: cannot read missing-dir: "),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = bb(d, &["--format", "xml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+}
+
+#[test]
+fn git_range_scan_and_bad_range() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipping: git is not installed");
+        return;
+    }
+    let dir = project();
+    let d = dir.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-q", "-m", "one"]);
+    let o = bb(d, &["--git", "HEAD", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let commit = v[0]["commit"].as_str().unwrap().to_string();
+    assert_eq!(commit.len(), 40);
+    assert_eq!(
+        v[0]["fingerprint"],
+        json!(format!("{commit}:app.env:github-pat:2"))
+    );
+
+    let o = bb(d, &["--git", "nope..HEAD"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: cannot scan git range `nope..HEAD` in .: "),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,295 @@
+//! The agent's contract: what the agent finds inside a bottle, on every backend.
+//!
+//! A backend decides *how* a bottle is isolated; this crate decides *what* the agent sees:
+//! the proxy variables pointing at egress, the bottle CA trusted by every tool, a
+//! `.gitconfig` whose remotes lead to the git gate, the supervise MCP server registered for
+//! its provider, and placeholder credentials. Keeping it here, as pure functions, is what
+//! makes the contract identical across backends and testable without starting anything.
+//!
+//! The environment is built from nothing: only the variables listed here, a few harmless
+//! ones copied from the host (terminal and locale), and the bottle's own `env:`. The bottle's
+//! `env:` may not override a variable the contract sets — that would let a manifest bypass
+//! the proxy or the CA — so such a manifest is refused rather than silently corrected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The user name the agent runs as inside every bottle (never root: Claude Code refuses its
+/// skip-permissions flag as root, and nothing the agent does needs it).
+pub const AGENT_USER: &str = "agent";
+
+/// Name under which the supervise MCP server is registered with the agent's client.
+pub const MCP_SERVER_NAME: &str = "bot-bottle";
+
+/// Placeholder put where a provider expects a credential. Egress replaces it on the way out.
+pub const PLACEHOLDER_TOKEN: &str = "bot-bottle-placeholder-the-real-token-is-injected-by-egress";
+
+/// Host variables copied into the bottle when set: terminal and locale only.
+const HOST_PASSTHROUGH: &[&str] = &["TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ"];
+
+/// Which agent client the bottle runs; decides MCP registration and placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Claude Code.
+    Claude,
+    /// OpenAI Codex CLI.
+    Codex,
+}
+
+/// Where the sidecars are reached from inside the bottle: ports on the bottle's own
+/// loopback (each backend forwards them to the sidecar bundle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Egress proxy port.
+    pub egress: u16,
+    /// Git gate port.
+    pub gate: u16,
+    /// Supervise MCP port.
+    pub supervise: u16,
+}
+
+impl Endpoints {
+    /// The ports every backend uses unless it has a reason not to.
+    pub const DEFAULT: Endpoints = Endpoints {
+        egress: 3128,
+        gate: 3129,
+        supervise: 3130,
+    };
+
+    /// `http://127.0.0.1:<egress>`.
+    pub fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.egress)
+    }
+
+    /// `http://127.0.0.1:<gate>`: the base the `.gitconfig` rewrites point at.
+    pub fn gate_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gate)
+    }
+
+    /// `http://127.0.0.1:<supervise>/mcp`.
+    pub fn supervise_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.supervise)
+    }
+}
+
+/// Everything the contract is built from.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The agent's client.
+    pub provider: Provider,
+    /// The bottle's identity, exported as `BOT_BOTTLE_IDENTITY`.
+    pub identity: String,
+    /// Sidecar ports inside the bottle.
+    pub endpoints: Endpoints,
+    /// `$HOME` inside the bottle.
+    pub home: PathBuf,
+    /// The workspace inside the bottle (the agent's working directory).
+    pub workspace: PathBuf,
+    /// Inside path of the CA bundle: the system roots plus the bottle CA.
+    pub ca_bundle: PathBuf,
+    /// Inside path of the bottle CA certificate alone (never its key).
+    pub bottle_ca: PathBuf,
+    /// The rendered `.gitconfig` (user identity and `insteadOf` rewrites to the gate).
+    pub gitconfig: String,
+    /// The bottle's `env:` from the manifest.
+    pub bottle_env: BTreeMap<String, String>,
+}
+
+/// A file placed in the agent's home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeFile {
+    /// Path relative to `$HOME`.
+    pub path: PathBuf,
+    /// Content.
+    pub contents: String,
+}
+
+/// What the agent finds: its complete environment and the files of its home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contract {
+    /// The agent's whole environment.
+    pub env: BTreeMap<String, String>,
+    /// Files to write into the fresh home before the agent starts.
+    pub home_files: Vec<HomeFile>,
+}
+
+/// Why a contract cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    /// The bottle's `env:` tries to set a variable the contract owns.
+    #[error(
+        "env `{0}` is set by bot-bottle itself (proxy, CA or sidecar wiring) and cannot be overridden in a bottle's `env:`; remove it from the manifest"
+    )]
+    Reserved(String),
+    /// A variable name or value that cannot be passed safely.
+    #[error(
+        "env `{0}` is not a valid variable (names are letters, digits and `_`; values have no NUL)"
+    )]
+    Invalid(String),
+}
+
+/// Builds the contract. `host_var` looks up the host's environment; only terminal and
+/// locale variables are ever read through it.
+pub fn build(
+    input: &Input,
+    host_var: impl Fn(&str) -> Option<String>,
+) -> Result<Contract, ContractError> {
+    let mut ours: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        ours.insert(k.to_string(), v);
+    };
+    let home = input.home.display().to_string();
+    set("HOME", home.clone());
+    set("USER", AGENT_USER.into());
+    set("LOGNAME", AGENT_USER.into());
+    set("SHELL", "/bin/bash".into());
+    set(
+        "PATH",
+        format!("{home}/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    set("PWD", input.workspace.display().to_string());
+    let proxy = input.endpoints.proxy_url();
+    for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        set(k, proxy.clone());
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        set(k, "127.0.0.1,localhost,::1".into());
+    }
+    for k in ["ALL_PROXY", "all_proxy"] {
+        // Set empty so a SOCKS proxy from elsewhere can never be picked up.
+        set(k, String::new());
+    }
+    let bundle = input.ca_bundle.display().to_string();
+    for k in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "NPM_CONFIG_CAFILE",
+    ] {
+        set(k, bundle.clone());
+    }
+    // Node keeps its own roots and adds these: the bottle CA alone is enough.
+    set("NODE_EXTRA_CA_CERTS", input.bottle_ca.display().to_string());
+    set("BOT_BOTTLE_SUPERVISE_URL", input.endpoints.supervise_url());
+    set("BOT_BOTTLE_IDENTITY", input.identity.clone());
+    match input.provider {
+        Provider::Claude => {
+            set("CLAUDE_CODE_OAUTH_TOKEN", PLACEHOLDER_TOKEN.into());
+            set("DISABLE_TELEMETRY", "1".into());
+            set("DISABLE_ERROR_REPORTING", "1".into());
+            set("DISABLE_AUTOUPDATER", "1".into());
+            set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into());
+        }
+        Provider::Codex => {
+            set("OPENAI_API_KEY", PLACEHOLDER_TOKEN.into());
+            set("CODEX_HOME", format!("{home}/.codex"));
+        }
+    }
+
+    let mut env = BTreeMap::new();
+    for k in HOST_PASSTHROUGH {
+        if let Some(v) = host_var(k).filter(|v| !v.contains('\0')) {
+            env.insert((*k).to_string(), v);
+        }
+    }
+    for (k, v) in &input.bottle_env {
+        if !valid_name(k) || v.contains('\0') {
+            return Err(ContractError::Invalid(k.clone()));
+        }
+        if ours.contains_key(k) || is_reserved(k) {
+            return Err(ContractError::Reserved(k.clone()));
+        }
+        env.insert(k.clone(), v.clone());
+    }
+    env.extend(ours);
+
+    let home_files = home_files(input);
+    Ok(Contract { env, home_files })
+}
+
+fn valid_name(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Variables that change how programs load code or trust peers; never from a manifest.
+fn is_reserved(k: &str) -> bool {
+    k.starts_with("LD_")
+        || k.starts_with("BOT_BOTTLE_")
+        || k.starts_with("GIT_CONFIG")
+        || matches!(
+            k,
+            "NODE_OPTIONS" | "GIT_SSH" | "GIT_SSH_COMMAND" | "GIT_PROXY_COMMAND" | "SSL_CERT_DIR"
+        )
+}
+
+fn home_files(input: &Input) -> Vec<HomeFile> {
+    let mut files = vec![HomeFile {
+        path: ".gitconfig".into(),
+        contents: input.gitconfig.clone(),
+    }];
+    let url = input.endpoints.supervise_url();
+    match input.provider {
+        Provider::Claude => {
+            let workspace = input.workspace.display().to_string();
+            let mut projects = serde_json::Map::new();
+            projects.insert(
+                workspace,
+                serde_json::json!({ "hasTrustDialogAccepted": true, "allowedTools": [] }),
+            );
+            let config = serde_json::json!({
+                "hasCompletedOnboarding": true,
+                "bypassPermissionsModeAccepted": true,
+                "autoUpdates": false,
+                "projects": projects,
+                "mcpServers": { MCP_SERVER_NAME: { "type": "http", "url": url } },
+            });
+            files.push(HomeFile {
+                path: ".claude.json".into(),
+                contents: pretty_json(&config),
+            });
+        }
+        Provider::Codex => {
+            let mut server = toml::Table::new();
+            server.insert("url".into(), toml::Value::String(url));
+            let mut servers = toml::Table::new();
+            servers.insert(MCP_SERVER_NAME.into(), toml::Value::Table(server));
+            let mut root = toml::Table::new();
+            root.insert("mcp_servers".into(), toml::Value::Table(servers));
+            files.push(HomeFile {
+                path: Path::new(".codex").join("config.toml"),
+                contents: root.to_string(),
+            });
+        }
+    }
+    files
+}
+
+fn pretty_json(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The CA bundle a bottle trusts: the system's roots followed by the bottle CA.
+pub fn ca_bundle(system_roots_pem: &str, bottle_ca_pem: &str) -> String {
+    let mut out = String::with_capacity(system_roots_pem.len() + bottle_ca_pem.len() + 64);
+    out.push_str(system_roots_pem);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("# bot-bottle: this bottle's CA (egress terminates TLS with it)\n");
+    out.push_str(bottle_ca_pem);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+use super::*;
+use pretty_assertions::assert_eq;
+
+fn input(provider: Provider) -> Input {
+    Input {
+        provider,
+        identity: "demo-3fa9c".into(),
+        endpoints: Endpoints::DEFAULT,
+        home: "/home/agent".into(),
+        workspace: "/workspace".into(),
+        ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+        bottle_ca: "/etc/bot-bottle/ca.pem".into(),
+        gitconfig: "[user]\n\tname = Bot\n".into(),
+        bottle_env: BTreeMap::from([("RUST_LOG".to_string(), "info".to_string())]),
+    }
+}
+
+fn host(k: &str) -> Option<String> {
+    match k {
+        "TERM" => Some("xterm-256color".into()),
+        "AWS_SECRET_ACCESS_KEY" | "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN" => Some("real-secret".into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn claude_contract() {
+    let c = build(&input(Provider::Claude), host).unwrap();
+    insta::assert_debug_snapshot!("claude_env", c.env);
+    assert_eq!(c.home_files.len(), 2);
+    insta::assert_snapshot!("claude_json", c.home_files[1].contents);
+}
+
+#[test]
+fn codex_contract() {
+    let c = build(&input(Provider::Codex), host).unwrap();
+    assert_eq!(c.env["OPENAI_API_KEY"], PLACEHOLDER_TOKEN);
+    assert_eq!(c.env["CODEX_HOME"], "/home/agent/.codex");
+    assert!(!c.env.contains_key("CLAUDE_CODE_OAUTH_TOKEN"));
+    assert_eq!(
+        c.home_files[1],
+        HomeFile {
+            path: ".codex/config.toml".into(),
+            contents: "[mcp_servers.bot-bottle]\nurl = \"http://127.0.0.1:3130/mcp\"\n".into()
+        }
+    );
+}
+
+#[test]
+fn host_secrets_never_reach_the_environment() {
+    for p in [Provider::Claude, Provider::Codex] {
+        let c = build(&input(p), host).unwrap();
+        assert!(
+            c.env.values().all(|v| !v.contains("real-secret")),
+            "{:?}",
+            c.env
+        );
+        assert!(!c.env.contains_key("AWS_SECRET_ACCESS_KEY"));
+    }
+}
+
+#[test]
+fn bottle_env_cannot_override_the_wiring() {
+    for k in [
+        "HTTPS_PROXY",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+        "LD_PRELOAD",
+        "BOT_BOTTLE_SUPERVISE_URL",
+        "HOME",
+        "GIT_SSH_COMMAND",
+        "GIT_CONFIG_GLOBAL",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    ] {
+        let mut i = input(Provider::Claude);
+        i.bottle_env.insert(k.into(), "x".into());
+        assert_eq!(
+            build(&i, host),
+            Err(ContractError::Reserved(k.into())),
+            "{k}"
+        );
+    }
+    let mut i = input(Provider::Claude);
+    i.bottle_env.insert("BAD-NAME".into(), "x".into());
+    assert_eq!(
+        build(&i, host),
+        Err(ContractError::Invalid("BAD-NAME".into()))
+    );
+    assert_eq!(
+        ContractError::Reserved("HTTPS_PROXY".into()).to_string(),
+        "env `HTTPS_PROXY` is set by bot-bottle itself (proxy, CA or sidecar wiring) and cannot be overridden in a bottle's `env:`; remove it from the manifest"
+    );
+}
+
+#[test]
+fn bottle_env_is_kept() {
+    let c = build(&input(Provider::Claude), host).unwrap();
+    assert_eq!(c.env["RUST_LOG"], "info");
+    assert_eq!(c.env["TERM"], "xterm-256color");
+}
+
+#[test]
+fn ca_bundle_appends_the_bottle_ca() {
+    assert_eq!(
+        ca_bundle("ROOTS", "CA\n"),
+        "ROOTS\n# bot-bottle: this bottle's CA (egress terminates TLS with it)\nCA\n"
+    );
+    assert_eq!(
+        ca_bundle("", "CA"),
+        "# bot-bottle: this bottle's CA (egress terminates TLS with it)\nCA\n"
+    );
+}

@@ -1,0 +1,280 @@
+//! The live routes: a generation of validated rules, their credentials and their upstream
+//! connection pool, swapped atomically by [`RoutesHandle::replace`]. A request takes an
+//! `Arc` of the current generation when it arrives and keeps it to the end, so requests
+//! in flight finish under the rules they started with.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use policy::{EgressConfig, LogMode, Policy, PolicyError};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::body::ReqBody;
+use crate::config::{ConnectTo, EnvReader, Timeouts};
+use crate::net::Resolve;
+use crate::upstream::{Connector, Pins};
+
+/// A token read from the environment. Its `Debug` never shows the value and it has no
+/// `Display`, so it cannot end up in a log line or an error by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a token.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The token itself, for building the outgoing header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why new routes were not taken (the old ones stay in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration is invalid.
+    #[error("invalid routes: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<PolicyError>),
+    /// A route names a token variable that is not set in the proxy's environment.
+    #[error(
+        "routes[{index}] ({host}): token_env {var} is not set in the egress proxy's environment; set it or remove the credential"
+    )]
+    MissingToken {
+        /// Route index.
+        index: usize,
+        /// Route host.
+        host: String,
+        /// Variable name.
+        var: String,
+    },
+    /// The token cannot be put in a header.
+    #[error("routes[{index}] ({host}): the token in {var} has characters not allowed in a header")]
+    BadToken {
+        /// Route index.
+        index: usize,
+        /// Route host.
+        host: String,
+        /// Variable name.
+        var: String,
+    },
+    /// An `upstream_ca` file could not be used.
+    #[error("upstream ca {}: {why}", path.display())]
+    UpstreamCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// What does not change with the routes.
+pub(crate) struct Base {
+    pub env: EnvReader,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub pins: Vec<ConnectTo>,
+    pub resolver: Arc<dyn Resolve>,
+    pub listen: Arc<OnceLock<std::net::SocketAddr>>,
+    pub timeouts: Timeouts,
+}
+
+/// One generation of routes.
+pub(crate) struct Loaded {
+    pub policy: Policy,
+    /// Per route index: the header to set and its value (marked sensitive).
+    pub credentials: Vec<Option<(HeaderName, HeaderValue)>>,
+    /// Pooled client; HTTP/2 where the upstream offers it, HTTP/1.1 otherwise.
+    pub client: Client<Connector, ReqBody>,
+    /// HTTP/1.1-only client for upgrade requests (WebSocket), which need HTTP/1.1.
+    pub client_h1: Client<Connector, ReqBody>,
+    pub log: LogMode,
+    pub allowlist_json: Bytes,
+}
+
+/// A cloneable handle on the live routes of a running proxy.
+#[derive(Clone)]
+pub struct RoutesHandle {
+    base: Arc<Base>,
+    current: Arc<RwLock<Arc<Loaded>>>,
+}
+
+impl std::fmt::Debug for RoutesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutesHandle").finish_non_exhaustive()
+    }
+}
+
+impl RoutesHandle {
+    pub(crate) fn new(base: Base, config: EgressConfig) -> Result<RoutesHandle, ReloadError> {
+        let loaded = load(&base, config)?;
+        Ok(RoutesHandle {
+            base: Arc::new(base),
+            current: Arc::new(RwLock::new(Arc::new(loaded))),
+        })
+    }
+
+    /// Validates `config`, reads its tokens and swaps it in atomically. On any error the
+    /// routes in force stay unchanged. Requests already in flight keep their rules.
+    pub fn replace(&self, config: EgressConfig) -> Result<(), ReloadError> {
+        let loaded = Arc::new(load(&self.base, config)?);
+        match self.current.write() {
+            Ok(mut cur) => *cur = loaded,
+            Err(poisoned) => *poisoned.into_inner() = loaded,
+        }
+        Ok(())
+    }
+
+    /// The configuration in force (token variable names only, never tokens).
+    pub fn config(&self) -> EgressConfig {
+        self.current().policy.routes().config.clone()
+    }
+
+    pub(crate) fn current(&self) -> Arc<Loaded> {
+        match self.current.read() {
+            Ok(cur) => cur.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
+    let validated = policy::validate(&config).map_err(ReloadError::Invalid)?;
+    let max_index = validated
+        .routes
+        .iter()
+        .map(|r| r.index + 1)
+        .max()
+        .unwrap_or(0);
+    let mut credentials = vec![None; max_index];
+    let mut route_pins = Vec::new();
+    for route in &validated.routes {
+        if let Some(cred) = &route.credential {
+            let token = (base.env)(&cred.token_env)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new)
+                .ok_or_else(|| ReloadError::MissingToken {
+                    index: route.index,
+                    host: route.host_text.clone(),
+                    var: cred.token_env.clone(),
+                })?;
+            let text = match &cred.scheme {
+                Some(s) => format!("{s} {}", token.expose()),
+                None => token.expose().to_string(),
+            };
+            let mut value = HeaderValue::from_str(&text).map_err(|_| ReloadError::BadToken {
+                index: route.index,
+                host: route.host_text.clone(),
+                var: cred.token_env.clone(),
+            })?;
+            value.set_sensitive(true);
+            credentials[route.index] = Some((cred.header.clone(), value));
+        }
+        if let (Some(pin), policy::RouteHost::Exact(h)) = (&route.connect_to, &route.host) {
+            route_pins.push((h.clone(), route.port, pin.host.clone(), pin.port));
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in &base.extra_roots {
+        let _ = roots.add(cert.clone());
+    }
+    for path in config.upstream_ca.iter().flatten() {
+        let path = PathBuf::from(path);
+        for cert in read_pem_certs(&path)? {
+            roots.add(cert).map_err(|e| ReloadError::UpstreamCa {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        }
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ReloadError::UpstreamCa {
+        path: PathBuf::new(),
+        why: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut tls_h1 = tls.clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let pins = Arc::new(Pins {
+        cli: base.pins.clone(),
+        routes: route_pins,
+    });
+    let connector = |tls: rustls::ClientConfig| Connector {
+        resolver: base.resolver.clone(),
+        tls: Arc::new(tls),
+        pins: pins.clone(),
+        listen: base.listen.clone(),
+        timeouts: base.timeouts,
+    };
+    let client = |tls: rustls::ClientConfig| {
+        Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector(tls))
+    };
+    let client_h1 = client(tls_h1);
+    let client = client(tls);
+    let allowlist_json = Bytes::from(
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "log": config.log.unwrap_or_default(),
+            "routes": config.routes.clone().unwrap_or_default(),
+        }))
+        .unwrap_or_default(),
+    );
+    Ok(Loaded {
+        log: config.log.unwrap_or_default(),
+        policy: Policy::new(validated),
+        credentials,
+        client,
+        client_h1,
+        allowlist_json,
+    })
+}
+
+/// Reads every certificate of a PEM file.
+pub(crate) fn read_pem_certs(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, ReloadError> {
+    let fail = |why: String| ReloadError::UpstreamCa {
+        path: path.to_path_buf(),
+        why,
+    };
+    let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no certificate found in the file".into()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("sk-live-123".into());
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+    }
+}

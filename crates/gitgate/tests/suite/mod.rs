@@ -1,0 +1,4 @@
+mod gitea;
+mod serve;
+mod ssh;
+mod support;

@@ -1,0 +1,215 @@
+//! Where the manifest is: `--manifest PATH`, `$BOT_BOTTLE_MANIFEST`, `./bot-bottle.yaml`,
+//! `./.bot-bottle/`, `$BOT_BOTTLE_HOME/manifest/` (home default `~/.bot-bottle`).
+//!
+//! The search is a function of its inputs (explicit path, environment lookups, working
+//! directory, home directory) plus the file system, so tests can drive it without touching
+//! the real environment.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::LoadError;
+
+/// Environment variable naming the manifest file or directory.
+pub const MANIFEST_ENV: &str = "BOT_BOTTLE_MANIFEST";
+/// Environment variable naming bot-bottle's home directory (default `~/.bot-bottle`).
+pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
+
+/// The inputs of the manifest search.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoverOptions {
+    /// `--manifest PATH`, if given: used as is, never falls back to the search.
+    pub explicit: Option<PathBuf>,
+    /// `$BOT_BOTTLE_MANIFEST`, if set and not empty.
+    pub manifest_env: Option<PathBuf>,
+    /// `$BOT_BOTTLE_HOME`, if set and not empty.
+    pub bot_bottle_home: Option<PathBuf>,
+    /// The working directory (for `./bot-bottle.yaml` and `./.bot-bottle/`).
+    pub cwd: PathBuf,
+    /// The user's home directory (for the default `~/.bot-bottle`).
+    pub home: Option<PathBuf>,
+}
+
+impl DiscoverOptions {
+    /// Builds the options from an explicit path and an environment lookup function
+    /// (`|name| std::env::var_os(name)` in the binary).
+    pub fn from_env(
+        explicit: Option<PathBuf>,
+        env: impl Fn(&str) -> Option<OsString>,
+        cwd: PathBuf,
+    ) -> Self {
+        let non_empty = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        DiscoverOptions {
+            explicit,
+            manifest_env: non_empty(MANIFEST_ENV),
+            bot_bottle_home: non_empty(HOME_ENV),
+            cwd,
+            home: non_empty("HOME"),
+        }
+    }
+
+    /// `$BOT_BOTTLE_HOME`, or `~/.bot-bottle`.
+    pub fn bot_bottle_home(&self) -> Option<PathBuf> {
+        self.bot_bottle_home
+            .clone()
+            .or_else(|| self.home.as_ref().map(|h| h.join(".bot-bottle")))
+    }
+}
+
+/// Finds the manifest to load. An explicit path or `$BOT_BOTTLE_MANIFEST` must exist; the
+/// other places are tried in order and skipped when absent. Finding nothing is an error
+/// that lists every place looked at.
+pub fn find_manifest(opts: &DiscoverOptions) -> Result<PathBuf, LoadError> {
+    let named = opts
+        .explicit
+        .as_ref()
+        .map(|p| (p, "--manifest"))
+        .or_else(|| opts.manifest_env.as_ref().map(|p| (p, MANIFEST_ENV)));
+    if let Some((path, origin)) = named {
+        // Returned as given, so that errors show the path the user typed.
+        return if absolutize(&opts.cwd, path).exists() {
+            Ok(path.clone())
+        } else {
+            Err(LoadError::Missing {
+                path: path.clone(),
+                origin: origin.to_owned(),
+            })
+        };
+    }
+    let mut searched = Vec::new();
+    let file = opts.cwd.join("bot-bottle.yaml");
+    if file.is_file() {
+        return Ok(file);
+    }
+    searched.push(file);
+    let dir = opts.cwd.join(".bot-bottle");
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    searched.push(dir);
+    if let Some(home) = opts.bot_bottle_home() {
+        let dir = absolutize(&opts.cwd, &home).join("manifest");
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        searched.push(dir);
+    }
+    Err(LoadError::NotFound { searched })
+}
+
+fn absolutize(cwd: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn opts(cwd: &Path) -> DiscoverOptions {
+        DiscoverOptions {
+            cwd: cwd.to_path_buf(),
+            home: Some(cwd.join("home")),
+            ..DiscoverOptions::default()
+        }
+    }
+
+    #[test]
+    fn nothing_found_lists_every_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = find_manifest(&opts(tmp.path())).unwrap_err();
+        assert_eq!(
+            err,
+            LoadError::NotFound {
+                searched: vec![
+                    tmp.path().join("bot-bottle.yaml"),
+                    tmp.path().join(".bot-bottle"),
+                    tmp.path().join("home/.bot-bottle/manifest"),
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn search_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path();
+        let o = DiscoverOptions {
+            bot_bottle_home: Some(cwd.join("bbhome")),
+            ..opts(cwd)
+        };
+        std::fs::create_dir_all(cwd.join("bbhome/manifest")).unwrap();
+        std::fs::create_dir_all(cwd.join("home/.bot-bottle/manifest")).unwrap();
+        assert_eq!(find_manifest(&o).unwrap(), cwd.join("bbhome/manifest"));
+        assert_eq!(
+            find_manifest(&opts(cwd)).unwrap(),
+            cwd.join("home/.bot-bottle/manifest")
+        );
+        std::fs::create_dir(cwd.join(".bot-bottle")).unwrap();
+        assert_eq!(find_manifest(&o).unwrap(), cwd.join(".bot-bottle"));
+        std::fs::write(cwd.join("bot-bottle.yaml"), "bottles: {}\n").unwrap();
+        assert_eq!(find_manifest(&o).unwrap(), cwd.join("bot-bottle.yaml"));
+        std::fs::write(cwd.join("env.yaml"), "").unwrap();
+        let with_env = DiscoverOptions {
+            manifest_env: Some(PathBuf::from("env.yaml")),
+            ..o.clone()
+        };
+        assert_eq!(find_manifest(&with_env).unwrap(), PathBuf::from("env.yaml"));
+        std::fs::write(cwd.join("explicit.yaml"), "").unwrap();
+        let explicit = DiscoverOptions {
+            explicit: Some(cwd.join("explicit.yaml")),
+            ..with_env
+        };
+        assert_eq!(find_manifest(&explicit).unwrap(), cwd.join("explicit.yaml"));
+    }
+
+    #[test]
+    fn named_path_must_exist() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("bot-bottle.yaml"), "").unwrap();
+        let o = DiscoverOptions {
+            explicit: Some(PathBuf::from("nope.yaml")),
+            ..opts(tmp.path())
+        };
+        assert_eq!(
+            find_manifest(&o).unwrap_err(),
+            LoadError::Missing {
+                path: PathBuf::from("nope.yaml"),
+                origin: "--manifest".into()
+            }
+        );
+        let o = DiscoverOptions {
+            manifest_env: Some(PathBuf::from("gone")),
+            ..opts(tmp.path())
+        };
+        assert_eq!(
+            find_manifest(&o).unwrap_err(),
+            LoadError::Missing {
+                path: PathBuf::from("gone"),
+                origin: MANIFEST_ENV.into()
+            }
+        );
+    }
+
+    #[test]
+    fn from_env_ignores_empty_values() {
+        let o = DiscoverOptions::from_env(
+            None,
+            |name| match name {
+                "BOT_BOTTLE_MANIFEST" => Some(OsString::new()),
+                "HOME" => Some(OsString::from("/home/u")),
+                _ => None,
+            },
+            PathBuf::from("/w"),
+        );
+        assert_eq!(o.manifest_env, None);
+        assert_eq!(
+            o.bot_bottle_home(),
+            Some(PathBuf::from("/home/u/.bot-bottle"))
+        );
+    }
+}

@@ -1,0 +1,632 @@
+//! Validation of a raw [`EgressConfig`]: every problem is reported (not just the first),
+//! each naming the route by index and host, so a user fixes a file in one pass.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::raw::{EgressConfig, PathMatchKind, Route};
+
+/// One problem found in a routes configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The host is not a valid host name, IP address or leftmost `*.` wildcard.
+    #[error("{at}: host {host:?} is invalid: {why}")]
+    InvalidHost {
+        /// Which route.
+        at: RouteAt,
+        /// The host as written.
+        host: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Port 0 was given.
+    #[error("{at}: port 0 is invalid; use 1-65535 or leave it out for 443/80")]
+    InvalidPort {
+        /// Which route.
+        at: RouteAt,
+    },
+    /// Two routes for the same host and port.
+    #[error(
+        "{at}: duplicate host {host:?} (already routes[{first}]); merge the two routes into one"
+    )]
+    DuplicateHost {
+        /// The later route.
+        at: RouteAt,
+        /// The host.
+        host: String,
+        /// Index of the first route with it.
+        first: usize,
+    },
+    /// A method is not an upper-case HTTP method token.
+    #[error("{at}: method {method:?} is invalid; write methods in upper case, e.g. GET")]
+    InvalidMethod {
+        /// Which route.
+        at: RouteAt,
+        /// The method as written.
+        method: String,
+    },
+    /// A path does not start with `/` or contains whitespace.
+    #[error("{at}: path {path:?} is invalid; paths start with / and contain no spaces")]
+    InvalidPath {
+        /// Which route.
+        at: RouteAt,
+        /// The path as written.
+        path: String,
+    },
+    /// A header condition has an invalid name or value.
+    #[error("{at}: header {name:?} is invalid: {why}")]
+    InvalidHeader {
+        /// Which route.
+        at: RouteAt,
+        /// The header name as written.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// An empty list where a list would then match nothing.
+    #[error(
+        "{at}: `{field}` is an empty list, which would match nothing; remove it or add entries"
+    )]
+    EmptyList {
+        /// Which route.
+        at: RouteAt,
+        /// The field.
+        field: &'static str,
+    },
+    /// `auth_scheme`, `auth_header` and `token_env` do not fit together.
+    #[error("{at}: {why}")]
+    Credential {
+        /// Which route.
+        at: RouteAt,
+        /// What is wrong.
+        why: String,
+    },
+    /// `connect_to` is not `ADDR:PORT`.
+    #[error("{at}: connect_to {value:?} is invalid; write ADDR:PORT, e.g. 127.0.0.1:8443")]
+    InvalidConnectTo {
+        /// Which route.
+        at: RouteAt,
+        /// The value as written.
+        value: String,
+    },
+    /// An `upstream_ca` entry is empty.
+    #[error("upstream_ca[{index}] is empty; give the path of a PEM file")]
+    EmptyUpstreamCa {
+        /// Index in the list.
+        index: usize,
+    },
+}
+
+/// Where in the configuration a problem is: `routes[INDEX] (HOST)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAt {
+    /// Index of the route in `routes`.
+    pub index: usize,
+    /// The route's host as written.
+    pub host: String,
+}
+
+impl fmt::Display for RouteAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "routes[{}] ({})", self.index, self.host)
+    }
+}
+
+/// The host part of a validated route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteHost {
+    /// Exactly this host (lower case, no trailing dot, IPv6 without brackets).
+    Exact(String),
+    /// Any subdomain of this suffix (the part after `*.`), at any depth; not the suffix itself.
+    Wildcard(String),
+}
+
+impl RouteHost {
+    /// Whether the (normalised) host is covered.
+    pub fn covers(&self, host: &str) -> bool {
+        match self {
+            RouteHost::Exact(h) => h == host,
+            RouteHost::Wildcard(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        }
+    }
+}
+
+/// A pinned destination: where a host is really reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnectTarget {
+    /// Address or host name to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+}
+
+impl ConnectTarget {
+    /// Parses `ADDR:PORT` (`[v6]:PORT` for IPv6).
+    pub fn parse(value: &str) -> Option<ConnectTarget> {
+        let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+            let (h, p) = rest.split_once("]:")?;
+            h.parse::<std::net::Ipv6Addr>().ok()?;
+            (h.to_string(), p)
+        } else {
+            let (h, p) = value.rsplit_once(':')?;
+            if h.contains(':') || h.is_empty() {
+                return None;
+            }
+            if h.parse::<IpAddr>().is_err() && !valid_dns_name(h) {
+                return None;
+            }
+            (h.to_ascii_lowercase(), p)
+        };
+        let port = p_port(port)?;
+        Some(ConnectTarget { host, port })
+    }
+}
+
+fn p_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// How a token is attached to requests of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSpec {
+    /// Header that carries it (lower case), `authorization` by default.
+    pub header: HeaderName,
+    /// Scheme before the token (`Bearer`); `None` or empty means the bare token.
+    pub scheme: Option<String>,
+    /// Environment variable holding the token.
+    pub token_env: String,
+}
+
+/// One compiled `matches` alternative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchSpec {
+    /// Path conditions (any one); `None` means any path.
+    pub paths: Option<Vec<(PathMatchKind, String)>>,
+    /// Methods (any one); `None` means any method.
+    pub methods: Option<Vec<String>>,
+    /// Header conditions (all must hold), names lower case.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A route that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedRoute {
+    /// Index in the configuration's `routes`.
+    pub index: usize,
+    /// The host as written (for messages and introspection).
+    pub host_text: String,
+    /// The host condition.
+    pub host: RouteHost,
+    /// Port; `None` means the default ports 443 and 80.
+    pub port: Option<u16>,
+    /// Pinned destination.
+    pub connect_to: Option<ConnectTarget>,
+    /// Credential to inject.
+    pub credential: Option<CredentialSpec>,
+    /// Alternatives; empty means the whole host.
+    pub matches: Vec<MatchSpec>,
+}
+
+/// A configuration that passed validation, ready for [`crate::Policy::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedRoutes {
+    /// The configuration as given (never holds a token, only variable names).
+    pub config: EgressConfig,
+    /// The routes, in order.
+    pub routes: Vec<ValidatedRoute>,
+}
+
+/// Validates a configuration; returns every problem found.
+pub fn validate(config: &EgressConfig) -> Result<ValidatedRoutes, Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    for (index, ca) in config.upstream_ca.iter().flatten().enumerate() {
+        if ca.trim().is_empty() {
+            errors.push(PolicyError::EmptyUpstreamCa { index });
+        }
+    }
+    let mut routes = Vec::new();
+    // (host, port) -> first route index; port None is stored as 443 and 80.
+    let mut seen: HashMap<(RouteHost, u16), usize> = HashMap::new();
+    for (index, route) in config.routes.iter().flatten().enumerate() {
+        let at = RouteAt {
+            index,
+            host: route.host.clone(),
+        };
+        let before = errors.len();
+        let validated = validate_route(index, route, &at, &mut errors);
+        if errors.len() != before {
+            continue;
+        }
+        let Some(validated) = validated else { continue };
+        let ports: Vec<u16> = match validated.port {
+            Some(p) => vec![p],
+            None => vec![443, 80],
+        };
+        let mut duplicate = None;
+        for p in &ports {
+            if let Some(first) = seen.get(&(validated.host.clone(), *p)) {
+                duplicate = Some(*first);
+                break;
+            }
+        }
+        if let Some(first) = duplicate {
+            errors.push(PolicyError::DuplicateHost {
+                at,
+                host: route.host.clone(),
+                first,
+            });
+            continue;
+        }
+        for p in ports {
+            seen.insert((validated.host.clone(), p), index);
+        }
+        routes.push(validated);
+    }
+    if errors.is_empty() {
+        Ok(ValidatedRoutes {
+            config: config.clone(),
+            routes,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn validate_route(
+    index: usize,
+    route: &Route,
+    at: &RouteAt,
+    errors: &mut Vec<PolicyError>,
+) -> Option<ValidatedRoute> {
+    let host = match parse_route_host(&route.host) {
+        Ok(h) => Some(h),
+        Err(why) => {
+            errors.push(PolicyError::InvalidHost {
+                at: at.clone(),
+                host: route.host.clone(),
+                why,
+            });
+            None
+        }
+    };
+    if route.port == Some(0) {
+        errors.push(PolicyError::InvalidPort { at: at.clone() });
+    }
+    let connect_to = match &route.connect_to {
+        None => None,
+        Some(value) => match ConnectTarget::parse(value) {
+            Some(t) => Some(t),
+            None => {
+                errors.push(PolicyError::InvalidConnectTo {
+                    at: at.clone(),
+                    value: value.clone(),
+                });
+                None
+            }
+        },
+    };
+    if connect_to.is_some() && matches!(host, Some(RouteHost::Wildcard(_))) {
+        errors.push(PolicyError::InvalidConnectTo {
+            at: at.clone(),
+            value: route.connect_to.clone().unwrap_or_default(),
+        });
+    }
+    let credential = validate_credential(route, at, errors);
+    let mut matches = Vec::new();
+    if let Some(list) = &route.matches {
+        if list.is_empty() {
+            errors.push(PolicyError::EmptyList {
+                at: at.clone(),
+                field: "matches",
+            });
+        }
+        for m in list {
+            let paths = m.paths.as_ref().map(|paths| {
+                if paths.is_empty() {
+                    errors.push(PolicyError::EmptyList {
+                        at: at.clone(),
+                        field: "paths",
+                    });
+                }
+                paths
+                    .iter()
+                    .filter_map(|p| {
+                        if !p.value.starts_with('/')
+                            || p.value.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
+                            errors.push(PolicyError::InvalidPath {
+                                at: at.clone(),
+                                path: p.value.clone(),
+                            });
+                            None
+                        } else {
+                            Some((p.kind, p.value.clone()))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let methods = m.methods.as_ref().map(|methods| {
+                if methods.is_empty() {
+                    errors.push(PolicyError::EmptyList {
+                        at: at.clone(),
+                        field: "methods",
+                    });
+                }
+                methods
+                    .iter()
+                    .filter_map(|method| {
+                        let ok = !method.is_empty()
+                            && method
+                                .bytes()
+                                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+                        if ok {
+                            Some(method.clone())
+                        } else {
+                            errors.push(PolicyError::InvalidMethod {
+                                at: at.clone(),
+                                method: method.clone(),
+                            });
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let mut headers = Vec::new();
+            for h in m.headers.iter().flatten() {
+                let name = match HeaderName::from_bytes(h.name.as_bytes()) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        errors.push(PolicyError::InvalidHeader {
+                            at: at.clone(),
+                            name: h.name.clone(),
+                            why: "not a valid header name",
+                        });
+                        continue;
+                    }
+                };
+                match HeaderValue::from_str(&h.value) {
+                    Ok(v) => headers.push((name, v)),
+                    Err(_) => errors.push(PolicyError::InvalidHeader {
+                        at: at.clone(),
+                        name: h.name.clone(),
+                        why: "value has characters not allowed in a header",
+                    }),
+                }
+            }
+            matches.push(MatchSpec {
+                paths,
+                methods,
+                headers,
+            });
+        }
+    }
+    Some(ValidatedRoute {
+        index,
+        host_text: route.host.clone(),
+        host: host?,
+        port: route.port,
+        connect_to,
+        credential,
+        matches,
+    })
+}
+
+fn validate_credential(
+    route: &Route,
+    at: &RouteAt,
+    errors: &mut Vec<PolicyError>,
+) -> Option<CredentialSpec> {
+    let mut fail = |why: String| {
+        errors.push(PolicyError::Credential {
+            at: at.clone(),
+            why,
+        });
+        None
+    };
+    match (&route.auth_scheme, &route.token_env, &route.auth_header) {
+        (None, None, None) => None,
+        (_, None, _) => fail(
+            "auth_scheme/auth_header need token_env naming the variable that holds the token"
+                .into(),
+        ),
+        (None, Some(_), None) => {
+            fail("token_env needs auth_scheme (e.g. Bearer) or auth_header (e.g. x-api-key)".into())
+        }
+        (scheme, Some(env), header) => {
+            if env.is_empty()
+                || env.starts_with(|c: char| c.is_ascii_digit())
+                || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return fail(format!(
+                    "token_env {env:?} is not a valid environment variable name"
+                ));
+            }
+            let name = match header {
+                None => http::header::AUTHORIZATION,
+                Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(n) => n,
+                    Err(_) => return fail(format!("auth_header {h:?} is not a valid header name")),
+                },
+            };
+            if let Some(s) = scheme {
+                if s.is_empty() && header.is_none() {
+                    return fail("auth_scheme is empty; give a scheme such as Bearer, or set auth_header for a bare token".into());
+                }
+                if !s.bytes().all(|b| b.is_ascii_graphic()) {
+                    return fail(format!("auth_scheme {s:?} must be one word without spaces"));
+                }
+            }
+            Some(CredentialSpec {
+                header: name,
+                scheme: scheme.clone().filter(|s| !s.is_empty()),
+                token_env: env.clone(),
+            })
+        }
+    }
+}
+
+/// Normalises a request host: lower case, no trailing dot, IPv6 without brackets.
+pub fn normalize_host(host: &str) -> String {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let h = h.strip_suffix('.').unwrap_or(h);
+    h.to_ascii_lowercase()
+}
+
+fn parse_route_host(host: &str) -> Result<RouteHost, &'static str> {
+    if host.is_empty() {
+        return Err("it is empty");
+    }
+    if host.contains("://") || host.contains('/') {
+        return Err("write only the host name, without scheme or path");
+    }
+    let n = normalize_host(host);
+    if n.parse::<IpAddr>().is_ok() {
+        return Ok(RouteHost::Exact(n));
+    }
+    if let Some(suffix) = n.strip_prefix("*.") {
+        if suffix.contains('*') {
+            return Err("`*.` is allowed only once, as the leftmost label");
+        }
+        if !valid_dns_name(suffix) {
+            return Err("not a valid host name after `*.`");
+        }
+        if !suffix.contains('.') {
+            return Err(
+                "a wildcard must cover a domain with at least two labels, e.g. *.example.com",
+            );
+        }
+        return Ok(RouteHost::Wildcard(format!(".{suffix}")));
+    }
+    if n.contains('*') {
+        return Err("`*` is allowed only as a leftmost `*.` label");
+    }
+    if n.contains(':') {
+        return Err("put the port in `port`, not in the host");
+    }
+    if !valid_dns_name(&n) {
+        return Err("not a valid host name (letters, digits, `-` and `.` only)");
+    }
+    Ok(RouteHost::Exact(n))
+}
+
+/// Whether `name` is a syntactically valid DNS host name.
+pub fn valid_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_routes;
+    use pretty_assertions::assert_eq;
+    use std::path::Path;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let config = parse_routes(yaml, Path::new("r.yaml")).unwrap();
+        match validate(&config) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_file() {
+        let yaml = "routes:\n  - host: api.example.com\n    auth_scheme: Bearer\n    token_env: T\n  - host: '*.example.org'\n    port: 8443\n  - host: x.example\n    auth_header: x-api-key\n    auth_scheme: ''\n    token_env: K\n    connect_to: 127.0.0.1:9\n";
+        assert_eq!(errors(yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let yaml = r#"routes:
+  - host: "a.*.example.com"
+  - host: "*.com"
+  - host: "https://x.example/"
+  - host: ok.example
+    matches:
+      - methods: [get]
+        paths: [{type: prefix, value: "v1"}]
+        headers: [{name: "bad name", value: x}]
+  - host: ok.example
+  - host: t.example
+    token_env: T
+  - host: c.example
+    connect_to: "nope"
+  - host: s.example
+    auth_scheme: Bearer
+"#;
+        assert_eq!(
+            errors(yaml),
+            vec![
+                "routes[0] (a.*.example.com): host \"a.*.example.com\" is invalid: `*` is allowed only as a leftmost `*.` label",
+                "routes[1] (*.com): host \"*.com\" is invalid: a wildcard must cover a domain with at least two labels, e.g. *.example.com",
+                "routes[2] (https://x.example/): host \"https://x.example/\" is invalid: write only the host name, without scheme or path",
+                "routes[3] (ok.example): path \"v1\" is invalid; paths start with / and contain no spaces",
+                "routes[3] (ok.example): method \"get\" is invalid; write methods in upper case, e.g. GET",
+                "routes[3] (ok.example): header \"bad name\" is invalid: not a valid header name",
+                "routes[5] (t.example): token_env needs auth_scheme (e.g. Bearer) or auth_header (e.g. x-api-key)",
+                "routes[6] (c.example): connect_to \"nope\" is invalid; write ADDR:PORT, e.g. 127.0.0.1:8443",
+                "routes[7] (s.example): auth_scheme/auth_header need token_env naming the variable that holds the token",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_hosts_by_port() {
+        let dup = "routes:\n  - host: A.example\n  - host: a.example.\n";
+        assert_eq!(
+            errors(dup),
+            vec![
+                "routes[1] (a.example.): duplicate host \"a.example.\" (already routes[0]); merge the two routes into one"
+            ]
+        );
+        let default_vs_443 = "routes:\n  - host: a.example\n  - host: a.example\n    port: 443\n";
+        assert_eq!(errors(default_vs_443).len(), 1);
+        let distinct =
+            "routes:\n  - host: a.example\n    port: 8443\n  - host: a.example\n    port: 9443\n";
+        assert_eq!(errors(distinct), Vec::<String>::new());
+    }
+
+    #[test]
+    fn connect_target_forms() {
+        assert_eq!(
+            ConnectTarget::parse("[::1]:443"),
+            Some(ConnectTarget {
+                host: "::1".into(),
+                port: 443
+            })
+        );
+        assert_eq!(ConnectTarget::parse("::1:443"), None);
+        assert_eq!(ConnectTarget::parse("127.0.0.1:0"), None);
+        assert_eq!(ConnectTarget::parse("127.0.0.1"), None);
+        assert_eq!(
+            ConnectTarget::parse("Upstream.internal:8443"),
+            Some(ConnectTarget {
+                host: "upstream.internal".into(),
+                port: 8443
+            })
+        );
+    }
+}

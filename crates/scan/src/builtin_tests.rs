@@ -1,0 +1,104 @@
+//! Every built-in rule against its positive and negative cases (`rules/builtin-cases.toml`).
+
+use std::collections::BTreeSet;
+
+use pretty_assertions::assert_eq;
+use serde::Deserialize;
+
+use crate::{RuleSet, Scanner};
+
+#[derive(Deserialize)]
+struct Cases {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    rule: String,
+    positive: Vec<String>,
+    negative: Vec<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let cases: Cases = toml::from_str(include_str!("../rules/builtin-cases.toml")).unwrap();
+    cases.case
+}
+
+fn rule_ids_found(scanner: &Scanner, text: &str) -> BTreeSet<String> {
+    scanner
+        .scan_bytes("case.txt", text.replace("<>", "").as_bytes())
+        .into_iter()
+        .map(|f| f.rule_id)
+        .collect()
+}
+
+#[test]
+fn every_builtin_rule_has_positive_and_negative_cases() {
+    let set = RuleSet::builtin().unwrap();
+    let rules: BTreeSet<String> = set.rules.iter().map(|r| r.id.clone()).collect();
+    let covered: BTreeSet<String> = cases()
+        .iter()
+        .filter(|c| !c.positive.is_empty() && !c.negative.is_empty())
+        .map(|c| c.rule.clone())
+        .collect();
+    assert_eq!(rules, covered);
+}
+
+#[test]
+fn builtin_positive_cases_are_found() {
+    let scanner = Scanner::builtin().unwrap();
+    let mut missed = Vec::new();
+    for case in cases() {
+        for p in &case.positive {
+            if !rule_ids_found(&scanner, p).contains(&case.rule) {
+                missed.push(format!("{}: {p}", case.rule));
+            }
+        }
+    }
+    assert_eq!(missed, Vec::<String>::new());
+}
+
+#[test]
+fn builtin_negative_cases_are_not_found() {
+    let scanner = Scanner::builtin().unwrap();
+    let mut flagged = Vec::new();
+    for case in cases() {
+        for n in &case.negative {
+            if rule_ids_found(&scanner, n).contains(&case.rule) {
+                flagged.push(format!("{}: {n}", case.rule));
+            }
+        }
+    }
+    assert_eq!(flagged, Vec::<String>::new());
+}
+
+#[test]
+fn builtin_regexes_compile_without_unicode() {
+    // Unicode mode keeps the regex crate off its fast path; every built-in rule must do
+    // without it.
+    let set = RuleSet::builtin().unwrap();
+    let mut unicode = Vec::new();
+    for r in &set.rules {
+        if let Some(re) = &r.regex {
+            let ok = regex::bytes::RegexBuilder::new(re.as_str())
+                .unicode(false)
+                .build()
+                .is_ok();
+            if !ok {
+                unicode.push(r.id.clone());
+            }
+        }
+    }
+    assert_eq!(unicode, Vec::<String>::new());
+}
+
+#[test]
+fn secret_is_the_capture_group() {
+    let scanner = Scanner::builtin().unwrap();
+    let token = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5");
+    let found = scanner.scan_bytes("x.env", format!("X=1\nTOKEN=\"{token}\" # ci\n").as_bytes());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].secret.expose(), token);
+    assert_eq!((found[0].line, found[0].column), (2, 8));
+    assert_eq!(found[0].fingerprint, "x.env:github-pat:2");
+}

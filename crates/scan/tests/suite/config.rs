@@ -1,0 +1,231 @@
+//! gitleaks TOML compatibility and rule-file errors.
+
+use pretty_assertions::assert_eq;
+use scan::{RuleSet, Scanner};
+
+use super::{github_token, tok};
+
+const CUSTOM: &str = r#"
+title = "acme rules"
+minVersion = "v8.25.0"
+
+[extend]
+useDefault = true
+disabledRules = ["jwt"]
+
+[[rules]]
+id = "acme-token"
+description = "ACME internal token"
+regex = '''\b(acme_(?:live|test))_([a-z0-9]{24})\b'''
+secretGroup = 2
+entropy = 3.0
+keywords = ["acme_"]
+tags = ["internal"]
+[[rules.allowlists]]
+description = "fixtures"
+regexTarget = "line"
+regexes = ['''fixture''']
+[[rules.allowlists]]
+condition = "AND"
+paths = ['''^legacy/''']
+stopwords = ["0000"]
+
+[[rules]]
+id = "github-pat"
+[rules.allowlist]
+paths = ['''^docs/''']
+
+[allowlist]
+description = "global"
+paths = ['''(^|/)testdata/''']
+regexes = ['''IGNOREME''']
+"#;
+
+fn ids(scanner: &Scanner, path: &str, text: &str) -> Vec<String> {
+    scanner
+        .scan_bytes(path, text.as_bytes())
+        .into_iter()
+        .map(|f| f.rule_id)
+        .collect()
+}
+
+fn custom() -> Scanner {
+    Scanner::from_rules(RuleSet::from_toml_str(CUSTOM, "acme.toml", None).unwrap())
+}
+
+#[test]
+fn extend_use_default_layers_on_builtin_rules() {
+    let set = RuleSet::from_toml_str(CUSTOM, "acme.toml", None).unwrap();
+    let builtin = RuleSet::builtin().unwrap();
+    // jwt disabled, acme-token added, github-pat redefined in place.
+    assert_eq!(set.rules.len(), builtin.rules.len());
+    assert!(set.rules.iter().any(|r| r.id == "acme-token"));
+    assert!(!set.rules.iter().any(|r| r.id == "jwt"));
+    let gh = set.rules.iter().find(|r| r.id == "github-pat").unwrap();
+    assert!(gh.regex.is_some(), "regex kept from the built-in rule");
+    assert_eq!(gh.source, "acme.toml");
+}
+
+#[test]
+fn secret_group_and_entropy() {
+    let s = custom();
+    let found = s.scan_bytes("a.txt", b"key = acme_live_k3j9x0q2m5n8b1v4c7z6l2p9\n");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].secret.expose(), "k3j9x0q2m5n8b1v4c7z6l2p9");
+    assert_eq!(found[0].column, 17);
+    // Low entropy: below the rule's threshold.
+    assert_eq!(
+        ids(&s, "a.txt", "acme_live_aaaaaaaaaaaaaaaaaaaaaaaa"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn rule_allowlists_line_target_and_condition() {
+    let s = custom();
+    let line = "acme_live_k3j9x0q2m5n8b1v4c7z6l2p9";
+    assert_eq!(
+        ids(&s, "a.txt", &format!("{line} # fixture")),
+        Vec::<String>::new()
+    );
+    // AND: the path alone does not allow it...
+    assert_eq!(
+        ids(&s, "legacy/a.txt", line),
+        vec!["acme-token".to_string()]
+    );
+    // ...the path and the stopword together do.
+    assert_eq!(
+        ids(&s, "legacy/a.txt", "acme_live_k3j9x0q2m5n8b1v4c7z60000"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn older_single_allowlist_form_and_global_allowlist() {
+    let s = custom();
+    let gh = github_token();
+    assert_eq!(ids(&s, "src/a.txt", &gh), vec!["github-pat".to_string()]);
+    assert_eq!(ids(&s, "docs/a.md", &gh), Vec::<String>::new());
+    assert_eq!(ids(&s, "x/testdata/a.txt", &gh), Vec::<String>::new());
+    assert_eq!(
+        ids(&s, "a.txt", "acme_live_k3j9x0q2m5n8b1v4c7z6l2p9 IGNOREME"),
+        vec!["acme-token".to_string()],
+        "global regexes match the secret, not the line"
+    );
+    assert_eq!(
+        ids(
+            &s,
+            "a.txt",
+            &tok(&["gh", "p_", "IGNOREMEq8Lr2Xv5Nw1Tb7Kd4Hs9Mf3Pc6Gy0"])
+        ),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn without_extend_the_file_replaces_builtin_rules() {
+    let text = "[[rules]]\nid = \"only\"\nregex = '''only_[0-9]{6}'''\n";
+    let s = Scanner::from_rules(RuleSet::from_toml_str(text, "only.toml", None).unwrap());
+    assert_eq!(s.rules().len(), 1);
+    assert_eq!(ids(&s, "a", &github_token()), Vec::<String>::new());
+    assert_eq!(ids(&s, "a", "only_123456"), vec!["only".to_string()]);
+}
+
+#[test]
+fn extend_path_is_relative_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("base.toml"),
+        "[[rules]]\nid = \"base\"\nregex = '''base_[0-9]{6}'''\nkeywords = [\"base_\"]\n",
+    )
+    .unwrap();
+    let child = dir.path().join("child.toml");
+    std::fs::write(
+        &child,
+        "[extend]\npath = \"base.toml\"\n[[rules]]\nid = \"child\"\nregex = '''child_[0-9]{6}'''\n",
+    )
+    .unwrap();
+    let s = Scanner::from_config_file(&child).unwrap();
+    assert_eq!(
+        ids(&s, "a", "base_123456 child_654321"),
+        vec!["base".to_string(), "child".to_string()]
+    );
+}
+
+#[test]
+fn path_only_rule_reports_the_file() {
+    let text =
+        "[[rules]]\nid = \"keystore\"\ndescription = \"Java keystore\"\npath = '''\\.jks$'''\n";
+    let s = Scanner::from_rules(RuleSet::from_toml_str(text, "p.toml", None).unwrap());
+    assert_eq!(
+        ids(&s, "a/store.jks", "whatever"),
+        vec!["keystore".to_string()]
+    );
+    assert_eq!(ids(&s, "a/store.txt", "whatever"), Vec::<String>::new());
+}
+
+fn err(text: &str) -> String {
+    RuleSet::from_toml_str(text, "bad.toml", None)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn invalid_regex_names_the_rule_and_file() {
+    let e = err("[[rules]]\nid = \"broken\"\nregex = '''(unclosed'''\n");
+    assert!(
+        e.starts_with("rule `broken` in bad.toml: invalid regex: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_toml_names_the_file_and_line() {
+    let e = err("[[rules]\nid = 1\n");
+    assert!(e.starts_with("invalid rule file bad.toml: "), "{e}");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_an_error() {
+    let e = err("[[rules]]\nid = \"x\"\nregexx = '''a'''\n");
+    assert!(e.contains("unknown field `regexx`"), "{e}");
+    assert!(e.contains("bad.toml"), "{e}");
+}
+
+#[test]
+fn structural_errors() {
+    assert_eq!(
+        err("[[rules]]\nid = \"x\"\ndescription = \"d\"\n"),
+        "rule `x` in bad.toml: needs a regex or a path"
+    );
+    assert_eq!(
+        err("[[rules]]\nid = \"x\"\nregex = '''a(b)'''\nsecretGroup = 2\n"),
+        "rule `x` in bad.toml: secretGroup 2 but the regex has only 1 capture group(s)"
+    );
+    assert_eq!(
+        err("[[rules]]\nid = \"x\"\nregex = 'a'\n[[rules]]\nid = \"x\"\nregex = 'b'\n"),
+        "rule `x` in bad.toml: duplicate rule id; rule ids must be unique within a file"
+    );
+    assert_eq!(
+        err(
+            "[[rules]]\nid = \"x\"\nregex = 'a'\n[[rules.allowlists]]\ncondition = \"XOR\"\nregexes = ['b']\n"
+        ),
+        "rule `x` in bad.toml: allowlist: condition `XOR` must be OR or AND"
+    );
+    assert_eq!(
+        err("[extend]\nurl = \"https://example.invalid/rules.toml\"\n"),
+        "bad.toml: [extend] url (rules are never fetched from the network) is not supported; remove it from the rule file"
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Scanner::from_config_file(std::path::Path::new("/nonexistent/rules.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cannot read rule file /nonexistent/rules.toml: "),
+        "{e}"
+    );
+}

@@ -1,0 +1,169 @@
+//! Scanning files and directories.
+
+use std::path::PathBuf;
+
+use pretty_assertions::assert_eq;
+use scan::{Baseline, ScanOptions, Scanner, Skipped};
+
+use super::github_token;
+
+fn write(dir: &std::path::Path, name: &str, content: &[u8]) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn locations(findings: &[scan::Finding]) -> Vec<(String, u32, String)> {
+    findings
+        .iter()
+        .map(|f| (f.file.clone(), f.line, f.rule_id.clone()))
+        .collect()
+}
+
+#[test]
+fn directory_scan_respects_gitignore_and_reads_hidden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gh = github_token();
+    write(d, ".gitignore", b"ignored.txt\nbuild/\n");
+    write(d, "ignored.txt", gh.as_bytes());
+    write(d, "build/out.txt", gh.as_bytes());
+    write(d, ".env", format!("A=1\nGH={gh}\n").as_bytes());
+    write(
+        d,
+        "src/main.rs",
+        format!("fn main() {{}}\n\n// {gh}\n").as_bytes(),
+    );
+    write(d, ".git/config", gh.as_bytes());
+    let s = Scanner::builtin().unwrap();
+    let scan = s.scan_paths(&[d.to_path_buf()]).unwrap();
+    let root = d.display().to_string();
+    assert_eq!(
+        locations(&scan.findings),
+        vec![
+            (format!("{root}/.env"), 2, "github-pat".to_string()),
+            (format!("{root}/src/main.rs"), 3, "github-pat".to_string()),
+        ]
+    );
+    // Switched off, ignored files are scanned too (but never .git).
+    let s = Scanner::builtin().unwrap().with_options(ScanOptions {
+        respect_gitignore: false,
+        ..ScanOptions::default()
+    });
+    assert_eq!(s.scan_paths(&[d.to_path_buf()]).unwrap().findings.len(), 4);
+}
+
+#[test]
+fn binary_and_oversized_files_are_skipped_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gh = github_token();
+    write(d, "blob.bin", format!("\0\x01\x02{gh}").as_bytes());
+    write(
+        d,
+        "big.txt",
+        format!("{gh}\n{}", "x".repeat(2000)).as_bytes(),
+    );
+    write(d, "small.txt", gh.as_bytes());
+    let s = Scanner::builtin().unwrap().with_options(ScanOptions {
+        max_file_size: 1000,
+        ..ScanOptions::default()
+    });
+    let mut scan = s.scan_paths(&[d.to_path_buf()]).unwrap();
+    scan.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    let root = d.display().to_string();
+    assert_eq!(
+        scan.skipped,
+        vec![
+            Skipped {
+                path: format!("{root}/big.txt"),
+                reason: "larger than 1000 bytes".into()
+            },
+            Skipped {
+                path: format!("{root}/blob.bin"),
+                reason: "binary".into()
+            },
+        ]
+    );
+    assert_eq!(scan.files, 1);
+    assert_eq!(scan.findings.len(), 1);
+}
+
+#[test]
+fn unreadable_path_is_an_error_naming_it() {
+    let s = Scanner::builtin().unwrap();
+    let err = s
+        .scan_paths(&[PathBuf::from("/nonexistent/dir")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("cannot read /nonexistent/dir: "), "{err}");
+}
+
+#[test]
+fn inline_allow_is_honoured_unless_switched_off() {
+    let text = format!("token = \"{}\" # gitleaks:allow\n", github_token());
+    let s = Scanner::builtin().unwrap();
+    assert_eq!(s.scan_bytes("a", text.as_bytes()), vec![]);
+    let s = s.with_options(ScanOptions {
+        honor_inline_allow: false,
+        ..ScanOptions::default()
+    });
+    assert_eq!(
+        locations(&s.scan_bytes("a", text.as_bytes())),
+        vec![("a".to_string(), 1, "github-pat".to_string())]
+    );
+}
+
+#[test]
+fn large_files_are_scanned_around_keywords_without_missing_secrets() {
+    // Past the windowing threshold: secrets at the start, middle and end, a PEM block spanning
+    // lines near the end, and lots of keyword noise in between.
+    let gh = github_token();
+    let mut text = String::new();
+    text.push_str(&format!("{gh}\n"));
+    for i in 0..6000 {
+        text.push_str(&format!("let token_{i} = next(); // filler line {i}\n"));
+        if i == 3000 {
+            text.push_str(&format!("x = {gh}\n"));
+        }
+    }
+    let body: String = (0..8)
+        .map(|i| {
+            format!(
+                "{}{i}\n",
+                "MIIEowIBAAKCAQEA7Zq8Lr2Xv5Nw1Tb7Kd4Hs9Mf3Pc6Gy0Ja2Ue5QwErTy"
+            )
+        })
+        .collect();
+    text.push_str(&format!(
+        "-----BEGIN RSA PRIVATE {k}-----\n{body}-----END RSA PRIVATE {k}-----\n",
+        k = "KEY"
+    ));
+    text.push_str(&format!("{gh}\n"));
+    assert!(text.len() > 200_000);
+    let s = Scanner::builtin().unwrap();
+    let found: Vec<(u32, String)> = s
+        .scan_bytes("big.rs", text.as_bytes())
+        .into_iter()
+        .map(|f| (f.line, f.rule_id))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (1, "github-pat".to_string()),
+            (3003, "github-pat".to_string()),
+            (6013, "github-pat".to_string()),
+            (6003, "private-key".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn baseline_drops_approved_fingerprints() {
+    let text = format!("a\n{}\n", github_token());
+    let mut b = Baseline::new();
+    b.insert("notes.txt:github-pat:2");
+    let s = Scanner::builtin().unwrap().with_baseline(b);
+    assert_eq!(s.scan_bytes("notes.txt", text.as_bytes()), vec![]);
+    assert_eq!(s.scan_bytes("other.txt", text.as_bytes()).len(), 1);
+}

@@ -1,0 +1,249 @@
+//! Scanning git ranges in real repositories built with the real `git`.
+
+use std::path::Path;
+use std::process::Command;
+
+use pretty_assertions::assert_eq;
+use scan::{GitScanRequest, ScanOptions, Scanner};
+
+use super::github_token;
+
+/// A throwaway repository; `None` (with a note on stderr) when git is not installed.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Option<Self> {
+        if Command::new("git").arg("--version").output().is_err() {
+            eprintln!("skipping: git is not installed");
+            return None;
+        }
+        let repo = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        Some(repo)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args([
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@example.invalid",
+            ])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path().join(name), content).unwrap();
+    }
+
+    fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn scan(&self, rev_args: &[&str]) -> Vec<(Option<String>, String, u32, String)> {
+        self.scan_with(&Scanner::builtin().unwrap(), rev_args)
+    }
+
+    fn scan_with(
+        &self,
+        s: &Scanner,
+        rev_args: &[&str],
+    ) -> Vec<(Option<String>, String, u32, String)> {
+        s.scan_git(&GitScanRequest {
+            repo: self.path().to_path_buf(),
+            rev_args: rev_args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+        })
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.commit, f.file, f.line, f.rule_id))
+        .collect()
+    }
+}
+
+#[test]
+fn secret_added_then_removed_is_found_in_the_commit_that_added_it() {
+    let Some(r) = Repo::new() else { return };
+    r.write("app.cfg", "name = demo\n");
+    let base = r.commit("base");
+    r.write(
+        "app.cfg",
+        &format!("name = demo\ngh = {}\n", github_token()),
+    );
+    let added = r.commit("add secret");
+    r.write("app.cfg", "name = demo\n");
+    let removed = r.commit("remove secret");
+    let expected = vec![(
+        Some(added.clone()),
+        "app.cfg".to_string(),
+        2,
+        "github-pat".to_string(),
+    )];
+    assert_eq!(r.scan(&["HEAD"]), expected);
+    assert_eq!(r.scan(&[&format!("{base}..{removed}")]), expected);
+    assert_eq!(r.scan(&[&format!("{added}..{removed}")]), vec![]);
+    // The same finding's fingerprint carries the commit.
+    let f = Scanner::builtin()
+        .unwrap()
+        .scan_git(&GitScanRequest::range(r.path(), "HEAD"))
+        .unwrap();
+    assert_eq!(f[0].fingerprint, format!("{added}:app.cfg:github-pat:2"));
+}
+
+#[test]
+fn merges_report_only_what_the_merge_itself_adds() {
+    let Some(r) = Repo::new() else { return };
+    r.write("a.txt", "one\ntwo\nthree\n");
+    r.commit("base");
+    r.git(&["checkout", "-q", "-b", "side"]);
+    r.write("side.txt", &format!("side = {}\n", github_token()));
+    let side = r.commit("side adds a secret");
+    r.git(&["checkout", "-q", "main"]);
+    r.write("a.txt", "one\ntwo\nthree\nfour\n");
+    r.commit("main work");
+    // An "evil" merge: the merge commit itself adds a secret no parent has.
+    r.git(&["merge", "-q", "--no-ff", "--no-commit", "side"]);
+    let evil = format!("{}{}", "AKIA", "ZQ3MX7TB2WK5RN4J");
+    r.write("a.txt", &format!("one\ntwo\nthree\nfour\nkey = {evil}\n"));
+    let merge = r.commit("merge side");
+    assert_eq!(
+        r.scan(&["HEAD"]),
+        vec![
+            (
+                Some(merge.clone()),
+                "a.txt".to_string(),
+                5,
+                "aws-access-key-id".to_string()
+            ),
+            (
+                Some(side.clone()),
+                "side.txt".to_string(),
+                1,
+                "github-pat".to_string()
+            ),
+        ]
+    );
+    // A push of just the merge (its parents already accepted) reports only the merge's own line.
+    assert_eq!(
+        r.scan(&[
+            &merge,
+            "--not",
+            &format!("{merge}^1"),
+            &format!("{merge}^2")
+        ]),
+        vec![(
+            Some(merge),
+            "a.txt".to_string(),
+            5,
+            "aws-access-key-id".to_string()
+        )]
+    );
+}
+
+#[test]
+fn renamed_files_are_reported_under_the_new_name_and_not_rescanned() {
+    let Some(r) = Repo::new() else { return };
+    let body: String = (0..20)
+        .map(|i| format!("line {i} of a long enough file\n"))
+        .collect();
+    r.write("old.txt", &format!("{body}gh = {}\n", github_token()));
+    let first = r.commit("add");
+    r.git(&["mv", "old.txt", "new.txt"]);
+    let renamed = r.commit("pure rename");
+    assert_eq!(r.scan(&[&format!("{first}..{renamed}")]), vec![]);
+    let second = format!("{}{}", "gl", "pat-Xq7Lm2Nv9Rb4Tc8Wd1Kz");
+    r.write(
+        "new.txt",
+        &format!("{body}gh = {}\ngl = {second}\n", github_token()),
+    );
+    r.git(&["mv", "new.txt", "newer.txt"]);
+    let edited = r.commit("rename with an edit");
+    assert_eq!(
+        r.scan(&[&format!("{first}..{edited}")]),
+        vec![(
+            Some(edited),
+            "newer.txt".to_string(),
+            22,
+            "gitlab-pat".to_string()
+        )]
+    );
+}
+
+#[test]
+fn inline_allow_can_be_switched_off_for_the_gate() {
+    let Some(r) = Repo::new() else { return };
+    r.write(
+        "a.txt",
+        &format!("x = {} # gitleaks:allow\n", github_token()),
+    );
+    let c = r.commit("marked");
+    assert_eq!(r.scan(&["HEAD"]), vec![]);
+    let gate = Scanner::builtin().unwrap().with_options(ScanOptions {
+        honor_inline_allow: false,
+        ..ScanOptions::default()
+    });
+    assert_eq!(
+        r.scan_with(&gate, &["HEAD"]),
+        vec![(Some(c), "a.txt".to_string(), 1, "github-pat".to_string())]
+    );
+}
+
+#[test]
+fn environment_is_passed_to_git() {
+    let Some(r) = Repo::new() else { return };
+    r.write("a.txt", &format!("x = {}\n", github_token()));
+    r.commit("secret");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let s = Scanner::builtin().unwrap();
+    let found = s
+        .scan_git(&GitScanRequest {
+            repo: elsewhere.path().to_path_buf(),
+            rev_args: vec!["HEAD".into()],
+            env: vec![("GIT_DIR".into(), r.path().join(".git").into_os_string())],
+        })
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
+
+#[test]
+fn bad_range_is_an_error_naming_it() {
+    let Some(r) = Repo::new() else { return };
+    r.write("a.txt", "x\n");
+    r.commit("one");
+    let err = Scanner::builtin()
+        .unwrap()
+        .scan_git(&GitScanRequest::range(r.path(), "nope..HEAD"))
+        .unwrap_err()
+        .to_string();
+    let prefix = format!(
+        "cannot scan git range `nope..HEAD` in {}: ",
+        r.path().display()
+    );
+    assert!(err.starts_with(&prefix), "{err}");
+    assert!(err.contains("nope..HEAD"), "{err}");
+}

@@ -1,0 +1,447 @@
+//! The directory layout under `$BOT_BOTTLE_HOME`, bottle metadata and the run lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::atomic_write;
+use crate::identity::{Identity, IdentityError};
+
+/// What went wrong with the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Neither `$BOT_BOTTLE_HOME` nor `$HOME` is set.
+    #[error("cannot find the bot-bottle home: set BOT_BOTTLE_HOME or HOME")]
+    NoHome,
+    /// A file or directory could not be read or written.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "cannot create".
+        action: &'static str,
+        /// The path that failed.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `metadata.json` is not valid.
+    #[error("bottle metadata {} is corrupt ({source}); remove that bottle's state with `bot-bottle cleanup`", path.display())]
+    CorruptMetadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// No state directory for this identity.
+    #[error("no bottle `{0}` here; `bot-bottle list` shows the bottles there are")]
+    UnknownBottle(Identity),
+    /// The bottle is running (its run lock is held).
+    #[error("bottle `{0}` is running")]
+    Running(Identity),
+    /// An identity could not be made.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Could not find a free identity (the random space is crowded).
+    #[error("could not allocate a free identity for agent `{0}`; run `bot-bottle cleanup`")]
+    Exhausted(String),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a bottle was started with; enough to `resume` it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The agent's name in the manifest.
+    pub agent: String,
+    /// The directory `start` was run in (the workspace).
+    pub cwd: PathBuf,
+    /// Whether the workspace is a copy rather than the mounted directory.
+    pub copy_cwd: bool,
+    /// The backend that runs it.
+    pub backend: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// The manifest the bottle came from, if it was a file or directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+    /// The command that replaced the provider's agent command, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+}
+
+/// Whether a bottle's state is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BottleState {
+    /// Its `start` (or `resume`) process holds the run lock.
+    Running,
+    /// Kept for `resume` after a failure.
+    Preserved,
+    /// Not running and not preserved: left over, `cleanup` removes it.
+    Stale,
+}
+
+/// One bottle known to this home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BottleEntry {
+    /// Its identity.
+    pub identity: Identity,
+    /// Its metadata, if readable.
+    pub metadata: Option<Metadata>,
+    /// Running, preserved or stale.
+    pub state: BottleState,
+}
+
+/// Held by the process that runs a bottle; released on drop or process exit (even `kill -9`).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// The bot-bottle home directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `$BOT_BOTTLE_HOME`, else `$HOME/.bot-bottle`.
+    pub fn from_env() -> Result<Self, StateError> {
+        Self::from_vars(|k| std::env::var_os(k))
+    }
+
+    /// As [`Home::from_env`], with the environment given as a lookup (for tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Self, StateError> {
+        if let Some(home) = var("BOT_BOTTLE_HOME").filter(|v| !v.is_empty()) {
+            return Ok(Self::new(home));
+        }
+        let home = var("HOME")
+            .filter(|v| !v.is_empty())
+            .ok_or(StateError::NoHome)?;
+        Ok(Self::new(PathBuf::from(home).join(".bot-bottle")))
+    }
+
+    /// A home at this path.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The home directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `state/`.
+    pub fn state_root(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// `state/<identity>/`.
+    pub fn state_dir(&self, id: &Identity) -> PathBuf {
+        self.state_root().join(id.as_str())
+    }
+
+    /// `queue/<identity>/`.
+    pub fn queue_dir(&self, id: &Identity) -> PathBuf {
+        self.root.join("queue").join(id.as_str())
+    }
+
+    /// `audit/<component>/<identity>.jsonl`.
+    pub fn audit_file(&self, component: &str, id: &Identity) -> PathBuf {
+        self.root
+            .join("audit")
+            .join(component)
+            .join(format!("{}.jsonl", id.as_str()))
+    }
+
+    /// `manifest/`: the manifest directory searched last.
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.root.join("manifest")
+    }
+
+    fn ensure_dir(path: &Path) -> Result<(), StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io_err("cannot create", path))
+    }
+
+    /// Creates a fresh state directory for a new bottle of `agent` and writes its
+    /// metadata. Identity allocation happens under a home-wide lock, and the directory is
+    /// created exclusively, so two launches never collide.
+    pub fn create_bottle(&self, meta: &Metadata) -> Result<(Identity, RunLock), StateError> {
+        let state_root = self.state_root();
+        Self::ensure_dir(&state_root)?;
+        let lock_path = self.root.join(".lock");
+        let guard = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("cannot open", &lock_path))?;
+        guard.lock().map_err(io_err("cannot lock", &lock_path))?;
+        for _ in 0..64 {
+            let id = Identity::generate(&meta.agent)?;
+            let dir = self.state_dir(&id);
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    let lock = self.lock_bottle(&id)?;
+                    self.write_metadata(&id, meta)?;
+                    return Ok((id, lock));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("cannot create", &dir)(e)),
+            }
+        }
+        Err(StateError::Exhausted(meta.agent.clone()))
+    }
+
+    /// Takes the run lock of an existing bottle; fails with [`StateError::Running`] if a
+    /// live process holds it.
+    pub fn lock_bottle(&self, id: &Identity) -> Result<RunLock, StateError> {
+        let dir = self.state_dir(id);
+        if !dir.is_dir() {
+            return Err(StateError::UnknownBottle(id.clone()));
+        }
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Running(id.clone())),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err("cannot lock", &path)(e)),
+        }
+    }
+
+    /// Whether some process holds the bottle's run lock.
+    pub fn is_running(&self, id: &Identity) -> bool {
+        matches!(self.lock_bottle(id), Err(StateError::Running(_)))
+    }
+
+    /// Writes `metadata.json` atomically.
+    pub fn write_metadata(&self, id: &Identity, meta: &Metadata) -> Result<(), StateError> {
+        let path = self.state_dir(id).join("metadata.json");
+        let mut data = serde_json::to_vec_pretty(meta).map_err(|e| StateError::Io {
+            action: "cannot encode",
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        data.push(b'\n');
+        atomic_write(&path, &data).map_err(io_err("cannot write", &path))
+    }
+
+    /// Reads `metadata.json`.
+    pub fn read_metadata(&self, id: &Identity) -> Result<Metadata, StateError> {
+        let dir = self.state_dir(id);
+        if !dir.is_dir() {
+            return Err(StateError::UnknownBottle(id.clone()));
+        }
+        let path = dir.join("metadata.json");
+        let data = fs::read(&path).map_err(io_err("cannot read", &path))?;
+        serde_json::from_slice(&data).map_err(|source| StateError::CorruptMetadata { path, source })
+    }
+
+    /// Marks the bottle's state to be kept for `resume` (and by `cleanup`).
+    pub fn mark_preserved(&self, id: &Identity) -> Result<(), StateError> {
+        let path = self.state_dir(id).join(".preserve");
+        atomic_write(&path, b"").map_err(io_err("cannot write", &path))
+    }
+
+    /// Removes the `.preserve` marker (after a successful resume).
+    pub fn clear_preserved(&self, id: &Identity) -> Result<(), StateError> {
+        let path = self.state_dir(id).join(".preserve");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the bottle's state is marked `.preserve`.
+    pub fn is_preserved(&self, id: &Identity) -> bool {
+        self.state_dir(id).join(".preserve").exists()
+    }
+
+    /// Every bottle with a state directory, sorted by identity. Directories whose names
+    /// are not identities are ignored (they are not ours).
+    pub fn list(&self) -> Result<Vec<BottleEntry>, StateError> {
+        let root = self.state_root();
+        let entries = match fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot read", &root)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("cannot read", &root))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(identity) = Identity::parse(&name) else {
+                continue;
+            };
+            let state = if self.is_running(&identity) {
+                BottleState::Running
+            } else if self.is_preserved(&identity) {
+                BottleState::Preserved
+            } else {
+                BottleState::Stale
+            };
+            let metadata = self.read_metadata(&identity).ok();
+            out.push(BottleEntry {
+                identity,
+                metadata,
+                state,
+            });
+        }
+        out.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(out)
+    }
+
+    /// Removes a bottle's state and queue. Refuses a running or preserved bottle.
+    pub fn remove_bottle(&self, id: &Identity) -> Result<(), StateError> {
+        let _lock = self.lock_bottle(id)?;
+        if self.is_preserved(id) {
+            return Err(StateError::Io {
+                action: "refusing to remove preserved state",
+                path: self.state_dir(id),
+                source: io::Error::other("it is kept for `bot-bottle resume`"),
+            });
+        }
+        for dir in [self.queue_dir(id), self.state_dir(id)] {
+            match fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("cannot remove", &dir)(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use std::collections::HashSet;
+
+    fn meta(agent: &str) -> Metadata {
+        Metadata {
+            agent: agent.into(),
+            cwd: "/work/project".into(),
+            copy_cwd: false,
+            backend: "native".into(),
+            created: "2026-11-27T12:00:00Z".into(),
+            manifest: None,
+            command: vec![],
+        }
+    }
+
+    #[test]
+    fn home_comes_from_bot_bottle_home_then_home() {
+        let h = Home::from_vars(|k| (k == "BOT_BOTTLE_HOME").then(|| "/bb".into())).unwrap();
+        assert_eq!(h.root(), Path::new("/bb"));
+        let h = Home::from_vars(|k| (k == "HOME").then(|| "/home/u".into())).unwrap();
+        assert_eq!(h.root(), Path::new("/home/u/.bot-bottle"));
+        assert!(matches!(Home::from_vars(|_| None), Err(StateError::NoHome)));
+    }
+
+    #[test]
+    fn layout_matches_the_design() {
+        let h = Home::new("/bb");
+        let id = Identity::parse("fixer-3fa9c").unwrap();
+        assert_eq!(h.state_dir(&id), Path::new("/bb/state/fixer-3fa9c"));
+        assert_eq!(h.queue_dir(&id), Path::new("/bb/queue/fixer-3fa9c"));
+        assert_eq!(
+            h.audit_file("egress", &id),
+            Path::new("/bb/audit/egress/fixer-3fa9c.jsonl")
+        );
+        assert_eq!(h.manifest_dir(), Path::new("/bb/manifest"));
+    }
+
+    #[test]
+    fn create_write_read_list_preserve_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Home::new(dir.path());
+        let (id, lock) = h.create_bottle(&meta("fixer")).unwrap();
+        assert_eq!(id.agent(), "fixer");
+        assert_eq!(h.read_metadata(&id).unwrap(), meta("fixer"));
+        assert!(h.is_running(&id));
+        assert!(matches!(h.lock_bottle(&id), Err(StateError::Running(_))));
+        let listed = h.list().unwrap();
+        assert_eq!(
+            listed,
+            vec![BottleEntry {
+                identity: id.clone(),
+                metadata: Some(meta("fixer")),
+                state: BottleState::Running
+            }]
+        );
+        drop(lock);
+        assert_eq!(h.list().unwrap()[0].state, BottleState::Stale);
+        h.mark_preserved(&id).unwrap();
+        assert_eq!(h.list().unwrap()[0].state, BottleState::Preserved);
+        assert!(
+            h.remove_bottle(&id).is_err(),
+            "preserved state must be kept"
+        );
+        assert!(h.state_dir(&id).is_dir());
+        h.clear_preserved(&id).unwrap();
+        h.remove_bottle(&id).unwrap();
+        assert_eq!(h.list().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn concurrent_launches_get_distinct_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let home = home.clone();
+                std::thread::spawn(move || home.create_bottle(&meta("a")).unwrap())
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let ids: HashSet<_> = results.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids.len(), 8);
+    }
+
+    #[test]
+    fn corrupt_metadata_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Home::new(dir.path());
+        let (id, _lock) = h.create_bottle(&meta("x")).unwrap();
+        fs::write(h.state_dir(&id).join("metadata.json"), "{not json").unwrap();
+        let err = h.read_metadata(&id).unwrap_err().to_string();
+        assert!(err.starts_with(&format!(
+            "bottle metadata {}/metadata.json is corrupt",
+            h.state_dir(&id).display()
+        )));
+        let listed = h.list().unwrap();
+        assert_eq!(listed[0].metadata, None);
+    }
+
+    #[test]
+    fn unknown_bottle_says_where_to_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Home::new(dir.path());
+        let id = Identity::parse("ghost-00000").unwrap();
+        assert_eq!(
+            h.read_metadata(&id).unwrap_err().to_string(),
+            "no bottle `ghost-00000` here; `bot-bottle list` shows the bottles there are"
+        );
+    }
+}

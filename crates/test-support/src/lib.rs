@@ -1,0 +1,127 @@
+//! Loopback test fixtures shared by the crates' integration tests.
+//!
+//! * [`TestCa`]: a throwaway certificate authority that issues server certificates for
+//!   test upstreams (and hands out its PEM so a proxy can be told to trust it).
+//! * [`Upstream`]: a real HTTP/1.1 server on `127.0.0.1` (TLS or plain) that records every
+//!   request it receives, so tests assert on what actually left the bottle, and serves a
+//!   few behaviours by path (server-sent events, large bodies, upgrades).
+//! * [`client`]: helpers to talk through a forward proxy (CONNECT + TLS, or absolute form).
+//!
+//! Everything listens and connects on loopback only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod client;
+mod upstream;
+
+pub use upstream::{Recorded, Upstream};
+
+use std::sync::{Arc, Once};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Installs the `ring` crypto provider as the process default (idempotent).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A certificate authority for test upstreams.
+pub struct TestCa {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    /// A new CA with the given common name.
+    pub fn new(name: &str) -> TestCa {
+        install_crypto_provider();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// The CA certificate as PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Writes the CA certificate PEM to `path`.
+    pub fn write_pem(&self, path: &std::path::Path) {
+        std::fs::write(path, &self.cert_pem).unwrap();
+    }
+
+    /// A root store holding only this CA.
+    pub fn root_store(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert_der.clone()).unwrap();
+        roots
+    }
+
+    /// A certificate chain and key for a server answering to `names` (DNS names or IPs).
+    pub fn issue(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("test"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone()], key_der)
+    }
+
+    /// A rustls server config for `names`, offering HTTP/1.1.
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.issue(names);
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// A rustls client config trusting only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        client_config_for_pem(&self.cert_pem)
+    }
+}
+
+/// A rustls client config trusting only the certificates in `pem`, offering HTTP/1.1.
+pub fn client_config_for_pem(pem: &str) -> Arc<rustls::ClientConfig> {
+    client_config_with_alpn(pem, &[b"http/1.1"])
+}
+
+/// A rustls client config trusting only the certificates in `pem`, offering `alpn`.
+pub fn client_config_with_alpn(pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    install_crypto_provider();
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
