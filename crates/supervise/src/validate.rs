@@ -51,6 +51,11 @@ pub enum ValidationError {
         /// Proposed mode.
         to: String,
     },
+    /// The routes proposal adds or changes an operator-only setting.
+    #[error(
+        "the proposed routes.yaml {0}; only the operator sets that, leave it as it is in list-egress-routes"
+    )]
+    OperatorOnly(String),
     /// The routes proposal changes nothing.
     #[error("the proposed routes.yaml is the same as the live routes; nothing to ask for")]
     Unchanged,
@@ -148,6 +153,15 @@ pub fn parse_routes(text: &str) -> Result<EgressConfig, ValidationError> {
             }
         }
     }
+    // The same rules the egress proxy applies when it loads routes.
+    policy::validate(&config).map_err(|errs| {
+        ValidationError::RoutesInvalid(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
     Ok(config)
 }
 
@@ -164,6 +178,26 @@ pub fn check_routes_proposal(
             from: format!("{from:?}").to_lowercase(),
             to: format!("{to:?}").to_lowercase(),
         });
+    }
+    if current.upstream_ca != proposed.upstream_ca {
+        return Err(ValidationError::OperatorOnly(
+            "changes 'upstream_ca' (trusted upstream roots)".to_owned(),
+        ));
+    }
+    // `connect_to` pins skip the private-range check: an agent may keep the pins it has,
+    // never add or move one.
+    for route in proposed.routes.iter().flatten() {
+        if let Some(pin) = &route.connect_to {
+            let kept = current.routes.iter().flatten().any(|c| {
+                c.host == route.host && c.port == route.port && c.connect_to.as_ref() == Some(pin)
+            });
+            if !kept {
+                return Err(ValidationError::OperatorOnly(format!(
+                    "sets 'connect_to' on route {}",
+                    route.host
+                )));
+            }
+        }
     }
     if current == proposed {
         return Err(ValidationError::Unchanged);
@@ -297,6 +331,28 @@ mod tests {
             check_routes_proposal(&cur, &cur.clone()),
             Err(ValidationError::Unchanged)
         );
+    }
+
+    #[test]
+    fn operator_only_settings_are_refused() {
+        let cur =
+            parse_routes("routes:\n  - host: a.example\n    connect_to: 10.0.0.1:443\n").unwrap();
+        let keeps = parse_routes(
+            "routes:\n  - host: a.example\n    connect_to: 10.0.0.1:443\n  - host: b.example\n",
+        )
+        .unwrap();
+        assert_eq!(check_routes_proposal(&cur, &keeps), Ok(()));
+        let adds =
+            parse_routes("routes:\n  - host: b.example\n    connect_to: 127.0.0.1:22\n").unwrap();
+        assert_eq!(
+            check_routes_proposal(&cur, &adds).unwrap_err().to_string(),
+            "the proposed routes.yaml sets 'connect_to' on route b.example; only the operator sets that, leave it as it is in list-egress-routes"
+        );
+        let ca = parse_routes("upstream_ca: [/etc/evil.pem]\nroutes: []\n").unwrap();
+        assert!(matches!(
+            check_routes_proposal(&cur, &ca),
+            Err(ValidationError::OperatorOnly(_))
+        ));
     }
 
     #[test]

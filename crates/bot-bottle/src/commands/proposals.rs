@@ -167,6 +167,11 @@ fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
             println!("notes     {n}");
         }
     }
+    if e.outcome.is_none() && dashboard::snapshot(&home)?.stale.contains(&p.id) {
+        println!(
+            "warning   the live routes changed since this arrived: approving replaces them with the proposed file"
+        );
+    }
     println!("\njustification:");
     for l in p.justification.lines() {
         println!("  {l}");

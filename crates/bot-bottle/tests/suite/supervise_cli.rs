@@ -112,12 +112,18 @@ fn list_json_has_the_documented_fields_and_skips_corrupt_files() {
 
 #[test]
 fn list_and_show_text() {
-    let (dir, _home) = fixture();
+    let (dir, home) = fixture();
     let out = bb(dir.path(), &["proposals", "list"]);
     insta::assert_snapshot!("proposals_list", text(&out.stdout));
     let out = bb(dir.path(), &["proposals", "show", "00000000000000a1"]);
     assert!(out.status.success());
     insta::assert_snapshot!("proposals_show", text(&out.stdout));
+    // The live routes moved on since the proposal arrived: show warns.
+    let live = home.live_config_dir("claude-1a2b3");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(live.join("routes.yaml"), "routes:\n  - host: b.example\n").unwrap();
+    let out = bb(dir.path(), &["proposals", "show", "00000000000000a1"]);
+    assert!(text(&out.stdout).contains("warning   the live routes changed since this arrived"));
     let out = bb(dir.path(), &["proposals", "show", "0000000000000000"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(

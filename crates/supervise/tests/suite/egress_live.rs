@@ -1,0 +1,125 @@
+//! Apply-then-answer against a running egress proxy: the agent's `egress-allow` call
+//! returns "approved" only once the proxy has loaded the new routes, so the very next
+//! request through the proxy succeeds; a change the proxy refuses is reported to the
+//! agent as failed and nothing changes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use egress::{ConnectTo, Proxy, ProxyConfig};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use supervise::{Applier, FileApplier, Home, SuperviseConfig, queue};
+use test_support::Upstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::common::{approve, call, post, wait_pending};
+
+/// One plain-HTTP request through the proxy (absolute form); returns the status line.
+async fn through_proxy(proxy: SocketAddr, url: &str, host: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn result_of(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["result"]["structuredContent"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_route_works_for_the_very_next_request() {
+    let upstream = Upstream::start_plain().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let identity = "dev-00001";
+
+    // The proxy, as the sidecar bundle runs it; new.test is pinned to the loopback upstream
+    // by the operator (as `--connect-to` does), so no DNS and no private-range exception.
+    let initial = "routes:\n  - host: other.test\n";
+    let mut pc = ProxyConfig::new(dir.path().join("ca"));
+    pc.connect_to = vec![
+        ConnectTo::parse(&format!("new.test:80:127.0.0.1:{}", upstream.addr().port())).unwrap(),
+    ];
+    let proxy = Proxy::new(pc, supervise::validate::parse_routes(initial).unwrap()).unwrap();
+    let routes = proxy.routes();
+    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = plistener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(plistener, std::future::pending()));
+
+    // Supervise with the file applier, reloading the live proxy first.
+    let live = routes.clone();
+    let applier = FileApplier::new(home.clone()).with_reload(Arc::new(move |_bottle, cfg| {
+        live.replace(cfg.clone()).map_err(|e| e.to_string())
+    }));
+    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
+    std::fs::write(home.live_config_dir(identity).join("routes.yaml"), initial).unwrap();
+    assert_eq!(applier.current_routes(identity).await.unwrap(), initial);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let saddr = listener.local_addr().unwrap();
+    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
+    cfg.max_wait = Duration::from_secs(20);
+    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+
+    // Blocked before.
+    let before = through_proxy(paddr, "http://new.test/x", "new.test").await;
+    assert!(before.starts_with("HTTP/1.1 403"), "{before}");
+
+    // The agent asks; the operator approves; the answer arrives; the next request passes.
+    let wider = format!("{initial}  - host: new.test\n");
+    let body = call(
+        1,
+        "egress-allow",
+        json!({"routes_yaml": wider, "justification": "fetch from new.test"}),
+    );
+    let agent = tokio::spawn(async move { post(saddr, "127.0.0.1", &body).await });
+    let p = wait_pending(&home, Some(identity), 1).await;
+    approve(&home, &p[0].proposal.id);
+    let (_, answer) = agent.await.unwrap();
+    assert_eq!(result_of(&answer)["status"], "approved", "{answer}");
+    let after = through_proxy(paddr, "http://new.test/x", "new.test").await;
+    assert_eq!(after, "HTTP/1.1 200 OK");
+    let seen: Vec<(String, String)> = upstream
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    assert_eq!(seen, vec![("GET".to_owned(), "/x".to_owned())]);
+    assert_eq!(
+        std::fs::read_to_string(home.live_config_dir(identity).join("routes.yaml")).unwrap(),
+        wider
+    );
+
+    // A credential the proxy does not have: the proxy refuses the reload, the agent is told
+    // why, the routes stay as they are and the proposal waits for the operator again.
+    let body = call(
+        2,
+        "egress-token-allow",
+        json!({"host": "new.test", "token_name": "NOT_SET_TOKEN", "justification": "auth"}),
+    );
+    let agent = tokio::spawn(async move { post(saddr, "127.0.0.1", &body).await });
+    let p = wait_pending(&home, Some(identity), 1).await;
+    approve(&home, &p[0].proposal.id);
+    let (_, answer) = agent.await.unwrap();
+    let r = result_of(&answer);
+    assert_eq!(r["status"], "apply-failed", "{answer}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("token_env NOT_SET_TOKEN is not set"),
+        "{r}"
+    );
+    assert_eq!(routes.config().routes.unwrap().len(), 2);
+    assert!(routes.config().routes.unwrap()[1].token_env.is_none());
+    let (entries, _) = queue::pending_all(&home, None).unwrap();
+    assert_eq!(entries[0].status, supervise::Status::ApplyFailed);
+}
