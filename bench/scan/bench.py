@@ -26,12 +26,12 @@ def size_of(path):
 CPU = {}
 
 
-def timed(cmd, out_path=None, env=None):
+def timed(cmd, out_path=None, env=None, cwd=None):
     """Wall time of one run; its CPU time (user + sys) is kept in CPU[wall]."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(out_path or os.devnull, "wb") as out:
-        p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+        p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, env=env, cwd=cwd)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU[elapsed] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -80,9 +80,10 @@ def ds_dir(path, tag):
     if not DETECT:
         return None
     out = f"{WORK}/{tag}.ds.json"
-    t = timed([DETECT, "scan", "--all-files", path], out)
+    # detect-secrets only reports paths under its working directory: run it from there.
+    t = timed([DETECT, "scan", "--all-files", "."], out, cwd=path)
     data = json.load(open(out))
-    return t, [(f, r["line_number"]) for f, rs in data.get("results", {}).items() for r in rs]
+    return t, [(os.path.join(path, f), r["line_number"]) for f, rs in data.get("results", {}).items() for r in rs]
 
 
 def fmt_rate(nbytes, t):
