@@ -154,8 +154,8 @@ def main():
 
     names = {"bb": "bot-bottle", "gl": "gitleaks 8.30", "ds": "detect-secrets"}
     print()
-    print("| corpus | size MB | tool | wall s | MB/s (wall) | CPU s | MB per CPU s | vs gitleaks (wall) | findings | planted recall |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| corpus | size MB | tool | wall s | MB/s (wall) | CPU s | MB per CPU s | vs gitleaks (wall) | vs gitleaks (CPU) | findings | planted recall |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in ROWS:
         if row[0] != "throughput":
             continue
@@ -170,7 +170,9 @@ def main():
             ratio = f"{gl[0] / t:.1f}x" if gl and t > 0 else "-"
             rec = f"{recall[tool] * 100:.1f}%" if tool in recall else "-"
             cpu = CPU.get(t, 0.0)
-            print(f"| {name} | {nbytes / 1e6:.1f} | {names[tool]} | {t:.2f} | {fmt_rate(nbytes, t).strip()} | {cpu:.2f} | {fmt_rate(nbytes, cpu).strip()} | {ratio} | {len(findings)} | {rec} |")
+            gl_cpu = CPU.get(gl[0], 0.0) if gl else 0.0
+            cratio = f"{gl_cpu / cpu:.1f}x" if gl and cpu > 0 else "-"
+            print(f"| {name} | {nbytes / 1e6:.1f} | {names[tool]} | {t:.2f} | {fmt_rate(nbytes, t).strip()} | {cpu:.2f} | {fmt_rate(nbytes, cpu).strip()} | {ratio} | {cratio} | {len(findings)} | {rec} |")
     print()
     print("| labelled corpus | tool | recall | precision (samples) | flagged negatives | findings on negatives |")
     print("|---|---|---:|---:|---:|---:|")
