@@ -251,7 +251,10 @@ regexes = ['''^alpha_0{4}''']
 "#;
     let s = Scanner::from_rules(RuleSet::from_toml_str(text, "t.toml", None).unwrap());
     assert_eq!(ids(&s, "a", "alpha_0000a1b2c3d4"), Vec::<String>::new());
-    assert_eq!(ids(&s, "a", "alpha_1000a1b2c3d4"), vec!["alpha".to_string()]);
+    assert_eq!(
+        ids(&s, "a", "alpha_1000a1b2c3d4"),
+        vec!["alpha".to_string()]
+    );
     // The allowlist does not apply to beta, even with the same shape.
     assert_eq!(ids(&s, "a", "beta_0000a1b2c3d4"), vec!["beta".to_string()]);
     let e = RuleSet::from_toml_str(
@@ -261,5 +264,8 @@ regexes = ['''^alpha_0{4}''']
     )
     .unwrap_err()
     .to_string();
-    assert_eq!(e, "global allowlist in t.toml: targetRules names unknown rule `nope`");
+    assert_eq!(
+        e,
+        "global allowlist in t.toml: targetRules names unknown rule `nope`"
+    );
 }
