@@ -168,7 +168,9 @@ fn run_inner(
         let routes = policy::EgressConfig {
             log: Some(bottle.egress.log),
             upstream_ca: None,
-            routes: Some(bottle.egress.routes.clone()),
+            routes: Some(without_missing_tokens(&bottle.egress.routes, |k| {
+                std::env::var_os(k).is_some_and(|v| !v.is_empty())
+            })),
         };
         let text = serde_saphyr::to_string(&routes).context("cannot encode the routes")?;
         state::atomic_write(&paths.routes_file(), text.as_bytes())
@@ -192,6 +194,7 @@ fn run_inner(
         .routes
         .iter()
         .filter_map(|r| r.token_env.clone())
+        .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -364,6 +367,33 @@ fn run_agent(
     Ok(exit.code)
 }
 
+/// Routes whose credential variable is not set on the host lose the credential (with a
+/// warning): their requests go out unauthenticated rather than the bottle not starting.
+/// Nothing is weakened — the agent holds only placeholders either way.
+fn without_missing_tokens(
+    routes: &[policy::Route],
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<policy::Route> {
+    routes
+        .iter()
+        .map(|r| match &r.token_env {
+            Some(var) if !is_set(var) => {
+                eprintln!(
+                    "bot-bottle: warning: {var} is not set, so requests to {} go out without credentials; export it before `start` (the agent never sees it)",
+                    r.host
+                );
+                policy::Route {
+                    token_env: None,
+                    auth_scheme: None,
+                    auth_header: None,
+                    ..r.clone()
+                }
+            }
+            _ => r.clone(),
+        })
+        .collect()
+}
+
 fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> String {
     let mut out = String::new();
     if user.name.is_some() || user.email.is_some() {
@@ -523,5 +553,56 @@ impl Sidecar {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str, token: Option<&str>) -> policy::Route {
+        policy::Route {
+            host: host.into(),
+            port: None,
+            auth_scheme: token.map(|_| "Bearer".into()),
+            token_env: token.map(Into::into),
+            auth_header: None,
+            connect_to: None,
+            matches: None,
+        }
+    }
+
+    #[test]
+    fn routes_lose_only_the_credentials_that_are_not_set() {
+        let routes = vec![
+            route("a.test", Some("SET")),
+            route("b.test", Some("UNSET")),
+            route("c.test", None),
+        ];
+        let out = without_missing_tokens(&routes, |k| k == "SET");
+        assert_eq!(
+            out,
+            vec![
+                route("a.test", Some("SET")),
+                route("b.test", None),
+                route("c.test", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_continues_the_conversation() {
+        assert_eq!(
+            agent_command(contract::Provider::Claude, Some("fix it"), false),
+            vec!["claude", "--dangerously-skip-permissions", "fix it"]
+        );
+        assert_eq!(
+            agent_command(contract::Provider::Claude, Some("fix it"), true),
+            vec!["claude", "--dangerously-skip-permissions", "--continue"]
+        );
+        assert_eq!(
+            agent_command(contract::Provider::Codex, None, false),
+            vec!["codex", "--dangerously-bypass-approvals-and-sandbox"]
+        );
     }
 }

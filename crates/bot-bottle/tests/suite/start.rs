@@ -285,3 +285,121 @@ async fn a_clean_exit_removes_the_state() {
         .unwrap_or_default();
     assert!(left.is_empty(), "state left behind: {left:?}");
 }
+
+fn bot_bottle(world: &World) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
+    cmd.current_dir(&world.workspace)
+        .env("BOT_BOTTLE_HOME", &world.home)
+        .env("E2E_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+fn listed(world: &World) -> serde_json::Value {
+    let out = bot_bottle(world).args(["list", "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let w = world.clone();
+    let script = "test -f \"$HOME/marker\" && exit 0; touch \"$HOME/marker\"; exit 5";
+    let first = tokio::task::spawn_blocking(move || start(&w, script))
+        .await
+        .unwrap();
+    assert_eq!(first.status.code(), Some(5));
+    let list = listed(&world);
+    assert_eq!(list[0]["state"], "preserved", "{list}");
+    let identity = list[0]["identity"].as_str().unwrap().to_string();
+
+    let w = world.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        bot_bottle(&w).args(["resume", &identity]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "the resumed bottle kept its home: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(listed(&world), serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_a_running_bottle_and_keeps_its_state() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let mut running = bot_bottle(&world)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "touch started; exec sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent marks the (mounted) workspace once it runs.
+    for _ in 0..400 {
+        if world.workspace.join("started").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        world.workspace.join("started").exists(),
+        "the agent never started"
+    );
+    let mut identity = None;
+    for _ in 0..200 {
+        let list = listed(&world);
+        if list.get(0).and_then(|b| b["state"].as_str()) == Some("running") {
+            identity = list[0]["identity"].as_str().map(str::to_string);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let identity = identity.expect("the bottle shows up as running");
+    // The agent may not have started yet when the state appears: retry until stop finds it.
+    let mut stopped = false;
+    for _ in 0..100 {
+        let out = bot_bottle(&world)
+            .args(["stop", &identity, "--grace", "2"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "stop never succeeded");
+    let status = tokio::task::spawn_blocking(move || running.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "SIGTERM ends the agent (128 + 15)"
+    );
+    let list = listed(&world);
+    assert_eq!(list[0]["identity"], identity.as_str());
+    assert_eq!(list[0]["state"], "preserved");
+}
