@@ -1,0 +1,200 @@
+//! Backends: how a bottle is isolated and connected to its sidecars.
+//!
+//! A [`Backend`] turns a [`LaunchSpec`] (what the agent runs, with which environment, which
+//! directories and which sidecar endpoints) into a running bottle. Every backend gives the agent
+//! the same contract; they differ only in the isolation mechanism. This crate knows nothing about
+//! manifests, egress, the git gate or supervise: the caller (`bot-bottle start`) prepares the
+//! home directory, the files and the sidecar sockets and hands over their paths.
+//!
+//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon). The other
+//! backends only have their [`preflight`] checks so far.
+
+pub mod native;
+pub mod preflight;
+mod spec;
+
+use std::io::{Read, Write};
+
+pub use preflight::{BackendStatus, Check};
+pub use spec::{BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, StdioMode, Workspace, WorkspaceMode};
+
+/// The isolation backends bot-bottle knows about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Linux namespaces, seccomp and Landlock (this crate's [`native`] module).
+    Native,
+    /// Docker Engine, optionally with gVisor.
+    Docker,
+    /// libkrun micro-VMs through `smolvm`.
+    Smolmachines,
+    /// Apple's `container` CLI on macOS.
+    Apple,
+}
+
+impl BackendKind {
+    /// Every backend, in the order `doctor` reports them.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Native,
+        BackendKind::Docker,
+        BackendKind::Smolmachines,
+        BackendKind::Apple,
+    ];
+
+    /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Native => "native",
+            BackendKind::Docker => "docker",
+            BackendKind::Smolmachines => "smolmachines",
+            BackendKind::Apple => "apple",
+        }
+    }
+
+    /// Parses a backend name as given to `--backend`.
+    pub fn parse(name: &str) -> Result<BackendKind, BackendError> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| BackendError::UnknownBackend(name.to_owned()))
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The backend used when neither `--backend` nor `$BOT_BOTTLE_BACKEND` names one: `native` on
+/// Linux, `apple` on macOS when Apple's `container` CLI is installed, else `docker`.
+pub fn default_backend() -> BackendKind {
+    if cfg!(target_os = "linux") {
+        BackendKind::Native
+    } else if cfg!(target_os = "macos") && preflight::find_in_path("container").is_some() {
+        BackendKind::Apple
+    } else {
+        BackendKind::Docker
+    }
+}
+
+/// How a bottle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BottleExit {
+    /// The agent's exit code; `128 + n` when it was killed by signal `n` (as shells report it).
+    pub code: i32,
+}
+
+/// A bottle known to a backend (running, or left behind by a launcher that died).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BottleInfo {
+    /// The bottle identity (`<agent>-<5 hex>`).
+    pub identity: String,
+    /// The backend that runs it.
+    pub backend: BackendKind,
+    /// Whether the bottle's processes are alive.
+    pub running: bool,
+    /// Whether the process that launched it (`bot-bottle start`) is gone while the bottle is
+    /// not: `cleanup` kills such bottles.
+    pub orphaned: bool,
+    /// Seconds since the Unix epoch at launch.
+    pub created: u64,
+}
+
+/// Something `cleanup` removed (or would remove with `dry_run`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum CleanupAction {
+    /// An orphaned bottle whose launcher died was killed.
+    KilledOrphan { identity: String },
+    /// The runtime directory of a bottle that is no longer running was removed.
+    RemovedRuntimeDir { identity: String, path: std::path::PathBuf },
+}
+
+/// A started bottle. Dropping it without [`RunningBottle::wait`] kills the bottle: a bottle never
+/// outlives the value that represents it.
+pub trait RunningBottle: Send {
+    /// The bottle identity.
+    fn identity(&self) -> &str;
+    /// The agent's standard input when launched with [`StdioMode::Piped`].
+    fn take_stdin(&mut self) -> Option<Box<dyn Write + Send>>;
+    /// The agent's standard output when launched with [`StdioMode::Piped`].
+    fn take_stdout(&mut self) -> Option<Box<dyn Read + Send>>;
+    /// The agent's standard error when launched with [`StdioMode::Piped`].
+    fn take_stderr(&mut self) -> Option<Box<dyn Read + Send>>;
+    /// Waits for the agent to exit; the whole bottle is gone when this returns.
+    fn wait(&mut self) -> Result<BottleExit, BackendError>;
+    /// Asks the agent to stop (SIGTERM to the agent), without waiting.
+    fn terminate(&mut self) -> Result<(), BackendError>;
+    /// Kills the whole bottle at once, without waiting.
+    fn kill(&mut self) -> Result<(), BackendError>;
+}
+
+/// An isolation backend. All methods are synchronous; `launch` returns once the agent's command
+/// is executing inside a fully set-up bottle (or with the reason it could not be set up).
+pub trait Backend: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Whether this machine can run this backend, with the fix for anything missing.
+    fn preflight(&self) -> BackendStatus;
+
+    /// Validates the spec and does the slow, reusable work before a launch (native: copies the
+    /// workspace for [`WorkspaceMode::Copy`] unless the copy exists; docker: builds the image).
+    fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError>;
+
+    /// Starts the bottle and the agent in it. Fails — and leaves nothing running — when any
+    /// part of the isolation cannot be set up: a bottle never runs less isolated than promised.
+    fn launch(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError>;
+
+    /// Reconnects the caller's terminal to a bottle started by another process.
+    fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError>;
+
+    /// Stops a bottle started by any process: SIGTERM to the agent, SIGKILL to the whole bottle
+    /// after `grace`. Returns `false` when no such bottle was running.
+    fn stop(&self, identity: &str, grace: std::time::Duration) -> Result<bool, BackendError>;
+
+    /// The bottles this backend knows about.
+    fn list(&self) -> Result<Vec<BottleInfo>, BackendError>;
+
+    /// Kills orphaned bottles and removes runtime leftovers of dead ones.
+    fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError>;
+}
+
+/// Errors of the backends. Messages are lowercase and say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// `--backend` named something that does not exist.
+    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple")]
+    UnknownBackend(String),
+    /// The spec asks for something unsafe or impossible (the message says what and why).
+    #[error("invalid bottle spec: {0}")]
+    InvalidSpec(String),
+    /// This backend cannot run on this machine; the message carries the fix.
+    #[error("the {backend} backend is not usable here: {reason}")]
+    Unavailable { backend: BackendKind, reason: String },
+    /// The operation is not supported by this backend.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Setting up the isolation failed; nothing of the agent ran.
+    #[error("could not set up the bottle ({stage}): {message}")]
+    Setup { stage: String, message: String },
+    /// An I/O error on a host path.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Starting or signalling the bottle's processes failed.
+    #[error("{action}: {source}")]
+    Process {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}

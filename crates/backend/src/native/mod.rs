@@ -1,0 +1,740 @@
+//! The native Linux backend: a bottle made of kernel namespaces, with no daemon and no root.
+//!
+//! Guarantees (each checked by `tests/suite/native.rs` with real namespaces):
+//! * user, mount, PID, network, UTS and IPC namespaces; the agent runs as an unprivileged uid
+//!   inside (`inside_uid`, default 1000) with no capabilities — also when `start` runs as root;
+//! * a filesystem built from nothing (see [`plan`]): read-only system directories with
+//!   non-world-readable entries and sockets masked, private `/tmp`, `/var/tmp`, `/run`, own
+//!   `/proc` (read-only), minimal `/dev`, the home and workspace writable; host homes, `/root`,
+//!   `$BOT_BOTTLE_HOME`, `~/.ssh`, the Docker socket and every host socket directory absent;
+//! * a network namespace with only `lo`, on which each [`Forward`] is a loopback port relayed
+//!   to its host Unix socket (no route, no DNS, no other address);
+//! * `no_new_privs`, an empty capability bounding set, Landlock (where the kernel has it:
+//!   read-only everywhere but home, workspace, `/tmp`, `/var/tmp`, `/dev`; signals and abstract
+//!   sockets scoped) and a seccomp deny list (see [`seccomp`]);
+//! * the agent's environment is exactly [`LaunchSpec::env`];
+//! * the bottle dies with its launcher, even on `kill -9` (PDEATHSIG chain + PID namespace).
+//!
+//! Any setup step that fails aborts the launch with the stage and reason: the agent never runs
+//! less isolated.
+//!
+//! Why our own code instead of `bwrap` or `hakoniwa`: the forwarder has to run inside the
+//! network namespace *after* the mount namespace is built but *before* privileges are dropped,
+//! holding descriptors that never appear in the bottle's tree; bwrap cannot host that step, and
+//! the libraries bring libseccomp (C) or hide the process tree we need for PDEATHSIG and exit
+//! codes. The syscalls go through `nix`, filters through `seccompiler` and `landlock`.
+//!
+//! As root, the agent's uid inside maps to host uid 0 without any capability, so the workspace
+//! (owned by root) stays writable; root-only files are still unreadable because the view masks
+//! everything that is not world-readable, and `/proc` is read-only. Running as a regular user
+//! is stronger still (the kernel's own permission checks apply on top).
+
+pub mod forward;
+pub mod os;
+pub mod plan;
+pub mod sandbox;
+pub mod seccomp;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use plan::{Secrets, default_system_dirs};
+pub use sandbox::{HELPER_SUBCOMMAND, helper_main};
+
+use crate::preflight::{self, BackendStatus};
+use crate::spec::{BottleStdio, LaunchSpec, StdioMode, WorkspaceMode};
+use crate::{
+    Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
+};
+
+/// How to start the in-bottle helper: an executable that calls [`helper_main`] when given
+/// `args` (for `bot-bottle`: its own path and [`HELPER_SUBCOMMAND`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperCommand {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl HelperCommand {
+    /// The running executable with the hidden `__bottle-init` subcommand.
+    pub fn current_exe() -> Result<HelperCommand, BackendError> {
+        let exe = std::env::current_exe().map_err(|source| BackendError::Io {
+            action: "find the bot-bottle executable",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        Ok(HelperCommand {
+            exe,
+            args: vec![HELPER_SUBCOMMAND.into()],
+        })
+    }
+}
+
+/// Configuration of the native backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeConfig {
+    /// The helper executable.
+    pub helper: HelperCommand,
+    /// Where per-bottle runtime records and root mount points live (host), e.g.
+    /// `$BOT_BOTTLE_HOME/run/native`.
+    pub runtime_dir: PathBuf,
+    /// Host directories shown read-only.
+    pub system_dirs: Vec<PathBuf>,
+    /// What must never be visible.
+    pub secrets: Secrets,
+    /// The agent's uid and gid inside the bottle.
+    pub inside_uid: u32,
+    pub inside_gid: u32,
+}
+
+impl NativeConfig {
+    /// The defaults for a user whose state lives in `bot_bottle_home`: runtime records under
+    /// `<bot_bottle_home>/run/native`; the real home (from `$HOME` and the password database),
+    /// `/root`, `$BOT_BOTTLE_HOME`, the usual credential directories, the Docker socket and
+    /// `/run` never visible.
+    pub fn new(helper: HelperCommand, bot_bottle_home: &Path) -> NativeConfig {
+        let mut homes: Vec<PathBuf> = Vec::new();
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            homes.push(PathBuf::from(home));
+        }
+        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::getuid()) {
+            homes.push(user.dir);
+        }
+        homes.push(PathBuf::from("/root"));
+        homes.sort();
+        homes.dedup();
+        let mut never_visible = homes.clone();
+        let mut private = vec![bot_bottle_home.to_path_buf()];
+        for home in &homes {
+            for dir in [".ssh", ".aws", ".config", ".gnupg", ".docker", ".kube", ".netrc"] {
+                private.push(home.join(dir));
+            }
+        }
+        never_visible.extend(private.iter().cloned());
+        never_visible.extend(
+            ["/var/run/docker.sock", "/run/docker.sock", "/run"]
+                .into_iter()
+                .map(PathBuf::from),
+        );
+        NativeConfig {
+            helper,
+            runtime_dir: bot_bottle_home.join("run").join("native"),
+            system_dirs: default_system_dirs(),
+            secrets: Secrets {
+                never_visible,
+                no_workspace_inside: private,
+            },
+            inside_uid: 1000,
+            inside_gid: 1000,
+        }
+    }
+}
+
+/// The native backend.
+#[derive(Debug, Clone)]
+pub struct NativeBackend {
+    config: NativeConfig,
+}
+
+/// What `launch` records about a running bottle (`<runtime_dir>/<identity>/bottle.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Record {
+    identity: String,
+    launcher_pid: i32,
+    launcher_start: u64,
+    helper_pid: i32,
+    helper_start: u64,
+    created: u64,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackendError {
+    let path = path.to_path_buf();
+    move |source| BackendError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The start time (clock ticks since boot) of a process, to tell it from a reused PID.
+fn process_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields after the command: state is field 3; starttime is field 22.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(pid: i32, start: u64) -> bool {
+    process_start(pid) == Some(start)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn valid_identity(identity: &str) -> bool {
+    !identity.is_empty()
+        && identity.len() <= 63
+        && identity
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !identity.starts_with('-')
+}
+
+impl NativeBackend {
+    pub fn new(config: NativeConfig) -> NativeBackend {
+        NativeBackend { config }
+    }
+
+    pub fn config(&self) -> &NativeConfig {
+        &self.config
+    }
+
+    fn bottle_dir(&self, identity: &str) -> PathBuf {
+        self.config.runtime_dir.join(identity)
+    }
+
+    fn read_record(&self, identity: &str) -> Option<Record> {
+        let text = std::fs::read_to_string(self.bottle_dir(identity).join("bottle.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn records(&self) -> Result<Vec<Record>, BackendError> {
+        let entries = match std::fs::read_dir(&self.config.runtime_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &self.config.runtime_dir)(e)),
+        };
+        let mut records: Vec<Record> = entries
+            .flatten()
+            .filter_map(|e| self.read_record(&e.file_name().to_string_lossy()))
+            .collect();
+        records.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(records)
+    }
+
+    fn validate(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
+        let invalid = |m: String| Err(BackendError::InvalidSpec(m));
+        if !valid_identity(&spec.identity) {
+            return invalid(format!(
+                "bottle identity `{}` must be 1-63 lowercase letters, digits or dashes",
+                spec.identity
+            ));
+        }
+        if spec.argv.is_empty() || spec.argv[0].is_empty() {
+            return invalid("the command to run is empty".into());
+        }
+        let mut ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
+        ports.sort_unstable();
+        if ports.contains(&0) || ports.windows(2).any(|w| w[0] == w[1]) {
+            return invalid(format!(
+                "forward ports must be non-zero and distinct, got {:?}",
+                spec.forwards.iter().map(|f| f.inside_port).collect::<Vec<_>>()
+            ));
+        }
+        for fwd in &spec.forwards {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::metadata(&fwd.host_unix_socket)
+                .is_ok_and(|m| m.file_type().is_socket());
+            if !is_socket {
+                return invalid(format!(
+                    "the sidecar socket {} does not exist or is not a Unix socket; is the sidecar running?",
+                    fwd.host_unix_socket.display()
+                ));
+            }
+        }
+        for (what, dir) in [
+            ("workspace", &spec.workspace.host),
+            ("home directory", &spec.home.host),
+        ] {
+            if !dir.is_dir() {
+                return invalid(format!("the {what} {} is not a directory", dir.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn workspace_source(&self, spec: &LaunchSpec) -> PathBuf {
+        match &spec.workspace.mode {
+            WorkspaceMode::Mount => spec.workspace.host.clone(),
+            WorkspaceMode::Copy { into } => into.clone(),
+        }
+    }
+
+    /// The mount plan this backend would apply for `spec`.
+    pub fn plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
+        plan::build(
+            spec,
+            &self.workspace_source(spec),
+            &self.config.system_dirs,
+            &self.config.secrets,
+            &os::RealHost,
+        )
+        .map_err(|e| BackendError::InvalidSpec(e.to_string()))
+    }
+
+    fn copy_workspace(spec: &LaunchSpec, into: &Path) -> Result<(), BackendError> {
+        if into.exists() {
+            return Ok(());
+        }
+        let partial = into.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(io_err("create", &partial))?;
+        let mut source = spec.workspace.host.clone().into_os_string();
+        source.push("/.");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
+            .arg("--")
+            .arg(&source)
+            .arg(&partial)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .status()
+            .map_err(|source| BackendError::Process {
+                action: "run cp to copy the workspace",
+                source,
+            })?;
+        if !status.success() {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(BackendError::Setup {
+                stage: "copy workspace".into(),
+                message: format!(
+                    "cp -a {} {} failed ({status})",
+                    spec.workspace.host.display(),
+                    into.display()
+                ),
+            });
+        }
+        std::fs::rename(&partial, into).map_err(io_err("rename", &partial))
+    }
+
+    fn spawn_helper(
+        &self,
+        req: &sandbox::HelperRequest,
+        stdio: BottleStdio,
+    ) -> Result<(Child, std::fs::File), BackendError> {
+        let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            BackendError::Process {
+                action: "create a pipe",
+                source: e.into(),
+            }
+        })?;
+        let (status_r, status_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                BackendError::Process {
+                    action: "create a pipe",
+                    source: e.into(),
+                }
+            })?;
+        let to_stdio = |mode: StdioMode| match mode {
+            StdioMode::Inherit => Stdio::inherit(),
+            StdioMode::Null => Stdio::null(),
+            StdioMode::Piped => Stdio::piped(),
+        };
+        let mut cmd = Command::new(&self.config.helper.exe);
+        cmd.args(&self.config.helper.args)
+            .env_clear()
+            .stdin(to_stdio(stdio.stdin))
+            .stdout(to_stdio(stdio.stdout))
+            .stderr(to_stdio(stdio.stderr));
+        let (r, w) = (req_r.as_raw_fd(), status_w.as_raw_fd());
+        // SAFETY: `child_setup` only makes async-signal-safe syscalls; both fds stay open in
+        // the parent until `spawn` returns.
+        unsafe {
+            cmd.pre_exec(move || sandbox::child_setup(r, w));
+        }
+        let child = cmd.spawn().map_err(|source| BackendError::Process {
+            action: "start the bottle helper",
+            source,
+        })?;
+        drop(req_r);
+        drop(status_w);
+        let json = serde_json::to_vec(req).map_err(|e| BackendError::Process {
+            action: "encode the bottle request",
+            source: std::io::Error::other(e),
+        })?;
+        let mut req_w = std::fs::File::from(req_w);
+        // The helper may have died already; its status tells why.
+        let _ = req_w.write_all(&json);
+        drop(req_w);
+        Ok((child, std::fs::File::from(status_r)))
+    }
+}
+
+/// Reads the helper's status lines until every copy of the pipe is closed.
+fn read_status(status: std::fs::File) -> Vec<sandbox::HelperStatus> {
+    BufReader::new(status)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect()
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(sandbox::SETUP_FAILED)
+}
+
+impl Backend for NativeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Native
+    }
+
+    fn preflight(&self) -> BackendStatus {
+        preflight::native(Some(self))
+    }
+
+    fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
+        self.validate(spec)?;
+        if let WorkspaceMode::Copy { into } = &spec.workspace.mode {
+            Self::copy_workspace(spec, into)?;
+        }
+        self.plan(spec).map(drop)
+    }
+
+    fn launch(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        self.prepare(spec)?;
+        let plan = self.plan(spec)?;
+        if spec.interactive && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+            return Err(BackendError::InvalidSpec(
+                "an interactive bottle needs a terminal on stdin".into(),
+            ));
+        }
+
+        let dir = self.bottle_dir(&spec.identity);
+        if let Some(record) = self.read_record(&spec.identity) {
+            if alive(record.helper_pid, record.helper_start) {
+                return Err(BackendError::InvalidSpec(format!(
+                    "bottle {} is already running; stop it first",
+                    spec.identity
+                )));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+
+        let launcher_pid = std::process::id() as i32;
+        let mut writable = vec![
+            spec.home.inside.clone(),
+            spec.workspace.inside.clone(),
+            PathBuf::from("/tmp"),
+            PathBuf::from("/var/tmp"),
+            PathBuf::from("/dev"),
+        ];
+        writable.dedup();
+        let req = sandbox::HelperRequest {
+            spec: spec.clone(),
+            plan,
+            root,
+            launcher_pid,
+            inside_uid: self.config.inside_uid,
+            inside_gid: self.config.inside_gid,
+            writable,
+        };
+        let foreground = if spec.interactive {
+            nix::unistd::tcgetpgrp(std::io::stdin()).ok()
+        } else {
+            None
+        };
+        let (mut child, status) = self.spawn_helper(&req, stdio)?;
+
+        let record = Record {
+            identity: spec.identity.clone(),
+            launcher_pid,
+            launcher_start: process_start(launcher_pid).unwrap_or(0),
+            helper_pid: child.id() as i32,
+            helper_start: process_start(child.id() as i32).unwrap_or(0),
+            created: now(),
+        };
+        let record_path = dir.join("bottle.json");
+        if let Ok(json) = serde_json::to_vec_pretty(&record) {
+            let tmp = dir.join("bottle.json.tmp");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &record_path);
+            }
+        }
+
+        let lines = read_status(status);
+        let started = lines.iter().find_map(|l| match l {
+            sandbox::HelperStatus::Started { landlock } => Some(landlock.clone()),
+            sandbox::HelperStatus::Failed { .. } => None,
+        });
+        let failed = lines.into_iter().find_map(|l| match l {
+            sandbox::HelperStatus::Failed { stage, message } => Some((stage, message)),
+            sandbox::HelperStatus::Started { .. } => None,
+        });
+        if failed.is_some() || started.is_none() {
+            let _ = child.kill();
+            let code = child.wait().map(exit_code).unwrap_or(sandbox::SETUP_FAILED);
+            let _ = std::fs::remove_dir_all(&dir);
+            restore_foreground(foreground);
+            let (stage, message) = failed.unwrap_or_else(|| {
+                (
+                    "start".to_owned(),
+                    format!("the bottle helper exited ({code}) before the agent started"),
+                )
+            });
+            return Err(BackendError::Setup { stage, message });
+        }
+        tracing::debug!(identity = %spec.identity, landlock = ?started, "bottle started");
+        Ok(Box::new(NativeBottle {
+            identity: spec.identity.clone(),
+            child,
+            dir,
+            foreground,
+            landlock: started.unwrap_or_default(),
+            done: false,
+        }))
+    }
+
+    fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the native backend runs the agent on the terminal of the `start` that launched it; there is no separate console to attach to bottle {identity}"
+        )))
+    }
+
+    fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
+        let Some(record) = self.read_record(identity) else {
+            return Ok(false);
+        };
+        if !alive(record.helper_pid, record.helper_start) {
+            return Ok(false);
+        }
+        let pid = nix::unistd::Pid::from_raw(record.helper_pid);
+        let signal = |sig| {
+            nix::sys::signal::kill(pid, sig).map_err(|e| BackendError::Process {
+                action: "signal the bottle",
+                source: e.into(),
+            })
+        };
+        signal(nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if !alive(record.helper_pid, record.helper_start) {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(record.helper_pid, record.helper_start) {
+            signal(nix::sys::signal::Signal::SIGKILL)?;
+        }
+        Ok(true)
+    }
+
+    fn list(&self) -> Result<Vec<BottleInfo>, BackendError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .map(|r| {
+                let running = alive(r.helper_pid, r.helper_start);
+                BottleInfo {
+                    identity: r.identity,
+                    backend: BackendKind::Native,
+                    running,
+                    orphaned: running && !alive(r.launcher_pid, r.launcher_start),
+                    created: r.created,
+                }
+            })
+            .collect())
+    }
+
+    fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
+        let mut actions = Vec::new();
+        for info in self.list()? {
+            let dir = self.bottle_dir(&info.identity);
+            if info.orphaned {
+                if !dry_run {
+                    self.stop(&info.identity, Duration::from_secs(2))?;
+                }
+                actions.push(CleanupAction::KilledOrphan {
+                    identity: info.identity.clone(),
+                });
+            } else if info.running {
+                continue;
+            }
+            if !dry_run {
+                // The root mount point is an empty directory on the host (the mounts live only
+                // in the bottle's namespace).
+                std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            }
+            actions.push(CleanupAction::RemovedRuntimeDir {
+                identity: info.identity,
+                path: dir,
+            });
+        }
+        Ok(actions)
+    }
+}
+
+fn restore_foreground(pgrp: Option<nix::unistd::Pid>) {
+    let Some(pgrp) = pgrp else { return };
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_ok() {
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), pgrp);
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+}
+
+/// A running native bottle (the launcher's handle on the outer helper).
+#[derive(Debug)]
+pub struct NativeBottle {
+    identity: String,
+    child: Child,
+    dir: PathBuf,
+    foreground: Option<nix::unistd::Pid>,
+    landlock: String,
+    done: bool,
+}
+
+impl NativeBottle {
+    /// How far Landlock is enforced in this bottle (`fully enforced`, `partially enforced`,
+    /// `not available`).
+    pub fn landlock(&self) -> &str {
+        &self.landlock
+    }
+
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            restore_foreground(self.foreground);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl RunningBottle for NativeBottle {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn take_stdin(&mut self) -> Option<Box<dyn Write + Send>> {
+        self.child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Write + Send>)
+    }
+
+    fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)
+    }
+
+    fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)
+    }
+
+    fn wait(&mut self) -> Result<BottleExit, BackendError> {
+        let status = self.child.wait().map_err(|source| BackendError::Process {
+            action: "wait for the bottle",
+            source,
+        })?;
+        self.finish();
+        Ok(BottleExit {
+            code: exit_code(status),
+        })
+    }
+
+    fn terminate(&mut self) -> Result<(), BackendError> {
+        if self.done {
+            return Ok(());
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(|e| {
+            BackendError::Process {
+                action: "signal the bottle",
+                source: e.into(),
+            }
+        })
+    }
+
+    fn kill(&mut self) -> Result<(), BackendError> {
+        if self.done {
+            return Ok(());
+        }
+        self.child.kill().map_err(|source| BackendError::Process {
+            action: "kill the bottle",
+            source,
+        })
+    }
+}
+
+impl Drop for NativeBottle {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_hostname_safe() {
+        assert!(valid_identity("claude-1a2b3"));
+        assert!(!valid_identity("Claude"));
+        assert!(!valid_identity("a/b"));
+        assert!(!valid_identity(""));
+        assert!(!valid_identity("-x"));
+    }
+
+    #[test]
+    fn start_time_of_this_process_is_readable() {
+        let pid = std::process::id() as i32;
+        assert!(process_start(pid).is_some());
+        assert!(alive(pid, process_start(pid).unwrap()));
+        assert!(!alive(pid, process_start(pid).unwrap() + 1));
+    }
+
+    #[test]
+    fn default_config_hides_home_state_and_credentials() {
+        let cfg = NativeConfig::new(
+            HelperCommand {
+                exe: "/x".into(),
+                args: vec![],
+            },
+            Path::new("/h/.bot-bottle"),
+        );
+        assert_eq!(cfg.runtime_dir, PathBuf::from("/h/.bot-bottle/run/native"));
+        for p in ["/root", "/h/.bot-bottle", "/run", "/var/run/docker.sock"] {
+            assert!(
+                cfg.secrets.never_visible.contains(&PathBuf::from(p)),
+                "{p} missing"
+            );
+        }
+        assert!(
+            cfg.secrets
+                .no_workspace_inside
+                .contains(&PathBuf::from("/root/.ssh"))
+        );
+    }
+}

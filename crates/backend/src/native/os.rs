@@ -1,0 +1,355 @@
+//! The kernel seam of the native backend: every mount the bottle makes goes through [`Os`], so
+//! the mount plan can be checked against a recording fake; [`RealOs`] does the syscalls and is
+//! exercised by the integration tests with real namespaces.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
+
+use super::plan::{HostKind, HostView};
+
+/// What a mount point must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum NodeKind {
+    Dir,
+    File,
+}
+
+/// Mount-namespace operations the bottle needs.
+pub trait Os {
+    /// Creates `path` (and its parents) as an empty directory or file unless it exists.
+    fn ensure_mountpoint(&mut self, path: &Path, kind: NodeKind) -> io::Result<()>;
+    /// Mounts an empty tmpfs (nosuid, nodev).
+    fn mount_tmpfs(&mut self, target: &Path, mode: u32) -> io::Result<()>;
+    /// Bind-mounts `source` (recursively) on `target`.
+    fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()>;
+    /// Makes the mount tree at `target` read-only, nosuid and nodev, recursively.
+    fn make_read_only(&mut self, target: &Path) -> io::Result<()>;
+    /// Makes the mount tree at `target` nosuid and nodev, recursively.
+    fn make_nosuid_nodev(&mut self, target: &Path) -> io::Result<()>;
+    /// Remounts the single mount at `target` read-only (for the bottle's own tmpfs mounts).
+    fn remount_read_only(&mut self, target: &Path) -> io::Result<()>;
+    /// Creates a symlink at `path` pointing to `points_to`.
+    fn symlink(&mut self, points_to: &Path, path: &Path) -> io::Result<()>;
+    /// Mounts a new procfs (read-only, nosuid, nodev, noexec).
+    fn mount_proc(&mut self, target: &Path) -> io::Result<()>;
+    /// Mounts a new devpts instance.
+    fn mount_devpts(&mut self, target: &Path) -> io::Result<()>;
+}
+
+/// The real syscalls.
+#[derive(Debug, Default)]
+pub struct RealOs;
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+
+/// `struct mount_attr` of `mount_setattr(2)` (Linux 5.12).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)` with `AT_RECURSIVE`: neither `nix` nor `rustix` wrap it yet.
+fn mount_setattr_recursive(target: &Path, set: u64) -> io::Result<()> {
+    let path = cpath(target)?;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `attr` a properly sized, initialised
+    // `struct mount_attr` that outlives the call; the kernel only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn with_path(err: nix::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(
+        io::Error::from(err).kind(),
+        format!("{what} {}: {err}", path.display()),
+    )
+}
+
+impl Os for RealOs {
+    fn ensure_mountpoint(&mut self, path: &Path, kind: NodeKind) -> io::Result<()> {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Ok(());
+        }
+        let annotate = |e: io::Error| io::Error::new(e.kind(), format!("create {}: {e}", path.display()));
+        match kind {
+            NodeKind::Dir => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(path)
+                .map_err(annotate),
+            NodeKind::File => {
+                if let Some(parent) = path.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(parent)
+                        .map_err(annotate)?;
+                }
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o644)
+                    .open(path)
+                    .map(drop)
+                    .map_err(annotate)
+            }
+        }
+    }
+
+    fn mount_tmpfs(&mut self, target: &Path, mode: u32) -> io::Result<()> {
+        let data = format!("mode={mode:o}");
+        mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .map_err(|e| with_path(e, "mount tmpfs on", target))
+    }
+
+    fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| with_path(e, &format!("bind {} on", source.display()), target))
+    }
+
+    fn make_read_only(&mut self, target: &Path) -> io::Result<()> {
+        mount_setattr_recursive(
+            target,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("make {} read-only: {e}", target.display())))
+    }
+
+    fn make_nosuid_nodev(&mut self, target: &Path) -> io::Result<()> {
+        mount_setattr_recursive(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            .map_err(|e| io::Error::new(e.kind(), format!("make {} nosuid: {e}", target.display())))
+    }
+
+    fn remount_read_only(&mut self, target: &Path) -> io::Result<()> {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| with_path(e, "remount read-only", target))
+    }
+
+    fn symlink(&mut self, points_to: &Path, path: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(points_to, path)
+            .map_err(|e| io::Error::new(e.kind(), format!("symlink {}: {e}", path.display())))
+    }
+
+    fn mount_proc(&mut self, target: &Path) -> io::Result<()> {
+        mount(
+            Some("proc"),
+            target,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| with_path(e, "mount proc on", target))
+    }
+
+    fn mount_devpts(&mut self, target: &Path) -> io::Result<()> {
+        mount(
+            Some("devpts"),
+            target,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+        .map_err(|e| with_path(e, "mount devpts on", target))
+    }
+}
+
+/// The real host, read through `std::fs`.
+#[derive(Debug, Default)]
+pub struct RealHost;
+
+impl HostView for RealHost {
+    fn kind(&self, path: &Path) -> Option<HostKind> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        let ft = meta.file_type();
+        Some(if ft.is_symlink() {
+            HostKind::Symlink(std::fs::read_link(path).ok()?)
+        } else if ft.is_dir() {
+            HostKind::Dir
+        } else if ft.is_file() {
+            HostKind::File
+        } else {
+            HostKind::Other
+        })
+    }
+
+    fn unshareable_entries(&self, dir: &Path) -> Vec<(PathBuf, NodeKind)> {
+        use std::os::unix::fs::FileTypeExt;
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(current) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&current) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let ft = meta.file_type();
+                let mode = meta.mode();
+                if ft.is_symlink() {
+                    continue;
+                }
+                if ft.is_dir() {
+                    // A directory others cannot list or enter is hidden whole.
+                    if mode & 0o005 != 0o005 {
+                        found.push((path, NodeKind::Dir));
+                    } else {
+                        stack.push(path);
+                    }
+                } else if ft.is_socket() || mode & 0o004 == 0 {
+                    found.push((path, NodeKind::File));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// Records every call as a short line, e.g. `bind /usr /r/usr`.
+    #[derive(Debug, Default)]
+    pub struct RecordingOs {
+        pub calls: Vec<String>,
+    }
+
+    impl Os for RecordingOs {
+        fn ensure_mountpoint(&mut self, path: &Path, kind: NodeKind) -> io::Result<()> {
+            let k = match kind {
+                NodeKind::Dir => "dir",
+                NodeKind::File => "file",
+            };
+            self.calls
+                .push(format!("mountpoint {k} {}", path.display()));
+            Ok(())
+        }
+        fn mount_tmpfs(&mut self, target: &Path, mode: u32) -> io::Result<()> {
+            self.calls
+                .push(format!("tmpfs {} {mode:o}", target.display()));
+            Ok(())
+        }
+        fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
+            self.calls.push(format!(
+                "bind {} {}",
+                source.display(),
+                target.display()
+            ));
+            Ok(())
+        }
+        fn make_read_only(&mut self, target: &Path) -> io::Result<()> {
+            self.calls.push(format!("read-only {}", target.display()));
+            Ok(())
+        }
+        fn make_nosuid_nodev(&mut self, target: &Path) -> io::Result<()> {
+            self.calls
+                .push(format!("nosuid-nodev {}", target.display()));
+            Ok(())
+        }
+        fn remount_read_only(&mut self, target: &Path) -> io::Result<()> {
+            self.calls
+                .push(format!("remount read-only {}", target.display()));
+            Ok(())
+        }
+        fn symlink(&mut self, points_to: &Path, path: &Path) -> io::Result<()> {
+            self.calls.push(format!(
+                "symlink {} {}",
+                points_to.display(),
+                path.display()
+            ));
+            Ok(())
+        }
+        fn mount_proc(&mut self, target: &Path) -> io::Result<()> {
+            self.calls.push(format!("proc {}", target.display()));
+            Ok(())
+        }
+        fn mount_devpts(&mut self, target: &Path) -> io::Result<()> {
+            self.calls.push(format!("devpts {}", target.display()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn real_host_finds_unreadable_files_and_sockets() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("public"), "x").unwrap();
+        std::fs::write(d.join("secret"), "x").unwrap();
+        std::fs::set_permissions(d.join("secret"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        std::fs::create_dir(d.join("private")).unwrap();
+        std::fs::set_permissions(d.join("private"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(d.join("sub/agent.sock")).unwrap();
+        let found = RealHost.unshareable_entries(d);
+        assert_eq!(
+            found,
+            vec![
+                (d.join("private"), NodeKind::Dir),
+                (d.join("secret"), NodeKind::File),
+                (d.join("sub/agent.sock"), NodeKind::File),
+            ]
+        );
+    }
+}

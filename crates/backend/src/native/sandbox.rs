@@ -1,0 +1,550 @@
+//! The in-bottle helper: the process tree that builds a native bottle and runs the agent in it.
+//!
+//! ```text
+//! launcher (`bot-bottle start`, the caller of `NativeBackend::launch`)
+//!  └─ outer helper   re-executed binary (`helper_main`), host PID namespace; PDEATHSIG ← launcher
+//!      │             unshare(user, mount, pid, net, uts, ipc); uid/gid map; hostname
+//!      └─ init       PID 1 of the bottle; PDEATHSIG ← outer
+//!          │         mounts the plan, pivot_root, brings `lo` up, binds the forward ports,
+//!          │         then drops every capability, sets no_new_privs + seccomp and becomes the
+//!          │         forwarder (threads) and reaper; exits with the agent's exit code
+//!          └─ agent  PDEATHSIG ← init; own session (or the terminal's foreground group);
+//!                    bounding set dropped, no_new_privs, Landlock, seccomp, exact env; execve
+//! ```
+//!
+//! Teardown: the launcher dies (even `kill -9`) → the outer helper gets SIGKILL → init gets
+//! SIGKILL → the kernel kills every process of the PID namespace. The agent exits → init exits
+//! with its code → the outer helper exits with it → the launcher sees it.
+//!
+//! Why re-execute instead of forking the launcher: the launcher may be multi-threaded (tokio),
+//! where only async-signal-safe calls are allowed between `fork` and `exec`; the helper is a
+//! fresh single-threaded process that can fork, mount and allocate freely.
+//!
+//! The forwarder: each sidecar's host Unix socket is opened as an `O_PATH` descriptor by init
+//! *before* `pivot_root`, so the socket never appears in the bottle's mount tree; init accepts
+//! on `127.0.0.1:<port>` in the bottle's network namespace and connects through
+//! `/proc/self/fd/<n>`. Init is non-dumpable and holds no capability after setup, so the agent
+//! (same uid, no capabilities, seccomp without `ptrace`) can neither read `/proc/1/fd` nor
+//! signal or trace it (Landlock's signal scope, where available, forbids even the signals).
+//!
+//! Protocol with the launcher: fd 3 carries the JSON [`HelperRequest`]; fd 4 (close-on-exec)
+//! receives JSON lines of [`HelperStatus`]. The launcher reads fd 4 to end-of-file, which
+//! happens when the agent's `execve` closes the last copy: it then knows whether the agent
+//! started, and if not, which stage failed.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use super::forward;
+use super::os::RealOs;
+use super::plan::{self, MountOp};
+use super::seccomp;
+use crate::spec::LaunchSpec;
+
+/// File descriptor of the request pipe in the helper.
+pub const REQUEST_FD: RawFd = 3;
+/// File descriptor of the status pipe in the helper.
+pub const STATUS_FD: RawFd = 4;
+/// Exit code of the helper when the bottle could not be set up.
+pub const SETUP_FAILED: i32 = 125;
+
+/// What the launcher sends the helper.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HelperRequest {
+    pub spec: LaunchSpec,
+    pub plan: Vec<MountOp>,
+    /// The host directory the root tmpfs is mounted on.
+    pub root: PathBuf,
+    /// The launcher's PID: the helper refuses to run if it is already orphaned.
+    pub launcher_pid: i32,
+    pub inside_uid: u32,
+    pub inside_gid: u32,
+    /// Paths (inside) the agent may write, for Landlock.
+    pub writable: Vec<PathBuf>,
+}
+
+/// Lines the helper writes on the status pipe.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HelperStatus {
+    /// The agent is about to `execve`; `landlock` says how far Landlock is enforced.
+    Started { landlock: String },
+    /// A setup stage failed; nothing of the agent ran.
+    Failed { stage: String, message: String },
+}
+
+struct Failure {
+    stage: &'static str,
+    message: String,
+}
+
+fn fail<E: std::fmt::Display>(stage: &'static str) -> impl FnOnce(E) -> Failure {
+    move |e| Failure {
+        stage,
+        message: e.to_string(),
+    }
+}
+
+fn report(status: &mut File, line: &HelperStatus) {
+    if let Ok(mut json) = serde_json::to_vec(line) {
+        json.push(b'\n');
+        let _ = status.write_all(&json);
+    }
+}
+
+fn report_failure(status: &mut File, failure: Failure) {
+    report(
+        status,
+        &HelperStatus::Failed {
+            stage: failure.stage.to_owned(),
+            message: failure.message,
+        },
+    );
+}
+
+/// Entry point of the helper. `bot-bottle` calls this for its hidden `__bottle-init`
+/// subcommand (before anything else: no threads, no logging); never returns.
+pub fn helper_main() -> ! {
+    // SAFETY: fd 4 is the status pipe handed over by the launcher (see `launch`); nothing else
+    // in this fresh process owns it.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    let code = match outer(&mut status) {
+        Ok(code) => code,
+        Err(failure) => {
+            report_failure(&mut status, failure);
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = CHILD_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; `pid` is our direct child.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn forward_signals_to(pid: Pid) -> Result<(), Failure> {
+    CHILD_PID.store(pid.as_raw(), Ordering::Relaxed);
+    let action = signal::SigAction::new(
+        SigHandler::Handler(forward_signal),
+        signal::SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        // SAFETY: the handler only loads an atomic and calls kill(2).
+        unsafe { signal::sigaction(sig, &action) }.map_err(fail("signal handlers"))?;
+    }
+    Ok(())
+}
+
+fn set_pdeathsig() -> Result<(), Failure> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("parent-death signal"))
+}
+
+fn read_request() -> Result<HelperRequest, Failure> {
+    // SAFETY: fd 3 is the request pipe handed over by the launcher; we take ownership once.
+    let mut pipe = unsafe { File::from_raw_fd(REQUEST_FD) };
+    let mut buf = Vec::new();
+    pipe.read_to_end(&mut buf).map_err(fail("read request"))?;
+    serde_json::from_slice(&buf).map_err(fail("read request"))
+}
+
+fn outer(status: &mut File) -> Result<i32, Failure> {
+    set_cloexec(status.as_raw_fd()).map_err(fail("status pipe"))?;
+    let req = read_request()?;
+    set_pdeathsig()?;
+    if nix::unistd::getppid().as_raw() != req.launcher_pid {
+        return Err(Failure {
+            stage: "start",
+            message: "the launcher exited before the bottle started".into(),
+        });
+    }
+    nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
+
+    let host_uid = nix::unistd::getuid();
+    let host_gid = nix::unistd::getgid();
+    if host_uid.is_root() {
+        // Root's supplementary groups would stay effective inside; unprivileged users cannot
+        // drop theirs, which is why the plan masks everything not world-readable.
+        nix::unistd::setgroups(&[]).map_err(fail("drop supplementary groups"))?;
+    }
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWUSER
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(|e| Failure {
+        stage: "namespaces",
+        message: format!(
+            "unshare: {e} (user namespaces unavailable? run `bot-bottle doctor` for the fix)"
+        ),
+    })?;
+    std::fs::write("/proc/self/setgroups", "deny").map_err(fail("user namespace: setgroups"))?;
+    std::fs::write(
+        "/proc/self/uid_map",
+        format!("{} {} 1\n", req.inside_uid, host_uid.as_raw()),
+    )
+    .map_err(fail("user namespace: uid_map"))?;
+    std::fs::write(
+        "/proc/self/gid_map",
+        format!("{} {} 1\n", req.inside_gid, host_gid.as_raw()),
+    )
+    .map_err(fail("user namespace: gid_map"))?;
+    nix::unistd::sethostname(&req.spec.identity).map_err(fail("hostname"))?;
+
+    // SAFETY: the helper is single-threaded (a fresh process that started no thread).
+    match unsafe { nix::unistd::fork() }.map_err(fail("fork init"))? {
+        ForkResult::Child => {
+            let code = match init(&req, status) {
+                Ok(code) => code,
+                Err(failure) => {
+                    report_failure(status, failure);
+                    SETUP_FAILED
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => {
+            // Our copy of the status pipe must close so the launcher sees end-of-file.
+            let _ = nix::unistd::close(STATUS_FD);
+            forward_signals_to(child)?;
+            Ok(wait_for(child))
+        }
+    }
+}
+
+/// Waits for `child` and maps its end to a shell-style exit code.
+fn wait_for(child: Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return SETUP_FAILED,
+        }
+    }
+}
+
+fn set_cloexec(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: the descriptor is open for the lifetime of this call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
+}
+
+/// PID 1 of the bottle.
+fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
+    set_pdeathsig()?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("make mounts private"))?;
+
+    // The sidecar sockets, opened while the host tree is still visible.
+    let mut sockets = Vec::new();
+    for fwd in &req.spec.forwards {
+        sockets.push(forward::open_socket(&fwd.host_unix_socket).map_err(fail("forward"))?);
+    }
+
+    plan::apply(&req.plan, &req.root, &mut RealOs).map_err(fail("mounts"))?;
+    enter_root(&req.root).map_err(fail("pivot_root"))?;
+    forward::loopback_up().map_err(fail("loopback"))?;
+
+    let mut listeners = Vec::new();
+    for (fwd, socket) in req.spec.forwards.iter().zip(sockets) {
+        let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, fwd.inside_port))
+            .map_err(fail("forward: listen"))?;
+        listeners.push((v4, socket.clone()));
+        // IPv6 may be disabled in the kernel; `localhost` then means 127.0.0.1 only.
+        if let Ok(v6) = TcpListener::bind((Ipv6Addr::LOCALHOST, fwd.inside_port)) {
+            listeners.push((v6, socket));
+        }
+    }
+
+    // SAFETY: init is single-threaded here (forwarder threads start after this fork).
+    match unsafe { nix::unistd::fork() }.map_err(fail("fork agent"))? {
+        ForkResult::Child => {
+            drop(listeners);
+            let failure = match agent(req, status) {
+                Ok(never) => match never {},
+                Err(failure) => failure,
+            };
+            report_failure(status, failure);
+            std::process::exit(127)
+        }
+        ForkResult::Parent { child } => {
+            let _ = nix::unistd::close(STATUS_FD);
+            drop_privileges().map_err(fail("drop privileges"))?;
+            // Seccomp for init too: it only accepts, connects and copies from here on.
+            let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
+            seccomp::install(&programs).map_err(fail("seccomp"))?;
+            forward_signals_to(child)?;
+            forward::serve(listeners);
+            Ok(reap(child))
+        }
+    }
+}
+
+/// Makes the prepared root the process's `/` and detaches the host tree.
+fn enter_root(root: &Path) -> nix::Result<()> {
+    nix::unistd::chdir(root)?;
+    nix::unistd::pivot_root(".", ".")?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
+    nix::unistd::chdir("/")
+}
+
+/// Reaps every process of the bottle until the agent ends; a stopped agent (Ctrl-Z, which has
+/// no shell to resume it) is continued.
+fn reap(agent: Pid) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == agent => return code,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == agent => return 128 + sig as i32,
+            Ok(WaitStatus::Stopped(pid, _)) if pid == agent => {
+                let _ = signal::kill(agent, Signal::SIGCONT);
+            }
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return SETUP_FAILED,
+        }
+    }
+}
+
+/// No capability left, none can come back.
+fn drop_privileges() -> std::io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; unknown numbers return EINVAL.
+        unsafe {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+    }
+    clear_capabilities()?;
+    nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from)
+}
+
+fn clear_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) reads a v3 header and two data structs, both valid for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &header as *const CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn reset_signals() -> Result<(), Failure> {
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+    }
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(fail("signal mask"))
+}
+
+fn take_terminal() -> nix::Result<()> {
+    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+    // Changing the foreground group from a background group raises SIGTTOU unless blocked.
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old))?;
+    let result = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    result
+}
+
+fn apply_landlock(writable: &[PathBuf]) -> Result<String, Failure> {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+        path_beneath_rules,
+    };
+    let abi = ABI::V6;
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.scope(Scope::from_all(abi)))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
+        .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_all(abi))))
+        .and_then(|r| r.restrict_self())
+        .map_err(fail("landlock"))?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => "fully enforced",
+        RulesetStatus::PartiallyEnforced => "partially enforced",
+        RulesetStatus::NotEnforced => "not available",
+    }
+    .to_owned())
+}
+
+fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, Failure> {
+    CString::new(bytes).map_err(|_| Failure {
+        stage: "command",
+        message: format!("{what} contains a NUL byte"),
+    })
+}
+
+/// The agent: final restrictions, then `execve` with exactly the spec's environment.
+fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infallible, Failure> {
+    set_pdeathsig()?;
+    reset_signals()?;
+    if req.spec.interactive {
+        take_terminal().map_err(|e| Failure {
+            stage: "terminal",
+            message: format!("{e}: an interactive bottle needs a terminal on stdin"),
+        })?;
+    } else {
+        nix::unistd::setsid().map_err(fail("session"))?;
+    }
+    nix::unistd::chdir(&req.spec.workspace.inside).map_err(fail("workspace"))?;
+
+    let command = req.spec.argv.first().map(String::as_str).unwrap_or_default();
+    let path = req.spec.env.get("PATH").map(String::as_str);
+    let program = resolve_program(command, path, &is_executable).ok_or_else(|| Failure {
+        stage: "command",
+        message: format!(
+            "`{command}` not found in the bottle (PATH={})",
+            path.unwrap_or("")
+        ),
+    })?;
+    let program_c = cstring(program.as_os_str().as_bytes(), "the command")?;
+    let argv: Vec<CString> = req
+        .spec
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes(), "an argument"))
+        .collect::<Result<_, _>>()?;
+    let env: Vec<CString> = req
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes(), "an environment variable"))
+        .collect::<Result<_, _>>()?;
+    let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
+
+    drop_privileges().map_err(fail("drop privileges"))?;
+    let landlock = apply_landlock(&req.writable)?;
+    seccomp::install(&programs).map_err(fail("seccomp"))?;
+    report(status, &HelperStatus::Started { landlock });
+    let err = nix::unistd::execve(&program_c, &argv, &env).err();
+    Err(Failure {
+        stage: "exec",
+        message: format!(
+            "{}: {}",
+            program.display(),
+            err.map(|e| e.desc()).unwrap_or("exec failed")
+        ),
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds `command` the way `execvp` would, in `path` (a `PATH` value).
+pub fn resolve_program(
+    command: &str,
+    path: Option<&str>,
+    exists: &dyn Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    if command.contains('/') {
+        return Some(PathBuf::from(command));
+    }
+    path?
+        .split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(command))
+        .find(|candidate| exists(candidate))
+}
+
+/// Used by the launcher to set the child up between `fork` and `exec`: moves the two pipe ends
+/// to fds 3 and 4 and arms the parent-death signal. Async-signal-safe (raw libc calls only).
+///
+/// # Safety
+/// Must only be called in the child of a `fork`, with `request` and `status` open.
+pub unsafe fn child_setup(request: RawFd, status: RawFd) -> std::io::Result<()> {
+    // SAFETY: plain fd syscalls on descriptors the caller guarantees are open. Duplicating
+    // above 10 first avoids clobbering when a source already is 3 or 4.
+    unsafe {
+        let r = libc::fcntl(request, libc::F_DUPFD_CLOEXEC, 10);
+        let s = libc::fcntl(status, libc::F_DUPFD_CLOEXEC, 10);
+        if r < 0 || s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(r, REQUEST_FD) < 0 || libc::dup2(s, STATUS_FD) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Helper arguments for `bot-bottle`: the hidden subcommand that calls [`helper_main`].
+pub const HELPER_SUBCOMMAND: &str = "__bottle-init";

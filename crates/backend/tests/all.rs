@@ -1,0 +1,3 @@
+//! Integration tests of the backends with real kernel namespaces (one test binary).
+
+mod suite;
