@@ -6,9 +6,10 @@
 //! manifests, egress, the git gate or supervise: the caller (`bot-bottle start`) prepares the
 //! home directory, the files and the sidecar sockets and hands over their paths.
 //!
-//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon). The other
-//! backends only have their [`preflight`] checks so far.
+//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
+//! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
 
+pub mod docker;
 pub mod native;
 pub mod preflight;
 mod spec;
@@ -16,7 +17,9 @@ mod spec;
 use std::io::{Read, Write};
 
 pub use preflight::{BackendStatus, Check};
-pub use spec::{BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, StdioMode, Workspace, WorkspaceMode};
+pub use spec::{
+    BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, StdioMode, Workspace, WorkspaceMode,
+};
 
 /// The isolation backends bot-bottle knows about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,7 +110,18 @@ pub enum CleanupAction {
     /// An orphaned bottle whose launcher died was killed.
     KilledOrphan { identity: String },
     /// The runtime directory of a bottle that is no longer running was removed.
-    RemovedRuntimeDir { identity: String, path: std::path::PathBuf },
+    RemovedRuntimeDir {
+        identity: String,
+        path: std::path::PathBuf,
+    },
+    /// A leftover container (docker) was removed.
+    RemovedContainer { name: String },
+    /// A leftover network (docker) was removed.
+    RemovedNetwork { name: String },
+    /// A leftover volume (docker) was removed.
+    RemovedVolume { name: String },
+    /// A dangling image built by bot-bottle (docker) was removed.
+    RemovedImage { id: String },
 }
 
 /// A started bottle. Dropping it without [`RunningBottle::wait`] kills the bottle: a bottle never
@@ -175,7 +189,10 @@ pub enum BackendError {
     InvalidSpec(String),
     /// This backend cannot run on this machine; the message carries the fix.
     #[error("the {backend} backend is not usable here: {reason}")]
-    Unavailable { backend: BackendKind, reason: String },
+    Unavailable {
+        backend: BackendKind,
+        reason: String,
+    },
     /// The operation is not supported by this backend.
     #[error("{0}")]
     Unsupported(String),

@@ -75,7 +75,11 @@ impl BackendStatus {
     /// One line for `doctor`: `native: usable (…)` or `native: not usable: … ; fix: …`.
     pub fn line(&self) -> String {
         let failed: Vec<&Check> = self.checks.iter().filter(|c| !c.ok && c.required).collect();
-        let warnings: Vec<&Check> = self.checks.iter().filter(|c| !c.ok && !c.required).collect();
+        let warnings: Vec<&Check> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok && !c.required)
+            .collect();
         let mut line = if self.usable {
             let passed: Vec<String> = self
                 .checks
@@ -232,7 +236,10 @@ fn probe(backend: &NativeBackend) -> Result<String, String> {
         if exit.code == 0 {
             Ok("a test bottle ran".to_owned())
         } else {
-            Err(format!("a test bottle running `true` exited with {}", exit.code))
+            Err(format!(
+                "a test bottle running `true` exited with {}",
+                exit.code
+            ))
         }
     })();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -303,7 +310,11 @@ pub fn diagnose_native(f: &NativeFacts) -> BackendStatus {
             } else {
                 "see the error above; `unshare -Urmpnf --mount-proc true` shows whether the kernel allows these namespaces".to_owned()
             };
-            checks.push(Check::fail("probe", format!("a test bottle failed: {error}"), fix));
+            checks.push(Check::fail(
+                "probe",
+                format!("a test bottle failed: {error}"),
+                fix,
+            ));
         }
         None => {}
     }
@@ -318,6 +329,8 @@ pub struct DockerFacts {
     pub daemon: Option<bool>,
     /// Whether this build has the docker backend.
     pub built: bool,
+    /// The OCI runtimes the daemon lists (`runsc` means gVisor is used automatically).
+    pub runtimes: Vec<String>,
 }
 
 impl DockerFacts {
@@ -326,15 +339,42 @@ impl DockerFacts {
             .ok()
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-        let daemon = socket
-            .exists()
-            .then(|| std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        let info = socket.exists().then(|| docker_info(&socket));
         DockerFacts {
             cli: find_in_path("docker"),
-            daemon,
-            built: false,
+            daemon: info.as_ref().map(Option::is_some),
+            built: true,
+            runtimes: info
+                .flatten()
+                .and_then(|info| {
+                    info.get("Runtimes")
+                        .and_then(|r| r.as_object())
+                        .map(|r| r.keys().cloned().collect())
+                })
+                .unwrap_or_default(),
         }
     }
+}
+
+/// `GET /info` on the daemon socket (a plain HTTP/1.0 request: no client runtime needed for a
+/// preflight); `None` when the daemon does not answer with JSON.
+fn docker_info(socket: &Path) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let timeout = Some(std::time::Duration::from_secs(5));
+    stream.set_read_timeout(timeout).ok()?;
+    stream.set_write_timeout(timeout).ok()?;
+    stream
+        .write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
 }
 
 pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
@@ -361,6 +401,17 @@ pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
             ),
         },
     ];
+    if f.daemon == Some(true) {
+        checks.push(if f.runtimes.iter().any(|r| r == "runsc") {
+            Check::pass("runtime", "runtime runsc (gVisor)")
+        } else {
+            Check::warn(
+                "runtime",
+                "gVisor (runsc) is not registered with dockerd; bottles use runc",
+                "sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\"}}} to /etc/docker/daemon.json and restart dockerd",
+            )
+        });
+    }
     if !f.built {
         checks.push(Check::fail(
             "backend",
@@ -505,7 +556,9 @@ mod tests {
     fn apparmor_restriction_names_the_sysctl() {
         let f = NativeFacts {
             apparmor_restrict_userns: Some(1),
-            probe: Some(Err("could not set up the bottle (namespaces): unshare: EPERM".into())),
+            probe: Some(Err(
+                "could not set up the bottle (namespaces): unshare: EPERM".into(),
+            )),
             ..good()
         };
         let status = diagnose_native(&f);
@@ -550,7 +603,11 @@ mod tests {
         };
         let status = diagnose_native(&f);
         assert!(!status.usable);
-        assert!(status.line().contains("this looks like a container (/.dockerenv exists)"));
+        assert!(
+            status
+                .line()
+                .contains("this looks like a container (/.dockerenv exists)")
+        );
     }
 
     #[test]
@@ -587,10 +644,21 @@ mod tests {
             cli: Some("/usr/bin/docker".into()),
             daemon: Some(true),
             built: true,
+            runtimes: vec!["runc".into(), "runsc".into()],
         });
         assert_eq!(
             ready.line(),
-            "docker: usable (docker at /usr/bin/docker, dockerd running)"
+            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runsc (gVisor))"
+        );
+        let runc_only = diagnose_docker(&DockerFacts {
+            cli: Some("/usr/bin/docker".into()),
+            daemon: Some(true),
+            built: true,
+            runtimes: vec!["runc".into()],
+        });
+        assert_eq!(
+            runc_only.line(),
+            "docker: usable (docker at /usr/bin/docker, dockerd running); warning: gVisor (runsc) is not registered with dockerd; bottles use runc (fix: sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\"}}} to /etc/docker/daemon.json and restart dockerd)"
         );
     }
 

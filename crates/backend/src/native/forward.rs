@@ -18,8 +18,12 @@ use nix::sys::stat::{Mode, SFlag, fstat};
 /// Opens a sidecar's socket without connecting: an `O_PATH` handle usable after the host tree
 /// is gone.
 pub fn open_socket(path: &Path) -> io::Result<Arc<OwnedFd>> {
-    let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", path.display())))?;
+    let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}", path.display()),
+        )
+    })?;
     let st = fstat(&fd).map_err(io::Error::from)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
         return Err(io::Error::new(

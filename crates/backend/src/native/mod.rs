@@ -113,7 +113,9 @@ impl NativeConfig {
         let mut never_visible = homes.clone();
         let mut private = vec![bot_bottle_home.to_path_buf()];
         for home in &homes {
-            for dir in [".ssh", ".aws", ".config", ".gnupg", ".docker", ".kube", ".netrc"] {
+            for dir in [
+                ".ssh", ".aws", ".config", ".gnupg", ".docker", ".kube", ".netrc",
+            ] {
                 private.push(home.join(dir));
             }
         }
@@ -239,13 +241,16 @@ impl NativeBackend {
         if ports.contains(&0) || ports.windows(2).any(|w| w[0] == w[1]) {
             return invalid(format!(
                 "forward ports must be non-zero and distinct, got {:?}",
-                spec.forwards.iter().map(|f| f.inside_port).collect::<Vec<_>>()
+                spec.forwards
+                    .iter()
+                    .map(|f| f.inside_port)
+                    .collect::<Vec<_>>()
             ));
         }
         for fwd in &spec.forwards {
             use std::os::unix::fs::FileTypeExt;
-            let is_socket = std::fs::metadata(&fwd.host_unix_socket)
-                .is_ok_and(|m| m.file_type().is_socket());
+            let is_socket =
+                std::fs::metadata(&fwd.host_unix_socket).is_ok_and(|m| m.file_type().is_socket());
             if !is_socket {
                 return invalid(format!(
                     "the sidecar socket {} does not exist or is not a Unix socket; is the sidecar running?",

@@ -13,7 +13,9 @@ use nix::mount::{MsFlags, mount};
 use super::plan::{HostKind, HostView};
 
 /// What a mount point must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum NodeKind {
     Dir,
     File,
@@ -103,7 +105,8 @@ impl Os for RealOs {
         if std::fs::symlink_metadata(path).is_ok() {
             return Ok(());
         }
-        let annotate = |e: io::Error| io::Error::new(e.kind(), format!("create {}: {e}", path.display()));
+        let annotate =
+            |e: io::Error| io::Error::new(e.kind(), format!("create {}: {e}", path.display()));
         match kind {
             NodeKind::Dir => std::fs::DirBuilder::new()
                 .recursive(true)
@@ -158,7 +161,12 @@ impl Os for RealOs {
             target,
             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         )
-        .map_err(|e| io::Error::new(e.kind(), format!("make {} read-only: {e}", target.display())))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("make {} read-only: {e}", target.display()),
+            )
+        })
     }
 
     fn make_nosuid_nodev(&mut self, target: &Path) -> io::Result<()> {
@@ -289,11 +297,8 @@ pub mod tests {
             Ok(())
         }
         fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
-            self.calls.push(format!(
-                "bind {} {}",
-                source.display(),
-                target.display()
-            ));
+            self.calls
+                .push(format!("bind {} {}", source.display(), target.display()));
             Ok(())
         }
         fn make_read_only(&mut self, target: &Path) -> io::Result<()> {
@@ -335,8 +340,7 @@ pub mod tests {
         let d = dir.path();
         std::fs::write(d.join("public"), "x").unwrap();
         std::fs::write(d.join("secret"), "x").unwrap();
-        std::fs::set_permissions(d.join("secret"), std::fs::Permissions::from_mode(0o640))
-            .unwrap();
+        std::fs::set_permissions(d.join("secret"), std::fs::Permissions::from_mode(0o640)).unwrap();
         std::fs::create_dir(d.join("private")).unwrap();
         std::fs::set_permissions(d.join("private"), std::fs::Permissions::from_mode(0o700))
             .unwrap();

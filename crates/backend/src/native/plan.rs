@@ -90,7 +90,9 @@ pub enum PlanError {
         path: PathBuf,
         secret: PathBuf,
     },
-    #[error("the workspace `{path}` lies inside `{tree}`, which is never given to a bottle; run from a project directory")]
+    #[error(
+        "the workspace `{path}` lies inside `{tree}`, which is never given to a bottle; run from a project directory"
+    )]
     WorkspaceInPrivateTree { path: PathBuf, tree: PathBuf },
     #[error("{what} `{path}` does not exist on the host")]
     Missing { what: &'static str, path: PathBuf },
@@ -152,7 +154,11 @@ pub fn build(
         ("the workspace copy", workspace_source),
         ("the home directory", spec.home.host.as_path()),
     ];
-    sources.extend(system_dirs.iter().map(|d| ("the system directory", d.as_path())));
+    sources.extend(
+        system_dirs
+            .iter()
+            .map(|d| ("the system directory", d.as_path())),
+    );
     sources.extend(spec.files.iter().map(|f| ("the file", f.host.as_path())));
     for (what, source) in &sources {
         if let Some(secret) = secrets.never_visible.iter().find(|s| s.starts_with(source)) {
@@ -164,7 +170,11 @@ pub fn build(
         }
     }
     for path in [&spec.workspace.host, &workspace_source.to_path_buf()] {
-        if let Some(tree) = secrets.no_workspace_inside.iter().find(|t| path.starts_with(t)) {
+        if let Some(tree) = secrets
+            .no_workspace_inside
+            .iter()
+            .find(|t| path.starts_with(t))
+        {
             return Err(PlanError::WorkspaceInPrivateTree {
                 path: path.clone(),
                 tree: tree.clone(),
@@ -505,10 +515,7 @@ mod tests {
                 "/var/run/docker.sock".into(),
                 "/run".into(),
             ],
-            no_workspace_inside: vec![
-                "/home/alice/.bot-bottle".into(),
-                "/home/alice/.ssh".into(),
-            ],
+            no_workspace_inside: vec!["/home/alice/.bot-bottle".into(), "/home/alice/.ssh".into()],
         }
     }
 
@@ -540,10 +547,7 @@ mod tests {
             target: p(t),
             points_to: p(to),
         };
-        let tmpfs = |t: &str, mode| MountOp::Tmpfs {
-            target: p(t),
-            mode,
-        };
+        let tmpfs = |t: &str, mode| MountOp::Tmpfs { target: p(t), mode };
         assert_eq!(
             plan,
             vec![

@@ -149,7 +149,12 @@ fn forward_signals_to(pid: Pid) -> Result<(), Failure> {
         signal::SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         // SAFETY: the handler only loads an atomic and calls kill(2).
         unsafe { signal::sigaction(sig, &action) }.map_err(fail("signal handlers"))?;
     }
@@ -381,13 +386,7 @@ fn clear_capabilities() -> std::io::Result<()> {
         inheritable: 0,
     }; 2];
     // SAFETY: capset(2) reads a v3 header and two data structs, both valid for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &header as *const CapHeader,
-            data.as_ptr(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
     if rc == 0 {
         Ok(())
     } else {
@@ -462,7 +461,12 @@ fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infalli
     }
     nix::unistd::chdir(&req.spec.workspace.inside).map_err(fail("workspace"))?;
 
-    let command = req.spec.argv.first().map(String::as_str).unwrap_or_default();
+    let command = req
+        .spec
+        .argv
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
     let path = req.spec.env.get("PATH").map(String::as_str);
     let program = resolve_program(command, path, &is_executable).ok_or_else(|| Failure {
         stage: "command",

@@ -40,10 +40,7 @@ pub enum Condition {
     /// When any of these flag bits is set in argument `arg`.
     AnyFlag { arg: u8, flags: Vec<&'static str> },
     /// When argument `arg` (32 bits) is one of these values.
-    OneOf {
-        arg: u8,
-        values: Vec<&'static str>,
-    },
+    OneOf { arg: u8, values: Vec<&'static str> },
 }
 
 /// One denied syscall.
@@ -361,7 +358,10 @@ mod tests {
 
     #[test]
     fn clone_flag_values_match_the_kernel() {
-        let or: u64 = CLONE_NEW_FLAGS.iter().map(|(_, v)| *v).fold(0, |a, b| a | b);
+        let or: u64 = CLONE_NEW_FLAGS
+            .iter()
+            .map(|(_, v)| *v)
+            .fold(0, |a, b| a | b);
         assert_eq!(or, 0x7e02_0080);
     }
 
@@ -380,6 +380,9 @@ mod tests {
             when: Condition::Always,
         }])
         .unwrap_err();
-        assert_eq!(err.to_string(), "building the seccomp filter: unknown syscall no_such_call");
+        assert_eq!(
+            err.to_string(),
+            "building the seccomp filter: unknown syscall no_such_call"
+        );
     }
 }

@@ -8,5 +8,10 @@ use super::support::Fixture;
 fn runs_a_command_and_propagates_its_exit_code() {
     let f = Fixture::new();
     let out = f.sh("echo hello; exit 7");
-    assert_eq!((out.code, out.stdout.as_str()), (7, "hello\n"), "{}", out.stderr);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (7, "hello\n"),
+        "{}",
+        out.stderr
+    );
 }

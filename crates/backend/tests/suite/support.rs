@@ -43,14 +43,11 @@ impl Fixture {
     }
 
     pub fn spec(&self, argv: &[&str]) -> LaunchSpec {
-        let env: BTreeMap<String, String> = [
-            ("PATH", PATH),
-            ("HOME", "/home/agent"),
-            ("LANG", "C.UTF-8"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let env: BTreeMap<String, String> =
+            [("PATH", PATH), ("HOME", "/home/agent"), ("LANG", "C.UTF-8")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         LaunchSpec {
             identity: format!("test-{:x}", rand_suffix()),
             argv: argv.iter().map(|s| s.to_string()).collect(),
