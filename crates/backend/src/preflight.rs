@@ -371,7 +371,8 @@ fn docker_info(socket: &Path) -> Option<serde_json::Value> {
     stream.read_to_end(&mut response).ok()?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    let status = head.split_whitespace().nth(1);
+    if !head.starts_with("HTTP/1.") || status != Some("200") {
         return None;
     }
     serde_json::from_str(body).ok()

@@ -121,6 +121,8 @@ impl ImageSource {
     pub fn context_tar(&self) -> io::Result<Vec<u8>> {
         let mut tar = tar::Builder::new(Vec::new());
         tar.mode(tar::HeaderMode::Deterministic);
+        // Docker's classic builder rejects GNU sparse entries.
+        tar.sparse(false);
         let mut header = tar::Header::new_gnu();
         header.set_size(self.dockerfile.len() as u64);
         header.set_mode(0o644);

@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ pub const EMBEDDED_DNS: &str = "127.0.0.11:53";
 /// Entry point: reads the [`InitConfig`] from the last argument and never returns.
 pub fn init_main() -> ! {
     let code = match std::env::args()
-        .last()
+        .next_back()
         .map(|arg| serde_json::from_str::<InitConfig>(&arg))
     {
         Some(Ok(config)) => run(&config),
@@ -112,12 +113,25 @@ fn run(config: &InitConfig) -> i32 {
     let Some((program, args)) = config.argv.split_first() else {
         return fail("empty command");
     };
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env_clear()
         .envs(&config.env)
-        .current_dir(&config.cwd)
-        .spawn();
+        .current_dir(&config.cwd);
+    // SAFETY: the closure only calls `sigprocmask`, which is async-signal-safe, on a sigset
+    // built before the fork.
+    unsafe {
+        command.pre_exec(|| {
+            let empty = SigSet::empty();
+            // The agent starts with no signal blocked (the init blocks them for `sigtimedwait`).
+            if libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn();
     let child = match child {
         Ok(child) => child,
         Err(err) => {

@@ -559,11 +559,11 @@ async fn start_bottle(
     let identity = &spec.identity;
     let names = Names::new(identity);
     docker
-        .create_network(spec::internal_network(identity))
+        .create_network(spec::internal_network(identity, &settings.launcher))
         .await
         .map_err(setup("create the internal network"))?;
     docker
-        .create_network(spec::egress_network(identity))
+        .create_network(spec::egress_network(identity, &settings.launcher))
         .await
         .map_err(setup("create the egress network"))?;
 
@@ -621,7 +621,14 @@ async fn start_bottle(
     run_firewall(
         docker,
         &names,
-        firewall_container(identity, firewall_image, &agent_id, sidecar_ip, &ports),
+        firewall_container(
+            identity,
+            &settings.launcher,
+            firewall_image,
+            &agent_id,
+            sidecar_ip,
+            &ports,
+        ),
     )
     .await?;
     Ok((agent_id, attach))
@@ -1197,8 +1204,10 @@ impl Backend for DockerBackend {
     }
 }
 
-/// Removes what no live launcher owns: containers (orphans are killed), then networks and
-/// volumes of bottles without containers, then dangling images of ours.
+/// Removes what no live launcher owns: containers (running orphans are killed), then
+/// networks and volumes, then dangling images of ours. Objects whose launcher is alive (a
+/// bottle being started, running or torn down) are never touched; a running container without
+/// a launcher label is left alone (cleanup never kills what it cannot judge).
 async fn cleanup(docker: &Docker, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
     let mut actions = Vec::new();
     let containers = docker
@@ -1214,9 +1223,9 @@ async fn cleanup(docker: &Docker, dry_run: bool) -> Result<Vec<CleanupAction>, B
         let labels = c.labels.unwrap_or_default();
         let identity = labels.get(LABEL_IDENTITY).cloned().unwrap_or_default();
         let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
-        let gone = launcher_gone(labels.get(LABEL_LAUNCHER));
-        // A running container whose launcher is alive (or unknown) is in use.
-        if running && !gone {
+        let launcher = labels.get(LABEL_LAUNCHER);
+        let owned = launcher.is_some() && !launcher_gone(launcher);
+        if owned || (running && launcher.is_none()) {
             live.insert(identity);
             continue;
         }
@@ -1248,7 +1257,8 @@ async fn cleanup(docker: &Docker, dry_run: bool) -> Result<Vec<CleanupAction>, B
             .and_then(|l| l.get(LABEL_IDENTITY))
             .cloned()
             .unwrap_or_default();
-        if live.contains(&identity) {
+        let launcher = n.labels.as_ref().and_then(|l| l.get(LABEL_LAUNCHER));
+        if live.contains(&identity) || (launcher.is_some() && !launcher_gone(launcher)) {
             continue;
         }
         let name = n.name.unwrap_or_default();

@@ -115,27 +115,34 @@ fn labels(identity: &str, role: &str) -> HashMap<String, String> {
 }
 
 /// The internal network shared by the agent and the sidecar: no gateway route out of the host.
-pub fn internal_network(identity: &str) -> NetworkCreateRequest {
+pub fn internal_network(identity: &str, launcher: &str) -> NetworkCreateRequest {
     NetworkCreateRequest {
         name: Names::new(identity).internal_network,
         driver: Some("bridge".to_owned()),
         internal: Some(true),
         attachable: Some(false),
-        labels: Some(labels(identity, "internal-network")),
+        labels: Some(launched(identity, "internal-network", launcher)),
         ..Default::default()
     }
 }
 
 /// The sidecar's own network to the outside.
-pub fn egress_network(identity: &str) -> NetworkCreateRequest {
+pub fn egress_network(identity: &str, launcher: &str) -> NetworkCreateRequest {
     NetworkCreateRequest {
         name: Names::new(identity).egress_network,
         driver: Some("bridge".to_owned()),
         internal: Some(false),
         attachable: Some(false),
-        labels: Some(labels(identity, "egress-network")),
+        labels: Some(launched(identity, "egress-network", launcher)),
         ..Default::default()
     }
+}
+
+/// [`labels`] plus the launcher, for objects of a running bottle.
+fn launched(identity: &str, role: &str, launcher: &str) -> HashMap<String, String> {
+    let mut labels = labels(identity, role);
+    labels.insert(LABEL_LAUNCHER.to_owned(), launcher.to_owned());
+    labels
 }
 
 fn endpoint_on(network: &str) -> NetworkingConfig {
@@ -164,8 +171,7 @@ pub fn sidecar_container(
     launcher: &str,
 ) -> ContainerCreateBody {
     let names = Names::new(identity);
-    let mut labels = labels(identity, "sidecar");
-    labels.insert(LABEL_LAUNCHER.to_owned(), launcher.to_owned());
+    let labels = launched(identity, "sidecar", launcher);
     ContainerCreateBody {
         image: Some(sidecar.image.clone()),
         cmd: (!sidecar.argv.is_empty()).then(|| sidecar.argv.clone()),
@@ -230,8 +236,7 @@ pub fn agent_container(
     stdin_open: bool,
 ) -> Result<ContainerCreateBody, serde_json::Error> {
     let names = Names::new(&spec.identity);
-    let mut labels = labels(&spec.identity, "agent");
-    labels.insert(LABEL_LAUNCHER.to_owned(), settings.launcher.clone());
+    let labels = launched(&spec.identity, "agent", &settings.launcher);
     let mut binds = vec![
         bind(&settings.workspace_host, &spec.workspace.inside, false),
         bind(&spec.home.host, &spec.home.inside, false),
@@ -323,6 +328,7 @@ pub fn firewall_script(sidecar_ip: IpAddr, ports: &[u16]) -> String {
 /// exits at once). Always runc: the rules belong to the host kernel's view of the namespace.
 pub fn firewall_container(
     identity: &str,
+    launcher: &str,
     image: &str,
     agent_id: &str,
     sidecar_ip: IpAddr,
@@ -336,7 +342,7 @@ pub fn firewall_container(
         env: Some(vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         ]),
-        labels: Some(labels(identity, "firewall")),
+        labels: Some(launched(identity, "firewall", launcher)),
         host_config: Some(HostConfig {
             network_mode: Some(format!("container:{agent_id}")),
             cap_drop: Some(vec!["ALL".to_owned()]),
@@ -440,8 +446,8 @@ mod tests {
             insta::assert_json_snapshot!(
                 "networks",
                 (
-                    internal_network("claude-1a2b3"),
-                    egress_network("claude-1a2b3")
+                    internal_network("claude-1a2b3", "boot:4242:99"),
+                    egress_network("claude-1a2b3", "boot:4242:99")
                 )
             )
         });
@@ -476,6 +482,7 @@ mod tests {
                 "firewall_container",
                 firewall_container(
                     "claude-1a2b3",
+                    "boot:4242:99",
                     "bot-bottle/sidecar:0123456789ab",
                     "f00d",
                     "172.30.0.2".parse().unwrap(),
