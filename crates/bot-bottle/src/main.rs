@@ -10,6 +10,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The native backend's in-bottle helper (hidden; started only by the backend itself):
+    // dispatched before anything else so it starts single-threaded and unlogged.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(backend::native::HELPER_SUBCOMMAND))
+    {
+        backend::native::helper_main();
+    }
     let cli = cli::Cli::parse();
     exit::init_tracing(cli.verbose);
     match commands::run(cli.command) {

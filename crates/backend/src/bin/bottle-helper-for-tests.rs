@@ -1,6 +1,53 @@
 //! The in-bottle helper as its own executable, for this crate's integration tests only
 //! (`bot-bottle` runs the same code through its hidden `__bottle-init` subcommand).
+//!
+//! With `launch <spec.json> <bot-bottle-home>` it is instead a stand-in for `bot-bottle start`:
+//! it launches the spec with inherited stdio, prints its own PID, and exits with the bottle's
+//! code — so tests can `kill -9` a launcher that is not the test process itself.
+
+use std::path::Path;
+
+use backend::native::{HelperCommand, NativeBackend, NativeConfig};
+use backend::{Backend, BottleStdio, LaunchSpec};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "launch" {
+        std::process::exit(launch(Path::new(&args[2]), Path::new(&args[3])));
+    }
     backend::native::helper_main()
+}
+
+fn launch(spec: &Path, home: &Path) -> i32 {
+    let result = (|| -> Result<i32, String> {
+        let text = std::fs::read_to_string(spec).map_err(|e| e.to_string())?;
+        let spec: LaunchSpec = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let helper = HelperCommand { exe, args: vec![] };
+        let backend = NativeBackend::new(NativeConfig::new(helper, home));
+        let mut bottle = backend
+            .launch(&spec, BottleStdio::inherit())
+            .map_err(|e| e.to_string())?;
+        let code = bottle.wait().map(|e| e.code).map_err(|e| e.to_string())?;
+        if spec.interactive {
+            let ours = nix::unistd::getpgrp();
+            let foreground = nix::unistd::tcgetpgrp(std::io::stdin()).ok();
+            println!(
+                "launcher-foreground={}",
+                if foreground == Some(ours) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+        }
+        Ok(code)
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }

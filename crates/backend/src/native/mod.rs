@@ -165,12 +165,17 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> B
     }
 }
 
-/// The start time (clock ticks since boot) of a process, to tell it from a reused PID.
+/// The start time (clock ticks since boot) of a live process, to tell it from a reused PID;
+/// `None` for a process that is gone or a zombie.
 fn process_start(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
     // Fields after the command: state is field 3; starttime is field 22.
-    after.split_whitespace().nth(19)?.parse().ok()
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn alive(pid: i32, start: u64) -> bool {
@@ -424,13 +429,13 @@ impl Backend for NativeBackend {
         }
 
         let dir = self.bottle_dir(&spec.identity);
-        if let Some(record) = self.read_record(&spec.identity) {
-            if alive(record.helper_pid, record.helper_start) {
-                return Err(BackendError::InvalidSpec(format!(
-                    "bottle {} is already running; stop it first",
-                    spec.identity
-                )));
-            }
+        if let Some(record) = self.read_record(&spec.identity)
+            && alive(record.helper_pid, record.helper_start)
+        {
+            return Err(BackendError::InvalidSpec(format!(
+                "bottle {} is already running; stop it first",
+                spec.identity
+            )));
         }
         let _ = std::fs::remove_dir_all(&dir);
         let root = dir.join("root");
@@ -530,15 +535,24 @@ impl Backend for NativeBackend {
                 source: e.into(),
             })
         };
-        signal(nix::sys::signal::Signal::SIGTERM)?;
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if !alive(record.helper_pid, record.helper_start) {
-                return Ok(true);
+        let gone_within = |limit: Duration| {
+            let deadline = std::time::Instant::now() + limit;
+            loop {
+                if !alive(record.helper_pid, record.helper_start) {
+                    return true;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+        };
+        signal(nix::sys::signal::Signal::SIGTERM)?;
+        if gone_within(grace) {
+            return Ok(true);
         }
-        if alive(record.helper_pid, record.helper_start) {
+        signal(sandbox::TEARDOWN_SIGNAL)?;
+        if !gone_within(Duration::from_secs(2)) {
             signal(nix::sys::signal::Signal::SIGKILL)?;
         }
         Ok(true)
@@ -679,20 +693,24 @@ impl RunningBottle for NativeBottle {
     }
 
     fn kill(&mut self) -> Result<(), BackendError> {
-        if self.done {
+        if self.done || matches!(self.child.try_wait(), Ok(Some(_))) {
             return Ok(());
         }
-        self.child.kill().map_err(|source| BackendError::Process {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL).map_err(|e| BackendError::Process {
             action: "kill the bottle",
-            source,
+            source: e.into(),
         })
     }
 }
 
 impl Drop for NativeBottle {
+    /// Kills the bottle and waits until every process of it is gone.
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.child.kill();
+            if self.kill().is_err() {
+                let _ = self.child.kill();
+            }
             let _ = self.child.wait();
             self.finish();
         }

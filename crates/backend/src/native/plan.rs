@@ -169,17 +169,17 @@ pub fn build(
             });
         }
     }
-    for path in [&spec.workspace.host, &workspace_source.to_path_buf()] {
-        if let Some(tree) = secrets
-            .no_workspace_inside
-            .iter()
-            .find(|t| path.starts_with(t))
-        {
-            return Err(PlanError::WorkspaceInPrivateTree {
-                path: path.clone(),
-                tree: tree.clone(),
-            });
-        }
+    // The user's directory may not come from a private tree (a copy made by `prepare` into
+    // the bottle's own state directory is the caller's deliberate choice, like the home).
+    if let Some(tree) = secrets
+        .no_workspace_inside
+        .iter()
+        .find(|t| spec.workspace.host.starts_with(t))
+    {
+        return Err(PlanError::WorkspaceInPrivateTree {
+            path: spec.workspace.host.clone(),
+            tree: tree.clone(),
+        });
     }
 
     let mut plan = Vec::new();
@@ -305,10 +305,11 @@ pub fn build(
     placed.sort_by_key(|(depth, _)| *depth);
     plan.extend(placed.into_iter().map(|(_, op)| op));
 
-    plan.push(MountOp::RemountReadOnly {
-        target: "/run".into(),
-    });
-    plan.push(MountOp::RemountReadOnly { target: "/".into() });
+    for target in ["/dev", "/run", "/"] {
+        plan.push(MountOp::RemountReadOnly {
+            target: target.into(),
+        });
+    }
     Ok(plan)
 }
 
@@ -346,14 +347,14 @@ fn check_placeable(
             inside: inside.to_path_buf(),
         });
     }
-    if let Some(system_dir) = shown_dirs.iter().find(|d| inside.starts_with(d)) {
-        if host.kind(inside).is_none() {
-            return Err(PlanError::InsideReadOnlyView {
-                what,
-                inside: inside.to_path_buf(),
-                system_dir: system_dir.clone(),
-            });
-        }
+    if let Some(system_dir) = shown_dirs.iter().find(|d| inside.starts_with(d))
+        && host.kind(inside).is_none()
+    {
+        return Err(PlanError::InsideReadOnlyView {
+            what,
+            inside: inside.to_path_buf(),
+            system_dir: system_dir.clone(),
+        });
     }
     Ok(())
 }
@@ -597,6 +598,7 @@ mod tests {
                     target: p("/etc/ssl/certs/ca-certificates.crt"),
                     kind: NodeKind::File,
                 },
+                MountOp::RemountReadOnly { target: p("/dev") },
                 MountOp::RemountReadOnly { target: p("/run") },
                 MountOp::RemountReadOnly { target: p("/") },
             ]

@@ -142,6 +142,22 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
+extern "C" fn kill_child(_sig: libc::c_int) {
+    let pid = CHILD_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; `pid` is our direct child, not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Sent to the outer helper to tear the bottle down synchronously.
+pub const TEARDOWN_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// Termination signals are passed on to `pid`; [`TEARDOWN_SIGNAL`] kills it at once (for the
+/// outer helper: the bottle's init, whose exit takes the whole PID namespace down before the
+/// outer helper exits — so a launcher that waits for the outer helper knows all is gone).
 fn forward_signals_to(pid: Pid) -> Result<(), Failure> {
     CHILD_PID.store(pid.as_raw(), Ordering::Relaxed);
     let action = signal::SigAction::new(
@@ -158,6 +174,13 @@ fn forward_signals_to(pid: Pid) -> Result<(), Failure> {
         // SAFETY: the handler only loads an atomic and calls kill(2).
         unsafe { signal::sigaction(sig, &action) }.map_err(fail("signal handlers"))?;
     }
+    let teardown = signal::SigAction::new(
+        SigHandler::Handler(kill_child),
+        signal::SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only loads an atomic and calls kill(2).
+    unsafe { signal::sigaction(TEARDOWN_SIGNAL, &teardown) }.map_err(fail("signal handlers"))?;
     Ok(())
 }
 
@@ -183,7 +206,6 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             message: "the launcher exited before the bottle started".into(),
         });
     }
-    nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
 
     let host_uid = nix::unistd::getuid();
     let host_gid = nix::unistd::getgid();
@@ -218,6 +240,9 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
     )
     .map_err(fail("user namespace: gid_map"))?;
     nix::unistd::sethostname(&req.spec.identity).map_err(fail("hostname"))?;
+    // Only now: a non-dumpable process's /proc files belong to root, so an unprivileged
+    // helper could not have written its own uid_map above. Init inherits this.
+    nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
 
     // SAFETY: the helper is single-threaded (a fresh process that started no thread).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork init"))? {
@@ -232,9 +257,10 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
+            // Handlers first: once the launcher sees end-of-file it may signal us.
+            forward_signals_to(child)?;
             // Our copy of the status pipe must close so the launcher sees end-of-file.
             let _ = nix::unistd::close(STATUS_FD);
-            forward_signals_to(child)?;
             Ok(wait_for(child))
         }
     }
@@ -424,12 +450,24 @@ fn apply_landlock(writable: &[PathBuf]) -> Result<String, Failure> {
         path_beneath_rules,
     };
     let abi = ABI::V6;
+    let terminals: Vec<String> = (0..3)
+        .filter(|fd| {
+            // SAFETY: fds 0-2 are borrowed only for the isatty(3) call (a closed one is
+            // reported as an error, i.e. not a terminal).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            nix::unistd::isatty(borrowed).unwrap_or(false)
+        })
+        .map(|fd| format!("/proc/self/fd/{fd}"))
+        .collect();
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.scope(Scope::from_all(abi)))
         .and_then(|r| r.create())
         .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
         .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_all(abi))))
+        // A terminal inherited from the launcher lives on the host's devpts, outside the
+        // bottle's tree: without this rule `/dev/stdout` (→ /proc/self/fd/1) would be denied.
+        .and_then(|r| r.add_rules(path_beneath_rules(terminals, AccessFs::from_file(abi))))
         .and_then(|r| r.restrict_self())
         .map_err(fail("landlock"))?;
     Ok(match status.ruleset {

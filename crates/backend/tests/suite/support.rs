@@ -9,7 +9,8 @@ use backend::native::{HelperCommand, NativeBackend, NativeConfig};
 use backend::{Backend, BottleStdio, Home, LaunchSpec, Workspace, WorkspaceMode};
 
 pub struct Fixture {
-    pub dir: tempfile::TempDir,
+    /// Holds the scratch directory for the fixture's lifetime.
+    _dir: tempfile::TempDir,
     pub backend: NativeBackend,
     /// The fake `$BOT_BOTTLE_HOME`.
     pub state: PathBuf,
@@ -34,7 +35,7 @@ impl Fixture {
         };
         let backend = NativeBackend::new(NativeConfig::new(helper, &state));
         Fixture {
-            dir,
+            _dir: dir,
             backend,
             state,
             workspace,

@@ -1,12 +1,57 @@
-//! `bot-bottle doctor`: preflight of each backend.
+//! `bot-bottle doctor`: preflight of each backend — one line per backend saying whether this
+//! machine can run it and, if not, the exact fix. The native backend is checked for real: a
+//! test bottle runs `true`. Exit code 0 when the default backend is usable, 1 otherwise.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use backend::default_backend;
+use backend::native::{HelperCommand, NativeBackend, NativeConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
+/// `$BOT_BOTTLE_HOME`, else `~/.bot-bottle`.
+fn bot_bottle_home() -> anyhow::Result<PathBuf> {
+    if let Some(home) = std::env::var_os("BOT_BOTTLE_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("neither BOT_BOTTLE_HOME nor HOME is set; set one of them")?;
+    Ok(PathBuf::from(home).join(".bot-bottle"))
+}
+
 pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("doctor").into())
+    let mut config = NativeConfig::new(HelperCommand::current_exe()?, &bot_bottle_home()?);
+    // The probe bottle's runtime record goes to a scratch directory: doctor leaves nothing.
+    let scratch =
+        std::env::temp_dir().join(format!("bot-bottle-doctor-run-{}", std::process::id()));
+    config.runtime_dir = scratch.clone();
+    let native = NativeBackend::new(config);
+    let statuses = backend::preflight::all(Some(&native));
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let default = default_backend();
+    let mut default_usable = false;
+    for status in &statuses {
+        let line = status.line();
+        if status.backend == default {
+            default_usable = status.usable;
+            // `native: usable (…)` → `native (default): usable (…)`
+            let rest = line.strip_prefix(status.backend.name()).unwrap_or(&line);
+            println!("{} (default){rest}", status.backend.name());
+        } else {
+            println!("{line}");
+        }
+    }
+    if default_usable {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: the default backend ({default}) is not usable on this machine; apply the fix above or choose another backend with --backend"
+        );
+        Ok(ExitCode::from(1))
+    }
 }
