@@ -615,7 +615,18 @@ async fn start_bottle(
     docker
         .start_container(&agent_id, None)
         .await
-        .map_err(setup("start the agent container"))?;
+        .map_err(|err| {
+            let mut message = api_message(&err);
+            if let Some(runtime) = settings.runtime.as_deref().filter(|r| *r != "runc") {
+                message.push_str(&format!(
+                    "; the {runtime} runtime is registered with dockerd but does not start containers here: fix it, or use the runc runtime"
+                ));
+            }
+            BackendError::Setup {
+                stage: "start the agent container".to_owned(),
+                message,
+            }
+        })?;
 
     let ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
     run_firewall(

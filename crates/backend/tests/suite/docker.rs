@@ -557,16 +557,28 @@ fn docker_forwards_reach_the_sidecar_and_nothing_else_is_reachable() {
 }
 
 #[test]
-fn docker_embedded_dns_is_closed_to_the_agent() {
+fn docker_embedded_dns_and_the_host_gateway_are_closed_to_the_agent() {
     let images = need_docker!();
     let backend = backend(RuntimeChoice::Named("runc".into()), Some(images));
     let dirs = dirs();
+    // A host service on all addresses, so also on the bottle network's gateway (the host's
+    // address on the bridge the bottle creates). Docker 20.10 drops such packets from internal
+    // networks itself (a control container times out); the bottle's own firewall rejects them
+    // at once ("refused"), so it does not depend on the daemon version.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in host.incoming() {
+            let _ = std::io::Write::write_all(&mut conn.unwrap(), b"host\n");
+        }
+    });
     let mut spec = spec(&dirs, &["true"]);
     let sidecar_name = format!("bot-bottle-sidecar-{}", spec.identity);
     let checks = vec![
         format!("dns:sidecar_name:127.0.0.11:{sidecar_name}"),
         "dns:external_name:127.0.0.11:exfil.canary.test".to_owned(),
-        "tcp:gateway_dns:127.0.0.11:53".to_owned(),
+        "tcp:embedded_dns_tcp:127.0.0.11:53".to_owned(),
+        format!("tcp:host_gateway:gateway:{host_port}"),
     ];
     let mut argv = vec![
         "python3".to_owned(),
@@ -576,7 +588,7 @@ fn docker_embedded_dns_is_closed_to_the_agent() {
     argv.extend(checks.iter().cloned());
     spec.argv = argv;
     // Start the bottle, then probe the same internal network from a control container while
-    // the bottle's sidecar exists: the embedded DNS answers the control, not the agent.
+    // the bottle's network and sidecar exist: what the agent cannot reach, the control can.
     backend.prepare(&spec).unwrap();
     let mut bottle = backend.launch(&spec, BottleStdio::piped()).unwrap();
     drop(bottle.take_stdin());
@@ -599,7 +611,8 @@ fn docker_embedded_dns_is_closed_to_the_agent() {
         json!({
             "sidecar_name": "error: Operation not permitted",
             "external_name": "error: Operation not permitted",
-            "gateway_dns": "refused",
+            "embedded_dns_tcp": "refused",
+            "host_gateway": "refused",
         })
     );
     let answer = control["checks"]["sidecar_name"].as_str().unwrap();

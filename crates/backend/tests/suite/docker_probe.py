@@ -2,6 +2,7 @@
 # as one JSON object on stdout. Usage: probe.py EXIT_CODE [CHECK ...] where a CHECK is
 #   tcp:NAME:HOST:PORT     connect and read one line
 #   dns:NAME:SERVER:QNAME  one UDP DNS query for QNAME (type A) to SERVER:53
+# HOST may be `gateway`: the host's address on the container's network.
 import json
 import os
 import socket
@@ -54,6 +55,17 @@ def dns(server, qname):
         s.close()
 
 
+def gateway():
+    """The internal network's gateway (the host's bridge address): first address of eth0's
+    subnet (internal networks have no default route to read it from)."""
+    for line in open("/proc/net/route").readlines()[1:]:
+        fields = line.split()
+        if fields[0] == "eth0" and int(fields[7], 16) != 0:
+            net = struct.unpack("<I", bytes.fromhex(fields[1]))[0]
+            return socket.inet_ntoa(struct.pack(">I", socket.ntohl(net) + 1))
+    return "0.0.0.0"
+
+
 def status(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
@@ -87,6 +99,8 @@ report = {
 }
 for check in sys.argv[2:]:
     kind, name, a, b = check.split(":", 3)
+    if a == "gateway":
+        a = gateway()
     report["checks"][name] = tcp(a, b) if kind == "tcp" else dns(a, b)
 print(json.dumps(report, sort_keys=True))
 sys.stdout.flush()
