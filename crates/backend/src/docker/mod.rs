@@ -906,6 +906,16 @@ impl DockerBottle {
         }
         if interactive {
             self.terminal = RawTerminal::enable();
+            // The first size is set before the agent is released, so it starts with it.
+            if let Some((h, w)) = terminal_size() {
+                let _ = self.rt.block_on(self.docker.resize_container_tty(
+                    &self.agent_id,
+                    ResizeContainerTTYOptions {
+                        h: i32::from(h),
+                        w: i32::from(w),
+                    },
+                ));
+            }
             let docker = self.docker.clone();
             let agent = self.agent_id.clone();
             self.resize = Some(self.rt.spawn(async move {
@@ -914,7 +924,7 @@ impl DockerBottle {
                 else {
                     return;
                 };
-                loop {
+                while winch.recv().await.is_some() {
                     if let Some((h, w)) = terminal_size() {
                         let _ = docker
                             .resize_container_tty(
@@ -925,9 +935,6 @@ impl DockerBottle {
                                 },
                             )
                             .await;
-                    }
-                    if winch.recv().await.is_none() {
-                        return;
                     }
                 }
             }));

@@ -869,3 +869,91 @@ fn docker_with_runsc_when_the_daemon_lists_it() {
         "{report}"
     );
 }
+
+/// Runs the stand-in launcher on a fresh pseudo-terminal of `rows`x`cols` (its controlling
+/// terminal), feeds `input` after the bottle printed `ready`, and returns (exit code, output).
+fn run_on_terminal(
+    images: &Images,
+    dirs: &Dirs,
+    script: &str,
+    input: &[u8],
+) -> (Option<i32>, String) {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let mut spec = spec(dirs, &["bash", "-c", script]);
+    spec.interactive = true;
+    spec.env.insert("TERM".into(), "dumb".into());
+    let scratch = tempfile::tempdir().unwrap();
+    let spec_path = scratch.path().join("spec.json");
+    let sidecar_path = scratch.path().join("sidecar.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    std::fs::write(
+        &sidecar_path,
+        serde_json::to_vec(&stand_in_sidecar(images)).unwrap(),
+    )
+    .unwrap();
+    let size = nix::pty::Winsize {
+        ws_row: 33,
+        ws_col: 101,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let slave_fd = slave.as_raw_fd();
+    let mut cmd = std::process::Command::new(init_exe());
+    cmd.arg("launch")
+        .arg(&spec_path)
+        .arg(&images.base)
+        .arg(&sidecar_path);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0
+                || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0
+                || libc::dup2(slave_fd, 0) < 0
+                || libc::dup2(slave_fd, 1) < 0
+                || libc::dup2(slave_fd, 2) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut sent = false;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once every slave descriptor is closed
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+        }
+        if !sent && String::from_utf8_lossy(&output).contains("ready") {
+            master.write_all(input).unwrap();
+            sent = true;
+        }
+    }
+    let code = child.wait().unwrap().code();
+    (code, String::from_utf8_lossy(&output).replace('\r', ""))
+}
+
+#[test]
+fn docker_interactive_bottle_gets_the_terminal_its_size_and_ctrl_c() {
+    let images = need_docker!();
+    let dirs = dirs();
+    let (code, out) = run_on_terminal(
+        images,
+        &dirs,
+        "[ -t 0 ] && [ -t 1 ] && echo tty; stty size; \
+         trap 'echo got-interrupt; exit 4' INT; echo ready; while true; do sleep 0.05; done",
+        b"\x03",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(4), "tty\n33 101\nready\n^Cgot-interrupt\n")
+    );
+}
