@@ -574,7 +574,7 @@ fn docker_embedded_dns_and_the_host_gateway_are_closed_to_the_agent() {
     });
     let mut spec = spec(&dirs, &["true"]);
     let sidecar_name = format!("bot-bottle-sidecar-{}", spec.identity);
-    let checks = vec![
+    let checks = [
         format!("dns:sidecar_name:127.0.0.11:{sidecar_name}"),
         "dns:external_name:127.0.0.11:exfil.canary.test".to_owned(),
         "tcp:embedded_dns_tcp:127.0.0.11:53".to_owned(),
