@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,7 +42,11 @@ pub struct InitConfig {
     pub env: BTreeMap<String, String>,
     /// The agent's working directory.
     pub cwd: PathBuf,
-    /// Loopback ports relayed to the sidecar.
+    /// The sidecar container's name on the internal network. It is resolved (through Docker's
+    /// embedded DNS) before the release, while the agent has not run yet; after the release
+    /// that DNS server is closed.
+    pub sidecar_host: String,
+    /// Loopback ports relayed to the same ports of the sidecar.
     pub forwards: Vec<InitForward>,
     /// Whether the agent has the container's terminal.
     pub interactive: bool,
@@ -50,11 +54,11 @@ pub struct InitConfig {
     pub release_timeout_secs: u64,
 }
 
-/// One relayed port: `127.0.0.1:<port>` (and `[::1]:<port>`) → `target`.
+/// One relayed port: `127.0.0.1:<port>` (and `[::1]:<port>`) → `<sidecar>:<sidecar_port>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitForward {
     pub port: u16,
-    pub target: SocketAddr,
+    pub sidecar_port: u16,
 }
 
 /// Docker's embedded DNS server address inside containers on user-defined networks.
@@ -95,10 +99,22 @@ fn run(config: &InitConfig) -> i32 {
     if let Err(err) = signals.thread_block() {
         return fail(&format!("cannot block signals: {err}"));
     }
+    let sidecar = if config.forwards.is_empty() {
+        None
+    } else {
+        match resolve_sidecar(&config.sidecar_host) {
+            Ok(ip) => Some(ip),
+            Err(message) => return fail(&message),
+        }
+    };
+    let mut targets = Vec::new();
     for forward in &config.forwards {
-        if let Err(message) = listen(forward) {
+        let Some(ip) = sidecar else { break };
+        let target = SocketAddr::new(ip, forward.sidecar_port);
+        if let Err(message) = listen(forward.port, target) {
             return fail(&message);
         }
+        targets.push((forward.port, target));
     }
     match wait_for_release(&signals, Duration::from_secs(config.release_timeout_secs)) {
         Release::Released => {}
@@ -107,7 +123,7 @@ fn run(config: &InitConfig) -> i32 {
             return fail("the bottle was never released by its launcher; nothing ran");
         }
     }
-    if let Err(message) = check_network(config) {
+    if let Err(message) = check_network(&targets) {
         return fail(&message);
     }
     let Some((program, args)) = config.argv.split_first() else {
@@ -153,13 +169,33 @@ fn run(config: &InitConfig) -> i32 {
     )
 }
 
-fn listen(forward: &InitForward) -> Result<(), String> {
-    let v4 = TcpListener::bind(("127.0.0.1", forward.port))
-        .map_err(|err| format!("cannot listen on 127.0.0.1:{}: {err}", forward.port))?;
-    spawn_acceptor(v4, forward.target);
+/// The sidecar's address, retried while the sidecar container is still starting.
+fn resolve_sidecar(host: &str) -> Result<IpAddr, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = (host, 0)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.find(SocketAddr::is_ipv4));
+        match found {
+            Some(addr) => return Ok(addr.ip()),
+            None if Instant::now() >= deadline => {
+                return Err(format!(
+                    "the sidecar `{host}` never appeared on the bottle network"
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn listen(port: u16, target: SocketAddr) -> Result<(), String> {
+    let v4 = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|err| format!("cannot listen on 127.0.0.1:{port}: {err}"))?;
+    spawn_acceptor(v4, target);
     // IPv6 loopback only where the container has IPv6 at all.
-    if let Ok(v6) = TcpListener::bind(("::1", forward.port)) {
-        spawn_acceptor(v6, forward.target);
+    if let Ok(v6) = TcpListener::bind(("::1", port)) {
+        spawn_acceptor(v6, target);
     }
     Ok(())
 }
@@ -226,22 +262,21 @@ fn timed_wait(signals: &SigSet, timeout: Duration) -> Option<i32> {
 
 /// Fails unless the network is closed as promised: the embedded DNS does not answer and every
 /// sidecar endpoint is reachable.
-fn check_network(config: &InitConfig) -> Result<(), String> {
+fn check_network(targets: &[(u16, SocketAddr)]) -> Result<(), String> {
     if embedded_dns_answers() {
         return Err(
             "docker's embedded DNS answers inside the bottle; refusing to start the agent (the bottle firewall is missing)"
                 .to_owned(),
         );
     }
-    for forward in &config.forwards {
+    for (port, target) in targets {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match TcpStream::connect_timeout(&forward.target, Duration::from_secs(1)) {
+            match TcpStream::connect_timeout(target, Duration::from_secs(1)) {
                 Ok(_) => break,
                 Err(err) if Instant::now() >= deadline => {
                     return Err(format!(
-                        "the sidecar endpoint {} for port {} does not answer: {err}",
-                        forward.target, forward.port
+                        "the sidecar endpoint {target} for port {port} does not answer: {err}"
                     ));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),

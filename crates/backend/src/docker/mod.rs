@@ -558,15 +558,47 @@ async fn start_bottle(
 ) -> Result<(String, bollard::container::AttachContainerResults), BackendError> {
     let identity = &spec.identity;
     let names = Names::new(identity);
-    docker
-        .create_network(spec::internal_network(identity, &settings.launcher))
-        .await
-        .map_err(setup("create the internal network"))?;
-    docker
-        .create_network(spec::egress_network(identity, &settings.launcher))
-        .await
-        .map_err(setup("create the egress network"))?;
+    let (internal, egress) = tokio::join!(
+        docker.create_network(spec::internal_network(identity, &settings.launcher)),
+        docker.create_network(spec::egress_network(identity, &settings.launcher)),
+    );
+    internal.map_err(setup("create the internal network"))?;
+    egress.map_err(setup("create the egress network"))?;
 
+    // The sidecar and the agent start side by side: the init finds the sidecar by name
+    // before it is released.
+    let (sidecar_started, agent_started) = tokio::join!(
+        start_sidecar(docker, identity, sidecar, settings),
+        start_agent(docker, spec, settings, stdio),
+    );
+    sidecar_started?;
+    let (agent_id, attach) = agent_started?;
+    let sidecar_ip = container_ip(docker, &names.sidecar, &names.internal_network).await?;
+
+    let ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
+    run_firewall(
+        docker,
+        &names,
+        firewall_container(
+            identity,
+            &settings.launcher,
+            firewall_image,
+            &agent_id,
+            sidecar_ip,
+            &ports,
+        ),
+    )
+    .await?;
+    Ok((agent_id, attach))
+}
+
+async fn start_sidecar(
+    docker: &Docker,
+    identity: &str,
+    sidecar: &SidecarSpec,
+    settings: &AgentSettings,
+) -> Result<(), BackendError> {
+    let names = Names::new(identity);
     create(
         docker,
         &names.sidecar,
@@ -587,10 +619,18 @@ async fn start_bottle(
     docker
         .start_container(&names.sidecar, None)
         .await
-        .map_err(setup("start the sidecar container"))?;
-    let sidecar_ip = container_ip(docker, &names.sidecar, &names.internal_network).await?;
+        .map_err(setup("start the sidecar container"))
+}
 
-    let init = init_config(spec, sidecar_ip);
+/// Creates, attaches and starts the agent container; its init then waits for the release.
+async fn start_agent(
+    docker: &Docker,
+    spec: &LaunchSpec,
+    settings: &AgentSettings,
+    stdio: BottleStdio,
+) -> Result<(String, bollard::container::AttachContainerResults), BackendError> {
+    let names = Names::new(&spec.identity);
+    let init = init_config(spec);
     let body =
         agent_container(spec, settings, &init, stdio.stdin != StdioMode::Null).map_err(|e| {
             BackendError::InvalidSpec(format!("cannot encode the init configuration: {e}"))
@@ -627,21 +667,6 @@ async fn start_bottle(
                 message,
             }
         })?;
-
-    let ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
-    run_firewall(
-        docker,
-        &names,
-        firewall_container(
-            identity,
-            &settings.launcher,
-            firewall_image,
-            &agent_id,
-            sidecar_ip,
-            &ports,
-        ),
-    )
-    .await?;
     Ok((agent_id, attach))
 }
 
@@ -752,12 +777,15 @@ async fn remove(docker: &Docker, container: &str) {
 
 /// Removes every object of a bottle by name (missing ones are fine).
 async fn teardown(docker: &Docker, names: &Names) {
-    for container in [&names.firewall, &names.agent, &names.sidecar] {
-        remove(docker, container).await;
-    }
-    for network in [&names.internal_network, &names.egress_network] {
-        let _ = docker.remove_network(network).await;
-    }
+    tokio::join!(
+        remove(docker, &names.firewall),
+        remove(docker, &names.agent),
+        remove(docker, &names.sidecar),
+    );
+    let _ = tokio::join!(
+        docker.remove_network(&names.internal_network),
+        docker.remove_network(&names.egress_network),
+    );
 }
 
 /// Restores the terminal mode on drop.

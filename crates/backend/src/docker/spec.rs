@@ -208,18 +208,19 @@ pub fn sidecar_container(
     }
 }
 
-/// The init's configuration for a spec whose sidecar has `sidecar_ip` on the internal network.
-pub fn init_config(spec: &LaunchSpec, sidecar_ip: IpAddr) -> InitConfig {
+/// The init's configuration for a spec (the sidecar is found by its container name).
+pub fn init_config(spec: &LaunchSpec) -> InitConfig {
     InitConfig {
         argv: spec.argv.clone(),
         env: spec.env.clone(),
         cwd: spec.workspace.inside.clone(),
+        sidecar_host: Names::new(&spec.identity).sidecar,
         forwards: spec
             .forwards
             .iter()
             .map(|f| InitForward {
                 port: f.inside_port,
-                target: (sidecar_ip, f.inside_port).into(),
+                sidecar_port: f.inside_port,
             })
             .collect(),
         interactive: spec.interactive,
@@ -456,7 +457,7 @@ mod tests {
     #[test]
     fn agent() {
         let spec = spec();
-        let init = init_config(&spec, "172.30.0.2".parse().unwrap());
+        let init = init_config(&spec);
         let body = agent_container(&spec, &settings(), &init, true).unwrap();
         sorted(|| insta::assert_json_snapshot!("agent_container", &body));
         // The init gets exactly the spec's command and environment.
