@@ -8,6 +8,35 @@
 //!
 //! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
 //! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use backend::native::{HelperCommand, NativeBackend, NativeConfig};
+//! use backend::{Backend, BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Workspace, WorkspaceMode};
+//!
+//! // `bot-bottle` dispatches `__bottle-init` to `backend::native::helper_main()` in `main`.
+//! let bot_bottle_home = std::path::PathBuf::from("/home/alice/.bot-bottle");
+//! let native = NativeBackend::new(NativeConfig::new(HelperCommand::current_exe()?, &bot_bottle_home));
+//! let spec = LaunchSpec {
+//!     identity: "claude-1a2b3".into(),
+//!     argv: vec!["claude".into()],
+//!     env: [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/home/alice"),
+//!           ("HTTPS_PROXY", "http://127.0.0.1:4001")]
+//!         .into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+//!     workspace: Workspace { host: "/home/alice/proj".into(), inside: "/home/alice/proj".into(),
+//!                            mode: WorkspaceMode::Mount },
+//!     home: Home { host: bot_bottle_home.join("state/claude-1a2b3/home"), inside: "/home/alice".into() },
+//!     files: vec![ReadOnlyFile { host: bot_bottle_home.join("state/claude-1a2b3/ca/bundle.pem"),
+//!                                inside: "/etc/ssl/certs/ca-certificates.crt".into() }],
+//!     forwards: vec![Forward { inside_port: 4001,
+//!                              host_unix_socket: bot_bottle_home.join("state/claude-1a2b3/egress.sock") }],
+//!     interactive: true,
+//! };
+//! let mut bottle = native.launch(&spec, BottleStdio::inherit())?; // agent is running
+//! let exit = bottle.wait()?; // bottle fully gone
+//! std::process::exit(exit.code);
+//! # }
+//! ```
 
 pub mod docker;
 pub mod native;
@@ -78,6 +107,28 @@ pub fn default_backend() -> BackendKind {
         BackendKind::Apple
     } else {
         BackendKind::Docker
+    }
+}
+
+/// The backend of that kind, ready to use. `bot_bottle_home` is `$BOT_BOTTLE_HOME` (runtime
+/// records and the paths a bottle must never see derive from it). Backends not in this build
+/// answer [`BackendError::Unavailable`] with what to use instead.
+pub fn open(
+    kind: BackendKind,
+    bot_bottle_home: &std::path::Path,
+) -> Result<Box<dyn Backend>, BackendError> {
+    match kind {
+        BackendKind::Native => {
+            let helper = native::HelperCommand::current_exe()?;
+            Ok(Box::new(native::NativeBackend::new(
+                native::NativeConfig::new(helper, bot_bottle_home),
+            )))
+        }
+        other => Err(BackendError::Unavailable {
+            backend: other,
+            reason: "this build of bot-bottle has no such backend yet; use --backend native"
+                .to_owned(),
+        }),
     }
 }
 

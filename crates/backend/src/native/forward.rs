@@ -70,8 +70,17 @@ pub fn loopback_up() -> io::Result<()> {
 /// Starts one accept thread per listener and returns.
 pub fn serve(listeners: Vec<(TcpListener, Arc<OwnedFd>)>) {
     for (listener, socket) in listeners {
-        std::thread::spawn(move || accept_loop(&listener, &socket));
+        // Without its accept thread a port simply stays closed; nothing else depends on it.
+        let _ = spawn(move || accept_loop(&listener, &socket));
     }
+}
+
+/// `thread::spawn` without the panic when the bottle has exhausted its threads.
+fn spawn(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(f)
+        .map(drop)
 }
 
 fn accept_loop(listener: &TcpListener, socket: &OwnedFd) {
@@ -90,14 +99,19 @@ fn relay(tcp: TcpStream, unix: UnixStream) {
     let (Ok(tcp2), Ok(unix2)) = (tcp.try_clone(), unix.try_clone()) else {
         return;
     };
-    std::thread::spawn(move || {
+    // If a copying thread cannot start, the connection is closed (both halves dropped).
+    let up = spawn(move || {
         let (mut from, mut to) = (tcp, unix);
         let _ = io::copy(&mut from, &mut to);
         let _ = to.shutdown(Shutdown::Write);
     });
-    std::thread::spawn(move || {
-        let (mut from, mut to) = (unix2, tcp2);
-        let _ = io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
-    });
+    if up.is_ok() {
+        let _ = spawn(move || {
+            let (mut from, mut to) = (unix2, tcp2);
+            let _ = io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    } else {
+        let _ = tcp2.shutdown(Shutdown::Both);
+    }
 }

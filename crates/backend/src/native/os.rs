@@ -246,7 +246,8 @@ impl HostView for RealHost {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                // fstatat relative to the open directory: no full path walk per entry.
+                let Ok(meta) = entry.metadata() else {
                     continue;
                 };
                 let ft = meta.file_type();

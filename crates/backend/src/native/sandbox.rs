@@ -117,6 +117,12 @@ fn report_failure(status: &mut File, failure: Failure) {
 /// Entry point of the helper. `bot-bottle` calls this for its hidden `__bottle-init`
 /// subcommand (before anything else: no threads, no logging); never returns.
 pub fn helper_main() -> ! {
+    if !is_pipe(REQUEST_FD) || !is_pipe(STATUS_FD) {
+        eprintln!(
+            "error: `{HELPER_SUBCOMMAND}` is internal to the native backend and is started only by `bot-bottle start`"
+        );
+        std::process::exit(2);
+    }
     // SAFETY: fd 4 is the status pipe handed over by the launcher (see `launch`); nothing else
     // in this fresh process owns it.
     let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
@@ -128,6 +134,15 @@ pub fn helper_main() -> ! {
         }
     };
     std::process::exit(code)
+}
+
+fn is_pipe(fd: RawFd) -> bool {
+    // SAFETY: the descriptor is only borrowed for fstat(2); a closed one yields an error.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::stat::fstat(borrowed).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFIFO
+    })
 }
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
@@ -244,19 +259,33 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
     // helper could not have written its own uid_map above. Init inherits this.
     nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))?;
 
+    // A lifeline: init checks it after arming its parent-death signal, to catch an outer
+    // helper that died in between (init's getppid() is 0 in its own PID namespace).
+    let (life_r, life_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("lifeline pipe"))?;
     // SAFETY: the helper is single-threaded (a fresh process that started no thread).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork init"))? {
         ForkResult::Child => {
-            let code = match init(&req, status) {
-                Ok(code) => code,
+            drop(life_w);
+            let code = match set_pdeathsig().and_then(|()| parent_alive(&life_r)) {
                 Err(failure) => {
                     report_failure(status, failure);
-                    SETUP_FAILED
+                    std::process::exit(SETUP_FAILED)
                 }
+                Ok(()) => match init(&req, status) {
+                    Ok(code) => code,
+                    Err(failure) => {
+                        report_failure(status, failure);
+                        SETUP_FAILED
+                    }
+                },
             };
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
+            drop(life_r);
+            // Held open until this process exits.
+            std::mem::forget(life_w);
             // Handlers first: once the launcher sees end-of-file it may signal us.
             forward_signals_to(child)?;
             // Our copy of the status pipe must close so the launcher sees end-of-file.
@@ -264,6 +293,25 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             Ok(wait_for(child))
         }
     }
+}
+
+/// Whether the write end of `lifeline` is still open somewhere (i.e. the parent lives).
+fn parent_alive(lifeline: &std::os::fd::OwnedFd) -> Result<(), Failure> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(lifeline.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::ZERO).map_err(fail("lifeline"))?;
+    let hung_up = ready > 0
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLIN));
+    if hung_up {
+        return Err(Failure {
+            stage: "start",
+            message: "the bottle's launcher exited during setup".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Waits for `child` and maps its end to a shell-style exit code.
@@ -287,7 +335,6 @@ fn set_cloexec(fd: RawFd) -> nix::Result<()> {
 
 /// PID 1 of the bottle.
 fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
-    set_pdeathsig()?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -318,11 +365,13 @@ fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
         }
     }
 
+    // One filter for init and agent, compiled before the fork.
+    let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
     // SAFETY: init is single-threaded here (forwarder threads start after this fork).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork agent"))? {
         ForkResult::Child => {
             drop(listeners);
-            let failure = match agent(req, status) {
+            let failure = match agent(req, status, &programs) {
                 Ok(never) => match never {},
                 Err(failure) => failure,
             };
@@ -333,7 +382,6 @@ fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
             let _ = nix::unistd::close(STATUS_FD);
             drop_privileges().map_err(fail("drop privileges"))?;
             // Seccomp for init too: it only accepts, connects and copies from here on.
-            let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
             seccomp::install(&programs).map_err(fail("seccomp"))?;
             forward_signals_to(child)?;
             forward::serve(listeners);
@@ -486,7 +534,11 @@ fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, Failure> {
 }
 
 /// The agent: final restrictions, then `execve` with exactly the spec's environment.
-fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infallible, Failure> {
+fn agent(
+    req: &HelperRequest,
+    status: &mut File,
+    programs: &[seccompiler::BpfProgram],
+) -> Result<std::convert::Infallible, Failure> {
     set_pdeathsig()?;
     reset_signals()?;
     if req.spec.interactive {
@@ -526,11 +578,9 @@ fn agent(req: &HelperRequest, status: &mut File) -> Result<std::convert::Infalli
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes(), "an environment variable"))
         .collect::<Result<_, _>>()?;
-    let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
-
     drop_privileges().map_err(fail("drop privileges"))?;
     let landlock = apply_landlock(&req.writable)?;
-    seccomp::install(&programs).map_err(fail("seccomp"))?;
+    seccomp::install(programs).map_err(fail("seccomp"))?;
     report(status, &HelperStatus::Started { landlock });
     let err = nix::unistd::execve(&program_c, &argv, &env).err();
     Err(Failure {

@@ -9,6 +9,9 @@
 //! * the deny list (`EPERM`);
 //! * `clone3` answering `ENOSYS`: its flags live in memory BPF cannot read, so libc falls back
 //!   to `clone`, whose flags the deny list checks for `CLONE_NEW*`.
+//!
+//! Syscalls of a foreign ABI (i386 `int 0x80` on x86_64) kill the process: `seccompiler`
+//! checks the architecture first.
 
 use std::collections::BTreeMap;
 
@@ -51,7 +54,7 @@ pub struct Denied {
 }
 
 /// Syscalls denied outright, and why.
-const ALWAYS_DENIED: [&str; 34] = [
+const ALWAYS_DENIED: [&str; 37] = [
     // new namespaces and mounts
     "setns",
     "mount",
@@ -90,6 +93,11 @@ const ALWAYS_DENIED: [&str; 34] = [
     "syslog",
     "iopl",
     "ioperm",
+    // io_uring: a large kernel surface whose operations seccomp cannot see (libuv, tokio and
+    // friends fall back to threads when it is refused, as under Docker's default profile)
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
 ];
 
 /// The deny list for this architecture.
@@ -189,6 +197,9 @@ pub fn syscall_number(name: &str) -> Option<i64> {
         "iopl" => libc::SYS_iopl,
         #[cfg(target_arch = "x86_64")]
         "ioperm" => libc::SYS_ioperm,
+        "io_uring_setup" => libc::SYS_io_uring_setup,
+        "io_uring_enter" => libc::SYS_io_uring_enter,
+        "io_uring_register" => libc::SYS_io_uring_register,
         "unshare" => libc::SYS_unshare,
         "clone" => libc::SYS_clone,
         "clone3" => libc::SYS_clone3,

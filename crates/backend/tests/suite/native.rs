@@ -61,6 +61,9 @@ fn a_missing_command_fails_the_launch_instead_of_running() {
         }
         other => panic!("unexpected error: {other}"),
     }
+    // Nothing is left behind: no record, no runtime directory.
+    assert_eq!(f.backend.list().unwrap(), vec![]);
+    assert!(!f.backend.config().runtime_dir.join(&spec.identity).exists());
 }
 
 #[test]
@@ -106,6 +109,28 @@ fn a_host_loopback_server_is_unreachable() {
     );
 }
 
+#[test]
+fn a_host_abstract_unix_socket_is_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("bot-bottle-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let host = UnixListener::bind_addr(&addr).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let f = Fixture::new();
+    let out = f.run(&f.spec(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n  s.connect('\\0{name}'); print('CONNECTED')\nexcept OSError as e:\n  print(e.strerror)"
+        ),
+    ]));
+    assert_eq!(out.stdout, "Connection refused\n", "{}", out.stderr);
+    assert_eq!(
+        host.accept().map(drop).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
+
 /// A Unix-socket echo server that prefixes each line with `name`.
 fn echo_server(path: &Path, name: &'static str) {
     let listener = UnixListener::bind(path).unwrap();
@@ -137,7 +162,10 @@ fn a_forwarded_port_reaches_the_sidecar_socket_and_nothing_else_of_it_is_visible
         "bash",
         "-c",
         &format!(
-            "{ASK}; exec 4<>/dev/tcp/127.0.0.1/4001 2>/dev/null || echo other-port-closed; \
+            "{ASK}; exec 5<>/dev/tcp/::1/4000 && echo v6 >&5 && read -r r <&5 && echo \"$r\"; \
+             exec 6<>/dev/tcp/127.0.0.1/4000; {{ head -c 300000 /dev/zero | tr '\\0' a; echo; }} >&6; \
+             read -r big <&6; echo ${{#big}}; \
+             exec 4<>/dev/tcp/127.0.0.1/4001 2>/dev/null || echo other-port-closed; \
              test -e {} || echo socket-path-absent; find / -xdev -type s 2>/dev/null | wc -l",
             sock.display()
         ),
@@ -150,7 +178,7 @@ fn a_forwarded_port_reaches_the_sidecar_socket_and_nothing_else_of_it_is_visible
     ok(&out);
     assert_eq!(
         out.stdout,
-        "egress:ping\nother-port-closed\nsocket-path-absent\n0\n"
+        "egress:ping\negress:v6\n300007\nother-port-closed\nsocket-path-absent\n0\n"
     );
 }
 
@@ -305,8 +333,8 @@ fn read_only_files_are_placed_and_stay_read_only() {
 const SYSCALL_PROBE: &str = r#"
 import ctypes, os, platform
 libc = ctypes.CDLL(None, use_errno=True)
-nr = {"x86_64": {"add_key": 248, "keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "setns": 308},
-      "aarch64": {"add_key": 217, "keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "setns": 268}}[platform.machine()]
+nr = {"x86_64": {"add_key": 248, "keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "setns": 308, "io_uring_setup": 425},
+      "aarch64": {"add_key": 217, "keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "setns": 268, "io_uring_setup": 425}}[platform.machine()]
 def errno_of(rc):
     return 0 if rc >= 0 else ctypes.get_errno()
 res = {}
@@ -320,6 +348,7 @@ res["bpf"] = errno_of(libc.syscall(nr["bpf"], 0, 0, 0))
 res["perf_event_open"] = errno_of(libc.syscall(nr["perf_event_open"], 0, 0, -1, -1, 0))
 res["userfaultfd"] = errno_of(libc.syscall(nr["userfaultfd"], 0))
 res["setns"] = errno_of(libc.syscall(nr["setns"], 0, 0))
+res["io_uring_setup"] = errno_of(libc.syscall(nr["io_uring_setup"], 1, None))
 for k in sorted(res):
     print(k, os.strerror(res[k]) if res[k] else "ALLOWED")
 "#;
@@ -331,7 +360,7 @@ fn namespace_mount_ptrace_keyring_and_kernel_calls_are_denied() {
     ok(&out);
     assert_eq!(
         out.stdout,
-        "add_key Operation not permitted\nbpf Operation not permitted\nkeyctl Operation not permitted\n\
+        "add_key Operation not permitted\nbpf Operation not permitted\nio_uring_setup Operation not permitted\nkeyctl Operation not permitted\n\
          mount Operation not permitted\nperf_event_open Operation not permitted\n\
          ptrace_traceme Operation not permitted\nsetns Operation not permitted\n\
          unshare_net Operation not permitted\nunshare_user Operation not permitted\n\
@@ -462,6 +491,58 @@ fn a_workspace_that_would_expose_state_is_refused() {
 }
 
 /// Host PIDs of `sleep <marker>` processes.
+#[test]
+fn the_agent_has_a_user_name_home_and_hostname() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&[
+        "bash",
+        "-c",
+        "whoami; id -gn; getent passwd $(id -u) | cut -d: -f6; getent hosts $(hostname) | awk '{print $1}'",
+    ]);
+    spec.env.insert("USER".into(), "alice".into());
+    let out = f.run(&spec);
+    ok(&out);
+    assert_eq!(out.stdout, "alice\nalice\n/home/agent\n::1\n");
+}
+
+#[test]
+fn a_workspace_inside_the_home_is_mounted_over_it() {
+    let f = Fixture::new();
+    std::fs::write(f.workspace.join("README"), "project\n").unwrap();
+    std::fs::write(f.home.join(".gitconfig"), "[user]\n\tname = agent\n").unwrap();
+    let mut spec = f.spec(&[
+        "bash",
+        "-c",
+        "pwd; cat README; git config user.name; echo new > ~/project/made-here",
+    ]);
+    spec.workspace.inside = "/home/agent/project".into();
+    let out = f.run(&spec);
+    ok(&out);
+    assert_eq!(out.stdout, "/home/agent/project\nproject\nagent\n");
+    assert_eq!(
+        std::fs::read_to_string(f.workspace.join("made-here")).unwrap(),
+        "new\n"
+    );
+}
+
+#[test]
+fn a_symlink_to_a_secret_is_refused_as_workspace() {
+    let f = Fixture::new();
+    let link = f.workspace.join("innocent");
+    std::os::unix::fs::symlink(&f.state, &link).unwrap();
+    let mut spec = f.spec(&["true"]);
+    spec.workspace.host = link;
+    let err = f
+        .backend
+        .launch(&spec, BottleStdio::piped())
+        .err()
+        .expect("must refuse");
+    assert!(
+        err.to_string().contains("visible inside the bottle"),
+        "{err}"
+    );
+}
+
 fn pids_with_marker(marker: &str) -> Vec<u32> {
     let wanted = format!("sleep\0{marker}\0");
     let mut pids = Vec::new();

@@ -1,3 +1,4 @@
+mod doctor;
 mod manifest_cli;
 mod readme;
 mod scan_cli;

@@ -1,0 +1,38 @@
+//! `bot-bottle doctor` through the real binary.
+
+use pretty_assertions::assert_eq;
+
+#[test]
+fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("doctor")
+        .env("HOME", home.path())
+        .env("BOT_BOTTLE_HOME", home.path().join(".bot-bottle"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let prefixes: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        prefixes,
+        vec!["native (default)", "docker", "smolmachines", "apple"]
+    );
+    assert_eq!(
+        lines[3],
+        "apple: not usable: only available on macOS; fix: use --backend native on Linux"
+    );
+    if lines[0].starts_with("native (default): usable") {
+        assert_eq!(out.status.code(), Some(0));
+        assert!(lines[0].contains("a test bottle ran"), "{}", lines[0]);
+    } else {
+        // A machine without user namespaces: the line carries the fix and the exit code is 1.
+        assert!(lines[0].contains("fix: "), "{}", lines[0]);
+        assert_eq!(out.status.code(), Some(1));
+    }
+    // doctor leaves nothing behind
+    assert!(!home.path().join(".bot-bottle").exists());
+}
