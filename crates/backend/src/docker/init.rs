@@ -30,6 +30,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+/// The hidden `bot-bottle` subcommand that runs [`init_main`] (dispatched in `main` before the
+/// command line is parsed, like the native helper's).
+pub const INIT_SUBCOMMAND: &str = "__docker-init";
+
 /// Exit code of the init when the bottle could not be set up (nothing of the agent ran).
 pub const SETUP_FAILED: i32 = 125;
 

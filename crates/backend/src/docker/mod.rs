@@ -153,6 +153,16 @@ impl DockerConfig {
     }
 }
 
+/// The running executable with the hidden [`init::INIT_SUBCOMMAND`] (for `bot-bottle`, whose
+/// `main` dispatches it to [`init::init_main`]). The executable is mounted read-only into agent
+/// containers, so it must run on the image's libc (glibc ≥ the build machine's, e.g. Debian
+/// bookworm images for a bookworm build) — or be statically linked.
+pub fn init_command() -> Result<HelperCommand, BackendError> {
+    let mut command = HelperCommand::current_exe()?;
+    command.args = vec![init::INIT_SUBCOMMAND.into()];
+    Ok(command)
+}
+
 /// The daemon socket named by `$DOCKER_HOST` (`unix://` only), else the default one.
 pub fn default_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")

@@ -17,7 +17,8 @@ use backend::docker::{
 };
 use backend::native::HelperCommand;
 use backend::{
-    Backend, BottleStdio, CleanupAction, Forward, Home, LaunchSpec, Workspace, WorkspaceMode,
+    Backend, BottleStdio, CleanupAction, Forward, Home, LaunchSpec, ReadOnlyFile, Workspace,
+    WorkspaceMode,
 };
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
@@ -264,6 +265,16 @@ fn run(backend: &DockerBackend, spec: &LaunchSpec) -> Output {
 }
 
 fn probe(backend: &DockerBackend, spec_dirs: &Dirs, exit: i32, checks: &[String]) -> (i32, Value) {
+    probe_with(backend, spec_dirs, exit, checks, vec![])
+}
+
+fn probe_with(
+    backend: &DockerBackend,
+    spec_dirs: &Dirs,
+    exit: i32,
+    checks: &[String],
+    files: Vec<ReadOnlyFile>,
+) -> (i32, Value) {
     let mut argv = vec![
         "python3".to_owned(),
         "/workspace/probe.py".to_owned(),
@@ -271,7 +282,8 @@ fn probe(backend: &DockerBackend, spec_dirs: &Dirs, exit: i32, checks: &[String]
     ];
     argv.extend(checks.iter().cloned());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let spec = spec(spec_dirs, &argv);
+    let mut spec = spec(spec_dirs, &argv);
+    spec.files = files;
     let out = run(backend, &spec);
     let report: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -464,8 +476,37 @@ fn docker_exit_code_env_user_caps_and_read_only_root() {
     let images = need_docker!();
     let backend = backend(RuntimeChoice::Named("runc".into()), Some(images));
     let dirs = dirs();
-    let (code, report) = probe(&backend, &dirs, 7, &[]);
+    let ca = dirs.workspace.parent().unwrap().join("ca.pem");
+    std::fs::write(&ca, "bottle ca\n").unwrap();
+    // World-writable on the host: only the read-only mount stops the agent.
+    std::fs::set_permissions(&ca, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let files = vec![
+        ReadOnlyFile {
+            host: ca.clone(),
+            inside: "/run/bot-bottle/ca.pem".into(),
+        },
+        ReadOnlyFile {
+            host: ca,
+            inside: "/etc/ssl/certs/ca-certificates.crt".into(),
+        },
+    ];
+    let checks = [
+        "read:ca:/run/bot-bottle/ca.pem:-".to_owned(),
+        "read:system_store:/etc/ssl/certs/ca-certificates.crt:-".to_owned(),
+        "write:ca_write:/run/bot-bottle/ca.pem:-".to_owned(),
+        "write:home:/home/agent/.bashrc:-".to_owned(),
+    ];
+    let (code, report) = probe_with(&backend, &dirs, 7, &checks, files);
     assert_eq!(code, 7, "the agent's exit code is the bottle's");
+    assert_eq!(
+        report["checks"],
+        json!({
+            "ca": "bottle ca\n",
+            "system_store": "bottle ca\n",
+            "ca_write": "error: Read-only file system",
+            "home": "writable",
+        })
+    );
     let env: BTreeMap<String, String> = serde_json::from_value(report["env"].clone()).unwrap();
     assert_eq!(
         env,
@@ -639,6 +680,33 @@ fn docker_bottle_is_listed_stopped_and_torn_down() {
             },
         )
         .unwrap();
+    // The agent is on the internal network only; the sidecar on it and on its egress network.
+    let docker = docker();
+    let rt = rt();
+    let networks_of = |name: &str| -> Vec<String> {
+        let inspect = rt.block_on(docker.inspect_container(name, None)).unwrap();
+        let mut names: Vec<String> = inspect
+            .network_settings
+            .unwrap()
+            .networks
+            .unwrap()
+            .into_keys()
+            .collect();
+        names.sort();
+        names
+    };
+    let id = &spec.identity;
+    assert_eq!(
+        networks_of(&format!("bot-bottle-{id}")),
+        vec![format!("bot-bottle-net-{id}")]
+    );
+    assert_eq!(
+        networks_of(&format!("bot-bottle-sidecar-{id}")),
+        vec![
+            format!("bot-bottle-egress-{id}"),
+            format!("bot-bottle-net-{id}")
+        ]
+    );
     let listed = backend.list().unwrap();
     let mine: Vec<_> = listed
         .iter()

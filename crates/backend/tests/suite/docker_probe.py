@@ -2,6 +2,8 @@
 # as one JSON object on stdout. Usage: probe.py EXIT_CODE [CHECK ...] where a CHECK is
 #   tcp:NAME:HOST:PORT     connect and read one line
 #   dns:NAME:SERVER:QNAME  one UDP DNS query for QNAME (type A) to SERVER:53
+#   read:NAME:PATH:-       the file's content
+#   write:NAME:PATH:-      whether the file can be opened for writing
 # HOST may be `gateway`: the host's address on the container's network.
 import json
 import os
@@ -101,7 +103,21 @@ for check in sys.argv[2:]:
     kind, name, a, b = check.split(":", 3)
     if a == "gateway":
         a = gateway()
-    report["checks"][name] = tcp(a, b) if kind == "tcp" else dns(a, b)
+    if kind == "tcp":
+        report["checks"][name] = tcp(a, b)
+    elif kind == "dns":
+        report["checks"][name] = dns(a, b)
+    elif kind == "read":
+        try:
+            report["checks"][name] = open(a).read()
+        except OSError as e:
+            report["checks"][name] = "error: " + e.strerror
+    else:
+        try:
+            open(a, "a").close()
+            report["checks"][name] = "writable"
+        except OSError as e:
+            report["checks"][name] = "error: " + e.strerror
 print(json.dumps(report, sort_keys=True))
 sys.stdout.flush()
 sys.exit(int(sys.argv[1]))
