@@ -746,7 +746,8 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
             },
         )
         .unwrap();
-    // Leftovers of a dead launcher: a network and an exited agent container, labelled.
+    // Leftovers of a dead launcher: a network, a never-started sidecar container and a running
+    // agent container (an orphan), labelled.
     let dead = identity();
     let docker = docker();
     let rt = rt();
@@ -765,19 +766,31 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
         ..Default::default()
     }))
     .unwrap();
-    rt.block_on(docker.create_container(
-        Some(CreateContainerOptions {
-            name: Some(format!("bot-bottle-{dead}")),
-            platform: String::new(),
-        }),
-        ContainerCreateBody {
-            image: Some(images.base.clone()),
-            cmd: Some(vec!["true".into()]),
-            labels: Some(labels("agent")),
-            ..Default::default()
-        },
-    ))
-    .unwrap();
+    for (name, role, cmd) in [
+        (format!("bot-bottle-sidecar-{dead}"), "sidecar", "true"),
+        (format!("bot-bottle-{dead}"), "agent", "sleep 300"),
+    ] {
+        rt.block_on(docker.create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                platform: String::new(),
+            }),
+            ContainerCreateBody {
+                image: Some(images.base.clone()),
+                cmd: Some(cmd.split(' ').map(str::to_owned).collect()),
+                labels: Some(labels(role)),
+                host_config: Some(HostConfig {
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        if role == "agent" {
+            rt.block_on(docker.start_container(&name, None)).unwrap();
+        }
+    }
 
     let dry = backend.cleanup(true).unwrap();
     assert!(dry.contains(&CleanupAction::RemovedNetwork {
@@ -786,25 +799,29 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
     assert_eq!(leftovers(&dead).1.len(), 1, "a dry run removes nothing");
 
     let actions = backend.cleanup(false).unwrap();
-    let mine: Vec<&CleanupAction> = actions
+    let mine: std::collections::BTreeSet<String> = actions
         .iter()
         .filter(|a| match a {
             CleanupAction::RemovedContainer { name } | CleanupAction::RemovedNetwork { name } => {
                 name.ends_with(&dead) || name.ends_with(&live.identity)
             }
+            CleanupAction::KilledOrphan { identity } => {
+                identity == &dead || identity == &live.identity
+            }
             _ => false,
         })
+        .map(|a| format!("{a:?}"))
         .collect();
     assert_eq!(
         mine,
-        vec![
-            &CleanupAction::RemovedContainer {
-                name: format!("bot-bottle-{dead}")
-            },
-            &CleanupAction::RemovedNetwork {
-                name: format!("bot-bottle-net-{dead}")
-            },
+        [
+            format!("KilledOrphan {{ identity: \"{dead}\" }}"),
+            format!("RemovedContainer {{ name: \"bot-bottle-{dead}\" }}"),
+            format!("RemovedContainer {{ name: \"bot-bottle-sidecar-{dead}\" }}"),
+            format!("RemovedNetwork {{ name: \"bot-bottle-net-{dead}\" }}"),
         ]
+        .into_iter()
+        .collect()
     );
     assert_eq!(leftovers(&dead), (vec![], vec![]));
     // The live bottle is untouched.
@@ -1023,5 +1040,41 @@ fn docker_interactive_bottle_gets_the_terminal_its_size_and_ctrl_c() {
     assert_eq!(
         (code, out.as_str()),
         (Some(4), "tty\n33 101\nready\n^Cgot-interrupt\n")
+    );
+}
+
+#[test]
+fn docker_copy_mode_works_on_a_copy_of_the_workspace() {
+    let images = need_docker!();
+    let backend = backend(RuntimeChoice::Named("runc".into()), Some(images));
+    let dirs = dirs();
+    std::fs::write(dirs.workspace.join("file.txt"), "original\n").unwrap();
+    let copy = dirs.workspace.parent().unwrap().join("copy");
+    let mut spec = spec(
+        &dirs,
+        &["sh", "-c", "cat file.txt; echo changed > file.txt"],
+    );
+    spec.workspace.mode = WorkspaceMode::Copy { into: copy.clone() };
+    // `prepare` copies as root here: hand the copy to the agent's user like the original.
+    backend.prepare(&spec).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&copy, Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+        std::os::unix::fs::chown(copy.join("file.txt"), Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+    }
+    let out = run(&backend, &spec);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "original\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy.join("file.txt")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dirs.workspace.join("file.txt")).unwrap(),
+        "original\n",
+        "the host workspace is untouched"
     );
 }
