@@ -1078,3 +1078,26 @@ fn docker_copy_mode_works_on_a_copy_of_the_workspace() {
         "the host workspace is untouched"
     );
 }
+
+#[test]
+fn docker_launch_fails_closed_and_leaves_nothing_when_the_firewall_cannot_run() {
+    let images = need_docker!();
+    let mut config = backend(RuntimeChoice::Named("runc".into()), Some(images))
+        .config()
+        .clone();
+    config.firewall_image = Some("bot-bottle/no-such-firewall:0".into());
+    let backend = DockerBackend::new(config).unwrap();
+    let dirs = dirs();
+    let marker = dirs.workspace.join("agent-ran");
+    let spec = spec(&dirs, &["touch", "/workspace/agent-ran"]);
+    let err = match backend.launch(&spec, BottleStdio::piped()) {
+        Ok(_) => panic!("a bottle without its firewall must not start"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        err.starts_with("could not set up the bottle (close the bottle's network): "),
+        "{err}"
+    );
+    assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
+    assert!(!marker.exists(), "the agent never ran");
+}
