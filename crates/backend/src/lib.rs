@@ -124,6 +124,14 @@ pub fn open(
                 native::NativeConfig::new(helper, bot_bottle_home),
             )))
         }
+        // Enough for list, stop, cleanup and attach; `start` configures the agent image and
+        // the sidecar itself (`docker::DockerConfig`).
+        BackendKind::Docker => Ok(Box::new(docker::DockerBackend::new(
+            docker::DockerConfig::new(
+                docker::AgentImage::Image(String::new()),
+                docker::init_command()?,
+            ),
+        )?)),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"

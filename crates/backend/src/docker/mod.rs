@@ -296,6 +296,11 @@ impl DockerBackend {
             return Ok(tag);
         }
         let tag = match &self.config.agent_image {
+            AgentImage::Image(tag) if tag.is_empty() => {
+                return Err(BackendError::InvalidSpec(
+                    "no agent image configured for the docker backend".to_owned(),
+                ));
+            }
             AgentImage::Image(tag) => tag.clone(),
             AgentImage::Build(source) => self.ensure_image(source, "agent-image")?,
         };
