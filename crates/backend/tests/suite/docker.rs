@@ -535,6 +535,8 @@ fn docker_exit_code_env_user_caps_and_read_only_root() {
             "tmp_writable": true,
             "cwd_writable": true,
             "interfaces": ["eth0", "lo"],
+            "pids_max": "1024",
+            "memory_max": (4u64 << 30).to_string(),
         })
     );
 }

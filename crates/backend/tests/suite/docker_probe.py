@@ -85,7 +85,18 @@ def writable(path):
         return False
 
 
+def first_of(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+    return None
+
+
 report = {
+    "pids_max": first_of("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
+    "memory_max": first_of("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
     "uid": os.getuid(),
     "gid": os.getgid(),
     "cap_eff": status("CapEff"),
