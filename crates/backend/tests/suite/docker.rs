@@ -1103,3 +1103,46 @@ fn docker_launch_fails_closed_and_leaves_nothing_when_the_firewall_cannot_run() 
     assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
     assert!(!marker.exists(), "the agent never ran");
 }
+
+#[test]
+fn docker_image_build_streams_progress_and_reports_the_full_log_on_failure() {
+    let images = need_docker!();
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        format!(
+            "FROM {}\nRUN echo step-one-output\nRUN echo step-two-output && false\n",
+            images.base
+        ),
+    )
+    .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let mut config = backend(RuntimeChoice::Named("runc".into()), Some(images))
+        .config()
+        .clone();
+    config.progress = Some(std::sync::Arc::new(move |l: &str| {
+        sink.lock().unwrap().push(l.to_owned())
+    }));
+    let backend = DockerBackend::new(config).unwrap();
+    let source = ImageSource::bottle_dockerfile("broken", &dockerfile).unwrap();
+    let err = backend
+        .ensure_image(&source, "agent-image")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("returned a non-zero code: 1"), "{err}");
+    assert!(err.contains("full build log:"), "{err}");
+    assert!(
+        err.contains("step-one-output") && err.contains("step-two-output"),
+        "{err}"
+    );
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("step-two-output")),
+        "build output is streamed as progress"
+    );
+}
