@@ -6,7 +6,9 @@
 //!
 //! * **forwards**: the agent's contract says the sidecar endpoints are `127.0.0.1:<port>` on
 //!   every backend, so the init listens on those loopback ports and relays each connection to
-//!   the sidecar container's address on the bottle's internal network;
+//!   the same port of the sidecar container on the bottle's internal network. The sidecar's
+//!   address is resolved by container name before the release (the sidecar starts side by
+//!   side with the agent container), while nothing of the agent runs yet;
 //! * **release gate**: the agent's command must not run before the launcher has closed the
 //!   network (the per-bottle firewall, see [`super::spec::firewall_script`]), so the init waits
 //!   for `SIGUSR1` from the launcher (sent through the Engine API) and then *checks* the result

@@ -37,6 +37,18 @@
 //! dropped, `no-new-privileges`, read-only root filesystem with private `/tmp` and `/var/tmp`,
 //! memory and PID limits, private IPC, and gVisor (`runsc`) whenever the daemon lists it.
 //!
+//! # Lifecycle
+//!
+//! `launch` creates the networks, starts the sidecar and the agent container side by side
+//! (the agent's init waits), installs the firewall, then releases the init with `SIGUSR1`.
+//! `wait` returns the agent's exit code once the container stopped, copies
+//! [`DockerConfig::transcript`] out (it must not live on a tmpfs, which dies with the
+//! container; the home directory is a bind mount anyway) and removes every object of the
+//! bottle. Unlike native bottles, containers survive a launcher killed with `SIGKILL`: `list`
+//! reports them as orphaned (the launcher label names its boot id, PID and start time) and
+//! `cleanup` kills and removes them. An exit code of [`init::SETUP_FAILED`] (125) with a
+//! `bot-bottle:` message on stderr means the init refused to start the agent.
+//!
 //! The docker daemon must be local: the workspace, the home directory and the init are bind
 //! mounts of host paths.
 

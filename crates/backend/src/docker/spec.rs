@@ -64,7 +64,7 @@ impl Names {
 }
 
 /// The sidecar container of a bottle (its image is built by the caller, e.g. with
-/// [`super::image::sidecar_build`]). It must listen on `0.0.0.0:<inside_port>` for every
+/// [`super::ImageSource::sidecar`] and [`super::DockerBackend::ensure_image`]). It must listen on `0.0.0.0:<inside_port>` for every
 /// [`crate::Forward`] of the spec: the agent's `127.0.0.1:<inside_port>` is relayed there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SidecarSpec {
