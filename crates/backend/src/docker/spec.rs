@@ -64,8 +64,9 @@ impl Names {
 }
 
 /// The sidecar container of a bottle (its image is built by the caller, e.g. with
-/// [`super::ImageSource::sidecar`] and [`super::DockerBackend::ensure_image`]). It must listen on `0.0.0.0:<inside_port>` for every
-/// [`crate::Forward`] of the spec: the agent's `127.0.0.1:<inside_port>` is relayed there.
+/// [`super::ImageSource::sidecar`] and [`super::DockerBackend::ensure_image`]). It must listen
+/// on `0.0.0.0:<inside_port>` for every [`crate::Forward`] of the spec: the agent's
+/// `127.0.0.1:<inside_port>` is relayed there (`host_unix_socket` is not used by docker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SidecarSpec {
     pub image: String,
