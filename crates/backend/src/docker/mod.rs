@@ -570,7 +570,37 @@ async fn build_image(
             message: format!("{message}\nfull build log:\n{log}"),
         });
     }
+    // Agent images are kept: bottles of one agent may use different Dockerfiles.
+    if role == "sidecar-image" {
+        remove_older_builds(docker, source, &tag).await;
+    }
     Ok(tag)
+}
+
+/// Removes earlier builds of the same repository (other input hashes), so bot-bottle upgrades
+/// do not pile up sidecar images. Images still used by a container stay (not forced).
+async fn remove_older_builds(docker: &Docker, source: &ImageSource, tag: &str) {
+    let mut filters = label_filter(&[]);
+    filters.insert("reference".to_owned(), vec![source.repository.clone()]);
+    let Ok(images) = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+    else {
+        return;
+    };
+    for image in images {
+        if image.repo_tags.iter().any(|t| t == tag) {
+            continue;
+        }
+        for old in &image.repo_tags {
+            let _ = docker
+                .remove_image(old, None::<RemoveImageOptions>, None)
+                .await;
+        }
+    }
 }
 
 /// Creates everything, starts the sidecar and the agent (whose init waits), installs the
