@@ -1,5 +1,5 @@
+mod doctor;
 mod manifest_cli;
 mod readme;
 mod scan_cli;
 mod supervise_cli;
-mod doctor;
