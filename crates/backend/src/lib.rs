@@ -6,8 +6,8 @@
 //! manifests, egress, the git gate or supervise: the caller (`bot-bottle start`) prepares the
 //! home directory, the files and the sidecar sockets and hands over their paths.
 //!
-//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon). The other
-//! backends only have their [`preflight`] checks so far.
+//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
+//! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+pub mod docker;
 pub mod native;
 pub mod preflight;
 mod spec;
@@ -123,6 +124,14 @@ pub fn open(
                 native::NativeConfig::new(helper, bot_bottle_home),
             )))
         }
+        // Enough for list, stop, cleanup and attach; `start` configures the agent image and
+        // the sidecar itself (`docker::DockerConfig`).
+        BackendKind::Docker => Ok(Box::new(docker::DockerBackend::new(
+            docker::DockerConfig::new(
+                docker::AgentImage::Image(String::new()),
+                docker::init_command()?,
+            ),
+        )?)),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"
@@ -164,6 +173,14 @@ pub enum CleanupAction {
         identity: String,
         path: std::path::PathBuf,
     },
+    /// A leftover container (docker) was removed.
+    RemovedContainer { name: String },
+    /// A leftover network (docker) was removed.
+    RemovedNetwork { name: String },
+    /// A leftover volume (docker) was removed.
+    RemovedVolume { name: String },
+    /// A dangling image built by bot-bottle (docker) was removed.
+    RemovedImage { id: String },
 }
 
 /// A started bottle. Dropping it without [`RunningBottle::wait`] kills the bottle: a bottle never

@@ -329,6 +329,8 @@ pub struct DockerFacts {
     pub daemon: Option<bool>,
     /// Whether this build has the docker backend.
     pub built: bool,
+    /// The OCI runtimes the daemon lists (`runsc` means gVisor is used automatically).
+    pub runtimes: Vec<String>,
 }
 
 impl DockerFacts {
@@ -337,15 +339,43 @@ impl DockerFacts {
             .ok()
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-        let daemon = socket
-            .exists()
-            .then(|| std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        let info = socket.exists().then(|| docker_info(&socket));
         DockerFacts {
             cli: find_in_path("docker"),
-            daemon,
-            built: false,
+            daemon: info.as_ref().map(Option::is_some),
+            built: true,
+            runtimes: info
+                .flatten()
+                .and_then(|info| {
+                    info.get("Runtimes")
+                        .and_then(|r| r.as_object())
+                        .map(|r| r.keys().cloned().collect())
+                })
+                .unwrap_or_default(),
         }
     }
+}
+
+/// `GET /info` on the daemon socket (a plain HTTP/1.0 request: no client runtime needed for a
+/// preflight); `None` when the daemon does not answer with JSON.
+fn docker_info(socket: &Path) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let timeout = Some(std::time::Duration::from_secs(5));
+    stream.set_read_timeout(timeout).ok()?;
+    stream.set_write_timeout(timeout).ok()?;
+    stream
+        .write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1);
+    if !head.starts_with("HTTP/1.") || status != Some("200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
 }
 
 pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
@@ -372,6 +402,17 @@ pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
             ),
         },
     ];
+    if f.daemon == Some(true) {
+        checks.push(if f.runtimes.iter().any(|r| r == "runsc") {
+            Check::pass("runtime", "runtime runsc (gVisor)")
+        } else {
+            Check::warn(
+                "runtime",
+                "gVisor (runsc) is not registered with dockerd; bottles use runc",
+                "sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\"}}} to /etc/docker/daemon.json and restart dockerd",
+            )
+        });
+    }
     if !f.built {
         checks.push(Check::fail(
             "backend",
@@ -604,10 +645,21 @@ mod tests {
             cli: Some("/usr/bin/docker".into()),
             daemon: Some(true),
             built: true,
+            runtimes: vec!["runc".into(), "runsc".into()],
         });
         assert_eq!(
             ready.line(),
-            "docker: usable (docker at /usr/bin/docker, dockerd running)"
+            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runsc (gVisor))"
+        );
+        let runc_only = diagnose_docker(&DockerFacts {
+            cli: Some("/usr/bin/docker".into()),
+            daemon: Some(true),
+            built: true,
+            runtimes: vec!["runc".into()],
+        });
+        assert_eq!(
+            runc_only.line(),
+            "docker: usable (docker at /usr/bin/docker, dockerd running); warning: gVisor (runsc) is not registered with dockerd; bottles use runc (fix: sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\"}}} to /etc/docker/daemon.json and restart dockerd)"
         );
     }
 

@@ -3,23 +3,6 @@
 
 use std::process::ExitCode;
 
-/// A subcommand that exists in the command tree but is not part of this build yet.
-/// It fails plainly (exit 2) instead of pretending to work.
-#[derive(Debug)]
-pub struct NotAvailable(pub &'static str);
-
-impl std::fmt::Display for NotAvailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "`bot-bottle {}` is not available yet in this build; nothing was done",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NotAvailable {}
-
 /// Exit code for errors of bot-bottle itself (bad input, failed setup, unavailable command).
 pub const ERROR: u8 = 2;
 

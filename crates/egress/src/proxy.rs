@@ -145,6 +145,31 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Serves connections from a Unix socket until `shutdown` completes: the sidecar
+    /// bundle listens this way, and the backend forwards the bottle's proxy port to it.
+    /// The socket is outside the bottle, so no loop back to the proxy is possible through it.
+    pub async fn serve_unix(
+        self,
+        listener: tokio::net::UnixListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ProxyError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => {
+                    let Ok((stream, _peer)) = accepted else {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    tokio::spawn(serve_stream(self.shared.clone(), stream));
+                }
+            }
+        }
+    }
+}
+
 /// Runs a proxy on `listener` until `shutdown` completes: the entry point for the
 /// sidecar bundle. Use [`Proxy::new`] + [`Proxy::routes`] first when the routes must be
 /// changed while serving.
@@ -168,7 +193,14 @@ fn server_builder(shared: &Shared) -> hyper::server::conn::http1::Builder {
 
 async fn serve_client(shared: Arc<Shared>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let io = TokioIo::new(StrictIo::new(tcp, shared.limits));
+    serve_stream(shared, tcp).await;
+}
+
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(StrictIo::new(stream, shared.limits));
     let s = shared.clone();
     let service = service_fn(move |req| outer(s.clone(), req));
     let _ = server_builder(&shared)

@@ -148,7 +148,7 @@ pub(crate) async fn run(
     req: CgiRequest,
     body: Incoming,
     hold: Option<Box<dyn Send + Sync>>,
-    probe: &std::net::TcpStream,
+    probe: &crate::server::Probe,
 ) -> Response<GateBody> {
     let deadline = Instant::now() + settings.timeout;
     let Some((program, args)) = settings.program.split_first() else {
@@ -191,11 +191,14 @@ pub(crate) async fn run(
     };
 
     // client gone → kill the group, whatever phase the request is in
+    let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let (Ok(probe), Some(p)) = (probe.try_clone(), pgid) {
         let path_info = req.path_info.clone();
+        let gone = gone.clone();
         let watcher = tokio::spawn(async move {
             crate::server::client_gone(&probe).await;
             tracing::info!(path = %path_info, "client went away; stopping git");
+            gone.store(true, std::sync::atomic::Ordering::SeqCst);
             kill_group(p);
         });
         guard.watcher = Some(watcher.abort_handle());
@@ -239,17 +242,28 @@ pub(crate) async fn run(
     let headers = match headers {
         Ok(Ok(h)) => h,
         Ok(Err(problem)) => {
-            // The child died or wrote garbage; see whether the body was the reason.
-            if feed.is_finished()
-                && let Ok(Err(BodyError::TooLarge)) = feed.await
-            {
-                return text_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "the git gate accepts requests of at most {} bytes; push fewer or smaller commits at a time\n",
-                        limit
-                    ),
-                );
+            // The child died or wrote garbage; see whether the request was the reason.
+            if gone.load(std::sync::atomic::Ordering::SeqCst) {
+                return text_response(StatusCode::BAD_REQUEST, "client went away\n");
+            }
+            if feed.is_finished() {
+                match feed.await {
+                    Ok(Err(BodyError::TooLarge)) => {
+                        return text_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &format!(
+                                "the git gate accepts requests of at most {limit} bytes; push fewer or smaller commits at a time\n"
+                            ),
+                        );
+                    }
+                    Ok(Err(BodyError::Client(_))) => {
+                        return text_response(
+                            StatusCode::BAD_REQUEST,
+                            "the request body ended early; try again\n",
+                        );
+                    }
+                    _ => {}
+                }
             }
             tracing::error!(path = %req.path_info, problem = %problem, "malformed CGI output from git http-backend");
             return text_response(

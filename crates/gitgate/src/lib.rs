@@ -20,6 +20,7 @@
 //! ```
 
 mod allowlist;
+mod builtin;
 mod cgi;
 mod config;
 mod gitconfig;
@@ -38,11 +39,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use allowlist::{ALLOWLIST_FILE, allowlist_path, parse_allowlist, read_allowlist};
+pub use builtin::BuiltinScanner;
 pub use config::{ConfigError, GateConfig, KeySource, RepoConfig, Upstream};
 pub use gitconfig::{render_agent_gitconfig, render_from_config};
 pub use keys::{SshSetup, known_hosts_line, ssh_command};
 pub use mirror::{RUNTIME_FILE, RepoRuntime, Runtime, hook_script};
-pub use scanner::{GateFinding, PushScanner, ScanFailure, Unavailable};
+pub use scanner::{
+    GateFinding, PushScanner, SCAN_GIT_TIMEOUT, ScanFailure, Unavailable, push_scanner,
+};
 
 use crate::cgi::CgiSettings;
 use crate::mirror::RepoHandle;
@@ -279,6 +283,16 @@ impl Gate {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         server::serve(self.shared.clone(), listener, shutdown).await
+    }
+
+    /// Serves git smart HTTP on a Unix socket until `shutdown` resolves (the sidecar
+    /// bundle; the backend forwards the bottle's gate port to it).
+    pub async fn serve_unix(
+        &self,
+        listener: tokio::net::UnixListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        server::serve_unix(self.shared.clone(), listener, shutdown).await
     }
 
     /// The state directory (canonical).

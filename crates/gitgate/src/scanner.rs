@@ -38,9 +38,10 @@ pub trait PushScanner: Send + Sync {
     ) -> Result<Vec<GateFinding>, ScanFailure>;
 }
 
-/// A scanner that refuses every push: what a build without a secret scanner must do.
+/// A scanner that refuses every push, saying why: what the hook uses when the real scanner
+/// cannot be set up (fail closed).
 #[derive(Debug, Default)]
-pub struct Unavailable;
+pub struct Unavailable(pub String);
 
 impl PushScanner for Unavailable {
     fn scan(
@@ -49,8 +50,21 @@ impl PushScanner for Unavailable {
         _rev_args: &[String],
         _env: &[(OsString, OsString)],
     ) -> Result<Vec<GateFinding>, ScanFailure> {
-        Err(ScanFailure(
-            "the secret scanner is not available in this build, so no push can be checked".into(),
-        ))
+        Err(ScanFailure(format!(
+            "the secret scanner is not available ({}), so no push can be checked",
+            self.0
+        )))
+    }
+}
+
+/// How long the scan's `git log` may run inside the hook.
+pub const SCAN_GIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The scanner the pre-receive hook uses: the built-in rules with inline allows off, or,
+/// if they cannot be loaded, one that refuses every push with the reason.
+pub fn push_scanner() -> Box<dyn PushScanner> {
+    match crate::builtin::BuiltinScanner::new(SCAN_GIT_TIMEOUT) {
+        Ok(s) => Box::new(s),
+        Err(e) => Box::new(Unavailable(e.0)),
     }
 }

@@ -113,7 +113,7 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     remote: SocketAddr,
-    probe: Arc<std::net::TcpStream>,
+    probe: Arc<Probe>,
 ) -> Result<Response<GateBody>, Infallible> {
     let path = req.uri().path().to_string();
     let Some(route) = route(req.method(), &path) else {
@@ -187,30 +187,118 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn split_probe(
-    stream: tokio::net::TcpStream,
-) -> io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+fn split_probe(stream: tokio::net::TcpStream) -> io::Result<(tokio::net::TcpStream, Probe)> {
     let std = stream.into_std()?;
     let probe = std.try_clone()?;
-    Ok((tokio::net::TcpStream::from_std(std)?, probe))
+    Ok((tokio::net::TcpStream::from_std(std)?, Probe::Tcp(probe)))
+}
+
+fn split_probe_unix(stream: tokio::net::UnixStream) -> io::Result<(tokio::net::UnixStream, Probe)> {
+    let std = stream.into_std()?;
+    let probe = std.try_clone()?;
+    Ok((tokio::net::UnixStream::from_std(std)?, Probe::Unix(probe)))
+}
+
+/// A second handle on a client connection, used only to notice that the client went away.
+#[derive(Debug)]
+pub(crate) enum Probe {
+    /// A TCP client.
+    Tcp(std::net::TcpStream),
+    /// A Unix socket client (the sidecar bundle, forwarded into the bottle).
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Probe {
+    pub(crate) fn try_clone(&self) -> io::Result<Probe> {
+        Ok(match self {
+            Probe::Tcp(s) => Probe::Tcp(s.try_clone()?),
+            Probe::Unix(s) => Probe::Unix(s.try_clone()?),
+        })
+    }
 }
 
 /// Resolves when the client has closed its connection (or it failed). A client that sends
 /// more data before the response is complete is taken as still there.
-pub(crate) async fn client_gone(probe: &std::net::TcpStream) {
-    let Ok(dup) = probe.try_clone() else {
-        return std::future::pending().await;
-    };
-    if dup.set_nonblocking(true).is_err() {
-        return std::future::pending().await;
-    }
-    let Ok(sock) = tokio::net::TcpStream::from_std(dup) else {
-        return std::future::pending().await;
-    };
+pub(crate) async fn client_gone(probe: &Probe) {
     let mut byte = [0u8; 1];
-    match sock.peek(&mut byte).await {
+    let peeked = match probe.try_clone() {
+        Ok(Probe::Tcp(dup)) => {
+            if dup.set_nonblocking(true).is_err() {
+                return std::future::pending().await;
+            }
+            let Ok(sock) = tokio::net::TcpStream::from_std(dup) else {
+                return std::future::pending().await;
+            };
+            sock.peek(&mut byte).await
+        }
+        Ok(Probe::Unix(dup)) => {
+            if dup.set_nonblocking(true).is_err() {
+                return std::future::pending().await;
+            }
+            let Ok(sock) = tokio::net::UnixStream::from_std(dup) else {
+                return std::future::pending().await;
+            };
+            // Unix stream sockets have no peek in tokio: wait for readability, then peek
+            // without consuming through the std socket.
+            if sock.readable().await.is_err() {
+                return;
+            }
+            let Ok(std) = sock.into_std() else {
+                return std::future::pending().await;
+            };
+            let _ = std.set_nonblocking(true);
+            rustix::net::recv(&std, &mut byte, rustix::net::RecvFlags::PEEK)
+                .map(|(n, _)| n)
+                .map_err(io::Error::from)
+        }
+        Err(_) => return std::future::pending().await,
+    };
+    match peeked {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Accepts connections on a Unix socket until `shutdown` resolves (the sidecar bundle).
+pub(crate) async fn serve_unix(
+    shared: Arc<Shared>,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
+    tokio::pin!(shutdown);
+    let remote = SocketAddr::from(([127, 0, 0, 1], 0));
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (stream, probe) = match split_probe_unix(stream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up a connection");
+                continue;
+            }
+        };
+        let probe = Arc::new(probe);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(shared.clone(), req, remote, probe.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(false)
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 

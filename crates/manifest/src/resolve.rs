@@ -176,16 +176,24 @@ pub(crate) fn list_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String
 /// Where semantic route validation from the `policy` crate plugs in (hosts, ports, paths,
 /// methods, `token_env` names, `connect_to`). Returns one message per problem.
 ///
-/// Until `policy::validate` exists this checks only what the `extends` fold itself relies
-/// on: every route has a host.
+/// The same validation the egress proxy applies when it loads the routes, so a manifest
+/// that passes `manifest check` is one the proxy accepts.
 pub(crate) fn policy_validate_hook(egress: &ResolvedEgress) -> Vec<String> {
-    egress
-        .routes
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.host.trim().is_empty())
-        .map(|(i, _)| format!("egress.routes[{i}] has an empty `host`; name the host to allow"))
-        .collect()
+    let config = policy::EgressConfig {
+        log: Some(egress.log),
+        upstream_ca: (!egress.upstream_ca.is_empty()).then(|| {
+            egress
+                .upstream_ca
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        }),
+        routes: Some(egress.routes.clone()),
+    };
+    match policy::validate(&config) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| format!("egress.{e}")).collect(),
+    }
 }
 
 /// A bottle's fold result (what children inherit, kept even when the bottle has errors so

@@ -102,3 +102,18 @@ fn secret_is_the_capture_group() {
     assert_eq!((found[0].line, found[0].column), (2, 8));
     assert_eq!(found[0].fingerprint, "x.env:github-pat:2");
 }
+
+#[test]
+fn scanner_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let scanner = Scanner::builtin().unwrap();
+    shareable(&scanner);
+    let gh = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5");
+    let counts: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| scanner.scan_bytes("t", gh.as_bytes()).len()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(counts, vec![1, 1, 1, 1]);
+}

@@ -292,22 +292,28 @@ impl Engine {
 }
 
 /// A secret found by a specific rule is not reported again by a generic rule (ids starting
-/// with `generic`) whose secret overlaps it.
+/// with `generic`) whose secret overlaps it; of overlapping generic findings the first (in rule
+/// order) is kept.
 fn drop_generic_duplicates(found: &mut Vec<(Range<usize>, Finding)>) {
     if found.len() < 2 {
         return;
     }
-    let specific: Vec<Range<usize>> = found
+    let is_generic = |f: &Finding| f.rule_id.starts_with("generic");
+    let mut kept: Vec<Range<usize>> = found
         .iter()
-        .filter(|(_, f)| !f.rule_id.starts_with("generic"))
+        .filter(|(_, f)| !is_generic(f))
         .map(|(r, _)| r.clone())
         .collect();
-    if specific.is_empty() {
-        return;
-    }
+    let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
     found.retain(|(r, f)| {
-        !f.rule_id.starts_with("generic")
-            || !specific.iter().any(|s| s.start < r.end && r.start < s.end)
+        if !is_generic(f) {
+            return true;
+        }
+        if kept.iter().any(|k| overlaps(k, r)) {
+            return false;
+        }
+        kept.push(r.clone());
+        true
     });
 }
 

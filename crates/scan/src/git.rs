@@ -81,6 +81,8 @@ pub(crate) fn scan_git(
             "log.showSignature=false",
             "-c",
             "diff.noprefix=false",
+            "-c",
+            "log.showRoot=true",
             "log",
             "--patch",
             "--diff-merges=dense-combined",

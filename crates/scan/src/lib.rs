@@ -287,7 +287,7 @@ impl Scanner {
         explicit: bool,
     ) -> Result<FileOutcome, ScanError> {
         let skipped = |reason: String| {
-            tracing::info!(path = %name, %reason, "skipped");
+            tracing::debug!(path = %name, %reason, "skipped");
             Ok(FileOutcome::Skipped(Skipped {
                 path: name.clone(),
                 reason,

@@ -680,11 +680,15 @@ async fn json_rpc_guard(
 /// Serves the supervise MCP server of bottle `config.identity` on `listener` until
 /// `shutdown` completes: answers tool calls at `/mcp` and applies the operator's
 /// responses as they arrive.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     config: SuperviseConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let cancel = tokio_util::sync::CancellationToken::new();
     let (app, engine) = router(&config, cancel.child_token())?;
     let engine_task = tokio::spawn(engine.run(cancel.child_token()));

@@ -1,2 +1,3 @@
+mod docker;
 mod native;
 mod support;

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use backend::{BackendKind, CleanupAction};
+use state::{BottleState, Home};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,6 +12,52 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("cleanup").into())
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env()?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut count = 0usize;
+    for kind in BackendKind::ALL {
+        // Only backends this build can open have resources to clean.
+        let Ok(backend) = backend::open(kind, home.root()) else {
+            continue;
+        };
+        for action in backend.cleanup(args.dry_run)? {
+            count += 1;
+            match action {
+                CleanupAction::KilledOrphan { identity } => {
+                    let verb = if args.dry_run { "would kill" } else { "killed" };
+                    println!("{verb} orphaned bottle {identity} ({kind})");
+                }
+                CleanupAction::RemovedRuntimeDir { identity, path } => {
+                    println!("{verb} runtime files of {identity}: {}", path.display());
+                }
+            }
+        }
+    }
+    for bottle in home.list()? {
+        match bottle.state {
+            BottleState::Running => {}
+            BottleState::Preserved => {
+                println!(
+                    "kept preserved bottle {} (`bot-bottle resume {}`)",
+                    bottle.identity, bottle.identity
+                );
+            }
+            BottleState::Stale => {
+                count += 1;
+                if !args.dry_run {
+                    home.remove_bottle(&bottle.identity)?;
+                }
+                println!("{verb} state of {}", bottle.identity);
+            }
+        }
+    }
+    if count == 0 {
+        println!("nothing to clean up");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -49,11 +49,6 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The scanner the hook uses on pushed commits.
-fn push_scanner() -> Box<dyn gitgate::PushScanner> {
-    Box::new(gitgate::Unavailable)
-}
-
 fn hook(args: HookArgs) -> ExitCode {
     let argv = vec![
         args.kind,
@@ -62,7 +57,7 @@ fn hook(args: HookArgs) -> ExitCode {
         "--repo".to_string(),
         args.repo,
     ];
-    let scanner = push_scanner();
+    let scanner = gitgate::push_scanner();
     match gitgate::hook::run_cli(&argv, scanner.as_ref()) {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::from(1),

@@ -1,8 +1,13 @@
-//! `bot-bottle resume`: relaunch a preserved bottle.
+//! `bot-bottle resume`: relaunch a preserved bottle from its metadata.
 
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use backend::BackendKind;
+use manifest::{DiscoverOptions, Manifest};
+use state::{Home, Identity};
+
+use crate::bottle::{self, Launch};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -10,6 +15,32 @@ pub struct Args {
     pub identity: String,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("resume").into())
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let identity = Identity::parse(&args.identity)?;
+    let home = Home::from_env()?;
+    let lock = home.lock_bottle(&identity)?;
+    let meta = home.read_metadata(&identity)?;
+    let backend = BackendKind::parse(&meta.backend)?;
+    let opts = DiscoverOptions::from_env(
+        meta.manifest.clone(),
+        |k| std::env::var_os(k),
+        meta.cwd.clone(),
+    );
+    let manifest = Manifest::discover(&opts).with_context(|| {
+        format!("cannot load the manifest bottle `{identity}` was started from")
+    })?;
+    let agent = manifest.agent(&meta.agent)?;
+    bottle::resume(
+        &home,
+        &identity,
+        lock,
+        Launch {
+            agent,
+            backend,
+            cwd: meta.cwd,
+            copy_cwd: meta.copy_cwd,
+            command: meta.command,
+            manifest: meta.manifest,
+        },
+    )
 }

@@ -1,17 +1,250 @@
-//! `bot-bottle sidecar`: one bottle's sidecar bundle (egress, git gate, supervise).
+//! `bot-bottle sidecar`: one bottle's sidecar bundle — egress, git gate and supervise as
+//! tasks of one runtime, listening on Unix sockets in the bottle's state directory (the
+//! backend forwards them into the bottle). Started by `start`, which waits for the `ready`
+//! line on stdout; SIGTERM stops it cleanly (in-flight requests finish or fail, forge deploy
+//! keys are revoked). It holds the tokens and the CA key; neither is ever written where the
+//! agent can read it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bottle::SidecarConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The bottle's sidecar config directory, written by `start`
-    #[arg(long, value_name = "DIR")]
+    /// The bottle's sidecar config file (`sidecar.json`), written by `start`
+    #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("sidecar").into())
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read(&args.config)
+        .with_context(|| format!("cannot read the sidecar config {}", args.config.display()))?;
+    let config: SidecarConfig = serde_json::from_slice(&text)
+        .with_context(|| format!("the sidecar config {} is invalid", args.config.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+        }
+        _ => {}
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+
+    // Egress.
+    let routes = egress::standalone::read_routes(&config.egress.routes)
+        .with_context(|| format!("cannot load routes {}", config.egress.routes.display()))?;
+    let mut proxy_config = egress::ProxyConfig::new(&config.egress.ca_dir);
+    proxy_config.upstream_ca = config.egress.upstream_ca.clone();
+    proxy_config.log = egress::LogSink::File(config.egress.log.clone());
+    let proxy = egress::Proxy::new(proxy_config, routes).context("cannot start egress")?;
+    let routes_handle = proxy.routes();
+    let egress_listener = bind(&config.egress.socket)?;
+
+    // Git gate.
+    let gate = match &config.gate {
+        Some(g) => {
+            let gate_config = gitgate::GateConfig::load(&g.repos)
+                .with_context(|| format!("cannot load {}", g.repos.display()))?;
+            let options = gitgate::GateOptions::new(&config.identity)?;
+            let gate = gitgate::Gate::new(gate_config, &g.state_dir, options)
+                .await
+                .context("cannot start the git gate")?;
+            Some((Arc::new(gate), bind(&g.socket)?))
+        }
+        None => None,
+    };
+
+    // Supervise: approvals reload egress in place and extend the gate's allowlist.
+    let supervise = match &config.supervise {
+        Some(s) => {
+            let reload_handle = routes_handle.clone();
+            let reload: supervise::ReloadHook = Arc::new(move |_bottle, routes| {
+                reload_handle
+                    .replace(routes.clone())
+                    .map_err(|e| e.to_string())
+            });
+            let files = supervise::FileApplier::new(supervise::Home::new(&config.home))
+                .with_reload(reload)
+                .with_known_tokens(config.tokens.clone());
+            let applier: Arc<dyn supervise::Applier> = Arc::new(SidecarApplier {
+                files,
+                gate_allowlist: gate.as_ref().map(|(g, _)| g.allowlist_path()),
+            });
+            let supervise_config = supervise::SuperviseConfig {
+                home: supervise::Home::new(&config.home),
+                identity: config.identity.clone(),
+                applier,
+                allowed_hosts: Vec::new(),
+                max_wait: supervise::MAX_WAIT,
+                max_body_bytes: 1024 * 1024,
+            };
+            Some((supervise_config, bind(&s.socket)?))
+        }
+        None => None,
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            proxy
+                .serve_unix(egress_listener, stop.cancelled_owned())
+                .await
+                .context("egress stopped")
+        });
+    }
+    let gate = gate.map(|(gate, listener)| {
+        let stop = cancel.clone();
+        let serving = gate.clone();
+        tasks.spawn(async move {
+            serving
+                .serve_unix(listener, stop.cancelled_owned())
+                .await
+                .context("the git gate stopped")
+        });
+        gate
+    });
+    if let Some((supervise_config, listener)) = supervise {
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            supervise::serve(listener, supervise_config, stop.cancelled_owned())
+                .await
+                .context("supervise stopped")
+        });
+    }
+
+    // Every listener is bound and the gate's mirrors are prepared: tell `start`.
+    println!("ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    tracing::info!(identity = %config.identity, "sidecar bundle ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let mut failure = None;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        Some(done) = tasks.join_next() => {
+            // A sidecar that stops on its own leaves the bottle without a way out: stop all.
+            failure = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a sidecar stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a sidecar task failed: {e}"),
+            });
+        }
+    }
+    cancel.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sidecars did not finish within 10 s of shutdown");
+    }
+    if let Some(gate) = gate
+        && let Err(e) = gate.teardown().await
+    {
+        tracing::error!(error = %e, "cannot revoke forge deploy keys");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Applies approvals: routes and tokens through supervise's file applier (which reloads
+/// egress first), findings into the git gate's own allowlist.
+struct SidecarApplier {
+    files: supervise::FileApplier,
+    gate_allowlist: Option<PathBuf>,
+}
+
+#[async_trait::async_trait]
+impl supervise::Applier for SidecarApplier {
+    async fn current_routes(&self, bottle: &str) -> Result<String, supervise::ApplyError> {
+        self.files.current_routes(bottle).await
+    }
+
+    async fn apply_routes(
+        &self,
+        bottle: &str,
+        routes: &policy::EgressConfig,
+        text: &str,
+    ) -> Result<(), supervise::ApplyError> {
+        self.files.apply_routes(bottle, routes, text).await
+    }
+
+    async fn attach_token(
+        &self,
+        bottle: &str,
+        host: &str,
+        token_name: &str,
+    ) -> Result<(), supervise::ApplyError> {
+        self.files.attach_token(bottle, host, token_name).await
+    }
+
+    async fn allow_finding(
+        &self,
+        _bottle: &str,
+        fingerprint: &str,
+    ) -> Result<(), supervise::ApplyError> {
+        let Some(path) = &self.gate_allowlist else {
+            return Err(supervise::ApplyError::Other(
+                "this bottle has no git gate, so there is no push scan to allow a finding in"
+                    .into(),
+            ));
+        };
+        append_line(path, fingerprint).map_err(|e| supervise::ApplyError::Io {
+            action: "append to",
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let existing = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    if existing.lines().any(|l| l.trim() == line) {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let sep = if existing.is_empty() || existing.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    file.write_all(format!("{sep}{line}\n").as_bytes())?;
+    file.sync_all()
 }

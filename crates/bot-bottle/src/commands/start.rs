@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::exit::NotAvailable;
+use anyhow::Context;
+use backend::BackendKind;
+use manifest::{DiscoverOptions, Manifest};
+use state::Home;
+
+use crate::bottle::{self, Launch};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,6 +28,25 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotAvailable("start").into())
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let home = Home::from_env()?;
+    let backend = match &args.backend {
+        Some(name) => BackendKind::parse(name)?,
+        None => backend::default_backend(),
+    };
+    let opts = DiscoverOptions::from_env(args.manifest, |k| std::env::var_os(k), cwd.clone());
+    let manifest = Manifest::discover(&opts)?;
+    let agent = manifest.agent(&args.agent)?;
+    bottle::start(
+        &home,
+        Launch {
+            agent,
+            backend,
+            cwd,
+            copy_cwd: args.copy_cwd,
+            command: args.command,
+            manifest: Some(manifest.path().to_path_buf()),
+        },
+    )
 }

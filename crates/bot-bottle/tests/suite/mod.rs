@@ -2,4 +2,5 @@ mod doctor;
 mod manifest_cli;
 mod readme;
 mod scan_cli;
+mod start;
 mod supervise_cli;

@@ -126,10 +126,10 @@ async fn secret_push_is_refused_until_allowlisted() {
     let out = blocking(move || git_out(&w, &["push", "origin", "main"])).await;
     let msg = stderr(&out);
     assert!(!out.status.success(), "{msg}");
-    let fingerprint = format!("{commit}:config/prod.env:aws-access-token:2");
+    let fingerprint = format!("{commit}:config/prod.env:aws-access-key-id:2");
     for needle in [
         "push rejected by the git gate: 1 possible secret",
-        "rule aws-access-token",
+        "rule aws-access-key-id",
         "file config/prod.env",
         "line 2",
         &format!("commit {commit}"),
@@ -309,6 +309,54 @@ async fn upstream_refusal_surfaces_its_message_and_resets_the_mirror() {
     );
     assert_eq!(git(&mirror, &["rev-parse", "main"]), theirs);
     assert_eq!(git(&up, &["rev-parse", "main"]), theirs);
+
+    // The upstream moves after the gate advertised its refs but before the forward (the
+    // client's pre-push hook pushes a racing commit): the lease on the exact old value makes
+    // the upstream refuse, the agent sees why, and the mirror is reset to the upstream.
+    let w = work.clone();
+    blocking(move || {
+        git(&w, &["fetch", "-q", "origin"]);
+        git(&w, &["reset", "-q", "--hard", "origin/main"]);
+    })
+    .await;
+    commit_file(&work, "mine.txt", "m\n", "mine");
+    let racer_dir = root.join("racer");
+    git(
+        &root,
+        &[
+            "clone",
+            "-q",
+            up.to_str().unwrap(),
+            racer_dir.to_str().unwrap(),
+        ],
+    );
+    let racer = commit_file(&racer_dir, "racer.txt", "r\n", "racer");
+    let pre_push = work.join(".git/hooks/pre-push");
+    std::fs::write(
+        &pre_push,
+        format!(
+            "#!/bin/sh\nunset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE\ngit -C '{}' push -q origin main\n",
+            racer_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &pre_push,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let w = work.clone();
+    let out = blocking(move || git_out(&w, &["push", "origin", "main"])).await;
+    let msg = stderr(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("the upstream refused it"), "{msg}");
+    assert!(msg.contains("stale info"), "{msg}");
+    assert!(
+        msg.contains("the gate's mirror now matches the upstream"),
+        "{msg}"
+    );
+    assert_eq!(git(&up, &["rev-parse", "main"]), racer);
+    assert_eq!(git(&mirror, &["rev-parse", "main"]), racer);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,8 +102,8 @@ fn three_bottle_cycle_and_bottles_beside_it() {
 fn different_routes_for_one_host_from_two_parents() {
     let yaml = r#"
 bottles:
-  p1: {egress: {routes: [{host: api.example.com, token_env: A}]}}
-  p2: {egress: {routes: [{host: API.example.com, token_env: B}]}}
+  p1: {egress: {routes: [{host: api.example.com, auth_scheme: Bearer, token_env: A}]}}
+  p2: {egress: {routes: [{host: API.example.com, auth_scheme: Bearer, token_env: B}]}}
   child:
     extends: [p1, p2]
 "#;
@@ -173,4 +173,25 @@ fn one_bottle_with_two_different_routes_for_a_host() {
 fn every_error_is_listed_not_just_the_first() {
     let yaml = "bottles:\n  a: {extends: 1}\n  b: {extends: b}\n  c: {extends: nope}\n  d: {extends: [2]}\n";
     assert_eq!(errors(yaml).len(), 4);
+}
+
+#[test]
+fn routes_are_checked_as_the_egress_proxy_checks_them() {
+    let yaml = r#"
+bottles:
+  b:
+    egress:
+      routes:
+        - host: "bad host"
+        - host: ok.example.com
+          matches: [{methods: [get], paths: [{type: prefix, value: nope}]}]
+"#;
+    assert_eq!(
+        errors(yaml),
+        vec![
+            "m.yaml:5:7: bottle `b`: egress.routes[0] (bad host): host \"bad host\" is invalid: not a valid host name (letters, digits, `-` and `.` only)",
+            "m.yaml:5:7: bottle `b`: egress.routes[1] (ok.example.com): path \"nope\" is invalid; paths start with / and contain no spaces",
+            "m.yaml:5:7: bottle `b`: egress.routes[1] (ok.example.com): method \"get\" is invalid; write methods in upper case, e.g. GET",
+        ]
+    );
 }

@@ -229,3 +229,43 @@ fn missing_file_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn global_allowlists_with_target_rules_and_match_target() {
+    let text = r#"
+[[rules]]
+id = "alpha"
+regex = '''alpha_([0-9a-f]{12})'''
+keywords = ["alpha_"]
+
+[[rules]]
+id = "beta"
+regex = '''beta_([0-9a-f]{12})'''
+keywords = ["beta_"]
+
+[[allowlists]]
+description = "only for alpha, on the whole match"
+targetRules = ["alpha"]
+regexTarget = "match"
+regexes = ['''^alpha_0{4}''']
+"#;
+    let s = Scanner::from_rules(RuleSet::from_toml_str(text, "t.toml", None).unwrap());
+    assert_eq!(ids(&s, "a", "alpha_0000a1b2c3d4"), Vec::<String>::new());
+    assert_eq!(
+        ids(&s, "a", "alpha_1000a1b2c3d4"),
+        vec!["alpha".to_string()]
+    );
+    // The allowlist does not apply to beta, even with the same shape.
+    assert_eq!(ids(&s, "a", "beta_0000a1b2c3d4"), vec!["beta".to_string()]);
+    let e = RuleSet::from_toml_str(
+        "[[rules]]\nid = \"a\"\nregex = 'a'\n[[allowlists]]\ntargetRules = [\"nope\"]\nregexes = ['x']\n",
+        "t.toml",
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "global allowlist in t.toml: targetRules names unknown rule `nope`"
+    );
+}

@@ -1,0 +1,510 @@
+//! The Engine API objects of one bottle, as pure functions of the launch spec (snapshot-tested
+//! in this module's tests, no daemon needed).
+//!
+//! Per bottle `<identity>`:
+//!
+//! | object | name | what |
+//! |---|---|---|
+//! | network | `bot-bottle-net-<identity>` | `internal: true` bridge: agent + sidecar only, no route out |
+//! | network | `bot-bottle-egress-<identity>` | ordinary bridge, the sidecar's way out |
+//! | container | `bot-bottle-sidecar-<identity>` | the sidecar, on both networks |
+//! | container | `bot-bottle-<identity>` | the agent, on the internal network only |
+//! | container | `bot-bottle-firewall-<identity>` | one-shot: closes the agent's network namespace |
+//!
+//! Everything carries [`LABEL_MANAGED`] and [`LABEL_IDENTITY`] so `list` and `cleanup` find it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use super::init::{InitConfig, InitForward};
+use crate::spec::{LaunchSpec, WorkspaceMode};
+
+/// Every object of ours carries this label (value `true`).
+pub const LABEL_MANAGED: &str = "org.bot-bottle.managed";
+/// The bottle identity an object belongs to.
+pub const LABEL_IDENTITY: &str = "org.bot-bottle.identity";
+/// What an object is: `agent`, `sidecar`, `firewall`, `internal-network`, `egress-network`,
+/// `agent-image`, `sidecar-image`.
+pub const LABEL_ROLE: &str = "org.bot-bottle.role";
+/// The launcher (`bot-bottle start`) of a bottle: `<boot id>:<pid>:<start time>`, so `cleanup`
+/// can tell an orphan from a running bottle.
+pub const LABEL_LAUNCHER: &str = "org.bot-bottle.launcher";
+/// The content hash of an image's inputs.
+pub const LABEL_INPUT_HASH: &str = "org.bot-bottle.input-hash";
+
+/// Where the init executable is mounted inside the agent container.
+pub const INIT_PATH: &str = "/run/bot-bottle/init";
+
+/// The names of one bottle's objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub agent: String,
+    pub sidecar: String,
+    pub firewall: String,
+    pub internal_network: String,
+    pub egress_network: String,
+}
+
+impl Names {
+    pub fn new(identity: &str) -> Names {
+        Names {
+            agent: format!("bot-bottle-{identity}"),
+            sidecar: format!("bot-bottle-sidecar-{identity}"),
+            firewall: format!("bot-bottle-firewall-{identity}"),
+            internal_network: format!("bot-bottle-net-{identity}"),
+            egress_network: format!("bot-bottle-egress-{identity}"),
+        }
+    }
+}
+
+/// The sidecar container of a bottle (its image is built by the caller, e.g. with
+/// [`super::ImageSource::sidecar`] and [`super::DockerBackend::ensure_image`]). It must listen
+/// on `0.0.0.0:<inside_port>` for every [`crate::Forward`] of the spec: the agent's
+/// `127.0.0.1:<inside_port>` is relayed there (`host_unix_socket` is not used by docker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarSpec {
+    pub image: String,
+    /// Command (the image's entrypoint is kept when empty).
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Host paths mounted into the sidecar (config, tokens, CA key: never into the agent).
+    pub mounts: Vec<SidecarMount>,
+    /// `uid:gid` inside the sidecar container.
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarMount {
+    pub host: PathBuf,
+    pub inside: PathBuf,
+    pub read_only: bool,
+}
+
+/// The agent container's settings that are not in the launch spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// The agent image (built by `prepare`).
+    pub image: String,
+    /// `uid:gid` the agent runs as (never root).
+    pub user: String,
+    /// Host path of the init executable and the arguments that select it.
+    pub init_exe: PathBuf,
+    pub init_args: Vec<String>,
+    /// The OCI runtime (`runsc` when the daemon has it), `None` for the daemon's default.
+    pub runtime: Option<String>,
+    pub read_only_root: bool,
+    pub memory_bytes: i64,
+    pub pids_limit: i64,
+    /// The launcher label value.
+    pub launcher: String,
+    /// The host directory the workspace comes from (the copy for [`WorkspaceMode::Copy`]).
+    pub workspace_host: PathBuf,
+}
+
+fn labels(identity: &str, role: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_IDENTITY.to_owned(), identity.to_owned()),
+        (LABEL_ROLE.to_owned(), role.to_owned()),
+    ])
+}
+
+/// The internal network shared by the agent and the sidecar: no gateway route out of the host.
+pub fn internal_network(identity: &str, launcher: &str) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: Names::new(identity).internal_network,
+        driver: Some("bridge".to_owned()),
+        internal: Some(true),
+        attachable: Some(false),
+        labels: Some(launched(identity, "internal-network", launcher)),
+        ..Default::default()
+    }
+}
+
+/// The sidecar's own network to the outside.
+pub fn egress_network(identity: &str, launcher: &str) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: Names::new(identity).egress_network,
+        driver: Some("bridge".to_owned()),
+        internal: Some(false),
+        attachable: Some(false),
+        labels: Some(launched(identity, "egress-network", launcher)),
+        ..Default::default()
+    }
+}
+
+/// [`labels`] plus the launcher, for objects of a running bottle.
+fn launched(identity: &str, role: &str, launcher: &str) -> HashMap<String, String> {
+    let mut labels = labels(identity, role);
+    labels.insert(LABEL_LAUNCHER.to_owned(), launcher.to_owned());
+    labels
+}
+
+fn endpoint_on(network: &str) -> NetworkingConfig {
+    NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            network.to_owned(),
+            EndpointSettings::default(),
+        )])),
+    }
+}
+
+fn bind(host: &Path, inside: &Path, read_only: bool) -> String {
+    format!(
+        "{}:{}:{}",
+        host.display(),
+        inside.display(),
+        if read_only { "ro" } else { "rw" }
+    )
+}
+
+/// The sidecar container (created on the internal network; the launcher connects it to the
+/// egress network before starting it).
+pub fn sidecar_container(
+    identity: &str,
+    sidecar: &SidecarSpec,
+    launcher: &str,
+) -> ContainerCreateBody {
+    let names = Names::new(identity);
+    let labels = launched(identity, "sidecar", launcher);
+    ContainerCreateBody {
+        image: Some(sidecar.image.clone()),
+        cmd: (!sidecar.argv.is_empty()).then(|| sidecar.argv.clone()),
+        env: Some(
+            sidecar
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
+        user: Some(sidecar.user.clone()),
+        hostname: Some(format!("sidecar-{identity}")),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            network_mode: Some(names.internal_network.clone()),
+            binds: Some(
+                sidecar
+                    .mounts
+                    .iter()
+                    .map(|m| bind(&m.host, &m.inside, m.read_only))
+                    .collect(),
+            ),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                "rw,nosuid,nodev,size=256m".to_owned(),
+            )])),
+            ..Default::default()
+        }),
+        networking_config: Some(endpoint_on(&names.internal_network)),
+        ..Default::default()
+    }
+}
+
+/// The init's configuration for a spec (the sidecar is found by its container name).
+pub fn init_config(spec: &LaunchSpec) -> InitConfig {
+    InitConfig {
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        cwd: spec.workspace.inside.clone(),
+        sidecar_host: Names::new(&spec.identity).sidecar,
+        forwards: spec
+            .forwards
+            .iter()
+            .map(|f| InitForward {
+                port: f.inside_port,
+                sidecar_port: f.inside_port,
+            })
+            .collect(),
+        interactive: spec.interactive,
+        release_timeout_secs: 120,
+    }
+}
+
+/// The agent container: internal network only, non-root, no capabilities, no new privileges,
+/// read-only root with private `/tmp` and `/var/tmp`, memory and PID limits, the init as PID 1.
+pub fn agent_container(
+    spec: &LaunchSpec,
+    settings: &AgentSettings,
+    init: &InitConfig,
+    stdin_open: bool,
+) -> Result<ContainerCreateBody, serde_json::Error> {
+    let names = Names::new(&spec.identity);
+    let labels = launched(&spec.identity, "agent", &settings.launcher);
+    let mut binds = vec![
+        bind(&settings.workspace_host, &spec.workspace.inside, false),
+        bind(&spec.home.host, &spec.home.inside, false),
+    ];
+    binds.extend(spec.files.iter().map(|f| bind(&f.host, &f.inside, true)));
+    binds.push(bind(&settings.init_exe, Path::new(INIT_PATH), true));
+    let mut cmd = settings.init_args.clone();
+    cmd.push(serde_json::to_string(init)?);
+    let tmp = "rw,nosuid,nodev,size=1g".to_owned();
+    Ok(ContainerCreateBody {
+        image: Some(settings.image.clone()),
+        hostname: Some(spec.identity.clone()),
+        user: Some(settings.user.clone()),
+        entrypoint: Some(vec![INIT_PATH.to_owned()]),
+        cmd: Some(cmd),
+        // The init gives the agent exactly the spec's environment; nothing is needed here.
+        env: Some(vec![]),
+        working_dir: Some(spec.workspace.inside.display().to_string()),
+        tty: Some(spec.interactive),
+        open_stdin: Some(stdin_open),
+        stdin_once: Some(stdin_open),
+        attach_stdin: Some(stdin_open),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        labels: Some(labels),
+        stop_signal: Some("SIGTERM".to_owned()),
+        host_config: Some(HostConfig {
+            network_mode: Some(names.internal_network.clone()),
+            binds: Some(binds),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            readonly_rootfs: Some(settings.read_only_root),
+            tmpfs: Some(HashMap::from([
+                ("/tmp".to_owned(), tmp.clone()),
+                ("/var/tmp".to_owned(), tmp),
+            ])),
+            memory: Some(settings.memory_bytes),
+            memory_swap: Some(settings.memory_bytes),
+            pids_limit: Some(settings.pids_limit),
+            runtime: settings.runtime.clone(),
+            init: Some(false),
+            ipc_mode: Some("private".to_owned()),
+            ..Default::default()
+        }),
+        networking_config: Some(endpoint_on(&names.internal_network)),
+        ..Default::default()
+    })
+}
+
+/// The workspace directory the agent container mounts.
+pub fn workspace_host(spec: &LaunchSpec) -> PathBuf {
+    match &spec.workspace.mode {
+        WorkspaceMode::Mount => spec.workspace.host.clone(),
+        WorkspaceMode::Copy { into } => into.clone(),
+    }
+}
+
+/// The rules that close the agent's network namespace: loopback (except Docker's embedded DNS
+/// at `127.0.0.11`) and the sidecar's forwarded TCP ports are the only destinations; everything
+/// else (the gateway, i.e. the host; other containers; IPv6) is rejected at once.
+pub fn firewall_script(sidecar_ip: IpAddr, ports: &[u16]) -> String {
+    let mut lines = vec![
+        "set -eu".to_owned(),
+        "iptables -w -F OUTPUT".to_owned(),
+        "iptables -w -A OUTPUT -d 127.0.0.11/32 -p tcp -j REJECT --reject-with tcp-reset"
+            .to_owned(),
+        "iptables -w -A OUTPUT -d 127.0.0.11/32 -j REJECT".to_owned(),
+        "iptables -w -A OUTPUT -o lo -j ACCEPT".to_owned(),
+    ];
+    for port in ports {
+        lines.push(format!(
+            "iptables -w -A OUTPUT -d {sidecar_ip}/32 -p tcp --dport {port} -j ACCEPT"
+        ));
+    }
+    lines.extend([
+        "iptables -w -A OUTPUT -p tcp -j REJECT --reject-with tcp-reset".to_owned(),
+        "iptables -w -A OUTPUT -j REJECT".to_owned(),
+        "iptables -w -P OUTPUT DROP".to_owned(),
+        "ip6tables -w -F OUTPUT".to_owned(),
+        "ip6tables -w -A OUTPUT -o lo -j ACCEPT".to_owned(),
+        "ip6tables -w -A OUTPUT -j REJECT".to_owned(),
+        "ip6tables -w -P OUTPUT DROP".to_owned(),
+    ]);
+    lines.join("\n")
+}
+
+/// The one-shot container that installs [`firewall_script`] in the agent's network namespace
+/// (it joins it with `network_mode: container:<agent>`; it only has `NET_ADMIN`/`NET_RAW` and
+/// exits at once). Always runc: the rules belong to the host kernel's view of the namespace.
+pub fn firewall_container(
+    identity: &str,
+    launcher: &str,
+    image: &str,
+    agent_id: &str,
+    sidecar_ip: IpAddr,
+    ports: &[u16],
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        user: Some("0:0".to_owned()),
+        entrypoint: Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]),
+        cmd: Some(vec![firewall_script(sidecar_ip, ports)]),
+        env: Some(vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        ]),
+        labels: Some(launched(identity, "firewall", launcher)),
+        host_config: Some(HostConfig {
+            network_mode: Some(format!("container:{agent_id}")),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: Some(vec!["NET_ADMIN".to_owned(), "NET_RAW".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            readonly_rootfs: Some(true),
+            runtime: Some("runc".to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::spec::{Forward, Home, ReadOnlyFile, Workspace};
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            identity: "claude-1a2b3".into(),
+            argv: vec!["claude".into(), "--help".into()],
+            env: BTreeMap::from([
+                ("HOME".into(), "/home/agent".into()),
+                ("HTTPS_PROXY".into(), "http://127.0.0.1:3128".into()),
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ]),
+            workspace: Workspace {
+                host: "/home/dev/project".into(),
+                inside: "/home/dev/project".into(),
+                mode: WorkspaceMode::Mount,
+            },
+            home: Home {
+                host: "/home/dev/.bot-bottle/state/claude-1a2b3/home".into(),
+                inside: "/home/agent".into(),
+            },
+            files: vec![ReadOnlyFile {
+                host: "/home/dev/.bot-bottle/state/claude-1a2b3/ca/ca.pem".into(),
+                inside: "/run/bot-bottle/ca.pem".into(),
+            }],
+            forwards: vec![
+                Forward {
+                    inside_port: 3128,
+                    host_unix_socket: "/unused".into(),
+                },
+                Forward {
+                    inside_port: 9418,
+                    host_unix_socket: "/unused".into(),
+                },
+            ],
+            interactive: true,
+        }
+    }
+
+    fn settings() -> AgentSettings {
+        AgentSettings {
+            image: "bot-bottle/agent-claude:0123456789ab".into(),
+            user: "1000:1000".into(),
+            init_exe: "/usr/local/bin/bot-bottle".into(),
+            init_args: vec!["__docker-init".into()],
+            runtime: Some("runsc".into()),
+            read_only_root: true,
+            memory_bytes: 4 << 30,
+            pids_limit: 1024,
+            launcher: "boot:4242:99".into(),
+            workspace_host: "/home/dev/project".into(),
+        }
+    }
+
+    fn sidecar() -> SidecarSpec {
+        SidecarSpec {
+            image: "bot-bottle/sidecar:0123456789ab".into(),
+            argv: vec![
+                "bot-bottle".into(),
+                "sidecar".into(),
+                "--config".into(),
+                "/config".into(),
+            ],
+            env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
+            mounts: vec![SidecarMount {
+                host: "/home/dev/.bot-bottle/state/claude-1a2b3".into(),
+                inside: "/config".into(),
+                read_only: false,
+            }],
+            user: "1000:1000".into(),
+        }
+    }
+
+    /// Maps (labels, tmpfs) are hash maps: snapshot them sorted.
+    fn sorted(f: impl FnOnce()) {
+        let mut settings = insta::Settings::clone_current();
+        settings.set_sort_maps(true);
+        settings.bind(f);
+    }
+
+    #[test]
+    fn networks() {
+        sorted(|| {
+            insta::assert_json_snapshot!(
+                "networks",
+                (
+                    internal_network("claude-1a2b3", "boot:4242:99"),
+                    egress_network("claude-1a2b3", "boot:4242:99")
+                )
+            )
+        });
+    }
+
+    #[test]
+    fn agent() {
+        let spec = spec();
+        let init = init_config(&spec);
+        let body = agent_container(&spec, &settings(), &init, true).unwrap();
+        sorted(|| insta::assert_json_snapshot!("agent_container", &body));
+        // The init gets exactly the spec's command and environment.
+        let cmd = body.cmd.unwrap();
+        let parsed: InitConfig = serde_json::from_str(cmd.last().unwrap()).unwrap();
+        assert_eq!(parsed, init);
+    }
+
+    #[test]
+    fn sidecar_body() {
+        sorted(|| {
+            insta::assert_json_snapshot!(
+                "sidecar_container",
+                sidecar_container("claude-1a2b3", &sidecar(), "boot:4242:99")
+            )
+        });
+    }
+
+    #[test]
+    fn firewall() {
+        sorted(|| {
+            insta::assert_json_snapshot!(
+                "firewall_container",
+                firewall_container(
+                    "claude-1a2b3",
+                    "boot:4242:99",
+                    "bot-bottle/sidecar:0123456789ab",
+                    "f00d",
+                    "172.30.0.2".parse().unwrap(),
+                    &[3128, 9418],
+                )
+            )
+        });
+    }
+
+    #[test]
+    fn names() {
+        pretty_assertions::assert_eq!(
+            Names::new("codex-00aa1"),
+            Names {
+                agent: "bot-bottle-codex-00aa1".into(),
+                sidecar: "bot-bottle-sidecar-codex-00aa1".into(),
+                firewall: "bot-bottle-firewall-codex-00aa1".into(),
+                internal_network: "bot-bottle-net-codex-00aa1".into(),
+                egress_network: "bot-bottle-egress-codex-00aa1".into(),
+            }
+        );
+    }
+}

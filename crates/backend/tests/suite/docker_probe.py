@@ -1,0 +1,134 @@
+# Runs inside a docker bottle (or a control container) and reports what it can see and reach,
+# as one JSON object on stdout. Usage: probe.py EXIT_CODE [CHECK ...] where a CHECK is
+#   tcp:NAME:HOST:PORT     connect and read one line
+#   dns:NAME:SERVER:QNAME  one UDP DNS query for QNAME (type A) to SERVER:53
+#   read:NAME:PATH:-       the file's content
+#   write:NAME:PATH:-      whether the file can be opened for writing
+# HOST may be `gateway`: the host's address on the container's network.
+import json
+import os
+import socket
+import struct
+import sys
+
+
+def tcp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect((host, int(port)))
+        data = s.recv(200).decode(errors="replace").strip()
+        return "connected: " + data
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return "error: " + (e.strerror or type(e).__name__)
+    finally:
+        s.close()
+
+
+def dns(server, qname):
+    query = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    for label in qname.rstrip(".").split("."):
+        query += bytes([len(label)]) + label.encode()
+    query += b"\x00" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.connect((server, 53))
+        s.send(query)
+        reply = s.recv(512)
+        if reply[:2] != b"\x42\x42":
+            return "garbage"
+        answers = struct.unpack(">H", reply[6:8])[0]
+        if answers == 0:
+            return "answer: none (rcode %d)" % (reply[3] & 0x0F)
+        # The last 4 bytes of a single A answer are the address.
+        return "answer: " + ".".join(str(b) for b in reply[-4:])
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return "error: " + (e.strerror or type(e).__name__)
+    finally:
+        s.close()
+
+
+def gateway():
+    """The internal network's gateway (the host's bridge address): first address of eth0's
+    subnet (internal networks have no default route to read it from)."""
+    for line in open("/proc/net/route").readlines()[1:]:
+        fields = line.split()
+        if fields[0] == "eth0" and int(fields[7], 16) != 0:
+            net = struct.unpack("<I", bytes.fromhex(fields[1]))[0]
+            return socket.inet_ntoa(struct.pack(">I", socket.ntohl(net) + 1))
+    return "0.0.0.0"
+
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return line.split()[1]
+    return None
+
+
+def writable(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
+def first_of(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+    return None
+
+
+report = {
+    "pids_max": first_of("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
+    "memory_max": first_of("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    "uid": os.getuid(),
+    "gid": os.getgid(),
+    "cap_eff": status("CapEff"),
+    "cap_bnd": status("CapBnd"),
+    "no_new_privs": status("NoNewPrivs"),
+    "env": dict(os.environ),
+    "cwd": os.getcwd(),
+    "root_writable": writable("/probe-root-write"),
+    "tmp_writable": writable("/tmp/probe-write"),
+    "cwd_writable": writable("probe-cwd-write"),
+    "interfaces": sorted(os.listdir("/sys/class/net")),
+    "checks": {},
+}
+for check in sys.argv[2:]:
+    kind, name, a, b = check.split(":", 3)
+    if a == "gateway":
+        a = gateway()
+    if kind == "tcp":
+        report["checks"][name] = tcp(a, b)
+    elif kind == "dns":
+        report["checks"][name] = dns(a, b)
+    elif kind == "read":
+        try:
+            report["checks"][name] = open(a).read()
+        except OSError as e:
+            report["checks"][name] = "error: " + e.strerror
+    else:
+        try:
+            open(a, "a").close()
+            report["checks"][name] = "writable"
+        except OSError as e:
+            report["checks"][name] = "error: " + e.strerror
+print(json.dumps(report, sort_keys=True))
+sys.stdout.flush()
+sys.exit(int(sys.argv[1]))

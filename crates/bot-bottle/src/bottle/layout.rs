@@ -1,0 +1,171 @@
+//! Where a bottle's files live inside `state/<identity>/`, and the sidecar bundle's config.
+//!
+//! Everything here is outside the bottle's reach: the agent sees only its home, its
+//! workspace and the read-only files `start` places (the CA certificate and bundle).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Paths inside one bottle's state directory.
+#[derive(Debug, Clone)]
+pub struct BottlePaths {
+    root: PathBuf,
+}
+
+impl BottlePaths {
+    /// The layout under `state/<identity>/`.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self { root: state_dir }
+    }
+
+    /// The bottle CA (`ca.pem`, `ca-key.pem`): only the sidecar reads the key.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+
+    /// Live configuration changed by supervise: `routes.yaml`.
+    pub fn live_config(&self) -> PathBuf {
+        self.root.join("live-config")
+    }
+
+    /// The live routes the egress proxy loads.
+    pub fn routes_file(&self) -> PathBuf {
+        self.live_config().join("routes.yaml")
+    }
+
+    /// The bottle's `git-gate:` block, as the gate reads it.
+    pub fn gate_config(&self) -> PathBuf {
+        self.root.join("git-gate.yaml")
+    }
+
+    /// The gate's mirrors, keys and allowlist.
+    pub fn gate_dir(&self) -> PathBuf {
+        self.root.join("git-gate")
+    }
+
+    /// The sidecars' Unix sockets, which the backend forwards into the bottle.
+    pub fn sockets(&self) -> PathBuf {
+        self.root.join("sockets")
+    }
+
+    /// The agent's home directory on the host side.
+    pub fn agent_home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    /// Read-only files placed into the bottle (CA certificate, CA bundle).
+    pub fn files(&self) -> PathBuf {
+        self.root.join("files")
+    }
+
+    /// The copy of the working directory for `--copy-cwd`.
+    pub fn workspace_copy(&self) -> PathBuf {
+        self.root.join("workspace")
+    }
+
+    /// Logs: the egress request log, the sidecar's own log.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The sidecar bundle's config file.
+    pub fn sidecar_config(&self) -> PathBuf {
+        self.root.join("sidecar.json")
+    }
+
+    /// A sidecar socket path, checked against the kernel's length limit.
+    pub fn socket(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.sockets().join(format!("{name}.sock"));
+        let len = path.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            anyhow::bail!(
+                "the socket path {} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows; set BOT_BOTTLE_HOME to a shorter directory",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+}
+
+/// What `bot-bottle sidecar --config FILE` runs. Written by `start`, read by the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// The bottle's identity.
+    pub identity: String,
+    /// `$BOT_BOTTLE_HOME` (queue and audit log for supervise).
+    pub home: PathBuf,
+    /// The egress proxy.
+    pub egress: EgressSidecar,
+    /// The git gate, when the bottle has repositories.
+    #[serde(default)]
+    pub gate: Option<GateSidecar>,
+    /// The supervise MCP server, unless the bottle turned it off.
+    #[serde(default)]
+    pub supervise: Option<SuperviseSidecar>,
+    /// Names of the host secrets handed to the bundle (never their values).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+/// The egress part of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSidecar {
+    /// Unix socket to listen on.
+    pub socket: PathBuf,
+    /// The live routes file.
+    pub routes: PathBuf,
+    /// The bottle CA directory.
+    pub ca_dir: PathBuf,
+    /// Extra roots for upstream TLS.
+    #[serde(default)]
+    pub upstream_ca: Vec<PathBuf>,
+    /// The request log (JSON lines).
+    pub log: PathBuf,
+}
+
+/// The git gate part of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSidecar {
+    /// Unix socket to listen on.
+    pub socket: PathBuf,
+    /// The `git-gate:` block file.
+    pub repos: PathBuf,
+    /// Mirrors, keys, allowlist.
+    pub state_dir: PathBuf,
+}
+
+/// The supervise part of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseSidecar {
+    /// Unix socket to listen on.
+    pub socket: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn socket_paths_longer_than_the_kernel_allows_are_refused_with_a_fix() {
+        let short = BottlePaths::new("/home/u/.bot-bottle/state/demo-3fa9c".into());
+        assert_eq!(
+            short.socket("egress").unwrap(),
+            Path::new("/home/u/.bot-bottle/state/demo-3fa9c/sockets/egress.sock")
+        );
+        let long = BottlePaths::new(PathBuf::from("/").join("x".repeat(100)));
+        let err = long.socket("supervise").unwrap_err().to_string();
+        assert!(
+            err.ends_with("set BOT_BOTTLE_HOME to a shorter directory"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,608 @@
+//! Running one bottle: shared by `start` and `resume`.
+//!
+//! The order matters and each step fails closed:
+//! 1. the backend's preflight must pass (never run the agent less isolated than promised);
+//! 2. the state directory holds the CA, the live routes and the gate config;
+//! 3. the sidecar bundle starts as a child process holding the tokens and the CA key, and
+//!    `start` waits for its readiness line (a bundle that dies or stays silent aborts);
+//! 4. the agent's home is written from the contract, and the backend launches the agent with
+//!    the sidecar sockets forwarded to fixed loopback ports inside the bottle;
+//! 5. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
+//!    `resume`, a clean exit removes it.
+
+pub mod layout;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use backend::{Backend, BackendKind, BottleStdio, Forward, LaunchSpec, ReadOnlyFile};
+use manifest::ProviderKind;
+use manifest::ResolvedAgent;
+use state::{Home, Identity, Metadata, RunLock};
+
+pub use layout::{BottlePaths, EgressSidecar, GateSidecar, SidecarConfig, SuperviseSidecar};
+
+/// Where the agent's home is inside every bottle.
+const AGENT_HOME: &str = "/home/agent";
+/// The combined CA bundle replaces the system one inside the bottle.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The bottle CA certificate alone (for `NODE_EXTRA_CA_CERTS`).
+const BOTTLE_CA_INSIDE: &str = "/run/bot-bottle/ca.pem";
+/// The bundle's path inside when the host has no system bundle to replace.
+const BUNDLE_FALLBACK_INSIDE: &str = "/run/bot-bottle/ca-bundle.crt";
+/// How long the sidecar bundle may take to become ready (the gate's first upstream sync).
+const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to run, decided by `start` (from the manifest) or `resume` (from metadata).
+#[derive(Debug)]
+pub struct Launch {
+    /// The resolved agent and its bottle.
+    pub agent: ResolvedAgent,
+    /// The backend to use.
+    pub backend: BackendKind,
+    /// The working directory to give the bottle.
+    pub cwd: PathBuf,
+    /// Copy the working directory instead of mounting it.
+    pub copy_cwd: bool,
+    /// Replaces the provider's agent command when not empty.
+    pub command: Vec<String>,
+    /// The manifest the agent came from.
+    pub manifest: Option<PathBuf>,
+}
+
+/// Creates a new bottle and runs it to the end; returns the agent's exit code.
+pub fn start(home: &Home, launch: Launch) -> anyhow::Result<ExitCode> {
+    let backend = open_backend(home, launch.backend)?;
+    let meta = Metadata {
+        agent: launch.agent.name.clone(),
+        cwd: launch.cwd.clone(),
+        copy_cwd: launch.copy_cwd,
+        backend: launch.backend.name().to_string(),
+        created: now_rfc3339(),
+        manifest: launch.manifest.clone(),
+        command: launch.command.clone(),
+    };
+    let (identity, lock) = home
+        .create_bottle(&meta)
+        .context("cannot create the bottle's state")?;
+    run(home, backend.as_ref(), &identity, lock, &launch, true)
+}
+
+/// Runs an existing (preserved) bottle again.
+pub fn resume(
+    home: &Home,
+    identity: &Identity,
+    lock: RunLock,
+    launch: Launch,
+) -> anyhow::Result<ExitCode> {
+    let backend = open_backend(home, launch.backend)?;
+    run(home, backend.as_ref(), identity, lock, &launch, false)
+}
+
+fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
+    let backend = backend::open(kind, home.root())?;
+    let status = backend.preflight();
+    if !status.usable {
+        let mut msg = format!(
+            "the {kind} backend cannot isolate a bottle on this machine, so nothing was started"
+        );
+        for check in status.checks.iter().filter(|c| c.required && !c.ok) {
+            msg.push_str(&format!("\n  {}: {}", check.name, check.detail));
+            if let Some(fix) = &check.fix {
+                msg.push_str(&format!("\n    fix: {fix}"));
+            }
+        }
+        msg.push_str("\n(`bot-bottle doctor` shows every backend)");
+        bail!(msg);
+    }
+    Ok(backend)
+}
+
+fn run(
+    home: &Home,
+    backend: &dyn Backend,
+    identity: &Identity,
+    lock: RunLock,
+    launch: &Launch,
+    fresh: bool,
+) -> anyhow::Result<ExitCode> {
+    let paths = BottlePaths::new(home.state_dir(identity));
+    let outcome = run_inner(home, backend, identity, &paths, launch, fresh);
+    let preserve = match &outcome {
+        Ok(code) => *code != 0,
+        Err(_) => !fresh,
+    };
+    drop(lock);
+    if preserve {
+        if let Err(e) = home.mark_preserved(identity) {
+            eprintln!("bot-bottle: cannot mark {identity} preserved: {e}");
+        } else if outcome.is_ok() {
+            eprintln!(
+                "bot-bottle: the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+            );
+        }
+    } else {
+        let _ = home.clear_preserved(identity);
+        if let Err(e) = home.remove_bottle(identity) {
+            eprintln!("bot-bottle: cannot remove the state of {identity}: {e}");
+        }
+    }
+    let code = outcome?;
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+fn run_inner(
+    home: &Home,
+    backend: &dyn Backend,
+    identity: &Identity,
+    paths: &BottlePaths,
+    launch: &Launch,
+    fresh: bool,
+) -> anyhow::Result<i32> {
+    let bottle = &launch.agent.bottle;
+    for dir in [
+        paths.live_config(),
+        paths.sockets(),
+        paths.agent_home(),
+        paths.files(),
+        paths.logs(),
+    ] {
+        create_private_dir(&dir)?;
+    }
+
+    // The CA: created once per bottle, kept for resume.
+    let ca = egress::ca::CertificateAuthority::load_or_create(&paths.ca_dir())
+        .context("cannot create the bottle CA")?;
+    let ca_pem = ca.cert_pem().to_string();
+
+    // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
+    // operator approved since.
+    if fresh || !paths.routes_file().exists() {
+        let routes = policy::EgressConfig {
+            log: Some(bottle.egress.log),
+            upstream_ca: None,
+            routes: Some(without_missing_tokens(&bottle.egress.routes, |k| {
+                std::env::var_os(k).is_some_and(|v| !v.is_empty())
+            })),
+        };
+        let text = serde_saphyr::to_string(&routes).context("cannot encode the routes")?;
+        state::atomic_write(&paths.routes_file(), text.as_bytes())
+            .with_context(|| format!("cannot write {}", paths.routes_file().display()))?;
+    }
+    let raw_gate = manifest::raw::GitGate {
+        user: Some(bottle.git_gate.user.clone()),
+        repos: Some(bottle.git_gate.repos.clone()),
+    };
+    let has_repos = !bottle.git_gate.repos.is_empty();
+    if has_repos {
+        let text =
+            serde_saphyr::to_string(&raw_gate).context("cannot encode the git-gate block")?;
+        state::atomic_write(&paths.gate_config(), text.as_bytes())
+            .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
+    }
+
+    // The sidecar bundle.
+    let tokens: Vec<String> = bottle
+        .egress
+        .routes
+        .iter()
+        .filter_map(|r| r.token_env.clone())
+        .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let config = SidecarConfig {
+        identity: identity.to_string(),
+        home: home.root().to_path_buf(),
+        egress: EgressSidecar {
+            socket: paths.socket("egress")?,
+            routes: paths.routes_file(),
+            ca_dir: paths.ca_dir(),
+            upstream_ca: bottle.egress.upstream_ca.clone(),
+            log: paths.logs().join("egress.jsonl"),
+        },
+        gate: has_repos
+            .then(|| -> anyhow::Result<GateSidecar> {
+                Ok(GateSidecar {
+                    socket: paths.socket("gate")?,
+                    repos: paths.gate_config(),
+                    state_dir: paths.gate_dir(),
+                })
+            })
+            .transpose()?,
+        supervise: bottle
+            .supervise
+            .then(|| -> anyhow::Result<SuperviseSidecar> {
+                Ok(SuperviseSidecar {
+                    socket: paths.socket("supervise")?,
+                })
+            })
+            .transpose()?,
+        tokens: tokens.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&config)?;
+    state::atomic_write(&paths.sidecar_config(), &json)
+        .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
+    let sidecar = Sidecar::start(paths, &tokens)?;
+    let result = run_agent(backend, identity, paths, launch, fresh, &config, &ca_pem);
+    sidecar.stop();
+    result
+}
+
+fn run_agent(
+    backend: &dyn Backend,
+    identity: &Identity,
+    paths: &BottlePaths,
+    launch: &Launch,
+    fresh: bool,
+    config: &SidecarConfig,
+    ca_pem: &str,
+) -> anyhow::Result<i32> {
+    let bottle = &launch.agent.bottle;
+    let has_repos = config.gate.is_some();
+    let raw_gate = manifest::raw::GitGate {
+        user: Some(bottle.git_gate.user.clone()),
+        repos: Some(bottle.git_gate.repos.clone()),
+    };
+    // The agent's contract.
+    let endpoints = contract::Endpoints::DEFAULT;
+    let gitconfig = if has_repos {
+        gitgate::render_agent_gitconfig(&endpoints.gate_url(), &raw_gate)
+            .context("cannot write the agent's gitconfig")?
+    } else {
+        render_user_only_gitconfig(&bottle.git_gate.user)
+    };
+    let system_roots = std::fs::read_to_string(SYSTEM_BUNDLE).unwrap_or_default();
+    let bundle_inside = if Path::new(SYSTEM_BUNDLE).is_file() {
+        SYSTEM_BUNDLE
+    } else {
+        BUNDLE_FALLBACK_INSIDE
+    };
+    let workspace_inside = launch.cwd.clone();
+    let provider = match bottle.agent_provider.kind() {
+        ProviderKind::Claude => contract::Provider::Claude,
+        ProviderKind::Codex => contract::Provider::Codex,
+    };
+    let contract = contract::build(
+        &contract::Input {
+            provider,
+            identity: identity.to_string(),
+            endpoints,
+            home: AGENT_HOME.into(),
+            workspace: workspace_inside.clone(),
+            ca_bundle: bundle_inside.into(),
+            bottle_ca: BOTTLE_CA_INSIDE.into(),
+            gitconfig,
+            bottle_env: bottle.env.clone(),
+        },
+        |k| std::env::var(k).ok(),
+    )?;
+    for file in &contract.home_files {
+        let path = paths.agent_home().join(&file.path);
+        if let Some(parent) = path.parent() {
+            create_private_dir(parent)?;
+        }
+        // On resume, keep what the agent changed in its own config (e.g. Claude's state).
+        if !fresh && path.exists() && file.path != Path::new(".gitconfig") {
+            continue;
+        }
+        state::atomic_write(&path, file.contents.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let bundle_host = paths.files().join("ca-bundle.crt");
+    let ca_host = paths.files().join("ca.pem");
+    state::atomic_write_mode(
+        &bundle_host,
+        contract::ca_bundle(&system_roots, ca_pem).as_bytes(),
+        0o644,
+    )?;
+    state::atomic_write_mode(&ca_host, ca_pem.as_bytes(), 0o644)?;
+
+    let mut forwards = vec![Forward {
+        inside_port: endpoints.egress,
+        host_unix_socket: config.egress.socket.clone(),
+    }];
+    if let Some(g) = &config.gate {
+        forwards.push(Forward {
+            inside_port: endpoints.gate,
+            host_unix_socket: g.socket.clone(),
+        });
+    }
+    if let Some(s) = &config.supervise {
+        forwards.push(Forward {
+            inside_port: endpoints.supervise,
+            host_unix_socket: s.socket.clone(),
+        });
+    }
+    let argv = if launch.command.is_empty() {
+        agent_command(provider, launch.agent.prompt.as_deref(), !fresh)
+    } else {
+        launch.command.clone()
+    };
+    let interactive = std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal();
+    let spec = LaunchSpec {
+        identity: identity.to_string(),
+        argv,
+        env: contract.env.clone(),
+        workspace: backend::Workspace {
+            host: launch.cwd.clone(),
+            inside: workspace_inside,
+            mode: if launch.copy_cwd {
+                backend::WorkspaceMode::Copy {
+                    into: paths.workspace_copy(),
+                }
+            } else {
+                backend::WorkspaceMode::Mount
+            },
+        },
+        home: backend::Home {
+            host: paths.agent_home(),
+            inside: AGENT_HOME.into(),
+        },
+        files: vec![
+            ReadOnlyFile {
+                host: bundle_host,
+                inside: bundle_inside.into(),
+            },
+            ReadOnlyFile {
+                host: ca_host,
+                inside: BOTTLE_CA_INSIDE.into(),
+            },
+        ],
+        forwards,
+        interactive,
+    };
+    backend.prepare(&spec)?;
+    let mut running = backend.launch(&spec, BottleStdio::inherit())?;
+    let exit = running.wait()?;
+    Ok(exit.code)
+}
+
+/// Routes whose credential variable is not set on the host lose the credential (with a
+/// warning): their requests go out unauthenticated rather than the bottle not starting.
+/// Nothing is weakened — the agent holds only placeholders either way.
+fn without_missing_tokens(
+    routes: &[policy::Route],
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<policy::Route> {
+    routes
+        .iter()
+        .map(|r| match &r.token_env {
+            Some(var) if !is_set(var) => {
+                eprintln!(
+                    "bot-bottle: warning: {var} is not set, so requests to {} go out without credentials; export it before `start` (the agent never sees it)",
+                    r.host
+                );
+                policy::Route {
+                    token_env: None,
+                    auth_scheme: None,
+                    auth_header: None,
+                    ..r.clone()
+                }
+            }
+            _ => r.clone(),
+        })
+        .collect()
+}
+
+fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> String {
+    let mut out = String::new();
+    if user.name.is_some() || user.email.is_some() {
+        out.push_str("[user]\n");
+        if let Some(n) = &user.name {
+            out.push_str(&format!("\tname = {n}\n"));
+        }
+        if let Some(e) = &user.email {
+            out.push_str(&format!("\temail = {e}\n"));
+        }
+    }
+    out
+}
+
+/// The provider's own agent command, with the manifest's prompt.
+/// A resumed bottle continues the agent's last conversation instead of the prompt.
+fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: bool) -> Vec<String> {
+    let mut argv: Vec<String> = match (provider, resume) {
+        (contract::Provider::Claude, false) => {
+            vec!["claude".into(), "--dangerously-skip-permissions".into()]
+        }
+        (contract::Provider::Claude, true) => vec![
+            "claude".into(),
+            "--dangerously-skip-permissions".into(),
+            "--continue".into(),
+        ],
+        (contract::Provider::Codex, false) => vec![
+            "codex".into(),
+            "--dangerously-bypass-approvals-and-sandbox".into(),
+        ],
+        (contract::Provider::Codex, true) => vec![
+            "codex".into(),
+            "--dangerously-bypass-approvals-and-sandbox".into(),
+            "resume".into(),
+            "--last".into(),
+        ],
+    };
+    if resume {
+        return argv;
+    }
+    if let Some(p) = prompt.filter(|p| !p.trim().is_empty()) {
+        argv.push(p.to_string());
+    }
+    argv
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The sidecar bundle as a child process of `start`: it dies with `start` (parent-death
+/// signal) and is stopped with SIGTERM when the agent exits.
+struct Sidecar {
+    child: Child,
+}
+
+impl Sidecar {
+    fn start(paths: &BottlePaths, tokens: &[String]) -> anyhow::Result<Sidecar> {
+        let exe = std::env::current_exe().context("cannot find the bot-bottle executable")?;
+        let log_path = paths.logs().join("sidecar.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("sidecar")
+            .arg("--config")
+            .arg(paths.sidecar_config())
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // A minimal environment plus the tokens the routes name: nothing else of the host's.
+        let mut env: BTreeMap<&str, String> = BTreeMap::new();
+        for k in [
+            "PATH",
+            "HOME",
+            "USER",
+            "LANG",
+            "TZ",
+            "BOT_BOTTLE_LOG",
+            "RUST_LOG",
+        ] {
+            if let Ok(v) = std::env::var(k) {
+                env.insert(k, v);
+            }
+        }
+        for t in tokens {
+            if let Ok(v) = std::env::var(t) {
+                env.insert(t, v);
+            }
+        }
+        cmd.envs(env);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
+        // the parent; it only makes the kernel kill the bundle if `start` dies.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().context("cannot start the sidecar bundle")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("the sidecar bundle has no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = matches!(lines.next(), Some(Ok(l)) if l.trim() == "ready");
+            let _ = tx.send(ready);
+            // Keep draining so the bundle never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let sidecar = Sidecar { child };
+        match rx.recv_timeout(SIDECAR_READY_TIMEOUT) {
+            Ok(true) => Ok(sidecar),
+            outcome => {
+                sidecar.stop();
+                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(8).collect();
+                let why = if outcome.is_err() {
+                    "did not become ready in time"
+                } else {
+                    "exited before it was ready"
+                };
+                bail!(
+                    "the sidecar bundle {why}; nothing was started. Its log ({}) ends with:\n{}",
+                    log_path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str, token: Option<&str>) -> policy::Route {
+        policy::Route {
+            host: host.into(),
+            port: None,
+            auth_scheme: token.map(|_| "Bearer".into()),
+            token_env: token.map(Into::into),
+            auth_header: None,
+            connect_to: None,
+            matches: None,
+        }
+    }
+
+    #[test]
+    fn routes_lose_only_the_credentials_that_are_not_set() {
+        let routes = vec![
+            route("a.test", Some("SET")),
+            route("b.test", Some("UNSET")),
+            route("c.test", None),
+        ];
+        let out = without_missing_tokens(&routes, |k| k == "SET");
+        assert_eq!(
+            out,
+            vec![
+                route("a.test", Some("SET")),
+                route("b.test", None),
+                route("c.test", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_continues_the_conversation() {
+        assert_eq!(
+            agent_command(contract::Provider::Claude, Some("fix it"), false),
+            vec!["claude", "--dangerously-skip-permissions", "fix it"]
+        );
+        assert_eq!(
+            agent_command(contract::Provider::Claude, Some("fix it"), true),
+            vec!["claude", "--dangerously-skip-permissions", "--continue"]
+        );
+        assert_eq!(
+            agent_command(contract::Provider::Codex, None, false),
+            vec!["codex", "--dangerously-bypass-approvals-and-sandbox"]
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! `bot-bottle start` end to end on the native backend: a probe runs inside a real bottle as
+//! the agent and checks the contract from inside, while the test checks from outside what
+//! reached the (loopback) upstreams.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use test_support::{TestCa, Upstream};
+
+const TOKEN: &str = "tok-e2e-REALSECRET-0123456789";
+
+struct World {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    workspace: PathBuf,
+    upstream_git: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn native_usable() -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let usable = text
+        .lines()
+        .any(|l| l.starts_with("native") && l.contains(": usable"));
+    if !usable {
+        eprintln!("skipping: the native backend is not usable here:\n{text}");
+    }
+    usable
+}
+
+/// A workspace, a home, a bare upstream repository with one commit, and a manifest whose
+/// route to `api.example.test` is pinned to the loopback upstream.
+fn world(upstream: &Upstream, ca: &TestCa) -> World {
+    // Short paths: Unix socket paths are limited to 107 bytes.
+    let tmp = tempfile::Builder::new()
+        .prefix("bb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().join("h");
+    let workspace = tmp.path().join("w");
+    let upstream_git = tmp.path().join("up.git");
+    std::fs::create_dir_all(&workspace).unwrap();
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "up.git"],
+    );
+    let seed = tmp.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README"), "hello\n").unwrap();
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-qm", "seed"]);
+    git(
+        &seed,
+        &["push", "-q", upstream_git.to_str().unwrap(), "main"],
+    );
+    let ca_path = tmp.path().join("upstream-ca.pem");
+    ca.write_pem(&ca_path);
+    let manifest = format!(
+        r#"bottles:
+  dev:
+    env: {{PROBE_MODE: "1"}}
+    git-gate:
+      user: {{name: Probe, email: probe@example.com}}
+      repos:
+        app:
+          url: {up}
+    egress:
+      upstream_ca: [{ca}]
+      routes:
+        - host: api.example.test
+          connect_to: "{addr}"
+          auth_scheme: Bearer
+          token_env: E2E_TOKEN
+          matches:
+            - paths: [{{type: prefix, value: /v1/}}]
+agents:
+  demo:
+    bottle: dev
+"#,
+        up = upstream_git.display(),
+        ca = ca_path.display(),
+        addr = upstream.addr(),
+    );
+    std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
+    World {
+        _tmp: tmp,
+        home,
+        workspace,
+        upstream_git,
+    }
+}
+
+fn start(world: &World, script: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["start", "demo", "--", "bash", "-c", script])
+        .current_dir(&world.workspace)
+        .env("BOT_BOTTLE_HOME", &world.home)
+        .env("E2E_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+const PROBE: &str = r#"
+set -u
+ok() { echo "PASS $1"; }
+no() { echo "FAIL $1: $2"; }
+check() { name=$1; shift; if out=$("$@" 2>&1); then ok "$name"; else no "$name" "$out"; fi; }
+
+code=$(curl -sS -o /dev/null -w '%{http_code}' https://api.example.test/v1/curl)
+[ "$code" = 200 ] && ok curl-allowed || no curl-allowed "$code"
+
+check python-allowed python3 -c '
+import urllib.request
+assert urllib.request.urlopen("https://api.example.test/v1/python").status == 200'
+
+check node-allowed node -e '
+const http = require("http"), tls = require("tls");
+const req = http.request({host: "127.0.0.1", port: 3128, method: "CONNECT", path: "api.example.test:443"});
+req.on("connect", (res, socket) => {
+  if (res.statusCode !== 200) { console.error("connect", res.statusCode); process.exit(1); }
+  const s = tls.connect({socket, servername: "api.example.test"}, () => {
+    s.write("GET /v1/node HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n");
+  });
+  let data = ""; s.on("data", d => data += d);
+  s.on("end", () => process.exit(data.startsWith("HTTP/1.1 200") ? 0 : 1));
+  s.on("error", e => { console.error(e.message); process.exit(1); });
+});
+req.on("error", e => { console.error(e.message); process.exit(1); });
+req.end();'
+
+hdr=$(curl -sS -i http://blocked.example.test/ | tr -d '\r' | grep -i '^x-bot-bottle-blocked:')
+[ -n "$hdr" ] && ok blocked-host || no blocked-host "no 403 header"
+code=$(curl -sS -o /dev/null -w '%{http_code}' https://api.example.test/admin)
+[ "$code" = 403 ] && ok blocked-path || no blocked-path "$code"
+
+tools=$(curl -sS -X POST http://127.0.0.1:3130/mcp -H 'content-type: application/json' \
+  -H 'accept: application/json, text/event-stream' \
+  -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}')
+case "$tools" in *egress-allow*) ok supervise-tools ;; *) no supervise-tools "$tools" ;; esac
+
+cd /tmp
+check git-clone git clone -q "$UPSTREAM" app
+cd app
+echo change >> README
+git commit -qam "clean change"
+check git-push-clean git push -q origin HEAD:main
+k1=AKIA; k2=Q3EGRKPL7WZ5N2XB
+printf 'aws_access_key_id = %s%s\n' "$k1" "$k2" > creds.txt
+git add creds.txt && git commit -qm "oops"
+if out=$(git push origin HEAD:main 2>&1); then no git-push-secret "accepted"; else
+  case "$out" in *creds.txt*) ok git-push-secret ;; *) no git-push-secret "$out" ;; esac; fi
+
+pat=REAL; pat="${pat}SECRET"
+if env | grep -q "$pat"; then no env-clean "token in env"; else ok env-clean; fi
+if grep -rqs "$pat" /proc/[0-9]*/environ /proc/[0-9]*/cmdline "$HOME" /etc /run 2>/dev/null; then
+  no no-token-visible "found"; else ok no-token-visible; fi
+[ "$(id -u)" != 0 ] && ok not-root || no not-root "uid 0"
+echo PROBE-DONE
+exit 7
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = world(&upstream, &ca);
+    let script = format!(
+        // `git clone /path` takes a local path before any `insteadOf`; `file://` goes
+        // through the transport and so through the gate (real upstreams are ssh://).
+        "export UPSTREAM=file://{}\n{PROBE}",
+        world.upstream_git.display()
+    );
+    let world = std::sync::Arc::new(world);
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || start(&w, &script))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .collect();
+    pretty_assertions::assert_eq!(
+        results,
+        vec![
+            "PASS curl-allowed",
+            "PASS python-allowed",
+            "PASS node-allowed",
+            "PASS blocked-host",
+            "PASS blocked-path",
+            "PASS supervise-tools",
+            "PASS git-clone",
+            "PASS git-push-clean",
+            "PASS git-push-secret",
+            "PASS env-clean",
+            "PASS no-token-visible",
+            "PASS not-root",
+        ],
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the agent's exit code propagates"
+    );
+    assert!(stderr.contains("its state is kept"), "{stderr}");
+
+    // What left the bottle: exactly the three allowed requests, each with the real token.
+    let reqs = upstream.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, vec!["/v1/curl", "/v1/python", "/v1/node"]);
+    for r in &reqs {
+        assert_eq!(r.header("authorization"), vec![format!("Bearer {TOKEN}")]);
+    }
+
+    // The clean commit reached upstream, the secret did not.
+    let log = Command::new("git")
+        .args(["log", "--format=%s", "main"])
+        .current_dir(&world.upstream_git)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "clean change\nseed\n");
+
+    // The failed run is kept for resume and listed as preserved.
+    let list = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["list", "--json"])
+        .env("BOT_BOTTLE_HOME", &world.home)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["state"], "preserved");
+    assert_eq!(listed[0]["agent"], "demo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_exit_removes_the_state() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || start(&w, "test -n \"$HTTPS_PROXY\""))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = world.home.join("state");
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "state left behind: {left:?}");
+}
+
+fn bot_bottle(world: &World) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
+    cmd.current_dir(&world.workspace)
+        .env("BOT_BOTTLE_HOME", &world.home)
+        .env("E2E_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+fn listed(world: &World) -> serde_json::Value {
+    let out = bot_bottle(world).args(["list", "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let w = world.clone();
+    let script = "test -f \"$HOME/marker\" && exit 0; touch \"$HOME/marker\"; exit 5";
+    let first = tokio::task::spawn_blocking(move || start(&w, script))
+        .await
+        .unwrap();
+    assert_eq!(first.status.code(), Some(5));
+    let list = listed(&world);
+    assert_eq!(list[0]["state"], "preserved", "{list}");
+    let identity = list[0]["identity"].as_str().unwrap().to_string();
+
+    let w = world.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        bot_bottle(&w).args(["resume", &identity]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "the resumed bottle kept its home: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(listed(&world), serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_a_running_bottle_and_keeps_its_state() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let mut running = bot_bottle(&world)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "touch started; exec sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent marks the (mounted) workspace once it runs.
+    for _ in 0..400 {
+        if world.workspace.join("started").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        world.workspace.join("started").exists(),
+        "the agent never started"
+    );
+    let mut identity = None;
+    for _ in 0..200 {
+        let list = listed(&world);
+        if list.get(0).and_then(|b| b["state"].as_str()) == Some("running") {
+            identity = list[0]["identity"].as_str().map(str::to_string);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let identity = identity.expect("the bottle shows up as running");
+    // The agent may not have started yet when the state appears: retry until stop finds it.
+    let mut stopped = false;
+    for _ in 0..100 {
+        let out = bot_bottle(&world)
+            .args(["stop", &identity, "--grace", "2"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "stop never succeeded");
+    let status = tokio::task::spawn_blocking(move || running.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "SIGTERM ends the agent (128 + 15)"
+    );
+    let list = listed(&world);
+    assert_eq!(list[0]["identity"], identity.as_str());
+    assert_eq!(list[0]["state"], "preserved");
+}

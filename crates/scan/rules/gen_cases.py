@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Regenerates builtin-cases.toml: a positive and a negative case for every built-in rule.
+
+Secrets are random (fixed seed) and made up. `<>` is spliced into every positive so that the
+repository itself holds no well-formed token (the unit test removes it before scanning); rerun
+`bot-bottle scan .` after editing to check that nothing in the repository matches.
+"""
+import os
+import random, string, base64, json
+random.seed(7)
+A=string.ascii_letters+string.digits
+def r(n, cs=A): return ''.join(random.choice(cs) for _ in range(n))
+HEX='0123456789abcdef'
+B32='QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L'
+def sp(tok, k=3):
+    # splice marker so the repository itself holds no well-formed token
+    return tok[:k]+'<>'+tok[k:]
+pem_body='\\n'.join(r(64, A+'+/') for _ in range(6))
+pem_lines='\n'.join(r(64, A+'+/') for _ in range(6))
+jwt = 'eyJhbGciOiJIUzI1NiJ9.'+'eyJ'+r(40,A+'_-')+'.'+r(43,A+'_-')
+cases = {
+ 'aws-access-key-id': ([f'aws_access_key_id = {sp("AKIA"+r(16,string.ascii_uppercase+"234567"))}'],
+                       ['aws_access_key_id = AKIAIOSFODNN7EXAMPLE', 'AKIA is the prefix of long-term keys', 'AKIAAAAAAAAAAAAAAAAA']),
+ 'aws-secret-access-key': ([f'aws_secret_access_key = {sp(r(40,A+"/+"),4)}', f'"SecretAccessKey": "{sp(r(40,A+"/+"),4)}"'],
+                       ['aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 'aws_secret_access_key = ${AWS_SECRET_ACCESS_KEY}']),
+ 'gcp-api-key': ([f'key: "{sp("AIza"+r(35,A+"_-"))}"'], ['AIzaSyShort', 'AIza' + 'a'*35]),
+ 'gcp-service-account-key': ([f'{{"type": "service_account", "project_id": "p", "private_key_id": "{r(40,HEX)}", "private_key": "{sp("-----BEGIN PRIVATE KEY-----",6)}\\n{pem_body}\\n-----END PRIVATE KEY-----\\n", "client_email": "x@p.iam.gserviceaccount.com"}}'],
+                       ['{"type": "authorized_user", "client_id": "x", "refresh_token": "see docs"}']),
+ 'azure-storage-account-key': ([f'DefaultEndpointsProtocol=https;AccountName=acct;{sp("AccountKey",7)}={r(86,A+"+/")}==;EndpointSuffix=core.windows.net'],
+                       ['DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=<your-key>;EndpointSuffix=core.windows.net']),
+ 'digitalocean-token': ([sp('dop_v1_'+r(64,HEX))], ['dop_v1_tooshort']),
+ 'github-pat': ([f'GITHUB_TOKEN={sp("ghp_"+r(36))}'], ['ghp_ is the classic prefix', 'ghp_'+'x'*36]),
+ 'github-fine-grained-pat': ([sp('github_pat_'+r(22)+'_'+r(59))], ['github_pat_'+r(10)]),
+ 'github-oauth-token': ([f'token: {sp("gho_"+r(36))}'], ['gho_'+r(20)]),
+ 'github-app-token': ([sp('ghs_'+r(36)), sp('ghu_'+r(36)), sp('ghr_'+r(76))], ['ghs_'+r(12)]),
+ 'gitlab-pat': ([f'GITLAB_TOKEN={sp("glpat-"+r(20,A+"_-"))}'], ['glpat-xxxxxxxxxxxxxxxxxxxx', 'glpat-short']),
+ 'gitlab-token': ([sp('gldt-'+r(20,A+"_-")), sp('glrt-'+r(24,A+"_-")), sp('GR1348941'+r(20,A+"_-"))], ['gldt-short', 'glrt-xxxxxxxxxxxxxxxxxxxxxxxx']),
+ 'npm-access-token': ([f'NPM_TOKEN={sp("npm_"+r(36))}'], ['npm_config_cache=/tmp/x', 'npm_'+'a'*36]),
+ 'npmrc-auth-token': ([f'//registry.npmjs.org/:{sp("_authToken",4)}={r(36,A+"-")}'], ['//registry.npmjs.org/:_authToken=${NPM_TOKEN}']),
+ 'pypi-token': ([sp('pypi-AgEIcHlwaS5vcmc'+r(70,A+"_-"),6)], ['pypi-AgEIcHlwaS5vcmc', 'pip install pypi-simple']),
+ 'dockerhub-pat': ([sp('dckr_pat_'+r(27,A+"_-"))], ['dckr_pat_short']),
+ 'huggingface-token': ([f'HF_TOKEN={sp("hf_"+r(34,string.ascii_letters),2)}'], ['hf_hub_download(repo_id="x")', 'hf_'+'a'*34]),
+ 'slack-bot-token': ([sp('xoxb-'+r(12,string.digits)+'-'+r(13,string.digits)+'-'+r(24))], ['xoxb-not-a-token']),
+ 'slack-user-token': ([sp('xoxp-'+r(11,string.digits)+'-'+r(11,string.digits)+'-'+r(12,string.digits)+'-'+r(32,HEX))], ['xoxp-123']),
+ 'slack-app-token': ([sp('xapp-1-A'+r(10,string.ascii_uppercase+string.digits)+'-'+r(13,string.digits)+'-'+r(64,HEX))], ['xapp-1-short']),
+ 'slack-legacy-token': ([sp('xoxs-'+r(10,string.digits)+'-'+r(11,string.digits)+'-'+r(32,HEX))], ['xoxs-']),
+ 'slack-webhook-url': ([sp('https://hooks.slack.com/services/T'+r(8,string.ascii_uppercase+string.digits)+'/B'+r(8,string.ascii_uppercase+string.digits)+'/'+r(24), 12)],
+                       ['https://hooks.slack.com/services/T000/B000/XXXX']),
+ 'discord-webhook-url': ([sp('https://discord.com/api/webhooks/'+r(18,string.digits)+'/'+r(68,A+'_-'),12)], ['https://discord.com/api/webhooks/123/abc']),
+ 'telegram-bot-token': ([f'bot_token = "{sp(r(9,string.digits)+":AA"+r(33,A+"_-"),4)}"'], ['ratio 123456789:AA is fine']),
+ 'stripe-secret-key': ([sp('sk_live_'+r(24)), sp('rk_test_'+r(24))], ['pk_live_'+r(24), 'sk_live_short']),
+ 'stripe-webhook-secret': ([sp('whsec_'+r(32))], ['whsec_short']),
+ 'sendgrid-api-key': ([sp('SG.'+r(22,A+'_-')+'.'+r(43,A+'_-'),2)], ['SG.short.value']),
+ 'twilio-api-key': ([sp('SK'+r(32,HEX),2)], ['SK'+'0'*32, 'SKIP_TESTS=1']),
+ 'mailgun-api-key': ([f'MAILGUN_KEY={sp("key-"+r(32,HEX))}'], ['key-'+'0'*32, 'key-value pairs']),
+ 'mailchimp-api-key': ([sp(r(32,HEX)+'-us6', 5)], ['0'*32+'-us6', 'en-us']),
+ 'shopify-token': ([sp('shpat_'+r(32,HEX))], ['shpat_short']),
+ 'hashicorp-vault-token': ([sp('hvs.'+r(95,A+'_-'),2)], ['hvs.short']),
+ 'terraform-cloud-token': ([sp(r(14,string.ascii_lowercase+string.digits)+'.atlasv1.'+r(67,A+'_-'),5)], ['x.atlasv1.y']),
+ 'age-secret-key': ([sp('AGE-SECRET-KEY-1'+r(58,B32),6)], ['AGE-SECRET-KEY-1']),
+ 'openai-api-key': ([f'OPENAI_API_KEY={sp("sk-"+r(20)+"T3BlbkFJ"+r(20),2)}', sp('sk-proj-'+r(60,A+'_-')+'T3BlbkFJ'+r(60,A+'_-'),2)], ['sk-'+r(48), 'T3BlbkFJ alone']),
+ 'anthropic-api-key': ([f'ANTHROPIC_API_KEY={sp("sk-ant-api03-"+r(93,A+"_-")+"AA",5)}'], ['sk-ant-api03-short']),
+ 'private-key': ([sp('-----BEGIN RSA PRIVATE KEY-----',6)+'\n'+pem_lines+'\n-----END RSA PRIVATE KEY-----',
+                  sp('-----BEGIN OPENSSH PRIVATE KEY-----',6)+'\n'+pem_lines+'\n-----END OPENSSH PRIVATE KEY-----'],
+                 ['-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----', '-----BEGIN CERTIFICATE-----\n'+pem_lines+'\n-----END CERTIFICATE-----']),
+ 'jwt': ([f'Authorization: Bearer {sp(jwt)}'], ['eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c', 'eyJ alone']),
+ 'database-url-password': ([f'DATABASE_URL={sp("postgres",4)}://app:{r(16)}@db.internal:5432/app', f'mongo<>db+srv://svc:{r(20)}@cluster0.mongodb.net/x'],
+                           ['DATABASE_URL=postgres://postgres:postgres@localhost/app', 'postgres://user:${DB_PASSWORD}@db/app', 'postgres://localhost:5432/app']),
+ 'generic-secret': ([f'auth_{sp("token",3)} = "{r(14)}9"', f'client_{sp("secret",3)}: {r(30)}', f'"api_{sp("key",2)}": "{r(32,HEX)}"'],
+                    ['password = get_password(user)', 'token = self.next_token', 'secret: "changeme123456"', 'api_key = os.environ["API_KEY"]', 'password: ${{ secrets.DB_PASSWORD }}', 'token_count = 1234567890']),
+}
+
+LOW=string.ascii_lowercase
+cases.update({
+ 'adafruit-io-key': ([f'IO_KEY = "{sp("aio_"+r(28))}"'], ['aio_short', 'aio_'+'a'*28]),
+ 'atlassian-api-token': ([sp('ATATT3xFfGF0'+r(180,A+'_-')+'='+r(8,HEX.upper()),6)], ['ATATT3 prefix only']),
+ 'azure-devops-pat': ([f'azure_devops_pat = "{sp(r(52,LOW+"234567"),4)}"', sp(r(52)+'JQQJ99'+r(18)+'AZDO'+r(4),8)], ['azure_devops_pat = "${ADO_PAT}"', 'devops token = see wiki']),
+ 'bitbucket-app-password': ([f'https://u:{sp("ATBB"+r(32))}@bitbucket.org/x/y.git'], ['ATBB short']),
+ 'cratesio-token': ([f'CARGO_REGISTRY_TOKEN={sp("cio"+r(32),2)}'], ['cio'+'a'*32, 'precious']),
+ 'databricks-token': ([sp('dapi'+r(32,HEX))], ['dapi'+'0'*32, 'dapi_version']),
+ 'dependency-track-api-key': ([sp('odt_'+r(32))], ['odt_short']),
+ 'doppler-token': ([sp('dp.st.prd.'+r(43)), sp('dp.pt.'+r(43))], ['dp.st.short']),
+ 'facebook-access-token': ([sp('EAACEdEose0cBA'+r(120))], ['EAAC short']),
+ 'facebook-app-secret': ([f'facebook_app_secret = "{sp(r(32,HEX),5)}"'], ['facebook_app_secret = "${FB_SECRET}"', 'facebook_app_id = "1234567890"']),
+ 'grafana-token': ([sp('glsa_'+r(32)+'_'+r(8,HEX)), sp('glc_'+r(60,A+'+/'))], ['glsa_short', 'glc_x']),
+ 'jina-api-key': ([sp('jina_'+r(32,HEX)+r(30))], ['jina_ai']),
+ 'kubernetes-bootstrap-token': ([f'--tls-bootstrap-token {sp(r(6,LOW+string.digits)+"."+r(16,LOW+string.digits),3)}'], ['bootstrap token: see kubeadm docs']),
+ 'linear-api-key': ([sp('lin_api_'+r(40))], ['lin_api_short']),
+ 'microsoft-teams-webhook': ([sp('https://acme.webhook.office.com/webhookb2/'+'-'.join(r(n,HEX) for n in (8,4,4,4,12))+'@'+'-'.join(r(n,HEX) for n in (8,4,4,4,12))+'/IncomingWebhook/'+r(32,HEX)+'/'+'-'.join(r(n,HEX) for n in (8,4,4,4,12)),12)], ['https://acme.webhook.office.com/webhookb2/']),
+ 'new-relic-key': ([sp('NRAK-'+r(27,string.ascii_uppercase+string.digits)), f'license_key: {sp(r(36,LOW+string.digits)+"NRAL",5)}'], ['NRAK-short', 'license_key: a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8NRAL']),
+ 'nuget-api-key': ([sp('oy2'+r(43,LOW+string.digits),2)], ['oy2short']),
+ 'okta-api-token': ([f'OKTA_API_TOKEN = "{sp("00"+r(40,A+"_-"),2)}"', f'Authorization: SSWS {sp("00"+r(40,A+"_-"),2)}'], ['okta_api_token = "${OKTA_TOKEN}"']),
+ 'postman-api-key': ([sp('PMAK-'+r(24,HEX)+'-'+r(34,HEX))], ['PMAK-short']),
+ 'rubygems-api-key': ([sp('rubygems_'+r(48,HEX))], ['rubygems_version']),
+ 'salesforce-access-token': ([sp('00D'+r(15)+'!'+r(96,A+'._'),2)], ['00D short']),
+ 'sonarqube-token': ([sp('sqp_'+r(40,HEX)), f'-Dsonar.login={sp(r(40,HEX),3)}'], ['sonar.login=${SONAR_TOKEN}']),
+ 'sourcegraph-token': ([sp('sgp_'+r(16,HEX)+'_'+r(40,HEX))], ['sgp_short']),
+ 'square-token': ([sp('sq0atp-'+r(22,A+'_-')), sp('EAAA'+r(60,A+'_-'))], ['sq0atp-short']),
+ 'tavily-api-key': ([sp('tvly-'+r(32))], ['tvly-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx']),
+ 'thingsboard-access-token': ([sp('https://thingsboard.cloud/api/v1/'+r(20,LOW+string.digits)+'/telemetry',14)], ['https://thingsboard.cloud/api/v1/devices']),
+ 'truenas-api-key': ([f'{{"method": "auth.login_with_api_key", "params": ["{sp("7-"+r(64),3)}"]}}'], ['auth.login_with_api_key takes a key']),
+ 'twitch-stream-key': ([sp('live_'+r(9,string.digits)+'_'+r(30))], ['live_stream_enabled']),
+ 'vault-token-legacy': ([f'VAULT_TOKEN="{sp("s."+r(24),1)}"', f'Unseal Key 1: {sp(r(43,A+"+/")+"=",4)}'], ['vault token: see docs', 'Unseal Key 1: <redacted>']),
+ 'wireguard-key': ([f'PrivateKey = {sp(r(42,A+"+/")+"A=",4)}'], ['PrivateKey = <server private key>']),
+ 'private-key-base64': ([sp('LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb2dJQkFBS0NBUUVB'+r(120,A+'+/'),6)], ['LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSURYVENDQWtXZ0F3SUJBZ0lKQUt'+r(100,A+'+/')]),
+ 'password-hash': ([sp('$2b$12$'+r(53,A+'./'),4), sp('$6$'+r(8,A+'./')+'$'+r(86,A+'./'),3), sp('$krb5asrep$23$'+r(32,HEX)+'$'+r(96,HEX),5)], ['$2b$ prefix only', 'cost $6$ and $5$ each']),
+ 'netrc-credentials': ([f'machine api.example.net login deploy pass<>word {r(20)}'], ['machine learning login page password reset']),
+ 'psexec-credentials': ([f'Ps<>Exec.exe \\\\host01 -u CORP\\svc -p {r(12)} cmd'], ['psexec \\\\host -u admin -p $Password cmd']),
+ 'powercli-credentials': ([f'Connect-VI<>Server -Server vc01 -User admin@vsphere.local -Password {r(12)}'], ['Connect-VIServer -Server vc01 -User $user -Password $pass']),
+ 'dotnet-credentials': ([f'new NetworkCredential("svc@corp.example", "{sp(r(14),3)}")'], ['new NetworkCredential(user, pass)']),
+ 'generic-bearer-token': ([f'curl -H "Authorization: Bearer {sp(r(40,A+"-_"),4)}" https://api.example.net'], ['-H "Authorization: Bearer $TOKEN"', 'Authorization: Bearer <token>']),
+ 'generic-basic-auth': ([f'Authorization: Basic {sp(base64.b64encode(("svc:"+r(16)).encode()).decode(),4)}'], ['Authorization: Basic <credentials>']),
+ 'generic-cli-credentials': ([f'cu<>rl -u admin:{r(16)} https://ci.example.net/api'], ['curl -u admin:$PASSWORD https://ci.example.net/api', 'curl -u "$USER:$PASS" https://x']),
+ 'generic-connection-string-password': ([f'Server=db01;Database=app;User Id=app;{sp("Password",4)}={r(16)};'], ['Server=db01;Database=app;User Id=app;Password=${DB_PASSWORD};', 'User ID=myUsername;Password=myPassword;']),
+ 'generic-config-password': ([f'<add key="SmtpPassword" value="{sp(r(14),3)}" />'], ['<add key="SmtpPassword" value="" />', '<add key="SmtpHost" value="smtp.example.net" />']),
+ 'generic-password': ([f'{sp("password",4)} = "{r(10,string.ascii_letters)}"', f"DB_{sp('PASS',2)}WORD='{r(12)}'", f'REACT_APP_AUTH_{sp("PASS",2)}={r(9,string.ascii_lowercase)}'],
+                      ['password = get_password(user)', 'password: str', 'password = "changeme"', 'password: ${{ secrets.DB_PASSWORD }}', 'password = request.form["password"]', 'PASSWORD = "DB_PASSWORD"', 'label = "Password:"', 'bypass = "aaaaaaaa"']),
+})
+
+out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
+     '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
+def q(s): return json.dumps(s)
+for rid,(pos,neg) in cases.items():
+    out.append('[[case]]'); out.append(f'rule = {q(rid)}')
+    out.append('positive = [' + ', '.join(q(p) for p in pos) + ']')
+    out.append('negative = [' + ', '.join(q(n) for n in neg) + ']'); out.append('')
+open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'builtin-cases.toml'),'w').write('\n'.join(out))
