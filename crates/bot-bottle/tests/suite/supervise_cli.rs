@@ -340,3 +340,89 @@ fn audit_verify_names_the_edited_line() {
         )
     );
 }
+
+/// The operator approves in the dashboard (on a pseudo-terminal); the waiting agent call
+/// gets "approved"; the dashboard's logs go to its log file, never onto its screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_approves_in_the_dashboard() {
+    if std::process::Command::new("python3")
+        .args(["-c", "import pty"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("skipping: python3 (for a pseudo-terminal) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = supervise::RecordingApplier::with_routes("routes: []\n");
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let engine = supervise::Engine::new(q.clone(), Arc::new(applier.clone()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(engine.clone().run(stop.clone()));
+    let srv = supervise::SuperviseServer::new(engine, std::time::Duration::from_secs(30));
+    let call = tokio::spawn(async move {
+        srv.dispatch(
+            "egress-allow",
+            json!({"routes_yaml": "routes:\n  - host: pypi.org\n", "justification": "install deps"}).as_object().cloned(),
+        )
+        .await
+    });
+    let id = loop {
+        if let Some(e) = q.pending().unwrap().0.first() {
+            break e.proposal.id.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    // An unreadable file in another queue makes the dashboard log a warning.
+    std::fs::create_dir_all(home.queue_dir("other-00002")).unwrap();
+    std::fs::write(
+        home.queue_dir("other-00002").join("00000000000000ff.json"),
+        "{",
+    )
+    .unwrap();
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/pty_dashboard.py"
+    );
+    let home_dir = dir.path().to_owned();
+    let id2 = id.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, env!("CARGO_BIN_EXE_bot-bottle"), &id2, "aq"])
+            .env("BOT_BOTTLE_HOME", &home_dir)
+            .env("BOT_BOTTLE_LOG", "debug")
+            .env("USER", "carol")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("install deps"),
+        "the proposal was on screen"
+    );
+    assert!(
+        !screen.contains("skipping queue file"),
+        "no log lines on the dashboard's screen"
+    );
+    let log = std::fs::read_to_string(home.logs_dir().join("dashboard.log")).unwrap();
+    assert!(log.contains("skipping queue file"), "{log}");
+
+    let answer = call.await.unwrap().unwrap();
+    let rmcp::model::CallToolResponse::Complete(result) = answer else {
+        panic!("incomplete")
+    };
+    assert_eq!(result.structured_content.unwrap()["status"], "approved");
+    assert_eq!(applier.calls().len(), 1);
+    let entries = audit::read_all(&home, None, None).unwrap();
+    assert_eq!(
+        (entries[0].decision.as_str(), entries[0].operator.as_str()),
+        ("approved", "carol")
+    );
+    stop.cancel();
+}

@@ -122,4 +122,19 @@ async fn approved_route_works_for_the_very_next_request() {
     assert!(routes.config().routes.unwrap()[1].token_env.is_none());
     let (entries, _) = queue::pending_all(&home, None).unwrap();
     assert_eq!(entries[0].status, supervise::Status::ApplyFailed);
+
+    // The audit log shows both decisions, with an intact hash chain.
+    let log: Vec<(String, String)> = supervise::audit::read_all(&home, Some(identity), None)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.tool, e.decision))
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            ("egress-allow".to_owned(), "approved".to_owned()),
+            ("egress-token-allow".to_owned(), "apply-failed".to_owned()),
+        ]
+    );
+    assert_eq!(supervise::audit::verify(&home).unwrap(), (vec![], 1));
 }
