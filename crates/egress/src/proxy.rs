@@ -448,8 +448,12 @@ async fn inner(
         parts.headers.insert(header::UPGRADE, proto);
     }
     if let Some(Some((name, value))) = decision.route.and_then(|i| loaded.credentials.get(i)) {
+        // Whatever the client put in the credential header never goes out, and the
+        // token itself only travels inside TLS: plain http:// requests get neither.
         parts.headers.remove(name);
-        parts.headers.insert(name.clone(), value.clone());
+        if scheme == Scheme::Https {
+            parts.headers.insert(name.clone(), value.clone());
+        }
     }
     let host_in_uri = if host.contains(':') {
         format!("[{host}]")

@@ -242,10 +242,10 @@ async fn handle(
             let gap = query(&path, "gap_ms").unwrap_or(100);
             let (tx, rx) = mpsc::channel(4);
             tokio::spawn(async move {
+                // on an absolute schedule (event i at i * gap), so delays do not add up
+                let start = tokio::time::Instant::now();
                 for i in 0..n {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(gap)).await;
-                    }
+                    tokio::time::sleep_until(start + Duration::from_millis(gap * i)).await;
                     if tx
                         .send(Bytes::from(format!("data: {i}\n\n")))
                         .await
