@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::body::{Metered, OnDrop, RespBody};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{Limits, ProxyConfig, Timeouts};
+use crate::idle::{Tracked, until_idle};
 use crate::log::{LogEntry, RequestLog, now_rfc3339};
 use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
 use crate::strict::StrictIo;
@@ -168,13 +169,14 @@ fn server_builder(shared: &Shared) -> hyper::server::conn::http1::Builder {
 
 async fn serve_client(shared: Arc<Shared>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
+    let (tcp, last) = Tracked::new(tcp);
     let io = TokioIo::new(StrictIo::new(tcp, shared.limits));
     let s = shared.clone();
     let service = service_fn(move |req| outer(s.clone(), req));
-    let _ = server_builder(&shared)
+    let conn = server_builder(&shared)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let _ = until_idle(conn, last, shared.timeouts.idle).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -309,27 +311,29 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
         return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let idle = shared.timeouts.idle;
     let s = shared.clone();
     let service = service_fn(move |req| {
         let s = s.clone();
         let host = host.clone();
         async move { Ok::<_, Infallible>(inner(s, req, Scheme::Https, host, port).await) }
     });
+    let (tls, last) = Tracked::new(tls);
     if h2 {
         // HTTP/2 has binary framing checked by the h2 crate (content-length against
         // data, no connection-specific headers), so the HTTP/1 framing check is not used.
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
             .keep_alive_interval(None)
-            .serve_connection(TokioIo::new(tls), service)
-            .await;
+            .serve_connection(TokioIo::new(tls), service);
+        let _ = until_idle(conn, last, idle).await;
     } else {
         let io = TokioIo::new(StrictIo::new(tls, shared.limits));
-        let _ = server_builder(&shared)
+        let conn = server_builder(&shared)
             .serve_connection(io, service)
-            .with_upgrades()
-            .await;
+            .with_upgrades();
+        let _ = until_idle(conn, last, idle).await;
     }
 }
 
