@@ -40,12 +40,11 @@ pub enum ProxyError {
     #[error(transparent)]
     Routes(#[from] ReloadError),
     /// The request log file.
-    #[error("cannot open request log {}: {source}", path.display())]
+    #[error("cannot open request log {}", path.display())]
     Log {
         /// The file.
         path: std::path::PathBuf,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
     /// The listener.
@@ -527,7 +526,7 @@ async fn inner(
                         path_port(port),
                         &path,
                         "destination-not-allowed",
-                        &e.to_string(),
+                        &short_error(e),
                         false,
                     )
                     .tap_status(StatusCode::FORBIDDEN)
@@ -546,7 +545,7 @@ async fn inner(
                     );
                     plain(
                         StatusCode::BAD_GATEWAY,
-                        &format!("bot-bottle egress: {e}\n"),
+                        &format!("bot-bottle egress: {}\n", short_error(e)),
                     )
                 }
                 None => {

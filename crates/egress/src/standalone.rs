@@ -37,16 +37,23 @@ pub enum ServeError {
     /// A `--connect-to` value.
     #[error(transparent)]
     ConnectTo(#[from] crate::config::ConnectToError),
+    /// The routes file parses but its routes cannot be used.
+    #[error("routes file {}", path.display())]
+    RoutesInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: crate::routes::ReloadError,
+    },
     /// Starting the proxy.
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
     /// Binding the listener or starting the runtime.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: String,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
 }
@@ -89,7 +96,13 @@ async fn run_async(opts: ServeOptions) -> Result<(), ServeError> {
     if let Some(file) = &opts.log_file {
         config.log = LogSink::File(file.clone());
     }
-    let proxy = crate::Proxy::new(config, routes)?;
+    let proxy = crate::Proxy::new(config, routes).map_err(|e| match e {
+        crate::proxy::ProxyError::Routes(source) => ServeError::RoutesInvalid {
+            path: opts.routes.clone(),
+            source,
+        },
+        other => ServeError::Proxy(other),
+    })?;
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -138,11 +151,24 @@ async fn watch(path: PathBuf, handle: RoutesHandle) {
             Ok(config) => match handle.replace(config) {
                 Ok(()) => tracing::info!(file = %path.display(), "reloaded routes"),
                 Err(e) => tracing::warn!(
-                    "routes file {} refused, keeping the old rules: {e}",
-                    path.display()
+                    "routes file {} refused, keeping the old rules: {}",
+                    path.display(),
+                    chain(&e)
                 ),
             },
-            Err(e) => tracing::warn!("routes file refused, keeping the old rules: {e}"),
+            Err(e) => tracing::warn!("routes file refused, keeping the old rules: {}", chain(&e)),
         }
     }
+}
+
+/// `error: cause: cause`, for messages that are not printed through anyhow.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }
