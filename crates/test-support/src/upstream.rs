@@ -56,6 +56,7 @@ impl Recorded {
 /// * `/sse?n=N&gap_ms=M`: `text/event-stream` with N events `data: I`, M ms apart;
 /// * `/bytes?n=N`: N bytes (`x`), streamed in 64 KiB chunks with a content length;
 /// * `/echo`: the request body back;
+/// * `/delay?ms=N`: answers after N ms;
 /// * `/ws`: answers an `Upgrade` request with `101` and then echoes raw bytes.
 pub struct Upstream {
     addr: SocketAddr,
@@ -282,6 +283,10 @@ async fn handle(
                 .unwrap()
         }
         "/echo" => Response::new(Full::new(Bytes::from(body)).boxed()),
+        "/delay" => {
+            tokio::time::sleep(Duration::from_millis(query(&path, "ms").unwrap_or(1000))).await;
+            Response::new(Full::new(Bytes::from_static(b"late")).boxed())
+        }
         _ => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
     };
     Ok(resp)
