@@ -76,7 +76,13 @@ impl Proxy {
     /// Loads (or creates) the CA, reads the extra upstream roots and the routes' tokens.
     pub fn new(config: ProxyConfig, routes: EgressConfig) -> Result<Proxy, ProxyError> {
         let ca = CertificateAuthority::load_or_create(&config.ca_dir)?;
-        let mut extra_roots = Vec::new();
+        // The system's roots (when it has any) join the built-in webpki roots; a system
+        // store that cannot be read is not fatal, the webpki roots remain.
+        let mut extra_roots = if config.system_roots {
+            rustls_native_certs::load_native_certs().certs
+        } else {
+            Vec::new()
+        };
         for path in &config.upstream_ca {
             extra_roots.extend(read_pem_certs(path)?);
         }
