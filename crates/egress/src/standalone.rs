@@ -113,28 +113,31 @@ async fn run_async(opts: ServeOptions) -> Result<(), ServeError> {
         addr: opts.listen.clone(),
         source,
     })?;
+    let shutdown = shutdown_signal().map_err(|source| ServeError::Listen {
+        addr: opts.listen.clone(),
+        source,
+    })?;
     let handle = proxy.routes();
     tokio::spawn(watch(opts.routes.clone(), handle));
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on {addr}");
     let _ = out.flush();
-    proxy.serve(listener, shutdown_signal()).await?;
+    proxy.serve(listener, shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGTERM / SIGINT handlers now (so a signal that arrives right after
+/// `listening on` is printed is not lost) and returns a future that completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
+    })
 }
 
 /// Polls the routes file and swaps in valid changes; an invalid file keeps the old rules.
