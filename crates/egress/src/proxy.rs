@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::body::{Metered, OnDrop, RespBody};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{Limits, ProxyConfig, Timeouts};
+use crate::idle::{Tracked, until_idle};
 use crate::log::{LogEntry, RequestLog, now_rfc3339};
 use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
 use crate::strict::StrictIo;
@@ -39,12 +40,11 @@ pub enum ProxyError {
     #[error(transparent)]
     Routes(#[from] ReloadError),
     /// The request log file.
-    #[error("cannot open request log {}: {source}", path.display())]
+    #[error("cannot open request log {}", path.display())]
     Log {
         /// The file.
         path: std::path::PathBuf,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
     /// The listener.
@@ -76,7 +76,13 @@ impl Proxy {
     /// Loads (or creates) the CA, reads the extra upstream roots and the routes' tokens.
     pub fn new(config: ProxyConfig, routes: EgressConfig) -> Result<Proxy, ProxyError> {
         let ca = CertificateAuthority::load_or_create(&config.ca_dir)?;
-        let mut extra_roots = Vec::new();
+        // The system's roots (when it has any) join the built-in webpki roots; a system
+        // store that cannot be read is not fatal, the webpki roots remain.
+        let mut extra_roots = if config.system_roots {
+            rustls_native_certs::load_native_certs().certs
+        } else {
+            Vec::new()
+        };
         for path in &config.upstream_ca {
             extra_roots.extend(read_pem_certs(path)?);
         }
@@ -201,12 +207,14 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(StrictIo::new(stream, shared.limits));
+    let (tcp, last) = Tracked::new(tcp);
+    let io = TokioIo::new(StrictIo::new(tcp, shared.limits));
     let s = shared.clone();
     let service = service_fn(move |req| outer(s.clone(), req));
-    let _ = server_builder(&shared)
+    let conn = server_builder(&shared)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let _ = until_idle(conn, last, shared.timeouts.idle).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -341,27 +349,29 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
         return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let idle = shared.timeouts.idle;
     let s = shared.clone();
     let service = service_fn(move |req| {
         let s = s.clone();
         let host = host.clone();
         async move { Ok::<_, Infallible>(inner(s, req, Scheme::Https, host, port).await) }
     });
+    let (tls, last) = Tracked::new(tls);
     if h2 {
         // HTTP/2 has binary framing checked by the h2 crate (content-length against
         // data, no connection-specific headers), so the HTTP/1 framing check is not used.
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
             .keep_alive_interval(None)
-            .serve_connection(TokioIo::new(tls), service)
-            .await;
+            .serve_connection(TokioIo::new(tls), service);
+        let _ = until_idle(conn, last, idle).await;
     } else {
         let io = TokioIo::new(StrictIo::new(tls, shared.limits));
-        let _ = server_builder(&shared)
+        let conn = server_builder(&shared)
             .serve_connection(io, service)
-            .with_upgrades()
-            .await;
+            .with_upgrades();
+        let _ = until_idle(conn, last, idle).await;
     }
 }
 
@@ -480,8 +490,12 @@ async fn inner(
         parts.headers.insert(header::UPGRADE, proto);
     }
     if let Some(Some((name, value))) = decision.route.and_then(|i| loaded.credentials.get(i)) {
+        // Whatever the client put in the credential header never goes out, and the
+        // token itself only travels inside TLS: plain http:// requests get neither.
         parts.headers.remove(name);
-        parts.headers.insert(name.clone(), value.clone());
+        if scheme == Scheme::Https {
+            parts.headers.insert(name.clone(), value.clone());
+        }
     }
     let host_in_uri = if host.contains(':') {
         format!("[{host}]")
@@ -551,7 +565,7 @@ async fn inner(
                         path_port(port),
                         &path,
                         "destination-not-allowed",
-                        &e.to_string(),
+                        &short_error(e),
                         false,
                     )
                     .tap_status(StatusCode::FORBIDDEN)
@@ -570,7 +584,7 @@ async fn inner(
                     );
                     plain(
                         StatusCode::BAD_GATEWAY,
-                        &format!("bot-bottle egress: {e}\n"),
+                        &format!("bot-bottle egress: {}\n", short_error(e)),
                     )
                 }
                 None => {

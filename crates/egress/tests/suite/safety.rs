@@ -213,3 +213,32 @@ async fn hop_by_hop_and_proxy_headers_are_stripped() {
     let names: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["host", "x-kept"]);
 }
+
+/// A resolver that never answers.
+struct Silent;
+
+impl egress::Resolve for Silent {
+    fn resolve(&self, _host: &str, _port: u16) -> egress::ResolveFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn slow_dns_and_a_slow_first_byte_time_out() {
+    let h = super::common::start_with(ROUTES, |c, _| {
+        c.resolver = std::sync::Arc::new(Silent);
+        c.timeouts.dns = std::time::Duration::from_millis(200);
+        c.timeouts.first_byte = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let r = h.http_abs("GET", "http://evil.localtest/").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.body,
+        "bot-bottle egress: dns lookup to evil.localtest timed out\n"
+    );
+    let r = h.https("GET", "api.test", 443, "/delay?ms=3000", &[]).await;
+    assert_eq!(r.status, 504);
+    let r = h.https("GET", "api.test", 443, "/delay?ms=10", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "late"));
+}

@@ -172,3 +172,23 @@ async fn the_idle_timeout_resets_on_traffic() {
     let (frames, failed) = sse_frames(&h, "/sse?n=3&gap_ms=2000").await;
     assert_eq!((frames, failed), (vec!["data: 0\n\n".to_string()], true));
 }
+
+#[tokio::test]
+async fn a_silent_client_connection_is_closed_after_the_idle_timeout() {
+    let h = super::common::start_with(ROUTES, |c, _| {
+        c.timeouts.idle = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut send = sender(&h, "api.test").await;
+    let req = || {
+        http::Request::get("/")
+            .header("host", "api.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let r = test_support::client::send(&mut send, req()).await.unwrap();
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert!(test_support::client::send(&mut send, req()).await.is_err());
+    assert_eq!(h.upstream.requests().len(), 1);
+}
