@@ -206,9 +206,8 @@ async fn serve_stream<S>(shared: Arc<Shared>, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (stream, last) = Tracked::new(stream);
     let io = TokioIo::new(StrictIo::new(stream, shared.limits));
-    let (tcp, last) = Tracked::new(tcp);
-    let io = TokioIo::new(StrictIo::new(tcp, shared.limits));
     let s = shared.clone();
     let service = service_fn(move |req| outer(s.clone(), req));
     let conn = server_builder(&shared)
