@@ -315,6 +315,7 @@ fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
             "",
             Reason::HostNotAllowed.as_str(),
             None,
+            403,
             started,
         );
         return resp;
@@ -418,6 +419,7 @@ async fn inner(
             &path,
             "host-mismatch",
             None,
+            421,
             started,
         );
         let mut resp = blocked(
@@ -462,6 +464,7 @@ async fn inner(
             &path,
             decision.reason.as_str(),
             decision.route,
+            403,
             started,
         );
         let upgrade = is_upgrade(req.headers());
@@ -555,19 +558,19 @@ async fn inner(
                         &path,
                         "destination-not-allowed",
                         decision.route,
+                        403,
                         started,
                     );
                     blocked(
                         &method,
                         scheme,
                         &host,
-                        path_port(port),
+                        port,
                         &path,
                         "destination-not-allowed",
                         &short_error(e),
                         false,
                     )
-                    .tap_status(StatusCode::FORBIDDEN)
                 }
                 Some(e) => {
                     log_status(
@@ -665,21 +668,6 @@ async fn inner(
     });
     let body = Metered::new(body, shared.timeouts.idle, down, guard).boxed();
     Response::from_parts(parts, body)
-}
-
-trait TapStatus {
-    fn tap_status(self, status: StatusCode) -> Self;
-}
-
-impl TapStatus for Response<RespBody> {
-    fn tap_status(mut self, status: StatusCode) -> Self {
-        *self.status_mut() = status;
-        self
-    }
-}
-
-fn path_port(port: u16) -> u16 {
-    port
 }
 
 fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
@@ -836,6 +824,7 @@ fn log_now(
     path: &str,
     reason: &'static str,
     rule: Option<usize>,
+    status: u16,
     started: Instant,
 ) {
     if mode == LogMode::Off {
@@ -849,7 +838,7 @@ fn log_now(
         decision: "blocked",
         reason,
         rule,
-        status: 403,
+        status,
         bytes_up: 0,
         bytes_down: 0,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,

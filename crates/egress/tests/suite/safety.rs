@@ -155,8 +155,11 @@ async fn raw_in_tunnel(h: &Harness, bytes: &[u8]) -> String {
             .unwrap();
     tls.write_all(bytes).await.unwrap();
     let mut buf = Vec::new();
-    let _ =
-        tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tls.read_to_end(&mut buf),
+    )
+    .await;
     String::from_utf8_lossy(&buf).into_owned()
 }
 
@@ -228,7 +231,7 @@ async fn slow_dns_and_a_slow_first_byte_time_out() {
     let h = super::common::start_with(ROUTES, |c, _| {
         c.resolver = std::sync::Arc::new(Silent);
         c.timeouts.dns = std::time::Duration::from_millis(200);
-        c.timeouts.first_byte = std::time::Duration::from_millis(300);
+        c.timeouts.first_byte = std::time::Duration::from_millis(1500);
     })
     .await;
     let r = h.http_abs("GET", "http://evil.localtest/").await;
@@ -237,7 +240,7 @@ async fn slow_dns_and_a_slow_first_byte_time_out() {
         r.body,
         "bot-bottle egress: dns lookup to evil.localtest timed out\n"
     );
-    let r = h.https("GET", "api.test", 443, "/delay?ms=3000", &[]).await;
+    let r = h.https("GET", "api.test", 443, "/delay?ms=6000", &[]).await;
     assert_eq!(r.status, 504);
     let r = h.https("GET", "api.test", 443, "/delay?ms=10", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "late"));
