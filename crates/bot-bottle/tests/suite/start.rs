@@ -539,3 +539,25 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state() {
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
     assert_eq!(left[0]["state"], "preserved");
 }
+
+#[test]
+fn backends_start_cannot_run_yet_are_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("bot-bottle.yaml"),
+        "bottles: {dev: {}}\nagents: {demo: {bottle: dev}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["start", "demo", "--backend", "docker", "--", "true"])
+        .current_dir(tmp.path())
+        .env("BOT_BOTTLE_HOME", tmp.path().join("h"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: `start --backend docker` is not available in this build yet; use `--backend native` (`bot-bottle doctor` shows what this machine supports)\n"
+    );
+    assert!(!tmp.path().join("h/state").exists(), "nothing was created");
+}
