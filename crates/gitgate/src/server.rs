@@ -259,6 +259,25 @@ pub(crate) async fn client_gone(probe: &Probe) {
     }
 }
 
+/// Serves one client connection (TCP or Unix) on its own task.
+fn spawn_connection<S>(shared: Arc<Shared>, stream: S, remote: SocketAddr, probe: Probe)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let probe = Arc::new(probe);
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| handle(shared.clone(), req, remote, probe.clone()));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .half_close(false)
+            .header_read_timeout(std::time::Duration::from_secs(30))
+            .timer(hyper_util::rt::TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
 /// Accepts connections on a Unix socket until `shutdown` resolves (the sidecar bundle).
 pub(crate) async fn serve_unix(
     shared: Arc<Shared>,
@@ -286,19 +305,7 @@ pub(crate) async fn serve_unix(
                 continue;
             }
         };
-        let probe = Arc::new(probe);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(shared.clone(), req, remote, probe.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .half_close(false)
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        spawn_connection(shared.clone(), stream, remote, probe);
     }
 }
 
@@ -331,19 +338,7 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let probe = Arc::new(probe);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(shared.clone(), req, remote, probe.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .half_close(false)
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        spawn_connection(shared.clone(), stream, remote, probe);
     }
 }
 
