@@ -89,6 +89,7 @@ async fn one(o: &Opts, s: &mut Sender, path: &str) -> u64 {
         .header("host", authority)
         .body(Full::new(Bytes::new()))
         .unwrap();
+    s.ready().await.unwrap();
     let resp = s.send_request(req).await.unwrap();
     assert!(resp.status().is_success(), "status {}", resp.status());
     let mut body = resp.into_body();
@@ -178,6 +179,60 @@ async fn main() {
             println!("{{\"tunnels\":{}}}", held.len());
             tokio::time::sleep(Duration::from_secs(o.secs)).await;
             drop(held);
+        }
+        "sse-upstream" => {
+            // a TLS upstream that sends timed server-sent events, for the SSE timing row
+            let ca = test_support::TestCa::new("bench sse CA");
+            let upstream = test_support::Upstream::start_tls(&ca, &["localhost"]).await;
+            let args: Vec<String> = std::env::args().collect();
+            let out = args
+                .iter()
+                .position(|a| a == "--ca-out")
+                .map(|i| args[i + 1].clone())
+                .expect("--ca-out");
+            ca.write_pem(std::path::Path::new(&out));
+            println!("{}", upstream.addr());
+            tokio::time::sleep(Duration::from_secs(o.secs)).await;
+        }
+        "sse" => {
+            // events are sent `gap` ms apart; how far does each arrive from that schedule?
+            let mut s = open(&o).await;
+            let authority = if o.port == 443 {
+                o.host.clone()
+            } else {
+                format!("{}:{}", o.host, o.port)
+            };
+            let req = http::Request::get(&o.path)
+                .header("host", authority)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = s.send_request(req).await.unwrap();
+            let gap: f64 = o
+                .path
+                .split("gap_ms=")
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(50.0);
+            let mut body = resp.into_body();
+            let mut first = None;
+            let mut late = Vec::new();
+            let mut i = 0f64;
+            while let Some(f) = body.frame().await {
+                if f.unwrap().into_data().is_ok() {
+                    let now = Instant::now();
+                    let t0 = *first.get_or_insert(now);
+                    let off = now.duration_since(t0).as_secs_f64() * 1000.0 - i * gap;
+                    late.push((off * 1000.0).abs() as u64);
+                    i += 1.0;
+                }
+            }
+            late.sort_unstable();
+            println!(
+                "{{\"events\":{},\"p50_ms\":{:.3},\"max_ms\":{:.3}}}",
+                late.len(),
+                pct(&late, 0.5),
+                late.last().copied().unwrap_or(0) as f64 / 1000.0
+            );
         }
         other => panic!("unknown mode {other}"),
     }

@@ -25,14 +25,13 @@ const CACHE_LIMIT: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// A file or directory could not be read or written.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
         /// The path.
         path: PathBuf,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
     /// Only one of `ca.pem` / `ca-key.pem` exists, or they do not hold a usable CA.

@@ -152,6 +152,8 @@ pub struct ProxyConfig {
     pub ca_dir: PathBuf,
     /// Extra PEM files trusted for upstream TLS (added to the webpki roots).
     pub upstream_ca: Vec<PathBuf>,
+    /// Also trust the operating system's root store (default true).
+    pub system_roots: bool,
     /// Operator pins.
     pub connect_to: Vec<ConnectTo>,
     /// Name resolution (the system resolver by default).
@@ -171,6 +173,7 @@ impl std::fmt::Debug for ProxyConfig {
         f.debug_struct("ProxyConfig")
             .field("ca_dir", &self.ca_dir)
             .field("upstream_ca", &self.upstream_ca)
+            .field("system_roots", &self.system_roots)
             .field("connect_to", &self.connect_to)
             .field("log", &self.log)
             .field("timeouts", &self.timeouts)
@@ -185,6 +188,7 @@ impl ProxyConfig {
         ProxyConfig {
             ca_dir: ca_dir.into(),
             upstream_ca: Vec::new(),
+            system_roots: true,
             connect_to: Vec::new(),
             resolver: Arc::new(SystemResolver),
             env: Arc::new(|name| std::env::var(name).ok()),

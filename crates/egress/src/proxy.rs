@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::body::{Metered, OnDrop, RespBody};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{Limits, ProxyConfig, Timeouts};
+use crate::idle::{Tracked, until_idle};
 use crate::log::{LogEntry, RequestLog, now_rfc3339};
 use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
 use crate::strict::StrictIo;
@@ -39,12 +40,11 @@ pub enum ProxyError {
     #[error(transparent)]
     Routes(#[from] ReloadError),
     /// The request log file.
-    #[error("cannot open request log {}: {source}", path.display())]
+    #[error("cannot open request log {}", path.display())]
     Log {
         /// The file.
         path: std::path::PathBuf,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
     /// The listener.
@@ -76,7 +76,13 @@ impl Proxy {
     /// Loads (or creates) the CA, reads the extra upstream roots and the routes' tokens.
     pub fn new(config: ProxyConfig, routes: EgressConfig) -> Result<Proxy, ProxyError> {
         let ca = CertificateAuthority::load_or_create(&config.ca_dir)?;
-        let mut extra_roots = Vec::new();
+        // The system's roots (when it has any) join the built-in webpki roots; a system
+        // store that cannot be read is not fatal, the webpki roots remain.
+        let mut extra_roots = if config.system_roots {
+            rustls_native_certs::load_native_certs().certs
+        } else {
+            Vec::new()
+        };
         for path in &config.upstream_ca {
             extra_roots.extend(read_pem_certs(path)?);
         }
@@ -200,13 +206,14 @@ async fn serve_stream<S>(shared: Arc<Shared>, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (stream, last) = Tracked::new(stream);
     let io = TokioIo::new(StrictIo::new(stream, shared.limits));
     let s = shared.clone();
     let service = service_fn(move |req| outer(s.clone(), req));
-    let _ = server_builder(&shared)
+    let conn = server_builder(&shared)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let _ = until_idle(conn, last, shared.timeouts.idle).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -308,6 +315,7 @@ fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
             "",
             Reason::HostNotAllowed.as_str(),
             None,
+            403,
             started,
         );
         return resp;
@@ -341,27 +349,29 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
         return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let idle = shared.timeouts.idle;
     let s = shared.clone();
     let service = service_fn(move |req| {
         let s = s.clone();
         let host = host.clone();
         async move { Ok::<_, Infallible>(inner(s, req, Scheme::Https, host, port).await) }
     });
+    let (tls, last) = Tracked::new(tls);
     if h2 {
         // HTTP/2 has binary framing checked by the h2 crate (content-length against
         // data, no connection-specific headers), so the HTTP/1 framing check is not used.
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
             .keep_alive_interval(None)
-            .serve_connection(TokioIo::new(tls), service)
-            .await;
+            .serve_connection(TokioIo::new(tls), service);
+        let _ = until_idle(conn, last, idle).await;
     } else {
         let io = TokioIo::new(StrictIo::new(tls, shared.limits));
-        let _ = server_builder(&shared)
+        let conn = server_builder(&shared)
             .serve_connection(io, service)
-            .with_upgrades()
-            .await;
+            .with_upgrades();
+        let _ = until_idle(conn, last, idle).await;
     }
 }
 
@@ -409,6 +419,7 @@ async fn inner(
             &path,
             "host-mismatch",
             None,
+            421,
             started,
         );
         let mut resp = blocked(
@@ -453,6 +464,7 @@ async fn inner(
             &path,
             decision.reason.as_str(),
             decision.route,
+            403,
             started,
         );
         let upgrade = is_upgrade(req.headers());
@@ -480,8 +492,12 @@ async fn inner(
         parts.headers.insert(header::UPGRADE, proto);
     }
     if let Some(Some((name, value))) = decision.route.and_then(|i| loaded.credentials.get(i)) {
+        // Whatever the client put in the credential header never goes out, and the
+        // token itself only travels inside TLS: plain http:// requests get neither.
         parts.headers.remove(name);
-        parts.headers.insert(name.clone(), value.clone());
+        if scheme == Scheme::Https {
+            parts.headers.insert(name.clone(), value.clone());
+        }
     }
     let host_in_uri = if host.contains(':') {
         format!("[{host}]")
@@ -542,19 +558,19 @@ async fn inner(
                         &path,
                         "destination-not-allowed",
                         decision.route,
+                        403,
                         started,
                     );
                     blocked(
                         &method,
                         scheme,
                         &host,
-                        path_port(port),
+                        port,
                         &path,
                         "destination-not-allowed",
-                        &e.to_string(),
+                        &short_error(e),
                         false,
                     )
-                    .tap_status(StatusCode::FORBIDDEN)
                 }
                 Some(e) => {
                     log_status(
@@ -570,7 +586,7 @@ async fn inner(
                     );
                     plain(
                         StatusCode::BAD_GATEWAY,
-                        &format!("bot-bottle egress: {e}\n"),
+                        &format!("bot-bottle egress: {}\n", short_error(e)),
                     )
                 }
                 None => {
@@ -652,21 +668,6 @@ async fn inner(
     });
     let body = Metered::new(body, shared.timeouts.idle, down, guard).boxed();
     Response::from_parts(parts, body)
-}
-
-trait TapStatus {
-    fn tap_status(self, status: StatusCode) -> Self;
-}
-
-impl TapStatus for Response<RespBody> {
-    fn tap_status(mut self, status: StatusCode) -> Self {
-        *self.status_mut() = status;
-        self
-    }
-}
-
-fn path_port(port: u16) -> u16 {
-    port
 }
 
 fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
@@ -823,6 +824,7 @@ fn log_now(
     path: &str,
     reason: &'static str,
     rule: Option<usize>,
+    status: u16,
     started: Instant,
 ) {
     if mode == LogMode::Off {
@@ -836,7 +838,7 @@ fn log_now(
         decision: "blocked",
         reason,
         rule,
-        status: 403,
+        status,
         bytes_up: 0,
         bytes_down: 0,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,

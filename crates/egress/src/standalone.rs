@@ -37,16 +37,23 @@ pub enum ServeError {
     /// A `--connect-to` value.
     #[error(transparent)]
     ConnectTo(#[from] crate::config::ConnectToError),
+    /// The routes file parses but its routes cannot be used.
+    #[error("routes file {}", path.display())]
+    RoutesInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: crate::routes::ReloadError,
+    },
     /// Starting the proxy.
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
     /// Binding the listener or starting the runtime.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: String,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
 }
@@ -89,7 +96,13 @@ async fn run_async(opts: ServeOptions) -> Result<(), ServeError> {
     if let Some(file) = &opts.log_file {
         config.log = LogSink::File(file.clone());
     }
-    let proxy = crate::Proxy::new(config, routes)?;
+    let proxy = crate::Proxy::new(config, routes).map_err(|e| match e {
+        crate::proxy::ProxyError::Routes(source) => ServeError::RoutesInvalid {
+            path: opts.routes.clone(),
+            source,
+        },
+        other => ServeError::Proxy(other),
+    })?;
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -100,28 +113,31 @@ async fn run_async(opts: ServeOptions) -> Result<(), ServeError> {
         addr: opts.listen.clone(),
         source,
     })?;
+    let shutdown = shutdown_signal().map_err(|source| ServeError::Listen {
+        addr: opts.listen.clone(),
+        source,
+    })?;
     let handle = proxy.routes();
     tokio::spawn(watch(opts.routes.clone(), handle));
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on {addr}");
     let _ = out.flush();
-    proxy.serve(listener, shutdown_signal()).await?;
+    proxy.serve(listener, shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGTERM / SIGINT handlers now (so a signal that arrives right after
+/// `listening on` is printed is not lost) and returns a future that completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
+    })
 }
 
 /// Polls the routes file and swaps in valid changes; an invalid file keeps the old rules.
@@ -138,11 +154,24 @@ async fn watch(path: PathBuf, handle: RoutesHandle) {
             Ok(config) => match handle.replace(config) {
                 Ok(()) => tracing::info!(file = %path.display(), "reloaded routes"),
                 Err(e) => tracing::warn!(
-                    "routes file {} refused, keeping the old rules: {e}",
-                    path.display()
+                    "routes file {} refused, keeping the old rules: {}",
+                    path.display(),
+                    chain(&e)
                 ),
             },
-            Err(e) => tracing::warn!("routes file refused, keeping the old rules: {e}"),
+            Err(e) => tracing::warn!("routes file refused, keeping the old rules: {}", chain(&e)),
         }
     }
+}
+
+/// `error: cause: cause`, for messages that are not printed through anyhow.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }

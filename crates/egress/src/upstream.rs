@@ -39,7 +39,7 @@ pub enum ConnectError {
         addr: SocketAddr,
     },
     /// DNS failed.
-    #[error("cannot resolve {host}: {source}")]
+    #[error("cannot resolve {host}")]
     Resolve {
         /// The host.
         host: String,
@@ -56,7 +56,7 @@ pub enum ConnectError {
         host: String,
     },
     /// TCP connect failed.
-    #[error("cannot connect to {host} ({addr}): {source}")]
+    #[error("cannot connect to {host} ({addr})")]
     Connect {
         /// The host.
         host: String,
@@ -67,7 +67,7 @@ pub enum ConnectError {
         source: io::Error,
     },
     /// The TLS handshake failed (including certificate verification).
-    #[error("tls handshake with {host} failed: {source}")]
+    #[error("tls handshake with {host} failed")]
     Tls {
         /// The host.
         host: String,

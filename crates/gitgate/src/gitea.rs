@@ -95,6 +95,7 @@ pub struct GiteaClient {
     api_url: String,
     token: String,
     timeout: Duration,
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// A deploy key created by the gate, recorded so it can be revoked at teardown.
@@ -143,7 +144,14 @@ impl GiteaClient {
             api_url: api_url.trim_end_matches('/').to_string(),
             token,
             timeout,
+            extra_roots: Vec::new(),
         }
+    }
+
+    /// Also trusts `root` for HTTPS (a forge with a private CA); the public web roots stay.
+    pub fn with_extra_root(mut self, root: rustls::pki_types::CertificateDer<'static>) -> Self {
+        self.extra_roots.push(root);
+        self
     }
 
     /// A client whose token is read from the environment variable `token_env`.
@@ -272,6 +280,11 @@ impl GiteaClient {
         if https {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for root in &self.extra_roots {
+                roots
+                    .add(root.clone())
+                    .map_err(|e| http_err(format!("invalid extra root certificate: {e}")))?;
+            }
             let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

@@ -69,6 +69,9 @@ pub enum GateError {
     /// A deploy key or known_hosts file could not be set up.
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    /// Revoking forge deploy keys at teardown failed.
+    #[error(transparent)]
+    Teardown(gitea::GiteaError),
     /// The Gitea provider failed.
     #[error("repo `{repo}`: {source}")]
     Gitea {
@@ -77,6 +80,9 @@ pub enum GateError {
         /// Why.
         source: gitea::GiteaError,
     },
+    /// The runtime file for the hook could not be written.
+    #[error(transparent)]
+    Runtime(mirror::MirrorError),
     /// A mirror could not be created or configured.
     #[error("repo `{repo}`: {source}")]
     Mirror {
@@ -318,9 +324,6 @@ impl Gate {
         let token_for = |var: &str| std::env::var(var).ok();
         gitea::revoke_all(&self.state_dir, self.options.api_timeout, &token_for)
             .await
-            .map_err(|source| GateError::Gitea {
-                repo: String::from("*"),
-                source,
-            })
+            .map_err(GateError::Teardown)
     }
 }

@@ -10,12 +10,11 @@ use crate::raw::EgressConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     /// The file could not be read.
-    #[error("cannot read routes file {}: {source}", path.display())]
+    #[error("cannot read routes file {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
         source: std::io::Error,
     },
     /// The YAML is malformed or does not have the shape of an `egress:` block.

@@ -56,6 +56,7 @@ impl Recorded {
 /// * `/sse?n=N&gap_ms=M`: `text/event-stream` with N events `data: I`, M ms apart;
 /// * `/bytes?n=N`: N bytes (`x`), streamed in 64 KiB chunks with a content length;
 /// * `/echo`: the request body back;
+/// * `/delay?ms=N`: answers after N ms;
 /// * `/ws`: answers an `Upgrade` request with `101` and then echoes raw bytes.
 pub struct Upstream {
     addr: SocketAddr,
@@ -242,10 +243,10 @@ async fn handle(
             let gap = query(&path, "gap_ms").unwrap_or(100);
             let (tx, rx) = mpsc::channel(4);
             tokio::spawn(async move {
+                // on an absolute schedule (event i at i * gap), so delays do not add up
+                let start = tokio::time::Instant::now();
                 for i in 0..n {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(gap)).await;
-                    }
+                    tokio::time::sleep_until(start + Duration::from_millis(gap * i)).await;
                     if tx
                         .send(Bytes::from(format!("data: {i}\n\n")))
                         .await
@@ -282,6 +283,10 @@ async fn handle(
                 .unwrap()
         }
         "/echo" => Response::new(Full::new(Bytes::from(body)).boxed()),
+        "/delay" => {
+            tokio::time::sleep(Duration::from_millis(query(&path, "ms").unwrap_or(1000))).await;
+            Response::new(Full::new(Bytes::from_static(b"late")).boxed())
+        }
         _ => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
     };
     Ok(resp)

@@ -85,6 +85,13 @@ pub fn resume(
 }
 
 fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
+    if kind != BackendKind::Native {
+        // The docker backend isolates and is tested on its own, but `start` does not yet run
+        // the sidecar bundle in a container for it: refuse plainly rather than half-start.
+        bail!(
+            "`start --backend {kind}` is not available in this build yet; use `--backend native` (`bot-bottle doctor` shows what this machine supports)"
+        );
+    }
     let backend = backend::open(kind, home.root())?;
     let status = backend.preflight();
     if !status.usable {

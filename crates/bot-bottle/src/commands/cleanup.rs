@@ -35,6 +35,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 CleanupAction::RemovedRuntimeDir { identity, path } => {
                     println!("{verb} runtime files of {identity}: {}", path.display());
                 }
+                CleanupAction::RemovedContainer { name } => println!("{verb} container {name}"),
+                CleanupAction::RemovedNetwork { name } => println!("{verb} network {name}"),
+                CleanupAction::RemovedVolume { name } => println!("{verb} volume {name}"),
+                CleanupAction::RemovedImage { id } => println!("{verb} image {id}"),
             }
         }
     }

@@ -45,7 +45,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 connect_to: args.connect_to,
                 log_file: args.log_file,
             })
-            .with_context(|| format!("egress proxy on {listen} stopped"))?;
+            .with_context(|| format!("cannot run the egress proxy on {listen}"))?;
             Ok(ExitCode::SUCCESS)
         }
     }

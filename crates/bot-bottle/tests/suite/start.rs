@@ -403,3 +403,161 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state() {
     assert_eq!(list[0]["identity"], identity.as_str());
     assert_eq!(list[0]["state"], "preserved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bottles_at_once_each_see_only_their_own_sidecars() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    // A second agent whose bottle allows a different host.
+    let manifest_path = world.workspace.join("bot-bottle.yaml");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap().replace(
+        "agents:\n",
+        "  other:\n    egress:\n      routes:\n        - host: other.example.test\nagents:\n  other:\n    bottle: other\n",
+    );
+    std::fs::write(&manifest_path, manifest).unwrap();
+    let probe = "for i in $(seq 50); do [ -e both ] && break; sleep 0.1; done; \
+                 curl -sS http://_egress.local/allowlist; echo; echo ID=$BOT_BOTTLE_IDENTITY";
+    let spawn = |agent: &str| {
+        bot_bottle(&world)
+            .args(["start", agent, "--", "bash", "-c", probe])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("demo");
+    let b = spawn("other");
+    // Both are running before either answers.
+    for _ in 0..400 {
+        let list = listed(&world);
+        let running = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["state"] == "running")
+            .count();
+        if running == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::fs::write(world.workspace.join("both"), "").unwrap();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
+    let a_out = String::from_utf8_lossy(&a.stdout).to_string();
+    let b_out = String::from_utf8_lossy(&b.stdout).to_string();
+    assert!(
+        a.status.success(),
+        "{a_out}{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert!(
+        b.status.success(),
+        "{b_out}{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        a_out.contains("api.example.test") && !a_out.contains("other.example.test"),
+        "{a_out}"
+    );
+    assert!(
+        b_out.contains("other.example.test") && !b_out.contains("api.example.test"),
+        "{b_out}"
+    );
+    assert!(a_out.contains("ID=demo-") && b_out.contains("ID=other-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state() {
+    if !native_usable() {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    // One preserved bottle...
+    let w = world.clone();
+    let failed = tokio::task::spawn_blocking(move || start(&w, "exit 9"))
+        .await
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(9));
+    // ...and one whose `start` is killed outright.
+    let mut running = bot_bottle(&world)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "touch started; exec sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if world.workspace.join("started").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        world.workspace.join("started").exists(),
+        "the agent never started"
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let states: Vec<String> = listed(&world)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["state"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["preserved", "stale"], "{states:?}");
+
+    let out = bot_bottle(&world).arg("cleanup").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("removed state of demo-"), "{text}");
+    assert!(text.contains("kept preserved bottle demo-"), "{text}");
+    let left = listed(&world);
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left[0]["state"], "preserved");
+}
+
+#[test]
+fn backends_start_cannot_run_yet_are_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("bot-bottle.yaml"),
+        "bottles: {dev: {}}\nagents: {demo: {bottle: dev}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["start", "demo", "--backend", "docker", "--", "true"])
+        .current_dir(tmp.path())
+        .env("BOT_BOTTLE_HOME", tmp.path().join("h"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: `start --backend docker` is not available in this build yet; use `--backend native` (`bot-bottle doctor` shows what this machine supports)\n"
+    );
+    assert!(!tmp.path().join("h/state").exists(), "nothing was created");
+}

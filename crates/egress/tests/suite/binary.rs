@@ -229,3 +229,26 @@ async fn a_1_gib_download_stays_in_constant_memory() {
         "peak RSS {peak} KiB is not constant memory"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_proxy_cleanly() {
+    let (dir, _upstream, routes) = setup(ROUTES).await;
+    let mut served = {
+        let d = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || serve(&d, &routes, &d.join("upstream-ca.pem")))
+            .await
+            .unwrap()
+    };
+    let pid = served.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..50 {
+        if let Some(s) = served.child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(exited.map(|s| s.code()), Some(Some(0)));
+}

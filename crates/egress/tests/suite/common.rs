@@ -167,11 +167,25 @@ pub fn bot_bottle_bin() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "bot-bottle", "--bin", "bot-bottle"])
-            .env("CARGO_TARGET_DIR", debug_dir.parent().unwrap())
-            .status()
-            .unwrap();
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "bot-bottle", "--bin", "bot-bottle"])
+            .env("CARGO_TARGET_DIR", debug_dir.parent().unwrap());
+        // the variables cargo sets for this test binary would make that build differ from
+        // (and rebuild over) the normal one
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_CRATE_")
+                || key.starts_with("CARGO_BIN_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key == "CARGO_PRIMARY_PACKAGE"
+                || key == "CARGO_TARGET_TMPDIR"
+                || key == "OUT_DIR"
+            {
+                cmd.env_remove(key);
+            }
+        }
+        let status = cmd.status().unwrap();
         assert!(status.success(), "building bot-bottle failed");
     });
     bin

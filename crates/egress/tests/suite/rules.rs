@@ -150,6 +150,28 @@ async fn injects_the_token_replacing_the_placeholder_only_for_its_host() {
 }
 
 #[tokio::test]
+async fn the_token_never_travels_over_plain_http() {
+    let plain = test_support::Upstream::start_plain().await;
+    let addr = plain.addr().to_string();
+    let h = super::common::start(&format!(
+        "routes:\n  - host: api.test\n    port: 80\n    connect_to: {addr}\n    auth_scheme: Bearer\n    token_env: TEST_TOKEN\n"
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let mut send = test_support::client::http1(tcp).await;
+    let req = http::Request::get("http://api.test/v1/x")
+        .header("host", "api.test")
+        .header("authorization", "Bearer placeholder")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = test_support::client::send(&mut send, req).await.unwrap();
+    assert_eq!(r.status, 200);
+    let reqs = plain.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("authorization"), Vec::<&str>::new());
+}
+
+#[tokio::test]
 async fn connect_to_unknown_host_is_refused_at_connect_time() {
     let h = start(ROUTES).await;
     let (_, head) = test_support::client::connect_tunnel(h.proxy, "nothere.test", 443)

@@ -155,8 +155,11 @@ async fn raw_in_tunnel(h: &Harness, bytes: &[u8]) -> String {
             .unwrap();
     tls.write_all(bytes).await.unwrap();
     let mut buf = Vec::new();
-    let _ =
-        tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tls.read_to_end(&mut buf),
+    )
+    .await;
     String::from_utf8_lossy(&buf).into_owned()
 }
 
@@ -212,4 +215,33 @@ async fn hop_by_hop_and_proxy_headers_are_stripped() {
     let req = &h.upstream.requests()[0];
     let names: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["host", "x-kept"]);
+}
+
+/// A resolver that never answers.
+struct Silent;
+
+impl egress::Resolve for Silent {
+    fn resolve(&self, _host: &str, _port: u16) -> egress::ResolveFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn slow_dns_and_a_slow_first_byte_time_out() {
+    let h = super::common::start_with(ROUTES, |c, _| {
+        c.resolver = std::sync::Arc::new(Silent);
+        c.timeouts.dns = std::time::Duration::from_millis(200);
+        c.timeouts.first_byte = std::time::Duration::from_millis(1500);
+    })
+    .await;
+    let r = h.http_abs("GET", "http://evil.localtest/").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.body,
+        "bot-bottle egress: dns lookup to evil.localtest timed out\n"
+    );
+    let r = h.https("GET", "api.test", 443, "/delay?ms=6000", &[]).await;
+    assert_eq!(r.status, 504);
+    let r = h.https("GET", "api.test", 443, "/delay?ms=10", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "late"));
 }

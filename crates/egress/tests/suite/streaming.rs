@@ -162,13 +162,33 @@ async fn sse_frames(h: &super::common::Harness, path: &str) -> (Vec<String>, boo
 #[tokio::test]
 async fn the_idle_timeout_resets_on_traffic() {
     let h = super::common::start_with(ROUTES, |c, _| {
-        c.timeouts.idle = std::time::Duration::from_millis(600);
+        c.timeouts.idle = std::time::Duration::from_millis(3000);
     })
     .await;
-    // 6 events 250 ms apart: 1.25 s in total, longer than the idle timeout, never idle
-    let (frames, failed) = sse_frames(&h, "/sse?n=6&gap_ms=250").await;
-    assert_eq!((frames.len(), failed), (6, false));
+    // 10 events 500 ms apart: 4.5 s in total, longer than the idle timeout, never idle
+    let (frames, failed) = sse_frames(&h, "/sse?n=10&gap_ms=500").await;
+    assert_eq!((frames.len(), failed), (10, false), "{frames:?}");
     // a stream that goes quiet for longer than the idle timeout is cut
-    let (frames, failed) = sse_frames(&h, "/sse?n=3&gap_ms=2000").await;
+    let (frames, failed) = sse_frames(&h, "/sse?n=3&gap_ms=10000").await;
     assert_eq!((frames, failed), (vec!["data: 0\n\n".to_string()], true));
+}
+
+#[tokio::test]
+async fn a_silent_client_connection_is_closed_after_the_idle_timeout() {
+    let h = super::common::start_with(ROUTES, |c, _| {
+        c.timeouts.idle = std::time::Duration::from_millis(1000);
+    })
+    .await;
+    let mut send = sender(&h, "api.test").await;
+    let req = || {
+        http::Request::get("/")
+            .header("host", "api.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let r = test_support::client::send(&mut send, req()).await.unwrap();
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    assert!(test_support::client::send(&mut send, req()).await.is_err());
+    assert_eq!(h.upstream.requests().len(), 1);
 }

@@ -29,9 +29,36 @@ enum Mode {
 struct FakeGitea {
     base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The server certificate, when serving HTTPS.
+    cert: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 async fn fake_gitea(mode: Mode) -> FakeGitea {
+    fake_gitea_on(mode, false).await
+}
+
+async fn fake_gitea_on(mode: Mode, tls: bool) -> FakeGitea {
+    let (acceptor, cert) = if tls {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
+        );
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+        (
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            Some(cert),
+        )
+    } else {
+        (None, None)
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -42,6 +69,7 @@ async fn fake_gitea(mode: Mode) -> FakeGitea {
                 return;
             };
             let record = record.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let record = record.clone();
@@ -78,15 +106,29 @@ async fn fake_gitea(mode: Mode) -> FakeGitea {
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                match acceptor {
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .await;
+                    }
+                    None => {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    }
+                }
             });
         }
     });
+    let scheme = if tls { "https" } else { "http" };
     FakeGitea {
-        base: format!("http://{addr}/api/v1"),
+        base: format!("{scheme}://{addr}/api/v1"),
         seen,
+        cert,
     }
 }
 
@@ -194,4 +236,23 @@ async fn gate_setup_names_a_missing_token_variable() {
         err.to_string(),
         "repo `app`: environment variable BOT_BOTTLE_TEST_TOKEN_THAT_IS_NEVER_SET (forge_token_env) is not set; export the Gitea API token in it"
     );
+}
+
+#[tokio::test]
+async fn https_api_with_a_trusted_root_works_and_an_untrusted_one_fails() {
+    let fake = fake_gitea_on(Mode::Normal, true).await;
+    let state = tempfile::tempdir().unwrap();
+    let untrusted = GiteaClient::new(&fake.base, "s3cret".into(), Duration::from_secs(5));
+    let err = provision(state.path(), &untrusted, &request())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert_eq!(fake.seen.lock().unwrap().len(), 0);
+
+    let client = GiteaClient::new(&fake.base, "s3cret".into(), Duration::from_secs(5))
+        .with_extra_root(fake.cert.clone().unwrap());
+    provision(state.path(), &client, &request()).await.unwrap();
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/api/v1/repos/team/app/keys");
 }
