@@ -8,6 +8,7 @@ is played by the Rust test, which decides by the keyword in each justification.
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -64,6 +65,8 @@ async def main():
                    {"fingerprint": "0a1b:tests/fixture.py:generic-api-key:3", "justification": "APPROVE fixture"})
         s = await call(client, "later", "egress-allow",
                        {"routes_yaml": BASE + "  - host: later.example\n", "justification": "LATER please"})
+        # tell the operator (the Rust test) that the agent got 'pending' and now long-polls
+        open(os.environ["PENDING_MARKER"], "w").close()
         await call(client, "status", "proposal-status", {"id": s["id"], "wait_seconds": 20})
         await call(client, "empty", "egress-allow", {"routes_yaml": "", "justification": "x"})
         await call(client, "no_justification", "egress-allow", {"routes_yaml": BASE + "  - host: x.example\n"})

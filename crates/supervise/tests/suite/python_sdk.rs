@@ -1,6 +1,7 @@
 //! A real MCP client written by others (the official Python SDK, `pip install mcp`)
 //! drives the server while this test plays the operator through the queue API.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +23,9 @@ fn python_with_mcp() -> Option<String> {
 }
 
 /// Plays the operator until `stop`: answers each pending proposal by the keyword in its
-/// justification (APPROVE, MODIFY, REJECT; LATER only once the agent waits in
-/// proposal-status, i.e. after a pause longer than the server's wait).
-async fn operator(home: Home, stop: tokio::sync::watch::Receiver<bool>, later_after: Duration) {
-    let mut seen_later: Option<tokio::time::Instant> = None;
+/// justification (APPROVE, MODIFY, REJECT; LATER only once the agent got 'pending' and
+/// said so by creating the `marker` file).
+async fn operator(home: Home, stop: tokio::sync::watch::Receiver<bool>, marker: PathBuf) {
     while !*stop.borrow() {
         let (entries, _) = queue::pending_all(&home, None).unwrap();
         for e in entries.into_iter().filter(|e| e.status == Status::Pending) {
@@ -43,8 +43,7 @@ async fn operator(home: Home, stop: tokio::sync::watch::Receiver<bool>, later_af
             } else if j.starts_with("REJECT") {
                 (Decision::Rejected, None, Some("keep the routes".to_owned()))
             } else {
-                let first = *seen_later.get_or_insert_with(tokio::time::Instant::now);
-                if first.elapsed() < later_after {
+                if !marker.exists() {
                     continue;
                 }
                 (Decision::Approved, None, None)
@@ -55,11 +54,12 @@ async fn operator(home: Home, stop: tokio::sync::watch::Receiver<bool>, later_af
     }
 }
 
-async fn run_client(py: &str, url: &str, mode: &str) -> Vec<Value> {
+async fn run_client(py: &str, url: &str, mode: &str, marker: &Path) -> Vec<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_client.py");
     let t = std::time::Instant::now();
     let out = tokio::process::Command::new(py)
         .args([script, url, mode])
+        .env("PENDING_MARKER", marker)
         .output()
         .await
         .unwrap();
@@ -113,14 +113,15 @@ async fn python_sdk_client_drives_every_tool() {
         &home,
         "dev-00001",
         Arc::new(applier.clone()),
-        Duration::from_secs(1),
+        Duration::from_secs(4),
     )
     .await;
+    let marker = dir.path().join("agent-got-pending");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let op = tokio::spawn(operator(home.clone(), stop_rx, Duration::from_millis(1500)));
+    let op = tokio::spawn(operator(home.clone(), stop_rx, marker.clone()));
     let url = format!("http://{}/mcp", srv.addr);
 
-    let steps = run_client(&py, &url, "legacy").await;
+    let steps = run_client(&py, &url, "legacy", &marker).await;
     let base = "log: blocks\nroutes:\n  - host: api.example.com\n";
     assert_eq!(
         summary(&steps),
@@ -191,7 +192,7 @@ async fn python_sdk_client_drives_every_tool() {
     assert_eq!(audit::verify(&home).unwrap(), (vec![], 2));
 
     // A client of the stateless revision (discover, no initialize) works too.
-    let steps = run_client(&py, &url, "auto").await;
+    let steps = run_client(&py, &url, "auto", &marker).await;
     assert_eq!(
         summary(&steps).last().unwrap(),
         &json!({"step": "allow", "status": "approved", "is_error": false, "text": "approved"})
