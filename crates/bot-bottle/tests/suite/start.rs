@@ -172,6 +172,21 @@ git add creds.txt && git commit -qm "oops"
 if out=$(git push origin HEAD:main 2>&1); then no git-push-secret "accepted"; else
   case "$out" in *creds.txt*) ok git-push-secret ;; *) no git-push-secret "$out" ;; esac; fi
 
+# Ask the operator for an exception through supervise; the test approves it from outside.
+fp=$(printf '%s\n' "$out" | sed -n 's/.*fingerprint \([^ ]*\).*/\1/p' | head -n1 | tr -d '\r')
+answer=$(python3 - "$fp" <<'EOF'
+import json, os, sys, urllib.request
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "gitleaks-allow",
+    "arguments": {"fingerprint": sys.argv[1], "justification": "test fixture, not a real key"}}})
+req = urllib.request.Request(os.environ["BOT_BOTTLE_SUPERVISE_URL"], body.encode(), {
+    "content-type": "application/json", "accept": "application/json, text/event-stream"})
+print(urllib.request.urlopen(req, timeout=90).read().decode())
+EOF
+)
+case "$answer" in *approved*) ok exception-approved ;; *) no exception-approved "$fp: $answer" ;; esac
+check git-push-allowed git push -q origin HEAD:main
+
 pat=REAL; pat="${pat}SECRET"
 if env | grep -q "$pat"; then no env-clean "token in env"; else ok env-clean; fi
 if grep -rqs "$pat" /proc/[0-9]*/environ /proc/[0-9]*/cmdline "$HOME" /etc /run 2>/dev/null; then
@@ -198,9 +213,42 @@ async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
     );
     let world = std::sync::Arc::new(world);
     let w = world.clone();
-    let out = tokio::task::spawn_blocking(move || start(&w, &script))
-        .await
-        .unwrap();
+    let running = tokio::task::spawn_blocking(move || start(&w, &script));
+    // The operator: approve the agent's exception request as soon as it arrives.
+    let mut approved = None;
+    for _ in 0..1200 {
+        if running.is_finished() {
+            break;
+        }
+        let out = bot_bottle(&world)
+            .args(["proposals", "list", "--json"])
+            .output()
+            .unwrap();
+        let list: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if let Some(p) = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["tool"] == "gitleaks-allow")
+        {
+            let id = p["id"].as_str().unwrap().to_string();
+            let ok = bot_bottle(&world)
+                .args(["proposals", "approve", &id, "--notes", "fixture"])
+                .output()
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            approved = Some(id);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = running.await.unwrap();
+    assert!(approved.is_some(), "no gitleaks-allow proposal arrived");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let results: Vec<&str> = stdout
@@ -219,6 +267,8 @@ async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
             "PASS git-clone",
             "PASS git-push-clean",
             "PASS git-push-secret",
+            "PASS exception-approved",
+            "PASS git-push-allowed",
             "PASS env-clean",
             "PASS no-token-visible",
             "PASS not-root",
@@ -240,13 +290,36 @@ async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
         assert_eq!(r.header("authorization"), vec![format!("Bearer {TOKEN}")]);
     }
 
-    // The clean commit reached upstream, the secret did not.
+    // The clean commit reached upstream; the secret only after the operator's exception.
     let log = Command::new("git")
         .args(["log", "--format=%s", "main"])
         .current_dir(&world.upstream_git)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&log.stdout), "clean change\nseed\n");
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout),
+        "oops\nclean change\nseed\n"
+    );
+
+    // The decision is in the audit log, and the chain verifies.
+    let audit = bot_bottle(&world)
+        .args(["audit", "--json"])
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("gitleaks-allow") && audit.contains("approved"),
+        "{audit}"
+    );
+    let verify = bot_bottle(&world)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 
     // The failed run is kept for resume and listed as preserved.
     let list = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
