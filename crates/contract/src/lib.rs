@@ -36,6 +36,17 @@ pub enum Provider {
     Codex,
 }
 
+/// Which credential Claude Code presents (a placeholder either way; egress swaps in the
+/// real one on the route to the Anthropic API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaudeAuth {
+    /// `CLAUDE_CODE_OAUTH_TOKEN`: sent as `Authorization: Bearer`.
+    #[default]
+    OAuth,
+    /// `ANTHROPIC_API_KEY`: sent as `x-api-key`.
+    ApiKey,
+}
+
 /// Where the sidecars are reached from inside the bottle: ports on the bottle's own
 /// loopback (each backend forwards them to the sidecar bundle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +104,11 @@ pub struct Input {
     pub gitconfig: String,
     /// The bottle's `env:` from the manifest.
     pub bottle_env: BTreeMap<String, String>,
+    /// Which placeholder credential Claude Code gets (ignored for Codex).
+    pub claude_auth: ClaudeAuth,
+    /// Instructions for the agent's client beyond its prompt (Codex: `~/.codex/AGENTS.md`;
+    /// Claude Code: `~/.claude/CLAUDE.md`), e.g. the index of the delivered skills.
+    pub instructions: Option<String>,
 }
 
 /// A file placed in the agent's home.
@@ -176,14 +192,23 @@ pub fn build(
     set("BOT_BOTTLE_IDENTITY", input.identity.clone());
     match input.provider {
         Provider::Claude => {
-            set("CLAUDE_CODE_OAUTH_TOKEN", PLACEHOLDER_TOKEN.into());
+            match input.claude_auth {
+                ClaudeAuth::OAuth => set("CLAUDE_CODE_OAUTH_TOKEN", PLACEHOLDER_TOKEN.into()),
+                ClaudeAuth::ApiKey => set("ANTHROPIC_API_KEY", PLACEHOLDER_TOKEN.into()),
+            }
+            // Telemetry, error reporting, update checks and other non-essential traffic off
+            // by Claude Code's own settings (egress would block them anyway).
             set("DISABLE_TELEMETRY", "1".into());
             set("DISABLE_ERROR_REPORTING", "1".into());
             set("DISABLE_AUTOUPDATER", "1".into());
+            set("DISABLE_BUG_COMMAND", "1".into());
             set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into());
+            set("CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY", "1".into());
         }
         Provider::Codex => {
+            // `codex` reads OPENAI_API_KEY, `codex exec` also CODEX_API_KEY.
             set("OPENAI_API_KEY", PLACEHOLDER_TOKEN.into());
+            set("CODEX_API_KEY", PLACEHOLDER_TOKEN.into());
             set("CODEX_HOME", format!("{home}/.codex"));
         }
     }
@@ -224,7 +249,17 @@ fn is_reserved(k: &str) -> bool {
         || k.starts_with("GIT_CONFIG")
         || matches!(
             k,
-            "NODE_OPTIONS" | "GIT_SSH" | "GIT_SSH_COMMAND" | "GIT_PROXY_COMMAND" | "SSL_CERT_DIR"
+            // Credentials: the agent only ever holds placeholders.
+            "CLAUDE_CODE_OAUTH_TOKEN"
+                | "ANTHROPIC_API_KEY"
+                | "ANTHROPIC_AUTH_TOKEN"
+                | "OPENAI_API_KEY"
+                | "CODEX_API_KEY"
+                | "NODE_OPTIONS"
+                | "GIT_SSH"
+                | "GIT_SSH_COMMAND"
+                | "GIT_PROXY_COMMAND"
+                | "SSL_CERT_DIR"
         )
 }
 
@@ -253,6 +288,12 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
                 path: ".claude.json".into(),
                 contents: pretty_json(&config),
             });
+            if let Some(text) = &input.instructions {
+                files.push(HomeFile {
+                    path: Path::new(".claude").join("CLAUDE.md"),
+                    contents: text.clone(),
+                });
+            }
         }
         Provider::Codex => {
             let mut server = toml::Table::new();
@@ -260,11 +301,25 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
             let mut servers = toml::Table::new();
             servers.insert(MCP_SERVER_NAME.into(), toml::Value::Table(server));
             let mut root = toml::Table::new();
+            // Update checks and analytics off by Codex's own settings.
+            root.insert(
+                "check_for_update_on_startup".into(),
+                toml::Value::Boolean(false),
+            );
+            let mut analytics = toml::Table::new();
+            analytics.insert("enabled".into(), toml::Value::Boolean(false));
+            root.insert("analytics".into(), toml::Value::Table(analytics));
             root.insert("mcp_servers".into(), toml::Value::Table(servers));
             files.push(HomeFile {
                 path: Path::new(".codex").join("config.toml"),
                 contents: root.to_string(),
             });
+            if let Some(text) = &input.instructions {
+                files.push(HomeFile {
+                    path: Path::new(".codex").join("AGENTS.md"),
+                    contents: text.clone(),
+                });
+            }
         }
     }
     files
