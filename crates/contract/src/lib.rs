@@ -21,6 +21,9 @@ pub const AGENT_USER: &str = "agent";
 /// Name under which the supervise MCP server is registered with the agent's client.
 pub const MCP_SERVER_NAME: &str = "bot-bottle";
 
+/// The Codex model provider id bot-bottle configures (the OpenAI API without WebSockets).
+pub const CODEX_PROVIDER_ID: &str = "bot-bottle-openai";
+
 /// Placeholder put where a provider expects a credential. Egress replaces it on the way out.
 pub const PLACEHOLDER_TOKEN: &str = "bot-bottle-placeholder-the-real-token-is-injected-by-egress";
 
@@ -204,6 +207,11 @@ pub fn build(
             set("DISABLE_BUG_COMMAND", "1".into());
             set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into());
             set("CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY", "1".into());
+            // The supervise tools are the bottle's line to the operator: load them up front
+            // (not deferred behind tool search) and wait for the local MCP server before
+            // the first turn, so even a one-shot `claude -p` can use them.
+            set("ENABLE_TOOL_SEARCH", "false".into());
+            set("MCP_CONNECTION_NONBLOCKING", "false".into());
         }
         Provider::Codex => {
             // `codex` reads OPENAI_API_KEY, `codex exec` also CODEX_API_KEY.
@@ -309,6 +317,26 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
             let mut analytics = toml::Table::new();
             analytics.insert("enabled".into(), toml::Value::Boolean(false));
             root.insert("analytics".into(), toml::Value::Table(analytics));
+            // The OpenAI API over HTTPS + SSE only: the built-in provider tries the
+            // Responses WebSocket first and falls back only after several retries; the
+            // built-in provider id cannot be reconfigured, so this is a copy of it.
+            root.insert(
+                "model_provider".into(),
+                toml::Value::String(CODEX_PROVIDER_ID.into()),
+            );
+            let mut openai = toml::Table::new();
+            for (k, v) in [
+                ("name", "OpenAI"),
+                ("base_url", "https://api.openai.com/v1"),
+                ("env_key", "OPENAI_API_KEY"),
+                ("wire_api", "responses"),
+            ] {
+                openai.insert(k.into(), toml::Value::String(v.into()));
+            }
+            openai.insert("supports_websockets".into(), toml::Value::Boolean(false));
+            let mut providers = toml::Table::new();
+            providers.insert(CODEX_PROVIDER_ID.into(), toml::Value::Table(openai));
+            root.insert("model_providers".into(), toml::Value::Table(providers));
             root.insert("mcp_servers".into(), toml::Value::Table(servers));
             files.push(HomeFile {
                 path: Path::new(".codex").join("config.toml"),
