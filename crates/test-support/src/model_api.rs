@@ -406,6 +406,28 @@ fn anthropic(body: &[u8], tool: &str, problems: &mut Vec<String>) -> (Answer, Re
     (answer, sse(&events))
 }
 
+/// The tools Codex lists inside `input` (`additional_tools` items), as one array.
+fn input_tools(input: &[Value]) -> &Value {
+    input
+        .iter()
+        .find(|i| i.get("type").and_then(Value::as_str) == Some("additional_tools"))
+        .and_then(|i| i.get("tools"))
+        .unwrap_or(&Value::Null)
+}
+
+/// The first MCP namespace Codex announces as deferred (`- mcp__name: description`).
+fn deferred_mcp_namespace(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let at = text.find("Deferred tool namespaces:")?;
+    let rest = &text[at..];
+    let start = rest.find("- mcp__")? + 2;
+    let name: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (name.len() > 5).then_some(name)
+}
+
 fn openai(body: &[u8], tool: &str, problems: &mut Vec<String>) -> (Answer, Response<Out>) {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         problems.push("openai: POST /v1/responses body is not JSON (compressed?)".into());
@@ -442,11 +464,26 @@ fn openai(body: &[u8], tool: &str, problems: &mut Vec<String>) -> (Answer, Respo
             json!({"type": "message", "id": "msg_fake_2", "role": "assistant", "status": "completed",
                    "content": [{"type": "output_text", "text": FINAL_TEXT, "annotations": []}]}),
         )
-    } else if let Some(name) = offered_tool(req.get("tools"), tool) {
+    } else if let Some(name) = offered_tool(req.get("tools"), tool)
+        .or_else(|| offered_tool(Some(input_tools(input)), tool))
+    {
         (
             Answer::ToolCall(name.clone()),
             json!({"type": "function_call", "id": "fc_fake_1", "call_id": "call_fake_1",
                    "name": name, "arguments": "{}", "status": "completed"}),
+        )
+    } else if let (Some(ns), true) = (
+        deferred_mcp_namespace(body),
+        offered_tool(Some(input_tools(input)), "exec").is_some(),
+    ) {
+        // Codex "code mode": MCP tools are nested tools reached from the `exec` JavaScript
+        // tool, named `<namespace>__<tool>` as JavaScript identifiers.
+        let js_name = format!("{ns}__{}", tool.replace('-', "_"));
+        let code = format!("const r = await tools.{js_name}({{}});\ntext(r);\n");
+        (
+            Answer::ToolCall(format!("exec:{js_name}")),
+            json!({"type": "custom_tool_call", "id": "ctc_fake_1", "call_id": "call_fake_1",
+                   "name": "exec", "input": code, "status": "completed"}),
         )
     } else {
         (

@@ -192,6 +192,12 @@ fn check_session(
     );
     let addr = api.addr().to_string();
     assert!(
+        reqs.iter()
+            .filter(|r| matches!(r.answer, Answer::ToolCall(_)))
+            .all(|r| !r.text().contains(&addr)),
+        "the pinned address was known before the tool call, so it proves nothing\n{ctx}"
+    );
+    assert!(
         finals.iter().any(|r| r.text().contains(&addr)),
         "the tool result does not hold the bottle's routes from supervise (expected the pinned address {addr})\n{ctx}"
     );
