@@ -52,7 +52,18 @@ struct World {
     workspace: PathBuf,
 }
 
-fn world(provider: &str, host: &str, token_env: &str, api: &ModelApi, ca: &TestCa) -> World {
+/// `credential` is the route's credential fields, e.g. `("auth_scheme", "Bearer")`.
+fn world(
+    provider: &str,
+    host: &str,
+    credential: &[(&str, &str)],
+    api: &ModelApi,
+    ca: &TestCa,
+) -> World {
+    let credential: String = credential
+        .iter()
+        .map(|(k, v)| format!("          {k}: {v}\n"))
+        .collect();
     let tmp = tempfile::Builder::new()
         .prefix("bc")
         .tempdir_in("/tmp")
@@ -71,9 +82,7 @@ fn world(provider: &str, host: &str, token_env: &str, api: &ModelApi, ca: &TestC
       routes:
         - host: {host}
           connect_to: "{addr}"
-          auth_scheme: Bearer
-          token_env: {token_env}
-agents:
+{credential}agents:
   agent:
     bottle: box
 "#,
@@ -246,7 +255,10 @@ async fn real_claude_code_completes_a_scripted_session_in_a_bottle() {
     let world = world(
         "claude",
         "api.anthropic.com",
-        "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN",
+        &[
+            ("auth_scheme", "Bearer"),
+            ("token_env", "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN"),
+        ],
         &api,
         &ca,
     );
@@ -279,7 +291,13 @@ async fn real_codex_completes_a_scripted_session_in_a_bottle() {
     test_support::install_crypto_provider();
     let ca = TestCa::new("fake OpenAI CA");
     let api = ModelApi::start_tls(&ca, &["api.openai.com"], TOOL).await;
-    let world = world("codex", "api.openai.com", "OPENAI_API_KEY", &api, &ca);
+    let world = world(
+        "codex",
+        "api.openai.com",
+        &[("auth_scheme", "Bearer"), ("token_env", "OPENAI_API_KEY")],
+        &api,
+        &ca,
+    );
     let world = std::sync::Arc::new(world);
     let w = world.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -299,4 +317,45 @@ async fn real_codex_completes_a_scripted_session_in_a_bottle() {
         "authorization",
         &format!("Bearer {TOKEN}"),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_claude_code_with_an_api_key_gets_it_as_x_api_key() {
+    if !native_usable() || !client_installed("claude") {
+        return;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("fake Anthropic CA");
+    let api = ModelApi::start_tls(&ca, &["api.anthropic.com"], TOOL).await;
+    let world = world(
+        "claude",
+        "api.anthropic.com",
+        &[
+            ("auth_header", "x-api-key"),
+            ("token_env", "ANTHROPIC_API_KEY"),
+        ],
+        &api,
+        &ca,
+    );
+    let world = std::sync::Arc::new(world);
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(
+            &w,
+            "ANTHROPIC_API_KEY",
+            "claude --dangerously-skip-permissions -p 'List the egress routes of this bottle.'",
+        )
+    })
+    .await
+    .unwrap();
+    check_session("claude", &api, &world, &out, "x-api-key", TOKEN);
+    for r in api.requests() {
+        assert_eq!(
+            r.header("authorization"),
+            Vec::<&str>::new(),
+            "no OAuth header with an API key: {} {}",
+            r.method,
+            r.path
+        );
+    }
 }
