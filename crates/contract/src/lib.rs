@@ -21,6 +21,9 @@ pub const AGENT_USER: &str = "agent";
 /// Name under which the supervise MCP server is registered with the agent's client.
 pub const MCP_SERVER_NAME: &str = "bot-bottle";
 
+/// The Codex model provider id bot-bottle configures (the OpenAI API without WebSockets).
+pub const CODEX_PROVIDER_ID: &str = "bot-bottle-openai";
+
 /// Placeholder put where a provider expects a credential. Egress replaces it on the way out.
 pub const PLACEHOLDER_TOKEN: &str = "bot-bottle-placeholder-the-real-token-is-injected-by-egress";
 
@@ -34,6 +37,17 @@ pub enum Provider {
     Claude,
     /// OpenAI Codex CLI.
     Codex,
+}
+
+/// Which credential Claude Code presents (a placeholder either way; egress swaps in the
+/// real one on the route to the Anthropic API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaudeAuth {
+    /// `CLAUDE_CODE_OAUTH_TOKEN`: sent as `Authorization: Bearer`.
+    #[default]
+    OAuth,
+    /// `ANTHROPIC_API_KEY`: sent as `x-api-key`.
+    ApiKey,
 }
 
 /// Where the sidecars are reached from inside the bottle: ports on the bottle's own
@@ -93,6 +107,11 @@ pub struct Input {
     pub gitconfig: String,
     /// The bottle's `env:` from the manifest.
     pub bottle_env: BTreeMap<String, String>,
+    /// Which placeholder credential Claude Code gets (ignored for Codex).
+    pub claude_auth: ClaudeAuth,
+    /// Instructions for the agent's client beyond its prompt (Codex: `~/.codex/AGENTS.md`;
+    /// Claude Code: `~/.claude/CLAUDE.md`), e.g. the index of the delivered skills.
+    pub instructions: Option<String>,
 }
 
 /// A file placed in the agent's home.
@@ -176,14 +195,28 @@ pub fn build(
     set("BOT_BOTTLE_IDENTITY", input.identity.clone());
     match input.provider {
         Provider::Claude => {
-            set("CLAUDE_CODE_OAUTH_TOKEN", PLACEHOLDER_TOKEN.into());
+            match input.claude_auth {
+                ClaudeAuth::OAuth => set("CLAUDE_CODE_OAUTH_TOKEN", PLACEHOLDER_TOKEN.into()),
+                ClaudeAuth::ApiKey => set("ANTHROPIC_API_KEY", PLACEHOLDER_TOKEN.into()),
+            }
+            // Telemetry, error reporting, update checks and other non-essential traffic off
+            // by Claude Code's own settings (egress would block them anyway).
             set("DISABLE_TELEMETRY", "1".into());
             set("DISABLE_ERROR_REPORTING", "1".into());
             set("DISABLE_AUTOUPDATER", "1".into());
+            set("DISABLE_BUG_COMMAND", "1".into());
             set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into());
+            set("CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY", "1".into());
+            // The supervise tools are the bottle's line to the operator: load them up front
+            // (not deferred behind tool search) and wait for the local MCP server before
+            // the first turn, so even a one-shot `claude -p` can use them.
+            set("ENABLE_TOOL_SEARCH", "false".into());
+            set("MCP_CONNECTION_NONBLOCKING", "false".into());
         }
         Provider::Codex => {
+            // `codex` reads OPENAI_API_KEY, `codex exec` also CODEX_API_KEY.
             set("OPENAI_API_KEY", PLACEHOLDER_TOKEN.into());
+            set("CODEX_API_KEY", PLACEHOLDER_TOKEN.into());
             set("CODEX_HOME", format!("{home}/.codex"));
         }
     }
@@ -224,7 +257,17 @@ fn is_reserved(k: &str) -> bool {
         || k.starts_with("GIT_CONFIG")
         || matches!(
             k,
-            "NODE_OPTIONS" | "GIT_SSH" | "GIT_SSH_COMMAND" | "GIT_PROXY_COMMAND" | "SSL_CERT_DIR"
+            // Credentials: the agent only ever holds placeholders.
+            "CLAUDE_CODE_OAUTH_TOKEN"
+                | "ANTHROPIC_API_KEY"
+                | "ANTHROPIC_AUTH_TOKEN"
+                | "OPENAI_API_KEY"
+                | "CODEX_API_KEY"
+                | "NODE_OPTIONS"
+                | "GIT_SSH"
+                | "GIT_SSH_COMMAND"
+                | "GIT_PROXY_COMMAND"
+                | "SSL_CERT_DIR"
         )
 }
 
@@ -253,6 +296,12 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
                 path: ".claude.json".into(),
                 contents: pretty_json(&config),
             });
+            if let Some(text) = &input.instructions {
+                files.push(HomeFile {
+                    path: Path::new(".claude").join("CLAUDE.md"),
+                    contents: text.clone(),
+                });
+            }
         }
         Provider::Codex => {
             let mut server = toml::Table::new();
@@ -260,11 +309,45 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
             let mut servers = toml::Table::new();
             servers.insert(MCP_SERVER_NAME.into(), toml::Value::Table(server));
             let mut root = toml::Table::new();
+            // Update checks and analytics off by Codex's own settings.
+            root.insert(
+                "check_for_update_on_startup".into(),
+                toml::Value::Boolean(false),
+            );
+            let mut analytics = toml::Table::new();
+            analytics.insert("enabled".into(), toml::Value::Boolean(false));
+            root.insert("analytics".into(), toml::Value::Table(analytics));
+            // The OpenAI API over HTTPS + SSE only: the built-in provider tries the
+            // Responses WebSocket first and falls back only after several retries; the
+            // built-in provider id cannot be reconfigured, so this is a copy of it.
+            root.insert(
+                "model_provider".into(),
+                toml::Value::String(CODEX_PROVIDER_ID.into()),
+            );
+            let mut openai = toml::Table::new();
+            for (k, v) in [
+                ("name", "OpenAI"),
+                ("base_url", "https://api.openai.com/v1"),
+                ("env_key", "OPENAI_API_KEY"),
+                ("wire_api", "responses"),
+            ] {
+                openai.insert(k.into(), toml::Value::String(v.into()));
+            }
+            openai.insert("supports_websockets".into(), toml::Value::Boolean(false));
+            let mut providers = toml::Table::new();
+            providers.insert(CODEX_PROVIDER_ID.into(), toml::Value::Table(openai));
+            root.insert("model_providers".into(), toml::Value::Table(providers));
             root.insert("mcp_servers".into(), toml::Value::Table(servers));
             files.push(HomeFile {
                 path: Path::new(".codex").join("config.toml"),
                 contents: root.to_string(),
             });
+            if let Some(text) = &input.instructions {
+                files.push(HomeFile {
+                    path: Path::new(".codex").join("AGENTS.md"),
+                    contents: text.clone(),
+                });
+            }
         }
     }
     files

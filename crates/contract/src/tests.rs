@@ -12,6 +12,8 @@ fn input(provider: Provider) -> Input {
         bottle_ca: "/etc/bot-bottle/ca.pem".into(),
         gitconfig: "[user]\n\tname = Bot\n".into(),
         bottle_env: BTreeMap::from([("RUST_LOG".to_string(), "info".to_string())]),
+        claude_auth: ClaudeAuth::OAuth,
+        instructions: None,
     }
 }
 
@@ -35,15 +37,40 @@ fn claude_contract() {
 fn codex_contract() {
     let c = build(&input(Provider::Codex), host).unwrap();
     assert_eq!(c.env["OPENAI_API_KEY"], PLACEHOLDER_TOKEN);
+    assert_eq!(c.env["CODEX_API_KEY"], PLACEHOLDER_TOKEN);
     assert_eq!(c.env["CODEX_HOME"], "/home/agent/.codex");
     assert!(!c.env.contains_key("CLAUDE_CODE_OAUTH_TOKEN"));
-    assert_eq!(
-        c.home_files[1],
-        HomeFile {
-            path: ".codex/config.toml".into(),
-            contents: "[mcp_servers.bot-bottle]\nurl = \"http://127.0.0.1:3130/mcp\"\n".into()
-        }
-    );
+    assert_eq!(c.home_files.len(), 2);
+    assert_eq!(c.home_files[1].path, Path::new(".codex/config.toml"));
+    insta::assert_snapshot!("codex_config_toml", c.home_files[1].contents);
+}
+
+#[test]
+fn claude_with_an_api_key_holds_an_api_key_placeholder() {
+    let mut i = input(Provider::Claude);
+    i.claude_auth = ClaudeAuth::ApiKey;
+    let c = build(&i, host).unwrap();
+    assert_eq!(c.env["ANTHROPIC_API_KEY"], PLACEHOLDER_TOKEN);
+    assert!(!c.env.contains_key("CLAUDE_CODE_OAUTH_TOKEN"));
+}
+
+#[test]
+fn instructions_go_where_each_client_reads_them() {
+    for (p, path) in [
+        (Provider::Claude, ".claude/CLAUDE.md"),
+        (Provider::Codex, ".codex/AGENTS.md"),
+    ] {
+        let mut i = input(p);
+        i.instructions = Some("# Skills\n".into());
+        let c = build(&i, host).unwrap();
+        assert_eq!(
+            c.home_files.last(),
+            Some(&HomeFile {
+                path: path.into(),
+                contents: "# Skills\n".into()
+            })
+        );
+    }
 }
 
 #[test]
@@ -72,6 +99,9 @@ fn bottle_env_cannot_override_the_wiring() {
         "GIT_SSH_COMMAND",
         "GIT_CONFIG_GLOBAL",
         "CLAUDE_CODE_OAUTH_TOKEN",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "CODEX_API_KEY",
     ] {
         let mut i = input(Provider::Claude);
         i.bottle_env.insert(k.into(), "x".into());

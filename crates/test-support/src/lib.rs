@@ -12,8 +12,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod client;
+pub mod model_api;
 mod upstream;
 
+pub use model_api::ModelApi;
 pub use upstream::{Recorded, Upstream};
 
 use std::sync::{Arc, Once};

@@ -11,6 +11,7 @@
 //!    `resume`, a clean exit removes it.
 
 pub mod layout;
+pub mod provider;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -171,11 +172,13 @@ fn run_inner(
 
     // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
     // operator approved since.
+    // Provider template (clients): the client's default routes go before the bottle's own.
+    let all_routes = provider::routes_for(bottle);
     if fresh || !paths.routes_file().exists() {
         let routes = policy::EgressConfig {
             log: Some(bottle.egress.log),
             upstream_ca: None,
-            routes: Some(without_missing_tokens(&bottle.egress.routes, |k| {
+            routes: Some(without_missing_tokens(&all_routes, |k| {
                 std::env::var_os(k).is_some_and(|v| !v.is_empty())
             })),
         };
@@ -196,9 +199,7 @@ fn run_inner(
     }
 
     // The sidecar bundle.
-    let tokens: Vec<String> = bottle
-        .egress
-        .routes
+    let tokens: Vec<String> = all_routes
         .iter()
         .filter_map(|r| r.token_env.clone())
         .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
@@ -288,6 +289,13 @@ fn run_agent(
             bottle_ca: BOTTLE_CA_INSIDE.into(),
             gitconfig,
             bottle_env: bottle.env.clone(),
+            // Provider template (clients): placeholder kind and skills index.
+            claude_auth: provider::claude_auth(&provider::routes_for(bottle)),
+            instructions: provider::instructions(
+                provider,
+                &launch.agent.skills,
+                Path::new(AGENT_HOME),
+            )?,
         },
         |k| std::env::var(k).ok(),
     )?;
@@ -303,6 +311,7 @@ fn run_agent(
         state::atomic_write(&path, file.contents.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    provider::install_skills(provider, &launch.agent.skills, &paths.agent_home())?;
     let bundle_host = paths.files().join("ca-bundle.crt");
     let ca_host = paths.files().join("ca.pem");
     state::atomic_write_mode(

@@ -1,3 +1,4 @@
+mod clients;
 mod doctor;
 mod manifest_cli;
 mod readme;
