@@ -1,0 +1,3 @@
+//! The escape suite (see `suite/mod.rs`).
+
+mod suite;
