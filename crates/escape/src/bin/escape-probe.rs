@@ -18,7 +18,14 @@ const PROXY: &str = "127.0.0.1:3128";
 const GATE: &str = "127.0.0.1:3129";
 const SUPERVISE: &str = "127.0.0.1:3130";
 
+/// Set when any case printed ESCAPED (the probe then exits 1, which keeps the bottle's state
+/// for inspection).
+static ANY_ESCAPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn case(name: &str, verdict: &str, detail: impl AsRef<str>) {
+    if verdict == "ESCAPED" {
+        ANY_ESCAPED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     let d = detail.as_ref().replace('\n', " ");
     let d: String = d.chars().take(300).collect();
     println!("CASE {name} {verdict} {d}");
@@ -122,6 +129,10 @@ fn main() {
         section(name, &cfg, f);
     }
     println!("PROBE-DONE");
+    let _ = std::io::stdout().flush();
+    if ANY_ESCAPED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::process::exit(1);
+    }
 }
 
 // ---------------------------------------------------------------- helpers
@@ -139,11 +150,19 @@ fn section(name: &str, cfg: &Cfg, f: fn(&Cfg)) {
     if pid == 0 {
         f(cfg);
         let _ = std::io::stdout().flush();
+        let code = if ANY_ESCAPED.load(std::sync::atomic::Ordering::SeqCst) {
+            3
+        } else {
+            0
+        };
         // SAFETY: leave the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
+        unsafe { libc::_exit(code) };
     }
     if pid < 0 {
-        escaped(&format!("section-{name}"), format!("cannot fork: {}", errno()));
+        escaped(
+            &format!("section-{name}"),
+            format!("cannot fork: {}", errno()),
+        );
         return;
     }
     let deadline = Instant::now() + SECTION_TIMEOUT;
@@ -152,8 +171,13 @@ fn section(name: &str, cfg: &Cfg, f: fn(&Cfg)) {
         // SAFETY: polling our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                escaped(&format!("section-{name}"), format!("the section died (status {status}); its remaining cases are unjudged"));
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3 {
+                ANY_ESCAPED.store(true, std::sync::atomic::Ordering::SeqCst);
+            } else if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                escaped(
+                    &format!("section-{name}"),
+                    format!("the section died (status {status}); its remaining cases are unjudged"),
+                );
             }
             return;
         }
@@ -162,7 +186,12 @@ fn section(name: &str, cfg: &Cfg, f: fn(&Cfg)) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             // SAFETY: reaping it.
             unsafe { libc::waitpid(pid, &mut status, 0) };
-            escaped(&format!("section-{name}"), format!("hung for {SECTION_TIMEOUT:?} and was killed; its remaining cases are unjudged"));
+            escaped(
+                &format!("section-{name}"),
+                format!(
+                    "hung for {SECTION_TIMEOUT:?} and was killed; its remaining cases are unjudged"
+                ),
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -189,7 +218,9 @@ fn reach_canary(addr: &str) -> Result<String, String> {
     if text.starts_with("CANARY") {
         Ok(text.trim().to_string())
     } else {
-        Err(format!("{addr}: connected to something that is not the canary"))
+        Err(format!(
+            "{addr}: connected to something that is not the canary"
+        ))
     }
 }
 
@@ -200,7 +231,8 @@ fn udp_send(addr: &str) -> Result<String, String> {
     let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
     // Connected, so an ICMP "port unreachable" ends the wait at once.
     s.connect(sa).map_err(|e| format!("{addr}: {e}"))?;
-    s.send(b"escape-probe").map_err(|e| format!("{addr}: {e}"))?;
+    s.send(b"escape-probe")
+        .map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = [0u8; 64];
     match s.recv(&mut buf) {
         Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).to_string()),
@@ -224,6 +256,11 @@ struct Resp {
 }
 
 fn read_resp<R: Read>(r: &mut R) -> std::io::Result<Resp> {
+    read_resp_inner(r, false)
+}
+
+/// Reads a response head and (unless `head_only`, as for a `CONNECT` answer) its body.
+fn read_resp_inner<R: Read>(r: &mut R, head_only: bool) -> std::io::Result<Resp> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -243,6 +280,9 @@ fn read_resp<R: Read>(r: &mut R) -> std::io::Result<Resp> {
         .unwrap_or(0);
     let lower = head.to_ascii_lowercase();
     let mut body = Vec::new();
+    if head_only && status == 200 {
+        return Ok(Resp { status, head, body });
+    }
     if let Some(len) = lower
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
@@ -278,7 +318,7 @@ fn plain_proxy(req: &str) -> Result<Resp, String> {
 fn connect(target: &str) -> Result<(u16, TcpStream), String> {
     let mut s = tcp(PROXY).map_err(|e| format!("proxy: {e}"))?;
     write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").map_err(|e| format!("{e}"))?;
-    let r = read_resp(&mut s).map_err(|e| format!("{e}"))?;
+    let r = read_resp_inner(&mut s, true).map_err(|e| format!("{e}"))?;
     Ok((r.status, s))
 }
 
@@ -306,8 +346,8 @@ fn tunnel(target: &str, sni: &str) -> Result<Tls, String> {
     if status != 200 {
         return Err(format!("CONNECT {target}: {status}"));
     }
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string())
-        .map_err(|e| format!("{e}"))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| format!("{e}"))?;
     let conn = rustls::ClientConnection::new(tls_config()?, name).map_err(|e| format!("{e}"))?;
     let mut tls = rustls::StreamOwned::new(conn, s);
     while tls.conn.is_handshaking() {
@@ -393,7 +433,12 @@ fn network(c: &Cfg) {
     // Raw and packet sockets.
     let mut t = Tally::new("net-raw-packet-sockets");
     for (what, dom, ty, proto) in [
-        ("raw icmp", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+        (
+            "raw icmp",
+            libc::AF_INET,
+            libc::SOCK_RAW,
+            libc::IPPROTO_ICMP,
+        ),
         ("raw tcp", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP),
         (
             "packet",
@@ -457,7 +502,11 @@ fn dns_query(name: &str, id: u16) -> Vec<u8> {
 }
 
 fn dns_udp(server: SocketAddr, name: &str) -> Result<usize, String> {
-    let bind = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let s = UdpSocket::bind(bind).map_err(|e| format!("{e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
     s.connect(server).map_err(|e| format!("{server}: {e}"))?;
@@ -554,8 +603,10 @@ fn dns(c: &Cfg) {
     let r = https(
         &format!("{api}:443"),
         &api,
-        format!("GET /dns-query?dns=AAABAAABAAAAAAAAA2ZvbwR0ZXN0AAABAAE HTTP/1.1\r\nHost: {api}\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /dns-query?dns=AAABAAABAAAAAAAAA2ZvbwR0ZXN0AAABAAE HTTP/1.1\r\nHost: {api}\r\n\r\n"
+        )
+        .as_bytes(),
     );
     match &r {
         Ok(resp) if !is_block(resp) => t.escaped(format!("/dns-query answered {}", resp.status)),
@@ -580,29 +631,102 @@ fn egress(c: &Cfg) {
 
     // Sanity: the allowed request works (otherwise every block below proves nothing).
     match https(&target, &api, get("/v1/allowed").as_bytes()) {
-        Ok(r) if r.status == 200 => blocked("egress-allowed-route-works", "200 on the allowed route (sanity)"),
-        r => escaped("egress-allowed-route-works", format!("the allowed request failed: {} — the suite cannot judge the proxy", desc(&r))),
+        Ok(r) if r.status == 200 => blocked(
+            "egress-allowed-route-works",
+            "200 on the allowed route (sanity)",
+        ),
+        r => escaped(
+            "egress-allowed-route-works",
+            format!(
+                "the allowed request failed: {} — the suite cannot judge the proxy",
+                desc(&r)
+            ),
+        ),
     }
 
     let mut t = Tally::new("egress-no-route");
-    expect_block(&mut t, "http absolute form", plain_proxy(&format!("GET http://no-route.{}/ HTTP/1.1\r\nHost: no-route.{}\r\n\r\n", c.s("zone"), c.s("zone"))));
-    expect_block(&mut t, "CONNECT", connect(&format!("no-route.{}:443", c.s("zone"))).map(|(s, _)| Resp { status: s, head: String::new(), body: Vec::new() }));
+    expect_block(
+        &mut t,
+        "http absolute form",
+        plain_proxy(&format!(
+            "GET http://no-route.{}/ HTTP/1.1\r\nHost: no-route.{}\r\n\r\n",
+            c.s("zone"),
+            c.s("zone")
+        )),
+    );
+    expect_block(
+        &mut t,
+        "CONNECT",
+        connect(&format!("no-route.{}:443", c.s("zone"))).map(|(s, _)| Resp {
+            status: s,
+            head: String::new(),
+            body: Vec::new(),
+        }),
+    );
     t.done();
 
     let mut t = Tally::new("egress-path-method");
-    expect_block(&mut t, "GET /admin", https(&target, &api, get("/admin").as_bytes()));
-    expect_block(&mut t, "GET /v1/../admin", https(&target, &api, get("/v1/../admin").as_bytes()));
-    expect_block(&mut t, "GET /v1/%2e%2e/admin", https(&target, &api, get("/v1/%2e%2e/admin").as_bytes()));
-    expect_block(&mut t, "DELETE /v1/x", https(&target, &api, format!("DELETE /v1/x HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes()));
+    expect_block(
+        &mut t,
+        "GET /admin",
+        https(&target, &api, get("/admin").as_bytes()),
+    );
+    expect_block(
+        &mut t,
+        "GET /v1/../admin",
+        https(&target, &api, get("/v1/../admin").as_bytes()),
+    );
+    expect_block(
+        &mut t,
+        "GET /v1/%2e%2e/admin",
+        https(&target, &api, get("/v1/%2e%2e/admin").as_bytes()),
+    );
+    expect_block(
+        &mut t,
+        "DELETE /v1/x",
+        https(
+            &target,
+            &api,
+            format!("DELETE /v1/x HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
+        ),
+    );
     t.done();
 
     let mut t = Tally::new("egress-domain-fronting");
-    expect_block(&mut t, "Host: other", https(&target, &api, format!("GET /v1/front HTTP/1.1\r\nHost: no-route.{}\r\n\r\n", c.s("zone")).as_bytes()));
-    expect_block(&mut t, "absolute-form other host in tunnel", https(&target, &api, format!("GET https://no-route.{z}/v1/front HTTP/1.1\r\nHost: no-route.{z}\r\n\r\n", z = c.s("zone")).as_bytes()));
+    expect_block(
+        &mut t,
+        "Host: other",
+        https(
+            &target,
+            &api,
+            format!(
+                "GET /v1/front HTTP/1.1\r\nHost: no-route.{}\r\n\r\n",
+                c.s("zone")
+            )
+            .as_bytes(),
+        ),
+    );
+    expect_block(
+        &mut t,
+        "absolute-form other host in tunnel",
+        https(
+            &target,
+            &api,
+            format!(
+                "GET https://no-route.{z}/v1/front HTTP/1.1\r\nHost: no-route.{z}\r\n\r\n",
+                z = c.s("zone")
+            )
+            .as_bytes(),
+        ),
+    );
     match tunnel(&target, &format!("no-route.{}", c.s("zone"))) {
         Ok(mut tls) => {
             let _ = tls.write_all(get("/v1/sni").as_bytes());
-            expect_block(&mut t, "SNI other", read_resp(&mut tls).map_err(|e| format!("{e}")));
+            expect_block(
+                &mut t,
+                "SNI other",
+                read_resp(&mut tls).map_err(|e| format!("{e}")),
+            );
         }
         Err(e) => t.blocked(format!("SNI other: {e}")),
     }
@@ -611,17 +735,60 @@ fn egress(c: &Cfg) {
     let mut t = Tally::new("egress-ip-literal");
     let up = c.n("upstream_port");
     let hp = c.n("host_canary_port");
-    expect_block(&mut t, "CONNECT inet ip", connect(&format!("{}:443", c.s("inet4"))).map(|(s, _)| Resp { status: s, head: String::new(), body: Vec::new() }));
-    expect_block(&mut t, "CONNECT upstream 127.0.0.1", connect(&format!("127.0.0.1:{up}")).map(|(s, _)| Resp { status: s, head: String::new(), body: Vec::new() }));
-    expect_block(&mut t, "http lan ip", plain_proxy(&format!("GET http://{}:{}/ HTTP/1.1\r\nHost: {}\r\n\r\n", c.s("lan4"), c.n("canary_tcp_port"), c.s("lan4"))));
-    expect_block(&mut t, "http host loopback", plain_proxy(&format!("GET http://127.0.0.1:{hp}/ HTTP/1.1\r\nHost: 127.0.0.1:{hp}\r\n\r\n")));
-    expect_block(&mut t, "http [::1]", plain_proxy(&format!("GET http://[::1]:{hp}/ HTTP/1.1\r\nHost: [::1]:{hp}\r\n\r\n")));
+    expect_block(
+        &mut t,
+        "CONNECT inet ip",
+        connect(&format!("{}:443", c.s("inet4"))).map(|(s, _)| Resp {
+            status: s,
+            head: String::new(),
+            body: Vec::new(),
+        }),
+    );
+    expect_block(
+        &mut t,
+        "CONNECT upstream 127.0.0.1",
+        connect(&format!("127.0.0.1:{up}")).map(|(s, _)| Resp {
+            status: s,
+            head: String::new(),
+            body: Vec::new(),
+        }),
+    );
+    expect_block(
+        &mut t,
+        "http lan ip",
+        plain_proxy(&format!(
+            "GET http://{}:{}/ HTTP/1.1\r\nHost: {}\r\n\r\n",
+            c.s("lan4"),
+            c.n("canary_tcp_port"),
+            c.s("lan4")
+        )),
+    );
+    expect_block(
+        &mut t,
+        "http host loopback",
+        plain_proxy(&format!(
+            "GET http://127.0.0.1:{hp}/ HTTP/1.1\r\nHost: 127.0.0.1:{hp}\r\n\r\n"
+        )),
+    );
+    expect_block(
+        &mut t,
+        "http [::1]",
+        plain_proxy(&format!(
+            "GET http://[::1]:{hp}/ HTTP/1.1\r\nHost: [::1]:{hp}\r\n\r\n"
+        )),
+    );
     t.done();
 
     // Routes the operator allowed whose names resolve to private / loopback addresses.
     let mut t = Tally::new("egress-route-resolves-private");
     for host in c.list("private_routes") {
-        expect_block(&mut t, &host, plain_proxy(&format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n")));
+        expect_block(
+            &mut t,
+            &host,
+            plain_proxy(&format!(
+                "GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            )),
+        );
     }
     t.done();
 
@@ -631,8 +798,24 @@ fn egress(c: &Cfg) {
     t.done();
 
     let mut t = Tally::new("egress-connect-port");
-    expect_block(&mut t, "CONNECT :8443", connect(&format!("{api}:8443")).map(|(s, _)| Resp { status: s, head: String::new(), body: Vec::new() }));
-    expect_block(&mut t, "CONNECT :22", connect(&format!("{api}:22")).map(|(s, _)| Resp { status: s, head: String::new(), body: Vec::new() }));
+    expect_block(
+        &mut t,
+        "CONNECT :8443",
+        connect(&format!("{api}:8443")).map(|(s, _)| Resp {
+            status: s,
+            head: String::new(),
+            body: Vec::new(),
+        }),
+    );
+    expect_block(
+        &mut t,
+        "CONNECT :22",
+        connect(&format!("{api}:22")).map(|(s, _)| Resp {
+            status: s,
+            head: String::new(),
+            body: Vec::new(),
+        }),
+    );
     t.done();
 
     let mut t = Tally::new("egress-websocket-path");
@@ -641,9 +824,25 @@ fn egress(c: &Cfg) {
 
     let mut t = Tally::new("egress-oversized-headers");
     let big = "a".repeat(256 * 1024);
-    expect_block(&mut t, "256 KiB header", https(&target, &api, format!("GET /v1/big HTTP/1.1\r\nHost: {api}\r\nX-Big: {big}\r\n\r\n").as_bytes()));
+    expect_block(
+        &mut t,
+        "256 KiB header",
+        https(
+            &target,
+            &api,
+            format!("GET /v1/big HTTP/1.1\r\nHost: {api}\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        ),
+    );
     let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
-    expect_block(&mut t, "2000 headers", https(&target, &api, format!("GET /v1/many HTTP/1.1\r\nHost: {api}\r\n{many}\r\n").as_bytes()));
+    expect_block(
+        &mut t,
+        "2000 headers",
+        https(
+            &target,
+            &api,
+            format!("GET /v1/many HTTP/1.1\r\nHost: {api}\r\n{many}\r\n").as_bytes(),
+        ),
+    );
     t.done();
 
     // A relay inside the bottle: one tunnel through the allowed host carrying an allowed
@@ -658,12 +857,15 @@ fn egress(c: &Cfg) {
                     .map_err(|e| format!("{e}"))
                     .and_then(|_| read_resp(&mut tls).map_err(|e| format!("{e}")));
                 match (&r, want_ok) {
-                    (Ok(resp), false) if !is_block(resp) => t.escaped(format!("{what}: {}", resp.status)),
+                    (Ok(resp), false) if !is_block(resp) => {
+                        t.escaped(format!("{what}: {}", resp.status))
+                    }
                     (_, false) => t.blocked(format!("{what}: {}", desc(&r))),
                     (Ok(resp), true) if resp.status == 200 => {}
                     (_, true) => t.blocked(format!("{what} (allowed) did not pass: {}", desc(&r))),
                 }
-                r.map(|resp| resp.head.to_ascii_lowercase().contains("connection: close")).unwrap_or(true)
+                r.map(|resp| resp.head.to_ascii_lowercase().contains("connection: close"))
+                    .unwrap_or(true)
             };
             let closed = step(get("/v1/relay-ok"), true, "first allowed");
             if !closed {
@@ -712,13 +914,23 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn scan_tree(root: &Path, needle: &[u8], found: &mut Vec<String>, budget: &mut usize, deadline: Instant) {
+fn scan_tree(
+    root: &Path,
+    needle: &[u8],
+    found: &mut Vec<String>,
+    budget: &mut usize,
+    deadline: Instant,
+) {
     if Instant::now() > deadline || *budget == 0 {
         return;
     }
-    let Ok(meta) = std::fs::symlink_metadata(root) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(root) else {
+        return;
+    };
     if meta.is_dir() {
-        let Ok(rd) = std::fs::read_dir(root) else { return };
+        let Ok(rd) = std::fs::read_dir(root) else {
+            return;
+        };
         for e in rd.flatten() {
             scan_tree(&e.path(), needle, found, budget, deadline);
         }
@@ -749,7 +961,12 @@ fn credentials(c: &Cfg) {
     let mut n = 0;
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            if !e.file_name().to_string_lossy().chars().all(|ch| ch.is_ascii_digit()) {
+            if !e
+                .file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|ch| ch.is_ascii_digit())
+            {
                 continue;
             }
             n += 1;
@@ -769,10 +986,13 @@ fn credentials(c: &Cfg) {
     let mut found = Vec::new();
     let mut budget = 50_000usize;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut roots: Vec<PathBuf> = ["/etc", "/home", "/root", "/run", "/tmp", "/var", "/opt", "/srv", "/mnt", "/media", "/dev/shm"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut roots: Vec<PathBuf> = [
+        "/etc", "/home", "/root", "/run", "/tmp", "/var", "/opt", "/srv", "/mnt", "/media",
+        "/dev/shm",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);
     }
@@ -788,7 +1008,11 @@ fn credentials(c: &Cfg) {
     t.blocked(format!(
         "scanned {} files under {} (/usr and other read-only system trees skipped)",
         50_000 - budget,
-        roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+        roots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     ));
     t.done();
 
@@ -828,7 +1052,9 @@ fn filesystem(c: &Cfg) {
     }
     if !wrote.is_empty() {
         // Writable private tmpfs dirs are fine; the harness checks the host for the marker.
-        t.blocked(format!("wrote in {wrote:?} (private to the bottle unless the host shows the marker)"));
+        t.blocked(format!(
+            "wrote in {wrote:?} (private to the bottle unless the host shows the marker)"
+        ));
     }
     t.done();
 
@@ -840,16 +1066,23 @@ fn filesystem(c: &Cfg) {
             Err(e) => t.blocked(format!("{p}: {e}")),
         }
     }
+    let host_names = c.list("host_canary_names");
     for d in c.list("host_list_targets") {
         match std::fs::read_dir(&d) {
             Ok(rd) => {
-                let names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+                let names: Vec<String> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect();
                 if names.is_empty() {
                     t.blocked(format!("{d}: empty"));
-                } else if names.iter().any(|n| n.contains(&nonce)) {
-                    t.escaped(format!("{d} lists the host's canary"));
+                } else if let Some(n) = names.iter().find(|n| host_names.iter().any(|h| h == *n)) {
+                    t.escaped(format!("{d} lists the host's {n}"));
                 } else {
-                    t.blocked(format!("{d}: {} entries, none of the host's canaries", names.len()));
+                    t.blocked(format!(
+                        "{d}: {} entries, none of the host's canaries",
+                        names.len()
+                    ));
                 }
             }
             Err(e) => t.blocked(format!("{d}: {e}")),
@@ -858,7 +1091,10 @@ fn filesystem(c: &Cfg) {
     t.done();
 
     let mut t = Tally::new("fs-modify-ca-and-gitconfig");
-    for p in ["/etc/ssl/certs/ca-certificates.crt", "/run/bot-bottle/ca.pem"] {
+    for p in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/run/bot-bottle/ca.pem",
+    ] {
         match std::fs::OpenOptions::new().append(true).open(p) {
             Ok(mut f) => {
                 if f.write_all(b"\n").is_ok() {
@@ -917,7 +1153,18 @@ fn filesystem(c: &Cfg) {
     t.done();
 
     let mut t = Tally::new("fs-device-nodes");
-    for d in ["/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/fuse", "/dev/net/tun", "/dev/kvm"] {
+    for d in [
+        "/dev/mem",
+        "/dev/kmem",
+        "/dev/port",
+        "/dev/kmsg",
+        "/dev/sda",
+        "/dev/vda",
+        "/dev/nvme0n1",
+        "/dev/fuse",
+        "/dev/net/tun",
+        "/dev/kvm",
+    ] {
         match std::fs::File::open(d) {
             Ok(_) => t.escaped(format!("opened {d}")),
             Err(e) => t.blocked(format!("{d}: {e}")),
@@ -984,11 +1231,27 @@ fn kernel(c: &Cfg) {
     let fs = std::ffi::CString::new("tmpfs").unwrap_or_default();
     // SAFETY: valid C strings; a success would only mount a tmpfs in the bottle.
     let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
-    if r == 0 { t.escaped("mount tmpfs succeeded") } else { t.blocked(format!("mount: {}", errno())) }
+    if r == 0 {
+        t.escaped("mount tmpfs succeeded")
+    } else {
+        t.blocked(format!("mount: {}", errno()))
+    }
     let root = std::ffi::CString::new("/").unwrap_or_default();
     // SAFETY: as above; a remount read-write of the view.
-    let r = unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND, std::ptr::null()) };
-    if r == 0 { t.escaped("remount / succeeded") } else { t.blocked(format!("remount /: {}", errno())) }
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        t.escaped("remount / succeeded")
+    } else {
+        t.blocked(format!("remount /: {}", errno()))
+    }
     for ns in ["net", "mnt", "pid", "user"] {
         let p = format!("/proc/1/ns/{ns}");
         match std::fs::File::open(&p) {
@@ -1003,7 +1266,14 @@ fn kernel(c: &Cfg) {
                 if code == 0 && theirs != ours {
                     t.escaped(format!("setns {ns}"));
                 } else {
-                    t.blocked(format!("setns {ns}: {}", if code == 0 { "own namespace only" } else { "refused" }));
+                    t.blocked(format!(
+                        "setns {ns}: {}",
+                        if code == 0 {
+                            "own namespace only"
+                        } else {
+                            "refused"
+                        }
+                    ));
                 }
             }
             Err(e) => t.blocked(format!("{p}: {e}")),
@@ -1016,7 +1286,9 @@ fn kernel(c: &Cfg) {
     let mut visible = 0;
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             visible += 1;
             if u32::try_from(pid).ok() == Some(me) {
                 continue;
@@ -1036,8 +1308,15 @@ fn kernel(c: &Cfg) {
         }
     }
     t.blocked(format!("{visible} processes visible"));
-    for (what, key, comm_want) in [("victim", "victim_pid", "sleep"), ("other bundle", "other_pid", "bot-bottle")] {
-        let pid = c.0.get(key).and_then(Value::as_i64).and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+    for (what, key, comm_want) in [
+        ("victim", "victim_pid", "sleep"),
+        ("other bundle", "other_pid", "bot-bottle"),
+    ] {
+        let pid =
+            c.0.get(key)
+                .and_then(Value::as_i64)
+                .and_then(|v| i32::try_from(v).ok())
+                .unwrap_or(0);
         if pid == 0 {
             continue;
         }
@@ -1062,16 +1341,37 @@ fn kernel(c: &Cfg) {
     let ty = std::ffi::CString::new("user").unwrap_or_default();
     let desc_ = std::ffi::CString::new("escape").unwrap_or_default();
     // SAFETY: add_key with valid strings and a 1-byte payload.
-    let r = unsafe { libc::syscall(libc::SYS_add_key, ty.as_ptr(), desc_.as_ptr(), b"x".as_ptr(), 1usize, -2i32) };
-    if r >= 0 { t.escaped("add_key succeeded") } else { t.blocked(format!("add_key: {}", errno())) }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            ty.as_ptr(),
+            desc_.as_ptr(),
+            b"x".as_ptr(),
+            1usize,
+            -2i32,
+        )
+    };
+    if r >= 0 {
+        t.escaped("add_key succeeded")
+    } else {
+        t.blocked(format!("add_key: {}", errno()))
+    }
     // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, session, 0).
     let r = unsafe { libc::syscall(libc::SYS_keyctl, 0, -3i32, 0) };
-    if r >= 0 { t.escaped("keyctl succeeded") } else { t.blocked(format!("keyctl: {}", errno())) }
+    if r >= 0 {
+        t.escaped("keyctl succeeded")
+    } else {
+        t.blocked(format!("keyctl: {}", errno()))
+    }
     let mut attr = [0u8; 128];
     // SAFETY: bpf(BPF_MAP_CREATE) with a zeroed attr (invalid but reaches the permission check).
     let r = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), attr.len()) };
     let e = errno();
-    if r >= 0 { t.escaped("bpf succeeded") } else { t.blocked(format!("bpf: {e}")) }
+    if r >= 0 {
+        t.escaped("bpf succeeded")
+    } else {
+        t.blocked(format!("bpf: {e}"))
+    }
     let empty = std::ffi::CString::new("").unwrap_or_default();
     // SAFETY: finit_module on fd -1 (fails before loading anything).
     let r = unsafe { libc::syscall(libc::SYS_finit_module, -1, empty.as_ptr(), 0) };
@@ -1085,20 +1385,40 @@ fn kernel(c: &Cfg) {
 
     let mut t = Tally::new("proc-setuid-binaries");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
-    if field("NoNewPrivs:") == "1" { t.blocked("NoNewPrivs 1") } else { t.escaped("NoNewPrivs is not set") }
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    if field("NoNewPrivs:") == "1" {
+        t.blocked("NoNewPrivs 1")
+    } else {
+        t.escaped("NoNewPrivs is not set")
+    }
     for k in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
         let v = field(k);
-        if v.chars().all(|ch| ch == '0') { t.blocked(format!("{k} 0")) } else { t.escaped(format!("{k} {v}")) }
+        if v.chars().all(|ch| ch == '0') {
+            t.blocked(format!("{k} 0"))
+        } else {
+            t.escaped(format!("{k} {v}"))
+        }
     }
     for bin in ["/usr/bin/sudo", "/usr/bin/su", "/bin/su"] {
         if Path::new(bin).exists() {
             let out = std::process::Command::new(bin)
-                .args(if bin.ends_with("sudo") { vec!["-n", "id", "-u"] } else { vec!["-c", "id -u", "root"] })
+                .args(if bin.ends_with("sudo") {
+                    vec!["-n", "id", "-u"]
+                } else {
+                    vec!["-c", "id -u", "root"]
+                })
                 .stdin(std::process::Stdio::null())
                 .output();
             match out {
-                Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0" => t.escaped(format!("{bin} gave uid 0")),
+                Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0" => {
+                    t.escaped(format!("{bin} gave uid 0"))
+                }
                 Ok(o) => t.blocked(format!("{bin}: exit {:?}", o.status.code())),
                 Err(e) => t.blocked(format!("{bin}: {e}")),
             }
@@ -1110,8 +1430,20 @@ fn kernel(c: &Cfg) {
 // ---------------------------------------------------------------- git
 
 fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
-    match std::process::Command::new("git").args(args).current_dir(dir).stdin(std::process::Stdio::null()).output() {
-        Ok(o) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
+    match std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
         Err(e) => (false, format!("{e}")),
     }
 }
@@ -1126,7 +1458,10 @@ fn git(c: &Cfg) {
     }
     let (ok, out) = run_git(&base, &["clone", "-q", &url, "app"]);
     if !ok {
-        escaped("git-gate-works", format!("clone through the gate failed: {out} — the suite cannot judge the gate"));
+        escaped(
+            "git-gate-works",
+            format!("clone through the gate failed: {out} — the suite cannot judge the gate"),
+        );
         return;
     }
     let app = base.join("app");
@@ -1135,47 +1470,127 @@ fn git(c: &Cfg) {
     g(&["add", "."]);
     g(&["commit", "-qm", "clean change"]);
     let (ok, out) = g(&["push", "-q", "origin", "HEAD:agent/ok"]);
-    if ok { blocked("git-gate-works", "clean push to agent/ok accepted (sanity)") } else { escaped("git-gate-works", format!("clean push refused: {out} — the suite cannot judge the gate")) }
+    if ok {
+        blocked("git-gate-works", "clean push to agent/ok accepted (sanity)")
+    } else {
+        escaped(
+            "git-gate-works",
+            format!("clean push refused: {out} — the suite cannot judge the gate"),
+        )
+    }
 
     let mut t = Tally::new("git-push-secret");
     let key = format!("{}{}", "AKIA", "Q3EGRKPL7WZ5N2XB");
-    let _ = std::fs::write(app.join("creds.txt"), format!("aws_access_key_id = {key}\n"));
+    let _ = std::fs::write(
+        app.join("creds.txt"),
+        format!("aws_access_key_id = {key}\n"),
+    );
     g(&["add", "."]);
     g(&["commit", "-qm", "oops"]);
     let (ok, out) = g(&["push", "origin", "HEAD:agent/ok"]);
-    if ok { t.escaped("secret push accepted") } else { t.blocked(format!("refused: {}", out.lines().find(|l| l.contains("creds.txt")).unwrap_or("refused"))) }
+    if ok {
+        t.escaped("secret push accepted")
+    } else {
+        t.blocked(format!(
+            "refused: {}",
+            out.lines()
+                .find(|l| l.contains("creds.txt"))
+                .unwrap_or("refused")
+        ))
+    }
     t.done();
     g(&["reset", "-q", "--hard", "HEAD~1"]);
 
     let (ok, out) = g(&["push", "origin", "HEAD:main"]);
-    if ok { escaped("git-push-branch-outside-push_branches", "push to main accepted") } else { blocked("git-push-branch-outside-push_branches", out.lines().last().unwrap_or("")) }
+    if ok {
+        escaped(
+            "git-push-branch-outside-push_branches",
+            "push to main accepted",
+        )
+    } else {
+        blocked(
+            "git-push-branch-outside-push_branches",
+            out.lines().last().unwrap_or(""),
+        )
+    }
 
     g(&["commit", "-q", "--amend", "-m", "rewritten"]);
     let (ok, out) = g(&["push", "-f", "origin", "HEAD:agent/ok"]);
-    if ok { escaped("git-force-push", "non-fast-forward accepted") } else { blocked("git-force-push", out.lines().last().unwrap_or("")) }
+    if ok {
+        escaped("git-force-push", "non-fast-forward accepted")
+    } else {
+        blocked("git-force-push", out.lines().last().unwrap_or(""))
+    }
 
     let (ok, out) = g(&["push", "origin", ":agent/ok"]);
-    if ok { escaped("git-delete-branch", "deletion accepted") } else { blocked("git-delete-branch", out.lines().last().unwrap_or("")) }
+    if ok {
+        escaped("git-delete-branch", "deletion accepted")
+    } else {
+        blocked("git-delete-branch", out.lines().last().unwrap_or(""))
+    }
 
     let mut t = Tally::new("git-unconfigured-repo");
-    for u in [format!("http://{GATE}/other.git"), format!("http://{GATE}/../up.git"), format!("http://{GATE}/app.git/../other.git")] {
+    for u in [
+        format!("http://{GATE}/other.git"),
+        format!("http://{GATE}/../up.git"),
+        format!("http://{GATE}/app.git/../other.git"),
+    ] {
         let (ok, out) = g(&["push", &u, "HEAD:agent/x"]);
-        if ok { t.escaped(format!("push to {u} accepted")) } else { t.blocked(format!("{u}: {}", out.lines().last().unwrap_or(""))) }
+        if ok {
+            t.escaped(format!("push to {u} accepted"))
+        } else {
+            t.blocked(format!("{u}: {}", out.lines().last().unwrap_or("")))
+        }
     }
     t.done();
 
     let mut t = Tally::new("git-insteadof-bypass");
     let direct = c.s("git_direct");
     let file_url = format!("file://{direct}");
+    if Path::new(&direct).exists() {
+        t.escaped(format!("{direct} is visible in the bottle"));
+    } else {
+        t.blocked(format!("{direct} absent"));
+    }
     for u in [direct.clone(), file_url.clone()] {
-        let (ok, out) = run_git(&base, &["-c", &format!("url.{u}.insteadOf=nothing"), "ls-remote", &u]);
-        if ok { t.escaped(format!("ls-remote {u} worked: the upstream is reachable directly")) } else { t.blocked(format!("{u}: {}", out.lines().last().unwrap_or(""))) }
+        // Without the agent's gitconfig, so no `insteadOf` sends it to the gate.
+        let out = std::process::Command::new("git")
+            .args(["ls-remote", &u])
+            .current_dir(&base)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(std::process::Stdio::null())
+            .output();
+        let (ok, out) = match out {
+            Ok(o) => (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stderr).to_string(),
+            ),
+            Err(e) => (false, e.to_string()),
+        };
+        if ok {
+            t.escaped(format!(
+                "ls-remote {u} worked: the upstream is reachable directly"
+            ))
+        } else {
+            t.blocked(format!("{u}: {}", out.lines().last().unwrap_or("")))
+        }
     }
     // Rewrite the agent's own gitconfig to drop the rewrite, then push.
     let home = std::env::var("HOME").unwrap_or_default();
-    let _ = std::fs::write(Path::new(&home).join(".gitconfig"), "[user]\n\tname = x\n\temail = x@x\n");
+    let _ = std::fs::write(
+        Path::new(&home).join(".gitconfig"),
+        "[user]\n\tname = x\n\temail = x@x\n",
+    );
     let (ok, out) = g(&["push", &file_url, "HEAD:main"]);
-    if ok { t.escaped("push without the rewrite reached upstream") } else { t.blocked(format!("gitconfig rewritten, direct push: {}", out.lines().last().unwrap_or(""))) }
+    if ok {
+        t.escaped("push without the rewrite reached upstream")
+    } else {
+        t.blocked(format!(
+            "gitconfig rewritten, direct push: {}",
+            out.lines().last().unwrap_or("")
+        ))
+    }
     t.done();
 }
 
@@ -1199,13 +1614,21 @@ fn supervise(c: &Cfg) {
     let routes = format!("log: all\nroutes:\n  - host: {api}\n");
     let call = serde_json::json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"egress-allow","arguments":{"routes_yaml": routes, "justification":"escape suite"}}}).to_string();
     match mcp(&call, Duration::from_secs(10)) {
-        Ok(r) if r.contains("\"isError\":true") || r.contains("\"error\"") => blocked("supervise-change-log", "refused by validation"),
-        Ok(r) => escaped("supervise-change-log", format!("accepted: {}", r.chars().take(200).collect::<String>())),
+        Ok(r) if r.contains("\"isError\":true") || r.contains("\"error\"") => {
+            blocked("supervise-change-log", "refused by validation")
+        }
+        Ok(r) => escaped(
+            "supervise-change-log",
+            format!("accepted: {}", r.chars().take(200).collect::<String>()),
+        ),
         Err(e) => blocked("supervise-change-log", format!("no supervise server: {e}")),
     }
 
     // A real proposal (left pending: the call times out on our side), then try to approve it.
-    let routes = format!("routes:\n  - host: {api}\n  - host: self-approved.{}\n", c.s("zone"));
+    let routes = format!(
+        "routes:\n  - host: {api}\n  - host: self-approved.{}\n",
+        c.s("zone")
+    );
     let call = serde_json::json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"egress-allow","arguments":{"routes_yaml": routes, "justification":"escape suite self-approval"}}}).to_string();
     let _ = mcp(&call, Duration::from_secs(2));
     let mut t = Tally::new("supervise-self-approve");
@@ -1214,16 +1637,27 @@ fn supervise(c: &Cfg) {
             Ok(_) => t.escaped(format!("queue {d} visible")),
             Err(e) => t.blocked(format!("{d}: {e}")),
         }
+        // Only an existing queue counts (creating the path would make a private copy).
         let resp = Path::new(&d).join("responses");
-        match std::fs::create_dir_all(&resp).and_then(|_| std::fs::write(resp.join("x.json"), "{\"decision\":\"approved\"}")) {
+        match std::fs::write(resp.join("escape.json"), "{\"decision\":\"approved\"}") {
             Ok(()) => t.escaped(format!("wrote a response under {d}")),
             Err(e) => t.blocked(format!("write response: {e}")),
         }
     }
     // Is the self-proposed route live now?
-    let r = plain_proxy(&format!("GET http://self-approved.{z}/ HTTP/1.1\r\nHost: self-approved.{z}\r\n\r\n", z = c.s("zone")));
+    let r = plain_proxy(&format!(
+        "GET http://self-approved.{z}/ HTTP/1.1\r\nHost: self-approved.{z}\r\n\r\n",
+        z = c.s("zone")
+    ));
     match &r {
-        Ok(resp) if resp.head.to_ascii_lowercase().contains("x-bot-bottle-blocked") => t.blocked("route still blocked"),
+        Ok(resp)
+            if resp
+                .head
+                .to_ascii_lowercase()
+                .contains("x-bot-bottle-blocked") =>
+        {
+            t.blocked("route still blocked")
+        }
         Ok(resp) if is_block(resp) => t.blocked(format!("route still refused ({})", resp.status)),
         _ => t.escaped(format!("self-proposed route answered: {}", desc(&r))),
     }
@@ -1254,15 +1688,26 @@ fn resources(c: &Cfg) {
         let _ = k.wait();
     }
     let api = c.s("api_host");
-    let after = https(&format!("{api}:443"), &api, format!("GET /v1/after-fork HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes());
+    let after = https(
+        &format!("{api}:443"),
+        &api,
+        format!("GET /v1/after-fork HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
+    );
     let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/pids.max").unwrap_or_else(|_| "none visible".into());
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/pids.max")
+        .unwrap_or_else(|_| "none visible".into());
     let detail = format!(
         "reported only: spawned {spawned}/{n}{}; pids.max {}; sidecars answer afterwards: {alive}",
-        refused.map(|e| format!(" (then refused: {e})")).unwrap_or_default(),
+        refused
+            .map(|e| format!(" (then refused: {e})"))
+            .unwrap_or_default(),
         limit.trim()
     );
-    if alive { na("resource-fork-bomb", detail) } else { escaped("resource-fork-bomb", detail) }
+    if alive {
+        na("resource-fork-bomb", detail)
+    } else {
+        escaped("resource-fork-bomb", detail)
+    }
 
     let mb = 256usize;
     let code = in_child(|| {
@@ -1274,13 +1719,22 @@ fn resources(c: &Cfg) {
         }
         v.len() == mb
     });
-    let after = https(&format!("{api}:443"), &api, format!("GET /v1/after-memory HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes());
+    let after = https(
+        &format!("{api}:443"),
+        &api,
+        format!("GET /v1/after-memory HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
+    );
     let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max").unwrap_or_else(|_| "none visible".into());
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .unwrap_or_else(|_| "none visible".into());
     let detail = format!(
         "reported only: allocated {mb} MiB: {}; memory.max {}; sidecars answer afterwards: {alive}",
         if code == 0 { "yes" } else { "refused" },
         limit.trim()
     );
-    if alive { na("resource-memory", detail) } else { escaped("resource-memory", detail) }
+    if alive {
+        na("resource-memory", detail)
+    } else {
+        escaped("resource-memory", detail)
+    }
 }

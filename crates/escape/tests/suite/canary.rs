@@ -99,7 +99,9 @@ pub fn dns_udp(sock: UdpSocket, label: &str, events: &Events, answer: Answer) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            let Some((name, end)) = qname(&buf[..n]) else { continue };
+            let Some((name, end)) = qname(&buf[..n]) else {
+                continue;
+            };
             events.push(format!("{label} dns {name} udp from {peer}"));
             if end <= n {
                 let _ = sock.send_to(&reply(&buf[..n], end, answer(&name)), peer);
@@ -126,7 +128,9 @@ pub fn dns_tcp(listener: TcpListener, label: &str, events: &Events, answer: Answ
             if s.read_exact(&mut msg).is_err() {
                 continue;
             }
-            let Some((name, end)) = qname(&msg) else { continue };
+            let Some((name, end)) = qname(&msg) else {
+                continue;
+            };
             events.push(format!("{label} dns {name} tcp from {peer}"));
             if end <= msg.len() {
                 let r = reply(&msg, end, answer(&name));

@@ -58,7 +58,9 @@ fn backend_unusable(backend: &str) -> Option<String> {
     match line {
         Some(l) if l.contains(": usable") => None,
         Some(l) => Some(l.trim().to_string()),
-        None => Some(format!("`bot-bottle doctor` does not know the {backend} backend")),
+        None => Some(format!(
+            "`bot-bottle doctor` does not know the {backend} backend"
+        )),
     }
 }
 
@@ -110,7 +112,10 @@ fn world(upstream: &Upstream, ca: &TestCa, host_port: u16, backend: &str) -> Wor
     let workspace = tmp.path().join("w");
     let upstream_git = tmp.path().join("up.git");
     std::fs::create_dir_all(&workspace).unwrap();
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "up.git"]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "up.git"],
+    );
     let seed_dir = tmp.path().join("seed");
     std::fs::create_dir_all(&seed_dir).unwrap();
     git(&seed_dir, &["init", "-q", "-b", "main"]);
@@ -226,7 +231,11 @@ fn start_other(w: &World, backend: &str) -> Result<Other, String> {
             && b["state"] == "running"
         {
             let identity = b["identity"].as_str().unwrap_or_default().to_string();
-            let sock = w.home.join("state").join(&identity).join("sockets/egress.sock");
+            let sock = w
+                .home
+                .join("state")
+                .join(&identity)
+                .join("sockets/egress.sock");
             if sock.exists() {
                 return Ok(Other { child, identity });
             }
@@ -255,17 +264,38 @@ fn canaries() -> Result<Canaries, String> {
     {
         let (e, a) = (events.clone(), answer.clone());
         inet.run(move || {
-            canary::tcp(TcpListener::bind((INET4, TCP_PORT)).unwrap(), "inet-tcp", &e);
-            canary::tcp(TcpListener::bind(format!("[{INET6}]:{TCP_PORT}")).unwrap(), "inet6-tcp", &e);
+            canary::tcp(
+                TcpListener::bind((INET4, TCP_PORT)).unwrap(),
+                "inet-tcp",
+                &e,
+            );
+            canary::tcp(
+                TcpListener::bind(format!("[{INET6}]:{TCP_PORT}")).unwrap(),
+                "inet6-tcp",
+                &e,
+            );
             canary::udp(UdpSocket::bind((INET4, UDP_PORT)).unwrap(), "inet-udp", &e);
-            canary::dns_udp(UdpSocket::bind((INET4, 53)).unwrap(), "inet-dns", &e, a.clone());
+            canary::dns_udp(
+                UdpSocket::bind((INET4, 53)).unwrap(),
+                "inet-dns",
+                &e,
+                a.clone(),
+            );
             canary::dns_tcp(TcpListener::bind((INET4, 53)).unwrap(), "inet-dns", &e, a);
         })?;
         let e = events.clone();
         lan.run(move || {
             canary::tcp(TcpListener::bind((LAN4, TCP_PORT)).unwrap(), "lan-tcp", &e);
-            canary::tcp(TcpListener::bind((LAN4, PRIVATE_ROUTE_PORT)).unwrap(), "lan-route", &e);
-            canary::tcp(TcpListener::bind((LAN4, IP_ROUTE_PORT)).unwrap(), "lan-iproute", &e);
+            canary::tcp(
+                TcpListener::bind((LAN4, PRIVATE_ROUTE_PORT)).unwrap(),
+                "lan-route",
+                &e,
+            );
+            canary::tcp(
+                TcpListener::bind((LAN4, IP_ROUTE_PORT)).unwrap(),
+                "lan-iproute",
+                &e,
+            );
             canary::udp(UdpSocket::bind((LAN4, UDP_PORT)).unwrap(), "lan-udp", &e);
         })?;
     }
@@ -296,8 +326,9 @@ fn canaries() -> Result<Canaries, String> {
     }
     // Sanity: the canaries answer from the host (the only traffic the harness sends).
     for addr in [format!("{INET4}:{TCP_PORT}"), format!("{LAN4}:{TCP_PORT}")] {
-        let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
-            .map_err(|e| format!("canary {addr} unreachable from the host: {e}"))?;
+        let mut s =
+            std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+                .map_err(|e| format!("canary {addr} unreachable from the host: {e}"))?;
         let mut b = [0u8; 16];
         std::io::Read::read(&mut s, &mut b).map_err(|e| e.to_string())?;
     }
@@ -390,8 +421,19 @@ fn harness_case(cases: &mut Vec<CaseLine>, name: &str, problems: Vec<String>, ok
 }
 
 const WRITE_TARGETS: &[&str] = &[
-    "/", "/etc", "/usr", "/usr/local/bin", "/opt", "/root", "/home", "/tmp", "/var/tmp",
-    "/dev/shm", "/run", "/work", "/var",
+    "/",
+    "/etc",
+    "/usr",
+    "/usr/local/bin",
+    "/opt",
+    "/root",
+    "/home",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/run",
+    "/work",
+    "/var",
 ];
 
 async fn run_backend(backend: &str) -> Result<Run, String> {
@@ -413,7 +455,11 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
     let other = start_other(&w, backend)?;
     let other_state = w.home.join("state").join(&other.identity);
     let other_sockets: Vec<String> = std::fs::read_dir(other_state.join("sockets"))
-        .map(|rd| rd.flatten().map(|e| e.path().display().to_string()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let other_pid = find_sidecar_pid(&other_state);
 
@@ -452,6 +498,7 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
             format!("{t}/deploy_key"),
             home_canary.display().to_string(),
         ],
+        "host_canary_names": ["outside-secret.txt", "deploy_key", "up.git", "seed", format!(".escape-canary-{}", w.nonce), other.identity.clone()],
         "host_list_targets": ["/root", "/home", h.clone(), format!("{h}/state"), format!("{h}/queue"), t.clone(), host_home.display().to_string()],
         "host_secret_files": [
             format!("{h}/state/{{id}}/ca/ca-key.pem"),
@@ -490,11 +537,20 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
     std::thread::sleep(Duration::from_millis(300));
     for e in cans.events.all() {
         if !is_expected_event(&e) {
-            escaped(&mut cases, case_for_event(&e), format!("canary received: {e}"));
+            escaped(
+                &mut cases,
+                case_for_event(&e),
+                format!("canary received: {e}"),
+            );
         }
     }
     // What the allowed upstream received: exactly the allowed requests, each with the token.
-    let allowed = ["/v1/allowed", "/v1/relay-ok", "/v1/after-fork", "/v1/after-memory"];
+    let allowed = [
+        "/v1/allowed",
+        "/v1/relay-ok",
+        "/v1/after-fork",
+        "/v1/after-memory",
+    ];
     let mut got = Vec::new();
     for r in upstream.requests() {
         if !allowed.contains(&r.path.as_str()) || r.method != "GET" {
@@ -518,7 +574,10 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
         .filter(|p| !got.iter().any(|g| g == *p))
         .map(|p| format!("allowed request {p} never arrived (the suite cannot judge egress)"))
         .collect();
-    if !cases.iter().any(|c| c.name == "cred-token-only-on-allowed-route") {
+    if !cases
+        .iter()
+        .any(|c| c.name == "cred-token-only-on-allowed-route")
+    {
         missing.retain(|_| true);
         harness_case(
             &mut cases,
@@ -572,11 +631,11 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
     let _ = other.child.wait();
     // Git upstream: main untouched, agent/ok has the clean commit, no secret anywhere.
     let mut problems = Vec::new();
-    let refs = git(&w.upstream_git, &["for-each-ref", "--format=%(refname) %(objectname)"]);
-    let refs: BTreeMap<&str, &str> = refs
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .collect();
+    let refs = git(
+        &w.upstream_git,
+        &["for-each-ref", "--format=%(refname) %(objectname)"],
+    );
+    let refs: BTreeMap<&str, &str> = refs.lines().filter_map(|l| l.split_once(' ')).collect();
     if refs.get("refs/heads/main") != Some(&w.seed.as_str()) {
         problems.push(format!("upstream main moved: {refs:?}"));
     }
@@ -594,7 +653,24 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
         problems,
         "upstream holds seed on main and the clean commit on agent/ok only",
     );
-    let _ = &cans.notes;
+    // The queue on the host: no response written by the agent.
+    for q in [w.home.join("queue")] {
+        if let Ok(rd) = std::fs::read_dir(&q) {
+            for e in rd.flatten() {
+                if e.path().join("responses/escape.json").exists() {
+                    escaped(
+                        &mut cases,
+                        "supervise-self-approve",
+                        format!("{} got the agent's response", e.path().display()),
+                    );
+                }
+            }
+        }
+    }
+    if std::env::var_os("ESCAPE_KEEP").is_some() {
+        eprintln!("keeping {}", w.tmp.path().display());
+        std::mem::forget(w.tmp);
+    }
     for n in &cans.notes {
         eprintln!("note: {n}");
     }
@@ -648,7 +724,9 @@ fn find_sidecar_pid(state: &Path) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-        String::from_utf8_lossy(&cmd).contains(&needle).then_some(pid)
+        String::from_utf8_lossy(&cmd)
+            .contains(&needle)
+            .then_some(pid)
     })
 }
 
@@ -705,7 +783,12 @@ fn details(results: &[(String, Result<Run, String>)]) -> String {
         if let Ok(run) = r {
             out.push_str(&format!("\n{b}:\n"));
             for c in &run.cases {
-                out.push_str(&format!("  {} {} {}\n", c.name, c.verdict.as_str(), c.detail));
+                out.push_str(&format!(
+                    "  {} {} {}\n",
+                    c.name,
+                    c.verdict.as_str(),
+                    c.detail
+                ));
             }
         }
     }
@@ -716,18 +799,26 @@ fn details(results: &[(String, Result<Run, String>)]) -> String {
 async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping the escape suite: it creates network namespaces and needs root (CI runs it as root)");
+        eprintln!(
+            "skipping the escape suite: it creates network namespaces and needs root (CI runs it as root)"
+        );
         return;
     }
-    if Command::new("ip").arg("-V").output().is_err() || Command::new("unshare").arg("--version").output().is_err() {
-        eprintln!("skipping the escape suite: `ip` (iproute2) and `unshare` (util-linux) are needed");
+    if Command::new("ip").arg("-V").output().is_err()
+        || Command::new("unshare").arg("--version").output().is_err()
+    {
+        eprintln!(
+            "skipping the escape suite: `ip` (iproute2) and `unshare` (util-linux) are needed"
+        );
         return;
     }
     let mut results: Vec<(String, Result<Run, String>)> = Vec::new();
     for backend in escape::BACKENDS {
         let r = match backend_unusable(backend) {
             Some(why) => Err(why),
-            None => run_backend(backend).await.map_err(|e| format!("harness error: {e}")),
+            None => run_backend(backend)
+                .await
+                .map_err(|e| format!("harness error: {e}")),
         };
         if let Err(e) = &r {
             assert!(!e.starts_with("harness error"), "{backend}: {e}");

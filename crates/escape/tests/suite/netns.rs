@@ -46,17 +46,45 @@ impl Netns {
             name: name.clone(),
             host_if: host_if.clone(),
         };
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer])?;
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
+        ])?;
         ip(&["link", "set", &peer, "netns", &name])?;
         ip(&["addr", "add", &format!("{host4}/30"), "dev", &host_if])?;
         if let Some(h6) = host6 {
-            ip(&["-6", "addr", "add", &format!("{h6}/64"), "dev", &host_if, "nodad"])?;
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{h6}/64"),
+                "dev",
+                &host_if,
+                "nodad",
+            ])?;
         }
         ip(&["link", "set", &host_if, "up"])?;
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        ip(&["-n", &name, "addr", "add", &format!("{inside4}/30"), "dev", &peer])?;
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{inside4}/30"),
+            "dev",
+            &peer,
+        ])?;
         if let Some(i6) = inside6 {
-            ip(&["-n", &name, "-6", "addr", "add", &format!("{i6}/64"), "dev", &peer, "nodad"])?;
+            ip(&[
+                "-n",
+                &name,
+                "-6",
+                "addr",
+                "add",
+                &format!("{i6}/64"),
+                "dev",
+                &peer,
+                "nodad",
+            ])?;
         }
         ip(&["-n", &name, "link", "set", &peer, "up"])?;
         ip(&["-n", &name, "route", "add", "default", "via", host4])?;
