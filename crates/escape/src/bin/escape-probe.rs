@@ -74,6 +74,9 @@ impl Tally {
 
 struct Cfg(Value);
 
+/// A named group of cases.
+type Section = (&'static str, fn(&Cfg));
+
 impl Cfg {
     fn s(&self, k: &str) -> String {
         self.0
@@ -114,7 +117,7 @@ fn main() {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let sections: [(&str, fn(&Cfg)); 9] = [
+    let sections: [Section; 9] = [
         ("network", network),
         ("dns", dns),
         ("egress", egress),
@@ -879,20 +882,20 @@ fn egress(c: &Cfg) {
         Ok(l) => {
             let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
             let h = std::thread::spawn(move || {
-                if let Ok((mut a, _)) = l.accept() {
-                    if let Ok(mut b) = TcpStream::connect(PROXY) {
-                        let (mut a2, mut b2) = match (a.try_clone(), b.try_clone()) {
-                            (Ok(x), Ok(y)) => (x, y),
-                            _ => return,
-                        };
-                        let j = std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut b2, &mut a2);
-                            let _ = a2.shutdown(Shutdown::Write);
-                        });
-                        let _ = std::io::copy(&mut a, &mut b);
-                        let _ = b.shutdown(Shutdown::Write);
-                        let _ = j.join();
-                    }
+                if let Ok((mut a, _)) = l.accept()
+                    && let Ok(mut b) = TcpStream::connect(PROXY)
+                {
+                    let (mut a2, mut b2) = match (a.try_clone(), b.try_clone()) {
+                        (Ok(x), Ok(y)) => (x, y),
+                        _ => return,
+                    };
+                    let j = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut b2, &mut a2);
+                        let _ = a2.shutdown(Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(Shutdown::Write);
+                    let _ = j.join();
                 }
             });
             let r = (|| -> Result<Resp, String> {
@@ -936,10 +939,10 @@ fn scan_tree(
         }
     } else if meta.is_file() && meta.len() < 4 << 20 {
         *budget = budget.saturating_sub(1);
-        if let Ok(data) = std::fs::read(root) {
-            if contains(&data, needle) {
-                found.push(root.display().to_string());
-            }
+        if let Ok(data) = std::fs::read(root)
+            && contains(&data, needle)
+        {
+            found.push(root.display().to_string());
         }
     }
 }
@@ -971,10 +974,10 @@ fn credentials(c: &Cfg) {
             }
             n += 1;
             for f in ["environ", "cmdline"] {
-                if let Ok(data) = std::fs::read(e.path().join(f)) {
-                    if contains(&data, needle) {
-                        t.escaped(format!("{}/{f}", e.path().display()));
-                    }
+                if let Ok(data) = std::fs::read(e.path().join(f))
+                    && contains(&data, needle)
+                {
+                    t.escaped(format!("{}/{f}", e.path().display()));
                 }
             }
         }
@@ -1026,10 +1029,10 @@ fn credentials(c: &Cfg) {
     for p in ["/run/bot-bottle", "/etc/ssl/private"] {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {
-                if let Ok(data) = std::fs::read(e.path()) {
-                    if contains(&data, b"PRIVATE KEY") {
-                        t.escaped(format!("private key at {}", e.path().display()));
-                    }
+                if let Ok(data) = std::fs::read(e.path())
+                    && contains(&data, b"PRIVATE KEY")
+                {
+                    t.escaped(format!("private key at {}", e.path().display()));
                 }
             }
         }
@@ -1139,10 +1142,10 @@ fn filesystem(c: &Cfg) {
                 for target in c.list("host_read_targets") {
                     if let Some(name) = Path::new(&target).file_name() {
                         let p = format!("/proc/self/fd/{fd}/../{}", name.to_string_lossy());
-                        if let Ok(s) = std::fs::read_to_string(&p) {
-                            if s.contains(&nonce) {
-                                t.escaped(format!("read via {p} ({})", link.display()));
-                            }
+                        if let Ok(s) = std::fs::read_to_string(&p)
+                            && s.contains(&nonce)
+                        {
+                            t.escaped(format!("read via {p} ({})", link.display()));
                         }
                     }
                 }

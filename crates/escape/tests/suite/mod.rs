@@ -245,6 +245,16 @@ fn start_other(w: &World, backend: &str) -> Result<Other, String> {
     Err("the second bottle never came up".into())
 }
 
+/// A host process the bottle must not be able to signal; killed when the run ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Canaries {
     events: Events,
     host_port: u16,
@@ -447,7 +457,7 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
     std::fs::copy(env!("CARGO_BIN_EXE_escape-probe"), &probe).unwrap();
 
     // Host things to attack.
-    let mut victim = Command::new("sleep").arg("300").spawn().unwrap();
+    let mut victim = KillOnDrop(Command::new("sleep").arg("300").spawn().unwrap());
     let host_home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
     let home_canary = host_home.join(format!(".escape-canary-{}", w.nonce));
     let home_canary_written = std::fs::write(&home_canary, &w.nonce).is_ok();
@@ -490,7 +500,7 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
         "other_sockets": other_sockets,
         "other_identity": other.identity,
         "other_pid": other_pid,
-        "victim_pid": victim.id(),
+        "victim_pid": victim.0.id(),
         "victim_comm": "sleep",
         "write_targets": write_targets,
         "host_read_targets": [
@@ -606,11 +616,9 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
     }
     // Host processes and the other bottle survived.
     let mut problems = Vec::new();
-    if victim.try_wait().unwrap().is_some() {
+    if victim.0.try_wait().unwrap().is_some() {
         problems.push("the host victim process was killed".into());
     }
-    let _ = victim.kill();
-    let _ = victim.wait();
     let mut other = other;
     if other.child.try_wait().unwrap().is_some() {
         problems.push("the other bottle died".into());
