@@ -219,6 +219,13 @@ struct Other {
     identity: String,
 }
 
+impl Drop for Other {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_other(w: &World, backend: &str) -> Result<Other, String> {
     let child = start_cmd(w, backend, &["sleep".into(), "300".into()])
         .stdout(Stdio::null())
@@ -446,9 +453,9 @@ const WRITE_TARGETS: &[&str] = &[
     "/var",
 ];
 
-async fn run_backend(backend: &str) -> Result<Run, String> {
+async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
     test_support::install_crypto_provider();
-    let cans = canaries()?;
+    cans.events.clear();
     let ca = TestCa::new("escape upstream CA");
     let upstream = Upstream::start_tls(&ca, &[API]).await;
     let w = world(&upstream, &ca, cans.route_port, backend);
@@ -546,6 +553,7 @@ async fn run_backend(backend: &str) -> Result<Run, String> {
     // What the canaries received.
     std::thread::sleep(Duration::from_millis(300));
     for e in cans.events.all() {
+        eprintln!("canary: {e}");
         if !is_expected_event(&e) {
             escaped(
                 &mut cases,
@@ -820,11 +828,13 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
         );
         return;
     }
+    // One set of canaries for every backend (their listeners live as long as the test).
+    let cans = canaries().unwrap_or_else(|e| panic!("cannot set up the canaries: {e}"));
     let mut results: Vec<(String, Result<Run, String>)> = Vec::new();
     for backend in escape::BACKENDS {
         let r = match backend_unusable(backend) {
             Some(why) => Err(why),
-            None => run_backend(backend)
+            None => run_backend(backend, &cans)
                 .await
                 .map_err(|e| format!("harness error: {e}")),
         };
