@@ -375,7 +375,19 @@ fn is_block(r: &Resp) -> bool {
 
 fn desc(r: &Result<Resp, String>) -> String {
     match r {
-        Ok(r) => format!("{}", r.status),
+        Ok(r) => {
+            let reason = r
+                .head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("x-bot-bottle-blocked:")
+                        .map(|v| v.trim().to_string())
+                })
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default();
+            format!("{}{reason}", r.status)
+        }
         Err(e) => e.clone(),
     }
 }

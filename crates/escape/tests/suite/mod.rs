@@ -562,6 +562,25 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
             );
         }
     }
+    // The private-range check must have been met after a real resolution (through the DNS
+    // canary), not only a refusal before it: say which in the case's detail.
+    let resolved: Vec<String> = cans
+        .events
+        .all()
+        .into_iter()
+        .filter(|e| is_expected_event(e))
+        .filter_map(|e| e.split_whitespace().nth(2).map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if let Some(c) = cases
+        .iter_mut()
+        .find(|c| c.name == "egress-route-resolves-private")
+    {
+        c.detail.push_str(&format!(
+            "; the sidecar resolved {resolved:?} through the DNS canary before refusing"
+        ));
+    }
     // What the allowed upstream received: exactly the allowed requests, each with the token.
     let allowed = [
         "/v1/allowed",
@@ -770,7 +789,7 @@ fn render(results: &[(String, Result<Run, String>)]) -> String {
         out.push_str(&format!("| {name} |"));
         for (_, r) in results {
             let cell = match r {
-                Err(why) => format!("skipped: {why}"),
+                Err(_) => "skipped (see below)".into(),
                 Ok(run) => match run.cases.iter().find(|c| &c.name == name) {
                     None => "missing (counts as ESCAPED)".into(),
                     Some(c) => match c.verdict {
@@ -783,11 +802,9 @@ fn render(results: &[(String, Result<Run, String>)]) -> String {
         }
         out.push('\n');
     }
-    if order.is_empty() {
-        for (b, r) in results {
-            if let Err(why) = r {
-                out.push_str(&format!("| (all) {b} | skipped: {why} |\n"));
-            }
+    for (b, r) in results {
+        if let Err(why) = r {
+            out.push_str(&format!("\n{b} skipped: {why}\n"));
         }
     }
     out
