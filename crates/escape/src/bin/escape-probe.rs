@@ -594,6 +594,23 @@ fn dns(c: &Cfg) {
 
     // The system resolver (getaddrinfo), only when nothing outside the test could get it.
     use std::net::ToSocketAddrs;
+    let reachable_real: Vec<IpAddr> = resolv
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("nameserver")
+                .and_then(|r| r.trim().parse().ok())
+        })
+        .filter(|ip: &IpAddr| !ip.is_loopback() && has_route(*ip))
+        .collect();
+    if !reachable_real.is_empty() {
+        escaped(
+            "dns-system-resolver",
+            format!(
+                "not run (network rule): the bottle has a route to the resolvers {reachable_real:?}"
+            ),
+        );
+        return dns_doh(c, &zone);
+    }
     match format!("leak-libc.{zone}:80").to_socket_addrs() {
         Ok(addrs) => {
             let a: Vec<_> = addrs.collect();
@@ -602,8 +619,12 @@ fn dns(c: &Cfg) {
         Err(e) => blocked("dns-system-resolver", format!("{e}")),
     }
 
-    // DNS over HTTPS through the proxy: to a host without a route, and to the allowed host
-    // on a path outside its route.
+    dns_doh(c, &zone);
+}
+
+/// DNS over HTTPS through the proxy: to a host without a route, and to the allowed host on a
+/// path outside its route.
+fn dns_doh(c: &Cfg, zone: &str) {
     let mut t = Tally::new("dns-doh-through-proxy");
     let r = https(
         &format!("leak-doh.{zone}:443"),

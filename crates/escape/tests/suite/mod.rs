@@ -878,3 +878,70 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
         .collect();
     assert!(bad.is_empty(), "ESCAPED:\n{}", bad.join("\n"));
 }
+
+#[test]
+fn a_canary_record_convicts_the_case_it_belongs_to() {
+    assert_eq!(
+        case_for_event("inet-tcp tcp connection from 198.18.77.1:5555"),
+        "net-tcp-internet"
+    );
+    assert_eq!(
+        case_for_event("lan-route tcp connection from 10.213.77.1:4444"),
+        "egress-route-resolves-private"
+    );
+    assert_eq!(
+        case_for_event("host-dns dns leak-udp.escape.test udp from 127.0.0.1:1"),
+        "dns-udp"
+    );
+    assert_eq!(
+        case_for_event("host-dns dns no-route.escape.test udp from 127.0.0.1:1"),
+        "egress-no-route"
+    );
+    assert_eq!(case_for_event("odd thing"), "canary-unexpected-traffic");
+    // The sidecars resolving their own routes on the host is expected; anything else is not.
+    assert!(is_expected_event(
+        "host-dns dns private.escape.test udp from 127.0.0.1:9"
+    ));
+    assert!(!is_expected_event(
+        "inet-dns dns private.escape.test udp from 198.18.77.1:9"
+    ));
+    assert_eq!(case_for_path("/admin-smuggled"), "egress-smuggling");
+    assert_eq!(case_for_path("/admin"), "egress-path-method");
+}
+
+#[test]
+fn a_canary_overrides_a_probe_that_believed_it_was_blocked() {
+    let mut cases = parse_cases("CASE net-tcp-internet blocked unreachable\n");
+    escaped(
+        &mut cases,
+        "net-tcp-internet",
+        "canary received: inet-tcp ...".into(),
+    );
+    escaped(&mut cases, "dns-udp", "canary received: x".into());
+    assert_eq!(
+        cases,
+        vec![
+            CaseLine {
+                name: "net-tcp-internet".into(),
+                verdict: Verdict::Escaped,
+                detail: "canary received: inet-tcp ...".into()
+            },
+            CaseLine {
+                name: "dns-udp".into(),
+                verdict: Verdict::Escaped,
+                detail: "canary received: x".into()
+            },
+        ]
+    );
+    let table = render(&[
+        ("native".into(), Ok(Run { cases })),
+        ("docker".into(), Err("docker: not usable: no daemon".into())),
+    ]);
+    assert_eq!(
+        table,
+        "| attack | native | docker |\n|---|---|---|\n\
+         | net-tcp-internet | ESCAPED: canary received: inet-tcp ... | skipped (see below) |\n\
+         | dns-udp | ESCAPED: canary received: x | skipped (see below) |\n\
+         \ndocker skipped: docker: not usable: no daemon\n"
+    );
+}
