@@ -349,7 +349,32 @@ fn canaries() -> Result<Canaries, String> {
         let mut b = [0u8; 16];
         std::io::Read::read(&mut s, &mut b).map_err(|e| e.to_string())?;
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // ... and record what they get: a UDP datagram and a DNS query each way too.
+    let probe = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    let _ = probe.send_to(b"sanity", (INET4, UDP_PORT));
+    let q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x06sanity\x06escape\x04test\x00\x00\x01\x00\x01";
+    let _ = probe.send_to(q, ("127.0.0.1", 53));
+    let _ = probe.send_to(q, (INET4, 53));
+    let want = [
+        "inet-tcp",
+        "lan-tcp",
+        "inet-udp",
+        "host-dns dns sanity",
+        "inet-dns dns sanity",
+    ];
+    for _ in 0..40 {
+        let got = events.all();
+        if want.iter().all(|w| got.iter().any(|e| e.starts_with(w))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = events.all();
+    if let Some(w) = want.iter().find(|w| !got.iter().any(|e| e.starts_with(*w))) {
+        return Err(format!(
+            "the canaries do not record ({w} missing from {got:?})"
+        ));
+    }
     events.clear();
     Ok(Canaries {
         events,
