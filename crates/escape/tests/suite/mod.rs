@@ -885,6 +885,7 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
         }
         results.push((backend.to_string(), r));
     }
+    control_run_without_a_bottle_is_caught(&cans);
     let table = render(&results);
     println!("{table}");
     eprintln!("{table}\n{}", details(&results));
@@ -969,4 +970,46 @@ fn a_canary_overrides_a_probe_that_believed_it_was_blocked() {
          | dns-udp | ESCAPED: canary received: x | skipped (see below) |\n\
          \ndocker skipped: docker: not usable: no daemon\n"
     );
+}
+
+/// The control: the probe's network section run on the host, outside any bottle, must be
+/// reported as escaping, by the probe and by the canaries — otherwise a "blocked" above could
+/// mean the suite sees nothing. (Only the network section: it talks to the canaries alone.)
+fn control_run_without_a_bottle_is_caught(cans: &Canaries) {
+    cans.events.clear();
+    let cfg = serde_json::json!({
+        "sections": ["network"],
+        "inet4": INET4, "inet6": INET6, "lan4": LAN4,
+        "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
+        "host_canary_port": cans.host_port,
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_escape-probe"))
+        .arg(cfg.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let cases = parse_cases(&String::from_utf8_lossy(&out.stdout));
+    let verdict = |n: &str| cases.iter().find(|c| c.name == n).map(|c| c.verdict);
+    for n in [
+        "net-tcp-internet",
+        "net-tcp-lan",
+        "net-tcp-host-loopback",
+        "net-udp-internet",
+        "net-interfaces",
+    ] {
+        assert_eq!(
+            verdict(n),
+            Some(Verdict::Escaped),
+            "control: {n} in {cases:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let got = cans.events.all();
+    for label in ["inet-tcp", "lan-tcp", "host-tcp", "inet-udp"] {
+        assert!(
+            got.iter().any(|e| e.starts_with(label)),
+            "control: the {label} canary saw nothing: {got:?}"
+        );
+    }
+    cans.events.clear();
 }
