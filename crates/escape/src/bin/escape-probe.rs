@@ -145,7 +145,7 @@ fn main() {
 // ---------------------------------------------------------------- helpers
 
 /// How long one section may take before it is killed.
-const SECTION_TIMEOUT: Duration = Duration::from_secs(120);
+const SECTION_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Runs one section in a forked child with a deadline, so a hang (a proxy that never
 /// answers) cannot stop the other sections; a killed section is reported, never passed.
@@ -1469,8 +1469,11 @@ fn kernel(c: &Cfg) {
 
 // ---------------------------------------------------------------- git
 
+/// A git command, killed after 60 s (a push the gate never answers is refused in effect; the
+/// harness checks the upstream either way).
 fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
-    match std::process::Command::new("git")
+    match std::process::Command::new("timeout")
+        .args(["-k", "5", "60", "git"])
         .args(args)
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
@@ -1479,12 +1482,31 @@ fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
         Ok(o) => (
             o.status.success(),
             format!(
-                "{}{}",
+                "{}{}{}",
                 String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
+                String::from_utf8_lossy(&o.stderr),
+                if o.status.code() == Some(124) {
+                    "\ngit timed out after 60 s"
+                } else {
+                    ""
+                }
             ),
         ),
         Err(e) => (false, format!("{e}")),
+    }
+}
+
+/// The gate's own words from a refused push (its `remote:` lines), else git's last line.
+fn why(out: &str) -> String {
+    let remote: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("remote:").map(str::trim))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if out.ends_with("git timed out after 60 s") || remote.is_empty() {
+        out.lines().last().unwrap_or("").to_string()
+    } else {
+        remote.join(" / ")
     }
 }
 
@@ -1548,10 +1570,7 @@ fn git(c: &Cfg) {
             "push to main accepted",
         )
     } else {
-        blocked(
-            "git-push-branch-outside-push_branches",
-            out.lines().last().unwrap_or(""),
-        )
+        blocked("git-push-branch-outside-push_branches", why(&out))
     }
 
     g(&["commit", "-q", "--amend", "-m", "rewritten"]);
@@ -1559,14 +1578,14 @@ fn git(c: &Cfg) {
     if ok {
         escaped("git-force-push", "non-fast-forward accepted")
     } else {
-        blocked("git-force-push", out.lines().last().unwrap_or(""))
+        blocked("git-force-push", why(&out))
     }
 
     let (ok, out) = g(&["push", "origin", ":agent/ok"]);
     if ok {
         escaped("git-delete-branch", "deletion accepted")
     } else {
-        blocked("git-delete-branch", out.lines().last().unwrap_or(""))
+        blocked("git-delete-branch", why(&out))
     }
 
     let mut t = Tally::new("git-unconfigured-repo");
@@ -1579,7 +1598,7 @@ fn git(c: &Cfg) {
         if ok {
             t.escaped(format!("push to {u} accepted"))
         } else {
-            t.blocked(format!("{u}: {}", out.lines().last().unwrap_or("")))
+            t.blocked(format!("{u}: {}", why(&out)))
         }
     }
     t.done();
@@ -1613,7 +1632,7 @@ fn git(c: &Cfg) {
                 "ls-remote {u} worked: the upstream is reachable directly"
             ))
         } else {
-            t.blocked(format!("{u}: {}", out.lines().last().unwrap_or("")))
+            t.blocked(format!("{u}: {}", why(&out)))
         }
     }
     // Rewrite the agent's own gitconfig to drop the rewrite, then push.
@@ -1626,10 +1645,7 @@ fn git(c: &Cfg) {
     if ok {
         t.escaped("push without the rewrite reached upstream")
     } else {
-        t.blocked(format!(
-            "gitconfig rewritten, direct push: {}",
-            out.lines().last().unwrap_or("")
-        ))
+        t.blocked(format!("gitconfig rewritten, direct push: {}", why(&out)))
     }
     t.done();
 }
@@ -1684,23 +1700,13 @@ fn supervise(c: &Cfg) {
             Err(e) => t.blocked(format!("write response: {e}")),
         }
     }
-    // Is the self-proposed route live now?
+    // Is the self-proposed route live now? (No answer at all is not a way out either; the
+    // harness's DNS canary would also see the proxy resolve the name.)
     let r = plain_proxy(&format!(
         "GET http://self-approved.{z}/ HTTP/1.1\r\nHost: self-approved.{z}\r\n\r\n",
         z = c.s("zone")
     ));
-    match &r {
-        Ok(resp)
-            if resp
-                .head
-                .to_ascii_lowercase()
-                .contains("x-bot-bottle-blocked") =>
-        {
-            t.blocked("route still blocked")
-        }
-        Ok(resp) if is_block(resp) => t.blocked(format!("route still refused ({})", resp.status)),
-        _ => t.escaped(format!("self-proposed route answered: {}", desc(&r))),
-    }
+    expect_block(&mut t, "self-proposed route", r);
     t.done();
 }
 
