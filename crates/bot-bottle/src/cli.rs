@@ -61,3 +61,19 @@ pub enum Command {
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(commands::completions::Args),
 }
+
+impl Command {
+    /// Commands that print a result and exit, often into a pipe.
+    pub fn prints_for_pipes(&self) -> bool {
+        matches!(
+            self,
+            Command::List(_)
+                | Command::Proposals(_)
+                | Command::Audit(_)
+                | Command::Scan(_)
+                | Command::Doctor(_)
+                | Command::Manifest(_)
+                | Command::Completions(_)
+        )
+    }
+}

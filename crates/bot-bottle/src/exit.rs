@@ -29,3 +29,17 @@ pub fn init_tracing(verbose: u8) {
         .with_target(false)
         .try_init();
 }
+
+/// For commands whose output is made to be piped (`list | head`): a closed pipe ends the
+/// process quietly, as it does for other command-line tools, instead of a panic message.
+/// Never for long-running servers, where a client closing its socket must not kill them.
+pub fn die_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE installs no handler code; it is
+    // done before any thread is started.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
+}

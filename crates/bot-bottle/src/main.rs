@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         backend::native::helper_main();
     }
     let cli = cli::Cli::parse();
+    if cli.command.prints_for_pipes() {
+        exit::die_quietly_on_closed_pipe();
+    }
     exit::init_tracing(cli.verbose);
     match commands::run(cli.command) {
         Ok(code) => code,
