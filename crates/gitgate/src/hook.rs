@@ -232,7 +232,7 @@ fn pre_receive_inner(
         let allowed = read_allowlist(&allowlist_path(state_dir)).map_err(|e| e.to_string())?;
         let blocking: Vec<GateFinding> = findings
             .into_iter()
-            .filter(|f| !allowed.contains(&f.fingerprint))
+            .filter(|f| !is_allowed(&allowed, f))
             .collect();
         if !blocking.is_empty() {
             let _ = write!(out, "{}", findings_message(&blocking));
@@ -384,8 +384,36 @@ pub fn run_cli(args: &[String], scanner: &dyn PushScanner) -> i32 {
     }
 }
 
+/// An operator-approved exception names a finding by its fingerprint, or by `file:line`
+/// (what supervise's `gitleaks-allow` records when the agent gave a file and line).
+fn is_allowed(allowed: &std::collections::BTreeSet<String>, f: &GateFinding) -> bool {
+    allowed.contains(&f.fingerprint) || allowed.contains(&format!("{}:{}", f.file, f.line))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exceptions_match_by_fingerprint_or_file_and_line() {
+        let f = super::GateFinding {
+            rule_id: "aws-access-token".into(),
+            file: "config/prod.env".into(),
+            line: 3,
+            commit: "abc123".into(),
+            fingerprint: "abc123:config/prod.env:aws-access-token:3".into(),
+        };
+        let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        assert!(super::is_allowed(
+            &set(&["abc123:config/prod.env:aws-access-token:3"]),
+            &f
+        ));
+        assert!(super::is_allowed(&set(&["config/prod.env:3"]), &f));
+        assert!(!super::is_allowed(&set(&["config/prod.env:4"]), &f));
+        assert!(!super::is_allowed(
+            &set(&["other:config/prod.env:aws-access-token:3"]),
+            &f
+        ));
+    }
+
     use super::*;
     use pretty_assertions::assert_eq;
 
