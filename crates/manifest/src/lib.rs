@@ -88,6 +88,34 @@ impl PartialEq for LoadError {
     }
 }
 
+/// A YAML file read on its own (the gate's `--repos FILE`, a `routes.yaml`) cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum YamlFileError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
+    /// The file is not valid YAML of the expected shape.
+    #[error("{0}")]
+    Invalid(Diagnostic),
+}
+
+/// Reads a YAML file with the manifest's YAML settings and error messages (file, line,
+/// column, what is expected; no Rust type names), e.g.
+/// `read_yaml_file::<raw::GitGate>(path)` for `gate serve --repos FILE`.
+pub fn read_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, YamlFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| YamlFileError::Read {
+        path: path.to_path_buf(),
+        source: Arc::new(source),
+    })?;
+    raw::from_yaml(&text)
+        .map_err(|err| YamlFileError::Invalid(diag::Source::new(path, 0).yaml_error(&err, &text)))
+}
+
 /// A bottle or agent cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A bottle's `git-gate:` block.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a git-gate block (`user`, `repos`)")]
 pub struct GitGate {
     /// Identity written into the agent's `~/.gitconfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,7 +19,10 @@ pub struct GitGate {
 
 /// `git-gate.user`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a git user `{name: NAME, email: EMAIL}`"
+)]
 pub struct GitUser {
     /// `user.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,7 +34,10 @@ pub struct GitUser {
 
 /// One repository behind the gate.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a repository (`url`, `key`, `host_key`, `push_branches`, `allow_force_push`)"
+)]
 pub struct RepoSpec {
     /// Upstream URL: `ssh://…`, scp-like `git@host:path`, a local path or `file://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +58,12 @@ pub struct RepoSpec {
 
 /// Where a repository's deploy key comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    tag = "provider",
+    rename_all = "lowercase",
+    deny_unknown_fields,
+    expecting = "a key `{provider: static, path: PATH}` or `{provider: gitea, forge_token_env: VAR}`"
+)]
 pub enum KeySpec {
     /// A private key file on the host.
     Static {

@@ -186,3 +186,33 @@ fn empty_manifest_is_valid_and_empty() {
     assert_eq!(m.errors(), &[]);
     assert_eq!(m.bottle_names(), Vec::<&str>::new());
 }
+
+#[test]
+fn yaml_files_read_on_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("repos.yaml");
+    std::fs::write(
+        &path,
+        "user: {name: Bot}\nrepos:\n  app:\n    url: /srv/app.git\n    key: {provider: ftp}\n",
+    )
+    .unwrap();
+    let err = manifest::read_yaml_file::<manifest::raw::GitGate>(&path).unwrap_err();
+    assert_eq!(
+        err.to_string()
+            .replace(&tmp.path().display().to_string(), "<tmp>"),
+        "<tmp>/repos.yaml:5:11: unknown variant `ftp`, expected one of static, gitea"
+    );
+    std::fs::write(&path, "repos:\n  app: [1]\n").unwrap();
+    let err = manifest::read_yaml_file::<manifest::raw::GitGate>(&path).unwrap_err();
+    assert_eq!(
+        err.to_string()
+            .replace(&tmp.path().display().to_string(), "<tmp>"),
+        "<tmp>/repos.yaml:2:8: expected a mapping (`key: value` entries) here"
+    );
+    std::fs::write(&path, "repos:\n  app: {url: /srv/app.git}\n").unwrap();
+    let gate = manifest::read_yaml_file::<manifest::raw::GitGate>(&path).unwrap();
+    assert_eq!(
+        gate.repos.unwrap()["app"].url.as_deref(),
+        Some("/srv/app.git")
+    );
+}
