@@ -368,6 +368,31 @@ fn bot_bottle(world: &World) -> Command {
     cmd
 }
 
+/// `start` with an agent that sleeps; returns once the agent runs (it marks the mounted
+/// workspace).
+async fn start_sleeping(world: &World) -> std::process::Child {
+    let child = bot_bottle(world)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "touch started; exec sleep 60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if world.workspace.join("started").exists() {
+            return child;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the agent never started");
+}
+
 fn listed(world: &World) -> serde_json::Value {
     let out = bot_bottle(world).args(["list", "--json"]).output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
@@ -416,30 +441,7 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state() {
     let ca = TestCa::new("e2e upstream CA");
     let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
     let world = std::sync::Arc::new(world(&upstream, &ca));
-    let mut running = bot_bottle(&world)
-        .args([
-            "start",
-            "demo",
-            "--",
-            "bash",
-            "-c",
-            "touch started; exec sleep 60",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The agent marks the (mounted) workspace once it runs.
-    for _ in 0..400 {
-        if world.workspace.join("started").exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        world.workspace.join("started").exists(),
-        "the agent never started"
-    );
+    let mut running = start_sleeping(&world).await;
     let mut identity = None;
     for _ in 0..200 {
         let list = listed(&world);
@@ -564,29 +566,7 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state() {
         .unwrap();
     assert_eq!(failed.status.code(), Some(9));
     // ...and one whose `start` is killed outright.
-    let mut running = bot_bottle(&world)
-        .args([
-            "start",
-            "demo",
-            "--",
-            "bash",
-            "-c",
-            "touch started; exec sleep 60",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..400 {
-        if world.workspace.join("started").exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        world.workspace.join("started").exists(),
-        "the agent never started"
-    );
+    let mut running = start_sleeping(&world).await;
     running.kill().unwrap();
     running.wait().unwrap();
     let states: Vec<String> = listed(&world)
