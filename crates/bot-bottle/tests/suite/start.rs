@@ -371,7 +371,7 @@ fn bot_bottle(world: &World) -> Command {
 /// `start` with an agent that sleeps; returns once the agent runs (it marks the mounted
 /// workspace).
 async fn start_sleeping(world: &World) -> std::process::Child {
-    let child = bot_bottle(world)
+    let mut child = bot_bottle(world)
         .args([
             "start",
             "demo",
@@ -390,6 +390,8 @@ async fn start_sleeping(world: &World) -> std::process::Child {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the agent never started");
 }
 
