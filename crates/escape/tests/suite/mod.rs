@@ -227,7 +227,7 @@ impl Drop for Other {
 }
 
 fn start_other(w: &World, backend: &str) -> Result<Other, String> {
-    let child = start_cmd(w, backend, &["sleep".into(), "300".into()])
+    let child = start_cmd(w, backend, &["sleep".into(), "3600".into()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -489,7 +489,7 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
     std::fs::copy(env!("CARGO_BIN_EXE_escape-probe"), &probe).unwrap();
 
     // Host things to attack.
-    let mut victim = KillOnDrop(Command::new("sleep").arg("300").spawn().unwrap());
+    let mut victim = KillOnDrop(Command::new("sleep").arg("3600").spawn().unwrap());
     let host_home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
     let home_canary = host_home.join(format!(".escape-canary-{}", w.nonce));
     let home_canary_written = std::fs::write(&home_canary, &w.nonce).is_ok();
