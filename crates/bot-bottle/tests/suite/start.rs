@@ -111,6 +111,15 @@ agents:
     }
 }
 
+/// A loopback upstream behind the pinned route, and a world around it.
+async fn setup() -> (Upstream, std::sync::Arc<World>) {
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("e2e upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let world = std::sync::Arc::new(world(&upstream, &ca));
+    (upstream, world)
+}
+
 fn start(world: &World, script: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
         .args(["start", "demo", "--", "bash", "-c", script])
@@ -322,12 +331,7 @@ async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
     );
 
     // The failed run is kept for resume and listed as preserved.
-    let list = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
-        .args(["list", "--json"])
-        .env("BOT_BOTTLE_HOME", &world.home)
-        .output()
-        .unwrap();
-    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let listed = listed(&world);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["state"], "preserved");
     assert_eq!(listed[0]["agent"], "demo");
@@ -338,10 +342,7 @@ async fn a_clean_exit_removes_the_state() {
     if !native_usable() {
         return;
     }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let (_upstream, world) = setup().await;
     let w = world.clone();
     let out = tokio::task::spawn_blocking(move || start(&w, "test -n \"$HTTPS_PROXY\""))
         .await
@@ -405,10 +406,7 @@ async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit
     if !native_usable() {
         return;
     }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let (_upstream, world) = setup().await;
     let w = world.clone();
     let script = "test -f \"$HOME/marker\" && exit 0; touch \"$HOME/marker\"; exit 5";
     let first = tokio::task::spawn_blocking(move || start(&w, script))
@@ -439,10 +437,7 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state() {
     if !native_usable() {
         return;
     }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let (_upstream, world) = setup().await;
     let mut running = start_sleeping(&world).await;
     let mut identity = None;
     for _ in 0..200 {
@@ -486,10 +481,7 @@ async fn two_bottles_at_once_each_see_only_their_own_sidecars() {
     if !native_usable() {
         return;
     }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let (_upstream, world) = setup().await;
     // A second agent whose bottle allows a different host.
     let manifest_path = world.workspace.join("bot-bottle.yaml");
     let manifest = std::fs::read_to_string(&manifest_path).unwrap().replace(
@@ -557,10 +549,7 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state() {
     if !native_usable() {
         return;
     }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = std::sync::Arc::new(world(&upstream, &ca));
+    let (_upstream, world) = setup().await;
     // One preserved bottle...
     let w = world.clone();
     let failed = tokio::task::spawn_blocking(move || start(&w, "exit 9"))
