@@ -102,6 +102,11 @@ impl Engine {
         for id in ids {
             self.process_one(&id).await;
         }
+        // Every pass follows a change in the queue directory, some of which this engine
+        // did not make (an outcome written by a server that has since stopped, say):
+        // wake the waiters so they look at the files again rather than wait for the
+        // next change of their own.
+        self.bump();
     }
 
     async fn process_one(&self, id: &str) {
@@ -345,6 +350,8 @@ impl Engine {
         self.process_responses().await;
         loop {
             tokio::select! {
+                // A stopped engine must not apply anything more, even with events queued.
+                biased;
                 () = shutdown.cancelled() => break,
                 Some(()) = rx.recv() => {}
                 () = tokio::time::sleep(fallback) => {}
