@@ -168,10 +168,7 @@ fn docker_backend() -> Result<DockerBackend, String> {
         .unwrap_or_default()
         .to_owned();
     let sidecar_image = probe
-        .ensure_image(
-            &ImageSource::sidecar(&init.exe, Some(&base)),
-            "sidecar-image",
-        )
+        .ensure_image(&ImageSource::sidecar(Some(&base)), "sidecar-image")
         .map_err(|e| e.to_string())?;
     let mut config = DockerConfig::new(AgentImage::Image(base), init);
     config.runtime = RuntimeChoice::Named("runc".into());
@@ -185,6 +182,7 @@ fn docker_backend() -> Result<DockerBackend, String> {
         env: BTreeMap::new(),
         mounts: vec![],
         user: "65534:65534".into(),
+        ready_line: None,
     });
     DockerBackend::new(config).map_err(|e| e.to_string())
 }

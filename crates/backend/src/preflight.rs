@@ -325,6 +325,8 @@ pub fn diagnose_native(f: &NativeFacts) -> BackendStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DockerFacts {
     pub cli: Option<PathBuf>,
+    /// The daemon socket looked at (`$DOCKER_HOST` or `/var/run/docker.sock`).
+    pub socket: PathBuf,
     /// Whether a daemon answered on its socket (`None`: no socket found).
     pub daemon: Option<bool>,
     /// Whether this build has the docker backend.
@@ -342,6 +344,7 @@ impl DockerFacts {
         let info = socket.exists().then(|| docker_info(&socket));
         DockerFacts {
             cli: find_in_path("docker"),
+            socket: socket.clone(),
             daemon: info.as_ref().map(Option::is_some),
             built: true,
             runtimes: info
@@ -392,13 +395,19 @@ pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
             Some(true) => Check::pass("dockerd", "dockerd running"),
             Some(false) => Check::fail(
                 "dockerd",
-                "the Docker socket exists but dockerd does not answer (or you may not use it)",
+                format!(
+                    "the Docker socket {} exists but dockerd does not answer (or you may not use it)",
+                    f.socket.display()
+                ),
                 "sudo systemctl start docker; and sudo usermod -aG docker $USER (then log in again)",
             ),
             None => Check::fail(
                 "dockerd",
-                "dockerd is not running",
-                "sudo systemctl start docker",
+                format!(
+                    "dockerd is not running (no socket at {})",
+                    f.socket.display()
+                ),
+                "sudo systemctl start docker, or point DOCKER_HOST at its socket",
             ),
         },
     ];
@@ -636,13 +645,17 @@ mod tests {
 
     #[test]
     fn docker_lines() {
-        let none = diagnose_docker(&DockerFacts::default());
+        let none = diagnose_docker(&DockerFacts {
+            socket: "/var/run/docker.sock".into(),
+            ..DockerFacts::default()
+        });
         assert_eq!(
             none.line(),
-            "docker: not usable: docker is not installed; fix: sudo apt-get install docker.io; dockerd is not running; fix: sudo systemctl start docker; this build of bot-bottle has no docker backend yet; fix: use --backend native"
+            "docker: not usable: docker is not installed; fix: sudo apt-get install docker.io; dockerd is not running (no socket at /var/run/docker.sock); fix: sudo systemctl start docker, or point DOCKER_HOST at its socket; this build of bot-bottle has no docker backend yet; fix: use --backend native"
         );
         let ready = diagnose_docker(&DockerFacts {
             cli: Some("/usr/bin/docker".into()),
+            socket: "/var/run/docker.sock".into(),
             daemon: Some(true),
             built: true,
             runtimes: vec!["runc".into(), "runsc".into()],
@@ -653,6 +666,7 @@ mod tests {
         );
         let runc_only = diagnose_docker(&DockerFacts {
             cli: Some("/usr/bin/docker".into()),
+            socket: "/var/run/docker.sock".into(),
             daemon: Some(true),
             built: true,
             runtimes: vec!["runc".into()],

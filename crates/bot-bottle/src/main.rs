@@ -18,6 +18,13 @@ fn main() -> ExitCode {
     {
         backend::native::helper_main();
     }
+    // The docker backend's init, PID 1 of an agent container (this executable is mounted
+    // read-only into it): relays the sidecar ports and starts the agent once released.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(backend::docker::init::INIT_SUBCOMMAND))
+    {
+        backend::docker::init::init_main();
+    }
     let cli = cli::Cli::parse();
     if cli.command.prints_for_pipes() {
         exit::die_quietly_on_closed_pipe();

@@ -79,6 +79,16 @@ impl Upstream {
         .await
     }
 
+    /// Starts a TLS upstream on `ip` (a port of its own) instead of `127.0.0.1`: the host side
+    /// of a network the test created, for sidecars that run in a container.
+    pub async fn start_tls_on(ip: std::net::IpAddr, ca: &TestCa, names: &[&str]) -> Upstream {
+        Self::start_on(
+            ip,
+            Some(tokio_rustls::TlsAcceptor::from(ca.server_config(names))),
+        )
+        .await
+    }
+
     /// Starts a TLS upstream that also offers HTTP/2 (ALPN `h2`).
     pub async fn start_tls_h2(ca: &TestCa, names: &[&str]) -> Upstream {
         let mut config = (*ca.server_config(names)).clone();
@@ -92,7 +102,11 @@ impl Upstream {
     }
 
     async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), tls).await
+    }
+
+    async fn start_on(ip: std::net::IpAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let rec = requests.clone();

@@ -66,13 +66,15 @@ impl ImageSource {
         })
     }
 
-    /// The sidecar image: `binary` (the host's `bot-bottle`) copied into [`DOCKERFILE_SIDECAR`].
-    pub fn sidecar(binary: &Path, base: Option<&str>) -> ImageSource {
+    /// The sidecar image: [`DOCKERFILE_SIDECAR`], the tools `bot-bottle sidecar` runs (git,
+    /// ssh, iptables). The executable itself is mounted read-only at launch (as the agent's
+    /// init is), so a new build of bot-bottle needs no new image.
+    pub fn sidecar(base: Option<&str>) -> ImageSource {
         ImageSource {
             repository: "bot-bottle/sidecar".to_owned(),
             dockerfile: DOCKERFILE_SIDECAR.to_owned(),
             context_dir: None,
-            extra_files: vec![("bot-bottle".to_owned(), binary.to_path_buf())],
+            extra_files: vec![],
             build_args: base_arg(base),
         }
     }

@@ -676,7 +676,61 @@ async fn start_sidecar(
     docker
         .start_container(&names.sidecar, None)
         .await
-        .map_err(setup("start the sidecar container"))
+        .map_err(setup("start the sidecar container"))?;
+    match &sidecar.ready_line {
+        Some(line) => wait_ready(docker, &names.sidecar, line).await,
+        None => Ok(()),
+    }
+}
+
+/// How long a sidecar may take to print its ready line (its first upstream git sync).
+const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Follows the sidecar's stdout until `ready` appears; fails with what it printed when it
+/// exits first or stays silent.
+async fn wait_ready(docker: &Docker, container: &str, ready: &str) -> Result<(), BackendError> {
+    let mut logs = docker.logs(
+        container,
+        Some(LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }),
+    );
+    let mut seen = String::new();
+    let found = tokio::time::timeout(SIDECAR_READY_TIMEOUT, async {
+        while let Some(Ok(chunk)) = logs.next().await {
+            if let bollard::container::LogOutput::StdOut { message } = &chunk
+                && String::from_utf8_lossy(message)
+                    .lines()
+                    .any(|l| l.trim() == ready)
+            {
+                return true;
+            }
+            seen.push_str(&chunk.to_string());
+        }
+        false
+    })
+    .await;
+    match found {
+        Ok(true) => Ok(()),
+        outcome => {
+            let why = if outcome.is_err() {
+                "did not become ready in time"
+            } else {
+                "exited before it was ready"
+            };
+            let tail: Vec<&str> = seen.lines().rev().take(8).collect();
+            Err(BackendError::Setup {
+                stage: "start the sidecar container".to_owned(),
+                message: format!(
+                    "the sidecar {why}; its output ends with:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ),
+            })
+        }
+    }
 }
 
 /// Creates, attaches and starts the agent container; its init then waits for the release.

@@ -77,6 +77,11 @@ pub struct SidecarSpec {
     pub mounts: Vec<SidecarMount>,
     /// `uid:gid` inside the sidecar container.
     pub user: String,
+    /// A line the sidecar prints on stdout once it serves (`bot-bottle sidecar` prints
+    /// `ready`): the agent is not released before it appears, and a sidecar that exits first
+    /// fails the launch with its output. `None`: released as soon as the container runs.
+    #[serde(default)]
+    pub ready_line: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +437,7 @@ mod tests {
                 read_only: false,
             }],
             user: "1000:1000".into(),
+            ready_line: Some("ready".into()),
         }
     }
 

@@ -38,17 +38,18 @@ const AGENT_UID: u32 = 1000;
 /// Serves `sidecar <port>` on every port given as argument (the stand-in for the real bundle).
 const SIDECAR_PY: &str = r#"
 import socket, sys, threading
-def serve(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(64)
+def serve(s, port):
     while True:
         c, _ = s.accept()
         c.sendall(b"sidecar %d\n" % port)
         c.close()
 for p in sys.argv[1:]:
-    threading.Thread(target=serve, args=(int(p),)).start()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(p)))
+    s.listen(64)
+    threading.Thread(target=serve, args=(s, int(p))).start()
+print("ready", flush=True)
 "#;
 
 /// The canary "internet": a DNS server answering every A query with 10.66.66.66 and a TCP
@@ -110,10 +111,7 @@ fn images() -> Result<&'static Images, String> {
                 .to_owned();
             // From here on a failure is a bug, not a missing prerequisite.
             let sidecar = probe
-                .ensure_image(
-                    &ImageSource::sidecar(Path::new(init_exe()), Some(&base)),
-                    "sidecar-image",
-                )
+                .ensure_image(&ImageSource::sidecar(Some(&base)), "sidecar-image")
                 .unwrap_or_else(|e| panic!("the sidecar image could not be built: {e}"));
             Ok(Images { base, sidecar })
         })
@@ -160,6 +158,7 @@ fn stand_in_sidecar(images: &Images) -> SidecarSpec {
         env: BTreeMap::new(),
         mounts: vec![],
         user: "65534:65534".into(),
+        ready_line: Some("ready".into()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Everything here is outside the bottle's reach: the agent sees only its home, its
 //! workspace and the read-only files `start` places (the CA certificate and bundle).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,11 @@ impl BottlePaths {
         self.root.join("logs")
     }
 
+    /// A per-bottle replacement of the agent image's Dockerfile (docker backend).
+    pub fn dockerfile_override(&self) -> PathBuf {
+        self.root.join("Dockerfile")
+    }
+
     /// The sidecar bundle's config file.
     pub fn sidecar_config(&self) -> PathBuf {
         self.root.join("sidecar.json")
@@ -112,12 +118,34 @@ pub struct SidecarConfig {
     pub tokens: Vec<String>,
 }
 
+/// Where one sidecar of the bundle listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Listen {
+    /// A Unix socket in the bottle's state directory (native: the backend forwards the
+    /// bottle's loopback port to it).
+    Unix(PathBuf),
+    /// A TCP address (docker: the sidecar container listens on its internal network, which
+    /// only the agent container shares).
+    Tcp(SocketAddr),
+}
+
+impl Listen {
+    /// The Unix socket path, for backends that forward to one.
+    pub fn unix_socket(&self) -> Option<&PathBuf> {
+        match self {
+            Listen::Unix(path) => Some(path),
+            Listen::Tcp(_) => None,
+        }
+    }
+}
+
 /// The egress part of the bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressSidecar {
-    /// Unix socket to listen on.
-    pub socket: PathBuf,
+    /// Where to listen.
+    pub listen: Listen,
     /// The live routes file.
     pub routes: PathBuf,
     /// The bottle CA directory.
@@ -133,8 +161,8 @@ pub struct EgressSidecar {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateSidecar {
-    /// Unix socket to listen on.
-    pub socket: PathBuf,
+    /// Where to listen.
+    pub listen: Listen,
     /// The `git-gate:` block file.
     pub repos: PathBuf,
     /// Mirrors, keys, allowlist.
@@ -145,8 +173,8 @@ pub struct GateSidecar {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuperviseSidecar {
-    /// Unix socket to listen on.
-    pub socket: PathBuf,
+    /// Where to listen.
+    pub listen: Listen,
 }
 
 #[cfg(test)]

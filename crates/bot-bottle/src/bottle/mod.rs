@@ -10,6 +10,7 @@
 //! 5. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
 //!    `resume`, a clean exit removes it.
 
+mod docker;
 pub mod layout;
 pub mod provider;
 
@@ -26,7 +27,9 @@ use manifest::ProviderKind;
 use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
-pub use layout::{BottlePaths, EgressSidecar, GateSidecar, SidecarConfig, SuperviseSidecar};
+pub use layout::{
+    BottlePaths, EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar,
+};
 
 /// Where the agent's home is inside every bottle.
 const AGENT_HOME: &str = "/home/agent";
@@ -86,13 +89,6 @@ pub fn resume(
 }
 
 fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
-    if kind != BackendKind::Native {
-        // The docker backend isolates and is tested on its own, but `start` does not yet run
-        // the sidecar bundle in a container for it: refuse plainly rather than half-start.
-        bail!(
-            "`start --backend {kind}` is not available in this build yet; use `--backend native` (`bot-bottle doctor` shows what this machine supports)"
-        );
-    }
     let backend = backend::open(kind, home.root())?;
     let status = backend.preflight();
     if !status.usable {
@@ -198,7 +194,8 @@ fn run_inner(
             .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
     }
 
-    // The sidecar bundle.
+    // The sidecar bundle: it gets the route tokens and the forge tokens of the gate, nothing
+    // else of the host's environment.
     let tokens: Vec<String> = all_routes
         .iter()
         .filter_map(|r| r.token_env.clone())
@@ -206,11 +203,29 @@ fn run_inner(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut sidecar_env = tokens.clone();
+    sidecar_env.extend(forge_token_envs(&bottle.git_gate.repos));
+    sidecar_env.sort();
+    sidecar_env.dedup();
+    let endpoints = contract::Endpoints::DEFAULT;
+    let docker = launch.backend == BackendKind::Docker;
+    // Native: Unix sockets in the state directory, forwarded into the bottle. Docker: TCP on
+    // the sidecar container's side of the bottle's internal network.
+    let listen = |name: &str, port: u16| -> anyhow::Result<Listen> {
+        if docker {
+            Ok(Listen::Tcp(std::net::SocketAddr::from((
+                [0, 0, 0, 0],
+                port,
+            ))))
+        } else {
+            Ok(Listen::Unix(paths.socket(name)?))
+        }
+    };
     let config = SidecarConfig {
         identity: identity.to_string(),
         home: home.root().to_path_buf(),
         egress: EgressSidecar {
-            socket: paths.socket("egress")?,
+            listen: listen("egress", endpoints.egress)?,
             routes: paths.routes_file(),
             ca_dir: paths.ca_dir(),
             upstream_ca: bottle.egress.upstream_ca.clone(),
@@ -219,7 +234,7 @@ fn run_inner(
         gate: has_repos
             .then(|| -> anyhow::Result<GateSidecar> {
                 Ok(GateSidecar {
-                    socket: paths.socket("gate")?,
+                    listen: listen("gate", endpoints.gate)?,
                     repos: paths.gate_config(),
                     state_dir: paths.gate_dir(),
                 })
@@ -229,30 +244,52 @@ fn run_inner(
             .supervise
             .then(|| -> anyhow::Result<SuperviseSidecar> {
                 Ok(SuperviseSidecar {
-                    socket: paths.socket("supervise")?,
+                    listen: listen("supervise", endpoints.supervise)?,
                 })
             })
             .transpose()?,
-        tokens: tokens.clone(),
+        tokens,
     };
     let json = serde_json::to_vec_pretty(&config)?;
     state::atomic_write(&paths.sidecar_config(), &json)
         .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
-    let sidecar = Sidecar::start(paths, &tokens)?;
-    let result = run_agent(backend, identity, paths, launch, fresh, &config, &ca_pem);
+    let spec = agent_spec(identity, paths, launch, fresh, &config, &ca_pem)?;
+    if docker {
+        return docker::run(home, paths, launch, &sidecar_env, &spec);
+    }
+    let sidecar = Sidecar::start(paths, &sidecar_env)?;
+    let result = (|| -> anyhow::Result<i32> {
+        backend.prepare(&spec)?;
+        let mut running = backend.launch(&spec, BottleStdio::inherit())?;
+        Ok(running.wait()?.code)
+    })();
     sidecar.stop();
     result
 }
 
-fn run_agent(
-    backend: &dyn Backend,
+/// The host variables holding the forge API tokens of the gate's repositories.
+fn forge_token_envs(
+    repos: &BTreeMap<String, manifest::raw::RepoSpec>,
+) -> impl Iterator<Item = String> + '_ {
+    repos.values().filter_map(|r| match &r.key {
+        Some(manifest::raw::KeySpec::Gitea {
+            forge_token_env, ..
+        }) if std::env::var_os(forge_token_env).is_some_and(|v| !v.is_empty()) => {
+            Some(forge_token_env.clone())
+        }
+        _ => None,
+    })
+}
+
+/// Writes the agent's home from the contract and describes the bottle to launch.
+fn agent_spec(
     identity: &Identity,
     paths: &BottlePaths,
     launch: &Launch,
     fresh: bool,
     config: &SidecarConfig,
     ca_pem: &str,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<LaunchSpec> {
     let bottle = &launch.agent.bottle;
     let has_repos = config.gate.is_some();
     let raw_gate = manifest::raw::GitGate {
@@ -321,21 +358,18 @@ fn run_agent(
     )?;
     state::atomic_write_mode(&ca_host, ca_pem.as_bytes(), 0o644)?;
 
-    let mut forwards = vec![Forward {
-        inside_port: endpoints.egress,
-        host_unix_socket: config.egress.socket.clone(),
-    }];
+    // The bottle's loopback ports, each to its sidecar (docker relays to the same port of
+    // the sidecar container and has no socket to name).
+    let forward = |inside_port: u16, listen: &Listen| Forward {
+        inside_port,
+        host_unix_socket: listen.unix_socket().cloned().unwrap_or_default(),
+    };
+    let mut forwards = vec![forward(endpoints.egress, &config.egress.listen)];
     if let Some(g) = &config.gate {
-        forwards.push(Forward {
-            inside_port: endpoints.gate,
-            host_unix_socket: g.socket.clone(),
-        });
+        forwards.push(forward(endpoints.gate, &g.listen));
     }
     if let Some(s) = &config.supervise {
-        forwards.push(Forward {
-            inside_port: endpoints.supervise,
-            host_unix_socket: s.socket.clone(),
-        });
+        forwards.push(forward(endpoints.supervise, &s.listen));
     }
     let argv = if launch.command.is_empty() {
         agent_command(provider, launch.agent.prompt.as_deref(), !fresh)
@@ -377,10 +411,7 @@ fn run_agent(
         forwards,
         interactive,
     };
-    backend.prepare(&spec)?;
-    let mut running = backend.launch(&spec, BottleStdio::inherit())?;
-    let exit = running.wait()?;
-    Ok(exit.code)
+    Ok(spec)
 }
 
 /// Routes whose credential variable is not set on the host lose the credential (with a

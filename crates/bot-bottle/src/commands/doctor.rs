@@ -36,20 +36,7 @@ pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
     let default = default_backend();
     let mut default_usable = false;
     for status in &statuses {
-        let mut line = status.line();
-        if status.usable && status.backend != backend::BackendKind::Native {
-            // The backend's own checks pass, but `start` cannot drive it yet: say so rather
-            // than promise a bottle that `start` would refuse.
-            let detail = line
-                .strip_prefix(&format!("{}: usable", status.backend.name()))
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            line = format!(
-                "{}: not usable yet: `start` cannot run bottles on it in this build; use --backend native (its own checks pass: {detail})",
-                status.backend.name()
-            );
-        }
+        let line = status.line();
         if status.backend == default {
             default_usable = status.usable;
             // `native: usable (…)` → `native (default): usable (…)`

@@ -1,6 +1,7 @@
 //! `bot-bottle sidecar`: one bottle's sidecar bundle — egress, git gate and supervise as
 //! tasks of one runtime, listening on Unix sockets in the bottle's state directory (the
-//! backend forwards them into the bottle). Started by `start`, which waits for the `ready`
+//! native backend forwards them into the bottle) or, inside a docker sidecar container, on
+//! TCP ports of the bottle's internal network. Started by `start`, which waits for the `ready`
 //! line on stdout; SIGTERM stops it cleanly (in-flight requests finish or fail, forge deploy
 //! keys are revoked). It holds the tokens and the CA key; neither is ever written where the
 //! agent can read it.
@@ -10,10 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::bottle::SidecarConfig;
+use crate::bottle::{Listen, SidecarConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,7 +37,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// A bound listener of either kind.
+enum Bound {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+fn bind(listen: &Listen) -> anyhow::Result<Bound> {
+    match listen {
+        Listen::Unix(path) => bind_unix(path).map(Bound::Unix),
+        Listen::Tcp(addr) => {
+            let std = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            std.set_nonblocking(true)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            Ok(Bound::Tcp(
+                TcpListener::from_std(std).with_context(|| format!("cannot listen on {addr}"))?,
+            ))
+        }
+    }
+}
+
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(e).with_context(|| format!("cannot replace {}", path.display()));
@@ -62,7 +84,7 @@ async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
     proxy_config.log = egress::LogSink::File(config.egress.log.clone());
     let proxy = egress::Proxy::new(proxy_config, routes).context("cannot start egress")?;
     let routes_handle = proxy.routes();
-    let egress_listener = bind(&config.egress.socket)?;
+    let egress_listener = bind(&config.egress.listen)?;
 
     // Git gate.
     let gate = match &config.gate {
@@ -73,7 +95,7 @@ async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
             let gate = gitgate::Gate::new(gate_config, &g.state_dir, options)
                 .await
                 .context("cannot start the git gate")?;
-            Some((Arc::new(gate), bind(&g.socket)?))
+            Some((Arc::new(gate), bind(&g.listen)?))
         }
         None => None,
     };
@@ -102,7 +124,7 @@ async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
                 max_wait: supervise::MAX_WAIT,
                 max_body_bytes: 1024 * 1024,
             };
-            Some((supervise_config, bind(&s.socket)?))
+            Some((supervise_config, bind(&s.listen)?))
         }
         None => None,
     };
@@ -111,29 +133,37 @@ async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
     {
         let stop = cancel.clone();
         tasks.spawn(async move {
-            proxy
-                .serve_unix(egress_listener, stop.cancelled_owned())
-                .await
-                .context("egress stopped")
+            match egress_listener {
+                Bound::Unix(l) => proxy.serve_unix(l, stop.cancelled_owned()).await,
+                Bound::Tcp(l) => proxy.serve(l, stop.cancelled_owned()).await,
+            }
+            .context("egress stopped")
         });
     }
     let gate = gate.map(|(gate, listener)| {
         let stop = cancel.clone();
         let serving = gate.clone();
         tasks.spawn(async move {
-            serving
-                .serve_unix(listener, stop.cancelled_owned())
-                .await
-                .context("the git gate stopped")
+            match listener {
+                Bound::Unix(l) => serving.serve_unix(l, stop.cancelled_owned()).await,
+                Bound::Tcp(l) => serving.serve(l, stop.cancelled_owned()).await,
+            }
+            .context("the git gate stopped")
         });
         gate
     });
     if let Some((supervise_config, listener)) = supervise {
         let stop = cancel.clone();
         tasks.spawn(async move {
-            supervise::serve(listener, supervise_config, stop.cancelled_owned())
-                .await
-                .context("supervise stopped")
+            match listener {
+                Bound::Unix(l) => {
+                    supervise::serve(l, supervise_config, stop.cancelled_owned()).await
+                }
+                Bound::Tcp(l) => {
+                    supervise::serve(l, supervise_config, stop.cancelled_owned()).await
+                }
+            }
+            .context("supervise stopped")
         });
     }
 

@@ -1,6 +1,7 @@
-//! `bot-bottle start` end to end on the native backend: a probe runs inside a real bottle as
-//! the agent and checks the contract from inside, while the test checks from outside what
-//! reached the (loopback) upstreams.
+//! `bot-bottle start` end to end on the native and the docker backend: a probe runs inside a
+//! real bottle as the agent and checks the contract from inside, while the test checks from
+//! outside what reached the upstreams (on loopback for native; for docker, whose sidecar runs
+//! in a container, on the host side of a docker network the test creates).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,6 +15,125 @@ struct World {
     home: PathBuf,
     workspace: PathBuf,
     upstream_git: PathBuf,
+    /// What every `bot-bottle` command of the test gets: the backend and its settings.
+    env: Vec<(String, String)>,
+}
+
+/// The backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Native,
+    Docker,
+}
+
+/// Runs an end-to-end test on each backend: `<test>::native` and `<test>::docker`.
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn native() {
+                super::$name(super::On::Native).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn docker() {
+                super::$name(super::On::Docker).await
+            }
+        }
+    )*};
+}
+
+on_each_backend!(
+    a_probe_inside_a_bottle_sees_the_whole_contract,
+    a_clean_exit_removes_the_state,
+    a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit,
+    stop_ends_a_running_bottle_and_keeps_its_state,
+    two_bottles_at_once_each_see_only_their_own_sidecars,
+    cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state,
+);
+
+/// A docker network of the test's own: the host side of its bridge is where the upstream
+/// listens, so the sidecar container reaches it and nothing else is involved.
+struct TestNetwork {
+    name: String,
+    gateway: std::net::IpAddr,
+}
+
+impl TestNetwork {
+    fn create() -> TestNetwork {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "bot-bottle-test-up-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "create",
+                "--label",
+                "org.bot-bottle.test=true",
+                &name,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+                &name,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let gateway = text
+            .split_whitespace()
+            .find_map(|g| g.parse::<std::net::Ipv4Addr>().ok())
+            .unwrap_or_else(|| panic!("no IPv4 gateway on {name}: {text}"));
+        TestNetwork {
+            name,
+            gateway: gateway.into(),
+        }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+/// The local base image for docker bottles, or why docker cannot be tested here.
+fn docker_base() -> Result<&'static str, String> {
+    static BASE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/docker/build-base-image");
+        let out = Command::new(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the local base image could not be built: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned())
+    })
+    .as_deref()
+    .map_err(Clone::clone)
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -33,7 +153,11 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-fn native_usable() -> bool {
+fn usable(on: On) -> bool {
+    let name = match on {
+        On::Native => "native",
+        On::Docker => "docker",
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
         .arg("doctor")
         .output()
@@ -41,16 +165,23 @@ fn native_usable() -> bool {
     let text = String::from_utf8_lossy(&out.stdout);
     let usable = text
         .lines()
-        .any(|l| l.starts_with("native") && l.contains(": usable"));
+        .any(|l| l.starts_with(name) && l.contains(": usable"));
     if !usable {
-        eprintln!("skipping: the native backend is not usable here:\n{text}");
+        eprintln!("skipping: the {name} backend is not usable here:\n{text}");
+        return false;
     }
-    usable
+    if on == On::Docker
+        && let Err(why) = docker_base()
+    {
+        eprintln!("skipping: {why}");
+        return false;
+    }
+    true
 }
 
 /// A workspace, a home, a bare upstream repository with one commit, and a manifest whose
 /// route to `api.example.test` is pinned to the loopback upstream.
-fn world(upstream: &Upstream, ca: &TestCa) -> World {
+fn world(upstream: &Upstream, ca: &TestCa, on: On) -> World {
     // Short paths: Unix socket paths are limited to 107 bytes.
     let tmp = tempfile::Builder::new()
         .prefix("bb")
@@ -103,30 +234,55 @@ agents:
         addr = upstream.addr(),
     );
     std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
+    let mut env = vec![("E2E_TOKEN".to_owned(), TOKEN.to_owned())];
+    if on == On::Docker {
+        env.extend([
+            ("BOT_BOTTLE_BACKEND".to_owned(), "docker".to_owned()),
+            (
+                "BOT_BOTTLE_DOCKER_BASE".to_owned(),
+                docker_base().unwrap().to_owned(),
+            ),
+            // The local base has the tools; the agent CLI would come from npm.
+            ("BOT_BOTTLE_DOCKER_AGENT_PACKAGE".to_owned(), String::new()),
+        ]);
+        // Started by root, the agent runs as uid 1000 and writes its workspace.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&workspace, Some(1000), Some(1000)).unwrap();
+        }
+    }
     World {
         _tmp: tmp,
         home,
         workspace,
         upstream_git,
+        env,
     }
 }
 
-/// A loopback upstream behind the pinned route, and a world around it.
-async fn setup() -> (Upstream, std::sync::Arc<World>) {
+/// An upstream behind the pinned route, and a world around it; `None` (with the reason
+/// printed) when the backend cannot run here.
+async fn setup(on: On) -> Option<(Upstream, std::sync::Arc<World>, Option<TestNetwork>)> {
+    if !usable(on) {
+        return None;
+    }
     test_support::install_crypto_provider();
     let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = std::sync::Arc::new(world(&upstream, &ca));
-    (upstream, world)
+    let (upstream, network) = match on {
+        On::Native => (Upstream::start_tls(&ca, &["api.example.test"]).await, None),
+        On::Docker => {
+            let network = TestNetwork::create();
+            let upstream =
+                Upstream::start_tls_on(network.gateway, &ca, &["api.example.test"]).await;
+            (upstream, Some(network))
+        }
+    };
+    let world = std::sync::Arc::new(world(&upstream, &ca, on));
+    Some((upstream, world, network))
 }
 
 fn start(world: &World, script: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+    bot_bottle(world)
         .args(["start", "demo", "--", "bash", "-c", script])
-        .current_dir(&world.workspace)
-        .env("BOT_BOTTLE_HOME", &world.home)
-        .env("E2E_TOKEN", TOKEN)
-        .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
 }
@@ -205,22 +361,16 @@ echo PROBE-DONE
 exit 7
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
-    if !native_usable() {
+async fn a_probe_inside_a_bottle_sees_the_whole_contract(on: On) {
+    let Some((upstream, world, _network)) = setup(on).await else {
         return;
-    }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("e2e upstream CA");
-    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
-    let world = world(&upstream, &ca);
+    };
     let script = format!(
         // `git clone /path` takes a local path before any `insteadOf`; `file://` goes
         // through the transport and so through the gate (real upstreams are ssh://).
         "export UPSTREAM=file://{}\n{PROBE}",
         world.upstream_git.display()
     );
-    let world = std::sync::Arc::new(world);
     let w = world.clone();
     let running = tokio::task::spawn_blocking(move || start(&w, &script));
     // The operator: approve the agent's exception request as soon as it arrives.
@@ -337,12 +487,10 @@ async fn a_probe_inside_a_native_bottle_sees_the_whole_contract() {
     assert_eq!(listed[0]["agent"], "demo");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_exit_removes_the_state() {
-    if !native_usable() {
+async fn a_clean_exit_removes_the_state(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
         return;
-    }
-    let (_upstream, world) = setup().await;
+    };
     let w = world.clone();
     let out = tokio::task::spawn_blocking(move || start(&w, "test -n \"$HTTPS_PROXY\""))
         .await
@@ -364,7 +512,7 @@ fn bot_bottle(world: &World) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
     cmd.current_dir(&world.workspace)
         .env("BOT_BOTTLE_HOME", &world.home)
-        .env("E2E_TOKEN", TOKEN)
+        .envs(world.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null());
     cmd
 }
@@ -401,12 +549,10 @@ fn listed(world: &World) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit() {
-    if !native_usable() {
+async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
         return;
-    }
-    let (_upstream, world) = setup().await;
+    };
     let w = world.clone();
     let script = "test -f \"$HOME/marker\" && exit 0; touch \"$HOME/marker\"; exit 5";
     let first = tokio::task::spawn_blocking(move || start(&w, script))
@@ -432,12 +578,10 @@ async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit
     assert_eq!(listed(&world), serde_json::json!([]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_ends_a_running_bottle_and_keeps_its_state() {
-    if !native_usable() {
+async fn stop_ends_a_running_bottle_and_keeps_its_state(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
         return;
-    }
-    let (_upstream, world) = setup().await;
+    };
     let mut running = start_sleeping(&world).await;
     let mut identity = None;
     for _ in 0..200 {
@@ -476,12 +620,10 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state() {
     assert_eq!(list[0]["state"], "preserved");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_bottles_at_once_each_see_only_their_own_sidecars() {
-    if !native_usable() {
+async fn two_bottles_at_once_each_see_only_their_own_sidecars(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
         return;
-    }
-    let (_upstream, world) = setup().await;
+    };
     // A second agent whose bottle allows a different host.
     let manifest_path = world.workspace.join("bot-bottle.yaml");
     let manifest = std::fs::read_to_string(&manifest_path).unwrap().replace(
@@ -544,12 +686,10 @@ async fn two_bottles_at_once_each_see_only_their_own_sidecars() {
     assert!(a_out.contains("ID=demo-") && b_out.contains("ID=other-"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state() {
-    if !native_usable() {
+async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
         return;
-    }
-    let (_upstream, world) = setup().await;
+    };
     // One preserved bottle...
     let w = world.clone();
     let failed = tokio::task::spawn_blocking(move || start(&w, "exit 9"))
@@ -584,8 +724,7 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state() {
     assert_eq!(left[0]["state"], "preserved");
 }
 
-#[test]
-fn backends_start_cannot_run_yet_are_refused_before_anything_starts() {
+fn refused(backend: &str, env: &[(&str, &str)]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("bot-bottle.yaml"),
@@ -593,15 +732,34 @@ fn backends_start_cannot_run_yet_are_refused_before_anything_starts() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
-        .args(["start", "demo", "--backend", "docker", "--", "true"])
+        .args(["start", "demo", "--backend", backend, "--", "true"])
         .current_dir(tmp.path())
         .env("BOT_BOTTLE_HOME", tmp.path().join("h"))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "error: `start --backend docker` is not available in this build yet; use `--backend native` (`bot-bottle doctor` shows what this machine supports)\n"
-    );
     assert!(!tmp.path().join("h/state").exists(), "nothing was created");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn backends_this_build_does_not_have_are_refused_before_anything_starts() {
+    assert_eq!(
+        refused("smolmachines", &[]),
+        "error: the smolmachines backend is not usable here: this build of bot-bottle has no such backend yet; use --backend native\n"
+    );
+}
+
+#[test]
+fn docker_without_a_daemon_is_refused_with_the_fix_before_anything_starts() {
+    let err = refused(
+        "docker",
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert!(
+        err.starts_with("error: the docker backend cannot isolate a bottle on this machine, so nothing was started"),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent/docker.sock"), "{err}");
 }

@@ -1,0 +1,283 @@
+//! `start` on the docker backend: the agent image, the sidecar container and the launch.
+//!
+//! The sidecar bundle is the same `bot-bottle sidecar` as on native, run in its own
+//! container instead of as a child process: the executable is mounted read-only into the
+//! sidecar image (git, ssh, iptables), `$BOT_BOTTLE_HOME` is mounted at the same path so every
+//! path in `sidecar.json` holds, and the tokens are in the container's environment only. The
+//! agent container never gets any of it (see `backend::docker` for its isolation).
+//!
+//! Images are built here only when their inputs change (the backend tags them by content
+//! hash), with the build output shown as it comes. `$BOT_BOTTLE_DOCKER_BASE` replaces the
+//! base image of the shipped Dockerfiles (a mirror, or the local Debian base on machines
+//! without a registry) and `$BOT_BOTTLE_DOCKER_AGENT_PACKAGE` the npm package of the agent
+//! CLI (a pinned version; empty: the image has the tools but no agent CLI).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use backend::docker::{
+    AgentImage, DockerBackend, DockerConfig, ImageSource, SidecarMount, SidecarSpec,
+};
+use backend::{Backend, BottleStdio, LaunchSpec, WorkspaceMode};
+use manifest::{AgentProvider, ProviderKind};
+use state::Home;
+
+use super::{BottlePaths, Launch};
+
+/// Where the sidecar container finds the bot-bottle executable.
+const SIDECAR_EXE: &str = "/usr/local/bin/bot-bottle";
+/// The agent's uid and gid when root starts the bottle (never root inside).
+const ROOT_AGENT_ID: u32 = 1000;
+
+/// Builds what is missing, starts the sidecar and agent containers and waits for the agent.
+pub(super) fn run(
+    home: &Home,
+    paths: &BottlePaths,
+    launch: &Launch,
+    sidecar_env: &[String],
+    spec: &LaunchSpec,
+) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe().context("cannot find the bot-bottle executable")?;
+    let base = env_value("BOT_BOTTLE_DOCKER_BASE");
+    let mut config = DockerConfig::new(
+        AgentImage::Build(agent_image(launch, paths, base.as_deref())?),
+        backend::docker::init_command()?,
+    );
+    config.progress = Some(Arc::new(|line: &str| {
+        eprintln!("bot-bottle: build: {line}");
+    }));
+    let backend = DockerBackend::new(config)?;
+    let sidecar_image = backend
+        .ensure_image(&ImageSource::sidecar(base.as_deref()), "sidecar-image")
+        .context("cannot build the sidecar image")?;
+    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, &exe, sidecar_image)?;
+    backend.prepare(spec)?;
+    if nix::unistd::geteuid().is_root() {
+        hand_to_agent_user(spec)?;
+    }
+    let mut running = backend.launch_with(spec, &sidecar, BottleStdio::inherit())?;
+    Ok(running.wait()?.code)
+}
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The agent image: the per-bottle override `state/<identity>/Dockerfile`, else the bottle's
+/// own Dockerfile (its directory is the build context), else the provider's template.
+fn agent_image(
+    launch: &Launch,
+    paths: &BottlePaths,
+    base: Option<&str>,
+) -> anyhow::Result<ImageSource> {
+    let agent = &launch.agent.name;
+    let override_file = paths.dockerfile_override();
+    if override_file.is_file() {
+        let text = std::fs::read_to_string(&override_file)
+            .with_context(|| format!("cannot read {}", override_file.display()))?;
+        // An empty context: the state directory holds the CA key and must not be sent.
+        return Ok(ImageSource {
+            repository: format!("bot-bottle/agent-{agent}"),
+            dockerfile: text,
+            context_dir: None,
+            extra_files: vec![],
+            build_args: Default::default(),
+        });
+    }
+    match &launch.agent.bottle.agent_provider {
+        AgentProvider::Template { dockerfile, .. } => {
+            ImageSource::bottle_dockerfile(agent, dockerfile).with_context(|| {
+                format!(
+                    "cannot read the bottle's Dockerfile {}; fix `agent_provider.dockerfile` in the manifest",
+                    dockerfile.display()
+                )
+            })
+        }
+        AgentProvider::Stock(kind) => {
+            let name = match kind {
+                ProviderKind::Claude => "claude",
+                ProviderKind::Codex => "codex",
+            };
+            let mut source = ImageSource::provider(name, base)
+                .with_context(|| format!("no image template for the {name} provider"))?;
+            if let Ok(package) = std::env::var("BOT_BOTTLE_DOCKER_AGENT_PACKAGE") {
+                source
+                    .build_args
+                    .insert("AGENT_PACKAGE".into(), package.trim().to_owned());
+            }
+            Ok(source)
+        }
+    }
+}
+
+/// The sidecar container: `bot-bottle sidecar` with what its config names mounted at the
+/// same paths, running as the launching user (who owns the state files).
+fn sidecar_spec(
+    home: &Home,
+    paths: &BottlePaths,
+    launch: &Launch,
+    sidecar_env: &[String],
+    exe: &Path,
+    image: String,
+) -> anyhow::Result<SidecarSpec> {
+    let mut mounts = vec![
+        SidecarMount {
+            host: exe.to_path_buf(),
+            inside: SIDECAR_EXE.into(),
+            read_only: true,
+        },
+        SidecarMount {
+            host: home.root().to_path_buf(),
+            inside: home.root().to_path_buf(),
+            read_only: false,
+        },
+    ];
+    let bottle = &launch.agent.bottle;
+    for ca in &bottle.egress.upstream_ca {
+        mounts.push(same_path(ca, true));
+    }
+    for (name, repo) in &bottle.git_gate.repos {
+        if let Some(dir) = repo.url.as_deref().and_then(local_upstream) {
+            // The gate pushes to a local upstream: writable.
+            mounts.push(same_path(&dir, false));
+        }
+        if let Some(manifest::raw::KeySpec::Static { path }) = &repo.key {
+            let key = expand_home(path);
+            if !key.is_file() {
+                anyhow::bail!(
+                    "the deploy key {} of repository `{name}` does not exist; fix `git-gate.repos.{name}.key.path`",
+                    key.display()
+                );
+            }
+            mounts.push(same_path(&key, true));
+        }
+    }
+    mounts.sort_by(|a, b| a.inside.cmp(&b.inside));
+    mounts.dedup_by(|a, b| a.inside == b.inside);
+
+    let mut env = std::collections::BTreeMap::new();
+    env.insert(
+        "PATH".to_owned(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    );
+    env.insert("HOME".to_owned(), "/tmp".to_owned());
+    for name in ["BOT_BOTTLE_LOG", "RUST_LOG", "TZ", "LANG"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(sidecar_env.iter().cloned())
+    {
+        if let Ok(value) = std::env::var(&name) {
+            env.insert(name, value);
+        }
+    }
+    let log = paths.logs().join("sidecar.log");
+    // The bundle's own log goes to the state directory, as on native; stdout carries `ready`.
+    let script = format!(
+        "exec {SIDECAR_EXE} sidecar --config {} 2>>{}",
+        shell_quote(&paths.sidecar_config()),
+        shell_quote(&log)
+    );
+    Ok(SidecarSpec {
+        image,
+        argv: vec!["/bin/sh".into(), "-c".into(), script],
+        env,
+        mounts,
+        user: format!(
+            "{}:{}",
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw()
+        ),
+        ready_line: Some("ready".into()),
+    })
+}
+
+fn same_path(path: &Path, read_only: bool) -> SidecarMount {
+    SidecarMount {
+        host: path.to_path_buf(),
+        inside: path.to_path_buf(),
+        read_only,
+    }
+}
+
+/// The directory of a local (`/path` or `file:///path`) upstream.
+fn local_upstream(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    path.starts_with('/').then(|| PathBuf::from(path))
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Started by root, the agent runs as uid 1000: it gets its home (and a workspace copy);
+/// a mounted workspace stays as it is, with a warning when the agent cannot write it.
+fn hand_to_agent_user(spec: &LaunchSpec) -> anyhow::Result<()> {
+    chown_tree(&spec.home.host)?;
+    match &spec.workspace.mode {
+        WorkspaceMode::Copy { into } => chown_tree(into)?,
+        WorkspaceMode::Mount => {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&spec.workspace.host)
+                .with_context(|| format!("cannot read {}", spec.workspace.host.display()))?;
+            let writable = meta.uid() == ROOT_AGENT_ID || meta.mode() & 0o002 != 0;
+            if !writable {
+                eprintln!(
+                    "bot-bottle: warning: started as root, the agent runs as uid {ROOT_AGENT_ID} and cannot write {}; start as a normal user or with --copy-cwd",
+                    spec.workspace.host.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(root: &Path) -> anyhow::Result<()> {
+    let id = Some(ROOT_AGENT_ID);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, id, id)
+            .with_context(|| format!("cannot hand {} to the agent's user", path.display()))?;
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+            {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_upstreams_are_found_by_path_or_file_url() {
+        assert_eq!(
+            local_upstream("file:///srv/app.git"),
+            Some(PathBuf::from("/srv/app.git"))
+        );
+        assert_eq!(
+            local_upstream("/srv/app.git"),
+            Some(PathBuf::from("/srv/app.git"))
+        );
+        assert_eq!(local_upstream("ssh://git@host/app.git"), None);
+        assert_eq!(local_upstream("git@host:org/app.git"), None);
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
+}
