@@ -44,20 +44,69 @@ pub(super) fn run(
         AgentImage::Build(agent_image(launch, paths, base.as_deref())?),
         backend::docker::init_command()?,
     );
-    config.progress = Some(Arc::new(|line: &str| {
-        eprintln!("bot-bottle: build: {line}");
-    }));
+    let progress = Arc::new(BuildProgress::new());
+    let sink = progress.clone();
+    config.progress = Some(Arc::new(move |line: &str| sink.line(line)));
     let backend = DockerBackend::new(config)?;
-    let sidecar_image = backend
+    let built = backend
         .ensure_image(&ImageSource::sidecar(base.as_deref()), "sidecar-image")
-        .context("cannot build the sidecar image")?;
-    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, &exe, sidecar_image)?;
-    backend.prepare(spec)?;
+        .context("cannot build the sidecar image")
+        .and_then(|image| {
+            backend.prepare(spec)?;
+            Ok(image)
+        });
+    progress.done();
+    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, &exe, built?)?;
     if nix::unistd::geteuid().is_root() {
         hand_to_agent_user(spec)?;
     }
     let mut running = backend.launch_with(spec, &sidecar, BottleStdio::inherit())?;
     Ok(running.wait()?.code)
+}
+
+/// Image build output: a spinner with the current step on a terminal, the steps alone
+/// otherwise (a failed build reports its full log in the error either way).
+struct BuildProgress {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+    terminal: bool,
+}
+
+impl BuildProgress {
+    fn new() -> BuildProgress {
+        use std::io::IsTerminal;
+        BuildProgress {
+            bar: std::sync::Mutex::new(None),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn line(&self, line: &str) {
+        let step = line.trim_start().starts_with("Step ");
+        if !self.terminal {
+            if step {
+                eprintln!("bot-bottle: building an image: {}", line.trim());
+            }
+            return;
+        }
+        let Ok(mut bar) = self.bar.lock() else { return };
+        let bar = bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} building an image: {wide_msg}")
+            {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        bar.set_message(line.trim().to_owned());
+    }
+
+    fn done(&self) {
+        if let Some(bar) = self.bar.lock().ok().and_then(|mut b| b.take()) {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn env_value(name: &str) -> Option<String> {

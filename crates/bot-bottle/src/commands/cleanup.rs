@@ -25,7 +25,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let Ok(backend) = backend::open(kind, home.root()) else {
             continue;
         };
-        for action in backend.cleanup(args.dry_run)? {
+        let actions = match backend.cleanup(args.dry_run) {
+            Ok(actions) => actions,
+            // No daemon to ask (docker not installed or not running): it runs nothing of
+            // ours either; the state directories below are still cleaned.
+            Err(backend::BackendError::Unavailable { reason, .. }) => {
+                eprintln!("bot-bottle: skipped the {kind} backend: {reason}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for action in actions {
             count += 1;
             match action {
                 CleanupAction::KilledOrphan { identity } => {

@@ -763,3 +763,25 @@ fn docker_without_a_daemon_is_refused_with_the_fix_before_anything_starts() {
     );
     assert!(err.contains("/nonexistent/docker.sock"), "{err}");
 }
+
+#[test]
+fn cleanup_without_a_docker_daemon_still_cleans_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("cleanup")
+        .env("BOT_BOTTLE_HOME", tmp.path().join("h"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipped the docker backend")
+            && stderr.contains("/nonexistent/docker.sock"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nothing to clean up\n"
+    );
+}
