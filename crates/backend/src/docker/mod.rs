@@ -888,10 +888,24 @@ async fn remove(docker: &Docker, container: &str) {
 
 /// Removes every object of a bottle by name (missing ones are fine).
 async fn teardown(docker: &Docker, names: &Names) {
+    let sidecar = async {
+        // SIGTERM first, as on native: the bundle finishes what is in flight and revokes
+        // forge deploy keys on its way out; SIGKILL after 10 s.
+        let _ = docker
+            .stop_container(
+                &names.sidecar,
+                Some(StopContainerOptions {
+                    t: Some(10),
+                    signal: None,
+                }),
+            )
+            .await;
+        remove(docker, &names.sidecar).await;
+    };
     tokio::join!(
         remove(docker, &names.firewall),
         remove(docker, &names.agent),
-        remove(docker, &names.sidecar),
+        sidecar,
     );
     let _ = tokio::join!(
         docker.remove_network(&names.internal_network),

@@ -722,6 +722,25 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state(on: 
     let left = listed(&world);
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
     assert_eq!(left[0]["state"], "preserved");
+    if on == On::Docker {
+        // The killed launcher's containers outlived it; cleanup killed and removed them.
+        assert!(text.contains("killed orphaned bottle demo-"), "{text}");
+        let names = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}"])
+            .output()
+            .unwrap();
+        let names = String::from_utf8_lossy(&names.stdout);
+        let killed = text
+            .lines()
+            .find_map(|l| l.strip_prefix("killed orphaned bottle "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        assert!(
+            !names.lines().any(|n| n.ends_with(&killed)),
+            "containers of {killed} left: {names}"
+        );
+    }
 }
 
 fn refused(backend: &str, env: &[(&str, &str)]) -> String {
