@@ -25,6 +25,14 @@ fn main() -> ExitCode {
     {
         backend::docker::init::init_main();
     }
+    // The docker bottle's reaper: tears the bottle down if `start` dies without doing so.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            backend::docker::reaper::REAPER_SUBCOMMAND,
+        ))
+    {
+        backend::docker::reaper::reaper_main();
+    }
     let cli = cli::Cli::parse();
     if cli.command.prints_for_pipes() {
         exit::die_quietly_on_closed_pipe();

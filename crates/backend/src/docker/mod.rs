@@ -54,6 +54,7 @@
 
 pub mod image;
 pub mod init;
+pub mod reaper;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -133,6 +134,10 @@ pub struct DockerConfig {
     pub firewall_image: Option<String>,
     /// The init executable (for `bot-bottle`: itself with its docker init subcommand).
     pub init: HelperCommand,
+    /// The [`reaper`] (for `bot-bottle`: itself with its reaper subcommand): removes the
+    /// bottle when the launcher dies without doing so. `None`: a killed launcher leaves its
+    /// containers for `cleanup`.
+    pub reaper: Option<HelperCommand>,
     pub runtime: RuntimeChoice,
     /// Read-only root filesystem for the agent (providers that write outside home, `/tmp` and
     /// the workspace need `false`).
@@ -154,6 +159,7 @@ impl DockerConfig {
             sidecar: None,
             firewall_image: None,
             init,
+            reaper: None,
             runtime: RuntimeChoice::Auto,
             read_only_root: true,
             memory_bytes: 4 << 30,
@@ -172,6 +178,14 @@ impl DockerConfig {
 pub fn init_command() -> Result<HelperCommand, BackendError> {
     let mut command = HelperCommand::current_exe()?;
     command.args = vec![init::INIT_SUBCOMMAND.into()];
+    Ok(command)
+}
+
+/// The running executable with the hidden [`reaper::REAPER_SUBCOMMAND`] (for `bot-bottle`,
+/// whose `main` dispatches it to [`reaper::reaper_main`]).
+pub fn reaper_command() -> Result<HelperCommand, BackendError> {
+    let mut command = HelperCommand::current_exe()?;
+    command.args = vec![reaper::REAPER_SUBCOMMAND.into()];
     Ok(command)
 }
 
@@ -375,6 +389,16 @@ impl DockerBackend {
             .clone()
             .unwrap_or_else(|| sidecar.image.clone());
         let names = Names::new(&spec.identity);
+        // Before anything exists: whatever happens to this process from here on, the
+        // bottle's objects do not outlive it.
+        let reaper = match &self.config.reaper {
+            Some(command) => Some(reaper::Reaper::spawn(
+                command,
+                &spec.identity,
+                &self.config.socket,
+            )?),
+            None => None,
+        };
         let started = self.rt.block_on(start_bottle(
             &docker,
             spec,
@@ -387,6 +411,9 @@ impl DockerBackend {
             Ok(ok) => ok,
             Err(err) => {
                 self.rt.block_on(teardown(&docker, &names));
+                if let Some(reaper) = reaper {
+                    reaper.dismiss();
+                }
                 return Err(err);
             }
         };
@@ -405,6 +432,7 @@ impl DockerBackend {
             terminal: None,
             resize: None,
             transcript: self.config.transcript.clone(),
+            reaper,
         };
         bottle.connect(attach, stdio, spec.interactive)?;
         // Released: the init checks the network itself and starts the agent.
@@ -966,6 +994,8 @@ pub struct DockerBottle {
     terminal: Option<RawTerminal>,
     resize: Option<tokio::task::JoinHandle<()>>,
     transcript: Option<TranscriptCopy>,
+    /// Removes the bottle if this process dies first; dismissed after teardown.
+    reaper: Option<reaper::Reaper>,
 }
 
 enum Sink {
@@ -1142,6 +1172,9 @@ impl DockerBottle {
         if self.owned {
             self.rt.block_on(teardown(&self.docker, &self.names));
         }
+        if let Some(reaper) = self.reaper.take() {
+            reaper.dismiss();
+        }
     }
 }
 
@@ -1304,6 +1337,7 @@ impl Backend for DockerBackend {
             terminal: None,
             resize: None,
             transcript: None,
+            reaper: None,
         };
         let interactive = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
         bottle.connect(attach, BottleStdio::inherit(), interactive)?;

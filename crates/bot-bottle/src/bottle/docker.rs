@@ -44,6 +44,8 @@ pub(super) fn run(
         AgentImage::Build(agent_image(launch, paths, base.as_deref())?),
         backend::docker::init_command()?,
     );
+    // A killed `start` takes its containers with it, as on native.
+    config.reaper = Some(backend::docker::reaper_command()?);
     let progress = Arc::new(BuildProgress::new());
     let sink = progress.clone();
     config.progress = Some(Arc::new(move |line: &str| sink.line(line)));
