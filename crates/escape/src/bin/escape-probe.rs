@@ -164,7 +164,10 @@ fn wait_for_harness(c: &Cfg) -> bool {
             if text.trim() == "go" {
                 return true;
             }
-            escaped("probe-gate", format!("the harness did not release the probe: {text}"));
+            escaped(
+                "probe-gate",
+                format!("the harness did not release the probe: {text}"),
+            );
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -789,10 +792,16 @@ fn expect_policy_block(t: &mut Tally, what: &str, r: Result<Resp, String>) {
         {
             t.blocked(format!("{what}: {}", desc(&r)))
         }
-        Ok(resp) => t.escaped(format!(
-            "{what}: {} is not the proxy's refusal (it tried to connect)",
-            desc(&r).trim_end_matches(char::is_whitespace)
-        ) + if resp.status == 0 { " [no response]" } else { "" }),
+        Ok(resp) => t.escaped(
+            format!(
+                "{what}: {} is not the proxy's refusal (it tried to connect)",
+                desc(&r).trim_end_matches(char::is_whitespace)
+            ) + if resp.status == 0 {
+                " [no response]"
+            } else {
+                ""
+            },
+        ),
         Err(e) => t.blocked(format!("{what}: {e}")),
     }
 }
@@ -1521,6 +1530,22 @@ fn kernel(c: &Cfg) {
     }
     t.done();
 
+    // The container runtime's API: whoever reaches it starts a privileged container.
+    let mut t = Tally::new("proc-container-runtime-socket");
+    for p in [
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/run/containerd/containerd.sock",
+        "/run/podman/podman.sock",
+        "/run/crio/crio.sock",
+    ] {
+        match std::os::unix::net::UnixStream::connect(p) {
+            Ok(_) => t.escaped(format!("connected to {p}")),
+            Err(e) => t.blocked(format!("{p}: {e}")),
+        }
+    }
+    t.done();
+
     let mut t = Tally::new("kernel-keyring-bpf-modules");
     let ty = std::ffi::CString::new("user").unwrap_or_default();
     let desc_ = std::ffi::CString::new("escape").unwrap_or_default();
@@ -1856,6 +1881,14 @@ fn supervise(c: &Cfg) {
 
 // ---------------------------------------------------------------- resources
 
+/// The first readable of a cgroup v2 file and its v1 counterpart.
+fn cgroup_value(paths: &[&str]) -> String {
+    paths
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| "none visible".into())
+}
+
 fn resources(c: &Cfg) {
     // Bounded: at most 200 processes and 256 MiB, well below anything that hurts a 2-core CI
     // machine; the probe reports whether the backend stopped it and that the sidecars answer
@@ -1884,8 +1917,7 @@ fn resources(c: &Cfg) {
         format!("GET /v1/after-fork HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
     );
     let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/pids.max")
-        .unwrap_or_else(|_| "none visible".into());
+    let limit = cgroup_value(&["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]);
     let detail = format!(
         "reported only: spawned {spawned}/{n}{}; pids.max {}; sidecars answer afterwards: {alive}",
         refused
@@ -1915,8 +1947,10 @@ fn resources(c: &Cfg) {
         format!("GET /v1/after-memory HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
     );
     let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .unwrap_or_else(|_| "none visible".into());
+    let limit = cgroup_value(&[
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
     let detail = format!(
         "reported only: allocated {mb} MiB: {}; memory.max {}; sidecars answer afterwards: {alive}",
         if code == 0 { "yes" } else { "refused" },

@@ -40,7 +40,8 @@ fn docker(args: &[&str]) -> Result<String, String> {
 /// The local base image for docker bottles (`scripts/docker/build-base-image`), or why
 /// docker cannot be tested here.
 pub fn base_image() -> Result<String, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/docker/build-base-image");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/docker/build-base-image");
     let out = Command::new(&script)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
@@ -188,23 +189,23 @@ pub fn control_container(
     let _ = docker(&["rm", "-f", &name]);
     let out = Command::new("docker")
         .args([
-        "run",
-        "--rm",
-        "--name",
-        &name,
-        "--label",
-        "org.bot-bottle.test=true",
-        "--network",
-        &net.name,
-        "-v",
-        &format!("{}:/escape-probe:ro", probe.display()),
-        "--entrypoint",
-        "/escape-probe",
-        image,
-        cfg,
-    ])
-    .output()
-    .map_err(|e| format!("docker run: {e}"));
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--label",
+            "org.bot-bottle.test=true",
+            "--network",
+            &net.name,
+            "-v",
+            &format!("{}:/escape-probe:ro", probe.display()),
+            "--entrypoint",
+            "/escape-probe",
+            image,
+            cfg,
+        ])
+        .output()
+        .map_err(|e| format!("docker run: {e}"));
     let _ = docker(&["rm", "-f", &name]);
     // The probe exits 1 when something escaped, which is what the control wants.
     let out = out?;
@@ -222,7 +223,14 @@ pub fn leftovers(identities: &[String]) -> Vec<String> {
         let filter = format!("label={LABEL_IDENTITY}={id}");
         for kind in [
             &["ps", "-a", "--format", "{{.Names}}", "--filter", &filter][..],
-            &["network", "ls", "--format", "{{.Name}}", "--filter", &filter][..],
+            &[
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                &filter,
+            ][..],
         ] {
             if let Ok(t) = docker(kind) {
                 out.extend(t.lines().map(|l| format!("{} {l}", kind[0])));

@@ -270,8 +270,7 @@ fn start_other(w: &World, backend: &str) -> Result<Other, String> {
             .trim()
             .to_string();
         let native_ready = backend != "native"
-            || w
-                .home
+            || w.home
                 .join("state")
                 .join(&identity)
                 .join("sockets/egress.sock")
@@ -542,12 +541,7 @@ async fn run_backend(
         Some(d) => Upstream::start_tls_on(d.net.gateway, &ca, &[API]).await,
         None => Upstream::start_tls(&ca, &[API]).await,
     };
-    let w = world(
-        &upstream,
-        &ca,
-        cans.route_port,
-        dk.map(|d| d.base.as_str()),
-    );
+    let w = world(&upstream, &ca, cans.route_port, dk.map(|d| d.base.as_str()));
     // The probe travels in the workspace, which every backend gives the agent.
     let probe = w.workspace.join(".escape-probe");
     std::fs::copy(env!("CARGO_BIN_EXE_escape-probe"), &probe).unwrap();
@@ -1176,8 +1170,8 @@ fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup) 
         "host_addrs": [d.net.gateway.to_string()],
     });
     let probe = Path::new(env!("CARGO_BIN_EXE_escape-probe"));
-    let out = docker::control_container(&d.net, &d.base, probe, &cfg.to_string())
-        .unwrap_or_else(|e| e);
+    let out =
+        docker::control_container(&d.net, &d.base, probe, &cfg.to_string()).unwrap_or_else(|e| e);
     let cases = parse_cases(&out);
     let verdict = |n: &str| cases.iter().find(|c| c.name == n).map(|c| c.verdict);
     for n in [
