@@ -4,7 +4,15 @@
 //! `$ESCAPE_TABLE` when set, for `SECURITY.md`); any ESCAPED fails.
 //!
 //! Network rule: traffic only to loopback and to the namespaces created here
-//! (`198.18.77.0/30` + `fd00:bb:77::/64` "internet", `10.213.77.0/30` "LAN").
+//! (`198.18.77.0/30` + `fd00:bb:77::/64` "internet", `10.213.77.0/30` "LAN"), plus, on docker,
+//! the docker networks the run creates (the test's own, the bottles').
+//!
+//! Where docker's world differs (see `docker.rs`): the allowed upstream listens on the host
+//! side of a docker network the test creates (the sidecar container's loopback is its own);
+//! the host canary listens on every host address, since a container meets the host on its
+//! network's bridge; the workspace belongs to uid 1000 (the agent's user when root starts
+//! it); the sidecar containers' resolver is pointed at a DNS canary before the probe is
+//! released; and a second control runs the network section in a plain container.
 
 mod canary;
 mod docker;
