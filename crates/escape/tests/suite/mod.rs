@@ -237,7 +237,19 @@ struct Other {
 }
 
 impl Drop for Other {
+    /// `SIGTERM` first: the launcher then removes what it made (docker: containers and
+    /// networks, which a killed launcher would leave for `bot-bottle cleanup`).
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -442,6 +454,9 @@ fn case_for_event(e: &str) -> &'static str {
         "inet-udp" => "net-udp-internet",
         "lan-tcp" => "net-tcp-lan",
         "lan-udp" => "net-udp-lan",
+        // The host canaries listen on every address: from outside loopback the bottle came
+        // over a bridge.
+        "host-tcp" | "host-udp" if !e.contains(" from 127.") => "net-host-via-bridge",
         "host-tcp" => "net-tcp-host-loopback",
         "host6-tcp" => "net-ipv6-host-loopback",
         "host-udp" => "net-udp-host-loopback",
@@ -1071,6 +1086,14 @@ fn a_canary_record_convicts_the_case_it_belongs_to() {
     assert_eq!(
         case_for_event("host-dns dns no-route.escape.test udp from 127.0.0.1:1"),
         "egress-no-route"
+    );
+    assert_eq!(
+        case_for_event("host-tcp tcp connection from 127.0.0.1:5555"),
+        "net-tcp-host-loopback"
+    );
+    assert_eq!(
+        case_for_event("host-udp udp datagram (12 bytes) from 172.18.0.2:5555"),
+        "net-host-via-bridge"
     );
     assert_eq!(case_for_event("odd thing"), "canary-unexpected-traffic");
     // The sidecars resolving their own routes on the host is expected; anything else is not.
