@@ -9,9 +9,9 @@
 //!   [`BACKENDS`], checks what the canaries received and prints the table that `SECURITY.md`
 //!   keeps. Any `ESCAPED` fails the suite.
 
-/// The backends the suite runs on. A new backend only has to be added here; one that
+/// The backends the suite runs on. A new backend has to be added here (and, where its world
+/// differs from native's, to the harness: see `tests/suite/docker.rs`); one that
 /// `bot-bottle doctor` reports as not usable on this machine is skipped with its reason.
-/// (`docker` is listed ahead of its backend: until `doctor` calls it usable it is skipped.)
 pub const BACKENDS: &[&str] = &["native", "docker"];
 
 /// One line of probe output.

@@ -117,6 +117,10 @@ fn main() {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if !wait_for_harness(&cfg) {
+        println!("PROBE-DONE");
+        std::process::exit(1);
+    }
     let sections: [Section; 9] = [
         ("network", network),
         ("dns", dns),
@@ -143,6 +147,66 @@ fn main() {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/// `wait_for` (optional): a file the harness writes once everything outside the bottle is
+/// ready (docker: the sidecar's resolver points at the DNS canary). `go` releases the probe;
+/// anything else, or nothing within 10 minutes, is reported and ends it.
+fn wait_for_harness(c: &Cfg) -> bool {
+    let path = c.s("wait_for");
+    if path.is_empty() {
+        return true;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && !text.is_empty()
+        {
+            if text.trim() == "go" {
+                return true;
+            }
+            escaped(
+                "probe-gate",
+                format!("the harness did not release the probe: {text}"),
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    escaped("probe-gate", format!("{path} never appeared"));
+    false
+}
+
+/// The host as the bottle could meet it on its own networks: the gateway and the first
+/// address of every non-loopback route (`/proc/net/route`; Docker gives a network's bridge
+/// its first address), plus the host addresses the harness names (`host_addrs`).
+fn host_addresses(c: &Cfg) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = c
+        .list("host_addrs")
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let hex = |f: &str| u32::from_str_radix(f, 16).ok().map(|v| v.to_le_bytes());
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[0] == "lo" {
+            continue;
+        }
+        let (Some(dest), Some(gw), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) else {
+            continue;
+        };
+        if gw != [0; 4] {
+            out.push(IpAddr::from(gw));
+        }
+        if dest != [0; 4] && mask != [255; 4] {
+            let first = u32::from_be_bytes(dest).wrapping_add(1);
+            out.push(IpAddr::from(first.to_be_bytes()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
 
 /// How long one section may take before it is killed.
 const SECTION_TIMEOUT: Duration = Duration::from_secs(240);
@@ -429,8 +493,49 @@ fn network(c: &Cfg) {
         }
     }
 
-    // Another running bottle's sidecars: its Unix sockets and the fixed ports.
+    // The host on the bottle's networks (docker: the bridges), where a service listening on
+    // every address would answer. The canary listens on every host address.
+    let hosts = host_addresses(c);
+    if hosts.is_empty() {
+        na(
+            "net-host-via-bridge",
+            "the bottle has no interface but lo (the host's loopback is net-tcp-host-loopback)",
+        );
+    } else {
+        let mut t = Tally::new("net-host-via-bridge");
+        for ip in &hosts {
+            let addr = SocketAddr::new(*ip, hport).to_string();
+            match reach_canary(&addr) {
+                Ok(b) => t.escaped(format!("reached {addr}: {b}")),
+                Err(e) => t.blocked(e),
+            }
+            let addr = SocketAddr::new(*ip, uport).to_string();
+            match udp_send(&addr) {
+                Ok(b) => t.escaped(format!("answer from {addr}: {b}")),
+                Err(e) => t.blocked(format!("{e} (the canary's record decides)")),
+            }
+        }
+        t.done();
+    }
+
+    // The allowed upstream, directly instead of through the proxy.
+    let up = c.s("upstream_addr");
+    if !up.is_empty() {
+        match tcp(&up) {
+            Ok(_) => escaped("net-upstream-direct", format!("connected to {up}")),
+            Err(e) => blocked("net-upstream-direct", format!("{up}: {e}")),
+        }
+    }
+
+    // Another running bottle's sidecars: its Unix sockets (native), its sidecar container's
+    // address (docker) and the fixed ports.
     let mut t = Tally::new("net-other-bottle-sidecars");
+    for addr in c.list("other_sidecar_addrs") {
+        match tcp(&addr) {
+            Ok(_) => t.escaped(format!("connected to {addr}")),
+            Err(e) => t.blocked(format!("{addr}: {e}")),
+        }
+    }
     for sock in c.list("other_sockets") {
         match std::os::unix::net::UnixStream::connect(&sock) {
             Ok(_) => t.escaped(format!("connected to {sock}")),
@@ -489,10 +594,20 @@ fn network(c: &Cfg) {
     let non_lo: Vec<&&str> = ifaces.iter().filter(|i| **i != "lo").collect();
     for ip in [&inet4, &lan4, &inet6] {
         if let Ok(ip) = ip.parse::<IpAddr>() {
-            if has_route(ip) {
-                t.escaped(format!("route to {ip}"));
-            } else {
+            if !has_route(ip) {
                 t.blocked(format!("no route to {ip}"));
+                continue;
+            }
+            // A route (docker: every container has one): does a datagram leave? Only the
+            // bottle's own packet filter refusing it (EPERM) counts as blocked.
+            let to = SocketAddr::new(ip, uport);
+            let bind = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            match UdpSocket::bind(bind).and_then(|s| s.send_to(b"escape-probe route", to)) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => t.blocked(format!(
+                    "route to {ip}, but the bottle's packet filter refuses to send ({e})"
+                )),
+                Err(e) => t.escaped(format!("route to {ip} (send: {e})")),
+                Ok(_) => t.escaped(format!("route to {ip}: a datagram to {to} left")),
             }
         }
     }
@@ -664,6 +779,33 @@ fn expect_block(t: &mut Tally, what: &str, r: Result<Resp, String>) {
     }
 }
 
+/// Like [`expect_block`], but only a refusal by the proxy's policy (403 with the
+/// `x-bot-bottle-blocked` reason) counts as blocked.
+fn expect_policy_block(t: &mut Tally, what: &str, r: Result<Resp, String>) {
+    match &r {
+        Ok(resp)
+            if resp.status == 403
+                && resp
+                    .head
+                    .to_ascii_lowercase()
+                    .contains("x-bot-bottle-blocked:") =>
+        {
+            t.blocked(format!("{what}: {}", desc(&r)))
+        }
+        Ok(resp) => t.escaped(
+            format!(
+                "{what}: {} is not the proxy's refusal (it tried to connect)",
+                desc(&r).trim_end_matches(char::is_whitespace)
+            ) + if resp.status == 0 {
+                " [no response]"
+            } else {
+                ""
+            },
+        ),
+        Err(e) => t.blocked(format!("{what}: {e}")),
+    }
+}
+
 fn egress(c: &Cfg) {
     let api = c.s("api_host");
     let target = format!("{api}:443");
@@ -773,7 +915,7 @@ fn egress(c: &Cfg) {
     t.done();
 
     let mut t = Tally::new("egress-ip-literal");
-    let up = c.n("upstream_port");
+    let up = c.s("upstream_addr");
     let hp = c.n("host_canary_port");
     expect_block(
         &mut t,
@@ -786,8 +928,8 @@ fn egress(c: &Cfg) {
     );
     expect_block(
         &mut t,
-        "CONNECT upstream 127.0.0.1",
-        connect(&format!("127.0.0.1:{up}")).map(|(s, _)| Resp {
+        &format!("CONNECT upstream {up}"),
+        connect(&up).map(|(s, _)| Resp {
             status: s,
             head: String::new(),
             body: Vec::new(),
@@ -820,9 +962,11 @@ fn egress(c: &Cfg) {
     t.done();
 
     // Routes the operator allowed whose names resolve to private / loopback addresses.
+    // Only the proxy's own refusal counts: an error from the destination (a 502 because
+    // nothing listened there) means the proxy tried to connect.
     let mut t = Tally::new("egress-route-resolves-private");
     for host in c.list("private_routes") {
-        expect_block(
+        expect_policy_block(
             &mut t,
             &host,
             plain_proxy(&format!(
@@ -984,6 +1128,12 @@ fn scan_tree(
     }
 }
 
+fn is_private_key_pem(data: &[u8]) -> bool {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_slice(data).is_ok()
+}
+
 fn credentials(c: &Cfg) {
     // Passed reversed, so that the probe's own command line does not hold the token.
     let token: String = c.s("token_fragment_rev").chars().rev().collect();
@@ -1066,8 +1216,11 @@ fn credentials(c: &Cfg) {
     for p in ["/run/bot-bottle", "/etc/ssl/private"] {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {
+                // A PEM private key that parses: executables mounted here (the docker init)
+                // hold the label text too.
                 if let Ok(data) = std::fs::read(e.path())
                     && contains(&data, b"PRIVATE KEY")
+                    && is_private_key_pem(&data)
                 {
                     t.escaped(format!("private key at {}", e.path().display()));
                 }
@@ -1373,6 +1526,22 @@ fn kernel(c: &Cfg) {
             }
         } else {
             t.blocked(format!("{what} pid {pid}: {}", errno()));
+        }
+    }
+    t.done();
+
+    // The container runtime's API: whoever reaches it starts a privileged container.
+    let mut t = Tally::new("proc-container-runtime-socket");
+    for p in [
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/run/containerd/containerd.sock",
+        "/run/podman/podman.sock",
+        "/run/crio/crio.sock",
+    ] {
+        match std::os::unix::net::UnixStream::connect(p) {
+            Ok(_) => t.escaped(format!("connected to {p}")),
+            Err(e) => t.blocked(format!("{p}: {e}")),
         }
     }
     t.done();
@@ -1712,6 +1881,14 @@ fn supervise(c: &Cfg) {
 
 // ---------------------------------------------------------------- resources
 
+/// The first readable of a cgroup v2 file and its v1 counterpart.
+fn cgroup_value(paths: &[&str]) -> String {
+    paths
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| "none visible".into())
+}
+
 fn resources(c: &Cfg) {
     // Bounded: at most 200 processes and 256 MiB, well below anything that hurts a 2-core CI
     // machine; the probe reports whether the backend stopped it and that the sidecars answer
@@ -1740,8 +1917,7 @@ fn resources(c: &Cfg) {
         format!("GET /v1/after-fork HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
     );
     let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/pids.max")
-        .unwrap_or_else(|_| "none visible".into());
+    let limit = cgroup_value(&["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]);
     let detail = format!(
         "reported only: spawned {spawned}/{n}{}; pids.max {}; sidecars answer afterwards: {alive}",
         refused
@@ -1771,8 +1947,10 @@ fn resources(c: &Cfg) {
         format!("GET /v1/after-memory HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
     );
     let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .unwrap_or_else(|_| "none visible".into());
+    let limit = cgroup_value(&[
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
     let detail = format!(
         "reported only: allocated {mb} MiB: {}; memory.max {}; sidecars answer afterwards: {alive}",
         if code == 0 { "yes" } else { "refused" },

@@ -4,9 +4,18 @@
 //! `$ESCAPE_TABLE` when set, for `SECURITY.md`); any ESCAPED fails.
 //!
 //! Network rule: traffic only to loopback and to the namespaces created here
-//! (`198.18.77.0/30` + `fd00:bb:77::/64` "internet", `10.213.77.0/30` "LAN").
+//! (`198.18.77.0/30` + `fd00:bb:77::/64` "internet", `10.213.77.0/30` "LAN"), plus, on docker,
+//! the docker networks the run creates (the test's own, the bottles').
+//!
+//! Where docker's world differs (see `docker.rs`): the allowed upstream listens on the host
+//! side of a docker network the test creates (the sidecar container's loopback is its own);
+//! the host canary listens on every host address, since a container meets the host on its
+//! network's bridge; the workspace belongs to uid 1000 (the agent's user when root starts
+//! it); the sidecar containers' resolver is pointed at a DNS canary before the probe is
+//! released; and a second control runs the network section in a plain container.
 
 mod canary;
+mod docker;
 mod netns;
 
 use std::collections::BTreeMap;
@@ -92,9 +101,12 @@ struct World {
     nonce: String,
     token: String,
     seed: String,
+    /// What `start` needs on this backend (docker: the local base image, no agent CLI).
+    env: Vec<(String, String)>,
 }
 
-fn world(upstream: &Upstream, ca: &TestCa, host_port: u16, backend: &str) -> World {
+/// `docker_base`: the local base image when the backend is docker.
+fn world(upstream: &Upstream, ca: &TestCa, host_port: u16, docker_base: Option<&str>) -> World {
     let tmp = tempfile::Builder::new()
         .prefix("bbe")
         .tempdir_in("/tmp")
@@ -173,8 +185,21 @@ agents:
         addr = upstream.addr(),
     );
     std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
-    let _ = backend;
+    let mut env = Vec::new();
+    if let Some(base) = docker_base {
+        env.extend([
+            ("BOT_BOTTLE_DOCKER_BASE".to_string(), base.to_string()),
+            // The local base has the tools; the agent CLI would come from npm.
+            ("BOT_BOTTLE_DOCKER_AGENT_PACKAGE".to_string(), String::new()),
+        ]);
+        // Started by root, the agent runs as uid 1000 and writes its workspace.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&workspace, Some(1000), Some(1000)).unwrap();
+        }
+    }
     World {
+        env,
         token: format!("tok-escape-REALSECRET-{nonce}"),
         tmp,
         home,
@@ -200,17 +225,9 @@ fn start_cmd(w: &World, backend: &str, argv: &[String]) -> Command {
         .current_dir(&w.workspace)
         .env("BOT_BOTTLE_HOME", &w.home)
         .env("ESCAPE_TOKEN", &w.token)
+        .envs(w.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     cmd
-}
-
-fn list(w: &World) -> serde_json::Value {
-    let out = Command::new(bot_bottle())
-        .args(["list", "--json"])
-        .env("BOT_BOTTLE_HOME", &w.home)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]))
 }
 
 /// A second bottle that stays up while the probe runs (its sidecars are a target).
@@ -220,36 +237,75 @@ struct Other {
 }
 
 impl Drop for Other {
+    /// `SIGTERM` first: the launcher then removes what it made (docker: containers and
+    /// networks, which a killed launcher would leave for `bot-bottle cleanup`).
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// The marker the second bottle's agent writes in the shared workspace once it runs.
+const OTHER_UP: &str = ".escape-other-up";
+
 fn start_other(w: &World, backend: &str) -> Result<Other, String> {
-    let child = start_cmd(w, backend, &["sleep".into(), "3600".into()])
+    let marker = w.workspace.join(OTHER_UP);
+    let _ = std::fs::remove_file(&marker);
+    let script = format!("echo \"$BOT_BOTTLE_IDENTITY\" > {OTHER_UP} && exec sleep 3600");
+    let mut child = start_cmd(w, backend, &["sh".into(), "-c".into(), script])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
-    for _ in 0..400 {
-        let l = list(w);
-        if let Some(b) = l.as_array().and_then(|a| a.first())
-            && b["state"] == "running"
-        {
-            let identity = b["identity"].as_str().unwrap_or_default().to_string();
-            let sock = w
-                .home
+    let err = child.stderr.take();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = err {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    });
+    // Long enough for a first build of the docker images.
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            let stderr = err.join().unwrap_or_default();
+            return Err(format!(
+                "the second bottle ended ({st}) before its agent ran: {}",
+                stderr.trim()
+            ));
+        }
+        let identity = std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let native_ready = backend != "native"
+            || w.home
                 .join("state")
                 .join(&identity)
-                .join("sockets/egress.sock");
-            if sock.exists() {
-                return Ok(Other { child, identity });
-            }
+                .join("sockets/egress.sock")
+                .exists();
+        if !identity.is_empty() && native_ready {
+            return Ok(Other { child, identity });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err("the second bottle never came up".into())
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!(
+        "the second bottle never came up: {}",
+        err.join().unwrap_or_default().trim()
+    ))
 }
 
 /// A host process the bottle must not be able to signal; killed when the run ends.
@@ -264,6 +320,8 @@ impl Drop for KillOnDrop {
 
 struct Canaries {
     events: Events,
+    /// What the DNS canaries answer.
+    answer: canary::Answer,
     host_port: u16,
     route_port: u16,
     notes: Vec<String>,
@@ -316,15 +374,16 @@ fn canaries() -> Result<Canaries, String> {
             canary::udp(UdpSocket::bind((LAN4, UDP_PORT)).unwrap(), "lan-udp", &e);
         })?;
     }
-    // Host loopback.
-    let host = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    // The host: on every address (loopback for native bottles; a docker bottle would meet the
+    // host on its networks' bridges).
+    let host = TcpListener::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     let host_port = host.local_addr().unwrap().port();
     canary::tcp(host, "host-tcp", &events);
     match TcpListener::bind(format!("[::1]:{host_port}")) {
         Ok(l) => canary::tcp(l, "host6-tcp", &events),
         Err(e) => notes.push(format!("no [::1] canary: {e}")),
     }
-    match UdpSocket::bind(("127.0.0.1", UDP_PORT)) {
+    match UdpSocket::bind(("0.0.0.0", UDP_PORT)) {
         Ok(s) => canary::udp(s, "host-udp", &events),
         Err(e) => notes.push(format!("no host UDP canary on {UDP_PORT}: {e}")),
     }
@@ -378,6 +437,7 @@ fn canaries() -> Result<Canaries, String> {
     events.clear();
     Ok(Canaries {
         events,
+        answer,
         host_port,
         route_port,
         notes,
@@ -394,6 +454,9 @@ fn case_for_event(e: &str) -> &'static str {
         "inet-udp" => "net-udp-internet",
         "lan-tcp" => "net-tcp-lan",
         "lan-udp" => "net-udp-lan",
+        // The host canaries listen on every address: from outside loopback the bottle came
+        // over a bridge.
+        "host-tcp" | "host-udp" if !e.contains(" from 127.") => "net-host-via-bridge",
         "host-tcp" => "net-tcp-host-loopback",
         "host6-tcp" => "net-ipv6-host-loopback",
         "host-udp" => "net-udp-host-loopback",
@@ -478,12 +541,30 @@ const WRITE_TARGETS: &[&str] = &[
     "/var",
 ];
 
-async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
+/// What a docker run needs beyond native: the local base image and the test's own network
+/// (the allowed upstream listens on the host side of its bridge; the control runs on it).
+struct DockerSetup {
+    base: String,
+    net: docker::TestNetwork,
+}
+
+/// The file the probe waits for on docker (the harness writes `go` once the sidecar's
+/// resolver points at the DNS canary, or `fail <why>`).
+const GO_FILE: &str = ".escape-go";
+
+async fn run_backend(
+    backend: &str,
+    cans: &Canaries,
+    dk: Option<&DockerSetup>,
+) -> Result<Run, String> {
     test_support::install_crypto_provider();
     cans.events.clear();
     let ca = TestCa::new("escape upstream CA");
-    let upstream = Upstream::start_tls(&ca, &[API]).await;
-    let w = world(&upstream, &ca, cans.route_port, backend);
+    let upstream = match dk {
+        Some(d) => Upstream::start_tls_on(d.net.gateway, &ca, &[API]).await,
+        None => Upstream::start_tls(&ca, &[API]).await,
+    };
+    let w = world(&upstream, &ca, cans.route_port, dk.map(|d| d.base.as_str()));
     // The probe travels in the workspace, which every backend gives the agent.
     let probe = w.workspace.join(".escape-probe");
     std::fs::copy(env!("CARGO_BIN_EXE_escape-probe"), &probe).unwrap();
@@ -504,6 +585,19 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
         })
         .unwrap_or_default();
     let other_pid = find_sidecar_pid(&other_state);
+    // Docker: the other bottle's sidecar listens on its own internal network (no sockets).
+    let mut other_sidecar_addrs = Vec::new();
+    if dk.is_some() {
+        let c = docker::container(&other.identity, "sidecar")
+            .ok_or("the other bottle has no running sidecar container")?;
+        docker::redirect_dns(&c, &cans.events, cans.answer.clone())?;
+        for ip in &c.ips {
+            for port in [3128, 3129, 3130] {
+                other_sidecar_addrs.push(std::net::SocketAddr::new(*ip, port).to_string());
+            }
+        }
+    }
+    let go = w.workspace.join(GO_FILE);
 
     let t = w.tmp.path().display().to_string();
     let h = w.home.display().to_string();
@@ -522,7 +616,6 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
         "inet4": INET4, "inet6": INET6, "lan4": LAN4,
         "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
         "host_canary_port": cans.host_port,
-        "upstream_port": upstream.addr().port(),
         "private_routes": [
             format!("private.{ZONE}:{PRIVATE_ROUTE_PORT}"),
             format!("loop.{ZONE}:{}", cans.route_port),
@@ -559,12 +652,27 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
         "queue_dirs": [format!("{h}/queue/{{id}}"), format!("{h}/queue/{}", other.identity)],
         "git_url": format!("file://{}", w.upstream_git.display()),
         "git_direct": w.upstream_git.display().to_string(),
+        "upstream_addr": upstream.addr().to_string(),
+        "host_addrs": dk.map(|d| vec![d.net.gateway.to_string()]).unwrap_or_default(),
+        "other_sidecar_addrs": other_sidecar_addrs,
+        "wait_for": if dk.is_some() { go.display().to_string() } else { String::new() },
     });
     let argv = vec![probe.display().to_string(), cfg.to_string()];
     let cmd = start_cmd(&w, backend, &argv);
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_probe(cmd))
-        .await
-        .unwrap()?;
+    let probe_run = tokio::task::spawn_blocking(move || run_probe(cmd));
+    let mut probe_identity = None;
+    if dk.is_some() {
+        let r = release_docker_probe(&w, &other.identity, cans);
+        let word = match &r {
+            Ok(id) => {
+                probe_identity = Some(id.clone());
+                "go".to_string()
+            }
+            Err(e) => format!("fail {e}"),
+        };
+        std::fs::write(&go, word).unwrap();
+    }
+    let (status, stdout, stderr) = probe_run.await.unwrap()?;
     eprintln!("--- probe on {backend}: {status} ---\n--- stderr ---\n{stderr}");
     let mut cases = parse_cases(&stdout);
     if !stdout.contains("PROBE-DONE") {
@@ -687,8 +795,24 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
         .args(["stop", &other.identity, "--grace", "1"])
         .env("BOT_BOTTLE_HOME", &w.home)
         .output();
+    // Its launcher cleans up (docker: containers and networks) before it exits.
+    for _ in 0..300 {
+        if other.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = other.child.kill();
     let _ = other.child.wait();
+    if dk.is_some() {
+        let mut ids = vec![other.identity.clone()];
+        ids.extend(probe_identity);
+        let left = docker::leftovers(&ids);
+        if !left.is_empty() {
+            eprintln!("note: the bottles left docker objects behind, removed now: {left:?}");
+            docker::remove(&left);
+        }
+    }
     // Git upstream: main untouched, agent/ok has the clean commit, no secret anywhere.
     let mut problems = Vec::new();
     let refs = git(
@@ -735,6 +859,25 @@ async fn run_backend(backend: &str, cans: &Canaries) -> Result<Run, String> {
         eprintln!("note: {n}");
     }
     Ok(Run { cases })
+}
+
+/// Docker: waits for the probe bottle's sidecar container and points its resolver at a DNS
+/// canary (see `docker.rs`); returns the probe bottle's identity.
+fn release_docker_probe(w: &World, other: &str, cans: &Canaries) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while std::time::Instant::now() < deadline {
+        let ours = docker::sidecar_identities()
+            .into_iter()
+            .find(|id| id != other && w.home.join("state").join(id).is_dir());
+        if let Some(id) = ours
+            && let Some(c) = docker::container(&id, "sidecar")
+        {
+            docker::redirect_dns(&c, &cans.events, cans.answer.clone())?;
+            return Ok(id);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("the probe bottle's sidecar container never ran".into())
 }
 
 /// How long the probe may run before it is killed (it normally takes well under a minute).
@@ -873,12 +1016,30 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
     // One set of canaries for every backend (their listeners live as long as the test).
     let cans = canaries().unwrap_or_else(|e| panic!("cannot set up the canaries: {e}"));
     let mut results: Vec<(String, Result<Run, String>)> = Vec::new();
+    let mut docker_setup = None;
     for backend in escape::BACKENDS {
-        let r = match backend_unusable(backend) {
+        let setup = match backend_unusable(backend) {
             Some(why) => Err(why),
-            None => run_backend(backend, &cans)
-                .await
-                .map_err(|e| format!("harness error: {e}")),
+            None if *backend == "docker" => docker::base_image().and_then(|base| {
+                Ok(Some(DockerSetup {
+                    base,
+                    net: docker::TestNetwork::create()
+                        .map_err(|e| format!("harness error: {e}"))?,
+                }))
+            }),
+            None => Ok(None),
+        };
+        let r = match setup {
+            Err(why) => Err(why),
+            Ok(dk) => {
+                let r = run_backend(backend, &cans, dk.as_ref())
+                    .await
+                    .map_err(|e| format!("harness error: {e}"));
+                if dk.is_some() {
+                    docker_setup = dk;
+                }
+                r
+            }
         };
         if let Err(e) = &r {
             assert!(!e.starts_with("harness error"), "{backend}: {e}");
@@ -886,6 +1047,9 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
         results.push((backend.to_string(), r));
     }
     control_run_without_a_bottle_is_caught(&cans);
+    if let Some(d) = &docker_setup {
+        control_run_in_a_plain_container_is_caught(&cans, d);
+    }
     let table = render(&results);
     println!("{table}");
     eprintln!("{table}\n{}", details(&results));
@@ -922,6 +1086,14 @@ fn a_canary_record_convicts_the_case_it_belongs_to() {
     assert_eq!(
         case_for_event("host-dns dns no-route.escape.test udp from 127.0.0.1:1"),
         "egress-no-route"
+    );
+    assert_eq!(
+        case_for_event("host-tcp tcp connection from 127.0.0.1:5555"),
+        "net-tcp-host-loopback"
+    );
+    assert_eq!(
+        case_for_event("host-udp udp datagram (12 bytes) from 172.18.0.2:5555"),
+        "net-host-via-bridge"
     );
     assert_eq!(case_for_event("odd thing"), "canary-unexpected-traffic");
     // The sidecars resolving their own routes on the host is expected; anything else is not.
@@ -1011,5 +1183,53 @@ fn control_run_without_a_bottle_is_caught(cans: &Canaries) {
             "control: the {label} canary saw nothing: {got:?}"
         );
     }
+    cans.events.clear();
+}
+
+/// The control for docker: the same network section in a plain container on the test's own
+/// docker network (what a container that is not a bottle can do from where docker bottles
+/// send their packets) must reach the "internet" and "LAN" canaries through the host and the
+/// host canary on the bridge — otherwise a docker "blocked" could mean the canaries are out
+/// of a container's reach.
+fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup) {
+    cans.events.clear();
+    let cfg = serde_json::json!({
+        "sections": ["network"],
+        "inet4": INET4, "inet6": INET6, "lan4": LAN4,
+        "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
+        "host_canary_port": cans.host_port,
+        "host_addrs": [d.net.gateway.to_string()],
+    });
+    let probe = Path::new(env!("CARGO_BIN_EXE_escape-probe"));
+    let out =
+        docker::control_container(&d.net, &d.base, probe, &cfg.to_string()).unwrap_or_else(|e| e);
+    let cases = parse_cases(&out);
+    let verdict = |n: &str| cases.iter().find(|c| c.name == n).map(|c| c.verdict);
+    for n in [
+        "net-tcp-internet",
+        "net-tcp-lan",
+        "net-udp-internet",
+        "net-host-via-bridge",
+        "net-interfaces",
+    ] {
+        assert_eq!(
+            verdict(n),
+            Some(Verdict::Escaped),
+            "docker control: {n} in {out}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let got = cans.events.all();
+    for label in ["inet-tcp", "lan-tcp", "inet-udp", "host-tcp", "host-udp"] {
+        assert!(
+            got.iter().any(|e| e.starts_with(label)),
+            "docker control: the {label} canary saw nothing: {got:?}"
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|e| e.starts_with("host-tcp") && !e.contains(" from 127.")),
+        "docker control: the host canary was not reached over the bridge: {got:?}"
+    );
     cans.events.clear();
 }
