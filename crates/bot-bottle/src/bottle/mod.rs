@@ -90,7 +90,12 @@ pub fn resume(
 
 fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
     let backend = backend::open(kind, home.root())?;
-    let status = backend.preflight();
+    // The kernel's facts only: `doctor` also runs a test bottle, which would double the
+    // start-up time here, and the launch itself fails closed on anything the facts miss.
+    let status = match kind {
+        BackendKind::Native => backend::preflight::native(None),
+        _ => backend.preflight(),
+    };
     if !status.usable {
         let mut msg = format!(
             "the {kind} backend cannot isolate a bottle on this machine, so nothing was started"
