@@ -184,7 +184,7 @@ pub fn check_codex_login(path: &Path) -> anyhow::Result<()> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "--forward-codex-auth: there is no Codex login on the host ({} does not exist); {login}, then start again",
+            "--forward-codex-auth: there is no Codex login on the host ({} does not exist); {login}, then try again",
             path.display()
         ),
         Err(e) => {
@@ -489,7 +489,7 @@ mod tests {
         };
         assert_eq!(
             err(None).unwrap(),
-            "--forward-codex-auth: there is no Codex login on the host (F does not exist); run `codex login --device-auth` on the host first, then start again"
+            "--forward-codex-auth: there is no Codex login on the host (F does not exist); run `codex login --device-auth` on the host first, then try again"
         );
         assert_eq!(
             err(Some(r#"{"OPENAI_API_KEY":"sk-SECRETKEY"}"#)).unwrap(),

@@ -409,15 +409,26 @@ fn login_world(provider: &str, api: Option<&ModelApi>, ca: &TestCa) -> (World, P
     ca.write_pem(&ca_path);
     let routes: String = api
         .map(|api| {
-            ["chatgpt.com", "auth.openai.com"]
-                .iter()
-                .map(|h| {
-                    format!(
-                        "        - host: {h}\n          connect_to: \"{}\"\n",
-                        api.addr()
-                    )
-                })
-                .collect()
+            // The provider's default routes for a forwarded login (same matches), pinned
+            // to the fake: the session below shows they are all Codex needs.
+            [
+                (
+                    "chatgpt.com",
+                    "[{paths: [{type: prefix, value: /backend-api/}]}]",
+                ),
+                (
+                    "auth.openai.com",
+                    "[{paths: [{type: exact, value: /oauth/token}], methods: [POST]}]",
+                ),
+            ]
+            .iter()
+            .map(|(h, m)| {
+                format!(
+                    "        - host: {h}\n          connect_to: \"{}\"\n          matches: {m}\n",
+                    api.addr()
+                )
+            })
+            .collect()
         })
         .unwrap_or_default();
     let manifest = format!(
@@ -553,6 +564,20 @@ fn check_forwarded_session(api: &ModelApi, world: &World, out: &Output, bearer: 
         );
     }
 
+    // Nothing Codex sent to the ChatGPT backend or the login refresh was blocked: the
+    // routes' path and method limits cover all of it.
+    let blocked: Vec<String> = egress_log(&world.home)
+        .iter()
+        .filter(|e| e["decision"] != "allow" && e["decision"] != "allowed")
+        .map(|e| format!("{} {}{}", e["method"], e["host"], e["path"]))
+        .collect();
+    assert!(
+        blocked
+            .iter()
+            .all(|b| !b.contains("chatgpt.com") && !b.contains("auth.openai.com")),
+        "{blocked:#?}\n{ctx}"
+    );
+
     // `resume` forwards the login again.
     let state = only_state_dir(&world.home);
     let meta: serde_json::Value =
@@ -577,6 +602,70 @@ async fn real_codex_uses_a_forwarded_chatgpt_login_in_a_bottle() {
         .await
         .unwrap();
     check_forwarded_session(&api, &world, &out, LOGIN_ACCESS_TOKEN);
+    let before = api.requests().len();
+
+    // `resume` forwards the login again (and warns again) ...
+    let identity = only_state_dir(&world.home)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let resume = |w: std::sync::Arc<World>, ch: PathBuf, id: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+                .args(["resume", &id])
+                .current_dir(&w.workspace)
+                .env("BOT_BOTTLE_HOME", &w.home)
+                .env("CODEX_HOME", &ch)
+                .env_remove("OPENAI_API_KEY")
+                .env_remove("CODEX_API_KEY")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let again = resume(world.clone(), codex_home.clone(), identity.clone())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains(FORWARD_WARNING), "{stderr}");
+    assert!(stdout.contains("CLIENT-EXIT=0"), "{stdout}\n{stderr}");
+    assert_eq!(again.status.code(), Some(3), "{stderr}");
+    let resumed: Vec<ModelRequest> = api.requests()[before..]
+        .iter()
+        .filter(|r| r.api == Api::ChatGptResponses)
+        .cloned()
+        .collect();
+    assert!(!resumed.is_empty(), "{}", summary(&api.requests()));
+    for r in &resumed {
+        assert_eq!(
+            r.header("authorization"),
+            vec![format!("Bearer {LOGIN_ACCESS_TOKEN}")]
+        );
+    }
+    // ... and refuses, keeping the bottle, once the host has no login any more.
+    std::fs::rename(
+        codex_home.join("auth.json"),
+        codex_home.join("auth.json.moved"),
+    )
+    .unwrap();
+    let refused = resume(world.clone(), codex_home.clone(), identity.clone())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("run `codex login --device-auth` on the host first"),
+        "{stderr}"
+    );
+    assert!(only_state_dir(&world.home).join("metadata.json").is_file());
+    std::fs::rename(
+        codex_home.join("auth.json.moved"),
+        codex_home.join("auth.json"),
+    )
+    .unwrap();
+
     // A fresh login is not refreshed, and the host's copy is untouched.
     assert!(
         api.requests().iter().all(|r| r.api != Api::OAuthToken),
@@ -663,7 +752,7 @@ fn forwarding_a_codex_login_is_refused_without_a_login() {
     let (world, codex_home) = login_world("codex", None, &ca);
     assert_eq!(
         refusal(&world, &codex_home),
-        "error: --forward-codex-auth: there is no Codex login on the host (<tmp>/codex-home/auth.json does not exist); run `codex login --device-auth` on the host first, then start again\n"
+        "error: --forward-codex-auth: there is no Codex login on the host (<tmp>/codex-home/auth.json does not exist); run `codex login --device-auth` on the host first, then try again\n"
     );
     // An API-key login is not forwarded either: the key belongs in egress.
     std::fs::write(
