@@ -7,6 +7,11 @@
 //! bottle's live routes, naming the fake's address) must come back in the next request,
 //! which only happens when the call reached the supervise server. The agent's command then
 //! exits 3 on purpose, so the bottle's state (and its egress log) is kept for inspection.
+//!
+//! `codex exec` also runs with the host's ChatGPT login forwarded (`--forward-codex-auth`):
+//! `chatgpt.com` and `auth.openai.com` are pinned to the same fake, which then plays the
+//! ChatGPT backend and the login refresh; the host's login file is a fake one in the test's
+//! own `CODEX_HOME`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
