@@ -24,6 +24,16 @@ pub const MCP_SERVER_NAME: &str = "bot-bottle";
 /// The Codex model provider id bot-bottle configures (the OpenAI API without WebSockets).
 pub const CODEX_PROVIDER_ID: &str = "bot-bottle-openai";
 
+/// The Codex model provider id for a forwarded ChatGPT login (the ChatGPT backend without
+/// WebSockets).
+pub const CODEX_CHATGPT_PROVIDER_ID: &str = "bot-bottle-chatgpt";
+
+/// Where Codex reaches the ChatGPT backend with a ChatGPT login (Codex's own default).
+pub const CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
+
+/// The Codex model API inside the ChatGPT backend (`<base>/responses`).
+pub const CHATGPT_CODEX_BASE_URL: &str = "https://chatgpt.com/backend-api/codex";
+
 /// Placeholder put where a provider expects a credential. Egress replaces it on the way out.
 pub const PLACEHOLDER_TOKEN: &str = "bot-bottle-placeholder-the-real-token-is-injected-by-egress";
 
@@ -48,6 +58,18 @@ pub enum ClaudeAuth {
     OAuth,
     /// `ANTHROPIC_API_KEY`: sent as `x-api-key`.
     ApiKey,
+}
+
+/// How Codex authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodexAuth {
+    /// `OPENAI_API_KEY`: the agent holds a placeholder, egress injects the real key.
+    #[default]
+    ApiKey,
+    /// The host's ChatGPT (device-auth) login, forwarded on the operator's explicit request:
+    /// the agent holds the real, refreshable credential in `~/.codex/auth.json` (written by
+    /// `start`, not by this crate), so no API-key placeholder may compete with it.
+    ChatGptLogin,
 }
 
 /// Where the sidecars are reached from inside the bottle: ports on the bottle's own
@@ -109,6 +131,8 @@ pub struct Input {
     pub bottle_env: BTreeMap<String, String>,
     /// Which placeholder credential Claude Code gets (ignored for Codex).
     pub claude_auth: ClaudeAuth,
+    /// How Codex authenticates (ignored for Claude Code).
+    pub codex_auth: CodexAuth,
     /// Instructions for the agent's client beyond its prompt (Codex: `~/.codex/AGENTS.md`;
     /// Claude Code: `~/.claude/CLAUDE.md`), e.g. the index of the delivered skills.
     pub instructions: Option<String>,
@@ -214,9 +238,13 @@ pub fn build(
             set("MCP_CONNECTION_NONBLOCKING", "false".into());
         }
         Provider::Codex => {
-            // `codex` reads OPENAI_API_KEY, `codex exec` also CODEX_API_KEY.
-            set("OPENAI_API_KEY", PLACEHOLDER_TOKEN.into());
-            set("CODEX_API_KEY", PLACEHOLDER_TOKEN.into());
+            if input.codex_auth == CodexAuth::ApiKey {
+                // `codex` reads OPENAI_API_KEY, `codex exec` also CODEX_API_KEY. With a
+                // forwarded login neither is set: `codex exec` prefers CODEX_API_KEY over
+                // the login.
+                set("OPENAI_API_KEY", PLACEHOLDER_TOKEN.into());
+                set("CODEX_API_KEY", PLACEHOLDER_TOKEN.into());
+            }
             set("CODEX_HOME", format!("{home}/.codex"));
         }
     }
@@ -263,6 +291,7 @@ fn is_reserved(k: &str) -> bool {
                 | "ANTHROPIC_AUTH_TOKEN"
                 | "OPENAI_API_KEY"
                 | "CODEX_API_KEY"
+                | "CODEX_ACCESS_TOKEN"
                 | "NODE_OPTIONS"
                 | "GIT_SSH"
                 | "GIT_SSH_COMMAND"
@@ -317,25 +346,37 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
             let mut analytics = toml::Table::new();
             analytics.insert("enabled".into(), toml::Value::Boolean(false));
             root.insert("analytics".into(), toml::Value::Table(analytics));
-            // The OpenAI API over HTTPS + SSE only: the built-in provider tries the
-            // Responses WebSocket first and falls back only after several retries; the
-            // built-in provider id cannot be reconfigured, so this is a copy of it.
-            root.insert(
-                "model_provider".into(),
-                toml::Value::String(CODEX_PROVIDER_ID.into()),
-            );
-            let mut openai = toml::Table::new();
-            for (k, v) in [
-                ("name", "OpenAI"),
-                ("base_url", "https://api.openai.com/v1"),
-                ("env_key", "OPENAI_API_KEY"),
-                ("wire_api", "responses"),
-            ] {
-                openai.insert(k.into(), toml::Value::String(v.into()));
-            }
-            openai.insert("supports_websockets".into(), toml::Value::Boolean(false));
+            let (id, provider) = match input.codex_auth {
+                // The OpenAI API over HTTPS + SSE only: the built-in provider tries the
+                // Responses WebSocket first and falls back only after several retries; the
+                // built-in provider id cannot be reconfigured, so this is a copy of it.
+                CodexAuth::ApiKey => (
+                    CODEX_PROVIDER_ID,
+                    codex_provider(&[
+                        ("base_url", "https://api.openai.com/v1"),
+                        ("env_key", "OPENAI_API_KEY"),
+                    ]),
+                ),
+                // The same for a ChatGPT login: the ChatGPT backend's Codex API, with the
+                // login from `auth.json` (`requires_openai_auth`) and nothing from the env.
+                CodexAuth::ChatGptLogin => {
+                    root.insert(
+                        "chatgpt_base_url".into(),
+                        toml::Value::String(CHATGPT_BASE_URL.into()),
+                    );
+                    // The login is the file `start` wrote, never a keyring the bottle lacks.
+                    root.insert(
+                        "cli_auth_credentials_store".into(),
+                        toml::Value::String("file".into()),
+                    );
+                    let mut p = codex_provider(&[("base_url", CHATGPT_CODEX_BASE_URL)]);
+                    p.insert("requires_openai_auth".into(), toml::Value::Boolean(true));
+                    (CODEX_CHATGPT_PROVIDER_ID, p)
+                }
+            };
+            root.insert("model_provider".into(), toml::Value::String(id.into()));
             let mut providers = toml::Table::new();
-            providers.insert(CODEX_PROVIDER_ID.into(), toml::Value::Table(openai));
+            providers.insert(id.into(), toml::Value::Table(provider));
             root.insert("model_providers".into(), toml::Value::Table(providers));
             root.insert("mcp_servers".into(), toml::Value::Table(servers));
             files.push(HomeFile {
@@ -351,6 +392,18 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
         }
     }
     files
+}
+
+/// A Codex model provider speaking the Responses API over HTTPS + SSE, with `fields`.
+fn codex_provider(fields: &[(&str, &str)]) -> toml::Table {
+    let mut p = toml::Table::new();
+    p.insert("name".into(), toml::Value::String("OpenAI".into()));
+    p.insert("wire_api".into(), toml::Value::String("responses".into()));
+    for (k, v) in fields {
+        p.insert((*k).into(), toml::Value::String((*v).into()));
+    }
+    p.insert("supports_websockets".into(), toml::Value::Boolean(false));
+    p
 }
 
 fn pretty_json(v: &serde_json::Value) -> String {

@@ -13,6 +13,7 @@ fn input(provider: Provider) -> Input {
         gitconfig: "[user]\n\tname = Bot\n".into(),
         bottle_env: BTreeMap::from([("RUST_LOG".to_string(), "info".to_string())]),
         claude_auth: ClaudeAuth::OAuth,
+        codex_auth: CodexAuth::ApiKey,
         instructions: None,
     }
 }
@@ -43,6 +44,43 @@ fn codex_contract() {
     assert_eq!(c.home_files.len(), 2);
     assert_eq!(c.home_files[1].path, Path::new(".codex/config.toml"));
     insta::assert_snapshot!("codex_config_toml", c.home_files[1].contents);
+}
+
+#[test]
+fn codex_with_a_forwarded_login_has_no_api_key_placeholder() {
+    let mut i = input(Provider::Codex);
+    i.codex_auth = CodexAuth::ChatGptLogin;
+    let c = build(&i, host).unwrap();
+    let api_key = build(&input(Provider::Codex), host).unwrap();
+    let mut expected_env = api_key.env.clone();
+    expected_env.remove("OPENAI_API_KEY");
+    expected_env.remove("CODEX_API_KEY");
+    assert_eq!(c.env, expected_env);
+    assert!(c.env.values().all(|v| v != PLACEHOLDER_TOKEN));
+    // The login file itself is not the contract's: `start` copies it (0600).
+    assert_eq!(
+        c.home_files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+        vec![Path::new(".gitconfig"), Path::new(".codex/config.toml")]
+    );
+    insta::assert_snapshot!("codex_chatgpt_config_toml", c.home_files[1].contents);
+    let config: toml::Table = c.home_files[1].contents.parse().unwrap();
+    assert_eq!(
+        config["model_provider"].as_str(),
+        Some(CODEX_CHATGPT_PROVIDER_ID)
+    );
+    let provider = &config["model_providers"][CODEX_CHATGPT_PROVIDER_ID];
+    assert_eq!(provider.get("env_key"), None);
+    assert_eq!(provider["requires_openai_auth"].as_bool(), Some(true));
+}
+
+#[test]
+fn a_forwarded_login_changes_nothing_for_claude() {
+    let mut i = input(Provider::Claude);
+    i.codex_auth = CodexAuth::ChatGptLogin;
+    assert_eq!(
+        build(&i, host).unwrap(),
+        build(&input(Provider::Claude), host).unwrap()
+    );
 }
 
 #[test]
@@ -102,6 +140,7 @@ fn bottle_env_cannot_override_the_wiring() {
         "ANTHROPIC_API_KEY",
         "OPENAI_API_KEY",
         "CODEX_API_KEY",
+        "CODEX_ACCESS_TOKEN",
     ] {
         let mut i = input(Provider::Claude);
         i.bottle_env.insert(k.into(), "x".into());

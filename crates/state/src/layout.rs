@@ -75,6 +75,10 @@ pub struct Metadata {
     /// The command that replaced the provider's agent command, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// Whether the host's Codex login (`auth.json`) is forwarded into the bottle
+    /// (`start --forward-codex-auth`); `resume` forwards it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_codex_auth: bool,
 }
 
 /// Whether a bottle's state is in use.
@@ -347,7 +351,29 @@ mod tests {
             created: "2026-11-27T12:00:00Z".into(),
             manifest: None,
             command: vec![],
+            forward_codex_auth: false,
         }
+    }
+
+    #[test]
+    fn metadata_without_newer_fields_still_reads() {
+        let old = r#"{"agent":"fixer","cwd":"/work/project","copy_cwd":false,"backend":"native","created":"2026-11-27T12:00:00Z"}"#;
+        assert_eq!(
+            serde_json::from_str::<Metadata>(old).unwrap(),
+            meta("fixer")
+        );
+        let forwarded = Metadata {
+            forward_codex_auth: true,
+            ..meta("fixer")
+        };
+        let text = serde_json::to_string(&forwarded).unwrap();
+        assert!(text.contains(r#""forward_codex_auth":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<Metadata>(&text).unwrap(), forwarded);
+        assert!(
+            !serde_json::to_string(&meta("fixer"))
+                .unwrap()
+                .contains("forward_codex_auth")
+        );
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! the OpenAI Responses API (both streaming server-sent events) to carry a real
 //! `claude -p` or `codex exec` through one scripted session, recording every request.
 //!
+//! It also speaks the little of the ChatGPT backend that `codex exec` needs with a ChatGPT
+//! login: the Responses API under `/backend-api/codex/`, the account check Codex runs
+//! before its first turn (answered for whichever account the request names, on the host
+//! the request was for), and the login refresh of `auth.openai.com` (`POST /oauth/token`,
+//! answered with [`REFRESHED_ACCESS_TOKEN`]).
+//!
 //! The script is stateless, decided per request from what the client sent:
 //! * the request already carries a tool result → the final answer ([`FINAL_TEXT`]);
 //! * the request offers a tool whose name ends in the scripted tool's name (e.g. the
@@ -33,6 +39,11 @@ use crate::TestCa;
 pub const FINAL_TEXT: &str = "FAKE-MODEL-FINAL-ANSWER";
 /// The answer to requests outside the script.
 pub const SIDE_TEXT: &str = "FAKE-MODEL-SIDE-ANSWER";
+/// The access token a login refresh (`POST /oauth/token`) hands out: JWT-shaped, valid
+/// for years, signed by nobody.
+pub const REFRESHED_ACCESS_TOKEN: &str = "eyJhbGciOiJub25lIn0.eyJleHAiOjQxMDI0NDQ4MDAsInN1YiI6ImZha2UtcmVmcmVzaGVkIn0.ZmFrZS1yZWZyZXNoZWQ";
+/// The refresh token a login refresh hands out (rotated, as the real one is).
+pub const REFRESHED_REFRESH_TOKEN: &str = "fake-rotated-refresh-token";
 
 /// Which API a request was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +52,12 @@ pub enum Api {
     AnthropicMessages,
     /// `POST /v1/responses` (OpenAI).
     OpenAiResponses,
+    /// `POST /backend-api/codex/responses` (the ChatGPT backend, same protocol).
+    ChatGptResponses,
+    /// `GET /backend-api/wham/accounts/check` (the ChatGPT backend's account list).
+    ChatGptAccounts,
+    /// `POST /oauth/token` (a ChatGPT login refresh at `auth.openai.com`).
+    OAuthToken,
     /// Anything else.
     Other,
 }
@@ -52,6 +69,8 @@ pub enum Answer {
     ToolCall(String),
     /// The final answer, after a tool result.
     Final,
+    /// A non-model answer the client needs (account check, login refresh).
+    Service,
     /// A short text answer to a request outside the script.
     Side,
     /// An error status (unknown path, malformed request).
@@ -67,7 +86,8 @@ pub struct ModelRequest {
     pub path: String,
     /// Headers, names lower case.
     pub headers: Vec<(String, String)>,
-    /// The body.
+    /// The body; decoded when it came zstd-compressed (`content-encoding: zstd`, as Codex
+    /// sends it with a ChatGPT login).
     pub body: Vec<u8>,
     /// TLS server name.
     pub sni: Option<String>,
@@ -217,16 +237,37 @@ async fn handle(
         Ok(b) => b.to_bytes().to_vec(),
         Err(_) => Vec::new(),
     };
+    let mut problems = Vec::new();
+    let zstd = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("content-encoding") && v.trim() == "zstd");
+    let body = if zstd {
+        match unzstd(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!(
+                    "{method} {path}: the zstd body does not decode: {e}"
+                ));
+                body
+            }
+        }
+    } else {
+        body
+    };
     let bare = path.split('?').next().unwrap_or("").to_string();
     let api = match (method.as_str(), bare.as_str()) {
         ("POST", "/v1/messages") => Api::AnthropicMessages,
         ("POST", "/v1/responses") => Api::OpenAiResponses,
+        ("POST", "/backend-api/codex/responses") => Api::ChatGptResponses,
+        ("GET", "/backend-api/wham/accounts/check") => Api::ChatGptAccounts,
+        ("POST", "/oauth/token") => Api::OAuthToken,
         _ => Api::Other,
     };
-    let mut problems = Vec::new();
     let (answer, resp) = match api {
         Api::AnthropicMessages => anthropic(&body, &tool, &mut problems),
-        Api::OpenAiResponses => openai(&body, &tool, &mut problems),
+        Api::OpenAiResponses | Api::ChatGptResponses => openai(&body, &tool, &mut problems),
+        Api::ChatGptAccounts => (Answer::Service, accounts_check(&headers, &mut problems)),
+        Api::OAuthToken => (Answer::Service, token_refresh(&body, &mut problems)),
         Api::Other => (
             Answer::Error(404),
             error(
@@ -247,6 +288,15 @@ async fn handle(
         answer,
     });
     Ok(resp)
+}
+
+fn unzstd(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    ruzstd::decoding::StreamingDecoder::new(body)
+        .map_err(std::io::Error::other)?
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Out> {
@@ -276,6 +326,57 @@ fn json_response(v: &Value) -> Response<Out> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(v.to_string())).boxed())
         .unwrap()
+}
+
+/// The ChatGPT backend's account list: one personal account, the one the request names in
+/// `chatgpt-account-id`, served from the host the request was for.
+fn accounts_check(headers: &[(String, String)], problems: &mut Vec<String>) -> Response<Out> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let Some(id) = header("chatgpt-account-id") else {
+        problems.push(
+            "chatgpt: GET /backend-api/wham/accounts/check names no `chatgpt-account-id`".into(),
+        );
+        return error(StatusCode::BAD_REQUEST, "no chatgpt-account-id");
+    };
+    let host = header("host").unwrap_or_else(|| "chatgpt.com".into());
+    let host = host.split(':').next().unwrap_or("chatgpt.com").to_string();
+    json_response(&json!({
+        "accounts": [{
+            "id": id, "name": "Fake account", "profile_picture_url": null,
+            "structure": "personal",
+            "workspace_backend_origin": format!("https://{host}"),
+            "account_routing_override": "NO_CONSTRAINT",
+        }],
+        "account_ordering": [id],
+        "default_account_id": id,
+    }))
+}
+
+/// A login refresh: a new access token and a rotated refresh token (no new ID token, so
+/// the client keeps its account).
+fn token_refresh(body: &[u8], problems: &mut Vec<String>) -> Response<Out> {
+    let grant = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("grant_type")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    if grant.as_deref() != Some("refresh_token") {
+        problems.push(format!(
+            "oauth: POST /oauth/token is not a JSON refresh_token grant (grant_type {grant:?})"
+        ));
+        return error(StatusCode::BAD_REQUEST, "not a refresh_token grant");
+    }
+    json_response(&json!({
+        "access_token": REFRESHED_ACCESS_TOKEN,
+        "refresh_token": REFRESHED_REFRESH_TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 864000,
+    }))
 }
 
 /// The first tool in `tools` whose name ends in `tool` (names as the client spells them).

@@ -57,6 +57,20 @@ pub struct Launch {
     pub command: Vec<String>,
     /// The manifest the agent came from.
     pub manifest: Option<PathBuf>,
+    /// The host's Codex login to copy into the bottle (`--forward-codex-auth`), already
+    /// checked by the command.
+    pub codex_login: Option<PathBuf>,
+}
+
+impl Launch {
+    /// How Codex authenticates in this bottle.
+    fn codex_auth(&self) -> contract::CodexAuth {
+        if self.codex_login.is_some() {
+            contract::CodexAuth::ChatGptLogin
+        } else {
+            contract::CodexAuth::ApiKey
+        }
+    }
 }
 
 /// Creates a new bottle and runs it to the end; returns the agent's exit code.
@@ -70,6 +84,7 @@ pub fn start(home: &Home, launch: Launch) -> anyhow::Result<ExitCode> {
         created: now_rfc3339(),
         manifest: launch.manifest.clone(),
         command: launch.command.clone(),
+        forward_codex_auth: launch.codex_login.is_some(),
     };
     let (identity, lock) = home
         .create_bottle(&meta)
@@ -174,7 +189,7 @@ fn run_inner(
     // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
     // operator approved since.
     // Provider template (clients): the client's default routes go before the bottle's own.
-    let all_routes = provider::routes_for(bottle);
+    let all_routes = provider::routes_for(bottle, launch.codex_auth());
     if fresh || !paths.routes_file().exists() {
         let routes = policy::EgressConfig {
             log: Some(bottle.egress.log),
@@ -332,7 +347,8 @@ fn agent_spec(
             gitconfig,
             bottle_env: bottle.env.clone(),
             // Provider template (clients): placeholder kind and skills index.
-            claude_auth: provider::claude_auth(&provider::routes_for(bottle)),
+            claude_auth: provider::claude_auth(&provider::routes_for(bottle, launch.codex_auth())),
+            codex_auth: launch.codex_auth(),
             instructions: provider::instructions(
                 provider,
                 &launch.agent.skills,
@@ -354,6 +370,9 @@ fn agent_spec(
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     provider::install_skills(provider, &launch.agent.skills, &paths.agent_home())?;
+    if let Some(login) = &launch.codex_login {
+        provider::forward_codex_login(login, &paths.agent_home())?;
+    }
     let bundle_host = paths.files().join("ca-bundle.crt");
     let ca_host = paths.files().join("ca.pem");
     state::atomic_write_mode(

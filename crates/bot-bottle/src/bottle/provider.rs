@@ -5,6 +5,11 @@
 //!   `Authorization: Bearer`, or `ANTHROPIC_API_KEY` as `x-api-key`; Codex:
 //!   `api.openai.com` with `OPENAI_API_KEY` as `Authorization: Bearer`). They go before the
 //!   bottle's own routes, and a bottle that already routes the host keeps its own route;
+//! * Codex with the host's ChatGPT login forwarded (`start --forward-codex-auth`): the
+//!   login file is copied into the bottle, because Codex must refresh it and sign every
+//!   request with it; egress routes the ChatGPT backend and the login refresh without
+//!   injecting anything. This is the one credential the agent holds itself, so it is an
+//!   explicit opt-in with a warning every time;
 //! * which placeholder Claude Code holds, decided by the header its route injects;
 //! * skills delivery: each manifest skill directory is copied into the client's skills
 //!   directory (`~/.claude/skills/<name>/`, `~/.codex/skills/<name>/`), and an index of
@@ -14,11 +19,12 @@
 //! Transcripts need nothing here: they live in the agent's home, which a preserved bottle
 //! keeps, and `resume` continues them (`claude --continue`, `codex resume --last`).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use contract::{ClaudeAuth, Provider};
-use policy::Route;
+use anyhow::{Context, bail};
+use contract::{ClaudeAuth, CodexAuth, Provider};
+use policy::{PathMatch, PathMatchKind, Route, RouteMatch};
 
 /// The host variable holding a Claude Code OAuth token (`claude setup-token`).
 pub const CLAUDE_OAUTH_ENV: &str = "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN";
@@ -31,6 +37,10 @@ pub const OPENAI_KEY_ENV: &str = "OPENAI_API_KEY";
 pub const ANTHROPIC_HOST: &str = "api.anthropic.com";
 /// The OpenAI API host Codex talks to.
 pub const OPENAI_HOST: &str = "api.openai.com";
+/// The ChatGPT backend Codex talks to with a ChatGPT login.
+pub const CHATGPT_HOST: &str = "chatgpt.com";
+/// Where Codex refreshes a ChatGPT login.
+pub const OPENAI_AUTH_HOST: &str = "auth.openai.com";
 
 /// The contract's provider for a manifest provider kind.
 pub fn of(kind: manifest::ProviderKind) -> Provider {
@@ -42,9 +52,10 @@ pub fn of(kind: manifest::ProviderKind) -> Provider {
 
 /// The routes a bottle runs with: its provider's defaults (credentials from the host's
 /// environment) merged before its own routes.
-pub fn routes_for(bottle: &manifest::ResolvedBottle) -> Vec<Route> {
+pub fn routes_for(bottle: &manifest::ResolvedBottle, codex_auth: CodexAuth) -> Vec<Route> {
     with_default_routes(
         of(bottle.agent_provider.kind()),
+        codex_auth,
         &bottle.egress.routes,
         |k| std::env::var_os(k).is_some_and(|v| !v.is_empty()),
     )
@@ -65,7 +76,13 @@ fn route(host: &str) -> Route {
 /// The routes the provider needs, with the credential taken from the host variables that
 /// are set (`is_set`). Claude Code prefers the OAuth token over an API key; with neither,
 /// the OAuth route is returned and `start` warns that it goes out without credentials.
-pub fn default_routes(provider: Provider, is_set: impl Fn(&str) -> bool) -> Vec<Route> {
+/// Codex with a forwarded ChatGPT login gets the ChatGPT backend (`/backend-api/`) and the
+/// login refresh (`POST /oauth/token`), with nothing injected: the bottle holds the login.
+pub fn default_routes(
+    provider: Provider,
+    codex_auth: CodexAuth,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<Route> {
     match provider {
         Provider::Claude => {
             if !is_set(CLAUDE_OAUTH_ENV) && is_set(ANTHROPIC_KEY_ENV) {
@@ -82,6 +99,23 @@ pub fn default_routes(provider: Provider, is_set: impl Fn(&str) -> bool) -> Vec<
                 }]
             }
         }
+        Provider::Codex if codex_auth == CodexAuth::ChatGptLogin => vec![
+            Route {
+                matches: Some(vec![RouteMatch {
+                    paths: Some(vec![path(PathMatchKind::Prefix, "/backend-api/")]),
+                    ..RouteMatch::default()
+                }]),
+                ..route(CHATGPT_HOST)
+            },
+            Route {
+                matches: Some(vec![RouteMatch {
+                    paths: Some(vec![path(PathMatchKind::Exact, "/oauth/token")]),
+                    methods: Some(vec!["POST".into()]),
+                    headers: None,
+                }]),
+                ..route(OPENAI_AUTH_HOST)
+            },
+        ],
         Provider::Codex => vec![Route {
             auth_scheme: Some("Bearer".into()),
             token_env: Some(OPENAI_KEY_ENV.into()),
@@ -90,15 +124,23 @@ pub fn default_routes(provider: Provider, is_set: impl Fn(&str) -> bool) -> Vec<
     }
 }
 
+fn path(kind: PathMatchKind, value: &str) -> PathMatch {
+    PathMatch {
+        kind,
+        value: value.into(),
+    }
+}
+
 /// The provider's default routes followed by the bottle's own; a default is left out when
 /// the bottle already has a route for its host (the bottle's route wins: pins, paths,
 /// another credential).
 pub fn with_default_routes(
     provider: Provider,
+    codex_auth: CodexAuth,
     bottle_routes: &[Route],
     is_set: impl Fn(&str) -> bool,
 ) -> Vec<Route> {
-    let mut out: Vec<Route> = default_routes(provider, is_set)
+    let mut out: Vec<Route> = default_routes(provider, codex_auth, is_set)
         .into_iter()
         .filter(|d| {
             !bottle_routes
@@ -123,6 +165,111 @@ pub fn claude_auth(routes: &[Route]) -> ClaudeAuth {
     } else {
         ClaudeAuth::OAuth
     }
+}
+
+/// The host's Codex login file: `$CODEX_HOME/auth.json`, else `~/.codex/auth.json`
+/// (`var` reads the host's environment).
+pub fn host_codex_login(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let non_empty = |k: &str| var(k).filter(|v| !v.is_empty());
+    non_empty("CODEX_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|h| Path::new(&h).join(".codex")))
+        .map(|dir| dir.join("auth.json"))
+}
+
+/// Checks that `path` holds a ChatGPT login Codex can use (tokens, not an API key) before
+/// anything is created. Errors never quote the file's contents.
+pub fn check_codex_login(path: &Path) -> anyhow::Result<()> {
+    let login = "run `codex login --device-auth` on the host first";
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--forward-codex-auth: there is no Codex login on the host ({} does not exist); {login}, then try again",
+            path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "--forward-codex-auth: cannot read the host's Codex login {}",
+                    path.display()
+                )
+            });
+        }
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        bail!(
+            "--forward-codex-auth: the host's Codex login {} is not valid JSON; {login}",
+            path.display()
+        );
+    };
+    let token = |k: &str| {
+        json.get("tokens")
+            .and_then(|t| t.get(k))
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    if token("access_token") && token("refresh_token") {
+        return Ok(());
+    }
+    if json
+        .get("OPENAI_API_KEY")
+        .is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty()))
+    {
+        bail!(
+            "--forward-codex-auth: the host's Codex login {} is an API key, not a ChatGPT login; leave the flag off and export {OPENAI_KEY_ENV} instead (egress injects it and the bottle never sees it), or {login}",
+            path.display()
+        );
+    }
+    bail!(
+        "--forward-codex-auth: {} holds no ChatGPT login (no access and refresh tokens); {login}",
+        path.display()
+    )
+}
+
+/// The warning printed on every start and resume that forwards the host's Codex login.
+pub fn codex_login_warning(path: &Path) -> String {
+    format!(
+        "bot-bottle: WARNING: --forward-codex-auth copies your Codex ChatGPT login ({}) into this bottle.\n\
+         bot-bottle: WARNING: unlike an API key, which stays in the egress sidecar, this is a refreshable credential: the agent can read it and use it through any route the bottle allows, and a refresh can keep it alive after the bottle is gone.\n\
+         bot-bottle: WARNING: a refresh inside the bottle is not copied back; if `codex` on the host then fails to refresh, run `codex login --device-auth` there again.",
+        path.display()
+    )
+}
+
+/// Where a forwarded login lives in the agent's home.
+pub fn codex_login_in_home(agent_home: &Path) -> PathBuf {
+    agent_home.join(".codex").join("auth.json")
+}
+
+/// Copies the host's Codex login into the agent's home (0600). A resumed bottle keeps its
+/// own copy when that one was refreshed later than the host's (Codex rotates the refresh
+/// token, so the older copy may no longer refresh). Nothing is ever written to the host.
+pub fn forward_codex_login(host: &Path, agent_home: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read(host)
+        .with_context(|| format!("cannot read the host's Codex login {}", host.display()))?;
+    let dest = codex_login_in_home(agent_home);
+    if let Ok(own) = std::fs::read(&dest)
+        && last_refresh(&own) > last_refresh(&text)
+    {
+        return Ok(());
+    }
+    if let Some(dir) = dest.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    state::atomic_write_mode(&dest, &text, 0o600)
+        .with_context(|| format!("cannot write {}", dest.display()))
+}
+
+/// The `last_refresh` time of a Codex login, if it has a readable one.
+fn last_refresh(login: &[u8]) -> Option<time::OffsetDateTime> {
+    let json: serde_json::Value = serde_json::from_slice(login).ok()?;
+    let at = json.get("last_refresh")?.as_str()?;
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// The client's skills directory, relative to the agent's home.
@@ -259,12 +406,14 @@ mod tests {
     #[test]
     fn claude_prefers_the_oauth_token_then_the_api_key() {
         assert_eq!(
-            default_routes(Provider::Claude, |k| k == CLAUDE_OAUTH_ENV
+            default_routes(Provider::Claude, CodexAuth::ApiKey, |k| k
+                == CLAUDE_OAUTH_ENV
                 || k == ANTHROPIC_KEY_ENV),
             vec![bearer(ANTHROPIC_HOST, CLAUDE_OAUTH_ENV)]
         );
         assert_eq!(
-            default_routes(Provider::Claude, |k| k == ANTHROPIC_KEY_ENV),
+            default_routes(Provider::Claude, CodexAuth::ApiKey, |k| k
+                == ANTHROPIC_KEY_ENV),
             vec![Route {
                 auth_header: Some("x-api-key".into()),
                 token_env: Some(ANTHROPIC_KEY_ENV.into()),
@@ -272,7 +421,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            default_routes(Provider::Claude, |_| false),
+            default_routes(Provider::Claude, CodexAuth::ApiKey, |_| false),
             vec![bearer(ANTHROPIC_HOST, CLAUDE_OAUTH_ENV)]
         );
     }
@@ -280,8 +429,128 @@ mod tests {
     #[test]
     fn codex_gets_the_openai_key_as_bearer() {
         assert_eq!(
-            default_routes(Provider::Codex, |_| true),
+            default_routes(Provider::Codex, CodexAuth::ApiKey, |_| true),
             vec![bearer(OPENAI_HOST, OPENAI_KEY_ENV)]
+        );
+    }
+
+    #[test]
+    fn a_forwarded_codex_login_routes_the_chatgpt_backend_without_credentials() {
+        let routes = default_routes(Provider::Codex, CodexAuth::ChatGptLogin, |_| true);
+        let text = serde_saphyr::to_string(&routes).unwrap();
+        assert_eq!(
+            text,
+            "- host: chatgpt.com\n  matches:\n  - paths:\n    - type: prefix\n      value: /backend-api/\n- host: auth.openai.com\n  matches:\n  - paths:\n    - type: exact\n      value: /oauth/token\n    methods:\n    - POST\n"
+        );
+        assert!(
+            routes.iter().all(|r| r.token_env.is_none()
+                && r.auth_scheme.is_none()
+                && r.auth_header.is_none())
+        );
+        // Claude Code ignores the Codex login.
+        assert_eq!(
+            default_routes(Provider::Claude, CodexAuth::ChatGptLogin, |_| true),
+            default_routes(Provider::Claude, CodexAuth::ApiKey, |_| true)
+        );
+    }
+
+    #[test]
+    fn the_host_login_is_found_in_codex_home_then_home() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        assert_eq!(
+            host_codex_login(vars(&[("CODEX_HOME", "/c"), ("HOME", "/h")])),
+            Some(PathBuf::from("/c/auth.json"))
+        );
+        assert_eq!(
+            host_codex_login(vars(&[("CODEX_HOME", ""), ("HOME", "/h")])),
+            Some(PathBuf::from("/h/.codex/auth.json"))
+        );
+        assert_eq!(host_codex_login(vars(&[])), None);
+    }
+
+    #[test]
+    fn only_a_chatgpt_login_can_be_forwarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("auth.json");
+        let err = |text: Option<&str>| {
+            if let Some(t) = text {
+                std::fs::write(&file, t).unwrap();
+            }
+            check_codex_login(&file)
+                .err()
+                .map(|e| format!("{e:#}").replace(&file.display().to_string(), "F"))
+        };
+        assert_eq!(
+            err(None).unwrap(),
+            "--forward-codex-auth: there is no Codex login on the host (F does not exist); run `codex login --device-auth` on the host first, then try again"
+        );
+        assert_eq!(
+            err(Some(r#"{"OPENAI_API_KEY":"sk-SECRETKEY"}"#)).unwrap(),
+            "--forward-codex-auth: the host's Codex login F is an API key, not a ChatGPT login; leave the flag off and export OPENAI_API_KEY instead (egress injects it and the bottle never sees it), or run `codex login --device-auth` on the host first"
+        );
+        assert_eq!(
+            err(Some(
+                r#"{"tokens":{"access_token":"a","refresh_token":""}}"#
+            ))
+            .unwrap(),
+            "--forward-codex-auth: F holds no ChatGPT login (no access and refresh tokens); run `codex login --device-auth` on the host first"
+        );
+        assert_eq!(
+            err(Some("{secret-not-json")).unwrap(),
+            "--forward-codex-auth: the host's Codex login F is not valid JSON; run `codex login --device-auth` on the host first"
+        );
+        assert_eq!(
+            err(Some(
+                r#"{"OPENAI_API_KEY":null,"tokens":{"id_token":"x","access_token":"a","refresh_token":"r"}}"#
+            )),
+            None
+        );
+    }
+
+    #[test]
+    fn the_login_is_copied_private_and_a_newer_bottle_copy_is_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("auth.json");
+        let home = tmp.path().join("home");
+        let login =
+            |at: &str| format!(r#"{{"tokens":{{"access_token":"{at}"}},"last_refresh":"{at}"}}"#);
+        std::fs::write(&host, login("2026-11-01T00:00:00Z")).unwrap();
+        forward_codex_login(&host, &home).unwrap();
+        let dest = codex_login_in_home(&home);
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            login("2026-11-01T00:00:00Z")
+        );
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The agent refreshed its copy: a resume keeps it.
+        std::fs::write(&dest, login("2026-11-20T00:00:00Z")).unwrap();
+        forward_codex_login(&host, &home).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            login("2026-11-20T00:00:00Z")
+        );
+        // The host logged in again since: a resume takes the host's.
+        std::fs::write(&host, login("2026-11-25T00:00:00Z")).unwrap();
+        forward_codex_login(&host, &home).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            login("2026-11-25T00:00:00Z")
+        );
+        // The host's file is never written.
+        assert_eq!(
+            std::fs::read_to_string(&host).unwrap(),
+            login("2026-11-25T00:00:00Z")
         );
     }
 
@@ -289,7 +558,7 @@ mod tests {
     fn defaults_go_first_unless_the_bottle_routes_the_host() {
         let own = vec![route("github.com")];
         assert_eq!(
-            with_default_routes(Provider::Codex, &own, |_| true),
+            with_default_routes(Provider::Codex, CodexAuth::ApiKey, &own, |_| true),
             vec![bearer(OPENAI_HOST, OPENAI_KEY_ENV), route("github.com")]
         );
         let pinned = vec![Route {
@@ -297,16 +566,20 @@ mod tests {
             ..bearer("API.anthropic.com", "MINE")
         }];
         assert_eq!(
-            with_default_routes(Provider::Claude, &pinned, |_| true),
+            with_default_routes(Provider::Claude, CodexAuth::ApiKey, &pinned, |_| true),
             pinned
         );
     }
 
     #[test]
     fn every_default_route_passes_policy_validation() {
-        for p in [Provider::Claude, Provider::Codex] {
+        for (p, auth) in [
+            (Provider::Claude, CodexAuth::ApiKey),
+            (Provider::Codex, CodexAuth::ApiKey),
+            (Provider::Codex, CodexAuth::ChatGptLogin),
+        ] {
             for set in [true, false] {
-                let routes = default_routes(p, |k| set || k == ANTHROPIC_KEY_ENV);
+                let routes = default_routes(p, auth, |k| set || k == ANTHROPIC_KEY_ENV);
                 let config = policy::EgressConfig {
                     log: None,
                     upstream_ca: None,
@@ -319,9 +592,11 @@ mod tests {
 
     #[test]
     fn the_placeholder_follows_the_injected_header() {
-        let key = default_routes(Provider::Claude, |k| k == ANTHROPIC_KEY_ENV);
+        let key = default_routes(Provider::Claude, CodexAuth::ApiKey, |k| {
+            k == ANTHROPIC_KEY_ENV
+        });
         assert_eq!(claude_auth(&key), ClaudeAuth::ApiKey);
-        let oauth = default_routes(Provider::Claude, |_| true);
+        let oauth = default_routes(Provider::Claude, CodexAuth::ApiKey, |_| true);
         assert_eq!(claude_auth(&oauth), ClaudeAuth::OAuth);
         assert_eq!(claude_auth(&[]), ClaudeAuth::OAuth);
     }

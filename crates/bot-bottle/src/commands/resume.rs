@@ -30,6 +30,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         format!("cannot load the manifest bottle `{identity}` was started from")
     })?;
     let agent = manifest.agent(&meta.agent)?;
+    let codex_login = if meta.forward_codex_auth {
+        Some(super::start::codex_login(&agent)?)
+    } else {
+        None
+    };
     bottle::resume(
         &home,
         &identity,
@@ -41,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             copy_cwd: meta.copy_cwd,
             command: meta.command,
             manifest: meta.manifest,
+            codex_login,
         },
     )
 }

@@ -23,6 +23,11 @@ pub struct Args {
     /// Give the bottle a copy of the working directory instead of mounting it writable
     #[arg(long)]
     pub copy_cwd: bool,
+    /// Codex only: forward the host's ChatGPT login (`codex login --device-auth`, in
+    /// $CODEX_HOME/auth.json or ~/.codex/auth.json) into the bottle instead of injecting
+    /// OPENAI_API_KEY. The agent can then read and use a refreshable credential
+    #[arg(long)]
+    pub forward_codex_auth: bool,
     /// Command to run instead of the provider's agent (e.g. `-- bash`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -38,6 +43,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = DiscoverOptions::from_env(args.manifest, |k| std::env::var_os(k), cwd.clone());
     let manifest = Manifest::discover(&opts)?;
     let agent = manifest.agent(&args.agent)?;
+    let codex_login = if args.forward_codex_auth {
+        Some(codex_login(&agent)?)
+    } else {
+        None
+    };
     bottle::start(
         &home,
         Launch {
@@ -47,6 +57,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             copy_cwd: args.copy_cwd,
             command: args.command,
             manifest: Some(manifest.path().to_path_buf()),
+            codex_login,
         },
     )
+}
+
+/// The host's Codex login for `--forward-codex-auth`, checked before anything is created;
+/// prints the warning every time it is forwarded (also on `resume`).
+pub fn codex_login(agent: &manifest::ResolvedAgent) -> anyhow::Result<PathBuf> {
+    let kind = agent.bottle.agent_provider.kind();
+    if kind != manifest::ProviderKind::Codex {
+        anyhow::bail!(
+            "--forward-codex-auth is for Codex bottles, and agent `{}` runs {}; leave the flag off",
+            agent.name,
+            match kind {
+                manifest::ProviderKind::Claude => "Claude Code",
+                manifest::ProviderKind::Codex => "Codex",
+            }
+        );
+    }
+    let path = bottle::provider::host_codex_login(|k| std::env::var_os(k)).context(
+        "--forward-codex-auth: neither CODEX_HOME nor HOME is set, so there is no Codex login to find; run `codex login --device-auth` on the host first",
+    )?;
+    bottle::provider::check_codex_login(&path)?;
+    eprintln!("{}", bottle::provider::codex_login_warning(&path));
+    Ok(path)
 }
