@@ -183,6 +183,7 @@ fn docker_backend() -> Result<DockerBackend, String> {
         mounts: vec![],
         user: "65534:65534".into(),
         ready_line: None,
+        health: None,
     });
     DockerBackend::new(config).map_err(|e| e.to_string())
 }

@@ -18,7 +18,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
+    NetworkingConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,11 @@ pub struct SidecarSpec {
     /// fails the launch with its output. `None`: released as soon as the container runs.
     #[serde(default)]
     pub ready_line: Option<String>,
+    /// A health check command run inside the sidecar container every 10 s (`bot-bottle
+    /// sidecar --check`): `docker ps` shows the bundle unhealthy when a sidecar stops
+    /// answering.
+    #[serde(default)]
+    pub health: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +196,17 @@ pub fn sidecar_container(
         ),
         user: Some(sidecar.user.clone()),
         hostname: Some(format!("sidecar-{identity}")),
+        healthcheck: sidecar.health.as_ref().map(|command| HealthConfig {
+            test: Some(
+                std::iter::once("CMD".to_owned())
+                    .chain(command.iter().cloned())
+                    .collect(),
+            ),
+            interval: Some(10_000_000_000),
+            timeout: Some(5_000_000_000),
+            retries: Some(3),
+            ..Default::default()
+        }),
         labels: Some(labels),
         host_config: Some(HostConfig {
             network_mode: Some(names.internal_network.clone()),
@@ -438,6 +455,13 @@ mod tests {
             }],
             user: "1000:1000".into(),
             ready_line: Some("ready".into()),
+            health: Some(vec![
+                "/usr/local/bin/bot-bottle".into(),
+                "sidecar".into(),
+                "--config".into(),
+                "/home/u/.bot-bottle/state/demo-3fa9c/sidecar.json".into(),
+                "--check".into(),
+            ]),
         }
     }
 

@@ -159,6 +159,7 @@ fn stand_in_sidecar(images: &Images) -> SidecarSpec {
         mounts: vec![],
         user: "65534:65534".into(),
         ready_line: Some("ready".into()),
+        health: None,
     }
 }
 

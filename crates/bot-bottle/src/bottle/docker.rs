@@ -240,6 +240,13 @@ fn sidecar_spec(
             nix::unistd::getegid().as_raw()
         ),
         ready_line: Some("ready".into()),
+        health: Some(vec![
+            SIDECAR_EXE.into(),
+            "sidecar".into(),
+            "--config".into(),
+            paths.sidecar_config().display().to_string(),
+            "--check".into(),
+        ]),
     })
 }
 

@@ -4,7 +4,7 @@
 //! TCP ports of the bottle's internal network. Started by `start`, which waits for the `ready`
 //! line on stdout; SIGTERM stops it cleanly (in-flight requests finish or fail, forge deploy
 //! keys are revoked). It holds the tokens and the CA key; neither is ever written where the
-//! agent can read it.
+//! agent can read it. `--check` is the health check: it asks a running bundle's sidecars.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +21,10 @@ pub struct Args {
     /// The bottle's sidecar config file (`sidecar.json`), written by `start`
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Health check of the bundle that runs with this config: ask each of its sidecars a
+    /// real question, print one line each, exit 0 only when all answered
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -28,6 +32,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read the sidecar config {}", args.config.display()))?;
     let config: SidecarConfig = serde_json::from_slice(&text)
         .with_context(|| format!("the sidecar config {} is invalid", args.config.display()))?;
+    if args.check {
+        return Ok(check(&config));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -203,6 +210,90 @@ async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How long one health question may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks every sidecar of a running bundle a question only it answers that way: egress its
+/// allowlist page, the gate its answer to a path it does not serve, supervise an MCP `ping`.
+fn check(config: &SidecarConfig) -> ExitCode {
+    let mut probes = vec![(
+        "egress",
+        &config.egress.listen,
+        "GET http://_egress.local/allowlist HTTP/1.1\r\nHost: _egress.local\r\nConnection: close\r\n\r\n".to_owned(),
+        "HTTP/1.1 200",
+    )];
+    if let Some(g) = &config.gate {
+        probes.push((
+            "git gate",
+            &g.listen,
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".to_owned(),
+            "the git gate",
+        ));
+    }
+    if let Some(s) = &config.supervise {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        probes.push((
+            "supervise",
+            &s.listen,
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            "\"result\"",
+        ));
+    }
+    let mut healthy = true;
+    for (name, listen, request, expect) in probes {
+        match ask(listen, &request) {
+            Ok(answer) if answer.contains(expect) => println!("{name}: answering"),
+            Ok(answer) => {
+                healthy = false;
+                let first = answer.lines().next().unwrap_or("nothing").to_owned();
+                println!("{name}: unexpected answer ({first})");
+            }
+            Err(e) => {
+                healthy = false;
+                println!("{name}: not answering ({e})");
+            }
+        }
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// One request on a fresh connection; the whole answer (until the sidecar closes it).
+fn ask(listen: &Listen, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    fn exchange(mut stream: impl Read + Write, request: &str) -> std::io::Result<String> {
+        stream.write_all(request.as_bytes())?;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+    match listen {
+        Listen::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)?;
+            stream.set_read_timeout(Some(CHECK_TIMEOUT))?;
+            stream.set_write_timeout(Some(CHECK_TIMEOUT))?;
+            exchange(stream, request)
+        }
+        Listen::Tcp(addr) => {
+            // A bundle listening on every address answers on loopback too.
+            let mut target = *addr;
+            if target.ip().is_unspecified() {
+                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let stream = std::net::TcpStream::connect_timeout(&target, CHECK_TIMEOUT)?;
+            stream.set_read_timeout(Some(CHECK_TIMEOUT))?;
+            stream.set_write_timeout(Some(CHECK_TIMEOUT))?;
+            exchange(stream, request)
+        }
     }
 }
 

@@ -49,6 +49,7 @@ on_each_backend!(
     stop_ends_a_running_bottle_and_keeps_its_state,
     two_bottles_at_once_each_see_only_their_own_sidecars,
     cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state,
+    the_health_check_sees_every_sidecar_answer,
 );
 
 /// A docker network of the test's own: the host side of its bridge is where the upstream
@@ -743,6 +744,71 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state(on: 
     let left = listed(&world);
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
     assert_eq!(left[0]["state"], "preserved");
+}
+
+async fn the_health_check_sees_every_sidecar_answer(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let mut running = start_sleeping(&world).await;
+    let identity = listed(&world)[0]["identity"].as_str().unwrap().to_owned();
+    let config = world
+        .home
+        .join("state")
+        .join(&identity)
+        .join("sidecar.json");
+    let check = || {
+        bot_bottle(&world)
+            .args(["sidecar", "--config"])
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .unwrap()
+    };
+    match on {
+        On::Native => {
+            let out = check();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "egress: answering\ngit gate: answering\nsupervise: answering\n"
+            );
+            assert!(out.status.success());
+        }
+        On::Docker => {
+            // The same check is the sidecar container's HEALTHCHECK (every 10 s).
+            let container = format!("bot-bottle-sidecar-{identity}");
+            let mut health = String::new();
+            for _ in 0..120 {
+                let out = Command::new("docker")
+                    .args(["inspect", "-f", "{{.State.Health.Status}}", &container])
+                    .output()
+                    .unwrap();
+                health = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if health != "starting" {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            assert_eq!(health, "healthy");
+        }
+    }
+    let _ = bot_bottle(&world)
+        .args(["stop", &identity, "--grace", "1"])
+        .output()
+        .unwrap();
+    tokio::task::spawn_blocking(move || running.wait().unwrap())
+        .await
+        .unwrap();
+    if on == On::Native {
+        // A bundle that is gone fails the check, naming each sidecar.
+        let out = check();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.lines().count() == 3 && text.lines().all(|l| l.contains(": not answering (")),
+            "{text}"
+        );
+    }
 }
 
 /// The containers and networks of a docker bottle that still exist.
