@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -93,22 +93,7 @@ fn images() -> Result<&'static Images, String> {
             probe
                 .client()
                 .map_err(|e| format!("no docker daemon: {e}"))?;
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/docker/build-base-image");
-            let out = std::process::Command::new(&script)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "the local base image could not be built: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            let base = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_owned();
+            let base = test_support::docker::base_image()?.to_owned();
             // From here on a failure is a bug, not a missing prerequisite.
             let sidecar = probe
                 .ensure_image(&ImageSource::sidecar(Some(&base)), "sidecar-image")

@@ -52,90 +52,7 @@ on_each_backend!(
     the_health_check_sees_every_sidecar_answer,
 );
 
-/// A docker network of the test's own: the host side of its bridge is where the upstream
-/// listens, so the sidecar container reaches it and nothing else is involved.
-struct TestNetwork {
-    name: String,
-    gateway: std::net::IpAddr,
-}
-
-impl TestNetwork {
-    fn create() -> TestNetwork {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "bot-bottle-test-up-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let out = Command::new("docker")
-            .args([
-                "network",
-                "create",
-                "--label",
-                "org.bot-bottle.test=true",
-                &name,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("docker")
-            .args([
-                "network",
-                "inspect",
-                "-f",
-                "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
-                &name,
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let gateway = text
-            .split_whitespace()
-            .find_map(|g| g.parse::<std::net::Ipv4Addr>().ok())
-            .unwrap_or_else(|| panic!("no IPv4 gateway on {name}: {text}"));
-        TestNetwork {
-            name,
-            gateway: gateway.into(),
-        }
-    }
-}
-
-impl Drop for TestNetwork {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.name])
-            .output();
-    }
-}
-
-/// The local base image for docker bottles, or why docker cannot be tested here.
-fn docker_base() -> Result<&'static str, String> {
-    static BASE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
-    BASE.get_or_init(|| {
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/docker/build-base-image");
-        let out = Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "the local base image could not be built: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned())
-    })
-    .as_deref()
-    .map_err(Clone::clone)
-}
+use test_support::docker::{TestNetwork, base_image as docker_base};
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
@@ -271,7 +188,7 @@ async fn setup(on: On) -> Option<(Upstream, std::sync::Arc<World>, Option<TestNe
     let (upstream, network) = match on {
         On::Native => (Upstream::start_tls(&ca, &["api.example.test"]).await, None),
         On::Docker => {
-            let network = TestNetwork::create();
+            let network = TestNetwork::create("bot-bottle-test-up").unwrap();
             let upstream =
                 Upstream::start_tls_on(network.gateway, &ca, &["api.example.test"]).await;
             (upstream, Some(network))

@@ -1022,8 +1022,8 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
             Some(why) => Err(why),
             None if *backend == "docker" => docker::base_image().and_then(|base| {
                 Ok(Some(DockerSetup {
-                    base,
-                    net: docker::TestNetwork::create()
+                    base: base.to_owned(),
+                    net: docker::TestNetwork::create("bot-bottle-test-esc")
                         .map_err(|e| format!("harness error: {e}"))?,
                 }))
             }),
