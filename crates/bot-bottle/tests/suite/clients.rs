@@ -590,22 +590,37 @@ fn check_forwarded_session(api: &ModelApi, world: &World, out: &Output, bearer: 
     assert_eq!(meta["forward_codex_auth"], true, "{meta}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_codex_uses_a_forwarded_chatgpt_login_in_a_bottle() {
+/// A real Codex session in a native bottle with a forwarded host login (its access token,
+/// refreshed at `refreshed`) against the fake ChatGPT backend; `None` (the reason printed)
+/// where the backend or the client is missing.
+async fn forwarded_session(
+    access_token: &str,
+    refreshed: time::OffsetDateTime,
+) -> Option<(ModelApi, std::sync::Arc<World>, PathBuf, String, Output)> {
     if !native_usable() || !client_installed("codex") {
-        return;
+        return None;
     }
     test_support::install_crypto_provider();
     let ca = TestCa::new("fake ChatGPT CA");
     let api = ModelApi::start_tls(&ca, &["chatgpt.com", "auth.openai.com"], TOOL).await;
     let (world, codex_home) = login_world("codex", Some(&api), &ca);
-    let login = login_json(LOGIN_ACCESS_TOKEN, time::OffsetDateTime::now_utc());
+    let login = login_json(access_token, refreshed);
     std::fs::write(codex_home.join("auth.json"), &login).unwrap();
     let world = std::sync::Arc::new(world);
     let (w, ch) = (world.clone(), codex_home.clone());
     let out = tokio::task::spawn_blocking(move || start_forwarding(&w, &ch, FORWARD_SCRIPT))
         .await
         .unwrap();
+    Some((api, world, codex_home, login, out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_codex_uses_a_forwarded_chatgpt_login_in_a_bottle() {
+    let Some((api, world, codex_home, login, out)) =
+        forwarded_session(LOGIN_ACCESS_TOKEN, time::OffsetDateTime::now_utc()).await
+    else {
+        return;
+    };
     check_forwarded_session(&api, &world, &out, LOGIN_ACCESS_TOKEN);
     let before = api.requests().len();
 
@@ -685,21 +700,12 @@ async fn real_codex_uses_a_forwarded_chatgpt_login_in_a_bottle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_refreshed_in_the_bottle_is_not_written_back_to_the_host() {
-    if !native_usable() || !client_installed("codex") {
-        return;
-    }
-    test_support::install_crypto_provider();
-    let ca = TestCa::new("fake ChatGPT CA");
-    let api = ModelApi::start_tls(&ca, &["chatgpt.com", "auth.openai.com"], TOOL).await;
-    let (world, codex_home) = login_world("codex", Some(&api), &ca);
     let stale = time::OffsetDateTime::now_utc() - time::Duration::days(30);
-    let login = login_json(EXPIRED_ACCESS_TOKEN, stale);
-    std::fs::write(codex_home.join("auth.json"), &login).unwrap();
-    let world = std::sync::Arc::new(world);
-    let (w, ch) = (world.clone(), codex_home.clone());
-    let out = tokio::task::spawn_blocking(move || start_forwarding(&w, &ch, FORWARD_SCRIPT))
-        .await
-        .unwrap();
+    let Some((api, world, codex_home, login, out)) =
+        forwarded_session(EXPIRED_ACCESS_TOKEN, stale).await
+    else {
+        return;
+    };
     // Codex refreshed the login through the pinned auth.openai.com route ...
     let refreshes: Vec<ModelRequest> = api
         .requests()
