@@ -27,6 +27,9 @@ use super::{BottlePaths, Launch};
 
 /// Where the sidecar container finds the bot-bottle executable.
 const SIDECAR_EXE: &str = "/usr/local/bin/bot-bottle";
+/// What to try when an image does not build: the usual cause is a base image that cannot be
+/// pulled.
+const BUILD_HINT: &str = "if the base image cannot be pulled (no registry here), set BOT_BOTTLE_DOCKER_BASE to a local image (scripts/docker/build-base-image builds one)";
 /// The agent's uid and gid when root starts the bottle (never root inside).
 const ROOT_AGENT_ID: u32 = 1000;
 
@@ -52,9 +55,14 @@ pub(super) fn run(
     let backend = DockerBackend::new(config)?;
     let built = backend
         .ensure_image(&ImageSource::sidecar(base.as_deref()), "sidecar-image")
-        .context("cannot build the sidecar image")
+        .map_err(|e| with_hint("cannot build the sidecar image", e))
         .and_then(|image| {
-            backend.prepare(spec)?;
+            backend.prepare(spec).map_err(|e| {
+                with_hint(
+                    "cannot prepare the agent's container (its image or workspace)",
+                    e,
+                )
+            })?;
             Ok(image)
         });
     progress.done();
@@ -109,6 +117,11 @@ impl BuildProgress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// `what: error`, then the hint on a line of its own (after a build log, where it is seen).
+fn with_hint(what: &str, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {:#}\nhint: {BUILD_HINT}", error.into())
 }
 
 fn env_value(name: &str) -> Option<String> {
