@@ -807,3 +807,69 @@ fn cleanup_without_a_docker_daemon_still_cleans_the_rest() {
         "nothing to clean up\n"
     );
 }
+
+#[test]
+fn docker_bottle_dockerfile_is_built_and_a_failed_build_shows_its_log_and_starts_nothing() {
+    if !usable(On::Docker) {
+        return;
+    }
+    let base = docker_base().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let workspace = tmp.path().join("w");
+    std::fs::create_dir_all(workspace.join("image")).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&workspace, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::write(
+        workspace.join("bot-bottle.yaml"),
+        "bottles:\n  dev:\n    agent_provider: {template: claude, dockerfile: ./image/Dockerfile}\nagents:\n  demo:\n    bottle: dev\n",
+    )
+    .unwrap();
+    let start = |dockerfile: &str| {
+        std::fs::write(workspace.join("image/Dockerfile"), dockerfile).unwrap();
+        std::fs::write(workspace.join("image/marker"), "from the build context\n").unwrap();
+        Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+            .args([
+                "start",
+                "demo",
+                "--backend",
+                "docker",
+                "--",
+                "cat",
+                "/marker",
+            ])
+            .current_dir(&workspace)
+            .env("BOT_BOTTLE_HOME", tmp.path().join("h"))
+            .env("BOT_BOTTLE_DOCKER_BASE", base)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The bottle's own Dockerfile, with its directory as the build context.
+    let ok = start(&format!("FROM {base}\nCOPY marker /marker\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "from the build context\n",
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(ok.status.success());
+    // A build that fails: its log and the hint, exit 2, nothing left behind.
+    let failed = start(&format!(
+        "FROM {base}\nRUN echo building-step-fails && false\n"
+    ));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot prepare the agent's container")
+            && stderr.contains("full build log:")
+            && stderr.contains("building-step-fails")
+            && stderr.contains("\nhint: "),
+        "{stderr}"
+    );
+    let state = tmp.path().join("h/state");
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "state left behind: {left:?}");
+}
