@@ -695,7 +695,8 @@ async fn the_health_check_sees_every_sidecar_answer(on: On) {
             // The same check is the sidecar container's HEALTHCHECK (every 10 s).
             let container = format!("bot-bottle-sidecar-{identity}");
             let mut health = String::new();
-            for _ in 0..120 {
+            // The first check runs 10 s after the start; allow for a loaded machine.
+            for _ in 0..240 {
                 let out = Command::new("docker")
                     .args(["inspect", "-f", "{{.State.Health.Status}}", &container])
                     .output()
