@@ -71,6 +71,7 @@ pub(super) fn run(
         hand_to_agent_user(spec)?;
     }
     let mut running = backend.launch_with(spec, &sidecar, BottleStdio::inherit())?;
+    super::agent_started(paths);
     Ok(running.wait()?.code)
 }
 

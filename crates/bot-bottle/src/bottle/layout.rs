@@ -78,6 +78,12 @@ impl BottlePaths {
         self.root.join("Dockerfile")
     }
 
+    /// Present while the agent runs: written by `start` once the backend launched it, so
+    /// `stop` knows a signal will reach the agent and not a bottle still being set up.
+    pub fn agent_started(&self) -> PathBuf {
+        self.root.join("agent-started")
+    }
+
     /// The sidecar bundle's config file.
     pub fn sidecar_config(&self) -> PathBuf {
         self.root.join("sidecar.json")

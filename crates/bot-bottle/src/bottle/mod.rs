@@ -136,7 +136,10 @@ fn run(
     fresh: bool,
 ) -> anyhow::Result<ExitCode> {
     let paths = BottlePaths::new(home.state_dir(identity));
+    // A marker left by a `start` that was killed belongs to a bottle long gone.
+    let _ = std::fs::remove_file(paths.agent_started());
     let outcome = run_inner(home, backend, identity, &paths, launch, fresh);
+    let _ = std::fs::remove_file(paths.agent_started());
     let preserve = match &outcome {
         Ok(code) => *code != 0,
         Err(_) => !fresh,
@@ -281,10 +284,19 @@ fn run_inner(
     let result = (|| -> anyhow::Result<i32> {
         backend.prepare(&spec)?;
         let mut running = backend.launch(&spec, BottleStdio::inherit())?;
+        agent_started(paths);
         Ok(running.wait()?.code)
     })();
     sidecar.stop();
     result
+}
+
+/// Marks the agent as running for `stop` (removed when the bottle ends). Not fatal when it
+/// cannot be written: `stop` then keeps waiting, as for a bottle still being set up.
+fn agent_started(paths: &BottlePaths) {
+    if let Err(e) = state::atomic_write(&paths.agent_started(), b"") {
+        eprintln!("bot-bottle: cannot mark the agent as started: {e}");
+    }
 }
 
 /// The host variables holding the forge API tokens of the gate's repositories.

@@ -1,4 +1,8 @@
 //! `bot-bottle stop`: stop a running bottle. Its `start` process then tears it down.
+//!
+//! A bottle whose `start` is still setting it up (building an image, waiting for the
+//! sidecars) has nothing to signal yet: `stop` waits for the agent to run, then stops it,
+//! rather than fail while the bottle is about to start.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,10 +24,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = Home::from_env()?;
     let meta = home.read_metadata(&identity)?;
     let backend = backend::open(BackendKind::parse(&meta.backend)?, home.root())?;
-    if backend.stop(identity.as_str(), Duration::from_secs(args.grace))? {
-        println!("stopped {identity}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        anyhow::bail!("bottle `{identity}` is not running (`bot-bottle list` shows its state)")
+    let grace = Duration::from_secs(args.grace);
+    let deadline = std::time::Instant::now() + SETUP_WAIT;
+    let mut said = false;
+    let started = crate::bottle::BottlePaths::new(home.state_dir(&identity)).agent_started();
+    loop {
+        // Signalled only once its `start` launched the agent: a signal during setup would
+        // hit a bottle half built (and be lost, or fail the setup instead of stopping it).
+        if started.exists() && backend.stop(identity.as_str(), grace)? {
+            println!("stopped {identity}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Its `start` holds the run lock: still setting up, the agent is about to run.
+        if !home.is_running(&identity) || std::time::Instant::now() >= deadline {
+            break;
+        }
+        if !said {
+            eprintln!("bot-bottle: {identity} is still starting; waiting for it to run to stop it");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+    anyhow::bail!("bottle `{identity}` is not running (`bot-bottle list` shows its state)")
 }
+
+/// How long `stop` waits for a bottle that is still being set up (an image build included).
+const SETUP_WAIT: Duration = Duration::from_secs(600);

@@ -50,6 +50,7 @@ on_each_backend!(
     two_bottles_at_once_each_see_only_their_own_sidecars,
     cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state,
     the_health_check_sees_every_sidecar_answer,
+    stop_right_after_start_waits_for_the_agent_and_stops_it,
 );
 
 use test_support::docker::{TestNetwork, base_image as docker_base};
@@ -727,6 +728,54 @@ async fn the_health_check_sees_every_sidecar_answer(on: On) {
             "{text}"
         );
     }
+}
+
+async fn stop_right_after_start_waits_for_the_agent_and_stops_it(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let running = bot_bottle(&world)
+        .args(["start", "demo", "--", "sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As soon as the bottle is listed (its state exists), before its agent runs.
+    let mut identity = None;
+    for _ in 0..400 {
+        if let Some(id) = listed(&world)
+            .get(0)
+            .and_then(|b| b["identity"].as_str())
+            .map(str::to_owned)
+        {
+            identity = Some(id);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let identity = identity.expect("the bottle is listed");
+    let stop = bot_bottle(&world)
+        .args(["stop", &identity, "--grace", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stdout),
+        format!("stopped {identity}\n")
+    );
+    let out = tokio::task::spawn_blocking(move || running.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The containers and networks of a docker bottle that still exist.
