@@ -71,7 +71,7 @@ struct OwnedFragment {
 /// processes side by side (git producing the patch is most of the work). Below it, the one
 /// `git log` over the range is all there is: the `git rev-list` that counts the commits runs
 /// while that `git log` starts, so a small push does not wait for it.
-pub(crate) const SPLIT_MIN_COMMITS: usize = 64;
+pub(crate) const SPLIT_MIN_COMMITS: usize = 16;
 /// Above this many commits the list is not kept in memory and the range is not split.
 const SPLIT_MAX_COMMITS: usize = 200_000;
 
@@ -98,7 +98,7 @@ fn git_command(req: &GitScanRequest, sub: &str) -> Command {
     cmd
 }
 
-const LOG_ARGS: [&str; 13] = [
+const LOG_ARGS: [&str; 11] = [
     "--patch",
     "--diff-merges=dense-combined",
     "--find-renames",
@@ -110,10 +110,6 @@ const LOG_ARGS: [&str; 13] = [
     "--src-prefix=a/",
     "--dst-prefix=b/",
     "--format=%x00%H",
-    // Ids in full: the scanner never reads the `index` lines, and abbreviating means one
-    // object-database lookup per blob.
-    "--full-index",
-    "--no-abbrev",
 ];
 
 fn log_command(req: &GitScanRequest, stdin_ids: bool) -> Command {
