@@ -73,7 +73,7 @@ struct OwnedFragment {
 /// while that `git log` starts, so a small push does not wait for it.
 pub(crate) const SPLIT_MIN_COMMITS: usize = 16;
 /// Above this many commits the list is not kept in memory and the range is not split.
-const SPLIT_MAX_COMMITS: usize = 200_000;
+const SPLIT_MAX_COMMITS: usize = 100_000;
 
 /// The `git log -p` command every scan runs; `rev_args` of `None` means commit ids on stdin,
 /// each shown on its own (`--stdin --no-walk=unsorted`), in the order given.
@@ -210,6 +210,45 @@ fn read_log(
     ))
 }
 
+/// Whether the second process, which gets commit ids instead of `rev_args`, shows those commits
+/// exactly as the first one does: the arguments only name commits or choose which ones and in
+/// what order. Anything else (diff or format options) keeps the one `git log`.
+fn splittable(rev_args: &[String]) -> bool {
+    const FLAGS: [&str; 12] = [
+        "--not",
+        "--all",
+        "--branches",
+        "--tags",
+        "--remotes",
+        "--topo-order",
+        "--date-order",
+        "--author-date-order",
+        "--reverse",
+        "--no-merges",
+        "--merges",
+        "--first-parent",
+    ];
+    const WITH_VALUE: [&str; 12] = [
+        "--branches=",
+        "--tags=",
+        "--remotes=",
+        "--glob=",
+        "--exclude=",
+        "--max-count=",
+        "--skip=",
+        "--since=",
+        "--until=",
+        "--after=",
+        "--before=",
+        "--author=",
+    ];
+    rev_args.iter().all(|a| {
+        !a.starts_with('-')
+            || FLAGS.contains(&a.as_str())
+            || WITH_VALUE.iter().any(|p| a.starts_with(p))
+    })
+}
+
 /// Lists the range's commits with `git rev-list` (same revision arguments, hence the order
 /// `git log` shows them in). `None` when that fails or the list is too long to keep: the scan
 /// then relies on the one `git log` alone, which reports any error itself.
@@ -303,7 +342,7 @@ fn run_scan(
     first: Arc<Mutex<Child>>,
     git_err: &dyn Fn(String) -> ScanError,
 ) -> Result<Vec<Finding>, ScanError> {
-    let ids = if split_min == usize::MAX {
+    let ids = if split_min == usize::MAX || !splittable(&req.rev_args) {
         None
     } else {
         list_commits(req, children).filter(|ids| ids.len() > split_min && ids.len() >= 2)
@@ -726,6 +765,28 @@ mod tests {
     fn deleted_files_and_pure_renames_add_nothing() {
         let log = "\0cccc\n\ndiff --git a/old b/new\nsimilarity index 100%\nrename from old\nrename to new\ndiff --git a/d b/d\ndeleted file mode 100644\n--- a/d\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n";
         assert_eq!(parse(log), vec![]);
+    }
+
+    #[test]
+    fn only_arguments_that_choose_commits_allow_a_split() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for ok in [
+            &["main..HEAD"][..],
+            &["abc", "--not", "--all"],
+            &["^a", "b", "--topo-order", "--max-count=9"],
+            &["--branches=x*", "--exclude=y"],
+        ] {
+            assert!(splittable(&args(ok)), "{ok:?}");
+        }
+        for no in [
+            &["HEAD", "-w"][..],
+            &["HEAD", "--ignore-all-space"],
+            &["HEAD", "--stdin"],
+            &["HEAD", "--boundary"],
+            &["HEAD", "-M90%"],
+        ] {
+            assert!(!splittable(&args(no)), "{no:?}");
+        }
     }
 
     fn plan(expect: &[&str], stop: &str) -> ParsePlan {

@@ -341,6 +341,15 @@ fn split_scan_reports_exactly_what_one_git_log_reports() {
         vec!["--all".into()],
         vec!["HEAD".into(), "--topo-order".into()],
         vec!["HEAD".into(), "--reverse".into()],
+        vec!["HEAD".into(), "--first-parent".into()],
+        vec![
+            "--branches".into(),
+            "--max-count=50".into(),
+            "--skip=3".into(),
+        ],
+        vec!["HEAD".into(), "--no-merges".into()],
+        // Options that change the diffs keep the one `git log` (same results either way).
+        vec!["HEAD".into(), "-w".into()],
     ];
     for rev_args in ranges {
         let req = GitScanRequest {
