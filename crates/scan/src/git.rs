@@ -132,7 +132,26 @@ fn log_command(req: &GitScanRequest, stdin_ids: bool) -> Command {
 }
 
 /// The children the watchdog stops at the timeout.
-type Children = Arc<Mutex<Vec<Arc<Mutex<Child>>>>>;
+type Children = Arc<Mutex<ChildList>>;
+
+#[derive(Default)]
+struct ChildList {
+    /// Set by the watchdog: a child started after the timeout is stopped at once.
+    stopped: bool,
+    list: Vec<Arc<Mutex<Child>>>,
+}
+
+/// Adds a child for the watchdog (stopping it if the timeout has already passed).
+fn watch(children: &Children, child: &Arc<Mutex<Child>>) {
+    if let Ok(mut c) = children.lock() {
+        c.list.push(Arc::clone(child));
+        if c.stopped
+            && let Ok(mut child) = child.lock()
+        {
+            let _ = child.kill();
+        }
+    }
+}
 
 /// One running `git log` and the threads reading it.
 struct LogProc {
@@ -152,9 +171,7 @@ fn spawn_child(
         .spawn()
         .map_err(|e| git_err(format!("cannot run git: {e}; is git installed?")))?;
     let child = Arc::new(Mutex::new(child));
-    if let Ok(mut c) = children.lock() {
-        c.push(Arc::clone(&child));
-    }
+    watch(children, &child);
     Ok(child)
 }
 
@@ -262,9 +279,7 @@ fn list_commits(req: &GitScanRequest, children: &Children) -> Option<Vec<String>
     let mut child = cmd.spawn().ok()?;
     let stdout = child.stdout.take();
     let child = Arc::new(Mutex::new(child));
-    if let Ok(mut c) = children.lock() {
-        c.push(Arc::clone(&child));
-    }
+    watch(children, &child);
     let mut ids = Vec::new();
     let mut complete = stdout.is_some();
     if let Some(stdout) = stdout {
@@ -310,8 +325,9 @@ pub(crate) fn scan_git(
         let children = Arc::clone(&children);
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
-                if let Ok(list) = children.lock() {
-                    for child in list.iter() {
+                if let Ok(mut list) = children.lock() {
+                    list.stopped = true;
+                    for child in list.list.iter() {
                         if let Ok(mut c) = child.lock() {
                             let _ = c.kill();
                         }

@@ -384,6 +384,24 @@ fn split_scan_keeps_the_errors_of_one_git_log() {
         let split = s.scan_git_split(&req, 0).unwrap_err().to_string();
         assert_eq!(split, whole, "{range}");
     }
+    // A scan past its timeout stops every git process and says so, split or not.
+    let hasty = Scanner::builtin().unwrap().with_options(ScanOptions {
+        git_timeout: std::time::Duration::ZERO,
+        ..ScanOptions::default()
+    });
+    let req = GitScanRequest::range(r.path(), "HEAD");
+    let expected = format!(
+        "cannot scan git range `HEAD` in {}: git log did not finish within 0 s and was stopped",
+        r.path().display()
+    );
+    for split_min in [0, usize::MAX] {
+        // A zero timeout fires as soon as the watchdog thread runs; on a very busy machine the
+        // scan could finish before that, hence a few tries.
+        let err = (0..5)
+            .find_map(|_| hasty.scan_git_split(&req, split_min).err())
+            .unwrap();
+        assert_eq!(err.to_string(), expected);
+    }
     let missing = tempfile::tempdir().unwrap();
     let req = GitScanRequest::range(missing.path(), "HEAD");
     assert_eq!(
