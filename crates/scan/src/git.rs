@@ -632,6 +632,15 @@ impl LogParser {
     }
 }
 
+/// What the reading loop does after a line.
+enum Step {
+    Go,
+    /// The planned stop was reached.
+    Stop,
+    /// Nobody takes the batches any more.
+    Quit,
+}
+
 fn parse_log<R: BufRead>(
     mut reader: R,
     tx: &mpsc::SyncSender<Vec<OwnedFragment>>,
@@ -644,34 +653,65 @@ fn parse_log<R: BufRead>(
     };
     // Commits seen so far, while they follow the plan (`None` once the stream went its own way).
     let mut seen = plan.stop.as_ref().map(|_| 0usize);
-    let mut buf = Vec::with_capacity(256);
-    let mut end = ParseEnd::Whole;
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-        }
-        if let (Some(n), Some(id)) = (seen, buf.strip_prefix(b"\0")) {
+    let mut step = |line: &[u8]| -> Step {
+        if let (Some(n), Some(id)) = (seen, line.strip_prefix(b"\0")) {
             let id = id.trim_ascii();
             if let Some(want) = plan.expect.get(n) {
                 seen = (want.as_bytes() == id).then_some(n + 1);
             } else if plan.stop.as_ref().is_some_and(|s| s.as_bytes() == id) {
-                end = ParseEnd::Stopped;
-                break;
+                return Step::Stop;
             } else {
                 seen = None;
             }
         }
-        p.line(&buf);
-        if let Some(batch) = p.take_batch()
-            && tx.send(batch).is_err()
-        {
-            return Ok(end);
+        p.line(line);
+        match p.take_batch().map(|batch| tx.send(batch)) {
+            Some(Err(_)) => Step::Quit,
+            _ => Step::Go,
         }
+    };
+    // Lines are handled where they sit in the read buffer; only a line cut by the buffer's end
+    // is copied (into `partial`).
+    let mut partial: Vec<u8> = Vec::new();
+    let mut end = ParseEnd::Whole;
+    'read: loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            if !partial.is_empty() {
+                match step(&partial) {
+                    Step::Go => {}
+                    Step::Stop => end = ParseEnd::Stopped,
+                    Step::Quit => return Ok(end),
+                }
+            }
+            break;
+        }
+        let mut pos = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &chunk[pos..]) {
+            let line = &chunk[pos..pos + nl];
+            pos += nl + 1;
+            let outcome = if partial.is_empty() {
+                step(line)
+            } else {
+                partial.extend_from_slice(line);
+                let o = step(&partial);
+                partial.clear();
+                o
+            };
+            match outcome {
+                Step::Go => {}
+                Step::Stop => {
+                    end = ParseEnd::Stopped;
+                    break 'read;
+                }
+                Step::Quit => return Ok(end),
+            }
+        }
+        partial.extend_from_slice(&chunk[pos..]);
+        let used = chunk.len();
+        reader.consume(used);
     }
+    drop(step);
     p.flush_file();
     if !p.batch.is_empty() {
         let _ = tx.send(std::mem::take(&mut p.batch));
@@ -802,6 +842,38 @@ mod tests {
             &["HEAD", "-M90%"],
         ] {
             assert!(!splittable(&args(no)), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn lines_cut_by_the_read_buffer_parse_the_same() {
+        let log = "\0aaaa\n\ndiff --git a/x.txt b/x.txt\n--- a/x.txt\n+++ b/x.txt\n@@ -2,0 +3,2 @@\n+one\n++++ two\n@@@ -1,1 -1,1 +1,3 @@@\n++evil\n\0bbbb\n\ndiff --git a/y b/y\n--- /dev/null\n+++ \"b/y\\tz\"\n@@ -0,0 +1 @@\n+why";
+        let whole = parse(log);
+        assert_eq!(whole.len(), 2);
+        for cap in 1..12 {
+            let (tx, rx) = mpsc::sync_channel(100);
+            let reader = BufReader::with_capacity(cap, log.as_bytes());
+            parse_log(reader, &tx, &ParsePlan::whole(BATCH_BYTES)).unwrap();
+            drop(tx);
+            let got: Vec<_> = rx
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    (
+                        f.commit,
+                        f.path,
+                        String::from_utf8(f.data).unwrap(),
+                        f.line_map,
+                    )
+                })
+                .collect();
+            assert_eq!(got, whole, "buffer of {cap}");
+            let (tx, rx) = mpsc::sync_channel(100);
+            let reader = BufReader::with_capacity(cap, log.as_bytes());
+            let end = parse_log(reader, &tx, &plan(&["aaaa"], "bbbb")).unwrap();
+            drop(tx);
+            assert_eq!(end, ParseEnd::Stopped, "buffer of {cap}");
+            assert_eq!(rx.into_iter().flatten().count(), 1, "buffer of {cap}");
         }
     }
 
