@@ -711,7 +711,6 @@ fn parse_log<R: BufRead>(
         let used = chunk.len();
         reader.consume(used);
     }
-    drop(step);
     p.flush_file();
     if !p.batch.is_empty() {
         let _ = tx.send(std::mem::take(&mut p.batch));
