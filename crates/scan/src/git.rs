@@ -8,6 +8,11 @@
 //! file are reported under its new path.
 //!
 //! Binary blobs are not scanned in git mode (git prints no lines for them).
+//!
+//! Ranges of more than [`SPLIT_MIN_COMMITS`] commits are listed with `git rev-list` and split in
+//! two halves: the `git log` over the range is read up to the second half, which a second
+//! `git log --stdin --no-walk=unsorted` shows at the same time; findings come back in git's
+//! order, the same as from the one `git log`.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
