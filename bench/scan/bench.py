@@ -49,10 +49,17 @@ def bb_dir(path, tag):
     return t, [(f["file"], f["line"]) for f in json.load(open(out))]
 
 
-def bb_git(repo, tag):
+def bb_git(repo, tag, bb=None):
     out = f"{WORK}/{tag}.bb.json"
-    t = timed([BB, "scan", "--format", "json", "--git", "HEAD", repo], out)
+    t = timed([bb or BB, "scan", "--format", "json", "--git", "HEAD", repo], out)
     return t, [(f["file"], f["line"]) for f in json.load(open(out))]
+
+
+# An earlier build of bot-bottle (BENCH_BB_OLD=/path/to/bot-bottle), timed in the same run on
+# the git corpora, to compare two versions side by side.
+BB_OLD = os.environ.get("BENCH_BB_OLD", "")
+# Runs per tool and corpus (BENCH_REPEAT, default 1): the run with the median wall time is kept.
+REPEAT = max(1, int(os.environ.get("BENCH_REPEAT", "1")))
 
 
 def gl_run(args, tag):
@@ -95,12 +102,21 @@ def fmt_rate(nbytes, t):
 def throughput(name, path, kind, nbytes=None, tools=("bb", "gl", "ds")):
     nbytes = nbytes if nbytes is not None else size_of(path)
     res = {}
-    for tool in tools:
-        fn = {"bb": bb_dir if kind == "dir" else bb_git,
-              "gl": gl_dir if kind == "dir" else gl_git,
-              "ds": ds_dir if kind == "dir" else (lambda *_: None)}[tool]
-        r = fn(path, f"{name}")
-        res[tool] = r
+    if kind == "git" and BB_OLD:
+        tools = tuple(tools) + ("bb0",)
+    runs = {tool: [] for tool in tools}
+    # Rounds alternate the tools so that a change in the machine's load hits them all alike.
+    for _ in range(REPEAT):
+        for tool in tools:
+            fn = {"bb": bb_dir if kind == "dir" else bb_git,
+                  "bb0": lambda p, tag: bb_git(p, tag + ".old", BB_OLD),
+                  "gl": gl_dir if kind == "dir" else gl_git,
+                  "ds": ds_dir if kind == "dir" else (lambda *_: None)}[tool]
+            r = fn(path, f"{name}")
+            if r is not None:
+                runs[tool].append(r)
+    for tool, rs in runs.items():
+        res[tool] = sorted(rs, key=lambda r: r[0])[len(rs) // 2] if rs else None
     ROWS.append(("throughput", name, nbytes, res))
     return res
 
@@ -152,7 +168,8 @@ def main():
         else:
             labelled(c["name"], c["path"], c.get("secret_only", False))
 
-    names = {"bb": "bot-bottle", "gl": "gitleaks 8.30", "ds": "detect-secrets"}
+    names = {"bb": "bot-bottle", "bb0": "bot-bottle (earlier build)", "gl": "gitleaks 8.30",
+             "ds": "detect-secrets"}
     print()
     print("| corpus | size MB | tool | wall s | MB/s (wall) | CPU s | MB per CPU s | vs gitleaks (wall) | vs gitleaks (CPU) | findings | planted recall |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -162,7 +179,7 @@ def main():
         _, name, nbytes, res = row[:4]
         recall = row[4] if len(row) > 4 else {}
         gl = res.get("gl")
-        for tool in ("bb", "gl", "ds"):
+        for tool in ("bb", "bb0", "gl", "ds"):
             r = res.get(tool)
             if r is None:
                 continue

@@ -229,7 +229,25 @@ impl Scanner {
     /// Scans the lines added by the commits git lists for `req.rev_args`, in git's order
     /// (newest first). Merge commits contribute only lines new to all their parents.
     pub fn scan_git(&self, req: &GitScanRequest) -> Result<Vec<Finding>, ScanError> {
-        let findings = git::scan_git(&self.engine, req, self.options.git_timeout)?;
+        let findings = git::scan_git(
+            &self.engine,
+            req,
+            self.options.git_timeout,
+            git::SPLIT_MIN_COMMITS,
+        )?;
+        Ok(self.finish(findings))
+    }
+
+    /// [`Scanner::scan_git`] with the number of commits above which the range is split between
+    /// two `git log` processes (`usize::MAX`: never). For tests and benchmarks: the results do
+    /// not depend on it.
+    #[doc(hidden)]
+    pub fn scan_git_split(
+        &self,
+        req: &GitScanRequest,
+        split_min: usize,
+    ) -> Result<Vec<Finding>, ScanError> {
+        let findings = git::scan_git(&self.engine, req, self.options.git_timeout, split_min)?;
         Ok(self.finish(findings))
     }
 

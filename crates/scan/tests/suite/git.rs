@@ -247,3 +247,165 @@ fn bad_range_is_an_error_naming_it() {
     assert!(err.starts_with(&prefix), "{err}");
     assert!(err.contains("nope..HEAD"), "{err}");
 }
+
+/// A history with merges (one with a conflict resolved by hand, one "evil"), renames, binary
+/// files, deletions and secrets spread over many commits on two branches.
+fn busy_history() -> Option<Repo> {
+    let r = Repo::new()?;
+    let aws = |i: usize| format!("{}{}{:04}", "AKIA", "ZQ3MX7TB2WK5", i);
+    let body: String = (0..30).map(|i| format!("filler line {i}\n")).collect();
+    r.write("shared.txt", "one\ntwo\nthree\n");
+    r.commit("base");
+    for round in 0..6 {
+        r.git(&["checkout", "-q", "-b", &format!("side{round}")]);
+        for i in 0..6 {
+            let n = round * 100 + i;
+            r.write(
+                &format!("side{round}_{i}.txt"),
+                &format!("{body}key = {}\n", aws(n)),
+            );
+            std::fs::write(
+                r.path().join(format!("blob{round}_{i}.bin")),
+                [0u8, 1, 2, 255, 0, 7, n as u8],
+            )
+            .unwrap();
+            if i == 3 {
+                r.git(&[
+                    "mv",
+                    &format!("side{round}_0.txt"),
+                    &format!("moved{round}.txt"),
+                ]);
+                // A rename with an edit: only the new line is the commit's own.
+                r.write(
+                    &format!("moved{round}.txt"),
+                    &format!("{body}key = {}\nmore = {}\n", aws(round * 100), aws(n + 20)),
+                );
+            }
+            r.commit(&format!("side {round} {i}"));
+        }
+        r.write("shared.txt", &format!("one\nside {round}\nthree\n"));
+        r.commit(&format!("side {round} edits shared"));
+        r.git(&["checkout", "-q", "main"]);
+        for i in 0..5 {
+            let n = round * 100 + 50 + i;
+            r.write(
+                &format!("main{round}_{i}.txt"),
+                &format!("token = {}\n", aws(n)),
+            );
+            if i == 4 {
+                r.git(&["rm", "-q", &format!("main{round}_0.txt")]);
+            }
+            r.commit(&format!("main {round} {i}"));
+        }
+        r.write("shared.txt", &format!("one\nmain {round}\nthree\n"));
+        r.commit(&format!("main {round} edits shared"));
+        // Conflicting merge resolved by hand, with a secret only the merge adds.
+        let _ = Command::new("git")
+            .arg("-C")
+            .arg(r.path())
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+            .args([
+                "merge",
+                "-q",
+                "--no-ff",
+                "--no-commit",
+                &format!("side{round}"),
+            ])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", r.path())
+            .output()
+            .unwrap();
+        r.write(
+            "shared.txt",
+            &format!(
+                "one\nresolved {round}\nthree\nmerge = {}\n",
+                aws(round * 100 + 99)
+            ),
+        );
+        r.commit(&format!("merge side {round}"));
+    }
+    Some(r)
+}
+
+#[test]
+fn split_scan_reports_exactly_what_one_git_log_reports() {
+    let Some(r) = busy_history() else { return };
+    let s = Scanner::builtin().unwrap();
+    let count: usize = r.git(&["rev-list", "--count", "HEAD"]).parse().unwrap();
+    assert!(count > 80, "{count}");
+    let mid = r.git(&["rev-parse", "HEAD~3"]);
+    let ranges: Vec<Vec<String>> = vec![
+        vec!["HEAD".into()],
+        vec![format!("{mid}..HEAD")],
+        vec!["HEAD".into(), "--not".into(), "side2".into()],
+        vec!["--all".into()],
+        vec!["HEAD".into(), "--topo-order".into()],
+        vec!["HEAD".into(), "--reverse".into()],
+        vec!["HEAD".into(), "--first-parent".into()],
+        vec![
+            "--branches".into(),
+            "--max-count=50".into(),
+            "--skip=3".into(),
+        ],
+        vec!["HEAD".into(), "--no-merges".into()],
+        // Options that change the diffs keep the one `git log` (same results either way).
+        vec!["HEAD".into(), "-w".into()],
+    ];
+    for rev_args in ranges {
+        let req = GitScanRequest {
+            repo: r.path().to_path_buf(),
+            rev_args: rev_args.clone(),
+            env: vec![],
+        };
+        let whole = s.scan_git_split(&req, usize::MAX).unwrap();
+        assert!(!whole.is_empty(), "{rev_args:?}");
+        for split_min in [0, 1, 7, 64] {
+            let split = s.scan_git_split(&req, split_min).unwrap();
+            assert_eq!(split, whole, "{rev_args:?} split above {split_min}");
+        }
+        assert_eq!(s.scan_git(&req).unwrap(), whole, "{rev_args:?}");
+    }
+    // Every kind of change is there: merges' own lines, renamed files, all the commits.
+    let whole = s
+        .scan_git_split(&GitScanRequest::range(r.path(), "HEAD"), usize::MAX)
+        .unwrap();
+    assert_eq!(whole.len(), 6 * 6 + 6 + 6 * 5 + 6);
+    assert!(whole.iter().any(|f| f.file.starts_with("moved")));
+    assert!(whole.iter().any(|f| f.file == "shared.txt"));
+}
+
+#[test]
+fn split_scan_keeps_the_errors_of_one_git_log() {
+    let Some(r) = busy_history() else { return };
+    let s = Scanner::builtin().unwrap();
+    for range in ["nope..HEAD", "HEAD..nope", "--bogus-option"] {
+        let req = GitScanRequest::range(r.path(), range);
+        let whole = s.scan_git_split(&req, usize::MAX).unwrap_err().to_string();
+        let split = s.scan_git_split(&req, 0).unwrap_err().to_string();
+        assert_eq!(split, whole, "{range}");
+    }
+    // A scan past its timeout stops every git process and says so, split or not.
+    let hasty = Scanner::builtin().unwrap().with_options(ScanOptions {
+        git_timeout: std::time::Duration::ZERO,
+        ..ScanOptions::default()
+    });
+    let req = GitScanRequest::range(r.path(), "HEAD");
+    let expected = format!(
+        "cannot scan git range `HEAD` in {}: git log did not finish within 0 s and was stopped",
+        r.path().display()
+    );
+    for split_min in [0, usize::MAX] {
+        // A zero timeout fires as soon as the watchdog thread runs; on a very busy machine the
+        // scan could finish before that, hence a few tries.
+        let err = (0..5)
+            .find_map(|_| hasty.scan_git_split(&req, split_min).err())
+            .unwrap();
+        assert_eq!(err.to_string(), expected);
+    }
+    let missing = tempfile::tempdir().unwrap();
+    let req = GitScanRequest::range(missing.path(), "HEAD");
+    assert_eq!(
+        s.scan_git_split(&req, 0).unwrap_err().to_string(),
+        s.scan_git_split(&req, usize::MAX).unwrap_err().to_string()
+    );
+}
