@@ -572,7 +572,7 @@ async fn inner(
                         false,
                     )
                 }
-                Some(e) => {
+                other => {
                     log_status(
                         &shared,
                         loaded.log,
@@ -584,29 +584,13 @@ async fn inner(
                         502,
                         started,
                     );
+                    let why = match other {
+                        Some(e) => short_error(e),
+                        None => format!("upstream {host} failed: {}", short_error(&err)),
+                    };
                     plain(
                         StatusCode::BAD_GATEWAY,
-                        &format!("bot-bottle egress: {}\n", short_error(e)),
-                    )
-                }
-                None => {
-                    log_status(
-                        &shared,
-                        loaded.log,
-                        &method,
-                        &host,
-                        &path,
-                        "allowed",
-                        decision.route,
-                        502,
-                        started,
-                    );
-                    plain(
-                        StatusCode::BAD_GATEWAY,
-                        &format!(
-                            "bot-bottle egress: upstream {host} failed: {}\n",
-                            short_error(&err)
-                        ),
+                        &format!("bot-bottle egress: {why}\n"),
                     )
                 }
             };

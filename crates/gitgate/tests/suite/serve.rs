@@ -17,16 +17,29 @@ fn local_yaml(name: &str, upstream: &std::path::Path, extra: &str) -> String {
     )
 }
 
+/// Clones the gate's `app` repository into `<root>/work`.
+async fn clone_app(gate: &TestGate, root: &std::path::Path) -> PathBuf {
+    let work = root.join("work");
+    let (url, w, r) = (gate.url("app"), work.clone(), root.to_path_buf());
+    blocking(move || git(&r, &["clone", "-q", &url, w.to_str().unwrap()])).await;
+    work
+}
+
+/// Installs `script` as the upstream's own pre-receive hook; its path.
+fn upstream_hook(up: &std::path::Path, script: &str) -> PathBuf {
+    let hook = up.join("hooks/pre-receive");
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hook
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clone_and_fetch_see_upstream_latest() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let up = upstream(&root, "app");
     let gate = start_gate(&root, &local_yaml("app", &up, ""), options()).await;
-    let work = root.join("work");
-    let url = gate.url("app");
-    let (w, r) = (work.clone(), root.clone());
-    blocking(move || git(&r, &["clone", "-q", &url, w.to_str().unwrap()])).await;
+    let work = clone_app(&gate, &root).await;
     assert_eq!(
         std::fs::read_to_string(work.join("README.md")).unwrap(),
         "hello\n"
@@ -61,15 +74,7 @@ async fn clean_push_reaches_upstream() {
     let root = tmp.path().to_path_buf();
     let up = upstream(&root, "app");
     let gate = start_gate(&root, &local_yaml("app", &up, ""), options()).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
     let head = commit_file(&work, "src/lib.rs", "pub fn f() {}\n", "add lib");
     let w = work.clone();
     let out = blocking(move || git_out(&w, &["push", "origin", "main"])).await;
@@ -98,15 +103,7 @@ async fn secret_push_is_refused_until_allowlisted() {
     let root = tmp.path().to_path_buf();
     let up = upstream(&root, "app");
     let gate = start_gate(&root, &local_yaml("app", &up, ""), options()).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
     let before = git(&up, &["rev-parse", "main"]);
     // Inline allow comments in the pushed content do not count.
     let commit = commit_file(
@@ -164,15 +161,7 @@ async fn branch_rules_refuse_other_branches_deletions_and_force_pushes() {
     let up = upstream(&root, "app");
     let yaml = local_yaml("app", &up, "    push_branches: [\"agent/*\"]\n");
     let gate = start_gate(&root, &yaml, options()).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
     let main_before = git(&up, &["rev-parse", "main"]);
 
     commit_file(&work, "a.txt", "a\n", "a");
@@ -223,15 +212,7 @@ async fn allow_force_push_permits_rewrites_and_deletions() {
     let up = upstream(&root, "app");
     let yaml = local_yaml("app", &up, "    allow_force_push: true\n");
     let gate = start_gate(&root, &yaml, options()).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
     commit_file(&work, "a.txt", "a\n", "a");
     git(&work, &["push", "-q", "origin", "HEAD:topic"]);
     git(&work, &["commit", "-q", "--amend", "-m", "rewritten"]);
@@ -258,23 +239,12 @@ async fn upstream_refusal_surfaces_its_message_and_resets_the_mirror() {
     let root = tmp.path().to_path_buf();
     let up = upstream(&root, "app");
     let gate = start_gate(&root, &local_yaml("app", &up, ""), options()).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
 
-    let hook = up.join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
+    let hook = upstream_hook(
+        &up,
         "#!/bin/sh\necho 'upstream policy: signed commits only' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
 
     let before = git(&up, &["rev-parse", "main"]);
     commit_file(&work, "a.txt", "a\n", "a");
@@ -404,15 +374,7 @@ async fn oversized_push_is_refused() {
     let mut o = options();
     o.max_request_bytes = 64 * 1024;
     let gate = start_gate(&root, &local_yaml("app", &up, ""), o).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
     let noise: String = (0..40_000u32)
         .map(|i| format!("{:08x}", i.wrapping_mul(2_654_435_761)))
         .collect();
@@ -430,25 +392,14 @@ async fn killed_client_leaves_no_process_and_the_next_push_works() {
     let root = tmp.path().to_path_buf();
     let up = upstream(&root, "app");
     let gate = start_gate(&root, &local_yaml("app", &up, ""), options()).await;
-    let work = root.join("work");
-    let (g, w) = (gate.url("app"), work.clone());
-    blocking(move || {
-        git(
-            w.parent().unwrap(),
-            &["clone", "-q", &g, w.to_str().unwrap()],
-        )
-    })
-    .await;
+    let work = clone_app(&gate, &root).await;
 
     // The upstream's hook hangs, so the push is stuck mid-way inside the gate's hook.
     let marker = root.join("hook-started");
-    let hook = up.join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\ntouch '{}'\nsleep 120\n", marker.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hook = upstream_hook(
+        &up,
+        &format!("#!/bin/sh\ntouch '{}'\nsleep 120\n", marker.display()),
+    );
     commit_file(&work, "a.txt", "a\n", "a");
     // The client and its `git-remote-http` helper in a group of their own, killed together
     // like a terminal's Ctrl-C would.
