@@ -60,7 +60,32 @@ struct World {
     workspace: PathBuf,
 }
 
-/// `credential` is the route's credential fields, e.g. `("auth_scheme", "Bearer")`.
+/// A workspace whose manifest runs `provider` in bottle `box` with `routes` (YAML list
+/// items), trusting `ca` for upstreams; agent `agent`.
+fn world_with_routes(provider: &str, routes: &str, ca: &TestCa) -> World {
+    let tmp = tempfile::Builder::new()
+        .prefix("bc")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().join("h");
+    let workspace = tmp.path().join("w");
+    std::fs::create_dir_all(&workspace).unwrap();
+    let ca_path = tmp.path().join("model-ca.pem");
+    ca.write_pem(&ca_path);
+    let manifest = format!(
+        "bottles:\n  box:\n    agent_provider: {provider}\n    egress:\n      upstream_ca: [{ca}]\n      routes:\n{routes}agents:\n  agent:\n    bottle: box\n",
+        ca = ca_path.display(),
+    );
+    std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
+    World {
+        _tmp: tmp,
+        home,
+        workspace,
+    }
+}
+
+/// One route to `host`, pinned to the fake API; `credential` is the route's credential
+/// fields, e.g. `("auth_scheme", "Bearer")`.
 fn world(
     provider: &str,
     host: &str,
@@ -72,37 +97,11 @@ fn world(
         .iter()
         .map(|(k, v)| format!("          {k}: {v}\n"))
         .collect();
-    let tmp = tempfile::Builder::new()
-        .prefix("bc")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let home = tmp.path().join("h");
-    let workspace = tmp.path().join("w");
-    std::fs::create_dir_all(&workspace).unwrap();
-    let ca_path = tmp.path().join("model-ca.pem");
-    ca.write_pem(&ca_path);
-    let manifest = format!(
-        r#"bottles:
-  box:
-    agent_provider: {provider}
-    egress:
-      upstream_ca: [{ca}]
-      routes:
-        - host: {host}
-          connect_to: "{addr}"
-{credential}agents:
-  agent:
-    bottle: box
-"#,
-        ca = ca_path.display(),
-        addr = api.addr(),
+    let routes = format!(
+        "        - host: {host}\n          connect_to: \"{}\"\n{credential}",
+        api.addr()
     );
-    std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
-    World {
-        _tmp: tmp,
-        home,
-        workspace,
-    }
+    world_with_routes(provider, &routes, ca)
 }
 
 /// Runs `client_cmd` inside the bottle; the command line ends with `exit 3` so the state
@@ -401,17 +400,6 @@ fn login_json(access_token: &str, last_refresh: time::OffsetDateTime) -> String 
 /// A world whose manifest names `provider` and pins the ChatGPT backend and the login
 /// refresh to the fake (when given); the host's Codex home is `<tmp>/codex-home`.
 fn login_world(provider: &str, api: Option<&ModelApi>, ca: &TestCa) -> (World, PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix("bl")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let home = tmp.path().join("h");
-    let workspace = tmp.path().join("w");
-    let codex_home = tmp.path().join("codex-home");
-    std::fs::create_dir_all(&workspace).unwrap();
-    std::fs::create_dir_all(&codex_home).unwrap();
-    let ca_path = tmp.path().join("model-ca.pem");
-    ca.write_pem(&ca_path);
     let routes: String = api
         .map(|api| {
             // The provider's default routes for a forwarded login (same matches), pinned
@@ -436,19 +424,14 @@ fn login_world(provider: &str, api: Option<&ModelApi>, ca: &TestCa) -> (World, P
             .collect()
         })
         .unwrap_or_default();
-    let manifest = format!(
-        "bottles:\n  box:\n    agent_provider: {provider}\n    egress:\n      upstream_ca: [{ca}]\n      routes:\n{routes}        - host: example.test\nagents:\n  agent:\n    bottle: box\n",
-        ca = ca_path.display(),
+    let world = world_with_routes(
+        provider,
+        &format!("{routes}        - host: example.test\n"),
+        ca,
     );
-    std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
-    (
-        World {
-            _tmp: tmp,
-            home,
-            workspace,
-        },
-        codex_home,
-    )
+    let codex_home = world._tmp.path().join("codex-home");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    (world, codex_home)
 }
 
 /// `bot-bottle start agent --forward-codex-auth -- bash -c <script>` with the host's
