@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod docker;
+pub mod git;
 pub mod model_api;
 mod upstream;
 

@@ -3,7 +3,7 @@
 //! outside what reached the upstreams (on loopback for native; for docker, whose sidecar runs
 //! in a container, on the host side of a docker network the test creates).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use test_support::{TestCa, Upstream};
@@ -54,23 +54,7 @@ on_each_backend!(
 );
 
 use test_support::docker::{TestNetwork, base_image as docker_base};
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use test_support::git::seeded_upstream;
 
 fn usable(on: On) -> bool {
     let name = match on {
@@ -108,22 +92,8 @@ fn world(upstream: &Upstream, ca: &TestCa, on: On) -> World {
         .unwrap();
     let home = tmp.path().join("h");
     let workspace = tmp.path().join("w");
-    let upstream_git = tmp.path().join("up.git");
     std::fs::create_dir_all(&workspace).unwrap();
-    git(
-        tmp.path(),
-        &["init", "-q", "--bare", "-b", "main", "up.git"],
-    );
-    let seed = tmp.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    git(&seed, &["init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("README"), "hello\n").unwrap();
-    git(&seed, &["add", "."]);
-    git(&seed, &["commit", "-qm", "seed"]);
-    git(
-        &seed,
-        &["push", "-q", upstream_git.to_str().unwrap(), "main"],
-    );
+    let (upstream_git, _) = seeded_upstream(tmp.path());
     let ca_path = tmp.path().join("upstream-ca.pem");
     ca.write_pem(&ca_path);
     let manifest = format!(

@@ -73,23 +73,7 @@ fn backend_unusable(backend: &str) -> Option<String> {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use test_support::git::{git, seeded_upstream};
 
 /// Everything the canaries and the harness-side checks need.
 struct World {
@@ -122,23 +106,8 @@ fn world(upstream: &Upstream, ca: &TestCa, host_port: u16, docker_base: Option<&
     );
     let home = tmp.path().join("h");
     let workspace = tmp.path().join("w");
-    let upstream_git = tmp.path().join("up.git");
     std::fs::create_dir_all(&workspace).unwrap();
-    git(
-        tmp.path(),
-        &["init", "-q", "--bare", "-b", "main", "up.git"],
-    );
-    let seed_dir = tmp.path().join("seed");
-    std::fs::create_dir_all(&seed_dir).unwrap();
-    git(&seed_dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(seed_dir.join("README"), "hello\n").unwrap();
-    git(&seed_dir, &["add", "."]);
-    git(&seed_dir, &["commit", "-qm", "seed"]);
-    git(
-        &seed_dir,
-        &["push", "-q", upstream_git.to_str().unwrap(), "main"],
-    );
-    let seed = git(&seed_dir, &["rev-parse", "HEAD"]);
+    let (upstream_git, seed) = seeded_upstream(tmp.path());
     let ca_path = tmp.path().join("upstream-ca.pem");
     ca.write_pem(&ca_path);
     // Host-side secrets the bottle must not read.
