@@ -202,20 +202,28 @@ fn sidecar_spec(
     for ca in &bottle.egress.upstream_ca {
         mounts.push(same_path(ca, true));
     }
-    for (name, repo) in &bottle.git_gate.repos {
-        if let Some(dir) = repo.url.as_deref().and_then(local_upstream) {
+    // The gate's own reading of its repositories: which upstreams are local, where the
+    // static deploy keys are (with `~` expanded as the gate does).
+    let gate = gitgate::GateConfig::from_raw(&manifest::raw::GitGate {
+        user: None,
+        repos: Some(bottle.git_gate.repos.clone()),
+    })
+    .context("the bottle's git-gate block is invalid")?;
+    for (name, repo) in &gate.repos {
+        if repo.upstream == gitgate::Upstream::Local
+            && let Some(dir) = local_upstream(&repo.url)
+        {
             // The gate pushes to a local upstream: writable.
             mounts.push(same_path(&dir, false));
         }
-        if let Some(manifest::raw::KeySpec::Static { path }) = &repo.key {
-            let key = expand_home(path);
-            if !key.is_file() {
+        if let Some(gitgate::KeySource::Static { path }) = &repo.key {
+            if !path.is_file() {
                 anyhow::bail!(
                     "the deploy key {} of repository `{name}` does not exist; fix `git-gate.repos.{name}.key.path`",
-                    key.display()
+                    path.display()
                 );
             }
-            mounts.push(same_path(&key, true));
+            mounts.push(same_path(path, true));
         }
     }
     mounts.sort_by(|a, b| a.inside.cmp(&b.inside));
@@ -272,17 +280,11 @@ fn same_path(path: &Path, read_only: bool) -> SidecarMount {
     }
 }
 
-/// The directory of a local (`/path` or `file:///path`) upstream.
+/// The directory of a local (`/path` or `file:///path`) upstream; relative ones cannot be
+/// mounted and are left to the gate's own error.
 fn local_upstream(url: &str) -> Option<PathBuf> {
     let path = url.strip_prefix("file://").unwrap_or(url);
     path.starts_with('/').then(|| PathBuf::from(path))
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
-    }
 }
 
 fn shell_quote(path: &Path) -> String {
