@@ -1665,6 +1665,25 @@ fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
     }
 }
 
+/// [`run_git`] for the steps that must work for the suite to judge the gate at all (the
+/// first clone, the clean push): a timed-out attempt is tried once more, and the output says
+/// so. A gate that answers neither time still fails the suite. (A rare hang of one request
+/// through the native forwarder and the gate is known and not yet explained; see the gate's
+/// notes.)
+/// `before_retry` undoes what the first attempt left (a half-made clone).
+fn run_git_needed(dir: &Path, args: &[&str], before_retry: impl Fn()) -> (bool, String) {
+    let (ok, out) = run_git(dir, args);
+    if ok || !out.ends_with("git timed out after 60 s") {
+        return (ok, out);
+    }
+    before_retry();
+    let (ok, again) = run_git(dir, args);
+    (
+        ok,
+        format!("{again} (after a first attempt that timed out)"),
+    )
+}
+
 /// The gate's own words from a refused push (its `remote:` lines), else git's last line.
 fn why(out: &str) -> String {
     let remote: Vec<&str> = out
@@ -1687,7 +1706,9 @@ fn git(c: &Cfg) {
         na("git-clone", "cannot create /tmp/escape-git");
         return;
     }
-    let (ok, out) = run_git(&base, &["clone", "-q", &url, "app"]);
+    let (ok, out) = run_git_needed(&base, &["clone", "-q", &url, "app"], || {
+        let _ = std::fs::remove_dir_all(base.join("app"));
+    });
     if !ok {
         escaped(
             "git-gate-works",
@@ -1700,7 +1721,7 @@ fn git(c: &Cfg) {
     let _ = std::fs::write(app.join("clean.txt"), "clean\n");
     g(&["add", "."]);
     g(&["commit", "-qm", "clean change"]);
-    let (ok, out) = g(&["push", "-q", "origin", "HEAD:agent/ok"]);
+    let (ok, out) = run_git_needed(&app, &["push", "-q", "origin", "HEAD:agent/ok"], || {});
     if ok {
         blocked("git-gate-works", "clean push to agent/ok accepted (sanity)")
     } else {
