@@ -237,12 +237,52 @@ impl Scheme {
     }
 }
 
+/// After a `CONNECT` or a real upgrade request the framing check has stepped aside (the
+/// bytes that follow are not HTTP): unless the protocol really switched, the connection
+/// must end with this response, or hyper would go on reading requests unchecked.
+fn close_unless_switched(leaves: Leaves, mut resp: Response<RespBody>) -> Response<RespBody> {
+    let switched = match leaves {
+        Leaves::No => true,
+        Leaves::Connect => resp.status().is_success(),
+        Leaves::Upgrade => resp.status() == StatusCode::SWITCHING_PROTOCOLS,
+    };
+    if !switched {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Whether the framing check steps aside after this request head (see [`crate::strict`]).
+#[derive(Clone, Copy)]
+enum Leaves {
+    No,
+    Connect,
+    Upgrade,
+}
+
+fn leaves_http(req: &Request<Incoming>) -> Leaves {
+    if req.method() == Method::CONNECT {
+        Leaves::Connect
+    } else if is_upgrade(req.headers()) {
+        Leaves::Upgrade
+    } else {
+        Leaves::No
+    }
+}
+
 async fn outer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    let leaves = leaves_http(&req);
+    let resp = outer_inner(shared, req).await;
+    Ok(close_unless_switched(leaves, resp))
+}
+
+async fn outer_inner(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
     if req.method() == Method::CONNECT {
-        return Ok(connect(shared, req));
+        return connect(shared, req);
     }
     let (host, port) = match (req.uri().scheme_str(), req.uri().authority()) {
         (Some("http"), Some(auth)) => (
@@ -250,22 +290,22 @@ async fn outer(
             auth.port_u16().unwrap_or(80),
         ),
         (Some(_), Some(_)) => {
-            return Ok(plain(
+            return plain(
                 StatusCode::BAD_REQUEST,
                 "bot-bottle egress: send https:// requests through CONNECT (set HTTPS_PROXY)\n",
-            ));
+            );
         }
         _ => {
-            return Ok(plain(
+            return plain(
                 StatusCode::BAD_REQUEST,
                 "bot-bottle egress is a forward proxy: send absolute-form http:// requests or CONNECT\n",
-            ));
+            );
         }
     };
     if host == INTROSPECTION_HOST {
-        return Ok(introspect(&shared, &req));
+        return introspect(&shared, &req);
     }
-    Ok(inner(shared, req, Scheme::Http, host, port).await)
+    inner(shared, req, Scheme::Http, host, port).await
 }
 
 fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
@@ -293,10 +333,16 @@ fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
             "bot-bottle egress: CONNECT needs host:port\n",
         );
     };
+    if auth.as_str().contains('@') {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: CONNECT takes host:port without user information\n",
+        );
+    }
     let host = policy::normalize_host(auth.host());
     let port = auth.port_u16().unwrap_or(443);
     let loaded = shared.routes.current();
-    if loaded.policy.route_for(&host, port).is_none() {
+    if loaded.policy.route_for(&host, port, true).is_none() {
         let resp = blocked(
             &Method::CONNECT,
             Scheme::Https,
@@ -351,10 +397,14 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let idle = shared.timeouts.idle;
     let s = shared.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let s = s.clone();
         let host = host.clone();
-        async move { Ok::<_, Infallible>(inner(s, req, Scheme::Https, host, port).await) }
+        async move {
+            let leaves = leaves_http(&req);
+            let resp = inner(s, req, Scheme::Https, host, port).await;
+            Ok::<_, Infallible>(close_unless_switched(leaves, resp))
+        }
     });
     let (tls, last) = Tracked::new(tls);
     if h2 {
@@ -375,8 +425,12 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
     }
 }
 
-/// Whether an authority (`host[:port]`) names the same place as `host:port`.
+/// Whether an authority (`host[:port]`) names the same place as `host:port`. User
+/// information (`user@host`) is never the same place: upstreams read it differently.
 fn same_place(authority: &str, scheme: Scheme, host: &str, port: u16) -> bool {
+    if authority.contains('@') {
+        return false;
+    }
     match authority.parse::<http::uri::Authority>() {
         Ok(a) => {
             policy::normalize_host(a.host()) == host
@@ -388,7 +442,7 @@ fn same_place(authority: &str, scheme: Scheme, host: &str, port: u16) -> bool {
 
 async fn inner(
     shared: Arc<Shared>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     scheme: Scheme,
     host: String,
     port: u16,
@@ -398,6 +452,22 @@ async fn inner(
     let loaded = shared.routes.current();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let refuse = |status: StatusCode, reason: &'static str, why: &str| {
+        log_now(
+            &shared,
+            loaded.log,
+            &method,
+            &host,
+            &path,
+            reason,
+            None,
+            status.as_u16(),
+            started,
+        );
+        let mut resp = blocked(&method, scheme, &host, port, &path, reason, why, true);
+        *resp.status_mut() = status;
+        resp
+    };
 
     // Host / :authority must name the CONNECT target (and so the SNI).
     let mut hosts = req.headers().get_all(header::HOST).iter();
@@ -411,29 +481,18 @@ async fn inner(
         .authority()
         .is_none_or(|a| same_place(a.as_str(), scheme, &host, port));
     if !host_ok || !uri_ok {
-        log_now(
-            &shared,
-            loaded.log,
-            &method,
-            &host,
-            &path,
-            "host-mismatch",
-            None,
-            421,
-            started,
-        );
-        let mut resp = blocked(
-            &method,
-            scheme,
-            &host,
-            port,
-            &path,
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
             "host-mismatch",
             "the Host header does not match the proxy target",
-            true,
         );
-        *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
-        return resp;
+    }
+    if method == Method::CONNECT {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "connect-in-tunnel",
+            "CONNECT is not allowed inside a tunnel or as a plain request",
+        );
     }
     if req.headers().contains_key(header::TRANSFER_ENCODING)
         && req.headers().contains_key(header::CONTENT_LENGTH)
@@ -443,13 +502,61 @@ async fn inner(
             "bot-bottle egress: conflicting Content-Length and Transfer-Encoding\n",
         );
     }
+    // The same limits for HTTP/2 as the framing check applies to HTTP/1.1.
+    if req.headers().len() > shared.limits.headers {
+        return refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too-many-headers",
+            &format!("more than {} header fields", shared.limits.headers),
+        );
+    }
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > shared.limits.request_line {
+        return refuse(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            &format!("the path is longer than {} bytes", shared.limits.request_line),
+        );
+    }
 
-    let decision = loaded
-        .policy
-        .decide(&host, port, method.as_str(), &path, req.headers());
+    // Judge the request exactly as it will be forwarded: hop-by-hop headers (and those
+    // `Connection` names) go first.
+    let upgrade = is_upgrade(req.headers());
+    let mut req = req;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let upgrade_proto = if upgrade {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    let judged = loaded.policy.judge(
+        &host,
+        port,
+        &policy::Ask {
+            tls: scheme == Scheme::Https,
+            method: method.as_str(),
+            path: &path,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            upgrade: upgrade_proto
+                .as_ref()
+                .map(|p| p.to_str().unwrap_or("not text")),
+        },
+    );
+    let decision = judged.decision;
+    let normalised = match judged.path {
+        std::borrow::Cow::Owned(p) => Some(p),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
     if !decision.allowed {
         let why = match decision.reason {
             Reason::HostNotAllowed => format!("no route allows {host}:{port}"),
+            Reason::AmbiguousPath => format!(
+                "routes[{}] ({host}) judges paths, and this one has {}, which upstreams read differently; write the path plainly",
+                decision.route.unwrap_or_default(),
+                decision.path_problem.map_or("an ambiguous spelling", |p| p.as_str())
+            ),
             r => format!(
                 "routes[{}] ({host}) does not allow this request ({})",
                 decision.route.unwrap_or_default(),
@@ -464,11 +571,10 @@ async fn inner(
             &path,
             decision.reason.as_str(),
             decision.route,
-            403,
+            if decision.reason == Reason::AmbiguousPath { 400 } else { 403 },
             started,
         );
-        let upgrade = is_upgrade(req.headers());
-        return blocked(
+        let mut resp = blocked(
             &method,
             scheme,
             &host,
@@ -478,13 +584,12 @@ async fn inner(
             &why,
             upgrade,
         );
+        if decision.reason == Reason::AmbiguousPath {
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+        }
+        return resp;
     }
 
-    let upgrade = is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
     if let (true, Some(proto)) = (upgrade, upgrade_proto) {
         parts
             .headers
@@ -504,12 +609,27 @@ async fn inner(
     } else {
         host.clone()
     };
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let Ok(uri) = format!("{}://{host_in_uri}:{port}{pq}", scheme.as_str()).parse::<Uri>() else {
+    // One spelling of Host for the upstream: the target's (no user information, no
+    // trailing dot, no default port).
+    let canonical_host = if port == scheme.default_port() {
+        HeaderValue::from_str(&host_in_uri)
+    } else {
+        HeaderValue::from_str(&format!("{host_in_uri}:{port}"))
+    };
+    if let Ok(v) = canonical_host
+        && parts.headers.get(header::HOST) != Some(&v)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let target = match (normalised, parts.uri.query()) {
+        (Some(p), Some(q)) => format!("{}://{host_in_uri}:{port}{p}?{q}", scheme.as_str()),
+        (Some(p), None) => format!("{}://{host_in_uri}:{port}{p}", scheme.as_str()),
+        (None, _) => {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            format!("{}://{host_in_uri}:{port}{pq}", scheme.as_str())
+        }
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
         return plain(
             StatusCode::BAD_REQUEST,
             "bot-bottle egress: malformed request target\n",
@@ -599,7 +719,14 @@ async fn inner(
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        let Some(client_upgrade) = client_upgrade else {
+            // an upstream may not switch protocols on a request that did not ask to
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("bot-bottle egress: {host} switched protocols unasked\n"),
+            );
+        };
+        {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let idle = shared.timeouts.idle;
             tokio::spawn(async move {

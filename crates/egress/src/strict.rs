@@ -6,8 +6,10 @@
 //! such shapes is how request smuggling works, so this wrapper follows the message
 //! framing of everything a client sends (heads, fixed-length bodies, chunked bodies) and
 //! fails the connection on the first ambiguous byte, before hyper ever parses it. After a
-//! `CONNECT` or an `Upgrade` request it steps aside (the bytes are TLS or a WebSocket,
-//! checked elsewhere).
+//! `CONNECT` or a real upgrade request (`Upgrade` *and* `Connection: upgrade`) it steps
+//! aside (the bytes are TLS or a WebSocket, checked elsewhere); the proxy then closes the
+//! connection after its response unless the protocol really switched. An `Upgrade` header
+//! alone is an ordinary request and changes nothing here.
 
 use std::io;
 use std::pin::Pin;
@@ -168,6 +170,7 @@ fn analyse(head: &[u8], max_headers: usize) -> Result<State, &'static str> {
     let mut lengths: Vec<&[u8]> = Vec::new();
     let mut te: Vec<&[u8]> = Vec::new();
     let mut upgrade = false;
+    let mut connection_upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
@@ -177,6 +180,11 @@ fn analyse(head: &[u8], max_headers: usize) -> Result<State, &'static str> {
             te.push(h.value);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
         }
     }
     if hosts > 1 {
@@ -188,7 +196,7 @@ fn analyse(head: &[u8], max_headers: usize) -> Result<State, &'static str> {
     if lengths.len() > 1 {
         return Err("more than one Content-Length");
     }
-    if req.method == Some("CONNECT") || upgrade {
+    if req.method == Some("CONNECT") || (upgrade && connection_upgrade) {
         return Ok(State::Passthrough);
     }
     if !te.is_empty() {
@@ -305,5 +313,34 @@ POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nab\n
         assert_eq!(check(long.as_bytes()), Err("request line too long"));
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(120));
         assert_eq!(check(many.as_bytes()), Err("too many header fields"));
+    }
+
+    #[test]
+    fn an_upgrade_header_alone_does_not_switch_the_check_off() {
+        let smuggled: [(&[u8], &str); 3] = [
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "more than one Content-Length"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "both Content-Length and Transfer-Encoding"),
+            (b"GET / HTTP/1.1\nHost: a\n\n", "bare LF line ending"),
+        ];
+        for first in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: keep-alive\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            for (second, want) in smuggled {
+                let input = [first, second].concat();
+                assert_eq!(
+                    check(&input),
+                    Err(want),
+                    "{}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+        // a real upgrade steps aside
+        assert_eq!(
+            check(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello\n"),
+            Ok(())
+        );
     }
 }

@@ -736,6 +736,8 @@ mod tests {
             routes: vec![(
                 Route {
                     host: "a".into(),
+                    websocket: None,
+                    dangerously_raw_paths: None,
                     port: None,
                     auth_scheme: None,
                     token_env: None,
@@ -757,6 +759,8 @@ mod tests {
     fn identical_route_twice_is_kept_once_different_is_a_conflict() {
         let r = |host: &str, port: Option<u16>| Route {
             host: host.into(),
+            websocket: None,
+            dangerously_raw_paths: None,
             port,
             auth_scheme: None,
             token_env: None,

@@ -11,10 +11,12 @@
 
 pub mod matcher;
 pub mod parse;
+pub mod path;
 pub mod raw;
 pub mod validate;
 
-pub use matcher::{Decision, Policy, Reason};
+pub use matcher::{Ask, Decision, Judged, METHOD_OVERRIDE_HEADERS, Policy, Reason};
+pub use path::PathProblem;
 pub use parse::{ParseError, load_routes_file, parse_routes};
 pub use raw::{EgressConfig, HeaderMatch, LogMode, PathMatch, PathMatchKind, Route, RouteMatch};
 pub use validate::{

@@ -80,6 +80,8 @@ mod tests {
                 upstream_ca: None,
                 routes: Some(vec![Route {
                     host: "api.example.com".into(),
+                    websocket: None,
+                    dangerously_raw_paths: None,
                     port: None,
                     auth_scheme: Some("Bearer".into()),
                     token_env: Some("TOKEN".into()),
@@ -107,7 +109,7 @@ mod tests {
         assert!(shown.contains("hots"), "{shown}");
         assert_eq!(
             shown,
-            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches"
+            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths"
         );
     }
 

@@ -56,6 +56,15 @@ pub struct Route {
     /// Alternatives; a request passes if any one matches. Absent means the whole host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matches: Option<Vec<RouteMatch>>,
+    /// WebSocket upgrades (requests that also pass `matches`) may leave HTTP; default false.
+    /// No other upgrade ever does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<bool>,
+    /// Judge and forward paths exactly as the client wrote them, even spellings an upstream
+    /// may read as another path (`..;`, `%2F`, `%252e`, `\`); default false. Weakens path
+    /// conditions, so only for an upstream known to read paths literally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dangerously_raw_paths: Option<bool>,
 }
 
 /// One alternative of a route: every condition given must hold.

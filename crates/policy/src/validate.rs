@@ -205,7 +205,7 @@ pub struct ValidatedRoute {
     pub host_text: String,
     /// The host condition.
     pub host: RouteHost,
-    /// Port; `None` means the default ports 443 and 80.
+    /// Port; `None` means 443 through `CONNECT` and 80 for plain `http://`.
     pub port: Option<u16>,
     /// Pinned destination.
     pub connect_to: Option<ConnectTarget>,
@@ -213,6 +213,12 @@ pub struct ValidatedRoute {
     pub credential: Option<CredentialSpec>,
     /// Alternatives; empty means the whole host.
     pub matches: Vec<MatchSpec>,
+    /// Whether any alternative has a path condition (then paths are normalised or refused).
+    pub has_path_conditions: bool,
+    /// WebSocket upgrades allowed.
+    pub websocket: bool,
+    /// Paths judged and forwarded as written.
+    pub dangerously_raw_paths: bool,
 }
 
 /// A configuration that passed validation, ready for [`crate::Policy::new`].
@@ -415,7 +421,10 @@ fn validate_route(
         port: route.port,
         connect_to,
         credential,
+        has_path_conditions: matches.iter().any(|m| m.paths.is_some()),
         matches,
+        websocket: route.websocket.unwrap_or(false),
+        dangerously_raw_paths: route.dangerously_raw_paths.unwrap_or(false),
     })
 }
 

@@ -646,6 +646,8 @@ mod tests {
     fn route(host: &str, token: Option<&str>) -> policy::Route {
         policy::Route {
             host: host.into(),
+            websocket: None,
+            dangerously_raw_paths: None,
             port: None,
             auth_scheme: token.map(|_| "Bearer".into()),
             token_env: token.map(Into::into),

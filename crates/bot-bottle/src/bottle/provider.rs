@@ -64,6 +64,8 @@ pub fn routes_for(bottle: &manifest::ResolvedBottle, codex_auth: CodexAuth) -> V
 fn route(host: &str) -> Route {
     Route {
         host: host.into(),
+        websocket: None,
+        dangerously_raw_paths: None,
         port: None,
         auth_scheme: None,
         token_env: None,

@@ -85,7 +85,7 @@ async fn http2_is_used_upstream_when_offered_and_upgrades_still_use_http1() {
     upstream_ca.write_pem(&ca_file);
     let addr = upstream.addr().to_string();
     let h = super::common::start_with(
-        "routes:\n  - host: api.test\n    auth_scheme: Bearer\n    token_env: TEST_TOKEN\n",
+        "routes:\n  - host: api.test\n    auth_scheme: Bearer\n    token_env: TEST_TOKEN\n    websocket: true\n",
         |c, _| {
             c.upstream_ca.push(ca_file.clone());
             c.connect_to = vec![egress::ConnectTo::parse(&format!("api.test:443:{addr}")).unwrap()];

@@ -1,5 +1,6 @@
 mod binary;
 mod common;
+mod forwarded;
 mod http2;
 mod rules;
 mod safety;

@@ -67,6 +67,8 @@ async fn a_destination_pointing_back_at_the_proxy_is_refused() {
     let mut config = h.routes.config();
     config.routes.as_mut().unwrap().push(policy::Route {
         host: "loop.test".into(),
+        websocket: None,
+        dangerously_raw_paths: None,
         port: None,
         auth_scheme: None,
         token_env: None,

@@ -11,6 +11,7 @@ const ROUTES: &str = r#"
 routes:
   - host: api.test
     connect_to: UPSTREAM
+    websocket: true
   - host: other.test
     connect_to: UPSTREAM
     matches:

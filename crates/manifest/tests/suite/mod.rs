@@ -55,6 +55,8 @@ pub fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 pub fn route(host: &str) -> policy::Route {
     policy::Route {
         host: host.to_owned(),
+        websocket: None,
+        dangerously_raw_paths: None,
         port: None,
         auth_scheme: None,
         token_env: None,
