@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "escape-probe/egress_classes.rs"]
+mod egress_classes;
+
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
 const GATE: &str = "127.0.0.1:3129";
@@ -1090,6 +1093,8 @@ fn egress(c: &Cfg) {
         Err(e) => t.blocked(format!("relay bind: {e}")),
     }
     t.done();
+
+    egress_classes::run(c);
 }
 
 // ---------------------------------------------------------------- credentials

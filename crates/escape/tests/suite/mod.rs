@@ -139,6 +139,8 @@ fn world(upstream: &Upstream, ca: &TestCa, host_port: u16, docker_base: Option<&
           matches:
             - paths: [{{type: prefix, value: /v1/}}]
               methods: [GET, POST]
+            - paths: [{{type: prefix, value: /scoped/}}]
+              headers: [{{name: x-scope, value: read}}]
         - host: private.{ZONE}
           port: {PRIVATE_ROUTE_PORT}
         - host: loop.{ZONE}
@@ -450,6 +452,12 @@ fn is_expected_event(e: &str) -> bool {
 
 fn case_for_path(path: &str) -> &'static str {
     match path {
+        p if p.contains("hopbyhop") => "egress-hop-by-hop-header-rule",
+        p if p.contains("ambig") => "egress-ambiguous-path",
+        p if p.contains("override") => "egress-method-override",
+        p if p.contains("hostform") => "egress-host-canonical",
+        p if p.contains("upgsmug") => "egress-upgrade-framing",
+        p if p.contains("h2limit") => "egress-http2-limits",
         p if p.contains("smuggl") => "egress-smuggling",
         p if p.contains("relay") => "egress-relay-tunnel-each-request-checked",
         p if p.contains("front") || p.contains("sni") => "egress-domain-fronting",
