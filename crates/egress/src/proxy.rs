@@ -514,7 +514,10 @@ async fn inner(
         return refuse(
             StatusCode::URI_TOO_LONG,
             "uri-too-long",
-            &format!("the path is longer than {} bytes", shared.limits.request_line),
+            &format!(
+                "the path is longer than {} bytes",
+                shared.limits.request_line
+            ),
         );
     }
 
@@ -555,7 +558,9 @@ async fn inner(
             Reason::AmbiguousPath => format!(
                 "routes[{}] ({host}) judges paths, and this one has {}, which upstreams read differently; write the path plainly",
                 decision.route.unwrap_or_default(),
-                decision.path_problem.map_or("an ambiguous spelling", |p| p.as_str())
+                decision
+                    .path_problem
+                    .map_or("an ambiguous spelling", |p| p.as_str())
             ),
             r => format!(
                 "routes[{}] ({host}) does not allow this request ({})",
@@ -571,7 +576,11 @@ async fn inner(
             &path,
             decision.reason.as_str(),
             decision.route,
-            if decision.reason == Reason::AmbiguousPath { 400 } else { 403 },
+            if decision.reason == Reason::AmbiguousPath {
+                400
+            } else {
+                403
+            },
             started,
         );
         let mut resp = blocked(
@@ -611,15 +620,27 @@ async fn inner(
     };
     // One spelling of Host for the upstream: the target's (no user information, no
     // trailing dot, no default port).
-    let canonical_host = if port == scheme.default_port() {
-        HeaderValue::from_str(&host_in_uri)
-    } else {
-        HeaderValue::from_str(&format!("{host_in_uri}:{port}"))
-    };
-    if let Ok(v) = canonical_host
-        && parts.headers.get(header::HOST) != Some(&v)
-    {
-        parts.headers.insert(header::HOST, v);
+    let default_port = port == scheme.default_port();
+    let canonical = parts.headers.get(header::HOST).is_some_and(|v| {
+        let rest = v.as_bytes().strip_prefix(host_in_uri.as_bytes());
+        match (rest, default_port) {
+            (Some(b""), true) => true,
+            (Some(r), false) => r.strip_prefix(b":").is_some_and(|p| {
+                !p.starts_with(b"0")
+                    && std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>() == Ok(port))
+            }),
+            _ => false,
+        }
+    });
+    if !canonical {
+        let v = if default_port {
+            HeaderValue::from_str(&host_in_uri)
+        } else {
+            HeaderValue::from_str(&format!("{host_in_uri}:{port}"))
+        };
+        if let Ok(v) = v {
+            parts.headers.insert(header::HOST, v);
+        }
     }
     let target = match (normalised, parts.uri.query()) {
         (Some(p), Some(q)) => format!("{}://{host_in_uri}:{port}{p}?{q}", scheme.as_str()),

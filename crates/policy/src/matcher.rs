@@ -90,8 +90,11 @@ pub struct Judged<'a> {
 }
 
 /// Headers through which frameworks let a request claim another method.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] =
-    ["x-http-method-override", "x-http-method", "x-method-override"];
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Compiled routes, ready to answer [`Policy::decide`].
 #[derive(Debug, Clone)]
@@ -492,10 +495,7 @@ mod tests {
                 j.path.into_owned(),
             )
         };
-        assert_eq!(
-            judged("/v1/a/../b"),
-            ("allowed", None, "/v1/b".to_string())
-        );
+        assert_eq!(judged("/v1/a/../b"), ("allowed", None, "/v1/b".to_string()));
         assert_eq!(
             judged("/v1/%2e%2e/admin"),
             ("path-not-allowed", None, "/admin".to_string())
@@ -510,13 +510,19 @@ mod tests {
         );
         // a route without path conditions forwards the path as written
         let j = p.judge("x.example.org", 443, &ask("GET", "/a/%2f/..;/b", &none));
-        assert_eq!((j.decision.allowed, j.path.as_ref()), (true, "/a/%2f/..;/b"));
+        assert_eq!(
+            (j.decision.allowed, j.path.as_ref()),
+            (true, "/a/%2f/..;/b")
+        );
         // dangerously_raw_paths: judged and forwarded literally
         let raw = policy(
             "routes:\n  - host: raw.example\n    dangerously_raw_paths: true\n    matches:\n      - paths: [{type: prefix, value: /v1/}]\n",
         );
         let j = raw.judge("raw.example", 443, &ask("GET", "/v1/..;/admin", &none));
-        assert_eq!((j.decision.allowed, j.path.as_ref()), (true, "/v1/..;/admin"));
+        assert_eq!(
+            (j.decision.allowed, j.path.as_ref()),
+            (true, "/v1/..;/admin")
+        );
         let j = raw.judge("raw.example", 443, &ask("GET", "/admin", &none));
         assert_eq!(j.decision.reason, Reason::PathNotAllowed);
     }
@@ -545,22 +551,48 @@ mod tests {
             .as_str()
         };
         assert_eq!(judge("POST", &[], None), "allowed");
-        assert_eq!(judge("POST", &[("x-http-method-override", "get")], None), "allowed");
+        assert_eq!(
+            judge("POST", &[("x-http-method-override", "get")], None),
+            "allowed"
+        );
         for name in METHOD_OVERRIDE_HEADERS {
-            assert_eq!(judge("POST", &[(name, "DELETE")], None), "method-not-allowed", "{name}");
+            assert_eq!(
+                judge("POST", &[(name, "DELETE")], None),
+                "method-not-allowed",
+                "{name}"
+            );
         }
         assert_eq!(
-            judge("POST", &[("x-http-method", "GET"), ("x-http-method", "DELETE")], None),
+            judge(
+                "POST",
+                &[("x-http-method", "GET"), ("x-http-method", "DELETE")],
+                None
+            ),
             "method-not-allowed"
         );
-        assert_eq!(judge("POST", &[], Some("a=1&_method=DELETE")), "method-not-allowed");
-        assert_eq!(judge("POST", &[], Some("_METHOD=delete")), "method-not-allowed");
-        assert_eq!(judge("POST", &[], Some("%5fmethod=DELETE")), "method-not-allowed");
-        assert_eq!(judge("POST", &[], Some("_method=%47ET")), "method-not-allowed");
+        assert_eq!(
+            judge("POST", &[], Some("a=1&_method=DELETE")),
+            "method-not-allowed"
+        );
+        assert_eq!(
+            judge("POST", &[], Some("_METHOD=delete")),
+            "method-not-allowed"
+        );
+        assert_eq!(
+            judge("POST", &[], Some("%5fmethod=DELETE")),
+            "method-not-allowed"
+        );
+        assert_eq!(
+            judge("POST", &[], Some("_method=%47ET")),
+            "method-not-allowed"
+        );
         assert_eq!(judge("POST", &[], Some("_method=GET&x=1")), "allowed");
         // no method condition: nothing to override
         let mut h = HeaderMap::new();
-        h.insert("x-http-method-override", http::HeaderValue::from_static("DELETE"));
+        h.insert(
+            "x-http-method-override",
+            http::HeaderValue::from_static("DELETE"),
+        );
         assert!(p.decide("x.example.org", 443, "GET", "/", &h).allowed);
     }
 
@@ -587,6 +619,9 @@ mod tests {
         assert_eq!(up("ws.example", "/ws", "WebSocket"), "allowed");
         assert_eq!(up("ws.example", "/other", "websocket"), "path-not-allowed");
         assert_eq!(up("ws.example", "/ws", "h2c"), "upgrade-not-allowed");
-        assert_eq!(up("plain.example", "/ws", "websocket"), "upgrade-not-allowed");
+        assert_eq!(
+            up("plain.example", "/ws", "websocket"),
+            "upgrade-not-allowed"
+        );
     }
 }

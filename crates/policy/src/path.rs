@@ -47,7 +47,9 @@ impl PathProblem {
             PathProblem::EncodedSlash => "an encoded slash (%2F)",
             PathProblem::Backslash => "a backslash (\\ or %5C)",
             PathProblem::ControlCharacter => "a NUL or control character",
-            PathProblem::InvalidUtf8 => "percent-escapes that are not valid UTF-8 (e.g. overlong %C0%AE)",
+            PathProblem::InvalidUtf8 => {
+                "percent-escapes that are not valid UTF-8 (e.g. overlong %C0%AE)"
+            }
             PathProblem::LookAlike => "a Unicode look-alike of '.', '/' or '\\'",
             PathProblem::DotSegmentWithParameters => "a '.' or '..' segment with ;parameters",
             PathProblem::RawNonAscii => "non-ASCII characters that are not percent-encoded",

@@ -255,7 +255,10 @@ async fn method_overrides_are_judged_like_the_method() {
         ("X-HTTP-Method-Override: DELETE\r\n", ""),
         ("X-HTTP-Method: delete\r\n", ""),
         ("X-Method-Override: PUT\r\n", ""),
-        ("X-HTTP-Method-Override: GET\r\nX-HTTP-Method-Override: DELETE\r\n", ""),
+        (
+            "X-HTTP-Method-Override: GET\r\nX-HTTP-Method-Override: DELETE\r\n",
+            "",
+        ),
         ("", "?_method=DELETE"),
         ("", "?a=1&%5Fmethod=DELETE"),
     ] {
@@ -291,7 +294,11 @@ async fn method_overrides_are_judged_like_the_method() {
 #[tokio::test]
 async fn host_values_are_canonical_or_refused() {
     let h = start(ROUTES).await;
-    for host in ["user@api.test", "user:pw@api.test:443", "api.test@other.test"] {
+    for host in [
+        "user@api.test",
+        "user:pw@api.test:443",
+        "api.test@other.test",
+    ] {
         let req = format!("GET /v1/h HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         assert_eq!(
             verdict(&raw(&h, "api.test", req.as_bytes()).await),
@@ -299,7 +306,12 @@ async fn host_values_are_canonical_or_refused() {
             "{host}"
         );
     }
-    for host in ["API.test.", "api.test:443", "api.test.:443", "Api.Test:0443"] {
+    for host in [
+        "API.test.",
+        "api.test:443",
+        "api.test.:443",
+        "Api.Test:0443",
+    ] {
         let req = format!("GET /v1/h HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         assert_eq!(
             verdict(&raw(&h, "api.test", req.as_bytes()).await),
@@ -331,10 +343,16 @@ async fn an_upgrade_header_alone_leaves_strict_framing_on() {
         "POST /v1/smuggled-te HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ] {
         let reply = raw(&h, "api.test", format!("{fake}{second}").as_bytes()).await;
-        assert!(reply.matches(" 200 OK").count() <= 1, "{second}\n->\n{reply}");
+        assert!(
+            reply.matches(" 200 OK").count() <= 1,
+            "{second}\n->\n{reply}"
+        );
         // the framing check may fail the whole read, the first request with it
         let got = arrived(&h);
-        assert!(got.iter().all(|r| r == "GET /v1/first"), "{second}: {got:?}");
+        assert!(
+            got.iter().all(|r| r == "GET /v1/first"),
+            "{second}: {got:?}"
+        );
     }
     // a real upgrade that is refused ends the connection: nothing after it is read
     let upgrade = "GET /v1/ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -413,10 +431,7 @@ async fn http2_gets_the_limits_of_http1() {
     let req = http::Request::get(format!("https://api.test{long}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    assert_eq!(
-        h2_send(&mut send, req).await,
-        blocked(414, "uri-too-long")
-    );
+    assert_eq!(h2_send(&mut send, req).await, blocked(414, "uri-too-long"));
     let mut send = h2(&h, "api.test").await;
     let req = http::Request::get("https://api.test/v1/big")
         .header("x-big", "b".repeat(70 * 1024))
@@ -433,7 +448,10 @@ async fn a_route_without_a_port_means_443_for_tls_and_80_for_http() {
         .await
         .unwrap();
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    assert!(head.contains("x-bot-bottle-blocked: host-not-allowed"), "{head}");
+    assert!(
+        head.contains("x-bot-bottle-blocked: host-not-allowed"),
+        "{head}"
+    );
     let r = h.http_abs("GET", "http://api.test:443/").await;
     assert_eq!(
         (r.status, r.header("x-bot-bottle-blocked")),

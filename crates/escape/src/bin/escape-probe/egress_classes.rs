@@ -28,7 +28,10 @@ pub(crate) fn run(c: &Cfg) {
 fn hop_by_hop(api: &str, target: &str) {
     let mut t = Tally::new("egress-hop-by-hop-header-rule");
     for (what, extra) in [
-        ("Connection: X-Scope", "X-Scope: read\r\nConnection: X-Scope\r\n"),
+        (
+            "Connection: X-Scope",
+            "X-Scope: read\r\nConnection: X-Scope\r\n",
+        ),
         (
             "Connection: keep-alive, x-scope",
             "X-Scope: read\r\nConnection: keep-alive, x-scope\r\n",
@@ -78,7 +81,11 @@ fn ambiguous_paths(api: &str, target: &str) {
 fn method_override(api: &str, target: &str) {
     let mut t = Tally::new("egress-method-override");
     for (what, query, extra) in [
-        ("X-HTTP-Method-Override: DELETE", "", "X-HTTP-Method-Override: DELETE\r\n"),
+        (
+            "X-HTTP-Method-Override: DELETE",
+            "",
+            "X-HTTP-Method-Override: DELETE\r\n",
+        ),
         ("X-HTTP-Method: DELETE", "", "X-HTTP-Method: DELETE\r\n"),
         ("X-Method-Override: PUT", "", "X-Method-Override: PUT\r\n"),
         ("?_method=DELETE", "?_method=DELETE", ""),
@@ -99,7 +106,11 @@ fn host_forms(api: &str, target: &str) {
         format!("{api}@no-route.escape.test"),
     ] {
         let req = format!("GET /v1/hostform HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        expect_block(&mut t, &format!("Host: {host}"), https(target, api, req.as_bytes()));
+        expect_block(
+            &mut t,
+            &format!("Host: {host}"),
+            https(target, api, req.as_bytes()),
+        );
     }
     let r = connect(&format!("user@{api}:443")).map(|(status, _)| Resp {
         status,
@@ -159,15 +170,33 @@ fn upgrade_framing(api: &str, target: &str) {
         ),
     ];
     for (what, second) in &smuggled {
-        pipelined(&mut t, &format!("Upgrade alone, then {what}"), api, target, &fake, second);
-        pipelined(&mut t, &format!("refused upgrade, then {what}"), api, target, &real, second);
+        pipelined(
+            &mut t,
+            &format!("Upgrade alone, then {what}"),
+            api,
+            target,
+            &fake,
+            second,
+        );
+        pipelined(
+            &mut t,
+            &format!("refused upgrade, then {what}"),
+            api,
+            target,
+            &real,
+            second,
+        );
     }
     // h2c would carry requests the proxy never sees; the route allows no upgrade at all
     let h2c = format!(
         "GET /v1/upgsmug-h2c HTTP/1.1\r\nHost: {api}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
     );
     expect_block(&mut t, "Upgrade: h2c", https(target, api, h2c.as_bytes()));
-    expect_block(&mut t, "Upgrade: websocket on a route without websocket", https(target, api, real.as_bytes()));
+    expect_block(
+        &mut t,
+        "Upgrade: websocket on a route without websocket",
+        https(target, api, real.as_bytes()),
+    );
     t.done();
 }
 
@@ -182,8 +211,7 @@ fn h2_tls(target: &str, sni: &str) -> Result<super::Tls, String> {
     config.alpn_protocols = vec![b"h2".to_vec()];
     let name =
         rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| format!("{e}"))?;
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| format!("{e}"))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| format!("{e}"))?;
     let mut tls = rustls::StreamOwned::new(conn, s);
     while tls.conn.is_handshaking() {
         tls.conn
@@ -232,7 +260,12 @@ fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
 
 /// One GET over HTTP/2 with `extra` headers; says what came back: `200` (the indexed
 /// `:status 200` in the response's HEADERS), another status, a reset or the end.
-fn h2_get(target: &str, api: &str, path: &str, extra: &[(String, String)]) -> Result<String, String> {
+fn h2_get(
+    target: &str,
+    api: &str,
+    path: &str,
+    extra: &[(String, String)],
+) -> Result<String, String> {
     let mut tls = h2_tls(target, api)?;
     let mut block = Vec::new();
     block.push(0x82); // :method GET
@@ -254,7 +287,9 @@ fn h2_get(target: &str, api: &str, path: &str, extra: &[(String, String)]) -> Re
             frame(&mut out, 0x9, end_headers, 1, chunk);
         }
     }
-    tls.write_all(&out).and_then(|_| tls.flush()).map_err(|e| format!("{e}"))?;
+    tls.write_all(&out)
+        .and_then(|_| tls.flush())
+        .map_err(|e| format!("{e}"))?;
     loop {
         let mut head = [0u8; 9];
         if let Err(e) = tls.read_exact(&mut head) {
