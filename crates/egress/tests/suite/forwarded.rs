@@ -461,3 +461,35 @@ async fn a_route_without_a_port_means_443_for_tls_and_80_for_http() {
     assert_eq!(r.status, 200);
     assert_eq!(arrived(&h), vec!["GET /fine"]);
 }
+
+#[tokio::test]
+async fn connect_inside_a_tunnel_is_refused_and_ends_the_connection() {
+    let h = start(ROUTES).await;
+    let reply = raw(
+        &h,
+        "api.test",
+        b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test\r\n\r\nGET /v1/after-connect HTTP/1.1\nHost: api.test\n\n",
+    )
+    .await;
+    assert_eq!(verdict(&reply), blocked(405, "connect-in-tunnel"));
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
+    assert_eq!(arrived(&h), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn plain_http_paths_are_judged_alike() {
+    let h = start(
+        "routes:\n  - host: api.test\n    matches:\n      - paths: [{type: prefix, value: /v1/}]\n",
+    )
+    .await;
+    let r = h.http_abs("GET", "http://api.test/v1/..;/admin").await;
+    assert_eq!(
+        (r.status, r.header("x-bot-bottle-blocked")),
+        (400, Some("ambiguous-path"))
+    );
+    let r = h.http_abs("GET", "http://api.test/v1/%2e%2e/admin").await;
+    assert_eq!(
+        (r.status, r.header("x-bot-bottle-blocked")),
+        (403, Some("path-not-allowed"))
+    );
+}

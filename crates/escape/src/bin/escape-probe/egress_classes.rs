@@ -169,7 +169,16 @@ fn upgrade_framing(api: &str, target: &str) {
             ),
         ),
     ];
+    let connect_in = format!("CONNECT {api}:443 HTTP/1.1\r\nHost: {api}\r\n\r\n");
     for (what, second) in &smuggled {
+        pipelined(
+            &mut t,
+            &format!("CONNECT in the tunnel, then {what}"),
+            api,
+            target,
+            &connect_in,
+            second,
+        );
         pipelined(
             &mut t,
             &format!("Upgrade alone, then {what}"),
