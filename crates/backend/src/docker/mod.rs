@@ -199,7 +199,7 @@ pub struct DockerBackend {
     client: OnceLock<Docker>,
     /// The agent image once `prepare` built or found it.
     agent_tag: Mutex<Option<String>>,
-    runtime: OnceLock<Option<String>>,
+    runtime: OnceLock<runtime::Chosen>,
 }
 
 /// The daemon's runtimes as [`runtime::choose`] reads them.
@@ -301,8 +301,12 @@ impl DockerBackend {
     /// automatically and the daemon lists it in host network mode, the configured one once
     /// the daemon is seen to list it, or `None` for the daemon's default.
     pub fn agent_runtime(&self) -> Result<Option<String>, BackendError> {
-        if let Some(runtime) = self.runtime.get() {
-            return Ok(runtime.clone());
+        Ok(self.chosen_runtime()?.runtime.clone())
+    }
+
+    fn chosen_runtime(&self) -> Result<&runtime::Chosen, BackendError> {
+        if let Some(chosen) = self.runtime.get() {
+            return Ok(chosen);
         }
         let docker = self.client()?;
         let info = self
@@ -316,7 +320,7 @@ impl DockerBackend {
             &default,
         )
         .map_err(|refused| self.unavailable(format!("{}; fix: {}", refused.reason, refused.fix)))?;
-        Ok(self.runtime.get_or_init(|| chosen.runtime).clone())
+        Ok(self.runtime.get_or_init(|| chosen))
     }
 
     /// Builds `source` unless an image with its input hash exists; returns the tag.
@@ -377,7 +381,8 @@ impl DockerBackend {
         }
         let docker = self.client()?;
         let image = self.agent_image()?;
-        let runtime = self.agent_runtime()?;
+        let chosen = self.chosen_runtime()?;
+        let runtime = chosen.runtime.clone();
         let settings = AgentSettings {
             image,
             user: self.agent_user(),
@@ -392,7 +397,7 @@ impl DockerBackend {
             runtime,
             read_only_root: self.config.read_only_root,
             memory_bytes: self.config.memory_bytes,
-            pids_limit: self.config.pids_limit,
+            pids_limit: runtime::host_pids_limit(chosen.gvisor, self.config.pids_limit),
             launcher: launcher_label(),
             workspace_host: workspace_host(spec),
         };
