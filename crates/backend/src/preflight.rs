@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use crate::BackendKind;
+use crate::docker::runtime::{Registered, RuntimeChoice};
 use crate::native::NativeBackend;
 
 /// The verdict for one backend.
@@ -331,8 +334,13 @@ pub struct DockerFacts {
     pub daemon: Option<bool>,
     /// Whether this build has the docker backend.
     pub built: bool,
-    /// The OCI runtimes the daemon lists (`runsc` means gVisor is used automatically).
-    pub runtimes: Vec<String>,
+    /// The OCI runtimes the daemon lists, with their arguments (`runsc` in host network mode
+    /// means gVisor is used automatically: see [`crate::docker::runtime`]).
+    pub runtimes: BTreeMap<String, Registered>,
+    /// The daemon's default runtime (`DefaultRuntime`, `runc` unless configured).
+    pub default_runtime: String,
+    /// What `BOT_BOTTLE_DOCKER_RUNTIME` asks for.
+    pub choice: RuntimeChoice,
 }
 
 impl DockerFacts {
@@ -348,14 +356,45 @@ impl DockerFacts {
             daemon: info.as_ref().map(Option::is_some),
             built: true,
             runtimes: info
+                .clone()
                 .flatten()
                 .and_then(|info| {
-                    info.get("Runtimes")
-                        .and_then(|r| r.as_object())
-                        .map(|r| r.keys().cloned().collect())
+                    info.get("Runtimes").and_then(|r| r.as_object()).map(|r| {
+                        r.iter()
+                            .map(|(name, r)| (name.clone(), registered(r)))
+                            .collect()
+                    })
                 })
                 .unwrap_or_default(),
+            default_runtime: info
+                .as_ref()
+                .and_then(|i| i.as_ref())
+                .and_then(|i| i.get("DefaultRuntime"))
+                .and_then(|r| r.as_str())
+                .unwrap_or("runc")
+                .to_owned(),
+            choice: RuntimeChoice::from_env(),
         }
+    }
+}
+
+/// One entry of `/info`'s `Runtimes` (`{"path": ..., "runtimeArgs": [...]}`).
+fn registered(value: &serde_json::Value) -> Registered {
+    Registered {
+        path: value
+            .get("path")
+            .and_then(|p| p.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        args: value
+            .get("runtimeArgs")
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -412,15 +451,15 @@ pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
         },
     ];
     if f.daemon == Some(true) {
-        checks.push(if f.runtimes.iter().any(|r| r == "runsc") {
-            Check::pass("runtime", "runtime runsc (gVisor)")
-        } else {
-            Check::warn(
-                "runtime",
-                "gVisor (runsc) is not registered with dockerd; bottles use runc",
-                "sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\"}}} to /etc/docker/daemon.json and restart dockerd",
-            )
-        });
+        match crate::docker::runtime::choose(&f.choice, &f.runtimes, &f.default_runtime) {
+            Ok(chosen) => {
+                checks.push(Check::pass("runtime", chosen.summary));
+                if let Some((why, fix)) = chosen.warning {
+                    checks.push(Check::warn("gvisor", why, fix));
+                }
+            }
+            Err(refused) => checks.push(Check::fail("runtime", refused.reason, refused.fix)),
+        }
     }
     if !f.built {
         checks.push(Check::fail(
@@ -653,27 +692,55 @@ mod tests {
             none.line(),
             "docker: not usable: docker is not installed; fix: sudo apt-get install docker.io; dockerd is not running (no socket at /var/run/docker.sock); fix: sudo systemctl start docker, or point DOCKER_HOST at its socket; this build of bot-bottle has no docker backend yet; fix: use --backend native"
         );
-        let ready = diagnose_docker(&DockerFacts {
+        let facts = |runtimes: &[(&str, &[&str])], choice: RuntimeChoice| DockerFacts {
             cli: Some("/usr/bin/docker".into()),
             socket: "/var/run/docker.sock".into(),
             daemon: Some(true),
             built: true,
-            runtimes: vec!["runc".into(), "runsc".into()],
-        });
+            runtimes: runtimes
+                .iter()
+                .map(|(name, args)| {
+                    (
+                        (*name).to_owned(),
+                        Registered {
+                            path: format!("/usr/bin/{name}"),
+                            args: args.iter().map(|a| (*a).to_owned()).collect(),
+                        },
+                    )
+                })
+                .collect(),
+            default_runtime: "runc".into(),
+            choice,
+        };
+        let gvisor: &[(&str, &[&str])] = &[("runc", &[]), ("runsc", &["--network=host"])];
         assert_eq!(
-            ready.line(),
+            diagnose_docker(&facts(gvisor, RuntimeChoice::Auto)).line(),
             "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runsc (gVisor))"
         );
-        let runc_only = diagnose_docker(&DockerFacts {
-            cli: Some("/usr/bin/docker".into()),
-            socket: "/var/run/docker.sock".into(),
-            daemon: Some(true),
-            built: true,
-            runtimes: vec!["runc".into()],
-        });
         assert_eq!(
-            runc_only.line(),
-            "docker: usable (docker at /usr/bin/docker, dockerd running); warning: gVisor (runsc) is not registered with dockerd; bottles use runc (fix: sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\"}}} to /etc/docker/daemon.json and restart dockerd)"
+            diagnose_docker(&facts(gvisor, RuntimeChoice::Named("runc".into()))).line(),
+            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runc (BOT_BOTTLE_DOCKER_RUNTIME=runc)); warning: gVisor (runsc) is registered but BOT_BOTTLE_DOCKER_RUNTIME=runc opts out of it: the agent shares the host's kernel (fix: unset BOT_BOTTLE_DOCKER_RUNTIME to run agents under gVisor)"
+        );
+        assert_eq!(
+            diagnose_docker(&facts(&[("runc", &[])], RuntimeChoice::Auto)).line(),
+            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runc (the daemon's default)); warning: gVisor (runsc) is not registered with dockerd; bottles use the daemon's default runtime (fix: sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=host\", \"--oci-seccomp\"]}}} to /etc/docker/daemon.json and reload dockerd (sudo kill -HUP $(pidof dockerd)); scripts/docker/start-dockerd does both)"
+        );
+        assert_eq!(
+            diagnose_docker(&facts(
+                &[("runc", &[]), ("runsc", &[])],
+                RuntimeChoice::Auto
+            ))
+            .line(),
+            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runc (the daemon's default)); warning: gVisor (runsc) is registered with --network=sandbox, where its own network stack would bypass the bottle's firewall; bottles use the daemon's default runtime (fix: add \"runtimeArgs\": [\"--network=host\"] to runsc in /etc/docker/daemon.json and reload dockerd (sudo kill -HUP $(pidof dockerd)))"
+        );
+        // Asked for by name, a gVisor the firewall does not cover is refused (fail closed).
+        assert_eq!(
+            diagnose_docker(&facts(
+                &[("runc", &[]), ("runsc", &[])],
+                RuntimeChoice::Named("runsc".into())
+            ))
+            .line(),
+            "docker: not usable: BOT_BOTTLE_DOCKER_RUNTIME names `runsc` (gVisor), registered with --network=sandbox: gVisor's own network stack would send the agent's packets past the bottle's firewall; fix: add \"runtimeArgs\": [\"--network=host\"] to `runsc` in /etc/docker/daemon.json and reload dockerd (sudo kill -HUP $(pidof dockerd)), or set BOT_BOTTLE_DOCKER_RUNTIME=runc"
         );
     }
 

@@ -9,10 +9,14 @@
 //!   [`BACKENDS`], checks what the canaries received and prints the table that `SECURITY.md`
 //!   keeps. Any `ESCAPED` fails the suite.
 
+pub mod gvisor;
+
 /// The backends the suite runs on. A new backend has to be added here (and, where its world
 /// differs from native's, to the harness: see `tests/suite/docker.rs`); one that
 /// `bot-bottle doctor` reports as not usable on this machine is skipped with its reason.
-pub const BACKENDS: &[&str] = &["native", "docker"];
+/// `docker` runs with runc, `docker+runsc` is the docker backend with the agent under gVisor
+/// (`BOT_BOTTLE_DOCKER_RUNTIME` chooses; the harness also checks the container's runtime).
+pub const BACKENDS: &[&str] = &["native", "docker", "docker+runsc"];
 
 /// One line of probe output.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,8 @@
 //!
 //! Non-root (`uid:gid` of the launching user, `1000:1000` when that is root), all capabilities
 //! dropped, `no-new-privileges`, read-only root filesystem with private `/tmp` and `/var/tmp`,
-//! memory and PID limits, private IPC, and gVisor (`runsc`) whenever the daemon lists it.
+//! memory and PID limits, private IPC, and gVisor (`runsc`) whenever the daemon lists it in the
+//! network mode the firewall covers ([`runtime`] says why; `BOT_BOTTLE_DOCKER_RUNTIME=runc` opts out).
 //!
 //! # Lifecycle
 //!
@@ -55,6 +56,7 @@
 pub mod image;
 pub mod init;
 pub mod reaper;
+pub mod runtime;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -78,6 +80,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 
 pub use self::image::ImageSource;
+pub use self::runtime::RuntimeChoice;
 use self::spec::{
     AgentSettings, LABEL_IDENTITY, LABEL_LAUNCHER, LABEL_MANAGED, LABEL_ROLE, agent_container,
     firewall_container, init_config, sidecar_container, workspace_host,
@@ -100,15 +103,6 @@ pub enum AgentImage {
     Image(String),
     /// Built from a provider template or a bottle Dockerfile, only when its inputs changed.
     Build(ImageSource),
-}
-
-/// Which OCI runtime runs the agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeChoice {
-    /// `runsc` (gVisor) when the daemon lists it, else the daemon's default.
-    Auto,
-    /// Exactly this runtime (e.g. `runc`).
-    Named(String),
 }
 
 /// A directory copied out of the agent container when the bottle ends (e.g. the transcript).
@@ -151,7 +145,8 @@ pub struct DockerConfig {
 }
 
 impl DockerConfig {
-    /// Defaults: local socket, automatic runtime, read-only root, 4 GiB, 1024 PIDs.
+    /// Defaults: local socket, the runtime `BOT_BOTTLE_DOCKER_RUNTIME` chooses (automatic when
+    /// unset: see [`runtime`]), read-only root, 4 GiB, 1024 PIDs.
     pub fn new(agent_image: AgentImage, init: HelperCommand) -> DockerConfig {
         DockerConfig {
             socket: default_socket(),
@@ -160,7 +155,7 @@ impl DockerConfig {
             firewall_image: None,
             init,
             reaper: None,
-            runtime: RuntimeChoice::Auto,
+            runtime: RuntimeChoice::from_env(),
             read_only_root: true,
             memory_bytes: 4 << 30,
             pids_limit: 1024,
@@ -204,7 +199,26 @@ pub struct DockerBackend {
     client: OnceLock<Docker>,
     /// The agent image once `prepare` built or found it.
     agent_tag: Mutex<Option<String>>,
-    runtime: OnceLock<Option<String>>,
+    runtime: OnceLock<runtime::Chosen>,
+}
+
+/// The daemon's runtimes as [`runtime::choose`] reads them.
+fn registered_runtimes(
+    runtimes: Option<HashMap<String, bollard::models::Runtime>>,
+) -> std::collections::BTreeMap<String, runtime::Registered> {
+    runtimes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name,
+                runtime::Registered {
+                    path: r.path.unwrap_or_default(),
+                    args: r.runtime_args.unwrap_or_default(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn setup(stage: &str) -> impl FnOnce(ApiError) -> BackendError + '_ {
@@ -283,27 +297,30 @@ impl DockerBackend {
         Ok(self.client.get_or_init(|| docker).clone())
     }
 
-    /// The runtime the agent runs with: `Some("runsc")` when chosen automatically and the
-    /// daemon lists it, the configured one, or `None` for the daemon's default.
+    /// The runtime the agent runs with (see [`runtime`]): `Some("runsc")` when chosen
+    /// automatically and the daemon lists it in host network mode, the configured one once
+    /// the daemon is seen to list it, or `None` for the daemon's default.
     pub fn agent_runtime(&self) -> Result<Option<String>, BackendError> {
-        if let Some(runtime) = self.runtime.get() {
-            return Ok(runtime.clone());
+        Ok(self.chosen_runtime()?.runtime.clone())
+    }
+
+    fn chosen_runtime(&self) -> Result<&runtime::Chosen, BackendError> {
+        if let Some(chosen) = self.runtime.get() {
+            return Ok(chosen);
         }
-        let runtime = match &self.config.runtime {
-            RuntimeChoice::Named(name) => Some(name.clone()),
-            RuntimeChoice::Auto => {
-                let docker = self.client()?;
-                let info = self
-                    .rt
-                    .block_on(docker.info())
-                    .map_err(setup("docker info"))?;
-                info.runtimes
-                    .unwrap_or_default()
-                    .contains_key("runsc")
-                    .then(|| "runsc".to_owned())
-            }
-        };
-        Ok(self.runtime.get_or_init(|| runtime).clone())
+        let docker = self.client()?;
+        let info = self
+            .rt
+            .block_on(docker.info())
+            .map_err(setup("docker info"))?;
+        let default = info.default_runtime.unwrap_or_else(|| "runc".to_owned());
+        let chosen = runtime::choose(
+            &self.config.runtime,
+            &registered_runtimes(info.runtimes),
+            &default,
+        )
+        .map_err(|refused| self.unavailable(format!("{}; fix: {}", refused.reason, refused.fix)))?;
+        Ok(self.runtime.get_or_init(|| chosen))
     }
 
     /// Builds `source` unless an image with its input hash exists; returns the tag.
@@ -364,7 +381,8 @@ impl DockerBackend {
         }
         let docker = self.client()?;
         let image = self.agent_image()?;
-        let runtime = self.agent_runtime()?;
+        let chosen = self.chosen_runtime()?;
+        let runtime = chosen.runtime.clone();
         let settings = AgentSettings {
             image,
             user: self.agent_user(),
@@ -379,7 +397,7 @@ impl DockerBackend {
             runtime,
             read_only_root: self.config.read_only_root,
             memory_bytes: self.config.memory_bytes,
-            pids_limit: self.config.pids_limit,
+            pids_limit: runtime::host_pids_limit(chosen.gvisor, self.config.pids_limit),
             launcher: launcher_label(),
             workspace_host: workspace_host(spec),
         };

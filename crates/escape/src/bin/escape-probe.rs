@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "escape-probe/egress_classes.rs"]
 mod egress_classes;
+#[path = "escape-probe/gvisor.rs"]
+mod gvisor;
 
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
@@ -1364,7 +1366,7 @@ fn filesystem(c: &Cfg) {
         "/dev/kvm",
     ] {
         match std::fs::File::open(d) {
-            Ok(_) => t.escaped(format!("opened {d}")),
+            Ok(_) => gvisor::device_opened(&mut t, d),
             Err(e) => t.blocked(format!("{d}: {e}")),
         }
     }
@@ -1372,7 +1374,7 @@ fn filesystem(c: &Cfg) {
     // SAFETY: mknod with a valid C string; a success only creates a node in the private /tmp.
     let r = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
     if r == 0 {
-        t.escaped("mknod of a character device succeeded");
+        gvisor::mknod_succeeded(&mut t, &p);
     } else {
         t.blocked(format!("mknod: {}", std::io::Error::last_os_error()));
     }
@@ -1410,6 +1412,7 @@ fn errno() -> String {
 }
 
 fn kernel(c: &Cfg) {
+    gvisor::case(c);
     let mut t = Tally::new("proc-unshare-setns-mount");
     for (what, flag) in [
         ("unshare user", libc::CLONE_NEWUSER),
@@ -1419,7 +1422,7 @@ fn kernel(c: &Cfg) {
         // SAFETY: in a child; no memory is touched.
         let code = in_child(|| unsafe { libc::unshare(flag) } == 0);
         if code == 0 {
-            t.escaped(format!("{what} succeeded"));
+            gvisor::unshare_succeeded(c, &mut t, what, flag);
         } else {
             t.blocked(format!("{what} refused"));
         }
@@ -1606,10 +1609,9 @@ fn kernel(c: &Cfg) {
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
     };
-    if field("NoNewPrivs:") == "1" {
-        t.blocked("NoNewPrivs 1")
-    } else {
-        t.escaped("NoNewPrivs is not set")
+    match gvisor::no_new_privs(&status) {
+        (true, detail) => t.blocked(detail),
+        (false, detail) => t.escaped(detail),
     }
     for k in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
         let v = field(k);

@@ -60,6 +60,22 @@ pub fn container(identity: &str, role: &str) -> Option<Container> {
     })
 }
 
+/// The runtime (`HostConfig.Runtime`) of the agent container of `identity`, waiting a while
+/// for it to exist (it is created beside the sidecar's).
+pub fn agent_runtime(identity: &str) -> Result<String, String> {
+    let filter = format!("label={LABEL_IDENTITY}={identity}");
+    let role = format!("label={LABEL_ROLE}=agent");
+    for _ in 0..600 {
+        let id = docker(&["ps", "-aq", "--filter", &filter, "--filter", &role])?;
+        if let Some(id) = id.lines().next() {
+            return docker(&["inspect", "-f", "{{.HostConfig.Runtime}}", id])
+                .map(|r| r.trim().to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(format!("no agent container of {identity} appeared"))
+}
+
 /// The identities of the running sidecar containers whose bottles live in `home` (their
 /// state directory is mounted at the same path).
 pub fn sidecar_identities() -> Vec<String> {
@@ -103,6 +119,7 @@ pub fn redirect_dns(c: &Container, events: &Events, answer: Answer) -> Result<()
 pub fn control_container(
     net: &TestNetwork,
     image: &str,
+    runtime: &str,
     probe: &Path,
     cfg: &str,
 ) -> Result<String, String> {
@@ -118,6 +135,8 @@ pub fn control_container(
             "org.bot-bottle.test=true",
             "--network",
             &net.name,
+            "--runtime",
+            runtime,
             "-v",
             &format!("{}:/escape-probe:ro", probe.display()),
             "--entrypoint",

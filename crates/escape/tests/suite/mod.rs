@@ -59,11 +59,35 @@ fn bot_bottle() -> PathBuf {
     p
 }
 
-/// `None` when usable, else why not (from `bot-bottle doctor`).
+/// What a column of the table runs: `bot-bottle start --backend` and the docker runtime
+/// (`BOT_BOTTLE_DOCKER_RUNTIME`). The docker column is pinned to runc, so that each column means
+/// what its name says whatever the daemon has; `docker+runsc` is the docker backend under
+/// gVisor.
+fn column(backend: &str) -> (&str, Option<&str>) {
+    match backend.split_once('+') {
+        Some((cli, runtime)) => (cli, Some(runtime)),
+        None if backend == "docker" => ("docker", Some("runc")),
+        None => (backend, None),
+    }
+}
+
+/// `None` when usable, else why not (from `bot-bottle doctor`, asked with the column's
+/// runtime: it refuses a runtime the daemon does not list, or a gVisor the bottle's firewall
+/// would not cover).
 fn backend_unusable(backend: &str) -> Option<String> {
-    let out = Command::new(bot_bottle()).arg("doctor").output().unwrap();
+    let (cli, runtime) = column(backend);
+    let mut doctor = Command::new(bot_bottle());
+    doctor.arg("doctor");
+    if let Some(runtime) = runtime {
+        doctor.env("BOT_BOTTLE_DOCKER_RUNTIME", runtime);
+    }
+    let out = doctor.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = text.lines().find(|l| l.starts_with(backend));
+    // `native (default): usable ...`, `docker: ...`
+    let line = text.lines().find(|l| {
+        l.strip_prefix(cli)
+            .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(" ("))
+    });
     match line {
         Some(l) if l.contains(": usable") => None,
         Some(l) => Some(l.trim().to_string()),
@@ -89,8 +113,15 @@ struct World {
     env: Vec<(String, String)>,
 }
 
-/// `docker_base`: the local base image when the backend is docker.
-fn world(upstream: &Upstream, ca: &TestCa, host_port: u16, docker_base: Option<&str>) -> World {
+/// `docker_base`: the local base image when the backend is docker; `runtime`: the docker
+/// runtime of the column.
+fn world(
+    upstream: &Upstream,
+    ca: &TestCa,
+    host_port: u16,
+    docker_base: Option<&str>,
+    runtime: Option<&str>,
+) -> World {
     let tmp = tempfile::Builder::new()
         .prefix("bbe")
         .tempdir_in("/tmp")
@@ -162,6 +193,10 @@ agents:
             ("BOT_BOTTLE_DOCKER_BASE".to_string(), base.to_string()),
             // The local base has the tools; the agent CLI would come from npm.
             ("BOT_BOTTLE_DOCKER_AGENT_PACKAGE".to_string(), String::new()),
+            (
+                "BOT_BOTTLE_DOCKER_RUNTIME".to_string(),
+                runtime.unwrap_or_default().to_string(),
+            ),
         ]);
         // Started by root, the agent runs as uid 1000 and writes its workspace.
         // SAFETY: geteuid has no preconditions.
@@ -191,7 +226,7 @@ fn start_cmd(w: &World, backend: &str, argv: &[String]) -> Command {
         .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
         .arg(&w.resolv)
         .arg(bot_bottle())
-        .args(["start", "demo", "--backend", backend, "--"])
+        .args(["start", "demo", "--backend", column(backend).0, "--"])
         .args(argv)
         .current_dir(&w.workspace)
         .env("BOT_BOTTLE_HOME", &w.home)
@@ -541,7 +576,14 @@ async fn run_backend(
         Some(d) => Upstream::start_tls_on(d.net.gateway, &ca, &[API]).await,
         None => Upstream::start_tls(&ca, &[API]).await,
     };
-    let w = world(&upstream, &ca, cans.route_port, dk.map(|d| d.base.as_str()));
+    let runtime = column(backend).1;
+    let w = world(
+        &upstream,
+        &ca,
+        cans.route_port,
+        dk.map(|d| d.base.as_str()),
+        runtime,
+    );
     // The probe travels in the workspace, which every backend gives the agent.
     let probe = w.workspace.join(".escape-probe");
     std::fs::copy(env!("CARGO_BIN_EXE_escape-probe"), &probe).unwrap();
@@ -633,6 +675,7 @@ async fn run_backend(
         "host_addrs": dk.map(|d| vec![d.net.gateway.to_string()]).unwrap_or_default(),
         "other_sidecar_addrs": other_sidecar_addrs,
         "wait_for": if dk.is_some() { go.display().to_string() } else { String::new() },
+        "expect_kernel": if runtime == Some("runsc") { "gvisor" } else { "" },
     });
     let argv = vec![probe.display().to_string(), cfg.to_string()];
     let cmd = start_cmd(&w, backend, &argv);
@@ -649,9 +692,34 @@ async fn run_backend(
         };
         std::fs::write(&go, word).unwrap();
     }
+    // From outside: the agent container runs with the column's runtime.
+    let agent_runtime = match (&probe_identity, runtime) {
+        (Some(id), Some(want)) => Some((want, docker::agent_runtime(id))),
+        _ => None,
+    };
     let (status, stdout, stderr) = probe_run.await.unwrap()?;
     eprintln!("--- probe on {backend}: {status} ---\n--- stderr ---\n{stderr}");
     let mut cases = parse_cases(&stdout);
+    if let Some((want, seen)) = agent_runtime {
+        match seen {
+            Ok(seen) if seen == want => {
+                if let Some(c) = cases.iter_mut().find(|c| c.name == "kernel-gvisor") {
+                    c.detail
+                        .push_str(&format!("; the agent container's runtime is {seen}"));
+                }
+            }
+            Ok(seen) => escaped(
+                &mut cases,
+                "kernel-gvisor",
+                format!("the agent container ran with the runtime {seen}, not {want}"),
+            ),
+            Err(e) => escaped(
+                &mut cases,
+                "kernel-gvisor",
+                format!("the agent container's runtime could not be read: {e}"),
+            ),
+        }
+    }
     if !stdout.contains("PROBE-DONE") {
         escaped(
             &mut cases,
@@ -993,11 +1061,11 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
     // One set of canaries for every backend (their listeners live as long as the test).
     let cans = canaries().unwrap_or_else(|e| panic!("cannot set up the canaries: {e}"));
     let mut results: Vec<(String, Result<Run, String>)> = Vec::new();
-    let mut docker_setup = None;
+    let mut docker_setups = Vec::new();
     for backend in escape::BACKENDS {
         let setup = match backend_unusable(backend) {
             Some(why) => Err(why),
-            None if *backend == "docker" => docker::base_image().and_then(|base| {
+            None if backend.starts_with("docker") => docker::base_image().and_then(|base| {
                 Ok(Some(DockerSetup {
                     base: base.to_owned(),
                     net: docker::TestNetwork::create("bot-bottle-test-esc")
@@ -1012,8 +1080,8 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
                 let r = run_backend(backend, &cans, dk.as_ref())
                     .await
                     .map_err(|e| format!("harness error: {e}"));
-                if dk.is_some() {
-                    docker_setup = dk;
+                if let Some(d) = dk {
+                    docker_setups.push((column(backend).1.unwrap_or("runc").to_string(), d));
                 }
                 r
             }
@@ -1024,8 +1092,8 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
         results.push((backend.to_string(), r));
     }
     control_run_without_a_bottle_is_caught(&cans);
-    if let Some(d) = &docker_setup {
-        control_run_in_a_plain_container_is_caught(&cans, d);
+    for (runtime, d) in &docker_setups {
+        control_run_in_a_plain_container_is_caught(&cans, d, runtime);
     }
     let table = render(&results);
     println!("{table}");
@@ -1167,8 +1235,9 @@ fn control_run_without_a_bottle_is_caught(cans: &Canaries) {
 /// docker network (what a container that is not a bottle can do from where docker bottles
 /// send their packets) must reach the "internet" and "LAN" canaries through the host and the
 /// host canary on the bridge — otherwise a docker "blocked" could mean the canaries are out
-/// of a container's reach.
-fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup) {
+/// of a container's reach. Run with each docker column's runtime (under gVisor too, whose
+/// packets leave through its own sockets).
+fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup, runtime: &str) {
     cans.events.clear();
     let cfg = serde_json::json!({
         "sections": ["network"],
@@ -1178,8 +1247,8 @@ fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup) 
         "host_addrs": [d.net.gateway.to_string()],
     });
     let probe = Path::new(env!("CARGO_BIN_EXE_escape-probe"));
-    let out =
-        docker::control_container(&d.net, &d.base, probe, &cfg.to_string()).unwrap_or_else(|e| e);
+    let out = docker::control_container(&d.net, &d.base, runtime, probe, &cfg.to_string())
+        .unwrap_or_else(|e| e);
     let cases = parse_cases(&out);
     let verdict = |n: &str| cases.iter().find(|c| c.name == n).map(|c| c.verdict);
     for n in [
@@ -1192,7 +1261,7 @@ fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup) 
         assert_eq!(
             verdict(n),
             Some(Verdict::Escaped),
-            "docker control: {n} in {out}"
+            "docker control ({runtime}): {n} in {out}"
         );
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -1200,13 +1269,13 @@ fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup) 
     for label in ["inet-tcp", "lan-tcp", "inet-udp", "host-tcp", "host-udp"] {
         assert!(
             got.iter().any(|e| e.starts_with(label)),
-            "docker control: the {label} canary saw nothing: {got:?}"
+            "docker control ({runtime}): the {label} canary saw nothing: {got:?}"
         );
     }
     assert!(
         got.iter()
             .any(|e| e.starts_with("host-tcp") && !e.contains(" from 127.")),
-        "docker control: the host canary was not reached over the bridge: {got:?}"
+        "docker control ({runtime}): the host canary was not reached over the bridge: {got:?}"
     );
     cans.events.clear();
 }
