@@ -615,7 +615,9 @@ impl LogParser {
             return;
         }
         if prefix.iter().all(|&b| b == b'+') {
-            if !self.current.data.is_empty() {
+            // Separators follow the lines kept so far, empty ones included, so that the n-th
+            // line of the fragment is the n-th entry of its line map.
+            if !self.current.line_map.is_empty() {
                 self.current.data.push(b'\n');
             }
             self.current.data.extend_from_slice(content);
@@ -807,6 +809,20 @@ mod tests {
                     vec![1]
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn leading_empty_added_lines_keep_their_place() {
+        let log = "\0aaaa\n\ndiff --git a/u b/u\n--- /dev/null\n+++ b/u\n@@ -0,0 +1,3 @@\n+\n+\n+three\n";
+        assert_eq!(
+            parse(log),
+            vec![(
+                "aaaa".to_string(),
+                "u".to_string(),
+                "\n\nthree".to_string(),
+                vec![1, 2, 3]
+            )]
         );
     }
 
