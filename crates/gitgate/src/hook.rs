@@ -13,7 +13,7 @@ use crate::glob::Glob;
 use crate::keys::upstream_env;
 use crate::mirror::{MIRROR_REFSPECS, RepoRuntime, Runtime};
 use crate::process::{hermetic_git_env, run_blocking};
-use crate::scanner::{GateFinding, PushScanner};
+use crate::scanner::{GateFinding, PushScanner, UnscannedBlob};
 
 /// One line of the hook's stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +159,28 @@ pub fn findings_message(findings: &[GateFinding]) -> String {
     msg
 }
 
+/// Renders the rejection for blobs the scanner could not read.
+pub fn unscanned_message(unscanned: &[UnscannedBlob]) -> String {
+    let mut msg = format!(
+        "push rejected by the git gate: {} pushed file{} cannot be scanned for secrets\n",
+        unscanned.len(),
+        if unscanned.len() == 1 { "" } else { "s" }
+    );
+    for u in unscanned {
+        msg.push_str(&format!(
+            "  blob {}  file {}: {}\n",
+            u.object, u.path, u.reason
+        ));
+    }
+    msg.push_str(&format!(
+        "push such content uncompressed and unencrypted, in files of at most {} bytes, or ask \
+         the operator to set `dangerously_push_unscannable: true` for this repository in the \
+         manifest. nothing was pushed upstream\n",
+        scan::DEFAULT_MAX_BLOB_SIZE
+    ));
+    msg
+}
+
 /// Everything the hook does, with its output going to `out` (which git relays to the
 /// client). Returns whether the push may proceed.
 pub fn pre_receive(
@@ -223,20 +245,34 @@ fn pre_receive_inner(
         return Ok(false);
     }
 
-    // (a) secret scan of the new commits
+    // (a) secret scan of every object the push adds
     let rev_args = scan_rev_args(&updates);
     if !rev_args.is_empty() {
-        let findings = scanner
+        let scan = scanner
             .scan(&mirror, &rev_args, &hermetic_git_env())
             .map_err(|e| format!("the secret scan failed: {e}; nothing was pushed upstream"))?;
         let allowed = read_allowlist(&allowlist_path(state_dir)).map_err(|e| e.to_string())?;
-        let blocking: Vec<GateFinding> = findings
+        let blocking: Vec<GateFinding> = scan
+            .findings
             .into_iter()
             .filter(|f| !is_allowed(&allowed, f))
             .collect();
+        let refuse_unscanned = !scan.unscanned.is_empty() && !repo.dangerously_push_unscannable;
         if !blocking.is_empty() {
             let _ = write!(out, "{}", findings_message(&blocking));
+        }
+        if refuse_unscanned {
+            let _ = write!(out, "{}", unscanned_message(&scan.unscanned));
+        }
+        if !blocking.is_empty() || refuse_unscanned {
             return Ok(false);
+        }
+        for u in &scan.unscanned {
+            let _ = writeln!(
+                out,
+                "git gate: blob {}  file {}: {}; not scanned (dangerously_push_unscannable is on)",
+                u.object, u.path, u.reason
+            );
         }
     }
 
@@ -426,6 +462,7 @@ mod tests {
             mirror: "/m".into(),
             push_branches: push_branches.iter().map(|s| s.to_string()).collect(),
             allow_force_push: force,
+            dangerously_push_unscannable: false,
             ssh: None,
         }
     }

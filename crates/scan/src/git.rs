@@ -814,7 +814,8 @@ mod tests {
 
     #[test]
     fn leading_empty_added_lines_keep_their_place() {
-        let log = "\0aaaa\n\ndiff --git a/u b/u\n--- /dev/null\n+++ b/u\n@@ -0,0 +1,3 @@\n+\n+\n+three\n";
+        let log =
+            "\0aaaa\n\ndiff --git a/u b/u\n--- /dev/null\n+++ b/u\n@@ -0,0 +1,3 @@\n+\n+\n+three\n";
         assert_eq!(
             parse(log),
             vec![(

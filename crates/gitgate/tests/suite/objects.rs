@@ -95,7 +95,10 @@ fn attacks() -> Vec<Attack> {
             name: "lightweight tag to a blob",
             prepare: |w| {
                 let b = blob(w, format!("aws = {}\n", key()).as_bytes());
-                (format!("{b}:refs/tags/lt-blob"), format!("{b}:<blob>:{RULE}:1"))
+                (
+                    format!("{b}:refs/tags/lt-blob"),
+                    format!("{b}:<blob>:{RULE}:1"),
+                )
             },
         },
         Attack {
@@ -103,7 +106,10 @@ fn attacks() -> Vec<Attack> {
             prepare: |w| {
                 let b = blob(w, format!("x\naws = {}\n", key()).as_bytes());
                 let t = tree(w, "creds.env", &b);
-                (format!("{t}:refs/tags/lt-tree"), format!("{b}:creds.env:{RULE}:2"))
+                (
+                    format!("{t}:refs/tags/lt-tree"),
+                    format!("{b}:creds.env:{RULE}:2"),
+                )
             },
         },
         Attack {
@@ -120,7 +126,10 @@ fn attacks() -> Vec<Attack> {
                 let b = blob(w, format!("aws = {}\n", key()).as_bytes());
                 let t = tree(w, "creds.env", &b);
                 git(w, &["tag", "-a", "-m", "data", "at-tree", &t]);
-                ("refs/tags/at-tree".into(), format!("{b}:creds.env:{RULE}:1"))
+                (
+                    "refs/tags/at-tree".into(),
+                    format!("{b}:creds.env:{RULE}:1"),
+                )
             },
         },
         Attack {
@@ -129,7 +138,10 @@ fn attacks() -> Vec<Attack> {
                 let c = commit_file(w, "creds.env", &format!("aws = {}\n", key()), "c");
                 git(w, &["tag", "-a", "-m", "data", "at-commit", &c]);
                 git(w, &["reset", "-q", "--hard", "HEAD~1"]);
-                ("refs/tags/at-commit".into(), format!("{c}:creds.env:{RULE}:1"))
+                (
+                    "refs/tags/at-commit".into(),
+                    format!("{c}:creds.env:{RULE}:1"),
+                )
             },
         },
         Attack {
@@ -157,7 +169,10 @@ fn attacks() -> Vec<Attack> {
                 let msg = format!("fix\n\n{}\n", key());
                 git(w, &["commit", "-q", "--allow-empty", "-m", &msg]);
                 let c = git(w, &["rev-parse", "HEAD"]);
-                ("HEAD:refs/heads/main".into(), format!("{c}:<commit>:{RULE}:8"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:<commit>:{RULE}:8"),
+                )
             },
         },
         Attack {
@@ -166,10 +181,21 @@ fn attacks() -> Vec<Attack> {
                 let author = format!("Dev {} <dev@example.org>", key());
                 git(
                     w,
-                    &["commit", "-q", "--allow-empty", "-m", "x", "--author", &author],
+                    &[
+                        "commit",
+                        "-q",
+                        "--allow-empty",
+                        "-m",
+                        "x",
+                        "--author",
+                        &author,
+                    ],
                 );
                 let c = git(w, &["rev-parse", "HEAD"]);
-                ("HEAD:refs/heads/main".into(), format!("{c}:<commit>:{RULE}:3"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:<commit>:{RULE}:3"),
+                )
             },
         },
         Attack {
@@ -178,7 +204,10 @@ fn attacks() -> Vec<Attack> {
                 commit_file(w, &format!("notes-{}.txt", key()), "nothing\n", "notes");
                 let t = git(w, &["rev-parse", "HEAD^{tree}"]);
                 // README.md is entry 1, the new file entry 2.
-                ("HEAD:refs/heads/main".into(), format!("{t}:<tree>:{RULE}:2"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{t}:<tree>:{RULE}:2"),
+                )
             },
         },
         Attack {
@@ -186,7 +215,10 @@ fn attacks() -> Vec<Attack> {
             prepare: |w| {
                 let content = format!("header\0\nkey = {}\n", key());
                 let c = commit_bytes(w, "config.txt", content.as_bytes(), "cfg");
-                ("HEAD:refs/heads/main".into(), format!("{c}:config.txt:{RULE}:2"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:config.txt:{RULE}:2"),
+                )
             },
         },
         Attack {
@@ -194,7 +226,10 @@ fn attacks() -> Vec<Attack> {
             prepare: |w| {
                 let content = utf16le(&format!("first\r\nkey = {}\r\n", key()));
                 let c = commit_bytes(w, "notes.txt", &content, "notes");
-                ("HEAD:refs/heads/main".into(), format!("{c}:notes.txt:{RULE}:2"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:notes.txt:{RULE}:2"),
+                )
             },
         },
         Attack {
@@ -203,7 +238,10 @@ fn attacks() -> Vec<Attack> {
                 let enc = base64::engine::general_purpose::STANDARD
                     .encode(format!("aws_access_key_id = {}", key()));
                 let c = commit_file(w, "enc.yaml", &format!("a: 1\nblob: {enc}\n"), "enc");
-                ("HEAD:refs/heads/main".into(), format!("{c}:enc.yaml:{RULE}:2"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:enc.yaml:{RULE}:2"),
+                )
             },
         },
         Attack {
@@ -211,7 +249,10 @@ fn attacks() -> Vec<Attack> {
             prepare: |w| {
                 let enc = hex::encode(key());
                 let c = commit_file(w, "enc.txt", &format!("id {enc}\n"), "enc");
-                ("HEAD:refs/heads/main".into(), format!("{c}:enc.txt:{RULE}:1"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:enc.txt:{RULE}:1"),
+                )
             },
         },
         Attack {
@@ -219,7 +260,10 @@ fn attacks() -> Vec<Attack> {
             prepare: |w| {
                 let enc: String = key().bytes().map(|b| format!("%{b:02X}")).collect();
                 let c = commit_file(w, "url.txt", &format!("\n\nhttps://h/?k={enc}\n"), "url");
-                ("HEAD:refs/heads/main".into(), format!("{c}:url.txt:{RULE}:3"))
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:url.txt:{RULE}:3"),
+                )
             },
         },
     ]
