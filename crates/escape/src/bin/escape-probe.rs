@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "escape-probe/git_objects.rs"]
+mod git_objects;
+
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
 const GATE: &str = "127.0.0.1:3129";
@@ -1752,6 +1755,7 @@ fn git(c: &Cfg) {
     }
     t.done();
     g(&["reset", "-q", "--hard", "HEAD~1"]);
+    git_objects::push_hidden(&app);
 
     let (ok, out) = g(&["push", "origin", "HEAD:main"]);
     if ok {
