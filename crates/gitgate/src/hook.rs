@@ -421,9 +421,12 @@ pub fn run_cli(args: &[String], scanner: &dyn PushScanner) -> i32 {
 }
 
 /// An operator-approved exception names a finding by its fingerprint, or by `file:line`
-/// (what supervise's `gitleaks-allow` records when the agent gave a file and line).
+/// (what supervise's `gitleaks-allow` records when the agent gave a file and line). A finding
+/// in a commit, tag or tree object (`<commit>`, `<tag>`, `<tree>`, `<blob>`) is excepted by
+/// its fingerprint only: `<commit>:8` would except line 8 of every commit message.
 fn is_allowed(allowed: &std::collections::BTreeSet<String>, f: &GateFinding) -> bool {
-    allowed.contains(&f.fingerprint) || allowed.contains(&format!("{}:{}", f.file, f.line))
+    allowed.contains(&f.fingerprint)
+        || (!f.file.starts_with('<') && allowed.contains(&format!("{}:{}", f.file, f.line)))
 }
 
 #[cfg(test)]
@@ -447,6 +450,17 @@ mod tests {
         assert!(!super::is_allowed(
             &set(&["other:config/prod.env:aws-access-token:3"]),
             &f
+        ));
+        let message = super::GateFinding {
+            file: "<commit>".into(),
+            line: 8,
+            fingerprint: "abc123:<commit>:aws-access-token:8".into(),
+            ..f
+        };
+        assert!(!super::is_allowed(&set(&["<commit>:8"]), &message));
+        assert!(super::is_allowed(
+            &set(&["abc123:<commit>:aws-access-token:8"]),
+            &message
         ));
     }
 

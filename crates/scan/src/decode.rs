@@ -54,9 +54,8 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 const B64: u8 = 1;
-const HEX: u8 = 2;
 
-/// Byte classes: base64 alphabet (standard and URL-safe) and hex digits.
+/// Byte classes: the base64 alphabet (standard and URL-safe), hex digits included.
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -65,41 +64,47 @@ static CLASS: [u8; 256] = {
         if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_' {
             t[i] = B64;
         }
-        if b.is_ascii_hexdigit() {
-            t[i] |= HEX;
-        }
         i += 1;
     }
     t
 };
 
 /// Finds the encoded runs of `data` that decode to mostly printable text.
+///
+/// Ordinary text costs about one byte look-up in [`MIN_BASE64_RUN`]: a run that long must
+/// cover the byte at `i + MIN_BASE64_RUN - 1`, so when that byte cannot be part of a run the
+/// search jumps past it.
 pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
+    const MIN: usize = if MIN_HEX_RUN < MIN_BASE64_RUN {
+        MIN_HEX_RUN
+    } else {
+        MIN_BASE64_RUN
+    };
+    let in_run = |b: u8| CLASS[usize::from(b)] & B64 != 0;
     let mut out = Vec::new();
-    let mut i = 0;
     let n = data.len();
-    while i < n {
-        if CLASS[usize::from(data[i])] & B64 == 0 {
-            i += 1;
+    let mut i = 0;
+    while i + MIN <= n {
+        let probe = i + MIN - 1;
+        if !in_run(data[probe]) {
+            i = probe + 1;
             continue;
         }
-        let start = i;
-        let mut all_hex = true;
-        while i < n {
-            let c = CLASS[usize::from(data[i])];
-            if c & B64 == 0 {
-                break;
-            }
-            all_hex &= c & HEX != 0;
-            i += 1;
+        let mut start = probe;
+        while start > i && in_run(data[start - 1]) {
+            start -= 1;
         }
-        let mut end = i;
-        if end - start < MIN_HEX_RUN.min(MIN_BASE64_RUN) {
+        let mut end = probe + 1;
+        while end < n && in_run(data[end]) {
+            end += 1;
+        }
+        i = end;
+        if end - start < MIN {
             continue;
         }
-        if all_hex && end - start >= MIN_HEX_RUN {
-            let run = &data[start..end - (end - start) % 2];
-            if let Ok(text) = hex::decode(run)
+        let run = &data[start..end];
+        if run.len() >= MIN_HEX_RUN && run.iter().all(u8::is_ascii_hexdigit) {
+            if let Ok(text) = hex::decode(&run[..run.len() - run.len() % 2])
                 && printable(&text)
             {
                 out.push(Decoded {
@@ -110,20 +115,21 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
                 continue;
             }
         }
-        if end - start >= MIN_BASE64_RUN {
-            while end < n && data[end] == b'=' && end - i < 2 {
-                end += 1;
+        if run.len() >= MIN_BASE64_RUN {
+            let mut padded = end;
+            while padded < n && data[padded] == b'=' && padded - end < 2 {
+                padded += 1;
             }
-            if let Some(text) = base64_decode(&data[start..i])
+            if let Some(text) = base64_decode(run)
                 && printable(&text)
             {
                 out.push(Decoded {
-                    span: start..end,
+                    span: start..padded,
                     encoding: Encoding::Base64,
                     text,
                 });
             }
-            i = end;
+            i = padded;
         }
     }
     if memchr::memchr(b'%', data).is_some() {
