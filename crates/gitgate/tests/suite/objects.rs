@@ -70,10 +70,31 @@ fn tree(work: &Path, name: &str, blob: &str) -> String {
 }
 
 fn commit_bytes(work: &Path, file: &str, content: &[u8], msg: &str) -> String {
-    std::fs::write(work.join(file), content).unwrap();
+    let path = work.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
     git(work, &["add", file]);
     git(work, &["commit", "-q", "-m", msg]);
     git(work, &["rev-parse", "HEAD"])
+}
+
+/// Runs git with the key in the committer's (and tagger's) name; its stdout.
+fn git_as(work: &Path, args: &[&str]) -> String {
+    let name = format!("Dev {}", key());
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(work)
+        .args(args)
+        .envs(git_env())
+        .env("GIT_COMMITTER_NAME", &name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn utf16le(s: &str) -> Vec<u8> {
@@ -199,6 +220,25 @@ fn attacks() -> Vec<Attack> {
             },
         },
         Attack {
+            name: "committer identity",
+            prepare: |w| {
+                git_as(w, &["commit", "-q", "--allow-empty", "-m", "x"]);
+                let c = git(w, &["rev-parse", "HEAD"]);
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:<commit>:{RULE}:4"),
+                )
+            },
+        },
+        Attack {
+            name: "tagger identity",
+            prepare: |w| {
+                git_as(w, &["tag", "-a", "-m", "release", "tagger"]);
+                let t = git(w, &["rev-parse", "tagger"]);
+                ("refs/tags/tagger".into(), format!("{t}:<tag>:{RULE}:4"))
+            },
+        },
+        Attack {
             name: "path name",
             prepare: |w| {
                 commit_file(w, &format!("notes-{}.txt", key()), "nothing\n", "notes");
@@ -317,7 +357,11 @@ async fn every_object_a_push_adds_is_scanned() {
     assert_eq!(escaped, Vec::<String>::new());
 
     // The operator excepts the tag message's finding by its fingerprint: it goes through.
-    let (refspec, fingerprint) = (attacks()[5].prepare)(&work);
+    let message = attacks()
+        .into_iter()
+        .find(|a| a.name == "annotated tag message")
+        .unwrap();
+    let (refspec, fingerprint) = (message.prepare)(&work);
     std::fs::write(gate.gate.allowlist_path(), format!("{fingerprint}\n")).unwrap();
     let (ok, msg) = push(&work, &refspec).await;
     assert!(ok && msg.contains("pushed to upstream"), "{msg}");
@@ -347,11 +391,19 @@ async fn unreadable_content_is_refused_unless_the_manifest_allows_it() {
     let gz: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03secret inside";
     commit_bytes(&work, "backup.tar.gz", gz, "backup");
     let gz_blob = git(&work, &["rev-parse", "HEAD:backup.tar.gz"]);
+    commit_bytes(
+        &work,
+        "docs/site.zip",
+        b"PK\x03\x04\x14\x00\x00\x00rest",
+        "site",
+    );
+    let zip_blob = git(&work, &["rev-parse", "HEAD:docs/site.zip"]);
     let (ok, msg) = push(&work, "HEAD:refs/heads/main").await;
     assert!(!ok, "{msg}");
     for needle in [
-        "1 pushed file cannot be scanned",
+        "2 pushed files cannot be scanned",
         &format!("blob {gz_blob}  file backup.tar.gz: gzip-compressed"),
+        &format!("blob {zip_blob}  file docs/site.zip: a zip archive"),
         "dangerously_push_unscannable",
         "nothing was pushed upstream",
     ] {

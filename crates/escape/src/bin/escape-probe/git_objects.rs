@@ -35,12 +35,22 @@ fn out(app: &Path, args: &[&str]) -> String {
 
 /// Commits `content` as `file` on top of `base`; the refspec pushing that commit (by id:
 /// the next spelling moves HEAD) to a new branch.
-fn commit(app: &Path, base: &str, file: &str, content: &[u8], msg: &str, n: usize) -> Option<String> {
+fn commit(
+    app: &Path,
+    base: &str,
+    file: &str,
+    content: &[u8],
+    msg: &str,
+    n: usize,
+) -> Option<String> {
     run_git(app, &["reset", "-q", "--hard", base]);
     std::fs::write(app.join(file), content).ok()?;
     run_git(app, &["add", "--", file]).0.then_some(())?;
     run_git(app, &["commit", "-q", "-m", msg]).0.then_some(())?;
-    Some(format!("{}:refs/heads/agent/hidden-{n}", out(app, &["rev-parse", "HEAD"])))
+    Some(format!(
+        "{}:refs/heads/agent/hidden-{n}",
+        out(app, &["rev-parse", "HEAD"])
+    ))
 }
 
 /// An empty commit on top of `base` with these `git commit` arguments, as [`commit`].
@@ -49,7 +59,10 @@ fn empty_commit(app: &Path, base: &str, args: &[&str], n: usize) -> Option<Strin
     let mut a = vec!["commit", "-q", "--allow-empty"];
     a.extend_from_slice(args);
     run_git(app, &a).0.then_some(())?;
-    Some(format!("{}:refs/heads/agent/hidden-{n}", out(app, &["rev-parse", "HEAD"])))
+    Some(format!(
+        "{}:refs/heads/agent/hidden-{n}",
+        out(app, &["rev-parse", "HEAD"])
+    ))
 }
 
 /// Each spelling: a name and the refspec that pushes it (`None`: could not be built).
@@ -92,21 +105,32 @@ fn spellings(app: &Path, base: &str, key: &str) -> Vec<(&'static str, Option<Str
         "annotated tag message",
         ok.then(|| "refs/tags/hidden-msg".to_string()),
     ));
-    let ok = run_git(app, &["tag", "-a", "-m", "outer", "hidden-outer", "hidden-msg"]).0;
+    let ok = run_git(
+        app,
+        &["tag", "-a", "-m", "outer", "hidden-outer", "hidden-msg"],
+    )
+    .0;
     v.push((
         "tag of a tag",
         ok.then(|| "refs/tags/hidden-outer".to_string()),
     ));
 
     let msg = format!("fix\n\n{key}");
-    v.push(("commit message", empty_commit(app, base, &["-m", &msg], v.len())));
+    v.push((
+        "commit message",
+        empty_commit(app, base, &["-m", &msg], v.len()),
+    ));
     let author = format!("Dev {key} <dev@example.org>");
     v.push((
         "author identity",
         empty_commit(app, base, &["-m", "x", "--author", &author], v.len()),
     ));
     let files: Vec<(&'static str, String, Vec<u8>)> = vec![
-        ("path name", format!("notes-{key}.txt"), b"nothing\n".to_vec()),
+        (
+            "path name",
+            format!("notes-{key}.txt"),
+            b"nothing\n".to_vec(),
+        ),
         (
             "one zero byte in a text file",
             "config.txt".into(),
