@@ -103,17 +103,17 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
             continue;
         }
         let run = &data[start..end];
-        if run.len() >= MIN_HEX_RUN && run.iter().all(u8::is_ascii_hexdigit) {
-            if let Ok(text) = hex::decode(&run[..run.len() - run.len() % 2])
-                && printable(&text)
-            {
-                out.push(Decoded {
-                    span: start..end,
-                    encoding: Encoding::Hex,
-                    text,
-                });
-                continue;
-            }
+        if run.len() >= MIN_HEX_RUN
+            && run.iter().all(u8::is_ascii_hexdigit)
+            && let Ok(text) = hex::decode(&run[..run.len() - run.len() % 2])
+            && printable(&text)
+        {
+            out.push(Decoded {
+                span: start..end,
+                encoding: Encoding::Hex,
+                text,
+            });
+            continue;
         }
         if run.len() >= MIN_BASE64_RUN {
             let mut padded = end;
