@@ -1,12 +1,13 @@
 //! The real secret scanner behind the hook's [`PushScanner`] seam: the scan crate's
-//! built-in rules, with inline allow comments ignored. No repository configuration is ever
+//! built-in rules, with inline allow comments ignored, over the lines the pushed commits add
+//! and over every other pushed object (see `scan::Scanner::scan_git_objects`). No repository configuration is ever
 //! read, so pushed content cannot weaken its own scan.
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::scanner::{GateFinding, PushScanner, ScanFailure};
+use crate::scanner::{GateFinding, PushScan, PushScanner, ScanFailure, UnscannedBlob};
 
 /// The built-in rule set, inline allows off.
 #[derive(Debug)]
@@ -34,25 +35,43 @@ impl PushScanner for BuiltinScanner {
         repo: &Path,
         rev_args: &[String],
         env: &[(OsString, OsString)],
-    ) -> Result<Vec<GateFinding>, ScanFailure> {
+    ) -> Result<PushScan, ScanFailure> {
         let req = scan::GitScanRequest {
             repo: repo.to_path_buf(),
             rev_args: rev_args.to_vec(),
             env: env.to_vec(),
         };
-        let findings = self
+        // The lines the new commits add (attributed to commit, file and line), then every
+        // other new object: tags, messages, identities, path names, blobs only tags reach.
+        let mut findings = self
             .inner
             .scan_git(&req)
             .map_err(|e| ScanFailure(e.to_string()))?;
-        Ok(findings
-            .into_iter()
-            .map(|f| GateFinding {
-                rule_id: f.rule_id,
-                file: f.file,
-                line: u64::from(f.line),
-                commit: f.commit.unwrap_or_default(),
-                fingerprint: f.fingerprint,
-            })
-            .collect())
+        let objects = self
+            .inner
+            .scan_git_objects(&req, &scan::ObjectScanOptions::default())
+            .map_err(|e| ScanFailure(e.to_string()))?;
+        findings.extend(objects.findings);
+        Ok(PushScan {
+            findings: findings
+                .into_iter()
+                .map(|f| GateFinding {
+                    rule_id: f.rule_id,
+                    file: f.file,
+                    line: u64::from(f.line),
+                    commit: f.commit.unwrap_or_default(),
+                    fingerprint: f.fingerprint,
+                })
+                .collect(),
+            unscanned: objects
+                .unreadable
+                .into_iter()
+                .map(|u| UnscannedBlob {
+                    object: u.object,
+                    path: u.path,
+                    reason: u.reason,
+                })
+                .collect(),
+        })
     }
 }

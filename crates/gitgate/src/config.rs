@@ -76,6 +76,8 @@ pub struct RepoConfig {
     pub push_branches: Vec<String>,
     /// Deletions and non-fast-forward updates allowed.
     pub allow_force_push: bool,
+    /// Pushes adding content the scanner cannot read go through (unscanned).
+    pub dangerously_push_unscannable: bool,
 }
 
 /// How an upstream is reached.
@@ -290,6 +292,7 @@ fn resolve_repo(name: &str, spec: &RepoSpec) -> Result<RepoConfig, ConfigError> 
         host_key,
         push_branches,
         allow_force_push: spec.allow_force_push.unwrap_or(false),
+        dangerously_push_unscannable: spec.dangerously_push_unscannable.unwrap_or(false),
     })
 }
 

@@ -13,7 +13,7 @@ use crate::glob::Glob;
 use crate::keys::upstream_env;
 use crate::mirror::{MIRROR_REFSPECS, RepoRuntime, Runtime};
 use crate::process::{hermetic_git_env, run_blocking};
-use crate::scanner::{GateFinding, PushScanner};
+use crate::scanner::{GateFinding, PushScanner, UnscannedBlob};
 
 /// One line of the hook's stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +159,28 @@ pub fn findings_message(findings: &[GateFinding]) -> String {
     msg
 }
 
+/// Renders the rejection for blobs the scanner could not read.
+pub fn unscanned_message(unscanned: &[UnscannedBlob]) -> String {
+    let mut msg = format!(
+        "push rejected by the git gate: {} pushed file{} cannot be scanned for secrets\n",
+        unscanned.len(),
+        if unscanned.len() == 1 { "" } else { "s" }
+    );
+    for u in unscanned {
+        msg.push_str(&format!(
+            "  blob {}  file {}: {}\n",
+            u.object, u.path, u.reason
+        ));
+    }
+    msg.push_str(&format!(
+        "push such content uncompressed and unencrypted, in files of at most {} bytes, or ask \
+         the operator to set `dangerously_push_unscannable: true` for this repository in the \
+         manifest. nothing was pushed upstream\n",
+        scan::DEFAULT_MAX_BLOB_SIZE
+    ));
+    msg
+}
+
 /// Everything the hook does, with its output going to `out` (which git relays to the
 /// client). Returns whether the push may proceed.
 pub fn pre_receive(
@@ -223,20 +245,34 @@ fn pre_receive_inner(
         return Ok(false);
     }
 
-    // (a) secret scan of the new commits
+    // (a) secret scan of every object the push adds
     let rev_args = scan_rev_args(&updates);
     if !rev_args.is_empty() {
-        let findings = scanner
+        let scan = scanner
             .scan(&mirror, &rev_args, &hermetic_git_env())
             .map_err(|e| format!("the secret scan failed: {e}; nothing was pushed upstream"))?;
         let allowed = read_allowlist(&allowlist_path(state_dir)).map_err(|e| e.to_string())?;
-        let blocking: Vec<GateFinding> = findings
+        let blocking: Vec<GateFinding> = scan
+            .findings
             .into_iter()
             .filter(|f| !is_allowed(&allowed, f))
             .collect();
+        let refuse_unscanned = !scan.unscanned.is_empty() && !repo.dangerously_push_unscannable;
         if !blocking.is_empty() {
             let _ = write!(out, "{}", findings_message(&blocking));
+        }
+        if refuse_unscanned {
+            let _ = write!(out, "{}", unscanned_message(&scan.unscanned));
+        }
+        if !blocking.is_empty() || refuse_unscanned {
             return Ok(false);
+        }
+        for u in &scan.unscanned {
+            let _ = writeln!(
+                out,
+                "git gate: blob {}  file {}: {}; not scanned (dangerously_push_unscannable is on)",
+                u.object, u.path, u.reason
+            );
         }
     }
 
@@ -385,9 +421,12 @@ pub fn run_cli(args: &[String], scanner: &dyn PushScanner) -> i32 {
 }
 
 /// An operator-approved exception names a finding by its fingerprint, or by `file:line`
-/// (what supervise's `gitleaks-allow` records when the agent gave a file and line).
+/// (what supervise's `gitleaks-allow` records when the agent gave a file and line). A finding
+/// in a commit, tag or tree object (`<commit>`, `<tag>`, `<tree>`, `<blob>`) is excepted by
+/// its fingerprint only: `<commit>:8` would except line 8 of every commit message.
 fn is_allowed(allowed: &std::collections::BTreeSet<String>, f: &GateFinding) -> bool {
-    allowed.contains(&f.fingerprint) || allowed.contains(&format!("{}:{}", f.file, f.line))
+    allowed.contains(&f.fingerprint)
+        || (!f.file.starts_with('<') && allowed.contains(&format!("{}:{}", f.file, f.line)))
 }
 
 #[cfg(test)]
@@ -412,6 +451,17 @@ mod tests {
             &set(&["other:config/prod.env:aws-access-token:3"]),
             &f
         ));
+        let message = super::GateFinding {
+            file: "<commit>".into(),
+            line: 8,
+            fingerprint: "abc123:<commit>:aws-access-token:8".into(),
+            ..f
+        };
+        assert!(!super::is_allowed(&set(&["<commit>:8"]), &message));
+        assert!(super::is_allowed(
+            &set(&["abc123:<commit>:aws-access-token:8"]),
+            &message
+        ));
     }
 
     use super::*;
@@ -426,6 +476,7 @@ mod tests {
             mirror: "/m".into(),
             push_branches: push_branches.iter().map(|s| s.to_string()).collect(),
             allow_force_push: force,
+            dangerously_push_unscannable: false,
             ssh: None,
         }
     }

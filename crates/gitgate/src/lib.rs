@@ -45,7 +45,7 @@ pub use gitconfig::{render_agent_gitconfig, render_from_config};
 pub use keys::{SshSetup, known_hosts_line, ssh_command};
 pub use mirror::{RUNTIME_FILE, RepoRuntime, Runtime, hook_script};
 pub use scanner::{
-    GateFinding, PushScanner, SCAN_GIT_TIMEOUT, ScanFailure, Unavailable, push_scanner,
+    GateFinding, PushScan, PushScanner, SCAN_GIT_TIMEOUT, ScanFailure, Unavailable, push_scanner,
 };
 
 use crate::cgi::CgiSettings;
@@ -226,6 +226,7 @@ impl Gate {
                     mirror: mirrors.join(format!("{}.git", repo.name)),
                     push_branches: repo.push_branches.clone(),
                     allow_force_push: repo.allow_force_push,
+                    dangerously_push_unscannable: repo.dangerously_push_unscannable,
                     ssh,
                 },
             );

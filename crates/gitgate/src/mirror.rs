@@ -34,6 +34,9 @@ pub struct RepoRuntime {
     pub push_branches: Vec<String>,
     /// Deletions and non-fast-forward updates allowed.
     pub allow_force_push: bool,
+    /// Pushes adding content the scanner cannot read go through (unscanned).
+    #[serde(default)]
+    pub dangerously_push_unscannable: bool,
     /// Deploy key and known_hosts, for SSH upstreams.
     pub ssh: Option<SshSetup>,
 }
@@ -349,6 +352,7 @@ mod tests {
             mirror: dir.path().join("m/app.git"),
             push_branches: vec![],
             allow_force_push: false,
+            dangerously_push_unscannable: false,
             ssh: None,
         };
         let t = Duration::from_secs(30);

@@ -1,22 +1,44 @@
 //! The seam between the pre-receive hook and the secret scanner: the hook asks for the
-//! findings in a commit range and does everything else (allowlist, message) itself.
+//! findings in everything a push adds (and what could not be read) and does everything else
+//! (allowlist, unscannable policy, message) itself.
 
 use std::ffi::OsString;
 use std::path::Path;
 
-/// One secret found in pushed commits.
+/// One secret found in what a push adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateFinding {
     /// Rule that matched, e.g. `aws-access-token`.
     pub rule_id: String,
-    /// File the line was added to.
+    /// File the line was added to; `<commit>`, `<tag>` or `<tree>` for a secret in such an
+    /// object (message, identity, path name), `<blob>` for a blob no new tree names.
     pub file: String,
-    /// Line number in that file.
+    /// Line number in that file (for an object: in `git cat-file -p <commit>`).
     pub line: u64,
-    /// Commit that added it.
+    /// Commit that added it; for a finding in another object, that object's id.
     pub commit: String,
     /// Allowlist key: `commit:file:rule_id:line`.
     pub fingerprint: String,
+}
+
+/// A pushed blob the scanner could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnscannedBlob {
+    /// Its id.
+    pub object: String,
+    /// Its path in a pushed tree, or `<blob>`.
+    pub path: String,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// What the scan of a push found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushScan {
+    /// Possible secrets.
+    pub findings: Vec<GateFinding>,
+    /// Blobs that could not be scanned (refused unless the repo allows them).
+    pub unscanned: Vec<UnscannedBlob>,
 }
 
 /// The scanner failed; the push is refused (fail closed).
@@ -24,18 +46,21 @@ pub struct GateFinding {
 #[error("{0}")]
 pub struct ScanFailure(pub String);
 
-/// Scans the lines added by the commits `git rev-list <rev_args>` lists in `repo`.
+/// Scans every object `git rev-list --objects <rev_args>` lists in `repo`: the lines the
+/// commits add, commit and tag objects (messages, identities), tree entry names and blobs
+/// whatever reaches them.
 ///
 /// Implementations must ignore inline allow comments and the repository's own
 /// `.gitleaks.toml`: only the gate's allowlist may let a finding through.
 pub trait PushScanner: Send + Sync {
-    /// Returns every finding; `env` is extra environment for the git the scanner runs.
+    /// Returns every finding and every blob it could not read; `env` is extra environment
+    /// for the git the scanner runs.
     fn scan(
         &self,
         repo: &Path,
         rev_args: &[String],
         env: &[(OsString, OsString)],
-    ) -> Result<Vec<GateFinding>, ScanFailure>;
+    ) -> Result<PushScan, ScanFailure>;
 }
 
 /// A scanner that refuses every push, saying why: what the hook uses when the real scanner
@@ -49,7 +74,7 @@ impl PushScanner for Unavailable {
         _repo: &Path,
         _rev_args: &[String],
         _env: &[(OsString, OsString)],
-    ) -> Result<Vec<GateFinding>, ScanFailure> {
+    ) -> Result<PushScan, ScanFailure> {
         Err(ScanFailure(format!(
             "the secret scanner is not available ({}), so no push can be checked",
             self.0

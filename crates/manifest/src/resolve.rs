@@ -137,6 +137,9 @@ fn merge_repo(have: &mut RepoSpec, later: RepoSpec) {
     if later.allow_force_push.is_some() {
         have.allow_force_push = later.allow_force_push;
     }
+    if later.dangerously_push_unscannable.is_some() {
+        have.dangerously_push_unscannable = later.dangerously_push_unscannable;
+    }
 }
 
 /// Resolves a manifest path value: `~/` is the home directory, a relative path is relative

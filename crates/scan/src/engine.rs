@@ -7,6 +7,7 @@ use std::ops::Range;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::config::{Allowlist, Candidate, Rule, RuleSet, contains};
+use crate::decode;
 use crate::finding::{Finding, Secret, shannon_entropy};
 
 /// The marker that allows a finding on its line (unless switched off).
@@ -127,11 +128,96 @@ impl Engine {
             .any(|a| a.target_rules.is_empty() && a.skips_commit(commit))
     }
 
-    /// Scans one fragment, appending findings to `out` (in order of position per rule).
+    /// Scans one fragment, appending findings to `out` (in order of position per rule), then
+    /// looks again at what it hides: its text as UTF-16, and its base64, hex and
+    /// percent-encoded runs, decoded (findings in those are reported at the encoded run).
     pub fn scan(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>) {
         if self.skips_path(frag.path) || frag.commit.is_some_and(|c| self.skips_commit(c)) {
             return;
         }
+        let start = out.len();
+        self.scan_plain(frag, out, true);
+        if let Some(text) = decode::utf16_text(frag.data) {
+            let mut more = Vec::new();
+            self.scan_plain(
+                &Fragment {
+                    data: &text,
+                    ..*frag
+                },
+                &mut more,
+                false,
+            );
+            self.scan_encoded(frag, &text, 0, None, start, out);
+            push_new(out, start, more);
+        }
+        self.scan_encoded(frag, frag.data, 0, None, start, out);
+    }
+
+    /// Decodes the encoded runs of `data` (the fragment's bytes, or decoded text at `at`) and
+    /// scans what they hide, down to [`decode::MAX_DECODE_DEPTH`].
+    fn scan_encoded(
+        &self,
+        frag: &Fragment<'_>,
+        data: &[u8],
+        depth: usize,
+        at: Option<(u32, u32)>,
+        start: usize,
+        out: &mut Vec<Finding>,
+    ) {
+        if depth >= decode::MAX_DECODE_DEPTH {
+            return;
+        }
+        let runs = decode::encoded_runs(data);
+        if runs.is_empty() {
+            return;
+        }
+        let mut lines = LineIndex::default();
+        for run in runs {
+            let here = at.unwrap_or_else(|| {
+                let (idx, col) = lines.locate(data, run.span.start);
+                let line = match frag.line_map {
+                    Some(map) => map.get(idx).copied().unwrap_or(0),
+                    None => u32::try_from(idx + 1).unwrap_or(u32::MAX),
+                };
+                (line, u32::try_from(col + 1).unwrap_or(u32::MAX))
+            });
+            if at.is_none() && self.honor_inline_allow {
+                let s = line_start(data, run.span.start);
+                if contains(&data[s..line_end(data, run.span.end)], INLINE_ALLOW) {
+                    continue;
+                }
+            }
+            let sub = Fragment {
+                path: frag.path,
+                commit: frag.commit,
+                data: &run.text,
+                line_map: None,
+            };
+            let mut found = Vec::new();
+            self.scan_plain(&sub, &mut found, false);
+            let found = found
+                .into_iter()
+                .map(|f| {
+                    Finding::new(
+                        &f.rule_id,
+                        &f.description,
+                        frag.path,
+                        here.0,
+                        here.1,
+                        frag.commit,
+                        f.secret,
+                        f.entropy,
+                    )
+                })
+                .collect();
+            push_new(out, start, found);
+            self.scan_encoded(frag, &run.text, depth + 1, Some(here), start, out);
+        }
+    }
+
+    /// The rules over the fragment's bytes as they are; `path_rules`: also the rules that
+    /// match a path alone.
+    fn scan_plain(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, path_rules: bool) {
         let n = self.rules.len();
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
         let mut regions: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
@@ -175,6 +261,9 @@ impl Engine {
         }
         drop_generic_duplicates(&mut found);
         out.extend(found.into_iter().map(|(_, f)| f));
+        if !path_rules {
+            return;
+        }
         // Path-only rules: the file itself is the finding.
         for rule in &self.rules {
             if rule.regex.is_none()
@@ -287,6 +376,19 @@ impl Engine {
                     entropy,
                 ),
             ));
+        }
+    }
+}
+
+/// Appends the findings of a second look that the first look (from `start` on) did not
+/// already report: same rule, line and secret.
+fn push_new(out: &mut Vec<Finding>, start: usize, more: Vec<Finding>) {
+    for f in more {
+        if !out[start..]
+            .iter()
+            .any(|g| g.rule_id == f.rule_id && g.line == f.line && g.secret == f.secret)
+        {
+            out.push(f);
         }
     }
 }

@@ -7,7 +7,9 @@
 //! are not. Renames are detected (`-M`): a pure rename adds no lines, and lines added to a renamed
 //! file are reported under its new path.
 //!
-//! Binary blobs are not scanned in git mode (git prints no lines for them).
+//! Binary blobs are diffed as text (`--text`): a file with a zero byte in it is scanned like
+//! any other, its lines as git splits them (UTF-16 text and encoded runs are looked into by the
+//! engine).
 //!
 //! Ranges of more than [`SPLIT_MIN_COMMITS`] commits are listed with `git rev-list` and split in
 //! two halves: the `git log` over the range is read up to the second half, which a second
@@ -58,7 +60,7 @@ impl GitScanRequest {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.rev_args.join(" ")
     }
 }
@@ -82,7 +84,7 @@ const SPLIT_MAX_COMMITS: usize = 100_000;
 
 /// The `git log -p` command every scan runs; `rev_args` of `None` means commit ids on stdin,
 /// each shown on its own (`--stdin --no-walk=unsorted`), in the order given.
-fn git_command(req: &GitScanRequest, sub: &str) -> Command {
+pub(crate) fn git_command(req: &GitScanRequest, sub: &str) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(&req.repo)
@@ -103,8 +105,9 @@ fn git_command(req: &GitScanRequest, sub: &str) -> Command {
     cmd
 }
 
-const LOG_ARGS: [&str; 11] = [
+const LOG_ARGS: [&str; 12] = [
     "--patch",
+    "--text",
     "--diff-merges=dense-combined",
     "--find-renames",
     "--unified=0",
@@ -137,17 +140,17 @@ fn log_command(req: &GitScanRequest, stdin_ids: bool) -> Command {
 }
 
 /// The children the watchdog stops at the timeout.
-type Children = Arc<Mutex<ChildList>>;
+pub(crate) type Children = Arc<Mutex<ChildList>>;
 
 #[derive(Default)]
-struct ChildList {
+pub(crate) struct ChildList {
     /// Set by the watchdog: a child started after the timeout is stopped at once.
-    stopped: bool,
-    list: Vec<Arc<Mutex<Child>>>,
+    pub(crate) stopped: bool,
+    pub(crate) list: Vec<Arc<Mutex<Child>>>,
 }
 
 /// Adds a child for the watchdog (stopping it if the timeout has already passed).
-fn watch(children: &Children, child: &Arc<Mutex<Child>>) {
+pub(crate) fn watch(children: &Children, child: &Arc<Mutex<Child>>) {
     if let Ok(mut c) = children.lock() {
         c.list.push(Arc::clone(child));
         if c.stopped
@@ -167,7 +170,7 @@ struct LogProc {
 
 type Batches = mpsc::Receiver<Vec<OwnedFragment>>;
 
-fn spawn_child(
+pub(crate) fn spawn_child(
     mut cmd: Command,
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
@@ -612,7 +615,9 @@ impl LogParser {
             return;
         }
         if prefix.iter().all(|&b| b == b'+') {
-            if !self.current.data.is_empty() {
+            // Separators follow the lines kept so far, empty ones included, so that the n-th
+            // line of the fragment is the n-th entry of its line map.
+            if !self.current.line_map.is_empty() {
                 self.current.data.push(b'\n');
             }
             self.current.data.extend_from_slice(content);
@@ -804,6 +809,21 @@ mod tests {
                     vec![1]
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn leading_empty_added_lines_keep_their_place() {
+        let log =
+            "\0aaaa\n\ndiff --git a/u b/u\n--- /dev/null\n+++ b/u\n@@ -0,0 +1,3 @@\n+\n+\n+three\n";
+        assert_eq!(
+            parse(log),
+            vec![(
+                "aaaa".to_string(),
+                "u".to_string(),
+                "\n\nthree".to_string(),
+                vec![1, 2, 3]
+            )]
         );
     }
 
@@ -1019,7 +1039,9 @@ mod tests {
             let text = String::from_utf8_lossy(&whole.stdout).into_owned();
             assert!(text.contains("diff --cc shared"));
             assert!(text.contains("rename from"));
-            assert!(text.contains("Binary files") || rev_args[0] == "HEAD~2..HEAD");
+            // Binary files are shown as text, never as "Binary files … differ".
+            assert!(!text.contains("Binary files"));
+            assert!(text.contains(".bin") || rev_args[0] == "HEAD~2..HEAD");
             for cut in [1, ids.len() / 2, ids.len() - 1] {
                 let mut second = log_command(&req, true).spawn().unwrap();
                 let mut stdin = second.stdin.take().unwrap();

@@ -21,10 +21,12 @@
 
 mod baseline;
 mod config;
+mod decode;
 mod engine;
 mod error;
 mod finding;
 mod git;
+mod objects;
 mod report;
 
 use std::io::Read;
@@ -39,14 +41,13 @@ pub use engine::INLINE_ALLOW;
 pub use error::ScanError;
 pub use finding::{Finding, FindingJson, REDACTED, Secret, fingerprint, shannon_entropy};
 pub use git::GitScanRequest;
+pub use objects::{DEFAULT_MAX_BLOB_SIZE, ObjectScan, ObjectScanOptions, Unreadable};
 pub use report::{Format, RuleInfo, render, render_json, render_sarif, render_text};
 
 use engine::{Engine, Fragment};
 
 /// Files larger than this are skipped by default (reported in verbose mode).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
-/// Bytes looked at to decide whether a file is binary (a NUL byte among them).
-const BINARY_SNIFF: usize = 8 * 1024;
 
 /// How a scan behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl Default for ScanOptions {
 pub struct Skipped {
     /// The file.
     pub path: String,
-    /// Why (`binary`, `larger than N bytes`, `allowlisted path`).
+    /// Why (`larger than N bytes`, `allowlisted path`, `gzip-compressed (cannot be scanned)`).
     pub reason: String,
 }
 
@@ -192,8 +193,8 @@ impl Scanner {
     }
 
     /// Scans files and directories (walked in parallel; `.gitignore` respected unless switched
-    /// off). `-` reads stdin. A path that cannot be read is an error; binary and oversized files
-    /// are skipped and listed.
+    /// off). `-` reads stdin. A path that cannot be read is an error; oversized files and
+    /// compressed or encrypted ones are skipped and listed (binary files are scanned).
     pub fn scan_paths(&self, paths: &[PathBuf]) -> Result<PathScan, ScanError> {
         let mut total = PathScan::default();
         for path in paths {
@@ -236,6 +237,21 @@ impl Scanner {
             git::SPLIT_MIN_COMMITS,
         )?;
         Ok(self.finish(findings))
+    }
+
+    /// Scans every object `git rev-list --objects <rev_args>` lists that `git log -p` does not
+    /// show: commit and tag objects whole (messages, identities), tree entry names, and blobs
+    /// no listed commit reaches; and reports the blobs that cannot be read (too large,
+    /// compressed, encrypted). With [`Scanner::scan_git`] over the same arguments this covers
+    /// everything a push adds.
+    pub fn scan_git_objects(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+    ) -> Result<ObjectScan, ScanError> {
+        let mut scan = objects::scan_objects(&self.engine, req, options, self.options.git_timeout)?;
+        scan.findings = self.finish(std::mem::take(&mut scan.findings));
+        Ok(scan)
     }
 
     /// [`Scanner::scan_git`] with the number of commits above which the range is split between
@@ -323,8 +339,10 @@ impl Scanner {
             return skipped(format!("larger than {} bytes", self.options.max_file_size));
         }
         let data = std::fs::read(path).map_err(read_err)?;
-        if data[..data.len().min(BINARY_SNIFF)].contains(&0) {
-            return skipped("binary".into());
+        // Binary files are scanned too (their text runs match like any text); only content
+        // no rule can see into is skipped, and listed.
+        if let Some(kind) = decode::unreadable_kind(&data) {
+            return skipped(format!("{kind} (cannot be scanned)"));
         }
         let findings = self.scan_bytes(&name, &data);
         Ok(FileOutcome::Scanned {

@@ -17,6 +17,8 @@ use serde_json::Value;
 mod egress_classes;
 #[path = "escape-probe/gvisor.rs"]
 mod gvisor;
+#[path = "escape-probe/git_objects.rs"]
+mod git_objects;
 
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
@@ -1759,6 +1761,7 @@ fn git(c: &Cfg) {
     }
     t.done();
     g(&["reset", "-q", "--hard", "HEAD~1"]);
+    git_objects::push_hidden(&app);
 
     let (ok, out) = g(&["push", "origin", "HEAD:main"]);
     if ok {

@@ -1,4 +1,5 @@
 mod gitea;
+mod objects;
 mod serve;
 mod ssh;
 mod support;

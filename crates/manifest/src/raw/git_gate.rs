@@ -36,7 +36,7 @@ pub struct GitUser {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a repository (`url`, `key`, `host_key`, `push_branches`, `allow_force_push`)"
+    expecting = "a repository (`url`, `key`, `host_key`, `push_branches`, `allow_force_push`, `dangerously_push_unscannable`)"
 )]
 pub struct RepoSpec {
     /// Upstream URL: `ssh://…`, scp-like `git@host:path`, a local path or `file://` URL.
@@ -54,6 +54,11 @@ pub struct RepoSpec {
     /// Allow deletions and non-fast-forward updates (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_force_push: Option<bool>,
+    /// Let pushes through that add content the secret scanner cannot read (compressed
+    /// archives, encrypted files, blobs over the size limit), unscanned (default false: such
+    /// pushes are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dangerously_push_unscannable: Option<bool>,
 }
 
 /// Where a repository's deploy key comes from.

@@ -100,6 +100,7 @@ bottles:
             host_key: None,
             push_branches: Some(vec!["bot/*".into()]),
             allow_force_push: Some(true),
+            dangerously_push_unscannable: None,
         },
     );
     repos.insert(

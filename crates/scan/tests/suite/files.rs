@@ -54,11 +54,12 @@ fn directory_scan_respects_gitignore_and_reads_hidden_files() {
 }
 
 #[test]
-fn binary_and_oversized_files_are_skipped_and_listed() {
+fn binary_files_are_scanned_compressed_and_oversized_ones_skipped_and_listed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let gh = github_token();
     write(d, "blob.bin", format!("\0\x01\x02{gh}").as_bytes());
+    write(d, "notes.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03");
     write(
         d,
         "big.txt",
@@ -80,13 +81,19 @@ fn binary_and_oversized_files_are_skipped_and_listed() {
                 reason: "larger than 1000 bytes".into()
             },
             Skipped {
-                path: format!("{root}/blob.bin"),
-                reason: "binary".into()
+                path: format!("{root}/notes.gz"),
+                reason: "gzip-compressed (cannot be scanned)".into()
             },
         ]
     );
-    assert_eq!(scan.files, 1);
-    assert_eq!(scan.findings.len(), 1);
+    assert_eq!(scan.files, 2);
+    assert_eq!(
+        locations(&scan.findings),
+        vec![
+            (format!("{root}/blob.bin"), 1, "github-pat".to_string()),
+            (format!("{root}/small.txt"), 1, "github-pat".to_string()),
+        ]
+    );
 }
 
 #[test]

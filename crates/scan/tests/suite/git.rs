@@ -9,12 +9,12 @@ use scan::{GitScanRequest, ScanOptions, Scanner};
 use super::github_token;
 
 /// A throwaway repository; `None` (with a note on stderr) when git is not installed.
-struct Repo {
+pub(super) struct Repo {
     dir: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new() -> Option<Self> {
+    pub(super) fn new() -> Option<Self> {
         if Command::new("git").arg("--version").output().is_err() {
             eprintln!("skipping: git is not installed");
             return None;
@@ -26,11 +26,11 @@ impl Repo {
         Some(repo)
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn git(&self, args: &[&str]) -> String {
+    pub(super) fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git")
             .arg("-C")
             .arg(self.path())
@@ -55,11 +55,11 @@ impl Repo {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    fn write(&self, name: &str, content: &str) {
+    pub(super) fn write(&self, name: &str, content: &str) {
         std::fs::write(self.path().join(name), content).unwrap();
     }
 
-    fn commit(&self, msg: &str) -> String {
+    pub(super) fn commit(&self, msg: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "-m", msg]);
         self.git(&["rev-parse", "HEAD"])

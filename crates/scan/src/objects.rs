@@ -1,0 +1,509 @@
+//! Every object a push adds, whatever reaches it: the scan of what `git log -p` never shows.
+//!
+//! `git log -p NEW --not --all` shows the lines that the new *commits* add. It shows nothing
+//! for a tag (lightweight or annotated) that points at a blob or a tree, nothing of a tag's
+//! or a commit's message, nothing of author and committer identities, and nothing of path
+//! names. This module lists the new objects (`git rev-list --objects`), reads them with
+//! `git cat-file --batch` and scans:
+//!
+//! - each new commit and tag object whole (headers, identities, message);
+//! - each new tree's entry names, one per line;
+//! - each new blob that no new commit reaches (the lines of blobs that new commits reach are
+//!   the log scan's, attributed to commit, file and line).
+//!
+//! Every new blob, whatever reaches it, is checked for what no rule can see into: larger than
+//! the size limit, or a compressed archive or encrypted file. Those are returned as
+//! [`Unreadable`] for the caller to refuse or let through.
+//!
+//! Where a finding sits, as `commit:file:rule_id:line`: `commit` is the id of the object that
+//! holds the secret; `file` is `<commit>`, `<tag>` or `<tree>` for those objects (and the path
+//! for a blob, `<blob>` when no new tree names it); `line` is the line in
+//! `git cat-file -p <object>` (for a tree: its entry's line).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use crate::decode::unreadable_kind;
+use crate::engine::{Engine, Fragment};
+use crate::error::ScanError;
+use crate::finding::Finding;
+use crate::git::{Children, GitScanRequest, git_command, spawn_child};
+
+/// Blobs larger than this are not read by default: reported as [`Unreadable`].
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = crate::DEFAULT_MAX_FILE_SIZE;
+
+/// How the object scan behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectScanOptions {
+    /// Blobs larger than this many bytes are reported as unreadable instead of being read.
+    pub max_blob_size: u64,
+}
+
+impl Default for ObjectScanOptions {
+    fn default() -> Self {
+        Self {
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+        }
+    }
+}
+
+/// A new blob the scanner cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The blob's id.
+    pub object: String,
+    /// Its path in a new tree, or `<blob>` when no new tree names it.
+    pub path: String,
+    /// Why: `larger than N bytes`, `gzip-compressed`, `a zip archive`, `PGP-encrypted`, …
+    pub reason: String,
+}
+
+/// What the object scan found.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectScan {
+    /// Findings in commit and tag objects, tree entry names and blobs no new commit reaches.
+    pub findings: Vec<Finding>,
+    /// New blobs that could not be scanned.
+    pub unreadable: Vec<Unreadable>,
+    /// How many new objects there were.
+    pub objects: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Commit,
+    Tree,
+    Blob,
+    Tag,
+}
+
+/// One tree entry: name, whether it is a tree, and its id (hex).
+struct Entry {
+    name: Vec<u8>,
+    is_tree: bool,
+    is_blob: bool,
+    oid: String,
+}
+
+/// Something to scan: an object's text and how findings in it are named.
+struct Piece {
+    oid: String,
+    file: String,
+    data: Vec<u8>,
+}
+
+/// Lists, reads and scans the objects `git rev-list --objects <rev_args>` names.
+pub(crate) fn scan_objects(
+    engine: &Engine,
+    req: &GitScanRequest,
+    options: &ObjectScanOptions,
+    timeout: Duration,
+) -> Result<ObjectScan, ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let children: Children = Arc::default();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = {
+        let children = Arc::clone(&children);
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
+                if let Ok(mut list) = children.lock() {
+                    list.stopped = true;
+                    for child in list.list.iter() {
+                        if let Ok(mut c) = child.lock() {
+                            let _ = c.kill();
+                        }
+                    }
+                }
+                return true;
+            }
+            false
+        })
+    };
+    let result = scan_inner(engine, req, options, &children, &git_err);
+    let _ = done_tx.send(());
+    if watchdog.join().unwrap_or(false) {
+        return Err(git_err(format!(
+            "reading the pushed objects did not finish within {} s and was stopped",
+            timeout.as_secs()
+        )));
+    }
+    result
+}
+
+fn scan_inner(
+    engine: &Engine,
+    req: &GitScanRequest,
+    options: &ObjectScanOptions,
+    children: &Children,
+    git_err: &dyn Fn(String) -> ScanError,
+) -> Result<ObjectScan, ScanError> {
+    // 1. the new objects
+    let mut cmd = git_command(req, "rev-list");
+    cmd.args(["--objects", "--no-object-names"])
+        .args(&req.rev_args)
+        .arg("--");
+    let listing = run_to_end(cmd, None, children, git_err)?;
+    let oids: Vec<String> = String::from_utf8_lossy(&listing)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut scan = ObjectScan {
+        objects: oids.len() as u64,
+        ..ObjectScan::default()
+    };
+    if oids.is_empty() {
+        return Ok(scan);
+    }
+
+    // 2. their types and sizes
+    let mut input = oids.join("\n").into_bytes();
+    input.push(b'\n');
+    let mut cmd = git_command(req, "cat-file");
+    cmd.arg("--batch-check");
+    let checked = run_to_end(cmd, Some(input), children, git_err)?;
+    let mut kinds: HashMap<String, (Kind, u64)> = HashMap::with_capacity(oids.len());
+    for line in String::from_utf8_lossy(&checked).lines() {
+        let mut f = line.split(' ');
+        let (Some(oid), Some(kind), Some(size)) = (f.next(), f.next(), f.next()) else {
+            return Err(git_err(format!("cannot read pushed object: `{line}`")));
+        };
+        let kind = match kind {
+            "commit" => Kind::Commit,
+            "tree" => Kind::Tree,
+            "blob" => Kind::Blob,
+            "tag" => Kind::Tag,
+            other => return Err(git_err(format!("object {oid} has unknown type `{other}`"))),
+        };
+        let size = size
+            .parse::<u64>()
+            .map_err(|_| git_err(format!("cannot read pushed object: `{line}`")))?;
+        kinds.insert(oid.to_string(), (kind, size));
+    }
+
+    // 3. commits, tags and trees, then the blobs small enough to read
+    let mut to_read: Vec<&String> = Vec::new();
+    let mut blobs: Vec<&String> = Vec::new();
+    for oid in &oids {
+        match kinds.get(oid) {
+            Some((Kind::Blob, _)) => blobs.push(oid),
+            Some(_) => to_read.push(oid),
+            None => return Err(git_err(format!("pushed object {oid} is missing"))),
+        }
+    }
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut trees: HashMap<String, Vec<Entry>> = HashMap::new();
+    let mut commit_roots: Vec<String> = Vec::new();
+    read_objects(req, &to_read, children, git_err, |oid, kind, data| {
+        match kind {
+            Kind::Tree => {
+                let entries = parse_tree(&data, oid.len() / 2)
+                    .ok_or_else(|| git_err(format!("cannot parse pushed tree {oid}")))?;
+                let mut names = Vec::new();
+                for e in &entries {
+                    names.extend_from_slice(&e.name);
+                    names.push(b'\n');
+                }
+                pieces.push(Piece {
+                    oid: oid.to_string(),
+                    file: "<tree>".into(),
+                    data: names,
+                });
+                trees.insert(oid.to_string(), entries);
+            }
+            Kind::Commit => {
+                if let Some(tree) = data
+                    .strip_prefix(b"tree ")
+                    .and_then(|r| r.split(|&b| b == b'\n').next())
+                {
+                    commit_roots.push(String::from_utf8_lossy(tree).into_owned());
+                }
+                pieces.push(Piece {
+                    oid: oid.to_string(),
+                    file: "<commit>".into(),
+                    data,
+                });
+            }
+            Kind::Tag => pieces.push(Piece {
+                oid: oid.to_string(),
+                file: "<tag>".into(),
+                data,
+            }),
+            Kind::Blob => {}
+        }
+        Ok(())
+    })?;
+
+    // Paths of new blobs, and which ones new commits reach (the log scan has their lines).
+    let mut path_of: HashMap<&str, String> = HashMap::new();
+    let mut from_commits: HashSet<&str> = HashSet::new();
+    let children_of: HashSet<&str> = trees
+        .values()
+        .flatten()
+        .filter(|e| e.is_tree)
+        .map(|e| e.oid.as_str())
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let other_roots = oids
+        .iter()
+        .filter(|o| trees.contains_key(o.as_str()) && !children_of.contains(o.as_str()));
+    let roots: Vec<(bool, &str)> = commit_roots
+        .iter()
+        .map(|r| (true, r.as_str()))
+        .chain(other_roots.map(|r| (false, r.as_str())))
+        .collect();
+    for (by_commit, root) in roots {
+        let mut stack: Vec<(&str, String)> = vec![(root, String::new())];
+        while let Some((tree, prefix)) = stack.pop() {
+            let Some(entries) = trees.get(tree) else {
+                continue;
+            };
+            if !seen.insert(tree) {
+                continue;
+            }
+            for e in entries {
+                let path = format!("{prefix}{}", String::from_utf8_lossy(&e.name));
+                if e.is_tree {
+                    stack.push((e.oid.as_str(), format!("{path}/")));
+                } else if e.is_blob && kinds.contains_key(&e.oid) {
+                    if by_commit {
+                        from_commits.insert(e.oid.as_str());
+                    }
+                    path_of.entry(e.oid.as_str()).or_insert(path);
+                }
+            }
+        }
+    }
+
+    let mut readable: Vec<&String> = Vec::new();
+    for oid in blobs {
+        let size = kinds.get(oid).map_or(0, |k| k.1);
+        if size > options.max_blob_size {
+            scan.unreadable.push(Unreadable {
+                object: oid.clone(),
+                path: path_of
+                    .get(oid.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| "<blob>".into()),
+                reason: format!("larger than {} bytes", options.max_blob_size),
+            });
+        } else {
+            readable.push(oid);
+        }
+    }
+    read_objects(req, &readable, children, git_err, |oid, _, data| {
+        let path = path_of.get(oid).cloned().unwrap_or_else(|| "<blob>".into());
+        if let Some(kind) = unreadable_kind(&data) {
+            scan.unreadable.push(Unreadable {
+                object: oid.to_string(),
+                path,
+                reason: kind.to_string(),
+            });
+        } else if !from_commits.contains(oid) {
+            pieces.push(Piece {
+                oid: oid.to_string(),
+                file: path,
+                data,
+            });
+        }
+        Ok(())
+    })?;
+
+    let found: Vec<Vec<Finding>> = pieces
+        .par_iter()
+        .map(|p| {
+            let mut out = Vec::new();
+            engine.scan(
+                &Fragment {
+                    path: &p.file,
+                    commit: Some(&p.oid),
+                    data: &p.data,
+                    line_map: None,
+                },
+                &mut out,
+            );
+            out
+        })
+        .collect();
+    scan.findings = found.into_iter().flatten().collect();
+    Ok(scan)
+}
+
+/// Parses a tree object: `<mode> <name>\0<raw id>` entries.
+fn parse_tree(data: &[u8], hash_len: usize) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = memchr::memchr(b' ', rest)?;
+        let mode = &rest[..sp];
+        let nul = sp + 1 + memchr::memchr(0, &rest[sp + 1..])?;
+        let name = rest[sp + 1..nul].to_vec();
+        let id = rest.get(nul + 1..nul + 1 + hash_len)?;
+        out.push(Entry {
+            name,
+            is_tree: mode == b"40000",
+            is_blob: mode.starts_with(b"10") || mode == b"120000",
+            oid: hex::encode(id),
+        });
+        rest = &rest[nul + 1 + hash_len..];
+    }
+    Some(out)
+}
+
+/// Runs a git command to its end, feeding `input`; its stdout, or the error with its stderr.
+fn run_to_end(
+    mut cmd: std::process::Command,
+    input: Option<Vec<u8>>,
+    children: &Children,
+    git_err: &dyn Fn(String) -> ScanError,
+) -> Result<Vec<u8>, ScanError> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let child = spawn_child(cmd, children, git_err)?;
+    let (stdin, stdout, stderr) = take_pipes(&child, git_err)?;
+    let feeder = feed(stdin, input);
+    let err = std::thread::spawn(move || read_all(stderr));
+    let mut out = Vec::new();
+    if let Some(mut stdout) = stdout {
+        stdout
+            .read_to_end(&mut out)
+            .map_err(|e| git_err(format!("cannot read git's output: {e}")))?;
+    }
+    let _ = feeder.map(|f| f.join());
+    let err = err.join().unwrap_or_default();
+    let status = child
+        .lock()
+        .map_err(|_| git_err("lost track of the git process".into()))?
+        .wait()
+        .map_err(|e| git_err(format!("cannot wait for git: {e}")))?;
+    if !status.success() {
+        return Err(git_err(String::from_utf8_lossy(&err).trim().to_string()));
+    }
+    Ok(out)
+}
+
+type Pipes = (
+    Option<std::process::ChildStdin>,
+    Option<std::process::ChildStdout>,
+    Option<std::process::ChildStderr>,
+);
+
+fn take_pipes(
+    child: &Arc<Mutex<Child>>,
+    git_err: &dyn Fn(String) -> ScanError,
+) -> Result<Pipes, ScanError> {
+    child
+        .lock()
+        .map(|mut c| (c.stdin.take(), c.stdout.take(), c.stderr.take()))
+        .map_err(|_| git_err("lost track of the git process".into()))
+}
+
+fn feed(
+    stdin: Option<std::process::ChildStdin>,
+    input: Option<Vec<u8>>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let (mut stdin, input) = (stdin?, input?);
+    Some(std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    }))
+}
+
+fn read_all(pipe: Option<std::process::ChildStderr>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = (&mut p).take(16 * 1024).read_to_end(&mut buf);
+        let _ = std::io::copy(&mut p, &mut std::io::sink());
+    }
+    buf
+}
+
+/// Reads objects with `git cat-file --batch`, handing each to `each` in the order given.
+fn read_objects(
+    req: &GitScanRequest,
+    oids: &[&String],
+    children: &Children,
+    git_err: &dyn Fn(String) -> ScanError,
+    mut each: impl FnMut(&str, Kind, Vec<u8>) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
+    if oids.is_empty() {
+        return Ok(());
+    }
+    let mut input = Vec::with_capacity(oids.len() * 41);
+    for oid in oids {
+        input.extend_from_slice(oid.as_bytes());
+        input.push(b'\n');
+    }
+    let mut cmd = git_command(req, "cat-file");
+    cmd.arg("--batch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = spawn_child(cmd, children, git_err)?;
+    let (stdin, stdout, stderr) = take_pipes(&child, git_err)?;
+    let feeder = feed(stdin, Some(input));
+    let err = std::thread::spawn(move || read_all(stderr));
+    let stdout = stdout.ok_or_else(|| git_err("cannot read git's output".into()))?;
+    let mut r = BufReader::with_capacity(256 * 1024, stdout);
+    let short = |e: std::io::Error| git_err(format!("cannot read a pushed object: {e}"));
+    let mut result = Ok(());
+    for _ in 0..oids.len() {
+        let mut header = Vec::new();
+        r.read_until(b'\n', &mut header).map_err(short)?;
+        let header = String::from_utf8_lossy(&header).trim().to_string();
+        let mut f = header.split(' ');
+        let (Some(oid), Some(kind), Some(size)) = (f.next(), f.next(), f.next()) else {
+            result = Err(git_err(format!("cannot read pushed object: `{header}`")));
+            break;
+        };
+        let kind = match kind {
+            "commit" => Kind::Commit,
+            "tree" => Kind::Tree,
+            "tag" => Kind::Tag,
+            _ => Kind::Blob,
+        };
+        let size: usize = size
+            .parse()
+            .map_err(|_| git_err(format!("cannot read pushed object: `{header}`")))?;
+        let mut data = vec![0u8; size];
+        r.read_exact(&mut data).map_err(short)?;
+        let mut nl = [0u8; 1];
+        r.read_exact(&mut nl).map_err(short)?;
+        if let Err(e) = each(oid, kind, data) {
+            result = Err(e);
+            break;
+        }
+    }
+    drop(r);
+    let _ = feeder.map(|f| f.join());
+    let err = err.join().unwrap_or_default();
+    let status = child
+        .lock()
+        .map_err(|_| git_err("lost track of the git process".into()))
+        .and_then(|mut c| {
+            if result.is_err() {
+                let _ = c.kill();
+            }
+            c.wait()
+                .map_err(|e| git_err(format!("cannot wait for git: {e}")))
+        })?;
+    result?;
+    if !status.success() {
+        return Err(git_err(String::from_utf8_lossy(&err).trim().to_string()));
+    }
+    Ok(())
+}
