@@ -723,7 +723,7 @@ mod tests {
         );
         assert_eq!(
             diagnose_docker(&facts(&[("runc", &[])], RuntimeChoice::Auto)).line(),
-            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runc (the daemon's default)); warning: gVisor (runsc) is not registered with dockerd; bottles use the daemon's default runtime (fix: sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=host\", \"--oci-seccomp\"]}}} to /etc/docker/daemon.json and reload dockerd (sudo kill -HUP $(pidof dockerd)); scripts/docker/start-dockerd does both)"
+            "docker: usable (docker at /usr/bin/docker, dockerd running, runtime runc (the daemon's default)); warning: gVisor (runsc) is not registered with dockerd; bottles use the daemon's default runtime (fix: sudo apt-get install runsc, add {\"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=host\"]}}} to /etc/docker/daemon.json and reload dockerd (sudo kill -HUP $(pidof dockerd)); scripts/docker/start-dockerd does both)"
         );
         assert_eq!(
             diagnose_docker(&facts(

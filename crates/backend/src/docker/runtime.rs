@@ -24,7 +24,8 @@ pub const RUNTIME_ENV: &str = "BOT_BOTTLE_DOCKER_RUNTIME";
 /// gVisor's runtime name, the one chosen automatically.
 pub const GVISOR: &str = "runsc";
 /// The registration the scripts write (`scripts/docker/start-dockerd`) and the fixes name.
-pub const GVISOR_REGISTRATION: &str = r#"{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host", "--oci-seccomp"]}}}"#;
+pub const GVISOR_REGISTRATION: &str =
+    r#"{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}}}"#;
 
 /// Which OCI runtime runs the agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1115,6 +1115,14 @@ async fn nothing_leaves_a_bottle_except_through_its_sidecars() {
 }
 
 #[test]
+fn each_column_names_its_backend_and_docker_runtime() {
+    assert_eq!(column("native"), ("native", None));
+    assert_eq!(column("docker"), ("docker", Some("runc")));
+    assert_eq!(column("docker+runsc"), ("docker", Some("runsc")));
+    assert!(escape::BACKENDS.contains(&"docker+runsc"));
+}
+
+#[test]
 fn a_canary_record_convicts_the_case_it_belongs_to() {
     assert_eq!(
         case_for_event("inet-tcp tcp connection from 198.18.77.1:5555"),

@@ -107,7 +107,8 @@ pub fn mknod_succeeded(t: &mut Tally, node: &std::ffi::CStr) {
         t.escaped("mknod of a character device succeeded");
         return;
     }
-    t.blocked(
+    first(
+        t,
         "mknod of a character device succeeded inside gVisor's kernel (a node of the sandbox's own device emulation, not the host's)",
     );
     for (what, block, major, minor) in HOST_DEVICES {
@@ -144,12 +145,21 @@ pub fn mknod_succeeded(t: &mut Tally, node: &std::ffi::CStr) {
 /// gVisor's and the device one it emulates itself ([`OWN_DEVICES`]).
 pub fn device_opened(t: &mut Tally, path: &str) {
     if OWN_DEVICES.contains(&path) && kernel().gvisor {
-        t.blocked(format!(
-            "{path} opened: gVisor's own emulated device (served by the sandbox's kernel, not the host's)"
-        ));
+        first(
+            t,
+            &format!(
+                "{path} opened: gVisor's own emulated device (served by the sandbox's kernel, not the host's)"
+            ),
+        );
     } else {
         t.escaped(format!("opened {path}"));
     }
+}
+
+/// A blocked attempt put first in the case's detail (which the table cuts at 300 characters),
+/// so that what gVisor changed is read before the list of ordinary refusals.
+fn first(t: &mut Tally, what: &str) {
+    t.ok.insert(0, what.to_owned());
 }
 
 /// `no_new_privs` as `prctl` says it, checked against `/proc/self/status` (which has no
