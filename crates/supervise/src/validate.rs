@@ -199,6 +199,23 @@ pub fn check_routes_proposal(
             }
         }
     }
+    // `dangerously_raw_paths` lets paths an upstream reads differently pass path conditions:
+    // like a pin, only the operator turns it on.
+    for route in proposed.routes.iter().flatten() {
+        if route.dangerously_raw_paths == Some(true) {
+            let kept = current.routes.iter().flatten().any(|c| {
+                c.host == route.host
+                    && c.port == route.port
+                    && c.dangerously_raw_paths == Some(true)
+            });
+            if !kept {
+                return Err(ValidationError::OperatorOnly(format!(
+                    "sets 'dangerously_raw_paths' on route {}",
+                    route.host
+                )));
+            }
+        }
+    }
     if current == proposed {
         return Err(ValidationError::Unchanged);
     }
@@ -347,6 +364,14 @@ mod tests {
         assert_eq!(
             check_routes_proposal(&cur, &adds).unwrap_err().to_string(),
             "the proposed routes.yaml sets 'connect_to' on route b.example; only the operator sets that, leave it as it is in list-egress-routes"
+        );
+        let raw = parse_routes(
+            "routes:\n  - host: a.example\n    connect_to: 10.0.0.1:443\n    dangerously_raw_paths: true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            check_routes_proposal(&cur, &raw).unwrap_err().to_string(),
+            "the proposed routes.yaml sets 'dangerously_raw_paths' on route a.example; only the operator sets that, leave it as it is in list-egress-routes"
         );
         let ca = parse_routes("upstream_ca: [/etc/evil.pem]\nroutes: []\n").unwrap();
         assert!(matches!(
