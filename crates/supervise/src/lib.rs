@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod effect;
 pub mod engine;
 pub mod fsutil;
 pub mod paths;
@@ -17,6 +18,7 @@ pub mod queue;
 pub mod server;
 pub mod validate;
 
+pub use effect::{Change, Effect};
 pub use apply::{Applier, ApplyError, FileApplier, RecordingApplier, ReloadHook};
 pub use engine::{Engine, WaitResult};
 pub use paths::Home;
