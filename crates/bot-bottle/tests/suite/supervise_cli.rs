@@ -174,10 +174,14 @@ fn approve_validates_the_file_then_writes_modified_and_reject_writes_notes() {
             "0",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The bottle is not running: said at once and plainly, with exit code 1.
     assert_eq!(
-        text(&out.stdout),
-        "modified proposal 00000000000000a1 of bottle claude-1a2b3\nrecorded; the bottle's supervise server applies it\n"
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (
+            Some(1),
+            "modified proposal 00000000000000a1 of bottle claude-1a2b3\n".to_owned(),
+            "NOT applied: bottle claude-1a2b3 is not running, so nothing changed yet; the decision is in the audit log and waits in the bottle's queue: `bot-bottle resume claude-1a2b3` applies it (`cleanup` keeps the bottle until then)\n".to_owned()
+        )
     );
     let r = q.response("00000000000000a1").unwrap().unwrap();
     assert_eq!(
@@ -234,6 +238,11 @@ async fn approve_waits_until_the_running_bottle_applied_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path());
     let applier = supervise::RecordingApplier::with_routes("routes: []\n");
+    // The bottle runs: its state exists and its run lock is held (as `start` holds it).
+    std::fs::create_dir_all(home.state_dir("dev-00001")).unwrap();
+    let _running = state::Home::new(dir.path())
+        .lock_bottle(&state::Identity::parse("dev-00001").unwrap())
+        .unwrap();
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     let engine = supervise::Engine::new(q.clone(), Arc::new(applier.clone()));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -276,14 +285,15 @@ async fn approve_waits_until_the_running_bottle_applied_it() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let short: Vec<_> = lines
+        .iter()
+        .map(|l| json!([l["decision"], l["stage"], l["operator"], l["proposal_id"], l["effect"]]))
+        .collect();
     assert_eq!(
-        (
-            lines.len(),
-            lines[0]["decision"].as_str(),
-            lines[0]["operator"].as_str(),
-            lines[0]["proposal_id"].as_str()
-        ),
-        (1, Some("approved"), Some("alice"), Some(id.as_str()))
+        short,
+        ["decided", "applied"]
+            .map(|stage| json!(["approved", stage, "alice", id, ["adds host pypi.org: any request"]]))
+            .to_vec()
     );
     let out = bb(dir.path(), &["audit", "verify"]);
     assert_eq!(
@@ -317,13 +327,16 @@ fn audit_verify_names_the_edited_line() {
                 before: None,
                 after: Some(format!("routes:\n  - host: h{n}\n")),
                 error: None,
+                effect: vec![format!("adds host h{n}: any request")],
+                stage: Some("applied".into()),
             },
         )
         .unwrap();
     }
     let out = bb(dir.path(), &["audit"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().count(), 6);
+    // per decision: the headline, what it does, why
+    assert_eq!(text(&out.stdout).lines().count(), 9);
     let path = home.audit_file("egress", "dev-00001");
     let edited =
         std::fs::read_to_string(&path)
@@ -357,6 +370,11 @@ async fn operator_approves_in_the_dashboard() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path());
     let applier = supervise::RecordingApplier::with_routes("routes: []\n");
+    // The bottle runs: its state exists and its run lock is held (as `start` holds it).
+    std::fs::create_dir_all(home.state_dir("dev-00001")).unwrap();
+    let _running = state::Home::new(dir.path())
+        .lock_bottle(&state::Identity::parse("dev-00001").unwrap())
+        .unwrap();
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     let engine = supervise::Engine::new(q.clone(), Arc::new(applier.clone()));
     let stop = tokio_util::sync::CancellationToken::new();
