@@ -246,6 +246,17 @@ impl Engine {
                 effect.lines().join("; ")
             )));
         }
+        // A proposal that contradicts its tool (one queued before proposals were judged by
+        // their effect, or put in the queue by other means) is never applied as approved:
+        // the operator's own edited version is the way to want it anyway.
+        if status == Decision::Approved
+            && let Err(e @ validate::ValidationError::Contradicts { .. }) =
+                effect::check_kind(p.tool, &effect)
+        {
+            return Err(ApplyError::Other(format!(
+                "{e}; to apply it anyway, approve it as your own edited file"
+            )));
+        }
         match payload {
             Payload::Routes(cfg) => {
                 self.applier.apply_routes(bottle, &cfg, file).await?;
