@@ -182,7 +182,9 @@ pub fn tool_list() -> Vec<McpTool> {
         McpTool::new(
             Tool::EgressBlock.as_str(),
             "Ask the operator to narrow network access (remove or restrict routes you no \
-             longer need). Pass the COMPLETE new routes.yaml and a justification. Answers as \
+             longer need). Pass the COMPLETE new routes.yaml and a justification. A proposal \
+             is judged by what it does: one that widens anything (a route added or loosened, \
+             a credential moved) is refused at once; use egress-allow for that. Answers as \
              egress-allow does.",
             schema::<RoutesArgs>(),
         ),

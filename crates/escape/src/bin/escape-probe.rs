@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "escape-probe/supervise_effect.rs"]
+mod supervise_effect;
+
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
 const GATE: &str = "127.0.0.1:3129";
@@ -1898,6 +1901,7 @@ fn supervise(c: &Cfg) {
     ));
     expect_block(&mut t, "self-proposed route", r);
     t.done();
+    supervise_effect::cases(c);
 }
 
 // ---------------------------------------------------------------- resources
