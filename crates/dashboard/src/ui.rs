@@ -128,10 +128,7 @@ pub fn render(frame: &mut Frame, app: &App) {
                         } else {
                             Color::Green
                         };
-                        lines.push(Line::styled(
-                            format!("  {change}"),
-                            Style::new().fg(colour),
-                        ));
+                        lines.push(Line::styled(format!("  {change}"), Style::new().fg(colour)));
                     }
                 }
                 Err(why) => lines.push(Line::styled(

@@ -17,8 +17,7 @@
 use std::collections::BTreeSet;
 
 use policy::{
-    CredentialSpec, EgressConfig, MatchSpec, PathMatchKind, Policy, ValidatedRoute,
-    ValidatedRoutes,
+    CredentialSpec, EgressConfig, MatchSpec, PathMatchKind, Policy, ValidatedRoute, ValidatedRoutes,
 };
 use serde::Serialize;
 
@@ -159,10 +158,8 @@ impl std::fmt::Display for Change {
                 before,
                 after,
             } => {
-                let at = |p: &Option<String>| {
-                    p.clone()
-                        .unwrap_or_else(|| "its DNS address".to_owned())
-                };
+                let at =
+                    |p: &Option<String>| p.clone().unwrap_or_else(|| "its DNS address".to_owned());
                 write!(
                     f,
                     "connects host {target} to {} instead of {}",
@@ -316,7 +313,9 @@ fn access(matches: &[MatchSpec]) -> String {
                 let hs: Vec<String> = m
                     .headers
                     .iter()
-                    .map(|(n, v)| format!("{}: {}", n.as_str(), String::from_utf8_lossy(v.as_bytes())))
+                    .map(|(n, v)| {
+                        format!("{}: {}", n.as_str(), String::from_utf8_lossy(v.as_bytes()))
+                    })
                     .collect();
                 s.push_str(&format!(" with {}", hs.join(", ")));
             }
@@ -751,19 +750,30 @@ mod tests {
                 live,
                 &live.replace("        headers: [{name: X-Scope, value: read}]\n", "")
             ),
-            vec![
-                "widens host api.example.com:8443: GET /v1/a (was GET /v1/a with x-scope: read)"
-            ]
+            vec!["widens host api.example.com:8443: GET /v1/a (was GET /v1/a with x-scope: read)"]
         );
         // exact path loosened to a prefix
         assert_eq!(
-            effect(live, &live.replace("type: exact, value: /v1/a", "type: prefix, value: /v1/")),
-            vec!["widens host api.example.com:8443: GET /v1/* with x-scope: read (was GET /v1/a with x-scope: read)"]
+            effect(
+                live,
+                &live.replace("type: exact, value: /v1/a", "type: prefix, value: /v1/")
+            ),
+            vec![
+                "widens host api.example.com:8443: GET /v1/* with x-scope: read (was GET /v1/a with x-scope: read)"
+            ]
         );
         // another method
         assert_eq!(
-            effect(live, &live.replace("methods: [GET]\n        headers", "methods: [GET, DELETE]\n        headers")),
-            vec!["widens host api.example.com:8443: GET,DELETE /v1/a with x-scope: read (was GET /v1/a with x-scope: read)"]
+            effect(
+                live,
+                &live.replace(
+                    "methods: [GET]\n        headers",
+                    "methods: [GET, DELETE]\n        headers"
+                )
+            ),
+            vec![
+                "widens host api.example.com:8443: GET,DELETE /v1/a with x-scope: read (was GET /v1/a with x-scope: read)"
+            ]
         );
         // port left to the defaults: another host and port pair
         assert_eq!(
@@ -778,7 +788,10 @@ mod tests {
         assert_eq!(
             effect(
                 live,
-                &live.replace("  - host: a.example.org\n    matches:\n      - methods: [GET]\n", "")
+                &live.replace(
+                    "  - host: a.example.org\n    matches:\n      - methods: [GET]\n",
+                    ""
+                )
             ),
             vec![
                 "gives host a.example.org the credential ORG_TOKEN",
@@ -818,7 +831,10 @@ mod tests {
         );
         // sent in another header
         assert_eq!(
-            effect(live, &live.replace("    auth_scheme: Bearer\n", "    auth_header: x-leak\n")),
+            effect(
+                live,
+                &live.replace("    auth_scheme: Bearer\n", "    auth_header: x-leak\n")
+            ),
             vec!["sends the credential ORG_TOKEN to host *.example.org as x-leak: <token>"]
         );
     }

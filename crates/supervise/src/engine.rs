@@ -36,6 +36,16 @@ pub enum WaitResult {
     Unknown,
 }
 
+/// What one audit line of the engine says beyond the proposal and the response.
+struct Record {
+    decision: &'static str,
+    before: Option<String>,
+    after: Option<String>,
+    error: Option<String>,
+    effect: Vec<String>,
+    stage: Option<&'static str>,
+}
+
 /// Queue, applier and waiters of one bottle.
 pub struct Engine {
     queue: Queue,
@@ -152,17 +162,15 @@ impl Engine {
         self.bump();
     }
 
-    fn audit(
-        &self,
-        p: &Proposal,
-        r: &Response,
-        decision: &str,
-        before: Option<String>,
-        after: Option<String>,
-        error: Option<String>,
-        effect: Vec<String>,
-        stage: Option<&str>,
-    ) {
+    fn audit(&self, p: &Proposal, r: &Response, rec: Record) {
+        let Record {
+            decision,
+            before,
+            after,
+            error,
+            effect,
+            stage,
+        } = rec;
         let entry = NewEntry {
             component: p.tool.component().to_owned(),
             bottle: self.queue.identity().to_owned(),
@@ -194,12 +202,14 @@ impl Engine {
             self.audit(
                 p,
                 r,
-                "rejected",
-                p.current_file.clone(),
-                Some(p.proposed_file.clone()),
-                None,
-                effect,
-                None,
+                Record {
+                    decision: "rejected",
+                    before: p.current_file.clone(),
+                    after: Some(p.proposed_file.clone()),
+                    error: None,
+                    effect,
+                    stage: None,
+                },
             );
         }
         let outcome = Outcome {
@@ -286,12 +296,14 @@ impl Engine {
                 self.audit(
                     p,
                     r,
-                    r.status.as_str(),
-                    before,
-                    after,
-                    None,
-                    effect.lines(),
-                    Some("applied"),
+                    Record {
+                        decision: r.status.as_str(),
+                        before,
+                        after,
+                        error: None,
+                        effect: effect.lines(),
+                        stage: Some("applied"),
+                    },
                 );
                 let outcome = Outcome {
                     id: p.id.clone(),
@@ -322,12 +334,14 @@ impl Engine {
                 self.audit(
                     p,
                     r,
-                    "apply-failed",
-                    p.current_file.clone(),
-                    Some(file),
-                    Some(msg.clone()),
-                    Vec::new(),
-                    Some("not-applied"),
+                    Record {
+                        decision: "apply-failed",
+                        before: p.current_file.clone(),
+                        after: Some(file),
+                        error: Some(msg.clone()),
+                        effect: Vec::new(),
+                        stage: Some("not-applied"),
+                    },
                 );
                 let failure = ApplyFailure {
                     id: p.id.clone(),

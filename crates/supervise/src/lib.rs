@@ -18,8 +18,8 @@ pub mod queue;
 pub mod server;
 pub mod validate;
 
-pub use effect::{Change, Effect};
 pub use apply::{Applier, ApplyError, FileApplier, RecordingApplier, ReloadHook};
+pub use effect::{Change, Effect};
 pub use engine::{Engine, WaitResult};
 pub use paths::Home;
 pub use proposal::{Decision, Outcome, Proposal, Response, Status, Tool};

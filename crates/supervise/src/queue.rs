@@ -63,7 +63,9 @@ pub enum QueueError {
     )]
     TooMany(usize),
     /// The decision could not be written to the audit log, so it was not sent.
-    #[error("cannot record the decision on proposal {id} in the audit log, so it was not sent: {source}")]
+    #[error(
+        "cannot record the decision on proposal {id} in the audit log, so it was not sent: {source}"
+    )]
     Audit {
         /// The proposal.
         id: String,
@@ -654,10 +656,9 @@ pub fn audit_decision(
         _ => p.proposed_file.as_str(),
     };
     // For a rejection, what was asked for (nothing changes).
-    let effect =
-        crate::effect::file_effect(p.tool, p.current_file.as_deref().unwrap_or(""), file)
-            .map(|e| e.lines())
-            .unwrap_or_else(|e| vec![format!("effect unknown: {e}")]);
+    let effect = crate::effect::file_effect(p.tool, p.current_file.as_deref().unwrap_or(""), file)
+        .map(|e| e.lines())
+        .unwrap_or_else(|e| vec![format!("effect unknown: {e}")]);
     crate::audit::append(
         queue.home(),
         crate::audit::NewEntry {

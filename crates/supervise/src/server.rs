@@ -453,9 +453,9 @@ impl SuperviseServer {
         }
         let effect = crate::effect::file_effect(tool, &current_text, &validate::token_file(&req))
             .map_err(|e| match e {
-                crate::effect::EffectError::Proposed(v) => invalid(name, v),
-                other => internal(name, other),
-            })?;
+            crate::effect::EffectError::Proposed(v) => invalid(name, v),
+            other => internal(name, other),
+        })?;
         crate::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
         self.propose(
             tool,

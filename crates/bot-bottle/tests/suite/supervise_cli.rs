@@ -287,12 +287,26 @@ async fn approve_waits_until_the_running_bottle_applied_it() {
         .collect();
     let short: Vec<_> = lines
         .iter()
-        .map(|l| json!([l["decision"], l["stage"], l["operator"], l["proposal_id"], l["effect"]]))
+        .map(|l| {
+            json!([
+                l["decision"],
+                l["stage"],
+                l["operator"],
+                l["proposal_id"],
+                l["effect"]
+            ])
+        })
         .collect();
     assert_eq!(
         short,
         ["decided", "applied"]
-            .map(|stage| json!(["approved", stage, "alice", id, ["adds host pypi.org: any request"]]))
+            .map(|stage| json!([
+                "approved",
+                stage,
+                "alice",
+                id,
+                ["adds host pypi.org: any request"]
+            ]))
             .to_vec()
     );
     let out = bb(dir.path(), &["audit", "verify"]);
@@ -571,7 +585,10 @@ async fn a_decision_made_while_the_sidecar_is_down_is_audited_kept_and_applied_o
         std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
             .arg("cleanup")
             .env("BOT_BOTTLE_HOME", root)
-            .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", root.display()))
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/no-docker.sock", root.display()),
+            )
             .output()
             .unwrap()
     };

@@ -105,7 +105,9 @@ fn a_block_that_widens_shows_its_effect_first() {
     let buf = t.backend().buffer().clone();
     let line = (0..30u16)
         .find(|y| {
-            let row: String = (0..110u16).map(|x| buf[(x, *y)].symbol().to_owned()).collect();
+            let row: String = (0..110u16)
+                .map(|x| buf[(x, *y)].symbol().to_owned())
+                .collect();
             row.starts_with("│  adds host pypi.org: any request")
         })
         .unwrap();

@@ -99,7 +99,10 @@ async fn a_block_that_widens_is_refused_and_delete_admin_stays_blocked() {
     );
     // Never queued, nothing to approve, nothing audited as a block.
     assert_eq!(queue::pending_all(&home, None).unwrap().0, vec![]);
-    assert_eq!(supervise::audit::read_all(&home, None, None).unwrap(), vec![]);
+    assert_eq!(
+        supervise::audit::read_all(&home, None, None).unwrap(),
+        vec![]
+    );
 
     // The proxy still refuses DELETE /admin: the upstream sees only the allowed GET (and,
     // this being plain http, neither the agent's placeholder nor the token, which travels
@@ -112,17 +115,17 @@ async fn a_block_that_widens_is_refused_and_delete_admin_stays_blocked() {
         .requests()
         .into_iter()
         .map(|r| {
-            let auth = r.header("authorization").into_iter().map(str::to_owned).collect();
+            let auth = r
+                .header("authorization")
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             (r.method, r.path, auth)
         })
         .collect();
     assert_eq!(
         seen,
-        vec![(
-            "GET".to_owned(),
-            "/v1/x".to_owned(),
-            Vec::<String>::new()
-        )]
+        vec![("GET".to_owned(), "/v1/x".to_owned(), Vec::<String>::new())]
     );
 }
 
@@ -206,14 +209,47 @@ async fn every_widening_spelling_of_a_block_is_refused() {
     let engine = Engine::new(q.clone(), Arc::new(RecordingApplier::with_routes(live)));
     let srv = SuperviseServer::new(engine, Duration::from_millis(100));
     let widenings: Vec<(&str, String)> = vec![
-        ("header limit dropped", live.replace("        headers: [{name: X-Scope, value: read}]\n", "")),
-        ("exact path made a prefix", live.replace("type: exact, value: /v1/a", "type: prefix, value: /v1/")),
-        ("method added", live.replace("methods: [GET]\n        headers", "methods: [GET, DELETE]\n        headers")),
+        (
+            "header limit dropped",
+            live.replace("        headers: [{name: X-Scope, value: read}]\n", ""),
+        ),
+        (
+            "exact path made a prefix",
+            live.replace("type: exact, value: /v1/a", "type: prefix, value: /v1/"),
+        ),
+        (
+            "method added",
+            live.replace(
+                "methods: [GET]\n        headers",
+                "methods: [GET, DELETE]\n        headers",
+            ),
+        ),
         ("port changed", live.replace("port: 8443", "port: 9443")),
-        ("wildcard broadened", live.replace("'*.eu.example.org'", "'*.example.org'")),
-        ("narrow exact route under a wildcard removed", live.replace("  - host: a.eu.example.org\n    matches:\n      - methods: [GET]\n", "")),
-        ("credential moved", live.replace("  - host: a.eu.example.org\n", "  - host: a.eu.example.org\n    auth_scheme: Bearer\n    token_env: SEC_TOKEN_A\n")),
-        ("credential header changed", live.replace("    auth_scheme: Bearer\n    token_env: ORG_TOKEN\n", "    auth_header: x-echo\n    token_env: ORG_TOKEN\n")),
+        (
+            "wildcard broadened",
+            live.replace("'*.eu.example.org'", "'*.example.org'"),
+        ),
+        (
+            "narrow exact route under a wildcard removed",
+            live.replace(
+                "  - host: a.eu.example.org\n    matches:\n      - methods: [GET]\n",
+                "",
+            ),
+        ),
+        (
+            "credential moved",
+            live.replace(
+                "  - host: a.eu.example.org\n",
+                "  - host: a.eu.example.org\n    auth_scheme: Bearer\n    token_env: SEC_TOKEN_A\n",
+            ),
+        ),
+        (
+            "credential header changed",
+            live.replace(
+                "    auth_scheme: Bearer\n    token_env: ORG_TOKEN\n",
+                "    auth_header: x-echo\n    token_env: ORG_TOKEN\n",
+            ),
+        ),
         ("route added", format!("{live}  - host: evil.test\n")),
     ];
     for (what, proposed) in widenings {
@@ -229,8 +265,9 @@ async fn every_widening_spelling_of_a_block_is_refused() {
             .unwrap_err();
         assert_eq!(err.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{what}");
         assert!(
-            err.message
-                .starts_with("egress-block: egress-block cannot widen access, and this proposal does: "),
+            err.message.starts_with(
+                "egress-block: egress-block cannot widen access, and this proposal does: "
+            ),
             "{what}: {}",
             err.message
         );
@@ -238,7 +275,10 @@ async fn every_widening_spelling_of_a_block_is_refused() {
     assert_eq!(q.pending().unwrap().0, vec![]);
     // A real block: queued, shown as what it is.
     let narrower = live.replace("  - host: api.test\n    port: 8443\n    auth_scheme: Bearer\n    token_env: SEC_TOKEN_A\n    matches:\n      - paths: [{type: exact, value: /v1/a}]\n        methods: [GET]\n        headers: [{name: X-Scope, value: read}]\n", "");
-    let narrower = narrower.replace("'*.eu.example.org'\n    auth_scheme: Bearer\n    token_env: ORG_TOKEN\n", "'*.eu.example.org'\n    matches:\n      - methods: [GET]\n");
+    let narrower = narrower.replace(
+        "'*.eu.example.org'\n    auth_scheme: Bearer\n    token_env: ORG_TOKEN\n",
+        "'*.eu.example.org'\n    matches:\n      - methods: [GET]\n",
+    );
     let r = srv
         .dispatch(
             "egress-block",

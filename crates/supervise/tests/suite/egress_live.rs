@@ -140,8 +140,18 @@ async fn approved_route_works_for_the_very_next_request() {
     assert_eq!(
         log,
         vec![
-            line("egress-allow", "approved", "decided", &["adds host new.test: any request"]),
-            line("egress-allow", "approved", "applied", &["adds host new.test: any request"]),
+            line(
+                "egress-allow",
+                "approved",
+                "decided",
+                &["adds host new.test: any request"]
+            ),
+            line(
+                "egress-allow",
+                "approved",
+                "applied",
+                &["adds host new.test: any request"]
+            ),
             line(
                 "egress-token-allow",
                 "approved",

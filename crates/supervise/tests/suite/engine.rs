@@ -316,7 +316,14 @@ async fn modified_and_rejected_answers_reach_the_agent() {
     let comps: Vec<String> = audit::read_all(&home, None, None)
         .unwrap()
         .into_iter()
-        .map(|e| format!("{}:{}:{}", e.component, e.decision, e.stage.unwrap_or_default()))
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e.component,
+                e.decision,
+                e.stage.unwrap_or_default()
+            )
+        })
         .collect();
     assert_eq!(
         comps,

@@ -32,13 +32,19 @@ fn without_limits(routes: &str, host: &str) -> Option<String> {
         let indent = line.len() - line.trim_start().len();
         let t = line.trim_start();
         if let Some(depth) = skip_deeper_than {
-            if indent > depth || (indent == depth && t.starts_with("- ") && !t.starts_with("- host:")) {
+            if indent > depth
+                || (indent == depth && t.starts_with("- ") && !t.starts_with("- host:"))
+            {
                 continue;
             }
             skip_deeper_than = None;
         }
         if t.starts_with("- host:") {
-            in_route = t.trim_start_matches("- host:").trim().trim_matches(['"', '\'']) == host;
+            in_route = t
+                .trim_start_matches("- host:")
+                .trim()
+                .trim_matches(['"', '\''])
+                == host;
         } else if in_route && t.starts_with("matches:") {
             skip_deeper_than = Some(indent);
             removed = true;
@@ -51,7 +57,9 @@ fn without_limits(routes: &str, host: &str) -> Option<String> {
 
 /// `routes` with one more whole host, indented like the first route.
 fn with_host(routes: &str, host: &str) -> Option<String> {
-    let first = routes.lines().find(|l| l.trim_start().starts_with("- host:"))?;
+    let first = routes
+        .lines()
+        .find(|l| l.trim_start().starts_with("- host:"))?;
     let indent = &first[..first.len() - first.trim_start().len()];
     let mut out = routes.trim_end().to_owned();
     out.push_str(&format!("\n{indent}- host: {host}\n"));
@@ -67,14 +75,26 @@ fn block(t: &mut Tally, what: &str, routes: &str) {
         }
         Ok(r) if r.contains("\"error\"") => t.blocked(format!(
             "{what}: refused: {}",
-            r.split("\r\n\r\n").nth(1).unwrap_or(&r).chars().take(160).collect::<String>()
+            r.split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or(&r)
+                .chars()
+                .take(160)
+                .collect::<String>()
         )),
         Ok(r) => t.escaped(format!(
             "{what}: queued as a block: {}",
-            r.split("\r\n\r\n").nth(1).unwrap_or(&r).chars().take(160).collect::<String>()
+            r.split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or(&r)
+                .chars()
+                .take(160)
+                .collect::<String>()
         )),
         // Our read timed out: the call is waiting for the operator, i.e. it was queued.
-        Err(e) => t.escaped(format!("{what}: no refusal, the call waits for the operator ({e})")),
+        Err(e) => t.escaped(format!(
+            "{what}: no refusal, the call waits for the operator ({e})"
+        )),
     }
 }
 
