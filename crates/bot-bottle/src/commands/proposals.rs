@@ -67,6 +67,10 @@ fn warn_problems(problems: &[queue::Problem]) {
 
 fn status_text(e: &Entry) -> String {
     let mut s = e.status.as_str().to_owned();
+    if e.status == Status::Answered {
+        // Decided (and audited), but the bottle's supervise server has not applied it.
+        s.push_str(", not applied yet");
+    }
     if !e.bottle_present {
         s.push_str(" (bottle gone)");
     }
