@@ -435,8 +435,8 @@ async fn operator_approves_in_the_dashboard() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let screen = text(&out.stdout);
     assert!(
-        screen.contains("install deps"),
-        "the proposal was on screen"
+        screen.contains("adds host pypi.org: any request"),
+        "the proposal was on screen, by what it does"
     );
     assert!(
         !screen.contains("skipping queue file"),
