@@ -1,5 +1,5 @@
-//! Drawing the dashboard: the pending list on top, the selected proposal with its diff
-//! below, the keys (or the reject-note prompt, or the last message) at the bottom.
+//! Drawing the dashboard: the pending list on top (each with its effect), the selected
+//! proposal below (its effect first, then the justification and the diff), the keys (or the reject-note prompt, or the last message) at the bottom.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
@@ -22,6 +22,13 @@ fn status_label(e: &Entry) -> String {
     } else {
         format!("{s} (bottle gone)")
     }
+}
+
+/// What approving the proposal does (its effect, most dangerous change first), or why
+/// that cannot be told.
+fn effect_of(e: &Entry) -> Result<supervise::Effect, String> {
+    supervise::effect::proposal_effect(&e.proposal)
+        .map_err(|err| format!("cannot tell what it does: {err}"))
 }
 
 fn clock(ts: &str) -> &str {
@@ -66,7 +73,7 @@ pub fn render(frame: &mut Frame, app: &App) {
             Cell::from(p.bottle_slug.clone()),
             Cell::from(p.tool.as_str()),
             Cell::from(status_label(e)),
-            Cell::from(p.justification.lines().next().unwrap_or("").to_owned()),
+            Cell::from(effect_of(e).map(|f| f.headline()).unwrap_or_else(|why| why)),
         ])
         .style(style)
     });
@@ -81,7 +88,7 @@ pub fn render(frame: &mut Frame, app: &App) {
         ],
     )
     .header(
-        Row::new(vec!["arrived", "bottle", "tool", "status", "justification"])
+        Row::new(vec!["arrived", "bottle", "tool", "status", "effect"])
             .style(Style::new().add_modifier(Modifier::UNDERLINED)),
     )
     .block(Block::new().borders(Borders::ALL).title(" proposals "))
@@ -107,6 +114,28 @@ pub fn render(frame: &mut Frame, app: &App) {
                 Span::styled("  status ", Style::new().fg(Color::DarkGray)),
                 Span::raw(status_label(e)),
             ])];
+            // What it does comes first, whatever the tool is called: changes that give the
+            // bottle more in red, the rest in green.
+            lines.push(Line::styled(
+                "effect (what approving does, most dangerous first)",
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            match effect_of(e) {
+                Ok(effect) => {
+                    for change in &effect.changes {
+                        let colour = if change.widens() {
+                            Color::Red
+                        } else {
+                            Color::Green
+                        };
+                        lines.push(Line::styled(format!("  {change}"), Style::new().fg(colour)));
+                    }
+                }
+                Err(why) => lines.push(Line::styled(
+                    format!("  {why}"),
+                    Style::new().fg(Color::Red),
+                )),
+            }
             if let Some(f) = &e.failure {
                 lines.push(Line::styled(
                     format!("last approval failed to apply: {}", f.error),

@@ -43,6 +43,19 @@ pub enum StateError {
     /// An identity could not be made.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The operator decided on proposals of this bottle that its supervise server has not
+    /// applied yet (it was down): removing the queue would lose them.
+    #[error(
+        "bottle `{identity}` has {} operator decision(s) not applied yet (proposal {}); `bot-bottle resume {identity}` applies them",
+        ids.len(),
+        ids.join(", ")
+    )]
+    UnappliedDecisions {
+        /// The bottle.
+        identity: Identity,
+        /// The proposals answered but not applied.
+        ids: Vec<String>,
+    },
     /// Could not find a free identity (the random space is crowded).
     #[error("could not allocate a free identity for agent `{0}`; run `bot-bottle cleanup`")]
     Exhausted(String),
@@ -314,9 +327,41 @@ impl Home {
         Ok(out)
     }
 
-    /// Removes a bottle's state and queue. Refuses a running or preserved bottle.
+    /// Proposals of the bottle that the operator answered but its supervise server has not
+    /// handled yet (`queue/<identity>/<id>.response.json`), sorted.
+    pub fn unapplied_decisions(&self, id: &Identity) -> Result<Vec<String>, StateError> {
+        let dir = self.queue_dir(id);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot read", &dir)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("cannot read", &dir))?;
+            if let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".response.json"))
+            {
+                ids.push(p.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Removes a bottle's state and queue. Refuses a running or preserved bottle, and one
+    /// with operator decisions not applied yet (they would be lost).
     pub fn remove_bottle(&self, id: &Identity) -> Result<(), StateError> {
         let _lock = self.lock_bottle(id)?;
+        let ids = self.unapplied_decisions(id)?;
+        if !ids.is_empty() {
+            return Err(StateError::UnappliedDecisions {
+                identity: id.clone(),
+                ids,
+            });
+        }
         if self.is_preserved(id) {
             return Err(StateError::Io {
                 action: "refusing to remove preserved state",
@@ -428,6 +473,35 @@ mod tests {
         h.clear_preserved(&id).unwrap();
         h.remove_bottle(&id).unwrap();
         assert_eq!(h.list().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_decision_not_applied_keeps_the_bottle() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Home::new(dir.path());
+        let (id, lock) = h.create_bottle(&meta("fixer")).unwrap();
+        drop(lock);
+        let queue = h.queue_dir(&id);
+        fs::create_dir_all(queue.join("processed")).unwrap();
+        fs::write(queue.join("00000000000000a1.json"), "{}").unwrap();
+        fs::write(queue.join("00000000000000a1.response.json"), "{}").unwrap();
+        fs::write(queue.join("processed/00000000000000b2.response.json"), "{}").unwrap();
+        assert_eq!(
+            h.remove_bottle(&id).unwrap_err().to_string(),
+            format!(
+                "bottle `{id}` has 1 operator decision(s) not applied yet (proposal 00000000000000a1); `bot-bottle resume {id}` applies them"
+            )
+        );
+        assert!(queue.join("00000000000000a1.response.json").exists());
+        assert!(h.state_dir(&id).is_dir());
+        // Once the supervise server handled it (moved to processed/), the bottle can go.
+        fs::rename(
+            queue.join("00000000000000a1.response.json"),
+            queue.join("processed/00000000000000a1.response.json"),
+        )
+        .unwrap();
+        h.remove_bottle(&id).unwrap();
+        assert!(!queue.exists());
     }
 
     #[test]

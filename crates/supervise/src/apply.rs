@@ -221,20 +221,10 @@ impl Applier for FileApplier {
         }
         let _guard = self.lock.lock().await;
         let text = self.read_routes(bottle)?;
-        let mut config = self.parse_current(bottle, &text)?;
-        let mut found = false;
-        for route in config.routes.iter_mut().flatten() {
-            if route.host == host {
-                found = true;
-                route.token_env = Some(token_name.to_owned());
-                if route.auth_scheme.is_none() && route.auth_header.is_none() {
-                    route.auth_scheme = Some("Bearer".to_owned());
-                }
-            }
-        }
-        if !found {
-            return Err(ApplyError::NoRoute(host.to_owned()));
-        }
+        let current = self.parse_current(bottle, &text)?;
+        // The same edit the proposal's effect was computed with.
+        let config = crate::effect::attach_token(&current, host, token_name)
+            .map_err(|_| ApplyError::NoRoute(host.to_owned()))?;
         let new_text = serde_saphyr::to_string(&config)
             .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
         self.replace_routes(bottle, &config, &new_text)

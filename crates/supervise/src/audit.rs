@@ -90,6 +90,16 @@ pub struct AuditEntry {
     /// Why applying failed (`apply-failed` only).
     #[serde(default)]
     pub error: Option<String>,
+    /// What the decision does, one line per change, most dangerous first (routes added,
+    /// widened, narrowed, removed; credentials given). Absent on lines written before
+    /// effects were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effect: Vec<String>,
+    /// `decided`: the operator's decision, written when it is made (approvals take effect
+    /// later); `applied`: the bottle's supervise server put it in effect; `not-applied`:
+    /// it was not (see `error`). Absent on older lines, which were written once applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// sha256 of the previous line.
     pub prev_hash: String,
 }
@@ -123,6 +133,10 @@ pub struct NewEntry {
     pub after: Option<String>,
     /// See [`AuditEntry`].
     pub error: Option<String>,
+    /// See [`AuditEntry`].
+    pub effect: Vec<String>,
+    /// See [`AuditEntry`].
+    pub stage: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -179,6 +193,8 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
         before: new.before,
         after: new.after,
         error: new.error,
+        effect: new.effect,
+        stage: new.stage,
         prev_hash,
     };
     let line = serde_json::to_string(&entry).map_err(|e| AuditError::Corrupt {
@@ -395,6 +411,8 @@ mod tests {
             before: Some("routes: []\n".into()),
             after: Some(format!("routes:\n  - host: h{n}\n")),
             error: None,
+            effect: vec![format!("adds host h{n}: any request")],
+            stage: Some("applied".into()),
         }
     }
 

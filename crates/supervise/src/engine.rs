@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::apply::{Applier, ApplyError};
 use crate::audit::{self, NewEntry};
+use crate::effect::{self, Effect};
 use crate::proposal::{ApplyFailure, Decision, Outcome, Proposal, Response, Tool, now_timestamp};
 use crate::queue::{NewProposal, Queue, QueueError};
 use crate::validate::{self, Payload};
@@ -33,6 +34,16 @@ pub enum WaitResult {
     Pending(Option<String>),
     /// No such proposal in this bottle's queue.
     Unknown,
+}
+
+/// What one audit line of the engine says beyond the proposal and the response.
+struct Record {
+    decision: &'static str,
+    before: Option<String>,
+    after: Option<String>,
+    error: Option<String>,
+    effect: Vec<String>,
+    stage: Option<&'static str>,
 }
 
 /// Queue, applier and waiters of one bottle.
@@ -151,15 +162,15 @@ impl Engine {
         self.bump();
     }
 
-    fn audit(
-        &self,
-        p: &Proposal,
-        r: &Response,
-        decision: &str,
-        before: Option<String>,
-        after: Option<String>,
-        error: Option<String>,
-    ) {
+    fn audit(&self, p: &Proposal, r: &Response, rec: Record) {
+        let Record {
+            decision,
+            before,
+            after,
+            error,
+            effect,
+            stage,
+        } = rec;
         let entry = NewEntry {
             component: p.tool.component().to_owned(),
             bottle: self.queue.identity().to_owned(),
@@ -174,6 +185,8 @@ impl Engine {
             before,
             after,
             error,
+            effect,
+            stage: stage.map(str::to_owned),
         };
         if let Err(e) = audit::append(self.queue.home(), entry) {
             tracing::error!(id = %p.id, error = %e, "cannot write the audit log");
@@ -181,14 +194,24 @@ impl Engine {
     }
 
     fn reject(&self, p: &Proposal, r: &Response) {
-        self.audit(
-            p,
-            r,
-            "rejected",
-            p.current_file.clone(),
-            Some(p.proposed_file.clone()),
-            None,
-        );
+        // Audited by the operator's process when it was made; older responses were not.
+        if !r.audited {
+            let effect = crate::effect::proposal_effect(p)
+                .map(|e| e.lines())
+                .unwrap_or_default();
+            self.audit(
+                p,
+                r,
+                Record {
+                    decision: "rejected",
+                    before: p.current_file.clone(),
+                    after: Some(p.proposed_file.clone()),
+                    error: None,
+                    effect,
+                    stage: None,
+                },
+            );
+        }
         let outcome = Outcome {
             id: p.id.clone(),
             status: Decision::Rejected,
@@ -203,31 +226,62 @@ impl Engine {
         }
     }
 
+    /// Applies `file` and returns the live routes before and after and what it did.
     async fn apply(
         &self,
         p: &Proposal,
+        status: Decision,
         file: &str,
-    ) -> Result<(Option<String>, Option<String>), ApplyError> {
+    ) -> Result<(Option<String>, Option<String>, Effect), ApplyError> {
         let bottle = self.queue.identity();
         let payload = validate::parse_payload(p.tool, file)
             .map_err(|e| ApplyError::Other(format!("the approved file is not valid: {e}")))?;
+        let before = match payload {
+            Payload::Finding(_) => String::new(),
+            _ => self.applier.current_routes(bottle).await?,
+        };
+        let effect = effect::file_effect(p.tool, &before, file).map_err(|e| {
+            ApplyError::Other(format!("cannot tell what the approved file would do: {e}"))
+        })?;
+        // The operator approved the effect shown, computed against the routes the proposal
+        // was made against. If the live routes moved on and the same file now does
+        // something else, nothing is applied: the operator looks again.
+        if status == Decision::Approved
+            && let Some(seen) = &p.current_file
+            && seen != &before
+            && effect::proposal_effect(p).ok().as_ref() != Some(&effect)
+        {
+            return Err(ApplyError::Other(format!(
+                "the live routes changed since this proposal arrived, and against them it would do something else ({}); reject it so the agent proposes again against the live routes, or approve an edited file",
+                effect.lines().join("; ")
+            )));
+        }
+        // A proposal that contradicts its tool (one queued before proposals were judged by
+        // their effect, or put in the queue by other means) is never applied as approved:
+        // the operator's own edited version is the way to want it anyway.
+        if status == Decision::Approved
+            && let Err(e @ validate::ValidationError::Contradicts { .. }) =
+                effect::check_kind(p.tool, &effect)
+        {
+            return Err(ApplyError::Other(format!(
+                "{e}; to apply it anyway, approve it as your own edited file"
+            )));
+        }
         match payload {
             Payload::Routes(cfg) => {
-                let before = self.applier.current_routes(bottle).await?;
                 self.applier.apply_routes(bottle, &cfg, file).await?;
-                Ok((Some(before), Some(file.to_owned())))
+                Ok((Some(before), Some(file.to_owned()), effect))
             }
             Payload::Token(t) => {
-                let before = self.applier.current_routes(bottle).await?;
                 self.applier
                     .attach_token(bottle, &t.host, &t.token_name)
                     .await?;
                 let after = self.applier.current_routes(bottle).await.ok();
-                Ok((Some(before), after))
+                Ok((Some(before), after, effect))
             }
             Payload::Finding(fp) => {
                 self.applier.allow_finding(bottle, &fp).await?;
-                Ok((None, Some(fp)))
+                Ok((None, Some(fp), effect))
             }
         }
     }
@@ -237,9 +291,20 @@ impl Engine {
             (Decision::Modified, Some(f)) => f.clone(),
             _ => p.proposed_file.clone(),
         };
-        match self.apply(p, &file).await {
-            Ok((before, after)) => {
-                self.audit(p, r, r.status.as_str(), before, after, None);
+        match self.apply(p, r.status, &file).await {
+            Ok((before, after, effect)) => {
+                self.audit(
+                    p,
+                    r,
+                    Record {
+                        decision: r.status.as_str(),
+                        before,
+                        after,
+                        error: None,
+                        effect: effect.lines(),
+                        stage: Some("applied"),
+                    },
+                );
                 let outcome = Outcome {
                     id: p.id.clone(),
                     status: r.status,
@@ -269,10 +334,14 @@ impl Engine {
                 self.audit(
                     p,
                     r,
-                    "apply-failed",
-                    p.current_file.clone(),
-                    Some(file),
-                    Some(msg.clone()),
+                    Record {
+                        decision: "apply-failed",
+                        before: p.current_file.clone(),
+                        after: Some(file),
+                        error: Some(msg.clone()),
+                        effect: Vec::new(),
+                        stage: Some("not-applied"),
+                    },
                 );
                 let failure = ApplyFailure {
                     id: p.id.clone(),

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod effect;
 pub mod engine;
 pub mod fsutil;
 pub mod paths;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod validate;
 
 pub use apply::{Applier, ApplyError, FileApplier, RecordingApplier, ReloadHook};
+pub use effect::{Change, Effect};
 pub use engine::{Engine, WaitResult};
 pub use paths::Home;
 pub use proposal::{Decision, Outcome, Proposal, Response, Status, Tool};

@@ -141,6 +141,10 @@ pub struct Response {
     pub operator: String,
     /// When (UTC, RFC 3339).
     pub responded_at: String,
+    /// Whether the decision was written to the audit log when it was made (the engine then
+    /// records only whether it took effect). Absent on responses of older versions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audited: bool,
 }
 
 /// What happened to a handled proposal. Stored as `processed/<id>.outcome.json`.

@@ -62,6 +62,16 @@ pub enum QueueError {
         "{0} proposals are already waiting for the operator; wait for their decisions (proposal-status) before sending more"
     )]
     TooMany(usize),
+    /// The decision could not be written to the audit log, so it was not sent.
+    #[error(
+        "cannot record the decision on proposal {id} in the audit log, so it was not sent: {source}"
+    )]
+    Audit {
+        /// The proposal.
+        id: String,
+        /// Why.
+        source: crate::audit::AuditError,
+    },
     /// `modified` without a file, or a file that does not validate.
     #[error("the approved file for proposal {id} is not valid: {source}")]
     InvalidFile {
@@ -376,6 +386,13 @@ impl Queue {
     /// Writes the operator's response, after checking the proposal is pending and
     /// unanswered and that a `modified` file validates for the tool.
     pub fn respond(&self, response: &Response) -> Result<(), QueueError> {
+        self.check_response(response)?;
+        self.write_response(response)
+    }
+
+    /// Checks a response before it is audited and written: the proposal is pending and a
+    /// `modified` file validates for its tool.
+    pub fn check_response(&self, response: &Response) -> Result<Proposal, QueueError> {
         let id = response.id.as_str();
         let Some(proposal) = self.proposal(id)? else {
             return Err(QueueError::NotPending(id.to_owned()));
@@ -394,6 +411,16 @@ impl Queue {
                 }
             })?;
         }
+        if self.response_path(id).exists() {
+            return Err(QueueError::AlreadyAnswered(id.to_owned()));
+        }
+        Ok(proposal)
+    }
+
+    /// Writes a checked response (never replacing one: two operators racing, one wins).
+    pub fn write_response(&self, response: &Response) -> Result<(), QueueError> {
+        let id = response.id.as_str();
+        paths::check_proposal_id(id)?;
         let path = self.response_path(id);
         match fsutil::write_new_atomic(&path, &to_json(response)) {
             Ok(()) => Ok(()),
@@ -594,9 +621,64 @@ pub fn answer(
         notes: notes.filter(|n| !n.trim().is_empty()),
         operator: operator.to_owned(),
         responded_at: now_timestamp(),
+        audited: true,
     };
-    queue.respond(&response)?;
+    let proposal = queue.check_response(&response)?;
+    // Audited when it is made, before anything can apply it: a decision is never in effect
+    // (or lost with a removed bottle) without its audit line.
+    audit_decision(&queue, &proposal, &response, "decided", None).map_err(|source| {
+        QueueError::Audit {
+            id: id.to_owned(),
+            source,
+        }
+    })?;
+    if let Err(e) = queue.write_response(&response) {
+        let why = format!("the decision was not sent: {e}");
+        if let Err(a) = audit_decision(&queue, &proposal, &response, "not-applied", Some(why)) {
+            tracing::error!(id, error = %a, "cannot record an unsent decision in the audit log");
+        }
+        return Err(e);
+    }
     Ok(queue)
+}
+
+/// Appends an audit line for the operator's decision on `p`: what it does (its effect
+/// against the routes the proposal was made against), before and after.
+pub fn audit_decision(
+    queue: &Queue,
+    p: &Proposal,
+    r: &Response,
+    stage: &str,
+    error: Option<String>,
+) -> Result<crate::audit::AuditEntry, crate::audit::AuditError> {
+    let file = match (r.status, &r.final_file) {
+        (Decision::Modified, Some(f)) => f.as_str(),
+        _ => p.proposed_file.as_str(),
+    };
+    // For a rejection, what was asked for (nothing changes).
+    let effect = crate::effect::file_effect(p.tool, p.current_file.as_deref().unwrap_or(""), file)
+        .map(|e| e.lines())
+        .unwrap_or_else(|e| vec![format!("effect unknown: {e}")]);
+    crate::audit::append(
+        queue.home(),
+        crate::audit::NewEntry {
+            component: p.tool.component().to_owned(),
+            bottle: queue.identity().to_owned(),
+            proposal_id: p.id.clone(),
+            tool: p.tool.as_str().to_owned(),
+            justification: p.justification.clone(),
+            arrival_timestamp: p.arrival_timestamp.clone(),
+            decided_at: r.responded_at.clone(),
+            decision: r.status.as_str().to_owned(),
+            operator: r.operator.clone(),
+            notes: r.notes.clone(),
+            before: p.current_file.clone(),
+            after: Some(file.to_owned()),
+            error,
+            effect,
+            stage: Some(stage.to_owned()),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -182,7 +182,9 @@ pub fn tool_list() -> Vec<McpTool> {
         McpTool::new(
             Tool::EgressBlock.as_str(),
             "Ask the operator to narrow network access (remove or restrict routes you no \
-             longer need). Pass the COMPLETE new routes.yaml and a justification. Answers as \
+             longer need). Pass the COMPLETE new routes.yaml and a justification. A proposal \
+             is judged by what it does: one that widens anything (a route added or loosened, \
+             a credential moved) is refused at once; use egress-allow for that. Answers as \
              egress-allow does.",
             schema::<RoutesArgs>(),
         ),
@@ -405,6 +407,13 @@ impl SuperviseServer {
             validate::parse_routes(&current_text).map_err(|e| internal(name, e))?
         };
         validate::check_routes_proposal(&current, &proposed).map_err(|e| invalid(name, e))?;
+        // Judged by what it does, not by its name: a block that widens is refused here,
+        // before it reaches the operator as a "block".
+        let effect = crate::effect::routes_effect(&current, &proposed).map_err(|e| match e {
+            crate::effect::EffectError::Proposed(v) => invalid(name, v),
+            other => internal(name, other),
+        })?;
+        crate::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
         self.propose(
             tool,
             NewProposal {
@@ -442,6 +451,12 @@ impl SuperviseServer {
                 ),
             ));
         }
+        let effect = crate::effect::file_effect(tool, &current_text, &validate::token_file(&req))
+            .map_err(|e| match e {
+            crate::effect::EffectError::Proposed(v) => invalid(name, v),
+            other => internal(name, other),
+        })?;
+        crate::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
         self.propose(
             tool,
             NewProposal {

@@ -59,6 +59,23 @@ pub enum ValidationError {
     /// The routes proposal changes nothing.
     #[error("the proposed routes.yaml is the same as the live routes; nothing to ask for")]
     Unchanged,
+    /// The proposal changes nothing any request would notice (only order or spelling).
+    #[error(
+        "the proposal changes no access: every request is allowed or blocked as before, with the same credentials; nothing to ask for"
+    )]
+    NoEffect,
+    /// What the proposal does contradicts its tool (an `egress-block` that widens).
+    #[error("{tool} {rule}, and this proposal does: {changes}; {fix}")]
+    Contradicts {
+        /// The tool.
+        tool: &'static str,
+        /// What the tool may do.
+        rule: &'static str,
+        /// The changes it may not make.
+        changes: String,
+        /// What to send instead.
+        fix: &'static str,
+    },
     /// A token proposal is malformed.
     #[error("{0}")]
     Token(String),

@@ -46,10 +46,17 @@ fn show(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
     }
     for e in &entries {
         let time = e.time.get(..19).unwrap_or(&e.time);
+        let decision = match &e.stage {
+            Some(stage) => format!("{} ({stage})", e.decision),
+            None => e.decision.clone(),
+        };
         println!(
-            "{time}  {:<8}  {:<16}  {:<18}  {:<12}  by {:<10}  {}",
-            e.component, e.bottle, e.tool, e.decision, e.operator, e.proposal_id
+            "{time}  {:<8}  {:<16}  {:<18}  {:<24}  by {:<10}  {}",
+            e.component, e.bottle, e.tool, decision, e.operator, e.proposal_id
         );
+        for change in &e.effect {
+            println!("    does: {change}");
+        }
         println!("    why: {}", e.justification.lines().next().unwrap_or(""));
         if let Some(n) = &e.notes {
             println!("    notes: {n}");

@@ -1,4 +1,5 @@
-//! `bot-bottle cleanup`: remove what no running bottle uses, never a preserved state.
+//! `bot-bottle cleanup`: remove what no running bottle uses, never a preserved state and
+//! never a bottle whose queue holds an operator decision not applied yet.
 
 use std::process::ExitCode;
 
@@ -62,11 +63,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
             BottleState::Stale => {
-                count += 1;
-                if !args.dry_run {
-                    home.remove_bottle(&bottle.identity)?;
+                // A decision the operator made while the bottle's supervise server was down
+                // lives only in its queue until it is applied: never delete it.
+                let unapplied = home.unapplied_decisions(&bottle.identity)?;
+                let kept = if !unapplied.is_empty() {
+                    Some(state::StateError::UnappliedDecisions {
+                        identity: bottle.identity.clone(),
+                        ids: unapplied,
+                    })
+                } else if args.dry_run {
+                    None
+                } else {
+                    match home.remove_bottle(&bottle.identity) {
+                        Ok(()) => None,
+                        Err(e @ state::StateError::UnappliedDecisions { .. }) => Some(e),
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                match kept {
+                    Some(why) => println!("kept state of {}: {why}", bottle.identity),
+                    None => {
+                        count += 1;
+                        println!("{verb} state of {}", bottle.identity);
+                    }
                 }
-                println!("{verb} state of {}", bottle.identity);
             }
         }
     }

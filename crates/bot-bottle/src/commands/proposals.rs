@@ -67,20 +67,38 @@ fn warn_problems(problems: &[queue::Problem]) {
 
 fn status_text(e: &Entry) -> String {
     let mut s = e.status.as_str().to_owned();
+    if e.status == Status::Answered {
+        // Decided (and audited), but the bottle's supervise server has not applied it.
+        s.push_str(", not applied yet");
+    }
     if !e.bottle_present {
         s.push_str(" (bottle gone)");
     }
     s
 }
 
+/// What the proposal does, most dangerous first; a proposal whose effect cannot be
+/// computed says why instead.
+fn effect_lines(e: &Entry) -> Result<Vec<String>, String> {
+    supervise::effect::proposal_effect(&e.proposal)
+        .map(|f| f.lines())
+        .map_err(|err| format!("cannot tell what it does: {err}"))
+}
+
 fn entry_json(e: &Entry) -> serde_json::Value {
     let p = &e.proposal;
+    let (effect, effect_error) = match effect_lines(e) {
+        Ok(lines) => (Some(lines), None),
+        Err(why) => (None, Some(why)),
+    };
     json!({
         "id": p.id,
         "bottle": p.bottle_slug,
         "tool": p.tool.as_str(),
         "status": e.status.as_str(),
         "arrival_timestamp": p.arrival_timestamp,
+        "effect": effect,
+        "effect_error": effect_error,
         "justification": p.justification,
         "bottle_present": e.bottle_present,
         "proposed_file": p.proposed_file,
@@ -111,16 +129,20 @@ fn list(json_out: bool, bottle: Option<&str>) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16}  {:<16}  {:<18}  {:<22}  {:<19}  JUSTIFICATION",
+        "{:<16}  {:<16}  {:<18}  {:<22}  {:<19}  EFFECT",
         "ID", "BOTTLE", "TOOL", "STATUS", "ARRIVED"
     );
     for e in &entries {
         let p = &e.proposal;
-        let first = p.justification.lines().next().unwrap_or("");
         let arrived = p
             .arrival_timestamp
             .get(..19)
             .unwrap_or(&p.arrival_timestamp);
+        // The effect, not the agent's words: what approving would do, worst change first.
+        let effect = match supervise::effect::proposal_effect(p) {
+            Ok(f) => f.headline(),
+            Err(err) => format!("cannot tell what it does: {err}"),
+        };
         println!(
             "{:<16}  {:<16}  {:<18}  {:<22}  {:<19}  {}",
             p.id,
@@ -128,7 +150,7 @@ fn list(json_out: bool, bottle: Option<&str>) -> anyhow::Result<ExitCode> {
             p.tool.as_str(),
             status_text(e),
             arrived,
-            first
+            effect
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -172,6 +194,15 @@ fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
             "warning   the live routes changed since this arrived: approving replaces them with the proposed file"
         );
     }
+    println!("\neffect (what approving does, most dangerous first):");
+    match effect_lines(&e) {
+        Ok(lines) => {
+            for l in lines {
+                println!("  {l}");
+            }
+        }
+        Err(why) => println!("  {why}"),
+    }
     println!("\njustification:");
     for l in p.justification.lines() {
         println!("  {l}");
@@ -189,7 +220,36 @@ fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
 
 /// Waits (bounded) for the bottle's supervise server to handle the response, and says
 /// what happened.
-fn wait_outcome(queue: &supervise::Queue, id: &str, wait: u64) -> anyhow::Result<ExitCode> {
+fn wait_outcome(
+    queue: &supervise::Queue,
+    id: &str,
+    decision: Decision,
+    wait: u64,
+) -> anyhow::Result<ExitCode> {
+    let bottle = queue.identity();
+    // Said at once and plainly when the bottle cannot apply it now: the decision is audited
+    // and kept in its queue (`cleanup` keeps the bottle) until its supervise server runs.
+    let state_home = state::Home::from_env()?;
+    let identity = state::Identity::parse(bottle)?;
+    let present = state_home.state_dir(&identity).is_dir();
+    if !present || !state_home.is_running(&identity) {
+        if decision == Decision::Rejected {
+            println!(
+                "recorded in the audit log; bottle {bottle} is not running: its agent is told when the bottle runs again"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if present {
+            eprintln!(
+                "NOT applied: bottle {bottle} is not running, so nothing changed yet; the decision is in the audit log and waits in the bottle's queue: `bot-bottle resume {bottle}` applies it (`cleanup` keeps the bottle until then)"
+            );
+        } else {
+            eprintln!(
+                "NOT applied: bottle {bottle} is gone; the decision is in the audit log but will never take effect"
+            );
+        }
+        return Ok(ExitCode::from(NOT_APPLIED));
+    }
     if wait == 0 {
         println!("recorded; the bottle's supervise server applies it");
         return Ok(ExitCode::SUCCESS);
@@ -219,12 +279,20 @@ fn wait_outcome(queue: &supervise::Queue, id: &str, wait: u64) -> anyhow::Result
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-    println!(
-        "recorded; bottle {} has not applied it yet (is its supervise server running?); it takes effect when it does",
-        queue.identity()
+    if decision == Decision::Rejected {
+        println!(
+            "recorded in the audit log; bottle {bottle}'s supervise server has not picked it up yet; its agent is told when it does"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "NOT applied yet: bottle {bottle} runs but its supervise server has not picked the decision up in {wait} s (`bot-bottle sidecar --check` on its sidecar.json says whether it answers); the decision is in the audit log and takes effect when the server reads the queue"
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(NOT_APPLIED))
 }
+
+/// Exit code of `approve` when the decision is recorded and audited but not in effect.
+const NOT_APPLIED: u8 = 1;
 
 fn approve(
     id: &str,
@@ -257,7 +325,7 @@ fn approve(
     let queue = queue::answer(&home, id, decision, final_file, notes, &operator)
         .with_context(|| format!("cannot answer proposal {id}"))?;
     println!("{decision} proposal {id} of bottle {}", queue.identity());
-    wait_outcome(&queue, id, wait)
+    wait_outcome(&queue, id, decision, wait)
 }
 
 fn reject(id: &str, notes: Option<String>, wait: u64) -> anyhow::Result<ExitCode> {
@@ -266,7 +334,7 @@ fn reject(id: &str, notes: Option<String>, wait: u64) -> anyhow::Result<ExitCode
     let queue = queue::answer(&home, id, Decision::Rejected, None, notes, &operator)
         .with_context(|| format!("cannot answer proposal {id}"))?;
     println!("rejected proposal {id} of bottle {}", queue.identity());
-    wait_outcome(&queue, id, wait)
+    wait_outcome(&queue, id, Decision::Rejected, wait)
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {

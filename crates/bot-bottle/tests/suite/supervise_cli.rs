@@ -174,10 +174,14 @@ fn approve_validates_the_file_then_writes_modified_and_reject_writes_notes() {
             "0",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The bottle is not running: said at once and plainly, with exit code 1.
     assert_eq!(
-        text(&out.stdout),
-        "modified proposal 00000000000000a1 of bottle claude-1a2b3\nrecorded; the bottle's supervise server applies it\n"
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (
+            Some(1),
+            "modified proposal 00000000000000a1 of bottle claude-1a2b3\n".to_owned(),
+            "NOT applied: bottle claude-1a2b3 is not running, so nothing changed yet; the decision is in the audit log and waits in the bottle's queue: `bot-bottle resume claude-1a2b3` applies it (`cleanup` keeps the bottle until then)\n".to_owned()
+        )
     );
     let r = q.response("00000000000000a1").unwrap().unwrap();
     assert_eq!(
@@ -234,6 +238,11 @@ async fn approve_waits_until_the_running_bottle_applied_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path());
     let applier = supervise::RecordingApplier::with_routes("routes: []\n");
+    // The bottle runs: its state exists and its run lock is held (as `start` holds it).
+    std::fs::create_dir_all(home.state_dir("dev-00001")).unwrap();
+    let _running = state::Home::new(dir.path())
+        .lock_bottle(&state::Identity::parse("dev-00001").unwrap())
+        .unwrap();
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     let engine = supervise::Engine::new(q.clone(), Arc::new(applier.clone()));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -276,14 +285,29 @@ async fn approve_waits_until_the_running_bottle_applied_it() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let short: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            json!([
+                l["decision"],
+                l["stage"],
+                l["operator"],
+                l["proposal_id"],
+                l["effect"]
+            ])
+        })
+        .collect();
     assert_eq!(
-        (
-            lines.len(),
-            lines[0]["decision"].as_str(),
-            lines[0]["operator"].as_str(),
-            lines[0]["proposal_id"].as_str()
-        ),
-        (1, Some("approved"), Some("alice"), Some(id.as_str()))
+        short,
+        ["decided", "applied"]
+            .map(|stage| json!([
+                "approved",
+                stage,
+                "alice",
+                id,
+                ["adds host pypi.org: any request"]
+            ]))
+            .to_vec()
     );
     let out = bb(dir.path(), &["audit", "verify"]);
     assert_eq!(
@@ -317,13 +341,16 @@ fn audit_verify_names_the_edited_line() {
                 before: None,
                 after: Some(format!("routes:\n  - host: h{n}\n")),
                 error: None,
+                effect: vec![format!("adds host h{n}: any request")],
+                stage: Some("applied".into()),
             },
         )
         .unwrap();
     }
     let out = bb(dir.path(), &["audit"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().count(), 6);
+    // per decision: the headline, what it does, why
+    assert_eq!(text(&out.stdout).lines().count(), 9);
     let path = home.audit_file("egress", "dev-00001");
     let edited =
         std::fs::read_to_string(&path)
@@ -357,6 +384,11 @@ async fn operator_approves_in_the_dashboard() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path());
     let applier = supervise::RecordingApplier::with_routes("routes: []\n");
+    // The bottle runs: its state exists and its run lock is held (as `start` holds it).
+    std::fs::create_dir_all(home.state_dir("dev-00001")).unwrap();
+    let _running = state::Home::new(dir.path())
+        .lock_bottle(&state::Identity::parse("dev-00001").unwrap())
+        .unwrap();
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     let engine = supervise::Engine::new(q.clone(), Arc::new(applier.clone()));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -403,8 +435,8 @@ async fn operator_approves_in_the_dashboard() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let screen = text(&out.stdout);
     assert!(
-        screen.contains("install deps"),
-        "the proposal was on screen"
+        screen.contains("adds host pypi.org: any request"),
+        "the proposal was on screen, by what it does"
     );
     assert!(
         !screen.contains("skipping queue file"),
@@ -425,4 +457,178 @@ async fn operator_approves_in_the_dashboard() {
         ("approved", "carol")
     );
     stop.cancel();
+}
+
+/// One JSON-RPC call to a supervise server on a Unix socket; returns the response text
+/// (empty when the server went away first).
+async fn mcp_over_unix(socket: &Path, body: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    text(&out)
+}
+
+/// Starts the real sidecar bundle (`bot-bottle sidecar`) and waits for its `ready` line.
+fn start_sidecar(config: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["sidecar", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    child
+}
+
+/// The sidecar is down when the operator decides: the decision is audited at once, the
+/// operator is told plainly that nothing changed, `cleanup` keeps the bottle, and the
+/// restarted sidecar applies it (and audits that) before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_made_while_the_sidecar_is_down_is_audited_kept_and_applied_on_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let home = Home::new(root);
+    let identity = "demo-0a1b2";
+    let state_dir = root.join("state").join(identity);
+    for d in ["live-config", "sockets", "logs"] {
+        std::fs::create_dir_all(state_dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        state_dir.join("metadata.json"),
+        json!({"agent": "demo", "cwd": root, "copy_cwd": false, "backend": "native",
+               "created": "2026-12-05T12:00:00Z"})
+        .to_string(),
+    )
+    .unwrap();
+    let routes = state_dir.join("live-config/routes.yaml");
+    let live = "routes:\n  - host: api.example.com\n";
+    std::fs::write(&routes, live).unwrap();
+    let socket = state_dir.join("sockets/supervise.sock");
+    let config = state_dir.join("sidecar.json");
+    std::fs::write(
+        &config,
+        json!({
+            "identity": identity,
+            "home": root,
+            "egress": {
+                "listen": {"unix": state_dir.join("sockets/egress.sock")},
+                "routes": routes,
+                "ca_dir": state_dir.join("ca"),
+                "log": state_dir.join("logs/egress.jsonl"),
+            },
+            "supervise": {"listen": {"unix": socket}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    // The agent asks through the real sidecar; then the sidecar dies (kill -9).
+    let mut sidecar = start_sidecar(&config);
+    let wider = format!("{live}  - host: pypi.org\n");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "egress-allow",
+        "arguments": {"routes_yaml": wider, "justification": "install deps"}}})
+    .to_string();
+    let sock = socket.clone();
+    let agent = tokio::spawn(async move { mcp_over_unix(&sock, body).await });
+    let q = Queue::new(home.clone(), identity).unwrap();
+    let id = loop {
+        if let Some(e) = q.pending().unwrap().0.first() {
+            break e.proposal.id.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    sidecar.kill().unwrap();
+    sidecar.wait().unwrap();
+    agent.abort();
+
+    // The operator approves while it is down: audited now, said plainly, exit 1.
+    let out = bb(root, &["proposals", "approve", &id]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(1),
+            format!(
+                "NOT applied: bottle {identity} is not running, so nothing changed yet; the decision is in the audit log and waits in the bottle's queue: `bot-bottle resume {identity}` applies it (`cleanup` keeps the bottle until then)\n"
+            )
+        )
+    );
+    let stages = |home: &Home| -> Vec<(String, Option<String>, Vec<String>)> {
+        audit::read_all(home, None, None)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.decision, e.stage, e.effect))
+            .collect()
+    };
+    let line = |stage: &str| {
+        (
+            "approved".to_owned(),
+            Some(stage.to_owned()),
+            vec!["adds host pypi.org: any request".to_owned()],
+        )
+    };
+    assert_eq!(stages(&home), vec![line("decided")]);
+    assert_eq!(std::fs::read_to_string(&routes).unwrap(), live);
+
+    // cleanup keeps the bottle and its queue (docker is out of this test's reach).
+    let cleanup = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+            .arg("cleanup")
+            .env("BOT_BOTTLE_HOME", root)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/no-docker.sock", root.display()),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = cleanup();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "kept state of {identity}: bottle `{identity}` has 1 operator decision(s) not applied yet (proposal {id}); `bot-bottle resume {identity}` applies them"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(q.status(&id).unwrap(), Some(Status::Answered));
+
+    // The sidecar returns: its engine applies the waiting decision as it starts, and audits it.
+    let mut sidecar = start_sidecar(&config);
+    for _ in 0..500 {
+        if q.status(&id).unwrap() == Some(Status::Approved) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(q.status(&id).unwrap(), Some(Status::Approved));
+    assert_eq!(std::fs::read_to_string(&routes).unwrap(), wider);
+    assert_eq!(stages(&home), vec![line("decided"), line("applied")]);
+    assert_eq!(audit::verify(&home).unwrap(), (vec![], 1));
+    // The agent's long-poll hears the outcome from the restarted server.
+    let status = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "proposal-status", "arguments": {"id": id, "wait_seconds": 5}}})
+    .to_string();
+    let answer = mcp_over_unix(&socket, status).await;
+    assert!(answer.contains(r#""status":"approved""#), "{answer}");
+    sidecar.kill().unwrap();
+    sidecar.wait().unwrap();
+
+    // Now nothing is left unapplied: cleanup removes the bottle.
+    let out = cleanup();
+    assert!(
+        text(&out.stdout).contains(&format!("removed state of {identity}")),
+        "{}",
+        text(&out.stdout)
+    );
 }

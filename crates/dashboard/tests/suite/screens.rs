@@ -90,3 +90,26 @@ fn gone_bottle_token_proposal_and_reject_prompt() {
     }
     insta::assert_snapshot!(draw(&app));
 }
+
+/// A proposal called a block that widens (one queued before blocks were judged by their
+/// effect) shows what it does first, in red: the name is not what the operator judges.
+#[test]
+fn a_block_that_widens_shows_its_effect_first() {
+    use ratatui::style::Color;
+    let mut app = App::new(None);
+    app.load(snapshot());
+    key(&mut app, KeyCode::Char('j')); // the egress-block of codex-0b0b0
+    insta::assert_snapshot!(draw(&app));
+    let mut t = Terminal::new(TestBackend::new(110, 30)).unwrap();
+    t.draw(|f| ui::render(f, &app)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let line = (0..30u16)
+        .find(|y| {
+            let row: String = (0..110u16)
+                .map(|x| buf[(x, *y)].symbol().to_owned())
+                .collect();
+            row.starts_with("│  adds host pypi.org: any request")
+        })
+        .unwrap();
+    assert_eq!(buf[(3, line)].fg, Color::Red);
+}

@@ -19,6 +19,8 @@ mod egress_classes;
 mod gvisor;
 #[path = "escape-probe/git_objects.rs"]
 mod git_objects;
+#[path = "escape-probe/supervise_effect.rs"]
+mod supervise_effect;
 
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
@@ -1908,6 +1910,7 @@ fn supervise(c: &Cfg) {
     ));
     expect_block(&mut t, "self-proposed route", r);
     t.done();
+    supervise_effect::cases(c);
 }
 
 // ---------------------------------------------------------------- resources

@@ -124,16 +124,41 @@ async fn approved_route_works_for_the_very_next_request() {
     assert_eq!(entries[0].status, supervise::Status::ApplyFailed);
 
     // The audit log shows both decisions, with an intact hash chain.
-    let log: Vec<(String, String)> = supervise::audit::read_all(&home, Some(identity), None)
+    let log: Vec<_> = supervise::audit::read_all(&home, Some(identity), None)
         .unwrap()
         .into_iter()
-        .map(|e| (e.tool, e.decision))
+        .map(|e| (e.tool, e.decision, e.stage.unwrap_or_default(), e.effect))
         .collect();
+    let line = |tool: &str, decision: &str, stage: &str, effect: &[&str]| {
+        (
+            tool.to_owned(),
+            decision.to_owned(),
+            stage.to_owned(),
+            effect.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        )
+    };
     assert_eq!(
         log,
         vec![
-            ("egress-allow".to_owned(), "approved".to_owned()),
-            ("egress-token-allow".to_owned(), "apply-failed".to_owned()),
+            line(
+                "egress-allow",
+                "approved",
+                "decided",
+                &["adds host new.test: any request"]
+            ),
+            line(
+                "egress-allow",
+                "approved",
+                "applied",
+                &["adds host new.test: any request"]
+            ),
+            line(
+                "egress-token-allow",
+                "approved",
+                "decided",
+                &["gives host new.test the credential NOT_SET_TOKEN"]
+            ),
+            line("egress-token-allow", "apply-failed", "not-applied", &[]),
         ]
     );
     assert_eq!(supervise::audit::verify(&home).unwrap(), (vec![], 1));

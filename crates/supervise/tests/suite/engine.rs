@@ -75,16 +75,23 @@ async fn agent_is_answered_only_after_the_change_is_applied() {
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     assert_eq!(q.status(&p[0].proposal.id).unwrap(), Some(Status::Approved));
     assert!(q.pending().unwrap().0.is_empty());
-    let log = audit::read_all(&home, None, None).unwrap();
-    assert_eq!(
+    // Two lines: the decision when the operator made it, then the change in effect; both
+    // say what it does.
+    let log: Vec<_> = audit::read_all(&home, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.decision, e.stage, e.effect, e.before, e.after))
+        .collect();
+    let line = |stage: &str| {
         (
-            log.len(),
-            log[0].decision.as_str(),
-            log[0].before.as_deref(),
-            log[0].after.as_deref()
-        ),
-        (1, "approved", Some(ROUTES), Some(WIDER))
-    );
+            "approved".to_owned(),
+            Some(stage.to_owned()),
+            vec!["adds host pypi.org: any request".to_owned()],
+            Some(ROUTES.to_owned()),
+            Some(WIDER.to_owned()),
+        )
+    };
+    assert_eq!(log, vec![line("decided"), line("applied")]);
     assert_eq!(audit::verify(&home).unwrap(), (vec![], 1));
 }
 
@@ -131,9 +138,17 @@ async fn failed_apply_is_reported_and_the_proposal_stays_pending() {
     let decisions: Vec<String> = audit::read_all(&home, None, None)
         .unwrap()
         .into_iter()
-        .map(|e| e.decision)
+        .map(|e| format!("{}:{}", e.decision, e.stage.unwrap_or_default()))
         .collect();
-    assert_eq!(decisions, vec!["apply-failed", "approved"]);
+    assert_eq!(
+        decisions,
+        vec![
+            "approved:decided",
+            "apply-failed:not-applied",
+            "approved:decided",
+            "approved:applied"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -206,17 +221,38 @@ async fn several_bottles_and_concurrent_calls() {
     for e in &pending {
         approve(&home, &e.proposal.id);
     }
+    // Each proposal replaces the whole file it was made against: once one of a bottle's
+    // three is in effect, the other two would undo it, which is not what the operator
+    // saw. Exactly one per bottle applies; the others come back to the operator.
     let mut ids = Vec::new();
+    let mut statuses = Vec::new();
     for c in calls {
         let s = structured(&c.await.unwrap().unwrap());
-        assert_eq!(s["status"], "approved");
         ids.push(s["id"].as_str().unwrap().to_owned());
+        statuses.push(s["status"].as_str().unwrap().to_owned());
+        if s["status"] == "apply-failed" {
+            assert!(
+                s["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the live routes changed since this proposal arrived, and against them it would do something else (adds host "),
+                "{s}"
+            );
+        }
     }
     assert_eq!(ids[0], ids[3]);
     assert_eq!(ids[4], ids[7]);
+    for bottle in [&statuses[..4], &statuses[4..]] {
+        let distinct = [&bottle[..3]].concat();
+        assert_eq!(
+            distinct.iter().filter(|s| *s == "approved").count(),
+            1,
+            "{statuses:?}"
+        );
+    }
     assert_eq!(
         appliers.iter().map(|a| a.calls().len()).collect::<Vec<_>>(),
-        vec![3, 3]
+        vec![1, 1]
     );
     let (breaks, files) = audit::verify(&home).unwrap();
     assert_eq!((breaks, files), (vec![], 2));
@@ -280,9 +316,23 @@ async fn modified_and_rejected_answers_reach_the_agent() {
     let comps: Vec<String> = audit::read_all(&home, None, None)
         .unwrap()
         .into_iter()
-        .map(|e| format!("{}:{}", e.component, e.decision))
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e.component,
+                e.decision,
+                e.stage.unwrap_or_default()
+            )
+        })
         .collect();
-    assert_eq!(comps, vec!["egress:modified", "gitleaks:rejected"]);
+    assert_eq!(
+        comps,
+        vec![
+            "egress:modified:decided",
+            "egress:modified:applied",
+            "gitleaks:rejected:decided"
+        ]
+    );
 }
 
 #[tokio::test]

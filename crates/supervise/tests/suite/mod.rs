@@ -1,4 +1,5 @@
 mod common;
+mod effect;
 mod egress_live;
 mod engine;
 mod http;
