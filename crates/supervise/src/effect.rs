@@ -290,6 +290,26 @@ fn path_text((kind, value): &(PathMatchKind, String)) -> String {
     }
 }
 
+/// What a route allows, in a few words: its `matches`, then the route-level switches that
+/// let more through (WebSocket upgrades, paths forwarded as written).
+fn route_access(r: &ValidatedRoute) -> String {
+    let mut s = access(&r.matches);
+    if r.websocket {
+        s.push_str(", websocket upgrades");
+    }
+    if r.dangerously_raw_paths {
+        s.push_str(", paths forwarded as written (dangerously_raw_paths)");
+    }
+    s
+}
+
+/// Whether route `sup` allows at least what route `sub` allows.
+fn route_covered(sup: &ValidatedRoute, sub: &ValidatedRoute) -> bool {
+    covered(&sup.matches, &sub.matches)
+        && (sup.websocket || !sub.websocket)
+        && (sup.dangerously_raw_paths || !sub.dangerously_raw_paths)
+}
+
 /// What a route's `matches` allow, in a few words.
 fn access(matches: &[MatchSpec]) -> String {
     if matches.is_empty() {
@@ -431,7 +451,7 @@ fn compare(
         (None, Some(p)) => {
             out.push(Change::RouteAdded {
                 target: target.clone(),
-                access: access(&p.matches),
+                access: route_access(p),
             });
             if let Some(c) = &p.credential {
                 out.push(Change::CredentialGiven {
@@ -450,19 +470,19 @@ fn compare(
         }
         (Some(l), None) => out.push(Change::RouteRemoved {
             target,
-            access: access(&l.matches),
+            access: route_access(l),
         }),
         (Some(l), Some(p)) => {
-            let before = access(&l.matches);
-            let after = access(&p.matches);
-            if !covered(&l.matches, &p.matches) {
+            let before = route_access(l);
+            let after = route_access(p);
+            if !route_covered(l, p) {
                 out.push(Change::Widened {
                     target: target.clone(),
                     before: before.clone(),
                     after: after.clone(),
                 });
             }
-            if !covered(&p.matches, &l.matches) {
+            if !route_covered(p, l) {
                 out.push(Change::Narrowed {
                     target: target.clone(),
                     before,
@@ -527,17 +547,19 @@ pub fn routes_effect(live: &EgressConfig, proposed: &EgressConfig) -> Result<Eff
     for host in &hosts {
         // Ports where the same pair of routes serves the host are reported together.
         let mut groups: Vec<(Option<usize>, Option<usize>, BTreeSet<u16>)> = Vec::new();
-        for port in &ports {
-            let l = live_p.route_for(host, *port).map(|r| r.index);
-            let p = prop_p.route_for(host, *port).map(|r| r.index);
+        // Both ways in: through `CONNECT` (TLS) and as plain `http://` (a route without a
+        // port is 443 for the one and 80 for the other).
+        for (port, tls) in ports.iter().flat_map(|p| [(*p, true), (*p, false)]) {
+            let l = live_p.route_for(host, port, tls).map(|r| r.index);
+            let p = prop_p.route_for(host, port, tls).map(|r| r.index);
             if l.is_none() && p.is_none() {
                 continue;
             }
             match groups.iter_mut().find(|(gl, gp, _)| (*gl, *gp) == (l, p)) {
                 Some(g) => {
-                    g.2.insert(*port);
+                    g.2.insert(port);
                 }
-                None => groups.push((l, p, [*port].into())),
+                None => groups.push((l, p, [port].into())),
             }
         }
         for (l, p, group_ports) in groups {
@@ -704,6 +726,45 @@ mod tests {
             "egress-block cannot widen access, and this proposal does: widens host api.example.com: any request (was GET /v1/*); send egress-allow to ask for more, or keep every route at least as strict as list-egress-routes shows"
         );
         assert_eq!(check_kind(Tool::EgressAllow, &e), Ok(()));
+    }
+
+    #[test]
+    fn route_switches_that_let_more_through_widen() {
+        let live = "routes:
+  - host: ws.example.com
+    matches:
+      - paths: [{type: prefix, value: /ws}]
+";
+        let websocket = "routes:
+  - host: ws.example.com
+    websocket: true
+    matches:
+      - paths: [{type: prefix, value: /ws}]
+";
+        assert_eq!(
+            effect(live, websocket),
+            vec![
+                "widens host ws.example.com: any method /ws*, websocket upgrades (was any method /ws*)"
+            ]
+        );
+        let e = file_effect(Tool::EgressBlock, live, websocket).unwrap();
+        assert!(check_kind(Tool::EgressBlock, &e).is_err());
+        // Taking the switch away again narrows.
+        assert_eq!(
+            effect(websocket, live),
+            vec![
+                "narrows host ws.example.com: any method /ws* (was any method /ws*, websocket upgrades)"
+            ]
+        );
+        let raw = "routes:
+  - host: ws.example.com
+    dangerously_raw_paths: true
+    matches:
+      - paths: [{type: prefix, value: /ws}]
+";
+        let e = file_effect(Tool::EgressBlock, live, raw).unwrap();
+        assert!(e.widens());
+        assert!(check_kind(Tool::EgressBlock, &e).is_err());
     }
 
     #[test]

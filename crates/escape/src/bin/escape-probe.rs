@@ -15,10 +15,10 @@ use serde_json::Value;
 
 #[path = "escape-probe/egress_classes.rs"]
 mod egress_classes;
-#[path = "escape-probe/gvisor.rs"]
-mod gvisor;
 #[path = "escape-probe/git_objects.rs"]
 mod git_objects;
+#[path = "escape-probe/gvisor.rs"]
+mod gvisor;
 #[path = "escape-probe/supervise_effect.rs"]
 mod supervise_effect;
 
