@@ -564,6 +564,23 @@ mod tests {
     }
 
     #[test]
+    fn unscanned_message_names_every_blob_and_the_way_out() {
+        let msg = unscanned_message(&[
+            UnscannedBlob {
+                object: "a".repeat(40),
+                path: "backup.tar.gz".into(),
+                reason: "gzip-compressed".into(),
+            },
+            UnscannedBlob {
+                object: "b".repeat(40),
+                path: "<blob>".into(),
+                reason: "larger than 10485760 bytes".into(),
+            },
+        ]);
+        insta::assert_snapshot!(msg);
+    }
+
+    #[test]
     fn findings_message_names_everything() {
         let msg = findings_message(&[GateFinding {
             rule_id: "aws-access-token".into(),
