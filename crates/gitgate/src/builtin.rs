@@ -41,15 +41,20 @@ impl PushScanner for BuiltinScanner {
             rev_args: rev_args.to_vec(),
             env: env.to_vec(),
         };
-        // The lines the new commits add (attributed to commit, file and line), then every
-        // other new object: tags, messages, identities, path names, blobs only tags reach.
-        let mut findings = self
-            .inner
-            .scan_git(&req)
-            .map_err(|e| ScanFailure(e.to_string()))?;
-        let objects = self
-            .inner
-            .scan_git_objects(&req, &scan::ObjectScanOptions::default())
+        // The lines the new commits add (attributed to commit, file and line), and, side by
+        // side, every other new object: tags, messages, identities, path names, blobs only
+        // tags reach, and what cannot be read.
+        let (lines, objects) = std::thread::scope(|s| {
+            let objects = s.spawn(|| {
+                self.inner
+                    .scan_git_objects(&req, &scan::ObjectScanOptions::default())
+            });
+            let lines = self.inner.scan_git(&req);
+            (lines, objects.join())
+        });
+        let mut findings = lines.map_err(|e| ScanFailure(e.to_string()))?;
+        let objects = objects
+            .map_err(|_| ScanFailure("the object scan stopped unexpectedly".into()))?
             .map_err(|e| ScanFailure(e.to_string()))?;
         findings.extend(objects.findings);
         Ok(PushScan {

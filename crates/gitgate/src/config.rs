@@ -77,6 +77,7 @@ pub struct RepoConfig {
     /// Deletions and non-fast-forward updates allowed.
     pub allow_force_push: bool,
     /// Pushes adding content the scanner cannot read go through (unscanned).
+    #[serde(default)]
     pub dangerously_push_unscannable: bool,
 }
 

@@ -141,7 +141,7 @@ pub fn scan_rev_args(updates: &[RefUpdate]) -> Vec<String> {
 /// Renders the rejection for findings that are not allowlisted.
 pub fn findings_message(findings: &[GateFinding]) -> String {
     let mut msg = format!(
-        "push rejected by the git gate: {} possible secret{} in the pushed commits\n",
+        "push rejected by the git gate: {} possible secret{} in the pushed commits or tags\n",
         findings.len(),
         if findings.len() == 1 { "" } else { "s" }
     );
@@ -151,8 +151,15 @@ pub fn findings_message(findings: &[GateFinding]) -> String {
             f.rule_id, f.file, f.line, f.commit, f.fingerprint
         ));
     }
+    if findings.iter().any(|f| f.file.starts_with('<')) {
+        msg.push_str(
+            "  (file <commit>: the commit's message or identities; <tag>: the tag's message or \
+             tagger; <tree>: a file name in that tree; <blob>: a file only a tag reaches; the \
+             line is the line of `git cat-file -p` on the id given as commit)\n",
+        );
+    }
     msg.push_str(
-        "remove the secret from the commits (rewrite them) and push again, or, if it is not a \
+        "remove the secret from the commits or tags (rewrite them) and push again, or, if it is not a \
          secret, request an exception with the `gitleaks-allow` tool, giving the fingerprint; \
          inline allow comments are ignored. nothing was pushed upstream\n",
     );
@@ -561,6 +568,35 @@ mod tests {
             scan_rev_args(&[upd(&a, ZERO, "refs/heads/y")]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn unscanned_message_names_every_blob_and_the_way_out() {
+        let msg = unscanned_message(&[
+            UnscannedBlob {
+                object: "a".repeat(40),
+                path: "backup.tar.gz".into(),
+                reason: "gzip-compressed".into(),
+            },
+            UnscannedBlob {
+                object: "b".repeat(40),
+                path: "<blob>".into(),
+                reason: "larger than 10485760 bytes".into(),
+            },
+        ]);
+        insta::assert_snapshot!(msg);
+    }
+
+    #[test]
+    fn findings_message_explains_findings_in_objects() {
+        let msg = findings_message(&[GateFinding {
+            rule_id: "aws-access-token".into(),
+            file: "<tag>".into(),
+            line: 8,
+            commit: "d287bf477c6d2cc8f31b426fdc64578822149484".into(),
+            fingerprint: "d287bf477c6d2cc8f31b426fdc64578822149484:<tag>:aws-access-token:8".into(),
+        }]);
+        insta::assert_snapshot!(msg);
     }
 
     #[test]

@@ -115,6 +115,15 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
             });
             continue;
         }
+        if let Some((text, to)) = wrapped_base64(data, start, end) {
+            out.push(Decoded {
+                span: start..to,
+                encoding: Encoding::Base64,
+                text,
+            });
+            i = to;
+            continue;
+        }
         if run.len() >= MIN_BASE64_RUN {
             let mut padded = end;
             while padded < n && data[padded] == b'=' && padded - end < 2 {
@@ -137,6 +146,52 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
         out.sort_by_key(|d| d.span.start);
     }
     out
+}
+
+/// Shortest line of a wrapped base64 block (`base64` wraps at 76, PEM at 64).
+const MIN_WRAPPED_LINE: usize = 60;
+
+/// Base64 wrapped over several lines (what `base64` prints): the run `start..end` and the
+/// lines that continue it, decoded as one, when that is printable text; with where it ends.
+/// A line of a multiple of 4 characters decodes on its own too, but a secret cut by the line
+/// end would be lost.
+fn wrapped_base64(data: &[u8], start: usize, end: usize) -> Option<(Vec<u8>, usize)> {
+    let in_run = |b: u8| CLASS[usize::from(b)] & B64 != 0;
+    let (mut line_start, mut last) = (start, end);
+    let mut joined: Vec<u8> = Vec::new();
+    loop {
+        let len = last - line_start;
+        if len < MIN_WRAPPED_LINE || len % 4 != 0 {
+            break;
+        }
+        let mut next = last;
+        if data.get(next) == Some(&b'\r') {
+            next += 1;
+        }
+        if data.get(next) != Some(&b'\n') {
+            break;
+        }
+        next += 1;
+        let mut e = next;
+        while e < data.len() && in_run(data[e]) {
+            e += 1;
+        }
+        if e == next {
+            break;
+        }
+        joined.extend_from_slice(&data[line_start..last]);
+        (line_start, last) = (next, e);
+    }
+    if joined.is_empty() {
+        return None;
+    }
+    joined.extend_from_slice(&data[line_start..last]);
+    let mut to = last;
+    while to < data.len() && data[to] == b'=' && to - last < 2 {
+        to += 1;
+    }
+    let text = base64_decode(&joined)?;
+    printable(&text).then_some((text, to))
 }
 
 /// Standard or URL-safe base64, padding optional; a length that cannot be base64 loses its
@@ -226,10 +281,31 @@ pub(crate) fn unreadable_kind(data: &[u8]) -> Option<&'static str> {
     if data.len() >= 10 && data.starts_with(b"BZh") && data[4..10] == *b"1AY&SY" {
         return Some("bzip2-compressed");
     }
+    if data.starts_with(b"Salted__") && data.len() >= 16 {
+        return Some("openssl-encrypted");
+    }
+    if pgp_binary(data) {
+        return Some("PGP-encrypted");
+    }
     MAGIC
         .iter()
         .find(|(m, _)| data.starts_with(m))
         .map(|(_, k)| *k)
+}
+
+/// A binary OpenPGP message starting with an encrypted session key packet (public-key, tag 1,
+/// version 3; or symmetric, tag 3, version 4 or 5), old or new packet format.
+fn pgp_binary(data: &[u8]) -> bool {
+    let version_at = |i: usize, ok: &[u8]| data.get(i).is_some_and(|v| ok.contains(v));
+    match data.first() {
+        Some(0x84) => version_at(2, &[3]),
+        Some(0x85) => version_at(3, &[3]),
+        Some(0x8c) => version_at(2, &[4, 5]),
+        Some(0x8d) => version_at(3, &[4, 5]),
+        Some(0xc1) => data.get(1).is_some_and(|&l| l < 192) && version_at(2, &[3, 6]),
+        Some(0xc3) => data.get(1).is_some_and(|&l| l < 192) && version_at(2, &[4, 5, 6]),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +341,21 @@ mod tests {
     }
 
     #[test]
+    fn base64_wrapped_over_lines_is_decoded_as_one() {
+        // The key straddles the end of the first 76-character line.
+        let text = format!("{}{KEY} and more text after it\n", "x".repeat(50));
+        let enc = base64::engine::general_purpose::STANDARD.encode(&text);
+        let wrapped: Vec<&str> = enc
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let data = format!("creds:\n{}\nend\n", wrapped.join("\n"));
+        let found = texts(data.as_bytes());
+        assert_eq!(found, vec![(Encoding::Base64, text)]);
+    }
+
+    #[test]
     fn ordinary_text_and_random_runs_decode_to_nothing() {
         let data = b"fn some_long_function_name_for_tests() {}\nchecksum = \"0d8bd0a4e6a3bb0de3ac9fe1a1f7ab3a5c5d9e7b4c3a2f1e0d9c8b7a6f5e4d3c\"\nurl = https://x/a%20b\n";
         assert_eq!(texts(data), vec![]);
@@ -284,6 +375,15 @@ mod tests {
         );
         assert_eq!(unreadable_kind(b"PK\x03\x04rest"), Some("a zip archive"));
         assert_eq!(unreadable_kind(b"BZh is a word"), None);
+        assert_eq!(
+            unreadable_kind(b"Salted__\x01\x02\x03\x04\x05\x06\x07\x08cipher"),
+            Some("openssl-encrypted")
+        );
+        assert_eq!(
+            unreadable_kind(b"\x85\x01\x0c\x03\x11\x22"),
+            Some("PGP-encrypted")
+        );
+        assert_eq!(unreadable_kind(b"\x85 not pgp"), None);
         assert_eq!(unreadable_kind(b"plain"), None);
     }
 }

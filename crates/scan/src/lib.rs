@@ -1,9 +1,12 @@
 //! Secret scanner: gitleaks-compatible TOML rules, a built-in rule set, and a fast engine
 //! (keyword pre-filter, byte regexes without Unicode, parallel over files) that scans files,
-//! stdin and the lines git commits add.
+//! stdin, the lines git commits add and git objects themselves. Binary content is scanned for
+//! what it holds; UTF-16 text and base64 / hex / percent-encoded runs are decoded and scanned
+//! too; compressed or encrypted content is reported as unreadable rather than passed.
 //!
 //! Used by `bot-bottle scan` and by the git gate, which scans pushed ranges inside a receive
-//! quarantine with [`Scanner::scan_git`] and inline allow markers switched off.
+//! quarantine with [`Scanner::scan_git`] and [`Scanner::scan_git_objects`] and inline allow
+//! markers switched off.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), scan::ScanError> {

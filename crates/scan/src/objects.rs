@@ -209,9 +209,11 @@ fn scan_inner(
             Kind::Tree => {
                 let entries = parse_tree(&data, oid.len() / 2)
                     .ok_or_else(|| git_err(format!("cannot parse pushed tree {oid}")))?;
+                // One entry per line (a newline inside a name becomes a space, so the lines
+                // stay the entries of `git cat-file -p <tree>`).
                 let mut names = Vec::new();
                 for e in &entries {
-                    names.extend_from_slice(&e.name);
+                    names.extend(e.name.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
                     names.push(b'\n');
                 }
                 pieces.push(Piece {

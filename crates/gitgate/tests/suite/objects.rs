@@ -285,6 +285,24 @@ fn attacks() -> Vec<Attack> {
             },
         },
         Attack {
+            name: "base64 wrapped at 76 columns",
+            prepare: |w| {
+                // The key straddles the first line's end.
+                let text = format!("{} {} and the rest\n", "x".repeat(49), key());
+                let enc = base64::engine::general_purpose::STANDARD.encode(text);
+                let lines: Vec<String> = enc
+                    .as_bytes()
+                    .chunks(76)
+                    .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                    .collect();
+                let c = commit_file(w, "creds.b64", &(lines.join("\n") + "\n"), "b64");
+                (
+                    "HEAD:refs/heads/main".into(),
+                    format!("{c}:creds.b64:{RULE}:1"),
+                )
+            },
+        },
+        Attack {
             name: "hex run",
             prepare: |w| {
                 let enc = hex::encode(key());
