@@ -115,7 +115,7 @@ pub(crate) fn install_static_key(
     repo: &str,
     source: &Path,
 ) -> Result<PathBuf, KeyError> {
-    let key = std::fs::read(source).map_err(|e| KeyError::ReadKey {
+    let key = state::read::read_limited(source, state::read::CONFIG_LIMIT).map_err(|e| KeyError::ReadKey {
         repo: repo.to_string(),
         path: source.to_path_buf(),
         source: e,

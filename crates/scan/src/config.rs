@@ -351,7 +351,7 @@ impl RuleSet {
     /// Reads a gitleaks-format rule file; `[extend] useDefault = true` layers it on the
     /// built-in set, `[extend] path` on another file, otherwise it replaces the built-in set.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = state::read::read_limited_to_string(path, state::read::CONFIG_LIMIT).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -426,7 +426,7 @@ fn resolve_layers(
                 Some(dir) if p.is_relative() => dir.join(&p),
                 _ => p,
             };
-            let text = std::fs::read_to_string(&full).map_err(|source| ConfigError::Read {
+            let text = state::read::read_limited_to_string(&full, state::read::CONFIG_LIMIT).map_err(|source| ConfigError::Read {
                 path: full.clone(),
                 source,
             })?;

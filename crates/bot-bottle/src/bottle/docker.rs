@@ -139,7 +139,7 @@ fn agent_image(
     let agent = &launch.agent.name;
     let override_file = paths.dockerfile_override();
     if override_file.is_file() {
-        let text = std::fs::read_to_string(&override_file)
+        let text = state::read::read_limited_to_string(&override_file, state::read::CONFIG_LIMIT)
             .with_context(|| format!("cannot read {}", override_file.display()))?;
         // An empty context: the state directory holds the CA key and must not be sent.
         return Ok(ImageSource {
