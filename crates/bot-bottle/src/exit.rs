@@ -88,7 +88,9 @@ mod tests {
             path: "m.yaml".into(),
             source: std::io::Error::other("it is a named pipe (FIFO)"),
         };
-        let err = Err::<(), _>(read).context("cannot load the manifest").unwrap_err();
+        let err = Err::<(), _>(read)
+            .context("cannot load the manifest")
+            .unwrap_err();
         assert_eq!(
             render(&err),
             "cannot load the manifest: cannot read m.yaml: it is a named pipe (FIFO)"

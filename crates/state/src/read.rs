@@ -115,7 +115,10 @@ fn open_and_read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         .open(path)
         .map_err(|err| {
             // A socket cannot be opened at all (ENXIO): say what it is rather than that.
-            match std::fs::metadata(path).ok().and_then(|m| describe(&m.file_type())) {
+            match std::fs::metadata(path)
+                .ok()
+                .and_then(|m| describe(&m.file_type()))
+            {
                 Some(kind) => ReadError::NotRegular { kind }.into(),
                 None => err,
             }
@@ -144,9 +147,9 @@ fn read_open(file: File, len: u64, limit: u64) -> io::Result<Vec<u8>> {
 fn human(bytes: u64) -> String {
     const KIB: u64 = 1 << 10;
     const MIB: u64 = 1 << 20;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")
@@ -177,10 +180,7 @@ mod tests {
         let path = dir.path().join("m.yaml");
         std::fs::write(&path, "bottles: {}\n").unwrap();
         assert_eq!(read_limited(&path, 100).unwrap(), b"bottles: {}\n");
-        assert_eq!(
-            read_limited_to_string(&path, 100).unwrap(),
-            "bottles: {}\n"
-        );
+        assert_eq!(read_limited_to_string(&path, 100).unwrap(), "bottles: {}\n");
         // Exactly at the limit is fine.
         assert_eq!(read_limited(&path, 12).unwrap().len(), 12);
     }
@@ -203,10 +203,16 @@ mod tests {
         });
         let err = read_limited(&fifo, CONFIG_LIMIT).unwrap_err();
         assert_eq!(refusal(&err), fifo_kind);
-        assert_eq!(err.to_string(), "it is a named pipe (FIFO), not a regular file");
+        assert_eq!(
+            err.to_string(),
+            "it is a named pipe (FIFO), not a regular file"
+        );
         // The descriptor check alone (a path swapped after the first look): the open does
         // not wait for a writer.
-        assert_eq!(refusal(&open_and_read(&fifo, CONFIG_LIMIT).unwrap_err()), fifo_kind);
+        assert_eq!(
+            refusal(&open_and_read(&fifo, CONFIG_LIMIT).unwrap_err()),
+            fifo_kind
+        );
     }
 
     #[test]
@@ -235,8 +241,14 @@ mod tests {
         let fifo_kind = Some(ReadError::NotRegular {
             kind: "a named pipe (FIFO)",
         });
-        assert_eq!(refusal(&read_limited(&fifo, CONFIG_LIMIT).unwrap_err()), fifo_kind);
-        assert_eq!(refusal(&open_and_read(&fifo, CONFIG_LIMIT).unwrap_err()), fifo_kind);
+        assert_eq!(
+            refusal(&read_limited(&fifo, CONFIG_LIMIT).unwrap_err()),
+            fifo_kind
+        );
+        assert_eq!(
+            refusal(&open_and_read(&fifo, CONFIG_LIMIT).unwrap_err()),
+            fifo_kind
+        );
         drop(hold);
         writer.join().unwrap();
     }

@@ -1682,8 +1682,14 @@ mod tests {
 
     #[test]
     fn a_sidecar_end_is_said_as_for_a_native_bundle() {
-        assert_eq!(describe_exit(137, false), "was killed by signal 9 (SIGKILL)");
-        assert_eq!(describe_exit(143, false), "was killed by signal 15 (SIGTERM)");
+        assert_eq!(
+            describe_exit(137, false),
+            "was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe_exit(143, false),
+            "was killed by signal 15 (SIGTERM)"
+        );
         assert_eq!(describe_exit(1, false), "exited with status 1");
         assert_eq!(describe_exit(0, false), "exited with status 0");
         assert_eq!(

@@ -295,7 +295,9 @@ fn skill_name(dir: &Path) -> anyhow::Result<String> {
 
 /// The `description:` of a skill's `SKILL.md` front matter, if any.
 fn skill_description(dir: &Path) -> Option<String> {
-    let text = state::read::read_limited_to_string(&dir.join("SKILL.md"), state::read::CONFIG_LIMIT).ok()?;
+    let text =
+        state::read::read_limited_to_string(&dir.join("SKILL.md"), state::read::CONFIG_LIMIT)
+            .ok()?;
     let mut lines = text.lines();
     if lines.next()?.trim() != "---" {
         return None;

@@ -138,7 +138,11 @@ fn describe(status: WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, signal, _) => {
-            format!("was killed by signal {} ({})", signal as i32, signal.as_str())
+            format!(
+                "was killed by signal {} ({})",
+                signal as i32,
+                signal.as_str()
+            )
         }
         other => format!("ended ({other:?})"),
     }

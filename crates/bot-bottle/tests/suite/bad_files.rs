@@ -200,7 +200,10 @@ fn manifest_check_refuses_a_file_over_the_limit() {
     let (code, stdout, stderr) = manifest_check(dir.tmp.path(), Some(&fits));
     assert_eq!(
         (code, stdout.as_str()),
-        (0, format!("{}: ok, 0 bottles, 0 agents\n", fits.display()).as_str()),
+        (
+            0,
+            format!("{}: ok, 0 bottles, 0 agents\n", fits.display()).as_str()
+        ),
         "{stderr}"
     );
 }
@@ -221,7 +224,11 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
     let state = dir.path("gate-state");
     let state_s = state.to_str().unwrap();
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
-        ("scan --config", vec!["scan", "--config", fifo_s, cwd.to_str().unwrap()], fifo_s),
+        (
+            "scan --config",
+            vec!["scan", "--config", fifo_s, cwd.to_str().unwrap()],
+            fifo_s,
+        ),
         (
             "scan --baseline",
             vec!["scan", "--baseline", "/dev/zero", routes_s],
@@ -229,23 +236,53 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
         ),
         (
             "gate serve --repos",
-            vec!["gate", "serve", "--repos", fifo_s, "--listen", "127.0.0.1:0", "--state-dir", state_s],
+            vec![
+                "gate",
+                "serve",
+                "--repos",
+                fifo_s,
+                "--listen",
+                "127.0.0.1:0",
+                "--state-dir",
+                state_s,
+            ],
             fifo_s,
         ),
         (
             "egress serve --routes",
-            vec!["egress", "serve", "--routes", fifo_s, "--listen", "127.0.0.1:0", "--ca-dir", ca_dir_s],
+            vec![
+                "egress",
+                "serve",
+                "--routes",
+                fifo_s,
+                "--listen",
+                "127.0.0.1:0",
+                "--ca-dir",
+                ca_dir_s,
+            ],
             fifo_s,
         ),
         (
             "egress serve --upstream-ca",
             vec![
-                "egress", "serve", "--routes", routes_s, "--listen", "127.0.0.1:0", "--ca-dir",
-                ca_dir_s, "--upstream-ca", "/dev/zero",
+                "egress",
+                "serve",
+                "--routes",
+                routes_s,
+                "--listen",
+                "127.0.0.1:0",
+                "--ca-dir",
+                ca_dir_s,
+                "--upstream-ca",
+                "/dev/zero",
             ],
             "/dev/zero",
         ),
-        ("sidecar --config", vec!["sidecar", "--config", fifo_s], fifo_s),
+        (
+            "sidecar --config",
+            vec!["sidecar", "--config", fifo_s],
+            fifo_s,
+        ),
     ];
     for (name, args, path) in cases {
         let mut cmd = bot_bottle(cwd);

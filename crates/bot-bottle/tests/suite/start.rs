@@ -773,7 +773,10 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(world.workspace.join("started").exists(), "the agent never started");
+    assert!(
+        world.workspace.join("started").exists(),
+        "the agent never started"
+    );
     let identity = listed(&world)[0]["identity"].as_str().unwrap().to_owned();
     let sidecar = match on {
         On::Native => native_sidecar_pid(running.id()),
@@ -795,7 +798,11 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(states.last().map(String::as_str), Some("stopping"), "{states:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("stopping"),
+        "{states:?}"
+    );
     let out = tokio::task::spawn_blocking(move || running.wait_with_output().unwrap())
         .await
         .unwrap();
