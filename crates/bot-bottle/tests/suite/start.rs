@@ -754,6 +754,7 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
         return;
     };
     // An agent that ignores SIGTERM: the bottle is `stopping` for the whole grace period.
+    // Resumed, it finds the mark in its kept home and exits cleanly.
     let running = bot_bottle(&world)
         .args([
             "start",
@@ -761,7 +762,8 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
             "--",
             "bash",
             "-c",
-            "trap '' TERM; touch started; while :; do sleep 1; done",
+            "test -f \"$HOME/again\" && exit 0; touch \"$HOME/again\"; \
+             trap '' TERM; touch started; while :; do sleep 1; done",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -830,6 +832,20 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
     if on == On::Docker {
         assert_eq!(docker_objects(&identity), Vec::<String>::new());
     }
+    // `resume` brings it back with a new bundle.
+    let w = world.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        bot_bottle(&w).args(["resume", &identity]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(listed(&world), serde_json::json!([]));
 }
 
 /// The sidecar bundle of a native bottle: the child of its `start` running `sidecar`.
