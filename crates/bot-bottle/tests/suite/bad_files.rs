@@ -301,3 +301,41 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
         );
     }
 }
+
+#[test]
+fn forward_codex_auth_refuses_a_login_that_is_a_fifo() {
+    let dir = Dir::new();
+    let cwd = dir.tmp.path();
+    std::fs::write(
+        dir.path("bot-bottle.yaml"),
+        "bottles:\n  dev: {agent_provider: codex}\nagents:\n  demo: {bottle: dev}\n",
+    )
+    .unwrap();
+    let codex_home = dir.path("codex");
+    std::fs::create_dir(&codex_home).unwrap();
+    let login = codex_home.join("auth.json");
+    let status = Command::new("mkfifo").arg(&login).status().unwrap();
+    assert!(status.success());
+    let mut cmd = bot_bottle(cwd);
+    cmd.env("CODEX_HOME", &codex_home).args([
+        "start",
+        "demo",
+        "--forward-codex-auth",
+        "--",
+        "true",
+    ]);
+    let out = run(cmd);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        ),
+        (
+            Some(2),
+            format!(
+                "error: --forward-codex-auth: cannot read the host's Codex login {}: it is a named pipe (FIFO), not a regular file\n",
+                login.display()
+            )
+        )
+    );
+}
