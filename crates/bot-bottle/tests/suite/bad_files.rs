@@ -283,6 +283,8 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
             vec!["sidecar", "--config", fifo_s],
             fifo_s,
         ),
+        ("scan PATH", vec!["scan", "/dev/zero"], "/dev/zero"),
+        ("scan FIFO", vec!["scan", fifo_s], fifo_s),
     ];
     for (name, args, path) in cases {
         let mut cmd = bot_bottle(cwd);
