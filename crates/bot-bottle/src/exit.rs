@@ -8,8 +8,22 @@ pub const ERROR: u8 = 2;
 
 /// Prints the error chain as `error: outer: cause: cause` and returns the error exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    eprintln!("error: {}", render(err));
     ExitCode::from(ERROR)
+}
+
+/// `outer: cause: cause`, leaving out a cause the message before it already ends with (an
+/// error whose message includes its `source` would otherwise say it twice).
+fn render(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.ends_with(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 /// Logs go to stderr, filtered by `BOT_BOTTLE_LOG` (default `warn`, `-v` for `info`,
@@ -42,4 +56,48 @@ pub fn die_quietly_on_closed_pipe() {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    /// An error whose message includes its source, as thiserror's `{source}` makes them.
+    #[derive(Debug)]
+    struct Read {
+        path: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Read {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read {}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for Read {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let read = Read {
+            path: "m.yaml".into(),
+            source: std::io::Error::other("it is a named pipe (FIFO)"),
+        };
+        let err = Err::<(), _>(read)
+            .context("cannot load the manifest")
+            .unwrap_err();
+        assert_eq!(
+            render(&err),
+            "cannot load the manifest: cannot read m.yaml: it is a named pipe (FIFO)"
+        );
+        let plain = Err::<(), _>(std::io::Error::other("denied"))
+            .context("cannot open x")
+            .unwrap_err();
+        assert_eq!(render(&plain), "cannot open x: denied");
+    }
 }

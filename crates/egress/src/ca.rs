@@ -99,10 +99,12 @@ impl CertificateAuthority {
         let key_path = dir.join("ca-key.pem");
         let (cert_pem, key) = match (cert_path.exists(), key_path.exists()) {
             (true, true) => {
-                let cert_pem = std::fs::read_to_string(&cert_path)
-                    .map_err(io_err("cannot read", &cert_path))?;
+                let cert_pem =
+                    state::read::read_limited_to_string(&cert_path, state::read::CONFIG_LIMIT)
+                        .map_err(io_err("cannot read", &cert_path))?;
                 let key_pem =
-                    std::fs::read_to_string(&key_path).map_err(io_err("cannot read", &key_path))?;
+                    state::read::read_limited_to_string(&key_path, state::read::CONFIG_LIMIT)
+                        .map_err(io_err("cannot read", &key_path))?;
                 let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Unusable {
                     dir: dir.to_path_buf(),
                     why: format!("ca-key.pem: {e}"),

@@ -258,7 +258,8 @@ pub(crate) fn read_pem_certs(
         path: path.to_path_buf(),
         why,
     };
-    let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let data = state::read::read_limited(path, state::read::CONFIG_LIMIT)
+        .map_err(|e| fail(e.to_string()))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<_, _>>()
         .map_err(|e| fail(e.to_string()))?;

@@ -142,10 +142,10 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 /// Polls the routes file and swaps in valid changes; an invalid file keeps the old rules.
 async fn watch(path: PathBuf, handle: RoutesHandle) {
-    let mut last = std::fs::read(&path).ok();
+    let mut last = state::read::read_limited(&path, state::read::CONFIG_LIMIT).ok();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = std::fs::read(&path).ok();
+        let now = state::read::read_limited(&path, state::read::CONFIG_LIMIT).ok();
         if now.is_none() || now == last {
             continue;
         }

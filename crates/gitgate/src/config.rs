@@ -121,10 +121,12 @@ pub enum KeySource {
 impl GateConfig {
     /// Reads a `git-gate:` block (or a YAML file whose only top-level key is `git-gate`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = state::read::read_limited_to_string(path, state::read::CONFIG_LIMIT).map_err(
+            |source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
         Self::parse(&text, path)
     }
 

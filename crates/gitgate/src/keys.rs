@@ -115,10 +115,12 @@ pub(crate) fn install_static_key(
     repo: &str,
     source: &Path,
 ) -> Result<PathBuf, KeyError> {
-    let key = std::fs::read(source).map_err(|e| KeyError::ReadKey {
-        repo: repo.to_string(),
-        path: source.to_path_buf(),
-        source: e,
+    let key = state::read::read_limited(source, state::read::CONFIG_LIMIT).map_err(|e| {
+        KeyError::ReadKey {
+            repo: repo.to_string(),
+            path: source.to_path_buf(),
+            source: e,
+        }
     })?;
     let dir = keys_dir(state_dir);
     ensure_private_dir(&dir)?;

@@ -78,8 +78,16 @@ pub fn find_manifest(opts: &DiscoverOptions) -> Result<PathBuf, LoadError> {
     }
     let mut searched = Vec::new();
     let file = opts.cwd.join("bot-bottle.yaml");
-    if file.is_file() {
-        return Ok(file);
+    // Found but not a file (a directory, a FIFO...): said, rather than skipped for a
+    // manifest further down the search that the user did not mean.
+    if let Ok(meta) = std::fs::metadata(&file) {
+        return match state::read::check_regular(&meta, u64::MAX) {
+            Ok(()) => Ok(file),
+            Err(source) => Err(LoadError::Read {
+                path: file,
+                source: std::sync::Arc::new(source),
+            }),
+        };
     }
     searched.push(file);
     let dir = opts.cwd.join(".bot-bottle");
@@ -192,6 +200,22 @@ mod tests {
                 path: PathBuf::from("gone"),
                 origin: MANIFEST_ENV.into()
             }
+        );
+    }
+
+    #[test]
+    fn a_bot_bottle_yaml_that_is_not_a_file_is_reported_not_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path();
+        std::fs::create_dir_all(cwd.join(".bot-bottle/bottles")).unwrap();
+        std::fs::create_dir(cwd.join("bot-bottle.yaml")).unwrap();
+        let err = find_manifest(&opts(cwd)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read manifest {}: it is a directory, not a regular file",
+                cwd.join("bot-bottle.yaml").display()
+            )
         );
     }
 

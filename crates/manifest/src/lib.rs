@@ -108,10 +108,13 @@ pub enum YamlFileError {
 /// column, what is expected; no Rust type names), e.g.
 /// `read_yaml_file::<raw::GitGate>(path)` for `gate serve --repos FILE`.
 pub fn read_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, YamlFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| YamlFileError::Read {
-        path: path.to_path_buf(),
-        source: Arc::new(source),
-    })?;
+    let text =
+        state::read::read_limited_to_string(path, state::read::CONFIG_LIMIT).map_err(|source| {
+            YamlFileError::Read {
+                path: path.to_path_buf(),
+                source: Arc::new(source),
+            }
+        })?;
     raw::from_yaml(&text)
         .map_err(|err| YamlFileError::Invalid(diag::Source::new(path, 0).yaml_error(&err, &text)))
 }

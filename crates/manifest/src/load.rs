@@ -43,10 +43,14 @@ pub(crate) struct Parsed {
     pub broken_agents: BTreeMap<String, Diagnostic>,
 }
 
+/// Reads one manifest file: a regular file of at most [`state::read::CONFIG_LIMIT`] (a FIFO,
+/// a device or a directory where a file belongs is refused, naming what it is).
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source: Arc::new(source),
+    state::read::read_limited_to_string(path, state::read::CONFIG_LIMIT).map_err(|source| {
+        LoadError::Read {
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
     })
 }
 
@@ -171,7 +175,9 @@ fn mark_broken(broken: &mut BTreeMap<String, Diagnostic>, name: String, diags: &
     }
 }
 
-/// `*.md` files of a directory, sorted by name; a missing directory has none.
+/// `*.md` entries of a directory, sorted by name; a missing directory has none. Entries
+/// that are not regular files are kept, so that reading them says what they are instead of
+/// the bottle or agent silently missing.
 fn md_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -191,7 +197,6 @@ fn md_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
         })?;
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "md")
-            && path.is_file()
             && let Some(stem) = path.file_stem()
         {
             out.push((stem.to_string_lossy().into_owned(), path));

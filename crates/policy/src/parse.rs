@@ -47,10 +47,13 @@ pub fn parse_routes(text: &str, source: &Path) -> Result<EgressConfig, ParseErro
 
 /// Reads and parses a routes file.
 pub fn load_routes_file(path: &Path) -> Result<EgressConfig, ParseError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ParseError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        state::read::read_limited_to_string(path, state::read::CONFIG_LIMIT).map_err(|source| {
+            ParseError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse_routes(&text, path)
 }
 

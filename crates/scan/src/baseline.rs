@@ -24,10 +24,13 @@ impl Baseline {
 
     /// Reads a baseline file (JSON report or text list).
     pub fn from_file(path: &Path) -> Result<Self, ScanError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScanError::Baseline {
-            path: path.to_path_buf(),
-            message: format!("cannot read it: {e}"),
-        })?;
+        let text =
+            state::read::read_limited_to_string(path, state::read::REPORT_LIMIT).map_err(|e| {
+                ScanError::Baseline {
+                    path: path.to_path_buf(),
+                    message: format!("cannot read it: {e}"),
+                }
+            })?;
         Self::parse(&text).map_err(|message| ScanError::Baseline {
             path: path.to_path_buf(),
             message,

@@ -341,7 +341,15 @@ impl Scanner {
         if meta.len() > self.options.max_file_size {
             return skipped(format!("larger than {} bytes", self.options.max_file_size));
         }
-        let data = std::fs::read(path).map_err(read_err)?;
+        // Bounded: a path named on the command line may be a FIFO or `/dev/zero`, whose
+        // length says nothing about what a read returns.
+        let data = match state::read::read_limited(path, self.options.max_file_size) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                return skipped(format!("larger than {} bytes", self.options.max_file_size));
+            }
+            Err(e) => return Err(read_err(e)),
+        };
         // Binary files are scanned too (their text runs match like any text); only content
         // no rule can see into is skipped, and listed.
         if let Some(kind) = decode::unreadable_kind(&data) {

@@ -69,6 +69,9 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// The mark of a bottle whose sidecar bundle died (holds what happened to it).
+const SIDECAR_DOWN: &str = ".sidecar-down";
+
 /// What a bottle was started with; enough to `resume` it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -100,6 +103,9 @@ pub struct Metadata {
 pub enum BottleState {
     /// Its `start` (or `resume`) process holds the run lock.
     Running,
+    /// Its sidecar bundle died while the agent ran: its `start` is stopping the bottle,
+    /// which is then kept (`preserved`) for `resume`.
+    Stopping,
     /// Kept for `resume` after a failure.
     Preserved,
     /// Not running and not preserved: left over, `cleanup` removes it.
@@ -286,6 +292,22 @@ impl Home {
         }
     }
 
+    /// Records that the bottle's sidecar bundle died and the bottle is being stopped
+    /// (`list` shows it as [`BottleState::Stopping`] while its run lock is held).
+    pub fn mark_sidecar_down(&self, id: &Identity, why: &str) -> Result<(), StateError> {
+        let path = self.state_dir(id).join(SIDECAR_DOWN);
+        atomic_write(&path, why.as_bytes()).map_err(io_err("cannot write", &path))
+    }
+
+    /// Removes the mark of [`Home::mark_sidecar_down`] (a new run has a new sidecar).
+    pub fn clear_sidecar_down(&self, id: &Identity) -> Result<(), StateError> {
+        let path = self.state_dir(id).join(SIDECAR_DOWN);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the bottle's state is marked `.preserve`.
     pub fn is_preserved(&self, id: &Identity) -> bool {
         self.state_dir(id).join(".preserve").exists()
@@ -310,7 +332,11 @@ impl Home {
                 continue;
             };
             let state = if self.is_running(&identity) {
-                BottleState::Running
+                if self.state_dir(&identity).join(SIDECAR_DOWN).exists() {
+                    BottleState::Stopping
+                } else {
+                    BottleState::Running
+                }
             } else if self.is_preserved(&identity) {
                 BottleState::Preserved
             } else {
@@ -461,6 +487,11 @@ mod tests {
                 state: BottleState::Running
             }]
         );
+        h.mark_sidecar_down(&id, "killed by SIGKILL").unwrap();
+        assert_eq!(h.list().unwrap()[0].state, BottleState::Stopping);
+        h.clear_sidecar_down(&id).unwrap();
+        assert_eq!(h.list().unwrap()[0].state, BottleState::Running);
+        h.mark_sidecar_down(&id, "killed by SIGKILL").unwrap();
         drop(lock);
         assert_eq!(h.list().unwrap()[0].state, BottleState::Stale);
         h.mark_preserved(&id).unwrap();

@@ -11,10 +11,14 @@
 //! leaves half a file. A bottle's state directory is created under a home-wide lock, so two
 //! launches never get the same identity, and a running bottle holds an exclusive lock on its
 //! `lock` file for as long as it lives, which is how `list` tells running from stale.
+//!
+//! [`read`] is the one way bot-bottle reads a file the user names: regular files only, with
+//! a size limit (every crate that reads user input depends on this small crate for it).
 
 mod atomic;
 mod identity;
 mod layout;
+pub mod read;
 
 pub use atomic::{atomic_write, atomic_write_mode};
 pub use identity::{Identity, IdentityError};

@@ -59,7 +59,7 @@ impl ImageSource {
     pub fn bottle_dockerfile(agent: &str, dockerfile: &Path) -> io::Result<ImageSource> {
         Ok(ImageSource {
             repository: format!("bot-bottle/agent-{agent}"),
-            dockerfile: std::fs::read_to_string(dockerfile)?,
+            dockerfile: state::read::read_limited_to_string(dockerfile, state::read::CONFIG_LIMIT)?,
             context_dir: dockerfile.parent().map(Path::to_path_buf),
             extra_files: vec![],
             build_args: BTreeMap::new(),

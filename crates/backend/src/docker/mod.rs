@@ -47,7 +47,10 @@
 //! container; the home directory is a bind mount anyway) and removes every object of the
 //! bottle. Unlike native bottles, containers survive a launcher killed with `SIGKILL`: `list`
 //! reports them as orphaned (the launcher label names its boot id, PID and start time) and
-//! `cleanup` kills and removes them. An exit code of [`init::SETUP_FAILED`] (125) with a
+//! `cleanup` kills and removes them. While the agent runs, `wait` also watches the sidecar
+//! container: if it ends first, the agent is stopped (SIGTERM, SIGKILL after
+//! [`DockerConfig::stop_grace`]) and [`DockerConfig::sidecar_down`] is told how it ended — a
+//! bottle never runs on without its sidecar. An exit code of [`init::SETUP_FAILED`] (125) with a
 //! `bot-bottle:` message on stderr means the init refused to start the agent.
 //!
 //! The docker daemon must be local: the workspace, the home directory and the init are bind
@@ -96,6 +99,10 @@ use crate::{
 /// Receives build output lines (progress) while an image is built.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Told how the sidecar container ended (e.g. "was killed by signal 9 (SIGKILL)") when it
+/// ends while the agent runs; the backend then stops the agent itself.
+pub type SidecarDown = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Where the agent image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentImage {
@@ -142,6 +149,12 @@ pub struct DockerConfig {
     pub user: Option<(u32, u32)>,
     pub transcript: Option<TranscriptCopy>,
     pub progress: Option<Progress>,
+    /// Called when the sidecar container ends while the agent runs. Whether or not it is
+    /// set, the agent is then stopped (SIGTERM, SIGKILL after [`DockerConfig::stop_grace`]):
+    /// a bottle never runs on without its sidecar.
+    pub sidecar_down: Option<SidecarDown>,
+    /// How long the agent gets after SIGTERM when its sidecar is gone.
+    pub stop_grace: Duration,
 }
 
 impl DockerConfig {
@@ -162,6 +175,8 @@ impl DockerConfig {
             user: None,
             transcript: None,
             progress: None,
+            sidecar_down: None,
+            stop_grace: Duration::from_secs(10),
         }
     }
 }
@@ -451,6 +466,8 @@ impl DockerBackend {
             resize: None,
             transcript: self.config.transcript.clone(),
             reaper,
+            sidecar_down: self.config.sidecar_down.clone(),
+            stop_grace: self.config.stop_grace,
         };
         bottle.connect(attach, stdio, spec.interactive)?;
         // Released: the init checks the network itself and starts the agent.
@@ -919,6 +936,91 @@ async fn exit_code(docker: &Docker, container: &str) -> Result<i64, ApiError> {
     }
 }
 
+/// Waits for the agent's exit code while watching the sidecar container. If the sidecar
+/// ends first, `down` is told how and the agent is stopped (SIGTERM, SIGKILL after `grace`);
+/// if the agent ends first but the sidecar is found gone too (it died just before, perhaps
+/// why the agent ended), `down` is told as well. Called before teardown stops the sidecar.
+async fn watch_sidecar(
+    docker: &Docker,
+    agent: &str,
+    sidecar: &str,
+    down: Option<&SidecarDown>,
+    grace: Duration,
+) -> Result<i64, ApiError> {
+    let tell = |how: &str| {
+        if let Some(down) = down {
+            down(how);
+        }
+    };
+    let agent_exit = exit_code(docker, agent);
+    tokio::pin!(agent_exit);
+    let sidecar_exit = async {
+        match exit_code(docker, sidecar).await {
+            Ok(code) => sidecar_ended(docker, sidecar, code).await,
+            // Not watchable (the daemon failed): the agent's own wait decides.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        code = &mut agent_exit => {
+            if let Some(how) = sidecar_gone(docker, sidecar).await {
+                tell(&how);
+            }
+            code
+        }
+        how = sidecar_exit => {
+            tell(&how);
+            let grace = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+            let _ = docker
+                .stop_container(agent, Some(StopContainerOptions { t: Some(grace), signal: None }))
+                .await;
+            agent_exit.await
+        }
+    }
+}
+
+/// How the sidecar container ended, if it is not running.
+async fn sidecar_gone(docker: &Docker, sidecar: &str) -> Option<String> {
+    let state = docker.inspect_container(sidecar, None).await.ok()?.state?;
+    if state.running == Some(true) {
+        return None;
+    }
+    Some(describe_exit(
+        state.exit_code.unwrap_or(-1),
+        state.oom_killed == Some(true),
+    ))
+}
+
+/// How a sidecar that ended with `code` ended (asking the daemon whether the OOM killer did it).
+async fn sidecar_ended(docker: &Docker, sidecar: &str, code: i64) -> String {
+    let oom = docker
+        .inspect_container(sidecar, None)
+        .await
+        .ok()
+        .and_then(|i| i.state)
+        .and_then(|s| s.oom_killed)
+        == Some(true);
+    describe_exit(code, oom)
+}
+
+/// "exited with status 1", "was killed by signal 9 (SIGKILL)", as for a native bundle.
+pub fn describe_exit(code: i64, oom_killed: bool) -> String {
+    if oom_killed {
+        return "was killed by the kernel's OOM killer (out of memory)".to_owned();
+    }
+    match code {
+        129..=192 => {
+            let n = (code - 128) as i32;
+            match nix::sys::signal::Signal::try_from(n) {
+                Ok(signal) => format!("was killed by signal {n} ({})", signal.as_str()),
+                Err(_) => format!("was killed by signal {n}"),
+            }
+        }
+        code => format!("exited with status {code}"),
+    }
+}
+
 async fn remove(docker: &Docker, container: &str) {
     let _ = docker
         .remove_container(
@@ -1014,6 +1116,8 @@ pub struct DockerBottle {
     transcript: Option<TranscriptCopy>,
     /// Removes the bottle if this process dies first; dismissed after teardown.
     reaper: Option<reaper::Reaper>,
+    sidecar_down: Option<SidecarDown>,
+    stop_grace: Duration,
 }
 
 enum Sink {
@@ -1214,10 +1318,18 @@ impl RunningBottle for DockerBottle {
     }
 
     fn wait(&mut self) -> Result<BottleExit, BackendError> {
-        let code = self
-            .rt
-            .block_on(exit_code(&self.docker, &self.agent_id))
-            .map_err(setup("wait for the agent"));
+        let code = if self.owned {
+            self.rt.block_on(watch_sidecar(
+                &self.docker,
+                &self.agent_id,
+                &self.names.sidecar,
+                self.sidecar_down.as_ref(),
+                self.stop_grace,
+            ))
+        } else {
+            self.rt.block_on(exit_code(&self.docker, &self.agent_id))
+        }
+        .map_err(setup("wait for the agent"));
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -1356,6 +1468,9 @@ impl Backend for DockerBackend {
             resize: None,
             transcript: None,
             reaper: None,
+            // Watched by the `start` that owns it, not by an attached terminal.
+            sidecar_down: None,
+            stop_grace: self.config.stop_grace,
         };
         let interactive = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
         bottle.connect(attach, BottleStdio::inherit(), interactive)?;
@@ -1576,4 +1691,28 @@ fn copy_workspace(from: &Path, into: &Path) -> Result<(), BackendError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_sidecar_end_is_said_as_for_a_native_bundle() {
+        assert_eq!(
+            describe_exit(137, false),
+            "was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe_exit(143, false),
+            "was killed by signal 15 (SIGTERM)"
+        );
+        assert_eq!(describe_exit(1, false), "exited with status 1");
+        assert_eq!(describe_exit(0, false), "exited with status 0");
+        assert_eq!(
+            describe_exit(137, true),
+            "was killed by the kernel's OOM killer (out of memory)"
+        );
+    }
 }

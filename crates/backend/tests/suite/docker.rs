@@ -1131,3 +1131,48 @@ fn docker_image_build_streams_progress_and_reports_the_full_log_on_failure() {
         "build output is streamed as progress"
     );
 }
+
+#[test]
+fn docker_a_sidecar_that_dies_stops_the_agent_and_says_how() {
+    let images = need_docker!();
+    let mut config = backend(RuntimeChoice::Named("runc".into()), Some(images))
+        .config()
+        .clone();
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = told.clone();
+    config.sidecar_down = Some(std::sync::Arc::new(move |how: &str| {
+        sink.lock().unwrap().push(how.to_owned())
+    }));
+    config.stop_grace = Duration::from_secs(1);
+    let backend = DockerBackend::new(config).unwrap();
+    let dirs = dirs();
+    // An agent that ignores SIGTERM: it ends only by the SIGKILL after the grace.
+    let spec = spec(
+        &dirs,
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo up; while :; do sleep 1; done",
+        ],
+    );
+    backend.prepare(&spec).unwrap();
+    let mut bottle = backend.launch(&spec, BottleStdio::piped()).unwrap();
+    drop(bottle.take_stdin());
+    let mut out = std::io::BufReader::new(bottle.take_stdout().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "up\n");
+    let names = backend::docker::Names::new(&spec.identity);
+    let kill = std::process::Command::new("docker")
+        .args(["kill", "--signal", "KILL", &names.sidecar])
+        .output()
+        .unwrap();
+    assert!(kill.status.success(), "{kill:?}");
+    let exit = bottle.wait().unwrap();
+    assert_eq!(exit.code, 137, "the agent was killed after the grace");
+    assert_eq!(
+        *told.lock().unwrap(),
+        vec!["was killed by signal 9 (SIGKILL)".to_owned()]
+    );
+    assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
+}

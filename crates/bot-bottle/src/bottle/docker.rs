@@ -40,6 +40,7 @@ pub(super) fn run(
     launch: &Launch,
     sidecar_env: &[String],
     spec: &LaunchSpec,
+    watch: Arc<super::watch::Watch>,
 ) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot find the bot-bottle executable")?;
     let base = env_value("BOT_BOTTLE_DOCKER_BASE");
@@ -49,6 +50,12 @@ pub(super) fn run(
     );
     // A killed `start` takes its containers with it, as on native.
     config.reaper = Some(backend::docker::reaper_command()?);
+    // The backend watches the sidecar container and stops the agent when it dies first;
+    // `start` tells the operator and keeps the bottle.
+    config.sidecar_down = Some(Arc::new(move |how: &str| {
+        watch.sidecar_down(how);
+    }));
+    config.stop_grace = super::watch::STOP_GRACE;
     let progress = Arc::new(BuildProgress::new());
     let sink = progress.clone();
     config.progress = Some(Arc::new(move |line: &str| sink.line(line)));
@@ -139,7 +146,7 @@ fn agent_image(
     let agent = &launch.agent.name;
     let override_file = paths.dockerfile_override();
     if override_file.is_file() {
-        let text = std::fs::read_to_string(&override_file)
+        let text = state::read::read_limited_to_string(&override_file, state::read::CONFIG_LIMIT)
             .with_context(|| format!("cannot read {}", override_file.display()))?;
         // An empty context: the state directory holds the CA key and must not be sent.
         return Ok(ImageSource {

@@ -7,12 +7,15 @@
 //!    `start` waits for its readiness line (a bundle that dies or stays silent aborts);
 //! 4. the agent's home is written from the contract, and the backend launches the agent with
 //!    the sidecar sockets forwarded to fixed loopback ports inside the bottle;
-//! 5. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
+//! 5. while the agent runs the bundle is watched ([`watch`]): if it dies, the operator is
+//!    told, the bottle is stopped and its state kept (fail closed, nothing silently restarted);
+//! 6. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
 //!    `resume`, a clean exit removes it.
 
 mod docker;
 pub mod layout;
 pub mod provider;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -136,13 +139,15 @@ fn run(
     fresh: bool,
 ) -> anyhow::Result<ExitCode> {
     let paths = BottlePaths::new(home.state_dir(identity));
-    // A marker left by a `start` that was killed belongs to a bottle long gone.
+    // Markers left by a `start` that was killed belong to a bottle long gone.
     let _ = std::fs::remove_file(paths.agent_started());
+    let _ = home.clear_sidecar_down(identity);
     let outcome = run_inner(home, backend, identity, &paths, launch, fresh);
     let _ = std::fs::remove_file(paths.agent_started());
     let preserve = match &outcome {
         Ok(code) => *code != 0,
-        Err(_) => !fresh,
+        // A bottle whose sidecar bundle died is kept even on its first run.
+        Err(e) => !fresh || e.is::<watch::SidecarDown>(),
     };
     drop(lock);
     if preserve {
@@ -277,18 +282,64 @@ fn run_inner(
     state::atomic_write(&paths.sidecar_config(), &json)
         .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
     let spec = agent_spec(identity, paths, launch, fresh, &config, &ca_pem)?;
-    if docker {
-        return docker::run(home, paths, launch, &sidecar_env, &spec);
+    let watch = std::sync::Arc::new(watch::Watch::new(home, identity));
+    let result = if docker {
+        docker::run(home, paths, launch, &sidecar_env, &spec, watch.clone())
+    } else {
+        run_native(backend, identity, paths, &sidecar_env, &spec, &watch)
+    };
+    match watch.down() {
+        Some(how) => Err(watch::SidecarDown {
+            identity: identity.clone(),
+            how,
+            log: paths.logs().join("sidecar.log"),
+            tail: log_tail(&paths.logs().join("sidecar.log")),
+        }
+        .into()),
+        None => result,
     }
-    let sidecar = Sidecar::start(paths, &sidecar_env)?;
-    let result = (|| -> anyhow::Result<i32> {
-        backend.prepare(&spec)?;
-        let mut running = backend.launch(&spec, BottleStdio::inherit())?;
+}
+
+/// The native bottle beside its bundle, a child of this process: a watcher thread waits for
+/// the bundle to exit (without reaping it) and stops the bottle if it does while the agent
+/// runs.
+fn run_native(
+    backend: &dyn Backend,
+    identity: &Identity,
+    paths: &BottlePaths,
+    sidecar_env: &[String],
+    spec: &LaunchSpec,
+    watch: &watch::Watch,
+) -> anyhow::Result<i32> {
+    let mut sidecar = Sidecar::start(paths, sidecar_env)?;
+    let pid = sidecar.pid();
+    let result = std::thread::scope(|scope| -> anyhow::Result<i32> {
+        backend.prepare(spec)?;
+        let mut running = backend.launch(spec, BottleStdio::inherit())?;
         agent_started(paths);
-        Ok(running.wait()?.code)
-    })();
+        scope.spawn(move || {
+            if let Some(how) = watch::wait_exited(pid)
+                && watch.sidecar_down(&how)
+                && let Err(e) = backend.stop(identity.as_str(), watch::STOP_GRACE)
+            {
+                eprintln!("bot-bottle: cannot stop {identity}: {e}");
+            }
+        });
+        let waited = running.wait();
+        watch.agent_ended(watch::exited_now(pid));
+        // Ends the watcher's wait (the scope joins it).
+        sidecar.stop();
+        Ok(waited?.code)
+    });
     sidecar.stop();
     result
+}
+
+/// The last lines of the bundle's log (where a crash says why).
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(8).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// Marks the agent as running for `stop` (removed when the bottle ends). Not fatal when it
@@ -604,13 +655,11 @@ impl Sidecar {
             // Keep draining so the bundle never blocks on a full pipe.
             for _ in lines {}
         });
-        let sidecar = Sidecar { child };
+        let mut sidecar = Sidecar { child };
         match rx.recv_timeout(SIDECAR_READY_TIMEOUT) {
             Ok(true) => Ok(sidecar),
             outcome => {
                 sidecar.stop();
-                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(8).collect();
                 let why = if outcome.is_err() {
                     "did not become ready in time"
                 } else {
@@ -619,15 +668,23 @@ impl Sidecar {
                 bail!(
                     "the sidecar bundle {why}; nothing was started. Its log ({}) ends with:\n{}",
                     log_path.display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    log_tail(&log_path)
                 )
             }
         }
     }
 
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0))
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; reaps it. Does nothing once it has been reaped (its
+    /// pid may belong to another process by then).
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;

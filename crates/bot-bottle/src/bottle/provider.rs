@@ -183,7 +183,7 @@ pub fn host_codex_login(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBu
 /// anything is created. Errors never quote the file's contents.
 pub fn check_codex_login(path: &Path) -> anyhow::Result<()> {
     let login = "run `codex login --device-auth` on the host first";
-    let text = match std::fs::read(path) {
+    let text = match state::read::read_limited(path, state::read::CONFIG_LIMIT) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "--forward-codex-auth: there is no Codex login on the host ({} does not exist); {login}, then try again",
@@ -247,10 +247,10 @@ pub fn codex_login_in_home(agent_home: &Path) -> PathBuf {
 /// own copy when that one was refreshed later than the host's (Codex rotates the refresh
 /// token, so the older copy may no longer refresh). Nothing is ever written to the host.
 pub fn forward_codex_login(host: &Path, agent_home: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read(host)
+    let text = state::read::read_limited(host, state::read::CONFIG_LIMIT)
         .with_context(|| format!("cannot read the host's Codex login {}", host.display()))?;
     let dest = codex_login_in_home(agent_home);
-    if let Ok(own) = std::fs::read(&dest)
+    if let Ok(own) = state::read::read_limited(&dest, state::read::CONFIG_LIMIT)
         && last_refresh(&own) > last_refresh(&text)
     {
         return Ok(());
@@ -297,7 +297,9 @@ fn skill_name(dir: &Path) -> anyhow::Result<String> {
 
 /// The `description:` of a skill's `SKILL.md` front matter, if any.
 fn skill_description(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("SKILL.md")).ok()?;
+    let text =
+        state::read::read_limited_to_string(&dir.join("SKILL.md"), state::read::CONFIG_LIMIT)
+            .ok()?;
     let mut lines = text.lines();
     if lines.next()?.trim() != "---" {
         return None;

@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for bottle in home.list()? {
         match bottle.state {
-            BottleState::Running => {}
+            BottleState::Running | BottleState::Stopping => {}
             BottleState::Preserved => {
                 println!(
                     "kept preserved bottle {} (`bot-bottle resume {}`)",

@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for r in rows {
         let state = match r.state {
             BottleState::Running => "running",
+            BottleState::Stopping => "stopping",
             BottleState::Preserved => "preserved",
             BottleState::Stale => "stale",
         };

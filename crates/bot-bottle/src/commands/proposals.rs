@@ -305,7 +305,7 @@ fn approve(
     let (decision, final_file) = match file {
         None => (Decision::Approved, None),
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
+            let text = state::read::read_limited_to_string(&path, state::read::CONFIG_LIMIT)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             validate::parse_payload(entry.proposal.tool, &text).with_context(|| {
                 format!(

@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read(&args.config)
+    let text = state::read::read_limited(&args.config, state::read::CONFIG_LIMIT)
         .with_context(|| format!("cannot read the sidecar config {}", args.config.display()))?;
     let config: SidecarConfig = serde_json::from_slice(&text)
         .with_context(|| format!("the sidecar config {} is invalid", args.config.display()))?;

@@ -1,3 +1,4 @@
+mod bad_files;
 mod clients;
 mod doctor;
 mod manifest_cli;

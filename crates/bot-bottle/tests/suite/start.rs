@@ -51,6 +51,7 @@ on_each_backend!(
     cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state,
     the_health_check_sees_every_sidecar_answer,
     stop_right_after_start_waits_for_the_agent_and_stops_it,
+    a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it,
 );
 
 use test_support::docker::{TestNetwork, base_image as docker_base};
@@ -746,6 +747,144 @@ async fn stop_right_after_start_waits_for_the_agent_and_stops_it(on: On) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    // An agent that ignores SIGTERM: the bottle is `stopping` for the whole grace period.
+    // Resumed, it finds the mark in its kept home and exits cleanly.
+    let running = bot_bottle(&world)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "test -f \"$HOME/again\" && exit 0; touch \"$HOME/again\"; \
+             trap '' TERM; touch started; while :; do sleep 1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if world.workspace.join("started").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        world.workspace.join("started").exists(),
+        "the agent never started"
+    );
+    let identity = listed(&world)[0]["identity"].as_str().unwrap().to_owned();
+    let sidecar = match on {
+        On::Native => native_sidecar_pid(running.id()),
+        On::Docker => docker_sidecar_pid(&identity),
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sidecar),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // While its `start` stops it, `list` no longer says `running`.
+    let mut states = Vec::new();
+    for _ in 0..200 {
+        let state = listed(&world)[0]["state"].as_str().unwrap().to_owned();
+        let done = state != "running";
+        states.push(state);
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("stopping"),
+        "{states:?}"
+    );
+    let out = tokio::task::spawn_blocking(move || running.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Said at once on the operator's terminal, then as `start`'s error.
+    assert!(
+        stderr.contains(&format!(
+            "bot-bottle: the sidecar bundle of {identity} was killed by signal 9 (SIGKILL); nothing can leave the bottle without it, so the bottle is being stopped and its state kept for `bot-bottle resume {identity}`\n"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "error: the sidecar bundle of {identity} was killed by signal 9 (SIGKILL) while the agent ran, so the bottle was stopped (nothing could leave it); its state is kept"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // No longer `running`: kept for resume, with its live routes.
+    let list = listed(&world);
+    assert_eq!(list[0]["identity"], identity.as_str(), "{list}");
+    assert_eq!(list[0]["state"], "preserved", "{list}");
+    let state = world.home.join("state").join(&identity);
+    assert!(state.join("live-config/routes.yaml").is_file());
+    if on == On::Docker {
+        assert_eq!(docker_objects(&identity), Vec::<String>::new());
+    }
+    // `resume` brings it back with a new bundle.
+    let w = world.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        bot_bottle(&w).args(["resume", &identity]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(listed(&world), serde_json::json!([]));
+}
+
+/// The sidecar bundle of a native bottle: the child of its `start` running `sidecar`.
+fn native_sidecar_pid(start: u32) -> i32 {
+    for entry in std::fs::read_dir("/proc").unwrap() {
+        let name = entry.unwrap().file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(start) && cmdline.windows(8).any(|w| w == b"sidecar\0") {
+            return pid;
+        }
+    }
+    panic!("no sidecar bundle under start {start}");
+}
+
+/// The host pid of a docker bottle's sidecar bundle (PID 1 of its container).
+fn docker_sidecar_pid(identity: &str) -> i32 {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Pid}}",
+            &format!("bot-bottle-sidecar-{identity}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// The containers and networks of a docker bottle that still exist.

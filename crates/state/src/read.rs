@@ -1,0 +1,335 @@
+//! Bounded reads of files the user names (a manifest, a routes file, a rules file, a PEM
+//! bundle, a key...): only regular files, and never more than a limit no real file reaches.
+//!
+//! `std::fs::read` on a path the user typed hangs on a FIFO without a writer, reads a FIFO
+//! with a writer or `/dev/zero` until memory runs out, and fails on a directory with an
+//! unhelpful "Is a directory". Here the file is opened with `O_NONBLOCK` (so opening a FIFO
+//! does not wait for a writer) and `O_NOCTTY`, its type is taken from the opened descriptor
+//! (`fstat`, not the path: no swap between check and read), and at most `limit + 1` bytes are
+//! read, so an oversized or growing file is refused rather than read whole. The path is also
+//! looked at before opening, so a device node is refused without being opened at all.
+//!
+//! Errors are `std::io::Error`s whose message reads well after the caller's
+//! `cannot read <path>: ` (e.g. "it is a named pipe (FIFO), not a regular file"); the
+//! [`ReadError`] inside says which refusal it was.
+
+use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The most a configuration file may hold: manifests (each file of the directory form),
+/// routes files, gitleaks rule files, `gate --repos` files, sidecar configs, Dockerfiles,
+/// PEM bundles, deploy keys and logins. The largest real ones (a system CA bundle, a full
+/// gitleaks rule set) are well under a tenth of it.
+pub const CONFIG_LIMIT: u64 = 4 << 20;
+
+/// The most a findings report read back as input may hold (`scan --baseline`): it grows
+/// with the findings of a whole history, so it gets more room than a configuration file.
+pub const REPORT_LIMIT: u64 = 64 << 20;
+
+/// Why a file was refused; carried inside the `io::Error` the readers return.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The path is not a regular file (a FIFO, a device, a socket, a directory).
+    #[error("it is {kind}, not a regular file")]
+    NotRegular {
+        /// What it is instead, e.g. "a named pipe (FIFO)".
+        kind: &'static str,
+    },
+    /// The file holds more than the limit.
+    #[error(
+        "it holds more than {}, more than any real file of this kind; check that it is the right file",
+        human(*limit)
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The file is not UTF-8 text (for the `_to_string` reader).
+    #[error("it is not UTF-8 text")]
+    NotText,
+}
+
+impl From<ReadError> for io::Error {
+    fn from(err: ReadError) -> io::Error {
+        let kind = match &err {
+            ReadError::NotRegular { kind } if *kind == DIRECTORY => io::ErrorKind::IsADirectory,
+            ReadError::NotRegular { .. } => io::ErrorKind::InvalidInput,
+            ReadError::TooLarge { .. } => io::ErrorKind::FileTooLarge,
+            ReadError::NotText => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+const DIRECTORY: &str = "a directory";
+
+/// What a non-regular file is, in words; `None` for a regular file.
+pub fn describe(file_type: &FileType) -> Option<&'static str> {
+    if file_type.is_file() {
+        None
+    } else if file_type.is_dir() {
+        Some(DIRECTORY)
+    } else if file_type.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if file_type.is_char_device() {
+        Some("a character device")
+    } else if file_type.is_block_device() {
+        Some("a block device")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_symlink() {
+        Some("a symbolic link")
+    } else {
+        Some("not a file")
+    }
+}
+
+/// Fails unless `meta` is a regular file of at most `limit` bytes.
+pub fn check_regular(meta: &Metadata, limit: u64) -> io::Result<()> {
+    if let Some(kind) = describe(&meta.file_type()) {
+        return Err(ReadError::NotRegular { kind }.into());
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge { limit }.into());
+    }
+    Ok(())
+}
+
+/// Reads a regular file of at most `limit` bytes (symbolic links are followed).
+pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    // Refused before opening: opening a device node can have effects of its own. What the
+    // path is may change before the open, so the descriptor is checked again below.
+    if let Ok(meta) = std::fs::metadata(path) {
+        check_regular(&meta, limit)?;
+    }
+    open_and_read(path, limit)
+}
+
+/// The authoritative part of [`read_limited`]: open without blocking, check the descriptor.
+fn open_and_read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|err| {
+            // A socket cannot be opened at all (ENXIO): say what it is rather than that.
+            match std::fs::metadata(path)
+                .ok()
+                .and_then(|m| describe(&m.file_type()))
+            {
+                Some(kind) => ReadError::NotRegular { kind }.into(),
+                None => err,
+            }
+        })?;
+    let meta = file.metadata()?;
+    check_regular(&meta, limit)?;
+    read_open(file, meta.len(), limit)
+}
+
+/// As [`read_limited`], for UTF-8 text.
+pub fn read_limited_to_string(path: &Path, limit: u64) -> io::Result<String> {
+    String::from_utf8(read_limited(path, limit)?).map_err(|_| ReadError::NotText.into())
+}
+
+fn read_open(file: File, len: u64, limit: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(usize::try_from(len.min(limit)).unwrap_or(0));
+    // One byte past the limit tells a file that grew since `fstat` from one that fits.
+    file.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit }.into());
+    }
+    Ok(data)
+}
+
+/// `4 MiB`, `512 KiB`, `100 bytes`.
+fn human(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use std::io::Write;
+
+    fn refusal(err: &io::Error) -> Option<ReadError> {
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<ReadError>())
+            .cloned()
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn a_regular_file_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, "bottles: {}\n").unwrap();
+        assert_eq!(read_limited(&path, 100).unwrap(), b"bottles: {}\n");
+        assert_eq!(read_limited_to_string(&path, 100).unwrap(), "bottles: {}\n");
+        // Exactly at the limit is fine.
+        assert_eq!(read_limited(&path, 12).unwrap().len(), 12);
+    }
+
+    #[test]
+    fn a_symlink_to_a_regular_file_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real"), "x").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+        assert_eq!(read_limited(&dir.path().join("link"), 10).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_fifo_without_a_writer_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let fifo_kind = Some(ReadError::NotRegular {
+            kind: "a named pipe (FIFO)",
+        });
+        let err = read_limited(&fifo, CONFIG_LIMIT).unwrap_err();
+        assert_eq!(refusal(&err), fifo_kind);
+        assert_eq!(
+            err.to_string(),
+            "it is a named pipe (FIFO), not a regular file"
+        );
+        // The descriptor check alone (a path swapped after the first look): the open does
+        // not wait for a writer.
+        assert_eq!(
+            refusal(&open_and_read(&fifo, CONFIG_LIMIT).unwrap_err()),
+            fifo_kind
+        );
+    }
+
+    #[test]
+    fn a_fifo_with_a_writer_is_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        // Our own read end, so that the writer's open returns and it writes.
+        let hold = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        // A writer that never stops (until the pipe breaks when every reader is gone).
+        let (opened, is_open) = std::sync::mpsc::channel();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                opened.send(()).unwrap();
+                let chunk = vec![b'a'; 65536];
+                while w.write_all(&chunk).is_ok() {}
+            })
+        };
+        is_open.recv().unwrap();
+        let fifo_kind = Some(ReadError::NotRegular {
+            kind: "a named pipe (FIFO)",
+        });
+        assert_eq!(
+            refusal(&read_limited(&fifo, CONFIG_LIMIT).unwrap_err()),
+            fifo_kind
+        );
+        assert_eq!(
+            refusal(&open_and_read(&fifo, CONFIG_LIMIT).unwrap_err()),
+            fifo_kind
+        );
+        drop(hold);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn devices_sockets_and_directories_are_refused_naming_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        for (path, kind) in [
+            (Path::new("/dev/zero"), "a character device"),
+            (Path::new("/dev/null"), "a character device"),
+            (sock.as_path(), "a socket"),
+            (dir.path(), "a directory"),
+        ] {
+            for err in [
+                read_limited(path, CONFIG_LIMIT).unwrap_err(),
+                open_and_read(path, CONFIG_LIMIT).unwrap_err(),
+            ] {
+                assert_eq!(
+                    refusal(&err),
+                    Some(ReadError::NotRegular { kind }),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+        assert_eq!(
+            read_limited(dir.path(), 1).unwrap_err().kind(),
+            io::ErrorKind::IsADirectory
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![b'x'; 4097]).unwrap();
+        let err = read_limited(&path, 4096).unwrap_err();
+        assert_eq!(refusal(&err), Some(ReadError::TooLarge { limit: 4096 }));
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            err.to_string(),
+            "it holds more than 4 KiB, more than any real file of this kind; check that it is the right file"
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_past_the_limit_after_fstat_is_refused() {
+        // `fstat` said small; the read still stops at limit + 1.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grows");
+        std::fs::write(&path, vec![b'x'; 10]).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::write(&path, vec![b'x'; 100]).unwrap();
+        let err = read_open(file, 10, 50).unwrap_err();
+        assert_eq!(refusal(&err), Some(ReadError::TooLarge { limit: 50 }));
+    }
+
+    #[test]
+    fn missing_files_keep_the_os_error() {
+        let err = read_limited(Path::new("/nonexistent/x"), 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(refusal(&err), None);
+    }
+
+    #[test]
+    fn text_must_be_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin");
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        let err = read_limited_to_string(&path, 10).unwrap_err();
+        assert_eq!(refusal(&err), Some(ReadError::NotText));
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn sizes_are_said_in_the_largest_whole_unit() {
+        assert_eq!(human(CONFIG_LIMIT), "4 MiB");
+        assert_eq!(human(REPORT_LIMIT), "64 MiB");
+        assert_eq!(human(4096), "4 KiB");
+        assert_eq!(human(100), "100 bytes");
+    }
+}
