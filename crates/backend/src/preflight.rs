@@ -224,6 +224,12 @@ fn probe(backend: &NativeBackend) -> Result<String, String> {
             files: vec![],
             forwards: vec![],
             interactive: false,
+            // The probe checks the namespaces; cgroups are their own check.
+            resources: crate::spec::Resources {
+                allow_unenforced: true,
+                ..Default::default()
+            },
+            dangerously_run_as_host_root: false,
         };
         let stdio = BottleStdio {
             stdin: StdioMode::Null,

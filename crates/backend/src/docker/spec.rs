@@ -420,6 +420,8 @@ mod tests {
                 },
             ],
             interactive: true,
+            resources: crate::spec::Resources::default(),
+            dangerously_run_as_host_root: false,
         }
     }
 

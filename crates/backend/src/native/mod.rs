@@ -38,6 +38,7 @@
 //! everything that is not world-readable, and `/proc` is read-only. Running as a regular user
 //! is stronger still (the kernel's own permission checks apply on top).
 
+pub mod cgroup;
 pub mod forward;
 pub mod os;
 pub mod plan;

@@ -503,6 +503,8 @@ mod tests {
             }],
             forwards: vec![],
             interactive: false,
+            resources: crate::spec::Resources::default(),
+            dangerously_run_as_host_root: false,
         }
     }
 

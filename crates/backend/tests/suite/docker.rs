@@ -217,6 +217,8 @@ fn spec(dirs: &Dirs, argv: &[&str]) -> LaunchSpec {
             })
             .collect(),
         interactive: false,
+        resources: backend::Resources::default(),
+        dangerously_run_as_host_root: false,
     }
 }
 
