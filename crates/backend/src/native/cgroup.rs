@@ -69,7 +69,9 @@ impl CgroupFacts {
             mounts: parse_mountinfo(
                 &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
             ),
-            own: parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default()),
+            own: parse_proc_cgroup(
+                &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+            ),
             euid: nix::unistd::geteuid().as_raw(),
         }
     }
@@ -215,7 +217,10 @@ fn v2_limits(dir: &Path, r: &Resources) -> Vec<(PathBuf, String)> {
     vec![
         (
             dir.join("cpu.max"),
-            format!("{} {CPU_PERIOD_US}", u64::from(r.millicpus) * CPU_PERIOD_US / 1000),
+            format!(
+                "{} {CPU_PERIOD_US}",
+                u64::from(r.millicpus) * CPU_PERIOD_US / 1000
+            ),
         ),
         (dir.join("memory.max"), r.memory_bytes.to_string()),
         (dir.join("memory.swap.max"), "0".to_owned()),
@@ -248,9 +253,7 @@ fn plan_v2(
     let mount = facts.mounts.iter().find(|m| m.v2)?;
     if facts.euid == 0 {
         let top = mount.mount_point.clone();
-        let available = os
-            .read(&top.join("cgroup.controllers"))
-            .unwrap_or_default();
+        let available = os.read(&top.join("cgroup.controllers")).unwrap_or_default();
         if !has_all(&available) {
             return Some(Err(format!(
                 "cgroup v2 at {} has controllers [{}], not cpu, memory and pids",
@@ -366,9 +369,15 @@ fn plan_v1(
                 ));
             }
             "memory" => {
-                writes.push((dir.join("memory.limit_in_bytes"), r.memory_bytes.to_string()));
+                writes.push((
+                    dir.join("memory.limit_in_bytes"),
+                    r.memory_bytes.to_string(),
+                ));
                 // With swap accounting, memory+swap gets the same limit: no swap on top.
-                if os.owner(&here.join("memory.memsw.limit_in_bytes")).is_some() {
+                if os
+                    .owner(&here.join("memory.memsw.limit_in_bytes"))
+                    .is_some()
+                {
                     writes.push((
                         dir.join("memory.memsw.limit_in_bytes"),
                         r.memory_bytes.to_string(),
@@ -380,10 +389,7 @@ fn plan_v1(
         dirs.push(dir);
     }
     if !missing.is_empty() {
-        return Err(format!(
-            "no cgroup v1 hierarchy for {}",
-            missing.join(", ")
-        ));
+        return Err(format!("no cgroup v1 hierarchy for {}", missing.join(", ")));
     }
     Ok(CgroupPlan {
         version: Version::V1,
@@ -518,7 +524,10 @@ mod tests {
 
     fn v1_host() -> RecordingOs {
         let mut os = RecordingOs::default();
-        os.files.insert(p("/sys/fs/cgroup/unified/cgroup.controllers"), "hugetlb\n".into());
+        os.files.insert(
+            p("/sys/fs/cgroup/unified/cgroup.controllers"),
+            "hugetlb\n".into(),
+        );
         for f in [
             "/sys/fs/cgroup/cpu",
             "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
@@ -585,8 +594,14 @@ mod tests {
                     p("/sys/fs/cgroup/pids/bot-bottle-demo-abcde"),
                 ],
                 writes: vec![
-                    w("/sys/fs/cgroup/cpu/bot-bottle-demo-abcde/cpu.cfs_period_us", "100000"),
-                    w("/sys/fs/cgroup/cpu/bot-bottle-demo-abcde/cpu.cfs_quota_us", "150000"),
+                    w(
+                        "/sys/fs/cgroup/cpu/bot-bottle-demo-abcde/cpu.cfs_period_us",
+                        "100000"
+                    ),
+                    w(
+                        "/sys/fs/cgroup/cpu/bot-bottle-demo-abcde/cpu.cfs_quota_us",
+                        "150000"
+                    ),
                     w(
                         "/sys/fs/cgroup/memory/process_api/f848/bot-bottle-demo-abcde/memory.limit_in_bytes",
                         "2147483648"
@@ -651,9 +666,18 @@ mod tests {
                 parents: vec![p("/sys/fs/cgroup/bot-bottle")],
                 dirs: vec![p("/sys/fs/cgroup/bot-bottle/demo-abcde")],
                 writes: vec![
-                    w("/sys/fs/cgroup/bot-bottle/cgroup.subtree_control", "+cpu +memory +pids"),
-                    w("/sys/fs/cgroup/bot-bottle/demo-abcde/cpu.max", "150000 100000"),
-                    w("/sys/fs/cgroup/bot-bottle/demo-abcde/memory.max", "2147483648"),
+                    w(
+                        "/sys/fs/cgroup/bot-bottle/cgroup.subtree_control",
+                        "+cpu +memory +pids"
+                    ),
+                    w(
+                        "/sys/fs/cgroup/bot-bottle/demo-abcde/cpu.max",
+                        "150000 100000"
+                    ),
+                    w(
+                        "/sys/fs/cgroup/bot-bottle/demo-abcde/memory.max",
+                        "2147483648"
+                    ),
                     w("/sys/fs/cgroup/bot-bottle/demo-abcde/memory.swap.max", "0"),
                     w("/sys/fs/cgroup/bot-bottle/demo-abcde/pids.max", "512"),
                 ],
@@ -685,16 +709,24 @@ mod tests {
             p(&format!("{parent}/cgroup.controllers")),
             "cpu memory pids\n".into(),
         );
-        os.files
-            .insert(p(&format!("{parent}/cgroup.subtree_control")), "memory pids\n".into());
+        os.files.insert(
+            p(&format!("{parent}/cgroup.subtree_control")),
+            "memory pids\n".into(),
+        );
         for f in ["", "/cgroup.procs", "/cgroup.subtree_control"] {
             os.owners.insert(p(&format!("{parent}{f}")), 1000);
         }
         let plan = plan(&facts, "demo-abcde", &resources(), &os).unwrap();
-        assert_eq!(plan.dirs, vec![p(&format!("{parent}/bot-bottle-demo-abcde"))]);
+        assert_eq!(
+            plan.dirs,
+            vec![p(&format!("{parent}/bot-bottle-demo-abcde"))]
+        );
         assert_eq!(
             plan.writes[0],
-            (p(&format!("{parent}/cgroup.subtree_control")), "+cpu".to_owned())
+            (
+                p(&format!("{parent}/cgroup.subtree_control")),
+                "+cpu".to_owned()
+            )
         );
 
         // The same user in a login session (root-owned scope): refused with the fix.
@@ -725,8 +757,12 @@ mod tests {
             euid: 0,
         };
         let mut os = RecordingOs::default();
-        os.files.insert(p("/sys/fs/cgroup/unified/cgroup.controllers"), "hugetlb\n".into());
-        os.owners.insert(p("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), 0);
+        os.files.insert(
+            p("/sys/fs/cgroup/unified/cgroup.controllers"),
+            "hugetlb\n".into(),
+        );
+        os.owners
+            .insert(p("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), 0);
         let err = plan(&facts, "x", &resources(), &os).unwrap_err();
         assert_eq!(
             err,

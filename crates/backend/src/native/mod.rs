@@ -164,6 +164,9 @@ struct Record {
     helper_pid: i32,
     helper_start: u64,
     created: u64,
+    /// The bottle's cgroups, removed by `cleanup` if the launcher could not.
+    #[serde(default)]
+    cgroups: Vec<PathBuf>,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -451,10 +454,45 @@ impl NativeBackend {
         std::fs::rename(&partial, into).map_err(io_err("rename", &partial))
     }
 
+    /// The bottle's cgroups, created with the limits written (`None`: the host cannot enforce
+    /// them and the bottle allows that, with a warning).
+    fn limits(&self, spec: &LaunchSpec) -> Result<Option<cgroup::CgroupPlan>, BackendError> {
+        let facts = cgroup::CgroupFacts::gather();
+        match cgroup::plan(&facts, &spec.identity, &spec.resources, &os::RealOs) {
+            Ok(plan) => {
+                cgroup::apply(&plan, &mut os::RealOs).map_err(|e| BackendError::Setup {
+                    stage: "resources".into(),
+                    message: format!(
+                        "{e}; check that {} is writable",
+                        plan.dirs
+                            .first()
+                            .and_then(|d| d.parent())
+                            .unwrap_or(Path::new("/sys/fs/cgroup"))
+                            .display()
+                    ),
+                })?;
+                tracing::debug!(identity = %spec.identity, limits = %plan.describe(), "bottle limits");
+                Ok(Some(plan))
+            }
+            Err(e) if spec.resources.allow_unenforced => {
+                eprintln!(
+                    "bot-bottle: warning: bottle {} runs WITHOUT cpu, memory and pids limits (dangerously_allow_unenforced): {}; {}",
+                    spec.identity, e.found, e.fix
+                );
+                Ok(None)
+            }
+            Err(e) => Err(BackendError::Setup {
+                stage: "resources".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     fn spawn_helper(
         &self,
         req: &sandbox::HelperRequest,
         stdio: BottleStdio,
+        limits: Option<&cgroup::CgroupPlan>,
     ) -> Result<(Child, std::fs::File), BackendError> {
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             BackendError::Process {
@@ -486,12 +524,23 @@ impl NativeBackend {
         unsafe {
             cmd.pre_exec(move || sandbox::child_setup(r, w));
         }
-        let child = cmd.spawn().map_err(|source| BackendError::Process {
+        let mut child = cmd.spawn().map_err(|source| BackendError::Process {
             action: "start the bottle helper",
             source,
         })?;
         drop(req_r);
         drop(status_w);
+        // The helper waits for its request: it joins the cgroups before it starts anything.
+        if let Some(plan) = limits
+            && let Err(e) = cgroup::attach(plan, child.id(), &mut os::RealOs)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BackendError::Setup {
+                stage: "resources".into(),
+                message: format!("cannot move the bottle into its cgroup: {e}"),
+            });
+        }
         let json = serde_json::to_vec(req).map_err(|e| BackendError::Process {
             action: "encode the bottle request",
             source: std::io::Error::other(e),
@@ -593,14 +642,24 @@ impl Backend for NativeBackend {
             inside_gid: self.config.inside_gid,
             writable,
         };
+        let limits = match self.limits(spec) {
+            Ok(limits) => limits,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let foreground = if spec.interactive {
             nix::unistd::tcgetpgrp(std::io::stdin()).ok()
         } else {
             None
         };
-        let (mut child, status) = match self.spawn_helper(&req, stdio) {
+        let (mut child, status) = match self.spawn_helper(&req, stdio, limits.as_ref()) {
             Ok(spawned) => spawned,
             Err(e) => {
+                if let Some(plan) = &limits {
+                    cgroup::remove(plan, &mut os::RealOs);
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
@@ -613,6 +672,7 @@ impl Backend for NativeBackend {
             helper_pid: child.id() as i32,
             helper_start: process_start(child.id() as i32).unwrap_or(0),
             created: now(),
+            cgroups: limits.iter().flat_map(|p| p.dirs.clone()).collect(),
         };
         let record_path = dir.join("bottle.json");
         if let Ok(json) = serde_json::to_vec_pretty(&record) {
@@ -636,6 +696,9 @@ impl Backend for NativeBackend {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL);
             let code = child.wait().map(exit_code).unwrap_or(sandbox::SETUP_FAILED);
+            if let Some(plan) = &limits {
+                cgroup::remove(plan, &mut os::RealOs);
+            }
             let _ = std::fs::remove_dir_all(&dir);
             restore_foreground(foreground);
             let (stage, message) = failed.unwrap_or_else(|| {
@@ -653,6 +716,7 @@ impl Backend for NativeBackend {
             dir,
             foreground,
             landlock: started.unwrap_or_default(),
+            limits,
             done: false,
         }))
     }
@@ -732,6 +796,11 @@ impl Backend for NativeBackend {
                 continue;
             }
             if !dry_run {
+                if let Some(record) = self.read_record(&info.identity) {
+                    for cgroup in record.cgroups.iter().rev() {
+                        let _ = std::fs::remove_dir(cgroup);
+                    }
+                }
                 // The root mount point is an empty directory on the host (the mounts live only
                 // in the bottle's namespace).
                 std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
@@ -765,6 +834,8 @@ pub struct NativeBottle {
     dir: PathBuf,
     foreground: Option<nix::unistd::Pid>,
     landlock: String,
+    /// The bottle's cgroups (`None` when `dangerously_allow_unenforced` let it start without).
+    limits: Option<cgroup::CgroupPlan>,
     done: bool,
 }
 
@@ -775,10 +846,19 @@ impl NativeBottle {
         &self.landlock
     }
 
+    /// Where the bottle's limits are enforced (`cgroup v1: …`), or `None` when it runs
+    /// without (`dangerously_allow_unenforced` on a host without usable cgroups).
+    pub fn limits(&self) -> Option<String> {
+        self.limits.as_ref().map(cgroup::CgroupPlan::describe)
+    }
+
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
             restore_foreground(self.foreground);
+            if let Some(plan) = &self.limits {
+                cgroup::remove(plan, &mut os::RealOs);
+            }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -82,7 +82,10 @@ impl CgroupOs for RealOs {
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
         io::Write::write_all(&mut file, value.as_bytes()).map_err(|e| {
-            io::Error::new(e.kind(), format!("write `{value}` to {}: {e}", path.display()))
+            io::Error::new(
+                e.kind(),
+                format!("write `{value}` to {}: {e}", path.display()),
+            )
         })
     }
 
@@ -345,8 +348,7 @@ pub mod tests {
             Ok(())
         }
         fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
-            self.calls
-                .push(format!("write {} {value}", path.display()));
+            self.calls.push(format!("write {} {value}", path.display()));
             if self.fail_writes_to.as_deref() == Some(path) {
                 return Err(io::Error::from(io::ErrorKind::PermissionDenied));
             }
