@@ -142,8 +142,6 @@ pub struct DockerConfig {
     /// Read-only root filesystem for the agent (providers that write outside home, `/tmp` and
     /// the workspace need `false`).
     pub read_only_root: bool,
-    pub memory_bytes: i64,
-    pub pids_limit: i64,
     /// The agent's `uid:gid`; `None`: the launching user's, or `1000:1000` for root.
     pub user: Option<(u32, u32)>,
     pub transcript: Option<TranscriptCopy>,
@@ -151,7 +149,8 @@ pub struct DockerConfig {
 }
 
 impl DockerConfig {
-    /// Defaults: local socket, automatic runtime, read-only root, 4 GiB, 1024 PIDs.
+    /// Defaults: local socket, automatic runtime, read-only root (the limits come from each
+    /// bottle's [`crate::Resources`]).
     pub fn new(agent_image: AgentImage, init: HelperCommand) -> DockerConfig {
         DockerConfig {
             socket: default_socket(),
@@ -162,8 +161,6 @@ impl DockerConfig {
             reaper: None,
             runtime: RuntimeChoice::Auto,
             read_only_root: true,
-            memory_bytes: 4 << 30,
-            pids_limit: 1024,
             user: None,
             transcript: None,
             progress: None,
@@ -378,8 +375,6 @@ impl DockerBackend {
                 .collect(),
             runtime,
             read_only_root: self.config.read_only_root,
-            memory_bytes: self.config.memory_bytes,
-            pids_limit: self.config.pids_limit,
             launcher: launcher_label(),
             workspace_host: workspace_host(spec),
         };

@@ -110,8 +110,6 @@ pub struct AgentSettings {
     /// The OCI runtime (`runsc` when the daemon has it), `None` for the daemon's default.
     pub runtime: Option<String>,
     pub read_only_root: bool,
-    pub memory_bytes: i64,
-    pub pids_limit: i64,
     /// The launcher label value.
     pub launcher: String,
     /// The host directory the workspace comes from (the copy for [`WorkspaceMode::Copy`]).
@@ -252,7 +250,8 @@ pub fn init_config(spec: &LaunchSpec) -> InitConfig {
 }
 
 /// The agent container: internal network only, non-root, no capabilities, no new privileges,
-/// read-only root with private `/tmp` and `/var/tmp`, memory and PID limits, the init as PID 1.
+/// read-only root with private `/tmp` and `/var/tmp`, the spec's CPU, memory (no swap) and PID
+/// limits, the init as PID 1.
 pub fn agent_container(
     spec: &LaunchSpec,
     settings: &AgentSettings,
@@ -270,6 +269,7 @@ pub fn agent_container(
     let mut cmd = settings.init_args.clone();
     cmd.push(serde_json::to_string(init)?);
     let tmp = "rw,nosuid,nodev,size=1g".to_owned();
+    let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
     Ok(ContainerCreateBody {
         image: Some(settings.image.clone()),
         hostname: Some(spec.identity.clone()),
@@ -297,9 +297,11 @@ pub fn agent_container(
                 ("/tmp".to_owned(), tmp.clone()),
                 ("/var/tmp".to_owned(), tmp),
             ])),
-            memory: Some(settings.memory_bytes),
-            memory_swap: Some(settings.memory_bytes),
-            pids_limit: Some(settings.pids_limit),
+            nano_cpus: Some(i64::from(spec.resources.millicpus) * 1_000_000),
+            memory: Some(memory),
+            // Memory plus swap equal to memory: no swap on top.
+            memory_swap: Some(memory),
+            pids_limit: Some(i64::from(spec.resources.pids)),
             runtime: settings.runtime.clone(),
             init: Some(false),
             ipc_mode: Some("private".to_owned()),
@@ -420,7 +422,12 @@ mod tests {
                 },
             ],
             interactive: true,
-            resources: crate::spec::Resources::default(),
+            resources: crate::spec::Resources {
+                millicpus: 1500,
+                memory_bytes: 2 << 30,
+                pids: 512,
+                allow_unenforced: false,
+            },
             dangerously_run_as_host_root: false,
         }
     }
@@ -433,8 +440,6 @@ mod tests {
             init_args: vec!["__docker-init".into()],
             runtime: Some("runsc".into()),
             read_only_root: true,
-            memory_bytes: 4 << 30,
-            pids_limit: 1024,
             launcher: "boot:4242:99".into(),
             workspace_host: "/home/dev/project".into(),
         }
