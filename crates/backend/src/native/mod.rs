@@ -33,14 +33,17 @@
 //! scan of `/etc` (~4 ms). The syscalls go through `nix`, the filters through `seccompiler`
 //! and `landlock`.
 //!
-//! As root, the agent's uid inside maps to host uid 0 without any capability, so the workspace
-//! (owned by root) stays writable; root-only files are still unreadable because the view masks
-//! everything that is not world-readable, and `/proc` is read-only. Running as a regular user
-//! is stronger still (the kernel's own permission checks apply on top).
+//! The agent is never host root: started by root, the agent's uid inside maps to the workspace's
+//! owner or, for a root-owned workspace, to the dedicated unprivileged host uid
+//! [`owner::BOTTLE_HOST_ID`], with host uid 0 unmapped; what it must write is handed to that
+//! uid first (see [`owner`]). `dangerously_run_as_host_root` keeps the old mapping to host
+//! uid 0. Every bottle runs in its own cgroups with the spec's CPU, memory and process limits
+//! (see [`cgroup`]), or does not start.
 
 pub mod cgroup;
 pub mod forward;
 pub mod os;
+pub mod owner;
 pub mod plan;
 pub mod sandbox;
 pub mod seccomp;
@@ -454,6 +457,55 @@ impl NativeBackend {
         std::fs::rename(&partial, into).map_err(io_err("rename", &partial))
     }
 
+    /// The host ids the agent runs as ([`owner::host_ids`]); when root starts the bottle,
+    /// what the agent must write is handed to them first: the home, the workspace copy, a
+    /// mounted workspace's root-owned entries, and the sidecar sockets init connects to.
+    fn hand_over(&self, spec: &LaunchSpec) -> Result<owner::HostIds, BackendError> {
+        use std::os::unix::fs::MetadataExt;
+        let launcher = owner::HostIds {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        };
+        let meta = std::fs::metadata(&spec.workspace.host)
+            .map_err(io_err("read", &spec.workspace.host))?;
+        let host = owner::host_ids(
+            launcher,
+            owner::HostIds {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+            spec.dangerously_run_as_host_root,
+        );
+        if host == launcher {
+            return Ok(host);
+        }
+        let setup = |what: &Path, e: std::io::Error| BackendError::Setup {
+            stage: "hand over to the agent's uid".into(),
+            message: format!(
+                "cannot give {} to host uid {}: {e}; start from a workspace you own, use a workspace copy, or set `dangerously_run_as_host_root: true` in the bottle",
+                what.display(),
+                host.uid
+            ),
+        };
+        owner::hand_over(&spec.home.host, host, owner::Which::All)
+            .map_err(|e| setup(&spec.home.host, e))?;
+        match &spec.workspace.mode {
+            WorkspaceMode::Copy { into } => {
+                owner::hand_over(into, host, owner::Which::All).map_err(|e| setup(into, e))?
+            }
+            WorkspaceMode::Mount => {
+                owner::hand_over(&spec.workspace.host, host, owner::Which::OwnedByRoot)
+                    .map_err(|e| setup(&spec.workspace.host, e))?
+            }
+        }
+        for fwd in &spec.forwards {
+            let socket = &fwd.host_unix_socket;
+            std::os::unix::fs::lchown(socket, Some(host.uid), Some(host.gid))
+                .map_err(|e| setup(socket, e))?;
+        }
+        Ok(host)
+    }
+
     /// The bottle's cgroups, created with the limits written (`None`: the host cannot enforce
     /// them and the bottle allows that, with a warning).
     fn limits(&self, spec: &LaunchSpec) -> Result<Option<cgroup::CgroupPlan>, BackendError> {
@@ -623,6 +675,13 @@ impl Backend for NativeBackend {
             }
         };
         let spec = &spec;
+        let host = match self.hand_over(spec) {
+            Ok(host) => host,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
 
         let launcher_pid = std::process::id() as i32;
         let mut writable = vec![
@@ -640,6 +699,7 @@ impl Backend for NativeBackend {
             launcher_pid,
             inside_uid: self.config.inside_uid,
             inside_gid: self.config.inside_gid,
+            host,
             writable,
         };
         let limits = match self.limits(spec) {
@@ -654,12 +714,19 @@ impl Backend for NativeBackend {
         } else {
             None
         };
+        // The agent reopens its terminal (`/dev/stdout`, `/proc/self/fd/0`) as its own uid:
+        // an interactive bottle that root maps to another uid gets the terminal while it runs
+        // (as `login` does) and root gets it back at the end.
+        let terminal = (spec.interactive && host.uid != nix::unistd::geteuid().as_raw())
+            .then(|| lend_terminal(host))
+            .flatten();
         let (mut child, status) = match self.spawn_helper(&req, stdio, limits.as_ref()) {
             Ok(spawned) => spawned,
             Err(e) => {
                 if let Some(plan) = &limits {
                     cgroup::remove(plan, &mut os::RealOs);
                 }
+                give_back_terminal(terminal);
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
@@ -699,6 +766,7 @@ impl Backend for NativeBackend {
             if let Some(plan) = &limits {
                 cgroup::remove(plan, &mut os::RealOs);
             }
+            give_back_terminal(terminal);
             let _ = std::fs::remove_dir_all(&dir);
             restore_foreground(foreground);
             let (stage, message) = failed.unwrap_or_else(|| {
@@ -717,6 +785,7 @@ impl Backend for NativeBackend {
             foreground,
             landlock: started.unwrap_or_default(),
             limits,
+            terminal,
             done: false,
         }))
     }
@@ -814,6 +883,28 @@ impl Backend for NativeBackend {
     }
 }
 
+/// Gives the terminal on stdin to the agent's host ids; returns its owner to restore.
+fn lend_terminal(host: owner::HostIds) -> Option<(u32, u32)> {
+    let st = nix::sys::stat::fstat(std::io::stdin()).ok()?;
+    nix::unistd::fchown(
+        std::io::stdin(),
+        Some(nix::unistd::Uid::from_raw(host.uid)),
+        Some(nix::unistd::Gid::from_raw(host.gid)),
+    )
+    .ok()?;
+    Some((st.st_uid, st.st_gid))
+}
+
+fn give_back_terminal(owner: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = owner {
+        let _ = nix::unistd::fchown(
+            std::io::stdin(),
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+    }
+}
+
 fn restore_foreground(pgrp: Option<nix::unistd::Pid>) {
     let Some(pgrp) = pgrp else { return };
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -836,6 +927,8 @@ pub struct NativeBottle {
     landlock: String,
     /// The bottle's cgroups (`None` when `dangerously_allow_unenforced` let it start without).
     limits: Option<cgroup::CgroupPlan>,
+    /// The terminal's owner before it was lent to the agent's uid.
+    terminal: Option<(u32, u32)>,
     done: bool,
 }
 
@@ -859,6 +952,7 @@ impl NativeBottle {
             if let Some(plan) = &self.limits {
                 cgroup::remove(plan, &mut os::RealOs);
             }
+            give_back_terminal(self.terminal.take());
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

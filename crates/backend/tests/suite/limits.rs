@@ -181,3 +181,50 @@ fn the_bottle_runs_in_its_own_cgroups_which_go_with_it() {
         assert!(!dir.exists(), "{} outlived the bottle", dir.display());
     }
 }
+
+/// Runs `script` as root's bottle and returns (stdout, host owner of `/workspace/w`).
+fn written_by_root_bottle(f: &Fixture, dangerously_run_as_host_root: bool) -> (String, (u32, u32)) {
+    use std::os::unix::fs::MetadataExt;
+    let mut spec = f.spec(&[
+        "bash",
+        "-c",
+        "echo x > /workspace/w && echo x > /home/agent/h && id -u && \
+         tr -s ' ' < /proc/self/uid_map && tr -s ' ' < /proc/self/gid_map",
+    ]);
+    spec.dangerously_run_as_host_root = dangerously_run_as_host_root;
+    let out = f.run(&spec);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let meta = std::fs::metadata(f.workspace.join("w")).unwrap();
+    (out.stdout, (meta.uid(), meta.gid()))
+}
+
+#[test]
+fn root_started_bottle_runs_as_an_unprivileged_host_uid() {
+    if !is_root() {
+        println!("skipping: the root-started bottle needs root");
+        return;
+    }
+    let id = backend::native::owner::BOTTLE_HOST_ID;
+    // A workspace of root's: the dedicated id; root is not mapped at all.
+    let f = Fixture::new();
+    assert_eq!(
+        written_by_root_bottle(&f, false),
+        (format!("1000\n 1000 {id} 1\n 1000 {id} 1\n"), (id, id))
+    );
+    // A workspace of a user's: that user.
+    let f = Fixture::new();
+    std::os::unix::fs::chown(&f.workspace, Some(1000), Some(1000)).unwrap();
+    assert_eq!(
+        written_by_root_bottle(&f, false),
+        (
+            "1000\n 1000 1000 1\n 1000 1000 1\n".to_owned(),
+            (1000, 1000)
+        )
+    );
+    // Only the dangerous opt-out keeps host root.
+    let f = Fixture::new();
+    assert_eq!(
+        written_by_root_bottle(&f, true),
+        ("1000\n 1000 0 1\n 1000 0 1\n".to_owned(), (0, 0))
+    );
+}
