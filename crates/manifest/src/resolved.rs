@@ -123,7 +123,7 @@ impl Default for ResolvedResources {
 impl Serialize for ResolvedResources {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        if self.millicpus % 1000 == 0 {
+        if self.millicpus.is_multiple_of(1000) {
             map.serialize_entry("cpus", &(self.millicpus / 1000))?;
         } else {
             map.serialize_entry("cpus", &(f64::from(self.millicpus) / 1000.0))?;

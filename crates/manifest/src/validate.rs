@@ -152,7 +152,7 @@ pub(crate) fn parse_pids(v: &Scalar) -> Result<u32, String> {
 /// Bytes as the manifest writes them: the largest binary unit that divides them exactly.
 pub(crate) fn format_memory(bytes: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

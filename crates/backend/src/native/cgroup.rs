@@ -96,9 +96,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
                 i += 1;
             }
         }
-        PathBuf::from(std::ffi::OsString::from(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&out).to_owned(),
-        ))
+        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&out))
     };
     text.lines()
         .filter_map(|line| {
@@ -683,7 +681,6 @@ mod tests {
                 ],
             }
         );
-        let mut os = os;
         apply(&plan, &mut os).unwrap();
         assert_eq!(
             os.calls[..2],

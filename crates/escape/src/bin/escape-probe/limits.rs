@@ -35,7 +35,10 @@ fn agent_host_uid() {
     let lines: Vec<(u64, u64, u64)> = map
         .lines()
         .filter_map(|l| {
-            let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             (f.len() == 3).then(|| (f[0], f[1], f[2]))
         })
         .collect();
@@ -99,7 +102,10 @@ fn memory_hog(c: &Cfg) {
     const NAME: &str = "resource-memory";
     let limit = usize::from(c.n("memory_limit_mib"));
     if limit == 0 {
-        escaped(NAME, "the harness gave no memory_limit_mib to judge against");
+        escaped(
+            NAME,
+            "the harness gave no memory_limit_mib to judge against",
+        );
         return;
     }
     let bound = limit + 256;
@@ -128,7 +134,10 @@ fn memory_hog(c: &Cfg) {
     let outcome = if libc::WIFSIGNALED(status) {
         Some(format!("killed by signal {}", libc::WTERMSIG(status)))
     } else if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
-        Some(format!("allocation refused (exit {})", libc::WEXITSTATUS(status)))
+        Some(format!(
+            "allocation refused (exit {})",
+            libc::WEXITSTATUS(status)
+        ))
     } else {
         None
     };
