@@ -211,19 +211,32 @@ fn has_all(listed: &str) -> bool {
     CONTROLLERS.iter().all(|c| listed.contains(c))
 }
 
-fn v2_limits(dir: &Path, r: &Resources) -> Vec<(PathBuf, String)> {
-    vec![
-        (
-            dir.join("cpu.max"),
-            format!(
-                "{} {CPU_PERIOD_US}",
-                u64::from(r.millicpus) * CPU_PERIOD_US / 1000
-            ),
-        ),
+/// The v2 limit files; `swap`: the kernel accounts swap (`memory.swap.max` exists), so the
+/// bottle gets none on top of its memory.
+fn v2_limits(dir: &Path, r: &Resources, swap: bool) -> Vec<(PathBuf, String)> {
+    let quota = u64::from(r.millicpus) * CPU_PERIOD_US / 1000;
+    let mut writes = vec![
+        (dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}")),
         (dir.join("memory.max"), r.memory_bytes.to_string()),
-        (dir.join("memory.swap.max"), "0".to_owned()),
-        (dir.join("pids.max"), r.pids.to_string()),
-    ]
+    ];
+    if swap {
+        writes.push((dir.join("memory.swap.max"), "0".to_owned()));
+    }
+    writes.push((dir.join("pids.max"), r.pids.to_string()));
+    writes
+}
+
+/// Whether the kernel accounts swap: the launcher's own (non-root) v2 cgroup has
+/// `memory.swap.max`.
+fn swap_accounted(mount: &CgroupMount, facts: &CgroupFacts, os: &dyn CgroupOs) -> bool {
+    facts
+        .own
+        .iter()
+        .find(|o| o.controllers.is_empty())
+        .is_some_and(|own| {
+            os.owner(&on_disk(mount, &own.path).join("memory.swap.max"))
+                .is_some()
+        })
 }
 
 /// Enables the controllers in `parent`'s subtree, for those not yet enabled.
@@ -264,7 +277,7 @@ fn plan_v2(
         let mut writes = Vec::new();
         enable(&top, os, &mut writes);
         enable(&parent, os, &mut writes);
-        writes.extend(v2_limits(&dir, r));
+        writes.extend(v2_limits(&dir, r, swap_accounted(mount, facts, os)));
         return Some(Ok(CgroupPlan {
             version: Version::V2,
             parents: vec![parent],
@@ -312,7 +325,7 @@ fn plan_v2(
     let dir = parent.join(format!("bot-bottle-{identity}"));
     let mut writes = Vec::new();
     enable(parent, os, &mut writes);
-    writes.extend(v2_limits(&dir, r));
+    writes.extend(v2_limits(&dir, r, swap_accounted(mount, facts, os)));
     Some(Ok(CgroupPlan {
         version: Version::V2,
         parents: vec![],
@@ -654,6 +667,10 @@ mod tests {
         os.files.insert(
             p("/sys/fs/cgroup/cgroup.subtree_control"),
             "cpu memory pids\n".into(),
+        );
+        os.owners.insert(
+            p("/sys/fs/cgroup/user.slice/user-0.slice/session-1.scope/memory.swap.max"),
+            0,
         );
         let plan = plan(&facts, "demo-abcde", &resources(), &os).unwrap();
         let w = |f: &str, v: &str| (p(f), v.to_owned());

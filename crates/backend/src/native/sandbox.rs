@@ -3,11 +3,17 @@
 //! ```text
 //! launcher (`bot-bottle start`, the caller of `NativeBackend::launch`)
 //!  └─ outer helper   re-executed binary (`helper_main`), host PID namespace; PDEATHSIG ← launcher
-//!      │             unshare(user, mount, pid, net, uts, ipc); uid/gid map; hostname
+//!      │             (already in the bottle's cgroups: the launcher moves it there before
+//!      │             sending the request); unshare(user, mount, pid, net, uts, ipc);
+//!      │             uid/gid map (written by a short-lived mapper child left in the host's
+//!      │             user namespace when root maps the agent to another host uid); hostname
 //!      └─ init       PID 1 of the bottle; PDEATHSIG ← outer
-//!          │         mounts the plan, pivot_root, brings `lo` up, binds the forward ports,
-//!          │         then drops every capability, sets no_new_privs + seccomp and becomes the
-//!          │         forwarder (threads) and reaper; exits with the agent's exit code
+//!          │         opens every host path it needs (sockets, bind sources) and mounts the
+//!          │         root tmpfs with the launcher's host uid, then becomes the agent's
+//!          │         unprivileged uid; mounts the plan through those descriptors, pivot_root,
+//!          │         brings `lo` up, binds the forward ports, then drops every capability,
+//!          │         sets no_new_privs + seccomp and becomes the forwarder (threads) and
+//!          │         reaper; exits with the agent's exit code
 //!          └─ agent  PDEATHSIG ← init; own session (or the terminal's foreground group);
 //!                    bounding set dropped, no_new_privs, Landlock, seccomp, exact env; execve
 //! ```
