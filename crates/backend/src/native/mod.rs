@@ -493,6 +493,8 @@ impl NativeBackend {
             WorkspaceMode::Copy { into } => {
                 owner::hand_over(into, host, owner::Which::All).map_err(|e| setup(into, e))?
             }
+            // A user's project: the agent is that user and gets exactly what they have.
+            WorkspaceMode::Mount if meta.uid() != 0 => {}
             WorkspaceMode::Mount => {
                 owner::hand_over(&spec.workspace.host, host, owner::Which::OwnedByRoot)
                     .map_err(|e| setup(&spec.workspace.host, e))?

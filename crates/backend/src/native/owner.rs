@@ -10,8 +10,9 @@
 //!
 //! What the agent must write is handed to that uid before it starts (root only; a regular
 //! user's bottle already owns its files): the bottle's home and workspace copy (the bottle's
-//! own state) and, for a mounted workspace, the entries owned by root (`chown`, like podman's
-//! `:U` volumes; the project stays root's to read and write, since root ignores ownership).
+//! own state) and, for a mounted workspace of root's, the entries owned by root (`chown`, like
+//! podman's `:U` volumes; root keeps full access, since root ignores ownership). A user's
+//! workspace is left as it is: the agent is that user and gets exactly what they have.
 //! The walk opens every directory relative to its parent with `O_NOFOLLOW` and changes owners
 //! with `fchownat(AT_SYMLINK_NOFOLLOW)`, so a symlink or a directory swapped for one by an
 //! earlier bottle cannot redirect it; it stays on the workspace's filesystem and leaves
@@ -95,15 +96,17 @@ pub fn hand_over(root: &Path, to: HostIds, which: Which) -> io::Result<()> {
     )
     .map_err(|e| annotate(e, "open", root))?;
     let st = nix::sys::stat::fstat(&dir).map_err(|e| annotate(e, "stat", root))?;
-    if wanted(st.st_uid, which) {
+    if wanted(st.st_uid, st.st_gid, to, which) {
         change(&dir, c".", to, st.st_gid, which).map_err(|e| annotate(e, "chown", root))?;
     }
     walk(&dir, root, st.st_dev, to, which, 0)
 }
 
-fn wanted(uid: u32, which: Which) -> bool {
+/// Whether an entry owned by `uid`:`gid` needs changing (entries already handed over are
+/// left alone, so a second start costs one `stat` per entry).
+fn wanted(uid: u32, gid: u32, to: HostIds, which: Which) -> bool {
     match which {
-        Which::All => true,
+        Which::All => uid != to.uid || gid != to.gid,
         Which::OwnedByRoot => uid == 0,
     }
 }
@@ -170,7 +173,7 @@ fn walk(
         if !is_dir && kind != SFlag::S_IFLNK && st.st_nlink > 1 {
             continue;
         }
-        if wanted(st.st_uid, which) {
+        if wanted(st.st_uid, st.st_gid, to, which) {
             change(dir, name.as_os_str(), to, st.st_gid, which).map_err(|e| err(e, "chown"))?;
         }
         if is_dir {
