@@ -360,3 +360,21 @@ bottles:
         }
     );
 }
+
+#[test]
+fn show_prints_resources_as_written_and_the_dangerous_keys_only_when_set() {
+    let yaml = "bottles:\n  a:\n    resources: {cpus: 1.5, memory: 1.5GiB, pids: 100, dangerously_allow_unenforced: true}\n    dangerously_run_as_host_root: true\n  b: {}\n";
+    let shown = |name: &str| {
+        let text = bottle(yaml, name).to_yaml().unwrap();
+        let from = text.find("resources:").unwrap();
+        text[from..].to_owned()
+    };
+    assert_eq!(
+        shown("a"),
+        "resources:\n  cpus: 1.5\n  memory: 1536MiB\n  pids: 100\n  dangerously_allow_unenforced: true\ndangerously_run_as_host_root: true\n"
+    );
+    assert_eq!(
+        shown("b"),
+        "resources:\n  cpus: 2\n  memory: 4GiB\n  pids: 1024\n"
+    );
+}
