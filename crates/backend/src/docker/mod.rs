@@ -769,9 +769,21 @@ async fn start_agent(
         agent_container(spec, settings, &init, stdio.stdin != StdioMode::Null).map_err(|e| {
             BackendError::InvalidSpec(format!("cannot encode the init configuration: {e}"))
         })?;
-    let agent_id = create(docker, &names.agent, body)
+    let created = create(docker, &names.agent, body)
         .await
         .map_err(setup("create the agent container"))?;
+    // Docker creates the container even when the kernel cannot apply a limit; fail closed.
+    let dropped = spec::dropped_limits(&created.warnings);
+    if !dropped.is_empty() && !spec.resources.allow_unenforced {
+        return Err(BackendError::Setup {
+            stage: "resources".to_owned(),
+            message: format!(
+                "the Docker daemon cannot enforce the bottle's resources: {}; give dockerd the cpu, memory (with swap accounting) and pids cgroup controllers, or set `resources: {{dangerously_allow_unenforced: true}}` in the bottle to start without them",
+                dropped.join("; ")
+            ),
+        });
+    }
+    let agent_id = created.id;
     let attach = docker
         .attach_container(
             &agent_id,
@@ -808,8 +820,8 @@ async fn create(
     docker: &Docker,
     name: &str,
     body: ContainerCreateBody,
-) -> Result<String, ApiError> {
-    let created = docker
+) -> Result<bollard::models::ContainerCreateResponse, ApiError> {
+    docker
         .create_container(
             Some(CreateContainerOptions {
                 name: Some(name.to_owned()),
@@ -817,8 +829,7 @@ async fn create(
             }),
             body,
         )
-        .await?;
-    Ok(created.id)
+        .await
 }
 
 async fn container_ip(docker: &Docker, name: &str, network: &str) -> Result<IpAddr, BackendError> {

@@ -312,6 +312,21 @@ pub fn agent_container(
     })
 }
 
+/// The engine's warnings on creating a container that mean one of its limits was dropped
+/// (`Your kernel does not support pids limit capabilities ... PIDs limit discarded.`, the
+/// same for memory, swap and CPU): Docker creates the container anyway.
+pub fn dropped_limits(warnings: &[String]) -> Vec<String> {
+    warnings
+        .iter()
+        .filter(|w| {
+            let w = w.to_ascii_lowercase();
+            (w.contains("limit") || w.contains("cpu"))
+                && (w.contains("does not support") || w.contains("discarded"))
+        })
+        .map(|w| w.trim().to_owned())
+        .collect()
+}
+
 /// The workspace directory the agent container mounts.
 pub fn workspace_host(spec: &LaunchSpec) -> PathBuf {
     match &spec.workspace.mode {
@@ -379,6 +394,22 @@ pub fn firewall_container(
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::dropped_limits;
+
+    #[test]
+    fn dropped_limits_are_recognised_and_other_warnings_are_not() {
+        let warnings = vec![
+            "Your kernel does not support pids limit capabilities or the cgroup is not mounted. PIDs limit discarded.".to_owned(),
+            "Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap.".to_owned(),
+            "Published ports are discarded when using host network mode".to_owned(),
+            "IPv4 forwarding is disabled. Networking will not work.".to_owned(),
+        ];
+        assert_eq!(dropped_limits(&warnings), warnings[..2].to_vec());
     }
 }
 
