@@ -372,15 +372,27 @@ impl Mapper {
         match unsafe { nix::unistd::fork() }.map_err(fail("fork mapper"))? {
             ForkResult::Child => {
                 drop(go_w);
+                // The outer helper's /proc directory, held open: should it die and its PID be
+                // reused, the writes below fail instead of reaching another process.
+                let outer = nix::unistd::getppid().as_raw();
+                let Ok(proc_dir) = std::fs::File::open(format!("/proc/{outer}")) else {
+                    std::process::exit(1);
+                };
                 let mut byte = [0u8; 1];
                 let go = nix::unistd::read(&go_r, &mut byte).is_ok_and(|n| n == 1);
                 if !go {
                     std::process::exit(1);
                 }
-                let outer = nix::unistd::getppid().as_raw();
                 let write = |file: &str, text: String| {
-                    std::fs::write(format!("/proc/{outer}/{file}"), text)
-                        .map_err(|e| format!("{file}: {e}"))
+                    nix::fcntl::openat(
+                        &proc_dir,
+                        file,
+                        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .and_then(|fd| nix::unistd::write(&fd, text.as_bytes()))
+                    .map(drop)
+                    .map_err(|e| format!("{file}: {e}"))
                 };
                 let result = write("setgroups", "deny".into())
                     .and_then(|()| {
