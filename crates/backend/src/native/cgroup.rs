@@ -483,7 +483,12 @@ pub fn attach(plan: &CgroupPlan, pid: u32, os: &mut dyn CgroupOs) -> io::Result<
 /// Removes the bottle's cgroups (once they are empty; retried briefly while the last
 /// processes are reaped). Best effort: what remains is removed by `cleanup`.
 pub fn remove(plan: &CgroupPlan, os: &mut dyn CgroupOs) {
-    for dir in plan.dirs.iter().rev() {
+    remove_dirs(&plan.dirs, os);
+}
+
+/// [`remove`] for the cgroup directories a bottle's record names (`cleanup`).
+pub fn remove_dirs(dirs: &[PathBuf], os: &mut dyn CgroupOs) {
+    for dir in dirs.iter().rev() {
         for attempt in 0..50 {
             match os.rmdir(dir) {
                 Ok(()) => break,

@@ -868,9 +868,7 @@ impl Backend for NativeBackend {
             }
             if !dry_run {
                 if let Some(record) = self.read_record(&info.identity) {
-                    for cgroup in record.cgroups.iter().rev() {
-                        let _ = std::fs::remove_dir(cgroup);
-                    }
+                    cgroup::remove_dirs(&record.cgroups, &mut os::RealOs);
                 }
                 // The root mount point is an empty directory on the host (the mounts live only
                 // in the bottle's namespace).

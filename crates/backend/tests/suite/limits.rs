@@ -228,3 +228,49 @@ fn root_started_bottle_runs_as_an_unprivileged_host_uid() {
         ("1000\n 1000 0 1\n 1000 0 1\n".to_owned(), (0, 0))
     );
 }
+
+#[test]
+fn cleanup_removes_the_cgroups_a_killed_launcher_left() {
+    if !is_root() {
+        println!("skipping: needs root to create cgroups on this host");
+        return;
+    }
+    let f = Fixture::new();
+    let marker = "4712.5";
+    let spec = f.spec(&["sleep", marker]);
+    let spec_path = f.state.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut launcher = std::process::Command::new(env!("CARGO_BIN_EXE_bottle-helper-for-tests"))
+        .arg("launch")
+        .arg(&spec_path)
+        .arg(&f.state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = loop {
+        if let Some(pid) = super::native::pids_with_marker(marker).first() {
+            break *pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let dir = cgroup_dir(pid, "pids").expect("the agent's pids cgroup");
+    assert!(
+        dir.to_string_lossy().contains(&spec.identity),
+        "{}",
+        dir.display()
+    );
+    launcher.kill().unwrap(); // SIGKILL: the launcher removes nothing
+    launcher.wait().unwrap();
+    while !super::native::pids_with_marker(marker).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        dir.exists(),
+        "the killed launcher could not have removed {}",
+        dir.display()
+    );
+    f.backend.cleanup(false).unwrap();
+    assert!(!dir.exists(), "cleanup left {}", dir.display());
+}
