@@ -69,6 +69,8 @@ fn main() {
             host_unix_socket: socket.clone(),
         }],
         interactive: false,
+        resources: backend::Resources::default(),
+        dangerously_run_as_host_root: false,
     };
     let cases: [(&str, Vec<&str>); 2] = [
         ("start -- true", vec!["true"]),

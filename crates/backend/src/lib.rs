@@ -31,6 +31,8 @@
 //!     forwards: vec![Forward { inside_port: 4001,
 //!                              host_unix_socket: bot_bottle_home.join("state/claude-1a2b3/egress.sock") }],
 //!     interactive: true,
+//!     resources: backend::Resources::default(),
+//!     dangerously_run_as_host_root: false,
 //! };
 //! let mut bottle = native.launch(&spec, BottleStdio::inherit())?; // agent is running
 //! let exit = bottle.wait()?; // bottle fully gone
@@ -47,7 +49,8 @@ use std::io::{Read, Write};
 
 pub use preflight::{BackendStatus, Check};
 pub use spec::{
-    BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, StdioMode, Workspace, WorkspaceMode,
+    BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Resources, StdioMode, Workspace,
+    WorkspaceMode,
 };
 
 /// The isolation backends bot-bottle knows about.

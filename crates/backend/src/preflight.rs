@@ -146,6 +146,9 @@ pub struct NativeFacts {
     pub landlock_abi: i64,
     /// The result of a real bottle running `true`, when one was attempted.
     pub probe: Option<Result<String, String>>,
+    /// Where a bottle's resource limits would go (`cgroup v1: …`), or why they cannot be
+    /// enforced here (with the fix); `None` when not looked at.
+    pub cgroups: Option<Result<String, crate::native::cgroup::CgroupError>>,
 }
 
 impl NativeFacts {
@@ -164,6 +167,19 @@ impl NativeFacts {
                 .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
             landlock_abi: landlock_abi(),
             probe: None,
+            cgroups: Some(
+                crate::native::cgroup::plan(
+                    &crate::native::cgroup::CgroupFacts::gather(),
+                    "doctor",
+                    &crate::spec::Resources::default(),
+                    &crate::native::os::RealOs,
+                )
+                .map(|plan| {
+                    let mut line = plan.describe();
+                    line = line.replace("bot-bottle-doctor", "bot-bottle-<bottle>");
+                    line.replace("/doctor", "/<bottle>")
+                }),
+            ),
         };
         if let Some(backend) = backend {
             facts.probe = Some(probe(backend));
@@ -227,6 +243,12 @@ fn probe(backend: &NativeBackend) -> Result<String, String> {
             files: vec![],
             forwards: vec![],
             interactive: false,
+            // The probe checks the namespaces; cgroups are their own check.
+            resources: crate::spec::Resources {
+                allow_unenforced: true,
+                ..Default::default()
+            },
+            dangerously_run_as_host_root: false,
         };
         let stdio = BottleStdio {
             stdin: StdioMode::Null,
@@ -303,6 +325,21 @@ pub fn diagnose_native(f: &NativeFacts) -> BackendStatus {
             "boot a kernel >= 5.13 with `landlock` in the lsm= list (e.g. lsm=landlock,lockdown,yama,apparmor)",
         )
     });
+    match &f.cgroups {
+        Some(Ok(detail)) => checks.push(Check::pass("resource limits", detail.clone())),
+        Some(Err(error)) => checks.push(Check::fail(
+            "resource limits",
+            format!(
+                "bottles cannot get cpu, memory and pids limits here: {}",
+                error.found
+            ),
+            format!(
+                "{}, or set `resources: {{dangerously_allow_unenforced: true}}` in the bottle to start without limits",
+                error.fix
+            ),
+        )),
+        None => {}
+    }
     match &f.probe {
         Some(Ok(detail)) => checks.push(Check::pass("probe", detail.clone())),
         Some(Err(error)) => {
@@ -588,6 +625,7 @@ mod tests {
             seccomp: true,
             landlock_abi: 6,
             probe: Some(Ok("a test bottle ran".into())),
+            cgroups: Some(Ok("cgroup v2: /sys/fs/cgroup/bot-bottle/<bottle>".into())),
         }
     }
 
@@ -597,7 +635,7 @@ mod tests {
         assert!(status.usable);
         assert_eq!(
             status.line(),
-            "native: usable (user namespaces, seccomp, landlock ABI 6, a test bottle ran)"
+            "native: usable (user namespaces, seccomp, landlock ABI 6, cgroup v2: /sys/fs/cgroup/bot-bottle/<bottle>, a test bottle ran)"
         );
     }
 
@@ -669,7 +707,36 @@ mod tests {
         assert!(status.usable);
         assert_eq!(
             status.line(),
-            "native: usable (user namespaces, seccomp, a test bottle ran); warning: Landlock is not available; bottles run without this extra layer (fix: boot a kernel >= 5.13 with `landlock` in the lsm= list (e.g. lsm=landlock,lockdown,yama,apparmor))"
+            "native: usable (user namespaces, seccomp, cgroup v2: /sys/fs/cgroup/bot-bottle/<bottle>, a test bottle ran); warning: Landlock is not available; bottles run without this extra layer (fix: boot a kernel >= 5.13 with `landlock` in the lsm= list (e.g. lsm=landlock,lockdown,yama,apparmor))"
+        );
+    }
+
+    #[test]
+    fn unenforceable_limits_make_native_unusable_with_the_fix() {
+        let f = NativeFacts {
+            cgroups: Some(Err(crate::native::cgroup::CgroupError {
+                found: "no cgroup v2 mount; no cgroup v1 hierarchy for pids".into(),
+                fix: "mount them".into(),
+            })),
+            ..good()
+        };
+        let status = diagnose_native(&f);
+        assert!(!status.usable);
+        assert_eq!(
+            status.checks.iter().find(|c| c.name == "resource limits"),
+            Some(&Check {
+                name: "resource limits".into(),
+                ok: false,
+                detail: "bottles cannot get cpu, memory and pids limits here: no cgroup v2 \
+                         mount; no cgroup v1 hierarchy for pids"
+                    .into(),
+                fix: Some(
+                    "mount them, or set `resources: {dangerously_allow_unenforced: true}` in \
+                     the bottle to start without limits"
+                        .into()
+                ),
+                required: true,
+            })
         );
     }
 

@@ -32,6 +32,51 @@ pub struct LaunchSpec {
     /// Ctrl-\ and window resizes reach it, and the caller gets the terminal back when the
     /// bottle ends. Non-interactive agents run in a session of their own, with no terminal.
     pub interactive: bool,
+    /// CPU, memory and process limits of the whole bottle (every backend enforces them, or
+    /// refuses to start unless [`Resources::allow_unenforced`]).
+    #[serde(default)]
+    pub resources: Resources,
+    /// `dangerously_run_as_host_root`: on native, started as root, the agent keeps host uid 0
+    /// (the behaviour before bottles got an unprivileged host uid). Off by default.
+    #[serde(default)]
+    pub dangerously_run_as_host_root: bool,
+}
+
+/// Limits for one bottle, the same keys for every backend (`resources:` in the manifest):
+/// cgroups on native, the engine's `HostConfig` on docker, the VM's size on VM backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU time, in thousandths of a CPU (`cpus: 1.5` is 1500).
+    pub millicpus: u32,
+    /// Memory in bytes (RAM; no swap on top).
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u32,
+    /// `dangerously_allow_unenforced`: start even where the backend cannot enforce the
+    /// limits (native without usable cgroups), with a warning.
+    #[serde(default)]
+    pub allow_unenforced: bool,
+}
+
+impl Resources {
+    /// Default CPU limit: 2 CPUs.
+    pub const DEFAULT_MILLICPUS: u32 = 2000;
+    /// Default memory limit: 4 GiB.
+    pub const DEFAULT_MEMORY_BYTES: u64 = 4 << 30;
+    /// Default process limit: 1024.
+    pub const DEFAULT_PIDS: u32 = 1024;
+}
+
+impl Default for Resources {
+    /// What protects a laptop: 2 CPUs, 4 GiB, 1024 processes (see the README).
+    fn default() -> Self {
+        Resources {
+            millicpus: Self::DEFAULT_MILLICPUS,
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            pids: Self::DEFAULT_PIDS,
+            allow_unenforced: false,
+        }
+    }
 }
 
 /// The project directory.

@@ -36,7 +36,10 @@ use std::sync::Arc;
 pub use diag::Diagnostic;
 pub use discover::{DiscoverOptions, HOME_ENV, MANIFEST_ENV, find_manifest};
 pub use raw::ProviderKind;
-pub use resolved::{AgentProvider, ResolvedAgent, ResolvedBottle, ResolvedEgress, ResolvedGitGate};
+pub use resolved::{
+    AgentProvider, ResolvedAgent, ResolvedBottle, ResolvedEgress, ResolvedGitGate,
+    ResolvedResources,
+};
 
 use load::{AgentDef, Parsed};
 use resolve::{Resolver, list_names, resolve_path};

@@ -13,9 +13,15 @@ use policy::raw::{LogMode, Route};
 
 use crate::diag::{Diagnostic, Pos, Source};
 use crate::load::BottleDef;
-use crate::raw::{AgentProviderSpec, Extends, ExtendsEntry, GitUser, KeySpec, RepoSpec};
-use crate::resolved::{AgentProvider, ResolvedBottle, ResolvedEgress, ResolvedGitGate};
-use crate::validate::{control_char, is_env_name, is_safe_name, is_ssh_url};
+use crate::raw::{
+    AgentProviderSpec, Extends, ExtendsEntry, GitUser, KeySpec, RepoSpec, Scalar, Spanned,
+};
+use crate::resolved::{
+    AgentProvider, ResolvedBottle, ResolvedEgress, ResolvedGitGate, ResolvedResources,
+};
+use crate::validate::{
+    control_char, is_env_name, is_safe_name, is_ssh_url, parse_cpus, parse_memory, parse_pids,
+};
 
 /// What one bottle contributes, or what a fold of several has produced so far. `None`
 /// means "not set here" so that a later layer only overrides what it sets.
@@ -30,6 +36,16 @@ pub(crate) struct Layer {
     pub upstream_ca: Vec<PathBuf>,
     /// Routes in order, each with the bottle that declared it.
     pub routes: Vec<(Route, String)>,
+    /// `resources.cpus` in thousandths of a CPU.
+    pub millicpus: Option<u32>,
+    /// `resources.memory` in bytes.
+    pub memory_bytes: Option<u64>,
+    /// `resources.pids`.
+    pub pids: Option<u32>,
+    /// `resources.dangerously_allow_unenforced`.
+    pub allow_unenforced: Option<bool>,
+    /// `dangerously_run_as_host_root`.
+    pub run_as_host_root: Option<bool>,
 }
 
 /// Two different routes for one host.
@@ -85,8 +101,23 @@ fn push_route(
 /// name, same name merged per field (a field such as `key` replaced whole); routes
 /// concatenated, earlier first, an identical route kept once at its first place, a
 /// different route for a host already present reported as a conflict; `upstream_ca`
-/// concatenated without repeats; `log`, `agent_provider`, `supervise` last wins.
+/// concatenated without repeats; `log`, `agent_provider`, `supervise`,
+/// `dangerously_run_as_host_root` and each field of `resources` last wins.
 pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteConflict>) {
+    fn last_wins<T>(have: &mut Option<T>, later: Option<T>) {
+        if later.is_some() {
+            *have = later;
+        }
+    }
+    last_wins(&mut acc.millicpus, later.millicpus);
+    last_wins(&mut acc.memory_bytes, later.memory_bytes);
+    last_wins(&mut acc.pids, later.pids);
+    if later.allow_unenforced.is_some() {
+        acc.allow_unenforced = later.allow_unenforced;
+    }
+    if later.run_as_host_root.is_some() {
+        acc.run_as_host_root = later.run_as_host_root;
+    }
     if later.provider.is_some() {
         acc.provider = later.provider;
     }
@@ -487,8 +518,35 @@ impl<'a> Resolver<'a> {
         let raw = &def.raw;
         let mut layer = Layer {
             supervise: raw.supervise,
+            run_as_host_root: raw.dangerously_run_as_host_root.as_ref().map(|b| b.value),
             ..Layer::default()
         };
+        if let Some(resources) = &raw.resources {
+            let block_pos = known_or(src.pos(&resources.referenced), def.pos);
+            let r = &resources.value;
+            let mut check =
+                |field: &str,
+                 value: &Option<Spanned<Scalar>>,
+                 parse: &dyn Fn(&Scalar) -> Result<u64, String>| {
+                    let value = value.as_ref()?;
+                    match parse(&value.value) {
+                        Ok(v) => Some(v),
+                        Err(message) => {
+                            errors.push(src.diag(
+                                known_or(src.pos(&value.referenced), block_pos),
+                                format!("bottle `{name}`: resources.{field} {message}"),
+                            ));
+                            None
+                        }
+                    }
+                };
+            layer.millicpus = check("cpus", &r.cpus, &|v| parse_cpus(v).map(u64::from))
+                .and_then(|v| u32::try_from(v).ok());
+            layer.memory_bytes = check("memory", &r.memory, &parse_memory);
+            layer.pids = check("pids", &r.pids, &|v| parse_pids(v).map(u64::from))
+                .and_then(|v| u32::try_from(v).ok());
+            layer.allow_unenforced = r.dangerously_allow_unenforced;
+        }
         if let Some(provider) = &raw.agent_provider {
             layer.provider = Some(match &provider.value {
                 AgentProviderSpec::Stock(kind) => AgentProvider::Stock(*kind),
@@ -687,6 +745,17 @@ fn finish(def: &BottleDef, layer: &Layer) -> Result<ResolvedBottle, Vec<Diagnost
             upstream_ca: layer.upstream_ca.clone(),
             routes: layer.routes.iter().map(|(r, _)| r.clone()).collect(),
         },
+        resources: ResolvedResources {
+            millicpus: layer
+                .millicpus
+                .unwrap_or(ResolvedResources::DEFAULT_MILLICPUS),
+            memory_bytes: layer
+                .memory_bytes
+                .unwrap_or(ResolvedResources::DEFAULT_MEMORY_BYTES),
+            pids: layer.pids.unwrap_or(ResolvedResources::DEFAULT_PIDS),
+            dangerously_allow_unenforced: layer.allow_unenforced.unwrap_or(false),
+        },
+        dangerously_run_as_host_root: layer.run_as_host_root.unwrap_or(false),
     };
     let egress_pos = own_egress_pos(def).unwrap_or(def.pos);
     errors.extend(
@@ -750,6 +819,11 @@ mod tests {
                 },
                 "p".into(),
             )],
+            millicpus: Some(1500),
+            memory_bytes: Some(1 << 30),
+            pids: Some(100),
+            allow_unenforced: Some(true),
+            run_as_host_root: Some(true),
         };
         let before = acc.clone();
         let mut conflicts = Vec::new();

@@ -2,7 +2,7 @@
 //!
 //! A [`ResolvedBottle`] has every `extends` folded in, every default filled in and every
 //! value checked. It serializes to the manifest's own shape (`agent_provider`, `supervise`,
-//! `env`, `git-gate`, `egress`), which is what `bot-bottle manifest show` prints.
+//! `env`, `git-gate`, `egress`, `resources`), which is what `bot-bottle manifest show` prints.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -77,6 +77,64 @@ pub struct ResolvedBottle {
     pub git_gate: ResolvedGitGate,
     /// Egress log mode, upstream roots and routes.
     pub egress: ResolvedEgress,
+    /// CPU, memory and process limits, defaults filled in.
+    pub resources: ResolvedResources,
+    /// Native backend started as root: the agent keeps host uid 0. Shown only when set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dangerously_run_as_host_root: bool,
+}
+
+/// A resolved `resources:` block: every limit set (the defaults where the bottle and its
+/// parents set none). Serializes as the manifest writes it (`cpus: 1.5`, `memory: 2GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedResources {
+    /// CPU time in thousandths of a CPU (`cpus: 1.5` is 1500).
+    pub millicpus: u32,
+    /// Memory in bytes, no swap on top.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u32,
+    /// Start even where the backend cannot enforce the limits.
+    pub dangerously_allow_unenforced: bool,
+}
+
+impl ResolvedResources {
+    /// Default `cpus`: 2.
+    pub const DEFAULT_MILLICPUS: u32 = 2000;
+    /// Default `memory`: 4GiB.
+    pub const DEFAULT_MEMORY_BYTES: u64 = 4 << 30;
+    /// Default `pids`: 1024.
+    pub const DEFAULT_PIDS: u32 = 1024;
+}
+
+impl Default for ResolvedResources {
+    /// Limits that keep a laptop usable while a bottle builds and tests: 2 CPUs, 4GiB,
+    /// 1024 processes.
+    fn default() -> Self {
+        ResolvedResources {
+            millicpus: Self::DEFAULT_MILLICPUS,
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            pids: Self::DEFAULT_PIDS,
+            dangerously_allow_unenforced: false,
+        }
+    }
+}
+
+impl Serialize for ResolvedResources {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if self.millicpus.is_multiple_of(1000) {
+            map.serialize_entry("cpus", &(self.millicpus / 1000))?;
+        } else {
+            map.serialize_entry("cpus", &(f64::from(self.millicpus) / 1000.0))?;
+        }
+        map.serialize_entry("memory", &crate::validate::format_memory(self.memory_bytes))?;
+        map.serialize_entry("pids", &self.pids)?;
+        if self.dangerously_allow_unenforced {
+            map.serialize_entry("dangerously_allow_unenforced", &true)?;
+        }
+        map.end()
+    }
 }
 
 /// A resolved `git-gate:` block. Every repository has a `url`; SSH upstreams also have a

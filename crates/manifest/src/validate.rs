@@ -1,5 +1,8 @@
 //! Checks on single values. Strings that end up in the agent's gitconfig or in file names
-//! must not smuggle in extra lines or path tricks.
+//! must not smuggle in extra lines or path tricks; resource limits must be sizes a backend
+//! can enforce.
+
+use crate::raw::Scalar;
 
 /// Describes the first control character in `s`, if any.
 pub(crate) fn control_char(s: &str) -> Option<&'static str> {
@@ -40,6 +43,122 @@ pub(crate) fn is_ssh_url(url: &str) -> bool {
     }
 }
 
+/// `resources.cpus`: a number of CPUs between 0.01 and 1024, in thousandths of a CPU.
+pub(crate) fn parse_cpus(v: &Scalar) -> Result<u32, String> {
+    let cpus = match v {
+        Scalar::Int(i) => *i as f64,
+        Scalar::Float(f) => *f,
+        Scalar::Str(s) => s.trim().parse::<f64>().map_err(|_| {
+            format!(
+                "must be a number of CPUs such as `1.5`, found the string `{}`",
+                s.escape_debug()
+            )
+        })?,
+        Scalar::Other(kind) => {
+            return Err(format!(
+                "must be a number of CPUs such as `1.5`, found {kind}"
+            ));
+        }
+    };
+    if !(0.01..=1024.0).contains(&cpus) {
+        return Err(format!("must be between 0.01 and 1024 CPUs, found {cpus}"));
+    }
+    Ok((cpus * 1000.0).round() as u32)
+}
+
+/// The smallest `resources.memory` accepted: a bottle needs room for its init and a shell.
+pub(crate) const MIN_MEMORY: u64 = 32 << 20;
+/// The largest `resources.memory` accepted (1 PiB).
+pub(crate) const MAX_MEMORY: u64 = 1 << 50;
+
+/// `resources.memory`: `2GiB`, `512MiB`, `2G`, `1.5GiB` (binary units: K, M, G, T with or
+/// without `iB`) or a whole number of bytes; between 32 MiB and 1 PiB.
+pub(crate) fn parse_memory(v: &Scalar) -> Result<u64, String> {
+    const HINT: &str = "write a size such as `2GiB` or `512MiB` (binary units K, M, G, T, \
+                        optionally with `iB`) or a number of bytes";
+    let bytes: f64 = match v {
+        Scalar::Int(i) => *i as f64,
+        Scalar::Float(f) => *f,
+        Scalar::Str(s) => {
+            let t = s.trim();
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
+            let (number, unit) = t.split_at(split);
+            let shift = match unit.trim_start() {
+                "" | "B" => 0,
+                "K" | "k" | "Ki" | "KiB" => 10,
+                "M" | "m" | "Mi" | "MiB" => 20,
+                "G" | "g" | "Gi" | "GiB" => 30,
+                "T" | "t" | "Ti" | "TiB" => 40,
+                "KB" | "kB" | "MB" | "GB" | "TB" => {
+                    return Err(format!(
+                        "`{}` is ambiguous (decimal or binary?); write {}iB instead",
+                        s.escape_debug(),
+                        &unit.trim_start()[..1].to_ascii_uppercase()
+                    ));
+                }
+                _ => return Err(format!("`{}` is not a size; {HINT}", s.escape_debug())),
+            };
+            let n: f64 = number
+                .parse()
+                .map_err(|_| format!("`{}` is not a size; {HINT}", s.escape_debug()))?;
+            n * (1u64 << shift) as f64
+        }
+        Scalar::Other(kind) => return Err(format!("must be a size, found {kind}; {HINT}")),
+    };
+    if !bytes.is_finite() || bytes < MIN_MEMORY as f64 || bytes > MAX_MEMORY as f64 {
+        return Err(format!(
+            "must be between 32MiB and 1PiB, found {}",
+            match v {
+                Scalar::Str(s) => format!("`{}`", s.escape_debug()),
+                _ => format!("{bytes} bytes"),
+            }
+        ));
+    }
+    Ok(bytes as u64)
+}
+
+/// The smallest `resources.pids` accepted: the bottle's own init and helper count too.
+pub(crate) const MIN_PIDS: i128 = 16;
+/// The largest `resources.pids` accepted (the kernel's `pid_max` ceiling).
+pub(crate) const MAX_PIDS: i128 = 4_194_304;
+
+/// `resources.pids`: a whole number of processes between 16 and 4194304.
+pub(crate) fn parse_pids(v: &Scalar) -> Result<u32, String> {
+    let n = match v {
+        Scalar::Int(i) => *i,
+        Scalar::Str(s) => s.trim().parse::<i128>().map_err(|_| {
+            format!(
+                "must be a whole number of processes, found the string `{}`",
+                s.escape_debug()
+            )
+        })?,
+        Scalar::Float(f) => {
+            return Err(format!("must be a whole number of processes, found {f}"));
+        }
+        Scalar::Other(kind) => {
+            return Err(format!("must be a whole number of processes, found {kind}"));
+        }
+    };
+    if !(MIN_PIDS..=MAX_PIDS).contains(&n) {
+        return Err(format!(
+            "must be between {MIN_PIDS} and {MAX_PIDS} processes, found {n}"
+        ));
+    }
+    Ok(n as u32)
+}
+
+/// Bytes as the manifest writes them: the largest binary unit that divides them exactly.
+pub(crate) fn format_memory(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +194,50 @@ mod tests {
         assert!(!is_ssh_url("file:///srv/git/app.git"));
         assert!(!is_ssh_url("./a:b"));
         assert!(!is_ssh_url("https://example.com/app.git"));
+    }
+
+    #[test]
+    fn resource_values() {
+        assert_eq!(parse_cpus(&Scalar::Float(1.5)), Ok(1500));
+        assert_eq!(parse_cpus(&Scalar::Int(2)), Ok(2000));
+        assert_eq!(parse_cpus(&Scalar::Str("0.25".into())), Ok(250));
+        assert_eq!(
+            parse_cpus(&Scalar::Float(0.0)),
+            Err("must be between 0.01 and 1024 CPUs, found 0".into())
+        );
+        assert_eq!(
+            parse_cpus(&Scalar::Other("a boolean")),
+            Err("must be a number of CPUs such as `1.5`, found a boolean".into())
+        );
+        assert_eq!(parse_memory(&Scalar::Str("2GiB".into())), Ok(2 << 30));
+        assert_eq!(parse_memory(&Scalar::Str("512MiB".into())), Ok(512 << 20));
+        assert_eq!(parse_memory(&Scalar::Str("2G".into())), Ok(2 << 30));
+        assert_eq!(parse_memory(&Scalar::Str("1.5 GiB".into())), Ok(3 << 29));
+        assert_eq!(parse_memory(&Scalar::Int(1 << 30)), Ok(1 << 30));
+        assert_eq!(
+            parse_memory(&Scalar::Str("2GB".into())),
+            Err("`2GB` is ambiguous (decimal or binary?); write GiB instead".into())
+        );
+        assert_eq!(
+            parse_memory(&Scalar::Str("1MiB".into())),
+            Err("must be between 32MiB and 1PiB, found `1MiB`".into())
+        );
+        assert!(
+            parse_memory(&Scalar::Str("lots".into()))
+                .unwrap_err()
+                .starts_with("`lots` is not a size")
+        );
+        assert_eq!(parse_pids(&Scalar::Int(512)), Ok(512));
+        assert_eq!(
+            parse_pids(&Scalar::Int(3)),
+            Err("must be between 16 and 4194304 processes, found 3".into())
+        );
+        assert_eq!(
+            parse_pids(&Scalar::Float(1.5)),
+            Err("must be a whole number of processes, found 1.5".into())
+        );
+        assert_eq!(format_memory(2 << 30), "2GiB");
+        assert_eq!(format_memory(3 << 29), "1536MiB");
+        assert_eq!(format_memory(1000), "1000");
     }
 }

@@ -143,8 +143,6 @@ pub struct DockerConfig {
     /// Read-only root filesystem for the agent (providers that write outside home, `/tmp` and
     /// the workspace need `false`).
     pub read_only_root: bool,
-    pub memory_bytes: i64,
-    pub pids_limit: i64,
     /// The agent's `uid:gid`; `None`: the launching user's, or `1000:1000` for root.
     pub user: Option<(u32, u32)>,
     pub transcript: Option<TranscriptCopy>,
@@ -159,7 +157,8 @@ pub struct DockerConfig {
 
 impl DockerConfig {
     /// Defaults: local socket, the runtime `BOT_BOTTLE_DOCKER_RUNTIME` chooses (automatic when
-    /// unset: see [`runtime`]), read-only root, 4 GiB, 1024 PIDs.
+    /// unset: see [`runtime`]), read-only root (the limits come from each bottle's
+    /// [`crate::Resources`]).
     pub fn new(agent_image: AgentImage, init: HelperCommand) -> DockerConfig {
         DockerConfig {
             socket: default_socket(),
@@ -170,8 +169,6 @@ impl DockerConfig {
             reaper: None,
             runtime: RuntimeChoice::from_env(),
             read_only_root: true,
-            memory_bytes: 4 << 30,
-            pids_limit: 1024,
             user: None,
             transcript: None,
             progress: None,
@@ -411,8 +408,7 @@ impl DockerBackend {
                 .collect(),
             runtime,
             read_only_root: self.config.read_only_root,
-            memory_bytes: self.config.memory_bytes,
-            pids_limit: runtime::host_pids_limit(chosen.gvisor, self.config.pids_limit),
+            gvisor: chosen.gvisor,
             launcher: launcher_label(),
             workspace_host: workspace_host(spec),
         };
@@ -809,9 +805,21 @@ async fn start_agent(
         agent_container(spec, settings, &init, stdio.stdin != StdioMode::Null).map_err(|e| {
             BackendError::InvalidSpec(format!("cannot encode the init configuration: {e}"))
         })?;
-    let agent_id = create(docker, &names.agent, body)
+    let created = create(docker, &names.agent, body)
         .await
         .map_err(setup("create the agent container"))?;
+    // Docker creates the container even when the kernel cannot apply a limit; fail closed.
+    let dropped = spec::dropped_limits(&created.warnings);
+    if !dropped.is_empty() && !spec.resources.allow_unenforced {
+        return Err(BackendError::Setup {
+            stage: "resources".to_owned(),
+            message: format!(
+                "the Docker daemon cannot enforce the bottle's resources: {}; give dockerd the cpu, memory (with swap accounting) and pids cgroup controllers, or set `resources: {{dangerously_allow_unenforced: true}}` in the bottle to start without them",
+                dropped.join("; ")
+            ),
+        });
+    }
+    let agent_id = created.id;
     let attach = docker
         .attach_container(
             &agent_id,
@@ -848,8 +856,8 @@ async fn create(
     docker: &Docker,
     name: &str,
     body: ContainerCreateBody,
-) -> Result<String, ApiError> {
-    let created = docker
+) -> Result<bollard::models::ContainerCreateResponse, ApiError> {
+    docker
         .create_container(
             Some(CreateContainerOptions {
                 name: Some(name.to_owned()),
@@ -857,8 +865,7 @@ async fn create(
             }),
             body,
         )
-        .await?;
-    Ok(created.id)
+        .await
 }
 
 async fn container_ip(docker: &Docker, name: &str, network: &str) -> Result<IpAddr, BackendError> {

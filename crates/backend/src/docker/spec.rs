@@ -109,9 +109,9 @@ pub struct AgentSettings {
     pub init_args: Vec<String>,
     /// The OCI runtime (`runsc` when the daemon has it), `None` for the daemon's default.
     pub runtime: Option<String>,
+    /// Whether that runtime is gVisor (its PID limit counts the sandbox's host tasks).
+    pub gvisor: bool,
     pub read_only_root: bool,
-    pub memory_bytes: i64,
-    pub pids_limit: i64,
     /// The launcher label value.
     pub launcher: String,
     /// The host directory the workspace comes from (the copy for [`WorkspaceMode::Copy`]).
@@ -252,7 +252,8 @@ pub fn init_config(spec: &LaunchSpec) -> InitConfig {
 }
 
 /// The agent container: internal network only, non-root, no capabilities, no new privileges,
-/// read-only root with private `/tmp` and `/var/tmp`, memory and PID limits, the init as PID 1.
+/// read-only root with private `/tmp` and `/var/tmp`, the spec's CPU, memory (no swap) and PID
+/// limits, the init as PID 1.
 pub fn agent_container(
     spec: &LaunchSpec,
     settings: &AgentSettings,
@@ -270,6 +271,7 @@ pub fn agent_container(
     let mut cmd = settings.init_args.clone();
     cmd.push(serde_json::to_string(init)?);
     let tmp = "rw,nosuid,nodev,size=1g".to_owned();
+    let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
     Ok(ContainerCreateBody {
         image: Some(settings.image.clone()),
         hostname: Some(spec.identity.clone()),
@@ -297,9 +299,14 @@ pub fn agent_container(
                 ("/tmp".to_owned(), tmp.clone()),
                 ("/var/tmp".to_owned(), tmp),
             ])),
-            memory: Some(settings.memory_bytes),
-            memory_swap: Some(settings.memory_bytes),
-            pids_limit: Some(settings.pids_limit),
+            nano_cpus: Some(i64::from(spec.resources.millicpus) * 1_000_000),
+            memory: Some(memory),
+            // Memory plus swap equal to memory: no swap on top.
+            memory_swap: Some(memory),
+            pids_limit: Some(super::runtime::host_pids_limit(
+                settings.gvisor,
+                i64::from(spec.resources.pids),
+            )),
             runtime: settings.runtime.clone(),
             init: Some(false),
             ipc_mode: Some("private".to_owned()),
@@ -308,6 +315,21 @@ pub fn agent_container(
         networking_config: Some(endpoint_on(&names.internal_network)),
         ..Default::default()
     })
+}
+
+/// The engine's warnings on creating a container that mean one of its limits was dropped
+/// (`Your kernel does not support pids limit capabilities ... PIDs limit discarded.`, the
+/// same for memory, swap and CPU): Docker creates the container anyway.
+pub fn dropped_limits(warnings: &[String]) -> Vec<String> {
+    warnings
+        .iter()
+        .filter(|w| {
+            let w = w.to_ascii_lowercase();
+            (w.contains("limit") || w.contains("cpu"))
+                && (w.contains("does not support") || w.contains("discarded"))
+        })
+        .map(|w| w.trim().to_owned())
+        .collect()
 }
 
 /// The workspace directory the agent container mounts.
@@ -381,6 +403,22 @@ pub fn firewall_container(
 }
 
 #[cfg(test)]
+mod limit_tests {
+    use super::dropped_limits;
+
+    #[test]
+    fn dropped_limits_are_recognised_and_other_warnings_are_not() {
+        let warnings = vec![
+            "Your kernel does not support pids limit capabilities or the cgroup is not mounted. PIDs limit discarded.".to_owned(),
+            "Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap.".to_owned(),
+            "Published ports are discarded when using host network mode".to_owned(),
+            "IPv4 forwarding is disabled. Networking will not work.".to_owned(),
+        ];
+        assert_eq!(dropped_limits(&warnings), warnings[..2].to_vec());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
@@ -420,6 +458,13 @@ mod tests {
                 },
             ],
             interactive: true,
+            resources: crate::spec::Resources {
+                millicpus: 1500,
+                memory_bytes: 2 << 30,
+                pids: 512,
+                allow_unenforced: false,
+            },
+            dangerously_run_as_host_root: false,
         }
     }
 
@@ -431,8 +476,6 @@ mod tests {
             init_args: vec!["__docker-init".into()],
             runtime: Some("runsc".into()),
             read_only_root: true,
-            memory_bytes: 4 << 30,
-            pids_limit: 1024,
             launcher: "boot:4242:99".into(),
             workspace_host: "/home/dev/project".into(),
         }

@@ -33,13 +33,17 @@
 //! scan of `/etc` (~4 ms). The syscalls go through `nix`, the filters through `seccompiler`
 //! and `landlock`.
 //!
-//! As root, the agent's uid inside maps to host uid 0 without any capability, so the workspace
-//! (owned by root) stays writable; root-only files are still unreadable because the view masks
-//! everything that is not world-readable, and `/proc` is read-only. Running as a regular user
-//! is stronger still (the kernel's own permission checks apply on top).
+//! The agent is never host root: started by root, the agent's uid inside maps to the workspace's
+//! owner or, for a root-owned workspace, to the dedicated unprivileged host uid
+//! [`owner::BOTTLE_HOST_ID`], with host uid 0 unmapped; what it must write is handed to that
+//! uid first (see [`owner`]). `dangerously_run_as_host_root` keeps the old mapping to host
+//! uid 0. Every bottle runs in its own cgroups with the spec's CPU, memory and process limits
+//! (see [`cgroup`]), or does not start.
 
+pub mod cgroup;
 pub mod forward;
 pub mod os;
+pub mod owner;
 pub mod plan;
 pub mod sandbox;
 pub mod seccomp;
@@ -163,6 +167,9 @@ struct Record {
     helper_pid: i32,
     helper_start: u64,
     created: u64,
+    /// The bottle's cgroups, removed by `cleanup` if the launcher could not.
+    #[serde(default)]
+    cgroups: Vec<PathBuf>,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -450,10 +457,96 @@ impl NativeBackend {
         std::fs::rename(&partial, into).map_err(io_err("rename", &partial))
     }
 
+    /// The host ids the agent runs as ([`owner::host_ids`]); when root starts the bottle,
+    /// what the agent must write is handed to them first: the home, the workspace copy, a
+    /// mounted workspace's root-owned entries, and the sidecar sockets init connects to.
+    fn hand_over(&self, spec: &LaunchSpec) -> Result<owner::HostIds, BackendError> {
+        use std::os::unix::fs::MetadataExt;
+        let launcher = owner::HostIds {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        };
+        let meta = std::fs::metadata(&spec.workspace.host)
+            .map_err(io_err("read", &spec.workspace.host))?;
+        let host = owner::host_ids(
+            launcher,
+            owner::HostIds {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+            spec.dangerously_run_as_host_root,
+        );
+        if host == launcher {
+            return Ok(host);
+        }
+        let setup = |what: &Path, e: std::io::Error| BackendError::Setup {
+            stage: "hand over to the agent's uid".into(),
+            message: format!(
+                "cannot give {} to host uid {}: {e}; start from a workspace you own, use a workspace copy, or set `dangerously_run_as_host_root: true` in the bottle",
+                what.display(),
+                host.uid
+            ),
+        };
+        owner::hand_over(&spec.home.host, host, owner::Which::All)
+            .map_err(|e| setup(&spec.home.host, e))?;
+        match &spec.workspace.mode {
+            WorkspaceMode::Copy { into } => {
+                owner::hand_over(into, host, owner::Which::All).map_err(|e| setup(into, e))?
+            }
+            // A user's project: the agent is that user and gets exactly what they have.
+            WorkspaceMode::Mount if meta.uid() != 0 => {}
+            WorkspaceMode::Mount => {
+                owner::hand_over(&spec.workspace.host, host, owner::Which::OwnedByRoot)
+                    .map_err(|e| setup(&spec.workspace.host, e))?
+            }
+        }
+        for fwd in &spec.forwards {
+            let socket = &fwd.host_unix_socket;
+            std::os::unix::fs::lchown(socket, Some(host.uid), Some(host.gid))
+                .map_err(|e| setup(socket, e))?;
+        }
+        Ok(host)
+    }
+
+    /// The bottle's cgroups, created with the limits written (`None`: the host cannot enforce
+    /// them and the bottle allows that, with a warning).
+    fn limits(&self, spec: &LaunchSpec) -> Result<Option<cgroup::CgroupPlan>, BackendError> {
+        let facts = cgroup::CgroupFacts::gather();
+        match cgroup::plan(&facts, &spec.identity, &spec.resources, &os::RealOs) {
+            Ok(plan) => {
+                cgroup::apply(&plan, &mut os::RealOs).map_err(|e| BackendError::Setup {
+                    stage: "resources".into(),
+                    message: format!(
+                        "{e}; check that {} is writable",
+                        plan.dirs
+                            .first()
+                            .and_then(|d| d.parent())
+                            .unwrap_or(Path::new("/sys/fs/cgroup"))
+                            .display()
+                    ),
+                })?;
+                tracing::debug!(identity = %spec.identity, limits = %plan.describe(), "bottle limits");
+                Ok(Some(plan))
+            }
+            Err(e) if spec.resources.allow_unenforced => {
+                eprintln!(
+                    "bot-bottle: warning: bottle {} runs WITHOUT cpu, memory and pids limits (dangerously_allow_unenforced): {}; {}",
+                    spec.identity, e.found, e.fix
+                );
+                Ok(None)
+            }
+            Err(e) => Err(BackendError::Setup {
+                stage: "resources".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     fn spawn_helper(
         &self,
         req: &sandbox::HelperRequest,
         stdio: BottleStdio,
+        limits: Option<&cgroup::CgroupPlan>,
     ) -> Result<(Child, std::fs::File), BackendError> {
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             BackendError::Process {
@@ -485,12 +578,23 @@ impl NativeBackend {
         unsafe {
             cmd.pre_exec(move || sandbox::child_setup(r, w));
         }
-        let child = cmd.spawn().map_err(|source| BackendError::Process {
+        let mut child = cmd.spawn().map_err(|source| BackendError::Process {
             action: "start the bottle helper",
             source,
         })?;
         drop(req_r);
         drop(status_w);
+        // The helper waits for its request: it joins the cgroups before it starts anything.
+        if let Some(plan) = limits
+            && let Err(e) = cgroup::attach(plan, child.id(), &mut os::RealOs)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BackendError::Setup {
+                stage: "resources".into(),
+                message: format!("cannot move the bottle into its cgroup: {e}"),
+            });
+        }
         let json = serde_json::to_vec(req).map_err(|e| BackendError::Process {
             action: "encode the bottle request",
             source: std::io::Error::other(e),
@@ -573,6 +677,13 @@ impl Backend for NativeBackend {
             }
         };
         let spec = &spec;
+        let host = match self.hand_over(spec) {
+            Ok(host) => host,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
 
         let launcher_pid = std::process::id() as i32;
         let mut writable = vec![
@@ -590,16 +701,34 @@ impl Backend for NativeBackend {
             launcher_pid,
             inside_uid: self.config.inside_uid,
             inside_gid: self.config.inside_gid,
+            host,
             writable,
+        };
+        let limits = match self.limits(spec) {
+            Ok(limits) => limits,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         };
         let foreground = if spec.interactive {
             nix::unistd::tcgetpgrp(std::io::stdin()).ok()
         } else {
             None
         };
-        let (mut child, status) = match self.spawn_helper(&req, stdio) {
+        // The agent reopens its terminal (`/dev/stdout`, `/proc/self/fd/0`) as its own uid:
+        // an interactive bottle that root maps to another uid gets the terminal while it runs
+        // (as `login` does) and root gets it back at the end.
+        let terminal = (spec.interactive && host.uid != nix::unistd::geteuid().as_raw())
+            .then(|| lend_terminal(host))
+            .flatten();
+        let (mut child, status) = match self.spawn_helper(&req, stdio, limits.as_ref()) {
             Ok(spawned) => spawned,
             Err(e) => {
+                if let Some(plan) = &limits {
+                    cgroup::remove(plan, &mut os::RealOs);
+                }
+                give_back_terminal(terminal);
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
@@ -612,6 +741,7 @@ impl Backend for NativeBackend {
             helper_pid: child.id() as i32,
             helper_start: process_start(child.id() as i32).unwrap_or(0),
             created: now(),
+            cgroups: limits.iter().flat_map(|p| p.dirs.clone()).collect(),
         };
         let record_path = dir.join("bottle.json");
         if let Ok(json) = serde_json::to_vec_pretty(&record) {
@@ -635,6 +765,10 @@ impl Backend for NativeBackend {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL);
             let code = child.wait().map(exit_code).unwrap_or(sandbox::SETUP_FAILED);
+            if let Some(plan) = &limits {
+                cgroup::remove(plan, &mut os::RealOs);
+            }
+            give_back_terminal(terminal);
             let _ = std::fs::remove_dir_all(&dir);
             restore_foreground(foreground);
             let (stage, message) = failed.unwrap_or_else(|| {
@@ -652,6 +786,8 @@ impl Backend for NativeBackend {
             dir,
             foreground,
             landlock: started.unwrap_or_default(),
+            limits,
+            terminal,
             done: false,
         }))
     }
@@ -731,6 +867,9 @@ impl Backend for NativeBackend {
                 continue;
             }
             if !dry_run {
+                if let Some(record) = self.read_record(&info.identity) {
+                    cgroup::remove_dirs(&record.cgroups, &mut os::RealOs);
+                }
                 // The root mount point is an empty directory on the host (the mounts live only
                 // in the bottle's namespace).
                 std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
@@ -741,6 +880,28 @@ impl Backend for NativeBackend {
             });
         }
         Ok(actions)
+    }
+}
+
+/// Gives the terminal on stdin to the agent's host ids; returns its owner to restore.
+fn lend_terminal(host: owner::HostIds) -> Option<(u32, u32)> {
+    let st = nix::sys::stat::fstat(std::io::stdin()).ok()?;
+    nix::unistd::fchown(
+        std::io::stdin(),
+        Some(nix::unistd::Uid::from_raw(host.uid)),
+        Some(nix::unistd::Gid::from_raw(host.gid)),
+    )
+    .ok()?;
+    Some((st.st_uid, st.st_gid))
+}
+
+fn give_back_terminal(owner: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = owner {
+        let _ = nix::unistd::fchown(
+            std::io::stdin(),
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
     }
 }
 
@@ -764,6 +925,10 @@ pub struct NativeBottle {
     dir: PathBuf,
     foreground: Option<nix::unistd::Pid>,
     landlock: String,
+    /// The bottle's cgroups (`None` when `dangerously_allow_unenforced` let it start without).
+    limits: Option<cgroup::CgroupPlan>,
+    /// The terminal's owner before it was lent to the agent's uid.
+    terminal: Option<(u32, u32)>,
     done: bool,
 }
 
@@ -774,10 +939,20 @@ impl NativeBottle {
         &self.landlock
     }
 
+    /// Where the bottle's limits are enforced (`cgroup v1: …`), or `None` when it runs
+    /// without (`dangerously_allow_unenforced` on a host without usable cgroups).
+    pub fn limits(&self) -> Option<String> {
+        self.limits.as_ref().map(cgroup::CgroupPlan::describe)
+    }
+
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
             restore_foreground(self.foreground);
+            if let Some(plan) = &self.limits {
+                cgroup::remove(plan, &mut os::RealOs);
+            }
+            give_back_terminal(self.terminal.take());
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

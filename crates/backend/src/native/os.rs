@@ -43,9 +43,56 @@ pub trait Os {
     fn mount_devpts(&mut self, target: &Path) -> io::Result<()>;
 }
 
+/// The cgroup filesystem, for the bottle's resource limits (see [`super::cgroup`]).
+pub trait CgroupOs {
+    /// The contents of a file (`cgroup.controllers`, `cgroup.subtree_control`).
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// The owner of a file or directory, `None` when it does not exist.
+    fn owner(&self, path: &Path) -> Option<u32>;
+    /// Creates one directory (a cgroup).
+    fn mkdir(&mut self, path: &Path) -> io::Result<()>;
+    /// Writes `value` to a cgroup file.
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()>;
+    /// Removes an (empty) cgroup.
+    fn rmdir(&mut self, path: &Path) -> io::Result<()>;
+}
+
 /// The real syscalls.
 #[derive(Debug, Default)]
 pub struct RealOs;
+
+impl CgroupOs for RealOs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn owner(&self, path: &Path) -> Option<u32> {
+        std::fs::symlink_metadata(path).ok().map(|m| m.uid())
+    }
+
+    fn mkdir(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("create cgroup {}: {e}", path.display())))
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        // One write(2) of the whole value, as cgroup files expect; no create, no truncate.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+        io::Write::write_all(&mut file, value.as_bytes()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("write `{value}` to {}: {e}", path.display()),
+            )
+        })
+    }
+
+    fn rmdir(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+}
 
 fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -276,10 +323,41 @@ impl HostView for RealHost {
 pub mod tests {
     use super::*;
 
-    /// Records every call as a short line, e.g. `bind /usr /r/usr`.
+    /// Records every call as a short line, e.g. `bind /usr /r/usr`. Cgroup reads answer
+    /// from `files` and `owners`; a write to `fail_writes_to` fails.
     #[derive(Debug, Default)]
     pub struct RecordingOs {
         pub calls: Vec<String>,
+        pub files: std::collections::BTreeMap<PathBuf, String>,
+        pub owners: std::collections::BTreeMap<PathBuf, u32>,
+        pub fail_writes_to: Option<PathBuf>,
+    }
+
+    impl CgroupOs for RecordingOs {
+        fn read(&self, path: &Path) -> io::Result<String> {
+            self.files
+                .get(path)
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        }
+        fn owner(&self, path: &Path) -> Option<u32> {
+            self.owners.get(path).copied()
+        }
+        fn mkdir(&mut self, path: &Path) -> io::Result<()> {
+            self.calls.push(format!("mkdir {}", path.display()));
+            Ok(())
+        }
+        fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+            self.calls.push(format!("write {} {value}", path.display()));
+            if self.fail_writes_to.as_deref() == Some(path) {
+                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+            }
+            Ok(())
+        }
+        fn rmdir(&mut self, path: &Path) -> io::Result<()> {
+            self.calls.push(format!("rmdir {}", path.display()));
+            Ok(())
+        }
     }
 
     impl Os for RecordingOs {

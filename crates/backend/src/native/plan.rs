@@ -371,6 +371,18 @@ pub fn under_root(root: &Path, inside: &Path) -> PathBuf {
 /// `/proc` must be applied by a process inside the bottle's PID namespace.
 pub fn apply(plan: &[MountOp], root: &Path, os: &mut dyn Os) -> std::io::Result<()> {
     os.mount_tmpfs(root, 0o755)?;
+    apply_below(plan, root, Path::new("/dev/null"), os)
+}
+
+/// [`apply`] on a `root` whose tmpfs is already mounted; masked files are covered by `null`
+/// (`/dev/null`, or a descriptor's `/proc/self/fd/N` when the host paths were opened before
+/// the bottle's processes lost the right to look them up).
+pub fn apply_below(
+    plan: &[MountOp],
+    root: &Path,
+    null: &Path,
+    os: &mut dyn Os,
+) -> std::io::Result<()> {
     for op in plan {
         match op {
             MountOp::Tmpfs { target, mode } => {
@@ -405,7 +417,7 @@ pub fn apply(plan: &[MountOp], root: &Path, os: &mut dyn Os) -> std::io::Result<
             }
             MountOp::MaskFile { target } => {
                 let at = under_root(root, target);
-                os.bind(Path::new("/dev/null"), &at)?;
+                os.bind(null, &at)?;
                 os.make_read_only(&at)?;
             }
             MountOp::MaskDir { target } => {
@@ -503,6 +515,8 @@ mod tests {
             }],
             forwards: vec![],
             interactive: false,
+            resources: crate::spec::Resources::default(),
+            dangerously_run_as_host_root: false,
         }
     }
 

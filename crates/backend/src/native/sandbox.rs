@@ -3,11 +3,17 @@
 //! ```text
 //! launcher (`bot-bottle start`, the caller of `NativeBackend::launch`)
 //!  └─ outer helper   re-executed binary (`helper_main`), host PID namespace; PDEATHSIG ← launcher
-//!      │             unshare(user, mount, pid, net, uts, ipc); uid/gid map; hostname
+//!      │             (already in the bottle's cgroups: the launcher moves it there before
+//!      │             sending the request); unshare(user, mount, pid, net, uts, ipc);
+//!      │             uid/gid map (written by a short-lived mapper child left in the host's
+//!      │             user namespace when root maps the agent to another host uid); hostname
 //!      └─ init       PID 1 of the bottle; PDEATHSIG ← outer
-//!          │         mounts the plan, pivot_root, brings `lo` up, binds the forward ports,
-//!          │         then drops every capability, sets no_new_privs + seccomp and becomes the
-//!          │         forwarder (threads) and reaper; exits with the agent's exit code
+//!          │         opens every host path it needs (sockets, bind sources) and mounts the
+//!          │         root tmpfs with the launcher's host uid, then becomes the agent's
+//!          │         unprivileged uid; mounts the plan through those descriptors, pivot_root,
+//!          │         brings `lo` up, binds the forward ports, then drops every capability,
+//!          │         sets no_new_privs + seccomp and becomes the forwarder (threads) and
+//!          │         reaper; exits with the agent's exit code
 //!          └─ agent  PDEATHSIG ← init; own session (or the terminal's foreground group);
 //!                    bounding set dropped, no_new_privs, Landlock, seccomp, exact env; execve
 //! ```
@@ -71,6 +77,10 @@ pub struct HelperRequest {
     pub launcher_pid: i32,
     pub inside_uid: u32,
     pub inside_gid: u32,
+    /// The host ids `inside_uid`/`inside_gid` map to (see [`super::owner`]). When they differ
+    /// from the launcher's (root starting a bottle), a mapper process writes the maps from
+    /// the host's user namespace and the bottle's processes switch to them once set up.
+    pub host: super::owner::HostIds,
     /// Paths (inside) the agent may write, for Landlock.
     pub writable: Vec<PathBuf>,
 }
@@ -229,6 +239,14 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
         // drop theirs, which is why the plan masks everything not world-readable.
         nix::unistd::setgroups(&[]).map_err(fail("drop supplementary groups"))?;
     }
+    // Root maps the agent to another host uid: only a process in the host's user namespace
+    // may write such a map, so a mapper forked now writes it once this process has unshared.
+    let other_ids = req.host.uid != host_uid.as_raw() || req.host.gid != host_gid.as_raw();
+    let mapper = if other_ids {
+        Some(Mapper::spawn(&req, status)?)
+    } else {
+        None
+    };
     nix::sched::unshare(
         CloneFlags::CLONE_NEWUSER
             | CloneFlags::CLONE_NEWNS
@@ -243,17 +261,23 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
             "unshare: {e} (user namespaces unavailable? run `bot-bottle doctor` for the fix)"
         ),
     })?;
-    std::fs::write("/proc/self/setgroups", "deny").map_err(fail("user namespace: setgroups"))?;
-    std::fs::write(
-        "/proc/self/uid_map",
-        format!("{} {} 1\n", req.inside_uid, host_uid.as_raw()),
-    )
-    .map_err(fail("user namespace: uid_map"))?;
-    std::fs::write(
-        "/proc/self/gid_map",
-        format!("{} {} 1\n", req.inside_gid, host_gid.as_raw()),
-    )
-    .map_err(fail("user namespace: gid_map"))?;
+    match mapper {
+        Some(mapper) => mapper.finish()?,
+        None => {
+            std::fs::write("/proc/self/setgroups", "deny")
+                .map_err(fail("user namespace: setgroups"))?;
+            std::fs::write(
+                "/proc/self/uid_map",
+                format!("{} {} 1\n", req.inside_uid, host_uid.as_raw()),
+            )
+            .map_err(fail("user namespace: uid_map"))?;
+            std::fs::write(
+                "/proc/self/gid_map",
+                format!("{} {} 1\n", req.inside_gid, host_gid.as_raw()),
+            )
+            .map_err(fail("user namespace: gid_map"))?;
+        }
+    }
     nix::unistd::sethostname(&req.spec.identity).map_err(fail("hostname"))?;
     // Only now: a non-dumpable process's /proc files belong to root, so an unprivileged
     // helper could not have written its own uid_map above. Init inherits this.
@@ -272,7 +296,7 @@ fn outer(status: &mut File) -> Result<i32, Failure> {
                     report_failure(status, failure);
                     std::process::exit(SETUP_FAILED)
                 }
-                Ok(()) => match init(&req, status) {
+                Ok(()) => match init(&req, status, &life_r) {
                     Ok(code) => code,
                     Err(failure) => {
                         report_failure(status, failure);
@@ -333,8 +357,160 @@ fn set_cloexec(fd: RawFd) -> nix::Result<()> {
     fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
 }
 
+/// A child left in the host's user namespace (as root) that writes the outer helper's uid and
+/// gid maps once the outer helper has unshared, then exits.
+struct Mapper {
+    pid: Pid,
+    go: std::os::fd::OwnedFd,
+}
+
+impl Mapper {
+    fn spawn(req: &HelperRequest, status: &mut File) -> Result<Mapper, Failure> {
+        let (go_r, go_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("mapper pipe"))?;
+        // SAFETY: the helper is single-threaded (a fresh process that started no thread).
+        match unsafe { nix::unistd::fork() }.map_err(fail("fork mapper"))? {
+            ForkResult::Child => {
+                drop(go_w);
+                // The outer helper's /proc directory, held open: should it die and its PID be
+                // reused, the writes below fail instead of reaching another process.
+                let outer = nix::unistd::getppid().as_raw();
+                let Ok(proc_dir) = std::fs::File::open(format!("/proc/{outer}")) else {
+                    std::process::exit(1);
+                };
+                let mut byte = [0u8; 1];
+                let go = nix::unistd::read(&go_r, &mut byte).is_ok_and(|n| n == 1);
+                if !go {
+                    std::process::exit(1);
+                }
+                let write = |file: &str, text: String| {
+                    nix::fcntl::openat(
+                        &proc_dir,
+                        file,
+                        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .and_then(|fd| nix::unistd::write(&fd, text.as_bytes()))
+                    .map(drop)
+                    .map_err(|e| format!("{file}: {e}"))
+                };
+                let result = write("setgroups", "deny".into())
+                    .and_then(|()| {
+                        write(
+                            "uid_map",
+                            format!("{} {} 1\n", req.inside_uid, req.host.uid),
+                        )
+                    })
+                    .and_then(|()| {
+                        write(
+                            "gid_map",
+                            format!("{} {} 1\n", req.inside_gid, req.host.gid),
+                        )
+                    });
+                match result {
+                    Ok(()) => std::process::exit(0),
+                    Err(message) => {
+                        report_failure(
+                            status,
+                            Failure {
+                                stage: "user namespace",
+                                message,
+                            },
+                        );
+                        std::process::exit(SETUP_FAILED)
+                    }
+                }
+            }
+            ForkResult::Parent { child } => {
+                drop(go_r);
+                Ok(Mapper {
+                    pid: child,
+                    go: go_w,
+                })
+            }
+        }
+    }
+
+    /// Releases the mapper and waits until the maps are written.
+    fn finish(self) -> Result<(), Failure> {
+        nix::unistd::write(&self.go, &[1]).map_err(fail("mapper"))?;
+        drop(self.go);
+        match wait_for(self.pid) {
+            0 => Ok(()),
+            code => Err(Failure {
+                stage: "user namespace",
+                message: format!("the uid/gid mapper failed ({code})"),
+            }),
+        }
+    }
+}
+
+/// The plan with every host source replaced by `/proc/self/fd/N` of a descriptor opened now
+/// (kept open, returned, until the mounts are made).
+fn open_sources(
+    plan: &[MountOp],
+    path_fd: &dyn Fn(&Path) -> Result<std::os::fd::OwnedFd, Failure>,
+) -> Result<(Vec<MountOp>, Vec<std::os::fd::OwnedFd>), Failure> {
+    let mut fds = Vec::new();
+    let mut opened: std::collections::HashMap<PathBuf, PathBuf> = Default::default();
+    let mut redirect = |source: &PathBuf| -> Result<PathBuf, Failure> {
+        if let Some(path) = opened.get(source) {
+            return Ok(path.clone());
+        }
+        let fd = path_fd(source)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        fds.push(fd);
+        opened.insert(source.clone(), path.clone());
+        Ok(path)
+    };
+    let mut out = Vec::with_capacity(plan.len());
+    for op in plan {
+        out.push(match op {
+            MountOp::BindReadOnly {
+                source,
+                target,
+                kind,
+            } => MountOp::BindReadOnly {
+                source: redirect(source)?,
+                target: target.clone(),
+                kind: *kind,
+            },
+            MountOp::BindWritable {
+                source,
+                target,
+                kind,
+            } => MountOp::BindWritable {
+                source: redirect(source)?,
+                target: target.clone(),
+                kind: *kind,
+            },
+            MountOp::BindDevice { source, target } => MountOp::BindDevice {
+                source: redirect(source)?,
+                target: target.clone(),
+            },
+            other => other.clone(),
+        });
+    }
+    Ok((out, fds))
+}
+
+/// Switches to the agent's ids inside (the unprivileged host ids they map to), re-arming what
+/// a credential change resets: the parent-death signal and non-dumpability.
+fn become_agent_user(req: &HelperRequest) -> Result<(), Failure> {
+    let gid = nix::unistd::Gid::from_raw(req.inside_gid);
+    let uid = nix::unistd::Uid::from_raw(req.inside_uid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(fail("switch to the agent's group"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(fail("switch to the agent's user"))?;
+    set_pdeathsig()?;
+    nix::sys::prctl::set_dumpable(false).map_err(fail("make non-dumpable"))
+}
+
 /// PID 1 of the bottle.
-fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
+fn init(
+    req: &HelperRequest,
+    status: &mut File,
+    lifeline: &std::os::fd::OwnedFd,
+) -> Result<i32, Failure> {
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -350,8 +526,39 @@ fn init(req: &HelperRequest, status: &mut File) -> Result<i32, Failure> {
         sockets.push(forward::open_socket(&fwd.host_unix_socket).map_err(fail("forward"))?);
     }
 
-    plan::apply(&req.plan, &req.root, &mut RealOs).map_err(fail("mounts"))?;
-    enter_root(&req.root).map_err(fail("pivot_root"))?;
+    // Everything of the host the plan needs is looked up now, while this process still has
+    // the launcher's host uid (root may own the directories on the way); from here on it is
+    // the agent's unprivileged uid and reaches them only through these descriptors.
+    let root_data = format!("mode=755,uid={},gid={}", req.inside_uid, req.inside_gid);
+    nix::mount::mount(
+        Some("tmpfs"),
+        &req.root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(root_data.as_str()),
+    )
+    .map_err(fail("mount the root tmpfs"))?;
+    let path_fd = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Failure {
+            stage: "mounts",
+            message: format!("open {}: {e}", p.display()),
+        })
+    };
+    let root = path_fd(&req.root)?;
+    let (plan, sources) = open_sources(&req.plan, &path_fd)?;
+    let null = path_fd(Path::new("/dev/null"))?;
+    become_agent_user(req)?;
+    parent_alive(lifeline)?;
+    nix::unistd::fchdir(&root).map_err(fail("enter the root tmpfs"))?;
+    let null_path = PathBuf::from(format!("/proc/self/fd/{}", null.as_raw_fd()));
+    plan::apply_below(&plan, Path::new("."), &null_path, &mut RealOs).map_err(fail("mounts"))?;
+    drop((sources, null, root));
+    enter_root(Path::new(".")).map_err(fail("pivot_root"))?;
     forward::loopback_up().map_err(fail("loopback"))?;
 
     let mut listeners = Vec::new();
@@ -539,7 +746,8 @@ fn agent(
     status: &mut File,
     programs: &[seccompiler::BpfProgram],
 ) -> Result<std::convert::Infallible, Failure> {
-    set_pdeathsig()?;
+    // Also arms the parent-death signal; init's death takes the whole PID namespace anyway.
+    become_agent_user(req)?;
     reset_signals()?;
     if req.spec.interactive {
         take_terminal().map_err(|e| Failure {

@@ -217,6 +217,8 @@ fn spec(dirs: &Dirs, argv: &[&str]) -> LaunchSpec {
             })
             .collect(),
         interactive: false,
+        resources: backend::Resources::default(),
+        dangerously_run_as_host_root: false,
     }
 }
 
@@ -1175,4 +1177,58 @@ fn docker_a_sidecar_that_dies_stops_the_agent_and_says_how() {
         vec!["was killed by signal 9 (SIGKILL)".to_owned()]
     );
     assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
+}
+
+#[test]
+fn docker_limits_come_from_the_bottles_resources() {
+    let images = need_docker!();
+    let backend = backend(RuntimeChoice::Named("runc".into()), Some(images));
+    let dirs = dirs();
+    let mut spec = spec(
+        &dirs,
+        &[
+            "python3",
+            "-c",
+            "import os\n\
+             def first(*paths):\n\
+             \x20   for p in paths:\n\
+             \x20       try:\n\
+             \x20           return open(p).read().split()[0]\n\
+             \x20       except OSError:\n\
+             \x20           pass\n\
+             print(first('/sys/fs/cgroup/cpu.max', '/sys/fs/cgroup/cpu/cpu.cfs_quota_us'),\n\
+             \x20     first('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes'),\n\
+             \x20     first('/sys/fs/cgroup/pids.max', '/sys/fs/cgroup/pids/pids.max'))\n\
+             kids, err = [], ''\n\
+             for i in range(200):\n\
+             \x20   try:\n\
+             \x20       pid = os.fork()\n\
+             \x20   except OSError as e:\n\
+             \x20       err = e.strerror\n\
+             \x20       break\n\
+             \x20   if pid == 0:\n\
+             \x20       import signal\n\
+             \x20       signal.pause()\n\
+             \x20   kids.append(pid)\n\
+             print(len(kids) < 64, err)\n\
+             for k in kids: os.kill(k, 9)\n\
+             for k in kids: os.waitpid(k, 0)\n",
+        ],
+    );
+    spec.resources = backend::Resources {
+        millicpus: 1500,
+        memory_bytes: 256 << 20,
+        pids: 64,
+        allow_unenforced: false,
+    };
+    let out = run(&backend, &spec);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            0,
+            "150000 268435456 64\nTrue Resource temporarily unavailable\n"
+        ),
+        "{}",
+        out.stderr
+    );
 }

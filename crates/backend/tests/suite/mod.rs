@@ -1,3 +1,4 @@
 mod docker;
+mod limits;
 mod native;
 mod support;

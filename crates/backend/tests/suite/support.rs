@@ -65,6 +65,8 @@ impl Fixture {
             files: vec![],
             forwards: vec![],
             interactive: false,
+            resources: backend::Resources::default(),
+            dangerously_run_as_host_root: false,
         }
     }
 

@@ -497,8 +497,20 @@ fn agent_spec(
         ],
         forwards,
         interactive,
+        resources: resources(&bottle.resources),
+        dangerously_run_as_host_root: bottle.dangerously_run_as_host_root,
     };
     Ok(spec)
+}
+
+/// The manifest's limits as the backends take them.
+fn resources(r: &manifest::ResolvedResources) -> backend::Resources {
+    backend::Resources {
+        millicpus: r.millicpus,
+        memory_bytes: r.memory_bytes,
+        pids: r.pids,
+        allow_unenforced: r.dangerously_allow_unenforced,
+    }
 }
 
 /// Routes whose credential variable is not set on the host lose the credential (with a
@@ -729,6 +741,28 @@ mod tests {
                 route("b.test", None),
                 route("c.test", None)
             ]
+        );
+    }
+
+    #[test]
+    fn the_manifests_resource_defaults_are_the_backends() {
+        assert_eq!(
+            resources(&manifest::ResolvedResources::default()),
+            backend::Resources::default()
+        );
+        assert_eq!(
+            resources(&manifest::ResolvedResources {
+                millicpus: 1500,
+                memory_bytes: 2 << 30,
+                pids: 512,
+                dangerously_allow_unenforced: true,
+            }),
+            backend::Resources {
+                millicpus: 1500,
+                memory_bytes: 2 << 30,
+                pids: 512,
+                allow_unenforced: true,
+            }
         );
     }
 

@@ -96,7 +96,8 @@ fn check_typo_names_file_line_and_expected_fields() {
         (
             1,
             "typo.yaml:3:5: unknown field `supervize`, expected one of extends, agent_provider, \
-             supervise, env, git-gate, egress; did you mean `supervise`?\n\
+             supervise, env, git-gate, egress, resources, dangerously_run_as_host_root; did you \
+             mean `supervise`?\n\
              error: typo.yaml has 1 error; fix it and run `bot-bottle manifest check` again\n"
         )
     );
@@ -238,7 +239,14 @@ fn show_json_uses_the_manifest_shape() {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        vec!["agent_provider", "egress", "env", "git-gate", "supervise"]
+        vec![
+            "agent_provider",
+            "egress",
+            "env",
+            "git-gate",
+            "resources",
+            "supervise"
+        ]
     );
     let hosts: Vec<&str> = v["egress"]["routes"]
         .as_array()

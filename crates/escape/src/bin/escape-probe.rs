@@ -21,6 +21,8 @@ mod git_objects;
 mod gvisor;
 #[path = "escape-probe/supervise_effect.rs"]
 mod supervise_effect;
+#[path = "escape-probe/limits.rs"]
+mod limits;
 
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
@@ -1915,84 +1917,6 @@ fn supervise(c: &Cfg) {
 
 // ---------------------------------------------------------------- resources
 
-/// The first readable of a cgroup v2 file and its v1 counterpart.
-fn cgroup_value(paths: &[&str]) -> String {
-    paths
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_else(|| "none visible".into())
-}
-
 fn resources(c: &Cfg) {
-    // Bounded: at most 200 processes and 256 MiB, well below anything that hurts a 2-core CI
-    // machine; the probe reports whether the backend stopped it and that the sidecars answer
-    // afterwards. The real protection (pids/memory limits) is the backend's; see SECURITY.md.
-    let n = 200;
-    let mut kids = Vec::new();
-    let mut refused = None;
-    for _ in 0..n {
-        match std::process::Command::new("sleep").arg("5").spawn() {
-            Ok(ch) => kids.push(ch),
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    let spawned = kids.len();
-    for mut k in kids {
-        let _ = k.kill();
-        let _ = k.wait();
-    }
-    let api = c.s("api_host");
-    let after = https(
-        &format!("{api}:443"),
-        &api,
-        format!("GET /v1/after-fork HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
-    );
-    let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = cgroup_value(&["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]);
-    let detail = format!(
-        "reported only: spawned {spawned}/{n}{}; pids.max {}; sidecars answer afterwards: {alive}",
-        refused
-            .map(|e| format!(" (then refused: {e})"))
-            .unwrap_or_default(),
-        limit.trim()
-    );
-    if alive {
-        na("resource-fork-bomb", detail)
-    } else {
-        escaped("resource-fork-bomb", detail)
-    }
-
-    let mb = 256usize;
-    let code = in_child(|| {
-        let mut v: Vec<Vec<u8>> = Vec::new();
-        for _ in 0..mb {
-            let mut chunk = vec![0u8; 1 << 20];
-            chunk[4096] = 1;
-            v.push(chunk);
-        }
-        v.len() == mb
-    });
-    let after = https(
-        &format!("{api}:443"),
-        &api,
-        format!("GET /v1/after-memory HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes(),
-    );
-    let alive = matches!(&after, Ok(r) if r.status == 200);
-    let limit = cgroup_value(&[
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]);
-    let detail = format!(
-        "reported only: allocated {mb} MiB: {}; memory.max {}; sidecars answer afterwards: {alive}",
-        if code == 0 { "yes" } else { "refused" },
-        limit.trim()
-    );
-    if alive {
-        na("resource-memory", detail)
-    } else {
-        escaped("resource-memory", detail)
-    }
+    limits::resources(c);
 }

@@ -40,6 +40,10 @@ const INET6: &str = "fd00:bb:77::2";
 const LAN4_HOST: &str = "10.213.77.1";
 const LAN4: &str = "10.213.77.2";
 const TCP_PORT: u16 = 80;
+/// The probe bottle's `resources:` (the probe's fork bomb and memory hog are bounded just
+/// above them): enough for git, TLS and the sections' children, far below what hurts CI.
+const RESOURCE_PIDS: u32 = 128;
+const RESOURCE_MEMORY_MIB: u32 = 384;
 const UDP_PORT: u16 = 9999;
 const PRIVATE_ROUTE_PORT: u16 = 8080;
 const IP_ROUTE_PORT: u16 = 8081;
@@ -178,6 +182,7 @@ fn world(
           port: {host_port}
         - host: "{LAN4}"
           port: {IP_ROUTE_PORT}
+    resources: {{cpus: 1, memory: {RESOURCE_MEMORY_MIB}MiB, pids: {RESOURCE_PIDS}}}
 agents:
   demo:
     bottle: dev
@@ -632,6 +637,8 @@ async fn run_backend(
         "nonce": w.nonce,
         "zone": ZONE,
         "api_host": API,
+        "pids_limit": RESOURCE_PIDS,
+        "memory_limit_mib": RESOURCE_MEMORY_MIB,
         "inet4": INET4, "inet6": INET6, "lan4": LAN4,
         "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
         "host_canary_port": cans.host_port,

@@ -62,6 +62,107 @@ pub struct RawBottle {
     /// Egress log mode, extra upstream roots and the route allowlist.
     #[serde(default)]
     pub egress: Option<Spanned<EgressConfig>>,
+    /// CPU, memory and process limits (`{cpus: 1.5, memory: 2GiB, pids: 512}`, each
+    /// optional; defaults protect a laptop).
+    #[serde(default)]
+    pub resources: Option<Spanned<RawResources>>,
+    /// Native backend started as root: keep the agent at host uid 0 instead of an
+    /// unprivileged host uid. Default `false`.
+    #[serde(default)]
+    pub dangerously_run_as_host_root: Option<Spanned<bool>>,
+}
+
+/// A bottle's `resources:` block as written. Values are kept as found (a number, a string,
+/// ...) so that every mistake is reported with its line by the resolver.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a resources block (`cpus`, `memory`, `pids`)"
+)]
+pub struct RawResources {
+    /// CPUs, fractions allowed: `1.5`.
+    #[serde(default)]
+    pub cpus: Option<Spanned<Scalar>>,
+    /// Memory: `2GiB`, `512MiB`, `2G` (binary units) or a number of bytes.
+    #[serde(default)]
+    pub memory: Option<Spanned<Scalar>>,
+    /// Processes and threads.
+    #[serde(default)]
+    pub pids: Option<Spanned<Scalar>>,
+    /// Start even where the backend cannot enforce the limits (native without usable
+    /// cgroups). Default `false`.
+    #[serde(default)]
+    pub dangerously_allow_unenforced: Option<bool>,
+}
+
+/// One YAML scalar as found, for values the resolver checks itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// A whole number.
+    Int(i128),
+    /// A number with a fraction.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// Anything else; holds what was found (`a boolean`, `a list`, ...).
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Int(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Int(v.into()))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+                Ok(i128::try_from(v).map_or(Scalar::Other("a huge number"), Scalar::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("an empty value"))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("an empty value"))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("binary data"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("a mapping"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("a list"))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
 }
 
 /// A bottle's `git-gate:` block as the manifest reads it: the shape of [`GitGate`], with

@@ -316,3 +316,66 @@ fn upstream_ca_concatenated_without_repeats() {
         }
     );
 }
+
+#[test]
+fn resources_per_field_last_wins_defaults_fill_the_rest() {
+    let yaml = r#"
+bottles:
+  p1: {resources: {cpus: 1.5, memory: 2GiB, pids: 512}}
+  p2: {resources: {memory: 1GiB, dangerously_allow_unenforced: true}}
+  child:
+    extends: [p1, p2]
+    resources: {pids: 256}
+  lone: {resources: {cpus: 4}, dangerously_run_as_host_root: true}
+"#;
+    assert_eq!(
+        bottle(yaml, "child"),
+        manifest::ResolvedBottle {
+            resources: manifest::ResolvedResources {
+                millicpus: 1500,
+                memory_bytes: 1 << 30,
+                pids: 256,
+                dangerously_allow_unenforced: true,
+            },
+            ..default_bottle("child")
+        }
+    );
+    assert_eq!(
+        bottle(yaml, "lone"),
+        manifest::ResolvedBottle {
+            resources: manifest::ResolvedResources {
+                millicpus: 4000,
+                ..manifest::ResolvedResources::default()
+            },
+            dangerously_run_as_host_root: true,
+            ..default_bottle("lone")
+        }
+    );
+    assert_eq!(
+        manifest::ResolvedResources::default(),
+        manifest::ResolvedResources {
+            millicpus: 2000,
+            memory_bytes: 4 << 30,
+            pids: 1024,
+            dangerously_allow_unenforced: false,
+        }
+    );
+}
+
+#[test]
+fn show_prints_resources_as_written_and_the_dangerous_keys_only_when_set() {
+    let yaml = "bottles:\n  a:\n    resources: {cpus: 1.5, memory: 1.5GiB, pids: 100, dangerously_allow_unenforced: true}\n    dangerously_run_as_host_root: true\n  b: {}\n";
+    let shown = |name: &str| {
+        let text = bottle(yaml, name).to_yaml().unwrap();
+        let from = text.find("resources:").unwrap();
+        text[from..].to_owned()
+    };
+    assert_eq!(
+        shown("a"),
+        "resources:\n  cpus: 1.5\n  memory: 1536MiB\n  pids: 100\n  dangerously_allow_unenforced: true\ndangerously_run_as_host_root: true\n"
+    );
+    assert_eq!(
+        shown("b"),
+        "resources:\n  cpus: 2\n  memory: 4GiB\n  pids: 1024\n"
+    );
+}

@@ -42,6 +42,8 @@ pub fn default_bottle(name: &str) -> ResolvedBottle {
         env: BTreeMap::new(),
         git_gate: manifest::ResolvedGitGate::default(),
         egress: manifest::ResolvedEgress::default(),
+        resources: manifest::ResolvedResources::default(),
+        dangerously_run_as_host_root: false,
     }
 }
 

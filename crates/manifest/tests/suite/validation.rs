@@ -136,3 +136,30 @@ fn names_that_yaml_1_1_would_read_as_booleans() {
         }
     );
 }
+
+#[test]
+fn resource_limits_are_checked_where_they_are_written() {
+    let yaml = "bottles:\n  a:\n    resources:\n      cpus: 0\n      memory: 2GB\n      pids: many\n  b:\n    resources: {memory: [1], cpus: yes}\n";
+    assert_eq!(
+        errors(yaml),
+        vec![
+            "m.yaml:4:13: bottle `a`: resources.cpus must be between 0.01 and 1024 CPUs, found 0",
+            "m.yaml:5:15: bottle `a`: resources.memory `2GB` is ambiguous (decimal or binary?); \
+             write GiB instead",
+            "m.yaml:6:13: bottle `a`: resources.pids must be a whole number of processes, found \
+             the string `many`",
+            "m.yaml:8:25: bottle `b`: resources.memory must be a size, found a list; write a \
+             size such as `2GiB` or `512MiB` (binary units K, M, G, T, optionally with `iB`) or \
+             a number of bytes",
+            "m.yaml:8:36: bottle `b`: resources.cpus must be a number of CPUs such as `1.5`, \
+             found the string `yes`",
+        ]
+    );
+    let typo = "bottles:\n  a:\n    resources: {memroy: 1GiB}\n";
+    assert_eq!(errors(typo).len(), 1, "{:?}", errors(typo));
+    assert!(
+        errors(typo)[0].starts_with("m.yaml:3:"),
+        "{:?}",
+        errors(typo)
+    );
+}
