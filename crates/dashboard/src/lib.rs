@@ -9,4 +9,4 @@ pub mod run;
 pub mod ui;
 
 pub use app::{Action, App, Snapshot, Tone, snapshot};
-pub use run::{DashboardError, Event, edit_in_editor, perform, run, watch_queues};
+pub use run::{DashboardError, Event, QueueWatch, edit_in_editor, perform, run, watch_queues};

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use ratatui::crossterm::event::{self, Event as TermEvent};
@@ -42,15 +44,38 @@ pub enum Event {
     QueueChanged,
 }
 
+/// The watch on every bottle's queue; dropping it stops watching.
+pub struct QueueWatch {
+    _watcher: notify::RecommendedWatcher,
+    deliveries: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for QueueWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueWatch")
+            .field("deliveries", &self.deliveries())
+            .finish()
+    }
+}
+
+impl QueueWatch {
+    /// How many file events woke the watcher, changes or not (the kernel reports every
+    /// open of a queue file too). It stays still while every queue is idle: tests and
+    /// benchmarks watch it.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+}
+
 /// Watches every bottle's queue (recursively) and sends [`Event::QueueChanged`].
-pub fn watch_queues(
-    home: &Home,
-    tx: mpsc::Sender<Event>,
-) -> Result<notify::RecommendedWatcher, DashboardError> {
+pub fn watch_queues(home: &Home, tx: mpsc::Sender<Event>) -> Result<QueueWatch, DashboardError> {
     use notify::Watcher;
     let root = home.queue_root();
     std::fs::create_dir_all(&root)?;
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let counter = deliveries.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Ok(ev) = res
             && !ev.kind.is_access()
         {
@@ -66,7 +91,10 @@ pub fn watch_queues(
             path: root.clone(),
             source,
         })?;
-    Ok(w)
+    Ok(QueueWatch {
+        _watcher: w,
+        deliveries,
+    })
 }
 
 fn notify_arrival(count: usize) {

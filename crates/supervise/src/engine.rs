@@ -11,6 +11,7 @@
 //! restarted server picks up where the previous one stopped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub struct Engine {
     process_lock: tokio::sync::Mutex<()>,
     submit_lock: tokio::sync::Mutex<()>,
     fallback_scan: Duration,
+    file_wakeups: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -65,6 +67,7 @@ impl Engine {
             process_lock: tokio::sync::Mutex::new(()),
             submit_lock: tokio::sync::Mutex::new(()),
             fallback_scan: Duration::from_secs(5),
+            file_wakeups: AtomicU64::new(0),
         })
     }
 
@@ -76,6 +79,13 @@ impl Engine {
     /// The applier.
     pub fn applier(&self) -> &Arc<dyn Applier> {
         &self.applier
+    }
+
+    /// How many times a file event woke [`Engine::run`] to look at the queue again
+    /// (the start-up pass and the slow fallback rescans are not counted). An idle queue
+    /// wakes it never, whoever reads the queue: tests and benchmarks watch this number.
+    pub fn file_wakeups(&self) -> u64 {
+        self.file_wakeups.load(Ordering::Relaxed)
     }
 
     fn bump(&self) {
@@ -353,7 +363,9 @@ impl Engine {
                 // A stopped engine must not apply anything more, even with events queued.
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(()) = rx.recv() => {}
+                Some(()) = rx.recv() => {
+                    self.file_wakeups.fetch_add(1, Ordering::Relaxed);
+                }
                 () = tokio::time::sleep(fallback) => {}
             }
             self.process_responses().await;

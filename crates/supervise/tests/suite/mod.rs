@@ -2,4 +2,5 @@ mod common;
 mod egress_live;
 mod engine;
 mod http;
+mod idle;
 mod python_sdk;

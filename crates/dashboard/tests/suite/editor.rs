@@ -1,0 +1,257 @@
+//! While the operator's editor runs, the terminal is the editor's alone: the dashboard
+//! runs in a real pseudo-terminal, `e` opens a scripted editor, and the keys typed during
+//! the edit (`a`, Esc, `q`, `e`: approve, quit, edit to the dashboard) must all reach the
+//! editor and none the dashboard.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::pty::{Winsize, openpty};
+use pretty_assertions::assert_eq;
+use supervise::queue::{NewProposal, Queue};
+use supervise::{Home, Status, Tool};
+
+/// The editor: puts the terminal in raw mode as vi does, says it started, waits until
+/// the test has typed, then takes whatever the terminal holds for it (without waiting)
+/// and leaves the file unchanged.
+const EDITOR: &str = r#"#!/bin/sh
+saved=$(stty -g)
+stty raw -echo
+: > "$MARKS/started"
+while [ ! -e "$MARKS/typed" ]; do sleep 0.05; done
+stty -icanon min 0 time 0
+dd bs=64 count=1 of="$MARKS/keys" 2>/dev/null
+stty "$saved"
+: > "$MARKS/done"
+"#;
+
+const ROWS: usize = 30;
+const COLS: usize = 120;
+
+/// The screen the dashboard drew: a small terminal emulator that knows what ratatui's
+/// crossterm backend sends (cursor moves, clears, text; colours are ignored).
+fn render(output: &[u8]) -> Vec<String> {
+    let mut grid = vec![vec![' '; COLS]; ROWS];
+    let (mut row, mut col) = (0usize, 0usize);
+    let text = String::from_utf8_lossy(output);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    let mut params = String::new();
+                    let mut last = ' ';
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            last = c;
+                            break;
+                        }
+                        params.push(c);
+                    }
+                    let nums: Vec<usize> = params
+                        .split(';')
+                        .map(|n| n.trim_start_matches('?').parse().unwrap_or(0))
+                        .collect();
+                    let at = |i: usize| nums.get(i).copied().filter(|n| *n > 0).unwrap_or(1);
+                    match last {
+                        'H' | 'f' => (row, col) = (at(0) - 1, at(1) - 1),
+                        'J' if nums.first() == Some(&2) => grid = vec![vec![' '; COLS]; ROWS],
+                        // entering or leaving the alternate screen
+                        'h' | 'l' if params == "?1049" => grid = vec![vec![' '; COLS]; ROWS],
+                        _ => {}
+                    }
+                }
+                Some(']') => {
+                    for c in chars.by_ref() {
+                        if c == '\x07' {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => col = 0,
+            '\n' => row = (row + 1).min(ROWS - 1),
+            c if c.is_control() => {}
+            c => {
+                if row < ROWS && col < COLS {
+                    grid[row][col] = c;
+                }
+                col += 1;
+            }
+        }
+    }
+    grid.into_iter()
+        .map(|r| r.into_iter().collect::<String>().trim_end().to_owned())
+        .collect()
+}
+
+struct Dashboard {
+    child: Child,
+    stderr: std::path::PathBuf,
+    master: File,
+    screen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Dashboard {
+    fn start(home: &Path, editor: &Path, marks: &Path) -> Self {
+        let size = Winsize {
+            ws_row: ROWS as u16,
+            ws_col: COLS as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(&size, None).unwrap();
+        let slave = File::from(pty.slave);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dashboard-for-tests"));
+        cmd.env("BOT_BOTTLE_HOME", home)
+            .env("EDITOR", editor)
+            .env_remove("VISUAL")
+            .env("MARKS", marks)
+            .env("TERM", "xterm-256color")
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(File::create(marks.join("stderr")).unwrap());
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        drop(slave);
+        let master = File::from(pty.master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the dashboard and its editor have closed the terminal.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            stderr: marks.join("stderr"),
+            master,
+            screen,
+        }
+    }
+
+    fn screen(&self) -> Vec<String> {
+        render(&self.screen.lock().unwrap())
+    }
+
+    fn footer(&self) -> String {
+        self.screen()[ROWS - 1].clone()
+    }
+
+    fn type_keys(&mut self, keys: &[u8]) {
+        self.master.write_all(keys).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    /// Waits (a minute at most) until `done` holds or the dashboard has exited.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the dashboard exited ({status}) while waiting for {what}; it said {:?} and showed:\n{}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+                    self.screen().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} after a minute; the dashboard showed:\n{}",
+                self.screen().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn submit(q: &Queue, host: &str) -> supervise::Proposal {
+    q.submit(NewProposal {
+        tool: Tool::EgressAllow,
+        proposed_file: format!("routes:\n  - host: {host}\n"),
+        justification: "need it".into(),
+        current_file: Some("routes: []\n".into()),
+        args: None,
+    })
+    .unwrap()
+    .0
+}
+
+#[test]
+fn keys_typed_into_the_editor_never_reach_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, EDITOR).unwrap();
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let a = submit(&q, "a.example");
+    let b = submit(&q, "b.example");
+
+    let mut d = Dashboard::start(home.root(), &editor, &marks);
+    let title = format!(" proposal {} ", a.id);
+    d.wait_for("the first proposal", |d| {
+        d.screen().iter().any(|l| l.contains(&title))
+    });
+    d.type_keys(b"e");
+    d.wait_for("editor", |_| marks.join("started").exists());
+    // One key at a time, as a person types them.
+    for key in [&b"a"[..], b"\x1b", b"q", b"e"] {
+        d.type_keys(key);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    File::create(marks.join("typed")).unwrap();
+    d.wait_for("editor to finish", |_| marks.join("done").exists());
+    let unchanged = format!(
+        "edit unchanged: nothing was decided, {} is still pending (a approves it as proposed)",
+        a.id
+    );
+    d.wait_for("the status line after the edit", |d| {
+        d.footer() == unchanged
+    });
+
+    assert_eq!(
+        std::fs::read(marks.join("keys")).unwrap(),
+        b"a\x1bqe".to_vec(),
+        "the editor did not get the keys typed into it"
+    );
+    assert_eq!(d.child.try_wait().unwrap(), None, "the dashboard quit");
+    assert_eq!(
+        [&a.id, &b.id].map(|id| q.status(id).unwrap()),
+        [Some(Status::Pending), Some(Status::Pending)],
+        "a proposal was decided that nobody decided"
+    );
+
+    // The dashboard still answers keys, and asks before leaving waiting proposals.
+    d.type_keys(b"q");
+    d.wait_for("the quit prompt", |d| {
+        d.footer()
+            == "quit? 2 proposals are still waiting for you (they stay queued)  (y: quit, n or Esc: stay)"
+    });
+    d.type_keys(b"y");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        [&a.id, &b.id].map(|id| q.status(id).unwrap()),
+        [Some(Status::Pending), Some(Status::Pending)]
+    );
+}
