@@ -340,8 +340,15 @@ impl Engine {
         let watcher = {
             use notify::Watcher;
             let tx = tx.clone();
+            // Only changes wake the engine: each pass opens the queue directory, and
+            // reacting to opens would wake it again at once, forever.
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                let change = match &res {
+                    Ok(ev) => crate::queue::is_queue_change(ev),
+                    // An error from the watcher (lost events, say): look again.
+                    Err(_) => true,
+                };
+                if change {
                     let _ = tx.try_send(());
                 }
             })
