@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod diff;
+mod input;
 pub mod run;
 pub mod ui;
 
