@@ -17,8 +17,9 @@ use supervise::queue::{NewProposal, Queue};
 use supervise::{Home, Status, Tool};
 
 /// The editor: puts the terminal in raw mode as vi does, says it started, waits until
-/// the test has typed, then takes whatever the terminal holds for it (without waiting)
-/// and leaves the file unchanged.
+/// the test has typed, then takes whatever the terminal holds for it (without waiting).
+/// `$MODE` says how it ends: `unchanged` (the file as it was), `change` (a port added),
+/// `fail` (exit status 3).
 const EDITOR: &str = r#"#!/bin/sh
 saved=$(stty -g)
 stty raw -echo
@@ -26,8 +27,12 @@ stty raw -echo
 while [ ! -e "$MARKS/typed" ]; do sleep 0.05; done
 stty -icanon min 0 time 0
 dd bs=64 count=1 of="$MARKS/keys" 2>/dev/null
+if [ "$MODE" = change ]; then
+    printf 'routes:\n  - host: a.example\n    port: 8443\n' > "$1"
+fi
 stty "$saved"
 : > "$MARKS/done"
+if [ "$MODE" = fail ]; then exit 3; fi
 "#;
 
 const ROWS: usize = 30;
@@ -99,7 +104,7 @@ struct Dashboard {
 }
 
 impl Dashboard {
-    fn start(home: &Path, editor: &Path, marks: &Path) -> Self {
+    fn start(home: &Path, editor: &Path, marks: &Path, mode: &str) -> Self {
         let size = Winsize {
             ws_row: ROWS as u16,
             ws_col: COLS as u16,
@@ -113,6 +118,7 @@ impl Dashboard {
             .env("EDITOR", editor)
             .env_remove("VISUAL")
             .env("MARKS", marks)
+            .env("MODE", mode)
             .env("TERM", "xterm-256color")
             .stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
@@ -194,8 +200,19 @@ fn submit(q: &Queue, host: &str) -> supervise::Proposal {
     .0
 }
 
-#[test]
-fn keys_typed_into_the_editor_never_reach_the_dashboard() {
+/// Two proposals waiting; `e` on the first opens the editor, and `a`, Esc, `q`, `e` are
+/// typed one by one, as a person types them, while it runs.
+struct Session {
+    _dir: tempfile::TempDir,
+    d: Dashboard,
+    q: Queue,
+    a: supervise::Proposal,
+    b: supervise::Proposal,
+    editor: std::path::PathBuf,
+    marks: std::path::PathBuf,
+}
+
+fn edit_while_typing(mode: &str) -> Session {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
     let marks = dir.path().join("marks");
@@ -207,51 +224,103 @@ fn keys_typed_into_the_editor_never_reach_the_dashboard() {
     let a = submit(&q, "a.example");
     let b = submit(&q, "b.example");
 
-    let mut d = Dashboard::start(home.root(), &editor, &marks);
+    let mut d = Dashboard::start(home.root(), &editor, &marks, mode);
     let title = format!(" proposal {} ", a.id);
     d.wait_for("the first proposal", |d| {
         d.screen().iter().any(|l| l.contains(&title))
     });
     d.type_keys(b"e");
-    d.wait_for("editor", |_| marks.join("started").exists());
-    // One key at a time, as a person types them.
+    d.wait_for("the editor", |_| marks.join("started").exists());
     for key in [&b"a"[..], b"\x1b", b"q", b"e"] {
         d.type_keys(key);
         std::thread::sleep(Duration::from_millis(100));
     }
     File::create(marks.join("typed")).unwrap();
-    d.wait_for("editor to finish", |_| marks.join("done").exists());
+    d.wait_for("the editor to finish", |_| marks.join("done").exists());
+    Session {
+        _dir: dir,
+        d,
+        q,
+        a,
+        b,
+        editor,
+        marks,
+    }
+}
+
+impl Session {
+    /// Every key typed during the edit reached the editor, and the dashboard still runs.
+    fn assert_the_editor_got_the_keys(&mut self) {
+        assert_eq!(
+            std::fs::read(self.marks.join("keys")).unwrap(),
+            b"a\x1bqe".to_vec(),
+            "the editor did not get the keys typed into it"
+        );
+        assert_eq!(self.d.child.try_wait().unwrap(), None, "the dashboard quit");
+    }
+
+    fn statuses(&self) -> [Option<Status>; 2] {
+        [&self.a.id, &self.b.id].map(|id| self.q.status(id).unwrap())
+    }
+}
+
+#[test]
+fn keys_typed_into_the_editor_never_reach_the_dashboard() {
+    let mut s = edit_while_typing("unchanged");
     let unchanged = format!(
         "edit unchanged: nothing was decided, {} is still pending (a approves it as proposed)",
-        a.id
+        s.a.id
     );
-    d.wait_for("the status line after the edit", |d| {
+    s.d.wait_for("the status line after the edit", |d| {
         d.footer() == unchanged
     });
-
+    s.assert_the_editor_got_the_keys();
     assert_eq!(
-        std::fs::read(marks.join("keys")).unwrap(),
-        b"a\x1bqe".to_vec(),
-        "the editor did not get the keys typed into it"
-    );
-    assert_eq!(d.child.try_wait().unwrap(), None, "the dashboard quit");
-    assert_eq!(
-        [&a.id, &b.id].map(|id| q.status(id).unwrap()),
+        s.statuses(),
         [Some(Status::Pending), Some(Status::Pending)],
         "a proposal was decided that nobody decided"
     );
 
     // The dashboard still answers keys, and asks before leaving waiting proposals.
-    d.type_keys(b"q");
-    d.wait_for("the quit prompt", |d| {
+    s.d.type_keys(b"q");
+    s.d.wait_for("the quit prompt", |d| {
         d.footer()
             == "quit? 2 proposals are still waiting for you (they stay queued)  (y: quit, n or Esc: stay)"
     });
-    d.type_keys(b"y");
-    let status = d.child.wait().unwrap();
+    s.d.type_keys(b"y");
+    let status = s.d.child.wait().unwrap();
     assert!(status.success(), "{status}");
+    assert_eq!(s.statuses(), [Some(Status::Pending), Some(Status::Pending)]);
+}
+
+#[test]
+fn an_editor_that_fails_gets_the_keys_and_decides_nothing() {
+    let mut s = edit_while_typing("fail");
+    let failed = format!(
+        "the editor {:?} exited with exit status: 3; nothing was sent",
+        s.editor.to_str().unwrap()
+    );
+    s.d.wait_for("the status line after the edit", |d| d.footer() == failed);
+    s.assert_the_editor_got_the_keys();
+    assert_eq!(s.statuses(), [Some(Status::Pending), Some(Status::Pending)]);
+}
+
+#[test]
+fn an_edit_is_approved_as_modified_and_the_keys_still_go_to_the_editor() {
+    let mut s = edit_while_typing("change");
+    let approved = format!("approved your edit of {} (modified)", s.a.id);
+    s.d.wait_for("the status line after the edit", |d| d.footer() == approved);
+    s.assert_the_editor_got_the_keys();
+    let r = s.q.response(&s.a.id).unwrap().unwrap();
     assert_eq!(
-        [&a.id, &b.id].map(|id| q.status(id).unwrap()),
-        [Some(Status::Pending), Some(Status::Pending)]
+        (r.status, r.final_file.as_deref()),
+        (
+            supervise::Decision::Modified,
+            Some("routes:\n  - host: a.example\n    port: 8443\n")
+        )
+    );
+    assert_eq!(
+        s.statuses(),
+        [Some(Status::Answered), Some(Status::Pending)]
     );
 }
