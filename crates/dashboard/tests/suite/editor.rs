@@ -200,8 +200,9 @@ fn submit(q: &Queue, host: &str) -> supervise::Proposal {
     .0
 }
 
-/// Two proposals waiting; `e` on the first opens the editor, and `a`, Esc, `q`, `e` are
-/// typed one by one, as a person types them, while it runs.
+/// Two proposals waiting; `opening` (`e`, maybe with keys typed right after it) opens the
+/// editor on the first, and `a`, Esc, `q`, `e` are typed one by one, as a person types
+/// them, while it runs.
 struct Session {
     _dir: tempfile::TempDir,
     d: Dashboard,
@@ -212,7 +213,7 @@ struct Session {
     marks: std::path::PathBuf,
 }
 
-fn edit_while_typing(mode: &str) -> Session {
+fn edit_while_typing(mode: &str, opening: &[u8]) -> Session {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
     let marks = dir.path().join("marks");
@@ -229,7 +230,7 @@ fn edit_while_typing(mode: &str) -> Session {
     d.wait_for("the first proposal", |d| {
         d.screen().iter().any(|l| l.contains(&title))
     });
-    d.type_keys(b"e");
+    d.type_keys(opening);
     d.wait_for("the editor", |_| marks.join("started").exists());
     for key in [&b"a"[..], b"\x1b", b"q", b"e"] {
         d.type_keys(key);
@@ -266,7 +267,7 @@ impl Session {
 
 #[test]
 fn keys_typed_into_the_editor_never_reach_the_dashboard() {
-    let mut s = edit_while_typing("unchanged");
+    let mut s = edit_while_typing("unchanged", b"e");
     let unchanged = format!(
         "edit unchanged: nothing was decided, {} is still pending (a approves it as proposed)",
         s.a.id
@@ -295,7 +296,7 @@ fn keys_typed_into_the_editor_never_reach_the_dashboard() {
 
 #[test]
 fn an_editor_that_fails_gets_the_keys_and_decides_nothing() {
-    let mut s = edit_while_typing("fail");
+    let mut s = edit_while_typing("fail", b"e");
     let failed = format!(
         "the editor {:?} exited with exit status: 3; nothing was sent",
         s.editor.to_str().unwrap()
@@ -307,7 +308,7 @@ fn an_editor_that_fails_gets_the_keys_and_decides_nothing() {
 
 #[test]
 fn an_edit_is_approved_as_modified_and_the_keys_still_go_to_the_editor() {
-    let mut s = edit_while_typing("change");
+    let mut s = edit_while_typing("change", b"e");
     let approved = format!("approved your edit of {} (modified)", s.a.id);
     s.d.wait_for("the status line after the edit", |d| d.footer() == approved);
     s.assert_the_editor_got_the_keys();
@@ -323,4 +324,19 @@ fn an_edit_is_approved_as_modified_and_the_keys_still_go_to_the_editor() {
         s.statuses(),
         [Some(Status::Answered), Some(Status::Pending)]
     );
+}
+
+#[test]
+fn keys_typed_right_after_e_are_not_replayed_after_the_editor() {
+    // `e` and `a` arrive in one read: the `a` was meant for the editor that was opening.
+    let mut s = edit_while_typing("unchanged", b"ea");
+    let unchanged = format!(
+        "edit unchanged: nothing was decided, {} is still pending (a approves it as proposed)",
+        s.a.id
+    );
+    s.d.wait_for("the status line after the edit", |d| {
+        d.footer() == unchanged
+    });
+    s.assert_the_editor_got_the_keys();
+    assert_eq!(s.statuses(), [Some(Status::Pending), Some(Status::Pending)]);
 }
