@@ -19,7 +19,8 @@ use supervise::{Home, Status, Tool};
 /// The editor: puts the terminal in raw mode as vi does, says it started, waits until
 /// the test has typed, then takes whatever the terminal holds for it (without waiting).
 /// `$MODE` says how it ends: `unchanged` (the file as it was), `change` (a port added),
-/// `fail` (exit status 3).
+/// `fail` (exit status 3), `late` (unchanged, after more keys were typed that it never
+/// reads).
 const EDITOR: &str = r#"#!/bin/sh
 saved=$(stty -g)
 stty raw -echo
@@ -27,6 +28,10 @@ stty raw -echo
 while [ ! -e "$MARKS/typed" ]; do sleep 0.05; done
 stty -icanon min 0 time 0
 dd bs=64 count=1 of="$MARKS/keys" 2>/dev/null
+if [ "$MODE" = late ]; then
+    : > "$MARKS/read"
+    while [ ! -e "$MARKS/late" ]; do sleep 0.05; done
+fi
 if [ "$MODE" = change ]; then
     printf 'routes:\n  - host: a.example\n    port: 8443\n' > "$1"
 fi
@@ -237,6 +242,15 @@ fn edit_while_typing(mode: &str, opening: &[u8]) -> Session {
         std::thread::sleep(Duration::from_millis(100));
     }
     File::create(marks.join("typed")).unwrap();
+    if mode == "late" {
+        // Typed while the editor still runs, but no longer reads: nobody's keys.
+        d.wait_for("the editor to stop reading", |_| {
+            marks.join("read").exists()
+        });
+        d.type_keys(b"a");
+        std::thread::sleep(Duration::from_millis(100));
+        File::create(marks.join("late")).unwrap();
+    }
     d.wait_for("the editor to finish", |_| marks.join("done").exists());
     Session {
         _dir: dir,
@@ -338,5 +352,25 @@ fn keys_typed_right_after_e_are_not_replayed_after_the_editor() {
         d.footer() == unchanged
     });
     s.assert_the_editor_got_the_keys();
+    assert_eq!(s.statuses(), [Some(Status::Pending), Some(Status::Pending)]);
+}
+
+#[test]
+fn keys_the_editor_left_unread_are_dropped_when_it_exits() {
+    let mut s = edit_while_typing("late", b"e");
+    let unchanged = format!(
+        "edit unchanged: nothing was decided, {} is still pending (a approves it as proposed)",
+        s.a.id
+    );
+    s.d.wait_for("the status line after the edit", |d| {
+        d.footer() == unchanged
+    });
+    s.assert_the_editor_got_the_keys();
+    // The dashboard reads again: a key typed now is its own (j selects the second).
+    s.d.type_keys(b"j");
+    let second = format!(" proposal {} ", s.b.id);
+    s.d.wait_for("the second proposal selected", |d| {
+        d.screen().iter().any(|l| l.contains(&second))
+    });
     assert_eq!(s.statuses(), [Some(Status::Pending), Some(Status::Pending)]);
 }
