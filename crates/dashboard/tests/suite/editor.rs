@@ -1,11 +1,14 @@
 //! While the operator's editor runs, the terminal is the editor's alone: the dashboard
 //! runs in a real pseudo-terminal, `e` opens a scripted editor, and the keys typed during
 //! the edit (`a`, Esc, `q`, `e`: approve, quit, edit to the dashboard) must all reach the
-//! editor and none the dashboard.
+//! editor and none the dashboard. The key reader's other duty, redrawing when the terminal
+//! is resized, is checked here too.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,9 @@ stty "$saved"
 : > "$MARKS/done"
 if [ "$MODE" = fail ]; then exit 3; fi
 "#;
+
+nix::ioctl_write_int_bad!(set_controlling_terminal, nix::libc::TIOCSCTTY);
+nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, Winsize);
 
 const ROWS: usize = 30;
 const COLS: usize = 120;
@@ -128,18 +134,34 @@ impl Dashboard {
             .stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
             .stderr(File::create(marks.join("stderr")).unwrap());
+        // The pseudo-terminal becomes the dashboard's controlling terminal, as a real one
+        // is, so that resizing it sends SIGWINCH.
+        // SAFETY: between fork and exec the closure only makes two async-signal-safe
+        // system calls (setsid, ioctl) and touches no memory of the parent's.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
+                set_controlling_terminal(0, 0)?;
+                Ok(())
+            });
+        }
         let child = cmd.spawn().unwrap();
         drop(cmd);
         drop(slave);
         let master = File::from(pty.master);
         let screen = Arc::new(Mutex::new(Vec::new()));
         let (mut reader, sink) = (master.try_clone().unwrap(), screen.clone());
+        let mut answers = master.try_clone().unwrap();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             // Ends with EIO once the dashboard and its editor have closed the terminal.
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
                     break;
+                }
+                // A terminal answers "where is the cursor?" (ratatui asks when it clears).
+                if buf[..n].windows(4).any(|w| w == b"\x1b[6n") {
+                    let _ = answers.write_all(b"\x1b[1;1R");
                 }
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
@@ -158,6 +180,18 @@ impl Dashboard {
 
     fn footer(&self) -> String {
         self.screen()[ROWS - 1].clone()
+    }
+
+    /// Resizes the terminal, as a terminal window does when the operator drags it.
+    fn resize(&self, rows: u16, cols: u16) {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one `Winsize`, which lives for the call.
+        unsafe { set_window_size(self.master.as_raw_fd(), &size) }.unwrap();
     }
 
     fn type_keys(&mut self, keys: &[u8]) {
@@ -373,4 +407,31 @@ fn keys_the_editor_left_unread_are_dropped_when_it_exits() {
         d.screen().iter().any(|l| l.contains(&second))
     });
     assert_eq!(s.statuses(), [Some(Status::Pending), Some(Status::Pending)]);
+}
+
+#[test]
+fn a_resized_terminal_is_redrawn_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let a = submit(&q, "a.example");
+    let mut d = Dashboard::start(home.root(), Path::new("false"), &marks, "unchanged");
+    let keys = "a approve  e edit  r reject  f filter bottle  j/k select  q quit";
+    d.wait_for("the first screen", |d| d.footer() == keys);
+    // Smaller: the footer moves up to the new last row, without a key pressed.
+    d.resize(25, 100);
+    d.wait_for("the screen redrawn at 25 rows", |d| {
+        let s = d.screen();
+        s[24] == keys && s[25..].iter().all(String::is_empty)
+    });
+    assert!(
+        d.screen()
+            .iter()
+            .any(|l| l.contains(&format!(" proposal {} ", a.id))),
+        "{:#?}",
+        d.screen()
+    );
+    assert_eq!(d.child.try_wait().unwrap(), None);
 }
