@@ -74,6 +74,7 @@ impl Input {
     /// sends [`Event::InputClosed`] and ends.
     pub fn start(tx: mpsc::Sender<Event>) -> std::io::Result<Self> {
         let tty = open_tty()?;
+        let thread_tty = tty.try_clone()?;
         let (wake, wake_rx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         let (winch_tx, winch_rx) = UnixStream::pair()?;
@@ -82,12 +83,18 @@ impl Input {
             signal_hook::low_level::pipe::register(signal_hook::consts::SIGWINCH, winch_tx)?;
         let (control, control_rx) = mpsc::channel();
         let (parked_tx, parked) = mpsc::channel();
-        let thread_tty = tty.try_clone()?;
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("dashboard-keys".into())
             .spawn(move || {
                 read_loop(&thread_tty, wake_rx, winch_rx, &control_rx, &parked_tx, &tx);
-            })?;
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                signal_hook::low_level::unregister(winch);
+                return Err(e);
+            }
+        };
         Ok(Self {
             control,
             parked,
