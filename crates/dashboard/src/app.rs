@@ -83,6 +83,8 @@ pub struct App {
     filter: Option<String>,
     /// The reject note being typed, when the note prompt is open.
     pub note: Option<String>,
+    /// Whether the "quit with proposals still waiting?" prompt is open.
+    pub confirm_quit: bool,
     /// The status line.
     pub message: Option<(Tone, String)>,
     seen: HashSet<String>,
@@ -133,6 +135,16 @@ impl App {
     /// Whether the live file changed since proposal `id` arrived.
     pub fn is_stale(&self, id: &str) -> bool {
         self.snapshot.stale.contains(id)
+    }
+
+    /// How many proposals (of every bottle, whatever the filter) wait for the operator:
+    /// pending, or approved but failed to apply.
+    pub fn waiting(&self) -> usize {
+        self.snapshot
+            .entries
+            .iter()
+            .filter(|e| matches!(e.status, Status::Pending | Status::ApplyFailed))
+            .count()
     }
 
     /// The proposals shown, by arrival.
@@ -217,9 +229,23 @@ impl App {
         Some(e.proposal.id.clone())
     }
 
-    /// Handles one key press.
+    /// Handles one key press. Esc only ever cancels (a prompt, the status line); `q`
+    /// asks first while proposals wait; Ctrl-C leaves at once.
     pub fn handle_key(&mut self, key: KeyEvent) -> Action {
         if key.kind == KeyEventKind::Release {
+            return Action::None;
+        }
+        // A status line is read by the next key: the keys come back in the footer.
+        self.message = None;
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            return Action::Quit;
+        }
+        if self.confirm_quit {
+            self.confirm_quit = false;
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                return Action::Quit;
+            }
+            self.message = Some((Tone::Info, "still here; nothing was decided".to_owned()));
             return Action::None;
         }
         if let Some(note) = &mut self.note {
@@ -246,8 +272,14 @@ impl App {
             return Action::None;
         }
         match key.code {
-            KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
-            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Action::Quit,
+            KeyCode::Char('q') => {
+                if self.waiting() == 0 {
+                    return Action::Quit;
+                }
+                self.confirm_quit = true;
+                Action::None
+            }
+            KeyCode::Esc => Action::None,
             KeyCode::Down | KeyCode::Char('j') => {
                 self.move_selection(1);
                 Action::None

@@ -5,8 +5,9 @@
 
 pub mod app;
 pub mod diff;
+mod input;
 pub mod run;
 pub mod ui;
 
 pub use app::{Action, App, Snapshot, Tone, snapshot};
-pub use run::{DashboardError, Event, edit_in_editor, perform, run, watch_queues};
+pub use run::{DashboardError, Event, QueueWatch, edit_in_editor, perform, run, watch_queues};

@@ -1,16 +1,21 @@
-//! The interactive loop: a terminal, a thread reading keys (blocking, no polling), a
-//! file watcher on every bottle's queue, and the operator's actions.
+//! The interactive loop: a terminal, a thread reading keys (blocking, no timeouts; paused
+//! while the editor runs), a file watcher on every bottle's queue, and the operator's
+//! actions.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use ratatui::crossterm::event::{self, Event as TermEvent};
+use ratatui::crossterm::event;
 use supervise::queue::{self, QueueError};
 use supervise::validate;
 use supervise::{Decision, Home};
 
 use crate::app::{self, Action, App, Tone};
+use crate::input::{self, Input};
 
 /// The dashboard could not run.
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +45,49 @@ pub enum Event {
     Resize,
     /// Something changed under `queue/`.
     QueueChanged,
+    /// The terminal is gone (hung up): nobody can answer anything here any more.
+    InputClosed,
 }
 
-/// Watches every bottle's queue (recursively) and sends [`Event::QueueChanged`].
-pub fn watch_queues(
-    home: &Home,
-    tx: mpsc::Sender<Event>,
-) -> Result<notify::RecommendedWatcher, DashboardError> {
+/// The watch on every bottle's queue; dropping it stops watching.
+pub struct QueueWatch {
+    _watcher: notify::RecommendedWatcher,
+    deliveries: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for QueueWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueWatch")
+            .field("deliveries", &self.deliveries())
+            .finish()
+    }
+}
+
+impl QueueWatch {
+    /// How many file events woke the watcher, changes or not (the kernel reports every
+    /// open of a queue file too). It stays still while every queue is idle: tests and
+    /// benchmarks watch it.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+}
+
+/// Watches every bottle's queue (recursively) and sends [`Event::QueueChanged`] for
+/// changes only ([`supervise::queue::is_queue_change`]): the dashboard's own reloads open
+/// every queue file, and must not wake it again.
+pub fn watch_queues(home: &Home, tx: mpsc::Sender<Event>) -> Result<QueueWatch, DashboardError> {
     use notify::Watcher;
     let root = home.queue_root();
     std::fs::create_dir_all(&root)?;
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let counter = deliveries.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && !ev.kind.is_access()
-        {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let change = match &res {
+            Ok(ev) => queue::is_queue_change(ev),
+            Err(_) => true,
+        };
+        if change {
             let _ = tx.send(Event::QueueChanged);
         }
     })
@@ -66,7 +100,10 @@ pub fn watch_queues(
             path: root.clone(),
             source,
         })?;
-    Ok(w)
+    Ok(QueueWatch {
+        _watcher: w,
+        deliveries,
+    })
 }
 
 fn notify_arrival(count: usize) {
@@ -137,7 +174,14 @@ pub fn edit_in_editor(text: &str, suffix: &str) -> std::io::Result<String> {
     result
 }
 
-/// Performs an operator action; returns the status line to show.
+/// Whether an edited file says what the proposal says: editors that save an untouched
+/// file may still add a final newline (vi does), and that is not a change.
+fn unchanged(edited: &str, proposed: &str) -> bool {
+    edited.trim_end() == proposed.trim_end()
+}
+
+/// Performs an operator action; returns the status line to show. For [`Action::Edit`],
+/// `edited` is the file as the editor left it: an unchanged file decides nothing.
 pub fn perform(
     home: &Home,
     app: &App,
@@ -157,20 +201,27 @@ pub fn perform(
                 return (Tone::Error, format!("proposal {id} is gone"));
             };
             let Some(text) = edited else {
-                return (Tone::Info, "edit cancelled; nothing was sent".to_owned());
+                return (
+                    Tone::Info,
+                    format!("edit cancelled: nothing was decided, {id} is still pending"),
+                );
             };
-            if text == entry.proposal.proposed_file {
-                queue::answer(home, id, Decision::Approved, None, None, operator)
-                    .map(|_| format!("unchanged: approved {id} as proposed"))
-            } else if let Err(e) = validate::parse_payload(entry.proposal.tool, &text) {
+            if unchanged(&text, &entry.proposal.proposed_file) {
+                return (
+                    Tone::Info,
+                    format!(
+                        "edit unchanged: nothing was decided, {id} is still pending (a approves it as proposed)"
+                    ),
+                );
+            }
+            if let Err(e) = validate::parse_payload(entry.proposal.tool, &text) {
                 return (
                     Tone::Error,
                     format!("the edited file is not valid, nothing was sent: {e}"),
                 );
-            } else {
-                queue::answer(home, id, Decision::Modified, Some(text), None, operator)
-                    .map(|_| format!("approved your edit of {id} (modified)"))
             }
+            queue::answer(home, id, Decision::Modified, Some(text), None, operator)
+                .map(|_| format!("approved your edit of {id} (modified)"))
         }
         Action::None | Action::Quit => return (Tone::Info, String::new()),
     };
@@ -180,89 +231,142 @@ pub fn perform(
     }
 }
 
+/// Gives the screen back to the shell (and so to the editor).
+fn leave_screen() -> std::io::Result<()> {
+    use ratatui::crossterm::{cursor, execute, terminal};
+    terminal::disable_raw_mode()?;
+    execute!(
+        std::io::stdout(),
+        terminal::LeaveAlternateScreen,
+        cursor::Show
+    )
+}
+
+/// Takes the screen back after the editor; the fresh terminal redraws it whole. (Not
+/// `Terminal::clear`, which asks the terminal where its cursor is and reads the answer
+/// from the keyboard input.)
+fn enter_screen(terminal: &mut ratatui::DefaultTerminal) -> std::io::Result<()> {
+    use ratatui::crossterm::{execute, terminal as term};
+    term::enable_raw_mode()?;
+    execute!(
+        std::io::stdout(),
+        term::EnterAlternateScreen,
+        term::Clear(term::ClearType::All)
+    )?;
+    *terminal = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
+    Ok(())
+}
+
+/// Runs `f` (the editor) with the terminal handed to it alone. The key reader is parked
+/// first, and only once it says so does anything else happen; keys typed after the one
+/// that opened the editor were meant for the editor and are dropped. Afterwards whatever
+/// was typed and not read by the editor is thrown away too, and the dashboard takes the
+/// screen back. Nothing typed while the editor runs can become a dashboard command.
+fn hand_terminal_to<T>(
+    terminal: &mut ratatui::DefaultTerminal,
+    input: &mut Input,
+    rx: &mpsc::Receiver<Event>,
+    backlog: &mut VecDeque<Event>,
+    f: impl FnOnce() -> T,
+) -> Result<T, DashboardError> {
+    input.pause();
+    backlog.retain(|e| !matches!(e, Event::Key(_)));
+    while let Ok(ev) = rx.try_recv() {
+        if !matches!(ev, Event::Key(_)) {
+            backlog.push_back(ev);
+        }
+    }
+    input::discard_typeahead(input.tty());
+    let left = leave_screen();
+    let out = left.is_ok().then(f);
+    input::discard_typeahead(input.tty());
+    let back = enter_screen(terminal);
+    input.resume();
+    left?;
+    back?;
+    out.ok_or_else(|| DashboardError::Terminal(std::io::Error::other("the screen was not left")))
+}
+
 /// Runs the dashboard on the terminal until the operator quits.
 pub fn run(home: Home, filter: Option<String>) -> Result<(), DashboardError> {
     let (tx, rx) = mpsc::channel();
-    let _watcher = watch_queues(&home, tx.clone())?;
-    let keys_tx = tx.clone();
-    std::thread::spawn(move || {
-        loop {
-            let ev = match event::read() {
-                Ok(TermEvent::Key(k)) => Event::Key(k),
-                Ok(TermEvent::Resize(..)) => Event::Resize,
-                Ok(_) => continue,
-                Err(_) => break,
-            };
-            if keys_tx.send(ev).is_err() {
-                break;
-            }
-        }
-    });
+    let _watch = watch_queues(&home, tx.clone())?;
     let operator = queue::operator_name();
     let mut app = App::new(filter);
     reload(&home, &mut app, false);
-    let mut terminal = ratatui::init();
-    let mut backlog = std::collections::VecDeque::new();
-    let result = (|| -> Result<(), DashboardError> {
-        loop {
-            terminal.draw(|f| crate::ui::render(f, &app))?;
-            let ev = match backlog.pop_front() {
-                Some(ev) => ev,
-                None => match rx.recv() {
-                    Ok(ev) => ev,
-                    Err(_) => return Ok(()),
-                },
-            };
-            let mut changed = matches!(ev, Event::QueueChanged);
-            if let Event::Key(k) = ev {
-                let action = app.handle_key(k);
-                match &action {
-                    Action::Quit => return Ok(()),
-                    Action::None => {}
-                    Action::Edit(id) => {
-                        let entry = app
-                            .visible()
-                            .into_iter()
-                            .find(|e| &e.proposal.id == id)
-                            .cloned();
-                        let edited = entry.and_then(|e| {
-                            ratatui::restore();
-                            let r = edit_in_editor(
-                                &e.proposal.proposed_file,
-                                e.proposal.tool.file_suffix(),
-                            );
-                            terminal = ratatui::init();
-                            match r {
-                                Ok(t) => Some(t),
-                                Err(err) => {
-                                    app.message = Some((Tone::Error, err.to_string()));
-                                    None
-                                }
-                            }
-                        });
-                        if edited.is_some() {
-                            app.message = Some(perform(&home, &app, &action, &operator, edited));
-                        }
-                        changed = true;
-                    }
-                    _ => {
-                        app.message = Some(perform(&home, &app, &action, &operator, None));
-                        changed = true;
-                    }
-                }
-            }
-            // Coalesce bursts of file events into one reload.
-            while let Ok(more) = rx.try_recv() {
-                match more {
-                    Event::QueueChanged => changed = true,
-                    other => backlog.push_back(other),
-                }
-            }
-            if changed {
-                reload(&home, &mut app, true);
-            }
-        }
-    })();
+    let mut terminal = ratatui::try_init()?;
+    let result = Input::start(tx)
+        .map_err(DashboardError::from)
+        .and_then(|mut input| {
+            event_loop(&home, &operator, &mut app, &mut terminal, &mut input, &rx)
+        });
     ratatui::restore();
     result
+}
+
+fn event_loop(
+    home: &Home,
+    operator: &str,
+    app: &mut App,
+    terminal: &mut ratatui::DefaultTerminal,
+    input: &mut Input,
+    rx: &mpsc::Receiver<Event>,
+) -> Result<(), DashboardError> {
+    let mut backlog = VecDeque::new();
+    loop {
+        terminal.draw(|f| crate::ui::render(f, app))?;
+        let ev = match backlog.pop_front() {
+            Some(ev) => ev,
+            None => match rx.recv() {
+                Ok(ev) => ev,
+                Err(_) => return Ok(()),
+            },
+        };
+        let mut changed = matches!(ev, Event::QueueChanged);
+        match ev {
+            Event::InputClosed => return Ok(()),
+            Event::Resize | Event::QueueChanged => {}
+            Event::Key(k) => match app.handle_key(k) {
+                Action::Quit => return Ok(()),
+                Action::None => {}
+                Action::Edit(id) => {
+                    let proposal = app
+                        .visible()
+                        .into_iter()
+                        .find(|e| e.proposal.id == id)
+                        .map(|e| e.proposal.clone());
+                    app.message = Some(match proposal {
+                        None => (Tone::Error, format!("proposal {id} is gone")),
+                        Some(p) => {
+                            let edited =
+                                hand_terminal_to(terminal, input, rx, &mut backlog, || {
+                                    edit_in_editor(&p.proposed_file, p.tool.file_suffix())
+                                })?;
+                            match edited {
+                                Ok(text) => {
+                                    perform(home, app, &Action::Edit(id), operator, Some(text))
+                                }
+                                Err(e) => (Tone::Error, e.to_string()),
+                            }
+                        }
+                    });
+                    changed = true;
+                }
+                action => {
+                    app.message = Some(perform(home, app, &action, operator, None));
+                    changed = true;
+                }
+            },
+        }
+        // Coalesce bursts of file events into one reload.
+        while let Ok(more) = rx.try_recv() {
+            match more {
+                Event::QueueChanged => changed = true,
+                other => backlog.push_back(other),
+            }
+        }
+        if changed {
+            reload(home, app, true);
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Drawing the dashboard: the pending list on top (each with its effect), the selected
-//! proposal below (its effect first, then the justification and the diff), the keys (or the reject-note prompt, or the last message) at the bottom.
+//! proposal below (its effect first, then the justification and the diff), the keys (or the
+//! open prompt: reject note, quit; or the last message) at the bottom.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
@@ -191,6 +192,23 @@ pub fn render(frame: &mut Frame, app: &App) {
             Span::raw(format!("{note}_")),
             Span::styled(
                 "  (Enter: reject, Esc: cancel)",
+                Style::new().fg(Color::DarkGray),
+            ),
+        ])
+    } else if app.confirm_quit {
+        let n = app.waiting();
+        let what = if n == 1 {
+            "1 proposal is".to_owned()
+        } else {
+            format!("{n} proposals are")
+        };
+        Line::from(vec![
+            Span::styled(
+                format!("quit? {what} still waiting for you (they stay queued)"),
+                Style::new().fg(Color::Yellow),
+            ),
+            Span::styled(
+                "  (y: quit, n or Esc: stay)",
                 Style::new().fg(Color::DarkGray),
             ),
         ])

@@ -1,16 +1,18 @@
 //! The server side of the queue: turns operator responses into changes in effect, then
 //! into answers for waiting agents.
 //!
-//! One task per bottle ([`Engine::run`]) reacts to file events in the queue directory
-//! (inotify through `notify`, with a slow rescan as a fallback for file systems that do
-//! not report events): for each response it applies the change through the [`Applier`],
-//! appends the decision to the audit log, moves the proposal to `processed/` and only
-//! then wakes the waiting tool calls. Waiters never read responses themselves, so a
+//! One task per bottle ([`Engine::run`]) reacts to changes in the queue directory
+//! (inotify through `notify`, creations, removals, renames and writes only: reads, its own
+//! included, never wake it, so an idle bottle costs no CPU; a slow rescan is the fallback
+//! for file systems that do not report events): for each response it applies the change
+//! through the [`Applier`], appends the decision to the audit log, moves the proposal to
+//! `processed/` and only then wakes the waiting tool calls. Waiters never read responses themselves, so a
 //! change is applied exactly once however many calls wait for it, and an agent is never
 //! told "approved" before the change is in effect. Everything lives in files, so a
 //! restarted server picks up where the previous one stopped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +57,7 @@ pub struct Engine {
     process_lock: tokio::sync::Mutex<()>,
     submit_lock: tokio::sync::Mutex<()>,
     fallback_scan: Duration,
+    file_wakeups: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -76,6 +79,7 @@ impl Engine {
             process_lock: tokio::sync::Mutex::new(()),
             submit_lock: tokio::sync::Mutex::new(()),
             fallback_scan: Duration::from_secs(5),
+            file_wakeups: AtomicU64::new(0),
         })
     }
 
@@ -87,6 +91,13 @@ impl Engine {
     /// The applier.
     pub fn applier(&self) -> &Arc<dyn Applier> {
         &self.applier
+    }
+
+    /// How many times a file event woke [`Engine::run`] to look at the queue again
+    /// (the start-up pass and the slow fallback rescans are not counted). An idle queue
+    /// wakes it never, whoever reads the queue: tests and benchmarks watch this number.
+    pub fn file_wakeups(&self) -> u64 {
+        self.file_wakeups.load(Ordering::Relaxed)
     }
 
     fn bump(&self) {
@@ -399,8 +410,15 @@ impl Engine {
         let watcher = {
             use notify::Watcher;
             let tx = tx.clone();
+            // Only changes wake the engine: each pass opens the queue directory, and
+            // reacting to opens would wake it again at once, forever.
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                let change = match &res {
+                    Ok(ev) => crate::queue::is_queue_change(ev),
+                    // An error from the watcher (lost events, say): look again.
+                    Err(_) => true,
+                };
+                if change {
                     let _ = tx.try_send(());
                 }
             })
@@ -422,7 +440,9 @@ impl Engine {
                 // A stopped engine must not apply anything more, even with events queued.
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(()) = rx.recv() => {}
+                Some(()) = rx.recv() => {
+                    self.file_wakeups.fetch_add(1, Ordering::Relaxed);
+                }
                 () = tokio::time::sleep(fallback) => {}
             }
             self.process_responses().await;

@@ -505,6 +505,28 @@ fn problem(path: &Path, e: QueueError) -> Problem {
     }
 }
 
+/// Whether a file event under `queue/` can change what a queue holds: a file or
+/// directory created, removed, renamed, written or closed after writing (and any event
+/// the watcher could not classify, such as a lost-events rescan).
+///
+/// Opening and reading are not changes. The inotify backend reports every open
+/// (`IN_OPEN`), and each pass over a queue opens its directory: a watcher that reacted to
+/// those woke itself in an endless loop (a core per idle bottle) and woke every other
+/// watcher of the same directory (the dashboard) thousands of times a second.
+pub fn is_queue_change(event: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
+}
+
 /// Every bottle that has a queue directory.
 pub fn identities(home: &Home) -> Result<Vec<String>, QueueError> {
     let root = home.queue_root();
@@ -694,6 +716,32 @@ mod tests {
             current_file: Some("routes: []\n".into()),
             args: None,
         }
+    }
+
+    #[test]
+    fn opening_and_reading_are_not_queue_changes() {
+        use notify::EventKind::{Access, Create, Modify, Other, Remove};
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+        };
+        let kinds = [
+            Access(AccessKind::Open(AccessMode::Any)),
+            Access(AccessKind::Read),
+            Access(AccessKind::Close(AccessMode::Read)),
+            Access(AccessKind::Close(AccessMode::Write)),
+            Create(CreateKind::File),
+            Remove(RemoveKind::File),
+            Modify(ModifyKind::Name(RenameMode::To)),
+            Modify(ModifyKind::Name(RenameMode::From)),
+            Modify(ModifyKind::Data(DataChange::Any)),
+            Other,
+        ];
+        assert_eq!(
+            kinds.map(|k| is_queue_change(&notify::Event::new(k))),
+            [
+                false, false, false, true, true, true, true, true, true, true
+            ]
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 use pretty_assertions::assert_eq;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use dashboard::{Action, App};
+use supervise::queue::{NewProposal, Queue};
+use supervise::{Home, Status, Tool};
+
+use dashboard::{Action, App, Tone};
 
 use super::fixtures::snapshot;
 
@@ -48,10 +51,139 @@ fn approve_edit_reject_and_quit() {
     press(&mut app, KeyCode::Char('r'));
     assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
     assert_eq!(app.note, None);
-    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
+    // proposals are waiting: q asks, y confirms
+    assert_eq!(
+        [KeyCode::Char('q'), KeyCode::Char('y')].map(|k| press(&mut app, k)),
+        [Action::None, Action::Quit]
+    );
     assert_eq!(
         app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
         Action::Quit
+    );
+}
+
+#[test]
+fn esc_cancels_and_never_quits() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    let keys = [
+        KeyCode::Esc, // on the list: nothing to cancel
+        KeyCode::Down,
+        KeyCode::Char('a'), // answered already: a status line
+        KeyCode::Esc,       // dismisses it
+        KeyCode::Up,
+        KeyCode::Char('r'), // the reject-note prompt
+        KeyCode::Char('x'),
+        KeyCode::Esc,       // closes it
+        KeyCode::Char('q'), // the quit prompt
+        KeyCode::Esc,       // closes it
+        KeyCode::Esc,
+    ];
+    assert_eq!(
+        keys.map(|k| press(&mut app, k)).to_vec(),
+        vec![Action::None; keys.len()]
+    );
+    assert_eq!((app.note.clone(), app.message.clone()), (None, None));
+    // still on the list: the selected proposal can be approved
+    assert_eq!(
+        press(&mut app, KeyCode::Char('a')),
+        Action::Approve("00000000000000a1".into())
+    );
+}
+
+#[test]
+fn q_asks_before_leaving_waiting_proposals() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    // anything but y keeps the dashboard open, and decides nothing
+    for stay in [
+        KeyCode::Char('n'),
+        KeyCode::Esc,
+        KeyCode::Char('q'),
+        KeyCode::Char('a'),
+    ] {
+        assert_eq!(
+            [KeyCode::Char('q'), stay].map(|k| press(&mut app, k)),
+            [Action::None, Action::None],
+            "{stay:?}"
+        );
+    }
+    assert_eq!(
+        [KeyCode::Char('q'), KeyCode::Char('y')].map(|k| press(&mut app, k)),
+        [Action::None, Action::Quit]
+    );
+    // only answered proposals left (their bottles apply them): nothing to ask
+    let mut s = snapshot();
+    s.entries.retain(|e| e.status == Status::Answered);
+    let mut app = App::new(None);
+    app.load(s);
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
+    let mut app = App::new(None);
+    app.load(dashboard::Snapshot::default());
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
+}
+
+fn submit(q: &Queue, host: &str) -> supervise::Proposal {
+    q.submit(NewProposal {
+        tool: Tool::EgressAllow,
+        proposed_file: format!("routes:\n  - host: {host}\n"),
+        justification: "need it".into(),
+        current_file: Some("routes: []\n".into()),
+        args: None,
+    })
+    .unwrap()
+    .0
+}
+
+#[test]
+fn leaving_the_editor_without_a_change_decides_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let p = submit(&q, "a.example");
+    let mut app = App::new(None);
+    app.load(dashboard::snapshot(&home).unwrap());
+    // as proposed; with the final newline an editor adds or drops; the editor failed
+    let untouched = p.proposed_file.clone();
+    let newline_added = format!("{}\n", p.proposed_file);
+    let newline_dropped = p.proposed_file.trim_end().to_owned();
+    let mut said = vec![];
+    for edited in [
+        Some(untouched),
+        Some(newline_added),
+        Some(newline_dropped),
+        None,
+    ] {
+        said.push(dashboard::perform(
+            &home,
+            &app,
+            &Action::Edit(p.id.clone()),
+            "op",
+            edited,
+        ));
+    }
+    let unchanged = format!(
+        "edit unchanged: nothing was decided, {} is still pending (a approves it as proposed)",
+        p.id
+    );
+    assert_eq!(
+        said,
+        vec![
+            (Tone::Info, unchanged.clone()),
+            (Tone::Info, unchanged.clone()),
+            (Tone::Info, unchanged),
+            (
+                Tone::Info,
+                format!(
+                    "edit cancelled: nothing was decided, {} is still pending",
+                    p.id
+                )
+            ),
+        ]
+    );
+    assert_eq!(
+        (q.response(&p.id).unwrap(), q.status(&p.id).unwrap()),
+        (None, Some(Status::Pending))
     );
 }
 

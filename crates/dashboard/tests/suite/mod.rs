@@ -1,3 +1,4 @@
+mod editor;
 mod fixtures;
 mod keys;
 mod screens;

@@ -113,3 +113,41 @@ fn a_block_that_widens_shows_its_effect_first() {
         .unwrap();
     assert_eq!(buf[(3, line)].fg, Color::Red);
 }
+
+#[test]
+fn quit_prompt_while_proposals_wait() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    key(&mut app, KeyCode::Char('q'));
+    insta::assert_snapshot!(draw(&app));
+}
+
+#[test]
+fn footer_after_an_unchanged_edit_and_after_the_next_key() {
+    use supervise::queue::{NewProposal, Queue};
+    let dir = tempfile::tempdir().unwrap();
+    let home = supervise::Home::new(dir.path());
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let (p, _) = q
+        .submit(NewProposal {
+            tool: supervise::Tool::EgressAllow,
+            proposed_file: "routes:\n  - host: a.example\n".into(),
+            justification: "need it".into(),
+            current_file: Some("routes: []\n".into()),
+            args: None,
+        })
+        .unwrap();
+    let mut app = App::new(None);
+    app.load(dashboard::snapshot(&home).unwrap());
+    app.message = Some(dashboard::perform(
+        &home,
+        &app,
+        &dashboard::Action::Edit(p.id.clone()),
+        "op",
+        Some(p.proposed_file.clone()),
+    ));
+    let footer = |app: &App| draw(app).lines().last().unwrap().replace(&p.id, "<id>");
+    let after_edit = footer(&app);
+    key(&mut app, KeyCode::Char('j'));
+    insta::assert_snapshot!(format!("{after_edit}\n{}", footer(&app)));
+}

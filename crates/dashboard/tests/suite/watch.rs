@@ -1,12 +1,13 @@
 //! The dashboard against real queue files: arrivals wake it through file events, and
 //! its actions become responses that validate edited files.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use pretty_assertions::assert_eq;
 use supervise::queue::{NewProposal, Queue};
-use supervise::{Decision, Home, Tool};
+use supervise::{Decision, Engine, Home, RecordingApplier, Tool};
+use tokio_util::sync::CancellationToken;
 
 use dashboard::{Action, App, Event, Tone};
 
@@ -79,13 +80,7 @@ fn actions_write_validated_responses() {
         (Decision::Modified, Some(edited), "op")
     );
 
-    dashboard::perform(
-        &home,
-        &app,
-        &Action::Edit(b.id.clone()),
-        "op",
-        Some(b.proposed_file.clone()),
-    );
+    dashboard::perform(&home, &app, &Action::Approve(b.id.clone()), "op", None);
     assert_eq!(
         q.response(&b.id).unwrap().unwrap().status,
         Decision::Approved
@@ -103,4 +98,49 @@ fn actions_write_validated_responses() {
     );
     let r = q.response(&c.id).unwrap().unwrap();
     assert_eq!((r.status, r.notes), (Decision::Rejected, Some("no".into())));
+}
+
+#[test]
+fn an_idle_sidecar_and_its_own_reloads_do_not_wake_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    propose(&q, "a.example");
+    propose(&q, "b.example");
+    let (tx, rx) = mpsc::channel();
+    let watch = dashboard::watch_queues(&home, tx).unwrap();
+    let mut app = App::new(None);
+    app.load(dashboard::snapshot(&home).unwrap());
+
+    // The bottle's sidecar, idle: its queue holds two proposals and nothing changes.
+    let before = watch.deliveries();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engine = Engine::new(
+        q.clone(),
+        Arc::new(RecordingApplier::with_routes("routes: []\n")),
+    );
+    let stop = CancellationToken::new();
+    let run = rt.spawn(engine.clone().run(stop.clone()));
+    std::thread::sleep(Duration::from_secs(2));
+    let woken = watch.deliveries() - before;
+    stop.cancel();
+    rt.block_on(run).unwrap();
+    // The engine's start-up pass opens the queue once (and the events of the dashboard's
+    // first load may arrive late); an idle sidecar adds nothing.
+    assert!(
+        woken <= 20,
+        "an idle sidecar woke the dashboard's watcher {woken} times in two seconds"
+    );
+
+    // The dashboard's reloads open every queue file; none of that is a change.
+    for _ in 0..5 {
+        app.load(dashboard::snapshot(&home).unwrap());
+    }
+    let changes = rx
+        .recv_timeout(Duration::from_millis(500))
+        .into_iter()
+        .chain(rx.try_iter())
+        .filter(|e| matches!(e, Event::QueueChanged))
+        .count();
+    assert_eq!(changes, 0, "reads of the queues were taken for changes");
 }

@@ -3,4 +3,5 @@ mod effect;
 mod egress_live;
 mod engine;
 mod http;
+mod idle;
 mod python_sdk;
