@@ -475,6 +475,7 @@ mod tests {
             init_exe: "/usr/local/bin/bot-bottle".into(),
             init_args: vec!["__docker-init".into()],
             runtime: Some("runsc".into()),
+            gvisor: true,
             read_only_root: true,
             launcher: "boot:4242:99".into(),
             workspace_host: "/home/dev/project".into(),
