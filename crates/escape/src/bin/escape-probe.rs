@@ -19,10 +19,10 @@ mod egress_classes;
 mod git_objects;
 #[path = "escape-probe/gvisor.rs"]
 mod gvisor;
-#[path = "escape-probe/supervise_effect.rs"]
-mod supervise_effect;
 #[path = "escape-probe/limits.rs"]
 mod limits;
+#[path = "escape-probe/supervise_effect.rs"]
+mod supervise_effect;
 
 const T: Duration = Duration::from_secs(2);
 const PROXY: &str = "127.0.0.1:3128";
