@@ -215,15 +215,43 @@ impl Home {
         for _ in 0..64 {
             let id = Identity::generate(&meta.agent)?;
             let dir = self.state_dir(&id);
-            match fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => {
-                    let lock = self.lock_bottle(&id)?;
-                    self.write_metadata(&id, meta)?;
-                    return Ok((id, lock));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_err("cannot create", &dir)(e)),
+            if fs::symlink_metadata(&dir).is_ok() {
+                continue;
             }
+            // Built under a name no identity has, then renamed into place: whoever sees the
+            // bottle's directory (`list`, `stop`, `cleanup`) sees it locked and with its
+            // metadata, never half made.
+            let building = state_root.join(format!(".creating-{id}"));
+            match fs::remove_dir_all(&building) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("cannot remove", &building)(e));
+                }
+                _ => {}
+            }
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&building)
+                .map_err(io_err("cannot create", &building))?;
+            let lock_path = building.join("lock");
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io_err("cannot open", &lock_path))?;
+            file.lock().map_err(io_err("cannot lock", &lock_path))?;
+            let meta_path = building.join("metadata.json");
+            let mut data = serde_json::to_vec_pretty(meta).map_err(|e| StateError::Io {
+                action: "cannot encode",
+                path: meta_path.clone(),
+                source: io::Error::other(e),
+            })?;
+            data.push(b'\n');
+            atomic_write(&meta_path, &data).map_err(io_err("cannot write", &meta_path))?;
+            // Only `create_bottle` makes state directories, under the home-wide lock held
+            // here, so the name checked above is still free.
+            fs::rename(&building, &dir).map_err(io_err("cannot create", &dir))?;
+            return Ok((id, RunLock { _file: file }));
         }
         Err(StateError::Exhausted(meta.agent.clone()))
     }
@@ -548,6 +576,37 @@ mod tests {
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let ids: HashSet<_> = results.iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(ids.len(), 8);
+    }
+
+    /// `stop` right after `start` read a listed bottle whose metadata was not written yet:
+    /// a bottle is listed only whole (locked, with its metadata).
+    #[test]
+    fn a_listed_bottle_always_has_its_metadata_and_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let maker = {
+            let home = home.clone();
+            std::thread::spawn(move || {
+                (0..150)
+                    .map(|_| home.create_bottle(&meta("a")).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mut seen = 0;
+        while !maker.is_finished() {
+            for b in home.list().unwrap() {
+                assert!(
+                    b.metadata.is_some(),
+                    "{} listed without metadata",
+                    b.identity
+                );
+                assert_eq!(b.state, BottleState::Running, "{}", b.identity);
+                seen += 1;
+            }
+        }
+        let made = maker.join().unwrap();
+        assert_eq!(home.list().unwrap().len(), made.len());
+        assert!(seen > 0);
     }
 
     #[test]
