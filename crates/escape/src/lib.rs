@@ -1,7 +1,8 @@
 //! The escape suite (test-only crate).
 //!
-//! * `escape-probe` (`src/bin/escape-probe.rs`): run inside a bottle as the agent, it tries
-//!   every attack of the threat model and prints one line per case:
+//! * `escape-probe` (`src/bin/escape-probe/main.rs`, one module per attack family): run
+//!   inside a bottle as the agent, it tries every attack of the threat model and prints one
+//!   line per case:
 //!   `CASE <name> blocked|ESCAPED|n/a <detail>`.
 //! * `tests/suite/`: the host-side harness. It builds canaries (an "internet" and a "LAN"
 //!   network namespace, a canary on host loopback, a DNS canary, a recording TLS upstream

@@ -8,9 +8,12 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use super::{
-    Cfg, Resp, Tally, connect, desc, expect_block, expect_policy_block, https, read_resp, tunnel,
+use crate::config::Cfg;
+use crate::http::{
+    Tls, connect_status, desc, expect_block, expect_policy_block, https, plain_proxy, read_resp,
+    tls_config, tunnel, tunnel_with,
 };
+use crate::verdict::Tally;
 
 /// Everything this module adds to the `egress` section.
 pub(crate) fn run(c: &Cfg) {
@@ -112,11 +115,7 @@ fn host_forms(api: &str, target: &str) {
             https(target, api, req.as_bytes()),
         );
     }
-    let r = connect(&format!("user@{api}:443")).map(|(status, _)| Resp {
-        status,
-        head: String::new(),
-        body: Vec::new(),
-    });
+    let r = connect_status(&format!("user@{api}:443"));
     expect_block(&mut t, "CONNECT user@host", r);
     t.done();
 }
@@ -211,22 +210,10 @@ fn upgrade_framing(api: &str, target: &str) {
 
 // ---------------------------------------------------------------- a minimal HTTP/2 client
 
-fn h2_tls(target: &str, sni: &str) -> Result<super::Tls, String> {
-    let (status, s) = connect(target)?;
-    if status != 200 {
-        return Err(format!("CONNECT {target}: {status}"));
-    }
-    let mut config = (*super::tls_config()?).clone();
+fn h2_tls(target: &str, sni: &str) -> Result<Tls, String> {
+    let mut config = (*tls_config()?).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let name =
-        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| format!("{e}"))?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| format!("{e}"))?;
-    let mut tls = rustls::StreamOwned::new(conn, s);
-    while tls.conn.is_handshaking() {
-        tls.conn
-            .complete_io(&mut tls.sock)
-            .map_err(|e| format!("tls {sni}: {e}"))?;
-    }
+    let tls = tunnel_with(target, sni, Arc::new(config))?;
     if tls.conn.alpn_protocol() != Some(b"h2") {
         return Err("the proxy did not negotiate h2".into());
     }
@@ -359,13 +346,9 @@ fn http2_limits(api: &str, target: &str) {
 fn default_port(api: &str) {
     let mut t = Tally::new("egress-route-default-port");
     // the allowed route has no port: 443 through CONNECT, never 80
-    let r = connect(&format!("{api}:80")).map(|(status, _)| Resp {
-        status,
-        head: String::new(),
-        body: Vec::new(),
-    });
+    let r = connect_status(&format!("{api}:80"));
     expect_block(&mut t, "CONNECT :80", r);
-    let r = super::plain_proxy(&format!(
+    let r = plain_proxy(&format!(
         "GET http://{api}:443/v1/h2limit-plain443 HTTP/1.1\r\nHost: {api}:443\r\n\r\n"
     ));
     expect_policy_block(&mut t, "http://host:443", r);

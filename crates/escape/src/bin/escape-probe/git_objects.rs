@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 
-use super::{Tally, run_git, why};
+use crate::git::{run_git, why};
+use crate::verdict::Tally;
 
 /// Runs git with `input` on stdin; its trimmed stdout, or `None`.
 fn git_in(app: &Path, args: &[&str], input: &[u8]) -> Option<String> {

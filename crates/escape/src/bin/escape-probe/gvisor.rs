@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 
 use escape::gvisor::{HOST_DEVICES, Kernel, OWN_DEVICES};
 
-use super::{Cfg, Tally, blocked, errno, escaped, host_addresses, in_child, na};
+use crate::config::Cfg;
+use crate::fork::{errno, in_child};
+use crate::network::host_addresses;
+use crate::sockets::reach_canary;
+use crate::verdict::{Tally, blocked, escaped, na};
 
 /// The bottle's kernel as seen from inside (read fresh: cheap, and no global state).
 pub fn kernel() -> Kernel {
@@ -83,7 +87,7 @@ pub fn unshare_succeeded(c: &Cfg, t: &mut Tally, what: &str, flag: libc::c_int) 
         let read_host = targets.iter().any(|p| {
             std::fs::read_to_string(p).is_ok_and(|s| !nonce.is_empty() && s.contains(&nonce))
         });
-        let reached = canaries.iter().any(|a| super::reach_canary(a).is_ok());
+        let reached = canaries.iter().any(|a| reach_canary(a).is_ok());
         read_host || reached
     });
     if code == 0 {
@@ -159,7 +163,7 @@ pub fn device_opened(t: &mut Tally, path: &str) {
 /// A blocked attempt put first in the case's detail (which the table cuts at 300 characters),
 /// so that what gVisor changed is read before the list of ordinary refusals.
 fn first(t: &mut Tally, what: &str) {
-    t.ok.insert(0, what.to_owned());
+    t.blocked_first(what);
 }
 
 /// `no_new_privs` as `prctl` says it, checked against `/proc/self/status` (which has no

@@ -7,7 +7,9 @@
 //! machine: a burst that reaches its bound was not stopped and is ESCAPED. The sidecars must
 //! still answer afterwards.
 
-use super::{Cfg, blocked, escaped, https};
+use crate::config::Cfg;
+use crate::http::https;
+use crate::verdict::{blocked, escaped};
 
 pub(super) fn resources(c: &Cfg) {
     agent_host_uid();

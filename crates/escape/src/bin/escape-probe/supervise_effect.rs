@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use super::{Cfg, Tally, expect_block, https, mcp};
+use crate::config::Cfg;
+use crate::http::{expect_block, https};
+use crate::supervise::mcp;
+use crate::verdict::Tally;
 
 /// The live routes as the agent sees them (`list-egress-routes`).
 fn live_routes() -> Result<String, String> {

@@ -1,0 +1,486 @@
+//! The per-request path: a request that arrived in a tunnel (or as absolute-form `http://`)
+//! is checked against the routes exactly as it will be forwarded, rewritten (hop-by-hop
+//! headers out, credential in, one spelling of `Host`), sent upstream, and streamed back.
+//!
+//! What a refusal and a log line need about the request is one borrowed value,
+//! [`Exchange`], built on the stack once per request: no allocation is added to the path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use policy::{LogMode, Reason};
+
+use super::{Scheme, Shared, empty, plain};
+use crate::body::{Metered, OnDrop, RespBody};
+use crate::log::{LogEntry, now_rfc3339};
+use crate::upstream::ConnectError;
+
+/// One request as the proxy judges it: where it goes and what it asks. The refusals and log
+/// lines of the request path take this instead of the same eight arguments each.
+pub(super) struct Exchange<'a> {
+    pub(super) shared: &'a Shared,
+    /// The log mode of the routes the request is judged by.
+    pub(super) log: LogMode,
+    pub(super) method: &'a Method,
+    pub(super) scheme: Scheme,
+    pub(super) host: &'a str,
+    pub(super) port: u16,
+    pub(super) path: &'a str,
+    pub(super) started: Instant,
+}
+
+impl Exchange<'_> {
+    /// The 403 of a refused request, with the reason in `x-bot-bottle-blocked` and what to do
+    /// in the body; `close` ends the connection after it.
+    pub(super) fn blocked(&self, reason: &str, why: &str, close: bool) -> Response<RespBody> {
+        let host = self.host;
+        let host_in = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let text = format!(
+            "bot-bottle egress blocked {} {}://{host_in}:{}{}: {why}.\n\
+             To ask the operator for access, use the egress-allow MCP tool.\n",
+            self.method,
+            self.scheme.as_str(),
+            self.port,
+            self.path,
+        );
+        let mut resp = plain(StatusCode::FORBIDDEN, &text);
+        if let Ok(v) = HeaderValue::from_str(reason) {
+            resp.headers_mut().insert("x-bot-bottle-blocked", v);
+        }
+        if close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    /// Logs a refusal and answers it with `status` (the connection is closed after it).
+    fn refuse(&self, status: StatusCode, reason: &'static str, why: &str) -> Response<RespBody> {
+        self.log_blocked(reason, None, status.as_u16());
+        let mut resp = self.blocked(reason, why, true);
+        *resp.status_mut() = status;
+        resp
+    }
+
+    /// The log line of a refused request (unless the log is off).
+    pub(super) fn log_blocked(&self, reason: &'static str, rule: Option<usize>, status: u16) {
+        if self.log == LogMode::Off {
+            return;
+        }
+        self.write_log("blocked", reason, rule, status);
+    }
+
+    /// The log line of an allowed request answered without a streamed body (a timeout, an
+    /// upstream error, a switch of protocols); only with `log: all`.
+    fn log_allowed(&self, rule: Option<usize>, status: u16) {
+        if self.log != LogMode::All {
+            return;
+        }
+        self.write_log("allowed", "allowed", rule, status);
+    }
+
+    fn write_log(
+        &self,
+        decision: &'static str,
+        reason: &'static str,
+        rule: Option<usize>,
+        status: u16,
+    ) {
+        self.shared.log.write(&LogEntry {
+            time: now_rfc3339(),
+            method: self.method.to_string(),
+            host: self.host.to_string(),
+            path: self.path.to_string(),
+            decision,
+            reason,
+            rule,
+            status,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+/// Whether an authority (`host[:port]`) names the same place as `host:port`. User
+/// information (`user@host`) is never the same place: upstreams read it differently.
+pub(super) fn same_place(authority: &str, scheme: Scheme, host: &str, port: u16) -> bool {
+    if authority.contains('@') {
+        return false;
+    }
+    match authority.parse::<http::uri::Authority>() {
+        Ok(a) => {
+            policy::normalize_host(a.host()) == host
+                && a.port_u16().unwrap_or(scheme.default_port()) == port
+        }
+        Err(_) => false,
+    }
+}
+
+/// Judges one request and forwards it when a route allows it.
+pub(super) async fn forward(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    scheme: Scheme,
+    host: String,
+    port: u16,
+) -> Response<RespBody> {
+    let started = Instant::now();
+    let arrived = now_rfc3339();
+    let loaded = shared.routes.current();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let ex = Exchange {
+        shared: &shared,
+        log: loaded.log,
+        method: &method,
+        scheme,
+        host: &host,
+        port,
+        path: &path,
+        started,
+    };
+
+    // Host / :authority must name the CONNECT target (and so the SNI).
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (None, _) => true,
+        (Some(h), None) => h.to_str().is_ok_and(|h| same_place(h, scheme, &host, port)),
+        (Some(_), Some(_)) => false,
+    };
+    let uri_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| same_place(a.as_str(), scheme, &host, port));
+    if !host_ok || !uri_ok {
+        return ex.refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host-mismatch",
+            "the Host header does not match the proxy target",
+        );
+    }
+    if method == Method::CONNECT {
+        return ex.refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "connect-in-tunnel",
+            "CONNECT is not allowed inside a tunnel or as a plain request",
+        );
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING)
+        && req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: conflicting Content-Length and Transfer-Encoding\n",
+        );
+    }
+    // The same limits for HTTP/2 as the framing check applies to HTTP/1.1.
+    if req.headers().len() > shared.limits.headers {
+        return ex.refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too-many-headers",
+            &format!("more than {} header fields", shared.limits.headers),
+        );
+    }
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > shared.limits.request_line {
+        return ex.refuse(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            &format!(
+                "the path is longer than {} bytes",
+                shared.limits.request_line
+            ),
+        );
+    }
+
+    // Judge the request exactly as it will be forwarded: hop-by-hop headers (and those
+    // `Connection` names) go first.
+    let upgrade = is_upgrade(req.headers());
+    let mut req = req;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let upgrade_proto = if upgrade {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    let judged = loaded.policy.judge(
+        &host,
+        port,
+        &policy::Ask {
+            tls: scheme == Scheme::Https,
+            method: method.as_str(),
+            path: &path,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            upgrade: upgrade_proto
+                .as_ref()
+                .map(|p| p.to_str().unwrap_or("not text")),
+        },
+    );
+    let decision = judged.decision;
+    let normalised = match judged.path {
+        std::borrow::Cow::Owned(p) => Some(p),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    if !decision.allowed {
+        let why = match decision.reason {
+            Reason::HostNotAllowed => format!("no route allows {host}:{port}"),
+            Reason::AmbiguousPath => format!(
+                "routes[{}] ({host}) judges paths, and this one has {}, which upstreams read differently; write the path plainly",
+                decision.route.unwrap_or_default(),
+                decision
+                    .path_problem
+                    .map_or("an ambiguous spelling", |p| p.as_str())
+            ),
+            r => format!(
+                "routes[{}] ({host}) does not allow this request ({})",
+                decision.route.unwrap_or_default(),
+                r.as_str()
+            ),
+        };
+        ex.log_blocked(
+            decision.reason.as_str(),
+            decision.route,
+            if decision.reason == Reason::AmbiguousPath {
+                400
+            } else {
+                403
+            },
+        );
+        let mut resp = ex.blocked(decision.reason.as_str(), &why, upgrade);
+        if decision.reason == Reason::AmbiguousPath {
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+        }
+        return resp;
+    }
+
+    if let (true, Some(proto)) = (upgrade, upgrade_proto) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+    }
+    if let Some(Some((name, value))) = decision.route.and_then(|i| loaded.credentials.get(i)) {
+        // Whatever the client put in the credential header never goes out, and the
+        // token itself only travels inside TLS: plain http:// requests get neither.
+        parts.headers.remove(name);
+        if scheme == Scheme::Https {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
+    let host_in_uri = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    // One spelling of Host for the upstream: the target's (no user information, no
+    // trailing dot, no default port).
+    let default_port = port == scheme.default_port();
+    let canonical = parts.headers.get(header::HOST).is_some_and(|v| {
+        let rest = v.as_bytes().strip_prefix(host_in_uri.as_bytes());
+        match (rest, default_port) {
+            (Some(b""), true) => true,
+            (Some(r), false) => r.strip_prefix(b":").is_some_and(|p| {
+                !p.starts_with(b"0")
+                    && std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>() == Ok(port))
+            }),
+            _ => false,
+        }
+    });
+    if !canonical {
+        let v = if default_port {
+            HeaderValue::from_str(&host_in_uri)
+        } else {
+            HeaderValue::from_str(&format!("{host_in_uri}:{port}"))
+        };
+        if let Ok(v) = v {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let target = match (normalised, parts.uri.query()) {
+        (Some(p), Some(q)) => format!("{}://{host_in_uri}:{port}{p}?{q}", scheme.as_str()),
+        (Some(p), None) => format!("{}://{host_in_uri}:{port}{p}", scheme.as_str()),
+        (None, _) => {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            format!("{}://{host_in_uri}:{port}{pq}", scheme.as_str())
+        }
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: malformed request target\n",
+        );
+    };
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let body = Metered::new(body, shared.timeouts.idle, up.clone(), None).boxed();
+    let outgoing = Request::from_parts(parts, body);
+
+    let client = if upgrade {
+        &loaded.client_h1
+    } else {
+        &loaded.client
+    };
+    let result = tokio::time::timeout(shared.timeouts.first_byte, client.request(outgoing)).await;
+    let mut resp = match result {
+        Err(_) => {
+            ex.log_allowed(decision.route, 504);
+            return plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("bot-bottle egress: {host} sent no response in time\n"),
+            );
+        }
+        Ok(Err(err)) => {
+            let connect_err = find_connect_error(&err);
+            return match connect_err {
+                Some(e @ (ConnectError::Forbidden { .. } | ConnectError::Loop { .. })) => {
+                    ex.log_blocked("destination-not-allowed", decision.route, 403);
+                    ex.blocked("destination-not-allowed", &short_error(e), false)
+                }
+                other => {
+                    ex.log_allowed(decision.route, 502);
+                    let why = match other {
+                        Some(e) => short_error(e),
+                        None => format!("upstream {host} failed: {}", short_error(&err)),
+                    };
+                    plain(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("bot-bottle egress: {why}\n"),
+                    )
+                }
+            };
+        }
+        Ok(Ok(resp)) => resp,
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            // an upstream may not switch protocols on a request that did not ask to
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("bot-bottle egress: {host} switched protocols unasked\n"),
+            );
+        };
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let idle = shared.timeouts.idle;
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    let _ = crate::body::splice_with_idle(&mut c, &mut u, idle).await;
+                }
+            });
+        }
+        ex.log_allowed(decision.route, 101);
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+
+    let status = resp.status().as_u16();
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let guard = (loaded.log == LogMode::All).then(|| {
+        let shared = shared.clone();
+        let time = arrived;
+        let rule = decision.route;
+        let method = method.to_string();
+        let down = down.clone();
+        OnDrop::new(move || {
+            shared.log.write(&LogEntry {
+                time,
+                method,
+                host,
+                path,
+                decision: "allowed",
+                reason: "allowed",
+                rule,
+                status,
+                bytes_up: up.load(Ordering::Relaxed),
+                bytes_down: down.load(Ordering::Relaxed),
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            })
+        })
+    });
+    let body = Metered::new(body, shared.timeouts.idle, down, guard).boxed();
+    Response::from_parts(parts, body)
+}
+
+fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<ConnectError>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn short_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        parts.push(e.to_string());
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Removes hop-by-hop headers (and any header the `Connection` header names) and every
+/// `Proxy-*` header.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-") || k.as_str() == "keep-alive")
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}

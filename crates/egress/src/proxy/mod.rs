@@ -1,0 +1,465 @@
+//! The proxy itself: one accept loop for every kind of listener, the outer connection
+//! (absolute-form `http://` and `CONNECT`) and the TLS-terminated tunnel. The per-request
+//! path (check, rewrite, forward, stream back) is in [`forward`].
+
+mod forward;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1::UpgradeableConnection;
+use hyper::service::{HttpService, service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use policy::{EgressConfig, Reason};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::body::RespBody;
+use crate::ca::{CaError, CertificateAuthority};
+use crate::config::{Limits, ProxyConfig, Timeouts};
+use crate::idle::{Tracked, UntilIdle, until_idle};
+use crate::log::RequestLog;
+use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
+use crate::strict::StrictIo;
+use forward::{Exchange, forward, is_upgrade};
+
+/// Host name answered by the proxy itself (`GET http://_egress.local/allowlist`).
+pub const INTROSPECTION_HOST: &str = "_egress.local";
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The CA directory.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The initial routes.
+    #[error(transparent)]
+    Routes(#[from] ReloadError),
+    /// The request log file.
+    #[error("cannot open request log {}", path.display())]
+    Log {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The listener.
+    #[error("cannot use the listening socket: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+struct Shared {
+    ca: CertificateAuthority,
+    routes: RoutesHandle,
+    log: RequestLog,
+    timeouts: Timeouts,
+    limits: Limits,
+    listen: Arc<OnceLock<SocketAddr>>,
+}
+
+/// A configured egress proxy, ready to serve on a listener.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Loads (or creates) the CA, reads the extra upstream roots and the routes' tokens.
+    pub fn new(config: ProxyConfig, routes: EgressConfig) -> Result<Proxy, ProxyError> {
+        let ca = CertificateAuthority::load_or_create(&config.ca_dir)?;
+        // The system's roots (when it has any) join the built-in webpki roots; a system
+        // store that cannot be read is not fatal, the webpki roots remain.
+        let mut extra_roots = if config.system_roots {
+            rustls_native_certs::load_native_certs().certs
+        } else {
+            Vec::new()
+        };
+        for path in &config.upstream_ca {
+            extra_roots.extend(read_pem_certs(path)?);
+        }
+        let log = RequestLog::open(&config.log).map_err(|source| ProxyError::Log {
+            path: match &config.log {
+                crate::log::LogSink::File(p) => p.clone(),
+                _ => "stderr".into(),
+            },
+            source,
+        })?;
+        let listen = Arc::new(OnceLock::new());
+        let base = Base {
+            env: config.env.clone(),
+            extra_roots,
+            pins: config.connect_to.clone(),
+            resolver: config.resolver.clone(),
+            listen: listen.clone(),
+            timeouts: config.timeouts,
+        };
+        let routes = RoutesHandle::new(base, routes)?;
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                ca,
+                routes,
+                log,
+                timeouts: config.timeouts,
+                limits: config.limits,
+                listen,
+            }),
+        })
+    }
+
+    /// The handle for live route changes.
+    pub fn routes(&self) -> RoutesHandle {
+        self.shared.routes.clone()
+    }
+
+    /// The bottle CA certificate (PEM) that clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        self.shared.ca.cert_pem()
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ProxyError> {
+        let addr = listener.local_addr().map_err(ProxyError::Listen)?;
+        let _ = self.shared.listen.set(addr);
+        accept_loop(&self.shared, listener, shutdown).await;
+        Ok(())
+    }
+
+    /// Serves connections from a Unix socket until `shutdown` completes: the sidecar
+    /// bundle listens this way, and the backend forwards the bottle's proxy port to it.
+    /// The socket is outside the bottle, so no loop back to the proxy is possible through it.
+    pub async fn serve_unix(
+        self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ProxyError> {
+        accept_loop(&self.shared, listener, shutdown).await;
+        Ok(())
+    }
+}
+
+/// Runs a proxy on `listener` until `shutdown` completes: the entry point for the
+/// sidecar bundle. Use [`Proxy::new`] + [`Proxy::routes`] first when the routes must be
+/// changed while serving.
+pub async fn serve(
+    listener: TcpListener,
+    config: ProxyConfig,
+    routes: EgressConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    Proxy::new(config, routes)?.serve(listener, shutdown).await
+}
+
+fn server_builder(shared: &Shared) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(shared.timeouts.request_head)
+        .max_buf_size(shared.limits.head.max(8192) + 8192)
+        .max_headers(shared.limits.headers);
+    b
+}
+
+/// A listening socket the proxy takes clients from.
+trait Listener {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept(&self) -> std::io::Result<TcpStream> {
+        let (tcp, _peer) = TcpListener::accept(self).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn accept(&self) -> std::io::Result<UnixStream> {
+        UnixListener::accept(self)
+            .await
+            .map(|(stream, _peer)| stream)
+    }
+}
+
+/// Takes clients from `listener`, each served on its own task, until `shutdown` completes.
+async fn accept_loop<L: Listener>(
+    shared: &Arc<Shared>,
+    listener: L,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => {
+                    tokio::spawn(serve_client(shared.clone(), stream));
+                }
+                // EMFILE and friends: back off briefly instead of spinning
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+        }
+    }
+}
+
+/// One client connection: absolute-form `http://` requests and `CONNECT`.
+async fn serve_client<S>(shared: Arc<Shared>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let s = shared.clone();
+    let service = service_fn(move |req| outer(s.clone(), req));
+    let _ = serve_http1(&shared, stream, service).await;
+}
+
+/// HTTP/1.1 on a client's stream (the outer connection, or the TLS inside a tunnel): the
+/// framing check in front, upgrades allowed, dropped once idle.
+fn serve_http1<S, Svc>(
+    shared: &Shared,
+    stream: S,
+    service: Svc,
+) -> UntilIdle<UpgradeableConnection<TokioIo<StrictIo<Tracked<S>>>, Svc>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: HttpService<Incoming, ResBody = RespBody>,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (stream, last) = Tracked::new(stream);
+    let io = TokioIo::new(StrictIo::new(stream, shared.limits));
+    let conn = server_builder(shared)
+        .serve_connection(io, service)
+        .with_upgrades();
+    until_idle(conn, last, shared.timeouts.idle)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// After a `CONNECT` or a real upgrade request the framing check has stepped aside (the
+/// bytes that follow are not HTTP): unless the protocol really switched, the connection
+/// must end with this response, or hyper would go on reading requests unchecked.
+fn close_unless_switched(leaves: Leaves, mut resp: Response<RespBody>) -> Response<RespBody> {
+    let switched = match leaves {
+        Leaves::No => true,
+        Leaves::Connect => resp.status().is_success(),
+        Leaves::Upgrade => resp.status() == StatusCode::SWITCHING_PROTOCOLS,
+    };
+    if !switched {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Whether the framing check steps aside after this request head (see [`crate::strict`]).
+#[derive(Clone, Copy)]
+enum Leaves {
+    No,
+    Connect,
+    Upgrade,
+}
+
+fn leaves_http(req: &Request<Incoming>) -> Leaves {
+    if req.method() == Method::CONNECT {
+        Leaves::Connect
+    } else if is_upgrade(req.headers()) {
+        Leaves::Upgrade
+    } else {
+        Leaves::No
+    }
+}
+
+async fn outer(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let leaves = leaves_http(&req);
+    let resp = outer_inner(shared, req).await;
+    Ok(close_unless_switched(leaves, resp))
+}
+
+async fn outer_inner(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+    if req.method() == Method::CONNECT {
+        return connect(shared, req);
+    }
+    let (host, port) = match (req.uri().scheme_str(), req.uri().authority()) {
+        (Some("http"), Some(auth)) => (
+            policy::normalize_host(auth.host()),
+            auth.port_u16().unwrap_or(80),
+        ),
+        (Some(_), Some(_)) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bot-bottle egress: send https:// requests through CONNECT (set HTTPS_PROXY)\n",
+            );
+        }
+        _ => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bot-bottle egress is a forward proxy: send absolute-form http:// requests or CONNECT\n",
+            );
+        }
+    };
+    if host == INTROSPECTION_HOST {
+        return introspect(&shared, &req);
+    }
+    forward(shared, req, Scheme::Http, host, port).await
+}
+
+fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
+    if req.method() == Method::GET && req.uri().path() == "/allowlist" {
+        let json = shared.routes.current().allowlist_json.clone();
+        let mut resp = Response::new(Full::new(json).map_err(|e| match e {}).boxed());
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    } else {
+        plain(
+            StatusCode::NOT_FOUND,
+            "bot-bottle egress: only GET /allowlist is served here\n",
+        )
+    }
+}
+
+fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+    let started = Instant::now();
+    let Some(auth) = req.uri().authority().cloned() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: CONNECT needs host:port\n",
+        );
+    };
+    if auth.as_str().contains('@') {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: CONNECT takes host:port without user information\n",
+        );
+    }
+    let host = policy::normalize_host(auth.host());
+    let port = auth.port_u16().unwrap_or(443);
+    let loaded = shared.routes.current();
+    if loaded.policy.route_for(&host, port, true).is_none() {
+        let ex = Exchange {
+            shared: &shared,
+            log: loaded.log,
+            method: &Method::CONNECT,
+            scheme: Scheme::Https,
+            host: &host,
+            port,
+            path: "",
+            started,
+        };
+        let reason = Reason::HostNotAllowed.as_str();
+        ex.log_blocked(reason, None, 403);
+        return ex.blocked(reason, &format!("no route allows {host}:{port}"), true);
+    }
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            tunnel(shared, upgraded, host, port).await;
+        }
+    });
+    Response::new(empty())
+}
+
+async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
+    let io = TokioIo::new(upgraded);
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    // Anything that is not a TLS ClientHello fails here: no opaque tunnels.
+    let Ok(Ok(start)) = tokio::time::timeout(shared.timeouts.tls, acceptor).await else {
+        return;
+    };
+    if let Some(sni) = start.client_hello().server_name()
+        && policy::normalize_host(sni) != host
+    {
+        tracing::debug!(%host, sni, "tls server name does not match the CONNECT target");
+        return;
+    }
+    let Ok(config) = shared.ca.server_config(&host) else {
+        return;
+    };
+    let Ok(Ok(tls)) = tokio::time::timeout(shared.timeouts.tls, start.into_stream(config)).await
+    else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let idle = shared.timeouts.idle;
+    let s = shared.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let s = s.clone();
+        let host = host.clone();
+        async move {
+            let leaves = leaves_http(&req);
+            let resp = forward(s, req, Scheme::Https, host, port).await;
+            Ok::<_, Infallible>(close_unless_switched(leaves, resp))
+        }
+    });
+    if h2 {
+        // HTTP/2 has binary framing checked by the h2 crate (content-length against
+        // data, no connection-specific headers), so the HTTP/1 framing check is not used.
+        let (tls, last) = Tracked::new(tls);
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
+            .keep_alive_interval(None)
+            .serve_connection(TokioIo::new(tls), service);
+        let _ = until_idle(conn, last, idle).await;
+    } else {
+        let _ = serve_http1(&shared, tls, service).await;
+    }
+}
+
+fn empty() -> RespBody {
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(text.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
