@@ -38,14 +38,16 @@ struct Cond {
 #[derive(Arbitrary, Debug)]
 struct Input {
     conds: Vec<Cond>,
+    /// the path starts with this condition's value (then the tokens follow)
+    base: u8,
     path: Vec<Tok>,
     /// which unreserved characters the second spelling encodes (bit per character)
     encode_mask: u64,
     lower_hex: bool,
 }
 
-fn render(toks: &[Tok]) -> String {
-    let mut s = String::from("/");
+fn render(base: &str, toks: &[Tok]) -> String {
+    let mut s = String::from(base);
     for t in toks.iter().take(24) {
         match *t {
             Tok::Slash => s.push('/'),
@@ -188,7 +190,7 @@ fn respell(path: &str, mask: u64, lower: bool) -> String {
 
 fuzz_target!(|input: Input| {
     let mut yaml = String::from("routes:\n  - host: h.example\n    matches:\n      - paths:\n");
-    let mut any = false;
+    let mut values = Vec::new();
     for c in input.conds.iter().take(4) {
         let mut v = String::new();
         for s in c.segs.iter().take(4) {
@@ -200,9 +202,9 @@ fuzz_target!(|input: Input| {
         }
         let kind = if c.exact { "exact" } else { "prefix" };
         yaml.push_str(&format!("          - {{type: {kind}, value: \"{v}\"}}\n"));
-        any = true;
+        values.push(v);
     }
-    if !any {
+    if values.is_empty() {
         return;
     }
     let Ok(cfg) = policy::parse_routes(&yaml, Path::new("routes.yaml")) else {
@@ -212,7 +214,7 @@ fuzz_target!(|input: Input| {
         return;
     };
     let p = Policy::new(routes);
-    let path = render(&input.path);
+    let path = render(&values[usize::from(input.base) % values.len()], &input.path);
     let (reason, forwarded) = judge(&p, &path);
 
     if reason == Reason::Allowed {
