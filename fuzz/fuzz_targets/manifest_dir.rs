@@ -32,7 +32,9 @@ fuzz_target!(|files: Vec<File>| {
     std::fs::create_dir_all(dir.join("agents")).unwrap();
     for f in files.iter().take(6) {
         let sub = if f.agent { "agents" } else { "bottles" };
-        let path = dir.join(sub).join(format!("{}.md", NAMES[usize::from(f.name) % 4]));
+        let path = dir
+            .join(sub)
+            .join(format!("{}.md", NAMES[usize::from(f.name) % 4]));
         let text = if f.fenced {
             format!("---\n{}\n---\n{}", f.yaml, f.body)
         } else {

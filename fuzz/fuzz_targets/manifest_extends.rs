@@ -9,7 +9,12 @@ use std::fmt::Write;
 use std::path::Path;
 
 const NAMES: [&str; 8] = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"];
-const HOSTS: [&str; 4] = ["api.example.com", "*.example.org", "EXAMPLE.net.", "bad host"];
+const HOSTS: [&str; 4] = [
+    "api.example.com",
+    "*.example.org",
+    "EXAMPLE.net.",
+    "bad host",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Bottle {
@@ -56,7 +61,11 @@ fuzz_target!(|input: Input| {
         if !b.hosts.is_empty() {
             y.push_str("    egress:\n      routes:\n");
             for h in b.hosts.iter().take(4) {
-                let _ = writeln!(y, "        - host: \"{}\"", HOSTS[usize::from(*h) % HOSTS.len()]);
+                let _ = writeln!(
+                    y,
+                    "        - host: \"{}\"",
+                    HOSTS[usize::from(*h) % HOSTS.len()]
+                );
             }
         }
     }
@@ -80,12 +89,19 @@ fuzz_target!(|input: Input| {
         };
         list.iter().map(|&e| usize::from(e) % NAMES.len()).collect()
     };
-    fn broken(i: usize, defined: usize, stack: &mut Vec<usize>, parents: &dyn Fn(usize) -> Vec<usize>) -> bool {
+    fn broken(
+        i: usize,
+        defined: usize,
+        stack: &mut Vec<usize>,
+        parents: &dyn Fn(usize) -> Vec<usize>,
+    ) -> bool {
         if i >= defined || stack.contains(&i) {
             return true;
         }
         stack.push(i);
-        let bad = parents(i).into_iter().any(|p| broken(p, defined, stack, parents));
+        let bad = parents(i)
+            .into_iter()
+            .any(|p| broken(p, defined, stack, parents));
         stack.pop();
         bad
     }

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let hosts: Vec<String> = routes.routes.iter().map(|r| r.host_text.clone()).collect();
     let p = policy::Policy::new(routes);
     let headers = http::HeaderMap::new();
-    for host in hosts.iter().map(String::as_str).chain(["api.example.com", "a.b.example.org."]) {
+    for host in hosts
+        .iter()
+        .map(String::as_str)
+        .chain(["api.example.com", "a.b.example.org."])
+    {
         for port in [80, 443, 8443] {
             let d = p.decide(host, port, "GET", "/v1/x/../y", &headers);
             assert_eq!(d.allowed, d.reason == policy::Reason::Allowed);

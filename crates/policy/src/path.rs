@@ -184,7 +184,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathProblem> {
     // `..` and an empty segment (from `//`) together: whether the `..` pops the empty
     // segment or the one before it depends on whether the upstream merges slashes.
     let empty_inside = segments[..last].iter().any(|s| s.is_empty());
-    if empty_inside && segments.iter().any(|s| *s == "..") {
+    if empty_inside && segments.contains(&"..") {
         return Err(PathProblem::DotDotWithEmptySegment);
     }
     for (n, seg) in segments.iter().enumerate() {
