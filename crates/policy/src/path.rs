@@ -183,7 +183,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathProblem> {
     let last = segments.len().saturating_sub(1);
     // `..` and an empty segment (from `//`) together: whether the `..` pops the empty
     // segment or the one before it depends on whether the upstream merges slashes.
-    let empty_inside = segments[..last].iter().any(|s| s.is_empty());
+    // A segment of only `;parameters` is empty to an upstream that drops them.
+    let empty_inside = segments[..last].iter().any(|s| {
+        let core = s.split(';').next().unwrap_or_default();
+        core.split("%3B").next().unwrap_or_default().is_empty()
+    });
     if empty_inside && segments.contains(&"..") {
         return Err(PathProblem::DotDotWithEmptySegment);
     }
@@ -298,6 +302,10 @@ mod tests {
             ("/v1/..//admin", DotDotWithEmptySegment),
             ("//../v1/", DotDotWithEmptySegment),
             ("/v1//..", DotDotWithEmptySegment),
+            // found next: a segment of only parameters is empty once they are dropped
+            ("/health/health/;/..", DotDotWithEmptySegment),
+            ("/v1/;x/../admin", DotDotWithEmptySegment),
+            ("/v1/%3b/../admin", DotDotWithEmptySegment),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input), Err(want), "{input}");
