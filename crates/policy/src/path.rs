@@ -34,6 +34,10 @@ pub enum PathProblem {
     LookAlike,
     /// A `.` or `..` segment with `;parameters` (`..;`, `..;jsessionid=x`).
     DotSegmentWithParameters,
+    /// A `..` segment in a path with an empty segment (`/v1//../admin`): resolved as
+    /// written it pops the empty segment (`/v1/admin`), but an upstream that merges
+    /// duplicate slashes first pops `v1` (`/admin`).
+    DotDotWithEmptySegment,
     /// Non-ASCII characters that are not percent-encoded.
     RawNonAscii,
 }
@@ -52,6 +56,9 @@ impl PathProblem {
             }
             PathProblem::LookAlike => "a Unicode look-alike of '.', '/' or '\\'",
             PathProblem::DotSegmentWithParameters => "a '.' or '..' segment with ;parameters",
+            PathProblem::DotDotWithEmptySegment => {
+                "a '..' segment in a path with a duplicate slash ('//')"
+            }
             PathProblem::RawNonAscii => "non-ASCII characters that are not percent-encoded",
         }
     }
@@ -174,6 +181,16 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathProblem> {
     let absolute = decoded.starts_with('/');
     let segments: Vec<&str> = rest.split('/').collect();
     let last = segments.len().saturating_sub(1);
+    // `..` and an empty segment (from `//`) together: whether the `..` pops the empty
+    // segment or the one before it depends on whether the upstream merges slashes.
+    // A segment of only `;parameters` is empty to an upstream that drops them.
+    let empty_inside = segments[..last].iter().any(|s| {
+        let core = s.split(';').next().unwrap_or_default();
+        core.split("%3B").next().unwrap_or_default().is_empty()
+    });
+    if empty_inside && segments.contains(&"..") {
+        return Err(PathProblem::DotDotWithEmptySegment);
+    }
     for (n, seg) in segments.iter().enumerate() {
         let core = seg.split(';').next().unwrap_or_default();
         let core = core.split("%3B").next().unwrap_or_default();
@@ -234,7 +251,9 @@ mod tests {
             ("/v1/%e2%82%ac", "/v1/%E2%82%AC"),
             ("/v1/x;jsessionid=abc", "/v1/x;jsessionid=abc"),
             ("/v1;x/../admin", "/admin"),
-            ("/v1//../admin", "/v1/admin"),
+            ("/v1//x", "/v1//x"),
+            ("/v1//./x", "/v1//x"),
+            ("/v1/../", "/"),
             ("/v1/100%25", "/v1/100%25"),
             ("/v1/a.b/.c", "/v1/a.b/.c"),
         ];
@@ -274,6 +293,19 @@ mod tests {
             ("/v1/%2", MalformedEscape),
             ("/v1/%zz", MalformedEscape),
             ("/v1/\u{e9}", RawNonAscii),
+            // found by the route_match fuzz target: `..` after `//` pops the empty segment
+            // (RFC 3986: /v1/admin) or, where slashes are merged first, `v1` (/admin)
+            ("/v1//../admin", DotDotWithEmptySegment),
+            ("/v1//%2e%2e/admin", DotDotWithEmptySegment),
+            ("/v1//.%2E/admin", DotDotWithEmptySegment),
+            ("/v1///../../admin", DotDotWithEmptySegment),
+            ("/v1/..//admin", DotDotWithEmptySegment),
+            ("//../v1/", DotDotWithEmptySegment),
+            ("/v1//..", DotDotWithEmptySegment),
+            // found next: a segment of only parameters is empty once they are dropped
+            ("/health/health/;/..", DotDotWithEmptySegment),
+            ("/v1/;x/../admin", DotDotWithEmptySegment),
+            ("/v1/%3b/../admin", DotDotWithEmptySegment),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input), Err(want), "{input}");
