@@ -398,7 +398,13 @@ impl Home {
                 .to_str()
                 .and_then(|n| n.strip_suffix(".response.json"))
             {
-                ids.push(p.to_owned());
+                // An outcome in `processed/` means the decision was handled: its server
+                // stopped after recording the outcome, before moving the response (the
+                // queue resolves such a proposal as handled).
+                let outcome = dir.join("processed").join(format!("{p}.outcome.json"));
+                if !outcome.exists() {
+                    ids.push(p.to_owned());
+                }
             }
         }
         ids.sort();
@@ -553,6 +559,14 @@ mod tests {
         );
         assert!(queue.join("00000000000000a1.response.json").exists());
         assert!(h.state_dir(&id).is_dir());
+        // A server killed after recording the outcome, before moving the response: handled.
+        fs::write(queue.join("processed/00000000000000a1.outcome.json"), "{}").unwrap();
+        assert_eq!(h.unapplied_decisions(&id).unwrap(), Vec::<String>::new());
+        fs::remove_file(queue.join("processed/00000000000000a1.outcome.json")).unwrap();
+        assert_eq!(
+            h.unapplied_decisions(&id).unwrap(),
+            vec!["00000000000000a1"]
+        );
         // Once the supervise server handled it (moved to processed/), the bottle can go.
         fs::rename(
             queue.join("00000000000000a1.response.json"),

@@ -10,14 +10,16 @@ use supervise::queue::{self, NewProposal};
 use supervise::{Engine, Home, Queue, WaitResult};
 use tokio_util::sync::CancellationToken;
 
-use super::common::{approve, recording};
+use super::common::{ROUTES, approve, recording};
 
 fn proposal(host: &str) -> NewProposal {
     NewProposal {
         tool: supervise::Tool::EgressAllow,
-        proposed_file: format!("log: blocks\nroutes:\n  - host: {host}\n"),
+        // The live routes plus one host: the effect the operator approves is the effect
+        // applied (the engine refuses an approval whose effect changed meanwhile).
+        proposed_file: format!("{ROUTES}  - host: {host}\n"),
         justification: "need it".into(),
-        current_file: Some("log: blocks\nroutes: []\n".into()),
+        current_file: Some(ROUTES.into()),
         args: None,
     }
 }
@@ -57,12 +59,21 @@ async fn reads_of_an_idle_queue_never_wake_the_engine() {
 
     // A change still wakes it, through a file event (not the slow fallback rescan).
     approve(&home, &b.id);
-    let handled = loop {
-        if let Some(o) = q.outcome(&b.id).unwrap() {
-            break o;
+    let mut handled = None;
+    for _ in 0..500 {
+        handled = q.outcome(&b.id).unwrap();
+        if handled.is_some() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+    let handled = handled.unwrap_or_else(|| {
+        panic!(
+            "the approval of {} was not handled: status {:?}",
+            b.id,
+            q.status(&b.id).unwrap()
+        )
+    });
     assert_eq!(handled.status, supervise::Decision::Approved);
     let woken = engine.file_wakeups();
     assert!(woken >= 1, "the response did not wake the engine");

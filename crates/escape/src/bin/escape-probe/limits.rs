@@ -9,10 +9,29 @@
 
 use crate::config::Cfg;
 use crate::http::https;
-use crate::verdict::{blocked, escaped};
+use crate::verdict::{blocked, escaped, na};
 
 pub(super) fn resources(c: &Cfg) {
     agent_host_uid();
+    if crate::gvisor::kernel().gvisor {
+        // Under gVisor the engine's limits bound the sandbox's host tasks and memory as a
+        // whole: a burst past them ends the whole sandbox (measured: the probe dies with it),
+        // which cannot be reported from inside. Not judged here; the runc and native columns
+        // judge the limits, and the sanity requests still go out.
+        for (name, path) in [
+            ("resource-fork-bomb", "/v1/after-fork"),
+            ("resource-memory", "/v1/after-memory"),
+        ] {
+            let alive = sidecars_answer(c, path);
+            na(
+                name,
+                format!(
+                    "not judged under gVisor: the limits bound the whole sandbox, and a burst past them ends it with the probe inside; sidecars answer: {alive}"
+                ),
+            );
+        }
+        return;
+    }
     fork_bomb(c);
     memory_hog(c);
 }
