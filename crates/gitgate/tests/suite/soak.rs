@@ -189,7 +189,9 @@ fn worker(
             continue;
         }
         let work = me.join(&dir);
-        commit_file(&work, &format!("w{id}-{round}.txt"), &format!("{round}\n"), "soak");
+        // Big enough that the push's body reaches the gate in many reads, while git
+        // http-backend is already running.
+        commit_file(&work, &format!("w{id}-{round}.txt"), &noise(id * 1000 + round), "soak");
         let branch = format!("HEAD:refs/heads/soak/{}-{id}-{round}", route.name());
         let start = Instant::now();
         let r = git_bounded(&work, &["push", "-q", "origin", &branch], "push", opts.op_timeout);
@@ -204,8 +206,19 @@ fn worker(
     out
 }
 
+/// About 200 KB of text that does not compress well.
+fn noise(seed: usize) -> String {
+    let mut x = seed as u64 + 1;
+    (0..5000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            format!("{:016x}{:016x}{:08x}\n", x, x.rotate_left(17), x >> 40)
+        })
+        .collect()
+}
+
 /// Busy threads, so the gate, the forwarder and git compete for the CPU; they stop when the
-/// returned flag is dropped... set.
+/// returned flag is set.
 fn cpu_load(threads: usize) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let handles = (0..threads)
