@@ -192,7 +192,7 @@ mod tests {
         sidecar
             .set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
-        relay_with(tcp, unix, |f| spawn(f));
+        relay_with(tcp, unix, spawn);
         client.write_all(b"request").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         assert_eq!(read_to_end_bounded(&mut sidecar).unwrap(), b"request");

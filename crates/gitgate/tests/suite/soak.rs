@@ -40,9 +40,9 @@ impl SoakOptions {
                 .unwrap_or(default)
         };
         SoakOptions {
-            workers: usize::try_from(var("SOAK_WORKERS", 3)).unwrap_or(3),
-            rounds: usize::try_from(var("SOAK_ROUNDS", 3)).unwrap_or(3),
-            op_timeout: Duration::from_secs(var("SOAK_OP_TIMEOUT_S", 30)),
+            workers: usize::try_from(var("SOAK_WORKERS", 2)).unwrap_or(2),
+            rounds: usize::try_from(var("SOAK_ROUNDS", 2)).unwrap_or(2),
+            op_timeout: Duration::from_secs(var("SOAK_OP_TIMEOUT_S", 120)),
             load_threads: usize::try_from(var("SOAK_LOAD", 2)).unwrap_or(2),
         }
     }
@@ -142,7 +142,9 @@ fn git_bounded(cwd: &Path, args: &[&str], tag: &str, timeout: Duration) -> Resul
             }
             return Err(Problem::Failed(format!(
                 "git {args:?}: {status}: {}",
-                std::fs::read_to_string(&err_path).unwrap_or_default().trim()
+                std::fs::read_to_string(&err_path)
+                    .unwrap_or_default()
+                    .trim()
             )));
         }
         if Instant::now() >= deadline {
@@ -161,13 +163,7 @@ fn git_bounded(cwd: &Path, args: &[&str], tag: &str, timeout: Duration) -> Resul
 
 /// One client's loop: each round clones afresh, pushes a new commit to a branch of its own
 /// and fetches.
-fn worker(
-    root: &Path,
-    url: &str,
-    route: Route,
-    id: usize,
-    opts: &SoakOptions,
-) -> Vec<Outcome> {
+fn worker(root: &Path, url: &str, route: Route, id: usize, opts: &SoakOptions) -> Vec<Outcome> {
     let me = root.join(format!("{}-{id}", route.name()));
     std::fs::create_dir_all(&me).unwrap();
     let mut out = Vec::new();
@@ -184,17 +180,32 @@ fn worker(
     for round in 0..opts.rounds {
         let dir = format!("r{round}");
         let start = Instant::now();
-        let r = git_bounded(&me, &["clone", "-q", url, &dir], &format!("clone{round}"), opts.op_timeout);
+        let r = git_bounded(
+            &me,
+            &["clone", "-q", url, &dir],
+            &format!("clone{round}"),
+            opts.op_timeout,
+        );
         if record("clone", start, r) {
             continue;
         }
         let work = me.join(&dir);
         // Big enough that the push's body reaches the gate in many reads, while git
         // http-backend is already running.
-        commit_file(&work, &format!("w{id}-{round}.txt"), &noise(id * 1000 + round), "soak");
+        commit_file(
+            &work,
+            &format!("w{id}-{round}.txt"),
+            &noise(id * 1000 + round),
+            "soak",
+        );
         let branch = format!("HEAD:refs/heads/soak/{}-{id}-{round}", route.name());
         let start = Instant::now();
-        let r = git_bounded(&work, &["push", "-q", "origin", &branch], "push", opts.op_timeout);
+        let r = git_bounded(
+            &work,
+            &["push", "-q", "origin", &branch],
+            "push",
+            opts.op_timeout,
+        );
         if record("push", start, r) {
             continue;
         }
@@ -211,7 +222,9 @@ fn noise(seed: usize) -> String {
     let mut x = seed as u64 + 1;
     (0..5000)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             format!("{:016x}{:016x}{:08x}\n", x, x.rotate_left(17), x >> 40)
         })
         .collect()
@@ -254,7 +267,11 @@ impl Stats {
         if t.is_empty() {
             return Duration::ZERO;
         }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let i = ((t.len() - 1) as f64 * q).round() as usize;
         t[i]
     }
