@@ -224,8 +224,10 @@ impl Probe {
 /// meanwhile (the rest of a request body, a next request) belongs to hyper's handle; it
 /// wakes the probe, which then waits for the next change. An earlier version peeked after
 /// readiness and took "nothing there" as "client gone": when hyper had read a body chunk in
-/// between, it killed `git http-backend`, which had already sent its headers, so the client
-/// got a cut response and could wait forever for the rest (the rare native hang).
+/// between, it killed `git http-backend` mid-request and the client's push or fetch failed
+/// (a 400, or a response cut short). Only the Unix side did that (the TCP side used tokio's
+/// peek, which waits again), so only native bottles, whose forwarder reaches the gate's
+/// Unix socket, saw it. It also stopped watching for good once it had seen data.
 pub(crate) async fn client_gone(probe: &Probe) {
     let registered = match probe.try_clone() {
         Ok(Probe::Tcp(dup)) => dup
