@@ -217,46 +217,57 @@ impl Probe {
     }
 }
 
-/// Resolves when the client has closed its connection (or it failed). A client that sends
-/// more data before the response is complete is taken as still there.
+/// Resolves when the client has closed its connection (or it failed).
+///
+/// The probe watches a duplicate of the connection for *read-closed* readiness (the peer's
+/// FIN or close, `EPOLLRDHUP`/`EPOLLHUP`) and never reads or peeks. Data the client sends
+/// meanwhile (the rest of a request body, a next request) belongs to hyper's handle; it
+/// wakes the probe, which then waits for the next change. An earlier version peeked after
+/// readiness and took "nothing there" as "client gone": when hyper had read a body chunk in
+/// between, it killed `git http-backend` mid-request and the client's push or fetch failed
+/// (a 400, or a response cut short). Only the Unix side did that (the TCP side used tokio's
+/// peek, which waits again), so only native bottles, whose forwarder reaches the gate's
+/// Unix socket, saw it. It also stopped watching for good once it had seen data.
 pub(crate) async fn client_gone(probe: &Probe) {
-    let mut byte = [0u8; 1];
-    let peeked = match probe.try_clone() {
-        Ok(Probe::Tcp(dup)) => {
-            if dup.set_nonblocking(true).is_err() {
-                return std::future::pending().await;
-            }
-            let Ok(sock) = tokio::net::TcpStream::from_std(dup) else {
-                return std::future::pending().await;
-            };
-            sock.peek(&mut byte).await
-        }
-        Ok(Probe::Unix(dup)) => {
-            if dup.set_nonblocking(true).is_err() {
-                return std::future::pending().await;
-            }
-            let Ok(sock) = tokio::net::UnixStream::from_std(dup) else {
-                return std::future::pending().await;
-            };
-            // Unix stream sockets have no peek in tokio: wait for readability, then peek
-            // without consuming through the std socket.
-            if sock.readable().await.is_err() {
-                return;
-            }
-            let Ok(std) = sock.into_std() else {
-                return std::future::pending().await;
-            };
-            let _ = std.set_nonblocking(true);
-            rustix::net::recv(&std, &mut byte, rustix::net::RecvFlags::PEEK)
-                .map(|(n, _)| n)
-                .map_err(io::Error::from)
-        }
-        Err(_) => return std::future::pending().await,
+    let registered = match probe.try_clone() {
+        Ok(Probe::Tcp(dup)) => dup
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(dup))
+            .map(Registered::Tcp),
+        Ok(Probe::Unix(dup)) => dup
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(dup))
+            .map(Registered::Unix),
+        Err(e) => Err(e),
     };
-    match peeked {
-        Ok(0) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
+    // Without a probe the request runs to its end or its deadline.
+    let Ok(sock) = registered else {
+        return std::future::pending().await;
+    };
+    loop {
+        let ready = match &sock {
+            Registered::Tcp(s) => s.ready(tokio::io::Interest::READABLE).await,
+            Registered::Unix(s) => s.ready(tokio::io::Interest::READABLE).await,
+        };
+        match ready {
+            Err(_) => return,
+            Ok(r) if r.is_read_closed() => return,
+            Ok(_) => {}
+        }
+        // Readable only: forget this readiness (unless something newer arrived meanwhile)
+        // and wait for the next event on the socket.
+        let again = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = match &sock {
+            Registered::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, again),
+            Registered::Unix(s) => s.try_io(tokio::io::Interest::READABLE, again),
+        };
     }
+}
+
+/// The probe's duplicate, registered with the runtime.
+enum Registered {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
 }
 
 /// Serves one client connection (TCP or Unix) on its own task.
@@ -361,5 +372,69 @@ mod tests {
         assert_eq!(route(&Method::GET, "/app.git/objects/info/packs"), None);
         assert_eq!(route(&Method::GET, "/a/b.git/info/refs"), None);
         assert_eq!(route(&Method::POST, "/app.git/info/refs"), None);
+    }
+
+    /// The request's own reader (hyper) consumes what the client sends while the probe
+    /// watches a second handle on the socket. Data that is gone by the time the probe looks
+    /// must not be taken as the client going away (that killed `git http-backend` after it
+    /// had sent its headers, so the client got a cut response), and a client that really
+    /// closes must still be noticed, even after it sent more data.
+    ///
+    /// The reader spins on its own handle, so it takes every byte moments after it arrives,
+    /// often before the probe's task gets to look.
+    async fn probe_survives_reads_then_sees_close(
+        probe: Probe,
+        reader_fd: std::os::fd::OwnedFd,
+        mut client: impl std::io::Write,
+    ) {
+        let gone = tokio::spawn(async move { client_gone(&probe).await });
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match rustix::net::recv(&reader_fd, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
+                    Ok((0, _)) => return,
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::AGAIN) => std::thread::yield_now(),
+                    Err(_) => return,
+                }
+            }
+        });
+        for _ in 0..200 {
+            client.write_all(b"x").unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            assert!(
+                !gone.is_finished(),
+                "the probe took data the reader had already read for a closed client"
+            );
+        }
+        drop(client);
+        tokio::time::timeout(std::time::Duration::from_secs(20), gone)
+            .await
+            .expect("a closed client is noticed")
+            .unwrap();
+        reader.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unix_probe_is_not_fooled_by_data_the_request_reader_took() {
+        let (server, client) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let reader = std::os::fd::OwnedFd::from(server.try_clone().unwrap());
+        let (_server, probe) =
+            split_probe_unix(tokio::net::UnixStream::from_std(server).unwrap()).unwrap();
+        probe_survives_reads_then_sees_close(probe, reader, client).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_probe_is_not_fooled_by_data_the_request_reader_took() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nodelay(true).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let reader = std::os::fd::OwnedFd::from(server.try_clone().unwrap());
+        let (_server, probe) =
+            split_probe(tokio::net::TcpStream::from_std(server).unwrap()).unwrap();
+        probe_survives_reads_then_sees_close(probe, reader, client).await;
     }
 }

@@ -96,22 +96,108 @@ fn accept_loop(listener: &TcpListener, socket: &OwnedFd) {
 }
 
 fn relay(tcp: TcpStream, unix: UnixStream) {
-    let (Ok(tcp2), Ok(unix2)) = (tcp.try_clone(), unix.try_clone()) else {
+    relay_with(tcp, unix, spawn);
+}
+
+/// Starts the two copying threads of one connection with `spawn`. Each direction ends by
+/// half-closing its destination, so an end of stream travels on and both threads finish.
+/// If either thread cannot start, the whole connection is shut down: with only the upward
+/// copy running the client's request would reach the sidecar but the answer never come
+/// back, and the client would wait for ever.
+fn relay_with(
+    tcp: TcpStream,
+    unix: UnixStream,
+    spawn: impl Fn(Box<dyn FnOnce() + Send>) -> io::Result<()>,
+) {
+    let (Ok(tcp2), Ok(unix2), Ok(tcp_ctl), Ok(unix_ctl)) = (
+        tcp.try_clone(),
+        unix.try_clone(),
+        tcp.try_clone(),
+        unix.try_clone(),
+    ) else {
         return;
     };
-    // If a copying thread cannot start, the connection is closed (both halves dropped).
-    let up = spawn(move || {
+    let up = spawn(Box::new(move || {
         let (mut from, mut to) = (tcp, unix);
         let _ = io::copy(&mut from, &mut to);
         let _ = to.shutdown(Shutdown::Write);
-    });
-    if up.is_ok() {
-        let _ = spawn(move || {
+    }));
+    let down = up.and_then(|()| {
+        spawn(Box::new(move || {
             let (mut from, mut to) = (unix2, tcp2);
             let _ = io::copy(&mut from, &mut to);
             let _ = to.shutdown(Shutdown::Write);
+        }))
+    });
+    if down.is_err() {
+        // Wakes a running copy (its read sees the end) and tells the client.
+        let _ = tcp_ctl.shutdown(Shutdown::Both);
+        let _ = unix_ctl.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    /// A bounded read: the test fails instead of hanging.
+    fn read_to_end_bounded(s: &mut impl Read) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_relay_whose_second_thread_cannot_start_closes_the_connection() {
+        let (mut client, tcp) = pair();
+        let (unix, mut sidecar) = UnixStream::pair().unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        sidecar
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let started = AtomicUsize::new(0);
+        relay_with(tcp, unix, |f| {
+            if started.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::thread::spawn(f);
+                Ok(())
+            } else {
+                Err(io::Error::other("no more threads"))
+            }
         });
-    } else {
-        let _ = tcp2.shutdown(Shutdown::Both);
+        client.write_all(b"request").unwrap();
+        // The client sees the connection end instead of waiting for an answer for ever,
+        // and so does the sidecar (whatever of the request got through first).
+        assert_eq!(read_to_end_bounded(&mut client).unwrap(), b"");
+        let got = read_to_end_bounded(&mut sidecar).unwrap();
+        assert!(b"request".starts_with(&got), "{got:?}");
+    }
+
+    #[test]
+    fn a_relay_carries_both_directions_and_each_end_of_stream() {
+        let (mut client, tcp) = pair();
+        let (unix, mut sidecar) = UnixStream::pair().unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        sidecar
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        relay_with(tcp, unix, spawn);
+        client.write_all(b"request").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_end_bounded(&mut sidecar).unwrap(), b"request");
+        sidecar.write_all(b"answer").unwrap();
+        drop(sidecar);
+        assert_eq!(read_to_end_bounded(&mut client).unwrap(), b"answer");
     }
 }

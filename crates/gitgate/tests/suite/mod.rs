@@ -1,5 +1,6 @@
 mod gitea;
 mod objects;
 mod serve;
+mod soak;
 mod ssh;
 mod support;
