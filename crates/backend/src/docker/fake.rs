@@ -201,15 +201,15 @@ impl Engine for RecordingEngine {
                             .iter()
                             .map(|n| n.name.clone())
                             .map(|n| {
-                            (
-                                n,
-                                EndpointSettings {
-                                    ip_address: Some(s.ip.clone()),
-                                    ..Default::default()
-                                },
-                            )
-                        })
-                        .collect(),
+                                (
+                                    n,
+                                    EndpointSettings {
+                                        ip_address: Some(s.ip.clone()),
+                                        ..Default::default()
+                                    },
+                                )
+                            })
+                            .collect(),
                     ),
                     ..Default::default()
                 }),
@@ -248,14 +248,18 @@ impl Engine for RecordingEngine {
     async fn kill_container(&self, name: &str, signal: &str) -> Result<(), ApiError> {
         self.record(format!("kill_container {name} {signal}"))?;
         if signal == "SIGKILL" {
-            self.with(|s| s.exits.entry(name.to_owned()).or_insert(137));
+            self.with(|s| {
+                s.exits.entry(name.to_owned()).or_insert(137);
+            });
         }
         Ok(())
     }
 
     async fn stop_container(&self, name: &str, grace_secs: i32) -> Result<(), ApiError> {
         self.record(format!("stop_container {name} t={grace_secs}"))?;
-        self.with(|s| s.exits.entry(name.to_owned()).or_insert(143));
+        self.with(|s| {
+            s.exits.entry(name.to_owned()).or_insert(143);
+        });
         Ok(())
     }
 

@@ -69,7 +69,9 @@ fn sidecar(ready_line: Option<&str>) -> SidecarSpec {
         argv: vec!["bot-bottle".into(), "sidecar".into()],
         env: BTreeMap::new(),
         mounts: vec![],
+        user: "1000:1000".into(),
         ready_line: ready_line.map(str::to_owned),
+        health: None,
     }
 }
 
@@ -109,8 +111,10 @@ fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall() {
     let engine = RecordingEngine::new();
     engine.with(|s| {
         s.exits.insert(format!("bot-bottle-firewall-{ID}"), 0);
-        s.logs
-            .insert(format!("bot-bottle-sidecar-{ID}"), vec!["booting".into(), "ready".into()]);
+        s.logs.insert(
+            format!("bot-bottle-sidecar-{ID}"),
+            vec!["booting".into(), "ready".into()],
+        );
     });
     let agent = launch_with(&engine, Some("ready")).unwrap();
     assert_eq!(agent, format!("bot-bottle-{ID}"));
@@ -176,7 +180,10 @@ fn a_limit_the_daemon_drops_refuses_the_bottle_and_tears_it_down() {
         panic!("{err}")
     };
     assert_eq!(stage, "resources");
-    assert!(message.contains("dangerously_allow_unenforced"), "{message}");
+    assert!(
+        message.contains("dangerously_allow_unenforced"),
+        "{message}"
+    );
     let calls = engine.calls();
     assert!(
         !calls.contains(&format!("start_container bot-bottle-{ID}")),
@@ -277,7 +284,10 @@ fn an_agent_that_ends_first_is_not_stopped_and_a_live_sidecar_is_not_reported() 
     assert_eq!(code, 0);
     assert_eq!(*told.lock().unwrap(), Vec::<String>::new());
     assert!(
-        !engine.calls().iter().any(|c| c.starts_with("stop_container")),
+        !engine
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("stop_container")),
         "{:?}",
         engine.calls()
     );
@@ -322,7 +332,13 @@ fn the_runtime_is_chosen_from_what_the_daemon_lists() {
     };
     assert_eq!(
         choose(
-            info("runc", &[("runc", "runc", &[]), ("runsc", "/usr/bin/runsc", &["--network=host"])]),
+            info(
+                "runc",
+                &[
+                    ("runc", "runc", &[]),
+                    ("runsc", "/usr/bin/runsc", &["--network=host"])
+                ]
+            ),
             RuntimeChoice::Auto
         )
         .unwrap(),
@@ -338,7 +354,13 @@ fn the_runtime_is_chosen_from_what_the_daemon_lists() {
     )
     .unwrap_err();
     assert!(
-        matches!(refused, BackendError::Unavailable { backend: BackendKind::Docker, .. }),
+        matches!(
+            refused,
+            BackendError::Unavailable {
+                backend: BackendKind::Docker,
+                ..
+            }
+        ),
         "{refused}"
     );
 }
@@ -393,7 +415,10 @@ fn cleanup_kills_orphans_of_dead_launchers_and_leaves_what_it_cannot_judge() {
         .into_iter()
         .filter(|c| c.starts_with("remove_"))
         .collect();
-    assert_eq!(removed, vec!["remove_container bot-bottle-orphan".to_owned()]);
+    assert_eq!(
+        removed,
+        vec!["remove_container bot-bottle-orphan".to_owned()]
+    );
 }
 
 #[test]
@@ -424,7 +449,10 @@ fn cleanup_dry_run_removes_nothing() {
 #[test]
 fn stop_signals_agent_then_sidecar_and_says_when_nothing_ran() {
     let engine = RecordingEngine::new();
-    assert!(rt().block_on(stop(&engine, ID, Duration::from_secs(5))).unwrap());
+    assert!(
+        rt().block_on(stop(&engine, ID, Duration::from_secs(5)))
+            .unwrap()
+    );
     assert_eq!(
         engine.calls(),
         lines(&[
@@ -437,7 +465,11 @@ fn stop_signals_agent_then_sidecar_and_says_when_nothing_ran() {
     gone.with(|s| {
         s.exits.insert(format!("bot-bottle-{ID}"), 0);
     });
-    assert!(!rt().block_on(stop(&gone, ID, Duration::from_secs(5))).unwrap());
+    assert!(
+        !rt()
+            .block_on(stop(&gone, ID, Duration::from_secs(5)))
+            .unwrap()
+    );
 }
 
 #[test]
