@@ -8,13 +8,14 @@
 //!
 //! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
 //! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
+//! Those modules are the host side (the launcher); what runs inside a bottle is in [`inbottle`].
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use backend::native::{HelperCommand, NativeBackend, NativeConfig};
 //! use backend::{Backend, BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Workspace, WorkspaceMode};
 //!
-//! // `bot-bottle` dispatches `__bottle-init` to `backend::native::helper_main()` in `main`.
+//! // `bot-bottle` dispatches `__bottle-init` to `backend::inbottle::native_helper::helper_main()`.
 //! let bot_bottle_home = std::path::PathBuf::from("/home/alice/.bot-bottle");
 //! let native = NativeBackend::new(NativeConfig::new(HelperCommand::current_exe()?, &bot_bottle_home));
 //! let spec = LaunchSpec {
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod docker;
+pub mod inbottle;
 pub mod native;
 pub mod preflight;
 mod spec;

@@ -14,10 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 
 use super::client::{Engine, is_not_found, setup};
-use super::init;
 use super::lifecycle::{exit_code, teardown, watch_sidecar};
 use super::spec::Names;
 use super::{SidecarDown, TranscriptCopy, reaper};
+use crate::inbottle::docker_init as init;
 use crate::spec::{BottleStdio, StdioMode};
 use crate::{BackendError, BottleExit, RunningBottle};
 

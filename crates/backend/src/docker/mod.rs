@@ -11,7 +11,7 @@
 //! are `127.0.0.1:<port>`. Rewriting the contract's addresses to the sidecar's IP would make
 //! docker bottles differ from native ones (and leak the internal addressing into the agent's
 //! configuration), and sharing the sidecar's network namespace would hand the agent the egress
-//! network. So the agent container's PID 1 is [`init`]: the host's own executable, mounted
+//! network. So the agent container's PID 1 is [`init`] (`crate::inbottle::docker_init`): the host's own executable, mounted
 //! read-only, running as the agent's user, which listens on those loopback ports and relays each
 //! connection to the same port of the sidecar container on the internal network. It holds no
 //! privilege: the agent could reach the sidecar's address directly anyway.
@@ -61,7 +61,6 @@ pub mod client;
 #[cfg(test)]
 mod fake;
 pub mod image;
-pub mod init;
 mod lifecycle;
 pub mod reaper;
 pub mod runtime;
@@ -82,6 +81,7 @@ pub use self::lifecycle::describe_exit;
 pub use self::runtime::RuntimeChoice;
 use self::spec::{AgentSettings, workspace_host};
 pub use self::spec::{Names, SidecarMount, SidecarSpec};
+use crate::inbottle::docker_init as init;
 use crate::native::HelperCommand;
 use crate::preflight::{self, BackendStatus};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode, WorkspaceMode};

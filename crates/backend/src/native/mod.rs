@@ -45,7 +45,6 @@ pub mod forward;
 pub mod os;
 pub mod owner;
 pub mod plan;
-pub mod sandbox;
 pub mod seccomp;
 
 use std::ffi::OsString;
@@ -58,8 +57,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::inbottle::native_helper;
+pub use crate::inbottle::native_helper::HELPER_SUBCOMMAND;
 pub use plan::{Secrets, default_system_dirs};
-pub use sandbox::{HELPER_SUBCOMMAND, helper_main};
 
 use crate::preflight::{self, BackendStatus};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode, WorkspaceMode};
@@ -67,7 +67,8 @@ use crate::{
     Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
 };
 
-/// How to start the in-bottle helper: an executable that calls [`helper_main`] when given
+/// How to start the in-bottle helper: an executable that calls
+/// [`native_helper::helper_main`] when given
 /// `args` (for `bot-bottle`: its own path and [`HELPER_SUBCOMMAND`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperCommand {
@@ -544,7 +545,7 @@ impl NativeBackend {
 
     fn spawn_helper(
         &self,
-        req: &sandbox::HelperRequest,
+        req: &native_helper::HelperRequest,
         stdio: BottleStdio,
         limits: Option<&cgroup::CgroupPlan>,
     ) -> Result<(Child, std::fs::File), BackendError> {
@@ -576,7 +577,7 @@ impl NativeBackend {
         // SAFETY: `child_setup` only makes async-signal-safe syscalls; both fds stay open in
         // the parent until `spawn` returns.
         unsafe {
-            cmd.pre_exec(move || sandbox::child_setup(r, w));
+            cmd.pre_exec(move || native_helper::child_setup(r, w));
         }
         let mut child = cmd.spawn().map_err(|source| BackendError::Process {
             action: "start the bottle helper",
@@ -608,7 +609,7 @@ impl NativeBackend {
 }
 
 /// Reads the helper's status lines until every copy of the pipe is closed.
-fn read_status(status: std::fs::File) -> Vec<sandbox::HelperStatus> {
+fn read_status(status: std::fs::File) -> Vec<native_helper::HelperStatus> {
     BufReader::new(status)
         .lines()
         .map_while(Result::ok)
@@ -620,7 +621,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(sandbox::SETUP_FAILED)
+        .unwrap_or(native_helper::SETUP_FAILED)
 }
 
 impl Backend for NativeBackend {
@@ -694,7 +695,7 @@ impl Backend for NativeBackend {
             PathBuf::from("/dev"),
         ];
         writable.dedup();
-        let req = sandbox::HelperRequest {
+        let req = native_helper::HelperRequest {
             spec: spec.clone(),
             plan,
             root,
@@ -753,18 +754,21 @@ impl Backend for NativeBackend {
 
         let lines = read_status(status);
         let started = lines.iter().find_map(|l| match l {
-            sandbox::HelperStatus::Started { landlock } => Some(landlock.clone()),
-            sandbox::HelperStatus::Failed { .. } => None,
+            native_helper::HelperStatus::Started { landlock } => Some(landlock.clone()),
+            native_helper::HelperStatus::Failed { .. } => None,
         });
         let failed = lines.into_iter().find_map(|l| match l {
-            sandbox::HelperStatus::Failed { stage, message } => Some((stage, message)),
-            sandbox::HelperStatus::Started { .. } => None,
+            native_helper::HelperStatus::Failed { stage, message } => Some((stage, message)),
+            native_helper::HelperStatus::Started { .. } => None,
         });
         if failed.is_some() || started.is_none() {
             // Synchronous teardown if the outer helper still runs; it may be gone already.
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL);
-            let code = child.wait().map(exit_code).unwrap_or(sandbox::SETUP_FAILED);
+            let _ = nix::sys::signal::kill(pid, native_helper::TEARDOWN_SIGNAL);
+            let code = child
+                .wait()
+                .map(exit_code)
+                .unwrap_or(native_helper::SETUP_FAILED);
             if let Some(plan) = &limits {
                 cgroup::remove(plan, &mut os::RealOs);
             }
@@ -828,7 +832,7 @@ impl Backend for NativeBackend {
         if gone_within(grace) {
             return Ok(true);
         }
-        signal(sandbox::TEARDOWN_SIGNAL)?;
+        signal(native_helper::TEARDOWN_SIGNAL)?;
         if !gone_within(Duration::from_secs(2)) {
             signal(nix::sys::signal::Signal::SIGKILL)?;
         }
@@ -1013,9 +1017,11 @@ impl RunningBottle for NativeBottle {
             return Ok(());
         }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL).map_err(|e| BackendError::Process {
-            action: "kill the bottle",
-            source: e.into(),
+        nix::sys::signal::kill(pid, native_helper::TEARDOWN_SIGNAL).map_err(|e| {
+            BackendError::Process {
+                action: "kill the bottle",
+                source: e.into(),
+            }
         })
     }
 }

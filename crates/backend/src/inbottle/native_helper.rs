@@ -53,10 +53,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use super::forward;
-use super::os::RealOs;
-use super::plan::{self, MountOp};
-use super::seccomp;
+use crate::native::forward;
+use crate::native::os::RealOs;
+use crate::native::plan::{self, MountOp};
+use crate::native::seccomp;
 use crate::spec::LaunchSpec;
 
 /// File descriptor of the request pipe in the helper.
@@ -77,10 +77,10 @@ pub struct HelperRequest {
     pub launcher_pid: i32,
     pub inside_uid: u32,
     pub inside_gid: u32,
-    /// The host ids `inside_uid`/`inside_gid` map to (see [`super::owner`]). When they differ
+    /// The host ids `inside_uid`/`inside_gid` map to (see [`crate::native::owner`]). When they differ
     /// from the launcher's (root starting a bottle), a mapper process writes the maps from
     /// the host's user namespace and the bottle's processes switch to them once set up.
-    pub host: super::owner::HostIds,
+    pub host: crate::native::owner::HostIds,
     /// Paths (inside) the agent may write, for Landlock.
     pub writable: Vec<PathBuf>,
 }
