@@ -462,6 +462,16 @@ fn validate(spec: &LaunchSpec) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// The docker backend as [`crate::open`] gives it: enough for list, stop, cleanup and attach;
+/// `start` configures the agent image and the sidecar itself ([`DockerConfig`]). The daemon
+/// socket comes from `$DOCKER_HOST`, not from the home directory.
+pub fn open(_bot_bottle_home: &Path) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(DockerBackend::new(DockerConfig::new(
+        AgentImage::Image(String::new()),
+        init_command()?,
+    ))?))
+}
+
 impl Backend for DockerBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Docker

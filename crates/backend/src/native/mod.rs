@@ -488,9 +488,22 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(native_helper::SETUP_FAILED)
 }
 
+/// The native backend with the running executable as its helper ([`crate::open`]).
+pub fn open(bot_bottle_home: &Path) -> Result<Box<dyn Backend>, BackendError> {
+    let helper = HelperCommand::current_exe()?;
+    Ok(Box::new(NativeBackend::new(NativeConfig::new(
+        helper,
+        bot_bottle_home,
+    ))))
+}
+
 impl Backend for NativeBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Native
+    }
+
+    fn launch_preflight(&self) -> BackendStatus {
+        preflight::native(None)
     }
 
     fn preflight(&self) -> BackendStatus {
