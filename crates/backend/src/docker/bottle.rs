@@ -313,3 +313,108 @@ impl<E: Engine> Drop for DockerBottle<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::docker::fake::RecordingEngine;
+
+    const ID: &str = "claude-1a2b3";
+
+    fn bottle(engine: &RecordingEngine, owned: bool) -> DockerBottle<RecordingEngine> {
+        let names = Names::new(ID);
+        DockerBottle {
+            rt: Arc::new(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap(),
+            ),
+            docker: engine.clone(),
+            identity: ID.to_owned(),
+            agent_id: names.agent.clone(),
+            names,
+            owned,
+            done: false,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            threads: Vec::new(),
+            terminal: None,
+            resize: None,
+            transcript: Some(TranscriptCopy {
+                inside: "/home/agent/.claude/projects".into(),
+                host: std::env::temp_dir().join("bb-unused-transcript"),
+            }),
+            reaper: None,
+            sidecar_down: None,
+            stop_grace: Duration::from_secs(3),
+        }
+    }
+
+    fn lines(calls: &[&str]) -> Vec<String> {
+        calls.iter().map(|c| c.replace("ID", ID)).collect()
+    }
+
+    #[test]
+    fn wait_removes_the_bottle_even_when_the_transcript_copy_fails() {
+        let engine = RecordingEngine::new();
+        engine.with(|s| {
+            s.exits.insert(format!("bot-bottle-{ID}"), 3);
+            // The daemon fails the copy (a 500, not "not found", which would mean no transcript).
+            s.fail.insert(
+                format!("download bot-bottle-{ID} /home/agent/.claude/projects"),
+                "missing".into(),
+            );
+        });
+        let exit = bottle(&engine, true).wait();
+        // A failed copy (other than "not found") fails the wait, after the teardown.
+        assert_eq!(
+            exit.unwrap_err().to_string(),
+            "could not set up the bottle (copy the transcript out of the bottle): missing"
+        );
+        let calls = engine.calls();
+        assert_eq!(
+            calls[calls.len() - 6..].to_vec(),
+            lines(&[
+                "remove_container bot-bottle-firewall-ID",
+                "remove_container bot-bottle-ID",
+                "stop_container bot-bottle-sidecar-ID t=10",
+                "remove_container bot-bottle-sidecar-ID",
+                "remove_network bot-bottle-net-ID",
+                "remove_network bot-bottle-egress-ID",
+            ])
+        );
+    }
+
+    #[test]
+    fn an_attached_bottle_is_neither_watched_nor_torn_down_by_its_terminal() {
+        let engine = RecordingEngine::new();
+        engine.with(|s| {
+            s.exits.insert(format!("bot-bottle-{ID}"), 0);
+        });
+        let mut attached = bottle(&engine, false);
+        attached.transcript = None;
+        assert_eq!(attached.wait().unwrap(), BottleExit { code: 0 });
+        drop(attached);
+        assert_eq!(engine.calls(), lines(&["wait_exit bot-bottle-ID"]));
+    }
+
+    #[test]
+    fn terminate_and_kill_signal_the_agent_container() {
+        let engine = RecordingEngine::new();
+        let mut running = bottle(&engine, false);
+        running.terminate().unwrap();
+        running.kill().unwrap();
+        assert_eq!(
+            engine.calls(),
+            lines(&[
+                "kill_container bot-bottle-ID SIGTERM",
+                "kill_container bot-bottle-ID SIGKILL",
+            ])
+        );
+    }
+}

@@ -489,3 +489,78 @@ fn a_sidecar_end_is_said_as_for_a_native_bundle() {
         "was killed by the kernel's OOM killer (out of memory)"
     );
 }
+
+fn sidecar_source() -> (ImageSource, String) {
+    let source = ImageSource::sidecar(Some("debian:bookworm-slim"));
+    let tag = source.tag(&source.input_hash().unwrap());
+    (source, tag)
+}
+
+#[test]
+fn an_image_whose_inputs_are_built_already_is_not_built_again() {
+    let engine = RecordingEngine::new();
+    let (source, tag) = sidecar_source();
+    let built = rt()
+        .block_on(build_image(&engine, &source, "sidecar-image", None))
+        .unwrap();
+    assert_eq!(built, tag);
+    assert_eq!(engine.calls(), vec![format!("image_exists {tag}")]);
+}
+
+#[test]
+fn a_new_sidecar_build_removes_the_older_builds_of_its_repository() {
+    let engine = RecordingEngine::new();
+    let (source, tag) = sidecar_source();
+    engine.with(|s| {
+        s.fail
+            .insert(format!("image_exists {tag}"), "no such image".into());
+        s.images = vec![
+            bollard::models::ImageSummary {
+                repo_tags: vec![tag.clone()],
+                ..Default::default()
+            },
+            bollard::models::ImageSummary {
+                repo_tags: vec!["bot-bottle/sidecar:000000000000".into()],
+                ..Default::default()
+            },
+        ];
+    });
+    rt().block_on(build_image(&engine, &source, "sidecar-image", None))
+        .unwrap();
+    assert_eq!(
+        engine.calls(),
+        vec![
+            format!("image_exists {tag}"),
+            format!("build_image {tag}"),
+            "list_images".to_owned(),
+            "remove_image bot-bottle/sidecar:000000000000".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_build_says_the_daemons_message_and_keeps_older_builds() {
+    let engine = RecordingEngine::new();
+    let (source, tag) = sidecar_source();
+    engine.with(|s| {
+        s.fail
+            .insert(format!("image_exists {tag}"), "no such image".into());
+        s.fail.insert(
+            format!("build_image {tag}"),
+            "failed to resolve base image".into(),
+        );
+    });
+    let err = rt()
+        .block_on(build_image(&engine, &source, "sidecar-image", None))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "could not set up the bottle (build image {tag}): failed to resolve base image\nfull build log:\n"
+        )
+    );
+    assert_eq!(
+        engine.calls(),
+        vec![format!("image_exists {tag}"), format!("build_image {tag}")]
+    );
+}
