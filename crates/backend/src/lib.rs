@@ -8,13 +8,14 @@
 //!
 //! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
 //! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
+//! Those modules are the host side (the launcher); what runs inside a bottle is in [`inbottle`].
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use backend::native::{HelperCommand, NativeBackend, NativeConfig};
 //! use backend::{Backend, BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Workspace, WorkspaceMode};
 //!
-//! // `bot-bottle` dispatches `__bottle-init` to `backend::native::helper_main()` in `main`.
+//! // `bot-bottle` dispatches `__bottle-init` to `backend::inbottle::native_helper::helper_main()`.
 //! let bot_bottle_home = std::path::PathBuf::from("/home/alice/.bot-bottle");
 //! let native = NativeBackend::new(NativeConfig::new(HelperCommand::current_exe()?, &bot_bottle_home));
 //! let spec = LaunchSpec {
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod docker;
+pub mod inbottle;
 pub mod native;
 pub mod preflight;
 mod spec;
@@ -116,25 +118,18 @@ pub fn default_backend() -> BackendKind {
 /// The backend of that kind, ready to use. `bot_bottle_home` is `$BOT_BOTTLE_HOME` (runtime
 /// records and the paths a bottle must never see derive from it). Backends not in this build
 /// answer [`BackendError::Unavailable`] with what to use instead.
+///
+/// This is the one place that maps a kind to its implementation: a new backend is a new module
+/// directory (its host side; anything that runs inside its bottles goes under [`inbottle`])
+/// with an `open` function, plus one arm here. Its name is a [`BackendKind`] variant and its
+/// machine checks are in [`preflight`].
 pub fn open(
     kind: BackendKind,
     bot_bottle_home: &std::path::Path,
 ) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
-        BackendKind::Native => {
-            let helper = native::HelperCommand::current_exe()?;
-            Ok(Box::new(native::NativeBackend::new(
-                native::NativeConfig::new(helper, bot_bottle_home),
-            )))
-        }
-        // Enough for list, stop, cleanup and attach; `start` configures the agent image and
-        // the sidecar itself (`docker::DockerConfig`).
-        BackendKind::Docker => Ok(Box::new(docker::DockerBackend::new(
-            docker::DockerConfig::new(
-                docker::AgentImage::Image(String::new()),
-                docker::init_command()?,
-            ),
-        )?)),
+        BackendKind::Native => native::open(bot_bottle_home),
+        BackendKind::Docker => docker::open(bot_bottle_home),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"
@@ -213,6 +208,13 @@ pub trait Backend: Send + Sync {
 
     /// Whether this machine can run this backend, with the fix for anything missing.
     fn preflight(&self) -> BackendStatus;
+
+    /// The check `start` runs before each launch: [`Backend::preflight`] unless that is slow
+    /// (native's runs a probe bottle; before a launch the kernel's facts are enough, since the
+    /// launch itself fails closed on anything they miss).
+    fn launch_preflight(&self) -> BackendStatus {
+        self.preflight()
+    }
 
     /// Validates the spec and does the slow, reusable work before a launch (native: copies the
     /// workspace for [`WorkspaceMode::Copy`] unless the copy exists; docker: builds the image).

@@ -16,14 +16,16 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(backend::native::HELPER_SUBCOMMAND))
     {
-        backend::native::helper_main();
+        backend::inbottle::native_helper::helper_main();
     }
     // The docker backend's init, PID 1 of an agent container (this executable is mounted
     // read-only into it): relays the sidecar ports and starts the agent once released.
     if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(backend::docker::init::INIT_SUBCOMMAND))
+        == Some(std::ffi::OsStr::new(
+            backend::inbottle::docker_init::INIT_SUBCOMMAND,
+        ))
     {
-        backend::docker::init::init_main();
+        backend::inbottle::docker_init::init_main();
     }
     // The docker bottle's reaper: tears the bottle down if `start` dies without doing so.
     if std::env::args_os().nth(1).as_deref()

@@ -15,7 +15,7 @@ fn main() {
     if args.len() == 4 && args[1] == "launch" {
         std::process::exit(launch(Path::new(&args[2]), Path::new(&args[3])));
     }
-    backend::native::helper_main()
+    backend::inbottle::native_helper::helper_main()
 }
 
 fn launch(spec: &Path, home: &Path) -> i32 {

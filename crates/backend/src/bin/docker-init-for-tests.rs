@@ -14,7 +14,7 @@ fn main() {
     if args.len() == 5 && args[1] == "launch" {
         std::process::exit(launch(&args[2], &args[3], &args[4]));
     }
-    backend::docker::init::init_main()
+    backend::inbottle::docker_init::init_main()
 }
 
 fn launch(spec: &str, image: &str, sidecar: &str) -> i32 {

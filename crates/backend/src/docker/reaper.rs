@@ -92,6 +92,6 @@ pub fn reaper_main() -> ! {
     else {
         std::process::exit(1);
     };
-    rt.block_on(super::teardown(&docker, &Names::new(identity)));
+    rt.block_on(super::lifecycle::teardown(&docker, &Names::new(identity)));
     std::process::exit(0)
 }

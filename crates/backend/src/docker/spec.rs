@@ -23,7 +23,7 @@ use bollard::models::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::init::{InitConfig, InitForward};
+use crate::inbottle::docker_init::{InitConfig, InitForward};
 use crate::spec::{LaunchSpec, WorkspaceMode};
 
 /// Every object of ours carries this label (value `true`).

@@ -40,13 +40,14 @@
 //! uid 0. Every bottle runs in its own cgroups with the spec's CPU, memory and process limits
 //! (see [`cgroup`]), or does not start.
 
+mod bottle;
 pub mod cgroup;
 pub mod forward;
 pub mod os;
 pub mod owner;
 pub mod plan;
-pub mod sandbox;
 pub mod seccomp;
+mod validate;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -58,16 +59,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::inbottle::native_helper;
+pub use crate::inbottle::native_helper::HELPER_SUBCOMMAND;
+pub use bottle::NativeBottle;
+use bottle::{give_back_terminal, lend_terminal, restore_foreground};
 pub use plan::{Secrets, default_system_dirs};
-pub use sandbox::{HELPER_SUBCOMMAND, helper_main};
 
 use crate::preflight::{self, BackendStatus};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode, WorkspaceMode};
-use crate::{
-    Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
-};
+use crate::{Backend, BackendError, BackendKind, BottleInfo, CleanupAction, RunningBottle};
 
-/// How to start the in-bottle helper: an executable that calls [`helper_main`] when given
+/// How to start the in-bottle helper: an executable that calls
+/// [`native_helper::helper_main`] when given
 /// `args` (for `bot-bottle`: its own path and [`HELPER_SUBCOMMAND`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperCommand {
@@ -246,144 +249,6 @@ impl NativeBackend {
         Ok(records)
     }
 
-    fn validate(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
-        let invalid = |m: String| Err(BackendError::InvalidSpec(m));
-        if !valid_identity(&spec.identity) {
-            return invalid(format!(
-                "bottle identity `{}` must be 1-63 lowercase letters, digits or dashes",
-                spec.identity
-            ));
-        }
-        if spec.argv.is_empty() || spec.argv[0].is_empty() {
-            return invalid("the command to run is empty".into());
-        }
-        let mut ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
-        ports.sort_unstable();
-        if ports.contains(&0) || ports.windows(2).any(|w| w[0] == w[1]) {
-            return invalid(format!(
-                "forward ports must be non-zero and distinct, got {:?}",
-                spec.forwards
-                    .iter()
-                    .map(|f| f.inside_port)
-                    .collect::<Vec<_>>()
-            ));
-        }
-        for fwd in &spec.forwards {
-            use std::os::unix::fs::FileTypeExt;
-            let is_socket =
-                std::fs::metadata(&fwd.host_unix_socket).is_ok_and(|m| m.file_type().is_socket());
-            if !is_socket {
-                return invalid(format!(
-                    "the sidecar socket {} does not exist or is not a Unix socket; is the sidecar running?",
-                    fwd.host_unix_socket.display()
-                ));
-            }
-        }
-        if spec.workspace.inside == spec.home.inside {
-            return invalid(format!(
-                "the workspace and the home directory cannot both be {} inside the bottle",
-                spec.home.inside.display()
-            ));
-        }
-        for (what, dir) in [
-            ("workspace", &spec.workspace.host),
-            ("home directory", &spec.home.host),
-        ] {
-            if !dir.is_dir() {
-                return invalid(format!("the {what} {} is not a directory", dir.display()));
-            }
-        }
-        Ok(())
-    }
-
-    /// `/etc/passwd`, `/etc/group` and `/etc/hosts` for the bottle: the host's, plus an entry
-    /// for the agent's uid (named `$USER` from the spec, else `agent`, home = the home inside)
-    /// and the bottle's hostname on loopback — so `whoami`, `~user` and tools that look up
-    /// their own user or host work. Files the caller places itself are left alone.
-    fn identity_files(
-        &self,
-        spec: &LaunchSpec,
-        dir: &Path,
-    ) -> Result<Vec<crate::spec::ReadOnlyFile>, BackendError> {
-        let (uid, gid) = (self.config.inside_uid, self.config.inside_gid);
-        let name: String = spec
-            .env
-            .get("USER")
-            .filter(|u| {
-                !u.is_empty()
-                    && u.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            })
-            .cloned()
-            .unwrap_or_else(|| "agent".to_owned());
-        let shell = if Path::new("/bin/bash").exists() {
-            "/bin/bash"
-        } else {
-            "/bin/sh"
-        };
-        let keep = |text: String, id: u32| -> String {
-            text.lines()
-                .filter(|line| {
-                    let mut fields = line.split(':');
-                    let first = fields.next();
-                    let id_field = fields.nth(1);
-                    first != Some(name.as_str()) && id_field != Some(id.to_string().as_str())
-                })
-                .map(|line| format!("{line}\n"))
-                .collect()
-        };
-        let generated = [
-            (
-                "/etc/passwd",
-                std::fs::read_to_string("/etc/passwd").ok().map(|t| {
-                    keep(t, uid)
-                        + &format!(
-                            "{name}:x:{uid}:{gid}:bot-bottle agent:{}:{shell}\n",
-                            spec.home.inside.display()
-                        )
-                }),
-            ),
-            (
-                "/etc/group",
-                std::fs::read_to_string("/etc/group")
-                    .ok()
-                    .map(|t| keep(t, gid) + &format!("{name}:x:{gid}:\n")),
-            ),
-            (
-                "/etc/hosts",
-                Path::new("/etc/hosts").exists().then(|| {
-                    format!(
-                        "127.0.0.1\tlocalhost {id}\n::1\tlocalhost ip6-localhost ip6-loopback {id}\n",
-                        id = spec.identity
-                    )
-                }),
-            ),
-        ];
-        let etc = dir.join("etc");
-        std::fs::create_dir_all(&etc).map_err(io_err("create", &etc))?;
-        let mut files = Vec::new();
-        for (inside, content) in generated {
-            let Some(content) = content else { continue };
-            if spec.files.iter().any(|f| f.inside == Path::new(inside)) {
-                continue;
-            }
-            let host = etc.join(inside.trim_start_matches("/etc/"));
-            std::fs::write(&host, content).map_err(io_err("write", &host))?;
-            files.push(crate::spec::ReadOnlyFile {
-                host,
-                inside: inside.into(),
-            });
-        }
-        Ok(files)
-    }
-
-    fn workspace_source(&self, spec: &LaunchSpec) -> PathBuf {
-        match &spec.workspace.mode {
-            WorkspaceMode::Mount => spec.workspace.host.clone(),
-            WorkspaceMode::Copy { into } => into.clone(),
-        }
-    }
-
     /// Validates, copies the workspace if asked (once), and computes the mount plan.
     fn prepare_plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
         self.validate(spec)?;
@@ -544,7 +409,7 @@ impl NativeBackend {
 
     fn spawn_helper(
         &self,
-        req: &sandbox::HelperRequest,
+        req: &native_helper::HelperRequest,
         stdio: BottleStdio,
         limits: Option<&cgroup::CgroupPlan>,
     ) -> Result<(Child, std::fs::File), BackendError> {
@@ -576,7 +441,7 @@ impl NativeBackend {
         // SAFETY: `child_setup` only makes async-signal-safe syscalls; both fds stay open in
         // the parent until `spawn` returns.
         unsafe {
-            cmd.pre_exec(move || sandbox::child_setup(r, w));
+            cmd.pre_exec(move || native_helper::child_setup(r, w));
         }
         let mut child = cmd.spawn().map_err(|source| BackendError::Process {
             action: "start the bottle helper",
@@ -608,7 +473,7 @@ impl NativeBackend {
 }
 
 /// Reads the helper's status lines until every copy of the pipe is closed.
-fn read_status(status: std::fs::File) -> Vec<sandbox::HelperStatus> {
+fn read_status(status: std::fs::File) -> Vec<native_helper::HelperStatus> {
     BufReader::new(status)
         .lines()
         .map_while(Result::ok)
@@ -620,12 +485,25 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(sandbox::SETUP_FAILED)
+        .unwrap_or(native_helper::SETUP_FAILED)
+}
+
+/// The native backend with the running executable as its helper ([`crate::open`]).
+pub fn open(bot_bottle_home: &Path) -> Result<Box<dyn Backend>, BackendError> {
+    let helper = HelperCommand::current_exe()?;
+    Ok(Box::new(NativeBackend::new(NativeConfig::new(
+        helper,
+        bot_bottle_home,
+    ))))
 }
 
 impl Backend for NativeBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Native
+    }
+
+    fn launch_preflight(&self) -> BackendStatus {
+        preflight::native(None)
     }
 
     fn preflight(&self) -> BackendStatus {
@@ -694,7 +572,7 @@ impl Backend for NativeBackend {
             PathBuf::from("/dev"),
         ];
         writable.dedup();
-        let req = sandbox::HelperRequest {
+        let req = native_helper::HelperRequest {
             spec: spec.clone(),
             plan,
             root,
@@ -753,18 +631,21 @@ impl Backend for NativeBackend {
 
         let lines = read_status(status);
         let started = lines.iter().find_map(|l| match l {
-            sandbox::HelperStatus::Started { landlock } => Some(landlock.clone()),
-            sandbox::HelperStatus::Failed { .. } => None,
+            native_helper::HelperStatus::Started { landlock } => Some(landlock.clone()),
+            native_helper::HelperStatus::Failed { .. } => None,
         });
         let failed = lines.into_iter().find_map(|l| match l {
-            sandbox::HelperStatus::Failed { stage, message } => Some((stage, message)),
-            sandbox::HelperStatus::Started { .. } => None,
+            native_helper::HelperStatus::Failed { stage, message } => Some((stage, message)),
+            native_helper::HelperStatus::Started { .. } => None,
         });
         if failed.is_some() || started.is_none() {
             // Synchronous teardown if the outer helper still runs; it may be gone already.
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL);
-            let code = child.wait().map(exit_code).unwrap_or(sandbox::SETUP_FAILED);
+            let _ = nix::sys::signal::kill(pid, native_helper::TEARDOWN_SIGNAL);
+            let code = child
+                .wait()
+                .map(exit_code)
+                .unwrap_or(native_helper::SETUP_FAILED);
             if let Some(plan) = &limits {
                 cgroup::remove(plan, &mut os::RealOs);
             }
@@ -828,7 +709,7 @@ impl Backend for NativeBackend {
         if gone_within(grace) {
             return Ok(true);
         }
-        signal(sandbox::TEARDOWN_SIGNAL)?;
+        signal(native_helper::TEARDOWN_SIGNAL)?;
         if !gone_within(Duration::from_secs(2)) {
             signal(nix::sys::signal::Signal::SIGKILL)?;
         }
@@ -880,156 +761,6 @@ impl Backend for NativeBackend {
             });
         }
         Ok(actions)
-    }
-}
-
-/// Gives the terminal on stdin to the agent's host ids; returns its owner to restore.
-fn lend_terminal(host: owner::HostIds) -> Option<(u32, u32)> {
-    let st = nix::sys::stat::fstat(std::io::stdin()).ok()?;
-    nix::unistd::fchown(
-        std::io::stdin(),
-        Some(nix::unistd::Uid::from_raw(host.uid)),
-        Some(nix::unistd::Gid::from_raw(host.gid)),
-    )
-    .ok()?;
-    Some((st.st_uid, st.st_gid))
-}
-
-fn give_back_terminal(owner: Option<(u32, u32)>) {
-    if let Some((uid, gid)) = owner {
-        let _ = nix::unistd::fchown(
-            std::io::stdin(),
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        );
-    }
-}
-
-fn restore_foreground(pgrp: Option<nix::unistd::Pid>) {
-    let Some(pgrp) = pgrp else { return };
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-    let mut ttou = SigSet::empty();
-    ttou.add(Signal::SIGTTOU);
-    let mut old = SigSet::empty();
-    if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_ok() {
-        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), pgrp);
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    }
-}
-
-/// A running native bottle (the launcher's handle on the outer helper).
-#[derive(Debug)]
-pub struct NativeBottle {
-    identity: String,
-    child: Child,
-    dir: PathBuf,
-    foreground: Option<nix::unistd::Pid>,
-    landlock: String,
-    /// The bottle's cgroups (`None` when `dangerously_allow_unenforced` let it start without).
-    limits: Option<cgroup::CgroupPlan>,
-    /// The terminal's owner before it was lent to the agent's uid.
-    terminal: Option<(u32, u32)>,
-    done: bool,
-}
-
-impl NativeBottle {
-    /// How far Landlock is enforced in this bottle (`fully enforced`, `partially enforced`,
-    /// `not available`).
-    pub fn landlock(&self) -> &str {
-        &self.landlock
-    }
-
-    /// Where the bottle's limits are enforced (`cgroup v1: …`), or `None` when it runs
-    /// without (`dangerously_allow_unenforced` on a host without usable cgroups).
-    pub fn limits(&self) -> Option<String> {
-        self.limits.as_ref().map(cgroup::CgroupPlan::describe)
-    }
-
-    fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
-            restore_foreground(self.foreground);
-            if let Some(plan) = &self.limits {
-                cgroup::remove(plan, &mut os::RealOs);
-            }
-            give_back_terminal(self.terminal.take());
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-impl RunningBottle for NativeBottle {
-    fn identity(&self) -> &str {
-        &self.identity
-    }
-
-    fn take_stdin(&mut self) -> Option<Box<dyn Write + Send>> {
-        self.child
-            .stdin
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Write + Send>)
-    }
-
-    fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
-        self.child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)
-    }
-
-    fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
-        self.child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)
-    }
-
-    fn wait(&mut self) -> Result<BottleExit, BackendError> {
-        let status = self.child.wait().map_err(|source| BackendError::Process {
-            action: "wait for the bottle",
-            source,
-        })?;
-        self.finish();
-        Ok(BottleExit {
-            code: exit_code(status),
-        })
-    }
-
-    fn terminate(&mut self) -> Result<(), BackendError> {
-        if self.done {
-            return Ok(());
-        }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(|e| {
-            BackendError::Process {
-                action: "signal the bottle",
-                source: e.into(),
-            }
-        })
-    }
-
-    fn kill(&mut self) -> Result<(), BackendError> {
-        if self.done || matches!(self.child.try_wait(), Ok(Some(_))) {
-            return Ok(());
-        }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sandbox::TEARDOWN_SIGNAL).map_err(|e| BackendError::Process {
-            action: "kill the bottle",
-            source: e.into(),
-        })
-    }
-}
-
-impl Drop for NativeBottle {
-    /// Kills the bottle and waits until every process of it is gone.
-    fn drop(&mut self) {
-        if !self.done {
-            if self.kill().is_err() {
-                let _ = self.child.kill();
-            }
-            let _ = self.child.wait();
-            self.finish();
-        }
     }
 }
 

@@ -108,12 +108,9 @@ pub fn resume(
 
 fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
     let backend = backend::open(kind, home.root())?;
-    // The kernel's facts only: `doctor` also runs a test bottle, which would double the
-    // start-up time here, and the launch itself fails closed on anything the facts miss.
-    let status = match kind {
-        BackendKind::Native => backend::preflight::native(None),
-        _ => backend.preflight(),
-    };
+    // Native: the kernel's facts only (`doctor` also runs a test bottle, which would double
+    // the start-up time here, and the launch itself fails closed on anything the facts miss).
+    let status = backend.launch_preflight();
     if !status.usable {
         let mut msg = format!(
             "the {kind} backend cannot isolate a bottle on this machine, so nothing was started"

@@ -10,7 +10,7 @@
 //!   address is resolved by container name before the release (the sidecar starts side by
 //!   side with the agent container), while nothing of the agent runs yet;
 //! * **release gate**: the agent's command must not run before the launcher has closed the
-//!   network (the per-bottle firewall, see [`super::spec::firewall_script`]), so the init waits
+//!   network (the per-bottle firewall, see [`crate::docker::spec::firewall_script`]), so the init waits
 //!   for `SIGUSR1` from the launcher (sent through the Engine API) and then *checks* the result
 //!   itself: Docker's embedded DNS (`127.0.0.11:53`) must not answer, every sidecar endpoint
 //!   must accept a connection. Anything else aborts with exit code [`SETUP_FAILED`];

@@ -1,0 +1,727 @@
+//! What the docker backend asks the engine to do, and in which order: the decisions of
+//! `launch`, `wait`, teardown, `stop`, `list` and `cleanup`, written against the [`Engine`]
+//! trait so that each one is unit-tested against the recording fake (`lifecycle/tests.rs`).
+//!
+//! [`super::DockerBackend`] owns the configuration, the tokio runtime and the connected client
+//! and calls these functions; [`super::spec`] builds the request bodies they send;
+//! [`super::bottle`] wires a started agent container to the caller's stdio.
+//!
+//! Invariants kept here: a bottle whose setup fails leaves nothing behind ([`launch`] tears
+//! down by name before it returns the error); a limit the daemon drops refuses the bottle
+//! unless the bottle opted out with `dangerously_allow_unenforced`; a sidecar that ends while
+//! the agent runs stops the agent ([`watch_sidecar`]); cleanup never touches objects whose
+//! launcher is alive, nor a running container it cannot judge.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::container::AttachContainerResults;
+use bollard::errors::Error as ApiError;
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum};
+use bollard::query_parameters::{AttachContainerOptions, BuildImageOptions};
+use futures_util::StreamExt;
+
+use super::client::{Engine, Filters, api_message, is_not_found, setup};
+use super::image::ImageSource;
+use super::runtime::{self, RuntimeChoice};
+use super::spec::{
+    self, AgentSettings, LABEL_IDENTITY, LABEL_LAUNCHER, LABEL_MANAGED, LABEL_ROLE, Names,
+    SidecarSpec, agent_container, firewall_container, init_config, sidecar_container,
+};
+use super::{Progress, SidecarDown};
+use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
+use crate::{BackendError, BackendKind, BottleInfo, CleanupAction};
+
+/// The runtime the agent runs with, from the daemon's registered runtimes (see [`runtime`]).
+pub(crate) async fn choose_runtime<E: Engine>(
+    docker: &E,
+    choice: &RuntimeChoice,
+) -> Result<runtime::Chosen, BackendError> {
+    let info = docker.info().await.map_err(setup("docker info"))?;
+    let default = info.default_runtime.unwrap_or_else(|| "runc".to_owned());
+    runtime::choose(choice, &registered_runtimes(info.runtimes), &default).map_err(|refused| {
+        BackendError::Unavailable {
+            backend: BackendKind::Docker,
+            reason: format!("{}; fix: {}", refused.reason, refused.fix),
+        }
+    })
+}
+
+/// The daemon's runtimes as [`runtime::choose`] reads them.
+fn registered_runtimes(
+    runtimes: Option<HashMap<String, bollard::models::Runtime>>,
+) -> std::collections::BTreeMap<String, runtime::Registered> {
+    runtimes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name,
+                runtime::Registered {
+                    path: r.path.unwrap_or_default(),
+                    args: r.runtime_args.unwrap_or_default(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// `<boot id>:<pid>:<start time>` of this process, to recognise orphans later.
+pub(crate) fn launcher_label() -> String {
+    let pid = std::process::id();
+    format!(
+        "{}:{pid}:{}",
+        boot_id(),
+        start_time(pid).unwrap_or_default()
+    )
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Whether the launcher named by a label value is gone (an unknown label counts as alive:
+/// cleanup never kills what it cannot judge).
+pub(crate) fn launcher_gone(label: Option<&String>) -> bool {
+    let Some(label) = label else { return false };
+    let mut parts = label.splitn(3, ':');
+    let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if boot != boot_id() {
+        return true;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    start_time(pid).as_deref() != Some(start)
+}
+
+pub(crate) async fn build_image<E: Engine>(
+    docker: &E,
+    source: &ImageSource,
+    role: &str,
+    progress: Option<&Progress>,
+) -> Result<String, BackendError> {
+    let io = |action: &'static str| {
+        let path = source.context_dir.clone().unwrap_or_default();
+        move |source| BackendError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let hash = source
+        .input_hash()
+        .map_err(io("read the image build context"))?;
+    let tag = source.tag(&hash);
+    if docker.image_exists(&tag).await {
+        return Ok(tag);
+    }
+    let context = source
+        .context_tar()
+        .map_err(io("pack the image build context"))?;
+    let options = BuildImageOptions {
+        dockerfile: ImageSource::dockerfile_name().to_owned(),
+        t: Some(tag.clone()),
+        rm: true,
+        forcerm: true,
+        buildargs: Some(source.build_args.clone().into_iter().collect()),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_ROLE.to_owned(), role.to_owned()),
+            (spec::LABEL_INPUT_HASH.to_owned(), hash.clone()),
+        ])),
+        ..Default::default()
+    };
+    let mut log = String::new();
+    let mut failure = None;
+    let mut stream = docker.build_image(options, context);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(line) = info.stream.as_deref().or(info.status.as_deref()) {
+                    log.push_str(line);
+                    if let Some(progress) = progress {
+                        for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                            progress(l);
+                        }
+                    }
+                }
+                if let Some(detail) = info.error_detail {
+                    failure = detail.message.or(Some("unknown build error".to_owned()));
+                }
+            }
+            Err(err) => failure = Some(api_message(&err)),
+        }
+    }
+    if let Some(message) = failure {
+        return Err(BackendError::Setup {
+            stage: format!("build image {tag}"),
+            message: format!("{message}\nfull build log:\n{log}"),
+        });
+    }
+    // Agent images are kept: bottles of one agent may use different Dockerfiles.
+    if role == "sidecar-image" {
+        remove_older_builds(docker, source, &tag).await;
+    }
+    Ok(tag)
+}
+
+/// Removes earlier builds of the same repository (other input hashes), so bot-bottle upgrades
+/// do not pile up sidecar images. Images still used by a container stay (not forced).
+async fn remove_older_builds<E: Engine>(docker: &E, source: &ImageSource, tag: &str) {
+    let mut filters = label_filter(&[]);
+    filters.insert("reference".to_owned(), vec![source.repository.clone()]);
+    let Ok(images) = docker.list_images(filters).await else {
+        return;
+    };
+    for image in images {
+        if image.repo_tags.iter().any(|t| t == tag) {
+            continue;
+        }
+        for old in &image.repo_tags {
+            let _ = docker.remove_image(old).await;
+        }
+    }
+}
+
+/// Creates everything, starts the sidecar and the agent (whose init waits), installs the
+/// firewall; on error removes every object of the bottle by name before returning it. The
+/// agent's id and its attached stdio come back; the caller releases the init.
+pub(crate) async fn launch<E: Engine>(
+    docker: &E,
+    spec: &LaunchSpec,
+    sidecar: &SidecarSpec,
+    settings: &AgentSettings,
+    firewall_image: &str,
+    stdio: BottleStdio,
+) -> Result<(String, AttachContainerResults), BackendError> {
+    let started = start_bottle(docker, spec, sidecar, settings, firewall_image, stdio).await;
+    if started.is_err() {
+        teardown(docker, &Names::new(&spec.identity)).await;
+    }
+    started
+}
+
+async fn start_bottle<E: Engine>(
+    docker: &E,
+    spec: &LaunchSpec,
+    sidecar: &SidecarSpec,
+    settings: &AgentSettings,
+    firewall_image: &str,
+    stdio: BottleStdio,
+) -> Result<(String, AttachContainerResults), BackendError> {
+    let identity = &spec.identity;
+    let names = Names::new(identity);
+    let (internal, egress) = tokio::join!(
+        docker.create_network(spec::internal_network(identity, &settings.launcher)),
+        docker.create_network(spec::egress_network(identity, &settings.launcher)),
+    );
+    internal.map_err(setup("create the internal network"))?;
+    egress.map_err(setup("create the egress network"))?;
+
+    // The sidecar and the agent start side by side: the init finds the sidecar by name
+    // before it is released.
+    let (sidecar_started, agent_started) = tokio::join!(
+        start_sidecar(docker, identity, sidecar, settings),
+        start_agent(docker, spec, settings, stdio),
+    );
+    sidecar_started?;
+    let (agent_id, attach) = agent_started?;
+    let sidecar_ip = container_ip(docker, &names.sidecar, &names.internal_network).await?;
+
+    let ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
+    run_firewall(
+        docker,
+        &names,
+        firewall_container(
+            identity,
+            &settings.launcher,
+            firewall_image,
+            &agent_id,
+            sidecar_ip,
+            &ports,
+        ),
+    )
+    .await?;
+    Ok((agent_id, attach))
+}
+
+async fn start_sidecar<E: Engine>(
+    docker: &E,
+    identity: &str,
+    sidecar: &SidecarSpec,
+    settings: &AgentSettings,
+) -> Result<(), BackendError> {
+    let names = Names::new(identity);
+    create(
+        docker,
+        &names.sidecar,
+        sidecar_container(identity, sidecar, &settings.launcher),
+    )
+    .await
+    .map_err(setup("create the sidecar container"))?;
+    docker
+        .connect_network(&names.egress_network, &names.sidecar)
+        .await
+        .map_err(setup("connect the sidecar to its egress network"))?;
+    docker
+        .start_container(&names.sidecar)
+        .await
+        .map_err(setup("start the sidecar container"))?;
+    match &sidecar.ready_line {
+        Some(line) => wait_ready(docker, &names.sidecar, line).await,
+        None => Ok(()),
+    }
+}
+
+/// How long a sidecar may take to print its ready line (its first upstream git sync).
+const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Follows the sidecar's stdout until `ready` appears; fails with what it printed when it
+/// exits first or stays silent.
+async fn wait_ready<E: Engine>(
+    docker: &E,
+    container: &str,
+    ready: &str,
+) -> Result<(), BackendError> {
+    let mut logs = docker.logs(container, true);
+    let mut seen = String::new();
+    let found = tokio::time::timeout(SIDECAR_READY_TIMEOUT, async {
+        while let Some(Ok(chunk)) = logs.next().await {
+            if let bollard::container::LogOutput::StdOut { message } = &chunk
+                && String::from_utf8_lossy(message)
+                    .lines()
+                    .any(|l| l.trim() == ready)
+            {
+                return true;
+            }
+            seen.push_str(&chunk.to_string());
+        }
+        false
+    })
+    .await;
+    match found {
+        Ok(true) => Ok(()),
+        outcome => {
+            let why = if outcome.is_err() {
+                "did not become ready in time"
+            } else {
+                "exited before it was ready"
+            };
+            let tail: Vec<&str> = seen.lines().rev().take(8).collect();
+            Err(BackendError::Setup {
+                stage: "start the sidecar container".to_owned(),
+                message: format!(
+                    "the sidecar {why}; its output ends with:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ),
+            })
+        }
+    }
+}
+
+/// Creates, attaches and starts the agent container; its init then waits for the release.
+async fn start_agent<E: Engine>(
+    docker: &E,
+    spec: &LaunchSpec,
+    settings: &AgentSettings,
+    stdio: BottleStdio,
+) -> Result<(String, AttachContainerResults), BackendError> {
+    let names = Names::new(&spec.identity);
+    let init = init_config(spec);
+    let body =
+        agent_container(spec, settings, &init, stdio.stdin != StdioMode::Null).map_err(|e| {
+            BackendError::InvalidSpec(format!("cannot encode the init configuration: {e}"))
+        })?;
+    let created = create(docker, &names.agent, body)
+        .await
+        .map_err(setup("create the agent container"))?;
+    // Docker creates the container even when the kernel cannot apply a limit; fail closed.
+    let dropped = spec::dropped_limits(&created.warnings);
+    if !dropped.is_empty() && !spec.resources.allow_unenforced {
+        return Err(BackendError::Setup {
+            stage: "resources".to_owned(),
+            message: format!(
+                "the Docker daemon cannot enforce the bottle's resources: {}; give dockerd the cpu, memory (with swap accounting) and pids cgroup controllers, or set `resources: {{dangerously_allow_unenforced: true}}` in the bottle to start without them",
+                dropped.join("; ")
+            ),
+        });
+    }
+    let agent_id = created.id;
+    let attach = docker
+        .attach_container(
+            &agent_id,
+            AttachContainerOptions {
+                stdin: stdio.stdin != StdioMode::Null,
+                stdout: true,
+                stderr: true,
+                stream: true,
+                logs: true,
+                detach_keys: None,
+            },
+        )
+        .await
+        .map_err(setup("attach to the agent container"))?;
+    docker
+        .start_container(&agent_id)
+        .await
+        .map_err(|err| {
+            let mut message = api_message(&err);
+            if let Some(runtime) = settings.runtime.as_deref().filter(|r| *r != "runc") {
+                message.push_str(&format!(
+                    "; the {runtime} runtime is registered with dockerd but does not start containers here: fix it, or use the runc runtime"
+                ));
+            }
+            BackendError::Setup {
+                stage: "start the agent container".to_owned(),
+                message,
+            }
+        })?;
+    Ok((agent_id, attach))
+}
+
+async fn create<E: Engine>(
+    docker: &E,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<bollard::models::ContainerCreateResponse, ApiError> {
+    docker.create_container(name, body).await
+}
+
+async fn container_ip<E: Engine>(
+    docker: &E,
+    name: &str,
+    network: &str,
+) -> Result<IpAddr, BackendError> {
+    let inspect = docker
+        .inspect_container(name)
+        .await
+        .map_err(setup("inspect the sidecar container"))?;
+    let ip = inspect
+        .network_settings
+        .and_then(|s| s.networks)
+        .and_then(|mut n| n.remove(network))
+        .and_then(|e| e.ip_address)
+        .unwrap_or_default();
+    ip.parse().map_err(|_| BackendError::Setup {
+        stage: "inspect the sidecar container".to_owned(),
+        message: format!("the sidecar has no address on {network} (is it running?)"),
+    })
+}
+
+/// Runs the firewall container to completion; fails with its output unless it exited 0.
+async fn run_firewall<E: Engine>(
+    docker: &E,
+    names: &Names,
+    body: ContainerCreateBody,
+) -> Result<(), BackendError> {
+    let stage = "close the bottle's network";
+    create(docker, &names.firewall, body)
+        .await
+        .map_err(setup(stage))?;
+    docker
+        .start_container(&names.firewall)
+        .await
+        .map_err(setup(stage))?;
+    let code = exit_code(docker, &names.firewall)
+        .await
+        .map_err(setup(stage))?;
+    if code != 0 {
+        let mut logs = docker.logs(&names.firewall, false);
+        let mut output = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            output.push_str(&chunk.to_string());
+        }
+        return Err(BackendError::Setup {
+            stage: stage.to_owned(),
+            message: format!(
+                "the firewall container exited with {code}: {}; the sidecar image needs iptables and a kernel with netfilter",
+                output.trim()
+            ),
+        });
+    }
+    remove(docker, &names.firewall).await;
+    Ok(())
+}
+
+/// Waits until a container is not running; its exit code.
+pub(crate) async fn exit_code<E: Engine>(docker: &E, container: &str) -> Result<i64, ApiError> {
+    docker.wait_exit(container).await
+}
+
+/// Waits for the agent's exit code while watching the sidecar container. If the sidecar
+/// ends first, `down` is told how and the agent is stopped (SIGTERM, SIGKILL after `grace`);
+/// if the agent ends first but the sidecar is found gone too (it died just before, perhaps
+/// why the agent ended), `down` is told as well. Called before teardown stops the sidecar.
+pub(crate) async fn watch_sidecar<E: Engine>(
+    docker: &E,
+    agent: &str,
+    sidecar: &str,
+    down: Option<&SidecarDown>,
+    grace: Duration,
+) -> Result<i64, ApiError> {
+    let tell = |how: &str| {
+        if let Some(down) = down {
+            down(how);
+        }
+    };
+    let agent_exit = exit_code(docker, agent);
+    tokio::pin!(agent_exit);
+    let sidecar_exit = async {
+        match exit_code(docker, sidecar).await {
+            Ok(code) => sidecar_ended(docker, sidecar, code).await,
+            // Not watchable (the daemon failed): the agent's own wait decides.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        code = &mut agent_exit => {
+            if let Some(how) = sidecar_gone(docker, sidecar).await {
+                tell(&how);
+            }
+            code
+        }
+        how = sidecar_exit => {
+            tell(&how);
+            let grace = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+            let _ = docker.stop_container(agent, grace).await;
+            agent_exit.await
+        }
+    }
+}
+
+/// How the sidecar container ended, if it is not running.
+async fn sidecar_gone<E: Engine>(docker: &E, sidecar: &str) -> Option<String> {
+    let state = docker.inspect_container(sidecar).await.ok()?.state?;
+    if state.running == Some(true) {
+        return None;
+    }
+    Some(describe_exit(
+        state.exit_code.unwrap_or(-1),
+        state.oom_killed == Some(true),
+    ))
+}
+
+/// How a sidecar that ended with `code` ended (asking the daemon whether the OOM killer did it).
+async fn sidecar_ended<E: Engine>(docker: &E, sidecar: &str, code: i64) -> String {
+    let oom = docker
+        .inspect_container(sidecar)
+        .await
+        .ok()
+        .and_then(|i| i.state)
+        .and_then(|s| s.oom_killed)
+        == Some(true);
+    describe_exit(code, oom)
+}
+
+/// "exited with status 1", "was killed by signal 9 (SIGKILL)", as for a native bundle.
+pub fn describe_exit(code: i64, oom_killed: bool) -> String {
+    if oom_killed {
+        return "was killed by the kernel's OOM killer (out of memory)".to_owned();
+    }
+    match code {
+        129..=192 => {
+            let n = (code - 128) as i32;
+            match nix::sys::signal::Signal::try_from(n) {
+                Ok(signal) => format!("was killed by signal {n} ({})", signal.as_str()),
+                Err(_) => format!("was killed by signal {n}"),
+            }
+        }
+        code => format!("exited with status {code}"),
+    }
+}
+
+async fn remove<E: Engine>(docker: &E, container: &str) {
+    let _ = docker.remove_container(container).await;
+}
+
+/// Removes every object of a bottle by name (missing ones are fine).
+pub(crate) async fn teardown<E: Engine>(docker: &E, names: &Names) {
+    let sidecar = async {
+        // SIGTERM first, as on native: the bundle finishes what is in flight and revokes
+        // forge deploy keys on its way out; SIGKILL after 10 s.
+        let _ = docker.stop_container(&names.sidecar, 10).await;
+        remove(docker, &names.sidecar).await;
+    };
+    tokio::join!(
+        remove(docker, &names.firewall),
+        remove(docker, &names.agent),
+        sidecar,
+    );
+    let _ = tokio::join!(
+        docker.remove_network(&names.internal_network),
+        docker.remove_network(&names.egress_network),
+    );
+}
+
+fn label_filter(extra: &[(&str, &str)]) -> Filters {
+    let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+    labels.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+    HashMap::from([("label".to_owned(), labels)])
+}
+
+/// Removes what no live launcher owns: containers (running orphans are killed), then
+/// networks and volumes, then dangling images of ours. Objects whose launcher is alive (a
+/// bottle being started, running or torn down) are never touched; a running container without
+/// a launcher label is left alone (cleanup never kills what it cannot judge).
+pub(crate) async fn cleanup<E: Engine>(
+    docker: &E,
+    dry_run: bool,
+) -> Result<Vec<CleanupAction>, BackendError> {
+    let mut actions = Vec::new();
+    let containers = docker
+        .list_containers(label_filter(&[]))
+        .await
+        .map_err(setup("list containers"))?;
+    let mut live = std::collections::BTreeSet::new();
+    for c in containers {
+        let labels = c.labels.unwrap_or_default();
+        let identity = labels.get(LABEL_IDENTITY).cloned().unwrap_or_default();
+        let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+        let launcher = labels.get(LABEL_LAUNCHER);
+        let owned = launcher.is_some() && !launcher_gone(launcher);
+        if owned || (running && launcher.is_none()) {
+            live.insert(identity);
+            continue;
+        }
+        let name = c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        if running && labels.get(LABEL_ROLE).map(String::as_str) == Some("agent") {
+            actions.push(CleanupAction::KilledOrphan {
+                identity: identity.clone(),
+            });
+        }
+        if !dry_run && let Some(id) = &c.id {
+            remove(docker, id).await;
+        }
+        actions.push(CleanupAction::RemovedContainer { name });
+    }
+    let networks = docker
+        .list_networks(label_filter(&[]))
+        .await
+        .map_err(setup("list networks"))?;
+    for n in networks {
+        let identity = n
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_IDENTITY))
+            .cloned()
+            .unwrap_or_default();
+        let launcher = n.labels.as_ref().and_then(|l| l.get(LABEL_LAUNCHER));
+        if live.contains(&identity) || (launcher.is_some() && !launcher_gone(launcher)) {
+            continue;
+        }
+        let name = n.name.unwrap_or_default();
+        if !dry_run {
+            docker
+                .remove_network(&name)
+                .await
+                .map_err(setup("remove a network"))?;
+        }
+        actions.push(CleanupAction::RemovedNetwork { name });
+    }
+    let volumes = docker
+        .list_volumes(label_filter(&[]))
+        .await
+        .map_err(setup("list volumes"))?;
+    for v in volumes {
+        if live.contains(
+            v.labels
+                .get(LABEL_IDENTITY)
+                .map(String::as_str)
+                .unwrap_or_default(),
+        ) {
+            continue;
+        }
+        if !dry_run {
+            let _ = docker.remove_volume(&v.name).await;
+        }
+        actions.push(CleanupAction::RemovedVolume { name: v.name });
+    }
+    let mut filters = label_filter(&[]);
+    filters.insert("dangling".to_owned(), vec!["true".to_owned()]);
+    let images = docker
+        .list_images(filters)
+        .await
+        .map_err(setup("list images"))?;
+    for image in images {
+        if !dry_run {
+            let _ = docker.remove_image(&image.id).await;
+        }
+        actions.push(CleanupAction::RemovedImage { id: image.id });
+    }
+    Ok(actions)
+}
+
+/// Stops a bottle started by any process: the agent, then the sidecar, each with `grace`
+/// before SIGKILL. `false` when its agent is not running.
+pub(crate) async fn stop<E: Engine>(
+    docker: &E,
+    identity: &str,
+    grace: Duration,
+) -> Result<bool, BackendError> {
+    let names = Names::new(identity);
+    let running = docker
+        .inspect_container(&names.agent)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.running)
+        .unwrap_or(false);
+    if !running {
+        return Ok(false);
+    }
+    let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+    for container in [&names.agent, &names.sidecar] {
+        match docker.stop_container(container, secs).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(setup("stop the bottle")(e)),
+        }
+    }
+    Ok(true)
+}
+
+/// The bottles whose agent container exists, sorted by identity.
+pub(crate) async fn list<E: Engine>(docker: &E) -> Result<Vec<BottleInfo>, BackendError> {
+    let containers = docker
+        .list_containers(label_filter(&[(LABEL_ROLE, "agent")]))
+        .await
+        .map_err(setup("list containers"))?;
+    let mut bottles: Vec<BottleInfo> = containers
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            let identity = labels.get(LABEL_IDENTITY)?.clone();
+            let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+            Some(BottleInfo {
+                identity,
+                backend: BackendKind::Docker,
+                running,
+                orphaned: running && launcher_gone(labels.get(LABEL_LAUNCHER)),
+                created: u64::try_from(c.created.unwrap_or(0)).unwrap_or(0),
+            })
+        })
+        .collect();
+    bottles.sort_by(|a, b| a.identity.cmp(&b.identity));
+    Ok(bottles)
+}
+
+#[cfg(test)]
+mod tests;
