@@ -7,7 +7,7 @@ use backend::BackendKind;
 use manifest::{DiscoverOptions, Manifest};
 use state::{Home, Identity};
 
-use crate::bottle::{self, Launch};
+use launcher::{self as bottle, Launch};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -8,7 +8,7 @@ use backend::BackendKind;
 use manifest::{DiscoverOptions, Manifest};
 use state::Home;
 
-use crate::bottle::{self, Launch};
+use launcher::{self as bottle, Launch};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

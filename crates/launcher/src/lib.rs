@@ -1,4 +1,4 @@
-//! Running one bottle: shared by `start` and `resume`.
+//! The launcher: running one bottle, shared by `start` and `resume`.
 //!
 //! The order matters and each step fails closed:
 //! 1. the backend's preflight must pass (never run the agent less isolated than promised);
