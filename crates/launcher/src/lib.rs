@@ -12,27 +12,37 @@
 //! 6. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
 //!    `resume`, a clean exit removes it.
 
+//!
+//! The `bot-bottle` binary is one front end: it parses the command line, calls [`launch`] or
+//! [`resume`] and prints. A test (or another front end) calls the same functions with its own
+//! [`Options`]: the executable that serves the sidecar bundle and the backends' in-bottle
+//! helpers, and a [`Report`] that receives what the operator would be told.
+
 mod docker;
+mod error;
 pub mod layout;
 pub mod provider;
+mod report;
 pub mod watch;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use backend::{Backend, BackendKind, BottleStdio, Forward, LaunchSpec, ReadOnlyFile};
 use manifest::ProviderKind;
 use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
+use error::Context;
+pub use error::LaunchError;
 pub use layout::{
     BottlePaths, EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar,
 };
+pub use report::{Recorded, Report};
 
 /// Where the agent's home is inside every bottle.
 const AGENT_HOME: &str = "/home/agent";
@@ -76,9 +86,35 @@ impl Launch {
     }
 }
 
-/// Creates a new bottle and runs it to the end; returns the agent's exit code.
-pub fn start(home: &Home, launch: Launch) -> anyhow::Result<ExitCode> {
-    let backend = open_backend(home, launch.backend)?;
+/// How the launcher runs, as its front end decides.
+#[derive(Clone)]
+pub struct Options {
+    /// The `bot-bottle` executable: it serves the sidecar bundle (`sidecar --config`) and the
+    /// backends' hidden helpers (the native in-bottle helper, the docker init and reaper).
+    pub exe: PathBuf,
+    /// Whether the agent gets a terminal (the front end's stdin, stdout and stderr are one).
+    pub interactive: bool,
+    /// Where the operator's messages go.
+    pub report: Arc<dyn Report>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("exe", &self.exe)
+            .field("interactive", &self.interactive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates a new bottle and starts it: the sidecar bundle is ready and the agent runs when
+/// this returns. [`RunningBottle::wait`] waits for the agent and tears the bottle down.
+pub fn launch(
+    home: &Home,
+    launch: Launch,
+    options: &Options,
+) -> Result<RunningBottle, LaunchError> {
+    let backend = open_backend(home, launch.backend, options)?;
     let meta = Metadata {
         agent: launch.agent.name.clone(),
         cwd: launch.cwd.clone(),
@@ -92,22 +128,48 @@ pub fn start(home: &Home, launch: Launch) -> anyhow::Result<ExitCode> {
     let (identity, lock) = home
         .create_bottle(&meta)
         .context("cannot create the bottle's state")?;
-    run(home, backend.as_ref(), &identity, lock, &launch, true)
+    RunningBottle::start(home, backend, identity, lock, launch, options, true)
 }
 
-/// Runs an existing (preserved) bottle again.
+/// Starts an existing (preserved) bottle again; `lock` is its run lock, taken by the caller
+/// before it read the bottle's metadata.
 pub fn resume(
     home: &Home,
     identity: &Identity,
     lock: RunLock,
     launch: Launch,
-) -> anyhow::Result<ExitCode> {
-    let backend = open_backend(home, launch.backend)?;
-    run(home, backend.as_ref(), identity, lock, &launch, false)
+    options: &Options,
+) -> Result<RunningBottle, LaunchError> {
+    let backend = open_backend(home, launch.backend, options)?;
+    RunningBottle::start(
+        home,
+        backend,
+        identity.clone(),
+        lock,
+        launch,
+        options,
+        false,
+    )
 }
 
-fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
-    let backend = backend::open(kind, home.root())?;
+fn open_backend(
+    home: &Home,
+    kind: BackendKind,
+    options: &Options,
+) -> Result<Arc<dyn Backend>, LaunchError> {
+    let backend: Arc<dyn Backend> = match kind {
+        // The in-bottle helper is the front end's executable, not necessarily this process.
+        BackendKind::Native => Arc::new(backend::native::NativeBackend::new(
+            backend::native::NativeConfig::new(
+                backend::native::HelperCommand {
+                    exe: options.exe.clone(),
+                    args: vec![backend::native::HELPER_SUBCOMMAND.into()],
+                },
+                home.root(),
+            ),
+        )),
+        _ => Arc::from(backend::open(kind, home.root())?),
+    };
     // The kernel's facts only: `doctor` also runs a test bottle, which would double the
     // start-up time here, and the launch itself fails closed on anything the facts miss.
     let status = match kind {
@@ -125,214 +187,371 @@ fn open_backend(home: &Home, kind: BackendKind) -> anyhow::Result<Box<dyn Backen
             }
         }
         msg.push_str("\n(`bot-bottle doctor` shows every backend)");
-        bail!(msg);
+        return Err(LaunchError::BackendUnusable(msg));
     }
     Ok(backend)
 }
 
-fn run(
-    home: &Home,
-    backend: &dyn Backend,
-    identity: &Identity,
-    lock: RunLock,
-    launch: &Launch,
+/// A bottle whose agent runs. [`wait`](RunningBottle::wait) waits for the agent to end and
+/// then stops the sidecar bundle and keeps (after a failure) or removes the bottle's state;
+/// [`stop`](RunningBottle::stop) asks the agent to end. Dropped without `wait`, the bottle is
+/// stopped and torn down the same way.
+pub struct RunningBottle {
+    home: Home,
+    identity: Identity,
+    paths: BottlePaths,
+    lock: Option<RunLock>,
     fresh: bool,
-) -> anyhow::Result<ExitCode> {
-    let paths = BottlePaths::new(home.state_dir(identity));
-    // Markers left by a `start` that was killed belong to a bottle long gone.
-    let _ = std::fs::remove_file(paths.agent_started());
-    let _ = home.clear_sidecar_down(identity);
-    let outcome = run_inner(home, backend, identity, &paths, launch, fresh);
-    let _ = std::fs::remove_file(paths.agent_started());
-    let preserve = match &outcome {
-        Ok(code) => *code != 0,
-        // A bottle whose sidecar bundle died is kept even on its first run.
-        Err(e) => !fresh || e.is::<watch::SidecarDown>(),
-    };
-    drop(lock);
-    if preserve {
-        if let Err(e) = home.mark_preserved(identity) {
-            eprintln!("bot-bottle: cannot mark {identity} preserved: {e}");
-        } else if outcome.is_ok() {
-            eprintln!(
-                "bot-bottle: the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
-            );
-        }
-    } else {
-        let _ = home.clear_preserved(identity);
-        if let Err(e) = home.remove_bottle(identity) {
-            eprintln!("bot-bottle: cannot remove the state of {identity}: {e}");
-        }
-    }
-    let code = outcome?;
-    Ok(ExitCode::from(
-        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
-    ))
+    backend: Arc<dyn Backend>,
+    watch: Arc<watch::Watch>,
+    report: Arc<dyn Report>,
+    /// Taken by the first `wait` (or the drop).
+    agent: Option<Agent>,
 }
 
-fn run_inner(
-    home: &Home,
-    backend: &dyn Backend,
-    identity: &Identity,
-    paths: &BottlePaths,
-    launch: &Launch,
-    fresh: bool,
-) -> anyhow::Result<i32> {
-    let bottle = &launch.agent.bottle;
-    for dir in [
-        paths.live_config(),
-        paths.sockets(),
-        paths.agent_home(),
-        paths.files(),
-        paths.logs(),
-    ] {
-        create_private_dir(&dir)?;
+impl std::fmt::Debug for RunningBottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningBottle")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
     }
+}
 
-    // The CA: created once per bottle, kept for resume.
-    let ca = egress::ca::CertificateAuthority::load_or_create(&paths.ca_dir())
-        .context("cannot create the bottle CA")?;
-    let ca_pem = ca.cert_pem().to_string();
+/// The agent of a running bottle and, on native, its sidecar bundle and the bundle's watcher.
+enum Agent {
+    Native {
+        running: Box<dyn backend::RunningBottle>,
+        sidecar: Sidecar,
+        watcher: std::thread::JoinHandle<()>,
+    },
+    Docker {
+        running: Box<dyn backend::RunningBottle>,
+    },
+}
 
-    // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
-    // operator approved since.
-    // Provider template (clients): the client's default routes go before the bottle's own.
-    let all_routes = provider::routes_for(bottle, launch.codex_auth());
-    if fresh || !paths.routes_file().exists() {
-        let routes = policy::EgressConfig {
-            log: Some(bottle.egress.log),
-            upstream_ca: None,
-            routes: Some(without_missing_tokens(&all_routes, |k| {
-                std::env::var_os(k).is_some_and(|v| !v.is_empty())
-            })),
+impl RunningBottle {
+    fn start(
+        home: &Home,
+        backend: Arc<dyn Backend>,
+        identity: Identity,
+        lock: RunLock,
+        launch: Launch,
+        options: &Options,
+        fresh: bool,
+    ) -> Result<RunningBottle, LaunchError> {
+        let paths = BottlePaths::new(home.state_dir(&identity));
+        // Markers left by a `start` that was killed belong to a bottle long gone.
+        let _ = std::fs::remove_file(paths.agent_started());
+        let _ = home.clear_sidecar_down(&identity);
+        let watch = Arc::new(watch::Watch::new(home, &identity, options.report.clone()));
+        let mut bottle = RunningBottle {
+            home: home.clone(),
+            identity,
+            paths,
+            lock: Some(lock),
+            fresh,
+            backend,
+            watch,
+            report: options.report.clone(),
+            agent: None,
         };
-        let text = serde_saphyr::to_string(&routes).context("cannot encode the routes")?;
-        state::atomic_write(&paths.routes_file(), text.as_bytes())
-            .with_context(|| format!("cannot write {}", paths.routes_file().display()))?;
-    }
-    let raw_gate = manifest::raw::GitGate {
-        user: Some(bottle.git_gate.user.clone()),
-        repos: Some(bottle.git_gate.repos.clone()),
-    };
-    let has_repos = !bottle.git_gate.repos.is_empty();
-    if has_repos {
-        let text =
-            serde_saphyr::to_string(&raw_gate).context("cannot encode the git-gate block")?;
-        state::atomic_write(&paths.gate_config(), text.as_bytes())
-            .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
+        match bottle.set_up(&launch, options) {
+            Ok(agent) => {
+                bottle.agent = Some(agent);
+                Ok(bottle)
+            }
+            Err(e) => {
+                let e = bottle.sidecar_down_or(e);
+                bottle.finish(Err(&e));
+                Err(e)
+            }
+        }
     }
 
-    // The sidecar bundle: it gets the route tokens and the forge tokens of the gate, nothing
-    // else of the host's environment.
-    let tokens: Vec<String> = all_routes
-        .iter()
-        .filter_map(|r| r.token_env.clone())
-        .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut sidecar_env = tokens.clone();
-    sidecar_env.extend(forge_token_envs(&bottle.git_gate.repos));
-    sidecar_env.sort();
-    sidecar_env.dedup();
-    let endpoints = contract::Endpoints::DEFAULT;
-    let docker = launch.backend == BackendKind::Docker;
-    // Native: Unix sockets in the state directory, forwarded into the bottle. Docker: TCP on
-    // the sidecar container's side of the bottle's internal network.
-    let listen = |name: &str, port: u16| -> anyhow::Result<Listen> {
-        if docker {
-            Ok(Listen::Tcp(std::net::SocketAddr::from((
-                [0, 0, 0, 0],
-                port,
-            ))))
+    /// The bottle's identity (`<agent>-<5 hex>`).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The bottle's state directory layout.
+    pub fn paths(&self) -> &BottlePaths {
+        &self.paths
+    }
+
+    /// Asks the agent to end (SIGTERM, then SIGKILL after `grace`); `wait` then returns its
+    /// exit code. Returns whether there was an agent to stop.
+    pub fn stop(&self, grace: Duration) -> Result<bool, LaunchError> {
+        Ok(self.backend.stop(self.identity.as_str(), grace)?)
+    }
+
+    /// Waits for the agent to end, stops the sidecar bundle and keeps or removes the bottle's
+    /// state; the agent's exit code (`128 + n` when killed by signal `n`). A non-zero exit
+    /// keeps the state for [`resume`]; a clean exit removes it.
+    pub fn wait(mut self) -> Result<i32, LaunchError> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<i32, LaunchError> {
+        let Some(agent) = self.agent.take() else {
+            return Ok(0);
+        };
+        let result = self.wait_agent(agent);
+        let result = match result {
+            Err(e) => Err(self.sidecar_down_or(e)),
+            Ok(code) => match self.sidecar_down() {
+                Some(down) => Err(down),
+                None => Ok(code),
+            },
+        };
+        self.finish(result.as_ref().copied());
+        result
+    }
+
+    fn wait_agent(&self, agent: Agent) -> Result<i32, LaunchError> {
+        match agent {
+            Agent::Native {
+                mut running,
+                mut sidecar,
+                watcher,
+            } => {
+                let waited = running.wait();
+                self.watch.agent_ended(watch::exited_now(sidecar.pid()));
+                // Ends the watcher's wait.
+                sidecar.stop();
+                let _ = watcher.join();
+                Ok(waited?.code)
+            }
+            Agent::Docker { mut running } => Ok(running.wait()?.code),
+        }
+    }
+
+    /// The error to end with when the bundle died under the agent.
+    fn sidecar_down(&self) -> Option<LaunchError> {
+        let how = self.watch.down()?;
+        let log = self.paths.logs().join("sidecar.log");
+        Some(
+            watch::SidecarDown {
+                identity: self.identity.clone(),
+                how,
+                tail: log_tail(&log),
+                log,
+            }
+            .into(),
+        )
+    }
+
+    fn sidecar_down_or(&self, e: LaunchError) -> LaunchError {
+        self.sidecar_down().unwrap_or(e)
+    }
+
+    /// Keeps (after a failure) or removes the bottle's state once it has ended.
+    fn finish(&mut self, outcome: Result<i32, &LaunchError>) {
+        let _ = std::fs::remove_file(self.paths.agent_started());
+        let preserve = match outcome {
+            Ok(code) => code != 0,
+            // A bottle whose sidecar bundle died is kept even on its first run.
+            Err(e) => !self.fresh || e.is_sidecar_down(),
+        };
+        drop(self.lock.take());
+        let identity = &self.identity;
+        if preserve {
+            if let Err(e) = self.home.mark_preserved(identity) {
+                self.report
+                    .line(&format!("cannot mark {identity} preserved: {e}"));
+            } else if outcome.is_ok() {
+                self.report.line(&format!(
+                    "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+                ));
+            }
         } else {
-            Ok(Listen::Unix(paths.socket(name)?))
+            let _ = self.home.clear_preserved(identity);
+            if let Err(e) = self.home.remove_bottle(identity) {
+                self.report
+                    .line(&format!("cannot remove the state of {identity}: {e}"));
+            }
         }
-    };
-    let config = SidecarConfig {
-        identity: identity.to_string(),
-        home: home.root().to_path_buf(),
-        egress: EgressSidecar {
-            listen: listen("egress", endpoints.egress)?,
-            routes: paths.routes_file(),
-            ca_dir: paths.ca_dir(),
-            upstream_ca: bottle.egress.upstream_ca.clone(),
-            log: paths.logs().join("egress.jsonl"),
-        },
-        gate: has_repos
-            .then(|| -> anyhow::Result<GateSidecar> {
-                Ok(GateSidecar {
-                    listen: listen("gate", endpoints.gate)?,
-                    repos: paths.gate_config(),
-                    state_dir: paths.gate_dir(),
-                })
-            })
-            .transpose()?,
-        supervise: bottle
-            .supervise
-            .then(|| -> anyhow::Result<SuperviseSidecar> {
-                Ok(SuperviseSidecar {
-                    listen: listen("supervise", endpoints.supervise)?,
-                })
-            })
-            .transpose()?,
-        tokens,
-    };
-    let json = serde_json::to_vec_pretty(&config)?;
-    state::atomic_write(&paths.sidecar_config(), &json)
-        .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
-    let spec = agent_spec(identity, paths, launch, fresh, &config, &ca_pem)?;
-    let watch = std::sync::Arc::new(watch::Watch::new(home, identity));
-    let result = if docker {
-        docker::run(home, paths, launch, &sidecar_env, &spec, watch.clone())
-    } else {
-        run_native(backend, identity, paths, &sidecar_env, &spec, &watch)
-    };
-    match watch.down() {
-        Some(how) => Err(watch::SidecarDown {
-            identity: identity.clone(),
-            how,
-            log: paths.logs().join("sidecar.log"),
-            tail: log_tail(&paths.logs().join("sidecar.log")),
-        }
-        .into()),
-        None => result,
     }
-}
 
-/// The native bottle beside its bundle, a child of this process: a watcher thread waits for
-/// the bundle to exit (without reaping it) and stops the bottle if it does while the agent
-/// runs.
-fn run_native(
-    backend: &dyn Backend,
-    identity: &Identity,
-    paths: &BottlePaths,
-    sidecar_env: &[String],
-    spec: &LaunchSpec,
-    watch: &watch::Watch,
-) -> anyhow::Result<i32> {
-    let mut sidecar = Sidecar::start(paths, sidecar_env)?;
-    let pid = sidecar.pid();
-    let result = std::thread::scope(|scope| -> anyhow::Result<i32> {
-        backend.prepare(spec)?;
-        let mut running = backend.launch(spec, BottleStdio::inherit())?;
-        agent_started(paths);
-        scope.spawn(move || {
+    /// Everything up to the agent running: the state, the sidecar bundle, the bottle.
+    fn set_up(&self, launch: &Launch, options: &Options) -> Result<Agent, LaunchError> {
+        let (home, identity, paths) = (&self.home, &self.identity, &self.paths);
+        let bottle = &launch.agent.bottle;
+        for dir in [
+            paths.live_config(),
+            paths.sockets(),
+            paths.agent_home(),
+            paths.files(),
+            paths.logs(),
+        ] {
+            create_private_dir(&dir)?;
+        }
+
+        // The CA: created once per bottle, kept for resume.
+        let ca = egress::ca::CertificateAuthority::load_or_create(&paths.ca_dir())
+            .context("cannot create the bottle CA")?;
+        let ca_pem = ca.cert_pem().to_string();
+
+        // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
+        // operator approved since.
+        // Provider template (clients): the client's default routes go before the bottle's own.
+        let all_routes = provider::routes_for(bottle, launch.codex_auth());
+        if self.fresh || !paths.routes_file().exists() {
+            let routes = policy::EgressConfig {
+                log: Some(bottle.egress.log),
+                upstream_ca: None,
+                routes: Some(without_missing_tokens(
+                    &all_routes,
+                    |k| std::env::var_os(k).is_some_and(|v| !v.is_empty()),
+                    options.report.as_ref(),
+                )),
+            };
+            let text = serde_saphyr::to_string(&routes).context("cannot encode the routes")?;
+            state::atomic_write(&paths.routes_file(), text.as_bytes())
+                .with_context(|| format!("cannot write {}", paths.routes_file().display()))?;
+        }
+        let raw_gate = manifest::raw::GitGate {
+            user: Some(bottle.git_gate.user.clone()),
+            repos: Some(bottle.git_gate.repos.clone()),
+        };
+        let has_repos = !bottle.git_gate.repos.is_empty();
+        if has_repos {
+            let text =
+                serde_saphyr::to_string(&raw_gate).context("cannot encode the git-gate block")?;
+            state::atomic_write(&paths.gate_config(), text.as_bytes())
+                .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
+        }
+
+        // The sidecar bundle: it gets the route tokens and the forge tokens of the gate,
+        // nothing else of the host's environment.
+        let tokens: Vec<String> = all_routes
+            .iter()
+            .filter_map(|r| r.token_env.clone())
+            .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut sidecar_env = tokens.clone();
+        sidecar_env.extend(forge_token_envs(&bottle.git_gate.repos));
+        sidecar_env.sort();
+        sidecar_env.dedup();
+        let endpoints = contract::Endpoints::DEFAULT;
+        let docker = launch.backend == BackendKind::Docker;
+        // Native: Unix sockets in the state directory, forwarded into the bottle. Docker: TCP
+        // on the sidecar container's side of the bottle's internal network.
+        let listen = |name: &str, port: u16| -> Result<Listen, LaunchError> {
+            if docker {
+                Ok(Listen::Tcp(std::net::SocketAddr::from((
+                    [0, 0, 0, 0],
+                    port,
+                ))))
+            } else {
+                Ok(Listen::Unix(paths.socket(name)?))
+            }
+        };
+        let config = SidecarConfig {
+            identity: identity.to_string(),
+            home: home.root().to_path_buf(),
+            egress: EgressSidecar {
+                listen: listen("egress", endpoints.egress)?,
+                routes: paths.routes_file(),
+                ca_dir: paths.ca_dir(),
+                upstream_ca: bottle.egress.upstream_ca.clone(),
+                log: paths.logs().join("egress.jsonl"),
+            },
+            gate: has_repos
+                .then(|| -> Result<GateSidecar, LaunchError> {
+                    Ok(GateSidecar {
+                        listen: listen("gate", endpoints.gate)?,
+                        repos: paths.gate_config(),
+                        state_dir: paths.gate_dir(),
+                    })
+                })
+                .transpose()?,
+            supervise: bottle
+                .supervise
+                .then(|| -> Result<SuperviseSidecar, LaunchError> {
+                    Ok(SuperviseSidecar {
+                        listen: listen("supervise", endpoints.supervise)?,
+                    })
+                })
+                .transpose()?,
+            tokens,
+        };
+        let json =
+            serde_json::to_vec_pretty(&config).context("cannot encode the sidecar config")?;
+        state::atomic_write(&paths.sidecar_config(), &json)
+            .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
+        let spec = agent_spec(
+            identity, paths, launch, self.fresh, &config, &ca_pem, options,
+        )?;
+        if docker {
+            let running = docker::launch(
+                home,
+                paths,
+                launch,
+                &sidecar_env,
+                &spec,
+                self.watch.clone(),
+                options,
+            )?;
+            return Ok(Agent::Docker { running });
+        }
+        self.launch_native(&sidecar_env, &spec, options)
+    }
+
+    /// The native bottle beside its bundle, a child of this process: a watcher thread waits
+    /// for the bundle to exit (without reaping it) and stops the bottle if it does while the
+    /// agent runs.
+    fn launch_native(
+        &self,
+        sidecar_env: &[String],
+        spec: &LaunchSpec,
+        options: &Options,
+    ) -> Result<Agent, LaunchError> {
+        let mut sidecar = Sidecar::start(&self.paths, sidecar_env, &options.exe)?;
+        let started = self
+            .backend
+            .prepare(spec)
+            .and_then(|()| self.backend.launch(spec, BottleStdio::inherit()));
+        let running = match started {
+            Ok(running) => running,
+            Err(e) => {
+                sidecar.stop();
+                return Err(e.into());
+            }
+        };
+        agent_started(&self.paths, self.report.as_ref());
+        let pid = sidecar.pid();
+        let (backend, watch, identity, report) = (
+            self.backend.clone(),
+            self.watch.clone(),
+            self.identity.clone(),
+            self.report.clone(),
+        );
+        let watcher = std::thread::spawn(move || {
             if let Some(how) = watch::wait_exited(pid)
                 && watch.sidecar_down(&how)
                 && let Err(e) = backend.stop(identity.as_str(), watch::STOP_GRACE)
             {
-                eprintln!("bot-bottle: cannot stop {identity}: {e}");
+                report.line(&format!("cannot stop {identity}: {e}"));
             }
         });
-        let waited = running.wait();
-        watch.agent_ended(watch::exited_now(pid));
-        // Ends the watcher's wait (the scope joins it).
-        sidecar.stop();
-        Ok(waited?.code)
-    });
-    sidecar.stop();
-    result
+        Ok(Agent::Native {
+            running,
+            sidecar,
+            watcher,
+        })
+    }
+}
+
+impl Drop for RunningBottle {
+    /// A bottle dropped while its agent runs is stopped and torn down as if it had ended.
+    fn drop(&mut self) {
+        if self.agent.is_some() {
+            let _ = self.stop(watch::STOP_GRACE);
+            let _ = self.end();
+        }
+    }
 }
 
 /// The last lines of the bundle's log (where a crash says why).
@@ -344,9 +563,9 @@ fn log_tail(log: &Path) -> String {
 
 /// Marks the agent as running for `stop` (removed when the bottle ends). Not fatal when it
 /// cannot be written: `stop` then keeps waiting, as for a bottle still being set up.
-fn agent_started(paths: &BottlePaths) {
+fn agent_started(paths: &BottlePaths, report: &dyn Report) {
     if let Err(e) = state::atomic_write(&paths.agent_started(), b"") {
-        eprintln!("bot-bottle: cannot mark the agent as started: {e}");
+        report.line(&format!("cannot mark the agent as started: {e}"));
     }
 }
 
@@ -372,7 +591,8 @@ fn agent_spec(
     fresh: bool,
     config: &SidecarConfig,
     ca_pem: &str,
-) -> anyhow::Result<LaunchSpec> {
+    options: &Options,
+) -> Result<LaunchSpec, LaunchError> {
     let bottle = &launch.agent.bottle;
     let has_repos = config.gate.is_some();
     let raw_gate = manifest::raw::GitGate {
@@ -432,7 +652,12 @@ fn agent_spec(
         state::atomic_write(&path, file.contents.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    provider::install_skills(provider, &launch.agent.skills, &paths.agent_home())?;
+    provider::install_skills(
+        provider,
+        &launch.agent.skills,
+        &paths.agent_home(),
+        options.report.as_ref(),
+    )?;
     if let Some(login) = &launch.codex_login {
         provider::forward_codex_login(login, &paths.agent_home())?;
     }
@@ -442,8 +667,10 @@ fn agent_spec(
         &bundle_host,
         contract::ca_bundle(&system_roots, ca_pem).as_bytes(),
         0o644,
-    )?;
-    state::atomic_write_mode(&ca_host, ca_pem.as_bytes(), 0o644)?;
+    )
+    .with_context(|| format!("cannot write {}", bundle_host.display()))?;
+    state::atomic_write_mode(&ca_host, ca_pem.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", ca_host.display()))?;
 
     // The bottle's loopback ports, each to its sidecar (docker relays to the same port of
     // the sidecar container and has no socket to name).
@@ -463,9 +690,7 @@ fn agent_spec(
     } else {
         launch.command.clone()
     };
-    let interactive = std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal()
-        && std::io::stderr().is_terminal();
+    let interactive = options.interactive;
     let spec = LaunchSpec {
         identity: identity.to_string(),
         argv,
@@ -519,15 +744,16 @@ fn resources(r: &manifest::ResolvedResources) -> backend::Resources {
 fn without_missing_tokens(
     routes: &[policy::Route],
     is_set: impl Fn(&str) -> bool,
+    report: &dyn Report,
 ) -> Vec<policy::Route> {
     routes
         .iter()
         .map(|r| match &r.token_env {
             Some(var) if !is_set(var) => {
-                eprintln!(
-                    "bot-bottle: warning: {var} is not set, so requests to {} go out without credentials; export it before `start` (the agent never sees it)",
+                report.line(&format!(
+                    "warning: {var} is not set, so requests to {} go out without credentials; export it before `start` (the agent never sees it)",
                     r.host
-                );
+                ));
                 policy::Route {
                     token_env: None,
                     auth_scheme: None,
@@ -586,7 +812,7 @@ fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: boo
     argv
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -608,8 +834,7 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    fn start(paths: &BottlePaths, tokens: &[String]) -> anyhow::Result<Sidecar> {
-        let exe = std::env::current_exe().context("cannot find the bot-bottle executable")?;
+    fn start(paths: &BottlePaths, tokens: &[String], exe: &Path) -> Result<Sidecar, LaunchError> {
         let log_path = paths.logs().join("sidecar.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -658,7 +883,7 @@ impl Sidecar {
         let stdout = child
             .stdout
             .take()
-            .context("the sidecar bundle has no stdout")?;
+            .ok_or_else(|| LaunchError::Invalid("the sidecar bundle has no stdout".into()))?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -677,11 +902,11 @@ impl Sidecar {
                 } else {
                     "exited before it was ready"
                 };
-                bail!(
-                    "the sidecar bundle {why}; nothing was started. Its log ({}) ends with:\n{}",
-                    log_path.display(),
-                    log_tail(&log_path)
-                )
+                Err(LaunchError::SidecarNotReady {
+                    why,
+                    tail: log_tail(&log_path),
+                    log: log_path,
+                })
             }
         }
     }
@@ -733,13 +958,20 @@ mod tests {
             route("b.test", Some("UNSET")),
             route("c.test", None),
         ];
-        let out = without_missing_tokens(&routes, |k| k == "SET");
+        let report = Recorded::default();
+        let out = without_missing_tokens(&routes, |k| k == "SET", &report);
         assert_eq!(
             out,
             vec![
                 route("a.test", Some("SET")),
                 route("b.test", None),
                 route("c.test", None)
+            ]
+        );
+        assert_eq!(
+            report.lines(),
+            vec![
+                "warning: UNSET is not set, so requests to b.test go out without credentials; export it before `start` (the agent never sees it)"
             ]
         );
     }
