@@ -11,29 +11,29 @@
 //!    told, the bottle is stopped and its state kept (fail closed, nothing silently restarted);
 //! 6. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
 //!    `resume`, a clean exit removes it.
-
+//!
+//! Steps 1 to 4 are [`launch`] (or [`resume`]), which returns a [`RunningBottle`]; 5 and 6 are
+//! [`RunningBottle::wait`].
 //!
 //! The `bot-bottle` binary is one front end: it parses the command line, calls [`launch`] or
 //! [`resume`] and prints. A test (or another front end) calls the same functions with its own
 //! [`Options`]: the executable that serves the sidecar bundle and the backends' in-bottle
 //! helpers, and a [`Report`] that receives what the operator would be told.
 
+mod bundle;
 mod docker;
 mod error;
 pub mod layout;
 pub mod provider;
 mod report;
+mod spec;
 pub mod watch;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use backend::{Backend, BackendKind, BottleStdio, Forward, LaunchSpec, ReadOnlyFile};
-use manifest::ProviderKind;
+use backend::{Backend, BackendKind, BottleStdio, LaunchSpec};
 use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
@@ -43,17 +43,6 @@ pub use layout::{
     BottlePaths, EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar,
 };
 pub use report::{Recorded, Report};
-
-/// Where the agent's home is inside every bottle.
-const AGENT_HOME: &str = "/home/agent";
-/// The combined CA bundle replaces the system one inside the bottle.
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// The bottle CA certificate alone (for `NODE_EXTRA_CA_CERTS`).
-const BOTTLE_CA_INSIDE: &str = "/run/bot-bottle/ca.pem";
-/// The bundle's path inside when the host has no system bundle to replace.
-const BUNDLE_FALLBACK_INSIDE: &str = "/run/bot-bottle/ca-bundle.crt";
-/// How long the sidecar bundle may take to become ready (the gate's first upstream sync).
-const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What to run, decided by `start` (from the manifest) or `resume` (from metadata).
 #[derive(Debug)]
@@ -221,7 +210,7 @@ impl std::fmt::Debug for RunningBottle {
 enum Agent {
     Native {
         running: Box<dyn backend::RunningBottle>,
-        sidecar: Sidecar,
+        sidecar: bundle::Sidecar,
         watcher: std::thread::JoinHandle<()>,
     },
     Docker {
@@ -333,7 +322,7 @@ impl RunningBottle {
             watch::SidecarDown {
                 identity: self.identity.clone(),
                 how,
-                tail: log_tail(&log),
+                tail: bundle::log_tail(&log),
                 log,
             }
             .into(),
@@ -399,7 +388,7 @@ impl RunningBottle {
             let routes = policy::EgressConfig {
                 log: Some(bottle.egress.log),
                 upstream_ca: None,
-                routes: Some(without_missing_tokens(
+                routes: Some(spec::without_missing_tokens(
                     &all_routes,
                     |k| std::env::var_os(k).is_some_and(|v| !v.is_empty()),
                     options.report.as_ref(),
@@ -431,7 +420,7 @@ impl RunningBottle {
             .into_iter()
             .collect();
         let mut sidecar_env = tokens.clone();
-        sidecar_env.extend(forge_token_envs(&bottle.git_gate.repos));
+        sidecar_env.extend(spec::forge_token_envs(&bottle.git_gate.repos));
         sidecar_env.sort();
         sidecar_env.dedup();
         let endpoints = contract::Endpoints::DEFAULT;
@@ -481,7 +470,7 @@ impl RunningBottle {
             serde_json::to_vec_pretty(&config).context("cannot encode the sidecar config")?;
         state::atomic_write(&paths.sidecar_config(), &json)
             .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
-        let spec = agent_spec(
+        let spec = spec::agent_spec(
             identity, paths, launch, self.fresh, &config, &ca_pem, options,
         )?;
         if docker {
@@ -508,7 +497,7 @@ impl RunningBottle {
         spec: &LaunchSpec,
         options: &Options,
     ) -> Result<Agent, LaunchError> {
-        let mut sidecar = Sidecar::start(&self.paths, sidecar_env, &options.exe)?;
+        let mut sidecar = bundle::Sidecar::start(&self.paths, sidecar_env, &options.exe)?;
         let started = self
             .backend
             .prepare(spec)
@@ -554,13 +543,6 @@ impl Drop for RunningBottle {
     }
 }
 
-/// The last lines of the bundle's log (where a crash says why).
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(8).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
 /// Marks the agent as running for `stop` (removed when the bottle ends). Not fatal when it
 /// cannot be written: `stop` then keeps waiting, as for a bottle still being set up.
 fn agent_started(paths: &BottlePaths, report: &dyn Report) {
@@ -569,250 +551,7 @@ fn agent_started(paths: &BottlePaths, report: &dyn Report) {
     }
 }
 
-/// The host variables holding the forge API tokens of the gate's repositories.
-fn forge_token_envs(
-    repos: &BTreeMap<String, manifest::raw::RepoSpec>,
-) -> impl Iterator<Item = String> + '_ {
-    repos.values().filter_map(|r| match &r.key {
-        Some(manifest::raw::KeySpec::Gitea {
-            forge_token_env, ..
-        }) if std::env::var_os(forge_token_env).is_some_and(|v| !v.is_empty()) => {
-            Some(forge_token_env.clone())
-        }
-        _ => None,
-    })
-}
-
-/// Writes the agent's home from the contract and describes the bottle to launch.
-fn agent_spec(
-    identity: &Identity,
-    paths: &BottlePaths,
-    launch: &Launch,
-    fresh: bool,
-    config: &SidecarConfig,
-    ca_pem: &str,
-    options: &Options,
-) -> Result<LaunchSpec, LaunchError> {
-    let bottle = &launch.agent.bottle;
-    let has_repos = config.gate.is_some();
-    let raw_gate = manifest::raw::GitGate {
-        user: Some(bottle.git_gate.user.clone()),
-        repos: Some(bottle.git_gate.repos.clone()),
-    };
-    // The agent's contract.
-    let endpoints = contract::Endpoints::DEFAULT;
-    let gitconfig = if has_repos {
-        gitgate::render_agent_gitconfig(&endpoints.gate_url(), &raw_gate)
-            .context("cannot write the agent's gitconfig")?
-    } else {
-        render_user_only_gitconfig(&bottle.git_gate.user)
-    };
-    let system_roots = std::fs::read_to_string(SYSTEM_BUNDLE).unwrap_or_default();
-    let bundle_inside = if Path::new(SYSTEM_BUNDLE).is_file() {
-        SYSTEM_BUNDLE
-    } else {
-        BUNDLE_FALLBACK_INSIDE
-    };
-    let workspace_inside = launch.cwd.clone();
-    let provider = match bottle.agent_provider.kind() {
-        ProviderKind::Claude => contract::Provider::Claude,
-        ProviderKind::Codex => contract::Provider::Codex,
-    };
-    let contract = contract::build(
-        &contract::Input {
-            provider,
-            identity: identity.to_string(),
-            endpoints,
-            home: AGENT_HOME.into(),
-            workspace: workspace_inside.clone(),
-            ca_bundle: bundle_inside.into(),
-            bottle_ca: BOTTLE_CA_INSIDE.into(),
-            gitconfig,
-            bottle_env: bottle.env.clone(),
-            // Provider template (clients): placeholder kind and skills index.
-            claude_auth: provider::claude_auth(&provider::routes_for(bottle, launch.codex_auth())),
-            codex_auth: launch.codex_auth(),
-            instructions: provider::instructions(
-                provider,
-                &launch.agent.skills,
-                Path::new(AGENT_HOME),
-            )?,
-        },
-        |k| std::env::var(k).ok(),
-    )?;
-    for file in &contract.home_files {
-        let path = paths.agent_home().join(&file.path);
-        if let Some(parent) = path.parent() {
-            create_private_dir(parent)?;
-        }
-        // On resume, keep what the agent changed in its own config (e.g. Claude's state).
-        if !fresh && path.exists() && file.path != Path::new(".gitconfig") {
-            continue;
-        }
-        state::atomic_write(&path, file.contents.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    provider::install_skills(
-        provider,
-        &launch.agent.skills,
-        &paths.agent_home(),
-        options.report.as_ref(),
-    )?;
-    if let Some(login) = &launch.codex_login {
-        provider::forward_codex_login(login, &paths.agent_home())?;
-    }
-    let bundle_host = paths.files().join("ca-bundle.crt");
-    let ca_host = paths.files().join("ca.pem");
-    state::atomic_write_mode(
-        &bundle_host,
-        contract::ca_bundle(&system_roots, ca_pem).as_bytes(),
-        0o644,
-    )
-    .with_context(|| format!("cannot write {}", bundle_host.display()))?;
-    state::atomic_write_mode(&ca_host, ca_pem.as_bytes(), 0o644)
-        .with_context(|| format!("cannot write {}", ca_host.display()))?;
-
-    // The bottle's loopback ports, each to its sidecar (docker relays to the same port of
-    // the sidecar container and has no socket to name).
-    let forward = |inside_port: u16, listen: &Listen| Forward {
-        inside_port,
-        host_unix_socket: listen.unix_socket().cloned().unwrap_or_default(),
-    };
-    let mut forwards = vec![forward(endpoints.egress, &config.egress.listen)];
-    if let Some(g) = &config.gate {
-        forwards.push(forward(endpoints.gate, &g.listen));
-    }
-    if let Some(s) = &config.supervise {
-        forwards.push(forward(endpoints.supervise, &s.listen));
-    }
-    let argv = if launch.command.is_empty() {
-        agent_command(provider, launch.agent.prompt.as_deref(), !fresh)
-    } else {
-        launch.command.clone()
-    };
-    let interactive = options.interactive;
-    let spec = LaunchSpec {
-        identity: identity.to_string(),
-        argv,
-        env: contract.env.clone(),
-        workspace: backend::Workspace {
-            host: launch.cwd.clone(),
-            inside: workspace_inside,
-            mode: if launch.copy_cwd {
-                backend::WorkspaceMode::Copy {
-                    into: paths.workspace_copy(),
-                }
-            } else {
-                backend::WorkspaceMode::Mount
-            },
-        },
-        home: backend::Home {
-            host: paths.agent_home(),
-            inside: AGENT_HOME.into(),
-        },
-        files: vec![
-            ReadOnlyFile {
-                host: bundle_host,
-                inside: bundle_inside.into(),
-            },
-            ReadOnlyFile {
-                host: ca_host,
-                inside: BOTTLE_CA_INSIDE.into(),
-            },
-        ],
-        forwards,
-        interactive,
-        resources: resources(&bottle.resources),
-        dangerously_run_as_host_root: bottle.dangerously_run_as_host_root,
-    };
-    Ok(spec)
-}
-
-/// The manifest's limits as the backends take them.
-fn resources(r: &manifest::ResolvedResources) -> backend::Resources {
-    backend::Resources {
-        millicpus: r.millicpus,
-        memory_bytes: r.memory_bytes,
-        pids: r.pids,
-        allow_unenforced: r.dangerously_allow_unenforced,
-    }
-}
-
-/// Routes whose credential variable is not set on the host lose the credential (with a
-/// warning): their requests go out unauthenticated rather than the bottle not starting.
-/// Nothing is weakened — the agent holds only placeholders either way.
-fn without_missing_tokens(
-    routes: &[policy::Route],
-    is_set: impl Fn(&str) -> bool,
-    report: &dyn Report,
-) -> Vec<policy::Route> {
-    routes
-        .iter()
-        .map(|r| match &r.token_env {
-            Some(var) if !is_set(var) => {
-                report.line(&format!(
-                    "warning: {var} is not set, so requests to {} go out without credentials; export it before `start` (the agent never sees it)",
-                    r.host
-                ));
-                policy::Route {
-                    token_env: None,
-                    auth_scheme: None,
-                    auth_header: None,
-                    ..r.clone()
-                }
-            }
-            _ => r.clone(),
-        })
-        .collect()
-}
-
-fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> String {
-    let mut out = String::new();
-    if user.name.is_some() || user.email.is_some() {
-        out.push_str("[user]\n");
-        if let Some(n) = &user.name {
-            out.push_str(&format!("\tname = {n}\n"));
-        }
-        if let Some(e) = &user.email {
-            out.push_str(&format!("\temail = {e}\n"));
-        }
-    }
-    out
-}
-
-/// The provider's own agent command, with the manifest's prompt.
-/// A resumed bottle continues the agent's last conversation instead of the prompt.
-fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: bool) -> Vec<String> {
-    let mut argv: Vec<String> = match (provider, resume) {
-        (contract::Provider::Claude, false) => {
-            vec!["claude".into(), "--dangerously-skip-permissions".into()]
-        }
-        (contract::Provider::Claude, true) => vec![
-            "claude".into(),
-            "--dangerously-skip-permissions".into(),
-            "--continue".into(),
-        ],
-        (contract::Provider::Codex, false) => vec![
-            "codex".into(),
-            "--dangerously-bypass-approvals-and-sandbox".into(),
-        ],
-        (contract::Provider::Codex, true) => vec![
-            "codex".into(),
-            "--dangerously-bypass-approvals-and-sandbox".into(),
-            "resume".into(),
-            "--last".into(),
-        ],
-    };
-    if resume {
-        return argv;
-    }
-    if let Some(p) = prompt.filter(|p| !p.trim().is_empty()) {
-        argv.push(p.to_string());
-    }
-    argv
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -825,192 +564,4 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// The sidecar bundle as a child process of `start`: it dies with `start` (parent-death
-/// signal) and is stopped with SIGTERM when the agent exits.
-struct Sidecar {
-    child: Child,
-}
-
-impl Sidecar {
-    fn start(paths: &BottlePaths, tokens: &[String], exe: &Path) -> Result<Sidecar, LaunchError> {
-        let log_path = paths.logs().join("sidecar.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("sidecar")
-            .arg("--config")
-            .arg(paths.sidecar_config())
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // A minimal environment plus the tokens the routes name: nothing else of the host's.
-        let mut env: BTreeMap<&str, String> = BTreeMap::new();
-        for k in [
-            "PATH",
-            "HOME",
-            "USER",
-            "LANG",
-            "TZ",
-            "BOT_BOTTLE_LOG",
-            "RUST_LOG",
-        ] {
-            if let Ok(v) = std::env::var(k) {
-                env.insert(k, v);
-            }
-        }
-        for t in tokens {
-            if let Ok(v) = std::env::var(t) {
-                env.insert(t, v);
-            }
-        }
-        cmd.envs(env);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
-        // the parent; it only makes the kernel kill the bundle if `start` dies.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let mut child = cmd.spawn().context("cannot start the sidecar bundle")?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| LaunchError::Invalid("the sidecar bundle has no stdout".into()))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let ready = matches!(lines.next(), Some(Ok(l)) if l.trim() == "ready");
-            let _ = tx.send(ready);
-            // Keep draining so the bundle never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let mut sidecar = Sidecar { child };
-        match rx.recv_timeout(SIDECAR_READY_TIMEOUT) {
-            Ok(true) => Ok(sidecar),
-            outcome => {
-                sidecar.stop();
-                let why = if outcome.is_err() {
-                    "did not become ready in time"
-                } else {
-                    "exited before it was ready"
-                };
-                Err(LaunchError::SidecarNotReady {
-                    why,
-                    tail: log_tail(&log_path),
-                    log: log_path,
-                })
-            }
-        }
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0))
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s; reaps it. Does nothing once it has been reaped (its
-    /// pid may belong to another process by then).
-    fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(host: &str, token: Option<&str>) -> policy::Route {
-        policy::Route {
-            host: host.into(),
-            websocket: None,
-            dangerously_raw_paths: None,
-            port: None,
-            auth_scheme: token.map(|_| "Bearer".into()),
-            token_env: token.map(Into::into),
-            auth_header: None,
-            connect_to: None,
-            matches: None,
-        }
-    }
-
-    #[test]
-    fn routes_lose_only_the_credentials_that_are_not_set() {
-        let routes = vec![
-            route("a.test", Some("SET")),
-            route("b.test", Some("UNSET")),
-            route("c.test", None),
-        ];
-        let report = Recorded::default();
-        let out = without_missing_tokens(&routes, |k| k == "SET", &report);
-        assert_eq!(
-            out,
-            vec![
-                route("a.test", Some("SET")),
-                route("b.test", None),
-                route("c.test", None)
-            ]
-        );
-        assert_eq!(
-            report.lines(),
-            vec![
-                "warning: UNSET is not set, so requests to b.test go out without credentials; export it before `start` (the agent never sees it)"
-            ]
-        );
-    }
-
-    #[test]
-    fn the_manifests_resource_defaults_are_the_backends() {
-        assert_eq!(
-            resources(&manifest::ResolvedResources::default()),
-            backend::Resources::default()
-        );
-        assert_eq!(
-            resources(&manifest::ResolvedResources {
-                millicpus: 1500,
-                memory_bytes: 2 << 30,
-                pids: 512,
-                dangerously_allow_unenforced: true,
-            }),
-            backend::Resources {
-                millicpus: 1500,
-                memory_bytes: 2 << 30,
-                pids: 512,
-                allow_unenforced: true,
-            }
-        );
-    }
-
-    #[test]
-    fn resume_continues_the_conversation() {
-        assert_eq!(
-            agent_command(contract::Provider::Claude, Some("fix it"), false),
-            vec!["claude", "--dangerously-skip-permissions", "fix it"]
-        );
-        assert_eq!(
-            agent_command(contract::Provider::Claude, Some("fix it"), true),
-            vec!["claude", "--dangerously-skip-permissions", "--continue"]
-        );
-        assert_eq!(
-            agent_command(contract::Provider::Codex, None, false),
-            vec!["codex", "--dangerously-bypass-approvals-and-sandbox"]
-        );
-    }
 }
