@@ -131,3 +131,21 @@ fn a_stopped_bottle_is_kept_and_resumes_through_the_library() {
     assert_eq!(resumed.wait().unwrap(), 0);
     assert!(!world.home.state_dir(&identity).exists());
 }
+
+#[test]
+fn a_dropped_bottle_is_stopped_and_kept() {
+    let world = world();
+    let Some(running) = launched(&world, &["sleep", "60"]) else {
+        return;
+    };
+    let identity = running.identity().clone();
+    assert!(world.home.is_running(&identity));
+    drop(running);
+    assert!(!world.home.is_running(&identity));
+    assert!(world.home.is_preserved(&identity));
+    let mut lines = world.expected_lines(1);
+    lines.push(format!(
+        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+    ));
+    assert_eq!(world.report.lines(), lines);
+}
