@@ -1,10 +1,10 @@
 //! `bot-bottle`: the one binary. Parses the command line, sets up logging and hands over to
 //! the subcommand; every subcommand lives in its own file under `commands/`.
 
-mod bottle;
 mod cli;
 mod commands;
 mod exit;
+mod report;
 
 use std::process::ExitCode;
 

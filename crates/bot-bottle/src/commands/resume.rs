@@ -7,7 +7,9 @@ use backend::BackendKind;
 use manifest::{DiscoverOptions, Manifest};
 use state::{Home, Identity};
 
-use crate::bottle::{self, Launch};
+use launcher::Launch;
+
+use crate::report;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,7 +37,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    bottle::resume(
+    let options = report::launch_options()?;
+    let running = launcher::resume(
         &home,
         &identity,
         lock,
@@ -48,5 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             manifest: meta.manifest,
             codex_login,
         },
-    )
+        &options,
+    )?;
+    Ok(report::exit_code(running.wait()?))
 }

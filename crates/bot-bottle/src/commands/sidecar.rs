@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::bottle::{Listen, SidecarConfig};
+use launcher::{Listen, SidecarConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

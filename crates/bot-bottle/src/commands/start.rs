@@ -8,7 +8,9 @@ use backend::BackendKind;
 use manifest::{DiscoverOptions, Manifest};
 use state::Home;
 
-use crate::bottle::{self, Launch};
+use launcher::Launch;
+
+use crate::report;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,7 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    bottle::start(
+    let options = report::launch_options()?;
+    let running = launcher::launch(
         &home,
         Launch {
             agent,
@@ -59,7 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             manifest: Some(manifest.path().to_path_buf()),
             codex_login,
         },
-    )
+        &options,
+    )?;
+    Ok(report::exit_code(running.wait()?))
 }
 
 /// The host's Codex login for `--forward-codex-auth`, checked before anything is created;
@@ -76,10 +81,10 @@ pub fn codex_login(agent: &manifest::ResolvedAgent) -> anyhow::Result<PathBuf> {
             }
         );
     }
-    let path = bottle::provider::host_codex_login(|k| std::env::var_os(k)).context(
+    let path = launcher::provider::host_codex_login(|k| std::env::var_os(k)).context(
         "--forward-codex-auth: neither CODEX_HOME nor HOME is set, so there is no Codex login to find; run `codex login --device-auth` on the host first",
     )?;
-    bottle::provider::check_codex_login(&path)?;
-    eprintln!("{}", bottle::provider::codex_login_warning(&path));
+    launcher::provider::check_codex_login(&path)?;
+    eprintln!("{}", launcher::provider::codex_login_warning(&path));
     Ok(path)
 }

@@ -16,14 +16,15 @@
 //! live routes, the queue and the audit log are files in `$BOT_BOTTLE_HOME`, kept with the
 //! bottle's state, and `resume` starts it again with a new bundle once the operator has looked.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use state::{Home, Identity};
+
+use crate::Report;
 
 /// How long the agent gets to exit after SIGTERM once its sidecar bundle is gone (as
 /// `bot-bottle stop`'s default).
@@ -33,6 +34,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct Watch {
     home: Home,
     identity: Identity,
+    report: Arc<dyn Report>,
     state: Mutex<State>,
 }
 
@@ -47,10 +49,11 @@ enum State {
 }
 
 impl Watch {
-    pub fn new(home: &Home, identity: &Identity) -> Watch {
+    pub fn new(home: &Home, identity: &Identity, report: Arc<dyn Report>) -> Watch {
         Watch {
             home: home.clone(),
             identity: identity.clone(),
+            report,
             state: Mutex::new(State::Watching),
         }
     }
@@ -69,8 +72,8 @@ impl Watch {
             *state = State::Down(how.to_owned());
         }
         let _ = self.home.mark_sidecar_down(&self.identity, how);
-        say(&format!(
-            "bot-bottle: the sidecar bundle of {id} {how}; nothing can leave the bottle without it, so the bottle is being stopped and its state kept for `bot-bottle resume {id}`",
+        self.report.alert(&format!(
+            "the sidecar bundle of {id} {how}; nothing can leave the bottle without it, so the bottle is being stopped and its state kept for `bot-bottle resume {id}`",
             id = self.identity
         ));
         true
@@ -99,16 +102,6 @@ impl Watch {
             _ => None,
         }
     }
-}
-
-/// A line for the operator, readable also while the agent holds the terminal in raw mode.
-fn say(line: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = if err.is_terminal() {
-        write!(err, "\r\n{line}\r\n")
-    } else {
-        writeln!(err, "{line}")
-    };
 }
 
 /// Blocks until the child `pid` has exited, without reaping it; how it ended. `None` when
@@ -187,7 +180,7 @@ mod tests {
         let home = Home::new(dir.path());
         let id = Identity::parse("demo-1a2b3").unwrap();
         std::fs::create_dir_all(home.state_dir(&id)).unwrap();
-        let watch = Watch::new(&home, &id);
+        let watch = Watch::new(&home, &id, Arc::new(crate::Recorded::default()));
         (dir, watch)
     }
 

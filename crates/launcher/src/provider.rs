@@ -22,9 +22,11 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use contract::{ClaudeAuth, CodexAuth, Provider};
 use policy::{PathMatch, PathMatchKind, Route, RouteMatch};
+
+use crate::error::Context;
+use crate::{LaunchError, Report};
 
 /// The host variable holding a Claude Code OAuth token (`claude setup-token`).
 pub const CLAUDE_OAUTH_ENV: &str = "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN";
@@ -181,14 +183,16 @@ pub fn host_codex_login(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBu
 
 /// Checks that `path` holds a ChatGPT login Codex can use (tokens, not an API key) before
 /// anything is created. Errors never quote the file's contents.
-pub fn check_codex_login(path: &Path) -> anyhow::Result<()> {
+pub fn check_codex_login(path: &Path) -> Result<(), LaunchError> {
     let login = "run `codex login --device-auth` on the host first";
     let text = match state::read::read_limited(path, state::read::CONFIG_LIMIT) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "--forward-codex-auth: there is no Codex login on the host ({} does not exist); {login}, then try again",
-            path.display()
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LaunchError::CodexLogin(format!(
+                "--forward-codex-auth: there is no Codex login on the host ({} does not exist); {login}, then try again",
+                path.display()
+            )));
+        }
         Err(e) => {
             return Err(e).with_context(|| {
                 format!(
@@ -199,10 +203,10 @@ pub fn check_codex_login(path: &Path) -> anyhow::Result<()> {
         }
     };
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&text) else {
-        bail!(
+        return Err(LaunchError::CodexLogin(format!(
             "--forward-codex-auth: the host's Codex login {} is not valid JSON; {login}",
             path.display()
-        );
+        )));
     };
     let token = |k: &str| {
         json.get("tokens")
@@ -217,15 +221,15 @@ pub fn check_codex_login(path: &Path) -> anyhow::Result<()> {
         .get("OPENAI_API_KEY")
         .is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty()))
     {
-        bail!(
+        return Err(LaunchError::CodexLogin(format!(
             "--forward-codex-auth: the host's Codex login {} is an API key, not a ChatGPT login; leave the flag off and export {OPENAI_KEY_ENV} instead (egress injects it and the bottle never sees it), or {login}",
             path.display()
-        );
+        )));
     }
-    bail!(
+    Err(LaunchError::CodexLogin(format!(
         "--forward-codex-auth: {} holds no ChatGPT login (no access and refresh tokens); {login}",
         path.display()
-    )
+    )))
 }
 
 /// The warning printed on every start and resume that forwards the host's Codex login.
@@ -246,7 +250,7 @@ pub fn codex_login_in_home(agent_home: &Path) -> PathBuf {
 /// Copies the host's Codex login into the agent's home (0600). A resumed bottle keeps its
 /// own copy when that one was refreshed later than the host's (Codex rotates the refresh
 /// token, so the older copy may no longer refresh). Nothing is ever written to the host.
-pub fn forward_codex_login(host: &Path, agent_home: &Path) -> anyhow::Result<()> {
+pub fn forward_codex_login(host: &Path, agent_home: &Path) -> Result<(), LaunchError> {
     let text = state::read::read_limited(host, state::read::CONFIG_LIMIT)
         .with_context(|| format!("cannot read the host's Codex login {}", host.display()))?;
     let dest = codex_login_in_home(agent_home);
@@ -282,16 +286,16 @@ pub fn skills_dir(provider: Provider) -> PathBuf {
     }
 }
 
-fn skill_name(dir: &Path) -> anyhow::Result<String> {
+fn skill_name(dir: &Path) -> Result<String, LaunchError> {
     dir.file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty() && !n.starts_with('.'))
         .map(str::to_string)
-        .with_context(|| {
-            format!(
+        .ok_or_else(|| {
+            LaunchError::Invalid(format!(
                 "skill directory {} has no usable name; rename it",
                 dir.display()
-            )
+            ))
         })
 }
 
@@ -316,7 +320,7 @@ pub fn instructions(
     provider: Provider,
     skills: &[PathBuf],
     home_inside: &Path,
-) -> anyhow::Result<Option<String>> {
+) -> Result<Option<String>, LaunchError> {
     if skills.is_empty() {
         return Ok(None);
     }
@@ -342,29 +346,30 @@ pub fn install_skills(
     provider: Provider,
     skills: &[PathBuf],
     agent_home: &Path,
-) -> anyhow::Result<()> {
+    report: &dyn Report,
+) -> Result<(), LaunchError> {
     let base = agent_home.join(skills_dir(provider));
     for dir in skills {
         let name = skill_name(dir)?;
         let meta = std::fs::symlink_metadata(dir)
             .with_context(|| format!("cannot read skill directory {}", dir.display()))?;
         if !meta.is_dir() {
-            anyhow::bail!(
+            return Err(LaunchError::Invalid(format!(
                 "skill {} is not a directory; a skill is a directory holding SKILL.md",
                 dir.display()
-            );
+            )));
         }
         let dest = base.join(&name);
         if dest.exists() {
             std::fs::remove_dir_all(&dest)
                 .with_context(|| format!("cannot replace {}", dest.display()))?;
         }
-        copy_tree(dir, &dest)?;
+        copy_tree(dir, &dest, report)?;
     }
     Ok(())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+fn copy_tree(from: &Path, to: &Path, report: &dyn Report) -> Result<(), LaunchError> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let entries =
         std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?;
@@ -375,7 +380,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", entry.path().display()))?;
         let target = to.join(entry.file_name());
         if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
+            copy_tree(&entry.path(), &target, report)?;
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &target).with_context(|| {
                 format!(
@@ -385,10 +390,10 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
                 )
             })?;
         } else {
-            eprintln!(
-                "bot-bottle: warning: skipping {} in a skill (only regular files and directories are copied)",
+            report.line(&format!(
+                "warning: skipping {} in a skill (only regular files and directories are copied)",
                 entry.path().display()
-            );
+            ));
         }
     }
     Ok(())
@@ -619,13 +624,21 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", skill.join("leak")).unwrap();
         let home = tmp.path().join("home");
         for p in [Provider::Claude, Provider::Codex] {
-            install_skills(p, std::slice::from_ref(&skill), &home).unwrap();
+            let report = crate::Recorded::default();
+            install_skills(p, std::slice::from_ref(&skill), &home, &report).unwrap();
             let dest = home.join(skills_dir(p)).join("review");
             assert_eq!(
                 std::fs::read_to_string(dest.join("scripts").join("run.sh")).unwrap(),
                 "echo hi\n"
             );
             assert!(!dest.join("leak").exists(), "symlinks are not followed");
+            assert_eq!(
+                report.lines(),
+                vec![format!(
+                    "warning: skipping {} in a skill (only regular files and directories are copied)",
+                    skill.join("leak").display()
+                )]
+            );
         }
         assert_eq!(
             instructions(

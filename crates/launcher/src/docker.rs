@@ -15,15 +15,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use backend::docker::{
     AgentImage, DockerBackend, DockerConfig, ImageSource, SidecarMount, SidecarSpec,
 };
+use backend::native::HelperCommand;
 use backend::{Backend, BottleStdio, LaunchSpec, WorkspaceMode};
 use manifest::{AgentProvider, ProviderKind};
 use state::Home;
 
-use super::{BottlePaths, Launch};
+use crate::error::{Context, chain};
+use crate::{BottlePaths, Launch, LaunchError, Options, Report};
 
 /// Where the sidecar container finds the bot-bottle executable.
 const SIDECAR_EXE: &str = "/usr/local/bin/bot-bottle";
@@ -33,32 +34,36 @@ const BUILD_HINT: &str = "if the base image cannot be pulled (no registry here),
 /// The agent's uid and gid when root starts the bottle (never root inside).
 const ROOT_AGENT_ID: u32 = 1000;
 
-/// Builds what is missing, starts the sidecar and agent containers and waits for the agent.
-pub(super) fn run(
+/// Builds what is missing and starts the sidecar and agent containers; the running agent.
+pub(super) fn launch(
     home: &Home,
     paths: &BottlePaths,
     launch: &Launch,
     sidecar_env: &[String],
     spec: &LaunchSpec,
     watch: Arc<super::watch::Watch>,
-) -> anyhow::Result<i32> {
-    let exe = std::env::current_exe().context("cannot find the bot-bottle executable")?;
+    options: &Options,
+) -> Result<Box<dyn backend::RunningBottle>, LaunchError> {
+    let exe = &options.exe;
+    let helper = |subcommand: &str| HelperCommand {
+        exe: exe.clone(),
+        args: vec![subcommand.into()],
+    };
     let base = env_value("BOT_BOTTLE_DOCKER_BASE");
     let mut config = DockerConfig::new(
         AgentImage::Build(agent_image(launch, paths, base.as_deref())?),
-        backend::docker::init_command()?,
+        helper(backend::docker::init::INIT_SUBCOMMAND),
     );
     // A killed `start` takes its containers with it, as on native.
-    config.reaper = Some(backend::docker::reaper_command()?);
+    config.reaper = Some(helper(backend::docker::reaper::REAPER_SUBCOMMAND));
     // The backend watches the sidecar container and stops the agent when it dies first;
     // `start` tells the operator and keeps the bottle.
     config.sidecar_down = Some(Arc::new(move |how: &str| {
         watch.sidecar_down(how);
     }));
     config.stop_grace = super::watch::STOP_GRACE;
-    let progress = Arc::new(BuildProgress::new());
-    let sink = progress.clone();
-    config.progress = Some(Arc::new(move |line: &str| sink.line(line)));
+    let sink = options.report.clone();
+    config.progress = Some(Arc::new(move |line: &str| sink.build_output(line)));
     let backend = DockerBackend::new(config)?;
     let built = backend
         .ensure_image(&ImageSource::sidecar(base.as_deref()), "sidecar-image")
@@ -72,64 +77,19 @@ pub(super) fn run(
             })?;
             Ok(image)
         });
-    progress.done();
-    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, &exe, built?)?;
+    options.report.build_finished();
+    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, exe, built?)?;
     if nix::unistd::geteuid().is_root() {
-        hand_to_agent_user(spec)?;
+        hand_to_agent_user(spec, options.report.as_ref())?;
     }
-    let mut running = backend.launch_with(spec, &sidecar, BottleStdio::inherit())?;
-    super::agent_started(paths);
-    Ok(running.wait()?.code)
-}
-
-/// Image build output: a spinner with the current step on a terminal, the steps alone
-/// otherwise (a failed build reports its full log in the error either way).
-struct BuildProgress {
-    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
-    terminal: bool,
-}
-
-impl BuildProgress {
-    fn new() -> BuildProgress {
-        use std::io::IsTerminal;
-        BuildProgress {
-            bar: std::sync::Mutex::new(None),
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn line(&self, line: &str) {
-        let step = line.trim_start().starts_with("Step ");
-        if !self.terminal {
-            if step {
-                eprintln!("bot-bottle: building an image: {}", line.trim());
-            }
-            return;
-        }
-        let Ok(mut bar) = self.bar.lock() else { return };
-        let bar = bar.get_or_insert_with(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{spinner} building an image: {wide_msg}")
-            {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
-        bar.set_message(line.trim().to_owned());
-    }
-
-    fn done(&self) {
-        if let Some(bar) = self.bar.lock().ok().and_then(|mut b| b.take()) {
-            bar.finish_and_clear();
-        }
-    }
+    let running = backend.launch_with(spec, &sidecar, BottleStdio::inherit())?;
+    super::agent_started(paths, options.report.as_ref());
+    Ok(running)
 }
 
 /// `what: error`, then the hint on a line of its own (after a build log, where it is seen).
-fn with_hint(what: &str, error: impl Into<anyhow::Error>) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {:#}\nhint: {BUILD_HINT}", error.into())
+fn with_hint(what: &str, error: backend::BackendError) -> LaunchError {
+    LaunchError::Invalid(format!("{what}: {}\nhint: {BUILD_HINT}", chain(&error)))
 }
 
 fn env_value(name: &str) -> Option<String> {
@@ -142,7 +102,7 @@ fn agent_image(
     launch: &Launch,
     paths: &BottlePaths,
     base: Option<&str>,
-) -> anyhow::Result<ImageSource> {
+) -> Result<ImageSource, LaunchError> {
     let agent = &launch.agent.name;
     let override_file = paths.dockerfile_override();
     if override_file.is_file() {
@@ -172,7 +132,9 @@ fn agent_image(
                 ProviderKind::Codex => "codex",
             };
             let mut source = ImageSource::provider(name, base)
-                .with_context(|| format!("no image template for the {name} provider"))?;
+                .ok_or_else(|| {
+                    LaunchError::Invalid(format!("no image template for the {name} provider"))
+                })?;
             if let Ok(package) = std::env::var("BOT_BOTTLE_DOCKER_AGENT_PACKAGE") {
                 source
                     .build_args
@@ -192,7 +154,7 @@ fn sidecar_spec(
     sidecar_env: &[String],
     exe: &Path,
     image: String,
-) -> anyhow::Result<SidecarSpec> {
+) -> Result<SidecarSpec, LaunchError> {
     let mut mounts = vec![
         SidecarMount {
             host: exe.to_path_buf(),
@@ -225,10 +187,10 @@ fn sidecar_spec(
         }
         if let Some(gitgate::KeySource::Static { path }) = &repo.key {
             if !path.is_file() {
-                anyhow::bail!(
+                return Err(LaunchError::Invalid(format!(
                     "the deploy key {} of repository `{name}` does not exist; fix `git-gate.repos.{name}.key.path`",
                     path.display()
-                );
+                )));
             }
             mounts.push(same_path(path, true));
         }
@@ -300,7 +262,7 @@ fn shell_quote(path: &Path) -> String {
 
 /// Started by root, the agent runs as uid 1000: it gets its home (and a workspace copy);
 /// a mounted workspace stays as it is, with a warning when the agent cannot write it.
-fn hand_to_agent_user(spec: &LaunchSpec) -> anyhow::Result<()> {
+fn hand_to_agent_user(spec: &LaunchSpec, report: &dyn Report) -> Result<(), LaunchError> {
     chown_tree(&spec.home.host)?;
     match &spec.workspace.mode {
         WorkspaceMode::Copy { into } => chown_tree(into)?,
@@ -310,17 +272,17 @@ fn hand_to_agent_user(spec: &LaunchSpec) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", spec.workspace.host.display()))?;
             let writable = meta.uid() == ROOT_AGENT_ID || meta.mode() & 0o002 != 0;
             if !writable {
-                eprintln!(
-                    "bot-bottle: warning: started as root, the agent runs as uid {ROOT_AGENT_ID} and cannot write {}; start as a normal user or with --copy-cwd",
+                report.line(&format!(
+                    "warning: started as root, the agent runs as uid {ROOT_AGENT_ID} and cannot write {}; start as a normal user or with --copy-cwd",
                     spec.workspace.host.display()
-                );
+                ));
             }
         }
     }
     Ok(())
 }
 
-fn chown_tree(root: &Path) -> anyhow::Result<()> {
+fn chown_tree(root: &Path) -> Result<(), LaunchError> {
     let id = Some(ROOT_AGENT_ID);
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
@@ -332,7 +294,11 @@ fn chown_tree(root: &Path) -> anyhow::Result<()> {
             for entry in std::fs::read_dir(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?
             {
-                stack.push(entry?.path());
+                stack.push(
+                    entry
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .path(),
+                );
             }
         }
     }

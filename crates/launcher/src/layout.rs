@@ -90,14 +90,15 @@ impl BottlePaths {
     }
 
     /// A sidecar socket path, checked against the kernel's length limit.
-    pub fn socket(&self, name: &str) -> anyhow::Result<PathBuf> {
+    pub fn socket(&self, name: &str) -> Result<PathBuf, crate::LaunchError> {
         let path = self.sockets().join(format!("{name}.sock"));
         let len = path.as_os_str().len();
         if len > MAX_SOCKET_PATH {
-            anyhow::bail!(
-                "the socket path {} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows; set BOT_BOTTLE_HOME to a shorter directory",
-                path.display()
-            );
+            return Err(crate::LaunchError::SocketPathTooLong {
+                path,
+                len,
+                max: MAX_SOCKET_PATH,
+            });
         }
         Ok(path)
     }

@@ -1,0 +1,151 @@
+//! The launcher as a library: a test is its front end. It resolves a manifest, calls
+//! `launcher::launch` / `launcher::resume` and waits on the running bottle, with no
+//! `bot-bottle start` in between; the `bot-bottle` executable only serves the sidecar bundle
+//! and the native backend's in-bottle helper, as it does for any front end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend::BackendKind;
+use launcher::{Launch, LaunchError, Options, Recorded};
+use state::Home;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    home: Home,
+    workspace: PathBuf,
+    report: Arc<Recorded>,
+}
+
+fn world() -> World {
+    // Short paths: Unix socket paths are limited to 107 bytes.
+    let tmp = tempfile::Builder::new()
+        .prefix("bb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let workspace = tmp.path().join("w");
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::write(
+        workspace.join("bot-bottle.yaml"),
+        "bottles:\n  dev: {}\nagents:\n  demo:\n    bottle: dev\n",
+    )
+    .unwrap();
+    World {
+        home: Home::new(tmp.path().join("h")),
+        workspace,
+        _tmp: tmp,
+        report: Arc::new(Recorded::default()),
+    }
+}
+
+impl World {
+    fn options(&self) -> Options {
+        Options {
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle")),
+            interactive: false,
+            report: self.report.clone(),
+        }
+    }
+
+    fn launch_of(&self, command: &[&str]) -> Launch {
+        let path = self.workspace.join("bot-bottle.yaml");
+        let manifest = manifest::Manifest::load(&path).unwrap();
+        Launch {
+            agent: manifest.agent("demo").unwrap(),
+            backend: BackendKind::Native,
+            cwd: self.workspace.clone(),
+            copy_cwd: false,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            manifest: Some(path),
+            codex_login: None,
+        }
+    }
+
+    /// What the operator is told on every launch of this bottle: the provider's route has
+    /// no credential on this host (unless the host has one).
+    fn expected_lines(&self, launches: usize) -> Vec<String> {
+        let set = std::env::var_os("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN").is_some_and(|v| !v.is_empty())
+            || std::env::var_os("ANTHROPIC_API_KEY").is_some_and(|v| !v.is_empty());
+        if set {
+            return vec![];
+        }
+        vec!["warning: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set, so requests to api.anthropic.com go out without credentials; export it before `start` (the agent never sees it)".to_owned(); launches]
+    }
+}
+
+/// `None` (with the reason printed) when the native backend cannot isolate a bottle here.
+fn launched(world: &World, command: &[&str]) -> Option<launcher::RunningBottle> {
+    match launcher::launch(&world.home, world.launch_of(command), &world.options()) {
+        Ok(running) => Some(running),
+        Err(LaunchError::BackendUnusable(why)) => {
+            eprintln!("skipping: {why}");
+            None
+        }
+        Err(e) => panic!("launch failed: {e}"),
+    }
+}
+
+#[test]
+fn a_native_bottle_runs_true_and_its_state_is_removed() {
+    let world = world();
+    let Some(running) = launched(&world, &["true"]) else {
+        return;
+    };
+    let identity = running.identity().clone();
+    assert!(world.home.state_dir(&identity).is_dir());
+    assert!(world.home.is_running(&identity));
+    assert_eq!(running.wait().unwrap(), 0);
+    assert!(!world.home.state_dir(&identity).exists());
+    assert_eq!(world.report.lines(), world.expected_lines(1));
+}
+
+#[test]
+fn a_stopped_bottle_is_kept_and_resumes_through_the_library() {
+    let world = world();
+    let Some(running) = launched(&world, &["sleep", "60"]) else {
+        return;
+    };
+    let identity = running.identity().clone();
+    assert!(running.stop(Duration::from_secs(2)).unwrap());
+    // Killed by SIGTERM, as a shell reports it.
+    assert_eq!(running.wait().unwrap(), 128 + 15);
+    assert!(world.home.is_preserved(&identity));
+    assert!(!world.home.is_running(&identity));
+    let mut lines = world.expected_lines(1);
+    lines.push(format!(
+        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+    ));
+    assert_eq!(world.report.lines(), lines);
+
+    let lock = world.home.lock_bottle(&identity).unwrap();
+    let resumed = launcher::resume(
+        &world.home,
+        &identity,
+        lock,
+        world.launch_of(&["true"]),
+        &world.options(),
+    )
+    .unwrap();
+    assert_eq!(resumed.identity(), &identity);
+    assert_eq!(resumed.wait().unwrap(), 0);
+    assert!(!world.home.state_dir(&identity).exists());
+}
+
+#[test]
+fn a_dropped_bottle_is_stopped_and_kept() {
+    let world = world();
+    let Some(running) = launched(&world, &["sleep", "60"]) else {
+        return;
+    };
+    let identity = running.identity().clone();
+    assert!(world.home.is_running(&identity));
+    drop(running);
+    assert!(!world.home.is_running(&identity));
+    assert!(world.home.is_preserved(&identity));
+    let mut lines = world.expected_lines(1);
+    lines.push(format!(
+        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+    ));
+    assert_eq!(world.report.lines(), lines);
+}

@@ -1,0 +1,133 @@
+//! The sidecar bundle as a child process of the launcher (native backend): `bot-bottle
+//! sidecar --config FILE` with a minimal environment plus the tokens its routes name, ready
+//! once it prints `ready`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::error::Context;
+use crate::{BottlePaths, LaunchError};
+
+/// How long the sidecar bundle may take to become ready (the gate's first upstream sync).
+const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The last lines of the bundle's log (where a crash says why).
+pub(crate) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(8).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// The sidecar bundle as a child process of `start`: it dies with `start` (parent-death
+/// signal) and is stopped with SIGTERM when the agent exits.
+pub(crate) struct Sidecar {
+    child: Child,
+}
+
+impl Sidecar {
+    pub(crate) fn start(
+        paths: &BottlePaths,
+        tokens: &[String],
+        exe: &Path,
+    ) -> Result<Sidecar, LaunchError> {
+        let log_path = paths.logs().join("sidecar.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("sidecar")
+            .arg("--config")
+            .arg(paths.sidecar_config())
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // A minimal environment plus the tokens the routes name: nothing else of the host's.
+        let mut env: BTreeMap<&str, String> = BTreeMap::new();
+        for k in [
+            "PATH",
+            "HOME",
+            "USER",
+            "LANG",
+            "TZ",
+            "BOT_BOTTLE_LOG",
+            "RUST_LOG",
+        ] {
+            if let Ok(v) = std::env::var(k) {
+                env.insert(k, v);
+            }
+        }
+        for t in tokens {
+            if let Ok(v) = std::env::var(t) {
+                env.insert(t, v);
+            }
+        }
+        cmd.envs(env);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
+        // the parent; it only makes the kernel kill the bundle if `start` dies.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().context("cannot start the sidecar bundle")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LaunchError::Invalid("the sidecar bundle has no stdout".into()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = matches!(lines.next(), Some(Ok(l)) if l.trim() == "ready");
+            let _ = tx.send(ready);
+            // Keep draining so the bundle never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut sidecar = Sidecar { child };
+        match rx.recv_timeout(SIDECAR_READY_TIMEOUT) {
+            Ok(true) => Ok(sidecar),
+            outcome => {
+                sidecar.stop();
+                let why = if outcome.is_err() {
+                    "did not become ready in time"
+                } else {
+                    "exited before it was ready"
+                };
+                Err(LaunchError::SidecarNotReady {
+                    why,
+                    tail: log_tail(&log_path),
+                    log: log_path,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0))
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; reaps it. Does nothing once it has been reaped (its
+    /// pid may belong to another process by then).
+    pub(crate) fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
