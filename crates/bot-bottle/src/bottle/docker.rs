@@ -215,7 +215,7 @@ fn sidecar_spec(
         user: None,
         repos: Some(bottle.git_gate.repos.clone()),
     })
-    .context("the bottle's git-gate block is invalid")?;
+    .context("the bottle's `git-gate` block is invalid")?;
     for (name, repo) in &gate.repos {
         if repo.upstream == gitgate::Upstream::Local
             && let Some(dir) = local_upstream(&repo.url)
