@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use crate::commands;
 
 /// Run a coding agent unsupervised in a bottle whose only ways out are checked sidecars:
-/// an egress allowlist proxy, a git gate that scans pushes, and a supervise server through
+/// an egress proxy that lets out only the bottle's routes, a git gate that scans pushes, and
+/// a supervise server through
 /// which the agent asks a human for more access.
 #[derive(Debug, Parser)]
 #[command(

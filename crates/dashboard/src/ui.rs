@@ -155,7 +155,7 @@ pub fn render(frame: &mut Frame, app: &App) {
             ));
             lines.extend(p.justification.lines().map(|l| Line::raw(format!("  {l}"))));
             let what = match p.tool {
-                Tool::GitleaksAllow => "allowlist entry",
+                Tool::GitleaksAllow => "allowed finding",
                 Tool::EgressTokenAllow => "token (host secret attached to the route)",
                 _ => "routes.yaml: live -> proposed",
             };

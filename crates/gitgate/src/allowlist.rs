@@ -15,7 +15,7 @@ pub fn allowlist_path(state_dir: &Path) -> PathBuf {
 
 /// The allowlist could not be read (the push is refused).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the allowlist {path}: {source}")]
+#[error("cannot read the allowed findings {path}: {source}")]
 pub struct AllowlistError {
     /// The file.
     pub path: PathBuf,

@@ -14,7 +14,7 @@ use crate::glob::Glob;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read git-gate file {path}: {source}")]
+    #[error("cannot read the git gate's config {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -22,7 +22,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML did not match the `git-gate:` block.
-    #[error("invalid git-gate block in {path}: {message}")]
+    #[error("invalid `git-gate` block in {path}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,

@@ -217,7 +217,7 @@ fn pre_receive_inner(
     let repo = runtime
         .repos
         .get(repo_name)
-        .ok_or_else(|| format!("repo `{repo_name}` is not configured in this gate"))?;
+        .ok_or_else(|| format!("repo `{repo_name}` is not configured in this git gate"))?;
     let updates = parse_updates(input)?;
     if updates.is_empty() {
         return Ok(true);
@@ -360,7 +360,7 @@ fn forward_upstream(
             );
         }
         Err(e) => {
-            let _ = writeln!(out, "the gate could not re-sync with the upstream: {e}");
+            let _ = writeln!(out, "the git gate could not re-sync with the upstream: {e}");
         }
     }
     Ok(false)

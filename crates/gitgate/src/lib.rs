@@ -56,7 +56,7 @@ use crate::server::Shared;
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
     /// The state directory could not be prepared.
-    #[error("cannot prepare the gate state directory {path}: {source}")]
+    #[error("cannot prepare the git gate's state directory {path}: {source}")]
     StateDir {
         /// The directory.
         path: PathBuf,

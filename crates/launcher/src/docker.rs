@@ -52,7 +52,7 @@ pub(super) fn launch(
     let base = env_value("BOT_BOTTLE_DOCKER_BASE");
     let mut config = DockerConfig::new(
         AgentImage::Build(agent_image(launch, paths, base.as_deref())?),
-        helper(backend::docker::init::INIT_SUBCOMMAND),
+        helper(backend::inbottle::docker_init::INIT_SUBCOMMAND),
     );
     // A killed `start` takes its containers with it, as on native.
     config.reaper = Some(helper(backend::docker::reaper::REAPER_SUBCOMMAND));
@@ -177,7 +177,7 @@ fn sidecar_spec(
         user: None,
         repos: Some(bottle.git_gate.repos.clone()),
     })
-    .context("the bottle's git-gate block is invalid")?;
+    .context("the bottle's `git-gate` block is invalid")?;
     for (name, repo) in &gate.repos {
         if repo.upstream == gitgate::Upstream::Local
             && let Some(dir) = local_upstream(&repo.url)

@@ -402,7 +402,7 @@ impl RunningBottle {
         let has_repos = !bottle.git_gate.repos.is_empty();
         if has_repos {
             let text =
-                serde_saphyr::to_string(&raw_gate).context("cannot encode the git-gate block")?;
+                serde_saphyr::to_string(&raw_gate).context("cannot encode the `git-gate` block")?;
             state::atomic_write(&paths.gate_config(), text.as_bytes())
                 .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
         }

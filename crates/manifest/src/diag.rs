@@ -238,7 +238,7 @@ pub(crate) fn humanize(msg: &str) -> String {
             "struct HeaderMatch",
             "a header condition `{name: NAME, value: VALUE}`",
         ),
-        ("struct GitGate", "a git-gate block (`user`, `repos`)"),
+        ("struct GitGate", "a `git-gate` block (`user`, `repos`)"),
         ("struct GitUser", "a git user `{name: NAME, email: EMAIL}`"),
         (
             "struct RepoSpec",

@@ -169,8 +169,8 @@ impl DockerConfig {
     }
 }
 
-/// The running executable with the hidden [`init::INIT_SUBCOMMAND`] (for `bot-bottle`, whose
-/// `main` dispatches it to [`init::init_main`]). The executable is mounted read-only into agent
+/// The running executable with the hidden [`crate::inbottle::docker_init::INIT_SUBCOMMAND`] (for `bot-bottle`, whose
+/// `main` dispatches it to [`crate::inbottle::docker_init::init_main`]). The executable is mounted read-only into agent
 /// containers, so it must run on the image's libc (glibc ≥ the build machine's, e.g. Debian
 /// bookworm images for a bookworm build) — or be statically linked.
 pub fn init_command() -> Result<HelperCommand, BackendError> {

@@ -13,7 +13,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// routes.yaml: the allowlist (re-read when it changes)
+    /// routes.yaml: the routes egress lets out (re-read when it changes)
     #[arg(long, value_name = "FILE")]
     pub routes: PathBuf,
     /// Address to listen on, e.g. 127.0.0.1:8080

@@ -9,9 +9,9 @@ use anyhow::Context;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Serve the gate until interrupted; prints `listening on ADDR` once ready
+    /// Serve the git gate until interrupted; prints `listening on ADDR` once ready
     Serve(ServeArgs),
-    /// The pre-receive hook the gate installs in its mirrors (internal)
+    /// The pre-receive hook the git gate installs in its mirrors (internal)
     #[command(hide = true)]
     Hook(HookArgs),
 }
@@ -24,7 +24,7 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:9418
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
-    /// Directory for mirrors, keys and the allowlist
+    /// Directory for mirrors, keys and the allowed findings
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
 }
@@ -34,7 +34,7 @@ pub struct HookArgs {
     /// Which hook git is running
     #[arg(value_parser = ["pre-receive"])]
     pub kind: String,
-    /// The gate's state directory
+    /// The git gate's state directory
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
     /// The repository being pushed to
@@ -93,9 +93,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("the git gate stopped serving")?;
         // Deploy keys created through a forge API live only as long as the gate.
-        gate.teardown()
-            .await
-            .context("cannot revoke the deploy keys this gate created; remove them in the forge")?;
+        gate.teardown().await.context(
+            "cannot revoke the deploy keys this git gate created; remove them in the forge",
+        )?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 /// A bottle's `git-gate:` block.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a git-gate block (`user`, `repos`)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a `git-gate` block (`user`, `repos`)"
+)]
 pub struct GitGate {
     /// Identity written into the agent's `~/.gitconfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -168,7 +168,10 @@ impl<'de> Deserialize<'de> for Scalar {
 /// A bottle's `git-gate:` block as the manifest reads it: the shape of [`GitGate`], with
 /// locations kept for error messages. [`GitGateBlock::to_git_gate`] drops them.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a git-gate block (`user`, `repos`)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a `git-gate` block (`user`, `repos`)"
+)]
 pub struct GitGateBlock {
     /// Identity written into the agent's `~/.gitconfig`.
     #[serde(default)]
