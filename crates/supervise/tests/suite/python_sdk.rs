@@ -176,17 +176,32 @@ async fn python_sdk_client_drives_every_tool() {
     let decisions: Vec<String> = audit::read_all(&home, None, None)
         .unwrap()
         .into_iter()
-        .map(|e| format!("{}:{}:{}", e.component, e.tool, e.decision))
+        .map(|e| {
+            format!(
+                "{}:{}:{}:{}",
+                e.component,
+                e.tool,
+                e.decision,
+                e.stage.as_deref().unwrap_or("-")
+            )
+        })
         .collect();
+    // Each decision is audited when the operator makes it, and an approval again when its
+    // server puts it in effect.
     assert_eq!(
         decisions,
         vec![
-            "egress:egress-allow:approved",
-            "egress:egress-allow:modified",
-            "egress:egress-block:rejected",
-            "egress:egress-token-allow:approved",
-            "gitleaks:gitleaks-allow:approved",
-            "egress:egress-allow:approved",
+            "egress:egress-allow:approved:decided",
+            "egress:egress-allow:approved:applied",
+            "egress:egress-allow:modified:decided",
+            "egress:egress-allow:modified:applied",
+            "egress:egress-block:rejected:decided",
+            "egress:egress-token-allow:approved:decided",
+            "egress:egress-token-allow:approved:applied",
+            "gitleaks:gitleaks-allow:approved:decided",
+            "gitleaks:gitleaks-allow:approved:applied",
+            "egress:egress-allow:approved:decided",
+            "egress:egress-allow:approved:applied",
         ]
     );
     assert_eq!(audit::verify(&home).unwrap(), (vec![], 2));
