@@ -49,6 +49,8 @@ fn pristine() -> &'static (PathBuf, Vec<u8>, Vec<u8>) {
                     before: Some("routes: []".into()),
                     after: Some(format!("routes: [{{host: h{i}.example}}]")),
                     error: None,
+                    effect: vec![format!("adds host h{i}.example: any request")],
+                    stage: Some("decided".into()),
                 },
             )
             .expect("append to a fresh audit log");
