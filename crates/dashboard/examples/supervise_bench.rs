@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use supervise::queue::{self, NewProposal, Queue};
+use proposals::queue::{self, NewProposal, Queue};
 use supervise::{Decision, Home, RecordingApplier, SuperviseConfig, Tool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -168,7 +168,7 @@ fn durable_write(n: usize) -> Vec<Duration> {
     (0..n)
         .map(|i| {
             let t = Instant::now();
-            supervise::fsutil::write_atomic(&dir.path().join(format!("{i}.json")), b"{}").unwrap();
+            proposals::fsutil::write_atomic(&dir.path().join(format!("{i}.json")), b"{}").unwrap();
             t.elapsed()
         })
         .collect()

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use proposals::queue::{self, Entry, Problem, QueueError};
+use proposals::{Home, Status, Tool};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use supervise::queue::{self, Entry, Problem, QueueError};
-use supervise::{Home, Status, Tool};
 
 /// Everything the dashboard shows, read from the queues at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub fn snapshot(home: &Home) -> Result<Snapshot, QueueError> {
         {
             let live = home.live_config_dir(&p.bottle_slug).join("routes.yaml");
             if let Ok(text) = std::fs::read_to_string(&live)
-                && &supervise::proposal::sha256_hex(&text) != hash
+                && &proposals::proposal::sha256_hex(&text) != hash
             {
                 stale.insert(p.id.clone());
             }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
+use proposals::queue::{self, QueueError};
+use proposals::validate;
+use proposals::{Decision, Home};
 use ratatui::crossterm::event;
-use supervise::queue::{self, QueueError};
-use supervise::validate;
-use supervise::{Decision, Home};
 
 use crate::app::{self, Action, App, Tone};
 use crate::input::{self, Input};
@@ -73,7 +73,7 @@ impl QueueWatch {
 }
 
 /// Watches every bottle's queue (recursively) and sends [`Event::QueueChanged`] for
-/// changes only ([`supervise::queue::is_queue_change`]): the dashboard's own reloads open
+/// changes only ([`proposals::queue::is_queue_change`]): the dashboard's own reloads open
 /// every queue file, and must not wake it again.
 pub fn watch_queues(home: &Home, tx: mpsc::Sender<Event>) -> Result<QueueWatch, DashboardError> {
     use notify::Watcher;
@@ -152,7 +152,7 @@ pub fn edit_in_editor(text: &str, suffix: &str) -> std::io::Result<String> {
     let dir = std::env::temp_dir();
     let path = dir.join(format!(
         "bot-bottle-proposal-{}{suffix}",
-        supervise::proposal::new_id()
+        proposals::proposal::new_id()
     ));
     std::fs::write(&path, text)?;
     let mut parts = editor.split_whitespace();

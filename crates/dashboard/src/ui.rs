@@ -2,12 +2,12 @@
 //! proposal below (its effect first, then the justification and the diff), the keys (or the
 //! open prompt: reject note, quit; or the last message) at the bottom.
 
+use proposals::{Entry, Status, Tool};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap};
-use supervise::{Entry, Status, Tool};
 
 use crate::app::{App, Tone};
 use crate::diff;
@@ -27,8 +27,8 @@ fn status_label(e: &Entry) -> String {
 
 /// What approving the proposal does (its effect, most dangerous change first), or why
 /// that cannot be told.
-fn effect_of(e: &Entry) -> Result<supervise::Effect, String> {
-    supervise::effect::proposal_effect(&e.proposal)
+fn effect_of(e: &Entry) -> Result<proposals::Effect, String> {
+    proposals::effect::proposal_effect(&e.proposal)
         .map_err(|err| format!("cannot tell what it does: {err}"))
 }
 

@@ -1,14 +1,14 @@
-//! The gate's resolved configuration: the manifest's raw `git-gate:` block checked once, so
+//! The gate's resolved configuration: its `git-gate:` block ([`crate::spec`]) checked once, so
 //! the server and the pre-receive hook only ever see valid repository names, upstream URLs,
 //! host keys and branch globs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use manifest::raw::git_gate::{GitGate, KeySpec, RepoSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::glob::Glob;
+use crate::spec::{GateSpec, KeySpec, RepoSpec};
 
 /// A problem in the `git-gate:` block.
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +136,9 @@ impl GateConfig {
         #[serde(deny_unknown_fields)]
         struct Wrapped {
             #[serde(rename = "git-gate")]
-            git_gate: GitGate,
+            git_gate: GateSpec,
         }
-        let raw = match serde_saphyr::from_str::<GitGate>(text) {
+        let raw = match serde_saphyr::from_str::<GateSpec>(text) {
             Ok(raw) => raw,
             Err(err) => match serde_saphyr::from_str::<Wrapped>(text) {
                 Ok(w) => w.git_gate,
@@ -150,11 +150,11 @@ impl GateConfig {
                 }
             },
         };
-        Self::from_raw(&raw)
+        Self::from_spec(&raw)
     }
 
-    /// Validates the raw block.
-    pub fn from_raw(raw: &GitGate) -> Result<Self, ConfigError> {
+    /// Validates a block as written.
+    pub fn from_spec(raw: &GateSpec) -> Result<Self, ConfigError> {
         let (user_name, user_email) = match &raw.user {
             Some(u) => (u.name.clone(), u.email.clone()),
             None => (None, None),

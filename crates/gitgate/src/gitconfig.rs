@@ -3,14 +3,13 @@
 //! Every value is checked first: a newline, control character, quote or backslash in a
 //! manifest value is an error, never an injected config line.
 
-use manifest::raw::git_gate::GitGate;
-
 use crate::config::{ConfigError, GateConfig, Upstream, check_value};
+use crate::spec::GateSpec;
 
 /// Renders the agent's gitconfig for a gate reachable at `gate_base_url`
 /// (e.g. `http://10.0.2.2:9418`).
-pub fn render_agent_gitconfig(gate_base_url: &str, gate: &GitGate) -> Result<String, ConfigError> {
-    let config = GateConfig::from_raw(gate)?;
+pub fn render_agent_gitconfig(gate_base_url: &str, gate: &GateSpec) -> Result<String, ConfigError> {
+    let config = GateConfig::from_spec(gate)?;
     render_from_config(gate_base_url, &config)
 }
 
@@ -81,7 +80,7 @@ fn url_aliases(url: &str, upstream: &Upstream) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn gate(yaml: &str) -> GitGate {
+    fn gate(yaml: &str) -> GateSpec {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
@@ -101,7 +100,7 @@ mod tests {
         let g = gate("repos:\n  app:\n    url: \"/srv/a\\\"b\"\n");
         let err = render_agent_gitconfig("http://gate:1", &g).unwrap_err();
         insta::assert_snapshot!(err.to_string());
-        let err = render_agent_gitconfig("http://gate:1\n[x]", &GitGate::default()).unwrap_err();
+        let err = render_agent_gitconfig("http://gate:1\n[x]", &GateSpec::default()).unwrap_err();
         insta::assert_snapshot!(err.to_string());
     }
 }

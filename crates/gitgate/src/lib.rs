@@ -32,6 +32,7 @@ mod mirror;
 mod process;
 mod scanner;
 mod server;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ pub use mirror::{RUNTIME_FILE, RepoRuntime, Runtime, hook_script};
 pub use scanner::{
     GateFinding, PushScan, PushScanner, SCAN_GIT_TIMEOUT, ScanFailure, Unavailable, push_scanner,
 };
+pub use spec::{GateSpec, KeySpec, RepoSpec, UserSpec};
 
 use crate::cgi::CgiSettings;
 use crate::mirror::RepoHandle;

@@ -173,11 +173,12 @@ fn sidecar_spec(
     }
     // The gate's own reading of its repositories: which upstreams are local, where the
     // static deploy keys are (with `~` expanded as the gate does).
-    let gate = gitgate::GateConfig::from_raw(&manifest::raw::GitGate {
+    let spec = gitgate::GateSpec {
         user: None,
-        repos: Some(bottle.git_gate.repos.clone()),
-    })
-    .context("the bottle's `git-gate` block is invalid")?;
+        ..crate::spec::gate_spec(&bottle.git_gate)
+    };
+    let gate = gitgate::GateConfig::from_spec(&spec)
+        .context("the bottle's `git-gate` block is invalid")?;
     for (name, repo) in &gate.repos {
         if repo.upstream == gitgate::Upstream::Local
             && let Some(dir) = local_upstream(&repo.url)

@@ -395,14 +395,10 @@ impl RunningBottle {
             state::atomic_write(&paths.routes_file(), text.as_bytes())
                 .with_context(|| format!("cannot write {}", paths.routes_file().display()))?;
         }
-        let raw_gate = manifest::raw::GitGate {
-            user: Some(bottle.git_gate.user.clone()),
-            repos: Some(bottle.git_gate.repos.clone()),
-        };
         let has_repos = !bottle.git_gate.repos.is_empty();
         if has_repos {
-            let text =
-                serde_saphyr::to_string(&raw_gate).context("cannot encode the `git-gate` block")?;
+            let text = serde_saphyr::to_string(&spec::gate_spec(&bottle.git_gate))
+                .context("cannot encode the `git-gate` block")?;
             state::atomic_write(&paths.gate_config(), text.as_bytes())
                 .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
         }

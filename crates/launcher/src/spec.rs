@@ -49,10 +49,7 @@ pub(crate) fn agent_spec(
 ) -> Result<LaunchSpec, LaunchError> {
     let bottle = &launch.agent.bottle;
     let has_repos = config.gate.is_some();
-    let raw_gate = manifest::raw::GitGate {
-        user: Some(bottle.git_gate.user.clone()),
-        repos: Some(bottle.git_gate.repos.clone()),
-    };
+    let raw_gate = gate_spec(&bottle.git_gate);
     // The agent's contract.
     let endpoints = contract::Endpoints::DEFAULT;
     let gitconfig = if has_repos {
@@ -266,9 +263,60 @@ fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: boo
     argv
 }
 
+/// The manifest's `git-gate:` block as the gate's own input ([`gitgate::GateSpec`]): the
+/// gate knows no manifest, so the launcher maps one onto the other, field by field.
+pub(crate) fn gate_spec(gate: &manifest::ResolvedGitGate) -> gitgate::GateSpec {
+    let repo = |r: &manifest::raw::RepoSpec| gitgate::RepoSpec {
+        url: r.url.clone(),
+        key: r.key.as_ref().map(|k| match k {
+            manifest::raw::KeySpec::Static { path } => {
+                gitgate::KeySpec::Static { path: path.clone() }
+            }
+            manifest::raw::KeySpec::Gitea {
+                forge_token_env,
+                api_url,
+            } => gitgate::KeySpec::Gitea {
+                forge_token_env: forge_token_env.clone(),
+                api_url: api_url.clone(),
+            },
+        }),
+        host_key: r.host_key.clone(),
+        push_branches: r.push_branches.clone(),
+        allow_force_push: r.allow_force_push,
+        dangerously_push_unscannable: r.dangerously_push_unscannable,
+    };
+    gitgate::GateSpec {
+        user: Some(gitgate::UserSpec {
+            name: gate.user.name.clone(),
+            email: gate.user.email.clone(),
+        }),
+        repos: Some(
+            gate.repos
+                .iter()
+                .map(|(n, r)| (n.clone(), repo(r)))
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gate_spec_carries_every_key_of_the_manifest_block() {
+        let yaml = "user:\n  name: agent\n  email: a@example.org\nrepos:\n  app:\n    url: git@example.org:team/app.git\n    key:\n      provider: gitea\n      forge_token_env: FORGE\n      api_url: https://example.org/api/v1\n    host_key: ssh-ed25519 AAAA\n    push_branches:\n    - agent/*\n    allow_force_push: true\n    dangerously_push_unscannable: true\n  lib:\n    url: /srv/lib.git\n    key:\n      provider: static\n      path: ~/.ssh/deploy\n";
+        let raw: manifest::raw::GitGate = serde_saphyr::from_str(yaml).unwrap();
+        let resolved = manifest::ResolvedGitGate {
+            user: raw.user.clone().unwrap_or_default(),
+            repos: raw.repos.clone().unwrap_or_default(),
+        };
+        let spec = crate::spec::gate_spec(&resolved);
+        assert_eq!(
+            serde_saphyr::to_string(&spec).unwrap(),
+            serde_saphyr::to_string(&raw).unwrap()
+        );
+    }
 
     fn route(host: &str, token: Option<&str>) -> policy::Route {
         policy::Route {

@@ -13,7 +13,7 @@ use crate::LoadError;
 /// Environment variable naming the manifest file or directory.
 pub const MANIFEST_ENV: &str = "BOT_BOTTLE_MANIFEST";
 /// Environment variable naming bot-bottle's home directory (default `~/.bot-bottle`).
-pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
+pub use state::HOME_ENV;
 
 /// The inputs of the manifest search.
 #[derive(Debug, Clone, Default)]

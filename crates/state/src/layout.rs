@@ -143,7 +143,7 @@ impl Home {
 
     /// As [`Home::from_env`], with the environment given as a lookup (for tests).
     pub fn from_vars(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Self, StateError> {
-        if let Some(home) = var("BOT_BOTTLE_HOME").filter(|v| !v.is_empty()) {
+        if let Some(home) = var(crate::HOME_ENV).filter(|v| !v.is_empty()) {
             return Ok(Self::new(home));
         }
         let home = var("HOME")
@@ -167,22 +167,46 @@ impl Home {
         self.root.join("state")
     }
 
-    /// `state/<identity>/`.
-    pub fn state_dir(&self, id: &Identity) -> PathBuf {
-        self.state_root().join(id.as_str())
+    /// `state/<identity>/`: the bottle's own state; absent once the bottle is gone.
+    pub fn state_dir(&self, id: impl AsRef<str>) -> PathBuf {
+        self.state_root().join(id.as_ref())
     }
 
-    /// `queue/<identity>/`.
-    pub fn queue_dir(&self, id: &Identity) -> PathBuf {
-        self.root.join("queue").join(id.as_str())
+    /// `state/<identity>/live-config/`: the routes and allowlist in effect.
+    pub fn live_config_dir(&self, id: impl AsRef<str>) -> PathBuf {
+        self.state_dir(id).join("live-config")
+    }
+
+    /// `queue/`, holding one directory per bottle.
+    pub fn queue_root(&self) -> PathBuf {
+        self.root.join("queue")
+    }
+
+    /// `queue/<identity>/`: pending proposals and responses.
+    pub fn queue_dir(&self, id: impl AsRef<str>) -> PathBuf {
+        self.queue_root().join(id.as_ref())
+    }
+
+    /// `queue/<identity>/processed/`: handled proposals with their response and outcome.
+    pub fn processed_dir(&self, id: impl AsRef<str>) -> PathBuf {
+        self.queue_dir(id).join("processed")
+    }
+
+    /// `audit/`, holding one directory per component.
+    pub fn audit_root(&self) -> PathBuf {
+        self.root.join("audit")
     }
 
     /// `audit/<component>/<identity>.jsonl`.
-    pub fn audit_file(&self, component: &str, id: &Identity) -> PathBuf {
-        self.root
-            .join("audit")
+    pub fn audit_file(&self, component: &str, id: impl AsRef<str>) -> PathBuf {
+        self.audit_root()
             .join(component)
-            .join(format!("{}.jsonl", id.as_str()))
+            .join(format!("{}.jsonl", id.as_ref()))
+    }
+
+    /// `logs/`: log files of commands that own the terminal (the dashboard).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
     }
 
     /// `manifest/`: the manifest directory searched last.

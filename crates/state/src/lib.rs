@@ -18,8 +18,13 @@
 mod atomic;
 mod identity;
 mod layout;
+mod names;
 pub mod read;
+
+/// The environment variable naming the home; read only by [`Home::from_env`].
+pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
 
 pub use atomic::{atomic_write, atomic_write_mode};
 pub use identity::{Identity, IdentityError};
 pub use layout::{BottleEntry, BottleState, Home, Metadata, RunLock, StateError};
+pub use names::{NameError, check_identity, check_proposal_id};

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use policy::EgressConfig;
 
-use crate::fsutil;
-use crate::paths::Home;
+use proposals::fsutil;
+use proposals::paths::Home;
 
 /// Why a change could not be applied. The message reaches the agent and the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,7 +223,7 @@ impl Applier for FileApplier {
         let text = self.read_routes(bottle)?;
         let current = self.parse_current(bottle, &text)?;
         // The same edit the proposal's effect was computed with.
-        let config = crate::effect::attach_token(&current, host, token_name)
+        let config = proposals::effect::attach_token(&current, host, token_name)
             .map_err(|_| ApplyError::NoRoute(host.to_owned()))?;
         let new_text = serde_saphyr::to_string(&config)
             .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
@@ -424,13 +424,13 @@ mod tests {
             }))
             .with_known_tokens(["API_TOKEN".to_owned()]);
         let text = "routes:\n  - host: api.example # comment kept\n";
-        let cfg = crate::validate::parse_routes(text).unwrap();
+        let cfg = proposals::validate::parse_routes(text).unwrap();
         a.apply_routes("b-1", &cfg, text).await.unwrap();
         assert_eq!(a.current_routes("b-1").await.unwrap(), text);
 
         let bad = "routes:\n  - host: refused.example\n";
         let err = a
-            .apply_routes("b-1", &crate::validate::parse_routes(bad).unwrap(), bad)
+            .apply_routes("b-1", &proposals::validate::parse_routes(bad).unwrap(), bad)
             .await
             .unwrap_err();
         assert_eq!(err, ApplyError::Reload("bad route".into()));
@@ -451,7 +451,8 @@ mod tests {
         a.attach_token("b-1", "api.example", "API_TOKEN")
             .await
             .unwrap();
-        let now = crate::validate::parse_routes(&a.current_routes("b-1").await.unwrap()).unwrap();
+        let now =
+            proposals::validate::parse_routes(&a.current_routes("b-1").await.unwrap()).unwrap();
         let r = &now.routes.unwrap()[0];
         assert_eq!(
             (r.token_env.as_deref(), r.auth_scheme.as_deref()),

@@ -19,11 +19,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::apply::{Applier, ApplyError};
-use crate::audit::{self, NewEntry};
-use crate::effect::{self, Effect};
-use crate::proposal::{ApplyFailure, Decision, Outcome, Proposal, Response, Tool, now_timestamp};
-use crate::queue::{NewProposal, Queue, QueueError};
-use crate::validate::{self, Payload};
+use proposals::audit::{self, NewEntry};
+use proposals::effect::{self, Effect};
+use proposals::proposal::{
+    ApplyFailure, Decision, Outcome, Proposal, Response, Tool, now_timestamp,
+};
+use proposals::queue::{NewProposal, Queue, QueueError};
+use proposals::validate::{self, Payload};
 
 /// How a wait for a decision ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +209,7 @@ impl Engine {
     fn reject(&self, p: &Proposal, r: &Response) {
         // Audited by the operator's process when it was made; older responses were not.
         if !r.audited {
-            let effect = crate::effect::proposal_effect(p)
+            let effect = proposals::effect::proposal_effect(p)
                 .map(|e| e.lines())
                 .unwrap_or_default();
             self.audit(
@@ -414,7 +416,7 @@ impl Engine {
             // reacting to opens would wake it again at once, forever.
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 let change = match &res {
-                    Ok(ev) => crate::queue::is_queue_change(ev),
+                    Ok(ev) => proposals::queue::is_queue_change(ev),
                     // An error from the watcher (lost events, say): look again.
                     Err(_) => true,
                 };

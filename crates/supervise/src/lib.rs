@@ -5,23 +5,22 @@
 //! server applies the change through an [`Applier`] ([`apply`]), records the decision in
 //! a hash-chained audit log ([`audit`]) and only then answers the agent ([`engine`]).
 //!
+//! The proposal data itself (queue, audit log, effects, validation) lives in the
+//! `proposals` crate, which the dashboard uses without this crate's HTTP stack; it is
+//! re-exported here so the server's callers see one API.
+//!
 //! Entry point for the sidecar bundle: [`serve`].
 
 pub mod apply;
-pub mod audit;
-pub mod effect;
 pub mod engine;
-pub mod fsutil;
-pub mod paths;
-pub mod proposal;
-pub mod queue;
 pub mod server;
-pub mod validate;
+
+pub use proposals::{audit, effect, fsutil, paths, proposal, queue, validate};
 
 pub use apply::{Applier, ApplyError, FileApplier, RecordingApplier, ReloadHook};
-pub use effect::{Change, Effect};
 pub use engine::{Engine, WaitResult};
-pub use paths::Home;
-pub use proposal::{Decision, Outcome, Proposal, Response, Status, Tool};
-pub use queue::{Entry, NewProposal, Problem, Queue, QueueError};
+pub use proposals::Home;
+pub use proposals::{Change, Effect};
+pub use proposals::{Decision, Outcome, Proposal, Response, Status, Tool};
+pub use proposals::{Entry, NewProposal, Problem, Queue, QueueError};
 pub use server::{MAX_WAIT, ServeError, SuperviseConfig, SuperviseServer, router, serve};

@@ -26,10 +26,10 @@ use serde_json::{Value, json};
 
 use crate::apply::Applier;
 use crate::engine::{Engine, WaitResult, describe_effect};
-use crate::paths::Home;
-use crate::proposal::{Decision, Outcome, Tool};
-use crate::queue::{NewProposal, Queue, QueueError};
-use crate::validate::{self, ValidationError};
+use proposals::paths::Home;
+use proposals::proposal::{Decision, Outcome, Tool};
+use proposals::queue::{NewProposal, Queue, QueueError};
+use proposals::validate::{self, ValidationError};
 
 /// The longest a tool call waits for the operator (MCP clients time calls out at 60 s).
 pub const MAX_WAIT: Duration = Duration::from_secs(45);
@@ -409,11 +409,12 @@ impl SuperviseServer {
         validate::check_routes_proposal(&current, &proposed).map_err(|e| invalid(name, e))?;
         // Judged by what it does, not by its name: a block that widens is refused here,
         // before it reaches the operator as a "block".
-        let effect = crate::effect::routes_effect(&current, &proposed).map_err(|e| match e {
-            crate::effect::EffectError::Proposed(v) => invalid(name, v),
-            other => internal(name, other),
-        })?;
-        crate::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
+        let effect =
+            proposals::effect::routes_effect(&current, &proposed).map_err(|e| match e {
+                proposals::effect::EffectError::Proposed(v) => invalid(name, v),
+                other => internal(name, other),
+            })?;
+        proposals::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
         self.propose(
             tool,
             NewProposal {
@@ -451,12 +452,13 @@ impl SuperviseServer {
                 ),
             ));
         }
-        let effect = crate::effect::file_effect(tool, &current_text, &validate::token_file(&req))
-            .map_err(|e| match e {
-            crate::effect::EffectError::Proposed(v) => invalid(name, v),
-            other => internal(name, other),
-        })?;
-        crate::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
+        let effect =
+            proposals::effect::file_effect(tool, &current_text, &validate::token_file(&req))
+                .map_err(|e| match e {
+                    proposals::effect::EffectError::Proposed(v) => invalid(name, v),
+                    other => internal(name, other),
+                })?;
+        proposals::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
         self.propose(
             tool,
             NewProposal {
@@ -509,7 +511,7 @@ impl SuperviseServer {
     async fn status_call(&self, args: Option<JsonObject>) -> Result<CallToolResponse, ErrorData> {
         let a: StatusArgs = parse_args(PROPOSAL_STATUS, args)?;
         let id = a.id.trim().to_owned();
-        crate::paths::check_proposal_id(&id).map_err(|e| invalid(PROPOSAL_STATUS, e))?;
+        proposals::paths::check_proposal_id(&id).map_err(|e| invalid(PROPOSAL_STATUS, e))?;
         let queue: &Queue = self.engine.queue();
         let tool = queue
             .proposal(&id)

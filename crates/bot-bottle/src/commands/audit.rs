@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use supervise::{Home, audit};
+use proposals::{Home, audit};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use backend::default_backend;
 use backend::native::{HelperCommand, NativeBackend, NativeConfig};
 
@@ -14,13 +13,7 @@ pub struct Args {}
 
 /// `$BOT_BOTTLE_HOME`, else `~/.bot-bottle`.
 fn bot_bottle_home() -> anyhow::Result<PathBuf> {
-    if let Some(home) = std::env::var_os("BOT_BOTTLE_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(home));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .context("neither BOT_BOTTLE_HOME nor HOME is set; set one of them")?;
-    Ok(PathBuf::from(home).join(".bot-bottle"))
+    Ok(state::Home::from_env()?.root().to_path_buf())
 }
 
 pub fn run(_args: Args) -> anyhow::Result<ExitCode> {

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use proposals::queue::{self, Entry};
+use proposals::{Decision, Home, Status, validate};
 use serde_json::json;
-use supervise::queue::{self, Entry};
-use supervise::{Decision, Home, Status, validate};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -80,7 +80,7 @@ fn status_text(e: &Entry) -> String {
 /// What the proposal does, most dangerous first; a proposal whose effect cannot be
 /// computed says why instead.
 fn effect_lines(e: &Entry) -> Result<Vec<String>, String> {
-    supervise::effect::proposal_effect(&e.proposal)
+    proposals::effect::proposal_effect(&e.proposal)
         .map(|f| f.lines())
         .map_err(|err| format!("cannot tell what it does: {err}"))
 }
@@ -139,7 +139,7 @@ fn list(json_out: bool, bottle: Option<&str>) -> anyhow::Result<ExitCode> {
             .get(..19)
             .unwrap_or(&p.arrival_timestamp);
         // The effect, not the agent's words: what approving would do, worst change first.
-        let effect = match supervise::effect::proposal_effect(p) {
+        let effect = match proposals::effect::proposal_effect(p) {
             Ok(f) => f.headline(),
             Err(err) => format!("cannot tell what it does: {err}"),
         };
@@ -156,7 +156,7 @@ fn list(json_out: bool, bottle: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn find(home: &Home, id: &str) -> anyhow::Result<(supervise::Queue, Entry)> {
+fn find(home: &Home, id: &str) -> anyhow::Result<(proposals::Queue, Entry)> {
     queue::find(home, id)
         .context("cannot read the proposal queues")?
         .with_context(|| {
@@ -208,7 +208,7 @@ fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
         println!("  {l}");
     }
     let current = match p.tool {
-        supervise::Tool::EgressAllow | supervise::Tool::EgressBlock => {
+        proposals::Tool::EgressAllow | proposals::Tool::EgressBlock => {
             p.current_file.as_deref().unwrap_or("")
         }
         _ => "",
@@ -221,7 +221,7 @@ fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
 /// Waits (bounded) for the bottle's supervise server to handle the response, and says
 /// what happened.
 fn wait_outcome(
-    queue: &supervise::Queue,
+    queue: &proposals::Queue,
     id: &str,
     decision: Decision,
     wait: u64,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use supervise::Home;
+use proposals::Home;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,7 +44,7 @@ impl Drop for StderrToFile {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = Home::from_env().context("cannot find the bot-bottle home")?;
     if let Some(b) = &args.bottle {
-        supervise::paths::check_identity(b)?;
+        proposals::paths::check_identity(b)?;
     }
     let redirect = StderrToFile::redirect(&home)?;
     let result = dashboard::run(home, args.bottle);

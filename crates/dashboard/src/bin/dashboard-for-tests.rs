@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let home = match supervise::Home::from_env() {
+    let home = match proposals::Home::from_env() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("{e}");

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use nix::pty::{Winsize, openpty};
 use pretty_assertions::assert_eq;
-use supervise::queue::{NewProposal, Queue};
-use supervise::{Home, Status, Tool};
+use proposals::queue::{NewProposal, Queue};
+use proposals::{Home, Status, Tool};
 
 /// The editor: puts the terminal in raw mode as vi does, says it started, waits until
 /// the test has typed, then takes whatever the terminal holds for it (without waiting).
@@ -227,7 +227,7 @@ impl Drop for Dashboard {
     }
 }
 
-fn submit(q: &Queue, host: &str) -> supervise::Proposal {
+fn submit(q: &Queue, host: &str) -> proposals::Proposal {
     q.submit(NewProposal {
         tool: Tool::EgressAllow,
         proposed_file: format!("routes:\n  - host: {host}\n"),
@@ -246,8 +246,8 @@ struct Session {
     _dir: tempfile::TempDir,
     d: Dashboard,
     q: Queue,
-    a: supervise::Proposal,
-    b: supervise::Proposal,
+    a: proposals::Proposal,
+    b: proposals::Proposal,
     editor: std::path::PathBuf,
     marks: std::path::PathBuf,
 }
@@ -364,7 +364,7 @@ fn an_edit_is_approved_as_modified_and_the_keys_still_go_to_the_editor() {
     assert_eq!(
         (r.status, r.final_file.as_deref()),
         (
-            supervise::Decision::Modified,
+            proposals::Decision::Modified,
             Some("routes:\n  - host: a.example\n    port: 8443\n")
         )
     );

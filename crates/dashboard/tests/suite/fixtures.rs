@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
-use supervise::proposal::ApplyFailure;
-use supervise::{Entry, Proposal, Status, Tool};
+use proposals::proposal::ApplyFailure;
+use proposals::{Entry, Proposal, Status, Tool};
 
 pub fn entry(id: &str, bottle: &str, tool: Tool, at: &str, status: Status) -> Entry {
     let (current, proposed) = match tool {

@@ -3,8 +3,8 @@
 use pretty_assertions::assert_eq;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use supervise::queue::{NewProposal, Queue};
-use supervise::{Home, Status, Tool};
+use proposals::queue::{NewProposal, Queue};
+use proposals::{Home, Status, Tool};
 
 use dashboard::{Action, App, Tone};
 
@@ -123,7 +123,7 @@ fn q_asks_before_leaving_waiting_proposals() {
     assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
 }
 
-fn submit(q: &Queue, host: &str) -> supervise::Proposal {
+fn submit(q: &Queue, host: &str) -> proposals::Proposal {
     q.submit(NewProposal {
         tool: Tool::EgressAllow,
         proposed_file: format!("routes:\n  - host: {host}\n"),

@@ -1,9 +1,9 @@
 //! Insta snapshots of the dashboard's screens (ratatui's TestBackend).
 
+use proposals::queue::Problem;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
-use supervise::queue::Problem;
 
 use dashboard::{App, ui};
 
@@ -124,13 +124,13 @@ fn quit_prompt_while_proposals_wait() {
 
 #[test]
 fn footer_after_an_unchanged_edit_and_after_the_next_key() {
-    use supervise::queue::{NewProposal, Queue};
+    use proposals::queue::{NewProposal, Queue};
     let dir = tempfile::tempdir().unwrap();
-    let home = supervise::Home::new(dir.path());
+    let home = proposals::Home::new(dir.path());
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     let (p, _) = q
         .submit(NewProposal {
-            tool: supervise::Tool::EgressAllow,
+            tool: proposals::Tool::EgressAllow,
             proposed_file: "routes:\n  - host: a.example\n".into(),
             justification: "need it".into(),
             current_file: Some("routes: []\n".into()),

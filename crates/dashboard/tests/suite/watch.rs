@@ -5,13 +5,13 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use pretty_assertions::assert_eq;
-use supervise::queue::{NewProposal, Queue};
+use proposals::queue::{NewProposal, Queue};
 use supervise::{Decision, Engine, Home, RecordingApplier, Tool};
 use tokio_util::sync::CancellationToken;
 
 use dashboard::{Action, App, Event, Tone};
 
-fn propose(q: &Queue, host: &str) -> supervise::Proposal {
+fn propose(q: &Queue, host: &str) -> proposals::Proposal {
     q.submit(NewProposal {
         tool: Tool::EgressAllow,
         proposed_file: format!("routes:\n  - host: {host}\n"),
