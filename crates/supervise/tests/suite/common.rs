@@ -110,3 +110,25 @@ pub fn call(id: u64, tool: &str, args: serde_json::Value) -> String {
         serde_json::json!({"name": tool, "arguments": args}),
     )
 }
+
+/// One plain-HTTP request through an egress proxy (absolute form, `extra` header lines ending
+/// in CRLF); returns the status line.
+pub async fn through_proxy(
+    proxy: std::net::SocketAddr,
+    method: &str,
+    url: &str,
+    host: &str,
+    extra: &str,
+) -> String {
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let req =
+        format!("{method} {url} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}

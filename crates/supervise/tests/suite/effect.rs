@@ -3,7 +3,6 @@
 //! running egress proxy that holds a real credential and a loopback upstream that records
 //! what reaches it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +11,11 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use supervise::{FileApplier, Home, SuperviseConfig, queue};
 use test_support::Upstream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::common::{call, post};
+use super::common::{call, post, through_proxy};
+
+/// What the agent sends: a placeholder the proxy replaces with the real token.
+const AGENT_AUTH: &str = "Authorization: Bearer placeholder\r\n";
 
 const LIVE: &str = "routes:
   - host: api.test
@@ -31,21 +32,6 @@ const NO_LIMITS: &str = "routes:
     auth_scheme: Bearer
     token_env: SEC_TOKEN_A
 ";
-
-async fn request(proxy: SocketAddr, method: &str, url: &str, host: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let req = format!(
-        "{method} {url} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer placeholder\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
-}
 
 fn error_of(body: &str) -> Value {
     let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -107,9 +93,16 @@ async fn a_block_that_widens_is_refused_and_delete_admin_stays_blocked() {
     // The proxy still refuses DELETE /admin: the upstream sees only the allowed GET (and,
     // this being plain http, neither the agent's placeholder nor the token, which travels
     // only inside TLS).
-    let r = request(paddr, "DELETE", "http://api.test/admin", "api.test").await;
+    let r = through_proxy(
+        paddr,
+        "DELETE",
+        "http://api.test/admin",
+        "api.test",
+        AGENT_AUTH,
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
-    let r = request(paddr, "GET", "http://api.test/v1/x", "api.test").await;
+    let r = through_proxy(paddr, "GET", "http://api.test/v1/x", "api.test", AGENT_AUTH).await;
     assert_eq!(r, "HTTP/1.1 200 OK");
     let seen: Vec<(String, String, Vec<String>)> = upstream
         .requests()

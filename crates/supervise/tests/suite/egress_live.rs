@@ -3,7 +3,6 @@
 //! request through the proxy succeeds; a change the proxy refuses is reported to the
 //! agent as failed and nothing changes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,23 +11,8 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use supervise::{Applier, FileApplier, Home, SuperviseConfig, queue};
 use test_support::Upstream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::common::{approve, call, post, wait_pending};
-
-/// One plain-HTTP request through the proxy (absolute form); returns the status line.
-async fn through_proxy(proxy: SocketAddr, url: &str, host: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
-}
+use super::common::{approve, call, post, through_proxy, wait_pending};
 
 fn result_of(body: &str) -> Value {
     let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -70,7 +54,7 @@ async fn approved_route_works_for_the_very_next_request() {
     tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
 
     // Blocked before.
-    let before = through_proxy(paddr, "http://new.test/x", "new.test").await;
+    let before = through_proxy(paddr, "GET", "http://new.test/x", "new.test", "").await;
     assert!(before.starts_with("HTTP/1.1 403"), "{before}");
 
     // The agent asks; the operator approves; the answer arrives; the next request passes.
@@ -85,7 +69,7 @@ async fn approved_route_works_for_the_very_next_request() {
     approve(&home, &p[0].proposal.id);
     let (_, answer) = agent.await.unwrap();
     assert_eq!(result_of(&answer)["status"], "approved", "{answer}");
-    let after = through_proxy(paddr, "http://new.test/x", "new.test").await;
+    let after = through_proxy(paddr, "GET", "http://new.test/x", "new.test", "").await;
     assert_eq!(after, "HTTP/1.1 200 OK");
     let seen: Vec<(String, String)> = upstream
         .requests()
