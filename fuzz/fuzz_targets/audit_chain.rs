@@ -51,6 +51,7 @@ fn pristine() -> &'static (PathBuf, Vec<u8>, Vec<u8>) {
                     error: None,
                     effect: vec![format!("adds host h{i}.example: any request")],
                     stage: Some("decided".into()),
+                    grant: None,
                 },
             )
             .expect("append to a fresh audit log");

@@ -65,6 +65,17 @@ pub struct Route {
     /// conditions, so only for an upstream known to read paths literally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dangerously_raw_paths: Option<bool>,
+    /// When the route stops allowing anything (RFC 3339, e.g. `2026-05-25T12:10:00Z`): an
+    /// operator's approval `for` a duration. The egress proxy checks it on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// How many requests the route allows in all (an approval `once` is 1); the egress
+    /// proxy counts them, and the route allows nothing more after the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+    /// The proposal whose time-limited approval added the route (for the audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 /// One alternative of a route: every condition given must hold.

@@ -92,6 +92,22 @@ pub enum PolicyError {
         /// The value as written.
         value: String,
     },
+    /// `expires` is not an RFC 3339 time.
+    #[error(
+        "{at}: expires {value:?} is not a time; write RFC 3339 in UTC, e.g. 2026-05-25T12:10:00Z, or remove it"
+    )]
+    InvalidExpires {
+        /// Which route.
+        at: RouteAt,
+        /// The value as written.
+        value: String,
+    },
+    /// `uses: 0`.
+    #[error("{at}: uses 0 would allow nothing; give 1 or more, or remove the route")]
+    ZeroUses {
+        /// Which route.
+        at: RouteAt,
+    },
     /// An `upstream_ca` entry is empty.
     #[error("upstream_ca[{index}] is empty; give the path of a PEM file")]
     EmptyUpstreamCa {
@@ -219,6 +235,10 @@ pub struct ValidatedRoute {
     pub websocket: bool,
     /// Paths judged and forwarded as written.
     pub dangerously_raw_paths: bool,
+    /// When the route stops allowing anything (an approval for a duration).
+    pub expires: Option<time::OffsetDateTime>,
+    /// How many requests it allows in all (an approval once).
+    pub uses: Option<u32>,
 }
 
 /// A configuration that passed validation, ready for [`crate::Policy::new`].
@@ -326,6 +346,20 @@ fn validate_route(
         });
     }
     let credential = validate_credential(route, at, errors);
+    let expires = route.expires.as_ref().and_then(|value| {
+        let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+            .ok();
+        if t.is_none() {
+            errors.push(PolicyError::InvalidExpires {
+                at: at.clone(),
+                value: value.clone(),
+            });
+        }
+        t
+    });
+    if route.uses == Some(0) {
+        errors.push(PolicyError::ZeroUses { at: at.clone() });
+    }
     let mut matches = Vec::new();
     if let Some(list) = &route.matches {
         if list.is_empty() {
@@ -425,6 +459,8 @@ fn validate_route(
         matches,
         websocket: route.websocket.unwrap_or(false),
         dangerously_raw_paths: route.dangerously_raw_paths.unwrap_or(false),
+        expires,
+        uses: route.uses,
     })
 }
 
@@ -565,6 +601,25 @@ mod tests {
     fn accepts_a_good_file() {
         let yaml = "routes:\n  - host: api.example.com\n    auth_scheme: Bearer\n    token_env: T\n  - host: '*.example.org'\n    port: 8443\n  - host: x.example\n    auth_header: x-api-key\n    auth_scheme: ''\n    token_env: K\n    connect_to: 127.0.0.1:9\n";
         assert_eq!(errors(yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn grant_fields_are_checked() {
+        let good = "routes:\n  - host: a.example\n    expires: 2026-05-25T12:10:00Z\n    uses: 1\n    grant: 00aa\n";
+        assert_eq!(errors(good), Vec::<String>::new());
+        let config = parse_routes(good, Path::new("r.yaml")).unwrap();
+        let v = validate(&config).unwrap();
+        assert_eq!(
+            (v.routes[0].expires, v.routes[0].uses),
+            (Some(time::macros::datetime!(2026-05-25 12:10:00 UTC)), Some(1))
+        );
+        assert_eq!(
+            errors("routes:\n  - host: a.example\n    expires: in ten minutes\n    uses: 0\n"),
+            vec![
+                "routes[0] (a.example): expires \"in ten minutes\" is not a time; write RFC 3339 in UTC, e.g. 2026-05-25T12:10:00Z, or remove it".to_owned(),
+                "routes[0] (a.example): uses 0 would allow nothing; give 1 or more, or remove the route".to_owned(),
+            ]
+        );
     }
 
     #[test]

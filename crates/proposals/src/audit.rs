@@ -100,6 +100,10 @@ pub struct AuditEntry {
     /// it was not (see `error`). Absent on older lines, which were written once applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// How long an approval holds (`once`, `for 10m until <time>`, `persist`); absent for
+    /// the default, for the bottle. Lines of stage `expired` or `used-up` record its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
     /// sha256 of the previous line.
     pub prev_hash: String,
 }
@@ -137,6 +141,8 @@ pub struct NewEntry {
     pub effect: Vec<String>,
     /// See [`AuditEntry`].
     pub stage: Option<String>,
+    /// See [`AuditEntry`].
+    pub grant: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -195,6 +201,7 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
         error: new.error,
         effect: new.effect,
         stage: new.stage,
+        grant: new.grant,
         prev_hash,
     };
     let line = serde_json::to_string(&entry).map_err(|e| AuditError::Corrupt {
@@ -413,6 +420,7 @@ mod tests {
             error: None,
             effect: vec![format!("adds host h{n}: any request")],
             stage: Some("applied".into()),
+            grant: None,
         }
     }
 

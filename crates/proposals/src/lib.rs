@@ -16,12 +16,14 @@
 pub mod audit;
 pub mod effect;
 pub mod fsutil;
+pub mod grant;
 pub mod paths;
 pub mod proposal;
 pub mod queue;
 pub mod validate;
 
 pub use effect::{Change, Effect};
+pub use grant::Grant;
 pub use paths::Home;
 pub use proposal::{Decision, Outcome, Proposal, Response, Status, Tool};
 pub use queue::{Entry, NewProposal, Problem, Queue, QueueError};

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::grant::Grant;
+
 /// A tool whose calls become proposals for the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Tool {
@@ -145,6 +147,9 @@ pub struct Response {
     /// records only whether it took effect). Absent on responses of older versions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audited: bool,
+    /// How long the approval holds; absent means for the bottle (older responses).
+    #[serde(default, skip_serializing_if = "Grant::is_bottle")]
+    pub grant: Grant,
 }
 
 /// What happened to a handled proposal. Stored as `processed/<id>.outcome.json`.
@@ -167,6 +172,12 @@ pub struct Outcome {
     /// When the change took effect (absent for rejections).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<String>,
+    /// How long the approval holds; absent means for the bottle.
+    #[serde(default, skip_serializing_if = "Grant::is_bottle")]
+    pub grant: Grant,
+    /// When a grant `for` a duration ends (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// An approval whose apply failed; the proposal stays pending.

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::fsutil;
+use crate::grant::Grant;
 use crate::paths::{self, Home, NameError};
 use crate::proposal::{
     ApplyFailure, Decision, Outcome, Proposal, Response, Status, Tool, new_id, now_timestamp,
@@ -620,8 +621,7 @@ pub fn operator_name() -> String {
         .unwrap_or_else(|| "operator".to_owned())
 }
 
-/// Answers proposal `id` (any bottle): the one call behind the dashboard's and the CLI's
-/// approve / modify / reject.
+/// Answers proposal `id` (any bottle) for the bottle's lifetime (the default grant).
 pub fn answer(
     home: &Home,
     id: &str,
@@ -630,6 +630,26 @@ pub fn answer(
     notes: Option<String>,
     operator: &str,
 ) -> Result<Queue, QueueError> {
+    answer_granted(home, id, status, final_file, notes, operator, Grant::Bottle)
+}
+
+/// Answers proposal `id` (any bottle), saying how long an approval holds: the one call
+/// behind the dashboard's and the CLI's approve / modify / reject.
+pub fn answer_granted(
+    home: &Home,
+    id: &str,
+    status: Decision,
+    final_file: Option<String>,
+    notes: Option<String>,
+    operator: &str,
+    grant: Grant,
+) -> Result<Queue, QueueError> {
+    // A rejection holds nothing, for no time.
+    let grant = if status == Decision::Rejected {
+        Grant::Bottle
+    } else {
+        grant
+    };
     let Some((queue, entry)) = find(home, id)? else {
         return Err(QueueError::NotPending(id.to_owned()));
     };
@@ -644,6 +664,7 @@ pub fn answer(
         operator: operator.to_owned(),
         responded_at: now_timestamp(),
         audited: true,
+        grant,
     };
     let proposal = queue.check_response(&response)?;
     // Audited when it is made, before anything can apply it: a decision is never in effect
@@ -699,6 +720,7 @@ pub fn audit_decision(
             error,
             effect,
             stage: Some(stage.to_owned()),
+            grant: (!r.grant.is_bottle()).then(|| r.grant.scope()),
         },
     )
 }
@@ -842,6 +864,8 @@ mod tests {
             operator: "op".into(),
             decided_at: now_timestamp(),
             applied_at: None,
+            grant: Grant::Bottle,
+            expires: None,
         };
         q.archive(&outcome).unwrap();
         assert_eq!(q.status(&p.id).unwrap(), Some(Status::Rejected));

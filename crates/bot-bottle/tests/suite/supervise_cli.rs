@@ -343,6 +343,7 @@ fn audit_verify_names_the_edited_line() {
                 error: None,
                 effect: vec![format!("adds host h{n}: any request")],
                 stage: Some("applied".into()),
+                grant: None,
             },
         )
         .unwrap();

@@ -1,0 +1,230 @@
+//! How long an approval holds: a *grant*.
+//!
+//! The operator says it when approving (dashboard keys, `proposals approve --once | --for
+//! 10m | --persist`): **once** (one request, one push, one use of the token), **for** a
+//! duration (gone at a wall-clock time, even with nobody watching), for **this bottle**
+//! (the default, and what older responses without a grant mean), or **persist** (for this
+//! bottle, and written into the project's manifest too).
+//!
+//! A grant is stamped onto what the approval adds — a route's `expires` / `uses` / `grant`
+//! fields in the live routes file, a tab-separated suffix on the git gate's allowed-findings
+//! line — so the sidecar that enforces the rule also enforces its end, on every request and
+//! every push, without supervise or the dashboard running.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest duration a grant may be given for (30 days): longer than that is "this bottle".
+pub const MAX_SECONDS: u64 = 30 * 24 * 3600;
+
+/// How long an approval holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Grant {
+    /// One request (egress), one push (gate), one use of the token.
+    Once,
+    /// Until `seconds` after it took effect.
+    For {
+        /// The duration, in seconds.
+        seconds: u64,
+    },
+    /// For as long as the bottle lives (the default).
+    #[default]
+    Bottle,
+    /// For this bottle and written into the project's manifest.
+    Persist,
+}
+
+impl Grant {
+    /// Whether this is the default grant (older responses carry none).
+    pub fn is_bottle(&self) -> bool {
+        *self == Grant::Bottle
+    }
+
+    /// Whether the rule it stamps ends on its own (once or for a duration).
+    pub fn ends(&self) -> bool {
+        matches!(self, Grant::Once | Grant::For { .. })
+    }
+
+    /// The short scope written to the audit log and shown to the operator:
+    /// `once`, `for 10m`, `bottle`, `persist`.
+    pub fn scope(&self) -> String {
+        match self {
+            Grant::Once => "once".to_owned(),
+            Grant::For { seconds } => format!("for {}", format_duration(*seconds)),
+            Grant::Bottle => "bottle".to_owned(),
+            Grant::Persist => "persist".to_owned(),
+        }
+    }
+
+    /// What the agent is told about how long the approval holds.
+    pub fn holds(&self, tool: crate::Tool, expires: Option<&str>) -> String {
+        let thing = match tool {
+            crate::Tool::GitleaksAllow => "push",
+            crate::Tool::EgressTokenAllow => "request with the secret",
+            _ => "request",
+        };
+        match self {
+            Grant::Once => format!("it holds for one {thing} only, then it is gone"),
+            Grant::For { seconds } => match expires {
+                Some(at) => format!(
+                    "it holds for {} (until {at}), then it is gone",
+                    format_duration(*seconds)
+                ),
+                None => format!("it holds for {}, then it is gone", format_duration(*seconds)),
+            },
+            Grant::Bottle => "it holds for as long as this bottle runs".to_owned(),
+            Grant::Persist => {
+                "it holds for this bottle and was added to the project's manifest".to_owned()
+            }
+        }
+    }
+}
+
+/// A duration the operator typed that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not `<number><unit>`.
+    #[error(
+        "{0:?} is not a duration; write a whole number and a unit: 30s, 10m, 2h or 1d (one unit, no spaces)"
+    )]
+    Syntax(String),
+    /// Zero.
+    #[error("{0:?} is no time at all; give a duration of at least 1s, or use --once")]
+    Zero(String),
+    /// Longer than [`MAX_SECONDS`].
+    #[error("{0:?} is longer than 30 days; approve it for the bottle instead (no --for)")]
+    TooLong(String),
+}
+
+/// Parses `30s`, `10m`, `2h`, `1d`: a whole number (no sign, no leading `+`) and one unit.
+/// Strict on purpose: `10` (no unit), `1h30m`, `1.5h`, ` 10m` are refused, so a typo never
+/// becomes a different duration.
+pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    let syntax = || DurationError::Syntax(text.to_owned());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(syntax)?;
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 9 {
+        return Err(syntax());
+    }
+    let n: u64 = digits.parse().map_err(|_| syntax())?;
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(syntax()),
+    };
+    let seconds = n.checked_mul(unit_seconds).ok_or_else(syntax)?;
+    if seconds == 0 {
+        return Err(DurationError::Zero(text.to_owned()));
+    }
+    if seconds > MAX_SECONDS {
+        return Err(DurationError::TooLong(text.to_owned()));
+    }
+    Ok(seconds)
+}
+
+/// Formats seconds in the largest unit that divides them: `10m`, `2h`, `90s`.
+pub fn format_duration(seconds: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if seconds >= size && seconds % size == 0 {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
+/// The RFC 3339 time (UTC, whole seconds) `seconds` after `from`.
+pub fn expiry(from: time::OffsetDateTime, seconds: u64) -> String {
+    let at = from.to_offset(time::UtcOffset::UTC)
+        + time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2))
+        - time::Duration::nanoseconds(i64::from(from.nanosecond()));
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time as written in a route's `expires` or an allowed-finding line.
+pub fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn durations_parse_strictly() {
+        let ok = ["1s", "30s", "10m", "2h", "1d", "30d"].map(|t| parse_duration(t).ok());
+        assert_eq!(
+            ok,
+            [
+                Some(1),
+                Some(30),
+                Some(600),
+                Some(7200),
+                Some(86_400),
+                Some(MAX_SECONDS)
+            ]
+        );
+        for bad in [
+            "", "10", "m", "1h30m", "1.5h", " 10m", "10m ", "+10m", "-1m", "10M", "10 m", "10min",
+            "99999999999h",
+        ] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(DurationError::Syntax(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_duration("0m"), Err(DurationError::Zero("0m".into())));
+        assert_eq!(
+            parse_duration("31d"),
+            Err(DurationError::TooLong("31d".into()))
+        );
+    }
+
+    #[test]
+    fn durations_format_in_their_largest_unit() {
+        assert_eq!(
+            [1, 90, 600, 7200, 86_400, 3660].map(format_duration),
+            ["1s", "90s", "10m", "2h", "1d", "61m"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn expiry_is_rfc3339_whole_seconds() {
+        let t = time::macros::datetime!(2026-05-25 12:00:01.5 UTC);
+        assert_eq!(expiry(t, 600), "2026-05-25T12:10:01Z");
+        assert_eq!(
+            parse_time("2026-05-25T12:10:01Z"),
+            Some(time::macros::datetime!(2026-05-25 12:10:01 UTC))
+        );
+        assert_eq!(parse_time("tomorrow"), None);
+    }
+
+    #[test]
+    fn grants_serialize_tagged_and_default_to_the_bottle() {
+        assert_eq!(
+            serde_json::to_value(Grant::For { seconds: 600 }).unwrap(),
+            serde_json::json!({"kind": "for", "seconds": 600})
+        );
+        assert_eq!(
+            serde_json::to_value(Grant::Once).unwrap(),
+            serde_json::json!({"kind": "once"})
+        );
+        assert_eq!(Grant::default(), Grant::Bottle);
+        assert_eq!(
+            [
+                Grant::Once,
+                Grant::For { seconds: 7200 },
+                Grant::Bottle,
+                Grant::Persist
+            ]
+            .map(|g| g.scope()),
+            ["once", "for 2h", "bottle", "persist"].map(String::from)
+        );
+    }
+}
