@@ -21,6 +21,7 @@
 mod body;
 pub mod ca;
 pub mod config;
+mod grant;
 mod idle;
 pub mod log;
 pub mod net;

@@ -108,6 +108,8 @@ pub(crate) struct Loaded {
 pub struct RoutesHandle {
     base: Arc<Base>,
     current: Arc<RwLock<Arc<Loaded>>>,
+    /// Requests spent by routes with `uses`, across generations.
+    pub(crate) uses: Arc<crate::grant::Uses>,
 }
 
 impl std::fmt::Debug for RoutesHandle {
@@ -122,6 +124,7 @@ impl RoutesHandle {
         Ok(RoutesHandle {
             base: Arc::new(base),
             current: Arc::new(RwLock::new(Arc::new(loaded))),
+            uses: Arc::default(),
         })
     }
 
@@ -129,11 +132,18 @@ impl RoutesHandle {
     /// routes in force stay unchanged. Requests already in flight keep their rules.
     pub fn replace(&self, config: EgressConfig) -> Result<(), ReloadError> {
         let loaded = Arc::new(load(&self.base, config)?);
+        self.uses.retain(&loaded.policy.routes().config);
         match self.current.write() {
             Ok(mut cur) => *cur = loaded,
             Err(poisoned) => *poisoned.into_inner() = loaded,
         }
         Ok(())
+    }
+
+    /// Routes with `uses` that have spent requests, with how many (an approval once has
+    /// been used when its count is 1). Supervise's sweeper removes the used-up ones.
+    pub fn used(&self) -> Vec<(policy::Route, u32)> {
+        self.uses.snapshot()
     }
 
     /// The configuration in force (token variable names only, never tokens).

@@ -265,6 +265,12 @@ pub(super) async fn forward(
         }
         return resp;
     }
+    // An approval once or for a while: ended routes allow nothing (counted here).
+    if let Err(ended) = crate::grant::admit(&shared.routes.uses, &loaded.policy, decision.route) {
+        ex.log_blocked(ended.reason(), decision.route, 403);
+        let why = ended.why(decision.route.unwrap_or_default(), &host);
+        return ex.blocked(ended.reason(), &why, upgrade);
+    }
 
     if let (true, Some(proto)) = (upgrade, upgrade_proto) {
         parts
