@@ -1,7 +1,15 @@
 //! The per-bottle allowlist of finding fingerprints the operator approved. Read afresh on
 //! every push, so an approval (supervise appends a line) takes effect on the next push.
+//!
+//! A line is a fingerprint (or `file:line`), optionally followed by tab-separated grant
+//! attributes: `expires=<RFC 3339>` (an approval for a while: the line allows nothing from
+//! then on), `uses=<N>` (pushes it may still let through: an approval once is `uses=1`;
+//! the gate spends one after each push it let through and removes the line at zero) and
+//! `grant=<proposal id>`. A line with an attribute the gate does not know allows nothing:
+//! an end it cannot read is never taken for "forever".
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of the allowlist inside the gate's state directory.
@@ -13,38 +21,243 @@ pub fn allowlist_path(state_dir: &Path) -> PathBuf {
     state_dir.join(ALLOWLIST_FILE)
 }
 
-/// The allowlist could not be read (the push is refused).
+/// The allowlist could not be read or written (the push is refused).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the allowed findings {path}: {source}")]
+#[error("cannot {action} the allowed findings {path}: {source}")]
 pub struct AllowlistError {
+    /// What was being done.
+    pub action: &'static str,
     /// The file.
     pub path: PathBuf,
     /// Why.
     pub source: std::io::Error,
 }
 
-/// Reads the allowlist; a missing file is an empty allowlist.
-pub fn read_allowlist(path: &Path) -> Result<BTreeSet<String>, AllowlistError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(source) => {
-            return Err(AllowlistError {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    Ok(parse_allowlist(&text))
+/// One allowed finding with its grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedFinding {
+    /// The fingerprint or `file:line`.
+    pub finding: String,
+    /// When it stops allowing (RFC 3339 as written).
+    pub expires: Option<String>,
+    /// Pushes it may still let through.
+    pub uses: Option<u32>,
+    /// The proposal that granted it.
+    pub grant: Option<String>,
 }
 
-/// Parses allowlist text.
-pub fn parse_allowlist(text: &str) -> BTreeSet<String> {
+impl AllowedFinding {
+    /// A line for the allowlist file (without the newline).
+    pub fn line(&self) -> String {
+        let mut s = self.finding.clone();
+        if let Some(e) = &self.expires {
+            s.push_str(&format!("\texpires={e}"));
+        }
+        if let Some(u) = self.uses {
+            s.push_str(&format!("\tuses={u}"));
+        }
+        if let Some(g) = &self.grant {
+            s.push_str(&format!("\tgrant={g}"));
+        }
+        s
+    }
+
+    /// Whether it allows anything at `now`.
+    pub fn in_force(&self, now: time::OffsetDateTime) -> bool {
+        let expired = self.expires.as_deref().is_some_and(|e| {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                .map_or(true, |at| now >= at)
+        });
+        !expired && self.uses != Some(0)
+    }
+}
+
+/// Parses one line (comment and blanks already removed); `None` for a line whose grant
+/// cannot be read, which then allows nothing.
+fn parse_line(line: &str) -> Option<AllowedFinding> {
+    let mut parts = line.split('\t');
+    let finding = parts.next()?.trim();
+    if finding.is_empty() {
+        return None;
+    }
+    let mut a = AllowedFinding {
+        finding: finding.to_owned(),
+        expires: None,
+        uses: None,
+        grant: None,
+    };
+    for attr in parts {
+        let attr = attr.trim();
+        if attr.is_empty() {
+            continue;
+        }
+        match attr.split_once('=')? {
+            ("expires", v) => a.expires = Some(v.to_owned()),
+            ("uses", v) => a.uses = Some(v.parse().ok()?),
+            ("grant", v) => a.grant = Some(v.to_owned()),
+            _ => return None,
+        }
+    }
+    Some(a)
+}
+
+/// Every line of allowlist text that parses, in order.
+pub fn parse_entries(text: &str) -> Vec<AllowedFinding> {
     text.lines()
         .map(|l| l.split_once('#').map_or(l, |(before, _)| before).trim())
         .filter(|l| !l.is_empty())
-        .map(str::to_string)
+        .filter_map(parse_line)
         .collect()
+}
+
+fn read_text(path: &Path) -> Result<String, AllowlistError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(AllowlistError {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Reads the allowlist: the findings allowed now. A missing file is an empty allowlist.
+pub fn read_allowlist(path: &Path) -> Result<BTreeSet<String>, AllowlistError> {
+    Ok(allowed_now(&read_text(path)?, time::OffsetDateTime::now_utc()))
+}
+
+/// The findings of allowlist text allowed at `now`.
+pub fn allowed_now(text: &str, now: time::OffsetDateTime) -> BTreeSet<String> {
+    parse_entries(text)
+        .into_iter()
+        .filter(|a| a.in_force(now))
+        .map(|a| a.finding)
+        .collect()
+}
+
+/// Parses allowlist text, ignoring grants (every finding named, in force or not).
+pub fn parse_allowlist(text: &str) -> BTreeSet<String> {
+    parse_entries(text).into_iter().map(|a| a.finding).collect()
+}
+
+/// Holds the allowlist's lock (a `.lock` file beside it) while `f` reads and rewrites it:
+/// supervise appending an approval and the gate spending a use never lose each other's line.
+fn locked<T>(
+    path: &Path,
+    f: impl FnOnce(&str) -> Result<(Option<String>, T), AllowlistError>,
+) -> Result<T, AllowlistError> {
+    let err = |action, source| AllowlistError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| err("lock", e))?;
+    lock.lock().map_err(|e| err("lock", e))?;
+    let text = read_text(path)?;
+    let (new, out) = f(&text)?;
+    if let Some(new) = new {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut file = std::fs::File::create(&tmp).map_err(|e| err("write", e))?;
+        file.write_all(new.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err("write", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| err("write", e))?;
+    }
+    Ok(out)
+}
+
+/// Adds an allowed finding (replacing the line of the same finding, so a new approval
+/// sets a new end).
+pub fn add_allowed(path: &Path, entry: &AllowedFinding) -> Result<(), AllowlistError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| AllowlistError {
+            action: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    locked(path, |text| {
+        let mut out = String::new();
+        for line in text.lines() {
+            let body = line.split_once('#').map_or(line, |(b, _)| b).trim();
+            if parse_line(body).is_some_and(|a| a.finding == entry.finding) {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&entry.line());
+        out.push('\n');
+        Ok((Some(out), ()))
+    })
+}
+
+/// After a push went through: spends one use of every limited line that allowed one of
+/// `used` (findings as named in the file); a line with no use left is removed. Returns the
+/// lines removed.
+pub fn spend_uses(
+    path: &Path,
+    used: &BTreeSet<String>,
+) -> Result<Vec<AllowedFinding>, AllowlistError> {
+    locked(path, |text| {
+        let mut out = String::new();
+        let mut gone = Vec::new();
+        let mut changed = false;
+        for line in text.lines() {
+            let body = line.split_once('#').map_or(line, |(b, _)| b).trim();
+            match parse_line(body) {
+                Some(mut a) if a.uses.is_some() && used.contains(&a.finding) => {
+                    changed = true;
+                    let left = a.uses.unwrap_or(1).saturating_sub(1);
+                    a.uses = Some(left);
+                    if left == 0 {
+                        gone.push(a);
+                    } else {
+                        out.push_str(&a.line());
+                        out.push('\n');
+                    }
+                }
+                _ => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok((changed.then_some(out), gone))
+    })
+}
+
+/// Removes the lines whose time has passed (and lines without uses left); returns them.
+pub fn remove_ended(
+    path: &Path,
+    now: time::OffsetDateTime,
+) -> Result<Vec<AllowedFinding>, AllowlistError> {
+    locked(path, |text| {
+        let mut out = String::new();
+        let mut gone = Vec::new();
+        for line in text.lines() {
+            let body = line.split_once('#').map_or(line, |(b, _)| b).trim();
+            match parse_line(body) {
+                Some(a) if !a.in_force(now) => gone.push(a),
+                _ => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        let changed = !gone.is_empty();
+        Ok((changed.then_some(out), gone))
+    })
 }
 
 #[cfg(test)]
@@ -68,6 +281,43 @@ mod tests {
         assert_eq!(
             read_allowlist(&allowlist_path(dir.path())).unwrap(),
             BTreeSet::new()
+        );
+    }
+
+    #[test]
+    fn grants_end_and_unknown_ones_allow_nothing() {
+        let text = "a:1\nb:2\texpires=2026-05-25T12:00:00Z\nc:3\tuses=1\tgrant=00aa\nd:4\tuses=0\ne:5\tforever=yes\nf:6\texpires=soon\n";
+        let before = time::macros::datetime!(2026-05-25 11:59:59 UTC);
+        let after = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        assert_eq!(
+            allowed_now(text, before),
+            BTreeSet::from(["a:1", "b:2", "c:3"].map(String::from))
+        );
+        assert_eq!(
+            allowed_now(text, after),
+            BTreeSet::from(["a:1", "c:3"].map(String::from))
+        );
+    }
+
+    #[test]
+    fn a_use_is_spent_and_the_line_goes_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = allowlist_path(dir.path());
+        std::fs::write(&path, "# kept\na:1\n").unwrap();
+        let once = |f: &str, uses| AllowedFinding {
+            finding: f.into(),
+            expires: None,
+            uses: Some(uses),
+            grant: Some("00aa".into()),
+        };
+        add_allowed(&path, &once("b:2", 1)).unwrap();
+        add_allowed(&path, &once("c:3", 2)).unwrap();
+        let used = BTreeSet::from(["a:1", "b:2", "c:3"].map(String::from));
+        let gone = spend_uses(&path, &used).unwrap();
+        assert_eq!(gone, vec![once("b:2", 0)]);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# kept\na:1\nc:3\tuses=1\tgrant=00aa\n"
         );
     }
 }

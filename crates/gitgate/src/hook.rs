@@ -254,6 +254,8 @@ fn pre_receive_inner(
 
     // (a) secret scan of every object the push adds
     let rev_args = scan_rev_args(&updates);
+    // The allowed findings this push needed: limited ones are spent once it went through.
+    let mut used = std::collections::BTreeSet::new();
     if !rev_args.is_empty() {
         let scan = scanner
             .scan(&mirror, &rev_args, &hermetic_git_env())
@@ -262,7 +264,13 @@ fn pre_receive_inner(
         let blocking: Vec<GateFinding> = scan
             .findings
             .into_iter()
-            .filter(|f| !is_allowed(&allowed, f))
+            .filter(|f| match allowed_by(&allowed, f) {
+                Some(line) => {
+                    used.insert(line);
+                    false
+                }
+                None => true,
+            })
             .collect();
         let refuse_unscanned = !scan.unscanned.is_empty() && !repo.dangerously_push_unscannable;
         if !blocking.is_empty() {
@@ -284,7 +292,25 @@ fn pre_receive_inner(
     }
 
     // (c) forward upstream, atomically, with the exact old values
-    forward_upstream(repo, &runtime, &updates, out)
+    let pushed = forward_upstream(repo, &runtime, &updates, out)?;
+    if pushed && !used.is_empty() {
+        // An allowed finding approved once has let its one push through.
+        match crate::allowlist::spend_uses(&allowlist_path(state_dir), &used) {
+            Ok(gone) => {
+                for a in gone {
+                    let _ = writeln!(
+                        out,
+                        "git gate: the approval of finding {} was for one push; it is used",
+                        a.finding
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "git gate: {e}");
+            }
+        }
+    }
+    Ok(pushed)
 }
 
 /// `git push --atomic` with a lease on every ref's exact old value.
@@ -431,9 +457,18 @@ pub fn run_cli(args: &[String], scanner: &dyn PushScanner) -> i32 {
 /// (what supervise's `gitleaks-allow` records when the agent gave a file and line). A finding
 /// in a commit, tag or tree object (`<commit>`, `<tag>`, `<tree>`, `<blob>`) is excepted by
 /// its fingerprint only: `<commit>:8` would except line 8 of every commit message.
+#[cfg(test)]
 fn is_allowed(allowed: &std::collections::BTreeSet<String>, f: &GateFinding) -> bool {
-    allowed.contains(&f.fingerprint)
-        || (!f.file.starts_with('<') && allowed.contains(&format!("{}:{}", f.file, f.line)))
+    allowed_by(allowed, f).is_some()
+}
+
+/// The allowlist entry that allows `f`, if any.
+fn allowed_by(allowed: &std::collections::BTreeSet<String>, f: &GateFinding) -> Option<String> {
+    if allowed.contains(&f.fingerprint) {
+        return Some(f.fingerprint.clone());
+    }
+    let at = format!("{}:{}", f.file, f.line);
+    (!f.file.starts_with('<') && allowed.contains(&at)).then_some(at)
 }
 
 #[cfg(test)]

@@ -39,7 +39,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use allowlist::{ALLOWLIST_FILE, allowlist_path, parse_allowlist, read_allowlist};
+pub use allowlist::{
+    ALLOWLIST_FILE, AllowedFinding, AllowlistError, add_allowed, allowed_now, allowlist_path,
+    parse_allowlist, parse_entries, read_allowlist, remove_ended, spend_uses,
+};
 pub use builtin::BuiltinScanner;
 pub use config::{ConfigError, GateConfig, KeySource, RepoConfig, Upstream};
 pub use gitconfig::{render_agent_gitconfig, render_from_config};

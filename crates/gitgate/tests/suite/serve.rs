@@ -155,6 +155,68 @@ async fn secret_push_is_refused_until_allowlisted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let up = upstream(&root, "app");
+    let gate = start_gate(&root, &local_yaml("app", &up, ""), options()).await;
+    let work = clone_app(&gate, &root).await;
+    let push = |work: &std::path::Path| {
+        let w = work.to_path_buf();
+        blocking(move || git_out(&w, &["push", "origin", "main"]))
+    };
+    // Allowed once, by file and line: the first push with a secret there goes through...
+    std::fs::write(
+        gate.gate.allowlist_path(),
+        "config/prod.env:2\tuses=1\tgrant=00000000000000aa\n",
+    )
+    .unwrap();
+    commit_file(
+        &work,
+        "config/prod.env",
+        &format!("REGION=eu\nAWS_KEY={AWS_KEY}\n"),
+        "one",
+    );
+    let out = push(&work).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the approval of finding config/prod.env:2 was for one push; it is used"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(gate.gate.allowlist_path()).unwrap(), "");
+    // ...and the next one with a secret at the same place does not.
+    let before = git(&up, &["rev-parse", "main"]);
+    commit_file(
+        &work,
+        "config/prod.env",
+        "REGION=eu\nAWS_KEY=AKIAZ7QWERTYUIOPASDG\n",
+        "two",
+    );
+    let out = push(&work).await;
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 possible secret"), "{}", stderr(&out));
+    assert_eq!(git(&up, &["rev-parse", "main"]), before);
+    // Allowed for a while that has passed: refused, with nobody but the gate running.
+    std::fs::write(
+        gate.gate.allowlist_path(),
+        "config/prod.env:2\texpires=2020-01-01T00:00:00Z\n",
+    )
+    .unwrap();
+    let out = push(&work).await;
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(git(&up, &["rev-parse", "main"]), before);
+    // The same finding allowed until a time still ahead: it goes through.
+    std::fs::write(
+        gate.gate.allowlist_path(),
+        "config/prod.env:2\texpires=2999-01-01T00:00:00Z\n",
+    )
+    .unwrap();
+    let out = push(&work).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branch_rules_refuse_other_branches_deletions_and_force_pushes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
