@@ -4,9 +4,10 @@
 //! (`expires: <RFC 3339>`). Every request a route allows passes through [`admit`] before
 //! anything leaves: an expired route allows nothing, whatever the clock of supervise or
 //! the dashboard says and whether they run at all; a route with `uses` allows that many
-//! requests, counted here. The counts belong to the route, not to one generation of the
-//! routes: a reload that carries the same route (another approval, say) keeps its count,
-//! and a route that is gone from the routes loses it. Supervise's sweeper reads the counts
+//! requests, counted here. The counts belong to the route (its host and the proposal that
+//! granted it), not to one generation of the routes: a reload that carries the route
+//! (another approval, say, even one that narrowed it) keeps its count, and a route that is
+//! gone from the routes loses it. Supervise's sweeper reads the counts
 //! ([`crate::RoutesHandle::used`]) to take used-up and expired routes out of the live file.
 
 use std::collections::HashMap;
@@ -48,11 +49,18 @@ impl Ended {
 /// Requests spent per route with `uses`, across generations of the routes.
 #[derive(Debug, Default)]
 pub(crate) struct Uses {
-    spent: Mutex<HashMap<Route, u32>>,
+    spent: Mutex<HashMap<Key, u32>>,
+}
+
+/// Which route a count belongs to: its host as written and its `grant`.
+type Key = (String, Option<String>);
+
+fn key(route: &Route) -> Key {
+    (route.host.clone(), route.grant.clone())
 }
 
 impl Uses {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u32>> {
         match self.spent.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -61,21 +69,25 @@ impl Uses {
 
     /// Forgets the counts of routes `config` no longer has.
     pub(crate) fn retain(&self, config: &EgressConfig) {
-        let routes = config.routes.as_deref().unwrap_or_default();
-        self.lock().retain(|r, _| routes.contains(r));
+        let keys: Vec<Key> = config.routes.iter().flatten().map(key).collect();
+        self.lock().retain(|k, _| keys.contains(k));
     }
 
-    /// Every route that has spent requests, with how many.
-    pub(crate) fn snapshot(&self) -> Vec<(Route, u32)> {
-        let mut v: Vec<_> = self.lock().iter().map(|(r, n)| (r.clone(), *n)).collect();
-        v.sort_by(|a, b| a.0.host.cmp(&b.0.host));
+    /// Every route (host, grant) that has spent requests, with how many.
+    pub(crate) fn snapshot(&self) -> Vec<(String, Option<String>, u32)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|((h, g), n)| (h.clone(), g.clone(), *n))
+            .collect();
+        v.sort();
         v
     }
 
     /// Spends one request of `route` if it has one left.
     fn spend(&self, route: &Route, limit: u32) -> bool {
         let mut spent = self.lock();
-        let n = spent.entry(route.clone()).or_insert(0);
+        let n = spent.entry(key(route)).or_insert(0);
         if *n >= limit {
             return false;
         }

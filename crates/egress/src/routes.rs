@@ -140,9 +140,9 @@ impl RoutesHandle {
         Ok(())
     }
 
-    /// Routes with `uses` that have spent requests, with how many (an approval once has
-    /// been used when its count is 1). Supervise's sweeper removes the used-up ones.
-    pub fn used(&self) -> Vec<(policy::Route, u32)> {
+    /// Routes with `uses` that have spent requests: (host as written, `grant`, requests
+    /// spent). Supervise's sweeper removes the used-up ones from the live routes.
+    pub fn used(&self) -> Vec<(String, Option<String>, u32)> {
         self.uses.snapshot()
     }
 

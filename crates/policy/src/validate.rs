@@ -239,6 +239,8 @@ pub struct ValidatedRoute {
     pub expires: Option<time::OffsetDateTime>,
     /// How many requests it allows in all (an approval once).
     pub uses: Option<u32>,
+    /// The proposal whose time-limited approval added it.
+    pub grant: Option<String>,
 }
 
 /// A configuration that passed validation, ready for [`crate::Policy::new`].
@@ -461,6 +463,7 @@ fn validate_route(
         dangerously_raw_paths: route.dangerously_raw_paths.unwrap_or(false),
         expires,
         uses: route.uses,
+        grant: route.grant.clone(),
     })
 }
 

@@ -300,6 +300,16 @@ fn route_access(r: &ValidatedRoute) -> String {
     if r.dangerously_raw_paths {
         s.push_str(", paths forwarded as written (dangerously_raw_paths)");
     }
+    match r.uses {
+        Some(1) => s.push_str(", one request in all"),
+        Some(n) => s.push_str(&format!(", {n} requests in all")),
+        None => {}
+    }
+    if let Some(at) = r.expires
+        && let Ok(t) = at.format(&time::format_description::well_known::Rfc3339)
+    {
+        s.push_str(&format!(", until {t}"));
+    }
     s
 }
 
@@ -308,6 +318,25 @@ fn route_covered(sup: &ValidatedRoute, sub: &ValidatedRoute) -> bool {
     covered(&sup.matches, &sub.matches)
         && (sup.websocket || !sub.websocket)
         && (sup.dangerously_raw_paths || !sub.dangerously_raw_paths)
+        && grant_covered(sup, sub)
+}
+
+/// Whether the end of `sup`'s approval comes no sooner than `sub`'s: no end at all, or a
+/// later `expires`; no count, or the same count of the same grant with at least as many
+/// requests (the egress proxy counts a route's requests by its host and grant, so another
+/// grant starts from zero again). Dropping `expires` or `uses` from a live route widens it.
+fn grant_covered(sup: &ValidatedRoute, sub: &ValidatedRoute) -> bool {
+    let time_ok = match (sup.expires, sub.expires) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => b <= a,
+    };
+    let uses_ok = match (sup.uses, sub.uses) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => b <= a && sup.grant == sub.grant,
+    };
+    time_ok && uses_ok
 }
 
 /// What a route's `matches` allow, in a few words.
@@ -708,6 +737,35 @@ mod tests {
       - paths: [{type: prefix, value: /v1/}]
         methods: [GET]
 ";
+
+    #[test]
+    fn dropping_or_extending_the_end_of_a_grant_widens() {
+        let live = "routes:\n  - host: a.example\n    uses: 1\n    grant: 00aa\n  - host: b.example\n    expires: 2026-05-25T12:10:00Z\n";
+        let cases = [
+            // the same routes: nothing
+            (live.to_owned(), vec![]),
+            // a once-route made permanent, a timed one made permanent
+            (
+                "routes:\n  - host: a.example\n  - host: b.example\n".to_owned(),
+                vec![
+                    "widens host a.example: any request (was any request, one request in all)",
+                    "widens host b.example: any request (was any request, until 2026-05-25T12:10:00Z)",
+                ],
+            ),
+            // another grant counts from zero again; a later expiry
+            (
+                "routes:\n  - host: a.example\n    uses: 1\n    grant: 00bb\n  - host: b.example\n    expires: 2026-05-25T13:00:00Z\n".to_owned(),
+                vec![
+                    "widens host a.example: any request, one request in all (was any request, one request in all)",
+                    "widens host b.example: any request, until 2026-05-25T13:00:00Z (was any request, until 2026-05-25T12:10:00Z)",
+                    "narrows host a.example: any request, one request in all (was any request, one request in all)",
+                ],
+            ),
+        ];
+        for (proposed, want) in cases {
+            assert_eq!(effect(live, &proposed), want, "{proposed}");
+        }
+    }
 
     #[test]
     fn a_block_that_removes_path_and_method_limits_widens() {
