@@ -40,7 +40,7 @@ pub struct AllowedFinding {
     pub finding: String,
     /// When it stops allowing (RFC 3339 as written).
     pub expires: Option<String>,
-    /// Pushes it may still let through.
+    /// Pushes it may still let through (0: used up, waiting to be swept).
     pub uses: Option<u32>,
     /// The proposal that granted it.
     pub grant: Option<String>,
@@ -203,8 +203,9 @@ pub fn add_allowed(path: &Path, entry: &AllowedFinding) -> Result<(), AllowlistE
 }
 
 /// After a push went through: spends one use of every limited line that allowed one of
-/// `used` (findings as named in the file); a line with no use left is removed. Returns the
-/// lines removed.
+/// `used` (findings as named in the file). A line with no use left stays as `uses=0`
+/// (allowing nothing) until supervise's sweep removes it and records the end in the audit
+/// log. Returns the lines used up.
 pub fn spend_uses(
     path: &Path,
     used: &BTreeSet<String>,
@@ -220,11 +221,10 @@ pub fn spend_uses(
                     changed = true;
                     let left = a.uses.unwrap_or(1).saturating_sub(1);
                     a.uses = Some(left);
+                    out.push_str(&a.line());
+                    out.push('\n');
                     if left == 0 {
                         gone.push(a);
-                    } else {
-                        out.push_str(&a.line());
-                        out.push('\n');
                     }
                 }
                 _ => {
@@ -315,6 +315,12 @@ mod tests {
         let used = BTreeSet::from(["a:1", "b:2", "c:3"].map(String::from));
         let gone = spend_uses(&path, &used).unwrap();
         assert_eq!(gone, vec![once("b:2", 0)]);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# kept\na:1\nb:2\tuses=0\tgrant=00aa\nc:3\tuses=1\tgrant=00aa\n"
+        );
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(remove_ended(&path, now).unwrap(), vec![once("b:2", 0)]);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "# kept\na:1\nc:3\tuses=1\tgrant=00aa\n"

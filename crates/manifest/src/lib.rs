@@ -23,6 +23,7 @@
 
 mod diag;
 mod discover;
+pub mod edit;
 mod load;
 pub mod raw;
 mod resolve;

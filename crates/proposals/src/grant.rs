@@ -80,7 +80,68 @@ impl Grant {
     }
 }
 
-/// A duration the operator typed that is not one.
+/// The end a grant puts on what an approval adds, as stamped onto a route or an allowed
+/// finding. Empty for a grant that does not end (for the bottle, persist).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// When it ends (RFC 3339).
+    pub expires: Option<String>,
+    /// How many requests / pushes it allows.
+    pub uses: Option<u32>,
+    /// The proposal that granted it.
+    pub grant: Option<String>,
+}
+
+impl Stamp {
+    /// The stamp of `grant` for proposal `id`, starting `now`.
+    pub fn new(grant: Grant, id: &str, now: time::OffsetDateTime) -> Stamp {
+        match grant {
+            Grant::Once => Stamp {
+                expires: None,
+                uses: Some(1),
+                grant: Some(id.to_owned()),
+            },
+            Grant::For { seconds } => Stamp {
+                expires: Some(expiry(now, seconds)),
+                uses: None,
+                grant: Some(id.to_owned()),
+            },
+            Grant::Bottle | Grant::Persist => Stamp::default(),
+        }
+    }
+
+    /// Whether it puts an end on anything.
+    pub fn is_empty(&self) -> bool {
+        self.expires.is_none() && self.uses.is_none()
+    }
+
+    /// Puts the end on a route.
+    pub fn apply(&self, route: &mut policy::Route) {
+        if self.is_empty() {
+            return;
+        }
+        route.expires = self.expires.clone();
+        route.uses = self.uses;
+        route.grant = self.grant.clone();
+    }
+
+    /// Stamps every route of `proposed` that `live` does not have exactly as it is (what
+    /// the approval adds or changes); routes the approval leaves alone keep their own end.
+    pub fn apply_to_new_routes(
+        &self,
+        live: &policy::EgressConfig,
+        proposed: &mut policy::EgressConfig,
+    ) {
+        let old = live.routes.as_deref().unwrap_or_default();
+        for route in proposed.routes.iter_mut().flatten() {
+            if !old.contains(route) {
+                self.apply(route);
+            }
+        }
+    }
+}
+
+/// A duration the operator typed that is not one./// A duration the operator typed that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     /// Not `<number><unit>`.
@@ -203,6 +264,22 @@ mod tests {
             Some(time::macros::datetime!(2026-05-25 12:10:01 UTC))
         );
         assert_eq!(parse_time("tomorrow"), None);
+    }
+
+    #[test]
+    fn a_stamp_ends_only_what_the_approval_adds() {
+        let parse = |y: &str| serde_saphyr::from_str::<policy::EgressConfig>(y).unwrap();
+        let live = parse("routes:\n  - host: a.example\n");
+        let mut proposed = parse("routes:\n  - host: a.example\n  - host: b.example\n");
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        Stamp::new(Grant::For { seconds: 600 }, "00aa", now)
+            .apply_to_new_routes(&live, &mut proposed);
+        assert_eq!(
+            serde_saphyr::to_string(&proposed).unwrap(),
+            "routes:\n  - host: a.example\n  - host: b.example\n    expires: 2026-05-25T12:10:00Z\n    grant: 00aa\n"
+        );
+        assert!(Stamp::new(Grant::Bottle, "00aa", now).is_empty());
+        assert_eq!(Stamp::new(Grant::Once, "00aa", now).uses, Some(1));
     }
 
     #[test]

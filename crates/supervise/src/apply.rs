@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use policy::EgressConfig;
 
 use proposals::fsutil;
+use proposals::grant::Stamp;
 use proposals::paths::Home;
+use proposals::proposal::Tool;
 
 /// Why a change could not be applied. The message reaches the agent and the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,16 +81,118 @@ pub trait Applier: Send + Sync {
         text: &str,
     ) -> Result<(), ApplyError>;
 
-    /// Attaches the host secret `token_name` to the live route(s) of `host`.
+    /// Attaches the host secret `token_name` to the live route(s) of `host`, which then
+    /// end as `stamp` says (an approval once or for a while).
     async fn attach_token(
         &self,
         bottle: &str,
         host: &str,
         token_name: &str,
+        stamp: &Stamp,
     ) -> Result<(), ApplyError>;
 
-    /// Allows the secret-scan finding `fingerprint` for `bottle`'s pushes.
-    async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError>;
+    /// Allows the secret-scan finding `fingerprint` for `bottle`'s pushes, until `stamp`
+    /// ends it.
+    async fn allow_finding(
+        &self,
+        bottle: &str,
+        fingerprint: &str,
+        stamp: &Stamp,
+    ) -> Result<(), ApplyError>;
+
+    /// Takes the rules whose grant has ended (expired, or used up) out of the live files,
+    /// and says when to look again. The sidecars refuse an ended rule on their own; this
+    /// keeps the live files, `list-egress-routes` and the audit log in step with them.
+    async fn sweep(&self, _bottle: &str) -> Result<Swept, ApplyError> {
+        Ok(Swept::default())
+    }
+}
+
+/// One rule whose grant ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The tool whose approval it was (`egress-allow` for routes, `gitleaks-allow`).
+    pub tool: Tool,
+    /// The proposal that granted it, when the rule says.
+    pub grant: Option<String>,
+    /// What ended, e.g. `route api.example.com` or `finding <fingerprint>`.
+    pub what: String,
+    /// `expired` or `used-up`.
+    pub why: &'static str,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// The rules it took out.
+    pub ended: Vec<Ended>,
+    /// The live routes before and after, when it changed them.
+    pub routes: Option<(String, String)>,
+    /// When the next rule ends (or a count should be read again), if any rule has an end.
+    pub next: Option<std::time::Duration>,
+}
+
+/// How requests spent by routes with `uses` are read from the running egress proxy:
+/// (host, grant, requests spent).
+pub type UsesHook = Arc<dyn Fn(&str) -> Vec<(String, Option<String>, u32)> + Send + Sync>;
+
+/// How often the counts of routes approved for a number of requests are read while such a
+/// route is live.
+pub const USES_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the routes whose grant ended out of `config` (expired at `now`, or with all their
+/// uses spent according to `spent`); returns what ended and when to look again.
+pub fn sweep_routes(
+    config: &mut EgressConfig,
+    spent: &[(String, Option<String>, u32)],
+    now: time::OffsetDateTime,
+) -> (Vec<Ended>, Option<std::time::Duration>) {
+    let mut ended = Vec::new();
+    let mut next: Option<std::time::Duration> = None;
+    let mut soonest = |d: std::time::Duration| {
+        next = Some(next.map_or(d, |n| n.min(d)));
+    };
+    if let Some(routes) = config.routes.as_mut() {
+        routes.retain(|r| {
+            let expires = r.expires.as_deref().map(proposals::grant::parse_time);
+            let why = match expires {
+                // An end that cannot be read is an end (the proxy refuses such a file).
+                Some(None) => Some("expired"),
+                Some(Some(at)) if now >= at => Some("expired"),
+                Some(Some(at)) => {
+                    soonest((at - now).try_into().unwrap_or_default());
+                    None
+                }
+                None => None,
+            };
+            let why = why.or_else(|| {
+                let limit = r.uses?;
+                let used = spent
+                    .iter()
+                    .find(|(h, g, _)| *h == r.host && *g == r.grant)
+                    .map_or(0, |s| s.2);
+                if used >= limit {
+                    Some("used-up")
+                } else {
+                    soonest(USES_POLL);
+                    None
+                }
+            });
+            match why {
+                Some(why) => {
+                    ended.push(Ended {
+                        tool: Tool::EgressAllow,
+                        grant: r.grant.clone(),
+                        what: format!("route {}", r.host),
+                        why,
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+    (ended, next)
 }
 
 /// A live-reload hook: loads `routes` into the running egress proxy of `bottle`, or says
@@ -101,6 +205,7 @@ pub type ReloadHook = Arc<dyn Fn(&str, &EgressConfig) -> Result<(), String> + Se
 pub struct FileApplier {
     home: Home,
     reload: Option<ReloadHook>,
+    uses: Option<UsesHook>,
     known_tokens: Option<BTreeSet<String>>,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -121,6 +226,7 @@ impl FileApplier {
         Self {
             home,
             reload: None,
+            uses: None,
             known_tokens: None,
             lock: Arc::default(),
         }
@@ -129,6 +235,12 @@ impl FileApplier {
     /// Loads routes into the running proxy through `hook` before writing the file.
     pub fn with_reload(mut self, hook: ReloadHook) -> Self {
         self.reload = Some(hook);
+        self
+    }
+
+    /// Reads the requests spent by routes with `uses` through `hook` (the running proxy).
+    pub fn with_uses(mut self, hook: UsesHook) -> Self {
+        self.uses = Some(hook);
         self
     }
 
@@ -213,6 +325,7 @@ impl Applier for FileApplier {
         bottle: &str,
         host: &str,
         token_name: &str,
+        stamp: &Stamp,
     ) -> Result<(), ApplyError> {
         if let Some(known) = &self.known_tokens
             && !known.contains(token_name)
@@ -223,14 +336,21 @@ impl Applier for FileApplier {
         let text = self.read_routes(bottle)?;
         let current = self.parse_current(bottle, &text)?;
         // The same edit the proposal's effect was computed with.
-        let config = proposals::effect::attach_token(&current, host, token_name)
+        let mut config = proposals::effect::attach_token(&current, host, token_name)
             .map_err(|_| ApplyError::NoRoute(host.to_owned()))?;
+        // The route that now carries the secret ends with the grant.
+        stamp.apply_to_new_routes(&current, &mut config);
         let new_text = serde_saphyr::to_string(&config)
             .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
         self.replace_routes(bottle, &config, &new_text)
     }
 
-    async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError> {
+    async fn allow_finding(
+        &self,
+        bottle: &str,
+        fingerprint: &str,
+        stamp: &Stamp,
+    ) -> Result<(), ApplyError> {
         let _guard = self.lock.lock().await;
         let path = self.allowlist_path(bottle);
         if let Some(dir) = path.parent() {
@@ -241,9 +361,25 @@ impl Applier for FileApplier {
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
-        if existing.lines().any(|l| l.trim() == fingerprint) {
+        let line = finding_line(fingerprint, stamp);
+        if existing.lines().any(|l| l.trim() == line) {
             return Ok(());
         }
+        if existing
+            .lines()
+            .any(|l| l.split('\t').next().map(str::trim) == Some(fingerprint))
+        {
+            // A new approval of the same finding sets a new end: replace its line.
+            let mut text: String = existing
+                .lines()
+                .filter(|l| l.split('\t').next().map(str::trim) != Some(fingerprint))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            text.push_str(&line);
+            text.push('\n');
+            return fsutil::write_atomic(&path, text.as_bytes()).map_err(io_err("write", &path));
+        }
+        let fingerprint = line.as_str();
         let mut line = String::new();
         if !existing.is_empty() && !existing.ends_with('\n') {
             line.push('\n');
@@ -259,6 +395,46 @@ impl Applier for FileApplier {
             .and_then(|()| f.sync_all())
             .map_err(io_err("append to", &path))
     }
+
+    async fn sweep(&self, bottle: &str) -> Result<Swept, ApplyError> {
+        let _guard = self.lock.lock().await;
+        let text = self.read_routes(bottle)?;
+        if !text.contains("expires") && !text.contains("uses") {
+            return Ok(Swept::default());
+        }
+        let mut config = self.parse_current(bottle, &text)?;
+        let spent = self.uses.as_ref().map(|u| u(bottle)).unwrap_or_default();
+        let (ended, next) = sweep_routes(&mut config, &spent, time::OffsetDateTime::now_utc());
+        if ended.is_empty() {
+            return Ok(Swept {
+                next,
+                ..Swept::default()
+            });
+        }
+        let new_text = serde_saphyr::to_string(&config)
+            .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
+        self.replace_routes(bottle, &config, &new_text)?;
+        Ok(Swept {
+            ended,
+            routes: Some((text, new_text)),
+            next,
+        })
+    }
+}
+
+/// An allowed-finding line with its grant (see the git gate's allowlist format).
+pub fn finding_line(fingerprint: &str, stamp: &Stamp) -> String {
+    let mut line = fingerprint.to_owned();
+    if let Some(e) = &stamp.expires {
+        line.push_str(&format!("\texpires={e}"));
+    }
+    if let Some(u) = stamp.uses {
+        line.push_str(&format!("\tuses={u}"));
+    }
+    if let (Some(g), false) = (&stamp.grant, stamp.is_empty()) {
+        line.push_str(&format!("\tgrant={g}"));
+    }
+    line
 }
 
 /// One call seen by [`RecordingApplier`].
@@ -380,6 +556,7 @@ impl Applier for RecordingApplier {
         bottle: &str,
         host: &str,
         token_name: &str,
+        _stamp: &Stamp,
     ) -> Result<(), ApplyError> {
         self.step(AppliedCall::Token {
             bottle: bottle.to_owned(),
@@ -389,10 +566,15 @@ impl Applier for RecordingApplier {
         .await
     }
 
-    async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError> {
+    async fn allow_finding(
+        &self,
+        bottle: &str,
+        fingerprint: &str,
+        stamp: &Stamp,
+    ) -> Result<(), ApplyError> {
         self.step(AppliedCall::Finding {
             bottle: bottle.to_owned(),
-            fingerprint: fingerprint.to_owned(),
+            fingerprint: finding_line(fingerprint, stamp),
         })
         .await
     }
@@ -441,14 +623,14 @@ mod tests {
         );
 
         assert_eq!(
-            a.attach_token("b-1", "api.example", "OTHER").await,
+            a.attach_token("b-1", "api.example", "OTHER", &Stamp::default()).await,
             Err(ApplyError::UnknownToken("OTHER".into()))
         );
         assert_eq!(
-            a.attach_token("b-1", "nope.example", "API_TOKEN").await,
+            a.attach_token("b-1", "nope.example", "API_TOKEN", &Stamp::default()).await,
             Err(ApplyError::NoRoute("nope.example".into()))
         );
-        a.attach_token("b-1", "api.example", "API_TOKEN")
+        a.attach_token("b-1", "api.example", "API_TOKEN", &Stamp::default())
             .await
             .unwrap();
         let now =
@@ -459,9 +641,9 @@ mod tests {
             (Some("API_TOKEN"), Some("Bearer"))
         );
 
-        a.allow_finding("b-1", "c1:a.rs:rule:3").await.unwrap();
-        a.allow_finding("b-1", "c1:a.rs:rule:3").await.unwrap();
-        a.allow_finding("b-1", "c2:b.rs:rule:4").await.unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default()).await.unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default()).await.unwrap();
+        a.allow_finding("b-1", "c2:b.rs:rule:4", &Stamp::default()).await.unwrap();
         assert_eq!(
             fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
             "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"

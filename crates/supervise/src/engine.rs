@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::apply::{Applier, ApplyError};
 use proposals::audit::{self, NewEntry};
 use proposals::effect::{self, Effect};
+use proposals::grant::{Grant, Stamp};
 use proposals::proposal::{
     ApplyFailure, Decision, Outcome, Proposal, Response, Tool, now_timestamp,
 };
@@ -48,6 +49,7 @@ struct Record {
     error: Option<String>,
     effect: Vec<String>,
     stage: Option<&'static str>,
+    grant: Option<String>,
 }
 
 /// Queue, applier and waiters of one bottle.
@@ -183,6 +185,7 @@ impl Engine {
             error,
             effect,
             stage,
+            grant,
         } = rec;
         let entry = NewEntry {
             component: p.tool.component().to_owned(),
@@ -200,6 +203,7 @@ impl Engine {
             error,
             effect,
             stage: stage.map(str::to_owned),
+            grant,
         };
         if let Err(e) = audit::append(self.queue.home(), entry) {
             tracing::error!(id = %p.id, error = %e, "cannot write the audit log");
@@ -222,6 +226,7 @@ impl Engine {
                     error: None,
                     effect,
                     stage: None,
+                    grant: None,
                 },
             );
         }
@@ -233,18 +238,22 @@ impl Engine {
             operator: r.operator.clone(),
             decided_at: r.responded_at.clone(),
             applied_at: None,
+            grant: Grant::Bottle,
+            expires: None,
         };
         if let Err(e) = self.queue.archive(&outcome) {
             tracing::error!(id = %p.id, error = %e, "cannot archive a rejected proposal");
         }
     }
 
-    /// Applies `file` and returns the live routes before and after and what it did.
+    /// Applies `file` with the end `stamp` puts on what it adds, and returns the live
+    /// routes before and after and what it did.
     async fn apply(
         &self,
         p: &Proposal,
         status: Decision,
         file: &str,
+        stamp: &Stamp,
     ) -> Result<(Option<String>, Option<String>, Effect), ApplyError> {
         let bottle = self.queue.identity();
         let payload = validate::parse_payload(p.tool, file)
@@ -281,19 +290,36 @@ impl Engine {
             )));
         }
         match payload {
+            Payload::Routes(cfg) if !stamp.is_empty() => {
+                // What the approval adds or changes ends with the grant; the text is
+                // written anew (the operator's comments give way to the stamp).
+                let live = if before.trim().is_empty() {
+                    policy::EgressConfig::default()
+                } else {
+                    validate::parse_routes(&before).map_err(|e| {
+                        ApplyError::Other(format!("the live routes do not parse: {e}"))
+                    })?
+                };
+                let mut cfg = cfg;
+                stamp.apply_to_new_routes(&live, &mut cfg);
+                let text = serde_saphyr::to_string(&cfg)
+                    .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
+                self.applier.apply_routes(bottle, &cfg, &text).await?;
+                Ok((Some(before), Some(text), effect))
+            }
             Payload::Routes(cfg) => {
                 self.applier.apply_routes(bottle, &cfg, file).await?;
                 Ok((Some(before), Some(file.to_owned()), effect))
             }
             Payload::Token(t) => {
                 self.applier
-                    .attach_token(bottle, &t.host, &t.token_name)
+                    .attach_token(bottle, &t.host, &t.token_name, stamp)
                     .await?;
                 let after = self.applier.current_routes(bottle).await.ok();
                 Ok((Some(before), after, effect))
             }
             Payload::Finding(fp) => {
-                self.applier.allow_finding(bottle, &fp).await?;
+                self.applier.allow_finding(bottle, &fp, stamp).await?;
                 Ok((None, Some(fp), effect))
             }
         }
@@ -304,8 +330,13 @@ impl Engine {
             (Decision::Modified, Some(f)) => f.clone(),
             _ => p.proposed_file.clone(),
         };
-        match self.apply(p, r.status, &file).await {
+        let stamp = Stamp::new(r.grant, &p.id, time::OffsetDateTime::now_utc());
+        match self.apply(p, r.status, &file, &stamp).await {
             Ok((before, after, effect)) => {
+                let scope = match &stamp.expires {
+                    Some(at) => format!("{} until {at}", r.grant.scope()),
+                    None => r.grant.scope(),
+                };
                 self.audit(
                     p,
                     r,
@@ -316,6 +347,7 @@ impl Engine {
                         error: None,
                         effect: effect.lines(),
                         stage: Some("applied"),
+                        grant: (!r.grant.is_bottle()).then_some(scope),
                     },
                 );
                 let outcome = Outcome {
@@ -326,6 +358,8 @@ impl Engine {
                     operator: r.operator.clone(),
                     decided_at: r.responded_at.clone(),
                     applied_at: Some(now_timestamp()),
+                    grant: r.grant,
+                    expires: stamp.expires.clone(),
                 };
                 // The outcome is the durable decision: wake the waiters as soon as it is
                 // written, and tidy the queue directory after.
@@ -354,6 +388,7 @@ impl Engine {
                         error: Some(msg.clone()),
                         effect: Vec::new(),
                         stage: Some("not-applied"),
+                        grant: None,
                     },
                 );
                 let failure = ApplyFailure {
@@ -371,6 +406,51 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Takes the rules whose grant ended out of the live files and writes one audit line
+    /// for each (stage `expired` or `used-up`); returns when to sweep again.
+    pub async fn sweep(&self) -> Option<Duration> {
+        let bottle = self.queue.identity();
+        let swept = match self.applier.sweep(bottle).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take ended grants out of the live files");
+                return Some(self.fallback_scan);
+            }
+        };
+        let now = now_timestamp();
+        for ended in &swept.ended {
+            let (before, after) = match (&swept.routes, ended.tool) {
+                (Some((b, a)), Tool::EgressAllow) => (Some(b.clone()), Some(a.clone())),
+                _ => (None, None),
+            };
+            let entry = NewEntry {
+                component: ended.tool.component().to_owned(),
+                bottle: bottle.to_owned(),
+                proposal_id: ended.grant.clone().unwrap_or_default(),
+                tool: ended.tool.as_str().to_owned(),
+                justification: String::new(),
+                arrival_timestamp: String::new(),
+                decided_at: now.clone(),
+                decision: ended.why.to_owned(),
+                operator: "bot-bottle".to_owned(),
+                notes: None,
+                before,
+                after,
+                error: None,
+                effect: vec![format!("removes {}: its grant {}", ended.what, match ended.why {
+                    "used-up" => "is used up",
+                    _ => "expired",
+                })],
+                stage: Some(ended.why.to_owned()),
+                grant: Some(format!("ended: {}", ended.why)),
+            };
+            if let Err(e) = audit::append(self.queue.home(), entry) {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        }
+        swept.next
     }
 
     /// Waits up to `max` for proposal `id` to be handled.
@@ -437,7 +517,10 @@ impl Engine {
             }
         };
         self.process_responses().await;
+        let mut next_sweep = self.sweep().await;
         loop {
+            // Ended grants are swept when they end (the sidecars refuse them already).
+            let wait = next_sweep.map_or(fallback, |n| n.min(fallback));
             tokio::select! {
                 // A stopped engine must not apply anything more, even with events queued.
                 biased;
@@ -445,9 +528,10 @@ impl Engine {
                 Some(()) = rx.recv() => {
                     self.file_wakeups.fetch_add(1, Ordering::Relaxed);
                 }
-                () = tokio::time::sleep(fallback) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             self.process_responses().await;
+            next_sweep = self.sweep().await;
         }
         drop(watcher);
     }

@@ -17,7 +17,9 @@ pub mod server;
 
 pub use proposals::{audit, effect, fsutil, paths, proposal, queue, validate};
 
-pub use apply::{Applier, ApplyError, FileApplier, RecordingApplier, ReloadHook};
+pub use apply::{
+    Applier, ApplyError, Ended, FileApplier, RecordingApplier, ReloadHook, Swept, UsesHook,
+};
 pub use engine::{Engine, WaitResult};
 pub use proposals::Home;
 pub use proposals::{Change, Effect};

@@ -281,9 +281,21 @@ fn answer(tool: Option<Tool>, id: &str, res: WaitResult, wait_hint: Duration) ->
             status,
             notes,
             final_file,
+            grant,
+            expires,
             ..
         }) => {
-            let data = json!({ "id": id, "notes": notes, "final_file": final_file });
+            // How long it holds, for the agent to plan by.
+            let holds = tool.map_or_else(String::new, |t| {
+                format!(" How long: {}.", grant.holds(t, expires.as_deref()))
+            });
+            let data = json!({
+                "id": id,
+                "notes": notes,
+                "final_file": final_file,
+                "grant": grant.scope(),
+                "expires": expires,
+            });
             match status {
                 Decision::Approved => {
                     let effect = tool
@@ -292,7 +304,7 @@ fn answer(tool: Option<Tool>, id: &str, res: WaitResult, wait_hint: Duration) ->
                     result(
                         "approved",
                         format!(
-                            "approved: the operator approved proposal {id} and it is in effect; {effect}.{}",
+                            "approved: the operator approved proposal {id} and it is in effect; {effect}.{holds}{}",
                             notes_suffix(&notes)
                         ),
                         data,
@@ -302,7 +314,7 @@ fn answer(tool: Option<Tool>, id: &str, res: WaitResult, wait_hint: Duration) ->
                 Decision::Modified => result(
                     "modified",
                     format!(
-                        "modified: the operator approved an edited version of proposal {id}, which is in effect now (not your original). In effect:\n{}\n{}",
+                        "modified: the operator approved an edited version of proposal {id}, which is in effect now (not your original).{holds} In effect:\n{}\n{}",
                         final_file.as_deref().unwrap_or(""),
                         notes_suffix(&notes).trim_start()
                     ),

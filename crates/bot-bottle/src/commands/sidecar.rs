@@ -116,8 +116,11 @@ async fn serve(config: SidecarConfig) -> anyhow::Result<()> {
                     .replace(routes.clone())
                     .map_err(|e| e.to_string())
             });
+            let uses_handle = routes_handle.clone();
+            let uses: supervise::UsesHook = Arc::new(move |_bottle| uses_handle.used());
             let files = supervise::FileApplier::new(supervise::Home::new(&config.home))
                 .with_reload(reload)
+                .with_uses(uses)
                 .with_known_tokens(config.tokens.clone());
             let applier: Arc<dyn supervise::Applier> = Arc::new(SidecarApplier {
                 files,
@@ -324,14 +327,18 @@ impl supervise::Applier for SidecarApplier {
         bottle: &str,
         host: &str,
         token_name: &str,
+        stamp: &proposals::grant::Stamp,
     ) -> Result<(), supervise::ApplyError> {
-        self.files.attach_token(bottle, host, token_name).await
+        self.files
+            .attach_token(bottle, host, token_name, stamp)
+            .await
     }
 
     async fn allow_finding(
         &self,
         _bottle: &str,
         fingerprint: &str,
+        stamp: &proposals::grant::Stamp,
     ) -> Result<(), supervise::ApplyError> {
         let Some(path) = &self.gate_allowlist else {
             return Err(supervise::ApplyError::Other(
@@ -339,33 +346,46 @@ impl supervise::Applier for SidecarApplier {
                     .into(),
             ));
         };
-        append_line(path, fingerprint).map_err(|e| supervise::ApplyError::Io {
-            action: "append to",
+        let entry = gitgate::AllowedFinding {
+            finding: fingerprint.to_owned(),
+            expires: stamp.expires.clone(),
+            uses: stamp.uses,
+            grant: stamp.grant.clone().filter(|_| !stamp.is_empty()),
+        };
+        gitgate::add_allowed(path, &entry).map_err(|e| supervise::ApplyError::Io {
+            action: e.action,
             path: path.clone(),
-            reason: e.to_string(),
+            reason: e.source.to_string(),
         })
     }
-}
 
-fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let existing = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e),
-    };
-    if existing.lines().any(|l| l.trim() == line) {
-        return Ok(());
+    async fn sweep(&self, bottle: &str) -> Result<supervise::Swept, supervise::ApplyError> {
+        let mut swept = self.files.sweep(bottle).await?;
+        let Some(path) = &self.gate_allowlist else {
+            return Ok(swept);
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let gone = gitgate::remove_ended(path, now).map_err(|e| supervise::ApplyError::Io {
+            action: e.action,
+            path: path.clone(),
+            reason: e.source.to_string(),
+        })?;
+        for a in gone {
+            swept.ended.push(supervise::Ended {
+                tool: supervise::Tool::GitleaksAllow,
+                grant: a.grant,
+                what: format!("finding {}", a.finding),
+                why: if a.uses == Some(0) { "used-up" } else { "expired" },
+            });
+        }
+        // The next allowed finding to end.
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for a in gitgate::parse_entries(&text) {
+            if let Some(at) = a.expires.as_deref().and_then(proposals::grant::parse_time) {
+                let d: std::time::Duration = (at - now).try_into().unwrap_or_default();
+                swept.next = Some(swept.next.map_or(d, |n| n.min(d)));
+            }
+        }
+        Ok(swept)
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let sep = if existing.is_empty() || existing.ends_with('\n') {
-        ""
-    } else {
-        "\n"
-    };
-    file.write_all(format!("{sep}{line}\n").as_bytes())?;
-    file.sync_all()
 }

@@ -1,4 +1,5 @@
 mod bad_input;
+mod edit;
 mod examples;
 mod extends_errors;
 mod fold;
