@@ -18,6 +18,7 @@ pub mod effect;
 pub mod fsutil;
 pub mod grant;
 pub mod paths;
+pub mod persist;
 pub mod proposal;
 pub mod queue;
 pub mod validate;

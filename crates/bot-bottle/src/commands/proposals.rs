@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use proposals::queue::{self, Entry};
-use proposals::{Decision, Home, Status, validate};
+use proposals::{Decision, Grant, Home, Status, validate};
 use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +41,19 @@ pub enum Command {
         /// Seconds to wait for the bottle to apply the change (0: do not wait)
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         wait: u64,
+        /// Hold for one request (egress), one push (finding) or one use of the token, then end
+        #[arg(long, conflicts_with_all = ["for_", "persist"])]
+        once: bool,
+        /// Hold for a while, then end even with nobody watching: 30s, 10m, 2h, 1d
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "persist")]
+        for_: Option<String>,
+        /// Hold for this bottle and write the added route(s) into the project's manifest
+        /// (shows the diff and asks first; egress-allow only)
+        #[arg(long)]
+        persist: bool,
+        /// With --persist: write the manifest without asking
+        #[arg(long, requires = "persist")]
+        yes: bool,
     },
     /// Reject a proposal
     Reject {
@@ -294,12 +307,61 @@ fn wait_outcome(
 /// Exit code of `approve` when the decision is recorded and audited but not in effect.
 const NOT_APPLIED: u8 = 1;
 
+/// How long the approval holds, from the flags.
+#[derive(Debug, Clone, Default)]
+pub struct GrantArgs {
+    pub once: bool,
+    pub for_: Option<String>,
+    pub persist: bool,
+    pub yes: bool,
+}
+
+impl GrantArgs {
+    fn grant(&self) -> anyhow::Result<Grant> {
+        Ok(match (&self.for_, self.once, self.persist) {
+            (Some(d), _, _) => Grant::For {
+                seconds: proposals::grant::parse_duration(d).context("--for")?,
+            },
+            (None, true, _) => Grant::Once,
+            (None, false, true) => Grant::Persist,
+            (None, false, false) => Grant::Bottle,
+        })
+    }
+}
+
+/// Shows the manifest diff and asks (unless `--yes`); `Ok(false)` when the operator says no.
+fn confirm_persist(plan: &proposals::persist::Plan, yes: bool) -> anyhow::Result<bool> {
+    println!(
+        "--persist adds to bottle {} in {}:",
+        plan.bottle,
+        plan.file.display()
+    );
+    print!("{}", plan.diff());
+    if yes {
+        return Ok(true);
+    }
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "--persist changes {}: confirm with --yes (stdin is not a terminal to ask on); nothing was approved",
+            plan.file.display()
+        );
+    }
+    print!("write this into the manifest and approve? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 fn approve(
     id: &str,
     file: Option<PathBuf>,
     notes: Option<String>,
     wait: u64,
+    grant_args: &GrantArgs,
 ) -> anyhow::Result<ExitCode> {
+    let grant = grant_args.grant()?;
     let home = home()?;
     let (_, entry) = find(&home, id)?;
     let (decision, final_file) = match file {
@@ -321,10 +383,37 @@ fn approve(
             }
         }
     };
+    // The manifest diff is shown and confirmed before anything is decided.
+    let plan = if grant == Grant::Persist {
+        let plan = proposals::persist::plan(
+            &home,
+            &entry.proposal,
+            decision,
+            final_file.as_deref(),
+        )
+        .with_context(|| format!("cannot write proposal {id} into the manifest; nothing was approved"))?;
+        if !confirm_persist(&plan, grant_args.yes)? {
+            println!("not approved: proposal {id} is still pending");
+            return Ok(ExitCode::from(NOT_APPLIED));
+        }
+        Some(plan)
+    } else {
+        None
+    };
     let operator = queue::operator_name();
-    let queue = queue::answer(&home, id, decision, final_file, notes, &operator)
+    let queue = queue::answer_granted(&home, id, decision, final_file, notes, &operator, grant)
         .with_context(|| format!("cannot answer proposal {id}"))?;
-    println!("{decision} proposal {id} of bottle {}", queue.identity());
+    println!(
+        "{decision} proposal {id} of bottle {} ({})",
+        queue.identity(),
+        grant.holds(entry.proposal.tool, None)
+    );
+    if let Some(plan) = plan {
+        proposals::persist::write(&plan).with_context(|| {
+            format!("proposal {id} is approved for this bottle, but the manifest was not changed")
+        })?;
+        println!("wrote the route(s) into {}", plan.file.display());
+    }
     wait_outcome(&queue, id, decision, wait)
 }
 
@@ -346,7 +435,22 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             file,
             notes,
             wait,
-        } => approve(&id, file, notes, wait),
+            once,
+            for_,
+            persist,
+            yes,
+        } => approve(
+            &id,
+            file,
+            notes,
+            wait,
+            &GrantArgs {
+                once,
+                for_,
+                persist,
+                yes,
+            },
+        ),
         Command::Reject { id, notes, wait } => reject(&id, notes, wait),
     }
 }
