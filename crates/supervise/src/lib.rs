@@ -22,7 +22,7 @@ pub use apply::{
 };
 pub use engine::{Engine, WaitResult};
 pub use proposals::Home;
-pub use proposals::{Change, Effect};
+pub use proposals::{Change, Effect, Grant};
 pub use proposals::{Decision, Outcome, Proposal, Response, Status, Tool};
 pub use proposals::{Entry, NewProposal, Problem, Queue, QueueError};
 pub use server::{MAX_WAIT, ServeError, SuperviseConfig, SuperviseServer, router, serve};

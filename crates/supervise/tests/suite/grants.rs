@@ -1,0 +1,163 @@
+//! Grants that end, end to end: an approval once serves one request through the real
+//! egress proxy, an approval for 2 s stops at its expiry with nobody answering anything,
+//! and supervise's sweep takes both out of the live routes with an audit line each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use egress::{ConnectTo, Proxy, ProxyConfig};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use supervise::{Decision, FileApplier, Home, SuperviseConfig, queue};
+use test_support::Upstream;
+
+use super::common::{call, post, through_proxy, wait_pending};
+
+fn result_of(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["result"]["structuredContent"].clone()
+}
+
+/// Polls `f` (bounded, 20 s) until it holds: tests wait on effects, not on timers.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} never happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
+    let upstream = Upstream::start_plain().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let identity = "dev-00001";
+    let initial = "routes:\n  - host: other.test\n";
+    let mut pc = ProxyConfig::new(dir.path().join("ca"));
+    let port = upstream.addr().port();
+    pc.connect_to = ["once.test", "timed.test"]
+        .map(|h| ConnectTo::parse(&format!("{h}:80:127.0.0.1:{port}")).unwrap())
+        .to_vec();
+    let proxy = Proxy::new(pc, supervise::validate::parse_routes(initial).unwrap()).unwrap();
+    let routes = proxy.routes();
+    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = plistener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(plistener, std::future::pending()));
+
+    let (live, counts) = (routes.clone(), routes.clone());
+    let applier = FileApplier::new(home.clone())
+        .with_reload(Arc::new(move |_bottle, cfg| {
+            live.replace(cfg.clone()).map_err(|e| e.to_string())
+        }))
+        .with_uses(Arc::new(move |_bottle| counts.used()));
+    let routes_file = home.live_config_dir(identity).join("routes.yaml");
+    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
+    std::fs::write(&routes_file, initial).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let saddr = listener.local_addr().unwrap();
+    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
+    cfg.max_wait = Duration::from_secs(20);
+    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+
+    // Once: the agent is told so, one request passes, the next is refused.
+    let body = call(
+        1,
+        "egress-allow",
+        json!({"routes_yaml": format!("{initial}  - host: once.test\n"), "justification": "one fetch"}),
+    );
+    let agent = tokio::spawn(async move { post(saddr, "127.0.0.1", &body).await });
+    let p = wait_pending(&home, Some(identity), 1).await;
+    let once_id = p[0].proposal.id.clone();
+    queue::answer_granted(
+        &home,
+        &once_id,
+        Decision::Approved,
+        None,
+        None,
+        "tester",
+        supervise::Grant::Once,
+    )
+    .unwrap();
+    let (_, answer) = agent.await.unwrap();
+    let r = result_of(&answer);
+    assert_eq!((r["status"].as_str(), r["grant"].as_str()), (Some("approved"), Some("once")));
+    assert!(
+        answer.contains("How long: it holds for one request only, then it is gone."),
+        "{answer}"
+    );
+    let url = "http://once.test/x";
+    assert_eq!(through_proxy(paddr, "GET", url, "once.test", "").await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        through_proxy(paddr, "GET", url, "once.test", "").await,
+        "HTTP/1.1 403 Forbidden"
+    );
+    until("the used-up route leaves the live routes", async || {
+        !std::fs::read_to_string(&routes_file).unwrap().contains("once.test")
+    })
+    .await;
+
+    // For 2 s: works, then stops on its own; nobody calls supervise or answers anything.
+    let body = call(
+        2,
+        "egress-allow",
+        json!({"routes_yaml": format!("{initial}  - host: timed.test\n"), "justification": "a while"}),
+    );
+    let agent = tokio::spawn(async move { post(saddr, "127.0.0.1", &body).await });
+    let p = wait_pending(&home, Some(identity), 1).await;
+    let timed_id = p[0].proposal.id.clone();
+    queue::answer_granted(
+        &home,
+        &timed_id,
+        Decision::Approved,
+        None,
+        None,
+        "tester",
+        supervise::Grant::For { seconds: 2 },
+    )
+    .unwrap();
+    let (_, answer) = agent.await.unwrap();
+    assert!(answer.contains("How long: it holds for 2s (until "), "{answer}");
+    let url = "http://timed.test/y";
+    assert_eq!(through_proxy(paddr, "GET", url, "timed.test", "").await, "HTTP/1.1 200 OK");
+    until("the proxy refuses the expired route", async || {
+        through_proxy(paddr, "GET", url, "timed.test", "").await == "HTTP/1.1 403 Forbidden"
+    })
+    .await;
+    until("the expired route leaves the live routes", async || {
+        !std::fs::read_to_string(&routes_file).unwrap().contains("timed.test")
+    })
+    .await;
+    assert_eq!(
+        routes.config().routes.unwrap().iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+        vec!["other.test"]
+    );
+
+    // The audit chain: each grant's scope when applied, and its end.
+    let log: Vec<(String, String, Option<String>, String)> =
+        supervise::audit::read_all(&home, Some(identity), None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.stage.as_deref() != Some("decided"))
+            .map(|e| {
+                let grant = e.grant.map(|g| g.split(" until ").next().unwrap().to_owned());
+                (e.proposal_id, e.stage.unwrap_or_default(), grant, e.effect.join("; "))
+            })
+            .collect();
+    let line = |id: &str, stage: &str, grant: &str, effect: &str| {
+        (id.to_owned(), stage.to_owned(), Some(grant.to_owned()), effect.to_owned())
+    };
+    assert_eq!(
+        log,
+        vec![
+            line(&once_id, "applied", "once", "adds host once.test: any request"),
+            line(&once_id, "used-up", "ended: used-up", "removes route once.test: its grant is used up"),
+            line(&timed_id, "applied", "for 2s", "adds host timed.test: any request"),
+            line(&timed_id, "expired", "ended: expired", "removes route timed.test: its grant expired"),
+        ]
+    );
+    let (breaks, files) = supervise::audit::verify(&home).unwrap();
+    assert_eq!((breaks, files), (vec![], 1));
+}
