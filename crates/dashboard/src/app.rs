@@ -5,7 +5,8 @@
 use std::collections::{BTreeSet, HashSet};
 
 use proposals::queue::{self, Entry, Problem, QueueError};
-use proposals::{Home, Status, Tool};
+use proposals::persist::Plan;
+use proposals::{Grant, Home, Status, Tool};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Everything the dashboard shows, read from the queues at one moment.
@@ -57,6 +58,24 @@ pub enum Action {
     /// Open the proposed file in `$EDITOR`; the result, if valid and different, is
     /// approved as `modified`.
     Edit(String),
+    /// Approve the proposal as it is, for one use (`o`) or for a while (`t`).
+    Grant {
+        /// The proposal.
+        id: String,
+        /// How long it holds.
+        grant: Grant,
+    },
+    /// Work out what approving into the manifest writes (`p`); the runner opens the
+    /// confirm screen with the diff.
+    PreviewPersist(String),
+    /// Approve for the bottle and write the manifest as the operator confirmed (`y` on the
+    /// confirm screen).
+    Persist {
+        /// The proposal.
+        id: String,
+        /// The manifest change shown.
+        plan: Box<Plan>,
+    },
     /// Reject the proposal with an optional note.
     Reject {
         /// The proposal.
@@ -85,6 +104,10 @@ pub struct App {
     pub note: Option<String>,
     /// Whether the "quit with proposals still waiting?" prompt is open.
     pub confirm_quit: bool,
+    /// The duration being typed, when the "approve for how long?" prompt is open.
+    pub duration: Option<String>,
+    /// The manifest change waiting for the operator's `y` (the confirm screen).
+    pub persist: Option<(String, Plan)>,
     /// The status line.
     pub message: Option<(Tone, String)>,
     seen: HashSet<String>,
@@ -248,6 +271,45 @@ impl App {
             self.message = Some((Tone::Info, "still here; nothing was decided".to_owned()));
             return Action::None;
         }
+        if let Some((id, plan)) = self.persist.take() {
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                return Action::Persist {
+                    id,
+                    plan: Box::new(plan),
+                };
+            }
+            self.message = Some((
+                Tone::Info,
+                format!("not approved: nothing was written, {id} is still pending"),
+            ));
+            return Action::None;
+        }
+        if let Some(text) = &mut self.duration {
+            match key.code {
+                KeyCode::Esc => {
+                    self.duration = None;
+                    self.message = Some((Tone::Info, "approval cancelled".to_owned()));
+                }
+                KeyCode::Enter => match proposals::grant::parse_duration(text.trim()) {
+                    Ok(seconds) => {
+                        self.duration = None;
+                        if let Some(id) = self.answerable() {
+                            return Action::Grant {
+                                id,
+                                grant: Grant::For { seconds },
+                            };
+                        }
+                    }
+                    Err(e) => self.message = Some((Tone::Error, e.to_string())),
+                },
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char(c) if c.is_ascii_alphanumeric() => text.push(c),
+                _ => {}
+            }
+            return Action::None;
+        }
         if let Some(note) = &mut self.note {
             match key.code {
                 KeyCode::Esc => {
@@ -293,6 +355,19 @@ impl App {
                 Action::None
             }
             KeyCode::Char('a') => self.answerable().map_or(Action::None, Action::Approve),
+            KeyCode::Char('o') => self.answerable().map_or(Action::None, |id| Action::Grant {
+                id,
+                grant: Grant::Once,
+            }),
+            KeyCode::Char('t') => {
+                if self.answerable().is_some() {
+                    self.duration = Some(String::new());
+                }
+                Action::None
+            }
+            KeyCode::Char('p') => self
+                .answerable()
+                .map_or(Action::None, Action::PreviewPersist),
             KeyCode::Char('e') => self.answerable().map_or(Action::None, Action::Edit),
             KeyCode::Char('r') => {
                 if self.answerable().is_some() {

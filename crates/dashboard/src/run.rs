@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use proposals::queue::{self, QueueError};
 use proposals::validate;
-use proposals::{Decision, Home};
+use proposals::{Decision, Grant, Home};
 use ratatui::crossterm::event;
 
 use crate::app::{self, Action, App, Tone};
@@ -192,6 +192,40 @@ pub fn perform(
     let result = match action {
         Action::Approve(id) => queue::answer(home, id, Decision::Approved, None, None, operator)
             .map(|_| format!("approved {id}; its bottle applies it now")),
+        Action::Grant { id, grant } => {
+            let tool = app
+                .visible()
+                .into_iter()
+                .find(|e| &e.proposal.id == id)
+                .map(|e| e.proposal.tool);
+            queue::answer_granted(home, id, Decision::Approved, None, None, operator, *grant).map(
+                |_| {
+                    let holds = tool.map_or_else(|| grant.scope(), |t| grant.holds(t, None));
+                    format!("approved {id} ({holds}); its bottle applies it now")
+                },
+            )
+        }
+        Action::PreviewPersist(_) => return (Tone::Info, String::new()),
+        Action::Persist { id, plan } => {
+            match queue::answer_granted(home, id, Decision::Approved, None, None, operator, Grant::Persist) {
+                Ok(_) => {
+                    return match proposals::persist::write(plan) {
+                        Ok(()) => (
+                            Tone::Info,
+                            format!(
+                                "approved {id} for the bottle and wrote it into {}",
+                                plan.file.display()
+                            ),
+                        ),
+                        Err(e) => (
+                            Tone::Error,
+                            format!("approved {id} for the bottle, but the manifest was not changed: {e}"),
+                        ),
+                    };
+                }
+                Err(e) => Err(e),
+            }
+        }
         Action::Reject { id, notes } => {
             queue::answer(home, id, Decision::Rejected, None, notes.clone(), operator)
                 .map(|_| format!("rejected {id}"))
@@ -228,6 +262,19 @@ pub fn perform(
     match result {
         Ok(m) => (Tone::Info, m),
         Err(e) => (Tone::Error, e.to_string()),
+    }
+}
+
+/// Opens the confirm screen of `p` (approve into the manifest) with the diff, or says why
+/// the proposal cannot be written there.
+pub fn preview_persist(home: &Home, app: &mut App, id: &str) {
+    let Some(entry) = app.visible().into_iter().find(|e| e.proposal.id == id) else {
+        app.message = Some((Tone::Error, format!("proposal {id} is gone")));
+        return;
+    };
+    match proposals::persist::plan(home, &entry.proposal, Decision::Approved, None) {
+        Ok(plan) => app.persist = Some((id.to_owned(), plan)),
+        Err(e) => app.message = Some((Tone::Error, format!("cannot approve into the manifest: {e}"))),
     }
 }
 
@@ -351,6 +398,9 @@ fn event_loop(
                         }
                     });
                     changed = true;
+                }
+                Action::PreviewPersist(id) => {
+                    preview_persist(home, app, &id);
                 }
                 action => {
                     app.message = Some(perform(home, app, &action, operator, None));

@@ -1,13 +1,17 @@
 //! Drawing the dashboard: the pending list on top (each with its effect), the selected
 //! proposal below (its effect first, then the justification and the diff), the keys (or the
-//! open prompt: reject note, quit; or the last message) at the bottom.
+//! open prompt: reject note, approve for how long, quit; or the last message) at the
+//! bottom. Approving into the manifest shows the manifest diff in place of the proposal
+//! until the operator confirms it with `y`.
 
 use proposals::{Entry, Status, Tool};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap,
+};
 
 use crate::app::{App, Tone};
 use crate::diff;
@@ -186,7 +190,53 @@ pub fn render(frame: &mut Frame, app: &App) {
         }
     }
 
-    let footer_line = if let Some(note) = &app.note {
+    // The confirm screen of an approval into the manifest: the diff takes the detail pane.
+    if let Some((id, plan)) = &app.persist {
+        let mut lines = vec![Line::styled(
+            format!(
+                "approve {id} for this bottle and write it into bottle {} of the manifest:",
+                plan.bottle
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        )];
+        for l in plan.diff().lines() {
+            let style = match l.chars().next() {
+                Some('+') => Style::new().fg(Color::Green),
+                Some('-') => Style::new().fg(Color::Red),
+                _ => Style::new(),
+            };
+            lines.push(Line::styled(l.to_owned(), style));
+        }
+        frame.render_widget(Clear, detail);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::new().borders(Borders::ALL).title(" into the manifest ")),
+            detail,
+        );
+    }
+
+    let footer_line = if app.persist.is_some() {
+        Line::from(vec![
+            Span::styled(
+                "write this into the manifest and approve?",
+                Style::new().fg(Color::Yellow),
+            ),
+            Span::styled(
+                "  (y: write and approve, any other key: cancel)",
+                Style::new().fg(Color::DarkGray),
+            ),
+        ])
+    } else if let Some(text) = &app.duration {
+        Line::from(vec![
+            Span::styled("approve for: ", Style::new().fg(Color::Yellow)),
+            Span::raw(format!("{text}_")),
+            Span::styled(
+                "  (30s, 10m, 2h, 1d; Enter: approve, Esc: cancel)",
+                Style::new().fg(Color::DarkGray),
+            ),
+        ])
+    } else if let Some(note) = &app.note {
         Line::from(vec![
             Span::styled("reject note: ", Style::new().fg(Color::Yellow)),
             Span::raw(format!("{note}_")),
@@ -220,7 +270,7 @@ pub fn render(frame: &mut Frame, app: &App) {
         Line::styled(msg.clone(), style)
     } else {
         Line::styled(
-            "a approve  e edit  r reject  f filter bottle  j/k select  q quit",
+            "a approve  o once  t for a while  p into manifest  e edit  r reject  f filter  j/k select  q quit",
             Style::new().fg(Color::DarkGray),
         )
     };

@@ -226,3 +226,60 @@ fn selection_survives_reloads_and_arrivals_are_counted() {
         "falls back to the first"
     );
 }
+
+#[test]
+fn once_for_a_while_and_into_the_manifest() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    let id = "00000000000000a1".to_owned();
+    assert_eq!(
+        press(&mut app, KeyCode::Char('o')),
+        Action::Grant {
+            id: id.clone(),
+            grant: proposals::Grant::Once
+        }
+    );
+    // t opens the duration prompt; a bad duration says so and keeps it open
+    assert_eq!(press(&mut app, KeyCode::Char('t')), Action::None);
+    for c in "90x".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.message.as_ref().map(|m| m.0), Some(Tone::Error));
+    assert_eq!(app.duration.as_deref(), Some("90x"));
+    press(&mut app, KeyCode::Backspace);
+    press(&mut app, KeyCode::Char('m'));
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::Grant {
+            id: id.clone(),
+            grant: proposals::Grant::For { seconds: 5400 }
+        }
+    );
+    // Esc cancels the prompt without deciding
+    press(&mut app, KeyCode::Char('t'));
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!(app.duration, None);
+    // p asks the runner for the diff; the confirm screen takes y, anything else cancels
+    assert_eq!(
+        press(&mut app, KeyCode::Char('p')),
+        Action::PreviewPersist(id.clone())
+    );
+    let plan = proposals::persist::Plan {
+        file: "/p/bot-bottle.yaml".into(),
+        bottle: "dev".into(),
+        before: "a\n".into(),
+        after: "a\nb\n".into(),
+    };
+    app.persist = Some((id.clone(), plan.clone()));
+    assert_eq!(press(&mut app, KeyCode::Char('n')), Action::None);
+    assert_eq!(app.persist, None);
+    app.persist = Some((id.clone(), plan.clone()));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('y')),
+        Action::Persist {
+            id,
+            plan: Box::new(plan)
+        }
+    );
+}

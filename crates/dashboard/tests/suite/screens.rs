@@ -151,3 +151,28 @@ fn footer_after_an_unchanged_edit_and_after_the_next_key() {
     key(&mut app, KeyCode::Char('j'));
     insta::assert_snapshot!(format!("{after_edit}\n{}", footer(&app)));
 }
+
+#[test]
+fn duration_prompt_and_manifest_confirm_screen() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    key(&mut app, KeyCode::Char('t'));
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('h'));
+    let prompt = draw(&app);
+    key(&mut app, KeyCode::Esc);
+    let before = "bottles:\n  dev:\n    egress:\n      routes:\n        - host: crates.io\n  other: {}\n";
+    app.persist = Some((
+        "00000000000000a1".into(),
+        proposals::persist::Plan {
+            file: "/work/project/bot-bottle.yaml".into(),
+            bottle: "dev".into(),
+            before: before.into(),
+            after: before.replace(
+                "        - host: crates.io\n",
+                "        - host: crates.io\n        - host: pypi.org\n",
+            ),
+        },
+    ));
+    insta::assert_snapshot!(format!("{prompt}\n{}", draw(&app)));
+}
