@@ -403,11 +403,12 @@ fn approve(
     let operator = queue::operator_name();
     let queue = queue::answer_granted(&home, id, decision, final_file, notes, &operator, grant)
         .with_context(|| format!("cannot answer proposal {id}"))?;
-    println!(
-        "{decision} proposal {id} of bottle {} ({})",
-        queue.identity(),
-        grant.holds(entry.proposal.tool, None)
-    );
+    // How long it holds, when not the default (for the bottle).
+    let holds = match grant {
+        Grant::Bottle => String::new(),
+        g => format!(" ({})", g.holds(entry.proposal.tool, None)),
+    };
+    println!("{decision} proposal {id} of bottle {}{holds}", queue.identity());
     if let Some(plan) = plan {
         proposals::persist::write(&plan).with_context(|| {
             format!("proposal {id} is approved for this bottle, but the manifest was not changed")

@@ -233,6 +233,120 @@ fn approve_validates_the_file_then_writes_modified_and_reject_writes_notes() {
     );
 }
 
+#[test]
+fn approve_once_for_a_while_and_into_the_manifest() {
+    let (dir, home) = fixture();
+    let approve = |args: &[&str]| {
+        let mut all = vec!["proposals", "approve"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wait", "0"]);
+        bb(dir.path(), &all)
+    };
+    // A duration that is not one: refused, nothing sent.
+    let out = approve(&["00000000000000a1", "--for", "10x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("\"10x\" is not a duration; write a whole number and a unit: 30s, 10m, 2h or 1d"),
+        "{}",
+        text(&out.stderr)
+    );
+    let q = Queue::new(home.clone(), "claude-1a2b3").unwrap();
+    assert_eq!(q.response("00000000000000a1").unwrap(), None);
+    // --once and --for are one choice.
+    let out = approve(&["00000000000000a1", "--once", "--for", "1h"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    let out = approve(&["00000000000000a1", "--once"]);
+    assert_eq!(
+        text(&out.stdout),
+        "approved proposal 00000000000000a1 of bottle claude-1a2b3 (it holds for one request only, then it is gone)\n"
+    );
+    assert_eq!(
+        q.response("00000000000000a1").unwrap().unwrap().grant,
+        supervise::Grant::Once
+    );
+    let out = approve(&["00000000000000b2", "--for", "2h"]);
+    assert!(
+        text(&out.stdout).starts_with("approved proposal 00000000000000b2 of bottle codex-0b0b0 (it holds for 2h, then it is gone)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let r = Queue::new(home.clone(), "codex-0b0b0")
+        .unwrap()
+        .response("00000000000000b2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.grant, supervise::Grant::For { seconds: 7200 });
+    // The audit line of the decision records the grant.
+    let grants: Vec<Option<String>> = audit::read_all(&home, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.grant)
+        .collect();
+    assert_eq!(grants, vec![Some("once".to_owned()), Some("for 2h".to_owned())]);
+
+    // --persist: the bottle came from a manifest; the diff is shown, --yes writes it.
+    let manifest = dir.path().join("project/bot-bottle.yaml");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    let original = "# the project's bottles\nbottles:\n  dev:\n    egress:\n      routes:\n        - host: a.example # the API\nagents:\n  demo: {bottle: dev}\n";
+    std::fs::write(&manifest, original).unwrap();
+    std::fs::write(
+        home.state_dir("claude-1a2b3").join("metadata.json"),
+        serde_json::to_vec(&json!({
+            "agent": "demo", "cwd": dir.path(), "copy_cwd": false, "backend": "native",
+            "created": "2026-05-25T12:00:00Z", "manifest": manifest,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    put(
+        &home,
+        "00000000000000a3",
+        "claude-1a2b3",
+        Tool::EgressAllow,
+        "2026-05-25T12:00:03.000000Z",
+        "routes:\n  - host: a.example\n  - host: pypi.org\n    matches:\n      - methods: [GET]\n",
+        "install deps from pypi",
+    );
+    // Not a terminal and no --yes: nothing approved, nothing written.
+    let out = approve(&["00000000000000a3", "--persist"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("confirm with --yes"), "{}", text(&out.stderr));
+    assert_eq!(q.response("00000000000000a3").unwrap(), None);
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), original);
+
+    let out = approve(&["00000000000000a3", "--persist", "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("+        - host: pypi.org\n"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        original.replace(
+            "# the API\n",
+            "# the API\n        - host: pypi.org\n          matches:\n          - methods:\n            - GET\n"
+        )
+    );
+    assert_eq!(
+        q.response("00000000000000a3").unwrap().unwrap().grant,
+        supervise::Grant::Persist
+    );
+    // A gitleaks-allow has no route to write.
+    put(
+        &home,
+        "00000000000000b4",
+        "codex-0b0b0",
+        Tool::GitleaksAllow,
+        "2026-05-25T12:00:04.000000Z",
+        "0a1b:tests/g.py:generic-api-key:3\n",
+        "fixture",
+    );
+    let out = approve(&["00000000000000b4", "--persist", "--yes"]);
+    assert!(
+        text(&out.stderr).contains("a gitleaks-allow approval has none to write; approve it without --persist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_waits_until_the_running_bottle_applied_it() {
     let dir = tempfile::tempdir().unwrap();
