@@ -106,6 +106,47 @@ pub trait Applier: Send + Sync {
     async fn sweep(&self, _bottle: &str) -> Result<Swept, ApplyError> {
         Ok(Swept::default())
     }
+
+    /// Requests spent by routes with `uses`, as the egress proxy counts them:
+    /// (host, grant, requests spent). Empty when nothing counts.
+    async fn uses_spent(&self, _bottle: &str) -> Vec<(String, Option<String>, u32)> {
+        Vec::new()
+    }
+}
+
+/// The end of every route with a grant, as comment lines for `list-egress-routes`:
+/// `# routes[1] (api.example): 1 request left (approved once)`.
+pub fn grant_notes(text: &str, spent: &[(String, Option<String>, u32)]) -> String {
+    let Ok(config) = serde_saphyr::from_str::<EgressConfig>(text) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (i, r) in config.routes.iter().flatten().enumerate() {
+        let mut ends = Vec::new();
+        if let Some(limit) = r.uses {
+            let used = spent
+                .iter()
+                .find(|(h, g, _)| *h == r.host && *g == r.grant)
+                .map_or(0, |s| s.2);
+            let left = limit.saturating_sub(used);
+            ends.push(if left == 1 {
+                "1 request left".to_owned()
+            } else {
+                format!("{left} requests left")
+            });
+        }
+        if let Some(at) = &r.expires {
+            ends.push(format!("until {at}"));
+        }
+        if !ends.is_empty() {
+            out.push_str(&format!(
+                "# routes[{i}] ({}): {}, then it is gone\n",
+                r.host,
+                ends.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// One rule whose grant ended.
@@ -394,6 +435,10 @@ impl Applier for FileApplier {
         f.write_all(line.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(io_err("append to", &path))
+    }
+
+    async fn uses_spent(&self, bottle: &str) -> Vec<(String, Option<String>, u32)> {
+        self.uses.as_ref().map(|u| u(bottle)).unwrap_or_default()
     }
 
     async fn sweep(&self, bottle: &str) -> Result<Swept, ApplyError> {

@@ -165,7 +165,9 @@ pub fn tool_list() -> Vec<McpTool> {
             LIST_ROUTES,
             "Return the live egress routes (routes.yaml) of this bottle: the hosts, paths and \
              methods your HTTP(S) requests may reach. Answers at once. Call it before \
-             egress-allow or egress-block and edit the returned file.",
+             egress-allow or egress-block and edit the returned file. A route approved once \
+             or for a while has `uses` or `expires`, and a comment at the end says how much \
+             of it is left.",
             schema::<NoArgs>(),
         ),
         McpTool::new(
@@ -557,7 +559,19 @@ impl SuperviseServer {
         let shown = if text.trim().is_empty() {
             "routes: []\n".to_owned()
         } else {
-            text
+            // Routes approved once or for a while: how much is left, as comments.
+            let spent = self
+                .engine
+                .applier()
+                .uses_spent(self.engine.queue().identity())
+                .await;
+            let notes = crate::apply::grant_notes(&text, &spent);
+            if notes.is_empty() {
+                text
+            } else {
+                let sep = if text.ends_with('\n') { "" } else { "\n" };
+                format!("{text}{sep}{notes}")
+            }
         };
         Ok(CallToolResult::success(vec![ContentBlock::text(shown)]).into())
     }

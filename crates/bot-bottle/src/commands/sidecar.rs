@@ -359,6 +359,10 @@ impl supervise::Applier for SidecarApplier {
         })
     }
 
+    async fn uses_spent(&self, bottle: &str) -> Vec<(String, Option<String>, u32)> {
+        self.files.uses_spent(bottle).await
+    }
+
     async fn sweep(&self, bottle: &str) -> Result<supervise::Swept, supervise::ApplyError> {
         let mut swept = self.files.sweep(bottle).await?;
         let Some(path) = &self.gate_allowlist else {

@@ -88,6 +88,12 @@ async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
         answer.contains("How long: it holds for one request only, then it is gone."),
         "{answer}"
     );
+    // list-egress-routes shows what is left of it.
+    let (_, listed) = post(saddr, "127.0.0.1", &call(9, "list-egress-routes", json!({}))).await;
+    assert!(
+        listed.contains("# routes[1] (once.test): 1 request left, then it is gone"),
+        "{listed}"
+    );
     let url = "http://once.test/x";
     assert_eq!(through_proxy(paddr, "GET", url, "once.test", "").await, "HTTP/1.1 200 OK");
     assert_eq!(
