@@ -630,6 +630,59 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
+    #[test]
+    fn sweeping_takes_out_expired_and_used_up_routes_and_says_when_to_look_again() {
+        let mut config: EgressConfig = serde_saphyr::from_str(
+            "routes:\n  - host: keep.example\n  - host: gone.example\n    expires: 2026-05-25T12:00:00Z\n    grant: 00aa\n  - host: later.example\n    expires: 2026-05-25T12:10:00Z\n  - host: once.example\n    uses: 1\n    grant: 00bb\n  - host: fresh.example\n    uses: 1\n    grant: 00cc\n",
+        )
+        .unwrap();
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        let spent = vec![("once.example".to_owned(), Some("00bb".to_owned()), 1)];
+        let (ended, next) = sweep_routes(&mut config, &spent, now);
+        let hosts: Vec<&str> = config.routes.iter().flatten().map(|r| r.host.as_str()).collect();
+        assert_eq!(hosts, vec!["keep.example", "later.example", "fresh.example"]);
+        assert_eq!(
+            ended,
+            vec![
+                Ended {
+                    tool: Tool::EgressAllow,
+                    grant: Some("00aa".into()),
+                    what: "route gone.example".into(),
+                    why: "expired"
+                },
+                Ended {
+                    tool: Tool::EgressAllow,
+                    grant: Some("00bb".into()),
+                    what: "route once.example".into(),
+                    why: "used-up"
+                },
+            ]
+        );
+        // fresh.example's count is read again in a second; later.example ends in 10 min
+        assert_eq!(next, Some(USES_POLL));
+        assert_eq!(
+            grant_notes(&serde_saphyr::to_string(&config).unwrap(), &[]),
+            "# routes[1] (later.example): until 2026-05-25T12:10:00Z, then it is gone\n# routes[2] (fresh.example): 1 request left, then it is gone\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finding_allowed_for_a_while_carries_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileApplier::new(Home::new(dir.path()));
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        let stamp = Stamp::new(proposals::Grant::For { seconds: 600 }, "00aa", now);
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default()).await.unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &stamp).await.unwrap();
+        a.allow_finding("b-1", "c2:b.rs:rule:4", &Stamp::new(proposals::Grant::Once, "00bb", now))
+            .await
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
+            "c1:a.rs:rule:3\texpires=2026-05-25T12:10:00Z\tgrant=00aa\nc2:b.rs:rule:4\tuses=1\tgrant=00bb\n"
+        );
+    }
+
     #[tokio::test]
     async fn file_applier_reloads_first_then_writes_and_appends() {
         let dir = tempfile::tempdir().unwrap();
