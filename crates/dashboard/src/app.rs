@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use proposals::queue::{self, Entry, Problem, QueueError};
 use proposals::persist::Plan;
+use proposals::queue::{self, Entry, Problem, QueueError};
 use proposals::{Grant, Home, Status, Tool};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 

@@ -207,7 +207,15 @@ pub fn perform(
         }
         Action::PreviewPersist(_) => return (Tone::Info, String::new()),
         Action::Persist { id, plan } => {
-            match queue::answer_granted(home, id, Decision::Approved, None, None, operator, Grant::Persist) {
+            match queue::answer_granted(
+                home,
+                id,
+                Decision::Approved,
+                None,
+                None,
+                operator,
+                Grant::Persist,
+            ) {
                 Ok(_) => {
                     return match proposals::persist::write(plan) {
                         Ok(()) => (
@@ -219,7 +227,9 @@ pub fn perform(
                         ),
                         Err(e) => (
                             Tone::Error,
-                            format!("approved {id} for the bottle, but the manifest was not changed: {e}"),
+                            format!(
+                                "approved {id} for the bottle, but the manifest was not changed: {e}"
+                            ),
                         ),
                     };
                 }
@@ -274,7 +284,12 @@ pub fn preview_persist(home: &Home, app: &mut App, id: &str) {
     };
     match proposals::persist::plan(home, &entry.proposal, Decision::Approved, None) {
         Ok(plan) => app.persist = Some((id.to_owned(), plan)),
-        Err(e) => app.message = Some((Tone::Error, format!("cannot approve into the manifest: {e}"))),
+        Err(e) => {
+            app.message = Some((
+                Tone::Error,
+                format!("cannot approve into the manifest: {e}"),
+            ))
+        }
     }
 }
 

@@ -9,9 +9,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{
-    Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap,
-};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
 use crate::app::{App, Tone};
 use crate::diff;
@@ -209,9 +207,11 @@ pub fn render(frame: &mut Frame, app: &App) {
         }
         frame.render_widget(Clear, detail);
         frame.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(Block::new().borders(Borders::ALL).title(" into the manifest ")),
+            Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+                Block::new()
+                    .borders(Borders::ALL)
+                    .title(" into the manifest "),
+            ),
             detail,
         );
     }

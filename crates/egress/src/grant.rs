@@ -107,7 +107,12 @@ pub(crate) fn admit(uses: &Uses, policy: &Policy, index: Option<usize>) -> Resul
     {
         return Err(Ended::Expired);
     }
-    let route = policy.routes().config.routes.as_deref().and_then(|r| r.get(i));
+    let route = policy
+        .routes()
+        .config
+        .routes
+        .as_deref()
+        .and_then(|r| r.get(i));
     match route.and_then(|r| r.uses.map(|limit| (r, limit))) {
         Some((route, limit)) if !uses.spend(route, limit) => Err(Ended::UsedUp),
         _ => Ok(()),
@@ -156,7 +161,8 @@ mod tests {
             let t = time::OffsetDateTime::now_utc() + d;
             compiled(&format!(
                 "routes:\n  - host: a.example\n    expires: {}\n",
-                t.format(&time::format_description::well_known::Rfc3339).unwrap()
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
             ))
         };
         assert_eq!(

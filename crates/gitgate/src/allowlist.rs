@@ -124,7 +124,10 @@ fn read_text(path: &Path) -> Result<String, AllowlistError> {
 
 /// Reads the allowlist: the findings allowed now. A missing file is an empty allowlist.
 pub fn read_allowlist(path: &Path) -> Result<BTreeSet<String>, AllowlistError> {
-    Ok(allowed_now(&read_text(path)?, time::OffsetDateTime::now_utc()))
+    Ok(allowed_now(
+        &read_text(path)?,
+        time::OffsetDateTime::now_utc(),
+    ))
 }
 
 /// The findings of allowlist text allowed at `now`.

@@ -100,7 +100,13 @@ struct Block {
     child_indent: Option<usize>,
 }
 
-fn block_of(lines: &[&str], key_line: Option<usize>, start: usize, end: usize, indent: Option<usize>) -> Block {
+fn block_of(
+    lines: &[&str],
+    key_line: Option<usize>,
+    start: usize,
+    end: usize,
+    indent: Option<usize>,
+) -> Block {
     // The value ends at the first content line indented no deeper than the key.
     let mut stop = end;
     if let Some(indent) = indent {
@@ -390,7 +396,12 @@ mod tests {
     fn inline_blocks_are_refused_with_their_line() {
         let text = "bottles:\n  dev:\n    egress: {routes: [{host: a}]}\n";
         assert_eq!(
-            add_routes(text, &Place::File("dev"), &[route("b")], Path::new("m.yaml")),
+            add_routes(
+                text,
+                &Place::File("dev"),
+                &[route("b")],
+                Path::new("m.yaml")
+            ),
             Err(EditError::Inline {
                 path: "m.yaml".into(),
                 line: 3,
@@ -398,7 +409,12 @@ mod tests {
             })
         );
         assert!(matches!(
-            add_routes(text, &Place::File("nope"), &[route("b")], Path::new("m.yaml")),
+            add_routes(
+                text,
+                &Place::File("nope"),
+                &[route("b")],
+                Path::new("m.yaml")
+            ),
             Err(EditError::NoBottle { .. })
         ));
     }

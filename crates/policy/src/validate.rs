@@ -349,8 +349,8 @@ fn validate_route(
     }
     let credential = validate_credential(route, at, errors);
     let expires = route.expires.as_ref().and_then(|value| {
-        let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-            .ok();
+        let t =
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok();
         if t.is_none() {
             errors.push(PolicyError::InvalidExpires {
                 at: at.clone(),
@@ -614,7 +614,10 @@ mod tests {
         let v = validate(&config).unwrap();
         assert_eq!(
             (v.routes[0].expires, v.routes[0].uses),
-            (Some(time::macros::datetime!(2026-05-25 12:10:00 UTC)), Some(1))
+            (
+                Some(time::macros::datetime!(2026-05-25 12:10:00 UTC)),
+                Some(1)
+            )
         );
         assert_eq!(
             errors("routes:\n  - host: a.example\n    expires: in ten minutes\n    uses: 0\n"),

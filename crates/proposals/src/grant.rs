@@ -70,7 +70,10 @@ impl Grant {
                     "it holds for {} (until {at}), then it is gone",
                     format_duration(*seconds)
                 ),
-                None => format!("it holds for {}, then it is gone", format_duration(*seconds)),
+                None => format!(
+                    "it holds for {}, then it is gone",
+                    format_duration(*seconds)
+                ),
             },
             Grant::Bottle => "it holds for as long as this bottle runs".to_owned(),
             Grant::Persist => {
@@ -190,7 +193,7 @@ pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
 /// Formats seconds in the largest unit that divides them: `10m`, `2h`, `90s`.
 pub fn format_duration(seconds: u64) -> String {
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if seconds >= size && seconds % size == 0 {
+        if seconds >= size && seconds.is_multiple_of(size) {
             return format!("{}{unit}", seconds / size);
         }
     }
@@ -231,7 +234,18 @@ mod tests {
             ]
         );
         for bad in [
-            "", "10", "m", "1h30m", "1.5h", " 10m", "10m ", "+10m", "-1m", "10M", "10 m", "10min",
+            "",
+            "10",
+            "m",
+            "1h30m",
+            "1.5h",
+            " 10m",
+            "10m ",
+            "+10m",
+            "-1m",
+            "10M",
+            "10 m",
+            "10min",
             "99999999999h",
         ] {
             assert_eq!(

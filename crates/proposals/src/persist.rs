@@ -102,16 +102,17 @@ pub fn plan(
     };
     let proposed = validate::parse_routes(file).map_err(|e| other(&e))?;
     let live = match p.current_file.as_deref() {
-        Some(t) if !t.trim().is_empty() => {
-            crate::effect::parse_live(t).map_err(|e| other(&e))?
-        }
+        Some(t) if !t.trim().is_empty() => crate::effect::parse_live(t).map_err(|e| other(&e))?,
         _ => policy::EgressConfig::default(),
     };
     let live_routes = live.routes.unwrap_or_default();
     let mut added = Vec::new();
     let mut changed = Vec::new();
     for r in proposed.routes.unwrap_or_default() {
-        match live_routes.iter().find(|l| l.host == r.host && l.port == r.port) {
+        match live_routes
+            .iter()
+            .find(|l| l.host == r.host && l.port == r.port)
+        {
             None => added.push(r),
             Some(l) if *l != r => changed.push(r.host.clone()),
             Some(_) => {}
@@ -136,7 +137,8 @@ pub fn plan(
     let (file, place) = manifest::edit::bottle_file(&manifest_path, &bottle);
     let before = state::read::read_limited_to_string(&file, state::read::CONFIG_LIMIT)
         .map_err(|e| other(&e))?;
-    let after = manifest::edit::add_routes(&before, &place, &added, &file).map_err(|e| other(&e))?;
+    let after =
+        manifest::edit::add_routes(&before, &place, &added, &file).map_err(|e| other(&e))?;
     Ok(Plan {
         file,
         bottle: bottle.clone(),

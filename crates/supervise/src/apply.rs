@@ -639,8 +639,16 @@ mod tests {
         let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
         let spent = vec![("once.example".to_owned(), Some("00bb".to_owned()), 1)];
         let (ended, next) = sweep_routes(&mut config, &spent, now);
-        let hosts: Vec<&str> = config.routes.iter().flatten().map(|r| r.host.as_str()).collect();
-        assert_eq!(hosts, vec!["keep.example", "later.example", "fresh.example"]);
+        let hosts: Vec<&str> = config
+            .routes
+            .iter()
+            .flatten()
+            .map(|r| r.host.as_str())
+            .collect();
+        assert_eq!(
+            hosts,
+            vec!["keep.example", "later.example", "fresh.example"]
+        );
         assert_eq!(
             ended,
             vec![
@@ -672,11 +680,19 @@ mod tests {
         let a = FileApplier::new(Home::new(dir.path()));
         let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
         let stamp = Stamp::new(proposals::Grant::For { seconds: 600 }, "00aa", now);
-        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default()).await.unwrap();
-        a.allow_finding("b-1", "c1:a.rs:rule:3", &stamp).await.unwrap();
-        a.allow_finding("b-1", "c2:b.rs:rule:4", &Stamp::new(proposals::Grant::Once, "00bb", now))
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default())
             .await
             .unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &stamp)
+            .await
+            .unwrap();
+        a.allow_finding(
+            "b-1",
+            "c2:b.rs:rule:4",
+            &Stamp::new(proposals::Grant::Once, "00bb", now),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
             "c1:a.rs:rule:3\texpires=2026-05-25T12:10:00Z\tgrant=00aa\nc2:b.rs:rule:4\tuses=1\tgrant=00bb\n"
@@ -721,11 +737,13 @@ mod tests {
         );
 
         assert_eq!(
-            a.attach_token("b-1", "api.example", "OTHER", &Stamp::default()).await,
+            a.attach_token("b-1", "api.example", "OTHER", &Stamp::default())
+                .await,
             Err(ApplyError::UnknownToken("OTHER".into()))
         );
         assert_eq!(
-            a.attach_token("b-1", "nope.example", "API_TOKEN", &Stamp::default()).await,
+            a.attach_token("b-1", "nope.example", "API_TOKEN", &Stamp::default())
+                .await,
             Err(ApplyError::NoRoute("nope.example".into()))
         );
         a.attach_token("b-1", "api.example", "API_TOKEN", &Stamp::default())
@@ -739,9 +757,15 @@ mod tests {
             (Some("API_TOKEN"), Some("Bearer"))
         );
 
-        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default()).await.unwrap();
-        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default()).await.unwrap();
-        a.allow_finding("b-1", "c2:b.rs:rule:4", &Stamp::default()).await.unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default())
+            .await
+            .unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default())
+            .await
+            .unwrap();
+        a.allow_finding("b-1", "c2:b.rs:rule:4", &Stamp::default())
+            .await
+            .unwrap();
         assert_eq!(
             fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
             "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"

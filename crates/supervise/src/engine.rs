@@ -439,10 +439,14 @@ impl Engine {
                 before,
                 after,
                 error: None,
-                effect: vec![format!("removes {}: its grant {}", ended.what, match ended.why {
-                    "used-up" => "is used up",
-                    _ => "expired",
-                })],
+                effect: vec![format!(
+                    "removes {}: its grant {}",
+                    ended.what,
+                    match ended.why {
+                        "used-up" => "is used up",
+                        _ => "expired",
+                    }
+                )],
                 stage: Some(ended.why.to_owned()),
                 grant: Some(format!("ended: {}", ended.why)),
             };

@@ -385,13 +385,11 @@ fn approve(
     };
     // The manifest diff is shown and confirmed before anything is decided.
     let plan = if grant == Grant::Persist {
-        let plan = proposals::persist::plan(
-            &home,
-            &entry.proposal,
-            decision,
-            final_file.as_deref(),
-        )
-        .with_context(|| format!("cannot write proposal {id} into the manifest; nothing was approved"))?;
+        let plan =
+            proposals::persist::plan(&home, &entry.proposal, decision, final_file.as_deref())
+                .with_context(|| {
+                    format!("cannot write proposal {id} into the manifest; nothing was approved")
+                })?;
         if !confirm_persist(&plan, grant_args.yes)? {
             println!("not approved: proposal {id} is still pending");
             return Ok(ExitCode::from(NOT_APPLIED));
@@ -408,7 +406,10 @@ fn approve(
         Grant::Bottle => String::new(),
         g => format!(" ({})", g.holds(entry.proposal.tool, None)),
     };
-    println!("{decision} proposal {id} of bottle {}{holds}", queue.identity());
+    println!(
+        "{decision} proposal {id} of bottle {}{holds}",
+        queue.identity()
+    );
     if let Some(plan) = plan {
         proposals::persist::write(&plan).with_context(|| {
             format!("proposal {id} is approved for this bottle, but the manifest was not changed")

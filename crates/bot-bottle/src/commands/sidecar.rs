@@ -379,7 +379,11 @@ impl supervise::Applier for SidecarApplier {
                 tool: supervise::Tool::GitleaksAllow,
                 grant: a.grant,
                 what: format!("finding {}", a.finding),
-                why: if a.uses == Some(0) { "used-up" } else { "expired" },
+                why: if a.uses == Some(0) {
+                    "used-up"
+                } else {
+                    "expired"
+                },
             });
         }
         // The next allowed finding to end.

@@ -246,7 +246,9 @@ fn approve_once_for_a_while_and_into_the_manifest() {
     let out = approve(&["00000000000000a1", "--for", "10x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("\"10x\" is not a duration; write a whole number and a unit: 30s, 10m, 2h or 1d"),
+        text(&out.stderr).contains(
+            "\"10x\" is not a duration; write a whole number and a unit: 30s, 10m, 2h or 1d"
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -283,7 +285,10 @@ fn approve_once_for_a_while_and_into_the_manifest() {
         .into_iter()
         .map(|e| e.grant)
         .collect();
-    assert_eq!(grants, vec![Some("once".to_owned()), Some("for 2h".to_owned())]);
+    assert_eq!(
+        grants,
+        vec![Some("once".to_owned()), Some("for 2h".to_owned())]
+    );
 
     // --persist: the bottle came from a manifest; the diff is shown, --yes writes it.
     let manifest = dir.path().join("project/bot-bottle.yaml");
@@ -311,7 +316,11 @@ fn approve_once_for_a_while_and_into_the_manifest() {
     // Not a terminal and no --yes: nothing approved, nothing written.
     let out = approve(&["00000000000000a3", "--persist"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("confirm with --yes"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("confirm with --yes"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(q.response("00000000000000a3").unwrap(), None);
     assert_eq!(std::fs::read_to_string(&manifest).unwrap(), original);
 
@@ -341,7 +350,8 @@ fn approve_once_for_a_while_and_into_the_manifest() {
     );
     let out = approve(&["00000000000000b4", "--persist", "--yes"]);
     assert!(
-        text(&out.stderr).contains("a gitleaks-allow approval has none to write; approve it without --persist"),
+        text(&out.stderr)
+            .contains("a gitleaks-allow approval has none to write; approve it without --persist"),
         "{}",
         text(&out.stderr)
     );

@@ -161,7 +161,8 @@ fn duration_prompt_and_manifest_confirm_screen() {
     key(&mut app, KeyCode::Char('h'));
     let prompt = draw(&app);
     key(&mut app, KeyCode::Esc);
-    let before = "bottles:\n  dev:\n    egress:\n      routes:\n        - host: crates.io\n  other: {}\n";
+    let before =
+        "bottles:\n  dev:\n    egress:\n      routes:\n        - host: crates.io\n  other: {}\n";
     app.persist = Some((
         "00000000000000a1".into(),
         proposals::persist::Plan {

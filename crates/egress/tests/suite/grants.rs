@@ -23,13 +23,18 @@ async fn a_once_route_serves_exactly_one_request() {
         [(200, None), (403, Some("grant-used-up")), (200, None)]
     );
     assert!(
-        second
-            .body
-            .contains("routes[0] (api.test) was approved for a limited number of requests, all used"),
+        second.body.contains(
+            "routes[0] (api.test) was approved for a limited number of requests, all used"
+        ),
         "{}",
         second.body
     );
-    let seen: Vec<String> = h.upstream.requests().iter().map(|r| r.path.clone()).collect();
+    let seen: Vec<String> = h
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
     assert_eq!(seen, vec!["/one", "/three"]);
     // The count belongs to the route: a reload that carries it keeps it used up.
     assert_eq!(h.routes.used(), vec![("api.test".to_owned(), None, 1)]);

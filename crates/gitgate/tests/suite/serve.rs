@@ -180,7 +180,8 @@ async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() 
     let out = push(&work).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("the approval of finding config/prod.env:2 was for one push; it is used"),
+        stderr(&out)
+            .contains("the approval of finding config/prod.env:2 was for one push; it is used"),
         "{}",
         stderr(&out)
     );
@@ -198,7 +199,11 @@ async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() 
     );
     let out = push(&work).await;
     assert!(!out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("1 possible secret"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 possible secret"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(git(&up, &["rev-parse", "main"]), before);
     // Allowed for a while that has passed: refused, with nobody but the gate running.
     std::fs::write(

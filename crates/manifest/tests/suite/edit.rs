@@ -33,10 +33,16 @@ fn persist_into_the_file_form_keeps_its_comments() {
     let path = examples().join("bot-bottle.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let (file, place) = bottle_file(&path, "dev");
-    assert_eq!((file.as_path(), &place), (path.as_path(), &Place::File("dev")));
+    assert_eq!(
+        (file.as_path(), &place),
+        (path.as_path(), &Place::File("dev"))
+    );
     let edited = add_routes(&text, &place, &[new_route()], Path::new("bot-bottle.yaml")).unwrap();
     // Every line of the original is still there, in order.
-    let kept: Vec<&str> = text.lines().filter(|l| !l.contains("egress: {log: all}")).collect();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("egress: {log: all}"))
+        .collect();
     let mut rest = edited.lines();
     for line in &kept {
         assert!(rest.any(|l| l == *line), "lost {line:?}");
@@ -44,7 +50,10 @@ fn persist_into_the_file_form_keeps_its_comments() {
     insta::assert_snapshot!("persist_file_form", similar_diff(&text, &edited));
     let m = Manifest::from_yaml(&path, &edited, None);
     assert_eq!(m.errors(), &[]);
-    assert_eq!(hosts(&m, "dev").last().map(String::as_str), Some("pypi.org"));
+    assert_eq!(
+        hosts(&m, "dev").last().map(String::as_str),
+        Some("pypi.org")
+    );
 }
 
 #[test]
@@ -65,7 +74,12 @@ fn persist_into_the_directory_form_edits_the_front_matter() {
     assert_eq!(m.errors(), &[]);
     assert_eq!(
         hosts(&m, "net"),
-        vec!["crates.io", "*.crates.io", "static.rust-lang.org", "pypi.org"]
+        vec![
+            "crates.io",
+            "*.crates.io",
+            "static.rust-lang.org",
+            "pypi.org"
+        ]
     );
 }
 

@@ -83,25 +83,38 @@ async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
     .unwrap();
     let (_, answer) = agent.await.unwrap();
     let r = result_of(&answer);
-    assert_eq!((r["status"].as_str(), r["grant"].as_str()), (Some("approved"), Some("once")));
+    assert_eq!(
+        (r["status"].as_str(), r["grant"].as_str()),
+        (Some("approved"), Some("once"))
+    );
     assert!(
         answer.contains("How long: it holds for one request only, then it is gone."),
         "{answer}"
     );
     // list-egress-routes shows what is left of it.
-    let (_, listed) = post(saddr, "127.0.0.1", &call(9, "list-egress-routes", json!({}))).await;
+    let (_, listed) = post(
+        saddr,
+        "127.0.0.1",
+        &call(9, "list-egress-routes", json!({})),
+    )
+    .await;
     assert!(
         listed.contains("# routes[1] (once.test): 1 request left, then it is gone"),
         "{listed}"
     );
     let url = "http://once.test/x";
-    assert_eq!(through_proxy(paddr, "GET", url, "once.test", "").await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        through_proxy(paddr, "GET", url, "once.test", "").await,
+        "HTTP/1.1 200 OK"
+    );
     assert_eq!(
         through_proxy(paddr, "GET", url, "once.test", "").await,
         "HTTP/1.1 403 Forbidden"
     );
     until("the used-up route leaves the live routes", async || {
-        !std::fs::read_to_string(&routes_file).unwrap().contains("once.test")
+        !std::fs::read_to_string(&routes_file)
+            .unwrap()
+            .contains("once.test")
     })
     .await;
 
@@ -125,19 +138,33 @@ async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
     )
     .unwrap();
     let (_, answer) = agent.await.unwrap();
-    assert!(answer.contains("How long: it holds for 2s (until "), "{answer}");
+    assert!(
+        answer.contains("How long: it holds for 2s (until "),
+        "{answer}"
+    );
     let url = "http://timed.test/y";
-    assert_eq!(through_proxy(paddr, "GET", url, "timed.test", "").await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        through_proxy(paddr, "GET", url, "timed.test", "").await,
+        "HTTP/1.1 200 OK"
+    );
     until("the proxy refuses the expired route", async || {
         through_proxy(paddr, "GET", url, "timed.test", "").await == "HTTP/1.1 403 Forbidden"
     })
     .await;
     until("the expired route leaves the live routes", async || {
-        !std::fs::read_to_string(&routes_file).unwrap().contains("timed.test")
+        !std::fs::read_to_string(&routes_file)
+            .unwrap()
+            .contains("timed.test")
     })
     .await;
     assert_eq!(
-        routes.config().routes.unwrap().iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+        routes
+            .config()
+            .routes
+            .unwrap()
+            .iter()
+            .map(|r| r.host.as_str())
+            .collect::<Vec<_>>(),
         vec!["other.test"]
     );
 
@@ -148,20 +175,52 @@ async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
             .into_iter()
             .filter(|e| e.stage.as_deref() != Some("decided"))
             .map(|e| {
-                let grant = e.grant.map(|g| g.split(" until ").next().unwrap().to_owned());
-                (e.proposal_id, e.stage.unwrap_or_default(), grant, e.effect.join("; "))
+                let grant = e
+                    .grant
+                    .map(|g| g.split(" until ").next().unwrap().to_owned());
+                (
+                    e.proposal_id,
+                    e.stage.unwrap_or_default(),
+                    grant,
+                    e.effect.join("; "),
+                )
             })
             .collect();
     let line = |id: &str, stage: &str, grant: &str, effect: &str| {
-        (id.to_owned(), stage.to_owned(), Some(grant.to_owned()), effect.to_owned())
+        (
+            id.to_owned(),
+            stage.to_owned(),
+            Some(grant.to_owned()),
+            effect.to_owned(),
+        )
     };
     assert_eq!(
         log,
         vec![
-            line(&once_id, "applied", "once", "adds host once.test: any request"),
-            line(&once_id, "used-up", "ended: used-up", "removes route once.test: its grant is used up"),
-            line(&timed_id, "applied", "for 2s", "adds host timed.test: any request"),
-            line(&timed_id, "expired", "ended: expired", "removes route timed.test: its grant expired"),
+            line(
+                &once_id,
+                "applied",
+                "once",
+                "adds host once.test: any request"
+            ),
+            line(
+                &once_id,
+                "used-up",
+                "ended: used-up",
+                "removes route once.test: its grant is used up"
+            ),
+            line(
+                &timed_id,
+                "applied",
+                "for 2s",
+                "adds host timed.test: any request"
+            ),
+            line(
+                &timed_id,
+                "expired",
+                "ended: expired",
+                "removes route timed.test: its grant expired"
+            ),
         ]
     );
     let (breaks, files) = supervise::audit::verify(&home).unwrap();
