@@ -115,7 +115,7 @@ mod tests {
         assert!(shown.contains("hots"), "{shown}");
         assert_eq!(
             shown,
-            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths"
+            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant"
         );
     }
 
