@@ -286,12 +286,16 @@ mod tests {
         let live = parse("routes:\n  - host: a.example\n");
         let mut proposed = parse("routes:\n  - host: a.example\n  - host: b.example\n");
         let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
-        Stamp::new(Grant::For { seconds: 600 }, "00aa", now)
+        Stamp::new(Grant::For { seconds: 600 }, "0000000000000012", now)
             .apply_to_new_routes(&live, &mut proposed);
         assert_eq!(
             serde_saphyr::to_string(&proposed).unwrap(),
-            "routes:\n  - host: a.example\n  - host: b.example\n    expires: 2026-05-25T12:10:00Z\n    grant: 00aa\n"
+            "routes:\n- host: a.example\n- host: b.example\n  expires: \"2026-05-25T12:10:00Z\"\n  grant: \"0000000000000012\"\n"
         );
+        // and it reads back as it was written (an all-digit id stays a string)
+        let back: policy::EgressConfig =
+            serde_saphyr::from_str(&serde_saphyr::to_string(&proposed).unwrap()).unwrap();
+        assert_eq!(back, proposed);
         assert!(Stamp::new(Grant::Bottle, "00aa", now).is_empty());
         assert_eq!(Stamp::new(Grant::Once, "00aa", now).uses, Some(1));
     }
