@@ -397,3 +397,75 @@ impl supervise::Applier for SidecarApplier {
         Ok(swept)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use supervise::Applier;
+
+    #[tokio::test]
+    async fn findings_approved_once_or_for_a_while_reach_the_gate_and_are_swept_when_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate_file = gitgate::allowlist_path(&dir.path().join("gate"));
+        let applier = SidecarApplier {
+            files: supervise::FileApplier::new(supervise::Home::new(dir.path().join("home"))),
+            gate_allowlist: Some(gate_file.clone()),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let once = proposals::grant::Stamp::new(proposals::Grant::Once, "00000000000000a1", now);
+        let past = proposals::grant::Stamp {
+            expires: Some("2020-01-01T00:00:00Z".into()),
+            uses: None,
+            grant: Some("00000000000000b2".into()),
+        };
+        applier
+            .allow_finding("b-1", "c1:a.rs:r:1", &once)
+            .await
+            .unwrap();
+        applier
+            .allow_finding("b-1", "c2:b.rs:r:2", &past)
+            .await
+            .unwrap();
+        applier
+            .allow_finding("b-1", "c3:c.rs:r:3", &proposals::grant::Stamp::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&gate_file).unwrap(),
+            "c1:a.rs:r:1\tuses=1\tgrant=00000000000000a1\nc2:b.rs:r:2\texpires=2020-01-01T00:00:00Z\tgrant=00000000000000b2\nc3:c.rs:r:3\n"
+        );
+        // what the gate allows now: the once one and the permanent one
+        assert_eq!(
+            gitgate::read_allowlist(&gate_file).unwrap(),
+            ["c1:a.rs:r:1", "c3:c.rs:r:3"].map(String::from).into()
+        );
+        // the gate spends the once-approval after a push; the sweep takes both ended out
+        gitgate::spend_uses(&gate_file, &["c1:a.rs:r:1".to_owned()].into()).unwrap();
+        let swept = applier.sweep("b-1").await.unwrap();
+        let ended: Vec<(Option<String>, String, &str)> = swept
+            .ended
+            .into_iter()
+            .map(|e| (e.grant, e.what, e.why))
+            .collect();
+        assert_eq!(
+            ended,
+            vec![
+                (
+                    Some("00000000000000a1".to_owned()),
+                    "finding c1:a.rs:r:1".to_owned(),
+                    "used-up"
+                ),
+                (
+                    Some("00000000000000b2".to_owned()),
+                    "finding c2:b.rs:r:2".to_owned(),
+                    "expired"
+                ),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&gate_file).unwrap(),
+            "c3:c.rs:r:3\n"
+        );
+    }
+}
