@@ -47,15 +47,22 @@ async fn a_once_route_serves_exactly_one_request() {
 
 #[tokio::test]
 async fn a_route_for_a_while_stops_at_its_expiry_with_nobody_watching() {
-    let expires = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::seconds(4))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let h = start(&format!(
         "routes:\n  - host: api.test\n    connect_to: UPSTREAM\n    expires: {expires}\n"
     ))
     .await;
+    let at = time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+        .unwrap();
     let before = h.https("GET", "api.test", 443, "/before", &[]).await;
-    assert_eq!(before.status, 200, "{}", before.body);
+    // It works until its time; only a machine too slow to ask within 4 s sees it refused.
+    if time::OffsetDateTime::now_utc() < at {
+        assert_eq!(before.status, 200, "{}", before.body);
+    } else {
+        eprintln!("note: the first request came after the expiry; only the end is checked");
+    }
     // Wait on the effect: the same request until the proxy refuses it (bounded).
     let mut last = before;
     for _ in 0..100 {
