@@ -10,4 +10,6 @@ pub mod run;
 pub mod ui;
 
 pub use app::{Action, App, Snapshot, Tone, snapshot};
-pub use run::{DashboardError, Event, QueueWatch, edit_in_editor, perform, run, watch_queues};
+pub use run::{
+    DashboardError, Event, QueueWatch, edit_in_editor, perform, preview_persist, run, watch_queues,
+};

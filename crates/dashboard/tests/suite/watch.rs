@@ -101,6 +101,89 @@ fn actions_write_validated_responses() {
 }
 
 #[test]
+fn grant_keys_write_responses_and_the_manifest_after_the_confirm_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let a = propose(&q, "a.example");
+    let b = propose(&q, "b.example");
+    let c = propose(&q, "c.example");
+    // The bottle was started from this manifest, for agent demo of bottle dev.
+    let manifest = dir.path().join("bot-bottle.yaml");
+    let original = "bottles:\n  dev:\n    egress:\n      routes:\n        - host: z.example # kept\nagents:\n  demo: {bottle: dev}\n";
+    std::fs::write(&manifest, original).unwrap();
+    std::fs::create_dir_all(home.state_dir("dev-00001")).unwrap();
+    std::fs::write(
+        home.state_dir("dev-00001").join("metadata.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "agent": "demo", "cwd": dir.path(), "copy_cwd": false, "backend": "native",
+            "created": "2026-05-25T12:00:00Z", "manifest": manifest,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut app = App::new(None);
+    app.load(dashboard::snapshot(&home).unwrap());
+
+    let once = Action::Grant {
+        id: a.id.clone(),
+        grant: proposals::Grant::Once,
+    };
+    let (tone, msg) = dashboard::perform(&home, &app, &once, "op", None);
+    assert_eq!(
+        (tone, msg),
+        (
+            Tone::Info,
+            format!(
+                "approved {} (it holds for one request only, then it is gone); its bottle applies it now",
+                a.id
+            )
+        )
+    );
+    assert_eq!(
+        q.response(&a.id).unwrap().unwrap().grant,
+        proposals::Grant::Once
+    );
+    let timed = Action::Grant {
+        id: b.id.clone(),
+        grant: proposals::Grant::For { seconds: 600 },
+    };
+    dashboard::perform(&home, &app, &timed, "op", None);
+    assert_eq!(
+        q.response(&b.id).unwrap().unwrap().grant,
+        proposals::Grant::For { seconds: 600 }
+    );
+
+    // p: the confirm screen with the diff; nothing written or decided before y.
+    dashboard::preview_persist(&home, &mut app, &c.id);
+    let (id, plan) = app.persist.clone().unwrap();
+    assert_eq!(
+        (id.as_str(), plan.file.as_path()),
+        (c.id.as_str(), manifest.as_path())
+    );
+    assert!(
+        plan.diff().contains("+        - host: c.example\n"),
+        "{}",
+        plan.diff()
+    );
+    assert_eq!(q.response(&c.id).unwrap(), None);
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), original);
+    let action = app.handle_key(ratatui::crossterm::event::KeyEvent::from(
+        ratatui::crossterm::event::KeyCode::Char('y'),
+    ));
+    let (tone, msg) = dashboard::perform(&home, &app, &action, "op", None);
+    assert_eq!(tone, Tone::Info, "{msg}");
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        original.replace("# kept\n", "# kept\n        - host: c.example\n")
+    );
+    assert_eq!(
+        q.response(&c.id).unwrap().unwrap().grant,
+        proposals::Grant::Persist
+    );
+}
+
+#[test]
 fn an_idle_sidecar_and_its_own_reloads_do_not_wake_the_dashboard() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path());
