@@ -21,6 +21,7 @@
 mod body;
 pub mod ca;
 pub mod config;
+mod dlp;
 mod idle;
 pub mod log;
 pub mod net;
@@ -31,6 +32,7 @@ mod strict;
 mod upstream;
 
 pub use body::IdleTimeout;
+pub use dlp::{DlpLog, MARKER as DLP_MARKER};
 pub use config::{ConnectTo, ConnectToError, EnvReader, Limits, ProxyConfig, Timeouts};
 pub use log::{LogEntry, LogSink};
 pub use net::{Resolve, ResolveFuture, StaticResolver, SystemResolver};

@@ -219,6 +219,12 @@ pub struct ValidatedRoute {
     pub websocket: bool,
     /// Paths judged and forwarded as written.
     pub dangerously_raw_paths: bool,
+    /// What egress does with a secret in a request on this route.
+    pub dlp: crate::raw::DlpMode,
+    /// Rule ids allowed to leave on this route.
+    pub dlp_allow: Vec<String>,
+    /// Bodies that cannot be scanned are forwarded instead of refused.
+    pub dangerously_dlp_pass_unscannable: bool,
 }
 
 /// A configuration that passed validation, ready for [`crate::Policy::new`].
@@ -425,6 +431,9 @@ fn validate_route(
         matches,
         websocket: route.websocket.unwrap_or(false),
         dangerously_raw_paths: route.dangerously_raw_paths.unwrap_or(false),
+        dlp: route.dlp.unwrap_or_default(),
+        dlp_allow: route.dlp_allow.clone().unwrap_or_default(),
+        dangerously_dlp_pass_unscannable: route.dangerously_dlp_pass_unscannable.unwrap_or(false),
     })
 }
 
