@@ -32,6 +32,27 @@ pub(crate) struct Checked {
     pub verdict: Verdict,
 }
 
+/// [`check`], unless `skip` (`dangerously_skip_dlp`): then the request goes as it is.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn check_unless(
+    skip: bool,
+    loaded: &Loaded,
+    route: Option<usize>,
+    parts: &mut http::request::Parts,
+    injected: Option<&HeaderName>,
+    body: Incoming,
+    idle: Duration,
+    report: Report,
+) -> Result<Checked, Refused> {
+    if skip {
+        return Ok(Checked {
+            body: body.map_err(BoxError::from).boxed(),
+            verdict: Arc::new(OnceLock::new()),
+        });
+    }
+    check(loaded, route, parts, injected, body, idle, report).await
+}
+
 /// Checks the head of a request, rewrites what `redact` mode cuts out, and wraps its body.
 /// `injected` is the credential header egress set itself (not scanned).
 pub(crate) async fn check(

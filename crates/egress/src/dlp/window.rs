@@ -2,7 +2,7 @@
 //! last [`HOLD`] bytes is let go. A secret shorter than `HOLD - MARGIN` is therefore whole in
 //! the window before any byte of it is let go, wherever the chunks were cut; a finding that
 //! ends within [`MARGIN`] of what has arrived waits for more (a longer match may follow).
-//! Memory is bounded by `HOLD + CONTEXT` plus one chunk, whatever the body's size.
+//! Memory is bounded by `HOLD + CONTEXT + BATCH` plus one chunk, whatever the body's size.
 
 use bytes::Bytes;
 
@@ -15,6 +15,9 @@ pub(crate) const HOLD: usize = 16 * 1024;
 const MARGIN: usize = 1024;
 /// Bytes already let go that stay in front of the window, for the rules' context.
 const CONTEXT: usize = 1024;
+/// New bytes gathered before the window is scanned again: each scan also reads the held and
+/// context bytes again, so scanning every small chunk would read a body several times.
+const BATCH: usize = 128 * 1024;
 
 /// The window of one body.
 #[derive(Debug, Default)]
@@ -36,6 +39,9 @@ impl Window {
         report: &Report,
     ) -> Result<Option<Bytes>, Stop> {
         self.buf.extend_from_slice(chunk);
+        if self.buf.len() < self.sent + HOLD + BATCH {
+            return Ok(None);
+        }
         self.judge(false, det, route, report)?;
         let cut = self.buf.len().saturating_sub(HOLD);
         if cut <= self.sent {
@@ -137,6 +143,25 @@ mod tests {
         (result, logs)
     }
 
+    #[test]
+    fn keys_at_many_places_of_a_large_body_in_small_chunks_are_all_redacted() {
+        let mut body = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let filler = vec![b'a' + (i % 20) as u8; 9_000 + i * 731];
+            body.extend_from_slice(&filler);
+            expected.extend_from_slice(&filler);
+            body.extend_from_slice(format!(" key={AWS} ").as_bytes());
+            expected.extend_from_slice(format!(" key={MARKER} ").as_bytes());
+        }
+        for chunk in [997, 16 * 1024, 100_000] {
+            let chunks: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+            let (out, logs) = run(DlpMode::Redact, &chunks);
+            assert!(out.unwrap() == expected, "chunks of {chunk}");
+            assert_eq!(logs.len(), 40, "chunks of {chunk}");
+        }
+    }
+
     fn body_with_key(filler: usize) -> Vec<u8> {
         let mut b = vec![b'a'; filler];
         b.extend_from_slice(format!(" key={AWS} ").as_bytes());
@@ -146,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_key_split_at_every_offset_is_redacted_and_never_let_go() {
-        let body = body_with_key(40_000);
+        let body = body_with_key(200_000);
         let at = body.windows(AWS.len()).position(|w| w == AWS.as_bytes()).unwrap();
         for cut in [at - 1, at, at + 1, at + 7, at + AWS.len() - 1, at + AWS.len()] {
             let chunks = vec![body[..cut].to_vec(), body[cut..].to_vec()];
@@ -160,7 +185,7 @@ mod tests {
 
     #[test]
     fn block_stops_before_any_byte_of_the_key_goes() {
-        let body = body_with_key(40_000);
+        let body = body_with_key(400_000);
         let chunks: Vec<Vec<u8>> = body.chunks(1000).map(<[u8]>::to_vec).collect();
         let det = Detector::new(scanner().unwrap(), &[]).unwrap();
         let route = RouteDlp::default();

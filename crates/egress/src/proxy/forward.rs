@@ -331,7 +331,8 @@ pub(super) async fn forward(
     // Outbound DLP: the head and the first window of the body, before any upstream is
     // contacted; the rest of the body is scanned as it streams.
     let report = dlp_report(&shared, &method, &host, &path, decision.route);
-    let checked = match crate::dlp::request::check(
+    let checked = match crate::dlp::request::check_unless(
+        shared.skip_dlp,
         &loaded,
         decision.route,
         &mut parts,

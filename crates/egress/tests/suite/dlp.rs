@@ -228,17 +228,23 @@ async fn post_chunks(h: &Harness, host: &str, chunks: &[&[u8]]) -> String {
         "POST /v1/up HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
     tls.write_all(head.as_bytes()).await.unwrap();
+    // a refusal may close the connection before the whole body is written
+    let mut open = true;
     for c in chunks {
-        tls.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await.unwrap();
-        tls.write_all(c).await.unwrap();
-        tls.write_all(b"\r\n").await.unwrap();
-        tls.flush().await.unwrap();
+        let mut frame = format!("{:x}\r\n", c.len()).into_bytes();
+        frame.extend_from_slice(c);
+        frame.extend_from_slice(b"\r\n");
+        if tls.write_all(&frame).await.is_err() || tls.flush().await.is_err() {
+            open = false;
+            break;
+        }
         // let the proxy read this chunk as a frame of its own
-        tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    tls.write_all(b"0\r\n\r\n").await.unwrap();
-    tls.flush().await.unwrap();
+    if open {
+        let _ = tls.write_all(b"0\r\n\r\n").await;
+        let _ = tls.flush().await;
+    }
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_string()
@@ -280,6 +286,18 @@ async fn a_key_split_across_two_chunks_is_caught() {
     let status = post_chunks(&h, "api.test", &[a, b]).await;
     assert_ne!(status, "HTTP/1.1 200 OK");
     assert!(!arrived(&h).contains(KEY));
+
+    // past the first window the request is already on its way: DLP stops the body before
+    // the key, the upstream sees an aborted request, the agent a 403
+    let filler = "x".repeat(400_000);
+    let big = format!("{filler} aws_key={KEY} {filler}");
+    let at = big.find(KEY).unwrap() as u64;
+    let chunks: Vec<&[u8]> = big.as_bytes().chunks(64 * 1024).collect();
+    let status = post_chunks(&h, "api.test", &chunks).await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    for r in h.upstream.take() {
+        assert!(r.body_len < at, "{} bytes arrived, the key starts at {at}", r.body_len);
+    }
 }
 
 #[tokio::test]
