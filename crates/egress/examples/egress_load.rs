@@ -78,7 +78,9 @@ fn parse() -> Opts {
         path: get("--path").unwrap_or_else(|| "/".into()),
         tunnels: get("--tunnels").map(|c| c.parse().unwrap()).unwrap_or(1000),
         body: json_body(get("--body-bytes").map(|c| c.parse().unwrap()).unwrap_or(0)),
-        upload_mb: get("--upload-mb").map(|c| c.parse().unwrap()).unwrap_or(100),
+        upload_mb: get("--upload-mb")
+            .map(|c| c.parse().unwrap())
+            .unwrap_or(100),
     }
 }
 

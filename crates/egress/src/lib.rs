@@ -32,8 +32,8 @@ mod strict;
 mod upstream;
 
 pub use body::IdleTimeout;
-pub use dlp::{DlpLog, MARKER as DLP_MARKER};
 pub use config::{ConnectTo, ConnectToError, EnvReader, Limits, ProxyConfig, Timeouts};
+pub use dlp::{DlpLog, MARKER as DLP_MARKER};
 pub use log::{LogEntry, LogSink};
 pub use net::{Resolve, ResolveFuture, StaticResolver, SystemResolver};
 pub use proxy::{INTROSPECTION_HOST, Proxy, ProxyError, serve};

@@ -62,7 +62,10 @@ pub fn parse_dlp_allow(text: &str) -> Result<DlpAllowRequest, ValidationError> {
     let req: DlpAllowRequest = serde_saphyr::from_str(text).map_err(|e| {
         ValidationError::DlpAllow(format!(
             "the dlp-allow file must be 'host: ...' and 'rule: ...': {}",
-            e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
         ))
     })?;
     check_dlp_allow(&req)?;

@@ -504,16 +504,17 @@ impl SuperviseServer {
         proposals::dlp::check_dlp_allow(&req).map_err(|e| invalid(name, e))?;
         let current_text = self.current_routes(name).await?;
         let file = proposals::dlp::dlp_allow_file(&req);
-        let effect = proposals::effect::file_effect(tool, &current_text, &file).map_err(|e| {
-            match e {
+        let effect =
+            proposals::effect::file_effect(tool, &current_text, &file).map_err(|e| match e {
                 proposals::effect::EffectError::Proposed(v) => invalid(name, v),
                 proposals::effect::EffectError::NoRoute(h) => invalid(
                     name,
-                    format!("there is no route for host {h}; ask for the route with egress-allow first"),
+                    format!(
+                        "there is no route for host {h}; ask for the route with egress-allow first"
+                    ),
                 ),
                 other => internal(name, other),
-            }
-        })?;
+            })?;
         proposals::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
         self.propose(
             tool,

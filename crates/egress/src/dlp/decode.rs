@@ -52,7 +52,7 @@ impl Decoder {
             Coding::Brotli => Decoder::Brotli(Box::new(
                 brotli_decompressor::DecompressorWriter::new(Vec::new(), 16 * 1024),
             )),
-            Coding::Zstd => Decoder::Zstd(Box::new(ZstdPush::default())),
+            Coding::Zstd => Decoder::Zstd(Box::default()),
         }
     }
 

@@ -253,7 +253,10 @@ pub(crate) fn apply(
     place: &str,
     report: &Report,
 ) -> Result<(), Stop> {
-    let hits: Vec<Hit> = hits.into_iter().filter(|h| !route.allows(&h.rule)).collect();
+    let hits: Vec<Hit> = hits
+        .into_iter()
+        .filter(|h| !route.allows(&h.rule))
+        .collect();
     if hits.is_empty() {
         return Ok(());
     }
@@ -379,11 +382,7 @@ mod tests {
             got,
             vec![
                 ("aws-access-key-id".to_string(), AWS, true),
-                (
-                    CREDENTIAL_RULE.to_string(),
-                    "tok-0123456789abcdef",
-                    true
-                ),
+                (CREDENTIAL_RULE.to_string(), "tok-0123456789abcdef", true),
             ]
         );
     }
@@ -394,8 +393,15 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode("tok-0123456789abcdef");
         let hex = hex_lower(b"tok-0123456789abcdef");
         for data in [b64, hex] {
-            let rules: Vec<String> = d.find(data.as_bytes()).into_iter().map(|h| h.rule).collect();
-            assert!(rules.contains(&CREDENTIAL_RULE.to_string()), "{data}: {rules:?}");
+            let rules: Vec<String> = d
+                .find(data.as_bytes())
+                .into_iter()
+                .map(|h| h.rule)
+                .collect();
+            assert!(
+                rules.contains(&CREDENTIAL_RULE.to_string()),
+                "{data}: {rules:?}"
+            );
         }
     }
 

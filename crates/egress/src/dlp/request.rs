@@ -146,7 +146,9 @@ pub(crate) async fn check(
         Ok(Ok(())) => {}
     }
     if let Some(n) = dlp.complete_len() {
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(Checked {
         body: dlp.boxed(),

@@ -63,8 +63,8 @@ impl Window {
         report: &Report,
     ) -> Result<Option<Bytes>, Stop> {
         self.judge(true, det, route, report)?;
-        let out = (self.buf.len() > self.sent)
-            .then(|| Bytes::copy_from_slice(&self.buf[self.sent..]));
+        let out =
+            (self.buf.len() > self.sent).then(|| Bytes::copy_from_slice(&self.buf[self.sent..]));
         self.buf.clear();
         self.sent = 0;
         self.frontier = 0;
@@ -172,12 +172,24 @@ mod tests {
     #[test]
     fn a_key_split_at_every_offset_is_redacted_and_never_let_go() {
         let body = body_with_key(200_000);
-        let at = body.windows(AWS.len()).position(|w| w == AWS.as_bytes()).unwrap();
-        for cut in [at - 1, at, at + 1, at + 7, at + AWS.len() - 1, at + AWS.len()] {
+        let at = body
+            .windows(AWS.len())
+            .position(|w| w == AWS.as_bytes())
+            .unwrap();
+        for cut in [
+            at - 1,
+            at,
+            at + 1,
+            at + 7,
+            at + AWS.len() - 1,
+            at + AWS.len(),
+        ] {
             let chunks = vec![body[..cut].to_vec(), body[cut..].to_vec()];
             let (out, logs) = run(DlpMode::Redact, &chunks);
             let out = out.unwrap();
-            let expected = String::from_utf8(body.clone()).unwrap().replace(AWS, MARKER);
+            let expected = String::from_utf8(body.clone())
+                .unwrap()
+                .replace(AWS, MARKER);
             assert_eq!(String::from_utf8(out).unwrap(), expected, "cut at {cut}");
             assert_eq!(logs.len(), 1, "cut at {cut}: {logs:?}");
         }

@@ -37,7 +37,13 @@ routes:
     dlp_allow: [aws-access-key-id]
 "#;
 
-async fn post(h: &Harness, host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Collected {
+async fn post(
+    h: &Harness,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Collected {
     let config = test_support::client_config_for_pem(&h.ca_pem);
     let tls = client::tls_through_proxy(h.proxy, host, 443, host, config)
         .await
@@ -95,10 +101,17 @@ fn dlp_lines(h: &Harness) -> Vec<(String, String, String)> {
 
 fn assert_dlp_refusal(r: &Collected, rule: &str) {
     assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(r.header("x-bot-bottle-blocked"), Some(format!("dlp {rule}").as_str()));
+    assert_eq!(
+        r.header("x-bot-bottle-blocked"),
+        Some(format!("dlp {rule}").as_str())
+    );
     assert!(r.body.contains(&format!("rule {rule}")), "{}", r.body);
     assert!(r.body.contains("dlp-allow"), "{}", r.body);
-    assert!(!r.body.contains(KEY) && !r.body.contains(TOKEN), "{}", r.body);
+    assert!(
+        !r.body.contains(KEY) && !r.body.contains(TOKEN),
+        "{}",
+        r.body
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -111,16 +124,37 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn a_key_in_a_json_body_is_blocked_or_redacted_as_the_route_says() {
     let h = start(ROUTES).await;
     let body = format!(r#"{{"note":"deploy","aws_key":"{KEY}"}}"#);
-    let r = post(&h, "api.test", "/v1/x", &[("content-type", "application/json")], body.as_bytes()).await;
+    let r = post(
+        &h,
+        "api.test",
+        "/v1/x",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
     assert_dlp_refusal(&r, "aws-access-key-id");
-    assert_eq!(h.upstream.requests().len(), 0, "a blocked request reached the upstream");
+    assert_eq!(
+        h.upstream.requests().len(),
+        0,
+        "a blocked request reached the upstream"
+    );
 
-    let r = post(&h, "other.test", "/v1/x", &[("content-type", "application/json")], body.as_bytes()).await;
+    let r = post(
+        &h,
+        "other.test",
+        "/v1/x",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let reqs = h.upstream.take();
     let expected = format!(r#"{{"note":"deploy","aws_key":"{MARKER}"}}"#);
     assert_eq!(String::from_utf8_lossy(&reqs[0].body), expected);
-    assert_eq!(reqs[0].header("content-length"), vec![expected.len().to_string().as_str()]);
+    assert_eq!(
+        reqs[0].header("content-length"),
+        vec![expected.len().to_string().as_str()]
+    );
 
     let r = post(&h, "a.wild.test", "/v1/x", &[], body.as_bytes()).await;
     assert_eq!(r.status, 200);
@@ -149,7 +183,14 @@ async fn a_key_in_a_header_or_the_query_is_blocked_or_redacted() {
     assert_dlp_refusal(&r, "aws-access-key-id");
     assert_eq!(h.upstream.requests().len(), 0);
 
-    let r = post(&h, "other.test", &format!("/v1/x?key={KEY}&a=1"), &[("x-note", KEY)], b"{}").await;
+    let r = post(
+        &h,
+        "other.test",
+        &format!("/v1/x?key={KEY}&a=1"),
+        &[("x-note", KEY)],
+        b"{}",
+    )
+    .await;
     assert_eq!(r.status, 200);
     let reqs = h.upstream.take();
     assert_eq!(reqs[0].path, format!("/v1/x?key={MARKER}&a=1"));
@@ -158,10 +199,26 @@ async fn a_key_in_a_header_or_the_query_is_blocked_or_redacted() {
     assert_eq!(
         dlp_lines(&h),
         vec![
-            ("aws-access-key-id".into(), "header x-note".into(), "blocked".into()),
-            ("aws-access-key-id".into(), "request-line".into(), "blocked".into()),
-            ("aws-access-key-id".into(), "request-line".into(), "redacted".into()),
-            ("aws-access-key-id".into(), "header x-note".into(), "redacted".into()),
+            (
+                "aws-access-key-id".into(),
+                "header x-note".into(),
+                "blocked".into()
+            ),
+            (
+                "aws-access-key-id".into(),
+                "request-line".into(),
+                "blocked".into()
+            ),
+            (
+                "aws-access-key-id".into(),
+                "request-line".into(),
+                "redacted".into()
+            ),
+            (
+                "aws-access-key-id".into(),
+                "header x-note".into(),
+                "redacted".into()
+            ),
         ]
     );
 }
@@ -170,25 +227,56 @@ async fn a_key_in_a_header_or_the_query_is_blocked_or_redacted() {
 async fn the_injected_credential_echoed_by_the_agent_is_a_finding() {
     let h = start(ROUTES).await;
     // toward its own host, but in the body: not the header egress injects it into
-    let r = post(&h, "api.test", "/v1/x", &[], format!("token={TOKEN}").as_bytes()).await;
+    let r = post(
+        &h,
+        "api.test",
+        "/v1/x",
+        &[],
+        format!("token={TOKEN}").as_bytes(),
+    )
+    .await;
     assert_dlp_refusal(&r, "credential");
     // toward another host, in a header and the body
-    let r = post(&h, "other.test", "/v1/x", &[("x-forward", TOKEN)], format!("t={TOKEN}").as_bytes()).await;
+    let r = post(
+        &h,
+        "other.test",
+        "/v1/x",
+        &[("x-forward", TOKEN)],
+        format!("t={TOKEN}").as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let reqs = h.upstream.take();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].header("x-forward"), vec![MARKER]);
-    assert_eq!(String::from_utf8_lossy(&reqs[0].body), format!("t={MARKER}"));
+    assert_eq!(
+        String::from_utf8_lossy(&reqs[0].body),
+        format!("t={MARKER}")
+    );
     // the credential egress injects itself still goes, to its own host only
-    let r = post(&h, "api.test", "/v1/x", &[("authorization", "Bearer placeholder")], b"{}").await;
+    let r = post(
+        &h,
+        "api.test",
+        "/v1/x",
+        &[("authorization", "Bearer placeholder")],
+        b"{}",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let reqs = h.upstream.take();
-    assert_eq!(reqs[0].header("authorization"), vec![format!("Bearer {TOKEN}").as_str()]);
+    assert_eq!(
+        reqs[0].header("authorization"),
+        vec![format!("Bearer {TOKEN}").as_str()]
+    );
     assert_eq!(
         dlp_lines(&h),
         vec![
             ("credential".into(), "body".into(), "blocked".into()),
-            ("credential".into(), "header x-forward".into(), "redacted".into()),
+            (
+                "credential".into(),
+                "header x-forward".into(),
+                "redacted".into()
+            ),
             ("credential".into(), "body".into(), "redacted".into()),
         ]
     );
@@ -199,10 +287,24 @@ async fn a_gzip_body_is_decoded_scanned_and_forwarded_decoded() {
     let h = start(ROUTES).await;
     let body = format!(r#"{{"aws_key":"{KEY}"}}"#);
     let gz = gzip(body.as_bytes());
-    let r = post(&h, "api.test", "/v1/x", &[("content-encoding", "gzip")], &gz).await;
+    let r = post(
+        &h,
+        "api.test",
+        "/v1/x",
+        &[("content-encoding", "gzip")],
+        &gz,
+    )
+    .await;
     assert_dlp_refusal(&r, "aws-access-key-id");
     assert_eq!(h.upstream.requests().len(), 0);
-    let r = post(&h, "other.test", "/v1/x", &[("content-encoding", "gzip")], &gz).await;
+    let r = post(
+        &h,
+        "other.test",
+        "/v1/x",
+        &[("content-encoding", "gzip")],
+        &gz,
+    )
+    .await;
     assert_eq!(r.status, 200);
     let reqs = h.upstream.take();
     assert_eq!(
@@ -211,7 +313,14 @@ async fn a_gzip_body_is_decoded_scanned_and_forwarded_decoded() {
     );
     assert_eq!(reqs[0].header("content-encoding"), Vec::<&str>::new());
     // a coding egress cannot read is refused, not passed
-    let r = post(&h, "other.test", "/v1/x", &[("content-encoding", "compress")], b"xx").await;
+    let r = post(
+        &h,
+        "other.test",
+        "/v1/x",
+        &[("content-encoding", "compress")],
+        b"xx",
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.header("x-bot-bottle-blocked"), Some("dlp unscannable"));
     assert_eq!(h.upstream.requests().len(), 0);
@@ -247,7 +356,11 @@ async fn post_chunks(h: &Harness, host: &str, chunks: &[&[u8]]) -> String {
     }
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out).await;
-    String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test]
@@ -296,7 +409,11 @@ async fn a_key_split_across_two_chunks_is_caught() {
     let status = post_chunks(&h, "api.test", &chunks).await;
     assert_eq!(status, "HTTP/1.1 403 Forbidden");
     for r in h.upstream.take() {
-        assert!(r.body_len < at, "{} bytes arrived, the key starts at {at}", r.body_len);
+        assert!(
+            r.body_len < at,
+            "{} bytes arrived, the key starts at {at}",
+            r.body_len
+        );
     }
 }
 
@@ -319,7 +436,10 @@ async fn an_http2_request_is_scanned_too() {
     let reqs = h.upstream.take();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].path, format!("/v1/x?k={MARKER}"));
-    assert_eq!(String::from_utf8_lossy(&reqs[0].body), format!("k={MARKER}"));
+    assert_eq!(
+        String::from_utf8_lossy(&reqs[0].body),
+        format!("k={MARKER}")
+    );
     assert!(!arrived(&h).contains(KEY));
 }
 

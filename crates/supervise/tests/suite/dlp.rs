@@ -59,10 +59,17 @@ async fn an_approved_dlp_allow_lets_the_refused_request_through() {
     let (_, answer) = post(
         saddr,
         "127.0.0.1",
-        &call(1, "egress-allow", json!({"routes_yaml": weaker, "justification": "x"})),
+        &call(
+            1,
+            "egress-allow",
+            json!({"routes_yaml": weaker, "justification": "x"}),
+        ),
     )
     .await;
-    assert!(answer.contains("changes the outbound dlp of route new.test"), "{answer}");
+    assert!(
+        answer.contains("changes the outbound dlp of route new.test"),
+        "{answer}"
+    );
 
     let body = call(
         2,
@@ -97,7 +104,10 @@ async fn an_approved_dlp_allow_lets_the_refused_request_through() {
     assert_eq!(
         effects,
         vec![
-            vec!["lets requests to host new.test carry secrets of the dlp rule aws-access-key-id".to_owned()];
+            vec![
+                "lets requests to host new.test carry secrets of the dlp rule aws-access-key-id"
+                    .to_owned()
+            ];
             2
         ]
     );

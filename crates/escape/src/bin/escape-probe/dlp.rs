@@ -151,8 +151,10 @@ pub(crate) fn cases(c: &Cfg) {
         https(
             &target,
             &api,
-            format!("GET /v1/dlp-echo-header HTTP/1.1\r\nHost: {api}\r\nX-Forward: {token}\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "GET /v1/dlp-echo-header HTTP/1.1\r\nHost: {api}\r\nX-Forward: {token}\r\n\r\n"
+            )
+            .as_bytes(),
         ),
     );
     t.done();
