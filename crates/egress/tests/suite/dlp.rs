@@ -326,6 +326,55 @@ async fn a_gzip_body_is_decoded_scanned_and_forwarded_decoded() {
     assert_eq!(h.upstream.requests().len(), 0);
 }
 
+#[tokio::test]
+async fn a_zstd_body_is_decoded_and_an_unscannable_one_passes_only_where_the_route_says() {
+    let routes = format!(
+        "{ROUTES}  - host: \"127.0.0.1\"\n    connect_to: UPSTREAM\n    dangerously_dlp_pass_unscannable: true\n"
+    );
+    let h = start(&routes).await;
+    let body = format!(r#"{{"aws_key":"{KEY}"}}"#);
+    let z = ruzstd::encoding::compress_to_vec(
+        body.as_bytes(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let r = post(&h, "api.test", "/v1/x", &[("content-encoding", "zstd")], &z).await;
+    assert_dlp_refusal(&r, "aws-access-key-id");
+    let r = post(
+        &h,
+        "other.test",
+        "/v1/x",
+        &[("content-encoding", "zstd")],
+        &z,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&h.upstream.take()[0].body),
+        format!(r#"{{"aws_key":"{MARKER}"}}"#)
+    );
+    // a coding egress cannot read: refused on other routes, passed as it is on this one
+    let r = post(
+        &h,
+        "127.0.0.1",
+        "/v1/x",
+        &[("content-encoding", "compress")],
+        b"opaque",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reqs = h.upstream.take();
+    assert_eq!(reqs[0].body, b"opaque");
+    assert_eq!(reqs[0].header("content-encoding"), vec!["compress"]);
+    assert_eq!(
+        dlp_lines(&h),
+        vec![
+            ("aws-access-key-id".into(), "body".into(), "blocked".into()),
+            ("aws-access-key-id".into(), "body".into(), "redacted".into()),
+            ("unscannable".into(), "body".into(), "logged".into()),
+        ]
+    );
+}
+
 /// Sends a chunked POST over a raw TLS stream, one write (and flush) per chunk, and reads
 /// the status line of the answer.
 async fn post_chunks(h: &Harness, host: &str, chunks: &[&[u8]]) -> String {
