@@ -88,12 +88,15 @@ pub(crate) async fn check(
             verdict,
         });
     }
-    let coding = match Coding::of(
-        parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .map(HeaderValue::as_bytes),
-    ) {
+    // Several `Content-Encoding` fields are several codings, as one field listing them is:
+    // egress decodes one coding only.
+    let mut codings = parts.headers.get_all(header::CONTENT_ENCODING).iter();
+    let coding = match (codings.next(), codings.next()) {
+        (first, None) => Coding::of(first.map(HeaderValue::as_bytes)),
+        (Some(_), Some(_)) => Err("Content-Encoding given more than once".to_string()),
+        (None, Some(_)) => Ok(None),
+    };
+    let coding = match coding {
         Ok(c) => c,
         Err(what) if rd.pass_unscannable => {
             report(DlpLog {

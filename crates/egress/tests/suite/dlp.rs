@@ -312,17 +312,20 @@ async fn a_gzip_body_is_decoded_scanned_and_forwarded_decoded() {
         format!(r#"{{"aws_key":"{MARKER}"}}"#)
     );
     assert_eq!(reqs[0].header("content-encoding"), Vec::<&str>::new());
-    // a coding egress cannot read is refused, not passed
-    let r = post(
-        &h,
-        "other.test",
-        "/v1/x",
-        &[("content-encoding", "compress")],
-        b"xx",
-    )
-    .await;
-    assert_eq!(r.status, 403);
-    assert_eq!(r.header("x-bot-bottle-blocked"), Some("dlp unscannable"));
+    // a coding egress cannot read is refused, not passed; so are two codings, in one field
+    // or in two (the first alone would say nothing is compressed)
+    for codings in [
+        &[("content-encoding", "compress")][..],
+        &[("content-encoding", "identity, gzip")],
+        &[
+            ("content-encoding", "identity"),
+            ("content-encoding", "gzip"),
+        ],
+    ] {
+        let r = post(&h, "other.test", "/v1/x", codings, &gz).await;
+        assert_eq!(r.status, 403, "{codings:?}");
+        assert_eq!(r.header("x-bot-bottle-blocked"), Some("dlp unscannable"));
+    }
     assert_eq!(h.upstream.requests().len(), 0);
 }
 
