@@ -2,6 +2,7 @@
 //! headers are checked (and rewritten in `redact` mode), the body is wrapped, and its first
 //! window is read before the upstream is contacted.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use policy::DlpMode;
 use super::body::{DlpBody, Verdict};
 use super::decode::{Coding, Decoder};
 use super::{DlpLog, Report, Stop, head, refusal_text};
-use crate::body::{BoxError, ReqBody, RespBody};
+use crate::body::{BoxError, Metered, ReqBody, RespBody};
 use crate::routes::Loaded;
 
 /// Why a request does not go.
@@ -130,6 +131,9 @@ pub(crate) async fn check(
     if length_changes {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
+    // The client's body times out when it goes quiet (not when it is slow): the first
+    // window may take a slow uploader a while.
+    let body = Box::pin(Metered::new(body, idle, Arc::new(AtomicU64::new(0)), None));
     let mut dlp = DlpBody::new(
         body,
         det,
@@ -138,15 +142,11 @@ pub(crate) async fn check(
         coding.map(Decoder::new),
         verdict.clone(),
     );
-    match tokio::time::timeout(idle, dlp.prime()).await {
-        Err(_) => return Err(Refused::Body("the request body went quiet".into())),
-        Ok(Err(e)) => {
-            return Err(match verdict.get() {
-                Some(stop) => Refused::Dlp(stop.clone()),
-                None => Refused::Body(format!("the request body failed: {e}")),
-            });
-        }
-        Ok(Ok(())) => {}
+    if let Err(e) = dlp.prime().await {
+        return Err(match verdict.get() {
+            Some(stop) => Refused::Dlp(stop.clone()),
+            None => Refused::Body(format!("the request body failed: {e}")),
+        });
     }
     if let Some(n) = dlp.complete_len() {
         parts
