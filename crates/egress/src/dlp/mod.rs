@@ -333,6 +333,8 @@ pub(crate) fn redact(data: &mut Vec<u8>, hits: &[Hit]) -> Vec<Range<usize>> {
 fn static_place(place: &str) -> &'static str {
     if place == "body" {
         "body"
+    } else if place == "host" {
+        "host name"
     } else if place == "request-line" {
         "request line"
     } else if place.starts_with("trailer") {

@@ -37,6 +37,7 @@ pub(crate) struct Checked {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn check_unless(
     skip: bool,
+    host: &str,
     loaded: &Loaded,
     route: Option<usize>,
     parts: &mut http::request::Parts,
@@ -51,12 +52,14 @@ pub(crate) async fn check_unless(
             verdict: Arc::new(OnceLock::new()),
         });
     }
-    check(loaded, route, parts, injected, body, idle, report).await
+    check(host, loaded, route, parts, injected, body, idle, report).await
 }
 
 /// Checks the head of a request, rewrites what `redact` mode cuts out, and wraps its body.
 /// `injected` is the credential header egress set itself (not scanned).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn check(
+    host: &str,
     loaded: &Loaded,
     route: Option<usize>,
     parts: &mut http::request::Parts,
@@ -71,6 +74,25 @@ pub(crate) async fn check(
         .unwrap_or_default();
     let det = loaded.dlp.clone();
     let verdict: Verdict = Arc::new(OnceLock::new());
+    // A wildcard route lets the agent choose the host name: a secret in it cannot be cut
+    // out (the name is where the request goes), so it is refused in every mode but `log`.
+    // Names are case-insensitive (and arrive lower-cased): upper-case keys are looked for
+    // in the upper-cased name too.
+    let mut host_hits = det.find(host.as_bytes());
+    if host_hits.is_empty() {
+        host_hits = det.find(host.to_ascii_uppercase().as_bytes());
+    }
+    let host_hits: Vec<_> = host_hits
+        .into_iter()
+        .map(|mut h| {
+            h.exact = false;
+            h
+        })
+        .collect();
+    if !host_hits.is_empty() {
+        let mut name = host.as_bytes().to_vec();
+        super::apply(&rd, host_hits, &mut name, "host", &report).map_err(Refused::Dlp)?;
+    }
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     if let Some(new) = head::check(&det, &rd, target, &mut parts.headers, injected, &report)
         .map_err(Refused::Dlp)?

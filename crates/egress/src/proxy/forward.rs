@@ -333,6 +333,7 @@ pub(super) async fn forward(
     let report = dlp_report(&shared, &method, &host, &path, decision.route);
     let checked = match crate::dlp::request::check_unless(
         shared.skip_dlp,
+        &host,
         &loaded,
         decision.route,
         &mut parts,

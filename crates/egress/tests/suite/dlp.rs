@@ -496,6 +496,28 @@ async fn an_http2_request_is_scanned_too() {
 }
 
 #[tokio::test]
+async fn a_key_in_the_host_name_of_a_wildcard_route_is_refused_even_when_redacting() {
+    // (no upstream: the refusal comes before any connection)
+    let routes = "routes:\n  - host: \"*.wild.test\"\n    dlp: redact\n";
+    let h = start(routes).await;
+    let host = format!("{}.wild.test", KEY.to_ascii_lowercase());
+    let tcp = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let mut send = client::http1(tcp).await;
+    let req = Request::get(format!("http://{host}/v1/x"))
+        .header("host", host.as_str())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = client::send(&mut send, req).await.unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.header("x-bot-bottle-blocked"),
+        Some("dlp aws-access-key-id")
+    );
+    assert!(r.body.contains("host name"), "{}", r.body);
+    assert_eq!(h.upstream.requests().len(), 0);
+}
+
+#[tokio::test]
 async fn a_plain_http_route_is_scanned_too() {
     let plain = test_support::Upstream::start_plain().await;
     let routes = format!(
