@@ -28,7 +28,7 @@ pub fn snapshot(home: &Home) -> Result<Snapshot, QueueError> {
         let p = &e.proposal;
         if matches!(
             p.tool,
-            Tool::EgressAllow | Tool::EgressBlock | Tool::EgressTokenAllow
+            Tool::EgressAllow | Tool::EgressBlock | Tool::EgressTokenAllow | Tool::DlpAllow
         ) && let Some(hash) = &p.current_file_hash
         {
             let live = home.live_config_dir(&p.bottle_slug).join("routes.yaml");

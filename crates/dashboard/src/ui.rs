@@ -159,6 +159,7 @@ pub fn render(frame: &mut Frame, app: &App) {
             let what = match p.tool {
                 Tool::GitleaksAllow => "allowed finding",
                 Tool::EgressTokenAllow => "token (host secret attached to the route)",
+                Tool::DlpAllow => "dlp rule let through to the host's routes",
                 _ => "routes.yaml: live -> proposed",
             };
             lines.push(Line::styled(
@@ -166,7 +167,7 @@ pub fn render(frame: &mut Frame, app: &App) {
                 Style::new().add_modifier(Modifier::BOLD),
             ));
             let current = p.current_file.as_deref().unwrap_or("");
-            let current = if p.tool == Tool::EgressTokenAllow {
+            let current = if matches!(p.tool, Tool::EgressTokenAllow | Tool::DlpAllow) {
                 ""
             } else {
                 current

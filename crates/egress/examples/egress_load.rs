@@ -2,7 +2,11 @@
 //! forward proxy (CONNECT). Prints one JSON object with the results.
 //!
 //! `egress_load --target 127.0.0.1:8443 --host localhost --ca ca.pem [--proxy ADDR]
-//!  --mode keepalive|newconn|download|tunnels [-c N] [--secs S] [--path P] [--tunnels N]`
+//!  --mode keepalive|newconn|download|upload|tunnels [-c N] [--secs S] [--path P] [--tunnels N]
+//!  [--body-bytes N] [--upload-mb M]`
+//!
+//! `--body-bytes` makes keep-alive requests POSTs of a JSON body of about N bytes (a model
+//! API call's shape); `upload` POSTs M MiB of text once per try and reports the best rate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +30,31 @@ struct Opts {
     secs: u64,
     path: String,
     tunnels: usize,
+    body: Bytes,
+    upload_mb: usize,
+}
+
+/// A JSON body of about `n` bytes, shaped like a model API request.
+fn json_body(n: usize) -> Bytes {
+    if n == 0 {
+        return Bytes::new();
+    }
+    let text = "the quick brown fox jumps over the lazy dog; ".repeat(n / 45 + 1);
+    Bytes::from(format!(
+        "{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        &text[..n.saturating_sub(60).max(1)]
+    ))
+}
+
+/// `mb` MiB of source-code-like text (what an agent uploads), not zeros.
+fn upload_body(mb: usize) -> Bytes {
+    let line = b"    let value = compute(input, &config).unwrap_or_default(); // step 42 of the pipeline\n";
+    let mut v = Vec::with_capacity(mb << 20);
+    while v.len() < mb << 20 {
+        v.extend_from_slice(line);
+    }
+    v.truncate(mb << 20);
+    Bytes::from(v)
 }
 
 fn parse() -> Opts {
@@ -48,6 +77,10 @@ fn parse() -> Opts {
         secs: get("--secs").map(|c| c.parse().unwrap()).unwrap_or(5),
         path: get("--path").unwrap_or_else(|| "/".into()),
         tunnels: get("--tunnels").map(|c| c.parse().unwrap()).unwrap_or(1000),
+        body: json_body(get("--body-bytes").map(|c| c.parse().unwrap()).unwrap_or(0)),
+        upload_mb: get("--upload-mb")
+            .map(|c| c.parse().unwrap())
+            .unwrap_or(100),
     }
 }
 
@@ -80,14 +113,22 @@ async fn open(o: &Opts) -> Sender {
 }
 
 async fn one(o: &Opts, s: &mut Sender, path: &str) -> u64 {
+    send(o, s, path, o.body.clone()).await
+}
+
+async fn send(o: &Opts, s: &mut Sender, path: &str, body: Bytes) -> u64 {
     let authority = if o.port == 443 {
         o.host.clone()
     } else {
         format!("{}:{}", o.host, o.port)
     };
-    let req = http::Request::get(path)
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", authority)
-        .body(Full::new(Bytes::new()))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
         .unwrap();
     s.ready().await.unwrap();
     let resp = s.send_request(req).await.unwrap();
@@ -168,6 +209,18 @@ async fn main() {
                 best = best.max(n as f64 / t.elapsed().as_secs_f64() / 1e6);
             }
             println!("{{\"bytes\":{n},\"mb_per_s\":{best:.1}}}");
+        }
+        "upload" => {
+            // best of three, as for downloads
+            let data = upload_body(o.upload_mb);
+            let mut s = open(&o).await;
+            let mut best = 0f64;
+            for _ in 0..3 {
+                let t = Instant::now();
+                send(&o, &mut s, &o.path, data.clone()).await;
+                best = best.max(data.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
+            }
+            println!("{{\"bytes\":{},\"mb_per_s\":{best:.1}}}", data.len());
         }
         "tunnels" => {
             let mut held = Vec::new();

@@ -166,6 +166,9 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: Limits,
+    /// Forward requests without outbound DLP (benchmarks' baseline only; the sidecar
+    /// bundle never sets it).
+    pub dangerously_skip_dlp: bool,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -178,6 +181,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("log", &self.log)
             .field("timeouts", &self.timeouts)
             .field("limits", &self.limits)
+            .field("dangerously_skip_dlp", &self.dangerously_skip_dlp)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +199,7 @@ impl ProxyConfig {
             log: LogSink::Stderr,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            dangerously_skip_dlp: false,
         }
     }
 }

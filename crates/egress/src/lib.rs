@@ -6,7 +6,9 @@
 //! private, link-local or otherwise internal unless the operator pinned it; the address
 //! connected to is the address checked; the `Host` header agrees with the tunnel target
 //! and SNI; ambiguous HTTP/1 framing is refused before it is parsed; tokens never leave
-//! for another host and never appear in logs, errors or introspection.
+//! for another host and never appear in logs, errors or introspection; every allowed
+//! request is scanned for secrets on its way out (outbound DLP, `dlp` module), and one
+//! carrying a secret is refused, redacted or logged as its route says.
 //!
 //! Embedding (the sidecar bundle):
 //! ```no_run
@@ -22,6 +24,7 @@ mod body;
 pub mod ca;
 pub mod config;
 mod grant;
+mod dlp;
 mod idle;
 pub mod log;
 pub mod net;
@@ -33,6 +36,7 @@ mod upstream;
 
 pub use body::IdleTimeout;
 pub use config::{ConnectTo, ConnectToError, EnvReader, Limits, ProxyConfig, Timeouts};
+pub use dlp::{DlpLog, MARKER as DLP_MARKER};
 pub use log::{LogEntry, LogSink};
 pub use net::{Resolve, ResolveFuture, StaticResolver, SystemResolver};
 pub use proxy::{INTROSPECTION_HOST, Proxy, ProxyError, serve};

@@ -43,6 +43,9 @@ pub struct LogEntry {
     pub bytes_down: u64,
     /// Milliseconds from arrival to the end of the response.
     pub duration_ms: f64,
+    /// The outbound DLP finding this line reports (rule, place, action; never the secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<crate::dlp::DlpLog>,
 }
 
 pub(crate) struct RequestLog {

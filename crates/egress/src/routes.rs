@@ -70,6 +70,9 @@ pub enum ReloadError {
         /// Variable name.
         var: String,
     },
+    /// The outbound DLP scanner could not be built (egress refuses to run without it).
+    #[error("cannot build the outbound dlp scanner: {0}")]
+    Dlp(String),
     /// An `upstream_ca` file could not be used.
     #[error("upstream ca {}: {why}", path.display())]
     UpstreamCa {
@@ -101,6 +104,10 @@ pub(crate) struct Loaded {
     pub client_h1: Client<Connector, ReqBody>,
     pub log: LogMode,
     pub allowlist_json: Bytes,
+    /// What outbound DLP looks for in this generation (scanner rules and its credentials).
+    pub dlp: Arc<crate::dlp::Detector>,
+    /// Per route index: its DLP settings.
+    pub dlp_routes: Vec<crate::dlp::RouteDlp>,
 }
 
 /// A cloneable handle on the live routes of a running proxy.
@@ -168,8 +175,11 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
         .max()
         .unwrap_or(0);
     let mut credentials = vec![None; max_index];
+    let mut dlp_routes = vec![crate::dlp::RouteDlp::default(); max_index];
+    let mut tokens: Vec<Secret> = Vec::new();
     let mut route_pins = Vec::new();
     for route in &validated.routes {
+        dlp_routes[route.index] = crate::dlp::RouteDlp::of(route);
         if let Some(cred) = &route.credential {
             let token = (base.env)(&cred.token_env)
                 .filter(|t| !t.is_empty())
@@ -190,6 +200,7 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
             })?;
             value.set_sensitive(true);
             credentials[route.index] = Some((cred.header.clone(), value));
+            tokens.push(token);
         }
         if let (Some(pin), policy::RouteHost::Exact(h)) = (&route.connect_to, &route.host) {
             route_pins.push((h.clone(), route.port, pin.host.clone(), pin.port));
@@ -250,7 +261,12 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
         }))
         .unwrap_or_default(),
     );
+    let scanner = crate::dlp::scanner().map_err(ReloadError::Dlp)?;
+    let token_texts: Vec<&str> = tokens.iter().map(Secret::expose).collect();
+    let dlp = crate::dlp::Detector::new(scanner, &token_texts).map_err(ReloadError::Dlp)?;
     Ok(Loaded {
+        dlp: Arc::new(dlp),
+        dlp_routes,
         log: config.log.unwrap_or_default(),
         policy: Policy::new(validated),
         credentials,

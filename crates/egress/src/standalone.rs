@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub connect_to: Vec<String>,
     /// Request log file (stderr when absent).
     pub log_file: Option<PathBuf>,
+    /// Forward without outbound DLP (a benchmark's baseline).
+    pub dangerously_skip_dlp: bool,
 }
 
 /// Why `egress serve` stopped with an error.
@@ -88,6 +90,7 @@ async fn run_async(opts: ServeOptions) -> Result<(), ServeError> {
     let routes = read_routes(&opts.routes)?;
     let mut config = ProxyConfig::new(&opts.ca_dir);
     config.upstream_ca = opts.upstream_ca.clone();
+    config.dangerously_skip_dlp = opts.dangerously_skip_dlp;
     config.connect_to = opts
         .connect_to
         .iter()

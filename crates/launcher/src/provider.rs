@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use contract::{ClaudeAuth, CodexAuth, Provider};
-use policy::{PathMatch, PathMatchKind, Route, RouteMatch};
+use policy::{DlpMode, PathMatch, PathMatchKind, Route, RouteMatch};
 
 use crate::error::Context;
 use crate::{LaunchError, Report};
@@ -71,6 +71,9 @@ fn route(host: &str) -> Route {
         expires: None,
         uses: None,
         grant: None,
+        dlp: None,
+        dlp_allow: None,
+        dangerously_dlp_pass_unscannable: None,
         port: None,
         auth_scheme: None,
         token_env: None,
@@ -86,6 +89,43 @@ fn route(host: &str) -> Route {
 /// Codex with a forwarded ChatGPT login gets the ChatGPT backend (`/backend-api/`) and the
 /// login refresh (`POST /oauth/token`), with nothing injected: the bottle holds the login.
 pub fn default_routes(
+    provider: Provider,
+    codex_auth: CodexAuth,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<Route> {
+    with_model_dlp(provider_routes(provider, codex_auth, is_set))
+}
+
+/// Outbound DLP on the model API's routes: `redact`, so that one key pasted into a
+/// conversation is cut out instead of killing the conversation. The ChatGPT login's routes
+/// carry the bottle's own login (a JWT bearer, the refresh token) by design: their backend
+/// allows those two rules, and the login refresh is only logged.
+fn with_model_dlp(routes: Vec<Route>) -> Vec<Route> {
+    routes
+        .into_iter()
+        .map(|r| {
+            if r.host == OPENAI_AUTH_HOST {
+                Route {
+                    dlp: Some(DlpMode::Log),
+                    ..r
+                }
+            } else if r.host == CHATGPT_HOST {
+                Route {
+                    dlp: Some(DlpMode::Redact),
+                    dlp_allow: Some(vec!["jwt".into(), "generic-bearer-token".into()]),
+                    ..r
+                }
+            } else {
+                Route {
+                    dlp: Some(DlpMode::Redact),
+                    ..r
+                }
+            }
+        })
+        .collect()
+}
+
+fn provider_routes(
     provider: Provider,
     codex_auth: CodexAuth,
     is_set: impl Fn(&str) -> bool,
@@ -407,6 +447,14 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
+    /// A default route of the model API, with its DLP mode.
+    fn redacted(r: Route) -> Route {
+        Route {
+            dlp: Some(DlpMode::Redact),
+            ..r
+        }
+    }
+
     fn bearer(host: &str, env: &str) -> Route {
         Route {
             auth_scheme: Some("Bearer".into()),
@@ -421,20 +469,20 @@ mod tests {
             default_routes(Provider::Claude, CodexAuth::ApiKey, |k| k
                 == CLAUDE_OAUTH_ENV
                 || k == ANTHROPIC_KEY_ENV),
-            vec![bearer(ANTHROPIC_HOST, CLAUDE_OAUTH_ENV)]
+            vec![redacted(bearer(ANTHROPIC_HOST, CLAUDE_OAUTH_ENV))]
         );
         assert_eq!(
             default_routes(Provider::Claude, CodexAuth::ApiKey, |k| k
                 == ANTHROPIC_KEY_ENV),
-            vec![Route {
+            vec![redacted(Route {
                 auth_header: Some("x-api-key".into()),
                 token_env: Some(ANTHROPIC_KEY_ENV.into()),
                 ..route(ANTHROPIC_HOST)
-            }]
+            })]
         );
         assert_eq!(
             default_routes(Provider::Claude, CodexAuth::ApiKey, |_| false),
-            vec![bearer(ANTHROPIC_HOST, CLAUDE_OAUTH_ENV)]
+            vec![redacted(bearer(ANTHROPIC_HOST, CLAUDE_OAUTH_ENV))]
         );
     }
 
@@ -442,7 +490,7 @@ mod tests {
     fn codex_gets_the_openai_key_as_bearer() {
         assert_eq!(
             default_routes(Provider::Codex, CodexAuth::ApiKey, |_| true),
-            vec![bearer(OPENAI_HOST, OPENAI_KEY_ENV)]
+            vec![redacted(bearer(OPENAI_HOST, OPENAI_KEY_ENV))]
         );
     }
 
@@ -452,7 +500,7 @@ mod tests {
         let text = serde_saphyr::to_string(&routes).unwrap();
         assert_eq!(
             text,
-            "- host: chatgpt.com\n  matches:\n  - paths:\n    - type: prefix\n      value: /backend-api/\n- host: auth.openai.com\n  matches:\n  - paths:\n    - type: exact\n      value: /oauth/token\n    methods:\n    - POST\n"
+            "- host: chatgpt.com\n  matches:\n  - paths:\n    - type: prefix\n      value: /backend-api/\n  dlp: redact\n  dlp_allow:\n  - jwt\n  - generic-bearer-token\n- host: auth.openai.com\n  matches:\n  - paths:\n    - type: exact\n      value: /oauth/token\n    methods:\n    - POST\n  dlp: log\n"
         );
         assert!(
             routes.iter().all(|r| r.token_env.is_none()
@@ -571,7 +619,10 @@ mod tests {
         let own = vec![route("github.com")];
         assert_eq!(
             with_default_routes(Provider::Codex, CodexAuth::ApiKey, &own, |_| true),
-            vec![bearer(OPENAI_HOST, OPENAI_KEY_ENV), route("github.com")]
+            vec![
+                redacted(bearer(OPENAI_HOST, OPENAI_KEY_ENV)),
+                route("github.com")
+            ]
         );
         let pinned = vec![Route {
             connect_to: Some("127.0.0.1:9".into()),

@@ -18,7 +18,9 @@ pub mod validate;
 pub use matcher::{Ask, Decision, Judged, METHOD_OVERRIDE_HEADERS, Policy, Reason};
 pub use parse::{ParseError, load_routes_file, parse_routes};
 pub use path::PathProblem;
-pub use raw::{EgressConfig, HeaderMatch, LogMode, PathMatch, PathMatchKind, Route, RouteMatch};
+pub use raw::{
+    DlpMode, EgressConfig, HeaderMatch, LogMode, PathMatch, PathMatchKind, Route, RouteMatch,
+};
 pub use validate::{
     ConnectTarget, CredentialSpec, MatchSpec, PolicyError, RouteAt, RouteHost, ValidatedRoute,
     ValidatedRoutes, normalize_host, valid_dns_name, validate,

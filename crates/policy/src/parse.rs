@@ -88,6 +88,9 @@ mod tests {
                     expires: None,
                     uses: None,
                     grant: None,
+                    dlp: None,
+                    dlp_allow: None,
+                    dangerously_dlp_pass_unscannable: None,
                     port: None,
                     auth_scheme: Some("Bearer".into()),
                     token_env: Some("TOKEN".into()),
@@ -115,7 +118,7 @@ mod tests {
         assert!(shown.contains("hots"), "{shown}");
         assert_eq!(
             shown,
-            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant"
+            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant, dlp, dlp_allow, dangerously_dlp_pass_unscannable"
         );
     }
 

@@ -76,6 +76,43 @@ pub struct Route {
     /// The proposal whose time-limited approval added the route (for the audit log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// What egress does when a request on this route carries a secret (a scanner rule's
+    /// finding or a copy of a credential the bottle's routes hold): `block` (the default),
+    /// `redact` or `log`. The model API's routes, added by the provider, use `redact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<DlpMode>,
+    /// Scanner rule ids (or `credential`) that may leave on this route: what an approved
+    /// `dlp-allow` proposal adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp_allow: Option<Vec<String>>,
+    /// Forward request bodies egress cannot scan (an unknown `Content-Encoding`, a decoded
+    /// body over the decode bound) instead of refusing them; default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dangerously_dlp_pass_unscannable: Option<bool>,
+}
+
+/// What egress does with a request that carries a secret (outbound DLP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DlpMode {
+    /// Refuse it with a 403 naming the rule (the default).
+    #[default]
+    Block,
+    /// Replace the secret with a fixed marker and forward the rest.
+    Redact,
+    /// Forward it unchanged, with a log line.
+    Log,
+}
+
+impl DlpMode {
+    /// The mode as written in a routes file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlpMode::Block => "block",
+            DlpMode::Redact => "redact",
+            DlpMode::Log => "log",
+        }
+    }
 }
 
 /// One alternative of a route: every condition given must hold.

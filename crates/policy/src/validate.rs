@@ -241,6 +241,12 @@ pub struct ValidatedRoute {
     pub uses: Option<u32>,
     /// The proposal whose time-limited approval added it.
     pub grant: Option<String>,
+    /// What egress does with a secret in a request on this route.
+    pub dlp: crate::raw::DlpMode,
+    /// Rule ids allowed to leave on this route.
+    pub dlp_allow: Vec<String>,
+    /// Bodies that cannot be scanned are forwarded instead of refused.
+    pub dangerously_dlp_pass_unscannable: bool,
 }
 
 /// A configuration that passed validation, ready for [`crate::Policy::new`].
@@ -464,6 +470,9 @@ fn validate_route(
         expires,
         uses: route.uses,
         grant: route.grant.clone(),
+        dlp: route.dlp.unwrap_or_default(),
+        dlp_allow: route.dlp_allow.clone().unwrap_or_default(),
+        dangerously_dlp_pass_unscannable: route.dangerously_dlp_pass_unscannable.unwrap_or(false),
     })
 }
 

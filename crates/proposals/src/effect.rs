@@ -114,6 +114,24 @@ pub enum Change {
         /// Its fingerprint.
         fingerprint: String,
     },
+    /// An outbound DLP rule lets requests to `target` through.
+    DlpAllowed {
+        /// Host pattern.
+        target: String,
+        /// The rule id.
+        rule: String,
+    },
+    /// A route's outbound DLP mode changes.
+    DlpChanged {
+        /// Host pattern.
+        target: String,
+        /// What it was.
+        before: String,
+        /// What it becomes.
+        after: String,
+        /// Whether more secrets can leave than before.
+        weaker: bool,
+    },
 }
 
 impl Change {
@@ -126,6 +144,7 @@ impl Change {
                 | Change::CredentialRemoved { .. }
                 | Change::TrustRemoved { .. }
                 | Change::RouteRemoved { .. }
+                | Change::DlpChanged { weaker: false, .. }
         )
     }
 }
@@ -190,6 +209,16 @@ impl std::fmt::Display for Change {
                 f,
                 "allows the secret-scan finding {fingerprint} in this bottle's pushes"
             ),
+            Change::DlpAllowed { target, rule } => write!(
+                f,
+                "lets requests to host {target} carry secrets of the dlp rule {rule}"
+            ),
+            Change::DlpChanged {
+                target,
+                before,
+                after,
+                ..
+            } => write!(f, "changes host {target}'s outbound {after} (was {before})"),
         }
     }
 }
@@ -614,6 +643,7 @@ pub fn routes_effect(live: &EgressConfig, proposed: &EgressConfig) -> Result<Eff
     if !removed.is_empty() {
         changes.push(Change::TrustRemoved { roots: removed });
     }
+    changes.extend(crate::dlp::dlp_changes(live, proposed));
     Ok(Effect::new(changes))
 }
 
@@ -653,6 +683,11 @@ pub fn file_effect(tool: Tool, live: &str, file: &str) -> Result<Effect, EffectE
             routes_effect(&live, &after)
         }
         Payload::Finding(fingerprint) => Ok(Effect::new([Change::FindingAllowed { fingerprint }])),
+        Payload::DlpAllow(r) => {
+            let live = parse_live(live)?;
+            let after = crate::dlp::allow_dlp_rule(&live, &r.host, &r.rule)?;
+            routes_effect(&live, &after)
+        }
     }
 }
 
@@ -691,6 +726,12 @@ pub fn check_kind(tool: Tool, effect: &Effect) -> Result<(), ValidationError> {
             })
             .map(ToString::to_string)
             .collect(),
+        Tool::DlpAllow => effect
+            .changes
+            .iter()
+            .filter(|c| !matches!(c, Change::DlpAllowed { .. }))
+            .map(ToString::to_string)
+            .collect(),
         Tool::EgressAllow | Tool::GitleaksAllow => Vec::new(),
     };
     if wrong.is_empty() {
@@ -700,6 +741,10 @@ pub fn check_kind(tool: Tool, effect: &Effect) -> Result<(), ValidationError> {
             Tool::EgressBlock => (
                 "cannot widen access",
                 "send egress-allow to ask for more, or keep every route at least as strict as list-egress-routes shows",
+            ),
+            Tool::DlpAllow => (
+                "can only let one dlp rule through to one host",
+                "ask for routes with egress-allow",
             ),
             _ => (
                 "can only give a host a credential",

@@ -14,6 +14,7 @@
 //! No transport, no async runtime; files and pure logic only.
 
 pub mod audit;
+pub mod dlp;
 pub mod effect;
 pub mod fsutil;
 pub mod grant;

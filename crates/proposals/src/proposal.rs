@@ -21,15 +21,19 @@ pub enum Tool {
     /// Allow one secret-scan finding for this bottle.
     #[serde(rename = "gitleaks-allow")]
     GitleaksAllow,
+    /// Let one outbound DLP rule through to one host for this bottle.
+    #[serde(rename = "dlp-allow")]
+    DlpAllow,
 }
 
 impl Tool {
     /// Every queued tool.
-    pub const ALL: [Tool; 4] = [
+    pub const ALL: [Tool; 5] = [
         Tool::EgressAllow,
         Tool::EgressBlock,
         Tool::EgressTokenAllow,
         Tool::GitleaksAllow,
+        Tool::DlpAllow,
     ];
 
     /// The MCP tool name.
@@ -39,6 +43,7 @@ impl Tool {
             Tool::EgressBlock => "egress-block",
             Tool::EgressTokenAllow => "egress-token-allow",
             Tool::GitleaksAllow => "gitleaks-allow",
+            Tool::DlpAllow => "dlp-allow",
         }
     }
 

@@ -82,6 +82,9 @@ pub enum ValidationError {
     /// A finding proposal is malformed.
     #[error("{0}")]
     Finding(String),
+    /// A `dlp-allow` proposal is malformed.
+    #[error("{0}")]
+    DlpAllow(String),
 }
 
 /// A token attachment: which host's route gets which named secret.
@@ -103,6 +106,8 @@ pub enum Payload {
     Token(TokenRequest),
     /// One allowlist line (a finding fingerprint).
     Finding(String),
+    /// One outbound DLP rule allowed on one host's routes.
+    DlpAllow(crate::dlp::DlpAllowRequest),
 }
 
 /// Checks the justification.
@@ -233,8 +238,44 @@ pub fn check_routes_proposal(
             }
         }
     }
+    check_dlp_unchanged(current, proposed)?;
     if current == proposed {
         return Err(ValidationError::Unchanged);
+    }
+    Ok(())
+}
+
+/// An agent's routes proposal keeps every route's outbound DLP as it is: a new route gets
+/// the default (`block`, nothing allowed), and only the operator (or an approved
+/// `dlp-allow`) changes `dlp`, `dlp_allow` or `dangerously_dlp_pass_unscannable`.
+fn check_dlp_unchanged(
+    current: &EgressConfig,
+    proposed: &EgressConfig,
+) -> Result<(), ValidationError> {
+    for route in proposed.routes.iter().flatten() {
+        let before = current
+            .routes
+            .iter()
+            .flatten()
+            .find(|c| c.host.eq_ignore_ascii_case(&route.host) && c.port == route.port);
+        let same = match before {
+            Some(c) => {
+                c.dlp == route.dlp
+                    && c.dlp_allow == route.dlp_allow
+                    && c.dangerously_dlp_pass_unscannable == route.dangerously_dlp_pass_unscannable
+            }
+            None => {
+                matches!(route.dlp, None | Some(policy::DlpMode::Block))
+                    && route.dlp_allow.as_ref().is_none_or(Vec::is_empty)
+                    && route.dangerously_dlp_pass_unscannable != Some(true)
+            }
+        };
+        if !same {
+            return Err(ValidationError::OperatorOnly(format!(
+                "changes the outbound dlp of route {} ('dlp', 'dlp_allow' or 'dangerously_dlp_pass_unscannable'); use the dlp-allow tool for one rule",
+                route.host
+            )));
+        }
     }
     Ok(())
 }
@@ -317,6 +358,7 @@ pub fn parse_payload(tool: Tool, text: &str) -> Result<Payload, ValidationError>
             Ok(Payload::Token(req))
         }
         Tool::GitleaksAllow => check_finding(text).map(Payload::Finding),
+        Tool::DlpAllow => crate::dlp::parse_dlp_allow(text).map(Payload::DlpAllow),
     }
 }
 

@@ -322,6 +322,11 @@ impl Engine {
                 self.applier.allow_finding(bottle, &fp, stamp).await?;
                 Ok((None, Some(fp), effect))
             }
+            Payload::DlpAllow(r) => {
+                let (cfg, text) = dlp_allowed_routes(&before, &r)?;
+                self.applier.apply_routes(bottle, &cfg, &text).await?;
+                Ok((Some(before), Some(text), effect))
+            }
         }
     }
 
@@ -549,5 +554,20 @@ pub fn describe_effect(tool: Tool) -> &'static str {
             "requests to that host now carry the secret: retry your request now"
         }
         Tool::GitleaksAllow => "that finding is allowed for this bottle: push again now",
+        Tool::DlpAllow => "that dlp rule is allowed to that host: send the request again now",
     }
+}
+
+/// The live routes with an approved `dlp-allow` applied, and their text.
+fn dlp_allowed_routes(
+    before: &str,
+    r: &proposals::dlp::DlpAllowRequest,
+) -> Result<(policy::EgressConfig, String), ApplyError> {
+    let live = effect::parse_live(before)
+        .map_err(|e| ApplyError::Other(format!("the live routes do not parse: {e}")))?;
+    let cfg = proposals::dlp::allow_dlp_rule(&live, &r.host, &r.rule)
+        .map_err(|e| ApplyError::Other(e.to_string()))?;
+    let text = serde_saphyr::to_string(&cfg)
+        .map_err(|e| ApplyError::Other(format!("cannot write the new routes: {e}")))?;
+    Ok((cfg, text))
 }

@@ -117,6 +117,18 @@ pub struct TokenArgs {
     pub justification: String,
 }
 
+/// Arguments of `dlp-allow`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DlpArgs {
+    /// The host the refused request went to, as egress named it, e.g. `api.example.com`.
+    pub host: String,
+    /// The rule egress named in the refusal (`x-bot-bottle-blocked: dlp <rule>`).
+    pub rule: String,
+    /// Why this request must carry what the rule found.
+    pub justification: String,
+}
+
 /// Arguments of `gitleaks-allow`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +216,14 @@ pub fn tool_list() -> Vec<McpTool> {
              rejected push (or file and line) and a justification. On approval push again. \
              Answers as egress-allow does.",
             schema::<GitleaksArgs>(),
+        ),
+        McpTool::new(
+            Tool::DlpAllow.as_str(),
+            "Ask the operator to let one outbound secret-scan (DLP) rule through to one host, \
+             after egress refused a request with 'x-bot-bottle-blocked: dlp <rule>'. Pass the \
+             host, the rule and a justification. On approval send the request again. Answers \
+             as egress-allow does.",
+            schema::<DlpArgs>(),
         ),
         McpTool::new(
             PROPOSAL_STATUS,
@@ -486,6 +506,43 @@ impl SuperviseServer {
         .await
     }
 
+    async fn dlp_call(&self, args: Option<JsonObject>) -> Result<CallToolResponse, ErrorData> {
+        let tool = Tool::DlpAllow;
+        let name = tool.as_str();
+        let a: DlpArgs = parse_args(name, args)?;
+        validate::check_justification(&a.justification).map_err(|e| invalid(name, e))?;
+        let req = proposals::dlp::DlpAllowRequest {
+            host: a.host.trim().to_owned(),
+            rule: a.rule.trim().to_owned(),
+        };
+        proposals::dlp::check_dlp_allow(&req).map_err(|e| invalid(name, e))?;
+        let current_text = self.current_routes(name).await?;
+        let file = proposals::dlp::dlp_allow_file(&req);
+        let effect =
+            proposals::effect::file_effect(tool, &current_text, &file).map_err(|e| match e {
+                proposals::effect::EffectError::Proposed(v) => invalid(name, v),
+                proposals::effect::EffectError::NoRoute(h) => invalid(
+                    name,
+                    format!(
+                        "there is no route for host {h}; ask for the route with egress-allow first"
+                    ),
+                ),
+                other => internal(name, other),
+            })?;
+        proposals::effect::check_kind(tool, &effect).map_err(|e| invalid(name, e))?;
+        self.propose(
+            tool,
+            NewProposal {
+                tool,
+                proposed_file: file,
+                justification: a.justification,
+                current_file: Some(current_text),
+                args: Some(json!({ "host": req.host, "rule": req.rule })),
+            },
+        )
+        .await
+    }
+
     async fn gitleaks_call(&self, args: Option<JsonObject>) -> Result<CallToolResponse, ErrorData> {
         let tool = Tool::GitleaksAllow;
         let name = tool.as_str();
@@ -589,10 +646,11 @@ impl SuperviseServer {
             "egress-block" => self.routes_call(Tool::EgressBlock, args).await,
             "egress-token-allow" => self.token_call(args).await,
             "gitleaks-allow" => self.gitleaks_call(args).await,
+            "dlp-allow" => self.dlp_call(args).await,
             other => Err(ErrorData::new(
                 ErrorCode::METHOD_NOT_FOUND,
                 format!(
-                    "unknown tool {other:?}; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow and proposal-status"
+                    "unknown tool {other:?}; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow, dlp-allow and proposal-status"
                 ),
                 None,
             )),

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Append the request log (JSON lines) to FILE instead of stderr
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Forward requests without outbound DLP (secrets in requests are not looked for);
+    /// only for measuring what DLP costs
+    #[arg(long)]
+    pub dangerously_skip_dlp: bool,
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
@@ -44,6 +48,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 upstream_ca: args.upstream_ca,
                 connect_to: args.connect_to,
                 log_file: args.log_file,
+                dangerously_skip_dlp: args.dangerously_skip_dlp,
             })
             .with_context(|| format!("cannot run the egress proxy on {listen}"))?;
             Ok(ExitCode::SUCCESS)

@@ -402,22 +402,25 @@ fn login_json(access_token: &str, last_refresh: time::OffsetDateTime) -> String 
 fn login_world(provider: &str, api: Option<&ModelApi>, ca: &TestCa) -> (World, PathBuf) {
     let routes: String = api
         .map(|api| {
-            // The provider's default routes for a forwarded login (same matches), pinned
-            // to the fake: the session below shows they are all Codex needs.
+            // The provider's default routes for a forwarded login (same matches, same
+            // outbound DLP: the bottle's own login may go), pinned to the fake: the session
+            // below shows they are all Codex needs.
             [
                 (
                     "chatgpt.com",
                     "[{paths: [{type: prefix, value: /backend-api/}]}]",
+                    "dlp: redact\n          dlp_allow: [jwt, generic-bearer-token]",
                 ),
                 (
                     "auth.openai.com",
                     "[{paths: [{type: exact, value: /oauth/token}], methods: [POST]}]",
+                    "dlp: log",
                 ),
             ]
             .iter()
-            .map(|(h, m)| {
+            .map(|(h, m, dlp)| {
                 format!(
-                    "        - host: {h}\n          connect_to: \"{}\"\n          matches: {m}\n",
+                    "        - host: {h}\n          connect_to: \"{}\"\n          matches: {m}\n          {dlp}\n",
                     api.addr()
                 )
             })

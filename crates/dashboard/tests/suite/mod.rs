@@ -1,3 +1,4 @@
+mod dlp;
 mod editor;
 mod fixtures;
 mod keys;

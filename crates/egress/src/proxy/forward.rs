@@ -108,6 +108,7 @@ impl Exchange<'_> {
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            dlp: None,
         });
     }
 }
@@ -278,12 +279,14 @@ pub(super) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
     }
+    let mut injected = None;
     if let Some(Some((name, value))) = decision.route.and_then(|i| loaded.credentials.get(i)) {
         // Whatever the client put in the credential header never goes out, and the
         // token itself only travels inside TLS: plain http:// requests get neither.
         parts.headers.remove(name);
         if scheme == Scheme::Https {
             parts.headers.insert(name.clone(), value.clone());
+            injected = Some(name);
         }
     }
     let host_in_uri = if host.contains(':') {
@@ -331,9 +334,29 @@ pub(super) async fn forward(
     };
     parts.uri = uri;
     parts.version = Version::HTTP_11;
+    // Outbound DLP: the head and the first window of the body, before any upstream is
+    // contacted; the rest of the body is scanned as it streams.
+    let report = dlp_report(&shared, &method, &host, &path, decision.route);
+    let checked = match crate::dlp::request::check_unless(
+        shared.skip_dlp,
+        &host,
+        &loaded,
+        decision.route,
+        &mut parts,
+        injected,
+        body,
+        shared.timeouts.idle,
+        report,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(refused) => return dlp_refused(&ex, refused),
+    };
+    let verdict = checked.verdict;
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
-    let body = Metered::new(body, shared.timeouts.idle, up.clone(), None).boxed();
+    let body = Metered::new(checked.body, shared.timeouts.idle, up.clone(), None).boxed();
     let outgoing = Request::from_parts(parts, body);
 
     let client = if upgrade {
@@ -342,6 +365,10 @@ pub(super) async fn forward(
         &loaded.client
     };
     let result = tokio::time::timeout(shared.timeouts.first_byte, client.request(outgoing)).await;
+    if let Some(stop) = verdict.get() {
+        // DLP stopped the body mid-stream: the upstream saw it aborted
+        return dlp_refused(&ex, crate::dlp::request::Refused::Dlp(stop.clone()));
+    }
     let mut resp = match result {
         Err(_) => {
             ex.log_allowed(decision.route, 504);
@@ -419,11 +446,70 @@ pub(super) async fn forward(
                 bytes_up: up.load(Ordering::Relaxed),
                 bytes_down: down.load(Ordering::Relaxed),
                 duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                dlp: None,
             })
         })
     });
     let body = Metered::new(body, shared.timeouts.idle, down, guard).boxed();
     Response::from_parts(parts, body)
+}
+
+/// The log lines of one request's DLP findings (at most `MAX_LOGGED_HITS`), written whatever
+/// the log mode: a finding is always worth a line, and it never holds the secret.
+fn dlp_report(
+    shared: &Arc<Shared>,
+    method: &Method,
+    host: &str,
+    path: &str,
+    rule: Option<usize>,
+) -> crate::dlp::Report {
+    let shared = shared.clone();
+    let method = method.to_string();
+    let host = host.to_string();
+    let path = path.to_string();
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    Arc::new(move |finding: crate::dlp::DlpLog| {
+        if count.fetch_add(1, Ordering::Relaxed) >= crate::dlp::MAX_LOGGED_HITS {
+            return;
+        }
+        let decision = match finding.action {
+            "blocked" => "blocked",
+            _ => "allowed",
+        };
+        shared.log.write(&LogEntry {
+            time: now_rfc3339(),
+            method: method.clone(),
+            host: host.clone(),
+            path: path.clone(),
+            decision,
+            reason: "dlp",
+            rule,
+            status: if decision == "blocked" { 403 } else { 0 },
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0.0,
+            dlp: Some(finding),
+        });
+    })
+}
+
+/// The answer to a request DLP refused.
+fn dlp_refused(ex: &Exchange<'_>, refused: crate::dlp::request::Refused) -> Response<RespBody> {
+    match refused {
+        crate::dlp::request::Refused::Dlp(stop) => {
+            let host_in = if ex.host.contains(':') {
+                format!("[{}]", ex.host)
+            } else {
+                ex.host.to_string()
+            };
+            let target = format!("{}://{host_in}:{}{}", ex.scheme.as_str(), ex.port, ex.path);
+            crate::dlp::request::refusal(&stop, ex.method.as_str(), &target, ex.host)
+        }
+        crate::dlp::request::Refused::Body(why) => plain(
+            StatusCode::BAD_REQUEST,
+            &format!("bot-bottle egress: {why}\n"),
+        ),
+    }
 }
 
 fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {

@@ -63,6 +63,7 @@ struct Shared {
     timeouts: Timeouts,
     limits: Limits,
     listen: Arc<OnceLock<SocketAddr>>,
+    skip_dlp: bool,
 }
 
 /// A configured egress proxy, ready to serve on a listener.
@@ -115,6 +116,7 @@ impl Proxy {
                 timeouts: config.timeouts,
                 limits: config.limits,
                 listen,
+                skip_dlp: config.dangerously_skip_dlp,
             }),
         })
     }

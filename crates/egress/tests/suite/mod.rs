@@ -1,5 +1,6 @@
 mod binary;
 mod common;
+mod dlp;
 mod forwarded;
 mod grants;
 mod http2;

@@ -492,6 +492,8 @@ fn is_expected_event(e: &str) -> bool {
 
 fn case_for_path(path: &str) -> &'static str {
     match path {
+        p if p.contains("dlp-echo") => "dlp-credential-echo",
+        p if p.contains("dlp") => "dlp-planted-secret",
         p if p.contains("hopbyhop") => "egress-hop-by-hop-header-rule",
         p if p.contains("ambig") => "egress-ambiguous-path",
         p if p.contains("override") => "egress-method-override",

@@ -394,7 +394,7 @@ async fn bad_input_gets_json_rpc_errors() {
             "shell",
             json!({}),
             ErrorCode::METHOD_NOT_FOUND,
-            "unknown tool \"shell\"; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow and proposal-status",
+            "unknown tool \"shell\"; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow, dlp-allow and proposal-status",
         ),
     ];
     for (tool, a, code, msg) in cases {

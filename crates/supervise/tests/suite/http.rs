@@ -51,6 +51,7 @@ async fn initialize_list_and_call_over_http() {
     assert_eq!(
         names,
         vec![
+            "dlp-allow",
             "egress-allow",
             "egress-block",
             "egress-token-allow",

@@ -1,4 +1,5 @@
 mod common;
+mod dlp;
 mod effect;
 mod egress_live;
 mod engine;

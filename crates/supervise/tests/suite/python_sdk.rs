@@ -126,7 +126,7 @@ async fn python_sdk_client_drives_every_tool() {
     assert_eq!(
         summary(&steps),
         vec![
-            json!({"step": "list_tools", "names": ["egress-allow", "egress-block", "egress-token-allow", "gitleaks-allow", "list-egress-routes", "proposal-status"]}),
+            json!({"step": "list_tools", "names": ["dlp-allow", "egress-allow", "egress-block", "egress-token-allow", "gitleaks-allow", "list-egress-routes", "proposal-status"]}),
             json!({"step": "list_routes", "text": base}),
             json!({"step": "allow", "status": "approved", "is_error": false, "text": "approved"}),
             json!({"step": "modify", "status": "modified", "is_error": false, "text": "modified"}),
@@ -138,7 +138,7 @@ async fn python_sdk_client_drives_every_tool() {
             json!({"step": "empty", "error_code": -32602, "message": "egress-allow: 'routes_yaml' is empty: pass the full content"}),
             json!({"step": "no_justification", "error_code": -32602, "message": "egress-allow: 'justification' is required: say in a sentence or two why you need this, the operator reads it"}),
             json!({"step": "log_change", "error_code": -32602, "message": "egress-allow: the proposed routes.yaml changes 'log' (from blocks to off); the request log is not yours to change, keep 'log' as it is"}),
-            json!({"step": "unknown", "error_code": -32601, "message": "unknown tool \"run-shell\"; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow and proposal-status"}),
+            json!({"step": "unknown", "error_code": -32601, "message": "unknown tool \"run-shell\"; the tools are list-egress-routes, egress-allow, egress-block, egress-token-allow, gitleaks-allow, dlp-allow and proposal-status"}),
         ]
     );
     // What was applied, in order: pypi, the operator's edit, the token, the finding, later.

@@ -29,6 +29,7 @@ mod kernel;
 mod network;
 mod supervise;
 
+mod dlp;
 mod egress_classes;
 mod git_objects;
 mod gvisor;
@@ -46,7 +47,7 @@ const SUPERVISE: &str = "127.0.0.1:3130";
 type Section = (&'static str, fn(&Cfg));
 
 /// Every section, in the order they run.
-const SECTIONS: [Section; 9] = [
+const SECTIONS: [Section; 10] = [
     ("network", network::cases),
     ("dns", dns::cases),
     ("egress", egress::cases),
@@ -55,6 +56,7 @@ const SECTIONS: [Section; 9] = [
     ("kernel", kernel::cases),
     ("git", git::cases),
     ("supervise", supervise::cases),
+    ("dlp", dlp::cases),
     ("resources", limits::resources),
 ];
 
