@@ -23,8 +23,8 @@
 mod body;
 pub mod ca;
 pub mod config;
-mod grant;
 mod dlp;
+mod grant;
 mod idle;
 pub mod log;
 pub mod net;

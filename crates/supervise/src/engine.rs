@@ -322,6 +322,11 @@ impl Engine {
                 self.applier.allow_finding(bottle, &fp, stamp).await?;
                 Ok((None, Some(fp), effect))
             }
+            // A dlp rule allowed on a route has no end of its own yet: refuse a shorter grant
+            // rather than let it hold for the whole bottle.
+            Payload::DlpAllow(_) if !stamp.is_empty() => Err(ApplyError::Other(
+                "a dlp-allow approval holds for this bottle only: approve it without once or for a while".to_owned(),
+            )),
             Payload::DlpAllow(r) => {
                 let (cfg, text) = dlp_allowed_routes(&before, &r)?;
                 self.applier.apply_routes(bottle, &cfg, &text).await?;

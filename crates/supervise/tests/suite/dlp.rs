@@ -8,7 +8,7 @@ use std::time::Duration;
 use egress::{ConnectTo, Proxy, ProxyConfig};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use supervise::{FileApplier, Home, SuperviseConfig, audit};
+use supervise::{FileApplier, Home, SuperviseConfig, audit, queue};
 use test_support::Upstream;
 
 use super::common::{approve, call, post, through_proxy, wait_pending};
@@ -111,4 +111,62 @@ async fn an_approved_dlp_allow_lets_the_refused_request_through() {
             2
         ]
     );
+}
+
+/// A `dlp-allow` holds for the bottle only: approved `once` or for a while, it is refused
+/// (the operator is told) instead of silently holding longer than the operator said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlp_allow_approved_once_is_refused_not_widened_to_the_bottle() {
+    let upstream = Upstream::start_plain().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let identity = "dev-00002";
+    let initial = "routes:\n  - host: new.test\n";
+    let mut pc = ProxyConfig::new(dir.path().join("ca"));
+    pc.connect_to.push(
+        ConnectTo::parse(&format!("new.test:80:127.0.0.1:{}", upstream.addr().port())).unwrap(),
+    );
+    let proxy = Proxy::new(pc, supervise::validate::parse_routes(initial).unwrap()).unwrap();
+    let routes = proxy.routes();
+    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = plistener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(plistener, std::future::pending()));
+    let live = routes.clone();
+    let applier = FileApplier::new(home.clone()).with_reload(Arc::new(move |_bottle, cfg| {
+        live.replace(cfg.clone()).map_err(|e| e.to_string())
+    }));
+    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
+    std::fs::write(home.live_config_dir(identity).join("routes.yaml"), initial).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let saddr = listener.local_addr().unwrap();
+    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
+    cfg.max_wait = Duration::from_secs(20);
+    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+
+    let header = format!("x-note: {KEY}\r\n");
+    let body = call(
+        1,
+        "dlp-allow",
+        json!({"host": "new.test", "rule": "aws-access-key-id", "justification": "example key"}),
+    );
+    let agent = tokio::spawn(async move { post(saddr, "127.0.0.1", &body).await });
+    let p = wait_pending(&home, Some(identity), 1).await;
+    queue::answer_granted(
+        &home,
+        &p[0].proposal.id,
+        supervise::Decision::Approved,
+        None,
+        None,
+        "tester",
+        supervise::Grant::Once,
+    )
+    .unwrap();
+    let (_, answer) = agent.await.unwrap();
+    assert!(
+        answer.contains("holds for this bottle only"),
+        "the agent is told why: {answer}"
+    );
+    let after = through_proxy(paddr, "GET", "http://new.test/x", "new.test", &header).await;
+    assert!(after.starts_with("HTTP/1.1 403"), "{after}");
+    assert!(upstream.requests().is_empty());
 }
