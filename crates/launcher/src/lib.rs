@@ -22,8 +22,8 @@
 
 mod bundle;
 mod docker;
+mod env;
 mod error;
-pub mod layout;
 pub mod provider;
 mod report;
 mod spec;
@@ -38,10 +38,10 @@ use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
 use error::Context;
+pub use env::HostEnv;
 pub use error::LaunchError;
-pub use layout::{
-    BottlePaths, EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar,
-};
+use ::bundle::{EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar};
+pub use state::BottlePaths;
 pub use report::{Recorded, Report};
 
 /// What to run, decided by `start` (from the manifest) or `resume` (from metadata).
@@ -83,6 +83,8 @@ pub struct Options {
     pub exe: PathBuf,
     /// Whether the agent gets a terminal (the front end's stdin, stdout and stderr are one).
     pub interactive: bool,
+    /// The host environment: which tokens exist and their values for the sidecar bundle.
+    pub env: HostEnv,
     /// Where the operator's messages go.
     pub report: Arc<dyn Report>,
 }
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("exe", &self.exe)
             .field("interactive", &self.interactive)
+            .field("env", &"..")
             .finish_non_exhaustive()
     }
 }
@@ -225,7 +228,7 @@ impl RunningBottle {
         options: &Options,
         fresh: bool,
     ) -> Result<RunningBottle, LaunchError> {
-        let paths = BottlePaths::new(home.state_dir(&identity));
+        let paths = home.bottle(&identity);
         // Markers left by a `start` that was killed belong to a bottle long gone.
         let _ = std::fs::remove_file(paths.agent_started());
         let _ = home.clear_sidecar_down(&identity);
@@ -380,14 +383,14 @@ impl RunningBottle {
         // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
         // operator approved since.
         // Provider template (clients): the client's default routes go before the bottle's own.
-        let all_routes = provider::routes_for(bottle, launch.codex_auth());
+        let all_routes = provider::routes_for(bottle, launch.codex_auth(), &options.env);
         if self.fresh || !paths.routes_file().exists() {
             let routes = policy::EgressConfig {
                 log: Some(bottle.egress.log),
                 upstream_ca: None,
                 routes: Some(spec::without_missing_tokens(
                     &all_routes,
-                    |k| std::env::var_os(k).is_some_and(|v| !v.is_empty()),
+                    |k| options.env.is_set(k),
                     options.report.as_ref(),
                 )),
             };
@@ -408,12 +411,12 @@ impl RunningBottle {
         let tokens: Vec<String> = all_routes
             .iter()
             .filter_map(|r| r.token_env.clone())
-            .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+            .filter(|k| options.env.is_set(k))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         let mut sidecar_env = tokens.clone();
-        sidecar_env.extend(spec::forge_token_envs(&bottle.git_gate.repos));
+        sidecar_env.extend(spec::forge_token_envs(&bottle.git_gate.repos, &options.env));
         sidecar_env.sort();
         sidecar_env.dedup();
         let endpoints = contract::Endpoints::DEFAULT;
@@ -490,7 +493,7 @@ impl RunningBottle {
         spec: &LaunchSpec,
         options: &Options,
     ) -> Result<Agent, LaunchError> {
-        let mut sidecar = bundle::Sidecar::start(&self.paths, sidecar_env, &options.exe)?;
+        let mut sidecar = bundle::Sidecar::start(&self.paths, sidecar_env, options)?;
         let started = self
             .backend
             .prepare(spec)

@@ -15,7 +15,6 @@
 
 pub mod audit;
 pub mod effect;
-pub mod fsutil;
 pub mod paths;
 pub mod proposal;
 pub mod queue;

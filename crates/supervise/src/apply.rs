@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use policy::EgressConfig;
 
-use proposals::fsutil;
+use proposals::paths;
 use proposals::paths::Home;
 
 /// Why a change could not be applied. The message reaches the agent and the operator.
@@ -140,7 +140,7 @@ impl FileApplier {
 
     /// `state/<bottle>/live-config/routes.yaml`.
     pub fn routes_path(&self, bottle: &str) -> PathBuf {
-        self.home.live_config_dir(bottle).join("routes.yaml")
+        self.home.bottle(bottle).routes_file()
     }
 
     /// `state/<bottle>/live-config/allowlist`: finding fingerprints the git gate allows.
@@ -178,7 +178,12 @@ impl FileApplier {
             reload(bottle, routes).map_err(ApplyError::Reload)?;
         }
         let path = self.routes_path(bottle);
-        if let Err(e) = fsutil::write_atomic(&path, text.as_bytes()) {
+        let written = match path.parent() {
+            Some(dir) => fs::create_dir_all(dir),
+            None => Ok(()),
+        }
+        .and_then(|()| state::atomic_write_mode(&path, text.as_bytes(), paths::FILE_MODE));
+        if let Err(e) = written {
             // Keep the proxy and the file in agreement: put the old routes back.
             if let Some(reload) = &self.reload
                 && let Ok(old) = self.parse_current(bottle, &old_text)

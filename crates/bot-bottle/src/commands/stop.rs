@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let grace = Duration::from_secs(args.grace);
     let deadline = std::time::Instant::now() + SETUP_WAIT;
     let mut said = false;
-    let started = launcher::BottlePaths::new(home.state_dir(&identity)).agent_started();
+    let started = home.bottle(&identity).agent_started();
     loop {
         // Signalled only once its `start` launched the agent: a signal during setup would
         // hit a bottle half built (and be lost, or fail the setup instead of stopping it).

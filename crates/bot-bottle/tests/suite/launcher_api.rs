@@ -45,6 +45,7 @@ impl World {
             exe: PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle")),
             interactive: false,
             report: self.report.clone(),
+            env: launcher::HostEnv::Process,
         }
     }
 
