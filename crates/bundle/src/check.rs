@@ -60,7 +60,7 @@ pub fn check(config: &SidecarConfig) -> Vec<Health> {
     let mut probes = vec![(
         "egress",
         &config.egress.listen,
-        "GET http://_egress.local/allowlist HTTP/1.1\r\nHost: _egress.local\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET http://_egress.local/routes HTTP/1.1\r\nHost: _egress.local\r\nConnection: close\r\n\r\n".to_owned(),
         "HTTP/1.1 200",
     )];
     if let Some(g) = &config.gate {
@@ -85,17 +85,19 @@ pub fn check(config: &SidecarConfig) -> Vec<Health> {
     }
     probes
         .into_iter()
-        .map(|(sidecar, listen, request, expect)| match ask(listen, &request) {
-            Ok(answer) if answer.contains(expect) => Health::Answering { sidecar },
-            Ok(answer) => Health::Unexpected {
-                sidecar,
-                first_line: answer.lines().next().unwrap_or("nothing").to_owned(),
+        .map(
+            |(sidecar, listen, request, expect)| match ask(listen, &request) {
+                Ok(answer) if answer.contains(expect) => Health::Answering { sidecar },
+                Ok(answer) => Health::Unexpected {
+                    sidecar,
+                    first_line: answer.lines().next().unwrap_or("nothing").to_owned(),
+                },
+                Err(e) => Health::NotAnswering {
+                    sidecar,
+                    reason: e.to_string(),
+                },
             },
-            Err(e) => Health::NotAnswering {
-                sidecar,
-                reason: e.to_string(),
-            },
-        })
+        )
         .collect()
 }
 

@@ -38,12 +38,13 @@ pub struct SidecarConfig {
 impl SidecarConfig {
     /// Reads and parses a bundle's config file (bounded, regular files only).
     pub fn load(path: &Path) -> Result<SidecarConfig, BundleError> {
-        let text = state::read::read_limited(path, state::read::CONFIG_LIMIT).map_err(|source| {
-            BundleError::ReadConfig {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        let text =
+            state::read::read_limited(path, state::read::CONFIG_LIMIT).map_err(|source| {
+                BundleError::ReadConfig {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         serde_json::from_slice(&text).map_err(|source| BundleError::InvalidConfig {
             path: path.to_path_buf(),
             source,

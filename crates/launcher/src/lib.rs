@@ -33,16 +33,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend::{Backend, BackendKind, BottleStdio, LaunchSpec};
+use backend::{Backend, BackendKind, BottleStdio, LaunchSpec, SidecarPlacement};
 use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
-use error::Context;
-pub use env::HostEnv;
-pub use error::LaunchError;
 use ::bundle::{EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar};
-pub use state::BottlePaths;
+pub use env::HostEnv;
+use error::Context;
+pub use error::LaunchError;
 pub use report::{Recorded, Report};
+pub use state::BottlePaths;
 
 /// What to run, decided by `start` (from the manifest) or `resume` (from metadata).
 #[derive(Debug)]
@@ -149,19 +149,11 @@ fn open_backend(
     kind: BackendKind,
     options: &Options,
 ) -> Result<Arc<dyn Backend>, LaunchError> {
-    let backend: Arc<dyn Backend> = match kind {
-        // The in-bottle helper is the front end's executable, not necessarily this process.
-        BackendKind::Native => Arc::new(backend::native::NativeBackend::new(
-            backend::native::NativeConfig::new(
-                backend::native::HelperCommand {
-                    exe: options.exe.clone(),
-                    args: vec![backend::native::HELPER_SUBCOMMAND.into()],
-                },
-                home.root(),
-            ),
-        )),
-        _ => Arc::from(backend::open(kind, home.root())?),
-    };
+    // The helpers are the front end's executable, not necessarily this process.
+    let backend: Arc<dyn Backend> = Arc::from(backend::open(
+        kind,
+        &backend::OpenOptions::new(home.root(), &options.exe),
+    )?);
     // Native: the kernel's facts only (`doctor` also runs a test bottle, which would double
     // the start-up time here, and the launch itself fails closed on anything the facts miss).
     let status = backend.launch_preflight();
@@ -206,14 +198,15 @@ impl std::fmt::Debug for RunningBottle {
     }
 }
 
-/// The agent of a running bottle and, on native, its sidecar bundle and the bundle's watcher.
+/// The agent of a running bottle and, when the bundle is a host process, the bundle and its
+/// watcher (a bundle in a container is watched by the backend).
 enum Agent {
-    Native {
+    HostBundle {
         running: Box<dyn backend::RunningBottle>,
         sidecar: bundle::Sidecar,
         watcher: std::thread::JoinHandle<()>,
     },
-    Docker {
+    ContainerBundle {
         running: Box<dyn backend::RunningBottle>,
     },
 }
@@ -298,7 +291,7 @@ impl RunningBottle {
 
     fn wait_agent(&self, agent: Agent) -> Result<i32, LaunchError> {
         match agent {
-            Agent::Native {
+            Agent::HostBundle {
                 mut running,
                 mut sidecar,
                 watcher,
@@ -310,7 +303,7 @@ impl RunningBottle {
                 let _ = watcher.join();
                 Ok(waited?.code)
             }
-            Agent::Docker { mut running } => Ok(running.wait()?.code),
+            Agent::ContainerBundle { mut running } => Ok(running.wait()?.code),
         }
     }
 
@@ -420,17 +413,16 @@ impl RunningBottle {
         sidecar_env.sort();
         sidecar_env.dedup();
         let endpoints = contract::Endpoints::DEFAULT;
-        let docker = launch.backend == BackendKind::Docker;
-        // Native: Unix sockets in the state directory, forwarded into the bottle. Docker: TCP
-        // on the sidecar container's side of the bottle's internal network.
+        let placement = self.backend.sidecar_placement();
+        // A host process: Unix sockets in the state directory, forwarded into the bottle. A
+        // container: TCP on the sidecar container's side of the bottle's internal network.
         let listen = |name: &str, port: u16| -> Result<Listen, LaunchError> {
-            if docker {
-                Ok(Listen::Tcp(std::net::SocketAddr::from((
+            match placement {
+                SidecarPlacement::Container => Ok(Listen::Tcp(std::net::SocketAddr::from((
                     [0, 0, 0, 0],
                     port,
-                ))))
-            } else {
-                Ok(Listen::Unix(paths.socket(name)?))
+                )))),
+                SidecarPlacement::HostProcess => Ok(Listen::Unix(paths.socket(name)?)),
             }
         };
         let config = SidecarConfig {
@@ -469,25 +461,30 @@ impl RunningBottle {
         let spec = spec::agent_spec(
             identity, paths, launch, self.fresh, &config, &ca_pem, options,
         )?;
-        if docker {
-            let running = docker::launch(
-                home,
-                paths,
-                launch,
-                &sidecar_env,
-                &spec,
-                self.watch.clone(),
-                options,
-            )?;
-            return Ok(Agent::Docker { running });
+        match placement {
+            // The sidecar container (docker, the one backend that runs its bundle so).
+            SidecarPlacement::Container => {
+                let running = docker::launch(
+                    home,
+                    paths,
+                    launch,
+                    &sidecar_env,
+                    &spec,
+                    self.watch.clone(),
+                    options,
+                )?;
+                Ok(Agent::ContainerBundle { running })
+            }
+            SidecarPlacement::HostProcess => {
+                self.launch_beside_host_bundle(&sidecar_env, &spec, options)
+            }
         }
-        self.launch_native(&sidecar_env, &spec, options)
     }
 
-    /// The native bottle beside its bundle, a child of this process: a watcher thread waits
-    /// for the bundle to exit (without reaping it) and stops the bottle if it does while the
-    /// agent runs.
-    fn launch_native(
+    /// The bottle beside its bundle, a child of this process: a watcher thread waits for the
+    /// bundle to exit (without reaping it) and stops the bottle if it does while the agent
+    /// runs.
+    fn launch_beside_host_bundle(
         &self,
         sidecar_env: &[String],
         spec: &LaunchSpec,
@@ -521,7 +518,7 @@ impl RunningBottle {
                 report.line(&format!("cannot stop {identity}: {e}"));
             }
         });
-        Ok(Agent::Native {
+        Ok(Agent::HostBundle {
             running,
             sidecar,
             watcher,

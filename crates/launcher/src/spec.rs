@@ -4,16 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use backend::{Forward, LaunchSpec, ReadOnlyFile};
 use ::bundle::{Listen, SidecarConfig};
+use backend::{Forward, LaunchSpec, ReadOnlyFile};
 use manifest::ProviderKind;
 use state::Identity;
 
 use crate::error::Context;
-use crate::{
-    BottlePaths, Launch, LaunchError, Options, Report, create_private_dir,
-    provider,
-};
+use crate::{BottlePaths, Launch, LaunchError, Options, Report, create_private_dir, provider};
 
 /// Where the agent's home is inside every bottle.
 const AGENT_HOME: &str = "/home/agent";
@@ -32,9 +29,7 @@ pub(crate) fn forge_token_envs<'a>(
     repos.values().filter_map(|r| match &r.key {
         Some(manifest::raw::KeySpec::Gitea {
             forge_token_env, ..
-        }) if env.is_set(forge_token_env) => {
-            Some(forge_token_env.clone())
-        }
+        }) if env.is_set(forge_token_env) => Some(forge_token_env.clone()),
         _ => None,
     })
 }

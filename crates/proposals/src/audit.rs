@@ -216,7 +216,8 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
     };
     let head_file = head_path(&path);
     let head_json = serde_json::to_vec(&head).unwrap_or_default();
-    state::atomic_write_mode(&head_file, &head_json, FILE_MODE).map_err(io_err("write", &head_file))?;
+    state::atomic_write_mode(&head_file, &head_json, FILE_MODE)
+        .map_err(io_err("write", &head_file))?;
     Ok(entry)
 }
 

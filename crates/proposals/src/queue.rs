@@ -326,7 +326,8 @@ impl Queue {
             args: new.args,
         };
         let path = self.proposal_path(&proposal.id);
-        state::atomic_write_new(&path, &to_json(&proposal), FILE_MODE).map_err(io_err("write", &path))?;
+        state::atomic_write_new(&path, &to_json(&proposal), FILE_MODE)
+            .map_err(io_err("write", &path))?;
         Ok((proposal, false))
     }
 
@@ -475,7 +476,8 @@ impl Queue {
         let id = failure.id.as_str();
         paths::check_proposal_id(id)?;
         let path = self.failure_path(id);
-        state::atomic_write_mode(&path, &to_json(failure), FILE_MODE).map_err(io_err("write", &path))?;
+        state::atomic_write_mode(&path, &to_json(failure), FILE_MODE)
+            .map_err(io_err("write", &path))?;
         self.set_response_aside(id, "failed")
     }
 

@@ -23,7 +23,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let identity = Identity::parse(&args.identity)?;
     let home = Home::from_env()?;
     let meta = home.read_metadata(&identity)?;
-    let backend = backend::open(BackendKind::parse(&meta.backend)?, home.root())?;
+    let backend = backend::open(
+        BackendKind::parse(&meta.backend)?,
+        &backend::OpenOptions::current_exe(home.root())?,
+    )?;
     let grace = Duration::from_secs(args.grace);
     let deadline = std::time::Instant::now() + SETUP_WAIT;
     let mut said = false;
