@@ -82,11 +82,10 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
     let mut proxy_config = egress::ProxyConfig::new(&config.egress.ca_dir);
     proxy_config.upstream_ca = config.egress.upstream_ca.clone();
     proxy_config.log = egress::LogSink::File(config.egress.log.clone());
-    let proxy =
-        egress::Proxy::new(proxy_config, routes).map_err(|source| BundleError::Egress {
-            action: "cannot start egress",
-            source,
-        })?;
+    let proxy = egress::Proxy::new(proxy_config, routes).map_err(|source| BundleError::Egress {
+        action: "cannot start egress",
+        source,
+    })?;
     let routes_handle = proxy.routes();
     let egress_listener = bind(&config.egress.listen)?;
 
@@ -108,7 +107,7 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
         None => None,
     };
 
-    // Supervise: approvals reload egress in place and extend the gate's allowlist.
+    // Supervise: approvals reload egress in place and extend the git gate's allowed findings.
     let supervise = match &config.supervise {
         Some(s) => {
             let reload_handle = routes_handle.clone();
@@ -122,7 +121,7 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
                 .with_known_tokens(config.tokens.clone());
             let applier: Arc<dyn supervise::Applier> = Arc::new(SidecarApplier {
                 files,
-                gate_allowlist: gate.as_ref().map(|(g, _)| g.allowlist_path()),
+                gate_allowed_findings: gate.as_ref().map(|(g, _)| g.allowed_findings_path()),
             });
             let supervise_config = supervise::SuperviseConfig {
                 home: supervise::Home::new(&config.home),
@@ -221,10 +220,10 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
 }
 
 /// Applies approvals: routes and tokens through supervise's file applier (which reloads
-/// egress first), findings into the git gate's own allowlist.
+/// egress first), findings into the git gate's allowed findings.
 struct SidecarApplier {
     files: supervise::FileApplier,
-    gate_allowlist: Option<PathBuf>,
+    gate_allowed_findings: Option<PathBuf>,
 }
 
 #[async_trait::async_trait]
@@ -256,7 +255,7 @@ impl supervise::Applier for SidecarApplier {
         _bottle: &str,
         fingerprint: &str,
     ) -> Result<(), supervise::ApplyError> {
-        let Some(path) = &self.gate_allowlist else {
+        let Some(path) = &self.gate_allowed_findings else {
             return Err(supervise::ApplyError::Other(
                 "this bottle has no git gate, so there is no push scan to allow a finding in"
                     .into(),

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-mod allowlist;
+mod allowed_findings;
 mod builtin;
 mod cgi;
 mod config;
@@ -39,7 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use allowlist::{ALLOWLIST_FILE, allowlist_path, parse_allowlist, read_allowlist};
+pub use allowed_findings::{
+    ALLOWED_FINDINGS_FILE, allowed_findings_path, parse_allowed_findings, read_allowed_findings,
+};
 pub use builtin::BuiltinScanner;
 pub use config::{ConfigError, GateConfig, KeySource, RepoConfig, Upstream};
 pub use gitconfig::{render_agent_gitconfig, render_from_config};
@@ -309,9 +311,9 @@ impl Gate {
         &self.state_dir
     }
 
-    /// The allowlist this gate reads on every push.
-    pub fn allowlist_path(&self) -> PathBuf {
-        allowlist_path(&self.state_dir)
+    /// The allowed findings this gate reads on every push.
+    pub fn allowed_findings_path(&self) -> PathBuf {
+        allowed_findings_path(&self.state_dir)
     }
 
     /// The bare mirror of a repository.

@@ -37,12 +37,24 @@ impl BottlePaths {
         self.live_config().join("routes.yaml")
     }
 
+    /// The allowed findings supervise records for a bottle without a git gate of its own
+    /// (the bundle's git gate keeps them in its state directory).
+    pub fn allowed_findings(&self) -> PathBuf {
+        self.live_config().join("allowed-findings")
+    }
+
+    /// The name [`BottlePaths::allowed_findings`] had before it was renamed: read once (and
+    /// moved) when a bottle from before the rename is resumed.
+    pub fn allowed_findings_before_rename(&self) -> PathBuf {
+        self.live_config().join("allowlist")
+    }
+
     /// The bottle's `git-gate:` block, as the gate reads it.
     pub fn gate_config(&self) -> PathBuf {
         self.root.join("git-gate.yaml")
     }
 
-    /// The gate's mirrors, keys and allowlist.
+    /// The git gate's mirrors, keys and allowed findings.
     pub fn gate_dir(&self) -> PathBuf {
         self.root.join("git-gate")
     }

@@ -2,7 +2,7 @@
 //!
 //! Supervise never talks to the egress proxy or the git gate directly: it calls an
 //! [`Applier`]. [`FileApplier`] writes the live files (`state/<identity>/live-config/
-//! routes.yaml`, atomically, and `allowlist`, appended) and can call a live-reload hook
+//! routes.yaml`, atomically, and `allowed-findings`, appended) and can call a live-reload hook
 //! first (the sidecar bundle plugs the egress proxy's reload handle in there), so the
 //! change is in effect before supervise answers the agent. [`RecordingApplier`] is the
 //! fake for tests: it records every call in order and can be told to fail.
@@ -143,9 +143,10 @@ impl FileApplier {
         self.home.bottle(bottle).routes_file()
     }
 
-    /// `state/<bottle>/live-config/allowlist`: finding fingerprints the git gate allows.
-    pub fn allowlist_path(&self, bottle: &str) -> PathBuf {
-        self.home.live_config_dir(bottle).join("allowlist")
+    /// `state/<bottle>/live-config/allowed-findings`: finding fingerprints the git gate
+    /// allows.
+    pub fn allowed_findings_path(&self, bottle: &str) -> PathBuf {
+        self.home.bottle(bottle).allowed_findings()
     }
 
     fn read_routes(&self, bottle: &str) -> Result<String, ApplyError> {
@@ -237,9 +238,14 @@ impl Applier for FileApplier {
 
     async fn allow_finding(&self, bottle: &str, fingerprint: &str) -> Result<(), ApplyError> {
         let _guard = self.lock.lock().await;
-        let path = self.allowlist_path(bottle);
+        let path = self.allowed_findings_path(bottle);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        // A bottle from before the file's rename: its approvals move to the new name.
+        let before = self.home.bottle(bottle).allowed_findings_before_rename();
+        if !path.exists() && before.exists() {
+            fs::rename(&before, &path).map_err(io_err("move", &before))?;
         }
         let existing = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -468,12 +474,29 @@ mod tests {
         a.allow_finding("b-1", "c1:a.rs:rule:3").await.unwrap();
         a.allow_finding("b-1", "c2:b.rs:rule:4").await.unwrap();
         assert_eq!(
-            fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
+            fs::read_to_string(a.allowed_findings_path("b-1")).unwrap(),
             "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"
         );
         assert_eq!(
             seen.lock().unwrap().clone(),
             vec!["b-1:api.example", "b-1:refused.example", "b-1:api.example"]
         );
+    }
+    #[tokio::test]
+    async fn allowed_findings_of_a_bottle_from_before_the_rename_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let a = FileApplier::new(home.clone());
+        let before = home.bottle("b-1").allowed_findings_before_rename();
+        fs::create_dir_all(before.parent().unwrap()).unwrap();
+        fs::write(&before, "c1:a.rs:rule:3\n").unwrap();
+
+        a.allow_finding("b-1", "c2:b.rs:rule:4").await.unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3").await.unwrap();
+        assert_eq!(
+            fs::read_to_string(a.allowed_findings_path("b-1")).unwrap(),
+            "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"
+        );
+        assert!(!before.exists());
     }
 }

@@ -141,7 +141,7 @@ async fn secret_push_is_refused_until_allowlisted() {
 
     // The operator approves the fingerprint: the same push now passes.
     std::fs::write(
-        gate.gate.allowlist_path(),
+        gate.gate.allowed_findings_path(),
         format!("# approved in review\n{fingerprint}\n"),
     )
     .unwrap();
