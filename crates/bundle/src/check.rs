@@ -130,3 +130,46 @@ fn ask(listen: &Listen, request: &str) -> std::io::Result<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EgressSidecar, SuperviseSidecar};
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn sidecars_nobody_listens_for_are_reported_not_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = |name: &str| Listen::Unix(dir.path().join(format!("{name}.sock")));
+        let config = SidecarConfig {
+            identity: "demo-1a2b3".into(),
+            home: dir.path().into(),
+            egress: EgressSidecar {
+                listen: socket("egress"),
+                routes: dir.path().join("routes.yaml"),
+                ca_dir: dir.path().join("ca"),
+                upstream_ca: vec![],
+                log: dir.path().join("egress.jsonl"),
+            },
+            gate: None,
+            supervise: Some(SuperviseSidecar {
+                listen: socket("supervise"),
+            }),
+            tokens: vec![],
+        };
+        let lines: Vec<String> = check(&config)
+            .iter()
+            .map(|h| {
+                assert!(!h.is_answering());
+                h.to_string()
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "egress: not answering (No such file or directory (os error 2))",
+                "supervise: not answering (No such file or directory (os error 2))",
+            ]
+        );
+    }
+}

@@ -110,3 +110,42 @@ pub struct SuperviseSidecar {
     /// Where to listen.
     pub listen: Listen,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_config_round_trips_and_a_bad_one_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SidecarConfig {
+            identity: "demo-1a2b3".into(),
+            home: "/h".into(),
+            egress: EgressSidecar {
+                listen: Listen::Tcp(SocketAddr::from(([0, 0, 0, 0], 3128))),
+                routes: "/h/state/demo-1a2b3/live-config/routes.yaml".into(),
+                ca_dir: "/h/state/demo-1a2b3/ca".into(),
+                upstream_ca: vec![],
+                log: "/h/state/demo-1a2b3/logs/egress.jsonl".into(),
+            },
+            gate: Some(GateSidecar {
+                listen: Listen::Unix("/h/state/demo-1a2b3/sockets/gate.sock".into()),
+                repos: "/h/state/demo-1a2b3/git-gate.yaml".into(),
+                state_dir: "/h/state/demo-1a2b3/git-gate".into(),
+            }),
+            supervise: None,
+            tokens: vec!["API_TOKEN".into()],
+        };
+        let path = dir.path().join("sidecar.json");
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        assert_eq!(SidecarConfig::load(&path).unwrap(), config);
+
+        std::fs::write(&path, br#"{"identity": "x", "surprise": 1}"#).unwrap();
+        let err = SidecarConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("the sidecar config {} is invalid: ", path.display())),
+            "{err}"
+        );
+    }
+}
