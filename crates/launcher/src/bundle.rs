@@ -34,7 +34,7 @@ impl Sidecar {
         tokens: &[String],
         options: &Options,
     ) -> Result<Sidecar, LaunchError> {
-        let log_path = paths.logs().join("sidecar.log");
+        let log_path = paths.sidecar_log();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -215,7 +215,7 @@ fn sidecar_spec(
             env.insert(name, value);
         }
     }
-    let log = paths.logs().join("sidecar.log");
+    let log = paths.sidecar_log();
     // The bundle's own log goes to the state directory, as on native; stdout carries `ready`.
     let script = format!(
         "exec {SIDECAR_EXE} sidecar --config {} 2>>{}",

@@ -310,7 +310,7 @@ impl RunningBottle {
     /// The error to end with when the bundle died under the agent.
     fn sidecar_down(&self) -> Option<LaunchError> {
         let how = self.watch.down()?;
-        let log = self.paths.logs().join("sidecar.log");
+        let log = self.paths.sidecar_log();
         Some(
             watch::SidecarDown {
                 identity: self.identity.clone(),
@@ -433,7 +433,7 @@ impl RunningBottle {
                 routes: paths.routes_file(),
                 ca_dir: paths.ca_dir(),
                 upstream_ca: bottle.egress.upstream_ca.clone(),
-                log: paths.logs().join("egress.jsonl"),
+                log: paths.egress_log(),
             },
             gate: has_repos
                 .then(|| -> Result<GateSidecar, LaunchError> {

@@ -84,6 +84,16 @@ impl BottlePaths {
         self.root.join("logs")
     }
 
+    /// The sidecar bundle's own log (its stderr), where a crash says why.
+    pub fn sidecar_log(&self) -> PathBuf {
+        self.logs().join("sidecar.log")
+    }
+
+    /// The egress request log (JSON lines).
+    pub fn egress_log(&self) -> PathBuf {
+        self.logs().join("egress.jsonl")
+    }
+
     /// A per-bottle replacement of the agent image's Dockerfile (docker backend).
     pub fn dockerfile_override(&self) -> PathBuf {
         self.root.join("Dockerfile")

@@ -214,6 +214,11 @@ impl Home {
         self.root.join("logs")
     }
 
+    /// `run/<backend>/`: a backend's runtime records of the bottles it runs.
+    pub fn runtime_dir(&self, backend: &str) -> PathBuf {
+        self.root.join("run").join(backend)
+    }
+
     /// `manifest/`: the manifest directory searched last.
     pub fn manifest_dir(&self) -> PathBuf {
         self.root.join("manifest")

@@ -143,7 +143,7 @@ impl NativeConfig {
         );
         NativeConfig {
             helper,
-            runtime_dir: bot_bottle_home.join("run").join("native"),
+            runtime_dir: state::Home::new(bot_bottle_home).runtime_dir("native"),
             system_dirs: default_system_dirs(),
             secrets: Secrets {
                 never_visible,
