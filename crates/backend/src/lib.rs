@@ -335,3 +335,40 @@ pub enum BackendError {
         source: std::io::Error,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn every_backend_is_opened_with_the_same_options_and_says_where_its_sidecars_listen() {
+        let options = OpenOptions::new("/h", "/usr/bin/bot-bottle");
+        assert_eq!(
+            options.helper("__docker-init"),
+            native::HelperCommand {
+                exe: "/usr/bin/bot-bottle".into(),
+                args: vec!["__docker-init".into()],
+            }
+        );
+        let placements: Vec<(BackendKind, SidecarPlacement)> =
+            [BackendKind::Native, BackendKind::Docker]
+                .into_iter()
+                .map(|kind| {
+                    let backend = open(kind, &options).unwrap();
+                    (backend.kind(), backend.sidecar_placement())
+                })
+                .collect();
+        assert_eq!(
+            placements,
+            vec![
+                (BackendKind::Native, SidecarPlacement::HostProcess),
+                (BackendKind::Docker, SidecarPlacement::Container),
+            ]
+        );
+        assert!(matches!(
+            open(BackendKind::Apple, &options),
+            Err(BackendError::Unavailable { .. })
+        ));
+    }
+}
