@@ -144,7 +144,10 @@ mod tests {
         std::fs::write(&path, br#"{"identity": "x", "surprise": 1}"#).unwrap();
         let err = SidecarConfig::load(&path).unwrap_err().to_string();
         assert!(
-            err.starts_with(&format!("the sidecar config {} is invalid: ", path.display())),
+            err.starts_with(&format!(
+                "the sidecar config {} is invalid: ",
+                path.display()
+            )),
             "{err}"
         );
     }
