@@ -115,21 +115,71 @@ pub fn default_backend() -> BackendKind {
     }
 }
 
-/// The backend of that kind, ready to use. `bot_bottle_home` is `$BOT_BOTTLE_HOME` (runtime
-/// records and the paths a bottle must never see derive from it). Backends not in this build
-/// answer [`BackendError::Unavailable`] with what to use instead.
+/// What every backend is opened with: the same two facts for all, so that no backend is
+/// special-cased by its callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// `$BOT_BOTTLE_HOME`: runtime records and the paths a bottle must never see derive
+    /// from it.
+    pub home: std::path::PathBuf,
+    /// The `bot-bottle` executable: it serves the backends' hidden helpers (the native
+    /// in-bottle helper, the docker init and reaper), given as a subcommand.
+    pub exe: std::path::PathBuf,
+}
+
+impl OpenOptions {
+    /// A home and the executable that serves the helpers.
+    pub fn new(home: impl Into<std::path::PathBuf>, exe: impl Into<std::path::PathBuf>) -> Self {
+        OpenOptions {
+            home: home.into(),
+            exe: exe.into(),
+        }
+    }
+
+    /// A home, with the running executable serving the helpers (the `bot-bottle` binary).
+    pub fn current_exe(home: impl Into<std::path::PathBuf>) -> Result<Self, BackendError> {
+        let exe = std::env::current_exe().map_err(|source| BackendError::Io {
+            action: "find the bot-bottle executable",
+            path: std::path::PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        Ok(OpenOptions::new(home, exe))
+    }
+
+    /// The executable with one hidden subcommand.
+    pub fn helper(&self, subcommand: &str) -> native::HelperCommand {
+        native::HelperCommand {
+            exe: self.exe.clone(),
+            args: vec![subcommand.into()],
+        }
+    }
+}
+
+/// Where a backend's bottles reach their sidecar bundle; the launcher asks
+/// [`Backend::sidecar_placement`] instead of matching on the backend's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidecarPlacement {
+    /// The launcher runs the bundle as a host process listening on Unix sockets in the
+    /// bottle's state directory; the backend forwards the bottle's loopback ports to them
+    /// ([`LaunchSpec::forwards`]). Native (and any backend that can forward to host sockets).
+    HostProcess,
+    /// The bundle runs in a container beside the bottle and listens on TCP ports of the
+    /// bottle's internal network, which only the agent shares. Docker.
+    Container,
+}
+
+/// The backend of that kind, ready to use. Backends not in this build answer
+/// [`BackendError::Unavailable`] with what to use instead.
 ///
 /// This is the one place that maps a kind to its implementation: a new backend is a new module
 /// directory (its host side; anything that runs inside its bottles goes under [`inbottle`])
-/// with an `open` function, plus one arm here. Its name is a [`BackendKind`] variant and its
-/// machine checks are in [`preflight`].
-pub fn open(
-    kind: BackendKind,
-    bot_bottle_home: &std::path::Path,
-) -> Result<Box<dyn Backend>, BackendError> {
+/// with an `open(&OpenOptions)` function, plus one arm here. Its name is a [`BackendKind`]
+/// variant, its machine checks are in [`preflight`], and it says where its sidecars listen
+/// with [`Backend::sidecar_placement`].
+pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
-        BackendKind::Native => native::open(bot_bottle_home),
-        BackendKind::Docker => docker::open(bot_bottle_home),
+        BackendKind::Native => native::open(options),
+        BackendKind::Docker => docker::open(options),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"
@@ -206,6 +256,12 @@ pub trait Backend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
+    /// Where this backend's bottles reach their sidecar bundle: a host process the launcher
+    /// starts (the default), or a container the backend runs beside the bottle.
+    fn sidecar_placement(&self) -> SidecarPlacement {
+        SidecarPlacement::HostProcess
+    }
+
     /// Whether this machine can run this backend, with the fix for anything missing.
     fn preflight(&self) -> BackendStatus;
 
@@ -278,4 +334,41 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn every_backend_is_opened_with_the_same_options_and_says_where_its_sidecars_listen() {
+        let options = OpenOptions::new("/h", "/usr/bin/bot-bottle");
+        assert_eq!(
+            options.helper("__docker-init"),
+            native::HelperCommand {
+                exe: "/usr/bin/bot-bottle".into(),
+                args: vec!["__docker-init".into()],
+            }
+        );
+        let placements: Vec<(BackendKind, SidecarPlacement)> =
+            [BackendKind::Native, BackendKind::Docker]
+                .into_iter()
+                .map(|kind| {
+                    let backend = open(kind, &options).unwrap();
+                    (backend.kind(), backend.sidecar_placement())
+                })
+                .collect();
+        assert_eq!(
+            placements,
+            vec![
+                (BackendKind::Native, SidecarPlacement::HostProcess),
+                (BackendKind::Docker, SidecarPlacement::Container),
+            ]
+        );
+        assert!(matches!(
+            open(BackendKind::Apple, &options),
+            Err(BackendError::Unavailable { .. })
+        ));
+    }
 }

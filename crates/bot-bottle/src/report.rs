@@ -75,6 +75,7 @@ pub fn launch_options() -> anyhow::Result<launcher::Options> {
             && std::io::stdout().is_terminal()
             && std::io::stderr().is_terminal(),
         report: std::sync::Arc::new(Terminal::new()),
+        env: launcher::HostEnv::Process,
     })
 }
 

@@ -168,7 +168,7 @@ fn durable_write(n: usize) -> Vec<Duration> {
     (0..n)
         .map(|i| {
             let t = Instant::now();
-            proposals::fsutil::write_atomic(&dir.path().join(format!("{i}.json")), b"{}").unwrap();
+            state::atomic_write_mode(&dir.path().join(format!("{i}.json")), b"{}", 0o666).unwrap();
             t.elapsed()
         })
         .collect()

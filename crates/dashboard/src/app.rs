@@ -31,7 +31,7 @@ pub fn snapshot(home: &Home) -> Result<Snapshot, QueueError> {
             Tool::EgressAllow | Tool::EgressBlock | Tool::EgressTokenAllow | Tool::DlpAllow
         ) && let Some(hash) = &p.current_file_hash
         {
-            let live = home.live_config_dir(&p.bottle_slug).join("routes.yaml");
+            let live = home.bottle(&p.bottle_slug).routes_file();
             if let Ok(text) = std::fs::read_to_string(&live)
                 && &proposals::proposal::sha256_hex(&text) != hash
             {

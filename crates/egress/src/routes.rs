@@ -103,7 +103,7 @@ pub(crate) struct Loaded {
     /// HTTP/1.1-only client for upgrade requests (WebSocket), which need HTTP/1.1.
     pub client_h1: Client<Connector, ReqBody>,
     pub log: LogMode,
-    pub allowlist_json: Bytes,
+    pub routes_json: Bytes,
     /// What outbound DLP looks for in this generation (scanner rules and its credentials).
     pub dlp: Arc<crate::dlp::Detector>,
     /// Per route index: its DLP settings.
@@ -254,7 +254,7 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
     };
     let client_h1 = client(tls_h1);
     let client = client(tls);
-    let allowlist_json = Bytes::from(
+    let routes_json = Bytes::from(
         serde_json::to_vec_pretty(&serde_json::json!({
             "log": config.log.unwrap_or_default(),
             "routes": config.routes.clone().unwrap_or_default(),
@@ -272,7 +272,7 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
         credentials,
         client,
         client_h1,
-        allowlist_json,
+        routes_json,
     })
 }
 

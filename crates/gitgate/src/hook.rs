@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::allowlist::{allowlist_path, read_allowlist};
+use crate::allowed_findings::{allowed_findings_path, read_allowed_findings};
 use crate::glob::Glob;
 use crate::keys::upstream_env;
 use crate::mirror::{MIRROR_REFSPECS, RepoRuntime, Runtime};
@@ -138,7 +138,7 @@ pub fn scan_rev_args(updates: &[RefUpdate]) -> Vec<String> {
     args
 }
 
-/// Renders the rejection for findings that are not allowlisted.
+/// Renders the rejection for findings that are not allowed.
 pub fn findings_message(findings: &[GateFinding]) -> String {
     let mut msg = format!(
         "push rejected by the git gate: {} possible secret{} in the pushed commits or tags\n",
@@ -260,7 +260,8 @@ fn pre_receive_inner(
         let scan = scanner
             .scan(&mirror, &rev_args, &hermetic_git_env())
             .map_err(|e| format!("the secret scan failed: {e}; nothing was pushed upstream"))?;
-        let allowed = read_allowlist(&allowlist_path(state_dir)).map_err(|e| e.to_string())?;
+        let allowed =
+            read_allowed_findings(&allowed_findings_path(state_dir)).map_err(|e| e.to_string())?;
         let blocking: Vec<GateFinding> = scan
             .findings
             .into_iter()
@@ -295,7 +296,7 @@ fn pre_receive_inner(
     let pushed = forward_upstream(repo, &runtime, &updates, out)?;
     if pushed && !used.is_empty() {
         // An allowed finding approved once has let its one push through.
-        match crate::allowlist::spend_uses(&allowlist_path(state_dir), &used) {
+        match crate::allowed_findings::spend_uses(&allowed_findings_path(state_dir), &used) {
             Ok(gone) => {
                 for a in gone {
                     let _ = writeln!(

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-mod allowlist;
+mod allowed_findings;
 mod builtin;
 mod cgi;
 mod config;
@@ -39,9 +39,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use allowlist::{
-    ALLOWLIST_FILE, AllowedFinding, AllowlistError, add_allowed, allowed_now, allowlist_path,
-    parse_allowlist, parse_entries, read_allowlist, remove_ended, spend_uses,
+pub use allowed_findings::{
+    ALLOWED_FINDINGS_FILE, AllowedFinding, AllowedFindingsError, add_allowed,
+    allowed_findings_path, allowed_now, parse_allowed_findings, parse_entries,
+    read_allowed_findings, remove_ended, spend_uses,
 };
 pub use builtin::BuiltinScanner;
 pub use config::{ConfigError, GateConfig, KeySource, RepoConfig, Upstream};
@@ -312,9 +313,9 @@ impl Gate {
         &self.state_dir
     }
 
-    /// The allowlist this gate reads on every push.
-    pub fn allowlist_path(&self) -> PathBuf {
-        allowlist_path(&self.state_dir)
+    /// The allowed findings this gate reads on every push.
+    pub fn allowed_findings_path(&self) -> PathBuf {
+        allowed_findings_path(&self.state_dir)
     }
 
     /// The bare mirror of a repository.

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::error::Context;
-use crate::{BottlePaths, LaunchError};
+use crate::{BottlePaths, LaunchError, Options};
 
 /// How long the sidecar bundle may take to become ready (the gate's first upstream sync).
 const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,15 +32,15 @@ impl Sidecar {
     pub(crate) fn start(
         paths: &BottlePaths,
         tokens: &[String],
-        exe: &Path,
+        options: &Options,
     ) -> Result<Sidecar, LaunchError> {
-        let log_path = paths.logs().join("sidecar.log");
+        let log_path = paths.sidecar_log();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&options.exe);
         cmd.arg("sidecar")
             .arg("--config")
             .arg(paths.sidecar_config())
@@ -59,12 +59,12 @@ impl Sidecar {
             "BOT_BOTTLE_LOG",
             "RUST_LOG",
         ] {
-            if let Ok(v) = std::env::var(k) {
+            if let Some(v) = options.env.var(k) {
                 env.insert(k, v);
             }
         }
         for t in tokens {
-            if let Ok(v) = std::env::var(t) {
+            if let Some(v) = options.env.var(t) {
                 env.insert(t, v);
             }
         }

@@ -49,9 +49,9 @@ pub(super) fn launch(
         exe: exe.clone(),
         args: vec![subcommand.into()],
     };
-    let base = env_value("BOT_BOTTLE_DOCKER_BASE");
+    let base = env_value(&options.env, "BOT_BOTTLE_DOCKER_BASE");
     let mut config = DockerConfig::new(
-        AgentImage::Build(agent_image(launch, paths, base.as_deref())?),
+        AgentImage::Build(agent_image(launch, paths, base.as_deref(), &options.env)?),
         helper(backend::inbottle::docker_init::INIT_SUBCOMMAND),
     );
     // A killed `start` takes its containers with it, as on native.
@@ -78,7 +78,7 @@ pub(super) fn launch(
             Ok(image)
         });
     options.report.build_finished();
-    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, exe, built?)?;
+    let sidecar = sidecar_spec(home, paths, launch, sidecar_env, options, built?)?;
     if nix::unistd::geteuid().is_root() {
         hand_to_agent_user(spec, options.report.as_ref())?;
     }
@@ -92,8 +92,8 @@ fn with_hint(what: &str, error: backend::BackendError) -> LaunchError {
     LaunchError::Invalid(format!("{what}: {}\nhint: {BUILD_HINT}", chain(&error)))
 }
 
-fn env_value(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+fn env_value(env: &crate::HostEnv, name: &str) -> Option<String> {
+    env.var(name).filter(|v| !v.trim().is_empty())
 }
 
 /// The agent image: the per-bottle override `state/<identity>/Dockerfile`, else the bottle's
@@ -102,6 +102,7 @@ fn agent_image(
     launch: &Launch,
     paths: &BottlePaths,
     base: Option<&str>,
+    env: &crate::HostEnv,
 ) -> Result<ImageSource, LaunchError> {
     let agent = &launch.agent.name;
     let override_file = paths.dockerfile_override();
@@ -135,7 +136,7 @@ fn agent_image(
                 .ok_or_else(|| {
                     LaunchError::Invalid(format!("no image template for the {name} provider"))
                 })?;
-            if let Ok(package) = std::env::var("BOT_BOTTLE_DOCKER_AGENT_PACKAGE") {
+            if let Some(package) = env.var("BOT_BOTTLE_DOCKER_AGENT_PACKAGE") {
                 source
                     .build_args
                     .insert("AGENT_PACKAGE".into(), package.trim().to_owned());
@@ -152,12 +153,12 @@ fn sidecar_spec(
     paths: &BottlePaths,
     launch: &Launch,
     sidecar_env: &[String],
-    exe: &Path,
+    options: &Options,
     image: String,
 ) -> Result<SidecarSpec, LaunchError> {
     let mut mounts = vec![
         SidecarMount {
-            host: exe.to_path_buf(),
+            host: options.exe.clone(),
             inside: SIDECAR_EXE.into(),
             read_only: true,
         },
@@ -210,11 +211,11 @@ fn sidecar_spec(
         .map(str::to_owned)
         .chain(sidecar_env.iter().cloned())
     {
-        if let Ok(value) = std::env::var(&name) {
+        if let Some(value) = options.env.var(&name) {
             env.insert(name, value);
         }
     }
-    let log = paths.logs().join("sidecar.log");
+    let log = paths.sidecar_log();
     // The bundle's own log goes to the state directory, as on native; stdout carries `ready`.
     let script = format!(
         "exec {SIDECAR_EXE} sidecar --config {} 2>>{}",

@@ -33,15 +33,8 @@ pub enum LaunchError {
     #[error(transparent)]
     SidecarDown(#[from] crate::watch::SidecarDown),
     /// A sidecar socket path the kernel would refuse.
-    #[error(
-        "the socket path {} is {len} bytes, longer than the {max} a Unix socket allows; set BOT_BOTTLE_HOME to a shorter directory",
-        path.display()
-    )]
-    SocketPathTooLong {
-        path: PathBuf,
-        len: usize,
-        max: usize,
-    },
+    #[error(transparent)]
+    SocketPathTooLong(#[from] state::SocketPathTooLong),
     /// The forwarded Codex login cannot be used (the message says why and what to do).
     #[error("{0}")]
     CodexLogin(String),

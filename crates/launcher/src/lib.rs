@@ -22,8 +22,8 @@
 
 mod bundle;
 mod docker;
+mod env;
 mod error;
-pub mod layout;
 pub mod provider;
 mod report;
 mod spec;
@@ -33,16 +33,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend::{Backend, BackendKind, BottleStdio, LaunchSpec};
+use backend::{Backend, BackendKind, BottleStdio, LaunchSpec, SidecarPlacement};
 use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
+use ::bundle::{EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar};
+pub use env::HostEnv;
 use error::Context;
 pub use error::LaunchError;
-pub use layout::{
-    BottlePaths, EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar,
-};
 pub use report::{Recorded, Report};
+pub use state::BottlePaths;
 
 /// What to run, decided by `start` (from the manifest) or `resume` (from metadata).
 #[derive(Debug)]
@@ -83,6 +83,8 @@ pub struct Options {
     pub exe: PathBuf,
     /// Whether the agent gets a terminal (the front end's stdin, stdout and stderr are one).
     pub interactive: bool,
+    /// The host environment: which tokens exist and their values for the sidecar bundle.
+    pub env: HostEnv,
     /// Where the operator's messages go.
     pub report: Arc<dyn Report>,
 }
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("exe", &self.exe)
             .field("interactive", &self.interactive)
+            .field("env", &"..")
             .finish_non_exhaustive()
     }
 }
@@ -146,19 +149,11 @@ fn open_backend(
     kind: BackendKind,
     options: &Options,
 ) -> Result<Arc<dyn Backend>, LaunchError> {
-    let backend: Arc<dyn Backend> = match kind {
-        // The in-bottle helper is the front end's executable, not necessarily this process.
-        BackendKind::Native => Arc::new(backend::native::NativeBackend::new(
-            backend::native::NativeConfig::new(
-                backend::native::HelperCommand {
-                    exe: options.exe.clone(),
-                    args: vec![backend::native::HELPER_SUBCOMMAND.into()],
-                },
-                home.root(),
-            ),
-        )),
-        _ => Arc::from(backend::open(kind, home.root())?),
-    };
+    // The helpers are the front end's executable, not necessarily this process.
+    let backend: Arc<dyn Backend> = Arc::from(backend::open(
+        kind,
+        &backend::OpenOptions::new(home.root(), &options.exe),
+    )?);
     // Native: the kernel's facts only (`doctor` also runs a test bottle, which would double
     // the start-up time here, and the launch itself fails closed on anything the facts miss).
     let status = backend.launch_preflight();
@@ -203,14 +198,15 @@ impl std::fmt::Debug for RunningBottle {
     }
 }
 
-/// The agent of a running bottle and, on native, its sidecar bundle and the bundle's watcher.
+/// The agent of a running bottle and, when the bundle is a host process, the bundle and its
+/// watcher (a bundle in a container is watched by the backend).
 enum Agent {
-    Native {
+    HostBundle {
         running: Box<dyn backend::RunningBottle>,
         sidecar: bundle::Sidecar,
         watcher: std::thread::JoinHandle<()>,
     },
-    Docker {
+    ContainerBundle {
         running: Box<dyn backend::RunningBottle>,
     },
 }
@@ -225,7 +221,7 @@ impl RunningBottle {
         options: &Options,
         fresh: bool,
     ) -> Result<RunningBottle, LaunchError> {
-        let paths = BottlePaths::new(home.state_dir(&identity));
+        let paths = home.bottle(&identity);
         // Markers left by a `start` that was killed belong to a bottle long gone.
         let _ = std::fs::remove_file(paths.agent_started());
         let _ = home.clear_sidecar_down(&identity);
@@ -295,7 +291,7 @@ impl RunningBottle {
 
     fn wait_agent(&self, agent: Agent) -> Result<i32, LaunchError> {
         match agent {
-            Agent::Native {
+            Agent::HostBundle {
                 mut running,
                 mut sidecar,
                 watcher,
@@ -307,14 +303,14 @@ impl RunningBottle {
                 let _ = watcher.join();
                 Ok(waited?.code)
             }
-            Agent::Docker { mut running } => Ok(running.wait()?.code),
+            Agent::ContainerBundle { mut running } => Ok(running.wait()?.code),
         }
     }
 
     /// The error to end with when the bundle died under the agent.
     fn sidecar_down(&self) -> Option<LaunchError> {
         let how = self.watch.down()?;
-        let log = self.paths.logs().join("sidecar.log");
+        let log = self.paths.sidecar_log();
         Some(
             watch::SidecarDown {
                 identity: self.identity.clone(),
@@ -380,14 +376,14 @@ impl RunningBottle {
         // Live routes: from the manifest on a fresh start; a resumed bottle keeps what the
         // operator approved since.
         // Provider template (clients): the client's default routes go before the bottle's own.
-        let all_routes = provider::routes_for(bottle, launch.codex_auth());
+        let all_routes = provider::routes_for(bottle, launch.codex_auth(), &options.env);
         if self.fresh || !paths.routes_file().exists() {
             let routes = policy::EgressConfig {
                 log: Some(bottle.egress.log),
                 upstream_ca: None,
                 routes: Some(spec::without_missing_tokens(
                     &all_routes,
-                    |k| std::env::var_os(k).is_some_and(|v| !v.is_empty()),
+                    |k| options.env.is_set(k),
                     options.report.as_ref(),
                 )),
             };
@@ -408,26 +404,25 @@ impl RunningBottle {
         let tokens: Vec<String> = all_routes
             .iter()
             .filter_map(|r| r.token_env.clone())
-            .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+            .filter(|k| options.env.is_set(k))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         let mut sidecar_env = tokens.clone();
-        sidecar_env.extend(spec::forge_token_envs(&bottle.git_gate.repos));
+        sidecar_env.extend(spec::forge_token_envs(&bottle.git_gate.repos, &options.env));
         sidecar_env.sort();
         sidecar_env.dedup();
         let endpoints = contract::Endpoints::DEFAULT;
-        let docker = launch.backend == BackendKind::Docker;
-        // Native: Unix sockets in the state directory, forwarded into the bottle. Docker: TCP
-        // on the sidecar container's side of the bottle's internal network.
+        let placement = self.backend.sidecar_placement();
+        // A host process: Unix sockets in the state directory, forwarded into the bottle. A
+        // container: TCP on the sidecar container's side of the bottle's internal network.
         let listen = |name: &str, port: u16| -> Result<Listen, LaunchError> {
-            if docker {
-                Ok(Listen::Tcp(std::net::SocketAddr::from((
+            match placement {
+                SidecarPlacement::Container => Ok(Listen::Tcp(std::net::SocketAddr::from((
                     [0, 0, 0, 0],
                     port,
-                ))))
-            } else {
-                Ok(Listen::Unix(paths.socket(name)?))
+                )))),
+                SidecarPlacement::HostProcess => Ok(Listen::Unix(paths.socket(name)?)),
             }
         };
         let config = SidecarConfig {
@@ -438,7 +433,7 @@ impl RunningBottle {
                 routes: paths.routes_file(),
                 ca_dir: paths.ca_dir(),
                 upstream_ca: bottle.egress.upstream_ca.clone(),
-                log: paths.logs().join("egress.jsonl"),
+                log: paths.egress_log(),
             },
             gate: has_repos
                 .then(|| -> Result<GateSidecar, LaunchError> {
@@ -466,31 +461,36 @@ impl RunningBottle {
         let spec = spec::agent_spec(
             identity, paths, launch, self.fresh, &config, &ca_pem, options,
         )?;
-        if docker {
-            let running = docker::launch(
-                home,
-                paths,
-                launch,
-                &sidecar_env,
-                &spec,
-                self.watch.clone(),
-                options,
-            )?;
-            return Ok(Agent::Docker { running });
+        match placement {
+            // The sidecar container (docker, the one backend that runs its bundle so).
+            SidecarPlacement::Container => {
+                let running = docker::launch(
+                    home,
+                    paths,
+                    launch,
+                    &sidecar_env,
+                    &spec,
+                    self.watch.clone(),
+                    options,
+                )?;
+                Ok(Agent::ContainerBundle { running })
+            }
+            SidecarPlacement::HostProcess => {
+                self.launch_beside_host_bundle(&sidecar_env, &spec, options)
+            }
         }
-        self.launch_native(&sidecar_env, &spec, options)
     }
 
-    /// The native bottle beside its bundle, a child of this process: a watcher thread waits
-    /// for the bundle to exit (without reaping it) and stops the bottle if it does while the
-    /// agent runs.
-    fn launch_native(
+    /// The bottle beside its bundle, a child of this process: a watcher thread waits for the
+    /// bundle to exit (without reaping it) and stops the bottle if it does while the agent
+    /// runs.
+    fn launch_beside_host_bundle(
         &self,
         sidecar_env: &[String],
         spec: &LaunchSpec,
         options: &Options,
     ) -> Result<Agent, LaunchError> {
-        let mut sidecar = bundle::Sidecar::start(&self.paths, sidecar_env, &options.exe)?;
+        let mut sidecar = bundle::Sidecar::start(&self.paths, sidecar_env, options)?;
         let started = self
             .backend
             .prepare(spec)
@@ -518,7 +518,7 @@ impl RunningBottle {
                 report.line(&format!("cannot stop {identity}: {e}"));
             }
         });
-        Ok(Agent::Native {
+        Ok(Agent::HostBundle {
             running,
             sidecar,
             watcher,

@@ -54,12 +54,16 @@ pub fn of(kind: manifest::ProviderKind) -> Provider {
 
 /// The routes a bottle runs with: its provider's defaults (credentials from the host's
 /// environment) merged before its own routes.
-pub fn routes_for(bottle: &manifest::ResolvedBottle, codex_auth: CodexAuth) -> Vec<Route> {
+pub fn routes_for(
+    bottle: &manifest::ResolvedBottle,
+    codex_auth: CodexAuth,
+    env: &crate::HostEnv,
+) -> Vec<Route> {
     with_default_routes(
         of(bottle.agent_provider.kind()),
         codex_auth,
         &bottle.egress.routes,
-        |k| std::env::var_os(k).is_some_and(|v| !v.is_empty()),
+        |k| env.is_set(k),
     )
 }
 

@@ -4,15 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ::bundle::{Listen, SidecarConfig};
 use backend::{Forward, LaunchSpec, ReadOnlyFile};
 use manifest::ProviderKind;
 use state::Identity;
 
 use crate::error::Context;
-use crate::{
-    BottlePaths, Launch, LaunchError, Listen, Options, Report, SidecarConfig, create_private_dir,
-    provider,
-};
+use crate::{BottlePaths, Launch, LaunchError, Options, Report, create_private_dir, provider};
 
 /// Where the agent's home is inside every bottle.
 const AGENT_HOME: &str = "/home/agent";
@@ -24,15 +22,14 @@ const BOTTLE_CA_INSIDE: &str = "/run/bot-bottle/ca.pem";
 const BUNDLE_FALLBACK_INSIDE: &str = "/run/bot-bottle/ca-bundle.crt";
 
 /// The host variables holding the forge API tokens of the gate's repositories.
-pub(crate) fn forge_token_envs(
-    repos: &BTreeMap<String, manifest::raw::RepoSpec>,
-) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn forge_token_envs<'a>(
+    repos: &'a BTreeMap<String, manifest::raw::RepoSpec>,
+    env: &'a crate::HostEnv,
+) -> impl Iterator<Item = String> + 'a {
     repos.values().filter_map(|r| match &r.key {
         Some(manifest::raw::KeySpec::Gitea {
             forge_token_env, ..
-        }) if std::env::var_os(forge_token_env).is_some_and(|v| !v.is_empty()) => {
-            Some(forge_token_env.clone())
-        }
+        }) if env.is_set(forge_token_env) => Some(forge_token_env.clone()),
         _ => None,
     })
 }
@@ -81,7 +78,11 @@ pub(crate) fn agent_spec(
             gitconfig,
             bottle_env: bottle.env.clone(),
             // Provider template (clients): placeholder kind and skills index.
-            claude_auth: provider::claude_auth(&provider::routes_for(bottle, launch.codex_auth())),
+            claude_auth: provider::claude_auth(&provider::routes_for(
+                bottle,
+                launch.codex_auth(),
+                &options.env,
+            )),
             codex_auth: launch.codex_auth(),
             instructions: provider::instructions(
                 provider,
@@ -89,7 +90,7 @@ pub(crate) fn agent_spec(
                 Path::new(AGENT_HOME),
             )?,
         },
-        |k| std::env::var(k).ok(),
+        |k| options.env.var(k),
     )?;
     for file in &contract.home_files {
         let path = paths.agent_home().join(&file.path);

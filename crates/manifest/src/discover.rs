@@ -48,11 +48,16 @@ impl DiscoverOptions {
         }
     }
 
-    /// `$BOT_BOTTLE_HOME`, or `~/.bot-bottle`.
+    /// `$BOT_BOTTLE_HOME`, or `~/.bot-bottle` (as `state` resolves it).
     pub fn bot_bottle_home(&self) -> Option<PathBuf> {
-        self.bot_bottle_home
-            .clone()
-            .or_else(|| self.home.as_ref().map(|h| h.join(".bot-bottle")))
+        let var = |name: &str| match name {
+            HOME_ENV => self.bot_bottle_home.clone().map(OsString::from),
+            "HOME" => self.home.clone().map(OsString::from),
+            _ => None,
+        };
+        state::Home::from_vars(var)
+            .ok()
+            .map(|home| home.root().to_path_buf())
     }
 }
 
@@ -96,7 +101,7 @@ pub fn find_manifest(opts: &DiscoverOptions) -> Result<PathBuf, LoadError> {
     }
     searched.push(dir);
     if let Some(home) = opts.bot_bottle_home() {
-        let dir = absolutize(&opts.cwd, &home).join("manifest");
+        let dir = state::Home::new(absolutize(&opts.cwd, &home)).manifest_dir();
         if dir.is_dir() {
             return Ok(dir);
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::paths::FILE_MODE;
 use crate::paths::{self, Home};
 use crate::proposal::sha256_hex;
 
@@ -223,7 +223,8 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
     };
     let head_file = head_path(&path);
     let head_json = serde_json::to_vec(&head).unwrap_or_default();
-    fsutil::write_atomic(&head_file, &head_json).map_err(io_err("write", &head_file))?;
+    state::atomic_write_mode(&head_file, &head_json, FILE_MODE)
+        .map_err(io_err("write", &head_file))?;
     Ok(entry)
 }
 

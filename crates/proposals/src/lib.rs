@@ -16,7 +16,6 @@
 pub mod audit;
 pub mod dlp;
 pub mod effect;
-pub mod fsutil;
 pub mod grant;
 pub mod paths;
 pub mod persist;

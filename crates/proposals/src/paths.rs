@@ -6,6 +6,12 @@
 
 pub use state::{Home, NameError, check_identity, check_proposal_id};
 
+/// The mode the queue's files and the audit log's head are created with, before the umask:
+/// the operator's dashboard and CLI read what a bottle's supervise wrote, and in a docker
+/// bottle that is a sidecar container, so these files keep the mode any new file of the
+/// process gets rather than the state directory's 0600.
+pub const FILE_MODE: u32 = 0o666;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::fsutil;
 use crate::grant::Grant;
+use crate::paths::FILE_MODE;
 use crate::paths::{self, Home, NameError};
 use crate::proposal::{
     ApplyFailure, Decision, Outcome, Proposal, Response, Status, Tool, new_id, now_timestamp,
@@ -327,7 +327,8 @@ impl Queue {
             args: new.args,
         };
         let path = self.proposal_path(&proposal.id);
-        fsutil::write_new_atomic(&path, &to_json(&proposal)).map_err(io_err("write", &path))?;
+        state::atomic_write_new(&path, &to_json(&proposal), FILE_MODE)
+            .map_err(io_err("write", &path))?;
         Ok((proposal, false))
     }
 
@@ -423,7 +424,7 @@ impl Queue {
         let id = response.id.as_str();
         paths::check_proposal_id(id)?;
         let path = self.response_path(id);
-        match fsutil::write_new_atomic(&path, &to_json(response)) {
+        match state::atomic_write_new(&path, &to_json(response), FILE_MODE) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(QueueError::AlreadyAnswered(id.to_owned()))
@@ -445,7 +446,7 @@ impl Queue {
         paths::check_proposal_id(&outcome.id)?;
         self.create()?;
         let out = self.outcome_path(&outcome.id);
-        fsutil::write_atomic(&out, &to_json(outcome)).map_err(io_err("write", &out))
+        state::atomic_write_mode(&out, &to_json(outcome), FILE_MODE).map_err(io_err("write", &out))
     }
 
     /// Moves a proposal whose outcome is written, and its response, to `processed/`.
@@ -456,7 +457,8 @@ impl Queue {
             (self.proposal_path(id), format!("{id}.json")),
         ] {
             let to = self.processed().join(name);
-            match fsutil::rename_in_place(&from, &to) {
+            // `processed/` exists (the outcome is in it); the directories are synced below.
+            match fs::rename(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("move", &from)(e)),
@@ -464,8 +466,8 @@ impl Queue {
         }
         let failure = self.failure_path(id);
         let _ = fs::remove_file(failure);
-        fsutil::sync_directory(&self.processed());
-        fsutil::sync_directory(&self.dir());
+        let _ = state::sync_dir(&self.processed());
+        let _ = state::sync_dir(&self.dir());
         Ok(())
     }
 
@@ -475,7 +477,8 @@ impl Queue {
         let id = failure.id.as_str();
         paths::check_proposal_id(id)?;
         let path = self.failure_path(id);
-        fsutil::write_atomic(&path, &to_json(failure)).map_err(io_err("write", &path))?;
+        state::atomic_write_mode(&path, &to_json(failure), FILE_MODE)
+            .map_err(io_err("write", &path))?;
         self.set_response_aside(id, "failed")
     }
 
@@ -487,7 +490,7 @@ impl Queue {
         let to = self
             .processed()
             .join(format!("{id}.response.{why}-{stamp}.json"));
-        match fsutil::move_file(&from, &to) {
+        match state::move_durably(&from, &to) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("move", &from)(e)),

@@ -172,9 +172,14 @@ impl Home {
         self.state_root().join(id.as_ref())
     }
 
-    /// `state/<identity>/live-config/`: the routes and allowlist in effect.
+    /// The layout of the bottle's state directory, `state/<identity>/`.
+    pub fn bottle(&self, id: impl AsRef<str>) -> crate::BottlePaths {
+        crate::BottlePaths::new(self.state_dir(id))
+    }
+
+    /// `state/<identity>/live-config/`: the routes and allowed findings in effect.
     pub fn live_config_dir(&self, id: impl AsRef<str>) -> PathBuf {
-        self.state_dir(id).join("live-config")
+        self.bottle(id).live_config()
     }
 
     /// `queue/`, holding one directory per bottle.
@@ -207,6 +212,11 @@ impl Home {
     /// `logs/`: log files of commands that own the terminal (the dashboard).
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// `run/<backend>/`: a backend's runtime records of the bottles it runs.
+    pub fn runtime_dir(&self, backend: &str) -> PathBuf {
+        self.root.join("run").join(backend)
     }
 
     /// `manifest/`: the manifest directory searched last.

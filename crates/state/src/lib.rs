@@ -16,6 +16,7 @@
 //! a size limit (every crate that reads user input depends on this small crate for it).
 
 mod atomic;
+mod bottle;
 mod identity;
 mod layout;
 mod names;
@@ -24,7 +25,8 @@ pub mod read;
 /// The environment variable naming the home; read only by [`Home::from_env`].
 pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
 
-pub use atomic::{atomic_write, atomic_write_mode};
+pub use atomic::{atomic_write, atomic_write_mode, atomic_write_new, move_durably, sync_dir};
+pub use bottle::{BottlePaths, SocketPathTooLong};
 pub use identity::{Identity, IdentityError};
 pub use layout::{BottleEntry, BottleState, Home, Metadata, RunLock, StateError};
 pub use names::{NameError, check_identity, check_proposal_id};

@@ -2,7 +2,7 @@
 //!
 //! Supervise never talks to the egress proxy or the git gate directly: it calls an
 //! [`Applier`]. [`FileApplier`] writes the live files (`state/<identity>/live-config/
-//! routes.yaml`, atomically, and `allowlist`, appended) and can call a live-reload hook
+//! routes.yaml`, atomically, and `allowed-findings`, appended) and can call a live-reload hook
 //! first (the sidecar bundle plugs the egress proxy's reload handle in there), so the
 //! change is in effect before supervise answers the agent. [`RecordingApplier`] is the
 //! fake for tests: it records every call in order and can be told to fail.
@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use policy::EgressConfig;
 
-use proposals::fsutil;
 use proposals::grant::Stamp;
+use proposals::paths;
 use proposals::paths::Home;
 use proposals::proposal::Tool;
 
@@ -293,12 +293,13 @@ impl FileApplier {
 
     /// `state/<bottle>/live-config/routes.yaml`.
     pub fn routes_path(&self, bottle: &str) -> PathBuf {
-        self.home.live_config_dir(bottle).join("routes.yaml")
+        self.home.bottle(bottle).routes_file()
     }
 
-    /// `state/<bottle>/live-config/allowlist`: finding fingerprints the git gate allows.
-    pub fn allowlist_path(&self, bottle: &str) -> PathBuf {
-        self.home.live_config_dir(bottle).join("allowlist")
+    /// `state/<bottle>/live-config/allowed-findings`: finding fingerprints the git gate
+    /// allows.
+    pub fn allowed_findings_path(&self, bottle: &str) -> PathBuf {
+        self.home.bottle(bottle).allowed_findings()
     }
 
     fn read_routes(&self, bottle: &str) -> Result<String, ApplyError> {
@@ -331,7 +332,12 @@ impl FileApplier {
             reload(bottle, routes).map_err(ApplyError::Reload)?;
         }
         let path = self.routes_path(bottle);
-        if let Err(e) = fsutil::write_atomic(&path, text.as_bytes()) {
+        let written = match path.parent() {
+            Some(dir) => fs::create_dir_all(dir),
+            None => Ok(()),
+        }
+        .and_then(|()| state::atomic_write_mode(&path, text.as_bytes(), paths::FILE_MODE));
+        if let Err(e) = written {
             // Keep the proxy and the file in agreement: put the old routes back.
             if let Some(reload) = &self.reload
                 && let Ok(old) = self.parse_current(bottle, &old_text)
@@ -393,9 +399,14 @@ impl Applier for FileApplier {
         stamp: &Stamp,
     ) -> Result<(), ApplyError> {
         let _guard = self.lock.lock().await;
-        let path = self.allowlist_path(bottle);
+        let path = self.allowed_findings_path(bottle);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        // A bottle from before the file's rename: its approvals move to the new name.
+        let before = self.home.bottle(bottle).allowed_findings_before_rename();
+        if !path.exists() && before.exists() {
+            fs::rename(&before, &path).map_err(io_err("move", &before))?;
         }
         let existing = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -418,7 +429,8 @@ impl Applier for FileApplier {
                 .collect();
             text.push_str(&line);
             text.push('\n');
-            return fsutil::write_atomic(&path, text.as_bytes()).map_err(io_err("write", &path));
+            return state::atomic_write_mode(&path, text.as_bytes(), paths::FILE_MODE)
+                .map_err(io_err("write", &path));
         }
         let fingerprint = line.as_str();
         let mut line = String::new();
@@ -467,7 +479,7 @@ impl Applier for FileApplier {
     }
 }
 
-/// An allowed-finding line with its grant (see the git gate's allowlist format).
+/// An allowed-finding line with its grant (see the git gate's allowed-findings format).
 pub fn finding_line(fingerprint: &str, stamp: &Stamp) -> String {
     let mut line = fingerprint.to_owned();
     if let Some(e) = &stamp.expires {
@@ -694,7 +706,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
+            fs::read_to_string(a.allowed_findings_path("b-1")).unwrap(),
             "c1:a.rs:rule:3\texpires=2026-05-25T12:10:00Z\tgrant=00aa\nc2:b.rs:rule:4\tuses=1\tgrant=00bb\n"
         );
     }
@@ -767,12 +779,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            fs::read_to_string(a.allowlist_path("b-1")).unwrap(),
+            fs::read_to_string(a.allowed_findings_path("b-1")).unwrap(),
             "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"
         );
         assert_eq!(
             seen.lock().unwrap().clone(),
             vec!["b-1:api.example", "b-1:refused.example", "b-1:api.example"]
         );
+    }
+    #[tokio::test]
+    async fn allowed_findings_of_a_bottle_from_before_the_rename_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let a = FileApplier::new(home.clone());
+        let before = home.bottle("b-1").allowed_findings_before_rename();
+        fs::create_dir_all(before.parent().unwrap()).unwrap();
+        fs::write(&before, "c1:a.rs:rule:3\n").unwrap();
+
+        a.allow_finding("b-1", "c2:b.rs:rule:4", &Stamp::default())
+            .await
+            .unwrap();
+        a.allow_finding("b-1", "c1:a.rs:rule:3", &Stamp::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(a.allowed_findings_path("b-1")).unwrap(),
+            "c1:a.rs:rule:3\nc2:b.rs:rule:4\n"
+        );
+        assert!(!before.exists());
     }
 }

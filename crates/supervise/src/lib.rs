@@ -15,7 +15,7 @@ pub mod apply;
 pub mod engine;
 pub mod server;
 
-pub use proposals::{audit, effect, fsutil, paths, proposal, queue, validate};
+pub use proposals::{audit, effect, paths, proposal, queue, validate};
 
 pub use apply::{
     Applier, ApplyError, Ended, FileApplier, RecordingApplier, ReloadHook, Swept, UsesHook,

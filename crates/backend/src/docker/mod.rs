@@ -465,16 +465,20 @@ fn validate(spec: &LaunchSpec) -> Result<(), BackendError> {
 /// The docker backend as [`crate::open`] gives it: enough for list, stop, cleanup and attach;
 /// `start` configures the agent image and the sidecar itself ([`DockerConfig`]). The daemon
 /// socket comes from `$DOCKER_HOST`, not from the home directory.
-pub fn open(_bot_bottle_home: &Path) -> Result<Box<dyn Backend>, BackendError> {
+pub fn open(options: &crate::OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
     Ok(Box::new(DockerBackend::new(DockerConfig::new(
         AgentImage::Image(String::new()),
-        init_command()?,
+        options.helper(init::INIT_SUBCOMMAND),
     ))?))
 }
 
 impl Backend for DockerBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Docker
+    }
+
+    fn sidecar_placement(&self) -> crate::SidecarPlacement {
+        crate::SidecarPlacement::Container
     }
 
     fn preflight(&self) -> BackendStatus {

@@ -143,7 +143,7 @@ impl NativeConfig {
         );
         NativeConfig {
             helper,
-            runtime_dir: bot_bottle_home.join("run").join("native"),
+            runtime_dir: state::Home::new(bot_bottle_home).runtime_dir("native"),
             system_dirs: default_system_dirs(),
             secrets: Secrets {
                 never_visible,
@@ -488,12 +488,11 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(native_helper::SETUP_FAILED)
 }
 
-/// The native backend with the running executable as its helper ([`crate::open`]).
-pub fn open(bot_bottle_home: &Path) -> Result<Box<dyn Backend>, BackendError> {
-    let helper = HelperCommand::current_exe()?;
+/// The native backend with the options' executable as its helper ([`crate::open`]).
+pub fn open(options: &crate::OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
     Ok(Box::new(NativeBackend::new(NativeConfig::new(
-        helper,
-        bot_bottle_home,
+        options.helper(HELPER_SUBCOMMAND),
+        &options.home,
     ))))
 }
 

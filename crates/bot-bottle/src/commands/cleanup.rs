@@ -23,7 +23,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut count = 0usize;
     for kind in BackendKind::ALL {
         // Only backends this build can open have resources to clean.
-        let Ok(backend) = backend::open(kind, home.root()) else {
+        let opened = backend::OpenOptions::current_exe(home.root())
+            .and_then(|options| backend::open(kind, &options));
+        let Ok(backend) = opened else {
             continue;
         };
         let actions = match backend.cleanup(args.dry_run) {

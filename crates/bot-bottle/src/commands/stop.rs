@@ -23,11 +23,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let identity = Identity::parse(&args.identity)?;
     let home = Home::from_env()?;
     let meta = home.read_metadata(&identity)?;
-    let backend = backend::open(BackendKind::parse(&meta.backend)?, home.root())?;
+    let backend = backend::open(
+        BackendKind::parse(&meta.backend)?,
+        &backend::OpenOptions::current_exe(home.root())?,
+    )?;
     let grace = Duration::from_secs(args.grace);
     let deadline = std::time::Instant::now() + SETUP_WAIT;
     let mut said = false;
-    let started = launcher::BottlePaths::new(home.state_dir(&identity)).agent_started();
+    let started = home.bottle(&identity).agent_started();
     loop {
         // Signalled only once its `start` launched the agent: a signal during setup would
         // hit a bottle half built (and be lost, or fail the setup instead of stopping it).

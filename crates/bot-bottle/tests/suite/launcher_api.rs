@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backend::BackendKind;
-use launcher::{Launch, LaunchError, Options, Recorded};
+use launcher::{HostEnv, Launch, LaunchError, Options, Recorded};
 use state::Home;
 
 struct World {
@@ -45,6 +45,7 @@ impl World {
             exe: PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle")),
             interactive: false,
             report: self.report.clone(),
+            env: HostEnv::Process,
         }
     }
 
@@ -148,4 +149,57 @@ fn a_dropped_bottle_is_stopped_and_kept() {
         "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
     ));
     assert_eq!(world.report.lines(), lines);
+}
+
+/// The launcher reads host variables only through `Options::env`: given a token the host may
+/// not have, the bottle's route carries it and the bundle is told about it; not given one the
+/// host may have, the operator is warned that it is missing.
+#[test]
+fn the_launcher_sees_only_the_host_variables_it_is_given() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let with_token = world();
+    let mut options = with_token.options();
+    options.env = HostEnv::map([
+        ("PATH", path.clone()),
+        (
+            "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN",
+            std::ffi::OsString::from("test-token"),
+        ),
+    ]);
+    let running = match launcher::launch(
+        &with_token.home,
+        with_token.launch_of(&["sleep", "60"]),
+        &options,
+    ) {
+        Ok(running) => running,
+        Err(LaunchError::BackendUnusable(why)) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+        Err(e) => panic!("launch failed: {e}"),
+    };
+    let identity = running.identity().clone();
+    let config = bundle::SidecarConfig::load(&running.paths().sidecar_config()).unwrap();
+    assert_eq!(
+        config.tokens,
+        vec!["BOT_BOTTLE_CLAUDE_OAUTH_TOKEN".to_owned()]
+    );
+    assert!(running.stop(Duration::from_secs(2)).unwrap());
+    assert_eq!(running.wait().unwrap(), 128 + 15);
+    assert_eq!(
+        with_token.report.lines(),
+        vec![format!(
+            "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+        )]
+    );
+
+    let without = world();
+    let mut options = without.options();
+    options.env = HostEnv::map([("PATH", path)]);
+    let running = launcher::launch(&without.home, without.launch_of(&["true"]), &options).unwrap();
+    assert_eq!(running.wait().unwrap(), 0);
+    assert_eq!(
+        without.report.lines(),
+        vec!["warning: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set, so requests to api.anthropic.com go out without credentials; export it before `start` (the agent never sees it)".to_owned()]
+    );
 }

@@ -31,7 +31,7 @@ use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
 use crate::strict::StrictIo;
 use forward::{Exchange, forward, is_upgrade};
 
-/// Host name answered by the proxy itself (`GET http://_egress.local/allowlist`).
+/// Host name answered by the proxy itself (`GET http://_egress.local/routes`).
 pub const INTROSPECTION_HOST: &str = "_egress.local";
 
 /// Why the proxy could not start.
@@ -344,9 +344,13 @@ async fn outer_inner(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Re
     forward(shared, req, Scheme::Http, host, port).await
 }
 
+/// The introspection page's path, and the name it had before the rename (still served: an
+/// agent or a health check of a bottle started before it may ask for it).
+const ROUTES_PAGE: [&str; 2] = ["/routes", "/allowlist"];
+
 fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
-    if req.method() == Method::GET && req.uri().path() == "/allowlist" {
-        let json = shared.routes.current().allowlist_json.clone();
+    if req.method() == Method::GET && ROUTES_PAGE.contains(&req.uri().path()) {
+        let json = shared.routes.current().routes_json.clone();
         let mut resp = Response::new(Full::new(json).map_err(|e| match e {}).boxed());
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -356,7 +360,7 @@ fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
     } else {
         plain(
             StatusCode::NOT_FOUND,
-            "bot-bottle egress: only GET /allowlist is served here\n",
+            "bot-bottle egress: only GET /routes is served here\n",
         )
     }
 }

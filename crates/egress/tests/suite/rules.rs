@@ -145,6 +145,13 @@ async fn injects_the_token_replacing_the_placeholder_only_for_its_host() {
         "{}",
         allowlist.body
     );
+    // `/routes` is the page's name; `/allowlist` above stays served for bottles started
+    // before the rename
+    let routes = h.http_abs("GET", "http://_egress.local/routes").await;
+    assert_eq!(
+        (routes.status, routes.body),
+        (allowlist.status, allowlist.body)
+    );
     assert!(!h.log_text().contains(TOKEN));
     assert!(!h.log_text().contains("placeholder"));
 }

@@ -380,7 +380,11 @@ async fn every_object_a_push_adds_is_scanned() {
         .find(|a| a.name == "annotated tag message")
         .unwrap();
     let (refspec, fingerprint) = (message.prepare)(&work);
-    std::fs::write(gate.gate.allowlist_path(), format!("{fingerprint}\n")).unwrap();
+    std::fs::write(
+        gate.gate.allowed_findings_path(),
+        format!("{fingerprint}\n"),
+    )
+    .unwrap();
     let (ok, msg) = push(&work, &refspec).await;
     assert!(ok && msg.contains("pushed to upstream"), "{msg}");
     assert_eq!(

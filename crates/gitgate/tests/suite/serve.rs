@@ -141,7 +141,7 @@ async fn secret_push_is_refused_until_allowlisted() {
 
     // The operator approves the fingerprint: the same push now passes.
     std::fs::write(
-        gate.gate.allowlist_path(),
+        gate.gate.allowed_findings_path(),
         format!("# approved in review\n{fingerprint}\n"),
     )
     .unwrap();
@@ -167,7 +167,7 @@ async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() 
     };
     // Allowed once, by file and line: the first push with a secret there goes through...
     std::fs::write(
-        gate.gate.allowlist_path(),
+        gate.gate.allowed_findings_path(),
         "config/prod.env:2\tuses=1\tgrant=00000000000000aa\n",
     )
     .unwrap();
@@ -186,7 +186,7 @@ async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() 
         stderr(&out)
     );
     assert_eq!(
-        std::fs::read_to_string(gate.gate.allowlist_path()).unwrap(),
+        std::fs::read_to_string(gate.gate.allowed_findings_path()).unwrap(),
         "config/prod.env:2\tuses=0\tgrant=00000000000000aa\n"
     );
     // ...and the next one with a secret at the same place does not.
@@ -207,7 +207,7 @@ async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() 
     assert_eq!(git(&up, &["rev-parse", "main"]), before);
     // Allowed for a while that has passed: refused, with nobody but the gate running.
     std::fs::write(
-        gate.gate.allowlist_path(),
+        gate.gate.allowed_findings_path(),
         "config/prod.env:2\texpires=2020-01-01T00:00:00Z\n",
     )
     .unwrap();
@@ -216,7 +216,7 @@ async fn a_finding_allowed_once_lets_one_push_through_and_an_expired_one_none() 
     assert_eq!(git(&up, &["rev-parse", "main"]), before);
     // The same finding allowed until a time still ahead: it goes through.
     std::fs::write(
-        gate.gate.allowlist_path(),
+        gate.gate.allowed_findings_path(),
         "config/prod.env:2\texpires=2999-01-01T00:00:00Z\n",
     )
     .unwrap();

@@ -1,4 +1,4 @@
-//! The per-bottle allowlist of finding fingerprints the operator approved. Read afresh on
+//! The per-bottle allowed findings: the finding fingerprints the operator approved. Read afresh on
 //! every push, so an approval (supervise appends a line) takes effect on the next push.
 //!
 //! A line is a fingerprint (or `file:line`), optionally followed by tab-separated grant
@@ -12,19 +12,19 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// File name of the allowlist inside the gate's state directory.
-pub const ALLOWLIST_FILE: &str = "gitleaks-allow.txt";
+/// File name of the allowed findings inside the gate's state directory.
+pub const ALLOWED_FINDINGS_FILE: &str = "gitleaks-allow.txt";
 
-/// Where the allowlist of a gate with this state directory lives. One fingerprint per
+/// Where the allowed findings of a gate with this state directory lives. One fingerprint per
 /// line; `#` starts a comment; blank lines are ignored.
-pub fn allowlist_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(ALLOWLIST_FILE)
+pub fn allowed_findings_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(ALLOWED_FINDINGS_FILE)
 }
 
-/// The allowlist could not be read or written (the push is refused).
+/// The allowed findings could not be read or written (the push is refused).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action} the allowed findings {path}: {source}")]
-pub struct AllowlistError {
+pub struct AllowedFindingsError {
     /// What was being done.
     pub action: &'static str,
     /// The file.
@@ -47,7 +47,7 @@ pub struct AllowedFinding {
 }
 
 impl AllowedFinding {
-    /// A line for the allowlist file (without the newline).
+    /// A line for the allowed-findings file (without the newline).
     pub fn line(&self) -> String {
         let mut s = self.finding.clone();
         if let Some(e) = &self.expires {
@@ -101,7 +101,7 @@ fn parse_line(line: &str) -> Option<AllowedFinding> {
     Some(a)
 }
 
-/// Every line of allowlist text that parses, in order.
+/// Every line of allowed-findings text that parses, in order.
 pub fn parse_entries(text: &str) -> Vec<AllowedFinding> {
     text.lines()
         .map(|l| l.split_once('#').map_or(l, |(before, _)| before).trim())
@@ -110,11 +110,11 @@ pub fn parse_entries(text: &str) -> Vec<AllowedFinding> {
         .collect()
 }
 
-fn read_text(path: &Path) -> Result<String, AllowlistError> {
+fn read_text(path: &Path) -> Result<String, AllowedFindingsError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(AllowlistError {
+        Err(source) => Err(AllowedFindingsError {
             action: "read",
             path: path.to_path_buf(),
             source,
@@ -122,15 +122,15 @@ fn read_text(path: &Path) -> Result<String, AllowlistError> {
     }
 }
 
-/// Reads the allowlist: the findings allowed now. A missing file is an empty allowlist.
-pub fn read_allowlist(path: &Path) -> Result<BTreeSet<String>, AllowlistError> {
+/// Reads the allowed findings: those allowed now. A missing file allows none.
+pub fn read_allowed_findings(path: &Path) -> Result<BTreeSet<String>, AllowedFindingsError> {
     Ok(allowed_now(
         &read_text(path)?,
         time::OffsetDateTime::now_utc(),
     ))
 }
 
-/// The findings of allowlist text allowed at `now`.
+/// The findings of allowed-findings text allowed at `now`.
 pub fn allowed_now(text: &str, now: time::OffsetDateTime) -> BTreeSet<String> {
     parse_entries(text)
         .into_iter()
@@ -139,18 +139,18 @@ pub fn allowed_now(text: &str, now: time::OffsetDateTime) -> BTreeSet<String> {
         .collect()
 }
 
-/// Parses allowlist text, ignoring grants (every finding named, in force or not).
-pub fn parse_allowlist(text: &str) -> BTreeSet<String> {
+/// Parses allowed-findings text, ignoring grants (every finding named, in force or not).
+pub fn parse_allowed_findings(text: &str) -> BTreeSet<String> {
     parse_entries(text).into_iter().map(|a| a.finding).collect()
 }
 
-/// Holds the allowlist's lock (a `.lock` file beside it) while `f` reads and rewrites it:
+/// Holds the allowed findings' lock (a `.lock` file beside it) while `f` reads and rewrites it:
 /// supervise appending an approval and the gate spending a use never lose each other's line.
 fn locked<T>(
     path: &Path,
-    f: impl FnOnce(&str) -> Result<(Option<String>, T), AllowlistError>,
-) -> Result<T, AllowlistError> {
-    let err = |action, source| AllowlistError {
+    f: impl FnOnce(&str) -> Result<(Option<String>, T), AllowedFindingsError>,
+) -> Result<T, AllowedFindingsError> {
+    let err = |action, source| AllowedFindingsError {
         action,
         path: path.to_path_buf(),
         source,
@@ -181,9 +181,9 @@ fn locked<T>(
 
 /// Adds an allowed finding (replacing the line of the same finding, so a new approval
 /// sets a new end).
-pub fn add_allowed(path: &Path, entry: &AllowedFinding) -> Result<(), AllowlistError> {
+pub fn add_allowed(path: &Path, entry: &AllowedFinding) -> Result<(), AllowedFindingsError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| AllowlistError {
+        std::fs::create_dir_all(dir).map_err(|source| AllowedFindingsError {
             action: "create",
             path: dir.to_path_buf(),
             source,
@@ -212,7 +212,7 @@ pub fn add_allowed(path: &Path, entry: &AllowedFinding) -> Result<(), AllowlistE
 pub fn spend_uses(
     path: &Path,
     used: &BTreeSet<String>,
-) -> Result<Vec<AllowedFinding>, AllowlistError> {
+) -> Result<Vec<AllowedFinding>, AllowedFindingsError> {
     locked(path, |text| {
         let mut out = String::new();
         let mut gone = Vec::new();
@@ -244,7 +244,7 @@ pub fn spend_uses(
 pub fn remove_ended(
     path: &Path,
     now: time::OffsetDateTime,
-) -> Result<Vec<AllowedFinding>, AllowlistError> {
+) -> Result<Vec<AllowedFinding>, AllowedFindingsError> {
     locked(path, |text| {
         let mut out = String::new();
         let mut gone = Vec::new();
@@ -270,8 +270,9 @@ mod tests {
 
     #[test]
     fn comments_and_blanks_are_ignored() {
-        let set =
-            parse_allowlist("# approved by ops\nabc:f.txt:aws:3  # ticket 12\n\n  def:g:r:1\n");
+        let set = parse_allowed_findings(
+            "# approved by ops\nabc:f.txt:aws:3  # ticket 12\n\n  def:g:r:1\n",
+        );
         assert_eq!(
             set,
             BTreeSet::from(["abc:f.txt:aws:3".to_string(), "def:g:r:1".to_string()])
@@ -282,7 +283,7 @@ mod tests {
     fn missing_file_is_empty() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            read_allowlist(&allowlist_path(dir.path())).unwrap(),
+            read_allowed_findings(&allowed_findings_path(dir.path())).unwrap(),
             BTreeSet::new()
         );
     }
@@ -305,7 +306,7 @@ mod tests {
     #[test]
     fn a_use_is_spent_and_the_line_goes_at_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let path = allowlist_path(dir.path());
+        let path = allowed_findings_path(dir.path());
         std::fs::write(&path, "# kept\na:1\n").unwrap();
         let once = |f: &str, uses| AllowedFinding {
             finding: f.into(),

@@ -1,12 +1,11 @@
-//! Where a bottle's files live inside `state/<identity>/`, and the sidecar bundle's config.
+//! Where a bottle's files live inside `state/<identity>/` ([`Home::bottle`]).
 //!
 //! Everything here is outside the bottle's reach: the agent sees only its home, its
 //! workspace and the read-only files `start` places (the CA certificate and bundle).
+//!
+//! [`Home::bottle`]: crate::Home::bottle
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
 
 /// The longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -38,12 +37,24 @@ impl BottlePaths {
         self.live_config().join("routes.yaml")
     }
 
+    /// The allowed findings supervise records for a bottle without a git gate of its own
+    /// (the bundle's git gate keeps them in its state directory).
+    pub fn allowed_findings(&self) -> PathBuf {
+        self.live_config().join("allowed-findings")
+    }
+
+    /// The name [`BottlePaths::allowed_findings`] had before it was renamed: read once (and
+    /// moved) when a bottle from before the rename is resumed.
+    pub fn allowed_findings_before_rename(&self) -> PathBuf {
+        self.live_config().join("allowlist")
+    }
+
     /// The bottle's `git-gate:` block, as the gate reads it.
     pub fn gate_config(&self) -> PathBuf {
         self.root.join("git-gate.yaml")
     }
 
-    /// The gate's mirrors, keys and allowlist.
+    /// The git gate's mirrors, keys and allowed findings.
     pub fn gate_dir(&self) -> PathBuf {
         self.root.join("git-gate")
     }
@@ -73,6 +84,16 @@ impl BottlePaths {
         self.root.join("logs")
     }
 
+    /// The sidecar bundle's own log (its stderr), where a crash says why.
+    pub fn sidecar_log(&self) -> PathBuf {
+        self.logs().join("sidecar.log")
+    }
+
+    /// The egress request log (JSON lines).
+    pub fn egress_log(&self) -> PathBuf {
+        self.logs().join("egress.jsonl")
+    }
+
     /// A per-bottle replacement of the agent image's Dockerfile (docker backend).
     pub fn dockerfile_override(&self) -> PathBuf {
         self.root.join("Dockerfile")
@@ -90,11 +111,11 @@ impl BottlePaths {
     }
 
     /// A sidecar socket path, checked against the kernel's length limit.
-    pub fn socket(&self, name: &str) -> Result<PathBuf, crate::LaunchError> {
+    pub fn socket(&self, name: &str) -> Result<PathBuf, SocketPathTooLong> {
         let path = self.sockets().join(format!("{name}.sock"));
         let len = path.as_os_str().len();
         if len > MAX_SOCKET_PATH {
-            return Err(crate::LaunchError::SocketPathTooLong {
+            return Err(SocketPathTooLong {
                 path,
                 len,
                 max: MAX_SOCKET_PATH,
@@ -104,84 +125,19 @@ impl BottlePaths {
     }
 }
 
-/// What `bot-bottle sidecar --config FILE` runs. Written by `start`, read by the bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SidecarConfig {
-    /// The bottle's identity.
-    pub identity: String,
-    /// `$BOT_BOTTLE_HOME` (queue and audit log for supervise).
-    pub home: PathBuf,
-    /// The egress proxy.
-    pub egress: EgressSidecar,
-    /// The git gate, when the bottle has repositories.
-    #[serde(default)]
-    pub gate: Option<GateSidecar>,
-    /// The supervise MCP server, unless the bottle turned it off.
-    #[serde(default)]
-    pub supervise: Option<SuperviseSidecar>,
-    /// Names of the host secrets handed to the bundle (never their values).
-    #[serde(default)]
-    pub tokens: Vec<String>,
-}
-
-/// Where one sidecar of the bundle listens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum Listen {
-    /// A Unix socket in the bottle's state directory (native: the backend forwards the
-    /// bottle's loopback port to it).
-    Unix(PathBuf),
-    /// A TCP address (docker: the sidecar container listens on its internal network, which
-    /// only the agent container shares).
-    Tcp(SocketAddr),
-}
-
-impl Listen {
-    /// The Unix socket path, for backends that forward to one.
-    pub fn unix_socket(&self) -> Option<&PathBuf> {
-        match self {
-            Listen::Unix(path) => Some(path),
-            Listen::Tcp(_) => None,
-        }
-    }
-}
-
-/// The egress part of the bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EgressSidecar {
-    /// Where to listen.
-    pub listen: Listen,
-    /// The live routes file.
-    pub routes: PathBuf,
-    /// The bottle CA directory.
-    pub ca_dir: PathBuf,
-    /// Extra roots for upstream TLS.
-    #[serde(default)]
-    pub upstream_ca: Vec<PathBuf>,
-    /// The request log (JSON lines).
-    pub log: PathBuf,
-}
-
-/// The git gate part of the bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateSidecar {
-    /// Where to listen.
-    pub listen: Listen,
-    /// The `git-gate:` block file.
-    pub repos: PathBuf,
-    /// Mirrors, keys, allowlist.
-    pub state_dir: PathBuf,
-}
-
-/// The supervise part of the bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SuperviseSidecar {
-    /// Where to listen.
-    pub listen: Listen,
+/// A sidecar socket path the kernel would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the socket path {} is {len} bytes, longer than the {max} a Unix socket allows; set BOT_BOTTLE_HOME to a shorter directory",
+    path.display()
+)]
+pub struct SocketPathTooLong {
+    /// The socket path.
+    pub path: PathBuf,
+    /// Its length in bytes.
+    pub len: usize,
+    /// The most the kernel accepts.
+    pub max: usize,
 }
 
 #[cfg(test)]

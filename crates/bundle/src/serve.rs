@@ -1,0 +1,393 @@
+//! Serving the bundle: binding the listeners, building each sidecar from the config,
+//! joining them (an approval reaches egress and the git gate through `SidecarApplier`), the
+//! `ready` line `start` waits for, and the shutdown on SIGTERM or on a sidecar's end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::{BundleError, Listen, SidecarConfig};
+
+/// Runs the bundle of `config` on a runtime of its own until SIGTERM (or Ctrl-C), or until a
+/// sidecar stops: the whole of `bot-bottle sidecar --config FILE`.
+pub fn run(config: SidecarConfig) -> Result<(), BundleError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| BundleError::Runtime {
+            action: "cannot start the async runtime",
+            source,
+        })?;
+    runtime.block_on(serve(config))
+}
+
+/// A bound listener of either kind.
+enum Bound {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+fn bind(listen: &Listen) -> Result<Bound, BundleError> {
+    match listen {
+        Listen::Unix(path) => bind_unix(path).map(Bound::Unix),
+        Listen::Tcp(addr) => {
+            let failed = |source| BundleError::Listen {
+                action: "listen on",
+                target: addr.to_string(),
+                source,
+            };
+            let std = std::net::TcpListener::bind(addr).map_err(failed)?;
+            std.set_nonblocking(true).map_err(failed)?;
+            Ok(Bound::Tcp(TcpListener::from_std(std).map_err(failed)?))
+        }
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, BundleError> {
+    let failed = |action| {
+        move |source| BundleError::Listen {
+            action,
+            target: path.display().to_string(),
+            source,
+        }
+    };
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(failed("replace")(e));
+        }
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(failed("listen on"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(failed("restrict"))?;
+    Ok(listener)
+}
+
+/// Serves the bundle of `config` on the current runtime until SIGTERM (or Ctrl-C), or until
+/// a sidecar stops; prints `ready` on stdout once every listener is bound.
+pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
+    let cancel = CancellationToken::new();
+
+    // Egress.
+    let routes = egress::standalone::read_routes(&config.egress.routes).map_err(|source| {
+        BundleError::Routes {
+            path: config.egress.routes.clone(),
+            source,
+        }
+    })?;
+    let mut proxy_config = egress::ProxyConfig::new(&config.egress.ca_dir);
+    proxy_config.upstream_ca = config.egress.upstream_ca.clone();
+    proxy_config.log = egress::LogSink::File(config.egress.log.clone());
+    let proxy = egress::Proxy::new(proxy_config, routes).map_err(|source| BundleError::Egress {
+        action: "cannot start egress",
+        source,
+    })?;
+    let routes_handle = proxy.routes();
+    let egress_listener = bind(&config.egress.listen)?;
+
+    // Git gate.
+    let gate = match &config.gate {
+        Some(g) => {
+            let gate_config =
+                gitgate::GateConfig::load(&g.repos).map_err(|source| BundleError::GateConfig {
+                    path: g.repos.clone(),
+                    source,
+                })?;
+            let options =
+                gitgate::GateOptions::new(&config.identity).map_err(BundleError::GateOptions)?;
+            let gate = gitgate::Gate::new(gate_config, &g.state_dir, options)
+                .await
+                .map_err(BundleError::Gate)?;
+            Some((Arc::new(gate), bind(&g.listen)?))
+        }
+        None => None,
+    };
+
+    // Supervise: approvals reload egress in place and extend the git gate's allowed findings.
+    let supervise = match &config.supervise {
+        Some(s) => {
+            let reload_handle = routes_handle.clone();
+            let reload: supervise::ReloadHook = Arc::new(move |_bottle, routes| {
+                reload_handle
+                    .replace(routes.clone())
+                    .map_err(|e| e.to_string())
+            });
+            let uses_handle = routes_handle.clone();
+            let uses: supervise::UsesHook = Arc::new(move |_bottle| uses_handle.used());
+            let files = supervise::FileApplier::new(supervise::Home::new(&config.home))
+                .with_reload(reload)
+                .with_uses(uses)
+                .with_known_tokens(config.tokens.clone());
+            let applier: Arc<dyn supervise::Applier> = Arc::new(SidecarApplier {
+                files,
+                gate_allowed_findings: gate.as_ref().map(|(g, _)| g.allowed_findings_path()),
+            });
+            let supervise_config = supervise::SuperviseConfig {
+                home: supervise::Home::new(&config.home),
+                identity: config.identity.clone(),
+                applier,
+                allowed_hosts: Vec::new(),
+                max_wait: supervise::MAX_WAIT,
+                max_body_bytes: 1024 * 1024,
+            };
+            Some((supervise_config, bind(&s.listen)?))
+        }
+        None => None,
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            match egress_listener {
+                Bound::Unix(l) => proxy.serve_unix(l, stop.cancelled_owned()).await,
+                Bound::Tcp(l) => proxy.serve(l, stop.cancelled_owned()).await,
+            }
+            .map_err(|source| BundleError::Egress {
+                action: "egress stopped",
+                source,
+            })
+        });
+    }
+    let gate = gate.map(|(gate, listener)| {
+        let stop = cancel.clone();
+        let serving = gate.clone();
+        tasks.spawn(async move {
+            match listener {
+                Bound::Unix(l) => serving.serve_unix(l, stop.cancelled_owned()).await,
+                Bound::Tcp(l) => serving.serve(l, stop.cancelled_owned()).await,
+            }
+            .map_err(BundleError::GateStopped)
+        });
+        gate
+    });
+    if let Some((supervise_config, listener)) = supervise {
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            match listener {
+                Bound::Unix(l) => {
+                    supervise::serve(l, supervise_config, stop.cancelled_owned()).await
+                }
+                Bound::Tcp(l) => {
+                    supervise::serve(l, supervise_config, stop.cancelled_owned()).await
+                }
+            }
+            .map_err(BundleError::SuperviseStopped)
+        });
+    }
+
+    // Every listener is bound and the gate's mirrors are prepared: tell `start`.
+    println!("ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    tracing::info!(identity = %config.identity, "sidecar bundle ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| BundleError::Runtime {
+            action: "cannot watch SIGTERM",
+            source,
+        })?;
+    let mut failure = None;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        Some(done) = tasks.join_next() => {
+            // A sidecar that stops on its own leaves the bottle without a way out: stop all.
+            failure = Some(match done {
+                Ok(Ok(())) => BundleError::Unexpected,
+                Ok(Err(e)) => e,
+                Err(e) => BundleError::Task(e.to_string()),
+            });
+        }
+    }
+    cancel.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sidecars did not finish within 10 s of shutdown");
+    }
+    if let Some(gate) = gate
+        && let Err(e) = gate.teardown().await
+    {
+        tracing::error!(error = %e, "cannot revoke forge deploy keys");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Applies approvals: routes and tokens through supervise's file applier (which reloads
+/// egress first), findings into the git gate's allowed findings.
+struct SidecarApplier {
+    files: supervise::FileApplier,
+    gate_allowed_findings: Option<PathBuf>,
+}
+
+#[async_trait::async_trait]
+impl supervise::Applier for SidecarApplier {
+    async fn current_routes(&self, bottle: &str) -> Result<String, supervise::ApplyError> {
+        self.files.current_routes(bottle).await
+    }
+
+    async fn apply_routes(
+        &self,
+        bottle: &str,
+        routes: &policy::EgressConfig,
+        text: &str,
+    ) -> Result<(), supervise::ApplyError> {
+        self.files.apply_routes(bottle, routes, text).await
+    }
+
+    async fn attach_token(
+        &self,
+        bottle: &str,
+        host: &str,
+        token_name: &str,
+        stamp: &proposals::grant::Stamp,
+    ) -> Result<(), supervise::ApplyError> {
+        self.files
+            .attach_token(bottle, host, token_name, stamp)
+            .await
+    }
+
+    async fn allow_finding(
+        &self,
+        _bottle: &str,
+        fingerprint: &str,
+        stamp: &proposals::grant::Stamp,
+    ) -> Result<(), supervise::ApplyError> {
+        let Some(path) = &self.gate_allowed_findings else {
+            return Err(supervise::ApplyError::Other(
+                "this bottle has no git gate, so there is no push scan to allow a finding in"
+                    .into(),
+            ));
+        };
+        let entry = gitgate::AllowedFinding {
+            finding: fingerprint.to_owned(),
+            expires: stamp.expires.clone(),
+            uses: stamp.uses,
+            grant: stamp.grant.clone().filter(|_| !stamp.is_empty()),
+        };
+        gitgate::add_allowed(path, &entry).map_err(|e| supervise::ApplyError::Io {
+            action: e.action,
+            path: path.clone(),
+            reason: e.source.to_string(),
+        })
+    }
+
+    async fn uses_spent(&self, bottle: &str) -> Vec<(String, Option<String>, u32)> {
+        self.files.uses_spent(bottle).await
+    }
+
+    async fn sweep(&self, bottle: &str) -> Result<supervise::Swept, supervise::ApplyError> {
+        let mut swept = self.files.sweep(bottle).await?;
+        let Some(path) = &self.gate_allowed_findings else {
+            return Ok(swept);
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let gone = gitgate::remove_ended(path, now).map_err(|e| supervise::ApplyError::Io {
+            action: e.action,
+            path: path.clone(),
+            reason: e.source.to_string(),
+        })?;
+        for a in gone {
+            swept.ended.push(supervise::Ended {
+                tool: supervise::Tool::GitleaksAllow,
+                grant: a.grant,
+                what: format!("finding {}", a.finding),
+                why: if a.uses == Some(0) {
+                    "used-up"
+                } else {
+                    "expired"
+                },
+            });
+        }
+        // The next allowed finding to end.
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for a in gitgate::parse_entries(&text) {
+            if let Some(at) = a.expires.as_deref().and_then(proposals::grant::parse_time) {
+                let d: std::time::Duration = (at - now).try_into().unwrap_or_default();
+                swept.next = Some(swept.next.map_or(d, |n| n.min(d)));
+            }
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use supervise::Applier;
+
+    #[tokio::test]
+    async fn findings_approved_once_or_for_a_while_reach_the_gate_and_are_swept_when_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate_file = gitgate::allowed_findings_path(&dir.path().join("gate"));
+        let applier = SidecarApplier {
+            files: supervise::FileApplier::new(supervise::Home::new(dir.path().join("home"))),
+            gate_allowed_findings: Some(gate_file.clone()),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let once = proposals::grant::Stamp::new(proposals::Grant::Once, "00000000000000a1", now);
+        let past = proposals::grant::Stamp {
+            expires: Some("2020-01-01T00:00:00Z".into()),
+            uses: None,
+            grant: Some("00000000000000b2".into()),
+        };
+        applier
+            .allow_finding("b-1", "c1:a.rs:r:1", &once)
+            .await
+            .unwrap();
+        applier
+            .allow_finding("b-1", "c2:b.rs:r:2", &past)
+            .await
+            .unwrap();
+        applier
+            .allow_finding("b-1", "c3:c.rs:r:3", &proposals::grant::Stamp::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&gate_file).unwrap(),
+            "c1:a.rs:r:1\tuses=1\tgrant=00000000000000a1\nc2:b.rs:r:2\texpires=2020-01-01T00:00:00Z\tgrant=00000000000000b2\nc3:c.rs:r:3\n"
+        );
+        // what the gate allows now: the once one and the permanent one
+        assert_eq!(
+            gitgate::read_allowed_findings(&gate_file).unwrap(),
+            ["c1:a.rs:r:1", "c3:c.rs:r:3"].map(String::from).into()
+        );
+        // the gate spends the once-approval after a push; the sweep takes both ended out
+        gitgate::spend_uses(&gate_file, &["c1:a.rs:r:1".to_owned()].into()).unwrap();
+        let swept = applier.sweep("b-1").await.unwrap();
+        let ended: Vec<(Option<String>, String, &str)> = swept
+            .ended
+            .into_iter()
+            .map(|e| (e.grant, e.what, e.why))
+            .collect();
+        assert_eq!(
+            ended,
+            vec![
+                (
+                    Some("00000000000000a1".to_owned()),
+                    "finding c1:a.rs:r:1".to_owned(),
+                    "used-up"
+                ),
+                (
+                    Some("00000000000000b2".to_owned()),
+                    "finding c2:b.rs:r:2".to_owned(),
+                    "expired"
+                ),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&gate_file).unwrap(),
+            "c3:c.rs:r:3\n"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Patterns as gitleaks writes them, compiled by the `regex` crate: the RE2 spellings Go
+//! accepts and `regex` does not (a literal `{`) are escaped first, and Unicode mode is kept
+//! off where the pattern allows it (the fast path).
+
+use regex::bytes::{Regex, RegexBuilder};
+
+/// Compiles a content regex: Unicode mode off when the pattern allows it (keeps the `regex`
+/// crate on its fast path, `\b` and `\w` become ASCII), otherwise with Unicode.
+pub(crate) fn compile_bytes_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    let pattern = &escape_literal_braces(pattern);
+    let build = |unicode: bool| {
+        RegexBuilder::new(pattern)
+            .unicode(unicode)
+            .size_limit(64 << 20)
+            .dfa_size_limit(32 << 20)
+            .build()
+    };
+    build(false).or_else(|_| build(true))
+}
+
+/// Go's RE2 (gitleaks' engine) reads a `{` that does not start a repetition (`{{`, `${VAR}`) as
+/// a literal; the `regex` crate rejects it. Escape such braces so gitleaks rule files load as
+/// they are.
+fn escape_literal_braces(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    let mut in_class = false;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(&n) = chars.get(i + 1) {
+                    out.push(n);
+                }
+                i += 2;
+                continue;
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` right after `[` or `[^` is a literal member of the class.
+                if chars.get(i + 1) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i + 1) == Some(&']') {
+                    out.push(']');
+                    i += 1;
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            '{' if !in_class => {
+                let rest: String = chars[i + 1..].iter().take(24).collect();
+                match repetition_len(&rest) {
+                    Some(len) => {
+                        out.push('{');
+                        out.extend(&chars[i + 1..i + 1 + len]);
+                        i += 1 + len;
+                        continue;
+                    }
+                    None => out.push_str("\\{"),
+                }
+            }
+            '}' if !in_class => out.push_str("\\}"),
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Length of `n}`, `n,}` or `n,m}` at the start of `s` (a valid repetition body), if any.
+fn repetition_len(s: &str) -> Option<usize> {
+    let end = s.find('}')?;
+    let body = &s[..end];
+    let (a, b) = match body.split_once(',') {
+        Some((a, b)) => (a, Some(b)),
+        None => (body, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    let ok = digits(a) && b.is_none_or(|b| b.is_empty() || digits(b));
+    ok.then_some(end + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn go_literal_braces_are_escaped() {
+        assert_eq!(
+            escape_literal_braces(r"a{2,5}b{3}c{4,}"),
+            r"a{2,5}b{3}c{4,}"
+        );
+        assert_eq!(escape_literal_braces(r"\$?{{[^}]+}}"), r"\$?\{\{[^}]+\}\}");
+        assert_eq!(escape_literal_braces(r"\${VAR}"), r"\$\{VAR\}");
+        assert_eq!(escape_literal_braces(r"[{}]\{x\}"), r"[{}]\{x\}");
+        assert_eq!(escape_literal_braces(r"[]{]a{,3}"), r"[]{]a\{,3\}");
+        assert!(compile_bytes_regex(r#"['"]?\$?{{[^}]+}}['"]?"#).is_ok());
+    }
+}
