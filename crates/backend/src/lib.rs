@@ -46,6 +46,7 @@ pub mod inbottle;
 pub mod native;
 pub mod preflight;
 mod spec;
+mod workspace_copy;
 
 use std::io::{Read, Write};
 
