@@ -37,6 +37,8 @@ pub enum Command {
     Stop(commands::stop::Args),
     /// Remove orphaned resources and state (never a preserved bottle)
     Cleanup(commands::cleanup::Args),
+    /// Throw away a bottle that is not running, preserved or not (asks first)
+    Discard(commands::discard::Args),
     /// Operator dashboard: review, edit, approve or reject agents' proposals
     Supervise(commands::supervise::Args),
     /// Review proposals from scripts (list, show, approve, reject)

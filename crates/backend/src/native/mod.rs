@@ -46,6 +46,7 @@ pub mod forward;
 pub mod os;
 pub mod owner;
 pub mod plan;
+pub mod program;
 pub mod seccomp;
 mod validate;
 

@@ -51,6 +51,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = DiscoverOptions::from_env(args.manifest, |k| std::env::var_os(k), cwd.clone());
     let manifest = Manifest::discover(&opts)?;
     let agent = manifest.agent(&args.agent)?;
+    // The native bottle runs the host's agent: said now, with the fix, if it cannot.
+    if backend == BackendKind::Native && args.command.is_empty() {
+        let name = match agent.bottle.agent_provider.kind() {
+            manifest::ProviderKind::Claude => "claude",
+            manifest::ProviderKind::Codex => "codex",
+        };
+        let host_path = std::env::var_os("PATH");
+        backend::native::program::find_for_bottle(name, host_path.as_deref()).with_context(
+            || format!("cannot start agent `{}` on the native backend", agent.name),
+        )?;
+    }
     let codex_login = if args.forward_codex_auth {
         Some(codex_login(&agent)?)
     } else {

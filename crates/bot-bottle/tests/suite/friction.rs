@@ -77,3 +77,90 @@ fn the_state_directory_is_not_taken_for_a_manifest() {
         )
     );
 }
+
+/// Runs `bot-bottle cleanup` with a docker socket that does not exist.
+fn cleanup_without_docker(home: &Path) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("cleanup")
+        .env_remove("BOT_BOTTLE_LOG")
+        .env("HOME", home)
+        .env("BOT_BOTTLE_HOME", home.join(".bot-bottle"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-docker.sock", home.display()),
+        )
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn cleanup_speaks_of_a_missing_docker_only_when_a_bottle_used_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = cleanup_without_docker(tmp.path());
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "nothing to clean up\n", "")
+    );
+    // A docker bottle left behind (its start was killed), then docker went away.
+    let home = state::Home::new(tmp.path().join(".bot-bottle"));
+    let (id, lock) = home
+        .create_bottle(&state::Metadata {
+            agent: "demo".into(),
+            cwd: tmp.path().to_path_buf(),
+            copy_cwd: false,
+            backend: "docker".into(),
+            created: "2026-12-05T18:00:00Z".into(),
+            manifest: None,
+            command: Vec::new(),
+            forward_codex_auth: false,
+        })
+        .unwrap();
+    home.mark_preserved(&id).unwrap();
+    drop(lock);
+    let r = cleanup_without_docker(tmp.path());
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "bot-bottle: cannot clean up the docker resources of {id} ("
+        )) && r
+            .stderr
+            .ends_with("); run `bot-bottle cleanup` again once docker is available\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn start_on_native_without_the_agent_on_the_host_says_how_to_install_it() {
+    if backend::native::program::find_for_bottle("claude", None).is_ok() {
+        eprintln!("skipping: this machine has a system-wide `claude`, so start would not refuse");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("bot-bottle.yaml"),
+        "bottles:\n  dev:\n    agent_provider: claude\nagents:\n  demo:\n    bottle: dev\n",
+    )
+    .unwrap();
+    let r = run(
+        &project,
+        tmp.path(),
+        &["start", "--backend", "native", "demo"],
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (
+            2,
+            "",
+            "error: cannot start agent `demo` on the native backend: the native backend runs the host's `claude` inside the bottle, and there is none on this machine; install it system-wide (as root: `npm install -g @anthropic-ai/claude-code`, which puts it in /usr/local/bin), or use --backend docker\n"
+        )
+    );
+}

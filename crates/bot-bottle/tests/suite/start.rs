@@ -47,6 +47,7 @@ on_each_backend!(
     a_clean_exit_removes_the_state,
     a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit,
     stop_ends_a_running_bottle_and_keeps_its_state,
+    stop_of_an_agent_that_ignores_sigterm_is_not_a_failure,
     two_bottles_at_once_each_see_only_their_own_sidecars,
     cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state,
     the_health_check_sees_every_sidecar_answer,
@@ -487,7 +488,7 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state(on: On) {
     let mut stopped = false;
     for _ in 0..100 {
         let out = bot_bottle(&world)
-            .args(["stop", &identity, "--grace", "2"])
+            .args(["stop", &identity, "--grace", "2", "--keep"])
             .output()
             .unwrap();
         if out.status.success() {
@@ -502,12 +503,91 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state(on: On) {
         .unwrap();
     assert_eq!(
         status.code(),
-        Some(143),
-        "SIGTERM ends the agent (128 + 15)"
+        Some(0),
+        "a stop the operator asked for is not a failure"
     );
     let list = listed(&world);
     assert_eq!(list[0]["identity"], identity.as_str());
-    assert_eq!(list[0]["state"], "preserved");
+    assert_eq!(list[0]["state"], "preserved", "--keep keeps the state");
+    // Thrown away on request: asked first, then gone.
+    let refused = bot_bottle(&world)
+        .args(["discard", &identity])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            refused.status.code(),
+            String::from_utf8_lossy(&refused.stderr).into_owned()
+        ),
+        (
+            Some(2),
+            format!(
+                "error: discarding bottle `{identity}` needs a confirmation and stdin is not a terminal; pass --yes\n"
+            )
+        )
+    );
+    let discarded = bot_bottle(&world)
+        .args(["discard", &identity, "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&discarded.stdout),
+        format!("discarded {identity}\n")
+    );
+    assert_eq!(listed(&world), serde_json::json!([]));
+}
+
+async fn stop_of_an_agent_that_ignores_sigterm_is_not_a_failure(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let running = bot_bottle(&world)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "trap '' TERM; touch started; while :; do sleep 1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut identity = None;
+    for _ in 0..400 {
+        if world.workspace.join("started").exists() {
+            identity = listed(&world)
+                .get(0)
+                .and_then(|b| b["identity"].as_str())
+                .map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let identity = identity.expect("the agent runs");
+    let stop = bot_bottle(&world)
+        .args(["stop", &identity, "--grace", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stdout),
+        format!("stopped {identity}\n")
+    );
+    let out = tokio::task::spawn_blocking(move || running.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bot-bottle: {identity} stopped by `bot-bottle stop` (the agent ended with 137)"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("exited with an error"), "{stderr}");
+    // not preserved: removed as after a clean exit
+    assert_eq!(listed(&world), serde_json::json!([]));
 }
 
 async fn two_bottles_at_once_each_see_only_their_own_sidecars(on: On) {
@@ -743,7 +823,7 @@ async fn stop_right_after_start_waits_for_the_agent_and_stops_it(on: On) {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(143),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
