@@ -39,6 +39,8 @@ pub enum Command {
     Cleanup(commands::cleanup::Args),
     /// Throw away a bottle that is not running, preserved or not (asks first)
     Discard(commands::discard::Args),
+    /// Show a bottle's egress request log (also after it ended)
+    Logs(commands::logs::Args),
     /// Operator dashboard: review, edit, approve or reject agents' proposals
     Supervise(commands::supervise::Args),
     /// Review proposals from scripts (list, show, approve, reject)
@@ -71,6 +73,7 @@ impl Command {
         matches!(
             self,
             Command::List(_)
+                | Command::Logs(_)
                 | Command::Proposals(_)
                 | Command::Audit(_)
                 | Command::Scan(_)

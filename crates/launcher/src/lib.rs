@@ -383,6 +383,11 @@ impl RunningBottle {
             }
         } else {
             let _ = self.home.clear_preserved(identity);
+            // The request log outlives the bottle, where `bot-bottle logs` finds it.
+            if let Err(e) = self.home.keep_logs(identity, &self.paths.logs()) {
+                self.report
+                    .line(&format!("cannot keep the logs of {identity}: {e}"));
+            }
             if let Err(e) = self.home.remove_bottle(identity) {
                 self.report
                     .line(&format!("cannot remove the state of {identity}: {e}"));

@@ -17,6 +17,7 @@
 
 mod atomic;
 mod identity;
+mod kept_logs;
 mod layout;
 mod names;
 pub mod read;
@@ -26,5 +27,6 @@ pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
 
 pub use atomic::{atomic_write, atomic_write_mode};
 pub use identity::{Identity, IdentityError};
+pub use kept_logs::KEPT_BOTTLES;
 pub use layout::{BottleEntry, BottleState, Home, Metadata, RunLock, StateError};
 pub use names::{NameError, check_identity, check_proposal_id};

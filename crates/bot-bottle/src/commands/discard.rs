@@ -56,9 +56,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
+    // Held while the logs move, so that the bottle cannot start running meanwhile.
+    let lock = match home.lock_bottle(&identity) {
+        Err(StateError::Running(_)) => anyhow::bail!(
+            "bottle `{identity}` started running meanwhile; stop it first (`bot-bottle stop {identity}`)"
+        ),
+        other => other?,
+    };
+    let logs = launcher::BottlePaths::new(home.state_dir(&identity)).logs();
+    home.keep_logs(&identity, &logs)?;
+    drop(lock);
     match home.discard_bottle(&identity) {
         Ok(()) => {
-            println!("discarded {identity}");
+            println!("discarded {identity} (its logs are kept: `bot-bottle logs {identity}`)");
             Ok(ExitCode::SUCCESS)
         }
         Err(StateError::Running(_)) => anyhow::bail!(

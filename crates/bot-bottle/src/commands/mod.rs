@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod egress;
 pub mod gate;
 pub mod list;
+pub mod logs;
 pub mod manifest;
 pub mod proposals;
 pub mod resume;
@@ -31,6 +32,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stop(args) => stop::run(args),
         Command::Cleanup(args) => cleanup::run(args),
         Command::Discard(args) => discard::run(args),
+        Command::Logs(args) => logs::run(args),
         Command::Supervise(args) => supervise::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
         Command::Audit(args) => audit::run(args),

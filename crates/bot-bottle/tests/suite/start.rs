@@ -45,6 +45,7 @@ macro_rules! on_each_backend {
 on_each_backend!(
     a_probe_inside_a_bottle_sees_the_whole_contract,
     a_clean_exit_removes_the_state,
+    the_request_log_outlives_a_clean_exit,
     a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit,
     stop_ends_a_running_bottle_and_keeps_its_state,
     stop_of_an_agent_that_ignores_sigterm_is_not_a_failure,
@@ -399,6 +400,59 @@ async fn a_clean_exit_removes_the_state(on: On) {
     assert!(left.is_empty(), "state left behind: {left:?}");
 }
 
+async fn the_request_log_outlives_a_clean_exit(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        start(
+            &w,
+            "curl -sS -o /dev/null https://blocked.example.test/secret-path; echo $BOT_BOTTLE_IDENTITY",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let identity = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(listed(&world), serde_json::json!([]));
+    assert!(
+        world
+            .home
+            .join("logs/bottles")
+            .join(&identity)
+            .join("egress.jsonl")
+            .is_file()
+    );
+    let logs = bot_bottle(&world)
+        .args(["logs", &identity])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&logs.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].ends_with(" blocked 403 CONNECT blocked.example.test (host-not-allowed)"),
+        "{text}"
+    );
+    let unknown = bot_bottle(&world)
+        .args(["logs", "demo-00000"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr),
+        format!(
+            "error: no logs of bottle `demo-00000`: it is not in `bot-bottle list`, and {} has no logs of it (the logs of the last 20 ended bottles are kept there)\n",
+            world.home.join("logs/bottles").display()
+        )
+    );
+}
+
 fn bot_bottle(world: &World) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
     cmd.current_dir(&world.workspace)
@@ -532,7 +586,7 @@ async fn stop_ends_a_running_bottle_and_keeps_its_state(on: On) {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&discarded.stdout),
-        format!("discarded {identity}\n")
+        format!("discarded {identity} (its logs are kept: `bot-bottle logs {identity}`)\n")
     );
     assert_eq!(listed(&world), serde_json::json!([]));
 }
