@@ -164,3 +164,30 @@ fn start_on_native_without_the_agent_on_the_host_says_how_to_install_it() {
         )
     );
 }
+
+#[test]
+fn manifest_show_marks_the_routes_the_provider_adds() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("bot-bottle.yaml"),
+        "bottles:\n  dev:\n    agent_provider: claude\n    egress:\n      routes:\n        - host: crates.io\nagents:\n  demo:\n    bottle: dev\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["manifest", "show", "dev"])
+        .current_dir(tmp.path())
+        .env_remove("BOT_BOTTLE_MANIFEST")
+        .env_remove("BOT_BOTTLE_HOME")
+        .env_remove("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.ends_with(
+            "# implicit routes, added at `start` by the claude provider before the routes above (a route\n# of your own for the same host replaces one):\n#   - host: api.anthropic.com  # any method, any path; credential BOT_BOTTLE_CLAUDE_OAUTH_TOKEN as Authorization: Bearer\n"
+        ),
+        "{stdout}"
+    );
+}
