@@ -87,6 +87,13 @@ impl Source {
         let pos = loc.map(|loc| self.pos(&loc)).unwrap_or_default();
         let raw = UserMessageFormatter.format_message(inner);
         let mut message = humanize(&escape_controls(&raw));
+        // A wrong type names the key it is wrong for.
+        if is_type_error(&message)
+            && let Some(line) = loc.map(|l| l.line()).filter(|l| *l > 0)
+            && let Some(key) = key_path(text, usize::try_from(line).unwrap_or(usize::MAX))
+        {
+            message = format!("`{key}`: {message}");
+        }
         if let Some(line) = loc.map(|l| l.line()).filter(|l| *l > 0)
             && continues_on_next_line(text, line)
         {
@@ -97,6 +104,14 @@ impl Source {
         }
         self.diag(pos, message)
     }
+}
+
+/// Whether a (humanized) message says a value has the wrong type or form, as opposed to a
+/// syntax error or an unknown field (which names itself).
+pub(crate) fn is_type_error(message: &str) -> bool {
+    message.starts_with("expected ")
+        || message.starts_with("invalid type")
+        || message.starts_with("invalid value")
 }
 
 /// Whether line `line` (1-based) holds `key: value` and the next line is a deeper-indented
@@ -155,6 +170,67 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// The candidate closest to `name`, if close enough to be a typo of it.
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .filter(|c| *c != name)
+        .map(|c| (distance(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The dotted path of keys leading to line `line` (1-based) of block-style YAML, e.g.
+/// `bottles.dev.supervise`: the key on that line, then each key of a less indented line
+/// above it (list items add no key). `None` when no key is found.
+pub(crate) fn key_path(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let idx = line.checked_sub(1)?;
+    let this = lines.get(idx)?;
+    let indent_of = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let key_of = |l: &str| -> Option<String> {
+        let t = l.trim_start_matches(' ');
+        if t.starts_with('#') {
+            return None;
+        }
+        let t = t.strip_prefix("- ").unwrap_or(t);
+        let (k, _) = t.split_once(':')?;
+        let k = k.trim().trim_matches('"').trim_matches('\'');
+        let plain = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*'));
+        plain.then(|| k.to_owned())
+    };
+    let mut path = Vec::new();
+    if let Some(k) = key_of(this) {
+        path.push(k);
+    }
+    let mut indent = indent_of(this);
+    for l in lines[..idx].iter().rev() {
+        let t = l.trim_start_matches(' ');
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let i = indent_of(l);
+        if i < indent {
+            indent = i;
+            if !t.starts_with("- ")
+                && let Some(k) = key_of(l)
+            {
+                path.push(k);
+            }
+        }
+        if indent == 0 {
+            break;
+        }
+    }
+    path.reverse();
+    (!path.is_empty()).then(|| path.join("."))
 }
 
 /// For `unknown field `x`, expected one of a, b`: the closest known field, if close.
@@ -265,6 +341,34 @@ pub(crate) fn humanize(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn key_path_walks_up_the_indentation() {
+        let text = "bottles:\n  dev:\n    egress:\n      routes:\n        - host: a\n          port: x\n        - b\n    supervise: 3\n";
+        assert_eq!(
+            key_path(text, 6).as_deref(),
+            Some("bottles.dev.egress.routes.port")
+        );
+        assert_eq!(
+            key_path(text, 5).as_deref(),
+            Some("bottles.dev.egress.routes.host")
+        );
+        assert_eq!(
+            key_path(text, 7).as_deref(),
+            Some("bottles.dev.egress.routes")
+        );
+        assert_eq!(key_path(text, 8).as_deref(), Some("bottles.dev.supervise"));
+        assert_eq!(key_path(text, 99), None);
+    }
+
+    #[test]
+    fn closest_is_a_likely_typo_only() {
+        let names = ["base", "dev", "other"];
+        assert_eq!(closest("bsae", names.into_iter()), Some("base"));
+        assert_eq!(closest("ghost", names.into_iter()), None);
+        assert_eq!(closest("dev", names.into_iter()), None);
+    }
+
     use super::*;
     use pretty_assertions::assert_eq;
 

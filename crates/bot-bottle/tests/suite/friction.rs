@@ -191,3 +191,48 @@ fn manifest_show_marks_the_routes_the_provider_adds() {
         "{stdout}"
     );
 }
+
+/// `bot-bottle manifest check --manifest bot-bottle.yaml` on `yaml`, in a fresh directory.
+fn check(yaml: &str) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("bot-bottle.yaml"), yaml).unwrap();
+    run(
+        tmp.path(),
+        tmp.path(),
+        &["manifest", "check", "--manifest", "bot-bottle.yaml"],
+    )
+}
+
+#[test]
+fn manifest_check_lists_every_schema_error_and_names_the_key() {
+    let r = check(
+        "bottles:\n  base:\n    agent_provider: claude\n  dev:\n    extends: [base]\n    supervise: 3\n    env:\n      A: [1]\n    egres:\n      routes: []\nagents:\n  demo:\n    bottle: dev\n",
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (
+            1,
+            "",
+            "bot-bottle.yaml:6:16: `bottles.dev.supervise`: expected `true` or `false`\n\
+             bot-bottle.yaml:8:10: `bottles.dev.env.A`: expected a string here\n\
+             bot-bottle.yaml:9:5: unknown field `egres`, expected one of extends, agent_provider, supervise, env, git-gate, egress, resources, dangerously_run_as_host_root; did you mean `egress`?\n\
+             error: bot-bottle.yaml has 3 errors; fix them and run `bot-bottle manifest check` again\n"
+        )
+    );
+}
+
+#[test]
+fn manifest_check_suggests_the_bottle_an_extends_meant() {
+    let r = check(
+        "bottles:\n  base:\n    agent_provider: claude\n  dev:\n    extends: [bsae]\nagents:\n  demo:\n    bottle: dev\n",
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (
+            1,
+            "",
+            "bot-bottle.yaml:5:15: bottle `dev`: extends `bsae`, which is not defined; did you mean `base`? available bottles: base, dev\n\
+             error: bot-bottle.yaml has 1 error; fix it and run `bot-bottle manifest check` again\n"
+        )
+    );
+}
