@@ -236,3 +236,33 @@ fn manifest_check_suggests_the_bottle_an_extends_meant() {
         )
     );
 }
+
+#[test]
+fn manifest_check_lists_every_schema_error_of_a_front_matter_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".bot-bottle");
+    std::fs::create_dir_all(dir.join("bottles")).unwrap();
+    std::fs::create_dir_all(dir.join("agents")).unwrap();
+    std::fs::write(
+        dir.join("bottles/dev.md"),
+        "---\nagent_provider: claude\nsupervise: 3\nenv:\n  A: [1]\negres: {}\n---\nnotes\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("agents/demo.md"), "---\nbottle: dev\n---\n").unwrap();
+    let r = run(
+        tmp.path(),
+        tmp.path(),
+        &["manifest", "check", "--manifest", ".bot-bottle"],
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (
+            1,
+            "",
+            ".bot-bottle/bottles/dev.md:3:12: `supervise`: expected `true` or `false`\n\
+             .bot-bottle/bottles/dev.md:5:6: `env.A`: expected a string here\n\
+             .bot-bottle/bottles/dev.md:6:1: unknown field `egres`, expected one of extends, agent_provider, supervise, env, git-gate, egress, resources, dangerously_run_as_host_root; did you mean `egress`?\n\
+             error: .bot-bottle has 3 errors; fix them and run `bot-bottle manifest check` again\n"
+        )
+    );
+}
