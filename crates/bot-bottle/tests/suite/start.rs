@@ -816,8 +816,9 @@ async fn the_health_check_sees_every_sidecar_answer(on: On) {
             assert_eq!(health, "healthy");
         }
     }
+    // Kept (`--keep`), so that its sidecar config stays to check against.
     let _ = bot_bottle(&world)
-        .args(["stop", &identity, "--grace", "1"])
+        .args(["stop", &identity, "--grace", "1", "--keep"])
         .output()
         .unwrap();
     tokio::task::spawn_blocking(move || running.wait().unwrap())
@@ -1090,11 +1091,9 @@ fn cleanup_without_a_docker_daemon_still_cleans_the_rest() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("skipped the docker backend")
-            && stderr.contains("/nonexistent/docker.sock"),
-        "{stderr}"
-    );
+    // No bottle of this home used docker: nothing to say about it (see
+    // `friction::cleanup_speaks_of_a_missing_docker_only_when_a_bottle_used_it`).
+    assert_eq!(stderr, "");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "nothing to clean up\n"
