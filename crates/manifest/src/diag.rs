@@ -90,7 +90,11 @@ impl Source {
         // A wrong type names the key it is wrong for.
         if is_type_error(&message)
             && let Some(line) = loc.map(|l| l.line()).filter(|l| *l > 0)
-            && let Some(key) = key_path(text, usize::try_from(line).unwrap_or(usize::MAX))
+            && let Some(key) = key_path_at(
+                text,
+                usize::try_from(line).unwrap_or(usize::MAX),
+                loc.map_or(0, |l| usize::try_from(l.column()).unwrap_or(0)),
+            )
         {
             message = format!("`{key}`: {message}");
         }
@@ -187,8 +191,66 @@ pub(crate) fn closest<'a>(
 
 /// The dotted path of keys leading to line `line` (1-based) of block-style YAML, e.g.
 /// `bottles.dev.supervise`: the key on that line, then each key of a less indented line
-/// above it (list items add no key). `None` when no key is found.
-pub(crate) fn key_path(text: &str, line: usize) -> Option<String> {
+/// above it (list items add no key), then the keys of the flow mappings (`{a: {b: ...}}`)
+/// open at `column` (1-based; 0 for none) on that line. `None` when no key is found.
+pub(crate) fn key_path_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let mut path: Vec<String> = block_key_path(text, line)?
+        .split('.')
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(this) = text.lines().nth(line.checked_sub(1)?) {
+        path.extend(flow_keys(this, column));
+    }
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+/// The keys of the flow mappings open before `column` (1-based) of `line`.
+fn flow_keys(line: &str, column: usize) -> Vec<String> {
+    let mut open: Vec<Option<String>> = Vec::new();
+    let mut token = String::new();
+    let mut quote: Option<char> = None;
+    for c in line.chars().take(column.saturating_sub(1)) {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            } else {
+                token.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '{' | '[' => {
+                open.push(None);
+                token.clear();
+            }
+            '}' | ']' => {
+                open.pop();
+                token.clear();
+            }
+            ',' => {
+                if let Some(top) = open.last_mut() {
+                    *top = None;
+                }
+                token.clear();
+            }
+            ':' => {
+                if let Some(top) = open.last_mut() {
+                    *top = Some(token.trim().to_owned());
+                }
+                token.clear();
+            }
+            _ => token.push(c),
+        }
+    }
+    open.into_iter()
+        .flatten()
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+fn block_key_path(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let idx = line.checked_sub(1)?;
     let this = lines.get(idx)?;
@@ -230,7 +292,7 @@ pub(crate) fn key_path(text: &str, line: usize) -> Option<String> {
         }
     }
     path.reverse();
-    (!path.is_empty()).then(|| path.join("."))
+    Some(path.join("."))
 }
 
 /// For `unknown field `x`, expected one of a, b`: the closest known field, if close.
@@ -346,19 +408,27 @@ mod tests {
     fn key_path_walks_up_the_indentation() {
         let text = "bottles:\n  dev:\n    egress:\n      routes:\n        - host: a\n          port: x\n        - b\n    supervise: 3\n";
         assert_eq!(
-            key_path(text, 6).as_deref(),
+            key_path_at(text, 6, 0).as_deref(),
             Some("bottles.dev.egress.routes.port")
         );
         assert_eq!(
-            key_path(text, 5).as_deref(),
+            key_path_at(text, 5, 0).as_deref(),
             Some("bottles.dev.egress.routes.host")
         );
         assert_eq!(
-            key_path(text, 7).as_deref(),
+            key_path_at(text, 7, 0).as_deref(),
             Some("bottles.dev.egress.routes")
         );
-        assert_eq!(key_path(text, 8).as_deref(), Some("bottles.dev.supervise"));
-        assert_eq!(key_path(text, 99), None);
+        assert_eq!(
+            key_path_at(text, 8, 0).as_deref(),
+            Some("bottles.dev.supervise")
+        );
+        assert_eq!(key_path_at(text, 99, 0), None);
+        let flow = "bottles:\n  dev: {egress: {routes: [{host: a, port: x}]}}\n";
+        assert_eq!(
+            key_path_at(flow, 2, flow.lines().nth(1).unwrap().find('x').unwrap() + 1).as_deref(),
+            Some("bottles.dev.egress.routes.port")
+        );
     }
 
     #[test]

@@ -181,10 +181,10 @@ fn file_form_yaml_error_hides_every_name() {
     let m = Manifest::from_yaml("m.yaml", "bottles:\n  a: {supervise: maybe}\n", None);
     assert_eq!(
         m.bottle("a").unwrap_err().to_string(),
-        "manifest m.yaml has 1 error:\n  m.yaml:2:18: `bottles.a`: expected `true` or `false`"
+        "manifest m.yaml has 1 error:\n  m.yaml:2:18: `bottles.a.supervise`: expected `true` or `false`"
     );
     assert_eq!(
         m.agent("x").unwrap_err().to_string(),
-        "manifest m.yaml has 1 error:\n  m.yaml:2:18: `bottles.a`: expected `true` or `false`"
+        "manifest m.yaml has 1 error:\n  m.yaml:2:18: `bottles.a.supervise`: expected `true` or `false`"
     );
 }
