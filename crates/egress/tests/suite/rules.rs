@@ -278,7 +278,7 @@ async fn reload_swaps_rules_and_refuses_invalid_ones() {
     let err = h.routes.replace(missing).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "routes[2] (other.test): token_env NOT_SET is not set in the egress proxy's environment; set it or remove the credential"
+        "the route for other.test: token_env NOT_SET is not set in the egress proxy's environment; set it or remove the credential"
     );
     assert_eq!(
         h.https("GET", "api.test", 443, "/v2/x", &[]).await.status,
