@@ -266,3 +266,72 @@ fn manifest_check_lists_every_schema_error_of_a_front_matter_too() {
         )
     );
 }
+
+#[test]
+fn discard_refuses_a_running_or_unknown_bottle_and_keeps_the_logs_of_a_discarded_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = state::Home::new(tmp.path().join(".bot-bottle"));
+    let discard = |id: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+            .args(["discard", id, "--yes"])
+            .env("HOME", tmp.path())
+            .env("BOT_BOTTLE_HOME", home.root())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (id, lock) = home
+        .create_bottle(&state::Metadata {
+            agent: "demo".into(),
+            cwd: tmp.path().to_path_buf(),
+            copy_cwd: false,
+            backend: "native".into(),
+            created: "2026-12-05T18:00:00Z".into(),
+            manifest: None,
+            command: Vec::new(),
+            forward_codex_auth: false,
+        })
+        .unwrap();
+    assert_eq!(
+        discard(id.as_str()),
+        (
+            2,
+            String::new(),
+            format!(
+                "error: bottle `{id}` is running; stop it first (`bot-bottle stop {id}`), which also removes it unless you pass --keep\n"
+            )
+        )
+    );
+    drop(lock);
+    home.mark_preserved(&id).unwrap();
+    let logs = home.state_dir(&id).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("egress.jsonl"), "{}\n").unwrap();
+    assert_eq!(
+        discard(id.as_str()),
+        (
+            0,
+            format!("discarded {id} (its logs are kept: `bot-bottle logs {id}`)\n"),
+            String::new()
+        )
+    );
+    assert!(!home.state_dir(&id).exists());
+    assert_eq!(
+        std::fs::read_to_string(home.kept_logs_dir(&id).join("egress.jsonl")).unwrap(),
+        "{}\n"
+    );
+    assert_eq!(
+        discard(id.as_str()),
+        (
+            2,
+            String::new(),
+            format!(
+                "error: no bottle `{id}` here; `bot-bottle list` shows the bottles there are\n"
+            )
+        )
+    );
+}
