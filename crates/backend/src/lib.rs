@@ -46,6 +46,7 @@ pub mod inbottle;
 pub mod native;
 pub mod preflight;
 mod spec;
+mod workspace_copy;
 
 use std::io::{Read, Write};
 
@@ -77,6 +78,12 @@ impl BackendKind {
         BackendKind::Smolmachines,
         BackendKind::Apple,
     ];
+
+    /// Whether this build has the backend ([`open`] can give it). Backends that are only
+    /// planned are named (so `--backend apple` says so) but not offered by `doctor`.
+    pub fn is_built(self) -> bool {
+        !matches!(self, BackendKind::Smolmachines | BackendKind::Apple)
+    }
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
     pub fn name(self) -> &'static str {

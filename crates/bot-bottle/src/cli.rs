@@ -37,6 +37,10 @@ pub enum Command {
     Stop(commands::stop::Args),
     /// Remove orphaned resources and state (never a preserved bottle)
     Cleanup(commands::cleanup::Args),
+    /// Throw away a bottle that is not running, preserved or not (asks first)
+    Discard(commands::discard::Args),
+    /// Show a bottle's egress request log (also after it ended)
+    Logs(commands::logs::Args),
     /// Operator dashboard: review, edit, approve or reject agents' proposals
     Supervise(commands::supervise::Args),
     /// Review proposals from scripts (list, show, approve, reject)
@@ -69,6 +73,7 @@ impl Command {
         matches!(
             self,
             Command::List(_)
+                | Command::Logs(_)
                 | Command::Proposals(_)
                 | Command::Audit(_)
                 | Command::Scan(_)

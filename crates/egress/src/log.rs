@@ -1,5 +1,7 @@
 //! The request log: one JSON object per line. It never holds a token or a body: entries
-//! are built from the method, host, path, decision and counters only.
+//! are built from the method, host, path, decision and counters only. A log file is
+//! bounded: past [`ROTATE_AT`] bytes it becomes `<file>.1` (replacing the previous one) and
+//! a new file starts, so an agent that makes many requests cannot fill the disk.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,16 +58,7 @@ impl RequestLog {
     pub fn open(sink: &LogSink) -> std::io::Result<RequestLog> {
         let out: Box<dyn Write + Send> = match sink {
             LogSink::Stderr => Box::new(std::io::stderr()),
-            LogSink::File(path) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o600)
-                        .open(path)?,
-                )
-            }
+            LogSink::File(path) => Box::new(Rotating::open(path.clone(), ROTATE_AT)?),
             LogSink::Memory(buf) => Box::new(MemoryWriter(buf.clone())),
         };
         Ok(RequestLog {
@@ -82,6 +75,57 @@ impl RequestLog {
             let _ = out.write_all(&line);
             let _ = out.flush();
         }
+    }
+}
+
+/// Size at which a request log file is rotated.
+pub const ROTATE_AT: u64 = 8 << 20;
+
+/// A log file rotated at `max` bytes into `<file>.1`.
+struct Rotating {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max: u64,
+}
+
+impl Rotating {
+    fn open(path: PathBuf, max: u64) -> std::io::Result<Rotating> {
+        let file = Self::append(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Rotating {
+            path,
+            file,
+            size,
+            max,
+        })
+    }
+
+    fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+    }
+}
+
+impl Write for Rotating {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.max {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, &old)?;
+            self.file = Self::append(&self.path)?;
+            self.size = 0;
+        }
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -103,4 +147,29 @@ pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_log_file_is_rotated_past_its_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("egress.jsonl");
+        let mut log = Rotating::open(path.clone(), 10).unwrap();
+        for line in ["aaaa\n", "bbbb\n", "cccc\n", "dddd\n", "eeee\n"] {
+            log.write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "eeee\n");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("egress.jsonl.1")).unwrap(),
+            "cccc\ndddd\n"
+        );
+        // reopened: continues from the file's size
+        let mut log = Rotating::open(path.clone(), 10).unwrap();
+        log.write_all(b"ffff\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "eeee\nffff\n");
+    }
 }

@@ -50,7 +50,7 @@ pub enum ReloadError {
     Invalid(Vec<PolicyError>),
     /// A route names a token variable that is not set in the proxy's environment.
     #[error(
-        "routes[{index}] ({host}): token_env {var} is not set in the egress proxy's environment; set it or remove the credential"
+        "the route for {host}: token_env {var} is not set in the egress proxy's environment; set it or remove the credential"
     )]
     MissingToken {
         /// Route index.
@@ -61,7 +61,8 @@ pub enum ReloadError {
         var: String,
     },
     /// The token cannot be put in a header.
-    #[error("routes[{index}] ({host}): the token in {var} has characters not allowed in a header")]
+    // Named by host, not index: the live routes start with the provider's implicit ones.
+    #[error("the route for {host}: the token in {var} has characters not allowed in a header")]
     BadToken {
         /// Route index.
         index: usize,

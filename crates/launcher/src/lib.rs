@@ -285,8 +285,31 @@ impl RunningBottle {
                 None => Ok(code),
             },
         };
+        let requested = self.paths.stop_requested().exists();
         self.finish(result.as_ref().copied());
-        result
+        // A stop the operator asked for is the bottle's normal end.
+        match result {
+            Ok(code) if requested => {
+                if code != 0 {
+                    self.report.line(&format!(
+                        "{} stopped by `bot-bottle stop` (the agent ended with {code})",
+                        self.identity
+                    ));
+                }
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+
+    /// The request `bot-bottle stop` left, removed once read.
+    fn take_stop_request(&self) -> Option<StopRequest> {
+        let path = self.paths.stop_requested();
+        let text = std::fs::read_to_string(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        Some(StopRequest {
+            keep: text.trim() == "keep",
+        })
     }
 
     fn wait_agent(&self, agent: Agent) -> Result<i32, LaunchError> {
@@ -326,13 +349,18 @@ impl RunningBottle {
         self.sidecar_down().unwrap_or(e)
     }
 
-    /// Keeps (after a failure) or removes the bottle's state once it has ended.
+    /// Keeps (after a failure, or a stop that asked to keep it) or removes the bottle's state
+    /// once it has ended.
     fn finish(&mut self, outcome: Result<i32, &LaunchError>) {
         let _ = std::fs::remove_file(self.paths.agent_started());
-        let preserve = match outcome {
-            Ok(code) => code != 0,
+        let requested = self.take_stop_request();
+        let preserve = match (outcome, requested) {
+            // Ended by `bot-bottle stop`: whatever the agent's code (a shell that ignores
+            // SIGTERM is killed, 137), not a failure; kept only if the operator asked.
+            (Ok(_), Some(StopRequest { keep })) => keep,
+            (Ok(code), None) => code != 0,
             // A bottle whose sidecar bundle died is kept even on its first run.
-            Err(e) => !self.fresh || e.is_sidecar_down(),
+            (Err(e), _) => !self.fresh || e.is_sidecar_down(),
         };
         drop(self.lock.take());
         let identity = &self.identity;
@@ -340,13 +368,22 @@ impl RunningBottle {
             if let Err(e) = self.home.mark_preserved(identity) {
                 self.report
                     .line(&format!("cannot mark {identity} preserved: {e}"));
+            } else if requested.is_some() {
+                self.report.line(&format!(
+                    "stopped as asked; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle discard {identity}` removes it"
+                ));
             } else if outcome.is_ok() {
                 self.report.line(&format!(
-                    "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+                    "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle discard {identity}` removes it"
                 ));
             }
         } else {
             let _ = self.home.clear_preserved(identity);
+            // The request log outlives the bottle, where `bot-bottle logs` finds it.
+            if let Err(e) = self.home.keep_logs(identity, &self.paths.logs()) {
+                self.report
+                    .line(&format!("cannot keep the logs of {identity}: {e}"));
+            }
             if let Err(e) = self.home.remove_bottle(identity) {
                 self.report
                     .line(&format!("cannot remove the state of {identity}: {e}"));
@@ -538,7 +575,22 @@ impl Drop for RunningBottle {
 
 /// Marks the agent as running for `stop` (removed when the bottle ends). Not fatal when it
 /// cannot be written: `stop` then keeps waiting, as for a bottle still being set up.
+/// What `bot-bottle stop` asked for.
+#[derive(Debug, Clone, Copy)]
+struct StopRequest {
+    /// Keep the state (`stop --keep`) instead of removing it.
+    keep: bool,
+}
+
+/// Records that the operator asked `identity` to stop (so its end is not a failure), with
+/// `keep` to keep its state for `resume`. Written before the agent is signalled.
+pub fn request_stop(paths: &BottlePaths, keep: bool) -> std::io::Result<()> {
+    std::fs::write(paths.stop_requested(), if keep { "keep\n" } else { "\n" })
+}
+
 fn agent_started(paths: &BottlePaths, report: &dyn Report) {
+    // A request left by a `stop` of an earlier run is not this run's.
+    let _ = std::fs::remove_file(paths.stop_requested());
     if let Err(e) = state::atomic_write(&paths.agent_started(), b"") {
         report.line(&format!("cannot mark the agent as started: {e}"));
     }

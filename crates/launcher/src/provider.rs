@@ -203,6 +203,23 @@ pub fn with_default_routes(
     out
 }
 
+/// The routes the provider adds to `bottle` at `start` that the manifest does not write
+/// (its own route for the host replaces a default), with the credential the host's
+/// environment gives now (`is_set`); for `manifest show`, which marks them.
+pub fn implicit_routes(
+    bottle: &manifest::ResolvedBottle,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<Route> {
+    let all = with_default_routes(
+        of(bottle.agent_provider.kind()),
+        CodexAuth::ApiKey,
+        &bottle.egress.routes,
+        is_set,
+    );
+    let own = bottle.egress.routes.len();
+    all[..all.len() - own].to_vec()
+}
+
 /// Which placeholder Claude Code must hold so that egress replaces it: an API key when the
 /// first route to the Anthropic API injects `x-api-key`, the OAuth token otherwise.
 pub fn claude_auth(routes: &[Route]) -> ClaudeAuth {

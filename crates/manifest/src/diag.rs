@@ -87,6 +87,17 @@ impl Source {
         let pos = loc.map(|loc| self.pos(&loc)).unwrap_or_default();
         let raw = UserMessageFormatter.format_message(inner);
         let mut message = humanize(&escape_controls(&raw));
+        // A wrong type names the key it is wrong for.
+        if is_type_error(&message)
+            && let Some(line) = loc.map(|l| l.line()).filter(|l| *l > 0)
+            && let Some(key) = key_path_at(
+                text,
+                usize::try_from(line).unwrap_or(usize::MAX),
+                loc.map_or(0, |l| usize::try_from(l.column()).unwrap_or(0)),
+            )
+        {
+            message = format!("`{key}`: {message}");
+        }
         if let Some(line) = loc.map(|l| l.line()).filter(|l| *l > 0)
             && continues_on_next_line(text, line)
         {
@@ -97,6 +108,14 @@ impl Source {
         }
         self.diag(pos, message)
     }
+}
+
+/// Whether a (humanized) message says a value has the wrong type or form, as opposed to a
+/// syntax error or an unknown field (which names itself).
+pub(crate) fn is_type_error(message: &str) -> bool {
+    message.starts_with("expected ")
+        || message.starts_with("invalid type")
+        || message.starts_with("invalid value")
 }
 
 /// Whether line `line` (1-based) holds `key: value` and the next line is a deeper-indented
@@ -155,6 +174,125 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// The candidate closest to `name`, if close enough to be a typo of it.
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .filter(|c| *c != name)
+        .map(|c| (distance(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The dotted path of keys leading to line `line` (1-based) of block-style YAML, e.g.
+/// `bottles.dev.supervise`: the key on that line, then each key of a less indented line
+/// above it (list items add no key), then the keys of the flow mappings (`{a: {b: ...}}`)
+/// open at `column` (1-based; 0 for none) on that line. `None` when no key is found.
+pub(crate) fn key_path_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let mut path: Vec<String> = block_key_path(text, line)?
+        .split('.')
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(this) = text.lines().nth(line.checked_sub(1)?) {
+        path.extend(flow_keys(this, column));
+    }
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+/// The keys of the flow mappings open before `column` (1-based) of `line`.
+fn flow_keys(line: &str, column: usize) -> Vec<String> {
+    let mut open: Vec<Option<String>> = Vec::new();
+    let mut token = String::new();
+    let mut quote: Option<char> = None;
+    for c in line.chars().take(column.saturating_sub(1)) {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            } else {
+                token.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '{' | '[' => {
+                open.push(None);
+                token.clear();
+            }
+            '}' | ']' => {
+                open.pop();
+                token.clear();
+            }
+            ',' => {
+                if let Some(top) = open.last_mut() {
+                    *top = None;
+                }
+                token.clear();
+            }
+            ':' => {
+                if let Some(top) = open.last_mut() {
+                    *top = Some(token.trim().to_owned());
+                }
+                token.clear();
+            }
+            _ => token.push(c),
+        }
+    }
+    open.into_iter()
+        .flatten()
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+fn block_key_path(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let idx = line.checked_sub(1)?;
+    let this = lines.get(idx)?;
+    let indent_of = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let key_of = |l: &str| -> Option<String> {
+        let t = l.trim_start_matches(' ');
+        if t.starts_with('#') {
+            return None;
+        }
+        let t = t.strip_prefix("- ").unwrap_or(t);
+        let (k, _) = t.split_once(':')?;
+        let k = k.trim().trim_matches('"').trim_matches('\'');
+        let plain = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*'));
+        plain.then(|| k.to_owned())
+    };
+    let mut path = Vec::new();
+    if let Some(k) = key_of(this) {
+        path.push(k);
+    }
+    let mut indent = indent_of(this);
+    for l in lines[..idx].iter().rev() {
+        let t = l.trim_start_matches(' ');
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let i = indent_of(l);
+        if i < indent {
+            indent = i;
+            if !t.starts_with("- ")
+                && let Some(k) = key_of(l)
+            {
+                path.push(k);
+            }
+        }
+        if indent == 0 {
+            break;
+        }
+    }
+    path.reverse();
+    Some(path.join("."))
 }
 
 /// For `unknown field `x`, expected one of a, b`: the closest known field, if close.
@@ -265,6 +403,42 @@ pub(crate) fn humanize(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn key_path_walks_up_the_indentation() {
+        let text = "bottles:\n  dev:\n    egress:\n      routes:\n        - host: a\n          port: x\n        - b\n    supervise: 3\n";
+        assert_eq!(
+            key_path_at(text, 6, 0).as_deref(),
+            Some("bottles.dev.egress.routes.port")
+        );
+        assert_eq!(
+            key_path_at(text, 5, 0).as_deref(),
+            Some("bottles.dev.egress.routes.host")
+        );
+        assert_eq!(
+            key_path_at(text, 7, 0).as_deref(),
+            Some("bottles.dev.egress.routes")
+        );
+        assert_eq!(
+            key_path_at(text, 8, 0).as_deref(),
+            Some("bottles.dev.supervise")
+        );
+        assert_eq!(key_path_at(text, 99, 0), None);
+        let flow = "bottles:\n  dev: {egress: {routes: [{host: a, port: x}]}}\n";
+        assert_eq!(
+            key_path_at(flow, 2, flow.lines().nth(1).unwrap().find('x').unwrap() + 1).as_deref(),
+            Some("bottles.dev.egress.routes.port")
+        );
+    }
+
+    #[test]
+    fn closest_is_a_likely_typo_only() {
+        let names = ["base", "dev", "other"];
+        assert_eq!(closest("bsae", names.into_iter()), Some("base"));
+        assert_eq!(closest("ghost", names.into_iter()), None);
+        assert_eq!(closest("dev", names.into_iter()), None);
+    }
+
     use super::*;
     use pretty_assertions::assert_eq;
 

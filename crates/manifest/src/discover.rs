@@ -96,7 +96,9 @@ pub fn find_manifest(opts: &DiscoverOptions) -> Result<PathBuf, LoadError> {
     }
     searched.push(file);
     let dir = opts.cwd.join(".bot-bottle");
-    if dir.is_dir() {
+    // `./.bot-bottle` run from `~` is bot-bottle's home (its state), never a manifest: it
+    // is skipped, and the search goes on to `$BOT_BOTTLE_HOME/manifest/`.
+    if dir.is_dir() && !is_bot_bottle_home(opts, &dir) {
         return Ok(dir);
     }
     searched.push(dir);
@@ -108,6 +110,20 @@ pub fn find_manifest(opts: &DiscoverOptions) -> Result<PathBuf, LoadError> {
         searched.push(dir);
     }
     Err(LoadError::NotFound { searched })
+}
+
+/// Whether `dir` is bot-bottle's home (`$BOT_BOTTLE_HOME` or `~/.bot-bottle`), compared
+/// after following links.
+fn is_bot_bottle_home(opts: &DiscoverOptions, dir: &Path) -> bool {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let dir = real(dir);
+    [
+        opts.bot_bottle_home.clone(),
+        opts.home.as_ref().map(|h| h.join(".bot-bottle")),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|home| real(&absolutize(&opts.cwd, &home)) == dir)
 }
 
 fn absolutize(cwd: &Path, path: &Path) -> PathBuf {
@@ -178,6 +194,45 @@ mod tests {
             ..with_env
         };
         assert_eq!(find_manifest(&explicit).unwrap(), cwd.join("explicit.yaml"));
+    }
+
+    #[test]
+    fn the_state_in_the_home_is_never_taken_for_a_manifest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(home.join(".bot-bottle/state")).unwrap();
+        // Run from `~`: `./.bot-bottle` is the state, skipped; nothing else is there.
+        let from_home = DiscoverOptions {
+            cwd: home.clone(),
+            home: Some(home.clone()),
+            ..DiscoverOptions::default()
+        };
+        assert_eq!(
+            find_manifest(&from_home).unwrap_err(),
+            LoadError::NotFound {
+                searched: vec![
+                    home.join("bot-bottle.yaml"),
+                    home.join(".bot-bottle"),
+                    home.join(".bot-bottle/manifest"),
+                ]
+            }
+        );
+        // The manifest kept in the state's `manifest/` is found.
+        std::fs::create_dir_all(home.join(".bot-bottle/manifest")).unwrap();
+        assert_eq!(
+            find_manifest(&from_home).unwrap(),
+            home.join(".bot-bottle/manifest")
+        );
+        // The same with `$BOT_BOTTLE_HOME` naming it (relative to the working directory).
+        let named = DiscoverOptions {
+            bot_bottle_home: Some(PathBuf::from(".bot-bottle")),
+            home: None,
+            ..from_home
+        };
+        assert_eq!(
+            find_manifest(&named).unwrap(),
+            home.join(".bot-bottle/manifest")
+        );
     }
 
     #[test]

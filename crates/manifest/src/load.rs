@@ -93,9 +93,74 @@ pub(crate) fn parse_file_text(path: &Path, text: &str) -> Parsed {
                 });
             }
         }
-        Err(err) => parsed.diagnostics.push(source.yaml_error(&err, text)),
+        Err(err) => {
+            parsed.diagnostics =
+                schema_errors::<RawManifest>(&source, text, source.yaml_error(&err, text), 0);
+        }
     }
     parsed
+}
+
+/// The lines before the YAML of a front matter (its opening `---`).
+const FRONT_MATTER_OFFSET: u32 = 1;
+
+/// At most this many schema errors are reported for one file.
+const MAX_SCHEMA_ERRORS: usize = 20;
+
+/// Every schema error of the file, not only the first: after a wrong type or an unknown
+/// field, the offending key (with what is nested under it) is blanked out and the text read
+/// again, as long as each next error lies further down (an error above would be a
+/// consequence of the blanking). A syntax error ends the search.
+/// `line_offset`: the lines of the file before `text` (front matter's `---`).
+fn schema_errors<T: serde::de::DeserializeOwned>(
+    source: &Source,
+    text: &str,
+    first: Diagnostic,
+    line_offset: u32,
+) -> Vec<Diagnostic> {
+    let is_schema =
+        |d: &Diagnostic| d.message.starts_with('`') || d.message.starts_with("unknown field");
+    let mut found = vec![first];
+    let mut text = text.to_owned();
+    while found.len() < MAX_SCHEMA_ERRORS {
+        let Some(last) = found.last().filter(|d| is_schema(d)) else {
+            break;
+        };
+        let Some(line) = last.line else { break };
+        text = blank_subtree(&text, line.saturating_sub(line_offset) as usize);
+        let Err(err) = crate::raw::from_yaml::<T>(&text) else {
+            break;
+        };
+        let next = source.yaml_error(&err, &text);
+        if !is_schema(&next) || next.line.is_none_or(|l| l <= line) {
+            break;
+        }
+        found.push(next);
+    }
+    found
+}
+
+/// `text` with line `line` (1-based) and the more indented lines under it made empty (the
+/// line count is kept, so later positions stay right).
+fn blank_subtree(text: &str, line: usize) -> String {
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = line.checked_sub(1).filter(|i| *i < lines.len()) else {
+        return text.to_owned();
+    };
+    let base = indent(lines[start]);
+    let mut end = start + 1;
+    while end < lines.len() && (lines[end].trim().is_empty() || indent(lines[end]) > base) {
+        end += 1;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, l) in lines.iter().enumerate() {
+        if !(start..end).contains(&i) {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn named(source: &Source, name: Spanned<String>) -> (String, Pos) {
@@ -135,7 +200,13 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
                 raw,
             }),
             Err(err) => {
-                parsed.diagnostics.push(source.yaml_error(&err, yaml));
+                let first = source.yaml_error(&err, yaml);
+                parsed.diagnostics.extend(schema_errors::<RawBottle>(
+                    &source,
+                    yaml,
+                    first,
+                    FRONT_MATTER_OFFSET,
+                ));
                 mark_broken(&mut parsed.broken_bottles, name, &parsed.diagnostics);
             }
         }
@@ -160,7 +231,13 @@ fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
                     .map(str::to_owned),
             }),
             Err(err) => {
-                parsed.diagnostics.push(source.yaml_error(&err, yaml));
+                let first = source.yaml_error(&err, yaml);
+                parsed.diagnostics.extend(schema_errors::<RawAgent>(
+                    &source,
+                    yaml,
+                    first,
+                    FRONT_MATTER_OFFSET,
+                ));
                 mark_broken(&mut parsed.broken_agents, name, &parsed.diagnostics);
             }
         }
@@ -214,7 +291,7 @@ fn front_matter<'t>(
     what: &str,
     parsed: &mut Parsed,
 ) -> Option<(Arc<Source>, &'t str, &'t str)> {
-    let source = Arc::new(Source::new(path, 1));
+    let source = Arc::new(Source::new(path, FRONT_MATTER_OFFSET));
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let at_line_1 = Pos {
         line: Some(1),

@@ -292,6 +292,18 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// ` did you mean `base`?` when a defined bottle is a likely typo of `name`.
+    fn did_you_mean(&self, name: &str) -> String {
+        let names = self
+            .defs
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(self.broken.keys().map(String::as_str));
+        crate::diag::closest(name, names)
+            .map(|c| format!(" did you mean `{c}`?"))
+            .unwrap_or_default()
+    }
+
     fn available(&self) -> String {
         list_names(
             self.defs
@@ -495,9 +507,10 @@ impl<'a> Resolver<'a> {
                 None => errors.push(src.diag(
                     pos,
                     format!(
-                        "bottle `{name}`: extends `{}`, which is not defined; available \
+                        "bottle `{name}`: extends `{}`, which is not defined;{} available \
                          bottles: {}",
                         parent.escape_debug(),
+                        self.did_you_mean(parent),
                         self.available()
                     ),
                 )),

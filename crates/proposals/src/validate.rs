@@ -76,6 +76,12 @@ pub enum ValidationError {
         /// What to send instead.
         fix: &'static str,
     },
+    /// An `egress-allow` leaves out a live route (most often the model API route its
+    /// provider adds, which the agent's file never wrote): that would remove it.
+    #[error(
+        "the proposed routes.yaml leaves out the route for {0}, and egress-allow only adds or widens routes (a route left out would be removed, such as the model API route the provider adds); start from list-egress-routes and keep every route in it, or send egress-block to remove one"
+    )]
+    Omitted(String),
     /// A token proposal is malformed.
     #[error("{0}")]
     Token(String),
@@ -280,6 +286,37 @@ fn check_dlp_unchanged(
     Ok(())
 }
 
+/// For `egress-allow`: every live route is still in the proposal (same host and port), so
+/// that no route — above all an implicit one, like the provider's model API route, which the
+/// agent never wrote — is dropped by omission.
+pub fn check_nothing_omitted(
+    current: &EgressConfig,
+    proposed: &EgressConfig,
+) -> Result<(), ValidationError> {
+    let mut omitted: Vec<String> = Vec::new();
+    for c in current.routes.iter().flatten() {
+        let kept = proposed
+            .routes
+            .iter()
+            .flatten()
+            .any(|p| p.host.eq_ignore_ascii_case(&c.host) && p.port == c.port);
+        if !kept {
+            let name = match c.port {
+                Some(port) => format!("{}:{port}", c.host),
+                None => c.host.clone(),
+            };
+            if !omitted.contains(&name) {
+                omitted.push(name);
+            }
+        }
+    }
+    if omitted.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError::Omitted(omitted.join(", ")))
+    }
+}
+
 fn env_name_ok(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_uppercase() || b == b'_')
@@ -368,6 +405,27 @@ fn one_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn egress_allow_cannot_drop_a_route_by_omission() {
+        let live = parse_routes(
+            "routes:\n  - host: api.anthropic.com\n    auth_scheme: Bearer\n    token_env: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN\n  - host: crates.io\n",
+        )
+        .unwrap();
+        let dropped = parse_routes("routes:\n  - host: crates.io\n  - host: pypi.org\n").unwrap();
+        assert_eq!(
+            check_nothing_omitted(&live, &dropped)
+                .unwrap_err()
+                .to_string(),
+            "the proposed routes.yaml leaves out the route for api.anthropic.com, and egress-allow only adds or widens routes (a route left out would be removed, such as the model API route the provider adds); start from list-egress-routes and keep every route in it, or send egress-block to remove one"
+        );
+        let kept = parse_routes(
+            "routes:\n  - host: api.anthropic.com\n    auth_scheme: Bearer\n    token_env: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN\n  - host: crates.io\n  - host: pypi.org\n",
+        )
+        .unwrap();
+        assert_eq!(check_nothing_omitted(&live, &kept), Ok(()));
+    }
+
     use super::*;
     use pretty_assertions::assert_eq;
 

@@ -105,6 +105,12 @@ impl BottlePaths {
         self.root.join("agent-started")
     }
 
+    /// Written by `bot-bottle stop` before it signals the agent: the end that follows was
+    /// asked for, not a failure. Holds `keep` when the operator asked to keep the state.
+    pub fn stop_requested(&self) -> PathBuf {
+        self.root.join("stop-requested")
+    }
+
     /// The sidecar bundle's config file.
     pub fn sidecar_config(&self) -> PathBuf {
         self.root.join("sidecar.json")

@@ -463,6 +463,18 @@ impl Home {
                 source: io::Error::other("it is kept for `bot-bottle resume`"),
             });
         }
+        self.remove_dirs(id)
+    }
+
+    /// Removes a bottle the operator chose to throw away (`bot-bottle discard`): its state,
+    /// preserved or not, and its queue, with any decision not applied yet. Refuses a
+    /// running bottle and a bottle this home does not have.
+    pub fn discard_bottle(&self, id: &Identity) -> Result<(), StateError> {
+        let _lock = self.lock_bottle(id)?;
+        self.remove_dirs(id)
+    }
+
+    fn remove_dirs(&self, id: &Identity) -> Result<(), StateError> {
         for dir in [self.queue_dir(id), self.state_dir(id)] {
             match fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -572,6 +584,27 @@ mod tests {
         h.clear_preserved(&id).unwrap();
         h.remove_bottle(&id).unwrap();
         assert_eq!(h.list().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn discard_removes_a_preserved_bottle_with_its_queue_but_never_a_running_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Home::new(dir.path());
+        let (id, lock) = h.create_bottle(&meta("fixer")).unwrap();
+        assert!(matches!(h.discard_bottle(&id), Err(StateError::Running(_))));
+        drop(lock);
+        h.mark_preserved(&id).unwrap();
+        let queue = h.queue_dir(&id);
+        fs::create_dir_all(&queue).unwrap();
+        fs::write(queue.join("00000000000000a1.json"), "{}").unwrap();
+        fs::write(queue.join("00000000000000a1.response.json"), "{}").unwrap();
+        h.discard_bottle(&id).unwrap();
+        assert_eq!(h.list().unwrap(), vec![]);
+        assert!(!queue.exists());
+        assert!(matches!(
+            h.discard_bottle(&id),
+            Err(StateError::UnknownBottle(_))
+        ));
     }
 
     #[test]

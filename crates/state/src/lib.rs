@@ -18,6 +18,7 @@
 mod atomic;
 mod bottle;
 mod identity;
+mod kept_logs;
 mod layout;
 mod names;
 pub mod read;
@@ -28,5 +29,6 @@ pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
 pub use atomic::{atomic_write, atomic_write_mode, atomic_write_new, move_durably, sync_dir};
 pub use bottle::{BottlePaths, SocketPathTooLong};
 pub use identity::{Identity, IdentityError};
+pub use kept_logs::KEPT_BOTTLES;
 pub use layout::{BottleEntry, BottleState, Home, Metadata, RunLock, StateError};
 pub use names::{NameError, check_identity, check_proposal_id};

@@ -441,6 +441,9 @@ impl SuperviseServer {
             validate::parse_routes(&current_text).map_err(|e| internal(name, e))?
         };
         validate::check_routes_proposal(&current, &proposed).map_err(|e| invalid(name, e))?;
+        if tool == Tool::EgressAllow {
+            validate::check_nothing_omitted(&current, &proposed).map_err(|e| invalid(name, e))?;
+        }
         // Judged by what it does, not by its name: a block that widens is refused here,
         // before it reaches the operator as a "block".
         let effect =

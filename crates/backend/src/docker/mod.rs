@@ -66,7 +66,7 @@ pub mod reaper;
 pub mod runtime;
 pub mod spec;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -487,10 +487,8 @@ impl Backend for DockerBackend {
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
         validate(spec)?;
-        if let WorkspaceMode::Copy { into } = &spec.workspace.mode
-            && !into.exists()
-        {
-            copy_workspace(&spec.workspace.host, into)?;
+        if let WorkspaceMode::Copy { into } = &spec.workspace.mode {
+            crate::workspace_copy::copy_workspace(&spec.workspace.host, into)?;
         }
         self.agent_image()?;
         if let Some(sidecar) = &self.config.sidecar {
@@ -586,34 +584,4 @@ impl Backend for DockerBackend {
         let docker = self.client()?;
         self.rt.block_on(lifecycle::cleanup(&docker, dry_run))
     }
-}
-
-fn copy_workspace(from: &Path, into: &Path) -> Result<(), BackendError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BackendError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(into).map_err(io("create the workspace copy", into))?;
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(into)
-        .status()
-        .map_err(io("run cp to copy the workspace", from))?;
-    if !status.success() {
-        let _ = std::fs::remove_dir_all(into);
-        return Err(BackendError::Setup {
-            stage: "copy the workspace".to_owned(),
-            message: format!(
-                "cp -a {} {} failed ({status})",
-                from.display(),
-                into.display()
-            ),
-        });
-    }
-    Ok(())
 }

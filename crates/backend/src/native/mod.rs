@@ -46,6 +46,7 @@ pub mod forward;
 pub mod os;
 pub mod owner;
 pub mod plan;
+pub mod program;
 pub mod seccomp;
 mod validate;
 
@@ -287,39 +288,7 @@ impl NativeBackend {
     }
 
     fn copy_workspace(spec: &LaunchSpec, into: &Path) -> Result<(), BackendError> {
-        if into.exists() {
-            return Ok(());
-        }
-        let partial = into.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).map_err(io_err("create", &partial))?;
-        let mut source = spec.workspace.host.clone().into_os_string();
-        source.push("/.");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg("--reflink=auto")
-            .arg("--")
-            .arg(&source)
-            .arg(&partial)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .status()
-            .map_err(|source| BackendError::Process {
-                action: "run cp to copy the workspace",
-                source,
-            })?;
-        if !status.success() {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(BackendError::Setup {
-                stage: "copy workspace".into(),
-                message: format!(
-                    "cp -a {} {} failed ({status})",
-                    spec.workspace.host.display(),
-                    into.display()
-                ),
-            });
-        }
-        std::fs::rename(&partial, into).map_err(io_err("rename", &partial))
+        crate::workspace_copy::copy_workspace(&spec.workspace.host, into)
     }
 
     /// The host ids the agent runs as ([`owner::host_ids`]); when root starts the bottle,

@@ -21,6 +21,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "removed"
     };
     let mut count = 0usize;
+    let bottles = home.list()?;
     for kind in BackendKind::ALL {
         // Only backends this build can open have resources to clean.
         let opened = backend::OpenOptions::current_exe(home.root())
@@ -32,8 +33,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(actions) => actions,
             // No daemon to ask (docker not installed or not running): it runs nothing of
             // ours either; the state directories below are still cleaned.
+            // Said only where it matters: when a bottle of this home used that backend.
             Err(backend::BackendError::Unavailable { reason, .. }) => {
-                eprintln!("bot-bottle: skipped the {kind} backend: {reason}");
+                if let Some(warning) = unavailable_warning(kind, &reason, &bottles) {
+                    eprintln!("{warning}");
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -55,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    for bottle in home.list()? {
+    for bottle in bottles {
         match bottle.state {
             BottleState::Running | BottleState::Stopping => {}
             BottleState::Preserved => {
@@ -96,4 +100,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("nothing to clean up");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warning for a backend `cleanup` could not ask (no docker daemon): only when a bottle
+/// of this home ran on it, naming those bottles; a machine that never used docker hears
+/// nothing about it.
+fn unavailable_warning(
+    kind: BackendKind,
+    reason: &str,
+    bottles: &[state::BottleEntry],
+) -> Option<String> {
+    let used: Vec<String> = bottles
+        .iter()
+        .filter(|b| {
+            b.metadata
+                .as_ref()
+                .is_some_and(|m| m.backend == kind.name())
+        })
+        .map(|b| b.identity.to_string())
+        .collect();
+    (!used.is_empty()).then(|| {
+        format!(
+            "bot-bottle: cannot clean up the {kind} resources of {} ({reason}); run `bot-bottle cleanup` again once {kind} is available",
+            used.join(", ")
+        )
+    })
 }

@@ -1,6 +1,8 @@
-//! `bot-bottle doctor`: preflight of each backend — one line per backend saying whether this
-//! machine can run it and, if not, the exact fix. The native backend is checked for real: a
-//! test bottle runs `true`. Exit code 0 when the default backend is usable, 1 otherwise.
+//! `bot-bottle doctor`: preflight of each backend this build has — one line per backend
+//! saying whether this machine can run it and, if not, the exact fix — then whether a native
+//! bottle can run each provider's agent (`claude`, `codex`: the host's, from the system
+//! directories a bottle sees). The native backend is checked for real: a test bottle runs
+//! `true`. Exit code 0 when the default backend is usable, 1 otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +30,8 @@ pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
 
     let default = default_backend();
     let mut default_usable = false;
-    for status in &statuses {
+    // Backends this build does not have are not offered (their fixes would not help).
+    for status in statuses.iter().filter(|s| s.backend.is_built()) {
         let line = status.line();
         if status.backend == default {
             default_usable = status.usable;
@@ -37,6 +40,13 @@ pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
             println!("{} (default){rest}", status.backend.name());
         } else {
             println!("{line}");
+        }
+    }
+    for name in ["claude", "codex"] {
+        let host_path = std::env::var_os("PATH");
+        match backend::native::program::find_for_bottle(name, host_path.as_deref()) {
+            Ok(path) => println!("{name} (native): usable ({})", path.display()),
+            Err(problem) => println!("{name} (native): not usable: {problem}"),
         }
     }
     if default_usable {

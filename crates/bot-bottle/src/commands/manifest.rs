@@ -101,6 +101,42 @@ fn show(explicit: Option<PathBuf>, name: &str, json: bool) -> anyhow::Result<Exi
             manifest.path().display()
         );
         print!("{text}");
+        print!("{}", implicit_routes_comment(&bottle));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The routes the agent provider adds at `start`, as YAML comments after the bottle: they
+/// are not in the manifest, yet the bottle runs with them (and they come first).
+fn implicit_routes_comment(bottle: &manifest::ResolvedBottle) -> String {
+    let routes = launcher::provider::implicit_routes(bottle, |k| {
+        std::env::var_os(k).is_some_and(|v| !v.is_empty())
+    });
+    if routes.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "# implicit routes, added at `start` by the {} provider before the routes above (a route\n# of your own for the same host replaces one):\n",
+        match bottle.agent_provider.kind() {
+            manifest::ProviderKind::Claude => "claude",
+            manifest::ProviderKind::Codex => "codex",
+        }
+    );
+    for r in routes {
+        let what = if r.matches.is_none() {
+            "any method, any path"
+        } else {
+            "the paths and methods of the provider"
+        };
+        let credential = match (&r.token_env, &r.auth_header, &r.auth_scheme) {
+            (Some(env), Some(header), _) => format!("; credential {env} as {header}"),
+            (Some(env), None, Some(scheme)) => {
+                format!("; credential {env} as Authorization: {scheme}")
+            }
+            (Some(env), None, None) => format!("; credential {env}"),
+            (None, _, _) => String::new(),
+        };
+        out.push_str(&format!("#   - host: {}  # {what}{credential}\n", r.host));
+    }
+    out
 }

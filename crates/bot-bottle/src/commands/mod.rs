@@ -4,10 +4,12 @@
 pub mod audit;
 pub mod cleanup;
 pub mod completions;
+pub mod discard;
 pub mod doctor;
 pub mod egress;
 pub mod gate;
 pub mod list;
+pub mod logs;
 pub mod manifest;
 pub mod proposals;
 pub mod resume;
@@ -29,6 +31,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Discard(args) => discard::run(args),
+        Command::Logs(args) => logs::run(args),
         Command::Supervise(args) => supervise::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
         Command::Audit(args) => audit::run(args),

@@ -1,6 +1,6 @@
 //! `bot-bottle start`: create a bottle for an agent and run it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -38,6 +38,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let home = Home::from_env()?;
+    let user_home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    if let Some(refusal) = workspace_refusal(&cwd, user_home.as_deref(), home.root()) {
+        anyhow::bail!(refusal);
+    }
     let backend = match &args.backend {
         Some(name) => BackendKind::parse(name)?,
         None => backend::default_backend(),
@@ -45,6 +51,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = DiscoverOptions::from_env(args.manifest, |k| std::env::var_os(k), cwd.clone());
     let manifest = Manifest::discover(&opts)?;
     let agent = manifest.agent(&args.agent)?;
+    // The native bottle runs the host's agent: said now, with the fix, if it cannot.
+    if backend == BackendKind::Native && args.command.is_empty() {
+        let name = match agent.bottle.agent_provider.kind() {
+            manifest::ProviderKind::Claude => "claude",
+            manifest::ProviderKind::Codex => "codex",
+        };
+        let host_path = std::env::var_os("PATH");
+        backend::native::program::find_for_bottle(name, host_path.as_deref()).with_context(
+            || format!("cannot start agent `{}` on the native backend", agent.name),
+        )?;
+    }
     let codex_login = if args.forward_codex_auth {
         Some(codex_login(&agent)?)
     } else {
@@ -67,6 +84,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(report::exit_code(running.wait()?))
 }
 
+/// Why `cwd` cannot be a bottle's workspace, said with the fix: the filesystem root, the
+/// user's home (or a directory holding it) and the bot-bottle home hold credentials and
+/// state, never a project. Checked before the manifest is looked for, so that starting
+/// from `~` is not first mistaken for a manifest problem (`~/.bot-bottle` is the state).
+pub fn workspace_refusal(
+    cwd: &Path,
+    user_home: Option<&Path>,
+    bot_bottle_home: &Path,
+) -> Option<String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let cwd_real = real(cwd);
+    let fix = "cd into your project directory (e.g. `cd ~/src/myproject`) and run it there";
+    let state = real(bot_bottle_home);
+    if cwd_real.starts_with(&state) {
+        return Some(format!(
+            "bot-bottle start gives the bottle the directory it runs in, and {} is inside bot-bottle's own state ({}); {fix}",
+            cwd.display(),
+            bot_bottle_home.display()
+        ));
+    }
+    if let Some(home) = user_home.map(real)
+        && home.starts_with(&cwd_real)
+    {
+        let what = if home == cwd_real {
+            "is your home directory"
+        } else {
+            "contains your home directory"
+        };
+        return Some(format!(
+            "bot-bottle start gives the bottle the directory it runs in, and {} {what}, with your credentials (~/.ssh, ~/.bot-bottle...); {fix}",
+            cwd.display()
+        ));
+    }
+    if cwd_real.parent().is_none() {
+        return Some(format!(
+            "bot-bottle start gives the bottle the directory it runs in, and {} is the root of the file system; {fix}",
+            cwd.display()
+        ));
+    }
+    None
+}
+
 /// The host's Codex login for `--forward-codex-auth`, checked before anything is created;
 /// prints the warning every time it is forwarded (also on `resume`).
 pub fn codex_login(agent: &manifest::ResolvedAgent) -> anyhow::Result<PathBuf> {
@@ -87,4 +146,60 @@ pub fn codex_login(agent: &manifest::ResolvedAgent) -> anyhow::Result<PathBuf> {
     launcher::provider::check_codex_login(&path)?;
     eprintln!("{}", launcher::provider::codex_login_warning(&path));
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_project_directory_is_a_workspace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("u");
+        let project = home.join("src/app");
+        std::fs::create_dir_all(&project).unwrap();
+        assert_eq!(
+            workspace_refusal(&project, Some(&home), &home.join(".bot-bottle")),
+            None
+        );
+    }
+
+    #[test]
+    fn home_its_parents_the_state_and_the_root_are_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("u");
+        let state = home.join(".bot-bottle");
+        std::fs::create_dir_all(state.join("state")).unwrap();
+        let refusal = |cwd: &Path| workspace_refusal(cwd, Some(&home), &state).unwrap();
+        let fix = "cd into your project directory (e.g. `cd ~/src/myproject`) and run it there";
+        assert_eq!(
+            refusal(&home),
+            format!(
+                "bot-bottle start gives the bottle the directory it runs in, and {} is your home directory, with your credentials (~/.ssh, ~/.bot-bottle...); {fix}",
+                home.display()
+            )
+        );
+        assert_eq!(
+            refusal(tmp.path()),
+            format!(
+                "bot-bottle start gives the bottle the directory it runs in, and {} contains your home directory, with your credentials (~/.ssh, ~/.bot-bottle...); {fix}",
+                tmp.path().display()
+            )
+        );
+        assert_eq!(
+            refusal(&state.join("state")),
+            format!(
+                "bot-bottle start gives the bottle the directory it runs in, and {} is inside bot-bottle's own state ({}); {fix}",
+                state.join("state").display(),
+                state.display()
+            )
+        );
+        assert_eq!(
+            workspace_refusal(Path::new("/"), None, &state),
+            Some(format!(
+                "bot-bottle start gives the bottle the directory it runs in, and / is the root of the file system; {fix}"
+            ))
+        );
+    }
 }

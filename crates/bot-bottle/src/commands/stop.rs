@@ -1,4 +1,7 @@
-//! `bot-bottle stop`: stop a running bottle. Its `start` process then tears it down.
+//! `bot-bottle stop`: stop a running bottle. Its `start` process then tears it down. A stop
+//! the operator asked for is the bottle's normal end: its `start` exits 0 and removes the
+//! state (even when the agent ignored SIGTERM and was killed), unless `--keep` keeps it for
+//! `resume`.
 //!
 //! A bottle whose `start` is still setting it up (building an image, waiting for the
 //! sidecars) has nothing to signal yet: `stop` waits for the agent to run, then stops it,
@@ -7,6 +10,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use backend::BackendKind;
 use state::{Home, Identity};
 
@@ -17,6 +21,9 @@ pub struct Args {
     /// Seconds the agent gets to exit after SIGTERM before it is killed
     #[arg(long, default_value_t = 10)]
     pub grace: u64,
+    /// Keep the bottle's state for `bot-bottle resume` (default: removed, as after a clean exit)
+    #[arg(long)]
+    pub keep: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -34,9 +41,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     loop {
         // Signalled only once its `start` launched the agent: a signal during setup would
         // hit a bottle half built (and be lost, or fail the setup instead of stopping it).
-        if started.exists() && backend.stop(identity.as_str(), grace)? {
-            println!("stopped {identity}");
-            return Ok(ExitCode::SUCCESS);
+        if started.exists() {
+            let paths = launcher::BottlePaths::new(home.state_dir(&identity));
+            launcher::request_stop(&paths, args.keep).with_context(|| {
+                format!(
+                    "cannot record the stop request in {}",
+                    paths.stop_requested().display()
+                )
+            })?;
+            match backend.stop(identity.as_str(), grace) {
+                Ok(true) => {
+                    println!("stopped {identity}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => {
+                    let _ = std::fs::remove_file(paths.stop_requested());
+                    other?;
+                }
+            }
         }
         // Its `start` holds the run lock: still setting up, the agent is about to run.
         if !home.is_running(&identity) || std::time::Instant::now() >= deadline {

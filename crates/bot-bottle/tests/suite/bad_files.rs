@@ -319,6 +319,8 @@ fn forward_codex_auth_refuses_a_login_that_is_a_fifo() {
     let status = Command::new("mkfifo").arg(&login).status().unwrap();
     assert!(status.success());
     let mut cmd = bot_bottle(cwd);
+    // The project directory is not the home: `start` refuses to run in the home.
+    cmd.env("HOME", "/nonexistent/home");
     cmd.env("CODEX_HOME", &codex_home).args([
         "start",
         "demo",

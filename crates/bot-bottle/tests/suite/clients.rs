@@ -111,7 +111,7 @@ fn run(world: &World, token_env: &str, client_cmd: &str) -> Output {
     let script = format!(
         "cd \"$HOME\"\n\
          timeout 180 {client_cmd} </dev/null; echo \"CLIENT-EXIT=$?\"\n\
-         curl -sS -m 20 -o /dev/null -w 'TELEMETRY-STATUS=%{{http_connect}}\\n' https://telemetry.example.test/v1/events\n\
+         curl -sS -m 20 -o /dev/null -w 'TELEMETRY-STATUS=%{{http_code}}\\n' https://telemetry.example.test/v1/events\n\
          pat=REAL; pat=\"${{pat}}SECRET\"\n\
          if grep -rqs \"$pat\" /proc/[0-9]*/environ \"$HOME\" 2>/dev/null; then echo TOKEN-VISIBLE; else echo TOKEN-HIDDEN; fi\n\
          exit 3\n"

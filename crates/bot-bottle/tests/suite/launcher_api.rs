@@ -115,7 +115,7 @@ fn a_stopped_bottle_is_kept_and_resumes_through_the_library() {
     assert!(!world.home.is_running(&identity));
     let mut lines = world.expected_lines(1);
     lines.push(format!(
-        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle discard {identity}` removes it"
     ));
     assert_eq!(world.report.lines(), lines);
 
@@ -146,7 +146,7 @@ fn a_dropped_bottle_is_stopped_and_kept() {
     assert!(world.home.is_preserved(&identity));
     let mut lines = world.expected_lines(1);
     lines.push(format!(
-        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+        "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle discard {identity}` removes it"
     ));
     assert_eq!(world.report.lines(), lines);
 }

@@ -36,32 +36,19 @@ pub(super) struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// The 403 of a refused request, with the reason in `x-bot-bottle-blocked` and what to do
-    /// in the body; `close` ends the connection after it.
+    /// The 403 of a refused request (built in [`super::blocked`]: the reason, why, and who
+    /// must act); `close` ends the connection after it.
     pub(super) fn blocked(&self, reason: &str, why: &str, close: bool) -> Response<RespBody> {
-        let host = self.host;
-        let host_in = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        let text = format!(
-            "bot-bottle egress blocked {} {}://{host_in}:{}{}: {why}.\n\
-             To ask the operator for access, use the egress-allow MCP tool.\n",
-            self.method,
-            self.scheme.as_str(),
-            self.port,
-            self.path,
-        );
-        let mut resp = plain(StatusCode::FORBIDDEN, &text);
-        if let Ok(v) = HeaderValue::from_str(reason) {
-            resp.headers_mut().insert("x-bot-bottle-blocked", v);
+        super::blocked::Refusal {
+            method: self.method.as_str(),
+            scheme: self.scheme,
+            host: self.host,
+            port: self.port,
+            path: self.path,
+            reason,
+            why,
         }
-        if close {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
+        .response(close)
     }
 
     /// Logs a refusal and answers it with `status` (the connection is closed after it).
@@ -239,15 +226,13 @@ pub(super) async fn forward(
         let why = match decision.reason {
             Reason::HostNotAllowed => format!("no route allows {host}:{port}"),
             Reason::AmbiguousPath => format!(
-                "routes[{}] ({host}) judges paths, and this one has {}, which upstreams read differently; write the path plainly",
-                decision.route.unwrap_or_default(),
+                "the route for {host} judges paths, and this one has {}, which upstreams read differently; write the path plainly",
                 decision
                     .path_problem
                     .map_or("an ambiguous spelling", |p| p.as_str())
             ),
             r => format!(
-                "routes[{}] ({host}) does not allow this request ({})",
-                decision.route.unwrap_or_default(),
+                "the route for {host} does not allow this request ({})",
                 r.as_str()
             ),
         };

@@ -2,6 +2,7 @@
 //! (absolute-form `http://` and `CONNECT`) and the TLS-terminated tunnel. The per-request
 //! path (check, rewrite, forward, stream back) is in [`forward`].
 
+mod blocked;
 mod forward;
 
 use std::convert::Infallible;
@@ -395,7 +396,16 @@ fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
         };
         let reason = Reason::HostNotAllowed.as_str();
         ex.log_blocked(reason, None, 403);
-        return ex.blocked(reason, &format!("no route allows {host}:{port}"), true);
+        let why = format!("no route allows {host}:{port}");
+        if blocked::answers_in_tunnel(&shared, &host, port) {
+            tokio::spawn(async move {
+                if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                    blocked::answer_in_tunnel(shared, upgraded, host, port, why).await;
+                }
+            });
+            return Response::new(empty());
+        }
+        return ex.blocked(reason, &why, true);
     }
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
@@ -405,24 +415,35 @@ fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
     Response::new(empty())
 }
 
-async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
+/// The TLS inside a tunnel, terminated with a certificate of the bottle's CA for `host`;
+/// `None` (the tunnel is dropped) for anything that is not a TLS ClientHello naming `host`.
+async fn accept_tls(
+    shared: &Shared,
+    upgraded: hyper::upgrade::Upgraded,
+    host: &str,
+) -> Option<tokio_rustls::server::TlsStream<TokioIo<hyper::upgrade::Upgraded>>> {
     let io = TokioIo::new(upgraded);
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     // Anything that is not a TLS ClientHello fails here: no opaque tunnels.
-    let Ok(Ok(start)) = tokio::time::timeout(shared.timeouts.tls, acceptor).await else {
-        return;
-    };
+    let start = tokio::time::timeout(shared.timeouts.tls, acceptor)
+        .await
+        .ok()?
+        .ok()?;
     if let Some(sni) = start.client_hello().server_name()
         && policy::normalize_host(sni) != host
     {
         tracing::debug!(%host, sni, "tls server name does not match the CONNECT target");
-        return;
+        return None;
     }
-    let Ok(config) = shared.ca.server_config(&host) else {
-        return;
-    };
-    let Ok(Ok(tls)) = tokio::time::timeout(shared.timeouts.tls, start.into_stream(config)).await
-    else {
+    let config = shared.ca.server_config(host).ok()?;
+    tokio::time::timeout(shared.timeouts.tls, start.into_stream(config))
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
+    let Some(tls) = accept_tls(&shared, upgraded, &host).await else {
         return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");

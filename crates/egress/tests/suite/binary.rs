@@ -113,14 +113,16 @@ async fn curl_through_the_binary() {
         blocked.1
     );
     assert!(blocked.1.contains("egress-allow"), "{}", blocked.1);
-    // refused at CONNECT time: curl reports the tunnel status separately
-    let refused = tokio::task::block_in_place(|| {
-        run(
-            "https://nothere.test/",
-            vec!["-w", "connect=%{http_connect}"],
+    // a host without a route: the tunnel is completed and the request inside it answered,
+    // so curl shows the advice (not only `CONNECT tunnel failed, response 403`)
+    let refused = tokio::task::block_in_place(|| run("https://nothere.test/", vec![]));
+    assert_eq!(
+        refused,
+        (
+            "403".to_string(),
+            "bot-bottle egress blocked GET https://nothere.test:443/: no route allows nothere.test:443.\nTo ask the operator for access, use the egress-allow MCP tool.\n".to_string()
         )
-    });
-    assert!(refused.0.ends_with("connect=403"), "{refused:?}");
+    );
     let reqs = upstream.requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(

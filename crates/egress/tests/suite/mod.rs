@@ -1,4 +1,5 @@
 mod binary;
+mod blocked;
 mod common;
 mod dlp;
 mod forwarded;

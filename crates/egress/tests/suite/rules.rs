@@ -80,7 +80,8 @@ async fn allows_and_blocks_by_host_path_method_and_header() {
 async fn wildcard_routes_cover_subdomains_only() {
     let h = super::common::start_with(ROUTES, |c, up| pins(c, &up.to_string())).await;
     for (host, port, want) in [
-        ("wild.test", 443, "HTTP/1.1 403"),
+        // no route: on 443 the tunnel is completed and the request inside refused (below)
+        ("wild.test", 443, "HTTP/1.1 200"),
         ("a.wild.test", 8443, "HTTP/1.1 403"),
         ("deep.a.wild.test", 443, "HTTP/1.1 200"),
     ] {
@@ -89,6 +90,11 @@ async fn wildcard_routes_cover_subdomains_only() {
             .unwrap();
         assert!(head.starts_with(want), "{host}:{port}: {head}");
     }
+    let r = h.https("GET", "wild.test", 443, "/anything", &[]).await;
+    assert_eq!(
+        (r.status, r.header("x-bot-bottle-blocked")),
+        (403, Some("host-not-allowed"))
+    );
     let r = h.https("GET", "a.wild.test", 443, "/anything", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     let r = h.https("PUT", "b.wild.test", 443, "/x", &[]).await;
@@ -179,15 +185,16 @@ async fn the_token_never_travels_over_plain_http() {
 }
 
 #[tokio::test]
-async fn connect_to_unknown_host_is_refused_at_connect_time() {
+async fn connect_to_unknown_host_is_answered_with_403_inside_the_tunnel() {
     let h = start(ROUTES).await;
     let (_, head) = test_support::client::connect_tunnel(h.proxy, "nothere.test", 443)
         .await
         .unwrap();
-    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    assert!(
-        head.contains("x-bot-bottle-blocked: host-not-allowed"),
-        "{head}"
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let r = h.https("GET", "nothere.test", 443, "/x", &[]).await;
+    assert_eq!(
+        (r.status, r.header("x-bot-bottle-blocked")),
+        (403, Some("host-not-allowed"))
     );
     let plain = h.http_abs("GET", "http://nothere.test/x").await;
     assert_eq!(
@@ -278,7 +285,7 @@ async fn reload_swaps_rules_and_refuses_invalid_ones() {
     let err = h.routes.replace(missing).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "routes[2] (other.test): token_env NOT_SET is not set in the egress proxy's environment; set it or remove the credential"
+        "the route for other.test: token_env NOT_SET is not set in the egress proxy's environment; set it or remove the credential"
     );
     assert_eq!(
         h.https("GET", "api.test", 443, "/v2/x", &[]).await.status,

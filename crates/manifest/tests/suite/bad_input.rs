@@ -207,7 +207,7 @@ fn yaml_files_read_on_their_own() {
     assert_eq!(
         err.to_string()
             .replace(&tmp.path().display().to_string(), "<tmp>"),
-        "<tmp>/repos.yaml:2:8: expected a mapping (`key: value` entries) here"
+        "<tmp>/repos.yaml:2:8: `repos.app`: expected a mapping (`key: value` entries) here"
     );
     std::fs::write(&path, "repos:\n  app: {url: /srv/app.git}\n").unwrap();
     let gate = manifest::read_yaml_file::<manifest::raw::GitGate>(&path).unwrap();

@@ -172,7 +172,7 @@ fn unknown_and_broken_names_in_the_directory_form() {
             .unwrap_err()
             .to_string()
             .replace(&dir.display().to_string(), "<dir>"),
-        "manifest <dir> has 1 error:\n  <dir>/bottles/bad.md:2:12: expected `true` or `false`"
+        "manifest <dir> has 1 error:\n  <dir>/bottles/bad.md:2:12: `supervise`: expected `true` or `false`"
     );
 }
 
@@ -181,10 +181,10 @@ fn file_form_yaml_error_hides_every_name() {
     let m = Manifest::from_yaml("m.yaml", "bottles:\n  a: {supervise: maybe}\n", None);
     assert_eq!(
         m.bottle("a").unwrap_err().to_string(),
-        "manifest m.yaml has 1 error:\n  m.yaml:2:18: expected `true` or `false`"
+        "manifest m.yaml has 1 error:\n  m.yaml:2:18: `bottles.a.supervise`: expected `true` or `false`"
     );
     assert_eq!(
         m.agent("x").unwrap_err().to_string(),
-        "manifest m.yaml has 1 error:\n  m.yaml:2:18: expected `true` or `false`"
+        "manifest m.yaml has 1 error:\n  m.yaml:2:18: `bottles.a.supervise`: expected `true` or `false`"
     );
 }

@@ -373,6 +373,12 @@ async fn bad_input_gets_json_rpc_errors() {
             "egress-allow: the proposed routes.yaml is the same as the live routes; nothing to ask for",
         ),
         (
+            "egress-allow",
+            json!({"routes_yaml": "log: blocks\nroutes:\n  - host: pypi.org\n", "justification": "x"}),
+            ErrorCode::INVALID_PARAMS,
+            "egress-allow: the proposed routes.yaml leaves out the route for api.example.com, and egress-allow only adds or widens routes (a route left out would be removed, such as the model API route the provider adds); start from list-egress-routes and keep every route in it, or send egress-block to remove one",
+        ),
+        (
             "egress-token-allow",
             json!({"host": "nope.example", "token_name": "TOKEN", "justification": "x"}),
             ErrorCode::INVALID_PARAMS,

@@ -47,10 +47,15 @@ pub(crate) fn cases(c: &Cfg) {
             c.s("zone")
         )),
     );
-    expect_block(
+    // Answered inside the completed tunnel (`blocked_tunnel`): only the proxy's refusal counts.
+    expect_policy_block(
         &mut t,
         "CONNECT",
-        connect_status(&format!("no-route.{}:443", c.s("zone"))),
+        crate::blocked_tunnel::connect_then(
+            &format!("no-route.{}:443", c.s("zone")),
+            &format!("no-route.{}", c.s("zone")),
+            format!("GET / HTTP/1.1\r\nHost: no-route.{}\r\n\r\n", c.s("zone")).as_bytes(),
+        ),
     );
     t.done();
 
@@ -124,10 +129,14 @@ pub(crate) fn cases(c: &Cfg) {
     let mut t = Tally::new("egress-ip-literal");
     let up = c.s("upstream_addr");
     let hp = c.n("host_canary_port");
-    expect_block(
+    expect_policy_block(
         &mut t,
         "CONNECT inet ip",
-        connect_status(&format!("{}:443", c.s("inet4"))),
+        crate::blocked_tunnel::connect_then(
+            &format!("{}:443", c.s("inet4")),
+            c.s("inet4").as_str(),
+            format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", c.s("inet4")).as_bytes(),
+        ),
     );
     expect_block(
         &mut t,
@@ -279,4 +288,5 @@ pub(crate) fn cases(c: &Cfg) {
     t.done();
 
     egress_classes::run(c);
+    crate::blocked_tunnel::cases(c);
 }

@@ -20,6 +20,7 @@ mod http;
 mod sockets;
 mod verdict;
 
+mod blocked_tunnel;
 mod credentials;
 mod dns;
 mod egress;
