@@ -1,0 +1,738 @@
+//! Faults with real processes: an agent workload runs in a native bottle (HTTPS requests
+//! through egress to a loopback TLS upstream, clones and pushes through the git gate to a
+//! local upstream, proposals to supervise, one approved and one left pending), and one part is
+//! killed with SIGKILL while it runs: the sidecar bundle (the one process serving egress, the
+//! git gate and supervise, so they cannot be killed apart), or the `start` process.
+//!
+//! What must hold (issue 19, §2):
+//! * **fail closed**: with the bundle dead the agent has no way out — its sidecar ports
+//!   refuse at once instead of hanging, its network namespace has no route and no interface
+//!   but loopback (so no DNS, no direct connection) — and `start` says so and stops the
+//!   bottle;
+//! * **nothing lost**: the audit log written before the kill is still its prefix and
+//!   `bot-bottle audit verify` passes, the pending proposal is still pending and unchanged, a
+//!   push is in the upstream whole or not at all (its refs point to complete commits that the
+//!   agent made, every push the agent saw succeed is there);
+//! * **nothing left behind**: once the bottle ended (and `cleanup` ran), no process of it
+//!   remains, no mount, no cgroup and no state directory names it, and `list` says so.
+//!
+//! Disk full (`$BOT_BOTTLE_HOME` on a small tmpfs) is in the same file: every command that
+//! writes there fails with an error naming the path, leaves no half-written file, and the
+//! audit chain written before still verifies.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use test_support::git::seeded_upstream;
+use test_support::{TestCa, Upstream};
+
+const TOKEN: &str = "tok-faults-REALSECRET-0123456789";
+
+/// The agent: three load loops in the background (HTTPS through egress, pushes through the
+/// git gate, proposals to supervise), each logging what it saw into the workspace. On
+/// SIGTERM (the bottle being stopped) it first checks, from inside, that nothing can leave.
+/// Resumed (its home keeps the mark), it exits at once.
+const AGENT: &str = r#"
+set -u
+W=$PWD
+UPSTREAM=$(cat "$W/upstream-url")
+test -f "$HOME/again" && exit 0
+touch "$HOME/again"
+after() {
+  {
+    for p in 3128 3129 3130; do
+      curl -sS -o /dev/null --max-time 20 "http://127.0.0.1:$p/" 2>/dev/null
+      echo "port $p rc $?"
+    done
+    curl -sS -o /dev/null --max-time 20 https://api.example.test/v1/after 2>/dev/null
+    echo "https rc $?"
+    echo "routes $(ip -o route show 2>&1 | wc -l) $(ip -o -6 route show 2>&1 | grep -vc '^\(::1\|fe80\)')"
+    echo "links $(ip -o link show 2>&1 | awk -F': ' '{print $2}' | tr '\n' ' ')"
+  } > "$W/after.log" 2>&1
+  echo done >> "$W/after.log"
+  exit 0
+}
+trap after TERM
+(
+  i=0
+  while :; do
+    i=$((i+1))
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 "https://api.example.test/v1/load/$i" 2>/dev/null)
+    rc=$?
+    echo "https $i $rc $code" >> "$W/load.log"
+    sleep 0.1
+  done
+) &
+(
+  cd "$HOME" && git clone -q "$UPSTREAM" app 2>> "$W/git.err" || { echo "clone failed" >> "$W/load.log"; exit; }
+  echo "clone ok" >> "$W/load.log"
+  cd app
+  n=0
+  while :; do
+    n=$((n+1))
+    head -c 20000 /dev/urandom | base64 > "f$n"
+    git add "f$n" && git commit -qm "load $n"
+    sha=$(git rev-parse HEAD)
+    if git push -q origin HEAD:agent/load 2>> "$W/git.err"; then
+      echo "push $n ok $sha" >> "$W/load.log"
+    else
+      echo "push $n failed $sha" >> "$W/load.log"
+      git reset -q --hard "HEAD~1"
+      sleep 0.2
+    fi
+  done
+) &
+(
+  python3 "$W/propose.py" approved.faults.test > "$W/proposal-a.out" 2>&1
+  python3 "$W/propose.py" pending.faults.test > "$W/proposal-b.out" 2>&1
+) &
+touch "$W/started"
+while :; do sleep 1 & wait $!; done
+"#;
+
+/// Proposes the live routes plus one host (`egress-allow`), and prints the answer.
+const PROPOSE: &str = r#"
+import json, os, re, sys, urllib.request
+URL = os.environ["BOT_BOTTLE_SUPERVISE_URL"]
+def call(name, args, timeout):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": name, "arguments": args}})
+    req = urllib.request.Request(URL, body.encode(), {
+        "content-type": "application/json", "accept": "application/json, text/event-stream"})
+    text = urllib.request.urlopen(req, timeout=timeout).read().decode()
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            return json.loads(line[5:])
+    return json.loads(text)
+live = call("list-egress-routes", {}, 30)["result"]["content"][0]["text"]
+items = [l for l in live.splitlines() if re.match(r"^\s*- ", l)]
+indent = re.match(r"^(\s*)- ", items[0]).group(1) if items else "  "
+routes = live.rstrip("\n") + "\n" + indent + "- host: " + sys.argv[1] + "\n"
+if live.strip() in ("routes: []", ""):
+    routes = "routes:\n  - host: " + sys.argv[1] + "\n"
+print(json.dumps(call("egress-allow", {"routes_yaml": routes, "justification": "faults test"}, 600)))
+"#;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    workspace: PathBuf,
+    upstream_git: PathBuf,
+}
+
+/// `None` (said why) when the native backend cannot run here.
+fn native_usable() -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let usable = text
+        .lines()
+        .any(|l| l.starts_with("native") && l.contains(": usable"));
+    if !usable {
+        eprintln!("skipping: the native backend is not usable here:\n{text}");
+    }
+    usable
+}
+
+fn world(upstream: &Upstream, ca: &TestCa) -> World {
+    // Short paths: Unix socket paths are limited to 107 bytes.
+    let tmp = tempfile::Builder::new()
+        .prefix("bbf")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().join("h");
+    let workspace = tmp.path().join("w");
+    std::fs::create_dir_all(&workspace).unwrap();
+    let (upstream_git, _) = seeded_upstream(tmp.path());
+    let ca_path = tmp.path().join("upstream-ca.pem");
+    ca.write_pem(&ca_path);
+    let manifest = format!(
+        r#"bottles:
+  dev:
+    git-gate:
+      user: {{name: Load, email: load@example.com}}
+      repos:
+        app:
+          url: {up}
+          push_branches: ["agent/*"]
+    egress:
+      upstream_ca: [{ca}]
+      routes:
+        - host: api.example.test
+          connect_to: "{addr}"
+          auth_scheme: Bearer
+          token_env: FAULTS_TOKEN
+          matches:
+            - paths: [{{type: prefix, value: /v1/}}]
+    resources: {{memory: 512MiB, pids: 256}}
+agents:
+  demo:
+    bottle: dev
+"#,
+        up = upstream_git.display(),
+        ca = ca_path.display(),
+        addr = upstream.addr(),
+    );
+    std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
+    std::fs::write(workspace.join("propose.py"), PROPOSE).unwrap();
+    World {
+        _tmp: tmp,
+        home,
+        workspace,
+        upstream_git,
+    }
+}
+
+fn bot_bottle(w: &World) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
+    cmd.current_dir(&w.workspace)
+        .env("BOT_BOTTLE_HOME", &w.home)
+        .env("FAULTS_TOKEN", TOKEN)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn listed(w: &World) -> serde_json::Value {
+    let out = bot_bottle(w).args(["list", "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn proposals(w: &World) -> Vec<serde_json::Value> {
+    let out = bot_bottle(w)
+        .args(["proposals", "list", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The last lines of a log, for a failure message.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Polls `f` every 100 ms until it gives a value, for at most `secs` seconds.
+async fn until<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    until_or(secs, what, f, String::new).await
+}
+
+/// [`until`], saying `context()` when it gives up.
+async fn until_or<T>(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    for _ in 0..secs * 10 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("waited {secs}s for {what}\n{}", context());
+}
+
+/// A process, told apart from a later one with the same pid by its start time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Proc {
+    pid: i32,
+    start: u64,
+    comm: String,
+}
+
+fn stat(pid: i32) -> Option<(i32, Proc)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After `)`: state(0) ppid(1) ... starttime is field 22 of the whole line, 19 here.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((ppid, Proc { pid, start, comm }))
+}
+
+/// Every process below `root` (not `root` itself).
+fn descendants(root: i32) -> Vec<Proc> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok())
+            && let Some(s) = stat(pid)
+        {
+            all.push(s);
+        }
+    }
+    let mut found: Vec<Proc> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (ppid, proc_) in &all {
+            if *ppid == p && !found.contains(proc_) {
+                frontier.push(proc_.pid);
+                found.push(proc_.clone());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn alive(procs: &[Proc]) -> Vec<Proc> {
+    procs
+        .iter()
+        .filter(|p| stat(p.pid).is_some_and(|(_, now)| now.start == p.start))
+        .cloned()
+        .collect()
+}
+
+/// The sidecar bundle: the child of `start` running `sidecar`.
+fn bundle_pid(start: u32) -> i32 {
+    for p in descendants(i32::try_from(start).unwrap()) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+        let parent = stat(p.pid).map(|(ppid, _)| ppid);
+        if parent == i32::try_from(start).ok() && cmdline.windows(8).any(|w| w == b"sidecar\0") {
+            return p.pid;
+        }
+    }
+    panic!("no sidecar bundle under start {start}");
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// Every file under `dir` with its bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.insert(p, bytes);
+            }
+        }
+    }
+    out
+}
+
+/// What of the bottle `identity` the host still has: mounts, cgroups, its state directory
+/// and anything in `/tmp`, `/run` or `/dev/shm` carrying its name.
+fn remnants(w: &World, identity: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let state = w.home.join("state").join(identity);
+    for line in mountinfo.lines() {
+        if line.contains(identity) || line.contains(&*state.to_string_lossy()) {
+            left.push(format!("mount: {line}"));
+        }
+    }
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let p = e.path();
+                if p.to_string_lossy().contains(identity) {
+                    left.push(format!("cgroup: {}", p.display()));
+                } else {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    if state.exists() {
+        left.push(format!("state: {}", state.display()));
+    }
+    for dir in ["/tmp", "/run", "/dev/shm", "/run/netns"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(identity) {
+                left.push(format!("file: {}", e.path().display()));
+            }
+        }
+    }
+    left
+}
+
+/// A bottle running the workload, with one proposal approved (and audited) and one pending,
+/// some HTTPS requests and at least one push through.
+struct Loaded {
+    world: World,
+    _upstream: Upstream,
+    start: Start,
+    identity: String,
+    pending: String,
+    /// Every process of the bottle's tree under `start` (the bundle, the bottle's helpers,
+    /// init and the agent's processes).
+    tree: Vec<Proc>,
+}
+
+/// The `start` process; a failed test takes its bottle down with it (the bottle dies with
+/// its `start`).
+struct Start(Option<Child>);
+
+impl Start {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+    fn take(&mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Start {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn loaded() -> Option<Loaded> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: the fault tests look at every process and cgroup and need root");
+        return None;
+    }
+    if !native_usable() {
+        return None;
+    }
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("faults upstream CA");
+    let upstream = Upstream::start_tls(&ca, &["api.example.test"]).await;
+    let w = world(&upstream, &ca);
+    // `git clone /path` takes a local path before any `insteadOf`; `file://` goes through
+    // the transport and so through the git gate.
+    std::fs::write(
+        w.workspace.join("upstream-url"),
+        format!("file://{}", w.upstream_git.display()),
+    )
+    .unwrap();
+    let start = bot_bottle(&w)
+        .args(["start", "demo", "--", "bash", "-c", AGENT])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Start(Some(start));
+    let started = w.workspace.join("started");
+    until(120, "the agent to start", || started.exists().then_some(())).await;
+    let identity = listed(&w)[0]["identity"].as_str().unwrap().to_owned();
+
+    // The operator approves the first proposal (an audit line), the second stays pending.
+    let first = until(60, "the first proposal", || {
+        proposals(&w)
+            .into_iter()
+            .find(|p| p["status"] == "pending")
+            .and_then(|p| p["id"].as_str().map(str::to_owned))
+    })
+    .await;
+    let out = bot_bottle(&w)
+        .args(["proposals", "approve", &first, "--notes", "faults"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = w.workspace.join("proposal-a.out");
+    until(60, "the agent to hear its approval", || {
+        read(&answer).contains("approved").then_some(())
+    })
+    .await;
+    let pending = until(60, "the second proposal", || {
+        proposals(&w)
+            .into_iter()
+            .find(|p| p["status"] == "pending" && p["id"] != first.as_str())
+            .and_then(|p| p["id"].as_str().map(str::to_owned))
+    })
+    .await;
+    let load = w.workspace.join("load.log");
+    let ws = w.workspace.clone();
+    let context = move || {
+        ["load.log", "git.err", "proposal-a.out", "proposal-b.out"]
+            .iter()
+            .map(|f| format!("--- {f}:\n{}\n", tail(&read(&ws.join(f)))))
+            .chain(std::iter::once(format!(
+                "--- not HTTPS in load.log:\n{}\n",
+                tail(
+                    &read(&ws.join("load.log"))
+                        .lines()
+                        .filter(|l| !l.starts_with("https "))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            )))
+            .chain(std::iter::once(format!(
+                "--- git processes:\n{}",
+                String::from_utf8_lossy(
+                    &Command::new("sh")
+                        .args([
+                            "-c",
+                            "ps -eo pid,ppid,etime,args | grep -E 'git|sidecar' | grep -v grep"
+                        ])
+                        .output()
+                        .map(|o| o.stdout)
+                        .unwrap_or_default()
+                )
+            )))
+            .collect::<String>()
+    };
+    until_or(
+        180,
+        "some HTTPS requests and a push through the sidecars",
+        || {
+            let log = read(&load);
+            let https = log
+                .lines()
+                .filter(|l| l.starts_with("https ") && l.ends_with(" 0 200"))
+                .count();
+            let pushed = log.lines().any(|l| l.contains(" ok "));
+            (https >= 3 && pushed).then_some(())
+        },
+        context,
+    )
+    .await;
+    let tree = descendants(i32::try_from(start.id()).unwrap());
+    let log = read(&load);
+    eprintln!(
+        "load before the kill: {} HTTPS answers, {} pushes accepted, {} processes in the bottle's tree",
+        log.lines().filter(|l| l.starts_with("https ")).count(),
+        log.lines().filter(|l| l.contains(" ok ")).count(),
+        tree.len()
+    );
+    Some(Loaded {
+        world: w,
+        _upstream: upstream,
+        start,
+        identity,
+        pending,
+        tree,
+    })
+}
+
+/// The audit log and the pending proposal as they were before a kill.
+struct Before {
+    audit: BTreeMap<PathBuf, Vec<u8>>,
+    pending_file: (PathBuf, Vec<u8>),
+}
+
+fn before(l: &Loaded) -> Before {
+    let home = state::Home::new(&l.world.home);
+    let audit = files(&home.audit_root());
+    assert!(
+        audit.values().any(|b| !b.is_empty()),
+        "the approval was audited before the kill"
+    );
+    let queue = files(&home.queue_dir(&l.identity));
+    let pending_file = queue
+        .into_iter()
+        .find(|(p, _)| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy() == format!("{}.json", l.pending))
+        })
+        .unwrap_or_else(|| panic!("no queue file of the pending proposal {}", l.pending));
+    Before {
+        audit,
+        pending_file,
+    }
+}
+
+/// Nothing written before the kill was lost or changed, and the upstream holds whole pushes.
+fn nothing_lost(l: &Loaded, b: &Before) {
+    let w = &l.world;
+    let home = state::Home::new(&w.home);
+    let after = files(&home.audit_root());
+    for (path, bytes) in &b.audit {
+        let now = after.get(path).cloned().unwrap_or_default();
+        assert!(
+            now.starts_with(bytes),
+            "{} lost what was written before the kill",
+            path.display()
+        );
+    }
+    let out = bot_bottle(w).args(["audit", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (path, bytes) = &b.pending_file;
+    assert_eq!(
+        std::fs::read(path).ok().as_ref(),
+        Some(bytes),
+        "the pending proposal's file"
+    );
+    let still = proposals(w)
+        .into_iter()
+        .find(|p| p["id"] == l.pending.as_str())
+        .map(|p| p["status"].clone());
+    assert_eq!(still, Some(serde_json::json!("pending")));
+
+    // A push is upstream whole or not at all.
+    let up = &w.upstream_git;
+    let fsck = Command::new("git")
+        .args(["fsck", "--full", "--no-dangling"])
+        .current_dir(up)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "the upstream is not whole: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let log = read(&w.workspace.join("load.log"));
+    let made: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("push "))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    let tip = Command::new("git")
+        .args(["rev-parse", "--verify", "-q", "refs/heads/agent/load"])
+        .current_dir(up)
+        .output()
+        .unwrap();
+    let tip = String::from_utf8_lossy(&tip.stdout).trim().to_owned();
+    assert!(
+        made.contains(&tip.as_str()),
+        "the upstream's agent/load ({tip}) is not a commit the agent pushed: {log}"
+    );
+    for l in log.lines().filter(|l| l.contains(" ok ")) {
+        let sha = l.split_whitespace().nth(3).unwrap();
+        let ok = Command::new("git")
+            .args(["merge-base", "--is-ancestor", sha, "refs/heads/agent/load"])
+            .current_dir(up)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "a push the agent saw accepted is not upstream: {l}"
+        );
+    }
+    // No request hung: each one ended with an answer or a refusal, never curl's timeout.
+    let hung: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("https ") && l.split_whitespace().nth(2) == Some("28"))
+        .collect();
+    assert_eq!(hung, Vec::<&str>::new(), "requests that hung");
+}
+
+/// Ends the bottle and checks nothing of it is left.
+async fn nothing_left(l: &Loaded) {
+    let w = &l.world;
+    until(30, "the bottle's processes to end", || {
+        alive(&l.tree).is_empty().then_some(())
+    })
+    .await;
+    let out = bot_bottle(w).arg("cleanup").output().unwrap();
+    assert!(
+        out.status.success(),
+        "cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(listed(w), serde_json::json!([]), "list after cleanup");
+    assert_eq!(remnants(w, &l.identity), Vec::<String>::new());
+}
+
+/// The sidecar bundle (egress, git gate and supervise in one process) is killed under load:
+/// the agent's ways out close at once, `start` says so and stops the bottle, nothing written
+/// before is lost, and the bottle, resumed and ended, leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_bundle_killed_under_load_fails_closed_and_loses_nothing() {
+    let Some(mut l) = loaded().await else {
+        return;
+    };
+    let b = before(&l);
+    assert_eq!(listed(&l.world)[0]["state"], "running");
+    let bundle = bundle_pid(l.start.id());
+    sigkill(bundle);
+    let start = l.start.take();
+    let out = tokio::task::spawn_blocking(move || start.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = &l.identity;
+    assert!(
+        stderr.contains(&format!(
+            "bot-bottle: the sidecar bundle of {id} was killed by signal 9 (SIGKILL); nothing can leave the bottle without it, so the bottle is being stopped and its state kept for `bot-bottle resume {id}`\n"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+
+    // What the agent saw from inside once the bundle was gone (it checked on SIGTERM).
+    let after = read(&l.world.workspace.join("after.log"));
+    let refused = |rc: &str| !matches!(rc, "0" | "28");
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines.last(), Some(&"done"), "{after}");
+    for p in ["3128", "3129", "3130"] {
+        let rc = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("port {p} rc ")))
+            .unwrap_or_else(|| panic!("no check of port {p}: {after}"));
+        assert!(refused(rc), "port {p} after the bundle died: curl rc {rc}");
+    }
+    let https = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("https rc "))
+        .unwrap();
+    assert!(
+        refused(https),
+        "HTTPS after the bundle died: curl rc {https}"
+    );
+    // No route at all (IPv4: none; IPv6: none beyond loopback and link-local), no interface
+    // but loopback: no DNS server and no direct connection can be reached.
+    assert!(lines.contains(&"routes 0 0"), "{after}");
+    assert!(lines.contains(&"links lo "), "{after}");
+
+    eprintln!("seen from inside after the kill:\n{after}");
+    nothing_lost(&l, &b);
+    assert_eq!(listed(&l.world)[0]["state"], "preserved");
+
+    // Resumed (the agent sees its mark and exits), then cleaned up: nothing remains.
+    let w = &l.world;
+    let resumed = bot_bottle(w).args(["resume", id]).output().unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    nothing_left(&l).await;
+}
+
+/// `start` is killed under load: the bottle dies with it (bundle, init, agent), `list` says
+/// `stale`, nothing written before is lost, and `cleanup` leaves nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_killed_under_load_takes_the_bottle_down_and_cleanup_leaves_nothing() {
+    let Some(mut l) = loaded().await else {
+        return;
+    };
+    let b = before(&l);
+    sigkill(i32::try_from(l.start.id()).unwrap());
+    let _ = l.start.take().wait();
+    let tree = l.tree.clone();
+    until(30, "the bottle's processes to die with `start`", || {
+        alive(&tree).is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(listed(&l.world)[0]["state"], "stale");
+    nothing_lost(&l, &b);
+    nothing_left(&l).await;
+}
