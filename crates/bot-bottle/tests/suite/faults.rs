@@ -736,3 +736,211 @@ async fn start_killed_under_load_takes_the_bottle_down_and_cleanup_leaves_nothin
     nothing_lost(&l, &b);
     nothing_left(&l).await;
 }
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("bbfull")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills it: a file grows until the device has no space left.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![b'x'; 4096];
+        loop {
+            match f.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+        // Every last byte, also the tail of a page.
+        while f.write_all(b"x").is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn put_proposal(home: &Path, bottle: &str, id: &str, host: &str) -> PathBuf {
+    let live = "routes:\n  - host: a.example\n";
+    let p = supervise::Proposal {
+        id: id.into(),
+        arrival_timestamp: "2026-05-25T12:00:01.000000Z".into(),
+        bottle_slug: bottle.into(),
+        tool: supervise::Tool::EgressAllow,
+        proposed_file: format!("{live}  - host: {host}\n"),
+        justification: "disk full test".into(),
+        current_file_hash: Some(supervise::proposal::sha256_hex(live)),
+        current_file: Some(live.into()),
+        args: None,
+    };
+    let dir = state::Home::new(home).queue_dir(bottle);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{id}.json"));
+    std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
+    path
+}
+
+/// Files under `dir` whose path says they are a temporary (a write or a creation that was
+/// not finished: a dot name, `.tmp`, `~`), leaving out the home's lock (`.lock`).
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    files(dir)
+        .into_keys()
+        .filter(|p| {
+            p.strip_prefix(dir).unwrap().components().any(|c| {
+                let name = c.as_os_str().to_string_lossy();
+                (name.starts_with('.') && name != ".lock")
+                    || name.contains(".tmp")
+                    || name.ends_with('~')
+            })
+        })
+        .collect()
+}
+
+/// `$BOT_BOTTLE_HOME` on a full tmpfs: approving, `start` and `audit verify` fail (or pass)
+/// with errors naming the path, no file is left half-written, and the audit chain written
+/// before the disk filled still verifies; once space is back, the same approval goes through.
+#[test]
+fn a_full_home_gives_clear_errors_and_leaves_no_half_written_file() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: mounting a small tmpfs as the home needs root");
+        return;
+    }
+    let fs = Tmpfs::mount("1m");
+    let home = fs.path().join("home");
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(
+        workspace.path().join("bot-bottle.yaml"),
+        "bottles:\n  dev: {}\nagents:\n  demo:\n    bottle: dev\n",
+    )
+    .unwrap();
+    let bb = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+            .args(args)
+            .current_dir(workspace.path())
+            .env("BOT_BOTTLE_HOME", &home)
+            .env("USER", "alice")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let first = put_proposal(&home, "dev-00001", "00000000000000a1", "one.example");
+    let second = put_proposal(&home, "dev-00001", "00000000000000b2", "two.example");
+    // Decided while the bottle is down: audited now, applied on resume (exit 1 says so).
+    let out = bb(&["proposals", "approve", "00000000000000a1", "--wait", "0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NOT applied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit_before = files(&state::Home::new(&home).audit_root());
+    assert!(
+        audit_before
+            .keys()
+            .any(|p| p.extension().is_some_and(|e| e == "jsonl")),
+        "{:?}",
+        audit_before.keys()
+    );
+    let second_before = std::fs::read(&second).unwrap();
+    let filler = fs.fill();
+
+    let out = bb(&["proposals", "approve", "00000000000000b2", "--wait", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("approve on a full disk: {:?} {err}", out.status.code());
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&*home.to_string_lossy()),
+        "the path is named: {err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+
+    let out = bb(&["start", "demo", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("start on a full disk: {:?} {err}", out.status.code());
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&*home.to_string_lossy()),
+        "the path is named: {err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+
+    let out = bb(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "audit verify on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing half-written: the audit log is as it was or has whole lines only, the
+    // proposal's file is unchanged, no temporary is left.
+    for (path, bytes) in &audit_before {
+        let now = std::fs::read(path).unwrap();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            assert!(
+                now.starts_with(bytes) && now.ends_with(b"\n"),
+                "{}",
+                path.display()
+            );
+        } else {
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&now).is_ok(),
+                "{} is whole",
+                path.display()
+            );
+        }
+    }
+    assert_eq!(std::fs::read(&second).unwrap(), second_before);
+    assert_eq!(temporaries(&home), Vec::<PathBuf>::new());
+    assert!(std::fs::read(&first).is_ok() || !first.exists());
+
+    // Space again: the same approval goes through and the chain still verifies.
+    std::fs::remove_file(filler).unwrap();
+    let out = bb(&["proposals", "approve", "00000000000000b2", "--wait", "0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NOT applied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bb(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = supervise::audit::read_all(&state::Home::new(&home), None, None).unwrap();
+    assert_eq!(entries.len(), 2);
+}
