@@ -32,6 +32,21 @@ mod git;
 mod objects;
 mod report;
 
+/// What the fuzz targets (`fuzz/`) call: the parsers of git's output, without git. Not an
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Every fragment of `bytes` read as a `git log -p` stream (see `git/parse.rs`).
+    pub fn git_log(bytes: &[u8], batch_bytes: usize) -> Vec<(String, String, Vec<u8>, Vec<u32>)> {
+        crate::git::log_fragments(bytes, batch_bytes)
+    }
+
+    /// The entries of a tree object (see `objects.rs`).
+    pub fn tree(data: &[u8], hash_len: usize) -> Option<Vec<(Vec<u8>, bool, bool, String)>> {
+        crate::objects::tree_entries(data, hash_len)
+    }
+}
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
