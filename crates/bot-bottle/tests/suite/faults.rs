@@ -717,14 +717,102 @@ async fn the_sidecar_bundle_killed_under_load_fails_closed_and_loses_nothing() {
     nothing_left(&l).await;
 }
 
-/// `start` is killed under load: the bottle dies with it (bundle, init, agent), `list` says
-/// `stale`, nothing written before is lost, and `cleanup` leaves nothing of it.
+/// The dashboard on a pseudo-terminal: prints `SEEN <pid>` once the text in argv[2] is on
+/// its screen, then reads the screen until the dashboard is gone and exits with its status
+/// (100 + the signal when one killed it).
+const PTY_DASHBOARD: &str = r#"
+import os, pty, select, struct, sys, fcntl, termios
+binary, wait_for = sys.argv[1], sys.argv[2].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["TERM"] = "xterm"
+    os.execv(binary, [binary, "supervise"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+out, seen = b"", False
+while True:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    if not seen and wait_for in out:
+        seen = True
+        print("SEEN %d" % pid, flush=True)
+_, status = os.waitpid(pid, 0)
+sys.exit(100 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"#;
+
+/// Runs the dashboard until it shows the pending proposal, then kills it with SIGKILL: the
+/// proposal is still pending and unchanged, the queue holds no half-written answer, the
+/// bottle runs on and its agent still gets answers through egress.
+async fn kill_the_dashboard(l: &Loaded, b: &Before) {
+    use std::io::BufRead;
+    let w = &l.world;
+    let mut dash = Command::new("python3")
+        .args([
+            "-c",
+            PTY_DASHBOARD,
+            env!("CARGO_BIN_EXE_bot-bottle"),
+            &l.pending,
+        ])
+        .env("BOT_BOTTLE_HOME", &w.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dash.stdout.take().unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("SEEN ").and_then(|p| p.parse::<i32>().ok()))
+    });
+    let pid = tokio::time::timeout(Duration::from_secs(60), seen)
+        .await
+        .expect("the dashboard showed the pending proposal")
+        .unwrap()
+        .expect("the dashboard showed the pending proposal");
+    sigkill(pid);
+    let status = tokio::task::spawn_blocking(move || dash.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(109), "the dashboard died of SIGKILL");
+    let (path, bytes) = &b.pending_file;
+    assert_eq!(std::fs::read(path).ok().as_ref(), Some(bytes));
+    let home = state::Home::new(&w.home);
+    assert_eq!(
+        temporaries(&home.queue_dir(&l.identity)),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(listed(w)[0]["state"], "running");
+    let load = w.workspace.join("load.log");
+    let answered = |log: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("https ") && l.ends_with(" 0 200"))
+            .count()
+    };
+    let before = answered(&read(&load));
+    until(60, "an HTTPS answer after the dashboard died", || {
+        (answered(&read(&load)) > before).then_some(())
+    })
+    .await;
+}
+
+/// The dashboard, then `start` are killed under load. The dashboard's death changes nothing
+/// (see [`kill_the_dashboard`]); with `start` the bottle dies (bundle, init, agent), `list`
+/// says `stale`, nothing written before is lost, and `cleanup` leaves nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_killed_under_load_takes_the_bottle_down_and_cleanup_leaves_nothing() {
+async fn the_dashboard_then_start_killed_under_load_lose_nothing_and_cleanup_leaves_nothing() {
     let Some(mut l) = loaded().await else {
         return;
     };
     let b = before(&l);
+    kill_the_dashboard(&l, &b).await;
     sigkill(i32::try_from(l.start.id()).unwrap());
     let _ = l.start.take().wait();
     let tree = l.tree.clone();
