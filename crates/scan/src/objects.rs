@@ -343,10 +343,7 @@ fn scan_inner(
 
 /// The entries of a tree object as the scanner reads them: (name, is a tree, is a blob,
 /// hex id); `None` for a tree it cannot read (the fuzz target's entry).
-pub(crate) fn tree_entries(
-    data: &[u8],
-    hash_len: usize,
-) -> Option<Vec<(Vec<u8>, bool, bool, String)>> {
+pub(crate) fn tree_entries(data: &[u8], hash_len: usize) -> Option<Vec<crate::fuzzing::TreeEntry>> {
     parse_tree(data, hash_len).map(|entries| {
         entries
             .into_iter()
