@@ -53,7 +53,9 @@ const HOSTS: [&str; 14] = [
     "api.example.test%2eevil.test",
     "_egress.local",
 ];
-const PORTS: [&str; 9] = ["", ":443", ":0443", ":80", ":8080", ":8443", ":", ":65536", ":443:1"];
+const PORTS: [&str; 9] = [
+    "", ":443", ":0443", ":80", ":8080", ":8443", ":", ":65536", ":443:1",
+];
 const PATHS: [&str; 12] = [
     "/v1/x",
     "/v1/../admin",
@@ -68,7 +70,9 @@ const PATHS: [&str; 12] = [
     "/v1/x?q=1",
     "",
 ];
-const METHODS: [&str; 8] = ["GET", "POST", "CONNECT", "PUT", "get", "OPTIONS", "DELETE", "PATCH"];
+const METHODS: [&str; 8] = [
+    "GET", "POST", "CONNECT", "PUT", "get", "OPTIONS", "DELETE", "PATCH",
+];
 const NAMES: [&str; 14] = [
     "Host",
     "host",
@@ -179,13 +183,23 @@ fuzz_target!(|input: Input| {
     let tunnel = match &input.connect {
         None => None,
         Some((h, port)) => {
-            let auth = format!("{}{}", pick(h, &HOSTS), PORTS[usize::from(*port) % PORTS.len()]);
+            let auth = format!(
+                "{}{}",
+                pick(h, &HOSTS),
+                PORTS[usize::from(*port) % PORTS.len()]
+            );
             let Ok(uri) = auth.parse::<Uri>() else { return };
-            let Ok((host, port)) = fuzzing::connect_target(&uri) else { return };
+            let Ok((host, port)) = fuzzing::connect_target(&uri) else {
+                return;
+            };
             if p.route_for(&host, port, true).is_none() {
                 return;
             }
-            assert_eq!(policy::normalize_host(&host), host, "the tunnel's host in one spelling");
+            assert_eq!(
+                policy::normalize_host(&host),
+                host,
+                "the tunnel's host in one spelling"
+            );
             Some((host, port))
         }
     };
@@ -193,7 +207,11 @@ fuzz_target!(|input: Input| {
     // The head as the client sent it.
     let head = match &input.head {
         Head::Raw(bytes) => bytes.clone(),
-        Head::Built { method, target, headers } => {
+        Head::Built {
+            method,
+            target,
+            headers,
+        } => {
             let method = pick(method, &METHODS);
             let target = match target {
                 Target::Origin(path) => pick(path, &PATHS).to_owned(),
@@ -205,7 +223,11 @@ fuzz_target!(|input: Input| {
                     pick(path, &PATHS)
                 ),
                 Target::Authority(h, port) => {
-                    format!("{}{}", pick(h, &HOSTS), PORTS[usize::from(*port) % PORTS.len()])
+                    format!(
+                        "{}{}",
+                        pick(h, &HOSTS),
+                        PORTS[usize::from(*port) % PORTS.len()]
+                    )
                 }
             };
             let mut head = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
@@ -226,13 +248,22 @@ fuzz_target!(|input: Input| {
     }
     let mut slots = vec![httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut slots);
-    let Ok(httparse::Status::Complete(_)) = req.parse(&head) else { return };
-    let (Some(m), Some(t)) = (req.method, req.path) else { return };
-    let Ok(method) = Method::from_bytes(m.as_bytes()) else { return };
+    let Ok(httparse::Status::Complete(_)) = req.parse(&head) else {
+        return;
+    };
+    let (Some(m), Some(t)) = (req.method, req.path) else {
+        return;
+    };
+    let Ok(method) = Method::from_bytes(m.as_bytes()) else {
+        return;
+    };
     let Ok(uri) = t.parse::<Uri>() else { return };
     let mut headers = HeaderMap::new();
     for h in req.headers.iter() {
-        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) else {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
             return;
         };
         headers.append(n, v);
@@ -255,22 +286,58 @@ fuzz_target!(|input: Input| {
     }
     let host_header = headers.get(http::header::HOST).cloned();
     fuzzing::strip_hop_by_hop(&mut headers);
-    let (allowed, forwarded) =
-        judge_ok(p, &host, port, tls, method.as_str(), uri.path(), uri.query(), &headers);
+    let (allowed, forwarded) = judge_ok(
+        p,
+        &host,
+        port,
+        tls,
+        method.as_str(),
+        uri.path(),
+        uri.query(),
+        &headers,
+    );
     if !allowed {
         return;
     }
-    assert!(p.route_for(&host, port, tls).is_some(), "allowed without a route: {host}:{port}");
-    assert_eq!(policy::normalize_host(&host), host, "the target's host in one spelling");
+    assert!(
+        p.route_for(&host, port, tls).is_some(),
+        "allowed without a route: {host}:{port}"
+    );
+    assert_eq!(
+        policy::normalize_host(&host),
+        host,
+        "the target's host in one spelling"
+    );
     if let Some(h) = host_header {
         let h = h.to_str().expect("a Host that passed is text");
-        assert!(fuzzing::same_place(h, tls, &host, port), "Host {h:?} is not {host}:{port}");
+        assert!(
+            fuzzing::same_place(h, tls, &host, port),
+            "Host {h:?} is not {host}:{port}"
+        );
     }
     if let Some(a) = uri.authority() {
-        assert!(fuzzing::same_place(a.as_str(), tls, &host, port), "authority {a} is not {host}:{port}");
+        assert!(
+            fuzzing::same_place(a.as_str(), tls, &host, port),
+            "authority {a} is not {host}:{port}"
+        );
     }
-    let (again, forwarded_again) =
-        judge_ok(p, &host, port, tls, method.as_str(), &forwarded, uri.query(), &headers);
-    assert!(again, "the forwarded path {forwarded:?} is refused (sent {:?})", uri.path());
-    assert_eq!(forwarded_again, forwarded, "the forwarded path is not in its one spelling");
+    let (again, forwarded_again) = judge_ok(
+        p,
+        &host,
+        port,
+        tls,
+        method.as_str(),
+        &forwarded,
+        uri.query(),
+        &headers,
+    );
+    assert!(
+        again,
+        "the forwarded path {forwarded:?} is refused (sent {:?})",
+        uri.path()
+    );
+    assert_eq!(
+        forwarded_again, forwarded,
+        "the forwarded path is not in its one spelling"
+    );
 });

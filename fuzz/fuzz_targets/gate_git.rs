@@ -25,10 +25,20 @@ enum Input {
 
 fuzz_target!(|input: Input| match input {
     Input::Route { post, path } => {
-        let method = if post { http::Method::POST } else { http::Method::GET };
+        let method = if post {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
         if let Some((repo, endpoint)) = gitgate::fuzzing::route(&method, &path) {
-            assert!(!repo.is_empty() && !repo.contains('/'), "repository {repo:?} from {path:?}");
-            assert!(path.starts_with(&format!("/{repo}.git/{endpoint}")), "{path:?}");
+            assert!(
+                !repo.is_empty() && !repo.contains('/'),
+                "repository {repo:?} from {path:?}"
+            );
+            assert!(
+                path.starts_with(&format!("/{repo}.git/{endpoint}")),
+                "{path:?}"
+            );
         }
     }
     Input::Cgi(lines) => {
@@ -41,7 +51,10 @@ fuzz_target!(|input: Input| match input {
             let mut again = String::new();
             for u in &updates {
                 for f in [&u.old, &u.new, &u.name] {
-                    assert!(!f.is_empty() && !f.chars().any(char::is_whitespace), "{u:?}");
+                    assert!(
+                        !f.is_empty() && !f.chars().any(char::is_whitespace),
+                        "{u:?}"
+                    );
                 }
                 again.push_str(&format!("{} {} {}\n", u.old, u.new, u.name));
             }
@@ -50,10 +63,14 @@ fuzz_target!(|input: Input| match input {
         }
     }
     Input::GitLog { batch, bytes } => {
-        for (_commit, _path, data, lines) in scan::fuzzing::git_log(&bytes, usize::from(batch) + 1) {
+        for (_commit, _path, data, lines) in scan::fuzzing::git_log(&bytes, usize::from(batch) + 1)
+        {
             let added = data.split(|b| *b == b'\n').count() - usize::from(data.ends_with(b"\n"));
             assert_eq!(lines.len(), added, "one line number per added line");
-            assert!(lines.windows(2).all(|w| w[0] < w[1]), "line numbers increase: {lines:?}");
+            assert!(
+                lines.windows(2).all(|w| w[0] < w[1]),
+                "line numbers increase: {lines:?}"
+            );
             assert!(data.len() <= bytes.len());
         }
     }
