@@ -39,6 +39,8 @@ pub use config::{ConnectTo, ConnectToError, EnvReader, Limits, ProxyConfig, Time
 pub use dlp::{DlpLog, MARKER as DLP_MARKER};
 pub use log::{LogEntry, LogSink};
 pub use net::{Resolve, ResolveFuture, StaticResolver, SystemResolver};
+#[doc(hidden)]
+pub use proxy::fuzzing;
 pub use proxy::{INTROSPECTION_HOST, Proxy, ProxyError, serve};
 pub use routes::{ReloadError, RoutesHandle, Secret};
 pub use upstream::ConnectError;

@@ -156,6 +156,12 @@ impl<T> StrictIo<T> {
     }
 }
 
+/// [`analyse`] without the framing it found: whether a complete head passes (for the fuzz
+/// target).
+pub(crate) fn check_head(head: &[u8], max_headers: usize) -> Result<(), &'static str> {
+    analyse(head, max_headers).map(|_| ())
+}
+
 /// Checks a complete head and says how the message body is framed.
 fn analyse(head: &[u8], max_headers: usize) -> Result<State, &'static str> {
     let mut headers = vec![httparse::EMPTY_HEADER; max_headers];

@@ -334,3 +334,24 @@ impl Gate {
             .map_err(GateError::Teardown)
     }
 }
+
+/// What the fuzz targets (`fuzz/`) call: how the git gate reads a request path and the CGI
+/// head of `git http-backend`, without sockets. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The repository and endpoint a request asks for: (repository, `info/refs` |
+    /// `git-upload-pack` | `git-receive-pack`).
+    pub fn route<'a>(method: &http::Method, path: &'a str) -> Option<(&'a str, &'static str)> {
+        use crate::server::Route;
+        crate::server::route(method, path).map(|r| match r {
+            Route::InfoRefs(repo) => (repo, "info/refs"),
+            Route::UploadPack(repo) => (repo, "git-upload-pack"),
+            Route::ReceivePack(repo) => (repo, "git-receive-pack"),
+        })
+    }
+
+    /// The CGI header lines of `git http-backend`: the status and the headers passed on.
+    pub fn cgi_headers(lines: &[Vec<u8>]) -> Result<(u16, usize), String> {
+        crate::cgi::parse_headers(lines).map(|h| (h.status.as_u16(), h.headers.len()))
+    }
+}

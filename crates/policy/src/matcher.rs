@@ -137,6 +137,11 @@ impl Policy {
     /// `CONNECT`) and 80 otherwise (plain `http://`).
     pub fn route_for(&self, host: &str, port: u16, tls: bool) -> Option<&ValidatedRoute> {
         let host = normalize_host(host);
+        // An empty label (`a..b`, a leading dot, a second trailing dot) is no name a
+        // resolver or a certificate reads the same way: no route serves it.
+        if host.is_empty() || host.starts_with('.') || host.ends_with('.') || host.contains("..") {
+            return None;
+        }
         let default = if tls { 443 } else { 80 };
         let port_ok = |r: &&ValidatedRoute| r.port.unwrap_or(default) == port;
         let pick = |list: Option<&Vec<usize>>| {
@@ -442,6 +447,35 @@ mod tests {
         assert_eq!(
             reason(&p, "files.example.net", 443, "GET", "/"),
             (None, "host-not-allowed")
+        );
+    }
+
+    /// Found by the `egress_head` fuzz target: a CONNECT to `....example.org..` was served
+    /// by `*.example.org` (its first label a run of dots). A host with an empty label is no
+    /// name any resolver or certificate reads the same way; no route serves it.
+    #[test]
+    fn hosts_with_empty_labels_get_no_route() {
+        let p = policy(YAML);
+        for host in [
+            "....example.org",
+            "....example.org.",
+            "a..example.org",
+            ".a.example.org",
+            "a.example.org..",
+            "api.example.com..",
+            ".api.example.com",
+            ".",
+            "",
+        ] {
+            assert_eq!(
+                reason(&p, host, 443, "GET", "/v1/x"),
+                (None, "host-not-allowed"),
+                "{host:?}"
+            );
+        }
+        assert_eq!(
+            reason(&p, "a.example.org.", 443, "GET", "/"),
+            (Some(1), "allowed")
         );
     }
 

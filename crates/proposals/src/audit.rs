@@ -215,16 +215,29 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
     }
     bytes.extend_from_slice(line.as_bytes());
     bytes.push(b'\n');
-    file.write_all(&bytes).map_err(io_err("append to", &path))?;
-    file.sync_all().map_err(io_err("sync", &path))?;
     let head = Head {
         lines: entry.seq,
         last_hash: sha256_hex(&line),
     };
     let head_file = head_path(&path);
     let head_json = serde_json::to_vec(&head).unwrap_or_default();
-    state::atomic_write_mode(&head_file, &head_json, FILE_MODE)
-        .map_err(io_err("write", &head_file))?;
+    let written = file
+        .write_all(&bytes)
+        .map_err(io_err("append to", &path))
+        .and_then(|()| file.sync_all().map_err(io_err("sync", &path)))
+        .and_then(|()| {
+            state::atomic_write_mode(&head_file, &head_json, FILE_MODE)
+                .map_err(io_err("write", &head_file))
+        });
+    if let Err(e) = written {
+        // All or nothing: a line the head does not count (a full disk can take the line and
+        // refuse the head, or take half the line) would read as tampering and record a
+        // decision that was not made. Cutting the file back needs no space.
+        let _ = file
+            .set_len(existing.len() as u64)
+            .and_then(|()| file.sync_all());
+        return Err(e);
+    }
     Ok(entry)
 }
 

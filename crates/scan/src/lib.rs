@@ -32,6 +32,26 @@ mod git;
 mod objects;
 mod report;
 
+/// What the fuzz targets (`fuzz/`) call: the parsers of git's output, without git. Not an
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A tree entry: name, is a tree, is a blob, hex id.
+    pub type TreeEntry = (Vec<u8>, bool, bool, String);
+    /// A `git log -p` fragment: commit, path, added bytes, line numbers on the new side.
+    pub type LogFragment = (String, String, Vec<u8>, Vec<u32>);
+
+    /// Every fragment of `bytes` read as a `git log -p` stream (see `git/parse.rs`).
+    pub fn git_log(bytes: &[u8], batch_bytes: usize) -> Vec<LogFragment> {
+        crate::git::log_fragments(bytes, batch_bytes)
+    }
+
+    /// The entries of a tree object (see `objects.rs`).
+    pub fn tree(data: &[u8], hash_len: usize) -> Option<Vec<TreeEntry>> {
+        crate::objects::tree_entries(data, hash_len)
+    }
+}
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -341,6 +341,17 @@ fn scan_inner(
     Ok(scan)
 }
 
+/// The entries of a tree object as the scanner reads them: (name, is a tree, is a blob,
+/// hex id); `None` for a tree it cannot read (the fuzz target's entry).
+pub(crate) fn tree_entries(data: &[u8], hash_len: usize) -> Option<Vec<crate::fuzzing::TreeEntry>> {
+    parse_tree(data, hash_len).map(|entries| {
+        entries
+            .into_iter()
+            .map(|e| (e.name, e.is_tree, e.is_blob, e.oid))
+            .collect()
+    })
+}
+
 /// Parses a tree object: `<mode> <name>\0<raw id>` entries.
 fn parse_tree(data: &[u8], hash_len: usize) -> Option<Vec<Entry>> {
     let mut out = Vec::new();

@@ -266,28 +266,40 @@ impl Home {
                 .mode(0o700)
                 .create(&building)
                 .map_err(io_err("cannot create", &building))?;
-            let lock_path = building.join("lock");
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(io_err("cannot open", &lock_path))?;
-            file.lock().map_err(io_err("cannot lock", &lock_path))?;
-            let meta_path = building.join("metadata.json");
-            let mut data = serde_json::to_vec_pretty(meta).map_err(|e| StateError::Io {
-                action: "cannot encode",
-                path: meta_path.clone(),
-                source: io::Error::other(e),
-            })?;
-            data.push(b'\n');
-            atomic_write(&meta_path, &data).map_err(io_err("cannot write", &meta_path))?;
-            // Only `create_bottle` makes state directories, under the home-wide lock held
-            // here, so the name checked above is still free.
-            fs::rename(&building, &dir).map_err(io_err("cannot create", &dir))?;
+            let made = Self::fill_bottle_dir(&building, &dir, meta);
+            if made.is_err() {
+                // A half-made directory (a full disk, say) is not left behind.
+                let _ = fs::remove_dir_all(&building);
+            }
+            let file = made?;
             return Ok((id, RunLock { _file: file }));
         }
         Err(StateError::Exhausted(meta.agent.clone()))
+    }
+
+    /// Locks `building`, writes the metadata into it and renames it to `dir`; the lock file
+    /// stays open for the caller.
+    fn fill_bottle_dir(building: &Path, dir: &Path, meta: &Metadata) -> Result<File, StateError> {
+        let lock_path = building.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("cannot open", &lock_path))?;
+        file.lock().map_err(io_err("cannot lock", &lock_path))?;
+        let meta_path = building.join("metadata.json");
+        let mut data = serde_json::to_vec_pretty(meta).map_err(|e| StateError::Io {
+            action: "cannot encode",
+            path: meta_path.clone(),
+            source: io::Error::other(e),
+        })?;
+        data.push(b'\n');
+        atomic_write(&meta_path, &data).map_err(io_err("cannot write", &meta_path))?;
+        // Only `create_bottle` makes state directories, under the home-wide lock held by
+        // its caller, so the name checked there is still free.
+        fs::rename(building, dir).map_err(io_err("cannot create", dir))?;
+        Ok(file)
     }
 
     /// Takes the run lock of an existing bottle; fails with [`StateError::Running`] if a

@@ -1,6 +1,7 @@
 mod bad_files;
 mod clients;
 mod doctor;
+mod faults;
 mod friction;
 mod launcher_api;
 mod manifest_cli;

@@ -115,6 +115,64 @@ pub(super) fn same_place(authority: &str, scheme: Scheme, host: &str, port: u16)
     }
 }
 
+/// Why a request head is refused before any route is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadRefusal {
+    /// `Host` (or the absolute URI's authority) does not name the target (the CONNECT
+    /// target, and so the SNI), or is given twice.
+    HostMismatch,
+    /// A `CONNECT` inside a tunnel or as a plain request.
+    ConnectInTunnel,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    ConflictingLength,
+    /// More header fields than the limit.
+    TooManyHeaders,
+    /// A longer path and query than the limit.
+    UriTooLong,
+}
+
+/// The checks of a request head that come before the routes: the one place `forward`
+/// decides them (and the fuzz target calls).
+pub(crate) fn check_head(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    limits: &crate::config::Limits,
+) -> Result<(), HeadRefusal> {
+    // Host / :authority must name the CONNECT target (and so the SNI).
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (None, _) => true,
+        (Some(h), None) => h.to_str().is_ok_and(|h| same_place(h, scheme, host, port)),
+        (Some(_), Some(_)) => false,
+    };
+    let uri_ok = uri
+        .authority()
+        .is_none_or(|a| same_place(a.as_str(), scheme, host, port));
+    if !host_ok || !uri_ok {
+        return Err(HeadRefusal::HostMismatch);
+    }
+    if method == Method::CONNECT {
+        return Err(HeadRefusal::ConnectInTunnel);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(HeadRefusal::ConflictingLength);
+    }
+    // The same limits for HTTP/2 as the framing check applies to HTTP/1.1.
+    if headers.len() > limits.headers {
+        return Err(HeadRefusal::TooManyHeaders);
+    }
+    if uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.request_line {
+        return Err(HeadRefusal::UriTooLong);
+    }
+    Ok(())
+}
+
 /// Judges one request and forwards it when a route allows it.
 pub(super) async fn forward(
     shared: Arc<Shared>,
@@ -139,56 +197,53 @@ pub(super) async fn forward(
         started,
     };
 
-    // Host / :authority must name the CONNECT target (and so the SNI).
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host_ok = match (hosts.next(), hosts.next()) {
-        (None, _) => true,
-        (Some(h), None) => h.to_str().is_ok_and(|h| same_place(h, scheme, &host, port)),
-        (Some(_), Some(_)) => false,
-    };
-    let uri_ok = req
-        .uri()
-        .authority()
-        .is_none_or(|a| same_place(a.as_str(), scheme, &host, port));
-    if !host_ok || !uri_ok {
-        return ex.refuse(
-            StatusCode::MISDIRECTED_REQUEST,
-            "host-mismatch",
-            "the Host header does not match the proxy target",
-        );
-    }
-    if method == Method::CONNECT {
-        return ex.refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "connect-in-tunnel",
-            "CONNECT is not allowed inside a tunnel or as a plain request",
-        );
-    }
-    if req.headers().contains_key(header::TRANSFER_ENCODING)
-        && req.headers().contains_key(header::CONTENT_LENGTH)
-    {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "bot-bottle egress: conflicting Content-Length and Transfer-Encoding\n",
-        );
-    }
-    // The same limits for HTTP/2 as the framing check applies to HTTP/1.1.
-    if req.headers().len() > shared.limits.headers {
-        return ex.refuse(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "too-many-headers",
-            &format!("more than {} header fields", shared.limits.headers),
-        );
-    }
-    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > shared.limits.request_line {
-        return ex.refuse(
-            StatusCode::URI_TOO_LONG,
-            "uri-too-long",
-            &format!(
-                "the path is longer than {} bytes",
-                shared.limits.request_line
-            ),
-        );
+    match check_head(
+        &method,
+        req.uri(),
+        req.headers(),
+        scheme,
+        &host,
+        port,
+        &shared.limits,
+    ) {
+        Ok(()) => {}
+        Err(HeadRefusal::HostMismatch) => {
+            return ex.refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host-mismatch",
+                "the Host header does not match the proxy target",
+            );
+        }
+        Err(HeadRefusal::ConnectInTunnel) => {
+            return ex.refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "connect-in-tunnel",
+                "CONNECT is not allowed inside a tunnel or as a plain request",
+            );
+        }
+        Err(HeadRefusal::ConflictingLength) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bot-bottle egress: conflicting Content-Length and Transfer-Encoding\n",
+            );
+        }
+        Err(HeadRefusal::TooManyHeaders) => {
+            return ex.refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too-many-headers",
+                &format!("more than {} header fields", shared.limits.headers),
+            );
+        }
+        Err(HeadRefusal::UriTooLong) => {
+            return ex.refuse(
+                StatusCode::URI_TOO_LONG,
+                "uri-too-long",
+                &format!(
+                    "the path is longer than {} bytes",
+                    shared.limits.request_line
+                ),
+            );
+        }
     }
 
     // Judge the request exactly as it will be forwarded: hop-by-hop headers (and those
@@ -530,7 +585,7 @@ pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers (and any header the `Connection` header names) and every
 /// `Proxy-*` header.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

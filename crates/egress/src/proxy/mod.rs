@@ -253,7 +253,7 @@ where
     until_idle(conn, last, shared.timeouts.idle)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
     Http,
     Https,
@@ -321,18 +321,15 @@ async fn outer_inner(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Re
     if req.method() == Method::CONNECT {
         return connect(shared, req);
     }
-    let (host, port) = match (req.uri().scheme_str(), req.uri().authority()) {
-        (Some("http"), Some(auth)) => (
-            policy::normalize_host(auth.host()),
-            auth.port_u16().unwrap_or(80),
-        ),
-        (Some(_), Some(_)) => {
+    let (host, port) = match plain_target(req.uri()) {
+        Ok(target) => target,
+        Err(true) => {
             return plain(
                 StatusCode::BAD_REQUEST,
                 "bot-bottle egress: send https:// requests through CONNECT (set HTTPS_PROXY)\n",
             );
         }
-        _ => {
+        Err(false) => {
             return plain(
                 StatusCode::BAD_REQUEST,
                 "bot-bottle egress is a forward proxy: send absolute-form http:// requests or CONNECT\n",
@@ -366,22 +363,57 @@ fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
     }
 }
 
+/// Why a `CONNECT` target is refused before any route is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    /// No `host:port`.
+    NoAuthority,
+    /// User information (`user@host`).
+    UserInfo,
+}
+
+/// The tunnel's target of a `CONNECT`, as the routes and the leaf certificate see it.
+pub(crate) fn connect_target(uri: &http::Uri) -> Result<(String, u16), ConnectRefusal> {
+    let auth = uri.authority().ok_or(ConnectRefusal::NoAuthority)?;
+    if auth.as_str().contains('@') {
+        return Err(ConnectRefusal::UserInfo);
+    }
+    Ok((
+        policy::normalize_host(auth.host()),
+        auth.port_u16().unwrap_or(443),
+    ))
+}
+
+/// The target of an absolute-form `http://` request; `Err(true)` for another scheme (an
+/// `https://` request must come through `CONNECT`), `Err(false)` for no absolute form.
+pub(crate) fn plain_target(uri: &http::Uri) -> Result<(String, u16), bool> {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(auth)) => Ok((
+            policy::normalize_host(auth.host()),
+            auth.port_u16().unwrap_or(80),
+        )),
+        (Some(_), Some(_)) => Err(true),
+        _ => Err(false),
+    }
+}
+
 fn connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
-    let Some(auth) = req.uri().authority().cloned() else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "bot-bottle egress: CONNECT needs host:port\n",
-        );
+    let (host, port) = match connect_target(req.uri()) {
+        Ok(target) => target,
+        Err(ConnectRefusal::NoAuthority) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bot-bottle egress: CONNECT needs host:port\n",
+            );
+        }
+        Err(ConnectRefusal::UserInfo) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bot-bottle egress: CONNECT takes host:port without user information\n",
+            );
+        }
     };
-    if auth.as_str().contains('@') {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "bot-bottle egress: CONNECT takes host:port without user information\n",
-        );
-    }
-    let host = policy::normalize_host(auth.host());
-    let port = auth.port_u16().unwrap_or(443);
     let loaded = shared.routes.current();
     if loaded.policy.route_for(&host, port, true).is_none() {
         let ex = Exchange {
@@ -489,4 +521,70 @@ fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// What the fuzz targets (`fuzz/`) call: the request-head decisions of the proxy, without
+/// sockets. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::{HeaderMap, Method, Uri};
+
+    pub use super::ConnectRefusal;
+    pub use super::forward::HeadRefusal;
+
+    /// The framing check every HTTP/1 head passes before hyper parses it.
+    pub fn strict_head(head: &[u8]) -> Result<(), &'static str> {
+        crate::strict::check_head(head, crate::config::Limits::default().headers)
+    }
+
+    /// The target of a `CONNECT` (see `connect`).
+    pub fn connect_target(uri: &Uri) -> Result<(String, u16), ConnectRefusal> {
+        super::connect_target(uri)
+    }
+
+    /// The target of an absolute-form request (see `outer_inner`).
+    pub fn plain_target(uri: &Uri) -> Result<(String, u16), bool> {
+        super::plain_target(uri)
+    }
+
+    /// The checks before the routes, with the default limits; `tls` for a request inside a
+    /// tunnel.
+    pub fn check_head(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        tls: bool,
+        host: &str,
+        port: u16,
+    ) -> Result<(), HeadRefusal> {
+        let scheme = if tls {
+            super::Scheme::Https
+        } else {
+            super::Scheme::Http
+        };
+        super::forward::check_head(
+            method,
+            uri,
+            headers,
+            scheme,
+            host,
+            port,
+            &crate::config::Limits::default(),
+        )
+    }
+
+    /// The headers as they are judged and forwarded (hop-by-hop ones removed).
+    pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+        super::forward::strip_hop_by_hop(headers);
+    }
+
+    /// Whether `authority` names `host:port` (the `Host` check).
+    pub fn same_place(authority: &str, tls: bool, host: &str, port: u16) -> bool {
+        let scheme = if tls {
+            super::Scheme::Https
+        } else {
+            super::Scheme::Http
+        };
+        super::forward::same_place(authority, scheme, host, port)
+    }
 }

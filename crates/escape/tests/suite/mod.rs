@@ -4,8 +4,10 @@
 //! `$ESCAPE_TABLE` when set, for `SECURITY.md`); any ESCAPED fails.
 //!
 //! Network rule: traffic only to loopback and to the namespaces created here
-//! (`198.18.77.0/30` + `fd00:bb:77::/64` "internet", `10.213.77.0/30` "LAN"), plus, on docker,
-//! the docker networks the run creates (the test's own, the bottles').
+//! (`198.18.<n>.0/30` + `fd00:bb:<n>::/64` "internet", `10.213.<n>.0/30` "LAN", where `n` is
+//! the run's slot: see `netns::Slot`), plus, on docker, the docker networks the run creates
+//! (the test's own, the bottles'). Namespaces, addresses, the host DNS canary's address and
+//! the UDP canaries' port are the run's own, so two suites may run at once.
 //!
 //! Where docker's world differs (see `docker.rs`): the allowed upstream listens on the host
 //! side of a docker network the test creates (the sidecar container's loopback is its own);
@@ -29,22 +31,15 @@ use escape::{CaseLine, Verdict, parse_cases};
 use test_support::{TestCa, Upstream};
 
 use canary::Events;
-use netns::Netns;
+use netns::{Netns, Slot};
 
 const ZONE: &str = "escape.test";
 const API: &str = "api.example.test";
-const INET4_HOST: &str = "198.18.77.1";
-const INET4: &str = "198.18.77.2";
-const INET6_HOST: &str = "fd00:bb:77::1";
-const INET6: &str = "fd00:bb:77::2";
-const LAN4_HOST: &str = "10.213.77.1";
-const LAN4: &str = "10.213.77.2";
 const TCP_PORT: u16 = 80;
 /// The probe bottle's `resources:` (the probe's fork bomb and memory hog are bounded just
 /// above them): enough for git, TLS and the sections' children, far below what hurts CI.
 const RESOURCE_PIDS: u32 = 128;
 const RESOURCE_MEMORY_MIB: u32 = 384;
-const UDP_PORT: u16 = 9999;
 const PRIVATE_ROUTE_PORT: u16 = 8080;
 const IP_ROUTE_PORT: u16 = 8081;
 
@@ -122,6 +117,7 @@ struct World {
 fn world(
     upstream: &Upstream,
     ca: &TestCa,
+    slot: &Slot,
     host_port: u16,
     docker_base: Option<&str>,
     runtime: Option<&str>,
@@ -154,7 +150,7 @@ fn world(
     )
     .unwrap();
     let resolv = tmp.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+    std::fs::write(&resolv, format!("nameserver {}\n", slot.dns4)).unwrap();
     let manifest = format!(
         r#"bottles:
   dev:
@@ -180,7 +176,7 @@ fn world(
           port: {PRIVATE_ROUTE_PORT}
         - host: loop.{ZONE}
           port: {host_port}
-        - host: "{LAN4}"
+        - host: "{lan4}"
           port: {IP_ROUTE_PORT}
     resources: {{cpus: 1, memory: {RESOURCE_MEMORY_MIB}MiB, pids: {RESOURCE_PIDS}}}
 agents:
@@ -190,6 +186,7 @@ agents:
         up = upstream_git.display(),
         ca = ca_path.display(),
         addr = upstream.addr(),
+        lan4 = slot.lan4,
     );
     std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
     let mut env = Vec::new();
@@ -223,8 +220,8 @@ agents:
 }
 
 /// `bot-bottle start demo --backend B -- argv`, in a private mount namespace whose
-/// `/etc/resolv.conf` points at the DNS canary on 127.0.0.1 (so the sidecars resolve test
-/// names there and nothing asks a real resolver).
+/// `/etc/resolv.conf` points at this run's DNS canary on host loopback (so the sidecars
+/// resolve test names there and nothing asks a real resolver).
 fn start_cmd(w: &World, backend: &str, argv: &[String]) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
@@ -335,54 +332,85 @@ struct Canaries {
     answer: canary::Answer,
     host_port: u16,
     route_port: u16,
+    /// The port of every UDP canary (the host's, the "internet"'s, the "LAN"'s): this run's own.
+    udp_port: u16,
     notes: Vec<String>,
     _nets: Vec<Netns>,
+    /// This run's namespaces and addresses (dropped after the namespaces).
+    slot: Slot,
 }
 
 fn canaries() -> Result<Canaries, String> {
     let events = Events::default();
     let mut notes = Vec::new();
-    let inet = Netns::create("i", INET4_HOST, INET4, Some(INET6_HOST), Some(INET6))?;
-    let lan = Netns::create("l", LAN4_HOST, LAN4, None, None)?;
-    let answer: canary::Answer = Arc::new(|name: &str| {
-        canary::answer_for(name, ZONE, LAN4.parse().unwrap(), INET4.parse().unwrap())
-    });
+    let slot = Slot::claim()?;
+    let (inet4, inet6, lan4) = (slot.inet4.clone(), slot.inet6.clone(), slot.lan4.clone());
+    // The host UDP canary on every address, on a port of this run's own; the namespaces'
+    // UDP canaries take the same port.
+    let host_udp = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| format!("host UDP canary: {e}"))?;
+    let udp_port = host_udp.local_addr().map_err(|e| e.to_string())?.port();
+    canary::udp(host_udp, "host-udp", &events);
+    let inet = Netns::create(
+        &slot,
+        "i",
+        &slot.inet4_host,
+        &inet4,
+        Some(&slot.inet6_host),
+        Some(&inet6),
+    )?;
+    let lan = Netns::create(&slot, "l", &slot.lan4_host, &lan4, None, None)?;
+    let answer: canary::Answer = {
+        let (private, internet) = (lan4.parse().unwrap(), inet4.parse().unwrap());
+        Arc::new(move |name: &str| canary::answer_for(name, ZONE, private, internet))
+    };
     {
         let (e, a) = (events.clone(), answer.clone());
+        let (inet4, inet6) = (inet4.clone(), inet6.clone());
         inet.run(move || {
             canary::tcp(
-                TcpListener::bind((INET4, TCP_PORT)).unwrap(),
+                TcpListener::bind((inet4.as_str(), TCP_PORT)).unwrap(),
                 "inet-tcp",
                 &e,
             );
             canary::tcp(
-                TcpListener::bind(format!("[{INET6}]:{TCP_PORT}")).unwrap(),
+                TcpListener::bind(format!("[{inet6}]:{TCP_PORT}")).unwrap(),
                 "inet6-tcp",
                 &e,
             );
-            canary::udp(UdpSocket::bind((INET4, UDP_PORT)).unwrap(), "inet-udp", &e);
+            canary::udp(
+                UdpSocket::bind((inet4.as_str(), udp_port)).unwrap(),
+                "inet-udp",
+                &e,
+            );
             canary::dns_udp(
-                UdpSocket::bind((INET4, 53)).unwrap(),
+                UdpSocket::bind((inet4.as_str(), 53)).unwrap(),
                 "inet-dns",
                 &e,
                 a.clone(),
             );
-            canary::dns_tcp(TcpListener::bind((INET4, 53)).unwrap(), "inet-dns", &e, a);
+            canary::dns_tcp(
+                TcpListener::bind((inet4.as_str(), 53)).unwrap(),
+                "inet-dns",
+                &e,
+                a,
+            );
         })?;
         let e = events.clone();
+        let lan4 = lan4.clone();
         lan.run(move || {
-            canary::tcp(TcpListener::bind((LAN4, TCP_PORT)).unwrap(), "lan-tcp", &e);
+            let lan4 = lan4.as_str();
+            canary::tcp(TcpListener::bind((lan4, TCP_PORT)).unwrap(), "lan-tcp", &e);
             canary::tcp(
-                TcpListener::bind((LAN4, PRIVATE_ROUTE_PORT)).unwrap(),
+                TcpListener::bind((lan4, PRIVATE_ROUTE_PORT)).unwrap(),
                 "lan-route",
                 &e,
             );
             canary::tcp(
-                TcpListener::bind((LAN4, IP_ROUTE_PORT)).unwrap(),
+                TcpListener::bind((lan4, IP_ROUTE_PORT)).unwrap(),
                 "lan-iproute",
                 &e,
             );
-            canary::udp(UdpSocket::bind((LAN4, UDP_PORT)).unwrap(), "lan-udp", &e);
+            canary::udp(UdpSocket::bind((lan4, udp_port)).unwrap(), "lan-udp", &e);
         })?;
     }
     // The host: on every address (loopback for native bottles; a docker bottle would meet the
@@ -394,13 +422,24 @@ fn canaries() -> Result<Canaries, String> {
         Ok(l) => canary::tcp(l, "host6-tcp", &events),
         Err(e) => notes.push(format!("no [::1] canary: {e}")),
     }
-    match UdpSocket::bind(("0.0.0.0", UDP_PORT)) {
-        Ok(s) => canary::udp(s, "host-udp", &events),
-        Err(e) => notes.push(format!("no host UDP canary on {UDP_PORT}: {e}")),
-    }
     let route = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let route_port = route.local_addr().unwrap().port();
     canary::tcp(route, "host-route", &events);
+    // The DNS canary `start` resolves through is this run's own loopback address; the
+    // well-known resolver addresses get one too when no other run holds them.
+    let dns4 = slot.dns4.clone();
+    canary::dns_udp(
+        UdpSocket::bind((dns4.as_str(), 53)).map_err(|e| format!("DNS canary {dns4}: {e}"))?,
+        "host-dns",
+        &events,
+        answer.clone(),
+    );
+    canary::dns_tcp(
+        TcpListener::bind((dns4.as_str(), 53)).map_err(|e| format!("DNS canary {dns4}: {e}"))?,
+        "host-dns",
+        &events,
+        answer.clone(),
+    );
     for ip in ["127.0.0.1", "127.0.0.53", "127.0.0.11"] {
         match UdpSocket::bind((ip, 53)) {
             Ok(s) => canary::dns_udp(s, "host-dns", &events, answer.clone()),
@@ -412,7 +451,7 @@ fn canaries() -> Result<Canaries, String> {
         }
     }
     // Sanity: the canaries answer from the host (the only traffic the harness sends).
-    for addr in [format!("{INET4}:{TCP_PORT}"), format!("{LAN4}:{TCP_PORT}")] {
+    for addr in [format!("{inet4}:{TCP_PORT}"), format!("{lan4}:{TCP_PORT}")] {
         let mut s =
             std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
                 .map_err(|e| format!("canary {addr} unreachable from the host: {e}"))?;
@@ -421,10 +460,10 @@ fn canaries() -> Result<Canaries, String> {
     }
     // ... and record what they get: a UDP datagram and a DNS query each way too.
     let probe = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    let _ = probe.send_to(b"sanity", (INET4, UDP_PORT));
+    let _ = probe.send_to(b"sanity", (inet4.as_str(), udp_port));
     let q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x06sanity\x06escape\x04test\x00\x00\x01\x00\x01";
-    let _ = probe.send_to(q, ("127.0.0.1", 53));
-    let _ = probe.send_to(q, (INET4, 53));
+    let _ = probe.send_to(q, (dns4.as_str(), 53));
+    let _ = probe.send_to(q, (inet4.as_str(), 53));
     let want = [
         "inet-tcp",
         "lan-tcp",
@@ -451,8 +490,10 @@ fn canaries() -> Result<Canaries, String> {
         answer,
         host_port,
         route_port,
+        udp_port,
         notes,
         _nets: vec![inet, lan],
+        slot,
     })
 }
 
@@ -587,6 +628,7 @@ async fn run_backend(
     let w = world(
         &upstream,
         &ca,
+        &cans.slot,
         cans.route_port,
         dk.map(|d| d.base.as_str()),
         runtime,
@@ -641,13 +683,13 @@ async fn run_backend(
         "api_host": API,
         "pids_limit": RESOURCE_PIDS,
         "memory_limit_mib": RESOURCE_MEMORY_MIB,
-        "inet4": INET4, "inet6": INET6, "lan4": LAN4,
-        "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
+        "inet4": cans.slot.inet4, "inet6": cans.slot.inet6, "lan4": cans.slot.lan4,
+        "canary_tcp_port": TCP_PORT, "canary_udp_port": cans.udp_port,
         "host_canary_port": cans.host_port,
         "private_routes": [
             format!("private.{ZONE}:{PRIVATE_ROUTE_PORT}"),
             format!("loop.{ZONE}:{}", cans.route_port),
-            format!("{LAN4}:{IP_ROUTE_PORT}"),
+            format!("{}:{IP_ROUTE_PORT}", cans.slot.lan4),
         ],
         "token_fragment_rev": token_rev,
         "other_sockets": other_sockets,
@@ -1218,8 +1260,8 @@ fn control_run_without_a_bottle_is_caught(cans: &Canaries) {
     cans.events.clear();
     let cfg = serde_json::json!({
         "sections": ["network"],
-        "inet4": INET4, "inet6": INET6, "lan4": LAN4,
-        "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
+        "inet4": cans.slot.inet4, "inet6": cans.slot.inet6, "lan4": cans.slot.lan4,
+        "canary_tcp_port": TCP_PORT, "canary_udp_port": cans.udp_port,
         "host_canary_port": cans.host_port,
     });
     let out = Command::new(env!("CARGO_BIN_EXE_escape-probe"))
@@ -1263,8 +1305,8 @@ fn control_run_in_a_plain_container_is_caught(cans: &Canaries, d: &DockerSetup, 
     cans.events.clear();
     let cfg = serde_json::json!({
         "sections": ["network"],
-        "inet4": INET4, "inet6": INET6, "lan4": LAN4,
-        "canary_tcp_port": TCP_PORT, "canary_udp_port": UDP_PORT,
+        "inet4": cans.slot.inet4, "inet6": cans.slot.inet6, "lan4": cans.slot.lan4,
+        "canary_tcp_port": TCP_PORT, "canary_udp_port": cans.udp_port,
         "host_canary_port": cans.host_port,
         "host_addrs": [d.net.gateway.to_string()],
     });

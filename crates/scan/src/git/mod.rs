@@ -36,6 +36,18 @@ use crate::error::ScanError;
 use crate::finding::Finding;
 
 use parse::{ParseEnd, ParsePlan};
+
+/// Every fragment of `bytes` read as a `git log -p` stream: (commit, path, added bytes, line
+/// numbers on the new side). For the fuzz target.
+pub(crate) fn log_fragments(
+    bytes: &[u8],
+    batch_bytes: usize,
+) -> Vec<(String, String, Vec<u8>, Vec<u32>)> {
+    parse::fragments(bytes, batch_bytes)
+        .into_iter()
+        .map(|f| (f.commit, f.path, f.data, f.line_map))
+        .collect()
+}
 use process::{Batches, Watchdog, finish_log, list_commits, log_command, read_log, splittable};
 pub(crate) use process::{Children, git_command, spawn_child};
 

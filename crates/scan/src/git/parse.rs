@@ -167,6 +167,16 @@ enum Step {
     Quit,
 }
 
+/// Every fragment of `bytes` read as one whole `git log -p` stream, handed over in batches
+/// of `batch_bytes` (the fuzz target's entry: the parser as the scanner drives it).
+pub(crate) fn fragments(bytes: &[u8], batch_bytes: usize) -> Vec<OwnedFragment> {
+    // A batch holds at least one line, so this many never blocks the parser.
+    let (tx, rx) = mpsc::sync_channel(bytes.len() + 16);
+    let _ = parse_log(bytes, &tx, &ParsePlan::whole(batch_bytes));
+    drop(tx);
+    rx.into_iter().flatten().collect()
+}
+
 /// Reads a `git log -p` stream to its end or to the plan's stop, sending batches to `tx`.
 pub(super) fn parse_log<R: BufRead>(
     mut reader: R,
