@@ -34,6 +34,15 @@ pub struct Fragment<'a> {
     pub line_map: Option<&'a [u32]>,
 }
 
+/// How much of a fragment's context the rules may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The fragment's path and commit are known: everything applies.
+    Exact,
+    /// They are not: only what holds at every path and commit (see [`Engine::may_find`]).
+    AnyPath,
+}
+
 /// Compiled rules plus the keyword automaton.
 #[derive(Debug)]
 pub struct Engine {
@@ -135,8 +144,45 @@ impl Engine {
         if self.skips_path(frag.path) || frag.commit.is_some_and(|c| self.skips_commit(c)) {
             return;
         }
+        self.scan_in(frag, out, Mode::Exact);
+    }
+
+    /// Whether bytes found at some unknown paths and commits may hold a finding: the rules
+    /// run as [`Engine::scan`] runs them, except that whatever depends on the path or the
+    /// commit is left out (rules' path conditions, allowlists naming paths or commits, rules
+    /// that match a path alone). Never `false` where a scan of the same bytes at some path in
+    /// some commit would report something; the git history scan reads each blob once and
+    /// looks closer only at the commits that bring in a blob for which this is `true`.
+    pub fn may_find(&self, data: &[u8]) -> bool {
+        let mut out = Vec::new();
+        self.scan_in(
+            &Fragment {
+                path: "",
+                commit: None,
+                data,
+                line_map: None,
+            },
+            &mut out,
+            Mode::AnyPath,
+        );
+        !out.is_empty()
+    }
+
+    /// Whether a rule that matches a path alone (no regex) matches this path.
+    pub fn path_rule_matches(&self, path: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.regex.is_none()
+                && !rule.skip_report
+                && rule
+                    .path
+                    .as_ref()
+                    .is_some_and(|p| p.is_match(path.as_bytes()))
+        })
+    }
+
+    fn scan_in(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, mode: Mode) {
         let start = out.len();
-        self.scan_plain(frag, out, true);
+        self.scan_plain(frag, out, mode == Mode::Exact, mode);
         if let Some(text) = decode::utf16_text(frag.data) {
             let mut more = Vec::new();
             self.scan_plain(
@@ -146,15 +192,17 @@ impl Engine {
                 },
                 &mut more,
                 false,
+                mode,
             );
-            self.scan_encoded(frag, &text, 0, None, start, out);
+            self.scan_encoded(frag, &text, 0, None, start, out, mode);
             push_new(out, start, more);
         }
-        self.scan_encoded(frag, frag.data, 0, None, start, out);
+        self.scan_encoded(frag, frag.data, 0, None, start, out, mode);
     }
 
     /// Decodes the encoded runs of `data` (the fragment's bytes, or decoded text at `at`) and
     /// scans what they hide, down to [`decode::MAX_DECODE_DEPTH`].
+    #[allow(clippy::too_many_arguments)]
     fn scan_encoded(
         &self,
         frag: &Fragment<'_>,
@@ -163,6 +211,7 @@ impl Engine {
         at: Option<(u32, u32)>,
         start: usize,
         out: &mut Vec<Finding>,
+        mode: Mode,
     ) {
         if depth >= decode::MAX_DECODE_DEPTH {
             return;
@@ -194,7 +243,7 @@ impl Engine {
                 line_map: None,
             };
             let mut found = Vec::new();
-            self.scan_plain(&sub, &mut found, false);
+            self.scan_plain(&sub, &mut found, false, mode);
             let found = found
                 .into_iter()
                 .map(|f| {
@@ -211,13 +260,19 @@ impl Engine {
                 })
                 .collect();
             push_new(out, start, found);
-            self.scan_encoded(frag, &run.text, depth + 1, Some(here), start, out);
+            self.scan_encoded(frag, &run.text, depth + 1, Some(here), start, out, mode);
         }
     }
 
     /// The rules over the fragment's bytes as they are; `path_rules`: also the rules that
     /// match a path alone.
-    fn scan_plain(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, path_rules: bool) {
+    fn scan_plain(
+        &self,
+        frag: &Fragment<'_>,
+        out: &mut Vec<Finding>,
+        path_rules: bool,
+        mode: Mode,
+    ) {
         let n = self.rules.len();
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
         let mut regions: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
@@ -247,7 +302,7 @@ impl Engine {
                 continue;
             };
             let rule = &self.rules[i];
-            if !self.rule_applies(rule, frag) {
+            if mode == Mode::Exact && !self.rule_applies(rule, frag) {
                 continue;
             }
             let covered: usize = rule_regions.iter().map(|r| r.len()).sum();
@@ -256,7 +311,7 @@ impl Engine {
                 rule_regions.push(0..frag.data.len());
             }
             for region in rule_regions {
-                self.scan_region(rule, frag, region, &mut lines, &mut found);
+                self.scan_region(rule, frag, region, &mut lines, &mut found, mode);
             }
         }
         drop_generic_duplicates(&mut found);
@@ -311,6 +366,7 @@ impl Engine {
         region: Range<usize>,
         lines: &mut LineIndex,
         out: &mut Vec<(Range<usize>, Finding)>,
+        mode: Mode,
     ) {
         let Some(re) = &rule.regex else { return };
         let base = region.start;
@@ -345,9 +401,17 @@ impl Engine {
                 matched: whole.as_bytes(),
                 line: line_text,
             };
-            if rule.allowlists.iter().any(|a| a.allows(&cand))
+            // Without a path or commit, only allowlists that name neither can be asked.
+            let askable =
+                |a: &Allowlist| mode == Mode::Exact || (a.paths.is_empty() && a.commits.is_empty());
+            if rule
+                .allowlists
+                .iter()
+                .any(|a| askable(a) && a.allows(&cand))
                 || self.global.iter().any(|a| {
-                    (a.target_rules.is_empty() || a.target_rules.iter().any(|t| t == &rule.id))
+                    askable(a)
+                        && (a.target_rules.is_empty()
+                            || a.target_rules.iter().any(|t| t == &rule.id))
                         && a.allows(&cand)
                 })
             {

@@ -43,7 +43,7 @@ pub use config::{BUILTIN_RULES, ConfigError, Rule, RuleSet};
 pub use engine::INLINE_ALLOW;
 pub use error::ScanError;
 pub use finding::{Finding, FindingJson, REDACTED, Secret, fingerprint, shannon_entropy};
-pub use git::GitScanRequest;
+pub use git::{GitScanCounts, GitScanRequest};
 pub use objects::{DEFAULT_MAX_BLOB_SIZE, ObjectScan, ObjectScanOptions, Unreadable};
 pub use report::{Format, RuleInfo, render, render_json, render_sarif, render_text};
 
@@ -232,14 +232,25 @@ impl Scanner {
 
     /// Scans the lines added by the commits git lists for `req.rev_args`, in git's order
     /// (newest first). Merge commits contribute only lines new to all their parents.
+    ///
+    /// Each blob the range brings in is read and scanned once; only the commits that bring in a
+    /// blob that may hold a finding are then shown as patches, so the findings (commits, files,
+    /// lines, fingerprints) are those of `git log -p` over the range.
     pub fn scan_git(&self, req: &GitScanRequest) -> Result<Vec<Finding>, ScanError> {
-        let findings = git::scan_git(
-            &self.engine,
-            req,
-            self.options.git_timeout,
-            git::SPLIT_MIN_COMMITS,
-        )?;
-        Ok(self.finish(findings))
+        Ok(self.scan_git_counted(req)?.0)
+    }
+
+    /// [`Scanner::scan_git`], with how much it read (`None` when the revision arguments
+    /// change the diffs and the range was scanned from one `git log -p`). For tests and
+    /// benchmarks.
+    #[doc(hidden)]
+    pub fn scan_git_counted(
+        &self,
+        req: &GitScanRequest,
+    ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
+        let (findings, counts) =
+            git::scan_git_once(&self.engine, req, self.options.git_timeout)?;
+        Ok((self.finish(findings), counts))
     }
 
     /// Scans every object `git rev-list --objects <rev_args>` lists that `git log -p` does not
@@ -257,9 +268,10 @@ impl Scanner {
         Ok(scan)
     }
 
-    /// [`Scanner::scan_git`] with the number of commits above which the range is split between
-    /// two `git log` processes (`usize::MAX`: never). For tests and benchmarks: the results do
-    /// not depend on it.
+    /// The range scanned from `git log -p` over all of it (the way before [`Scanner::scan_git`]
+    /// read each blob once), with the number of commits above which the range is split between
+    /// two `git log` processes (`usize::MAX`: never). For tests and benchmarks: the results
+    /// are those of [`Scanner::scan_git`].
     #[doc(hidden)]
     pub fn scan_git_split(
         &self,
