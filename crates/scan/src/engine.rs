@@ -6,8 +6,9 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-use crate::config::{Allowlist, Candidate, Rule, RuleSet, contains};
+use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
+use crate::value;
 use crate::finding::{Finding, Secret, shannon_entropy};
 
 /// The marker that allows a finding on its line (unless switched off).
@@ -385,6 +386,11 @@ impl Engine {
             }
             let entropy = shannon_entropy(secret_bytes);
             if rule.entropy.is_some_and(|min| entropy <= min) {
+                continue;
+            }
+            if rule.tags.iter().any(|t| t == ASSIGNMENT_TAG)
+                && value::not_a_secret(secret_bytes).is_some()
+            {
                 continue;
             }
             let (abs_start, abs_end) = (base + whole.start(), base + whole.end());

@@ -31,6 +31,7 @@ mod finding;
 mod git;
 mod objects;
 mod report;
+mod value;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use std::time::Duration;
 use rayon::prelude::*;
 
 pub use baseline::Baseline;
-pub use config::{BUILTIN_RULES, ConfigError, Rule, RuleSet};
+pub use config::{ASSIGNMENT_TAG, BUILTIN_RULES, ConfigError, Rule, RuleSet};
 pub use engine::INLINE_ALLOW;
 pub use error::ScanError;
 pub use finding::{Finding, FindingJson, REDACTED, Secret, fingerprint, shannon_entropy};
