@@ -264,8 +264,45 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        let mut scan = objects::scan_objects(&self.engine, req, options, self.options.git_timeout)?;
+        let (mut scan, _) =
+            objects::scan_objects(&self.engine, req, options, self.options.git_timeout, false)?;
         scan.findings = self.finish(std::mem::take(&mut scan.findings));
+        Ok(scan)
+    }
+
+    /// Everything a push adds, each new blob read once: [`Scanner::scan_git`] and
+    /// [`Scanner::scan_git_objects`] over the same arguments, their findings in that order
+    /// (the lines the commits add, then the other objects), with the blobs the object scan
+    /// reads judged there, so that the history scan reads only the blobs that are not new
+    /// (an old file brought back by a commit).
+    pub fn scan_push(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+    ) -> Result<ObjectScan, ScanError> {
+        let timeout = self.options.git_timeout;
+        let (lines, mut scan) = if git::reads_blobs_once(req) {
+            let (scan, judged) = objects::scan_objects(&self.engine, req, options, timeout, true)?;
+            let (lines, _) = git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref())?;
+            (lines, scan)
+        } else {
+            let (lines, objects) = std::thread::scope(|s| {
+                let objects = s.spawn(|| {
+                    objects::scan_objects(&self.engine, req, options, timeout, false)
+                });
+                let lines = git::scan_git(&self.engine, req, timeout, git::SPLIT_MIN_COMMITS);
+                (lines, objects.join())
+            });
+            let objects = objects.map_err(|_| ScanError::Git {
+                repo: req.repo.clone(),
+                range: req.describe(),
+                message: "the object scan stopped unexpectedly".into(),
+            })?;
+            (lines?, objects?.0)
+        };
+        let mut findings = self.finish(lines);
+        findings.extend(self.finish(std::mem::take(&mut scan.findings)));
+        scan.findings = findings;
         Ok(scan)
     }
 

@@ -33,6 +33,7 @@ use super::{BATCH_BYTES, Children, GitScanRequest, git_command, scan_batches, sp
 use crate::engine::Engine;
 use crate::error::ScanError;
 use crate::finding::Finding;
+use crate::objects::JudgedBlobs;
 
 /// The arguments of the listing: one line per changed path with its new blob, no renames
 /// (a renamed file's blob is named under its new path all the same), merges as in the patch.
@@ -62,17 +63,20 @@ struct ListedCommit {
 pub struct GitScanCounts {
     /// Commits in the range.
     pub commits: u64,
-    /// Distinct blobs read (each once).
+    /// Distinct blobs read here (each once; blobs the object scan of a push read are not
+    /// read again).
     pub blobs: u64,
     /// Commits shown as patches because they bring in a blob that may hold a finding.
     pub patched: u64,
 }
 
-/// Scans the range by reading each blob once (see the module doc).
+/// Scans the range by reading each blob once (see the module doc). Blobs in `known` were read
+/// and judged already (by the object scan of the same push) and are not read again.
 pub(crate) fn scan_git_blobs(
     engine: &Engine,
     req: &GitScanRequest,
     timeout: std::time::Duration,
+    known: Option<&JudgedBlobs>,
 ) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
     let git_err = |message: String| ScanError::Git {
         repo: req.repo.clone(),
@@ -81,7 +85,7 @@ pub(crate) fn scan_git_blobs(
     };
     let children: Children = std::sync::Arc::default();
     let watchdog = Watchdog::start(&children, timeout);
-    let result = run(engine, req, &children, &git_err);
+    let result = run(engine, req, &children, &git_err, known);
     if watchdog.finish() {
         return Err(git_err(format!(
             "git log did not finish within {} s and was stopped",
@@ -96,6 +100,7 @@ fn run(
     req: &GitScanRequest,
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
+    known: Option<&JudgedBlobs>,
 ) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
     let mut list = git_command(req, "log");
     list.args(RAW_ARGS)
@@ -131,7 +136,7 @@ fn run(
     let cat_err = std::thread::spawn(move || keep_stderr(cat_err));
 
     let (listed, flagged, read_result) = std::thread::scope(|s| {
-        let listing = s.spawn(move || list_commits(engine, list_out, cat_in));
+        let listing = s.spawn(move || list_commits(engine, list_out, cat_in, known));
         let (tx, rx) = mpsc::sync_channel::<Vec<(usize, Vec<u8>)>>(2);
         let blobs = s.spawn(move || read_blobs(cat_out, &tx));
         let mut flagged: Vec<usize> = Vec::new();
@@ -181,14 +186,15 @@ fn run(
     }
 
     let mut is_flagged = vec![false; listed.blob_count];
-    for i in flagged {
+    let read_flagged = flagged.into_iter().filter_map(|k| listed.sent.get(k).copied());
+    for i in read_flagged.chain(listed.known_flagged.iter().copied()) {
         if let Some(f) = is_flagged.get_mut(i) {
             *f = true;
         }
     }
     let mut counts = GitScanCounts {
         commits: listed.commits.len() as u64,
-        blobs: listed.blob_count as u64,
+        blobs: listed.sent.len() as u64,
         patched: 0,
     };
     let ids: Vec<String> = listed
@@ -213,6 +219,10 @@ fn run(
 struct Listing {
     commits: Vec<ListedCommit>,
     blob_count: usize,
+    /// The blobs asked of `git cat-file`, in order (their indexes).
+    sent: Vec<usize>,
+    /// Blobs judged before (`known`) that may hold a finding.
+    known_flagged: Vec<usize>,
 }
 
 /// Reads the `git log --raw` listing; each blob named for the first time is asked of
@@ -221,7 +231,10 @@ fn list_commits(
     engine: &Engine,
     out: std::process::ChildStdout,
     cat_in: ChildStdin,
+    known: Option<&JudgedBlobs>,
 ) -> std::io::Result<Listing> {
+    let mut sent = Vec::new();
+    let mut known_flagged = Vec::new();
     let mut cat = BufWriter::with_capacity(16 * 1024, cat_in);
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut commits: Vec<ListedCommit> = Vec::new();
@@ -259,8 +272,21 @@ fn list_commits(
         }
         let next = index.len();
         let i = *index.entry(entry.oid.to_vec()).or_insert(next);
-        if i == next && cat_ok {
-            cat_ok = cat.write_all(entry.oid).is_ok() && cat.write_all(b"\n").is_ok();
+        if i == next {
+            let oid = std::str::from_utf8(entry.oid).unwrap_or_default();
+            match known {
+                Some(k) if k.known.contains(oid) => {
+                    if k.flagged.contains(oid) {
+                        known_flagged.push(i);
+                    }
+                }
+                _ => {
+                    sent.push(i);
+                    if cat_ok {
+                        cat_ok = cat.write_all(entry.oid).is_ok() && cat.write_all(b"\n").is_ok();
+                    }
+                }
+            }
         }
         commit.blobs.push(i);
     }
@@ -269,6 +295,8 @@ fn list_commits(
     Ok(Listing {
         commits,
         blob_count: index.len(),
+        sent,
+        known_flagged,
     })
 }
 

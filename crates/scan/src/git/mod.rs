@@ -25,6 +25,7 @@ mod parse;
 mod process;
 
 pub use blobs::GitScanCounts;
+pub(crate) use blobs::scan_git_blobs;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -88,10 +89,16 @@ pub(crate) fn scan_git_once(
     timeout: Duration,
 ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
     if splittable(&req.rev_args) {
-        blobs::scan_git_blobs(engine, req, timeout).map(|(f, c)| (f, Some(c)))
+        blobs::scan_git_blobs(engine, req, timeout, None).map(|(f, c)| (f, Some(c)))
     } else {
         scan_git(engine, req, timeout, SPLIT_MIN_COMMITS).map(|f| (f, None))
     }
+}
+
+/// Whether the request's revision arguments only choose commits (so the history scan reads
+/// each blob once); diff options keep the one `git log -p`.
+pub(crate) fn reads_blobs_once(req: &GitScanRequest) -> bool {
+    splittable(&req.rev_args)
 }
 
 /// Runs `git log -p` for the request and scans what each commit adds; ranges of more than

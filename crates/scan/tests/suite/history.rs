@@ -267,3 +267,57 @@ fn errors_are_those_of_one_git_log() {
         )
     );
 }
+
+/// The push scan (each new blob read once, for both scans) reports exactly what the history
+/// scan and the object scan report one after the other.
+#[test]
+fn the_push_scan_is_the_history_scan_then_the_object_scan() {
+    let Some(r) = super::git::busy_history() else {
+        return;
+    };
+    // A tag at a blob, a big blob and one brought back by a revert, on top of the history.
+    r.write("tagged.txt", &format!("gh = {}\n", github_token()));
+    let tagged = r.git(&["hash-object", "-w", "tagged.txt"]);
+    std::fs::remove_file(r.path().join("tagged.txt")).unwrap();
+    r.git(&["tag", "blob-tag", &tagged]);
+    r.write("big.bin", &"x".repeat(64 * 1024));
+    r.commit("big");
+    let mid = r.git(&["rev-parse", "HEAD~5"]);
+    let s = Scanner::builtin().unwrap().with_options(ScanOptions {
+        honor_inline_allow: false,
+        ..ScanOptions::default()
+    });
+    let small = scan::ObjectScanOptions {
+        max_blob_size: 32 * 1024,
+    };
+    for rev_args in [
+        vec!["HEAD".to_string(), "blob-tag".to_string()],
+        vec!["HEAD".to_string(), "--not".to_string(), mid.clone()],
+        vec!["HEAD".to_string(), "--not".to_string(), "side2".to_string()],
+        vec!["--all".to_string()],
+        vec!["HEAD".to_string(), "-w".to_string()],
+    ] {
+        let req = GitScanRequest {
+            repo: r.path().to_path_buf(),
+            rev_args: rev_args.clone(),
+            env: vec![],
+        };
+        let push = s.scan_push(&req, &small).unwrap();
+        let mut want = s.scan_git(&req).unwrap();
+        let objects = s.scan_git_objects(&req, &small).unwrap();
+        want.extend(objects.findings);
+        assert!(!want.is_empty(), "{rev_args:?}");
+        assert_eq!(push.findings, want, "{rev_args:?}");
+        assert_eq!(push.unreadable, objects.unreadable, "{rev_args:?}");
+        assert_eq!(push.objects, objects.objects, "{rev_args:?}");
+    }
+    // Nothing new: nothing read, nothing found.
+    let head = r.git(&["rev-parse", "HEAD"]);
+    let push = s
+        .scan_push(
+            &req(&r, &[&head, "--not", "--all"]),
+            &scan::ObjectScanOptions::default(),
+        )
+        .unwrap();
+    assert_eq!((push.findings, push.unreadable, push.objects), (vec![], vec![], 0));
+}
