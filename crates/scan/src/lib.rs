@@ -5,8 +5,10 @@
 //! too; compressed or encrypted content is reported as unreadable rather than passed.
 //!
 //! Used by `bot-bottle scan` and by the git gate, which scans pushed ranges inside a receive
-//! quarantine with [`Scanner::scan_git`] and [`Scanner::scan_git_objects`] and inline allow
-//! markers switched off.
+//! quarantine with [`Scanner::scan_push`] (what [`Scanner::scan_git`] and
+//! [`Scanner::scan_git_objects`] find, each new blob read once) and inline allow markers
+//! switched off. Rules tagged [`ASSIGNMENT_TAG`] have the value they match judged: prose,
+//! references and placeholders assigned to a secret's name are not reported.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), scan::ScanError> {
