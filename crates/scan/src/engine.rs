@@ -280,7 +280,9 @@ impl Engine {
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
         }
-        let windowed = frag.data.len() >= WINDOW_MIN_FRAGMENT;
+        // Bytes judged for some unknown place are scanned whole: a window around a keyword
+        // in a whole blob need not hold what the window in the lines a commit adds holds.
+        let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
         if let Some(ac) = &self.keywords {
             for m in ac.find_overlapping_iter(frag.data) {
                 for &r in &self.keyword_rules[m.pattern().as_usize()] {

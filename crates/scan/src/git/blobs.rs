@@ -17,7 +17,10 @@
 //!    over the range.
 //!
 //! On a clean history step 3 shows nothing; on a history with findings it shows the commits
-//! that introduce them. Revision arguments that are not only commit selectors (diff options
+//! that introduce them. The one thing step 2 does not look for is a match the patch scan would
+//! make across two added lines that are not next to each other in the file (the patch scan
+//! joins a file's added lines); such a match is an artefact of the joining, not text of the
+//! file. Revision arguments that are not only commit selectors (diff options
 //! such as `-w`) keep the one `git log -p` (see [`super::process::splittable`]).
 
 use std::collections::HashMap;

@@ -321,3 +321,33 @@ fn the_push_scan_is_the_history_scan_then_the_object_scan() {
         .unwrap();
     assert_eq!((push.findings, push.unreadable, push.objects), (vec![], vec![], 0));
 }
+
+/// A rule whose keyword sits far from its secret: the lines a commit adds put them next to each
+/// other, the whole blob does not, and the blob is still judged whole (not only around the
+/// keyword), so the commit is shown and the finding is the same.
+#[test]
+fn a_keyword_far_from_its_secret_in_a_large_blob_is_still_found() {
+    let Some(r) = Repo::new() else { return };
+    let filler: String = (0..3000)
+        .map(|i| format!("filler line number {i} of a large file\n"))
+        .collect();
+    r.write("big.txt", &filler);
+    r.commit("big");
+    let secret = "Zq8Lr2Xv5Nw1Tb7Kd4Hs9Mf3Pc6Gy0Ja2Ue5Rt1W";
+    r.write("big.txt", &format!("acmecloud\n{filler}{secret}\n"));
+    let added = r.commit("keyword at the top, secret at the bottom");
+    let text = r#"
+[[rules]]
+id = "acme-key"
+description = "ACME key (keyword anywhere in the fragment)"
+regex = '''\b([A-Za-z0-9]{40})\b'''
+keywords = ["acmecloud"]
+"#;
+    let s = Scanner::from_rules(RuleSet::from_toml_str(text, "t.toml", None).unwrap());
+    let (found, counts) = scan_both(&s, &r, &["HEAD"]);
+    assert_eq!(
+        places(&found),
+        vec![(Some(added), "big.txt".to_string(), 3002, "acme-key".to_string())]
+    );
+    assert_eq!(counts.patched, 1);
+}
