@@ -8,8 +8,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
-use crate::value;
 use crate::finding::{Finding, Secret, shannon_entropy};
+use crate::value;
 
 /// The marker that allows a finding on its line (unless switched off).
 pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";

@@ -251,8 +251,7 @@ impl Scanner {
         &self,
         req: &GitScanRequest,
     ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
-        let (findings, counts) =
-            git::scan_git_once(&self.engine, req, self.options.git_timeout)?;
+        let (findings, counts) = git::scan_git_once(&self.engine, req, self.options.git_timeout)?;
         Ok((self.finish(findings), counts))
     }
 
@@ -289,9 +288,8 @@ impl Scanner {
             (lines, scan)
         } else {
             let (lines, objects) = std::thread::scope(|s| {
-                let objects = s.spawn(|| {
-                    objects::scan_objects(&self.engine, req, options, timeout, false)
-                });
+                let objects =
+                    s.spawn(|| objects::scan_objects(&self.engine, req, options, timeout, false));
                 let lines = git::scan_git(&self.engine, req, timeout, git::SPLIT_MIN_COMMITS);
                 (lines, objects.join())
             });

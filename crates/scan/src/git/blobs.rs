@@ -189,7 +189,9 @@ fn run(
     }
 
     let mut is_flagged = vec![false; listed.blob_count];
-    let read_flagged = flagged.into_iter().filter_map(|k| listed.sent.get(k).copied());
+    let read_flagged = flagged
+        .into_iter()
+        .filter_map(|k| listed.sent.get(k).copied());
     for i in read_flagged.chain(listed.known_flagged.iter().copied()) {
         if let Some(f) = is_flagged.get_mut(i) {
             *f = true;

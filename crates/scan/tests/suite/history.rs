@@ -61,7 +61,14 @@ fn the_same_blob_at_many_paths_and_commits_is_read_once_and_reported_once_per_pl
     r.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
 
     let (found, counts) = scan_both(&s, &r, &["HEAD"]);
-    let at = |c: &str, p: &str| (Some(c.to_string()), p.to_string(), 3, "github-pat".to_string());
+    let at = |c: &str, p: &str| {
+        (
+            Some(c.to_string()),
+            p.to_string(),
+            3,
+            "github-pat".to_string(),
+        )
+    };
     let mut got = places(&found);
     got.sort();
     let mut want = vec![
@@ -213,12 +220,7 @@ commits = ["{third}"]
     let s = Scanner::from_rules(RuleSet::from_toml_str(&text, "t.toml", None).unwrap());
     let (found, counts) = scan_both(&s, &r, &["HEAD"]);
     let at = |p: &str, line: u32, rule: &str| {
-        (
-            Some(second.clone()),
-            p.to_string(),
-            line,
-            rule.to_string(),
-        )
+        (Some(second.clone()), p.to_string(), line, rule.to_string())
     };
     let mut got = places(&found);
     got.sort();
@@ -319,7 +321,10 @@ fn the_push_scan_is_the_history_scan_then_the_object_scan() {
             &scan::ObjectScanOptions::default(),
         )
         .unwrap();
-    assert_eq!((push.findings, push.unreadable, push.objects), (vec![], vec![], 0));
+    assert_eq!(
+        (push.findings, push.unreadable, push.objects),
+        (vec![], vec![], 0)
+    );
 }
 
 /// A rule whose keyword sits far from its secret: the lines a commit adds put them next to each
@@ -347,7 +352,12 @@ keywords = ["acmecloud"]
     let (found, counts) = scan_both(&s, &r, &["HEAD"]);
     assert_eq!(
         places(&found),
-        vec![(Some(added), "big.txt".to_string(), 3002, "acme-key".to_string())]
+        vec![(
+            Some(added),
+            "big.txt".to_string(),
+            3002,
+            "acme-key".to_string()
+        )]
     );
     assert_eq!(counts.patched, 1);
 }
