@@ -51,6 +51,9 @@ const RAW_ARGS: [&str; 8] = [
     "--format=%x00%H",
 ];
 
+/// How many `git cat-file` processes read blobs side by side (inflating is most of the work).
+const READERS: usize = 2;
+
 /// A commit of the listing and what it brings in.
 #[derive(Default)]
 struct ListedCommit {
@@ -113,35 +116,54 @@ fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let lister = spawn_child(list, children, git_err)?;
-    let mut cat = git_command(req, "cat-file");
-    cat.arg("--batch")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let reader = match spawn_child(cat, children, git_err) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = lister.lock().map(|mut c| c.kill());
-            return Err(e);
-        }
-    };
     let take = |c: &std::sync::Arc<std::sync::Mutex<std::process::Child>>| {
         c.lock()
             .map(|mut c| (c.stdin.take(), c.stdout.take(), c.stderr.take()))
             .map_err(|_| git_err("lost track of the git process".into()))
     };
     let (_, list_out, list_err) = take(&lister)?;
-    let (cat_in, cat_out, cat_err) = take(&reader)?;
-    let (Some(list_out), Some(cat_in), Some(cat_out)) = (list_out, cat_in, cat_out) else {
+    let Some(list_out) = list_out else {
         return Err(git_err("cannot read git's output".into()));
     };
     let list_err = std::thread::spawn(move || keep_stderr(list_err));
-    let cat_err = std::thread::spawn(move || keep_stderr(cat_err));
+    // The readers: blobs are dealt to them in turn, each inflates its share.
+    let mut readers = Vec::with_capacity(READERS);
+    let mut cat_ins = Vec::with_capacity(READERS);
+    let mut cat_outs = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        let mut cat = git_command(req, "cat-file");
+        cat.arg("--batch")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let reader = match spawn_child(cat, children, git_err) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = lister.lock().map(|mut c| c.kill());
+                return Err(e);
+            }
+        };
+        let (cat_in, cat_out, cat_err) = take(&reader)?;
+        let (Some(cat_in), Some(cat_out)) = (cat_in, cat_out) else {
+            return Err(git_err("cannot read git's output".into()));
+        };
+        cat_ins.push(cat_in);
+        cat_outs.push(cat_out);
+        readers.push((reader, std::thread::spawn(move || keep_stderr(cat_err))));
+    }
 
-    let (listed, flagged, read_result) = std::thread::scope(|s| {
-        let listing = s.spawn(move || list_commits(engine, list_out, cat_in, known));
+    let (listed, flagged, read_results) = std::thread::scope(|s| {
+        let listing = s.spawn(move || list_commits(engine, list_out, cat_ins, known));
         let (tx, rx) = mpsc::sync_channel::<Vec<(usize, Vec<u8>)>>(2);
-        let blobs = s.spawn(move || read_blobs(cat_out, &tx));
+        let blobs: Vec<_> = cat_outs
+            .into_iter()
+            .enumerate()
+            .map(|(j, out)| {
+                let tx = tx.clone();
+                s.spawn(move || read_blobs(out, j, READERS, &tx))
+            })
+            .collect();
+        drop(tx);
         let mut flagged: Vec<usize> = Vec::new();
         for batch in rx {
             flagged.extend(
@@ -153,7 +175,7 @@ fn run(
             );
         }
         let listed = listing.join();
-        let read = blobs.join();
+        let read: Vec<_> = blobs.into_iter().map(|b| b.join()).collect();
         (listed, flagged, read)
     });
 
@@ -171,21 +193,23 @@ fn run(
     let listed = listed
         .map_err(|_| git_err("the git output parser failed".into()))?
         .map_err(|e| git_err(format!("reading git output: {e}")))?;
-    let cat_status = reader
-        .lock()
-        .map_err(|_| git_err("lost track of the git process".into()))
-        .and_then(|mut c| {
-            if read_result.as_ref().map_or(true, |r| r.is_err()) {
-                let _ = c.kill();
-            }
-            c.wait()
-                .map_err(|e| git_err(format!("waiting for git: {e}")))
-        })?;
-    let cat_stderr = cat_err.join().unwrap_or_default();
-    let read = read_result.map_err(|_| git_err("the blob reader failed".into()))?;
-    read.map_err(|e| git_err(format!("cannot read a blob: {e}")))?;
-    if !cat_status.success() {
-        return Err(git_err(git_stderr_message(&cat_stderr, cat_status)));
+    for ((reader, cat_err), read_result) in readers.into_iter().zip(read_results) {
+        let cat_status = reader
+            .lock()
+            .map_err(|_| git_err("lost track of the git process".into()))
+            .and_then(|mut c| {
+                if read_result.as_ref().map_or(true, |r| r.is_err()) {
+                    let _ = c.kill();
+                }
+                c.wait()
+                    .map_err(|e| git_err(format!("waiting for git: {e}")))
+            })?;
+        let cat_stderr = cat_err.join().unwrap_or_default();
+        let read = read_result.map_err(|_| git_err("the blob reader failed".into()))?;
+        read.map_err(|e| git_err(format!("cannot read a blob: {e}")))?;
+        if !cat_status.success() {
+            return Err(git_err(git_stderr_message(&cat_stderr, cat_status)));
+        }
     }
 
     let mut is_flagged = vec![false; listed.blob_count];
@@ -235,19 +259,22 @@ struct Listing {
 fn list_commits(
     engine: &Engine,
     out: std::process::ChildStdout,
-    cat_in: ChildStdin,
+    cat_ins: Vec<ChildStdin>,
     known: Option<&JudgedBlobs>,
 ) -> std::io::Result<Listing> {
     let mut sent = Vec::new();
     let mut known_flagged = Vec::new();
-    let mut cat = BufWriter::with_capacity(16 * 1024, cat_in);
+    let mut cats: Vec<BufWriter<ChildStdin>> = cat_ins
+        .into_iter()
+        .map(|c| BufWriter::with_capacity(16 * 1024, c))
+        .collect();
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut commits: Vec<ListedCommit> = Vec::new();
     let mut r = BufReader::with_capacity(256 * 1024, out);
     let mut line = Vec::new();
-    // A failed write means `cat-file` is gone: the listing is still read to its end (so that
+    // A failed write means a `cat-file` is gone: the listing is still read to its end (so that
     // `git log` is not killed by a broken pipe and its own error, if any, is the one reported).
-    let mut cat_ok = true;
+    let mut cat_ok = vec![true; cats.len()];
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line)? == 0 {
@@ -286,17 +313,22 @@ fn list_commits(
                     }
                 }
                 _ => {
+                    // The k-th blob sent goes to reader k % n (see `read_blobs`).
+                    let j = sent.len() % cats.len().max(1);
                     sent.push(i);
-                    if cat_ok {
-                        cat_ok = cat.write_all(entry.oid).is_ok() && cat.write_all(b"\n").is_ok();
+                    if let (Some(cat), Some(ok)) = (cats.get_mut(j), cat_ok.get_mut(j))
+                        && *ok
+                    {
+                        *ok = cat.write_all(entry.oid).is_ok() && cat.write_all(b"\n").is_ok();
                     }
                 }
             }
         }
         commit.blobs.push(i);
     }
-    let _ = cat.flush();
-    drop(cat);
+    for mut cat in cats {
+        let _ = cat.flush();
+    }
     Ok(Listing {
         commits,
         blob_count: index.len(),
@@ -331,9 +363,13 @@ fn parse_raw(line: &[u8]) -> Option<RawEntry<'_>> {
     Some(RawEntry { oid, path })
 }
 
-/// Reads `git cat-file --batch` output: the blobs in the order they were asked, in batches.
+/// Reads the output of reader `j` of `n`: the blobs in the order they were asked, in batches,
+/// each with its place among all the blobs sent (the k-th blob this reader gets is the
+/// `k * n + j`-th sent).
 fn read_blobs(
     out: std::process::ChildStdout,
+    j: usize,
+    n: usize,
     tx: &mpsc::SyncSender<Vec<(usize, Vec<u8>)>>,
 ) -> std::io::Result<()> {
     let mut r = BufReader::with_capacity(256 * 1024, out);
@@ -363,7 +399,7 @@ fn read_blobs(
         let mut nl = [0u8; 1];
         r.read_exact(&mut nl)?;
         batch_bytes += size;
-        batch.push((i, data));
+        batch.push((i * n + j, data));
         i += 1;
         if batch_bytes >= BATCH_BYTES {
             batch_bytes = 0;
