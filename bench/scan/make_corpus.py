@@ -6,6 +6,9 @@
   make_corpus.py synthetic OUT MB   code-like files totalling MB megabytes with planted secrets,
                                     their locations in OUT/planted.json
   make_corpus.py noseyparker JSON OUT   the Nosey Parker examples, one per file (pos/, neg/)
+  make_corpus.py history OUT COMMITS   a git repository of COMMITS commits (git fast-import): 400
+                                       code-like files edited a few lines at a time, files added
+                                       and renamed, one secret planted every 1,000 commits
 
 Every secret here is random and made up; none is a real credential.
 """
@@ -211,6 +214,67 @@ def noseyparker(src, out):
     json.dump(labels, open(f"{out}/labels.json", "w"))
 
 
+def history(out, commits):
+    """A long history of small edits, the shape of a real project's log."""
+    import subprocess
+    subprocess.run(["git", "init", "-q", "-b", "main", out], check=True)
+    files = {f"src/mod{i:03d}.py": [code_line() for _ in range(R.randint(20, 80))] for i in range(400)}
+    names = sorted(files)
+    feed = []
+
+    def blob(lines):
+        data = ("\n".join(lines) + "\n").encode()
+        return b"data %d\n%s\n" % (len(data), data)
+
+    t0 = 1700000000
+    for c in range(commits):
+        msg = f"change {c}".encode()
+        head = (f"commit refs/heads/main\nmark :{c + 1}\n"
+                f"committer Bench <bench@example.invalid> {t0 + c * 60} +0000\n").encode()
+        head += b"data %d\n%s\n" % (len(msg), msg)
+        if c:
+            head += f"from :{c}\n".encode()
+        feed.append(head)
+        touched = names if c == 0 else R.sample(names, R.randint(1, 3))
+        for name in touched:
+            lines = files[name]
+            if c:
+                for _ in range(R.randint(1, 4)):
+                    i = R.randrange(len(lines) + 1)
+                    if R.random() < 0.5 and lines:
+                        lines[min(i, len(lines) - 1)] = code_line()
+                    else:
+                        lines.insert(i, code_line())
+                if c % 1000 == 500:
+                    lines.append(f'API_TOKEN = "{SECRETS[2][1]()}"')
+            feed.append(f"M 100644 inline {name}\n".encode() + blob(lines))
+        if c and c % 250 == 0:
+            new = f"src/added{c:05d}.py"
+            files[new] = [code_line() for _ in range(30)]
+            names.append(new)
+            feed.append(f"M 100644 inline {new}\n".encode() + blob(files[new]))
+        if c and c % 400 == 0:
+            old = R.choice(names)
+            new = old.replace(".py", f"_r{c}.py")
+            feed.append(f"R {old} {new}\n".encode())
+            files[new] = files.pop(old)
+            names[names.index(old)] = new
+        feed.append(b"\n")
+    subprocess.run(["git", "-C", out, "fast-import", "--quiet"], input=b"".join(feed), check=True)
+    subprocess.run(["git", "-C", out, "reset", "-q", "--hard", "main"], check=True)
+
+
+def code_line():
+    kind = R.random()
+    if kind < 0.4:
+        return f"    {rs(R.randint(3, 10), LOW)} = {rs(R.randint(3, 10), LOW)}({rs(R.randint(2, 8), LOW)}, {R.randint(0, 999)})"
+    if kind < 0.7:
+        return f"    # {' '.join(rs(R.randint(2, 8), LOW) for _ in range(R.randint(3, 9)))}"
+    if kind < 0.9:
+        return f"def {rs(R.randint(4, 12), LOW)}({rs(R.randint(2, 6), LOW)}):"
+    return f"    return {rs(R.randint(3, 10), LOW)}.{rs(R.randint(3, 10), LOW)}"
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "labelled":
@@ -219,5 +283,7 @@ if __name__ == "__main__":
         synthetic(sys.argv[2], int(sys.argv[3]))
     elif cmd == "noseyparker":
         noseyparker(sys.argv[2], sys.argv[3])
+    elif cmd == "history":
+        history(sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit(f"unknown command {cmd}")

@@ -1,7 +1,8 @@
 //! The real secret scanner behind the hook's [`PushScanner`] seam: the scan crate's
 //! built-in rules, with inline allow comments ignored, over the lines the pushed commits add
-//! and over every other pushed object (see `scan::Scanner::scan_git_objects`). No repository configuration is ever
-//! read, so pushed content cannot weaken its own scan.
+//! and over every other pushed object, each new blob read once (see
+//! `scan::Scanner::scan_push`). No repository configuration is ever read, so pushed content
+//! cannot weaken its own scan.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -41,22 +42,14 @@ impl PushScanner for BuiltinScanner {
             rev_args: rev_args.to_vec(),
             env: env.to_vec(),
         };
-        // The lines the new commits add (attributed to commit, file and line), and, side by
-        // side, every other new object: tags, messages, identities, path names, blobs only
-        // tags reach, and what cannot be read.
-        let (lines, objects) = std::thread::scope(|s| {
-            let objects = s.spawn(|| {
-                self.inner
-                    .scan_git_objects(&req, &scan::ObjectScanOptions::default())
-            });
-            let lines = self.inner.scan_git(&req);
-            (lines, objects.join())
-        });
-        let mut findings = lines.map_err(|e| ScanFailure(e.to_string()))?;
-        let objects = objects
-            .map_err(|_| ScanFailure("the object scan stopped unexpectedly".into()))?
+        // The lines the new commits add (attributed to commit, file and line), then every
+        // other new object: tags, messages, identities, path names, blobs only tags reach,
+        // and what cannot be read; each new blob is read once for both.
+        let scan = self
+            .inner
+            .scan_push(&req, &scan::ObjectScanOptions::default())
             .map_err(|e| ScanFailure(e.to_string()))?;
-        findings.extend(objects.findings);
+        let (findings, unreadable) = (scan.findings, scan.unreadable);
         Ok(PushScan {
             findings: findings
                 .into_iter()
@@ -68,8 +61,7 @@ impl PushScanner for BuiltinScanner {
                     fingerprint: f.fingerprint,
                 })
                 .collect(),
-            unscanned: objects
-                .unreadable
+            unscanned: unreadable
                 .into_iter()
                 .map(|u| UnscannedBlob {
                     object: u.object,

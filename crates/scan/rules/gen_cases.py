@@ -117,6 +117,51 @@ cases.update({
                       ['password = get_password(user)', 'password: str', 'password = "changeme"', 'password: ${{ secrets.DB_PASSWORD }}', 'password = request.form["password"]', 'PASSWORD = "DB_PASSWORD"', 'label = "Password:"', 'bypass = "aaaaaaaa"']),
 })
 
+# Rules added with the value judge (issue 15 \u00a72); appended so the cases above keep their values.
+LOW = string.ascii_lowercase + string.digits
+cases.update({
+ 'azure-shared-access-key': ([f'HostName=hub01.azure-devices.net;SharedAccessKeyName=iothubowner;{sp("SharedAccessKey",6)}={r(43,A+"+/")}='],
+                      ['HostName=hub01.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=<key>']),
+ 'azure-app-configuration-secret': ([f'Endpoint=https://appcs-demo.azconfig.io;Id=ab1c-l0-s0:{r(20)};{sp("Secret",3)}={r(43,A+"+/")}='],
+                      ['Endpoint=https://appcs-demo.azconfig.io;Id=ab1c-l0-s0:x;Secret=<secret>']),
+ 'artifactory-api-key': ([f'--apikey={sp("AKCp"+r(69))}'], ['AKCp is the prefix of Artifactory API keys']),
+ 'codeclimate-reporter-id': ([f'{sp("CC_TEST_REPORTER_ID",7)}: {r(64,HEX)}'], ['CC_TEST_REPORTER_ID: ${{ secrets.CC_TEST_REPORTER_ID }}']),
+ 'django-insecure-secret-key': ([f"SECRET_KEY = '{sp('django-insecure-',7)}{r(50,A+'!@#%^&*(-_=+)')}'"], ["SECRET_KEY = 'django-insecure-'", 'grep django-insecure- settings.py']),
+ 'dropbox-short-lived-token': ([f'"access_token": "{sp("sl."+r(138,A+"_-"),2)}"'], ['"access_token": "sl.short"']),
+ 'figma-token': ([f"--header='X-Figma-{sp('Token',3)}: 1394-{r(8,HEX)}-{r(4,HEX)}-{r(4,HEX)}-{r(4,HEX)}-{r(12,HEX)}'", f'FIGMA_TOKEN={sp("figd_"+r(40,A+"_-"),4)}'],
+                      ['X-Figma-Token: <your token>']),
+ 'google-oauth-access-token': ([f"access_token: '{sp('ya29.'+r(120,A+'_-'),4)}'"], ['ya29.short', 'tokens start with ya29.']),
+ 'jenkins-crumb': ([f"-H '{sp('Jenkins-Crumb',8)}:{r(32,HEX)}'"], ['-H "Jenkins-Crumb:$CRUMB"']),
+ 'jenkins-initial-admin-password': ([f'Please use the following password to proceed to {sp("installation",6)}:\n\n{r(32,HEX)}\n'],
+                      ['Please use the following password to proceed to installation:\n\n<see the log>\n']),
+ 'kubernetes-bootstrap-token-secret': ([f'{sp("token-secret",7)}: {r(16,LOW)}'], ['token-secret: ""', 'token-secret: <secret>']),
+ 'new-relic-license-key': ([f'{sp("license_key",6)}: {r(40,HEX)}'], ['license_key: <%= ENV["NEW_RELIC_LICENSE_KEY"] %>', 'license_key: 0000000000000000000000000000000000000000']),
+ 'generic-url-query-token': ([f'curl "https://api.example.net/v1/devices?{sp("access_token",8)}={r(40,HEX)}"', f'fetch(`https://api.example.net/earth?{sp("api_key",4)}={r(40)}`)'],
+                      ['https://api.example.net/v1?token=YOUR_API_TOKEN', 'https://api.example.net/v1?token=${TOKEN}&x=1', '?key=value&other=1', 'https://api.example.net/v1?access_token=xxxxxxxxxxxxxxxxxxxx']),
+ 'generic-password-in-prose': ([f"The default {sp('password',4)} is '{r(10)}'", f'Ensure the {sp("password",4)} for user "svc" is "{r(9,string.ascii_lowercase)}".'],
+                      ["The password is 'password'", 'the password is "********"', 'The password is "<the one you chose>"']),
+})
+# Look-alikes of secrets that assignment rules judge by their value: prose, references,
+# placeholders, e-mail addresses.
+cases['generic-password'][0].extend([f'{sp("password",4)} = "s{r(4,string.ascii_lowercase)}$ecret"', f'if {sp("password",4)} == "{r(9)}":', f'$user = \\"mg1021\\"; ${sp("password",4)} = \\"{r(8,string.ascii_lowercase)}\\";'])
+cases['generic-password'][1].extend([
+ 'password_hint = "The name of your first pet"',
+ '"password_error": "Password must be at least 8 characters long"',
+ 'PASSWORD_HELP = "Enter the password you chose at sign-up."',
+ 'password_label: "New password (again)"',
+ 'password = "${DB_PASSWORD}"',
+ 'password: "{{ .Values.db.password }}"',
+ 'password = "%(db_password)s"',
+ 'password = "<your password>"',
+ 'password = "xxxxxxxxxxxx"',
+ 'password = "anonymous@example.com"',
+ 'if password == "":',
+])
+cases['generic-secret'][1].extend([
+ 'client_secret: "<your client secret>"',
+ 'secret = "--------------------"',
+])
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)

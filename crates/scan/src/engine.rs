@@ -6,9 +6,10 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-use crate::config::{Allowlist, Candidate, Rule, RuleSet, contains};
+use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
 use crate::finding::{Finding, Secret, shannon_entropy};
+use crate::value;
 
 /// The marker that allows a finding on its line (unless switched off).
 pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";
@@ -32,6 +33,15 @@ pub struct Fragment<'a> {
     pub data: &'a [u8],
     /// In git mode, the file line number of each line of `data` (added lines only).
     pub line_map: Option<&'a [u32]>,
+}
+
+/// How much of a fragment's context the rules may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The fragment's path and commit are known: everything applies.
+    Exact,
+    /// They are not: only what holds at every path and commit (see [`Engine::may_find`]).
+    AnyPath,
 }
 
 /// Compiled rules plus the keyword automaton.
@@ -135,8 +145,45 @@ impl Engine {
         if self.skips_path(frag.path) || frag.commit.is_some_and(|c| self.skips_commit(c)) {
             return;
         }
+        self.scan_in(frag, out, Mode::Exact);
+    }
+
+    /// Whether bytes found at some unknown paths and commits may hold a finding: the rules
+    /// run as [`Engine::scan`] runs them, except that whatever depends on the path or the
+    /// commit is left out (rules' path conditions, allowlists naming paths or commits, rules
+    /// that match a path alone). Never `false` where a scan of the same bytes at some path in
+    /// some commit would report something; the git history scan reads each blob once and
+    /// looks closer only at the commits that bring in a blob for which this is `true`.
+    pub fn may_find(&self, data: &[u8]) -> bool {
+        let mut out = Vec::new();
+        self.scan_in(
+            &Fragment {
+                path: "",
+                commit: None,
+                data,
+                line_map: None,
+            },
+            &mut out,
+            Mode::AnyPath,
+        );
+        !out.is_empty()
+    }
+
+    /// Whether a rule that matches a path alone (no regex) matches this path.
+    pub fn path_rule_matches(&self, path: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.regex.is_none()
+                && !rule.skip_report
+                && rule
+                    .path
+                    .as_ref()
+                    .is_some_and(|p| p.is_match(path.as_bytes()))
+        })
+    }
+
+    fn scan_in(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, mode: Mode) {
         let start = out.len();
-        self.scan_plain(frag, out, true);
+        self.scan_plain(frag, out, mode == Mode::Exact, mode);
         if let Some(text) = decode::utf16_text(frag.data) {
             let mut more = Vec::new();
             self.scan_plain(
@@ -146,15 +193,17 @@ impl Engine {
                 },
                 &mut more,
                 false,
+                mode,
             );
-            self.scan_encoded(frag, &text, 0, None, start, out);
+            self.scan_encoded(frag, &text, 0, None, start, out, mode);
             push_new(out, start, more);
         }
-        self.scan_encoded(frag, frag.data, 0, None, start, out);
+        self.scan_encoded(frag, frag.data, 0, None, start, out, mode);
     }
 
     /// Decodes the encoded runs of `data` (the fragment's bytes, or decoded text at `at`) and
     /// scans what they hide, down to [`decode::MAX_DECODE_DEPTH`].
+    #[allow(clippy::too_many_arguments)]
     fn scan_encoded(
         &self,
         frag: &Fragment<'_>,
@@ -163,6 +212,7 @@ impl Engine {
         at: Option<(u32, u32)>,
         start: usize,
         out: &mut Vec<Finding>,
+        mode: Mode,
     ) {
         if depth >= decode::MAX_DECODE_DEPTH {
             return;
@@ -194,7 +244,7 @@ impl Engine {
                 line_map: None,
             };
             let mut found = Vec::new();
-            self.scan_plain(&sub, &mut found, false);
+            self.scan_plain(&sub, &mut found, false, mode);
             let found = found
                 .into_iter()
                 .map(|f| {
@@ -211,20 +261,28 @@ impl Engine {
                 })
                 .collect();
             push_new(out, start, found);
-            self.scan_encoded(frag, &run.text, depth + 1, Some(here), start, out);
+            self.scan_encoded(frag, &run.text, depth + 1, Some(here), start, out, mode);
         }
     }
 
     /// The rules over the fragment's bytes as they are; `path_rules`: also the rules that
     /// match a path alone.
-    fn scan_plain(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, path_rules: bool) {
+    fn scan_plain(
+        &self,
+        frag: &Fragment<'_>,
+        out: &mut Vec<Finding>,
+        path_rules: bool,
+        mode: Mode,
+    ) {
         let n = self.rules.len();
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
         let mut regions: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
         }
-        let windowed = frag.data.len() >= WINDOW_MIN_FRAGMENT;
+        // Bytes judged for some unknown place are scanned whole: a window around a keyword
+        // in a whole blob need not hold what the window in the lines a commit adds holds.
+        let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
         if let Some(ac) = &self.keywords {
             for m in ac.find_overlapping_iter(frag.data) {
                 for &r in &self.keyword_rules[m.pattern().as_usize()] {
@@ -247,7 +305,7 @@ impl Engine {
                 continue;
             };
             let rule = &self.rules[i];
-            if !self.rule_applies(rule, frag) {
+            if mode == Mode::Exact && !self.rule_applies(rule, frag) {
                 continue;
             }
             let covered: usize = rule_regions.iter().map(|r| r.len()).sum();
@@ -256,7 +314,7 @@ impl Engine {
                 rule_regions.push(0..frag.data.len());
             }
             for region in rule_regions {
-                self.scan_region(rule, frag, region, &mut lines, &mut found);
+                self.scan_region(rule, frag, region, &mut lines, &mut found, mode);
             }
         }
         drop_generic_duplicates(&mut found);
@@ -311,6 +369,7 @@ impl Engine {
         region: Range<usize>,
         lines: &mut LineIndex,
         out: &mut Vec<(Range<usize>, Finding)>,
+        mode: Mode,
     ) {
         let Some(re) = &rule.regex else { return };
         let base = region.start;
@@ -331,6 +390,11 @@ impl Engine {
             if rule.entropy.is_some_and(|min| entropy <= min) {
                 continue;
             }
+            if rule.tags.iter().any(|t| t == ASSIGNMENT_TAG)
+                && value::not_a_secret(secret_bytes).is_some()
+            {
+                continue;
+            }
             let (abs_start, abs_end) = (base + whole.start(), base + whole.end());
             let line_start = line_start(frag.data, abs_start);
             let line_end = line_end(frag.data, abs_end.max(abs_start));
@@ -345,9 +409,17 @@ impl Engine {
                 matched: whole.as_bytes(),
                 line: line_text,
             };
-            if rule.allowlists.iter().any(|a| a.allows(&cand))
+            // Without a path or commit, only allowlists that name neither can be asked.
+            let askable =
+                |a: &Allowlist| mode == Mode::Exact || (a.paths.is_empty() && a.commits.is_empty());
+            if rule
+                .allowlists
+                .iter()
+                .any(|a| askable(a) && a.allows(&cand))
                 || self.global.iter().any(|a| {
-                    (a.target_rules.is_empty() || a.target_rules.iter().any(|t| t == &rule.id))
+                    askable(a)
+                        && (a.target_rules.is_empty()
+                            || a.target_rules.iter().any(|t| t == &rule.id))
                         && a.allows(&cand)
                 })
             {

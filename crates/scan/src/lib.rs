@@ -5,8 +5,10 @@
 //! too; compressed or encrypted content is reported as unreadable rather than passed.
 //!
 //! Used by `bot-bottle scan` and by the git gate, which scans pushed ranges inside a receive
-//! quarantine with [`Scanner::scan_git`] and [`Scanner::scan_git_objects`] and inline allow
-//! markers switched off.
+//! quarantine with [`Scanner::scan_push`] (what [`Scanner::scan_git`] and
+//! [`Scanner::scan_git_objects`] find, each new blob read once) and inline allow markers
+//! switched off. Rules tagged [`ASSIGNMENT_TAG`] have the value they match judged: prose,
+//! references and placeholders assigned to a secret's name are not reported.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), scan::ScanError> {
@@ -31,6 +33,7 @@ mod finding;
 mod git;
 mod objects;
 mod report;
+mod value;
 
 /// What the fuzz targets (`fuzz/`) call: the parsers of git's output, without git. Not an
 /// API.
@@ -59,11 +62,11 @@ use std::time::Duration;
 use rayon::prelude::*;
 
 pub use baseline::Baseline;
-pub use config::{BUILTIN_RULES, ConfigError, Rule, RuleSet};
+pub use config::{ASSIGNMENT_TAG, BUILTIN_RULES, ConfigError, Rule, RuleSet};
 pub use engine::INLINE_ALLOW;
 pub use error::ScanError;
 pub use finding::{Finding, FindingJson, REDACTED, Secret, fingerprint, shannon_entropy};
-pub use git::GitScanRequest;
+pub use git::{GitScanCounts, GitScanRequest};
 pub use objects::{DEFAULT_MAX_BLOB_SIZE, ObjectScan, ObjectScanOptions, Unreadable};
 pub use report::{Format, RuleInfo, render, render_json, render_sarif, render_text};
 
@@ -252,14 +255,24 @@ impl Scanner {
 
     /// Scans the lines added by the commits git lists for `req.rev_args`, in git's order
     /// (newest first). Merge commits contribute only lines new to all their parents.
+    ///
+    /// Each blob the range brings in is read and scanned once; only the commits that bring in a
+    /// blob that may hold a finding are then shown as patches, so the findings (commits, files,
+    /// lines, fingerprints) are those of `git log -p` over the range.
     pub fn scan_git(&self, req: &GitScanRequest) -> Result<Vec<Finding>, ScanError> {
-        let findings = git::scan_git(
-            &self.engine,
-            req,
-            self.options.git_timeout,
-            git::SPLIT_MIN_COMMITS,
-        )?;
-        Ok(self.finish(findings))
+        Ok(self.scan_git_counted(req)?.0)
+    }
+
+    /// [`Scanner::scan_git`], with how much it read (`None` when the revision arguments
+    /// change the diffs and the range was scanned from one `git log -p`). For tests and
+    /// benchmarks.
+    #[doc(hidden)]
+    pub fn scan_git_counted(
+        &self,
+        req: &GitScanRequest,
+    ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
+        let (findings, counts) = git::scan_git_once(&self.engine, req, self.options.git_timeout)?;
+        Ok((self.finish(findings), counts))
     }
 
     /// Scans every object `git rev-list --objects <rev_args>` lists that `git log -p` does not
@@ -272,14 +285,51 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        let mut scan = objects::scan_objects(&self.engine, req, options, self.options.git_timeout)?;
+        let (mut scan, _) =
+            objects::scan_objects(&self.engine, req, options, self.options.git_timeout, false)?;
         scan.findings = self.finish(std::mem::take(&mut scan.findings));
         Ok(scan)
     }
 
-    /// [`Scanner::scan_git`] with the number of commits above which the range is split between
-    /// two `git log` processes (`usize::MAX`: never). For tests and benchmarks: the results do
-    /// not depend on it.
+    /// Everything a push adds, each new blob read once: [`Scanner::scan_git`] and
+    /// [`Scanner::scan_git_objects`] over the same arguments, their findings in that order
+    /// (the lines the commits add, then the other objects), with the blobs the object scan
+    /// reads judged there, so that the history scan reads only the blobs that are not new
+    /// (an old file brought back by a commit).
+    pub fn scan_push(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+    ) -> Result<ObjectScan, ScanError> {
+        let timeout = self.options.git_timeout;
+        let (lines, mut scan) = if git::reads_blobs_once(req) {
+            let (scan, judged) = objects::scan_objects(&self.engine, req, options, timeout, true)?;
+            let (lines, _) = git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref())?;
+            (lines, scan)
+        } else {
+            let (lines, objects) = std::thread::scope(|s| {
+                let objects =
+                    s.spawn(|| objects::scan_objects(&self.engine, req, options, timeout, false));
+                let lines = git::scan_git(&self.engine, req, timeout, git::SPLIT_MIN_COMMITS);
+                (lines, objects.join())
+            });
+            let objects = objects.map_err(|_| ScanError::Git {
+                repo: req.repo.clone(),
+                range: req.describe(),
+                message: "the object scan stopped unexpectedly".into(),
+            })?;
+            (lines?, objects?.0)
+        };
+        let mut findings = self.finish(lines);
+        findings.extend(self.finish(std::mem::take(&mut scan.findings)));
+        scan.findings = findings;
+        Ok(scan)
+    }
+
+    /// The range scanned from `git log -p` over all of it (the way before [`Scanner::scan_git`]
+    /// read each blob once), with the number of commits above which the range is split between
+    /// two `git log` processes (`usize::MAX`: never). For tests and benchmarks: the results
+    /// are those of [`Scanner::scan_git`].
     #[doc(hidden)]
     pub fn scan_git_split(
         &self,

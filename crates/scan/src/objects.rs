@@ -98,13 +98,25 @@ struct Piece {
     data: Vec<u8>,
 }
 
-/// Lists, reads and scans the objects `git rev-list --objects <rev_args>` names.
+/// The new blobs that new commits reach, as the object scan read them: what the history scan
+/// of the same push need not read again (see [`crate::Scanner::scan_push`]).
+#[derive(Debug, Default)]
+pub(crate) struct JudgedBlobs {
+    /// Every new blob new commits reach.
+    pub(crate) known: HashSet<String>,
+    /// Those that may hold a finding ([`Engine::may_find`]), or that were not read (too large).
+    pub(crate) flagged: HashSet<String>,
+}
+
+/// Lists, reads and scans the objects `git rev-list --objects <rev_args>` names; with
+/// `judge`, the blobs new commits reach are judged too (each read once for both scans).
 pub(crate) fn scan_objects(
     engine: &Engine,
     req: &GitScanRequest,
     options: &ObjectScanOptions,
     timeout: Duration,
-) -> Result<ObjectScan, ScanError> {
+    judge: bool,
+) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
     let git_err = |message: String| ScanError::Git {
         repo: req.repo.clone(),
         range: req.describe(),
@@ -129,7 +141,7 @@ pub(crate) fn scan_objects(
             false
         })
     };
-    let result = scan_inner(engine, req, options, &children, &git_err);
+    let result = scan_inner(engine, req, options, &children, &git_err, judge);
     let _ = done_tx.send(());
     if watchdog.join().unwrap_or(false) {
         return Err(git_err(format!(
@@ -146,7 +158,8 @@ fn scan_inner(
     options: &ObjectScanOptions,
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
-) -> Result<ObjectScan, ScanError> {
+    judge: bool,
+) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
     // 1. the new objects
     let mut cmd = git_command(req, "rev-list");
     cmd.args(["--objects", "--no-object-names"])
@@ -163,7 +176,7 @@ fn scan_inner(
         ..ObjectScan::default()
     };
     if oids.is_empty() {
-        return Ok(scan);
+        return Ok((scan, judge.then(JudgedBlobs::default)));
     }
 
     // 2. their types and sizes
@@ -287,10 +300,18 @@ fn scan_inner(
         }
     }
 
+    let mut judged = judge.then(|| JudgedBlobs {
+        known: from_commits.iter().map(|o| o.to_string()).collect(),
+        flagged: HashSet::new(),
+    });
     let mut readable: Vec<&String> = Vec::new();
     for oid in blobs {
         let size = kinds.get(oid).map_or(0, |k| k.1);
         if size > options.max_blob_size {
+            // Not read here: the history scan shows its commits' patches.
+            if let Some(j) = judged.as_mut() {
+                j.flagged.insert(oid.clone());
+            }
             scan.unreadable.push(Unreadable {
                 object: oid.clone(),
                 path: path_of
@@ -303,23 +324,49 @@ fn scan_inner(
             readable.push(oid);
         }
     }
+    // Blobs new commits reach, judged in parallel batches.
+    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let judge_batch = |batch: &mut Vec<(String, Vec<u8>)>, judged: &mut Option<JudgedBlobs>| {
+        if let Some(j) = judged.as_mut() {
+            j.flagged.extend(
+                batch
+                    .par_iter()
+                    .filter(|(_, data)| engine.may_find(data))
+                    .map(|(oid, _)| oid.clone())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        batch.clear();
+    };
     read_objects(req, &readable, children, git_err, |oid, _, data| {
         let path = path_of.get(oid).cloned().unwrap_or_else(|| "<blob>".into());
+        let by_commit = from_commits.contains(oid);
         if let Some(kind) = unreadable_kind(&data) {
             scan.unreadable.push(Unreadable {
                 object: oid.to_string(),
                 path,
                 reason: kind.to_string(),
             });
-        } else if !from_commits.contains(oid) {
+        } else if !by_commit {
             pieces.push(Piece {
                 oid: oid.to_string(),
                 file: path,
                 data,
             });
+            return Ok(());
+        }
+        if by_commit && judged.is_some() {
+            batch_bytes += data.len();
+            batch.push((oid.to_string(), data));
+            if batch_bytes >= JUDGE_BATCH_BYTES {
+                batch_bytes = 0;
+                judge_batch(&mut batch, &mut judged);
+            }
         }
         Ok(())
     })?;
+    judge_batch(&mut batch, &mut judged);
 
     let found: Vec<Vec<Finding>> = pieces
         .par_iter()
@@ -338,7 +385,7 @@ fn scan_inner(
         })
         .collect();
     scan.findings = found.into_iter().flatten().collect();
-    Ok(scan)
+    Ok((scan, judged))
 }
 
 /// The entries of a tree object as the scanner reads them: (name, is a tree, is a blob,
@@ -351,6 +398,8 @@ pub(crate) fn tree_entries(data: &[u8], hash_len: usize) -> Option<Vec<crate::fu
             .collect()
     })
 }
+/// Blobs are judged in parallel batches of about this many bytes.
+const JUDGE_BATCH_BYTES: usize = 4 << 20;
 
 /// Parses a tree object: `<mode> <name>\0<raw id>` entries.
 fn parse_tree(data: &[u8], hash_len: usize) -> Option<Vec<Entry>> {

@@ -311,6 +311,10 @@ pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The tag of rules that match a name and the value assigned to it (`password = …`): the
+/// value is judged before it is reported (see `value.rs`).
+pub const ASSIGNMENT_TAG: &str = "assignment";
+
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -332,6 +336,9 @@ pub struct Rule {
     pub allowlists: Vec<Allowlist>,
     /// Not reported (gitleaks' composite helper rules).
     pub skip_report: bool,
+    /// Free labels; [`ASSIGNMENT_TAG`] makes the engine judge the value a rule matched as a
+    /// value assigned to a name (prose, placeholders and references are not secrets).
+    pub tags: Vec<String>,
     /// Where the rule came from (file path or `built-in rules`).
     pub source: String,
 }
@@ -678,6 +685,7 @@ fn compile(layered: Layered) -> Result<RuleSet, ConfigError> {
             path,
             allowlists,
             skip_report: raw.skip_report.unwrap_or(false),
+            tags: raw.tags.unwrap_or_default(),
             source,
         });
     }

@@ -20,8 +20,12 @@
 //! [`parse`] turns its patch text into fragments; this module puts them together and scans
 //! the fragments on the rayon pool.
 
+mod blobs;
 mod parse;
 mod process;
+
+pub use blobs::GitScanCounts;
+pub(crate) use blobs::scan_git_blobs;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -87,6 +91,27 @@ impl GitScanRequest {
 /// `git log` over the range is all there is: the `git rev-list` that counts the commits runs
 /// while that `git log` starts, so a small push does not wait for it.
 pub(crate) const SPLIT_MIN_COMMITS: usize = 16;
+
+/// Scans what the range's commits add, reading each blob once and showing as patches only the
+/// commits that may hold findings ([`blobs`]); revision arguments that change the diffs keep
+/// the one `git log -p` ([`scan_git`]).
+pub(crate) fn scan_git_once(
+    engine: &Engine,
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
+    if splittable(&req.rev_args) {
+        blobs::scan_git_blobs(engine, req, timeout, None).map(|(f, c)| (f, Some(c)))
+    } else {
+        scan_git(engine, req, timeout, SPLIT_MIN_COMMITS).map(|f| (f, None))
+    }
+}
+
+/// Whether the request's revision arguments only choose commits (so the history scan reads
+/// each blob once); diff options keep the one `git log -p`.
+pub(crate) fn reads_blobs_once(req: &GitScanRequest) -> bool {
+    splittable(&req.rev_args)
+}
 
 /// Runs `git log -p` for the request and scans what each commit adds; ranges of more than
 /// `split_min` commits are split between two `git log` processes.

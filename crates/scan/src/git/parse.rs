@@ -256,7 +256,7 @@ pub(super) fn parse_log<R: BufRead>(
 }
 
 /// Undoes git's C-style path quoting (`"b/a\tb"`); unquoted paths are returned as they are.
-fn unquote(p: &[u8]) -> String {
+pub(super) fn unquote(p: &[u8]) -> String {
     let Some(inner) = p.strip_prefix(b"\"").and_then(|s| s.strip_suffix(b"\"")) else {
         return String::from_utf8_lossy(p).into_owned();
     };

@@ -313,20 +313,25 @@ pub(super) fn finish_log(
         return Ok(end);
     }
     if !status.success() {
-        let text = String::from_utf8_lossy(&stderr);
-        let msg = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(git_err(if msg.is_empty() {
-            format!("git log failed ({status})")
-        } else {
-            msg
-        }));
+        return Err(git_err(git_stderr_message(&stderr, status)));
     }
     Ok(end)
+}
+
+/// What a failed git process said, on one line (or its exit status if it said nothing).
+pub(super) fn git_stderr_message(stderr: &[u8], status: std::process::ExitStatus) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let msg = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if msg.is_empty() {
+        format!("git log failed ({status})")
+    } else {
+        msg
+    }
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ fn bad_range_is_an_error_naming_it() {
 
 /// A history with merges (one with a conflict resolved by hand, one "evil"), renames, binary
 /// files, deletions and secrets spread over many commits on two branches.
-fn busy_history() -> Option<Repo> {
+pub(super) fn busy_history() -> Option<Repo> {
     let r = Repo::new()?;
     let aws = |i: usize| format!("{}{}{:04}", "AKIA", "ZQ3MX7TB2WK5", i);
     let body: String = (0..30).map(|i| format!("filler line {i}\n")).collect();

@@ -2,6 +2,7 @@ mod config;
 mod files;
 mod git;
 mod hidden;
+mod history;
 mod sarif;
 
 /// Joins the parts of a token so no well-formed secret sits in the repository.

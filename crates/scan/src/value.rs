@@ -1,0 +1,267 @@
+//! Judging the value a name is assigned (`password = …`, `"secret": …`, `?token=…`).
+//!
+//! A rule that matches a name and its value (tagged [`crate::config::ASSIGNMENT_TAG`]) sees
+//! everything a program assigns to such a name: the secret, but also a hint or an error
+//! message (`password_hint = "the name of your first pet"`), a reference to where the secret
+//! really is (`${DB_PASSWORD}`, `%(password)s`, `{{ .Values.token }}`) and a placeholder
+//! (`xxxxxxxx`, `<your token>`, `CHANGE_ME`). Entropy alone cannot tell them apart: a sentence
+//! has more bits per character than many passwords. This module looks at the value's shape
+//! instead and says why it is not a secret; rules' own allowlists still apply after it.
+
+/// Words that make a value with spaces read as a sentence rather than a passphrase.
+const FUNCTION_WORDS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "to",
+    "of",
+    "for",
+    "in",
+    "on",
+    "at",
+    "by",
+    "with",
+    "from",
+    "your",
+    "you",
+    "this",
+    "that",
+    "it",
+    "its",
+    "must",
+    "should",
+    "will",
+    "can",
+    "cannot",
+    "not",
+    "and",
+    "or",
+    "if",
+    "as",
+    "has",
+    "have",
+    "do",
+    "does",
+    "please",
+    "enter",
+    "least",
+    "characters",
+    "contain",
+    "here",
+    "invalid",
+    "incorrect",
+    "wrong",
+    "required",
+    "my",
+    "our",
+    "we",
+    "no",
+    "none",
+    "did",
+    "match",
+    "missing",
+    "empty",
+    "too",
+    "short",
+    "long",
+];
+
+/// References to a value kept elsewhere (shell, templates, format strings).
+const REFERENCE_MARKS: &[&str] = &["${", "$(", "{{", "}}", "%(", "<%", "#{", "@{"];
+
+/// Placeholder words; a value holding one is a stand-in for the secret.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "xxxx",
+    "****",
+    "....",
+    "\u{2026}",
+    "changeme",
+    "change_me",
+    "change-me",
+    "replace_me",
+    "replace-me",
+    "replaceme",
+    "placeholder",
+    "your_",
+    "your-",
+    "yourpass",
+    "yoursecret",
+    "yourtoken",
+    "insert_",
+    "insert-",
+    "redacted",
+    "todo",
+    "fixme",
+    "dummy",
+];
+
+/// Why an assigned value is not a secret, or `None` when it may be one.
+pub(crate) fn not_a_secret(value: &[u8]) -> Option<&'static str> {
+    let text = String::from_utf8_lossy(value);
+    let v = text.trim();
+    if v.is_empty() {
+        return Some("empty");
+    }
+    if is_prose(v) {
+        return Some("prose");
+    }
+    if is_reference(v) {
+        return Some("a reference");
+    }
+    if is_placeholder(v) {
+        return Some("a placeholder");
+    }
+    if is_email(v) {
+        return Some("an e-mail address");
+    }
+    None
+}
+
+/// `name@domain.tld` or `name@`: what anonymous FTP and many login forms take as the password
+/// (RFC 1635). A lower-case name and a dotted domain (or none), so that `p@ssword` and
+/// `Summer2024@` stay secrets.
+fn is_email(v: &str) -> bool {
+    let Some((local, domain)) = v.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || matches!(b, b'.' | b'_' | b'-'))
+        && (domain.is_empty()
+            || domain.contains('.')
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')))
+}
+
+/// Words separated by spaces that read as a sentence: a function word, a sentence's end, or
+/// many words. A few plain words (`correct horse battery`) may be a passphrase.
+fn is_prose(v: &str) -> bool {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    if words.len() < 2 {
+        return false;
+    }
+    if words.len() >= 5 || v.ends_with(['.', '!', '?', ':']) {
+        return true;
+    }
+    words.iter().any(|w| {
+        let w = w
+            .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_ascii_lowercase();
+        FUNCTION_WORDS.contains(&w.as_str())
+    })
+}
+
+fn is_reference(v: &str) -> bool {
+    if REFERENCE_MARKS.iter().any(|m| v.contains(m)) {
+        return true;
+    }
+    if v.starts_with('$') || v.starts_with('%') && v.ends_with('%') {
+        return true;
+    }
+    // `<password>`, `{token}`, `[secret]`
+    matches!(
+        (v.chars().next(), v.chars().last()),
+        (Some('<'), Some('>')) | (Some('{'), Some('}')) | (Some('['), Some(']'))
+    )
+}
+
+fn is_placeholder(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+        return true;
+    }
+    // One character for most of the value (`aaaaaaaa`, `00000000`, `--------`).
+    let mut counts = [0usize; 256];
+    for &b in v.as_bytes() {
+        counts[usize::from(b)] += 1;
+    }
+    let most = counts.iter().max().copied().unwrap_or(0);
+    v.len() >= 6 && most * 10 >= v.len() * 7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn prose_references_and_placeholders_are_not_secrets() {
+        let judged: Vec<(&str, Option<&str>)> = [
+            "The name of your first pet",
+            "Password must be at least 8 characters",
+            "Invalid username or password.",
+            "Enter the new password",
+            "please try again",
+            "${DB_PASSWORD}",
+            "$DB_PASSWORD",
+            "%(password)s",
+            "{{ .Values.token }}",
+            "<your api key>",
+            "{token}",
+            "%PASSWORD%",
+            "xxxxxxxxxxxxxxxx",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "****************",
+            "CHANGE_ME_PLEASE",
+            "your-secret-here",
+            "anonymous@example.com",
+            "busybox@",
+            "   ",
+        ]
+        .iter()
+        .map(|v| (*v, not_a_secret(v.as_bytes())))
+        .collect();
+        let want = vec![
+            ("The name of your first pet", Some("prose")),
+            ("Password must be at least 8 characters", Some("prose")),
+            ("Invalid username or password.", Some("prose")),
+            ("Enter the new password", Some("prose")),
+            ("please try again", Some("prose")),
+            ("${DB_PASSWORD}", Some("a reference")),
+            ("$DB_PASSWORD", Some("a reference")),
+            ("%(password)s", Some("a reference")),
+            ("{{ .Values.token }}", Some("a reference")),
+            ("<your api key>", Some("prose")),
+            ("{token}", Some("a reference")),
+            ("%PASSWORD%", Some("a reference")),
+            ("xxxxxxxxxxxxxxxx", Some("a placeholder")),
+            (
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                Some("a placeholder"),
+            ),
+            ("****************", Some("a placeholder")),
+            ("CHANGE_ME_PLEASE", Some("a placeholder")),
+            ("your-secret-here", Some("a placeholder")),
+            ("anonymous@example.com", Some("an e-mail address")),
+            ("busybox@", Some("an e-mail address")),
+            ("   ", Some("empty")),
+        ];
+        assert_eq!(judged, want);
+    }
+
+    #[test]
+    fn secret_looking_values_pass() {
+        for v in [
+            "super$ecret",
+            "hunter2!",
+            "correct horse battery",
+            "Tr0ub4dor&3",
+            "8f2b1c9d7e6a5f4b3c2d1e0f9a8b7c6d",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYz3kqP0Lm1N",
+            "p@ss w0rd 42",
+            "123P4ssW0rd@@",
+            "p@ssword",
+            "Summer2024@",
+        ] {
+            assert_eq!(not_a_secret(v.as_bytes()), None, "{v}");
+        }
+    }
+}
