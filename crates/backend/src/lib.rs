@@ -45,6 +45,7 @@ pub mod docker;
 pub mod inbottle;
 pub mod native;
 pub mod preflight;
+pub mod qemu;
 mod spec;
 
 use std::io::{Read, Write};
@@ -67,15 +68,18 @@ pub enum BackendKind {
     Smolmachines,
     /// Apple's `container` CLI on macOS.
     Apple,
+    /// A QEMU micro-VM jailed in a native bottle (this crate's [`qemu`] module).
+    Qemu,
 }
 
 impl BackendKind {
     /// Every backend, in the order `doctor` reports them.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Native,
         BackendKind::Docker,
         BackendKind::Smolmachines,
         BackendKind::Apple,
+        BackendKind::Qemu,
     ];
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
@@ -85,6 +89,7 @@ impl BackendKind {
             BackendKind::Docker => "docker",
             BackendKind::Smolmachines => "smolmachines",
             BackendKind::Apple => "apple",
+            BackendKind::Qemu => "qemu",
         }
     }
 
@@ -130,6 +135,7 @@ pub fn open(
     match kind {
         BackendKind::Native => native::open(bot_bottle_home),
         BackendKind::Docker => docker::open(bot_bottle_home),
+        BackendKind::Qemu => qemu::open(bot_bottle_home),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"
@@ -246,7 +252,7 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple")]
+    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu")]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]
