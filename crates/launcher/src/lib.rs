@@ -157,6 +157,16 @@ fn open_backend(
                 home.root(),
             ),
         )),
+        // Like native from here: QEMU runs in a native jail whose helper is the front end.
+        BackendKind::Qemu => Arc::new(backend::qemu::QemuBackend::new(
+            backend::qemu::QemuConfig::new(
+                backend::native::HelperCommand {
+                    exe: options.exe.clone(),
+                    args: vec![backend::native::HELPER_SUBCOMMAND.into()],
+                },
+                home.root(),
+            ),
+        )),
         _ => Arc::from(backend::open(kind, home.root())?),
     };
     // Native: the kernel's facts only (`doctor` also runs a test bottle, which would double
