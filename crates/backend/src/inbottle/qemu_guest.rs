@@ -81,6 +81,8 @@ pub fn relay_main() -> ! {
         eprintln!("error: `{RELAY_SUBCOMMAND}` is internal to the qemu backend");
         std::process::exit(2);
     };
+    // The sidecar's forward is gone: the guest's connection closes (stdout is the guest's
+    // connection, so nothing is printed into it).
     let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
         std::process::exit(1);
     };

@@ -149,10 +149,13 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
         "-device",
         "virtio-net-device,netdev=net",
     ]);
-    // guestfwd's `cmd:` spawns the relay per connection, so spawning stays allowed.
+    // QEMU's own seccomp filter, inherited by the relays: guestfwd's `cmd:` spawns one per
+    // connection, so spawning stays allowed, and so does `setsid` (libslirp's child set-up
+    // calls it, which `elevateprivileges=deny` kills). Privileges cannot rise anyway: the
+    // jail runs QEMU unprivileged with `no_new_privs` and no capabilities.
     push(&[
         "-sandbox",
-        "on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny",
+        "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny",
     ]);
     a
 }

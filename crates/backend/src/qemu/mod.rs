@@ -60,6 +60,11 @@ pub struct QemuConfig {
     pub qemu: PathBuf,
     /// A static busybox for stage 1.
     pub busybox: PathBuf,
+    /// The guest kernel; `None`: [`assets::guest_kernel`] at each launch.
+    pub kernel: Option<assets::GuestKernel>,
+    /// How long a guest may take to start the agent; `None`: `$BOT_BOTTLE_QEMU_BOOT_TIMEOUT`
+    /// seconds, else 120 s.
+    pub boot_timeout: Option<Duration>,
 }
 
 impl QemuConfig {
@@ -72,6 +77,8 @@ impl QemuConfig {
                 .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64")),
             busybox: crate::preflight::find_in_path("busybox")
                 .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
+            kernel: None,
+            boot_timeout: None,
         }
     }
 
@@ -131,6 +138,10 @@ impl QemuBackend {
             config,
             jail: NativeBackend::new(native),
         }
+    }
+
+    pub fn config(&self) -> &QemuConfig {
+        &self.config
     }
 
     fn bottle_dir(&self, identity: &str) -> PathBuf {
@@ -485,7 +496,10 @@ impl Backend for QemuBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        let kernel = assets::guest_kernel().map_err(unavailable)?;
+        let kernel = match &self.config.kernel {
+            Some(k) => k.clone(),
+            None => assets::guest_kernel().map_err(unavailable)?,
+        };
         let accel = assets::choose_accel().map_err(unavailable)?;
         if !self.config.qemu.is_file() {
             return Err(unavailable(format!(
@@ -553,11 +567,13 @@ impl Backend for QemuBackend {
             let _ = tx.send(Event::JailExited(result));
         });
 
-        let timeout = std::env::var(BOOT_TIMEOUT_ENV)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_BOOT_TIMEOUT);
+        let timeout = self.config.boot_timeout.unwrap_or_else(|| {
+            std::env::var(BOOT_TIMEOUT_ENV)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_BOOT_TIMEOUT)
+        });
         let deadline = Instant::now() + timeout;
         let failure = loop {
             match bottle
