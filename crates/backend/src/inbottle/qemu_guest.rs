@@ -329,7 +329,12 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
         .stdout(stdout)
         .stderr(stderr);
     let interactive = spec.interactive;
-    // SAFETY: setsid(2) and ioctl(2) on fd 0 are async-signal-safe.
+    // The same seccomp deny list as a native bottle's agent, in the guest too: the guest's
+    // kernel is the boundary, the filter keeps its attack surface as small as native's.
+    let filter = crate::native::seccomp::compile(&crate::native::seccomp::policy())
+        .map_err(|e| format!("cannot build the agent's seccomp filter: {e}"))?;
+    // SAFETY: setsid(2), ioctl(2), prctl(2) and seccomp installation (no allocation: the
+    // programs were compiled before the fork) are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -338,7 +343,10 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
             if interactive && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            crate::native::seccomp::install(&filter).map_err(std::io::Error::other)
         });
     }
     let mut ctl_w = ctl.try_clone().map_err(|e| e.to_string())?;

@@ -240,7 +240,7 @@ pub fn stage1_script(modules: &[String]) -> String {
         ));
     }
     s.push_str(&format!(
-        "$bb mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize=262144 root /newroot || fail 'cannot mount the root over 9p'\n\
+        "$bb mount -t 9p -o ro,nosuid,nodev,trans=virtio,version=9p2000.L,cache=loose,msize=262144 root /newroot || fail 'cannot mount the root over 9p'\n\
          $bb umount /dev\n\
          $bb umount /proc\n\
          exec $bb switch_root /newroot {GUEST_EXE} __qemu-init {GUEST_SPEC}\n"

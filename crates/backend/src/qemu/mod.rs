@@ -425,6 +425,72 @@ impl Drop for QemuBottle {
     }
 }
 
+/// Whether this machine can run the qemu backend: the native jail's facts, QEMU, busybox, a
+/// guest kernel and an accelerator (placeholder until `doctor`'s full qemu checks land).
+pub fn status(config: &QemuConfig) -> BackendStatus {
+    let check = |name: &str, ok: bool, detail: String, fix: &str| Check {
+        name: name.to_owned(),
+        ok,
+        detail,
+        fix: (!ok).then(|| fix.to_owned()),
+        required: true,
+    };
+    let kernel = match &config.kernel {
+        Some(k) => Ok(k.clone()),
+        None => assets::guest_kernel(),
+    };
+    let accel = assets::choose_accel();
+    let checks = vec![
+        check(
+            "qemu",
+            config.qemu.is_file(),
+            format!("QEMU at {}", config.qemu.display()),
+            "install QEMU (apt-get install qemu-system-x86)",
+        ),
+        check(
+            "busybox",
+            config.busybox.is_file(),
+            format!("busybox at {}", config.busybox.display()),
+            "install a static busybox (apt-get install busybox-static)",
+        ),
+        check(
+            "guest kernel",
+            kernel.is_ok(),
+            match &kernel {
+                Ok(k) => format!("guest kernel {}", k.version),
+                Err(e) => e.to_string(),
+            },
+            "run `bot-bottle prepare qemu`",
+        ),
+        check(
+            "accelerator",
+            accel.is_ok(),
+            match &accel {
+                Ok(assets::Accel::Kvm) => "KVM".to_owned(),
+                Ok(assets::Accel::Tcg) => "TCG (software emulation)".to_owned(),
+                Err(e) => e.to_string(),
+            },
+            "set BOT_BOTTLE_QEMU_ACCEL=tcg or use a host where KVM works",
+        ),
+    ];
+    let mut status = crate::preflight::native(None);
+    status.backend = BackendKind::Qemu;
+    status.checks.extend(checks);
+    status.usable = status.checks.iter().all(|c| c.ok || !c.required);
+    status
+}
+
+/// [`status`] with the default configuration (`doctor`).
+pub fn default_status() -> BackendStatus {
+    status(&QemuConfig::new(
+        HelperCommand {
+            exe: PathBuf::new(),
+            args: Vec::new(),
+        },
+        Path::new("/"),
+    ))
+}
+
 /// The caller's terminal size, as `winsize <rows> <cols>`.
 fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: TIOCGWINSZ writes the `winsize` we own.
@@ -440,51 +506,7 @@ impl Backend for QemuBackend {
     }
 
     fn preflight(&self) -> BackendStatus {
-        let mut checks = Vec::new();
-        let check = |name: &str, ok: bool, detail: String, fix: &str| Check {
-            name: name.to_owned(),
-            ok,
-            detail,
-            fix: (!ok).then(|| fix.to_owned()),
-            required: true,
-        };
-        checks.push(check(
-            "qemu",
-            self.config.qemu.is_file(),
-            format!("QEMU at {}", self.config.qemu.display()),
-            "install QEMU (apt-get install qemu-system-x86)",
-        ));
-        checks.push(check(
-            "busybox",
-            self.config.busybox.is_file(),
-            format!("busybox at {}", self.config.busybox.display()),
-            "install a static busybox (apt-get install busybox-static)",
-        ));
-        let kernel = assets::guest_kernel();
-        checks.push(check(
-            "guest kernel",
-            kernel.is_ok(),
-            match &kernel {
-                Ok(k) => format!("guest kernel {}", k.version),
-                Err(e) => e.to_string(),
-            },
-            "run `bot-bottle prepare qemu`",
-        ));
-        let accel = assets::choose_accel();
-        checks.push(check(
-            "accelerator",
-            accel.is_ok(),
-            match &accel {
-                Ok(a) => format!("accelerator {a:?}"),
-                Err(e) => e.to_string(),
-            },
-            "set BOT_BOTTLE_QEMU_ACCEL=tcg or use a host where KVM works",
-        ));
-        let mut status = crate::preflight::native(None);
-        status.backend = BackendKind::Qemu;
-        status.checks.extend(checks);
-        status.usable = status.checks.iter().all(|c| c.ok || !c.required);
-        status
+        status(&self.config)
     }
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {

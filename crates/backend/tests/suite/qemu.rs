@@ -180,14 +180,16 @@ fn qemu_guest_has_no_way_out_but_the_sidecars_and_no_kvm_or_control_port() {
          for t in 10.0.2.2/{port} 10.0.2.2/22 10.0.2.3/53 10.0.2.100/9 127.0.0.1/{port}; do \
            if timeout 10 bash -c \"exec 3<>/dev/tcp/$t\" 2>/dev/null; then echo \"connected $t\"; else echo \"refused $t\"; fi; \
          done; \
-         getent hosts example.com || echo no-dns"
+         getent hosts example.com || echo no-dns; \
+         unshare -U true 2>/dev/null && echo unshared || echo no-unshare; \
+         grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t'"
     );
     let out = sh(&f, &backend, &script);
     assert_eq!(
         out.stdout,
         format!(
             "lo 127.0.0.1/8\neth0 10.0.2.15/24\n10.0.2.0/24 dev eth0 proto kernel scope link src 10.0.2.15 \nno-kvm\n\
-             refused 10.0.2.2/{port}\nrefused 10.0.2.2/22\nrefused 10.0.2.3/53\nrefused 10.0.2.100/9\nrefused 127.0.0.1/{port}\nno-dns\n"
+             refused 10.0.2.2/{port}\nrefused 10.0.2.2/22\nrefused 10.0.2.3/53\nrefused 10.0.2.100/9\nrefused 127.0.0.1/{port}\nno-dns\nno-unshare\nNoNewPrivs:1\nSeccomp:2\n"
         ),
         "{}",
         out.stderr

@@ -34,6 +34,7 @@ mod git_objects;
 mod gvisor;
 mod limits;
 mod supervise_effect;
+mod vm;
 
 use config::Cfg;
 
@@ -46,7 +47,7 @@ const SUPERVISE: &str = "127.0.0.1:3130";
 type Section = (&'static str, fn(&Cfg));
 
 /// Every section, in the order they run.
-const SECTIONS: [Section; 9] = [
+const SECTIONS: [Section; 10] = [
     ("network", network::cases),
     ("dns", dns::cases),
     ("egress", egress::cases),
@@ -56,6 +57,7 @@ const SECTIONS: [Section; 9] = [
     ("git", git::cases),
     ("supervise", supervise::cases),
     ("resources", limits::resources),
+    ("vm", vm::cases),
 ];
 
 fn main() {
