@@ -323,26 +323,39 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.workspace)
-        .uid(spec.uid)
-        .gid(spec.gid)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
     let interactive = spec.interactive;
+    let (uid, gid) = (spec.uid, spec.gid);
     // The same seccomp deny list as a native bottle's agent, in the guest too: the guest's
     // kernel is the boundary, the filter keeps its attack surface as small as native's.
     let filter = crate::native::seccomp::compile(&crate::native::seccomp::policy())
         .map_err(|e| format!("cannot build the agent's seccomp filter: {e}"))?;
-    // SAFETY: setsid(2), ioctl(2), prctl(2) and seccomp installation (no allocation: the
-    // programs were compiled before the fork) are async-signal-safe.
+    // SAFETY: setsid(2), ioctl(2), prctl(2), setgroups(2), setgid(2), setuid(2) and the
+    // seccomp installation (no allocation: the programs were compiled before the fork) are
+    // async-signal-safe. As root still: the session and terminal, every capability out of the
+    // bounding set; then the agent's ids (which clears the rest), then the filter.
     unsafe {
         command.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
+            let check = |rc: libc::c_int| {
+                if rc < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::setsid())?;
+            if interactive {
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
             }
-            if interactive && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
+            libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -68,7 +68,9 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
     push(&["-M", "microvm,pit=on,pic=on,rtc=on"]);
     match plan.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+        // The translation cache is mapped at 1 GiB by default and counts against the jail's
+        // memory limit as it fills: bounded here.
+        Accel::Tcg => push(&["-accel", "tcg,tb-size=128", "-cpu", "max"]),
     }
     let smp = plan.cpus.to_string();
     let mem = format!("{}M", plan.memory_mib);

@@ -44,8 +44,9 @@ use crate::{
 /// How long a guest may take from QEMU's start to the agent running.
 pub const BOOT_TIMEOUT_ENV: &str = "BOT_BOTTLE_QEMU_BOOT_TIMEOUT";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Host memory for QEMU itself on top of the guest's RAM (the jail's cgroup limit).
-const QEMU_OVERHEAD_BYTES: u64 = 256 << 20;
+/// Host memory for QEMU itself on top of the guest's RAM (the jail's cgroup limit): its own
+/// heap, the 9p and network buffers and TCG's translation cache (128 MiB).
+const QEMU_OVERHEAD_BYTES: u64 = 512 << 20;
 /// How much of the console log an error shows.
 const CONSOLE_TAIL_BYTES: usize = 4096;
 
@@ -304,6 +305,27 @@ fn control_thread(
     });
 }
 
+/// `stop` from another process: each connection to the bottle's `command.sock` may send
+/// `term`, passed to the guest's init (which SIGTERMs the agent).
+fn command_thread(
+    listener: UnixListener,
+    writer: Arc<Mutex<Option<UnixStream>>>,
+    stop: Arc<Mutex<bool>>,
+) {
+    std::thread::spawn(move || {
+        while let Some(stream) = accept_one(&listener, &stop) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let _ = BufReader::new(stream).read_line(&mut line);
+            if line.trim() == "term"
+                && let Some(w) = writer.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            {
+                let _ = w.write_all(b"term\n");
+            }
+        }
+    });
+}
+
 fn tail_text(tail: &Tail) -> String {
     let t = tail.lock().unwrap_or_else(|p| p.into_inner());
     let bytes: Vec<u8> = t.iter().copied().collect();
@@ -553,6 +575,10 @@ impl Backend for QemuBackend {
         let console_l = UnixListener::bind(&console)
             .map_err(io_err("listen on", &console))
             .map_err(cleanup)?;
+        let command = dir.join("command.sock");
+        let command_l = UnixListener::bind(&command)
+            .map_err(io_err("listen on", &command))
+            .map_err(cleanup)?;
         let (tx, events) = channel();
         let writer = Arc::new(Mutex::new(None));
         let stop = Arc::new(Mutex::new(false));
@@ -560,6 +586,7 @@ impl Backend for QemuBackend {
         let console_log = dir.join("console.log");
         console_thread(console_l, console_log.clone(), tail.clone(), stop.clone());
         control_thread(control_l, tx.clone(), writer.clone(), stop.clone());
+        command_thread(command_l, writer.clone(), stop.clone());
 
         let mut native = match self.jail.launch(&jail_spec, stdio) {
             Ok(b) => b,
@@ -681,8 +708,34 @@ impl Backend for QemuBackend {
         )))
     }
 
+    /// Asks the guest's init to SIGTERM the agent (through the launcher's `command.sock`),
+    /// then ends the jail after `grace` if the bottle still runs.
     fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
-        self.jail.stop(identity, grace)
+        let running = |jail: &NativeBackend| {
+            jail.list()
+                .map(|l| l.iter().any(|b| b.identity == identity && b.running))
+                .unwrap_or(false)
+        };
+        let plain = !identity.is_empty()
+            && identity
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain || !running(&self.jail) {
+            return Ok(false);
+        }
+        let asked = UnixStream::connect(self.bottle_dir(identity).join("command.sock"))
+            .and_then(|mut s| s.write_all(b"term\n"))
+            .is_ok();
+        if asked {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !running(&self.jail) {
+                    return Ok(true);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.jail.stop(identity, if asked { Duration::ZERO } else { grace })
     }
 
     fn list(&self) -> Result<Vec<BottleInfo>, BackendError> {

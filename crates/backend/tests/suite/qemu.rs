@@ -182,14 +182,14 @@ fn qemu_guest_has_no_way_out_but_the_sidecars_and_no_kvm_or_control_port() {
          done; \
          getent hosts example.com || echo no-dns; \
          unshare -U true 2>/dev/null && echo unshared || echo no-unshare; \
-         grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t'"
+         grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t'"
     );
     let out = sh(&f, &backend, &script);
     assert_eq!(
         out.stdout,
         format!(
             "lo 127.0.0.1/8\neth0 10.0.2.15/24\n10.0.2.0/24 dev eth0 proto kernel scope link src 10.0.2.15 \nno-kvm\n\
-             refused 10.0.2.2/{port}\nrefused 10.0.2.2/22\nrefused 10.0.2.3/53\nrefused 10.0.2.100/9\nrefused 127.0.0.1/{port}\nno-dns\nno-unshare\nNoNewPrivs:1\nSeccomp:2\n"
+             refused 10.0.2.2/{port}\nrefused 10.0.2.2/22\nrefused 10.0.2.3/53\nrefused 10.0.2.100/9\nrefused 127.0.0.1/{port}\nno-dns\nno-unshare\nCapBnd:0000000000000000\nNoNewPrivs:1\nSeccomp:2\n"
         ),
         "{}",
         out.stderr
@@ -344,4 +344,16 @@ fn qemu_guest_that_does_not_boot_in_time_is_killed_and_reported() {
         "{err}"
     );
     assert_eq!(backend.list().unwrap(), vec![]);
+}
+
+#[test]
+fn qemu_stop_asks_the_guest_to_end_the_agent() {
+    let Some((f, backend)) = qemu_fixture() else { return };
+    let spec = small(f.spec(&["/bin/sleep", "600"]));
+    let mut bottle = backend.launch(&spec, BottleStdio::piped()).unwrap();
+    // As `bot-bottle stop` would, through the backend rather than the running handle.
+    let other = QemuBackend::new(backend.config().clone());
+    assert!(other.stop(&spec.identity, std::time::Duration::from_secs(60)).unwrap());
+    assert_eq!(bottle.wait().unwrap().code, 128 + libc::SIGTERM);
+    assert!(!other.stop(&spec.identity, std::time::Duration::ZERO).unwrap());
 }
