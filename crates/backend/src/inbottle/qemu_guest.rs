@@ -63,6 +63,9 @@ pub struct GuestSpec {
     pub interactive: bool,
     pub uid: u32,
     pub gid: u32,
+    /// The bottle's process limit: `RLIMIT_NPROC` of the agent's uid, which nothing else in
+    /// the guest runs as (threads count, as in a pids cgroup).
+    pub pids: u32,
 }
 
 /// Runs [`init_main`] or [`relay_main`] when `subcommand` names one; returns otherwise.
@@ -328,6 +331,10 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
         .stderr(stderr);
     let interactive = spec.interactive;
     let (uid, gid) = (spec.uid, spec.gid);
+    let nproc = libc::rlimit {
+        rlim_cur: libc::rlim_t::from(spec.pids),
+        rlim_max: libc::rlim_t::from(spec.pids),
+    };
     // The same seccomp deny list as a native bottle's agent, in the guest too: the guest's
     // kernel is the boundary, the filter keeps its attack surface as small as native's.
     let filter = crate::native::seccomp::compile(&crate::native::seccomp::policy())
@@ -352,7 +359,14 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
             for cap in 0..64 {
                 libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
-            libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            check(libc::setrlimit(libc::RLIMIT_NPROC, &nproc))?;
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setgid(gid))?;
             check(libc::setuid(uid))?;
@@ -628,6 +642,7 @@ mod tests {
             interactive: true,
             uid: 1000,
             gid: 1000,
+            pids: 512,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<GuestSpec>(&json).unwrap(), spec);

@@ -174,6 +174,7 @@ impl QemuBackend {
             interactive: spec.interactive,
             uid: 1000,
             gid: 1000,
+            pids: spec.resources.pids,
         };
         let guest_path = dir.join("guest.json");
         let json = serde_json::to_vec_pretty(&guest).map_err(|e| BackendError::Process {
@@ -443,7 +444,6 @@ impl Drop for QemuBottle {
             let _ = self.wait();
         }
         self.end_threads();
-        let _ = &self.console_log;
     }
 }
 
@@ -735,7 +735,8 @@ impl Backend for QemuBackend {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        self.jail.stop(identity, if asked { Duration::ZERO } else { grace })
+        self.jail
+            .stop(identity, if asked { Duration::ZERO } else { grace })
     }
 
     fn list(&self) -> Result<Vec<BottleInfo>, BackendError> {

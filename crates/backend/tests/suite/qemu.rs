@@ -348,12 +348,22 @@ fn qemu_guest_that_does_not_boot_in_time_is_killed_and_reported() {
 
 #[test]
 fn qemu_stop_asks_the_guest_to_end_the_agent() {
-    let Some((f, backend)) = qemu_fixture() else { return };
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
     let spec = small(f.spec(&["/bin/sleep", "600"]));
     let mut bottle = backend.launch(&spec, BottleStdio::piped()).unwrap();
     // As `bot-bottle stop` would, through the backend rather than the running handle.
     let other = QemuBackend::new(backend.config().clone());
-    assert!(other.stop(&spec.identity, std::time::Duration::from_secs(60)).unwrap());
+    assert!(
+        other
+            .stop(&spec.identity, std::time::Duration::from_secs(60))
+            .unwrap()
+    );
     assert_eq!(bottle.wait().unwrap().code, 128 + libc::SIGTERM);
-    assert!(!other.stop(&spec.identity, std::time::Duration::ZERO).unwrap());
+    assert!(
+        !other
+            .stop(&spec.identity, std::time::Duration::ZERO)
+            .unwrap()
+    );
 }
