@@ -375,7 +375,7 @@ mod tests {
             "00000000",
             "00000002",
             "00000000",
-            "d\0070701",
+            "d\x00070701",
         ]
         .concat();
         assert!(text.starts_with(&first), "{text:?}");

@@ -63,6 +63,8 @@ pub struct QemuConfig {
     pub busybox: PathBuf,
     /// The guest kernel; `None`: [`assets::guest_kernel`] at each launch.
     pub kernel: Option<assets::GuestKernel>,
+    /// The accelerator; `None`: [`assets::choose_accel`] at each launch.
+    pub accel: Option<assets::Accel>,
     /// How long a guest may take to start the agent; `None`: `$BOT_BOTTLE_QEMU_BOOT_TIMEOUT`
     /// seconds, else 120 s.
     pub boot_timeout: Option<Duration>,
@@ -79,6 +81,7 @@ impl QemuConfig {
             busybox: crate::preflight::find_in_path("busybox")
                 .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
             kernel: None,
+            accel: None,
             boot_timeout: None,
         }
     }
@@ -461,7 +464,7 @@ pub fn status(config: &QemuConfig) -> BackendStatus {
         Some(k) => Ok(k.clone()),
         None => assets::guest_kernel(),
     };
-    let accel = assets::choose_accel();
+    let accel = config.accel.map(Ok).unwrap_or_else(assets::choose_accel);
     let checks = vec![
         check(
             "qemu",
@@ -544,7 +547,10 @@ impl Backend for QemuBackend {
             Some(k) => k.clone(),
             None => assets::guest_kernel().map_err(unavailable)?,
         };
-        let accel = assets::choose_accel().map_err(unavailable)?;
+        let accel = match self.config.accel {
+            Some(a) => a,
+            None => assets::choose_accel().map_err(unavailable)?,
+        };
         if !self.config.qemu.is_file() {
             return Err(unavailable(format!(
                 "QEMU is not installed ({} is missing); apt-get install qemu-system-x86",
