@@ -45,6 +45,7 @@ pub mod docker;
 pub mod inbottle;
 pub mod native;
 pub mod preflight;
+pub mod qemu;
 mod spec;
 mod workspace_copy;
 
@@ -68,15 +69,18 @@ pub enum BackendKind {
     Smolmachines,
     /// Apple's `container` CLI on macOS.
     Apple,
+    /// A QEMU micro-VM jailed in a native bottle (this crate's [`qemu`] module).
+    Qemu,
 }
 
 impl BackendKind {
     /// Every backend, in the order `doctor` reports them.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Native,
         BackendKind::Docker,
         BackendKind::Smolmachines,
         BackendKind::Apple,
+        BackendKind::Qemu,
     ];
 
     /// Whether this build has the backend ([`open`] can give it). Backends that are only
@@ -92,6 +96,7 @@ impl BackendKind {
             BackendKind::Docker => "docker",
             BackendKind::Smolmachines => "smolmachines",
             BackendKind::Apple => "apple",
+            BackendKind::Qemu => "qemu",
         }
     }
 
@@ -187,6 +192,7 @@ pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>
     match kind {
         BackendKind::Native => native::open(options),
         BackendKind::Docker => docker::open(options),
+        BackendKind::Qemu => qemu::open(options),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"
@@ -309,7 +315,7 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple")]
+    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu")]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]

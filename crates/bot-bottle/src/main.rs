@@ -35,6 +35,8 @@ fn main() -> ExitCode {
     {
         backend::docker::reaper::reaper_main();
     }
+    // The qemu backend's guest init (PID 1 of the VM) and its guestfwd relay (in QEMU's jail).
+    backend::inbottle::qemu_guest::dispatch(std::env::args_os().nth(1).as_deref());
     let cli = cli::Cli::parse();
     if cli.command.prints_for_pipes() {
         exit::die_quietly_on_closed_pipe();

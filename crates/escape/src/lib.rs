@@ -17,7 +17,7 @@ pub mod gvisor;
 /// `bot-bottle doctor` reports as not usable on this machine is skipped with its reason.
 /// `docker` runs with runc, `docker+runsc` is the docker backend with the agent under gVisor
 /// (`BOT_BOTTLE_DOCKER_RUNTIME` chooses; the harness also checks the container's runtime).
-pub const BACKENDS: &[&str] = &["native", "docker", "docker+runsc"];
+pub const BACKENDS: &[&str] = &["native", "docker", "docker+runsc", "qemu"];
 
 /// One line of probe output.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,8 @@ fn main() {
     if args.len() == 4 && args[1] == "launch" {
         std::process::exit(launch(Path::new(&args[2]), Path::new(&args[3])));
     }
+    // The qemu backend's guest init and relay (this executable is placed in its jail).
+    backend::inbottle::qemu_guest::dispatch(std::env::args_os().nth(1).as_deref());
     backend::inbottle::native_helper::helper_main()
 }
 

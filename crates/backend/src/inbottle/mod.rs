@@ -23,3 +23,4 @@
 
 pub mod docker_init;
 pub mod native_helper;
+pub mod qemu_guest;

@@ -727,6 +727,8 @@ async fn run_backend(
         "other_sidecar_addrs": other_sidecar_addrs,
         "wait_for": if dk.is_some() { go.display().to_string() } else { String::new() },
         "expect_kernel": if runtime == Some("runsc") { "gvisor" } else { "" },
+        "expect_vm": backend == "qemu",
+        "host_kernel": std::fs::read_to_string("/proc/version").unwrap_or_default(),
     });
     let argv = vec![probe.display().to_string(), cfg.to_string()];
     let cmd = start_cmd(&w, backend, &argv);

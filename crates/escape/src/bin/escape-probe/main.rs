@@ -36,6 +36,7 @@ mod git_objects;
 mod gvisor;
 mod limits;
 mod supervise_effect;
+mod vm;
 
 use config::Cfg;
 
@@ -48,7 +49,7 @@ const SUPERVISE: &str = "127.0.0.1:3130";
 type Section = (&'static str, fn(&Cfg));
 
 /// Every section, in the order they run.
-const SECTIONS: [Section; 10] = [
+const SECTIONS: [Section; 11] = [
     ("network", network::cases),
     ("dns", dns::cases),
     ("egress", egress::cases),
@@ -59,6 +60,7 @@ const SECTIONS: [Section; 10] = [
     ("supervise", supervise::cases),
     ("dlp", dlp::cases),
     ("resources", limits::resources),
+    ("vm", vm::cases),
 ];
 
 fn main() {

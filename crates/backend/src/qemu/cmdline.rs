@@ -1,0 +1,214 @@
+//! The QEMU command line of one bottle, computed as data (unit-tested as a snapshot).
+//!
+//! A `microvm` with no default devices and no monitor; the guest's only devices are the
+//! console, virtio-serial ports (control, and the agent's stdout/stderr when it has no
+//! terminal), three 9p shares (the jail's root read-only, the workspace and the home
+//! read-write) and one NIC on QEMU's user network with `restrict=on`, whose only open doors
+//! are the `guestfwd`s to the sidecar endpoints.
+
+use std::path::PathBuf;
+
+use crate::inbottle::qemu_guest::{
+    CONTROL_PORT, HOME_TAG, RELAY_SUBCOMMAND, SIDECAR_ADDR, STDERR_PORT, STDOUT_PORT, WORKSPACE_TAG,
+};
+
+use super::assets::Accel;
+
+/// Where the jail places the kernel and the initramfs.
+pub const JAIL_KERNEL: &str = "/run/bot-bottle/qemu/kernel";
+pub const JAIL_INITRAMFS: &str = "/run/bot-bottle/qemu/initramfs";
+
+/// Everything the command line depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// `tsc_early_khz=` (the host's TSC rate): without it a TCG guest under load can hang
+    /// calibrating the PIT.
+    pub tsc_khz: Option<u64>,
+    pub interactive: bool,
+    /// Sidecar ports (the same number in the guest, at 10.0.2.100, and in the jail).
+    pub ports: Vec<u16>,
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    /// The jail's loopback ports of the host's control and console sockets.
+    pub control_port: u16,
+    pub console_port: u16,
+    /// The relay executable in the jail (this executable).
+    pub relay: PathBuf,
+}
+
+/// The argv the jail runs: a shell that keeps the agent's stdout and stderr as fds 3 and 4
+/// (QEMU takes no standard stream for `-add-fd`) and execs QEMU.
+pub fn jail_argv(plan: &VmPlan) -> Vec<String> {
+    let mut argv = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        "exec 3>&1 4>&2; exec \"$0\" \"$@\"".to_owned(),
+        plan.qemu.to_string_lossy().into_owned(),
+    ];
+    argv.extend(qemu_args(plan));
+    argv
+}
+
+/// QEMU's arguments.
+pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-monitor", "none", "-parallel", "none"]);
+    push(&["-M", "microvm,pit=on,pic=on,rtc=on"]);
+    match plan.accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        // The translation cache is mapped at 1 GiB by default and counts against the jail's
+        // memory limit as it fills: bounded here.
+        Accel::Tcg => push(&["-accel", "tcg,tb-size=128", "-cpu", "max"]),
+    }
+    let smp = plan.cpus.to_string();
+    let mem = format!("{}M", plan.memory_mib);
+    push(&["-smp", &smp, "-m", &mem]);
+    let mut cmdline = "console=ttyS0 quiet panic=-1 rdinit=/init".to_owned();
+    if let Some(khz) = plan.tsc_khz {
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    push(&[
+        "-kernel",
+        JAIL_KERNEL,
+        "-initrd",
+        JAIL_INITRAMFS,
+        "-append",
+        &cmdline,
+    ]);
+    // The console (kernel messages, stage 1's failures) goes to the host's console log.
+    let console = format!(
+        "socket,id=console,host=127.0.0.1,port={}",
+        plan.console_port
+    );
+    push(&["-chardev", &console, "-serial", "chardev:console"]);
+    push(&["-device", "virtio-serial-device,max_ports=4"]);
+    let control = format!(
+        "socket,id=control,host=127.0.0.1,port={}",
+        plan.control_port
+    );
+    push(&["-chardev", &control]);
+    push(&[
+        "-device",
+        &format!("virtserialport,chardev=control,name={CONTROL_PORT}"),
+    ]);
+    if plan.interactive {
+        push(&["-chardev", "stdio,id=term,signal=off"]);
+        push(&["-device", "virtconsole,chardev=term"]);
+    } else {
+        push(&["-add-fd", "fd=3,set=1", "-add-fd", "fd=4,set=2"]);
+        push(&["-chardev", "file,id=stdout,path=/dev/fdset/1,append=on"]);
+        push(&[
+            "-device",
+            &format!("virtserialport,chardev=stdout,name={STDOUT_PORT}"),
+        ]);
+        push(&["-chardev", "file,id=stderr,path=/dev/fdset/2,append=on"]);
+        push(&[
+            "-device",
+            &format!("virtserialport,chardev=stderr,name={STDERR_PORT}"),
+        ]);
+    }
+    let shares = [
+        ("root", PathBuf::from("/"), true),
+        (WORKSPACE_TAG, plan.workspace.clone(), false),
+        (HOME_TAG, plan.home.clone(), false),
+    ];
+    for (tag, path, readonly) in shares {
+        let mut fsdev = format!(
+            "local,id={tag},path={},security_model=none,multidevs=remap",
+            path.to_string_lossy().replace(',', ",,")
+        );
+        if readonly {
+            fsdev.push_str(",readonly=on");
+        }
+        push(&["-fsdev", &fsdev]);
+        push(&[
+            "-device",
+            &format!("virtio-9p-device,fsdev={tag},mount_tag={tag}"),
+        ]);
+    }
+    let mut netdev = "user,id=net,restrict=on,ipv6=off".to_owned();
+    for port in &plan.ports {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{SIDECAR_ADDR}:{port}-cmd:{} {RELAY_SUBCOMMAND} {port}",
+            plan.relay.to_string_lossy().replace(',', ",,")
+        ));
+    }
+    push(&[
+        "-netdev",
+        &netdev,
+        "-device",
+        "virtio-net-device,netdev=net",
+    ]);
+    // QEMU's own seccomp filter, inherited by the relays: guestfwd's `cmd:` spawns one per
+    // connection, so spawning stays allowed, and so does `setsid` (libslirp's child set-up
+    // calls it, which `elevateprivileges=deny` kills). Privileges cannot rise anyway: the
+    // jail runs QEMU unprivileged with `no_new_privs` and no capabilities.
+    push(&[
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny",
+    ]);
+    a
+}
+
+/// The host's TSC rate in kHz, from `/proc/cpuinfo`'s `cpu MHz`.
+pub fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_of_a_non_interactive_tcg_bottle() {
+        let plan = VmPlan {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            tsc_khz: Some(2_300_000),
+            interactive: false,
+            ports: vec![3128, 3129, 3130],
+            workspace: "/home/alice/proj".into(),
+            home: "/home/alice".into(),
+            control_port: 40000,
+            console_port: 40001,
+            relay: "/run/bot-bottle/qemu/bot-bottle".into(),
+        };
+        insta::assert_yaml_snapshot!(jail_argv(&plan));
+    }
+
+    #[test]
+    fn an_interactive_bottle_gets_the_console_on_the_terminal() {
+        let plan = VmPlan {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Kvm,
+            cpus: 1,
+            memory_mib: 512,
+            tsc_khz: None,
+            interactive: true,
+            ports: vec![],
+            workspace: "/w,x".into(),
+            home: "/h".into(),
+            control_port: 1,
+            console_port: 2,
+            relay: "/r".into(),
+        };
+        insta::assert_yaml_snapshot!(qemu_args(&plan));
+    }
+}

@@ -1,0 +1,483 @@
+//! The guest's initramfs: static busybox, the kernel modules the guest needs (in dependency
+//! order) and the stage-1 script that mounts the host's root over 9p and hands over to our
+//! stage 2 (`inbottle::qemu_guest`).
+//!
+//! Built by our code (a cpio "newc" archive; the format is a fixed header of hex fields, so a
+//! small writer here is simpler than a dependency) and cached by the hash of its content under
+//! `assets::cache_root()/qemu/`, so a second bottle reuses it and a new kernel or busybox makes
+//! a new one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The modules the guest needs, by name; their dependencies are added from each `.ko`'s
+/// `depends=` field. virtio-mmio transport, console and serial ports, the NIC, 9p.
+pub const NEEDED_MODULES: [&str; 5] = [
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_net",
+    "9pnet_virtio",
+    "9p",
+];
+
+/// Where stage 2 lives in the guest (the host's executable, placed read-only in the jail and
+/// seen by the guest through the 9p root).
+pub const GUEST_EXE: &str = "/run/bot-bottle/qemu/bot-bottle";
+/// Where the guest spec lives in the guest (a file in the 9p root, never on the command line).
+pub const GUEST_SPEC: &str = "/run/bot-bottle/qemu/guest.json";
+
+/// Why the initramfs could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum InitramfsError {
+    /// A needed module is not in the kernel's modules directory.
+    #[error(
+        "the guest kernel module `{name}` is not under {dir} (neither as .ko nor built in); use a kernel with 9p, virtio-mmio, virtio_net and virtio_console (Debian's generic kernel has them)"
+    )]
+    MissingModule { name: String, dir: PathBuf },
+    /// A file could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InitramfsError {
+    let path = path.to_path_buf();
+    move |source| InitramfsError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// One file of a cpio archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+}
+
+/// Writes a cpio "newc" archive of `entries` (owned by root, mtime 0: the same input gives the
+/// same bytes).
+pub fn write_cpio(entries: &[Entry], out: &mut impl Write) -> std::io::Result<()> {
+    let mut pos = 0usize;
+    let put = |out: &mut dyn Write, bytes: &[u8], pos: &mut usize| -> std::io::Result<()> {
+        out.write_all(bytes)?;
+        *pos += bytes.len();
+        let pad = (4 - *pos % 4) % 4;
+        out.write_all(&[0u8; 3][..pad])?;
+        *pos += pad;
+        Ok(())
+    };
+    let trailer = Entry::File {
+        path: "TRAILER!!!".into(),
+        mode: 0,
+        data: Vec::new(),
+    };
+    for (ino, entry) in entries.iter().chain(std::iter::once(&trailer)).enumerate() {
+        let (path, mode, data, nlink): (&str, u32, &[u8], u32) = match entry {
+            Entry::Dir { path, mode } => (path, 0o040000 | mode, &[], 2),
+            Entry::File { path, mode, data } if path == "TRAILER!!!" => (path, *mode, data, 1),
+            Entry::File { path, mode, data } => (path, 0o100000 | mode, data, 1),
+            Entry::Symlink { path, target } => (path, 0o120777, target.as_bytes(), 1),
+        };
+        let ino = if path == "TRAILER!!!" { 0 } else { ino + 1 };
+        let header = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            ino,
+            mode,
+            0,
+            0,
+            nlink,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            path.len() + 1,
+            0
+        );
+        let mut name = header.into_bytes();
+        name.extend_from_slice(path.as_bytes());
+        name.push(0);
+        put(out, &name, &mut pos)?;
+        if !data.is_empty() {
+            put(out, data, &mut pos)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `depends=` field of a module's `.modinfo` section.
+fn depends_of(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
+    let rest = &ko[at + KEY.len()..];
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every `.ko` under `dir`, by module name (`-` and `_` are the same in module names).
+fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![dir.join("kernel")];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if d == dir.join("kernel") => return Err(io("read", &d)(e)),
+            Err(_) => continue,
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && let Some(stem) = name.strip_suffix(".ko")
+            {
+                found.insert(stem.replace('-', "_"), path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Names of modules built into the kernel (`modules.builtin`), if the file is there.
+fn builtin_modules(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter_map(|n| n.strip_suffix(".ko"))
+        .map(|n| n.replace('-', "_"))
+        .collect()
+}
+
+/// The modules to load, dependencies first, with their files: `needed` and everything they
+/// depend on, minus what is built in.
+pub fn resolve_modules(
+    dir: &Path,
+    needed: &[&str],
+) -> Result<Vec<(String, PathBuf)>, InitramfsError> {
+    let index = index_modules(dir)?;
+    let builtin = builtin_modules(dir);
+    let mut order: Vec<(String, PathBuf)> = Vec::new();
+    // Depth-first, each module after its dependencies; `visiting` stops a cycle.
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, PathBuf>,
+        builtin: &[String],
+        dir: &Path,
+        visiting: &mut Vec<String>,
+        order: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), InitramfsError> {
+        let name = name.replace('-', "_");
+        if order.iter().any(|(n, _)| *n == name) || visiting.contains(&name) {
+            return Ok(());
+        }
+        let Some(path) = index.get(&name) else {
+            if builtin.contains(&name) {
+                return Ok(());
+            }
+            return Err(InitramfsError::MissingModule {
+                name,
+                dir: dir.to_path_buf(),
+            });
+        };
+        visiting.push(name.clone());
+        let bytes = std::fs::read(path).map_err(io("read", path))?;
+        for dep in depends_of(&bytes) {
+            visit(&dep, index, builtin, dir, visiting, order)?;
+        }
+        visiting.pop();
+        order.push((name, path.clone()));
+        Ok(())
+    }
+    let mut visiting = Vec::new();
+    for name in needed {
+        visit(name, &index, &builtin, dir, &mut visiting, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// The stage-1 script: load the modules, mount the root over 9p read-only, switch to it and
+/// run stage 2. Any failure is printed on the console (the host keeps its tail) and the guest
+/// powers off, so the host reports it instead of waiting.
+pub fn stage1_script(modules: &[String]) -> String {
+    let mut s = String::from(
+        "#!/bin/busybox sh\n\
+         bb=/bin/busybox\n\
+         fail() { echo \"bot-bottle stage 1: $1\" >/dev/console; $bb poweroff -f; }\n\
+         $bb mount -t proc proc /proc || fail 'cannot mount /proc'\n\
+         $bb mount -t devtmpfs dev /dev || fail 'cannot mount /dev'\n",
+    );
+    for m in modules {
+        s.push_str(&format!(
+            "$bb insmod /lib/modules/{m}.ko || fail 'cannot load module {m}'\n"
+        ));
+    }
+    s.push_str(&format!(
+        "$bb mount -t 9p -o ro,nosuid,nodev,trans=virtio,version=9p2000.L,cache=loose,msize=262144 root /newroot || fail 'cannot mount the root over 9p'\n\
+         $bb umount /dev\n\
+         $bb umount /proc\n\
+         exec $bb switch_root /newroot {GUEST_EXE} __qemu-init {GUEST_SPEC}\n"
+    ));
+    s
+}
+
+/// The archive's entries for `busybox` and the modules (name, bytes), in load order.
+pub fn entries(busybox: Vec<u8>, modules: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    let mut entries = vec![
+        Entry::Dir {
+            path: "bin".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "dev".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "lib".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "lib/modules".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "newroot".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "proc".into(),
+            mode: 0o755,
+        },
+        Entry::File {
+            path: "bin/busybox".into(),
+            mode: 0o755,
+            data: busybox,
+        },
+        Entry::Symlink {
+            path: "bin/sh".into(),
+            target: "busybox".into(),
+        },
+    ];
+    for (name, data) in modules {
+        entries.push(Entry::File {
+            path: format!("lib/modules/{name}.ko"),
+            mode: 0o644,
+            data,
+        });
+    }
+    entries.push(Entry::File {
+        path: "init".into(),
+        mode: 0o755,
+        data: stage1_script(&names).into_bytes(),
+    });
+    entries
+}
+
+/// Builds (or finds in the cache) the initramfs for the kernel modules in `modules_dir`, with
+/// `busybox` (a static binary). Returns the archive's path under `cache_dir`.
+pub fn build_cached(
+    busybox: &Path,
+    modules_dir: &Path,
+    cache_dir: &Path,
+) -> Result<PathBuf, InitramfsError> {
+    let modules = resolve_modules(modules_dir, &NEEDED_MODULES)?;
+    let busybox_bytes = std::fs::read(busybox).map_err(io("read", busybox))?;
+    let mut loaded = Vec::new();
+    for (name, path) in modules {
+        let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+        loaded.push((name, bytes));
+    }
+    let mut archive = Vec::new();
+    write_cpio(&entries(busybox_bytes, loaded), &mut archive)
+        .map_err(io("write the initramfs for", modules_dir))?;
+    let hash = hex::encode(&Sha256::digest(&archive)[..12]);
+    let path = cache_dir.join(format!("initramfs-{hash}.cpio"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
+    let tmp = cache_dir.join(format!(".initramfs-{hash}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &archive).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_cpio_archive_has_newc_headers_padding_and_a_trailer() {
+        let mut out = Vec::new();
+        write_cpio(
+            &[
+                Entry::Dir {
+                    path: "d".into(),
+                    mode: 0o755,
+                },
+                Entry::File {
+                    path: "d/f".into(),
+                    mode: 0o644,
+                    data: b"hello".to_vec(),
+                },
+                Entry::Symlink {
+                    path: "l".into(),
+                    target: "d/f".into(),
+                },
+            ],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len() % 4, 0);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert_eq!(text.matches("070701").count(), 4);
+        let first = [
+            "070701",
+            "00000001",
+            "000041ed",
+            "00000000",
+            "00000000",
+            "00000002",
+            "00000000",
+            "00000000",
+            "00000000",
+            "00000000",
+            "00000000",
+            "00000000",
+            "00000002",
+            "00000000",
+            "d\x00070701",
+        ]
+        .concat();
+        assert!(text.starts_with(&first), "{text:?}");
+        assert!(text.contains("d/f\0\0\0hello\0\0\0"), "{text:?}");
+        assert!(text.contains("l\0d/f\0"), "{text:?}");
+        assert!(text.contains("TRAILER!!!\0"));
+    }
+
+    #[test]
+    fn the_archive_reads_back_with_busybox_cpio() {
+        let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+        else {
+            eprintln!("skipped: busybox is not installed (apt-get install busybox-static)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        write_cpio(
+            &entries(b"#!/bin/sh\n".to_vec(), vec![("m".into(), b"ko".to_vec())]),
+            &mut out,
+        )
+        .unwrap();
+        let archive = dir.path().join("a.cpio");
+        std::fs::write(&archive, &out).unwrap();
+        let listed = std::process::Command::new(busybox)
+            .args(["cpio", "-t", "-F"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+        let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "bin",
+                "bin/busybox",
+                "bin/sh",
+                "dev",
+                "init",
+                "lib",
+                "lib/modules",
+                "lib/modules/m.ko",
+                "newroot",
+                "proc"
+            ]
+        );
+    }
+
+    fn fake_ko(depends: &str) -> Vec<u8> {
+        format!("\x7fELF....\0license=GPL\0depends={depends}\0name=x\0").into_bytes()
+    }
+
+    #[test]
+    fn modules_come_after_their_dependencies_and_builtins_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for (name, deps) in [
+            ("virtio", ""),
+            ("virtio_ring", ""),
+            ("virtio_mmio", "virtio,virtio_ring"),
+            ("9pnet", ""),
+            ("9pnet_virtio", "virtio,9pnet,virtio_ring"),
+            ("9p", "9pnet,netfs"),
+        ] {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko(deps)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/fs/netfs/netfs.ko\n",
+        )
+        .unwrap();
+        let order: Vec<String> =
+            resolve_modules(dir.path(), &["virtio_mmio", "9pnet_virtio", "9p"])
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        assert_eq!(
+            order,
+            [
+                "virtio",
+                "virtio_ring",
+                "virtio_mmio",
+                "9pnet",
+                "9pnet_virtio",
+                "9p"
+            ]
+        );
+        let missing = resolve_modules(dir.path(), &["virtio_net"]).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            format!(
+                "the guest kernel module `virtio_net` is not under {} (neither as .ko nor built in); use a kernel with 9p, virtio-mmio, virtio_net and virtio_console (Debian's generic kernel has them)",
+                dir.path().display()
+            )
+        );
+    }
+}

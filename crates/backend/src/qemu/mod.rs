@@ -1,0 +1,779 @@
+//! The qemu backend: the agent behind its own kernel, in a QEMU `microvm` that itself runs
+//! jailed in a native bottle.
+//!
+//! Layers, outside in:
+//! * **the jail** — a native bottle ([`crate::native`]) whose "agent" is QEMU: its namespaces,
+//!   empty network namespace, unprivileged uid, seccomp, Landlock and cgroups hold a guest
+//!   that escapes QEMU. Only what QEMU needs is made visible to it: the kernel, the
+//!   initramfs, this executable (stage 2 and the relay) and the guest spec, read-only under
+//!   `/run/bot-bottle/qemu/`; the sidecar endpoints are the native forwards on the jail's
+//!   loopback, plus two more to this process's control and console sockets.
+//! * **the VM** — its own kernel; devices: console, virtio-serial ports, three 9p shares (the
+//!   jail's root read-only, so the guest sees exactly what a native bottle sees, and the
+//!   workspace and home read-write), one NIC on QEMU's user network with `restrict=on` whose
+//!   only doors are the `guestfwd`s to the sidecar ports (see [`cmdline`]); no monitor.
+//! * **the guest** — stage 1 in our initramfs ([`initramfs`]), stage 2 this executable
+//!   ([`crate::inbottle::qemu_guest`]): the agent as uid 1000 with the spec's environment and
+//!   the sidecars on `127.0.0.1:<port>`, as on native.
+//!
+//! The host talks to the guest over the control port: `ready` once the agent runs, `exit <n>`
+//! when it ended (acknowledged before the guest powers off); `term` and `winsize` go the other
+//! way. A guest that does not reach `ready` within the boot bound is killed and reported with
+//! the tail of its console log (`<runtime>/<identity>/console.log`).
+
+pub mod assets;
+pub mod cmdline;
+pub mod initramfs;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::inbottle::qemu_guest::GuestSpec;
+use crate::native::{HelperCommand, NativeBackend, NativeConfig};
+use crate::preflight::{BackendStatus, Check};
+use crate::spec::{BottleStdio, Forward, LaunchSpec, ReadOnlyFile};
+use crate::{
+    Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
+};
+
+/// How long a guest may take from QEMU's start to the agent running.
+pub const BOOT_TIMEOUT_ENV: &str = "BOT_BOTTLE_QEMU_BOOT_TIMEOUT";
+const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Host memory for QEMU itself on top of the guest's RAM (the jail's cgroup limit): its own
+/// heap, the 9p and network buffers and TCG's translation cache (128 MiB).
+const QEMU_OVERHEAD_BYTES: u64 = 512 << 20;
+/// How much of the console log an error shows.
+const CONSOLE_TAIL_BYTES: usize = 4096;
+
+/// Configuration of the qemu backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuConfig {
+    /// This executable: the native helper (`helper.args`), stage 2 and the relay.
+    pub helper: HelperCommand,
+    /// `$BOT_BOTTLE_HOME`.
+    pub bot_bottle_home: PathBuf,
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// A static busybox for stage 1.
+    pub busybox: PathBuf,
+    /// The guest kernel; `None`: [`assets::guest_kernel`] at each launch.
+    pub kernel: Option<assets::GuestKernel>,
+    /// The accelerator; `None`: [`assets::choose_accel`] at each launch.
+    pub accel: Option<assets::Accel>,
+    /// How long a guest may take to start the agent; `None`: `$BOT_BOTTLE_QEMU_BOOT_TIMEOUT`
+    /// seconds, else 120 s.
+    pub boot_timeout: Option<Duration>,
+}
+
+impl QemuConfig {
+    /// The defaults: QEMU and busybox from `$PATH` (or `/bin/busybox`).
+    pub fn new(helper: HelperCommand, bot_bottle_home: &Path) -> QemuConfig {
+        QemuConfig {
+            helper,
+            bot_bottle_home: bot_bottle_home.to_path_buf(),
+            qemu: crate::preflight::find_in_path("qemu-system-x86_64")
+                .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64")),
+            busybox: crate::preflight::find_in_path("busybox")
+                .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
+            kernel: None,
+            accel: None,
+            boot_timeout: None,
+        }
+    }
+
+    fn runtime_dir(&self) -> PathBuf {
+        self.bot_bottle_home.join("run").join("qemu")
+    }
+}
+
+/// The qemu backend.
+#[derive(Debug, Clone)]
+pub struct QemuBackend {
+    config: QemuConfig,
+    jail: NativeBackend,
+}
+
+/// The qemu backend with the running executable as helper ([`crate::open`]).
+pub fn open(options: &crate::OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(QemuBackend::new(QemuConfig::new(
+        options.helper(crate::native::HELPER_SUBCOMMAND),
+        &options.home,
+    ))))
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackendError {
+    let path = path.to_path_buf();
+    move |source| BackendError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable {
+        backend: BackendKind::Qemu,
+        reason: reason.to_string(),
+    }
+}
+
+/// What the host's control and console threads report.
+enum Event {
+    Ready,
+    Exit(i32),
+    GuestError(String),
+    JailExited(Result<BottleExit, BackendError>),
+}
+
+/// The last bytes of the console, shared with the console thread.
+type Tail = Arc<Mutex<VecDeque<u8>>>;
+
+impl QemuBackend {
+    pub fn new(config: QemuConfig) -> QemuBackend {
+        let mut native = NativeConfig::new(config.helper.clone(), &config.bot_bottle_home);
+        native.runtime_dir = config.runtime_dir().join("jail");
+        QemuBackend {
+            config,
+            jail: NativeBackend::new(native),
+        }
+    }
+
+    pub fn config(&self) -> &QemuConfig {
+        &self.config
+    }
+
+    fn bottle_dir(&self, identity: &str) -> PathBuf {
+        self.config.runtime_dir().join("vm").join(identity)
+    }
+
+    /// The jail's spec and the guest's: QEMU as the jail's command, the VM's files placed.
+    fn plans(
+        &self,
+        spec: &LaunchSpec,
+        dir: &Path,
+        accel: assets::Accel,
+        kernel: &assets::GuestKernel,
+        initramfs: &Path,
+    ) -> Result<LaunchSpec, BackendError> {
+        let used: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
+        let mut free = (40000u16..).filter(|p| !used.contains(p));
+        let (control_port, console_port) = match (free.next(), free.next()) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(BackendError::InvalidSpec("no free jail port".into())),
+        };
+        let guest = GuestSpec {
+            identity: spec.identity.clone(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            workspace: spec.workspace.inside.clone(),
+            home: spec.home.inside.clone(),
+            ports: used.clone(),
+            interactive: spec.interactive,
+            uid: 1000,
+            gid: 1000,
+            pids: spec.resources.pids,
+        };
+        let guest_path = dir.join("guest.json");
+        let json = serde_json::to_vec_pretty(&guest).map_err(|e| BackendError::Process {
+            action: "encode the guest spec",
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&guest_path, json).map_err(io_err("write", &guest_path))?;
+        let r = &spec.resources;
+        let plan = cmdline::VmPlan {
+            qemu: self.config.qemu.clone(),
+            accel,
+            cpus: r.millicpus.div_ceil(1000).max(1),
+            memory_mib: (r.memory_bytes >> 20).max(128),
+            tsc_khz: cmdline::host_tsc_khz(),
+            interactive: spec.interactive,
+            ports: used,
+            workspace: spec.workspace.inside.clone(),
+            home: spec.home.inside.clone(),
+            control_port,
+            console_port,
+            relay: initramfs::GUEST_EXE.into(),
+        };
+        let mut jail = spec.clone();
+        jail.argv = cmdline::jail_argv(&plan);
+        jail.env = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into();
+        jail.interactive = spec.interactive;
+        jail.resources.memory_bytes = r.memory_bytes.saturating_add(QEMU_OVERHEAD_BYTES);
+        for (host, inside) in [
+            (self.config.helper.exe.clone(), initramfs::GUEST_EXE),
+            (kernel.image.clone(), cmdline::JAIL_KERNEL),
+            (initramfs.to_path_buf(), cmdline::JAIL_INITRAMFS),
+            (guest_path, initramfs::GUEST_SPEC),
+        ] {
+            jail.files.push(ReadOnlyFile {
+                host,
+                inside: inside.into(),
+            });
+        }
+        for (port, name) in [
+            (control_port, "control.sock"),
+            (console_port, "console.sock"),
+        ] {
+            jail.forwards.push(Forward {
+                inside_port: port,
+                host_unix_socket: dir.join(name),
+            });
+        }
+        Ok(jail)
+    }
+}
+
+/// Accepts one connection on `listener` (polling, so the thread ends when `stop` is set).
+fn accept_one(listener: &UnixListener, stop: &Mutex<bool>) -> Option<UnixStream> {
+    let _ = listener.set_nonblocking(true);
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                return Some(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if *stop.lock().unwrap_or_else(|p| p.into_inner()) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn console_thread(listener: UnixListener, log: PathBuf, tail: Tail, stop: Arc<Mutex<bool>>) {
+    std::thread::spawn(move || {
+        let Some(mut stream) = accept_one(&listener, &stop) else {
+            return;
+        };
+        let mut file = std::fs::File::create(&log).ok();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Some(f) = file.as_mut() {
+                let _ = f.write_all(&buf[..n]);
+            }
+            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            t.extend(&buf[..n]);
+            while t.len() > CONSOLE_TAIL_BYTES {
+                t.pop_front();
+            }
+        }
+    });
+}
+
+fn control_thread(
+    listener: UnixListener,
+    events: Sender<Event>,
+    writer: Arc<Mutex<Option<UnixStream>>>,
+    stop: Arc<Mutex<bool>>,
+) {
+    std::thread::spawn(move || {
+        let Some(stream) = accept_one(&listener, &stop) else {
+            return;
+        };
+        if let Ok(w) = stream.try_clone() {
+            *writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        }
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let event = if line == "ready" {
+                Event::Ready
+            } else if let Some(code) = line.strip_prefix("exit ") {
+                if let Some(w) = writer.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    let _ = w.write_all(b"ack\n");
+                }
+                match code.trim().parse() {
+                    Ok(code) => Event::Exit(code),
+                    Err(_) => Event::GuestError(format!("the guest reported `{line}`")),
+                }
+            } else if let Some(message) = line.strip_prefix("error ") {
+                Event::GuestError(message.chars().take(500).collect())
+            } else {
+                continue;
+            };
+            if events.send(event).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// `stop` from another process: each connection to the bottle's `command.sock` may send
+/// `term`, passed to the guest's init (which SIGTERMs the agent).
+fn command_thread(
+    listener: UnixListener,
+    writer: Arc<Mutex<Option<UnixStream>>>,
+    stop: Arc<Mutex<bool>>,
+) {
+    std::thread::spawn(move || {
+        while let Some(stream) = accept_one(&listener, &stop) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let _ = BufReader::new(stream).read_line(&mut line);
+            if line.trim() == "term"
+                && let Some(w) = writer.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            {
+                let _ = w.write_all(b"term\n");
+            }
+        }
+    });
+}
+
+fn tail_text(tail: &Tail) -> String {
+    let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    let bytes: Vec<u8> = t.iter().copied().collect();
+    let text = String::from_utf8_lossy(&bytes).replace('\r', "");
+    if text.trim().is_empty() {
+        "(the console printed nothing)".to_owned()
+    } else {
+        text.trim_end().to_owned()
+    }
+}
+
+/// A running VM bottle.
+pub struct QemuBottle {
+    identity: String,
+    jail: NativeBackend,
+    events: Receiver<Event>,
+    writer: Arc<Mutex<Option<UnixStream>>>,
+    stop: Arc<Mutex<bool>>,
+    tail: Tail,
+    console_log: PathBuf,
+    dir: PathBuf,
+    stdin: Option<Box<dyn Write + Send>>,
+    stdout: Option<Box<dyn Read + Send>>,
+    stderr: Option<Box<dyn Read + Send>>,
+    exit: Option<i32>,
+    terminated: bool,
+    done: bool,
+}
+
+impl QemuBottle {
+    fn send(&self, line: &str) -> Result<(), BackendError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match w.as_mut() {
+            Some(w) => w
+                .write_all(format!("{line}\n").as_bytes())
+                .map_err(|source| BackendError::Process {
+                    action: "write to the guest's control port",
+                    source,
+                }),
+            None => Err(BackendError::Process {
+                action: "write to the guest's control port",
+                source: std::io::Error::other("the guest has not connected"),
+            }),
+        }
+    }
+
+    fn end_threads(&self) {
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+}
+
+impl RunningBottle for QemuBottle {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+    fn take_stdin(&mut self) -> Option<Box<dyn Write + Send>> {
+        self.stdin.take()
+    }
+    fn take_stdout(&mut self) -> Option<Box<dyn Read + Send>> {
+        self.stdout.take()
+    }
+    fn take_stderr(&mut self) -> Option<Box<dyn Read + Send>> {
+        self.stderr.take()
+    }
+
+    fn wait(&mut self) -> Result<BottleExit, BackendError> {
+        let result = loop {
+            match self.events.recv() {
+                Ok(Event::Exit(code)) => self.exit = Some(code),
+                Ok(Event::Ready | Event::GuestError(_)) => {}
+                Ok(Event::JailExited(result)) => break result,
+                Err(_) => break Err(BackendError::Unsupported("the bottle was lost".into())),
+            }
+        };
+        self.done = true;
+        self.end_threads();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let jail = result?;
+        if let Some(code) = self.exit {
+            return Ok(BottleExit { code });
+        }
+        if self.terminated {
+            return Ok(BottleExit {
+                code: 128 + libc::SIGTERM,
+            });
+        }
+        Err(BackendError::Setup {
+            stage: "guest".into(),
+            message: format!(
+                "the guest ended without reporting the agent's exit (QEMU's jail exited {}); the console's last lines:\n{}",
+                jail.code,
+                tail_text(&self.tail)
+            ),
+        })
+    }
+
+    fn terminate(&mut self) -> Result<(), BackendError> {
+        self.terminated = true;
+        if self.send("term").is_err() {
+            self.jail.stop(&self.identity, Duration::ZERO)?;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) -> Result<(), BackendError> {
+        self.terminated = true;
+        self.jail.stop(&self.identity, Duration::ZERO).map(drop)
+    }
+}
+
+impl Drop for QemuBottle {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.jail.stop(&self.identity, Duration::ZERO);
+            let _ = self.wait();
+        }
+        self.end_threads();
+    }
+}
+
+/// Whether this machine can run the qemu backend: the native jail's facts, QEMU, busybox, a
+/// guest kernel and an accelerator (placeholder until `doctor`'s full qemu checks land).
+pub fn status(config: &QemuConfig) -> BackendStatus {
+    let check = |name: &str, ok: bool, detail: String, fix: &str| Check {
+        name: name.to_owned(),
+        ok,
+        detail,
+        fix: (!ok).then(|| fix.to_owned()),
+        required: true,
+    };
+    let kernel = match &config.kernel {
+        Some(k) => Ok(k.clone()),
+        None => assets::guest_kernel(),
+    };
+    let accel = config.accel.map(Ok).unwrap_or_else(assets::choose_accel);
+    let checks = vec![
+        check(
+            "qemu",
+            config.qemu.is_file(),
+            format!("QEMU at {}", config.qemu.display()),
+            "install QEMU (apt-get install qemu-system-x86)",
+        ),
+        check(
+            "busybox",
+            config.busybox.is_file(),
+            format!("busybox at {}", config.busybox.display()),
+            "install a static busybox (apt-get install busybox-static)",
+        ),
+        check(
+            "guest kernel",
+            kernel.is_ok(),
+            match &kernel {
+                Ok(k) => format!("guest kernel {}", k.version),
+                Err(e) => e.to_string(),
+            },
+            "run `bot-bottle prepare qemu`",
+        ),
+        check(
+            "accelerator",
+            accel.is_ok(),
+            match &accel {
+                Ok(assets::Accel::Kvm) => "KVM".to_owned(),
+                Ok(assets::Accel::Tcg) => "TCG (software emulation)".to_owned(),
+                Err(e) => e.to_string(),
+            },
+            "set BOT_BOTTLE_QEMU_ACCEL=tcg or use a host where KVM works",
+        ),
+    ];
+    let mut status = crate::preflight::native(None);
+    status.backend = BackendKind::Qemu;
+    status.checks.extend(checks);
+    status.usable = status.checks.iter().all(|c| c.ok || !c.required);
+    status
+}
+
+/// [`status`] with the default configuration (`doctor`).
+pub fn default_status() -> BackendStatus {
+    status(&QemuConfig::new(
+        HelperCommand {
+            exe: PathBuf::new(),
+            args: Vec::new(),
+        },
+        Path::new("/"),
+    ))
+}
+
+/// The caller's terminal size, as `winsize <rows> <cols>`.
+fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ writes the `winsize` we own.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; fd 0 is only borrowed.
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+impl Backend for QemuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    fn preflight(&self) -> BackendStatus {
+        status(&self.config)
+    }
+
+    fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
+        self.jail.prepare(spec)
+    }
+
+    fn launch(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        let kernel = match &self.config.kernel {
+            Some(k) => k.clone(),
+            None => assets::guest_kernel().map_err(unavailable)?,
+        };
+        let accel = match self.config.accel {
+            Some(a) => a,
+            None => assets::choose_accel().map_err(unavailable)?,
+        };
+        if !self.config.qemu.is_file() {
+            return Err(unavailable(format!(
+                "QEMU is not installed ({} is missing); apt-get install qemu-system-x86",
+                self.config.qemu.display()
+            )));
+        }
+        let initramfs = initramfs::build_cached(
+            &self.config.busybox,
+            &kernel.modules,
+            &assets::cache_root().join("qemu"),
+        )
+        .map_err(unavailable)?;
+        let dir = self.bottle_dir(&spec.identity);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let cleanup = |e: BackendError| {
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        let jail_spec = self
+            .plans(spec, &dir, accel, &kernel, &initramfs)
+            .map_err(cleanup)?;
+        let control = dir.join("control.sock");
+        let console = dir.join("console.sock");
+        let control_l = UnixListener::bind(&control)
+            .map_err(io_err("listen on", &control))
+            .map_err(cleanup)?;
+        let console_l = UnixListener::bind(&console)
+            .map_err(io_err("listen on", &console))
+            .map_err(cleanup)?;
+        let command = dir.join("command.sock");
+        let command_l = UnixListener::bind(&command)
+            .map_err(io_err("listen on", &command))
+            .map_err(cleanup)?;
+        let (tx, events) = channel();
+        let writer = Arc::new(Mutex::new(None));
+        let stop = Arc::new(Mutex::new(false));
+        let tail: Tail = Arc::default();
+        let console_log = dir.join("console.log");
+        console_thread(console_l, console_log.clone(), tail.clone(), stop.clone());
+        control_thread(control_l, tx.clone(), writer.clone(), stop.clone());
+        command_thread(command_l, writer.clone(), stop.clone());
+
+        let mut native = match self.jail.launch(&jail_spec, stdio) {
+            Ok(b) => b,
+            Err(e) => {
+                *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                return Err(cleanup(e));
+            }
+        };
+        let mut bottle = QemuBottle {
+            identity: spec.identity.clone(),
+            jail: self.jail.clone(),
+            events,
+            writer,
+            stop,
+            tail,
+            console_log,
+            dir: dir.clone(),
+            stdin: native.take_stdin(),
+            stdout: native.take_stdout(),
+            stderr: native.take_stderr(),
+            exit: None,
+            terminated: false,
+            done: false,
+        };
+        std::thread::spawn(move || {
+            let result = native.wait();
+            let _ = tx.send(Event::JailExited(result));
+        });
+
+        let timeout = self.config.boot_timeout.unwrap_or_else(|| {
+            std::env::var(BOOT_TIMEOUT_ENV)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_BOOT_TIMEOUT)
+        });
+        let deadline = Instant::now() + timeout;
+        let failure = loop {
+            match bottle
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Ready) => break None,
+                Ok(Event::Exit(code)) => bottle.exit = Some(code),
+                Ok(Event::GuestError(message)) => {
+                    break Some(format!("the guest could not start the agent: {message}"));
+                }
+                Ok(Event::JailExited(result)) => {
+                    bottle.done = true;
+                    let why = match result {
+                        Ok(exit) => format!("QEMU's jail exited {}", exit.code),
+                        Err(e) => e.to_string(),
+                    };
+                    break Some(format!("the guest ended before the agent started ({why})"));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    break Some(format!(
+                        "the guest did not start the agent within {}s (raise {BOOT_TIMEOUT_ENV} on a slow host)",
+                        timeout.as_secs()
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    break Some("the bottle was lost".to_owned());
+                }
+            }
+        };
+        if let Some(message) = failure {
+            // Give the console thread a moment to take the last lines QEMU wrote.
+            std::thread::sleep(Duration::from_millis(200));
+            let tail = tail_text(&bottle.tail);
+            let log = bottle.console_log.clone();
+            if !bottle.done {
+                let _ = bottle.kill();
+                let _ = bottle.wait();
+            }
+            bottle.done = true;
+            bottle.end_threads();
+            // Keep the console log beside the runtime records for the operator.
+            let kept = self
+                .config
+                .runtime_dir()
+                .join(format!("{}.console.log", spec.identity));
+            let _ = std::fs::rename(&log, &kept);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(BackendError::Setup {
+                stage: "boot".into(),
+                message: format!(
+                    "{message}; console log kept in {}; its last lines:\n{tail}",
+                    kept.display()
+                ),
+            });
+        }
+        if spec.interactive {
+            let writer = bottle.writer.clone();
+            let stop = bottle.stop.clone();
+            std::thread::spawn(move || {
+                let mut last = None;
+                while !*stop.lock().unwrap_or_else(|p| p.into_inner()) {
+                    let size = terminal_size();
+                    if size.is_some() && size != last {
+                        last = size;
+                        if let (Some((rows, cols)), Some(w)) = (
+                            size,
+                            writer.lock().unwrap_or_else(|p| p.into_inner()).as_mut(),
+                        ) {
+                            let _ = w.write_all(format!("winsize {rows} {cols}\n").as_bytes());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            });
+        }
+        Ok(Box::new(bottle))
+    }
+
+    fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the qemu backend runs the agent on the terminal of the `start` that launched it; there is no separate console to attach to bottle {identity}"
+        )))
+    }
+
+    /// Asks the guest's init to SIGTERM the agent (through the launcher's `command.sock`),
+    /// then ends the jail after `grace` if the bottle still runs.
+    fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
+        let running = |jail: &NativeBackend| {
+            jail.list()
+                .map(|l| l.iter().any(|b| b.identity == identity && b.running))
+                .unwrap_or(false)
+        };
+        let plain = !identity.is_empty()
+            && identity
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain || !running(&self.jail) {
+            return Ok(false);
+        }
+        let asked = UnixStream::connect(self.bottle_dir(identity).join("command.sock"))
+            .and_then(|mut s| s.write_all(b"term\n"))
+            .is_ok();
+        if asked {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !running(&self.jail) {
+                    return Ok(true);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.jail
+            .stop(identity, if asked { Duration::ZERO } else { grace })
+    }
+
+    fn list(&self) -> Result<Vec<BottleInfo>, BackendError> {
+        Ok(self
+            .jail
+            .list()?
+            .into_iter()
+            .map(|info| BottleInfo {
+                backend: BackendKind::Qemu,
+                ..info
+            })
+            .collect())
+    }
+
+    fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
+        let actions = self.jail.cleanup(dry_run)?;
+        if !dry_run {
+            let running: Vec<String> = self
+                .jail
+                .list()?
+                .into_iter()
+                .filter(|b| b.running)
+                .map(|b| b.identity)
+                .collect();
+            if let Ok(entries) = std::fs::read_dir(self.config.runtime_dir().join("vm")) {
+                for e in entries.flatten() {
+                    if !running.contains(&e.file_name().to_string_lossy().into_owned()) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        Ok(actions)
+    }
+}
