@@ -45,6 +45,7 @@ pub mod docker;
 pub mod inbottle;
 pub mod native;
 pub mod preflight;
+pub mod qemu;
 mod spec;
 
 use std::io::{Read, Write};
@@ -63,6 +64,8 @@ pub enum BackendKind {
     Native,
     /// Docker Engine, optionally with gVisor.
     Docker,
+    /// QEMU micro-VMs: the agent behind its own kernel, QEMU jailed like a native bottle.
+    Qemu,
     /// libkrun micro-VMs through `smolvm`.
     Smolmachines,
     /// Apple's `container` CLI on macOS.
@@ -71,9 +74,10 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every backend, in the order `doctor` reports them.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Native,
         BackendKind::Docker,
+        BackendKind::Qemu,
         BackendKind::Smolmachines,
         BackendKind::Apple,
     ];
@@ -83,6 +87,7 @@ impl BackendKind {
         match self {
             BackendKind::Native => "native",
             BackendKind::Docker => "docker",
+            BackendKind::Qemu => "qemu",
             BackendKind::Smolmachines => "smolmachines",
             BackendKind::Apple => "apple",
         }
@@ -246,7 +251,7 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple")]
+    #[error("unknown backend `{0}`; use one of: native, docker, qemu, smolmachines, apple")]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]
