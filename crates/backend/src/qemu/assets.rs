@@ -28,7 +28,6 @@
 //! recording fake; [`DebianTools`] runs the real ones.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -732,12 +731,14 @@ fn uncompress_pvh(
     std::fs::write(&compressed, payload).map_err(|e| e.to_string())?;
     let result = tools.unxz(&compressed, output);
     let _ = std::fs::remove_file(&compressed);
-    result.map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    std::fs::File::open(output)
-        .and_then(|f| f.take(64 * 1024 * 1024 * 4).read_to_end(&mut head))
-        .map_err(|e| e.to_string())?;
-    if elf::has_pvh_entry(&head) {
+    result.map_err(|e| match e {
+        AssetsError::ToolMissing { tool } => {
+            format!("`{tool}` not found; `sudo apt-get install xz-utils` makes guests boot faster")
+        }
+        other => other.to_string(),
+    })?;
+    let uncompressed = std::fs::read(output).map_err(|e| e.to_string())?;
+    if elf::has_pvh_entry(&uncompressed) {
         Ok(())
     } else {
         Err("the uncompressed kernel has no PVH entry".into())
@@ -1016,8 +1017,8 @@ mod tests {
         assert_eq!(elf::is_static(b"#!/bin/sh\n"), None);
     }
 
-    #[test]
-    fn pvh_note_is_found() {
+    /// A minimal kernel ELF with a PVH entry note (`Xen`, type 18).
+    fn pvh_elf() -> Vec<u8> {
         let mut note = Vec::new();
         note.extend_from_slice(&4u32.to_le_bytes()); // namesz
         note.extend_from_slice(&8u32.to_le_bytes()); // descsz
@@ -1036,10 +1037,427 @@ mod tests {
         b[0x48..0x50].copy_from_slice(&offset.to_le_bytes());
         b[0x60..0x68].copy_from_slice(&(note.len() as u64).to_le_bytes());
         b.extend_from_slice(&note);
+        b
+    }
+
+    /// A bzImage header around `payload` (boot protocol 2.15, one setup sector).
+    fn bzimage(payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 1024];
+        b[0x1f1] = 1;
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        b[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        b[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(payload);
+        b.extend_from_slice(b"trailer");
+        b
+    }
+
+    #[test]
+    fn pvh_note_is_found() {
+        let mut b = pvh_elf();
         assert!(elf::has_pvh_entry(&b));
         let last = b.len() - 12;
         b[last - 4] = b'Y'; // name "Yen"
         assert!(!elf::has_pvh_entry(&b));
+    }
+
+    #[test]
+    fn bzimage_payload_is_cut_by_the_header() {
+        let payload = b"\xfd7zXZ\x00compressed";
+        assert_eq!(
+            elf::bzimage_xz_payload(&bzimage(payload)),
+            Some(&payload[..])
+        );
+        assert_eq!(elf::bzimage_xz_payload(&bzimage(b"\x1f\x8bgzip")), None);
+        assert_eq!(elf::bzimage_xz_payload(&pvh_elf()), None);
+    }
+
+    /// What the fake unpacks: a Debian kernel package's files.
+    #[derive(Clone)]
+    struct FakePackage {
+        version: String,
+        config: String,
+        /// The payload of `boot/vmlinuz-<version>`'s bzImage.
+        payload: Vec<u8>,
+    }
+
+    fn generic(version: &str) -> FakePackage {
+        FakePackage {
+            version: version.into(),
+            config: REQUIRED_CONFIG.map(|o| format!("{o}=m\n")).concat(),
+            payload: b"\xfd7zXZ\x00compressed".to_vec(),
+        }
+    }
+
+    /// Records each call; the "repository" holds one package per version.
+    struct FakeTools {
+        calls: Vec<String>,
+        current: String,
+        packages: Vec<FakePackage>,
+        download_fails: bool,
+        /// What `unxz` writes (`None`: it fails).
+        uncompressed: Option<Vec<u8>>,
+    }
+
+    impl FakeTools {
+        fn new(packages: Vec<FakePackage>) -> FakeTools {
+            FakeTools {
+                calls: vec![],
+                current: packages[0].version.clone(),
+                packages,
+                download_fails: false,
+                uncompressed: Some(pvh_elf()),
+            }
+        }
+    }
+
+    impl PackageTools for FakeTools {
+        fn kernel_package(&mut self, metapackage: &str) -> Result<String, AssetsError> {
+            self.calls.push(format!("kernel_package {metapackage}"));
+            Ok(format!("linux-image-{}", self.current))
+        }
+        fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf, AssetsError> {
+            self.calls.push(format!("download {package}"));
+            if self.download_fails {
+                return Err(AssetsError::ToolFailed {
+                    command: format!("apt-get download {package}"),
+                    status: "exit status: 100".into(),
+                    stderr: "E: Failed to fetch".into(),
+                    fix: "check the network".into(),
+                });
+            }
+            let deb = dir.join(format!("{package}_1_amd64.deb"));
+            std::fs::write(&deb, package).unwrap();
+            Ok(deb)
+        }
+        fn extract(&mut self, deb: &Path, dir: &Path) -> Result<(), AssetsError> {
+            let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+            self.calls.push(format!("extract {name}"));
+            let package = std::fs::read_to_string(deb).unwrap();
+            let p = self
+                .packages
+                .iter()
+                .find(|p| package == format!("linux-image-{}", p.version))
+                .unwrap();
+            let v = &p.version;
+            std::fs::create_dir_all(dir.join("boot")).unwrap();
+            std::fs::write(dir.join(format!("boot/vmlinuz-{v}")), bzimage(&p.payload)).unwrap();
+            std::fs::write(dir.join(format!("boot/config-{v}")), &p.config).unwrap();
+            let ko = dir.join(format!("lib/modules/{v}/kernel/fs/9p"));
+            std::fs::create_dir_all(&ko).unwrap();
+            std::fs::write(ko.join("9p.ko"), "ko").unwrap();
+            std::fs::create_dir_all(dir.join("usr/share/doc")).unwrap();
+            Ok(())
+        }
+        fn unxz(&mut self, _input: &Path, output: &Path) -> Result<(), AssetsError> {
+            self.calls.push("unxz".into());
+            match &self.uncompressed {
+                Some(bytes) => {
+                    std::fs::write(output, bytes).unwrap();
+                    Ok(())
+                }
+                None => Err(AssetsError::ToolMissing { tool: "xz".into() }),
+            }
+        }
+    }
+
+    fn run_prepare(
+        cache: &Path,
+        tools: &mut FakeTools,
+        source: &KernelSource,
+    ) -> (Result<GuestKernel, AssetsError>, Vec<String>) {
+        let mut lines = Vec::new();
+        let result = prepare_with(cache, tools, source, &mut |l| lines.push(l.to_owned()));
+        (result, lines)
+    }
+
+    /// The names in the kernels directory (no staging left behind).
+    fn listing(cache: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(kernels_dir(cache))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn prepare_downloads_unpacks_and_caches_then_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let v = "6.1.0-57-amd64";
+        let mut tools = FakeTools::new(vec![generic(v)]);
+        let (kernel, lines) = run_prepare(cache, &mut tools, &KernelSource::Distribution);
+        let entry = cache.join("qemu/kernel").join(v);
+        let expected = GuestKernel {
+            image: entry.join("vmlinux"),
+            modules: entry.join("modules/lib/modules").join(v),
+            version: v.into(),
+        };
+        assert_eq!(kernel.unwrap(), expected);
+        assert_eq!(
+            tools.calls,
+            vec![
+                "kernel_package linux-image-amd64".to_owned(),
+                format!("download linux-image-{v}"),
+                format!("extract linux-image-{v}_1_amd64.deb"),
+                "unxz".into(),
+            ]
+        );
+        let staging = lines[2]
+            .strip_prefix("unpacking ")
+            .and_then(|l| l.strip_suffix(" with dpkg-deb -x"))
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            lines,
+            vec![
+                format!("kernel package: linux-image-{v} (what linux-image-amd64 names)"),
+                format!("downloading linux-image-{v} with apt-get download (about 70 MB)"),
+                format!("unpacking {staging} with dpkg-deb -x"),
+                "uncompressing the kernel for direct (PVH) boot".into(),
+                format!("guest kernel {v} ready: {}", expected.image.display()),
+            ]
+        );
+        assert_eq!(listing(cache), vec![v.to_owned(), "current".into()]);
+        assert_eq!(
+            std::fs::read(&expected.image).unwrap(),
+            pvh_elf(),
+            "vmlinux is the uncompressed kernel"
+        );
+        assert!(expected.modules.join("kernel/fs/9p/9p.ko").is_file());
+        assert_eq!(guest_kernel_from(None, None, cache).unwrap(), expected);
+
+        // Second run: nothing downloaded, the same kernel.
+        tools.calls.clear();
+        let (again, lines) = run_prepare(cache, &mut tools, &KernelSource::Distribution);
+        assert_eq!(again.unwrap(), expected);
+        assert_eq!(tools.calls, vec!["kernel_package linux-image-amd64"]);
+        assert_eq!(
+            lines,
+            vec![
+                format!("kernel package: linux-image-{v} (what linux-image-amd64 names)"),
+                format!("guest kernel {v} is ready: {}", expected.image.display()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_newer_distribution_kernel_becomes_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let (old, new) = ("6.1.0-50-amd64", "6.1.0-57-amd64");
+        let mut tools = FakeTools::new(vec![generic(old), generic(new)]);
+        run_prepare(cache, &mut tools, &KernelSource::Distribution)
+            .0
+            .unwrap();
+        tools.current = new.into();
+        tools.calls.clear();
+        let kernel = run_prepare(cache, &mut tools, &KernelSource::Distribution)
+            .0
+            .unwrap();
+        assert_eq!(kernel.version, new);
+        assert_eq!(
+            tools.calls,
+            vec![
+                "kernel_package linux-image-amd64".to_owned(),
+                format!("download linux-image-{new}"),
+                format!("extract linux-image-{new}_1_amd64.deb"),
+                "unxz".into(),
+            ]
+        );
+        assert_eq!(
+            guest_kernel_from(None, None, cache).unwrap().version,
+            new.to_owned()
+        );
+        assert_eq!(
+            listing(cache),
+            vec![old.to_owned(), new.to_owned(), "current".into()]
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_9p_is_refused_and_nothing_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let v = "6.1.0-57-cloud-amd64";
+        let cloud = FakePackage {
+            config: "CONFIG_VIRTIO_MMIO=m\nCONFIG_VIRTIO_CONSOLE=m\nCONFIG_VIRTIO_NET=m\n".into(),
+            ..generic(v)
+        };
+        let mut tools = FakeTools::new(vec![cloud]);
+        let deb = dir.path().join(format!("linux-image-{v}.deb"));
+        std::fs::write(&deb, format!("linux-image-{v}")).unwrap();
+        let (result, _) = run_prepare(cache, &mut tools, &KernelSource::Deb(deb.clone()));
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            format!(
+                "{}: the kernel lacks CONFIG_9P_FS, CONFIG_NET_9P_VIRTIO (the guest shares files over 9p and talks over virtio); use the generic flavour (linux-image-<abi>-amd64), not -cloud",
+                deb.display()
+            )
+        );
+        assert_eq!(tools.calls, vec![format!("extract linux-image-{v}.deb")]);
+        assert_eq!(listing(cache), Vec::<String>::new());
+        assert_eq!(
+            guest_kernel_from(None, None, cache).unwrap_err().to_string(),
+            format!(
+                "no guest kernel for the qemu backend in {}; run `bot-bottle prepare qemu`, or set BOT_BOTTLE_QEMU_KERNEL and BOT_BOTTLE_QEMU_MODULES to a kernel of your own",
+                cache.join("qemu/kernel").display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_download_leaves_no_staging() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tools = FakeTools::new(vec![generic("6.1.0-57-amd64")]);
+        tools.download_fails = true;
+        let (result, _) = run_prepare(dir.path(), &mut tools, &KernelSource::Distribution);
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "`apt-get download linux-image-6.1.0-57-amd64` failed (exit status: 100): E: Failed to fetch; check the network"
+        );
+        assert_eq!(listing(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn without_xz_the_compressed_image_is_booted() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = "6.1.0-57-amd64";
+        let mut tools = FakeTools::new(vec![generic(v)]);
+        tools.uncompressed = None;
+        let (kernel, lines) = run_prepare(dir.path(), &mut tools, &KernelSource::Distribution);
+        let kernel = kernel.unwrap();
+        assert_eq!(kernel.image, dir.path().join("qemu/kernel").join(v).join("vmlinuz"));
+        assert!(
+            lines.contains(
+                &"note: booting the compressed image (`xz` not found; `sudo apt-get install xz-utils` makes guests boot faster)"
+                    .to_owned()
+            ),
+            "{lines:#?}"
+        );
+        // An uncompressed kernel without a PVH entry is not used either.
+        let dir = tempfile::tempdir().unwrap();
+        let mut tools = FakeTools::new(vec![generic(v)]);
+        tools.uncompressed = Some(b"\x7fELF not a kernel".to_vec());
+        let kernel = run_prepare(dir.path(), &mut tools, &KernelSource::Distribution)
+            .0
+            .unwrap();
+        assert_eq!(kernel.image.file_name().unwrap(), "vmlinuz");
+        assert_eq!(listing(dir.path()), vec![v.to_owned(), "current".into()]);
+    }
+
+    #[test]
+    fn a_cache_entry_missing_its_modules_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let v = "6.1.0-57-amd64";
+        let mut tools = FakeTools::new(vec![generic(v)]);
+        run_prepare(cache, &mut tools, &KernelSource::Distribution)
+            .0
+            .unwrap();
+        let modules = cache.join("qemu/kernel").join(v).join("modules");
+        std::fs::remove_dir_all(&modules).unwrap();
+        assert_eq!(
+            guest_kernel_from(None, None, cache).unwrap_err().to_string(),
+            format!(
+                "the prepared guest kernel in {} is incomplete ({} is missing); run `bot-bottle prepare qemu` again",
+                cache.join("qemu/kernel").join(v).display(),
+                modules.join("lib/modules").join(v).join("kernel").display()
+            )
+        );
+        // prepare replaces the incomplete entry.
+        let kernel = run_prepare(cache, &mut tools, &KernelSource::Distribution)
+            .0
+            .unwrap();
+        assert!(kernel.modules.join("kernel/fs/9p/9p.ko").is_file());
+    }
+
+    #[test]
+    fn the_users_kernel_wins_and_needs_both_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("vmlinuz");
+        std::fs::write(&image, "kernel").unwrap();
+        let modules = dir.path().join("lib/modules/6.12.0-custom");
+        std::fs::create_dir_all(&modules).unwrap();
+        let cache = dir.path().join("cache");
+        assert_eq!(
+            guest_kernel_from(
+                Some(image.clone().into()),
+                Some(modules.clone().into()),
+                &cache
+            )
+            .unwrap(),
+            GuestKernel {
+                image: image.clone(),
+                modules: modules.clone(),
+                version: "6.12.0-custom".into(),
+            }
+        );
+        assert_eq!(
+            guest_kernel_from(Some(image.clone().into()), None, &cache)
+                .unwrap_err()
+                .to_string(),
+            "BOT_BOTTLE_QEMU_KERNEL is set but BOT_BOTTLE_QEMU_MODULES is not; set both (the kernel image and its lib/modules/<version> directory) or neither"
+        );
+        assert_eq!(
+            guest_kernel_from(None, Some(modules.clone().into()), &cache)
+                .unwrap_err()
+                .to_string(),
+            "BOT_BOTTLE_QEMU_MODULES is set but BOT_BOTTLE_QEMU_KERNEL is not; set both (the kernel image and its lib/modules/<version> directory) or neither"
+        );
+        assert_eq!(
+            guest_kernel_from(Some(modules.clone().into()), Some(modules.clone().into()), &cache)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "BOT_BOTTLE_QEMU_KERNEL={}: not a kernel image (a non-empty file)",
+                modules.display()
+            )
+        );
+        assert_eq!(
+            guest_kernel_from(Some(image.clone().into()), Some(image.clone().into()), &cache)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "BOT_BOTTLE_QEMU_MODULES={}: not a directory; name the kernel's lib/modules/<version> directory",
+                image.display()
+            )
+        );
+    }
+
+    fn kvm(usable: bool) -> KvmStatus {
+        KvmStatus {
+            usable,
+            reason: if usable {
+                "a test guest booted under KVM".into()
+            } else {
+                "KVM is present but cannot boot a guest: a test guest did not reach userspace within 10 s".into()
+            },
+            fix: (!usable).then(|| "run on a host with hardware virtualisation".into()),
+            cached: true,
+        }
+    }
+
+    #[test]
+    fn accel_is_kvm_when_it_boots_else_tcg_only_when_allowed() {
+        assert_eq!(decide_accel(&kvm(true), None).unwrap(), Accel::Kvm);
+        // KVM, the stronger boundary, is used whenever it works, even with TCG allowed.
+        assert_eq!(decide_accel(&kvm(true), Some("tcg")).unwrap(), Accel::Kvm);
+        assert_eq!(decide_accel(&kvm(false), Some("tcg")).unwrap(), Accel::Tcg);
+        assert_eq!(
+            decide_accel(&kvm(false), None).unwrap_err().to_string(),
+            "KVM cannot run a qemu bottle here: KVM is present but cannot boot a guest: a test guest did not reach userspace within 10 s; fix: run on a host with hardware virtualisation, or allow software emulation with BOT_BOTTLE_QEMU_ACCEL=tcg (slow, and upstream QEMU does not treat TCG as a security boundary; the jail around QEMU still holds)"
+        );
+        assert_eq!(
+            decide_accel(&kvm(false), Some("kvm")).unwrap_err().to_string(),
+            decide_accel(&kvm(false), None).unwrap_err().to_string()
+        );
+        assert_eq!(
+            decide_accel(&kvm(true), Some("TCG")).unwrap_err().to_string(),
+            "BOT_BOTTLE_QEMU_ACCEL=TCG is not understood; set it to `tcg` (allow software emulation where KVM cannot boot a guest) or `kvm` (the default: KVM or nothing), or unset it"
+        );
     }
 
     #[test]
