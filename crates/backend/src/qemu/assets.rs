@@ -358,6 +358,8 @@ pub trait PackageTools {
     fn kernel_package(&mut self, metapackage: &str) -> Result<String, AssetsError>;
     /// Downloads `package` into the empty directory `dir`; returns the `.deb`'s path.
     fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf, AssetsError>;
+    /// The name of the package in a `.deb` (its control file's `Package:`).
+    fn package_name(&mut self, deb: &Path) -> Result<String, AssetsError>;
     /// Unpacks the files of the `.deb` into `dir` (no maintainer scripts run).
     fn extract(&mut self, deb: &Path, dir: &Path) -> Result<(), AssetsError>;
     /// Decompresses one xz stream from `input` into `output`.
@@ -455,6 +457,14 @@ impl PackageTools for DebianTools {
         }
     }
 
+    fn package_name(&mut self, deb: &Path) -> Result<String, AssetsError> {
+        let output = run_tool(
+            Command::new("dpkg-deb").arg("--field").arg(deb).arg("Package"),
+            "check that the file is a Debian package (a linux-image .deb)",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
     fn extract(&mut self, deb: &Path, dir: &Path) -> Result<(), AssetsError> {
         run_tool(
             Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir),
@@ -514,12 +524,15 @@ fn metapackage() -> Result<String, AssetsError> {
 /// downloading it only when the cache does not have it. Progress goes to `progress`, one line
 /// per step.
 pub fn prepare(progress: &mut dyn FnMut(&str)) -> Result<GuestKernel, AssetsError> {
-    prepare_with(
-        &cache_root(),
-        &mut DebianTools,
-        &KernelSource::Distribution,
-        progress,
-    )
+    prepare_from(&KernelSource::Distribution, progress)
+}
+
+/// [`prepare`] from the given source, with Debian's tools, into [`cache_root`].
+pub fn prepare_from(
+    source: &KernelSource,
+    progress: &mut dyn FnMut(&str),
+) -> Result<GuestKernel, AssetsError> {
+    prepare_with(&cache_root(), &mut DebianTools, source, progress)
 }
 
 /// [`prepare`] with the cache, the tools and the source given.
@@ -533,36 +546,50 @@ pub fn prepare_with(
     std::fs::create_dir_all(&kernels).map_err(io("create", &kernels))?;
     remove_stale_staging(&kernels);
 
-    let (staging, deb) = match source {
+    let meta = metapackage()?;
+    let (package, deb) = match source {
         KernelSource::Distribution => {
-            let meta = metapackage()?;
             let package = tools.kernel_package(&meta)?;
-            let version = package
-                .strip_prefix("linux-image-")
-                .filter(|v| valid_version(v))
-                .ok_or_else(|| AssetsError::NoKernelPackage {
-                    metapackage: meta.clone(),
-                    detail: format!("`{package}` is not a versioned linux-image package"),
-                })?;
             progress(&format!("kernel package: {package} (what {meta} names)"));
-            if let Some(kernel) = already_ready(&kernels, version)? {
-                make_current(&kernels, version)?;
-                progress(&format!(
-                    "guest kernel {version} is ready: {}",
-                    kernel.image.display()
-                ));
-                return Ok(kernel);
-            }
-            let staging = Staging::new(&kernels)?;
+            (package, None)
+        }
+        KernelSource::Deb(deb) => (tools.package_name(deb)?, Some(deb.clone())),
+    };
+    let version = package
+        .strip_prefix("linux-image-")
+        .filter(|v| valid_version(v))
+        .ok_or_else(|| match &deb {
+            Some(deb) => AssetsError::BadPackage {
+                package: deb.clone(),
+                problem: format!(
+                    "holds `{package}`, not a kernel image package (linux-image-<version>)"
+                ),
+            },
+            None => AssetsError::NoKernelPackage {
+                metapackage: meta.clone(),
+                detail: format!("`{package}` is not a versioned linux-image package"),
+            },
+        })?
+        .to_owned();
+    if let Some(kernel) = already_ready(&kernels, &version)? {
+        make_current(&kernels, &version)?;
+        progress(&format!(
+            "guest kernel {version} is ready: {}",
+            kernel.image.display()
+        ));
+        return Ok(kernel);
+    }
+    let staging = Staging::new(&kernels)?;
+    let deb = match deb {
+        Some(deb) => deb,
+        None => {
             let download = staging.path().join("download");
             std::fs::create_dir(&download).map_err(io("create", &download))?;
             progress(&format!(
                 "downloading {package} with apt-get download (about 70 MB)"
             ));
-            let deb = tools.download(&package, &download)?;
-            (staging, deb)
+            tools.download(&package, &download)?
         }
-        KernelSource::Deb(deb) => (Staging::new(&kernels)?, deb.clone()),
     };
 
     let root = staging.path().join("root");
@@ -573,14 +600,11 @@ pub fn prepare_with(
         package: deb.clone(),
         problem,
     };
-    let version = unpacked_version(&root).map_err(bad)?;
-    if let Some(kernel) = already_ready(&kernels, &version)? {
-        make_current(&kernels, &version)?;
-        progress(&format!(
-            "guest kernel {version} is ready: {}",
-            kernel.image.display()
-        ));
-        return Ok(kernel);
+    let unpacked = unpacked_version(&root).map_err(bad)?;
+    if unpacked != version {
+        return Err(bad(format!(
+            "`{package}` holds boot/vmlinuz-{unpacked}, expected boot/vmlinuz-{version}"
+        )));
     }
     check_config(&root.join(format!("boot/config-{version}"))).map_err(bad)?;
 
@@ -1131,6 +1155,11 @@ mod tests {
             std::fs::write(&deb, package).unwrap();
             Ok(deb)
         }
+        fn package_name(&mut self, deb: &Path) -> Result<String, AssetsError> {
+            let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+            self.calls.push(format!("package_name {name}"));
+            Ok(std::fs::read_to_string(deb).unwrap())
+        }
         fn extract(&mut self, deb: &Path, dir: &Path) -> Result<(), AssetsError> {
             let name = deb.file_name().unwrap().to_string_lossy().into_owned();
             self.calls.push(format!("extract {name}"));
@@ -1297,7 +1326,13 @@ mod tests {
                 deb.display()
             )
         );
-        assert_eq!(tools.calls, vec![format!("extract linux-image-{v}.deb")]);
+        assert_eq!(
+            tools.calls,
+            vec![
+                format!("package_name linux-image-{v}.deb"),
+                format!("extract linux-image-{v}.deb")
+            ]
+        );
         assert_eq!(listing(cache), Vec::<String>::new());
         assert_eq!(
             guest_kernel_from(None, None, cache).unwrap_err().to_string(),
@@ -1306,6 +1341,51 @@ mod tests {
                 cache.join("qemu/kernel").display()
             )
         );
+    }
+
+    #[test]
+    fn a_local_deb_is_unpacked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let v = "6.1.0-50-amd64";
+        let mut tools = FakeTools::new(vec![generic(v)]);
+        let deb = dir.path().join("k.deb");
+        std::fs::write(&deb, format!("linux-image-{v}")).unwrap();
+        let source = KernelSource::Deb(deb.clone());
+        let first = run_prepare(&cache, &mut tools, &source).0.unwrap();
+        assert_eq!(
+            tools.calls,
+            vec![
+                "package_name k.deb".to_owned(),
+                "extract k.deb".into(),
+                "unxz".into()
+            ]
+        );
+        tools.calls.clear();
+        let (second, lines) = run_prepare(&cache, &mut tools, &source);
+        assert_eq!(second.unwrap(), first);
+        assert_eq!(tools.calls, vec!["package_name k.deb"]);
+        assert_eq!(
+            lines,
+            vec![format!(
+                "guest kernel {v} is ready: {}",
+                first.image.display()
+            )]
+        );
+        // A package that is not a kernel image is refused before anything is unpacked.
+        std::fs::write(&deb, "linux-headers-6.1.0-50-amd64").unwrap();
+        tools.calls.clear();
+        assert_eq!(
+            run_prepare(&cache, &mut tools, &source)
+                .0
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{}: holds `linux-headers-6.1.0-50-amd64`, not a kernel image package (linux-image-<version>)",
+                deb.display()
+            )
+        );
+        assert_eq!(tools.calls, vec!["package_name k.deb"]);
     }
 
     #[test]

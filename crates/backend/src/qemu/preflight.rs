@@ -128,7 +128,7 @@ pub fn diagnose_qemu(f: &QemuFacts) -> BackendStatus {
             "accelerator",
             false,
             format!(
-                "software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): slow, and upstream QEMU does not treat TCG as a security boundary, the jail around QEMU still holds; KVM: {}",
+                "software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): slow, and upstream QEMU does not treat TCG as a security boundary, the jail around QEMU still holds; used because {}",
                 f.kvm
                     .as_ref()
                     .map(|k| k.reason.as_str())
@@ -268,7 +268,7 @@ mod tests {
         assert!(tcg.usable);
         assert_eq!(
             tcg.line(),
-            "qemu: usable (QEMU emulator version 7.2.22 at /usr/bin/qemu-system-x86_64, guest kernel 6.1.0-57-amd64 (/c/qemu/kernel/6.1.0-57-amd64/vmlinux), static busybox at /bin/busybox, virtiofsd at /usr/lib/qemu/virtiofsd); warning: software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): slow, and upstream QEMU does not treat TCG as a security boundary, the jail around QEMU still holds; KVM: KVM is present but cannot boot a guest (nested PVM: /sys/module/kvm_pvm is loaded): a test guest did not reach userspace within 10 s (fix: run on a host with hardware virtualisation, then `bot-bottle prepare qemu --reprobe`)"
+            "qemu: usable (QEMU emulator version 7.2.22 at /usr/bin/qemu-system-x86_64, guest kernel 6.1.0-57-amd64 (/c/qemu/kernel/6.1.0-57-amd64/vmlinux), static busybox at /bin/busybox, virtiofsd at /usr/lib/qemu/virtiofsd); warning: software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): slow, and upstream QEMU does not treat TCG as a security boundary, the jail around QEMU still holds; used because KVM is present but cannot boot a guest (nested PVM: /sys/module/kvm_pvm is loaded): a test guest did not reach userspace within 10 s (fix: run on a host with hardware virtualisation, then `bot-bottle prepare qemu --reprobe`)"
         );
     }
 

@@ -9,6 +9,7 @@ pub mod egress;
 pub mod gate;
 pub mod list;
 pub mod manifest;
+pub mod prepare;
 pub mod proposals;
 pub mod resume;
 pub mod scan;
@@ -37,6 +38,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Gate(cmd) => gate::run(cmd),
         Command::Sidecar(args) => sidecar::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Prepare(cmd) => prepare::run(cmd),
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Completions(args) => completions::run(args),
     }
