@@ -203,9 +203,7 @@ fn cache_root_from(
         .map(PathBuf::from)
         .filter(|h| h.is_absolute())
         .or_else(passwd_home)
-        .unwrap_or_else(|| {
-            PathBuf::from(format!("/var/tmp/bot-bottle-{}", nix::unistd::getuid()))
-        });
+        .unwrap_or_else(|| PathBuf::from(format!("/var/tmp/bot-bottle-{}", nix::unistd::getuid())));
     home.join(".cache").join("bot-bottle")
 }
 
@@ -266,7 +264,13 @@ fn user_kernel(image: PathBuf, modules: PathBuf) -> Result<GuestKernel, AssetsEr
     }
     match std::fs::metadata(&image) {
         Ok(m) if m.is_file() && m.len() > 0 => {}
-        Ok(_) => return Err(bad(KERNEL_ENV, &image, "not a kernel image (a non-empty file)")),
+        Ok(_) => {
+            return Err(bad(
+                KERNEL_ENV,
+                &image,
+                "not a kernel image (a non-empty file)",
+            ));
+        }
         Err(e) => return Err(bad(KERNEL_ENV, &image, &e.to_string())),
     }
     if !modules.is_dir() {
@@ -459,7 +463,10 @@ impl PackageTools for DebianTools {
 
     fn package_name(&mut self, deb: &Path) -> Result<String, AssetsError> {
         let output = run_tool(
-            Command::new("dpkg-deb").arg("--field").arg(deb).arg("Package"),
+            Command::new("dpkg-deb")
+                .arg("--field")
+                .arg(deb)
+                .arg("Package"),
             "check that the file is a Debian package (a linux-image .deb)",
         )?;
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
@@ -946,9 +953,11 @@ pub(crate) mod elf {
                     return false;
                 };
                 let mut at = 0;
-                while let (Some(namesz), Some(descsz), Some(kind)) =
-                    (u32_at(notes, at), u32_at(notes, at + 4), u32_at(notes, at + 8))
-                {
+                while let (Some(namesz), Some(descsz), Some(kind)) = (
+                    u32_at(notes, at),
+                    u32_at(notes, at + 4),
+                    u32_at(notes, at + 8),
+                ) {
                     let (namesz, descsz) = (namesz as usize, descsz as usize);
                     let name = notes.get(at + 12..at + 12 + namesz);
                     if name == Some(b"Xen\0") && kind == XEN_ELFNOTE_PHYS32_ENTRY {
@@ -1003,7 +1012,8 @@ mod tests {
 
     #[test]
     fn parse_depends_finds_the_versioned_package() {
-        let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n  Recommends: firmware\n";
+        let out =
+            "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n  Recommends: firmware\n";
         assert_eq!(
             parse_depends(out, "linux-image-amd64").as_deref(),
             Some("linux-image-6.1.0-57-amd64")
@@ -1335,7 +1345,9 @@ mod tests {
         );
         assert_eq!(listing(cache), Vec::<String>::new());
         assert_eq!(
-            guest_kernel_from(None, None, cache).unwrap_err().to_string(),
+            guest_kernel_from(None, None, cache)
+                .unwrap_err()
+                .to_string(),
             format!(
                 "no guest kernel for the qemu backend in {}; run `bot-bottle prepare qemu`, or set BOT_BOTTLE_QEMU_KERNEL and BOT_BOTTLE_QEMU_MODULES to a kernel of your own",
                 cache.join("qemu/kernel").display()
@@ -1409,7 +1421,10 @@ mod tests {
         tools.uncompressed = None;
         let (kernel, lines) = run_prepare(dir.path(), &mut tools, &KernelSource::Distribution);
         let kernel = kernel.unwrap();
-        assert_eq!(kernel.image, dir.path().join("qemu/kernel").join(v).join("vmlinuz"));
+        assert_eq!(
+            kernel.image,
+            dir.path().join("qemu/kernel").join(v).join("vmlinuz")
+        );
         assert!(
             lines.contains(
                 &"note: booting the compressed image (`xz` not found; `sudo apt-get install xz-utils` makes guests boot faster)"
@@ -1440,7 +1455,9 @@ mod tests {
         let modules = cache.join("qemu/kernel").join(v).join("modules");
         std::fs::remove_dir_all(&modules).unwrap();
         assert_eq!(
-            guest_kernel_from(None, None, cache).unwrap_err().to_string(),
+            guest_kernel_from(None, None, cache)
+                .unwrap_err()
+                .to_string(),
             format!(
                 "the prepared guest kernel in {} is incomplete ({} is missing); run `bot-bottle prepare qemu` again",
                 cache.join("qemu/kernel").join(v).display(),
@@ -1488,18 +1505,26 @@ mod tests {
             "BOT_BOTTLE_QEMU_MODULES is set but BOT_BOTTLE_QEMU_KERNEL is not; set both (the kernel image and its lib/modules/<version> directory) or neither"
         );
         assert_eq!(
-            guest_kernel_from(Some(modules.clone().into()), Some(modules.clone().into()), &cache)
-                .unwrap_err()
-                .to_string(),
+            guest_kernel_from(
+                Some(modules.clone().into()),
+                Some(modules.clone().into()),
+                &cache
+            )
+            .unwrap_err()
+            .to_string(),
             format!(
                 "BOT_BOTTLE_QEMU_KERNEL={}: not a kernel image (a non-empty file)",
                 modules.display()
             )
         );
         assert_eq!(
-            guest_kernel_from(Some(image.clone().into()), Some(image.clone().into()), &cache)
-                .unwrap_err()
-                .to_string(),
+            guest_kernel_from(
+                Some(image.clone().into()),
+                Some(image.clone().into()),
+                &cache
+            )
+            .unwrap_err()
+            .to_string(),
             format!(
                 "BOT_BOTTLE_QEMU_MODULES={}: not a directory; name the kernel's lib/modules/<version> directory",
                 image.display()
@@ -1531,11 +1556,15 @@ mod tests {
             "KVM cannot run a qemu bottle here: KVM is present but cannot boot a guest: a test guest did not reach userspace within 10 s; fix: run on a host with hardware virtualisation, or allow software emulation with BOT_BOTTLE_QEMU_ACCEL=tcg (slow, and upstream QEMU does not treat TCG as a security boundary; the jail around QEMU still holds)"
         );
         assert_eq!(
-            decide_accel(&kvm(false), Some("kvm")).unwrap_err().to_string(),
+            decide_accel(&kvm(false), Some("kvm"))
+                .unwrap_err()
+                .to_string(),
             decide_accel(&kvm(false), None).unwrap_err().to_string()
         );
         assert_eq!(
-            decide_accel(&kvm(true), Some("TCG")).unwrap_err().to_string(),
+            decide_accel(&kvm(true), Some("TCG"))
+                .unwrap_err()
+                .to_string(),
             "BOT_BOTTLE_QEMU_ACCEL=TCG is not understood; set it to `tcg` (allow software emulation where KVM cannot boot a guest) or `kvm` (the default: KVM or nothing), or unset it"
         );
     }

@@ -85,7 +85,11 @@ pub fn dev_kvm() -> DevKvm {
     if !path.exists() {
         return DevKvm::Missing;
     }
-    match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
         Ok(_) => DevKvm::Openable,
         Err(e) => DevKvm::Unopenable(e.to_string()),
     }
@@ -219,7 +223,10 @@ pub struct Probe<'a> {
 pub fn probe(p: &Probe<'_>) -> Verdict {
     let (boots, reason) = match run_probe(p) {
         Ok(outcome) => outcome,
-        Err(why) => (false, format!("KVM is present but could not be probed: {why}")),
+        Err(why) => (
+            false,
+            format!("KVM is present but could not be probed: {why}"),
+        ),
     };
     Verdict {
         key: p.key.clone(),
@@ -234,7 +241,12 @@ fn run_probe(p: &Probe<'_>) -> Result<(bool, String), String> {
     let scratch = tempfile::Builder::new()
         .prefix(".kvm-probe-")
         .tempdir_in(p.scratch_parent)
-        .map_err(|e| format!("create a scratch directory in {}: {e}", p.scratch_parent.display()))?;
+        .map_err(|e| {
+            format!(
+                "create a scratch directory in {}: {e}",
+                p.scratch_parent.display()
+            )
+        })?;
     let initramfs = scratch.path().join("probe.cpio");
     let console = scratch.path().join("console.log");
     let busybox =
@@ -247,7 +259,13 @@ fn run_probe(p: &Probe<'_>) -> Result<(bool, String), String> {
         .args(["-accel", "kvm", "-cpu", "host"])
         .args(["-M", "microvm,pit=on,pic=on,rtc=on"])
         .args(["-m", "128", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-kernel")
@@ -340,9 +358,7 @@ fn judge(
 /// A cpio (newc) initramfs: `/bin/busybox`, `/dev/console` and an `/init` that prints the
 /// marker and powers off.
 fn probe_initramfs(busybox: &[u8]) -> Vec<u8> {
-    let init = format!(
-        "#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n"
-    );
+    let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
     let mut out = Vec::with_capacity(busybox.len() + 1024);
     let mut ino = 0;
     let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
@@ -445,7 +461,13 @@ mod tests {
         assert!(cpio.starts_with(b"070701"));
         assert_eq!(cpio.len() % 4, 0);
         let text = String::from_utf8_lossy(&cpio);
-        for name in ["bin\0", "dev/console\0", "bin/busybox\0", "init\0", "TRAILER!!!\0"] {
+        for name in [
+            "bin\0",
+            "dev/console\0",
+            "bin/busybox\0",
+            "init\0",
+            "TRAILER!!!\0",
+        ] {
             assert!(text.contains(name), "{name:?} missing");
         }
         assert!(text.contains(&format!("/bin/busybox echo {MARKER}")));

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::assets::{self, AssetsError, GuestKernel};
 use super::kvm::{self, KvmStatus};
-use crate::preflight::{BackendStatus, Check};
 use crate::BackendKind;
+use crate::preflight::{BackendStatus, Check};
 
 /// Where Debian puts virtiofsd (`qemu-system-common` in bookworm, its own package later).
 const VIRTIOFSD_PATHS: [&str; 3] = [
@@ -98,7 +98,11 @@ pub fn diagnose_qemu(f: &QemuFacts) -> BackendStatus {
         Ok(kernel) => check(
             "guest kernel",
             true,
-            format!("guest kernel {} ({})", kernel.version, kernel.image.display()),
+            format!(
+                "guest kernel {} ({})",
+                kernel.version,
+                kernel.image.display()
+            ),
             None,
             true,
         ),
@@ -254,7 +258,10 @@ mod tests {
 
     #[test]
     fn kvm_that_cannot_boot_refuses_unless_tcg_is_allowed() {
-        let refused = diagnose_qemu(&QemuFacts { kvm: pvm(), ..good() });
+        let refused = diagnose_qemu(&QemuFacts {
+            kvm: pvm(),
+            ..good()
+        });
         assert!(!refused.usable);
         assert_eq!(
             refused.line(),

@@ -1,4 +1,5 @@
 mod docker;
 mod limits;
 mod native;
+mod qemu_assets;
 mod support;

@@ -75,10 +75,7 @@ fn qemu(args: QemuArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}{cached}", status.reason);
     }
-    match assets::decide_accel(
-        &status,
-        std::env::var(assets::ACCEL_ENV).ok().as_deref(),
-    ) {
+    match assets::decide_accel(&status, std::env::var(assets::ACCEL_ENV).ok().as_deref()) {
         Ok(assets::Accel::Kvm) => println!("ready: qemu bottles run under KVM"),
         Ok(assets::Accel::Tcg) => {
             println!("ready: qemu bottles run under software emulation (TCG)");
