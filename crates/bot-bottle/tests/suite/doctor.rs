@@ -9,6 +9,9 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         .arg("doctor")
         .env("HOME", home.path())
         .env("BOT_BOTTLE_HOME", home.path().join(".bot-bottle"))
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("BOT_BOTTLE_QEMU_KERNEL")
+        .env_remove("BOT_BOTTLE_QEMU_MODULES")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -19,10 +22,16 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         .collect();
     assert_eq!(
         prefixes,
-        vec!["native (default)", "docker", "smolmachines", "apple"]
+        vec![
+            "native (default)",
+            "docker",
+            "qemu",
+            "smolmachines",
+            "apple"
+        ]
     );
     assert_eq!(
-        lines[3],
+        lines[4],
         "apple: not usable: only available on macOS; fix: use --backend native on Linux"
     );
     if lines[0].starts_with("native (default): usable") {
@@ -33,6 +42,12 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         assert!(lines[0].contains("fix: "), "{}", lines[0]);
         assert_eq!(out.status.code(), Some(1));
     }
+    // No kernel in this fresh home's cache: the qemu line says how to prepare one.
+    assert!(
+        lines[2].contains("; fix: run `bot-bottle prepare qemu`"),
+        "{}",
+        lines[2]
+    );
     // doctor leaves nothing behind
     assert!(!home.path().join(".bot-bottle").exists());
 }

@@ -3,6 +3,7 @@ mod clients;
 mod doctor;
 mod launcher_api;
 mod manifest_cli;
+mod prepare_cli;
 mod readme;
 mod scan_cli;
 mod start;
