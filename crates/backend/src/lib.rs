@@ -64,12 +64,12 @@ pub enum BackendKind {
     Native,
     /// Docker Engine, optionally with gVisor.
     Docker,
-    /// QEMU micro-VMs: the agent behind its own kernel, QEMU jailed like a native bottle.
-    Qemu,
     /// libkrun micro-VMs through `smolvm`.
     Smolmachines,
     /// Apple's `container` CLI on macOS.
     Apple,
+    /// A QEMU micro-VM jailed in a native bottle (this crate's [`qemu`] module).
+    Qemu,
 }
 
 impl BackendKind {
@@ -77,9 +77,9 @@ impl BackendKind {
     pub const ALL: [BackendKind; 5] = [
         BackendKind::Native,
         BackendKind::Docker,
-        BackendKind::Qemu,
         BackendKind::Smolmachines,
         BackendKind::Apple,
+        BackendKind::Qemu,
     ];
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
@@ -87,9 +87,9 @@ impl BackendKind {
         match self {
             BackendKind::Native => "native",
             BackendKind::Docker => "docker",
-            BackendKind::Qemu => "qemu",
             BackendKind::Smolmachines => "smolmachines",
             BackendKind::Apple => "apple",
+            BackendKind::Qemu => "qemu",
         }
     }
 
@@ -251,7 +251,7 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, qemu, smolmachines, apple")]
+    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu")]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]

@@ -600,12 +600,12 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
     vec![
         native(native_backend),
         diagnose_docker(&DockerFacts::gather()),
-        crate::qemu::preflight::status(),
         diagnose_smolmachines(&SmolFacts::gather()),
         diagnose_apple(
             cfg!(target_os = "macos"),
             find_in_path("container").as_deref(),
         ),
+        crate::qemu::preflight::status(),
     ]
 }
 

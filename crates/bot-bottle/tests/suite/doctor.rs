@@ -31,7 +31,7 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         ]
     );
     assert_eq!(
-        lines[4],
+        lines[3],
         "apple: not usable: only available on macOS; fix: use --backend native on Linux"
     );
     if lines[0].starts_with("native (default): usable") {
@@ -44,9 +44,9 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
     }
     // No kernel in this fresh home's cache: the qemu line says how to prepare one.
     assert!(
-        lines[2].contains("; fix: run `bot-bottle prepare qemu`"),
+        lines[4].contains("; fix: run `bot-bottle prepare qemu`"),
         "{}",
-        lines[2]
+        lines[4]
     );
     // doctor leaves nothing behind
     assert!(!home.path().join(".bot-bottle").exists());
