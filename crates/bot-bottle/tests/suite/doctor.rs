@@ -25,9 +25,9 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         vec![
             "native (default)",
             "docker",
-            "qemu",
             "smolmachines",
-            "apple"
+            "apple",
+            "qemu"
         ]
     );
     assert_eq!(
