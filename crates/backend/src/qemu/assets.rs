@@ -580,6 +580,7 @@ pub fn prepare_with(
         .to_owned();
     if let Some(kernel) = already_ready(&kernels, &version)? {
         make_current(&kernels, &version)?;
+        remove_others(&kernels, &version, progress);
         progress(&format!(
             "guest kernel {version} is ready: {}",
             kernel.image.display()
@@ -650,6 +651,7 @@ pub fn prepare_with(
         }
     }
     make_current(&kernels, &version)?;
+    remove_others(&kernels, &version, progress);
     drop(staging);
     let kernel = cached_kernel(&target, &version).map_err(|problem| AssetsError::BrokenCache {
         path: target.clone(),
@@ -680,6 +682,23 @@ fn already_ready(kernels: &Path, version: &str) -> Result<Option<GuestKernel>, A
 fn make_current(kernels: &Path, version: &str) -> Result<(), AssetsError> {
     let current = kernels.join("current");
     state::atomic_write(&current, format!("{version}\n").as_bytes()).map_err(io("write", &current))
+}
+
+/// Removes the kernels that are no longer current (about 450 MB each). A bottle that is
+/// running has its kernel in memory and its modules in its initramfs.
+fn remove_others(kernels: &Path, current: &str, progress: &mut dyn FnMut(&str)) {
+    let Ok(entries) = std::fs::read_dir(kernels) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == current || name == "current" || name.starts_with('.') {
+            continue;
+        }
+        if entry.path().is_dir() && std::fs::remove_dir_all(entry.path()).is_ok() {
+            progress(&format!("removed the previous guest kernel {name}"));
+        }
+    }
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), AssetsError> {
@@ -1283,7 +1302,7 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_distribution_kernel_becomes_current() {
+    fn a_newer_distribution_kernel_replaces_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path();
         let (old, new) = ("6.1.0-50-amd64", "6.1.0-57-amd64");
@@ -1293,9 +1312,8 @@ mod tests {
             .unwrap();
         tools.current = new.into();
         tools.calls.clear();
-        let kernel = run_prepare(cache, &mut tools, &KernelSource::Distribution)
-            .0
-            .unwrap();
+        let (kernel, lines) = run_prepare(cache, &mut tools, &KernelSource::Distribution);
+        let kernel = kernel.unwrap();
         assert_eq!(kernel.version, new);
         assert_eq!(
             tools.calls,
@@ -1310,9 +1328,16 @@ mod tests {
             guest_kernel_from(None, None, cache).unwrap().version,
             new.to_owned()
         );
+        assert_eq!(listing(cache), vec![new.to_owned(), "current".into()]);
         assert_eq!(
-            listing(cache),
-            vec![old.to_owned(), new.to_owned(), "current".into()]
+            lines[lines.len() - 2..],
+            [
+                format!("removed the previous guest kernel {old}"),
+                format!(
+                    "guest kernel {new} ready: {}",
+                    cache.join("qemu/kernel").join(new).join("vmlinux").display()
+                ),
+            ]
         );
     }
 
