@@ -1335,7 +1335,11 @@ mod tests {
                 format!("removed the previous guest kernel {old}"),
                 format!(
                     "guest kernel {new} ready: {}",
-                    cache.join("qemu/kernel").join(new).join("vmlinux").display()
+                    cache
+                        .join("qemu/kernel")
+                        .join(new)
+                        .join("vmlinux")
+                        .display()
                 ),
             ]
         );
