@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::assets::{self, GuestKernel};
+use super::assets::{self, Accel, GuestKernel};
 
 /// How long a test guest may take to boot under KVM. A guest boots in well under a second with
 /// working KVM, even on a loaded host; a hung one is killed at this bound.
@@ -164,6 +164,7 @@ pub fn status(cache_root: &Path, kernel: &GuestKernel, refresh: bool) -> KvmStat
         key,
         scratch_parent: &assets::qemu_cache(cache_root),
         timeout: PROBE_TIMEOUT,
+        accel: Accel::Kvm,
     });
     if let Ok(json) = serde_json::to_vec_pretty(&verdict) {
         // A verdict that cannot be cached is still the verdict; the next start probes again.
@@ -216,6 +217,9 @@ pub struct Probe<'a> {
     /// Where the probe's scratch directory (initramfs, console log) is made and removed.
     pub scratch_parent: &'a Path,
     pub timeout: Duration,
+    /// [`Accel::Kvm`] to judge KVM; [`Accel::Tcg`] boots the same guest under emulation (the
+    /// tests use it to prove the probe recognises a guest that boots).
+    pub accel: Accel,
 }
 
 /// Boots a test guest under KVM and judges the outcome. Always returns within `timeout` plus
@@ -254,9 +258,21 @@ fn run_probe(p: &Probe<'_>) -> Result<(bool, String), String> {
     std::fs::write(&initramfs, probe_initramfs(&busybox))
         .map_err(|e| format!("write {}: {e}", initramfs.display()))?;
 
+    let (cpu, append) = match p.accel {
+        Accel::Kvm => ("host", "console=ttyS0 panic=-1 rdinit=/init".to_owned()),
+        // Without the TSC's frequency an emulated guest calibrates it against the PIT, which
+        // hangs under load.
+        Accel::Tcg => (
+            "max",
+            match tsc_khz() {
+                Some(khz) => format!("console=ttyS0 panic=-1 rdinit=/init tsc_early_khz={khz}"),
+                None => "console=ttyS0 panic=-1 rdinit=/init".to_owned(),
+            },
+        ),
+    };
     let mut command = Command::new(p.qemu);
     command
-        .args(["-accel", "kvm", "-cpu", "host"])
+        .args(["-accel", p.accel.name(), "-cpu", cpu])
         .args(["-M", "microvm,pit=on,pic=on,rtc=on"])
         .args(["-m", "128", "-smp", "1"])
         .args([
@@ -266,13 +282,18 @@ fn run_probe(p: &Probe<'_>) -> Result<(bool, String), String> {
             "none",
             "-no-reboot",
         ])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
+        .args(["-net", "none", "-monitor", "none"])
+        .arg("-chardev")
+        .arg(format!(
+            "file,id=console,path={}",
+            option_value(&console.to_string_lossy())
+        ))
+        .args(["-serial", "chardev:console"])
         .arg("-kernel")
         .arg(&p.kernel.image)
         .arg("-initrd")
         .arg(&initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
+        .args(["-append", &append])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -310,6 +331,7 @@ fn run_probe(p: &Probe<'_>) -> Result<(bool, String), String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     Ok(judge(
+        p.accel,
         exit.map(|s| s.to_string()),
         &console_text,
         &stderr,
@@ -318,9 +340,29 @@ fn run_probe(p: &Probe<'_>) -> Result<(bool, String), String> {
     ))
 }
 
+/// The host's CPU frequency in kHz (`cpu MHz` of `/proc/cpuinfo`).
+fn tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    (mhz > 0.0).then(|| (mhz * 1000.0) as u64)
+}
+
+/// A value inside one of QEMU's `key=value,...` options: a comma is written twice.
+fn option_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
 /// The verdict from what the test guest did: `exit` is QEMU's exit status (`None`: killed at
 /// the timeout).
 fn judge(
+    accel: Accel,
     exit: Option<String>,
     console: &str,
     stderr: &str,
@@ -328,7 +370,11 @@ fn judge(
     timeout: Duration,
 ) -> (bool, String) {
     if console.contains(MARKER) {
-        return (true, "a test guest booted under KVM".to_owned());
+        let under = match accel {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG",
+        };
+        return (true, format!("a test guest booted under {under}"));
     }
     let what = if let Some(line) = stderr.lines().find(|l| l.contains("KVM internal error")) {
         format!("QEMU reported `{}`", line.trim())
@@ -414,7 +460,14 @@ mod tests {
     fn marker_means_usable() {
         let console = format!("[    0.9] Run /init\n{MARKER}\n[    1.0] reboot: Power down\n");
         assert_eq!(
-            judge(Some("exit status: 0".into()), &console, "", false, T),
+            judge(
+                Accel::Kvm,
+                Some("exit status: 0".into()),
+                &console,
+                "",
+                false,
+                T
+            ),
             (true, "a test guest booted under KVM".to_owned())
         );
     }
@@ -422,7 +475,7 @@ mod tests {
     #[test]
     fn a_hang_under_pvm_is_named() {
         assert_eq!(
-            judge(None, "Probing EDD (edd=off to disable)... ok\n", "", true, T),
+            judge(Accel::Kvm, None, "Probing EDD (edd=off to disable)... ok\n", "", true, T),
             (
                 false,
                 "KVM is present but cannot boot a guest (nested PVM: /sys/module/kvm_pvm is loaded): a test guest did not reach userspace within 10 s".to_owned()
@@ -434,7 +487,7 @@ mod tests {
     fn kvm_internal_error_is_quoted() {
         let stderr = "KVM internal error. Suberror: 1\nemulation failure\nRAX=0 ...\n";
         assert_eq!(
-            judge(None, "", stderr, false, T),
+            judge(Accel::Kvm, None, "", stderr, false, T),
             (
                 false,
                 "KVM is present but cannot boot a guest: QEMU reported `KVM internal error. Suberror: 1`".to_owned()
@@ -442,6 +495,7 @@ mod tests {
         );
         assert_eq!(
             judge(
+                Accel::Kvm,
                 Some("exit status: 1".into()),
                 "",
                 "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied\n",
@@ -452,6 +506,14 @@ mod tests {
                 false,
                 "KVM is present but cannot boot a guest: a test guest stopped (exit status: 1) before userspace: qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied".to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn commas_in_option_values_are_doubled() {
+        assert_eq!(
+            option_value("/home/a,b/.cache/console.log"),
+            "/home/a,,b/.cache/console.log"
         );
     }
 

@@ -274,3 +274,41 @@ fn the_kvm_probe_ends_within_its_bound_with_a_reason_and_is_cached() {
         .collect();
     assert_eq!(left, vec!["kvm-probe.json".to_owned()]);
 }
+
+#[test]
+fn the_probe_recognises_a_guest_that_boots() {
+    // The same test guest (our initramfs, the marker, the power-off) under emulation, which
+    // boots wherever QEMU runs: proves the probe's "usable" side on hosts without KVM too.
+    let Some(kernel) = kernel_for_probe() else {
+        return;
+    };
+    let (Ok(qemu), Ok(busybox)) = (assets::find_qemu(), assets::find_static_busybox()) else {
+        eprintln!("skipping: needs qemu-system-x86 and busybox-static");
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let key = kvm::ProbeKey {
+        guest_kernel: kernel.version.clone(),
+        qemu: "test".into(),
+        host_kernel: "test".into(),
+    };
+    let verdict = kvm::probe(&kvm::Probe {
+        qemu: &qemu,
+        busybox: &busybox,
+        kernel: &kernel,
+        key: key.clone(),
+        scratch_parent: scratch.path(),
+        // Emulation on a loaded 2-core machine: a generous bound, not a measurement.
+        timeout: Duration::from_secs(300),
+        accel: assets::Accel::Tcg,
+    });
+    assert_eq!(
+        verdict,
+        kvm::Verdict {
+            key,
+            boots: true,
+            reason: "a test guest booted under TCG".into(),
+        }
+    );
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+}
