@@ -1052,6 +1052,24 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_tool_says_how_to_do_without_it() {
+        let err = run_tool(&mut Command::new("bot-bottle-no-such-dpkg-deb"), "unused").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`bot-bottle-no-such-dpkg-deb` not found: `bot-bottle prepare qemu` uses Debian's package tools (apt-cache, apt-get, dpkg-deb); on another distribution set BOT_BOTTLE_QEMU_KERNEL to a kernel image and BOT_BOTTLE_QEMU_MODULES to its lib/modules/<version> directory"
+        );
+        let err = run_tool(
+            Command::new("sh").args(["-c", "echo one >&2; echo two >&2; exit 100"]),
+            "run `sudo apt-get update`",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`sh -c echo one >&2; echo two >&2; exit 100` failed (exit status: 100): one / two; run `sudo apt-get update`"
+        );
+    }
+
+    #[test]
     fn static_and_dynamic_elf() {
         // A minimal ELF64 header with one program header of the given type.
         fn elf_with(kind: u32) -> Vec<u8> {
