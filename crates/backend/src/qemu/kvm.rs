@@ -351,7 +351,7 @@ fn tsc_khz() -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    (mhz > 0.0).then(|| (mhz * 1000.0) as u64)
+    (mhz > 0.0).then_some((mhz * 1000.0) as u64)
 }
 
 /// A value inside one of QEMU's `key=value,...` options: a comma is written twice.
