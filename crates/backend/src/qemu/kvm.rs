@@ -98,10 +98,10 @@ pub fn dev_kvm() -> DevKvm {
 const FIX_NO_KVM: &str = "run on a host with hardware virtualisation (bare metal, or a VM with nested VT-x/AMD-V) and load kvm_intel or kvm_amd";
 
 /// The fix when KVM is present but cannot boot a guest.
-fn fix_cannot_boot() -> String {
+fn fix_cannot_boot(cache_root: &Path) -> String {
     format!(
         "{FIX_NO_KVM}, then `bot-bottle prepare qemu --reprobe` (the verdict is cached in {})",
-        cache_file(&assets::cache_root()).display()
+        cache_file(cache_root).display()
     )
 }
 
@@ -155,7 +155,7 @@ pub fn status(cache_root: &Path, kernel: &GuestKernel, refresh: bool) -> KvmStat
     };
     let file = cache_file(cache_root);
     if !refresh && let Some(verdict) = read_cached(&file, &key) {
-        return from_verdict(&verdict, true);
+        return from_verdict(&verdict, true, cache_root);
     }
     let verdict = probe(&Probe {
         qemu: &qemu,
@@ -175,14 +175,14 @@ pub fn status(cache_root: &Path, kernel: &GuestKernel, refresh: bool) -> KvmStat
             tracing::warn!(file = %file.display(), error = %e, "could not cache the KVM probe's verdict");
         }
     }
-    from_verdict(&verdict, false)
+    from_verdict(&verdict, false, cache_root)
 }
 
-fn from_verdict(verdict: &Verdict, cached: bool) -> KvmStatus {
+fn from_verdict(verdict: &Verdict, cached: bool, cache_root: &Path) -> KvmStatus {
     KvmStatus {
         usable: verdict.boots,
         reason: verdict.reason.clone(),
-        fix: (!verdict.boots).then(fix_cannot_boot),
+        fix: (!verdict.boots).then(|| fix_cannot_boot(cache_root)),
         cached,
     }
 }

@@ -248,7 +248,14 @@ fn the_kvm_probe_ends_within_its_bound_with_a_reason_and_is_cached() {
             "{}",
             first.reason
         );
-        assert!(first.fix.as_deref().unwrap().contains("--reprobe"));
+        assert!(
+            first.fix.as_deref().unwrap().ends_with(&format!(
+                "then `bot-bottle prepare qemu --reprobe` (the verdict is cached in {})",
+                kvm::cache_file(cache.path()).display()
+            )),
+            "{:?}",
+            first.fix
+        );
     }
     eprintln!("KVM probe verdict: {}", first.reason);
     // The verdict is cached for this (guest kernel, QEMU, host kernel) and reused.
