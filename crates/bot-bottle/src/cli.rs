@@ -60,6 +60,9 @@ pub enum Command {
     Sidecar(commands::sidecar::Args),
     /// Check which backends this machine can run, and how to fix what is missing
     Doctor(commands::doctor::Args),
+    /// Do a backend's one-time preparation (qemu: download the guest kernel, check KVM)
+    #[command(subcommand)]
+    Prepare(commands::prepare::Command),
     /// Check a manifest or show a resolved bottle
     #[command(subcommand)]
     Manifest(commands::manifest::Command),

@@ -24,6 +24,8 @@
 pub mod assets;
 pub mod cmdline;
 pub mod initramfs;
+pub mod kvm;
+pub mod preflight;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::inbottle::qemu_guest::GuestSpec;
 use crate::native::{HelperCommand, NativeBackend, NativeConfig};
-use crate::preflight::{BackendStatus, Check};
+use crate::preflight::BackendStatus;
 use crate::spec::{BottleStdio, Forward, LaunchSpec, ReadOnlyFile};
 use crate::{
     Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
@@ -71,15 +73,15 @@ pub struct QemuConfig {
 }
 
 impl QemuConfig {
-    /// The defaults: QEMU and busybox from `$PATH` (or `/bin/busybox`).
+    /// The defaults: QEMU from `$PATH`, a statically linked busybox (`busybox-static`).
     pub fn new(helper: HelperCommand, bot_bottle_home: &Path) -> QemuConfig {
         QemuConfig {
             helper,
             bot_bottle_home: bot_bottle_home.to_path_buf(),
-            qemu: crate::preflight::find_in_path("qemu-system-x86_64")
-                .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64")),
-            busybox: crate::preflight::find_in_path("busybox")
-                .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
+            qemu: assets::find_qemu()
+                .unwrap_or_else(|_| PathBuf::from("/usr/bin/qemu-system-x86_64")),
+            busybox: assets::find_static_busybox()
+                .unwrap_or_else(|_| PathBuf::from("/bin/busybox")),
             kernel: None,
             accel: None,
             boot_timeout: None,
@@ -449,57 +451,15 @@ impl Drop for QemuBottle {
     }
 }
 
-/// Whether this machine can run the qemu backend: the native jail's facts, QEMU, busybox, a
-/// guest kernel and an accelerator (placeholder until `doctor`'s full qemu checks land).
+/// Whether this machine can run the qemu backend: the native jail's facts (QEMU runs in a
+/// native bottle) and the qemu checks of [`preflight`] (QEMU, the guest kernel, KVM or
+/// allowed TCG, a static busybox).
 pub fn status(config: &QemuConfig) -> BackendStatus {
-    let check = |name: &str, ok: bool, detail: String, fix: &str| Check {
-        name: name.to_owned(),
-        ok,
-        detail,
-        fix: (!ok).then(|| fix.to_owned()),
-        required: true,
-    };
-    let kernel = match &config.kernel {
-        Some(k) => Ok(k.clone()),
-        None => assets::guest_kernel(),
-    };
-    let accel = config.accel.map(Ok).unwrap_or_else(assets::choose_accel);
-    let checks = vec![
-        check(
-            "qemu",
-            config.qemu.is_file(),
-            format!("QEMU at {}", config.qemu.display()),
-            "install QEMU (apt-get install qemu-system-x86)",
-        ),
-        check(
-            "busybox",
-            config.busybox.is_file(),
-            format!("busybox at {}", config.busybox.display()),
-            "install a static busybox (apt-get install busybox-static)",
-        ),
-        check(
-            "guest kernel",
-            kernel.is_ok(),
-            match &kernel {
-                Ok(k) => format!("guest kernel {}", k.version),
-                Err(e) => e.to_string(),
-            },
-            "run `bot-bottle prepare qemu`",
-        ),
-        check(
-            "accelerator",
-            accel.is_ok(),
-            match &accel {
-                Ok(assets::Accel::Kvm) => "KVM".to_owned(),
-                Ok(assets::Accel::Tcg) => "TCG (software emulation)".to_owned(),
-                Err(e) => e.to_string(),
-            },
-            "set BOT_BOTTLE_QEMU_ACCEL=tcg or use a host where KVM works",
-        ),
-    ];
+    let _ = config;
+    let own = preflight::status();
     let mut status = crate::preflight::native(None);
     status.backend = BackendKind::Qemu;
-    status.checks.extend(checks);
+    status.checks.extend(own.checks);
     status.usable = status.checks.iter().all(|c| c.ok || !c.required);
     status
 }
@@ -550,6 +510,10 @@ impl Backend for QemuBackend {
             Some(a) => a,
             None => assets::choose_accel().map_err(unavailable)?,
         };
+        if accel == assets::Accel::Tcg {
+            // The operator allowed software emulation; say once what that means.
+            eprintln!("bot-bottle: {}", assets::TCG_WARNING);
+        }
         if !self.config.qemu.is_file() {
             return Err(unavailable(format!(
                 "QEMU is not installed ({} is missing); apt-get install qemu-system-x86",

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod list;
 pub mod logs;
 pub mod manifest;
+pub mod prepare;
 pub mod proposals;
 pub mod resume;
 pub mod scan;
@@ -41,6 +42,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Gate(cmd) => gate::run(cmd),
         Command::Sidecar(args) => sidecar::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Prepare(cmd) => prepare::run(cmd),
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Completions(args) => completions::run(args),
     }

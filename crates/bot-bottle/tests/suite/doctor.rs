@@ -9,6 +9,9 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         .arg("doctor")
         .env("HOME", home.path())
         .env("BOT_BOTTLE_HOME", home.path().join(".bot-bottle"))
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("BOT_BOTTLE_QEMU_KERNEL")
+        .env_remove("BOT_BOTTLE_QEMU_MODULES")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -23,11 +26,12 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         vec![
             "native (default)",
             "docker",
+            "qemu",
             "claude (native)",
             "codex (native)"
         ]
     );
-    for line in &lines[2..] {
+    for line in &lines[3..] {
         assert!(
             line.contains(": usable (/") || line.contains("or use --backend docker"),
             "{line}"
@@ -41,6 +45,12 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         assert!(lines[0].contains("fix: "), "{}", lines[0]);
         assert_eq!(out.status.code(), Some(1));
     }
+    // No kernel in this fresh home's cache: the qemu line says how to prepare one.
+    assert!(
+        lines[2].contains("; fix: run `bot-bottle prepare qemu`"),
+        "{}",
+        lines[4]
+    );
     // doctor leaves nothing behind
     assert!(!home.path().join(".bot-bottle").exists());
 }

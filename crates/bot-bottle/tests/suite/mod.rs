@@ -5,6 +5,7 @@ mod faults;
 mod friction;
 mod launcher_api;
 mod manifest_cli;
+mod prepare_cli;
 mod readme;
 mod scan_cli;
 mod start;
