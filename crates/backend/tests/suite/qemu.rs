@@ -1,6 +1,6 @@
 //! The qemu backend with a real QEMU (TCG here: `BOT_BOTTLE_QEMU_ACCEL=tcg`), a real guest
 //! kernel and the native jail. Skips, saying why, when QEMU, busybox or a guest kernel is
-//! missing (`BOT_BOTTLE_QEMU_KERNEL` / `BOT_BOTTLE_QEMU_MODULES`).
+//! missing (`bot-bottle prepare qemu`, or `BOT_BOTTLE_QEMU_KERNEL` / `BOT_BOTTLE_QEMU_MODULES`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -14,13 +14,15 @@ use backend::{Backend, BottleStdio, LaunchSpec, Resources};
 use super::support::{Fixture, Output};
 
 fn qemu_fixture() -> Option<(Fixture, QemuBackend)> {
-    let kernel = std::env::var_os("BOT_BOTTLE_QEMU_KERNEL");
-    if kernel.is_none() {
-        eprintln!(
-            "skipped: no guest kernel (set BOT_BOTTLE_QEMU_KERNEL and BOT_BOTTLE_QEMU_MODULES)"
-        );
-        return None;
-    }
+    // The kernel `bot-bottle prepare qemu` cached (CI's install step runs it), or the one
+    // BOT_BOTTLE_QEMU_KERNEL / BOT_BOTTLE_QEMU_MODULES name.
+    let kernel = match backend::qemu::assets::guest_kernel() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("skipped: no guest kernel: {e}");
+            return None;
+        }
+    };
     if !Path::new("/usr/bin/qemu-system-x86_64").is_file() {
         eprintln!("skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
         return None;
@@ -40,6 +42,7 @@ fn qemu_fixture() -> Option<(Fixture, QemuBackend)> {
     // TCG: this machine's KVM cannot boot a stock guest (see issue 18); say so in the output.
     eprintln!("qemu tests run the guest under TCG (software emulation)");
     config.accel = Some(backend::qemu::assets::Accel::Tcg);
+    config.kernel = Some(kernel);
     Some((f, QemuBackend::new(config)))
 }
 
@@ -304,7 +307,7 @@ fn qemu_guest_that_fails_in_stage_one_is_reported_with_its_console() {
     }
     let mut config = backend.config().clone();
     config.kernel = Some(backend::qemu::assets::GuestKernel {
-        image: std::env::var_os("BOT_BOTTLE_QEMU_KERNEL").unwrap().into(),
+        image: backend.config().kernel.clone().expect("the fixture's kernel").image,
         modules,
         version: "0.0-broken".into(),
     });
