@@ -324,9 +324,17 @@ pub fn build_cached(
         return Ok(path);
     }
     std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
-    let tmp = cache_dir.join(format!(".initramfs-{hash}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &archive).map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+    // A temporary file of its own: two launches (threads of one process too) may build the
+    // same archive at once, and each must rename a whole file into place.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".initramfs-{hash}."))
+        .suffix(".tmp")
+        .tempfile_in(cache_dir)
+        .map_err(io("create a temporary file in", cache_dir))?;
+    std::io::Write::write_all(&mut tmp, &archive).map_err(io("write", tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io("sync", &path))?;
+    tmp.persist(&path)
+        .map_err(|e| io("rename into", &path)(e.error))?;
     Ok(path)
 }
 
@@ -428,6 +436,39 @@ mod tests {
                 "proc"
             ]
         );
+    }
+
+    #[test]
+    fn threads_building_the_same_archive_at_once_each_get_a_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("modules/kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for name in NEEDED_MODULES {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+        }
+        let busybox = dir.path().join("busybox");
+        std::fs::write(&busybox, vec![7u8; 1 << 20]).unwrap();
+        let cache = dir.path().join("cache");
+        let built: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| s.spawn(|| build_cached(&busybox, &dir.path().join("modules"), &cache)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(built.windows(2).all(|w| w[0] == w[1]), "{built:?}");
+        let mut expected = Vec::new();
+        let modules = resolve_modules(&dir.path().join("modules"), &NEEDED_MODULES).unwrap();
+        let loaded = modules
+            .into_iter()
+            .map(|(n, p)| (n, std::fs::read(p).unwrap()))
+            .collect();
+        write_cpio(&entries(vec![7u8; 1 << 20], loaded), &mut expected).unwrap();
+        assert!(std::fs::read(&built[0]).unwrap() == expected);
+        // nothing but the archive is left in the cache
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
     }
 
     fn fake_ko(depends: &str) -> Vec<u8> {

@@ -307,7 +307,12 @@ fn qemu_guest_that_fails_in_stage_one_is_reported_with_its_console() {
     }
     let mut config = backend.config().clone();
     config.kernel = Some(backend::qemu::assets::GuestKernel {
-        image: backend.config().kernel.clone().expect("the fixture's kernel").image,
+        image: backend
+            .config()
+            .kernel
+            .clone()
+            .expect("the fixture's kernel")
+            .image,
         modules,
         version: "0.0-broken".into(),
     });
