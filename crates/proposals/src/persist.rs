@@ -1,7 +1,7 @@
 //! Approving *into the manifest*: the routes an `egress-allow` proposal adds, written into
 //! the project's manifest (the bottle's `egress.routes`) so the next bottle starts with
 //! them. The operator confirms the diff first ([`plan`] computes it, nothing is written);
-//! [`write`] writes it only if the file is still what the operator saw.
+//! [`write()`] writes it only if the file is still what the operator saw.
 //!
 //! Only new hosts are written: a proposal that changes a route the bottle already has
 //! (wider paths, a token) is refused here, since the manifest's route may come from a

@@ -29,9 +29,15 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+#[cfg(test)]
+use std::process::Command;
 
+use super::elf;
 use super::kvm::{self, KvmStatus};
+use super::package::metapackage;
+#[cfg(test)]
+use super::package::run_tool;
+pub use super::package::{DebianTools, KernelSource, PackageTools, parse_depends};
 
 /// A kernel image to boot instead of the prepared one (needs [`MODULES_ENV`] too).
 pub const KERNEL_ENV: &str = "BOT_BOTTLE_QEMU_KERNEL";
@@ -44,7 +50,7 @@ pub const ACCEL_ENV: &str = "BOT_BOTTLE_QEMU_ACCEL";
 pub const TCG_WARNING: &str = "warning: the qemu bottle runs under software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): it is slow, and upstream QEMU does not treat TCG as a security boundary; the jail around QEMU (the native backend's namespaces, seccomp, an unprivileged uid, no network) still holds";
 
 /// The Debian architecture whose kernel packages QEMU's x86_64 guest boots.
-const DEBIAN_ARCH: &str = "amd64";
+pub(super) const DEBIAN_ARCH: &str = "amd64";
 
 /// Kernel options the guest cannot work without (built in or as a module).
 const REQUIRED_CONFIG: [&str; 5] = [
@@ -164,7 +170,7 @@ pub enum AssetsError {
     },
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AssetsError {
+pub(super) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AssetsError {
     let path = path.to_path_buf();
     move |source| AssetsError::Io {
         action,
@@ -344,187 +350,6 @@ fn cached_kernel(dir: &Path, version: &str) -> Result<GuestKernel, String> {
         modules,
         version: version.to_owned(),
     })
-}
-
-/// Where `prepare` takes the kernel package from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KernelSource {
-    /// The distribution's current generic kernel, downloaded with its package tools.
-    Distribution,
-    /// A kernel package already on disk (`bot-bottle prepare qemu --deb FILE`).
-    Deb(PathBuf),
-}
-
-/// The system's package tools, as `prepare` uses them.
-pub trait PackageTools {
-    /// The kernel package `metapackage` (e.g. `linux-image-amd64`) depends on now, e.g.
-    /// `linux-image-6.1.0-57-amd64`.
-    fn kernel_package(&mut self, metapackage: &str) -> Result<String, AssetsError>;
-    /// Downloads `package` into the empty directory `dir`; returns the `.deb`'s path.
-    fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf, AssetsError>;
-    /// The name of the package in a `.deb` (its control file's `Package:`).
-    fn package_name(&mut self, deb: &Path) -> Result<String, AssetsError>;
-    /// Unpacks the files of the `.deb` into `dir` (no maintainer scripts run).
-    fn extract(&mut self, deb: &Path, dir: &Path) -> Result<(), AssetsError>;
-    /// Decompresses one xz stream from `input` into `output`.
-    fn unxz(&mut self, input: &Path, output: &Path) -> Result<(), AssetsError>;
-}
-
-/// Debian's tools: `apt-cache`, `apt-get download`, `dpkg-deb -x`, `xz`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DebianTools;
-
-fn run_tool(command: &mut Command, fix: &str) -> Result<std::process::Output, AssetsError> {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let shown = std::iter::once(program.clone())
-        .chain(command.get_args().map(|a| a.to_string_lossy().into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => AssetsError::ToolMissing {
-                tool: program.clone(),
-            },
-            _ => AssetsError::ToolFailed {
-                command: shown.clone(),
-                status: "could not start".into(),
-                stderr: e.to_string(),
-                fix: fix.to_owned(),
-            },
-        })?;
-    if output.status.success() {
-        Ok(output)
-    } else {
-        Err(AssetsError::ToolFailed {
-            command: shown,
-            status: output.status.to_string(),
-            stderr: tail(&String::from_utf8_lossy(&output.stderr), 3),
-            fix: fix.to_owned(),
-        })
-    }
-}
-
-/// The last `n` non-empty lines of `text`, joined with ` / `.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join(" / ")
-}
-
-impl PackageTools for DebianTools {
-    fn kernel_package(&mut self, metapackage: &str) -> Result<String, AssetsError> {
-        let not_found = |detail: String| AssetsError::NoKernelPackage {
-            metapackage: metapackage.to_owned(),
-            detail,
-        };
-        let output = match run_tool(
-            Command::new("apt-cache").args(["depends", metapackage]),
-            "run `sudo apt-get update` and try again",
-        ) {
-            Ok(output) => output,
-            Err(AssetsError::ToolFailed { stderr, .. }) => return Err(not_found(stderr)),
-            Err(other) => return Err(other),
-        };
-        parse_depends(&String::from_utf8_lossy(&output.stdout), metapackage).ok_or_else(|| {
-            not_found(format!(
-                "`apt-cache depends {metapackage}` names no linux-image package"
-            ))
-        })
-    }
-
-    fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf, AssetsError> {
-        run_tool(
-            Command::new("apt-get")
-                .args(["download", "-q", package])
-                .current_dir(dir),
-            "check the network and the apt sources, then run `sudo apt-get update` and try again, or download the package yourself and run `bot-bottle prepare qemu --deb FILE`",
-        )?;
-        let debs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io("read", dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-            .collect();
-        match debs.as_slice() {
-            [deb] => Ok(deb.clone()),
-            _ => Err(AssetsError::BadPackage {
-                package: dir.to_path_buf(),
-                problem: format!(
-                    "`apt-get download {package}` left {} .deb files here, expected one",
-                    debs.len()
-                ),
-            }),
-        }
-    }
-
-    fn package_name(&mut self, deb: &Path) -> Result<String, AssetsError> {
-        let output = run_tool(
-            Command::new("dpkg-deb")
-                .arg("--field")
-                .arg(deb)
-                .arg("Package"),
-            "check that the file is a Debian package (a linux-image .deb)",
-        )?;
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    }
-
-    fn extract(&mut self, deb: &Path, dir: &Path) -> Result<(), AssetsError> {
-        run_tool(
-            Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir),
-            "check that the file is a complete Debian package and that the cache's disk has room (about 500 MB)",
-        )
-        .map(drop)
-    }
-
-    fn unxz(&mut self, input: &Path, output: &Path) -> Result<(), AssetsError> {
-        let out = std::fs::File::create(output).map_err(io("create", output))?;
-        let mut command = Command::new("xz");
-        command
-            .args(["--decompress", "--stdout", "--single-stream"])
-            .arg(input)
-            .stdout(out);
-        let status = command
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => AssetsError::ToolMissing { tool: "xz".into() },
-                _ => io("run xz on", input)(e),
-            })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(AssetsError::ToolFailed {
-                command: format!("xz --decompress {}", input.display()),
-                status: status.to_string(),
-                stderr: String::new(),
-                fix: "the kernel still boots from vmlinuz".into(),
-            })
-        }
-    }
-}
-
-/// The versioned kernel package in `apt-cache depends <metapackage>`'s output.
-pub fn parse_depends(output: &str, metapackage: &str) -> Option<String> {
-    let suffix = metapackage.strip_prefix("linux-image")?; // "-amd64"
-    output
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends:"))
-        .map(|p| p.trim().trim_start_matches('<').trim_end_matches('>'))
-        .find(|p| p.starts_with("linux-image-") && p.ends_with(suffix) && *p != metapackage)
-        .map(str::to_owned)
-}
-
-/// The Debian kernel metapackage for this machine (`linux-image-amd64`).
-fn metapackage() -> Result<String, AssetsError> {
-    match std::env::consts::ARCH {
-        "x86_64" => Ok(format!("linux-image-{DEBIAN_ARCH}")),
-        other => Err(AssetsError::UnsupportedArch(other.to_owned())),
-    }
 }
 
 /// `bot-bottle prepare qemu`: makes the distribution's current kernel the cached guest kernel,
@@ -906,103 +731,6 @@ pub fn decide_accel(kvm: &KvmStatus, accel_env: Option<&str>) -> Result<Accel, A
                 .clone()
                 .unwrap_or_else(|| "run on a host where KVM works".into()),
         })
-    }
-}
-
-/// Just enough ELF and bzImage reading for the checks above (x86_64, little-endian).
-pub(crate) mod elf {
-    const PT_INTERP: u32 = 3;
-    const PT_NOTE: u32 = 4;
-    /// `XEN_ELFNOTE_PHYS32_ENTRY`: the PVH entry point QEMU boots directly.
-    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-
-    fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-    }
-    fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-    }
-    fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-    }
-
-    /// `(p_type, p_offset, p_filesz)` of each program header of a 64-bit little-endian ELF.
-    fn program_headers(b: &[u8]) -> Option<Vec<(u32, u64, u64)>> {
-        if b.get(..4)? != b"\x7fELF" || *b.get(4)? != 2 || *b.get(5)? != 1 {
-            return None;
-        }
-        let phoff = usize::try_from(u64_at(b, 0x20)?).ok()?;
-        let phentsize = usize::from(u16_at(b, 0x36)?);
-        let phnum = usize::from(u16_at(b, 0x38)?);
-        if phentsize < 0x38 {
-            return None;
-        }
-        (0..phnum)
-            .map(|i| {
-                let at = phoff.checked_add(i.checked_mul(phentsize)?)?;
-                Some((u32_at(b, at)?, u64_at(b, at + 8)?, u64_at(b, at + 0x20)?))
-            })
-            .collect()
-    }
-
-    /// Whether an ELF executable needs no dynamic loader; `None` when it is not a 64-bit ELF.
-    pub fn is_static(b: &[u8]) -> Option<bool> {
-        Some(
-            !program_headers(b)?
-                .iter()
-                .any(|&(kind, _, _)| kind == PT_INTERP),
-        )
-    }
-
-    /// Whether a kernel ELF carries the PVH entry note (`Xen`, type 18).
-    pub fn has_pvh_entry(b: &[u8]) -> bool {
-        let Some(headers) = program_headers(b) else {
-            return false;
-        };
-        headers
-            .iter()
-            .filter(|&&(kind, _, _)| kind == PT_NOTE)
-            .any(|&(_, offset, size)| {
-                let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size))
-                else {
-                    return false;
-                };
-                let Some(notes) = offset.checked_add(size).and_then(|end| b.get(offset..end))
-                else {
-                    return false;
-                };
-                let mut at = 0;
-                while let (Some(namesz), Some(descsz), Some(kind)) = (
-                    u32_at(notes, at),
-                    u32_at(notes, at + 4),
-                    u32_at(notes, at + 8),
-                ) {
-                    let (namesz, descsz) = (namesz as usize, descsz as usize);
-                    let name = notes.get(at + 12..at + 12 + namesz);
-                    if name == Some(b"Xen\0") && kind == XEN_ELFNOTE_PHYS32_ENTRY {
-                        return true;
-                    }
-                    at += 12 + namesz.next_multiple_of(4) + descsz.next_multiple_of(4);
-                }
-                false
-            })
-    }
-
-    /// The xz-compressed kernel inside a bzImage (`payload_offset`/`payload_length` of the
-    /// boot protocol, 2.08+), `None` when it is not a bzImage with an xz payload.
-    pub fn bzimage_xz_payload(b: &[u8]) -> Option<&[u8]> {
-        if b.get(0x202..0x206)? != b"HdrS" || u16_at(b, 0x206)? < 0x0208 {
-            return None;
-        }
-        let setup_sects = match *b.get(0x1f1)? {
-            0 => 4,
-            n => usize::from(n),
-        };
-        let start = (setup_sects + 1) * 512;
-        let offset = start.checked_add(usize::try_from(u32_at(b, 0x248)?).ok()?)?;
-        let length = usize::try_from(u32_at(b, 0x24c)?).ok()?;
-        let payload = b.get(offset..offset.checked_add(length)?)?;
-        payload.starts_with(b"\xfd7zXZ\x00").then_some(payload)
     }
 }
 

@@ -23,8 +23,10 @@
 
 pub mod assets;
 pub mod cmdline;
+mod elf;
 pub mod initramfs;
 pub mod kvm;
+mod package;
 pub mod preflight;
 
 use std::collections::VecDeque;
