@@ -18,6 +18,9 @@ from mcp.shared.exceptions import MCPError
 URL, MODE = sys.argv[1], sys.argv[2]
 
 BASE = "log: blocks\nroutes:\n  - host: api.example.com\n"
+# What is live once pypi is approved and the crates proposal is approved as the operator edited
+# it: an egress-allow keeps every live route (only egress-block removes one).
+LIVE = BASE + "  - host: pypi.org\n  - host: index.crates.io\n"
 
 
 START = time.monotonic()
@@ -51,12 +54,13 @@ async def main():
         out("list_routes", text=text_of(r))
         if MODE != "legacy":
             await call(client, "allow", "egress-allow",
-                       {"routes_yaml": BASE + "  - host: auto.example\n", "justification": "APPROVE auto"})
+                       {"routes_yaml": LIVE + "  - host: later.example\n  - host: auto.example\n",
+                        "justification": "APPROVE auto"})
             return
         await call(client, "allow", "egress-allow",
                    {"routes_yaml": BASE + "  - host: pypi.org\n", "justification": "APPROVE pypi"})
         await call(client, "modify", "egress-allow",
-                   {"routes_yaml": BASE + "  - host: crates.io\n", "justification": "MODIFY crates"})
+                   {"routes_yaml": BASE + "  - host: pypi.org\n  - host: crates.io\n", "justification": "MODIFY crates"})
         await call(client, "reject", "egress-block",
                    {"routes_yaml": "log: blocks\nroutes: []\n", "justification": "REJECT all"})
         await call(client, "token", "egress-token-allow",
@@ -64,12 +68,12 @@ async def main():
         await call(client, "gitleaks", "gitleaks-allow",
                    {"fingerprint": "0a1b:tests/fixture.py:generic-api-key:3", "justification": "APPROVE fixture"})
         s = await call(client, "later", "egress-allow",
-                       {"routes_yaml": BASE + "  - host: later.example\n", "justification": "LATER please"})
+                       {"routes_yaml": LIVE + "  - host: later.example\n", "justification": "LATER please"})
         # tell the operator (the Rust test) that the agent got 'pending' and now long-polls
         open(os.environ["PENDING_MARKER"], "w").close()
         await call(client, "status", "proposal-status", {"id": s["id"], "wait_seconds": 20})
         await call(client, "empty", "egress-allow", {"routes_yaml": "", "justification": "x"})
-        await call(client, "no_justification", "egress-allow", {"routes_yaml": BASE + "  - host: x.example\n"})
+        await call(client, "no_justification", "egress-allow", {"routes_yaml": LIVE + "  - host: x.example\n"})
         await call(client, "log_change", "egress-allow",
                    {"routes_yaml": "log: off\nroutes:\n  - host: x.example\n", "justification": "x"})
         await call(client, "unknown", "run-shell", {})

@@ -73,6 +73,8 @@ trap after TERM
     head -c 20000 /dev/urandom | base64 > "f$n"
     git add "f$n" && git commit -qm "load $n"
     sha=$(git rev-parse HEAD)
+    # A push the kill interrupts may be upstream whole without its "ok" being written.
+    echo "push $n try $sha" >> "$W/load.log"
     if git push -q origin HEAD:agent/load 2>> "$W/git.err"; then
       echo "push $n ok $sha" >> "$W/load.log"
     else
@@ -652,11 +654,21 @@ fn nothing_lost(l: &Loaded, b: &Before) {
         String::from_utf8_lossy(&fsck.stderr)
     );
     let log = read(&w.workspace.join("load.log"));
-    let made: Vec<&str> = log
+    // The commits the agent saw accepted, and the one whose push the kill interrupted (its
+    // "try" is the last push line): either may be the tip, nothing else.
+    let pushes: Vec<Vec<&str>> = log
         .lines()
         .filter(|l| l.starts_with("push "))
-        .filter_map(|l| l.split_whitespace().nth(3))
+        .map(|l| l.split_whitespace().collect())
         .collect();
+    let mut made: Vec<&str> = pushes
+        .iter()
+        .filter(|p| p.get(2) == Some(&"ok"))
+        .filter_map(|p| p.get(3).copied())
+        .collect();
+    if let Some(last) = pushes.last().filter(|p| p.get(2) == Some(&"try")) {
+        made.extend(last.get(3).copied());
+    }
     let tip = Command::new("git")
         .args(["rev-parse", "--verify", "-q", "refs/heads/agent/load"])
         .current_dir(up)

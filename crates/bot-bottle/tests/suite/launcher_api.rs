@@ -189,7 +189,7 @@ fn the_launcher_sees_only_the_host_variables_it_is_given() {
     assert_eq!(
         with_token.report.lines(),
         vec![format!(
-            "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle list` shows it"
+            "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle discard {identity}` removes it"
         )]
     );
 

@@ -65,8 +65,9 @@ async fn run_client(py: &str, url: &str, mode: &str, marker: &Path) -> Vec<Value
         .unwrap();
     assert!(
         out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "client failed: {}\nits steps:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     eprintln!(
         "client ({mode}) ran {:?}; its timings:\n{}",
@@ -155,7 +156,7 @@ async fn python_sdk_client_drives_every_tool() {
         calls[1],
         AppliedCall::Routes {
             bottle: "dev-00001".into(),
-            text: format!("{base}  - host: index.crates.io\n")
+            text: format!("{base}  - host: pypi.org\n  - host: index.crates.io\n")
         }
     );
     assert_eq!(
