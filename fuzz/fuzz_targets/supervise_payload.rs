@@ -19,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
         Tool::EgressBlock,
         Tool::EgressTokenAllow,
         Tool::GitleaksAllow,
-    ][usize::from(sel) % 4];
+        Tool::DlpAllow,
+    ][usize::from(sel) % 5];
     let _ = check_justification(text);
     match parse_payload(tool, text) {
         Ok(Payload::Finding(f)) => assert!(f.len() <= 4096),
@@ -28,6 +29,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 policy::validate(&cfg).is_ok(),
                 "supervise accepted routes the egress sidecar refuses: {text:?}"
+            );
+        }
+        Ok(Payload::DlpAllow(r)) => {
+            // what passes validation passes the check the applier repeats
+            assert!(
+                proposals::dlp::check_dlp_allow(&r).is_ok(),
+                "a dlp-allow request passed parsing but not its own check: {text:?}"
             );
         }
         Ok(Payload::Token(_)) | Err(_) => {}
