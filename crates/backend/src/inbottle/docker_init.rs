@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -117,7 +117,7 @@ fn run(config: &InitConfig) -> i32 {
     for forward in &config.forwards {
         let Some(ip) = sidecar else { break };
         let target = SocketAddr::new(ip, forward.sidecar_port);
-        if let Err(message) = listen(forward.port, target) {
+        if let Err(message) = super::relay::listen_loopback(forward.port, target) {
             return fail(&message);
         }
         targets.push((forward.port, target));
@@ -193,43 +193,6 @@ fn resolve_sidecar(host: &str) -> Result<IpAddr, String> {
             None => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-}
-
-fn listen(port: u16, target: SocketAddr) -> Result<(), String> {
-    let v4 = TcpListener::bind(("127.0.0.1", port))
-        .map_err(|err| format!("cannot listen on 127.0.0.1:{port}: {err}"))?;
-    spawn_acceptor(v4, target);
-    // IPv6 loopback only where the container has IPv6 at all.
-    if let Ok(v6) = TcpListener::bind(("::1", port)) {
-        spawn_acceptor(v6, target);
-    }
-    Ok(())
-}
-
-fn spawn_acceptor(listener: TcpListener, target: SocketAddr) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(inbound) = conn else { continue };
-            std::thread::spawn(move || relay(inbound, target));
-        }
-    });
-}
-
-fn relay(inbound: TcpStream, target: SocketAddr) {
-    let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(10)) else {
-        return;
-    };
-    let (Ok(mut in_read), Ok(mut out_read)) = (inbound.try_clone(), outbound.try_clone()) else {
-        return;
-    };
-    let (mut in_write, mut out_write) = (inbound, outbound);
-    let upstream = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut in_read, &mut out_write);
-        let _ = out_write.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut out_read, &mut in_write);
-    let _ = in_write.shutdown(std::net::Shutdown::Write);
-    let _ = upstream.join();
 }
 
 enum Release {

@@ -24,3 +24,4 @@
 pub mod docker_init;
 pub mod native_helper;
 pub mod qemu_guest;
+mod relay;

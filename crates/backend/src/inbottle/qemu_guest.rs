@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -589,40 +589,9 @@ fn network(ports: &[u16]) -> Result<(), String> {
         let target: SocketAddr = format!("{SIDECAR_ADDR}:{port}")
             .parse()
             .map_err(|e| format!("{e}"))?;
-        let v4 = TcpListener::bind(("127.0.0.1", port))
-            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
-        spawn_acceptor(v4, target);
-        if let Ok(v6) = TcpListener::bind(("::1", port)) {
-            spawn_acceptor(v6, target);
-        }
+        super::relay::listen_loopback(port, target)?;
     }
     Ok(())
-}
-
-fn spawn_acceptor(listener: TcpListener, target: SocketAddr) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(inbound) = conn else { continue };
-            std::thread::spawn(move || relay(inbound, target));
-        }
-    });
-}
-
-fn relay(inbound: TcpStream, target: SocketAddr) {
-    let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(10)) else {
-        return;
-    };
-    let (Ok(mut in_read), Ok(mut out_read)) = (inbound.try_clone(), outbound.try_clone()) else {
-        return;
-    };
-    let (mut in_write, mut out_write) = (inbound, outbound);
-    let upstream = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut in_read, &mut out_write);
-        let _ = out_write.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut out_read, &mut in_write);
-    let _ = in_write.shutdown(Shutdown::Write);
-    let _ = upstream.join();
 }
 
 #[cfg(test)]
