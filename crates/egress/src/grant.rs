@@ -4,7 +4,17 @@
 //! (`expires: <RFC 3339>`). Every request a route allows passes through [`admit`] before
 //! anything leaves: an expired route allows nothing, whatever the clock of supervise or
 //! the dashboard says and whether they run at all; a route with `uses` allows that many
-//! requests, counted here. The counts belong to the route (its host and the proposal that
+//! requests, counted here. A request spends its use with [`spend`] only once outbound DLP
+//! let it go (its head and the first window of its body, judged before any upstream is
+//! contacted): a request DLP refuses there was never sent, and uses up nothing. A body DLP
+//! stops later, while it streams, did reach the upstream in part, and its use stays spent.
+//!
+//! A `dlp-allow` approved once or for a duration is a [`policy::DlpGrant`] on the route:
+//! DLP asks [`Taken::allows`] when a hit of its rule would stop a request, which spends the
+//! grant's use for that request (one per request however many hits), and a request that
+//! is refused before it is sent gives it back ([`Taken::refund`]).
+//!
+//! The counts belong to the route (its host and the proposal that
 //! granted it), not to one generation of the routes: a reload that carries the route
 //! (another approval, say, even one that narrowed it) keeps its count, and a route that is
 //! gone from the routes loses it. Supervise's sweeper reads the counts
@@ -67,10 +77,30 @@ impl Uses {
         }
     }
 
-    /// Forgets the counts of routes `config` no longer has.
+    /// Forgets the counts of routes (and DLP grants) `config` no longer has.
     pub(crate) fn retain(&self, config: &EgressConfig) {
-        let keys: Vec<Key> = config.routes.iter().flatten().map(key).collect();
+        let mut keys: Vec<Key> = config.routes.iter().flatten().map(key).collect();
+        for r in config.routes.iter().flatten() {
+            for g in r.dlp_allow_grants.iter().flatten() {
+                keys.push((
+                    policy::DlpAllowGrant::count_key(&r.host, &g.rule),
+                    g.grant.clone(),
+                ));
+            }
+        }
         self.lock().retain(|k, _| keys.contains(k));
+    }
+
+    /// How many requests the count `k` has spent.
+    fn spent(&self, k: &Key) -> u32 {
+        self.lock().get(k).copied().unwrap_or(0)
+    }
+
+    /// Gives one request of count `k` back.
+    fn refund(&self, k: &Key) {
+        if let Some(n) = self.lock().get_mut(k) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Every route (host, grant) that has spent requests, with how many.
@@ -84,10 +114,10 @@ impl Uses {
         v
     }
 
-    /// Spends one request of `route` if it has one left.
-    fn spend(&self, route: &Route, limit: u32) -> bool {
+    /// Spends one request of count `k` if it has one left.
+    fn spend_key(&self, k: Key, limit: u32) -> bool {
         let mut spent = self.lock();
-        let n = spent.entry(key(route)).or_insert(0);
+        let n = spent.entry(k).or_insert(0);
         if *n >= limit {
             return false;
         }
@@ -96,8 +126,15 @@ impl Uses {
     }
 }
 
-/// Whether the route `index` of `policy` (which a request matched) still allows it, now;
-/// spends one of its uses if it has a limit. Routes without `expires` or `uses` always do.
+/// The route `index` of `policy` and its limit of uses, if it has one.
+fn limited(policy: &Policy, index: usize) -> Option<(&Route, u32)> {
+    let route = policy.routes().config.routes.as_deref()?.get(index)?;
+    route.uses.map(|limit| (route, limit))
+}
+
+/// Whether the route `index` of `policy` (which a request matched) still allows it, now:
+/// not expired, and a use left if it has a limit. Spends nothing: [`spend`] does, once
+/// DLP let the request go. Routes without `expires` or `uses` always allow.
 pub(crate) fn admit(uses: &Uses, policy: &Policy, index: Option<usize>) -> Result<(), Ended> {
     let Some(i) = index else { return Ok(()) };
     if policy
@@ -107,15 +144,74 @@ pub(crate) fn admit(uses: &Uses, policy: &Policy, index: Option<usize>) -> Resul
     {
         return Err(Ended::Expired);
     }
-    let route = policy
-        .routes()
-        .config
-        .routes
-        .as_deref()
-        .and_then(|r| r.get(i));
-    match route.and_then(|r| r.uses.map(|limit| (r, limit))) {
-        Some((route, limit)) if !uses.spend(route, limit) => Err(Ended::UsedUp),
+    match limited(policy, i) {
+        Some((route, limit)) if uses.spent(&key(route)) >= limit => Err(Ended::UsedUp),
         _ => Ok(()),
+    }
+}
+
+/// Spends one use of the route `index` (if it has a limit), as a request leaves. Fails when
+/// requests that arrived meanwhile spent the last one.
+pub(crate) fn spend(uses: &Uses, policy: &Policy, index: Option<usize>) -> Result<(), Ended> {
+    match index.and_then(|i| limited(policy, i)) {
+        Some((route, limit)) if !uses.spend_key(key(route), limit) => Err(Ended::UsedUp),
+        _ => Ok(()),
+    }
+}
+
+/// The DLP grants one request used: each spent once, given back if the request is refused.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    uses: std::sync::Arc<Uses>,
+    taken: Mutex<Vec<Key>>,
+}
+
+impl Taken {
+    /// Nothing taken yet; counts go to `uses`.
+    pub(crate) fn new(uses: std::sync::Arc<Uses>) -> Taken {
+        Taken {
+            uses,
+            taken: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Key>> {
+        match self.taken.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether a grant of `grants` (on the route for `host`) lets `rule` through for this
+    /// request now; spends the grant's use the first time it does for this request.
+    pub(crate) fn allows(&self, host: &str, grants: &[policy::DlpGrant], rule: &str) -> bool {
+        let now = time::OffsetDateTime::now_utc();
+        for g in grants.iter().filter(|g| g.rule == rule) {
+            if g.expires.is_some_and(|at| now >= at) {
+                continue;
+            }
+            let Some(limit) = g.uses else { return true };
+            let k = (
+                policy::DlpAllowGrant::count_key(host, rule),
+                g.grant.clone(),
+            );
+            let mut taken = self.lock();
+            if taken.contains(&k) {
+                return true;
+            }
+            if self.uses.spend_key(k.clone(), limit) {
+                taken.push(k);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Gives back every use this request took (it was refused).
+    pub(crate) fn refund(&self) {
+        for k in self.lock().drain(..) {
+            self.uses.refund(&k);
+        }
     }
 }
 
@@ -137,13 +233,9 @@ mod tests {
         let uses = Uses::default();
         let yaml = "routes:\n  - host: a.example\n    uses: 1\n  - host: b.example\n";
         let (c, p) = (config(yaml), compiled(yaml));
+        let go = |i| admit(&uses, &p, Some(i)).and_then(|()| spend(&uses, &p, Some(i)));
         assert_eq!(
-            [
-                admit(&uses, &p, Some(0)),
-                admit(&uses, &p, Some(0)),
-                admit(&uses, &p, Some(1)),
-                admit(&uses, &p, Some(1)),
-            ],
+            [go(0), go(0), go(1), go(1)],
             [Ok(()), Err(Ended::UsedUp), Ok(()), Ok(())]
         );
         // the same route in a new generation keeps its count
@@ -152,6 +244,42 @@ mod tests {
         // gone and approved again: a fresh count
         uses.retain(&config("routes: []\n"));
         assert_eq!(admit(&uses, &p, Some(0)), Ok(()));
+    }
+
+    #[test]
+    fn admitting_spends_nothing_and_only_one_of_two_admitted_requests_leaves() {
+        let uses = Uses::default();
+        let p = compiled("routes:\n  - host: a.example\n    uses: 1\n");
+        // two requests in flight at once: both admitted, only one may leave
+        assert_eq!(admit(&uses, &p, Some(0)), Ok(()));
+        assert_eq!(admit(&uses, &p, Some(0)), Ok(()));
+        assert_eq!(spend(&uses, &p, Some(0)), Ok(()));
+        assert_eq!(spend(&uses, &p, Some(0)), Err(Ended::UsedUp));
+        assert_eq!(admit(&uses, &p, Some(0)), Err(Ended::UsedUp));
+    }
+
+    #[test]
+    fn a_dlp_grant_once_lets_its_rule_through_in_one_request() {
+        let uses = std::sync::Arc::new(Uses::default());
+        let c = config(
+            "routes:\n  - host: a.example\n    dlp_allow_grants:\n      - rule: aws-access-key-id\n        uses: 1\n        grant: 00e5\n      - rule: jwt\n        expires: 2000-01-01T00:00:00Z\n",
+        );
+        let validated = policy::validate(&c).unwrap();
+        let grants = &validated.routes[0].dlp_allow_grants;
+        let first = Taken::new(uses.clone());
+        // two hits of the rule in one request spend one use
+        assert!(first.allows("a.example", grants, "aws-access-key-id"));
+        assert!(first.allows("a.example", grants, "aws-access-key-id"));
+        assert!(!first.allows("a.example", grants, "jwt"), "expired");
+        assert!(!first.allows("a.example", grants, "other"));
+        let second = Taken::new(uses.clone());
+        assert!(!second.allows("a.example", grants, "aws-access-key-id"));
+        // the first request was refused after all: its use comes back
+        first.refund();
+        assert!(second.allows("a.example", grants, "aws-access-key-id"));
+        // and the count is forgotten with the grant
+        uses.retain(&config("routes:\n  - host: a.example\n"));
+        assert_eq!(uses.snapshot(), vec![]);
     }
 
     #[test]

@@ -77,6 +77,7 @@ fn route(host: &str) -> Route {
         grant: None,
         dlp: None,
         dlp_allow: None,
+        dlp_allow_grants: None,
         dangerously_dlp_pass_unscannable: None,
         port: None,
         auth_scheme: None,

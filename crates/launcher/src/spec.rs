@@ -329,6 +329,7 @@ mod tests {
             grant: None,
             dlp: None,
             dlp_allow: None,
+            dlp_allow_grants: None,
             dangerously_dlp_pass_unscannable: None,
             port: None,
             auth_scheme: token.map(|_| "Bearer".into()),

@@ -90,6 +90,7 @@ mod tests {
                     grant: None,
                     dlp: None,
                     dlp_allow: None,
+                    dlp_allow_grants: None,
                     dangerously_dlp_pass_unscannable: None,
                     port: None,
                     auth_scheme: Some("Bearer".into()),
@@ -118,7 +119,7 @@ mod tests {
         assert!(shown.contains("hots"), "{shown}");
         assert_eq!(
             shown,
-            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant, dlp, dlp_allow, dangerously_dlp_pass_unscannable"
+            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant, dlp, dlp_allow, dlp_allow_grants, dangerously_dlp_pass_unscannable"
         );
     }
 

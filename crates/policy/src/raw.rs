@@ -85,10 +85,40 @@ pub struct Route {
     /// `dlp-allow` proposal adds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlp_allow: Option<Vec<String>>,
+    /// Rules let through for a while or for a number of requests: what a `dlp-allow`
+    /// approved once or for a duration adds. Each ends on its own, in the egress proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp_allow_grants: Option<Vec<DlpAllowGrant>>,
     /// Forward request bodies egress cannot scan (an unknown `Content-Encoding`, a decoded
     /// body over the decode bound) instead of refusing them; default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dangerously_dlp_pass_unscannable: Option<bool>,
+}
+
+/// One rule of outbound DLP let through on a route until its grant ends (an operator's
+/// `dlp-allow` approved once or for a duration).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpAllowGrant {
+    /// The scanner rule id, or `credential`.
+    pub rule: String,
+    /// When it stops letting the rule through (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// How many requests it lets the rule through in (an approval `once` is 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+    /// The `dlp-allow` proposal that granted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+}
+
+impl DlpAllowGrant {
+    /// The name its requests are counted under in the egress proxy (with its `grant`): one
+    /// count per route host and rule.
+    pub fn count_key(host: &str, rule: &str) -> String {
+        format!("{host} dlp {rule}")
+    }
 }
 
 /// What egress does with a request that carries a secret (outbound DLP).

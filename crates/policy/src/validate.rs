@@ -245,8 +245,23 @@ pub struct ValidatedRoute {
     pub dlp: crate::raw::DlpMode,
     /// Rule ids allowed to leave on this route.
     pub dlp_allow: Vec<String>,
+    /// Rule ids allowed to leave on this route until their grant ends.
+    pub dlp_allow_grants: Vec<DlpGrant>,
     /// Bodies that cannot be scanned are forwarded instead of refused.
     pub dangerously_dlp_pass_unscannable: bool,
+}
+
+/// A rule let through until its grant ends (`dlp_allow_grants`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlpGrant {
+    /// The rule id.
+    pub rule: String,
+    /// When it ends.
+    pub expires: Option<time::OffsetDateTime>,
+    /// How many requests it lets the rule through in.
+    pub uses: Option<u32>,
+    /// The proposal that granted it.
+    pub grant: Option<String>,
 }
 
 /// A configuration that passed validation, ready for [`crate::Policy::new`].
@@ -368,6 +383,32 @@ fn validate_route(
     if route.uses == Some(0) {
         errors.push(PolicyError::ZeroUses { at: at.clone() });
     }
+    let mut dlp_allow_grants = Vec::new();
+    for g in route.dlp_allow_grants.iter().flatten() {
+        let expires = g.expires.as_ref().and_then(|value| {
+            let t = time::OffsetDateTime::parse(
+                value,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok();
+            if t.is_none() {
+                errors.push(PolicyError::InvalidExpires {
+                    at: at.clone(),
+                    value: value.clone(),
+                });
+            }
+            t
+        });
+        if g.uses == Some(0) {
+            errors.push(PolicyError::ZeroUses { at: at.clone() });
+        }
+        dlp_allow_grants.push(DlpGrant {
+            rule: g.rule.clone(),
+            expires,
+            uses: g.uses,
+            grant: g.grant.clone(),
+        });
+    }
     let mut matches = Vec::new();
     if let Some(list) = &route.matches {
         if list.is_empty() {
@@ -472,6 +513,7 @@ fn validate_route(
         grant: route.grant.clone(),
         dlp: route.dlp.unwrap_or_default(),
         dlp_allow: route.dlp_allow.clone().unwrap_or_default(),
+        dlp_allow_grants,
         dangerously_dlp_pass_unscannable: route.dangerously_dlp_pass_unscannable.unwrap_or(false),
     })
 }

@@ -49,6 +49,13 @@ pub(crate) struct RouteDlp {
     pub mode: DlpMode,
     pub allow: Vec<String>,
     pub pass_unscannable: bool,
+    /// The route's host as written (what its grants are counted under).
+    pub host: String,
+    /// Rules let through until their grant ends.
+    pub grants: Vec<policy::DlpGrant>,
+    /// The grants the request being judged used (set per request; none: grants let
+    /// nothing through).
+    pub taken: Option<Arc<crate::grant::Taken>>,
 }
 
 impl RouteDlp {
@@ -57,11 +64,18 @@ impl RouteDlp {
             mode: route.dlp,
             allow: route.dlp_allow.clone(),
             pass_unscannable: route.dangerously_dlp_pass_unscannable,
+            host: route.host_text.clone(),
+            grants: route.dlp_allow_grants.clone(),
+            taken: None,
         }
     }
 
     fn allows(&self, rule: &str) -> bool {
         self.allow.iter().any(|a| a == rule)
+            || self
+                .taken
+                .as_ref()
+                .is_some_and(|t| t.allows(&self.host, &self.grants, rule))
     }
 }
 

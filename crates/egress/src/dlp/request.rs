@@ -45,6 +45,7 @@ pub(crate) async fn check_unless(
     body: Incoming,
     idle: Duration,
     report: Report,
+    taken: Arc<crate::grant::Taken>,
 ) -> Result<Checked, Refused> {
     if skip {
         return Ok(Checked {
@@ -52,7 +53,7 @@ pub(crate) async fn check_unless(
             verdict: Arc::new(OnceLock::new()),
         });
     }
-    check(host, loaded, route, parts, injected, body, idle, report).await
+    check(host, loaded, route, parts, injected, body, idle, report, taken).await
 }
 
 /// Checks the head of a request, rewrites what `redact` mode cuts out, and wraps its body.
@@ -67,11 +68,13 @@ pub(crate) async fn check(
     body: Incoming,
     idle: Duration,
     report: Report,
+    taken: Arc<crate::grant::Taken>,
 ) -> Result<Checked, Refused> {
-    let rd = route
+    let mut rd = route
         .and_then(|i| loaded.dlp_routes.get(i))
         .cloned()
         .unwrap_or_default();
+    rd.taken = Some(taken);
     let det = loaded.dlp.clone();
     let verdict: Verdict = Arc::new(OnceLock::new());
     // A wildcard route lets the agent choose the host name: a secret in it cannot be cut

@@ -306,7 +306,8 @@ pub(super) async fn forward(
         }
         return resp;
     }
-    // An approval once or for a while: ended routes allow nothing (counted here).
+    // An approval once or for a while: ended routes allow nothing (a use is spent only
+    // once DLP let the request go, below).
     if let Err(ended) = crate::grant::admit(&shared.routes.uses, &loaded.policy, decision.route) {
         ex.log_blocked(ended.reason(), decision.route, 403);
         let why = ended.why(decision.route.unwrap_or_default(), &host);
@@ -377,6 +378,7 @@ pub(super) async fn forward(
     // Outbound DLP: the head and the first window of the body, before any upstream is
     // contacted; the rest of the body is scanned as it streams.
     let report = dlp_report(&shared, &method, &host, &path, decision.route);
+    let taken = Arc::new(crate::grant::Taken::new(shared.routes.uses.clone()));
     let checked = match crate::dlp::request::check_unless(
         shared.skip_dlp,
         &host,
@@ -387,12 +389,25 @@ pub(super) async fn forward(
         body,
         shared.timeouts.idle,
         report,
+        taken.clone(),
     )
     .await
     {
         Ok(c) => c,
-        Err(refused) => return dlp_refused(&ex, refused),
+        Err(refused) => {
+            // Refused: neither the route's use nor a dlp grant's is spent.
+            taken.refund();
+            return dlp_refused(&ex, refused);
+        }
     };
+    // DLP let it go: now it spends the route's use (if requests that arrived meanwhile
+    // spent the last one, it does not go).
+    if let Err(ended) = crate::grant::spend(&shared.routes.uses, &loaded.policy, decision.route) {
+        taken.refund();
+        ex.log_blocked(ended.reason(), decision.route, 403);
+        let why = ended.why(decision.route.unwrap_or_default(), &host);
+        return ex.blocked(ended.reason(), &why, upgrade);
+    }
     let verdict = checked.verdict;
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
@@ -406,7 +421,9 @@ pub(super) async fn forward(
     };
     let result = tokio::time::timeout(shared.timeouts.first_byte, client.request(outgoing)).await;
     if let Some(stop) = verdict.get() {
-        // DLP stopped the body mid-stream: the upstream saw it aborted
+        // DLP stopped the body mid-stream: the upstream saw it aborted. Its use stays
+        // spent: the head and the first of the body did reach the upstream, and giving it
+        // back would let a once route carry any number of such partial requests.
         return dlp_refused(&ex, crate::dlp::request::Refused::Dlp(stop.clone()));
     }
     let mut resp = match result {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::common::{Harness, TOKEN, start};
 
 /// A key the scanner's `aws-access-key-id` rule finds.
-const KEY: &str = "AKIAZ3MSJV4WWNKWW5FG";
+pub(super) const KEY: &str = "AKIAZ3MSJV4WWNKWW5FG";
 const MARKER: &str = egress::DLP_MARKER;
 
 /// `api.test` blocks (the default) and holds the credential; `other.test` redacts;
@@ -37,7 +37,7 @@ routes:
     dlp_allow: [aws-access-key-id]
 "#;
 
-async fn post(
+pub(super) async fn post(
     h: &Harness,
     host: &str,
     path: &str,

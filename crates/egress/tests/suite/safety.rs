@@ -74,6 +74,7 @@ async fn a_destination_pointing_back_at_the_proxy_is_refused() {
         grant: None,
         dlp: None,
         dlp_allow: None,
+        dlp_allow_grants: None,
         dangerously_dlp_pass_unscannable: None,
         port: None,
         auth_scheme: None,

@@ -65,6 +65,7 @@ pub fn route(host: &str) -> policy::Route {
         grant: None,
         dlp: None,
         dlp_allow: None,
+        dlp_allow_grants: None,
         dangerously_dlp_pass_unscannable: None,
         port: None,
         auth_scheme: None,
