@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub problems: Vec<Problem>,
     /// Ids whose file changed since the proposal arrived (approving would undo that change).
     pub stale: HashSet<String>,
+    /// The newest outbound DLP hits of every bottle, newest first.
+    pub hits: Vec<crate::hits::DlpHit>,
 }
 
 /// Reads every bottle's queue.
@@ -43,6 +45,7 @@ pub fn snapshot(home: &Home) -> Result<Snapshot, QueueError> {
         entries,
         problems,
         stale,
+        hits: crate::hits::read(home),
     })
 }
 
@@ -76,6 +79,8 @@ pub enum Action {
         /// The manifest change shown.
         plan: Box<Plan>,
     },
+    /// Show or hide the DLP hits (`d`); the runner reads them afresh.
+    ToggleHits,
     /// Reject the proposal with an optional note.
     Reject {
         /// The proposal.
@@ -108,6 +113,8 @@ pub struct App {
     pub duration: Option<String>,
     /// The manifest change waiting for the operator's `y` (the confirm screen).
     pub persist: Option<(String, Plan)>,
+    /// Whether the DLP hits take the detail pane (`d`).
+    pub show_hits: bool,
     /// The status line.
     pub message: Option<(Tone, String)>,
     seen: HashSet<String>,
@@ -153,6 +160,16 @@ impl App {
     /// Files skipped at the last load.
     pub fn problems(&self) -> &[Problem] {
         &self.snapshot.problems
+    }
+
+    /// The newest outbound DLP hits of every bottle (of the filtered bottle only, when
+    /// filtered), newest first.
+    pub fn hits(&self) -> Vec<&crate::hits::DlpHit> {
+        self.snapshot
+            .hits
+            .iter()
+            .filter(|h| self.filter.as_deref().is_none_or(|f| h.bottle == f))
+            .collect()
     }
 
     /// Whether the live file changed since proposal `id` arrived.
@@ -252,6 +269,18 @@ impl App {
         Some(e.proposal.id.clone())
     }
 
+    /// The selected proposal if it can be answered and approved with `grant`; otherwise
+    /// says why not in the status line.
+    fn grantable(&mut self, grant: Grant) -> Option<String> {
+        let id = self.answerable()?;
+        let tool = self.selected()?.proposal.tool;
+        if let Err(e) = proposals::grant::check(tool, grant) {
+            self.message = Some((Tone::Error, format!("{e}; nothing was decided")));
+            return None;
+        }
+        Some(id)
+    }
+
     /// Handles one key press. Esc only ever cancels (a prompt, the status line); `q`
     /// asks first while proposals wait; Ctrl-C leaves at once.
     pub fn handle_key(&mut self, key: KeyEvent) -> Action {
@@ -341,7 +370,11 @@ impl App {
                 self.confirm_quit = true;
                 Action::None
             }
-            KeyCode::Esc => Action::None,
+            KeyCode::Esc => {
+                // Esc cancels what is open: the DLP hits go back to the proposal.
+                self.show_hits = false;
+                Action::None
+            }
             KeyCode::Down | KeyCode::Char('j') => {
                 self.move_selection(1);
                 Action::None
@@ -354,19 +387,25 @@ impl App {
                 self.cycle_filter();
                 Action::None
             }
+            KeyCode::Char('d') => {
+                self.show_hits = !self.show_hits;
+                Action::ToggleHits
+            }
             KeyCode::Char('a') => self.answerable().map_or(Action::None, Action::Approve),
-            KeyCode::Char('o') => self.answerable().map_or(Action::None, |id| Action::Grant {
-                id,
-                grant: Grant::Once,
-            }),
+            KeyCode::Char('o') => self
+                .grantable(Grant::Once)
+                .map_or(Action::None, |id| Action::Grant {
+                    id,
+                    grant: Grant::Once,
+                }),
             KeyCode::Char('t') => {
-                if self.answerable().is_some() {
+                if self.grantable(Grant::For { seconds: 1 }).is_some() {
                     self.duration = Some(String::new());
                 }
                 Action::None
             }
             KeyCode::Char('p') => self
-                .answerable()
+                .grantable(Grant::Persist)
                 .map_or(Action::None, Action::PreviewPersist),
             KeyCode::Char('e') => self.answerable().map_or(Action::None, Action::Edit),
             KeyCode::Char('r') => {

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod diff;
+pub mod hits;
 mod input;
 pub mod run;
 pub mod ui;

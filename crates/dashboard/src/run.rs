@@ -267,7 +267,7 @@ pub fn perform(
             queue::answer(home, id, Decision::Modified, Some(text), None, operator)
                 .map(|_| format!("approved your edit of {id} (modified)"))
         }
-        Action::None | Action::Quit => return (Tone::Info, String::new()),
+        Action::None | Action::Quit | Action::ToggleHits => return (Tone::Info, String::new()),
     };
     match result {
         Ok(m) => (Tone::Info, m),
@@ -417,6 +417,8 @@ fn event_loop(
                 Action::PreviewPersist(id) => {
                     preview_persist(home, app, &id);
                 }
+                // The hits are read afresh when shown (the request logs are not watched).
+                Action::ToggleHits => changed = true,
                 action => {
                     app.message = Some(perform(home, app, &action, operator, None));
                     changed = true;

@@ -2,7 +2,7 @@
 //! proposal below (its effect first, then the justification and the diff), the keys (or the
 //! open prompt: reject note, approve for how long, quit; or the last message) at the
 //! bottom. Approving into the manifest shows the manifest diff in place of the proposal
-//! until the operator confirms it with `y`.
+//! until the operator confirms it with `y`; `d` shows the outbound DLP hits there instead.
 
 use proposals::{Entry, Status, Tool};
 use ratatui::Frame;
@@ -40,11 +40,18 @@ fn clock(ts: &str) -> &str {
 
 /// Draws the whole screen.
 pub fn render(frame: &mut Frame, app: &App) {
+    // A long status line (a refusal and its reason) wraps onto up to four lines, so the
+    // operator reads the reason whole.
+    let width = usize::from(frame.area().width.max(1));
+    let footer_lines = match &app.message {
+        Some((_, m)) => m.chars().count().div_ceil(width).clamp(1, 4),
+        None => 1,
+    };
     let [title, list, detail, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Percentage(35),
         Constraint::Min(5),
-        Constraint::Length(1),
+        Constraint::Length(u16::try_from(footer_lines).unwrap_or(1)),
     ])
     .areas(frame.area());
 
@@ -52,6 +59,14 @@ pub fn render(frame: &mut Frame, app: &App) {
     let mut head = format!("bot-bottle supervise: {} pending", visible.len());
     if let Some(f) = app.filter() {
         head.push_str(&format!(" (bottle {f})"));
+    }
+    let hits = app.hits();
+    if !hits.is_empty() {
+        let blocked = hits.iter().filter(|h| h.action == "blocked").count();
+        head.push_str(&format!(
+            ", {} dlp hit(s) ({blocked} blocked; d shows them)",
+            hits.len()
+        ));
     }
     if !app.problems().is_empty() {
         head.push_str(&format!(
@@ -189,6 +204,59 @@ pub fn render(frame: &mut Frame, app: &App) {
         }
     }
 
+    // The DLP hits take the detail pane while shown (`d`).
+    if app.show_hits {
+        let rows = hits.iter().map(|h| {
+            let style = match h.action.as_str() {
+                "blocked" => Style::new().fg(Color::Red),
+                "redacted" => Style::new().fg(Color::Yellow),
+                _ => Style::new(),
+            };
+            Row::new(vec![
+                Cell::from(clock(&h.time).to_owned()),
+                Cell::from(h.bottle.clone()),
+                Cell::from(h.action.clone()),
+                Cell::from(h.rule.clone()),
+                Cell::from(h.place.clone()),
+                Cell::from(format!("{} {}{}", h.method, h.host, h.path)),
+            ])
+            .style(style)
+        });
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(8),
+                Constraint::Length(16),
+                Constraint::Length(8),
+                Constraint::Length(22),
+                Constraint::Length(14),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["time", "bottle", "action", "rule", "where", "request"])
+                .style(Style::new().add_modifier(Modifier::UNDERLINED)),
+        )
+        .block(
+            Block::new()
+                .borders(Borders::ALL)
+                .title(" outbound dlp hits, newest first (the secret is never logged) "),
+        );
+        frame.render_widget(Clear, detail);
+        if hits.is_empty() {
+            frame.render_widget(
+                Paragraph::new("No dlp hits: nothing egress scans has carried a secret.").block(
+                    Block::new()
+                        .borders(Borders::ALL)
+                        .title(" outbound dlp hits "),
+                ),
+                detail,
+            );
+        } else {
+            frame.render_widget(table, detail);
+        }
+    }
+
     // The confirm screen of an approval into the manifest: the diff takes the detail pane.
     if let Some((id, plan)) = &app.persist {
         let mut lines = vec![Line::styled(
@@ -271,9 +339,12 @@ pub fn render(frame: &mut Frame, app: &App) {
         Line::styled(msg.clone(), style)
     } else {
         Line::styled(
-            "a approve  o once  t for a while  p into manifest  e edit  r reject  f filter  j/k select  q quit",
+            "a approve  o once  t for a while  p manifest  e edit  r reject  d dlp hits  f filter  j/k  q quit",
             Style::new().fg(Color::DarkGray),
         )
     };
-    frame.render_widget(Paragraph::new(footer_line), footer);
+    frame.render_widget(
+        Paragraph::new(footer_line).wrap(Wrap { trim: false }),
+        footer,
+    );
 }

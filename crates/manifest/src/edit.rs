@@ -43,6 +43,18 @@ pub enum EditError {
         /// The file.
         path: PathBuf,
     },
+    /// The route to change is not written in the bottle's own routes.
+    #[error(
+        "{path}: bottle {bottle:?} does not list the route for {host} itself (it comes from a parent bottle or the agent provider), so changing it there would change other bottles too; approve it for this bottle and edit the manifest by hand"
+    )]
+    NotInBottle {
+        /// The file.
+        path: PathBuf,
+        /// The bottle.
+        bottle: String,
+        /// The route's host.
+        host: String,
+    },
     /// The route cannot be written as YAML.
     #[error("cannot write the route as YAML: {0}")]
     Render(String),
@@ -269,6 +281,107 @@ fn split_front_matter(text: &str) -> Option<(&str, &str, &str)> {
     None
 }
 
+/// Replaces the route for `host` (and `port`) in the bottle's own `egress.routes` of
+/// `text` with `route`, or removes it (`None`), keeping every other byte: the comments
+/// between items and around the list stay, the item itself is written anew. `path` is for
+/// messages.
+pub fn replace_route(
+    text: &str,
+    place: &Place<'_>,
+    host: &str,
+    port: Option<u16>,
+    route: Option<&Route>,
+    path: &Path,
+) -> Result<String, EditError> {
+    let (head, body, tail) = match place {
+        Place::File(_) => ("", text, ""),
+        Place::FrontMatter => split_front_matter(text).ok_or_else(|| EditError::NoFrontMatter {
+            path: path.to_owned(),
+        })?,
+    };
+    let lines: Vec<&str> = body.lines().collect();
+    let bottle_name = match place {
+        Place::File(name) => (*name).to_owned(),
+        Place::FrontMatter => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let not_here = || EditError::NotInBottle {
+        path: path.to_owned(),
+        bottle: bottle_name.clone(),
+        host: host.to_owned(),
+    };
+    let root = block_of(&lines, None, 0, lines.len(), None);
+    let bottle = match place {
+        Place::File(name) => {
+            let no_bottle = || EditError::NoBottle {
+                path: path.to_owned(),
+                bottle: (*name).to_owned(),
+            };
+            let bottles = child(&lines, &root, "bottles", path)?.ok_or_else(no_bottle)?;
+            child(&lines, &bottles, name, path)?.ok_or_else(no_bottle)?
+        }
+        Place::FrontMatter => root,
+    };
+    let egress = child(&lines, &bottle, "egress", path)?.ok_or_else(not_here)?;
+    let list = child(&lines, &egress, "routes", path)?.ok_or_else(not_here)?;
+    let item_indent = list.child_indent.ok_or_else(not_here)?;
+    // The items: each from its `- ` line to the next one (or the end of the list).
+    let starts: Vec<usize> = (list.start..list.end)
+        .filter(|&i| {
+            is_content(lines[i])
+                && indent_of(lines[i]) == item_indent
+                && lines[i].trim_start().starts_with('-')
+        })
+        .collect();
+    let mut found = None;
+    for (n, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).copied().unwrap_or(list.end);
+        // Comments and blank lines before the next item belong to it.
+        while end > start + 1 && !is_content(lines[end - 1]) {
+            end -= 1;
+        }
+        // The item as a YAML document of its own: the `- ` marker becomes indentation.
+        let mut item = String::new();
+        for (k, l) in lines[start..end].iter().enumerate() {
+            let l = l.get(item_indent..).unwrap_or("");
+            if k == 0 {
+                item.push_str(&format!("  {}\n", l.trim_start_matches('-').get(1..).unwrap_or("")));
+            } else {
+                item.push_str(l);
+                item.push('\n');
+            }
+        }
+        if let Ok(r) = serde_saphyr::from_str::<Route>(&item)
+            && r.host.eq_ignore_ascii_case(host)
+            && r.port == port
+        {
+            found = Some((start, end));
+            break;
+        }
+    }
+    let (start, end) = found.ok_or_else(not_here)?;
+    let insert = match route {
+        Some(r) => render(std::slice::from_ref(r), item_indent)?,
+        None => String::new(),
+    };
+    let mut out = String::new();
+    for l in &lines[..start] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str(&insert);
+    for l in &lines[end..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !body.ends_with('\n') && end < lines.len() {
+        out.pop();
+    }
+    Ok(format!("{head}{out}{tail}"))
+}
+
 fn add_routes_yaml(
     text: &str,
     place: &Place<'_>,
@@ -416,6 +529,50 @@ mod tests {
                 Path::new("m.yaml")
             ),
             Err(EditError::NoBottle { .. })
+        ));
+    }
+
+    #[test]
+    fn a_route_is_replaced_or_removed_in_place_keeping_the_comments_around_it() {
+        let text = "bottles:\n  dev:\n    egress:\n      routes:\n        # the registry\n        - host: a.example # first\n          matches:\n            - methods: [GET]\n        # next one\n        - {host: b.example, port: 8443}\n        - host: a.example\n          port: 8443\n  other:\n    egress:\n      routes:\n        - host: c.example\n";
+        let wider: Route = serde_saphyr::from_str("host: a.example\ndlp_allow: [jwt]\n").unwrap();
+        let got = replace_route(
+            text,
+            &Place::File("dev"),
+            "A.example",
+            None,
+            Some(&wider),
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            "bottles:\n  dev:\n    egress:\n      routes:\n        # the registry\n        - host: a.example\n          dlp_allow:\n          - jwt\n        # next one\n        - {host: b.example, port: 8443}\n        - host: a.example\n          port: 8443\n  other:\n    egress:\n      routes:\n        - host: c.example\n"
+        );
+        let removed = replace_route(
+            text,
+            &Place::File("dev"),
+            "b.example",
+            Some(8443),
+            None,
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            removed,
+            "bottles:\n  dev:\n    egress:\n      routes:\n        # the registry\n        - host: a.example # first\n          matches:\n            - methods: [GET]\n        # next one\n        - host: a.example\n          port: 8443\n  other:\n    egress:\n      routes:\n        - host: c.example\n"
+        );
+        // another bottle's route (or one from a parent) is not this bottle's to change
+        assert!(matches!(
+            replace_route(
+                text,
+                &Place::File("dev"),
+                "c.example",
+                None,
+                None,
+                Path::new("m.yaml")
+            ),
+            Err(EditError::NotInBottle { .. })
         ));
     }
 

@@ -97,6 +97,42 @@ pub fn allow_dlp_rule(
     }
 }
 
+/// The live routes with `rule` let through on every route of `host` until `stamp` ends it
+/// (what approving a `dlp-allow` once or for a duration does): a `dlp_allow_grants` entry,
+/// which the egress proxy enforces and supervise's sweeper takes out when it ended. A rule
+/// the route allows for good already stays as it is.
+pub fn grant_dlp_rule(
+    config: &EgressConfig,
+    host: &str,
+    rule: &str,
+    stamp: &crate::grant::Stamp,
+) -> Result<EgressConfig, EffectError> {
+    let mut config = config.clone();
+    let mut found = false;
+    for route in config.routes.iter_mut().flatten() {
+        if route.host.eq_ignore_ascii_case(host) {
+            found = true;
+            if route.dlp_allow.iter().flatten().any(|r| r == rule) {
+                continue;
+            }
+            let grants = route.dlp_allow_grants.get_or_insert_with(Vec::new);
+            // A new approval of the same rule sets a new end.
+            grants.retain(|g| g.rule != rule);
+            grants.push(policy::DlpAllowGrant {
+                rule: rule.to_owned(),
+                expires: stamp.expires.clone(),
+                uses: stamp.uses,
+                grant: stamp.grant.clone(),
+            });
+        }
+    }
+    if found {
+        Ok(config)
+    } else {
+        Err(EffectError::NoRoute(host.to_owned()))
+    }
+}
+
 /// How much a route's DLP lets through, for comparing: more is weaker.
 fn strength(mode: Option<DlpMode>, pass: Option<bool>) -> (u8, bool) {
     let m = match mode.unwrap_or_default() {
@@ -189,6 +225,28 @@ mod tests {
         );
         assert_eq!(
             allow_dlp_rule(&live, "c.example", "x"),
+            Err(EffectError::NoRoute("c.example".into()))
+        );
+    }
+
+    #[test]
+    fn a_rule_granted_for_a_while_carries_its_end_and_a_new_grant_replaces_it() {
+        let live = routes(
+            "routes:\n  - host: api.example\n  - host: b.example\n    dlp_allow: [jwt]\n",
+        );
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        let once = crate::grant::Stamp::new(crate::Grant::Once, "00e5", now);
+        let ten = crate::grant::Stamp::new(crate::Grant::For { seconds: 600 }, "00e6", now);
+        let a = grant_dlp_rule(&live, "api.example", "jwt", &once).unwrap();
+        let b = grant_dlp_rule(&a, "api.example", "jwt", &ten).unwrap();
+        assert_eq!(
+            serde_saphyr::to_string(&b).unwrap(),
+            "routes:\n- host: api.example\n  dlp_allow_grants:\n  - rule: jwt\n    expires: \"2026-05-25T12:10:00Z\"\n    grant: \"00e6\"\n- host: b.example\n  dlp_allow:\n  - jwt\n"
+        );
+        // for good already: nothing to add
+        assert_eq!(grant_dlp_rule(&live, "b.example", "jwt", &once).unwrap(), live);
+        assert_eq!(
+            grant_dlp_rule(&live, "c.example", "jwt", &once),
             Err(EffectError::NoRoute("c.example".into()))
         );
     }

@@ -83,6 +83,60 @@ impl Grant {
     }
 }
 
+/// A proposal kind that cannot be approved with a grant, and why (told to the operator in
+/// the dashboard and the CLI, and refused by supervise for a response written by other
+/// means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{tool} proposals cannot be approved {}: {why}", .grant.describe())]
+pub struct Unsupported {
+    /// The proposal's tool.
+    pub tool: crate::Tool,
+    /// The grant asked for.
+    pub grant: Grant,
+    /// Why, and what to do instead.
+    pub why: &'static str,
+}
+
+impl Grant {
+    /// How the grant reads in a sentence: `once`, `for a while`, `for this bottle`,
+    /// `into the manifest`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Grant::Once => "once",
+            Grant::For { .. } => "for a while",
+            Grant::Bottle => "for this bottle",
+            Grant::Persist => "into the manifest",
+        }
+    }
+}
+
+/// Whether a `tool` proposal can be approved with `grant`. Every kind can be approved for
+/// the bottle; the others hold for every kind where they mean something:
+///
+/// | | once | for a while | bottle | manifest |
+/// |---|---|---|---|---|
+/// | egress-allow | yes | yes | yes | yes |
+/// | egress-block | no: a block that ended would widen the routes again unasked | no | yes | yes |
+/// | egress-token-allow | yes | yes | yes | yes |
+/// | gitleaks-allow | yes | yes | yes | no: a finding names one commit |
+/// | dlp-allow | yes | yes | yes | yes |
+pub fn check(tool: crate::Tool, grant: Grant) -> Result<(), Unsupported> {
+    use crate::Tool;
+    let why = match (tool, grant) {
+        (Tool::EgressBlock, Grant::Once | Grant::For { .. }) => Some(
+            "a block narrows the routes, and one that ended would widen them again unasked; approve it for this bottle or into the manifest",
+        ),
+        (Tool::GitleaksAllow, Grant::Persist) => Some(
+            "an allowed finding is named by its fingerprint, which holds the commit it was found in, so no other bottle's push would ever match it; approve it for this bottle, once or for a while, and remove the secret from the history if it should pass for good",
+        ),
+        _ => None,
+    };
+    match why {
+        Some(why) => Err(Unsupported { tool, grant, why }),
+        None => Ok(()),
+    }
+}
+
 /// The end a grant puts on what an approval adds, as stamped onto a route or an allowed
 /// finding. Empty for a grant that does not end (for the bottle, persist).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -298,6 +352,35 @@ mod tests {
         assert_eq!(back, proposed);
         assert!(Stamp::new(Grant::Bottle, "00aa", now).is_empty());
         assert_eq!(Stamp::new(Grant::Once, "00aa", now).uses, Some(1));
+    }
+
+    #[test]
+    fn every_kind_can_be_approved_every_way_it_means_something() {
+        use crate::Tool;
+        let grants = [
+            Grant::Once,
+            Grant::For { seconds: 60 },
+            Grant::Bottle,
+            Grant::Persist,
+        ];
+        let table: Vec<(Tool, Vec<bool>)> = Tool::ALL
+            .into_iter()
+            .map(|t| (t, grants.map(|g| check(t, g).is_ok()).to_vec()))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                (Tool::EgressAllow, vec![true, true, true, true]),
+                (Tool::EgressBlock, vec![false, false, true, true]),
+                (Tool::EgressTokenAllow, vec![true, true, true, true]),
+                (Tool::GitleaksAllow, vec![true, true, true, false]),
+                (Tool::DlpAllow, vec![true, true, true, true]),
+            ]
+        );
+        assert_eq!(
+            check(Tool::EgressBlock, Grant::Once).unwrap_err().to_string(),
+            "egress-block proposals cannot be approved once: a block narrows the routes, and one that ended would widen them again unasked; approve it for this bottle or into the manifest"
+        );
     }
 
     #[test]

@@ -1,33 +1,30 @@
-//! Approving *into the manifest*: the routes an `egress-allow` proposal adds, written into
-//! the project's manifest (the bottle's `egress.routes`) so the next bottle starts with
-//! them. The operator confirms the diff first ([`plan`] computes it, nothing is written);
-//! [`write()`] writes it only if the file is still what the operator saw.
+//! Approving *into the manifest*: what an approval changes in the bottle's routes, written
+//! into the project's manifest (the bottle's `egress.routes`) so the next bottle starts
+//! with it. The operator confirms the diff first ([`plan`] computes it, nothing is
+//! written); [`write()`] writes it only if the file is still what the operator saw.
 //!
-//! Only new hosts are written: a proposal that changes a route the bottle already has
-//! (wider paths, a token) is refused here, since the manifest's route may come from a
-//! parent bottle and editing it in place would change other bottles too.
+//! Every routes kind can be written: a route for a new host is added to the bottle's list;
+//! a route the approval changes (wider paths or methods from `egress-allow`, a secret from
+//! `egress-token-allow`, a rule from `dlp-allow`, a narrower route from `egress-block`) is
+//! replaced where the bottle lists it, and one the approval removes is taken out. A route
+//! the bottle does not list itself (it comes from a parent bottle, or the agent provider's
+//! implicit route) is refused with the reason: changing it in the parent would change other
+//! bottles too. A `gitleaks-allow` cannot be written (see [`crate::grant::check`]).
 
 use std::path::PathBuf;
 
 use crate::Home;
-use crate::proposal::{Decision, Proposal, Tool};
-use crate::validate;
+use crate::proposal::{Decision, Proposal};
+use crate::validate::{self, Payload};
 
 /// Why a proposal cannot be written into the manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    /// Not an `egress-allow`.
-    #[error(
-        "--persist writes routes into the manifest, and a {0} approval has none to write; approve it without --persist (for this bottle)"
-    )]
-    Tool(Tool),
-    /// The proposal changes routes that exist.
-    #[error(
-        "the proposal changes the existing route(s) for {0}; --persist only adds routes for new hosts: approve it for this bottle and edit the manifest by hand"
-    )]
-    Changes(String),
-    /// Nothing new.
-    #[error("the proposal adds no route, so there is nothing to write into the manifest")]
+    /// The kind cannot be written into the manifest, and why.
+    #[error(transparent)]
+    Unsupported(#[from] crate::grant::Unsupported),
+    /// Nothing changes in the routes.
+    #[error("the proposal changes no route, so there is nothing to write into the manifest")]
     Nothing,
     /// The bottle's metadata says no manifest.
     #[error(
@@ -84,6 +81,34 @@ impl Plan {
     }
 }
 
+/// What approving `p` (with `final_file`, if the operator edited it) does to the routes:
+/// the live routes it was proposed against, and the routes after.
+fn routes_change(
+    p: &Proposal,
+    decision: Decision,
+    final_file: Option<&str>,
+) -> Result<(policy::EgressConfig, policy::EgressConfig), PersistError> {
+    let other = |e: &dyn std::fmt::Display| PersistError::Other(e.to_string());
+    let file = match (decision, final_file) {
+        (Decision::Modified, Some(f)) => f,
+        _ => p.proposed_file.as_str(),
+    };
+    let live = match p.current_file.as_deref() {
+        Some(t) if !t.trim().is_empty() => crate::effect::parse_live(t).map_err(|e| other(&e))?,
+        _ => policy::EgressConfig::default(),
+    };
+    let after = match validate::parse_payload(p.tool, file).map_err(|e| other(&e))? {
+        Payload::Routes(proposed) => proposed,
+        Payload::Token(t) => crate::effect::attach_token(&live, &t.host, &t.token_name)
+            .map_err(|e| other(&e))?,
+        Payload::DlpAllow(r) => {
+            crate::dlp::allow_dlp_rule(&live, &r.host, &r.rule).map_err(|e| other(&e))?
+        }
+        Payload::Finding(_) => return Err(other(&"an allowed finding has no route to write")),
+    };
+    Ok((live, after))
+}
+
 /// Computes what `--persist` would write for proposal `p` (approved with `final_file`, if
 /// the operator edited it). Reads the bottle's metadata and its manifest; writes nothing.
 pub fn plan(
@@ -92,36 +117,29 @@ pub fn plan(
     decision: Decision,
     final_file: Option<&str>,
 ) -> Result<Plan, PersistError> {
-    if p.tool != Tool::EgressAllow {
-        return Err(PersistError::Tool(p.tool));
-    }
+    crate::grant::check(p.tool, crate::Grant::Persist)?;
     let other = |e: &dyn std::fmt::Display| PersistError::Other(e.to_string());
-    let file = match (decision, final_file) {
-        (Decision::Modified, Some(f)) => f,
-        _ => p.proposed_file.as_str(),
-    };
-    let proposed = validate::parse_routes(file).map_err(|e| other(&e))?;
-    let live = match p.current_file.as_deref() {
-        Some(t) if !t.trim().is_empty() => crate::effect::parse_live(t).map_err(|e| other(&e))?,
-        _ => policy::EgressConfig::default(),
+    let (live, proposed) = routes_change(p, decision, final_file)?;
+    let same = |a: &policy::Route, b: &policy::Route| {
+        a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port
     };
     let live_routes = live.routes.unwrap_or_default();
+    let proposed_routes = proposed.routes.unwrap_or_default();
     let mut added = Vec::new();
     let mut changed = Vec::new();
-    for r in proposed.routes.unwrap_or_default() {
-        match live_routes
-            .iter()
-            .find(|l| l.host == r.host && l.port == r.port)
-        {
-            None => added.push(r),
-            Some(l) if *l != r => changed.push(r.host.clone()),
+    for r in &proposed_routes {
+        match live_routes.iter().find(|l| same(l, r)) {
+            None => added.push(r.clone()),
+            Some(l) if l != r => changed.push((r.host.clone(), r.port, Some(r.clone()))),
             Some(_) => {}
         }
     }
-    if !changed.is_empty() {
-        return Err(PersistError::Changes(changed.join(", ")));
-    }
-    if added.is_empty() {
+    let removed = live_routes
+        .iter()
+        .filter(|l| !proposed_routes.iter().any(|r| same(l, r)))
+        .map(|l| (l.host.clone(), l.port, None));
+    changed.extend(removed);
+    if added.is_empty() && changed.is_empty() {
         return Err(PersistError::Nothing);
     }
     let identity = state::Identity::parse(&p.bottle_slug).map_err(|e| other(&e))?;
@@ -137,8 +155,15 @@ pub fn plan(
     let (file, place) = manifest::edit::bottle_file(&manifest_path, &bottle);
     let before = state::read::read_limited_to_string(&file, state::read::CONFIG_LIMIT)
         .map_err(|e| other(&e))?;
-    let after =
-        manifest::edit::add_routes(&before, &place, &added, &file).map_err(|e| other(&e))?;
+    let mut after = before.clone();
+    for (host, port, route) in &changed {
+        after = manifest::edit::replace_route(&after, &place, host, *port, route.as_ref(), &file)
+            .map_err(|e| other(&e))?;
+    }
+    if !added.is_empty() {
+        after =
+            manifest::edit::add_routes(&after, &place, &added, &file).map_err(|e| other(&e))?;
+    }
     Ok(Plan {
         file,
         bottle: bottle.clone(),

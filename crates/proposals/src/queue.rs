@@ -50,6 +50,9 @@ pub enum QueueError {
     /// A bad identity or id.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// The proposal's kind cannot be approved that way (nothing was sent).
+    #[error("{0}; nothing was sent")]
+    Grant(#[from] crate::grant::Unsupported),
     /// No pending proposal with this id.
     #[error("no pending proposal {0}; `bot-bottle proposals list` shows the pending ones")]
     NotPending(String),
@@ -659,6 +662,7 @@ pub fn answer_granted(
     if entry.outcome.is_some() || entry.status == Status::Answered {
         return Err(QueueError::AlreadyAnswered(id.to_owned()));
     }
+    crate::grant::check(entry.proposal.tool, grant)?;
     let response = Response {
         id: id.to_owned(),
         status,

@@ -268,17 +268,19 @@ fn check_dlp_unchanged(
             Some(c) => {
                 c.dlp == route.dlp
                     && c.dlp_allow == route.dlp_allow
+                    && c.dlp_allow_grants == route.dlp_allow_grants
                     && c.dangerously_dlp_pass_unscannable == route.dangerously_dlp_pass_unscannable
             }
             None => {
                 matches!(route.dlp, None | Some(policy::DlpMode::Block))
                     && route.dlp_allow.as_ref().is_none_or(Vec::is_empty)
+                    && route.dlp_allow_grants.as_ref().is_none_or(Vec::is_empty)
                     && route.dangerously_dlp_pass_unscannable != Some(true)
             }
         };
         if !same {
             return Err(ValidationError::OperatorOnly(format!(
-                "changes the outbound dlp of route {} ('dlp', 'dlp_allow' or 'dangerously_dlp_pass_unscannable'); use the dlp-allow tool for one rule",
+                "changes the outbound dlp of route {} ('dlp', 'dlp_allow', 'dlp_allow_grants' or 'dangerously_dlp_pass_unscannable'); use the dlp-allow tool for one rule",
                 route.host
             )));
         }

@@ -418,7 +418,7 @@ fn a_resized_terminal_is_redrawn_at_once() {
     let q = Queue::new(home.clone(), "dev-00001").unwrap();
     let a = submit(&q, "a.example");
     let mut d = Dashboard::start(home.root(), Path::new("false"), &marks, "unchanged");
-    let keys = "a approve  o once  t for a while  p into manifest  e edit  r reject  f filter  j/k select  q quit";
+    let keys = "a approve  o once  t for a while  p manifest  e edit  r reject  d dlp hits  f filter  j/k  q quit";
     d.wait_for("the first screen", |d| d.footer() == keys);
     // Smaller: the footer moves up to the new last row, without a key pressed.
     d.resize(25, 100);

@@ -80,5 +80,6 @@ pub fn snapshot() -> dashboard::Snapshot {
         ],
         problems: vec![],
         stale: HashSet::from(["00000000000000a1".to_owned()]),
+        hits: vec![],
     }
 }

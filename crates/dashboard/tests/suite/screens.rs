@@ -177,3 +177,17 @@ fn duration_prompt_and_manifest_confirm_screen() {
     ));
     insta::assert_snapshot!(format!("{prompt}\n{}", draw(&app)));
 }
+
+/// A grant the kind cannot have is refused on the key, with why, and nothing is decided.
+#[test]
+fn a_grant_the_kind_cannot_have_says_why() {
+    let mut app = App::new(None);
+    app.load(snapshot());
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('j')); // the gitleaks-allow of codex-0b0b0
+    assert_eq!(
+        app.handle_key(KeyEvent::from(KeyCode::Char('p'))),
+        dashboard::Action::None
+    );
+    insta::assert_snapshot!(draw(&app));
+}
