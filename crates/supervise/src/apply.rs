@@ -145,6 +145,31 @@ pub fn grant_notes(text: &str, spent: &[(String, Option<String>, u32)]) -> Strin
                 ends.join(", ")
             ));
         }
+        for g in r.dlp_allow_grants.iter().flatten() {
+            let mut ends = Vec::new();
+            if let Some(limit) = g.uses {
+                let name = policy::DlpAllowGrant::count_key(&r.host, &g.rule);
+                let used = spent
+                    .iter()
+                    .find(|(h, k, _)| *h == name && *k == g.grant)
+                    .map_or(0, |s| s.2);
+                let left = limit.saturating_sub(used);
+                ends.push(if left == 1 {
+                    "1 request left".to_owned()
+                } else {
+                    format!("{left} requests left")
+                });
+            }
+            if let Some(at) = &g.expires {
+                ends.push(format!("until {at}"));
+            }
+            out.push_str(&format!(
+                "# routes[{i}] ({}): dlp rule {} let through: {}, then it is gone\n",
+                r.host,
+                g.rule,
+                ends.join(", ")
+            ));
+        }
     }
     out
 }
@@ -194,6 +219,50 @@ pub fn sweep_routes(
         next = Some(next.map_or(d, |n| n.min(d)));
     };
     if let Some(routes) = config.routes.as_mut() {
+        // A rule let through for a while or once: taken off its route when it ended.
+        for r in routes.iter_mut() {
+            let host = r.host.clone();
+            let Some(grants) = r.dlp_allow_grants.as_mut() else {
+                continue;
+            };
+            grants.retain(|g| {
+                let why = match g.expires.as_deref().map(proposals::grant::parse_time) {
+                    Some(None) => Some("expired"),
+                    Some(Some(at)) if now >= at => Some("expired"),
+                    Some(Some(at)) => {
+                        soonest((at - now).try_into().unwrap_or_default());
+                        None
+                    }
+                    None => None,
+                };
+                let why = why.or_else(|| {
+                    let limit = g.uses?;
+                    let name = policy::DlpAllowGrant::count_key(&host, &g.rule);
+                    let used = spent
+                        .iter()
+                        .find(|(h, k, _)| *h == name && *k == g.grant)
+                        .map_or(0, |s| s.2);
+                    if used >= limit {
+                        Some("used-up")
+                    } else {
+                        soonest(USES_POLL);
+                        None
+                    }
+                });
+                if let Some(why) = why {
+                    ended.push(Ended {
+                        tool: Tool::DlpAllow,
+                        grant: g.grant.clone(),
+                        what: format!("dlp rule {} on route {host}", g.rule),
+                        why,
+                    });
+                }
+                why.is_none()
+            });
+            if grants.is_empty() {
+                r.dlp_allow_grants = None;
+            }
+        }
         routes.retain(|r| {
             let expires = r.expires.as_deref().map(proposals::grant::parse_time);
             let why = match expires {
@@ -683,6 +752,48 @@ mod tests {
         assert_eq!(
             grant_notes(&serde_saphyr::to_string(&config).unwrap(), &[]),
             "# routes[1] (later.example): until 2026-05-25T12:10:00Z, then it is gone\n# routes[2] (fresh.example): 1 request left, then it is gone\n"
+        );
+    }
+
+    #[test]
+    fn sweeping_takes_ended_dlp_grants_off_their_routes_and_keeps_the_routes() {
+        let mut config: EgressConfig = serde_saphyr::from_str(
+            "routes:\n  - host: api.example\n    dlp_allow_grants:\n      - rule: jwt\n        expires: 2026-05-25T12:00:00Z\n        grant: 00e5\n      - rule: aws-access-key-id\n        uses: 1\n        grant: 00e6\n  - host: b.example\n    dlp_allow_grants:\n      - rule: jwt\n        expires: 2026-05-25T12:30:00Z\n        grant: 00e7\n",
+        )
+        .unwrap();
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        let spent = vec![(
+            "api.example dlp aws-access-key-id".to_owned(),
+            Some("00e6".to_owned()),
+            1,
+        )];
+        let (ended, next) = sweep_routes(&mut config, &spent, now);
+        assert_eq!(
+            ended,
+            vec![
+                Ended {
+                    tool: Tool::DlpAllow,
+                    grant: Some("00e5".into()),
+                    what: "dlp rule jwt on route api.example".into(),
+                    why: "expired"
+                },
+                Ended {
+                    tool: Tool::DlpAllow,
+                    grant: Some("00e6".into()),
+                    what: "dlp rule aws-access-key-id on route api.example".into(),
+                    why: "used-up"
+                },
+            ]
+        );
+        assert_eq!(next, Some(std::time::Duration::from_secs(1800)));
+        let text = serde_saphyr::to_string(&config).unwrap();
+        assert_eq!(
+            text,
+            "routes:\n- host: api.example\n- host: b.example\n  dlp_allow_grants:\n  - rule: jwt\n    expires: \"2026-05-25T12:30:00Z\"\n    grant: \"00e7\"\n"
+        );
+        assert_eq!(
+            grant_notes(&text, &[]),
+            "# routes[1] (b.example): dlp rule jwt let through: until 2026-05-25T12:30:00Z, then it is gone\n"
         );
     }
 

@@ -322,13 +322,8 @@ impl Engine {
                 self.applier.allow_finding(bottle, &fp, stamp).await?;
                 Ok((None, Some(fp), effect))
             }
-            // A dlp rule allowed on a route has no end of its own yet: refuse a shorter grant
-            // rather than let it hold for the whole bottle.
-            Payload::DlpAllow(_) if !stamp.is_empty() => Err(ApplyError::Other(
-                "a dlp-allow approval holds for this bottle only: approve it without once or for a while".to_owned(),
-            )),
             Payload::DlpAllow(r) => {
-                let (cfg, text) = dlp_allowed_routes(&before, &r)?;
+                let (cfg, text) = dlp_allowed_routes(&before, &r, stamp)?;
                 self.applier.apply_routes(bottle, &cfg, &text).await?;
                 Ok((Some(before), Some(text), effect))
             }
@@ -341,7 +336,13 @@ impl Engine {
             _ => p.proposed_file.clone(),
         };
         let stamp = Stamp::new(r.grant, &p.id, time::OffsetDateTime::now_utc());
-        match self.apply(p, r.status, &file, &stamp).await {
+        // A response written by other means than the dashboard or the CLI may ask for a
+        // grant the kind cannot have: nothing is applied.
+        let applied = match proposals::grant::check(p.tool, r.grant) {
+            Ok(()) => self.apply(p, r.status, &file, &stamp).await,
+            Err(e) => Err(ApplyError::Other(e.to_string())),
+        };
+        match applied {
             Ok((before, after, effect)) => {
                 let scope = match &stamp.expires {
                     Some(at) => format!("{} until {at}", r.grant.scope()),
@@ -432,7 +433,9 @@ impl Engine {
         let now = now_timestamp();
         for ended in &swept.ended {
             let (before, after) = match (&swept.routes, ended.tool) {
-                (Some((b, a)), Tool::EgressAllow) => (Some(b.clone()), Some(a.clone())),
+                (Some((b, a)), Tool::EgressAllow | Tool::EgressTokenAllow | Tool::DlpAllow) => {
+                    (Some(b.clone()), Some(a.clone()))
+                }
                 _ => (None, None),
             };
             let entry = NewEntry {
@@ -563,15 +566,21 @@ pub fn describe_effect(tool: Tool) -> &'static str {
     }
 }
 
-/// The live routes with an approved `dlp-allow` applied, and their text.
+/// The live routes with an approved `dlp-allow` applied, and their text: the rule allowed
+/// for good, or (approved once or for a while) a grant that ends as `stamp` says.
 fn dlp_allowed_routes(
     before: &str,
     r: &proposals::dlp::DlpAllowRequest,
+    stamp: &Stamp,
 ) -> Result<(policy::EgressConfig, String), ApplyError> {
     let live = effect::parse_live(before)
         .map_err(|e| ApplyError::Other(format!("the live routes do not parse: {e}")))?;
-    let cfg = proposals::dlp::allow_dlp_rule(&live, &r.host, &r.rule)
-        .map_err(|e| ApplyError::Other(e.to_string()))?;
+    let cfg = if stamp.is_empty() {
+        proposals::dlp::allow_dlp_rule(&live, &r.host, &r.rule)
+    } else {
+        proposals::dlp::grant_dlp_rule(&live, &r.host, &r.rule, stamp)
+    }
+    .map_err(|e| ApplyError::Other(e.to_string()))?;
     let text = serde_saphyr::to_string(&cfg)
         .map_err(|e| ApplyError::Other(format!("cannot write the new routes: {e}")))?;
     Ok((cfg, text))

@@ -132,3 +132,91 @@ pub async fn through_proxy(
         .unwrap_or("")
         .to_owned()
 }
+
+/// A bottle as the sidecar bundle runs it, on loopback: an egress proxy whose hosts are
+/// pinned to a test upstream, supervise with the file applier that loads approved routes
+/// into that proxy first (and reads its counts of requests spent), and the live routes file.
+pub struct LiveBottle {
+    pub _dir: tempfile::TempDir,
+    pub home: Home,
+    pub identity: &'static str,
+    /// The egress proxy.
+    pub proxy: std::net::SocketAddr,
+    /// Supervise's MCP server.
+    pub supervise: std::net::SocketAddr,
+    /// The proxy's live routes.
+    pub routes: egress::RoutesHandle,
+}
+
+impl LiveBottle {
+    /// `state/<identity>/live-config/routes.yaml`.
+    pub fn routes_file(&self) -> std::path::PathBuf {
+        self.home.live_config_dir(self.identity).join("routes.yaml")
+    }
+}
+
+/// Starts a [`LiveBottle`] with `routes` live, `hosts` reached at `upstream` (plain HTTP on
+/// port 80), `tweak` applied to the proxy's configuration (its environment, say), and
+/// supervise's tool calls waiting up to `wait` for the operator.
+pub async fn live_bottle(
+    upstream: &test_support::Upstream,
+    identity: &'static str,
+    routes: &str,
+    hosts: &[&str],
+    tweak: impl FnOnce(&mut egress::ProxyConfig),
+    wait: Duration,
+) -> LiveBottle {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let mut pc = egress::ProxyConfig::new(dir.path().join("ca"));
+    let port = upstream.addr().port();
+    pc.connect_to = hosts
+        .iter()
+        .map(|h| egress::ConnectTo::parse(&format!("{h}:80:127.0.0.1:{port}")).unwrap())
+        .collect();
+    tweak(&mut pc);
+    let proxy = egress::Proxy::new(pc, supervise::validate::parse_routes(routes).unwrap()).unwrap();
+    let handle = proxy.routes();
+    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = plistener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(plistener, std::future::pending()));
+    let (live, counts) = (handle.clone(), handle.clone());
+    let applier = supervise::FileApplier::new(home.clone())
+        .with_reload(Arc::new(move |_bottle, cfg| {
+            live.replace(cfg.clone()).map_err(|e| e.to_string())
+        }))
+        .with_uses(Arc::new(move |_bottle| counts.used()));
+    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
+    std::fs::write(home.live_config_dir(identity).join("routes.yaml"), routes).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let saddr = listener.local_addr().unwrap();
+    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
+    cfg.max_wait = wait;
+    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+    LiveBottle {
+        _dir: dir,
+        home,
+        identity,
+        proxy: paddr,
+        supervise: saddr,
+        routes: handle,
+    }
+}
+
+/// The `structuredContent` of a tool call's JSON-RPC answer.
+pub fn result_of(body: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["result"]["structuredContent"].clone()
+}
+
+/// Polls `f` (bounded, 20 s) until it holds: tests wait on effects, not on timers.
+pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} never happened");
+}

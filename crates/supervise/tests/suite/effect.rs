@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use egress::{ConnectTo, Proxy, ProxyConfig};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use supervise::{FileApplier, Home, SuperviseConfig, queue};
+use supervise::{Home, queue};
 use test_support::Upstream;
 
-use super::common::{call, post, through_proxy};
+use super::common::{call, live_bottle, post, through_proxy};
 
 /// What the agent sends: a placeholder the proxy replaces with the real token.
 const AGENT_AUTH: &str = "Authorization: Bearer placeholder\r\n";
@@ -41,32 +40,18 @@ fn error_of(body: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_that_widens_is_refused_and_delete_admin_stays_blocked() {
     let upstream = Upstream::start_plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("home"));
-    let identity = "dev-00001";
-
-    let mut pc = ProxyConfig::new(dir.path().join("ca"));
-    pc.connect_to = vec![
-        ConnectTo::parse(&format!("api.test:80:127.0.0.1:{}", upstream.addr().port())).unwrap(),
-    ];
-    pc.env = Arc::new(|name| (name == "SEC_TOKEN_A").then(|| "real-secret-a".to_owned()));
-    let proxy = Proxy::new(pc, supervise::validate::parse_routes(LIVE).unwrap()).unwrap();
-    let routes = proxy.routes();
-    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let paddr = plistener.local_addr().unwrap();
-    tokio::spawn(proxy.serve(plistener, std::future::pending()));
-
-    let live = routes.clone();
-    let applier = FileApplier::new(home.clone()).with_reload(Arc::new(move |_bottle, cfg| {
-        live.replace(cfg.clone()).map_err(|e| e.to_string())
-    }));
-    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
-    std::fs::write(home.live_config_dir(identity).join("routes.yaml"), LIVE).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let saddr = listener.local_addr().unwrap();
-    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
-    cfg.max_wait = Duration::from_secs(5);
-    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+    let b = live_bottle(
+        &upstream,
+        "dev-00001",
+        LIVE,
+        &["api.test"],
+        |pc| {
+            pc.env = Arc::new(|name| (name == "SEC_TOKEN_A").then(|| "real-secret-a".to_owned()));
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    let (home, paddr, saddr) = (b.home.clone(), b.proxy, b.supervise);
 
     // The agent calls it a block; what it does is remove the path and method limits.
     let body = call(

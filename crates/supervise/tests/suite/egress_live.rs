@@ -3,55 +3,40 @@
 //! request through the proxy succeeds; a change the proxy refuses is reported to the
 //! agent as failed and nothing changes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use egress::{ConnectTo, Proxy, ProxyConfig};
 use pretty_assertions::assert_eq;
-use serde_json::{Value, json};
-use supervise::{Applier, FileApplier, Home, SuperviseConfig, queue};
+use serde_json::json;
+use supervise::{Applier, FileApplier, queue};
 use test_support::Upstream;
 
-use super::common::{approve, call, post, through_proxy, wait_pending};
-
-fn result_of(body: &str) -> Value {
-    let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
-    v["result"]["structuredContent"].clone()
-}
+use super::common::{approve, call, live_bottle, post, result_of, through_proxy, wait_pending};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approved_route_works_for_the_very_next_request() {
     let upstream = Upstream::start_plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("home"));
-    let identity = "dev-00001";
-
     // The proxy, as the sidecar bundle runs it; new.test is pinned to the loopback upstream
     // by the operator (as `--connect-to` does), so no DNS and no private-range exception.
+    // Supervise applies with the file applier, reloading the live proxy first.
     let initial = "routes:\n  - host: other.test\n";
-    let mut pc = ProxyConfig::new(dir.path().join("ca"));
-    pc.connect_to = vec![
-        ConnectTo::parse(&format!("new.test:80:127.0.0.1:{}", upstream.addr().port())).unwrap(),
-    ];
-    let proxy = Proxy::new(pc, supervise::validate::parse_routes(initial).unwrap()).unwrap();
-    let routes = proxy.routes();
-    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let paddr = plistener.local_addr().unwrap();
-    tokio::spawn(proxy.serve(plistener, std::future::pending()));
-
-    // Supervise with the file applier, reloading the live proxy first.
-    let live = routes.clone();
-    let applier = FileApplier::new(home.clone()).with_reload(Arc::new(move |_bottle, cfg| {
-        live.replace(cfg.clone()).map_err(|e| e.to_string())
-    }));
-    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
-    std::fs::write(home.live_config_dir(identity).join("routes.yaml"), initial).unwrap();
-    assert_eq!(applier.current_routes(identity).await.unwrap(), initial);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let saddr = listener.local_addr().unwrap();
-    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
-    cfg.max_wait = Duration::from_secs(20);
-    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+    let b = live_bottle(
+        &upstream,
+        "dev-00001",
+        initial,
+        &["new.test"],
+        |_| {},
+        Duration::from_secs(20),
+    )
+    .await;
+    let (home, identity, paddr, saddr) = (b.home.clone(), b.identity, b.proxy, b.supervise);
+    let routes = b.routes.clone();
+    assert_eq!(
+        FileApplier::new(home.clone())
+            .current_routes(identity)
+            .await
+            .unwrap(),
+        initial
+    );
 
     // Blocked before.
     let before = through_proxy(paddr, "GET", "http://new.test/x", "new.test", "").await;

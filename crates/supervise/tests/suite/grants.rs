@@ -2,65 +2,30 @@
 //! egress proxy, an approval for 4 s stops at its expiry with nobody answering anything,
 //! and supervise's sweep takes both out of the live routes with an audit line each.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use egress::{ConnectTo, Proxy, ProxyConfig};
 use pretty_assertions::assert_eq;
-use serde_json::{Value, json};
-use supervise::{Decision, FileApplier, Home, SuperviseConfig, queue};
+use serde_json::json;
+use supervise::{Decision, queue};
 use test_support::Upstream;
 
-use super::common::{call, post, through_proxy, wait_pending};
-
-fn result_of(body: &str) -> Value {
-    let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
-    v["result"]["structuredContent"].clone()
-}
-
-/// Polls `f` (bounded, 20 s) until it holds: tests wait on effects, not on timers.
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} never happened");
-}
+use super::common::{call, live_bottle, post, result_of, through_proxy, until, wait_pending};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
     let upstream = Upstream::start_plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("home"));
-    let identity = "dev-00001";
     let initial = "routes:\n  - host: other.test\n";
-    let mut pc = ProxyConfig::new(dir.path().join("ca"));
-    let port = upstream.addr().port();
-    pc.connect_to = ["once.test", "timed.test"]
-        .map(|h| ConnectTo::parse(&format!("{h}:80:127.0.0.1:{port}")).unwrap())
-        .to_vec();
-    let proxy = Proxy::new(pc, supervise::validate::parse_routes(initial).unwrap()).unwrap();
-    let routes = proxy.routes();
-    let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let paddr = plistener.local_addr().unwrap();
-    tokio::spawn(proxy.serve(plistener, std::future::pending()));
-
-    let (live, counts) = (routes.clone(), routes.clone());
-    let applier = FileApplier::new(home.clone())
-        .with_reload(Arc::new(move |_bottle, cfg| {
-            live.replace(cfg.clone()).map_err(|e| e.to_string())
-        }))
-        .with_uses(Arc::new(move |_bottle| counts.used()));
-    let routes_file = home.live_config_dir(identity).join("routes.yaml");
-    std::fs::create_dir_all(home.live_config_dir(identity)).unwrap();
-    std::fs::write(&routes_file, initial).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let saddr = listener.local_addr().unwrap();
-    let mut cfg = SuperviseConfig::new(home.clone(), identity, Arc::new(applier));
-    cfg.max_wait = Duration::from_secs(20);
-    tokio::spawn(supervise::serve(listener, cfg, std::future::pending()));
+    let b = live_bottle(
+        &upstream,
+        "dev-00001",
+        initial,
+        &["once.test", "timed.test"],
+        |_| {},
+        Duration::from_secs(20),
+    )
+    .await;
+    let (home, identity, paddr, saddr) = (b.home.clone(), b.identity, b.proxy, b.supervise);
+    let (routes, routes_file) = (b.routes.clone(), b.routes_file());
 
     // Once: the agent is told so, one request passes, the next is refused.
     let body = call(
