@@ -364,6 +364,8 @@ fn approve(
     let grant = grant_args.grant()?;
     let home = home()?;
     let (_, entry) = find(&home, id)?;
+    proposals::grant::check(entry.proposal.tool, grant)
+        .with_context(|| format!("proposal {id} was not approved"))?;
     let (decision, final_file) = match file {
         None => (Decision::Approved, None),
         Some(path) => {

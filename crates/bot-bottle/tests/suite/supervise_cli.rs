@@ -338,7 +338,67 @@ fn approve_once_for_a_while_and_into_the_manifest() {
         q.response("00000000000000a3").unwrap().unwrap().grant,
         supervise::Grant::Persist
     );
-    // A gitleaks-allow has no route to write.
+    // A dlp-allow on a route the bottle lists itself: that route is rewritten in place.
+    put(
+        &home,
+        "00000000000000a5",
+        "claude-1a2b3",
+        Tool::DlpAllow,
+        "2026-05-25T12:00:05.000000Z",
+        "host: a.example\nrule: aws-access-key-id\n",
+        "the key is AWS's published example",
+    );
+    let out = approve(&["00000000000000a5", "--persist", "--yes"]);
+    // approved and written (not applied yet: the bottle does not run here)
+    assert!(
+        text(&out.stdout).contains("wrote the route(s) into"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        "# the project's bottles\nbottles:\n  dev:\n    egress:\n      routes:\n        - host: a.example\n          dlp_allow:\n          - aws-access-key-id\n        - host: pypi.org\n          matches:\n          - methods:\n            - GET\nagents:\n  demo: {bottle: dev}\n"
+    );
+    // A block that narrows a route the bottle lists: rewritten in place too.
+    put(
+        &home,
+        "00000000000000a6",
+        "claude-1a2b3",
+        Tool::EgressBlock,
+        "2026-05-25T12:00:06.000000Z",
+        "routes:\n  - host: a.example\n    matches:\n      - methods: [GET]\n",
+        "reads only from now on",
+    );
+    let out = approve(&["00000000000000a6", "--persist", "--yes"]);
+    // approved and written (not applied yet: the bottle does not run here)
+    assert!(
+        text(&out.stdout).contains("wrote the route(s) into"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        "# the project's bottles\nbottles:\n  dev:\n    egress:\n      routes:\n        - host: a.example\n          matches:\n          - methods:\n            - GET\n        - host: pypi.org\n          matches:\n          - methods:\n            - GET\nagents:\n  demo: {bottle: dev}\n"
+    );
+    put(
+        &home,
+        "00000000000000a7",
+        "claude-1a2b3",
+        Tool::EgressBlock,
+        "2026-05-25T12:00:07.000000Z",
+        "routes:\n  - host: a.example\n    matches:\n      - methods: [HEAD]\n",
+        "even less",
+    );
+    // A block cannot be approved once: it says why, and nothing is decided.
+    let out = approve(&["00000000000000a7", "--once"]);
+    assert!(
+        text(&out.stderr)
+            .contains("egress-block proposals cannot be approved once: a block narrows the routes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(q.response("00000000000000a7").unwrap(), None);
+    // A gitleaks-allow has no route to write, and says why.
     put(
         &home,
         "00000000000000b4",
@@ -350,8 +410,9 @@ fn approve_once_for_a_while_and_into_the_manifest() {
     );
     let out = approve(&["00000000000000b4", "--persist", "--yes"]);
     assert!(
-        text(&out.stderr)
-            .contains("a gitleaks-allow approval has none to write; approve it without --persist"),
+        text(&out.stderr).contains(
+            "gitleaks-allow proposals cannot be approved into the manifest: an allowed finding is named by its fingerprint, which holds the commit it was found in"
+        ),
         "{}",
         text(&out.stderr)
     );
