@@ -392,12 +392,13 @@ impl App {
                 Action::ToggleHits
             }
             KeyCode::Char('a') => self.answerable().map_or(Action::None, Action::Approve),
-            KeyCode::Char('o') => self
-                .grantable(Grant::Once)
-                .map_or(Action::None, |id| Action::Grant {
-                    id,
-                    grant: Grant::Once,
-                }),
+            KeyCode::Char('o') => {
+                self.grantable(Grant::Once)
+                    .map_or(Action::None, |id| Action::Grant {
+                        id,
+                        grant: Grant::Once,
+                    })
+            }
             KeyCode::Char('t') => {
                 if self.grantable(Grant::For { seconds: 1 }).is_some() {
                     self.duration = Some(String::new());

@@ -101,7 +101,11 @@ mod tests {
         let hits = parse("claude-1a2b3", text);
         assert_eq!(hits.len(), 1);
         assert_eq!(
-            (hits[0].rule.as_str(), hits[0].place.as_str(), hits[0].action.as_str()),
+            (
+                hits[0].rule.as_str(),
+                hits[0].place.as_str(),
+                hits[0].action.as_str()
+            ),
             ("aws-access-key-id", "body", "blocked")
         );
     }

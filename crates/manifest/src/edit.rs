@@ -347,7 +347,10 @@ pub fn replace_route(
         for (k, l) in lines[start..end].iter().enumerate() {
             let l = l.get(item_indent..).unwrap_or("");
             if k == 0 {
-                item.push_str(&format!("  {}\n", l.trim_start_matches('-').get(1..).unwrap_or("")));
+                item.push_str(&format!(
+                    "  {}\n",
+                    l.trim_start_matches('-').get(1..).unwrap_or("")
+                ));
             } else {
                 item.push_str(l);
                 item.push('\n');

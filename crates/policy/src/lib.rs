@@ -19,9 +19,10 @@ pub use matcher::{Ask, Decision, Judged, METHOD_OVERRIDE_HEADERS, Policy, Reason
 pub use parse::{ParseError, load_routes_file, parse_routes};
 pub use path::PathProblem;
 pub use raw::{
-    DlpAllowGrant, DlpMode, EgressConfig, HeaderMatch, LogMode, PathMatch, PathMatchKind, Route, RouteMatch,
+    DlpAllowGrant, DlpMode, EgressConfig, HeaderMatch, LogMode, PathMatch, PathMatchKind, Route,
+    RouteMatch,
 };
 pub use validate::{
-    ConnectTarget, CredentialSpec, DlpGrant, MatchSpec, PolicyError, RouteAt, RouteHost, ValidatedRoute,
-    ValidatedRoutes, normalize_host, valid_dns_name, validate,
+    ConnectTarget, CredentialSpec, DlpGrant, MatchSpec, PolicyError, RouteAt, RouteHost,
+    ValidatedRoute, ValidatedRoutes, normalize_host, valid_dns_name, validate,
 };

@@ -386,11 +386,9 @@ fn validate_route(
     let mut dlp_allow_grants = Vec::new();
     for g in route.dlp_allow_grants.iter().flatten() {
         let expires = g.expires.as_ref().and_then(|value| {
-            let t = time::OffsetDateTime::parse(
-                value,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .ok();
+            let t =
+                time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                    .ok();
             if t.is_none() {
                 errors.push(PolicyError::InvalidExpires {
                     at: at.clone(),

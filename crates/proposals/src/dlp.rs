@@ -231,9 +231,8 @@ mod tests {
 
     #[test]
     fn a_rule_granted_for_a_while_carries_its_end_and_a_new_grant_replaces_it() {
-        let live = routes(
-            "routes:\n  - host: api.example\n  - host: b.example\n    dlp_allow: [jwt]\n",
-        );
+        let live =
+            routes("routes:\n  - host: api.example\n  - host: b.example\n    dlp_allow: [jwt]\n");
         let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
         let once = crate::grant::Stamp::new(crate::Grant::Once, "00e5", now);
         let ten = crate::grant::Stamp::new(crate::Grant::For { seconds: 600 }, "00e6", now);
@@ -244,7 +243,10 @@ mod tests {
             "routes:\n- host: api.example\n  dlp_allow_grants:\n  - rule: jwt\n    expires: \"2026-05-25T12:10:00Z\"\n    grant: \"00e6\"\n- host: b.example\n  dlp_allow:\n  - jwt\n"
         );
         // for good already: nothing to add
-        assert_eq!(grant_dlp_rule(&live, "b.example", "jwt", &once).unwrap(), live);
+        assert_eq!(
+            grant_dlp_rule(&live, "b.example", "jwt", &once).unwrap(),
+            live
+        );
         assert_eq!(
             grant_dlp_rule(&live, "c.example", "jwt", &once),
             Err(EffectError::NoRoute("c.example".into()))

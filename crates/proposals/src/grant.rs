@@ -378,7 +378,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            check(Tool::EgressBlock, Grant::Once).unwrap_err().to_string(),
+            check(Tool::EgressBlock, Grant::Once)
+                .unwrap_err()
+                .to_string(),
             "egress-block proposals cannot be approved once: a block narrows the routes, and one that ended would widen them again unasked; approve it for this bottle or into the manifest"
         );
     }

@@ -99,8 +99,9 @@ fn routes_change(
     };
     let after = match validate::parse_payload(p.tool, file).map_err(|e| other(&e))? {
         Payload::Routes(proposed) => proposed,
-        Payload::Token(t) => crate::effect::attach_token(&live, &t.host, &t.token_name)
-            .map_err(|e| other(&e))?,
+        Payload::Token(t) => {
+            crate::effect::attach_token(&live, &t.host, &t.token_name).map_err(|e| other(&e))?
+        }
         Payload::DlpAllow(r) => {
             crate::dlp::allow_dlp_rule(&live, &r.host, &r.rule).map_err(|e| other(&e))?
         }
@@ -161,8 +162,7 @@ pub fn plan(
             .map_err(|e| other(&e))?;
     }
     if !added.is_empty() {
-        after =
-            manifest::edit::add_routes(&after, &place, &added, &file).map_err(|e| other(&e))?;
+        after = manifest::edit::add_routes(&after, &place, &added, &file).map_err(|e| other(&e))?;
     }
     Ok(Plan {
         file,

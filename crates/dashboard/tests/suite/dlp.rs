@@ -62,8 +62,20 @@ fn the_dlp_hits_of_every_bottle_show_on_d_and_esc_goes_back() {
     app.load(dashboard::Snapshot {
         entries: vec![dlp_allow_entry()],
         hits: vec![
-            hit("2026-05-25T12:00:09Z", "claude-1a2b3", "blocked", "aws-access-key-id", "body"),
-            hit("2026-05-25T12:00:07Z", "codex-0b0b0", "redacted", "credential", "header x-debug"),
+            hit(
+                "2026-05-25T12:00:09Z",
+                "claude-1a2b3",
+                "blocked",
+                "aws-access-key-id",
+                "body",
+            ),
+            hit(
+                "2026-05-25T12:00:07Z",
+                "codex-0b0b0",
+                "redacted",
+                "credential",
+                "header x-debug",
+            ),
         ],
         ..dashboard::Snapshot::default()
     });
@@ -101,8 +113,20 @@ fn hits_are_read_from_each_bottles_request_log_newest_first() {
     assert_eq!(
         dashboard::hits::read(&home),
         vec![
-            hit("2026-05-25T12:00:03Z", "codex-0b0b0", "redacted", "credential", "header x-debug"),
-            hit("2026-05-25T12:00:02Z", "claude-1a2b3", "blocked", "aws-access-key-id", "body"),
+            hit(
+                "2026-05-25T12:00:03Z",
+                "codex-0b0b0",
+                "redacted",
+                "credential",
+                "header x-debug"
+            ),
+            hit(
+                "2026-05-25T12:00:02Z",
+                "claude-1a2b3",
+                "blocked",
+                "aws-access-key-id",
+                "body"
+            ),
         ]
     );
 }

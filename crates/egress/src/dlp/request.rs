@@ -53,7 +53,10 @@ pub(crate) async fn check_unless(
             verdict: Arc::new(OnceLock::new()),
         });
     }
-    check(host, loaded, route, parts, injected, body, idle, report, taken).await
+    check(
+        host, loaded, route, parts, injected, body, idle, report, taken,
+    )
+    .await
 }
 
 /// Checks the head of a request, rewrites what `redact` mode cuts out, and wraps its body.

@@ -91,7 +91,12 @@ async fn a_route_for_a_while_stops_at_its_expiry_with_nobody_watching() {
 fn outcomes(answers: &[&test_support::client::Collected]) -> Vec<(u16, Option<String>)> {
     answers
         .iter()
-        .map(|a| (a.status, a.header("x-bot-bottle-blocked").map(str::to_owned)))
+        .map(|a| {
+            (
+                a.status,
+                a.header("x-bot-bottle-blocked").map(str::to_owned),
+            )
+        })
         .collect()
 }
 
@@ -101,7 +106,14 @@ async fn a_request_dlp_refuses_uses_up_no_once_grant() {
     let h = start("routes:\n  - host: api.test\n    connect_to: UPSTREAM\n    uses: 1\n").await;
     // a key in the body (the first window, read before the upstream is contacted) and one
     // in a header: DLP refuses both, and the route's one request is still there
-    let in_body = post(&h, "api.test", "/body", &[], format!("{{\"k\":\"{KEY}\"}}").as_bytes()).await;
+    let in_body = post(
+        &h,
+        "api.test",
+        "/body",
+        &[],
+        format!("{{\"k\":\"{KEY}\"}}").as_bytes(),
+    )
+    .await;
     let in_header = post(&h, "api.test", "/header", &[("x-key", KEY)], b"{}").await;
     let clean = post(&h, "api.test", "/clean", &[], b"{}").await;
     let after = post(&h, "api.test", "/after", &[], b"{}").await;
@@ -114,7 +126,12 @@ async fn a_request_dlp_refuses_uses_up_no_once_grant() {
             (403, Some("grant-used-up".to_owned())),
         ]
     );
-    let seen: Vec<String> = h.upstream.requests().iter().map(|r| r.path.clone()).collect();
+    let seen: Vec<String> = h
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
     assert_eq!(seen, vec!["/clean"]);
 }
 
@@ -165,7 +182,12 @@ async fn a_dlp_rule_granted_once_or_for_a_while_lets_the_rule_through_then_not()
             (403, Some("dlp aws-access-key-id".to_owned())),
         ]
     );
-    let seen: Vec<String> = h.upstream.requests().iter().map(|r| r.path.clone()).collect();
+    let seen: Vec<String> = h
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
     assert_eq!(seen, vec!["/once", "/clean", "/w1", "/w2"]);
     // the count is the grant's, read by supervise's sweeper like a route's
     assert_eq!(

@@ -133,7 +133,12 @@ async fn a_dlp_allow_once_or_for_a_while_ends_in_the_proxy_and_is_swept_and_audi
         answer.contains("How long: it holds for one request only, then it is gone."),
         "{answer}"
     );
-    let (_, listed) = post(saddr, "127.0.0.1", &call(9, "list-egress-routes", json!({}))).await;
+    let (_, listed) = post(
+        saddr,
+        "127.0.0.1",
+        &call(9, "list-egress-routes", json!({})),
+    )
+    .await;
     assert!(
         listed.contains(
             "# routes[0] (once.test): dlp rule aws-access-key-id let through: 1 request left, then it is gone"
@@ -146,7 +151,11 @@ async fn a_dlp_allow_once_or_for_a_while_ends_in_the_proxy_and_is_swept_and_audi
     let clean = through_proxy(paddr, "GET", url, "once.test", "").await;
     assert_eq!(
         [first.as_str(), second.as_str(), clean.as_str()],
-        ["HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden", "HTTP/1.1 200 OK"]
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 403 Forbidden",
+            "HTTP/1.1 200 OK"
+        ]
     );
     until("the used-up dlp grant leaves the live routes", async || {
         !std::fs::read_to_string(b.routes_file())
@@ -161,7 +170,10 @@ async fn a_dlp_allow_once_or_for_a_while_ends_in_the_proxy_and_is_swept_and_audi
     let timed_id = p[0].proposal.id.clone();
     grant(&timed_id, supervise::Grant::For { seconds: 4 });
     let (_, answer) = agent.await.unwrap();
-    assert!(answer.contains("How long: it holds for 4s (until "), "{answer}");
+    assert!(
+        answer.contains("How long: it holds for 4s (until "),
+        "{answer}"
+    );
     let expires = result_of(&answer)["expires"].as_str().unwrap().to_owned();
     let expires =
         time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
