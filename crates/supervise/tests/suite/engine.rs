@@ -460,3 +460,45 @@ async fn corrupt_response_is_set_aside_and_the_proposal_stays_pending() {
         .unwrap();
     assert_eq!(structured(&r)["status"], "approved");
 }
+
+/// A response asking for a grant the kind cannot have (written by other means than the
+/// dashboard or the CLI, which refuse it) is not applied: the proposal is pending again
+/// with the reason, and nothing reached the applier.
+#[tokio::test]
+async fn a_grant_the_kind_cannot_have_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = RecordingApplier::with_routes(WIDER);
+    let (srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_millis(300));
+    let s = structured(
+        &srv.dispatch("egress-block", args(ROUTES, "pypi is not needed"))
+            .await
+            .unwrap(),
+    );
+    let id = s["id"].as_str().unwrap().to_owned();
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    q.write_response(&supervise::proposal::Response {
+        id: id.clone(),
+        status: Decision::Approved,
+        final_file: None,
+        notes: None,
+        operator: "script".to_owned(),
+        responded_at: supervise::proposal::now_timestamp(),
+        audited: false,
+        grant: supervise::Grant::Once,
+    })
+    .unwrap();
+    let mut failure = None;
+    for _ in 0..500 {
+        failure = q.failure(&id).unwrap();
+        if failure.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        failure.map(|f| f.error),
+        Some("egress-block proposals cannot be approved once: a block narrows the routes, and one that ended would widen them again unasked; approve it for this bottle or into the manifest".to_owned())
+    );
+    assert!(applier.calls().is_empty());
+}
