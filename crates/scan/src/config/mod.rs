@@ -524,7 +524,7 @@ impl Loader {
         let mut base = Layered {
             rules: Vec::new(),
             allowlists: Vec::new(),
-            has_builtin: name == BUILTIN_NAME,
+            has_builtin: false,
         };
         let mut disabled: Vec<String> = Vec::new();
         if let Some(ext) = raw.extend {
@@ -543,6 +543,7 @@ impl Loader {
             if ext.use_default == Some(true) {
                 let b = parse(BUILTIN_RULES, BUILTIN_NAME)?;
                 base = self.resolve(b, BUILTIN_NAME, None, depth + 1)?;
+                base.has_builtin = true;
             } else if let Some(p) = ext.path.as_deref().filter(|p| !p.is_empty()) {
                 let full = self.extend_path(name, p, base_dir);
                 let text = state::read::read_limited_to_string(&full, state::read::CONFIG_LIMIT)
