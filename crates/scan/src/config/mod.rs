@@ -26,6 +26,10 @@ const BUILTIN_NAME: &str = "built-in rules";
 /// How deep `[extend] path = ...` chains may go before we assume a cycle.
 const MAX_EXTEND_DEPTH: usize = 8;
 
+/// gitleaks follows `[extend]` this many levels (the top file's and its base's) and ignores
+/// it deeper down.
+const GITLEAKS_EXTEND_DEPTH: usize = 2;
+
 /// Errors loading or compiling a rule file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -527,7 +531,22 @@ impl Loader {
             has_builtin: false,
         };
         let mut disabled: Vec<String> = Vec::new();
-        if let Some(ext) = raw.extend {
+        let mut extend = raw.extend;
+        if depth >= GITLEAKS_EXTEND_DEPTH
+            && extend
+                .as_ref()
+                .is_some_and(|e| e.use_default == Some(true) || e.path.is_some())
+            && name != BUILTIN_NAME
+        {
+            // gitleaks follows two levels of [extend] and ignores deeper ones; a file it loads
+            // must load here with the same rules.
+            self.warnings.push(format!(
+                "{name}: [extend] is ignored: it is {GITLEAKS_EXTEND_DEPTH} levels deep, and \
+                 gitleaks follows no deeper"
+            ));
+            extend = None;
+        }
+        if let Some(ext) = extend {
             if let Some(url) = &ext.url {
                 self.warnings.push(format!(
                     "{name}: [extend] url {url} is ignored (gitleaks ignores it too; rules are \
@@ -867,7 +886,20 @@ impl Loader {
             if let Some(e) = raw.entropy
                 && !(0.0..=8.0).contains(&e)
             {
-                return Err(rule_err(format!("entropy {e} must be between 0 and 8")));
+                // gitleaks loads it (the rule then never, or always, passes the entropy test);
+                // so do we, and say so.
+                if e.is_nan() {
+                    return Err(rule_err("entropy must be a number between 0 and 8".into()));
+                }
+                warnings.push(format!(
+                    "rule `{id}` in {source}: entropy {e} is outside 0 to 8 (bits per byte), so \
+                     {}",
+                    if e > 8.0 {
+                        "the rule never reports anything"
+                    } else {
+                        "it does not filter anything"
+                    }
+                ));
             }
             let path = match &raw.path {
                 Some(p) => Some(compile_bytes_regex(p).map_err(|e| ConfigError::Regex {

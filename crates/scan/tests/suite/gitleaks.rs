@@ -176,6 +176,54 @@ fn extend_path_is_read_from_the_working_directory_then_the_files_directory() {
 }
 
 #[test]
+fn extend_chains_stop_where_gitleaks_stops_and_odd_entropy_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rule = |id: &str| format!("[[rules]]\nid = \"{id}\"\nregex = '''{id}-[0-9]{{6}}'''\n");
+    std::fs::write(
+        d.join("top.toml"),
+        format!("[extend]\npath = \"one.toml\"\n{}", rule("top")),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("one.toml"),
+        format!("[extend]\npath = \"two.toml\"\n{}", rule("one")),
+    )
+    .unwrap();
+    // two.toml's own [extend] names a file that does not exist: gitleaks never reads it.
+    std::fs::write(
+        d.join("two.toml"),
+        format!("[extend]\npath = \"missing.toml\"\n{}", rule("two")),
+    )
+    .unwrap();
+    let set = RuleSet::from_file_in(&d.join("top.toml"), None).unwrap();
+    let mut ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["one", "top", "two"]);
+    assert!(
+        set.warnings[0].contains("[extend] is ignored"),
+        "{:?}",
+        set.warnings
+    );
+
+    let set = RuleSet::from_toml_str(
+        "[[rules]]\nid = \"a\"\nregex = 'a-[0-9]{8}'\nentropy = 999\n",
+        "g.toml",
+        None,
+    )
+    .unwrap();
+    assert!(
+        set.warnings[0].contains("never reports"),
+        "{:?}",
+        set.warnings
+    );
+    assert_eq!(
+        Scanner::from_rules(set).scan_bytes("a", b"a-12345678\n"),
+        vec![]
+    );
+}
+
+#[test]
 fn extend_url_is_ignored_with_a_warning_as_gitleaks_ignores_it() {
     let set = RuleSet::from_toml_str(
         "[extend]\nurl = \"https://example.invalid/rules.toml\"\n[[rules]]\nid = \"a\"\nregex = 'a-[0-9]{8}'\n",
