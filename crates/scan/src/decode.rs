@@ -71,14 +71,25 @@ fn candidates() -> &'static regex::bytes::Regex {
     static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
         regex::bytes::RegexBuilder::new(concat!(
-            r"(?P<percent>%[0-9A-Fa-f]{2}(?:.*%[0-9A-Fa-f]{2})?)",
-            r"|(?P<unicode>(?:U\+[a-fA-F0-9]{4}(?:\s|$))+|(?i:(?:\\{1,2}u[a-fA-F0-9]{4})+))",
-            r"|(?P<hex>[0-9A-Fa-f]{32,})",
-            r"|(?P<base64>[\w/+-]{16,}={0,2})",
+            r"%[0-9A-Fa-f]{2}(?:.*%[0-9A-Fa-f]{2})?",
+            r"|(?:U\+[a-fA-F0-9]{4}(?:\s|$))+|(?i:(?:\\{1,2}u[a-fA-F0-9]{4})+)",
+            r"|[0-9A-Fa-f]{32,}",
+            r"|[\w/+-]{16,}={0,2}",
         ))
         .unicode(false)
         .build()
         .unwrap_or_else(|e| unreachable!("the candidate pattern is valid: {e}"))
+    })
+}
+
+/// A run of `U+XXXX` code points, whole (tells the Unicode alternative from base64).
+fn unicode_points() -> &'static regex::bytes::Regex {
+    static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::bytes::RegexBuilder::new(r"^(?:U\+[a-fA-F0-9]{4}(?:\s|$))+$")
+            .unicode(false)
+            .build()
+            .unwrap_or_else(|e| unreachable!("the code point pattern is valid: {e}"))
     })
 }
 
@@ -104,30 +115,35 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
     }
     let re = candidates();
     let mut skip_to = 0usize;
-    for caps in re.captures_iter(data) {
-        let Some(m) = caps.get(0) else { continue };
+    // `find_iter` (no capture groups: the fast path); the alternative that matched is told
+    // from the match itself, in the pattern's order of precedence.
+    for m in re.find_iter(data) {
         if m.start() < skip_to {
             continue;
         }
         let run = m.as_bytes();
-        let (encoding, text) = if caps.name("percent").is_some() {
-            (Encoding::Percent, decode_percent(run))
-        } else if caps.name("unicode").is_some() {
-            (Encoding::Unicode, decode_unicode(run))
-        } else if caps.name("hex").is_some() {
-            (Encoding::Hex, decode_hex(run))
-        } else {
-            let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
-            if let Some((text, to)) = wrapped_base64(data, m.start(), m.start() + bare) {
-                skip_to = to;
-                out.push(Decoded {
-                    span: m.start()..to,
-                    encoding: Encoding::Base64,
-                    text,
-                });
-                continue;
+        let (encoding, text) = match run[0] {
+            b'%' => (Encoding::Percent, decode_percent(run)),
+            b'\\' => (Encoding::Unicode, decode_unicode(run)),
+            b'U' if run.get(1) == Some(&b'+') && unicode_points().is_match(run) => {
+                (Encoding::Unicode, decode_unicode(run))
             }
-            (Encoding::Base64, decode_base64(run))
+            _ if run.len() >= 32 && run.iter().all(u8::is_ascii_hexdigit) => {
+                (Encoding::Hex, decode_hex(run))
+            }
+            _ => {
+                let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
+                if let Some((text, to)) = wrapped_base64(data, m.start(), m.start() + bare) {
+                    skip_to = to;
+                    out.push(Decoded {
+                        span: m.start()..to,
+                        encoding: Encoding::Base64,
+                        text,
+                    });
+                    continue;
+                }
+                (Encoding::Base64, decode_base64(run))
+            }
         };
         if let Some(text) = text.filter(|t| !t.is_empty() && t.as_slice() != run) {
             out.push(Decoded {

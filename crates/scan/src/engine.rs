@@ -640,7 +640,9 @@ impl<'a> Place<'a> {
         };
         let c = |c: usize| u32::try_from(c + 1).unwrap_or(u32::MAX);
         let (idx, match_col) = self.lines.locate(self.numbering, first);
-        let (_, col) = self.lines.locate(self.numbering, secret);
+        // The secret's column, when it is on the match's first line (else the match's).
+        let (secret_idx, secret_col) = self.lines.locate(self.numbering, secret);
+        let col = if secret_idx == idx { secret_col } else { match_col };
         let (end_idx, end_col) = self.lines.locate(self.numbering, last);
         let line = line_of(idx);
         Some(Loc {
