@@ -225,7 +225,7 @@ fn decode_unicode(run: &[u8]) -> Option<Vec<u8>> {
 
 /// Hex digits (an even number, at least one a decimal digit) that decode to printable text.
 fn decode_hex(run: &[u8]) -> Option<Vec<u8>> {
-    if run.len() % 2 != 0 || !run.iter().any(u8::is_ascii_digit) {
+    if !run.len().is_multiple_of(2) || !run.iter().any(u8::is_ascii_digit) {
         return None;
     }
     hex::decode(run).ok().filter(|t| printable_ascii(t))

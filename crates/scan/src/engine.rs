@@ -642,7 +642,11 @@ impl<'a> Place<'a> {
         let (idx, match_col) = self.lines.locate(self.numbering, first);
         // The secret's column, when it is on the match's first line (else the match's).
         let (secret_idx, secret_col) = self.lines.locate(self.numbering, secret);
-        let col = if secret_idx == idx { secret_col } else { match_col };
+        let col = if secret_idx == idx {
+            secret_col
+        } else {
+            match_col
+        };
         let (end_idx, end_col) = self.lines.locate(self.numbering, last);
         let line = line_of(idx);
         Some(Loc {

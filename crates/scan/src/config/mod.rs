@@ -684,14 +684,16 @@ impl Loader {
                 }
                 _ => {}
             }
-            if !defines && rule.required.is_none() && !base.rules.is_empty() {
-                if let Some(id) = &id {
-                    self.warnings.push(format!(
-                        "{name}: rule `{id}` overrides a rule that the rules it extends do not \
-                         have, and has no regex or path of its own; it is ignored"
-                    ));
-                    continue;
-                }
+            if !defines
+                && rule.required.is_none()
+                && !base.rules.is_empty()
+                && let Some(id) = &id
+            {
+                self.warnings.push(format!(
+                    "{name}: rule `{id}` overrides a rule that the rules it extends do not \
+                     have, and has no regex or path of its own; it is ignored"
+                ));
+                continue;
             }
             if let Some(id) = &id {
                 index.insert(id.clone(), base.rules.len());
