@@ -117,43 +117,74 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
     let mut skip_to = 0usize;
     // `find_iter` (no capture groups: the fast path); the alternative that matched is told
     // from the match itself, in the pattern's order of precedence.
-    for m in re.find_iter(data) {
-        if m.start() < skip_to {
+    // The candidates and their kinds, told from the match itself in the pattern's order of
+    // precedence (`find_iter`: no capture groups, the fast path).
+    let found: Vec<(Range<usize>, Encoding)> = re
+        .find_iter(data)
+        .map(|m| {
+            let run = m.as_bytes();
+            let kind = match run[0] {
+                b'%' => Encoding::Percent,
+                b'\\' => Encoding::Unicode,
+                b'U' if run.get(1) == Some(&b'+') && unicode_points().is_match(run) => {
+                    Encoding::Unicode
+                }
+                _ if run.len() >= 32 && run.iter().all(u8::is_ascii_hexdigit) => Encoding::Hex,
+                _ => Encoding::Base64,
+            };
+            (m.range(), kind)
+        })
+        .collect();
+    // As gitleaks: a candidate touching a neighbour of higher precedence (a base64 run cut by
+    // a `%XX` escape) waits for the next pass, when the escape is decoded and the run whole.
+    let touches = |a: &Range<usize>, b: &Range<usize>| b.start <= a.end && b.end >= a.start;
+    for (i, (span, kind)) in found.iter().enumerate() {
+        let outranked = |j: usize| {
+            found
+                .get(j)
+                .is_some_and(|(o, k)| touches(span, o) && precedence(*k) > precedence(*kind))
+        };
+        if (i > 0 && outranked(i - 1)) || outranked(i + 1) || span.start < skip_to {
             continue;
         }
-        let run = m.as_bytes();
-        let (encoding, text) = match run[0] {
-            b'%' => (Encoding::Percent, decode_percent(run)),
-            b'\\' => (Encoding::Unicode, decode_unicode(run)),
-            b'U' if run.get(1) == Some(&b'+') && unicode_points().is_match(run) => {
-                (Encoding::Unicode, decode_unicode(run))
-            }
-            _ if run.len() >= 32 && run.iter().all(u8::is_ascii_hexdigit) => {
-                (Encoding::Hex, decode_hex(run))
-            }
-            _ => {
+        let run = &data[span.clone()];
+        let text = match kind {
+            Encoding::Percent => decode_percent(run),
+            Encoding::Unicode => decode_unicode(run),
+            Encoding::Hex => decode_hex(run),
+            Encoding::Base64 => {
                 let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
-                if let Some((text, to)) = wrapped_base64(data, m.start(), m.start() + bare) {
+                if let Some((text, to)) = wrapped_base64(data, span.start, span.start + bare) {
                     skip_to = to;
                     out.push(Decoded {
-                        span: m.start()..to,
+                        span: span.start..to,
                         encoding: Encoding::Base64,
                         text,
                     });
                     continue;
                 }
-                (Encoding::Base64, decode_base64(run))
+                decode_base64(run)
             }
         };
         if let Some(text) = text.filter(|t| !t.is_empty() && t.as_slice() != run) {
             out.push(Decoded {
-                span: m.range(),
-                encoding,
+                span: span.clone(),
+                encoding: *kind,
                 text,
             });
         }
     }
     out
+}
+
+/// Which encoding wins where two candidates touch (gitleaks' order).
+fn precedence(kind: Encoding) -> u8 {
+    match kind {
+        Encoding::Percent => 4,
+        Encoding::Unicode => 3,
+        Encoding::Hex => 2,
+        Encoding::Base64 => 1,
+    }
 }
 
 /// Printable ASCII, tab to tilde (what gitleaks keeps of a decoded run).
@@ -240,7 +271,30 @@ fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    base64_decode(run).filter(|t| printable_ascii(t))
+    strict_base64(run).filter(|t| printable_ascii(t))
+}
+
+/// Base64 as gitleaks' decoder takes a run: standard with its padding (a length of a multiple
+/// of 4), else URL-safe without padding. A run of any other shape is not decoded here; in a
+/// later pass it may join its neighbours into one that is (a run cut by a `%XX` escape).
+fn strict_base64(run: &[u8]) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const STD: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+            .with_decode_allow_trailing_bits(true),
+    );
+    const RAW_URL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    STD.decode(run)
+        .ok()
+        .filter(|t| printable_ascii(t))
+        .or_else(|| RAW_URL.decode(run).ok())
 }
 
 /// Shortest line of a wrapped base64 block (`base64` wraps at 76, PEM at 64).

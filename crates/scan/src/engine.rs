@@ -553,20 +553,44 @@ fn substitute(
     let mut next: Vec<Piece> = Vec::new();
     let mut fresh = Vec::new();
     let mut copied = 0usize;
-    let mut old = pieces.iter().peekable();
+    // Older pieces, in the old text's coordinates; one a run cuts into keeps what is left.
+    let mut old: Vec<Piece> = pieces.to_vec();
+    let mut i = 0;
+    // An older piece (or what is left of one) carried into the new text unchanged.
+    let keep = |p: &Piece, out_len: usize, copied: usize| {
+        let start = out_len + (p.now.start - copied);
+        Piece {
+            now: start..start + p.now.len(),
+            orig: p.orig.clone(),
+        }
+    };
     for run in runs {
-        // Older pieces wholly before this run keep their text, shifted.
-        while let Some(p) = old.next_if(|p| p.now.end <= run.span.start) {
-            let start = out.len() + (p.now.start - copied);
+        while i < old.len() && old[i].now.end <= run.span.start {
+            next.push(keep(&old[i], out.len(), copied));
+            i += 1;
+        }
+        let orig = to_orig(pieces, run.span.start, false)..to_orig(pieces, run.span.end, true);
+        // The part of an older piece before the run stays decoded text standing for nothing
+        // more of the fragment (the run's piece starts where that piece did).
+        if i < old.len() && old[i].now.start < run.span.start {
+            let head = old[i].now.start..run.span.start;
+            let start = out.len() + (head.start - copied);
             next.push(Piece {
-                now: start..start + p.now.len(),
-                orig: p.orig.clone(),
+                now: start..start + head.len(),
+                orig: orig.start..orig.start,
             });
         }
-        // Older pieces the run overlaps are swallowed by it.
-        while old.next_if(|p| p.now.start < run.span.end).is_some() {}
+        // Older pieces inside the run are swallowed by it; one that goes on past it keeps
+        // its tail, standing for nothing more either (the run's piece ends where it did).
+        while i < old.len() && old[i].now.start < run.span.end {
+            if old[i].now.end > run.span.end {
+                old[i].now.start = run.span.end;
+                old[i].orig = orig.end..orig.end;
+                break;
+            }
+            i += 1;
+        }
         out.extend_from_slice(&text[copied..run.span.start]);
-        let orig = to_orig(pieces, run.span.start, false)..to_orig(pieces, run.span.end, true);
         let start = out.len();
         out.extend_from_slice(&run.text);
         next.push(Piece {
@@ -576,15 +600,42 @@ fn substitute(
         fresh.push(start..out.len());
         copied = run.span.end;
     }
-    for p in old {
-        let start = out.len() + (p.now.start - copied);
-        next.push(Piece {
-            now: start..start + p.now.len(),
-            orig: p.orig.clone(),
-        });
+    for p in &old[i..] {
+        next.push(keep(p, out.len(), copied));
     }
     out.extend_from_slice(&text[copied..]);
     (out, next, fresh)
+}
+
+#[cfg(test)]
+mod decoded_place_tests {
+    use super::*;
+
+    fn run(span: Range<usize>, text: &str) -> decode::Decoded {
+        decode::Decoded {
+            span,
+            encoding: decode::Encoding::Base64,
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn positions_after_a_run_that_cuts_into_an_older_piece_map_back_exactly() {
+        // Pass 1: "AAAAAAAA" (0..8) decodes to "x=BBBB" and "CCCCCCCC" (9..17) to "yy".
+        let text = b"AAAAAAAA CCCCCCCC tail";
+        let (t1, p1, _) = substitute(text, &[], vec![run(0..8, "x=BBBB"), run(9..17, "yy")]);
+        assert_eq!(t1, b"x=BBBB yy tail");
+        // Pass 2: "BBBB=" would not be a run; "=BBBB y" stands in for a run that starts
+        // inside the first piece and ends inside the second.
+        let (t2, p2, _) = substitute(&t1, &p1, vec![run(1..8, "Q")]);
+        assert_eq!(t2, b"xQy tail");
+        // "tail" is at 18 in the fragment, at 4 now.
+        assert_eq!(to_orig(&p2, 4, false), 18);
+        // The tail of the second piece ("y", at 2) stands for the end of its encoded text.
+        assert_eq!(to_orig(&p2, 2, false), 17);
+        // The head of the first piece ("x", at 0) for its start.
+        assert_eq!(to_orig(&p2, 0, false), 0);
+    }
 }
 
 /// Where matches in the scanned bytes are reported: lines are those of `numbering` (the

@@ -301,6 +301,12 @@ fn encoded_secrets_are_decoded_in_place_and_reported_where_they_sit() {
             let e = b64("secret=decoded-secret-valuev3");
             format!("{}%{:02X}{}", &e[..6], e.as_bytes()[6], &e[7..])
         },
+        // 10: a base64 run cut in two by an escape waits until the escape is decoded (the
+        // halves are not decoded on their own), then decodes whole, twice
+        {
+            let e = b64(&format!("secret={}", b64("decoded-secret-valuev4")));
+            format!("{}%{:02X}{}", &e[..18], e.as_bytes()[18], &e[19..])
+        },
         String::new(),
     ]
     .join("\n");
@@ -316,6 +322,7 @@ fn encoded_secrets_are_decoded_in_place_and_reported_where_they_sit() {
             (7, "pem".to_string()),
             (8, "aws-key".to_string()),
             (9, "overlapping".to_string()),
+            (10, "overlapping".to_string()),
         ],
         "{:?}",
         lines(&found)
