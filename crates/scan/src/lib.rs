@@ -2,7 +2,8 @@
 //! (keyword pre-filter, byte regexes without Unicode, parallel over files) that scans files,
 //! stdin, the lines git commits add and git objects themselves. Binary content is scanned for
 //! what it holds; UTF-16 text and base64 / hex / percent-encoded runs are decoded and scanned
-//! too; compressed or encrypted content is reported as unreadable rather than passed.
+//! too; compressed or encrypted content is reported as unreadable rather than passed (or, with
+//! [`ScanOptions::max_archive_depth`], zip, tar, gzip, xz and zstd files are opened, bounded).
 //!
 //! Used by `bot-bottle scan` and by the git gate, which scans pushed ranges inside a receive
 //! quarantine with [`Scanner::scan_push`] (what [`Scanner::scan_git`] and

@@ -8,8 +8,8 @@
 //! we have no rule for maps to nothing (an override of it is a warning, not an error). The
 //! table is ours: it lists ids only, never gitleaks' patterns.
 //!
-//! The README's "coming from gitleaks" section prints this table (`bot-bottle scan
-//! --gitleaks-ids` prints it too).
+//! The README's "coming from gitleaks" section points here; this table is the documentation
+//! of the mapping.
 
 /// gitleaks 8.30 default rule id → our built-in rule ids (empty: no rule of ours covers it).
 pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
