@@ -2,13 +2,17 @@
 //!
 //! Accepted files: a JSON report (ours, or gitleaks' with `Fingerprint`), or text with one
 //! fingerprint per line (`#` starts a comment). An entry without a commit
-//! (`file:rule_id:line`) also allows the same finding in any commit.
+//! (`file:rule_id:line`) also allows the same finding in any commit. A `.gitleaksignore` is such
+//! a list. Fingerprints written by gitleaks name its default rules: an entry naming a gitleaks
+//! default rule id allows the finding of each built-in rule that id maps to (see
+//! `config/gitleaks_ids.rs`), so a gitleaks baseline carries over.
 
 use std::collections::HashSet;
 use std::path::Path;
 
+use crate::config::gitleaks_ids_of;
 use crate::error::ScanError;
-use crate::finding::Finding;
+use crate::finding::{Finding, fingerprint};
 
 /// A set of approved fingerprints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,7 +63,7 @@ impl Baseline {
             for line in text.lines() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if !line.is_empty() {
-                    set.insert(line.to_string());
+                    set.insert(normalize(line));
                 }
             }
         }
@@ -68,7 +72,12 @@ impl Baseline {
 
     /// Adds one fingerprint.
     pub fn insert(&mut self, fingerprint: impl Into<String>) {
-        self.fingerprints.insert(fingerprint.into());
+        self.fingerprints.insert(normalize(&fingerprint.into()));
+    }
+
+    /// Adds every fingerprint of another baseline (a `.gitleaksignore` and `--baseline`).
+    pub fn extend(&mut self, other: Baseline) {
+        self.fingerprints.extend(other.fingerprints);
     }
 
     /// Number of fingerprints.
@@ -86,9 +95,33 @@ impl Baseline {
         if self.fingerprints.is_empty() {
             return false;
         }
-        self.fingerprints.contains(f.fingerprint())
-            || (f.commit.is_some() && self.fingerprints.contains(&f.file_fingerprint()))
+        let listed = |rule_id: &str| {
+            self.fingerprints
+                .contains(&fingerprint(f.commit.as_deref(), &f.file, rule_id, f.line))
+                || (f.commit.is_some()
+                    && self
+                        .fingerprints
+                        .contains(&fingerprint(None, &f.file, rule_id, f.line)))
+        };
+        listed(&f.rule_id) || gitleaks_ids_of(&f.rule_id).any(listed)
     }
+}
+
+/// gitleaks normalises the path part of a `.gitleaksignore` entry to `/` separators (entries
+/// written on Windows); so do we.
+fn normalize(entry: &str) -> String {
+    let parts: Vec<&str> = entry.split(':').collect();
+    let at = match parts.len() {
+        3 => 0,
+        4 => 1,
+        _ => return entry.to_string(),
+    };
+    if !parts[at].contains('\\') {
+        return entry.to_string();
+    }
+    let mut parts: Vec<String> = parts.into_iter().map(str::to_string).collect();
+    parts[at] = parts[at].replace('\\', "/");
+    parts.join(":")
 }
 
 #[cfg(test)]
@@ -108,6 +141,27 @@ mod tests {
         assert!(b.allows(&finding(Some("abc"))));
         assert!(!b.allows(&finding(Some("abd"))));
         assert!(!b.allows(&finding(None)));
+    }
+
+    #[test]
+    fn gitleaks_rule_ids_and_windows_paths_carry_over() {
+        let f = Finding::new(
+            "generic-secret",
+            "d",
+            "a/b.txt",
+            4,
+            1,
+            None,
+            Secret::default(),
+            0.0,
+        );
+        let b = Baseline::parse("a\\b.txt:generic-api-key:4\n").unwrap();
+        assert!(b.allows(&f));
+        assert!(
+            !Baseline::parse("a/b.txt:github-pat:4\n")
+                .unwrap()
+                .allows(&f)
+        );
     }
 
     #[test]

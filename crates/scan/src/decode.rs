@@ -11,14 +11,8 @@ use std::ops::Range;
 
 use base64::Engine as _;
 
-/// Shortest base64 run decoded (18 bytes of decoded text; a 20-character key id needs 28).
-pub(crate) const MIN_BASE64_RUN: usize = 24;
-/// Shortest hex run decoded (16 bytes of decoded text).
-pub(crate) const MIN_HEX_RUN: usize = 32;
-/// Fewest `%XX` escapes in a percent-encoded run before it is decoded.
-pub(crate) const MIN_PERCENT_ESCAPES: usize = 2;
-/// How many times decoded text is itself searched for encoded runs.
-pub(crate) const MAX_DECODE_DEPTH: usize = 2;
+/// How many decoding passes run by default (gitleaks' `--max-decode-depth` default).
+pub const DEFAULT_MAX_DECODE_DEPTH: usize = 5;
 
 /// How a run was encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +20,7 @@ pub(crate) enum Encoding {
     Base64,
     Hex,
     Percent,
+    Unicode,
 }
 
 /// One encoded run and what it decodes to.
@@ -69,83 +64,237 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// Finds the encoded runs of `data` that decode to mostly printable text.
-///
-/// Ordinary text costs about one byte look-up in [`MIN_BASE64_RUN`]: a run that long must
-/// cover the byte at `i + MIN_BASE64_RUN - 1`, so when that byte cannot be part of a run the
-/// search jumps past it.
+/// The candidate runs, as gitleaks finds them: in this order of precedence, percent escapes
+/// (from the first to the last escape of a line), Unicode escapes (`\uXXXX`, `U+XXXX`), hex
+/// (32 digits or more) and base64 (16 characters or more, standard or URL-safe).
+fn candidates() -> &'static regex::bytes::Regex {
+    static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::bytes::RegexBuilder::new(concat!(
+            r"%[0-9A-Fa-f]{2}(?:.*%[0-9A-Fa-f]{2})?",
+            r"|(?:U\+[a-fA-F0-9]{4}(?:\s|$))+|(?i:(?:\\{1,2}u[a-fA-F0-9]{4})+)",
+            r"|[0-9A-Fa-f]{32,}",
+            r"|[\w/+-]{16,}={0,2}",
+        ))
+        .unicode(false)
+        .build()
+        .unwrap_or_else(|e| unreachable!("the candidate pattern is valid: {e}"))
+    })
+}
+
+/// A run of `U+XXXX` code points, whole (tells the Unicode alternative from base64).
+fn unicode_points() -> &'static regex::bytes::Regex {
+    static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::bytes::RegexBuilder::new(r"^(?:U\+[a-fA-F0-9]{4}(?:\s|$))+$")
+            .unicode(false)
+            .build()
+            .unwrap_or_else(|e| unreachable!("the code point pattern is valid: {e}"))
+    })
+}
+
+/// Finds the encoded runs of `data` that decode to printable text (one decoding pass of
+/// gitleaks' decoder, plus base64 wrapped over several lines decoded as one block).
 pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
-    const MIN: usize = if MIN_HEX_RUN < MIN_BASE64_RUN {
-        MIN_HEX_RUN
-    } else {
-        MIN_BASE64_RUN
-    };
-    let in_run = |b: u8| CLASS[usize::from(b)] & B64 != 0;
     let mut out = Vec::new();
-    let n = data.len();
-    let mut i = 0;
-    while i + MIN <= n {
-        let probe = i + MIN - 1;
-        if !in_run(data[probe]) {
-            i = probe + 1;
-            continue;
-        }
-        let mut start = probe;
-        while start > i && in_run(data[start - 1]) {
-            start -= 1;
-        }
-        let mut end = probe + 1;
-        while end < n && in_run(data[end]) {
-            end += 1;
-        }
-        i = end;
-        if end - start < MIN {
-            continue;
-        }
-        let run = &data[start..end];
-        if run.len() >= MIN_HEX_RUN
-            && run.iter().all(u8::is_ascii_hexdigit)
-            && let Ok(text) = hex::decode(&run[..run.len() - run.len() % 2])
-            && printable(&text)
-        {
-            out.push(Decoded {
-                span: start..end,
-                encoding: Encoding::Hex,
-                text,
-            });
-            continue;
-        }
-        if let Some((text, to)) = wrapped_base64(data, start, end) {
-            out.push(Decoded {
-                span: start..to,
-                encoding: Encoding::Base64,
-                text,
-            });
-            i = to;
-            continue;
-        }
-        if run.len() >= MIN_BASE64_RUN {
-            let mut padded = end;
-            while padded < n && data[padded] == b'=' && padded - end < 2 {
-                padded += 1;
-            }
-            if let Some(text) = base64_decode(run)
-                && printable(&text)
-            {
-                out.push(Decoded {
-                    span: start..padded,
-                    encoding: Encoding::Base64,
-                    text,
-                });
-            }
-            i = padded;
+    // Cheap test first: no byte that can start a run means no run.
+    let mut longest = 0usize;
+    let mut cur = 0usize;
+    let mut escapes = false;
+    for &b in data {
+        if CLASS[usize::from(b)] & B64 != 0 {
+            cur += 1;
+            longest = longest.max(cur);
+        } else {
+            cur = 0;
+            escapes |= b == b'%' || b == b'\\' || b == b'+';
         }
     }
-    if memchr::memchr(b'%', data).is_some() {
-        percent_runs(data, &mut out);
-        out.sort_by_key(|d| d.span.start);
+    if longest < 16 && !escapes {
+        return out;
+    }
+    let re = candidates();
+    let mut skip_to = 0usize;
+    // `find_iter` (no capture groups: the fast path); the alternative that matched is told
+    // from the match itself, in the pattern's order of precedence.
+    // The candidates and their kinds, told from the match itself in the pattern's order of
+    // precedence (`find_iter`: no capture groups, the fast path).
+    let found: Vec<(Range<usize>, Encoding)> = re
+        .find_iter(data)
+        .map(|m| {
+            let run = m.as_bytes();
+            let kind = match run[0] {
+                b'%' => Encoding::Percent,
+                b'\\' => Encoding::Unicode,
+                b'U' if run.get(1) == Some(&b'+') && unicode_points().is_match(run) => {
+                    Encoding::Unicode
+                }
+                _ if run.len() >= 32 && run.iter().all(u8::is_ascii_hexdigit) => Encoding::Hex,
+                _ => Encoding::Base64,
+            };
+            (m.range(), kind)
+        })
+        .collect();
+    // As gitleaks: a candidate touching a neighbour of higher precedence (a base64 run cut by
+    // a `%XX` escape) waits for the next pass, when the escape is decoded and the run whole.
+    let touches = |a: &Range<usize>, b: &Range<usize>| b.start <= a.end && b.end >= a.start;
+    for (i, (span, kind)) in found.iter().enumerate() {
+        let outranked = |j: usize| {
+            found
+                .get(j)
+                .is_some_and(|(o, k)| touches(span, o) && precedence(*k) > precedence(*kind))
+        };
+        if (i > 0 && outranked(i - 1)) || outranked(i + 1) || span.start < skip_to {
+            continue;
+        }
+        let run = &data[span.clone()];
+        let text = match kind {
+            Encoding::Percent => decode_percent(run),
+            Encoding::Unicode => decode_unicode(run),
+            Encoding::Hex => decode_hex(run),
+            Encoding::Base64 => {
+                let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
+                if let Some((text, to)) = wrapped_base64(data, span.start, span.start + bare) {
+                    skip_to = to;
+                    out.push(Decoded {
+                        span: span.start..to,
+                        encoding: Encoding::Base64,
+                        text,
+                    });
+                    continue;
+                }
+                decode_base64(run)
+            }
+        };
+        if let Some(text) = text.filter(|t| !t.is_empty() && t.as_slice() != run) {
+            out.push(Decoded {
+                span: span.clone(),
+                encoding: *kind,
+                text,
+            });
+        }
     }
     out
+}
+
+/// Which encoding wins where two candidates touch (gitleaks' order).
+fn precedence(kind: Encoding) -> u8 {
+    match kind {
+        Encoding::Percent => 4,
+        Encoding::Unicode => 3,
+        Encoding::Hex => 2,
+        Encoding::Base64 => 1,
+    }
+}
+
+/// Printable ASCII, tab to tilde (what gitleaks keeps of a decoded run).
+fn printable_ascii(text: &[u8]) -> bool {
+    text.iter().all(|&b| (0x09..0x7f).contains(&b))
+}
+
+/// `%XX` escapes decoded; any escape of a byte that is not printable drops the run.
+fn decode_percent(run: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(run.len());
+    let mut i = 0;
+    while i < run.len() {
+        if run[i] == b'%'
+            && i + 2 < run.len()
+            && let (Some(h), Some(l)) = (hex_val(run[i + 1]), hex_val(run[i + 2]))
+        {
+            let b = (h << 4) | l;
+            if !(0x09..0x7f).contains(&b) {
+                return None;
+            }
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(run[i]);
+        i += 1;
+    }
+    Some(out)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `\uXXXX` escapes and `U+XXXX` code points (whitespace-separated) as UTF-8.
+fn decode_unicode(run: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < run.len() {
+        let digits = if run[i..].starts_with(b"U+") {
+            i += 2;
+            run.get(i..i + 4)
+        } else if run[i] == b'\\' {
+            while i < run.len() && run[i] == b'\\' {
+                i += 1;
+            }
+            i += 1; // the `u`
+            run.get(i..i + 4)
+        } else {
+            // whitespace between code points
+            i += 1;
+            continue;
+        };
+        let cp = digits
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+            .and_then(char::from_u32)?;
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(cp.encode_utf8(&mut buf).as_bytes());
+        i += 4;
+    }
+    Some(out)
+}
+
+/// Hex digits (an even number, at least one a decimal digit) that decode to printable text.
+fn decode_hex(run: &[u8]) -> Option<Vec<u8>> {
+    if !run.len().is_multiple_of(2) || !run.iter().any(u8::is_ascii_digit) {
+        return None;
+    }
+    hex::decode(run).ok().filter(|t| printable_ascii(t))
+}
+
+/// Base64 (standard, else URL-safe) holding at least one digit or symbol, that decodes to
+/// printable text.
+fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
+    if !run
+        .iter()
+        .any(|b| b.is_ascii_digit() || b"+/-_".contains(b))
+    {
+        return None;
+    }
+    strict_base64(run).filter(|t| printable_ascii(t))
+}
+
+/// Base64 as gitleaks' decoder takes a run: standard with its padding (a length of a multiple
+/// of 4), else URL-safe without padding. A run of any other shape is not decoded here; in a
+/// later pass it may join its neighbours into one that is (a run cut by a `%XX` escape).
+fn strict_base64(run: &[u8]) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const STD: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+            .with_decode_allow_trailing_bits(true),
+    );
+    const RAW_URL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    STD.decode(run)
+        .ok()
+        .filter(|t| printable_ascii(t))
+        .or_else(|| RAW_URL.decode(run).ok())
 }
 
 /// Shortest line of a wrapped base64 block (`base64` wraps at 76, PEM at 64).
@@ -213,40 +362,6 @@ fn base64_decode(run: &[u8]) -> Option<Vec<u8>> {
         (true, true) => None,
         (true, false) => URL_SAFE.decode(run).ok(),
         _ => STANDARD.decode(run).ok(),
-    }
-}
-
-/// Runs holding `%XX` escapes: each maximal run of bytes other than spaces, quotes and
-/// brackets that contains at least [`MIN_PERCENT_ESCAPES`] escapes.
-fn percent_runs(data: &[u8], out: &mut Vec<Decoded>) {
-    let delim = |b: u8| b.is_ascii_whitespace() || b"\"'<>()[]{}`,;".contains(&b) || b < 0x20;
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(b'%', &data[i..]) {
-        let pct = i + p;
-        let mut start = pct;
-        while start > i && !delim(data[start - 1]) {
-            start -= 1;
-        }
-        let mut end = pct;
-        while end < data.len() && !delim(data[end]) {
-            end += 1;
-        }
-        let run = &data[start..end];
-        let escapes = run
-            .windows(3)
-            .filter(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
-            .count();
-        if escapes >= MIN_PERCENT_ESCAPES {
-            let text: Vec<u8> = percent_encoding::percent_decode(run).collect();
-            if printable(&text) {
-                out.push(Decoded {
-                    span: start..end,
-                    encoding: Encoding::Percent,
-                    text,
-                });
-            }
-        }
-        i = end.max(pct + 1);
     }
 }
 
@@ -335,7 +450,8 @@ mod tests {
                 (Encoding::Base64, format!("key={KEY}")),
                 (Encoding::Base64, format!("k?>{KEY}")),
                 (Encoding::Hex, KEY.to_string()),
-                (Encoding::Percent, format!("d=x?v={KEY}&z=1")),
+                // From the first escape to the last, as gitleaks takes it.
+                (Encoding::Percent, KEY.to_string()),
             ]
         );
     }
@@ -358,7 +474,9 @@ mod tests {
     #[test]
     fn ordinary_text_and_random_runs_decode_to_nothing() {
         let data = b"fn some_long_function_name_for_tests() {}\nchecksum = \"0d8bd0a4e6a3bb0de3ac9fe1a1f7ab3a5c5d9e7b4c3a2f1e0d9c8b7a6f5e4d3c\"\nurl = https://x/a%20b\n";
-        assert_eq!(texts(data), vec![]);
+        // Only the escape is decoded (as gitleaks does): the identifier and the checksum,
+        // which decode to binary, are not.
+        assert_eq!(texts(data), vec![(Encoding::Percent, " ".to_string())]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
-use crate::finding::{Finding, Secret, shannon_entropy};
+use crate::finding::{Finding, MatchSpan, Secret, shannon_entropy};
 use crate::value;
 
 /// The marker that allows a finding on its line (unless switched off).
@@ -55,6 +55,8 @@ pub struct Engine {
     /// Rules without keywords (always run).
     unconditional: Vec<usize>,
     honor_inline_allow: bool,
+    /// How many decoding passes run (0: none).
+    max_decode_depth: usize,
 }
 
 impl Engine {
@@ -111,7 +113,14 @@ impl Engine {
             keyword_rules,
             unconditional,
             honor_inline_allow,
+            max_decode_depth: decode::DEFAULT_MAX_DECODE_DEPTH,
         }
+    }
+
+    /// How many times encoded text is decoded and scanned again (gitleaks'
+    /// `--max-decode-depth`; 0 switches decoding off).
+    pub fn set_max_decode_depth(&mut self, depth: usize) {
+        self.max_decode_depth = depth;
     }
 
     /// Switches the inline `gitleaks:allow` marker on or off.
@@ -183,93 +192,94 @@ impl Engine {
 
     fn scan_in(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, mode: Mode) {
         let start = out.len();
-        self.scan_plain(frag, out, mode == Mode::Exact, mode);
-        if let Some(text) = decode::utf16_text(frag.data) {
-            let mut more = Vec::new();
-            self.scan_plain(
-                &Fragment {
-                    data: &text,
-                    ..*frag
-                },
-                &mut more,
-                false,
-                mode,
-            );
-            self.scan_encoded(frag, &text, 0, None, start, out, mode);
-            push_new(out, start, more);
+        let mut place = Place::new(frag.data, frag.line_map);
+        self.scan_plain(frag, &mut place, out, mode == Mode::Exact, mode);
+        let plain = out.len();
+        self.scan_hidden(frag, start, out, mode);
+        if out.len() > plain {
+            // Decoding passes find things out of line order; put them back in it.
+            out[start..].sort_by_key(|f| f.line);
         }
-        self.scan_encoded(frag, frag.data, 0, None, start, out, mode);
     }
 
-    /// Decodes the encoded runs of `data` (the fragment's bytes, or decoded text at `at`) and
-    /// scans what they hide, down to [`decode::MAX_DECODE_DEPTH`].
-    #[allow(clippy::too_many_arguments)]
-    fn scan_encoded(
-        &self,
-        frag: &Fragment<'_>,
-        data: &[u8],
-        depth: usize,
-        at: Option<(u32, u32)>,
-        start: usize,
-        out: &mut Vec<Finding>,
-        mode: Mode,
-    ) {
-        if depth >= decode::MAX_DECODE_DEPTH {
+    /// The second looks: UTF-16 text, then the decoding passes.
+    fn scan_hidden(&self, frag: &Fragment<'_>, start: usize, out: &mut Vec<Finding>, mode: Mode) {
+        if let Some(text) = decode::utf16_text(frag.data) {
+            let mut more = Vec::new();
+            let sub = Fragment {
+                data: &text,
+                line_map: frag.line_map,
+                ..*frag
+            };
+            let mut place = Place::new(&text, frag.line_map);
+            self.scan_plain(&sub, &mut place, &mut more, false, mode);
+            self.scan_decoded(&sub, start, out, mode);
+            push_new(out, start, more);
+        }
+        self.scan_decoded(frag, start, out, mode);
+    }
+
+    /// gitleaks' decoding passes: each pass replaces the encoded runs of the text with what
+    /// they decode to, in place (so the text around a run, `password=`, still frames it), and
+    /// the rules run again around the runs decoded in that pass; a match is reported where
+    /// the encoded text it came from starts in the fragment. Up to `max_decode_depth` passes.
+    fn scan_decoded(&self, frag: &Fragment<'_>, start: usize, out: &mut Vec<Finding>, mode: Mode) {
+        if self.max_decode_depth == 0 {
             return;
         }
-        let runs = decode::encoded_runs(data);
+        let mut runs = decode::encoded_runs(frag.data);
         if runs.is_empty() {
             return;
         }
-        let mut lines = LineIndex::default();
-        for run in runs {
-            let here = at.unwrap_or_else(|| {
-                let (idx, col) = lines.locate(data, run.span.start);
-                let line = match frag.line_map {
-                    Some(map) => map.get(idx).copied().unwrap_or(0),
-                    None => u32::try_from(idx + 1).unwrap_or(u32::MAX),
-                };
-                (line, u32::try_from(col + 1).unwrap_or(u32::MAX))
-            });
-            if at.is_none() && self.honor_inline_allow {
-                let s = line_start(data, run.span.start);
-                if contains(&data[s..line_end(data, run.span.end)], INLINE_ALLOW) {
-                    continue;
+        let mut text: Vec<u8> = frag.data.to_vec();
+        let mut pieces: Vec<Piece> = Vec::new();
+        for pass in 0..self.max_decode_depth {
+            if pass > 0 {
+                runs = decode::encoded_runs(&text);
+            }
+            if runs.is_empty() {
+                return;
+            }
+            let (next, next_pieces, fresh) = substitute(&text, &pieces, std::mem::take(&mut runs));
+            text = next;
+            pieces = next_pieces;
+            // Scan windows around the fresh runs (merged), keeping matches that touch one.
+            let mut windows: Vec<Range<usize>> = Vec::new();
+            for f in &fresh {
+                let s = line_start(&text, f.start.saturating_sub(WINDOW_BEFORE));
+                let e = line_end(&text, (f.end + WINDOW_AFTER).min(text.len()));
+                match windows.last_mut() {
+                    Some(last) if s <= last.end => last.end = last.end.max(e),
+                    _ => windows.push(s..e),
                 }
             }
-            let sub = Fragment {
-                path: frag.path,
-                commit: frag.commit,
-                data: &run.text,
-                line_map: None,
-            };
             let mut found = Vec::new();
-            self.scan_plain(&sub, &mut found, false, mode);
-            let found = found
-                .into_iter()
-                .map(|f| {
-                    Finding::new(
-                        &f.rule_id,
-                        &f.description,
-                        frag.path,
-                        here.0,
-                        here.1,
-                        frag.commit,
-                        f.secret,
-                        f.entropy,
-                    )
-                })
-                .collect();
+            for w in windows {
+                let sub = Fragment {
+                    path: frag.path,
+                    commit: frag.commit,
+                    data: &text[w.clone()],
+                    line_map: None,
+                };
+                let mut place = Place {
+                    numbering: frag.data,
+                    line_map: frag.line_map,
+                    base: w.start,
+                    decoded: Some((&pieces, &fresh)),
+                    lines: LineIndex::default(),
+                };
+                self.scan_plain(&sub, &mut place, &mut found, false, mode);
+            }
             push_new(out, start, found);
-            self.scan_encoded(frag, &run.text, depth + 1, Some(here), start, out, mode);
         }
     }
 
     /// The rules over the fragment's bytes as they are; `path_rules`: also the rules that
-    /// match a path alone.
+    /// match a path alone. `place` says where a match in these bytes is reported.
     fn scan_plain(
         &self,
         frag: &Fragment<'_>,
+        place: &mut Place<'_>,
         out: &mut Vec<Finding>,
         path_rules: bool,
         mode: Mode,
@@ -298,14 +308,13 @@ impl Engine {
                 }
             }
         }
-        let mut lines = LineIndex::default();
-        let mut found: Vec<(Range<usize>, Finding)> = Vec::new();
+        let mut found: Vec<Hit> = Vec::new();
         for (i, rule_regions) in regions.into_iter().enumerate() {
             let Some(mut rule_regions) = rule_regions else {
                 continue;
             };
             let rule = &self.rules[i];
-            if mode == Mode::Exact && !self.rule_applies(rule, frag) {
+            if rule.skip_report || (mode == Mode::Exact && !self.rule_applies(rule, frag)) {
                 continue;
             }
             let covered: usize = rule_regions.iter().map(|r| r.len()).sum();
@@ -313,16 +322,21 @@ impl Engine {
                 rule_regions.clear();
                 rule_regions.push(0..frag.data.len());
             }
+            let mut hits = Vec::new();
             for region in rule_regions {
-                self.scan_region(rule, frag, region, &mut lines, &mut found, mode);
+                self.scan_region(rule, frag, region, place, &mut hits, mode);
             }
+            if !rule.required.is_empty() && !hits.is_empty() {
+                self.keep_composite(rule, frag, place, &mut hits, mode);
+            }
+            found.extend(hits);
         }
         drop_generic_duplicates(&mut found);
-        out.extend(found.into_iter().map(|(_, f)| f));
+        out.extend(found.into_iter().map(|h| h.finding));
         if !path_rules {
             return;
         }
-        // Path-only rules: the file itself is the finding.
+        // Path-only rules: the file itself is the finding, on line 0 (as gitleaks has it).
         for rule in &self.rules {
             if rule.regex.is_none()
                 && !rule.skip_report
@@ -338,14 +352,52 @@ impl Engine {
                     &rule.id,
                     &rule.description,
                     frag.path,
-                    first_line(frag.line_map),
-                    1,
+                    0,
+                    0,
                     frag.commit,
                     Secret::default(),
                     0.0,
                 ));
             }
         }
+    }
+
+    /// A composite rule's matches are kept only where each rule it requires matches too, near
+    /// enough (gitleaks' `[[rules.required]]`: within `withinLines` lines and `withinColumns`
+    /// columns of the match's start, or anywhere in the fragment when neither is given). The
+    /// required rules run whatever their keywords and `skipReport`.
+    fn keep_composite(
+        &self,
+        rule: &Rule,
+        frag: &Fragment<'_>,
+        place: &mut Place<'_>,
+        hits: &mut Vec<Hit>,
+        mode: Mode,
+    ) {
+        let mut by_rule: Vec<(&crate::config::Required, Vec<Hit>)> = Vec::new();
+        for req in &rule.required {
+            let mut other = Vec::new();
+            if let Some(r) = self.rules.iter().find(|r| r.id == req.rule_id)
+                && (mode == Mode::AnyPath || self.rule_applies(r, frag))
+            {
+                let mut r = r.clone();
+                r.skip_report = false;
+                r.required.clear();
+                self.scan_region(&r, frag, 0..frag.data.len(), place, &mut other, mode);
+            }
+            by_rule.push((req, other));
+        }
+        hits.retain(|h| {
+            by_rule.iter().all(|(req, other)| {
+                other.iter().any(|o| {
+                    req.within_lines
+                        .is_none_or(|n| h.at.0.abs_diff(o.at.0) <= n)
+                        && req
+                            .within_columns
+                            .is_none_or(|n| h.at.1.abs_diff(o.at.1) <= n)
+                })
+            })
+        });
     }
 
     fn rule_applies(&self, rule: &Rule, frag: &Fragment<'_>) -> bool {
@@ -367,8 +419,8 @@ impl Engine {
         rule: &Rule,
         frag: &Fragment<'_>,
         region: Range<usize>,
-        lines: &mut LineIndex,
-        out: &mut Vec<(Range<usize>, Finding)>,
+        place: &mut Place<'_>,
+        out: &mut Vec<Hit>,
         mode: Mode,
     ) {
         let Some(re) = &rule.regex else { return };
@@ -429,27 +481,242 @@ impl Engine {
                 continue;
             }
             let secret_abs = base + secret.start();
-            let (line_idx, col) = lines.locate(frag.data, secret_abs);
-            let line = match frag.line_map {
-                Some(map) => map.get(line_idx).copied().unwrap_or(0),
-                None => u32::try_from(line_idx + 1).unwrap_or(u32::MAX),
+            let Some(loc) = place.locate(frag.data, abs_start..abs_end, secret_abs) else {
+                continue;
             };
-            let span = secret_abs..base + secret.end();
-            out.push((
-                span,
-                Finding::new(
+            out.push(Hit {
+                span: secret_abs..base + secret.end(),
+                at: (loc.line, loc.span.start_column),
+                finding: Finding::new(
                     &rule.id,
                     &rule.description,
                     frag.path,
-                    line,
-                    u32::try_from(col + 1).unwrap_or(u32::MAX),
+                    loc.line,
+                    loc.column,
                     frag.commit,
                     Secret::from_bytes(secret_bytes),
                     entropy,
+                )
+                .with_match(
+                    loc.span,
+                    Secret::from_bytes(whole.as_bytes()),
+                    &rule.tags,
                 ),
-            ));
+            });
         }
     }
+}
+
+/// A match of one rule: the secret's span in the scanned bytes, the match's (line, column)
+/// for composite rules' distances, and the finding.
+struct Hit {
+    span: Range<usize>,
+    at: (u32, u32),
+    finding: Finding,
+}
+
+/// A decoded run after a decoding pass: where its text is now, and what it stands for in the
+/// fragment's own bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    now: Range<usize>,
+    orig: Range<usize>,
+}
+
+/// Where `pos` (in the text after decoding, whose decoded runs are `pieces`, sorted) sits in
+/// the fragment: inside a decoded run, at the start (or, for an `end`, the end) of the encoded
+/// text it came from; elsewhere, shifted by what the runs before it grew or shrank.
+fn to_orig(pieces: &[Piece], pos: usize, end: bool) -> usize {
+    let mut shift: isize = 0;
+    for p in pieces {
+        if pos >= p.now.end {
+            shift += p.orig.len() as isize - p.now.len() as isize;
+            continue;
+        }
+        if pos > p.now.start {
+            return if end { p.orig.end } else { p.orig.start };
+        }
+        break;
+    }
+    pos.saturating_add_signed(shift)
+}
+
+/// One decoding pass: `runs` (found in `text`) replaced by what they decode to. Returns the
+/// new text, its decoded pieces (older ones shifted, those a run swallowed merged into it)
+/// and the spans of the runs decoded in this pass.
+fn substitute(
+    text: &[u8],
+    pieces: &[Piece],
+    runs: Vec<decode::Decoded>,
+) -> (Vec<u8>, Vec<Piece>, Vec<Range<usize>>) {
+    let mut out = Vec::with_capacity(text.len());
+    let mut next: Vec<Piece> = Vec::new();
+    let mut fresh = Vec::new();
+    let mut copied = 0usize;
+    // Older pieces, in the old text's coordinates; one a run cuts into keeps what is left.
+    let mut old: Vec<Piece> = pieces.to_vec();
+    let mut i = 0;
+    // An older piece (or what is left of one) carried into the new text unchanged.
+    let keep = |p: &Piece, out_len: usize, copied: usize| {
+        let start = out_len + (p.now.start - copied);
+        Piece {
+            now: start..start + p.now.len(),
+            orig: p.orig.clone(),
+        }
+    };
+    for run in runs {
+        while i < old.len() && old[i].now.end <= run.span.start {
+            next.push(keep(&old[i], out.len(), copied));
+            i += 1;
+        }
+        let orig = to_orig(pieces, run.span.start, false)..to_orig(pieces, run.span.end, true);
+        // The part of an older piece before the run stays decoded text standing for nothing
+        // more of the fragment (the run's piece starts where that piece did).
+        if i < old.len() && old[i].now.start < run.span.start {
+            let head = old[i].now.start..run.span.start;
+            let start = out.len() + (head.start - copied);
+            next.push(Piece {
+                now: start..start + head.len(),
+                orig: orig.start..orig.start,
+            });
+        }
+        // Older pieces inside the run are swallowed by it; one that goes on past it keeps
+        // its tail, standing for nothing more either (the run's piece ends where it did).
+        while i < old.len() && old[i].now.start < run.span.end {
+            if old[i].now.end > run.span.end {
+                old[i].now.start = run.span.end;
+                old[i].orig = orig.end..orig.end;
+                break;
+            }
+            i += 1;
+        }
+        out.extend_from_slice(&text[copied..run.span.start]);
+        let start = out.len();
+        out.extend_from_slice(&run.text);
+        next.push(Piece {
+            now: start..out.len(),
+            orig,
+        });
+        fresh.push(start..out.len());
+        copied = run.span.end;
+    }
+    for p in &old[i..] {
+        next.push(keep(p, out.len(), copied));
+    }
+    out.extend_from_slice(&text[copied..]);
+    (out, next, fresh)
+}
+
+#[cfg(test)]
+mod decoded_place_tests {
+    use super::*;
+
+    fn run(span: Range<usize>, text: &str) -> decode::Decoded {
+        decode::Decoded {
+            span,
+            encoding: decode::Encoding::Base64,
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn positions_after_a_run_that_cuts_into_an_older_piece_map_back_exactly() {
+        // Pass 1: "AAAAAAAA" (0..8) decodes to "x=BBBB" and "CCCCCCCC" (9..17) to "yy".
+        let text = b"AAAAAAAA CCCCCCCC tail";
+        let (t1, p1, _) = substitute(text, &[], vec![run(0..8, "x=BBBB"), run(9..17, "yy")]);
+        assert_eq!(t1, b"x=BBBB yy tail");
+        // Pass 2: "BBBB=" would not be a run; "=BBBB y" stands in for a run that starts
+        // inside the first piece and ends inside the second.
+        let (t2, p2, _) = substitute(&t1, &p1, vec![run(1..8, "Q")]);
+        assert_eq!(t2, b"xQy tail");
+        // "tail" is at 18 in the fragment, at 4 now.
+        assert_eq!(to_orig(&p2, 4, false), 18);
+        // The tail of the second piece ("y", at 2) stands for the end of its encoded text.
+        assert_eq!(to_orig(&p2, 2, false), 17);
+        // The head of the first piece ("x", at 0) for its start.
+        assert_eq!(to_orig(&p2, 0, false), 0);
+    }
+}
+
+/// Where matches in the scanned bytes are reported: lines are those of `numbering` (the
+/// fragment's bytes) or, in git mode, of the file (`line_map`).
+struct Place<'a> {
+    numbering: &'a [u8],
+    line_map: Option<&'a [u32]>,
+    /// Where the scanned bytes start in the (decoded) text.
+    base: usize,
+    /// After a decoding pass: the decoded pieces and the spans decoded in this pass (a match
+    /// must touch one of them, or an earlier pass reported it).
+    decoded: Option<(&'a [Piece], &'a [Range<usize>])>,
+    lines: LineIndex,
+}
+
+impl<'a> Place<'a> {
+    fn new(numbering: &'a [u8], line_map: Option<&'a [u32]>) -> Self {
+        Self {
+            numbering,
+            line_map,
+            base: 0,
+            decoded: None,
+            lines: LineIndex::default(),
+        }
+    }
+
+    /// Where a match is reported, or `None` when it is not to be reported from these bytes.
+    /// The line is the match's first line (a match that starts with a newline: the next one),
+    /// as gitleaks counts it, so fingerprints agree; the column is the secret's.
+    fn locate(&mut self, data: &[u8], matched: Range<usize>, secret: usize) -> Option<Loc> {
+        let mut first = matched.start;
+        if data.get(first) == Some(&b'\n') && first + 1 < matched.end {
+            first += 1;
+        }
+        let last = matched.end.saturating_sub(1).max(first);
+        let (first, last, secret) = match self.decoded {
+            None => (self.base + first, self.base + last, self.base + secret),
+            Some((pieces, fresh)) => {
+                let (s, e) = (self.base + matched.start, self.base + matched.end);
+                if !fresh.iter().any(|f| f.start < e && s < f.end) {
+                    return None;
+                }
+                let o = to_orig(pieces, self.base + first, false);
+                let l = to_orig(pieces, self.base + last + 1, true)
+                    .saturating_sub(1)
+                    .max(o);
+                (o, l, o)
+            }
+        };
+        let line_of = |idx: usize| match self.line_map {
+            Some(map) => map.get(idx).copied().unwrap_or(0),
+            None => u32::try_from(idx + 1).unwrap_or(u32::MAX),
+        };
+        let c = |c: usize| u32::try_from(c + 1).unwrap_or(u32::MAX);
+        let (idx, match_col) = self.lines.locate(self.numbering, first);
+        // The secret's column, when it is on the match's first line (else the match's).
+        let (secret_idx, secret_col) = self.lines.locate(self.numbering, secret);
+        let col = if secret_idx == idx {
+            secret_col
+        } else {
+            match_col
+        };
+        let (end_idx, end_col) = self.lines.locate(self.numbering, last);
+        let line = line_of(idx);
+        Some(Loc {
+            line,
+            column: c(col),
+            span: MatchSpan {
+                start_column: c(match_col),
+                end_line: line_of(end_idx),
+                end_column: c(end_col),
+            },
+        })
+    }
+}
+
+/// Where a finding is reported.
+struct Loc {
+    line: u32,
+    column: u32,
+    span: MatchSpan,
 }
 
 /// Appends the findings of a second look that the first look (from `start` on) did not
@@ -468,31 +735,27 @@ fn push_new(out: &mut Vec<Finding>, start: usize, more: Vec<Finding>) {
 /// A secret found by a specific rule is not reported again by a generic rule (ids starting
 /// with `generic`) whose secret overlaps it; of overlapping generic findings the first (in rule
 /// order) is kept.
-fn drop_generic_duplicates(found: &mut Vec<(Range<usize>, Finding)>) {
+fn drop_generic_duplicates(found: &mut Vec<Hit>) {
     if found.len() < 2 {
         return;
     }
     let is_generic = |f: &Finding| f.rule_id.starts_with("generic");
     let mut kept: Vec<Range<usize>> = found
         .iter()
-        .filter(|(_, f)| !is_generic(f))
-        .map(|(r, _)| r.clone())
+        .filter(|h| !is_generic(&h.finding))
+        .map(|h| h.span.clone())
         .collect();
     let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
-    found.retain(|(r, f)| {
-        if !is_generic(f) {
+    found.retain(|h| {
+        if !is_generic(&h.finding) {
             return true;
         }
-        if kept.iter().any(|k| overlaps(k, r)) {
+        if kept.iter().any(|k| overlaps(k, &h.span)) {
             return false;
         }
-        kept.push(r.clone());
+        kept.push(h.span.clone());
         true
     });
-}
-
-fn first_line(map: Option<&[u32]>) -> u32 {
-    map.and_then(|m| m.first().copied()).unwrap_or(1)
 }
 
 /// Adds the window around a keyword hit, merging with the previous window when they touch.

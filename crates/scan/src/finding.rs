@@ -56,6 +56,24 @@ pub struct Finding {
     pub entropy: f64,
     /// `commit:file:rule_id:line`, or `file:rule_id:line` outside git: the key allowlists use.
     pub fingerprint: String,
+    /// Where the whole match is (for gitleaks' report): its first column, last line and last
+    /// column (1-based, inclusive; on line `line` unless the match spans lines).
+    pub span: MatchSpan,
+    /// The whole match (redacted when printed), as gitleaks' report has it.
+    pub matched: Secret,
+    /// The rule's tags.
+    pub tags: Vec<String>,
+}
+
+/// Where a whole match starts and ends (a secret is usually part of it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatchSpan {
+    /// 1-based column of the match's first byte.
+    pub start_column: u32,
+    /// Line of the match's last byte.
+    pub end_line: u32,
+    /// 1-based column of the match's last byte.
+    pub end_column: u32,
 }
 
 impl Finding {
@@ -81,7 +99,22 @@ impl Finding {
             secret,
             entropy,
             fingerprint: fingerprint(commit, file, rule_id, line),
+            span: MatchSpan {
+                start_column: column,
+                end_line: line,
+                end_column: column,
+            },
+            matched: Secret::default(),
+            tags: Vec::new(),
         }
+    }
+
+    /// The same finding with where its whole match is, what it is, and its rule's tags.
+    pub fn with_match(mut self, span: MatchSpan, matched: Secret, tags: &[String]) -> Self {
+        self.span = span;
+        self.matched = matched;
+        self.tags = tags.to_vec();
+        self
     }
 
     /// `commit:file:rule_id:line`, or `file:rule_id:line` outside git.

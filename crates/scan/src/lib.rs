@@ -2,7 +2,8 @@
 //! (keyword pre-filter, byte regexes without Unicode, parallel over files) that scans files,
 //! stdin, the lines git commits add and git objects themselves. Binary content is scanned for
 //! what it holds; UTF-16 text and base64 / hex / percent-encoded runs are decoded and scanned
-//! too; compressed or encrypted content is reported as unreadable rather than passed.
+//! too; compressed or encrypted content is reported as unreadable rather than passed (or, with
+//! [`ScanOptions::max_archive_depth`], zip, tar, gzip, xz and zstd files are opened, bounded).
 //!
 //! Used by `bot-bottle scan` and by the git gate, which scans pushed ranges inside a receive
 //! quarantine with [`Scanner::scan_push`] (what [`Scanner::scan_git`] and
@@ -24,7 +25,9 @@
 //! # Ok(()) }
 //! ```
 
+mod archive;
 mod baseline;
+pub mod compat;
 mod config;
 mod decode;
 mod engine;
@@ -62,13 +65,21 @@ use std::time::Duration;
 use rayon::prelude::*;
 
 pub use baseline::Baseline;
-pub use config::{ASSIGNMENT_TAG, BUILTIN_RULES, ConfigError, Rule, RuleSet};
+pub use config::{
+    ASSIGNMENT_TAG, BUILTIN_RULES, ConfigError, GITLEAKS_DEFAULT_IDS, Required, Rule, RuleSet,
+    gitleaks_default, gitleaks_ids_of,
+};
+pub use decode::DEFAULT_MAX_DECODE_DEPTH;
 pub use engine::INLINE_ALLOW;
 pub use error::ScanError;
-pub use finding::{Finding, FindingJson, REDACTED, Secret, fingerprint, shannon_entropy};
+pub use finding::{
+    Finding, FindingJson, MatchSpan, REDACTED, Secret, fingerprint, shannon_entropy,
+};
 pub use git::{GitScanCounts, GitScanRequest};
 pub use objects::{DEFAULT_MAX_BLOB_SIZE, ObjectScan, ObjectScanOptions, Unreadable};
-pub use report::{Format, RuleInfo, render, render_json, render_sarif, render_text};
+pub use report::{
+    Format, RuleInfo, render, render_gitleaks, render_json, render_sarif, render_text,
+};
 
 use engine::{Engine, Fragment};
 
@@ -87,6 +98,12 @@ pub struct ScanOptions {
     pub respect_gitignore: bool,
     /// How long `git log` may run before it is stopped and the scan fails.
     pub git_timeout: Duration,
+    /// How many times encoded text (base64, hex, percent, Unicode escapes) is decoded in
+    /// place and scanned again (gitleaks' `--max-decode-depth`; 0: never).
+    pub max_decode_depth: usize,
+    /// How deep nested archives and compressed files are opened (gitleaks'
+    /// `--max-archive-depth`; 0: never, they are listed as skipped). Files on disk only.
+    pub max_archive_depth: usize,
 }
 
 impl Default for ScanOptions {
@@ -96,6 +113,8 @@ impl Default for ScanOptions {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             respect_gitignore: true,
             git_timeout: Duration::from_secs(600),
+            max_decode_depth: DEFAULT_MAX_DECODE_DEPTH,
+            max_archive_depth: 0,
         }
     }
 }
@@ -156,6 +175,7 @@ impl Scanner {
     pub fn with_options(mut self, options: ScanOptions) -> Self {
         self.engine
             .set_honor_inline_allow(options.honor_inline_allow);
+        self.engine.set_max_decode_depth(options.max_decode_depth);
         self.options = options;
         self
     }
@@ -237,14 +257,8 @@ impl Scanner {
             if meta.is_dir() {
                 self.scan_dir(path, &mut total)?;
             } else {
-                match self.scan_file(path, display_path(path), true)? {
-                    FileOutcome::Scanned { findings, bytes } => {
-                        total.files += 1;
-                        total.bytes += bytes;
-                        total.findings.extend(findings);
-                    }
-                    FileOutcome::Skipped(s) => total.skipped.push(s),
-                }
+                self.scan_file(path, display_path(path), true)?
+                    .add_to(&mut total);
             }
         }
         total.findings.sort_by(|a, b| {
@@ -374,14 +388,8 @@ impl Scanner {
             })
             .collect();
         for r in results {
-            match r? {
-                Some(FileOutcome::Scanned { findings, bytes }) => {
-                    total.files += 1;
-                    total.bytes += bytes;
-                    total.findings.extend(findings);
-                }
-                Some(FileOutcome::Skipped(s)) => total.skipped.push(s),
-                None => {}
+            if let Some(outcome) = r? {
+                outcome.add_to(total);
             }
         }
         Ok(())
@@ -420,6 +428,9 @@ impl Scanner {
             }
             Err(e) => return Err(read_err(e)),
         };
+        if self.options.max_archive_depth > 0 && archive::is_archive(&data) {
+            return Ok(self.scan_archive(&name, &data));
+        }
         // Binary files are scanned too (their text runs match like any text); only content
         // no rule can see into is skipped, and listed.
         if let Some(kind) = decode::unreadable_kind(&data) {
@@ -431,11 +442,92 @@ impl Scanner {
             bytes: data.len() as u64,
         })
     }
+
+    /// The entries of an archive (and of the archives in it, down to the depth limit), each
+    /// scanned as a file named `archive!entry`; an archive bomb is refused whole.
+    fn scan_archive(&self, name: &str, data: &[u8]) -> FileOutcome {
+        let max_file = self.options.max_file_size;
+        let limits = archive::Limits {
+            max_depth: self.options.max_archive_depth,
+            max_entry: max_file,
+            max_total: max_file.saturating_mul(ARCHIVE_EXPANSION_FACTOR),
+            max_entries: MAX_ARCHIVE_ENTRIES,
+            max_ratio: MAX_ARCHIVE_RATIO,
+        };
+        let expansion = match archive::expand(name, data, &limits) {
+            Ok(x) => x,
+            Err(refused) => {
+                tracing::warn!(path = %name, "{refused}");
+                return FileOutcome::Skipped(Skipped {
+                    path: name.to_string(),
+                    reason: refused.to_string(),
+                });
+            }
+        };
+        let mut out = PathScan::default();
+        for (entry, bytes) in &expansion.entries {
+            if self.engine.skips_path(entry) {
+                out.skipped.push(Skipped {
+                    path: entry.clone(),
+                    reason: "allowlisted path".into(),
+                });
+                continue;
+            }
+            if let Some(kind) = decode::unreadable_kind(bytes) {
+                out.skipped.push(Skipped {
+                    path: entry.clone(),
+                    reason: format!("{kind} (cannot be scanned)"),
+                });
+                continue;
+            }
+            out.files += 1;
+            out.bytes += bytes.len() as u64;
+            out.findings.extend(self.scan_bytes(entry, bytes));
+        }
+        out.skipped.extend(
+            expansion
+                .skipped
+                .into_iter()
+                .map(|(path, reason)| Skipped { path, reason }),
+        );
+        FileOutcome::Many(out)
+    }
 }
 
+/// One archive's entries may expand to at most this many times the file size limit.
+const ARCHIVE_EXPANSION_FACTOR: u64 = 4;
+/// At most this many entries in one archive, all levels.
+const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+/// An archive may expand at most this many times its own size (past 1 MiB).
+const MAX_ARCHIVE_RATIO: u64 = 100;
+
 enum FileOutcome {
-    Scanned { findings: Vec<Finding>, bytes: u64 },
+    Scanned {
+        findings: Vec<Finding>,
+        bytes: u64,
+    },
     Skipped(Skipped),
+    /// An archive's entries.
+    Many(PathScan),
+}
+
+impl FileOutcome {
+    fn add_to(self, total: &mut PathScan) {
+        match self {
+            FileOutcome::Scanned { findings, bytes } => {
+                total.files += 1;
+                total.bytes += bytes;
+                total.findings.extend(findings);
+            }
+            FileOutcome::Skipped(s) => total.skipped.push(s),
+            FileOutcome::Many(scan) => {
+                total.files += scan.files;
+                total.bytes += scan.bytes;
+                total.findings.extend(scan.findings);
+                total.skipped.extend(scan.skipped);
+            }
+        }
+    }
 }
 
 /// How a path is reported: as given, without a leading `./`.

@@ -13,6 +13,8 @@ pub enum Format {
     Json,
     /// SARIF 2.1.0.
     Sarif,
+    /// gitleaks' JSON report (its key names), for tools that read gitleaks reports.
+    Gitleaks,
 }
 
 impl std::str::FromStr for Format {
@@ -23,7 +25,10 @@ impl std::str::FromStr for Format {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
             "sarif" => Ok(Self::Sarif),
-            other => Err(format!("unknown format `{other}`; use text, json or sarif")),
+            "gitleaks" => Ok(Self::Gitleaks),
+            other => Err(format!(
+                "unknown format `{other}`; use text, json, sarif or gitleaks"
+            )),
         }
     }
 }
@@ -49,7 +54,61 @@ pub fn render(
         Format::Text => render_text(findings, redact),
         Format::Json => render_json(findings, redact),
         Format::Sarif => render_sarif(findings, rules, redact, version),
+        Format::Gitleaks => render_gitleaks(findings, redact),
     }
+}
+
+/// gitleaks' JSON report: an array of objects with its key names (`RuleID`, `StartLine`,
+/// `Secret`, `Fingerprint`, ...), indented as gitleaks indents it. Commit metadata gitleaks
+/// reads from the log (author, email, date, message) is empty: the scanner does not read it.
+/// Redacted: `Secret` is `REDACTED`, and so is the secret inside `Match`.
+pub fn render_gitleaks(findings: &[Finding], redact: bool) -> String {
+    let list: Vec<GitleaksFinding<'_>> = findings
+        .iter()
+        .map(|f| {
+            let secret = if redact { REDACTED } else { f.secret.expose() };
+            let matched = match (redact, f.matched.expose()) {
+                _ if f.line == 0 && f.matched.expose().is_empty() => {
+                    format!("file detected: {}", f.file)
+                }
+                (_, "") => secret.to_string(),
+                (true, m) if !f.secret.expose().is_empty() => {
+                    m.replace(f.secret.expose(), REDACTED)
+                }
+                (true, _) => REDACTED.to_string(),
+                (false, m) => m.to_string(),
+            };
+            GitleaksFinding {
+                rule_id: &f.rule_id,
+                description: &f.description,
+                start_line: f.line,
+                end_line: f.span.end_line,
+                start_column: f.span.start_column,
+                end_column: f.span.end_column,
+                matched,
+                secret,
+                file: &f.file,
+                symlink_file: "",
+                commit: f.commit.as_deref().unwrap_or(""),
+                entropy: (f.entropy * 1000.0).round() / 1000.0,
+                author: "",
+                email: "",
+                date: "",
+                message: "",
+                tags: &f.tags,
+                fingerprint: &f.fingerprint,
+            }
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    if serde::Serialize::serialize(&list, &mut ser).is_err() {
+        return "[]\n".into();
+    }
+    let mut s = String::from_utf8(buf).unwrap_or_else(|_| "[]".into());
+    s.push('\n');
+    s
 }
 
 /// One line per finding: `file:line:column: rule_id: description [commit c] secret S`.
@@ -153,6 +212,32 @@ pub fn render_sarif(
     s
 }
 
+/// One finding of gitleaks' JSON report, its keys in its order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GitleaksFinding<'a> {
+    #[serde(rename = "RuleID")]
+    rule_id: &'a str,
+    description: &'a str,
+    start_line: u32,
+    end_line: u32,
+    start_column: u32,
+    end_column: u32,
+    #[serde(rename = "Match")]
+    matched: String,
+    secret: &'a str,
+    file: &'a str,
+    symlink_file: &'a str,
+    commit: &'a str,
+    entropy: f64,
+    author: &'a str,
+    email: &'a str,
+    date: &'a str,
+    message: &'a str,
+    tags: &'a [String],
+    fingerprint: &'a str,
+}
+
 /// A relative URI reference for a path: unreserved characters and `/` kept, the rest
 /// percent-encoded; a leading `./` dropped.
 fn uri(path: &str) -> String {
@@ -184,7 +269,7 @@ mod tests {
         assert_eq!("sarif".parse::<Format>(), Ok(Format::Sarif));
         assert_eq!(
             "xml".parse::<Format>(),
-            Err("unknown format `xml`; use text, json or sarif".to_string())
+            Err("unknown format `xml`; use text, json, sarif or gitleaks".to_string())
         );
     }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use scan::{Baseline, Format, GitScanRequest, ScanOptions, Scanner};
+use scan::compat::{ConfigSource, ProcessEnv};
+use scan::{Baseline, Format, GitScanRequest, RuleSet, ScanOptions, Scanner};
 
 /// Exit code when secrets were found.
 const FOUND: u8 = 1;
@@ -20,12 +21,26 @@ pub struct Args {
     /// the repository is the one PATH given, or the current directory
     #[arg(long, value_name = "RANGE")]
     pub git: Option<String>,
-    /// gitleaks-format rule file (`[extend] useDefault = true` layers it on the built-in rules)
-    #[arg(long, value_name = "FILE")]
+    /// gitleaks-format rule file (`[extend] useDefault = true` layers it on the built-in rules);
+    /// without it, as gitleaks: $GITLEAKS_CONFIG, $GITLEAKS_CONFIG_TOML, then .gitleaks.toml
+    /// in the scanned directory, else the built-in rules
+    #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Output format: text, json, sarif
-    #[arg(long, default_value = "text", value_parser = ["text", "json", "sarif"])]
+    /// Output format: text, json, sarif, gitleaks (gitleaks' JSON report)
+    #[arg(long, short = 'f', default_value = "text", value_parser = ["text", "json", "sarif", "gitleaks"])]
     pub format: String,
+    /// A .gitleaksignore file, or a directory holding one (read with the one in the scanned
+    /// directory; their fingerprints are not reported)
+    #[arg(long, short = 'i', value_name = "PATH", default_value = ".")]
+    pub gitleaks_ignore_path: PathBuf,
+    /// How many times encoded text (base64, hex, percent, \u escapes) is decoded and scanned
+    /// again; 0 switches decoding off
+    #[arg(long, value_name = "N", default_value_t = scan::DEFAULT_MAX_DECODE_DEPTH)]
+    pub max_decode_depth: usize,
+    /// Open archives and compressed files (zip, tar, gz, xz, zst) nested up to this depth;
+    /// 0 lists them as skipped. Archive bombs are refused
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_archive_depth: usize,
     /// Show secrets in full instead of redacted
     #[arg(long)]
     pub no_redact: bool,
@@ -49,18 +64,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .format
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
-    let scanner = match &args.config {
-        Some(path) => Scanner::from_config_file(path).context("cannot load the rules")?,
-        None => Scanner::builtin().context("cannot load the built-in rules")?,
+    // The directory gitleaks would call the source: the repository, or the one directory
+    // scanned; its .gitleaks.toml and .gitleaksignore are read as gitleaks reads them.
+    let source: Option<PathBuf> = match (args.git.is_some(), args.paths.as_slice()) {
+        (_, []) => Some(PathBuf::from(".")),
+        (_, [one]) if one.is_dir() => Some(one.clone()),
+        _ => None,
     };
+    let scanner = Scanner::from_rules(load_rules(args.config.as_deref(), source.as_deref())?);
     let mut scanner = scanner.with_options(ScanOptions {
         honor_inline_allow: !args.no_inline_allow,
         max_file_size: args.max_file_size,
         respect_gitignore: !args.no_ignore,
+        max_decode_depth: args.max_decode_depth,
+        max_archive_depth: args.max_archive_depth,
         ..ScanOptions::default()
     });
+    let mut approved = Baseline::new();
+    for file in scan::compat::gitleaksignore_files(
+        &ProcessEnv,
+        &args.gitleaks_ignore_path,
+        source.as_deref(),
+    ) {
+        tracing::info!("findings listed in {} are not reported", file.display());
+        approved.extend(Baseline::from_file(&file)?);
+    }
     if let Some(path) = &args.baseline {
-        scanner = scanner.with_baseline(Baseline::from_file(path)?);
+        approved.extend(Baseline::from_file(path)?);
+    }
+    if !approved.is_empty() {
+        scanner = scanner.with_baseline(approved);
     }
 
     let (findings, summary) = match &args.git {
@@ -85,7 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let result = scanner.scan_paths(&paths)?;
             for s in &result.skipped {
-                tracing::info!("skipped {}: {}", s.path, s.reason);
+                if s.reason.contains("archive bomb") {
+                    tracing::warn!("{}: {}", s.path, s.reason);
+                } else {
+                    tracing::info!("skipped {}: {}", s.path, s.reason);
+                }
             }
             let summary = format!(
                 "{} file(s), {} byte(s), {} skipped",
@@ -120,4 +157,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(FOUND)
     })
+}
+
+/// The rules, from where gitleaks would take them (see `scan::compat::find_config`); what
+/// loading decided is said with -v, what it ignored always.
+fn load_rules(
+    explicit: Option<&std::path::Path>,
+    source: Option<&std::path::Path>,
+) -> anyhow::Result<RuleSet> {
+    let cwd = std::env::current_dir().ok();
+    let rules = match scan::compat::find_config(&ProcessEnv, explicit, source) {
+        ConfigSource::File(path, why) => {
+            tracing::info!("rules from {} ({why})", path.display());
+            RuleSet::from_file_in(&path, cwd.as_deref()).context("cannot load the rules")?
+        }
+        ConfigSource::Toml(text) => {
+            tracing::info!("rules from GITLEAKS_CONFIG_TOML");
+            RuleSet::from_toml_str_in(&text, "GITLEAKS_CONFIG_TOML", None, cwd.as_deref())
+                .context("cannot load the rules")?
+        }
+        ConfigSource::Builtin => RuleSet::builtin().context("cannot load the built-in rules")?,
+    };
+    for note in &rules.notes {
+        tracing::info!("{note}");
+    }
+    for warning in &rules.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(rules)
 }

@@ -17,6 +17,8 @@ fn bb(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("BOT_BOTTLE_LOG")
+        .env_remove("GITLEAKS_CONFIG")
+        .env_remove("GITLEAKS_CONFIG_TOML")
         .output()
         .unwrap()
 }
@@ -145,6 +147,79 @@ fn baseline_and_inline_allow() {
         bb(dir.path(), &["--no-inline-allow"]).status.code(),
         Some(1)
     );
+}
+
+#[test]
+fn gitleaks_files_are_read_where_gitleaks_reads_them() {
+    let dir = project();
+    // A .gitleaksignore in the scanned directory is read without being asked for.
+    std::fs::write(dir.path().join(".gitleaksignore"), "app.env:github-pat:2\n").unwrap();
+    let o = bb(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::remove_file(dir.path().join(".gitleaksignore")).unwrap();
+
+    // A .gitleaks.toml in the scanned directory that extends the defaults, allowlists rules by
+    // gitleaks' ids and overrides a gitleaks default rule no built-in rule covers (a warning);
+    // -v says where the rules came from.
+    let sub = dir.path().join("repo");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("app.env"), format!("GITHUB_TOKEN={}\n", token())).unwrap();
+    std::fs::write(
+        sub.join(".gitleaks.toml"),
+        r#"[extend]
+useDefault = true
+[[allowlists]]
+targetRules = ["github-pat", "generic-api-key"]
+paths = ['''app\.env''']
+[[rules]]
+id = "heroku-api-key"
+[[rules.allowlists]]
+regexes = ['''x''']
+"#,
+    )
+    .unwrap();
+    let o = bb(dir.path(), &["-v", "repo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(".gitleaks.toml in the scanned directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("`heroku-api-key`"), "{}", stderr(&o));
+    // GITLEAKS_CONFIG comes first.
+    std::fs::write(
+        dir.path().join("strict.toml"),
+        "[extend]\nuseDefault = true\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["scan", "repo"])
+        .current_dir(dir.path())
+        .env("GITLEAKS_CONFIG", dir.path().join("strict.toml"))
+        .env_remove("BOT_BOTTLE_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn gitleaks_report_format_and_decode_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let pct: String = token().bytes().map(|b| format!("%{b:02x}")).collect();
+    std::fs::write(
+        dir.path().join("enc.txt"),
+        format!("x\nurl: https://h/?t={pct}\n"),
+    )
+    .unwrap();
+    let o = bb(dir.path(), &["-f", "gitleaks", "."]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["RuleID"], json!("github-pat"));
+    assert_eq!(v[0]["StartLine"], json!(2));
+    assert_eq!(v[0]["Secret"], json!("REDACTED"));
+    assert_eq!(v[0]["Fingerprint"], json!("enc.txt:github-pat:2"));
+    let o = bb(dir.path(), &["--max-decode-depth", "0", "."]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use regex::bytes::Regex;
 use serde::Deserialize;
 
+mod gitleaks_ids;
 mod pattern;
 
+pub use gitleaks_ids::{GITLEAKS_DEFAULT_IDS, gitleaks_default, gitleaks_ids_of};
 pub(crate) use pattern::compile_bytes_regex;
 
 /// The rule set shipped with bot-bottle (written for this project).
@@ -23,6 +25,10 @@ const BUILTIN_NAME: &str = "built-in rules";
 
 /// How deep `[extend] path = ...` chains may go before we assume a cycle.
 const MAX_EXTEND_DEPTH: usize = 8;
+
+/// gitleaks follows `[extend]` this many levels (the top file's and its base's) and ignores
+/// it deeper down.
+const GITLEAKS_EXTEND_DEPTH: usize = 2;
 
 /// Errors loading or compiling a rule file.
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +129,10 @@ struct RawConfig {
 struct RawExtend {
     /// Layer this file on the built-in rule set.
     use_default: Option<bool>,
-    /// Layer this file on another rule file (relative to this one).
+    /// Layer this file on another rule file (relative to the working directory, as gitleaks
+    /// reads it, or else to this file's directory).
     path: Option<String>,
-    /// Not supported: we never fetch rules from the network.
+    /// Ignored, as gitleaks ignores it: rules are never fetched from the network.
     url: Option<String>,
     /// Rule ids of the base set to drop.
     #[serde(default)]
@@ -158,8 +165,20 @@ struct RawRule {
     allowlists: Option<Vec<RawAllowlist>>,
     /// Composite-rule helper in gitleaks; such rules are not reported on their own.
     skip_report: Option<bool>,
-    /// Composite rules (gitleaks 8.28): not supported.
-    required: Option<toml::Value>,
+    /// Composite rules (gitleaks 8.28): rules that must also match near this rule's match.
+    required: Option<Vec<RawRequired>>,
+}
+
+/// One `[[rules.required]]` entry of a composite rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRequired {
+    /// The rule that must match too.
+    id: Option<String>,
+    /// At most this many lines apart (start lines).
+    within_lines: Option<u32>,
+    /// At most this many columns apart (start columns).
+    within_columns: Option<u32>,
 }
 
 /// An allowlist, per rule or global.
@@ -341,6 +360,21 @@ pub struct Rule {
     pub tags: Vec<String>,
     /// Where the rule came from (file path or `built-in rules`).
     pub source: String,
+    /// Composite rules: other rules that must match near each match of this one for it to be
+    /// reported (gitleaks' `[[rules.required]]`).
+    pub required: Vec<Required>,
+}
+
+/// A rule a composite rule requires, and how near its match must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Required {
+    /// The required rule's id.
+    pub rule_id: String,
+    /// At most this many lines between the two matches' first lines (None: anywhere in the
+    /// same fragment).
+    pub within_lines: Option<u32>,
+    /// At most this many columns between the two matches' first columns.
+    pub within_columns: Option<u32>,
 }
 
 /// A compiled rule set: rules plus global allowlists.
@@ -350,36 +384,72 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// Global allowlists.
     pub allowlists: Vec<Allowlist>,
+    /// What loading decided that a user may want to know (`-v`): which file an `[extend]
+    /// path` was read from, gitleaks rule ids read as ours.
+    pub notes: Vec<String>,
+    /// What loading ignored (printed always): overrides of rules that do not exist.
+    pub warnings: Vec<String>,
 }
 
 impl RuleSet {
     /// The built-in rule set.
     pub fn builtin() -> Result<Self, ConfigError> {
         let raw = parse(BUILTIN_RULES, BUILTIN_NAME)?;
-        compile(resolve_layers(raw, BUILTIN_NAME, None, 0)?)
+        let mut ctx = Loader::default();
+        let layered = ctx.resolve(raw, BUILTIN_NAME, None, 0)?;
+        ctx.compile(layered)
     }
 
     /// Reads a gitleaks-format rule file; `[extend] useDefault = true` layers it on the
     /// built-in set, `[extend] path` on another file, otherwise it replaces the built-in set.
+    /// A relative `[extend] path` is looked up from the working directory (as gitleaks does),
+    /// then from the directory of the file that names it.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_file_in(path, std::env::current_dir().ok().as_deref())
+    }
+
+    /// [`RuleSet::from_file`] with the working directory given (`None`: relative `[extend]
+    /// path`s are looked up from the file's directory only).
+    pub fn from_file_in(path: &Path, cwd: Option<&Path>) -> Result<Self, ConfigError> {
         let text = state::read::read_limited_to_string(path, state::read::CONFIG_LIMIT).map_err(
             |source| ConfigError::Read {
                 path: path.to_path_buf(),
                 source,
             },
         )?;
-        Self::from_toml_str(&text, &path.display().to_string(), path.parent())
+        Self::from_toml_str_in(&text, &path.display().to_string(), path.parent(), cwd)
     }
 
     /// Like [`RuleSet::from_file`] from a string; `name` is used in errors, `base_dir` resolves
-    /// `[extend] path`.
+    /// `[extend] path` (the working directory is not consulted).
     pub fn from_toml_str(
         text: &str,
         name: &str,
         base_dir: Option<&Path>,
     ) -> Result<Self, ConfigError> {
+        Self::from_toml_str_in(text, name, base_dir, None)
+    }
+
+    /// [`RuleSet::from_toml_str`] with the working directory that a relative `[extend] path`
+    /// is looked up from first.
+    pub fn from_toml_str_in(
+        text: &str,
+        name: &str,
+        base_dir: Option<&Path>,
+        cwd: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let raw = parse(text, name)?;
-        compile(resolve_layers(raw, name, base_dir, 0)?)
+        let mut ctx = Loader {
+            cwd: cwd.map(Path::to_path_buf),
+            ..Loader::default()
+        };
+        let layered = ctx.resolve(raw, name, base_dir, 0)?;
+        ctx.compile(layered)
+    }
+
+    /// The rule with this id.
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
     }
 }
 
@@ -399,108 +469,252 @@ struct Sourced<T> {
 struct Layered {
     rules: Vec<Sourced<RawRule>>,
     allowlists: Vec<Sourced<RawAllowlist>>,
+    /// The built-in rules are among the layers: gitleaks' default rule ids mean ours.
+    has_builtin: bool,
 }
 
-fn resolve_layers(
-    raw: RawConfig,
-    name: &str,
-    base_dir: Option<&Path>,
-    depth: usize,
-) -> Result<Layered, ConfigError> {
-    if depth > MAX_EXTEND_DEPTH {
-        return Err(ConfigError::ExtendTooDeep {
-            path: name.to_string(),
-        });
-    }
-    let mut base = Layered {
-        rules: Vec::new(),
-        allowlists: Vec::new(),
-    };
-    let mut disabled: Vec<String> = Vec::new();
-    if let Some(ext) = raw.extend {
-        if ext.url.is_some() {
-            return Err(ConfigError::Unsupported {
-                path: name.to_string(),
-                feature: "[extend] url (rules are never fetched from the network)".into(),
-            });
-        }
-        if ext.use_default == Some(true) && ext.path.is_some() {
-            return Err(ConfigError::Toml {
-                path: name.to_string(),
-                message: "[extend] takes either useDefault or path, not both".into(),
-            });
-        }
-        if ext.use_default == Some(true) {
-            let b = parse(BUILTIN_RULES, BUILTIN_NAME)?;
-            base = resolve_layers(b, BUILTIN_NAME, None, depth + 1)?;
-        } else if let Some(p) = ext.path {
-            let p = PathBuf::from(p);
-            let full = match base_dir {
-                Some(dir) if p.is_relative() => dir.join(&p),
-                _ => p,
-            };
-            let text = state::read::read_limited_to_string(&full, state::read::CONFIG_LIMIT)
-                .map_err(|source| ConfigError::Read {
-                    path: full.clone(),
-                    source,
-                })?;
-            let child_name = full.display().to_string();
-            let b = parse(&text, &child_name)?;
-            base = resolve_layers(b, &child_name, full.parent(), depth + 1)?;
-        }
-        disabled = ext.disabled_rules;
-    }
-    base.rules
-        .retain(|r| !disabled.iter().any(|d| Some(d) == r.item.id.as_ref()));
+/// State of one load: where relative paths are looked up, and what is said about it.
+#[derive(Default)]
+struct Loader {
+    cwd: Option<PathBuf>,
+    notes: Vec<String>,
+    warnings: Vec<String>,
+}
 
-    // Rules of this file override base rules with the same id, field by field.
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (i, r) in base.rules.iter().enumerate() {
-        if let Some(id) = &r.item.id {
-            index.insert(id.clone(), i);
+impl Loader {
+    /// Finds the file an `[extend] path` names: as gitleaks does (from the working directory),
+    /// else from the directory of the file that names it.
+    fn extend_path(&mut self, name: &str, p: &str, base_dir: Option<&Path>) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            return p;
         }
+        let from_cwd = self.cwd.as_ref().map(|c| c.join(&p));
+        if let Some(c) = from_cwd.as_ref().filter(|c| c.is_file()) {
+            self.notes.push(format!(
+                "{name}: [extend] path {} read from the working directory (as gitleaks does): {}",
+                p.display(),
+                c.display()
+            ));
+            return c.clone();
+        }
+        if let Some(d) = base_dir {
+            let f = d.join(&p);
+            if f.is_file() {
+                self.notes.push(format!(
+                    "{name}: [extend] path {} read from the rule file's directory: {}",
+                    p.display(),
+                    f.display()
+                ));
+                return f;
+            }
+            return f;
+        }
+        from_cwd.unwrap_or(p)
     }
-    let mut local: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for rule in raw.rules {
-        if let Some(id) = &rule.id
-            && !local.insert(id.clone())
-        {
-            return Err(ConfigError::Rule {
+
+    fn resolve(
+        &mut self,
+        raw: RawConfig,
+        name: &str,
+        base_dir: Option<&Path>,
+        depth: usize,
+    ) -> Result<Layered, ConfigError> {
+        if depth > MAX_EXTEND_DEPTH {
+            return Err(ConfigError::ExtendTooDeep {
                 path: name.to_string(),
-                rule_id: id.clone(),
-                message: "duplicate rule id; rule ids must be unique within a file".into(),
             });
         }
-        match rule.id.as_ref().and_then(|id| index.get(id)).copied() {
-            Some(i) => {
+        let mut base = Layered {
+            rules: Vec::new(),
+            allowlists: Vec::new(),
+            has_builtin: false,
+        };
+        let mut disabled: Vec<String> = Vec::new();
+        let mut extend = raw.extend;
+        if depth >= GITLEAKS_EXTEND_DEPTH
+            && extend
+                .as_ref()
+                .is_some_and(|e| e.use_default == Some(true) || e.path.is_some())
+            && name != BUILTIN_NAME
+        {
+            // gitleaks follows two levels of [extend] and ignores deeper ones; a file it loads
+            // must load here with the same rules.
+            self.warnings.push(format!(
+                "{name}: [extend] is ignored: it is {GITLEAKS_EXTEND_DEPTH} levels deep, and \
+                 gitleaks follows no deeper"
+            ));
+            extend = None;
+        }
+        if let Some(ext) = extend {
+            if let Some(url) = &ext.url {
+                self.warnings.push(format!(
+                    "{name}: [extend] url {url} is ignored (gitleaks ignores it too; rules are \
+                     never fetched from the network)"
+                ));
+            }
+            if ext.use_default == Some(true) && ext.path.is_some() {
+                return Err(ConfigError::Toml {
+                    path: name.to_string(),
+                    message: "[extend] takes either useDefault or path, not both".into(),
+                });
+            }
+            if ext.use_default == Some(true) {
+                let b = parse(BUILTIN_RULES, BUILTIN_NAME)?;
+                base = self.resolve(b, BUILTIN_NAME, None, depth + 1)?;
+                base.has_builtin = true;
+            } else if let Some(p) = ext.path.as_deref().filter(|p| !p.is_empty()) {
+                let full = self.extend_path(name, p, base_dir);
+                let text = state::read::read_limited_to_string(&full, state::read::CONFIG_LIMIT)
+                    .map_err(|source| ConfigError::Read {
+                        path: full.clone(),
+                        source,
+                    })?;
+                let child_name = full.display().to_string();
+                let b = parse(&text, &child_name)?;
+                base = self.resolve(b, &child_name, full.parent(), depth + 1)?;
+            }
+            disabled = ext.disabled_rules;
+        }
+        // gitleaks' default ids disable the rules of ours they map to.
+        let mut disabled_ids: Vec<String> = Vec::new();
+        for d in disabled {
+            let known = base.rules.iter().any(|r| r.item.id.as_deref() == Some(&d));
+            match gitleaks_default(&d) {
+                Some(ours) if !known && base.has_builtin => {
+                    if ours.is_empty() {
+                        self.notes.push(format!(
+                            "{name}: disabledRules names gitleaks' default rule `{d}`, which no \
+                             built-in rule covers; nothing to disable"
+                        ));
+                    } else {
+                        self.notes.push(format!(
+                            "{name}: disabledRules `{d}` (a gitleaks default rule) disables {}",
+                            ours.join(", ")
+                        ));
+                    }
+                    disabled_ids.extend(ours.iter().map(|s| s.to_string()));
+                }
+                _ => disabled_ids.push(d),
+            }
+        }
+        base.rules
+            .retain(|r| !disabled_ids.iter().any(|d| Some(d) == r.item.id.as_ref()));
+
+        // Rules of this file override base rules with the same id, field by field; within the
+        // file, a later rule with an id already used replaces the earlier one (as in gitleaks).
+        let mut local: Vec<RawRule> = Vec::new();
+        for rule in raw.rules {
+            match rule
+                .id
+                .as_ref()
+                .and_then(|id| local.iter().position(|r| r.id.as_ref() == Some(id)))
+            {
+                Some(i) => {
+                    self.notes.push(format!(
+                        "{name}: rule `{}` is defined twice; the later definition wins",
+                        rule.id.as_deref().unwrap_or_default()
+                    ));
+                    local[i] = rule;
+                }
+                None => local.push(rule),
+            }
+        }
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (i, r) in base.rules.iter().enumerate() {
+            if let Some(id) = &r.item.id {
+                index.insert(id.clone(), i);
+            }
+        }
+        for rule in local {
+            let defines = rule.regex.is_some() || rule.path.is_some();
+            let id = rule.id.clone();
+            if let Some(i) = id.as_ref().and_then(|id| index.get(id)).copied() {
                 let merged = merge_rule(&base.rules[i].item, rule);
                 base.rules[i] = Sourced {
                     source: name.to_string(),
                     item: merged,
                 };
+                continue;
             }
-            None => {
-                if let Some(id) = &rule.id {
-                    index.insert(id.clone(), base.rules.len());
+            let gitleaks = id
+                .as_deref()
+                .filter(|_| base.has_builtin)
+                .and_then(|id| gitleaks_default(id).map(|ours| (id, ours)));
+            match gitleaks {
+                // A gitleaks default rule redefined with a pattern of its own: it stands for
+                // the kind of secret the rules of ours it maps to find, which step aside.
+                Some((gid, ours)) if defines && !ours.is_empty() => {
+                    self.notes.push(format!(
+                        "{name}: rule `{gid}` redefines gitleaks' default rule; it replaces the \
+                         built-in {}",
+                        ours.join(", ")
+                    ));
+                    base.rules
+                        .retain(|r| !r.item.id.as_deref().is_some_and(|i| ours.contains(&i)));
                 }
-                base.rules.push(Sourced {
-                    source: name.to_string(),
-                    item: rule,
-                });
+                // An override (allowlists, entropy, keywords...) of a gitleaks default rule:
+                // applied to each rule of ours that finds that kind.
+                Some((gid, ours)) if !defines && !ours.is_empty() => {
+                    self.notes.push(format!(
+                        "{name}: rule `{gid}` (a gitleaks default rule) applies to the built-in {}",
+                        ours.join(", ")
+                    ));
+                    for o in ours {
+                        if let Some(r) = base
+                            .rules
+                            .iter_mut()
+                            .find(|r| r.item.id.as_deref() == Some(*o))
+                        {
+                            let mut over = rule.clone();
+                            over.id = Some(o.to_string());
+                            r.item = merge_rule(&r.item, over);
+                            r.source = name.to_string();
+                        }
+                    }
+                    continue;
+                }
+                Some((gid, _)) if !defines => {
+                    self.warnings.push(format!(
+                        "{name}: rule `{gid}` overrides gitleaks' default rule `{gid}`, which no \
+                         built-in rule covers; the override is ignored (give it a regex to add \
+                         it as a rule of its own)"
+                    ));
+                    continue;
+                }
+                _ => {}
             }
+            if !defines
+                && rule.required.is_none()
+                && !base.rules.is_empty()
+                && let Some(id) = &id
+            {
+                self.warnings.push(format!(
+                    "{name}: rule `{id}` overrides a rule that the rules it extends do not \
+                     have, and has no regex or path of its own; it is ignored"
+                ));
+                continue;
+            }
+            if let Some(id) = &id {
+                index.insert(id.clone(), base.rules.len());
+            }
+            base.rules.push(Sourced {
+                source: name.to_string(),
+                item: rule,
+            });
         }
+        for a in raw.allowlist.into_iter().chain(raw.allowlists) {
+            base.allowlists.push(Sourced {
+                source: name.to_string(),
+                item: a,
+            });
+        }
+        Ok(base)
     }
-    for a in raw.allowlist.into_iter().chain(raw.allowlists) {
-        base.allowlists.push(Sourced {
-            source: name.to_string(),
-            item: a,
-        });
-    }
-    Ok(base)
 }
 
-/// A rule redefined by an extending file: its fields win, missing ones come from the base,
-/// and allowlists add up.
+/// A rule redefined by an extending file: its fields win, missing ones come from the base;
+/// keywords, tags and allowlists add up (as in gitleaks).
 fn merge_rule(base: &RawRule, over: RawRule) -> RawRule {
     let mut allowlists: Vec<RawAllowlist> = base
         .allowlist
@@ -510,15 +724,27 @@ fn merge_rule(base: &RawRule, over: RawRule) -> RawRule {
         .collect();
     allowlists.extend(over.allowlist);
     allowlists.extend(over.allowlists.unwrap_or_default());
+    let add = |a: &Option<Vec<String>>, b: Option<Vec<String>>| match (a, b) {
+        (None, None) => None,
+        (a, b) => {
+            let mut v = a.clone().unwrap_or_default();
+            for x in b.unwrap_or_default() {
+                if !v.contains(&x) {
+                    v.push(x);
+                }
+            }
+            Some(v)
+        }
+    };
     RawRule {
         id: over.id,
         description: over.description.or_else(|| base.description.clone()),
         regex: over.regex.or_else(|| base.regex.clone()),
         secret_group: over.secret_group.or(base.secret_group),
         entropy: over.entropy.or(base.entropy),
-        keywords: over.keywords.or_else(|| base.keywords.clone()),
+        keywords: add(&base.keywords, over.keywords),
         path: over.path.or_else(|| base.path.clone()),
-        tags: over.tags.or_else(|| base.tags.clone()),
+        tags: add(&base.tags, over.tags),
         allowlist: None,
         allowlists: Some(allowlists),
         skip_report: over.skip_report.or(base.skip_report),
@@ -602,111 +828,185 @@ fn first_line(s: &str) -> String {
         .join("; ")
 }
 
-fn compile(layered: Layered) -> Result<RuleSet, ConfigError> {
-    let mut rules = Vec::with_capacity(layered.rules.len());
-    for Sourced { source, item: raw } in layered.rules {
-        let Some(id) = raw.id.clone().filter(|s| !s.trim().is_empty()) else {
-            return Err(ConfigError::Rule {
-                path: source,
-                rule_id: String::new(),
-                message: format!(
-                    "a rule has no id (description: {:?}); give every [[rules]] an id",
-                    raw.description.as_deref().unwrap_or("")
-                ),
-            });
-        };
-        let rule_err = |message: String| ConfigError::Rule {
-            path: source.clone(),
-            rule_id: id.clone(),
-            message,
-        };
-        if raw.required.is_some() {
-            return Err(ConfigError::Unsupported {
-                path: source.clone(),
-                feature: format!("composite rule `{id}` ([[rules.required]])"),
-            });
-        }
-        if raw.regex.is_none() && raw.path.is_none() {
-            return Err(rule_err("needs a regex or a path".into()));
-        }
-        let regex = match &raw.regex {
-            Some(p) => Some(compile_bytes_regex(p).map_err(|e| ConfigError::Regex {
-                path: source.clone(),
-                rule_id: id.clone(),
-                field: "regex",
-                message: first_line(&e.to_string()),
-            })?),
-            None => None,
-        };
-        if let (Some(g), Some(re)) = (raw.secret_group, &regex)
-            && g >= re.captures_len()
-        {
-            return Err(rule_err(format!(
-                "secretGroup {g} but the regex has only {} capture group(s)",
-                re.captures_len() - 1
-            )));
-        }
-        if let Some(e) = raw.entropy
-            && !(0.0..=8.0).contains(&e)
-        {
-            return Err(rule_err(format!("entropy {e} must be between 0 and 8")));
-        }
-        let path = match &raw.path {
-            Some(p) => Some(compile_bytes_regex(p).map_err(|e| ConfigError::Regex {
-                path: source.clone(),
-                rule_id: id.clone(),
-                field: "path",
-                message: first_line(&e.to_string()),
-            })?),
-            None => None,
-        };
-        let mut keywords: Vec<String> = raw
-            .keywords
-            .unwrap_or_default()
-            .iter()
-            .map(|k| k.to_lowercase())
-            .filter(|k| !k.is_empty())
-            .collect();
-        keywords.sort();
-        keywords.dedup();
-        let allowlists = raw
-            .allowlist
-            .iter()
-            .chain(raw.allowlists.iter().flatten())
-            .map(|a| compile_allowlist(a, &source, Some(&id)))
-            .collect::<Result<Vec<_>, _>>()?;
-        rules.push(Rule {
-            description: raw.description.unwrap_or_else(|| id.clone()),
-            id,
-            regex,
-            secret_group: raw.secret_group.filter(|&g| g > 0),
-            entropy: raw.entropy.filter(|&e| e > 0.0),
-            keywords,
-            path,
-            allowlists,
-            skip_report: raw.skip_report.unwrap_or(false),
-            tags: raw.tags.unwrap_or_default(),
-            source,
-        });
-    }
-    let allowlists = layered
-        .allowlists
-        .iter()
-        .map(|a| compile_allowlist(&a.item, &a.source, None))
-        .collect::<Result<Vec<_>, _>>()?;
-    for a in &allowlists {
-        for t in &a.target_rules {
-            if !rules.iter().any(|r| &r.id == t) {
-                return Err(ConfigError::Allowlist {
-                    path: layered
-                        .allowlists
-                        .first()
-                        .map(|s| s.source.clone())
-                        .unwrap_or_default(),
-                    message: format!("targetRules names unknown rule `{t}`"),
+impl Loader {
+    fn compile(self, layered: Layered) -> Result<RuleSet, ConfigError> {
+        let Loader {
+            mut notes,
+            mut warnings,
+            ..
+        } = self;
+        let mut rules = Vec::with_capacity(layered.rules.len());
+        for Sourced { source, item: raw } in layered.rules {
+            let Some(id) = raw.id.clone().filter(|s| !s.trim().is_empty()) else {
+                return Err(ConfigError::Rule {
+                    path: source,
+                    rule_id: String::new(),
+                    message: format!(
+                        "a rule has no id (description: {:?}); give every [[rules]] an id",
+                        raw.description.as_deref().unwrap_or("")
+                    ),
                 });
+            };
+            let rule_err = |message: String| ConfigError::Rule {
+                path: source.clone(),
+                rule_id: id.clone(),
+                message,
+            };
+            let required = raw
+                .required
+                .iter()
+                .flatten()
+                .map(|r| match r.id.as_deref().map(str::trim) {
+                    Some(rid) if !rid.is_empty() => Ok(Required {
+                        rule_id: rid.to_string(),
+                        within_lines: r.within_lines,
+                        within_columns: r.within_columns,
+                    }),
+                    _ => Err(rule_err("[[rules.required]] needs an id".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if raw.regex.is_none() && raw.path.is_none() {
+                return Err(rule_err("needs a regex or a path".into()));
+            }
+            let regex = match &raw.regex {
+                Some(p) => Some(compile_bytes_regex(p).map_err(|e| ConfigError::Regex {
+                    path: source.clone(),
+                    rule_id: id.clone(),
+                    field: "regex",
+                    message: first_line(&e.to_string()),
+                })?),
+                None => None,
+            };
+            if let (Some(g), Some(re)) = (raw.secret_group, &regex)
+                && g >= re.captures_len()
+            {
+                return Err(rule_err(format!(
+                    "secretGroup {g} but the regex has only {} capture group(s)",
+                    re.captures_len() - 1
+                )));
+            }
+            if let Some(e) = raw.entropy
+                && !(0.0..=8.0).contains(&e)
+            {
+                // gitleaks loads it (the rule then never, or always, passes the entropy test);
+                // so do we, and say so.
+                if e.is_nan() {
+                    return Err(rule_err("entropy must be a number between 0 and 8".into()));
+                }
+                warnings.push(format!(
+                    "rule `{id}` in {source}: entropy {e} is outside 0 to 8 (bits per byte), so \
+                     {}",
+                    if e > 8.0 {
+                        "the rule never reports anything"
+                    } else {
+                        "it does not filter anything"
+                    }
+                ));
+            }
+            let path = match &raw.path {
+                Some(p) => Some(compile_bytes_regex(p).map_err(|e| ConfigError::Regex {
+                    path: source.clone(),
+                    rule_id: id.clone(),
+                    field: "path",
+                    message: first_line(&e.to_string()),
+                })?),
+                None => None,
+            };
+            let mut keywords: Vec<String> = raw
+                .keywords
+                .unwrap_or_default()
+                .iter()
+                .map(|k| k.to_lowercase())
+                .filter(|k| !k.is_empty())
+                .collect();
+            keywords.sort();
+            keywords.dedup();
+            let allowlists = raw
+                .allowlist
+                .iter()
+                .chain(raw.allowlists.iter().flatten())
+                .map(|a| compile_allowlist(a, &source, Some(&id)))
+                .collect::<Result<Vec<_>, _>>()?;
+            rules.push(Rule {
+                description: raw.description.unwrap_or_else(|| id.clone()),
+                id,
+                regex,
+                secret_group: raw.secret_group.filter(|&g| g > 0),
+                entropy: raw.entropy.filter(|&e| e > 0.0),
+                keywords,
+                path,
+                allowlists,
+                skip_report: raw.skip_report.unwrap_or(false),
+                tags: raw.tags.unwrap_or_default(),
+                source,
+                required,
+            });
+        }
+        for r in &rules {
+            for req in &r.required {
+                if !rules.iter().any(|o| o.id == req.rule_id) {
+                    return Err(ConfigError::Rule {
+                        path: r.source.clone(),
+                        rule_id: r.id.clone(),
+                        message: format!(
+                            "[[rules.required]] names rule `{}`, which does not exist",
+                            req.rule_id
+                        ),
+                    });
+                }
             }
         }
+        let mut allowlists = Vec::with_capacity(layered.allowlists.len());
+        for Sourced { source, item } in &layered.allowlists {
+            let mut a = compile_allowlist(item, source, None)?;
+            if !a.target_rules.is_empty() {
+                let mut targets = Vec::new();
+                for t in std::mem::take(&mut a.target_rules) {
+                    if rules.iter().any(|r| r.id == t) {
+                        targets.push(t);
+                        continue;
+                    }
+                    match gitleaks_default(&t).filter(|_| layered.has_builtin) {
+                        Some(ours) => {
+                            notes.push(format!(
+                                "{source}: allowlist targetRules `{t}` (a gitleaks default rule) \
+                             means the built-in {}",
+                                if ours.is_empty() {
+                                    "(none)".to_string()
+                                } else {
+                                    ours.join(", ")
+                                }
+                            ));
+                            if ours.is_empty() {
+                                warnings.push(format!(
+                                    "{source}: allowlist targetRules `{t}` names gitleaks' default \
+                                 rule, which no built-in rule covers; that target is ignored"
+                                ));
+                            }
+                            targets.extend(ours.iter().map(|o| o.to_string()));
+                        }
+                        None => {
+                            return Err(ConfigError::Allowlist {
+                                path: source.clone(),
+                                message: format!("targetRules names unknown rule `{t}`"),
+                            });
+                        }
+                    }
+                }
+                if targets.is_empty() {
+                    // Every target was a gitleaks rule we do not have: allow nothing rather than
+                    // everything.
+                    continue;
+                }
+                a.target_rules = targets;
+            }
+            allowlists.push(a);
+        }
+        Ok(RuleSet {
+            rules,
+            allowlists,
+            notes,
+            warnings,
+        })
     }
-    Ok(RuleSet { rules, allowlists })
 }

@@ -227,7 +227,7 @@ commits = ["{third}"]
     assert_eq!(
         got,
         vec![
-            at("id_rsa", 1, "ssh-key-file"),
+            at("id_rsa", 0, "ssh-key-file"),
             at("only-here.env", 1, "acme-token"),
             at("src/app.cfg", 1, "github-pat"),
         ]

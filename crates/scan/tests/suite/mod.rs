@@ -1,6 +1,7 @@
 mod config;
 mod files;
 mod git;
+mod gitleaks;
 mod hidden;
 mod history;
 mod sarif;

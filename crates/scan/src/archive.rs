@@ -1,0 +1,344 @@
+//! Scanning into archives and compressed files (gitleaks' `--max-archive-depth`): zip, tar,
+//! and gzip / xz / zstd streams (a compressed tar is one archive), nested up to a depth.
+//!
+//! Why bounded: an archive is input an attacker may shape. A small file can expand to
+//! gigabytes (a "zip bomb") or hold millions of entries. Every read is capped: each entry at
+//! the file size limit (larger entries are skipped and listed, like large files), and the
+//! whole expansion of one file on disk at [`Limits::max_total`] bytes, [`Limits::max_entries`]
+//! entries and [`Limits::max_ratio`] times its own size. Past a cap the whole archive is
+//! refused, with a message that says so, and nothing in it counts as scanned.
+//!
+//! Entries are named as gitleaks names them: `outer.zip!dir/inner.txt`, nested archives
+//! adding one `!` each; a compressed file that is not a tar keeps its own name.
+
+use std::io::{Cursor, Read};
+
+/// How deep and how much an archive may expand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Archives nested deeper than this are not opened (0: archives are not opened).
+    pub max_depth: usize,
+    /// Entries larger than this are skipped.
+    pub max_entry: u64,
+    /// The whole expansion of one file (all entries, all levels) may not exceed this.
+    pub max_total: u64,
+    /// At most this many entries, all levels.
+    pub max_entries: usize,
+    /// The expansion may not exceed this many times the file's own size (once past 1 MiB).
+    pub max_ratio: u64,
+}
+
+/// Expansions above this size are judged by their ratio.
+const RATIO_FLOOR: u64 = 1 << 20;
+
+/// What opening an archive gave.
+#[derive(Debug, Default)]
+pub(crate) struct Expansion {
+    /// Entries to scan: name and content.
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// Entries not scanned: name and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Why an archive was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused as an archive bomb: {0}")]
+pub(crate) struct Refused(pub String);
+
+/// The kinds this module opens, by their first bytes (tar by its `ustar` magic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Zip,
+    Tar,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+fn kind_of(data: &[u8]) -> Option<Kind> {
+    if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
+        Some(Kind::Zip)
+    } else if data.starts_with(b"\x1f\x8b") {
+        Some(Kind::Gzip)
+    } else if data.starts_with(b"\xfd7zXZ\x00") {
+        Some(Kind::Xz)
+    } else if data.starts_with(b"\x28\xb5\x2f\xfd") {
+        Some(Kind::Zstd)
+    } else if data.len() >= 263 && &data[257..262] == b"ustar" {
+        Some(Kind::Tar)
+    } else {
+        None
+    }
+}
+
+/// Whether `data` is an archive or compressed stream this module opens.
+pub(crate) fn is_archive(data: &[u8]) -> bool {
+    kind_of(data).is_some()
+}
+
+/// Opens `data` (named `name`, an archive at depth 0) and everything nested in it up to the
+/// depth limit. Nested archives past the limit are listed as skipped.
+pub(crate) fn expand(name: &str, data: &[u8], limits: &Limits) -> Result<Expansion, Refused> {
+    let mut walk = Walk {
+        limits,
+        top_size: data.len() as u64,
+        total: 0,
+        entries: 0,
+        out: Expansion::default(),
+    };
+    walk.open(name, data, 0)?;
+    Ok(walk.out)
+}
+
+struct Walk<'a> {
+    limits: &'a Limits,
+    top_size: u64,
+    total: u64,
+    entries: usize,
+    out: Expansion,
+}
+
+impl Walk<'_> {
+    /// Opens the archive `data` found at `depth` (0: the file itself).
+    fn open(&mut self, name: &str, data: &[u8], depth: usize) -> Result<(), Refused> {
+        let Some(kind) = kind_of(data) else {
+            return Ok(());
+        };
+        if depth >= self.limits.max_depth {
+            self.out.skipped.push((
+                name.to_string(),
+                format!(
+                    "an archive nested deeper than --max-archive-depth {}",
+                    self.limits.max_depth
+                ),
+            ));
+            return Ok(());
+        }
+        match kind {
+            Kind::Zip => self.zip(name, data, depth),
+            Kind::Tar => self.tar(name, data, depth),
+            Kind::Gzip | Kind::Xz | Kind::Zstd => {
+                let inner = match self.decompress(name, kind, data)? {
+                    Some(inner) => inner,
+                    None => return Ok(()),
+                };
+                if kind_of(&inner) == Some(Kind::Tar) {
+                    // A compressed tar is one archive (one level), as gitleaks counts it.
+                    self.tar(name, &inner, depth)
+                } else {
+                    self.entry(name.to_string(), inner, depth + 1)
+                }
+            }
+        }
+    }
+
+    /// An entry found at `depth`: scanned, or opened when it is an archive itself.
+    fn entry(&mut self, name: String, data: Vec<u8>, depth: usize) -> Result<(), Refused> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(Refused(format!(
+                "more than {} entries",
+                self.limits.max_entries
+            )));
+        }
+        if is_archive(&data) {
+            return self.open(&name, &data, depth);
+        }
+        self.out.entries.push((name, data));
+        Ok(())
+    }
+
+    /// Counts `n` more expanded bytes against the caps.
+    fn charge(&mut self, n: u64) -> Result<(), Refused> {
+        self.total = self.total.saturating_add(n);
+        if self.total > self.limits.max_total {
+            return Err(Refused(format!(
+                "expands to more than {} bytes (from {} bytes)",
+                self.limits.max_total, self.top_size
+            )));
+        }
+        if self.total > RATIO_FLOOR && self.total / self.top_size.max(1) > self.limits.max_ratio {
+            return Err(Refused(format!(
+                "expands more than {} times (from {} bytes to over {} bytes)",
+                self.limits.max_ratio, self.top_size, self.total
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads at most one entry's worth from `r`: the bytes, or `None` when the entry is larger
+    /// than an entry may be (then listed as skipped). What is read counts against the caps.
+    fn read_bounded(&mut self, name: &str, r: impl Read) -> Result<Option<Vec<u8>>, Refused> {
+        let cap = self.limits.max_entry;
+        let mut buf = Vec::new();
+        let mut limited = r.take(cap.saturating_add(1));
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let n = match limited.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    self.out
+                        .skipped
+                        .push((name.to_string(), format!("cannot be read: {e}")));
+                    return Ok(None);
+                }
+            };
+            self.charge(n as u64)?;
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if buf.len() as u64 > cap {
+            self.out
+                .skipped
+                .push((name.to_string(), format!("larger than {cap} bytes")));
+            return Ok(None);
+        }
+        Ok(Some(buf))
+    }
+
+    fn decompress(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>, Refused> {
+        match kind {
+            Kind::Gzip => self.read_bounded(name, flate2::read::MultiGzDecoder::new(data)),
+            Kind::Xz => self.read_bounded(name, lzma_rust2::XzReader::new(data, true)),
+            Kind::Zstd => match ruzstd::decoding::StreamingDecoder::new(data) {
+                Ok(d) => self.read_bounded(name, d),
+                Err(e) => {
+                    self.out
+                        .skipped
+                        .push((name.to_string(), format!("cannot be read: {e}")));
+                    Ok(None)
+                }
+            },
+            Kind::Zip | Kind::Tar => Ok(Some(data.to_vec())),
+        }
+    }
+
+    fn tar(&mut self, name: &str, data: &[u8], depth: usize) -> Result<(), Refused> {
+        let mut archive = tar::Archive::new(data);
+        let entries = match archive.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                self.out
+                    .skipped
+                    .push((name.to_string(), format!("cannot be read as tar: {e}")));
+                return Ok(());
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.out
+                        .skipped
+                        .push((name.to_string(), format!("cannot be read as tar: {e}")));
+                    return Ok(());
+                }
+            };
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let inner = match entry.path() {
+                Ok(p) => clean(&p.to_string_lossy()),
+                Err(_) => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            };
+            let full = format!("{name}!{inner}");
+            if let Some(bytes) = self.read_bounded(&full, entry)? {
+                self.entry(full, bytes, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn zip(&mut self, name: &str, data: &[u8], depth: usize) -> Result<(), Refused> {
+        let mut archive = match zip::ZipArchive::new(Cursor::new(data)) {
+            Ok(a) => a,
+            Err(e) => {
+                self.out
+                    .skipped
+                    .push((name.to_string(), format!("cannot be read as zip: {e}")));
+                return Ok(());
+            }
+        };
+        for i in 0..archive.len() {
+            let file = match archive.by_index(i) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.out.skipped.push((
+                        format!("{name}!#{i}"),
+                        format!("cannot be read from the zip: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            if !file.is_file() {
+                continue;
+            }
+            let inner = match file.name() {
+                Ok(n) => clean(&n),
+                Err(_) => clean(&String::from_utf8_lossy(file.name_raw())),
+            };
+            let full = format!("{name}!{inner}");
+            if let Some(bytes) = self.read_bounded(&full, file)? {
+                self.entry(full, bytes, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An entry's path as reported: `/` separators, no leading `./` or `/`.
+fn clean(path: &str) -> String {
+    let p = path.replace('\\', "/");
+    let p = p.trim_start_matches("./").trim_start_matches('/');
+    p.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn limits() -> Limits {
+        Limits {
+            max_depth: 8,
+            max_entry: 1 << 20,
+            max_total: 4 << 20,
+            max_entries: 100,
+            max_ratio: 100,
+        }
+    }
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_stream_keeps_its_name_and_a_bomb_is_refused() {
+        let x = expand("a.txt.gz", &gz(b"hello\n"), &limits()).unwrap();
+        assert_eq!(
+            x.entries,
+            vec![("a.txt.gz".to_string(), b"hello\n".to_vec())]
+        );
+        let bomb = gz(&vec![0u8; 3 << 20]);
+        let err = expand("bomb.gz", &bomb, &limits()).unwrap_err();
+        assert!(err.to_string().contains("archive bomb"), "{err}");
+    }
+
+    #[test]
+    fn depth_zero_opens_nothing() {
+        let l = Limits {
+            max_depth: 0,
+            ..limits()
+        };
+        let x = expand("a.gz", &gz(b"x"), &l).unwrap();
+        assert!(x.entries.is_empty());
+        assert_eq!(x.skipped.len(), 1);
+    }
+}

@@ -1,0 +1,670 @@
+//! Drop-in compatibility with gitleaks (issue 23): configs that name gitleaks' default rules,
+//! `[extend] path` lookup, encoded secrets decoded in place, duplicate ids, composite rules,
+//! line numbers and fingerprints, archives, gitleaks' JSON report. All test data is written
+//! here (no file of gitleaks is copied).
+
+use std::path::Path;
+
+use base64::Engine as _;
+use pretty_assertions::assert_eq;
+use scan::{Baseline, Format, RuleSet, ScanOptions, Scanner};
+
+use super::{aws_key, github_token, tok};
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// (line, rule) of each finding.
+fn lines(findings: &[scan::Finding]) -> Vec<(u32, String)> {
+    findings
+        .iter()
+        .map(|f| (f.line, f.rule_id.clone()))
+        .collect()
+}
+
+fn generic_secret_line() -> String {
+    // Our generic-secret rule: a name that says secret and a random value.
+    format!(
+        "client_secret = \"{}\"\n",
+        tok(&["q7Vx", "2LmP9", "rT4kWz8", "Nc3Yb6Hd"])
+    )
+}
+
+// ------------------------------------------------------------------ 1. gitleaks' default ids
+
+const EXTENDS_GITLEAKS_IDS: &str = r#"
+[extend]
+useDefault = true
+disabledRules = ["slack-bot-token"]
+
+# gitleaks issue #1844's pattern: an allowlist on a default rule, by gitleaks' id.
+[[rules]]
+id = "generic-api-key"
+[[rules.allowlists]]
+paths = ['''^fixtures/''']
+
+# A default rule of gitleaks that no built-in rule covers: a warning, not an error.
+[[rules]]
+id = "heroku-api-key"
+[[rules.allowlists]]
+regexes = ['''.*''']
+
+# Not a rule anywhere: a warning too.
+[[rules]]
+id = "acme-internal"
+[[rules.allowlists]]
+regexes = ['''.*''']
+
+[[allowlists]]
+targetRules = ["github-pat"]
+paths = ['''^vendor/''']
+"#;
+
+#[test]
+fn overrides_of_gitleaks_default_ids_load_and_apply_to_our_rules() {
+    let set = RuleSet::from_toml_str(EXTENDS_GITLEAKS_IDS, "g.toml", None).unwrap();
+    assert!(
+        set.rule("slack-bot-token").is_none(),
+        "disabled by its gitleaks id"
+    );
+    assert!(set.rule("heroku-api-key").is_none());
+    assert!(set.rule("acme-internal").is_none());
+    assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
+    assert!(
+        set.warnings[0].contains("`heroku-api-key`"),
+        "{:?}",
+        set.warnings
+    );
+    assert!(
+        set.warnings[1].contains("`acme-internal`"),
+        "{:?}",
+        set.warnings
+    );
+    assert!(
+        set.notes
+            .iter()
+            .any(|n| n.contains("generic-api-key") && n.contains("generic-secret")),
+        "{:?}",
+        set.notes
+    );
+    let s = Scanner::from_rules(set);
+    let line = generic_secret_line();
+    assert_eq!(
+        lines(&s.scan_bytes("src/a.py", line.as_bytes())),
+        vec![(1, "generic-secret".to_string())]
+    );
+    assert_eq!(
+        lines(&s.scan_bytes("fixtures/a.py", line.as_bytes())),
+        vec![]
+    );
+    let gh = github_token();
+    assert_eq!(lines(&s.scan_bytes("vendor/x", gh.as_bytes())), vec![]);
+    assert_eq!(lines(&s.scan_bytes("src/x", gh.as_bytes())).len(), 1);
+}
+
+#[test]
+fn a_gitleaks_default_id_redefined_with_a_regex_replaces_our_rules_for_it() {
+    let toml = r#"
+[extend]
+useDefault = true
+[[rules]]
+id = "github-pat"
+regex = '''ghp_[A-Za-z0-9]{36}'''
+keywords = ["ghp_"]
+[[rules]]
+id = "gitlab-ptt"
+regex = '''glptt-[0-9a-f]{40}'''
+"#;
+    let set = RuleSet::from_toml_str(toml, "g.toml", None).unwrap();
+    // github-pat is our id too: merged in place. gitlab-ptt maps to our gitlab-token, which
+    // steps aside for the user's definition.
+    assert!(set.rule("github-pat").is_some());
+    assert!(set.rule("gitlab-ptt").is_some());
+    assert!(set.rule("gitlab-token").is_none());
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+#[test]
+fn an_unknown_override_without_a_base_is_still_an_error() {
+    let err = RuleSet::from_toml_str("[[rules]]\nid = \"x\"\n", "g.toml", None).unwrap_err();
+    assert!(err.to_string().contains("needs a regex or a path"), "{err}");
+}
+
+// ------------------------------------------------------------------ 2. [extend] path
+
+#[test]
+fn extend_path_is_read_from_the_working_directory_then_the_files_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let conf = cwd.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let base = |id: &str| format!("[[rules]]\nid = \"{id}\"\nregex = '''{id}-[0-9]{{6}}'''\n");
+    // Only beside the extending file.
+    std::fs::write(conf.join("base.toml"), base("beside")).unwrap();
+    std::fs::write(conf.join("top.toml"), "[extend]\npath = \"base.toml\"\n").unwrap();
+    let set = RuleSet::from_file_in(&conf.join("top.toml"), Some(cwd.path())).unwrap();
+    assert!(set.rule("beside").is_some());
+    assert!(
+        set.notes
+            .iter()
+            .any(|n| n.contains("rule file's directory")),
+        "{:?}",
+        set.notes
+    );
+    // In the working directory too (gitleaks' reading): that one wins.
+    std::fs::write(cwd.path().join("base.toml"), base("fromcwd")).unwrap();
+    let set = RuleSet::from_file_in(&conf.join("top.toml"), Some(cwd.path())).unwrap();
+    assert!(set.rule("fromcwd").is_some());
+    assert!(set.rule("beside").is_none());
+    assert!(
+        set.notes.iter().any(|n| n.contains("working directory")),
+        "{:?}",
+        set.notes
+    );
+    // gitleaks' own layout: a path relative to the working directory with directories in it.
+    std::fs::write(
+        conf.join("deep.toml"),
+        "[extend]\npath = \"conf/base.toml\"\n",
+    )
+    .unwrap();
+    let set = RuleSet::from_file_in(&conf.join("deep.toml"), Some(cwd.path())).unwrap();
+    assert!(set.rule("beside").is_some());
+    // Neither: the error names the file looked for.
+    std::fs::write(conf.join("bad.toml"), "[extend]\npath = \"nope.toml\"\n").unwrap();
+    let err = RuleSet::from_file_in(&conf.join("bad.toml"), Some(cwd.path())).unwrap_err();
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+}
+
+#[test]
+fn extend_chains_stop_where_gitleaks_stops_and_odd_entropy_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rule = |id: &str| format!("[[rules]]\nid = \"{id}\"\nregex = '''{id}-[0-9]{{6}}'''\n");
+    std::fs::write(
+        d.join("top.toml"),
+        format!("[extend]\npath = \"one.toml\"\n{}", rule("top")),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("one.toml"),
+        format!("[extend]\npath = \"two.toml\"\n{}", rule("one")),
+    )
+    .unwrap();
+    // two.toml's own [extend] names a file that does not exist: gitleaks never reads it.
+    std::fs::write(
+        d.join("two.toml"),
+        format!("[extend]\npath = \"missing.toml\"\n{}", rule("two")),
+    )
+    .unwrap();
+    let set = RuleSet::from_file_in(&d.join("top.toml"), None).unwrap();
+    let mut ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["one", "top", "two"]);
+    assert!(
+        set.warnings[0].contains("[extend] is ignored"),
+        "{:?}",
+        set.warnings
+    );
+
+    let set = RuleSet::from_toml_str(
+        "[[rules]]\nid = \"a\"\nregex = 'a-[0-9]{8}'\nentropy = 999\n",
+        "g.toml",
+        None,
+    )
+    .unwrap();
+    assert!(
+        set.warnings[0].contains("never reports"),
+        "{:?}",
+        set.warnings
+    );
+    assert_eq!(
+        Scanner::from_rules(set).scan_bytes("a", b"a-12345678\n"),
+        vec![]
+    );
+}
+
+#[test]
+fn extend_url_is_ignored_with_a_warning_as_gitleaks_ignores_it() {
+    let set = RuleSet::from_toml_str(
+        "[extend]\nurl = \"https://example.invalid/rules.toml\"\n[[rules]]\nid = \"a\"\nregex = 'a-[0-9]{8}'\n",
+        "g.toml",
+        None,
+    )
+    .unwrap();
+    assert_eq!(set.rules.len(), 1);
+    assert!(
+        set.warnings[0].contains("[extend] url"),
+        "{:?}",
+        set.warnings
+    );
+}
+
+// ------------------------------------------------------------------ 3. encoded secrets
+
+const ENCODED_RULES: &str = r#"
+[[rules]]
+id = "small-secret"
+regex = '''\bsmall-secret\b'''
+
+[[rules]]
+id = "overlapping"
+regex = '''secret=(decoded-secret-value\w*)'''
+secretGroup = 1
+
+[[rules]]
+id = "aws-key"
+regex = '''\b((?:AKIA|ASIA)[A-Z0-9]{16})\b'''
+keywords = ["akia", "asia"]
+
+[[rules]]
+id = "pem"
+regex = '''-----BEGIN[ A-Z]{0,40}PRIVATE KEY-----[\s\S]*?-----END[ A-Z]{0,40}PRIVATE KEY-----'''
+keywords = ["-----begin"]
+"#;
+
+fn hexs(s: &str) -> String {
+    hex::encode(s)
+}
+
+fn pct(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[test]
+fn encoded_secrets_are_decoded_in_place_and_reported_where_they_sit() {
+    let s = Scanner::from_rules(RuleSet::from_toml_str(ENCODED_RULES, "e.toml", None).unwrap());
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIBVAIBADANBgkqhkiG9w0BAQEFAASCAT4wggE6AgEAAkEA\n-----END PRIVATE KEY-----\n";
+    let text = [
+        "# plain lines first".to_string(),
+        // 2: a small secret, base64
+        b64("small-secret"),
+        // 3: the rule's context (`secret=`) is outside the encoded run
+        format!("secret={}", b64("decoded-secret-value00")),
+        // 4: the same, encoded twice
+        b64(&format!("secret={}", b64("decoded-secret-value01"))),
+        // 5: hex
+        format!("secret={}", hexs("decoded-secret-valueHEX")),
+        // 6: percent, partly encoded
+        format!("secret=decoded-{}-valuev2", pct("secret")),
+        // 7: a PEM key, base64 in a YAML value
+        format!("private_key: '{}'", b64(pem)),
+        // 8: an AWS key as \u escapes
+        format!(
+            "key = \"{}\"",
+            aws_key()
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect::<String>()
+        ),
+        // 9: percent inside base64
+        {
+            let e = b64("secret=decoded-secret-valuev3");
+            format!("{}%{:02X}{}", &e[..6], e.as_bytes()[6], &e[7..])
+        },
+        // 10: a base64 run cut in two by an escape waits until the escape is decoded (the
+        // halves are not decoded on their own), then decodes whole, twice
+        {
+            let e = b64(&format!("secret={}", b64("decoded-secret-valuev4")));
+            format!("{}%{:02X}{}", &e[..18], e.as_bytes()[18], &e[19..])
+        },
+        String::new(),
+    ]
+    .join("\n");
+    let found = s.scan_bytes("enc.txt", text.as_bytes());
+    assert_eq!(
+        lines(&found),
+        vec![
+            (2, "small-secret".to_string()),
+            (3, "overlapping".to_string()),
+            (4, "overlapping".to_string()),
+            (5, "overlapping".to_string()),
+            (6, "overlapping".to_string()),
+            (7, "pem".to_string()),
+            (8, "aws-key".to_string()),
+            (9, "overlapping".to_string()),
+            (10, "overlapping".to_string()),
+        ],
+        "{:?}",
+        lines(&found)
+    );
+    // The match starts before the encoded run on line 3 (`secret=` is plain text): it is
+    // reported where the match starts, as gitleaks maps it back.
+    assert_eq!(found[1].secret.expose(), "decoded-secret-value00");
+    // Decoding switched off: nothing but the plain text.
+    let off = Scanner::from_rules(RuleSet::from_toml_str(ENCODED_RULES, "e.toml", None).unwrap())
+        .with_options(ScanOptions {
+            max_decode_depth: 0,
+            ..ScanOptions::default()
+        });
+    assert_eq!(lines(&off.scan_bytes("enc.txt", text.as_bytes())), vec![]);
+    // One pass: the doubly encoded line needs two.
+    let one = Scanner::from_rules(RuleSet::from_toml_str(ENCODED_RULES, "e.toml", None).unwrap())
+        .with_options(ScanOptions {
+            max_decode_depth: 1,
+            ..ScanOptions::default()
+        });
+    let found = lines(&one.scan_bytes("enc.txt", text.as_bytes()));
+    assert!(
+        !found.contains(&(4, "overlapping".to_string())),
+        "{found:?}"
+    );
+    assert!(found.contains(&(3, "overlapping".to_string())), "{found:?}");
+}
+
+// ------------------------------------------------------------------ 6. duplicate ids, composite
+
+#[test]
+fn a_duplicate_rule_id_is_replaced_by_the_later_definition() {
+    let toml = r#"
+[[rules]]
+id = "token"
+regex = '''first-[0-9]{6}'''
+[[rules]]
+id = "token"
+regex = '''second-[0-9]{6}'''
+"#;
+    let set = RuleSet::from_toml_str(toml, "d.toml", None).unwrap();
+    assert_eq!(set.rules.len(), 1);
+    assert!(set.notes[0].contains("defined twice"), "{:?}", set.notes);
+    let s = Scanner::from_rules(set);
+    assert_eq!(lines(&s.scan_bytes("a", b"first-123456\n")), vec![]);
+    assert_eq!(
+        lines(&s.scan_bytes("a", b"second-123456\n")),
+        vec![(1, "token".to_string())]
+    );
+}
+
+const COMPOSITE: &str = r#"
+[[rules]]
+id = "password"
+regex = '''password\s*=\s*"([^"]+)"'''
+[[rules.required]]
+id = "username"
+withinLines = 2
+[[rules.required]]
+id = "host"
+
+[[rules]]
+id = "username"
+regex = '''username\s*=\s*"([^"]+)"'''
+skipReport = true
+
+[[rules]]
+id = "host"
+regex = '''host\s*=\s*"([^"]+)"'''
+skipReport = true
+"#;
+
+#[test]
+fn composite_rules_need_their_required_rules_nearby() {
+    let s = Scanner::from_rules(RuleSet::from_toml_str(COMPOSITE, "c.toml", None).unwrap());
+    let near = "host = \"db\"\n\n\n\n\nusername = \"admin\"\n\npassword = \"s3cr3t-v4lue\"\n";
+    assert_eq!(
+        lines(&s.scan_bytes("a", near.as_bytes())),
+        vec![(8, "password".to_string())]
+    );
+    // The username is 4 lines away: too far.
+    let far = "host = \"db\"\nusername = \"admin\"\n\n\n\npassword = \"s3cr3t-v4lue\"\n";
+    assert_eq!(lines(&s.scan_bytes("a", far.as_bytes())), vec![]);
+    // No host anywhere.
+    let no_host = "username = \"admin\"\npassword = \"s3cr3t-v4lue\"\n";
+    assert_eq!(lines(&s.scan_bytes("a", no_host.as_bytes())), vec![]);
+    // withinColumns
+    let cols = RuleSet::from_toml_str(
+        &COMPOSITE.replace("withinLines = 2", "withinLines = 0\nwithinColumns = 3"),
+        "c.toml",
+        None,
+    )
+    .unwrap();
+    let s = Scanner::from_rules(cols);
+    let same_line = "host = \"h\"\nusername = \"a\"; password = \"s3cr3t-v4lue\"\n";
+    assert_eq!(lines(&s.scan_bytes("a", same_line.as_bytes())), vec![]);
+    let aligned = "host = \"h\"\nusername = \"a\"; password = \"s3cr3t-v4lue\"; username = \"b\"\n";
+    assert_eq!(lines(&s.scan_bytes("a", aligned.as_bytes())), vec![]);
+    let err = RuleSet::from_toml_str(
+        "[[rules]]\nid = \"a\"\nregex = 'a'\n[[rules.required]]\nid = \"missing\"\n",
+        "c.toml",
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`missing`"), "{err}");
+}
+
+// ------------------------------------------------------------------ 7. lines, fingerprints
+
+#[test]
+fn multi_line_matches_are_on_their_first_line_and_path_rules_on_line_zero() {
+    let toml = r#"
+[[rules]]
+id = "pem"
+regex = '''-----BEGIN PRIVATE KEY-----\n([A-Za-z0-9+/=\n]{20,})-----END PRIVATE KEY-----'''
+[[rules]]
+id = "leading-newline"
+regex = '''\n(token-[0-9]{6})'''
+[[rules]]
+id = "keystore"
+path = '''\.jks$'''
+"#;
+    let s = Scanner::from_rules(RuleSet::from_toml_str(toml, "l.toml", None).unwrap());
+    let text = "a\n-----BEGIN PRIVATE KEY-----\nMIIBVAIBADANBgkqhkiG9w0BAQEFAASC\nAT4wggE6AgEAAkEA\n-----END PRIVATE KEY-----\nx\ntoken-123456\n";
+    let found = s.scan_bytes("k.jks", text.as_bytes());
+    let mut got: Vec<(u32, String, String)> = found
+        .iter()
+        .map(|f| (f.line, f.rule_id.clone(), f.fingerprint.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (0, "keystore".into(), "k.jks:keystore:0".into()),
+            (2, "pem".into(), "k.jks:pem:2".into()),
+            (
+                7,
+                "leading-newline".into(),
+                "k.jks:leading-newline:7".into()
+            ),
+        ]
+    );
+    let pem = found.iter().find(|f| f.rule_id == "pem").unwrap();
+    assert_eq!((pem.span.end_line, pem.span.start_column), (5, 1));
+}
+
+#[test]
+fn gitleaksignore_entries_with_gitleaks_ids_allow_our_findings() {
+    let line = generic_secret_line();
+    let s = Scanner::builtin()
+        .unwrap()
+        .with_baseline(Baseline::parse("# from gitleaks\nsrc/a.py:generic-api-key:1\n").unwrap());
+    assert_eq!(lines(&s.scan_bytes("src/a.py", line.as_bytes())), vec![]);
+    assert_eq!(lines(&s.scan_bytes("src/b.py", line.as_bytes())).len(), 1);
+}
+
+// ------------------------------------------------------------------ 8. archives
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w =
+        lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
+fn zst(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+fn scan_dir(dir: &Path, depth: usize) -> scan::PathScan {
+    Scanner::builtin()
+        .unwrap()
+        .with_options(ScanOptions {
+            max_archive_depth: depth,
+            ..ScanOptions::default()
+        })
+        .scan_paths(&[dir.to_path_buf()])
+        .unwrap()
+}
+
+#[test]
+fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("GITHUB_TOKEN={}\n", github_token());
+    let d = dir.path();
+    std::fs::write(
+        d.join("a.zip"),
+        zip(&[
+            ("docs/readme.txt", b"nothing\n"),
+            ("conf/app.env", secret.as_bytes()),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("b.tar.gz"),
+        gz(&tar(&[("x/app.env", secret.as_bytes())])),
+    )
+    .unwrap();
+    std::fs::write(d.join("c.env.xz"), xz(secret.as_bytes())).unwrap();
+    std::fs::write(d.join("d.env.zst"), zst(secret.as_bytes())).unwrap();
+    // A zip in a tar in a gzip: three levels.
+    let inner = zip(&[("deep.env", secret.as_bytes())]);
+    std::fs::write(d.join("e.tgz"), gz(&tar(&[("in/inner.zip", &inner)]))).unwrap();
+
+    let names = |scan: &scan::PathScan| {
+        let mut v: Vec<String> = scan
+            .findings
+            .iter()
+            .map(|f| {
+                f.file
+                    .trim_start_matches(&format!("{}/", d.display()))
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    // Depth 0 (the default): archives are listed as skipped, as before.
+    let none = scan_dir(d, 0);
+    assert_eq!(names(&none), Vec::<String>::new());
+    assert_eq!(none.skipped.len(), 5, "{:?}", none.skipped);
+    // Depth 1: one level; the zip inside e.tgz is listed as too deep.
+    let one = scan_dir(d, 1);
+    assert_eq!(
+        names(&one),
+        vec![
+            "a.zip!conf/app.env",
+            "b.tar.gz!x/app.env",
+            "c.env.xz",
+            "d.env.zst",
+        ]
+    );
+    assert!(
+        one.skipped
+            .iter()
+            .any(|s| s.path.ends_with("e.tgz!in/inner.zip") && s.reason.contains("deeper")),
+        "{:?}",
+        one.skipped
+    );
+    let two = scan_dir(d, 2);
+    assert!(names(&two).contains(&"e.tgz!in/inner.zip!deep.env".to_string()));
+    assert_eq!(two.findings[0].line, 1);
+
+    // A bomb: 64 MiB of zeros in a small gzip.
+    let bomb_dir = tempfile::tempdir().unwrap();
+    std::fs::write(bomb_dir.path().join("bomb.gz"), gz(&vec![0u8; 64 << 20])).unwrap();
+    std::fs::write(bomb_dir.path().join("ok.env"), secret.as_bytes()).unwrap();
+    let scan = scan_dir(bomb_dir.path(), 3);
+    assert_eq!(scan.findings.len(), 1);
+    assert_eq!(scan.skipped.len(), 1);
+    assert!(
+        scan.skipped[0]
+            .reason
+            .starts_with("refused as an archive bomb"),
+        "{:?}",
+        scan.skipped
+    );
+}
+
+// ------------------------------------------------------------------ 9. gitleaks' report
+
+#[test]
+fn the_gitleaks_report_has_gitleaks_keys() {
+    let s = Scanner::builtin().unwrap();
+    let text = format!("NAME=x\nGITHUB_TOKEN={}\n", github_token());
+    let found = s.scan_bytes("app.env", text.as_bytes());
+    let out = scan::render(Format::Gitleaks, &found, &s.rule_infos(), true, "0");
+    assert!(
+        out.starts_with("[\n {\n  \"RuleID\": \"github-pat\","),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let f = &v[0];
+    assert_eq!(f["StartLine"], 2);
+    assert_eq!(f["EndLine"], 2);
+    assert_eq!(f["StartColumn"], 14);
+    assert_eq!(f["Secret"], "REDACTED");
+    assert_eq!(f["Match"], "REDACTED");
+    assert_eq!(f["File"], "app.env");
+    assert_eq!(f["Commit"], "");
+    assert_eq!(f["Fingerprint"], "app.env:github-pat:2");
+    let keys: Vec<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+    for k in [
+        "RuleID",
+        "Description",
+        "StartLine",
+        "EndLine",
+        "StartColumn",
+        "EndColumn",
+        "Match",
+        "Secret",
+        "File",
+        "SymlinkFile",
+        "Commit",
+        "Entropy",
+        "Author",
+        "Email",
+        "Date",
+        "Message",
+        "Tags",
+        "Fingerprint",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    assert!(!out.contains(&github_token()));
+    // gitleaks reads the report back as a baseline.
+    let b = Baseline::parse(&out).unwrap();
+    assert!(b.allows(&found[0]));
+    assert_eq!(scan::render(Format::Gitleaks, &[], &[], true, "0"), "[]\n");
+}
