@@ -6,8 +6,10 @@
 //! manifests, egress, the git gate or supervise: the caller (`bot-bottle start`) prepares the
 //! home directory, the files and the sidecar sockets and hands over their paths.
 //!
-//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
-//! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
+//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon),
+//! [`docker`] (Docker Engine API), [`qemu`], [`smolvm`] (smolmachines: libkrun micro-VMs through
+//! the `smolvm` CLI) and [`apple`] (Apple's `container` CLI); the last two are proven against
+//! fakes of their CLIs only.
 //! Those modules are the host side (the launcher); what runs inside a bottle is in [`inbottle`].
 //!
 //! ```no_run
@@ -41,11 +43,13 @@
 //! # }
 //! ```
 
+pub mod apple;
 pub mod docker;
 pub mod inbottle;
 pub mod native;
 pub mod preflight;
 pub mod qemu;
+pub mod smolvm;
 mod spec;
 mod workspace_copy;
 
@@ -84,9 +88,9 @@ impl BackendKind {
     ];
 
     /// Whether this build has the backend ([`open`] can give it). Backends that are only
-    /// planned are named (so `--backend apple` says so) but not offered by `doctor`.
+    /// planned are named but not offered by `doctor`.
     pub fn is_built(self) -> bool {
-        !matches!(self, BackendKind::Smolmachines | BackendKind::Apple)
+        true
     }
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
@@ -193,11 +197,8 @@ pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>
         BackendKind::Native => native::open(options),
         BackendKind::Docker => docker::open(options),
         BackendKind::Qemu => qemu::open(options),
-        other => Err(BackendError::Unavailable {
-            backend: other,
-            reason: "this build of bot-bottle has no such backend yet; use --backend native"
-                .to_owned(),
-        }),
+        BackendKind::Smolmachines => smolvm::open(options),
+        BackendKind::Apple => apple::open(options),
     }
 }
 
