@@ -312,6 +312,9 @@ impl FakeContainer {
         let (mut uid, mut gid) = (0u32, 0u32);
         let mut workdir = String::from("/");
         let mut detach = false;
+        let mut read_only = false;
+        let mut cap_drop: Vec<String> = Vec::new();
+        let mut tmpfs: Vec<String> = Vec::new();
         let mut rest: Vec<String> = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -324,14 +327,18 @@ impl FakeContainer {
             match flag {
                 "--detach" | "-d" => detach = true,
                 "--no-dns" | "--interactive" | "-i" | "--tty" | "-t" | "--rm" => {}
+                "--read-only" => read_only = true,
                 "--name" | "--label" | "--network" | "--uid" | "--gid" | "--mount" | "--env"
-                | "-e" | "--cpus" | "-c" | "--memory" | "-m" | "--workdir" | "-w" => {
+                | "-e" | "--cpus" | "-c" | "--memory" | "-m" | "--workdir" | "-w"
+                | "--cap-drop" | "--tmpfs" => {
                     let Some(v) = it.next() else {
                         return usage(format!("Missing value for '{flag}'"));
                     };
                     let v = (*v).to_owned();
                     match flag {
                         "--name" => name = Some(v),
+                        "--cap-drop" => cap_drop.push(v),
+                        "--tmpfs" => tmpfs.push(v),
                         "--label" => {
                             if let Some((k, val)) = v.split_once('=') {
                                 labels.insert(k.into(), val.into());
@@ -409,11 +416,15 @@ impl FakeContainer {
         if let Some(n) = missing {
             return failure(format!("network {n} not found"));
         }
+        for t in &tmpfs {
+            mounts.push(serde_json::json!({"type": {"tmpfs": {}}, "source": "", "destination": t, "options": []}));
+        }
         let config = serde_json::json!({
             "id": name, "image": {"reference": rest[0]}, "mounts": mounts,
             "publishedPorts": [], "publishedSockets": [], "labels": labels,
             "networks": networks.iter().map(|n| serde_json::json!({"network": n, "options": {"hostname": name}})).collect::<Vec<_>>(),
-            "rosetta": false, "ssh": false, "virtualization": false, "readOnly": false,
+            "rosetta": false, "ssh": false, "virtualization": false, "readOnly": read_only,
+            "capDrop": cap_drop, "capAdd": [],
             "resources": {"cpus": cpus, "memoryInBytes": memory},
             "initProcess": {"executable": rest.get(1), "arguments": rest.get(2..).unwrap_or_default(), "environment": env_out, "workingDirectory": workdir, "user": {"id": {"uid": uid, "gid": gid}}},
         });

@@ -187,8 +187,9 @@ pub fn init_config(spec: &LaunchSpec, sidecar_ip: &str) -> InitConfig {
     }
 }
 
-/// `container create …` of the agent: the agent network only, no DNS, uid 1000, the bottle's
-/// CPUs and memory, the init as its command.
+/// `container create …` of the agent: the agent network only, no DNS, every capability
+/// dropped, a read-only root with private `/tmp` and `/var/tmp` (as docker's agent), uid 1000,
+/// the bottle's CPUs and memory, the init as its command.
 pub fn agent_create_args(
     names: &Names,
     spec: &LaunchSpec,
@@ -206,6 +207,13 @@ pub fn agent_create_args(
         "--network",
         &names.agent_network,
         "--no-dns",
+        "--cap-drop",
+        "ALL",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/var/tmp",
         "--uid",
         &AGENT_ID.to_string(),
         "--gid",
@@ -313,8 +321,8 @@ pub fn sidecar_address(names: &Names, inspect_json: &str) -> Result<String, Back
 }
 
 /// The agent container is what was asked for: attached to the agent network alone, nothing
-/// published, no SSH agent, no nested virtualization, the bottle's size, exactly its mounts
-/// with their read-only flags.
+/// published, a read-only root without capabilities, no SSH agent, no nested virtualization,
+/// the bottle's size, exactly its mounts with their read-only flags.
 pub fn confirm_agent(
     names: &Names,
     spec: &LaunchSpec,
@@ -345,6 +353,16 @@ pub fn confirm_agent(
                 config[field]
             )));
         }
+    }
+    if config["readOnly"] != true
+        || !config["capDrop"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == "ALL"))
+    {
+        return Err(refuse(format_args!(
+            "the agent container has readOnly = {} and capDrop = {}, not a read-only root without capabilities",
+            config["readOnly"], config["capDrop"]
+        )));
     }
     for field in ["ssh", "virtualization"] {
         if config[field] != false {
@@ -441,7 +459,7 @@ mod tests {
             )
             .join(" "),
             "create --name bb-demo-1a2b3-agent --label bot-bottle=demo-1a2b3 --network bb-demo-1a2b3-agent --no-dns \
-             --uid 1000 --gid 1000 --cpus 2 --memory 4096M --workdir /Users/a/proj \
+             --cap-drop ALL --read-only --tmpfs /tmp --tmpfs /var/tmp --uid 1000 --gid 1000 --cpus 2 --memory 4096M --workdir /Users/a/proj \
              --mount type=bind,source=/Users/a/proj,target=/Users/a/proj \
              --mount type=bind,source=/bb/state/demo-1a2b3/home,target=/home/agent \
              --mount type=bind,source=/bb/bin,target=/run/bot-bottle/bin,readonly \
