@@ -86,3 +86,36 @@ fn relay(inbound: TcpStream, target: SocketAddr) {
     let _ = in_write.shutdown(Shutdown::Write);
     let _ = upstream.join();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_loopback_port_reaches_the_unix_socket_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("egress.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            conn.write_all(&[b"echo:".as_slice(), &got].concat())
+                .unwrap();
+        });
+        // A free loopback port.
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        super::listen_loopback_unix(port, &socket).unwrap();
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.write_all(b"CONNECT api.example:443").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "echo:CONNECT api.example:443");
+    }
+}
