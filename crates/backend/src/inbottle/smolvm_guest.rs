@@ -2,9 +2,9 @@
 //! before the agent.
 //!
 //! The machine has no network device (see [`crate::smolvm::plan`]); each sidecar endpoint
-//! arrives as a Unix socket smolvm bridges in from the host over vsock. This init binds the
-//! read-only files onto their places (virtiofs shares directories only, so each file comes in
-//! its own read-only directory), listens on `127.0.0.1:<port>` (and `[::1]`) for each sidecar
+//! arrives as a Unix socket smolvm bridges in from the host over vsock. This init places the
+//! read-only files (virtiofs shares directories only, so each file comes in its own read-only
+//! directory) as root-owned copies the agent cannot change, listens on `127.0.0.1:<port>` (and `[::1]`) for each sidecar
 //! and relays to its socket, then runs the agent confined as the qemu guest's agent is (uid 1000,
 //! no capabilities, `RLIMIT_NPROC`, `no_new_privs`, native's seccomp deny list) with exactly the
 //! spec's environment, in the workspace; its exit code is the agent's (`128 + n` for a signal).
@@ -37,7 +37,7 @@ pub struct GuestSpec {
     pub pids: u32,
     /// Loopback port → the bridged sidecar socket in the guest.
     pub forwards: Vec<GuestForward>,
-    /// Read-only files: `source` (in a read-only mount) bound onto `inside`.
+    /// Read-only files: `source` (in a read-only mount) placed at `inside`, root-owned.
     pub files: Vec<GuestFile>,
     /// Whether the agent has the exec's terminal.
     pub interactive: bool,
@@ -89,7 +89,7 @@ fn run(spec: &GuestSpec) -> i32 {
         );
     }
     for file in &spec.files {
-        if let Err(message) = bind_read_only(&file.source, &file.inside) {
+        if let Err(message) = place_read_only(&file.source, &file.inside) {
             return fail(&message);
         }
     }
@@ -127,49 +127,34 @@ fn run(spec: &GuestSpec) -> i32 {
     }
 }
 
-/// Binds `source` onto `inside` (creating the mount point and its parents) and makes it
-/// read-only.
-fn bind_read_only(source: &Path, inside: &Path) -> Result<(), String> {
-    use nix::mount::{MsFlags, mount};
-    let is_dir = source.is_dir();
+/// Places `source` (from its read-only mount) at `inside` as a root-owned copy the agent
+/// cannot change (files 0444, directories 0555): no mount privilege is needed, so it works in
+/// whatever container `smolvm machine exec` runs the image in.
+fn place_read_only(source: &Path, inside: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |what: &str, path: &Path, e: std::io::Error| {
+        format!("cannot {what} {}: {e}", path.display())
+    };
     if let Some(parent) = inside.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| err("create", parent, e))?;
     }
-    if !inside.exists() {
-        let made = if is_dir {
-            std::fs::create_dir(inside)
-        } else {
-            std::fs::File::create(inside).map(drop)
-        };
-        made.map_err(|e| format!("cannot create {}: {e}", inside.display()))?;
+    let meta = std::fs::metadata(source).map_err(|e| err("read", source, e))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(inside).map_err(|e| err("create", inside, e))?;
+        for entry in std::fs::read_dir(source).map_err(|e| err("read", source, e))? {
+            let entry = entry.map_err(|e| err("read", source, e))?;
+            place_read_only(&entry.path(), &inside.join(entry.file_name()))?;
+        }
+        std::fs::set_permissions(inside, std::fs::Permissions::from_mode(0o555))
+            .map_err(|e| err("protect", inside, e))?;
+    } else {
+        // A file already there (the image's CA bundle) is replaced, not written through.
+        let _ = std::fs::remove_file(inside);
+        std::fs::copy(source, inside).map_err(|e| err("copy to", inside, e))?;
+        std::fs::set_permissions(inside, std::fs::Permissions::from_mode(0o444))
+            .map_err(|e| err("protect", inside, e))?;
     }
-    mount(
-        Some(source),
-        inside,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        format!(
-            "cannot bind {} on {}: {e}",
-            source.display(),
-            inside.display()
-        )
-    })?;
-    mount(
-        None::<&str>,
-        inside,
-        None::<&str>,
-        MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot make {} read-only: {e}", inside.display()))
+    std::os::unix::fs::chown(inside, Some(0), Some(0)).map_err(|e| err("hand to root", inside, e))
 }
 
 #[cfg(test)]
@@ -197,5 +182,38 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
         value["privileged"] = serde_json::json!(true);
         assert!(serde_json::from_value::<GuestSpec>(value).is_err());
+    }
+
+    #[test]
+    fn read_only_files_become_root_owned_copies_the_agent_cannot_change() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "skipped: placing root-owned copies needs root (the guest init runs as root)"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("mount/0");
+        std::fs::create_dir_all(source.join("sub")).unwrap();
+        std::fs::write(source.join("sub/skill.md"), "skill").unwrap();
+        std::fs::write(dir.path().join("mount/bundle.pem"), "CA").unwrap();
+        let target = dir.path().join("etc/ssl/certs/ca-certificates.crt");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "the image's own bundle").unwrap();
+        place_read_only(&dir.path().join("mount/bundle.pem"), &target).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "CA");
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o444));
+        let skills = dir.path().join("home/agent/.claude/skills");
+        place_read_only(&source, &skills).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(skills.join("sub/skill.md")).unwrap(),
+            "skill"
+        );
+        assert_eq!(
+            std::fs::metadata(&skills).unwrap().permissions().mode() & 0o777,
+            0o555
+        );
     }
 }

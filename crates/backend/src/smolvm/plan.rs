@@ -40,8 +40,8 @@ pub const GUEST_BIN_DIR: &str = "/run/bot-bottle/bin";
 pub const GUEST_EXE: &str = "/run/bot-bottle/bin/bot-bottle";
 /// Where the sidecar sockets are bridged in (`<port>.sock`).
 pub const GUEST_SOCKET_DIR: &str = "/run/bot-bottle/sidecars";
-/// Where the read-only files' directories are mounted (`<n>`), before the guest init binds
-/// each onto its place.
+/// Where the read-only files' directories are mounted (`<n>`), before the guest init copies
+/// each into place.
 pub const GUEST_FILES_DIR: &str = "/run/bot-bottle/files";
 /// The agent's uid and gid inside the guest.
 pub const AGENT_ID: u32 = 1000;
@@ -111,7 +111,7 @@ pub struct SocketBridge {
 }
 
 /// A read-only file of the spec as the guest gets it: the directory `stage` (on the host)
-/// mounted read-only at `GUEST_FILES_DIR/<n>`, then `source` (inside that mount) bound by the
+/// mounted read-only at `GUEST_FILES_DIR/<n>`, then `source` (inside that mount) copied by the
 /// guest init onto `inside`. virtiofs shares directories only, hence the staging directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedFile {
@@ -120,7 +120,7 @@ pub struct StagedFile {
     /// The host directory that is mounted (a copy's directory for a file; the directory
     /// itself for a directory).
     pub stage: PathBuf,
-    /// What the guest init binds, inside the guest.
+    /// What the guest init copies into place, inside the guest.
     pub source: PathBuf,
     /// Where the agent sees it.
     pub inside: PathBuf,
