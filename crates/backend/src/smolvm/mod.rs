@@ -49,6 +49,9 @@ pub const IMAGE_ENV: &str = "BOT_BOTTLE_SMOLVM_IMAGE";
 /// init it is (smolmachines, apple); on Linux hosts the running executable when unset.
 pub const GUEST_EXE_ENV: &str = "BOT_BOTTLE_LINUX_EXE";
 
+/// The file in a bottle's runtime directory holding the pid of the process that launched it.
+const LAUNCHER_PID: &str = "launcher.pid";
+
 /// How the backend is set up.
 #[derive(Debug, Clone)]
 pub struct SmolvmConfig {
@@ -327,6 +330,22 @@ impl SmolvmBackend {
         }
     }
 
+    /// Whether the process that launched a bottle is known and gone (its pid file names a
+    /// process that no longer exists).
+    fn launcher_gone(&self, identity: &str) -> bool {
+        let file = self.bottle_dir(identity).join(LAUNCHER_PID);
+        let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+    }
+
     fn machines(&self) -> Result<Vec<serde_json::Value>, BackendError> {
         let out = self.run(plan::list_args())?;
         if !out.ok() {
@@ -382,6 +401,10 @@ impl Backend for SmolvmBackend {
             )));
         }
         let plan = self.stage(spec)?;
+        // Who launched it: `cleanup` stops a running machine whose launcher is gone.
+        let pid_file = self.bottle_dir(&spec.identity).join(LAUNCHER_PID);
+        std::fs::write(&pid_file, std::process::id().to_string())
+            .map_err(io_err("write", &pid_file))?;
         self.create_confirmed(&plan)?;
         let out = self.run(plan::start_args(&plan.name))?;
         if !out.ok() {
@@ -442,11 +465,12 @@ impl Backend for SmolvmBackend {
             .iter()
             .filter_map(|m| {
                 let identity = plan::identity_of(m["name"].as_str()?)?.to_owned();
+                let running = m["state"] == "running";
                 Some(BottleInfo {
+                    orphaned: running && self.launcher_gone(&identity),
                     identity,
                     backend: BackendKind::Smolmachines,
-                    running: m["state"] == "running",
-                    orphaned: false,
+                    running,
                     created: m["created_at"].as_u64().unwrap_or(0),
                 })
             })
@@ -454,7 +478,8 @@ impl Backend for SmolvmBackend {
     }
 
     /// Deletes machines of bot-bottle that are not running (a launcher that died between
-    /// create and delete) and the runtime directories of bottles without a machine.
+    /// create and delete), stops and deletes running ones whose launcher is gone, and removes
+    /// the runtime directories of bottles without a machine.
     fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
         let machines = self.machines()?;
         let mut actions = Vec::new();
@@ -462,7 +487,16 @@ impl Backend for SmolvmBackend {
             let Some(name) = m["name"].as_str() else {
                 continue;
             };
-            if m["state"] != "running" {
+            let identity = plan::identity_of(name).unwrap_or(name);
+            if m["state"] == "running" && self.launcher_gone(identity) {
+                if !dry_run {
+                    let _ = self.run(plan::stop_args(name));
+                    self.discard(name);
+                }
+                actions.push(CleanupAction::KilledOrphan {
+                    identity: identity.to_owned(),
+                });
+            } else if m["state"] != "running" {
                 if !dry_run {
                     self.discard(name);
                 }
@@ -474,6 +508,12 @@ impl Backend for SmolvmBackend {
         let live: Vec<String> = machines
             .iter()
             .filter(|m| m["state"] == "running")
+            .filter(|m| {
+                m["name"]
+                    .as_str()
+                    .and_then(plan::identity_of)
+                    .is_some_and(|id| !self.launcher_gone(id))
+            })
             .filter_map(|m| Some(plan::identity_of(m["name"].as_str()?)?.to_owned()))
             .collect();
         if let Ok(entries) = std::fs::read_dir(self.config.runtime_dir()) {

@@ -463,3 +463,43 @@ fn the_real_state_database_reader_reads_smolvm_s_schema() {
     let missing = backend::smolvm::StateDb::new(dir.path().join("nope.db"), &sqlite3);
     assert!(missing.machine_record("bb-x").is_err());
 }
+
+#[test]
+fn a_running_machine_whose_launcher_died_is_an_orphan_cleanup_ends() {
+    let Some(s) = Smol::new((1, 9, 2)) else {
+        return;
+    };
+    let bottle = s.backend.launch(&s.spec(), BottleStdio::piped()).unwrap();
+    assert!(
+        !s.backend.list().unwrap()[0].orphaned,
+        "its launcher (this test) lives"
+    );
+    // The launcher dies: its pid file names a process that is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let pid_file = s.root.join("home/run/smolvm/demo-1a2b3/launcher.pid");
+    std::fs::write(&pid_file, pid.to_string()).unwrap();
+    let listed = s.backend.list().unwrap();
+    assert!(listed[0].running && listed[0].orphaned, "{listed:?}");
+    assert_eq!(
+        s.backend.cleanup(true).unwrap(),
+        vec![
+            backend::CleanupAction::KilledOrphan {
+                identity: "demo-1a2b3".into()
+            },
+            backend::CleanupAction::RemovedRuntimeDir {
+                identity: "demo-1a2b3".into(),
+                path: s.root.join("home/run/smolvm/demo-1a2b3"),
+            },
+        ]
+    );
+    assert!(
+        s.fake.machine_record("bb-demo-1a2b3").unwrap().is_some(),
+        "dry run"
+    );
+    s.backend.cleanup(false).unwrap();
+    assert!(s.fake.machine_record("bb-demo-1a2b3").unwrap().is_none());
+    assert!(!pid_file.exists(), "its runtime directory is gone too");
+    std::mem::forget(bottle);
+}
