@@ -182,6 +182,10 @@ pub enum SidecarPlacement {
     /// The bundle runs in a container beside the bottle and listens on TCP ports of the
     /// bottle's internal network, which only the agent shares. Docker.
     Container,
+    /// As `Container`, with the sidecar container started by the backend itself from the
+    /// launcher's [`docker::SidecarSpec`] and images built by the backend
+    /// ([`Backend::build_image`], [`Backend::launch_beside`]). Apple.
+    BackendContainer,
 }
 
 /// The backend of that kind, ready to use. Backends not in this build answer
@@ -298,6 +302,31 @@ pub trait Backend: Send + Sync {
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError>;
 
+    /// Builds (or finds) the image of a Dockerfile source; the image's reference. Only
+    /// backends whose placement is [`SidecarPlacement::BackendContainer`] build images so.
+    fn build_image(&self, _source: &docker::ImageSource) -> Result<String, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not build images for `start`",
+            self.kind()
+        )))
+    }
+
+    /// Starts the bottle from `agent_image` (built by [`Backend::build_image`]) beside its
+    /// sidecar bundle's container ([`SidecarPlacement::BackendContainer`]).
+    fn launch_beside(
+        &self,
+        spec: &LaunchSpec,
+        agent_image: &str,
+        sidecar: &docker::SidecarSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        let _ = (spec, agent_image, sidecar, stdio);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not run its sidecar bundle in a container of its own",
+            self.kind()
+        )))
+    }
+
     /// Reconnects the caller's terminal to a bottle started by another process.
     fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError>;
 
@@ -383,9 +412,7 @@ mod tests {
                 (BackendKind::Native, SidecarPlacement::HostProcess),
                 (BackendKind::Docker, SidecarPlacement::Container),
                 (BackendKind::Smolmachines, SidecarPlacement::HostProcess),
-                // Apple's sidecar runs in a container of its own, which `start` cannot hand it
-                // yet: its `launch` refuses, so the launcher's host bundle is stopped again.
-                (BackendKind::Apple, SidecarPlacement::HostProcess),
+                (BackendKind::Apple, SidecarPlacement::BackendContainer),
             ]
         );
     }

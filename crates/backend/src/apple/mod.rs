@@ -18,13 +18,13 @@
 //! 6. at the end (or on any failure) both containers and both networks are deleted.
 //!
 //! Images are built with `container build` from the same Dockerfiles and context as the docker
-//! backend's ([`AppleBackend::build_image`]).
+//! backend's ([`AppleBackend::build`]).
 //!
 //! Platform: the code only runs commands, so it builds and is tested everywhere against
 //! [`fake::FakeContainer`]; it has not been run on a Mac by this project (`doctor` and the
-//! README say so). `start --backend apple` is not yet wired in the launcher (its sidecar
-//! container needs the launcher's sidecar spec, as docker's does): [`Backend::launch`] says
-//! so, and [`AppleBackend::launch_with`] is the complete launch.
+//! README say so). `start` reaches it through [`crate::SidecarPlacement::BackendContainer`]:
+//! the launcher hands it the sidecar spec ([`Backend::launch_beside`]); [`Backend::launch`]
+//! alone, without a sidecar, refuses.
 
 pub mod cli;
 pub mod fake;
@@ -169,7 +169,7 @@ impl AppleBackend {
 
     /// Builds `source` with `container build` unless its tag exists; the tag. The context is
     /// the docker backend's, unpacked into a build directory.
-    pub fn build_image(&self, source: &ImageSource) -> Result<String, BackendError> {
+    pub fn build(&self, source: &ImageSource) -> Result<String, BackendError> {
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| BackendError::Io {
@@ -418,6 +418,26 @@ impl Backend for AppleBackend {
         BackendKind::Apple
     }
 
+    fn sidecar_placement(&self) -> crate::SidecarPlacement {
+        crate::SidecarPlacement::BackendContainer
+    }
+
+    fn build_image(&self, source: &ImageSource) -> Result<String, BackendError> {
+        self.build(source)
+    }
+
+    fn launch_beside(
+        &self,
+        spec: &LaunchSpec,
+        agent_image: &str,
+        sidecar: &SidecarSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        let mut config = self.config.clone();
+        config.agent_image = Some(agent_image.to_owned());
+        AppleBackend::new(config, self.cli.clone()).launch_with(spec, sidecar, stdio)
+    }
+
     fn preflight(&self) -> BackendStatus {
         let mut facts = AppleFacts::gather();
         facts.init_exe = self.config.init_exe.is_some();
@@ -440,7 +460,7 @@ impl Backend for AppleBackend {
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
         validate(spec)?;
         Err(BackendError::Unsupported(
-            "the apple backend runs its sidecar bundle in a container of its own, and `start` cannot hand it one yet in this build; use --backend docker on this Mac for now".into(),
+            "the apple backend runs its sidecar bundle in a container of its own: it is started by `bot-bottle start`, which hands it the sidecar (Backend::launch_beside)".into(),
         ))
     }
 

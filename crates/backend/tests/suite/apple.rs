@@ -258,14 +258,38 @@ fn images_are_built_from_the_docker_backend_s_dockerfiles_once() {
 }
 
 #[test]
-fn start_refuses_plainly_until_the_launcher_can_hand_it_a_sidecar() {
+fn start_hands_the_sidecar_and_image_through_the_backend_trait() {
     let a = Apple::new();
-    let err = a
-        .backend
+    let backend: &dyn Backend = &a.backend;
+    assert_eq!(
+        backend.sidecar_placement(),
+        backend::SidecarPlacement::BackendContainer
+    );
+    // Without a sidecar there is nothing to start.
+    let err = backend
         .launch(&a.spec(), BottleStdio::piped())
         .err()
         .unwrap();
     assert!(matches!(err, BackendError::Unsupported(_)), "{err}");
-    assert!(err.to_string().contains("--backend docker"), "{err}");
     assert!(a.fake.calls().is_empty());
+    // `start`'s path: the image it built, the sidecar it specified.
+    let mut bottle = backend
+        .launch_beside(
+            &a.spec(),
+            "bot-bottle/agent-built:feedface0001",
+            &a.sidecar(),
+            BottleStdio::piped(),
+        )
+        .unwrap();
+    assert_eq!(bottle.wait().unwrap().code, 0);
+    let create = a
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("create "))
+        .unwrap();
+    assert!(
+        create.contains(" bot-bottle/agent-built:feedface0001 "),
+        "{create}"
+    );
 }
