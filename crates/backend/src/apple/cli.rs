@@ -20,6 +20,8 @@ pub trait ContainerCli: Send + Sync {
     -> Result<Box<dyn CliChild>, BackendError>;
 }
 
+const INSTALL: &str = "install Apple's container CLI from github.com/apple/container and run `container system start`";
+
 /// The real `container` executable.
 #[derive(Debug, Clone)]
 pub struct RealContainer {
@@ -41,10 +43,12 @@ impl ContainerCli for RealContainer {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| BackendError::Process {
-                action: "run container",
-                source,
-            })?;
+            .map_err(crate::smolvm::cli::not_run(
+                crate::BackendKind::Apple,
+                &self.program,
+                "run container",
+                INSTALL,
+            ))?;
         Ok(CliOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -59,10 +63,12 @@ impl ContainerCli for RealContainer {
             .stdout(stdio(io.stdout))
             .stderr(stdio(io.stderr))
             .spawn()
-            .map_err(|source| BackendError::Process {
-                action: "run container start",
-                source,
-            })?;
+            .map_err(crate::smolvm::cli::not_run(
+                crate::BackendKind::Apple,
+                &self.program,
+                "run container start",
+                INSTALL,
+            ))?;
         Ok(crate::smolvm::cli::child(child))
     }
 }

@@ -147,16 +147,42 @@ fn stdio(mode: StdioMode) -> Stdio {
     }
 }
 
+/// A CLI that cannot be run: not installed is [`BackendError::Unavailable`] (nothing of
+/// bot-bottle can exist in it, and `cleanup` goes on), anything else a process error.
+pub(crate) fn not_run(
+    backend: crate::BackendKind,
+    program: &Path,
+    action: &'static str,
+    install: &str,
+) -> impl FnOnce(std::io::Error) -> BackendError {
+    let program = program.to_path_buf();
+    let install = install.to_owned();
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BackendError::Unavailable {
+                backend,
+                reason: format!("{} is not installed; {install}", program.display()),
+            }
+        } else {
+            BackendError::Process { action, source }
+        }
+    }
+}
+
+const INSTALL: &str = "install smolvm: curl -sSL https://smolmachines.com/install.sh | sh";
+
 impl SmolvmCli for RealSmolvm {
     fn run(&self, args: &[String]) -> Result<CliOutput, BackendError> {
         let out = Command::new(&self.program)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| BackendError::Process {
-                action: "run smolvm",
-                source,
-            })?;
+            .map_err(not_run(
+                crate::BackendKind::Smolmachines,
+                &self.program,
+                "run smolvm",
+                INSTALL,
+            ))?;
         Ok(CliOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -171,10 +197,12 @@ impl SmolvmCli for RealSmolvm {
             .stdout(stdio(io.stdout))
             .stderr(stdio(io.stderr))
             .spawn()
-            .map_err(|source| BackendError::Process {
-                action: "run smolvm machine exec",
-                source,
-            })?;
+            .map_err(not_run(
+                crate::BackendKind::Smolmachines,
+                &self.program,
+                "run smolvm machine exec",
+                INSTALL,
+            ))?;
         Ok(Box::new(RealChild(child)))
     }
 
@@ -242,6 +270,22 @@ mod tests {
             let p = default_db_path(Some(Path::new("/home/a")), Some(Path::new("x"))).unwrap();
             assert_eq!(p, Path::new("/home/a/.local/share/smolvm/server/smolvm.db"));
         }
+    }
+
+    #[test]
+    fn a_missing_smolvm_is_unavailable_not_a_failure() {
+        let cli = RealSmolvm {
+            program: "/nonexistent/smolvm".into(),
+            db: StateDb::new("/nonexistent.db", "sqlite3"),
+        };
+        let err = cli
+            .run(&["machine".into(), "ls".into(), "--json".into()])
+            .unwrap_err();
+        assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
+        assert!(
+            err.to_string().contains("smolmachines.com/install.sh"),
+            "{err}"
+        );
     }
 
     #[test]
