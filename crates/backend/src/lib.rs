@@ -6,8 +6,10 @@
 //! manifests, egress, the git gate or supervise: the caller (`bot-bottle start`) prepares the
 //! home directory, the files and the sidecar sockets and hands over their paths.
 //!
-//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon) and
-//! [`docker`] (Docker Engine API). The other backends only have their [`preflight`] checks so far.
+//! Implemented here: [`native`] (Linux namespaces + seccomp + Landlock, no daemon),
+//! [`docker`] (Docker Engine API), [`qemu`], [`smolvm`] (smolmachines: libkrun micro-VMs through
+//! the `smolvm` CLI) and [`apple`] (Apple's `container` CLI); the last two are proven against
+//! fakes of their CLIs only.
 //! Those modules are the host side (the launcher); what runs inside a bottle is in [`inbottle`].
 //!
 //! ```no_run
@@ -41,11 +43,13 @@
 //! # }
 //! ```
 
+pub mod apple;
 pub mod docker;
 pub mod inbottle;
 pub mod native;
 pub mod preflight;
 pub mod qemu;
+pub mod smolvm;
 mod spec;
 mod workspace_copy;
 
@@ -84,9 +88,9 @@ impl BackendKind {
     ];
 
     /// Whether this build has the backend ([`open`] can give it). Backends that are only
-    /// planned are named (so `--backend apple` says so) but not offered by `doctor`.
+    /// planned are named but not offered by `doctor`.
     pub fn is_built(self) -> bool {
-        !matches!(self, BackendKind::Smolmachines | BackendKind::Apple)
+        true
     }
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
@@ -178,6 +182,10 @@ pub enum SidecarPlacement {
     /// The bundle runs in a container beside the bottle and listens on TCP ports of the
     /// bottle's internal network, which only the agent shares. Docker.
     Container,
+    /// As `Container`, with the sidecar container started by the backend itself from the
+    /// launcher's [`docker::SidecarSpec`] and images built by the backend
+    /// ([`Backend::build_image`], [`Backend::launch_beside`]). Apple.
+    BackendContainer,
 }
 
 /// The backend of that kind, ready to use. Backends not in this build answer
@@ -193,11 +201,8 @@ pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>
         BackendKind::Native => native::open(options),
         BackendKind::Docker => docker::open(options),
         BackendKind::Qemu => qemu::open(options),
-        other => Err(BackendError::Unavailable {
-            backend: other,
-            reason: "this build of bot-bottle has no such backend yet; use --backend native"
-                .to_owned(),
-        }),
+        BackendKind::Smolmachines => smolvm::open(options),
+        BackendKind::Apple => apple::open(options),
     }
 }
 
@@ -297,6 +302,31 @@ pub trait Backend: Send + Sync {
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError>;
 
+    /// Builds (or finds) the image of a Dockerfile source; the image's reference. Only
+    /// backends whose placement is [`SidecarPlacement::BackendContainer`] build images so.
+    fn build_image(&self, _source: &docker::ImageSource) -> Result<String, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not build images for `start`",
+            self.kind()
+        )))
+    }
+
+    /// Starts the bottle from `agent_image` (built by [`Backend::build_image`]) beside its
+    /// sidecar bundle's container ([`SidecarPlacement::BackendContainer`]).
+    fn launch_beside(
+        &self,
+        spec: &LaunchSpec,
+        agent_image: &str,
+        sidecar: &docker::SidecarSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        let _ = (spec, agent_image, sidecar, stdio);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not run its sidecar bundle in a container of its own",
+            self.kind()
+        )))
+    }
+
     /// Reconnects the caller's terminal to a bottle started by another process.
     fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError>;
 
@@ -364,24 +394,26 @@ mod tests {
                 args: vec!["__docker-init".into()],
             }
         );
-        let placements: Vec<(BackendKind, SidecarPlacement)> =
-            [BackendKind::Native, BackendKind::Docker]
-                .into_iter()
-                .map(|kind| {
-                    let backend = open(kind, &options).unwrap();
-                    (backend.kind(), backend.sidecar_placement())
-                })
-                .collect();
+        let placements: Vec<(BackendKind, SidecarPlacement)> = [
+            BackendKind::Native,
+            BackendKind::Docker,
+            BackendKind::Smolmachines,
+            BackendKind::Apple,
+        ]
+        .into_iter()
+        .map(|kind| {
+            let backend = open(kind, &options).unwrap();
+            (backend.kind(), backend.sidecar_placement())
+        })
+        .collect();
         assert_eq!(
             placements,
             vec![
                 (BackendKind::Native, SidecarPlacement::HostProcess),
                 (BackendKind::Docker, SidecarPlacement::Container),
+                (BackendKind::Smolmachines, SidecarPlacement::HostProcess),
+                (BackendKind::Apple, SidecarPlacement::BackendContainer),
             ]
         );
-        assert!(matches!(
-            open(BackendKind::Apple, &options),
-            Err(BackendError::Unavailable { .. })
-        ));
     }
 }

@@ -67,6 +67,17 @@ impl Resources {
     pub const DEFAULT_PIDS: u32 = 1024;
 }
 
+impl Resources {
+    /// The size of a VM bottle (qemu, smolmachines, apple): whole CPUs rounded up (at least
+    /// one) and the memory in MiB (at least 128).
+    pub fn vm_size(&self) -> (u32, u64) {
+        (
+            self.millicpus.div_ceil(1000).max(1),
+            (self.memory_bytes >> 20).max(128),
+        )
+    }
+}
+
 impl Default for Resources {
     /// What protects a laptop: 2 CPUs, 4 GiB, 1024 processes (see the README).
     fn default() -> Self {

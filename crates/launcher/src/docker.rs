@@ -27,7 +27,7 @@ use crate::error::{Context, chain};
 use crate::{BottlePaths, Launch, LaunchError, Options, Report};
 
 /// Where the sidecar container finds the bot-bottle executable.
-const SIDECAR_EXE: &str = "/usr/local/bin/bot-bottle";
+pub(super) const SIDECAR_EXE: &str = "/usr/local/bin/bot-bottle";
 /// What to try when an image does not build: the usual cause is a base image that cannot be
 /// pulled.
 const BUILD_HINT: &str = "if the base image cannot be pulled (no registry here), set BOT_BOTTLE_DOCKER_BASE to a local image (scripts/docker/build-base-image builds one)";
@@ -98,7 +98,7 @@ fn env_value(env: &crate::HostEnv, name: &str) -> Option<String> {
 
 /// The agent image: the per-bottle override `state/<identity>/Dockerfile`, else the bottle's
 /// own Dockerfile (its directory is the build context), else the provider's template.
-fn agent_image(
+pub(super) fn agent_image(
     launch: &Launch,
     paths: &BottlePaths,
     base: Option<&str>,
@@ -148,7 +148,7 @@ fn agent_image(
 
 /// The sidecar container: `bot-bottle sidecar` with what its config names mounted at the
 /// same paths, running as the launching user (who owns the state files).
-fn sidecar_spec(
+pub(super) fn sidecar_spec(
     home: &Home,
     paths: &BottlePaths,
     launch: &Launch,

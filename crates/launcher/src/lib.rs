@@ -26,6 +26,7 @@ mod env;
 mod error;
 pub mod provider;
 mod report;
+mod sidecar_container;
 mod spec;
 pub mod watch;
 
@@ -455,10 +456,9 @@ impl RunningBottle {
         // container: TCP on the sidecar container's side of the bottle's internal network.
         let listen = |name: &str, port: u16| -> Result<Listen, LaunchError> {
             match placement {
-                SidecarPlacement::Container => Ok(Listen::Tcp(std::net::SocketAddr::from((
-                    [0, 0, 0, 0],
-                    port,
-                )))),
+                SidecarPlacement::Container | SidecarPlacement::BackendContainer => Ok(
+                    Listen::Tcp(std::net::SocketAddr::from(([0, 0, 0, 0], port))),
+                ),
                 SidecarPlacement::HostProcess => Ok(Listen::Unix(paths.socket(name)?)),
             }
         };
@@ -508,6 +508,19 @@ impl RunningBottle {
                     &sidecar_env,
                     &spec,
                     self.watch.clone(),
+                    options,
+                )?;
+                Ok(Agent::ContainerBundle { running })
+            }
+            // A sidecar container the backend starts itself (apple).
+            SidecarPlacement::BackendContainer => {
+                let running = sidecar_container::launch(
+                    self.backend.as_ref(),
+                    home,
+                    paths,
+                    launch,
+                    &sidecar_env,
+                    &spec,
                     options,
                 )?;
                 Ok(Agent::ContainerBundle { running })

@@ -21,7 +21,9 @@
 //! module uses `crate::native`'s mount plan, seccomp filter and forwarder (the host side
 //! computes the plan, this side applies it), never `crate::docker`'s engine client.
 
+mod agent_exec;
 pub mod docker_init;
 pub mod native_helper;
 pub mod qemu_guest;
 mod relay;
+pub mod smolvm_guest;

@@ -19,7 +19,7 @@ mod docker;
 mod native;
 mod smolmachines;
 
-pub use apple::diagnose_apple;
+pub use apple::{AppleFacts, diagnose_apple};
 pub use docker::{DockerFacts, diagnose_docker};
 pub use native::{NativeFacts, diagnose_native, landlock_abi};
 pub use smolmachines::{SmolFacts, diagnose_smolmachines};
@@ -151,10 +151,7 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
         native(native_backend),
         diagnose_docker(&DockerFacts::gather()),
         diagnose_smolmachines(&SmolFacts::gather()),
-        diagnose_apple(
-            cfg!(target_os = "macos"),
-            find_in_path("container").as_deref(),
-        ),
+        diagnose_apple(&AppleFacts::gather()),
         crate::qemu::default_status(),
     ]
 }

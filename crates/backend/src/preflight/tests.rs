@@ -204,16 +204,94 @@ fn docker_lines() {
 fn smolmachines_and_apple_lines() {
     let smol = diagnose_smolmachines(&SmolFacts {
         is_linux: true,
-        smolvm: None,
-        kvm: None,
-        built: true,
+        ..SmolFacts::default()
     });
     assert_eq!(
         smol.line(),
-        "smolmachines: not usable: smolvm not found on PATH; fix: install smolvm and make sure `smolvm` is on PATH; /dev/kvm is missing; fix: enable hardware virtualization (VT-x/AMD-V, or nested virtualization in a VM) and load kvm_intel or kvm_amd"
+        "smolmachines: not usable: smolvm not found on PATH; fix: install smolvm 1.7.0 or later (curl -sSL https://smolmachines.com/install.sh | sh) and make sure `smolvm` is on PATH; /dev/kvm is missing; fix: enable hardware virtualization (VT-x/AMD-V, or nested virtualization in a VM) and load kvm_intel or kvm_amd (sudo modprobe kvm_intel, or kvm_amd); sqlite3 not found on PATH (bot-bottle reads smolvm's state database with it to confirm each machine's isolation); fix: install it (sudo apt-get install sqlite3, or sudo dnf install sqlite); the machine needs a Linux build of bot-bottle as its init; fix: set BOT_BOTTLE_LINUX_EXE to a Linux bot-bottle binary; no machine image is configured; fix: build the agent image with the docker backend's Dockerfile and set BOT_BOTTLE_SMOLVM_IMAGE to it (e.g. docker save <image> -o agent.tar; BOT_BOTTLE_SMOLVM_IMAGE=$PWD/agent.tar); warning: implemented and proven against a fake smolvm only; not yet run on a real smolvm host by this project (fix: check it on yours: bot-bottle start <agent> --backend smolmachines -- true)"
     );
     assert_eq!(
-        diagnose_apple(false, None).line(),
+        diagnose_apple(&AppleFacts::default()).line(),
         "apple: not usable: only available on macOS; fix: use --backend native on Linux"
+    );
+}
+
+#[test]
+fn smolmachines_fixes_kvm_access_and_old_versions() {
+    let ready = SmolFacts {
+        is_linux: true,
+        smolvm: Some("/usr/local/bin/smolvm".into()),
+        version: Some("smolvm 1.9.2\n".into()),
+        kvm: Some(true),
+        sqlite3: Some("/usr/bin/sqlite3".into()),
+        guest_exe: true,
+        image: true,
+        ..SmolFacts::default()
+    };
+    let status = diagnose_smolmachines(&ready);
+    assert!(status.usable, "{}", status.line());
+    assert!(
+        status
+            .line()
+            .contains("warning: implemented and proven against a fake smolvm only")
+    );
+    let no_access = diagnose_smolmachines(&SmolFacts {
+        kvm: Some(false),
+        ..ready.clone()
+    });
+    assert!(!no_access.usable);
+    assert!(
+        no_access
+            .line()
+            .contains("/dev/kvm exists but you cannot open it; fix: sudo usermod -aG kvm $USER")
+    );
+    let old = diagnose_smolmachines(&SmolFacts {
+        version: Some("smolvm 0.8.0".into()),
+        ..ready.clone()
+    });
+    assert!(!old.usable);
+    assert!(
+        old.line().contains(
+            "smolvm 0.8.0 is too old (no --mount-socket); fix: upgrade to smolvm 1.7.0 or later"
+        ),
+        "{}",
+        old.line()
+    );
+    let mac = diagnose_smolmachines(&SmolFacts {
+        is_linux: false,
+        is_macos: true,
+        kvm: None,
+        hv_support: Some(false),
+        ..ready
+    });
+    assert!(
+        mac.line().contains("Hypervisor.framework is not available"),
+        "{}",
+        mac.line()
+    );
+}
+
+#[test]
+fn apple_fixes_an_old_macos_and_a_stopped_api_server() {
+    let mac = AppleFacts {
+        is_macos: true,
+        macos_major: Some(15),
+        container_cli: Some("/usr/local/bin/container".into()),
+        system_running: Some(false),
+        init_exe: true,
+        image: true,
+    };
+    let line = diagnose_apple(&mac).line();
+    assert!(
+        line.contains("macOS 15 has no user-defined container networks"),
+        "{line}"
+    );
+    assert!(
+        line.contains("the container API server is not running; fix: container system start"),
+        "{line}"
+    );
+    assert!(
+        line.contains("not yet run on a Mac by this project"),
+        "{line}"
     );
 }

@@ -189,11 +189,12 @@ impl QemuBackend {
         })?;
         std::fs::write(&guest_path, json).map_err(io_err("write", &guest_path))?;
         let r = &spec.resources;
+        let (cpus, memory_mib) = r.vm_size();
         let plan = cmdline::VmPlan {
             qemu: self.config.qemu.clone(),
             accel,
-            cpus: r.millicpus.div_ceil(1000).max(1),
-            memory_mib: (r.memory_bytes >> 20).max(128),
+            cpus,
+            memory_mib,
             tsc_khz: cmdline::host_tsc_khz(),
             interactive: spec.interactive,
             ports: used,

@@ -1,6 +1,9 @@
+mod apple;
 mod docker;
 mod limits;
 mod native;
 mod qemu;
 mod qemu_assets;
+mod smolmachines;
 mod support;
+mod vm_contract;

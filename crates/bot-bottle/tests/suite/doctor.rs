@@ -26,12 +26,26 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         vec![
             "native (default)",
             "docker",
+            "smolmachines",
+            "apple",
             "qemu",
             "claude (native)",
             "codex (native)"
         ]
     );
-    for line in &lines[3..] {
+    // The two CLI-driven backends say plainly what they were verified against.
+    assert!(
+        lines[2].contains("warning: implemented and proven against a fake smolvm only"),
+        "{}",
+        lines[2]
+    );
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            lines[3],
+            "apple: not usable: only available on macOS; fix: use --backend native on Linux"
+        );
+    }
+    for line in &lines[5..] {
         assert!(
             line.contains(": usable (/") || line.contains("or use --backend docker"),
             "{line}"
@@ -47,7 +61,7 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
     }
     // No kernel in this fresh home's cache: the qemu line says how to prepare one.
     assert!(
-        lines[2].contains("; fix: run `bot-bottle prepare qemu`"),
+        lines[4].contains("; fix: run `bot-bottle prepare qemu`"),
         "{}",
         lines[4]
     );

@@ -1,0 +1,295 @@
+//! The apple backend against a fake `container` CLI that behaves like Apple's (its argument
+//! parsing, its networks and containers, `inspect`'s JSON, macOS versions without networks,
+//! a stopped API server, the faults a version could have). No Mac is available to the
+//! project, so these tests are what proves the driver.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend::apple::fake::{Bug, FakeContainer};
+use backend::apple::{AppleBackend, AppleConfig, ContainerCli};
+use backend::docker::{ImageSource, SidecarMount, SidecarSpec};
+use backend::{Backend, BackendError, BottleStdio, LaunchSpec};
+
+use super::smolmachines::spec as contract_spec;
+
+pub struct Apple {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub fake: FakeContainer,
+    pub backend: AppleBackend,
+}
+
+pub const TOKEN: &str = "sk-ant-oat01-never-on-a-command-line";
+
+impl Apple {
+    pub fn new() -> Apple {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for d in ["home", "project", "agent-home", "state/ca", "linux"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(
+            root.join("state/ca/bundle.pem"),
+            "-----BEGIN CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("linux/bot-bottle"), "#!/bin/false\n").unwrap();
+        let fake = FakeContainer::new();
+        let mut config = AppleConfig::new(root.join("home"));
+        config.init_exe = Some(root.join("linux/bot-bottle"));
+        config.agent_image = Some("bot-bottle/agent-claude:0123456789ab".into());
+        config.ready_timeout = Duration::from_millis(300);
+        let backend = AppleBackend::new(config, Arc::new(fake.clone()));
+        Apple {
+            _dir: dir,
+            root,
+            fake,
+            backend,
+        }
+    }
+
+    pub fn spec(&self) -> LaunchSpec {
+        let mut spec = contract_spec(&self.root);
+        // Docker-like placement: the sidecar listens on its container's side of the network.
+        spec.forwards[0].host_unix_socket = PathBuf::from("/unused");
+        spec
+    }
+
+    pub fn sidecar(&self) -> SidecarSpec {
+        SidecarSpec {
+            image: "bot-bottle/sidecar:0123456789ab".into(),
+            argv: vec![
+                "/usr/local/bin/bot-bottle".into(),
+                "sidecar".into(),
+                "--config".into(),
+                "/bb/state/sidecar.json".into(),
+            ],
+            env: [("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN".to_owned(), TOKEN.to_owned())].into(),
+            mounts: vec![SidecarMount {
+                host: self.root.join("home"),
+                inside: self.root.join("home"),
+                read_only: false,
+            }],
+            user: "501:20".into(),
+            ready_line: Some("ready".into()),
+            health: None,
+        }
+    }
+}
+
+fn words(calls: &[String]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            let w: Vec<&str> = c.split_whitespace().collect();
+            match w.as_slice() {
+                ["network" | "system", sub, ..] => format!("{} {sub}", w[0]),
+                [sub, ..] => (*sub).to_owned(),
+                [] => String::new(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_reaches_only_its_sidecar_and_everything_is_deleted_after() {
+    let a = Apple::new();
+    a.fake.with(|f| f.exit_code = 3);
+    let mut bottle = a
+        .backend
+        .launch_with(&a.spec(), &a.sidecar(), BottleStdio::piped())
+        .unwrap();
+    let inspect = a
+        .fake
+        .run(
+            &["network", "inspect", "bb-demo-1a2b3-agent"].map(String::from),
+            &[],
+        )
+        .unwrap();
+    assert!(
+        inspect.stdout.contains("\"hostOnly\""),
+        "{}",
+        inspect.stdout
+    );
+    let agent = a
+        .fake
+        .run(&["inspect", "bb-demo-1a2b3-agent"].map(String::from), &[])
+        .unwrap();
+    let agent: serde_json::Value = serde_json::from_str(&agent.stdout).unwrap();
+    assert_eq!(
+        agent[0]["configuration"]["networks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let sidecar = a
+        .fake
+        .run(&["inspect", "bb-demo-1a2b3-sidecar"].map(String::from), &[])
+        .unwrap();
+    let sidecar: serde_json::Value = serde_json::from_str(&sidecar.stdout).unwrap();
+    assert_eq!(
+        sidecar[0]["configuration"]["networks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(bottle.wait().unwrap().code, 3);
+    assert_eq!(
+        words(&a.fake.calls()),
+        [
+            "system status",
+            "network create",
+            "network create",
+            "network inspect",
+            "run",
+            "logs",
+            "inspect",
+            "create",
+            "inspect",
+            "start",
+            "inspect",
+            "kill",
+            // (the test's own inspects)
+            "network inspect",
+            "inspect",
+            "inspect",
+            "delete",
+            "network delete"
+        ]
+    );
+    assert_eq!(
+        a.fake.with(|f| f.released.clone()),
+        ["bb-demo-1a2b3-agent SIGUSR1"]
+    );
+    // The token reached the sidecar through the environment only.
+    assert!(
+        a.fake
+            .with(|f| f.env_given.contains("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN"))
+    );
+    for call in a.fake.calls() {
+        assert!(!call.contains(TOKEN), "a token on a command line: {call}");
+    }
+    let (networks, containers) = a.fake.resources();
+    assert!(
+        networks.is_empty() && containers.is_empty(),
+        "{networks:?} {containers:?}"
+    );
+}
+
+#[test]
+fn any_doubt_about_the_isolation_refuses_before_the_agent_is_released() {
+    let cases = [
+        (Bug::InternalIgnored, "not hostOnly"),
+        (Bug::AddsDefaultNetwork, "alone"),
+        (Bug::DropsReadOnly, "mounts"),
+        (Bug::SidecarNeverReady, "did not print `ready`"),
+    ];
+    for (bug, expect) in cases {
+        let a = Apple::new();
+        a.fake.with(|f| f.bugs.push(bug.clone()));
+        let err = a
+            .backend
+            .launch_with(&a.spec(), &a.sidecar(), BottleStdio::piped())
+            .err()
+            .unwrap_or_else(|| panic!("{bug:?} launched"));
+        assert!(err.to_string().contains(expect), "{bug:?}: {err}");
+        let calls = words(&a.fake.calls());
+        assert!(!calls.contains(&"start".to_owned()), "{bug:?}: {calls:?}");
+        assert!(a.fake.with(|f| f.released.is_empty()), "{bug:?}");
+        let (networks, containers) = a.fake.resources();
+        assert!(
+            networks.is_empty() && containers.is_empty(),
+            "{bug:?}: {networks:?} {containers:?}"
+        );
+    }
+}
+
+#[test]
+fn an_old_macos_or_a_stopped_api_server_refuses_with_the_fix() {
+    let a = Apple::new();
+    a.fake.with(|f| f.macos = 15);
+    let err = a
+        .backend
+        .launch_with(&a.spec(), &a.sidecar(), BottleStdio::piped())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("require macOS 26"), "{err}");
+    assert!(a.fake.resources().1.is_empty());
+
+    let a = Apple::new();
+    a.fake.with(|f| f.api_server_running = false);
+    let err = a
+        .backend
+        .launch_with(&a.spec(), &a.sidecar(), BottleStdio::piped())
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("container system start"), "{err}");
+    assert_eq!(words(&a.fake.calls()), ["system status"]);
+}
+
+#[test]
+fn images_are_built_from_the_docker_backend_s_dockerfiles_once() {
+    let a = Apple::new();
+    let source = ImageSource::provider("claude", None).unwrap();
+    let tag = a.backend.build_image(&source).unwrap();
+    assert!(tag.starts_with("bot-bottle/"), "{tag}");
+    let again = a.backend.build_image(&source).unwrap();
+    assert_eq!(tag, again);
+    let builds = words(&a.fake.calls())
+        .iter()
+        .filter(|c| *c == "build")
+        .count();
+    assert_eq!(builds, 1, "{:?}", a.fake.calls());
+    let build = a
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("build"))
+        .unwrap();
+    assert!(
+        build.contains("--file") && build.contains(&format!("--tag {tag}")),
+        "{build}"
+    );
+}
+
+#[test]
+fn start_hands_the_sidecar_and_image_through_the_backend_trait() {
+    let a = Apple::new();
+    let backend: &dyn Backend = &a.backend;
+    assert_eq!(
+        backend.sidecar_placement(),
+        backend::SidecarPlacement::BackendContainer
+    );
+    // Without a sidecar there is nothing to start.
+    let err = backend
+        .launch(&a.spec(), BottleStdio::piped())
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackendError::Unsupported(_)), "{err}");
+    assert!(a.fake.calls().is_empty());
+    // `start`'s path: the image it built, the sidecar it specified.
+    let mut bottle = backend
+        .launch_beside(
+            &a.spec(),
+            "bot-bottle/agent-built:feedface0001",
+            &a.sidecar(),
+            BottleStdio::piped(),
+        )
+        .unwrap();
+    assert_eq!(bottle.wait().unwrap().code, 0);
+    let create = a
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("create "))
+        .unwrap();
+    assert!(
+        create.contains(" bot-bottle/agent-built:feedface0001 "),
+        "{create}"
+    );
+}
