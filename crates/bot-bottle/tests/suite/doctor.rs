@@ -28,7 +28,9 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
             "docker",
             "qemu",
             "claude (native)",
-            "codex (native)"
+            "codex (native)",
+            "gemini (native)",
+            "opencode (native)"
         ]
     );
     for line in &lines[3..] {
