@@ -121,62 +121,21 @@ async fn real_opencode_completes_a_scripted_session_in_a_bottle() {
     }
 }
 
-/// The scripted agent of the generic provider: it reads its MCP registration and its
-/// instructions from the files the manifest names, lists the supervise tools, offers them
-/// to the model (OpenAI Responses API, streamed), calls the one the model picks through
-/// supervise and sends the result back; then prints the model's answer.
-const FAKE_AGENT: &str = r#"import json, os, sys, urllib.request
-home = os.environ["HOME"]
-servers = json.load(open(os.path.join(home, ".config/fake-agent/mcp.json")))["servers"]
-url = servers["bot-bottle"]["url"]
-assert servers["bot-bottle"]["transport"] == "http", servers
-instructions = open(os.path.join(home, ".config/fake-agent/AGENTS.md")).read()
-assert "egress-allow" in instructions, instructions
-key = os.environ["FAKE_LLM_KEY"]
-direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-def mcp(method, params, session=None, id=None):
-    msg = {"jsonrpc": "2.0", "method": method, "params": params}
-    if id is not None:
-        msg["id"] = id
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    if session:
-        headers["mcp-session-id"] = session
-    req = urllib.request.Request(url, data=json.dumps(msg).encode(), method="POST", headers=headers)
-    with direct.open(req, timeout=60) as r:
-        text = r.read().decode()
-        return r.headers.get("mcp-session-id"), (json.loads(text) if text.strip() else None)
-
-sid, _ = mcp("initialize", {"protocolVersion": "2025-03-26", "capabilities": {},
-                            "clientInfo": {"name": "fake-agent", "version": "1"}}, id=1)
-mcp("notifications/initialized", {}, sid)
-_, listed = mcp("tools/list", {}, sid, id=2)
-tools = [{"type": "function", "name": t["name"], "parameters": {"type": "object", "properties": {}}}
-         for t in listed["result"]["tools"]]
-
-def model(items):
-    body = json.dumps({"model": "fake", "stream": True, "input": items, "tools": tools}).encode()
-    req = urllib.request.Request("https://api.fake-llm.test/v1/responses", data=body, method="POST",
-                                 headers={"content-type": "application/json", "authorization": "Bearer " + key})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        events = [json.loads(l[5:]) for l in r.read().decode().splitlines() if l.startswith("data:")]
-    return [e for e in events if e.get("type") == "response.completed"][0]["response"]["output"]
-
-items = [{"role": "system", "content": instructions}, {"role": "user", "content": sys.argv[1]}]
-call = [o for o in model(items) if o["type"] == "function_call"][0]
-_, result = mcp("tools/call", {"name": call["name"], "arguments": {}}, sid, id=3)
-text = "".join(c.get("text", "") for c in result["result"]["content"])
-items += [call, {"type": "function_call_output", "call_id": call["call_id"], "output": text}]
-print(model(items)[0]["content"][0]["text"])
-"#;
+/// The repository's root (for the worked example of the generic provider).
+fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+}
 
 /// The generic provider's command: the agent, then the checks `run` makes for the real
 /// clients (a blocked request logged, the real key nowhere inside); exit 3 keeps the state.
-const RUN_AGENT: &str = "timeout 180 python3 fake_agent.py \"$1\" </dev/null; echo \"CLIENT-EXIT=$?\"\n\
+const RUN_AGENT: &str = "timeout 180 python3 agent.py \"$1\" </dev/null; echo \"CLIENT-EXIT=$?\"\n\
 curl -sS -m 20 -o /dev/null -w 'TELEMETRY-STATUS=%{http_code}\\n' https://telemetry.example.test/v1/events\n\
 pat=REAL; pat=\"${pat}SECRET\"\n\
 if grep -rqs \"$pat\" /proc/[0-9]*/environ \"$HOME\" 2>/dev/null; then echo TOKEN-VISIBLE; else echo TOKEN-HIDDEN; fi\n\
-echo \"PLACEHOLDER-ENV=${FAKE_LLM_KEY:0:22}\"\n\
+echo \"PLACEHOLDER-ENV=${OPENAI_API_KEY:0:22}\"\n\
 exit 3\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,29 +154,41 @@ async fn a_generic_provider_runs_its_command_with_its_mcp_file_and_placeholder()
     test_support::install_crypto_provider();
     let ca = TestCa::new("fake LLM CA");
     let api = ModelApi::start_tls(&ca, &["api.fake-llm.test"], TOOL).await;
-    let routes = format!(
-        "        - host: api.fake-llm.test\n          connect_to: \"{}\"\n          auth_scheme: Bearer\n          token_env: FAKE_LLM_KEY\n",
-        api.addr()
-    );
-    let world = world_with_routes("claude", &routes, &ca);
-    // The provider: replace `agent_provider: claude` by the generic description.
-    let manifest_path = world.workspace.join("bot-bottle.yaml");
-    let manifest = std::fs::read_to_string(&manifest_path).unwrap().replace(
-        "    agent_provider: claude\n",
-        "    agent_provider:\n      command: [bash, run-agent.sh]\n      model_api:\n        - {host: api.fake-llm.test, token_env: FAKE_LLM_KEY, env: FAKE_LLM_KEY}\n      mcp: {file: .config/fake-agent/mcp.json, key: servers, entry: {transport: http, url: \"{url}\"}}\n      instructions: .config/fake-agent/AGENTS.md\n",
-    ) + "    prompt: List the egress routes of this bottle.\n";
-    std::fs::write(&manifest_path, manifest).unwrap();
-    std::fs::write(world.workspace.join("fake_agent.py"), FAKE_AGENT).unwrap();
+    // The worked example (examples/generic.yaml and its agent), with the model API moved to
+    // the fake: its host pinned to the fake's address, trusting the fake's CA, and the
+    // agent's command wrapped in the session checks.
+    let example = std::fs::read_to_string(repo_root().join("examples/generic.yaml")).unwrap();
+    let agent =
+        std::fs::read_to_string(repo_root().join("examples/generic-agent/agent.py")).unwrap();
+    let world = world_with_routes("claude", "", &ca);
+    let ca_path = world._tmp.path().join("model-ca.pem");
+    let replaced = example
+        .replace("api.openai.com", "api.fake-llm.test")
+        .replace(
+            "command: [python3, examples/generic-agent/agent.py]",
+            "command: [bash, run-agent.sh]",
+        )
+        .replace(
+            "agents:\n",
+            &format!(
+                "    env: {{MINI_AGENT_URL: \"https://api.fake-llm.test/v1/responses\"}}\n    egress:\n      upstream_ca: [{}]\n      routes:\n        - host: api.fake-llm.test\n          connect_to: \"{}\"\n          auth_scheme: Bearer\n          token_env: OPENAI_API_KEY\nagents:\n",
+                ca_path.display(),
+                api.addr()
+            ),
+        );
+    assert_ne!(replaced, example);
+    std::fs::write(world.workspace.join("bot-bottle.yaml"), replaced).unwrap();
+    std::fs::write(world.workspace.join("agent.py"), agent).unwrap();
     std::fs::write(world.workspace.join("run-agent.sh"), RUN_AGENT).unwrap();
 
     let w = std::sync::Arc::new(world);
     let w2 = w.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
-            .args(["start", "agent"])
+            .args(["start", "mini"])
             .current_dir(&w2.workspace)
             .env("BOT_BOTTLE_HOME", &w2.home)
-            .env("FAKE_LLM_KEY", TOKEN)
+            .env("OPENAI_API_KEY", TOKEN)
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
@@ -243,4 +214,20 @@ async fn a_generic_provider_runs_its_command_with_its_mcp_file_and_placeholder()
         "the agent did not get its instructions: {}",
         first.text()
     );
+}
+
+#[test]
+fn the_provider_examples_pass_manifest_check() {
+    for example in ["gemini.yaml", "opencode.yaml", "generic.yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+            .args(["manifest", "check", "--manifest"])
+            .arg(repo_root().join("examples").join(example))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
