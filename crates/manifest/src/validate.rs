@@ -159,89 +159,6 @@ pub(crate) fn format_memory(bytes: u64) -> String {
     bytes.to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pretty_assertions::assert_eq;
-
-    #[test]
-    fn control_chars() {
-        assert_eq!(control_char("Bot"), None);
-        assert_eq!(control_char("a\nb"), Some("a newline"));
-        assert_eq!(control_char("a\rb"), Some("a carriage return"));
-        assert_eq!(control_char("a\0b"), Some("a NUL byte"));
-        assert_eq!(control_char("a\u{1b}b"), Some("a control character"));
-    }
-
-    #[test]
-    fn names() {
-        assert!(is_safe_name("app.v2_x-y"));
-        assert!(!is_safe_name(".hidden"));
-        assert!(!is_safe_name(""));
-        assert!(!is_safe_name("a/b"));
-        assert!(!is_safe_name("a b"));
-        assert!(is_env_name("_A1"));
-        assert!(!is_env_name("1A"));
-        assert!(!is_env_name("A-B"));
-        assert!(!is_env_name(""));
-    }
-
-    #[test]
-    fn ssh_urls() {
-        assert!(is_ssh_url("ssh://git@github.com/org/app.git"));
-        assert!(is_ssh_url("git@github.com:org/app.git"));
-        assert!(!is_ssh_url("/srv/git/app.git"));
-        assert!(!is_ssh_url("file:///srv/git/app.git"));
-        assert!(!is_ssh_url("./a:b"));
-        assert!(!is_ssh_url("https://example.com/app.git"));
-    }
-
-    #[test]
-    fn resource_values() {
-        assert_eq!(parse_cpus(&Scalar::Float(1.5)), Ok(1500));
-        assert_eq!(parse_cpus(&Scalar::Int(2)), Ok(2000));
-        assert_eq!(parse_cpus(&Scalar::Str("0.25".into())), Ok(250));
-        assert_eq!(
-            parse_cpus(&Scalar::Float(0.0)),
-            Err("must be between 0.01 and 1024 CPUs, found 0".into())
-        );
-        assert_eq!(
-            parse_cpus(&Scalar::Other("a boolean")),
-            Err("must be a number of CPUs such as `1.5`, found a boolean".into())
-        );
-        assert_eq!(parse_memory(&Scalar::Str("2GiB".into())), Ok(2 << 30));
-        assert_eq!(parse_memory(&Scalar::Str("512MiB".into())), Ok(512 << 20));
-        assert_eq!(parse_memory(&Scalar::Str("2G".into())), Ok(2 << 30));
-        assert_eq!(parse_memory(&Scalar::Str("1.5 GiB".into())), Ok(3 << 29));
-        assert_eq!(parse_memory(&Scalar::Int(1 << 30)), Ok(1 << 30));
-        assert_eq!(
-            parse_memory(&Scalar::Str("2GB".into())),
-            Err("`2GB` is ambiguous (decimal or binary?); write GiB instead".into())
-        );
-        assert_eq!(
-            parse_memory(&Scalar::Str("1MiB".into())),
-            Err("must be between 32MiB and 1PiB, found `1MiB`".into())
-        );
-        assert!(
-            parse_memory(&Scalar::Str("lots".into()))
-                .unwrap_err()
-                .starts_with("`lots` is not a size")
-        );
-        assert_eq!(parse_pids(&Scalar::Int(512)), Ok(512));
-        assert_eq!(
-            parse_pids(&Scalar::Int(3)),
-            Err("must be between 16 and 4194304 processes, found 3".into())
-        );
-        assert_eq!(
-            parse_pids(&Scalar::Float(1.5)),
-            Err("must be a whole number of processes, found 1.5".into())
-        );
-        assert_eq!(format_memory(2 << 30), "2GiB");
-        assert_eq!(format_memory(3 << 29), "1536MiB");
-        assert_eq!(format_memory(1000), "1000");
-    }
-}
-
 /// Every problem of a generic provider's description, each naming the field and the fix.
 pub(crate) fn generic_provider_problems(g: &crate::raw::GenericSpec) -> Vec<String> {
     let mut out = Vec::new();
@@ -375,4 +292,87 @@ fn is_host(s: &str) -> bool {
 /// An HTTP header name (RFC 9110 token, the usual subset).
 fn is_header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn control_chars() {
+        assert_eq!(control_char("Bot"), None);
+        assert_eq!(control_char("a\nb"), Some("a newline"));
+        assert_eq!(control_char("a\rb"), Some("a carriage return"));
+        assert_eq!(control_char("a\0b"), Some("a NUL byte"));
+        assert_eq!(control_char("a\u{1b}b"), Some("a control character"));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_safe_name("app.v2_x-y"));
+        assert!(!is_safe_name(".hidden"));
+        assert!(!is_safe_name(""));
+        assert!(!is_safe_name("a/b"));
+        assert!(!is_safe_name("a b"));
+        assert!(is_env_name("_A1"));
+        assert!(!is_env_name("1A"));
+        assert!(!is_env_name("A-B"));
+        assert!(!is_env_name(""));
+    }
+
+    #[test]
+    fn ssh_urls() {
+        assert!(is_ssh_url("ssh://git@github.com/org/app.git"));
+        assert!(is_ssh_url("git@github.com:org/app.git"));
+        assert!(!is_ssh_url("/srv/git/app.git"));
+        assert!(!is_ssh_url("file:///srv/git/app.git"));
+        assert!(!is_ssh_url("./a:b"));
+        assert!(!is_ssh_url("https://example.com/app.git"));
+    }
+
+    #[test]
+    fn resource_values() {
+        assert_eq!(parse_cpus(&Scalar::Float(1.5)), Ok(1500));
+        assert_eq!(parse_cpus(&Scalar::Int(2)), Ok(2000));
+        assert_eq!(parse_cpus(&Scalar::Str("0.25".into())), Ok(250));
+        assert_eq!(
+            parse_cpus(&Scalar::Float(0.0)),
+            Err("must be between 0.01 and 1024 CPUs, found 0".into())
+        );
+        assert_eq!(
+            parse_cpus(&Scalar::Other("a boolean")),
+            Err("must be a number of CPUs such as `1.5`, found a boolean".into())
+        );
+        assert_eq!(parse_memory(&Scalar::Str("2GiB".into())), Ok(2 << 30));
+        assert_eq!(parse_memory(&Scalar::Str("512MiB".into())), Ok(512 << 20));
+        assert_eq!(parse_memory(&Scalar::Str("2G".into())), Ok(2 << 30));
+        assert_eq!(parse_memory(&Scalar::Str("1.5 GiB".into())), Ok(3 << 29));
+        assert_eq!(parse_memory(&Scalar::Int(1 << 30)), Ok(1 << 30));
+        assert_eq!(
+            parse_memory(&Scalar::Str("2GB".into())),
+            Err("`2GB` is ambiguous (decimal or binary?); write GiB instead".into())
+        );
+        assert_eq!(
+            parse_memory(&Scalar::Str("1MiB".into())),
+            Err("must be between 32MiB and 1PiB, found `1MiB`".into())
+        );
+        assert!(
+            parse_memory(&Scalar::Str("lots".into()))
+                .unwrap_err()
+                .starts_with("`lots` is not a size")
+        );
+        assert_eq!(parse_pids(&Scalar::Int(512)), Ok(512));
+        assert_eq!(
+            parse_pids(&Scalar::Int(3)),
+            Err("must be between 16 and 4194304 processes, found 3".into())
+        );
+        assert_eq!(
+            parse_pids(&Scalar::Float(1.5)),
+            Err("must be a whole number of processes, found 1.5".into())
+        );
+        assert_eq!(format_memory(2 << 30), "2GiB");
+        assert_eq!(format_memory(3 << 29), "1536MiB");
+        assert_eq!(format_memory(1000), "1000");
+    }
 }
