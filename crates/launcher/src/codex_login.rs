@@ -92,6 +92,21 @@ pub fn write_back(
     bottle_copy: &Path,
     identity: &str,
 ) -> Result<WriteBack, LaunchError> {
+    // The agent owned its home: a symlink there must not make bot-bottle read a file of the
+    // host's (the agent has ended, so what is checked here is what is read).
+    let inside_home = bottle_copy
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|home| std::fs::canonicalize(home).ok())
+        .zip(std::fs::canonicalize(bottle_copy).ok())
+        .is_some_and(|(home, real)| real.starts_with(&home) && real != home);
+    let regular = std::fs::symlink_metadata(bottle_copy).is_ok_and(|m| m.file_type().is_file());
+    if !inside_home || !regular {
+        return Ok(WriteBack::Refused(format!(
+            "the bottle's Codex login {} is gone, unreadable or not a regular file in the bottle's home",
+            bottle_copy.display()
+        )));
+    }
     let Ok(ours) = state::read::read_limited(bottle_copy, state::read::CONFIG_LIMIT) else {
         return Ok(WriteBack::Refused(format!(
             "the bottle's Codex login {} is gone or unreadable",
@@ -299,6 +314,24 @@ mod tests {
             write_back(&fwd, &f.bottle, "demo-12345").unwrap(),
             WriteBack::Refused(_)
         ));
+    }
+
+    #[test]
+    fn a_symlink_the_agent_left_in_its_home_is_not_followed() {
+        let (f, fwd) = files(&login("acct-1", "r1"));
+        // A host file holding a login of the same account, outside the bottle's home.
+        let outside = f.host.with_file_name("elsewhere.json");
+        std::fs::write(&outside, login("acct-1", "r-outside")).unwrap();
+        std::fs::remove_file(&f.bottle).unwrap();
+        std::os::unix::fs::symlink(&outside, &f.bottle).unwrap();
+        assert!(matches!(
+            write_back(&fwd, &f.bottle, "demo-12345").unwrap(),
+            WriteBack::Refused(_)
+        ));
+        assert_eq!(
+            std::fs::read_to_string(&f.host).unwrap(),
+            login("acct-1", "r1")
+        );
     }
 
     #[test]
