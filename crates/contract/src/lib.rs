@@ -47,6 +47,44 @@ pub enum Provider {
     Claude,
     /// OpenAI Codex CLI.
     Codex,
+    /// Google Gemini CLI.
+    Gemini,
+    /// OpenCode.
+    OpenCode,
+    /// Any other terminal agent, described by [`Input::generic`].
+    Generic,
+}
+
+/// Which model API OpenCode uses (a placeholder key for it; egress swaps in the real one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenCodeAuth {
+    /// The Anthropic API with `ANTHROPIC_API_KEY` (sent as `x-api-key`).
+    #[default]
+    Anthropic,
+    /// The OpenAI API with `OPENAI_API_KEY` (sent as `Authorization: Bearer`).
+    OpenAi,
+}
+
+/// What a generic provider's client needs from the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GenericClient {
+    /// Variables the agent reads its keys from; each holds [`PLACEHOLDER_TOKEN`].
+    pub placeholder_env: Vec<String>,
+    /// Where the supervise MCP server is registered, if anywhere.
+    pub mcp: Option<McpRegistration>,
+    /// The client's instructions file, relative to `$HOME`.
+    pub instructions: Option<PathBuf>,
+}
+
+/// A generic client's MCP configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpRegistration {
+    /// The file, relative to `$HOME`; TOML when it ends in `.toml`, JSON otherwise.
+    pub file: PathBuf,
+    /// The path of keys to the table of servers (`["mcp", "servers"]`).
+    pub key: Vec<String>,
+    /// One server's entry; every string `{url}` in it becomes the supervise URL.
+    pub entry: serde_json::Value,
 }
 
 /// Which credential Claude Code presents (a placeholder either way; egress swaps in the
@@ -133,8 +171,15 @@ pub struct Input {
     pub claude_auth: ClaudeAuth,
     /// How Codex authenticates (ignored for Claude Code).
     pub codex_auth: CodexAuth,
+    /// Which model API OpenCode uses (ignored for the others).
+    pub opencode_auth: OpenCodeAuth,
+    /// The generic provider's client (required for [`Provider::Generic`], ignored
+    /// otherwise).
+    pub generic: Option<GenericClient>,
     /// Instructions for the agent's client beyond its prompt (Codex: `~/.codex/AGENTS.md`;
-    /// Claude Code: `~/.claude/CLAUDE.md`), e.g. the index of the delivered skills.
+    /// Claude Code: `~/.claude/CLAUDE.md`; Gemini CLI: `~/.gemini/GEMINI.md`; OpenCode:
+    /// `~/.config/opencode/AGENTS.md`; a generic client: its `instructions` file), e.g. how
+    /// to ask for access and the index of the delivered skills.
     pub instructions: Option<String>,
 }
 
@@ -169,6 +214,9 @@ pub enum ContractError {
         "env `{0}` is not a valid variable (names are letters, digits and `_`; values have no NUL)"
     )]
     Invalid(String),
+    /// A generic provider's description the contract cannot honour.
+    #[error("agent_provider: {0}")]
+    Generic(String),
 }
 
 /// Builds the contract. `host_var` looks up the host's environment; only terminal and
@@ -247,6 +295,38 @@ pub fn build(
             }
             set("CODEX_HOME", format!("{home}/.codex"));
         }
+        Provider::Gemini => {
+            set("GEMINI_API_KEY", PLACEHOLDER_TOKEN.into());
+        }
+        Provider::OpenCode => {
+            match input.opencode_auth {
+                OpenCodeAuth::Anthropic => set("ANTHROPIC_API_KEY", PLACEHOLDER_TOKEN.into()),
+                OpenCodeAuth::OpenAi => set("OPENAI_API_KEY", PLACEHOLDER_TOKEN.into()),
+            }
+            // The model catalogue, updates and language servers would be fetched from
+            // hosts the bottle does not route; OpenCode has its catalogue built in.
+            set("OPENCODE_DISABLE_MODELS_FETCH", "1".into());
+            set("OPENCODE_DISABLE_AUTOUPDATE", "1".into());
+            set("OPENCODE_DISABLE_LSP_DOWNLOAD", "1".into());
+        }
+        // The key variables are checked against everything above once it is all set.
+        Provider::Generic => {}
+    }
+    if input.provider == Provider::Generic {
+        let generic = input.generic.as_ref().ok_or_else(|| {
+            ContractError::Generic("a generic provider needs its description".into())
+        })?;
+        for k in &generic.placeholder_env {
+            if !valid_name(k) {
+                return Err(ContractError::Invalid(k.clone()));
+            }
+            if ours.contains_key(k) || is_wiring(k) {
+                return Err(ContractError::Generic(format!(
+                    "model_api env `{k}` is set by bot-bottle itself (proxy, CA or sidecar wiring); name the variable the agent reads its key from"
+                )));
+            }
+            ours.insert(k.clone(), PLACEHOLDER_TOKEN.into());
+        }
     }
 
     let mut env = BTreeMap::new();
@@ -266,7 +346,7 @@ pub fn build(
     }
     env.extend(ours);
 
-    let home_files = home_files(input);
+    let home_files = home_files(input)?;
     Ok(Contract { env, home_files })
 }
 
@@ -276,6 +356,15 @@ fn valid_name(k: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Variables that change how programs load code, trust peers or reach the sidecars: never a
+/// generic provider's key variable either.
+fn is_wiring(k: &str) -> bool {
+    k.starts_with("LD_")
+        || k.starts_with("BOT_BOTTLE_")
+        || k.starts_with("GIT_")
+        || matches!(k, "NODE_OPTIONS" | "SSL_CERT_DIR")
 }
 
 /// Variables that change how programs load code or trust peers; never from a manifest.
@@ -292,6 +381,8 @@ fn is_reserved(k: &str) -> bool {
                 | "OPENAI_API_KEY"
                 | "CODEX_API_KEY"
                 | "CODEX_ACCESS_TOKEN"
+                | "GEMINI_API_KEY"
+                | "GOOGLE_API_KEY"
                 | "NODE_OPTIONS"
                 | "GIT_SSH"
                 | "GIT_SSH_COMMAND"
@@ -300,7 +391,7 @@ fn is_reserved(k: &str) -> bool {
         )
 }
 
-fn home_files(input: &Input) -> Vec<HomeFile> {
+fn home_files(input: &Input) -> Result<Vec<HomeFile>, ContractError> {
     let mut files = vec![HomeFile {
         path: ".gitconfig".into(),
         contents: input.gitconfig.clone(),
@@ -390,8 +481,119 @@ fn home_files(input: &Input) -> Vec<HomeFile> {
                 });
             }
         }
+        Provider::Gemini => {
+            let config = serde_json::json!({
+                // The API key (a placeholder; egress injects the real one), never a Google
+                // login the bottle could not complete.
+                "security": { "auth": { "selectedType": "gemini-api-key" } },
+                "general": { "disableAutoUpdate": true, "disableUpdateNag": true },
+                "privacy": { "usageStatisticsEnabled": false },
+                "telemetry": { "enabled": false },
+                // `trust`: calls of the supervise tools need no confirmation in the
+                // client; the operator approves what they propose.
+                "mcpServers": { MCP_SERVER_NAME: { "httpUrl": url, "trust": true } },
+            });
+            files.push(HomeFile {
+                path: Path::new(".gemini").join("settings.json"),
+                contents: pretty_json(&config),
+            });
+            // The workspace is trusted (Gemini CLI refuses to run headless elsewhere).
+            let mut trusted = serde_json::Map::new();
+            trusted.insert(
+                input.workspace.display().to_string(),
+                serde_json::Value::String("TRUST_FOLDER".into()),
+            );
+            files.push(HomeFile {
+                path: Path::new(".gemini").join("trustedFolders.json"),
+                contents: pretty_json(&serde_json::Value::Object(trusted)),
+            });
+            if let Some(text) = &input.instructions {
+                files.push(HomeFile {
+                    path: Path::new(".gemini").join("GEMINI.md"),
+                    contents: text.clone(),
+                });
+            }
+        }
+        Provider::OpenCode => {
+            let provider = match input.opencode_auth {
+                OpenCodeAuth::Anthropic => "anthropic",
+                OpenCodeAuth::OpenAi => "openai",
+            };
+            let config = serde_json::json!({
+                "$schema": "https://opencode.ai/config.json",
+                "autoupdate": false,
+                "share": "disabled",
+                // Only the provider whose key egress injects: no other provider is offered
+                // a placeholder it cannot use.
+                "enabled_providers": [provider],
+                "mcp": { MCP_SERVER_NAME: { "type": "remote", "url": url, "enabled": true } },
+            });
+            let dir = Path::new(".config").join("opencode");
+            files.push(HomeFile {
+                path: dir.join("opencode.json"),
+                contents: pretty_json(&config),
+            });
+            if let Some(text) = &input.instructions {
+                files.push(HomeFile {
+                    path: dir.join("AGENTS.md"),
+                    contents: text.clone(),
+                });
+            }
+        }
+        Provider::Generic => {
+            let Some(generic) = &input.generic else {
+                return Err(ContractError::Generic(
+                    "a generic provider needs its description".into(),
+                ));
+            };
+            if let Some(mcp) = &generic.mcp {
+                files.push(HomeFile {
+                    path: mcp.file.clone(),
+                    contents: mcp_file(mcp, &url)?,
+                });
+            }
+            if let (Some(path), Some(text)) = (&generic.instructions, &input.instructions) {
+                files.push(HomeFile {
+                    path: path.clone(),
+                    contents: text.clone(),
+                });
+            }
+        }
     }
-    files
+    Ok(files)
+}
+
+/// A generic client's MCP file: `entry` (with `{url}` filled in) under `key` and the
+/// server's name, as JSON or TOML.
+fn mcp_file(mcp: &McpRegistration, url: &str) -> Result<String, ContractError> {
+    fn fill(v: &serde_json::Value, url: &str) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(s.replace("{url}", url)),
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(|i| fill(i, url)).collect())
+            }
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter().map(|(k, v)| (k.clone(), fill(v, url))).collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let mut value = serde_json::json!({ MCP_SERVER_NAME: fill(&mcp.entry, url) });
+    for k in mcp.key.iter().rev() {
+        let mut map = serde_json::Map::new();
+        map.insert(k.clone(), value);
+        value = serde_json::Value::Object(map);
+    }
+    if mcp.file.extension().is_some_and(|e| e == "toml") {
+        let table = toml::Table::try_from(&value).map_err(|e| {
+            ContractError::Generic(format!(
+                "mcp.entry cannot be written as TOML ({e}); TOML has no null, so leave null values out"
+            ))
+        })?;
+        Ok(table.to_string())
+    } else {
+        Ok(pretty_json(&value))
+    }
 }
 
 /// A Codex model provider speaking the Responses API over HTTPS + SSE, with `fields`.

@@ -14,6 +14,8 @@ fn input(provider: Provider) -> Input {
         bottle_env: BTreeMap::from([("RUST_LOG".to_string(), "info".to_string())]),
         claude_auth: ClaudeAuth::OAuth,
         codex_auth: CodexAuth::ApiKey,
+        opencode_auth: OpenCodeAuth::Anthropic,
+        generic: None,
         instructions: None,
     }
 }
@@ -97,6 +99,8 @@ fn instructions_go_where_each_client_reads_them() {
     for (p, path) in [
         (Provider::Claude, ".claude/CLAUDE.md"),
         (Provider::Codex, ".codex/AGENTS.md"),
+        (Provider::Gemini, ".gemini/GEMINI.md"),
+        (Provider::OpenCode, ".config/opencode/AGENTS.md"),
     ] {
         let mut i = input(p);
         i.instructions = Some("# Skills\n".into());
@@ -113,7 +117,12 @@ fn instructions_go_where_each_client_reads_them() {
 
 #[test]
 fn host_secrets_never_reach_the_environment() {
-    for p in [Provider::Claude, Provider::Codex] {
+    for p in [
+        Provider::Claude,
+        Provider::Codex,
+        Provider::Gemini,
+        Provider::OpenCode,
+    ] {
         let c = build(&input(p), host).unwrap();
         assert!(
             c.env.values().all(|v| !v.contains("real-secret")),
@@ -178,5 +187,175 @@ fn ca_bundle_appends_the_bottle_ca() {
     assert_eq!(
         ca_bundle("", "CA"),
         "# bot-bottle: this bottle's CA (egress terminates TLS with it)\nCA\n"
+    );
+}
+
+/// The paths of a contract's home files.
+fn paths(c: &Contract) -> Vec<&Path> {
+    c.home_files.iter().map(|f| f.path.as_path()).collect()
+}
+
+fn file<'a>(c: &'a Contract, path: &str) -> &'a str {
+    &c.home_files
+        .iter()
+        .find(|f| f.path == Path::new(path))
+        .unwrap_or_else(|| panic!("no {path} in {:?}", paths(c)))
+        .contents
+}
+
+#[test]
+fn gemini_contract() {
+    let c = build(&input(Provider::Gemini), host).unwrap();
+    assert_eq!(c.env["GEMINI_API_KEY"], PLACEHOLDER_TOKEN);
+    for k in [
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+    ] {
+        assert!(!c.env.contains_key(k), "{k}");
+    }
+    assert_eq!(
+        paths(&c),
+        vec![
+            Path::new(".gitconfig"),
+            Path::new(".gemini/settings.json"),
+            Path::new(".gemini/trustedFolders.json")
+        ]
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(file(&c, ".gemini/settings.json")).unwrap();
+    assert_eq!(
+        settings,
+        serde_json::json!({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "general": {"disableAutoUpdate": true, "disableUpdateNag": true},
+            "privacy": {"usageStatisticsEnabled": false},
+            "telemetry": {"enabled": false},
+            "mcpServers": {"bot-bottle": {"httpUrl": "http://127.0.0.1:3130/mcp", "trust": true}},
+        })
+    );
+    assert_eq!(
+        file(&c, ".gemini/trustedFolders.json"),
+        "{\n  \"/workspace\": \"TRUST_FOLDER\"\n}\n"
+    );
+}
+
+#[test]
+fn opencode_contract_follows_the_chosen_api() {
+    for (auth, key, provider) in [
+        (OpenCodeAuth::Anthropic, "ANTHROPIC_API_KEY", "anthropic"),
+        (OpenCodeAuth::OpenAi, "OPENAI_API_KEY", "openai"),
+    ] {
+        let mut i = input(Provider::OpenCode);
+        i.opencode_auth = auth;
+        let c = build(&i, host).unwrap();
+        let placeholders: Vec<&str> = c
+            .env
+            .iter()
+            .filter(|(_, v)| *v == PLACEHOLDER_TOKEN)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(placeholders, vec![key]);
+        assert_eq!(c.env["OPENCODE_DISABLE_MODELS_FETCH"], "1");
+        let config: serde_json::Value =
+            serde_json::from_str(file(&c, ".config/opencode/opencode.json")).unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({
+                "$schema": "https://opencode.ai/config.json",
+                "autoupdate": false,
+                "share": "disabled",
+                "enabled_providers": [provider],
+                "mcp": {"bot-bottle": {"type": "remote", "url": "http://127.0.0.1:3130/mcp", "enabled": true}},
+            })
+        );
+    }
+}
+
+fn generic(mcp_file: &str, key: &[&str]) -> GenericClient {
+    GenericClient {
+        placeholder_env: vec!["MISTRAL_API_KEY".into()],
+        mcp: Some(McpRegistration {
+            file: mcp_file.into(),
+            key: key.iter().map(|k| k.to_string()).collect(),
+            entry: serde_json::json!({"type": "http", "url": "{url}", "headers": ["x-{url}"]}),
+        }),
+        instructions: Some(".config/agent/AGENTS.md".into()),
+    }
+}
+
+#[test]
+fn a_generic_client_gets_its_placeholders_and_its_mcp_file() {
+    let mut i = input(Provider::Generic);
+    i.generic = Some(generic(".config/agent/mcp.json", &["mcp", "servers"]));
+    i.instructions = Some("# Access\n".into());
+    let c = build(&i, host).unwrap();
+    assert_eq!(c.env["MISTRAL_API_KEY"], PLACEHOLDER_TOKEN);
+    assert_eq!(
+        paths(&c),
+        vec![
+            Path::new(".gitconfig"),
+            Path::new(".config/agent/mcp.json"),
+            Path::new(".config/agent/AGENTS.md")
+        ]
+    );
+    let mcp: serde_json::Value = serde_json::from_str(file(&c, ".config/agent/mcp.json")).unwrap();
+    assert_eq!(
+        mcp,
+        serde_json::json!({"mcp": {"servers": {"bot-bottle": {
+            "type": "http", "url": "http://127.0.0.1:3130/mcp",
+            "headers": ["x-http://127.0.0.1:3130/mcp"]}}}})
+    );
+    assert_eq!(file(&c, ".config/agent/AGENTS.md"), "# Access\n");
+
+    // TOML by the file's extension.
+    i.generic = Some(generic("agent.toml", &["mcp_servers"]));
+    let c = build(&i, host).unwrap();
+    let toml: toml::Table = file(&c, "agent.toml").parse().unwrap();
+    assert_eq!(
+        toml["mcp_servers"]["bot-bottle"]["url"].as_str(),
+        Some("http://127.0.0.1:3130/mcp")
+    );
+}
+
+#[test]
+fn a_generic_client_cannot_take_over_the_wiring() {
+    for k in [
+        "HTTPS_PROXY",
+        "NODE_EXTRA_CA_CERTS",
+        "HOME",
+        "LD_PRELOAD",
+        "GIT_SSH_COMMAND",
+    ] {
+        let mut i = input(Provider::Generic);
+        i.generic = Some(GenericClient {
+            placeholder_env: vec![k.into()],
+            ..GenericClient::default()
+        });
+        assert_eq!(
+            build(&i, host).unwrap_err().to_string(),
+            format!(
+                "agent_provider: model_api env `{k}` is set by bot-bottle itself (proxy, CA or sidecar wiring); name the variable the agent reads its key from"
+            )
+        );
+    }
+    // ... and the bottle's `env:` cannot replace its placeholder.
+    let mut i = input(Provider::Generic);
+    i.generic = Some(generic("m.json", &["mcpServers"]));
+    i.bottle_env.insert("MISTRAL_API_KEY".into(), "x".into());
+    assert_eq!(
+        build(&i, host),
+        Err(ContractError::Reserved("MISTRAL_API_KEY".into()))
+    );
+    // TOML has no null.
+    let mut i = input(Provider::Generic);
+    let mut g = generic("m.toml", &["mcp"]);
+    g.mcp.as_mut().unwrap().entry = serde_json::json!({"url": "{url}", "x": null});
+    i.generic = Some(g);
+    assert!(
+        build(&i, host)
+            .unwrap_err()
+            .to_string()
+            .contains("TOML has no null")
     );
 }

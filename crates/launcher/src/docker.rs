@@ -20,7 +20,7 @@ use backend::docker::{
 };
 use backend::native::HelperCommand;
 use backend::{Backend, BottleStdio, LaunchSpec, WorkspaceMode};
-use manifest::{AgentProvider, ProviderKind};
+use manifest::AgentProvider;
 use state::Home;
 
 use crate::error::{Context, chain};
@@ -127,11 +127,20 @@ pub(super) fn agent_image(
                 )
             })
         }
+        AgentProvider::Generic(g) => match &g.dockerfile {
+            Some(dockerfile) => ImageSource::bottle_dockerfile(agent, dockerfile).with_context(|| {
+                format!(
+                    "cannot read the generic provider's Dockerfile {}; fix `agent_provider.dockerfile` in the manifest",
+                    dockerfile.display()
+                )
+            }),
+            None => Err(LaunchError::Invalid(format!(
+                "agent `{agent}` runs a generic provider without `agent_provider.dockerfile`, so the docker backend has no image with `{}` in it; add `dockerfile: ./Dockerfile` (an image that installs the agent) to its `agent_provider`, or use --backend native",
+                g.command.first().map(String::as_str).unwrap_or_default()
+            ))),
+        },
         AgentProvider::Stock(kind) => {
-            let name = match kind {
-                ProviderKind::Claude => "claude",
-                ProviderKind::Codex => "codex",
-            };
+            let name = kind.as_str();
             let mut source = ImageSource::provider(name, base)
                 .ok_or_else(|| {
                     LaunchError::Invalid(format!("no image template for the {name} provider"))

@@ -21,6 +21,7 @@
 //! helpers, and a [`Report`] that receives what the operator would be told.
 
 mod bundle;
+pub mod codex_login;
 mod docker;
 mod env;
 mod error;
@@ -189,6 +190,8 @@ pub struct RunningBottle {
     report: Arc<dyn Report>,
     /// Taken by the first `wait` (or the drop).
     agent: Option<Agent>,
+    /// The host's Codex login forwarded into this run, written back when it ends.
+    codex_login: Option<codex_login::ForwardedLogin>,
 }
 
 impl std::fmt::Debug for RunningBottle {
@@ -237,10 +240,13 @@ impl RunningBottle {
             watch,
             report: options.report.clone(),
             agent: None,
+            codex_login: None,
         };
-        match bottle.set_up(&launch, options) {
+        let mut forwarded = None;
+        match bottle.set_up(&launch, options, &mut forwarded) {
             Ok(agent) => {
                 bottle.agent = Some(agent);
+                bottle.codex_login = forwarded;
                 Ok(bottle)
             }
             Err(e) => {
@@ -279,6 +285,16 @@ impl RunningBottle {
             return Ok(0);
         };
         let result = self.wait_agent(agent);
+        // The agent has ended and can no longer change its login: write it back before the
+        // state (and the bottle's copy with it) may be removed.
+        if let Some(forwarded) = self.codex_login.take() {
+            codex_login::write_back_and_report(
+                &forwarded,
+                &provider::codex_login_in_home(&self.paths.agent_home()),
+                self.identity.as_str(),
+                self.report.as_ref(),
+            );
+        }
         let result = match result {
             Err(e) => Err(self.sidecar_down_or(e)),
             Ok(code) => match self.sidecar_down() {
@@ -393,7 +409,14 @@ impl RunningBottle {
     }
 
     /// Everything up to the agent running: the state, the sidecar bundle, the bottle.
-    fn set_up(&self, launch: &Launch, options: &Options) -> Result<Agent, LaunchError> {
+    /// `forwarded` receives the host's Codex login once it is in the bottle's home (so that
+    /// a failure after that point still knows it was handed over).
+    fn set_up(
+        &self,
+        launch: &Launch,
+        options: &Options,
+        forwarded: &mut Option<codex_login::ForwardedLogin>,
+    ) -> Result<Agent, LaunchError> {
         let (home, identity, paths) = (&self.home, &self.identity, &self.paths);
         let bottle = &launch.agent.bottle;
         for dir in [
@@ -498,6 +521,9 @@ impl RunningBottle {
         let spec = spec::agent_spec(
             identity, paths, launch, self.fresh, &config, &ca_pem, options,
         )?;
+        if let Some(login) = &launch.codex_login {
+            *forwarded = Some(provider::forward_codex_login(login, &paths.agent_home())?);
+        }
         match placement {
             // The sidecar container (docker, the one backend that runs its bundle so).
             SidecarPlacement::Container => {

@@ -3,18 +3,24 @@
 //! * the default egress routes to its model API, with the credential egress injects
 //!   (Claude Code: `api.anthropic.com` with `BOT_BOTTLE_CLAUDE_OAUTH_TOKEN` as
 //!   `Authorization: Bearer`, or `ANTHROPIC_API_KEY` as `x-api-key`; Codex:
-//!   `api.openai.com` with `OPENAI_API_KEY` as `Authorization: Bearer`). They go before the
-//!   bottle's own routes, and a bottle that already routes the host keeps its own route;
+//!   `api.openai.com` with `OPENAI_API_KEY` as `Authorization: Bearer`; Gemini CLI:
+//!   `generativelanguage.googleapis.com` with `BOT_BOTTLE_GEMINI_API_KEY` (or
+//!   `GEMINI_API_KEY`) as `x-goog-api-key`; OpenCode: the Anthropic API with
+//!   `ANTHROPIC_API_KEY`, or else the OpenAI API with `OPENAI_API_KEY`; a generic provider:
+//!   its manifest's `model_api` list). They go before the bottle's own routes, and a bottle
+//!   that already routes the host keeps its own route;
 //! * Codex with the host's ChatGPT login forwarded (`start --forward-codex-auth`): the
 //!   login file is copied into the bottle, because Codex must refresh it and sign every
 //!   request with it; egress routes the ChatGPT backend and the login refresh without
 //!   injecting anything. This is the one credential the agent holds itself, so it is an
 //!   explicit opt-in with a warning every time;
 //! * which placeholder Claude Code holds, decided by the header its route injects;
-//! * skills delivery: each manifest skill directory is copied into the client's skills
-//!   directory (`~/.claude/skills/<name>/`, `~/.codex/skills/<name>/`), and an index of
-//!   them is written where the client reads standing instructions (`~/.claude/CLAUDE.md`,
-//!   `~/.codex/AGENTS.md`).
+//! * standing instructions, written where the client reads them (`~/.claude/CLAUDE.md`,
+//!   `~/.codex/AGENTS.md`, `~/.gemini/GEMINI.md`, `~/.config/opencode/AGENTS.md`, a generic
+//!   client's `instructions` file): how to ask the operator for access through supervise,
+//!   and an index of the skills, each copied into the client's skills directory
+//!   (`~/.claude/skills/<name>/`, `~/.codex/skills/<name>/`, `~/.gemini/skills/<name>/`,
+//!   `~/.config/opencode/skills/<name>/`, `~/skills/<name>/`).
 //!
 //! Transcripts need nothing here: they live in the agent's home, which a preserved bottle
 //! keeps, and `resume` continues them (`claude --continue`, `codex resume --last`).
@@ -22,7 +28,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use contract::{ClaudeAuth, CodexAuth, Provider};
+use contract::{ClaudeAuth, CodexAuth, OpenCodeAuth, Provider};
 use policy::{DlpMode, PathMatch, PathMatchKind, Route, RouteMatch};
 
 use crate::error::Context;
@@ -34,6 +40,12 @@ pub const CLAUDE_OAUTH_ENV: &str = "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN";
 pub const ANTHROPIC_KEY_ENV: &str = "ANTHROPIC_API_KEY";
 /// The host variable holding an OpenAI API key.
 pub const OPENAI_KEY_ENV: &str = "OPENAI_API_KEY";
+/// The host variable holding a Gemini API key for bot-bottle.
+pub const GEMINI_KEY_ENV: &str = "BOT_BOTTLE_GEMINI_API_KEY";
+/// The Gemini CLI's own variable, used on the host when [`GEMINI_KEY_ENV`] is not set.
+pub const GEMINI_CLIENT_KEY_ENV: &str = "GEMINI_API_KEY";
+/// The Gemini API host Gemini CLI talks to with an API key.
+pub const GEMINI_HOST: &str = "generativelanguage.googleapis.com";
 
 /// The Anthropic API host Claude Code talks to.
 pub const ANTHROPIC_HOST: &str = "api.anthropic.com";
@@ -49,6 +61,23 @@ pub fn of(kind: manifest::ProviderKind) -> Provider {
     match kind {
         manifest::ProviderKind::Claude => Provider::Claude,
         manifest::ProviderKind::Codex => Provider::Codex,
+        manifest::ProviderKind::Gemini => Provider::Gemini,
+        manifest::ProviderKind::OpenCode => Provider::OpenCode,
+        manifest::ProviderKind::Generic => Provider::Generic,
+    }
+}
+
+/// The program the provider's agent command runs (a generic provider's `command[0]`).
+pub fn program(provider: &manifest::AgentProvider) -> String {
+    match provider.generic() {
+        Some(g) => g.command.first().cloned().unwrap_or_default(),
+        None => match provider.kind() {
+            manifest::ProviderKind::Claude => "claude".into(),
+            manifest::ProviderKind::Codex => "codex".into(),
+            manifest::ProviderKind::Gemini => "gemini".into(),
+            manifest::ProviderKind::OpenCode => "opencode".into(),
+            manifest::ProviderKind::Generic => String::new(),
+        },
     }
 }
 
@@ -59,12 +88,68 @@ pub fn routes_for(
     codex_auth: CodexAuth,
     env: &crate::HostEnv,
 ) -> Vec<Route> {
-    with_default_routes(
-        of(bottle.agent_provider.kind()),
-        codex_auth,
-        &bottle.egress.routes,
-        |k| env.is_set(k),
-    )
+    let is_set = |k: &str| env.is_set(k);
+    match bottle.agent_provider.generic() {
+        Some(g) => merge_routes(generic_routes(g), &bottle.egress.routes),
+        None => with_default_routes(
+            of(bottle.agent_provider.kind()),
+            codex_auth,
+            &bottle.egress.routes,
+            is_set,
+        ),
+    }
+}
+
+/// A generic provider's model API routes: each host with the credential its entry names
+/// (`Authorization: Bearer <key>` unless it says otherwise), outbound DLP `redact` as for
+/// the stock providers.
+pub fn generic_routes(g: &manifest::GenericProvider) -> Vec<Route> {
+    let routes = g
+        .model_api
+        .iter()
+        .map(|api| {
+            let scheme = match (&api.auth_scheme, &api.auth_header) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(_)) => None,
+                (None, None) => Some("Bearer".into()),
+            };
+            Route {
+                auth_scheme: scheme,
+                auth_header: api.auth_header.clone(),
+                token_env: Some(api.token_env.clone()),
+                ..route(&api.host)
+            }
+        })
+        .collect();
+    with_model_dlp(routes)
+}
+
+/// The contract's view of a generic provider: its placeholders, MCP file and
+/// instructions file.
+pub fn generic_client(g: &manifest::GenericProvider) -> contract::GenericClient {
+    contract::GenericClient {
+        placeholder_env: g.model_api.iter().filter_map(|a| a.env.clone()).collect(),
+        mcp: g.mcp.as_ref().map(|m| contract::McpRegistration {
+            file: PathBuf::from(&m.file),
+            key: m.key.split('.').map(str::to_string).collect(),
+            entry: m
+                .entry
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({ "url": "{url}" })),
+        }),
+        instructions: g.instructions.as_ref().map(PathBuf::from),
+    }
+}
+
+/// Which model API OpenCode uses: the Anthropic API when the host has `ANTHROPIC_API_KEY`,
+/// else the OpenAI API when it has `OPENAI_API_KEY`, else the Anthropic API (and `start`
+/// warns that its route goes out without credentials).
+pub fn opencode_auth(is_set: impl Fn(&str) -> bool) -> OpenCodeAuth {
+    if !is_set(ANTHROPIC_KEY_ENV) && is_set(OPENAI_KEY_ENV) {
+        OpenCodeAuth::OpenAi
+    } else {
+        OpenCodeAuth::Anthropic
+    }
 }
 
 fn route(host: &str) -> Route {
@@ -173,6 +258,32 @@ fn provider_routes(
             token_env: Some(OPENAI_KEY_ENV.into()),
             ..route(OPENAI_HOST)
         }],
+        Provider::Gemini => {
+            let env = if !is_set(GEMINI_KEY_ENV) && is_set(GEMINI_CLIENT_KEY_ENV) {
+                GEMINI_CLIENT_KEY_ENV
+            } else {
+                GEMINI_KEY_ENV
+            };
+            vec![Route {
+                auth_header: Some("x-goog-api-key".into()),
+                token_env: Some(env.into()),
+                ..route(GEMINI_HOST)
+            }]
+        }
+        Provider::OpenCode => match opencode_auth(is_set) {
+            OpenCodeAuth::Anthropic => vec![Route {
+                auth_header: Some("x-api-key".into()),
+                token_env: Some(ANTHROPIC_KEY_ENV.into()),
+                ..route(ANTHROPIC_HOST)
+            }],
+            OpenCodeAuth::OpenAi => vec![Route {
+                auth_scheme: Some("Bearer".into()),
+                token_env: Some(OPENAI_KEY_ENV.into()),
+                ..route(OPENAI_HOST)
+            }],
+        },
+        // Described by the manifest: see [`generic_routes`].
+        Provider::Generic => Vec::new(),
     }
 }
 
@@ -192,7 +303,13 @@ pub fn with_default_routes(
     bottle_routes: &[Route],
     is_set: impl Fn(&str) -> bool,
 ) -> Vec<Route> {
-    let mut out: Vec<Route> = default_routes(provider, codex_auth, is_set)
+    merge_routes(default_routes(provider, codex_auth, is_set), bottle_routes)
+}
+
+/// `defaults` followed by `bottle_routes`, leaving out a default whose host the bottle
+/// routes itself.
+fn merge_routes(defaults: Vec<Route>, bottle_routes: &[Route]) -> Vec<Route> {
+    let mut out: Vec<Route> = defaults
         .into_iter()
         .filter(|d| {
             !bottle_routes
@@ -211,12 +328,15 @@ pub fn implicit_routes(
     bottle: &manifest::ResolvedBottle,
     is_set: impl Fn(&str) -> bool,
 ) -> Vec<Route> {
-    let all = with_default_routes(
-        of(bottle.agent_provider.kind()),
-        CodexAuth::ApiKey,
-        &bottle.egress.routes,
-        is_set,
-    );
+    let all = match bottle.agent_provider.generic() {
+        Some(g) => merge_routes(generic_routes(g), &bottle.egress.routes),
+        None => with_default_routes(
+            of(bottle.agent_provider.kind()),
+            CodexAuth::ApiKey,
+            &bottle.egress.routes,
+            is_set,
+        ),
+    };
     let own = bottle.egress.routes.len();
     all[..all.len() - own].to_vec()
 }
@@ -302,7 +422,8 @@ pub fn codex_login_warning(path: &Path) -> String {
     format!(
         "bot-bottle: WARNING: --forward-codex-auth copies your Codex ChatGPT login ({}) into this bottle.\n\
          bot-bottle: WARNING: unlike an API key, which stays in the egress sidecar, this is a refreshable credential: the agent can read it and use it through any route the bottle allows, and a refresh can keep it alive after the bottle is gone.\n\
-         bot-bottle: WARNING: a refresh inside the bottle is not copied back; if `codex` on the host then fails to refresh, run `codex login --device-auth` there again.",
+         bot-bottle: WARNING: when the bottle ends, a login Codex refreshed inside it is written back to {} (only if that file is still the one forwarded), so the host's login keeps working.",
+        path.display(),
         path.display()
     )
 }
@@ -312,17 +433,22 @@ pub fn codex_login_in_home(agent_home: &Path) -> PathBuf {
     agent_home.join(".codex").join("auth.json")
 }
 
-/// Copies the host's Codex login into the agent's home (0600). A resumed bottle keeps its
-/// own copy when that one was refreshed later than the host's (Codex rotates the refresh
-/// token, so the older copy may no longer refresh). Nothing is ever written to the host.
-pub fn forward_codex_login(host: &Path, agent_home: &Path) -> Result<(), LaunchError> {
+/// Copies the host's Codex login into the agent's home (0600) and returns what was
+/// forwarded, for the write-back when the bottle ends ([`crate::codex_login`]). A resumed
+/// bottle keeps its own copy when that one was refreshed later than the host's (Codex
+/// rotates the refresh token, so the older copy may no longer refresh).
+pub fn forward_codex_login(
+    host: &Path,
+    agent_home: &Path,
+) -> Result<crate::codex_login::ForwardedLogin, LaunchError> {
     let text = state::read::read_limited(host, state::read::CONFIG_LIMIT)
         .with_context(|| format!("cannot read the host's Codex login {}", host.display()))?;
+    let forwarded = crate::codex_login::forwarded(host, &text);
     let dest = codex_login_in_home(agent_home);
     if let Ok(own) = state::read::read_limited(&dest, state::read::CONFIG_LIMIT)
         && last_refresh(&own) > last_refresh(&text)
     {
-        return Ok(());
+        return Ok(forwarded);
     }
     if let Some(dir) = dest.parent() {
         use std::os::unix::fs::DirBuilderExt;
@@ -333,7 +459,8 @@ pub fn forward_codex_login(host: &Path, agent_home: &Path) -> Result<(), LaunchE
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     state::atomic_write_mode(&dest, &text, 0o600)
-        .with_context(|| format!("cannot write {}", dest.display()))
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(forwarded)
 }
 
 /// The `last_refresh` time of a Codex login, if it has a readable one.
@@ -343,11 +470,15 @@ fn last_refresh(login: &[u8]) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
 }
 
-/// The client's skills directory, relative to the agent's home.
+/// The client's skills directory, relative to the agent's home (a generic client gets
+/// `~/skills`, listed in its instructions).
 pub fn skills_dir(provider: Provider) -> PathBuf {
     match provider {
         Provider::Claude => Path::new(".claude").join("skills"),
         Provider::Codex => Path::new(".codex").join("skills"),
+        Provider::Gemini => Path::new(".gemini").join("skills"),
+        Provider::OpenCode => Path::new(".config").join("opencode").join("skills"),
+        Provider::Generic => PathBuf::from("skills"),
     }
 }
 
@@ -380,17 +511,35 @@ fn skill_description(dir: &Path) -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
-/// Standing instructions listing the delivered skills (none without skills).
+/// How the agent asks for access, for its standing instructions (with supervise on).
+pub const ACCESS_INSTRUCTIONS: &str = "# Access\n\n\
+You work in a bot-bottle: your network goes through an allowlist and your pushes are scanned for secrets. \
+A request the allowlist blocks gets status 403 with the header `x-bot-bottle-blocked` saying why. \
+Do not work around a block: ask the operator through the `bot-bottle` MCP server's tools \
+(`list-egress-routes` shows what is allowed; `egress-allow` proposes new routes with a justification; \
+`gitleaks-allow` asks for a secret-scan exception). A proposal waits for the operator's decision; \
+when a call answers `pending`, poll `proposal-status` with its id.\n";
+
+/// Standing instructions: how to ask for access (with `supervise` on) and the delivered
+/// skills; none when there is neither.
 pub fn instructions(
     provider: Provider,
     skills: &[PathBuf],
     home_inside: &Path,
+    supervise: bool,
 ) -> Result<Option<String>, LaunchError> {
+    let mut out = String::new();
+    if supervise {
+        out.push_str(ACCESS_INSTRUCTIONS);
+    }
     if skills.is_empty() {
-        return Ok(None);
+        return Ok((!out.is_empty()).then_some(out));
+    }
+    if !out.is_empty() {
+        out.push('\n');
     }
     let base = home_inside.join(skills_dir(provider));
-    let mut out = String::from(
+    out.push_str(
         "# Skills\n\nThese skills are installed for you. Before a task one of them covers, read its SKILL.md and follow it.\n\n",
     );
     for dir in skills {
@@ -629,7 +778,7 @@ mod tests {
             std::fs::read_to_string(&dest).unwrap(),
             login("2026-11-25T00:00:00Z")
         );
-        // The host's file is never written.
+        // Forwarding never writes the host's file (the write-back happens at the end).
         assert_eq!(
             std::fs::read_to_string(&host).unwrap(),
             login("2026-11-25T00:00:00Z")
@@ -657,11 +806,164 @@ mod tests {
     }
 
     #[test]
+    fn gemini_gets_its_key_as_x_goog_api_key() {
+        let key = |env: &str| {
+            redacted(Route {
+                auth_header: Some("x-goog-api-key".into()),
+                token_env: Some(env.into()),
+                ..route(GEMINI_HOST)
+            })
+        };
+        assert_eq!(
+            default_routes(Provider::Gemini, CodexAuth::ApiKey, |_| true),
+            vec![key(GEMINI_KEY_ENV)]
+        );
+        // The client's own variable on the host, when bot-bottle's is not set.
+        assert_eq!(
+            default_routes(Provider::Gemini, CodexAuth::ApiKey, |k| k
+                == GEMINI_CLIENT_KEY_ENV),
+            vec![key(GEMINI_CLIENT_KEY_ENV)]
+        );
+        assert_eq!(
+            default_routes(Provider::Gemini, CodexAuth::ApiKey, |_| false),
+            vec![key(GEMINI_KEY_ENV)]
+        );
+    }
+
+    #[test]
+    fn opencode_uses_the_anthropic_key_else_the_openai_key() {
+        let anthropic = vec![redacted(Route {
+            auth_header: Some("x-api-key".into()),
+            token_env: Some(ANTHROPIC_KEY_ENV.into()),
+            ..route(ANTHROPIC_HOST)
+        })];
+        assert_eq!(
+            default_routes(Provider::OpenCode, CodexAuth::ApiKey, |_| true),
+            anthropic
+        );
+        assert_eq!(
+            default_routes(Provider::OpenCode, CodexAuth::ApiKey, |k| k
+                == OPENAI_KEY_ENV),
+            vec![redacted(bearer(OPENAI_HOST, OPENAI_KEY_ENV))]
+        );
+        assert_eq!(
+            default_routes(Provider::OpenCode, CodexAuth::ApiKey, |_| false),
+            anthropic
+        );
+        assert_eq!(opencode_auth(|k| k == OPENAI_KEY_ENV), OpenCodeAuth::OpenAi);
+        assert_eq!(opencode_auth(|_| true), OpenCodeAuth::Anthropic);
+    }
+
+    fn generic_provider() -> manifest::GenericProvider {
+        manifest::GenericProvider {
+            command: vec!["aider".into()],
+            model_api: vec![
+                manifest::ModelApiSpec {
+                    host: "api.mistral.ai".into(),
+                    token_env: "MISTRAL_KEY".into(),
+                    auth_header: None,
+                    auth_scheme: None,
+                    env: Some("MISTRAL_API_KEY".into()),
+                },
+                manifest::ModelApiSpec {
+                    host: "api.x.test".into(),
+                    token_env: "X_KEY".into(),
+                    auth_header: Some("x-api-key".into()),
+                    auth_scheme: None,
+                    env: None,
+                },
+                manifest::ModelApiSpec {
+                    host: "api.y.test".into(),
+                    token_env: "Y_KEY".into(),
+                    auth_header: Some("api-key".into()),
+                    auth_scheme: Some("Token".into()),
+                    env: Some("Y_API_KEY".into()),
+                },
+            ],
+            mcp: Some(manifest::McpFileSpec {
+                file: ".aider/mcp.json".into(),
+                key: "mcp.servers".into(),
+                entry: None,
+            }),
+            instructions: Some(".aider/CONVENTIONS.md".into()),
+            dockerfile: None,
+        }
+    }
+
+    #[test]
+    fn a_generic_provider_routes_each_model_api_with_its_credential() {
+        let routes = generic_routes(&generic_provider());
+        assert_eq!(
+            routes,
+            vec![
+                redacted(bearer("api.mistral.ai", "MISTRAL_KEY")),
+                redacted(Route {
+                    auth_header: Some("x-api-key".into()),
+                    token_env: Some("X_KEY".into()),
+                    ..route("api.x.test")
+                }),
+                redacted(Route {
+                    auth_header: Some("api-key".into()),
+                    auth_scheme: Some("Token".into()),
+                    token_env: Some("Y_KEY".into()),
+                    ..route("api.y.test")
+                }),
+            ]
+        );
+        let config = policy::EgressConfig {
+            log: None,
+            upstream_ca: None,
+            routes: Some(routes),
+        };
+        assert!(policy::validate(&config).is_ok());
+        assert_eq!(
+            generic_client(&generic_provider()),
+            contract::GenericClient {
+                placeholder_env: vec!["MISTRAL_API_KEY".into(), "Y_API_KEY".into()],
+                mcp: Some(contract::McpRegistration {
+                    file: ".aider/mcp.json".into(),
+                    key: vec!["mcp".into(), "servers".into()],
+                    entry: serde_json::json!({"url": "{url}"}),
+                }),
+                instructions: Some(".aider/CONVENTIONS.md".into()),
+            }
+        );
+        assert_eq!(
+            program(&manifest::AgentProvider::Generic(generic_provider())),
+            "aider"
+        );
+        assert_eq!(
+            program(&manifest::AgentProvider::Stock(
+                manifest::ProviderKind::OpenCode
+            )),
+            "opencode"
+        );
+    }
+
+    #[test]
+    fn with_supervise_the_agent_is_told_how_to_ask_for_access() {
+        let text = instructions(Provider::Gemini, &[], Path::new("/home/agent"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(text, ACCESS_INSTRUCTIONS);
+        for tool in [
+            "egress-allow",
+            "list-egress-routes",
+            "proposal-status",
+            "x-bot-bottle-blocked",
+        ] {
+            assert!(text.contains(tool), "{tool}");
+        }
+    }
+
+    #[test]
     fn every_default_route_passes_policy_validation() {
         for (p, auth) in [
             (Provider::Claude, CodexAuth::ApiKey),
             (Provider::Codex, CodexAuth::ApiKey),
             (Provider::Codex, CodexAuth::ChatGptLogin),
+            (Provider::Gemini, CodexAuth::ApiKey),
+            (Provider::OpenCode, CodexAuth::ApiKey),
         ] {
             for set in [true, false] {
                 let routes = default_routes(p, auth, |k| set || k == ANTHROPIC_KEY_ENV);
@@ -720,14 +1022,15 @@ mod tests {
             instructions(
                 Provider::Codex,
                 std::slice::from_ref(&skill),
-                Path::new("/home/agent")
+                Path::new("/home/agent"),
+                false
             )
             .unwrap()
             .unwrap(),
             "# Skills\n\nThese skills are installed for you. Before a task one of them covers, read its SKILL.md and follow it.\n\n- `review` (/home/agent/.codex/skills/review/SKILL.md): Review a diff carefully\n"
         );
         assert_eq!(
-            instructions(Provider::Claude, &[], Path::new("/home/agent")).unwrap(),
+            instructions(Provider::Claude, &[], Path::new("/home/agent"), false).unwrap(),
             None
         );
     }

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use ::bundle::{Listen, SidecarConfig};
 use backend::{Forward, LaunchSpec, ReadOnlyFile};
-use manifest::ProviderKind;
 use state::Identity;
 
 use crate::error::Context;
@@ -62,10 +61,8 @@ pub(crate) fn agent_spec(
         BUNDLE_FALLBACK_INSIDE
     };
     let workspace_inside = launch.cwd.clone();
-    let provider = match bottle.agent_provider.kind() {
-        ProviderKind::Claude => contract::Provider::Claude,
-        ProviderKind::Codex => contract::Provider::Codex,
-    };
+    let provider = provider::of(bottle.agent_provider.kind());
+    let routes = provider::routes_for(bottle, launch.codex_auth(), &options.env);
     let contract = contract::build(
         &contract::Input {
             provider,
@@ -78,16 +75,18 @@ pub(crate) fn agent_spec(
             gitconfig,
             bottle_env: bottle.env.clone(),
             // Provider template (clients): placeholder kind and skills index.
-            claude_auth: provider::claude_auth(&provider::routes_for(
-                bottle,
-                launch.codex_auth(),
-                &options.env,
-            )),
+            claude_auth: provider::claude_auth(&routes),
             codex_auth: launch.codex_auth(),
+            opencode_auth: provider::opencode_auth(|k| options.env.is_set(k)),
+            generic: bottle
+                .agent_provider
+                .generic()
+                .map(provider::generic_client),
             instructions: provider::instructions(
                 provider,
                 &launch.agent.skills,
                 Path::new(AGENT_HOME),
+                bottle.supervise,
             )?,
         },
         |k| options.env.var(k),
@@ -110,9 +109,6 @@ pub(crate) fn agent_spec(
         &paths.agent_home(),
         options.report.as_ref(),
     )?;
-    if let Some(login) = &launch.codex_login {
-        provider::forward_codex_login(login, &paths.agent_home())?;
-    }
     let bundle_host = paths.files().join("ca-bundle.crt");
     let ca_host = paths.files().join("ca.pem");
     state::atomic_write_mode(
@@ -138,7 +134,23 @@ pub(crate) fn agent_spec(
         forwards.push(forward(endpoints.supervise, &s.listen));
     }
     let argv = if launch.command.is_empty() {
-        agent_command(provider, launch.agent.prompt.as_deref(), !fresh)
+        match bottle.agent_provider.generic() {
+            // A generic agent: its command as the manifest writes it, with the prompt.
+            Some(g) => {
+                let mut argv = g.command.clone();
+                if fresh
+                    && let Some(p) = launch
+                        .agent
+                        .prompt
+                        .as_deref()
+                        .filter(|p| !p.trim().is_empty())
+                {
+                    argv.push(p.to_string());
+                }
+                argv
+            }
+            None => agent_command(provider, launch.agent.prompt.as_deref(), !fresh),
+        }
     } else {
         launch.command.clone()
     };
@@ -254,6 +266,35 @@ fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: boo
             "resume".into(),
             "--last".into(),
         ],
+        // `--yolo`: no confirmation prompts inside the bottle (the bottle is the boundary);
+        // `-i` keeps the session interactive after the prompt.
+        (contract::Provider::Gemini, false) => {
+            let mut argv: Vec<String> = vec!["gemini".into(), "--yolo".into()];
+            if let Some(p) = prompt.filter(|p| !p.trim().is_empty()) {
+                argv.push("-i".into());
+                argv.push(p.to_string());
+            }
+            return argv;
+        }
+        (contract::Provider::Gemini, true) => {
+            vec![
+                "gemini".into(),
+                "--yolo".into(),
+                "--resume".into(),
+                "latest".into(),
+            ]
+        }
+        (contract::Provider::OpenCode, false) => {
+            let mut argv: Vec<String> = vec!["opencode".into()];
+            if let Some(p) = prompt.filter(|p| !p.trim().is_empty()) {
+                argv.push("--prompt".into());
+                argv.push(p.to_string());
+            }
+            return argv;
+        }
+        (contract::Provider::OpenCode, true) => vec!["opencode".into(), "--continue".into()],
+        // Built from the manifest by the caller.
+        (contract::Provider::Generic, _) => Vec::new(),
     };
     if resume {
         return argv;

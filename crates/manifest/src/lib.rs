@@ -36,9 +36,9 @@ use std::sync::Arc;
 
 pub use diag::Diagnostic;
 pub use discover::{DiscoverOptions, HOME_ENV, MANIFEST_ENV, find_manifest};
-pub use raw::ProviderKind;
+pub use raw::{McpFileSpec, ModelApiSpec, ProviderKind};
 pub use resolved::{
-    AgentProvider, ResolvedAgent, ResolvedBottle, ResolvedEgress, ResolvedGitGate,
+    AgentProvider, GenericProvider, ResolvedAgent, ResolvedBottle, ResolvedEgress, ResolvedGitGate,
     ResolvedResources,
 };
 

@@ -17,7 +17,8 @@ use crate::raw::{
     AgentProviderSpec, Extends, ExtendsEntry, GitUser, KeySpec, RepoSpec, Scalar, Spanned,
 };
 use crate::resolved::{
-    AgentProvider, ResolvedBottle, ResolvedEgress, ResolvedGitGate, ResolvedResources,
+    AgentProvider, GenericProvider, ResolvedBottle, ResolvedEgress, ResolvedGitGate,
+    ResolvedResources,
 };
 use crate::validate::{
     control_char, is_env_name, is_safe_name, is_ssh_url, parse_cpus, parse_memory, parse_pids,
@@ -570,6 +571,22 @@ impl<'a> Resolver<'a> {
                     template: *template,
                     dockerfile: resolve_path(self.root, self.home, dockerfile),
                 },
+                AgentProviderSpec::Generic(g) => {
+                    let pos = src.pos(&provider.referenced);
+                    for message in crate::validate::generic_provider_problems(g) {
+                        errors.push(src.diag(pos, format!("bottle `{name}`: {message}")));
+                    }
+                    AgentProvider::Generic(GenericProvider {
+                        command: g.command.clone(),
+                        model_api: g.model_api.clone(),
+                        mcp: g.mcp.clone(),
+                        instructions: g.instructions.clone(),
+                        dockerfile: g
+                            .dockerfile
+                            .as_deref()
+                            .map(|d| resolve_path(self.root, self.home, d)),
+                    })
+                }
             });
         }
         for (key, value) in raw.env.iter().flat_map(|e| e.0.iter()) {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::raw::{GitUser, ProviderKind, RepoSpec};
+use crate::raw::{GitUser, McpFileSpec, ModelApiSpec, ProviderKind, RepoSpec};
 use policy::raw::{LogMode, Route};
 
 /// The agent program a bottle runs, with its image.
@@ -25,6 +25,27 @@ pub enum AgentProvider {
         /// Absolute path of the Dockerfile.
         dockerfile: PathBuf,
     },
+    /// Any other terminal agent, as the manifest describes it.
+    Generic(GenericProvider),
+}
+
+/// A validated generic provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GenericProvider {
+    /// The agent command: program and arguments (never empty).
+    pub command: Vec<String>,
+    /// The model API hosts, each with the credential egress injects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_api: Vec<ModelApiSpec>,
+    /// Where the supervise MCP server is registered; none when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpFileSpec>,
+    /// The client's instructions file, relative to the agent's home.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// Absolute path of the agent image's Dockerfile (docker backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<PathBuf>,
 }
 
 impl AgentProvider {
@@ -33,6 +54,15 @@ impl AgentProvider {
         match self {
             AgentProvider::Stock(kind) => *kind,
             AgentProvider::Template { template, .. } => *template,
+            AgentProvider::Generic(_) => ProviderKind::Generic,
+        }
+    }
+
+    /// The generic provider's description, for a generic provider.
+    pub fn generic(&self) -> Option<&GenericProvider> {
+        match self {
+            AgentProvider::Generic(g) => Some(g),
+            _ => None,
         }
     }
 }
@@ -56,6 +86,7 @@ impl Serialize for AgentProvider {
                 map.serialize_entry("dockerfile", &dockerfile.to_string_lossy())?;
                 map.end()
             }
+            AgentProvider::Generic(g) => g.serialize(s),
         }
     }
 }

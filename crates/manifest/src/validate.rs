@@ -159,6 +159,141 @@ pub(crate) fn format_memory(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// Every problem of a generic provider's description, each naming the field and the fix.
+pub(crate) fn generic_provider_problems(g: &crate::raw::GenericSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    match g.command.first() {
+        None => out.push(
+            "agent_provider.command is empty; name the agent's program and its arguments, e.g. `command: [my-agent, --yes]`"
+                .to_string(),
+        ),
+        Some(p) if p.trim().is_empty() => out.push(
+            "agent_provider.command[0] is empty; it is the agent's program".to_string(),
+        ),
+        Some(_) => {}
+    }
+    for (i, arg) in g.command.iter().enumerate() {
+        if arg.contains('\0') {
+            out.push(format!("agent_provider.command[{i}] contains a NUL byte"));
+        }
+    }
+    let mut hosts = std::collections::BTreeSet::new();
+    for (i, api) in g.model_api.iter().enumerate() {
+        let at = format!("agent_provider.model_api[{i}]");
+        if !is_host(&api.host) {
+            out.push(format!(
+                "{at}.host `{}` is not a host name; write the API's host alone, e.g. `api.mistral.ai` (no scheme, port or path)",
+                api.host.escape_debug()
+            ));
+        } else if !hosts.insert(api.host.to_ascii_lowercase()) {
+            out.push(format!(
+                "{at}.host `{}` is listed twice; one host takes one credential",
+                api.host
+            ));
+        }
+        if !is_env_name(&api.token_env) {
+            out.push(format!(
+                "{at}.token_env `{}` is not an environment variable name; name the HOST variable holding the key (letters, digits and `_`)",
+                api.token_env.escape_debug()
+            ));
+        }
+        if let Some(h) = &api.auth_header
+            && !is_header_name(h)
+        {
+            out.push(format!(
+                "{at}.auth_header `{}` is not an HTTP header name (letters, digits and `-`), e.g. `x-api-key`",
+                h.escape_debug()
+            ));
+        }
+        if let Some(scheme) = &api.auth_scheme
+            && (scheme.is_empty() || scheme.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            out.push(format!(
+                "{at}.auth_scheme `{}` must be one word, e.g. `Bearer`; leave it out to send the bare key",
+                scheme.escape_debug()
+            ));
+        }
+        if let Some(env) = &api.env
+            && !is_env_name(env)
+        {
+            out.push(format!(
+                "{at}.env `{}` is not an environment variable name; name the variable the agent reads its key from",
+                env.escape_debug()
+            ));
+        }
+    }
+    if let Some(mcp) = &g.mcp {
+        if let Some(problem) = home_relative_problem(&mcp.file) {
+            out.push(format!("agent_provider.mcp.file {problem}"));
+        } else if !(mcp.file.ends_with(".json") || mcp.file.ends_with(".toml")) {
+            out.push(format!(
+                "agent_provider.mcp.file `{}` is neither `.json` nor `.toml`; bot-bottle writes the MCP registration in one of those formats",
+                mcp.file
+            ));
+        }
+        if mcp.key.is_empty() || mcp.key.split('.').any(str::is_empty) {
+            out.push(format!(
+                "agent_provider.mcp.key `{}` is not a dotted key; name the table of servers, e.g. `mcpServers` or `mcp.servers`",
+                mcp.key.escape_debug()
+            ));
+        }
+        if let Some(entry) = &mcp.entry
+            && !entry.is_object()
+        {
+            out.push(
+                "agent_provider.mcp.entry is not a mapping; write the server's entry, e.g. `{type: http, url: \"{url}\"}`"
+                    .to_string(),
+            );
+        }
+    }
+    if let Some(path) = &g.instructions
+        && let Some(problem) = home_relative_problem(path)
+    {
+        out.push(format!("agent_provider.instructions {problem}"));
+    }
+    out
+}
+
+/// Why `path` is not a file path under the agent's home, if it is not.
+fn home_relative_problem(path: &str) -> Option<String> {
+    let p = std::path::Path::new(path);
+    if path.is_empty() || control_char(path).is_some() {
+        return Some(format!(
+            "`{}` is not a path; write a file path relative to the agent's home, e.g. `.config/agent/mcp.json`",
+            path.escape_debug()
+        ));
+    }
+    if p.is_absolute() || path.starts_with('~') {
+        return Some(format!(
+            "`{path}` is not relative; write it relative to the agent's home (`.config/agent/mcp.json`, not `~/.config/...` or `/home/...`)"
+        ));
+    }
+    if p.components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Some(format!(
+            "`{path}` leaves the agent's home or has `.` / `..` parts; write a plain path below the home"
+        ));
+    }
+    None
+}
+
+/// A host name as a route takes it: letters, digits, `-` and `.`, optionally `*.` first.
+fn is_host(s: &str) -> bool {
+    let rest = s.strip_prefix("*.").unwrap_or(s);
+    !rest.is_empty()
+        && !rest.starts_with('.')
+        && !rest.ends_with('.')
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+}
+
+/// An HTTP header name (RFC 9110 token, the usual subset).
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
-//! A fake model API for the real agent clients: enough of the Anthropic Messages API and
-//! the OpenAI Responses API (both streaming server-sent events) to carry a real
-//! `claude -p` or `codex exec` through one scripted session, recording every request.
+//! A fake model API for the real agent clients: enough of the Anthropic Messages API, the
+//! OpenAI Responses API and the Gemini API (`generateContent`, and `streamGenerateContent`
+//! as server-sent events) to carry a real `claude -p`, `codex exec`, `gemini -p` or
+//! `opencode run` through one scripted session, recording every request.
 //!
 //! It also speaks the little of the ChatGPT backend that `codex exec` needs with a ChatGPT
 //! login: the Responses API under `/backend-api/codex/`, the account check Codex runs
@@ -13,7 +14,9 @@
 //! * the request offers a tool whose name ends in the scripted tool's name (e.g. the
 //!   supervise MCP tool `list-egress-routes`, however the client prefixes it) → a call of
 //!   that tool with empty arguments;
-//! * anything else (titles, summaries, side requests) → a short text answer.
+//! * anything else (titles, summaries, side requests) → a short text answer; a Gemini
+//!   request that asks for JSON of a schema (Gemini CLI's model router, its checks) gets a
+//!   value of that schema.
 //!
 //! Requests that do not look like the protocol this fake speaks are recorded as
 //! [`ModelApi::protocol_problems`], each naming what differed, so a client version that
@@ -58,6 +61,10 @@ pub enum Api {
     ChatGptAccounts,
     /// `POST /oauth/token` (a ChatGPT login refresh at `auth.openai.com`).
     OAuthToken,
+    /// `POST /v1beta/models/<model>:generateContent` (Gemini).
+    GeminiGenerate,
+    /// `POST /v1beta/models/<model>:streamGenerateContent` (Gemini, streamed).
+    GeminiStream,
     /// Anything else.
     Other,
 }
@@ -261,6 +268,14 @@ async fn handle(
         ("POST", "/backend-api/codex/responses") => Api::ChatGptResponses,
         ("GET", "/backend-api/wham/accounts/check") => Api::ChatGptAccounts,
         ("POST", "/oauth/token") => Api::OAuthToken,
+        ("POST", p) if p.starts_with("/v1beta/models/") && p.ends_with(":generateContent") => {
+            Api::GeminiGenerate
+        }
+        ("POST", p)
+            if p.starts_with("/v1beta/models/") && p.ends_with(":streamGenerateContent") =>
+        {
+            Api::GeminiStream
+        }
         _ => Api::Other,
     };
     let (answer, resp) = match api {
@@ -268,6 +283,9 @@ async fn handle(
         Api::OpenAiResponses | Api::ChatGptResponses => openai(&body, &tool, &mut problems),
         Api::ChatGptAccounts => (Answer::Service, accounts_check(&headers, &mut problems)),
         Api::OAuthToken => (Answer::Service, token_refresh(&body, &mut problems)),
+        Api::GeminiGenerate | Api::GeminiStream => {
+            gemini(&body, &tool, api == Api::GeminiStream, &path, &mut problems)
+        }
         Api::Other => (
             Answer::Error(404),
             error(
@@ -393,7 +411,7 @@ fn collect_tool_names(v: &Value, out: &mut Vec<String>) {
             if let Some(Value::String(n)) = map.get("name") {
                 out.push(n.clone());
             }
-            for key in ["tools", "function"] {
+            for key in ["tools", "function", "functionDeclarations"] {
                 if let Some(inner) = map.get(key) {
                     collect_tool_names(inner, out);
                 }
@@ -505,6 +523,111 @@ fn anthropic(body: &[u8], tool: &str, problems: &mut Vec<String>) -> (Answer, Re
         ("message_stop", json!({"type": "message_stop"})),
     ];
     (answer, sse(&events))
+}
+
+/// A value of a Gemini response schema (`OBJECT`, `STRING`, ... in either case): every
+/// property filled, numbers 10, strings the first enum value or `fake`.
+fn schema_value(schema: &Value) -> Value {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    let kind = schema
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("STRING")
+        .to_ascii_uppercase();
+    match kind.as_str() {
+        "OBJECT" => Value::Object(
+            schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(k, v)| (k.clone(), schema_value(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        "INTEGER" | "NUMBER" => json!(10),
+        "BOOLEAN" => json!(false),
+        "ARRAY" => json!([]),
+        _ => json!("fake"),
+    }
+}
+
+fn gemini(
+    body: &[u8],
+    tool: &str,
+    stream: bool,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> (Answer, Response<Out>) {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        problems.push(format!("gemini: POST {path} body is not JSON"));
+        return (
+            Answer::Error(400),
+            error(StatusCode::BAD_REQUEST, "body is not JSON"),
+        );
+    };
+    let Some(contents) = req.get("contents").and_then(Value::as_array) else {
+        problems.push(format!("gemini: POST {path} has no `contents` array"));
+        return (
+            Answer::Error(400),
+            error(StatusCode::BAD_REQUEST, "no contents"),
+        );
+    };
+    if stream && !path.contains("alt=sse") {
+        problems.push(format!(
+            "gemini: POST {path} streams without `alt=sse` (another framing)"
+        ));
+    }
+    let config = req.get("generationConfig");
+    let schema = config
+        .and_then(|c| {
+            c.get("responseJsonSchema")
+                .or_else(|| c.get("responseSchema"))
+        })
+        .filter(|s| s.is_object());
+    let has_result = contents
+        .last()
+        .and_then(|c| c.get("parts"))
+        .and_then(Value::as_array)
+        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()));
+    let (answer, part) = if let Some(schema) = schema {
+        (
+            Answer::Side,
+            json!({"text": schema_value(schema).to_string()}),
+        )
+    } else if has_result {
+        (Answer::Final, json!({"text": FINAL_TEXT}))
+    } else if let Some(name) = offered_tool(req.get("tools"), tool) {
+        (
+            Answer::ToolCall(name.clone()),
+            json!({"functionCall": {"name": name, "args": {}}}),
+        )
+    } else {
+        (Answer::Side, json!({"text": SIDE_TEXT}))
+    };
+    let chunk = json!({
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
+        "modelVersion": "gemini-fake",
+    });
+    if !stream {
+        return (answer, json_response(&chunk));
+    }
+    // Gemini's SSE has data lines only (no event names).
+    let resp = Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Full::new(Bytes::from(format!("data: {chunk}\r\n\r\n"))).boxed())
+        .unwrap();
+    (answer, resp)
 }
 
 /// The tools Codex lists inside `input` (`additional_tools` items), as one array.

@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 /// `FROM ${BASE}` with `BASE=node:22-slim` by default.
 pub const DOCKERFILE_CLAUDE: &str = include_str!("../../../../images/Dockerfile.claude");
 pub const DOCKERFILE_CODEX: &str = include_str!("../../../../images/Dockerfile.codex");
+pub const DOCKERFILE_GEMINI: &str = include_str!("../../../../images/Dockerfile.gemini");
+pub const DOCKERFILE_OPENCODE: &str = include_str!("../../../../images/Dockerfile.opencode");
 /// The sidecar image: `bot-bottle` (the same binary) with `git`, `ssh` and `iptables`.
 pub const DOCKERFILE_SIDECAR: &str = include_str!("../../../../images/Dockerfile.sidecar");
 
@@ -44,6 +46,8 @@ impl ImageSource {
         let dockerfile = match provider {
             "claude" => DOCKERFILE_CLAUDE,
             "codex" => DOCKERFILE_CODEX,
+            "gemini" => DOCKERFILE_GEMINI,
+            "opencode" => DOCKERFILE_OPENCODE,
             _ => return None,
         };
         Some(ImageSource {
@@ -230,6 +234,11 @@ mod tests {
         assert_eq!(claude.build_args["BASE"], "bot-bottle/base:abc");
         assert!(claude.dockerfile.contains("ARG BASE=node:22-slim"));
         assert!(claude.dockerfile.contains("FROM ${BASE}"));
+        for p in ["codex", "gemini", "opencode"] {
+            let source = ImageSource::provider(p, None).unwrap();
+            assert_eq!(source.repository, format!("bot-bottle/agent-{p}"));
+            assert!(source.dockerfile.contains(&format!("CMD [\"{p}\"]")), "{p}");
+        }
         assert!(ImageSource::provider("nope", None).is_none());
     }
 }

@@ -54,6 +54,8 @@ pub fn install_hint(name: &str) -> String {
     let package = match name {
         "claude" => Some("@anthropic-ai/claude-code"),
         "codex" => Some("@openai/codex"),
+        "gemini" => Some("@google/gemini-cli"),
+        "opencode" => Some("opencode-ai"),
         _ => None,
     };
     match package {

@@ -1,7 +1,7 @@
 //! `bot-bottle doctor`: preflight of each backend this build has — one line per backend
 //! saying whether this machine can run it and, if not, the exact fix — then whether a native
-//! bottle can run each provider's agent (`claude`, `codex`: the host's, from the system
-//! directories a bottle sees). The native backend is checked for real: a test bottle runs
+//! bottle can run each provider's agent (`claude`, `codex`, `gemini`, `opencode`: the
+//! host's, from the system directories a bottle sees). The native backend is checked for real: a test bottle runs
 //! `true`. Exit code 0 when the default backend is usable, 1 otherwise.
 
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
             println!("{line}");
         }
     }
-    for name in ["claude", "codex"] {
+    for name in ["claude", "codex", "gemini", "opencode"] {
         let host_path = std::env::var_os("PATH");
         match backend::native::program::find_for_bottle(name, host_path.as_deref()) {
             Ok(path) => println!("{name} (native): usable ({})", path.display()),

@@ -117,10 +117,7 @@ fn implicit_routes_comment(bottle: &manifest::ResolvedBottle) -> String {
     }
     let mut out = format!(
         "# implicit routes, added at `start` by the {} provider before the routes above (a route\n# of your own for the same host replaces one):\n",
-        match bottle.agent_provider.kind() {
-            manifest::ProviderKind::Claude => "claude",
-            manifest::ProviderKind::Codex => "codex",
-        }
+        bottle.agent_provider.kind().as_str()
     );
     for r in routes {
         let what = if r.matches.is_none() {

@@ -51,12 +51,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = DiscoverOptions::from_env(args.manifest, |k| std::env::var_os(k), cwd.clone());
     let manifest = Manifest::discover(&opts)?;
     let agent = manifest.agent(&args.agent)?;
-    // The native bottle runs the host's agent: said now, with the fix, if it cannot.
-    if backend == BackendKind::Native && args.command.is_empty() {
-        let name = match agent.bottle.agent_provider.kind() {
-            manifest::ProviderKind::Claude => "claude",
-            manifest::ProviderKind::Codex => "codex",
-        };
+    // The native bottle runs the host's agent: said now, with the fix, if it cannot. (A
+    // generic agent named by a path is found, or not, inside the bottle.)
+    let program = launcher::provider::program(&agent.bottle.agent_provider);
+    if backend == BackendKind::Native && args.command.is_empty() && !program.contains('/') {
+        let name = program.as_str();
         let host_path = std::env::var_os("PATH");
         backend::native::program::find_for_bottle(name, host_path.as_deref()).with_context(
             || format!("cannot start agent `{}` on the native backend", agent.name),
@@ -134,10 +133,7 @@ pub fn codex_login(agent: &manifest::ResolvedAgent) -> anyhow::Result<PathBuf> {
         anyhow::bail!(
             "--forward-codex-auth is for Codex bottles, and agent `{}` runs {}; leave the flag off",
             agent.name,
-            match kind {
-                manifest::ProviderKind::Claude => "Claude Code",
-                manifest::ProviderKind::Codex => "Codex",
-            }
+            kind.display_name()
         );
     }
     let path = launcher::provider::host_codex_login(|k| std::env::var_os(k)).context(

@@ -11,7 +11,8 @@
 //! `codex exec` also runs with the host's ChatGPT login forwarded (`--forward-codex-auth`):
 //! `chatgpt.com` and `auth.openai.com` are pinned to the same fake, which then plays the
 //! ChatGPT backend and the login refresh; the host's login file is a fake one in the test's
-//! own `CODEX_HOME`.
+//! own `CODEX_HOME`. A login Codex refreshed inside the bottle is written back to that file
+//! when the bottle ends.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,11 +23,11 @@ use test_support::model_api::{
     REFRESHED_REFRESH_TOKEN,
 };
 
-const TOKEN: &str = "tok-clients-REALSECRET-9876543210";
-const PLACEHOLDER: &str = "bot-bottle-placeholder";
-const TOOL: &str = "list-egress-routes";
+pub(crate) const TOKEN: &str = "tok-clients-REALSECRET-9876543210";
+pub(crate) const PLACEHOLDER: &str = "bot-bottle-placeholder";
+pub(crate) const TOOL: &str = "list-egress-routes";
 
-fn native_usable() -> bool {
+pub(crate) fn native_usable() -> bool {
     let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
         .arg("doctor")
         .output()
@@ -41,7 +42,7 @@ fn native_usable() -> bool {
     usable
 }
 
-fn client_installed(bin: &str) -> bool {
+pub(crate) fn client_installed(bin: &str) -> bool {
     let ok = Command::new(bin)
         .arg("--version")
         .output()
@@ -54,15 +55,15 @@ fn client_installed(bin: &str) -> bool {
     ok
 }
 
-struct World {
-    _tmp: tempfile::TempDir,
-    home: PathBuf,
-    workspace: PathBuf,
+pub(crate) struct World {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) home: PathBuf,
+    pub(crate) workspace: PathBuf,
 }
 
 /// A workspace whose manifest runs `provider` in bottle `box` with `routes` (YAML list
 /// items), trusting `ca` for upstreams; agent `agent`.
-fn world_with_routes(provider: &str, routes: &str, ca: &TestCa) -> World {
+pub(crate) fn world_with_routes(provider: &str, routes: &str, ca: &TestCa) -> World {
     let tmp = tempfile::Builder::new()
         .prefix("bc")
         .tempdir_in("/tmp")
@@ -86,7 +87,7 @@ fn world_with_routes(provider: &str, routes: &str, ca: &TestCa) -> World {
 
 /// One route to `host`, pinned to the fake API; `credential` is the route's credential
 /// fields, e.g. `("auth_scheme", "Bearer")`.
-fn world(
+pub(crate) fn world(
     provider: &str,
     host: &str,
     credential: &[(&str, &str)],
@@ -107,9 +108,10 @@ fn world(
 /// Runs `client_cmd` inside the bottle; the command line ends with `exit 3` so the state
 /// is preserved. A telemetry-like host is also tried with curl so the egress log has a
 /// block even if the client sent nothing else.
-fn run(world: &World, token_env: &str, client_cmd: &str) -> Output {
+pub(crate) fn run(world: &World, token_env: &str, client_cmd: &str) -> Output {
+    // `$ws` is the workspace, for clients that must run there.
     let script = format!(
-        "cd \"$HOME\"\n\
+        "ws=\"$PWD\"; cd \"$HOME\"\n\
          timeout 180 {client_cmd} </dev/null; echo \"CLIENT-EXIT=$?\"\n\
          curl -sS -m 20 -o /dev/null -w 'TELEMETRY-STATUS=%{{http_code}}\\n' https://telemetry.example.test/v1/events\n\
          pat=REAL; pat=\"${{pat}}SECRET\"\n\
@@ -127,7 +129,7 @@ fn run(world: &World, token_env: &str, client_cmd: &str) -> Output {
 }
 
 /// The egress log of the only (preserved) bottle, as JSON lines.
-fn egress_log(home: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn egress_log(home: &Path) -> Vec<serde_json::Value> {
     let state = home.join("state");
     let Ok(dirs) = std::fs::read_dir(&state) else {
         return Vec::new();
@@ -144,7 +146,7 @@ fn egress_log(home: &Path) -> Vec<serde_json::Value> {
     out
 }
 
-fn summary(reqs: &[ModelRequest]) -> String {
+pub(crate) fn summary(reqs: &[ModelRequest]) -> String {
     reqs.iter()
         .map(|r| format!("{} {} -> {:?}", r.method, r.path, r.answer))
         .collect::<Vec<_>>()
@@ -152,7 +154,7 @@ fn summary(reqs: &[ModelRequest]) -> String {
 }
 
 /// Every check shared by both clients.
-fn check_session(
+pub(crate) fn check_session(
     client: &str,
     api: &ModelApi,
     world: &World,
@@ -467,7 +469,7 @@ const FORWARD_SCRIPT: &str = "cd \"$HOME\"\n\
      exit 3\n";
 
 /// The only bottle's state directory.
-fn only_state_dir(home: &Path) -> PathBuf {
+pub(crate) fn only_state_dir(home: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(home.join("state"))
         .unwrap()
         .map(|d| d.unwrap().path())
@@ -685,7 +687,7 @@ async fn real_codex_uses_a_forwarded_chatgpt_login_in_a_bottle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_refreshed_in_the_bottle_is_not_written_back_to_the_host() {
+async fn a_login_refreshed_in_the_bottle_is_written_back_to_the_host_when_it_ends() {
     let stale = time::OffsetDateTime::now_utc() - time::Duration::days(30);
     let Some((api, world, codex_home, login, out)) =
         forwarded_session(EXPIRED_ACCESS_TOKEN, stale).await
@@ -705,14 +707,37 @@ async fn a_login_refreshed_in_the_bottle_is_not_written_back_to_the_host() {
     }
     // ... and used the refreshed token from then on.
     check_forwarded_session(&api, &world, &out, REFRESHED_ACCESS_TOKEN);
-    // The bottle's copy holds the refreshed login; the host's is byte for byte the same.
+    // The bottle's copy holds the refreshed login, and so does the host's now: the host's
+    // file was still the one forwarded, so the rotated refresh token replaced the old one
+    // (which the login server would no longer accept).
     let inside =
         std::fs::read_to_string(only_state_dir(&world.home).join("home/.codex/auth.json")).unwrap();
     assert!(inside.contains(REFRESHED_ACCESS_TOKEN), "{inside}");
     assert!(inside.contains(REFRESHED_REFRESH_TOKEN), "{inside}");
+    let host = codex_home.join("auth.json");
+    let host_now = std::fs::read_to_string(&host).unwrap();
+    assert_ne!(host_now, login);
+    assert_eq!(host_now, inside);
+    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::read_to_string(codex_home.join("auth.json")).unwrap(),
-        login
+        std::fs::metadata(&host).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("was written back to {}", host.display())),
+        "{stderr}"
+    );
+
+    // The host now holds the rotated refresh token of the same account.
+    let refreshed: serde_json::Value = serde_json::from_str(&host_now).unwrap();
+    assert_eq!(
+        refreshed["tokens"]["refresh_token"].as_str(),
+        Some(REFRESHED_REFRESH_TOKEN)
+    );
+    assert_eq!(
+        refreshed["tokens"]["account_id"].as_str(),
+        Some(LOGIN_ACCOUNT)
     );
 }
 

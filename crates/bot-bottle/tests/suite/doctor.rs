@@ -30,7 +30,9 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
             "apple",
             "qemu",
             "claude (native)",
-            "codex (native)"
+            "codex (native)",
+            "gemini (native)",
+            "opencode (native)"
         ]
     );
     // The two CLI-driven backends say plainly what they were verified against.

@@ -1,5 +1,6 @@
 mod bad_files;
 mod clients;
+mod clients_more;
 mod doctor;
 mod faults;
 mod friction;

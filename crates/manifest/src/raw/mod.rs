@@ -47,7 +47,8 @@ pub struct RawBottle {
     /// Parent bottle(s): a name or a list of names, folded left to right.
     #[serde(default)]
     pub extends: Option<Spanned<Extends>>,
-    /// `claude`, `codex` or `{template: claude|codex, dockerfile: PATH}`; default `claude`.
+    /// `claude`, `codex`, `gemini`, `opencode`, `{template: NAME, dockerfile: PATH}` or a
+    /// generic provider `{command: [...], model_api: [...], mcp: {...}}`; default `claude`.
     #[serde(default)]
     pub agent_provider: Option<Spanned<AgentProviderSpec>>,
     /// Run the supervise sidecar; default `true`.
@@ -356,12 +357,23 @@ impl<'de> Deserialize<'de> for ExtendsEntry {
 
 /// The agent program a bottle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase", expecting = "`claude` or `codex`")]
+#[serde(
+    rename_all = "lowercase",
+    expecting = "`claude`, `codex`, `gemini` or `opencode`"
+)]
 pub enum ProviderKind {
     /// Claude Code.
     Claude,
     /// OpenAI Codex CLI.
     Codex,
+    /// Google Gemini CLI.
+    Gemini,
+    /// OpenCode (sst/opencode).
+    OpenCode,
+    /// Any other terminal agent, described in the manifest (`agent_provider: {command:
+    /// ...}`); never a template.
+    #[serde(skip_deserializing)]
+    Generic,
 }
 
 impl ProviderKind {
@@ -370,6 +382,20 @@ impl ProviderKind {
         match self {
             ProviderKind::Claude => "claude",
             ProviderKind::Codex => "codex",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::OpenCode => "opencode",
+            ProviderKind::Generic => "generic",
+        }
+    }
+
+    /// The client's name for people (errors, warnings).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ProviderKind::Claude => "Claude Code",
+            ProviderKind::Codex => "Codex",
+            ProviderKind::Gemini => "Gemini CLI",
+            ProviderKind::OpenCode => "OpenCode",
+            ProviderKind::Generic => "a generic agent",
         }
     }
 }
@@ -377,29 +403,93 @@ impl ProviderKind {
 /// `agent_provider:` as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentProviderSpec {
-    /// `claude` or `codex`: the provider's stock image.
+    /// `claude`, `codex`, `gemini` or `opencode`: the provider's stock image.
     Stock(ProviderKind),
-    /// `{template: claude|codex, dockerfile: PATH}`: the provider's setup on a custom image.
+    /// `{template: claude|codex|gemini|opencode, dockerfile: PATH}`: the provider's setup on
+    /// a custom image.
     Template {
         /// Which provider's agent command and configuration to use.
         template: ProviderKind,
         /// Dockerfile of the image; relative paths as for `skills`.
         dockerfile: String,
     },
+    /// `{command: [...], model_api: [...], mcp: {...}}`: any other terminal agent.
+    Generic(GenericSpec),
 }
 
-/// The mapping form of `agent_provider`.
+/// A generic provider as written: the agent's command, the model API hosts with the
+/// credential egress injects for each, and where the client reads its MCP servers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GenericSpec {
+    /// The agent command (program and arguments), run in the workspace.
+    pub command: Vec<String>,
+    /// The model API hosts the agent talks to, each with its credential.
+    pub model_api: Vec<ModelApiSpec>,
+    /// Where to register the supervise MCP server; none when absent.
+    pub mcp: Option<McpFileSpec>,
+    /// Where the client reads standing instructions (a file under the agent's home).
+    pub instructions: Option<String>,
+    /// Dockerfile of the agent's image (docker backend); relative paths as for `skills`.
+    pub dockerfile: Option<String>,
+}
+
+/// One model API host of a generic provider.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a model API entry: `{host: HOST, token_env: VAR, auth_header: NAME, auth_scheme: SCHEME, env: VAR}`"
+)]
+pub struct ModelApiSpec {
+    /// The API host (exact), e.g. `api.mistral.ai`.
+    pub host: String,
+    /// The HOST variable holding the real credential; egress injects it, the bottle never
+    /// sees it.
+    pub token_env: String,
+    /// The header egress sets (default `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
+    /// The scheme before the token (`Bearer`); none sends the bare token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_scheme: Option<String>,
+    /// The variable the agent reads its key from; it holds a placeholder in the bottle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// Where a generic client reads its MCP servers: a JSON or TOML file under the agent's
+/// home, the dotted key of the servers table in it, and one entry's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an MCP registration: `{file: PATH, key: DOTTED.KEY, entry: {...}}`"
+)]
+pub struct McpFileSpec {
+    /// The file, relative to the agent's home; `.json` or `.toml`.
+    pub file: String,
+    /// The dotted key of the table of servers (`mcpServers`, `mcp.servers`).
+    pub key: String,
+    /// The server's entry; every string `{url}` in it becomes the supervise URL. Default
+    /// `{url: "{url}"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<serde_json::Value>,
+}
+
+/// The mapping form of `agent_provider`: a template or a generic provider.
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "`{template: claude|codex, dockerfile: PATH}`"
+    expecting = "`{template: claude|codex|gemini|opencode, dockerfile: PATH}` or `{command: [PROGRAM, ARGS...], model_api: [...], mcp: {...}}`"
 )]
-struct TemplateSpec {
-    /// Which provider's agent command and configuration to use.
-    template: ProviderKind,
-    /// Dockerfile of the image, relative to the manifest.
-    dockerfile: String,
+struct ProviderMap {
+    template: Option<ProviderKind>,
+    dockerfile: Option<String>,
+    command: Option<Vec<String>>,
+    model_api: Option<Vec<ModelApiSpec>>,
+    mcp: Option<McpFileSpec>,
+    instructions: Option<String>,
 }
+
+const PROVIDER_EXPECTED: &str = "`claude`, `codex`, `gemini`, `opencode`, `{template: claude|codex|gemini|opencode, dockerfile: PATH}` or a generic provider `{command: [PROGRAM, ARGS...], model_api: [...], mcp: {...}}`";
 
 impl<'de> Deserialize<'de> for AgentProviderSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -407,24 +497,57 @@ impl<'de> Deserialize<'de> for AgentProviderSpec {
         impl<'de> Visitor<'de> for ProviderVisitor {
             type Value = AgentProviderSpec;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`claude`, `codex` or `{template: claude|codex, dockerfile: PATH}`")
+                f.write_str(PROVIDER_EXPECTED)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 match v {
                     "claude" => Ok(AgentProviderSpec::Stock(ProviderKind::Claude)),
                     "codex" => Ok(AgentProviderSpec::Stock(ProviderKind::Codex)),
+                    "gemini" => Ok(AgentProviderSpec::Stock(ProviderKind::Gemini)),
+                    "opencode" => Ok(AgentProviderSpec::Stock(ProviderKind::OpenCode)),
+                    "generic" => Err(E::custom(
+                        "agent_provider `generic` needs its description: write \
+                         `{command: [PROGRAM, ARGS...], model_api: [...], mcp: {...}}` instead",
+                    )),
                     other => Err(E::custom(format_args!(
-                        "unknown agent_provider `{other}`, expected `claude`, `codex` or \
-                         `{{template: claude|codex, dockerfile: PATH}}`"
+                        "unknown agent_provider `{other}`, expected {PROVIDER_EXPECTED}"
                     ))),
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let spec = TemplateSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(AgentProviderSpec::Template {
-                    template: spec.template,
-                    dockerfile: spec.dockerfile,
-                })
+                let m = ProviderMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (m.template, m.command) {
+                    (Some(_), Some(_)) => Err(de::Error::custom(
+                        "agent_provider has both `template` and `command`; a template names a \
+                         stock provider's setup, `command` describes a generic one: keep one",
+                    )),
+                    (Some(template), None) => {
+                        if m.model_api.is_some() || m.mcp.is_some() || m.instructions.is_some() {
+                            return Err(de::Error::custom(
+                                "agent_provider `{template: ...}` takes only `template` and \
+                                 `dockerfile`; `model_api`, `mcp` and `instructions` belong to a \
+                                 generic provider (`{command: ...}`)",
+                            ));
+                        }
+                        let Some(dockerfile) = m.dockerfile else {
+                            return Err(de::Error::missing_field("dockerfile"));
+                        };
+                        Ok(AgentProviderSpec::Template {
+                            template,
+                            dockerfile,
+                        })
+                    }
+                    (None, Some(command)) => Ok(AgentProviderSpec::Generic(GenericSpec {
+                        command,
+                        model_api: m.model_api.unwrap_or_default(),
+                        mcp: m.mcp,
+                        instructions: m.instructions,
+                        dockerfile: m.dockerfile,
+                    })),
+                    (None, None) => Err(de::Error::custom(format_args!(
+                        "agent_provider mapping needs `template` or `command`; expected {PROVIDER_EXPECTED}"
+                    ))),
+                }
             }
         }
         deserializer.deserialize_any(ProviderVisitor)
@@ -482,5 +605,56 @@ mod tests {
             }
         );
         assert!(from_yaml::<AgentProviderSpec>("{template: claude, dockerfile: D, x: 1}").is_err());
+        for (name, kind) in [
+            ("gemini", ProviderKind::Gemini),
+            ("opencode", ProviderKind::OpenCode),
+        ] {
+            let p: AgentProviderSpec = from_yaml(name).unwrap();
+            assert_eq!(p, AgentProviderSpec::Stock(kind));
+            assert_eq!(kind.as_str(), name);
+        }
+        assert!(from_yaml::<AgentProviderSpec>("{template: generic, dockerfile: D}").is_err());
+    }
+
+    #[test]
+    fn a_generic_provider_reads_whole() {
+        let p: AgentProviderSpec = from_yaml(
+            "command: [aider, --yes]\nmodel_api:\n  - {host: api.mistral.ai, token_env: MISTRAL_KEY, env: MISTRAL_API_KEY}\n  - {host: api.x.test, token_env: X, auth_header: x-api-key}\nmcp: {file: .aider/mcp.json, key: mcpServers, entry: {type: http, url: \"{url}\"}}\ninstructions: .aider/CONVENTIONS.md\ndockerfile: ./Dockerfile\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            AgentProviderSpec::Generic(GenericSpec {
+                command: vec!["aider".into(), "--yes".into()],
+                model_api: vec![
+                    ModelApiSpec {
+                        host: "api.mistral.ai".into(),
+                        token_env: "MISTRAL_KEY".into(),
+                        auth_header: None,
+                        auth_scheme: None,
+                        env: Some("MISTRAL_API_KEY".into()),
+                    },
+                    ModelApiSpec {
+                        host: "api.x.test".into(),
+                        token_env: "X".into(),
+                        auth_header: Some("x-api-key".into()),
+                        auth_scheme: None,
+                        env: None,
+                    },
+                ],
+                mcp: Some(McpFileSpec {
+                    file: ".aider/mcp.json".into(),
+                    key: "mcpServers".into(),
+                    entry: Some(serde_json::json!({"type": "http", "url": "{url}"})),
+                }),
+                instructions: Some(".aider/CONVENTIONS.md".into()),
+                dockerfile: Some("./Dockerfile".into()),
+            })
+        );
+        let problems = crate::validate::generic_provider_problems(&match p {
+            AgentProviderSpec::Generic(g) => g,
+            _ => unreachable!(),
+        });
+        assert_eq!(problems, Vec::<String>::new());
     }
 }

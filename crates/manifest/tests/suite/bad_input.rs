@@ -55,7 +55,31 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "unknown agent provider",
-        "bottles:\n  dev:\n    agent_provider: gemini\n",
+        "bottles:\n  dev:\n    agent_provider: aider\n",
+    ),
+    (
+        "generic provider without its description",
+        "bottles:\n  dev:\n    agent_provider: generic\n",
+    ),
+    (
+        "template and command",
+        "bottles:\n  dev:\n    agent_provider: {template: claude, dockerfile: D, command: [x]}\n",
+    ),
+    (
+        "generic provider without a command",
+        "bottles:\n  dev:\n    agent_provider: {command: []}\n",
+    ),
+    (
+        "generic provider with a URL for a host",
+        "bottles:\n  dev:\n    agent_provider:\n      command: [aider]\n      model_api: [{host: \"https://api.x.test/v1\", token_env: KEY}]\n",
+    ),
+    (
+        "generic provider with an MCP file outside the home",
+        "bottles:\n  dev:\n    agent_provider:\n      command: [aider]\n      mcp: {file: ../../etc/agent.json, key: servers}\n",
+    ),
+    (
+        "generic provider with a typo",
+        "bottles:\n  dev:\n    agent_provider:\n      command: [aider]\n      model_apis: []\n",
     ),
     (
         "template without dockerfile",
@@ -112,7 +136,7 @@ fn each_bad_input_has_exactly_one_located_error() {
 #[test]
 fn no_rust_type_names_in_messages() {
     let words = [
-        "struct",
+        "struct ",
         "enum ",
         "Raw",
         "Spanned",
