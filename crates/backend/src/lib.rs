@@ -43,6 +43,8 @@
 
 pub mod docker;
 pub mod inbottle;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod native;
 pub mod preflight;
 pub mod qemu;
@@ -71,22 +73,30 @@ pub enum BackendKind {
     Apple,
     /// A QEMU micro-VM jailed in a native bottle (this crate's [`qemu`] module).
     Qemu,
+    /// One pod per bottle on a Kubernetes cluster (the `kubernetes` module, behind the
+    /// crate's `kubernetes` feature).
+    Kubernetes,
 }
 
 impl BackendKind {
     /// Every backend, in the order `doctor` reports them.
-    pub const ALL: [BackendKind; 5] = [
+    pub const ALL: [BackendKind; 6] = [
         BackendKind::Native,
         BackendKind::Docker,
         BackendKind::Smolmachines,
         BackendKind::Apple,
         BackendKind::Qemu,
+        BackendKind::Kubernetes,
     ];
 
     /// Whether this build has the backend ([`open`] can give it). Backends that are only
     /// planned are named (so `--backend apple` says so) but not offered by `doctor`.
     pub fn is_built(self) -> bool {
-        !matches!(self, BackendKind::Smolmachines | BackendKind::Apple)
+        match self {
+            BackendKind::Smolmachines | BackendKind::Apple => false,
+            BackendKind::Kubernetes => cfg!(feature = "kubernetes"),
+            _ => true,
+        }
     }
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
@@ -97,6 +107,7 @@ impl BackendKind {
             BackendKind::Smolmachines => "smolmachines",
             BackendKind::Apple => "apple",
             BackendKind::Qemu => "qemu",
+            BackendKind::Kubernetes => "kubernetes",
         }
     }
 
@@ -193,6 +204,8 @@ pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>
         BackendKind::Native => native::open(options),
         BackendKind::Docker => docker::open(options),
         BackendKind::Qemu => qemu::open(options),
+        #[cfg(feature = "kubernetes")]
+        BackendKind::Kubernetes => kubernetes::open(options),
         other => Err(BackendError::Unavailable {
             backend: other,
             reason: "this build of bot-bottle has no such backend yet; use --backend native"
@@ -315,7 +328,7 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu")]
+    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu, kubernetes")]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]
