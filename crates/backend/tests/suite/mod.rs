@@ -1,4 +1,6 @@
 mod docker;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod limits;
 mod native;
 mod qemu;
