@@ -122,14 +122,14 @@ pub struct BottleObjects {
 
 impl BottleObjects {
     /// The objects as a multi-document YAML stream, as `kubectl apply -f` reads it. With
-    /// `redact`, the Secret's values are replaced by their sizes (`--dry-run` output is
+    /// `redact`, the Secret's values are replaced by `<redacted>` (`--dry-run` output is
     /// printed and may be pasted into tickets; the values are credentials).
     pub fn to_yaml(&self, redact: bool) -> Result<String, serde_saphyr::ser::Error> {
         let mut secret = self.secret.clone();
         if redact {
             secret.string_data = secret.data.take().map(|data| {
                 data.into_iter()
-                    .map(|(k, v)| (k, format!("<redacted: {} bytes>", v.0.len())))
+                    .map(|(k, _)| (k, "<redacted>".to_owned()))
                     .collect()
             });
         }
@@ -681,7 +681,7 @@ pub(crate) mod tests {
         assert_eq!(secret.data, None);
         assert_eq!(
             secret.string_data.unwrap().get("token-github").unwrap(),
-            "<redacted: 20 bytes>"
+            "<redacted>"
         );
         let config_map: ConfigMap = serde_saphyr::from_str(docs[2]).unwrap();
         assert_eq!(config_map, objects.config_map);

@@ -12,6 +12,8 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         .env_remove("XDG_CACHE_HOME")
         .env_remove("BOT_BOTTLE_QEMU_KERNEL")
         .env_remove("BOT_BOTTLE_QEMU_MODULES")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -27,11 +29,12 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
             "native (default)",
             "docker",
             "qemu",
+            "kubernetes",
             "claude (native)",
             "codex (native)"
         ]
     );
-    for line in &lines[3..] {
+    for line in &lines[4..] {
         assert!(
             line.contains(": usable (/") || line.contains("or use --backend docker"),
             "{line}"
@@ -51,6 +54,8 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         "{}",
         lines[4]
     );
+    // No kubeconfig in this fresh home: the kubernetes line says where to get one, offline.
+    assert!(lines[3].contains("fix: point $KUBECONFIG"), "{}", lines[3]);
     // doctor leaves nothing behind
     assert!(!home.path().join(".bot-bottle").exists());
 }
