@@ -328,7 +328,9 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu, kubernetes")]
+    #[error(
+        "unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu, kubernetes"
+    )]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]

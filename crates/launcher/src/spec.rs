@@ -234,7 +234,11 @@ pub(crate) fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> Strin
 
 /// The provider's own agent command, with the manifest's prompt.
 /// A resumed bottle continues the agent's last conversation instead of the prompt.
-pub(crate) fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: bool) -> Vec<String> {
+pub(crate) fn agent_command(
+    provider: contract::Provider,
+    prompt: Option<&str>,
+    resume: bool,
+) -> Vec<String> {
     let mut argv: Vec<String> = match (provider, resume) {
         (contract::Provider::Claude, false) => {
             vec!["claude".into(), "--dangerously-skip-permissions".into()]

@@ -21,8 +21,8 @@ use crate::resolved::{
     ResolvedResources,
 };
 use crate::validate::{
-    check_namespace, check_registry, check_runtime_class, control_char, is_env_name,
-    is_safe_name, is_ssh_url, parse_cpus, parse_memory, parse_pids,
+    check_namespace, check_registry, check_runtime_class, control_char, is_env_name, is_safe_name,
+    is_ssh_url, parse_cpus, parse_memory, parse_pids,
 };
 
 /// What one bottle contributes, or what a fold of several has produced so far. `None`
@@ -123,7 +123,10 @@ pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteCo
         acc.run_as_host_root = later.run_as_host_root;
     }
     last_wins(&mut acc.kubernetes.namespace, later.kubernetes.namespace);
-    last_wins(&mut acc.kubernetes.runtime_class, later.kubernetes.runtime_class);
+    last_wins(
+        &mut acc.kubernetes.runtime_class,
+        later.kubernetes.runtime_class,
+    );
     last_wins(&mut acc.kubernetes.registry, later.kubernetes.registry);
     if later.provider.is_some() {
         acc.provider = later.provider;

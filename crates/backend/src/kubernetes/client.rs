@@ -204,7 +204,12 @@ impl Cluster for KubeCluster {
         Ok(list
             .items
             .into_iter()
-            .filter(|s| s.metadata.owner_references.as_ref().is_none_or(Vec::is_empty))
+            .filter(|s| {
+                s.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+            })
             .filter_map(|s| s.metadata.name)
             .collect())
     }
@@ -215,11 +220,13 @@ impl Cluster for KubeCluster {
             .portforward(name, &[port])
             .await
             .map_err(|e| self.error("create pods/portforward", e))?;
-        let stream = forwarder.take_stream(port).ok_or_else(|| ClusterError::Api {
-            code: 0,
-            reason: "PortForward".into(),
-            message: format!("the API server opened no stream for port {port}"),
-        })?;
+        let stream = forwarder
+            .take_stream(port)
+            .ok_or_else(|| ClusterError::Api {
+                code: 0,
+                reason: "PortForward".into(),
+                message: format!("the API server opened no stream for port {port}"),
+            })?;
         // The forwarder's task ends with the stream; keep it polled in the background.
         tokio::spawn(async move {
             let _ = forwarder.join().await;
@@ -309,11 +316,20 @@ mod tests {
         let e = cluster.create_pod(&pod()).await.unwrap_err();
         assert!(matches!(e, ClusterError::Forbidden { .. }), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("refused to create pods in namespace `agents`"), "{text}");
-        assert!(text.contains("ask the cluster's admin for a Role"), "{text}");
+        assert!(
+            text.contains("refused to create pods in namespace `agents`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ask the cluster's admin for a Role"),
+            "{text}"
+        );
         let e = cluster.create_pod(&pod()).await.unwrap_err();
         assert!(matches!(e, ClusterError::Quota { .. }), "{e:?}");
-        assert!(e.to_string().contains("lower `resources:` in the manifest"), "{e}");
+        assert!(
+            e.to_string().contains("lower `resources:` in the manifest"),
+            "{e}"
+        );
         server.await.unwrap();
     }
 
@@ -327,7 +343,12 @@ mod tests {
             }
         });
         assert_eq!(cluster.get_pod("x").await.unwrap(), None);
-        assert!(!cluster.delete_pod("x", Duration::from_secs(5)).await.unwrap());
+        assert!(
+            !cluster
+                .delete_pod("x", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
         server.await.unwrap();
     }
 

@@ -172,7 +172,12 @@ pub fn pod_state(pod: &Pod) -> PodState {
     let image_of = |name: &str| {
         pod.spec
             .iter()
-            .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+            .flat_map(|s| {
+                s.init_containers
+                    .iter()
+                    .flatten()
+                    .chain(s.containers.iter())
+            })
             .find(|c| c.name == name)
             .and_then(|c| c.image.clone())
             .unwrap_or_default()

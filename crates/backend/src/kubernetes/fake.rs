@@ -103,10 +103,12 @@ impl FakeCluster {
             return false;
         };
         let uid = pod.metadata.uid.unwrap_or_default();
-        let owned = |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            refs.iter().flatten().any(|r| r.uid == uid)
-        };
-        state.secrets.retain(|_, s| !owned(&s.metadata.owner_references));
+        let owned = |refs: &Option<
+            Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+        >| { refs.iter().flatten().any(|r| r.uid == uid) };
+        state
+            .secrets
+            .retain(|_, s| !owned(&s.metadata.owner_references));
         state
             .config_maps
             .retain(|_, c| !owned(&c.metadata.owner_references));
@@ -220,7 +222,12 @@ impl Cluster for FakeCluster {
             .lock()
             .secrets
             .iter()
-            .filter(|(_, s)| s.metadata.owner_references.as_ref().is_none_or(Vec::is_empty))
+            .filter(|(_, s)| {
+                s.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+            })
             .map(|(n, _)| n.clone())
             .collect())
     }
@@ -337,7 +344,10 @@ pub(crate) fn network_init_failed() -> PodStatus {
     status(
         vec![container(
             "network",
-            terminated(1, Some("Error: Could not process rule: Operation not permitted")),
+            terminated(
+                1,
+                Some("Error: Could not process rule: Operation not permitted"),
+            ),
         )],
         vec![container("agent", waiting("PodInitializing", ""))],
         "Pending",

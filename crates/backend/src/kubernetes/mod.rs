@@ -265,7 +265,11 @@ impl KubernetesBackend {
 
     /// Creates the bottle's objects and waits until the agent runs; on any failure deletes
     /// what it created (a bottle never half-exists).
-    async fn create(cluster: &dyn Cluster, objects: BottleObjects, timeout: Duration) -> Result<(), ClusterError> {
+    async fn create(
+        cluster: &dyn Cluster,
+        objects: BottleObjects,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
         let name = objects.pod.metadata.name.clone().unwrap_or_default();
         let stored = cluster.create_pod(&objects.pod).await?;
         let result = async {
@@ -297,7 +301,11 @@ impl KubernetesBackend {
     }
 
     /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard).
-    pub fn port_forward(&self, identity: &str, port: u16) -> Result<(Arc<Runtime>, PortStream), BackendError> {
+    pub fn port_forward(
+        &self,
+        identity: &str,
+        port: u16,
+    ) -> Result<(Arc<Runtime>, PortStream), BackendError> {
         let cluster = self.cluster()?;
         let stream = self
             .runtime
@@ -379,7 +387,9 @@ fn launcher_gone_here(pod: &Pod) -> bool {
     let here = std::fs::read_to_string("/etc/machine-id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
-    !machine.is_empty() && machine == here && crate::docker::launcher_gone_label(Some(&label.to_owned()))
+    !machine.is_empty()
+        && machine == here
+        && crate::docker::launcher_gone_label(Some(&label.to_owned()))
 }
 
 fn identity_of(pod: &Pod) -> Option<String> {
@@ -430,8 +440,7 @@ impl Backend for KubernetesBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        if spec.interactive
-            || [stdio.stdin, stdio.stdout, stdio.stderr].contains(&StdioMode::Piped)
+        if spec.interactive || [stdio.stdin, stdio.stdout, stdio.stderr].contains(&StdioMode::Piped)
         {
             return Err(BackendError::Unsupported(
                 "kubernetes bottles run without a terminal for now: start with a command and stdin not a terminal, and follow the agent with `kubectl logs -f`".into(),
@@ -637,7 +646,10 @@ pub fn preflight(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> BackendSta
         Check {
             name: "kubeconfig".into(),
             ok: true,
-            detail: format!("{} (not contacted: `kubectl cluster-info` checks the cluster)", path.display()),
+            detail: format!(
+                "{} (not contacted: `kubectl cluster-info` checks the cluster)",
+                path.display()
+            ),
             fix: None,
             required: true,
         }

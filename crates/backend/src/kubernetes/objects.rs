@@ -478,11 +478,7 @@ pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
         init_containers.push(Container {
             name: "workspace".to_owned(),
             image: Some(plan.agent_image.clone()),
-            command: Some(vec![
-                "/bin/sh".to_owned(),
-                "-ec".to_owned(),
-                script,
-            ]),
+            command: Some(vec!["/bin/sh".to_owned(), "-ec".to_owned(), script]),
             working_dir: Some(plan.workdir.clone()),
             env: Some(env_list(&env)),
             volume_mounts: Some(agent_mounts(plan)),
@@ -624,10 +620,7 @@ pub(crate) mod tests {
                 inside: ".gitconfig".into(),
                 content: b"[user]\n\tname = agent\n".to_vec(),
             }],
-            clones: vec![(
-                "http://127.0.0.1:3129/app.git".into(),
-                "app".into(),
-            )],
+            clones: vec![("http://127.0.0.1:3129/app.git".into(), "app".into())],
             ports: vec![3128, 3129, 3130],
             resources: Resources {
                 millicpus: 1500,
@@ -730,7 +723,13 @@ pub(crate) mod tests {
         let with_caps: Vec<(&str, Vec<String>)> = every
             .iter()
             .filter_map(|c| {
-                let add = c.security_context.as_ref()?.capabilities.as_ref()?.add.clone()?;
+                let add = c
+                    .security_context
+                    .as_ref()?
+                    .capabilities
+                    .as_ref()?
+                    .add
+                    .clone()?;
                 Some((c.name.as_str(), add))
             })
             .collect();
@@ -741,13 +740,28 @@ pub(crate) mod tests {
     fn unsafe_plans_are_refused_with_the_reason() {
         let mut p = plan();
         p.agent_uid = 0;
-        assert!(bottle_objects(&p).unwrap_err().0.contains("never run the agent as root"));
+        assert!(
+            bottle_objects(&p)
+                .unwrap_err()
+                .0
+                .contains("never run the agent as root")
+        );
         let mut p = plan();
         p.sidecar_uid = p.agent_uid;
-        assert!(bottle_objects(&p).unwrap_err().0.contains("tells them apart by uid"));
+        assert!(
+            bottle_objects(&p)
+                .unwrap_err()
+                .0
+                .contains("tells them apart by uid")
+        );
         let mut p = plan();
         p.ports.clear();
-        assert!(bottle_objects(&p).unwrap_err().0.contains("no sidecar port"));
+        assert!(
+            bottle_objects(&p)
+                .unwrap_err()
+                .0
+                .contains("no sidecar port")
+        );
         let mut p = plan();
         p.home_files[0].inside = "../etc/passwd".into();
         assert!(bottle_objects(&p).unwrap_err().0.contains("without `..`"));

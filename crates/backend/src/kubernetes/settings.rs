@@ -82,7 +82,8 @@ fn registry_ref(s: &str) -> Result<(), &'static str> {
     if s.is_empty() || s.starts_with('/') || s.contains("//") {
         return Err("is not an image name prefix");
     }
-    if s.contains('@') || s.rsplit('/').next().is_some_and(|last| last.contains(':')) && s.contains('/')
+    if s.contains('@')
+        || s.rsplit('/').next().is_some_and(|last| last.contains(':')) && s.contains('/')
     {
         return Err("has a tag or digest");
     }
@@ -128,13 +129,29 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field_and_the_fix() {
-        let e = with("Agents", "gvisor", "r.example").validate().unwrap_err();
-        assert!(e.starts_with("kubernetes.namespace `Agents` may hold only lowercase"), "{e}");
+        let e = with("Agents", "gvisor", "r.example")
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.starts_with("kubernetes.namespace `Agents` may hold only lowercase"),
+            "{e}"
+        );
         let e = with("agents", "-kata", "r.example").validate().unwrap_err();
-        assert!(e.starts_with("kubernetes.runtime_class `-kata` must start"), "{e}");
-        for bad in ["https://r.example/team", "r.example/team:v1", "r.example/Team", "r example"] {
+        assert!(
+            e.starts_with("kubernetes.runtime_class `-kata` must start"),
+            "{e}"
+        );
+        for bad in [
+            "https://r.example/team",
+            "r.example/team:v1",
+            "r.example/Team",
+            "r example",
+        ] {
             let e = with("agents", "kata", bad).validate().unwrap_err();
-            assert!(e.starts_with(&format!("kubernetes.registry `{bad}`")), "{e}");
+            assert!(
+                e.starts_with(&format!("kubernetes.registry `{bad}`")),
+                "{e}"
+            );
         }
         let long = "a".repeat(64);
         assert!(with(&long, "kata", "r.example").validate().is_err());

@@ -119,7 +119,10 @@ fn launch_creates_the_pod_then_its_owned_secret_and_config_map_and_waits_for_the
     let pod = cluster.pod(NAME).unwrap();
     let secret = cluster.secret(NAME).unwrap();
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.clone()), ("Pod", pod.metadata.uid.clone().unwrap()));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.clone()),
+        ("Pod", pod.metadata.uid.clone().unwrap())
+    );
     let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
     assert_eq!(keys, vec!["sidecar.json", "token-github"]);
     let cm = cluster.config_map(NAME).unwrap();
@@ -212,8 +215,15 @@ fn forbidden_and_quota_refusals_say_what_to_ask_for_and_clean_up() {
             "pods is forbidden: User \"dev\" cannot create resource \"pods\"",
         ),
     );
-    let e = backend(&f, &cluster).launch(&f.spec, quiet()).err().unwrap().to_string();
-    assert!(e.contains("the cluster refused to create pods in namespace `agents`"), "{e}");
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the cluster refused to create pods in namespace `agents`"),
+        "{e}"
+    );
 
     let cluster = Arc::new(FakeCluster::new());
     cluster.on_create(fake::agent_running());
@@ -227,11 +237,22 @@ fn forbidden_and_quota_refusals_say_what_to_ask_for_and_clean_up() {
             "secrets \"bot-bottle-claude-1a2b3\" is forbidden: exceeded quota: objects, requested: count/secrets=1, used: count/secrets=10, limited: count/secrets=10",
         ),
     );
-    let e = backend(&f, &cluster).launch(&f.spec, quiet()).err().unwrap().to_string();
-    assert!(e.contains("the namespace `agents` has no room for this bottle"), "{e}");
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the namespace `agents` has no room for this bottle"),
+        "{e}"
+    );
     // The pod created before the refusal is gone again.
     assert_eq!(cluster.pod(NAME), None);
-    assert!(cluster.calls().contains(&format!("delete pod {NAME} grace=0")));
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete pod {NAME} grace=0"))
+    );
 }
 
 #[test]
@@ -239,12 +260,19 @@ fn interactive_launches_are_refused_with_what_works_instead() {
     let mut f = fixture();
     f.spec.interactive = true;
     let cluster = Arc::new(FakeCluster::new());
-    let e = backend(&f, &cluster).launch(&f.spec, BottleStdio::inherit()).err().unwrap();
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, BottleStdio::inherit())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("kubectl logs -f"), "{e}");
     assert_eq!(cluster.calls(), Vec::<String>::new());
 }
 
-fn foreign_pod(identity: &str, launcher: &str, status: k8s_openapi::api::core::v1::PodStatus) -> Pod {
+fn foreign_pod(
+    identity: &str,
+    launcher: &str,
+    status: k8s_openapi::api::core::v1::PodStatus,
+) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(objects::object_name(identity)),
@@ -283,7 +311,11 @@ fn list_stop_and_cleanup_judge_only_this_machines_launchers() {
         fake::agent_running(),
     ));
     // Launched by this very process: alive.
-    cluster.insert_pod(foreign_pod("claude-00002", &launcher_annotation(), fake::agent_running()));
+    cluster.insert_pod(foreign_pod(
+        "claude-00002",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
     // Launched on another machine: never judged.
     cluster.insert_pod(foreign_pod(
         "claude-00003",
@@ -315,7 +347,9 @@ fn list_stop_and_cleanup_judge_only_this_machines_launchers() {
         ]
     );
     if machine.is_empty() {
-        eprintln!("skipping the orphan half: this machine has no /etc/machine-id, so no pod is judged");
+        eprintln!(
+            "skipping the orphan half: this machine has no /etc/machine-id, so no pod is judged"
+        );
         return;
     }
     let dry = backend.cleanup(true).unwrap();
@@ -330,22 +364,41 @@ fn list_stop_and_cleanup_judge_only_this_machines_launchers() {
             },
         ]
     );
-    assert!(cluster.pod("bot-bottle-claude-00001").is_some(), "dry run deleted");
+    assert!(
+        cluster.pod("bot-bottle-claude-00001").is_some(),
+        "dry run deleted"
+    );
     assert_eq!(backend.cleanup(false).unwrap(), dry);
     assert_eq!(cluster.pod("bot-bottle-claude-00001"), None);
     assert!(cluster.pod("bot-bottle-claude-00003").is_some());
     assert_eq!(cluster.secret("bot-bottle-claude-00004"), None);
 
-    assert!(backend.stop("claude-00002", Duration::from_secs(10)).unwrap());
-    assert!(cluster.calls().contains(&"delete pod bot-bottle-claude-00002 grace=10".to_owned()));
-    assert!(!backend.stop("claude-00002", Duration::from_secs(10)).unwrap());
+    assert!(
+        backend
+            .stop("claude-00002", Duration::from_secs(10))
+            .unwrap()
+    );
+    assert!(
+        cluster
+            .calls()
+            .contains(&"delete pod bot-bottle-claude-00002 grace=10".to_owned())
+    );
+    assert!(
+        !backend
+            .stop("claude-00002", Duration::from_secs(10))
+            .unwrap()
+    );
 }
 
 #[test]
 fn supervise_is_reached_through_port_forward_from_the_laptop() {
     let f = fixture();
     let cluster = Arc::new(FakeCluster::new());
-    cluster.insert_pod(foreign_pod("claude-00002", &launcher_annotation(), fake::agent_running()));
+    cluster.insert_pod(foreign_pod(
+        "claude-00002",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
     let backend = backend(&f, &cluster);
     let (runtime, mut stream) = backend.port_forward("claude-00002", 3130).unwrap();
     let echoed = runtime.block_on(async {
@@ -355,8 +408,16 @@ fn supervise_is_reached_through_port_forward_from_the_laptop() {
         buf
     });
     assert_eq!(&echoed, b"POST /mcp");
-    assert!(cluster.calls().contains(&"portforward bot-bottle-claude-00002 3130".to_owned()));
-    let e = backend.port_forward("claude-00009", 3130).err().unwrap().to_string();
+    assert!(
+        cluster
+            .calls()
+            .contains(&"portforward bot-bottle-claude-00002 3130".to_owned())
+    );
+    let e = backend
+        .port_forward("claude-00009", 3130)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not found"), "{e}");
 }
 
@@ -375,7 +436,13 @@ fn preflight_finds_the_kubeconfig_offline_or_says_how_to_get_one() {
     };
     let status = preflight(&env_with(Some(path.clone())));
     assert!(!status.usable);
-    assert!(status.checks[0].fix.as_deref().unwrap().contains("$KUBECONFIG"));
+    assert!(
+        status.checks[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("$KUBECONFIG")
+    );
     std::fs::write(&path, "apiVersion: v1\n").unwrap();
     let status = preflight(&env_with(Some(path.clone())));
     assert!(status.usable, "{status:?}");

@@ -24,9 +24,8 @@ fn missing() -> Option<String> {
         return Some("needs root to create network namespaces".into());
     }
     for tool in ["nft", "ip", "setpriv", "bash", "timeout"] {
-        let found = std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join(tool).is_file())
-        });
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
         if !found {
             return Some(format!(
                 "`{tool}` is not installed (scripts/install-test-deps installs nftables, iproute2, util-linux)"
@@ -63,13 +62,18 @@ impl Namespaces {
         let (va, vb) = (&va[..va.len().min(15)], &vb[..vb.len().min(15)]);
         run(&["ip", "netns", "add", &ns.pod]);
         run(&["ip", "netns", "add", &ns.net]);
-        run(&["ip", "link", "add", va, "netns", &ns.pod, "type", "veth", "peer", "name", vb, "netns", &ns.net]);
+        run(&[
+            "ip", "link", "add", va, "netns", &ns.pod, "type", "veth", "peer", "name", vb, "netns",
+            &ns.net,
+        ]);
         for (n, dev, addr) in [(&ns.pod, va, "10.99.0.2/24"), (&ns.net, vb, "10.99.0.1/24")] {
             run(&["ip", "-n", n, "link", "set", "lo", "up"]);
             run(&["ip", "-n", n, "addr", "add", addr, "dev", dev]);
             run(&["ip", "-n", n, "link", "set", dev, "up"]);
         }
-        run(&["ip", "-n", &ns.pod, "route", "add", "default", "via", INTERNET]);
+        run(&[
+            "ip", "-n", &ns.pod, "route", "add", "default", "via", INTERNET,
+        ]);
         ns
     }
 }
@@ -88,7 +92,10 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
         // SAFETY: setns on an open namespace descriptor, for this thread only.
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         f()
     })
     .join()
@@ -178,7 +185,10 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
     let (ok, text) = as_uid(&ns.pod, AGENT, &connect(INTERNET, 8080));
     assert!(ok, "control: the namespaces do not route ({text})");
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(seen.lock().unwrap().drain(..).collect::<Vec<_>>(), vec!["internet-tcp"]);
+    assert_eq!(
+        seen.lock().unwrap().drain(..).collect::<Vec<_>>(),
+        vec!["internet-tcp"]
+    );
 
     let rules = nft::ruleset(AGENT, SIDECAR, &PORTS).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -193,27 +203,106 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    assert_eq!(listed.matches("table inet bot_bottle").count(), 1, "{listed}");
+    assert_eq!(
+        listed.matches("table inet bot_bottle").count(),
+        1,
+        "{listed}"
+    );
 
     let reach = |uid: u32, script: &str| as_uid(&ns.pod, uid, script);
     let mut table = Vec::new();
     for (who, uid, what, script, expect_ok) in [
-        ("agent", AGENT, "sidecar 127.0.0.1:3128", connect("127.0.0.1", 3128), true),
-        ("agent", AGENT, "sidecar 127.0.0.1:3130", connect("127.0.0.1", 3130), true),
-        ("agent", AGENT, "sidecar port on ::1", connect("::1", 3128), false),
-        ("agent", AGENT, "bundle port 127.0.0.1:4000", connect("127.0.0.1", 4000), false),
-        ("agent", AGENT, "own pod IP", connect("10.99.0.2", 8081), false),
-        ("agent", AGENT, "internet tcp", connect(INTERNET, 8080), false),
-        ("agent", AGENT, "dns on loopback", udp("127.0.0.1", 53), false),
-        ("agent", AGENT, "dns on the internet", udp(INTERNET, 53), false),
-        ("agent", AGENT, "flush the rules", "nft flush ruleset".to_owned(), false),
-        ("sidecar", SIDECAR, "internet tcp", connect(INTERNET, 8080), true),
-        ("sidecar", SIDECAR, "dns on the internet", udp(INTERNET, 53), true),
+        (
+            "agent",
+            AGENT,
+            "sidecar 127.0.0.1:3128",
+            connect("127.0.0.1", 3128),
+            true,
+        ),
+        (
+            "agent",
+            AGENT,
+            "sidecar 127.0.0.1:3130",
+            connect("127.0.0.1", 3130),
+            true,
+        ),
+        (
+            "agent",
+            AGENT,
+            "sidecar port on ::1",
+            connect("::1", 3128),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
+            "bundle port 127.0.0.1:4000",
+            connect("127.0.0.1", 4000),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
+            "own pod IP",
+            connect("10.99.0.2", 8081),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
+            "internet tcp",
+            connect(INTERNET, 8080),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
+            "dns on loopback",
+            udp("127.0.0.1", 53),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
+            "dns on the internet",
+            udp(INTERNET, 53),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
+            "flush the rules",
+            "nft flush ruleset".to_owned(),
+            false,
+        ),
+        (
+            "sidecar",
+            SIDECAR,
+            "internet tcp",
+            connect(INTERNET, 8080),
+            true,
+        ),
+        (
+            "sidecar",
+            SIDECAR,
+            "dns on the internet",
+            udp(INTERNET, 53),
+            true,
+        ),
         ("root", 0, "internet tcp", connect(INTERNET, 8080), false),
-        ("root", 0, "supervise 127.0.0.1:3130 (port-forward)", connect("127.0.0.1", 3130), true),
+        (
+            "root",
+            0,
+            "supervise 127.0.0.1:3130 (port-forward)",
+            connect("127.0.0.1", 3130),
+            true,
+        ),
     ] {
         let (ok, text) = reach(uid, &script);
-        table.push(format!("{who:8} {what:40} {}", if ok { "reached" } else { "blocked" }));
+        table.push(format!(
+            "{who:8} {what:40} {}",
+            if ok { "reached" } else { "blocked" }
+        ));
         assert_eq!(ok, expect_ok, "{who} -> {what}: {text}");
     }
     eprintln!("{}", table.join("\n"));
@@ -234,7 +323,16 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
     );
     // The agent's uid could not flush the table: it is still there.
     let still = Command::new("ip")
-        .args(["netns", "exec", &ns.pod, "nft", "list", "table", "inet", nft::TABLE])
+        .args([
+            "netns",
+            "exec",
+            &ns.pod,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            nft::TABLE,
+        ])
         .output()
         .unwrap();
     assert!(still.status.success());

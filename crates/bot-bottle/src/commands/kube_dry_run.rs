@@ -44,7 +44,8 @@ pub fn render(
         .into_iter()
         .map(|n| (n.to_owned(), Vec::new()))
         .collect();
-    for route in launcher::provider::routes_for(&launch.agent.bottle, contract::CodexAuth::ApiKey, env)
+    for route in
+        launcher::provider::routes_for(&launch.agent.bottle, contract::CodexAuth::ApiKey, env)
     {
         if let Some(var) = route.token_env {
             secret_files.insert(format!("token-{}", var.to_lowercase()), Vec::new());
@@ -52,7 +53,10 @@ pub fn render(
     }
     let plan = PodPlan {
         identity: identity.to_string(),
-        namespace: settings.namespace.clone().unwrap_or_else(|| "default".into()),
+        namespace: settings
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         runtime_class: settings.runtime_class.clone(),
         agent_image: settings.image_ref(&agent_image),
         init_image: sidecar_image.clone(),
@@ -119,7 +123,10 @@ fn agent_image(agent: &ResolvedAgent) -> anyhow::Result<String> {
     let source = match &agent.bottle.agent_provider {
         AgentProvider::Template { dockerfile, .. } => {
             ImageSource::bottle_dockerfile(&agent.name, dockerfile).with_context(|| {
-                format!("cannot read the bottle's Dockerfile {}", dockerfile.display())
+                format!(
+                    "cannot read the bottle's Dockerfile {}",
+                    dockerfile.display()
+                )
             })?
         }
         AgentProvider::Stock(kind) => {

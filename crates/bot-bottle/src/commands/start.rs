@@ -112,12 +112,8 @@ fn dry_run(args: Args, cwd: PathBuf) -> anyhow::Result<ExitCode> {
         runtime_class: k.runtime_class.clone(),
         registry: k.registry.clone(),
     };
-    let yaml = super::kube_dry_run::render(
-        agent,
-        &settings,
-        args.command,
-        &launcher::HostEnv::Process,
-    )?;
+    let yaml =
+        super::kube_dry_run::render(agent, &settings, args.command, &launcher::HostEnv::Process)?;
     print!("{yaml}");
     Ok(ExitCode::SUCCESS)
 }

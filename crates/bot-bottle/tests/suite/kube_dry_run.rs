@@ -49,7 +49,10 @@ fn dry_run_prints_the_pod_secret_and_config_map_and_touches_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, yaml, stderr) = dry_run(tmp.path(), &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(!yaml.contains("sk-ant-not-a-real-key"), "a secret was printed:\n{yaml}");
+    assert!(
+        !yaml.contains("sk-ant-not-a-real-key"),
+        "a secret was printed:\n{yaml}"
+    );
     let docs: Vec<&str> = yaml.split("\n---\n").collect();
     assert_eq!(docs.len(), 3, "{yaml}");
     let pod: Pod = serde_saphyr::from_str(docs[0]).unwrap();

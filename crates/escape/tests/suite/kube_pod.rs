@@ -36,7 +36,9 @@ fn missing() -> Option<String> {
         return Some("no Docker daemon answers (scripts/docker/start-dockerd)".into());
     }
     if !Path::new("/usr/sbin/nft").is_file() {
-        return Some("the host has no /usr/sbin/nft (scripts/install-test-deps installs nftables)".into());
+        return Some(
+            "the host has no /usr/sbin/nft (scripts/install-test-deps installs nftables)".into(),
+        );
     }
     None
 }
@@ -77,7 +79,12 @@ fn run_in_pod(holder: &str, user: &str, base: &str, script: &str) -> (bool, Stri
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", &format!("container:{holder}")])
         .args(["--user", user, "--cap-drop", "ALL"])
-        .args(["--security-opt", "no-new-privileges:true", "--label", "org.bot-bottle.test=true"])
+        .args([
+            "--security-opt",
+            "no-new-privileges:true",
+            "--label",
+            "org.bot-bottle.test=true",
+        ])
         .args([base, "python3", "-c", script])
         .output()
         .unwrap();
@@ -130,16 +137,40 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
         names: vec![holder.clone(), sidecar.clone()],
     };
     docker(&[
-        "run", "-d", "--name", &holder, "--network", &net.name, "--label",
-        "org.bot-bottle.test=true", "--cap-drop", "ALL", "--entrypoint", "sleep", &base, "900",
+        "run",
+        "-d",
+        "--name",
+        &holder,
+        "--network",
+        &net.name,
+        "--label",
+        "org.bot-bottle.test=true",
+        "--cap-drop",
+        "ALL",
+        "--entrypoint",
+        "sleep",
+        &base,
+        "900",
     ])
     .unwrap();
 
     // Before the rules, the agent's uid reaches the "internet" (the control for "blocked").
-    let (ok, text) = run_in_pod(&holder, "1000:1000", &base, &connect_script(&gw.to_string(), tport));
-    assert!(ok, "control: the agent's uid cannot reach the canary without the rules: {text}");
+    let (ok, text) = run_in_pod(
+        &holder,
+        "1000:1000",
+        &base,
+        &connect_script(&gw.to_string(), tport),
+    );
+    assert!(
+        ok,
+        "control: the agent's uid cannot reach the canary without the rules: {text}"
+    );
     std::thread::sleep(Duration::from_millis(200));
-    assert!(events.all().iter().any(|e| e.starts_with("inet-tcp")), "{:?}", events.all());
+    assert!(
+        events.all().iter().any(|e| e.starts_with("inet-tcp")),
+        "{:?}",
+        events.all()
+    );
     events.clear();
 
     // The `network` init container.
@@ -147,12 +178,24 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
     let rules = backend::kubernetes::nft::ruleset(AGENT, SIDECAR, &PORTS).unwrap();
     std::fs::write(rules_dir.path().join("rules.nft"), rules).unwrap();
     let mut init = vec![
-        "run".to_owned(), "--rm".into(), "--network".into(), format!("container:{holder}"),
-        "--user".into(), "0:0".into(), "--cap-drop".into(), "ALL".into(), "--cap-add".into(),
-        "NET_ADMIN".into(), "--security-opt".into(), "no-new-privileges:true".into(),
-        "--label".into(), "org.bot-bottle.test=true".into(),
-        "-e".into(), "LD_LIBRARY_PATH=/opt/nft/lib".into(),
-        "-v".into(), format!("{}:/run/bot-bottle/network:ro", rules_dir.path().display()),
+        "run".to_owned(),
+        "--rm".into(),
+        "--network".into(),
+        format!("container:{holder}"),
+        "--user".into(),
+        "0:0".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--cap-add".into(),
+        "NET_ADMIN".into(),
+        "--security-opt".into(),
+        "no-new-privileges:true".into(),
+        "--label".into(),
+        "org.bot-bottle.test=true".into(),
+        "-e".into(),
+        "LD_LIBRARY_PATH=/opt/nft/lib".into(),
+        "-v".into(),
+        format!("{}:/run/bot-bottle/network:ro", rules_dir.path().display()),
     ];
     init.extend(nft_mounts());
     init.extend([
@@ -171,20 +214,47 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
          for p in {PORTS:?}:\n    threading.Thread(target=serve, args=(p,)).start()\n"
     );
     docker(&[
-        "run", "-d", "--name", &sidecar, "--network", &format!("container:{holder}"),
-        "--user", "1001:1001", "--cap-drop", "ALL", "--label", "org.bot-bottle.test=true",
-        &base, "python3", "-c", &listen,
+        "run",
+        "-d",
+        "--name",
+        &sidecar,
+        "--network",
+        &format!("container:{holder}"),
+        "--user",
+        "1001:1001",
+        "--cap-drop",
+        "ALL",
+        "--label",
+        "org.bot-bottle.test=true",
+        &base,
+        "python3",
+        "-c",
+        &listen,
     ])
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
 
     // The agent reaches its sidecar on loopback, and the sidecar's uid goes out.
-    let (ok, text) = run_in_pod(&holder, "1000:1000", &base, &connect_script("127.0.0.1", 3128));
+    let (ok, text) = run_in_pod(
+        &holder,
+        "1000:1000",
+        &base,
+        &connect_script("127.0.0.1", 3128),
+    );
     assert!(ok, "the agent cannot reach its sidecar: {text}");
-    let (ok, text) = run_in_pod(&holder, "1001:1001", &base, &connect_script(&gw.to_string(), tport));
+    let (ok, text) = run_in_pod(
+        &holder,
+        "1001:1001",
+        &base,
+        &connect_script(&gw.to_string(), tport),
+    );
     assert!(ok, "the sidecar's uid cannot go out: {text}");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(events.all().iter().any(|e| e.starts_with("inet-tcp")), "{:?}", events.all());
+    assert!(
+        events.all().iter().any(|e| e.starts_with("inet-tcp")),
+        "{:?}",
+        events.all()
+    );
     events.clear();
     // Docker's embedded DNS (127.0.0.11): the agent's datagram is refused before it leaves.
     let (ok, text) = run_in_pod(
@@ -193,7 +263,10 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
         &base,
         "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'probe', ('127.0.0.11', 53))",
     );
-    assert!(!ok && text.contains("Operation not permitted"), "embedded DNS: {text}");
+    assert!(
+        !ok && text.contains("Operation not permitted"),
+        "embedded DNS: {text}"
+    );
 
     // The escape probe's network section as the agent.
     let probe = PathBuf::from(env!("CARGO_BIN_EXE_escape-probe"));
@@ -206,7 +279,12 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", &format!("container:{holder}")])
         .args(["--user", "1000:1000", "--cap-drop", "ALL"])
-        .args(["--security-opt", "no-new-privileges:true", "--label", "org.bot-bottle.test=true"])
+        .args([
+            "--security-opt",
+            "no-new-privileges:true",
+            "--label",
+            "org.bot-bottle.test=true",
+        ])
         .args(["-v", &format!("{}:/escape-probe:ro", probe.display())])
         .args(["--entrypoint", "/escape-probe", &base, &cfg.to_string()])
         .output()
@@ -225,6 +303,10 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
         .collect();
     assert!(escaped.is_empty(), "the agent escaped its pod: {escaped:?}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(events.all(), Vec::<String>::new(), "the canaries heard from the agent");
+    assert_eq!(
+        events.all(),
+        Vec::<String>::new(),
+        "the canaries heard from the agent"
+    );
     drop(pod);
 }

@@ -405,5 +405,10 @@ bottles:
         &text[from..],
         "kubernetes:\n  namespace: ci\n  runtime_class: gvisor\n  registry: registry.example.com/team\n"
     );
-    assert!(!bottle(yaml, "plain").to_yaml().unwrap().contains("kubernetes"));
+    assert!(
+        !bottle(yaml, "plain")
+            .to_yaml()
+            .unwrap()
+            .contains("kubernetes")
+    );
 }
