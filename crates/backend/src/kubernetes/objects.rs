@@ -128,8 +128,8 @@ impl BottleObjects {
         let mut secret = self.secret.clone();
         if redact {
             secret.string_data = secret.data.take().map(|data| {
-                data.into_iter()
-                    .map(|(k, _)| (k, "<redacted>".to_owned()))
+                data.into_keys()
+                    .map(|k| (k, "<redacted>".to_owned()))
                     .collect()
             });
         }

@@ -92,10 +92,8 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
         // SAFETY: setns on an open namespace descriptor, for this thread only.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(joined, 0, "setns {path}");
         f()
     })
     .join()
