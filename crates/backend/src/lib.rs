@@ -92,11 +92,10 @@ impl BackendKind {
     /// Whether this build has the backend ([`open`] can give it). Backends that are only
     /// planned are named (so `--backend apple` says so) but not offered by `doctor`.
     pub fn is_built(self) -> bool {
-        match self {
-            BackendKind::Smolmachines | BackendKind::Apple => false,
-            BackendKind::Kubernetes => cfg!(feature = "kubernetes"),
-            _ => true,
+        if self == BackendKind::Kubernetes {
+            return cfg!(feature = "kubernetes");
         }
+        !matches!(self, BackendKind::Smolmachines | BackendKind::Apple)
     }
 
     /// The name used on the command line and in `$BOT_BOTTLE_BACKEND`.
