@@ -46,6 +46,8 @@
 pub mod apple;
 pub mod docker;
 pub mod inbottle;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod native;
 pub mod preflight;
 pub mod qemu;
@@ -75,21 +77,28 @@ pub enum BackendKind {
     Apple,
     /// A QEMU micro-VM jailed in a native bottle (this crate's [`qemu`] module).
     Qemu,
+    /// One pod per bottle on a Kubernetes cluster (the `kubernetes` module, behind the
+    /// crate's `kubernetes` feature).
+    Kubernetes,
 }
 
 impl BackendKind {
     /// Every backend, in the order `doctor` reports them.
-    pub const ALL: [BackendKind; 5] = [
+    pub const ALL: [BackendKind; 6] = [
         BackendKind::Native,
         BackendKind::Docker,
         BackendKind::Smolmachines,
         BackendKind::Apple,
         BackendKind::Qemu,
+        BackendKind::Kubernetes,
     ];
 
     /// Whether this build has the backend ([`open`] can give it). Backends that are only
     /// planned are named but not offered by `doctor`.
     pub fn is_built(self) -> bool {
+        if self == BackendKind::Kubernetes {
+            return cfg!(feature = "kubernetes");
+        }
         true
     }
 
@@ -101,6 +110,7 @@ impl BackendKind {
             BackendKind::Smolmachines => "smolmachines",
             BackendKind::Apple => "apple",
             BackendKind::Qemu => "qemu",
+            BackendKind::Kubernetes => "kubernetes",
         }
     }
 
@@ -203,6 +213,14 @@ pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>
         BackendKind::Qemu => qemu::open(options),
         BackendKind::Smolmachines => smolvm::open(options),
         BackendKind::Apple => apple::open(options),
+        #[cfg(feature = "kubernetes")]
+        BackendKind::Kubernetes => kubernetes::open(options),
+        #[cfg(not(feature = "kubernetes"))]
+        BackendKind::Kubernetes => Err(BackendError::Unavailable {
+            backend: BackendKind::Kubernetes,
+            reason: "this build of bot-bottle has no kubernetes backend (built without the crate's `kubernetes` feature)"
+                .to_owned(),
+        }),
     }
 }
 
@@ -345,7 +363,9 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// `--backend` named something that does not exist.
-    #[error("unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu")]
+    #[error(
+        "unknown backend `{0}`; use one of: native, docker, smolmachines, apple, qemu, kubernetes"
+    )]
     UnknownBackend(String),
     /// The spec asks for something unsafe or impossible (the message says what and why).
     #[error("invalid bottle spec: {0}")]

@@ -25,6 +25,7 @@ pub mod codex_login;
 mod docker;
 mod env;
 mod error;
+pub mod pod;
 pub mod provider;
 mod report;
 mod sidecar_container;
@@ -151,6 +152,13 @@ fn open_backend(
     kind: BackendKind,
     options: &Options,
 ) -> Result<Arc<dyn Backend>, LaunchError> {
+    // The kubernetes backend's bundle runs in the pod, not in a docker container beside the
+    // agent: the launcher cannot start it yet, and must not fall into the docker path.
+    if kind == BackendKind::Kubernetes {
+        return Err(LaunchError::Invalid(
+            "`start --backend kubernetes` does not launch bottles yet (the launcher does not ship a bottle's files to a cluster); `--dry-run` prints the pod it would create (README: running on a cluster)".into(),
+        ));
+    }
     // The helpers are the front end's executable, not necessarily this process.
     let backend: Arc<dyn Backend> = Arc::from(backend::open(
         kind,

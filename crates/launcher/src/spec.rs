@@ -193,7 +193,7 @@ pub(crate) fn agent_spec(
 }
 
 /// The manifest's limits as the backends take them.
-fn resources(r: &manifest::ResolvedResources) -> backend::Resources {
+pub(crate) fn resources(r: &manifest::ResolvedResources) -> backend::Resources {
     backend::Resources {
         millicpus: r.millicpus,
         memory_bytes: r.memory_bytes,
@@ -230,7 +230,7 @@ pub(crate) fn without_missing_tokens(
         .collect()
 }
 
-fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> String {
+pub(crate) fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> String {
     let mut out = String::new();
     if user.name.is_some() || user.email.is_some() {
         out.push_str("[user]\n");
@@ -246,7 +246,11 @@ fn render_user_only_gitconfig(user: &manifest::raw::GitUser) -> String {
 
 /// The provider's own agent command, with the manifest's prompt.
 /// A resumed bottle continues the agent's last conversation instead of the prompt.
-fn agent_command(provider: contract::Provider, prompt: Option<&str>, resume: bool) -> Vec<String> {
+pub(crate) fn agent_command(
+    provider: contract::Provider,
+    prompt: Option<&str>,
+    resume: bool,
+) -> Vec<String> {
     let mut argv: Vec<String> = match (provider, resume) {
         (contract::Provider::Claude, false) => {
             vec!["claude".into(), "--dangerously-skip-permissions".into()]

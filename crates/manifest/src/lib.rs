@@ -39,7 +39,7 @@ pub use discover::{DiscoverOptions, HOME_ENV, MANIFEST_ENV, find_manifest};
 pub use raw::{McpFileSpec, ModelApiSpec, ProviderKind};
 pub use resolved::{
     AgentProvider, GenericProvider, ResolvedAgent, ResolvedBottle, ResolvedEgress, ResolvedGitGate,
-    ResolvedResources,
+    ResolvedKubernetes, ResolvedResources,
 };
 
 use load::{AgentDef, Parsed};

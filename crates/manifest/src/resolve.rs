@@ -18,10 +18,11 @@ use crate::raw::{
 };
 use crate::resolved::{
     AgentProvider, GenericProvider, ResolvedBottle, ResolvedEgress, ResolvedGitGate,
-    ResolvedResources,
+    ResolvedKubernetes, ResolvedResources,
 };
 use crate::validate::{
-    control_char, is_env_name, is_safe_name, is_ssh_url, parse_cpus, parse_memory, parse_pids,
+    check_namespace, check_registry, check_runtime_class, control_char, is_env_name, is_safe_name,
+    is_ssh_url, parse_cpus, parse_memory, parse_pids,
 };
 
 /// What one bottle contributes, or what a fold of several has produced so far. `None`
@@ -47,6 +48,8 @@ pub(crate) struct Layer {
     pub allow_unenforced: Option<bool>,
     /// `dangerously_run_as_host_root`.
     pub run_as_host_root: Option<bool>,
+    /// `kubernetes`, each field on its own.
+    pub kubernetes: ResolvedKubernetes,
 }
 
 /// Two different routes for one host.
@@ -103,7 +106,7 @@ fn push_route(
 /// concatenated, earlier first, an identical route kept once at its first place, a
 /// different route for a host already present reported as a conflict; `upstream_ca`
 /// concatenated without repeats; `log`, `agent_provider`, `supervise`,
-/// `dangerously_run_as_host_root` and each field of `resources` last wins.
+/// `dangerously_run_as_host_root` and each field of `resources` and of `kubernetes` last wins.
 pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteConflict>) {
     fn last_wins<T>(have: &mut Option<T>, later: Option<T>) {
         if later.is_some() {
@@ -119,6 +122,12 @@ pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteCo
     if later.run_as_host_root.is_some() {
         acc.run_as_host_root = later.run_as_host_root;
     }
+    last_wins(&mut acc.kubernetes.namespace, later.kubernetes.namespace);
+    last_wins(
+        &mut acc.kubernetes.runtime_class,
+        later.kubernetes.runtime_class,
+    );
+    last_wins(&mut acc.kubernetes.registry, later.kubernetes.registry);
     if later.provider.is_some() {
         acc.provider = later.provider;
     }
@@ -561,6 +570,32 @@ impl<'a> Resolver<'a> {
                 .and_then(|v| u32::try_from(v).ok());
             layer.allow_unenforced = r.dangerously_allow_unenforced;
         }
+        if let Some(k) = &raw.kubernetes {
+            let block_pos = known_or(src.pos(&k.referenced), def.pos);
+            let mut check = |field: &str,
+                             value: &Option<Spanned<String>>,
+                             valid: fn(&str) -> Result<(), String>| {
+                let value = value.as_ref()?;
+                match valid(&value.value) {
+                    Ok(()) => Some(value.value.clone()),
+                    Err(message) => {
+                        errors.push(src.diag(
+                            known_or(src.pos(&value.referenced), block_pos),
+                            format!(
+                                "bottle `{name}`: kubernetes.{field} `{}` {message}",
+                                value.value.escape_debug()
+                            ),
+                        ));
+                        None
+                    }
+                }
+            };
+            layer.kubernetes = ResolvedKubernetes {
+                namespace: check("namespace", &k.value.namespace, check_namespace),
+                runtime_class: check("runtime_class", &k.value.runtime_class, check_runtime_class),
+                registry: check("registry", &k.value.registry, check_registry),
+            };
+        }
         if let Some(provider) = &raw.agent_provider {
             layer.provider = Some(match &provider.value {
                 AgentProviderSpec::Stock(kind) => AgentProvider::Stock(*kind),
@@ -786,6 +821,7 @@ fn finish(def: &BottleDef, layer: &Layer) -> Result<ResolvedBottle, Vec<Diagnost
             dangerously_allow_unenforced: layer.allow_unenforced.unwrap_or(false),
         },
         dangerously_run_as_host_root: layer.run_as_host_root.unwrap_or(false),
+        kubernetes: layer.kubernetes.clone(),
     };
     let egress_pos = own_egress_pos(def).unwrap_or(def.pos);
     errors.extend(
@@ -861,6 +897,11 @@ mod tests {
             pids: Some(100),
             allow_unenforced: Some(true),
             run_as_host_root: Some(true),
+            kubernetes: ResolvedKubernetes {
+                namespace: Some("agents".into()),
+                runtime_class: Some("gvisor".into()),
+                registry: None,
+            },
         };
         let before = acc.clone();
         let mut conflicts = Vec::new();

@@ -113,6 +113,28 @@ pub struct ResolvedBottle {
     /// Native backend started as root: the agent keeps host uid 0. Shown only when set.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dangerously_run_as_host_root: bool,
+    /// Where the bottle runs with `--backend kubernetes`. Shown only when set.
+    #[serde(skip_serializing_if = "ResolvedKubernetes::is_empty")]
+    pub kubernetes: ResolvedKubernetes,
+}
+
+/// A resolved `kubernetes:` block: each field validated, absent ones left to the kubeconfig
+/// (namespace) or the cluster (runtime class); no registry means local image names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ResolvedKubernetes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+}
+
+impl ResolvedKubernetes {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        *self == ResolvedKubernetes::default()
+    }
 }
 
 /// A resolved `resources:` block: every limit set (the defaults where the bottle and its

@@ -294,6 +294,70 @@ fn is_header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// `kubernetes.namespace`: an RFC 1123 label (what the API server accepts).
+pub(crate) fn check_namespace(s: &str) -> Result<(), String> {
+    dns_label(s).map_err(|why| format!("{why}; use a namespace name like `agents`"))
+}
+
+/// `kubernetes.runtime_class`: an RFC 1123 subdomain (a RuntimeClass name).
+pub(crate) fn check_runtime_class(s: &str) -> Result<(), String> {
+    let checked = if s.len() > 253 {
+        Err("is longer than 253 characters")
+    } else {
+        s.split('.').try_for_each(dns_label)
+    };
+    checked.map_err(|why| {
+        format!(
+            "{why}; use a RuntimeClass name like `gvisor` (`kubectl get runtimeclass` lists them)"
+        )
+    })
+}
+
+/// `kubernetes.registry`: an image name prefix (`registry.example.com/team`), no scheme,
+/// tag or digest.
+pub(crate) fn check_registry(s: &str) -> Result<(), String> {
+    let fix =
+        "; write it as an image name prefix like `registry.example.com/team` (no scheme, no tag)";
+    let why = if s.contains("://") {
+        "has a scheme"
+    } else if s.is_empty() || s.starts_with('/') || s.contains("//") {
+        "is not an image name prefix"
+    } else if s.contains('@')
+        || (s.contains('/') && s.rsplit('/').next().is_some_and(|l| l.contains(':')))
+    {
+        "has a tag or digest"
+    } else if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._/:".contains(&b))
+    {
+        "has characters an image name cannot hold"
+    } else if s
+        .split_once('/')
+        .is_some_and(|(_, path)| path.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        "has uppercase letters in its path"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{why}{fix}"))
+}
+
+/// An RFC 1123 label: 1 to 63 of `a-z0-9-`, a letter or digit at both ends.
+fn dns_label(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 63 {
+        Err("must be 1 to 63 characters long")
+    } else if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Err("may hold only lowercase letters, digits and `-`")
+    } else if s.starts_with('-') || s.ends_with('-') {
+        Err("must start and end with a letter or digit")
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

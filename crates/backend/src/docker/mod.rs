@@ -78,6 +78,12 @@ pub use self::bottle::DockerBottle;
 use self::client::{Engine, api_message, is_not_found, setup};
 pub use self::image::ImageSource;
 pub use self::lifecycle::describe_exit;
+/// The launcher label of this process and its liveness test, shared with the kubernetes
+/// backend's launcher annotation.
+#[cfg(feature = "kubernetes")]
+pub(crate) use self::lifecycle::{
+    launcher_gone as launcher_gone_label, launcher_label as launcher_label_value,
+};
 pub use self::runtime::RuntimeChoice;
 use self::spec::{AgentSettings, workspace_host};
 pub use self::spec::{Names, SidecarMount, SidecarSpec};

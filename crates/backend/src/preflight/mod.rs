@@ -153,7 +153,24 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
         diagnose_smolmachines(&SmolFacts::gather()),
         diagnose_apple(&AppleFacts::gather()),
         crate::qemu::default_status(),
+        kubernetes(),
     ]
+}
+
+/// The kubernetes backend's status: its kubeconfig (offline), or that this build has none.
+fn kubernetes() -> BackendStatus {
+    #[cfg(feature = "kubernetes")]
+    return crate::kubernetes::preflight(&|k| std::env::var_os(k));
+    #[cfg(not(feature = "kubernetes"))]
+    BackendStatus {
+        backend: BackendKind::Kubernetes,
+        usable: false,
+        checks: vec![Check::fail(
+            "kubernetes backend",
+            "this build has no kubernetes backend",
+            "build bot-bottle with the backend crate's `kubernetes` feature (the default for the bot-bottle binary)",
+        )],
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 mod apple;
 mod docker;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod limits;
 mod native;
 mod qemu;

@@ -8,6 +8,7 @@ pub mod discard;
 pub mod doctor;
 pub mod egress;
 pub mod gate;
+pub mod kube_dry_run;
 pub mod list;
 pub mod logs;
 pub mod manifest;

@@ -16,7 +16,7 @@ use crate::report;
 pub struct Args {
     /// The agent to start (a name under `agents:` in the manifest)
     pub agent: String,
-    /// Isolation backend: native, docker, smolmachines, apple [default: native on Linux]
+    /// Isolation backend: native, docker, qemu, kubernetes, smolmachines, apple [default: native on Linux]
     #[arg(long, env = "BOT_BOTTLE_BACKEND")]
     pub backend: Option<String>,
     /// Manifest file or directory (default: $BOT_BOTTLE_MANIFEST, ./bot-bottle.yaml, ./.bot-bottle/, $BOT_BOTTLE_HOME/manifest/)
@@ -30,6 +30,10 @@ pub struct Args {
     /// OPENAI_API_KEY. The agent can then read and use a refreshable credential
     #[arg(long)]
     pub forward_codex_auth: bool,
+    /// Print the objects the backend would create, as YAML, and touch nothing: no cluster,
+    /// no state, no secret read (kubernetes only)
+    #[arg(long)]
+    pub dry_run: bool,
     /// Command to run instead of the provider's agent (e.g. `-- bash`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -37,6 +41,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    if args.dry_run {
+        return dry_run(args, cwd);
+    }
     let home = Home::from_env()?;
     let user_home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
@@ -81,6 +88,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &options,
     )?;
     Ok(report::exit_code(running.wait()?))
+}
+
+/// `--dry-run`: the kubernetes objects of the agent, printed; nothing is created.
+fn dry_run(args: Args, cwd: PathBuf) -> anyhow::Result<ExitCode> {
+    let backend = match &args.backend {
+        Some(name) => BackendKind::parse(name)?,
+        None => backend::default_backend(),
+    };
+    if backend != BackendKind::Kubernetes {
+        anyhow::bail!(
+            "--dry-run prints the objects of a kubernetes bottle; add `--backend kubernetes` (the {backend} backend has no objects to print)"
+        );
+    }
+    let opts = DiscoverOptions::from_env(args.manifest, |k| std::env::var_os(k), cwd);
+    let manifest = Manifest::discover(&opts)?;
+    let agent = manifest.agent(&args.agent)?;
+    let k = &agent.bottle.kubernetes;
+    let settings = backend::kubernetes::ClusterSettings {
+        context: None,
+        namespace: k.namespace.clone(),
+        runtime_class: k.runtime_class.clone(),
+        registry: k.registry.clone(),
+    };
+    let yaml =
+        super::kube_dry_run::render(agent, &settings, args.command, &launcher::HostEnv::Process)?;
+    print!("{yaml}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Why `cwd` cannot be a bottle's workspace, said with the fix: the filesystem root, the

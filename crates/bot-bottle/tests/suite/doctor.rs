@@ -12,6 +12,8 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         .env_remove("XDG_CACHE_HOME")
         .env_remove("BOT_BOTTLE_QEMU_KERNEL")
         .env_remove("BOT_BOTTLE_QEMU_MODULES")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -29,6 +31,7 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
             "smolmachines",
             "apple",
             "qemu",
+            "kubernetes",
             "claude (native)",
             "codex (native)",
             "gemini (native)",
@@ -47,7 +50,7 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
             "apple: not usable: only available on macOS; fix: use --backend native on Linux"
         );
     }
-    for line in &lines[5..] {
+    for line in &lines[6..] {
         assert!(
             line.contains(": usable (/") || line.contains("or use --backend docker"),
             "{line}"
@@ -67,6 +70,8 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         "{}",
         lines[4]
     );
+    // No kubeconfig in this fresh home: the kubernetes line says where to get one, offline.
+    assert!(lines[3].contains("fix: point $KUBECONFIG"), "{}", lines[3]);
     // doctor leaves nothing behind
     assert!(!home.path().join(".bot-bottle").exists());
 }

@@ -215,7 +215,7 @@ fn manifest_check_lists_every_schema_error_and_names_the_key() {
             "",
             "bot-bottle.yaml:6:16: `bottles.dev.supervise`: expected `true` or `false`\n\
              bot-bottle.yaml:8:10: `bottles.dev.env.A`: expected a string here\n\
-             bot-bottle.yaml:9:5: unknown field `egres`, expected one of extends, agent_provider, supervise, env, git-gate, egress, resources, dangerously_run_as_host_root; did you mean `egress`?\n\
+             bot-bottle.yaml:9:5: unknown field `egres`, expected one of extends, agent_provider, supervise, env, git-gate, egress, resources, dangerously_run_as_host_root, kubernetes; did you mean `egress`?\n\
              error: bot-bottle.yaml has 3 errors; fix them and run `bot-bottle manifest check` again\n"
         )
     );
@@ -261,7 +261,7 @@ fn manifest_check_lists_every_schema_error_of_a_front_matter_too() {
             "",
             ".bot-bottle/bottles/dev.md:3:12: `supervise`: expected `true` or `false`\n\
              .bot-bottle/bottles/dev.md:5:6: `env.A`: expected a string here\n\
-             .bot-bottle/bottles/dev.md:6:1: unknown field `egres`, expected one of extends, agent_provider, supervise, env, git-gate, egress, resources, dangerously_run_as_host_root; did you mean `egress`?\n\
+             .bot-bottle/bottles/dev.md:6:1: unknown field `egres`, expected one of extends, agent_provider, supervise, env, git-gate, egress, resources, dangerously_run_as_host_root, kubernetes; did you mean `egress`?\n\
              error: .bot-bottle has 3 errors; fix them and run `bot-bottle manifest check` again\n"
         )
     );

@@ -96,8 +96,8 @@ fn check_typo_names_file_line_and_expected_fields() {
         (
             1,
             "typo.yaml:3:5: unknown field `supervize`, expected one of extends, agent_provider, \
-             supervise, env, git-gate, egress, resources, dangerously_run_as_host_root; did you \
-             mean `supervise`?\n\
+             supervise, env, git-gate, egress, resources, dangerously_run_as_host_root, \
+             kubernetes; did you mean `supervise`?\n\
              error: typo.yaml has 1 error; fix it and run `bot-bottle manifest check` again\n"
         )
     );

@@ -4,6 +4,7 @@ mod clients_more;
 mod doctor;
 mod faults;
 mod friction;
+mod kube_dry_run;
 mod launcher_api;
 mod manifest_cli;
 mod prepare_cli;

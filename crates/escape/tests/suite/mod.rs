@@ -18,6 +18,7 @@
 
 mod canary;
 mod docker;
+mod kube_pod;
 mod netns;
 
 use std::collections::BTreeMap;

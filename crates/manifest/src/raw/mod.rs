@@ -71,6 +71,27 @@ pub struct RawBottle {
     /// unprivileged host uid. Default `false`.
     #[serde(default)]
     pub dangerously_run_as_host_root: Option<Spanned<bool>>,
+    /// Where the bottle runs with `--backend kubernetes` (each field optional).
+    #[serde(default)]
+    pub kubernetes: Option<Spanned<RawKubernetes>>,
+}
+
+/// A bottle's `kubernetes:` block as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a kubernetes block (`namespace`, `runtime_class`, `registry`)"
+)]
+pub struct RawKubernetes {
+    /// The namespace; the kubeconfig context's when absent.
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    /// The pod's RuntimeClass (`gvisor`, `kata`); the cluster's default when absent.
+    #[serde(default)]
+    pub runtime_class: Option<Spanned<String>>,
+    /// The registry the bottle's images are pushed to and pulled from.
+    #[serde(default)]
+    pub registry: Option<Spanned<String>>,
 }
 
 /// A bottle's `resources:` block as written. Values are kept as found (a number, a string,

@@ -379,3 +379,36 @@ fn show_prints_resources_as_written_and_the_dangerous_keys_only_when_set() {
         "resources:\n  cpus: 2\n  memory: 4GiB\n  pids: 1024\n"
     );
 }
+
+#[test]
+fn kubernetes_per_field_last_wins_and_show_prints_it_only_when_set() {
+    let yaml = r#"
+bottles:
+  team: {kubernetes: {namespace: agents, registry: registry.example.com/team}}
+  child:
+    extends: team
+    kubernetes: {runtime_class: gvisor, namespace: ci}
+  plain: {}
+"#;
+    let child = bottle(yaml, "child");
+    assert_eq!(
+        child.kubernetes,
+        manifest::ResolvedKubernetes {
+            namespace: Some("ci".into()),
+            runtime_class: Some("gvisor".into()),
+            registry: Some("registry.example.com/team".into()),
+        }
+    );
+    let text = child.to_yaml().unwrap();
+    let from = text.find("kubernetes:").unwrap();
+    assert_eq!(
+        &text[from..],
+        "kubernetes:\n  namespace: ci\n  runtime_class: gvisor\n  registry: registry.example.com/team\n"
+    );
+    assert!(
+        !bottle(yaml, "plain")
+            .to_yaml()
+            .unwrap()
+            .contains("kubernetes")
+    );
+}

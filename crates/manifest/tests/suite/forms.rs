@@ -98,7 +98,7 @@ fn yaml_errors_count_lines_from_the_top_of_the_file() {
         vec![
             "<dir>/bottles/a.md:3:1: unknown field `supervize`, expected one of extends, \
              agent_provider, supervise, env, git-gate, egress, resources, \
-             dangerously_run_as_host_root; did you mean `supervise`?",
+             dangerously_run_as_host_root, kubernetes; did you mean `supervise`?",
             "<dir>/bottles/b.md:2:14: bottle `b`: extends `nope`, which is not defined; \
              available bottles: a, b",
         ]

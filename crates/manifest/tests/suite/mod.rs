@@ -45,6 +45,7 @@ pub fn default_bottle(name: &str) -> ResolvedBottle {
         egress: manifest::ResolvedEgress::default(),
         resources: manifest::ResolvedResources::default(),
         dangerously_run_as_host_root: false,
+        kubernetes: manifest::ResolvedKubernetes::default(),
     }
 }
 

@@ -163,3 +163,21 @@ fn resource_limits_are_checked_where_they_are_written() {
         errors(typo)
     );
 }
+
+#[test]
+fn kubernetes_values_are_checked_with_the_fix() {
+    let yaml = "bottles:\n  a:\n    kubernetes:\n      namespace: Agents\n      runtime_class: -kata\n      registry: https://registry.example.com/team\n";
+    assert_eq!(
+        errors(yaml),
+        vec![
+            "m.yaml:4:18: bottle `a`: kubernetes.namespace `Agents` may hold only lowercase \
+             letters, digits and `-`; use a namespace name like `agents`",
+            "m.yaml:5:22: bottle `a`: kubernetes.runtime_class `-kata` must start and end with \
+             a letter or digit; use a RuntimeClass name like `gvisor` (`kubectl get \
+             runtimeclass` lists them)",
+            "m.yaml:6:17: bottle `a`: kubernetes.registry `https://registry.example.com/team` \
+             has a scheme; write it as an image name prefix like `registry.example.com/team` \
+             (no scheme, no tag)",
+        ]
+    );
+}

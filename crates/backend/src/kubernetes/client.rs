@@ -1,0 +1,391 @@
+//! [`Cluster`] over a real API server with kube-rs: the kubeconfig and context as kubectl
+//! reads them (`$KUBECONFIG`, `~/.kube/config`, in-cluster config), one namespace.
+//!
+//! Each method is one API call (or one watch) plus the translation of its errors into
+//! [`ClusterError`]; tested against `tower_test::mock` in this module's tests.
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::{Api, Client};
+
+use super::cluster::{Cluster, ClusterError, PortStream};
+
+/// A namespace of a real cluster.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    namespace: String,
+}
+
+impl KubeCluster {
+    /// Connects with the kubeconfig's `context` (its current context when `None`); the
+    /// namespace is `namespace`, else the context's, else `default`.
+    pub async fn connect(
+        context: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<KubeCluster, ClusterError> {
+        let options = kube::config::KubeConfigOptions {
+            context: context.map(str::to_owned),
+            ..Default::default()
+        };
+        let config = match kube::Config::from_kubeconfig(&options).await {
+            Ok(config) => config,
+            // No kubeconfig and no context asked for: maybe we run inside a cluster.
+            Err(e) if context.is_none() => kube::Config::incluster()
+                .map_err(|_| ClusterError::Connect(format!("no usable kubeconfig: {e}")))?,
+            Err(e) => return Err(ClusterError::Connect(e.to_string())),
+        };
+        let namespace = namespace
+            .map(str::to_owned)
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|e| ClusterError::Connect(e.to_string()))?;
+        Ok(KubeCluster { client, namespace })
+    }
+
+    /// Over an existing client (tests: a mocked service).
+    pub fn new(client: Client, namespace: impl Into<String>) -> KubeCluster {
+        KubeCluster {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn error(&self, action: &str, e: kube::Error) -> ClusterError {
+        match e {
+            kube::Error::Api(status) => ClusterError::from_status(
+                action,
+                &self.namespace,
+                status.code,
+                &status.reason,
+                &status.message,
+            ),
+            other => ClusterError::Connect(other.to_string()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Cluster for KubeCluster {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    async fn create_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
+        self.pods()
+            .create(&PostParams::default(), pod)
+            .await
+            .map_err(|e| self.error("create pods", e))
+    }
+
+    async fn create_secret(&self, secret: &Secret) -> Result<(), ClusterError> {
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), secret)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("create secrets", e))
+    }
+
+    async fn create_config_map(&self, config_map: &ConfigMap) -> Result<(), ClusterError> {
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), config_map)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("create configmaps", e))
+    }
+
+    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, ClusterError> {
+        self.pods()
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error("get pods", e))
+    }
+
+    async fn watch_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'p> Fn(&'p Pod) -> bool + Send + Sync),
+    ) -> Result<Option<Pod>, ClusterError> {
+        let work = async {
+            loop {
+                // Get, then watch from that version: no change between the two is missed.
+                let Some(pod) = self.get_pod(name).await? else {
+                    return Ok(None);
+                };
+                if done(&pod) {
+                    return Ok(Some(pod));
+                }
+                let version = pod.metadata.resource_version.clone().unwrap_or_default();
+                let params = WatchParams::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .timeout(290);
+                let mut events = self
+                    .pods()
+                    .watch(&params, &version)
+                    .await
+                    .map_err(|e| self.error("watch pods", e))?
+                    .boxed();
+                while let Some(event) = events
+                    .try_next()
+                    .await
+                    .map_err(|e| self.error("watch pods", e))?
+                {
+                    match event {
+                        WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
+                            if done(&pod) {
+                                return Ok(Some(pod));
+                            }
+                        }
+                        WatchEvent::Deleted(_) => return Ok(None),
+                        WatchEvent::Bookmark(_) => {}
+                        // 410 Gone (the version expired) and the like: start over.
+                        WatchEvent::Error(_) => break,
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            ClusterError::Timeout(format!(
+                "pod {name} did not get there within {} s; `kubectl -n {} describe pod {name}` shows why",
+                timeout.as_secs(),
+                self.namespace
+            ))
+        })?
+    }
+
+    async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
+        self.pods()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map(|list| list.items)
+            .map_err(|e| self.error("list pods", e))
+    }
+
+    async fn delete_pod(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..DeleteParams::background()
+        };
+        match self.pods().delete(name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(e) => Err(self.error("delete pods", e)),
+        }
+    }
+
+    async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError> {
+        let params = DeleteParams::background();
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
+        match secrets.delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(self.error("delete secrets", e)),
+        }
+        let maps = Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace);
+        match maps.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(e) => Err(self.error("delete configmaps", e)),
+        }
+    }
+
+    async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError> {
+        let list = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| self.error("list secrets", e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|s| {
+                s.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+            })
+            .filter_map(|s| s.metadata.name)
+            .collect())
+    }
+
+    async fn port_forward(&self, name: &str, port: u16) -> Result<PortStream, ClusterError> {
+        let mut forwarder = self
+            .pods()
+            .portforward(name, &[port])
+            .await
+            .map_err(|e| self.error("create pods/portforward", e))?;
+        let stream = forwarder
+            .take_stream(port)
+            .ok_or_else(|| ClusterError::Api {
+                code: 0,
+                reason: "PortForward".into(),
+                message: format!("the API server opened no stream for port {port}"),
+            })?;
+        // The forwarder's task ends with the stream; keep it polled in the background.
+        tokio::spawn(async move {
+            let _ = forwarder.join().await;
+        });
+        Ok(Box::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real client against kube's mocked tier: requests are answered by the test like
+    //! an API server would (status bodies as the API server sends them).
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn cluster() -> (KubeCluster, Handle) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "agents");
+        (KubeCluster::new(client, "agents"), handle)
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code,
+        });
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn json(value: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&value).unwrap()))
+            .unwrap()
+    }
+
+    fn pod() -> Pod {
+        super::super::objects::bottle_objects(&super::super::objects::tests::plan())
+            .unwrap()
+            .pod
+    }
+
+    #[tokio::test]
+    async fn create_posts_the_pod_to_the_namespace_and_returns_the_stored_one() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(request.uri().path(), "/api/v1/namespaces/agents/pods");
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["metadata"]["name"], "bot-bottle-claude-1a2b3");
+            sent["metadata"]["uid"] = "u-1".into();
+            send.send_response(json(sent));
+        });
+        let stored = cluster.create_pod(&pod()).await.unwrap();
+        assert_eq!(stored.metadata.uid.as_deref(), Some("u-1"));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn forbidden_and_quota_answers_become_errors_that_say_what_to_do() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                403,
+                "Forbidden",
+                "pods is forbidden: User \"dev\" cannot create resource \"pods\" in API group \"\" in the namespace \"agents\"",
+            ));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                403,
+                "Forbidden",
+                "pods \"bot-bottle-claude-1a2b3\" is forbidden: exceeded quota: compute, requested: limits.memory=2Gi, used: limits.memory=7Gi, limited: limits.memory=8Gi",
+            ));
+        });
+        let e = cluster.create_pod(&pod()).await.unwrap_err();
+        assert!(matches!(e, ClusterError::Forbidden { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("refused to create pods in namespace `agents`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ask the cluster's admin for a Role"),
+            "{text}"
+        );
+        let e = cluster.create_pod(&pod()).await.unwrap_err();
+        assert!(matches!(e, ClusterError::Quota { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("lower `resources:` in the manifest"),
+            "{e}"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_pod_is_none_and_deleting_it_says_there_was_none() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (_, send) = handle.next_request().await.unwrap();
+                send.send_response(status(404, "NotFound", "pods \"x\" not found"));
+            }
+        });
+        assert_eq!(cluster.get_pod("x").await.unwrap(), None);
+        assert!(
+            !cluster
+                .delete_pod("x", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn watch_follows_the_pod_from_its_version_until_the_condition_holds() {
+        let (cluster, mut handle) = cluster();
+        let mut running = pod();
+        running.metadata.resource_version = Some("7".into());
+        let first = running.clone();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                request.uri().path(),
+                "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3"
+            );
+            send.send_response(json(serde_json::to_value(&first).unwrap()));
+            let (request, send) = handle.next_request().await.unwrap();
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            assert!(query.contains("watch=true"), "{query}");
+            assert!(query.contains("resourceVersion=7"), "{query}");
+            let mut later = first.clone();
+            later.metadata.resource_version = Some("8".into());
+            let line = serde_json::json!({"type": "MODIFIED", "object": later});
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(format!("{line}\n").into_bytes()))
+                    .unwrap(),
+            );
+        });
+        let pod = cluster
+            .watch_pod("bot-bottle-claude-1a2b3", Duration::from_secs(30), &|p| {
+                p.metadata.resource_version.as_deref() == Some("8")
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pod.metadata.resource_version.as_deref(), Some("8"));
+        server.await.unwrap();
+    }
+}

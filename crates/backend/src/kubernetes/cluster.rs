@@ -1,0 +1,274 @@
+//! The seam between the backend and the API server: the few calls a bottle needs, as a
+//! trait, so the lifecycle is tested against an in-memory cluster (`fake.rs`) and the real
+//! client ([`super::client::KubeCluster`]) stays a thin translation tested against kube's
+//! mocked service.
+//!
+//! Errors are classified here, once, into what an operator can act on ([`ClusterError`]):
+//! refused by RBAC, over a ResourceQuota, an image the nodes cannot pull, a pod that cannot be
+//! scheduled — each with the fix.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+
+/// What the backend asks of a cluster (one namespace). Methods are async because the real
+/// client is; the backend drives them on its own runtime.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync {
+    /// The namespace every call works in.
+    fn namespace(&self) -> &str;
+    /// Creates the pod; returns it as stored (with its uid).
+    async fn create_pod(&self, pod: &Pod) -> Result<Pod, ClusterError>;
+    async fn create_secret(&self, secret: &Secret) -> Result<(), ClusterError>;
+    async fn create_config_map(&self, config_map: &ConfigMap) -> Result<(), ClusterError>;
+    /// The pod by name, `None` when there is none.
+    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, ClusterError>;
+    /// Waits (a watch, not a poll) until `done` says the pod reached a state of interest,
+    /// and returns that state; `None` for a pod that is gone. Fails after `timeout`.
+    async fn watch_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'p> Fn(&'p Pod) -> bool + Send + Sync),
+    ) -> Result<Option<Pod>, ClusterError>;
+    /// The pods matching a label selector.
+    async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError>;
+    /// Deletes the pod (its Secret and ConfigMap go with it: they are owned by it) with a
+    /// grace period; `false` when there was none.
+    async fn delete_pod(&self, name: &str, grace: Duration) -> Result<bool, ClusterError>;
+    /// Deletes a Secret and a ConfigMap of that name that no pod owns yet (a launch that
+    /// failed between creating them and the pod). Missing ones are not an error.
+    async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError>;
+    /// The names of our Secrets (selector) with no owner: leftovers of failed launches.
+    async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError>;
+    /// A byte stream to `port` on the pod's loopback, through the API server's port-forward
+    /// (the operator's dashboard reaches a cluster bottle's supervise this way).
+    async fn port_forward(&self, name: &str, port: u16) -> Result<PortStream, ClusterError>;
+}
+
+/// A port-forwarded connection.
+pub type PortStream = Box<dyn PortIo>;
+
+/// Read and write halves of a forwarded port.
+pub trait PortIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PortIo for T {}
+
+/// Why a call to the cluster failed, in the operator's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// No kubeconfig, no such context, or the API server cannot be reached.
+    #[error(
+        "cannot reach the Kubernetes API server: {0}; check `kubectl cluster-info` works with the same kubeconfig and context"
+    )]
+    Connect(String),
+    /// RBAC refused the call.
+    #[error(
+        "the cluster refused to {action} in namespace `{namespace}`: {message}; ask the cluster's admin for a Role allowing pods, pods/portforward, secrets and configmaps there (README: running on a cluster)"
+    )]
+    Forbidden {
+        action: String,
+        namespace: String,
+        message: String,
+    },
+    /// A ResourceQuota (or LimitRange) refused the pod.
+    #[error(
+        "the namespace `{namespace}` has no room for this bottle: {message}; lower `resources:` in the manifest or ask for a larger quota"
+    )]
+    Quota { namespace: String, message: String },
+    /// The nodes cannot pull an image.
+    #[error(
+        "the cluster cannot pull image `{image}` ({reason}: {message}); push it to the registry named by `kubernetes.registry` in the manifest and give the namespace a pull secret if the registry is private"
+    )]
+    ImagePull {
+        image: String,
+        reason: String,
+        message: String,
+    },
+    /// The scheduler found no node (resources, runtime class, taints).
+    #[error(
+        "no node can run this bottle: {0}; check the runtime class exists (`kubectl get runtimeclass`) and that a node has the requested resources"
+    )]
+    Unschedulable(String),
+    /// A container of the pod failed before the agent started (the packet filter, the
+    /// sidecar bundle, the workspace clone): the bottle is not started.
+    #[error("the bottle's `{container}` container failed before the agent started: {message}")]
+    SetupFailed { container: String, message: String },
+    /// The object exists already (an identity is never reused).
+    #[error("{0} exists already in the cluster")]
+    Exists(String),
+    /// Waiting took longer than allowed.
+    #[error("{0}")]
+    Timeout(String),
+    /// Anything else the API server answered.
+    #[error("the Kubernetes API answered {code} {reason}: {message}")]
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+}
+
+impl ClusterError {
+    /// Classifies an API error status (code, reason, message) of `action`.
+    pub fn from_status(
+        action: &str,
+        namespace: &str,
+        code: u16,
+        reason: &str,
+        message: &str,
+    ) -> ClusterError {
+        let quota = message.contains("exceeded quota")
+            || message.contains("must specify limits")
+            || message.contains("maximum cpu usage")
+            || message.contains("maximum memory usage");
+        match (code, reason) {
+            (403, _) if quota => ClusterError::Quota {
+                namespace: namespace.to_owned(),
+                message: message.to_owned(),
+            },
+            (403, _) | (_, "Forbidden") => ClusterError::Forbidden {
+                action: action.to_owned(),
+                namespace: namespace.to_owned(),
+                message: message.to_owned(),
+            },
+            (409, _) | (_, "AlreadyExists") => ClusterError::Exists(action.to_owned()),
+            (401, _) => ClusterError::Connect(format!("unauthorized: {message}")),
+            _ => ClusterError::Api {
+                code,
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            },
+        }
+    }
+}
+
+/// Where a bottle's pod is, as the backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodState {
+    /// Still being set up (scheduling, pulling, init containers).
+    Starting,
+    /// The sidecar is ready and the agent runs.
+    Running,
+    /// The agent ended with this exit code.
+    Ended(i32),
+    /// It can never become ready: the error says why.
+    Failed(ClusterError),
+}
+
+/// Reasons a container waits that mean it never will start.
+const IMAGE_PULL: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+const CONFIG: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
+
+/// Judges a pod's status (pure: tested on hand-written statuses).
+pub fn pod_state(pod: &Pod) -> PodState {
+    let Some(status) = &pod.status else {
+        return PodState::Starting;
+    };
+    let image_of = |name: &str| {
+        pod.spec
+            .iter()
+            .flat_map(|s| {
+                s.init_containers
+                    .iter()
+                    .flatten()
+                    .chain(s.containers.iter())
+            })
+            .find(|c| c.name == name)
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default()
+    };
+    let inits = status.init_container_statuses.iter().flatten();
+    let mains = status.container_statuses.iter().flatten();
+    for c in inits.clone().chain(mains.clone()) {
+        let Some(state) = &c.state else { continue };
+        if let Some(waiting) = &state.waiting {
+            let reason = waiting.reason.clone().unwrap_or_default();
+            let message = waiting.message.clone().unwrap_or_default();
+            if IMAGE_PULL.contains(&reason.as_str()) {
+                return PodState::Failed(ClusterError::ImagePull {
+                    image: image_of(&c.name),
+                    reason,
+                    message,
+                });
+            }
+            if CONFIG.contains(&reason.as_str()) {
+                return PodState::Failed(ClusterError::SetupFailed {
+                    container: c.name.clone(),
+                    message: format!("{reason}: {message}"),
+                });
+            }
+        }
+    }
+    // An init container that ended badly (the packet filter, the clone): fail closed.
+    for c in inits.clone() {
+        if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
+            && t.exit_code != 0
+            && c.name != "sidecar"
+        {
+            return PodState::Failed(ClusterError::SetupFailed {
+                container: c.name.clone(),
+                message: format!(
+                    "exit code {}{}",
+                    t.exit_code,
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    if let Some(agent) = mains.clone().find(|c| c.name == "agent")
+        && let Some(t) = agent.state.as_ref().and_then(|s| s.terminated.as_ref())
+    {
+        return PodState::Ended(t.exit_code);
+    }
+    // The sidecar died while the agent runs (or before): the bottle has no sidecar.
+    let sidecar_dead = inits
+        .clone()
+        .find(|c| c.name == "sidecar")
+        .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
+    if sidecar_dead {
+        return PodState::Failed(ClusterError::SetupFailed {
+            container: "sidecar".into(),
+            message: "the sidecar bundle ended; the bottle never runs without it".into(),
+        });
+    }
+    if let Some(cond) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        && cond.reason.as_deref() == Some("Unschedulable")
+    {
+        return PodState::Failed(ClusterError::Unschedulable(
+            cond.message.clone().unwrap_or_default(),
+        ));
+    }
+    match status.phase.as_deref() {
+        Some("Failed") => PodState::Failed(ClusterError::SetupFailed {
+            container: "pod".into(),
+            message: status
+                .message
+                .clone()
+                .or_else(|| status.reason.clone())
+                .unwrap_or_else(|| "the pod failed".into()),
+        }),
+        Some("Succeeded") => PodState::Ended(0),
+        _ => {
+            let agent_running = mains.clone().any(|c| {
+                c.name == "agent" && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            });
+            if agent_running {
+                PodState::Running
+            } else {
+                PodState::Starting
+            }
+        }
+    }
+}

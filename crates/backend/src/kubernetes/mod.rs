@@ -1,0 +1,688 @@
+//! The kubernetes backend: one bottle is one pod on a cluster the operator's kubeconfig
+//! reaches; the operator's side (list, stop, cleanup, the dashboard) stays on the laptop.
+//!
+//! # The pod ([`objects`])
+//!
+//! The agent container runs as a non-root uid with no capability, no privilege escalation,
+//! a read-only root, the runtime's default seccomp profile, no service-account token and the
+//! manifest's `runtimeClassName` (gVisor, Kata). Beside it the sidecar bundle (egress, git
+//! gate, supervise) is a native sidecar container and the only one that mounts the bottle's
+//! Secret (config, CA key, tokens). Before either runs, the `network` init container installs
+//! the pod's packet filter ([`nft`]): the agent's uid reaches `127.0.0.1` on the sidecar's
+//! ports and nothing else — no DNS, no pod network, no node — while the sidecar's uid goes
+//! out. The agent keeps the contract of every backend: the sidecars at `127.0.0.1:<port>`.
+//!
+//! The operator's working tree is not on the cluster: the workspace is an `emptyDir` the
+//! `workspace` init container fills by cloning through the git gate, and the agent pushes its
+//! work back the same way. The home is an `emptyDir`, or a PersistentVolumeClaim for `resume`.
+//!
+//! # The API side ([`cluster`])
+//!
+//! Everything the backend asks of the API server goes through the [`Cluster`] trait: the real
+//! one is kube-rs ([`client::KubeCluster`], kubeconfig and context as kubectl reads them); the
+//! lifecycle is tested against an in-memory cluster. `launch` creates the Pod, then its
+//! Secret and ConfigMap owned by it (deleting the pod deletes them), watches it until the
+//! agent runs — failing with the fix on RBAC refusals, quotas, image pulls, unschedulable
+//! pods or a failed init container, and deleting what it created — and `wait` watches until
+//! the agent ends. `stop`, `list` and `cleanup` select our pods by label; `cleanup` only kills
+//! pods whose launcher ran on this machine and is gone (other operators' bottles in a shared
+//! namespace are never judged). [`KubernetesBackend::port_forward`] reaches a pod's loopback
+//! port (supervise) through the API server.
+//!
+//! # What is not here yet
+//!
+//! Interactive attach (`start` with a terminal) and piped stdio: a kubernetes bottle runs
+//! non-interactively (`kubectl logs -f` follows it). Nothing of this module has been run
+//! against a real cluster from the machines it was written on (README: running on a cluster).
+
+pub mod client;
+pub mod cluster;
+#[cfg(test)]
+mod fake;
+pub mod nft;
+pub mod objects;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::runtime::Runtime;
+
+pub use self::cluster::{Cluster, ClusterError, PodState, PortStream, pod_state};
+pub use self::objects::{AgentFile, BottleObjects, PodPlan, SidecarPlan, bottle_objects};
+pub use self::settings::ClusterSettings;
+use crate::preflight::{BackendStatus, Check};
+use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
+use crate::{
+    Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, OpenOptions,
+    RunningBottle, SidecarPlacement,
+};
+
+/// The sidecar bundle's container, as the caller prepared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSidecar {
+    pub image: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub ready_check: Option<Vec<String>>,
+    /// The host directory whose regular files become the bottle's Secret (the bundle's
+    /// config, CA key, tokens), mounted at [`objects::SIDECAR_DIR`] in the sidecar alone.
+    pub files_dir: PathBuf,
+}
+
+/// Configuration of the kubernetes backend.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    pub settings: ClusterSettings,
+    /// The agent image as the cluster pulls it.
+    pub agent_image: String,
+    /// The sidecar; `launch` fails without one.
+    pub sidecar: Option<KubeSidecar>,
+    /// The `network` init container's image (needs `nft`); the sidecar's when `None`.
+    pub init_image: Option<String>,
+    pub agent_uid: u32,
+    pub agent_gid: u32,
+    pub sidecar_uid: u32,
+    /// Repositories cloned into the workspace through the gate: (URL, directory).
+    pub clones: Vec<(String, String)>,
+    /// A PersistentVolumeClaim keeping the home for `resume`.
+    pub home_claim: Option<String>,
+    /// How long `launch` waits for the pod (image pulls included).
+    pub ready_timeout: Duration,
+}
+
+impl KubernetesConfig {
+    /// Defaults: agent uid/gid 1000, sidecar uid 1001, 10 minutes to get ready.
+    pub fn new(settings: ClusterSettings, agent_image: impl Into<String>) -> KubernetesConfig {
+        KubernetesConfig {
+            settings,
+            agent_image: agent_image.into(),
+            sidecar: None,
+            init_image: None,
+            agent_uid: 1000,
+            agent_gid: 1000,
+            sidecar_uid: 1001,
+            clones: Vec::new(),
+            home_claim: None,
+            ready_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The kubernetes backend.
+pub struct KubernetesBackend {
+    config: KubernetesConfig,
+    runtime: Arc<Runtime>,
+    /// Connected on first use (`doctor` and `--dry-run` never connect).
+    cluster: Mutex<Option<Arc<dyn Cluster>>>,
+}
+
+/// `bot-bottle`'s entry: the settings come with each launch's spec, so the opened backend
+/// only knows the kubeconfig's current context and namespace (enough for `list`, `stop`,
+/// `cleanup`).
+pub fn open(_options: &OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(KubernetesBackend::new(KubernetesConfig::new(
+        ClusterSettings::default(),
+        String::new(),
+    ))?))
+}
+
+fn setup(stage: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Setup {
+        stage: stage.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn runtime() -> Result<Runtime, BackendError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|source| BackendError::Process {
+            action: "start the kubernetes backend's runtime",
+            source,
+        })
+}
+
+impl KubernetesBackend {
+    /// A backend that connects with the kubeconfig on first use.
+    pub fn new(config: KubernetesConfig) -> Result<KubernetesBackend, BackendError> {
+        config
+            .settings
+            .validate()
+            .map_err(BackendError::InvalidSpec)?;
+        Ok(KubernetesBackend {
+            config,
+            runtime: Arc::new(runtime()?),
+            cluster: Mutex::new(None),
+        })
+    }
+
+    /// A backend over a given cluster (tests: the in-memory one).
+    pub fn with_cluster(
+        config: KubernetesConfig,
+        cluster: Arc<dyn Cluster>,
+    ) -> Result<KubernetesBackend, BackendError> {
+        let backend = KubernetesBackend::new(config)?;
+        *backend.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(cluster);
+        Ok(backend)
+    }
+
+    fn cluster(&self) -> Result<Arc<dyn Cluster>, BackendError> {
+        let mut slot = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cluster) = slot.as_ref() {
+            return Ok(cluster.clone());
+        }
+        let s = &self.config.settings;
+        let connected = self
+            .runtime
+            .block_on(client::KubeCluster::connect(
+                s.context.as_deref(),
+                s.namespace.as_deref(),
+            ))
+            .map_err(|e| BackendError::Unavailable {
+                backend: BackendKind::Kubernetes,
+                reason: e.to_string(),
+            })?;
+        let cluster: Arc<dyn Cluster> = Arc::new(connected);
+        *slot = Some(cluster.clone());
+        Ok(cluster)
+    }
+
+    /// The plan of a launch, reading the files it ships (the agent's read-only files, its
+    /// home's first contents, the sidecar's Secret) from the host.
+    pub fn plan(&self, spec: &LaunchSpec, namespace: &str) -> Result<PodPlan, BackendError> {
+        let sidecar = self.config.sidecar.as_ref().ok_or_else(|| {
+            BackendError::InvalidSpec("a kubernetes bottle needs its sidecar bundle".into())
+        })?;
+        let mut files = Vec::new();
+        for f in &spec.files {
+            files.push(AgentFile {
+                inside: f.inside.display().to_string(),
+                content: read(&f.host)?,
+            });
+        }
+        let mut home_files = Vec::new();
+        collect(&spec.home.host, Path::new(""), &mut home_files)?;
+        let mut sidecar_files = BTreeMap::new();
+        for entry in read_dir(&sidecar.files_dir)? {
+            let path = entry.path();
+            if path.is_file() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                sidecar_files.insert(name, read(&path)?);
+            }
+        }
+        let shipped: usize = files
+            .iter()
+            .chain(&home_files)
+            .map(|f| f.content.len())
+            .sum::<usize>()
+            .max(sidecar_files.values().map(Vec::len).sum());
+        // The API server refuses objects over 1 MiB; say so before sending.
+        if shipped > 900 * 1024 {
+            return Err(BackendError::InvalidSpec(format!(
+                "the bottle's files come to {shipped} bytes, more than a ConfigMap or Secret holds (1 MiB); keep large files out of the home directory"
+            )));
+        }
+        Ok(PodPlan {
+            identity: spec.identity.clone(),
+            namespace: namespace.to_owned(),
+            runtime_class: self.config.settings.runtime_class.clone(),
+            agent_image: self.config.agent_image.clone(),
+            init_image: self
+                .config
+                .init_image
+                .clone()
+                .unwrap_or_else(|| sidecar.image.clone()),
+            agent_uid: self.config.agent_uid,
+            agent_gid: self.config.agent_gid,
+            sidecar_uid: self.config.sidecar_uid,
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            workdir: spec.workspace.inside.display().to_string(),
+            home: spec.home.inside.display().to_string(),
+            home_claim: self.config.home_claim.clone(),
+            files,
+            home_files,
+            clones: self.config.clones.clone(),
+            ports: spec.forwards.iter().map(|f| f.inside_port).collect(),
+            resources: spec.resources,
+            interactive: spec.interactive,
+            launcher: launcher_annotation(),
+            sidecar: SidecarPlan {
+                image: sidecar.image.clone(),
+                argv: sidecar.argv.clone(),
+                env: sidecar.env.clone(),
+                ready_check: sidecar.ready_check.clone(),
+                files: sidecar_files,
+            },
+        })
+    }
+
+    /// Creates the bottle's objects and waits until the agent runs; on any failure deletes
+    /// what it created (a bottle never half-exists).
+    async fn create(
+        cluster: &dyn Cluster,
+        objects: BottleObjects,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
+        let name = objects.pod.metadata.name.clone().unwrap_or_default();
+        let stored = cluster.create_pod(&objects.pod).await?;
+        let result = async {
+            let uid = stored.metadata.uid.clone().unwrap_or_default();
+            let mut secret = objects.secret;
+            objects::owned_by(&mut secret.metadata, &name, &uid);
+            cluster.create_secret(&secret).await?;
+            let mut config_map = objects.config_map;
+            objects::owned_by(&mut config_map.metadata, &name, &uid);
+            cluster.create_config_map(&config_map).await?;
+            let pod = cluster
+                .watch_pod(&name, timeout, &|p| pod_state(p) != PodState::Starting)
+                .await?;
+            match pod.as_ref().map(pod_state) {
+                Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(()),
+                Some(PodState::Failed(e)) => Err(e),
+                Some(PodState::Starting) | None => Err(ClusterError::SetupFailed {
+                    container: "pod".into(),
+                    message: "the pod was deleted while it started".into(),
+                }),
+            }
+        }
+        .await;
+        if result.is_err() {
+            let _ = cluster.delete_pod(&name, Duration::ZERO).await;
+            let _ = cluster.delete_leftovers(&name).await;
+        }
+        result
+    }
+
+    /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard).
+    pub fn port_forward(
+        &self,
+        identity: &str,
+        port: u16,
+    ) -> Result<(Arc<Runtime>, PortStream), BackendError> {
+        let cluster = self.cluster()?;
+        let stream = self
+            .runtime
+            .block_on(cluster.port_forward(&objects::object_name(identity), port))
+            .map_err(|e| setup("port-forward", e))?;
+        Ok((self.runtime.clone(), stream))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BackendError> {
+    std::fs::read(path).map_err(|source| BackendError::Io {
+        action: "read a file for the bottle",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, BackendError> {
+    let io = |source| BackendError::Io {
+        action: "read the directory",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    Ok(entries)
+}
+
+/// The home's regular files, relative paths (symlinks are not followed).
+fn collect(root: &Path, rel: &Path, out: &mut Vec<AgentFile>) -> Result<(), BackendError> {
+    let dir = root.join(rel);
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in read_dir(&dir)? {
+        let kind = entry.file_type().map_err(|source| BackendError::Io {
+            action: "read the type of",
+            path: entry.path(),
+            source,
+        })?;
+        let rel = rel.join(entry.file_name());
+        if kind.is_dir() {
+            collect(root, &rel, out)?;
+        } else if kind.is_file() {
+            out.push(AgentFile {
+                inside: rel.display().to_string(),
+                content: read(&entry.path())?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `<machine id>/<boot id>:<pid>:<start time>` of this process.
+pub fn launcher_annotation() -> String {
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    format!("{machine}/{}", crate::docker::launcher_label_value())
+}
+
+/// Whether a pod's launcher ran on this machine and is gone. Pods launched elsewhere (or with
+/// no readable annotation) are never judged: in a shared namespace they are someone else's.
+fn launcher_gone_here(pod: &Pod) -> bool {
+    let Some(value) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(objects::ANNOTATION_LAUNCHER))
+    else {
+        return false;
+    };
+    let Some((machine, label)) = value.split_once('/') else {
+        return false;
+    };
+    let here = std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    !machine.is_empty()
+        && machine == here
+        && crate::docker::launcher_gone_label(Some(&label.to_owned()))
+}
+
+fn identity_of(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(objects::LABEL_IDENTITY))
+        .cloned()
+}
+
+fn created_secs(pod: &Pod) -> u64 {
+    pod.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| u64::try_from(t.0.as_second()).ok())
+        .unwrap_or(0)
+}
+
+impl Backend for KubernetesBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kubernetes
+    }
+
+    fn sidecar_placement(&self) -> SidecarPlacement {
+        SidecarPlacement::Container
+    }
+
+    fn preflight(&self) -> BackendStatus {
+        preflight(&|k| std::env::var_os(k))
+    }
+
+    fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
+        if self.config.agent_image.is_empty() {
+            return Err(BackendError::InvalidSpec(
+                "no agent image for the kubernetes bottle".into(),
+            ));
+        }
+        if spec.forwards.is_empty() {
+            return Err(BackendError::InvalidSpec(
+                "a kubernetes bottle needs its sidecar ports".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn launch(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+    ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        if spec.interactive || [stdio.stdin, stdio.stdout, stdio.stderr].contains(&StdioMode::Piped)
+        {
+            return Err(BackendError::Unsupported(
+                "kubernetes bottles run without a terminal for now: start with a command and stdin not a terminal, and follow the agent with `kubectl logs -f`".into(),
+            ));
+        }
+        self.prepare(spec)?;
+        let cluster = self.cluster()?;
+        let plan = self.plan(spec, cluster.namespace())?;
+        let objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
+        let timeout = self.config.ready_timeout;
+        self.runtime
+            .block_on(Self::create(cluster.as_ref(), objects, timeout))
+            .map_err(|e| setup("kubernetes pod", e))?;
+        Ok(Box::new(KubeBottle {
+            identity: spec.identity.clone(),
+            cluster,
+            runtime: self.runtime.clone(),
+            done: false,
+        }))
+    }
+
+    fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "attaching to kubernetes bottle {identity} is not implemented yet; `kubectl logs -f {}` follows it",
+            objects::object_name(identity)
+        )))
+    }
+
+    fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
+        let cluster = self.cluster()?;
+        self.runtime
+            .block_on(cluster.delete_pod(&objects::object_name(identity), grace))
+            .map_err(|e| setup("stop", e))
+    }
+
+    fn list(&self) -> Result<Vec<BottleInfo>, BackendError> {
+        let cluster = self.cluster()?;
+        let pods = self
+            .runtime
+            .block_on(cluster.list_pods(&objects::selector(None)))
+            .map_err(|e| setup("list", e))?;
+        Ok(pods
+            .iter()
+            .filter_map(|pod| {
+                let identity = identity_of(pod)?;
+                let running = matches!(pod_state(pod), PodState::Running | PodState::Starting);
+                Some(BottleInfo {
+                    identity,
+                    backend: BackendKind::Kubernetes,
+                    running,
+                    orphaned: running && launcher_gone_here(pod),
+                    created: created_secs(pod),
+                })
+            })
+            .collect())
+    }
+
+    fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
+        let cluster = self.cluster()?;
+        let mut actions = Vec::new();
+        let pods = self
+            .runtime
+            .block_on(cluster.list_pods(&objects::selector(None)))
+            .map_err(|e| setup("cleanup", e))?;
+        for pod in &pods {
+            let Some(identity) = identity_of(pod) else {
+                continue;
+            };
+            let name = objects::object_name(&identity);
+            let state = pod_state(pod);
+            let ended = matches!(state, PodState::Ended(_) | PodState::Failed(_));
+            if ended && !launcher_gone_here(pod) {
+                // Ended pods of a live launcher are its to remove (it is reading the end).
+                continue;
+            }
+            if ended || launcher_gone_here(pod) {
+                if !dry_run {
+                    self.runtime
+                        .block_on(cluster.delete_pod(&name, Duration::ZERO))
+                        .map_err(|e| setup("cleanup", e))?;
+                }
+                actions.push(if ended {
+                    CleanupAction::RemovedContainer { name }
+                } else {
+                    CleanupAction::KilledOrphan { identity }
+                });
+            }
+        }
+        let leftovers = self
+            .runtime
+            .block_on(cluster.unowned_secrets(&objects::selector(None)))
+            .map_err(|e| setup("cleanup", e))?;
+        for name in leftovers {
+            if !dry_run {
+                self.runtime
+                    .block_on(cluster.delete_leftovers(&name))
+                    .map_err(|e| setup("cleanup", e))?;
+            }
+            actions.push(CleanupAction::RemovedContainer { name });
+        }
+        Ok(actions)
+    }
+}
+
+/// A running kubernetes bottle: waiting watches the pod until the agent ends, then deletes
+/// the pod (and with it the Secret and ConfigMap).
+struct KubeBottle {
+    identity: String,
+    cluster: Arc<dyn Cluster>,
+    runtime: Arc<Runtime>,
+    done: bool,
+}
+
+impl KubeBottle {
+    fn name(&self) -> String {
+        objects::object_name(&self.identity)
+    }
+}
+
+impl RunningBottle for KubeBottle {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+    fn take_stdin(&mut self) -> Option<Box<dyn std::io::Write + Send>> {
+        None
+    }
+    fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        None
+    }
+    fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        None
+    }
+
+    fn wait(&mut self) -> Result<BottleExit, BackendError> {
+        let name = self.name();
+        let cluster = self.cluster.clone();
+        let ended = self.runtime.block_on(async {
+            // A day at most per watch round; the watch itself reconnects as needed.
+            loop {
+                match cluster
+                    .watch_pod(&name, Duration::from_secs(86_400), &|p| {
+                        matches!(pod_state(p), PodState::Ended(_) | PodState::Failed(_))
+                    })
+                    .await
+                {
+                    Err(ClusterError::Timeout(_)) => continue,
+                    other => break other,
+                }
+            }
+        });
+        let exit = match ended.map_err(|e| setup("wait", e))? {
+            Some(pod) => match pod_state(&pod) {
+                PodState::Ended(code) => BottleExit { code },
+                PodState::Failed(e) => return Err(setup("wait", e)),
+                _ => BottleExit { code: 137 },
+            },
+            // Deleted under us (`stop`, or someone's kubectl): killed.
+            None => BottleExit { code: 137 },
+        };
+        self.runtime
+            .block_on(cluster.delete_pod(&name, Duration::ZERO))
+            .map_err(|e| setup("remove the pod", e))?;
+        self.done = true;
+        Ok(exit)
+    }
+
+    fn terminate(&mut self) -> Result<(), BackendError> {
+        let name = self.name();
+        self.runtime
+            .block_on(self.cluster.delete_pod(&name, Duration::from_secs(10)))
+            .map(drop)
+            .map_err(|e| setup("terminate", e))
+    }
+
+    fn kill(&mut self) -> Result<(), BackendError> {
+        let name = self.name();
+        self.runtime
+            .block_on(self.cluster.delete_pod(&name, Duration::ZERO))
+            .map(drop)
+            .map_err(|e| setup("kill", e))
+    }
+}
+
+impl Drop for KubeBottle {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.kill();
+        }
+    }
+}
+
+/// Whether a kubeconfig (or an in-cluster service account) is there to use. Offline: `doctor`
+/// never contacts a cluster.
+pub fn preflight(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> BackendStatus {
+    let kubeconfig = env("KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+        .or_else(|| env("HOME").map(|h| vec![PathBuf::from(h).join(".kube/config")]))
+        .unwrap_or_default();
+    let found: Vec<&PathBuf> = kubeconfig.iter().filter(|p| p.is_file()).collect();
+    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some();
+    let check = if let Some(path) = found.first() {
+        Check {
+            name: "kubeconfig".into(),
+            ok: true,
+            detail: format!(
+                "{} (not contacted: `kubectl cluster-info` checks the cluster)",
+                path.display()
+            ),
+            fix: None,
+            required: true,
+        }
+    } else if in_cluster {
+        Check {
+            name: "kubeconfig".into(),
+            ok: true,
+            detail: "in-cluster service account".into(),
+            fix: None,
+            required: true,
+        }
+    } else {
+        Check {
+            name: "kubeconfig".into(),
+            ok: false,
+            detail: format!(
+                "no kubeconfig at {}",
+                kubeconfig
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            fix: Some("point $KUBECONFIG at your cluster's kubeconfig (or write ~/.kube/config), then check `kubectl cluster-info`".into()),
+            required: true,
+        }
+    };
+    BackendStatus {
+        backend: BackendKind::Kubernetes,
+        usable: check.ok,
+        checks: vec![check],
+    }
+}
+
+#[cfg(test)]
+mod tests;

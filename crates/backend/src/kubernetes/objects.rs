@@ -1,0 +1,769 @@
+//! The Kubernetes objects of one bottle, as pure functions of a [`PodPlan`] (snapshot-tested
+//! below, no cluster needed; `start --dry-run` prints them).
+//!
+//! Per bottle `<identity>`, all named `bot-bottle-<identity>` in the bottle's namespace:
+//!
+//! | object | what |
+//! |---|---|
+//! | `Pod` | init `network` (nftables), native sidecar `sidecar` (the bundle), init `workspace` (clones through the gate), container `agent` |
+//! | `Secret` | the bundle's files (config, CA key, tokens): mounted into the sidecar alone |
+//! | `ConfigMap` | the nftables rules, the agent's read-only files and its home's first contents |
+//!
+//! The sidecar is a *native sidecar* (an init container with `restartPolicy: Always`,
+//! Kubernetes ≥ 1.29): it starts before the workspace is cloned (which goes through its
+//! git gate), keeps running beside the agent, and is stopped once the agent ends. The
+//! Secret and the ConfigMap are owned by the Pod once it exists ([`owned_by`]), so deleting
+//! the Pod deletes them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    ExecAction, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::Serialize;
+
+use super::nft;
+use crate::spec::Resources;
+
+/// `app.kubernetes.io/managed-by` value on every object of ours: `list` and `cleanup` select
+/// on it.
+pub const MANAGED_BY: &str = "bot-bottle";
+/// The bottle identity an object belongs to.
+pub const LABEL_IDENTITY: &str = "bot-bottle.org/identity";
+/// The launcher (`<machine id>/<boot id>:<pid>:<start time>`), so `cleanup` on the same
+/// machine can tell an orphan from a running bottle (an annotation: it does not fit a label).
+pub const ANNOTATION_LAUNCHER: &str = "bot-bottle.org/launcher";
+/// Where the bundle's files (the Secret) appear in the sidecar container.
+pub const SIDECAR_DIR: &str = "/run/bot-bottle/sidecar";
+/// Where the init container finds the nftables rules.
+pub const RULES_DIR: &str = "/run/bot-bottle/network";
+/// The ConfigMap key of the rules.
+pub const RULES_KEY: &str = "rules.nft";
+/// Where the home's first contents are mounted for the seeding init container.
+const HOME_SEED_DIR: &str = "/run/bot-bottle/home-seed";
+
+/// The name of every object of a bottle.
+pub fn object_name(identity: &str) -> String {
+    format!("bot-bottle-{identity}")
+}
+
+/// A file the agent reads (read-only, e.g. the bottle CA certificate) or finds in its home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFile {
+    /// Absolute path inside the agent container ([`PodPlan::home_files`]: relative to home).
+    pub inside: String,
+    pub content: Vec<u8>,
+}
+
+/// The sidecar bundle's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarPlan {
+    pub image: String,
+    /// Command (the image's entrypoint when empty).
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Readiness: a command run inside the sidecar (`bot-bottle sidecar --check`).
+    pub ready_check: Option<Vec<String>>,
+    /// The bundle's files by name, mounted under [`SIDECAR_DIR`]. In `--dry-run` output only
+    /// the names are shown.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything the objects are made from (the launch spec plus the cluster settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    pub identity: String,
+    pub namespace: String,
+    /// `runtimeClassName` (e.g. `gvisor`, `kata`); the cluster's default when `None`.
+    pub runtime_class: Option<String>,
+    pub agent_image: String,
+    /// The image of the `network` init container (needs `nft`); the sidecar's by default.
+    pub init_image: String,
+    pub agent_uid: u32,
+    pub agent_gid: u32,
+    pub sidecar_uid: u32,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// The agent's working directory (the workspace, an `emptyDir`).
+    pub workdir: String,
+    /// The agent's home directory.
+    pub home: String,
+    /// A PersistentVolumeClaim that keeps the home for `resume`; an `emptyDir` when `None`.
+    pub home_claim: Option<String>,
+    /// Files mounted read-only into the agent (absolute paths).
+    pub files: Vec<AgentFile>,
+    /// Files copied into the home before the agent starts (paths relative to the home).
+    pub home_files: Vec<AgentFile>,
+    /// `git clone` URL and directory (relative to the workspace) per repository, cloned
+    /// through the git gate before the agent starts.
+    pub clones: Vec<(String, String)>,
+    /// The sidecar's ports on `127.0.0.1`, the only ones the agent reaches.
+    pub ports: Vec<u16>,
+    pub resources: Resources,
+    pub interactive: bool,
+    /// The [`ANNOTATION_LAUNCHER`] value.
+    pub launcher: String,
+    pub sidecar: SidecarPlan,
+}
+
+/// One bottle's objects, in the order they are shown (and the Pod is created first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BottleObjects {
+    pub pod: Pod,
+    pub secret: Secret,
+    pub config_map: ConfigMap,
+}
+
+impl BottleObjects {
+    /// The objects as a multi-document YAML stream, as `kubectl apply -f` reads it. With
+    /// `redact`, the Secret's values are replaced by `<redacted>` (`--dry-run` output is
+    /// printed and may be pasted into tickets; the values are credentials).
+    pub fn to_yaml(&self, redact: bool) -> Result<String, serde_saphyr::ser::Error> {
+        let mut secret = self.secret.clone();
+        if redact {
+            secret.string_data = secret.data.take().map(|data| {
+                data.into_keys()
+                    .map(|k| (k, "<redacted>".to_owned()))
+                    .collect()
+            });
+        }
+        Ok([
+            serde_saphyr::to_string(&self.pod)?,
+            serde_saphyr::to_string(&secret)?,
+            serde_saphyr::to_string(&self.config_map)?,
+        ]
+        .join("---\n"))
+    }
+}
+
+/// An invalid plan, said with the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+fn labels(identity: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGED_BY.to_owned(),
+        ),
+        ("app.kubernetes.io/name".to_owned(), "bot-bottle".to_owned()),
+        (LABEL_IDENTITY.to_owned(), identity.to_owned()),
+    ])
+}
+
+/// The label selector of every object of ours (`Some(identity)`: of one bottle).
+pub fn selector(identity: Option<&str>) -> String {
+    let mut s = format!("app.kubernetes.io/managed-by={MANAGED_BY}");
+    if let Some(identity) = identity {
+        s.push_str(&format!(",{LABEL_IDENTITY}={identity}"));
+    }
+    s
+}
+
+fn meta(plan: &PodPlan) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(object_name(&plan.identity)),
+        namespace: Some(plan.namespace.clone()),
+        labels: Some(labels(&plan.identity)),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_LAUNCHER.to_owned(),
+            plan.launcher.clone(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Makes `meta` owned by the pod (name and uid as the API server returned them).
+pub fn owned_by(meta: &mut ObjectMeta, pod_name: &str, pod_uid: &str) {
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".to_owned(),
+        kind: "Pod".to_owned(),
+        name: pod_name.to_owned(),
+        uid: pod_uid.to_owned(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }]);
+}
+
+/// The hardening every long-running container gets: its own non-root uid, no capability, no
+/// privilege escalation, read-only root, the runtime's default seccomp profile.
+fn confined(uid: u32, gid: u32) -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(i64::from(uid)),
+        run_as_group: Some(i64::from(gid)),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: memory.then(|| "Memory".to_owned()),
+            size_limit: Some(Quantity(size.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
+    env.iter()
+        .map(|(name, value)| EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            value_from: None,
+        })
+        .collect()
+}
+
+/// The agent's limits: requests equal limits (the scheduler reserves what the bottle may
+/// use). `pids` has no per-pod field: the kubelet's `podPidsLimit` bounds it (README).
+fn agent_resources(r: &Resources) -> ResourceRequirements {
+    let q = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(format!("{}m", r.millicpus))),
+        ("memory".to_owned(), Quantity(r.memory_bytes.to_string())),
+    ]);
+    ResourceRequirements {
+        limits: Some(q.clone()),
+        requests: Some(q),
+        ..Default::default()
+    }
+}
+
+/// The sidecar's fixed share (the bundle is small; its limits keep a busy agent's proxy
+/// from starving the node).
+fn sidecar_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("128Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("1".to_owned())),
+            ("memory".to_owned(), Quantity("512Mi".to_owned())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// The key of the `n`th agent file in the ConfigMap (keys may not hold `/`).
+fn file_key(prefix: &str, n: usize) -> String {
+    format!("{prefix}-{n}")
+}
+
+/// Checks what the objects cannot express safely (the manifest's settings were validated
+/// when it was read; these are the launch's own values).
+fn check(plan: &PodPlan) -> Result<(), PlanError> {
+    if plan.agent_uid == 0 {
+        return Err(PlanError(
+            "the agent's uid is 0; kubernetes bottles never run the agent as root".into(),
+        ));
+    }
+    if plan.sidecar_uid == 0 || plan.sidecar_uid == plan.agent_uid {
+        return Err(PlanError(format!(
+            "the sidecar's uid ({}) must be neither 0 nor the agent's ({}): the pod's packet filter tells them apart by uid",
+            plan.sidecar_uid, plan.agent_uid
+        )));
+    }
+    if plan.ports.is_empty() {
+        return Err(PlanError(
+            "the bottle has no sidecar port; the agent would have no way out at all".into(),
+        ));
+    }
+    if plan.argv.is_empty() {
+        return Err(PlanError("the agent's command is empty".into()));
+    }
+    for file in plan.files.iter() {
+        if !file.inside.starts_with('/') {
+            return Err(PlanError(format!(
+                "agent file `{}` is not an absolute path",
+                file.inside
+            )));
+        }
+    }
+    for file in plan.home_files.iter() {
+        if file.inside.starts_with('/') || file.inside.split('/').any(|c| c == ".." || c.is_empty())
+        {
+            return Err(PlanError(format!(
+                "home file `{}` must be a relative path without `..`",
+                file.inside
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The objects of one bottle.
+pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
+    check(plan)?;
+    let name = object_name(&plan.identity);
+    let rules = nft::ruleset(plan.agent_uid, plan.sidecar_uid, &plan.ports)
+        .ok_or_else(|| PlanError("no packet filter for these uids and ports".into()))?;
+
+    let mut config_data = BTreeMap::from([(RULES_KEY.to_owned(), rules)]);
+    let mut binary_data = BTreeMap::new();
+    let mut put = |key: String, content: &[u8]| match std::str::from_utf8(content) {
+        Ok(text) => {
+            config_data.insert(key, text.to_owned());
+        }
+        Err(_) => {
+            binary_data.insert(key, ByteString(content.to_vec()));
+        }
+    };
+    for (n, f) in plan.files.iter().enumerate() {
+        put(file_key("file", n), &f.content);
+    }
+    for (n, f) in plan.home_files.iter().enumerate() {
+        put(file_key("home", n), &f.content);
+    }
+    let config_map = ConfigMap {
+        metadata: meta(plan),
+        data: Some(config_data),
+        binary_data: (!binary_data.is_empty()).then_some(binary_data),
+        immutable: Some(true),
+    };
+    let secret = Secret {
+        metadata: meta(plan),
+        type_: Some("Opaque".to_owned()),
+        immutable: Some(true),
+        data: Some(
+            plan.sidecar
+                .files
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone())))
+                .collect(),
+        ),
+        string_data: None,
+    };
+
+    let network = Container {
+        name: "network".to_owned(),
+        image: Some(plan.init_image.clone()),
+        command: Some(vec![
+            "nft".to_owned(),
+            "-f".to_owned(),
+            format!("{RULES_DIR}/{RULES_KEY}"),
+        ]),
+        volume_mounts: Some(vec![mount("config", RULES_DIR, true)]),
+        security_context: Some(SecurityContext {
+            // Root with NET_ADMIN alone, for the one command; it exits before the agent runs.
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: Some(vec!["NET_ADMIN".to_owned()]),
+            }),
+            ..confined(0, 0)
+        }),
+        ..Default::default()
+    };
+    let mut config_items = vec![KeyToPath {
+        key: RULES_KEY.to_owned(),
+        path: RULES_KEY.to_owned(),
+        mode: None,
+    }];
+    for (n, f) in plan.home_files.iter().enumerate() {
+        config_items.push(KeyToPath {
+            key: file_key("home", n),
+            path: format!("home-seed/{}", f.inside),
+            mode: None,
+        });
+    }
+    for n in 0..plan.files.len() {
+        config_items.push(KeyToPath {
+            key: file_key("file", n),
+            path: file_key("file", n),
+            mode: None,
+        });
+    }
+
+    let sidecar = Container {
+        name: "sidecar".to_owned(),
+        image: Some(plan.sidecar.image.clone()),
+        args: (!plan.sidecar.argv.is_empty()).then(|| plan.sidecar.argv.clone()),
+        env: Some(env_list(&plan.sidecar.env)),
+        // A native sidecar: started before the workspace init, stopped after the agent.
+        restart_policy: Some("Always".to_owned()),
+        startup_probe: plan.sidecar.ready_check.as_ref().map(|command| Probe {
+            exec: Some(ExecAction {
+                command: Some(command.clone()),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(120),
+            ..Default::default()
+        }),
+        readiness_probe: plan.sidecar.ready_check.as_ref().map(|command| Probe {
+            exec: Some(ExecAction {
+                command: Some(command.clone()),
+            }),
+            period_seconds: Some(10),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("sidecar", SIDECAR_DIR, true),
+            mount("sidecar-tmp", "/tmp", false),
+        ]),
+        resources: Some(sidecar_resources()),
+        security_context: Some(confined(plan.sidecar_uid, plan.sidecar_uid)),
+        ..Default::default()
+    };
+
+    let mut init_containers = vec![network, sidecar];
+    let agent_sc = confined(plan.agent_uid, plan.agent_gid);
+    if !plan.home_files.is_empty() {
+        init_containers.push(Container {
+            name: "home".to_owned(),
+            image: Some(plan.agent_image.clone()),
+            command: Some(vec![
+                "cp".to_owned(),
+                // `-L`: the ConfigMap's files are symlinks into its data directory.
+                "-RL".to_owned(),
+                format!("{HOME_SEED_DIR}/."),
+                plan.home.clone(),
+            ]),
+            volume_mounts: Some(vec![
+                mount("home", &plan.home, false),
+                VolumeMount {
+                    sub_path: Some("home-seed".to_owned()),
+                    ..mount("config", HOME_SEED_DIR, true)
+                },
+            ]),
+            security_context: Some(agent_sc.clone()),
+            ..Default::default()
+        });
+    }
+    if !plan.clones.is_empty() {
+        // One `git clone` per repository; URLs and directories come in through the
+        // environment, never spliced into the script.
+        let script = plan
+            .clones
+            .iter()
+            .enumerate()
+            .map(|(n, _)| format!("git clone -- \"$url{n}\" \"$dir{n}\""))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let mut env = plan.env.clone();
+        for (n, (url, dir)) in plan.clones.iter().enumerate() {
+            env.insert(format!("url{n}"), url.clone());
+            env.insert(format!("dir{n}"), dir.clone());
+        }
+        init_containers.push(Container {
+            name: "workspace".to_owned(),
+            image: Some(plan.agent_image.clone()),
+            command: Some(vec!["/bin/sh".to_owned(), "-ec".to_owned(), script]),
+            working_dir: Some(plan.workdir.clone()),
+            env: Some(env_list(&env)),
+            volume_mounts: Some(agent_mounts(plan)),
+            security_context: Some(agent_sc.clone()),
+            ..Default::default()
+        });
+    }
+
+    let agent = Container {
+        name: "agent".to_owned(),
+        image: Some(plan.agent_image.clone()),
+        command: Some(plan.argv.clone()),
+        env: Some(env_list(&plan.env)),
+        working_dir: Some(plan.workdir.clone()),
+        stdin: Some(plan.interactive),
+        stdin_once: Some(plan.interactive),
+        tty: Some(plan.interactive),
+        volume_mounts: Some(agent_mounts(plan)),
+        resources: Some(agent_resources(&plan.resources)),
+        security_context: Some(agent_sc),
+        ..Default::default()
+    };
+
+    let home_volume = match &plan.home_claim {
+        Some(claim) => Volume {
+            name: "home".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        None => empty_dir("home", false, "10Gi"),
+    };
+    let pod = Pod {
+        metadata: meta(plan),
+        spec: Some(PodSpec {
+            // No service-account token, no service links (addresses of the namespace's
+            // services in the environment), nothing of the node's.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            share_process_namespace: Some(false),
+            restart_policy: Some("Never".to_owned()),
+            runtime_class_name: plan.runtime_class.clone(),
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            init_containers: Some(init_containers),
+            containers: vec![agent],
+            volumes: Some(vec![
+                Volume {
+                    name: "sidecar".to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(name.clone()),
+                        // Readable by the sidecar's uid. Only the sidecar container mounts
+                        // this volume, and containers share no mount or PID namespace.
+                        default_mode: Some(0o444),
+                        optional: Some(false),
+                        items: None,
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "config".to_owned(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: name.clone(),
+                        default_mode: Some(0o444),
+                        optional: Some(false),
+                        items: Some(config_items),
+                    }),
+                    ..Default::default()
+                },
+                home_volume,
+                empty_dir("workspace", false, "20Gi"),
+                empty_dir("tmp", true, "1Gi"),
+                empty_dir("sidecar-tmp", true, "256Mi"),
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Ok(BottleObjects {
+        pod,
+        secret,
+        config_map,
+    })
+}
+
+/// The agent's volumes: workspace, home, `/tmp`, and its read-only files one by one.
+fn agent_mounts(plan: &PodPlan) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        mount("workspace", &plan.workdir, false),
+        mount("home", &plan.home, false),
+        mount("tmp", "/tmp", false),
+    ];
+    for (n, f) in plan.files.iter().enumerate() {
+        mounts.push(VolumeMount {
+            sub_path: Some(file_key("file", n)),
+            ..mount("config", &f.inside, true)
+        });
+    }
+    mounts
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn plan() -> PodPlan {
+        PodPlan {
+            identity: "claude-1a2b3".into(),
+            namespace: "agents".into(),
+            runtime_class: Some("gvisor".into()),
+            agent_image: "registry.example/bot-bottle/agent-claude:0123456789ab".into(),
+            init_image: "registry.example/bot-bottle/sidecar:0123456789ab".into(),
+            agent_uid: 1000,
+            agent_gid: 1000,
+            sidecar_uid: 1001,
+            argv: vec!["claude".into()],
+            env: BTreeMap::from([
+                ("HOME".into(), "/home/agent".into()),
+                ("HTTPS_PROXY".into(), "http://127.0.0.1:3128".into()),
+            ]),
+            workdir: "/workspace".into(),
+            home: "/home/agent".into(),
+            home_claim: None,
+            files: vec![AgentFile {
+                inside: "/etc/ssl/certs/ca-certificates.crt".into(),
+                content: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+            }],
+            home_files: vec![AgentFile {
+                inside: ".gitconfig".into(),
+                content: b"[user]\n\tname = agent\n".to_vec(),
+            }],
+            clones: vec![("http://127.0.0.1:3129/app.git".into(), "app".into())],
+            ports: vec![3128, 3129, 3130],
+            resources: Resources {
+                millicpus: 1500,
+                memory_bytes: 2 << 30,
+                pids: 512,
+                allow_unenforced: false,
+            },
+            interactive: true,
+            launcher: "0f0e/boot:4242:99".into(),
+            sidecar: SidecarPlan {
+                image: "registry.example/bot-bottle/sidecar:0123456789ab".into(),
+                argv: vec![
+                    "bot-bottle".into(),
+                    "sidecar".into(),
+                    "--config".into(),
+                    format!("{SIDECAR_DIR}/sidecar.json"),
+                ],
+                env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
+                ready_check: Some(vec![
+                    "bot-bottle".into(),
+                    "sidecar".into(),
+                    "--config".into(),
+                    format!("{SIDECAR_DIR}/sidecar.json"),
+                    "--check".into(),
+                ]),
+                files: BTreeMap::from([
+                    ("sidecar.json".into(), b"{}".to_vec()),
+                    ("token-github".into(), b"ghp_not_a_real_token".to_vec()),
+                ]),
+            },
+        }
+    }
+
+    #[test]
+    fn the_objects_of_a_bottle() {
+        let objects = bottle_objects(&plan()).unwrap();
+        insta::assert_snapshot!("bottle_objects", objects.to_yaml(false).unwrap());
+    }
+
+    #[test]
+    fn the_printed_objects_parse_back_as_kubernetes_types_and_redact_the_secret() {
+        let objects = bottle_objects(&plan()).unwrap();
+        let yaml = objects.to_yaml(true).unwrap();
+        assert!(!yaml.contains("ghp_not_a_real_token"), "{yaml}");
+        // Documents are separated by `---` lines (block scalars indent theirs).
+        let docs: Vec<&str> = yaml.split("\n---\n").collect();
+        assert_eq!(docs.len(), 3, "{yaml}");
+        let pod: Pod = serde_saphyr::from_str(docs[0]).unwrap();
+        assert_eq!(pod, objects.pod);
+        let secret: Secret = serde_saphyr::from_str(docs[1]).unwrap();
+        assert_eq!(secret.data, None);
+        assert_eq!(
+            secret.string_data.unwrap().get("token-github").unwrap(),
+            "<redacted>"
+        );
+        let config_map: ConfigMap = serde_saphyr::from_str(docs[2]).unwrap();
+        assert_eq!(config_map, objects.config_map);
+        // Unredacted, the Secret round-trips exactly (base64 data).
+        let plain = objects.to_yaml(false).unwrap();
+        let secret: Secret =
+            serde_saphyr::from_str(plain.split("\n---\n").nth(1).unwrap()).unwrap();
+        assert_eq!(secret, objects.secret);
+    }
+
+    #[test]
+    fn only_the_sidecar_mounts_the_secret_and_the_agent_is_confined() {
+        let objects = bottle_objects(&plan()).unwrap();
+        let spec = objects.pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        let every: Vec<&Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .collect();
+        let with_secret: Vec<&str> = every
+            .iter()
+            .filter(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "sidecar")
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(with_secret, vec!["sidecar"]);
+        let agent = &spec.containers[0];
+        let sc = agent.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(1000));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        // Only the network init container holds a capability, and only NET_ADMIN.
+        let with_caps: Vec<(&str, Vec<String>)> = every
+            .iter()
+            .filter_map(|c| {
+                let add = c
+                    .security_context
+                    .as_ref()?
+                    .capabilities
+                    .as_ref()?
+                    .add
+                    .clone()?;
+                Some((c.name.as_str(), add))
+            })
+            .collect();
+        assert_eq!(with_caps, vec![("network", vec!["NET_ADMIN".to_owned()])]);
+    }
+
+    #[test]
+    fn unsafe_plans_are_refused_with_the_reason() {
+        let mut p = plan();
+        p.agent_uid = 0;
+        assert!(
+            bottle_objects(&p)
+                .unwrap_err()
+                .0
+                .contains("never run the agent as root")
+        );
+        let mut p = plan();
+        p.sidecar_uid = p.agent_uid;
+        assert!(
+            bottle_objects(&p)
+                .unwrap_err()
+                .0
+                .contains("tells them apart by uid")
+        );
+        let mut p = plan();
+        p.ports.clear();
+        assert!(
+            bottle_objects(&p)
+                .unwrap_err()
+                .0
+                .contains("no sidecar port")
+        );
+        let mut p = plan();
+        p.home_files[0].inside = "../etc/passwd".into();
+        assert!(bottle_objects(&p).unwrap_err().0.contains("without `..`"));
+    }
+}

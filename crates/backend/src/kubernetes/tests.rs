@@ -1,0 +1,450 @@
+//! The lifecycle against the in-memory cluster: create, watch until ready, wait, stop, list,
+//! cleanup of orphans and leftovers, and the errors an operator meets (forbidden, quota,
+//! image pull, a failed packet filter), each with what to do.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use pretty_assertions::assert_eq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::fake::{self, FakeCluster};
+use super::*;
+use crate::spec::{Forward, Home, ReadOnlyFile, Resources, Workspace, WorkspaceMode};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    spec: LaunchSpec,
+    config: KubernetesConfig,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(home.join(".gitconfig"), "[user]\n\tname = agent\n").unwrap();
+    std::fs::write(home.join(".claude/settings.json"), "{}").unwrap();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let sidecar_dir = tmp.path().join("sidecar");
+    std::fs::create_dir_all(&sidecar_dir).unwrap();
+    std::fs::write(sidecar_dir.join("sidecar.json"), "{}").unwrap();
+    std::fs::write(sidecar_dir.join("token-github"), "ghp_not_a_real_token").unwrap();
+    let spec = LaunchSpec {
+        identity: "claude-1a2b3".into(),
+        argv: vec!["claude".into(), "-p".into(), "fix the tests".into()],
+        env: BTreeMap::from([("HOME".into(), "/home/agent".into())]),
+        workspace: Workspace {
+            host: "/nonexistent".into(),
+            inside: "/workspace".into(),
+            mode: WorkspaceMode::Mount,
+        },
+        home: Home {
+            host: home,
+            inside: "/home/agent".into(),
+        },
+        files: vec![ReadOnlyFile {
+            host: ca,
+            inside: "/etc/ssl/certs/ca-certificates.crt".into(),
+        }],
+        forwards: [3128, 3129, 3130]
+            .into_iter()
+            .map(|inside_port| Forward {
+                inside_port,
+                host_unix_socket: "/unused".into(),
+            })
+            .collect(),
+        interactive: false,
+        resources: Resources::default(),
+        dangerously_run_as_host_root: false,
+    };
+    let mut config = KubernetesConfig::new(
+        ClusterSettings {
+            namespace: Some("agents".into()),
+            runtime_class: Some("gvisor".into()),
+            ..Default::default()
+        },
+        "bot-bottle/agent-claude:0123",
+    );
+    config.sidecar = Some(KubeSidecar {
+        image: "bot-bottle/sidecar:0123".into(),
+        argv: vec!["bot-bottle".into(), "sidecar".into()],
+        env: BTreeMap::new(),
+        ready_check: None,
+        files_dir: sidecar_dir,
+    });
+    config.ready_timeout = Duration::from_secs(20);
+    Fixture {
+        _tmp: tmp,
+        spec,
+        config,
+    }
+}
+
+const NAME: &str = "bot-bottle-claude-1a2b3";
+
+fn backend(f: &Fixture, cluster: &Arc<FakeCluster>) -> KubernetesBackend {
+    KubernetesBackend::with_cluster(f.config.clone(), cluster.clone()).unwrap()
+}
+
+fn quiet() -> BottleStdio {
+    BottleStdio {
+        stdin: StdioMode::Null,
+        stdout: StdioMode::Inherit,
+        stderr: StdioMode::Inherit,
+    }
+}
+
+#[test]
+fn launch_creates_the_pod_then_its_owned_secret_and_config_map_and_waits_for_the_agent() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let backend = backend(&f, &cluster);
+    let mut bottle = backend.launch(&f.spec, quiet()).unwrap();
+    assert_eq!(
+        cluster.calls(),
+        vec![
+            format!("create pod {NAME}"),
+            format!("create secret {NAME}"),
+            format!("create configmap {NAME}"),
+            format!("watch pod {NAME}"),
+        ]
+    );
+    // The Secret holds the bundle's files and is owned by the pod; the agent's files and its
+    // home's contents are in the ConfigMap, never in the Secret.
+    let pod = cluster.pod(NAME).unwrap();
+    let secret = cluster.secret(NAME).unwrap();
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.clone()),
+        ("Pod", pod.metadata.uid.clone().unwrap())
+    );
+    let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, vec!["sidecar.json", "token-github"]);
+    let cm = cluster.config_map(NAME).unwrap();
+    let values: Vec<&String> = cm.data.as_ref().unwrap().values().collect();
+    assert!(values.iter().any(|v| v.contains("[user]")));
+    assert!(values.iter().all(|v| !v.contains("ghp_")));
+    assert_eq!(
+        pod.spec.as_ref().unwrap().runtime_class_name.as_deref(),
+        Some("gvisor")
+    );
+
+    // The agent ends: `wait` returns its code and removes the pod (and what it owns).
+    let cluster2 = cluster.clone();
+    let mover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        cluster2.set_status(NAME, fake::agent_ended(3));
+    });
+    assert_eq!(bottle.wait().unwrap().code, 3);
+    mover.join().unwrap();
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+    assert_eq!(cluster.config_map(NAME), None);
+}
+
+#[test]
+fn a_pod_that_is_still_starting_is_watched_until_the_agent_runs() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::starting());
+    let backend = backend(&f, &cluster);
+    let cluster2 = cluster.clone();
+    let mover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        cluster2.set_status(NAME, fake::agent_running());
+    });
+    let mut bottle = backend.launch(&f.spec, quiet()).unwrap();
+    mover.join().unwrap();
+    bottle.kill().unwrap();
+    assert_eq!(cluster.pod(NAME), None);
+}
+
+#[test]
+fn an_image_pull_failure_fails_the_launch_names_the_image_and_leaves_nothing() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::image_pull_failure());
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("cannot pull image `bot-bottle/agent-claude:0123` (ImagePullBackOff"),
+        "{e}"
+    );
+    assert!(e.contains("kubernetes.registry"), "{e}");
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+    assert_eq!(cluster.config_map(NAME), None);
+}
+
+#[test]
+fn a_failed_packet_filter_fails_closed_before_the_agent_runs() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::network_init_failed());
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the bottle's `network` container failed before the agent started: exit code 1: Error: Could not process rule"),
+        "{e}"
+    );
+    assert_eq!(cluster.pod(NAME), None);
+}
+
+#[test]
+fn forbidden_and_quota_refusals_say_what_to_ask_for_and_clean_up() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.fail(
+        "create pod",
+        ClusterError::from_status(
+            "create pods",
+            "agents",
+            403,
+            "Forbidden",
+            "pods is forbidden: User \"dev\" cannot create resource \"pods\"",
+        ),
+    );
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the cluster refused to create pods in namespace `agents`"),
+        "{e}"
+    );
+
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    cluster.fail(
+        "create secret",
+        ClusterError::from_status(
+            "create secrets",
+            "agents",
+            403,
+            "Forbidden",
+            "secrets \"bot-bottle-claude-1a2b3\" is forbidden: exceeded quota: objects, requested: count/secrets=1, used: count/secrets=10, limited: count/secrets=10",
+        ),
+    );
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the namespace `agents` has no room for this bottle"),
+        "{e}"
+    );
+    // The pod created before the refusal is gone again.
+    assert_eq!(cluster.pod(NAME), None);
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete pod {NAME} grace=0"))
+    );
+}
+
+#[test]
+fn interactive_launches_are_refused_with_what_works_instead() {
+    let mut f = fixture();
+    f.spec.interactive = true;
+    let cluster = Arc::new(FakeCluster::new());
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, BottleStdio::inherit())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("kubectl logs -f"), "{e}");
+    assert_eq!(cluster.calls(), Vec::<String>::new());
+}
+
+fn foreign_pod(
+    identity: &str,
+    launcher: &str,
+    status: k8s_openapi::api::core::v1::PodStatus,
+) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(objects::object_name(identity)),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), "bot-bottle".into()),
+                (objects::LABEL_IDENTITY.into(), identity.into()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                objects::ANNOTATION_LAUNCHER.into(),
+                launcher.into(),
+            )])),
+            uid: Some(format!("uid-{identity}")),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(status),
+    }
+}
+
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn list_stop_and_cleanup_judge_only_this_machines_launchers() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    let machine = machine_id();
+    // Launched here by a process that is gone (pid 1's start time is not 0 here... use a
+    // boot id that is not this boot's): an orphan.
+    cluster.insert_pod(foreign_pod(
+        "claude-00001",
+        &format!("{machine}/not-this-boot:4242:99"),
+        fake::agent_running(),
+    ));
+    // Launched by this very process: alive.
+    cluster.insert_pod(foreign_pod(
+        "claude-00002",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
+    // Launched on another machine: never judged.
+    cluster.insert_pod(foreign_pod(
+        "claude-00003",
+        "another-machine/boot:1:1",
+        fake::agent_running(),
+    ));
+    // A leftover Secret of a launch that failed before its pod existed.
+    cluster.insert_secret(Secret {
+        metadata: ObjectMeta {
+            name: Some("bot-bottle-claude-00004".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let backend = backend(&f, &cluster);
+    let mut listed: Vec<(String, bool, bool)> = backend
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.identity, b.running, b.orphaned))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("claude-00001".into(), true, !machine.is_empty()),
+            ("claude-00002".into(), true, false),
+            ("claude-00003".into(), true, false),
+        ]
+    );
+    if machine.is_empty() {
+        eprintln!(
+            "skipping the orphan half: this machine has no /etc/machine-id, so no pod is judged"
+        );
+        return;
+    }
+    let dry = backend.cleanup(true).unwrap();
+    assert_eq!(
+        dry,
+        vec![
+            CleanupAction::KilledOrphan {
+                identity: "claude-00001".into()
+            },
+            CleanupAction::RemovedContainer {
+                name: "bot-bottle-claude-00004".into()
+            },
+        ]
+    );
+    assert!(
+        cluster.pod("bot-bottle-claude-00001").is_some(),
+        "dry run deleted"
+    );
+    assert_eq!(backend.cleanup(false).unwrap(), dry);
+    assert_eq!(cluster.pod("bot-bottle-claude-00001"), None);
+    assert!(cluster.pod("bot-bottle-claude-00003").is_some());
+    assert_eq!(cluster.secret("bot-bottle-claude-00004"), None);
+
+    assert!(
+        backend
+            .stop("claude-00002", Duration::from_secs(10))
+            .unwrap()
+    );
+    assert!(
+        cluster
+            .calls()
+            .contains(&"delete pod bot-bottle-claude-00002 grace=10".to_owned())
+    );
+    assert!(
+        !backend
+            .stop("claude-00002", Duration::from_secs(10))
+            .unwrap()
+    );
+}
+
+#[test]
+fn supervise_is_reached_through_port_forward_from_the_laptop() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.insert_pod(foreign_pod(
+        "claude-00002",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
+    let backend = backend(&f, &cluster);
+    let (runtime, mut stream) = backend.port_forward("claude-00002", 3130).unwrap();
+    let echoed = runtime.block_on(async {
+        stream.write_all(b"POST /mcp").await.unwrap();
+        let mut buf = [0u8; 9];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    });
+    assert_eq!(&echoed, b"POST /mcp");
+    assert!(
+        cluster
+            .calls()
+            .contains(&"portforward bot-bottle-claude-00002 3130".to_owned())
+    );
+    let e = backend
+        .port_forward("claude-00009", 3130)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not found"), "{e}");
+}
+
+#[test]
+fn preflight_finds_the_kubeconfig_offline_or_says_how_to_get_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config");
+    let nohome = tmp.path().join("nohome");
+    let env_with = |kubeconfig: Option<std::path::PathBuf>| {
+        let nohome = nohome.clone();
+        move |k: &str| match k {
+            "KUBECONFIG" => kubeconfig.clone().map(Into::into),
+            "HOME" => Some(nohome.clone().into()),
+            _ => None,
+        }
+    };
+    let status = preflight(&env_with(Some(path.clone())));
+    assert!(!status.usable);
+    assert!(
+        status.checks[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("$KUBECONFIG")
+    );
+    std::fs::write(&path, "apiVersion: v1\n").unwrap();
+    let status = preflight(&env_with(Some(path.clone())));
+    assert!(status.usable, "{status:?}");
+    assert!(!preflight(&env_with(None)).usable);
+}

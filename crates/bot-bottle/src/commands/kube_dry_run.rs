@@ -1,0 +1,153 @@
+//! `start --backend kubernetes --dry-run`: the objects the kubernetes backend would create
+//! for an agent, as YAML, made from the manifest alone — no cluster, no state directory, no
+//! CA, no image build and no secret read. The Secret lists the files the bundle would get,
+//! never their values (they do not exist yet).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use backend::docker::ImageSource;
+use backend::kubernetes::{
+    AgentFile, ClusterSettings, PodPlan, SidecarPlan, bottle_objects, objects::SIDECAR_DIR,
+};
+use launcher::pod::{POD_BOTTLE_CA, POD_CA_BUNDLE, POD_WORKSPACE};
+use manifest::{AgentProvider, ResolvedAgent};
+use state::Identity;
+
+/// The uids of a kubernetes bottle (the pod's packet filter tells them apart).
+const AGENT_UID: u32 = 1000;
+const SIDECAR_UID: u32 = 1001;
+
+/// The YAML of the objects for `agent` (and `command` instead of the provider's when given).
+pub fn render(
+    agent: ResolvedAgent,
+    settings: &ClusterSettings,
+    command: Vec<String>,
+    env: &launcher::HostEnv,
+) -> anyhow::Result<String> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let identity = Identity::generate(&agent.name)?;
+    let agent_image = agent_image(&agent)?;
+    let launch = launcher::Launch {
+        agent,
+        backend: backend::BackendKind::Kubernetes,
+        cwd: POD_WORKSPACE.into(),
+        copy_cwd: false,
+        command,
+        manifest: None,
+        codex_login: None,
+    };
+    let pod = launcher::pod::pod_contract(&launch, &identity, env)?;
+    let sidecar_image = settings.image_ref(&tag(&ImageSource::sidecar(None))?);
+    let config = format!("{SIDECAR_DIR}/sidecar.json");
+    let mut secret_files: BTreeMap<String, Vec<u8>> = ["sidecar.json", "ca-key.pem"]
+        .into_iter()
+        .map(|n| (n.to_owned(), Vec::new()))
+        .collect();
+    for route in
+        launcher::provider::routes_for(&launch.agent.bottle, contract::CodexAuth::ApiKey, env)
+    {
+        if let Some(var) = route.token_env {
+            secret_files.insert(format!("token-{}", var.to_lowercase()), Vec::new());
+        }
+    }
+    let plan = PodPlan {
+        identity: identity.to_string(),
+        namespace: settings
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        runtime_class: settings.runtime_class.clone(),
+        agent_image: settings.image_ref(&agent_image),
+        init_image: sidecar_image.clone(),
+        agent_uid: AGENT_UID,
+        agent_gid: AGENT_UID,
+        sidecar_uid: SIDECAR_UID,
+        argv: pod.argv,
+        env: pod.env,
+        workdir: POD_WORKSPACE.into(),
+        home: pod.home,
+        home_claim: None,
+        files: [POD_CA_BUNDLE, POD_BOTTLE_CA]
+            .into_iter()
+            .map(|inside| AgentFile {
+                inside: inside.into(),
+                content: b"(the bottle CA, made at launch)\n".to_vec(),
+            })
+            .collect(),
+        home_files: pod
+            .home_files
+            .into_iter()
+            .map(|(inside, content)| AgentFile {
+                inside,
+                content: content.into_bytes(),
+            })
+            .collect(),
+        clones: pod.clones,
+        ports: pod.ports,
+        resources: pod.resources,
+        interactive: false,
+        launcher: "(set at launch)".into(),
+        sidecar: SidecarPlan {
+            image: sidecar_image,
+            argv: vec![
+                "bot-bottle".into(),
+                "sidecar".into(),
+                "--config".into(),
+                config.clone(),
+            ],
+            env: BTreeMap::new(),
+            ready_check: Some(vec![
+                "bot-bottle".into(),
+                "sidecar".into(),
+                "--config".into(),
+                config,
+                "--check".into(),
+            ]),
+            files: secret_files,
+        },
+    };
+    let objects = bottle_objects(&plan).map_err(|e| anyhow::anyhow!(e.0))?;
+    Ok(objects.to_yaml(true)?)
+}
+
+fn tag(source: &ImageSource) -> anyhow::Result<String> {
+    let hash = source
+        .input_hash()
+        .context("cannot hash the image's inputs")?;
+    Ok(source.tag(&hash))
+}
+
+/// The agent image's local name, as the docker backend would build it.
+fn agent_image(agent: &ResolvedAgent) -> anyhow::Result<String> {
+    let source = match &agent.bottle.agent_provider {
+        AgentProvider::Template { dockerfile, .. } => {
+            ImageSource::bottle_dockerfile(&agent.name, dockerfile).with_context(|| {
+                format!(
+                    "cannot read the bottle's Dockerfile {}",
+                    dockerfile.display()
+                )
+            })?
+        }
+        AgentProvider::Generic(g) => {
+            let dockerfile = g.dockerfile.as_ref().with_context(|| {
+                format!(
+                    "agent `{}` runs a generic provider without `agent_provider.dockerfile`, so there is no agent image; add `dockerfile: ./Dockerfile` to its `agent_provider`",
+                    agent.name
+                )
+            })?;
+            ImageSource::bottle_dockerfile(&agent.name, dockerfile).with_context(|| {
+                format!(
+                    "cannot read the generic provider's Dockerfile {}",
+                    dockerfile.display()
+                )
+            })?
+        }
+        AgentProvider::Stock(kind) => {
+            let name = kind.as_str();
+            ImageSource::provider(name, None)
+                .with_context(|| format!("no image template for the {name} provider"))?
+        }
+    };
+    tag(&source)
+}

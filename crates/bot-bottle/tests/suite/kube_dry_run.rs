@@ -1,0 +1,110 @@
+//! `bot-bottle start AGENT --backend kubernetes --dry-run`, run as the built binary: prints
+//! the Pod, Secret and ConfigMap as YAML that parse as Kubernetes objects, with the
+//! manifest's `kubernetes:` settings, no secret value, and nothing created on the machine.
+
+use std::path::Path;
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+
+const MANIFEST: &str = r#"
+bottles:
+  dev:
+    git-gate:
+      user: {name: Bot, email: bot@example.com}
+      repos:
+        app: {url: /srv/git/app.git}
+    resources: {cpus: 1.5, memory: 2GiB}
+    kubernetes:
+      namespace: agents
+      runtime_class: gvisor
+      registry: registry.example.com/team
+agents:
+  coder: {bottle: dev, prompt: fix the tests}
+"#;
+
+fn dry_run(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    std::fs::write(dir.join("bot-bottle.yaml"), MANIFEST).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["start", "coder", "--backend", "kubernetes", "--dry-run"])
+        .args(extra)
+        .current_dir(dir)
+        .env_remove("BOT_BOTTLE_MANIFEST")
+        .env_remove("BOT_BOTTLE_BACKEND")
+        .env("BOT_BOTTLE_HOME", dir.join("bbhome"))
+        .env("HOME", dir.join("home"))
+        .env("ANTHROPIC_API_KEY", "sk-ant-not-a-real-key-0123456789")
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn dry_run_prints_the_pod_secret_and_config_map_and_touches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, yaml, stderr) = dry_run(tmp.path(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !yaml.contains("sk-ant-not-a-real-key"),
+        "a secret was printed:\n{yaml}"
+    );
+    let docs: Vec<&str> = yaml.split("\n---\n").collect();
+    assert_eq!(docs.len(), 3, "{yaml}");
+    let pod: Pod = serde_saphyr::from_str(docs[0]).unwrap();
+    let secret: Secret = serde_saphyr::from_str(docs[1]).unwrap();
+    let config_map: ConfigMap = serde_saphyr::from_str(docs[2]).unwrap();
+    assert_eq!(pod.metadata.namespace.as_deref(), Some("agents"));
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    let agent = &spec.containers[0];
+    assert!(
+        agent
+            .image
+            .as_deref()
+            .unwrap()
+            .starts_with("registry.example.com/team/bot-bottle/agent-claude:"),
+        "{agent:?}"
+    );
+    assert_eq!(
+        agent.command.as_ref().unwrap().last().map(String::as_str),
+        Some("fix the tests")
+    );
+    let limits = agent.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["cpu"].0, "1500m");
+    // The gate's clone of the repository fills the workspace before the agent starts.
+    let inits: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(inits, vec!["network", "sidecar", "home", "workspace"]);
+    // The Secret lists the bundle's files without values; the ConfigMap has the rules.
+    assert_eq!(secret.data, None);
+    assert!(secret.string_data.unwrap().contains_key("sidecar.json"));
+    assert!(config_map.data.unwrap()["rules.nft"].contains("meta skuid 1000"));
+    // Nothing was created: no state, no home.
+    assert!(!tmp.path().join("bbhome").exists());
+    assert!(!tmp.path().join("home").exists());
+}
+
+#[test]
+fn dry_run_is_for_the_kubernetes_backend_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("bot-bottle.yaml"), MANIFEST).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["start", "coder", "--backend", "docker", "--dry-run"])
+        .current_dir(tmp.path())
+        .env("BOT_BOTTLE_HOME", tmp.path().join("bbhome"))
+        .env("HOME", tmp.path().join("home"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("add `--backend kubernetes`"), "{stderr}");
+}
