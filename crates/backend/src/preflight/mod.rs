@@ -155,7 +155,7 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
             cfg!(target_os = "macos"),
             find_in_path("container").as_deref(),
         ),
-        crate::qemu::default_status(),
+        crate::qemu::status(),
     ]
 }
 

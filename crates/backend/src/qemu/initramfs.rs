@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -320,7 +321,11 @@ pub fn build_cached(
         .map_err(io("write the initramfs for", modules_dir))?;
     let hash = hex::encode(&Sha256::digest(&archive)[..12]);
     let path = cache_dir.join(format!("initramfs-{hash}.cpio"));
+    // QEMU reads the archive as the jail's unprivileged uid: world-readable (nothing in it is
+    // secret), also when an older build cached it owner-only.
+    let readable = std::fs::Permissions::from_mode(0o644);
     if path.is_file() {
+        std::fs::set_permissions(&path, readable).map_err(io("make readable", &path))?;
         return Ok(path);
     }
     std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
@@ -332,6 +337,9 @@ pub fn build_cached(
         .tempfile_in(cache_dir)
         .map_err(io("create a temporary file in", cache_dir))?;
     std::io::Write::write_all(&mut tmp, &archive).map_err(io("write", tmp.path()))?;
+    tmp.as_file()
+        .set_permissions(readable)
+        .map_err(io("make readable", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io("sync", &path))?;
     tmp.persist(&path)
         .map_err(|e| io("rename into", &path)(e.error))?;
@@ -469,6 +477,29 @@ mod tests {
         assert!(std::fs::read(&built[0]).unwrap() == expected);
         // nothing but the archive is left in the cache
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    }
+
+    /// QEMU opens the archive as the jail's unprivileged uid: a cached archive readable only
+    /// by its owner (what a temporary file is created as) failed every launch as root with
+    /// "error reading initrd ... Permission denied".
+    #[test]
+    fn the_cached_archive_is_readable_by_the_jail_uid_even_if_an_older_build_left_it_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("modules/kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for name in NEEDED_MODULES {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+        }
+        let busybox = dir.path().join("busybox");
+        std::fs::write(&busybox, b"busybox").unwrap();
+        let cache = dir.path().join("cache");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let built = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
+        assert_eq!(mode(&built), 0o644);
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let again = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
+        assert_eq!(again, built);
+        assert_eq!(mode(&again), 0o644);
     }
 
     fn fake_ko(depends: &str) -> Vec<u8> {
