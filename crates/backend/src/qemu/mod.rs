@@ -126,6 +126,18 @@ fn unavailable(reason: impl std::fmt::Display) -> BackendError {
     }
 }
 
+/// The native jail of a VM under `accel`: its records under `run/qemu/jail`; under KVM it
+/// gets `/dev/kvm`, the only device of the host's beyond the standard ones (`null`, `zero`,
+/// `tty`, ...), and under TCG not even that.
+fn jail_config(config: &QemuConfig, accel: assets::Accel) -> NativeConfig {
+    let mut native = NativeConfig::new(config.helper.clone(), &config.bot_bottle_home);
+    native.runtime_dir = config.runtime_dir().join("jail");
+    if accel == assets::Accel::Kvm {
+        native.devices = vec![PathBuf::from("/dev/kvm")];
+    }
+    native
+}
+
 /// What the host's control and console threads report.
 enum Event {
     Ready,
@@ -139,12 +151,13 @@ type Tail = Arc<Mutex<VecDeque<u8>>>;
 
 impl QemuBackend {
     pub fn new(config: QemuConfig) -> QemuBackend {
-        let mut native = NativeConfig::new(config.helper.clone(), &config.bot_bottle_home);
-        native.runtime_dir = config.runtime_dir().join("jail");
-        QemuBackend {
-            config,
-            jail: NativeBackend::new(native),
-        }
+        let jail = NativeBackend::new(jail_config(&config, assets::Accel::Tcg));
+        QemuBackend { config, jail }
+    }
+
+    /// The native jail QEMU runs in under `accel`: [`QemuBackend::jail_config`].
+    pub fn jail_config(&self, accel: assets::Accel) -> NativeConfig {
+        jail_config(&self.config, accel)
     }
 
     pub fn config(&self) -> &QemuConfig {
@@ -641,7 +654,8 @@ impl Backend for QemuBackend {
         command_thread(command_l, writer.clone(), stop.clone());
 
         let (stdio, copied) = jail_stdio(stdio, spec.interactive);
-        let mut native = match self.jail.launch(&jail_spec, stdio) {
+        let jail = NativeBackend::new(self.jail_config(accel));
+        let mut native = match jail.launch(&jail_spec, stdio) {
             Ok(b) => b,
             Err(e) => {
                 *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -848,5 +862,109 @@ impl Backend for QemuBackend {
             }
         }
         Ok(actions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn backend(accel: Option<assets::Accel>) -> QemuBackend {
+        let mut config = QemuConfig::new(
+            HelperCommand {
+                exe: "/usr/bin/bot-bottle".into(),
+                args: vec![],
+            },
+            Path::new("/home/alice/.bot-bottle"),
+        );
+        config.accel = accel;
+        QemuBackend::new(config)
+    }
+
+    #[test]
+    fn under_kvm_the_jail_gets_dev_kvm_and_under_tcg_no_device_beyond_the_standard_ones() {
+        let b = backend(None);
+        assert_eq!(
+            b.jail_config(assets::Accel::Kvm).devices,
+            vec![PathBuf::from("/dev/kvm")]
+        );
+        assert_eq!(
+            b.jail_config(assets::Accel::Tcg).devices,
+            Vec::<PathBuf>::new()
+        );
+        // Everything else of the jail is the same either way.
+        let mut kvm = b.jail_config(assets::Accel::Kvm);
+        kvm.devices.clear();
+        assert_eq!(kvm, b.jail_config(assets::Accel::Tcg));
+        assert_eq!(
+            kvm.runtime_dir,
+            Path::new("/home/alice/.bot-bottle/run/qemu/jail")
+        );
+    }
+
+    #[test]
+    fn software_emulation_is_reported_as_a_launch_warning_and_kvm_is_not() {
+        let warnings = backend(Some(assets::Accel::Tcg)).launch_warnings();
+        assert_eq!(warnings, vec![assets::TCG_WARNING.to_owned()]);
+        assert!(warnings[0].starts_with("warning: "));
+        assert!(warnings[0].contains("slow"));
+        assert!(warnings[0].contains("upstream QEMU does not treat TCG as a security boundary"));
+        assert!(warnings[0].contains("still holds"));
+        assert_eq!(
+            backend(Some(assets::Accel::Kvm)).launch_warnings(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_non_interactive_jail_always_writes_into_pipes() {
+        use StdioMode::{Inherit, Null, Piped};
+        let s = |stdin, stdout, stderr| BottleStdio {
+            stdin,
+            stdout,
+            stderr,
+        };
+        assert_eq!(
+            jail_stdio(s(Null, Inherit, Null), false),
+            (s(Null, Piped, Piped), [Some(Inherit), Some(Null)])
+        );
+        assert_eq!(
+            jail_stdio(s(Piped, Piped, Inherit), false),
+            (s(Piped, Piped, Piped), [None, Some(Inherit)])
+        );
+        assert_eq!(
+            jail_stdio(BottleStdio::piped(), false),
+            (BottleStdio::piped(), [None, None])
+        );
+        // QEMU's stdio chardev takes the terminal as it is.
+        assert_eq!(
+            jail_stdio(BottleStdio::inherit(), true),
+            (BottleStdio::inherit(), [None, None])
+        );
+    }
+
+    #[test]
+    fn the_console_log_goes_into_the_bottles_logs_when_the_launcher_made_them() {
+        let home = tempfile::tempdir().unwrap();
+        let vm = home.path().join("run/qemu/vm/demo-abcde");
+        assert_eq!(
+            console_log_path(home.path(), "demo-abcde", &vm),
+            vm.join("console.log")
+        );
+        let logs = home.path().join("state/demo-abcde/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        assert_eq!(
+            console_log_path(home.path(), "demo-abcde", &vm),
+            logs.join("console.log")
+        );
+    }
+
+    #[test]
+    fn the_console_log_has_no_nul_bytes() {
+        assert_eq!(
+            console_text(b"\0[    0.1] Linux\0\r\n"),
+            b"[    0.1] Linux\r\n"
+        );
     }
 }
