@@ -68,6 +68,10 @@ pub struct GuestSpec {
     /// The bottle's process limit: `RLIMIT_NPROC` of the agent's uid, which nothing else in
     /// the guest runs as (threads count, as in a pids cgroup).
     pub pids: u32,
+    /// The caller's terminal size (rows, columns) at launch, set on the console before the
+    /// agent starts (later changes come over the control port as `winsize`).
+    #[serde(default)]
+    pub winsize: Option<(u16, u16)>,
 }
 
 /// Runs [`init_main`] or [`relay_main`] when `subcommand` names one; returns otherwise.
@@ -426,21 +430,25 @@ fn commands(control: std::fs::File, ack: Sender<()>) {
             Some("winsize") => {
                 let rows: u16 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
                 let cols: u16 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-                if let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/hvc0") {
-                    let ws = libc::winsize {
-                        ws_row: rows,
-                        ws_col: cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads the `winsize` we own; the kernel sends SIGWINCH
-                    // to the terminal's foreground process group.
-                    unsafe {
-                        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&tty), libc::TIOCSWINSZ, &ws);
-                    }
-                }
+                set_winsize(rows, cols);
             }
             _ => {}
+        }
+    }
+}
+
+/// Sets the console's size; the kernel sends SIGWINCH to its foreground process group.
+fn set_winsize(rows: u16, cols: u16) {
+    if let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/hvc0") {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the `winsize` we own.
+        unsafe {
+            libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&tty), libc::TIOCSWINSZ, &ws);
         }
     }
 }
@@ -487,6 +495,9 @@ fn agent_stdio(
     String,
 > {
     if spec.interactive {
+        if let Some((rows, cols)) = spec.winsize {
+            set_winsize(rows, cols);
+        }
         let open = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -623,6 +634,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             pids: 512,
+            winsize: Some((33, 101)),
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<GuestSpec>(&json).unwrap(), spec);

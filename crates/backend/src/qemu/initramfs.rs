@@ -38,6 +38,12 @@ pub enum InitramfsError {
         "the guest kernel module `{name}` is not under {dir} (neither as .ko nor built in); use a kernel with 9p, virtio-mmio, virtio_net and virtio_console (Debian's generic kernel has them)"
     )]
     MissingModule { name: String, dir: PathBuf },
+    /// A needed module is there only compressed (Debian's 6.1 kernels ship them
+    /// uncompressed, `CONFIG_MODULE_COMPRESS_NONE`; other kernels may not).
+    #[error(
+        "the guest kernel module {path} is compressed, which the initramfs builder does not unpack; decompress the modules directory (`find DIR -name '*.ko.xz' -exec xz -d {{}} +`, or `zstd -d --rm` for .ko.zst) or use a kernel with uncompressed modules"
+    )]
+    CompressedModule { path: PathBuf },
     /// A file could not be read or written.
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -142,6 +148,9 @@ fn depends_of(ko: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Suffixes of compressed modules, recognised only to say what to do about them.
+const COMPRESSED: [&str; 3] = [".ko.xz", ".ko.zst", ".ko.gz"];
+
 /// Every `.ko` under `dir`, by module name (`-` and `_` are the same in module names).
 fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError> {
     let mut found = BTreeMap::new();
@@ -157,9 +166,15 @@ fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError
             if path.is_dir() {
                 stack.push(path);
             } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
-                && let Some(stem) = name.strip_suffix(".ko")
+                && let Some(stem) = name
+                    .strip_suffix(".ko")
+                    .or_else(|| COMPRESSED.iter().find_map(|ext| name.strip_suffix(ext)))
             {
-                found.insert(stem.replace('-', "_"), path);
+                // An uncompressed module wins over a compressed one of the same name.
+                let key = stem.replace('-', "_");
+                if name.ends_with(".ko") || !found.contains_key(&key) {
+                    found.insert(key, path);
+                }
             }
         }
     }
@@ -198,6 +213,11 @@ pub fn resolve_modules(
         let name = name.replace('-', "_");
         if order.iter().any(|(n, _)| *n == name) || visiting.contains(&name) {
             return Ok(());
+        }
+        if let Some(path) = index.get(&name)
+            && !path.to_string_lossy().ends_with(".ko")
+        {
+            return Err(InitramfsError::CompressedModule { path: path.clone() });
         }
         let Some(path) = index.get(&name) else {
             if builtin.contains(&name) {
@@ -500,6 +520,32 @@ mod tests {
         let again = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
         assert_eq!(again, built);
         assert_eq!(mode(&again), 0o644);
+    }
+
+    #[test]
+    fn a_compressed_module_is_refused_with_the_way_to_unpack_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for name in NEEDED_MODULES {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+        }
+        std::fs::remove_file(k.join("9p.ko")).unwrap();
+        std::fs::write(k.join("9p.ko.xz"), b"\xfd7zXZ\0").unwrap();
+        let err = resolve_modules(dir.path(), &NEEDED_MODULES).unwrap_err();
+        assert!(
+            matches!(&err, InitramfsError::CompressedModule { path } if path.ends_with("9p.ko.xz")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("xz -d"), "{err}");
+        // Beside an uncompressed copy, the compressed one is ignored.
+        std::fs::write(k.join("9p.ko"), fake_ko("")).unwrap();
+        let resolved = resolve_modules(dir.path(), &NEEDED_MODULES).unwrap();
+        assert!(
+            resolved
+                .iter()
+                .all(|(_, p)| p.extension().is_some_and(|e| e == "ko"))
+        );
     }
 
     fn fake_ko(depends: &str) -> Vec<u8> {

@@ -194,6 +194,11 @@ impl QemuBackend {
             uid: 1000,
             gid: 1000,
             pids: spec.resources.pids,
+            winsize: if spec.interactive {
+                terminal_size()
+            } else {
+                None
+            },
         };
         let guest_path = dir.join("guest.json");
         let json = serde_json::to_vec_pretty(&guest).map_err(|e| BackendError::Process {
