@@ -357,8 +357,8 @@ fn command_thread(
     });
 }
 
-/// The console's bytes as logged: without NULs (the 8250 UART emulation sends one when the
-/// guest's driver probes it, which made the log a binary file to `grep`).
+/// The console's bytes as logged: without NULs (a stray one was seen in the console output,
+/// which makes the log a binary file to `grep`; a kernel console never means one).
 fn console_text(bytes: &[u8]) -> Vec<u8> {
     bytes.iter().copied().filter(|b| *b != 0).collect()
 }
