@@ -513,15 +513,24 @@ async fn start_sleeping(world: &World) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..400 {
+    // Bounded generously: a qemu bottle under TCG on a loaded machine takes tens of seconds
+    // to boot; a `start` that ended is not waited for.
+    for _ in 0..4800 {
         if world.workspace.join("started").exists() {
             return child;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let _ = child.kill();
-    let _ = child.wait();
-    panic!("the agent never started");
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "the agent never started ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn listed(world: &World) -> serde_json::Value {
