@@ -308,6 +308,12 @@ pub trait Backend: Send + Sync {
         self.preflight()
     }
 
+    /// What the operator should know before a launch, one line each (starting `warning: `),
+    /// given to the launcher's report like its own warnings (qemu: software emulation).
+    fn launch_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Validates the spec and does the slow, reusable work before a launch (native: copies the
     /// workspace for [`WorkspaceMode::Copy`] unless the copy exists; docker: builds the image).
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError>;

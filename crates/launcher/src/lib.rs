@@ -180,6 +180,9 @@ fn open_backend(
         msg.push_str("\n(`bot-bottle doctor` shows every backend)");
         return Err(LaunchError::BackendUnusable(msg));
     }
+    for warning in backend.launch_warnings() {
+        options.report.line(&warning);
+    }
     Ok(backend)
 }
 

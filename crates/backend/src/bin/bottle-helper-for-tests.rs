@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use backend::native::{HelperCommand, NativeBackend, NativeConfig};
+use backend::qemu::{QemuBackend, QemuConfig};
 use backend::{Backend, BottleStdio, LaunchSpec};
 
 fn main() {
@@ -26,7 +27,16 @@ fn launch(spec: &Path, home: &Path) -> i32 {
         let spec: LaunchSpec = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let helper = HelperCommand { exe, args: vec![] };
-        let backend = NativeBackend::new(NativeConfig::new(helper, home));
+        // `BOTTLE_HELPER_BACKEND=qemu`: the qemu backend under TCG with the prepared kernel
+        // (the tests that need a terminal of their own launch through here).
+        let backend: Box<dyn Backend> =
+            if std::env::var("BOTTLE_HELPER_BACKEND").as_deref() == Ok("qemu") {
+                let mut config = QemuConfig::new(helper, home);
+                config.accel = Some(backend::qemu::assets::Accel::Tcg);
+                Box::new(QemuBackend::new(config))
+            } else {
+                Box::new(NativeBackend::new(NativeConfig::new(helper, home)))
+            };
         let mut bottle = backend
             .launch(&spec, BottleStdio::inherit())
             .map_err(|e| e.to_string())?;

@@ -24,6 +24,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +67,10 @@ pub struct GuestSpec {
     /// The bottle's process limit: `RLIMIT_NPROC` of the agent's uid, which nothing else in
     /// the guest runs as (threads count, as in a pids cgroup).
     pub pids: u32,
+    /// The caller's terminal size (rows, columns) at launch, set on the console before the
+    /// agent starts (later changes come over the control port as `winsize`).
+    #[serde(default)]
+    pub winsize: Option<(u16, u16)>,
 }
 
 /// Runs [`init_main`] or [`relay_main`] when `subcommand` names one; returns otherwise.
@@ -128,7 +134,8 @@ pub fn init_main() -> ! {
     }
     let path = std::env::args().nth(2).unwrap_or_default();
     let mut control: Option<std::fs::File> = None;
-    let code = match boot(Path::new(&path), &mut control) {
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+    let code = match boot(Path::new(&path), &mut control, ack_tx) {
         Ok(code) => code,
         Err(message) => {
             console(&format!("bot-bottle stage 2: {message}"));
@@ -141,7 +148,9 @@ pub fn init_main() -> ! {
     if let (Some(code), Some(c)) = (code, control.as_mut()) {
         let _ = writeln!(c, "exit {code}");
         let _ = c.flush();
-        wait_for_ack(c);
+        // Bounded: the host confirms it read the exit code, so powering off cannot lose the
+        // last bytes of the port.
+        let _ = ack_rx.recv_timeout(Duration::from_secs(5));
     }
     power_off()
 }
@@ -159,28 +168,6 @@ fn power_off() -> ! {
         libc::reboot(libc::RB_AUTOBOOT);
     }
     std::process::exit(1)
-}
-
-/// Waits (bounded) until the host confirms it read the exit code, so powering off cannot
-/// lose the last bytes of the port.
-fn wait_for_ack(control: &std::fs::File) {
-    let Ok(read) = control.try_clone() else {
-        return;
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(read).lines() {
-            match line {
-                Ok(l) if l == "ack" => {
-                    let _ = tx.send(());
-                    return;
-                }
-                Ok(_) => continue,
-                Err(_) => return,
-            }
-        }
-    });
-    let _ = rx.recv_timeout(Duration::from_secs(5));
 }
 
 fn mount(
@@ -240,7 +227,11 @@ fn open_port(name: &str) -> Result<std::fs::File, String> {
     Err(format!("the virtio-serial port {name} never appeared"))
 }
 
-fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<i32>, String> {
+fn boot(
+    spec_path: &Path,
+    control: &mut Option<std::fs::File>,
+    ack: Sender<()>,
+) -> Result<Option<i32>, String> {
     use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID};
     mount(
         "proc",
@@ -280,7 +271,12 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
         MS_NOSUID | MS_NODEV,
         "mode=1777",
     )?;
-    *control = Some(open_port(CONTROL_PORT)?);
+    let port = open_port(CONTROL_PORT)?;
+    // The port's only reader, from now on: a second one would take lines meant for this one
+    // (the host's `ack` was once eaten that way, and every bottle waited 5 s to power off).
+    let reader = port.try_clone().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || commands(reader, ack));
+    *control = Some(port);
     let ports = if spec_interactive(spec_path) {
         None
     } else {
@@ -353,42 +349,65 @@ fn boot(spec_path: &Path, control: &mut Option<std::fs::File>) -> Result<Option<
         }
     };
     let agent = child.id() as i32;
+    AGENT.store(agent, Ordering::SeqCst);
+    if TERM_ASKED.load(Ordering::SeqCst) {
+        term_agent();
+    }
     let _ = writeln!(ctl_w, "ready");
-    let ctl_r = ctl.try_clone().map_err(|e| e.to_string())?;
-    std::thread::spawn(move || commands(ctl_r, agent));
     Ok(Some(reap(agent)))
 }
 
-/// Commands from the host: `term` (SIGTERM to the agent), `winsize <rows> <cols>`.
-fn commands(control: std::fs::File, agent: i32) {
+/// The agent's pid once it runs (0 before).
+static AGENT: AtomicI32 = AtomicI32::new(0);
+/// The host asked to stop the agent (kept for an agent not started yet).
+static TERM_ASKED: AtomicBool = AtomicBool::new(false);
+
+fn term_agent() {
+    let agent = AGENT.load(Ordering::SeqCst);
+    if agent > 0 {
+        // SAFETY: kill(2) on the agent's process group (it is a session leader).
+        unsafe {
+            libc::kill(-agent, libc::SIGTERM);
+        }
+    }
+}
+
+/// Lines from the host: `term` (SIGTERM to the agent), `winsize <rows> <cols>`, and `ack`
+/// (it read the exit code; passed to `ack`).
+fn commands(control: std::fs::File, ack: Sender<()>) {
     for line in BufReader::new(control).lines() {
         let Ok(line) = line else { return };
         let mut words = line.split_whitespace();
         match words.next() {
+            Some("ack") => {
+                let _ = ack.send(());
+            }
             Some("term") => {
-                // SAFETY: kill(2) on the agent's process group (it is a session leader).
-                unsafe {
-                    libc::kill(-agent, libc::SIGTERM);
-                }
+                TERM_ASKED.store(true, Ordering::SeqCst);
+                term_agent();
             }
             Some("winsize") => {
                 let rows: u16 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
                 let cols: u16 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-                if let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/hvc0") {
-                    let ws = libc::winsize {
-                        ws_row: rows,
-                        ws_col: cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads the `winsize` we own; the kernel sends SIGWINCH
-                    // to the terminal's foreground process group.
-                    unsafe {
-                        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&tty), libc::TIOCSWINSZ, &ws);
-                    }
-                }
+                set_winsize(rows, cols);
             }
             _ => {}
+        }
+    }
+}
+
+/// Sets the console's size; the kernel sends SIGWINCH to its foreground process group.
+fn set_winsize(rows: u16, cols: u16) {
+    if let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/hvc0") {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the `winsize` we own.
+        unsafe {
+            libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&tty), libc::TIOCSWINSZ, &ws);
         }
     }
 }
@@ -435,6 +454,9 @@ fn agent_stdio(
     String,
 > {
     if spec.interactive {
+        if let Some((rows, cols)) = spec.winsize {
+            set_winsize(rows, cols);
+        }
         let open = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -571,6 +593,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             pids: 512,
+            winsize: Some((33, 101)),
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<GuestSpec>(&json).unwrap(), spec);

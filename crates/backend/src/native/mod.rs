@@ -109,6 +109,9 @@ pub struct NativeConfig {
     /// The agent's uid and gid inside the bottle.
     pub inside_uid: u32,
     pub inside_gid: u32,
+    /// Host device nodes bound writable into the bottle's `/dev` besides the standard ones
+    /// (only [`plan::EXTRA_DEVICES`]: the qemu backend's jail gets `/dev/kvm` under KVM).
+    pub devices: Vec<PathBuf>,
 }
 
 impl NativeConfig {
@@ -152,6 +155,7 @@ impl NativeConfig {
             },
             inside_uid: 1000,
             inside_gid: 1000,
+            devices: Vec::new(),
         }
     }
 }
@@ -284,6 +288,7 @@ impl NativeBackend {
             &secrets,
             &os::RealHost,
         )
+        .and_then(|built| plan::with_devices(built, &self.config.devices, &os::RealHost))
         .map_err(|e| BackendError::InvalidSpec(e.to_string()))
     }
 

@@ -106,6 +106,58 @@ pub enum PlanError {
     },
     #[error("{what} cannot be placed at `{inside}`: that path is reserved by the bottle")]
     Reserved { what: &'static str, inside: PathBuf },
+    #[error(
+        "the device `{path}` is not one a bottle may be given (only {allowed:?}: the qemu backend's jail under KVM)"
+    )]
+    DeviceNotAllowed {
+        path: PathBuf,
+        allowed: &'static [&'static str],
+    },
+    #[error("the device `{path}` is not a device node on the host")]
+    NotADevice { path: PathBuf },
+}
+
+/// Device nodes a bottle may get besides the standard ones ([`with_devices`]): `/dev/kvm`
+/// for the QEMU that the qemu backend runs in a native jail when KVM can boot its guest.
+pub const EXTRA_DEVICES: &[&str] = &["/dev/kvm"];
+
+/// `plan` with the host device nodes `devices` bound writable at the same path, after the
+/// standard ones. Only [`EXTRA_DEVICES`] are accepted, and only device nodes: anything else
+/// fails, naming the path, rather than widening the bottle.
+pub fn with_devices(
+    mut plan: Vec<MountOp>,
+    devices: &[PathBuf],
+    host: &dyn HostView,
+) -> Result<Vec<MountOp>, PlanError> {
+    let at = plan
+        .iter()
+        .rposition(|op| matches!(op, MountOp::BindDevice { .. }))
+        .map_or(plan.len(), |i| i + 1);
+    let mut ops = Vec::new();
+    for path in devices {
+        if !EXTRA_DEVICES.iter().any(|d| Path::new(d) == path) {
+            return Err(PlanError::DeviceNotAllowed {
+                path: path.clone(),
+                allowed: EXTRA_DEVICES,
+            });
+        }
+        match host.kind(path) {
+            Some(HostKind::Other) => {}
+            None => {
+                return Err(PlanError::Missing {
+                    what: "the device",
+                    path: path.clone(),
+                });
+            }
+            Some(_) => return Err(PlanError::NotADevice { path: path.clone() }),
+        }
+        ops.push(MountOp::BindDevice {
+            source: path.clone(),
+            target: path.clone(),
+        });
+    }
+    plan.splice(at..at, ops);
+    Ok(plan)
 }
 
 /// Host system directories shown read-only by default (absent ones are skipped; symlinks such
@@ -543,6 +595,66 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
+    }
+
+    /// The qemu backend's jail under KVM: `/dev/kvm` (and nothing else of the host's `/dev`)
+    /// is bound after the standard devices, before `/dev` is made read-only.
+    #[test]
+    fn the_kvm_device_is_bound_after_the_standard_ones_and_nothing_else_is_accepted() {
+        let mut h = host();
+        h.kinds.insert("/dev/kvm".into(), HostKind::Other);
+        h.kinds.insert("/dev/sda".into(), HostKind::Other);
+        h.kinds.insert("/dev/notadevice".into(), HostKind::File);
+        let built = build(&spec(), &p("/home/alice/proj"), &dirs(), &secrets(), &h).unwrap();
+        let with = with_devices(built.clone(), &[p("/dev/kvm")], &h).unwrap();
+        assert_eq!(with.len(), built.len() + 1);
+        let kvm = with
+            .iter()
+            .position(|op| {
+                *op == MountOp::BindDevice {
+                    source: p("/dev/kvm"),
+                    target: p("/dev/kvm"),
+                }
+            })
+            .expect("no /dev/kvm bind");
+        assert!(matches!(with[kvm - 1], MountOp::BindDevice { .. }));
+        assert!(matches!(with[kvm + 1], MountOp::Devpts { .. }));
+        let devices: Vec<&PathBuf> = with
+            .iter()
+            .filter_map(|op| match op {
+                MountOp::BindDevice { source, .. } => Some(source),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            devices,
+            ["null", "zero", "full", "random", "urandom", "tty", "kvm"]
+                .map(|d| Path::new("/dev").join(d))
+                .iter()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(with_devices(built.clone(), &[], &h).unwrap(), built);
+        assert_eq!(
+            with_devices(built.clone(), &[p("/dev/sda")], &h),
+            Err(PlanError::DeviceNotAllowed {
+                path: p("/dev/sda"),
+                allowed: EXTRA_DEVICES
+            })
+        );
+        let mut missing = host();
+        missing.kinds.remove(&p("/dev/kvm"));
+        assert!(matches!(
+            with_devices(built.clone(), &[p("/dev/kvm")], &missing),
+            Err(PlanError::Missing { .. })
+        ));
+        let mut file = host();
+        file.kinds.insert("/dev/kvm".into(), HostKind::File);
+        assert_eq!(
+            with_devices(built, &[p("/dev/kvm")], &file),
+            Err(PlanError::NotADevice {
+                path: p("/dev/kvm")
+            })
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
         diagnose_docker(&DockerFacts::gather()),
         diagnose_smolmachines(&SmolFacts::gather()),
         diagnose_apple(&AppleFacts::gather()),
-        crate::qemu::default_status(),
+        crate::qemu::status(),
         kubernetes(),
     ]
 }

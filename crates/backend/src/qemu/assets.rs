@@ -46,7 +46,7 @@ pub const MODULES_ENV: &str = "BOT_BOTTLE_QEMU_MODULES";
 /// `tcg` allows software emulation where KVM cannot boot a guest.
 pub const ACCEL_ENV: &str = "BOT_BOTTLE_QEMU_ACCEL";
 
-/// What the caller prints when [`choose_accel`] returns [`Accel::Tcg`].
+/// What the launcher reports before a launch under [`Accel::Tcg`] ([`crate::Backend::launch_warnings`]).
 pub const TCG_WARNING: &str = "warning: the qemu bottle runs under software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): it is slow, and upstream QEMU does not treat TCG as a security boundary; the jail around QEMU (the native backend's namespaces, seccomp, an unprivileged uid, no network) still holds";
 
 /// The Debian architecture whose kernel packages QEMU's x86_64 guest boots.

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -37,6 +38,12 @@ pub enum InitramfsError {
         "the guest kernel module `{name}` is not under {dir} (neither as .ko nor built in); use a kernel with 9p, virtio-mmio, virtio_net and virtio_console (Debian's generic kernel has them)"
     )]
     MissingModule { name: String, dir: PathBuf },
+    /// A needed module is there only compressed (Debian's 6.1 kernels ship them
+    /// uncompressed, `CONFIG_MODULE_COMPRESS_NONE`; other kernels may not).
+    #[error(
+        "the guest kernel module {path} is compressed, which the initramfs builder does not unpack; decompress the modules directory (`find DIR -name '*.ko.xz' -exec xz -d {{}} +`, or `zstd -d --rm` for .ko.zst) or use a kernel with uncompressed modules"
+    )]
+    CompressedModule { path: PathBuf },
     /// A file could not be read or written.
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -141,6 +148,9 @@ fn depends_of(ko: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Suffixes of compressed modules, recognised only to say what to do about them.
+const COMPRESSED: [&str; 3] = [".ko.xz", ".ko.zst", ".ko.gz"];
+
 /// Every `.ko` under `dir`, by module name (`-` and `_` are the same in module names).
 fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError> {
     let mut found = BTreeMap::new();
@@ -156,9 +166,15 @@ fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError
             if path.is_dir() {
                 stack.push(path);
             } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
-                && let Some(stem) = name.strip_suffix(".ko")
+                && let Some(stem) = name
+                    .strip_suffix(".ko")
+                    .or_else(|| COMPRESSED.iter().find_map(|ext| name.strip_suffix(ext)))
             {
-                found.insert(stem.replace('-', "_"), path);
+                // An uncompressed module wins over a compressed one of the same name.
+                let key = stem.replace('-', "_");
+                if name.ends_with(".ko") || !found.contains_key(&key) {
+                    found.insert(key, path);
+                }
             }
         }
     }
@@ -197,6 +213,11 @@ pub fn resolve_modules(
         let name = name.replace('-', "_");
         if order.iter().any(|(n, _)| *n == name) || visiting.contains(&name) {
             return Ok(());
+        }
+        if let Some(path) = index.get(&name)
+            && !path.to_string_lossy().ends_with(".ko")
+        {
+            return Err(InitramfsError::CompressedModule { path: path.clone() });
         }
         let Some(path) = index.get(&name) else {
             if builtin.contains(&name) {
@@ -320,7 +341,11 @@ pub fn build_cached(
         .map_err(io("write the initramfs for", modules_dir))?;
     let hash = hex::encode(&Sha256::digest(&archive)[..12]);
     let path = cache_dir.join(format!("initramfs-{hash}.cpio"));
+    // QEMU reads the archive as the jail's unprivileged uid: world-readable (nothing in it is
+    // secret), also when an older build cached it owner-only.
+    let readable = std::fs::Permissions::from_mode(0o644);
     if path.is_file() {
+        std::fs::set_permissions(&path, readable).map_err(io("make readable", &path))?;
         return Ok(path);
     }
     std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
@@ -332,6 +357,9 @@ pub fn build_cached(
         .tempfile_in(cache_dir)
         .map_err(io("create a temporary file in", cache_dir))?;
     std::io::Write::write_all(&mut tmp, &archive).map_err(io("write", tmp.path()))?;
+    tmp.as_file()
+        .set_permissions(readable)
+        .map_err(io("make readable", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io("sync", &path))?;
     tmp.persist(&path)
         .map_err(|e| io("rename into", &path)(e.error))?;
@@ -469,6 +497,55 @@ mod tests {
         assert!(std::fs::read(&built[0]).unwrap() == expected);
         // nothing but the archive is left in the cache
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    }
+
+    /// QEMU opens the archive as the jail's unprivileged uid: a cached archive readable only
+    /// by its owner (what a temporary file is created as) failed every launch as root with
+    /// "error reading initrd ... Permission denied".
+    #[test]
+    fn the_cached_archive_is_readable_by_the_jail_uid_even_if_an_older_build_left_it_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("modules/kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for name in NEEDED_MODULES {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+        }
+        let busybox = dir.path().join("busybox");
+        std::fs::write(&busybox, b"busybox").unwrap();
+        let cache = dir.path().join("cache");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let built = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
+        assert_eq!(mode(&built), 0o644);
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let again = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
+        assert_eq!(again, built);
+        assert_eq!(mode(&again), 0o644);
+    }
+
+    #[test]
+    fn a_compressed_module_is_refused_with_the_way_to_unpack_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for name in NEEDED_MODULES {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+        }
+        std::fs::remove_file(k.join("9p.ko")).unwrap();
+        std::fs::write(k.join("9p.ko.xz"), b"\xfd7zXZ\0").unwrap();
+        let err = resolve_modules(dir.path(), &NEEDED_MODULES).unwrap_err();
+        assert!(
+            matches!(&err, InitramfsError::CompressedModule { path } if path.ends_with("9p.ko.xz")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("xz -d"), "{err}");
+        // Beside an uncompressed copy, the compressed one is ignored.
+        std::fs::write(k.join("9p.ko"), fake_ko("")).unwrap();
+        let resolved = resolve_modules(dir.path(), &NEEDED_MODULES).unwrap();
+        assert!(
+            resolved
+                .iter()
+                .all(|(_, p)| p.extension().is_some_and(|e| e == "ko"))
+        );
     }
 
     fn fake_ko(depends: &str) -> Vec<u8> {

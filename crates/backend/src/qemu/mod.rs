@@ -19,7 +19,7 @@
 //! The host talks to the guest over the control port: `ready` once the agent runs, `exit <n>`
 //! when it ended (acknowledged before the guest powers off); `term` and `winsize` go the other
 //! way. A guest that does not reach `ready` within the boot bound is killed and reported with
-//! the tail of its console log (`<runtime>/<identity>/console.log`).
+//! the tail of its console log (`console.log` in the bottle's logs, [`console_log_path`]).
 
 pub mod assets;
 pub mod cmdline;
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::inbottle::qemu_guest::GuestSpec;
 use crate::native::{HelperCommand, NativeBackend, NativeConfig};
 use crate::preflight::BackendStatus;
-use crate::spec::{BottleStdio, Forward, LaunchSpec, ReadOnlyFile};
+use crate::spec::{BottleStdio, Forward, LaunchSpec, ReadOnlyFile, StdioMode};
 use crate::{
     Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
 };
@@ -126,6 +126,18 @@ fn unavailable(reason: impl std::fmt::Display) -> BackendError {
     }
 }
 
+/// The native jail of a VM under `accel`: its records under `run/qemu/jail`; under KVM it
+/// gets `/dev/kvm`, the only device of the host's beyond the standard ones (`null`, `zero`,
+/// `tty`, ...), and under TCG not even that.
+fn jail_config(config: &QemuConfig, accel: assets::Accel) -> NativeConfig {
+    let mut native = NativeConfig::new(config.helper.clone(), &config.bot_bottle_home);
+    native.runtime_dir = config.runtime_dir().join("jail");
+    if accel == assets::Accel::Kvm {
+        native.devices = vec![PathBuf::from("/dev/kvm")];
+    }
+    native
+}
+
 /// What the host's control and console threads report.
 enum Event {
     Ready,
@@ -139,12 +151,13 @@ type Tail = Arc<Mutex<VecDeque<u8>>>;
 
 impl QemuBackend {
     pub fn new(config: QemuConfig) -> QemuBackend {
-        let mut native = NativeConfig::new(config.helper.clone(), &config.bot_bottle_home);
-        native.runtime_dir = config.runtime_dir().join("jail");
-        QemuBackend {
-            config,
-            jail: NativeBackend::new(native),
-        }
+        let jail = NativeBackend::new(jail_config(&config, assets::Accel::Tcg));
+        QemuBackend { config, jail }
+    }
+
+    /// The native jail QEMU runs in under `accel`: [`QemuBackend::jail_config`].
+    pub fn jail_config(&self, accel: assets::Accel) -> NativeConfig {
+        jail_config(&self.config, accel)
     }
 
     pub fn config(&self) -> &QemuConfig {
@@ -181,6 +194,11 @@ impl QemuBackend {
             uid: 1000,
             gid: 1000,
             pids: spec.resources.pids,
+            winsize: if spec.interactive {
+                terminal_size()
+            } else {
+                None
+            },
         };
         let guest_path = dir.join("guest.json");
         let json = serde_json::to_vec_pretty(&guest).map_err(|e| BackendError::Process {
@@ -258,17 +276,23 @@ fn console_thread(listener: UnixListener, log: PathBuf, tail: Tail, stop: Arc<Mu
         let Some(mut stream) = accept_one(&listener, &stop) else {
             return;
         };
-        let mut file = std::fs::File::create(&log).ok();
+        // Appended: a resumed bottle keeps the consoles of its earlier runs.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .ok();
         let mut buf = [0u8; 4096];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            let text = console_text(&buf[..n]);
             if let Some(f) = file.as_mut() {
-                let _ = f.write_all(&buf[..n]);
+                let _ = f.write_all(&text);
             }
             let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-            t.extend(&buf[..n]);
+            t.extend(&text);
             while t.len() > CONSOLE_TAIL_BYTES {
                 t.pop_front();
             }
@@ -334,6 +358,12 @@ fn command_thread(
     });
 }
 
+/// The console's bytes as logged: without NULs (a stray one was seen in the console output,
+/// which makes the log a binary file to `grep`; a kernel console never means one).
+fn console_text(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().copied().filter(|b| *b != 0).collect()
+}
+
 fn tail_text(tail: &Tail) -> String {
     let t = tail.lock().unwrap_or_else(|p| p.into_inner());
     let bytes: Vec<u8> = t.iter().copied().collect();
@@ -358,6 +388,9 @@ pub struct QemuBottle {
     stdin: Option<Box<dyn Write + Send>>,
     stdout: Option<Box<dyn Read + Send>>,
     stderr: Option<Box<dyn Read + Send>>,
+    /// The launcher's copies of the jail's stdout/stderr pipes ([`jail_stdio`]), joined once
+    /// the jail ended so nothing the agent wrote is lost.
+    copies: Vec<std::thread::JoinHandle<()>>,
     exit: Option<i32>,
     terminated: bool,
     done: bool,
@@ -410,6 +443,9 @@ impl RunningBottle for QemuBottle {
         };
         self.done = true;
         self.end_threads();
+        for copy in self.copies.drain(..) {
+            let _ = copy.join();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         let jail = result?;
         if let Some(code) = self.exit {
@@ -454,28 +490,83 @@ impl Drop for QemuBottle {
     }
 }
 
+/// Where the guest's console is logged: `console.log` in the bottle's logs directory
+/// (`state/<identity>/logs/`, where `bot-bottle logs <identity> --console` reads it, kept
+/// with the request log when the bottle ends) when the launcher made it, else in the VM's
+/// runtime directory `vm_dir`.
+pub fn console_log_path(bot_bottle_home: &Path, identity: &str, vm_dir: &Path) -> PathBuf {
+    let logs = state::Home::new(bot_bottle_home).bottle(identity).logs();
+    if logs.is_dir() {
+        logs.join(CONSOLE_LOG)
+    } else {
+        vm_dir.join(CONSOLE_LOG)
+    }
+}
+
+/// The guest console's log file name.
+pub const CONSOLE_LOG: &str = "console.log";
+
+/// The jail's standard streams for `stdio`, and for stdout and stderr what the launcher must
+/// copy the jail's pipe to (`None`: the caller takes the pipe itself).
+///
+/// QEMU's `-add-fd` passes the agent's stdout and stderr to its `file` chardevs only when the
+/// descriptors are open write-only (it compares the access mode): a terminal, `/dev/null` or a
+/// file opened read-write made QEMU exit with "Could not open '/dev/fdset/2'". A pipe's write
+/// end always is, so a non-interactive bottle's jail always gets pipes, and the launcher copies
+/// what the caller wanted inherited (or discards what it wanted null). An interactive bottle's
+/// terminal is QEMU's `stdio` chardev, which takes any descriptor.
+pub fn jail_stdio(stdio: BottleStdio, interactive: bool) -> (BottleStdio, [Option<StdioMode>; 2]) {
+    if interactive {
+        return (stdio, [None, None]);
+    }
+    let mut jail = stdio;
+    let mut copied = [None, None];
+    for (i, mode) in [&mut jail.stdout, &mut jail.stderr].into_iter().enumerate() {
+        if *mode != StdioMode::Piped {
+            copied[i] = Some(*mode);
+            *mode = StdioMode::Piped;
+        }
+    }
+    (jail, copied)
+}
+
+/// Copies one of the jail's output pipes to the launcher's own stdout (`stdout`) or stderr
+/// (`to` is [`StdioMode::Inherit`]), or drains it ([`StdioMode::Null`]).
+fn copy_stream(
+    mut from: Box<dyn Read + Send>,
+    to: StdioMode,
+    stdout: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if to == StdioMode::Inherit {
+                // A closed terminal or reader: keep draining so QEMU never blocks on the pipe.
+                let _ = if stdout {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&buf[..n]).and_then(|()| out.flush())
+                } else {
+                    std::io::stderr().lock().write_all(&buf[..n])
+                };
+            }
+        }
+    })
+}
+
 /// Whether this machine can run the qemu backend: the native jail's facts (QEMU runs in a
 /// native bottle) and the qemu checks of [`preflight`] (QEMU, the guest kernel, KVM or
 /// allowed TCG, a static busybox).
-pub fn status(config: &QemuConfig) -> BackendStatus {
-    let _ = config;
+pub fn status() -> BackendStatus {
     let own = preflight::status();
     let mut status = crate::preflight::native(None);
     status.backend = BackendKind::Qemu;
     status.checks.extend(own.checks);
     status.usable = status.checks.iter().all(|c| c.ok || !c.required);
     status
-}
-
-/// [`status`] with the default configuration (`doctor`).
-pub fn default_status() -> BackendStatus {
-    status(&QemuConfig::new(
-        HelperCommand {
-            exe: PathBuf::new(),
-            args: Vec::new(),
-        },
-        Path::new("/"),
-    ))
 }
 
 /// The caller's terminal size, as `winsize <rows> <cols>`.
@@ -493,7 +584,19 @@ impl Backend for QemuBackend {
     }
 
     fn preflight(&self) -> BackendStatus {
-        status(&self.config)
+        status()
+    }
+
+    /// Under software emulation (which the operator allowed), what that means.
+    fn launch_warnings(&self) -> Vec<String> {
+        let accel = match self.config.accel {
+            Some(a) => Ok(a),
+            None => assets::choose_accel(),
+        };
+        match accel {
+            Ok(assets::Accel::Tcg) => vec![assets::TCG_WARNING.to_owned()],
+            _ => Vec::new(),
+        }
     }
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
@@ -513,10 +616,6 @@ impl Backend for QemuBackend {
             Some(a) => a,
             None => assets::choose_accel().map_err(unavailable)?,
         };
-        if accel == assets::Accel::Tcg {
-            // The operator allowed software emulation; say once what that means.
-            eprintln!("bot-bottle: {}", assets::TCG_WARNING);
-        }
         if !self.config.qemu.is_file() {
             return Err(unavailable(format!(
                 "QEMU is not installed ({} is missing); apt-get install qemu-system-x86",
@@ -555,12 +654,14 @@ impl Backend for QemuBackend {
         let writer = Arc::new(Mutex::new(None));
         let stop = Arc::new(Mutex::new(false));
         let tail: Tail = Arc::default();
-        let console_log = dir.join("console.log");
+        let console_log = console_log_path(&self.config.bot_bottle_home, &spec.identity, &dir);
         console_thread(console_l, console_log.clone(), tail.clone(), stop.clone());
         control_thread(control_l, tx.clone(), writer.clone(), stop.clone());
         command_thread(command_l, writer.clone(), stop.clone());
 
-        let mut native = match self.jail.launch(&jail_spec, stdio) {
+        let (stdio, copied) = jail_stdio(stdio, spec.interactive);
+        let jail = NativeBackend::new(self.jail_config(accel));
+        let mut native = match jail.launch(&jail_spec, stdio) {
             Ok(b) => b,
             Err(e) => {
                 *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -577,12 +678,31 @@ impl Backend for QemuBackend {
             console_log,
             dir: dir.clone(),
             stdin: native.take_stdin(),
-            stdout: native.take_stdout(),
-            stderr: native.take_stderr(),
+            stdout: None,
+            stderr: None,
+            copies: Vec::new(),
             exit: None,
             terminated: false,
             done: false,
         };
+        for (i, stream) in [native.take_stdout(), native.take_stderr()]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(stream) = stream else { continue };
+            let kept = match copied[i] {
+                Some(to) => {
+                    bottle.copies.push(copy_stream(stream, to, i == 0));
+                    None
+                }
+                None => Some(stream),
+            };
+            if i == 0 {
+                bottle.stdout = kept;
+            } else {
+                bottle.stderr = kept;
+            }
+        }
         std::thread::spawn(move || {
             let result = native.wait();
             let _ = tx.send(Event::JailExited(result));
@@ -636,12 +756,18 @@ impl Backend for QemuBackend {
             }
             bottle.done = true;
             bottle.end_threads();
-            // Keep the console log beside the runtime records for the operator.
-            let kept = self
-                .config
-                .runtime_dir()
-                .join(format!("{}.console.log", spec.identity));
-            let _ = std::fs::rename(&log, &kept);
+            // The console log stays for the operator: in the bottle's logs (which the launcher
+            // keeps when the bottle ends), or, outside a launcher, beside the runtime records.
+            let kept = if log.starts_with(&dir) {
+                let kept = self
+                    .config
+                    .runtime_dir()
+                    .join(format!("{}.console.log", spec.identity));
+                let _ = std::fs::rename(&log, &kept);
+                kept
+            } else {
+                log
+            };
             let _ = std::fs::remove_dir_all(&dir);
             return Err(BackendError::Setup {
                 stage: "boot".into(),
@@ -742,5 +868,109 @@ impl Backend for QemuBackend {
             }
         }
         Ok(actions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn backend(accel: Option<assets::Accel>) -> QemuBackend {
+        let mut config = QemuConfig::new(
+            HelperCommand {
+                exe: "/usr/bin/bot-bottle".into(),
+                args: vec![],
+            },
+            Path::new("/home/alice/.bot-bottle"),
+        );
+        config.accel = accel;
+        QemuBackend::new(config)
+    }
+
+    #[test]
+    fn under_kvm_the_jail_gets_dev_kvm_and_under_tcg_no_device_beyond_the_standard_ones() {
+        let b = backend(None);
+        assert_eq!(
+            b.jail_config(assets::Accel::Kvm).devices,
+            vec![PathBuf::from("/dev/kvm")]
+        );
+        assert_eq!(
+            b.jail_config(assets::Accel::Tcg).devices,
+            Vec::<PathBuf>::new()
+        );
+        // Everything else of the jail is the same either way.
+        let mut kvm = b.jail_config(assets::Accel::Kvm);
+        kvm.devices.clear();
+        assert_eq!(kvm, b.jail_config(assets::Accel::Tcg));
+        assert_eq!(
+            kvm.runtime_dir,
+            Path::new("/home/alice/.bot-bottle/run/qemu/jail")
+        );
+    }
+
+    #[test]
+    fn software_emulation_is_reported_as_a_launch_warning_and_kvm_is_not() {
+        let warnings = backend(Some(assets::Accel::Tcg)).launch_warnings();
+        assert_eq!(warnings, vec![assets::TCG_WARNING.to_owned()]);
+        assert!(warnings[0].starts_with("warning: "));
+        assert!(warnings[0].contains("slow"));
+        assert!(warnings[0].contains("upstream QEMU does not treat TCG as a security boundary"));
+        assert!(warnings[0].contains("still holds"));
+        assert_eq!(
+            backend(Some(assets::Accel::Kvm)).launch_warnings(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_non_interactive_jail_always_writes_into_pipes() {
+        use StdioMode::{Inherit, Null, Piped};
+        let s = |stdin, stdout, stderr| BottleStdio {
+            stdin,
+            stdout,
+            stderr,
+        };
+        assert_eq!(
+            jail_stdio(s(Null, Inherit, Null), false),
+            (s(Null, Piped, Piped), [Some(Inherit), Some(Null)])
+        );
+        assert_eq!(
+            jail_stdio(s(Piped, Piped, Inherit), false),
+            (s(Piped, Piped, Piped), [None, Some(Inherit)])
+        );
+        assert_eq!(
+            jail_stdio(BottleStdio::piped(), false),
+            (BottleStdio::piped(), [None, None])
+        );
+        // QEMU's stdio chardev takes the terminal as it is.
+        assert_eq!(
+            jail_stdio(BottleStdio::inherit(), true),
+            (BottleStdio::inherit(), [None, None])
+        );
+    }
+
+    #[test]
+    fn the_console_log_goes_into_the_bottles_logs_when_the_launcher_made_them() {
+        let home = tempfile::tempdir().unwrap();
+        let vm = home.path().join("run/qemu/vm/demo-abcde");
+        assert_eq!(
+            console_log_path(home.path(), "demo-abcde", &vm),
+            vm.join("console.log")
+        );
+        let logs = home.path().join("state/demo-abcde/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        assert_eq!(
+            console_log_path(home.path(), "demo-abcde", &vm),
+            logs.join("console.log")
+        );
+    }
+
+    #[test]
+    fn the_console_log_has_no_nul_bytes() {
+        assert_eq!(
+            console_text(b"\0[    0.1] Linux\0\r\n"),
+            b"[    0.1] Linux\r\n"
+        );
     }
 }

@@ -376,3 +376,89 @@ fn qemu_stop_asks_the_guest_to_end_the_agent() {
             .unwrap()
     );
 }
+
+/// Kills the stand-in launcher (and so its jail) if a test fails before it ended.
+struct KillLauncher(u32);
+
+impl Drop for KillLauncher {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the launcher this test spawned.
+        unsafe {
+            libc::kill(self.0 as i32, libc::SIGKILL);
+        }
+    }
+}
+
+/// An interactive qemu bottle on a pseudo-terminal of its own: the agent's console is a
+/// terminal of the launcher's size, and a resize of the launcher's terminal reaches it
+/// (SIGWINCH in the guest, `stty size` changes).
+#[test]
+fn qemu_interactive_bottle_gets_the_terminal_its_size_and_its_resizes() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let Some((f, _)) = qemu_fixture() else {
+        return;
+    };
+    // Bounded: without the resize the agent ends by itself (exit 9) instead of hanging.
+    let script = "[ -t 0 ] && [ -t 1 ] && echo tty; stty size; \
+        trap 'stty size; exit 5' WINCH; echo ready; \
+        for i in $(seq 1 3000); do sleep 0.1; done; echo no-resize; exit 9";
+    let mut spec = small(f.spec(&["/bin/bash", "-c", script]));
+    spec.interactive = true;
+    spec.env.insert("TERM".into(), "dumb".into());
+    let spec_path = f.state.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(33, 101)), None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let slave_fd = slave.as_raw_fd();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bottle-helper-for-tests"));
+    cmd.arg("launch")
+        .arg(&spec_path)
+        .arg(&f.state)
+        .env("BOTTLE_HELPER_BACKEND", "qemu");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0
+                || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0
+                || libc::dup2(slave_fd, 0) < 0
+                || libc::dup2(slave_fd, 1) < 0
+                || libc::dup2(slave_fd, 2) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    eprintln!("the guest runs under TCG (software emulation)");
+    let mut child = cmd.spawn().unwrap();
+    let _guard = KillLauncher(child.id());
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut resized = false;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once every slave descriptor is closed
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+        }
+        if !resized && String::from_utf8_lossy(&output).contains("ready") {
+            // SAFETY: TIOCSWINSZ reads the `winsize` we own; the launcher's process group
+            // gets SIGWINCH.
+            let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size(40, 120)) };
+            assert_eq!(rc, 0);
+            resized = true;
+        }
+    }
+    let code = child.wait().unwrap().code();
+    let out = String::from_utf8_lossy(&output).replace('\r', "");
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("tty\n33 101\nready\n40 120\n"), "{out}");
+}

@@ -1,7 +1,7 @@
 //! `bot-bottle logs ID`: the egress request log of a bottle — running, preserved, or ended
 //! (kept under `$BOT_BOTTLE_HOME/logs/bottles/<identity>/`, see `state::KEPT_BOTTLES`) —
 //! one line per request; `--json` prints the log's own lines, `--sidecar` the sidecar
-//! bundle's log instead.
+//! bundle's log instead, `--console` a qemu bottle's guest console.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,9 @@ pub struct Args {
     /// The sidecar bundle's own log instead of the request log
     #[arg(long)]
     pub sidecar: bool,
+    /// The guest's console (kernel messages, boot failures) of a qemu bottle instead
+    #[arg(long, conflicts_with = "sidecar")]
+    pub console: bool,
 }
 
 /// One line of the request log, as the proxy writes it.
@@ -39,9 +42,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = logs_dir(&home, &identity)?;
     let name = if args.sidecar {
         "sidecar.log"
+    } else if args.console {
+        backend::qemu::CONSOLE_LOG
     } else {
         "egress.jsonl"
     };
+    if args.console && !dir.join(name).is_file() {
+        anyhow::bail!(
+            "bottle `{identity}` has no console log: only qemu bottles have one ({} is missing)",
+            dir.join(name).display()
+        );
+    }
     // The rotated part first, so the lines come in order.
     let mut text = String::new();
     for file in [dir.join(format!("{name}.1")), dir.join(name)] {
@@ -51,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         }
     }
-    if args.json || args.sidecar {
+    if args.json || args.sidecar || args.console {
         print!("{text}");
         return Ok(ExitCode::SUCCESS);
     }

@@ -109,17 +109,38 @@ pub(crate) fn world(
 /// is preserved. A telemetry-like host is also tried with curl so the egress log has a
 /// block even if the client sent nothing else.
 pub(crate) fn run(world: &World, token_env: &str, client_cmd: &str) -> Output {
+    run_on(world, None, 180, token_env, client_cmd)
+}
+
+/// [`run`] on `backend` (`None`: the default), the client bounded by `timeout` seconds.
+pub(crate) fn run_on(
+    world: &World,
+    backend: Option<&str>,
+    timeout: u32,
+    token_env: &str,
+    client_cmd: &str,
+) -> Output {
     // `$ws` is the workspace, for clients that must run there.
     let script = format!(
         "ws=\"$PWD\"; cd \"$HOME\"\n\
-         timeout 180 {client_cmd} </dev/null; echo \"CLIENT-EXIT=$?\"\n\
+         timeout {timeout} {client_cmd} </dev/null; echo \"CLIENT-EXIT=$?\"\n\
          curl -sS -m 20 -o /dev/null -w 'TELEMETRY-STATUS=%{{http_code}}\\n' https://telemetry.example.test/v1/events\n\
          pat=REAL; pat=\"${{pat}}SECRET\"\n\
          if grep -rqs \"$pat\" /proc/[0-9]*/environ \"$HOME\" 2>/dev/null; then echo TOKEN-VISIBLE; else echo TOKEN-HIDDEN; fi\n\
          exit 3\n"
     );
-    Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
-        .args(["start", "agent", "--", "bash", "-c", &script])
+    let mut args = vec!["start", "agent"];
+    if let Some(backend) = backend {
+        args.extend(["--backend", backend]);
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
+    if backend == Some("qemu") {
+        // Software emulation: this machine's KVM cannot boot a guest.
+        command.env("BOT_BOTTLE_QEMU_ACCEL", "tcg");
+    }
+    command
+        .args(args)
+        .args(["--", "bash", "-c", &script])
         .current_dir(&world.workspace)
         .env("BOT_BOTTLE_HOME", &world.home)
         .env(token_env, TOKEN)
@@ -282,6 +303,76 @@ async fn real_claude_code_completes_a_scripted_session_in_a_bottle() {
     })
     .await
     .unwrap();
+    check_session(
+        "claude",
+        &api,
+        &world,
+        &out,
+        "authorization",
+        &format!("Bearer {TOKEN}"),
+    );
+}
+
+/// Whether `doctor` finds the qemu backend usable (under software emulation, which these
+/// tests allow with `BOT_BOTTLE_QEMU_ACCEL=tcg`: this machine's KVM cannot boot a guest).
+fn qemu_usable() -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .arg("doctor")
+        .env("BOT_BOTTLE_QEMU_ACCEL", "tcg")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let usable = text
+        .lines()
+        .any(|l| l.starts_with("qemu") && l.contains(": usable"));
+    if !usable {
+        eprintln!(
+            "skipping: the qemu backend is not usable here (`bot-bottle prepare qemu`):\n{text}"
+        );
+    }
+    usable
+}
+
+/// The same scripted Claude Code session in a qemu bottle: the client runs on the guest's
+/// own kernel, and reaches the model API, egress and supervise only through the sidecar
+/// endpoints QEMU's user network forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_claude_code_completes_a_scripted_session_in_a_qemu_bottle() {
+    if !native_usable() || !qemu_usable() || !client_installed("claude") {
+        return;
+    }
+    eprintln!("the qemu bottle runs under TCG (software emulation)");
+    test_support::install_crypto_provider();
+    let ca = TestCa::new("fake Anthropic CA");
+    let api = ModelApi::start_tls(&ca, &["api.anthropic.com"], TOOL).await;
+    let world = world(
+        "claude",
+        "api.anthropic.com",
+        &[
+            ("auth_scheme", "Bearer"),
+            ("token_env", "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN"),
+        ],
+        &api,
+        &ca,
+    );
+    let world = std::sync::Arc::new(world);
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run_on(
+            &w,
+            Some("qemu"),
+            900,
+            "BOT_BOTTLE_CLAUDE_OAUTH_TOKEN",
+            "claude --dangerously-skip-permissions -p 'List the egress routes of this bottle.'",
+        )
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("software emulation"),
+        "the TCG warning is missing:\n{stderr}"
+    );
     check_session(
         "claude",
         &api,

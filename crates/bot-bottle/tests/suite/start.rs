@@ -24,6 +24,9 @@ struct World {
 enum On {
     Native,
     Docker,
+    /// Under software emulation (`BOT_BOTTLE_QEMU_ACCEL=tcg`): this machine's KVM cannot boot
+    /// a guest.
+    Qemu,
 }
 
 /// Runs an end-to-end test on each backend: `<test>::native` and `<test>::docker`.
@@ -56,6 +59,29 @@ on_each_backend!(
     a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it,
 );
 
+/// The agent contract and the lifecycle (`list`, `stop`, `resume`) on qemu, under TCG.
+mod qemu {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_probe_inside_a_bottle_sees_the_whole_contract() {
+        super::a_probe_inside_a_bottle_sees_the_whole_contract(super::On::Qemu).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_exit_removes_the_state() {
+        super::a_clean_exit_removes_the_state(super::On::Qemu).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit() {
+        super::a_failed_bottle_resumes_with_its_home_and_is_removed_after_a_clean_exit(
+            super::On::Qemu,
+        )
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_ends_a_running_bottle_and_keeps_its_state() {
+        super::stop_ends_a_running_bottle_and_keeps_its_state(super::On::Qemu).await
+    }
+}
+
 use test_support::docker::{TestNetwork, base_image as docker_base};
 use test_support::git::seeded_upstream;
 
@@ -63,9 +89,11 @@ fn usable(on: On) -> bool {
     let name = match on {
         On::Native => "native",
         On::Docker => "docker",
+        On::Qemu => "qemu",
     };
     let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
         .arg("doctor")
+        .env("BOT_BOTTLE_QEMU_ACCEL", "tcg")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -127,6 +155,13 @@ agents:
     );
     std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
     let mut env = vec![("E2E_TOKEN".to_owned(), TOKEN.to_owned())];
+    if on == On::Qemu {
+        eprintln!("the qemu bottle runs under TCG (software emulation)");
+        env.extend([
+            ("BOT_BOTTLE_BACKEND".to_owned(), "qemu".to_owned()),
+            ("BOT_BOTTLE_QEMU_ACCEL".to_owned(), "tcg".to_owned()),
+        ]);
+    }
     if on == On::Docker {
         env.extend([
             ("BOT_BOTTLE_BACKEND".to_owned(), "docker".to_owned()),
@@ -160,7 +195,7 @@ async fn setup(on: On) -> Option<(Upstream, std::sync::Arc<World>, Option<TestNe
     test_support::install_crypto_provider();
     let ca = TestCa::new("e2e upstream CA");
     let (upstream, network) = match on {
-        On::Native => (Upstream::start_tls(&ca, &["api.example.test"]).await, None),
+        On::Native | On::Qemu => (Upstream::start_tls(&ca, &["api.example.test"]).await, None),
         On::Docker => {
             let network = TestNetwork::create("bot-bottle-test-up").unwrap();
             let upstream =
@@ -478,15 +513,24 @@ async fn start_sleeping(world: &World) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..400 {
+    // Bounded generously: a qemu bottle under TCG on a loaded machine takes tens of seconds
+    // to boot; a `start` that ended is not waited for.
+    for _ in 0..4800 {
         if world.workspace.join("started").exists() {
             return child;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let _ = child.kill();
-    let _ = child.wait();
-    panic!("the agent never started");
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "the agent never started ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn listed(world: &World) -> serde_json::Value {
@@ -789,7 +833,7 @@ async fn the_health_check_sees_every_sidecar_answer(on: On) {
             .unwrap()
     };
     match on {
-        On::Native => {
+        On::Native | On::Qemu => {
             let out = check();
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout),
@@ -916,7 +960,7 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
     );
     let identity = listed(&world)[0]["identity"].as_str().unwrap().to_owned();
     let sidecar = match on {
-        On::Native => native_sidecar_pid(running.id()),
+        On::Native | On::Qemu => native_sidecar_pid(running.id()),
         On::Docker => docker_sidecar_pid(&identity),
     };
     nix::sys::signal::kill(

@@ -53,10 +53,22 @@ pub fn case(c: &Cfg) {
             "kernel-gvisor",
             format!("not asked for, but the agent runs on gVisor's kernel: {signs}"),
         ),
-        (false, false) => na(
-            "kernel-gvisor",
-            "the agent shares the host's kernel (no gVisor on this backend)",
-        ),
+        (false, false) => na("kernel-gvisor", not_gvisor(vm(c))),
+    }
+}
+
+/// Whether the harness said the bottle is a VM (`expect_vm`, the qemu backend).
+fn vm(c: &Cfg) -> bool {
+    c.0.get("expect_vm").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
+/// The `n/a` detail of `kernel-gvisor` on a backend without gVisor: a VM's agent runs on the
+/// guest's own kernel (`vm-own-kernel` judges it), every other one on the host's.
+fn not_gvisor(vm: bool) -> &'static str {
+    if vm {
+        "the agent runs on the VM's own kernel, not gVisor's (no gVisor on this backend; row vm-own-kernel judges the guest's kernel)"
+    } else {
+        "the agent shares the host's kernel (no gVisor on this backend)"
     }
 }
 
