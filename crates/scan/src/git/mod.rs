@@ -21,6 +21,7 @@
 //! the fragments on the rayon pool.
 
 mod blobs;
+mod odb;
 mod parse;
 mod process;
 
@@ -211,6 +212,59 @@ fn run_scan(
     }
 }
 
+/// The options of the `git diff` that shows what is staged: the patch as the history scan's
+/// `git log -p` shows a commit (text, renames, no context, no external tools).
+const STAGED_ARGS: [&str; 11] = [
+    "--cached",
+    "--patch",
+    "--text",
+    "--find-renames",
+    "--unified=0",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-relative",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+];
+
+/// What a pre-commit hook scans: the lines the index adds to `HEAD` (to the empty tree before
+/// the first commit), from `git diff --cached`. Findings have no commit; their lines are the
+/// lines of the staged files.
+pub(crate) fn scan_staged(
+    engine: &Engine,
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<Vec<Finding>, ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let children: Children = Arc::default();
+    let mut cmd = git_command(req, "diff");
+    cmd.args(STAGED_ARGS)
+        .arg("--")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = spawn_child(cmd, &children, &git_err)?;
+    let watchdog = Watchdog::start(&children, timeout);
+    let result = read_log(child, None, ParsePlan::whole(BATCH_BYTES), &git_err).and_then(
+        |(proc, batches)| {
+            let findings = scan_batches(engine, batches);
+            finish_log(proc, false, &git_err).map(|_| findings)
+        },
+    );
+    if watchdog.finish() {
+        return Err(git_err(format!(
+            "git diff did not finish within {} s and was stopped",
+            timeout.as_secs()
+        )));
+    }
+    result
+}
+
 /// Scans the batches of one stream, in order, on the rayon pool.
 fn scan_batches(engine: &Engine, batches: Batches) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -222,7 +276,8 @@ fn scan_batches(engine: &Engine, batches: Batches) -> Vec<Finding> {
                 engine.scan(
                     &Fragment {
                         path: &f.path,
-                        commit: Some(&f.commit),
+                        // `git diff` (the staged scan) shows no commit.
+                        commit: Some(f.commit.as_str()).filter(|c| !c.is_empty()),
                         data: &f.data,
                         line_map: Some(&f.line_map),
                     },

@@ -1,6 +1,7 @@
 mod config;
 mod files;
 mod git;
+mod gitmodes;
 mod hidden;
 mod history;
 mod sarif;
