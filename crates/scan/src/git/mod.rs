@@ -19,9 +19,19 @@
 //! [`process`] runs git (the commands, the split, the watchdog that enforces the timeout) and
 //! [`parse`] turns its patch text into fragments; this module puts them together and scans
 //! the fragments on the rayon pool.
+//!
+//! The history scan of commit selectors ([`scan_git_once`]) does not stream the whole range's
+//! patch: [`blobs`] diffs the trees and reads each blob once in process ([`odb`], gitoxide)
+//! and shows as patches only the commits that may hold a finding. The one `git log -p` over
+//! the range is kept where revision arguments change the diffs themselves (`-w`, `-M90%`:
+//! only git knows what they mean) and for [`Scanner::scan_git_split`], the reference the
+//! tests compare with. `--staged` ([`scan_staged`]) is one `git diff --cached` parsed the
+//! same way.
+//!
+//! [`Scanner::scan_git_split`]: crate::Scanner::scan_git_split
 
 mod blobs;
-mod odb;
+pub(crate) mod odb;
 mod parse;
 mod process;
 

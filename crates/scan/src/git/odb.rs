@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use gix_hash::{ObjectId, oid};
-use gix_object::{Data, Exists, Find};
+use gix_object::{Data, Exists, Find, FindHeader};
 
 use super::GitScanRequest;
 use super::process::git_command;
@@ -84,6 +84,13 @@ impl Objects {
             .map_err(|e| format!("cannot read object {id}: {e}"))
     }
 
+    /// An object's kind and size, without reading it: `None` if no directory has it.
+    pub(crate) fn header(&self, id: &oid) -> Result<Option<gix_object::Header>, String> {
+        self.holder(id)
+            .try_header(id)
+            .map_err(|e| format!("cannot read object {id}: {e}"))
+    }
+
     /// The tree a commit points at.
     pub(crate) fn commit_tree(&self, id: &oid, buf: &mut Vec<u8>) -> Result<ObjectId, String> {
         match self.read(id, buf)? {
@@ -127,6 +134,10 @@ fn open_store(dir: &Path) -> Result<gix_odb::HandleArc, String> {
     let mut handle = gix_odb::at(dir, gix_hash::Kind::Sha1)
         .and_then(|h| h.into_arc())
         .map_err(|e| format!("cannot open the object directory {}: {e}", dir.display()))?;
+    // An object one directory lacks is looked for in the next (a quarantine and its
+    // alternates): a miss must not make the store re-read its directory each time. The
+    // repository does not change while it is scanned.
+    handle.refresh_never();
     handle.set_pack_cache(|| {
         Box::new(gix_pack::cache::lru::MemoryCappedHashmap::new(
             PACK_CACHE_BYTES,
