@@ -464,7 +464,7 @@ mod tests {
             vec![c.clone(), d]
         );
         assert!(parse_listed(b"commit abc").is_none());
-        assert!(parse_listed(format!("{a}").as_bytes()).is_none());
+        assert!(parse_listed(a.as_bytes()).is_none());
         assert!(parse_listed(format!("{a} {b} zz").as_bytes()).is_none());
     }
 }
