@@ -277,6 +277,18 @@ impl Scanner {
         Ok(self.scan_git_counted(req)?.0)
     }
 
+    /// Scans what is staged for the next commit in `repo` (the index against `HEAD`, as a
+    /// pre-commit hook sees it): the lines the staged files add. Findings have no commit.
+    pub fn scan_staged(&self, repo: &Path) -> Result<Vec<Finding>, ScanError> {
+        let req = GitScanRequest {
+            repo: repo.to_path_buf(),
+            rev_args: vec!["--staged".into()],
+            env: Vec::new(),
+        };
+        let findings = git::scan_staged(&self.engine, &req, self.options.git_timeout)?;
+        Ok(self.finish(findings))
+    }
+
     /// [`Scanner::scan_git`], with how much it read (`None` when the revision arguments
     /// change the diffs and the range was scanned from one `git log -p`). For tests and
     /// benchmarks.

@@ -3,8 +3,9 @@
 //! `git log -p NEW --not --all` shows the lines that the new *commits* add. It shows nothing
 //! for a tag (lightweight or annotated) that points at a blob or a tree, nothing of a tag's
 //! or a commit's message, nothing of author and committer identities, and nothing of path
-//! names. This module lists the new objects (`git rev-list --objects`), reads them with
-//! `git cat-file --batch` and scans:
+//! names. This module lists the new objects (`git rev-list --objects`: git decides what the
+//! upstream's refs reach), reads them in process from the object database (`gix-odb`, see
+//! `git/odb.rs`; in the gate's quarantine too) and scans:
 //!
 //! - each new commit and tag object whole (headers, identities, message);
 //! - each new tree's entry names, one per line;
@@ -21,7 +22,7 @@
 //! `git cat-file -p <object>` (for a tree: its entry's line).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ use crate::decode::unreadable_kind;
 use crate::engine::{Engine, Fragment};
 use crate::error::ScanError;
 use crate::finding::Finding;
+use crate::git::odb::Objects;
 use crate::git::{Children, GitScanRequest, git_command, spawn_child};
 
 /// Blobs larger than this are not read by default: reported as [`Unreadable`].
@@ -141,7 +143,8 @@ pub(crate) fn scan_objects(
             false
         })
     };
-    let result = scan_inner(engine, req, options, &children, &git_err, judge);
+    let stop_at = std::time::Instant::now() + timeout;
+    let result = scan_inner(engine, req, options, &children, &git_err, judge, stop_at);
     let _ = done_tx.send(());
     if watchdog.join().unwrap_or(false) {
         return Err(git_err(format!(
@@ -159,6 +162,7 @@ fn scan_inner(
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
     judge: bool,
+    stop_at: std::time::Instant,
 ) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
     // 1. the new objects
     let mut cmd = git_command(req, "rev-list");
@@ -179,29 +183,23 @@ fn scan_inner(
         return Ok((scan, judge.then(JudgedBlobs::default)));
     }
 
-    // 2. their types and sizes
-    let mut input = oids.join("\n").into_bytes();
-    input.push(b'\n');
-    let mut cmd = git_command(req, "cat-file");
-    cmd.arg("--batch-check");
-    let checked = run_to_end(cmd, Some(input), children, git_err)?;
+    // 2. their types and sizes, from the object database read in process
+    let objects = Objects::open(req).map_err(git_err)?;
     let mut kinds: HashMap<String, (Kind, u64)> = HashMap::with_capacity(oids.len());
-    for line in String::from_utf8_lossy(&checked).lines() {
-        let mut f = line.split(' ');
-        let (Some(oid), Some(kind), Some(size)) = (f.next(), f.next(), f.next()) else {
-            return Err(git_err(format!("cannot read pushed object: `{line}`")));
+    for oid in &oids {
+        let id = gix_hash::ObjectId::from_hex(oid.as_bytes())
+            .map_err(|_| git_err(format!("cannot read pushed object: `{oid}`")))?;
+        let header = objects
+            .header(&id)
+            .map_err(git_err)?
+            .ok_or_else(|| git_err(format!("pushed object {oid} is missing")))?;
+        let kind = match header.kind {
+            gix_object::Kind::Commit => Kind::Commit,
+            gix_object::Kind::Tree => Kind::Tree,
+            gix_object::Kind::Blob => Kind::Blob,
+            gix_object::Kind::Tag => Kind::Tag,
         };
-        let kind = match kind {
-            "commit" => Kind::Commit,
-            "tree" => Kind::Tree,
-            "blob" => Kind::Blob,
-            "tag" => Kind::Tag,
-            other => return Err(git_err(format!("object {oid} has unknown type `{other}`"))),
-        };
-        let size = size
-            .parse::<u64>()
-            .map_err(|_| git_err(format!("cannot read pushed object: `{line}`")))?;
-        kinds.insert(oid.to_string(), (kind, size));
+        kinds.insert(oid.clone(), (kind, header.size));
     }
 
     // 3. commits, tags and trees, then the blobs small enough to read
@@ -217,7 +215,7 @@ fn scan_inner(
     let mut pieces: Vec<Piece> = Vec::new();
     let mut trees: HashMap<String, Vec<Entry>> = HashMap::new();
     let mut commit_roots: Vec<String> = Vec::new();
-    read_objects(req, &to_read, children, git_err, |oid, kind, data| {
+    read_objects(&objects, &to_read, stop_at, git_err, |oid, kind, data| {
         match kind {
             Kind::Tree => {
                 let entries = parse_tree(&data, oid.len() / 2)
@@ -339,7 +337,7 @@ fn scan_inner(
         }
         batch.clear();
     };
-    read_objects(req, &readable, children, git_err, |oid, _, data| {
+    read_objects(&objects, &readable, stop_at, git_err, |oid, _, data| {
         let path = path_of.get(oid).cloned().unwrap_or_else(|| "<blob>".into());
         let by_commit = from_commits.contains(oid);
         if let Some(kind) = unreadable_kind(&data) {
@@ -494,78 +492,54 @@ fn read_all(pipe: Option<std::process::ChildStderr>) -> Vec<u8> {
     buf
 }
 
-/// Reads objects with `git cat-file --batch`, handing each to `each` in the order given.
+/// Objects read side by side on the rayon pool, then handed over in order.
+const READ_CHUNK: usize = 256;
+
+/// Reads objects in process (each thread with its own handle), handing each to `each` in the
+/// order given.
 fn read_objects(
-    req: &GitScanRequest,
+    objects: &Objects,
     oids: &[&String],
-    children: &Children,
+    stop_at: std::time::Instant,
     git_err: &dyn Fn(String) -> ScanError,
     mut each: impl FnMut(&str, Kind, Vec<u8>) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
-    if oids.is_empty() {
-        return Ok(());
-    }
-    let mut input = Vec::with_capacity(oids.len() * 41);
-    for oid in oids {
-        input.extend_from_slice(oid.as_bytes());
-        input.push(b'\n');
-    }
-    let mut cmd = git_command(req, "cat-file");
-    cmd.arg("--batch")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = spawn_child(cmd, children, git_err)?;
-    let (stdin, stdout, stderr) = take_pipes(&child, git_err)?;
-    let feeder = feed(stdin, Some(input));
-    let err = std::thread::spawn(move || read_all(stderr));
-    let stdout = stdout.ok_or_else(|| git_err("cannot read git's output".into()))?;
-    let mut r = BufReader::with_capacity(256 * 1024, stdout);
-    let short = |e: std::io::Error| git_err(format!("cannot read a pushed object: {e}"));
-    let mut result = Ok(());
-    for _ in 0..oids.len() {
-        let mut header = Vec::new();
-        r.read_until(b'\n', &mut header).map_err(short)?;
-        let header = String::from_utf8_lossy(&header).trim().to_string();
-        let mut f = header.split(' ');
-        let (Some(oid), Some(kind), Some(size)) = (f.next(), f.next(), f.next()) else {
-            result = Err(git_err(format!("cannot read pushed object: `{header}`")));
-            break;
-        };
-        let kind = match kind {
-            "commit" => Kind::Commit,
-            "tree" => Kind::Tree,
-            "tag" => Kind::Tag,
-            _ => Kind::Blob,
-        };
-        let size: usize = size
-            .parse()
-            .map_err(|_| git_err(format!("cannot read pushed object: `{header}`")))?;
-        let mut data = vec![0u8; size];
-        r.read_exact(&mut data).map_err(short)?;
-        let mut nl = [0u8; 1];
-        r.read_exact(&mut nl).map_err(short)?;
-        if let Err(e) = each(oid, kind, data) {
-            result = Err(e);
-            break;
+    // Handles are per thread: each thread clones this one.
+    let template = Mutex::new(objects.clone());
+    let handle = || match template.lock() {
+        Ok(o) => o.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    for chunk in oids.chunks(READ_CHUNK) {
+        // Past the timeout (the caller reports it): stop reading.
+        if std::time::Instant::now() >= stop_at {
+            return Err(git_err("stopped at the timeout".into()));
         }
-    }
-    drop(r);
-    let _ = feeder.map(|f| f.join());
-    let err = err.join().unwrap_or_default();
-    let status = child
-        .lock()
-        .map_err(|_| git_err("lost track of the git process".into()))
-        .and_then(|mut c| {
-            if result.is_err() {
-                let _ = c.kill();
-            }
-            c.wait()
-                .map_err(|e| git_err(format!("cannot wait for git: {e}")))
-        })?;
-    result?;
-    if !status.success() {
-        return Err(git_err(String::from_utf8_lossy(&err).trim().to_string()));
+        let read: Vec<Result<(Kind, Vec<u8>), String>> = chunk
+            .par_iter()
+            .map_init(
+                || (handle(), Vec::new()),
+                |(objects, buf), oid| {
+                    let id = gix_hash::ObjectId::from_hex(oid.as_bytes())
+                        .map_err(|_| format!("cannot read pushed object: `{oid}`"))?;
+                    let data = objects
+                        .read(&id, buf)?
+                        .ok_or_else(|| format!("pushed object {oid} is missing"))?;
+                    let kind = match data.kind {
+                        gix_object::Kind::Commit => Kind::Commit,
+                        gix_object::Kind::Tree => Kind::Tree,
+                        gix_object::Kind::Tag => Kind::Tag,
+                        gix_object::Kind::Blob => Kind::Blob,
+                    };
+                    Ok((kind, data.data.to_vec()))
+                },
+            )
+            .collect();
+        for (oid, r) in chunk.iter().zip(read) {
+            let (kind, data) =
+                r.map_err(|e| git_err(format!("cannot read a pushed object: {e}")))?;
+            each(oid, kind, data)?;
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod prepare;
 pub mod proposals;
 pub mod resume;
 pub mod scan;
+pub mod scan_git;
 pub mod sidecar;
 pub mod start;
 pub mod stop;

@@ -21,6 +21,14 @@ pub struct Args {
     /// the repository is the one PATH given, or the current directory
     #[arg(long, value_name = "RANGE")]
     pub git: Option<String>,
+    /// gitleaks' --log-opts: options and ranges for `git log`, split on spaces (e.g. "--all",
+    /// "main..dev v1..v2", "--since=2024-01-01"); implies git mode, after --git's RANGE if given
+    #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
+    pub log_opts: Option<String>,
+    /// Scan what is staged for the next commit (the index against HEAD), as a pre-commit hook
+    /// does; the repository is the one PATH given, or the current directory
+    #[arg(long, conflicts_with_all = ["git", "log_opts"])]
+    pub staged: bool,
     /// gitleaks-format rule file (`[extend] useDefault = true` layers it on the built-in rules);
     /// without it, as gitleaks: $GITLEAKS_CONFIG, $GITLEAKS_CONFIG_TOML, then .gitleaks.toml
     /// in the scanned directory, else the built-in rules
@@ -96,21 +104,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         scanner = scanner.with_baseline(approved);
     }
 
-    let (findings, summary) = match &args.git {
-        Some(range) => {
-            if range.starts_with('-') || range.trim().is_empty() {
-                bail!("invalid git range `{range}`: give a revision range such as main..HEAD");
-            }
+    let git_mode = args.git.is_some() || args.log_opts.is_some();
+    let (findings, summary) = match (git_mode, args.staged) {
+        (true, _) | (_, true) => {
             let repo = match args.paths.as_slice() {
                 [] => PathBuf::from("."),
                 [one] => one.clone(),
-                _ => bail!("--git scans one repository; give at most one PATH"),
+                _ => bail!("a git scan reads one repository; give at most one PATH"),
             };
-            let findings = scanner.scan_git(&GitScanRequest::range(&repo, range))?;
-            let summary = format!("git range {range}");
-            (findings, summary)
+            if args.staged {
+                let findings = scanner.scan_staged(&repo)?;
+                (findings, "staged changes".to_string())
+            } else {
+                let rev_args =
+                    super::scan_git::rev_args(args.git.as_deref(), args.log_opts.as_deref())?;
+                let summary = format!("git log {}", rev_args.join(" "));
+                let req = GitScanRequest {
+                    repo,
+                    rev_args,
+                    env: Vec::new(),
+                };
+                (scanner.scan_git(&req)?, summary)
+            }
         }
-        None => {
+        (false, false) => {
             let paths = if args.paths.is_empty() {
                 vec![PathBuf::from(".")]
             } else {

@@ -10,5 +10,6 @@ mod manifest_cli;
 mod prepare_cli;
 mod readme;
 mod scan_cli;
+mod scan_git_cli;
 mod start;
 mod supervise_cli;

@@ -19,8 +19,19 @@
 //! [`process`] runs git (the commands, the split, the watchdog that enforces the timeout) and
 //! [`parse`] turns its patch text into fragments; this module puts them together and scans
 //! the fragments on the rayon pool.
+//!
+//! The history scan of commit selectors ([`scan_git_once`]) does not stream the whole range's
+//! patch: [`blobs`] diffs the trees and reads each blob once in process ([`odb`], gitoxide)
+//! and shows as patches only the commits that may hold a finding. The one `git log -p` over
+//! the range is kept where revision arguments change the diffs themselves (`-w`, `-M90%`:
+//! only git knows what they mean) and for [`Scanner::scan_git_split`], the reference the
+//! tests compare with. `--staged` ([`scan_staged`]) is one `git diff --cached` parsed the
+//! same way.
+//!
+//! [`Scanner::scan_git_split`]: crate::Scanner::scan_git_split
 
 mod blobs;
+pub(crate) mod odb;
 mod parse;
 mod process;
 
@@ -211,6 +222,59 @@ fn run_scan(
     }
 }
 
+/// The options of the `git diff` that shows what is staged: the patch as the history scan's
+/// `git log -p` shows a commit (text, renames, no context, no external tools).
+const STAGED_ARGS: [&str; 11] = [
+    "--cached",
+    "--patch",
+    "--text",
+    "--find-renames",
+    "--unified=0",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-relative",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+];
+
+/// What a pre-commit hook scans: the lines the index adds to `HEAD` (to the empty tree before
+/// the first commit), from `git diff --cached`. Findings have no commit; their lines are the
+/// lines of the staged files.
+pub(crate) fn scan_staged(
+    engine: &Engine,
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<Vec<Finding>, ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let children: Children = Arc::default();
+    let mut cmd = git_command(req, "diff");
+    cmd.args(STAGED_ARGS)
+        .arg("--")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = spawn_child(cmd, &children, &git_err)?;
+    let watchdog = Watchdog::start(&children, timeout);
+    let result = read_log(child, None, ParsePlan::whole(BATCH_BYTES), &git_err).and_then(
+        |(proc, batches)| {
+            let findings = scan_batches(engine, batches);
+            finish_log(proc, false, &git_err).map(|_| findings)
+        },
+    );
+    if watchdog.finish() {
+        return Err(git_err(format!(
+            "git diff did not finish within {} s and was stopped",
+            timeout.as_secs()
+        )));
+    }
+    result
+}
+
 /// Scans the batches of one stream, in order, on the rayon pool.
 fn scan_batches(engine: &Engine, batches: Batches) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -222,7 +286,8 @@ fn scan_batches(engine: &Engine, batches: Batches) -> Vec<Finding> {
                 engine.scan(
                     &Fragment {
                         path: &f.path,
-                        commit: Some(&f.commit),
+                        // `git diff` (the staged scan) shows no commit.
+                        commit: Some(f.commit.as_str()).filter(|c| !c.is_empty()),
                         data: &f.data,
                         line_map: Some(&f.line_map),
                     },

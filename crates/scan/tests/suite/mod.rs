@@ -2,6 +2,7 @@ mod config;
 mod files;
 mod git;
 mod gitleaks;
+mod gitmodes;
 mod hidden;
 mod history;
 mod sarif;
