@@ -8,5 +8,6 @@ mod manifest_cli;
 mod prepare_cli;
 mod readme;
 mod scan_cli;
+mod soak;
 mod start;
 mod supervise_cli;
