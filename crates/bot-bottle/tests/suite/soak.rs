@@ -22,12 +22,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use test_support::git::seeded_upstream;
 use test_support::{TestCa, Upstream};
 
-use super::faults::{On, PROPOSE, bundle_pid, read, tail, until, usable};
+use super::faults::{On, bundle_pid, read, tail, until, usable};
 
 /// Descriptors a bundle may hold at its busiest late in the run beyond its busiest early on.
 const FD_SLACK: usize = 32;
@@ -37,6 +39,35 @@ const RSS_GROWTH: f64 = 1.5;
 const RSS_SLACK_MIB: f64 = 32.0;
 
 const TOKEN: &str = "tok-soak-REALSECRET-0123456789";
+
+/// Proposes the live routes plus one host (`egress-allow`) and, while the answer is
+/// `pending` (the operator is busy), asks `proposal-status` as the tool's answer says; prints
+/// the last answer.
+const PROPOSE: &str = r#"
+import json, os, re, sys, urllib.request
+URL = os.environ["BOT_BOTTLE_SUPERVISE_URL"]
+def call(name, args, timeout):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": name, "arguments": args}})
+    req = urllib.request.Request(URL, body.encode(), {
+        "content-type": "application/json", "accept": "application/json, text/event-stream"})
+    text = urllib.request.urlopen(req, timeout=timeout).read().decode()
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            return json.loads(line[5:])
+    return json.loads(text)
+live = call("list-egress-routes", {}, 60)["result"]["content"][0]["text"]
+items = [l for l in live.splitlines() if re.match(r"^\s*- ", l)]
+indent = re.match(r"^(\s*)- ", items[0]).group(1) if items else "  "
+routes = live.rstrip("\n") + "\n" + indent + "- host: " + sys.argv[1] + "\n"
+answer = call("egress-allow", {"routes_yaml": routes, "justification": "soak"}, 120)
+for _ in range(20):
+    status = answer.get("result", {}).get("structuredContent", {})
+    if status.get("status") != "pending":
+        break
+    answer = call("proposal-status", {"id": status["id"], "wait_seconds": 45}, 120)
+print(json.dumps(answer))
+"#;
 
 /// One agent: three loops (HTTPS through egress, git through the gate, proposals to
 /// supervise) until `$W/stop` appears, each logging every operation into `$W/load.log`. A git
@@ -93,7 +124,7 @@ proposal_loop() {
     k=$((k+1))
     out=$(timeout -k 5 300 python3 "$W/propose.py" "soak-$ID-$k.test" 2>&1)
     rc=$?
-    case "$out" in *approved*) r=approved ;; *) r=other; echo "$out" >> "$W/proposal.err" ;; esac
+    case "$out" in *'"status": "approved"'*) r=approved ;; *) r=other; echo "$out" >> "$W/proposal.err" ;; esac
     log "proposal $k $rc $r"
     sleep 1
   done
@@ -250,33 +281,44 @@ fn thirds(samples: &[Sample]) -> (&[Sample], &[Sample]) {
     )
 }
 
-/// Approves every pending proposal of the home, one by one; the number approved.
-fn approve_pending(bot: &dyn Fn() -> Command, failures: &mut Vec<String>) -> usize {
-    let out = bot().args(["proposals", "list", "--json"]).output().unwrap();
-    let pending: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p["status"] == "pending")
-        .filter_map(|p| p["id"].as_str().map(str::to_owned))
-        .collect();
-    let mut approved = 0;
-    for id in pending {
-        let out = bot()
-            .args(["proposals", "approve", &id, "--notes", "soak"])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            approved += 1;
-        } else {
-            failures.push(format!(
-                "approve {id}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+/// The operator: approves every pending proposal of the home, one by one, until `stop`;
+/// the number approved and the approvals that failed.
+fn operator(
+    bot: impl Fn() -> Command + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut approved, mut failures) = (0, Vec::new());
+        while !stop.load(Ordering::SeqCst) {
+            let out = bot().args(["proposals", "list", "--json"]).output().unwrap();
+            let pending: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p["status"] == "pending")
+                .filter_map(|p| p["id"].as_str().map(str::to_owned))
+                .collect();
+            for id in &pending {
+                let out = bot()
+                    .args(["proposals", "approve", id, "--notes", "soak"])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    approved += 1;
+                } else {
+                    failures.push(format!(
+                        "approve {id}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            if pending.is_empty() {
+                std::thread::sleep(Duration::from_millis(300));
+            }
         }
-    }
-    approved
+        (approved, failures)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,12 +394,12 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
         a.bundle = bundle_pid(a.start.as_ref().unwrap().id());
     }
 
-    // Load: sample every bundle each second, approve what is pending as it comes.
+    // Load: sample every bundle each second while the operator approves what comes.
     let bundles: Vec<i32> = agents.iter().map(|a| a.bundle).collect();
+    let stop_operator = Arc::new(AtomicBool::new(false));
+    let operator = operator(bot.clone(), stop_operator.clone());
     let began = Instant::now();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); agents.len()];
-    let mut approve_failures = Vec::new();
-    let mut approved = 0;
     while began.elapsed() < Duration::from_secs(size.seconds) {
         let tick = Instant::now();
         for (i, pid) in bundles.iter().enumerate() {
@@ -365,19 +407,17 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
                 samples[i].push(s);
             }
         }
-        approved += approve_pending(&bot, &mut approve_failures);
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
     }
     let load_time = began.elapsed();
-    // The end: every loop finishes its operation and stops; proposals still waiting are
-    // approved so that each gets its answer.
+    // The end: every loop finishes its operation and stops (a proposal still waiting gets
+    // its approval first).
     for a in &agents {
         std::fs::write(a.workspace.join("stop"), "").unwrap();
     }
     let mut statuses = vec![None; agents.len()];
     let stop_deadline = Instant::now() + Duration::from_secs(300);
     while statuses.iter().any(Option::is_none) && Instant::now() < stop_deadline {
-        approved += approve_pending(&bot, &mut approve_failures);
         for (i, a) in agents.iter_mut().enumerate() {
             if statuses[i].is_none()
                 && let Some(status) = a.start.as_mut().unwrap().try_wait().unwrap()
@@ -388,6 +428,11 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    stop_operator.store(true, Ordering::SeqCst);
+    let (approved, approve_failures) = tokio::task::spawn_blocking(move || operator.join())
+        .await
+        .unwrap()
+        .unwrap();
 
     // The tables.
     let tallies: Vec<Tally> = agents
