@@ -89,10 +89,8 @@ impl SidecarWatch {
         for listener in &listeners {
             // A listening socket shut down stops listening (new connections are refused) and
             // wakes its acceptor, which then drops it.
-            let _ = nix::sys::socket::shutdown(
-                listener.as_raw_fd(),
-                nix::sys::socket::Shutdown::Both,
-            );
+            let _ =
+                nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
         let _ = writeln_stderr(
             "the sidecar no longer answers; its endpoints inside the bottle are closed",

@@ -290,7 +290,10 @@ fn operator(
     std::thread::spawn(move || {
         let (mut approved, mut failures) = (0, Vec::new());
         while !stop.load(Ordering::SeqCst) {
-            let out = bot().args(["proposals", "list", "--json"]).output().unwrap();
+            let out = bot()
+                .args(["proposals", "list", "--json"])
+                .output()
+                .unwrap();
             let pending: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
                 .ok()
                 .and_then(|v| v.as_array().cloned())
@@ -529,7 +532,12 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
         }
         // Its last accepted push is its branch upstream.
         let tip = Command::new("git")
-            .args(["rev-parse", "--verify", "-q", &format!("refs/heads/agent/soak-{i}")])
+            .args([
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/agent/soak-{i}"),
+            ])
             .current_dir(&upstream_git)
             .output()
             .unwrap();
@@ -575,9 +583,5 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
             ));
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{}\n\n{report}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{}\n\n{report}", problems.join("\n"));
 }
