@@ -70,9 +70,9 @@ print(json.dumps(answer))
 "#;
 
 /// One agent: three loops (HTTPS through egress, git through the gate, proposals to
-/// supervise) until `$W/stop` appears, each logging every operation into `$W/load.log`. A git
-/// run is bounded by `timeout` (exit 124: hung) and traced; the trace is kept only for a run
-/// that failed.
+/// supervise), each round at least once and until `$W/stop` appears, each logging every
+/// operation into `$W/load.log`. A git run is bounded by `timeout` (exit 124: hung) and
+/// traced; the trace is kept only for a run that failed.
 const AGENT: &str = r#"
 set -u
 W=$PWD
@@ -90,11 +90,12 @@ g() {
 }
 https_loop() {
   i=0
-  while [ ! -e "$W/stop" ]; do
+  while :; do
     i=$((i+1))
     code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 120 "https://api.example.test/v1/soak/$ID/$i" 2>> "$W/curl.err")
     log "https $i $? $code"
     sleep 0.2
+    [ -e "$W/stop" ] && break
   done
 }
 git_loop() {
@@ -102,7 +103,7 @@ git_loop() {
   g clone0 clone -q "$UPSTREAM" app; log "clone 0 $?"
   cd app || return
   n=0
-  while [ ! -e "$W/stop" ]; do
+  while :; do
     n=$((n+1))
     # Low-entropy text: the secret scan of random bytes is what `bench/scan` measures.
     seq "$n" "$((n * 10 + 300))" > "f$n"
@@ -116,16 +117,18 @@ git_loop() {
       rm -rf "$HOME/c"
       g "clone$n" clone -q "$UPSTREAM" "$HOME/c"; log "clone $n $?"
     fi
+    [ -e "$W/stop" ] && break
   done
 }
 proposal_loop() {
   k=0
-  while [ ! -e "$W/stop" ]; do
+  while :; do
     k=$((k+1))
     out=$(timeout -k 5 300 python3 "$W/propose.py" "soak-$ID-$k.test" 2>&1)
     rc=$?
     case "$out" in *'"status": "approved"'*) r=approved ;; *) r=other; echo "$out" >> "$W/proposal.err" ;; esac
     log "proposal $k $rc $r"
+    [ -e "$W/stop" ] && break
     sleep 1
   done
 }
