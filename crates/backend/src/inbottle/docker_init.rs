@@ -8,7 +8,10 @@
 //!   every backend, so the init listens on those loopback ports and relays each connection to
 //!   the same port of the sidecar container on the bottle's internal network. The sidecar's
 //!   address is resolved by container name before the release (the sidecar starts side by
-//!   side with the agent container), while nothing of the agent runs yet;
+//!   side with the agent container), while nothing of the agent runs yet. Once the agent
+//!   runs, the relay watches the sidecar: when the sidecar container dies, the loopback
+//!   endpoints are closed, so the agent's connections are refused at once instead of waiting
+//!   on the dead container's address;
 //! * **release gate**: the agent's command must not run before the launcher has closed the
 //!   network (the per-bottle firewall, see [`crate::docker::spec::firewall_script`]), so the init waits
 //!   for `SIGUSR1` from the launcher (sent through the Engine API) and then *checks* the result
@@ -113,11 +116,12 @@ fn run(config: &InitConfig) -> i32 {
             Err(message) => return fail(&message),
         }
     };
+    let watch = super::relay::SidecarWatch::new();
     let mut targets = Vec::new();
     for forward in &config.forwards {
         let Some(ip) = sidecar else { break };
         let target = SocketAddr::new(ip, forward.sidecar_port);
-        if let Err(message) = super::relay::listen_loopback(forward.port, target) {
+        if let Err(message) = super::relay::listen_loopback(forward.port, target, Some(&watch)) {
             return fail(&message);
         }
         targets.push((forward.port, target));
@@ -131,6 +135,11 @@ fn run(config: &InitConfig) -> i32 {
     }
     if let Err(message) = check_network(&targets) {
         return fail(&message);
+    }
+    // From now on a sidecar that stops answering closes the endpoints (refused at once)
+    // instead of leaving the agent's connections waiting on a dead address.
+    if let Some((_, target)) = targets.first() {
+        watch.start(*target);
     }
     let Some((program, args)) = config.argv.split_first() else {
         return fail("empty command");

@@ -570,7 +570,7 @@ fn network(ports: &[u16]) -> Result<(), String> {
         let target: SocketAddr = format!("{SIDECAR_ADDR}:{port}")
             .parse()
             .map_err(|e| format!("{e}"))?;
-        super::relay::listen_loopback(port, target)?;
+        super::relay::listen_loopback(port, target, None)?;
     }
     Ok(())
 }

@@ -11,5 +11,6 @@ mod prepare_cli;
 mod readme;
 mod scan_cli;
 mod scan_git_cli;
+mod soak;
 mod start;
 mod supervise_cli;

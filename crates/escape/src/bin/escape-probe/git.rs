@@ -38,9 +38,10 @@ pub(crate) fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
 
 /// [`run_git`] for the steps that must work for the suite to judge the gate at all (the
 /// first clone, the clean push): a timed-out attempt is tried once more, and the output says
-/// so. A gate that answers neither time still fails the suite. (A rare hang of one request
-/// through the native forwarder and the gate is known and not yet explained; see the gate's
-/// notes.)
+/// so. A gate that answers neither time still fails the suite. (Kept against a rare hang of
+/// one request through the native forwarder and the gate seen before the forwarder's
+/// one-way-connection fix and the gate's probe fix; the soaks since, with many clients under
+/// load, have had no git run that never got an answer: `bench/README.md`, "soak".)
 /// `before_retry` undoes what the first attempt left (a half-made clone).
 fn run_git_needed(dir: &Path, args: &[&str], before_retry: impl Fn()) -> (bool, String) {
     let (ok, out) = run_git(dir, args);
