@@ -69,6 +69,14 @@ impl Watch {
             if *state != State::Watching {
                 return false;
             }
+            // `bot-bottle stop` stops the agent, then the bundle: a bundle that ends while a
+            // stop is under way ends as asked (its end may be seen before the agent's), no
+            // fault. The request is a file in the host's state directory, out of the agent's
+            // reach.
+            if self.home.bottle(&self.identity).stop_requested().exists() {
+                *state = State::Ending;
+                return false;
+            }
             *state = State::Down(how.to_owned());
         }
         let _ = self.home.mark_sidecar_down(&self.identity, how);
@@ -194,6 +202,17 @@ mod tests {
             watch.down().as_deref(),
             Some("was killed by signal 9 (SIGKILL)")
         );
+    }
+
+    #[test]
+    fn a_bundle_that_ends_during_a_requested_stop_is_no_fault() {
+        let (_dir, watch) = watch();
+        let paths = watch.home.bottle(&watch.identity);
+        std::fs::write(paths.stop_requested(), "\n").unwrap();
+        // `bot-bottle stop` took the bundle down before `start` saw the agent's end.
+        assert!(!watch.sidecar_down("exited with status 0"));
+        watch.agent_ended(None);
+        assert_eq!(watch.down(), None);
     }
 
     #[test]

@@ -71,7 +71,7 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
         lines[4]
     );
     // No kubeconfig in this fresh home: the kubernetes line says where to get one, offline.
-    assert!(lines[3].contains("fix: point $KUBECONFIG"), "{}", lines[3]);
+    assert!(lines[5].contains("fix: point $KUBECONFIG"), "{}", lines[5]);
     // doctor leaves nothing behind
     assert!(!home.path().join(".bot-bottle").exists());
 }
