@@ -11,6 +11,15 @@ use crate::BackendError;
 /// At most this many of `cp`'s complaints are quoted in the error.
 const QUOTED: usize = 3;
 
+/// Makes the copy a `copy` workspace asks for ([`crate::WorkspaceMode::Copy`]); nothing for a
+/// bind-mounted one. The `prepare` step of the backends that copy before launch.
+pub(crate) fn prepare(spec: &crate::LaunchSpec) -> Result<(), BackendError> {
+    match &spec.workspace.mode {
+        crate::WorkspaceMode::Copy { into } => copy_workspace(&spec.workspace.host, into),
+        _ => Ok(()),
+    }
+}
+
 /// Copies `from` into `into` (unless `into` exists already: a resumed bottle keeps its copy).
 /// The copy is made beside `into` and renamed into place, so a failed copy leaves nothing
 /// that a resume would take for a finished one.

@@ -447,9 +447,7 @@ impl Backend for AppleBackend {
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
         validate(spec)?;
-        if let crate::WorkspaceMode::Copy { into } = &spec.workspace.mode {
-            crate::workspace_copy::copy_workspace(&spec.workspace.host, into)?;
-        }
+        crate::workspace_copy::prepare(spec)?;
         Ok(())
     }
 

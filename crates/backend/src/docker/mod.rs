@@ -90,7 +90,7 @@ pub use self::spec::{Names, SidecarMount, SidecarSpec};
 use crate::inbottle::docker_init as init;
 use crate::native::HelperCommand;
 use crate::preflight::{self, BackendStatus};
-use crate::spec::{BottleStdio, LaunchSpec, StdioMode, WorkspaceMode};
+use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
 use crate::{Backend, BackendError, BackendKind, BottleInfo, CleanupAction, RunningBottle};
 
 /// Receives build output lines (progress) while an image is built.
@@ -493,9 +493,7 @@ impl Backend for DockerBackend {
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
         validate(spec)?;
-        if let WorkspaceMode::Copy { into } = &spec.workspace.mode {
-            crate::workspace_copy::copy_workspace(&spec.workspace.host, into)?;
-        }
+        crate::workspace_copy::prepare(spec)?;
         self.agent_image()?;
         if let Some(sidecar) = &self.config.sidecar {
             let docker = self.client()?;

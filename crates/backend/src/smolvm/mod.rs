@@ -377,9 +377,7 @@ impl Backend for SmolvmBackend {
 
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
         validate(spec)?;
-        if let crate::WorkspaceMode::Copy { into } = &spec.workspace.mode {
-            crate::workspace_copy::copy_workspace(&spec.workspace.host, into)?;
-        }
+        crate::workspace_copy::prepare(spec)?;
         Ok(())
     }
 
