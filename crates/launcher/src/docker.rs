@@ -118,9 +118,20 @@ pub(super) fn agent_image(
             build_args: Default::default(),
         });
     }
-    match &launch.agent.bottle.agent_provider {
+    provider_image(&launch.agent, base, env)
+}
+
+/// The agent image of `agent`'s provider: the bottle's own Dockerfile (its directory is the
+/// build context) or the provider's template. `start --dry-run` names the same image.
+pub fn provider_image(
+    agent: &manifest::ResolvedAgent,
+    base: Option<&str>,
+    env: &crate::HostEnv,
+) -> Result<ImageSource, LaunchError> {
+    let name = &agent.name;
+    match &agent.bottle.agent_provider {
         AgentProvider::Template { dockerfile, .. } => {
-            ImageSource::bottle_dockerfile(agent, dockerfile).with_context(|| {
+            ImageSource::bottle_dockerfile(name, dockerfile).with_context(|| {
                 format!(
                     "cannot read the bottle's Dockerfile {}; fix `agent_provider.dockerfile` in the manifest",
                     dockerfile.display()
@@ -128,14 +139,14 @@ pub(super) fn agent_image(
             })
         }
         AgentProvider::Generic(g) => match &g.dockerfile {
-            Some(dockerfile) => ImageSource::bottle_dockerfile(agent, dockerfile).with_context(|| {
+            Some(dockerfile) => ImageSource::bottle_dockerfile(name, dockerfile).with_context(|| {
                 format!(
                     "cannot read the generic provider's Dockerfile {}; fix `agent_provider.dockerfile` in the manifest",
                     dockerfile.display()
                 )
             }),
             None => Err(LaunchError::Invalid(format!(
-                "agent `{agent}` runs a generic provider without `agent_provider.dockerfile`, so the docker backend has no image with `{}` in it; add `dockerfile: ./Dockerfile` (an image that installs the agent) to its `agent_provider`, or use --backend native",
+                "agent `{name}` runs a generic provider without `agent_provider.dockerfile`, so the docker backend has no image with `{}` in it; add `dockerfile: ./Dockerfile` (an image that installs the agent) to its `agent_provider`, or use --backend native",
                 g.command.first().map(String::as_str).unwrap_or_default()
             ))),
         },

@@ -41,6 +41,7 @@ use manifest::ResolvedAgent;
 use state::{Home, Identity, Metadata, RunLock};
 
 use ::bundle::{EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar};
+pub use docker::provider_image;
 pub use env::HostEnv;
 use error::Context;
 pub use error::LaunchError;

@@ -11,7 +11,7 @@ use backend::kubernetes::{
     AgentFile, ClusterSettings, PodPlan, SidecarPlan, bottle_objects, objects::SIDECAR_DIR,
 };
 use launcher::pod::{POD_BOTTLE_CA, POD_CA_BUNDLE, POD_WORKSPACE};
-use manifest::{AgentProvider, ResolvedAgent};
+use manifest::ResolvedAgent;
 use state::Identity;
 
 /// The uids of a kubernetes bottle (the pod's packet filter tells them apart).
@@ -27,7 +27,7 @@ pub fn render(
 ) -> anyhow::Result<String> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let identity = Identity::generate(&agent.name)?;
-    let agent_image = agent_image(&agent)?;
+    let agent_image = tag(&launcher::provider_image(&agent, None, env)?)?;
     let launch = launcher::Launch {
         agent,
         backend: backend::BackendKind::Kubernetes,
@@ -116,38 +116,4 @@ fn tag(source: &ImageSource) -> anyhow::Result<String> {
         .input_hash()
         .context("cannot hash the image's inputs")?;
     Ok(source.tag(&hash))
-}
-
-/// The agent image's local name, as the docker backend would build it.
-fn agent_image(agent: &ResolvedAgent) -> anyhow::Result<String> {
-    let source = match &agent.bottle.agent_provider {
-        AgentProvider::Template { dockerfile, .. } => {
-            ImageSource::bottle_dockerfile(&agent.name, dockerfile).with_context(|| {
-                format!(
-                    "cannot read the bottle's Dockerfile {}",
-                    dockerfile.display()
-                )
-            })?
-        }
-        AgentProvider::Generic(g) => {
-            let dockerfile = g.dockerfile.as_ref().with_context(|| {
-                format!(
-                    "agent `{}` runs a generic provider without `agent_provider.dockerfile`, so there is no agent image; add `dockerfile: ./Dockerfile` to its `agent_provider`",
-                    agent.name
-                )
-            })?;
-            ImageSource::bottle_dockerfile(&agent.name, dockerfile).with_context(|| {
-                format!(
-                    "cannot read the generic provider's Dockerfile {}",
-                    dockerfile.display()
-                )
-            })?
-        }
-        AgentProvider::Stock(kind) => {
-            let name = kind.as_str();
-            ImageSource::provider(name, None)
-                .with_context(|| format!("no image template for the {name} provider"))?
-        }
-    };
-    tag(&source)
 }
