@@ -48,6 +48,7 @@ pub mod docker;
 pub mod inbottle;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+mod launcher_pid;
 pub mod native;
 pub mod preflight;
 pub mod qemu;

@@ -1,5 +1,5 @@
 //! A `container` CLI that behaves like Apple's, for tests of the fail-closed paths: it parses
-//! `system status`, `network create/inspect/delete`, `run`, `create`, `start`, `kill`,
+//! `system status`, `network create/inspect/list/delete`, `run`, `create`, `start`, `kill`,
 //! `logs`, `inspect`, `delete` and `list` as the Swift argument parser does (unknown options are
 //! usage errors, exit 64), keeps networks and containers as the API server does and answers
 //! `inspect` with the same JSON shapes (`configuration.mode`, `configuration.networks`,
@@ -57,7 +57,8 @@ pub struct FakeState {
     pub released: Vec<String>,
     /// Image tags that exist.
     pub images: BTreeSet<String>,
-    networks: BTreeMap<String, String>,
+    /// Name → (mode, labels).
+    networks: BTreeMap<String, (String, serde_json::Value)>,
     containers: BTreeMap<String, Ctr>,
     next_ip: u8,
 }
@@ -173,20 +174,38 @@ impl FakeContainer {
             }
             ["network", "create", rest @ ..] => self.network_create(rest),
             ["network", "inspect", name] => self.with(|s| match s.networks.get(*name) {
-                Some(mode) => out(
+                Some(net) => out(
                     0,
-                    serde_json::json!([{"id": name, "configuration": {"name": name, "mode": mode, "labels": {}, "plugin": "container-network-vmnet", "options": {}}, "status": {}}]).to_string(),
+                    serde_json::json!([Self::network(name, net)]).to_string(),
                     "",
                 ),
                 None => failure(format!("network {name} not found")),
             }),
-            ["network", "delete", names @ ..] => self.with(|s| {
+            ["network", "list" | "ls", "--format", "json"] => self.with(|s| {
+                // The builtin `default` network is listed too, as the real CLI does.
+                let default = ("nat".to_owned(), serde_json::json!({}));
+                let all: Vec<serde_json::Value> = std::iter::once(Self::network("default", &default))
+                    .chain(s.networks.iter().map(|(n, net)| Self::network(n, net)))
+                    .collect();
+                out(0, serde_json::Value::Array(all).to_string(), "")
+            }),
+            ["network", "delete" | "rm", names @ ..] => self.with(|s| {
                 for n in names {
-                    if s.networks.remove(*n).is_none() {
+                    if !s.networks.contains_key(*n) {
                         return failure(format!("network {n} not found"));
                     }
+                    // The real CLI refuses while addresses of the network are in use.
+                    let attached = s.containers.values().any(|c| {
+                        c.config["networks"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x["network"] == *n))
+                    });
+                    if attached {
+                        return failure(format!("network {n} has containers attached"));
+                    }
+                    s.networks.remove(*n);
                 }
-                out(0, "", "")
+                out(0, names.join("\n"), "")
             }),
             ["run", rest @ ..] => self.create(rest, env, true),
             ["create", rest @ ..] => self.create(rest, env, false),
@@ -254,6 +273,10 @@ impl FakeContainer {
         }
     }
 
+    fn network(name: &str, (mode, labels): &(String, serde_json::Value)) -> serde_json::Value {
+        serde_json::json!({"id": name, "configuration": {"id": name, "mode": mode, "labels": labels, "plugin": "container-network-vmnet", "options": {}}, "status": {}})
+    }
+
     fn managed(name: &str, c: &Ctr) -> serde_json::Value {
         let networks: Vec<serde_json::Value> = c
             .addresses
@@ -272,12 +295,16 @@ impl FakeContainer {
             return failure("user-defined networks require macOS 26 or later");
         }
         let (mut internal, mut name) = (false, None);
+        let mut labels = serde_json::Map::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match *a {
                 "--internal" => internal = true,
                 "--label" => {
-                    it.next();
+                    let Some((k, v)) = it.next().and_then(|l| l.split_once('=')) else {
+                        return usage("--label needs key=value".into());
+                    };
+                    labels.insert(k.into(), v.into());
                 }
                 other if other.starts_with('-') => {
                     return usage(format!("Unknown option '{other}'"));
@@ -297,7 +324,8 @@ impl FakeContainer {
             if s.networks.contains_key(&name) {
                 return failure(format!("network {name} already exists"));
             }
-            s.networks.insert(name, mode.to_owned());
+            s.networks
+                .insert(name, (mode.to_owned(), serde_json::Value::Object(labels)));
             out(0, "", "")
         })
     }

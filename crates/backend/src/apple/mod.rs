@@ -91,7 +91,9 @@ pub fn open(options: &crate::OpenOptions) -> Result<Box<dyn Backend>, BackendErr
         .map(PathBuf::from)
         .or_else(|| cfg!(target_os = "linux").then(|| options.exe.clone()));
     config.agent_image = env(IMAGE_ENV);
-    let program = crate::preflight::find_in_path("container").unwrap_or_else(|| "container".into());
+    let program = crate::preflight::apple_cli_override()
+        .or_else(|| crate::preflight::find_in_path("container"))
+        .unwrap_or_else(|| "container".into());
     Ok(Box::new(AppleBackend::new(
         config,
         Arc::new(RealContainer { program }),
@@ -346,8 +348,14 @@ impl AppleBackend {
             ))
         })?;
         let init_dir = self.stage_init(&spec.identity)?;
-        if let Err(e) = self.set_up(spec, sidecar, &names, &image, &init_dir) {
+        // Who launched it: `cleanup` kills a bottle whose launcher is gone.
+        crate::launcher_pid::write(&self.bottle_dir(&spec.identity))?;
+        let discard = || {
             Self::teardown(self.cli.as_ref(), &names);
+            let _ = std::fs::remove_dir_all(self.bottle_dir(&spec.identity));
+        };
+        if let Err(e) = self.set_up(spec, sidecar, &names, &image, &init_dir) {
+            discard();
             return Err(e);
         }
         let child = match self
@@ -356,7 +364,7 @@ impl AppleBackend {
         {
             Ok(child) => child,
             Err(e) => {
-                Self::teardown(self.cli.as_ref(), &names);
+                discard();
                 return Err(e);
             }
         };
@@ -364,7 +372,7 @@ impl AppleBackend {
             names: names.clone(),
             child,
             cli: self.cli.clone(),
-            dir: self.config.runtime_dir().join(&spec.identity),
+            dir: self.bottle_dir(&spec.identity),
             done: false,
         };
         // Released only once the container runs (the init waits for SIGUSR1).
@@ -394,22 +402,54 @@ impl AppleBackend {
         Ok(Box::new(bottle))
     }
 
+    fn list_json(&self, stage: &str, args: Vec<String>) -> Result<Vec<serde_json::Value>, BackendError> {
+        let out = self.must(stage, args)?;
+        serde_json::from_str(&out.stdout).map_err(|e| BackendError::Setup {
+            stage: stage.to_owned(),
+            message: format!("its JSON cannot be read: {e}"),
+        })
+    }
+
+    /// bot-bottle's containers (`bb-<id>-agent`, `bb-<id>-sidecar`).
     fn containers(&self) -> Result<Vec<serde_json::Value>, BackendError> {
-        let out = self.must(
-            "container list",
-            ["list", "--all", "--format", "json"]
-                .map(String::from)
-                .to_vec(),
-        )?;
-        let all: Vec<serde_json::Value> =
-            serde_json::from_str(&out.stdout).map_err(|e| BackendError::Setup {
-                stage: "container list".into(),
-                message: format!("its JSON cannot be read: {e}"),
-            })?;
-        Ok(all
+        Ok(self
+            .list_json("container list", plan::list_args())?
             .into_iter()
             .filter(|c| c["id"].as_str().and_then(Names::of_container).is_some())
             .collect())
+    }
+
+    /// bot-bottle's networks: named `bb-<id>-agent`/`bb-<id>-egress` and labelled with that
+    /// identity (a network of the user's that only looks like one is left alone).
+    fn networks(&self) -> Result<Vec<(String, String)>, BackendError> {
+        Ok(self
+            .list_json("container network list", plan::network_list_args())?
+            .iter()
+            .filter_map(|n| {
+                let name = n["id"].as_str()?;
+                let identity = Names::of_network(name)?;
+                (n["configuration"]["labels"][plan::LABEL] == identity)
+                    .then(|| (name.to_owned(), identity.to_owned()))
+            })
+            .collect())
+    }
+
+    fn bottle_dir(&self, identity: &str) -> PathBuf {
+        self.config.runtime_dir().join(identity)
+    }
+
+    /// Whether the bottle is still someone's: its launcher is alive, or (no launcher known) its
+    /// agent container runs.
+    fn live(&self, identity: &str, containers: &[serde_json::Value]) -> bool {
+        let dir = self.bottle_dir(identity);
+        if crate::launcher_pid::alive(&dir) {
+            return true;
+        }
+        let agent = format!("bb-{identity}-agent");
+        !crate::launcher_pid::gone(&dir)
+            && containers
+                .iter()
+                .any(|c| c["id"] == agent.as_str() && c["status"]["state"] == "running")
     }
 }
 
@@ -441,7 +481,6 @@ impl Backend for AppleBackend {
     fn preflight(&self) -> BackendStatus {
         let mut facts = AppleFacts::gather();
         facts.init_exe = self.config.init_exe.is_some();
-        facts.image = self.config.agent_image.is_some();
         diagnose_apple(&facts)
     }
 
@@ -493,29 +532,79 @@ impl Backend for AppleBackend {
             .iter()
             .filter(|c| c["id"].as_str().is_some_and(|n| n.ends_with("-agent")))
             .filter_map(|c| {
+                let identity = Names::of_container(c["id"].as_str()?)?.to_owned();
+                let running = c["status"]["state"] == "running";
                 Some(BottleInfo {
-                    identity: Names::of_container(c["id"].as_str()?)?.to_owned(),
+                    orphaned: running && crate::launcher_pid::gone(&self.bottle_dir(&identity)),
+                    identity,
                     backend: BackendKind::Apple,
-                    running: c["status"]["state"] == "running",
-                    orphaned: false,
+                    running,
                     created: 0,
                 })
             })
             .collect())
     }
 
+    /// Removes what no live bottle uses: the containers of bottles whose launcher is gone (a
+    /// running agent is killed: an orphan), stopped containers no launcher owns, then the
+    /// networks and runtime directories of bottles that are not live.
     fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
+        let containers = self.containers()?;
         let mut actions = Vec::new();
-        for c in self.containers()? {
+        let mut orphans = std::collections::BTreeSet::new();
+        for c in &containers {
             let Some(name) = c["id"].as_str() else {
                 continue;
             };
-            if c["status"]["state"] != "running" {
-                if !dry_run {
-                    self.run(vec!["delete".into(), "--force".into(), name.to_owned()])?;
+            let Some(identity) = Names::of_container(name) else {
+                continue;
+            };
+            if self.live(identity, &containers) {
+                continue;
+            }
+            if !dry_run {
+                self.must(
+                    "container delete",
+                    vec!["delete".into(), "--force".into(), name.to_owned()],
+                )?;
+            }
+            if c["status"]["state"] == "running" {
+                if orphans.insert(identity.to_owned()) {
+                    actions.push(CleanupAction::KilledOrphan {
+                        identity: identity.to_owned(),
+                    });
                 }
+            } else {
                 actions.push(CleanupAction::RemovedContainer {
                     name: name.to_owned(),
+                });
+            }
+        }
+        for (name, identity) in self.networks()? {
+            if self.live(&identity, &containers) {
+                continue;
+            }
+            if !dry_run {
+                self.must(
+                    "container network delete",
+                    vec!["network".into(), "delete".into(), name.clone()],
+                )?;
+            }
+            actions.push(CleanupAction::RemovedNetwork { name });
+        }
+        if let Ok(entries) = std::fs::read_dir(self.config.runtime_dir()) {
+            for e in entries.flatten() {
+                let identity = e.file_name().to_string_lossy().into_owned();
+                // `build/` holds image contexts being built, not a bottle.
+                if identity == "build" || self.live(&identity, &containers) {
+                    continue;
+                }
+                if !dry_run {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+                actions.push(CleanupAction::RemovedRuntimeDir {
+                    identity,
+                    path: e.path(),
                 });
             }
         }

@@ -62,6 +62,14 @@ impl Names {
             .strip_suffix("-agent")
             .or_else(|| name.strip_prefix("bb-")?.strip_suffix("-sidecar"))
     }
+
+    /// The identity whose network `name` is (`bb-<id>-agent`, `bb-<id>-egress`).
+    pub fn of_network(name: &str) -> Option<&str> {
+        name.strip_prefix("bb-")?
+            .strip_suffix("-agent")
+            .or_else(|| name.strip_prefix("bb-")?.strip_suffix("-egress"))
+            .filter(|id| !id.is_empty())
+    }
 }
 
 fn strings(words: &[&str]) -> Vec<String> {
@@ -93,6 +101,16 @@ pub fn network_create_args(names: &Names) -> [Vec<String>; 2] {
             &names.egress_network,
         ]),
     ]
+}
+
+/// `container list --all --format json`.
+pub fn list_args() -> Vec<String> {
+    strings(&["list", "--all", "--format", "json"])
+}
+
+/// `container network list --format json`.
+pub fn network_list_args() -> Vec<String> {
+    strings(&["network", "list", "--format", "json"])
 }
 
 /// `container network inspect <name>`.
@@ -501,6 +519,10 @@ mod tests {
         assert_eq!(Names::of_container("bb-demo-1-agent"), Some("demo-1"));
         assert_eq!(Names::of_container("bb-demo-1-sidecar"), Some("demo-1"));
         assert_eq!(Names::of_container("other"), None);
+        assert_eq!(Names::of_network("bb-demo-1-egress"), Some("demo-1"));
+        assert_eq!(Names::of_network("bb-demo-1-agent"), Some("demo-1"));
+        assert_eq!(Names::of_network("bb--agent"), None);
+        assert_eq!(Names::of_network("default"), None);
     }
 
     #[test]

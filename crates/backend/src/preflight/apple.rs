@@ -5,19 +5,40 @@ use std::path::{Path, PathBuf};
 use super::{BackendStatus, Check, find_in_path};
 use crate::BackendKind;
 
+/// `$BOT_BOTTLE_APPLE_CLI`: the `container` executable to drive instead of the one on `PATH`.
+/// Off macOS it is the only way to use the backend: a stand-in that behaves like Apple's CLI
+/// (the project's tests run `start` against one), never a real Apple runtime.
+pub const CLI_ENV: &str = "BOT_BOTTLE_APPLE_CLI";
+
 /// What the apple backend depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppleFacts {
     pub is_macos: bool,
     /// `sw_vers -productVersion`'s major number.
     pub macos_major: Option<u32>,
+    /// `$BOT_BOTTLE_APPLE_CLI` as set.
+    pub cli_override: Option<PathBuf>,
     pub container_cli: Option<PathBuf>,
     /// `container system status` succeeded (`None`: not asked, no CLI).
     pub system_running: Option<bool>,
     /// A Linux build of bot-bottle for the containers' init is known.
     pub init_exe: bool,
-    /// An agent image is configured (`$BOT_BOTTLE_APPLE_IMAGE`).
-    pub image: bool,
+}
+
+/// The `container` executable: `$BOT_BOTTLE_APPLE_CLI` when set (and executable), else
+/// `container` on `PATH` on macOS.
+pub fn container_cli(is_macos: bool, cli_override: Option<&Path>) -> Option<PathBuf> {
+    match cli_override {
+        Some(p) => super::is_executable(p).then(|| p.to_path_buf()),
+        None => find_in_path("container").filter(|_| is_macos),
+    }
+}
+
+/// `$BOT_BOTTLE_APPLE_CLI`, when set and not blank.
+pub fn cli_override() -> Option<PathBuf> {
+    std::env::var_os(CLI_ENV)
+        .filter(|v| !v.to_string_lossy().trim().is_empty())
+        .map(PathBuf::from)
 }
 
 fn succeeds(program: &Path, args: &[&str]) -> Option<String> {
@@ -34,9 +55,11 @@ fn succeeds(program: &Path, args: &[&str]) -> Option<String> {
 impl AppleFacts {
     pub fn gather() -> AppleFacts {
         let is_macos = cfg!(target_os = "macos");
-        let container_cli = find_in_path("container").filter(|_| is_macos);
+        let cli_override = cli_override();
+        let container_cli = container_cli(is_macos, cli_override.as_deref());
         let env_set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
         AppleFacts {
+            cli_override,
             is_macos,
             macos_major: is_macos
                 .then(|| succeeds(Path::new("/usr/bin/sw_vers"), &["-productVersion"]))
@@ -47,40 +70,56 @@ impl AppleFacts {
                 .map(|p| succeeds(p, &["system", "status"]).is_some()),
             container_cli,
             init_exe: env_set(crate::smolvm::GUEST_EXE_ENV),
-            image: env_set(crate::apple::IMAGE_ENV),
         }
     }
 }
 
 pub fn diagnose_apple(f: &AppleFacts) -> BackendStatus {
+    let mut checks = Vec::new();
     if !f.is_macos {
-        return BackendStatus::from_checks(
-            BackendKind::Apple,
-            vec![Check::fail(
-                "platform",
-                "only available on macOS",
-                "use --backend native on Linux",
-            )],
-        );
-    }
-    let mut checks = vec![match f.macos_major {
-        Some(v) if v >= 26 => Check::pass("macos", format!("macOS {v}")),
-        Some(v) => Check::fail(
-            "macos",
+        let Some(stand_in) = &f.cli_override else {
+            return BackendStatus::from_checks(
+                BackendKind::Apple,
+                vec![Check::fail(
+                    "platform",
+                    "only available on macOS",
+                    "use --backend native on Linux",
+                )],
+            );
+        };
+        checks.push(Check::warn(
+            "platform",
             format!(
-                "macOS {v} has no user-defined container networks (the agent's host-only network needs them)"
+                "not macOS: {} ({CLI_ENV}) stands in for Apple's container CLI; the bottle is only as isolated as that stand-in makes it",
+                stand_in.display()
             ),
-            "upgrade to macOS 26 or later, or use --backend docker",
+            format!("unset {CLI_ENV} unless it names a test stand-in"),
+        ));
+    } else {
+        checks.push(match f.macos_major {
+            Some(v) if v >= 26 => Check::pass("macos", format!("macOS {v}")),
+            Some(v) => Check::fail(
+                "macos",
+                format!(
+                    "macOS {v} has no user-defined container networks (the agent's host-only network needs them)"
+                ),
+                "upgrade to macOS 26 or later, or use --backend docker",
+            ),
+            None => Check::fail(
+                "macos",
+                "the macOS version cannot be read (sw_vers -productVersion failed)",
+                "run on macOS 26 or later",
+            ),
+        });
+    }
+    checks.push(match (&f.container_cli, &f.cli_override) {
+        (Some(p), _) => Check::pass("container cli", format!("container at {}", p.display())),
+        (None, Some(p)) => Check::fail(
+            "container cli",
+            format!("{CLI_ENV} names {}, which is not an executable file", p.display()),
+            format!("point {CLI_ENV} at Apple's container CLI, or unset it"),
         ),
-        None => Check::fail(
-            "macos",
-            "the macOS version cannot be read (sw_vers -productVersion failed)",
-            "run on macOS 26 or later",
-        ),
-    }];
-    checks.push(match &f.container_cli {
-        Some(p) => Check::pass("container cli", format!("container at {}", p.display())),
-        None => Check::fail(
+        (None, None) => Check::fail(
             "container cli",
             "Apple's `container` CLI is not installed",
             "install it from github.com/apple/container (the signed installer package) and run `container system start`",
@@ -103,16 +142,6 @@ pub fn diagnose_apple(f: &AppleFacts) -> BackendStatus {
             format!(
                 "set {} to a Linux bot-bottle binary",
                 crate::smolvm::GUEST_EXE_ENV
-            ),
-        ));
-    }
-    if !f.image {
-        checks.push(Check::fail(
-            "agent image",
-            "no agent image is configured",
-            format!(
-                "container build -f images/Dockerfile.claude -t bot-bottle/agent-claude images && export {}=bot-bottle/agent-claude",
-                crate::apple::IMAGE_ENV
             ),
         ));
     }

@@ -19,7 +19,7 @@ mod docker;
 mod native;
 mod smolmachines;
 
-pub use apple::{AppleFacts, diagnose_apple};
+pub use apple::{AppleFacts, CLI_ENV as APPLE_CLI_ENV, cli_override as apple_cli_override, diagnose_apple};
 pub use docker::{DockerFacts, diagnose_docker};
 pub use native::{NativeFacts, diagnose_native, landlock_abi};
 pub use smolmachines::{SmolFacts, diagnose_smolmachines};

@@ -279,7 +279,7 @@ fn apple_fixes_an_old_macos_and_a_stopped_api_server() {
         container_cli: Some("/usr/local/bin/container".into()),
         system_running: Some(false),
         init_exe: true,
-        image: true,
+        ..AppleFacts::default()
     };
     let line = diagnose_apple(&mac).line();
     assert!(
@@ -294,4 +294,48 @@ fn apple_fixes_an_old_macos_and_a_stopped_api_server() {
         line.contains("not yet run on a Mac by this project"),
         "{line}"
     );
+}
+
+#[test]
+fn apple_off_macos_only_with_a_named_stand_in() {
+    let stand_in = AppleFacts {
+        cli_override: Some("/opt/fake/container".into()),
+        container_cli: Some("/opt/fake/container".into()),
+        system_running: Some(true),
+        init_exe: true,
+        ..AppleFacts::default()
+    };
+    let status = diagnose_apple(&stand_in);
+    assert!(status.usable, "{}", status.line());
+    assert!(
+        status.line().contains(
+            "not macOS: /opt/fake/container (BOT_BOTTLE_APPLE_CLI) stands in for Apple's container CLI"
+        ),
+        "{}",
+        status.line()
+    );
+    let missing = AppleFacts {
+        container_cli: None,
+        system_running: None,
+        ..stand_in
+    };
+    let status = diagnose_apple(&missing);
+    assert!(!status.usable);
+    assert!(
+        status.line().contains(
+            "BOT_BOTTLE_APPLE_CLI names /opt/fake/container, which is not an executable file; fix: point BOT_BOTTLE_APPLE_CLI at Apple's container CLI, or unset it"
+        ),
+        "{}",
+        status.line()
+    );
+    // The agent image is no requirement: `start` builds it with `container build`.
+    let status = diagnose_apple(&AppleFacts {
+        is_macos: true,
+        macos_major: Some(26),
+        container_cli: Some("/usr/local/bin/container".into()),
+        system_running: Some(true),
+        init_exe: true,
+        ..AppleFacts::default()
+    });
+    assert!(status.usable, "{}", status.line());
 }

@@ -49,9 +49,6 @@ pub const IMAGE_ENV: &str = "BOT_BOTTLE_SMOLVM_IMAGE";
 /// init it is (smolmachines, apple); on Linux hosts the running executable when unset.
 pub const GUEST_EXE_ENV: &str = "BOT_BOTTLE_LINUX_EXE";
 
-/// The file in a bottle's runtime directory holding the pid of the process that launched it.
-const LAUNCHER_PID: &str = "launcher.pid";
-
 /// How the backend is set up.
 #[derive(Debug, Clone)]
 pub struct SmolvmConfig {
@@ -330,20 +327,9 @@ impl SmolvmBackend {
         }
     }
 
-    /// Whether the process that launched a bottle is known and gone (its pid file names a
-    /// process that no longer exists).
+    /// Whether the process that launched a bottle is known and gone.
     fn launcher_gone(&self, identity: &str) -> bool {
-        let file = self.bottle_dir(identity).join(LAUNCHER_PID);
-        let Some(pid) = std::fs::read_to_string(file)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        else {
-            return false;
-        };
-        matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        )
+        crate::launcher_pid::gone(&self.bottle_dir(identity))
     }
 
     fn machines(&self) -> Result<Vec<serde_json::Value>, BackendError> {
@@ -400,9 +386,7 @@ impl Backend for SmolvmBackend {
         }
         let plan = self.stage(spec)?;
         // Who launched it: `cleanup` stops a running machine whose launcher is gone.
-        let pid_file = self.bottle_dir(&spec.identity).join(LAUNCHER_PID);
-        std::fs::write(&pid_file, std::process::id().to_string())
-            .map_err(io_err("write", &pid_file))?;
+        crate::launcher_pid::write(&self.bottle_dir(&spec.identity))?;
         self.create_confirmed(&plan)?;
         let out = self.run(plan::start_args(&plan.name))?;
         if !out.ok() {

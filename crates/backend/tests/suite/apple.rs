@@ -10,7 +10,7 @@ use std::time::Duration;
 use backend::apple::fake::{Bug, FakeContainer};
 use backend::apple::{AppleBackend, AppleConfig, ContainerCli};
 use backend::docker::{ImageSource, SidecarMount, SidecarSpec};
-use backend::{Backend, BackendError, BottleStdio, LaunchSpec};
+use backend::{Backend, BackendError, BottleStdio, CleanupAction, LaunchSpec};
 
 use super::smolmachines::spec as contract_spec;
 
@@ -292,4 +292,75 @@ fn start_hands_the_sidecar_and_image_through_the_backend_trait() {
         create.contains(" bot-bottle/agent-built:feedface0001 "),
         "{create}"
     );
+}
+
+#[test]
+fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_rest() {
+    let a = Apple::new();
+    // A bottle whose launcher died: nothing of it was torn down.
+    let dead = a
+        .backend
+        .launch_with(&a.spec(), &a.sidecar(), BottleStdio::piped())
+        .unwrap();
+    std::mem::forget(dead);
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let dir = a.root.join("home/run/apple/demo-1a2b3");
+    std::fs::write(dir.join("launcher.pid"), gone.to_string()).unwrap();
+    // A bottle whose launcher (this process) is alive, and a network of the user's that only
+    // looks like one of bot-bottle's.
+    let mut live_spec = a.spec();
+    live_spec.identity = "live-4c5d6".into();
+    let mut live = a
+        .backend
+        .launch_with(&live_spec, &a.sidecar(), BottleStdio::piped())
+        .unwrap();
+    a.fake
+        .run(
+            &["network", "create", "bb-mine-agent"].map(String::from),
+            &[],
+        )
+        .unwrap();
+
+    let listed = a.backend.list().unwrap();
+    let orphaned: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|b| (b.identity.as_str(), b.orphaned))
+        .collect();
+    assert_eq!(orphaned, [("demo-1a2b3", true), ("live-4c5d6", false)]);
+
+    let dry = a.backend.cleanup(true).unwrap();
+    assert_eq!(a.fake.resources().0.len(), 5, "a dry run removes nothing");
+    let actions = a.backend.cleanup(false).unwrap();
+    assert_eq!(dry, actions);
+    assert_eq!(
+        actions,
+        [
+            CleanupAction::KilledOrphan {
+                identity: "demo-1a2b3".into()
+            },
+            CleanupAction::RemovedNetwork {
+                name: "bb-demo-1a2b3-agent".into()
+            },
+            CleanupAction::RemovedNetwork {
+                name: "bb-demo-1a2b3-egress".into()
+            },
+            CleanupAction::RemovedRuntimeDir {
+                identity: "demo-1a2b3".into(),
+                path: dir.clone()
+            },
+        ]
+    );
+    assert!(!dir.exists());
+    let (networks, containers) = a.fake.resources();
+    assert_eq!(
+        networks,
+        ["bb-live-4c5d6-agent", "bb-live-4c5d6-egress", "bb-mine-agent"]
+    );
+    assert_eq!(containers, ["bb-live-4c5d6-agent", "bb-live-4c5d6-sidecar"]);
+    // The live bottle still ends cleanly, and takes its networks with it.
+    assert_eq!(live.wait().unwrap().code, 0);
+    assert_eq!(a.fake.resources(), (vec!["bb-mine-agent".to_owned()], vec![]));
+    assert!(a.backend.cleanup(false).unwrap().is_empty());
 }
