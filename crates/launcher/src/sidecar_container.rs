@@ -61,6 +61,10 @@ pub(super) fn launch(
     // requests (nothing else leads out), it does not open anything.
     sidecar.health = None;
     backend.prepare(spec)?;
+    // The agent is uid 1000 in its container, as on docker: started by root, it gets its home.
+    if nix::unistd::geteuid().is_root() {
+        super::docker::hand_to_agent_user(spec, options.report.as_ref())?;
+    }
     let running = backend.launch_beside(spec, &agent, &sidecar, BottleStdio::inherit())?;
     super::agent_started(paths, options.report.as_ref());
     Ok(running)

@@ -6,15 +6,19 @@
 //!   request it receives, so tests assert on what actually left the bottle, and serves a
 //!   few behaviours by path (server-sent events, large bodies, upgrades).
 //! * [`client`]: helpers to talk through a forward proxy (CONNECT + TLS, or absolute form).
+//! * [`apple_container`], [`smolvm`]: stand-ins for Apple's `container` CLI and for `smolvm`
+//!   (their containers and machines run in docker) for `start` on those backends.
 //!
 //! Everything listens and connects on loopback only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod apple_container;
 pub mod client;
 pub mod docker;
 pub mod git;
 pub mod model_api;
+pub mod smolvm;
 mod upstream;
 
 pub use model_api::ModelApi;

@@ -69,7 +69,8 @@ impl AppleFacts {
                 .as_deref()
                 .map(|p| succeeds(p, &["system", "status"]).is_some()),
             container_cli,
-            init_exe: env_set(crate::smolvm::GUEST_EXE_ENV),
+            // On a Linux host the running executable is the containers' init (`apple::open`).
+            init_exe: cfg!(target_os = "linux") || env_set(crate::smolvm::GUEST_EXE_ENV),
         }
     }
 }

@@ -13,4 +13,6 @@ mod scan_cli;
 mod scan_git_cli;
 mod soak;
 mod start;
+mod start_apple;
+mod start_smolmachines;
 mod supervise_cli;
