@@ -1,0 +1,207 @@
+//! `bot-bottle start --backend smolmachines` end to end on Linux, against the stand-in for
+//! `smolvm` (`test_support::smolvm`: smolvm's argument parsing and its SQLite state database,
+//! with each machine a docker container without network; it is first on `PATH`). No smolvm can
+//! be installed here: these tests prove the launcher → backend → CLI path with the sidecar
+//! bundle as a host process beside the machine, the agent's contract from inside, the exit
+//! code and the refusals; they do not prove smolvm or libkrun themselves.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use test_support::smolvm::FakeSmolvmCli;
+
+const TOKEN: &str = "tok-smol-REALSECRET-0123456789";
+
+struct World {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    workspace: PathBuf,
+    fake: FakeSmolvmCli,
+    image: String,
+}
+
+/// `None` (with the reason printed) without docker and its local base image (the machine
+/// image here) or without `sqlite3` (the backend reads smolvm's database with it).
+fn world() -> Option<World> {
+    let image = match test_support::docker::base_image() {
+        Ok(base) => base.to_owned(),
+        Err(why) => {
+            eprintln!("skipping: the smolvm stand-in runs its machines in docker: {why}");
+            return None;
+        }
+    };
+    if backend::preflight::find_in_path("sqlite3").is_none() {
+        eprintln!("skipping: sqlite3 is not installed (apt-get install sqlite3)");
+        return None;
+    }
+    // Short paths: Unix socket paths are limited to 107 bytes.
+    let tmp = tempfile::Builder::new()
+        .prefix("bbs")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().join("h");
+    let workspace = tmp.path().join("w");
+    std::fs::create_dir_all(&workspace).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&workspace, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::write(
+        workspace.join("bot-bottle.yaml"),
+        r#"bottles:
+  dev:
+    env: {PROBE_MODE: "1"}
+    egress:
+      routes:
+        - host: api.example.test
+          connect_to: "127.0.0.1:9"
+          auth_scheme: Bearer
+          token_env: E2E_TOKEN
+agents:
+  demo:
+    bottle: dev
+"#,
+    )
+    .unwrap();
+    Some(World {
+        _tmp: tmp,
+        home,
+        workspace,
+        fake: FakeSmolvmCli::new().unwrap(),
+        image,
+    })
+}
+
+fn start(w: &World, script: &str) -> Output {
+    let path = format!(
+        "{}:{}",
+        w.fake.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["start", "demo", "--", "bash", "-c", script])
+        .current_dir(&w.workspace)
+        .env("BOT_BOTTLE_HOME", &w.home)
+        .env("BOT_BOTTLE_BACKEND", "smolmachines")
+        .env("PATH", path)
+        .env("XDG_DATA_HOME", &w.fake.data_home)
+        .env("BOT_BOTTLE_SMOLVM_IMAGE", &w.image)
+        .env("E2E_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_nothing_left(w: &World) {
+    assert_eq!(w.fake.machines(), Vec::<String>::new());
+    assert_eq!(w.fake.docker_objects(), Vec::<String>::new());
+}
+
+const PROBE: &str = r#"
+set -u
+[ "$(id -u)" = 1000 ] && echo "PASS uid-1000" || echo "FAIL uid-1000 $(id -u)"
+[ "$HTTPS_PROXY" = http://127.0.0.1:3128 ] && echo "PASS proxy-env" || echo "FAIL proxy-env $HTTPS_PROXY"
+hdr=$(curl -sS -i http://blocked.example.test/ | tr -d '\r' | grep -i '^x-bot-bottle-blocked:')
+[ -n "$hdr" ] && echo "PASS sidecar-answers" || echo "FAIL sidecar-answers"
+[ -s /etc/ssl/certs/ca-certificates.crt ] && echo "PASS ca-file" || echo "FAIL ca-file"
+pat=REAL; pat="${pat}SECRET"
+if env | grep -q "$pat"; then echo "FAIL env-clean"; else echo "PASS env-clean"; fi
+touch ran
+exit 7
+"#;
+
+#[test]
+fn start_runs_the_agent_in_a_machine_beside_its_host_sidecars_and_returns_its_exit_code() {
+    let Some(w) = world() else { return };
+    let out = start(&w, PROBE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "PASS uid-1000",
+            "PASS proxy-env",
+            "PASS sidecar-answers",
+            "PASS ca-file",
+            "PASS env-clean"
+        ],
+        "{}",
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    // The version is asked first (by the preflight and the backend), then the machine's life.
+    let calls = w.fake.calls();
+    assert_eq!(calls.first().map(String::as_str), Some("--version"));
+    let steps: Vec<String> = calls
+        .iter()
+        .filter(|c| *c != "--version")
+        .map(|c| c.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "machine create",
+            "machine start",
+            "machine exec",
+            "machine stop",
+            "machine delete"
+        ],
+        "{calls:#?}"
+    );
+    let create = w
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("machine create"))
+        .unwrap();
+    assert!(
+        !create.contains("--net") && !create.contains("--allow-cidr") && !create.contains("--port"),
+        "no network of any kind: {create}"
+    );
+    for call in w.fake.calls() {
+        assert!(!call.contains(TOKEN), "a token on a command line: {call}");
+    }
+    assert_nothing_left(&w);
+}
+
+#[test]
+fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() {
+    let Some(w) = world() else { return };
+    for (fault, expect) in [
+        ("default-network", "it was persisted with `network` = true"),
+        ("drops-readonly", "its persisted mounts are"),
+        ("drops-mount-socket", "refusing to start it"),
+        ("loses-row", "has no row for machine"),
+    ] {
+        w.fake.set_faults(&[fault]);
+        let out = start(&w, "touch ran; exit 0");
+        assert!(
+            !out.status.success() && out.status.code() != Some(7),
+            "{fault}: {}",
+            text(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{fault}: {}", text(&out));
+        assert!(!w.workspace.join("ran").exists(), "{fault}: the agent ran");
+        assert!(
+            !w.fake
+                .calls()
+                .iter()
+                .any(|c| c.starts_with("machine start") || c.starts_with("machine exec")),
+            "{fault}: {:#?}",
+            w.fake.calls()
+        );
+        assert_nothing_left(&w);
+    }
+}
