@@ -21,8 +21,10 @@
 //! backend's ([`AppleBackend::build`]).
 //!
 //! Platform: the code only runs commands, so it builds and is tested everywhere against
-//! [`fake::FakeContainer`]; it has not been run on a Mac by this project (`doctor` and the
-//! README say so). `start` reaches it through [`crate::SidecarPlacement::BackendContainer`]:
+//! [`fake::FakeContainer`], and `bot-bottle start` runs it end to end on Linux against a
+//! stand-in CLI whose containers run in docker (`$BOT_BOTTLE_APPLE_CLI`, the project's
+//! test support); it has not been run on a Mac by this project (`doctor` and the README say
+//! so). `start` reaches it through [`crate::SidecarPlacement::BackendContainer`]:
 //! the launcher hands it the sidecar spec ([`Backend::launch_beside`]); [`Backend::launch`]
 //! alone, without a sidecar, refuses.
 

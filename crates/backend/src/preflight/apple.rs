@@ -148,8 +148,8 @@ pub fn diagnose_apple(f: &AppleFacts) -> BackendStatus {
     }
     checks.push(Check::warn(
         "verified",
-        "implemented and proven against a fake `container` CLI only; not yet run on a Mac by this project",
-        "check the pieces on yours: container system status && container network create --internal bb-check && container network inspect bb-check && container network delete bb-check",
+        "implemented and proven against fakes only (an in-process fake `container` CLI, and a stand-in that `bot-bottle start` runs end to end in the project's tests); not yet run on a Mac by this project",
+        "check it on yours: container system status && container network create --internal bb-check && container network inspect bb-check (its mode must be hostOnly) && container network delete bb-check && bot-bottle start <agent> --backend apple -- true",
     ));
     BackendStatus::from_checks(BackendKind::Apple, checks)
 }

@@ -167,8 +167,8 @@ pub fn diagnose_smolmachines(f: &SmolFacts) -> BackendStatus {
     }
     checks.push(Check::warn(
         "verified",
-        "implemented and proven against a fake smolvm only; not yet run on a real smolvm host by this project",
-        "check it on yours: bot-bottle start <agent> --backend smolmachines -- true",
+        "implemented and proven against fakes only (an in-process fake smolvm, and a stand-in smolvm that `bot-bottle start` runs end to end in the project's tests); not yet run on a real smolvm host by this project",
+        "check it on yours: smolvm --version && bot-bottle start <agent> --backend smolmachines -- true",
     ));
     BackendStatus::from_checks(BackendKind::Smolmachines, checks)
 }

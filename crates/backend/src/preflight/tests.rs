@@ -208,7 +208,7 @@ fn smolmachines_and_apple_lines() {
     });
     assert_eq!(
         smol.line(),
-        "smolmachines: not usable: smolvm not found on PATH; fix: install smolvm 1.7.0 or later (curl -sSL https://smolmachines.com/install.sh | sh) and make sure `smolvm` is on PATH; /dev/kvm is missing; fix: enable hardware virtualization (VT-x/AMD-V, or nested virtualization in a VM) and load kvm_intel or kvm_amd (sudo modprobe kvm_intel, or kvm_amd); sqlite3 not found on PATH (bot-bottle reads smolvm's state database with it to confirm each machine's isolation); fix: install it (sudo apt-get install sqlite3, or sudo dnf install sqlite); the machine needs a Linux build of bot-bottle as its init; fix: set BOT_BOTTLE_LINUX_EXE to a Linux bot-bottle binary; no machine image is configured; fix: build the agent image with the docker backend's Dockerfile and set BOT_BOTTLE_SMOLVM_IMAGE to it (e.g. docker save <image> -o agent.tar; BOT_BOTTLE_SMOLVM_IMAGE=$PWD/agent.tar); warning: implemented and proven against a fake smolvm only; not yet run on a real smolvm host by this project (fix: check it on yours: bot-bottle start <agent> --backend smolmachines -- true)"
+        "smolmachines: not usable: smolvm not found on PATH; fix: install smolvm 1.7.0 or later (curl -sSL https://smolmachines.com/install.sh | sh) and make sure `smolvm` is on PATH; /dev/kvm is missing; fix: enable hardware virtualization (VT-x/AMD-V, or nested virtualization in a VM) and load kvm_intel or kvm_amd (sudo modprobe kvm_intel, or kvm_amd); sqlite3 not found on PATH (bot-bottle reads smolvm's state database with it to confirm each machine's isolation); fix: install it (sudo apt-get install sqlite3, or sudo dnf install sqlite); the machine needs a Linux build of bot-bottle as its init; fix: set BOT_BOTTLE_LINUX_EXE to a Linux bot-bottle binary; no machine image is configured; fix: build the agent image with the docker backend's Dockerfile and set BOT_BOTTLE_SMOLVM_IMAGE to it (e.g. docker save <image> -o agent.tar; BOT_BOTTLE_SMOLVM_IMAGE=$PWD/agent.tar); warning: implemented and proven against fakes only (an in-process fake smolvm, and a stand-in smolvm that `bot-bottle start` runs end to end in the project's tests); not yet run on a real smolvm host by this project (fix: check it on yours: smolvm --version && bot-bottle start <agent> --backend smolmachines -- true)"
     );
     assert_eq!(
         diagnose_apple(&AppleFacts::default()).line(),
@@ -233,7 +233,7 @@ fn smolmachines_fixes_kvm_access_and_old_versions() {
     assert!(
         status
             .line()
-            .contains("warning: implemented and proven against a fake smolvm only")
+            .contains("warning: implemented and proven against fakes only")
     );
     let no_access = diagnose_smolmachines(&SmolFacts {
         kvm: Some(false),

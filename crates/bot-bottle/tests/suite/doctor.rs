@@ -40,7 +40,8 @@ fn doctor_prints_one_line_per_backend_and_exits_0_when_native_works() {
     );
     // The two CLI-driven backends say plainly what they were verified against.
     assert!(
-        lines[2].contains("warning: implemented and proven against a fake smolvm only"),
+        lines[2].contains("warning: implemented and proven against fakes only")
+            && lines[2].contains("not yet run on a real smolvm host by this project"),
         "{}",
         lines[2]
     );
