@@ -45,16 +45,23 @@
 
 pub mod apple;
 pub mod docker;
+mod helper_command;
 pub mod inbottle;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 mod launcher_pid;
+// The native bottle (namespaces, seccomp, Landlock) and qemu (jailed in a native bottle) are
+// Linux-only; every other backend's host side builds on macOS too.
+#[cfg(target_os = "linux")]
 pub mod native;
 pub mod preflight;
+#[cfg(target_os = "linux")]
 pub mod qemu;
 pub mod smolvm;
 mod spec;
 mod workspace_copy;
+
+pub use helper_command::{HELPER_SUBCOMMAND, HelperCommand};
 
 use std::io::{Read, Write};
 
@@ -174,8 +181,8 @@ impl OpenOptions {
     }
 
     /// The executable with one hidden subcommand.
-    pub fn helper(&self, subcommand: &str) -> native::HelperCommand {
-        native::HelperCommand {
+    pub fn helper(&self, subcommand: &str) -> HelperCommand {
+        HelperCommand {
             exe: self.exe.clone(),
             args: vec![subcommand.into()],
         }
@@ -209,9 +216,17 @@ pub enum SidecarPlacement {
 /// with [`Backend::sidecar_placement`].
 pub fn open(kind: BackendKind, options: &OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
+        #[cfg(target_os = "linux")]
         BackendKind::Native => native::open(options),
         BackendKind::Docker => docker::open(options),
+        #[cfg(target_os = "linux")]
         BackendKind::Qemu => qemu::open(options),
+        #[cfg(not(target_os = "linux"))]
+        BackendKind::Native | BackendKind::Qemu => Err(BackendError::Unavailable {
+            backend: kind,
+            reason: "it needs Linux (namespaces, seccomp, Landlock); use --backend apple or docker"
+                .to_owned(),
+        }),
         BackendKind::Smolmachines => smolvm::open(options),
         BackendKind::Apple => apple::open(options),
         #[cfg(feature = "kubernetes")]

@@ -284,7 +284,10 @@ fn shell_quote(path: &Path) -> String {
 
 /// Started by root, the agent runs as uid 1000: it gets its home (and a workspace copy);
 /// a mounted workspace stays as it is, with a warning when the agent cannot write it.
-pub(super) fn hand_to_agent_user(spec: &LaunchSpec, report: &dyn Report) -> Result<(), LaunchError> {
+pub(super) fn hand_to_agent_user(
+    spec: &LaunchSpec,
+    report: &dyn Report,
+) -> Result<(), LaunchError> {
     chown_tree(&spec.home.host)?;
     match &spec.workspace.mode {
         WorkspaceMode::Copy { into } => chown_tree(into)?,

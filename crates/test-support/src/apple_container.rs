@@ -20,7 +20,12 @@ pub struct FakeAppleCli {
 impl FakeAppleCli {
     /// A new stand-in; the Python interpreter is `$PYTHON` or `python3`.
     pub fn new() -> Result<FakeAppleCli, String> {
-        let made = StandIn::new("apple-container.py", "container", "BB_FAKE_CONTAINER_DIR", &[])?;
+        let made = StandIn::new(
+            "apple-container.py",
+            "container",
+            "BB_FAKE_CONTAINER_DIR",
+            &[],
+        )?;
         Ok(FakeAppleCli {
             cli: made.bin.join("container"),
             prefix: made.prefix,
@@ -68,7 +73,14 @@ impl FakeAppleCli {
         let mut all = Vec::new();
         for args in [
             ["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"],
-            ["network", "ls", "--filter", &filter, "--format", "{{.Name}}"],
+            [
+                "network",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}",
+            ],
         ] {
             if let Ok(out) = docker(&args) {
                 all.extend(out.lines().map(str::to_owned));
@@ -123,7 +135,9 @@ impl StandIn {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         std::fs::write(state.join("prefix"), &prefix).map_err(|e| e.to_string())?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fakes").join(script);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fakes")
+            .join(script);
         let python = std::env::var("PYTHON")
             .ok()
             .filter(|p| !p.trim().is_empty())

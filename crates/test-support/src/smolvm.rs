@@ -82,9 +82,10 @@ impl FakeSmolvmCli {
     /// The docker containers it made that still exist.
     pub fn docker_objects(&self) -> Vec<String> {
         let filter = format!("name={}", self.prefix);
-        let mut all: Vec<String> = docker(&["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"])
-            .map(|out| out.lines().map(str::to_owned).collect())
-            .unwrap_or_default();
+        let mut all: Vec<String> =
+            docker(&["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"])
+                .map(|out| out.lines().map(str::to_owned).collect())
+                .unwrap_or_default();
         all.retain(|n| n.starts_with(&self.prefix));
         all
     }

@@ -184,9 +184,10 @@ impl FakeContainer {
             ["network", "list" | "ls", "--format", "json"] => self.with(|s| {
                 // The builtin `default` network is listed too, as the real CLI does.
                 let default = ("nat".to_owned(), serde_json::json!({}));
-                let all: Vec<serde_json::Value> = std::iter::once(Self::network("default", &default))
-                    .chain(s.networks.iter().map(|(n, net)| Self::network(n, net)))
-                    .collect();
+                let all: Vec<serde_json::Value> =
+                    std::iter::once(Self::network("default", &default))
+                        .chain(s.networks.iter().map(|(n, net)| Self::network(n, net)))
+                        .collect();
                 out(0, serde_json::Value::Array(all).to_string(), "")
             }),
             ["network", "delete" | "rm", names @ ..] => self.with(|s| {
@@ -222,7 +223,11 @@ impl FakeContainer {
                 None => failure(format!("container {name} not found")),
             }),
             ["inspect", name] => self.with(|s| match s.containers.get(*name) {
-                Some(c) => out(0, serde_json::json!([Self::managed(name, c)]).to_string(), ""),
+                Some(c) => out(
+                    0,
+                    serde_json::json!([Self::managed(name, c)]).to_string(),
+                    "",
+                ),
                 None => failure(format!("container {name} not found")),
             }),
             ["delete", "--force", names @ ..] => self.with(|s| {
@@ -265,8 +270,11 @@ impl FakeContainer {
                 })
             }
             ["list", "--all", "--format", "json"] => self.with(|s| {
-                let all: Vec<serde_json::Value> =
-                    s.containers.iter().map(|(n, c)| Self::managed(n, c)).collect();
+                let all: Vec<serde_json::Value> = s
+                    .containers
+                    .iter()
+                    .map(|(n, c)| Self::managed(n, c))
+                    .collect();
                 out(0, serde_json::Value::Array(all).to_string(), "")
             }),
             _ => usage(format!("unknown command {w:?}")),

@@ -404,7 +404,11 @@ impl AppleBackend {
         Ok(Box::new(bottle))
     }
 
-    fn list_json(&self, stage: &str, args: Vec<String>) -> Result<Vec<serde_json::Value>, BackendError> {
+    fn list_json(
+        &self,
+        stage: &str,
+        args: Vec<String>,
+    ) -> Result<Vec<serde_json::Value>, BackendError> {
         let out = self.must(stage, args)?;
         serde_json::from_str(&out.stdout).map_err(|e| BackendError::Setup {
             stage: stage.to_owned(),

@@ -5,12 +5,24 @@
 //! it launches the spec with inherited stdio, prints its own PID, and exits with the bottle's
 //! code — so tests can `kill -9` a launcher that is not the test process itself.
 
+#[cfg(target_os = "linux")]
 use std::path::Path;
 
+#[cfg(target_os = "linux")]
 use backend::native::{HelperCommand, NativeBackend, NativeConfig};
+#[cfg(target_os = "linux")]
 use backend::qemu::{QemuBackend, QemuConfig};
+#[cfg(target_os = "linux")]
 use backend::{Backend, BottleStdio, LaunchSpec};
 
+/// The native and qemu backends are Linux-only.
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("bottle-helper-for-tests: the native and qemu backends run on Linux only");
+    std::process::exit(2)
+}
+
+#[cfg(target_os = "linux")]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "launch" {
@@ -21,6 +33,7 @@ fn main() {
     backend::inbottle::native_helper::helper_main()
 }
 
+#[cfg(target_os = "linux")]
 fn launch(spec: &Path, home: &Path) -> i32 {
     let result = (|| -> Result<i32, String> {
         let text = std::fs::read_to_string(spec).map_err(|e| e.to_string())?;

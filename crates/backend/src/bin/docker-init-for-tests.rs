@@ -6,8 +6,8 @@
 //! pseudo-terminal) and exits with the agent's exit code.
 
 use backend::Backend;
+use backend::HelperCommand;
 use backend::docker::{AgentImage, DockerBackend, DockerConfig, RuntimeChoice};
-use backend::native::HelperCommand;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -87,8 +87,8 @@ pub(crate) use self::lifecycle::{
 pub use self::runtime::RuntimeChoice;
 use self::spec::{AgentSettings, workspace_host};
 pub use self::spec::{Names, SidecarMount, SidecarSpec};
+use crate::helper_command::HelperCommand;
 use crate::inbottle::docker_init as init;
-use crate::native::HelperCommand;
 use crate::preflight::{self, BackendStatus};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
 use crate::{Backend, BackendError, BackendKind, BottleInfo, CleanupAction, RunningBottle};

@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use super::spec::Names;
 use crate::BackendError;
-use crate::native::HelperCommand;
+use crate::helper_command::HelperCommand;
 
 /// The hidden subcommand `bot-bottle` dispatches to [`reaper_main`].
 pub const REAPER_SUBCOMMAND: &str = "__docker-reaper";

@@ -21,9 +21,12 @@
 //! module uses `crate::native`'s mount plan, seccomp filter and forwarder (the host side
 //! computes the plan, this side applies it), never `crate::docker`'s engine client.
 
+#[cfg(target_os = "linux")]
 mod agent_exec;
 pub mod docker_init;
+#[cfg(target_os = "linux")]
 pub mod native_helper;
+#[cfg(target_os = "linux")]
 pub mod qemu_guest;
 mod relay;
 pub mod smolvm_guest;

@@ -650,4 +650,4 @@ pub unsafe fn child_setup(request: RawFd, status: RawFd) -> std::io::Result<()> 
 }
 
 /// Helper arguments for `bot-bottle`: the hidden subcommand that calls [`helper_main`].
-pub const HELPER_SUBCOMMAND: &str = "__bottle-init";
+pub use crate::helper_command::HELPER_SUBCOMMAND;

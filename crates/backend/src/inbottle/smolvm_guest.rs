@@ -107,13 +107,18 @@ fn run(spec: &GuestSpec) -> i32 {
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd);
-    if let Err(message) = super::agent_exec::confine(
+    // The guest is a Linux machine; a build for another OS has no confinement to give.
+    #[cfg(target_os = "linux")]
+    let confined = super::agent_exec::confine(
         &mut command,
         spec.uid,
         spec.gid,
         spec.pids,
         spec.interactive,
-    ) {
+    );
+    #[cfg(not(target_os = "linux"))]
+    let confined: Result<(), String> = Err("the guest init runs only on Linux".to_owned());
+    if let Err(message) = confined {
         return fail(&message);
     }
     let status = match command.status() {

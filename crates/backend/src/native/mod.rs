@@ -50,7 +50,6 @@ pub mod program;
 pub mod seccomp;
 mod validate;
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -70,29 +69,7 @@ use crate::preflight::{self, BackendStatus};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode, WorkspaceMode};
 use crate::{Backend, BackendError, BackendKind, BottleInfo, CleanupAction, RunningBottle};
 
-/// How to start the in-bottle helper: an executable that calls
-/// [`native_helper::helper_main`] when given
-/// `args` (for `bot-bottle`: its own path and [`HELPER_SUBCOMMAND`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HelperCommand {
-    pub exe: PathBuf,
-    pub args: Vec<OsString>,
-}
-
-impl HelperCommand {
-    /// The running executable with the hidden `__bottle-init` subcommand.
-    pub fn current_exe() -> Result<HelperCommand, BackendError> {
-        let exe = std::env::current_exe().map_err(|source| BackendError::Io {
-            action: "find the bot-bottle executable",
-            path: PathBuf::from("/proc/self/exe"),
-            source,
-        })?;
-        Ok(HelperCommand {
-            exe,
-            args: vec![HELPER_SUBCOMMAND.into()],
-        })
-    }
-}
+pub use crate::helper_command::HelperCommand;
 
 /// Configuration of the native backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,15 +12,25 @@
 use std::path::{Path, PathBuf};
 
 use crate::BackendKind;
+#[cfg(target_os = "linux")]
 use crate::native::NativeBackend;
+
+/// Off Linux there is no native backend, so no bottle to probe ([`all`] keeps its signature).
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub enum NativeBackend {}
 
 mod apple;
 mod docker;
+#[cfg(target_os = "linux")]
 mod native;
 mod smolmachines;
 
-pub use apple::{AppleFacts, CLI_ENV as APPLE_CLI_ENV, cli_override as apple_cli_override, diagnose_apple};
+pub use apple::{
+    AppleFacts, CLI_ENV as APPLE_CLI_ENV, cli_override as apple_cli_override, diagnose_apple,
+};
 pub use docker::{DockerFacts, diagnose_docker};
+#[cfg(target_os = "linux")]
 pub use native::{NativeFacts, diagnose_native, landlock_abi};
 pub use smolmachines::{SmolFacts, diagnose_smolmachines};
 
@@ -136,13 +146,33 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+#[cfg(target_os = "linux")]
 fn read_number(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// The native backend's status on this machine (with a probe bottle when `backend` is given).
 pub fn native(backend: Option<&NativeBackend>) -> BackendStatus {
-    diagnose_native(&NativeFacts::gather(backend))
+    #[cfg(target_os = "linux")]
+    return diagnose_native(&NativeFacts::gather(backend));
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = backend;
+        linux_only(BackendKind::Native)
+    }
+}
+
+/// The status of a Linux-only backend on another OS.
+#[cfg(not(target_os = "linux"))]
+fn linux_only(backend: BackendKind) -> BackendStatus {
+    BackendStatus::from_checks(
+        backend,
+        vec![Check::fail(
+            "platform",
+            "only available on Linux",
+            "use --backend apple (macOS 26) or docker",
+        )],
+    )
 }
 
 /// Every backend's status, in [`BackendKind::ALL`] order.
@@ -152,7 +182,10 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
         diagnose_docker(&DockerFacts::gather()),
         diagnose_smolmachines(&SmolFacts::gather()),
         diagnose_apple(&AppleFacts::gather()),
+        #[cfg(target_os = "linux")]
         crate::qemu::status(),
+        #[cfg(not(target_os = "linux"))]
+        linux_only(BackendKind::Qemu),
         kubernetes(),
     ]
 }

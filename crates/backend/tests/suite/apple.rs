@@ -356,11 +356,18 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
     let (networks, containers) = a.fake.resources();
     assert_eq!(
         networks,
-        ["bb-live-4c5d6-agent", "bb-live-4c5d6-egress", "bb-mine-agent"]
+        [
+            "bb-live-4c5d6-agent",
+            "bb-live-4c5d6-egress",
+            "bb-mine-agent"
+        ]
     );
     assert_eq!(containers, ["bb-live-4c5d6-agent", "bb-live-4c5d6-sidecar"]);
     // The live bottle still ends cleanly, and takes its networks with it.
     assert_eq!(live.wait().unwrap().code, 0);
-    assert_eq!(a.fake.resources(), (vec!["bb-mine-agent".to_owned()], vec![]));
+    assert_eq!(
+        a.fake.resources(),
+        (vec!["bb-mine-agent".to_owned()], vec![])
+    );
     assert!(a.backend.cleanup(false).unwrap().is_empty());
 }

@@ -36,7 +36,10 @@ fn of_spec(spec: &LaunchSpec) -> Contract {
         cwd: spec.workspace.inside.clone(),
         loopback_ports: spec.forwards.iter().map(|f| f.inside_port).collect(),
         files: spec.files.iter().map(|f| f.inside.clone()).collect(),
-        writable: sorted(vec![spec.workspace.inside.clone(), spec.home.inside.clone()]),
+        writable: sorted(vec![
+            spec.workspace.inside.clone(),
+            spec.home.inside.clone(),
+        ]),
     }
 }
 
