@@ -71,24 +71,64 @@ agents:
     })
 }
 
-fn start(w: &World, script: &str) -> Output {
+fn bot_bottle(w: &World) -> Command {
     let path = format!(
         "{}:{}",
         w.fake.bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
-        .args(["start", "demo", "--", "bash", "-c", script])
-        .current_dir(&w.workspace)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
+    cmd.current_dir(&w.workspace)
         .env("BOT_BOTTLE_HOME", &w.home)
         .env("BOT_BOTTLE_BACKEND", "smolmachines")
         .env("PATH", path)
         .env("XDG_DATA_HOME", &w.fake.data_home)
         .env("BOT_BOTTLE_SMOLVM_IMAGE", &w.image)
         .env("E2E_TOKEN", TOKEN)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn start(w: &World, script: &str) -> Output {
+    bot_bottle(w)
+        .args(["start", "demo", "--", "bash", "-c", script])
         .output()
         .unwrap()
+}
+
+/// `start` with an agent that sleeps; returns once the agent runs.
+fn start_sleeping(w: &World) -> std::process::Child {
+    let mut child = bot_bottle(w)
+        .args([
+            "start",
+            "demo",
+            "--",
+            "bash",
+            "-c",
+            "touch started; exec sleep 120",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..2400 {
+        if w.workspace.join("started").exists() {
+            return child;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!("the agent never started:\n{}", text(&out));
+}
+
+fn identity(w: &World) -> String {
+    let out = bot_bottle(w).args(["list", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list[0]["identity"].as_str().unwrap().to_owned()
 }
 
 fn text(out: &Output) -> String {
@@ -204,4 +244,33 @@ fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() 
         );
         assert_nothing_left(&w);
     }
+}
+
+#[test]
+fn stop_and_cleanup_end_smolmachines_bottles_through_the_cli() {
+    let Some(w) = world() else { return };
+    // `bot-bottle stop`: the machine is stopped, `start` ends as asked and deletes it.
+    let child = start_sleeping(&w);
+    let id = identity(&w);
+    let stop = bot_bottle(&w).args(["stop", &id]).output().unwrap();
+    assert!(stop.status.success(), "{}", text(&stop));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_nothing_left(&w);
+
+    // A `start` killed at once leaves its machine running: `cleanup` ends it.
+    std::fs::remove_file(w.workspace.join("started")).unwrap();
+    let mut child = start_sleeping(&w);
+    let id = identity(&w);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(w.fake.machines(), [format!("bb-{id}")]);
+    let out = bot_bottle(&w).args(["cleanup"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout.contains(&format!("killed orphaned bottle {id} (smolmachines)")),
+        "{stdout}"
+    );
+    assert_nothing_left(&w);
 }
