@@ -2,6 +2,13 @@
 //! its stdout streams back as the response body. The child runs in its own process group;
 //! whatever happens to the request — the client goes away, the deadline passes, the body is
 //! too large — the whole group is killed and the child reaped.
+//!
+//! The response ends when http-backend's stdout ends, which is when every process holding it
+//! has closed it — not only http-backend. A descendant that inherited it and lives on (a hook's
+//! background job) would keep the client waiting until the deadline; so once http-backend has
+//! exited, the rest of its group gets [`DRAIN_AFTER_EXIT`] to finish, is then killed, and if the
+//! output is still open after another such wait (a descendant in a session of its own) the
+//! response ends with what http-backend wrote.
 
 use std::ffi::OsString;
 use std::io;
@@ -20,7 +27,7 @@ use tokio::process::{Child, ChildStdout};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
-use crate::process::kill_group;
+use crate::process::{DRAIN_AFTER_EXIT, ExitWatch, kill_group};
 use crate::server::{GateBody, text_response};
 
 /// Largest CGI header block accepted.
@@ -59,6 +66,11 @@ struct ChildGuard {
     tasks: Vec<AbortHandle>,
     /// Kills the group when the client goes away; stopped before the child is reaped.
     watcher: Option<AbortHandle>,
+    /// Kills what is left of the group once the child has exited (see the module docs);
+    /// stopped before the child is reaped.
+    stragglers: Option<AbortHandle>,
+    /// The child's exit, seen without reaping it (absent without `pidfd_open`).
+    exit: Option<std::sync::Arc<ExitWatch>>,
 }
 
 impl ChildGuard {
@@ -67,6 +79,9 @@ impl ChildGuard {
     fn release(&mut self) -> Option<Child> {
         if let Some(w) = self.watcher.take() {
             w.abort();
+        }
+        if let Some(s) = self.stragglers.take() {
+            s.abort();
         }
         self.pgid = None;
         self.child.take()
@@ -77,6 +92,9 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(w) = self.watcher.take() {
             w.abort();
+        }
+        if let Some(s) = self.stragglers.take() {
+            s.abort();
         }
         for t in &self.tasks {
             t.abort();
@@ -183,11 +201,43 @@ pub(crate) async fn run(
     else {
         return text_response(StatusCode::INTERNAL_SERVER_ERROR, "git gate: no pipes\n");
     };
+    let exit = pgid
+        .and_then(|p| ExitWatch::new(p).ok())
+        .map(std::sync::Arc::new);
     let mut guard = ChildGuard {
         child: Some(child),
         pgid,
         tasks: Vec::new(),
         watcher: None,
+        stragglers: None,
+        exit: exit.clone(),
+    };
+
+    // http-backend exited → its leftovers get a moment, then are killed; `given_up` turns
+    // true when even that did not close the output
+    let (give_up_tx, give_up_rx) = tokio::sync::watch::channel(false);
+    if let (Some(exit), Some(p)) = (exit, pgid) {
+        let path_info = req.path_info.clone();
+        let stragglers = tokio::spawn(async move {
+            exit.exited().await;
+            tokio::time::sleep(DRAIN_AFTER_EXIT).await;
+            // The child is not reaped before this task is stopped (`release`): the group id
+            // is still its own.
+            kill_group(p);
+            tokio::time::sleep(DRAIN_AFTER_EXIT).await;
+            tracing::warn!(path = %path_info, "git http-backend exited but its output stayed open; ending the response");
+            let _ = give_up_tx.send(true);
+        });
+        guard.stragglers = Some(stragglers.abort_handle());
+    }
+    let given_up = move || {
+        let mut rx = give_up_rx.clone();
+        async move {
+            if rx.wait_for(|v| *v).await.is_err() {
+                // Stopped before giving up: never.
+                std::future::pending::<()>().await;
+            }
+        }
     };
 
     // client gone → kill the group, whatever phase the request is in
@@ -238,7 +288,13 @@ pub(crate) async fn run(
     guard.tasks.push(feed.abort_handle());
 
     let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
-    let headers = tokio::time::timeout_at(deadline, read_headers(&mut stdout)).await;
+    let headers = tokio::time::timeout_at(deadline, async {
+        tokio::select! {
+            h = read_headers(&mut stdout) => h,
+            () = given_up() => Err("git http-backend exited without ending its output".into()),
+        }
+    })
+    .await;
     let headers = match headers {
         Ok(Ok(h)) => h,
         Ok(Err(problem)) => {
@@ -284,6 +340,7 @@ pub(crate) async fn run(
         stdout,
         guard,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        given_up: Box::pin(given_up()),
         hold,
         done: false,
     })));
@@ -384,6 +441,8 @@ pub(crate) struct CgiBody {
     stdout: BufReader<ChildStdout>,
     guard: ChildGuard,
     deadline: Pin<Box<Sleep>>,
+    /// Ready once http-backend has exited and its output still has not ended.
+    given_up: Pin<Box<dyn Future<Output = ()> + Send>>,
     hold: Option<Box<dyn Send + Sync>>,
     done: bool,
 }
@@ -394,21 +453,36 @@ impl CgiBody {
     fn finish(&mut self) {
         self.done = true;
         let pgid = self.guard.pgid;
+        let exit = self.guard.exit.clone();
         let child = self.guard.release();
         let hold = self.hold.take();
         if let Some(mut child) = child {
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-                    Ok(Ok(status)) if !status.success() => {
-                        tracing::warn!(%status, "git http-backend exited with an error");
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
+                let status = match exit {
+                    // Exited or not, nothing of its group may outlive it: the group is
+                    // killed while the child is still unreaped, then it is reaped.
+                    Some(exit) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), exit.exited()).await;
                         if let Some(p) = pgid {
                             kill_group(p);
                         }
-                        let _ = child.wait().await;
+                        child.wait().await
                     }
+                    None => match tokio::time::timeout(Duration::from_secs(30), child.wait()).await
+                    {
+                        Ok(status) => status,
+                        Err(_) => {
+                            if let Some(p) = pgid {
+                                kill_group(p);
+                            }
+                            child.wait().await
+                        }
+                    },
+                };
+                if let Ok(status) = status
+                    && !status.success()
+                {
+                    tracing::warn!(%status, "git http-backend exited with an error");
                 }
                 drop(hold);
             });
@@ -439,7 +513,14 @@ impl Body for CgiBody {
         let mut buf = vec![0u8; 64 * 1024];
         let mut rb = ReadBuf::new(&mut buf);
         match Pin::new(&mut self.stdout).poll_read(cx, &mut rb) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if self.given_up.as_mut().poll(cx).is_ready() {
+                    // Everything http-backend wrote has been read: end the response.
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            }
             Poll::Ready(Err(e)) => {
                 self.done = true;
                 Poll::Ready(Some(Err(e)))

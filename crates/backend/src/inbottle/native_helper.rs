@@ -12,8 +12,8 @@
 //!          │         root tmpfs with the launcher's host uid, then becomes the agent's
 //!          │         unprivileged uid; mounts the plan through those descriptors, pivot_root,
 //!          │         brings `lo` up, binds the forward ports, then drops every capability,
-//!          │         sets no_new_privs + seccomp and becomes the forwarder (threads) and
-//!          │         reaper; exits with the agent's exit code
+//!          │         sets no_new_privs + seccomp and becomes the forwarder and reaper (one
+//!          │         event loop on its one thread); exits with the agent's exit code
 //!          └─ agent  PDEATHSIG ← init; own session (or the terminal's foreground group);
 //!                    bounding set dropped, no_new_privs, Landlock, seccomp, exact env; execve
 //! ```
@@ -578,7 +578,8 @@ fn init(
 
     // One filter for init and agent, compiled before the fork.
     let programs = seccomp::compile(&seccomp::policy()).map_err(fail("seccomp"))?;
-    // SAFETY: init is single-threaded here (forwarder threads start after this fork).
+    // SAFETY: init is single-threaded here, and stays so (the forwarder is an event loop on
+    // init's own thread).
     match unsafe { nix::unistd::fork() }.map_err(fail("fork agent"))? {
         ForkResult::Child => {
             drop(listeners);
@@ -595,8 +596,14 @@ fn init(
             // Seccomp for init too: it only accepts, connects and copies from here on.
             seccomp::install(&programs).map_err(fail("seccomp"))?;
             forward_signals_to(child)?;
-            forward::serve(listeners);
-            Ok(reap(child))
+            // Forwarder and reaper share init's one thread: nothing here needs a new task
+            // under the bottle's `pids` limit, which the agent may have used up.
+            match forward::relay_until(listeners, reap_async(child)) {
+                Ok(code) => Ok(code),
+                // No event loop: the ports are closed by now (clients are refused, never
+                // left waiting); the agent still has its reaper.
+                Err(_) => Ok(reap(child)),
+            }
         }
     }
 }
@@ -607,6 +614,33 @@ fn enter_root(root: &Path) -> nix::Result<()> {
     nix::unistd::pivot_root(".", ".")?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
     nix::unistd::chdir("/")
+}
+
+/// [`reap`] inside the forwarder's event loop: woken by `SIGCHLD` instead of blocking in
+/// `waitpid`. Fails only if `SIGCHLD` cannot be watched.
+async fn reap_async(agent: Pid) -> std::io::Result<i32> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Watched before the first sweep, so no exit between the two is missed.
+    let mut sigchld = signal(SignalKind::child())?;
+    loop {
+        // Signals merge: every child that changed state since the last one.
+        loop {
+            let flags = WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG;
+            match waitpid(Pid::from_raw(-1), Some(flags)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(WaitStatus::Exited(pid, code)) if pid == agent => return Ok(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == agent => {
+                    return Ok(128 + sig as i32);
+                }
+                Ok(WaitStatus::Stopped(pid, _)) if pid == agent => {
+                    let _ = signal::kill(agent, Signal::SIGCONT);
+                }
+                Ok(_) | Err(nix::Error::EINTR) => continue,
+                Err(_) => return Ok(SETUP_FAILED),
+            }
+        }
+        sigchld.recv().await;
+    }
 }
 
 /// Reaps every process of the bottle until the agent ends; a stopped agent (Ctrl-Z, which has

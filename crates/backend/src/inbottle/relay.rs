@@ -137,8 +137,28 @@ pub(crate) fn listen_loopback(
     Ok(())
 }
 
+/// Starts a thread, or says it could not: the relay runs in the bottle's PID 1, inside the
+/// bottle's process limit, which the agent may have used up. `std::thread::spawn` would panic
+/// there — taking an acceptor, and so the port, down for good.
+type Spawn = fn(Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
+
+fn spawn_thread(f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    std::thread::Builder::new().spawn(f).map(drop)
+}
+
 /// Relays every connection `listener` takes to `target`, on a thread of its own.
 pub(crate) fn serve(listener: TcpListener, target: SocketAddr, watch: Option<Arc<SidecarWatch>>) {
+    serve_with(listener, target, watch, spawn_thread);
+}
+
+/// [`serve`] with the threads of each connection started by `spawn`; a connection whose
+/// threads cannot start is reset (refused at once, never left waiting for an answer).
+fn serve_with(
+    listener: TcpListener,
+    target: SocketAddr,
+    watch: Option<Arc<SidecarWatch>>,
+    spawn: Spawn,
+) {
     if let Some(watch) = &watch
         && let Ok(clone) = listener.try_clone()
     {
@@ -151,7 +171,15 @@ pub(crate) fn serve(listener: TcpListener, target: SocketAddr, watch: Option<Arc
                 Ok(inbound) if gone => reset(&inbound),
                 Ok(inbound) => {
                     let watch = watch.clone();
-                    std::thread::spawn(move || relay(inbound, target, watch.as_deref()));
+                    let refuse = inbound.try_clone();
+                    let started = spawn(Box::new(move || {
+                        relay(inbound, target, watch.as_deref(), spawn);
+                    }));
+                    if started.is_err()
+                        && let Ok(conn) = refuse
+                    {
+                        reset(&conn);
+                    }
                 }
                 // Shut down by the watch: dropping the listener frees the port.
                 Err(_) if gone => return,
@@ -200,22 +228,71 @@ fn connect(target: SocketAddr, watch: Option<&SidecarWatch>) -> Option<TcpStream
     None
 }
 
-fn relay(inbound: TcpStream, target: SocketAddr, watch: Option<&SidecarWatch>) {
+fn relay(inbound: TcpStream, target: SocketAddr, watch: Option<&SidecarWatch>, spawn: Spawn) {
     let Some(outbound) = connect(target, watch) else {
         reset(&inbound);
         return;
     };
-    let (Ok(mut in_read), Ok(mut out_read)) = (inbound.try_clone(), outbound.try_clone()) else {
+    copy_both_ways(inbound, outbound, spawn);
+}
+
+/// Copies `inbound` to `outbound` on a second thread and back on this one, each end of stream
+/// passed on as a half-close; returns when both directions are done. When the second thread
+/// cannot start, both connections are closed at once (`inbound` with a reset): one direction
+/// alone would carry the request and never the answer.
+fn copy_both_ways<S>(inbound: TcpStream, outbound: S, spawn: Spawn)
+where
+    S: std::io::Read + std::io::Write + Send + 'static + Shutdownable,
+{
+    let (Ok(mut in_read), Ok(mut out_read)) = (inbound.try_clone(), outbound.duplicate()) else {
         return;
     };
     let (mut in_write, mut out_write) = (inbound, outbound);
-    let upstream = std::thread::spawn(move || {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let started = spawn(Box::new(move || {
         let _ = std::io::copy(&mut in_read, &mut out_write);
-        let _ = out_write.shutdown(Shutdown::Write);
-    });
+        let _ = out_write.shutdown_write();
+        let _ = done_tx.send(());
+    }));
+    if started.is_err() {
+        reset(&in_write);
+        let _ = out_read.shutdown_both();
+        return;
+    }
     let _ = std::io::copy(&mut out_read, &mut in_write);
     let _ = in_write.shutdown(Shutdown::Write);
-    let _ = upstream.join();
+    let _ = done_rx.recv();
+}
+
+/// The two kinds of sidecar connection the relay copies to.
+trait Shutdownable: Sized {
+    fn duplicate(&self) -> std::io::Result<Self>;
+    fn shutdown_write(&self) -> std::io::Result<()>;
+    fn shutdown_both(&self) -> std::io::Result<()>;
+}
+
+impl Shutdownable for TcpStream {
+    fn duplicate(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn shutdown_both(&self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Both)
+    }
+}
+
+impl Shutdownable for UnixStream {
+    fn duplicate(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn shutdown_both(&self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Both)
+    }
 }
 
 /// Listens on the loopback `port` and relays every connection to the Unix socket `target`
@@ -235,24 +312,19 @@ fn spawn_unix_acceptor(listener: TcpListener, target: PathBuf) {
         for conn in listener.incoming() {
             let Ok(inbound) = conn else { continue };
             let target = target.clone();
-            std::thread::spawn(move || {
+            let refuse = inbound.try_clone();
+            let started = spawn_thread(Box::new(move || {
                 let Ok(outbound) = UnixStream::connect(&target) else {
+                    reset(&inbound);
                     return;
                 };
-                let (Ok(mut in_read), Ok(mut out_read)) =
-                    (inbound.try_clone(), outbound.try_clone())
-                else {
-                    return;
-                };
-                let (mut in_write, mut out_write) = (inbound, outbound);
-                let upstream = std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut in_read, &mut out_write);
-                    let _ = out_write.shutdown(Shutdown::Write);
-                });
-                let _ = std::io::copy(&mut out_read, &mut in_write);
-                let _ = in_write.shutdown(Shutdown::Write);
-                let _ = upstream.join();
-            });
+                copy_both_ways(inbound, outbound, spawn_thread);
+            }));
+            if started.is_err()
+                && let Ok(conn) = refuse
+            {
+                reset(&conn);
+            }
         }
     });
 }
@@ -441,5 +513,57 @@ mod tests {
         let mut answer = String::new();
         conn.read_to_string(&mut answer).unwrap();
         assert_eq!(answer, "echo:CONNECT api.example:443");
+    }
+
+    fn no_threads(_: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+        Err(std::io::Error::other("the bottle is at its process limit"))
+    }
+
+    /// Starts the first thread of each pair (the connection's own), refuses the second (its
+    /// upward copy).
+    fn one_thread_only(f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if STARTED.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            std::thread::spawn(f);
+            Ok(())
+        } else {
+            no_threads(f)
+        }
+    }
+
+    /// What a client gets: the echo, or how the connection ended (never a read timeout).
+    fn outcome(addr: SocketAddr) -> String {
+        match echo_once(addr) {
+            Ok(got) => String::from_utf8_lossy(&got).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => "closed".into(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                "closed".into()
+            }
+            Err(e) => format!("{:?}", e.kind()),
+        }
+    }
+
+    #[test]
+    fn at_the_process_limit_connections_are_refused_and_the_port_stays_open() {
+        let sidecar = Sidecar::start();
+        for spawn in [no_threads as Spawn, one_thread_only] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            serve_with(listener, sidecar.addr, None, spawn);
+            // Refused at once, again and again: the acceptor survives every failed start.
+            assert_eq!(
+                (outcome(addr), outcome(addr), outcome(addr)),
+                ("closed".into(), "closed".into(), "closed".into())
+            );
+        }
+        // With threads to spare, the same relay answers.
+        let addr = relayed(&sidecar, None);
+        assert_eq!(outcome(addr), "ping");
+        sidecar.die();
     }
 }

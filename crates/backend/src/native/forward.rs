@@ -2,15 +2,16 @@
 //!
 //! Runs inside the bottle's init (see `sandbox`). Each host socket is held as an `O_PATH`
 //! descriptor opened before `pivot_root` and connected through `/proc/self/fd/<n>`, so no host
-//! socket path exists in the bottle. One thread accepts per listener; each connection gets
-//! two copying threads (bottles make few, long-lived connections through a proxy).
+//! socket path exists in the bottle. Every listener and connection is served by one event loop
+//! on init's own thread ([`relay_until`]): relaying never needs a thread that the bottle's
+//! `pids` limit could refuse.
 
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, SFlag, fstat};
@@ -67,72 +68,87 @@ pub fn loopback_up() -> io::Result<()> {
     result
 }
 
-/// Starts one accept thread per listener and returns.
-pub fn serve(listeners: Vec<(TcpListener, Arc<OwnedFd>)>) {
-    for (listener, socket) in listeners {
-        // Without its accept thread a port simply stays closed; nothing else depends on it.
-        let _ = spawn(move || accept_loop(&listener, &socket));
-    }
+/// Relays every listener's connections until `until` completes, on the calling thread alone,
+/// and returns what `until` returned.
+///
+/// One event loop (a single-threaded tokio runtime, which starts no thread of its own for
+/// sockets, signals and timers) carries every connection: the forwarder never needs a new
+/// thread, so a bottle whose processes have used up its `pids` limit — the forwarder runs in
+/// the bottle's init, inside that limit — cannot starve it, and a connection is relayed both
+/// ways or not at all. When the loop cannot be set up the listeners are closed before the
+/// error returns, so clients are refused instead of waiting in the accept queue.
+pub fn relay_until<T>(
+    listeners: Vec<(TcpListener, Arc<OwnedFd>)>,
+    until: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move {
+        for (listener, socket) in listeners {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::spawn(accept_loop(listener, socket));
+        }
+        until.await
+    })
 }
 
-/// `thread::spawn` without the panic when the bottle has exhausted its threads.
-fn spawn(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+/// Runs the forwarder on one thread of its own, for ever (for tests and tools that are not a
+/// bottle's init, which calls [`relay_until`] itself).
+pub fn serve(listeners: Vec<(TcpListener, Arc<OwnedFd>)>) -> io::Result<()> {
     std::thread::Builder::new()
-        .stack_size(128 * 1024)
-        .spawn(f)
+        .name("forwarder".into())
+        .spawn(move || {
+            let _ = relay_until(listeners, std::future::pending::<io::Result<()>>());
+        })
         .map(drop)
 }
 
-fn accept_loop(listener: &TcpListener, socket: &OwnedFd) {
-    let target = format!("/proc/self/fd/{}", socket.as_raw_fd());
-    for conn in listener.incoming() {
-        let Ok(tcp) = conn else { continue };
-        match UnixStream::connect(&target) {
-            Ok(unix) => relay(tcp, unix),
-            // The sidecar is gone or refuses: the client sees the connection close.
-            Err(_) => drop(tcp),
+/// How long a connection waits for a sidecar whose accept queue is full before it is closed.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+async fn accept_loop(listener: tokio::net::TcpListener, socket: Arc<OwnedFd>) {
+    let target = PathBuf::from(format!("/proc/self/fd/{}", socket.as_raw_fd()));
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                tokio::spawn(relay(tcp, target.clone()));
+            }
+            // Out of descriptors or memory: the connection stays queued; try again shortly
+            // rather than spinning on a listener that stays readable.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
 
-fn relay(tcp: TcpStream, unix: UnixStream) {
-    relay_with(tcp, unix, spawn);
-}
-
-/// Starts the two copying threads of one connection with `spawn`. Each direction ends by
-/// half-closing its destination, so an end of stream travels on and both threads finish.
-/// If either thread cannot start, the whole connection is shut down: with only the upward
-/// copy running the client's request would reach the sidecar but the answer never come
-/// back, and the client would wait for ever.
-fn relay_with(
-    tcp: TcpStream,
-    unix: UnixStream,
-    spawn: impl Fn(Box<dyn FnOnce() + Send>) -> io::Result<()>,
-) {
-    let (Ok(tcp2), Ok(unix2), Ok(tcp_ctl), Ok(unix_ctl)) = (
-        tcp.try_clone(),
-        unix.try_clone(),
-        tcp.try_clone(),
-        unix.try_clone(),
-    ) else {
+/// Connects to the sidecar and copies both ways until both directions have ended; each end of
+/// stream is passed on as a half-close. Any failure drops both sockets, so the client sees the
+/// connection close rather than wait.
+async fn relay(mut tcp: tokio::net::TcpStream, target: PathBuf) {
+    let Some(mut unix) = connect(&target).await else {
+        // The sidecar is gone or refuses.
         return;
     };
-    let up = spawn(Box::new(move || {
-        let (mut from, mut to) = (tcp, unix);
-        let _ = io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
-    }));
-    let down = up.and_then(|()| {
-        spawn(Box::new(move || {
-            let (mut from, mut to) = (unix2, tcp2);
-            let _ = io::copy(&mut from, &mut to);
-            let _ = to.shutdown(Shutdown::Write);
-        }))
-    });
-    if down.is_err() {
-        // Wakes a running copy (its read sees the end) and tells the client.
-        let _ = tcp_ctl.shutdown(Shutdown::Both);
-        let _ = unix_ctl.shutdown(Shutdown::Both);
+    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+}
+
+/// A non-blocking connect answers `EAGAIN` while the sidecar's accept queue is full; retried
+/// for [`CONNECT_PATIENCE`] so a burst does not turn into refused connections.
+async fn connect(target: &Path) -> Option<tokio::net::UnixStream> {
+    let give_up = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    loop {
+        match tokio::net::UnixStream::connect(target).await {
+            Ok(unix) => return Some(unix),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && tokio::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => return None,
+        }
     }
 }
 
@@ -140,64 +156,106 @@ fn relay_with(
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::net::{Shutdown, TcpStream};
+    use std::os::unix::net::UnixListener;
 
-    fn pair() -> (TcpStream, TcpStream) {
+    /// A forwarder (on its own thread, as in a bottle's init) from a fresh loopback port to
+    /// `sock`; the port.
+    fn forwarder_to(sock: &Path) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        (client, server)
+        let port = listener.local_addr().unwrap().port();
+        serve(vec![(listener, open_socket(sock).unwrap())]).unwrap();
+        port
     }
 
-    /// A bounded read: the test fails instead of hanging.
-    fn read_to_end_bounded(s: &mut impl Read) -> io::Result<Vec<u8>> {
+    fn client(port: u16) -> TcpStream {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // A bounded read: the test fails instead of hanging.
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    }
+
+    fn read_all(s: &mut impl Read) -> Vec<u8> {
         let mut out = Vec::new();
-        s.read_to_end(&mut out).map(|_| out)
-    }
-
-    #[test]
-    fn a_relay_whose_second_thread_cannot_start_closes_the_connection() {
-        let (mut client, tcp) = pair();
-        let (unix, mut sidecar) = UnixStream::pair().unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        sidecar
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        let started = AtomicUsize::new(0);
-        relay_with(tcp, unix, |f| {
-            if started.fetch_add(1, Ordering::SeqCst) == 0 {
-                std::thread::spawn(f);
-                Ok(())
-            } else {
-                Err(io::Error::other("no more threads"))
-            }
-        });
-        client.write_all(b"request").unwrap();
-        // The client sees the connection end instead of waiting for an answer for ever,
-        // and so does the sidecar (whatever of the request got through first).
-        assert_eq!(read_to_end_bounded(&mut client).unwrap(), b"");
-        let got = read_to_end_bounded(&mut sidecar).unwrap();
-        assert!(b"request".starts_with(&got), "{got:?}");
+        s.read_to_end(&mut out).unwrap();
+        out
     }
 
     #[test]
     fn a_relay_carries_both_directions_and_each_end_of_stream() {
-        let (mut client, tcp) = pair();
-        let (unix, mut sidecar) = UnixStream::pair().unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        sidecar
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        relay_with(tcp, unix, spawn);
-        client.write_all(b"request").unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        assert_eq!(read_to_end_bounded(&mut sidecar).unwrap(), b"request");
-        sidecar.write_all(b"answer").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sidecar.sock");
+        let sidecar = UnixListener::bind(&sock).unwrap();
+        let port = forwarder_to(&sock);
+        let mut c = client(port);
+        let (mut s, _) = sidecar.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"request").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        // The client's end of stream reaches the sidecar, whose answer still comes back.
+        assert_eq!(read_all(&mut s), b"request");
+        s.write_all(b"answer").unwrap();
+        drop(s);
+        assert_eq!(read_all(&mut c), b"answer");
+    }
+
+    #[test]
+    fn many_connections_at_once_are_all_relayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sidecar.sock");
+        let sidecar = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            for conn in sidecar.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut byte = [0u8; 1];
+                if conn.read_exact(&mut byte).is_ok() {
+                    let _ = conn.write_all(&[byte[0], b'!']);
+                }
+            }
+        });
+        let port = forwarder_to(&sock);
+        // All open before any is answered: one event loop holds them all.
+        let mut clients: Vec<TcpStream> = (0..64).map(|_| client(port)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(&[b'a' + (i % 26) as u8]).unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(read_all(c), [b'a' + (i % 26) as u8, b'!']);
+        }
+    }
+
+    #[test]
+    fn a_connection_to_a_sidecar_that_is_gone_is_closed_not_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sidecar.sock");
+        let sidecar = UnixListener::bind(&sock).unwrap();
+        let port = forwarder_to(&sock);
         drop(sidecar);
-        assert_eq!(read_to_end_bounded(&mut client).unwrap(), b"answer");
+        let mut c = client(port);
+        let _ = c.write_all(b"request");
+        let mut buf = Vec::new();
+        // Closed (end of stream or reset), never a read timeout.
+        match c.read_to_end(&mut buf) {
+            Ok(_) => assert_eq!(buf, b""),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+
+    #[test]
+    fn relay_until_returns_what_until_returned_and_closes_the_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sidecar.sock");
+        let _sidecar = UnixListener::bind(&sock).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = relay_until(vec![(listener, open_socket(&sock).unwrap())], async {
+            Ok::<_, io::Error>(7)
+        })
+        .unwrap();
+        assert_eq!(got, 7);
+        assert_eq!(
+            TcpStream::connect(("127.0.0.1", port)).unwrap_err().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
     }
 }

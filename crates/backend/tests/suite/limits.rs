@@ -94,6 +94,93 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     );
 }
 
+/// A Unix-socket sidecar on the host that answers each connection's line with `ok:<line>`.
+fn answering_sidecar(path: &std::path::Path) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut writer = conn.try_clone().unwrap();
+                let mut line = String::new();
+                if BufReader::new(conn).read_line(&mut line).is_ok() {
+                    let _ = writer.write_all(format!("ok:{line}").as_bytes());
+                }
+            });
+        }
+    });
+}
+
+/// The forwarder runs in the bottle's init, inside the bottle's `pids` limit. An agent that
+/// has used up that limit still gets every connection through to its sidecar answered —
+/// one at a time and many at once — never refused for want of a thread, never left hanging.
+#[test]
+fn a_bottle_at_its_pids_limit_still_reaches_its_sidecar() {
+    if !is_root() {
+        println!("skipping: needs root to create cgroups on this host");
+        return;
+    }
+    let f = Fixture::new();
+    let sock = f.state.join("sidecar.sock");
+    answering_sidecar(&sock);
+    let script = "import os, socket, time\n\
+         kids, err = [], ''\n\
+         while len(kids) < 200:\n\
+         \x20   try:\n\
+         \x20       pid = os.fork()\n\
+         \x20   except OSError as e:\n\
+         \x20       err = e.strerror\n\
+         \x20       break\n\
+         \x20   if pid == 0:\n\
+         \x20       time.sleep(120)\n\
+         \x20       os._exit(0)\n\
+         \x20   kids.append(pid)\n\
+         print('full:', err)\n\
+         def ask(s, i):\n\
+         \x20   s.sendall(b'q%d\\n' % i)\n\
+         def answer(s):\n\
+         \x20   try:\n\
+         \x20       got = s.recv(100).decode().strip()\n\
+         \x20       return got or 'closed'\n\
+         \x20   except socket.timeout:\n\
+         \x20       return 'hung'\n\
+         \x20   except OSError as e:\n\
+         \x20       return 'closed'\n\
+         def conn():\n\
+         \x20   s = socket.create_connection(('127.0.0.1', 4000), timeout=30)\n\
+         \x20   s.settimeout(30)\n\
+         \x20   return s\n\
+         for i in range(5):\n\
+         \x20   s = conn(); ask(s, i); print(answer(s)); s.close()\n\
+         many = [conn() for i in range(20)]\n\
+         for i, s in enumerate(many): ask(s, i)\n\
+         print(' '.join(answer(s) for s in many))\n\
+         for k in kids: os.kill(k, 9)\n\
+         for k in kids: os.waitpid(k, 0)\n";
+    let mut spec = f.spec(&["python3", "-c", script]);
+    spec.resources = limited(48, 512 << 20);
+    spec.forwards.push(backend::Forward {
+        inside_port: 4000,
+        host_unix_socket: sock,
+    });
+    let out = f.run(&spec);
+    let many: Vec<String> = (0..20).map(|i| format!("ok:q{i}")).collect();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            0,
+            format!(
+                "full: Resource temporarily unavailable\nok:q0\nok:q1\nok:q2\nok:q3\nok:q4\n{}\n",
+                many.join(" ")
+            )
+            .as_str()
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_memory_hog_is_killed_at_the_memory_limit() {
     if !is_root() {

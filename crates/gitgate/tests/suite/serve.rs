@@ -670,3 +670,89 @@ async fn malformed_cgi_output_is_a_500_and_cgi_status_is_passed_through() {
     let (status, _) = raw_get(&gate.base, "/app.git/HEAD").await;
     assert_eq!(status, 404);
 }
+
+/// `git http-backend` behind a wrapper that first starts a background process inheriting its
+/// stdout and stderr (as a hook's or helper's leftover job would); `setsid` puts that process
+/// in a session of its own, out of reach of the gate's kill of the CGI group.
+fn leaky_http_backend(root: &std::path::Path, setsid: bool) -> std::ffi::OsString {
+    let path = root.join(if setsid {
+        "leaky-setsid.sh"
+    } else {
+        "leaky.sh"
+    });
+    let start = if setsid {
+        "setsid sleep 1000"
+    } else {
+        "sleep 1000"
+    };
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\n{start} &\nexec git http-backend\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.into_os_string()
+}
+
+/// Clones through a gate whose http-backend leaves a process holding its output; the clone
+/// must finish, not wait for the leftover (the gate's deadline is 120 s; the guard 60 s).
+async fn clone_through_leaky_gate(setsid: bool) -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let up = upstream(&root, "app");
+    let mut o = options();
+    o.git_timeout = Duration::from_secs(120);
+    o.http_backend = vec![leaky_http_backend(&root, setsid)];
+    let gate = start_gate(&root, &local_yaml("app", &up, ""), o).await;
+    let work = root.join("work");
+    let (url, w, r) = (gate.url("app"), work.clone(), root.clone());
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        blocking(move || git_out(&r, &["clone", "-q", &url, w.to_str().unwrap()])),
+    )
+    .await
+    .expect("the clone waited for http-backend's leftover process");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "hello\n"
+    );
+    let needle = format!("GIT_PROJECT_ROOT={}", gate.state.join("mirrors").display());
+    (tmp, needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_ends_when_http_backend_exits_though_a_leftover_holds_its_output() {
+    let (_tmp, needle) = clone_through_leaky_gate(false).await;
+    // The leftovers were in http-backend's group and are killed with it.
+    let start = Instant::now();
+    loop {
+        let left = processes_with_env(&needle);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "http-backend's leftovers still run: {left:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_ends_though_a_leftover_in_its_own_session_holds_the_output() {
+    let (_tmp, needle) = clone_through_leaky_gate(true).await;
+    // Out of the gate's reach by design (a session of its own); the test ends them.
+    let left = processes_with_env(&needle);
+    assert!(
+        !left.is_empty(),
+        "the test's premise: the setsid leftovers outlive http-backend"
+    );
+    for line in left {
+        let pid: i32 = line.split(':').next().unwrap().parse().unwrap();
+        // SAFETY: kill(2) on a leftover `sleep` this test's gate started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}

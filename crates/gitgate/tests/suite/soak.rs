@@ -357,7 +357,8 @@ async fn soak_clones_pushes_and_fetches_through_the_forwarder_never_hang() {
     backend::native::forward::serve(vec![(
         fwd,
         backend::native::forward::open_socket(&sock).unwrap(),
-    )]);
+    )])
+    .unwrap();
 
     let (stop_load, load) = cpu_load(opts.load_threads);
     let started = Instant::now();

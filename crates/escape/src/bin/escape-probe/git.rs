@@ -41,7 +41,9 @@ pub(crate) fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
 /// so. A gate that answers neither time still fails the suite. (Kept against a rare hang of
 /// one request through the native forwarder and the gate seen before the forwarder's
 /// one-way-connection fix and the gate's probe fix; the soaks since, with many clients under
-/// load, have had no git run that never got an answer: `bench/README.md`, "soak".)
+/// load, have had no git run that never got an answer, and the two mechanisms left — a leftover
+/// process holding a gate child's output, the forwarder needing a thread at the `pids` limit —
+/// are closed too: `bench/README.md`, "The rare git hang". To go once CI shows no retry.)
 /// `before_retry` undoes what the first attempt left (a half-made clone).
 fn run_git_needed(dir: &Path, args: &[&str], before_retry: impl Fn()) -> (bool, String) {
     let (ok, out) = run_git(dir, args);
