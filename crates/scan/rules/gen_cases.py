@@ -175,7 +175,7 @@ cases.update({
  'adobe-client-secret': ([f'ADOBE_CLIENT_SECRET={sp("p8e-" + r(32), 4)}'], ['p8e-short']),
  'airtable-token': ([sp('pat' + r(14) + '.' + r(64, HEX), 4)], ['pattern.' + 'a' * 64, 'path' + r(14) + '.txt']),
  'alibaba-access-key-id': ([f'access_key_id: {sp("LTAI" + r(20), 5)}'], ['LTAIxxxxxxxxxxxxxxxxxxxx', 'LTAI']),
- 'aws-bedrock-api-key': ([sp('ABSKQmVkcm9ja0FQSUtleS' + r(120, A + '+/'), 6), sp('bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t' + r(200, A + '+/'), 9)], ['ABSKQmVkcm9ja0FQSUtleS short', 'bedrock-api-key-example']),
+ 'aws-bedrock-api-key': ([sp('ABSKQmVkcm9ja0FQSUtleS' + r(120, A + '+/'), 6), sp('bedrock-api-key-' + 'YmVkcm9jay5hbWF6b25hd3MuY29t' + r(200, A + '+/'), 9)], ['ABSKQmVkcm9ja0FQSUtleS short', 'bedrock-api-key-example']),
  'azure-ad-client-secret': ([f'client_secret: {sp(r(3) + "8Q~" + r(34, A + "_~.-"), 2)}'], ['a8Q~ short', 'abc8Q~' + 'a' * 34]),
  'clickhouse-cloud-api-secret': ([sp('4b1d' + r(38), 5)], ['4b1d' + 'a' * 38, '4b1d short']),
  'clojars-deploy-token': ([sp('CLOJARS_' + r(60, LD), 5)], ['CLOJARS_USERNAME', 'CLOJARS_' + 'a' * 60]),
