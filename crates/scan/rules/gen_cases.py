@@ -274,6 +274,9 @@ cases.update({
  'yandex-aws-access-key': ([ctx_case(sp('YANDEX_ACCESS_KEY_ID', 3), 'YC' + r(38, A + '_-'), 10)], ['YANDEX_ACCESS_KEY_ID = "${KEY}"']),
 })
 
+# A name that refers to a secret (found by the compat run in a Kubernetes snapshot).
+cases['generic-secret'][1].extend(['secretName: bot-bottle-claude-1a2b3', 'secretKeyRef: db-creds-9f8e7d'])
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)
