@@ -11,11 +11,22 @@
 
 use toml::{Table, Value};
 
-/// What a key holds.
+/// What a key holds. Values are converted as gitleaks' decoder (mapstructure, weakly typed)
+/// converts them: a number or boolean where a string is wanted is its text, a string where a
+/// number or boolean is wanted is parsed, one value where a list is wanted is a list of one.
+/// What does not convert is left for the typed layer to report.
 #[derive(Clone, Copy)]
 enum Shape {
-    /// A value (string, number, list of strings...), checked by the typed layer.
-    Value,
+    /// A string.
+    Str,
+    /// An integer.
+    Int,
+    /// A number.
+    Float,
+    /// A boolean.
+    Bool,
+    /// A list of strings.
+    List,
     /// A table with these keys.
     Table(&'static [Key]),
     /// An array of tables with these keys.
@@ -25,13 +36,13 @@ enum Shape {
 type Key = (&'static str, Shape);
 
 const ALLOWLIST_KEYS: [Key; 7] = [
-    ("description", Shape::Value),
-    ("condition", Shape::Value),
-    ("commits", Shape::Value),
-    ("paths", Shape::Value),
-    ("regexTarget", Shape::Value),
-    ("regexes", Shape::Value),
-    ("stopwords", Shape::Value),
+    ("description", Shape::Str),
+    ("condition", Shape::Str),
+    ("commits", Shape::List),
+    ("paths", Shape::List),
+    ("regexTarget", Shape::Str),
+    ("regexes", Shape::List),
+    ("stopwords", Shape::List),
 ];
 
 /// A rule's allowlist: gitleaks has no `targetRules` there (it ignores one).
@@ -45,41 +56,41 @@ static GLOBAL_ALLOWLIST: &[Key] = &[
     ALLOWLIST_KEYS[4],
     ALLOWLIST_KEYS[5],
     ALLOWLIST_KEYS[6],
-    ("targetRules", Shape::Value),
+    ("targetRules", Shape::List),
 ];
 
 static REQUIRED: &[Key] = &[
-    ("id", Shape::Value),
-    ("withinLines", Shape::Value),
-    ("withinColumns", Shape::Value),
+    ("id", Shape::Str),
+    ("withinLines", Shape::Int),
+    ("withinColumns", Shape::Int),
 ];
 
 static RULE: &[Key] = &[
-    ("id", Shape::Value),
-    ("description", Shape::Value),
-    ("regex", Shape::Value),
-    ("secretGroup", Shape::Value),
-    ("entropy", Shape::Value),
-    ("keywords", Shape::Value),
-    ("path", Shape::Value),
-    ("tags", Shape::Value),
+    ("id", Shape::Str),
+    ("description", Shape::Str),
+    ("regex", Shape::Str),
+    ("secretGroup", Shape::Int),
+    ("entropy", Shape::Float),
+    ("keywords", Shape::List),
+    ("path", Shape::Str),
+    ("tags", Shape::List),
     ("allowlist", Shape::Table(RULE_ALLOWLIST)),
     ("allowlists", Shape::Tables(RULE_ALLOWLIST)),
-    ("skipReport", Shape::Value),
+    ("skipReport", Shape::Bool),
     ("required", Shape::Tables(REQUIRED)),
 ];
 
 static EXTEND: &[Key] = &[
-    ("useDefault", Shape::Value),
-    ("path", Shape::Value),
-    ("url", Shape::Value),
-    ("disabledRules", Shape::Value),
+    ("useDefault", Shape::Bool),
+    ("path", Shape::Str),
+    ("url", Shape::Str),
+    ("disabledRules", Shape::List),
 ];
 
 static TOP: &[Key] = &[
-    ("title", Shape::Value),
-    ("description", Shape::Value),
-    ("minVersion", Shape::Value),
+    ("title", Shape::Str),
+    ("description", Shape::Str),
+    ("minVersion", Shape::Str),
     ("extend", Shape::Table(EXTEND)),
     ("rules", Shape::Tables(RULE)),
     ("allowlist", Shape::Table(GLOBAL_ALLOWLIST)),
@@ -166,8 +177,58 @@ fn descend(
                 }
             }
         }
-        // A value of the wrong type is the typed layer's error to report.
-        _ => {}
+        (Shape::Table(_) | Shape::Tables(_), _) => {}
+        (shape, value) => {
+            if let Some(v) = weak(shape, value) {
+                report.changed = true;
+                report.notes.push(format!(
+                    "{name}: `{key}` {place} read as {} (gitleaks converts it too)",
+                    v.to_string().trim()
+                ));
+                *value = v;
+            }
+        }
+    }
+}
+
+/// The value gitleaks' weakly typed decoding makes of `value` for `shape`, when it differs.
+fn weak(shape: Shape, value: &Value) -> Option<Value> {
+    let text = |v: &Value| match v {
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Boolean(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        _ => None,
+    };
+    match (shape, value) {
+        (Shape::Str, v) => text(v).map(Value::String),
+        (Shape::Int, Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::Integer),
+        (Shape::Int, Value::Boolean(b)) => Some(Value::Integer(i64::from(*b))),
+        (Shape::Float, Value::Integer(i)) => Some(Value::Float(*i as f64)),
+        (Shape::Float, Value::String(s)) => s.trim().parse::<f64>().ok().map(Value::Float),
+        (Shape::Float, Value::Boolean(b)) => Some(Value::Float(if *b { 1.0 } else { 0.0 })),
+        (Shape::Bool, Value::String(s)) => match s.trim() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(Value::Boolean(true)),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" | "" => Some(Value::Boolean(false)),
+            _ => None,
+        },
+        (Shape::Bool, Value::Integer(i)) => Some(Value::Boolean(*i != 0)),
+        (Shape::List, Value::Array(items)) => {
+            let converted: Vec<Option<Value>> =
+                items.iter().map(|i| text(i).map(Value::String)).collect();
+            if converted.iter().all(Option::is_none) {
+                return None;
+            }
+            Some(Value::Array(
+                items
+                    .iter()
+                    .zip(converted)
+                    .map(|(i, c)| c.unwrap_or_else(|| i.clone()))
+                    .collect(),
+            ))
+        }
+        (Shape::List, Value::String(_)) => Some(Value::Array(vec![value.clone()])),
+        (Shape::List, v) => text(v).map(|t| Value::Array(vec![Value::String(t)])),
+        _ => None,
     }
 }
 
@@ -248,6 +309,25 @@ mod tests {
         assert_eq!(t["extend"]["useDefault"].as_bool(), Some(true));
         assert_eq!(t["rules"][0]["regex"].as_str(), Some("b"));
         assert_eq!(r.notes.len(), 4);
+    }
+
+    #[test]
+    fn values_are_converted_as_gitleaks_converts_them() {
+        let (t, r) = run(
+            "[extend]\nuseDefault = \"true\"\n[[rules]]\nid = 7\nregex = 'b'\nentropy = \"3.5\"\n\
+             secretGroup = \"1\"\nkeywords = \"acme_\"\nskipReport = 0\n",
+        );
+        assert!(r.changed && r.warnings.is_empty(), "{r:?}");
+        assert_eq!(t["extend"]["useDefault"].as_bool(), Some(true));
+        let rule = &t["rules"][0];
+        assert_eq!(rule["id"].as_str(), Some("7"));
+        assert_eq!(rule["entropy"].as_float(), Some(3.5));
+        assert_eq!(rule["secretGroup"].as_integer(), Some(1));
+        assert_eq!(rule["keywords"][0].as_str(), Some("acme_"));
+        assert_eq!(rule["skipReport"].as_bool(), Some(false));
+        // What does not convert is left as it is, for the typed layer's error.
+        let (t, _) = run("[[rules]]\nid = 'a'\nentropy = \"high\"\n");
+        assert_eq!(t["rules"][0]["entropy"].as_str(), Some("high"));
     }
 
     #[test]

@@ -285,3 +285,20 @@ regexes = ['''^alpha_0{4}''']
         "global allowlist in t.toml: targetRules names unknown rule `nope`"
     );
 }
+
+#[test]
+fn values_gitleaks_converts_load_with_the_same_meaning() {
+    // gitleaks decodes rule files weakly typed: numbers written as strings, one keyword for a
+    // list. Such a file loads here too, meaning the same.
+    let text = "[[rules]]\nid = \"x\"\nregex = '''x_([0-9a-z]{12})'''\nsecretGroup = \"1\"\n\
+                entropy = \"2.5\"\nkeywords = \"x_\"\n";
+    let set = RuleSet::from_toml_str(text, "weak.toml", None).unwrap();
+    let rule = set.rule("x").unwrap();
+    assert_eq!(rule.secret_group, Some(1));
+    assert_eq!(rule.entropy, Some(2.5));
+    assert_eq!(rule.keywords, vec!["x_".to_string()]);
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    let s = Scanner::from_rules(set);
+    assert_eq!(ids(&s, "a", "x_k3j9x0q2m5n8"), vec!["x".to_string()]);
+    assert_eq!(ids(&s, "a", "x_aaaaaaaaaaaa"), Vec::<String>::new());
+}
