@@ -16,6 +16,13 @@ Corpora:
   cases    files written here for each compatibility item (encoded secrets, composite rule,
            duplicate ids, path-only rule, multi-line match, archives), with one rule file both
            tools load, so ids are the same on both sides.
+  cases in git  a repository made here: archives committed in two commits (opened in git mode,
+           --max-archive-depth 2) and a rule file with a key in it (left out as the config in
+           use), one rule file for both tools.
+  own files  a directory with a .gitleaks.toml (extending the defaults, a key in a comment) and
+           a gitleaks report with secrets used as the baseline: each tool's defaults.
+  configs  (with BENCH_COMPAT_GITLEAKS_SRC=<a gitleaks source tree>) every rule file of its
+           testdata/config, loaded by each tool from <src>/config as gitleaks' tests load them.
 
 The kinds of difference are named by simple checks (the `kind` column); which tool is right for
 each kind is judged in bench/README.md from the rows printed here.
@@ -223,8 +230,85 @@ def write_cases(d):
     return cfg
 
 
+def write_git_cases(d):
+    """A repository with archives in two commits and the rule file committed with a key in
+    it; returns the rule file's path (relative to the repository)."""
+    os.makedirs(d, exist_ok=True)
+    git = ["git", "-C", d, "-c", "user.name=T", "-c", "user.email=t@example.invalid",
+           "-c", "commit.gpgsign=false"]
+    run(git + ["init", "-q", "-b", "main"])
+    aws = "AKIA" + "IDQJ6PTGDFFWYX7A"
+    inner = ("secret=decoded-secret-valueZIP\n" + aws + "\n").encode()
+    with zipfile.ZipFile(os.path.join(d, "a.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("conf/app.env", inner)
+    open(os.path.join(d, ".gitleaks.toml"), "w").write(
+        "# the docs' example key: " + aws + "\n" + CASES_TOML)
+    run(git + ["add", "-A"])
+    run(git + ["commit", "-q", "-m", "one"])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in ("x/app.env", "y/other.env"):
+            info = tarfile.TarInfo(name)
+            info.size = len(inner)
+            t.addfile(info, io.BytesIO(inner))
+    open(os.path.join(d, "b.tar.gz"), "wb").write(gzip.compress(buf.getvalue()))
+    run(git + ["add", "-A"])
+    run(git + ["commit", "-q", "-m", "two"])
+
+
+def write_own_files(d):
+    """A directory whose .gitleaks.toml quotes a key, and gitleaks' own report of app.env (with
+    its secret) as the baseline, baseline.json."""
+    os.makedirs(d, exist_ok=True)
+    aws = "AKIA" + "IDQJ6PTGDFFWYX7A"
+    open(os.path.join(d, "app.env"), "w").write("AWS_ACCESS_KEY_ID=" + aws + "\n")
+    gitleaks(["dir", "app.env"], d, os.path.join(d, "baseline.json"))
+    open(os.path.join(d, ".gitleaks.toml"), "w").write(
+        "# the docs' example key: " + aws + "\n[extend]\nuseDefault = true\n")
+    open(os.path.join(d, "later.env"), "w").write("KEY=" + aws[:-1] + "B\n")
+
+
+def configs(src):
+    """Which of gitleaks' test rule files each tool loads (run from <src>/config, as gitleaks'
+    tests run); prints a table and the files where they differ."""
+    base = os.path.join(src, "testdata", "config")
+    cwd = os.path.join(src, "config")
+    os.makedirs(cwd, exist_ok=True)
+    empty = os.path.join(WORK, "empty")
+    os.makedirs(empty, exist_ok=True)
+    files = sorted(os.path.relpath(os.path.join(dp, f), base)
+                   for dp, _, fs in os.walk(base) for f in fs if f.endswith(".toml"))
+    both = gl_only = bb_only = neither = 0
+    notes = []
+    for f in files:
+        path = os.path.join(base, f)
+        g = subprocess.run(GL + ["dir", empty, "-c", path, "--no-banner", "--exit-code", "0"],
+                           cwd=cwd, capture_output=True, text=True)
+        b = subprocess.run([BB, "scan", "-c", path, "-i", "/nonexistent", empty],
+                           cwd=cwd, capture_output=True, text=True)
+        gl_ok, bb_ok = g.returncode == 0, b.returncode == 0
+        if gl_ok and bb_ok:
+            both += 1
+        elif gl_ok:
+            gl_only += 1
+            notes.append((f, "gitleaks only", b.stderr.strip().splitlines()[-1:]))
+        elif bb_ok:
+            bb_only += 1
+            notes.append((f, "bot-bottle only", [l for l in g.stderr.splitlines() if "FTL" in l or "ERR" in l][-1:]))
+        else:
+            neither += 1
+    print(f"| gitleaks' test rule files | files | loaded by both | gitleaks only | bot-bottle only | neither |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| testdata/config | {len(files)} | {both} | {gl_only} | {bb_only} | {neither} |")
+    for n in notes:
+        print(f"  {n[0]}: {n[1]}: {' '.join(n[2])[:200]}")
+    print()
+
+
 def main():
     rows, diffs = [], []
+    if os.environ.get("BENCH_COMPAT_GITLEAKS_SRC"):
+        configs(os.environ["BENCH_COMPAT_GITLEAKS_SRC"])
     commits = os.environ.get("BENCH_COMPAT_COMMITS", "200")
 
     # tree: each tool's own defaults; the repository's own config files are not used.
@@ -250,6 +334,22 @@ def main():
     bb = norm(botbottle(["-c", cfg, "-i", "/nonexistent", "--max-decode-depth", "5",
                          "--max-archive-depth", "2", cases], WORK), cases + "/")
     compare("cases (one rule file)", gl, bb, True, rows, diffs)
+
+    # cases in git: archives opened in git mode, the committed rule file left out
+    gcases = os.path.join(WORK, "gitcases")
+    write_git_cases(gcases)
+    gl = gitleaks(["git", gcases, "-c", ".gitleaks.toml", "--max-archive-depth", "2"], gcases,
+                  os.path.join(WORK, "gl-gitcases.json"))
+    bb = botbottle(["-c", ".gitleaks.toml", "-i", "/nonexistent", "--max-archive-depth", "2",
+                    "--git", "HEAD"], gcases)
+    compare("cases in git (one rule file)", gl, bb, True, rows, diffs)
+
+    # own files: the rule file in use and the baseline are not scanned
+    own = os.path.join(WORK, "own")
+    write_own_files(own)
+    gl = gitleaks(["dir", ".", "-b", "baseline.json"], own, os.path.join(WORK, "gl-own.json"))
+    bb = botbottle(["--baseline", "baseline.json", "."], own)
+    compare("own files (defaults)", gl, bb, False, rows, diffs)
 
     print("| corpus | gitleaks | bot-bottle | both | gitleaks only | bot-bottle only |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

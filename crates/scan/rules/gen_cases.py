@@ -162,6 +162,121 @@ cases['generic-secret'][1].extend([
  'secret = "--------------------"',
 ])
 
+# Rules for the kinds of gitleaks' default rules (issue 23); appended so the cases above keep
+# their values. Each value is made up in the vendor's documented shape.
+UP = string.ascii_uppercase + string.digits
+LD = string.ascii_lowercase + string.digits
+def uuid(): return '-'.join(r(n, HEX) for n in (8, 4, 4, 4, 12))
+def ctx_case(name, value, k=4):
+    return f'{name} = "{sp(value, k)}"'
+cases.update({
+ 'onepassword-service-account-token': ([sp('ops_eyJ' + r(250, A + '+/'), 5)], ['ops_eyJ short', 'ops_eyJ' + 'A' * 250]),
+ 'onepassword-secret-key': ([sp('A3-' + '-'.join(r(n, UP) for n in (6, 6, 5, 5, 5, 5)), 4)], ['A3-AAAAAA-AAAAAA-AAAAA-AAAAA-AAAAA-AAAAA', 'an A3-size sheet']),
+ 'adobe-client-secret': ([f'ADOBE_CLIENT_SECRET={sp("p8e-" + r(32), 4)}'], ['p8e-short']),
+ 'airtable-token': ([sp('pat' + r(14) + '.' + r(64, HEX), 4)], ['pattern.' + 'a' * 64, 'path' + r(14) + '.txt']),
+ 'alibaba-access-key-id': ([f'access_key_id: {sp("LTAI" + r(20), 5)}'], ['LTAIxxxxxxxxxxxxxxxxxxxx', 'LTAI']),
+ 'aws-bedrock-api-key': ([sp('ABSKQmVkcm9ja0FQSUtleS' + r(120, A + '+/'), 6), sp('bedrock-api-key-' + 'YmVkcm9jay5hbWF6b25hd3MuY29t' + r(200, A + '+/'), 9)], ['ABSKQmVkcm9ja0FQSUtleS short', 'bedrock-api-key-example']),
+ 'azure-ad-client-secret': ([f'client_secret: {sp(r(3) + "8Q~" + r(34, A + "_~.-"), 2)}'], ['a8Q~ short', 'abc8Q~' + 'a' * 34]),
+ 'clickhouse-cloud-api-secret': ([sp('4b1d' + r(38), 5)], ['4b1d' + 'a' * 38, '4b1d short']),
+ 'clojars-deploy-token': ([sp('CLOJARS_' + r(60, LD), 5)], ['CLOJARS_USERNAME', 'CLOJARS_' + 'a' * 60]),
+ 'cloudflare-origin-ca-key': ([sp('v1.0-' + r(24, HEX) + '-' + r(146, HEX), 6)], ['v1.0-beta', 'v1.0-' + '0' * 24 + '-' + '0' * 146]),
+ 'defined-networking-api-token': ([sp('dnkey-' + r(26, LD) + '-' + r(52, LD), 7)], ['dnkey-short']),
+ 'dropbox-long-lived-token': ([f'DROPBOX_TOKEN={sp(r(11) + "AAAAAAAAAA" + r(43, A + "_-"), 5)}'], ['AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA']),
+ 'duffel-api-token': ([sp('duffel_test_' + r(43, A + '_-'), 7)], ['duffel_test_short']),
+ 'dynatrace-api-token': ([sp('dt0c01.' + r(24, UP) + '.' + r(64, UP), 6)], ['dt0c01.short']),
+ 'easypost-api-key': ([sp('EZAK' + r(54), 3), sp('EZTK' + r(54), 3)], ['EZAK' + 'a' * 54, 'EZAK short']),
+ 'flutterwave-key': ([sp('FLWSECK_TEST-' + r(32, 'abcdefgh0123456789') + '-X', 6), sp('FLWPUBK-' + r(32, 'abcdefgh0123456789') + '-X', 6), sp('FLWSECK_TEST' + r(12, 'abcdefgh0123456789'), 6)], ['FLWSECK_TEST-short-X']),
+ 'flyio-token': ([sp('fo1_' + r(43, A + '_-'), 3), f'FLY_API_TOKEN="FlyV1 {sp("fm2_" + r(160, A + "+/"), 3)}"'], ['fo1_short', 'fm2_short']),
+ 'frameio-api-token': ([sp('fio-u-' + r(64, A + '_-'), 5)], ['fio-u-short']),
+ 'harness-token': ([sp('pat.' + r(22, A + '_-') + '.' + r(24, HEX) + '.' + r(20), 4)], ['pat.short.token', 'sat.' + 'a' * 22 + '.' + '0' * 24 + '.' + 'a' * 20]),
+ 'infracost-api-key': ([sp('ico-' + r(32), 4)], ['ico-short', 'ico-' + 'a' * 32]),
+ 'intra42-client-secret': ([sp('s-s4t2ud-' + r(64, HEX), 6)], ['s-s4t2ud-short']),
+ 'mapbox-secret-token': ([sp('sk.eyJ1Ijoi' + r(60, A + '_-') + '.' + r(22, A + '_-'), 5)], ['sk.eyJ short', 'pk.eyJ1Ijoi' + r(60, A + '_-') + '.' + r(22, A + '_-')]),
+ 'maxmind-license-key': ([f'MAXMIND_LICENSE_KEY={sp(r(6) + "_" + r(29) + "_mmk", 5)}'], ['abcdef_short_mmk']),
+ 'notion-token': ([sp('ntn_' + r(11, string.digits) + r(35), 3), ctx_case('NOTION_TOKEN', 'secret_' + r(43), 6)], ['ntn_short', 'NOTION_TOKEN = "secret_placeholder"']),
+ 'octopus-deploy-api-key': ([f'OCTOPUS_API_KEY={sp("API-" + r(26, UP), 4)}'], ['API-AAAAAAAAAAAAAAAAAAAAAAAAAA', 'API-KEY']),
+ 'openshift-user-token': ([f'oc login --token={sp("sha256~" + r(43, A + "_-"), 6)}'], ['sha256~short']),
+ 'perplexity-api-key': ([sp('pplx-' + r(48), 4)], ['pplx-short']),
+ 'planetscale-token': ([sp('pscale_tkn_' + r(43, A + '_-'), 7), sp('pscale_pw_' + r(43, A + '_-'), 7)], ['pscale_tkn_short']),
+ 'prefect-api-key': ([sp('pnu_' + r(36), 3)], ['pnu_short', 'pnu_' + 'a' * 36]),
+ 'pulumi-access-token': ([sp('pul-' + r(40, HEX), 3)], ['pul-short', 'pul-' + '0' * 40]),
+ 'readme-api-key': ([sp('rdme_' + r(70, LD), 4)], ['rdme_short']),
+ 'scalingo-api-token': ([sp('tk-us-' + r(48, A + '_-'), 4)], ['tk-us-short']),
+ 'brevo-api-key': ([sp('xkeysib-' + r(64, HEX) + '-' + r(16), 5)], ['xkeysib-short']),
+ 'sentry-token': ([sp('sntryu_' + r(64, HEX), 5), sp('sntrys_eyJpYXQiOjE3' + r(80, A + '+/'), 5), ctx_case('SENTRY_AUTH_TOKEN', r(64, HEX), 6)], ['sntryu_short', 'SENTRY_AUTH_TOKEN = "${SENTRY_TOKEN}"']),
+ 'settlemint-token': ([sp('sm_pat_' + r(16), 4)], ['sm_pat_short', 'sm_pat_aaaaaaaaaaaaaaaa']),
+ 'shippo-api-token': ([sp('shippo_live_' + r(40, HEX), 7)], ['shippo_live_short']),
+ 'sidekiq-credentials': ([f'BUNDLE_ENTERPRISE__{sp("CONTRIBSYS", 4)}__COM={r(8, HEX)}:{r(8, HEX)}', f'source "https://{r(8, HEX)}:{r(8, HEX)}@enterprise.{sp("contribsys", 4)}.com/"'], ['BUNDLE_ENTERPRISE__CONTRIBSYS__COM=${SIDEKIQ_CREDS}', 'https://enterprise.contribsys.com/']),
+ 'twitter-bearer-token': ([f'TWITTER_BEARER_TOKEN={sp("A" * 21 + r(90, A + "%"), 12)}'], ['A' * 100]),
+ 'typeform-api-token': ([sp('tfp_' + r(59, A + '_-'), 3)], ['tfp_short']),
+ 'yandex-key': ([sp('AQVN' + r(36, A + '_-'), 3), sp('t1.' + r(40, A + '_-') + '.' + r(86, A + '_-'), 2)], ['AQVN short', 't1.micro']),
+ 'heroku-api-key': ([sp('HRKU-AA' + r(58, A + '_-'), 4), ctx_case('HEROKU_API_KEY', uuid(), 5)], ['HRKU-AA short', 'HEROKU_API_KEY = "${HEROKU_API_KEY}"']),
+ 'hubspot-token': ([sp('pat-na1-' + uuid(), 6), ctx_case('HUBSPOT_API_KEY', uuid(), 5)], ['pat-na1-short', 'HUBSPOT_API_KEY = "<key>"']),
+ 'discord-token': ([ctx_case('DISCORD_BOT_TOKEN', 'M' + r(25) + '.' + r(6, A + '_-') + '.' + r(38, A + '_-'), 5), ctx_case('discord_client_secret', r(32, A + '_-'), 5)], ['DISCORD_BOT_TOKEN = "${DISCORD_TOKEN}"', 'discord_client_secret = "' + 'a' * 32 + '"']),
+ 'twitter-credentials': ([ctx_case('TWITTER_ACCESS_TOKEN', r(19, string.digits) + '-' + r(31), 6), ctx_case('twitter_api_secret', r(50), 6)], ['TWITTER_API_KEY = "${TWITTER_API_KEY}"', 'twitter_api_key = "' + 'a' * 25 + '"']),
+ 'alibaba-secret-key': ([ctx_case('ALIBABA_CLOUD_ACCESS_KEY_SECRET', r(30), 5)], ['ALIBABA_CLOUD_ACCESS_KEY_SECRET = "${SECRET}"', 'alibaba_secret = "' + 'a' * 30 + '"']),
+})
+CONTEXT_CASES = [
+ ('cloudflare-api-key', 'CLOUDFLARE_API_TOKEN', lambda: r(40, A + '_-')),
+ ('datadog-key', 'DD_API_KEY', lambda: r(32, HEX)),
+ ('algolia-api-key', 'ALGOLIA_ADMIN_KEY', lambda: r(32, HEX)),
+ ('codecov-token', 'CODECOV_TOKEN', uuid),
+ ('snyk-token', 'SNYK_TOKEN', uuid),
+ ('fastly-api-token', 'FASTLY_API_TOKEN', lambda: r(32, A + '_-')),
+ ('netlify-token', 'NETLIFY_AUTH_TOKEN', lambda: 'nfp_' + r(36)),
+ ('launchdarkly-token', 'LAUNCHDARKLY_SDK_KEY', lambda: 'sdk-' + uuid()),
+ ('twitch-api-token', 'TWITCH_CLIENT_SECRET', lambda: r(30, LD)),
+ ('zendesk-api-token', 'ZENDESK_API_TOKEN', lambda: r(40)),
+ ('asana-token', 'ASANA_ACCESS_TOKEN', lambda: '2/' + r(16, string.digits) + '/' + r(16, string.digits) + ':' + r(32, HEX)),
+ ('gocardless-token', 'GOCARDLESS_ACCESS_TOKEN', lambda: 'live_' + r(40, A + '_-')),
+ ('intercom-token', 'INTERCOM_ACCESS_TOKEN', lambda: r(60, A + '_-')),
+ ('mattermost-token', 'MATTERMOST_TOKEN', lambda: r(26, LD)),
+ ('contentful-token', 'CONTENTFUL_DELIVERY_TOKEN', lambda: r(43, A + '_-')),
+ ('cohere-api-key', 'COHERE_API_KEY', lambda: r(40)),
+ ('confluent-key', 'CONFLUENT_CLOUD_API_SECRET', lambda: r(64, A + '+/')),
+ ('coinbase-key', 'COINBASE_API_SECRET', lambda: r(64, A + '_-')),
+ ('plaid-key', 'PLAID_SECRET', lambda: r(30, HEX)),
+ ('travisci-token', 'TRAVIS_API_TOKEN', lambda: r(22, A + '_-')),
+ ('droneci-token', 'DRONE_TOKEN', lambda: r(32)),
+ ('sendbird-token', 'SENDBIRD_API_TOKEN', lambda: r(40, HEX)),
+ ('squarespace-token', 'SQUARESPACE_API_KEY', uuid),
+ ('sumologic-key', 'SUMO_ACCESS_KEY', lambda: r(64)),
+ ('messagebird-token', 'MESSAGEBIRD_API_KEY', lambda: r(25)),
+ ('rapidapi-key', 'RAPIDAPI_KEY', lambda: r(50, A + '_-')),
+ ('kraken-key', 'KRAKEN_PRIVATE_KEY', lambda: r(88, A + '/+')),
+ ('kucoin-key', 'KUCOIN_API_KEY', lambda: r(24, HEX)),
+ ('bittrex-key', 'BITTREX_API_SECRET', lambda: r(32, LD)),
+ ('etsy-key', 'ETSY_API_KEY', lambda: r(24, LD)),
+ ('finicity-key', 'FINICITY_APP_KEY', lambda: r(32, HEX)),
+ ('finnhub-key', 'FINNHUB_API_KEY', lambda: r(20, LD)),
+ ('flickr-key', 'FLICKR_API_KEY', lambda: r(32, LD)),
+ ('freshbooks-token', 'FRESHBOOKS_ACCESS_TOKEN', lambda: r(64, LD)),
+ ('gitter-token', 'GITTER_TOKEN', lambda: r(40, LD)),
+ ('nytimes-key', 'NYTIMES_API_KEY', lambda: r(32)),
+ ('beamer-api-key', 'BEAMER_API_KEY', lambda: 'b_' + r(44, A + '_-')),
+ ('cisco-meraki-api-key', 'MERAKI_DASHBOARD_API_KEY', lambda: r(40, HEX)),
+ ('privateai-key', 'PRIVATE_AI_API_KEY', lambda: r(32)),
+ ('jfrog-identity-token', 'JFROG_ACCESS_TOKEN', lambda: r(64)),
+ ('linear-client-secret', 'LINEAR_CLIENT_SECRET', lambda: r(32, HEX)),
+ ('linkedin-client-secret', 'LINKEDIN_CLIENT_SECRET', lambda: r(16)),
+ ('looker-client-secret', 'LOOKER_CLIENT_SECRET', lambda: r(24)),
+ ('freemius-secret-key', 'FREEMIUS_SECRET_KEY', lambda: 'sk_' + r(29)),
+]
+for rule, name, value in CONTEXT_CASES:
+    v = value()
+    cases[rule] = ([ctx_case(sp(name, 3), v, len(v) // 2)],
+                   [f'{name} = "${{{name}}}"', f'{name} = "{v[0] * len(v)}"'])
+
+cases.update({
+ 'authress-service-key': ([sp('sc_' + r(12, LD) + '.' + r(5, LD) + '.acc_' + r(20, LD) + '.' + r(60, LD + '+/'), 2)], ['sc_short.abc']),
+ 'dropbox-app-secret': ([ctx_case(sp('DROPBOX_APP_SECRET', 3), r(15, LD), 7)], ['DROPBOX_APP_SECRET = "${DROPBOX_APP_SECRET}"', 'DROPBOX_APP_SECRET = "aaaaaaaaaaaaaaa"']),
+ 'lob-api-key': ([ctx_case(sp('LOB_API_KEY', 2), 'live_' + r(35, HEX), 10)], ['LOB_API_KEY = "${LOB_API_KEY}"', 'blob_key = "live_' + r(35, HEX) + '"']),
+ 'yandex-aws-access-key': ([ctx_case(sp('YANDEX_ACCESS_KEY_ID', 3), 'YC' + r(38, A + '_-'), 10)], ['YANDEX_ACCESS_KEY_ID = "${KEY}"']),
+})
+
+# A name that refers to a secret (found by the compat run in a Kubernetes snapshot).
+cases['generic-secret'][1].extend(['secretName: bot-bottle-claude-1a2b3', 'secretKeyRef: db-creds-9f8e7d'])
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)

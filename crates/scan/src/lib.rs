@@ -35,6 +35,7 @@ mod error;
 mod finding;
 mod git;
 mod objects;
+mod own_files;
 mod report;
 mod value;
 
@@ -102,7 +103,9 @@ pub struct ScanOptions {
     /// place and scanned again (gitleaks' `--max-decode-depth`; 0: never).
     pub max_decode_depth: usize,
     /// How deep nested archives and compressed files are opened (gitleaks'
-    /// `--max-archive-depth`; 0: never, they are listed as skipped). Files on disk only.
+    /// `--max-archive-depth`; 0: never, they are listed as skipped). Files on disk, and in git
+    /// scans ([`Scanner::scan_git`], [`Scanner::scan_staged`]) the archives the commits add or
+    /// change; not in [`Scanner::scan_push`], where the gate refuses what it cannot read.
     pub max_archive_depth: usize,
 }
 
@@ -147,6 +150,8 @@ pub struct Scanner {
     engine: Engine,
     options: ScanOptions,
     baseline: Baseline,
+    /// The scan's own input files, left out (see `own_files.rs`).
+    own_files: Vec<own_files::OwnFile>,
 }
 
 impl Scanner {
@@ -168,6 +173,7 @@ impl Scanner {
             engine: Engine::new(rules, options.honor_inline_allow),
             options,
             baseline: Baseline::default(),
+            own_files: Vec::new(),
         }
     }
 
@@ -183,6 +189,15 @@ impl Scanner {
     /// Findings whose fingerprints are in the baseline are dropped.
     pub fn with_baseline(mut self, baseline: Baseline) -> Self {
         self.baseline = baseline;
+        self
+    }
+
+    /// Leaves a file out of directory and git scans because it is one of the scan's own
+    /// inputs (`why`: `the rule file in use`, `the baseline`), as gitleaks leaves out its
+    /// config file and its baseline. In a git scan, findings in the file's path (relative to
+    /// the repository's top, or as given) are dropped.
+    pub fn with_own_file(mut self, path: &Path, why: &str) -> Self {
+        self.own_files.push(own_files::OwnFile::new(path, why));
         self
     }
 
@@ -209,11 +224,16 @@ impl Scanner {
 
     /// Scans bytes that came from `name` (no size or binary checks).
     pub fn scan_bytes(&self, name: &str, data: &[u8]) -> Vec<Finding> {
+        self.scan_bytes_in(name, None, data)
+    }
+
+    /// [`Scanner::scan_bytes`] for a file of a commit (an archive's entry in a git scan).
+    fn scan_bytes_in(&self, name: &str, commit: Option<&str>, data: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
         self.engine.scan(
             &Fragment {
                 path: name,
-                commit: None,
+                commit,
                 data,
                 line_map: None,
             },
@@ -286,7 +306,8 @@ impl Scanner {
             env: Vec::new(),
         };
         let findings = git::scan_staged(&self.engine, &req, self.options.git_timeout)?;
-        Ok(self.finish(findings))
+        let findings = self.with_git_archives(&req, true, self.finish(findings))?;
+        Ok(self.without_own_files(&req, findings))
     }
 
     /// [`Scanner::scan_git`], with how much it read (`None` when the revision arguments
@@ -298,7 +319,8 @@ impl Scanner {
         req: &GitScanRequest,
     ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
         let (findings, counts) = git::scan_git_once(&self.engine, req, self.options.git_timeout)?;
-        Ok((self.finish(findings), counts))
+        let findings = self.with_git_archives(req, false, self.finish(findings))?;
+        Ok((self.without_own_files(req, findings), counts))
     }
 
     /// Scans every object `git rev-list --objects <rev_args>` lists that `git log -p` does not
@@ -373,6 +395,71 @@ impl Scanner {
         findings
     }
 
+    /// With [`ScanOptions::max_archive_depth`] set, a git scan's findings plus those in the
+    /// entries of the archives its commits (`staged`: the index) add or change, each entry
+    /// reported in its commit as `path!entry`, as gitleaks does in git mode; the findings of
+    /// an opened archive's own patch (compressed bytes read as text) give way to its entries'.
+    fn with_git_archives(
+        &self,
+        req: &GitScanRequest,
+        staged: bool,
+        mut findings: Vec<Finding>,
+    ) -> Result<Vec<Finding>, ScanError> {
+        if self.options.max_archive_depth == 0 {
+            return Ok(findings);
+        }
+        let git_err = |message: String| ScanError::Git {
+            repo: req.repo.clone(),
+            range: req.describe(),
+            message,
+        };
+        let changed = git::changed_blobs(req, staged).map_err(git_err)?;
+        let archives =
+            git::archive_blobs(req, changed, self.options.max_file_size).map_err(git_err)?;
+        for (blob, data) in archives {
+            let commit = Some(blob.commit.as_str()).filter(|c| !c.is_empty());
+            match self.scan_archive(&blob.path, commit, &data) {
+                FileOutcome::Many(scan) => {
+                    findings.retain(|f| !(f.file == blob.path && f.commit.as_deref() == commit));
+                    for s in &scan.skipped {
+                        tracing::info!("skipped {} in {}: {}", s.path, blob.commit, s.reason);
+                    }
+                    findings.extend(scan.findings);
+                }
+                FileOutcome::Skipped(s) => {
+                    tracing::warn!("{} in {}: {}", s.path, blob.commit, s.reason);
+                }
+                FileOutcome::Scanned { .. } => {}
+            }
+        }
+        Ok(findings)
+    }
+
+    /// A git scan's findings without those in the scan's own files (see `own_files.rs`).
+    fn without_own_files(&self, req: &GitScanRequest, mut findings: Vec<Finding>) -> Vec<Finding> {
+        if self.own_files.is_empty() || findings.is_empty() {
+            return findings;
+        }
+        let top = git::toplevel(req);
+        let paths: Vec<(String, &str)> = self
+            .own_files
+            .iter()
+            .flat_map(|o| {
+                o.git_paths(top.as_deref())
+                    .into_iter()
+                    .map(|p| (p, o.why.as_str()))
+            })
+            .collect();
+        findings.retain(|f| match paths.iter().find(|(p, _)| *p == f.file) {
+            Some((p, why)) => {
+                tracing::debug!(path = %p, "finding in {why} not reported (gitleaks skips it too)");
+                false
+            }
+            None => true,
+        });
+        findings
+    }
+
     fn scan_dir(&self, root: &Path, total: &mut PathScan) -> Result<(), ScanError> {
         let walker = ignore::WalkBuilder::new(root)
             .hidden(false)
@@ -420,6 +507,9 @@ impl Scanner {
                 reason,
             }))
         };
+        if let Some(own) = self.own_files.iter().find(|o| o.is(path)) {
+            return skipped(format!("{} (gitleaks skips it too)", own.why));
+        }
         if !explicit && self.engine.skips_path(&name) {
             return skipped("allowlisted path".into());
         }
@@ -441,7 +531,7 @@ impl Scanner {
             Err(e) => return Err(read_err(e)),
         };
         if self.options.max_archive_depth > 0 && archive::is_archive(&data) {
-            return Ok(self.scan_archive(&name, &data));
+            return Ok(self.scan_archive(&name, None, &data));
         }
         // Binary files are scanned too (their text runs match like any text); only content
         // no rule can see into is skipped, and listed.
@@ -457,7 +547,7 @@ impl Scanner {
 
     /// The entries of an archive (and of the archives in it, down to the depth limit), each
     /// scanned as a file named `archive!entry`; an archive bomb is refused whole.
-    fn scan_archive(&self, name: &str, data: &[u8]) -> FileOutcome {
+    fn scan_archive(&self, name: &str, commit: Option<&str>, data: &[u8]) -> FileOutcome {
         let max_file = self.options.max_file_size;
         let limits = archive::Limits {
             max_depth: self.options.max_archive_depth,
@@ -494,7 +584,8 @@ impl Scanner {
             }
             out.files += 1;
             out.bytes += bytes.len() as u64;
-            out.findings.extend(self.scan_bytes(entry, bytes));
+            out.findings
+                .extend(self.scan_bytes_in(entry, commit, bytes));
         }
         out.skipped.extend(
             expansion

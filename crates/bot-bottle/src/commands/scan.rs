@@ -79,8 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (_, [one]) if one.is_dir() => Some(one.clone()),
         _ => None,
     };
-    let scanner = Scanner::from_rules(load_rules(args.config.as_deref(), source.as_deref())?);
-    let mut scanner = scanner.with_options(ScanOptions {
+    let (rules, rule_file) = load_rules(args.config.as_deref(), source.as_deref())?;
+    let mut scanner = Scanner::from_rules(rules).with_options(ScanOptions {
         honor_inline_allow: !args.no_inline_allow,
         max_file_size: args.max_file_size,
         respect_gitignore: !args.no_ignore,
@@ -99,6 +99,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.baseline {
         approved.extend(Baseline::from_file(path)?);
+    }
+    // gitleaks does not scan its own config file and baseline; neither do we.
+    if let Some(path) = &rule_file {
+        scanner = scanner.with_own_file(path, "the rule file in use");
+    }
+    if let Some(path) = &args.baseline {
+        scanner = scanner.with_own_file(path, "the baseline");
     }
     if !approved.is_empty() {
         scanner = scanner.with_baseline(approved);
@@ -176,17 +183,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The rules, from where gitleaks would take them (see `scan::compat::find_config`); what
-/// loading decided is said with -v, what it ignored always.
+/// The rules, from where gitleaks would take them (see `scan::compat::find_config`), and the
+/// rule file they were read from; what loading decided is said with -v, what it ignored
+/// always.
 fn load_rules(
     explicit: Option<&std::path::Path>,
     source: Option<&std::path::Path>,
-) -> anyhow::Result<RuleSet> {
+) -> anyhow::Result<(RuleSet, Option<PathBuf>)> {
     let cwd = std::env::current_dir().ok();
+    let mut file = None;
     let rules = match scan::compat::find_config(&ProcessEnv, explicit, source) {
         ConfigSource::File(path, why) => {
             tracing::info!("rules from {} ({why})", path.display());
-            RuleSet::from_file_in(&path, cwd.as_deref()).context("cannot load the rules")?
+            let rules =
+                RuleSet::from_file_in(&path, cwd.as_deref()).context("cannot load the rules")?;
+            file = Some(path);
+            rules
         }
         ConfigSource::Toml(text) => {
             tracing::info!("rules from GITLEAKS_CONFIG_TOML");
@@ -201,5 +213,5 @@ fn load_rules(
     for warning in &rules.warnings {
         tracing::warn!("{warning}");
     }
-    Ok(rules)
+    Ok((rules, file))
 }

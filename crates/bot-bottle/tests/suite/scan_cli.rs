@@ -172,7 +172,7 @@ useDefault = true
 targetRules = ["github-pat", "generic-api-key"]
 paths = ['''app\.env''']
 [[rules]]
-id = "heroku-api-key"
+id = "hashicorp-tf-password"
 [[rules.allowlists]]
 regexes = ['''x''']
 "#,
@@ -185,7 +185,11 @@ regexes = ['''x''']
         "{}",
         stderr(&o)
     );
-    assert!(stderr(&o).contains("`heroku-api-key`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`hashicorp-tf-password`"),
+        "{}",
+        stderr(&o)
+    );
     // GITLEAKS_CONFIG comes first.
     std::fs::write(
         dir.path().join("strict.toml"),
@@ -256,12 +260,19 @@ fn bad_inputs_exit_two_with_clear_errors() {
         stderr(&o)
     );
 
+    // An unknown key is dropped with a warning, as gitleaks ignores it; here that leaves the
+    // rule without a regex, which is the error, and the warning says which key was meant.
     let o = bb(d, &["--config", "unknown.toml"]);
     assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
     assert!(
-        stderr(&o).contains("unknown field `regx`"),
-        "{}",
-        stderr(&o)
+        e.contains("unknown key `regx` in rule `x` is ignored")
+            && e.contains("did you mean `regex`?"),
+        "{e}"
+    );
+    assert!(
+        e.contains("rule `x` in unknown.toml: needs a regex or a path"),
+        "{e}"
     );
 
     let o = bb(d, &["missing-dir"]);
@@ -324,4 +335,83 @@ fn git_range_scan_and_bad_range() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn the_rule_file_and_the_baseline_are_not_scanned_as_in_gitleaks() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipping: git is not installed");
+        return;
+    }
+    let dir = project();
+    let d = dir.path();
+    // A rule file that quotes a token (an allowlisted example), found where gitleaks finds it.
+    std::fs::write(
+        d.join(".gitleaks.toml"),
+        format!(
+            "# the example token of our docs: {}\n[extend]\nuseDefault = true\n",
+            token()
+        ),
+    )
+    .unwrap();
+    // A gitleaks report with its secrets, kept as the baseline.
+    let o = bb(d, &["-f", "gitleaks", "--no-redact", "."]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["File"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, vec!["app.env"], "the rule file in use is left out");
+    std::fs::write(d.join("baseline.json"), &o.stdout).unwrap();
+    let o = bb(d, &["-v", "--baseline", "baseline.json", "."]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped baseline.json: the baseline (gitleaks skips it too)"),
+        "{}",
+        stderr(&o)
+    );
+    // Named another way (-c with an absolute path), the rule file is still itself.
+    let abs = d.join(".gitleaks.toml");
+    let o = bb(
+        d,
+        &["-c", abs.to_str().unwrap(), "--baseline", "baseline.json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Without being the rule file in use, it is scanned like any file.
+    std::fs::write(d.join("other.toml"), "[extend]\nuseDefault = true\n").unwrap();
+    let o = bb(
+        d,
+        &[
+            "-f",
+            "json",
+            "-c",
+            "other.toml",
+            "--baseline",
+            "baseline.json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["file"], json!(".gitleaks.toml"));
+
+    // In git mode the rule file's path is left out of the history (as gitleaks compares it).
+    git(d, &["init", "-q", "-b", "main"]);
+    git(d, &["add", "app.env", ".gitleaks.toml"]);
+    git(d, &["commit", "-q", "-m", "one"]);
+    let o = bb(d, &["-f", "json", "--git", "HEAD"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, vec!["app.env"]);
+    let o = bb(d, &["-f", "json", "-c", "other.toml", "--git", "HEAD"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
 }

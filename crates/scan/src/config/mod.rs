@@ -1,7 +1,8 @@
 //! Rule files in gitleaks' TOML format, and the built-in rule set.
 //!
-//! Two layers: the raw serde types mirror the file (unknown fields are errors, so a typo never
-//! silently disables a rule) and [`RuleSet`] holds compiled, validated rules. `[extend]` layering
+//! Two layers: the raw serde types mirror the file (keys are first read as gitleaks reads them,
+//! in any case, unknown ones dropped with a warning that names them: see `keys.rs`) and
+//! [`RuleSet`] holds compiled, validated rules. `[extend]` layering
 //! happens on the raw layer, before compiling, so every error still names the file the rule came
 //! from.
 
@@ -12,6 +13,7 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 
 mod gitleaks_ids;
+mod keys;
 mod pattern;
 
 pub use gitleaks_ids::{GITLEAKS_DEFAULT_IDS, gitleaks_default, gitleaks_ids_of};
@@ -41,7 +43,7 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML, or has an unknown or mistyped field.
+    /// The file is not valid TOML, or has a mistyped field.
     #[error("invalid rule file {path}: {message}")]
     Toml {
         /// The file (or `built-in rules`).
@@ -87,6 +89,15 @@ pub enum ConfigError {
         /// The feature.
         feature: String,
     },
+    /// Loading failed after it dropped unknown keys (or ignored other parts): the failure,
+    /// with what was ignored, which is often its cause (a misspelt `regex`).
+    #[error("{source}; note: {warnings}")]
+    Warned {
+        /// The failure.
+        source: Box<ConfigError>,
+        /// The warnings of the load so far, joined.
+        warnings: String,
+    },
     /// `[extend] path` chains too deep (most likely a cycle).
     #[error("{path}: [extend] chain deeper than {MAX_EXTEND_DEPTH} files; check for a cycle")]
     ExtendTooDeep {
@@ -96,7 +107,8 @@ pub enum ConfigError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw layer: exactly what a gitleaks TOML file may contain.
+// Raw layer: exactly what a gitleaks TOML file may contain (unknown keys are dropped before, in
+// `keys.rs`; `deny_unknown_fields` keeps the two lists in step).
 
 /// A whole rule file.
 #[derive(Debug, Default, Deserialize)]
@@ -394,8 +406,8 @@ pub struct RuleSet {
 impl RuleSet {
     /// The built-in rule set.
     pub fn builtin() -> Result<Self, ConfigError> {
-        let raw = parse(BUILTIN_RULES, BUILTIN_NAME)?;
         let mut ctx = Loader::default();
+        let raw = ctx.parse(BUILTIN_RULES, BUILTIN_NAME)?;
         let layered = ctx.resolve(raw, BUILTIN_NAME, None, 0)?;
         ctx.compile(layered)
     }
@@ -438,13 +450,16 @@ impl RuleSet {
         base_dir: Option<&Path>,
         cwd: Option<&Path>,
     ) -> Result<Self, ConfigError> {
-        let raw = parse(text, name)?;
         let mut ctx = Loader {
             cwd: cwd.map(Path::to_path_buf),
             ..Loader::default()
         };
-        let layered = ctx.resolve(raw, name, base_dir, 0)?;
-        ctx.compile(layered)
+        let layered = ctx
+            .parse(text, name)
+            .and_then(|raw| ctx.resolve(raw, name, base_dir, 0))
+            .map_err(|e| warned(e, &ctx.warnings))?;
+        let warnings = ctx.warnings.clone();
+        ctx.compile(layered).map_err(|e| warned(e, &warnings))
     }
 
     /// The rule with this id.
@@ -453,11 +468,22 @@ impl RuleSet {
     }
 }
 
-fn parse(text: &str, name: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Toml {
+/// A load's error with the load's warnings, when it has any.
+fn warned(e: ConfigError, warnings: &[String]) -> ConfigError {
+    if warnings.is_empty() {
+        return e;
+    }
+    ConfigError::Warned {
+        source: Box::new(e),
+        warnings: warnings.join("; "),
+    }
+}
+
+fn toml_error(name: &str, e: &toml::de::Error) -> ConfigError {
+    ConfigError::Toml {
         path: name.to_string(),
         message: e.to_string().trim_end().replace('\n', "\n  "),
-    })
+    }
 }
 
 /// A raw rule tagged with the file it came from.
@@ -482,6 +508,22 @@ struct Loader {
 }
 
 impl Loader {
+    /// Reads a rule file's text as gitleaks reads it: keys in any case, unknown keys dropped
+    /// (each a warning). Untouched files are read straight from the text, so type errors keep
+    /// their line and column.
+    fn parse(&mut self, text: &str, name: &str) -> Result<RawConfig, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e| toml_error(name, &e))?;
+        let report = keys::normalise(&mut table, name);
+        self.warnings.extend(report.warnings);
+        self.notes.extend(report.notes);
+        let raw = if report.changed {
+            toml::Value::Table(table).try_into()
+        } else {
+            toml::from_str(text)
+        };
+        raw.map_err(|e| toml_error(name, &e))
+    }
+
     /// Finds the file an `[extend] path` names: as gitleaks does (from the working directory),
     /// else from the directory of the file that names it.
     fn extend_path(&mut self, name: &str, p: &str, base_dir: Option<&Path>) -> PathBuf {
@@ -560,7 +602,7 @@ impl Loader {
                 });
             }
             if ext.use_default == Some(true) {
-                let b = parse(BUILTIN_RULES, BUILTIN_NAME)?;
+                let b = self.parse(BUILTIN_RULES, BUILTIN_NAME)?;
                 base = self.resolve(b, BUILTIN_NAME, None, depth + 1)?;
                 base.has_builtin = true;
             } else if let Some(p) = ext.path.as_deref().filter(|p| !p.is_empty()) {
@@ -571,7 +613,7 @@ impl Loader {
                         source,
                     })?;
                 let child_name = full.display().to_string();
-                let b = parse(&text, &child_name)?;
+                let b = self.parse(&text, &child_name)?;
                 base = self.resolve(b, &child_name, full.parent(), depth + 1)?;
             }
             disabled = ext.disabled_rules;

@@ -30,11 +30,13 @@
 //!
 //! [`Scanner::scan_git_split`]: crate::Scanner::scan_git_split
 
+mod archives;
 mod blobs;
 pub(crate) mod odb;
 mod parse;
 mod process;
 
+pub(crate) use archives::{archive_blobs, changed_blobs};
 pub use blobs::GitScanCounts;
 pub(crate) use blobs::scan_git_blobs;
 
@@ -95,6 +97,20 @@ impl GitScanRequest {
     pub(crate) fn describe(&self) -> String {
         self.rev_args.join(" ")
     }
+}
+
+/// The top of the repository's work tree (canonical), when it has one; `None` for a bare
+/// repository or when git cannot say.
+pub(crate) fn toplevel(req: &GitScanRequest) -> Option<PathBuf> {
+    let out = git_command(req, "rev-parse")
+        .arg("--show-toplevel")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    std::fs::canonicalize(text.trim_end_matches('\n')).ok()
 }
 
 /// Ranges with more commits than this are split in two halves scanned by two `git log`

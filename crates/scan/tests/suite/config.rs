@@ -187,10 +187,32 @@ fn invalid_toml_names_the_file_and_line() {
 }
 
 #[test]
-fn unknown_field_is_an_error() {
-    let e = err("[[rules]]\nid = \"x\"\nregexx = '''a'''\n");
-    assert!(e.contains("unknown field `regexx`"), "{e}");
-    assert!(e.contains("bad.toml"), "{e}");
+fn an_unknown_key_is_a_warning_naming_it_and_the_file() {
+    // gitleaks ignores keys it does not know; a file it loads loads here, and the typo is
+    // still said (with the known key it is closest to).
+    let text = "[[rules]]\nid = \"x\"\nregex = '''x_([0-9]{4})'''\nregexx = '''a'''\n\
+                secretgroup = 1\nseverity = \"high\"\n";
+    let set = RuleSet::from_toml_str(text, "bad.toml", None).unwrap();
+    assert_eq!(
+        set.warnings,
+        vec![
+            "bad.toml: unknown key `regexx` in rule `x` is ignored (gitleaks ignores it too); \
+             did you mean `regex`?",
+            "bad.toml: unknown key `severity` in rule `x` is ignored (gitleaks ignores it too)",
+        ]
+    );
+    // `secretgroup` is gitleaks' `secretGroup` (viper reads keys in any case).
+    assert_eq!(set.rule("x").unwrap().secret_group, Some(1));
+    assert!(
+        set.notes.iter().any(|n| n.contains("`secretgroup`")),
+        "{:?}",
+        set.notes
+    );
+    let s = Scanner::from_rules(set);
+    assert_eq!(ids(&s, "a", "x_1234"), vec!["x".to_string()]);
+    // A mistyped value is still an error, with its line.
+    let e = err("[[rules]]\nid = \"x\"\nregex = 'a'\nentropy = \"high\"\n");
+    assert!(e.contains("line 4"), "{e}");
 }
 
 #[test]
@@ -262,4 +284,21 @@ regexes = ['''^alpha_0{4}''']
         e,
         "global allowlist in t.toml: targetRules names unknown rule `nope`"
     );
+}
+
+#[test]
+fn values_gitleaks_converts_load_with_the_same_meaning() {
+    // gitleaks decodes rule files weakly typed: numbers written as strings, one keyword for a
+    // list. Such a file loads here too, meaning the same.
+    let text = "[[rules]]\nid = \"x\"\nregex = '''x_([0-9a-z]{12})'''\nsecretGroup = \"1\"\n\
+                entropy = \"2.5\"\nkeywords = \"x_\"\n";
+    let set = RuleSet::from_toml_str(text, "weak.toml", None).unwrap();
+    let rule = set.rule("x").unwrap();
+    assert_eq!(rule.secret_group, Some(1));
+    assert_eq!(rule.entropy, Some(2.5));
+    assert_eq!(rule.keywords, vec!["x_".to_string()]);
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    let s = Scanner::from_rules(set);
+    assert_eq!(ids(&s, "a", "x_k3j9x0q2m5n8"), vec!["x".to_string()]);
+    assert_eq!(ids(&s, "a", "x_aaaaaaaaaaaa"), Vec::<String>::new());
 }

@@ -46,7 +46,7 @@ paths = ['''^fixtures/''']
 
 # A default rule of gitleaks that no built-in rule covers: a warning, not an error.
 [[rules]]
-id = "heroku-api-key"
+id = "hashicorp-tf-password"
 [[rules.allowlists]]
 regexes = ['''.*''']
 
@@ -68,11 +68,11 @@ fn overrides_of_gitleaks_default_ids_load_and_apply_to_our_rules() {
         set.rule("slack-bot-token").is_none(),
         "disabled by its gitleaks id"
     );
-    assert!(set.rule("heroku-api-key").is_none());
+    assert!(set.rule("hashicorp-tf-password").is_none());
     assert!(set.rule("acme-internal").is_none());
     assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
     assert!(
-        set.warnings[0].contains("`heroku-api-key`"),
+        set.warnings[0].contains("`hashicorp-tf-password`"),
         "{:?}",
         set.warnings
     );
@@ -615,6 +615,86 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
         "{:?}",
         scan.skipped
     );
+}
+
+/// gitleaks opens archives in git mode too: an archive a commit adds or changes is read from
+/// that commit and its entries are reported there; so does the staged scan. Bombs are refused.
+#[test]
+fn archives_in_git_history_and_in_the_index_are_opened_to_the_depth_asked() {
+    let Some(r) = super::git::Repo::new() else {
+        return;
+    };
+    let secret = format!("GITHUB_TOKEN={}\n", github_token());
+    let d = r.path();
+    // Stored, not deflated: the entry's text is in the zip's own bytes too.
+    let stored = {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file("conf/app.env", opts).unwrap();
+        w.write_all(secret.as_bytes()).unwrap();
+        w.finish().unwrap().into_inner()
+    };
+    std::fs::write(d.join("a.zip"), stored).unwrap();
+    std::fs::write(d.join("readme.txt"), "nothing\n").unwrap();
+    let first = r.commit("one");
+    // The archive changed (a second entry), renamed and nested in a tar.gz; and a bomb.
+    std::fs::remove_file(d.join("a.zip")).unwrap();
+    let inner = zip(&[
+        ("conf/app.env", secret.as_bytes()),
+        ("more/b.env", secret.as_bytes()),
+    ]);
+    std::fs::write(d.join("b.tgz"), gz(&tar(&[("in/b.zip", &inner)]))).unwrap();
+    std::fs::write(d.join("bomb.gz"), gz(&vec![0u8; 64 << 20])).unwrap();
+    let second = r.commit("two");
+
+    let scan = |depth: usize| {
+        let s = Scanner::builtin().unwrap().with_options(ScanOptions {
+            max_archive_depth: depth,
+            ..ScanOptions::default()
+        });
+        let req = scan::GitScanRequest::range(d, "HEAD");
+        let mut got: Vec<(String, String)> = s
+            .scan_git(&req)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.commit.unwrap_or_default(), f.file))
+            .collect();
+        got.sort();
+        got
+    };
+    // Depth 0: archives are not opened; the patch of the stored zip is read as text (the
+    // history scan reads binary files; gitleaks skips them in git mode).
+    assert_eq!(scan(0), vec![(first.clone(), "a.zip".to_string())]);
+    // Opened, the zip's own text finding gives way to its entry's.
+    assert_eq!(
+        scan(1),
+        vec![(first.clone(), "a.zip!conf/app.env".to_string())],
+        "depth 1 does not reach into the zip inside the tar.gz"
+    );
+    let mut want = vec![
+        (first.clone(), "a.zip!conf/app.env".to_string()),
+        (second.clone(), "b.tgz!in/b.zip!conf/app.env".to_string()),
+        (second.clone(), "b.tgz!in/b.zip!more/b.env".to_string()),
+    ];
+    want.sort();
+    assert_eq!(scan(2), want);
+
+    // Staged: the index's archives, without a commit.
+    std::fs::write(d.join("c.zip"), zip(&[("x.env", secret.as_bytes())])).unwrap();
+    r.git(&["add", "c.zip"]);
+    let s = Scanner::builtin().unwrap().with_options(ScanOptions {
+        max_archive_depth: 1,
+        ..ScanOptions::default()
+    });
+    let staged: Vec<(Option<String>, String, u32)> = s
+        .scan_staged(d)
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.commit, f.file, f.line))
+        .collect();
+    assert_eq!(staged, vec![(None, "c.zip!x.env".to_string(), 1)]);
 }
 
 // ------------------------------------------------------------------ 9. gitleaks' report
