@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 
-use super::cluster::{Cluster, ClusterError, PortStream};
+use super::cluster::{Attached, Cluster, ClusterError, PortStream};
 
 /// A namespace of a real cluster.
 #[derive(Clone)]
@@ -232,6 +232,58 @@ impl Cluster for KubeCluster {
             let _ = forwarder.join().await;
         });
         Ok(Box::new(stream))
+    }
+
+    async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
+        let params = kube::api::AttachParams::default()
+            .container(super::objects::AGENT_CONTAINER)
+            .stdin(true)
+            .stdout(true)
+            .stderr(!tty)
+            .tty(tty);
+        let mut process = self
+            .pods()
+            .attach(name, &params)
+            .await
+            .map_err(|e| self.error("create pods/attach", e))?;
+        let missing = || ClusterError::Api {
+            code: 0,
+            reason: "Attach".into(),
+            message: "the API server opened no stream for the agent's stdin or stdout".into(),
+        };
+        let stdin = process.stdin().ok_or_else(missing)?;
+        let stdout = process.stdout().ok_or_else(missing)?;
+        let stderr = process.stderr();
+        let sizes = process.terminal_size();
+        let (resize, mut resized) = tokio::sync::mpsc::channel::<(u16, u16)>(4);
+        // The attached process ends its streams when dropped: keep it (and the window
+        // sizes it forwards) in a task that lives until the agent's streams close.
+        tokio::spawn(async move {
+            if let Some(mut sizes) = sizes {
+                let forward = async {
+                    while let Some((height, width)) = resized.recv().await {
+                        let size = kube::api::TerminalSize { width, height };
+                        // A full queue drops a size: the next one replaces it anyway.
+                        if sizes.try_send(size).is_err() && sizes.is_closed() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    _ = forward => {}
+                    _ = process.join() => {}
+                }
+            } else {
+                let _ = process.join().await;
+            }
+        });
+        Ok(Attached {
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+            stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            resize: tty.then_some(resize),
+        })
     }
 }
 
