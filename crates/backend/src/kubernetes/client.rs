@@ -440,4 +440,79 @@ mod tests {
         assert_eq!(pod.metadata.resource_version.as_deref(), Some("8"));
         server.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn attach_asks_for_the_agent_containers_streams_and_a_refusal_names_pods_attach() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            for tty in [false, true] {
+                let (request, send) = handle.next_request().await.unwrap();
+                assert_eq!(
+                    request.uri().path(),
+                    "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3/attach"
+                );
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                for part in ["container=agent", "stdin=true", "stdout=true"] {
+                    assert!(query.contains(part), "{part} not in {query}");
+                }
+                // A terminal carries both outputs: no stderr stream then.
+                assert_eq!(query.contains("tty=true"), tty, "{query}");
+                assert_eq!(query.contains("stderr=true"), !tty, "{query}");
+                assert_eq!(
+                    request.headers().get(http::header::UPGRADE).unwrap(),
+                    "websocket"
+                );
+                send.send_response(status(
+                    403,
+                    "Forbidden",
+                    "pods \"bot-bottle-claude-1a2b3\" is forbidden: User \"dev\" cannot create resource \"pods/attach\" in API group \"\" in the namespace \"agents\"",
+                ));
+            }
+        });
+        for tty in [false, true] {
+            let e = cluster
+                .attach("bot-bottle-claude-1a2b3", tty)
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(e, ClusterError::Forbidden { .. }), "{e:?}");
+            assert!(
+                e.to_string()
+                    .contains("refused to create pods/attach in namespace `agents`"),
+                "{e}"
+            );
+        }
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_invalid_or_existing_object_is_said_as_such() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                422,
+                "Invalid",
+                "Pod \"bot-bottle-claude-1a2b3\" is invalid: spec.runtimeClassName: Invalid value",
+            ));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                409,
+                "AlreadyExists",
+                "pods \"bot-bottle-claude-1a2b3\" already exists",
+            ));
+        });
+        let e = cluster.create_pod(&pod()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("rejected the bottle's pod as invalid: Pod \"bot-bottle-claude-1a2b3\""),
+            "{e}"
+        );
+        let e = cluster.create_pod(&pod()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a pod of that name exists already in the cluster"
+        );
+        server.await.unwrap();
+    }
 }
