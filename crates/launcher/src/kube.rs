@@ -18,6 +18,16 @@
 //! Deploy key files travel in the Secret too, and the pod's `gate.yaml` names their place.
 //! What a laptop path would mean on a cluster is refused with the reason: a local upstream,
 //! a forwarded Codex login (a credential would land in the ConfigMap).
+//!
+//! # Not built yet: the dashboard for cluster bottles
+//!
+//! supervise's queue and audit log are files under the pod's [`POD_HOME`], so the laptop's
+//! dashboard does not see a cluster bottle's proposals (an agent's proposal stays
+//! unanswered). The design: while `start` runs, a relay reaches an operator port of the
+//! bundle through the API server's port-forward — a port the agent's uid cannot reach (the
+//! pod's nftables let it reach only the sidecar ports; the kubelet's port-forward connects
+//! as root) — copies pending proposals into the laptop's `queue/<identity>/`, sends the
+//! operator's response files back, and appends the audit lines to the laptop's audit log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
