@@ -91,7 +91,7 @@ impl PodFiles {
             .places
             .values()
             .filter_map(|p| p.parent())
-            .map(|p| quote(p))
+            .map(quote)
             .collect();
         dirs.sort();
         dirs.dedup();
@@ -519,7 +519,7 @@ mod tests {
 
             fn launch(&self, command: &[&str]) -> Launch {
                 let manifest =
-                    manifest::Manifest::load(&self.tmp.path().join("bot-bottle.yaml")).unwrap();
+                    manifest::Manifest::load(self.tmp.path().join("bot-bottle.yaml")).unwrap();
                 Launch {
                     agent: manifest.agent("demo").unwrap(),
                     backend: backend::BackendKind::Kubernetes,

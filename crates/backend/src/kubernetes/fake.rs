@@ -105,13 +105,8 @@ fn exists(kind: &str, name: &str) -> ClusterError {
 /// Checks what the API server checks of every object: its name, its size.
 fn admit(kind: &str, meta: &ObjectMeta, size: usize) -> Result<String, ClusterError> {
     let name = meta.name.clone().unwrap_or_default();
-    if let Err(why) = dns_subdomain(&name).and_then(|()| {
-        if name.is_empty() {
-            Err("must not be empty")
-        } else {
-            Ok(())
-        }
-    }) {
+    // An empty name fails too (its one label is empty).
+    if let Err(why) = dns_subdomain(&name) {
         return Err(invalid(
             kind,
             format!("{kind} \"{name}\" is invalid: metadata.name: Invalid value: {why}"),
