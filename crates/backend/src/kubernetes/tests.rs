@@ -661,3 +661,44 @@ fn preflight_finds_the_kubeconfig_offline_or_says_how_to_get_one() {
     assert!(status.usable, "{status:?}");
     assert!(!preflight(&env_with(None)).usable);
 }
+
+#[test]
+fn stop_from_another_terminal_finds_the_pod_where_its_start_recorded_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state").join("claude-1a2b3");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = PodRecord {
+        context: None,
+        namespace: Some("agents".into()),
+    };
+    record.write(&state).unwrap();
+    assert_eq!(PodRecord::read(&state), Some(record));
+    assert_eq!(PodRecord::read(tmp.path()), None);
+
+    // The record names this backend's namespace: the pod is deleted there.
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.insert_pod(foreign_pod(
+        "claude-1a2b3",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
+    let mut backend = backend(&f, &cluster);
+    backend.home = Some(tmp.path().to_path_buf());
+    assert!(
+        backend
+            .stop("claude-1a2b3", Duration::from_secs(10))
+            .unwrap()
+    );
+    assert_eq!(cluster.pod(NAME), None);
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete pod {NAME} grace=10"))
+    );
+    assert!(
+        !backend
+            .stop("claude-1a2b3", Duration::from_secs(10))
+            .unwrap()
+    );
+}
