@@ -76,6 +76,7 @@ pub fn launch_options() -> anyhow::Result<launcher::Options> {
             && std::io::stderr().is_terminal(),
         report: std::sync::Arc::new(Terminal::new()),
         env: launcher::HostEnv::Process,
+        cluster: None,
     })
 }
 

@@ -25,6 +25,8 @@ pub mod codex_login;
 mod docker;
 mod env;
 mod error;
+#[cfg(feature = "kubernetes")]
+pub mod kube;
 pub mod pod;
 pub mod provider;
 mod report;
@@ -91,6 +93,10 @@ pub struct Options {
     pub env: HostEnv,
     /// Where the operator's messages go.
     pub report: Arc<dyn Report>,
+    /// The cluster kubernetes bottles run on instead of the kubeconfig's (tests: the
+    /// in-memory one, `backend::kubernetes::fake`).
+    #[cfg(feature = "kubernetes")]
+    pub cluster: Option<Arc<dyn backend::kubernetes::Cluster>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -110,7 +116,7 @@ pub fn launch(
     launch: Launch,
     options: &Options,
 ) -> Result<RunningBottle, LaunchError> {
-    let backend = open_backend(home, launch.backend, options)?;
+    let backend = open_backend(home, &launch, options)?;
     let meta = Metadata {
         agent: launch.agent.name.clone(),
         cwd: launch.cwd.clone(),
@@ -136,7 +142,7 @@ pub fn resume(
     launch: Launch,
     options: &Options,
 ) -> Result<RunningBottle, LaunchError> {
-    let backend = open_backend(home, launch.backend, options)?;
+    let backend = open_backend(home, &launch, options)?;
     RunningBottle::start(
         home,
         backend,
@@ -150,14 +156,20 @@ pub fn resume(
 
 fn open_backend(
     home: &Home,
-    kind: BackendKind,
+    launch: &Launch,
     options: &Options,
 ) -> Result<Arc<dyn Backend>, LaunchError> {
+    let kind = launch.backend;
     // The kubernetes backend's bundle runs in the pod, not in a docker container beside the
-    // agent: the launcher cannot start it yet, and must not fall into the docker path.
+    // agent: it must never fall into the docker path. A test's cluster needs no kubeconfig.
+    #[cfg(feature = "kubernetes")]
+    if kind == BackendKind::Kubernetes && options.cluster.is_some() {
+        return kube::open(launch, options);
+    }
+    #[cfg(not(feature = "kubernetes"))]
     if kind == BackendKind::Kubernetes {
         return Err(LaunchError::Invalid(
-            "`start --backend kubernetes` does not launch bottles yet (the launcher does not ship a bottle's files to a cluster); `--dry-run` prints the pod it would create (README: running on a cluster)".into(),
+            "this build of bot-bottle has no kubernetes backend (the launcher was built without its `kubernetes` feature)".into(),
         ));
     }
     // The helpers are the front end's executable, not necessarily this process.
@@ -183,6 +195,11 @@ fn open_backend(
     }
     for warning in backend.launch_warnings() {
         options.report.line(&warning);
+    }
+    #[cfg(feature = "kubernetes")]
+    if kind == BackendKind::Kubernetes {
+        // The preflight above found the kubeconfig; the bottle's namespace is the manifest's.
+        return kube::open(launch, options);
     }
     Ok(backend)
 }
@@ -533,6 +550,12 @@ impl RunningBottle {
         let spec = spec::agent_spec(
             identity, paths, launch, self.fresh, &config, &ca_pem, options,
         )?;
+        // The pod's sidecar bundle: its files shipped in the bottle's Secret (`kube`).
+        #[cfg(feature = "kubernetes")]
+        if launch.backend == BackendKind::Kubernetes {
+            let running = kube::launch(home, paths, launch, &sidecar_env, &config, &spec, options)?;
+            return Ok(Agent::ContainerBundle { running });
+        }
         if let Some(login) = &launch.codex_login {
             *forwarded = Some(provider::forward_codex_login(login, &paths.agent_home())?);
         }

@@ -104,12 +104,19 @@ pub fn pod_contract(
             .collect(),
         home: home.to_owned(),
         ports,
-        clones: bottle
-            .git_gate
-            .repos
-            .keys()
-            .map(|name| (format!("{}/{name}.git", endpoints.gate_url()), name.clone()))
-            .collect(),
+        clones: clones(bottle),
         resources: spec::resources(&bottle.resources),
     })
+}
+
+/// (URL through the gate, directory in the workspace) per repository of `bottle`: what the
+/// pod's `workspace` init container clones.
+pub fn clones(bottle: &manifest::ResolvedBottle) -> Vec<(String, String)> {
+    let gate = contract::Endpoints::DEFAULT.gate_url();
+    bottle
+        .git_gate
+        .repos
+        .keys()
+        .map(|name| (format!("{gate}/{name}.git"), name.clone()))
+        .collect()
 }

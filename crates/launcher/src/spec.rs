@@ -55,12 +55,19 @@ pub(crate) fn agent_spec(
         render_user_only_gitconfig(&bottle.git_gate.user)
     };
     let system_roots = std::fs::read_to_string(SYSTEM_BUNDLE).unwrap_or_default();
-    let bundle_inside = if Path::new(SYSTEM_BUNDLE).is_file() {
+    // A pod's workspace is the gate's clones at a fixed path (the operator's directory is
+    // not on the cluster), and its image has the system bundle to replace.
+    let in_pod = launch.backend == backend::BackendKind::Kubernetes;
+    let bundle_inside = if in_pod || Path::new(SYSTEM_BUNDLE).is_file() {
         SYSTEM_BUNDLE
     } else {
         BUNDLE_FALLBACK_INSIDE
     };
-    let workspace_inside = launch.cwd.clone();
+    let workspace_inside = if in_pod {
+        std::path::PathBuf::from(crate::pod::POD_WORKSPACE)
+    } else {
+        launch.cwd.clone()
+    };
     let provider = provider::of(bottle.agent_provider.kind());
     let routes = provider::routes_for(bottle, launch.codex_auth(), &options.env);
     let contract = contract::build(

@@ -27,7 +27,7 @@ pub(crate) struct RawTerminal {
 }
 
 impl RawTerminal {
-    fn enable() -> Option<RawTerminal> {
+    pub(crate) fn enable() -> Option<RawTerminal> {
         use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;
@@ -45,7 +45,8 @@ impl Drop for RawTerminal {
     }
 }
 
-fn terminal_size() -> Option<(u16, u16)> {
+/// The caller's terminal size (rows, columns), when stdout is one.
+pub(crate) fn terminal_size() -> Option<(u16, u16)> {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,

@@ -56,7 +56,7 @@
 //! The docker daemon must be local: the workspace, the home directory and the init are bind
 //! mounts of host paths.
 
-mod bottle;
+pub(crate) mod bottle;
 pub mod client;
 #[cfg(test)]
 mod fake;

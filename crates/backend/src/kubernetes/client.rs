@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 
-use super::cluster::{Cluster, ClusterError, PortStream};
+use super::cluster::{Attached, Cluster, ClusterError, PortStream};
 
 /// A namespace of a real cluster.
 #[derive(Clone)]
@@ -233,6 +233,58 @@ impl Cluster for KubeCluster {
         });
         Ok(Box::new(stream))
     }
+
+    async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
+        let params = kube::api::AttachParams::default()
+            .container(super::objects::AGENT_CONTAINER)
+            .stdin(true)
+            .stdout(true)
+            .stderr(!tty)
+            .tty(tty);
+        let mut process = self
+            .pods()
+            .attach(name, &params)
+            .await
+            .map_err(|e| self.error("create pods/attach", e))?;
+        let missing = || ClusterError::Api {
+            code: 0,
+            reason: "Attach".into(),
+            message: "the API server opened no stream for the agent's stdin or stdout".into(),
+        };
+        let stdin = process.stdin().ok_or_else(missing)?;
+        let stdout = process.stdout().ok_or_else(missing)?;
+        let stderr = process.stderr();
+        let sizes = process.terminal_size();
+        let (resize, mut resized) = tokio::sync::mpsc::channel::<(u16, u16)>(4);
+        // The attached process ends its streams when dropped: keep it (and the window
+        // sizes it forwards) in a task that lives until the agent's streams close.
+        tokio::spawn(async move {
+            if let Some(mut sizes) = sizes {
+                let forward = async {
+                    while let Some((height, width)) = resized.recv().await {
+                        let size = kube::api::TerminalSize { width, height };
+                        // A full queue drops a size: the next one replaces it anyway.
+                        if sizes.try_send(size).is_err() && sizes.is_closed() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    _ = forward => {}
+                    _ = process.join() => {}
+                }
+            } else {
+                let _ = process.join().await;
+            }
+        });
+        Ok(Attached {
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+            stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            resize: tty.then_some(resize),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +438,81 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(pod.metadata.resource_version.as_deref(), Some("8"));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn attach_asks_for_the_agent_containers_streams_and_a_refusal_names_pods_attach() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            for tty in [false, true] {
+                let (request, send) = handle.next_request().await.unwrap();
+                assert_eq!(
+                    request.uri().path(),
+                    "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3/attach"
+                );
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                for part in ["container=agent", "stdin=true", "stdout=true"] {
+                    assert!(query.contains(part), "{part} not in {query}");
+                }
+                // A terminal carries both outputs: no stderr stream then.
+                assert_eq!(query.contains("tty=true"), tty, "{query}");
+                assert_eq!(query.contains("stderr=true"), !tty, "{query}");
+                assert_eq!(
+                    request.headers().get(http::header::UPGRADE).unwrap(),
+                    "websocket"
+                );
+                send.send_response(status(
+                    403,
+                    "Forbidden",
+                    "pods \"bot-bottle-claude-1a2b3\" is forbidden: User \"dev\" cannot create resource \"pods/attach\" in API group \"\" in the namespace \"agents\"",
+                ));
+            }
+        });
+        for tty in [false, true] {
+            let e = cluster
+                .attach("bot-bottle-claude-1a2b3", tty)
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(e, ClusterError::Forbidden { .. }), "{e:?}");
+            assert!(
+                e.to_string()
+                    .contains("refused to create pods/attach in namespace `agents`"),
+                "{e}"
+            );
+        }
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_invalid_or_existing_object_is_said_as_such() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                422,
+                "Invalid",
+                "Pod \"bot-bottle-claude-1a2b3\" is invalid: spec.runtimeClassName: Invalid value",
+            ));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                409,
+                "AlreadyExists",
+                "pods \"bot-bottle-claude-1a2b3\" already exists",
+            ));
+        });
+        let e = cluster.create_pod(&pod()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("rejected the bottle's pod as invalid: Pod \"bot-bottle-claude-1a2b3\""),
+            "{e}"
+        );
+        let e = cluster.create_pod(&pod()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a pod of that name exists already in the cluster"
+        );
         server.await.unwrap();
     }
 }

@@ -44,6 +44,19 @@ pub trait Cluster: Send + Sync {
     /// A byte stream to `port` on the pod's loopback, through the API server's port-forward
     /// (the operator's dashboard reaches a cluster bottle's supervise this way).
     async fn port_forward(&self, name: &str, port: u16) -> Result<PortStream, ClusterError>;
+    /// Attaches to the `agent` container's standard streams (its terminal with `tty`),
+    /// through the API server's `pods/attach`.
+    async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError>;
+}
+
+/// The agent container's streams, attached. With a terminal, stdout carries both outputs
+/// and there is no stderr.
+pub struct Attached {
+    pub stdin: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    pub stdout: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    pub stderr: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+    /// Window sizes (rows, columns) for the terminal; `None` without one.
+    pub resize: Option<tokio::sync::mpsc::Sender<(u16, u16)>>,
 }
 
 /// A port-forwarded connection.
@@ -96,6 +109,11 @@ pub enum ClusterError {
     /// The object exists already (an identity is never reused).
     #[error("{0} exists already in the cluster")]
     Exists(String),
+    /// The API server found the object invalid (422): a value bot-bottle sent is wrong.
+    #[error(
+        "the Kubernetes API server rejected the bottle's {kind} as invalid: {message}; check the manifest's `kubernetes:` values (`bot-bottle start --dry-run` prints the objects) and report it if they look right"
+    )]
+    Invalid { kind: String, message: String },
     /// Waiting took longer than allowed.
     #[error("{0}")]
     Timeout(String),
@@ -121,6 +139,16 @@ impl ClusterError {
             || message.contains("must specify limits")
             || message.contains("maximum cpu usage")
             || message.contains("maximum memory usage");
+        // `create pods` -> `pod`: what the refused object is.
+        let kind = action
+            .rsplit(' ')
+            .next()
+            .unwrap_or(action)
+            .split('/')
+            .next()
+            .unwrap_or(action)
+            .trim_end_matches('s')
+            .to_owned();
         match (code, reason) {
             (403, _) if quota => ClusterError::Quota {
                 namespace: namespace.to_owned(),
@@ -131,7 +159,13 @@ impl ClusterError {
                 namespace: namespace.to_owned(),
                 message: message.to_owned(),
             },
-            (409, _) | (_, "AlreadyExists") => ClusterError::Exists(action.to_owned()),
+            (409, _) | (_, "AlreadyExists") => {
+                ClusterError::Exists(format!("a {kind} of that name"))
+            }
+            (422, _) | (_, "Invalid") => ClusterError::Invalid {
+                kind,
+                message: message.to_owned(),
+            },
             (401, _) => ClusterError::Connect(format!("unauthorized: {message}")),
             _ => ClusterError::Api {
                 code,
@@ -223,7 +257,9 @@ pub fn pod_state(pod: &Pod) -> PodState {
             });
         }
     }
-    if let Some(agent) = mains.clone().find(|c| c.name == "agent")
+    if let Some(agent) = mains
+        .clone()
+        .find(|c| c.name == super::objects::AGENT_CONTAINER)
         && let Some(t) = agent.state.as_ref().and_then(|s| s.terminated.as_ref())
     {
         return PodState::Ended(t.exit_code);
@@ -262,7 +298,8 @@ pub fn pod_state(pod: &Pod) -> PodState {
         Some("Succeeded") => PodState::Ended(0),
         _ => {
             let agent_running = mains.clone().any(|c| {
-                c.name == "agent" && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                c.name == super::objects::AGENT_CONTAINER
+                    && c.state.as_ref().is_some_and(|s| s.running.is_some())
             });
             if agent_running {
                 PodState::Running

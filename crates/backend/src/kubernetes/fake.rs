@@ -1,5 +1,20 @@
-//! An in-memory cluster for the lifecycle tests: stores what is created, answers watches when
-//! a test moves a pod along, and fails the calls a test tells it to.
+//! An in-memory cluster that answers like an API server does, for the lifecycle tests here
+//! and the launcher's (public so that `launcher`'s tests drive a whole `start` against it).
+//!
+//! What it keeps of the API server's behaviour, because the backend depends on it:
+//! * every change bumps one resource version (`metadata.resourceVersion`), and a watch sees
+//!   every change after the version it started from, in order (a pod that goes through two
+//!   states quickly shows both);
+//! * objects get a `uid` on creation; a name that exists is refused (409 AlreadyExists);
+//!   an object the API server would not store is refused (422 Invalid: a name that is not a
+//!   DNS subdomain, a pod without containers, a container without an image, a Secret or
+//!   ConfigMap key with a `/`), and one over 1 MiB too (413);
+//! * deleting a pod deletes what it owns (the garbage collector), with a `DELETED` event;
+//! * attach works only to a running agent container (400 otherwise), and gives the test the
+//!   container's end of its stdin, stdout and stderr;
+//! * a test plays the kubelet: a script of pod statuses applied after creation, one event
+//!   each ([`FakeCluster::kubelet`]), or a status set later ([`FakeCluster::set_status`]);
+//!   and it can make a call fail as the API server would refuse it ([`FakeCluster::refuse`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,14 +24,32 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, Pod, PodStatus, Secret,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::io::DuplexStream;
 use tokio::sync::Notify;
 
-use super::cluster::{Cluster, ClusterError, PortStream};
+use super::cluster::{Attached, Cluster, ClusterError, PodState, PortStream, pod_state};
+use super::settings::dns_subdomain;
 
+/// The namespace the fake cluster works in.
+pub const NAMESPACE: &str = "agents";
+
+/// The API server's object size limit.
+const MAX_OBJECT: usize = 1024 * 1024;
+
+/// An in-memory cluster (one namespace, [`NAMESPACE`]).
 #[derive(Default)]
-pub(crate) struct FakeCluster {
+pub struct FakeCluster {
     state: Mutex<State>,
     changed: Notify,
+}
+
+/// What a watch sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Added,
+    Modified,
+    Deleted,
 }
 
 #[derive(Default)]
@@ -24,17 +57,88 @@ struct State {
     pods: BTreeMap<String, Pod>,
     secrets: BTreeMap<String, Secret>,
     config_maps: BTreeMap<String, ConfigMap>,
+    /// Pod events by resource version, as a watch replays them.
+    history: Vec<(u64, Event, Pod)>,
+    version: u64,
     /// Every call, in order (`create pod NAME`, `delete pod NAME grace=N`, ...).
     calls: Vec<String>,
     /// Calls (by their first two words, e.g. `create pod`) that fail with the error.
     fail: BTreeMap<String, ClusterError>,
-    /// The status a created pod gets at once (e.g. the agent running, an image pull error).
-    on_create: Option<PodStatus>,
+    /// The statuses a created pod goes through, one event each.
+    kubelet: Vec<PodStatus>,
     next_uid: u32,
+    /// The container's ends of attached streams, by pod name.
+    attached: BTreeMap<String, AgentEnds>,
+}
+
+/// The agent container's side of an attach: what `start` writes to its stdin is read from
+/// `stdin`; what is written to `stdout` / `stderr` reaches `start`.
+pub struct AgentEnds {
+    pub stdin: DuplexStream,
+    pub stdout: DuplexStream,
+    pub stderr: Option<DuplexStream>,
+    /// The window sizes sent, when attached with a terminal.
+    pub sizes: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+    pub tty: bool,
+}
+
+fn invalid(kind: &str, message: String) -> ClusterError {
+    ClusterError::from_status(
+        &format!("create {kind}s"),
+        NAMESPACE,
+        422,
+        "Invalid",
+        &message,
+    )
+}
+
+fn exists(kind: &str, name: &str) -> ClusterError {
+    ClusterError::from_status(
+        &format!("create {kind}s"),
+        NAMESPACE,
+        409,
+        "AlreadyExists",
+        &format!("{kind}s \"{name}\" already exists"),
+    )
+}
+
+/// Checks what the API server checks of every object: its name, its size.
+fn admit(kind: &str, meta: &ObjectMeta, size: usize) -> Result<String, ClusterError> {
+    let name = meta.name.clone().unwrap_or_default();
+    // An empty name fails too (its one label is empty).
+    if let Err(why) = dns_subdomain(&name) {
+        return Err(invalid(
+            kind,
+            format!("{kind} \"{name}\" is invalid: metadata.name: Invalid value: {why}"),
+        ));
+    }
+    if meta.namespace.as_deref().is_some_and(|ns| ns != NAMESPACE) {
+        return Err(ClusterError::Api {
+            code: 400,
+            reason: "BadRequest".into(),
+            message: "the namespace of the provided object does not match the namespace sent on the request".into(),
+        });
+    }
+    if size > MAX_OBJECT {
+        return Err(ClusterError::Api {
+            code: 413,
+            reason: "RequestEntityTooLarge".into(),
+            message: "Request entity too large: limit is 3145728".into(),
+        });
+    }
+    Ok(name)
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 impl FakeCluster {
-    pub(crate) fn new() -> FakeCluster {
+    pub fn new() -> FakeCluster {
         FakeCluster::default()
     }
 
@@ -42,49 +146,107 @@ impl FakeCluster {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn fail(&self, call: &str, error: ClusterError) {
+    /// Makes the calls starting with `call` (`create pod`, `watch pod`, `attach pod`...) fail
+    /// with `error` from now on.
+    pub fn fail(&self, call: &str, error: ClusterError) {
         self.lock().fail.insert(call.to_owned(), error);
     }
 
-    pub(crate) fn on_create(&self, status: PodStatus) {
-        self.lock().on_create = Some(status);
+    /// Makes `call` fail as the API server answers `code reason: message` to `action`
+    /// (`create pods`): the error the real client would return.
+    pub fn refuse(&self, call: &str, action: &str, code: u16, reason: &str, message: &str) {
+        self.fail(
+            call,
+            ClusterError::from_status(action, NAMESPACE, code, reason, message),
+        );
     }
 
-    pub(crate) fn calls(&self) -> Vec<String> {
+    /// A created pod gets `status` at once (one event).
+    pub fn on_create(&self, status: PodStatus) {
+        self.kubelet(vec![status]);
+    }
+
+    /// A created pod goes through `statuses`, one event each, as the kubelet reports them.
+    pub fn kubelet(&self, statuses: Vec<PodStatus>) {
+        self.lock().kubelet = statuses;
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
 
-    pub(crate) fn pod(&self, name: &str) -> Option<Pod> {
+    pub fn pod(&self, name: &str) -> Option<Pod> {
         self.lock().pods.get(name).cloned()
     }
 
-    pub(crate) fn secret(&self, name: &str) -> Option<Secret> {
+    pub fn secret(&self, name: &str) -> Option<Secret> {
         self.lock().secrets.get(name).cloned()
     }
 
-    pub(crate) fn config_map(&self, name: &str) -> Option<ConfigMap> {
+    pub fn config_map(&self, name: &str) -> Option<ConfigMap> {
         self.lock().config_maps.get(name).cloned()
     }
 
     /// Puts a pod there directly (one another launcher created).
-    pub(crate) fn insert_pod(&self, pod: Pod) {
+    pub fn insert_pod(&self, mut pod: Pod) {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        self.lock().pods.insert(name, pod);
+        let mut state = self.lock();
+        state.version += 1;
+        pod.metadata.resource_version = Some(state.version.to_string());
+        let version = state.version;
+        state.history.push((version, Event::Added, pod.clone()));
+        state.pods.insert(name, pod);
+        drop(state);
         self.changed.notify_waiters();
     }
 
     /// Puts a Secret there directly (a leftover of a failed launch).
-    pub(crate) fn insert_secret(&self, secret: Secret) {
+    pub fn insert_secret(&self, secret: Secret) {
         let name = secret.metadata.name.clone().unwrap_or_default();
         self.lock().secrets.insert(name, secret);
     }
 
-    /// Moves a pod along, as the kubelet would.
-    pub(crate) fn set_status(&self, name: &str, status: PodStatus) {
-        if let Some(pod) = self.lock().pods.get_mut(name) {
-            pod.status = Some(status);
-        }
+    /// Moves a pod along, as the kubelet would (one `MODIFIED` event).
+    pub fn set_status(&self, name: &str, status: PodStatus) {
+        let mut state = self.lock();
+        FakeCluster::modify(&mut state, name, status);
+        drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// The agent container's ends of the last attach to `name`, once.
+    pub fn take_attached(&self, name: &str) -> Option<AgentEnds> {
+        self.lock().attached.remove(name)
+    }
+
+    /// Waits (up to `timeout`) until something attached to `name`, and takes its ends.
+    pub async fn attached(&self, name: &str, timeout: Duration) -> Option<AgentEnds> {
+        let work = async {
+            loop {
+                let notified = self.changed.notified();
+                if let Some(ends) = self.take_attached(name) {
+                    return ends;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, work).await.ok()
+    }
+
+    fn modify(state: &mut State, name: &str, status: PodStatus) {
+        state.version += 1;
+        let version = state.version;
+        if let Some(pod) = state.pods.get_mut(name) {
+            pod.status = Some(status);
+            pod.metadata.resource_version = Some(version.to_string());
+            let pod = pod.clone();
+            // The agent ended: the API server closes the streams attached to it.
+            if matches!(pod_state(&pod), PodState::Ended(_)) {
+                state.attached.remove(name);
+            }
+            state.history.push((version, Event::Modified, pod));
+        }
     }
 
     fn call(&self, call: String) -> Result<(), ClusterError> {
@@ -99,9 +261,14 @@ impl FakeCluster {
 
     /// Deletes a pod and what it owns, as the garbage collector would.
     fn remove_pod(state: &mut State, name: &str) -> bool {
-        let Some(pod) = state.pods.remove(name) else {
+        let Some(mut pod) = state.pods.remove(name) else {
             return false;
         };
+        state.attached.remove(name);
+        state.version += 1;
+        pod.metadata.resource_version = Some(state.version.to_string());
+        let version = state.version;
+        state.history.push((version, Event::Deleted, pod.clone()));
         let uid = pod.metadata.uid.unwrap_or_default();
         let owned = |refs: &Option<
             Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
@@ -114,27 +281,76 @@ impl FakeCluster {
             .retain(|_, c| !owned(&c.metadata.owner_references));
         true
     }
+
+    fn stamp(state: &mut State, meta: &mut ObjectMeta) {
+        state.version += 1;
+        state.next_uid += 1;
+        meta.uid = Some(format!("uid-{}", state.next_uid));
+        meta.resource_version = Some(state.version.to_string());
+        meta.namespace = Some(NAMESPACE.to_owned());
+    }
 }
 
 #[async_trait::async_trait]
 impl Cluster for FakeCluster {
     fn namespace(&self) -> &str {
-        "agents"
+        NAMESPACE
     }
 
     async fn create_pod(&self, pod: &Pod) -> Result<Pod, ClusterError> {
         let name = pod.metadata.name.clone().unwrap_or_default();
         self.call(format!("create pod {name}"))?;
+        let size = serde_json::to_vec(pod).map(|v| v.len()).unwrap_or(0);
+        admit("pod", &pod.metadata, size)?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        if spec.containers.is_empty() {
+            return Err(invalid(
+                "pod",
+                format!("Pod \"{name}\" is invalid: spec.containers: Required value"),
+            ));
+        }
+        for (n, c) in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .enumerate()
+        {
+            if super::settings::dns_label(&c.name).is_err() {
+                return Err(invalid(
+                    "pod",
+                    format!(
+                        "Pod \"{name}\" is invalid: spec.containers[{n}].name: Invalid value: \"{}\"",
+                        c.name
+                    ),
+                ));
+            }
+            if c.image.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "pod",
+                    format!(
+                        "Pod \"{name}\" is invalid: spec.containers[{n}].image: Required value"
+                    ),
+                ));
+            }
+        }
         let stored = {
             let mut state = self.lock();
             if state.pods.contains_key(&name) {
-                return Err(ClusterError::Exists(format!("pod {name}")));
+                return Err(exists("pod", &name));
             }
-            state.next_uid += 1;
             let mut stored = pod.clone();
-            stored.metadata.uid = Some(format!("uid-{}", state.next_uid));
-            stored.status = state.on_create.clone();
-            state.pods.insert(name, stored.clone());
+            FakeCluster::stamp(&mut state, &mut stored.metadata);
+            stored.status = Some(PodStatus {
+                phase: Some("Pending".into()),
+                ..Default::default()
+            });
+            let version = state.version;
+            state.history.push((version, Event::Added, stored.clone()));
+            state.pods.insert(name.clone(), stored.clone());
+            for status in state.kubelet.clone() {
+                FakeCluster::modify(&mut state, &name, status);
+            }
             stored
         };
         self.changed.notify_waiters();
@@ -144,14 +360,77 @@ impl Cluster for FakeCluster {
     async fn create_secret(&self, secret: &Secret) -> Result<(), ClusterError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
         self.call(format!("create secret {name}"))?;
-        self.lock().secrets.insert(name, secret.clone());
+        let size = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.0.len())
+            .sum();
+        admit("secret", &secret.metadata, size)?;
+        if let Some(key) = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .find(|k| !valid_key(k))
+        {
+            return Err(invalid(
+                "secret",
+                format!(
+                    "Secret \"{name}\" is invalid: data[{key}]: Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+                ),
+            ));
+        }
+        let mut state = self.lock();
+        if state.secrets.contains_key(&name) {
+            return Err(exists("secret", &name));
+        }
+        let mut stored = secret.clone();
+        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        state.secrets.insert(name, stored);
         Ok(())
     }
 
     async fn create_config_map(&self, config_map: &ConfigMap) -> Result<(), ClusterError> {
         let name = config_map.metadata.name.clone().unwrap_or_default();
         self.call(format!("create configmap {name}"))?;
-        self.lock().config_maps.insert(name, config_map.clone());
+        let size = config_map
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.len())
+            .chain(
+                config_map
+                    .binary_data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| k.len() + v.0.len()),
+            )
+            .sum();
+        admit("configmap", &config_map.metadata, size)?;
+        let keys = config_map
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .chain(config_map.binary_data.iter().flatten().map(|(k, _)| k));
+        for key in keys {
+            if !valid_key(key) {
+                return Err(invalid(
+                    "configmap",
+                    format!(
+                        "ConfigMap \"{name}\" is invalid: data[{key}]: Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+                    ),
+                ));
+            }
+        }
+        let mut state = self.lock();
+        if state.config_maps.contains_key(&name) {
+            return Err(exists("configmap", &name));
+        }
+        let mut stored = config_map.clone();
+        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        state.config_maps.insert(name, stored);
         Ok(())
     }
 
@@ -167,14 +446,36 @@ impl Cluster for FakeCluster {
         done: &(dyn for<'p> Fn(&'p Pod) -> bool + Send + Sync),
     ) -> Result<Option<Pod>, ClusterError> {
         self.call(format!("watch pod {name}"))?;
+        // As the real client: get, then watch every event after that version.
+        let (current, mut seen) = {
+            let state = self.lock();
+            (state.pods.get(name).cloned(), state.version)
+        };
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        if done(&current) {
+            return Ok(Some(current));
+        }
         let work = async {
             loop {
                 let notified = self.changed.notified();
-                match self.pod(name) {
-                    None => return None,
-                    Some(pod) if done(&pod) => return Some(pod),
-                    Some(_) => notified.await,
+                let events: Vec<(u64, Event, Pod)> = self
+                    .lock()
+                    .history
+                    .iter()
+                    .filter(|(v, _, p)| *v > seen && p.metadata.name.as_deref() == Some(name))
+                    .cloned()
+                    .collect();
+                for (version, event, pod) in events {
+                    seen = version;
+                    match event {
+                        Event::Deleted => return None,
+                        Event::Added | Event::Modified if done(&pod) => return Some(pod),
+                        _ => {}
+                    }
                 }
+                notified.await;
             }
         };
         tokio::time::timeout(timeout, work)
@@ -250,6 +551,59 @@ impl Cluster for FakeCluster {
         });
         Ok(Box::new(near))
     }
+
+    async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
+        self.call(format!("attach pod {name} tty={tty}"))?;
+        let Some(pod) = self.pod(name) else {
+            return Err(ClusterError::Api {
+                code: 404,
+                reason: "NotFound".into(),
+                message: format!("pods \"{name}\" not found"),
+            });
+        };
+        if pod_state(&pod) != PodState::Running {
+            return Err(ClusterError::Api {
+                code: 400,
+                reason: "BadRequest".into(),
+                message: format!(
+                    "container {} is not running in pod {name}",
+                    super::objects::AGENT_CONTAINER
+                ),
+            });
+        }
+        let (stdin_near, stdin_far) = tokio::io::duplex(64 * 1024);
+        let (stdout_near, stdout_far) = tokio::io::duplex(64 * 1024);
+        let (stderr_near, stderr_far) = if tty {
+            (None, None)
+        } else {
+            let (near, far) = tokio::io::duplex(64 * 1024);
+            (Some(near), Some(far))
+        };
+        let (resize, sizes) = if tty {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.lock().attached.insert(
+            name.to_owned(),
+            AgentEnds {
+                stdin: stdin_far,
+                stdout: stdout_far,
+                stderr: stderr_far,
+                sizes,
+                tty,
+            },
+        );
+        self.changed.notify_waiters();
+        Ok(Attached {
+            stdin: Box::new(stdin_near),
+            stdout: Box::new(stdout_near),
+            stderr: stderr_near
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            resize,
+        })
+    }
 }
 
 fn status(inits: Vec<ContainerStatus>, mains: Vec<ContainerStatus>, phase: &str) -> PodStatus {
@@ -298,7 +652,7 @@ fn waiting(reason: &str, message: &str) -> ContainerState {
 }
 
 /// The agent runs beside a ready sidecar.
-pub(crate) fn agent_running() -> PodStatus {
+pub fn agent_running() -> PodStatus {
     status(
         vec![
             container("network", terminated(0, None)),
@@ -310,7 +664,7 @@ pub(crate) fn agent_running() -> PodStatus {
 }
 
 /// The agent ended with `code` (the native sidecar is stopped after it).
-pub(crate) fn agent_ended(code: i32) -> PodStatus {
+pub fn agent_ended(code: i32) -> PodStatus {
     status(
         vec![
             container("network", terminated(0, None)),
@@ -322,7 +676,7 @@ pub(crate) fn agent_ended(code: i32) -> PodStatus {
 }
 
 /// The agent's image cannot be pulled.
-pub(crate) fn image_pull_failure() -> PodStatus {
+pub fn image_pull_failure() -> PodStatus {
     status(
         vec![
             container("network", terminated(0, None)),
@@ -340,7 +694,7 @@ pub(crate) fn image_pull_failure() -> PodStatus {
 }
 
 /// The packet filter could not be installed.
-pub(crate) fn network_init_failed() -> PodStatus {
+pub fn network_init_failed() -> PodStatus {
     status(
         vec![container(
             "network",
@@ -355,10 +709,37 @@ pub(crate) fn network_init_failed() -> PodStatus {
 }
 
 /// Still pulling: neither ready nor failed.
-pub(crate) fn starting() -> PodStatus {
+pub fn starting() -> PodStatus {
     status(
         vec![container("network", waiting("PodInitializing", ""))],
         vec![container("agent", waiting("PodInitializing", ""))],
         "Pending",
     )
+}
+
+/// The sidecar bundle runs (started), the agent's container does not yet.
+pub fn sidecar_started() -> PodStatus {
+    status(
+        vec![
+            container("network", terminated(0, None)),
+            container("sidecar", running()),
+        ],
+        vec![container("agent", waiting("PodInitializing", ""))],
+        "Pending",
+    )
+}
+
+/// The scheduler found no node.
+pub fn unschedulable(message: &str) -> PodStatus {
+    PodStatus {
+        phase: Some("Pending".into()),
+        conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some(message.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
 }

@@ -20,25 +20,29 @@
 //!
 //! Everything the backend asks of the API server goes through the [`Cluster`] trait: the real
 //! one is kube-rs ([`client::KubeCluster`], kubeconfig and context as kubectl reads them); the
-//! lifecycle is tested against an in-memory cluster. `launch` creates the Pod, then its
-//! Secret and ConfigMap owned by it (deleting the pod deletes them), watches it until the
-//! agent runs — failing with the fix on RBAC refusals, quotas, image pulls, unschedulable
-//! pods or a failed init container, and deleting what it created — and `wait` watches until
-//! the agent ends. `stop`, `list` and `cleanup` select our pods by label; `cleanup` only kills
-//! pods whose launcher ran on this machine and is gone (other operators' bottles in a shared
+//! lifecycle is tested against an in-memory cluster ([`fake`]) that answers like an API
+//! server. `launch` creates the Pod, then its Secret and ConfigMap owned by it (deleting the
+//! pod deletes them), watches it until the agent runs — failing with the fix on RBAC
+//! refusals, quotas, invalid objects, image pulls, unschedulable pods or a failed init
+//! container, and deleting what it created — then attaches to the agent container
+//! (`pods/attach`: the caller's terminal, or pipes) and releases it (`attach.rs`); `wait`
+//! watches until the agent ends, takes its exit code from the pod's status and deletes the
+//! pod. `stop`, `list` and `cleanup` select our pods by label; `cleanup` only kills pods
+//! whose launcher ran on this machine and is gone (other operators' bottles in a shared
 //! namespace are never judged). [`KubernetesBackend::port_forward`] reaches a pod's loopback
 //! port (supervise) through the API server.
 //!
 //! # What is not here yet
 //!
-//! Interactive attach (`start` with a terminal) and piped stdio: a kubernetes bottle runs
-//! non-interactively (`kubectl logs -f` follows it). Nothing of this module has been run
-//! against a real cluster from the machines it was written on (README: running on a cluster).
+//! `bot-bottle attach` to a cluster bottle from a second terminal, and the dashboard showing
+//! a cluster bottle's proposals (the queue lives in the pod). Nothing of this module has been
+//! run against a real cluster from the machines it was written on (README: running on a
+//! cluster).
 
+mod attach;
 pub mod client;
 pub mod cluster;
-#[cfg(test)]
-mod fake;
+pub mod fake;
 pub mod nft;
 pub mod objects;
 pub mod settings;
@@ -51,11 +55,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::runtime::Runtime;
 
-pub use self::cluster::{Cluster, ClusterError, PodState, PortStream, pod_state};
+pub use self::cluster::{Attached, Cluster, ClusterError, PodState, PortStream, pod_state};
 pub use self::objects::{AgentFile, BottleObjects, PodPlan, SidecarPlan, bottle_objects};
 pub use self::settings::ClusterSettings;
 use crate::preflight::{BackendStatus, Check};
-use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
+use crate::spec::{BottleStdio, LaunchSpec};
 use crate::{
     Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, OpenOptions,
     RunningBottle, SidecarPlacement,
@@ -68,9 +72,10 @@ pub struct KubeSidecar {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub ready_check: Option<Vec<String>>,
-    /// The host directory whose regular files become the bottle's Secret (the bundle's
-    /// config, CA key, tokens), mounted at [`objects::SIDECAR_DIR`] in the sidecar alone.
-    pub files_dir: PathBuf,
+    /// The bottle's Secret by key (the bundle's config, CA key, tokens), mounted at
+    /// [`objects::SIDECAR_DIR`] in the sidecar alone. Kept in memory: the tokens are never
+    /// written to the operator's disk on their way to the cluster.
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 /// Configuration of the kubernetes backend.
@@ -115,19 +120,55 @@ impl KubernetesConfig {
 /// The kubernetes backend.
 pub struct KubernetesBackend {
     config: KubernetesConfig,
+    /// `$BOT_BOTTLE_HOME`, where `stop` finds a bottle's [`PodRecord`].
+    home: Option<PathBuf>,
     runtime: Arc<Runtime>,
     /// Connected on first use (`doctor` and `--dry-run` never connect).
     cluster: Mutex<Option<Arc<dyn Cluster>>>,
 }
 
 /// `bot-bottle`'s entry: the settings come with each launch's spec, so the opened backend
-/// only knows the kubeconfig's current context and namespace (enough for `list`, `stop`,
-/// `cleanup`).
-pub fn open(_options: &OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(KubernetesBackend::new(KubernetesConfig::new(
+/// knows the kubeconfig's current context and namespace (enough for `list` and `cleanup`),
+/// and `stop` finds a bottle's own context and namespace in its [`RECORD`].
+pub fn open(options: &OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
+    let mut backend = KubernetesBackend::new(KubernetesConfig::new(
         ClusterSettings::default(),
         String::new(),
-    ))?))
+    ))?;
+    backend.home = Some(options.home.clone());
+    Ok(Box::new(backend))
+}
+
+/// The file in a bottle's state directory naming the context and namespace its pod is in
+/// (`start` writes it; `stop` from another terminal reads it).
+pub const RECORD: &str = "kubernetes.json";
+
+/// Where a bottle's pod is: what `start` records for `stop`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRecord {
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl PodRecord {
+    /// Writes the record into `state_dir`.
+    pub fn write(&self, state_dir: &Path) -> Result<(), BackendError> {
+        let path = state_dir.join(RECORD);
+        let text = serde_json::to_vec(self).map_err(|e| setup("record the pod", e))?;
+        std::fs::write(&path, text).map_err(|source| BackendError::Io {
+            action: "record where the pod is",
+            path,
+            source,
+        })
+    }
+
+    /// The record in `state_dir`, `None` when there is none (or it is unreadable: the
+    /// caller then uses the kubeconfig's context and namespace).
+    pub fn read(state_dir: &Path) -> Option<PodRecord> {
+        let text = std::fs::read(state_dir.join(RECORD)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
 }
 
 fn setup(stage: &str, e: impl std::fmt::Display) -> BackendError {
@@ -157,6 +198,7 @@ impl KubernetesBackend {
             .map_err(BackendError::InvalidSpec)?;
         Ok(KubernetesBackend {
             config,
+            home: None,
             runtime: Arc::new(runtime()?),
             cluster: Mutex::new(None),
         })
@@ -193,6 +235,32 @@ impl KubernetesBackend {
         Ok(cluster)
     }
 
+    /// The cluster a bottle's pod is in: the one its `start` recorded when that differs
+    /// from this backend's settings.
+    fn cluster_of(&self, identity: &str) -> Result<Arc<dyn Cluster>, BackendError> {
+        let record = self
+            .home
+            .as_ref()
+            .and_then(|home| PodRecord::read(&home.join("state").join(identity)));
+        let s = &self.config.settings;
+        match record {
+            Some(r) if r.context != s.context || r.namespace != s.namespace => {
+                let connected = self
+                    .runtime
+                    .block_on(client::KubeCluster::connect(
+                        r.context.as_deref(),
+                        r.namespace.as_deref(),
+                    ))
+                    .map_err(|e| BackendError::Unavailable {
+                        backend: BackendKind::Kubernetes,
+                        reason: e.to_string(),
+                    })?;
+                Ok(Arc::new(connected))
+            }
+            _ => self.cluster(),
+        }
+    }
+
     /// The plan of a launch, reading the files it ships (the agent's read-only files, its
     /// home's first contents, the sidecar's Secret) from the host.
     pub fn plan(&self, spec: &LaunchSpec, namespace: &str) -> Result<PodPlan, BackendError> {
@@ -208,14 +276,7 @@ impl KubernetesBackend {
         }
         let mut home_files = Vec::new();
         collect(&spec.home.host, Path::new(""), &mut home_files)?;
-        let mut sidecar_files = BTreeMap::new();
-        for entry in read_dir(&sidecar.files_dir)? {
-            let path = entry.path();
-            if path.is_file() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                sidecar_files.insert(name, read(&path)?);
-            }
-        }
+        let sidecar_files = sidecar.files.clone();
         let shipped: usize = files
             .iter()
             .chain(&home_files)
@@ -440,26 +501,29 @@ impl Backend for KubernetesBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        if spec.interactive || [stdio.stdin, stdio.stdout, stdio.stderr].contains(&StdioMode::Piped)
-        {
-            return Err(BackendError::Unsupported(
-                "kubernetes bottles run without a terminal for now: start with a command and stdin not a terminal, and follow the agent with `kubectl logs -f`".into(),
-            ));
-        }
         self.prepare(spec)?;
         let cluster = self.cluster()?;
         let plan = self.plan(spec, cluster.namespace())?;
         let objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
         let timeout = self.config.ready_timeout;
+        let name = objects::object_name(&spec.identity);
         self.runtime
             .block_on(Self::create(cluster.as_ref(), objects, timeout))
             .map_err(|e| setup("kubernetes pod", e))?;
-        Ok(Box::new(KubeBottle {
+        // From here the pod exists: the bottle removes it when dropped, on any error too.
+        let mut bottle = KubeBottle {
             identity: spec.identity.clone(),
-            cluster,
+            cluster: cluster.clone(),
             runtime: self.runtime.clone(),
             done: false,
-        }))
+            wired: attach::Wired::default(),
+        };
+        let attached = self
+            .runtime
+            .block_on(cluster.attach(&name, spec.interactive))
+            .map_err(|e| setup("attach to the agent", e))?;
+        bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
+        Ok(Box::new(bottle))
     }
 
     fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
@@ -470,7 +534,7 @@ impl Backend for KubernetesBackend {
     }
 
     fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
-        let cluster = self.cluster()?;
+        let cluster = self.cluster_of(identity)?;
         self.runtime
             .block_on(cluster.delete_pod(&objects::object_name(identity), grace))
             .map_err(|e| setup("stop", e))
@@ -552,6 +616,8 @@ struct KubeBottle {
     cluster: Arc<dyn Cluster>,
     runtime: Arc<Runtime>,
     done: bool,
+    /// The agent's streams, attached.
+    wired: attach::Wired,
 }
 
 impl KubeBottle {
@@ -565,13 +631,13 @@ impl RunningBottle for KubeBottle {
         &self.identity
     }
     fn take_stdin(&mut self) -> Option<Box<dyn std::io::Write + Send>> {
-        None
+        self.wired.stdin.take()
     }
     fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
-        None
+        self.wired.stdout.take()
     }
     fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
-        None
+        self.wired.stderr.take()
     }
 
     fn wait(&mut self) -> Result<BottleExit, BackendError> {
@@ -591,6 +657,8 @@ impl RunningBottle for KubeBottle {
                 }
             }
         });
+        // The API server closes the outputs when the agent ends; what is left is written out.
+        self.wired.drain(Duration::from_secs(5));
         let exit = match ended.map_err(|e| setup("wait", e))? {
             Some(pod) => match pod_state(&pod) {
                 PodState::Ended(code) => BottleExit { code },

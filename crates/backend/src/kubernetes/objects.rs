@@ -48,6 +48,17 @@ pub const RULES_KEY: &str = "rules.nft";
 /// Where the home's first contents are mounted for the seeding init container.
 const HOME_SEED_DIR: &str = "/run/bot-bottle/home-seed";
 
+/// The agent's container (the one `start` attaches to).
+pub const AGENT_CONTAINER: &str = "agent";
+/// The agent's command waits for this line on its stdin before it runs: `start` sends it
+/// once attached, so no output is written before anyone reads it (the API server's attach
+/// only carries what is written after it connects). The line is read by the shell and
+/// never reaches the agent; a closed stdin instead of it ends the container (exit 125,
+/// the agent never ran).
+pub const START_LINE: &[u8] = b"\n";
+/// The shell wrapper of the agent's command (see [`START_LINE`]).
+const START_GATE: &str = "IFS= read -r _ || exit 125; exec \"$@\"";
+
 /// The name of every object of a bottle.
 pub fn object_name(identity: &str) -> String {
     format!("bot-bottle-{identity}")
@@ -487,14 +498,23 @@ pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
         });
     }
 
+    let mut command = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        START_GATE.to_owned(),
+        // `$0` of the wrapper; the agent's argv follows as `$@`.
+        AGENT_CONTAINER.to_owned(),
+    ];
+    command.extend(plan.argv.iter().cloned());
     let agent = Container {
-        name: "agent".to_owned(),
+        name: AGENT_CONTAINER.to_owned(),
         image: Some(plan.agent_image.clone()),
-        command: Some(plan.argv.clone()),
+        command: Some(command),
         env: Some(env_list(&plan.env)),
         working_dir: Some(plan.workdir.clone()),
-        stdin: Some(plan.interactive),
-        stdin_once: Some(plan.interactive),
+        // Always a stdin: the start line comes through it; closed when `start` detaches.
+        stdin: Some(true),
+        stdin_once: Some(true),
         tty: Some(plan.interactive),
         volume_mounts: Some(agent_mounts(plan)),
         resources: Some(agent_resources(&plan.resources)),

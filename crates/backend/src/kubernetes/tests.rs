@@ -3,6 +3,7 @@
 //! image pull, a failed packet filter), each with what to do.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::fake::{self, FakeCluster};
 use super::*;
-use crate::spec::{Forward, Home, ReadOnlyFile, Resources, Workspace, WorkspaceMode};
+use crate::spec::{Forward, Home, ReadOnlyFile, Resources, StdioMode, Workspace, WorkspaceMode};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -29,10 +30,6 @@ fn fixture() -> Fixture {
     std::fs::write(home.join(".claude/settings.json"), "{}").unwrap();
     let ca = tmp.path().join("ca.pem");
     std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
-    let sidecar_dir = tmp.path().join("sidecar");
-    std::fs::create_dir_all(&sidecar_dir).unwrap();
-    std::fs::write(sidecar_dir.join("sidecar.json"), "{}").unwrap();
-    std::fs::write(sidecar_dir.join("token-github"), "ghp_not_a_real_token").unwrap();
     let spec = LaunchSpec {
         identity: "claude-1a2b3".into(),
         argv: vec!["claude".into(), "-p".into(), "fix the tests".into()],
@@ -74,7 +71,10 @@ fn fixture() -> Fixture {
         argv: vec!["bot-bottle".into(), "sidecar".into()],
         env: BTreeMap::new(),
         ready_check: None,
-        files_dir: sidecar_dir,
+        files: BTreeMap::from([
+            ("sidecar.json".into(), b"{}".to_vec()),
+            ("token-github".into(), b"ghp_not_a_real_token".to_vec()),
+        ]),
     });
     config.ready_timeout = Duration::from_secs(20);
     Fixture {
@@ -112,6 +112,7 @@ fn launch_creates_the_pod_then_its_owned_secret_and_config_map_and_waits_for_the
             format!("create secret {NAME}"),
             format!("create configmap {NAME}"),
             format!("watch pod {NAME}"),
+            format!("attach pod {NAME} tty=false"),
         ]
     );
     // The Secret holds the bundle's files and is owned by the pod; the agent's files and its
@@ -255,17 +256,229 @@ fn forbidden_and_quota_refusals_say_what_to_ask_for_and_clean_up() {
     );
 }
 
+/// Plays the agent container on the fake cluster: takes the attached ends, checks the start
+/// line comes first, echoes stdin to stdout with a prefix, writes to stderr, then ends with
+/// `code` (the kubelet's status).
+fn play_agent(cluster: Arc<FakeCluster>, code: i32) -> std::thread::JoinHandle<(bool, Vec<u8>)> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut ends = cluster
+                .attached(NAME, Duration::from_secs(20))
+                .await
+                .expect("start attached to the agent");
+            let mut first = [0u8; 1];
+            ends.stdin.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, objects::START_LINE);
+            let mut input = Vec::new();
+            ends.stdin.read_to_end(&mut input).await.unwrap();
+            ends.stdout.write_all(b"agent says: ").await.unwrap();
+            ends.stdout.write_all(&input).await.unwrap();
+            if let Some(stderr) = ends.stderr.as_mut() {
+                stderr.write_all(b"agent complains\n").await.unwrap();
+            }
+            let tty = ends.tty;
+            drop(ends);
+            cluster.set_status(NAME, fake::agent_ended(code));
+            (tty, input)
+        })
+    })
+}
+
 #[test]
-fn interactive_launches_are_refused_with_what_works_instead() {
+fn launch_attaches_releases_the_agent_and_carries_its_streams_and_exit_code() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    // The kubelet's way there: initialising, the sidecar up, then the agent.
+    cluster.kubelet(vec![
+        fake::starting(),
+        fake::sidecar_started(),
+        fake::agent_running(),
+    ]);
+    let agent = play_agent(cluster.clone(), 7);
+    let mut bottle = backend(&f, &cluster)
+        .launch(&f.spec, BottleStdio::piped())
+        .unwrap();
+    let mut stdin = bottle.take_stdin().unwrap();
+    stdin.write_all(b"hello from start\n").unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    let mut err = String::new();
+    bottle
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    bottle
+        .take_stderr()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(bottle.wait().unwrap().code, 7);
+    let (tty, input) = agent.join().unwrap();
+    assert!(!tty);
+    assert_eq!(input, b"hello from start\n");
+    assert_eq!(out, "agent says: hello from start\n");
+    assert_eq!(err, "agent complains\n");
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+    // The agent's command waits for the start line: nothing it writes precedes the attach.
+    let calls = cluster.calls();
+    let attach = calls
+        .iter()
+        .position(|c| c.starts_with("attach pod"))
+        .unwrap();
+    let watch = calls
+        .iter()
+        .position(|c| c.starts_with("watch pod"))
+        .unwrap();
+    assert!(watch < attach, "{calls:?}");
+}
+
+#[test]
+fn an_interactive_launch_attaches_a_terminal_with_one_output() {
     let mut f = fixture();
     f.spec.interactive = true;
     let cluster = Arc::new(FakeCluster::new());
-    let e = backend(&f, &cluster)
-        .launch(&f.spec, BottleStdio::inherit())
-        .err()
+    cluster.on_create(fake::agent_running());
+    let agent = play_agent(cluster.clone(), 0);
+    let mut bottle = backend(&f, &cluster)
+        .launch(&f.spec, BottleStdio::piped())
         .unwrap();
-    assert!(e.to_string().contains("kubectl logs -f"), "{e}");
-    assert_eq!(cluster.calls(), Vec::<String>::new());
+    drop(bottle.take_stdin());
+    let mut out = String::new();
+    bottle
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(bottle.take_stderr().is_none(), "a terminal has one output");
+    assert_eq!(bottle.wait().unwrap().code, 0);
+    let (tty, _) = agent.join().unwrap();
+    assert!(tty);
+    assert_eq!(out, "agent says: ");
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("attach pod {NAME} tty=true"))
+    );
+}
+
+#[test]
+fn a_refused_attach_fails_the_launch_and_removes_the_pod() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    cluster.refuse(
+        "attach pod",
+        "create pods/attach",
+        403,
+        "Forbidden",
+        "pods \"bot-bottle-claude-1a2b3\" is forbidden: User \"dev\" cannot create resource \"pods/attach\" in API group \"\" in the namespace \"agents\"",
+    );
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the cluster refused to create pods/attach in namespace `agents`"),
+        "{e}"
+    );
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+}
+
+#[test]
+fn a_name_taken_or_an_invalid_object_is_refused_as_the_api_server_says_and_nothing_else_is_touched()
+{
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    // Someone's pod has the name already (409): it stays, untouched.
+    cluster.insert_pod(foreign_pod(
+        "claude-1a2b3",
+        "elsewhere/x:1:2",
+        fake::agent_running(),
+    ));
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("a pod of that name exists already"), "{e}");
+    assert!(cluster.pod(NAME).is_some());
+    assert!(!cluster.calls().iter().any(|c| c.starts_with("delete")));
+
+    // The API server finds the pod invalid (422): the message names the field.
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.refuse(
+        "create pod",
+        "create pods",
+        422,
+        "Invalid",
+        "Pod \"bot-bottle-claude-1a2b3\" is invalid: spec.runtimeClassName: Invalid value: \"gvisor\": RuntimeClass not found",
+    );
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("rejected the bottle's pod as invalid: Pod \"bot-bottle-claude-1a2b3\" is invalid: spec.runtimeClassName"),
+        "{e}"
+    );
+    assert!(e.contains("--dry-run"), "{e}");
+
+    // The fake checks what the API server checks: a pod without an image is refused.
+    let mut objects =
+        bottle_objects(&backend(&f, &cluster).plan(&f.spec, "agents").unwrap()).unwrap();
+    objects.pod.spec.as_mut().unwrap().containers[0].image = None;
+    let cluster = FakeCluster::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt.block_on(cluster.create_pod(&objects.pod)).unwrap_err();
+    assert!(matches!(e, ClusterError::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains("image: Required value"), "{e}");
+}
+
+#[test]
+fn an_unschedulable_pod_says_which_node_resources_are_missing() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.kubelet(vec![
+        fake::starting(),
+        fake::unschedulable("0/3 nodes are available: 3 Insufficient memory."),
+    ]);
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("no node can run this bottle: 0/3 nodes are available"),
+        "{e}"
+    );
+    assert_eq!(cluster.pod(NAME), None);
+}
+
+#[test]
+fn a_pod_that_never_gets_ready_times_out_with_how_to_see_why_and_is_removed() {
+    let mut f = fixture();
+    f.config.ready_timeout = Duration::from_millis(300);
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::starting());
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("did not get there"), "{e}");
+    assert_eq!(cluster.pod(NAME), None);
 }
 
 fn foreign_pod(
@@ -447,4 +660,45 @@ fn preflight_finds_the_kubeconfig_offline_or_says_how_to_get_one() {
     let status = preflight(&env_with(Some(path.clone())));
     assert!(status.usable, "{status:?}");
     assert!(!preflight(&env_with(None)).usable);
+}
+
+#[test]
+fn stop_from_another_terminal_finds_the_pod_where_its_start_recorded_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state").join("claude-1a2b3");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = PodRecord {
+        context: None,
+        namespace: Some("agents".into()),
+    };
+    record.write(&state).unwrap();
+    assert_eq!(PodRecord::read(&state), Some(record));
+    assert_eq!(PodRecord::read(tmp.path()), None);
+
+    // The record names this backend's namespace: the pod is deleted there.
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.insert_pod(foreign_pod(
+        "claude-1a2b3",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
+    let mut backend = backend(&f, &cluster);
+    backend.home = Some(tmp.path().to_path_buf());
+    assert!(
+        backend
+            .stop("claude-1a2b3", Duration::from_secs(10))
+            .unwrap()
+    );
+    assert_eq!(cluster.pod(NAME), None);
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete pod {NAME} grace=10"))
+    );
+    assert!(
+        !backend
+            .stop("claude-1a2b3", Duration::from_secs(10))
+            .unwrap()
+    );
 }

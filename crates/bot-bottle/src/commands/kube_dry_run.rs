@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use backend::docker::ImageSource;
-use backend::kubernetes::{
-    AgentFile, ClusterSettings, PodPlan, SidecarPlan, bottle_objects, objects::SIDECAR_DIR,
-};
+use backend::kubernetes::{AgentFile, ClusterSettings, PodPlan, SidecarPlan, bottle_objects};
 use launcher::pod::{POD_BOTTLE_CA, POD_CA_BUNDLE, POD_WORKSPACE};
 use manifest::ResolvedAgent;
 use state::Identity;
@@ -39,18 +37,14 @@ pub fn render(
     };
     let pod = launcher::pod::pod_contract(&launch, &identity, env)?;
     let sidecar_image = settings.image_ref(&tag(&ImageSource::sidecar(None))?);
-    let config = format!("{SIDECAR_DIR}/sidecar.json");
-    let mut secret_files: BTreeMap<String, Vec<u8>> = ["sidecar.json", "ca-key.pem"]
-        .into_iter()
-        .map(|n| (n.to_owned(), Vec::new()))
-        .collect();
-    for route in
+    let tokens: Vec<String> =
         launcher::provider::routes_for(&launch.agent.bottle, contract::CodexAuth::ApiKey, env)
-    {
-        if let Some(var) = route.token_env {
-            secret_files.insert(format!("token-{}", var.to_lowercase()), Vec::new());
-        }
-    }
+            .into_iter()
+            .filter_map(|route| route.token_env)
+            .collect();
+    // The Secret's keys and the sidecar's script as `start` makes them, values left out.
+    let (files, config) = launcher::kube::planned_files(&launch, identity.as_str(), &tokens)?;
+    let config = config.display().to_string();
     let plan = PodPlan {
         identity: identity.to_string(),
         namespace: settings
@@ -90,21 +84,16 @@ pub fn render(
         launcher: "(set at launch)".into(),
         sidecar: SidecarPlan {
             image: sidecar_image,
-            argv: vec![
-                "bot-bottle".into(),
-                "sidecar".into(),
-                "--config".into(),
-                config.clone(),
-            ],
+            argv: vec!["/bin/sh".into(), "-c".into(), files.script(config.as_ref())],
             env: BTreeMap::new(),
             ready_check: Some(vec![
-                "bot-bottle".into(),
+                launcher::kube::POD_EXE.into(),
                 "sidecar".into(),
                 "--config".into(),
                 config,
                 "--check".into(),
             ]),
-            files: secret_files,
+            files: files.files,
         },
     };
     let objects = bottle_objects(&plan).map_err(|e| anyhow::anyhow!(e.0))?;

@@ -13,7 +13,10 @@ bottles:
     git-gate:
       user: {name: Bot, email: bot@example.com}
       repos:
-        app: {url: /srv/git/app.git}
+        app:
+          url: ssh://git@git.example.com/org/app.git
+          key: {provider: gitea, forge_token_env: GITEA_TOKEN}
+          host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
     resources: {cpus: 1.5, memory: 2GiB}
     kubernetes:
       namespace: agents
@@ -86,7 +89,22 @@ fn dry_run_prints_the_pod_secret_and_config_map_and_touches_nothing() {
     assert_eq!(inits, vec!["network", "sidecar", "home", "workspace"]);
     // The Secret lists the bundle's files without values; the ConfigMap has the rules.
     assert_eq!(secret.data, None);
-    assert!(secret.string_data.unwrap().contains_key("sidecar.json"));
+    let listed = secret.string_data.unwrap();
+    for key in ["sidecar.json", "ca-key.pem", "routes.yaml", "gate.yaml"] {
+        assert!(listed.contains_key(key), "{key} missing: {listed:?}");
+    }
+    // The sidecar's script puts them in place and runs the bundle (as `start` does).
+    let sidecar = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "sidecar")
+        .unwrap();
+    let script = &sidecar.args.as_ref().unwrap()[2];
+    assert!(
+        script.contains("exec /usr/local/bin/bot-bottle sidecar --config"),
+        "{script}"
+    );
     assert!(config_map.data.unwrap()["rules.nft"].contains("meta skuid 1000"));
     // Nothing was created: no state, no home.
     assert!(!tmp.path().join("bbhome").exists());

@@ -46,6 +46,7 @@ impl World {
             interactive: false,
             report: self.report.clone(),
             env: HostEnv::Process,
+            cluster: None,
         }
     }
 

@@ -1,0 +1,812 @@
+//! `start` on the kubernetes backend: the bottle's files shipped to the cluster and the pod
+//! launched through `backend::kubernetes`.
+//!
+//! On a laptop the sidecar bundle reads the bottle's state directory; in a pod it has only
+//! what the bottle's Secret brings. So the launcher prepares the same state as for every
+//! backend (CA, live routes, gate config, the agent's home) and then ships it:
+//!
+//! * the bundle's files go into the Secret under flat keys ([`PodFiles`]), and the sidecar
+//!   container's script copies each to its place under [`POD_HOME`] (a writable `emptyDir`
+//!   only the sidecar mounts) before it runs `bot-bottle sidecar`: the bundle finds the
+//!   layout it knows, with a config whose paths are the pod's;
+//! * the tokens are Secret keys too, read into the bundle's environment by the script: never
+//!   in the pod spec, never on the operator's disk (they stay in memory on their way);
+//! * the sidecars listen on `127.0.0.1` only: a pod's other addresses are reachable from the
+//!   whole cluster network, and the agent reaches the bundle on loopback anyway;
+//! * the agent's home and read-only files go into the ConfigMap (the backend's plan).
+//!
+//! Deploy key files travel in the Secret too, and the pod's `gate.yaml` names their place.
+//! What a laptop path would mean on a cluster is refused with the reason: a local upstream,
+//! a forwarded Codex login (a credential would land in the ConfigMap).
+//!
+//! # Not built yet: the dashboard for cluster bottles
+//!
+//! supervise's queue and audit log are files under the pod's [`POD_HOME`], so the laptop's
+//! dashboard does not see a cluster bottle's proposals (an agent's proposal stays
+//! unanswered). The design: while `start` runs, a relay reaches an operator port of the
+//! bundle through the API server's port-forward — a port the agent's uid cannot reach (the
+//! pod's nftables let it reach only the sidecar ports; the kubelet's port-forward connects
+//! as root) — copies pending proposals into the laptop's `queue/<identity>/`, sends the
+//! operator's response files back, and appends the audit lines to the laptop's audit log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::bundle::{Listen, SidecarConfig};
+use backend::docker::ImageSource;
+use backend::kubernetes::{ClusterSettings, KubeSidecar, KubernetesBackend, KubernetesConfig};
+use backend::{Backend, BottleStdio, LaunchSpec};
+use state::Home;
+
+use crate::error::Context;
+use crate::{BottlePaths, Launch, LaunchError, Options};
+
+/// Where the bundle's home (`$BOT_BOTTLE_HOME` of the pod) is inside the sidecar container:
+/// its `/tmp`, an `emptyDir` no other container mounts.
+pub const POD_HOME: &str = "/tmp/bot-bottle";
+/// The bot-bottle executable in the sidecar image (as the docker backend mounts it).
+pub const POD_EXE: &str = "/usr/local/bin/bot-bottle";
+
+/// The cluster settings of a launch: the manifest's `kubernetes:` block.
+pub fn settings(launch: &Launch) -> ClusterSettings {
+    let k = &launch.agent.bottle.kubernetes;
+    ClusterSettings {
+        context: None,
+        namespace: k.namespace.clone(),
+        runtime_class: k.runtime_class.clone(),
+        registry: k.registry.clone(),
+    }
+}
+
+/// The Secret key of a token's value.
+pub fn token_key(var: &str) -> String {
+    format!("token-{var}")
+}
+
+/// The bundle's files by Secret key, and where the sidecar's script puts each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PodFiles {
+    /// Key -> content.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Key -> path in the sidecar container (keys of tokens have none: they are read into
+    /// the environment).
+    pub places: BTreeMap<String, PathBuf>,
+    /// Token variable -> key.
+    pub tokens: BTreeMap<String, String>,
+}
+
+impl PodFiles {
+    fn put(&mut self, key: &str, content: Vec<u8>, place: PathBuf) {
+        self.files.insert(key.to_owned(), content);
+        self.places.insert(key.to_owned(), place);
+    }
+
+    /// The sidecar container's script: copy the files into place, read the tokens, run the
+    /// bundle. Every path and name is quoted; token names are checked to be variable names.
+    pub fn script(&self, config_inside: &Path) -> String {
+        let secret = backend::kubernetes::objects::SIDECAR_DIR;
+        let mut lines = vec!["set -eu".to_owned(), "umask 077".to_owned()];
+        let mut dirs: Vec<String> = self
+            .places
+            .values()
+            .filter_map(|p| p.parent())
+            .map(quote)
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        if !dirs.is_empty() {
+            lines.push(format!("mkdir -p {}", dirs.join(" ")));
+        }
+        for (key, place) in &self.places {
+            // `-L`: the Secret's files are symlinks into its data directory.
+            lines.push(format!(
+                "cp -L {} {}",
+                quote(&Path::new(secret).join(key)),
+                quote(place)
+            ));
+        }
+        for (var, key) in &self.tokens {
+            lines.push(format!(
+                "{var}=\"$(cat {})\"; export {var}",
+                quote(&Path::new(secret).join(key))
+            ));
+        }
+        lines.push(format!(
+            "exec {POD_EXE} sidecar --config {}",
+            quote(config_inside)
+        ));
+        lines.join("\n")
+    }
+}
+
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The config the bundle reads in the pod and the files it needs, from the laptop's
+/// `config` (whose paths are under `home`).
+pub fn pod_config(
+    home: &Path,
+    config: &SidecarConfig,
+    gate: &PodGate,
+    tokens: &[(String, String)],
+) -> Result<(SidecarConfig, PodFiles), LaunchError> {
+    let pod_home = Path::new(POD_HOME);
+    let rebase = |p: &Path| -> Result<PathBuf, LaunchError> {
+        p.strip_prefix(home)
+            .map(|rel| pod_home.join(rel))
+            .map_err(|_| {
+                LaunchError::Invalid(format!(
+                    "{} is outside the bot-bottle home {}; a kubernetes bottle's files come from its state directory",
+                    p.display(),
+                    home.display()
+                ))
+            })
+    };
+    let read = |p: &Path| -> Result<Vec<u8>, LaunchError> {
+        std::fs::read(p).with_context(|| format!("cannot read {} for the cluster", p.display()))
+    };
+    let loopback = |listen: &Listen| -> Listen {
+        let port = match listen {
+            Listen::Tcp(addr) => addr.port(),
+            Listen::Unix(_) => 0,
+        };
+        Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    let mut files = PodFiles::default();
+    let mut pod = config.clone();
+    pod.home = pod_home.to_path_buf();
+
+    pod.egress.listen = loopback(&config.egress.listen);
+    pod.egress.routes = rebase(&config.egress.routes)?;
+    files.put(
+        "routes.yaml",
+        read(&config.egress.routes)?,
+        pod.egress.routes.clone(),
+    );
+    pod.egress.ca_dir = rebase(&config.egress.ca_dir)?;
+    for name in ["ca.pem", "ca-key.pem"] {
+        files.put(
+            name,
+            read(&config.egress.ca_dir.join(name))?,
+            pod.egress.ca_dir.join(name),
+        );
+    }
+    pod.egress.log = rebase(&config.egress.log)?;
+    pod.egress.upstream_ca = Vec::new();
+    for (n, ca) in config.egress.upstream_ca.iter().enumerate() {
+        let inside = pod_home.join("upstream-ca").join(format!("{n}.pem"));
+        files.put(&format!("upstream-ca-{n}.pem"), read(ca)?, inside.clone());
+        pod.egress.upstream_ca.push(inside);
+    }
+    let pod_gate = gate;
+    if let (Some(gate), Some(laptop)) = (pod.gate.as_mut(), config.gate.as_ref()) {
+        gate.listen = loopback(&laptop.listen);
+        gate.repos = rebase(&laptop.repos)?;
+        gate.state_dir = rebase(&laptop.state_dir)?;
+        files.put("gate.yaml", pod_gate.yaml.clone(), gate.repos.clone());
+        for (key, content, place) in &pod_gate.keys {
+            files.put(key, content.clone(), place.clone());
+        }
+    }
+    if let (Some(supervise), Some(laptop)) = (pod.supervise.as_mut(), config.supervise.as_ref()) {
+        supervise.listen = loopback(&laptop.listen);
+    }
+    for (var, value) in tokens {
+        if !is_env_name(var) {
+            return Err(LaunchError::Invalid(format!(
+                "token variable `{var}` is not a variable name; fix the manifest's `token_env`"
+            )));
+        }
+        let key = token_key(var);
+        files.files.insert(key.clone(), value.clone().into_bytes());
+        files.tokens.insert(var.clone(), key);
+    }
+    let config_inside = pod_home
+        .join("state")
+        .join(&config.identity)
+        .join("sidecar.json");
+    let json = serde_json::to_vec_pretty(&pod).context("cannot encode the pod's sidecar config")?;
+    files.put("sidecar.json", json, config_inside);
+    Ok((pod, files))
+}
+
+/// The git gate's config as the pod's bundle reads it: deploy key files shipped in the
+/// Secret (key `key-<repo>`) and the config pointing at their place in the pod.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PodGate {
+    /// `gate.yaml` for the pod.
+    pub yaml: Vec<u8>,
+    /// (Secret key, content, place in the sidecar) per deploy key.
+    pub keys: Vec<(String, Vec<u8>, PathBuf)>,
+}
+
+/// The gate of `launch` for a pod; `read_keys` false leaves the keys' contents empty (the
+/// checks before any state exists, `--dry-run`).
+fn pod_gate(launch: &Launch, read_keys: bool) -> Result<PodGate, LaunchError> {
+    let mut spec = crate::spec::gate_spec(&launch.agent.bottle.git_gate);
+    let checked = gitgate::GateConfig::from_spec(&gitgate::GateSpec {
+        user: None,
+        ..spec.clone()
+    })
+    .context("the bottle's `git-gate` block is invalid")?;
+    let mut gate = PodGate::default();
+    for (name, repo) in &checked.repos {
+        if repo.upstream == gitgate::Upstream::Local {
+            return Err(LaunchError::Invalid(format!(
+                "repository `{name}` has a local upstream ({}), which is not on the cluster; give it a remote URL (ssh://...) or use another backend",
+                repo.url
+            )));
+        }
+        if let Some(gitgate::KeySource::Static { path }) = &repo.key {
+            let key = format!("key-{name}");
+            if !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return Err(LaunchError::Invalid(format!(
+                    "repository name `{name}` cannot name a Kubernetes Secret key; use letters, digits, `-`, `_` and `.`"
+                )));
+            }
+            if !path.is_file() {
+                return Err(LaunchError::Invalid(format!(
+                    "the deploy key {} of repository `{name}` does not exist; fix `git-gate.repos.{name}.key.path`",
+                    path.display()
+                )));
+            }
+            let place = Path::new(POD_HOME).join("keys").join(name);
+            let content = if read_keys {
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read the deploy key {}", path.display()))?
+            } else {
+                Vec::new()
+            };
+            gate.keys.push((key, content, place.clone()));
+            if let Some(repo) = spec.repos.as_mut().and_then(|r| r.get_mut(name)) {
+                repo.key = Some(gitgate::KeySpec::Static {
+                    path: place.display().to_string(),
+                });
+            }
+        }
+    }
+    gate.yaml = serde_saphyr::to_string(&spec)
+        .context("cannot encode the `git-gate` block")?
+        .into_bytes();
+    Ok(gate)
+}
+
+/// The Secret's keys and the sidecar's script of `launch` as `start` makes them, with every
+/// value empty: what `start --dry-run` shows (no CA, no token, no key file read).
+pub fn planned_files(
+    launch: &Launch,
+    identity: &str,
+    token_vars: &[String],
+) -> Result<(PodFiles, PathBuf), LaunchError> {
+    refuse_laptop_only(launch)?;
+    let paths = Home::new(POD_HOME).bottle(identity);
+    let mut files = PodFiles::default();
+    files.put("routes.yaml", Vec::new(), paths.routes_file());
+    for name in ["ca.pem", "ca-key.pem"] {
+        files.put(name, Vec::new(), paths.ca_dir().join(name));
+    }
+    for (n, _) in launch.agent.bottle.egress.upstream_ca.iter().enumerate() {
+        let inside = Path::new(POD_HOME)
+            .join("upstream-ca")
+            .join(format!("{n}.pem"));
+        files.put(&format!("upstream-ca-{n}.pem"), Vec::new(), inside);
+    }
+    if !launch.agent.bottle.git_gate.repos.is_empty() {
+        files.put("gate.yaml", Vec::new(), paths.gate_config());
+        for (key, _, place) in pod_gate(launch, false)?.keys {
+            files.put(&key, Vec::new(), place);
+        }
+    }
+    for var in token_vars {
+        if is_env_name(var) {
+            files.files.insert(token_key(var), Vec::new());
+            files.tokens.insert(var.clone(), token_key(var));
+        }
+    }
+    let config = paths.sidecar_config();
+    files.put("sidecar.json", Vec::new(), config.clone());
+    Ok((files, config))
+}
+
+/// What only a laptop has, refused with the reason before anything is created.
+fn refuse_laptop_only(launch: &Launch) -> Result<(), LaunchError> {
+    if launch.codex_login.is_some() {
+        return Err(LaunchError::Invalid(
+            "--forward-codex-auth is not supported on the kubernetes backend: the login would travel in the bottle's ConfigMap; leave the flag off (the bottle uses OPENAI_API_KEY through egress)".into(),
+        ));
+    }
+    pod_gate(launch, false).map(drop)
+}
+
+/// The image name the cluster pulls for a locally tagged image source.
+fn image_ref(settings: &ClusterSettings, source: &ImageSource) -> Result<String, LaunchError> {
+    let hash = source
+        .input_hash()
+        .map_err(|e| LaunchError::Invalid(format!("cannot hash the image's inputs: {e}")))?;
+    Ok(settings.image_ref(&source.tag(&hash)))
+}
+
+/// Builds the pod's config and files, creates the pod and attaches to the agent.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn launch(
+    home: &Home,
+    paths: &BottlePaths,
+    launch: &Launch,
+    sidecar_env: &[String],
+    config: &SidecarConfig,
+    spec: &LaunchSpec,
+    options: &Options,
+) -> Result<Box<dyn backend::RunningBottle>, LaunchError> {
+    refuse_laptop_only(launch)?;
+    let settings = settings(launch);
+    settings.validate().map_err(LaunchError::Invalid)?;
+    let tokens: Vec<(String, String)> = sidecar_env
+        .iter()
+        .filter_map(|k| options.env.var(k).map(|v| (k.clone(), v)))
+        .collect();
+    let gate = pod_gate(launch, true)?;
+    let (pod_config, files) = pod_config(home.root(), config, &gate, &tokens)?;
+    let base = options
+        .env
+        .var("BOT_BOTTLE_DOCKER_BASE")
+        .filter(|v| !v.trim().is_empty());
+    let agent_image = image_ref(
+        &settings,
+        &super::docker::agent_image(launch, paths, base.as_deref(), &options.env)?,
+    )?;
+    let sidecar_image = image_ref(&settings, &ImageSource::sidecar(base.as_deref()))?;
+    let config_inside = files
+        .places
+        .get("sidecar.json")
+        .cloned()
+        .unwrap_or_default();
+    let mut env = BTreeMap::from([
+        (
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        ),
+        ("HOME".to_owned(), "/tmp".to_owned()),
+    ]);
+    for name in ["BOT_BOTTLE_LOG", "RUST_LOG", "TZ", "LANG"] {
+        if let Some(value) = options.env.var(name) {
+            env.insert(name.to_owned(), value);
+        }
+    }
+    // Where the pod is, for a `bot-bottle stop` from another terminal.
+    backend::kubernetes::PodRecord {
+        context: settings.context.clone(),
+        namespace: settings.namespace.clone(),
+    }
+    .write(&home.state_dir(&spec.identity))?;
+    let mut kube = KubernetesConfig::new(settings, agent_image);
+    kube.sidecar = Some(KubeSidecar {
+        image: sidecar_image,
+        argv: vec!["/bin/sh".into(), "-c".into(), files.script(&config_inside)],
+        env,
+        ready_check: Some(vec![
+            POD_EXE.into(),
+            "sidecar".into(),
+            "--config".into(),
+            config_inside.display().to_string(),
+            "--check".into(),
+        ]),
+        files: files.files,
+    });
+    kube.clones = crate::pod::clones(&launch.agent.bottle);
+    debug_assert_eq!(pod_config.identity, spec.identity);
+    let backend = match &options.cluster {
+        Some(cluster) => KubernetesBackend::with_cluster(kube, cluster.clone())?,
+        None => KubernetesBackend::new(kube)?,
+    };
+    backend.prepare(spec)?;
+    let running = backend.launch(spec, BottleStdio::inherit())?;
+    super::agent_started(paths, options.report.as_ref());
+    Ok(running)
+}
+
+/// The backend `start` keeps for stopping the bottle: the manifest's cluster settings (a
+/// namespace other than the context's is where the pod is), over the tests' cluster if any.
+pub(super) fn open(launch: &Launch, options: &Options) -> Result<Arc<dyn Backend>, LaunchError> {
+    // Said before any state is made.
+    refuse_laptop_only(launch)?;
+    let config = KubernetesConfig::new(settings(launch), String::new());
+    Ok(match &options.cluster {
+        Some(cluster) => Arc::new(KubernetesBackend::with_cluster(config, cluster.clone())?),
+        None => Arc::new(KubernetesBackend::new(config)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn the_script_copies_each_file_reads_the_tokens_and_runs_the_bundle() {
+        let mut files = PodFiles::default();
+        files.put(
+            "ca.pem",
+            b"cert".to_vec(),
+            PathBuf::from("/tmp/bot-bottle/state/a-1/ca/ca.pem"),
+        );
+        files.files.insert("token-GH_TOKEN".into(), b"x".to_vec());
+        files
+            .tokens
+            .insert("GH_TOKEN".into(), "token-GH_TOKEN".into());
+        assert_eq!(
+            files.script(Path::new("/tmp/bot-bottle/state/a-1/sidecar.json")),
+            "set -eu\n\
+             umask 077\n\
+             mkdir -p '/tmp/bot-bottle/state/a-1/ca'\n\
+             cp -L '/run/bot-bottle/sidecar/ca.pem' '/tmp/bot-bottle/state/a-1/ca/ca.pem'\n\
+             GH_TOKEN=\"$(cat '/run/bot-bottle/sidecar/token-GH_TOKEN')\"; export GH_TOKEN\n\
+             exec /usr/local/bin/bot-bottle sidecar --config '/tmp/bot-bottle/state/a-1/sidecar.json'"
+        );
+    }
+
+    #[test]
+    fn variable_names_only() {
+        assert!(is_env_name("ANTHROPIC_API_KEY"));
+        assert!(is_env_name("_x1"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("A;rm -rf /"));
+        assert!(!is_env_name(""));
+    }
+
+    /// A whole `start` against the in-memory cluster: the launcher's state, the pod's files
+    /// in the Secret, the agent attached and released, its exit code, the teardown.
+    mod start {
+        use super::*;
+        use backend::kubernetes::fake::{self, FakeCluster};
+        use backend::kubernetes::{Cluster, objects};
+        use pretty_assertions::assert_eq;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const TOKEN: &str = "sk-ant-oat01-not-a-real-token-4242";
+        const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n";
+
+        struct World {
+            tmp: tempfile::TempDir,
+            home: Home,
+            report: Arc<crate::Recorded>,
+            cluster: Arc<FakeCluster>,
+        }
+
+        fn world() -> World {
+            let tmp = tempfile::tempdir().unwrap();
+            let key = tmp.path().join("deploy_key");
+            std::fs::write(&key, DEPLOY_KEY).unwrap();
+            std::fs::write(
+                tmp.path().join("bot-bottle.yaml"),
+                format!(
+                    "bottles:\n  dev:\n    agent_provider: claude\n    supervise: true\n    git-gate:\n      user: {{name: Bot, email: bot@example.com}}\n      repos:\n        app:\n          url: ssh://git@git.example/org/app.git\n          key: {{provider: static, path: {}}}\n          host_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n    egress:\n      routes:\n        - host: api.anthropic.com\n          auth_scheme: Bearer\n          token_env: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN\n    kubernetes:\n      namespace: agents\n      registry: registry.example/team\nagents:\n  demo:\n    bottle: dev\n",
+                    key.display()
+                ),
+            )
+            .unwrap();
+            World {
+                home: Home::new(tmp.path().join("h")),
+                tmp,
+                report: Arc::new(crate::Recorded::default()),
+                cluster: Arc::new(FakeCluster::new()),
+            }
+        }
+
+        impl World {
+            fn options(&self) -> Options {
+                Options {
+                    exe: PathBuf::from("/nonexistent/bot-bottle"),
+                    interactive: false,
+                    env: crate::HostEnv::map([("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN", TOKEN)]),
+                    report: self.report.clone(),
+                    cluster: Some(self.cluster.clone() as Arc<dyn Cluster>),
+                }
+            }
+
+            fn launch(&self, command: &[&str]) -> Launch {
+                let manifest =
+                    manifest::Manifest::load(self.tmp.path().join("bot-bottle.yaml")).unwrap();
+                Launch {
+                    agent: manifest.agent("demo").unwrap(),
+                    backend: backend::BackendKind::Kubernetes,
+                    cwd: self.tmp.path().to_path_buf(),
+                    copy_cwd: false,
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    manifest: None,
+                    codex_login: None,
+                }
+            }
+        }
+
+        /// Plays the agent container: the start line, one line of output, then the end.
+        fn agent(cluster: Arc<FakeCluster>, code: i32) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let name = loop {
+                        if let Some(name) = cluster
+                            .calls()
+                            .iter()
+                            .find_map(|c| c.strip_prefix("attach pod ").map(str::to_owned))
+                        {
+                            break name.split(' ').next().unwrap().to_owned();
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    };
+                    let mut ends = cluster
+                        .attached(&name, Duration::from_secs(20))
+                        .await
+                        .unwrap();
+                    let mut first = [0u8; 1];
+                    ends.stdin.read_exact(&mut first).await.unwrap();
+                    assert_eq!(&first, objects::START_LINE);
+                    ends.stdout.write_all(b"agent ran\n").await.unwrap();
+                    drop(ends);
+                    cluster.set_status(&name, fake::agent_ended(code));
+                    name
+                })
+            })
+        }
+
+        fn config_inside_of(identity: &str) -> PathBuf {
+            Home::new(POD_HOME).bottle(identity).sidecar_config()
+        }
+
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+
+        #[test]
+        fn start_ships_the_bundle_in_the_secret_runs_the_agent_and_tears_it_down() {
+            let w = world();
+            w.cluster.kubelet(vec![
+                fake::starting(),
+                fake::sidecar_started(),
+                fake::agent_running(),
+            ]);
+            let player = agent(w.cluster.clone(), 0);
+            let running =
+                crate::launch(&w.home, w.launch(&["sh", "-c", "echo hi"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            let name = objects::object_name(&identity);
+
+            // The pod, as created: the manifest's registry, the gate's clone, the wrapper.
+            let pod = w.cluster.pod(&name).unwrap();
+            let spec = pod.spec.clone().unwrap();
+            let agent = &spec.containers[0];
+            assert!(
+                agent
+                    .image
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("registry.example/team/bot-bottle/agent-claude:"),
+                "{agent:?}"
+            );
+            assert_eq!(
+                agent.command.as_ref().unwrap()[4..].to_vec(),
+                vec!["sh", "-c", "echo hi"]
+            );
+            assert_eq!(
+                agent.working_dir.as_deref(),
+                Some(crate::pod::POD_WORKSPACE)
+            );
+            let sidecar = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == "sidecar")
+                .unwrap();
+            assert!(
+                sidecar
+                    .image
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("registry.example/team/bot-bottle/sidecar:")
+            );
+            let script = sidecar.args.as_ref().unwrap()[2].clone();
+            assert!(
+                script.contains("export BOT_BOTTLE_CLAUDE_OAUTH_TOKEN"),
+                "{script}"
+            );
+
+            // The Secret: the bundle's files, the token and the deploy key; the pod's
+            // config listens on loopback only, with the pod's paths, each one shipped.
+            let secret = w.cluster.secret(&name).unwrap();
+            let data = secret.data.clone().unwrap();
+            let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                vec![
+                    "ca-key.pem",
+                    "ca.pem",
+                    "gate.yaml",
+                    "key-app",
+                    "routes.yaml",
+                    "sidecar.json",
+                    "token-BOT_BOTTLE_CLAUDE_OAUTH_TOKEN",
+                ]
+            );
+            assert_eq!(
+                data["token-BOT_BOTTLE_CLAUDE_OAUTH_TOKEN"].0,
+                TOKEN.as_bytes()
+            );
+            assert_eq!(data["key-app"].0, DEPLOY_KEY.as_bytes());
+            let config: SidecarConfig = serde_json::from_slice(&data["sidecar.json"].0).unwrap();
+            let loopback = |l: &Listen| match l {
+                Listen::Tcp(addr) => addr.ip().is_loopback(),
+                Listen::Unix(_) => false,
+            };
+            assert!(loopback(&config.egress.listen));
+            assert!(loopback(&config.gate.as_ref().unwrap().listen));
+            assert!(loopback(&config.supervise.as_ref().unwrap().listen));
+            assert_eq!(config.home, Path::new(POD_HOME));
+            for path in [
+                &config.egress.routes,
+                &config.egress.ca_dir.join("ca-key.pem"),
+                &config.gate.as_ref().unwrap().repos,
+            ] {
+                assert!(path.starts_with(POD_HOME), "{}", path.display());
+                assert!(
+                    script.contains(&format!("'{}'", path.display())),
+                    "{} is not copied into place: {script}",
+                    path.display()
+                );
+            }
+            // `start --dry-run` shows the same keys and the same script.
+            let (planned, _) = planned_files(
+                &w.launch(&["sh", "-c", "echo hi"]),
+                &identity,
+                &["BOT_BOTTLE_CLAUDE_OAUTH_TOKEN".to_owned()],
+            )
+            .unwrap();
+            let planned_keys: Vec<&str> = planned.files.keys().map(String::as_str).collect();
+            assert_eq!(planned_keys, keys);
+            assert_eq!(planned.script(&config_inside_of(&identity)), script);
+            let gate_yaml = String::from_utf8(data["gate.yaml"].0.clone()).unwrap();
+            assert!(
+                gate_yaml.contains("/tmp/bot-bottle/keys/app"),
+                "{gate_yaml}"
+            );
+            assert!(
+                !gate_yaml.contains(&w.tmp.path().display().to_string()),
+                "{gate_yaml}"
+            );
+
+            // The token is in the Secret alone: not in the pod, not in the ConfigMap, not on
+            // the operator's disk.
+            let pod_json = serde_json::to_string(&pod).unwrap();
+            assert!(!pod_json.contains(TOKEN));
+            let cm = serde_json::to_string(&w.cluster.config_map(&name).unwrap()).unwrap();
+            assert!(!cm.contains(TOKEN));
+            assert!(!cm.contains("not-a-real-key"));
+            let mut files = Vec::new();
+            walk(w.home.root(), &mut files);
+            for file in files {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(TOKEN),
+                    "the token is in {}",
+                    file.display()
+                );
+            }
+
+            // `stop` from another terminal finds the pod's namespace.
+            assert_eq!(
+                backend::kubernetes::PodRecord::read(&w.home.state_dir(&identity))
+                    .unwrap()
+                    .namespace
+                    .as_deref(),
+                Some("agents")
+            );
+
+            // The agent runs, ends with 0: the pod is deleted and the state removed.
+            assert_eq!(running.wait().unwrap(), 0);
+            assert_eq!(player.join().unwrap(), name);
+            assert_eq!(w.cluster.pod(&name), None);
+            assert_eq!(w.cluster.secret(&name), None);
+            assert!(!w.home.state_dir(&identity).exists());
+        }
+
+        #[test]
+        fn a_failing_agent_keeps_the_state_resume_runs_it_again_and_an_image_pull_failure_says_which_image()
+         {
+            let w = world();
+            w.cluster.on_create(fake::agent_running());
+            let player = agent(w.cluster.clone(), 3);
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let id = state::Identity::parse(&identity).unwrap();
+            assert!(w.home.is_preserved(&id));
+
+            // `resume`: a new pod from the kept state (same CA, same routes), then a clean
+            // end removes the state.
+            let ca = std::fs::read(w.home.bottle(&id).ca_dir().join("ca.pem")).unwrap();
+            let player = agent(w.cluster.clone(), 0);
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let running =
+                crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()).unwrap();
+            let name = objects::object_name(&identity);
+            let secret = w.cluster.secret(&name).unwrap();
+            assert_eq!(secret.data.unwrap()["ca.pem"].0, ca);
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            assert!(!w.home.state_dir(&id).exists());
+
+            let w = world();
+            w.cluster.on_create(fake::image_pull_failure());
+            let e = crate::launch(&w.home, w.launch(&["true"]), &w.options())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cannot pull image"), "{e}");
+            assert!(e.contains("kubernetes.registry"), "{e}");
+            let created: Vec<String> = w
+                .cluster
+                .calls()
+                .iter()
+                .filter_map(|c| c.strip_prefix("create pod ").map(str::to_owned))
+                .collect();
+            assert_eq!(created.len(), 1);
+            assert_eq!(w.cluster.pod(&created[0]), None);
+        }
+
+        #[test]
+        fn a_forwarded_codex_login_or_a_local_upstream_is_refused_before_anything_exists() {
+            let w = world();
+            let mut launch = w.launch(&["true"]);
+            launch.codex_login = Some(w.tmp.path().join("auth.json"));
+            let e = crate::launch(&w.home, launch, &w.options())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--forward-codex-auth is not supported on the kubernetes backend"),
+                "{e}"
+            );
+            assert!(w.cluster.calls().is_empty());
+            assert!(w.home.list().unwrap().is_empty());
+
+            // A repository on the laptop's disk is not on the cluster.
+            let manifest = w.tmp.path().join("bot-bottle.yaml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            std::fs::write(
+                &manifest,
+                text.replace("ssh://git@git.example/org/app.git", "/srv/git/app.git"),
+            )
+            .unwrap();
+            let e = crate::launch(&w.home, w.launch(&["true"]), &w.options())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("repository `app` has a local upstream (/srv/git/app.git), which is not on the cluster"),
+                "{e}"
+            );
+            assert!(w.cluster.calls().is_empty());
+            assert!(w.home.list().unwrap().is_empty());
+        }
+    }
+}
