@@ -184,16 +184,28 @@ impl Stamp {
 
     /// Stamps every route of `proposed` that `live` does not have exactly as it is (what
     /// the approval adds or changes); routes the approval leaves alone keep their own end.
+    /// A changed route keeps the live one as its `after_grant`: when the grant ends, the
+    /// route goes back to exactly what it was (a path or a token given once or for a
+    /// while ends; the access the host had before does not). A route the approval adds
+    /// has nothing to go back to, and is gone when the grant ends.
     pub fn apply_to_new_routes(
         &self,
         live: &policy::EgressConfig,
         proposed: &mut policy::EgressConfig,
     ) {
+        if self.is_empty() {
+            return;
+        }
         let old = live.routes.as_deref().unwrap_or_default();
         for route in proposed.routes.iter_mut().flatten() {
-            if !old.contains(route) {
-                self.apply(route);
+            if old.contains(route) {
+                continue;
             }
+            let was = old
+                .iter()
+                .find(|l| l.host.eq_ignore_ascii_case(&route.host) && l.port == route.port);
+            self.apply(route);
+            route.after_grant = was.map(|l| Box::new(l.clone()));
         }
     }
 }
@@ -352,6 +364,29 @@ mod tests {
         assert_eq!(back, proposed);
         assert!(Stamp::new(Grant::Bottle, "00aa", now).is_empty());
         assert_eq!(Stamp::new(Grant::Once, "00aa", now).uses, Some(1));
+    }
+
+    #[test]
+    fn a_stamped_change_keeps_the_route_it_changed_to_go_back_to() {
+        let parse = |y: &str| serde_saphyr::from_str::<policy::EgressConfig>(y).unwrap();
+        let live = parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET]\n");
+        let mut proposed =
+            parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET, POST]\n");
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        Stamp::new(Grant::Once, "00aa", now).apply_to_new_routes(&live, &mut proposed);
+        assert_eq!(
+            serde_saphyr::to_string(&proposed).unwrap(),
+            "routes:\n- host: a.example\n  matches:\n  - methods:\n    - GET\n    - POST\n  uses: 1\n  grant: 00aa\n  after_grant:\n    host: a.example\n    matches:\n    - methods:\n      - GET\n"
+        );
+        // the live routes file reads back the same, and the proxy takes it
+        let text = serde_saphyr::to_string(&proposed).unwrap();
+        let back: policy::EgressConfig = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(back, proposed);
+        assert!(policy::validate(&back).is_ok());
+        // for the bottle: nothing to go back to, the change is the route
+        let mut bottle = parse("routes:\n  - host: a.example\n");
+        Stamp::new(Grant::Bottle, "00ab", now).apply_to_new_routes(&live, &mut bottle);
+        assert_eq!(bottle, parse("routes:\n  - host: a.example\n"));
     }
 
     #[test]

@@ -453,8 +453,12 @@ impl Engine {
                 after,
                 error: None,
                 effect: vec![format!(
-                    "removes {}: its grant {}",
-                    ended.what,
+                    "{}: its grant {}",
+                    if ended.restored {
+                        format!("puts {} back as it was before the grant", ended.what)
+                    } else {
+                        format!("removes {}", ended.what)
+                    },
                     match ended.why {
                         "used-up" => "is used up",
                         _ => "expired",
