@@ -71,7 +71,7 @@ pub struct DlpHit {
     pub action: &'static str,
 }
 
-/// Receives every DLP hit (at most [`crate::dlp::MAX_LOGGED_HITS`] per request) as the
+/// Receives every DLP hit (at most a few per request, as the request log) as the
 /// request is judged. It must not block: the sidecar bundle queues the hit and writes the
 /// audit line on another thread.
 pub type DlpHitSink = std::sync::Arc<dyn Fn(DlpHit) + Send + Sync>;
