@@ -510,3 +510,97 @@ async fn a_token_granted_once_or_for_a_while_ends_and_the_host_keeps_its_earlier
     );
     assert_eq!(supervise::audit::verify(&home).unwrap(), (vec![], 1));
 }
+
+/// A path approved for the bottle on a route whose once-grant still runs outlasts that
+/// grant: when the grant is used up, the route goes back to what it was before it, with the
+/// bottle-long path in it (was: only the granted form had it, and it was lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_for_the_bottle_under_a_running_grant_outlasts_the_grant() {
+    let upstream = Upstream::start_plain().await;
+    let initial = "routes:\n  - host: api.test\n    matches:\n      - paths:\n          - type: prefix\n            value: /a\n";
+    let widened = "routes:\n  - host: api.test\n    matches:\n      - paths:\n          - type: prefix\n            value: /a\n          - type: prefix\n            value: /b\n";
+    let b = live_bottle(
+        &upstream,
+        "dev-00005",
+        initial,
+        &["api.test"],
+        |_| {},
+        Duration::from_secs(20),
+    )
+    .await;
+    let (home, identity, paddr, saddr) = (b.home.clone(), b.identity, b.proxy, b.supervise);
+    let get = async |path: &str| {
+        through_proxy(
+            paddr,
+            "GET",
+            &format!("http://api.test{path}"),
+            "api.test",
+            "",
+        )
+        .await
+    };
+    let ask = |id: u64, routes: String| {
+        let body = call(
+            id,
+            "egress-allow",
+            json!({"routes_yaml": routes, "justification": "paths"}),
+        );
+        tokio::spawn(async move { post(saddr, "127.0.0.1", &body).await })
+    };
+    let answer = async |grant: supervise::Grant| {
+        let p = wait_pending(&home, Some(identity), 1).await;
+        queue::answer_granted(
+            &home,
+            &p[0].proposal.id,
+            Decision::Approved,
+            None,
+            None,
+            "tester",
+            grant,
+        )
+        .unwrap();
+    };
+
+    // /b once.
+    let agent = ask(1, widened.to_owned());
+    answer(supervise::Grant::Once).await;
+    let (_, a) = agent.await.unwrap();
+    assert_eq!(result_of(&a)["status"], "approved", "{a}");
+
+    // While it runs, /c for the bottle: the agent proposes the live file with one more path.
+    let mut live = parsed(&std::fs::read_to_string(b.routes_file()).unwrap());
+    let route = &mut live.routes.as_mut().unwrap()[0];
+    assert_eq!(route.uses, Some(1), "the once-grant is running");
+    let c: policy::PathMatch = serde_saphyr::from_str("type: prefix\nvalue: /c\n").unwrap();
+    route.matches.as_mut().unwrap()[0]
+        .paths
+        .as_mut()
+        .unwrap()
+        .push(c);
+    let agent = ask(2, serde_saphyr::to_string(&live).unwrap());
+    answer(supervise::Grant::Bottle).await;
+    let (_, a) = agent.await.unwrap();
+    assert_eq!(result_of(&a)["status"], "approved", "{a}");
+
+    // The grant serves one request (any on the route counts), then ends; /a and the
+    // bottle-long /c stay.
+    assert_eq!(
+        [get("/b/1").await, get("/b/2").await, get("/c/1").await],
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 403 Forbidden",
+            "HTTP/1.1 200 OK"
+        ]
+    );
+    assert_eq!(
+        [get("/a/1").await, get("/c/2").await],
+        ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
+    );
+    let with_c = "routes:\n  - host: api.test\n    matches:\n      - paths:\n          - type: prefix\n            value: /a\n          - type: prefix\n            value: /c\n";
+    until("the used-up grant leaves the live routes", async || {
+        parsed(&std::fs::read_to_string(b.routes_file()).unwrap()) == parsed(with_c)
+    })
+    .await;
+    assert_eq!(get("/c/3").await, "HTTP/1.1 200 OK");
+    assert_eq!(get("/b/3").await, "HTTP/1.1 403 Forbidden");
+}
