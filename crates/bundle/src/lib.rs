@@ -14,6 +14,7 @@
 
 mod check;
 mod config;
+mod dlp_audit;
 mod error;
 mod serve;
 

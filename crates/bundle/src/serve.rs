@@ -82,6 +82,11 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
     let mut proxy_config = egress::ProxyConfig::new(&config.egress.ca_dir);
     proxy_config.upstream_ca = config.egress.upstream_ca.clone();
     proxy_config.log = egress::LogSink::File(config.egress.log.clone());
+    // Each DLP hit is also a line of the bottle's audit chain (redacted: never the secret).
+    proxy_config.dlp_hits = Some(crate::dlp_audit::sink(
+        proposals::Home::new(&config.home),
+        config.identity.clone(),
+    ));
     let proxy = egress::Proxy::new(proxy_config, routes).map_err(|source| BundleError::Egress {
         action: "cannot start egress",
         source,
@@ -306,6 +311,7 @@ impl supervise::Applier for SidecarApplier {
                 } else {
                     "expired"
                 },
+                restored: false,
             });
         }
         // The next allowed finding to end.

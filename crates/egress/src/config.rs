@@ -169,6 +169,9 @@ pub struct ProxyConfig {
     /// Forward requests without outbound DLP (benchmarks' baseline only; the sidecar
     /// bundle never sets it).
     pub dangerously_skip_dlp: bool,
+    /// Where each outbound DLP hit goes besides the request log (the sidecar bundle: the
+    /// bottle's audit chain). `None`: the request log only.
+    pub dlp_hits: Option<crate::log::DlpHitSink>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -200,6 +203,7 @@ impl ProxyConfig {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             dangerously_skip_dlp: false,
+            dlp_hits: None,
         }
     }
 }

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use policy::{EgressConfig, Policy, Route};
+use policy::{EgressConfig, Policy, Route, ValidatedRoute};
 
 /// Why a route that matched allows nothing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,15 @@ fn key(route: &Route) -> Key {
     (route.host.clone(), route.grant.clone())
 }
 
+fn key_of(route: &ValidatedRoute) -> Key {
+    (route.host_text.clone(), route.grant.clone())
+}
+
+/// A route and every route under it (its `after_grant`, and theirs).
+fn with_layers(route: &Route) -> impl Iterator<Item = &Route> {
+    std::iter::successors(Some(route), |r| r.after_grant.as_deref())
+}
+
 impl Uses {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u32>> {
         match self.spent.lock() {
@@ -79,8 +88,9 @@ impl Uses {
 
     /// Forgets the counts of routes (and DLP grants) `config` no longer has.
     pub(crate) fn retain(&self, config: &EgressConfig) {
-        let mut keys: Vec<Key> = config.routes.iter().flatten().map(key).collect();
-        for r in config.routes.iter().flatten() {
+        let all = || config.routes.iter().flatten().flat_map(with_layers);
+        let mut keys: Vec<Key> = all().map(key).collect();
+        for r in all() {
             for g in r.dlp_allow_grants.iter().flatten() {
                 keys.push((
                     policy::DlpAllowGrant::count_key(&r.host, &g.rule),
@@ -127,9 +137,20 @@ impl Uses {
 }
 
 /// The route `index` of `policy` and its limit of uses, if it has one.
-fn limited(policy: &Policy, index: usize) -> Option<(&Route, u32)> {
-    let route = policy.routes().config.routes.as_deref()?.get(index)?;
+fn limited(policy: &Policy, index: usize) -> Option<(&ValidatedRoute, u32)> {
+    let route = policy.route(index)?;
     route.uses.map(|limit| (route, limit))
+}
+
+/// Whether `route`'s grant has ended now (its `expires` passed, or its uses are spent):
+/// the request is judged by what the route went back to, if anything.
+pub(crate) fn ended(uses: &Uses, route: &ValidatedRoute) -> bool {
+    route
+        .expires
+        .is_some_and(|at| time::OffsetDateTime::now_utc() >= at)
+        || route
+            .uses
+            .is_some_and(|limit| uses.spent(&key_of(route)) >= limit)
 }
 
 /// Whether the route `index` of `policy` (which a request matched) still allows it, now:
@@ -145,7 +166,7 @@ pub(crate) fn admit(uses: &Uses, policy: &Policy, index: Option<usize>) -> Resul
         return Err(Ended::Expired);
     }
     match limited(policy, i) {
-        Some((route, limit)) if uses.spent(&key(route)) >= limit => Err(Ended::UsedUp),
+        Some((route, limit)) if uses.spent(&key_of(route)) >= limit => Err(Ended::UsedUp),
         _ => Ok(()),
     }
 }
@@ -154,7 +175,7 @@ pub(crate) fn admit(uses: &Uses, policy: &Policy, index: Option<usize>) -> Resul
 /// requests that arrived meanwhile spent the last one.
 pub(crate) fn spend(uses: &Uses, policy: &Policy, index: Option<usize>) -> Result<(), Ended> {
     match index.and_then(|i| limited(policy, i)) {
-        Some((route, limit)) if !uses.spend_key(key(route), limit) => Err(Ended::UsedUp),
+        Some((route, limit)) if !uses.spend_key(key_of(route), limit) => Err(Ended::UsedUp),
         _ => Ok(()),
     }
 }

@@ -37,7 +37,7 @@ mod upstream;
 pub use body::IdleTimeout;
 pub use config::{ConnectTo, ConnectToError, EnvReader, Limits, ProxyConfig, Timeouts};
 pub use dlp::{DlpLog, MARKER as DLP_MARKER};
-pub use log::{LogEntry, LogSink};
+pub use log::{DlpHit, DlpHitSink, LogEntry, LogSink, WITHHELD_PATH};
 pub use net::{Resolve, ResolveFuture, StaticResolver, SystemResolver};
 #[doc(hidden)]
 pub use proxy::fuzzing;

@@ -50,6 +50,36 @@ pub struct LogEntry {
     pub dlp: Option<crate::dlp::DlpLog>,
 }
 
+/// One outbound DLP hit, as the bottle's audit chain records it: what was found, where,
+/// on which request, and what egress did. Never the secret: no query, no header value, no
+/// body, and no path when the hit was in the request line (the path may hold it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlpHit {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    /// The request's method.
+    pub method: String,
+    /// Its host.
+    pub host: String,
+    /// Its path without the query; `None` when the secret was in the request line.
+    pub path: Option<String>,
+    /// The scanner rule id, `credential`, or `unscannable`.
+    pub rule: String,
+    /// Where: `request-line`, `header <name>`, `body`, `trailer <name>`.
+    pub place: String,
+    /// `blocked`, `redacted` or `logged`.
+    pub action: &'static str,
+}
+
+/// Receives every DLP hit (at most a few per request, as the request log) as the
+/// request is judged. It must not block: the sidecar bundle queues the hit and writes the
+/// audit line on another thread.
+pub type DlpHitSink = std::sync::Arc<dyn Fn(DlpHit) + Send + Sync>;
+
+/// What the request log and the audit chain show for the path of a request whose DLP hit
+/// was in the request line: the path itself may carry the secret.
+pub const WITHHELD_PATH: &str = "(withheld: the secret was in the request line)";
+
 pub(crate) struct RequestLog {
     out: Mutex<Box<dyn Write + Send>>,
 }

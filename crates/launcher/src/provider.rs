@@ -163,6 +163,7 @@ fn route(host: &str) -> Route {
         dlp: None,
         dlp_allow: None,
         dlp_allow_grants: None,
+        after_grant: None,
         dangerously_dlp_pass_unscannable: None,
         port: None,
         auth_scheme: None,

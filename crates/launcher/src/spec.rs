@@ -382,6 +382,7 @@ mod tests {
             dlp: None,
             dlp_allow: None,
             dlp_allow_grants: None,
+            after_grant: None,
             dangerously_dlp_pass_unscannable: None,
             port: None,
             auth_scheme: token.map(|_| "Bearer".into()),

@@ -109,7 +109,11 @@ impl Policy {
     pub fn new(routes: ValidatedRoutes) -> Policy {
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
+        // A route another one goes back to is reached only through that one.
         for (pos, r) in routes.routes.iter().enumerate() {
+            if r.layer_of.is_some() {
+                continue;
+            }
             match &r.host {
                 RouteHost::Exact(h) => exact.entry(h.clone()).or_default().push(pos),
                 RouteHost::Wildcard(s) => wildcard.entry(s.clone()).or_default().push(pos),
@@ -136,6 +140,31 @@ impl Policy {
     /// wildcard suffix before shorter). A route without a port covers 443 when `tls` (a
     /// `CONNECT`) and 80 otherwise (plain `http://`).
     pub fn route_for(&self, host: &str, port: u16, tls: bool) -> Option<&ValidatedRoute> {
+        self.route_for_live(host, port, tls, &|_| false)
+    }
+
+    /// The route that covers `host:port` now: as [`Policy::route_for`], then, while the
+    /// route's grant has `ended` and it has an `after_grant`, the route it went back to.
+    /// A route whose grant ended with nothing to go back to is returned as it is (its
+    /// owner refuses it, saying why).
+    pub fn route_for_live(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+        ended: &dyn Fn(&ValidatedRoute) -> bool,
+    ) -> Option<&ValidatedRoute> {
+        let mut route = self.route_for_top(host, port, tls)?;
+        while ended(route) {
+            match route.after_grant.and_then(|i| self.route(i)) {
+                Some(lower) => route = lower,
+                None => break,
+            }
+        }
+        Some(route)
+    }
+
+    fn route_for_top(&self, host: &str, port: u16, tls: bool) -> Option<&ValidatedRoute> {
         let host = normalize_host(host);
         // An empty label (`a..b`, a leading dot, a second trailing dot) is no name a
         // resolver or a certificate reads the same way: no route serves it.
@@ -194,13 +223,25 @@ impl Policy {
 
     /// Judges one request and says which path to forward.
     pub fn judge<'a>(&self, host: &str, port: u16, ask: &Ask<'a>) -> Judged<'a> {
+        self.judge_live(host, port, ask, &|_| false)
+    }
+
+    /// Judges one request by the route that covers it now (see [`Policy::route_for_live`]:
+    /// a route whose grant `ended` is judged as what it went back to).
+    pub fn judge_live<'a>(
+        &self,
+        host: &str,
+        port: u16,
+        ask: &Ask<'a>,
+        ended: &dyn Fn(&ValidatedRoute) -> bool,
+    ) -> Judged<'a> {
         let decision = |route, reason, path_problem| Decision {
             allowed: reason == Reason::Allowed,
             route,
             reason,
             path_problem,
         };
-        let Some(route) = self.route_for(host, port, ask.tls) else {
+        let Some(route) = self.route_for_live(host, port, ask.tls, ended) else {
             return Judged {
                 decision: decision(None, Reason::HostNotAllowed, None),
                 path: Cow::Borrowed(ask.path),

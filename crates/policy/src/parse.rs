@@ -88,6 +88,7 @@ mod tests {
                     expires: None,
                     uses: None,
                     grant: None,
+                    after_grant: None,
                     dlp: None,
                     dlp_allow: None,
                     dlp_allow_grants: None,
@@ -119,7 +120,7 @@ mod tests {
         assert!(shown.contains("hots"), "{shown}");
         assert_eq!(
             shown,
-            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant, dlp, dlp_allow, dlp_allow_grants, dangerously_dlp_pass_unscannable"
+            "/x/routes.yaml:3:5: unknown field `hots`, expected one of host, port, auth_scheme, token_env, auth_header, connect_to, matches, websocket, dangerously_raw_paths, expires, uses, grant, after_grant, dlp, dlp_allow, dlp_allow_grants, dangerously_dlp_pass_unscannable"
         );
     }
 

@@ -76,6 +76,12 @@ pub struct Route {
     /// The proposal whose time-limited approval added the route (for the audit log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The route as it was before a time-limited approval (`expires` / `uses`) changed it:
+    /// what the route goes back to when that grant ends (a path, a method or a token given
+    /// once or for a while ends; the access the host had before stays). Same host and port;
+    /// written by supervise, never by an agent's proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_grant: Option<Box<Route>>,
     /// What egress does when a request on this route carries a secret (a scanner rule's
     /// finding or a copy of a credential the bottle's routes hold): `block` (the default),
     /// `redact` or `log`. The model API's routes, added by the provider, use `redact`.
@@ -93,6 +99,18 @@ pub struct Route {
     /// body over the decode bound) instead of refusing them; default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dangerously_dlp_pass_unscannable: Option<bool>,
+}
+
+impl Route {
+    /// Calls `f` on the route and on every route under it (its `after_grant`, and theirs):
+    /// a change meant to outlast a running grant is made on each.
+    pub fn for_each_layer_mut(&mut self, mut f: impl FnMut(&mut Route)) {
+        let mut route = Some(self);
+        while let Some(r) = route {
+            f(r);
+            route = r.after_grant.as_deref_mut();
+        }
+    }
 }
 
 /// One rule of outbound DLP let through on a route until its grant ends (an operator's

@@ -108,6 +108,14 @@ pub enum PolicyError {
         /// Which route.
         at: RouteAt,
     },
+    /// An `after_grant` that cannot be what the route goes back to.
+    #[error("{at}: after_grant {why}")]
+    AfterGrant {
+        /// Which route.
+        at: RouteAt,
+        /// What is wrong, and the fix.
+        why: &'static str,
+    },
     /// An `upstream_ca` entry is empty.
     #[error("upstream_ca[{index}] is empty; give the path of a PEM file")]
     EmptyUpstreamCa {
@@ -241,6 +249,13 @@ pub struct ValidatedRoute {
     pub uses: Option<u32>,
     /// The proposal whose time-limited approval added it.
     pub grant: Option<String>,
+    /// The index (in [`ValidatedRoutes::routes`]) of the route it goes back to when its
+    /// grant ends (`after_grant`); `None`: it allows nothing then.
+    pub after_grant: Option<usize>,
+    /// For a route that is another route's `after_grant`: the index of the route it lies
+    /// under in the configuration's `routes` (it is judged only once that one's grant
+    /// ended). `None` for the configuration's own routes.
+    pub layer_of: Option<usize>,
     /// What egress does with a secret in a request on this route.
     pub dlp: crate::raw::DlpMode,
     /// Rule ids allowed to leave on this route.
@@ -269,7 +284,8 @@ pub struct DlpGrant {
 pub struct ValidatedRoutes {
     /// The configuration as given (never holds a token, only variable names).
     pub config: EgressConfig,
-    /// The routes, in order.
+    /// The routes, in order, then the routes they go back to when their grants end (each
+    /// with [`ValidatedRoute::layer_of`] set; their `index` counts on after the last route).
     pub routes: Vec<ValidatedRoute>,
 }
 
@@ -319,6 +335,7 @@ pub fn validate(config: &EgressConfig) -> Result<ValidatedRoutes, Vec<PolicyErro
         }
         routes.push(validated);
     }
+    validate_layers(config, &mut routes, &mut errors);
     if errors.is_empty() {
         Ok(ValidatedRoutes {
             config: config.clone(),
@@ -326,6 +343,54 @@ pub fn validate(config: &EgressConfig) -> Result<ValidatedRoutes, Vec<PolicyErro
         })
     } else {
         Err(errors)
+    }
+}
+
+/// Validates each route's `after_grant` chain and appends its links to `routes` (indexes
+/// counting on after the configuration's routes), each linked from the route above it.
+fn validate_layers(
+    config: &EgressConfig,
+    routes: &mut Vec<ValidatedRoute>,
+    errors: &mut Vec<PolicyError>,
+) {
+    let mut next = config.routes.as_ref().map_or(0, Vec::len);
+    for (index, route) in config.routes.iter().flatten().enumerate() {
+        let mut above = routes.iter().position(|r| r.index == index);
+        let mut upper = route;
+        while let Some(lower) = upper.after_grant.as_deref() {
+            let at = RouteAt {
+                index,
+                host: format!("{} after its grant", route.host),
+            };
+            if upper.expires.is_none() && upper.uses.is_none() {
+                errors.push(PolicyError::AfterGrant {
+                    at: at.clone(),
+                    why: "is only for a route approved once or for a while (with `uses` or `expires`); remove it",
+                });
+            }
+            if !lower.host.eq_ignore_ascii_case(&upper.host) || lower.port != upper.port {
+                errors.push(PolicyError::AfterGrant {
+                    at: at.clone(),
+                    why: "names another host or port than its route; a route can only go back to itself",
+                });
+            }
+            let before = errors.len();
+            let validated = validate_route(next, lower, &at, errors);
+            let layer = match (validated, errors.len() == before) {
+                (Some(mut v), true) => {
+                    v.layer_of = Some(index);
+                    v
+                }
+                _ => break,
+            };
+            if let Some(i) = above {
+                routes[i].after_grant = Some(next);
+            }
+            routes.push(layer);
+            above = Some(routes.len() - 1);
+            next += 1;
+            upper = lower;
+        }
     }
 }
 
@@ -509,6 +574,8 @@ fn validate_route(
         expires,
         uses: route.uses,
         grant: route.grant.clone(),
+        after_grant: None,
+        layer_of: None,
         dlp: route.dlp.unwrap_or_default(),
         dlp_allow: route.dlp_allow.clone().unwrap_or_default(),
         dlp_allow_grants,
@@ -673,6 +740,63 @@ mod tests {
             vec![
                 "routes[0] (a.example): expires \"in ten minutes\" is not a time; write RFC 3339 in UTC, e.g. 2026-05-25T12:10:00Z, or remove it".to_owned(),
                 "routes[0] (a.example): uses 0 would allow nothing; give 1 or more, or remove the route".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_granted_for_a_while_goes_back_to_its_after_grant_only_when_ended() {
+        let yaml = "routes:\n  - host: a.example\n    matches:\n      - methods: [GET, POST]\n    uses: 1\n    grant: 00aa\n    after_grant:\n      host: a.example\n      matches:\n        - methods: [GET]\n  - host: b.example\n";
+        let v = validate(&parse_routes(yaml, Path::new("r.yaml")).unwrap()).unwrap();
+        // the layer counts on after the configuration's routes and lies under routes[0]
+        let shape: Vec<(usize, Option<usize>, Option<usize>)> = v
+            .routes
+            .iter()
+            .map(|r| (r.index, r.after_grant, r.layer_of))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(0, Some(2), None), (1, None, None), (2, None, Some(0))]
+        );
+        let p = crate::Policy::new(v);
+        let h = http::HeaderMap::new();
+        let ask = |method| crate::Ask {
+            tls: true,
+            method,
+            path: "/",
+            query: None,
+            headers: &h,
+            upgrade: None,
+        };
+        let judge = |method, ended: bool| {
+            let d = p
+                .judge_live("a.example", 443, &ask(method), &|r| {
+                    ended && r.uses.is_some()
+                })
+                .decision;
+            (d.allowed, d.route)
+        };
+        assert_eq!(
+            [
+                judge("POST", false),
+                judge("POST", true),
+                judge("GET", true)
+            ],
+            [(true, Some(0)), (false, Some(2)), (true, Some(2))]
+        );
+        // an ended grant with nothing under it stays the route judged (its owner refuses it)
+        assert_eq!(
+            p.route_for_live("b.example", 443, true, &|_| true)
+                .map(|r| r.index),
+            Some(1)
+        );
+        assert_eq!(
+            errors(
+                "routes:\n  - host: a.example\n    after_grant:\n      host: b.example\n      port: 8443\n"
+            ),
+            vec![
+                "routes[0] (a.example after its grant): after_grant is only for a route approved once or for a while (with `uses` or `expires`); remove it".to_owned(),
+                "routes[0] (a.example after its grant): after_grant names another host or port than its route; a route can only go back to itself".to_owned(),
             ]
         );
     }

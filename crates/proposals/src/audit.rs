@@ -331,7 +331,13 @@ impl std::fmt::Display for ChainBreak {
 
 /// Checks one log file's chain; returns the first break, if any.
 pub fn verify_file(path: &Path) -> Result<Option<ChainBreak>, AuditError> {
-    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    // Read under a shared lock: an append (egress writes DLP hits while the bottle runs)
+    // holds the exclusive one from its line to its head record, and a verify between the
+    // two would see a head one line behind and report tampering that never happened.
+    let mut file = fs::File::open(path).map_err(io_err("open", path))?;
+    file.lock_shared().map_err(io_err("lock", path))?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut file, &mut text).map_err(io_err("read", path))?;
     let brk = |line: Option<usize>, reason: String| {
         Ok(Some(ChainBreak {
             path: path.to_owned(),

@@ -21,6 +21,63 @@ pub struct DlpAllowRequest {
     pub rule: String,
 }
 
+/// One outbound DLP hit of egress, as the bottle's audit chain records it (stage
+/// `dlp-hit`): the rule, where in the request, the request's method, host and path, and
+/// what egress did. It never holds the secret: egress gives no query, no header value, no
+/// body, and no path when the secret was in the request line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// When the request arrived (RFC 3339).
+    pub time: String,
+    /// The request's method.
+    pub method: String,
+    /// Its host.
+    pub host: String,
+    /// Its path without the query, when egress shows it.
+    pub path: Option<String>,
+    /// The scanner rule id, `credential`, or `unscannable`.
+    pub rule: String,
+    /// Where in the request: `request-line`, `header <name>`, `body`, `trailer <name>`.
+    pub place: String,
+    /// `blocked`, `redacted` or `logged`.
+    pub action: String,
+}
+
+impl Hit {
+    /// The stage of a hit's audit line.
+    pub const STAGE: &'static str = "dlp-hit";
+
+    /// The audit line of the hit in `bottle`'s egress chain (`decision` is what egress
+    /// did; `effect` says it in one line).
+    pub fn audit_entry(&self, bottle: &str) -> crate::audit::NewEntry {
+        let target = match &self.path {
+            Some(path) => format!("{} {}{path}", self.method, self.host),
+            None => format!("{} {} (path withheld)", self.method, self.host),
+        };
+        crate::audit::NewEntry {
+            component: "egress".to_owned(),
+            bottle: bottle.to_owned(),
+            proposal_id: String::new(),
+            tool: "dlp".to_owned(),
+            justification: String::new(),
+            arrival_timestamp: self.time.clone(),
+            decided_at: self.time.clone(),
+            decision: self.action.clone(),
+            operator: "bot-bottle egress".to_owned(),
+            notes: None,
+            before: None,
+            after: None,
+            error: None,
+            effect: vec![format!(
+                "dlp rule {} in the {} of {target}: {}",
+                self.rule, self.place, self.action
+            )],
+            stage: Some(Self::STAGE.to_owned()),
+            grant: None,
+        }
+    }
+}
+
 /// Checks a `dlp-allow` request's fields.
 pub fn check_dlp_allow(req: &DlpAllowRequest) -> Result<(), ValidationError> {
     if req.host.trim().is_empty() {
@@ -84,10 +141,13 @@ pub fn allow_dlp_rule(
     for route in config.routes.iter_mut().flatten() {
         if route.host.eq_ignore_ascii_case(host) {
             found = true;
-            let allow = route.dlp_allow.get_or_insert_with(Vec::new);
-            if !allow.iter().any(|r| r == rule) {
-                allow.push(rule.to_owned());
-            }
+            // Also under a running grant: the rule outlasts it.
+            route.for_each_layer_mut(|route| {
+                let allow = route.dlp_allow.get_or_insert_with(Vec::new);
+                if !allow.iter().any(|r| r == rule) {
+                    allow.push(rule.to_owned());
+                }
+            });
         }
     }
     if found {
@@ -112,17 +172,20 @@ pub fn grant_dlp_rule(
     for route in config.routes.iter_mut().flatten() {
         if route.host.eq_ignore_ascii_case(host) {
             found = true;
-            if route.dlp_allow.iter().flatten().any(|r| r == rule) {
-                continue;
-            }
-            let grants = route.dlp_allow_grants.get_or_insert_with(Vec::new);
-            // A new approval of the same rule sets a new end.
-            grants.retain(|g| g.rule != rule);
-            grants.push(policy::DlpAllowGrant {
-                rule: rule.to_owned(),
-                expires: stamp.expires.clone(),
-                uses: stamp.uses,
-                grant: stamp.grant.clone(),
+            // Also under a running grant of the route: the rule's own end decides.
+            route.for_each_layer_mut(|route| {
+                if route.dlp_allow.iter().flatten().any(|r| r == rule) {
+                    return;
+                }
+                let grants = route.dlp_allow_grants.get_or_insert_with(Vec::new);
+                // A new approval of the same rule sets a new end.
+                grants.retain(|g| g.rule != rule);
+                grants.push(policy::DlpAllowGrant {
+                    rule: rule.to_owned(),
+                    expires: stamp.expires.clone(),
+                    uses: stamp.uses,
+                    grant: stamp.grant.clone(),
+                });
             });
         }
     }

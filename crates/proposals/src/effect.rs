@@ -659,10 +659,15 @@ pub fn attach_token(
     for route in config.routes.iter_mut().flatten() {
         if route.host == host {
             found = true;
-            route.token_env = Some(token_name.to_owned());
-            if route.auth_scheme.is_none() && route.auth_header.is_none() {
-                route.auth_scheme = Some("Bearer".to_owned());
-            }
+            // Also under a running grant of the route: the credential outlasts it (a
+            // token given once or for a while is stamped on afterwards, and only the
+            // route it gives then goes back to this one).
+            route.for_each_layer_mut(|route| {
+                route.token_env = Some(token_name.to_owned());
+                if route.auth_scheme.is_none() && route.auth_header.is_none() {
+                    route.auth_scheme = Some("Bearer".to_owned());
+                }
+            });
         }
     }
     if found {

@@ -184,21 +184,157 @@ impl Stamp {
 
     /// Stamps every route of `proposed` that `live` does not have exactly as it is (what
     /// the approval adds or changes); routes the approval leaves alone keep their own end.
+    /// A changed route keeps the live one as its `after_grant`: when the grant ends, the
+    /// route goes back to exactly what it was (a path or a token given once or for a
+    /// while ends; the access the host had before does not). A route the approval adds
+    /// has nothing to go back to, and is gone when the grant ends.
     pub fn apply_to_new_routes(
         &self,
         live: &policy::EgressConfig,
         proposed: &mut policy::EgressConfig,
     ) {
+        if self.is_empty() {
+            return;
+        }
         let old = live.routes.as_deref().unwrap_or_default();
         for route in proposed.routes.iter_mut().flatten() {
-            if !old.contains(route) {
-                self.apply(route);
+            if old.contains(route) {
+                continue;
             }
+            let was = old
+                .iter()
+                .find(|l| l.host.eq_ignore_ascii_case(&route.host) && l.port == route.port);
+            self.apply(route);
+            route.after_grant = was.map(|l| Box::new(l.clone()));
         }
     }
 }
 
-/// A duration the operator typed that is not one./// A duration the operator typed that is not one.
+/// For an approval that does not end (for the bottle, persist): a route it changes while a
+/// grant of that route still runs gets the same change in what it goes back to (its
+/// `after_grant`, and theirs), so the change outlasts the grant. Without this the
+/// approval would only change the granted form, and be lost when the grant ends. Each
+/// field the approval changes is set the same under the grant; in `matches`, what the
+/// approval takes out or adds (an entry, or a path, method or header inside one it
+/// changed in place) is taken out of / added to the layer under it, so what the grant
+/// itself added still ends with it.
+pub fn carry_to_after_grant(live: &policy::EgressConfig, proposed: &mut policy::EgressConfig) {
+    let old = live.routes.as_deref().unwrap_or_default();
+    for route in proposed.routes.iter_mut().flatten() {
+        let Some(was) = old.iter().find(|l| {
+            l.host.eq_ignore_ascii_case(&route.host)
+                && l.port == route.port
+                && l.after_grant.is_some()
+                && l.after_grant == route.after_grant
+        }) else {
+            continue;
+        };
+        if was == route {
+            continue;
+        }
+        let to = route.clone();
+        if let Some(under) = route.after_grant.as_deref_mut() {
+            under.for_each_layer_mut(|layer| carry_change(was, &to, layer));
+        }
+    }
+}
+
+/// Makes on `layer` the change from `from` to `to` (the top of one route, before and after
+/// an approval for the bottle).
+fn carry_change(from: &policy::Route, to: &policy::Route, layer: &mut policy::Route) {
+    macro_rules! carry {
+        ($($field:ident),*) => {$(
+            if from.$field != to.$field {
+                layer.$field = to.$field.clone();
+            }
+        )*};
+    }
+    carry!(
+        auth_scheme,
+        token_env,
+        auth_header,
+        connect_to,
+        websocket,
+        dangerously_raw_paths,
+        dlp,
+        dlp_allow,
+        dangerously_dlp_pass_unscannable
+    );
+    if let Some(m) = carry_list(
+        &from.matches,
+        &to.matches,
+        &layer.matches,
+        |from, to, layer| {
+            // An entry the approval changed in place (same place in all three lists) gets
+            // the change inside it, so what the grant added to that entry is not kept.
+            if from.len() != to.len() || from.len() != layer.len() {
+                return None;
+            }
+            let mut out = layer.to_vec();
+            for ((f, t), l) in from.iter().zip(to).zip(out.iter_mut()) {
+                if f == t {
+                    continue;
+                }
+                if let Some(paths) = carry_list(&f.paths, &t.paths, &l.paths, |_, _, _| None) {
+                    l.paths = paths;
+                }
+                if let Some(methods) =
+                    carry_list(&f.methods, &t.methods, &l.methods, |_, _, _| None)
+                {
+                    l.methods = methods;
+                }
+                if let Some(headers) =
+                    carry_list(&f.headers, &t.headers, &l.headers, |_, _, _| None)
+                {
+                    l.headers = headers;
+                }
+            }
+            Some(out)
+        },
+    ) {
+        layer.matches = m;
+    }
+}
+
+/// The change from `from` to `to` (one list of conditions, before and after an approval
+/// for the bottle) made on `layer`, the same list under a grant; `None` when `layer` stays.
+/// Absent is "no condition": a list the approval removes is removed; a layer without the
+/// list already allows what any list would. Otherwise `in_place` may match items up, and
+/// failing that the items the approval took out are taken out and those it added are added.
+fn carry_list<T: PartialEq + Clone>(
+    from: &Option<Vec<T>>,
+    to: &Option<Vec<T>>,
+    layer: &Option<Vec<T>>,
+    in_place: impl FnOnce(&[T], &[T], &[T]) -> Option<Vec<T>>,
+) -> Option<Option<Vec<T>>> {
+    if from == to {
+        return None;
+    }
+    if layer == from || to.is_none() {
+        return Some(to.clone());
+    }
+    let items = layer.as_deref()?;
+    let (before, after) = (
+        from.as_deref().unwrap_or_default(),
+        to.as_deref().unwrap_or_default(),
+    );
+    if let Some(out) = in_place(before, after, items) {
+        return Some(Some(out));
+    }
+    let mut out: Vec<T> = items
+        .iter()
+        .filter(|m| !before.contains(m) || after.contains(m))
+        .cloned()
+        .collect();
+    for m in after {
+        if !before.contains(m) && !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    Some(Some(out))
+}
+
+/// A duration the operator typed that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     /// Not `<number><unit>`.
@@ -352,6 +488,82 @@ mod tests {
         assert_eq!(back, proposed);
         assert!(Stamp::new(Grant::Bottle, "00aa", now).is_empty());
         assert_eq!(Stamp::new(Grant::Once, "00aa", now).uses, Some(1));
+    }
+
+    #[test]
+    fn a_stamped_change_keeps_the_route_it_changed_to_go_back_to() {
+        let parse = |y: &str| serde_saphyr::from_str::<policy::EgressConfig>(y).unwrap();
+        let live = parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET]\n");
+        let mut proposed =
+            parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET, POST]\n");
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        Stamp::new(Grant::Once, "00aa", now).apply_to_new_routes(&live, &mut proposed);
+        assert_eq!(
+            serde_saphyr::to_string(&proposed).unwrap(),
+            "routes:\n- host: a.example\n  matches:\n  - methods:\n    - GET\n    - POST\n  uses: 1\n  grant: 00aa\n  after_grant:\n    host: a.example\n    matches:\n    - methods:\n      - GET\n"
+        );
+        // the live routes file reads back the same, and the proxy takes it
+        let text = serde_saphyr::to_string(&proposed).unwrap();
+        let back: policy::EgressConfig = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(back, proposed);
+        assert!(policy::validate(&back).is_ok());
+        // for the bottle: nothing to go back to, the change is the route
+        let mut bottle = parse("routes:\n  - host: a.example\n");
+        Stamp::new(Grant::Bottle, "00ab", now).apply_to_new_routes(&live, &mut bottle);
+        assert_eq!(bottle, parse("routes:\n  - host: a.example\n"));
+    }
+
+    #[test]
+    fn a_change_for_the_bottle_under_a_running_grant_outlasts_it() {
+        let parse = |y: &str| serde_saphyr::from_str::<policy::EgressConfig>(y).unwrap();
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        let initial = parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET]\n");
+        let mut live =
+            parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET, POST]\n");
+        Stamp::new(Grant::Once, "00aa", now).apply_to_new_routes(&initial, &mut live);
+        // for the bottle: a path entry added, and the route's websocket turned on
+        let mut proposed = live.clone();
+        let r = &mut proposed.routes.as_mut().unwrap()[0];
+        let path: policy::RouteMatch =
+            serde_saphyr::from_str("paths:\n  - type: prefix\n    value: /c\n").unwrap();
+        r.matches.as_mut().unwrap().push(path.clone());
+        r.websocket = Some(true);
+        let granted = proposed.routes.as_ref().unwrap()[0].clone();
+        carry_to_after_grant(&live, &mut proposed);
+        let r = &proposed.routes.as_ref().unwrap()[0];
+        // the granted form is what was approved; its end and grant stay
+        assert_eq!((r.uses, r.grant.as_deref()), (Some(1), Some("00aa")));
+        assert_eq!(r.matches, granted.matches);
+        // what it goes back to has the change too, without the granted POST
+        let under = r.after_grant.as_deref().unwrap();
+        let mut want = initial.routes.as_ref().unwrap()[0].clone();
+        want.matches.as_mut().unwrap().push(path);
+        want.websocket = Some(true);
+        assert_eq!(under, &want);
+        // a method added in place to the entry the grant widened: the granted POST
+        // still ends, the bottle-long PUT stays
+        let mut proposed = live.clone();
+        let r = &mut proposed.routes.as_mut().unwrap()[0];
+        r.matches.as_mut().unwrap()[0]
+            .methods
+            .as_mut()
+            .unwrap()
+            .push("PUT".to_owned());
+        carry_to_after_grant(&live, &mut proposed);
+        let under = proposed.routes.as_ref().unwrap()[0].after_grant.as_deref();
+        let methods = under
+            .and_then(|u| u.matches.as_ref())
+            .map(|m| m[0].methods.clone());
+        assert_eq!(
+            methods,
+            Some(Some(vec!["GET".to_owned(), "PUT".to_owned()]))
+        );
+        // a route with no running grant is left as proposed
+        let mut plain = initial.clone();
+        plain.routes.as_mut().unwrap()[0].websocket = Some(true);
+        let kept = plain.clone();
+        carry_to_after_grant(&initial, &mut plain);
+        assert_eq!(plain, kept);
     }
 
     #[test]

@@ -126,12 +126,22 @@ pub fn plan(
     };
     let live_routes = live.routes.unwrap_or_default();
     let proposed_routes = proposed.routes.unwrap_or_default();
+    // What a manifest route says holds for every bottle made from it: a grant of this
+    // bottle's (its end, its count, what it goes back to) is never written there.
+    let durable = |r: &policy::Route| policy::Route {
+        expires: None,
+        uses: None,
+        grant: None,
+        after_grant: None,
+        dlp_allow_grants: None,
+        ..r.clone()
+    };
     let mut added = Vec::new();
     let mut changed = Vec::new();
     for r in &proposed_routes {
         match live_routes.iter().find(|l| same(l, r)) {
-            None => added.push(r.clone()),
-            Some(l) if l != r => changed.push((r.host.clone(), r.port, Some(r.clone()))),
+            None => added.push(durable(r)),
+            Some(l) if l != r => changed.push((r.host.clone(), r.port, Some(durable(r)))),
             Some(_) => {}
         }
     }

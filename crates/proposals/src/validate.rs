@@ -245,6 +245,7 @@ pub fn check_routes_proposal(
         }
     }
     check_dlp_unchanged(current, proposed)?;
+    check_after_grant_unchanged(current, proposed)?;
     if current == proposed {
         return Err(ValidationError::Unchanged);
     }
@@ -281,6 +282,30 @@ fn check_dlp_unchanged(
         if !same {
             return Err(ValidationError::OperatorOnly(format!(
                 "changes the outbound dlp of route {} ('dlp', 'dlp_allow', 'dlp_allow_grants' or 'dangerously_dlp_pass_unscannable'); use the dlp-allow tool for one rule",
+                route.host
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An agent's routes proposal keeps every route's `after_grant` (what a route granted once
+/// or for a while goes back to) as it is, and a new route has none: the operator's effect
+/// shows the route, not what it would turn into later, so only supervise writes it.
+fn check_after_grant_unchanged(
+    current: &EgressConfig,
+    proposed: &EgressConfig,
+) -> Result<(), ValidationError> {
+    for route in proposed.routes.iter().flatten() {
+        let before = current
+            .routes
+            .iter()
+            .flatten()
+            .find(|c| c.host.eq_ignore_ascii_case(&route.host) && c.port == route.port)
+            .and_then(|c| c.after_grant.as_ref());
+        if route.after_grant.as_ref() != before {
+            return Err(ValidationError::OperatorOnly(format!(
+                "changes 'after_grant' of route {} (what a route approved once or for a while goes back to, which only supervise writes); keep it as list-egress-routes shows it",
                 route.host
             )));
         }

@@ -139,8 +139,13 @@ pub fn grant_notes(text: &str, spent: &[(String, Option<String>, u32)]) -> Strin
             ends.push(format!("until {at}"));
         }
         if !ends.is_empty() {
+            let then = if r.after_grant.is_some() {
+                "then it goes back to what it was before the grant"
+            } else {
+                "then it is gone"
+            };
             out.push_str(&format!(
-                "# routes[{i}] ({}): {}, then it is gone\n",
+                "# routes[{i}] ({}): {}, {then}\n",
                 r.host,
                 ends.join(", ")
             ));
@@ -185,6 +190,9 @@ pub struct Ended {
     pub what: String,
     /// `expired` or `used-up`.
     pub why: &'static str,
+    /// Whether a route went back to what it was before the grant (its `after_grant`)
+    /// rather than being taken out.
+    pub restored: bool,
 }
 
 /// What a sweep did.
@@ -220,89 +228,127 @@ pub fn sweep_routes(
     };
     if let Some(routes) = config.routes.as_mut() {
         // A rule let through for a while or once: taken off its route when it ended.
-        for r in routes.iter_mut() {
-            let host = r.host.clone();
-            let Some(grants) = r.dlp_allow_grants.as_mut() else {
-                continue;
-            };
-            grants.retain(|g| {
-                let why = match g.expires.as_deref().map(proposals::grant::parse_time) {
-                    Some(None) => Some("expired"),
-                    Some(Some(at)) if now >= at => Some("expired"),
-                    Some(Some(at)) => {
-                        soonest((at - now).try_into().unwrap_or_default());
-                        None
-                    }
-                    None => None,
+        for top in routes.iter_mut() {
+            top.for_each_layer_mut(|r| {
+                let host = r.host.clone();
+                let Some(grants) = r.dlp_allow_grants.as_mut() else {
+                    return;
                 };
-                let why = why.or_else(|| {
-                    let limit = g.uses?;
-                    let name = policy::DlpAllowGrant::count_key(&host, &g.rule);
-                    let used = spent
-                        .iter()
-                        .find(|(h, k, _)| *h == name && *k == g.grant)
-                        .map_or(0, |s| s.2);
-                    if used >= limit {
-                        Some("used-up")
-                    } else {
-                        soonest(USES_POLL);
-                        None
-                    }
-                });
-                if let Some(why) = why {
-                    ended.push(Ended {
-                        tool: Tool::DlpAllow,
-                        grant: g.grant.clone(),
-                        what: format!("dlp rule {} on route {host}", g.rule),
-                        why,
+                grants.retain(|g| {
+                    let why = match g.expires.as_deref().map(proposals::grant::parse_time) {
+                        Some(None) => Some("expired"),
+                        Some(Some(at)) if now >= at => Some("expired"),
+                        Some(Some(at)) => {
+                            soonest((at - now).try_into().unwrap_or_default());
+                            None
+                        }
+                        None => None,
+                    };
+                    let why = why.or_else(|| {
+                        let limit = g.uses?;
+                        let name = policy::DlpAllowGrant::count_key(&host, &g.rule);
+                        let used = spent
+                            .iter()
+                            .find(|(h, k, _)| *h == name && *k == g.grant)
+                            .map_or(0, |s| s.2);
+                        if used >= limit {
+                            Some("used-up")
+                        } else {
+                            soonest(USES_POLL);
+                            None
+                        }
                     });
+                    if let Some(why) = why {
+                        ended.push(Ended {
+                            tool: Tool::DlpAllow,
+                            grant: g.grant.clone(),
+                            what: format!("dlp rule {} on route {host}", g.rule),
+                            why,
+                            restored: false,
+                        });
+                    }
+                    why.is_none()
+                });
+                if grants.is_empty() {
+                    r.dlp_allow_grants = None;
                 }
-                why.is_none()
             });
-            if grants.is_empty() {
-                r.dlp_allow_grants = None;
+        }
+        // A route whose grant ended goes back to what it was before the grant (its
+        // `after_grant`, whose own end is then looked at), or is taken out.
+        let mut kept = Vec::with_capacity(routes.len());
+        for mut r in std::mem::take(routes) {
+            loop {
+                let why = match route_end(&r, spent, now) {
+                    RouteEnd::Ended(why) => why,
+                    RouteEnd::LookAgain(after) => {
+                        soonest(after);
+                        kept.push(r);
+                        break;
+                    }
+                    RouteEnd::Never => {
+                        kept.push(r);
+                        break;
+                    }
+                };
+                let lower = r.after_grant.take();
+                // A route that goes back to one without its credential ended a token's grant.
+                let tool = match &lower {
+                    Some(l) if l.token_env != r.token_env => Tool::EgressTokenAllow,
+                    _ => Tool::EgressAllow,
+                };
+                ended.push(Ended {
+                    tool,
+                    grant: r.grant.clone(),
+                    what: format!("route {}", r.host),
+                    why,
+                    restored: lower.is_some(),
+                });
+                match lower {
+                    Some(l) => r = *l,
+                    None => break,
+                }
             }
         }
-        routes.retain(|r| {
-            let expires = r.expires.as_deref().map(proposals::grant::parse_time);
-            let why = match expires {
-                // An end that cannot be read is an end (the proxy refuses such a file).
-                Some(None) => Some("expired"),
-                Some(Some(at)) if now >= at => Some("expired"),
-                Some(Some(at)) => {
-                    soonest((at - now).try_into().unwrap_or_default());
-                    None
-                }
-                None => None,
-            };
-            let why = why.or_else(|| {
-                let limit = r.uses?;
-                let used = spent
-                    .iter()
-                    .find(|(h, g, _)| *h == r.host && *g == r.grant)
-                    .map_or(0, |s| s.2);
-                if used >= limit {
-                    Some("used-up")
-                } else {
-                    soonest(USES_POLL);
-                    None
-                }
-            });
-            match why {
-                Some(why) => {
-                    ended.push(Ended {
-                        tool: Tool::EgressAllow,
-                        grant: r.grant.clone(),
-                        what: format!("route {}", r.host),
-                        why,
-                    });
-                    false
-                }
-                None => true,
-            }
-        });
+        *routes = kept;
     }
     (ended, next)
+}
+
+/// Where a route's grant stands.
+enum RouteEnd {
+    /// It ended: `expired` or `used-up`.
+    Ended(&'static str),
+    /// It holds; look again after this long (its expiry, or the next read of its count).
+    LookAgain(std::time::Duration),
+    /// The route has no end.
+    Never,
+}
+
+fn route_end(
+    r: &policy::Route,
+    spent: &[(String, Option<String>, u32)],
+    now: time::OffsetDateTime,
+) -> RouteEnd {
+    let mut after = None;
+    match r.expires.as_deref().map(proposals::grant::parse_time) {
+        // An end that cannot be read is an end (the proxy refuses such a file).
+        Some(None) => return RouteEnd::Ended("expired"),
+        Some(Some(at)) if now >= at => return RouteEnd::Ended("expired"),
+        Some(Some(at)) => after = Some((at - now).try_into().unwrap_or_default()),
+        None => {}
+    }
+    if let Some(limit) = r.uses {
+        let used = spent
+            .iter()
+            .find(|(h, g, _)| *h == r.host && *g == r.grant)
+            .map_or(0, |s| s.2);
+        if used >= limit {
+            return RouteEnd::Ended("used-up");
+        }
+        after = Some(after.map_or(USES_POLL, |a: std::time::Duration| a.min(USES_POLL)));
+    }
+    after.map_or(RouteEnd::Never, RouteEnd::LookAgain)
 }
 
 /// A live-reload hook: loads `routes` into the running egress proxy of `bottle`, or says
@@ -737,13 +783,15 @@ mod tests {
                     tool: Tool::EgressAllow,
                     grant: Some("00aa".into()),
                     what: "route gone.example".into(),
-                    why: "expired"
+                    why: "expired",
+                    restored: false,
                 },
                 Ended {
                     tool: Tool::EgressAllow,
                     grant: Some("00bb".into()),
                     what: "route once.example".into(),
-                    why: "used-up"
+                    why: "used-up",
+                    restored: false,
                 },
             ]
         );
@@ -775,13 +823,15 @@ mod tests {
                     tool: Tool::DlpAllow,
                     grant: Some("00e5".into()),
                     what: "dlp rule jwt on route api.example".into(),
-                    why: "expired"
+                    why: "expired",
+                    restored: false,
                 },
                 Ended {
                     tool: Tool::DlpAllow,
                     grant: Some("00e6".into()),
                     what: "dlp rule aws-access-key-id on route api.example".into(),
-                    why: "used-up"
+                    why: "used-up",
+                    restored: false,
                 },
             ]
         );

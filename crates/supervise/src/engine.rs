@@ -308,8 +308,22 @@ impl Engine {
                 Ok((Some(before), Some(text), effect))
             }
             Payload::Routes(cfg) => {
-                self.applier.apply_routes(bottle, &cfg, file).await?;
-                Ok((Some(before), Some(file.to_owned()), effect))
+                // For the bottle: a change to a route whose grant still runs is made in
+                // what it goes back to as well, so it outlasts the grant.
+                let mut carried = cfg.clone();
+                if !before.trim().is_empty()
+                    && let Ok(live) = validate::parse_routes(&before)
+                {
+                    proposals::grant::carry_to_after_grant(&live, &mut carried);
+                }
+                if carried == cfg {
+                    self.applier.apply_routes(bottle, &cfg, file).await?;
+                    return Ok((Some(before), Some(file.to_owned()), effect));
+                }
+                let text = serde_saphyr::to_string(&carried)
+                    .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
+                self.applier.apply_routes(bottle, &carried, &text).await?;
+                Ok((Some(before), Some(text), effect))
             }
             Payload::Token(t) => {
                 self.applier
@@ -453,8 +467,12 @@ impl Engine {
                 after,
                 error: None,
                 effect: vec![format!(
-                    "removes {}: its grant {}",
-                    ended.what,
+                    "{}: its grant {}",
+                    if ended.restored {
+                        format!("puts {} back as it was before the grant", ended.what)
+                    } else {
+                        format!("removes {}", ended.what)
+                    },
                     match ended.why {
                         "used-up" => "is used up",
                         _ => "expired",

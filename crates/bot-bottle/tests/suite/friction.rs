@@ -310,7 +310,33 @@ fn discard_refuses_a_running_or_unknown_bottle_and_keeps_the_logs_of_a_discarded
     home.mark_preserved(&id).unwrap();
     let logs = home.state_dir(&id).join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(logs.join("egress.jsonl"), "{}\n").unwrap();
+    // The request log as the egress proxy writes it: a rotated part and the current one.
+    let line = |time: &str, path: &str, decision: &'static str, status: u16| {
+        let entry = egress::LogEntry {
+            time: time.into(),
+            method: "GET".into(),
+            host: "api.test".into(),
+            path: path.into(),
+            decision,
+            reason: if decision == "allowed" {
+                "allowed"
+            } else {
+                "destination-not-allowed"
+            },
+            rule: (decision == "allowed").then_some(0),
+            status,
+            bytes_up: 0,
+            bytes_down: 2,
+            duration_ms: 1.5,
+            dlp: None,
+        };
+        serde_json::to_string(&entry).unwrap() + "\n"
+    };
+    let rotated = line("2026-12-05T18:00:01Z", "/a", "allowed", 200);
+    let current = line("2026-12-05T18:00:02Z", "/b", "blocked", 403);
+    std::fs::write(logs.join("egress.jsonl.1"), &rotated).unwrap();
+    std::fs::write(logs.join("egress.jsonl"), &current).unwrap();
+    std::fs::write(logs.join("sidecar.log"), "egress listening\n").unwrap();
     assert_eq!(
         discard(id.as_str()),
         (
@@ -322,7 +348,40 @@ fn discard_refuses_a_running_or_unknown_bottle_and_keeps_the_logs_of_a_discarded
     assert!(!home.state_dir(&id).exists());
     assert_eq!(
         std::fs::read_to_string(home.kept_logs_dir(&id).join("egress.jsonl")).unwrap(),
-        "{}\n"
+        current
+    );
+    // `bot-bottle logs ID` itself reads the kept log of the bottle that is gone.
+    let logs_of = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+            .arg("logs")
+            .args(args)
+            .env("HOME", tmp.path())
+            .env("BOT_BOTTLE_HOME", home.root())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    assert_eq!(
+        logs_of(&[id.as_str()]),
+        (
+            0,
+            "2026-12-05T18:00:01Z allowed 200 GET api.test/a (allowed)\n\
+             2026-12-05T18:00:02Z blocked 403 GET api.test/b (destination-not-allowed)\n"
+                .to_owned(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        logs_of(&[id.as_str(), "--json"]),
+        (0, format!("{rotated}{current}"), String::new())
+    );
+    assert_eq!(
+        logs_of(&[id.as_str(), "--sidecar"]),
+        (0, "egress listening\n".to_owned(), String::new())
     );
     assert_eq!(
         discard(id.as_str()),

@@ -19,6 +19,11 @@ struct World {
 }
 
 fn world() -> World {
+    world_of("bottles:\n  dev: {}\nagents:\n  demo:\n    bottle: dev\n")
+}
+
+/// A world whose workspace manifest is `manifest` (an agent `demo`).
+fn world_of(manifest: &str) -> World {
     // Short paths: Unix socket paths are limited to 107 bytes.
     let tmp = tempfile::Builder::new()
         .prefix("bb")
@@ -26,11 +31,7 @@ fn world() -> World {
         .unwrap();
     let workspace = tmp.path().join("w");
     std::fs::create_dir_all(&workspace).unwrap();
-    std::fs::write(
-        workspace.join("bot-bottle.yaml"),
-        "bottles:\n  dev: {}\nagents:\n  demo:\n    bottle: dev\n",
-    )
-    .unwrap();
+    std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
     World {
         home: Home::new(tmp.path().join("h")),
         workspace,
@@ -202,5 +203,58 @@ fn the_launcher_sees_only_the_host_variables_it_is_given() {
     assert_eq!(
         without.report.lines(),
         vec!["warning: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set, so requests to api.anthropic.com go out without credentials; export it before `start` (the agent never sees it)".to_owned()]
+    );
+}
+
+/// The warning about `BOT_BOTTLE_CLAUDE_OAUTH_TOKEN` is given only for a bottle whose
+/// routes use it: a Claude bottle without it on the host is warned; a Codex bottle on the
+/// same host (its route takes `OPENAI_API_KEY`, which is given) is told nothing, and its
+/// bundle is given only the key its route uses.
+#[test]
+fn the_claude_token_warning_is_given_only_when_a_route_uses_it() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let claude = world();
+    let mut options = claude.options();
+    options.env = HostEnv::map([("PATH", path.clone())]);
+    let running = match launcher::launch(&claude.home, claude.launch_of(&["true"]), &options) {
+        Ok(running) => running,
+        Err(LaunchError::BackendUnusable(why)) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+        Err(e) => panic!("launch failed: {e}"),
+    };
+    assert_eq!(running.wait().unwrap(), 0);
+    let warning = "warning: BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set, so requests to api.anthropic.com go out without credentials; export it before `start` (the agent never sees it)";
+    assert_eq!(claude.report.lines(), vec![warning.to_owned()]);
+
+    let codex =
+        world_of("bottles:\n  dev: {agent_provider: codex}\nagents:\n  demo:\n    bottle: dev\n");
+    let mut options = codex.options();
+    options.env = HostEnv::map([
+        ("PATH", path),
+        ("OPENAI_API_KEY", std::ffi::OsString::from("test-key")),
+    ]);
+    let running =
+        launcher::launch(&codex.home, codex.launch_of(&["sleep", "60"]), &options).unwrap();
+    let config = bundle::SidecarConfig::load(&running.paths().sidecar_config()).unwrap();
+    assert_eq!(config.tokens, vec!["OPENAI_API_KEY".to_owned()]);
+    let identity = running.identity().clone();
+    assert!(running.stop(Duration::from_secs(2)).unwrap());
+    assert_eq!(running.wait().unwrap(), 128 + 15);
+    assert!(
+        codex
+            .report
+            .lines()
+            .iter()
+            .all(|l| !l.contains("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN")),
+        "{:?}",
+        codex.report.lines()
+    );
+    assert_eq!(
+        codex.report.lines(),
+        vec![format!(
+            "the agent exited with an error; its state is kept: `bot-bottle resume {identity}` brings it back, `bot-bottle discard {identity}` removes it"
+        )]
     );
 }

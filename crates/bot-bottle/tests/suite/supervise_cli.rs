@@ -818,3 +818,150 @@ async fn a_decision_made_while_the_sidecar_is_down_is_audited_kept_and_applied_o
         text(&out.stdout)
     );
 }
+
+/// One plain-HTTP request through an egress proxy on a Unix socket; returns the status line.
+async fn through_egress_unix(socket: &Path, method: &str, url: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let req = format!(
+        "{method} {url} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    text(&out).lines().next().unwrap_or("").to_owned()
+}
+
+/// Every outbound DLP hit of the real sidecar bundle's egress is a line of the bottle's
+/// audit chain, whatever its route's mode (blocked, redacted, logged): it names the rule,
+/// the place and what egress did, never the secret (not even through the path, when the
+/// secret was in it), and the chain still verifies with the lines among the decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dlp_hit_is_a_redacted_line_of_the_audit_chain() {
+    const KEY: &str = "AKIAZ3MSJV4WWNKWW5FG";
+    let upstream = test_support::Upstream::start_plain().await;
+    let to = upstream.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let home = Home::new(root);
+    let identity = "demo-0d1f0";
+    let state_dir = root.join("state").join(identity);
+    for d in ["live-config", "sockets", "logs"] {
+        std::fs::create_dir_all(state_dir.join(d)).unwrap();
+    }
+    let routes = state_dir.join("live-config/routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "routes:\n  - host: block.test\n    connect_to: {to}\n  - host: redact.test\n    connect_to: {to}\n    dlp: redact\n  - host: log.test\n    connect_to: {to}\n    dlp: log\n"
+        ),
+    )
+    .unwrap();
+    let egress_sock = state_dir.join("sockets/egress.sock");
+    let config = state_dir.join("sidecar.json");
+    std::fs::write(
+        &config,
+        json!({
+            "identity": identity,
+            "home": root,
+            "egress": {
+                "listen": {"unix": egress_sock},
+                "routes": routes,
+                "ca_dir": state_dir.join("ca"),
+                "log": state_dir.join("logs/egress.jsonl"),
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut sidecar = start_sidecar(&config);
+    let body = format!("{{\"note\": \"{KEY}\"}}");
+    let statuses = [
+        through_egress_unix(&egress_sock, "POST", "http://block.test/a", &body).await,
+        through_egress_unix(&egress_sock, "POST", "http://redact.test/b", &body).await,
+        through_egress_unix(&egress_sock, "GET", &format!("http://log.test/c/{KEY}"), "").await,
+    ];
+    assert_eq!(
+        statuses.iter().map(|s| &s[..12]).collect::<Vec<_>>(),
+        ["HTTP/1.1 403", "HTTP/1.1 200", "HTTP/1.1 200"]
+    );
+    let file = home.audit_file("egress", identity);
+    let hits = || -> Vec<audit::AuditEntry> {
+        audit::read_file(&file)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.stage.as_deref() == Some("dlp-hit"))
+            .collect()
+    };
+    for _ in 0..200 {
+        if hits().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sidecar.kill().unwrap();
+    sidecar.wait().unwrap();
+    let got: Vec<(String, String, Vec<String>)> = hits()
+        .into_iter()
+        .map(|e| (e.tool, e.decision, e.effect))
+        .collect();
+    let line = |decision: &str, effect: &str| {
+        (
+            "dlp".to_owned(),
+            decision.to_owned(),
+            vec![effect.to_owned()],
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            line(
+                "blocked",
+                "dlp rule aws-access-key-id in the body of POST block.test/a: blocked"
+            ),
+            line(
+                "redacted",
+                "dlp rule aws-access-key-id in the body of POST redact.test/b: redacted"
+            ),
+            line(
+                "logged",
+                "dlp rule aws-access-key-id in the request-line of GET log.test (path withheld): logged"
+            ),
+        ]
+    );
+    // Redacted: the secret is nowhere in the audit chain or its head, nor in the request log.
+    for f in [
+        file.clone(),
+        file.with_extension("head"),
+        state_dir.join("logs/egress.jsonl"),
+    ] {
+        let t = std::fs::read_to_string(&f).unwrap();
+        assert!(!t.contains(KEY), "{}: {t}", f.display());
+    }
+    // The chain verifies, with the CLI too.
+    assert_eq!(audit::verify(&home).unwrap(), (vec![], 1));
+    let out = bb(root, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bb(root, &["audit"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("dlp rule aws-access-key-id in the body of POST block.test/a: blocked")
+            && !shown.contains(KEY),
+        "{shown}"
+    );
+    // The redacted request reached the upstream without the key; the logged one with it.
+    let seen: Vec<bool> = upstream
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).contains(KEY) || r.path.contains(KEY))
+        .collect();
+    assert_eq!(seen, vec![false, true]);
+}

@@ -258,7 +258,10 @@ pub(super) async fn forward(
         None
     };
     strip_hop_by_hop(&mut parts.headers);
-    let judged = loaded.policy.judge(
+    // A route whose grant ended is judged as what it went back to (the access the host had
+    // before a path, a method or a token was given once or for a while).
+    let uses = &shared.routes.uses;
+    let judged = loaded.policy.judge_live(
         &host,
         port,
         &policy::Ask {
@@ -271,6 +274,7 @@ pub(super) async fn forward(
                 .as_ref()
                 .map(|p| p.to_str().unwrap_or("not text")),
         },
+        &|r| crate::grant::ended(uses, r),
     );
     let decision = judged.decision;
     let normalised = match judged.path {
@@ -533,11 +537,25 @@ fn dlp_report(
             "blocked" => "blocked",
             _ => "allowed",
         };
+        let time = now_rfc3339();
+        // The path may be where the secret is: then neither record shows it.
+        let shown_path = (finding.place != "request-line").then(|| path.clone());
+        if let Some(sink) = &shared.dlp_hits {
+            sink(crate::log::DlpHit {
+                time: time.clone(),
+                method: method.clone(),
+                host: host.clone(),
+                path: shown_path.clone(),
+                rule: finding.rule.clone(),
+                place: finding.place.clone(),
+                action: finding.action,
+            });
+        }
         shared.log.write(&LogEntry {
-            time: now_rfc3339(),
+            time,
             method: method.clone(),
             host: host.clone(),
-            path: path.clone(),
+            path: shown_path.unwrap_or_else(|| crate::log::WITHHELD_PATH.to_owned()),
             decision,
             reason: "dlp",
             rule,

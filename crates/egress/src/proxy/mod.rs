@@ -65,6 +65,7 @@ struct Shared {
     limits: Limits,
     listen: Arc<OnceLock<SocketAddr>>,
     skip_dlp: bool,
+    dlp_hits: Option<crate::log::DlpHitSink>,
 }
 
 /// A configured egress proxy, ready to serve on a listener.
@@ -118,6 +119,7 @@ impl Proxy {
                 limits: config.limits,
                 listen,
                 skip_dlp: config.dangerously_skip_dlp,
+                dlp_hits: config.dlp_hits.clone(),
             }),
         })
     }

@@ -72,6 +72,7 @@ async fn a_destination_pointing_back_at_the_proxy_is_refused() {
         expires: None,
         uses: None,
         grant: None,
+        after_grant: None,
         dlp: None,
         dlp_allow: None,
         dlp_allow_grants: None,

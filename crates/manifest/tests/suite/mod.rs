@@ -64,6 +64,7 @@ pub fn route(host: &str) -> policy::Route {
         expires: None,
         uses: None,
         grant: None,
+        after_grant: None,
         dlp: None,
         dlp_allow: None,
         dlp_allow_grants: None,

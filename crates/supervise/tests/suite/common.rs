@@ -146,6 +146,8 @@ pub struct LiveBottle {
     pub supervise: std::net::SocketAddr,
     /// The proxy's live routes.
     pub routes: egress::RoutesHandle,
+    /// The proxy's CA (what a client inside the bottle trusts).
+    pub ca_pem: String,
 }
 
 impl LiveBottle {
@@ -176,6 +178,7 @@ pub async fn live_bottle(
         .collect();
     tweak(&mut pc);
     let proxy = egress::Proxy::new(pc, supervise::validate::parse_routes(routes).unwrap()).unwrap();
+    let ca_pem = proxy.ca_pem().to_owned();
     let handle = proxy.routes();
     let plistener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let paddr = plistener.local_addr().unwrap();
@@ -200,7 +203,68 @@ pub async fn live_bottle(
         proxy: paddr,
         supervise: saddr,
         routes: handle,
+        ca_pem,
     }
+}
+
+/// The token the proxy of [`live_bottle_tls`] holds in `TEST_TOKEN`.
+pub const TOKEN: &str = "sk-test-grant-0123456789";
+
+/// A [`LiveBottle`] whose `hosts` are reached at a TLS `upstream` (port 443, certificates
+/// of `upstream_ca`), with `TEST_TOKEN` set to [`TOKEN`] in the proxy's environment: the
+/// way to see a credential injected (egress injects one only inside TLS).
+pub async fn live_bottle_tls(
+    upstream: &test_support::Upstream,
+    upstream_ca: &test_support::TestCa,
+    identity: &'static str,
+    routes: &str,
+    hosts: &[&str],
+    wait: Duration,
+) -> LiveBottle {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("upstream-ca.pem");
+    upstream_ca.write_pem(&ca_file);
+    let port = upstream.addr().port();
+    let pins: Vec<egress::ConnectTo> = hosts
+        .iter()
+        .map(|h| egress::ConnectTo::parse(&format!("{h}:443:127.0.0.1:{port}")).unwrap())
+        .collect();
+    let b = live_bottle(
+        upstream,
+        identity,
+        routes,
+        &[],
+        move |pc| {
+            pc.upstream_ca = vec![ca_file];
+            pc.connect_to = pins;
+            pc.env = Arc::new(|k| (k == "TEST_TOKEN").then(|| TOKEN.to_owned()));
+        },
+        wait,
+    )
+    .await;
+    // The CA file is read when the proxy starts; keep its directory as long as the bottle.
+    std::mem::forget(ca_dir);
+    b
+}
+
+/// One HTTPS `GET path` to `host` through the proxy (CONNECT, then TLS trusting the
+/// proxy's CA); returns the status line, or the refusal of the tunnel.
+pub async fn https_through_proxy(b: &LiveBottle, host: &str, path: &str) -> String {
+    let config = test_support::client_config_for_pem(&b.ca_pem);
+    let mut tls =
+        match test_support::client::tls_through_proxy(b.proxy, host, 443, host, config).await {
+            Ok(t) => t,
+            Err(e) => return e.to_string(),
+        };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// The `structuredContent` of a tool call's JSON-RPC answer.
