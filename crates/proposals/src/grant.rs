@@ -218,7 +218,15 @@ impl Stamp {
 /// approval takes out or adds (an entry, or a path, method or header inside one it
 /// changed in place) is taken out of / added to the layer under it, so what the grant
 /// itself added still ends with it.
-pub fn carry_to_after_grant(live: &policy::EgressConfig, proposed: &mut policy::EgressConfig) {
+///
+/// Refused (fail closed) when the change to `matches` cannot be lined up with the layer
+/// under the grant: an approval that takes out or changes an entry the grant added or
+/// widened while also adding or taking out others reads as "remove one, add one", and
+/// carrying the added entry down would keep the grant's widening for good.
+pub fn carry_to_after_grant(
+    live: &policy::EgressConfig,
+    proposed: &mut policy::EgressConfig,
+) -> Result<(), CarryRefused> {
     let old = live.routes.as_deref().unwrap_or_default();
     for route in proposed.routes.iter_mut().flatten() {
         let Some(was) = old.iter().find(|l| {
@@ -234,9 +242,52 @@ pub fn carry_to_after_grant(live: &policy::EgressConfig, proposed: &mut policy::
         }
         let to = route.clone();
         if let Some(under) = route.after_grant.as_deref_mut() {
+            let mut ambiguous = false;
+            under.for_each_layer_mut(|layer| {
+                ambiguous |= matches_change_is_ambiguous(was, &to, layer);
+            });
+            if ambiguous {
+                return Err(CarryRefused {
+                    host: route.host.clone(),
+                });
+            }
             under.for_each_layer_mut(|layer| carry_change(was, &to, layer));
         }
     }
+    Ok(())
+}
+
+/// An approval for the bottle that [`carry_to_after_grant`] cannot make under a running
+/// grant without keeping what the grant added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the route for {host} has a grant still running, and this change both alters an entry the grant added or widened and adds or removes other entries; it cannot be kept past the grant without keeping the grant's part too. Approve it once the grant has ended, or approve it once / for a while"
+)]
+pub struct CarryRefused {
+    /// The route's host.
+    pub host: String,
+}
+
+/// Whether the change `from` → `to` of a route's `matches` can only be carried onto
+/// `layer` (the same route under a grant) entry by entry, and an entry it takes out is
+/// not in `layer` (the grant added or widened it): then an entry the change adds may be
+/// that widened entry changed, and carrying it would make the grant's part last.
+fn matches_change_is_ambiguous(
+    from: &policy::Route,
+    to: &policy::Route,
+    layer: &policy::Route,
+) -> bool {
+    let (Some(f), Some(t), Some(l)) = (
+        from.matches.as_deref(),
+        to.matches.as_deref(),
+        layer.matches.as_deref(),
+    ) else {
+        return false;
+    };
+    if f == t || f == l || (f.len() == t.len() && f.len() == l.len()) {
+        return false;
+    }
+    f.iter().any(|e| !t.contains(e) && !l.contains(e))
 }
 
 /// Makes on `layer` the change from `from` to `to` (the top of one route, before and after
@@ -529,7 +580,7 @@ mod tests {
         r.matches.as_mut().unwrap().push(path.clone());
         r.websocket = Some(true);
         let granted = proposed.routes.as_ref().unwrap()[0].clone();
-        carry_to_after_grant(&live, &mut proposed);
+        carry_to_after_grant(&live, &mut proposed).unwrap();
         let r = &proposed.routes.as_ref().unwrap()[0];
         // the granted form is what was approved; its end and grant stay
         assert_eq!((r.uses, r.grant.as_deref()), (Some(1), Some("00aa")));
@@ -549,7 +600,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .push("PUT".to_owned());
-        carry_to_after_grant(&live, &mut proposed);
+        carry_to_after_grant(&live, &mut proposed).unwrap();
         let under = proposed.routes.as_ref().unwrap()[0].after_grant.as_deref();
         let methods = under
             .and_then(|u| u.matches.as_ref())
@@ -562,8 +613,57 @@ mod tests {
         let mut plain = initial.clone();
         plain.routes.as_mut().unwrap()[0].websocket = Some(true);
         let kept = plain.clone();
-        carry_to_after_grant(&initial, &mut plain);
+        carry_to_after_grant(&initial, &mut plain).unwrap();
         assert_eq!(plain, kept);
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_lined_up_under_a_running_grant_is_refused() {
+        let parse = |y: &str| serde_saphyr::from_str::<policy::EgressConfig>(y).unwrap();
+        let now = time::macros::datetime!(2026-05-25 12:00:00 UTC);
+        let initial = parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET]\n");
+        let mut live =
+            parse("routes:\n  - host: a.example\n    matches:\n      - methods: [GET, POST]\n");
+        Stamp::new(Grant::Once, "00aa", now).apply_to_new_routes(&initial, &mut live);
+        // for the bottle: the widened entry changed (PUT added beside the granted POST)
+        // and a path entry added: entry by entry, the changed entry would carry POST down
+        let mut proposed = live.clone();
+        let r = &mut proposed.routes.as_mut().unwrap()[0];
+        let m = r.matches.as_mut().unwrap();
+        m[0].methods.as_mut().unwrap().push("PUT".to_owned());
+        m.push(serde_saphyr::from_str("paths:\n  - type: prefix\n    value: /c\n").unwrap());
+        let before = proposed.clone();
+        let err = carry_to_after_grant(&live, &mut proposed).unwrap_err();
+        assert_eq!(err.host, "a.example");
+        assert!(
+            err.to_string().contains("once the grant has ended"),
+            "{err}"
+        );
+        assert_eq!(proposed, before, "nothing is carried when refused");
+        // the same path entry added alone lines up (the widened entry is untouched)
+        let mut proposed = live.clone();
+        let r = &mut proposed.routes.as_mut().unwrap()[0];
+        r.matches
+            .as_mut()
+            .unwrap()
+            .push(serde_saphyr::from_str("paths:\n  - type: prefix\n    value: /c\n").unwrap());
+        carry_to_after_grant(&live, &mut proposed).unwrap();
+        let under = proposed.routes.as_ref().unwrap()[0]
+            .after_grant
+            .as_deref()
+            .unwrap();
+        let methods: Vec<_> = under
+            .matches
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.methods.clone())
+            .collect();
+        assert_eq!(
+            methods[0],
+            Some(vec!["GET".to_owned()]),
+            "the granted POST still ends"
+        );
     }
 
     #[test]

@@ -314,7 +314,8 @@ impl Engine {
                 if !before.trim().is_empty()
                     && let Ok(live) = validate::parse_routes(&before)
                 {
-                    proposals::grant::carry_to_after_grant(&live, &mut carried);
+                    proposals::grant::carry_to_after_grant(&live, &mut carried)
+                        .map_err(|e| ApplyError::Other(e.to_string()))?;
                 }
                 if carried == cfg {
                     self.applier.apply_routes(bottle, &cfg, file).await?;
