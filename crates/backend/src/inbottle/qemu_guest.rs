@@ -249,12 +249,14 @@ fn boot(
         MS_NOSUID | MS_NOEXEC,
         "mode=0755",
     )?;
-    // sysfs only to find the ports; the agent sees no /sys (as on native, whose root has none).
+    // sysfs only to find the ports and open the offline vCPUs' `online` files (hence not
+    // read-only: a read-only sysfs refuses to open them for writing); detached before the
+    // agent runs, which sees no /sys (as on native, whose root has none).
     mount(
         "sysfs",
         SYSFS,
         "sysfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC | libc::MS_RDONLY,
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
         "",
     )?;
     mount(
@@ -376,11 +378,14 @@ fn offline_cpus(sysfs: &Path) -> Vec<(String, std::fs::File)> {
             .strip_prefix("cpu")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         let online = entry.path().join("online");
-        if is_cpu
-            && std::fs::read_to_string(&online).is_ok_and(|v| v.trim() == "0")
-            && let Ok(file) = std::fs::OpenOptions::new().write(true).open(&online)
-        {
-            files.push((name, file));
+        if is_cpu && std::fs::read_to_string(&online).is_ok_and(|v| v.trim() == "0") {
+            match std::fs::OpenOptions::new().write(true).open(&online) {
+                Ok(file) => files.push((name, file)),
+                Err(e) => console(&format!(
+                    "bot-bottle stage 2: cannot bring {name} online: {}: {e}",
+                    online.display()
+                )),
+            }
         }
     }
     files
