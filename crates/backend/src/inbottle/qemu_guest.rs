@@ -9,7 +9,9 @@
 //! listens on `127.0.0.1:<port>` and `[::1]:<port>` for each sidecar and relays to
 //! `10.0.2.100:<port>`, so the agent's contract is the same as on native; then runs the agent as
 //! uid 1000 with exactly the spec's environment, and reports its exit code to the host over the
-//! virtio-serial control port before powering off.
+//! virtio-serial control port before powering off. Under TCG the kernel boots with one vCPU
+//! (`maxcpus=1`, see [`crate::qemu::cmdline`]); stage 2 brings the others online in the
+//! background once the agent runs.
 //!
 //! The relay ([`relay_main`], [`RELAY_SUBCOMMAND`]) runs in the native jail around QEMU, as
 //! the `cmd:` of a `guestfwd`: its stdin/stdout are one guest connection, which it carries to
@@ -247,12 +249,14 @@ fn boot(
         MS_NOSUID | MS_NOEXEC,
         "mode=0755",
     )?;
-    // sysfs only to find the ports; the agent sees no /sys (as on native, whose root has none).
+    // sysfs only to find the ports and open the offline vCPUs' `online` files (hence not
+    // read-only: a read-only sysfs refuses to open them for writing); detached before the
+    // agent runs, which sees no /sys (as on native, whose root has none).
     mount(
         "sysfs",
         SYSFS,
         "sysfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC | libc::MS_RDONLY,
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
         "",
     )?;
     mount(
@@ -282,6 +286,9 @@ fn boot(
     } else {
         Some((open_port(STDOUT_PORT)?, open_port(STDERR_PORT)?))
     };
+    // Opened while sysfs is mounted; written once the agent runs (the detached mount stays
+    // reachable through the open files only).
+    let offline = offline_cpus(Path::new(SYSFS));
     let _ = nix::mount::umount2(SYSFS, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(SYSFS);
     let text = std::fs::read_to_string(spec_path)
@@ -354,7 +361,51 @@ fn boot(
         term_agent();
     }
     let _ = writeln!(ctl_w, "ready");
+    bring_online(offline);
     Ok(Some(reap(agent)))
+}
+
+/// The `online` files of the vCPUs the kernel left offline (`maxcpus=1` under TCG, see
+/// [`crate::qemu::cmdline`]), opened for writing.
+fn offline_cpus(sysfs: &Path) -> Vec<(String, std::fs::File)> {
+    let Ok(dir) = std::fs::read_dir(sysfs.join("devices/system/cpu")) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_cpu = name
+            .strip_prefix("cpu")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let online = entry.path().join("online");
+        if is_cpu && std::fs::read_to_string(&online).is_ok_and(|v| v.trim() == "0") {
+            match std::fs::OpenOptions::new().write(true).open(&online) {
+                Ok(file) => files.push((name, file)),
+                Err(e) => console(&format!(
+                    "bot-bottle stage 2: cannot bring {name} online: {}: {e}",
+                    online.display()
+                )),
+            }
+        }
+    }
+    files
+}
+
+/// Brings the offline vCPUs online in the background: the agent already runs, and each
+/// bring-up takes a few hundred milliseconds of emulated time under TCG.
+fn bring_online(offline: Vec<(String, std::fs::File)>) {
+    if offline.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for (name, mut file) in offline {
+            if let Err(e) = file.write_all(b"1") {
+                console(&format!(
+                    "bot-bottle stage 2: cannot bring {name} online: {e}"
+                ));
+            }
+        }
+    });
 }
 
 /// The agent's pid once it runs (0 before).
@@ -579,6 +630,32 @@ fn network(ports: &[u16]) -> Result<(), String> {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    #[test]
+    fn only_offline_vcpus_are_brought_online() {
+        let sys = tempfile::tempdir().unwrap();
+        let cpus = sys.path().join("devices/system/cpu");
+        for (dir, online) in [
+            ("cpu0", None),
+            ("cpu1", Some("0\n")),
+            ("cpu2", Some("1\n")),
+            ("cpu10", Some("0\n")),
+            ("cpufreq", Some("0\n")),
+            ("cpuidle", None),
+        ] {
+            std::fs::create_dir_all(cpus.join(dir)).unwrap();
+            if let Some(v) = online {
+                std::fs::write(cpus.join(dir).join("online"), v).unwrap();
+            }
+        }
+        let mut names: Vec<String> = offline_cpus(sys.path())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cpu1", "cpu10"]);
+        assert!(offline_cpus(&sys.path().join("absent")).is_empty());
+    }
 
     #[test]
     fn the_guest_spec_round_trips_and_refuses_unknown_fields() {

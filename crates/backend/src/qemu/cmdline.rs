@@ -28,6 +28,9 @@ pub struct VmPlan {
     /// `tsc_early_khz=` (the host's TSC rate): without it a TCG guest under load can hang
     /// calibrating the PIT.
     pub tsc_khz: Option<u64>,
+    /// The guest kernel's `CONFIG_HZ` ([`kernel_hz`]): with the TSC rate it gives `lpj=`, so a
+    /// vCPU brought online under TCG skips its delay-loop calibration.
+    pub hz: Option<u32>,
     pub interactive: bool,
     /// Sidecar ports (the same number in the guest, at 10.0.2.100, and in the jail).
     pub ports: Vec<u16>,
@@ -68,9 +71,11 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
     push(&["-M", "microvm,pit=on,pic=on,rtc=on"]);
     match plan.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        // The translation cache is mapped at 1 GiB by default and counts against the jail's
-        // memory limit as it fills: bounded here.
-        Accel::Tcg => push(&["-accel", "tcg,tb-size=128", "-cpu", "max"]),
+        // The translation cache is mapped at 1 GiB by default and stays resident as it fills
+        // (a flush reuses it, never returns it): bounded here, since it is most of an idle
+        // bottle's memory beyond the guest's RAM. 64 MiB: a Python workload ran as fast as
+        // with 128; at 16 it thrashed, twice as slow (bench/README.md, "start").
+        Accel::Tcg => push(&["-accel", "tcg,tb-size=64", "-cpu", "max"]),
     }
     let smp = plan.cpus.to_string();
     let mem = format!("{}M", plan.memory_mib);
@@ -81,6 +86,9 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
     let mut cmdline = "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests".to_owned();
     if let Some(khz) = plan.tsc_khz {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    if plan.accel == Accel::Tcg {
+        cmdline.push_str(&tcg_boot_options(plan));
     }
     push(&[
         "-kernel",
@@ -165,6 +173,48 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
     a
 }
 
+/// Kernel options that shorten a boot under TCG (measured in bench/README.md, "Where the
+/// time went"); none of them turns off a protection:
+/// * `tsc=reliable`: TCG's TSC is the host's clock, the same on every vCPU, but the kernel
+///   does not trust an emulated AMD CPU's TSC with more than one CPU and falls back to jiffies
+///   after a synchronisation check;
+/// * `lpj=`: the delay-loop constant from the TSC rate, so a vCPU that comes online does not
+///   spend a few hundred milliseconds of emulated time calibrating it;
+/// * `maxcpus=1`: the other vCPUs are not brought up during the boot (their bring-up, and
+///   every module load's cross-CPU code patching with them online, cost 0.5 s under TCG);
+///   stage 2 brings them online once the agent runs ([`crate::inbottle::qemu_guest`]), so the
+///   VM still has the `resources:` CPUs.
+fn tcg_boot_options(plan: &VmPlan) -> String {
+    let mut options = " tsc=reliable".to_owned();
+    if let (Some(khz), Some(hz)) = (plan.tsc_khz, plan.hz)
+        && hz > 0
+    {
+        options.push_str(&format!(" lpj={}", khz * 1000 / u64::from(hz)));
+    }
+    if plan.cpus > 1 {
+        options.push_str(" maxcpus=1");
+    }
+    options
+}
+
+/// The `CONFIG_HZ` of a kernel from its build configuration, found beside the image as
+/// `config` (the layout `bot-bottle prepare qemu` caches) or `config-<version>` (Debian's
+/// `/boot`); `None` when neither is there or it has no `CONFIG_HZ`.
+pub fn kernel_hz(image: &std::path::Path, version: &str) -> Option<u32> {
+    let dir = image.parent()?;
+    ["config".to_owned(), format!("config-{version}")]
+        .iter()
+        .find_map(|name| std::fs::read_to_string(dir.join(name)).ok())
+        .and_then(|config| parse_hz(&config))
+}
+
+fn parse_hz(config: &str) -> Option<u32> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The host's TSC rate in kHz, from `/proc/cpuinfo`'s `cpu MHz`.
 pub fn host_tsc_khz() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
@@ -185,6 +235,7 @@ mod tests {
             cpus: 2,
             memory_mib: 1024,
             tsc_khz: Some(2_300_000),
+            hz: Some(250),
             interactive: false,
             ports: vec![3128, 3129, 3130],
             workspace: "/home/alice/proj".into(),
@@ -204,6 +255,7 @@ mod tests {
             cpus: 1,
             memory_mib: 512,
             tsc_khz: None,
+            hz: None,
             interactive: true,
             ports: vec![],
             workspace: "/w,x".into(),
@@ -213,5 +265,69 @@ mod tests {
             relay: "/r".into(),
         };
         insta::assert_yaml_snapshot!(qemu_args(&plan));
+    }
+
+    fn append(plan: &VmPlan) -> String {
+        let args = qemu_args(plan);
+        let at = args.iter().position(|a| a == "-append").unwrap();
+        args[at + 1].clone()
+    }
+
+    #[test]
+    fn tcg_boots_one_vcpu_with_a_trusted_tsc_and_kvm_is_left_alone() {
+        let mut plan = VmPlan {
+            qemu: "/q".into(),
+            accel: Accel::Tcg,
+            cpus: 4,
+            memory_mib: 512,
+            tsc_khz: Some(2_596_132),
+            hz: Some(250),
+            interactive: false,
+            ports: vec![],
+            workspace: "/w".into(),
+            home: "/h".into(),
+            control_port: 1,
+            console_port: 2,
+            relay: "/r".into(),
+        };
+        assert!(
+            append(&plan).ends_with(" tsc_early_khz=2596132 tsc=reliable lpj=10384528 maxcpus=1"),
+            "{}",
+            append(&plan)
+        );
+        // `-smp` keeps every CPU of `resources:`; only their bring-up waits for stage 2.
+        let args = qemu_args(&plan);
+        assert_eq!(
+            args[args.iter().position(|a| a == "-smp").unwrap() + 1],
+            "4"
+        );
+        plan.cpus = 1;
+        assert!(append(&plan).ends_with(" tsc=reliable lpj=10384528"));
+        plan.hz = None;
+        assert!(append(&plan).ends_with(" tsc_early_khz=2596132 tsc=reliable"));
+        plan.accel = Accel::Kvm;
+        plan.cpus = 4;
+        plan.hz = Some(250);
+        assert!(append(&plan).ends_with(" tsc_early_khz=2596132"));
+    }
+
+    #[test]
+    fn the_kernels_hz_comes_from_its_config_beside_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("vmlinux");
+        assert_eq!(kernel_hz(&image, "6.1.0-57-amd64"), None);
+        std::fs::write(
+            dir.path().join("config-6.1.0-57-amd64"),
+            "CONFIG_HZ_250=y\nCONFIG_HZ=250\n",
+        )
+        .unwrap();
+        assert_eq!(kernel_hz(&image, "6.1.0-57-amd64"), Some(250));
+        std::fs::write(
+            dir.path().join("config"),
+            "# CONFIG_HZ_1000 is not set\nCONFIG_HZ=1000\n",
+        )
+        .unwrap();
+        assert_eq!(kernel_hz(&image, "6.1.0-57-amd64"), Some(1000));
+        assert_eq!(parse_hz("CONFIG_HZ_PERIODIC=y\n"), None);
     }
 }

@@ -194,8 +194,71 @@ pub fn read_cached(file: &Path, key: &ProbeKey) -> Option<Verdict> {
     (verdict.key == *key).then_some(verdict)
 }
 
-/// `qemu-system-x86_64 --version`'s first line.
+/// `qemu-system-x86_64 --version`'s first line, cached in `<cache>/qemu/qemu-version.json`
+/// for the binary's path, size, inode and modification time: the probe runs QEMU (tens of
+/// milliseconds, seconds on a loaded host) and `start` asks up to four times; a new QEMU (a
+/// package upgrade replaces the file) is probed again.
 pub fn qemu_version(qemu: &Path) -> Option<String> {
+    qemu_version_cached(qemu, &assets::qemu_cache(&assets::cache_root()))
+}
+
+/// What identifies one build of QEMU on disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct BinaryKey {
+    path: PathBuf,
+    size: u64,
+    inode: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl BinaryKey {
+    fn of(path: &Path) -> Option<BinaryKey> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(BinaryKey {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            inode: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct CachedVersion {
+    key: BinaryKey,
+    version: String,
+}
+
+/// [`qemu_version`] with its cache directory given.
+pub fn qemu_version_cached(qemu: &Path, cache_dir: &Path) -> Option<String> {
+    let file = cache_dir.join("qemu-version.json");
+    let key = BinaryKey::of(qemu);
+    if let Some(key) = &key
+        && let Ok(bytes) = std::fs::read(&file)
+        && let Ok(cached) = serde_json::from_slice::<CachedVersion>(&bytes)
+        && cached.key == *key
+    {
+        return Some(cached.version);
+    }
+    let version = run_qemu_version(qemu)?;
+    if let Some(key) = key
+        && let Ok(json) = serde_json::to_vec_pretty(&CachedVersion {
+            key,
+            version: version.clone(),
+        })
+    {
+        // Not cached: the next start asks QEMU again.
+        let _ = std::fs::create_dir_all(cache_dir);
+        let _ = state::atomic_write(&file, &json);
+    }
+    Some(version)
+}
+
+/// Runs `qemu --version`.
+fn run_qemu_version(qemu: &Path) -> Option<String> {
     let output = Command::new(qemu)
         .arg("--version")
         .stdin(Stdio::null())
@@ -533,6 +596,49 @@ mod tests {
             assert!(text.contains(name), "{name:?} missing");
         }
         assert!(text.contains(&format!("/bin/busybox echo {MARKER}")));
+    }
+
+    #[test]
+    fn the_qemu_version_is_asked_once_per_binary() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let qemu = dir.path().join("qemu-system-x86_64");
+        let calls = dir.path().join("calls");
+        let write_qemu = |version: &str| {
+            let script = format!(
+                "#!/bin/sh\necho x >> '{}'\necho 'QEMU emulator version {version}'\n",
+                calls.display()
+            );
+            // A new file, as a package upgrade makes: a new inode and modification time.
+            let tmp = dir.path().join("new");
+            std::fs::write(&tmp, script).unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&tmp, &qemu).unwrap();
+        };
+        let count = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        write_qemu("7.2.22");
+        for _ in 0..3 {
+            assert_eq!(
+                qemu_version_cached(&qemu, &cache).as_deref(),
+                Some("QEMU emulator version 7.2.22")
+            );
+        }
+        assert_eq!(count(), 1);
+        write_qemu("8.2.10");
+        assert_eq!(
+            qemu_version_cached(&qemu, &cache).as_deref(),
+            Some("QEMU emulator version 8.2.10")
+        );
+        assert_eq!(count(), 2);
+        // A QEMU that is gone is not answered from the cache.
+        std::fs::remove_file(&qemu).unwrap();
+        assert_eq!(qemu_version_cached(&qemu, &cache), None);
     }
 
     #[test]

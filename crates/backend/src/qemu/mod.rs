@@ -49,7 +49,7 @@ use crate::{
 pub const BOOT_TIMEOUT_ENV: &str = "BOT_BOTTLE_QEMU_BOOT_TIMEOUT";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Host memory for QEMU itself on top of the guest's RAM (the jail's cgroup limit): its own
-/// heap, the 9p and network buffers and TCG's translation cache (128 MiB).
+/// heap, the 9p and network buffers and TCG's translation cache (64 MiB).
 const QEMU_OVERHEAD_BYTES: u64 = 512 << 20;
 /// How much of the console log an error shows.
 const CONSOLE_TAIL_BYTES: usize = 4096;
@@ -214,6 +214,7 @@ impl QemuBackend {
             cpus,
             memory_mib,
             tsc_khz: cmdline::host_tsc_khz(),
+            hz: cmdline::kernel_hz(&kernel.image, &kernel.version),
             interactive: spec.interactive,
             ports: used,
             workspace: spec.workspace.inside.clone(),

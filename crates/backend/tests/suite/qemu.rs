@@ -101,6 +101,23 @@ fn qemu_runs_a_command_in_its_own_kernel_and_returns_its_exit_code() {
     assert_eq!(out.stderr, "to-stderr\n");
 }
 
+#[test]
+fn qemu_guest_boots_one_vcpu_under_tcg_and_then_has_every_cpu_of_its_resources() {
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
+    let mut spec = small(f.spec(&[
+        "/bin/sh",
+        "-c",
+        // Bounded: the vCPU comes online in the background, a few hundred ms of emulated time.
+        "for i in $(seq 1 600); do [ \"$(nproc)\" = 2 ] && break; sleep 0.1; done; nproc; grep -c ^processor /proc/cpuinfo",
+    ]));
+    spec.resources.millicpus = 2000;
+    let out = run(&backend, &spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "2\n2\n", "{out:?}");
+}
+
 /// A Unix-socket echo server that prefixes each line with `name`.
 fn echo_server(path: &Path, name: &'static str) {
     let listener = UnixListener::bind(path).unwrap();
