@@ -373,9 +373,10 @@ struct WrappedBlock {
     /// Where each line's decoded bytes start in `decoded` (all lines but the last are whole
     /// groups of 4 characters, so a line decodes on its own to the same bytes).
     at: Vec<usize>,
-    /// The block's lines joined and decoded (the last line cut as [`base64_decode`] cuts it).
+    /// The block's lines joined and decoded (a last line that leaves a length of 4n+1 loses
+    /// its last character).
     decoded: Vec<u8>,
-    /// How many bytes of `decoded` before each position are printable ([`printable`]).
+    /// How many bytes of `decoded` before each position are printable ([`printable_byte`]).
     printable_before: Vec<u32>,
     /// Whether the block from line `j` on holds a URL-safe (`-`, `_`) or a standard (`+`,
     /// `/`) symbol: holding both, it is not base64.
@@ -498,7 +499,9 @@ impl WrappedBlock {
 }
 
 /// Standard or URL-safe base64, padding optional; a length that cannot be base64 loses its
-/// last characters (the run may continue into text).
+/// last characters (the run may continue into text). How a wrapped block read from one of its
+/// lines was decoded before [`WrappedBlock`] (the tests' reference).
+#[cfg(test)]
 fn base64_decode(run: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
