@@ -329,86 +329,9 @@ fn parse_listed(line: &[u8]) -> Option<RangeCommit> {
     Some(RangeCommit { id, tree, parents })
 }
 
-/// Bytes of trees one thread keeps (see [`TreeCache`]).
-const TREE_CACHE_BYTES: usize = 8 << 20;
-
-/// The trees one thread read last, whole.
-///
-/// Why: diffing a commit reads its trees and its parent's; the next commit of the listing
-/// is usually that parent, whose trees are read again. Packed trees are deltas, and reading
-/// one again inflated and applied its delta chain again: on a 10,000-commit history the tree
-/// diffs were over 90% of the scan's instructions (callgrind). Trees only; blobs are read
-/// once anyway.
-struct TreeCache {
-    objects: Objects,
-    trees: std::cell::RefCell<TreeMap>,
-}
-
-#[derive(Default)]
-struct TreeMap {
-    map: HashMap<ObjectId, Vec<u8>>,
-    order: std::collections::VecDeque<ObjectId>,
-    bytes: usize,
-}
-
-impl TreeCache {
-    fn new(objects: Objects) -> Self {
-        Self {
-            objects,
-            trees: std::cell::RefCell::default(),
-        }
-    }
-
-    fn keep(&self, id: &gix_hash::oid, data: &[u8]) {
-        if data.len() > TREE_CACHE_BYTES / 4 {
-            return;
-        }
-        let mut t = self.trees.borrow_mut();
-        while t.bytes + data.len() > TREE_CACHE_BYTES {
-            let Some(old) = t.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = t.map.remove(&old) {
-                t.bytes -= v.len();
-            }
-        }
-        if t.map.insert(id.to_owned(), data.to_vec()).is_none() {
-            t.order.push_back(id.to_owned());
-            t.bytes += data.len();
-        }
-    }
-}
-
-impl gix_object::Find for TreeCache {
-    fn try_find<'a>(
-        &self,
-        id: &gix_hash::oid,
-        buffer: &'a mut Vec<u8>,
-    ) -> gix_error::Result<Option<gix_object::Data<'a>>> {
-        let hit = self.trees.borrow().map.get(id).map(|t| {
-            buffer.clear();
-            buffer.extend_from_slice(t);
-        });
-        if hit.is_some() {
-            return Ok(Some(gix_object::Data::new(
-                buffer,
-                gix_object::Kind::Tree,
-                gix_hash::Kind::Sha1,
-            )));
-        }
-        let found = self.objects.try_find(id, buffer)?;
-        if let Some(d) = &found
-            && d.kind == gix_object::Kind::Tree
-        {
-            self.keep(id, d.data);
-        }
-        Ok(found)
-    }
-}
-
 /// One thread's tools for tree diffs.
 struct DiffState {
-    objects: TreeCache,
+    objects: Objects,
     state: gix_diff::tree::State,
     recorder: gix_diff::tree::Recorder,
     tree: Vec<u8>,
@@ -419,7 +342,7 @@ struct DiffState {
 impl DiffState {
     fn new(objects: Objects) -> Self {
         Self {
-            objects: TreeCache::new(objects),
+            objects,
             state: gix_diff::tree::State::default(),
             recorder: gix_diff::tree::Recorder::default(),
             tree: Vec::new(),
@@ -449,7 +372,7 @@ impl DiffState {
                 Some(p) => {
                     let ptree = match trees.get(&p) {
                         Some(t) => *t,
-                        None => self.objects.objects.commit_tree(&p, &mut self.commit)?,
+                        None => self.objects.commit_tree(&p, &mut self.commit)?,
                     };
                     read_tree(&self.objects, &ptree, &mut self.parent)?
                 }
@@ -498,18 +421,14 @@ impl DiffState {
 
 /// Reads a tree's bytes into `buf` (the slice of it that is the tree).
 fn read_tree<'a>(
-    objects: &TreeCache,
+    objects: &Objects,
     id: &ObjectId,
     buf: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], String> {
-    use gix_object::Find as _;
     if *id == ObjectId::empty_tree(gix_hash::Kind::Sha1) {
         return Ok(&[]);
     }
-    let found = objects
-        .try_find(id, buf)
-        .map_err(|e| format!("cannot read object {id}: {e}"))?;
-    match found {
+    match objects.read(id, buf)? {
         Some(d) if d.kind == gix_object::Kind::Tree => Ok(d.data),
         Some(d) => Err(format!("object {id} is a {}, not a tree", d.kind)),
         None => Err(format!("object {id} is missing")),
