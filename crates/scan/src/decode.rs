@@ -409,7 +409,7 @@ impl WrappedBlocks {
                 (&*self.block.insert(WrappedBlock::new(data, lines, to)?), 0)
             }
         };
-        block.from_line(j)
+        block.read_from_line(j)
     }
 }
 
@@ -484,7 +484,7 @@ impl WrappedBlock {
 
     /// The block read from line `j` on (at least two lines), decoded, when it is base64 of
     /// printable text.
-    fn from_line(&self, j: usize) -> Option<(Vec<u8>, usize)> {
+    fn read_from_line(&self, j: usize) -> Option<(Vec<u8>, usize)> {
         if j + 1 >= self.lines.len() || (self.url_from[j] && self.std_from[j]) {
             return None;
         }
