@@ -398,7 +398,13 @@ impl WrappedBlocks {
         end: usize,
     ) -> Option<(Vec<u8>, usize)> {
         let line = match &self.block {
-            Some(b) => b.lines.iter().position(|l| *l == (start..end)),
+            // The lines are in order: a binary search (a walk of them for each line made a
+            // block quadratic again).
+            Some(b) => b
+                .lines
+                .binary_search_by_key(&start, |l| l.start)
+                .ok()
+                .filter(|&j| b.lines[j].end == end),
             None => None,
         };
         let (block, j) = match line {
