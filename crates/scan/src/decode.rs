@@ -97,24 +97,12 @@ fn unicode_points() -> &'static regex::bytes::Regex {
 /// gitleaks' decoder, plus base64 wrapped over several lines decoded as one block).
 pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
     let mut out = Vec::new();
-    // Cheap test first: no byte that can start a run means no run.
-    let mut longest = 0usize;
-    let mut cur = 0usize;
-    let mut escapes = false;
-    for &b in data {
-        if CLASS[usize::from(b)] & B64 != 0 {
-            cur += 1;
-            longest = longest.max(cur);
-        } else {
-            cur = 0;
-            escapes |= b == b'%' || b == b'\\' || b == b'+';
-        }
-    }
-    if longest < 16 && !escapes {
+    if !may_hold_runs(data) {
         return out;
     }
     let re = candidates();
     let mut skip_to = 0usize;
+    let mut blocks = WrappedBlocks::default();
     // `find_iter` (no capture groups: the fast path); the alternative that matched is told
     // from the match itself, in the pattern's order of precedence.
     // The candidates and their kinds, told from the match itself in the pattern's order of
@@ -154,7 +142,8 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
             Encoding::Hex => decode_hex(run),
             Encoding::Base64 => {
                 let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
-                if let Some((text, to)) = wrapped_base64(data, span.start, span.start + bare) {
+                if let Some((text, to)) = blocks.wrapped_base64(data, span.start, span.start + bare)
+                {
                     skip_to = to;
                     out.push(Decoded {
                         span: span.start..to,
@@ -175,6 +164,28 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
         }
     }
     out
+}
+
+/// The cheap test before the candidate pattern runs: whether `data` holds an escape (`%`,
+/// `\\`) or a run of 16 base64 characters. Most text holds an escape, found at SIMD speed
+/// (`memchr`); only text without one is walked byte by byte for a long enough run (the walk
+/// over every byte cost as much as the candidate pattern itself).
+fn may_hold_runs(data: &[u8]) -> bool {
+    if memchr::memchr2(b'%', b'\\', data).is_some() {
+        return true;
+    }
+    let mut cur = 0usize;
+    for &b in data {
+        if CLASS[usize::from(b)] & B64 != 0 {
+            cur += 1;
+            if cur >= 16 {
+                return true;
+            }
+        } else {
+            cur = 0;
+        }
+    }
+    false
 }
 
 /// Which encoding wins where two candidates touch (gitleaks' order).
@@ -300,14 +311,14 @@ fn strict_base64(run: &[u8]) -> Option<Vec<u8>> {
 /// Shortest line of a wrapped base64 block (`base64` wraps at 76, PEM at 64).
 const MIN_WRAPPED_LINE: usize = 60;
 
-/// Base64 wrapped over several lines (what `base64` prints): the run `start..end` and the
-/// lines that continue it, decoded as one, when that is printable text; with where it ends.
-/// A line of a multiple of 4 characters decodes on its own too, but a secret cut by the line
-/// end would be lost.
-fn wrapped_base64(data: &[u8], start: usize, end: usize) -> Option<(Vec<u8>, usize)> {
+/// Where the lines of a wrapped base64 block are: the run `start..end` and the lines that
+/// continue it (each line before the last at least [`MIN_WRAPPED_LINE`] characters, a
+/// multiple of 4, followed by a newline), with where the block ends (its padding included).
+/// `None` when no line continues the run.
+fn wrapped_lines(data: &[u8], start: usize, end: usize) -> Option<(Vec<Range<usize>>, usize)> {
     let in_run = |b: u8| CLASS[usize::from(b)] & B64 != 0;
     let (mut line_start, mut last) = (start, end);
-    let mut joined: Vec<u8> = Vec::new();
+    let mut lines: Vec<Range<usize>> = Vec::new();
     loop {
         let len = last - line_start;
         if len < MIN_WRAPPED_LINE || len % 4 != 0 {
@@ -328,23 +339,175 @@ fn wrapped_base64(data: &[u8], start: usize, end: usize) -> Option<(Vec<u8>, usi
         if e == next {
             break;
         }
-        joined.extend_from_slice(&data[line_start..last]);
+        lines.push(line_start..last);
         (line_start, last) = (next, e);
     }
-    if joined.is_empty() {
+    if lines.is_empty() {
         return None;
     }
-    joined.extend_from_slice(&data[line_start..last]);
+    lines.push(line_start..last);
     let mut to = last;
     while to < data.len() && data[to] == b'=' && to - last < 2 {
         to += 1;
     }
-    let text = base64_decode(&joined)?;
-    printable(&text).then_some((text, to))
+    Some((lines, to))
+}
+
+/// The wrapped blocks of one scan, each decoded once.
+///
+/// Why: every line of a wrapped block is a candidate run of its own, and the block read from
+/// each line on is that line and all the lines after it. Joining and decoding the rest of the
+/// block again for each of its lines made a block of `n` lines cost `n²/2` line decodings (270
+/// KB of random base64, which decodes to nothing printable, took seconds); a block is decoded
+/// once here and the answer for each of its lines read from it.
+#[derive(Default)]
+struct WrappedBlocks {
+    block: Option<WrappedBlock>,
+}
+
+/// One wrapped block, decoded once with `-` and `_` read as `+` and `/` (each line after the
+/// first starts a line of `data`, so a later candidate run is one of these lines).
+struct WrappedBlock {
+    /// The base64 of each line in `data`.
+    lines: Vec<Range<usize>>,
+    /// Where each line's decoded bytes start in `decoded` (all lines but the last are whole
+    /// groups of 4 characters, so a line decodes on its own to the same bytes).
+    at: Vec<usize>,
+    /// The block's lines joined and decoded (a last line that leaves a length of 4n+1 loses
+    /// its last character).
+    decoded: Vec<u8>,
+    /// How many bytes of `decoded` before each position are printable ([`printable_byte`]).
+    printable_before: Vec<u32>,
+    /// Whether the block from line `j` on holds a URL-safe (`-`, `_`) or a standard (`+`,
+    /// `/`) symbol: holding both, it is not base64.
+    url_from: Vec<bool>,
+    std_from: Vec<bool>,
+    /// Where the block ends in `data`, padding included.
+    to: usize,
+}
+
+impl WrappedBlocks {
+    /// Base64 wrapped over several lines (what `base64` prints): the run `start..end` and the
+    /// lines that continue it, decoded as one, when that is printable text; with where it
+    /// ends. A line of a multiple of 4 characters decodes on its own too, but a secret cut by
+    /// the line end would be lost.
+    fn wrapped_base64(
+        &mut self,
+        data: &[u8],
+        start: usize,
+        end: usize,
+    ) -> Option<(Vec<u8>, usize)> {
+        let line = match &self.block {
+            // The lines are in order: a binary search (a walk of them for each line made a
+            // block quadratic again).
+            Some(b) => b
+                .lines
+                .binary_search_by_key(&start, |l| l.start)
+                .ok()
+                .filter(|&j| b.lines[j].end == end),
+            None => None,
+        };
+        let (block, j) = match line {
+            Some(j) => (self.block.as_ref()?, j),
+            None => {
+                self.block = None;
+                let (lines, to) = wrapped_lines(data, start, end)?;
+                (&*self.block.insert(WrappedBlock::new(data, lines, to)?), 0)
+            }
+        };
+        block.read_from_line(j)
+    }
+}
+
+impl WrappedBlock {
+    fn new(data: &[u8], lines: Vec<Range<usize>>, to: usize) -> Option<Self> {
+        let total: usize = lines.iter().map(|l| l.len()).sum();
+        // What `base64_decode` does to a length that cannot be base64: the last character
+        // goes (the same for the block read from any of its lines: the lines before the last
+        // are whole groups of 4).
+        let cut = usize::from(total % 4 == 1);
+        let n = lines.len();
+        let mut std_alphabet: Vec<u8> = Vec::with_capacity(total);
+        let mut at = Vec::with_capacity(n);
+        let mut url_in = vec![false; n];
+        let mut std_in = vec![false; n];
+        for (j, l) in lines.iter().enumerate() {
+            at.push(std_alphabet.len() / 4 * 3);
+            let text = if j + 1 == n {
+                &data[l.start..l.end - cut]
+            } else {
+                &data[l.clone()]
+            };
+            for &b in text {
+                std_alphabet.push(match b {
+                    b'-' => {
+                        url_in[j] = true;
+                        b'+'
+                    }
+                    b'_' => {
+                        url_in[j] = true;
+                        b'/'
+                    }
+                    b'+' | b'/' => {
+                        std_in[j] = true;
+                        b
+                    }
+                    _ => b,
+                });
+            }
+        }
+        let mut url_from = url_in;
+        let mut std_from = std_in;
+        for j in (0..n.saturating_sub(1)).rev() {
+            url_from[j] |= url_from[j + 1];
+            std_from[j] |= std_from[j + 1];
+        }
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        const STANDARD: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new()
+                .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+                .with_decode_allow_trailing_bits(true),
+        );
+        let decoded = STANDARD.decode(&std_alphabet).ok()?;
+        let mut printable_before = Vec::with_capacity(decoded.len() + 1);
+        let mut count = 0u32;
+        printable_before.push(0);
+        for &b in &decoded {
+            count += u32::from(printable_byte(b));
+            printable_before.push(count);
+        }
+        Some(Self {
+            lines,
+            at,
+            decoded,
+            printable_before,
+            url_from,
+            std_from,
+            to,
+        })
+    }
+
+    /// The block read from line `j` on (at least two lines), decoded, when it is base64 of
+    /// printable text.
+    fn read_from_line(&self, j: usize) -> Option<(Vec<u8>, usize)> {
+        if j + 1 >= self.lines.len() || (self.url_from[j] && self.std_from[j]) {
+            return None;
+        }
+        let at = *self.at.get(j)?;
+        let text = self.decoded.get(at..)?;
+        let ok = self.printable_before[self.decoded.len()] - self.printable_before[at];
+        if text.is_empty() || (ok as usize) * 10 < text.len() * 9 {
+            return None;
+        }
+        Some((text.to_vec(), self.to))
+    }
 }
 
 /// Standard or URL-safe base64, padding optional; a length that cannot be base64 loses its
-/// last characters (the run may continue into text).
+/// last characters (the run may continue into text). How a wrapped block read from one of its
+/// lines was decoded before [`WrappedBlock`] (the tests' reference).
+#[cfg(test)]
 fn base64_decode(run: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
@@ -365,16 +528,9 @@ fn base64_decode(run: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Mostly printable ASCII text (tabs and newlines count), at least 90 %.
-fn printable(text: &[u8]) -> bool {
-    if text.is_empty() {
-        return false;
-    }
-    let ok = text
-        .iter()
-        .filter(|&&b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\r' || b == b'\t')
-        .count();
-    ok * 10 >= text.len() * 9
+/// A byte of printable ASCII text: space to tilde, tab, newline, carriage return.
+fn printable_byte(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\r' || b == b'\t'
 }
 
 /// Why the scanner cannot read some content, if it is a compressed archive or an encrypted
@@ -469,6 +625,152 @@ mod tests {
         let data = format!("creds:\n{}\nend\n", wrapped.join("\n"));
         let found = texts(data.as_bytes());
         assert_eq!(found, vec![(Encoding::Base64, text)]);
+    }
+
+    /// The way a wrapped block was read before blocks were decoded once: from the given
+    /// line on, joined and decoded again (the reference the cached blocks must agree with).
+    fn wrapped_reference(data: &[u8], start: usize, end: usize) -> Option<(Vec<u8>, usize)> {
+        let (lines, to) = wrapped_lines(data, start, end)?;
+        let joined: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| data[l.clone()].to_vec())
+            .collect();
+        let text = base64_decode(&joined)?;
+        let ok = text.iter().filter(|&&b| printable_byte(b)).count();
+        (!text.is_empty() && ok * 10 >= text.len() * 9).then_some((text, to))
+    }
+
+    /// A small deterministic generator (xorshift), so that the cases are the same each run.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn each_line_of_a_wrapped_block_reads_as_the_block_from_that_line_joined_again() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut checked = 0;
+        let mut found = 0;
+        for case in 0..400 {
+            // Lines of printable text and of binary, encoded with either alphabet, some
+            // padded, wrapped at 64 or 76, with CRLF now and then and a last line of any
+            // length; sometimes a run that starts mid-line.
+            let mut plain = Vec::new();
+            for _ in 0..1 + rng.below(12) {
+                let binary = rng.below(4) == 0;
+                for _ in 0..rng.below(120) {
+                    plain.push(if binary {
+                        rng.below(256) as u8
+                    } else {
+                        b' ' + rng.below(95) as u8
+                    });
+                }
+            }
+            let enc = if case % 3 == 0 {
+                URL_SAFE.encode(&plain)
+            } else {
+                STANDARD.encode(&plain)
+            };
+            let width = if rng.below(2) == 0 { 64 } else { 76 };
+            let nl = if rng.below(5) == 0 { "\r\n" } else { "\n" };
+            let mut data = String::from(if rng.below(3) == 0 { "key: " } else { "" });
+            let lines: Vec<&str> = enc
+                .as_bytes()
+                .chunks(width)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            data.push_str(&lines.join(nl));
+            data.push_str(" tail\n");
+            let data = data.as_bytes();
+            // Every candidate run the decoder would ask about: each line's base64 (padding
+            // left out, as the caller does).
+            let mut blocks = WrappedBlocks::default();
+            let mut at = 0;
+            while at < data.len() {
+                let in_run = |b: u8| CLASS[usize::from(b)] & B64 != 0;
+                if !in_run(data[at]) {
+                    at += 1;
+                    continue;
+                }
+                let mut end = at;
+                while end < data.len() && in_run(data[end]) {
+                    end += 1;
+                }
+                let got = blocks.wrapped_base64(data, at, end);
+                assert_eq!(got, wrapped_reference(data, at, end), "case {case} at {at}");
+                found += usize::from(got.is_some());
+                checked += 1;
+                at = end;
+            }
+        }
+        assert!(
+            checked > 2000 && found > 100,
+            "{checked} runs, {found} decoded"
+        );
+    }
+
+    #[test]
+    fn a_block_with_both_alphabets_is_base64_only_from_where_one_is_left() {
+        // The first line has a `+`, the rest `-` and `_`: the whole block is not base64, the
+        // block from the second line on is.
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789-_ABCDEFGHIJKLMNOPQRSTUVWXYZ and some more text here";
+        // `???` encodes as `Pz8_` in the URL-safe alphabet.
+        let url = base64::engine::general_purpose::URL_SAFE
+            .encode([b"???", &text[..]].concat().repeat(3));
+        assert!(url.starts_with("Pz8_"));
+        let first = format!("{}+{}", "A".repeat(38), "B".repeat(37));
+        let mut lines = vec![first];
+        lines.extend(
+            url.as_bytes()
+                .chunks(76)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap()),
+        );
+        let data = lines.join("\n");
+        let data = data.as_bytes();
+        let mut blocks = WrappedBlocks::default();
+        assert_eq!(blocks.wrapped_base64(data, 0, 76), None);
+        assert_eq!(wrapped_reference(data, 0, 76), None);
+        let second = 77..77 + 76;
+        let got = blocks.wrapped_base64(data, second.start, second.end);
+        assert_eq!(got, wrapped_reference(data, second.start, second.end));
+        assert!(got.is_some());
+    }
+
+    #[test]
+    fn the_cheap_test_says_no_only_where_the_byte_walk_said_no() {
+        // The walk it replaces: a run of 16 base64 characters, or an escape byte anywhere.
+        let walk = |data: &[u8]| {
+            let (mut longest, mut cur, mut escapes) = (0, 0, false);
+            for &b in data {
+                if CLASS[usize::from(b)] & B64 != 0 {
+                    cur += 1;
+                    longest = longest.max(cur);
+                } else {
+                    cur = 0;
+                    escapes |= b == b'%' || b == b'\\' || b == b'+';
+                }
+            }
+            longest >= 16 || escapes
+        };
+        let mut rng = Rng(7);
+        let alphabet = b"ab09_-/+%\\ .\n=";
+        for _ in 0..5000 {
+            let data: Vec<u8> = (0..rng.below(40))
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            assert_eq!(may_hold_runs(&data), walk(&data), "{data:?}");
+        }
+        assert!(may_hold_runs(b"abcdefghijklmnop"));
+        assert!(!may_hold_runs(b"abcdefghijklmno pqr"));
     }
 
     #[test]

@@ -1,0 +1,75 @@
+//! A small driver of the scanner for profiling (`valgrind --tool=callgrind`) and quick
+//! timings of one part at a time, without building the whole `bot-bottle` binary:
+//!
+//! ```text
+//! scan_profile git <repo> <rev>...    the history scan (Scanner::scan_git), with its counts
+//! scan_profile split <repo> <rev>...  the same range from one `git log -p` (the reference)
+//! scan_profile push <repo> <rev>...   what the gate runs on a push (Scanner::scan_push)
+//! scan_profile files <path>...        files and directories (Scanner::scan_paths)
+//! scan_profile bytes <file>           one file's bytes as one fragment (Scanner::scan_bytes)
+//! ```
+//!
+//! Prints what was found and how long it took (wall time; one run, not a benchmark).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, rest) = args
+        .split_first()
+        .ok_or("usage: scan_profile MODE ARGS...")?;
+    let scanner = scan::Scanner::builtin()?;
+    let start = Instant::now();
+    let req = |rest: &[String]| -> Result<scan::GitScanRequest, Box<dyn std::error::Error>> {
+        let (repo, revs) = rest.split_first().ok_or("a repository and revisions")?;
+        Ok(scan::GitScanRequest {
+            repo: repo.into(),
+            rev_args: revs.to_vec(),
+            env: Vec::new(),
+        })
+    };
+    let (found, what) = match mode.as_str() {
+        "git" => {
+            let (f, counts) = scanner.scan_git_counted(&req(rest)?)?;
+            (f.len(), format!("{counts:?}"))
+        }
+        "split" => (
+            scanner.scan_git_split(&req(rest)?, usize::MAX)?.len(),
+            String::new(),
+        ),
+        "push" => {
+            let scan = scanner.scan_push(&req(rest)?, &scan::ObjectScanOptions::default())?;
+            (
+                scan.findings.len(),
+                format!(
+                    "{} objects, {} unreadable",
+                    scan.objects,
+                    scan.unreadable.len()
+                ),
+            )
+        }
+        "files" => {
+            let paths: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
+            let scan = scanner.scan_paths(&paths)?;
+            (
+                scan.findings.len(),
+                format!("{} files, {} bytes", scan.files, scan.bytes),
+            )
+        }
+        "bytes" => {
+            let path = rest.first().ok_or("a file")?;
+            let data = std::fs::read(path)?;
+            (
+                scanner.scan_bytes(path, &data).len(),
+                format!("{} bytes", data.len()),
+            )
+        }
+        other => return Err(format!("unknown mode {other}").into()),
+    };
+    eprintln!(
+        "{mode}: {found} findings ({what}) in {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
