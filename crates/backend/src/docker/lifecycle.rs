@@ -266,9 +266,8 @@ async fn start_bottle<E: Engine>(
             None => Ok(()),
         }
     };
-    let (ready, firewall) = tokio::join!(ready, firewall);
-    ready?;
-    firewall?;
+    // The first failure ends both (the caller tears the bottle down).
+    tokio::try_join!(ready, firewall)?;
     Ok((agent_id, attach))
 }
 
