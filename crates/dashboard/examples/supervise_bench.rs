@@ -213,7 +213,7 @@ fn main() {
         b2,
     );
     println!(
-        "\nfor scale: one durable write (temp file, fsync, rename, directory fsync): p50 {} p99 {}; the approve path makes about 8 of them",
+        "\nfor scale: one durable write (temp file, fsync, rename, directory fsync): p50 {} p99 {}; the approve path waits for about 4 fsyncs in a row (8 calls, paired)",
         ms(pct(&mut w, 0.5)),
         ms(pct(&mut w, 0.99))
     );

@@ -15,6 +15,9 @@ use crate::{BottlePaths, LaunchError, Options};
 /// How long the sidecar bundle may take to become ready (the gate's first upstream sync).
 const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long the bundle gets to finish after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The last lines of the bundle's log (where a crash says why).
 pub(crate) fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -28,12 +31,59 @@ pub(crate) struct Sidecar {
     child: Child,
 }
 
+/// A sidecar bundle spawned but not yet known to be ready: the launcher writes the agent's
+/// home meanwhile and then waits ([`Starting::ready`]). Dropped without that wait, the
+/// bundle is stopped.
+pub(crate) struct Starting {
+    sidecar: Option<Sidecar>,
+    ready: mpsc::Receiver<bool>,
+    log_path: std::path::PathBuf,
+}
+
+impl Starting {
+    /// Waits for the bundle's `ready` line; a bundle that exits first or stays silent is
+    /// stopped and its log's last lines returned in the error.
+    pub(crate) fn ready(mut self) -> Result<Sidecar, LaunchError> {
+        let outcome = self.ready.recv_timeout(SIDECAR_READY_TIMEOUT);
+        let Some(mut sidecar) = self.sidecar.take() else {
+            return Err(LaunchError::Invalid(
+                "the sidecar bundle was stopped".into(),
+            ));
+        };
+        match outcome {
+            Ok(true) => Ok(sidecar),
+            outcome => {
+                sidecar.stop();
+                let why = if outcome.is_err() {
+                    "did not become ready in time"
+                } else {
+                    "exited before it was ready"
+                };
+                Err(LaunchError::SidecarNotReady {
+                    why,
+                    tail: log_tail(&self.log_path),
+                    log: self.log_path.clone(),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut sidecar) = self.sidecar.take() {
+            sidecar.stop();
+        }
+    }
+}
+
 impl Sidecar {
-    pub(crate) fn start(
+    /// Starts the bundle; [`Starting::ready`] waits for its readiness line.
+    pub(crate) fn spawn(
         paths: &BottlePaths,
         tokens: &[String],
         options: &Options,
-    ) -> Result<Sidecar, LaunchError> {
+    ) -> Result<Starting, LaunchError> {
         let log_path = paths.sidecar_log();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -91,23 +141,11 @@ impl Sidecar {
             // Keep draining so the bundle never blocks on a full pipe.
             for _ in lines {}
         });
-        let mut sidecar = Sidecar { child };
-        match rx.recv_timeout(SIDECAR_READY_TIMEOUT) {
-            Ok(true) => Ok(sidecar),
-            outcome => {
-                sidecar.stop();
-                let why = if outcome.is_err() {
-                    "did not become ready in time"
-                } else {
-                    "exited before it was ready"
-                };
-                Err(LaunchError::SidecarNotReady {
-                    why,
-                    tail: log_tail(&log_path),
-                    log: log_path,
-                })
-            }
-        }
+        Ok(Starting {
+            sidecar: Some(Sidecar { child }),
+            ready: rx,
+            log_path,
+        })
     }
 
     pub(crate) fn pid(&self) -> nix::unistd::Pid {
@@ -120,12 +158,14 @@ impl Sidecar {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
+        // Watched before the signal, so its end cannot be missed.
+        let exit = crate::watch::ExitWatch::new(self.pid());
         let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if exit.wait(STOP_TIMEOUT, || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = self.child.wait();
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

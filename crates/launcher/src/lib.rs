@@ -545,8 +545,17 @@ impl RunningBottle {
         };
         let json =
             serde_json::to_vec_pretty(&config).context("cannot encode the sidecar config")?;
-        state::atomic_write(&paths.sidecar_config(), &json)
+        // Rebuilt on every start and resume: no fsync on the start path.
+        state::atomic_write_unsynced(&paths.sidecar_config(), &json, 0o600)
             .with_context(|| format!("cannot write {}", paths.sidecar_config().display()))?;
+        // A host bundle starts now and gets ready while the agent's home is written; the
+        // bottle is launched only once it said so (`launch_beside_host_bundle`).
+        let starting = match placement {
+            SidecarPlacement::HostProcess => {
+                Some(bundle::Sidecar::spawn(&self.paths, &sidecar_env, options)?)
+            }
+            SidecarPlacement::Container | SidecarPlacement::BackendContainer => None,
+        };
         let spec = spec::agent_spec(
             identity, paths, launch, self.fresh, &config, &ca_pem, options,
         )?;
@@ -586,9 +595,12 @@ impl RunningBottle {
                 )?;
                 Ok(Agent::ContainerBundle { running })
             }
-            SidecarPlacement::HostProcess => {
-                self.launch_beside_host_bundle(&sidecar_env, &spec, options)
-            }
+            SidecarPlacement::HostProcess => match starting {
+                Some(starting) => self.launch_beside_host_bundle(starting, &spec),
+                None => Err(LaunchError::Invalid(
+                    "the sidecar bundle was not started".into(),
+                )),
+            },
         }
     }
 
@@ -597,11 +609,10 @@ impl RunningBottle {
     /// runs.
     fn launch_beside_host_bundle(
         &self,
-        sidecar_env: &[String],
+        starting: bundle::Starting,
         spec: &LaunchSpec,
-        options: &Options,
     ) -> Result<Agent, LaunchError> {
-        let mut sidecar = bundle::Sidecar::start(&self.paths, sidecar_env, options)?;
+        let mut sidecar = starting.ready()?;
         let started = self
             .backend
             .prepare(spec)
@@ -665,7 +676,8 @@ pub fn request_stop(paths: &BottlePaths, keep: bool) -> std::io::Result<()> {
 fn agent_started(paths: &BottlePaths, report: &dyn Report) {
     // A request left by a `stop` of an earlier run is not this run's.
     let _ = std::fs::remove_file(paths.stop_requested());
-    if let Err(e) = state::atomic_write(&paths.agent_started(), b"") {
+    // A marker of this run only (removed at its end and at the next start): not synced.
+    if let Err(e) = state::atomic_write_unsynced(&paths.agent_started(), b"", 0o600) {
         report.line(&format!("cannot mark the agent as started: {e}"));
     }
 }

@@ -118,13 +118,15 @@ pub(crate) fn agent_spec(
     )?;
     let bundle_host = paths.files().join("ca-bundle.crt");
     let ca_host = paths.files().join("ca.pem");
-    state::atomic_write_mode(
+    // Copies of the CA for the bottle, rebuilt on every start and resume from the CA and
+    // the host's roots: no fsync on the start path.
+    state::atomic_write_unsynced(
         &bundle_host,
         contract::ca_bundle(&system_roots, ca_pem).as_bytes(),
         0o644,
     )
     .with_context(|| format!("cannot write {}", bundle_host.display()))?;
-    state::atomic_write_mode(&ca_host, ca_pem.as_bytes(), 0o644)
+    state::atomic_write_unsynced(&ca_host, ca_pem.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", ca_host.display()))?;
 
     // The bottle's loopback ports, each to its sidecar (docker relays to the same port of

@@ -124,6 +124,53 @@ pub fn wait_exited(pid: Pid) -> Option<String> {
     }
 }
 
+/// A notification of a child's end that can be waited for with a timeout: its pidfd, which
+/// becomes readable when the process exits (Linux 5.3). Stopping the bundle waits on it
+/// instead of polling, so teardown takes as long as the bundle's own shutdown, not the next
+/// multiple of a sleep.
+pub(crate) struct ExitWatch {
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ExitWatch {
+    /// Watches `pid` (a child not yet reaped, so the pid cannot name another process).
+    pub(crate) fn new(pid: Pid) -> ExitWatch {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
+        // descriptor is owned by nothing else.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        let pidfd = i32::try_from(fd).ok().filter(|fd| *fd >= 0).map(|fd| {
+            // SAFETY: `fd` was just returned by pidfd_open and is closed only by this owner.
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        });
+        ExitWatch { pidfd }
+    }
+
+    /// Waits up to `limit` for the process to end; `ended` says whether it has (checked
+    /// after each wake-up, and every 10 ms where pidfds are missing). Whether it ended.
+    pub(crate) fn wait(&self, limit: Duration, mut ended: impl FnMut() -> bool) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if ended() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(ms.max(1)));
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
+        }
+    }
+}
+
 /// How the child `pid` ended if it already has (not reaped); `None` while it runs.
 pub fn exited_now(pid: Pid) -> Option<String> {
     match waitid(
@@ -228,6 +275,31 @@ mod tests {
         let (_dir, watch) = watch();
         watch.agent_ended(Some("exited with status 101".into()));
         assert_eq!(watch.down().as_deref(), Some("exited with status 101"));
+    }
+
+    #[test]
+    fn an_exit_watch_wakes_when_the_child_ends_and_times_out_while_it_runs() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let watch = ExitWatch::new(pid);
+        assert!(
+            watch.pidfd.is_some(),
+            "pidfd_open is missing (Linux < 5.3?)"
+        );
+        let ended = watch.wait(Duration::from_millis(50), || exited_now(pid).is_some());
+        assert!(!ended, "a running child was seen ended");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut checks_after = 0;
+        assert!(watch.wait(Duration::from_secs(30), || {
+            checks_after += 1;
+            exited_now(pid).is_some()
+        }));
+        // Woken by the exit itself, not by rounds of polling.
+        assert!(checks_after <= 3, "{checks_after} checks");
+        assert!(child.wait().is_ok());
     }
 
     #[test]

@@ -163,6 +163,68 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// The size of a head record on disk: its JSON padded with spaces (which JSON ignores) and a
+/// newline. One fixed size, well inside a disk sector, lets each append overwrite the record
+/// in place, so that it needs one sync of its data instead of a temp file, a rename and a
+/// sync of the directory; a torn write would not parse and reads as a break, never as a
+/// different valid count.
+const HEAD_LEN: usize = 128;
+
+fn head_record(head: &Head) -> Vec<u8> {
+    let mut json = serde_json::to_vec(head).unwrap_or_default();
+    if json.len() < HEAD_LEN {
+        json.resize(HEAD_LEN - 1, b' ');
+        json.push(b'\n');
+    }
+    json
+}
+
+/// A head record overwritten in place, not yet synced; `old` is what it held.
+struct HeadWrite {
+    file: fs::File,
+    old: Vec<u8>,
+}
+
+impl HeadWrite {
+    /// Puts the previous record back after a failed append (best effort, like the log's).
+    fn undo(&self) {
+        use std::os::unix::fs::FileExt;
+        let _ = self
+            .file
+            .write_all_at(&self.old, 0)
+            .and_then(|()| self.file.set_len(self.old.len() as u64))
+            .and_then(|()| self.file.sync_data());
+    }
+}
+
+/// Overwrites an existing head record in place (not synced); `None` when there is none yet
+/// (the first line, or a log from before head records).
+fn overwrite_head(head_file: &Path, record: &[u8]) -> Result<Option<HeadWrite>, AuditError> {
+    use std::os::unix::fs::FileExt;
+    let mut file = match OpenOptions::new().read(true).write(true).open(head_file) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", head_file)(e)),
+    };
+    let mut old = Vec::new();
+    io::Read::read_to_end(&mut file, &mut old).map_err(io_err("read", head_file))?;
+    let written = file.write_all_at(record, 0).and_then(|()| {
+        if old.len() > record.len() {
+            file.set_len(record.len() as u64)
+        } else {
+            Ok(())
+        }
+    });
+    let head = HeadWrite { file, old };
+    match written {
+        Ok(()) => Ok(Some(head)),
+        Err(e) => {
+            head.undo();
+            Err(io_err("write", head_file)(e))
+        }
+    }
+}
+
 /// Appends a decision to `audit/<component>/<bottle>.jsonl`, extending the hash chain.
 pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
     paths::check_identity(&new.bottle)?;
@@ -220,14 +282,34 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
         last_hash: sha256_hex(&line),
     };
     let head_file = head_path(&path);
-    let head_json = serde_json::to_vec(&head).unwrap_or_default();
+    let head_json = head_record(&head);
+    // The line and the head record (overwritten in place) are written first and synced side
+    // by side: one wait for the disk instead of three in a row (line, temp head, directory).
+    // The append returns only once both are on disk, and a failure of either undoes both.
     let written = file
         .write_all(&bytes)
         .map_err(io_err("append to", &path))
-        .and_then(|()| file.sync_all().map_err(io_err("sync", &path)))
-        .and_then(|()| {
-            state::atomic_write_mode(&head_file, &head_json, FILE_MODE)
-                .map_err(io_err("write", &head_file))
+        .and_then(|()| match overwrite_head(&head_file, &head_json)? {
+            Some(head) => std::thread::scope(|s| {
+                let synced_head =
+                    s.spawn(|| head.file.sync_data().map_err(io_err("sync", &head_file)));
+                let synced_line = file.sync_data().map_err(io_err("sync", &path));
+                let synced_head = synced_head.join().unwrap_or_else(|_| {
+                    Err(io_err("sync", &head_file)(io::Error::other(
+                        "the syncing thread panicked",
+                    )))
+                });
+                synced_line.and(synced_head).inspect_err(|_| head.undo())
+            }),
+            // The first head record: the line is on disk before the record that counts it
+            // appears (a new file, put in place atomically).
+            None => file
+                .sync_data()
+                .map_err(io_err("sync", &path))
+                .and_then(|()| {
+                    state::atomic_write_mode(&head_file, &head_json, FILE_MODE)
+                        .map_err(io_err("write", &head_file))
+                }),
         });
     if let Err(e) = written {
         // All or nothing: a line the head does not count (a full disk can take the line and
@@ -474,6 +556,49 @@ mod tests {
             .collect();
         f(&mut lines);
         fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn the_head_record_is_rewritten_in_place_and_an_older_one_is_taken_over() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, home, path) = three();
+        let head = head_path(&path);
+        let inode = fs::metadata(&head).unwrap().ino();
+        assert_eq!(fs::read(&head).unwrap().len(), HEAD_LEN);
+        // A head record as written before records had one size: compact JSON.
+        let compact = serde_json::to_vec(&Head {
+            lines: 3,
+            last_hash: sha256_hex(fs::read_to_string(&path).unwrap().lines().last().unwrap()),
+        })
+        .unwrap();
+        fs::write(&head, &compact).unwrap();
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
+        append(&home, entry(4)).unwrap();
+        append(&home, entry(5)).unwrap();
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
+        let meta = fs::metadata(&head).unwrap();
+        assert_eq!((meta.ino(), meta.len()), (inode, HEAD_LEN as u64));
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_failed_head_write_takes_the_line_back() {
+        let (_d, home, path) = three();
+        let head = head_path(&path);
+        let before = (fs::read(&path).unwrap(), fs::read(&head).unwrap());
+        // A head that cannot be opened for writing (a directory in its place).
+        fs::remove_file(&head).unwrap();
+        fs::create_dir(&head).unwrap();
+        let err = append(&home, entry(4)).unwrap_err();
+        assert!(err.to_string().contains(".head"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), before.0);
+        fs::remove_dir(&head).unwrap();
+        fs::write(&head, &before.1).unwrap();
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
     }
 
     #[test]

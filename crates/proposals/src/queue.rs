@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use state::Staged;
 
 use crate::grant::Grant;
 use crate::paths::FILE_MODE;
@@ -424,12 +425,29 @@ impl Queue {
 
     /// Writes a checked response (never replacing one: two operators racing, one wins).
     pub fn write_response(&self, response: &Response) -> Result<(), QueueError> {
-        let id = response.id.as_str();
-        paths::check_proposal_id(id)?;
-        let path = self.response_path(id);
-        match state::atomic_write_new(&path, &to_json(response), FILE_MODE) {
+        self.place_response(self.stage_response(response)?)
+    }
+
+    /// The first half of [`Queue::write_response`]: the response written and synced under a
+    /// temporary name, not yet visible (see [`state::Staged`]).
+    pub fn stage_response(&self, response: &Response) -> Result<Staged, QueueError> {
+        paths::check_proposal_id(&response.id)?;
+        let path = self.response_path(&response.id);
+        Staged::write(&path, &to_json(response), FILE_MODE).map_err(io_err("write", &path))
+    }
+
+    /// The second half of [`Queue::write_response`]: the staged response appears under its
+    /// name unless another operator's is there already.
+    pub fn place_response(&self, staged: Staged) -> Result<(), QueueError> {
+        let path = staged.path().to_owned();
+        match staged.create_new() {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let id = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".response.json"))
+                    .unwrap_or_default();
                 Err(QueueError::AlreadyAnswered(id.to_owned()))
             }
             Err(e) => Err(io_err("write", &path)(e)),
@@ -446,10 +464,22 @@ impl Queue {
 
     /// Records a handled proposal's outcome (the durable decision; see [`Queue::archive`]).
     pub fn write_outcome(&self, outcome: &Outcome) -> Result<(), QueueError> {
+        self.place_outcome(self.stage_outcome(outcome)?)
+    }
+
+    /// The first half of [`Queue::write_outcome`]: the outcome written and synced under a
+    /// temporary name, not yet visible (see [`state::Staged`]).
+    pub fn stage_outcome(&self, outcome: &Outcome) -> Result<Staged, QueueError> {
         paths::check_proposal_id(&outcome.id)?;
         self.create()?;
         let out = self.outcome_path(&outcome.id);
-        state::atomic_write_mode(&out, &to_json(outcome), FILE_MODE).map_err(io_err("write", &out))
+        Staged::write(&out, &to_json(outcome), FILE_MODE).map_err(io_err("write", &out))
+    }
+
+    /// The second half of [`Queue::write_outcome`]: the staged outcome put in place.
+    pub fn place_outcome(&self, staged: Staged) -> Result<(), QueueError> {
+        let out = staged.path().to_owned();
+        staged.replace().map_err(io_err("write", &out))
     }
 
     /// Moves a proposal whose outcome is written, and its response, to `processed/`.
@@ -675,14 +705,27 @@ pub fn answer_granted(
     };
     let proposal = queue.check_response(&response)?;
     // Audited when it is made, before anything can apply it: a decision is never in effect
-    // (or lost with a removed bottle) without its audit line.
-    audit_decision(&queue, &proposal, &response, "decided", None).map_err(|source| {
-        QueueError::Audit {
-            id: id.to_owned(),
-            source,
-        }
+    // (or lost with a removed bottle) without its audit line. The response is written and
+    // synced meanwhile under a temporary name (one wait for the disk, not two in a row) and
+    // appears only once the line is on disk.
+    let (audited, staged) = std::thread::scope(|s| {
+        let staged = s.spawn(|| queue.stage_response(&response));
+        let audited = audit_decision(&queue, &proposal, &response, "decided", None);
+        (audited, staged.join())
+    });
+    audited.map_err(|source| QueueError::Audit {
+        id: id.to_owned(),
+        source,
     })?;
-    if let Err(e) = queue.write_response(&response) {
+    let written = match staged {
+        Ok(staged) => staged.and_then(|staged| queue.place_response(staged)),
+        Err(_) => Err(QueueError::Io {
+            action: "write",
+            path: queue.response_path(id),
+            source: io::Error::other("the writing thread panicked"),
+        }),
+    };
+    if let Err(e) = written {
         let why = format!("the decision was not sent: {e}");
         if let Err(a) = audit_decision(&queue, &proposal, &response, "not-applied", Some(why)) {
             tracing::error!(id, error = %a, "cannot record an unsent decision in the audit log");

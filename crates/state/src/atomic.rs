@@ -14,18 +14,29 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// then fsync of the directory so the rename itself survives a crash. `mode` is subject to
 /// the umask (`0o666` gives a file the mode any new file would get).
 pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    write_then(path, data, mode, |tmp| fs::rename(tmp, path))
+    Staged::write(path, data, mode)?.replace()
 }
 
 /// Like [`atomic_write_mode`], but fails with `AlreadyExists` instead of replacing a file:
 /// the complete temp file is hard-linked into place, which the kernel refuses when the name
 /// exists. Two writers racing for the same name: exactly one wins.
 pub fn atomic_write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    write_then(path, data, mode, |tmp| {
-        let linked = fs::hard_link(tmp, path);
-        let _ = fs::remove_file(tmp);
-        linked
-    })
+    Staged::write(path, data, mode)?.create_new()
+}
+
+/// Writes `data` to `path` atomically for readers (temp file, rename) but not durably: no
+/// fsync. Only for files rebuilt from durable inputs before every use (a bottle's sidecar
+/// config, the CA copies handed to the bottle, run markers), whose loss in a machine crash
+/// costs nothing: the next `start` or `resume` writes them again. Each fsync saved is a wait
+/// for the disk on `start`'s path, up to tens of milliseconds on a busy disk.
+pub fn atomic_write_unsynced(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let mut staged = Staged::create(path, mode)?;
+    if let Some(mut file) = staged.file.take() {
+        file.write_all(data)?;
+    }
+    fs::rename(&staged.tmp, path)?;
+    staged.done = true;
+    Ok(())
 }
 
 /// Moves `from` to `to` on the same file system, creating `to`'s directory, and makes the
@@ -49,41 +60,95 @@ fn parent_or_cwd(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// The complete, synced temp file beside `path`, put in place by `place`; the temp file is
-/// gone afterwards whatever happened.
-fn write_then(
-    path: &Path,
-    data: &[u8],
-    mode: u32,
-    place: impl FnOnce(&Path) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = parent_or_cwd(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".tmp-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        place(&tmp)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// A file written and synced under a temporary name beside its final `path`, not yet
+/// visible there: the first half of an atomic write, so that the fsync of its content can
+/// run while the caller does other durable work (the audit line a decision needs before
+/// its response may appear), and only the second half, the rename or link and the
+/// directory sync, waits for that work. Dropped without being put in place, the temp file
+/// is removed.
+#[derive(Debug)]
+pub struct Staged {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    done: bool,
+    /// Open while it is being written.
+    file: Option<File>,
+}
+
+impl Staged {
+    /// A new, empty temp file beside `path` with `mode`.
+    fn create(path: &Path, mode: u32) -> io::Result<Staged> {
+        let dir = parent_or_cwd(path);
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut staged = Staged {
+            path: path.to_owned(),
+            tmp: dir.join(tmp_name),
+            done: false,
+            file: None,
+        };
+        staged.file = Some(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&staged.tmp)
+                .inspect_err(|_| staged.done = true)?,
+        );
+        Ok(staged)
     }
-    result
+
+    /// Writes `data` to a new temp file beside `path` with `mode` and syncs it.
+    pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<Staged> {
+        let mut staged = Staged::create(path, mode)?;
+        if let Some(mut file) = staged.file.take() {
+            file.write_all(data)?;
+            file.sync_all()?;
+        }
+        Ok(staged)
+    }
+
+    /// Where the file will be once put in place.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the temp file over `path` and syncs the directory (as [`atomic_write_mode`]).
+    pub fn replace(self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.path)?;
+        self.placed()
+    }
+
+    /// Links the temp file to `path`, failing with `AlreadyExists` when the name exists (as
+    /// [`atomic_write_new`]), and syncs the directory.
+    pub fn create_new(self) -> io::Result<()> {
+        let linked = fs::hard_link(&self.tmp, &self.path);
+        let _ = fs::remove_file(&self.tmp);
+        linked?;
+        self.placed()
+    }
+
+    /// The temp file has been put in place (or linked and removed): sync the directory.
+    fn placed(mut self) -> io::Result<()> {
+        self.done = true;
+        sync_dir(parent_or_cwd(&self.path))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +187,57 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["a.json".to_owned()]);
+    }
+
+    #[test]
+    fn a_staged_file_appears_only_when_placed_and_leaves_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || -> Vec<String> {
+            let mut v: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        let p = dir.path().join("a.json");
+        let staged = Staged::write(&p, b"one", 0o600).unwrap();
+        assert!(!p.exists(), "visible before it was placed");
+        assert_eq!(staged.path(), p);
+        drop(staged);
+        assert_eq!(names(), Vec::<String>::new());
+
+        Staged::write(&p, b"one", 0o600).unwrap().replace().unwrap();
+        Staged::write(&p, b"two", 0o600).unwrap().replace().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let err = Staged::write(&p, b"three", 0o600)
+            .unwrap()
+            .create_new()
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(names(), vec!["a.json".to_owned()]);
+    }
+
+    #[test]
+    fn an_unsynced_write_replaces_whole_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sidecar.json");
+        atomic_write_unsynced(&p, b"one", 0o600).unwrap();
+        atomic_write_unsynced(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["sidecar.json".to_owned()]);
+        let missing = dir.path().join("nope/file");
+        assert_eq!(
+            atomic_write_unsynced(&missing, b"x", 0o600)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub mod read;
 /// The environment variable naming the home; read only by [`Home::from_env`].
 pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
 
-pub use atomic::{atomic_write, atomic_write_mode, atomic_write_new, move_durably, sync_dir};
+pub use atomic::{
+    Staged, atomic_write, atomic_write_mode, atomic_write_new, atomic_write_unsynced, move_durably,
+    sync_dir,
+};
 pub use bottle::{BottlePaths, SocketPathTooLong};
 pub use identity::{Identity, IdentityError};
 pub use kept_logs::KEPT_BOTTLES;

@@ -363,19 +363,6 @@ impl Engine {
                     Some(at) => format!("{} until {at}", r.grant.scope()),
                     None => r.grant.scope(),
                 };
-                self.audit(
-                    p,
-                    r,
-                    Record {
-                        decision: r.status.as_str(),
-                        before,
-                        after,
-                        error: None,
-                        effect: effect.lines(),
-                        stage: Some("applied"),
-                        grant: (!r.grant.is_bottle()).then_some(scope),
-                    },
-                );
                 let outcome = Outcome {
                     id: p.id.clone(),
                     status: r.status,
@@ -387,9 +374,33 @@ impl Engine {
                     grant: r.grant,
                     expires: stamp.expires.clone(),
                 };
-                // The outcome is the durable decision: wake the waiters as soon as it is
-                // written, and tidy the queue directory after.
-                match self.queue.write_outcome(&outcome) {
+                // The audit line first, then the outcome (the durable decision): the outcome
+                // is written and synced under a temporary name meanwhile, so the two cost one
+                // wait for the disk, and it appears only after the line is on disk.
+                let staged = std::thread::scope(|s| {
+                    let staged = s.spawn(|| self.queue.stage_outcome(&outcome));
+                    self.audit(
+                        p,
+                        r,
+                        Record {
+                            decision: r.status.as_str(),
+                            before,
+                            after,
+                            error: None,
+                            effect: effect.lines(),
+                            stage: Some("applied"),
+                            grant: (!r.grant.is_bottle()).then_some(scope),
+                        },
+                    );
+                    staged.join()
+                });
+                let written = match staged {
+                    Ok(staged) => staged.and_then(|staged| self.queue.place_outcome(staged)),
+                    Err(_) => self.queue.write_outcome(&outcome),
+                };
+                // Wake the waiters as soon as the outcome is written, and tidy the queue
+                // directory after.
+                match written {
                     Ok(()) => {
                         self.bump();
                         if let Err(e) = self.queue.move_handled(&p.id) {

@@ -239,25 +239,39 @@ async fn start_bottle<E: Engine>(
     );
     sidecar_started?;
     let (agent_id, attach) = agent_started?;
-    let sidecar_ip = container_ip(docker, &names.sidecar, &names.internal_network).await?;
 
+    // The firewall needs the sidecar's address, which it has once its container runs, not
+    // the sidecar's readiness: it is installed while the bundle gets ready (the agent's init
+    // waits for both, released only after this returns).
     let ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
-    run_firewall(
-        docker,
-        &names,
-        firewall_container(
-            identity,
-            &settings.launcher,
-            firewall_image,
-            &agent_id,
-            sidecar_ip,
-            &ports,
-        ),
-    )
-    .await?;
+    let firewall = async {
+        let sidecar_ip = container_ip(docker, &names.sidecar, &names.internal_network).await?;
+        run_firewall(
+            docker,
+            &names,
+            firewall_container(
+                identity,
+                &settings.launcher,
+                firewall_image,
+                &agent_id,
+                sidecar_ip,
+                &ports,
+            ),
+        )
+        .await
+    };
+    let ready = async {
+        match &sidecar.ready_line {
+            Some(line) => wait_ready(docker, &names.sidecar, line).await,
+            None => Ok(()),
+        }
+    };
+    // The first failure ends both (the caller tears the bottle down).
+    tokio::try_join!(ready, firewall)?;
     Ok((agent_id, attach))
 }
 
+/// Creates and starts the sidecar container (its readiness is waited for by the caller).
 async fn start_sidecar<E: Engine>(
     docker: &E,
     identity: &str,
@@ -279,11 +293,7 @@ async fn start_sidecar<E: Engine>(
     docker
         .start_container(&names.sidecar)
         .await
-        .map_err(setup("start the sidecar container"))?;
-    match &sidecar.ready_line {
-        Some(line) => wait_ready(docker, &names.sidecar, line).await,
-        None => Ok(()),
-    }
+        .map_err(setup("start the sidecar container"))
 }
 
 /// How long a sidecar may take to print its ready line (its first upstream git sync).

@@ -107,7 +107,7 @@ const TEARDOWN: [&str; 7] = [
 ];
 
 #[test]
-fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall() {
+fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall_while_the_sidecar_gets_ready() {
     let engine = RecordingEngine::new();
     engine.with(|s| {
         s.exits.insert(format!("bot-bottle-firewall-{ID}"), 0);
@@ -126,10 +126,10 @@ fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall() {
             "create_container bot-bottle-sidecar-ID",
             "connect_network bot-bottle-egress-ID bot-bottle-sidecar-ID",
             "start_container bot-bottle-sidecar-ID",
-            "logs bot-bottle-sidecar-ID follow=true",
             "create_container bot-bottle-ID",
             "attach_container bot-bottle-ID",
             "start_container bot-bottle-ID",
+            "logs bot-bottle-sidecar-ID follow=true",
             "inspect_container bot-bottle-sidecar-ID",
             "create_container bot-bottle-firewall-ID",
             "start_container bot-bottle-firewall-ID",
