@@ -39,18 +39,12 @@ impl FakeAppleCli {
 
     /// Replaces the faults (see the script's docstring: `internal-ignored`, …).
     pub fn set_faults(&self, faults: &[&str]) {
-        let mut text = faults.join("\n");
-        text.push('\n');
-        std::fs::write(self.state_dir().join("faults"), text).unwrap();
+        write_faults(&self.state_dir(), faults);
     }
 
     /// Every command line it was given, in order.
     pub fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.state_dir().join("calls.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        read_calls(&self.state_dir())
     }
 
     /// The Apple-side networks and containers it holds.
@@ -95,6 +89,22 @@ impl Drop for FakeAppleCli {
     fn drop(&mut self) {
         remove_docker_objects(&self.docker_objects());
     }
+}
+
+/// Writes a stand-in's fault list (one a line) into its state directory.
+pub(crate) fn write_faults(state: &Path, faults: &[&str]) {
+    let mut text = faults.join("\n");
+    text.push('\n');
+    std::fs::write(state.join("faults"), text).unwrap();
+}
+
+/// The command lines a stand-in was given, in order (its `calls.log`).
+pub(crate) fn read_calls(state: &Path) -> Vec<String> {
+    std::fs::read_to_string(state.join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Removes docker containers and networks by name (a network may share a container's name).

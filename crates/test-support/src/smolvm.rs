@@ -47,18 +47,12 @@ impl FakeSmolvmCli {
 
     /// Replaces the faults (see the script's docstring).
     pub fn set_faults(&self, faults: &[&str]) {
-        let mut text = faults.join("\n");
-        text.push('\n');
-        std::fs::write(self.state_dir().join("faults"), text).unwrap();
+        crate::apple_container::write_faults(&self.state_dir(), faults);
     }
 
     /// Every command line it was given, in order.
     pub fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.state_dir().join("calls.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        crate::apple_container::read_calls(&self.state_dir())
     }
 
     /// The machines in its state database.
