@@ -156,6 +156,7 @@ mod tests {
                 listen: socket("supervise"),
             }),
             tokens: vec![],
+            operator: None,
         };
         let lines: Vec<String> = check(&config)
             .iter()

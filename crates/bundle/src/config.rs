@@ -33,6 +33,10 @@ pub struct SidecarConfig {
     /// Names of the host secrets handed to the bundle (never their values).
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// The operator port ([`crate::operator`]): where the operator's machine reaches the
+    /// queue and the audit log when it cannot read them (a pod on a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorSidecar>,
 }
 
 impl SidecarConfig {
@@ -111,6 +115,16 @@ pub struct SuperviseSidecar {
     pub listen: Listen,
 }
 
+/// The operator port of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSidecar {
+    /// Where to listen: never one of the sidecar ports the agent reaches.
+    pub listen: Listen,
+    /// The variable holding the operator token (its value is never in this file).
+    pub token_env: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +150,7 @@ mod tests {
             }),
             supervise: None,
             tokens: vec!["API_TOKEN".into()],
+            operator: None,
         };
         let path = dir.path().join("sidecar.json");
         std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();

@@ -75,6 +75,17 @@ pub enum BundleError {
     /// Supervise stopped with an error.
     #[error("supervise stopped: {0}")]
     SuperviseStopped(#[source] supervise::ServeError),
+    /// The operator port is configured but its token is not in the environment.
+    #[error(
+        "the operator port needs its token in ${var}, which is unset or empty; the launcher puts it there from the bottle's Secret (start the bottle again)"
+    )]
+    OperatorToken {
+        /// The variable.
+        var: String,
+    },
+    /// The operator port stopped with an error.
+    #[error("the operator port stopped: {0}")]
+    OperatorStopped(#[source] std::io::Error),
     /// A sidecar ended while the bundle was serving.
     #[error("a sidecar stopped unexpectedly")]
     Unexpected,

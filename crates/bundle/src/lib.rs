@@ -16,9 +16,12 @@ mod check;
 mod config;
 mod dlp_audit;
 mod error;
+pub mod operator;
 mod serve;
 
 pub use check::{Health, check};
-pub use config::{EgressSidecar, GateSidecar, Listen, SidecarConfig, SuperviseSidecar};
+pub use config::{
+    EgressSidecar, GateSidecar, Listen, OperatorSidecar, SidecarConfig, SuperviseSidecar,
+};
 pub use error::BundleError;
-pub use serve::{run, serve};
+pub use serve::{run, serve, serve_with_env};

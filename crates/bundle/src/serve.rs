@@ -70,6 +70,15 @@ fn bind_unix(path: &Path) -> Result<UnixListener, BundleError> {
 /// Serves the bundle of `config` on the current runtime until SIGTERM (or Ctrl-C), or until
 /// a sidecar stops; prints `ready` on stdout once every listener is bound.
 pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
+    serve_with_env(config, &|name| std::env::var(name).ok()).await
+}
+
+/// [`serve`], reading the operator token through `env` instead of the process's
+/// environment (tests run several bundles in one process).
+pub async fn serve_with_env(
+    config: SidecarConfig,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<(), BundleError> {
     let cancel = CancellationToken::new();
 
     // Egress.
@@ -144,6 +153,23 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
         None => None,
     };
 
+    // The operator port: fail closed without its token (never open to anyone).
+    let operator = match &config.operator {
+        Some(o) => {
+            let token = env(&o.token_env).unwrap_or_default();
+            let port = crate::operator::OperatorPort::new(
+                supervise::Home::new(&config.home),
+                config.identity.clone(),
+                token,
+            )
+            .ok_or_else(|| BundleError::OperatorToken {
+                var: o.token_env.clone(),
+            })?;
+            Some((port, bind(&o.listen)?))
+        }
+        None => None,
+    };
+
     let mut tasks = tokio::task::JoinSet::new();
     {
         let stop = cancel.clone();
@@ -182,6 +208,17 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
                 }
             }
             .map_err(BundleError::SuperviseStopped)
+        });
+    }
+
+    if let Some((port, listener)) = operator {
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            match listener {
+                Bound::Unix(l) => crate::operator::serve_unix(l, port, stop).await,
+                Bound::Tcp(l) => crate::operator::serve_tcp(l, port, stop).await,
+            }
+            .map_err(BundleError::OperatorStopped)
         });
     }
 
