@@ -6,6 +6,8 @@
 //!   request it receives, so tests assert on what actually left the bottle, and serves a
 //!   few behaviours by path (server-sent events, large bodies, upgrades).
 //! * [`client`]: helpers to talk through a forward proxy (CONNECT + TLS, or absolute form).
+//! * [`kube_api`]: a fake Kubernetes API server answering `pods/portforward` over websockets
+//!   as the API server does, to a real listener on loopback.
 //! * [`apple_container`], [`smolvm`]: stand-ins for Apple's `container` CLI and for `smolvm`
 //!   (their containers and machines run in docker) for `start` on those backends.
 //!
@@ -17,6 +19,7 @@ pub mod apple_container;
 pub mod client;
 pub mod docker;
 pub mod git;
+pub mod kube_api;
 pub mod model_api;
 pub mod smolvm;
 mod upstream;

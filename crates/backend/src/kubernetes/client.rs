@@ -45,6 +45,18 @@ impl KubeCluster {
         Ok(KubeCluster { client, namespace })
     }
 
+    /// An API server at `url` reached without credentials (tests: the fake API server of
+    /// `test_support::kube_api` on loopback). Needs a tokio runtime (the client's worker).
+    pub fn at_url(url: &str, namespace: &str) -> Result<KubeCluster, ClusterError> {
+        let url = url
+            .parse()
+            .map_err(|e| ClusterError::Connect(format!("{url} is not a URL: {e}")))?;
+        let mut config = kube::Config::new(url);
+        config.default_namespace = namespace.to_owned();
+        let client = Client::try_from(config).map_err(|e| ClusterError::Connect(e.to_string()))?;
+        Ok(KubeCluster::new(client, namespace))
+    }
+
     /// Over an existing client (tests: a mocked service).
     pub fn new(client: Client, namespace: impl Into<String>) -> KubeCluster {
         KubeCluster {
@@ -514,5 +526,55 @@ mod tests {
             "a pod of that name exists already in the cluster"
         );
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn port_forward_speaks_the_api_servers_websocket_protocol_to_the_pods_port() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = test_support::kube_api::FakeApiServer::start().await;
+        // The pod's listener on loopback: answers each line with its length.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64];
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 || conn.write_all(format!("{n}\n").as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        api.serve_port("agents", "bot-bottle-claude-1a2b3", 3199, target);
+        let cluster = KubeCluster::at_url(&api.url(), "agents").unwrap();
+
+        let mut stream = cluster
+            .port_forward("bot-bottle-claude-1a2b3", 3199)
+            .await
+            .unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        let mut answer = [0u8; 2];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"5\n");
+        assert_eq!(
+            api.calls(),
+            vec![
+                "GET /api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3/portforward?&ports=3199"
+            ]
+        );
+
+        // No such pod: the API server's 404, in the operator's terms.
+        let e = cluster
+            .port_forward("bot-bottle-claude-00000", 3199)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("pods \"bot-bottle-claude-00000\" not found"),
+            "{e}"
+        );
     }
 }

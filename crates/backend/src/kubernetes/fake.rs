@@ -14,7 +14,10 @@
 //!   container's end of its stdin, stdout and stderr;
 //! * a test plays the kubelet: a script of pod statuses applied after creation, one event
 //!   each ([`FakeCluster::kubelet`]), or a status set later ([`FakeCluster::set_status`]);
-//!   and it can make a call fail as the API server would refuse it ([`FakeCluster::refuse`]).
+//!   and it can make a call fail as the API server would refuse it ([`FakeCluster::refuse`]);
+//! * port-forward reaches a real listener when the test says where its bytes go
+//!   ([`FakeCluster::forward_through`]: the real client over the websocket protocol of
+//!   `test_support::kube_api`'s fake API server); otherwise the port echoes.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -69,6 +72,8 @@ struct State {
     next_uid: u32,
     /// The container's ends of attached streams, by pod name.
     attached: BTreeMap<String, AgentEnds>,
+    /// Where port-forwards go (a real client of a fake API server), if anywhere.
+    forward: Option<std::sync::Arc<dyn Cluster>>,
 }
 
 /// The agent container's side of an attach: what `start` writes to its stdin is read from
@@ -159,6 +164,12 @@ impl FakeCluster {
             call,
             ClusterError::from_status(action, NAMESPACE, code, reason, message),
         );
+    }
+
+    /// Port-forwards to existing pods go through `cluster` from now on (the real client,
+    /// [`super::client::KubeCluster`], over a fake API server's websocket).
+    pub fn forward_through(&self, cluster: std::sync::Arc<dyn Cluster>) {
+        self.lock().forward = Some(cluster);
     }
 
     /// A created pod gets `status` at once (one event).
@@ -541,6 +552,10 @@ impl Cluster for FakeCluster {
                 reason: "NotFound".into(),
                 message: format!("pods \"{name}\" not found"),
             });
+        }
+        let forward = self.lock().forward.clone();
+        if let Some(cluster) = forward {
+            return cluster.port_forward(name, port).await;
         }
         // The pod's loopback port, as an in-memory pipe whose far end echoes (a stand-in
         // for the sidecar's listener).

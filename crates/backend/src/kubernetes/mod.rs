@@ -30,12 +30,12 @@
 //! pod. `stop`, `list` and `cleanup` select our pods by label; `cleanup` only kills pods
 //! whose launcher ran on this machine and is gone (other operators' bottles in a shared
 //! namespace are never judged). [`KubernetesBackend::port_forward`] reaches a pod's loopback
-//! port (supervise) through the API server.
+//! port through the API server: the launcher's relay reaches the bundle's [`OPERATOR_PORT`]
+//! so, and the laptop's dashboard shows the pod's proposals.
 //!
 //! # What is not here yet
 //!
-//! `bot-bottle attach` to a cluster bottle from a second terminal, and the dashboard showing
-//! a cluster bottle's proposals (the queue lives in the pod). Nothing of this module has been
+//! `bot-bottle attach` to a cluster bottle from a second terminal. Nothing of this module has been
 //! run against a real cluster from the machines it was written on (README: running on a
 //! cluster).
 
@@ -64,6 +64,11 @@ use crate::{
     Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, OpenOptions,
     RunningBottle, SidecarPlacement,
 };
+
+/// The sidecar bundle's operator port on the pod's loopback: the launcher's relay reaches
+/// the bottle's queue and audit log there through port-forward. It is never one of the
+/// sidecar ports, so the pod's packet filter refuses it to the agent's uid ([`nft`]).
+pub const OPERATOR_PORT: u16 = 3199;
 
 /// The sidecar bundle's container, as the caller prepared it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,6 +497,12 @@ impl Backend for KubernetesBackend {
             return Err(BackendError::InvalidSpec(
                 "a kubernetes bottle needs its sidecar ports".into(),
             ));
+        }
+        // The agent's uid reaches the sidecar ports: the operator's port is never one.
+        if spec.forwards.iter().any(|f| f.inside_port == OPERATOR_PORT) {
+            return Err(BackendError::InvalidSpec(format!(
+                "port {OPERATOR_PORT} is the bundle's operator port, which the agent must not reach; give the sidecar another port"
+            )));
         }
         Ok(())
     }

@@ -702,3 +702,23 @@ fn stop_from_another_terminal_finds_the_pod_where_its_start_recorded_it() {
             .unwrap()
     );
 }
+
+#[test]
+fn a_sidecar_port_on_the_operator_port_is_refused_before_anything_is_created() {
+    let mut f = fixture();
+    f.spec.forwards.push(Forward {
+        inside_port: super::OPERATOR_PORT,
+        host_unix_socket: "/unused".into(),
+    });
+    let cluster = Arc::new(FakeCluster::new());
+    let e = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("port 3199 is the bundle's operator port, which the agent must not reach"),
+        "{e}"
+    );
+    assert!(cluster.calls().is_empty(), "{:?}", cluster.calls());
+}

@@ -174,6 +174,9 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
     tcp_canary(&ns.pod, "127.0.0.1:3130", "sidecar-3130", &seen);
     tcp_canary(&ns.pod, "[::1]:3128", "sidecar-v6", &seen);
     tcp_canary(&ns.pod, "127.0.0.1:4000", "bundle-internal", &seen);
+    // The bundle's operator port: the launcher's relay reaches it through port-forward.
+    let operator = format!("127.0.0.1:{}", backend::kubernetes::OPERATOR_PORT);
+    tcp_canary(&ns.pod, operator.leak(), "operator-port", &seen);
     udp_canary(&ns.pod, "127.0.0.1:53", "pod-dns", &seen);
     tcp_canary(&ns.pod, "10.99.0.2:8081", "pod-ip", &seen);
     tcp_canary(&ns.net, "10.99.0.1:8080", "internet-tcp", &seen);
@@ -241,6 +244,13 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
         (
             "agent",
             AGENT,
+            "operator port (the relay's)",
+            connect("127.0.0.1", backend::kubernetes::OPERATOR_PORT),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
             "own pod IP",
             connect("10.99.0.2", 8081),
             false,
@@ -295,6 +305,13 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
             connect("127.0.0.1", 3130),
             true,
         ),
+        (
+            "root",
+            0,
+            "operator port (port-forward)",
+            connect("127.0.0.1", backend::kubernetes::OPERATOR_PORT),
+            true,
+        ),
     ] {
         let (ok, text) = reach(uid, &script);
         table.push(format!(
@@ -307,12 +324,14 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
     std::thread::sleep(Duration::from_millis(200));
     let mut got = seen.lock().unwrap().clone();
     got.sort();
-    // Only the allowed ones arrived: nothing of the agent's beyond the two sidecar ports.
+    // Only the allowed ones arrived: nothing of the agent's beyond the two sidecar ports
+    // (the operator port saw root's connection only).
     assert_eq!(
         got,
         vec![
             "internet-dns",
             "internet-tcp",
+            "operator-port",
             "sidecar-3128",
             "sidecar-3130",
             "sidecar-3130",

@@ -1,0 +1,304 @@
+//! A fake Kubernetes API server on loopback, for the one call an in-memory cluster cannot
+//! stand in for: `pods/portforward`, whose bytes must really flow.
+//!
+//! It answers as the API server answers kube-rs (`Api::<Pod>::portforward`): a websocket
+//! upgrade choosing the `v4.channel.k8s.io` subprotocol; per forwarded port two channels,
+//! data `2n` and error `2n+1`, each opened by a frame carrying the port as a little-endian
+//! `u16`; then binary frames whose first byte names the channel. A pod's port is a loopback
+//! address the test names ([`FakeApiServer::serve_port`]), so the bytes reach a real
+//! listener (the sidecar bundle's) as they would through the kubelet; a port with nothing
+//! listening gets the kubelet's error on the error channel. An unknown pod is answered
+//! `404` with a `Status` body, as the API server does.
+//!
+//! Everything listens and connects on loopback only.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// The subprotocol the API server speaks for port-forward over websockets.
+pub const PORT_FORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
+
+type Ports = Arc<Mutex<BTreeMap<(String, String), BTreeMap<u16, SocketAddr>>>>;
+
+/// A fake API server answering `pods/portforward` (see the module doc).
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    ports: Ports,
+    calls: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeApiServer {
+    /// Starts the server on `127.0.0.1` (on the current tokio runtime).
+    pub async fn start() -> FakeApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ports: Ports = Arc::default();
+        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (p, c) = (ports.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (p, c) = (p.clone(), c.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, p.clone(), c.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        FakeApiServer {
+            addr,
+            ports,
+            calls,
+            task,
+        }
+    }
+
+    /// The server's URL, for a kube-rs `Config`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Pod `pod` of `namespace` exists, and its loopback port `port` is `target` (a
+    /// listener of the test's on loopback).
+    pub fn serve_port(&self, namespace: &str, pod: &str, port: u16, target: SocketAddr) {
+        self.ports
+            .lock()
+            .unwrap()
+            .entry((namespace.to_owned(), pod.to_owned()))
+            .or_default()
+            .insert(port, target);
+    }
+
+    /// Every request, in order (`GET <path>?<query>`).
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+        .unwrap()
+}
+
+/// `ports=80%2C1234` (as kube-rs sends it) or repeated `ports=` parameters.
+fn requested_ports(query: &str) -> Option<Vec<u16>> {
+    let mut out = Vec::new();
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("ports=") {
+            for p in value.replace("%2C", ",").replace("%2c", ",").split(',') {
+                out.push(p.parse().ok()?);
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    ports: Ports,
+    calls: Arc<Mutex<Vec<String>>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    calls
+        .lock()
+        .unwrap()
+        .push(format!("{} {path}?{query}", req.method()));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (namespace, pod) = match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] => {
+            ((*ns).to_owned(), (*pod).to_owned())
+        }
+        _ => {
+            return Ok(status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the fake API server answers pods/portforward only",
+            ));
+        }
+    };
+    let Some(wanted) = requested_ports(&query) else {
+        return Ok(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "query parameter \"ports\" is required",
+        ));
+    };
+    let Some(served) = ports
+        .lock()
+        .unwrap()
+        .get(&(namespace, pod.clone()))
+        .cloned()
+    else {
+        return Ok(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{pod}\" not found"),
+        ));
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let offered = header("sec-websocket-protocol");
+    if !header("upgrade").eq_ignore_ascii_case("websocket")
+        || !offered
+            .split(',')
+            .any(|p| p.trim() == PORT_FORWARD_PROTOCOL)
+    {
+        return Ok(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("port-forward needs a websocket upgrade offering {PORT_FORWARD_PROTOCOL}"),
+        ));
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+        header("sec-websocket-key").as_bytes(),
+    );
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        forward(ws, pod, wanted, served).await;
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", PORT_FORWARD_PROTOCOL)
+        .body(Full::new(Bytes::new()))
+        .unwrap())
+}
+
+/// The kubelet's side: one connection per port to the pod's listener, bytes both ways.
+async fn forward<S>(
+    ws: WebSocketStream<S>,
+    pod: String,
+    wanted: Vec<u16>,
+    served: BTreeMap<u16, SocketAddr>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (to_client, mut outgoing) = tokio::sync::mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let close = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || close {
+                break;
+            }
+        }
+    });
+    let mut writers = BTreeMap::new();
+    let mut readers = Vec::new();
+    for (n, port) in wanted.iter().enumerate() {
+        let data = (2 * n) as u8;
+        let [lo, hi] = port.to_le_bytes();
+        for ch in [data, data + 1] {
+            let _ = to_client.send(Message::binary(vec![ch, lo, hi])).await;
+        }
+        let connected = match served.get(port) {
+            Some(addr) => TcpStream::connect(addr).await.ok(),
+            None => None,
+        };
+        let Some(tcp) = connected else {
+            let message = format!(
+                "error forwarding port {port} to pod {pod}, uid : failed to connect to localhost:{port} inside namespace: connection refused"
+            );
+            let mut frame = vec![data + 1];
+            frame.extend_from_slice(message.as_bytes());
+            let _ = to_client.send(Message::binary(frame)).await;
+            continue;
+        };
+        let (mut r, w) = tcp.into_split();
+        writers.insert(data, w);
+        let to_client = to_client.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut frame = Vec::with_capacity(n + 1);
+                        frame.push(data);
+                        frame.extend_from_slice(&buf[..n]);
+                        if to_client.send(Message::binary(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let inbound = async {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Binary(bytes) if bytes.len() > 1 => {
+                    if let Some(w) = writers.get_mut(&bytes[0])
+                        && w.write_all(&bytes[1..]).await.is_err()
+                    {
+                        writers.remove(&bytes[0]);
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        // The client is done sending: the pod's connections see the end of their input.
+        for (_, mut w) in std::mem::take(&mut writers) {
+            let _ = w.shutdown().await;
+        }
+    };
+    let outbound = async move {
+        for r in readers {
+            let _ = r.await;
+        }
+    };
+    // The pod's side ended: the API server closes the stream. The client is done sending:
+    // the pod's side still answers what it got, then ends.
+    tokio::pin!(inbound, outbound);
+    tokio::select! {
+        () = &mut outbound => {}
+        () = &mut inbound => outbound.await,
+    }
+    let _ = to_client.send(Message::Close(None)).await;
+    drop(to_client);
+    let _ = writer.await;
+}
