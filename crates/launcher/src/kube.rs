@@ -19,21 +19,26 @@
 //! What a laptop path would mean on a cluster is refused with the reason: a local upstream,
 //! a forwarded Codex login (a credential would land in the ConfigMap).
 //!
-//! # Not built yet: the dashboard for cluster bottles
+//! # The dashboard for cluster bottles
 //!
-//! supervise's queue and audit log are files under the pod's [`POD_HOME`], so the laptop's
-//! dashboard does not see a cluster bottle's proposals (an agent's proposal stays
-//! unanswered). The design: while `start` runs, a relay reaches an operator port of the
-//! bundle through the API server's port-forward — a port the agent's uid cannot reach (the
-//! pod's nftables let it reach only the sidecar ports; the kubelet's port-forward connects
-//! as root) — copies pending proposals into the laptop's `queue/<identity>/`, sends the
-//! operator's response files back, and appends the audit lines to the laptop's audit log.
+//! supervise's queue and audit log are files under the pod's [`POD_HOME`]. With supervise
+//! on, `start` makes an operator token (a Secret key, read into the bundle's environment
+//! like the other tokens) and the pod's bundle opens its operator port on loopback; while
+//! `start` runs, [`crate::kube_relay`] reaches that port through the API server's
+//! port-forward — a port the agent's uid cannot reach (the pod's nftables let it reach
+//! only the sidecar ports; the kubelet's port-forward connects as root) — copies pending
+//! proposals into the laptop's `queue/<identity>/`, sends the operator's responses back,
+//! and appends the pod's audit lines to the laptop's audit log.
+//!
+//! Not yet: relaying for a bottle whose `start` has ended (`resume` starts a new relay with
+//! a new pod), and the pod's last audit lines once the agent has ended (the pod is deleted
+//! then; they are lost with it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ::bundle::{Listen, SidecarConfig};
+use ::bundle::{Listen, OperatorSidecar, SidecarConfig};
 use backend::docker::ImageSource;
 use backend::kubernetes::{ClusterSettings, KubeSidecar, KubernetesBackend, KubernetesConfig};
 use backend::{Backend, BottleStdio, LaunchSpec};
@@ -74,6 +79,8 @@ pub struct PodFiles {
     pub places: BTreeMap<String, PathBuf>,
     /// Token variable -> key.
     pub tokens: BTreeMap<String, String>,
+    /// Directories the bundle writes into that no shipped file creates (the egress log's).
+    pub dirs: std::collections::BTreeSet<PathBuf>,
 }
 
 impl PodFiles {
@@ -91,6 +98,7 @@ impl PodFiles {
             .places
             .values()
             .filter_map(|p| p.parent())
+            .chain(self.dirs.iter().map(PathBuf::as_path))
             .map(quote)
             .collect();
         dirs.sort();
@@ -133,12 +141,14 @@ fn is_env_name(name: &str) -> bool {
 }
 
 /// The config the bundle reads in the pod and the files it needs, from the laptop's
-/// `config` (whose paths are under `home`).
+/// `config` (whose paths are under `home`). With supervise, `operator_token` opens the
+/// bundle's operator port to the launcher's relay ([`crate::kube_relay`]).
 pub fn pod_config(
     home: &Path,
     config: &SidecarConfig,
     gate: &PodGate,
     tokens: &[(String, String)],
+    operator_token: Option<&str>,
 ) -> Result<(SidecarConfig, PodFiles), LaunchError> {
     let pod_home = Path::new(POD_HOME);
     let rebase = |p: &Path| -> Result<PathBuf, LaunchError> {
@@ -182,6 +192,10 @@ pub fn pod_config(
         );
     }
     pod.egress.log = rebase(&config.egress.log)?;
+    // Egress opens its log at start: its directory must exist in the pod's empty home.
+    if let Some(dir) = pod.egress.log.parent() {
+        files.dirs.insert(dir.to_path_buf());
+    }
     pod.egress.upstream_ca = Vec::new();
     for (n, ca) in config.egress.upstream_ca.iter().enumerate() {
         let inside = pod_home.join("upstream-ca").join(format!("{n}.pem"));
@@ -200,6 +214,22 @@ pub fn pod_config(
     }
     if let (Some(supervise), Some(laptop)) = (pod.supervise.as_mut(), config.supervise.as_ref()) {
         supervise.listen = loopback(&laptop.listen);
+        // The queue is in the pod: the relay reaches it on the operator port, which is not
+        // a sidecar port (the pod's packet filter refuses it to the agent's uid).
+        if let Some(token) = operator_token {
+            pod.operator = Some(OperatorSidecar {
+                listen: Listen::Tcp(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    backend::kubernetes::OPERATOR_PORT,
+                ))),
+                token_env: ::bundle::operator::TOKEN_ENV.to_owned(),
+            });
+            let key = crate::kube_relay::TOKEN_KEY.to_owned();
+            files.files.insert(key.clone(), token.as_bytes().to_vec());
+            files
+                .tokens
+                .insert(::bundle::operator::TOKEN_ENV.to_owned(), key);
+        }
     }
     for (var, value) in tokens {
         if !is_env_name(var) {
@@ -295,6 +325,9 @@ pub fn planned_files(
     let paths = Home::new(POD_HOME).bottle(identity);
     let mut files = PodFiles::default();
     files.put("routes.yaml", Vec::new(), paths.routes_file());
+    if let Some(dir) = paths.egress_log().parent() {
+        files.dirs.insert(dir.to_path_buf());
+    }
     for name in ["ca.pem", "ca-key.pem"] {
         files.put(name, Vec::new(), paths.ca_dir().join(name));
     }
@@ -315,6 +348,13 @@ pub fn planned_files(
             files.files.insert(token_key(var), Vec::new());
             files.tokens.insert(var.clone(), token_key(var));
         }
+    }
+    if launch.agent.bottle.supervise {
+        let key = crate::kube_relay::TOKEN_KEY.to_owned();
+        files.files.insert(key.clone(), Vec::new());
+        files
+            .tokens
+            .insert(::bundle::operator::TOKEN_ENV.to_owned(), key);
     }
     let config = paths.sidecar_config();
     files.put("sidecar.json", Vec::new(), config.clone());
@@ -358,7 +398,18 @@ pub(super) fn launch(
         .filter_map(|k| options.env.var(k).map(|v| (k.clone(), v)))
         .collect();
     let gate = pod_gate(launch, true)?;
-    let (pod_config, files) = pod_config(home.root(), config, &gate, &tokens)?;
+    // Made here, shipped in the Secret, kept in this process's memory for the relay.
+    let operator_token = config
+        .supervise
+        .is_some()
+        .then(crate::kube_relay::new_token);
+    let (pod_config, files) = pod_config(
+        home.root(),
+        config,
+        &gate,
+        &tokens,
+        operator_token.as_deref(),
+    )?;
     let base = options
         .env
         .var("BOT_BOTTLE_DOCKER_BASE")
@@ -407,14 +458,58 @@ pub(super) fn launch(
     });
     kube.clones = crate::pod::clones(&launch.agent.bottle);
     debug_assert_eq!(pod_config.identity, spec.identity);
-    let backend = match &options.cluster {
+    let backend = Arc::new(match &options.cluster {
         Some(cluster) => KubernetesBackend::with_cluster(kube, cluster.clone())?,
         None => KubernetesBackend::new(kube)?,
-    };
+    });
     backend.prepare(spec)?;
     let running = backend.launch(spec, BottleStdio::inherit())?;
     super::agent_started(paths, options.report.as_ref());
-    Ok(running)
+    Ok(match operator_token {
+        Some(token) => Box::new(Relayed {
+            relay: crate::kube_relay::Relay::start(
+                backend,
+                home.clone(),
+                spec.identity.clone(),
+                token,
+            ),
+            inner: running,
+        }),
+        None => running,
+    })
+}
+
+/// A cluster bottle whose proposals are relayed to the laptop while it runs.
+struct Relayed {
+    inner: Box<dyn backend::RunningBottle>,
+    relay: crate::kube_relay::Relay,
+}
+
+impl backend::RunningBottle for Relayed {
+    fn identity(&self) -> &str {
+        self.inner.identity()
+    }
+    fn take_stdin(&mut self) -> Option<Box<dyn std::io::Write + Send>> {
+        self.inner.take_stdin()
+    }
+    fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.inner.take_stdout()
+    }
+    fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.inner.take_stderr()
+    }
+    fn wait(&mut self) -> Result<backend::BottleExit, backend::BackendError> {
+        let exit = self.inner.wait();
+        self.relay.stop();
+        exit
+    }
+    fn terminate(&mut self) -> Result<(), backend::BackendError> {
+        self.inner.terminate()
+    }
+    fn kill(&mut self) -> Result<(), backend::BackendError> {
+        self.relay.stop();
+        self.inner.kill()
+    }
 }
 
 /// The backend `start` keeps for stopping the bottle: the manifest's cluster settings (a
@@ -645,6 +740,7 @@ mod tests {
                     "ca.pem",
                     "gate.yaml",
                     "key-app",
+                    "operator-token",
                     "routes.yaml",
                     "sidecar.json",
                     "token-BOT_BOTTLE_CLAUDE_OAUTH_TOKEN",
@@ -807,6 +903,292 @@ mod tests {
             );
             assert!(w.cluster.calls().is_empty());
             assert!(w.home.list().unwrap().is_empty());
+        }
+
+        /// A bottle without repositories or route tokens: its bundle runs in this process
+        /// without any network (egress reads route tokens from the process's environment).
+        const SUPERVISED: &str = "bottles:\n  dev:\n    agent_provider: claude\n    supervise: true\n    egress:\n      routes:\n        - host: api.anthropic.com\n    kubernetes:\n      namespace: agents\n      registry: registry.example/team\nagents:\n  demo:\n    bottle: dev\n";
+
+        fn free_port() -> std::net::SocketAddr {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        }
+
+        /// One MCP call to supervise over TCP; the whole HTTP answer.
+        async fn mcp(addr: std::net::SocketAddr, body: String) -> String {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+
+        fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+            for _ in 0..600 {
+                if let Some(v) = f() {
+                    return v;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("{what} did not happen within 30 s");
+        }
+
+        /// The agent of a cluster bottle proposes through its pod's supervise; the proposal
+        /// reaches the laptop's queue through the relay (the real kube-rs port-forward over
+        /// the fake API server's websocket, to the real bundle's operator port); the
+        /// operator approves on the laptop; the pod's bundle applies it and answers the
+        /// agent; the laptop's audit log holds the decision and the pod's applied line, and
+        /// its chain verifies. A wrong token gets nothing from the same port.
+        #[test]
+        fn a_cluster_bottles_proposal_is_answered_from_the_laptop_and_applied_in_the_pod() {
+            let w = world();
+            std::fs::write(w.tmp.path().join("bot-bottle.yaml"), SUPERVISED).unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
+            let through = {
+                let _in = rt.enter();
+                Arc::new(
+                    backend::kubernetes::client::KubeCluster::at_url(&api.url(), fake::NAMESPACE)
+                        .unwrap(),
+                )
+            };
+            w.cluster.forward_through(through.clone());
+            w.cluster.on_create(fake::agent_running());
+            // The agent: attached and released, it runs until the test ends it.
+            let (end, ended) = std::sync::mpsc::channel::<()>();
+            let cluster = w.cluster.clone();
+            let player = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let name = eventually("the attach", || {
+                    cluster.calls().iter().find_map(|c| {
+                        c.strip_prefix("attach pod ")
+                            .map(|n| n.split(' ').next().unwrap().to_owned())
+                    })
+                });
+                let mut ends = rt
+                    .block_on(cluster.attached(&name, Duration::from_secs(20)))
+                    .unwrap();
+                let mut first = [0u8; 1];
+                rt.block_on(ends.stdin.read_exact(&mut first)).unwrap();
+                ended.recv().unwrap();
+                drop(ends);
+                cluster.set_status(&name, fake::agent_ended(0));
+            });
+            let running = crate::launch(&w.home, w.launch(&["true"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            let name = objects::object_name(&identity);
+
+            // The pod's sidecar container, played here: its real script, run by `sh` with
+            // the Secret's directory and the pod's home standing elsewhere, and the bundle's
+            // start replaced by printing the environment it would have.
+            let secret = w.cluster.secret(&name).unwrap().data.unwrap();
+            let token = String::from_utf8(secret[crate::kube_relay::TOKEN_KEY].0.clone()).unwrap();
+            assert_eq!(token.len(), 64);
+            let secret_dir = w.tmp.path().join("secret");
+            std::fs::create_dir_all(&secret_dir).unwrap();
+            for (key, value) in &secret {
+                std::fs::write(secret_dir.join(key), &value.0).unwrap();
+            }
+            let pod_home = w.tmp.path().join("pod");
+            let rebase = |text: &str| text.replace(POD_HOME, pod_home.to_str().unwrap());
+            let sidecar = w
+                .cluster
+                .pod(&name)
+                .unwrap()
+                .spec
+                .unwrap()
+                .init_containers
+                .unwrap()
+                .into_iter()
+                .find(|c| c.name == "sidecar")
+                .unwrap();
+            let script = rebase(&sidecar.args.unwrap()[2]).replace(
+                backend::kubernetes::objects::SIDECAR_DIR,
+                secret_dir.to_str().unwrap(),
+            );
+            let script = script.replace(&format!("exec {POD_EXE} sidecar"), "exec env #");
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let env: BTreeMap<String, String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(env[::bundle::operator::TOKEN_ENV], token);
+            let placed = Home::new(&pod_home).bottle(&identity).sidecar_config();
+            let mut config: SidecarConfig =
+                serde_json::from_str(&rebase(&std::fs::read_to_string(&placed).unwrap())).unwrap();
+            let operator = config.operator.clone().unwrap();
+            assert_eq!(
+                operator.listen,
+                Listen::Tcp(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    backend::kubernetes::OPERATOR_PORT
+                )))
+            );
+            // Several tests run at once: the bundle's ports are free ones here, and the fake
+            // API server forwards the pod's operator port to this one.
+            let (operator_addr, supervise_addr) = (free_port(), free_port());
+            config.egress.listen = Listen::Tcp(free_port());
+            config.supervise.as_mut().unwrap().listen = Listen::Tcp(supervise_addr);
+            config.operator.as_mut().unwrap().listen = Listen::Tcp(operator_addr);
+            api.serve_port(
+                fake::NAMESPACE,
+                &name,
+                backend::kubernetes::OPERATOR_PORT,
+                operator_addr,
+            );
+            let routes = config.egress.routes.clone();
+            let bundle = rt.spawn(async move {
+                let env = move |k: &str| env.get(k).cloned();
+                ::bundle::serve_with_env(config, &env).await
+            });
+            let up = eventually("the bundle's supervise", || {
+                if bundle.is_finished() {
+                    return Some(false);
+                }
+                std::net::TcpStream::connect(supervise_addr)
+                    .ok()
+                    .map(|_| true)
+            });
+            if !up {
+                panic!("the bundle stopped: {:?}", rt.block_on(bundle));
+            }
+
+            // The agent asks for a wider route through its pod's supervise.
+            let current = std::fs::read_to_string(&routes).unwrap();
+            let wider = format!("{current}- host: pypi.org\n");
+            let body =
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "egress-allow",
+                "arguments": {"routes_yaml": wider, "justification": "install deps"}}})
+                .to_string();
+            let asked = rt.spawn(mcp(supervise_addr, body));
+
+            // It is in the laptop's queue, where the dashboard and the CLI look.
+            let id = eventually("the proposal in the laptop's queue", || {
+                let (pending, _) = proposals::queue::pending_all(&w.home, Some(&identity)).unwrap();
+                pending.first().map(|e| e.proposal.id.clone())
+            });
+            // The operator approves on the laptop (what `bot-bottle proposals approve` calls).
+            proposals::queue::answer(
+                &w.home,
+                &id,
+                proposals::Decision::Approved,
+                None,
+                None,
+                "operator",
+            )
+            .unwrap();
+
+            // The pod's bundle applied it and told the agent.
+            let answer = rt.block_on(asked).unwrap();
+            assert!(answer.contains("approved"), "{answer}");
+            assert_eq!(std::fs::read_to_string(&routes).unwrap(), wider);
+
+            // On the laptop: handled, and the audit log has the decision (written here) and
+            // the pod's applied line, in one chain that verifies.
+            let laptop = proposals::Queue::new(w.home.clone(), &identity).unwrap();
+            eventually("the outcome on the laptop", || {
+                (laptop.status(&id).unwrap() == Some(proposals::Status::Approved)).then_some(())
+            });
+            let log = w.home.audit_file("egress", &identity);
+            let lines = eventually("the pod's audit line on the laptop", || {
+                let lines = proposals::audit::read_file(&log).unwrap_or_default();
+                (lines.len() >= 2).then_some(lines)
+            });
+            let stages: Vec<(u64, Option<&str>, &str)> = lines
+                .iter()
+                .map(|l| (l.seq, l.stage.as_deref(), l.proposal_id.as_str()))
+                .collect();
+            assert_eq!(
+                stages,
+                vec![
+                    (1, Some("decided"), id.as_str()),
+                    (2, Some("applied"), id.as_str())
+                ]
+            );
+            assert_eq!(proposals::audit::verify(&w.home).unwrap(), (vec![], 1));
+
+            // A connection with another token gets a refusal and nothing else.
+            let refused = rt.block_on(async {
+                let stream = through
+                    .port_forward(&name, backend::kubernetes::OPERATOR_PORT)
+                    .await
+                    .unwrap();
+                let (read, mut write) = tokio::io::split(stream);
+                let mut read = tokio::io::BufReader::new(read);
+                ::bundle::operator::write_line(
+                    &mut write,
+                    &::bundle::operator::Hello {
+                        token: crate::kube_relay::new_token(),
+                    },
+                )
+                .await
+                .unwrap();
+                let line = ::bundle::operator::read_line(&mut read)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let more = ::bundle::operator::read_line(&mut read).await.unwrap();
+                (
+                    serde_json::from_slice::<::bundle::operator::Welcome>(&line).unwrap(),
+                    more,
+                )
+            });
+            assert_eq!(refused.0.identity, None);
+            assert!(
+                refused
+                    .0
+                    .error
+                    .unwrap()
+                    .contains("the operator token is wrong")
+            );
+            assert_eq!(refused.1, None);
+
+            // The token is in the Secret alone: not in the pod, not in the ConfigMap, not
+            // on the operator's disk.
+            let pod_json = serde_json::to_string(&w.cluster.pod(&name).unwrap()).unwrap();
+            assert!(!pod_json.contains(&token));
+            let cm = serde_json::to_string(&w.cluster.config_map(&name).unwrap()).unwrap();
+            assert!(!cm.contains(&token));
+            let mut files = Vec::new();
+            walk(w.home.root(), &mut files);
+            for file in files {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(&token),
+                    "the operator token is in {}",
+                    file.display()
+                );
+            }
+
+            end.send(()).unwrap();
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            bundle.abort();
+            rt.shutdown_background();
         }
     }
 }

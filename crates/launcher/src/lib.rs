@@ -27,6 +27,8 @@ mod env;
 mod error;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
+#[cfg(feature = "kubernetes")]
+pub mod kube_relay;
 pub mod pod;
 pub mod provider;
 mod report;
@@ -542,6 +544,8 @@ impl RunningBottle {
                 })
                 .transpose()?,
             tokens,
+            // A pod's bundle gets one (`kube`): its queue is not on this machine.
+            operator: None,
         };
         let json =
             serde_json::to_vec_pretty(&config).context("cannot encode the sidecar config")?;

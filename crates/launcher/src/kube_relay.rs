@@ -1,0 +1,342 @@
+//! The relay that puts a cluster bottle's proposals on the operator's dashboard.
+//!
+//! supervise writes its queue and audit log under the pod's home, which the laptop cannot
+//! read. While `start` runs, this relay reaches the bundle's operator port
+//! ([`backend::kubernetes::OPERATOR_PORT`], refused to the agent's uid by the pod's packet
+//! filter) through the API server's port-forward, presents the bottle's operator token
+//! (made here, shipped in the bottle's Secret, kept in memory only) and, a few times a
+//! second, exchanges one round with the bundle ([`bundle::operator`]):
+//!
+//! * the pod's pending proposals are copied into the laptop's `queue/<identity>/`, where
+//!   `bot-bottle supervise` and `bot-bottle proposals` see them next to local ones;
+//! * the operator's responses (written and audited on the laptop as for any bottle) go to
+//!   the pod, whose supervise applies them; an apply that failed there sets the laptop's
+//!   response aside with the error, so the operator can answer again;
+//! * the outcomes of handled proposals move them to the laptop's `processed/`;
+//! * the pod's audit lines (applied, not applied, expired, DLP hits) are appended to the
+//!   laptop's audit log, each extending the laptop's hash chain (`bot-bottle audit verify`).
+//!
+//! Fail closed: a bundle that refuses the token, or answers for another bottle, gets
+//! nothing; what the pod sends is checked (ids, the bottle, the component) before it
+//! becomes a file on the laptop. A lost connection is retried until the bottle ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backend::kubernetes::{KubernetesBackend, OPERATOR_PORT};
+use bundle::operator::{Hello, SyncReply, SyncRequest, Welcome, read_line, write_line};
+use proposals::audit::{self, NewEntry};
+use proposals::{Queue, Status};
+use state::Home;
+use tokio::io::BufReader;
+
+/// The Secret key of the operator token.
+pub const TOKEN_KEY: &str = "operator-token";
+
+/// How often the relay exchanges a round with the bundle.
+const ROUND: Duration = Duration::from_millis(250);
+/// How long it waits before connecting again after a failure.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long an answer of the bundle may take before the connection is given up.
+const ANSWER: Duration = Duration::from_secs(10);
+
+/// A fresh operator token: 32 random bytes, hex.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The relay of one bottle, running on a thread of its own until [`Relay::stop`] (or drop).
+pub struct Relay {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Starts relaying between the pod of `identity` and the laptop's `home`.
+    pub fn start(
+        backend: Arc<KubernetesBackend>,
+        home: Home,
+        identity: String,
+        token: String,
+    ) -> Relay {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("relay-{identity}"))
+            .spawn(move || run(&backend, Mirror::new(home, identity), &token, &stopping))
+            .ok();
+        if thread.is_none() {
+            tracing::error!(
+                "cannot start the relay thread; the bottle's proposals stay in its pod"
+            );
+        }
+        Relay { stop, thread }
+    }
+
+    /// Stops the relay (after the round in flight) and waits for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sleeps `d` in steps, returning early once `stop` is set.
+fn pause(d: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !stop.load(Ordering::SeqCst) && !left.is_zero() {
+        let now = left.min(step);
+        std::thread::sleep(now);
+        left -= now;
+    }
+}
+
+fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, stop: &AtomicBool) {
+    let mut last_error = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        let result = match backend.port_forward(&mirror.identity, OPERATOR_PORT) {
+            Ok((runtime, stream)) => runtime.block_on(session(stream, token, &mut mirror, stop)),
+            Err(e) => Err(format!("cannot reach the bundle's operator port: {e}")),
+        };
+        match result {
+            Ok(()) => return,
+            // Said once per kind of failure: a pod still starting fails every second.
+            Err(e) if e != last_error => {
+                tracing::warn!(identity = %mirror.identity, error = %e, "relay of the bottle's proposals");
+                last_error = e;
+            }
+            Err(_) => {}
+        }
+        pause(RETRY, stop);
+    }
+}
+
+/// One connection: the token, then rounds until `stop` (`Ok`) or a failure (`Err`).
+async fn session(
+    stream: backend::kubernetes::PortStream,
+    token: &str,
+    mirror: &mut Mirror,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    let io = |e: std::io::Error| format!("the operator port's connection failed: {e}");
+    write_line(
+        &mut write,
+        &Hello {
+            token: token.to_owned(),
+        },
+    )
+    .await
+    .map_err(io)?;
+    let line = answer(&mut read)
+        .await?
+        .ok_or("the operator port closed the connection before answering")?;
+    let welcome: Welcome = serde_json::from_slice(&line)
+        .map_err(|e| format!("the operator port answered something else: {e}"))?;
+    if let Some(error) = welcome.error {
+        return Err(format!("the bundle refused the relay: {error}"));
+    }
+    if welcome.identity.as_deref() != Some(mirror.identity.as_str()) {
+        return Err(format!(
+            "the operator port belongs to bottle {:?}, not {}; nothing was relayed",
+            welcome.identity, mirror.identity
+        ));
+    }
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let request = mirror.request();
+        write_line(&mut write, &request).await.map_err(io)?;
+        let line = answer(&mut read)
+            .await?
+            .ok_or("the operator port closed the connection")?;
+        let reply: SyncReply = serde_json::from_slice(&line)
+            .map_err(|e| format!("the operator port answered something else: {e}"))?;
+        mirror.apply(&request, reply);
+        tokio::time::sleep(ROUND).await;
+    }
+}
+
+/// The bundle's next line, within [`ANSWER`].
+async fn answer<R: tokio::io::AsyncBufRead + Unpin>(
+    read: &mut R,
+) -> Result<Option<Vec<u8>>, String> {
+    match tokio::time::timeout(ANSWER, read_line(read)).await {
+        Ok(Ok(line)) => Ok(line),
+        Ok(Err(e)) => Err(format!("the operator port's connection failed: {e}")),
+        Err(_) => Err(format!(
+            "the operator port did not answer within {} s",
+            ANSWER.as_secs()
+        )),
+    }
+}
+
+/// The laptop's copy of one pod's queue and audit log.
+struct Mirror {
+    home: Home,
+    identity: String,
+    /// Responses sent to the pod, by (proposal id, when answered): each is sent once.
+    sent: BTreeSet<(String, String)>,
+    /// Audit lines of the pod copied so far, by component.
+    audit_seen: BTreeMap<String, u64>,
+}
+
+impl Mirror {
+    fn new(home: Home, identity: String) -> Mirror {
+        Mirror {
+            home,
+            identity,
+            sent: BTreeSet::new(),
+            audit_seen: BTreeMap::new(),
+        }
+    }
+
+    fn queue(&self) -> Option<Queue> {
+        Queue::new(self.home.clone(), &self.identity).ok()
+    }
+
+    /// What to send this round: the responses not sent yet, the proposals the laptop holds.
+    fn request(&self) -> SyncRequest {
+        let mut request = SyncRequest {
+            audit_seen: self.audit_seen.clone(),
+            ..SyncRequest::default()
+        };
+        let Some(queue) = self.queue() else {
+            return request;
+        };
+        if let Ok(ids) = queue.answered_ids() {
+            for id in ids {
+                if let Ok(Some(response)) = queue.response(&id)
+                    && !self
+                        .sent
+                        .contains(&(id.clone(), response.responded_at.clone()))
+                {
+                    request.responses.push(response);
+                }
+            }
+        }
+        if let Ok((entries, _)) = queue.pending() {
+            request.watching = entries.into_iter().map(|e| e.proposal.id).collect();
+        }
+        request
+    }
+
+    /// Takes in the bundle's answer.
+    fn apply(&mut self, request: &SyncRequest, reply: SyncReply) {
+        for r in &request.responses {
+            self.sent.insert((r.id.clone(), r.responded_at.clone()));
+        }
+        for refused in &reply.refused {
+            tracing::warn!(identity = %self.identity, refused, "the bundle did not take a response");
+        }
+        let Some(queue) = self.queue() else {
+            return;
+        };
+        for pending in reply.pending {
+            let p = pending.proposal;
+            if state::check_proposal_id(&p.id).is_err() || p.bottle_slug != self.identity {
+                tracing::warn!(identity = %self.identity, id = %p.id, "skipping a proposal that is not this bottle's");
+                continue;
+            }
+            if matches!(queue.outcome(&p.id), Ok(Some(_))) {
+                continue;
+            }
+            if !matches!(queue.proposal(&p.id), Ok(Some(_))) {
+                let path = queue.dir().join(format!("{}.json", p.id));
+                let written = queue.create().map_err(|e| e.to_string()).and_then(|()| {
+                    let mut json = serde_json::to_vec_pretty(&p).map_err(|e| e.to_string())?;
+                    json.push(b'\n');
+                    match state::atomic_write_new(&path, &json, proposals::paths::FILE_MODE) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                            Err(format!("cannot write {}: {e}", path.display()))
+                        }
+                        _ => Ok(()),
+                    }
+                });
+                if let Err(e) = written {
+                    tracing::warn!(identity = %self.identity, error = %e, "cannot copy a proposal");
+                }
+            }
+            // Applying the operator's approval failed in the pod: the laptop's response
+            // (the one sent) is set aside with the error, and the proposal is pending again.
+            if pending.status == Status::ApplyFailed
+                && let Some(failure) = pending.failure
+                && failure.id == p.id
+                && let Ok(Some(response)) = queue.response(&p.id)
+                && self
+                    .sent
+                    .contains(&(p.id.clone(), response.responded_at.clone()))
+                && let Err(e) = queue.record_failure(&failure)
+            {
+                tracing::warn!(identity = %self.identity, error = %e, "cannot record a failed apply");
+            }
+        }
+        for outcome in reply.outcomes {
+            if state::check_proposal_id(&outcome.id).is_err()
+                || !matches!(queue.proposal(&outcome.id), Ok(Some(_)))
+            {
+                continue;
+            }
+            if let Err(e) = queue.archive(&outcome) {
+                tracing::warn!(identity = %self.identity, error = %e, "cannot archive a handled proposal");
+            }
+        }
+        for (component, entries) in reply.audit {
+            if !audit::COMPONENTS.contains(&component.as_str()) {
+                continue;
+            }
+            for e in entries {
+                let seen = self.audit_seen.get(&component).copied().unwrap_or(0);
+                if e.seq <= seen || e.component != component {
+                    continue;
+                }
+                let seq = e.seq;
+                let appended = audit::append(
+                    &self.home,
+                    NewEntry {
+                        component: component.clone(),
+                        // The pod's line is this bottle's, whatever it says.
+                        bottle: self.identity.clone(),
+                        proposal_id: e.proposal_id,
+                        tool: e.tool,
+                        justification: e.justification,
+                        arrival_timestamp: e.arrival_timestamp,
+                        decided_at: e.decided_at,
+                        decision: e.decision,
+                        operator: e.operator,
+                        notes: e.notes,
+                        before: e.before,
+                        after: e.after,
+                        error: e.error,
+                        effect: e.effect,
+                        stage: e.stage,
+                        grant: e.grant,
+                    },
+                );
+                match appended {
+                    Ok(_) => {
+                        self.audit_seen.insert(component.clone(), seq);
+                    }
+                    Err(e) => {
+                        // Retried next round from the same line: none is lost or doubled.
+                        tracing::warn!(identity = %self.identity, error = %e, "cannot copy an audit line");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
