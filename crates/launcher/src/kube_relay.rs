@@ -340,3 +340,165 @@ impl Mirror {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bundle::operator::Pending;
+    use pretty_assertions::assert_eq;
+    use proposals::proposal::ApplyFailure;
+    use proposals::{Decision, NewProposal, Proposal, Tool};
+
+    const ID: &str = "demo-1a2b3";
+
+    /// A proposal as the pod's supervise made it (in a queue of its own).
+    fn pod_proposal(pod: &Home, file: &str) -> Proposal {
+        Queue::new(pod.clone(), ID)
+            .unwrap()
+            .submit(NewProposal {
+                tool: Tool::EgressAllow,
+                proposed_file: file.into(),
+                justification: "docs".into(),
+                current_file: Some("routes: []\n".into()),
+                args: None,
+            })
+            .unwrap()
+            .0
+    }
+
+    fn pending(p: &Proposal, status: Status, failure: Option<ApplyFailure>) -> Pending {
+        Pending {
+            proposal: p.clone(),
+            status,
+            failure,
+        }
+    }
+
+    #[test]
+    fn what_the_pod_sends_is_checked_before_it_becomes_a_file_on_the_laptop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (laptop, pod) = (
+            Home::new(dir.path().join("l")),
+            Home::new(dir.path().join("p")),
+        );
+        let mut mirror = Mirror::new(laptop.clone(), ID.into());
+        let ok = pod_proposal(&pod, "routes:\n- host: a.example\n");
+        let mut other = pod_proposal(&pod, "routes:\n- host: b.example\n");
+        other.bottle_slug = "other-1a2b3".into();
+        let mut bad_id = pod_proposal(&pod, "routes:\n- host: c.example\n");
+        bad_id.id = "../../state/x".into();
+        let line = |seq: u64, component: &str| {
+            let mut e = proposals::audit::append(
+                &pod,
+                NewEntry {
+                    component: "egress".into(),
+                    bottle: ID.into(),
+                    proposal_id: ok.id.clone(),
+                    tool: "egress-allow".into(),
+                    justification: "docs".into(),
+                    arrival_timestamp: ok.arrival_timestamp.clone(),
+                    decided_at: ok.arrival_timestamp.clone(),
+                    decision: "approved".into(),
+                    operator: "op".into(),
+                    notes: None,
+                    before: None,
+                    after: None,
+                    error: None,
+                    effect: vec![],
+                    stage: Some("applied".into()),
+                    grant: None,
+                },
+            )
+            .unwrap();
+            e.seq = seq;
+            e.component = component.into();
+            e.bottle = "someone-else-00000".into();
+            e
+        };
+        let reply = SyncReply {
+            pending: vec![
+                pending(&ok, Status::Pending, None),
+                pending(&other, Status::Pending, None),
+                pending(&bad_id, Status::Pending, None),
+            ],
+            audit: BTreeMap::from([
+                (
+                    "egress".to_owned(),
+                    vec![line(1, "egress"), line(1, "egress")],
+                ),
+                ("shell".to_owned(), vec![line(1, "shell")]),
+            ]),
+            ..SyncReply::default()
+        };
+        mirror.apply(&SyncRequest::default(), reply);
+        let (entries, problems) = proposals::queue::pending_all(&laptop, None).unwrap();
+        assert_eq!(problems, vec![]);
+        let ids: Vec<&str> = entries.iter().map(|e| e.proposal.id.as_str()).collect();
+        assert_eq!(ids, vec![ok.id.as_str()]);
+        // One line copied (the repeat is not), under this bottle, in a chain that verifies;
+        // no log for a component that does not exist.
+        let copied = proposals::audit::read_file(&laptop.audit_file("egress", ID)).unwrap();
+        assert_eq!(copied.len(), 1);
+        assert_eq!(copied[0].bottle, ID);
+        assert_eq!(proposals::audit::verify(&laptop).unwrap(), (vec![], 1));
+        assert!(!laptop.audit_file("shell", ID).exists());
+        assert_eq!(
+            mirror.audit_seen,
+            BTreeMap::from([("egress".to_owned(), 1)])
+        );
+        assert_eq!(mirror.request().audit_seen, mirror.audit_seen);
+    }
+
+    #[test]
+    fn a_response_is_sent_once_and_a_failed_apply_in_the_pod_makes_it_pending_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (laptop, pod) = (
+            Home::new(dir.path().join("l")),
+            Home::new(dir.path().join("p")),
+        );
+        let mut mirror = Mirror::new(laptop.clone(), ID.into());
+        let p = pod_proposal(&pod, "routes:\n- host: a.example\n");
+        mirror.apply(
+            &SyncRequest::default(),
+            SyncReply {
+                pending: vec![pending(&p, Status::Pending, None)],
+                ..SyncReply::default()
+            },
+        );
+        proposals::queue::answer(&laptop, &p.id, Decision::Approved, None, None, "op").unwrap();
+        let request = mirror.request();
+        assert_eq!(request.responses.len(), 1);
+        assert_eq!(request.watching, vec![p.id.clone()]);
+        mirror.apply(
+            &request,
+            SyncReply {
+                pending: vec![pending(&p, Status::Answered, None)],
+                ..SyncReply::default()
+            },
+        );
+        // Sent once.
+        assert_eq!(mirror.request().responses, vec![]);
+        let failure = ApplyFailure {
+            id: p.id.clone(),
+            error: "disk full".into(),
+            operator: "op".into(),
+            at: "2026-12-06T06:00:00Z".into(),
+        };
+        mirror.apply(
+            &mirror.request(),
+            SyncReply {
+                pending: vec![pending(&p, Status::ApplyFailed, Some(failure.clone()))],
+                ..SyncReply::default()
+            },
+        );
+        let laptop_queue = Queue::new(laptop.clone(), ID).unwrap();
+        assert_eq!(
+            laptop_queue.status(&p.id).unwrap(),
+            Some(Status::ApplyFailed)
+        );
+        assert_eq!(laptop_queue.failure(&p.id).unwrap(), Some(failure));
+        // The operator answers again: that response is new, so it is sent.
+        proposals::queue::answer(&laptop, &p.id, Decision::Rejected, None, None, "op").unwrap();
+        assert_eq!(mirror.request().responses.len(), 1);
+    }
+}
