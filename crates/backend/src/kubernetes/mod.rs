@@ -27,7 +27,8 @@
 //! container, and deleting what it created — then attaches to the agent container
 //! (`pods/attach`: the caller's terminal, or pipes) and releases it (`attach.rs`); `wait`
 //! watches until the agent ends, takes its exit code from the pod's status and deletes the
-//! pod. `stop`, `list` and `cleanup` select our pods by label; `cleanup` only kills pods
+//! pod. `stop`, `list` and `cleanup` select our pods by label (`cleanup` in the context's
+//! namespace and in every one a bottle of this home recorded); `cleanup` only kills pods
 //! whose launcher ran on this machine and is gone (other operators' bottles in a shared
 //! namespace are never judged). [`KubernetesBackend::port_forward`] reaches a pod's loopback
 //! port through the API server: the launcher's relay reaches the bundle's [`OPERATOR_PORT`]
@@ -130,7 +131,14 @@ pub struct KubernetesBackend {
     runtime: Arc<Runtime>,
     /// Connected on first use (`doctor` and `--dry-run` never connect).
     cluster: Mutex<Option<Arc<dyn Cluster>>>,
+    /// How clusters other than this backend's are reached (the kubeconfig's contexts; tests:
+    /// in-memory ones).
+    connector: Option<Arc<Connector>>,
 }
+
+/// Reaches the cluster of a (context, namespace), as a bottle's [`PodRecord`] names them.
+pub type Connector =
+    dyn Fn(Option<&str>, Option<&str>) -> Result<Arc<dyn Cluster>, ClusterError> + Send + Sync;
 
 /// `bot-bottle`'s entry: the settings come with each launch's spec, so the opened backend
 /// knows the kubeconfig's current context and namespace (enough for `list` and `cleanup`),
@@ -206,6 +214,7 @@ impl KubernetesBackend {
             home: None,
             runtime: Arc::new(runtime()?),
             cluster: Mutex::new(None),
+            connector: None,
         })
     }
 
@@ -217,6 +226,55 @@ impl KubernetesBackend {
         let backend = KubernetesBackend::new(config)?;
         *backend.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(cluster);
         Ok(backend)
+    }
+
+    /// Tests: `$BOT_BOTTLE_HOME` (where `stop` and `cleanup` read the bottles' records) and
+    /// how the clusters those records name are reached.
+    pub fn with_records(mut self, home: PathBuf, connector: Arc<Connector>) -> Self {
+        self.home = Some(home);
+        self.connector = Some(connector);
+        self
+    }
+
+    /// The cluster of a recorded (context, namespace).
+    fn connect(
+        &self,
+        context: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Arc<dyn Cluster>, BackendError> {
+        let unavailable = |e: ClusterError| BackendError::Unavailable {
+            backend: BackendKind::Kubernetes,
+            reason: e.to_string(),
+        };
+        if let Some(connector) = &self.connector {
+            return connector(context, namespace).map_err(unavailable);
+        }
+        let connected = self
+            .runtime
+            .block_on(client::KubeCluster::connect(context, namespace))
+            .map_err(unavailable)?;
+        Ok(Arc::new(connected))
+    }
+
+    /// The (context, namespace) pairs other than this backend's that bottles of this home
+    /// were started in: `cleanup` looks there too.
+    fn recorded_elsewhere(&self) -> Vec<PodRecord> {
+        let Some(home) = &self.home else {
+            return Vec::new();
+        };
+        let s = &self.config.settings;
+        let mut out: Vec<PodRecord> = Vec::new();
+        let entries = std::fs::read_dir(home.join("state")).into_iter().flatten();
+        for entry in entries.flatten() {
+            if let Some(r) = PodRecord::read(&entry.path())
+                && (r.context != s.context || r.namespace != s.namespace)
+                && !out.contains(&r)
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| (&a.context, &a.namespace).cmp(&(&b.context, &b.namespace)));
+        out
     }
 
     fn cluster(&self) -> Result<Arc<dyn Cluster>, BackendError> {
@@ -250,17 +308,7 @@ impl KubernetesBackend {
         let s = &self.config.settings;
         match record {
             Some(r) if r.context != s.context || r.namespace != s.namespace => {
-                let connected = self
-                    .runtime
-                    .block_on(client::KubeCluster::connect(
-                        r.context.as_deref(),
-                        r.namespace.as_deref(),
-                    ))
-                    .map_err(|e| BackendError::Unavailable {
-                        backend: BackendKind::Kubernetes,
-                        reason: e.to_string(),
-                    })?;
-                Ok(Arc::new(connected))
+                self.connect(r.context.as_deref(), r.namespace.as_deref())
             }
             _ => self.cluster(),
         }
@@ -574,8 +622,38 @@ impl Backend for KubernetesBackend {
     }
 
     fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
-        let cluster = self.cluster()?;
         let mut actions = Vec::new();
+        self.cleanup_in(self.cluster()?.as_ref(), dry_run, &mut actions)?;
+        // Bottles started in another namespace (the manifest's) or context: there too.
+        for r in self.recorded_elsewhere() {
+            let cluster = match self.connect(r.context.as_deref(), r.namespace.as_deref()) {
+                Ok(cluster) => cluster,
+                Err(e) => {
+                    // A context removed since: the others are still cleaned up.
+                    tracing::warn!(context = ?r.context, namespace = ?r.namespace, error = %e, "cleanup skips a recorded namespace");
+                    continue;
+                }
+            };
+            self.cleanup_in(cluster.as_ref(), dry_run, &mut actions)?;
+        }
+        Ok(actions)
+    }
+}
+
+impl KubernetesBackend {
+    /// `cleanup` in one namespace; actions already listed (the same namespace reached
+    /// twice) are not listed again.
+    fn cleanup_in(
+        &self,
+        cluster: &dyn Cluster,
+        dry_run: bool,
+        actions: &mut Vec<CleanupAction>,
+    ) -> Result<(), BackendError> {
+        let mut push = |a: CleanupAction| {
+            if !actions.contains(&a) {
+                actions.push(a);
+            }
+        };
         let pods = self
             .runtime
             .block_on(cluster.list_pods(&objects::selector(None)))
@@ -597,7 +675,7 @@ impl Backend for KubernetesBackend {
                         .block_on(cluster.delete_pod(&name, Duration::ZERO))
                         .map_err(|e| setup("cleanup", e))?;
                 }
-                actions.push(if ended {
+                push(if ended {
                     CleanupAction::RemovedContainer { name }
                 } else {
                     CleanupAction::KilledOrphan { identity }
@@ -614,9 +692,9 @@ impl Backend for KubernetesBackend {
                     .block_on(cluster.delete_leftovers(&name))
                     .map_err(|e| setup("cleanup", e))?;
             }
-            actions.push(CleanupAction::RemovedContainer { name });
+            push(CleanupAction::RemovedContainer { name });
         }
-        Ok(actions)
+        Ok(())
     }
 }
 

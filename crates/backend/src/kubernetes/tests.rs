@@ -722,3 +722,78 @@ fn a_sidecar_port_on_the_operator_port_is_refused_before_anything_is_created() {
     );
     assert!(cluster.calls().is_empty(), "{:?}", cluster.calls());
 }
+
+#[test]
+fn cleanup_also_looks_in_the_namespaces_this_homes_bottles_were_started_in() {
+    let machine = machine_id();
+    if machine.is_empty() {
+        eprintln!("skipping: this machine has no /etc/machine-id, so no pod is judged an orphan");
+        return;
+    }
+    let f = fixture();
+    let home = tempfile::tempdir().unwrap();
+    // The context's namespace, and the manifest's `team-b` where one bottle was started.
+    let here = Arc::new(FakeCluster::new());
+    let team_b = Arc::new(FakeCluster::new());
+    let state = home.path().join("state/claude-00005");
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        context: None,
+        namespace: Some("team-b".into()),
+    }
+    .write(&state)
+    .unwrap();
+    team_b.insert_pod(foreign_pod(
+        "claude-00005",
+        &format!("{machine}/not-this-boot:4242:99"),
+        fake::agent_running(),
+    ));
+    here.insert_pod(foreign_pod(
+        "claude-00006",
+        &format!("{machine}/not-this-boot:4243:99"),
+        fake::agent_running(),
+    ));
+    let reached: Arc<Mutex<Vec<String>>> = Arc::default();
+    let connector = {
+        let (team_b, reached) = (team_b.clone(), reached.clone());
+        Arc::new(
+            move |context: Option<&str>,
+                  namespace: Option<&str>|
+                  -> Result<Arc<dyn Cluster>, ClusterError> {
+                reached
+                    .lock()
+                    .unwrap()
+                    .push(format!("{context:?} {namespace:?}"));
+                match namespace {
+                    Some("team-b") => Ok(team_b.clone() as Arc<dyn Cluster>),
+                    _ => Err(ClusterError::Connect("no such context".into())),
+                }
+            },
+        )
+    };
+    let mut config = f.config.clone();
+    config.settings.namespace = None;
+    let backend = KubernetesBackend::with_cluster(config, here.clone())
+        .unwrap()
+        .with_records(home.path().to_path_buf(), connector);
+    let orphans = vec![
+        CleanupAction::KilledOrphan {
+            identity: "claude-00006".into(),
+        },
+        CleanupAction::KilledOrphan {
+            identity: "claude-00005".into(),
+        },
+    ];
+    assert_eq!(backend.cleanup(true).unwrap(), orphans);
+    assert!(
+        team_b.pod("bot-bottle-claude-00005").is_some(),
+        "dry run deleted"
+    );
+    assert_eq!(backend.cleanup(false).unwrap(), orphans);
+    assert_eq!(team_b.pod("bot-bottle-claude-00005"), None);
+    assert_eq!(here.pod("bot-bottle-claude-00006"), None);
+    assert_eq!(
+        *reached.lock().unwrap(),
+        vec!["None Some(\"team-b\")", "None Some(\"team-b\")"]
+    );
+}
