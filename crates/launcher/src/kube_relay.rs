@@ -39,6 +39,8 @@ pub const TOKEN_KEY: &str = "operator-token";
 const ROUND: Duration = Duration::from_millis(250);
 /// How long it waits before connecting again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
+/// How a refusal by the bundle (not a lost connection) starts.
+const REFUSED: &str = "the bundle refused the relay";
 /// How long an answer of the bundle may take before the connection is given up.
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -111,9 +113,15 @@ fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, stop: &Atom
         };
         match result {
             Ok(()) => return,
-            // Said once per kind of failure: a pod still starting fails every second.
+            // Said once per kind of failure, and only at debug level when it is a lost or
+            // not yet possible connection (retried): `start` logs to the terminal the
+            // agent owns. A refusal is a misconfiguration the operator must see.
             Err(e) if e != last_error => {
-                tracing::warn!(identity = %mirror.identity, error = %e, "relay of the bottle's proposals");
+                if e.starts_with(REFUSED) {
+                    tracing::warn!(identity = %mirror.identity, error = %e, "relay of the bottle's proposals");
+                } else {
+                    tracing::debug!(identity = %mirror.identity, error = %e, "relay of the bottle's proposals");
+                }
                 last_error = e;
             }
             Err(_) => {}
@@ -146,11 +154,11 @@ async fn session(
     let welcome: Welcome = serde_json::from_slice(&line)
         .map_err(|e| format!("the operator port answered something else: {e}"))?;
     if let Some(error) = welcome.error {
-        return Err(format!("the bundle refused the relay: {error}"));
+        return Err(format!("{REFUSED}: {error}"));
     }
     if welcome.identity.as_deref() != Some(mirror.identity.as_str()) {
         return Err(format!(
-            "the operator port belongs to bottle {:?}, not {}; nothing was relayed",
+            "{REFUSED}: the operator port belongs to bottle {:?}, not {}; nothing was relayed",
             welcome.identity, mirror.identity
         ));
     }
@@ -240,7 +248,7 @@ impl Mirror {
             self.sent.insert((r.id.clone(), r.responded_at.clone()));
         }
         for refused in &reply.refused {
-            tracing::warn!(identity = %self.identity, refused, "the bundle did not take a response");
+            tracing::debug!(identity = %self.identity, refused, "the bundle did not take a response");
         }
         let Some(queue) = self.queue() else {
             return;
