@@ -277,6 +277,38 @@ cases.update({
 # A name that refers to a secret (found by the compat run in a Kubernetes snapshot).
 cases['generic-secret'][1].extend(['secretName: bot-bottle-claude-1a2b3', 'secretKeyRef: db-creds-9f8e7d'])
 
+# The entropy-gated net under the generic rules (gitleaks' `generic-api-key` kind): names the
+# other generic rules do not take (key, auth, access, creds), and look-alike decoys: prose,
+# placeholders, lockfile hashes, UUIDs, identifiers, names that say what the value is.
+cases['generic-keyed-secret'] = (
+    [f'key = acme_live_{sp(r(24, LD), 4)}',
+     f'"deployKey": "{sp(r(32), 5)}"',
+     f'ACME_AUTH={sp(r(28), 4)}',
+     f'let cfg = "key = {sp(r(30, LD), 4)}\\n";',
+     f'  access: {sp(base64.b64encode(r(24).encode()).decode(), 6)}'],
+    ['api_key = "your-api-key-here"',
+     'auth_key: "<insert your key here>"',
+     'api_key: "see the README, section 4"',
+     '"integrity": "sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(64))).decode() + '"',
+     'key: sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(48))).decode(),
+     'checksum = "' + r(64, HEX) + '"',
+     'client_token: 3fa85f64-5717-4562-b3fc-2c963f66afa6',
+     'api_key_id = "' + r(32, HEX) + '"',
+     'AUTH0_CLIENT_ID="' + r(32) + '"',
+     'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+     'key="ConnectionString_B2B"',
+     'pixie-chart.deployKey=px-dep-d4c3b2a1-f6e5-h8g7-j1i8-p5o0n5m3l2k1',
+     'license_key: a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8NRAL',
+     'key: self.config.api_key2;',
+     'apiVersion: autoscaling.k8s.io/v2beta2',
+     'token_url: oauth2.googleapis.com/token2',
+     'cache_key = v2-deps-' + r(16, HEX),
+     'next_page_token = ' + r(40),
+     'monkey_patch = Xv9' + r(20),
+     'key_file = /etc/ssl/private/server2.key',
+     'API_KEY = API_KEY_FROM_VAULT_V2'],
+)
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)

@@ -134,6 +134,7 @@ pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
             "generic-config-password",
             "generic-url-query-token",
             "generic-connection-string-password",
+            "generic-keyed-secret",
         ],
     ),
     ("github-app-token", &["github-app-token"]),
@@ -333,7 +334,7 @@ mod tests {
             .map(|(g, _)| *g)
             .collect();
         assert_eq!(unmapped.len(), 11, "{unmapped:?}");
-        assert_eq!(gitleaks_default("generic-api-key").map(<[_]>::len), Some(6));
+        assert_eq!(gitleaks_default("generic-api-key").map(<[_]>::len), Some(7));
         assert_eq!(gitleaks_default("pkcs12-file"), Some(&[][..]));
         assert_eq!(gitleaks_default("no-such-rule"), None);
         assert!(gitleaks_ids_of("gitlab-token").any(|g| g == "gitlab-ptt"));
