@@ -309,11 +309,24 @@ cases['generic-keyed-secret'] = (
      'API_KEY = API_KEY_FROM_VAULT_V2'],
 )
 
+# A password assigned in Terraform / HCL (gitleaks' hashicorp-tf-password kind).
+cases['generic-password'][0].append(f'  administrator_login_{sp("password", 4)} = "{r(14)}"')
+
+# A path rule: its cases are file paths (`by_path`), not text.
+cases['pkcs12-file'] = (
+    ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],
+    ['deploy/certs/client.pem', 'docs/p12-export.md', 'src/pfx.rs', 'certs/client.p12.md', 'keys/.p12'],
+)
+BY_PATH = {'pkcs12-file'}
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)
 for rid,(pos,neg) in cases.items():
     out.append('[[case]]'); out.append(f'rule = {q(rid)}')
     out.append('positive = [' + ', '.join(q(p) for p in pos) + ']')
-    out.append('negative = [' + ', '.join(q(n) for n in neg) + ']'); out.append('')
+    out.append('negative = [' + ', '.join(q(n) for n in neg) + ']')
+    if rid in BY_PATH:
+        out.append('by_path = true')
+    out.append('')
 open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'builtin-cases.toml'),'w').write('\n'.join(out))
