@@ -280,6 +280,10 @@ cases['generic-secret'][1].extend(['secretName: bot-bottle-claude-1a2b3', 'secre
 # The entropy-gated net under the generic rules (gitleaks' `generic-api-key` kind): names the
 # other generic rules do not take (key, auth, access, creds), and look-alike decoys: prose,
 # placeholders, lockfile hashes, UUIDs, identifiers, names that say what the value is.
+# Decoys are written as (name, value) and joined with `<>` spliced into the value, so neither
+# this file nor the cases file holds the look-alike assignment gitleaks' generic rule reports.
+def decoy(name, value):
+    return name + sp(value, 4)
 cases['generic-keyed-secret'] = (
     [f'key = acme_live_{sp(r(24, LD), 4)}',
      f'"deployKey": "{sp(r(32), 5)}"',
@@ -290,23 +294,23 @@ cases['generic-keyed-secret'] = (
      'auth_key: "<insert your key here>"',
      'api_key: "see the README, section 4"',
      '"integrity": "sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(64))).decode() + '"',
-     'key: sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(48))).decode(),
+     decoy('key: ', 'sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(48))).decode()),
      'checksum = "' + r(64, HEX) + '"',
-     'client_token: 3fa85f64-5717-4562-b3fc-2c963f66afa6',
-     'api_key_id = "' + r(32, HEX) + '"',
-     'AUTH0_CLIENT_ID="' + r(32) + '"',
-     'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
-     'key="ConnectionString_B2B"',
-     'pixie-chart.deployKey=px-dep-d4c3b2a1-f6e5-h8g7-j1i8-p5o0n5m3l2k1',
-     'license_key: a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8NRAL',
-     'key: self.config.api_key2;',
-     'apiVersion: autoscaling.k8s.io/v2beta2',
-     'token_url: oauth2.googleapis.com/token2',
-     'cache_key = v2-deps-' + r(16, HEX),
-     'next_page_token = ' + r(40),
-     'monkey_patch = Xv9' + r(20),
-     'key_file = /etc/ssl/private/server2.key',
-     'API_KEY = API_KEY_FROM_VAULT_V2'],
+     decoy('client_token: ', '3fa85f64-5717-4562-b3fc-2c963f66afa6'),
+     decoy('api_key_id = ', '"' + r(32, HEX) + '"'),
+     decoy('AUTH0_CLIENT_ID=', '"' + r(32) + '"'),
+     decoy('Sec-WebSocket-Key: ', 'dGhlIHNhbXBsZSBub25jZQ=='),
+     decoy('key=', '"ConnectionString_B2B"'),
+     decoy('pixie-chart.deployKey=', 'px-dep-d4c3b2a1-f6e5-h8g7-j1i8-p5o0n5m3l2k1'),
+     decoy('license_key: ', 'a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8NRAL'),
+     decoy('key: ', 'self.config.api_key2;'),
+     decoy('apiVersion: ', 'autoscaling.k8s.io/v2beta2'),
+     decoy('token_url: ', 'oauth2.googleapis.com/token2'),
+     decoy('cache_key = ', 'v2-deps-' + r(16, HEX)),
+     decoy('next_page_token = ', r(40)),
+     decoy('monkey_patch = ', 'Xv9' + r(20)),
+     decoy('key_file = ', '/etc/ssl/private/server2.key'),
+     decoy('API_KEY = ', 'API_KEY_FROM_VAULT_V2')],
 )
 
 # A password assigned in Terraform / HCL (gitleaks' hashicorp-tf-password kind).
