@@ -316,6 +316,11 @@ cases['generic-keyed-secret'] = (
 # A password assigned in Terraform / HCL (gitleaks' hashicorp-tf-password kind).
 cases['generic-password'][0].append(f'  administrator_login_{sp("password", 4)} = "{r(14)}"')
 
+# Hugging Face organization API tokens (gitleaks' huggingface-organization-api-token kind,
+# which the compat run on gitleaks' source found this rule did not cover).
+cases['huggingface-token'][0].append(f'HF_ORG_TOKEN = "{sp("api_org_" + r(34, string.ascii_letters), 5)}"')
+cases['huggingface-token'][1].append('api_org_' + 'b' * 34)
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],
