@@ -321,6 +321,12 @@ cases['generic-password'][0].append(f'  administrator_login_{sp("password", 4)} 
 cases['huggingface-token'][0].append(f'HF_ORG_TOKEN = "{sp("api_org_" + r(34, string.ascii_letters), 5)}"')
 cases['huggingface-token'][1].append('api_org_' + 'b' * 34)
 
+# Found by the compat run on gitleaks' source: Sourcegraph tokens in mixed-case hex, and Slack
+# configuration refresh tokens (xoxe-1-...).
+cases['sourcegraph-token'][0].append(sp('sgp_' + r(16, HEX + 'ABCDEF') + '_' + r(40, HEX + 'ABCDEF'), 3))
+cases['sourcegraph-token'][1].append('sgp_5555555dAAAAA7777777CcccCFaaaaaaaaaaaaaa')
+cases['slack-legacy-token'][0].append(f'"refresh_token": "{sp("xoxe-1-" + r(146), 4)}"')
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],
