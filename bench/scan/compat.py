@@ -23,6 +23,10 @@ Corpora:
            a gitleaks report with secrets used as the baseline: each tool's defaults.
   configs  (with BENCH_COMPAT_GITLEAKS_SRC=<a gitleaks source tree>) every rule file of its
            testdata/config, loaded by each tool from <src>/config as gitleaks' tests load them.
+  gitleaks' source  (with BENCH_COMPAT_GITLEAKS_SRC) that tree scanned as a directory as its
+           developers scan it (its .gitleaks.toml, which extends the defaults, and its
+           .gitleaksignore of gitleaks fingerprints, read by each tool), and a copy without
+           those two files (each tool's defaults). BENCH_COMPAT_ONLY=gitleaks-src: only these.
 
 The kinds of difference are named by simple checks (the `kind` column); which tool is right for
 each kind is judged in bench/README.md from the rows printed here.
@@ -305,10 +309,34 @@ def configs(src):
     print()
 
 
+def gitleaks_source(src, rows, diffs):
+    """gitleaks' own source tree: as its developers scan it (its .gitleaks.toml extends the
+    defaults, its .gitleaksignore holds gitleaks fingerprints; each tool reads both), and a copy
+    without those two files (each tool's defaults)."""
+    src = src.rstrip("/")
+    gl = norm(gitleaks(["dir", "."], src, os.path.join(WORK, "gl-src-own.json")), "")
+    bb = norm(botbottle(["."], src), "")
+    compare("gitleaks' source (its .gitleaks.toml and .gitleaksignore)", gl, bb, False, rows, diffs)
+    bare = os.path.join(WORK, "gitleaks-src")
+    subprocess.run(["cp", "-r", src, bare], check=True)
+    for f in (".gitleaks.toml", ".gitleaksignore"):
+        if os.path.exists(os.path.join(bare, f)):
+            os.remove(os.path.join(bare, f))
+    gl = norm(gitleaks(["dir", "."], bare, os.path.join(WORK, "gl-src.json")), "")
+    bb = norm(botbottle(["--no-ignore", "."], bare), "")
+    compare("gitleaks' source (defaults)", gl, bb, False, rows, diffs)
+
+
 def main():
     rows, diffs = [], []
+    only_src = os.environ.get("BENCH_COMPAT_ONLY") == "gitleaks-src"
     if os.environ.get("BENCH_COMPAT_GITLEAKS_SRC"):
-        configs(os.environ["BENCH_COMPAT_GITLEAKS_SRC"])
+        if not only_src:
+            configs(os.environ["BENCH_COMPAT_GITLEAKS_SRC"])
+        gitleaks_source(os.environ["BENCH_COMPAT_GITLEAKS_SRC"], rows, diffs)
+    if only_src:
+        report(rows, diffs)
+        return
     commits = os.environ.get("BENCH_COMPAT_COMMITS", "200")
 
     # tree: each tool's own defaults; the repository's own config files are not used.
@@ -351,6 +379,11 @@ def main():
     bb = botbottle(["--baseline", "baseline.json", "."], own)
     compare("own files (defaults)", gl, bb, False, rows, diffs)
 
+    report(rows, diffs)
+    run(["git", "-C", REPO, "worktree", "remove", "--force", tree])
+
+
+def report(rows, diffs):
     print("| corpus | gitleaks | bot-bottle | both | gitleaks only | bot-bottle only |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -366,7 +399,6 @@ def main():
         print()
         for d in diffs:
             print(d)
-    run(["git", "-C", REPO, "worktree", "remove", "--force", tree])
 
 
 if __name__ == "__main__":

@@ -277,11 +277,71 @@ cases.update({
 # A name that refers to a secret (found by the compat run in a Kubernetes snapshot).
 cases['generic-secret'][1].extend(['secretName: bot-bottle-claude-1a2b3', 'secretKeyRef: db-creds-9f8e7d'])
 
+# The entropy-gated net under the generic rules (gitleaks' `generic-api-key` kind): names the
+# other generic rules do not take (key, auth, access, creds), and look-alike decoys: prose,
+# placeholders, lockfile hashes, UUIDs, identifiers, names that say what the value is.
+# Decoys are written as (name, value) and joined with `<>` spliced into the value, so neither
+# this file nor the cases file holds the look-alike assignment gitleaks' generic rule reports.
+def decoy(name, value):
+    return name + sp(value, 4)
+cases['generic-keyed-secret'] = (
+    [f'key = acme_live_{sp(r(24, LD), 4)}',
+     f'"deployKey": "{sp(r(32), 5)}"',
+     f'ACME_AUTH={sp(r(28), 4)}',
+     f'let cfg = "key = {sp(r(30, LD), 4)}\\n";',
+     f'  access: {sp(base64.b64encode(r(24).encode()).decode(), 6)}'],
+    ['api_key = "your-api-key-here"',
+     'auth_key: "<insert your key here>"',
+     'api_key: "see the README, section 4"',
+     '"integrity": "sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(64))).decode() + '"',
+     decoy('key: ', 'sha512-' + base64.b64encode(bytes(random.randrange(256) for _ in range(48))).decode()),
+     'checksum = "' + r(64, HEX) + '"',
+     decoy('client_token: ', '3fa85f64-5717-4562-b3fc-2c963f66afa6'),
+     decoy('api_key_id = ', '"' + r(32, HEX) + '"'),
+     decoy('AUTH0_CLIENT_ID=', '"' + r(32) + '"'),
+     decoy('Sec-WebSocket-Key: ', 'dGhlIHNhbXBsZSBub25jZQ=='),
+     decoy('key=', '"ConnectionString_B2B"'),
+     decoy('pixie-chart.deployKey=', 'px-dep-d4c3b2a1-f6e5-h8g7-j1i8-p5o0n5m3l2k1'),
+     decoy('license_key: ', 'a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8NRAL'),
+     decoy('key: ', 'self.config.api_key2;'),
+     decoy('apiVersion: ', 'autoscaling.k8s.io/v2beta2'),
+     decoy('token_url: ', 'oauth2.googleapis.com/token2'),
+     decoy('cache_key = ', 'v2-deps-' + r(16, HEX)),
+     decoy('next_page_token = ', r(40)),
+     decoy('monkey_patch = ', 'Xv9' + r(20)),
+     decoy('key_file = ', '/etc/ssl/private/server2.key'),
+     decoy('API_KEY = ', 'API_KEY_FROM_VAULT_V2')],
+)
+
+# A password assigned in Terraform / HCL (gitleaks' hashicorp-tf-password kind).
+cases['generic-password'][0].append(f'  administrator_login_{sp("password", 4)} = "{r(14)}"')
+
+# Hugging Face organization API tokens (gitleaks' huggingface-organization-api-token kind,
+# which the compat run on gitleaks' source found this rule did not cover).
+cases['huggingface-token'][0].append(f'HF_ORG_TOKEN = "{sp("api_org_" + r(34, string.ascii_letters), 5)}"')
+cases['huggingface-token'][1].append('api_org_' + 'b' * 34)
+
+# Found by the compat run on gitleaks' source: Sourcegraph tokens in mixed-case hex, and Slack
+# configuration refresh tokens (xoxe-1-...).
+cases['sourcegraph-token'][0].append(sp('sgp_' + r(16, HEX + 'ABCDEF') + '_' + r(40, HEX + 'ABCDEF'), 3))
+cases['sourcegraph-token'][1].append('sgp_5555555dAAAAA7777777CcccCFaaaaaaaaaaaaaa')
+cases['slack-legacy-token'][0].append(f'"refresh_token": "{sp("xoxe-1-" + r(146), 4)}"')
+
+# A path rule: its cases are file paths (`by_path`), not text.
+cases['pkcs12-file'] = (
+    ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],
+    ['deploy/certs/client.pem', 'docs/p12-export.md', 'src/pfx.rs', 'certs/client.p12.md', 'keys/.p12'],
+)
+BY_PATH = {'pkcs12-file'}
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)
 for rid,(pos,neg) in cases.items():
     out.append('[[case]]'); out.append(f'rule = {q(rid)}')
     out.append('positive = [' + ', '.join(q(p) for p in pos) + ']')
-    out.append('negative = [' + ', '.join(q(n) for n in neg) + ']'); out.append('')
+    out.append('negative = [' + ', '.join(q(n) for n in neg) + ']')
+    if rid in BY_PATH:
+        out.append('by_path = true')
+    out.append('')
 open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'builtin-cases.toml'),'w').write('\n'.join(out))

@@ -17,6 +17,10 @@ struct Case {
     rule: String,
     positive: Vec<String>,
     negative: Vec<String>,
+    /// The cases are file paths (a rule that matches a path alone), scanned with content no
+    /// rule matches.
+    #[serde(default)]
+    by_path: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -24,9 +28,15 @@ fn cases() -> Vec<Case> {
     cases.case
 }
 
-fn rule_ids_found(scanner: &Scanner, text: &str) -> BTreeSet<String> {
+fn rule_ids_found(scanner: &Scanner, case: &Case, text: &str) -> BTreeSet<String> {
+    let text = text.replace("<>", "");
+    let (path, data) = if case.by_path {
+        (text.as_str(), &b"\x30\x82\x0a\x3b\x02\x01\x03"[..])
+    } else {
+        ("case.txt", text.as_bytes())
+    };
     scanner
-        .scan_bytes("case.txt", text.replace("<>", "").as_bytes())
+        .scan_bytes(path, data)
         .into_iter()
         .map(|f| f.rule_id)
         .collect()
@@ -50,7 +60,7 @@ fn builtin_positive_cases_are_found() {
     let mut missed = Vec::new();
     for case in cases() {
         for p in &case.positive {
-            if !rule_ids_found(&scanner, p).contains(&case.rule) {
+            if !rule_ids_found(&scanner, &case, p).contains(&case.rule) {
                 missed.push(format!("{}: {p}", case.rule));
             }
         }
@@ -64,7 +74,7 @@ fn builtin_negative_cases_are_not_found() {
     let mut flagged = Vec::new();
     for case in cases() {
         for n in &case.negative {
-            if rule_ids_found(&scanner, n).contains(&case.rule) {
+            if rule_ids_found(&scanner, &case, n).contains(&case.rule) {
                 flagged.push(format!("{}: {n}", case.rule));
             }
         }
@@ -90,6 +100,62 @@ fn builtin_regexes_compile_without_unicode() {
         }
     }
     assert_eq!(unicode, Vec::<String>::new());
+}
+
+#[test]
+fn builtin_regexes_are_compiled_on_first_use_and_each_compiles() {
+    let scanner = Scanner::builtin().unwrap();
+    let compiled = |s: &Scanner| -> BTreeSet<String> {
+        s.rules()
+            .iter()
+            .filter(|r| r.regex.as_ref().is_some_and(|p| p.is_compiled()))
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    // At load only the one rule whose secretGroup is checked against its regex.
+    assert_eq!(compiled(&scanner).len(), 1, "{:?}", compiled(&scanner));
+    let gh = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5");
+    assert_eq!(scanner.scan_bytes("t", gh.as_bytes()).len(), 1);
+    let after = compiled(&scanner);
+    assert!(after.contains("github-pat"), "{after:?}");
+    assert!(!after.contains("airtable-token"), "{after:?}");
+    // Every deferred pattern compiles, the rules' and their allowlists' (what
+    // `RulePattern::regex` relies on).
+    let set = RuleSet::builtin().unwrap();
+    let deferred: Vec<&crate::RulePattern> = set
+        .rules
+        .iter()
+        .flat_map(|r| {
+            r.regex
+                .iter()
+                .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
+        })
+        .chain(set.allowlists.iter().flat_map(|a| &a.regexes))
+        .collect();
+    assert!(deferred.len() > set.rules.len(), "{}", deferred.len());
+    for p in &deferred {
+        assert!(!p.as_str().is_empty() && p.regex().captures_len() >= 1);
+    }
+    assert!(deferred.iter().all(|p| p.is_compiled()));
+}
+
+#[test]
+fn a_rule_file_regex_is_compiled_at_load_and_a_bad_one_is_an_error_there() {
+    let set = RuleSet::from_toml_str(
+        "[[rules]]\nid = \"mine\"\nregex = '''acme_[a-z0-9]{32}'''\n",
+        "mine.toml",
+        None,
+    )
+    .unwrap();
+    assert!(set.rules[0].regex.as_ref().is_some_and(|p| p.is_compiled()));
+    let err = RuleSet::from_toml_str(
+        "[[rules]]\nid = \"bad\"\nregex = '''acme_[a-z'''\n",
+        "bad.toml",
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bad.toml") && err.contains("`bad`"), "{err}");
 }
 
 #[test]

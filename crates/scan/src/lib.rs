@@ -67,8 +67,8 @@ use rayon::prelude::*;
 
 pub use baseline::Baseline;
 pub use config::{
-    ASSIGNMENT_TAG, BUILTIN_RULES, ConfigError, GITLEAKS_DEFAULT_IDS, Required, Rule, RuleSet,
-    gitleaks_default, gitleaks_ids_of,
+    ASSIGNMENT_TAG, BUILTIN_RULES, ConfigError, GITLEAKS_DEFAULT_IDS, Required, Rule, RulePattern,
+    RuleSet, gitleaks_default, gitleaks_ids_of,
 };
 pub use decode::DEFAULT_MAX_DECODE_DEPTH;
 pub use engine::INLINE_ALLOW;

@@ -6,7 +6,7 @@
 //! happens on the raw layer, before compiling, so every error still names the file the rule came
 //! from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use regex::bytes::Regex;
@@ -17,6 +17,7 @@ mod keys;
 mod pattern;
 
 pub use gitleaks_ids::{GITLEAKS_DEFAULT_IDS, gitleaks_default, gitleaks_ids_of};
+pub use pattern::RulePattern;
 pub(crate) use pattern::compile_bytes_regex;
 
 /// The rule set shipped with bot-bottle (written for this project).
@@ -246,8 +247,8 @@ pub struct Allowlist {
     pub paths: Vec<Regex>,
     /// What `regexes` apply to.
     pub regex_target: RegexTarget,
-    /// Regexes.
-    pub regexes: Vec<Regex>,
+    /// Regexes (the built-in rules' are compiled on first use).
+    pub regexes: Vec<RulePattern>,
     /// Lower-cased stopwords.
     pub stopwords: Vec<String>,
     /// Global allowlists: the rule ids they apply to (empty: all).
@@ -353,8 +354,8 @@ pub struct Rule {
     pub id: String,
     /// What it finds.
     pub description: String,
-    /// The regex (None for path-only rules).
-    pub regex: Option<Regex>,
+    /// The regex (None for path-only rules); a built-in rule's is compiled on first use.
+    pub regex: Option<RulePattern>,
     /// Which group is the secret (None: the first non-empty group, or the whole match).
     pub secret_group: Option<usize>,
     /// Minimum entropy (the secret's must be greater).
@@ -407,7 +408,7 @@ impl RuleSet {
     /// The built-in rule set.
     pub fn builtin() -> Result<Self, ConfigError> {
         let mut ctx = Loader::default();
-        let raw = ctx.parse(BUILTIN_RULES, BUILTIN_NAME)?;
+        let raw = ctx.parse_builtin()?;
         let layered = ctx.resolve(raw, BUILTIN_NAME, None, 0)?;
         ctx.compile(layered)
     }
@@ -505,9 +506,31 @@ struct Loader {
     cwd: Option<PathBuf>,
     notes: Vec<String>,
     warnings: Vec<String>,
+    /// The built-in rules' regexes and allowlist regexes, when they were read: these are
+    /// known to compile, so a rule or allowlist whose regex is one of them compiles it on first
+    /// use (see [`RulePattern`]).
+    builtin_patterns: HashSet<String>,
 }
 
 impl Loader {
+    /// Reads the built-in rules, noting their regexes as known to compile.
+    fn parse_builtin(&mut self) -> Result<RawConfig, ConfigError> {
+        let raw = self.parse(BUILTIN_RULES, BUILTIN_NAME)?;
+        let allowlists = raw
+            .rules
+            .iter()
+            .flat_map(|r| r.allowlist.iter().chain(r.allowlists.iter().flatten()))
+            .chain(raw.allowlist.iter().chain(raw.allowlists.iter()));
+        let patterns: Vec<String> = raw
+            .rules
+            .iter()
+            .filter_map(|r| r.regex.clone())
+            .chain(allowlists.flat_map(|a| a.regexes.iter().cloned()))
+            .collect();
+        self.builtin_patterns.extend(patterns);
+        Ok(raw)
+    }
+
     /// Reads a rule file's text as gitleaks reads it: keys in any case, unknown keys dropped
     /// (each a warning). Untouched files are read straight from the text, so type errors keep
     /// their line and column.
@@ -602,7 +625,7 @@ impl Loader {
                 });
             }
             if ext.use_default == Some(true) {
-                let b = self.parse(BUILTIN_RULES, BUILTIN_NAME)?;
+                let b = self.parse_builtin()?;
                 base = self.resolve(b, BUILTIN_NAME, None, depth + 1)?;
                 base.has_builtin = true;
             } else if let Some(p) = ext.path.as_deref().filter(|p| !p.is_empty()) {
@@ -798,6 +821,7 @@ fn compile_allowlist(
     raw: &RawAllowlist,
     source: &str,
     rule_id: Option<&str>,
+    known: &HashSet<String>,
 ) -> Result<Allowlist, ConfigError> {
     let err = |message: String| match rule_id {
         Some(id) => ConfigError::Rule {
@@ -826,24 +850,34 @@ fn compile_allowlist(
             )));
         }
     };
-    let compile_list = |list: &[String], field: &'static str| {
-        list.iter()
-            .map(|p| {
-                compile_bytes_regex(p).map_err(|e| match rule_id {
-                    Some(id) => ConfigError::Regex {
-                        path: source.to_string(),
-                        rule_id: id.to_string(),
-                        field,
-                        message: first_line(&e.to_string()),
-                    },
-                    None => ConfigError::Allowlist {
-                        path: source.to_string(),
-                        message: format!("invalid {field} `{p}`: {}", first_line(&e.to_string())),
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
+    let regex_err = |p: &str, field: &'static str, e: regex::Error| match rule_id {
+        Some(id) => ConfigError::Regex {
+            path: source.to_string(),
+            rule_id: id.to_string(),
+            field,
+            message: first_line(&e.to_string()),
+        },
+        None => ConfigError::Allowlist {
+            path: source.to_string(),
+            message: format!("invalid {field} `{p}`: {}", first_line(&e.to_string())),
+        },
     };
+    let paths = raw
+        .paths
+        .iter()
+        .map(|p| compile_bytes_regex(p).map_err(|e| regex_err(p, "allowlist path", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let regexes = raw
+        .regexes
+        .iter()
+        .map(|p| {
+            if known.contains(p) {
+                Ok(RulePattern::deferred(p))
+            } else {
+                RulePattern::compiled(p).map_err(|e| regex_err(p, "allowlist regex", e))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if rule_id.is_some() && !raw.target_rules.is_empty() {
         return Err(err(
             "targetRules is only allowed in global allowlists".into()
@@ -852,9 +886,9 @@ fn compile_allowlist(
     Ok(Allowlist {
         require_all,
         commits: raw.commits.clone(),
-        paths: compile_list(&raw.paths, "allowlist path")?,
+        paths,
         regex_target,
-        regexes: compile_list(&raw.regexes, "allowlist regex")?,
+        regexes,
         stopwords: raw.stopwords.iter().map(|s| s.to_lowercase()).collect(),
         target_rules: raw.target_rules.clone(),
     })
@@ -875,6 +909,7 @@ impl Loader {
         let Loader {
             mut notes,
             mut warnings,
+            builtin_patterns,
             ..
         } = self;
         let mut rules = Vec::with_capacity(layered.rules.len());
@@ -911,7 +946,8 @@ impl Loader {
                 return Err(rule_err("needs a regex or a path".into()));
             }
             let regex = match &raw.regex {
-                Some(p) => Some(compile_bytes_regex(p).map_err(|e| ConfigError::Regex {
+                Some(p) if builtin_patterns.contains(p) => Some(RulePattern::deferred(p)),
+                Some(p) => Some(RulePattern::compiled(p).map_err(|e| ConfigError::Regex {
                     path: source.clone(),
                     rule_id: id.clone(),
                     field: "regex",
@@ -967,7 +1003,7 @@ impl Loader {
                 .allowlist
                 .iter()
                 .chain(raw.allowlists.iter().flatten())
-                .map(|a| compile_allowlist(a, &source, Some(&id)))
+                .map(|a| compile_allowlist(a, &source, Some(&id), &builtin_patterns))
                 .collect::<Result<Vec<_>, _>>()?;
             rules.push(Rule {
                 description: raw.description.unwrap_or_else(|| id.clone()),
@@ -1000,7 +1036,7 @@ impl Loader {
         }
         let mut allowlists = Vec::with_capacity(layered.allowlists.len());
         for Sourced { source, item } in &layered.allowlists {
-            let mut a = compile_allowlist(item, source, None)?;
+            let mut a = compile_allowlist(item, source, None, &builtin_patterns)?;
             if !a.target_rules.is_empty() {
                 let mut targets = Vec::new();
                 for t in std::mem::take(&mut a.target_rules) {

@@ -2,7 +2,77 @@
 //! accepts and `regex` does not (a literal `{`) are escaped first, and Unicode mode is kept
 //! off where the pattern allows it (the fast path).
 
+use std::sync::OnceLock;
+
 use regex::bytes::{Regex, RegexBuilder};
+
+/// A rule's content regex, compiled when it is first used, or at load.
+///
+/// Why: building the ~190 built-in regexes is most of what `bot-bottle scan` spends before
+/// its first file (the Thompson NFA, literal prefilters and one-pass DFA of each), and most
+/// rules never run on a given input: a rule's regex runs only where one of its keywords
+/// occurs. So the patterns of the built-in rules, which are known to compile (every one is
+/// compiled by the crate's tests), are compiled the first time a keyword calls for them;
+/// every other pattern (from a rule file) is compiled at load, where an error names the file
+/// and the rule.
+#[derive(Debug, Clone)]
+pub struct RulePattern {
+    pattern: String,
+    compiled: OnceLock<Regex>,
+}
+
+impl RulePattern {
+    /// A pattern compiled now.
+    pub(crate) fn compiled(pattern: &str) -> Result<Self, regex::Error> {
+        let re = compile_bytes_regex(pattern)?;
+        Ok(Self {
+            pattern: pattern.to_string(),
+            compiled: OnceLock::from(re),
+        })
+    }
+
+    /// A pattern of the built-in rules, compiled on first use.
+    pub(crate) fn deferred(pattern: &str) -> Self {
+        Self {
+            pattern: pattern.to_string(),
+            compiled: OnceLock::new(),
+        }
+    }
+
+    /// The pattern as written in the rule.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether it has been compiled (at load, or by a use since).
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.get().is_some()
+    }
+
+    /// The compiled regex (compiled now if it was deferred).
+    pub fn regex(&self) -> &Regex {
+        self.compiled
+            .get_or_init(|| match compile_bytes_regex(&self.pattern) {
+                Ok(re) => re,
+                // Only the built-in rules' patterns are deferred, and the crate's tests
+                // compile each of them (`builtin_tests`); a failure here is a build that
+                // skipped its tests. Stop rather than scan without the rule.
+                Err(e) => panic!(
+                    "a built-in rule's regex does not compile (a bug; run the scan crate's \
+                     tests): {}",
+                    e
+                ),
+            })
+    }
+}
+
+impl std::ops::Deref for RulePattern {
+    type Target = Regex;
+
+    fn deref(&self) -> &Regex {
+        self.regex()
+    }
+}
 
 /// Compiles a content regex: Unicode mode off when the pattern allows it (keeps the `regex`
 /// crate on its fast path, `\b` and `\w` become ASCII), otherwise with Unicode.

@@ -44,9 +44,10 @@ id = "generic-api-key"
 [[rules.allowlists]]
 paths = ['''^fixtures/''']
 
-# A default rule of gitleaks that no built-in rule covers: a warning, not an error.
+# A default rule of gitleaks that no built-in rule covers (a client id, not a credential): a
+# warning, not an error.
 [[rules]]
-id = "hashicorp-tf-password"
+id = "adobe-client-id"
 [[rules.allowlists]]
 regexes = ['''.*''']
 
@@ -68,11 +69,11 @@ fn overrides_of_gitleaks_default_ids_load_and_apply_to_our_rules() {
         set.rule("slack-bot-token").is_none(),
         "disabled by its gitleaks id"
     );
-    assert!(set.rule("hashicorp-tf-password").is_none());
+    assert!(set.rule("adobe-client-id").is_none());
     assert!(set.rule("acme-internal").is_none());
     assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
     assert!(
-        set.warnings[0].contains("`hashicorp-tf-password`"),
+        set.warnings[0].contains("`adobe-client-id`"),
         "{:?}",
         set.warnings
     );
@@ -477,6 +478,74 @@ fn gitleaksignore_entries_with_gitleaks_ids_allow_our_findings() {
         .with_baseline(Baseline::parse("# from gitleaks\nsrc/a.py:generic-api-key:1\n").unwrap());
     assert_eq!(lines(&s.scan_bytes("src/a.py", line.as_bytes())), vec![]);
     assert_eq!(lines(&s.scan_bytes("src/b.py", line.as_bytes())).len(), 1);
+}
+
+#[test]
+fn a_pkcs12_key_store_is_reported_by_its_path_on_line_zero_in_files_archives_and_history() {
+    // DER bytes as a .p12 starts (no rule matches the content); the path is the finding.
+    let der: &[u8] = b"\x30\x82\x0a\x3b\x02\x01\x03\x30\x82\x0a\x01\x06\x09";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("certs/client.p12"), der).unwrap();
+    std::fs::write(dir.path().join("certs/IIS.PFX"), der).unwrap();
+    std::fs::write(
+        dir.path().join("certs/client.p12.md"),
+        "how to export a .p12\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("keys.zip"),
+        zip(&[("release/app.pfx", der)]),
+    )
+    .unwrap();
+    let found = |depth: usize| {
+        let mut got: Vec<(String, u32, String)> = scan_dir(dir.path(), depth)
+            .findings
+            .into_iter()
+            .map(|f| {
+                let file = f
+                    .file
+                    .rsplit_once("certs/")
+                    .map_or(f.file.clone(), |(_, n)| n.to_string());
+                (file, f.line, f.rule_id)
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let p12 = |f: &str| (f.to_string(), 0, "pkcs12-file".to_string());
+    assert_eq!(found(0), vec![p12("IIS.PFX"), p12("client.p12")]);
+    let with_zip = found(1);
+    assert_eq!(with_zip.len(), 3, "{with_zip:?}");
+    assert!(
+        with_zip
+            .iter()
+            .any(|f| f.0.ends_with("keys.zip!release/app.pfx") && f.1 == 0 && f.2 == "pkcs12-file"),
+        "{with_zip:?}"
+    );
+
+    let Some(r) = super::git::Repo::new() else {
+        return;
+    };
+    std::fs::write(r.path().join("client.p12"), der).unwrap();
+    std::fs::write(r.path().join("readme.txt"), "the key store is client.p12\n").unwrap();
+    let commit = r.commit("add a key store");
+    let got: Vec<(Option<String>, String, u32, String)> = Scanner::builtin()
+        .unwrap()
+        .scan_git(&scan::GitScanRequest::range(r.path(), "HEAD"))
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.commit, f.file, f.line, f.rule_id))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            Some(commit),
+            "client.p12".to_string(),
+            0,
+            "pkcs12-file".to_string()
+        )]
+    );
 }
 
 // ------------------------------------------------------------------ 8. archives
