@@ -821,6 +821,86 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
     assert_eq!(leftovers(&live.identity), (vec![], vec![]));
 }
 
+/// Containers run from bot-bottle's images by anyone else (the apple and smolmachines
+/// stand-ins, a user's `docker run`) inherit the images' labels, `org.bot-bottle.managed`
+/// among them. `cleanup` must judge only the containers the backend created itself: one such
+/// container, created and not yet started (so without a launcher to ask about), was removed
+/// by a `cleanup` run at that moment (the start_apple flake: another test's sidecar killed
+/// right after its start).
+#[test]
+fn docker_cleanup_leaves_containers_it_did_not_create_alone() {
+    let images = need_docker!();
+    let backend = backend(RuntimeChoice::Named("runc".into()), Some(images));
+    let docker = docker();
+    let rt = rt();
+    // The sidecar image was built by the backend: it carries the managed label.
+    let image = rt.block_on(docker.inspect_image(&images.sidecar)).unwrap();
+    let image_labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+    assert_eq!(
+        image_labels
+            .get("org.bot-bottle.managed")
+            .map(String::as_str),
+        Some("true"),
+        "{image_labels:?}"
+    );
+    let id = identity();
+    let names = [
+        format!("bot-bottle-test-foreign-created-{id}"),
+        format!("bot-bottle-test-foreign-exited-{id}"),
+    ];
+    for name in &names {
+        rt.block_on(docker.create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                platform: String::new(),
+            }),
+            ContainerCreateBody {
+                image: Some(images.sidecar.clone()),
+                entrypoint: Some(vec!["true".into()]),
+                cmd: Some(vec![]),
+                labels: Some(test_labels(&id)),
+                host_config: Some(HostConfig {
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    }
+    rt.block_on(docker.start_container(&names[1], None))
+        .unwrap();
+    let _ = rt
+        .block_on(
+            docker
+                .wait_container(&names[1], None::<WaitContainerOptions>)
+                .collect::<Vec<_>>(),
+        )
+        .len();
+
+    let actions = backend.cleanup(false).unwrap();
+    let existing = |name: &str| rt.block_on(docker.inspect_container(name, None)).is_ok();
+    let still: Vec<bool> = names.iter().map(|n| existing(n)).collect();
+    for name in &names {
+        let _ = rt.block_on(docker.remove_container(
+            name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        ));
+    }
+    let touched: Vec<&CleanupAction> = actions
+        .iter()
+        .filter(|a| matches!(a, CleanupAction::RemovedContainer { name } if name.ends_with(&id)))
+        .collect();
+    assert_eq!(
+        (still, touched),
+        (vec![true, true], vec![]),
+        "cleanup removed containers the docker backend never created"
+    );
+}
+
 #[test]
 fn docker_transcript_is_copied_out_on_exit() {
     let images = need_docker!();
