@@ -416,12 +416,19 @@ impl AppleBackend {
         })
     }
 
-    /// bot-bottle's containers (`bb-<id>-agent`, `bb-<id>-sidecar`).
+    /// bot-bottle's containers: named `bb-<id>-agent`/`bb-<id>-sidecar` and labelled with that
+    /// identity (a container of the user's that only looks like one is left alone, as for
+    /// networks).
     fn containers(&self) -> Result<Vec<serde_json::Value>, BackendError> {
         Ok(self
             .list_json("container list", plan::list_args())?
             .into_iter()
-            .filter(|c| c["id"].as_str().and_then(Names::of_container).is_some())
+            .filter(|c| {
+                c["id"]
+                    .as_str()
+                    .and_then(Names::of_container)
+                    .is_some_and(|identity| c["configuration"]["labels"][plan::LABEL] == identity)
+            })
             .collect())
     }
 

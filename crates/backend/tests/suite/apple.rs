@@ -322,6 +322,14 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
             &[],
         )
         .unwrap();
+    // And a stopped container of the user's named like one of bot-bottle's, without its label:
+    // cleanup judges by the label it gave (as for networks), never by a name alone.
+    a.fake
+        .run(
+            &["create", "--name", "bb-mine-sidecar", "alpine", "true"].map(String::from),
+            &[],
+        )
+        .unwrap();
 
     let listed = a.backend.list().unwrap();
     let orphaned: Vec<(&str, bool)> = listed
@@ -332,6 +340,7 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
 
     let dry = a.backend.cleanup(true).unwrap();
     assert_eq!(a.fake.resources().0.len(), 5, "a dry run removes nothing");
+    assert_eq!(a.fake.resources().1.len(), 5, "a dry run removes nothing");
     let actions = a.backend.cleanup(false).unwrap();
     assert_eq!(dry, actions);
     assert_eq!(
@@ -362,12 +371,22 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
             "bb-mine-agent"
         ]
     );
-    assert_eq!(containers, ["bb-live-4c5d6-agent", "bb-live-4c5d6-sidecar"]);
+    assert_eq!(
+        containers,
+        [
+            "bb-live-4c5d6-agent",
+            "bb-live-4c5d6-sidecar",
+            "bb-mine-sidecar"
+        ]
+    );
     // The live bottle still ends cleanly, and takes its networks with it.
     assert_eq!(live.wait().unwrap().code, 0);
     assert_eq!(
         a.fake.resources(),
-        (vec!["bb-mine-agent".to_owned()], vec![])
+        (
+            vec!["bb-mine-agent".to_owned()],
+            vec!["bb-mine-sidecar".to_owned()]
+        )
     );
     assert!(a.backend.cleanup(false).unwrap().is_empty());
 }
