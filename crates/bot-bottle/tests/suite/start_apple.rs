@@ -18,20 +18,11 @@ struct World {
     workspace: PathBuf,
     fake: FakeAppleCli,
     base: String,
-    /// Held until the world (and its docker objects) is gone; last, so it is dropped last.
-    _serial: std::sync::MutexGuard<'static, ()>,
 }
-
-/// The tests of this file run one at a time. Run in parallel (with the machine loaded), the
-/// sidecar container of one test was seen killed right after its start, by a caller not yet
-/// found (docker's events show `kill` then `destroy`; the bottle identities and the stand-ins'
-/// prefixes differ). Until that is explained, they do not overlap; alone, each passed every run.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A workspace, a home and a stand-in CLI; `None` (with the reason printed) without docker
 /// and its local base image (the stand-in runs the containers in docker).
 fn world() -> Option<World> {
-    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let base = match test_support::docker::base_image() {
         Ok(base) => base.to_owned(),
         Err(why) => {
@@ -75,7 +66,6 @@ agents:
         workspace,
         fake,
         base,
-        _serial: serial,
     })
 }
 
