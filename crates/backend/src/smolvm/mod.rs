@@ -332,6 +332,10 @@ impl SmolvmBackend {
         crate::launcher_pid::gone(&self.bottle_dir(identity))
     }
 
+    /// bot-bottle's machines: named `bb-<identity>` and labelled `bot-bottle=<identity>` (the
+    /// label `machine create` gave them, which smolvm stores and `ls --json` reports). A
+    /// machine of the user's that only looks like one by its name is never listed, stopped
+    /// or deleted.
     fn machines(&self) -> Result<Vec<serde_json::Value>, BackendError> {
         let out = self.run(plan::list_args())?;
         if !out.ok() {
@@ -344,7 +348,12 @@ impl SmolvmBackend {
             })?;
         Ok(list
             .into_iter()
-            .filter(|m| m["name"].as_str().and_then(plan::identity_of).is_some())
+            .filter(|m| {
+                m["name"]
+                    .as_str()
+                    .and_then(plan::identity_of)
+                    .is_some_and(|identity| m["labels"][plan::LABEL] == identity)
+            })
             .collect())
     }
 }

@@ -264,7 +264,18 @@ fn stop_and_cleanup_end_smolmachines_bottles_through_the_cli() {
     let id = identity(&w);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(w.fake.machines(), [format!("bb-{id}")]);
+    // Beside it, a stopped machine of the user's named like one of bot-bottle's but without
+    // the identity label bot-bottle gives its machines: cleanup never judges by a name alone.
+    let made = Command::new(w.fake.bin.join("smolvm"))
+        .args([
+            "machine", "create", "--name", "bb-mine", "--image", &w.image,
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let mut machines = vec![format!("bb-{id}"), "bb-mine".to_owned()];
+    machines.sort();
+    assert_eq!(w.fake.machines(), machines);
     let out = bot_bottle(&w).args(["cleanup"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
@@ -272,5 +283,12 @@ fn stop_and_cleanup_end_smolmachines_bottles_through_the_cli() {
         stdout.contains(&format!("killed orphaned bottle {id} (smolmachines)")),
         "{stdout}"
     );
+    assert!(!stdout.contains("bb-mine"), "{stdout}");
+    assert_eq!(w.fake.machines(), ["bb-mine"], "the user's machine is kept");
+    let gone = Command::new(w.fake.bin.join("smolvm"))
+        .args(["machine", "delete", "--name", "bb-mine"])
+        .output()
+        .unwrap();
+    assert!(gone.status.success(), "{}", text(&gone));
     assert_nothing_left(&w);
 }
