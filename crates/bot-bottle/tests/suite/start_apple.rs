@@ -314,6 +314,20 @@ fn a_network_the_cli_does_not_confirm_host_only_refuses_before_the_agent_runs() 
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{fault}: {}", text(&out));
+        // The cause is the first thing the user sees after the launch began (the line before
+        // is `start`'s notice about the unset token), and nothing about objects set-up never
+        // made.
+        let first = stderr
+            .lines()
+            .find(|l| !l.contains("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set"))
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("error: could not set up the bottle")
+                && !stderr.contains("not found")
+                && !stderr.contains("WARN"),
+            "{fault}: {}",
+            text(&out)
+        );
         assert!(!w.workspace.join("ran").exists(), "{fault}: the agent ran");
         assert!(
             !w.fake.calls().iter().any(|c| c.starts_with("start ")),
