@@ -223,6 +223,10 @@ fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() 
         ("drops-readonly", "its persisted mounts are"),
         ("drops-mount-socket", "refusing to start it"),
         ("loses-row", "has no row for machine"),
+        (
+            "fail create no space left on device",
+            "smolvm machine create",
+        ),
     ] {
         w.fake.set_faults(&[fault]);
         let out = start(&w, "touch ran; exit 0");
@@ -233,6 +237,20 @@ fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() 
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{fault}: {}", text(&out));
+        // The cause is the first thing the user sees after the launch began (the line before
+        // is `start`'s notice about the unset token): no warning about deleting a machine
+        // smolvm may never have made.
+        let first = stderr
+            .lines()
+            .find(|l| !l.contains("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set"))
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("error: ")
+                && !stderr.contains("not found")
+                && !stderr.contains("WARN"),
+            "{fault}: {}",
+            text(&out)
+        );
         assert!(!w.workspace.join("ran").exists(), "{fault}: the agent ran");
         assert!(
             !w.fake
