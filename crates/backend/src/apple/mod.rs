@@ -272,11 +272,17 @@ impl AppleBackend {
         }
     }
 
-    fn teardown(cli: &dyn ContainerCli, names: &Names) {
-        for args in [plan::delete_args(names), plan::network_delete_args(names)] {
+    /// Deletes what `created` holds: containers first (a network with a container on it
+    /// cannot go), then networks. A step that fails is warned about only if it named objects
+    /// known to exist; one that may never have been made is deleted quietly.
+    fn teardown(cli: &dyn ContainerCli, created: &Created) {
+        for (args, known) in created.delete_steps() {
             match cli.run(&args, &[]) {
-                Ok(out) if !out.ok() => {
+                Ok(out) if !out.ok() && known => {
                     tracing::warn!(stderr = %out.stderr.trim(), "container teardown step failed")
+                }
+                Ok(out) if !out.ok() => {
+                    tracing::debug!(stderr = %out.stderr.trim(), "deleting what a failed create may have left")
                 }
                 Err(e) => tracing::warn!(error = %e, "container teardown step failed"),
                 Ok(_) => {}
@@ -284,6 +290,8 @@ impl AppleBackend {
         }
     }
 
+    /// Creates the networks, the sidecar and the agent, recording each in `created` as it is
+    /// made (for the teardown of a failure).
     fn set_up(
         &self,
         spec: &LaunchSpec,
@@ -291,9 +299,15 @@ impl AppleBackend {
         names: &Names,
         image: &str,
         init_dir: &Path,
+        created: &mut Created,
     ) -> Result<(), BackendError> {
-        for args in plan::network_create_args(names) {
-            self.must("container network create", args)?;
+        for (args, name) in plan::network_create_args(names)
+            .into_iter()
+            .zip([&names.agent_network, &names.egress_network])
+        {
+            let made = self.must("container network create", args);
+            created.networks.push((name.clone(), made.is_ok()));
+            made?;
         }
         let inspect = self.must(
             "container network inspect",
@@ -308,6 +322,8 @@ impl AppleBackend {
         let out = self
             .cli
             .run(&plan::sidecar_run_args(names, sidecar), &env)?;
+        // `run` creates, then starts: a failed one may leave its container.
+        created.containers.push((names.sidecar.clone(), out.ok()));
         if !out.ok() {
             return Err(cli_failed("container run (sidecar)", &out));
         }
@@ -321,10 +337,12 @@ impl AppleBackend {
             action: "encode the init config",
             source: std::io::Error::other(e),
         })?;
-        self.must(
+        let made = self.must(
             "container create (agent)",
             plan::agent_create_args(names, spec, image, init_dir, &json),
-        )?;
+        );
+        created.containers.push((names.agent.clone(), made.is_ok()));
+        made?;
         let inspect = self.must("container inspect", plan::inspect_args(&names.agent))?;
         plan::confirm_agent(names, spec, init_dir, &inspect.stdout)
     }
@@ -352,12 +370,13 @@ impl AppleBackend {
         let init_dir = self.stage_init(&spec.identity)?;
         // Who launched it: `cleanup` kills a bottle whose launcher is gone.
         crate::launcher_pid::write(&self.bottle_dir(&spec.identity))?;
-        let discard = || {
-            Self::teardown(self.cli.as_ref(), &names);
+        let mut created = Created::default();
+        let discard = |created: &Created| {
+            Self::teardown(self.cli.as_ref(), created);
             let _ = std::fs::remove_dir_all(self.bottle_dir(&spec.identity));
         };
-        if let Err(e) = self.set_up(spec, sidecar, &names, &image, &init_dir) {
-            discard();
+        if let Err(e) = self.set_up(spec, sidecar, &names, &image, &init_dir, &mut created) {
+            discard(&created);
             return Err(e);
         }
         let child = match self
@@ -366,12 +385,13 @@ impl AppleBackend {
         {
             Ok(child) => child,
             Err(e) => {
-                discard();
+                discard(&created);
                 return Err(e);
             }
         };
         let mut bottle = AppleBottle {
             names: names.clone(),
+            created,
             child,
             cli: self.cli.clone(),
             dir: self.bottle_dir(&spec.identity),
@@ -416,12 +436,19 @@ impl AppleBackend {
         })
     }
 
-    /// bot-bottle's containers (`bb-<id>-agent`, `bb-<id>-sidecar`).
+    /// bot-bottle's containers: named `bb-<id>-agent`/`bb-<id>-sidecar` and labelled with that
+    /// identity (a container of the user's that only looks like one is left alone, as for
+    /// networks).
     fn containers(&self) -> Result<Vec<serde_json::Value>, BackendError> {
         Ok(self
             .list_json("container list", plan::list_args())?
             .into_iter()
-            .filter(|c| c["id"].as_str().and_then(Names::of_container).is_some())
+            .filter(|c| {
+                c["id"]
+                    .as_str()
+                    .and_then(Names::of_container)
+                    .is_some_and(|identity| c["configuration"]["labels"][plan::LABEL] == identity)
+            })
             .collect())
     }
 
@@ -618,10 +645,48 @@ impl Backend for AppleBackend {
     }
 }
 
+/// What a launch has created, in order, each with whether it is known to exist (`false`: its
+/// create command failed, which may still have left it). Teardown deletes exactly these.
+#[derive(Debug, Default, Clone)]
+struct Created {
+    networks: Vec<(String, bool)>,
+    containers: Vec<(String, bool)>,
+}
+
+impl Created {
+    /// The delete commands, each with whether all it names is known to exist: containers
+    /// (the agent before its sidecar) before networks.
+    fn delete_steps(&self) -> Vec<(Vec<String>, bool)> {
+        let mut steps = Vec::new();
+        let containers: Vec<&(String, bool)> = self.containers.iter().rev().collect();
+        let networks: Vec<&(String, bool)> = self.networks.iter().collect();
+        for (args, objects) in [
+            (
+                plan::delete_args as fn(&[String]) -> Vec<String>,
+                containers,
+            ),
+            (plan::network_delete_args, networks),
+        ] {
+            for known in [true, false] {
+                let names: Vec<String> = objects
+                    .iter()
+                    .filter(|(_, k)| *k == known)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !names.is_empty() {
+                    steps.push((args(&names), known));
+                }
+            }
+        }
+        steps
+    }
+}
+
 /// A running apple bottle: the agent's `container start --attach`. Dropping it without `wait`
 /// kills it and deletes the bottle's containers and networks.
 pub struct AppleBottle {
     names: Names,
+    created: Created,
     child: Box<dyn CliChild>,
     cli: Arc<dyn ContainerCli>,
     dir: PathBuf,
@@ -632,7 +697,7 @@ impl AppleBottle {
     fn teardown(&mut self) {
         if !self.done {
             self.done = true;
-            AppleBackend::teardown(self.cli.as_ref(), &self.names);
+            AppleBackend::teardown(self.cli.as_ref(), &self.created);
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

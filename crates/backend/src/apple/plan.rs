@@ -270,19 +270,18 @@ pub fn release_args(names: &Names) -> Vec<String> {
     strings(&["kill", "--signal", "SIGUSR1", &names.agent])
 }
 
-/// `container delete --force <agent> <sidecar>`.
-pub fn delete_args(names: &Names) -> Vec<String> {
-    strings(&["delete", "--force", &names.agent, &names.sidecar])
+/// `container delete --force <container>…`.
+pub fn delete_args(containers: &[String]) -> Vec<String> {
+    let mut args = strings(&["delete", "--force"]);
+    args.extend_from_slice(containers);
+    args
 }
 
-/// `container network delete <agent net> <egress net>`.
-pub fn network_delete_args(names: &Names) -> Vec<String> {
-    strings(&[
-        "network",
-        "delete",
-        &names.agent_network,
-        &names.egress_network,
-    ])
+/// `container network delete <network>…`.
+pub fn network_delete_args(networks: &[String]) -> Vec<String> {
+    let mut args = strings(&["network", "delete"]);
+    args.extend_from_slice(networks);
+    args
 }
 
 fn refuse(what: impl std::fmt::Display) -> BackendError {

@@ -583,10 +583,34 @@ fn label_filter(extra: &[(&str, &str)]) -> Filters {
     HashMap::from([("label".to_owned(), labels)])
 }
 
+/// The identity and role of a container this backend created: its labels name a bottle and
+/// one of a bottle's container roles, and its name is the one [`Names`] gives that role.
+/// Labels alone do not tell: a container inherits the labels of its image, and bot-bottle's
+/// images carry [`LABEL_MANAGED`] (so a container anyone runs from them does too).
+fn created_by_us<'a>(
+    labels: &'a HashMap<String, String>,
+    name: &str,
+) -> Option<(&'a str, &'a str)> {
+    let identity = labels.get(LABEL_IDENTITY)?;
+    let role = labels.get(LABEL_ROLE)?;
+    if identity.is_empty() {
+        return None;
+    }
+    let names = Names::new(identity);
+    let expected = match role.as_str() {
+        "agent" => names.agent,
+        "sidecar" => names.sidecar,
+        "firewall" => names.firewall,
+        _ => return None,
+    };
+    (name == expected).then_some((identity.as_str(), role.as_str()))
+}
+
 /// Removes what no live launcher owns: containers (running orphans are killed), then
 /// networks and volumes, then dangling images of ours. Objects whose launcher is alive (a
 /// bottle being started, running or torn down) are never touched; a running container without
-/// a launcher label is left alone (cleanup never kills what it cannot judge).
+/// a launcher label is left alone (cleanup never kills what it cannot judge), and so is every
+/// container this backend did not create ([`created_by_us`]).
 pub(crate) async fn cleanup<E: Engine>(
     docker: &E,
     dry_run: bool,
@@ -599,7 +623,17 @@ pub(crate) async fn cleanup<E: Engine>(
     let mut live = std::collections::BTreeSet::new();
     for c in containers {
         let labels = c.labels.unwrap_or_default();
-        let identity = labels.get(LABEL_IDENTITY).cloned().unwrap_or_default();
+        let name = c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        // A container run from one of our images inherits the image's managed label: only
+        // what this backend created (a bottle's identity, role and name) is judged here.
+        let Some((identity, role)) = created_by_us(&labels, &name) else {
+            continue;
+        };
+        let identity = identity.to_owned();
         let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
         let launcher = labels.get(LABEL_LAUNCHER);
         let owned = launcher.is_some() && !launcher_gone(launcher);
@@ -607,12 +641,7 @@ pub(crate) async fn cleanup<E: Engine>(
             live.insert(identity);
             continue;
         }
-        let name = c
-            .names
-            .and_then(|n| n.into_iter().next())
-            .map(|n| n.trim_start_matches('/').to_owned())
-            .unwrap_or_default();
-        if running && labels.get(LABEL_ROLE).map(String::as_str) == Some("agent") {
+        if running && role == "agent" {
             actions.push(CleanupAction::KilledOrphan {
                 identity: identity.clone(),
             });

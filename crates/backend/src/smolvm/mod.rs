@@ -263,12 +263,19 @@ impl SmolvmBackend {
         Ok(plan)
     }
 
-    /// Deletes the machine (best effort: used on every failure path and at the end).
-    fn discard(&self, machine: &str) {
+    /// Deletes the machine (best effort: used on every failure path and at the end). A failure
+    /// is warned about only if the machine is `known` to exist; one a failed `create` may or
+    /// may not have left (or whose row smolvm lost) is deleted quietly, so that no warning
+    /// about a machine that never was comes before the error that stopped the launch.
+    fn discard(&self, machine: &str, known: bool) {
         if let Ok(out) = self.run(plan::delete_args(machine))
             && !out.ok()
         {
-            tracing::warn!(machine, stderr = %out.stderr.trim(), "smolvm could not delete a machine");
+            if known {
+                tracing::warn!(machine, stderr = %out.stderr.trim(), "smolvm could not delete a machine");
+            } else {
+                tracing::debug!(machine, stderr = %out.stderr.trim(), "deleting what a failed create may have left");
+            }
         }
     }
 
@@ -277,10 +284,12 @@ impl SmolvmBackend {
         let out = self.run(plan.create_args())?;
         if !out.ok() {
             // A failed create can leave a row behind (smolvm reserves the name first).
-            self.discard(&plan.name);
+            self.discard(&plan.name, false);
             return Err(cli_failed("smolvm machine create", &out));
         }
-        let confirmed = match self.cli.machine_record(&plan.name) {
+        let record = self.cli.machine_record(&plan.name);
+        let known = matches!(record, Ok(Some(_)));
+        let confirmed = match record {
             Ok(Some(record)) => plan::confirm_record(plan, &record),
             Ok(None) => Err(BackendError::Setup {
                 stage: "confirm the machine smolvm persisted".into(),
@@ -293,7 +302,7 @@ impl SmolvmBackend {
             Err(e) => Err(e),
         };
         if let Err(e) = confirmed {
-            self.discard(&plan.name);
+            self.discard(&plan.name, known);
             return Err(e);
         }
         Ok(())
@@ -332,6 +341,10 @@ impl SmolvmBackend {
         crate::launcher_pid::gone(&self.bottle_dir(identity))
     }
 
+    /// bot-bottle's machines: named `bb-<identity>` and labelled `bot-bottle=<identity>` (the
+    /// label `machine create` gave them, which smolvm stores and `ls --json` reports). A
+    /// machine of the user's that only looks like one by its name is never listed, stopped
+    /// or deleted.
     fn machines(&self) -> Result<Vec<serde_json::Value>, BackendError> {
         let out = self.run(plan::list_args())?;
         if !out.ok() {
@@ -344,7 +357,12 @@ impl SmolvmBackend {
             })?;
         Ok(list
             .into_iter()
-            .filter(|m| m["name"].as_str().and_then(plan::identity_of).is_some())
+            .filter(|m| {
+                m["name"]
+                    .as_str()
+                    .and_then(plan::identity_of)
+                    .is_some_and(|identity| m["labels"][plan::LABEL] == identity)
+            })
             .collect())
     }
 }
@@ -390,7 +408,7 @@ impl Backend for SmolvmBackend {
         self.create_confirmed(&plan)?;
         let out = self.run(plan::start_args(&plan.name))?;
         if !out.ok() {
-            self.discard(&plan.name);
+            self.discard(&plan.name, true);
             return Err(cli_failed("smolvm machine start", &out));
         }
         let guest = Self::guest_spec(spec, &plan);
@@ -404,7 +422,7 @@ impl Backend for SmolvmBackend {
         {
             Ok(child) => child,
             Err(e) => {
-                self.discard(&plan.name);
+                self.discard(&plan.name, true);
                 return Err(e);
             }
         };
@@ -473,14 +491,14 @@ impl Backend for SmolvmBackend {
             if m["state"] == "running" && self.launcher_gone(identity) {
                 if !dry_run {
                     let _ = self.run(plan::stop_args(name));
-                    self.discard(name);
+                    self.discard(name, true);
                 }
                 actions.push(CleanupAction::KilledOrphan {
                     identity: identity.to_owned(),
                 });
             } else if m["state"] != "running" {
                 if !dry_run {
-                    self.discard(name);
+                    self.discard(name, true);
                 }
                 actions.push(CleanupAction::RemovedContainer {
                     name: name.to_owned(),

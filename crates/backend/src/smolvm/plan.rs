@@ -433,6 +433,17 @@ pub fn confirm_record(plan: &MachinePlan, record: &serde_json::Value) -> Result<
             ));
         }
     }
+    // The identity label: list, stop and cleanup know the machine as bot-bottle's by it.
+    if obj["labels"][LABEL] != plan.identity.as_str() {
+        return Err(refuse(
+            name,
+            format_args!(
+                "its persisted labels are {} without `{LABEL}={}`, so bot-bottle could not find \
+                 it again to stop or clean it up",
+                obj["labels"], plan.identity
+            ),
+        ));
+    }
     // Exactly the mounts, with their read-only flags.
     let mounts: Vec<(String, String, bool)> = serde_json::from_value(obj["mounts"].clone())
         .map_err(|e| refuse(name, format_args!("its `mounts` cannot be read: {e}")))?;
@@ -700,6 +711,23 @@ mod tests {
             assert!(err.contains("unknown record layout"), "{field}: {err}");
         }
         assert!(confirm_record(&p, &serde_json::json!("x")).is_err());
+    }
+
+    #[test]
+    fn a_machine_without_its_identity_label_refuses() {
+        // list, stop and cleanup know a machine as bot-bottle's by this label alone: one that
+        // lost it could be neither stopped nor cleaned up.
+        let p = plan();
+        for labels in [
+            serde_json::json!({}),
+            serde_json::json!(null),
+            serde_json::json!({"bot-bottle": "other-00000"}),
+        ] {
+            let mut r = record(&p);
+            r["labels"] = labels.clone();
+            let err = confirm_record(&p, &r).unwrap_err().to_string();
+            assert!(err.contains("bot-bottle=demo-1a2b3"), "{labels}: {err}");
+        }
     }
 
     #[test]

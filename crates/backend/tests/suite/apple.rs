@@ -208,6 +208,76 @@ fn any_doubt_about_the_isolation_refuses_before_the_agent_is_released() {
     }
 }
 
+/// The teardown steps (`delete`, `network delete`) among the calls, whole.
+fn deletes(calls: &[String]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.starts_with("delete ") || c.starts_with("network delete "))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_failed_set_up_deletes_only_what_it_created() {
+    // A delete of an object set-up never made fails (`not found`), and its warning would be
+    // printed before the error that stopped set-up: teardown names only what was created.
+    // A create command that failed may still have left its object (`run` creates, then
+    // starts): that one is deleted too, quietly.
+    let networks = "network delete bb-demo-1a2b3-agent bb-demo-1a2b3-egress";
+    type Fault = Box<dyn Fn(&FakeContainer)>;
+    let cases: Vec<(&str, Fault, Vec<&str>)> = vec![
+        (
+            "the first network create fails",
+            Box::new(|f| {
+                f.with(|s| s.fail.insert("network create".into(), "boom".into()));
+            }),
+            vec!["network delete bb-demo-1a2b3-agent"],
+        ),
+        (
+            "the agent network is not host-only",
+            Box::new(|f| f.with(|s| s.bugs.push(Bug::InternalIgnored))),
+            vec![networks],
+        ),
+        (
+            "the sidecar's run fails",
+            Box::new(|f| {
+                f.with(|s| s.fail.insert("run".into(), "boom".into()));
+            }),
+            vec!["delete --force bb-demo-1a2b3-sidecar", networks],
+        ),
+        (
+            "the sidecar never gets ready",
+            Box::new(|f| f.with(|s| s.bugs.push(Bug::SidecarNeverReady))),
+            vec!["delete --force bb-demo-1a2b3-sidecar", networks],
+        ),
+        (
+            "the agent's mounts are not read-only",
+            Box::new(|f| f.with(|s| s.bugs.push(Bug::DropsReadOnly))),
+            vec![
+                "delete --force bb-demo-1a2b3-agent bb-demo-1a2b3-sidecar",
+                networks,
+            ],
+        ),
+    ];
+    for (case, fault, expect) in cases {
+        let a = Apple::new();
+        fault(&a.fake);
+        assert!(
+            a.backend
+                .launch_with(&a.spec(), &a.sidecar(), BottleStdio::piped())
+                .is_err(),
+            "{case}: launched"
+        );
+        assert_eq!(deletes(&a.fake.calls()), expect, "{case}");
+        a.fake.with(|s| s.fail.clear());
+        let (networks, containers) = a.fake.resources();
+        assert!(
+            networks.is_empty() && containers.is_empty(),
+            "{case}: {networks:?} {containers:?}"
+        );
+    }
+}
+
 #[test]
 fn an_old_macos_or_a_stopped_api_server_refuses_with_the_fix() {
     let a = Apple::new();
@@ -322,6 +392,14 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
             &[],
         )
         .unwrap();
+    // And a stopped container of the user's named like one of bot-bottle's, without its label:
+    // cleanup judges by the label it gave (as for networks), never by a name alone.
+    a.fake
+        .run(
+            &["create", "--name", "bb-mine-sidecar", "alpine", "true"].map(String::from),
+            &[],
+        )
+        .unwrap();
 
     let listed = a.backend.list().unwrap();
     let orphaned: Vec<(&str, bool)> = listed
@@ -332,6 +410,7 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
 
     let dry = a.backend.cleanup(true).unwrap();
     assert_eq!(a.fake.resources().0.len(), 5, "a dry run removes nothing");
+    assert_eq!(a.fake.resources().1.len(), 5, "a dry run removes nothing");
     let actions = a.backend.cleanup(false).unwrap();
     assert_eq!(dry, actions);
     assert_eq!(
@@ -362,12 +441,22 @@ fn cleanup_removes_what_a_dead_launcher_left_networks_included_and_spares_the_re
             "bb-mine-agent"
         ]
     );
-    assert_eq!(containers, ["bb-live-4c5d6-agent", "bb-live-4c5d6-sidecar"]);
+    assert_eq!(
+        containers,
+        [
+            "bb-live-4c5d6-agent",
+            "bb-live-4c5d6-sidecar",
+            "bb-mine-sidecar"
+        ]
+    );
     // The live bottle still ends cleanly, and takes its networks with it.
     assert_eq!(live.wait().unwrap().code, 0);
     assert_eq!(
         a.fake.resources(),
-        (vec!["bb-mine-agent".to_owned()], vec![])
+        (
+            vec!["bb-mine-agent".to_owned()],
+            vec!["bb-mine-sidecar".to_owned()]
+        )
     );
     assert!(a.backend.cleanup(false).unwrap().is_empty());
 }

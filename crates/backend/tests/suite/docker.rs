@@ -821,6 +821,86 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
     assert_eq!(leftovers(&live.identity), (vec![], vec![]));
 }
 
+/// Containers run from bot-bottle's images by anyone else (the apple and smolmachines
+/// stand-ins, a user's `docker run`) inherit the images' labels, `org.bot-bottle.managed`
+/// among them. `cleanup` must judge only the containers the backend created itself: one such
+/// container, created and not yet started (so without a launcher to ask about), was removed
+/// by a `cleanup` run at that moment (the start_apple flake: another test's sidecar killed
+/// right after its start).
+#[test]
+fn docker_cleanup_leaves_containers_it_did_not_create_alone() {
+    let images = need_docker!();
+    let backend = backend(RuntimeChoice::Named("runc".into()), Some(images));
+    let docker = docker();
+    let rt = rt();
+    // The sidecar image was built by the backend: it carries the managed label.
+    let image = rt.block_on(docker.inspect_image(&images.sidecar)).unwrap();
+    let image_labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+    assert_eq!(
+        image_labels
+            .get("org.bot-bottle.managed")
+            .map(String::as_str),
+        Some("true"),
+        "{image_labels:?}"
+    );
+    let id = identity();
+    let names = [
+        format!("bot-bottle-test-foreign-created-{id}"),
+        format!("bot-bottle-test-foreign-exited-{id}"),
+    ];
+    for name in &names {
+        rt.block_on(docker.create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                platform: String::new(),
+            }),
+            ContainerCreateBody {
+                image: Some(images.sidecar.clone()),
+                entrypoint: Some(vec!["true".into()]),
+                cmd: Some(vec![]),
+                labels: Some(test_labels(&id)),
+                host_config: Some(HostConfig {
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    }
+    rt.block_on(docker.start_container(&names[1], None))
+        .unwrap();
+    let _ = rt
+        .block_on(
+            docker
+                .wait_container(&names[1], None::<WaitContainerOptions>)
+                .collect::<Vec<_>>(),
+        )
+        .len();
+
+    let actions = backend.cleanup(false).unwrap();
+    let existing = |name: &str| rt.block_on(docker.inspect_container(name, None)).is_ok();
+    let still: Vec<bool> = names.iter().map(|n| existing(n)).collect();
+    for name in &names {
+        let _ = rt.block_on(docker.remove_container(
+            name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        ));
+    }
+    let touched: Vec<&CleanupAction> = actions
+        .iter()
+        .filter(|a| matches!(a, CleanupAction::RemovedContainer { name } if name.ends_with(&id)))
+        .collect();
+    assert_eq!(
+        (still, touched),
+        (vec![true, true], vec![]),
+        "cleanup removed containers the docker backend never created"
+    );
+}
+
 #[test]
 fn docker_transcript_is_copied_out_on_exit() {
     let images = need_docker!();
@@ -1179,6 +1259,9 @@ fn docker_a_sidecar_that_dies_stops_the_agent_and_says_how() {
     assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
 }
 
+/// The limits are the bottle's, and the init (PID 1, inside the `pids` limit) relays on one
+/// event loop: an agent that has forked up to the limit still has every connection to its
+/// sidecar answered, never refused for want of a thread (as native's forwarder).
 #[test]
 fn docker_limits_come_from_the_bottles_resources() {
     let images = need_docker!();
@@ -1211,6 +1294,26 @@ fn docker_limits_come_from_the_bottles_resources() {
              \x20       signal.pause()\n\
              \x20   kids.append(pid)\n\
              print(len(kids) < 64, err)\n\
+             import socket\n\
+             def conn():\n\
+             \x20   try:\n\
+             \x20       return socket.create_connection(('127.0.0.1', 3128), timeout=30)\n\
+             \x20   except OSError:\n\
+             \x20       return None\n\
+             def answer(s):\n\
+             \x20   if s is None:\n\
+             \x20       return 'refused'\n\
+             \x20   try:\n\
+             \x20       got = s.recv(100).decode().strip()\n\
+             \x20       return got.replace(' ', '-') or 'closed'\n\
+             \x20   except socket.timeout:\n\
+             \x20       return 'hung'\n\
+             \x20   except OSError:\n\
+             \x20       return 'closed'\n\
+             for i in range(5):\n\
+             \x20   print(answer(conn()))\n\
+             many = [conn() for i in range(20)]\n\
+             print(' '.join(answer(s) for s in many))\n\
              for k in kids: os.kill(k, 9)\n\
              for k in kids: os.waitpid(k, 0)\n",
         ],
@@ -1222,11 +1325,19 @@ fn docker_limits_come_from_the_bottles_resources() {
         allow_unenforced: false,
     };
     let out = run(&backend, &spec);
+    // At the limit (the init inside it too), every connection to a sidecar endpoint is still
+    // answered: five one after another, then twenty held open at once.
+    let one = "sidecar-3128";
+    let many = vec![one; 20].join(" ");
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (
             0,
-            "150000 268435456 64\nTrue Resource temporarily unavailable\n"
+            format!(
+                "150000 268435456 64\nTrue Resource temporarily unavailable\n{}{many}\n",
+                format!("{one}\n").repeat(5)
+            )
+            .as_str()
         ),
         "{}",
         out.stderr

@@ -319,6 +319,25 @@ fn list_stop_and_cleanup_see_only_bot_bottle_machines() {
     s.fake
         .run(&["machine", "create", "--name", "users-vm"].map(String::from))
         .unwrap();
+    // And stopped machines of the user's named like bot-bottle's: one without the identity
+    // label bot-bottle gives its machines, one labelled for another identity. The name alone
+    // never makes a machine bot-bottle's.
+    s.fake
+        .run(&["machine", "create", "--name", "bb-mine"].map(String::from))
+        .unwrap();
+    s.fake
+        .run(
+            &[
+                "machine",
+                "create",
+                "--name",
+                "bb-lent",
+                "--label",
+                "bot-bottle=other-00000",
+            ]
+            .map(String::from),
+        )
+        .unwrap();
     let mut bottle = s.backend.launch(&s.spec(), BottleStdio::piped()).unwrap();
     let listed = s.backend.list().unwrap();
     assert_eq!(listed.len(), 1);
@@ -329,11 +348,14 @@ fn list_stop_and_cleanup_see_only_bot_bottle_machines() {
             .stop("demo-1a2b3", std::time::Duration::from_secs(1))
             .unwrap()
     );
-    assert!(
-        !s.backend
-            .stop("other-00000", std::time::Duration::from_secs(1))
-            .unwrap()
-    );
+    for not_ours in ["other-00000", "mine", "lent"] {
+        assert!(
+            !s.backend
+                .stop(not_ours, std::time::Duration::from_secs(1))
+                .unwrap(),
+            "{not_ours}"
+        );
+    }
     // A launcher that died leaves a stopped machine: cleanup deletes it.
     std::mem::forget(bottle.take_stdin());
     let cleaned = s.backend.cleanup(false).unwrap();
@@ -341,9 +363,15 @@ fn list_stop_and_cleanup_see_only_bot_bottle_machines() {
         cleaned.iter().any(|a| matches!(a, backend::CleanupAction::RemovedContainer { name } if name == "bb-demo-1a2b3")),
         "{cleaned:?}"
     );
+    for theirs in ["users-vm", "bb-mine", "bb-lent"] {
+        assert!(
+            s.fake.machine_record(theirs).unwrap().is_some(),
+            "{theirs} is left alone"
+        );
+    }
     assert!(
-        s.fake.machine_record("users-vm").unwrap().is_some(),
-        "left alone"
+        !cleaned.iter().any(|a| matches!(a, backend::CleanupAction::RemovedContainer { name } if name != "bb-demo-1a2b3")),
+        "{cleaned:?}"
     );
     drop(bottle);
 }

@@ -18,20 +18,11 @@ struct World {
     workspace: PathBuf,
     fake: FakeAppleCli,
     base: String,
-    /// Held until the world (and its docker objects) is gone; last, so it is dropped last.
-    _serial: std::sync::MutexGuard<'static, ()>,
 }
-
-/// The tests of this file run one at a time. Run in parallel (with the machine loaded), the
-/// sidecar container of one test was seen killed right after its start, by a caller not yet
-/// found (docker's events show `kill` then `destroy`; the bottle identities and the stand-ins'
-/// prefixes differ). Until that is explained, they do not overlap; alone, each passed every run.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A workspace, a home and a stand-in CLI; `None` (with the reason printed) without docker
 /// and its local base image (the stand-in runs the containers in docker).
 fn world() -> Option<World> {
-    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let base = match test_support::docker::base_image() {
         Ok(base) => base.to_owned(),
         Err(why) => {
@@ -75,7 +66,6 @@ agents:
         workspace,
         fake,
         base,
-        _serial: serial,
     })
 }
 
@@ -324,6 +314,20 @@ fn a_network_the_cli_does_not_confirm_host_only_refuses_before_the_agent_runs() 
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{fault}: {}", text(&out));
+        // The cause is the first thing the user sees after the launch began (the line before
+        // is `start`'s notice about the unset token), and nothing about objects set-up never
+        // made.
+        let first = stderr
+            .lines()
+            .find(|l| !l.contains("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set"))
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("error: could not set up the bottle")
+                && !stderr.contains("not found")
+                && !stderr.contains("WARN"),
+            "{fault}: {}",
+            text(&out)
+        );
         assert!(!w.workspace.join("ran").exists(), "{fault}: the agent ran");
         assert!(
             !w.fake.calls().iter().any(|c| c.starts_with("start ")),

@@ -215,6 +215,89 @@ fn start_runs_the_agent_in_a_machine_beside_its_host_sidecars_and_returns_its_ex
     assert_nothing_left(&w);
 }
 
+/// The agent forks up to its bottle's `pids` limit, then asks the sidecar through its
+/// loopback endpoint: five requests one after another, then twenty connections held open at
+/// once. The guest init relays on one event loop, so none is refused or left unanswered for
+/// want of a thread or a process (as docker's `docker_limits_come_from_the_bottles_resources`).
+const AT_THE_LIMIT: &str = r#"
+import os, signal, socket
+kids, err = [], ''
+for i in range(200):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = e.strerror
+        break
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    kids.append(pid)
+print(len(kids) < 64, err)
+ASK = b'GET http://blocked.example.test/ HTTP/1.1\r\nHost: blocked.example.test\r\nConnection: close\r\n\r\n'
+def conn():
+    try:
+        return socket.create_connection(('127.0.0.1', 3128), timeout=30)
+    except OSError:
+        return None
+def answer(s):
+    if s is None:
+        return 'refused'
+    try:
+        s.sendall(ASK)
+        got = b''
+        while b'\r\n\r\n' not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        return 'hung'
+    except OSError:
+        return 'closed'
+    finally:
+        s.close()
+    return 'blocked' if b'x-bot-bottle-blocked:' in got.lower() else 'other'
+for i in range(5):
+    print(answer(conn()))
+many = [conn() for i in range(20)]
+print(' '.join(answer(s) for s in many))
+for k in kids:
+    os.kill(k, signal.SIGKILL)
+for k in kids:
+    os.waitpid(k, 0)
+"#;
+
+#[test]
+fn at_its_pids_limit_the_agent_still_has_every_sidecar_connection_answered() {
+    let Some(w) = world() else { return };
+    let manifest = w.workspace.join("bot-bottle.yaml");
+    let yaml = std::fs::read_to_string(&manifest).unwrap().replace(
+        "    env: {PROBE_MODE: \"1\"}\n",
+        "    env: {PROBE_MODE: \"1\"}\n    resources: {pids: 64}\n",
+    );
+    std::fs::write(&manifest, yaml).unwrap();
+    std::fs::write(w.workspace.join("at_the_limit.py"), AT_THE_LIMIT).unwrap();
+    let out = start(&w, "exec python3 at_the_limit.py");
+    let many = vec!["blocked"; 20].join(" ");
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (
+            Some(0),
+            format!(
+                "True Resource temporarily unavailable\n{}{many}\n",
+                "blocked\n".repeat(5)
+            )
+            .as_str()
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_nothing_left(&w);
+}
+
 #[test]
 fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() {
     let Some(w) = world() else { return };
@@ -223,6 +306,10 @@ fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() 
         ("drops-readonly", "its persisted mounts are"),
         ("drops-mount-socket", "refusing to start it"),
         ("loses-row", "has no row for machine"),
+        (
+            "fail create no space left on device",
+            "smolvm machine create",
+        ),
     ] {
         w.fake.set_faults(&[fault]);
         let out = start(&w, "touch ran; exit 0");
@@ -233,6 +320,20 @@ fn a_machine_smolvm_did_not_persist_as_asked_is_refused_before_the_agent_runs() 
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{fault}: {}", text(&out));
+        // The cause is the first thing the user sees after the launch began (the line before
+        // is `start`'s notice about the unset token): no warning about deleting a machine
+        // smolvm may never have made.
+        let first = stderr
+            .lines()
+            .find(|l| !l.contains("BOT_BOTTLE_CLAUDE_OAUTH_TOKEN is not set"))
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("error: ")
+                && !stderr.contains("not found")
+                && !stderr.contains("WARN"),
+            "{fault}: {}",
+            text(&out)
+        );
         assert!(!w.workspace.join("ran").exists(), "{fault}: the agent ran");
         assert!(
             !w.fake
@@ -264,7 +365,18 @@ fn stop_and_cleanup_end_smolmachines_bottles_through_the_cli() {
     let id = identity(&w);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(w.fake.machines(), [format!("bb-{id}")]);
+    // Beside it, a stopped machine of the user's named like one of bot-bottle's but without
+    // the identity label bot-bottle gives its machines: cleanup never judges by a name alone.
+    let made = Command::new(w.fake.bin.join("smolvm"))
+        .args([
+            "machine", "create", "--name", "bb-mine", "--image", &w.image,
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let mut machines = vec![format!("bb-{id}"), "bb-mine".to_owned()];
+    machines.sort();
+    assert_eq!(w.fake.machines(), machines);
     let out = bot_bottle(&w).args(["cleanup"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
@@ -272,5 +384,12 @@ fn stop_and_cleanup_end_smolmachines_bottles_through_the_cli() {
         stdout.contains(&format!("killed orphaned bottle {id} (smolmachines)")),
         "{stdout}"
     );
+    assert!(!stdout.contains("bb-mine"), "{stdout}");
+    assert_eq!(w.fake.machines(), ["bb-mine"], "the user's machine is kept");
+    let gone = Command::new(w.fake.bin.join("smolvm"))
+        .args(["machine", "delete", "--name", "bb-mine"])
+        .output()
+        .unwrap();
+    assert!(gone.status.success(), "{}", text(&gone));
     assert_nothing_left(&w);
 }

@@ -393,9 +393,14 @@ fn cleanup_kills_orphans_of_dead_launchers_and_leaves_what_it_cannot_judge() {
     engine.with(|s| {
         s.containers = vec![
             // Its launcher ran on another boot: an orphan.
-            container("bot-bottle-orphan", "agent", true, Some("another-boot:1:1")),
+            container(
+                "bot-bottle-claude-1a2b3",
+                "agent",
+                true,
+                Some("another-boot:1:1"),
+            ),
             // No launcher label and running: cleanup cannot judge it.
-            container("bot-bottle-unknown", "agent", true, None),
+            container("bot-bottle-sidecar-claude-1a2b3", "sidecar", true, None),
         ];
     });
     let actions = rt().block_on(cleanup(&engine, false)).unwrap();
@@ -406,7 +411,7 @@ fn cleanup_kills_orphans_of_dead_launchers_and_leaves_what_it_cannot_judge() {
                 identity: ID.to_owned()
             },
             CleanupAction::RemovedContainer {
-                name: "bot-bottle-orphan".to_owned()
+                name: "bot-bottle-claude-1a2b3".to_owned()
             },
         ]
     );
@@ -417,7 +422,35 @@ fn cleanup_kills_orphans_of_dead_launchers_and_leaves_what_it_cannot_judge() {
         .collect();
     assert_eq!(
         removed,
-        vec!["remove_container bot-bottle-orphan".to_owned()]
+        vec!["remove_container bot-bottle-claude-1a2b3".to_owned()]
+    );
+}
+
+/// A container run from one of our images by someone else inherits the image's labels
+/// (managed, an image role, no identity), or may carry a bottle's labels under a name that is
+/// not the bottle's: none of it is cleanup's to remove, running or not.
+#[test]
+fn cleanup_leaves_containers_it_did_not_create_alone() {
+    let from_image = |name: &str, running: bool| {
+        let mut c = container(name, "sidecar-image", running, None);
+        c.labels.as_mut().unwrap().remove(LABEL_IDENTITY);
+        c
+    };
+    let engine = RecordingEngine::new();
+    engine.with(|s| {
+        s.containers = vec![
+            from_image("bbsi1x1-bb-demo-1a2b3-sidecar", false),
+            from_image("bbsi1x1-bb-demo-1a2b3-agent", true),
+            // A bottle's labels, not a bottle's name.
+            container("not-a-bottle", "agent", false, Some("another-boot:1:1")),
+        ];
+    });
+    let actions = rt().block_on(cleanup(&engine, false)).unwrap();
+    assert_eq!(actions, vec![]);
+    assert!(
+        !engine.calls().iter().any(|c| c.starts_with("remove_")),
+        "{:?}",
+        engine.calls()
     );
 }
 
@@ -426,7 +459,7 @@ fn cleanup_dry_run_removes_nothing() {
     let engine = RecordingEngine::new();
     engine.with(|s| {
         s.containers = vec![container(
-            "bot-bottle-orphan",
+            "bot-bottle-claude-1a2b3",
             "agent",
             false,
             Some("another-boot:1:1"),
@@ -436,7 +469,7 @@ fn cleanup_dry_run_removes_nothing() {
     assert_eq!(
         actions,
         vec![CleanupAction::RemovedContainer {
-            name: "bot-bottle-orphan".to_owned()
+            name: "bot-bottle-claude-1a2b3".to_owned()
         }]
     );
     assert!(
