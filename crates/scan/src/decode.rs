@@ -987,6 +987,43 @@ mod tests {
                 String::from_utf8_lossy(&data)
             );
         }
+        // Text mostly without escapes or `+`, with runs of every length around 16 and 32.
+        let plain: &[&[u8]] = &[
+            b"a",
+            b"Z",
+            b"0",
+            b"f",
+            b"_",
+            b"-",
+            b"/",
+            b"=",
+            b" ",
+            b"\n",
+            b".",
+            b"\xff",
+            b"deadbeef",
+            b"abcdefghijklmno",
+            b"0123456789abcdef",
+            b"U",
+        ];
+        for _ in 0..20_000 {
+            let mut data = Vec::new();
+            for _ in 0..rng.below(80) {
+                data.extend_from_slice(plain[rng.below(plain.len())]);
+            }
+            // now and then an escape or a code point somewhere
+            if rng.below(4) == 0 {
+                let at = rng.below(data.len() + 1);
+                let piece = pieces[rng.below(pieces.len())];
+                data.splice(at..at, piece.iter().copied());
+            }
+            assert_eq!(
+                candidate_runs(&data),
+                pattern_runs(&data),
+                "{:?}",
+                String::from_utf8_lossy(&data)
+            );
+        }
         // Random bytes, and real text: this crate's sources and rules.
         for _ in 0..200 {
             let data: Vec<u8> = (0..rng.below(4000)).map(|_| rng.next() as u8).collect();
