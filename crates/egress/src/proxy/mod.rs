@@ -582,7 +582,7 @@ pub mod fuzzing {
 
     /// Outbound DLP over a request body that arrives in `chunks` (no `Content-Encoding`),
     /// on a route in `mode` whose credentials are `credentials`: the bytes that go, or the
-    /// rule that stopped the body. What the DLP profile driver and fuzz targets call.
+    /// rule that stopped the body. What the DLP profile driver (`examples/dlp_profile`) calls.
     pub fn dlp_body<'a>(
         chunks: impl IntoIterator<Item = &'a [u8]>,
         mode: policy::DlpMode,
