@@ -49,8 +49,14 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 const B64: u8 = 1;
+const HEX: u8 = 2;
+/// `+`, which every code point (`U+XXXX`) holds.
+const PLUS: u8 = 4;
+/// `%` and `\`, where the escapes start.
+const ESCAPE: u8 = 8;
 
-/// Byte classes: the base64 alphabet (standard and URL-safe), hex digits included.
+/// Byte classes: the base64 alphabet (standard and URL-safe: the candidate pattern's
+/// `[\w/+-]`), hex digits (in it too) flagged apart.
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -59,6 +65,15 @@ static CLASS: [u8; 256] = {
         if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_' {
             t[i] = B64;
         }
+        if b.is_ascii_hexdigit() {
+            t[i] |= HEX;
+        }
+        if b == b'+' {
+            t[i] |= PLUS;
+        }
+        if b == b'%' || b == b'\\' {
+            t[i] = ESCAPE;
+        }
         i += 1;
     }
     t
@@ -66,7 +81,9 @@ static CLASS: [u8; 256] = {
 
 /// The candidate runs, as gitleaks finds them: in this order of precedence, percent escapes
 /// (from the first to the last escape of a line), Unicode escapes (`\uXXXX`, `U+XXXX`), hex
-/// (32 digits or more) and base64 (16 characters or more, standard or URL-safe).
+/// (32 digits or more) and base64 (16 characters or more, standard or URL-safe). The
+/// reference [`candidate_runs`] must agree with (it is what gitleaks' decoder runs).
+#[cfg(test)]
 fn candidates() -> &'static regex::bytes::Regex {
     static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
@@ -83,6 +100,7 @@ fn candidates() -> &'static regex::bytes::Regex {
 }
 
 /// A run of `U+XXXX` code points, whole (tells the Unicode alternative from base64).
+#[cfg(test)]
 fn unicode_points() -> &'static regex::bytes::Regex {
     static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
@@ -100,29 +118,13 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
     if !may_hold_runs(data) {
         return out;
     }
-    let re = candidates();
+    let found = candidate_runs(data);
+    if found.is_empty() {
+        return out;
+    }
     let mut skip_to = 0usize;
     let mut blocks = WrappedBlocks::default();
-    // `find_iter` (no capture groups: the fast path); the alternative that matched is told
-    // from the match itself, in the pattern's order of precedence.
-    // The candidates and their kinds, told from the match itself in the pattern's order of
-    // precedence (`find_iter`: no capture groups, the fast path).
-    let found: Vec<(Range<usize>, Encoding)> = re
-        .find_iter(data)
-        .map(|m| {
-            let run = m.as_bytes();
-            let kind = match run[0] {
-                b'%' => Encoding::Percent,
-                b'\\' => Encoding::Unicode,
-                b'U' if run.get(1) == Some(&b'+') && unicode_points().is_match(run) => {
-                    Encoding::Unicode
-                }
-                _ if run.len() >= 32 && run.iter().all(u8::is_ascii_hexdigit) => Encoding::Hex,
-                _ => Encoding::Base64,
-            };
-            (m.range(), kind)
-        })
-        .collect();
+    let mut scratch = Vec::new();
     // As gitleaks: a candidate touching a neighbour of higher precedence (a base64 run cut by
     // a `%XX` escape) waits for the next pass, when the escape is decoded and the run whole.
     let touches = |a: &Range<usize>, b: &Range<usize>| b.start <= a.end && b.end >= a.start;
@@ -152,7 +154,7 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
                     });
                     continue;
                 }
-                decode_base64(run)
+                decode_base64(run, &mut scratch)
             }
         };
         if let Some(text) = text.filter(|t| !t.is_empty() && t.as_slice() != run) {
@@ -166,12 +168,98 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
     out
 }
 
-/// The cheap test before the candidate pattern runs: whether `data` holds an escape (`%`,
-/// `\\`) or a run of 16 base64 characters. Most text holds an escape, found at SIMD speed
-/// (`memchr`); only text without one is walked byte by byte for a long enough run (the walk
-/// over every byte cost as much as the candidate pattern itself).
+/// The candidate runs of `data` and their kinds: what `candidates()` (gitleaks' pattern)
+/// finds, left to right, found by hand.
+///
+/// Why not the pattern: it has no literal to look for, so its automaton walks every byte
+/// forwards and every match backwards again; with an identifier of 16 characters on most
+/// lines of code that was a sixth of a whole scan. Here one walk of the bytes, with the
+/// pattern's rules of precedence: at the leftmost position where some alternative matches,
+/// the first alternative in the pattern's order wins (percent escapes, `U+XXXX` code points,
+/// `\uXXXX` escapes, 32 hex digits, 16 base64 characters), and the next search starts where
+/// that match ends. Unit test `the_hand_search_finds_what_the_pattern_finds` compares both.
+fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
+    let n = data.len();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let c = CLASS[usize::from(data[i])];
+        if c & B64 == 0 {
+            // Only the escapes start outside the base64 alphabet.
+            if c & ESCAPE != 0 {
+                let (end, kind) = if data[i] == b'%' {
+                    (percent_at(data, i), Encoding::Percent)
+                } else {
+                    (escapes_at(data, i), Encoding::Unicode)
+                };
+                if let Some(e) = end {
+                    out.push((i..e, kind));
+                    i = e;
+                    continue;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        // A run of the alphabet from `i`; `seen` gathers its bytes' classes.
+        let start = i;
+        let mut seen = c;
+        i += 1;
+        while i < n {
+            let c = CLASS[usize::from(data[i])];
+            if c & B64 == 0 {
+                break;
+            }
+            seen |= c;
+            i += 1;
+        }
+        let run_end = i;
+        if run_end - start >= 16 {
+            // A match starts here: code points (which cannot be followed by more of the
+            // alphabet, so never here in fact), else hex, else base64.
+            if let Some(e) = code_points_at(data, start) {
+                out.push((start..e, Encoding::Unicode));
+                i = e;
+                continue;
+            }
+            let hex_end = data[start..run_end]
+                .iter()
+                .position(|&b| CLASS[usize::from(b)] & HEX == 0)
+                .map_or(run_end, |p| start + p);
+            if hex_end - start >= 32 {
+                out.push((start..hex_end, Encoding::Hex));
+                i = hex_end;
+                continue;
+            }
+            let mut e = run_end;
+            while e < n && e - run_end < 2 && data[e] == b'=' {
+                e += 1;
+            }
+            out.push((start..e, Encoding::Base64));
+            i = e;
+            continue;
+        }
+        // A run too short for hex or base64 (from any of its positions): only code points
+        // (`U+`) can start in it.
+        if seen & PLUS != 0
+            && let Some((k, e)) = (start..run_end)
+                .filter(|&k| data[k] == b'U')
+                .find_map(|k| code_points_at(data, k).map(|e| (k, e)))
+        {
+            out.push((k..e, Encoding::Unicode));
+            i = e;
+        }
+    }
+    out
+}
+
+/// The cheap test before [`candidate_runs`]: whether `data` holds an escape (`%`, `\`), a
+/// code point's `U+` or a run of 16 base64 characters, without which no candidate starts.
+/// The escapes and `U+` are looked for at SIMD speed (`memchr`); the run by a walk that
+/// stops at the first one. Why: on text of short words (most source files) this walk costs
+/// about half of the candidate walk, which it then spares.
 fn may_hold_runs(data: &[u8]) -> bool {
-    if memchr::memchr2(b'%', b'\\', data).is_some() {
+    if memchr::memchr2(b'%', b'\\', data).is_some() || memchr::memmem::find(data, b"U+").is_some() {
         return true;
     }
     let mut cur = 0usize;
@@ -186,6 +274,70 @@ fn may_hold_runs(data: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// `%XX(?:.*%XX)?` at `i`: to the last escape of the line (`.` is any byte but a newline).
+fn percent_at(data: &[u8], i: usize) -> Option<usize> {
+    let hex = |k: usize| data.get(k).is_some_and(u8::is_ascii_hexdigit);
+    if data.get(i) != Some(&b'%') || !hex(i + 1) || !hex(i + 2) {
+        return None;
+    }
+    let from = i + 3;
+    let line_end = memchr::memchr(b'\n', &data[from..]).map_or(data.len(), |p| from + p);
+    let mut hay = &data[from..line_end];
+    while let Some(p) = memchr::memrchr(b'%', hay) {
+        let j = from + p;
+        if j + 2 < line_end && hex(j + 1) && hex(j + 2) {
+            return Some(j + 3);
+        }
+        hay = &hay[..p];
+    }
+    Some(from)
+}
+
+/// `(?i:(?:\\{1,2}u[0-9a-fA-F]{4})+)` at `i`.
+fn escapes_at(data: &[u8], i: usize) -> Option<usize> {
+    let hex4 = |k: usize| {
+        data.get(k..k + 4)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_hexdigit))
+    };
+    let u = |k: usize| matches!(data.get(k), Some(b'u' | b'U'));
+    let mut k = i;
+    loop {
+        if data.get(k) != Some(&b'\\') {
+            break;
+        }
+        if data.get(k + 1) == Some(&b'\\') && u(k + 2) && hex4(k + 3) {
+            k += 7;
+        } else if u(k + 1) && hex4(k + 2) {
+            k += 6;
+        } else {
+            break;
+        }
+    }
+    (k > i).then_some(k)
+}
+
+/// `(?:U\+[0-9a-fA-F]{4}(?:\s|$))+` at `i` (`\s`: ASCII white space; `$`: the end of the
+/// data).
+fn code_points_at(data: &[u8], i: usize) -> Option<usize> {
+    let mut k = i;
+    while data.get(k) == Some(&b'U')
+        && data.get(k + 1) == Some(&b'+')
+        && data
+            .get(k + 2..k + 6)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_hexdigit))
+    {
+        match data.get(k + 6) {
+            None => {
+                k += 6;
+                break;
+            }
+            Some(b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ') => k += 7,
+            Some(_) => break,
+        }
+    }
+    (k > i).then_some(k)
 }
 
 /// Which encoding wins where two candidates touch (gitleaks' order).
@@ -273,35 +425,61 @@ fn decode_hex(run: &[u8]) -> Option<Vec<u8>> {
     hex::decode(run).ok().filter(|t| printable_ascii(t))
 }
 
+/// gitleaks' two base64 decoders: standard with canonical padding, URL-safe without.
+mod engines {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    pub(super) const STD: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+            .with_decode_allow_trailing_bits(true),
+    );
+    pub(super) const RAW_URL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+}
+
 /// Base64 (standard, else URL-safe) holding at least one digit or symbol, that decodes to
-/// printable text.
-fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
+/// printable text: what [`strict_base64`] decodes, kept when printable. `scratch` is reused
+/// between runs: most runs (identifiers) decode to nothing printable or not at all, and are
+/// now turned down without an allocation; a run neither decoder can take (a length of
+/// 4n+1, both alphabets' symbols, padding on a run that is not a multiple of 4 long) is not
+/// handed to them.
+fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     if !run
         .iter()
         .any(|b| b.is_ascii_digit() || b"+/-_".contains(b))
     {
         return None;
     }
-    strict_base64(run).filter(|t| printable_ascii(t))
+    let url_symbol = run.iter().any(|&b| b == b'-' || b == b'_');
+    let std_symbol = run.iter().any(|&b| b == b'+' || b == b'/' || b == b'=');
+    // Canonical padding: a multiple of 4; the URL-safe alphabet has none of `+/=`; no
+    // base64 is 4n+1 characters long.
+    let std_may = run.len().is_multiple_of(4) && !url_symbol;
+    let url_may = run.len() % 4 != 1 && !std_symbol;
+    for (may, engine) in [(std_may, &engines::STD), (url_may, &engines::RAW_URL)] {
+        if !may {
+            continue;
+        }
+        scratch.clear();
+        if engine.decode_vec(run, scratch).is_ok() && printable_ascii(scratch) {
+            return Some(scratch.clone());
+        }
+    }
+    None
 }
 
 /// Base64 as gitleaks' decoder takes a run: standard with its padding (a length of a multiple
 /// of 4), else URL-safe without padding. A run of any other shape is not decoded here; in a
 /// later pass it may join its neighbours into one that is (a run cut by a `%XX` escape).
+/// (How [`decode_base64`] decoded before it turned shapes down itself: the tests' reference.)
+#[cfg(test)]
 fn strict_base64(run: &[u8]) -> Option<Vec<u8>> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const STD: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
-            .with_decode_allow_trailing_bits(true),
-    );
-    const RAW_URL: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::URL_SAFE,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-            .with_decode_allow_trailing_bits(true),
-    );
+    use engines::{RAW_URL, STD};
     STD.decode(run)
         .ok()
         .filter(|t| printable_ascii(t))
@@ -745,32 +923,195 @@ mod tests {
         assert!(got.is_some());
     }
 
+    /// The candidates as the pattern finds them, with their kinds told from the match as
+    /// `encoded_runs` told them before the hand search.
+    fn pattern_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
+        candidates()
+            .find_iter(data)
+            .map(|m| {
+                let run = m.as_bytes();
+                let kind = match run[0] {
+                    b'%' => Encoding::Percent,
+                    b'\\' => Encoding::Unicode,
+                    b'U' if run.get(1) == Some(&b'+') && unicode_points().is_match(run) => {
+                        Encoding::Unicode
+                    }
+                    _ if run.len() >= 32 && run.iter().all(u8::is_ascii_hexdigit) => Encoding::Hex,
+                    _ => Encoding::Base64,
+                };
+                (m.range(), kind)
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_cheap_test_says_no_only_where_the_byte_walk_said_no() {
-        // The walk it replaces: a run of 16 base64 characters, or an escape byte anywhere.
-        let walk = |data: &[u8]| {
-            let (mut longest, mut cur, mut escapes) = (0, 0, false);
-            for &b in data {
-                if CLASS[usize::from(b)] & B64 != 0 {
-                    cur += 1;
-                    longest = longest.max(cur);
-                } else {
-                    cur = 0;
-                    escapes |= b == b'%' || b == b'\\' || b == b'+';
-                }
+    fn the_hand_search_finds_what_the_pattern_finds() {
+        // Pieces that sit on the edges of each alternative: escapes with and without their
+        // digits, doubled backslashes, code points before white space, the end or more
+        // letters, hex and base64 runs around their minimum lengths, padding, line ends.
+        let pieces: &[&[u8]] = &[
+            b"%",
+            b"%4",
+            b"%41",
+            b"%zz",
+            b"%2F",
+            b"\\",
+            b"\\\\",
+            b"\\u",
+            b"\\u0041",
+            b"\\U00e9",
+            b"\\\\u12AB",
+            b"\\x41",
+            b"u",
+            b"U",
+            b"U+",
+            b"U+0041",
+            b"U+00e9 ",
+            b"U+12",
+            b"+",
+            b"/",
+            b"-",
+            b"_",
+            b"=",
+            b"==",
+            b"===",
+            b" ",
+            b"\n",
+            b"\t",
+            b"\r",
+            b"\x0b",
+            b"\x0c",
+            b".",
+            b"\xff",
+            b"\x00",
+            b"a",
+            b"Z",
+            b"0",
+            b"f",
+            b"F",
+            b"g",
+            b"deadbeef",
+            b"0123456789abcdef",
+            b"ABCDEFGHIJKLMNOP",
+            b"abcdefghijklmno",
+            b"c2VjcmV0",
+            b"0123456789abcdef0123456789abcde",
+            b"x%41y",
+            b"%0A",
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for case in 0..40_000 {
+            let n = rng.below(if case % 10 == 0 { 120 } else { 30 });
+            let mut data = Vec::new();
+            for _ in 0..n {
+                data.extend_from_slice(pieces[rng.below(pieces.len())]);
             }
-            longest >= 16 || escapes
-        };
-        let mut rng = Rng(7);
-        let alphabet = b"ab09_-/+%\\ .\n=";
-        for _ in 0..5000 {
-            let data: Vec<u8> = (0..rng.below(40))
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
-            assert_eq!(may_hold_runs(&data), walk(&data), "{data:?}");
+            assert!(may_hold_runs(&data) || pattern_runs(&data).is_empty());
+            assert_eq!(
+                candidate_runs(&data),
+                pattern_runs(&data),
+                "{:?}",
+                String::from_utf8_lossy(&data)
+            );
         }
-        assert!(may_hold_runs(b"abcdefghijklmnop"));
-        assert!(!may_hold_runs(b"abcdefghijklmno pqr"));
+        // Text mostly without escapes or `+`, with runs of every length around 16 and 32.
+        let plain: &[&[u8]] = &[
+            b"a",
+            b"Z",
+            b"0",
+            b"f",
+            b"_",
+            b"-",
+            b"/",
+            b"=",
+            b" ",
+            b"\n",
+            b".",
+            b"\xff",
+            b"deadbeef",
+            b"abcdefghijklmno",
+            b"0123456789abcdef",
+            b"U",
+        ];
+        for _ in 0..20_000 {
+            let mut data = Vec::new();
+            for _ in 0..rng.below(80) {
+                data.extend_from_slice(plain[rng.below(plain.len())]);
+            }
+            // now and then an escape or a code point somewhere
+            if rng.below(4) == 0 {
+                let at = rng.below(data.len() + 1);
+                let piece = pieces[rng.below(pieces.len())];
+                data.splice(at..at, piece.iter().copied());
+            }
+            assert_eq!(
+                candidate_runs(&data),
+                pattern_runs(&data),
+                "{:?}",
+                String::from_utf8_lossy(&data)
+            );
+            // The cheap test says no only where there is no candidate.
+            assert!(may_hold_runs(&data) || pattern_runs(&data).is_empty());
+        }
+        // Random bytes, and real text: this crate's sources and rules.
+        for _ in 0..200 {
+            let data: Vec<u8> = (0..rng.below(4000)).map(|_| rng.next() as u8).collect();
+            assert_eq!(candidate_runs(&data), pattern_runs(&data));
+        }
+        for text in [
+            include_str!("decode.rs"),
+            include_str!("engine.rs"),
+            include_str!("../rules/builtin.toml"),
+            include_str!("../rules/builtin-cases.toml"),
+        ] {
+            assert_eq!(
+                candidate_runs(text.as_bytes()),
+                pattern_runs(text.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn base64_runs_decode_as_the_two_decoders_decode_them() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+        // Before: any run with a digit or symbol was handed to both decoders.
+        let reference = |run: &[u8]| {
+            if !run
+                .iter()
+                .any(|b| b.is_ascii_digit() || b"+/-_".contains(b))
+            {
+                return None;
+            }
+            strict_base64(run).filter(|t| printable_ascii(t))
+        };
+        let mut rng = Rng(99);
+        let mut scratch = Vec::new();
+        let alphabet = b"aZ09+/-_=Qx";
+        for case in 0..20_000 {
+            let run: Vec<u8> = match case % 3 {
+                0 => (0..16 + rng.below(30))
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect(),
+                // base64 of printable text, in each alphabet, padded or not
+                _ => {
+                    let text: Vec<u8> = (0..12 + rng.below(30))
+                        .map(|_| 0x20 + rng.below(0x5f) as u8)
+                        .collect();
+                    match rng.below(3) {
+                        0 => STANDARD.encode(&text),
+                        1 => URL_SAFE.encode(&text),
+                        _ => URL_SAFE_NO_PAD.encode(&text),
+                    }
+                    .into_bytes()
+                }
+            };
+            assert_eq!(
+                decode_base64(&run, &mut scratch),
+                reference(&run),
+                "{:?}",
+                String::from_utf8_lossy(&run)
+            );
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ enum Mode {
 pub struct Engine {
     rules: Vec<Rule>,
     global: Vec<Allowlist>,
-    keywords: Option<AhoCorasick>,
+    keywords: Option<Keywords>,
     /// For each keyword pattern, the rules that list it.
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords (always run).
@@ -98,6 +98,16 @@ impl Engine {
                         .build(&patterns)
                 })
                 .ok()
+                .map(|ac| Keywords {
+                    ac,
+                    dfa: aho_corasick::dfa::DFA::builder()
+                        .ascii_case_insensitive(true)
+                        .match_kind(MatchKind::Standard)
+                        .start_kind(aho_corasick::StartKind::Unanchored)
+                        .prefilter(false)
+                        .build(&patterns)
+                        .ok(),
+                })
         };
         // If the automaton could not be built (it always can for sane sizes), every rule runs.
         if keywords.is_none() {
@@ -293,8 +303,8 @@ impl Engine {
         // Bytes judged for some unknown place are scanned whole: a window around a keyword
         // in a whole blob need not hold what the window in the lines a commit adds holds.
         let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(frag.data) {
+        if let Some(kw) = &self.keywords {
+            for m in kw.hits(frag.data) {
                 for &r in &self.keyword_rules[m.pattern().as_usize()] {
                     match &mut regions[r] {
                         Some(_) if !windowed => {}
@@ -608,6 +618,73 @@ fn substitute(
 }
 
 #[cfg(test)]
+mod keyword_tests {
+    use super::*;
+
+    #[test]
+    fn keyword_hits_are_every_overlapping_match() {
+        // Keywords inside others, sharing prefixes and suffixes, of different lengths.
+        let patterns = [
+            "pass", "password", "sword", "wo", "key=", "token=", "ken", "k", "ssw",
+        ];
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(patterns)
+            .unwrap();
+        let dfa = aho_corasick::dfa::DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(patterns)
+            .unwrap();
+        let alphabet = b"paswordkeytn=PASWORDKEY \n";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for case in 0..20_000 {
+            let len = if case % 10 == 0 { 200 } else { 24 };
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let all: Vec<_> = ac.find_overlapping_iter(&data[..]).collect();
+            let got: Vec<_> = keyword_hits(&ac, &data).collect();
+            assert_eq!(got, all, "{:?}", String::from_utf8_lossy(&data));
+            // The lanes, on inputs long enough for each lane to hold a keyword or not,
+            // keywords across the lanes' borders included.
+            let lanes = lane_hits(&dfa, &data).unwrap();
+            assert_eq!(lanes, all, "{:?}", String::from_utf8_lossy(&data));
+        }
+    }
+
+    #[test]
+    fn the_builtin_keywords_in_lanes_are_the_overlapping_search() {
+        let engine = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
+        let kw = engine.keywords.as_ref().unwrap();
+        let dfa = kw.dfa.as_ref().unwrap();
+        // Real text with keywords (the rules and their test cases), cut at many lengths so
+        // that keywords fall on the lanes' borders.
+        let text = [
+            include_str!("../rules/builtin.toml"),
+            include_str!("../rules/builtin-cases.toml"),
+        ]
+        .concat();
+        let data = text.as_bytes();
+        for len in (0..2000).chain((0..200).map(|i| data.len() - i * 37)) {
+            let d = &data[..len.min(data.len())];
+            let all: Vec<_> = kw.ac.find_overlapping_iter(d).collect();
+            assert_eq!(lane_hits(dfa, d).unwrap(), all, "{len}");
+        }
+        assert!(kw.hits(data).len() > 1000);
+    }
+}
+
+#[cfg(test)]
 mod decoded_place_tests {
     use super::*;
 
@@ -756,6 +833,132 @@ fn drop_generic_duplicates(found: &mut Vec<Hit>) {
         kept.push(h.span.clone());
         true
     });
+}
+
+/// The rules' keywords: one automaton (a DFA where one could be built) over all of them.
+#[derive(Debug)]
+struct Keywords {
+    ac: AhoCorasick,
+    /// The same keywords as a bare DFA, searched in [`LANES`] lanes at once.
+    dfa: Option<aho_corasick::dfa::DFA>,
+}
+
+/// Lanes of the keyword search over large inputs.
+const LANES: usize = 4;
+/// Inputs shorter than this are searched in one lane (the others' warm-up would cost more
+/// than they save).
+const LANES_MIN: usize = 16 * 1024;
+
+impl Keywords {
+    /// Every keyword occurrence in `data` (overlapping ones included), in the order of the
+    /// automaton's overlapping search.
+    fn hits(&self, data: &[u8]) -> Vec<aho_corasick::Match> {
+        if data.len() >= LANES_MIN
+            && let Some(dfa) = &self.dfa
+            && let Some(hits) = lane_hits(dfa, data)
+        {
+            return hits;
+        }
+        keyword_hits(&self.ac, data).collect()
+    }
+}
+
+/// [`Keywords::hits`] with the DFA walked over [`LANES`] parts of `data` in step.
+///
+/// Why: the automaton's own search reads a byte, looks its next state up, and only then can
+/// read the next byte's: one chain of dependent loads, ~18 instructions and a memory
+/// latency per byte, the largest part of a DLP upload's scan. Four independent chains in
+/// one loop keep the processor busy during each other's loads.
+///
+/// Exact: lane `k` reports the matches ending in its part, and starts reading the longest
+/// keyword's length minus one before it; from there on its state is the one a search from
+/// the start has (the state stands for the longest suffix read that begins a keyword, never
+/// longer than a keyword), so it reports the same matches in the same order. `None` (the
+/// caller searches the usual way) for an automaton this walk does not handle: an empty
+/// keyword, a dead state.
+fn lane_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasick::Match>> {
+    use aho_corasick::Anchored;
+    use aho_corasick::automaton::Automaton;
+    let start = dfa.start_state(Anchored::No).ok()?;
+    if dfa.min_pattern_len() == 0 || dfa.is_special(start) {
+        return None;
+    }
+    let n = data.len();
+    let warm = dfa.max_pattern_len().saturating_sub(1);
+    let part = n / LANES;
+    // Lane k judges the bytes bounds[k]..bounds[k + 1] (the matches ending at them) and
+    // reads from from[k].
+    let bounds: [usize; LANES + 1] = std::array::from_fn(|k| if k == LANES { n } else { k * part });
+    let from: [usize; LANES] = std::array::from_fn(|k| bounds[k].saturating_sub(warm));
+    let mut sid = [start; LANES];
+    let mut out: [Vec<aho_corasick::Match>; LANES] = Default::default();
+    // One state of lane k after reading data[p]: its matches, if it judges p.
+    let mut seen = |k: usize, p: usize, s| -> Option<()> {
+        if dfa.is_dead(s) {
+            return None;
+        }
+        if dfa.is_match(s) && p >= bounds[k] {
+            for i in 0..dfa.match_len(s) {
+                let pid = dfa.match_pattern(s, i);
+                let end = p + 1;
+                out[k].push(aho_corasick::Match::new(
+                    pid,
+                    end - dfa.pattern_len(pid)..end,
+                ));
+            }
+        }
+        Some(())
+    };
+    let steps = (0..LANES)
+        .map(|k| bounds[k + 1] - from[k])
+        .min()
+        .unwrap_or(0);
+    for j in 0..steps {
+        for k in 0..LANES {
+            let p = from[k] + j;
+            let s = dfa.next_state(Anchored::No, sid[k], data[p]);
+            sid[k] = s;
+            if dfa.is_special(s) {
+                seen(k, p, s)?;
+            }
+        }
+    }
+    for k in 0..LANES {
+        let rest = from[k] + steps..bounds[k + 1];
+        for (p, &b) in rest.clone().zip(&data[rest]) {
+            let s = dfa.next_state(Anchored::No, sid[k], b);
+            sid[k] = s;
+            if dfa.is_special(s) {
+                seen(k, p, s)?;
+            }
+        }
+    }
+    let [first, rest @ ..] = out;
+    let mut hits = first;
+    for lane in rest {
+        hits.extend(lane);
+    }
+    Some(hits)
+}
+
+/// Every keyword occurrence in `data` (overlapping ones included), in the order of the
+/// automaton's overlapping search, with the automaton searching one byte after another.
+///
+/// Why not that search alone: it reports every match at every byte, which costs about three
+/// times the automaton's plain search per byte, and most bytes (an upload, a blob) hold no
+/// keyword at all. The plain search (`MatchKind::Standard`) stops at the match that ends first;
+/// no occurrence ends before it, so none starts more than the longest keyword's length before
+/// its end, and the overlapping search from there finds exactly what it finds from the start.
+fn keyword_hits<'a>(
+    ac: &'a AhoCorasick,
+    data: &'a [u8],
+) -> impl Iterator<Item = aho_corasick::Match> + 'a {
+    let from = ac
+        .find(data)
+        .map(|first| first.end().saturating_sub(ac.max_pattern_len()));
+    from.into_iter().flat_map(move |from| {
+        ac.find_overlapping_iter(aho_corasick::Input::new(data).range(from..))
+    })
 }
 
 /// Adds the window around a keyword hit, merging with the previous window when they touch.

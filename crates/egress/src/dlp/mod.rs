@@ -404,6 +404,48 @@ mod tests {
     }
 
     #[test]
+    fn keys_on_the_borders_of_the_keyword_search_lanes_are_found() {
+        // A window of a large body is searched for keywords in four lanes (`scan` engine,
+        // `lane_hits`): a key whose keyword sits across a lane's border, at every offset,
+        // and a base64-encoded one there (the decoding pass's candidate search), are found
+        // with their exact place.
+        let d = detector(&[]);
+        let n = 150_000;
+        let filler: Vec<u8> = b"the quick brown fox jumps over the lazy dog; "
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("key={AWS}"));
+        for border in [n / 4, n / 2, 3 * n / 4] {
+            for back in 0..AWS.len() + 2 {
+                let mut data = filler.clone();
+                let at = border - back;
+                data[at - 1] = b' ';
+                data[at..at + AWS.len()].copy_from_slice(AWS.as_bytes());
+                data[at + AWS.len()] = b' ';
+                let hits = d.find(&data);
+                assert!(
+                    hits.iter().any(|h| h.rule == "aws-access-key-id"
+                        && h.exact
+                        && h.span == (at..at + AWS.len())),
+                    "key at {at} ({back} before the border {border}): {hits:?}"
+                );
+                let mut data = filler.clone();
+                data[at - 1] = b' ';
+                data[at..at + encoded.len()].copy_from_slice(encoded.as_bytes());
+                data[at + encoded.len()] = b' ';
+                let hits = d.find(&data);
+                assert!(
+                    hits.iter().any(|h| h.rule == "aws-access-key-id"),
+                    "encoded key at {at} ({back} before the border {border}): {hits:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_credential_in_base64_or_hex_is_found() {
         let d = detector(&["tok-0123456789abcdef"]);
         let b64 = base64::engine::general_purpose::STANDARD.encode("tok-0123456789abcdef");

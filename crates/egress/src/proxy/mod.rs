@@ -580,6 +580,40 @@ pub mod fuzzing {
         super::forward::strip_hop_by_hop(headers);
     }
 
+    /// Outbound DLP over a request body that arrives in `chunks` (no `Content-Encoding`),
+    /// on a route in `mode` whose credentials are `credentials`: the bytes that go, or the
+    /// rule that stopped the body. What the DLP profile driver (`examples/dlp_profile`) calls.
+    pub fn dlp_body<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        mode: policy::DlpMode,
+        credentials: &[&str],
+    ) -> Result<Vec<u8>, String> {
+        use crate::dlp::{Detector, Report, RouteDlp, scanner, window::Window};
+        let det = Detector::new(scanner()?, credentials)?;
+        let route = RouteDlp {
+            mode,
+            ..RouteDlp::default()
+        };
+        let report: Report = std::sync::Arc::new(|_| {});
+        let mut window = Window::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            if let Some(go) = window
+                .push(chunk, &det, &route, &report)
+                .map_err(|s| s.rule().to_string())?
+            {
+                out.extend_from_slice(&go);
+            }
+        }
+        if let Some(go) = window
+            .finish(&det, &route, &report)
+            .map_err(|s| s.rule().to_string())?
+        {
+            out.extend_from_slice(&go);
+        }
+        Ok(out)
+    }
+
     /// Whether `authority` names `host:port` (the `Host` check).
     pub fn same_place(authority: &str, tls: bool, host: &str, port: u16) -> bool {
         let scheme = if tls {
