@@ -12,7 +12,7 @@
 //!   runs, the relay watches the sidecar: when the sidecar container dies, the loopback
 //!   endpoints are closed, so the agent's connections are refused at once instead of waiting
 //!   on the dead container's address. The relays are one event loop on this process's own
-//!   thread, which also supervises the agent ([`super::relay`]): the container's `pids`
+//!   thread, which also supervises the agent (the `inbottle::relay` module): the container's `pids`
 //!   limit counts the init too, and an agent that used it up still has every connection
 //!   answered;
 //! * **release gate**: the agent's command must not run before the launcher has closed the
