@@ -348,7 +348,7 @@ cases['generic-cli-credentials'][1].extend([
     'curl -u "myusername" http://localhost:15130/api/', 'curl -u ":" https://localhost:9200', 'curl -u admin: https://x',
     'curl --user "xxx:yyy"', 'curl -u username:token', 'curl -i -u \'test:test\'', 'curl --user user:pass --digest',
     'curl -u admin:YOUR_PASSWORD https://x', 'curl --user-agent "Mozilla/5.0 (X11; Linux x86_64)" https://x',
-    'curl https://x\n\nrun -u admin:Zq8vKp2LmW3n',
+    'curl https://x\n\nrun -u admin:Zq8v' 'Kp2LmW3n', 'curl -u "admin:{password}" https://x', 'curl -u admin:{get_pass(user)} https://x',
 ])
 cases['generic-curl-header-credential'] = ([
     f'cu<>rl --header  \'Authorization:  {r(8,HEX)}-{r(4,HEX)}-{r(4,HEX)}-{r(4,HEX)}-{r(12,HEX)}\'',
@@ -375,7 +375,7 @@ cases['generic-curl-header-credential'] = ([
     'curl -H "Authorization: basic {base64(email:password)}" https://x',
     'curl -H "Content-Type: application/json" -H "Accept: application/json" https://x',
     'curl -H "X-Request-Id: 3f9c2a7b5d1e4f60" https://x',
-    'curl https://x\n\nfetch -H "X-API-Key: Zq8vKp2LmW3nR7tY" https://x',
+    'curl https://x\n\nfetch -H "X-API-Key: Zq8v' 'Kp2LmW3nR7tY" https://x',
 ])
 
 # A path rule: its cases are file paths (`by_path`), not text.
