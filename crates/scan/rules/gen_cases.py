@@ -375,6 +375,8 @@ cases['generic-curl-header-credential'] = ([
     'curl -H "Authorization: basic {base64(email:password)}" https://x',
     'curl -H "Content-Type: application/json" -H "Accept: application/json" https://x',
     'curl -H "X-Request-Id: 3f9c2a7b5d1e4f60" https://x',
+    'curl -H "Authorization: AWS4-HMAC-SHA256 Credential=<key-id>/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=<signature>" https://x',
+    "curl -H 'Authorization: Digest username=\"admin\", realm=\"api\"' https://x",
     'curl https://x\n\nfetch -H "X-API-Key: Zq8v' 'Kp2LmW3nR7tY" https://x',
 ])
 
