@@ -327,6 +327,59 @@ cases['sourcegraph-token'][0].append(sp('sgp_' + r(16, HEX + 'ABCDEF') + '_' + r
 cases['sourcegraph-token'][1].append('sgp_5555555dAAAAA7777777CcccCFaaaaaaaaaaaaaa')
 cases['slack-legacy-token'][0].append(f'"refresh_token": "{sp("xoxe-1-" + r(146), 4)}"')
 
+# curl command lines (gitleaks' curl-auth-user / curl-auth-header kinds, which the compat run
+# on gitleaks' source found missing): quoted -u/--user values, an empty password, -uuser:pass,
+# commands continued over lines; any Authorization scheme and API-key / token headers.
+cases['generic-cli-credentials'][0].extend([
+    f"cu<>rl -s --user 'api:{r(14)}' \\\n    https://api.example.net/v2/messages",
+    f'cu<>rl -s -v --user "j.smith:{r(12)}#4" "https://api.example.net/user/me"',
+    f"cu<>rl --user kevin:'{r(16)}' -iX PATCH https://api.example.net",
+    f'cu<>rl -u "{r(24)}:" https://api.example.net/v1/charges',
+    f'cu<>rl -u ":{r(12)}" https://localhost:9200',
+    f'cu<>rl -uadmin:{r(12)} https://ci.example.net/api',
+    f'cu<>rl --user="admin:{r(12)}" https://ci.example.net/api',
+    f'cu<>rl -k -X POST https://ci.example.net/rest \\\n  -H "Content-type: text/plain" \\\n  -u developer:{r(16)}',
+])
+cases['generic-cli-credentials'][1].extend([
+    'curl -u "${_username}:${_password}"', 'curl -u "${username}":"${password}"',
+    'curl -X POST --user "$(cat ./login.txt):$(cat ./password.txt)"', 'curl -u "`cat user`:`cat pass`" https://x',
+    'curl -u "{{ .Values.username }}:{{ .Values.password }}"', 'curl -u "${{ secrets.USER }}:${{ secrets.PASS }}"',
+    'curl -u <user:password> https://x', 'curl --user neo4j:[PASSWORD] http://localhost:7474/',
+    'curl -u "myusername" http://localhost:15130/api/', 'curl -u ":" https://localhost:9200', 'curl -u admin: https://x',
+    'curl --user "xxx:yyy"', 'curl -u username:token', 'curl -i -u \'test:test\'', 'curl --user user:pass --digest',
+    'curl -u admin:YOUR_PASSWORD https://x', 'curl --user-agent "Mozilla/5.0 (X11; Linux x86_64)" https://x',
+    'curl https://x\n\nrun -u admin:Zq8v' 'Kp2LmW3n', 'curl -u "admin:{password}" https://x', 'curl -u admin:{get_pass(user)} https://x',
+])
+cases['generic-curl-header-credential'] = ([
+    f'cu<>rl --header  \'Authorization:  {r(8,HEX)}-{r(4,HEX)}-{r(4,HEX)}-{r(4,HEX)}-{r(12,HEX)}\'',
+    f'cu<>rl -H "Authorization: Token {r(40,HEX)}" --request PUT https://api.example.net/use/635',
+    f'cu<>rl -H "Authorization: Api-Token {r(40,HEX)}" https://api.example.net',
+    f'cu<>rl -H "Authorization: ApiKey {r(32)}" https://api.example.net',
+    f'cu<>rl -H \'Authorization: Digest {r(32)}\' https://api.example.net',
+    f'cu<>rl -X GET https://api.example.net/ \\\n     -H "X-Octopus-ApiKey: {r(32)}" \\',
+    f'cu<>rl -H "X-API-Key: {r(32)}" https://api.example.net',
+    f'cu<>rl -H "X-Auth-Token: {r(32)}" https://api.example.net',
+    f'cu<>rl -X GET \\\n     -H "apikey: {r(32)}" \\\n     -H "Accept: application/json"',
+    f'cu<>rl -H Api-Key:{r(24)} https://api.example.net',
+    f'cu<>rl -sH "Authorization: Token {r(40,HEX)}" https://api.example.net',
+    f'#cu<>rl -X POST \\\n#  https://api.example.net/messages \\\n#  -H \'Authorization: Token {r(40)}\' \\',
+    f'cu<>rl --header="X-Access-Token: {r(32)}" https://api.example.net',
+], [
+    'curl -H "Authorization: Bearer $TOKEN" https://x', 'curl -H "Authorization: Token ${API_TOKEN}" https://x',
+    'curl -H "Authorization: Bearer $(gcloud auth print-access-token)" https://x',
+    'curl -H "Authorization: Token `cat token`" https://x', 'curl -H "X-API-Key: $API_KEY" https://x',
+    'curl -H "Authorization: Bearer <token>" https://x', 'curl -H "Authorization: Bearer YOUR_TOKEN" https://x',
+    'curl -H "Authorization: Token YOUR_API_TOKEN" https://x', 'curl -H "X-API-Key: xxxxxxxxxxxxxxxx" https://x',
+    'curl -H "Authorization: Bearer XXXXXXXXXXXX" https://x', 'curl -H "Authorization: Token **********" https://x',
+    'curl --header "Authorization: Basic ..." https://x', 'curl -H "Authorization: Negotiate $SPNEGO" https://x',
+    'curl -H "Authorization: basic {base64(email:password)}" https://x',
+    'curl -H "Content-Type: application/json" -H "Accept: application/json" https://x',
+    'curl -H "X-Request-Id: 3f9c2a7b5d1e4f60" https://x',
+    'curl -H "Authorization: AWS4-HMAC-SHA256 Credential=<key-id>/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=<signature>" https://x',
+    "curl -H 'Authorization: Digest username=\"admin\", realm=\"api\"' https://x",
+    'curl https://x\n\nfetch -H "X-API-Key: Zq8v' 'Kp2LmW3nR7tY" https://x',
+])
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],

@@ -80,7 +80,11 @@ pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
     ("contentful-delivery-api-token", &["contentful-token"]),
     (
         "curl-auth-header",
-        &["generic-bearer-token", "generic-basic-auth"],
+        &[
+            "generic-curl-header-credential",
+            "generic-bearer-token",
+            "generic-basic-auth",
+        ],
     ),
     ("curl-auth-user", &["generic-cli-credentials"]),
     ("databricks-api-token", &["databricks-token"]),
