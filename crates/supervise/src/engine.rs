@@ -5,8 +5,9 @@
 //! (inotify through `notify`, creations, removals, renames and writes only: reads, its own
 //! included, never wake it, so an idle bottle costs no CPU; a slow rescan is the fallback
 //! for file systems that do not report events): for each response it applies the change
-//! through the [`Applier`], appends the decision to the audit log, moves the proposal to
-//! `processed/` and only then wakes the waiting tool calls. Waiters never read responses themselves, so a
+//! through the [`Applier`], appends the decision to the audit log, records the outcome and
+//! only then wakes the waiting tool calls (the proposal moves to `processed/` right after).
+//! Waiters never read responses themselves, so a
 //! change is applied exactly once however many calls wait for it, and an agent is never
 //! told "approved" before the change is in effect. Everything lives in files, so a
 //! restarted server picks up where the previous one stopped.
