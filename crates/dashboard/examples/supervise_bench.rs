@@ -24,7 +24,7 @@ const BASE: &str = "log: blocks\nroutes:\n  - host: api.example.com\n";
 async fn post(addr: std::net::SocketAddr, body: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -61,6 +61,7 @@ async fn approve_round_trip(n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let q = Queue::new(home.clone(), "bench-00001").unwrap();
     let mut measured = Vec::with_capacity(n);
     let mut baseline = Vec::with_capacity(n);
+    let mut live = BASE.to_owned();
     for i in 0..n {
         // baseline: an immediate tool call over the same client code
         let t = Instant::now();
@@ -68,7 +69,9 @@ async fn approve_round_trip(n: usize) -> (Vec<Duration>, Vec<Duration>) {
         baseline.push(t.elapsed());
         assert!(r.contains("api.example.com"));
 
-        let routes = format!("{BASE}  - host: h{i}.example\n");
+        // Each proposal adds one route to the live ones (an egress-allow may only widen).
+        live.push_str(&format!("  - host: h{i}.example\n"));
+        let routes = live.clone();
         let body = call(
             "egress-allow",
             serde_json::json!({"routes_yaml": routes, "justification": "bench"}),
@@ -89,8 +92,9 @@ async fn approve_round_trip(n: usize) -> (Vec<Duration>, Vec<Duration>) {
             "{r}"
         );
     }
+    // The server's graceful stop waits for its open connections; a benchmark need not.
     let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.abort();
     (measured, baseline)
 }
 
@@ -198,7 +202,9 @@ fn main() {
         .build()
         .unwrap();
     let (m1, b1) = rt.block_on(approve_round_trip(n));
-    let (m2, b2) = arrival_to_model(n);
+    // `SUPERVISE_BENCH_ONLY=approve` (bench/supervise/busy): the approve path alone.
+    let only_approve = std::env::var("SUPERVISE_BENCH_ONLY").is_ok_and(|v| v == "approve");
+    let arrival = (!only_approve).then(|| arrival_to_model(n));
     let mut w = durable_write(n);
     println!("| measurement | n | p50 | p99 | baseline p50 | baseline p99 | p50 / baseline |");
     println!("|---|---|---|---|---|---|---|");
@@ -207,13 +213,15 @@ fn main() {
         m1,
         b1,
     );
-    row(
-        "proposal arrives -> in dashboard model, 4 other bottles x 5 pending (baseline: bare file event)",
-        m2,
-        b2,
-    );
+    if let Some((m2, b2)) = arrival {
+        row(
+            "proposal arrives -> in dashboard model, 4 other bottles x 5 pending (baseline: bare file event)",
+            m2,
+            b2,
+        );
+    }
     println!(
-        "\nfor scale: one durable write (temp file, fsync, rename, directory fsync): p50 {} p99 {}; the approve path waits for about 4 fsyncs in a row (8 calls, paired)",
+        "\nfor scale: one durable write (temp file, fsync, rename, directory fsync): p50 {} p99 {}; the agent's answer waits for two groups of fsyncs in a row (the operator's audit line, head and response; the engine's audit line, head and outcome), the operator's command for one directory sync more",
         ms(pct(&mut w, 0.5)),
         ms(pct(&mut w, 0.99))
     );

@@ -6,6 +6,16 @@
 //! line count and the hash of the last line. [`verify`] recomputes the chain: an edited
 //! line breaks the next line's `prev_hash` (or the head, for the last line), a deleted
 //! line breaks `seq` and `prev_hash`, a truncated file disagrees with the head.
+//!
+//! The head record also holds the log's length in bytes after the line it counts. An
+//! append takes its `seq` and `prev_hash` from the head when that length is the log's own:
+//! it reads 128 bytes, not the whole log, so it costs the same on the ten-thousandth line as
+//! on the first, and an edit of the log that keeps its length (the last line rewritten, say)
+//! is never folded into the chain by the next line: the next line still names the hash the
+//! head recorded, and [`verify`] reports the edit. When the lengths differ (a crash between
+//! the line and its head record, a torn line, a head from before lengths were recorded, or
+//! no head yet) the append reads the log and continues from its last line, as every append
+//! did before.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -149,6 +159,10 @@ pub struct NewEntry {
 struct Head {
     lines: u64,
     last_hash: String,
+    /// The log's length in bytes after the last line; absent in records written before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
 }
 
 fn head_path(log: &Path) -> PathBuf {
@@ -179,13 +193,47 @@ fn head_record(head: &Head) -> Vec<u8> {
     json
 }
 
-/// A head record overwritten in place, not yet synced; `old` is what it held.
-struct HeadWrite {
+/// An open head record and what it held before this append.
+struct HeadFile {
     file: fs::File,
     old: Vec<u8>,
 }
 
-impl HeadWrite {
+impl HeadFile {
+    /// Opens an existing head record for reading and writing and reads it; `None` when there
+    /// is none yet (the first line, or a log from before head records).
+    fn open(head_file: &Path) -> Result<Option<HeadFile>, AuditError> {
+        let mut file = match OpenOptions::new().read(true).write(true).open(head_file) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", head_file)(e)),
+        };
+        let mut old = Vec::new();
+        io::Read::read_to_end(&mut file, &mut old).map_err(io_err("read", head_file))?;
+        Ok(Some(HeadFile { file, old }))
+    }
+
+    /// The record it held, if it parses.
+    fn head(&self) -> Option<Head> {
+        serde_json::from_slice(&self.old).ok()
+    }
+
+    /// Overwrites the record in place (not synced); on failure the old one is put back.
+    fn overwrite(&self, head_file: &Path, record: &[u8]) -> Result<(), AuditError> {
+        use std::os::unix::fs::FileExt;
+        let written = self.file.write_all_at(record, 0).and_then(|()| {
+            if self.old.len() > record.len() {
+                self.file.set_len(record.len() as u64)
+            } else {
+                Ok(())
+            }
+        });
+        written.map_err(|e| {
+            self.undo();
+            io_err("write", head_file)(e)
+        })
+    }
+
     /// Puts the previous record back after a failed append (best effort, like the log's).
     fn undo(&self) {
         use std::os::unix::fs::FileExt;
@@ -197,32 +245,45 @@ impl HeadWrite {
     }
 }
 
-/// Overwrites an existing head record in place (not synced); `None` when there is none yet
-/// (the first line, or a log from before head records).
-fn overwrite_head(head_file: &Path, record: &[u8]) -> Result<Option<HeadWrite>, AuditError> {
-    use std::os::unix::fs::FileExt;
-    let mut file = match OpenOptions::new().read(true).write(true).open(head_file) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", head_file)(e)),
-    };
-    let mut old = Vec::new();
-    io::Read::read_to_end(&mut file, &mut old).map_err(io_err("read", head_file))?;
-    let written = file.write_all_at(record, 0).and_then(|()| {
-        if old.len() > record.len() {
-            file.set_len(record.len() as u64)
-        } else {
-            Ok(())
-        }
-    });
-    let head = HeadWrite { file, old };
-    match written {
-        Ok(()) => Ok(Some(head)),
-        Err(e) => {
-            head.undo();
-            Err(io_err("write", head_file)(e))
-        }
+/// Where the chain stands before an append: how many lines the log has, the hash of the
+/// last one, and whether the log needs a newline before the next line (a torn last line).
+struct Tail {
+    lines: u64,
+    last_hash: String,
+    needs_newline: bool,
+}
+
+/// The chain's end from the head record when it counts the log as it is (its recorded
+/// length is the log's), else from the log itself.
+fn tail(
+    path: &Path,
+    file: &mut fs::File,
+    len: u64,
+    head: Option<Head>,
+) -> Result<Tail, AuditError> {
+    if let Some(head) = head
+        && head.bytes == Some(len)
+    {
+        return Ok(Tail {
+            lines: head.lines,
+            last_hash: head.last_hash,
+            needs_newline: false,
+        });
     }
+    use std::io::{Read, Seek};
+    let mut existing = String::new();
+    file.seek(io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut existing))
+        .map_err(io_err("read", path))?;
+    let lines: Vec<&str> = existing.lines().filter(|l| !l.is_empty()).collect();
+    Ok(Tail {
+        lines: lines.len() as u64,
+        last_hash: lines
+            .last()
+            .map(|l| sha256_hex(l))
+            .unwrap_or_else(|| GENESIS.to_owned()),
+        needs_newline: !existing.is_empty() && !existing.ends_with('\n'),
+    })
 }
 
 /// Appends a decision to `audit/<component>/<bottle>.jsonl`, extending the hash chain.
@@ -239,14 +300,17 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
         .open(&path)
         .map_err(io_err("open", &path))?;
     file.lock().map_err(io_err("lock", &path))?;
-    let existing = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-    let lines: Vec<&str> = existing.lines().filter(|l| !l.is_empty()).collect();
-    let prev_hash = lines
-        .last()
-        .map(|l| sha256_hex(l))
-        .unwrap_or_else(|| GENESIS.to_owned());
+    let len = file.metadata().map_err(io_err("read", &path))?.len();
+    let head_file = head_path(&path);
+    let open_head = HeadFile::open(&head_file)?;
+    let tail = tail(
+        &path,
+        &mut file,
+        len,
+        open_head.as_ref().and_then(HeadFile::head),
+    )?;
     let entry = AuditEntry {
-        seq: lines.len() as u64 + 1,
+        seq: tail.lines + 1,
         time: crate::proposal::now_timestamp(),
         component: new.component,
         bottle: new.bottle,
@@ -264,15 +328,15 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
         effect: new.effect,
         stage: new.stage,
         grant: new.grant,
-        prev_hash,
+        prev_hash: tail.last_hash,
     };
     let line = serde_json::to_string(&entry).map_err(|e| AuditError::Corrupt {
         path: path.clone(),
-        line: lines.len() + 1,
+        line: entry.seq as usize,
         reason: e.to_string(),
     })?;
     let mut bytes = Vec::with_capacity(line.len() + 2);
-    if !existing.is_empty() && !existing.ends_with('\n') {
+    if tail.needs_newline {
         bytes.push(b'\n');
     }
     bytes.extend_from_slice(line.as_bytes());
@@ -280,8 +344,8 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
     let head = Head {
         lines: entry.seq,
         last_hash: sha256_hex(&line),
+        bytes: Some(len + bytes.len() as u64),
     };
-    let head_file = head_path(&path);
     let head_json = head_record(&head);
     // The line and the head record (overwritten in place) are written first and synced side
     // by side: one wait for the disk instead of three in a row (line, temp head, directory).
@@ -289,18 +353,27 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
     let written = file
         .write_all(&bytes)
         .map_err(io_err("append to", &path))
-        .and_then(|()| match overwrite_head(&head_file, &head_json)? {
-            Some(head) => std::thread::scope(|s| {
-                let synced_head =
-                    s.spawn(|| head.file.sync_data().map_err(io_err("sync", &head_file)));
-                let synced_line = file.sync_data().map_err(io_err("sync", &path));
-                let synced_head = synced_head.join().unwrap_or_else(|_| {
-                    Err(io_err("sync", &head_file)(io::Error::other(
-                        "the syncing thread panicked",
-                    )))
-                });
-                synced_line.and(synced_head).inspect_err(|_| head.undo())
-            }),
+        .and_then(|()| match &open_head {
+            Some(open_head) => {
+                open_head.overwrite(&head_file, &head_json)?;
+                std::thread::scope(|s| {
+                    let synced_head = s.spawn(|| {
+                        open_head
+                            .file
+                            .sync_data()
+                            .map_err(io_err("sync", &head_file))
+                    });
+                    let synced_line = file.sync_data().map_err(io_err("sync", &path));
+                    let synced_head = synced_head.join().unwrap_or_else(|_| {
+                        Err(io_err("sync", &head_file)(io::Error::other(
+                            "the syncing thread panicked",
+                        )))
+                    });
+                    synced_line
+                        .and(synced_head)
+                        .inspect_err(|_| open_head.undo())
+                })
+            }
             // The first head record: the line is on disk before the record that counts it
             // appears (a new file, put in place atomically).
             None => file
@@ -315,9 +388,7 @@ pub fn append(home: &Home, new: NewEntry) -> Result<AuditEntry, AuditError> {
         // All or nothing: a line the head does not count (a full disk can take the line and
         // refuse the head, or take half the line) would read as tampering and record a
         // decision that was not made. Cutting the file back needs no space.
-        let _ = file
-            .set_len(existing.len() as u64)
-            .and_then(|()| file.sync_all());
+        let _ = file.set_len(len).and_then(|()| file.sync_all());
         return Err(e);
     }
     Ok(entry)
@@ -569,6 +640,7 @@ mod tests {
         let compact = serde_json::to_vec(&Head {
             lines: 3,
             last_hash: sha256_hex(fs::read_to_string(&path).unwrap().lines().last().unwrap()),
+            bytes: None,
         })
         .unwrap();
         fs::write(&head, &compact).unwrap();
@@ -599,6 +671,81 @@ mod tests {
         fs::remove_dir(&head).unwrap();
         fs::write(&head, &before.1).unwrap();
         assert_eq!(verify(&home).unwrap(), (vec![], 1));
+    }
+
+    fn head_of(path: &Path) -> Head {
+        serde_json::from_slice(&fs::read(head_path(path)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_long_chain_verifies_and_each_append_continues_from_the_head_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let path = home.audit_file("egress", "dev-00001");
+        for n in 1..=600 {
+            let e = append(&home, entry(n)).unwrap();
+            assert_eq!(e.seq, u64::from(n));
+        }
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
+        let head = head_of(&path);
+        assert_eq!(head.lines, 600);
+        assert_eq!(head.bytes, Some(fs::metadata(&path).unwrap().len()));
+        let entries = read_file(&path).unwrap();
+        assert_eq!(entries.len(), 600);
+        assert!(entries.iter().zip(1..).all(|(e, n)| e.seq == n));
+    }
+
+    #[test]
+    fn an_edit_that_keeps_the_length_is_not_folded_into_the_chain_by_the_next_line() {
+        // The next line names the hash the head recorded, not the edited line's: before
+        // appends read the log, an edit of the last line followed by one more decision
+        // verified as intact.
+        let (_d, home, path) = three();
+        edit(&path, |l| l[2] = l[2].replace("\"op\"", "\"mo\""));
+        append(&home, entry(4)).unwrap();
+        let (breaks, _) = verify(&home).unwrap();
+        assert_eq!(breaks.len(), 1, "{breaks:?}");
+        assert_eq!(breaks[0].line, Some(3), "{}", breaks[0]);
+    }
+
+    #[test]
+    fn a_crash_between_the_line_and_its_head_record_is_taken_up_by_the_next_append() {
+        // The line reached the disk, its head record did not: the log is one line longer
+        // than the head says; the next append counts that line and the chain verifies.
+        let (_d, home, path) = three();
+        let old_head = fs::read(head_path(&path)).unwrap();
+        append(&home, entry(4)).unwrap();
+        fs::write(head_path(&path), &old_head).unwrap();
+        let b = verify_file(&path).unwrap().unwrap();
+        assert_eq!(b.line, None, "{b}");
+        assert_eq!(append(&home, entry(5)).unwrap().seq, 5);
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
+        assert_eq!(
+            head_of(&path).bytes,
+            Some(fs::metadata(&path).unwrap().len())
+        );
+
+        // The head record reached the disk, the line did not.
+        let (_d, home, path) = three();
+        let old_log = fs::read(&path).unwrap();
+        append(&home, entry(4)).unwrap();
+        fs::write(&path, &old_log).unwrap();
+        assert!(verify_file(&path).unwrap().is_some());
+        assert_eq!(append(&home, entry(5)).unwrap().seq, 4);
+        assert_eq!(verify(&home).unwrap(), (vec![], 1));
+
+        // Half a line reached the disk: it stays (and reads as a break), the next line
+        // starts on a line of its own and is counted after it.
+        let (_d, home, path) = three();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":4,\"ti").unwrap();
+        drop(f);
+        assert_eq!(append(&home, entry(5)).unwrap().seq, 5);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(text.ends_with('\n'));
+        let b = verify_file(&path).unwrap().unwrap();
+        assert_eq!(b.line, Some(4), "{b}");
     }
 
     #[test]

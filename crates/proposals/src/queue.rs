@@ -482,6 +482,19 @@ impl Queue {
         staged.replace().map_err(io_err("write", &out))
     }
 
+    /// Like [`Queue::place_outcome`], without the directory sync: the staged outcome (its
+    /// content synced already) is visible at once, so the waiting agent can be answered,
+    /// and its name becomes durable with the directory syncs of [`Queue::move_handled`]
+    /// right after. A crash in between loses at most the name: the response is still in the
+    /// queue and the engine applies it again on restart (the supervise engine's module doc
+    /// has the argument).
+    pub fn place_outcome_before_dir_sync(&self, staged: Staged) -> Result<(), QueueError> {
+        let out = staged.path().to_owned();
+        staged
+            .replace_leaving_dir_unsynced()
+            .map_err(io_err("write", &out))
+    }
+
     /// Moves a proposal whose outcome is written, and its response, to `processed/`.
     pub fn move_handled(&self, id: &str) -> Result<(), QueueError> {
         paths::check_proposal_id(id)?;

@@ -127,6 +127,17 @@ impl Staged {
         self.placed()
     }
 
+    /// Renames the temp file over `path` without syncing the directory: the content is on
+    /// disk (it was synced when staged), so after a crash `path` holds the new content whole
+    /// or its old state, never a part; the rename itself becomes durable with the next sync
+    /// of the directory. For a caller whose crash recovery does not need the name (the
+    /// supervise engine's outcome, re-derived from the durable response).
+    pub fn replace_leaving_dir_unsynced(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.path)?;
+        self.done = true;
+        Ok(())
+    }
+
     /// Links the temp file to `path`, failing with `AlreadyExists` when the name exists (as
     /// [`atomic_write_new`]), and syncs the directory.
     pub fn create_new(self) -> io::Result<()> {
@@ -217,6 +228,26 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(names(), vec!["a.json".to_owned()]);
+    }
+
+    #[test]
+    fn a_staged_file_put_in_place_without_a_directory_sync_appears_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.outcome.json");
+        Staged::write(&p, b"one", 0o600)
+            .unwrap()
+            .replace_leaving_dir_unsynced()
+            .unwrap();
+        Staged::write(&p, b"two", 0o600)
+            .unwrap()
+            .replace_leaving_dir_unsynced()
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a.outcome.json".to_owned()]);
     }
 
     #[test]

@@ -5,11 +5,44 @@
 //! (inotify through `notify`, creations, removals, renames and writes only: reads, its own
 //! included, never wake it, so an idle bottle costs no CPU; a slow rescan is the fallback
 //! for file systems that do not report events): for each response it applies the change
-//! through the [`Applier`], appends the decision to the audit log, moves the proposal to
-//! `processed/` and only then wakes the waiting tool calls. Waiters never read responses themselves, so a
+//! through the [`Applier`], appends the decision to the audit log, records the outcome and
+//! only then wakes the waiting tool calls (the proposal moves to `processed/` right after).
+//! Waiters never read responses themselves, so a
 //! change is applied exactly once however many calls wait for it, and an agent is never
 //! told "approved" before the change is in effect. Everything lives in files, so a
 //! restarted server picks up where the previous one stopped.
+//!
+//! # Durability
+//!
+//! The promise: a decision is on disk before it is applied or answered, and a crash never
+//! leaves half a file or an audit log that reads as tampered. An approval waits for the
+//! disk twice, once on each side, each wait a group of syncs that run side by side:
+//!
+//! 1. the operator (`proposals::queue::answer_granted`): the `decided` audit line, its head
+//!    record and the response's content under a temporary name; then the response is
+//!    linked into the queue and the queue directory synced. The response appears only once
+//!    its audit line is on disk, so nothing can apply a decision the log lacks, and it is
+//!    on disk, name included, before the operator is told it was sent.
+//! 2. the engine, after applying: the `applied` audit line, its head record and the
+//!    outcome's content under a temporary name; then the outcome is renamed into
+//!    `processed/` and the waiting agents are answered at once; the directory syncs of
+//!    [`Queue::move_handled`] follow. The agent is answered only after the record of the
+//!    change in effect is on disk.
+//!
+//! (The applier's own writes come on top: [`crate::FileApplier`] writes `routes.yaml`
+//! atomically and durably before the engine's group.)
+//!
+//! The outcome's name is the one thing a crash can lose after the agent was answered (its
+//! content was synced before it appeared, so it is never half there), and only until the
+//! directory sync that follows the answer. What the promise needs is durable by then: the
+//! `decided` line, the response, the `applied` line with the routes before and after. The
+//! restarted engine finds the response without an outcome and handles it again, the
+//! recovery it always had for a crash between applying a change and its outcome (the
+//! window now ends at the directory sync after the answer instead of before it); for an
+//! approved routes file it finds the change already live, so it records `apply-failed`
+//! and leaves the proposal pending for the operator, with the change in effect. The
+//! directory sync saved is one wait for the disk on every approval, tens of milliseconds
+//! when the disk is busy (`bench/supervise/busy`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -374,9 +407,10 @@ impl Engine {
                     grant: r.grant,
                     expires: stamp.expires.clone(),
                 };
-                // The audit line first, then the outcome (the durable decision): the outcome
-                // is written and synced under a temporary name meanwhile, so the two cost one
-                // wait for the disk, and it appears only after the line is on disk.
+                // The audit line first, then the outcome: the outcome is written and synced
+                // under a temporary name meanwhile, so the two cost one wait for the disk,
+                // and it appears only after the line is on disk, before its directory is
+                // synced (see "Durability" in the module doc).
                 let staged = std::thread::scope(|s| {
                     let staged = s.spawn(|| self.queue.stage_outcome(&outcome));
                     self.audit(
@@ -395,11 +429,13 @@ impl Engine {
                     staged.join()
                 });
                 let written = match staged {
-                    Ok(staged) => staged.and_then(|staged| self.queue.place_outcome(staged)),
+                    Ok(staged) => {
+                        staged.and_then(|staged| self.queue.place_outcome_before_dir_sync(staged))
+                    }
                     Err(_) => self.queue.write_outcome(&outcome),
                 };
-                // Wake the waiters as soon as the outcome is written, and tidy the queue
-                // directory after.
+                // Wake the waiters as soon as the outcome is visible, then tidy the queue
+                // directory, whose syncs make the outcome's name durable.
                 match written {
                     Ok(()) => {
                         self.bump();

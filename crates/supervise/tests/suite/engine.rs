@@ -502,3 +502,76 @@ async fn a_grant_the_kind_cannot_have_is_not_applied() {
     );
     assert!(applier.calls().is_empty());
 }
+
+/// The crash the engine's durability argument allows: the agent was answered, then the
+/// machine went down before the directory syncs after the answer, and the outcome's name
+/// (with the moves to `processed/`) was lost. What the promise needs survived: the decision
+/// and the change in effect are in the audit log, and the restarted engine neither loses
+/// the change nor applies anything the log does not record; the proposal comes back to the
+/// operator with the reason.
+#[tokio::test]
+async fn an_outcome_lost_after_the_answer_leaves_the_change_audited_and_the_proposal_with_the_operator()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let applier = recording();
+    let (srv, stop) = server(&home, "dev-00001", &applier, Duration::from_secs(10));
+    let srv2 = srv.clone();
+    let call = tokio::spawn(async move {
+        srv2.dispatch("egress-allow", args(WIDER, "need pypi"))
+            .await
+    });
+    let p = wait_pending(&home, None, 1).await;
+    let id = p[0].proposal.id.clone();
+    approve(&home, &id);
+    assert_eq!(
+        structured(&call.await.unwrap().unwrap())["status"],
+        "approved"
+    );
+    stop.cancel();
+    drop(srv);
+    // The crash: everything after the answer is undone on disk.
+    let q = Queue::new(home.clone(), "dev-00001").unwrap();
+    let processed = q.dir().join("processed");
+    for name in [format!("{id}.json"), format!("{id}.response.json")] {
+        std::fs::rename(processed.join(&name), q.dir().join(&name)).unwrap();
+    }
+    std::fs::remove_file(processed.join(format!("{id}.outcome.json"))).unwrap();
+
+    let (_srv, _stop) = server(&home, "dev-00001", &applier, Duration::from_secs(10));
+    for _ in 0..500 {
+        if q.status(&id).unwrap() == Some(Status::ApplyFailed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(q.status(&id).unwrap(), Some(Status::ApplyFailed));
+    let failure = q.failure(&id).unwrap().unwrap();
+    assert!(
+        failure.error.contains("live routes changed"),
+        "{}",
+        failure.error
+    );
+    // The change stays in effect, applied once.
+    assert_eq!(
+        applier.calls(),
+        vec![AppliedCall::Routes {
+            bottle: "dev-00001".into(),
+            text: WIDER.into()
+        }]
+    );
+    let decisions: Vec<String> = audit::read_all(&home, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}:{}", e.decision, e.stage.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        decisions,
+        vec![
+            "approved:decided",
+            "approved:applied",
+            "apply-failed:not-applied"
+        ]
+    );
+    assert_eq!(audit::verify(&home).unwrap(), (vec![], 1));
+}
