@@ -165,4 +165,55 @@ mod tests {
             ]
         );
     }
+
+    /// Headers the agents' own clients send on every model call: their names hold words such
+    /// as `api`, `key` or `access` and their values are versions and nonces, which the
+    /// entropy-gated generic rule of the file scanner would take for secrets (the Gemini CLI
+    /// was blocked on its first request by it).
+    #[test]
+    fn the_headers_agent_clients_send_on_every_call_are_not_secrets() {
+        let det = Detector::new(scanner().unwrap(), &["tok-0123456789abcdef"]).unwrap();
+        let route = RouteDlp::default();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let l = logs.clone();
+        let report: Report = Arc::new(move |e| l.lock().unwrap().push(e));
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (
+                "x-goog-api-client",
+                "google-genai-sdk/1.30.0 gl-node/v20.20.2",
+            ),
+            (
+                "user-agent",
+                "GeminiCLI/0.21.0/gemini-3.1-pro-preview (linux; x64) google-api-nodejs-client/9.15.1",
+            ),
+            ("x-stainless-package-version", "0.52.0"),
+            ("x-stainless-runtime-version", "v20.20.2"),
+            ("anthropic-version", "2023-06-01"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            (
+                "access-control-request-headers",
+                "authorization,content-type,x-goog-api-key",
+            ),
+            (
+                "x-goog-api-key",
+                "bot-bottle-placeholder-the-real-token-is-injected-by-egress",
+            ),
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let out = check(
+            &det,
+            &route,
+            "/v1beta/models/gemini-3.5-flash-lite:generateContent?alt=sse",
+            &mut headers,
+            None,
+            &report,
+        );
+        assert_eq!(out, Ok(None));
+        assert_eq!(logs.lock().unwrap().clone(), vec![]);
+    }
 }
