@@ -654,8 +654,10 @@ fn nothing_lost(l: &Loaded, b: &Before) {
         String::from_utf8_lossy(&fsck.stderr)
     );
     let log = read(&w.workspace.join("load.log"));
-    // The commits the agent saw accepted, and the one whose push the kill interrupted (its
-    // "try" is the last push line): either may be the tip, nothing else.
+    // The commits the agent saw accepted, and the one whose push the kill interrupted (the
+    // last "try"; its line may be followed by "failed" when the gate had forwarded the push
+    // upstream whole and was killed before the agent read its answer): either may be the
+    // tip, nothing else.
     let pushes: Vec<Vec<&str>> = log
         .lines()
         .filter(|l| l.starts_with("push "))
@@ -666,7 +668,7 @@ fn nothing_lost(l: &Loaded, b: &Before) {
         .filter(|p| p.get(2) == Some(&"ok"))
         .filter_map(|p| p.get(3).copied())
         .collect();
-    if let Some(last) = pushes.last().filter(|p| p.get(2) == Some(&"try")) {
+    if let Some(last) = pushes.iter().rev().find(|p| p.get(2) == Some(&"try")) {
         made.extend(last.get(3).copied());
     }
     let tip = Command::new("git")
