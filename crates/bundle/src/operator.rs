@@ -306,23 +306,7 @@ pub async fn serve_tcp(
     port: OperatorPort,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors, say: the port stays, the next accept may work.
-                    tracing::warn!(error = %e, "operator port: cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let port = port.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { port.serve_connection(stream, stop).await });
-    }
+    accept_loop(port, stop, || listener.accept()).await
 }
 
 /// Accepts connections on a Unix socket until `stop`, each served by `port`.
@@ -331,10 +315,24 @@ pub async fn serve_unix(
     port: OperatorPort,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    accept_loop(port, stop, || listener.accept()).await
+}
+
+/// The loop of [`serve_tcp`] and [`serve_unix`]: `accept` is the listener's own.
+async fn accept_loop<S, A, F, Fut>(
+    port: OperatorPort,
+    stop: CancellationToken,
+    mut accept: F,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, A)>>,
+{
     loop {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
+            accepted = accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, say: the port stays, the next accept may work.
