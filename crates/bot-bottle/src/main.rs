@@ -35,8 +35,6 @@ fn main() -> ExitCode {
     {
         backend::docker::reaper::reaper_main();
     }
-    // The qemu backend's guest init (PID 1 of the VM) and its guestfwd relay (in QEMU's jail).
-    backend::inbottle::qemu_guest::dispatch(std::env::args_os().nth(1).as_deref());
     // The smolmachines backend's guest init (run by `smolvm machine exec` in the machine).
     backend::inbottle::smolvm_guest::dispatch(std::env::args_os().nth(1).as_deref());
     let cli = cli::Cli::parse();

@@ -28,9 +28,14 @@ fn main() {
     if args.len() == 4 && args[1] == "launch" {
         std::process::exit(launch(Path::new(&args[2]), Path::new(&args[3])));
     }
-    // The qemu backend's guest init and relay (this executable is placed in its jail).
-    backend::inbottle::qemu_guest::dispatch(std::env::args_os().nth(1).as_deref());
     backend::inbottle::native_helper::helper_main()
+}
+
+/// `name` beside this executable (this crate's other test binaries are built with it).
+#[cfg(target_os = "linux")]
+fn exe_dir_file(name: &str) -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    Ok(exe.with_file_name(name))
 }
 
 #[cfg(target_os = "linux")]
@@ -45,6 +50,7 @@ fn launch(spec: &Path, home: &Path) -> i32 {
         let backend: Box<dyn Backend> =
             if std::env::var("BOTTLE_HELPER_BACKEND").as_deref() == Ok("qemu") {
                 let mut config = QemuConfig::new(helper, home);
+                config.guest = exe_dir_file("qemu-guest-for-tests")?;
                 config.accel = Some(backend::qemu::assets::Accel::Tcg);
                 Box::new(QemuBackend::new(config))
             } else {

@@ -1,9 +1,11 @@
 //! Inside the qemu backend's guest and its jail: stage 2 of the guest's boot (its PID 1) and
 //! the relay QEMU spawns for each guest connection to a sidecar.
 //!
-//! Stage 2 ([`init_main`], hidden subcommand [`INIT_SUBCOMMAND`]) is this very executable, seen
-//! by the guest through the read-only 9p root: stage 1 (the initramfs script) switches to that
-//! root and execs it. It mounts `/proc`, `/sys`, `/dev`, private `/tmp`; the home and the
+//! Both run in the guest executable, `bot-bottle-guest` (a binary of its own beside
+//! `bot-bottle`, a few MB: the guest reads it over 9p before the agent can start, and QEMU's
+//! jail spawns it per connection). Stage 2 ([`init_main`], subcommand [`INIT_SUBCOMMAND`]) is
+//! seen by the guest through the read-only 9p root: stage 1 (the initramfs script) switches to
+//! that root and execs it. It mounts `/proc`, `/sys`, `/dev`, private `/tmp`; the home and the
 //! workspace over 9p read-write; brings up `lo` and `eth0` (10.0.2.15/24, no default route:
 //! QEMU's user network with `restrict=on` answers only the sidecar endpoints at 10.0.2.100);
 //! listens on `127.0.0.1:<port>` and `[::1]:<port>` for each sidecar and relays to
@@ -32,9 +34,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The hidden subcommand of stage 2 (`bot-bottle __qemu-init <guest.json>`).
+/// The subcommand of stage 2 (`bot-bottle-guest __qemu-init <guest.json>`).
 pub const INIT_SUBCOMMAND: &str = "__qemu-init";
-/// The hidden subcommand of the guestfwd relay (`bot-bottle __qemu-relay <port>`).
+/// The subcommand of the guestfwd relay (`bot-bottle-guest __qemu-relay <port>`).
 pub const RELAY_SUBCOMMAND: &str = "__qemu-relay";
 
 /// The guest's address of the sidecar endpoints (QEMU's `guestfwd`).

@@ -183,7 +183,11 @@ pub fn all(native_backend: Option<&NativeBackend>) -> Vec<BackendStatus> {
         diagnose_smolmachines(&SmolFacts::gather()),
         diagnose_apple(&AppleFacts::gather()),
         #[cfg(target_os = "linux")]
-        crate::qemu::status(),
+        crate::qemu::status(
+            &std::env::current_exe()
+                .unwrap_or_default()
+                .with_file_name(crate::qemu::GUEST_EXE_NAME),
+        ),
         #[cfg(not(target_os = "linux"))]
         linux_only(BackendKind::Qemu),
         kubernetes(),

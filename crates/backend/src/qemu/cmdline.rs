@@ -39,7 +39,7 @@ pub struct VmPlan {
     /// The jail's loopback ports of the host's control and console sockets.
     pub control_port: u16,
     pub console_port: u16,
-    /// The relay executable in the jail (this executable).
+    /// The relay executable in the jail (the guest executable).
     pub relay: PathBuf,
 }
 
@@ -242,7 +242,7 @@ mod tests {
             home: "/home/alice".into(),
             control_port: 40000,
             console_port: 40001,
-            relay: "/run/bot-bottle/qemu/bot-bottle".into(),
+            relay: "/run/bot-bottle/qemu/bot-bottle-guest".into(),
         };
         insta::assert_yaml_snapshot!(jail_argv(&plan));
     }

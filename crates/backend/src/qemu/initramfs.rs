@@ -24,9 +24,10 @@ pub const NEEDED_MODULES: [&str; 5] = [
     "9p",
 ];
 
-/// Where stage 2 lives in the guest (the host's executable, placed read-only in the jail and
-/// seen by the guest through the 9p root).
-pub const GUEST_EXE: &str = "/run/bot-bottle/qemu/bot-bottle";
+/// Where stage 2 lives in the guest: the guest executable (`bot-bottle-guest`, see
+/// [`super::GUEST_EXE_NAME`]), placed read-only in the jail and seen by the guest through the
+/// 9p root.
+pub const GUEST_EXE: &str = "/run/bot-bottle/qemu/bot-bottle-guest";
 /// Where the guest spec lives in the guest (a file in the 9p root, never on the command line).
 pub const GUEST_SPEC: &str = "/run/bot-bottle/qemu/guest.json";
 

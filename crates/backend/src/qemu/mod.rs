@@ -5,14 +5,15 @@
 //! * **the jail** — a native bottle ([`crate::native`]) whose "agent" is QEMU: its namespaces,
 //!   empty network namespace, unprivileged uid, seccomp, Landlock and cgroups hold a guest
 //!   that escapes QEMU. Only what QEMU needs is made visible to it: the kernel, the
-//!   initramfs, this executable (stage 2 and the relay) and the guest spec, read-only under
+//!   initramfs, the guest executable (`bot-bottle-guest`: stage 2 and the relay) and the
+//!   guest spec, read-only under
 //!   `/run/bot-bottle/qemu/`; the sidecar endpoints are the native forwards on the jail's
 //!   loopback, plus two more to this process's control and console sockets.
 //! * **the VM** — its own kernel; devices: console, virtio-serial ports, three 9p shares (the
 //!   jail's root read-only, so the guest sees exactly what a native bottle sees, and the
 //!   workspace and home read-write), one NIC on QEMU's user network with `restrict=on` whose
 //!   only doors are the `guestfwd`s to the sidecar ports (see [`cmdline`]); no monitor.
-//! * **the guest** — stage 1 in our initramfs ([`initramfs`]), stage 2 this executable
+//! * **the guest** — stage 1 in our initramfs ([`initramfs`]), stage 2 the guest executable
 //!   ([`crate::inbottle::qemu_guest`]): the agent as uid 1000 with the spec's environment and
 //!   the sidecars on `127.0.0.1:<port>`, as on native.
 //!
@@ -45,6 +46,11 @@ use crate::{
     Backend, BackendError, BackendKind, BottleExit, BottleInfo, CleanupAction, RunningBottle,
 };
 
+/// The guest executable's file name, beside `bot-bottle` (its `bot-bottle-guest` binary):
+/// stage 2 of the guest's boot and the relay in QEMU's jail, small so the guest reads little
+/// over 9p before the agent starts.
+pub const GUEST_EXE_NAME: &str = "bot-bottle-guest";
+
 /// How long a guest may take from QEMU's start to the agent running.
 pub const BOOT_TIMEOUT_ENV: &str = "BOT_BOTTLE_QEMU_BOOT_TIMEOUT";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,7 +63,7 @@ const CONSOLE_TAIL_BYTES: usize = 4096;
 /// Configuration of the qemu backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuConfig {
-    /// This executable: the native helper (`helper.args`), stage 2 and the relay.
+    /// This executable: the native helper of QEMU's jail (`helper.args`).
     pub helper: HelperCommand,
     /// `$BOT_BOTTLE_HOME`.
     pub bot_bottle_home: PathBuf,
@@ -65,6 +71,9 @@ pub struct QemuConfig {
     pub qemu: PathBuf,
     /// A static busybox for stage 1.
     pub busybox: PathBuf,
+    /// The guest executable (stage 2 and the relay, [`GUEST_EXE_NAME`]): by default beside
+    /// the helper's executable, where `cargo build` and `cargo install` put it.
+    pub guest: PathBuf,
     /// The guest kernel; `None`: [`assets::guest_kernel`] at each launch.
     pub kernel: Option<assets::GuestKernel>,
     /// The accelerator; `None`: [`assets::choose_accel`] at each launch.
@@ -78,6 +87,7 @@ impl QemuConfig {
     /// The defaults: QEMU from `$PATH`, a statically linked busybox (`busybox-static`).
     pub fn new(helper: HelperCommand, bot_bottle_home: &Path) -> QemuConfig {
         QemuConfig {
+            guest: helper.exe.with_file_name(GUEST_EXE_NAME),
             helper,
             bot_bottle_home: bot_bottle_home.to_path_buf(),
             qemu: assets::find_qemu()
@@ -229,7 +239,7 @@ impl QemuBackend {
         jail.interactive = spec.interactive;
         jail.resources.memory_bytes = r.memory_bytes.saturating_add(QEMU_OVERHEAD_BYTES);
         for (host, inside) in [
-            (self.config.helper.exe.clone(), initramfs::GUEST_EXE),
+            (self.config.guest.clone(), initramfs::GUEST_EXE),
             (kernel.image.clone(), cmdline::JAIL_KERNEL),
             (initramfs.to_path_buf(), cmdline::JAIL_INITRAMFS),
             (guest_path, initramfs::GUEST_SPEC),
@@ -560,9 +570,9 @@ fn copy_stream(
 
 /// Whether this machine can run the qemu backend: the native jail's facts (QEMU runs in a
 /// native bottle) and the qemu checks of [`preflight`] (QEMU, the guest kernel, KVM or
-/// allowed TCG, a static busybox).
-pub fn status() -> BackendStatus {
-    let own = preflight::status();
+/// allowed TCG, a static busybox, the guest executable `guest`).
+pub fn status(guest: &Path) -> BackendStatus {
+    let own = preflight::status(guest);
     let mut status = crate::preflight::native(None);
     status.backend = BackendKind::Qemu;
     status.checks.extend(own.checks);
@@ -585,7 +595,7 @@ impl Backend for QemuBackend {
     }
 
     fn preflight(&self) -> BackendStatus {
-        status()
+        status(&self.config.guest)
     }
 
     /// Under software emulation (which the operator allowed), what that means.
@@ -609,6 +619,13 @@ impl Backend for QemuBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
+        if !self.config.guest.is_file() {
+            return Err(unavailable(format!(
+                "the guest executable {} is missing (the guest's init and its sidecar relay); {}",
+                self.config.guest.display(),
+                preflight::GUEST_EXE_FIX
+            )));
+        }
         let kernel = match &self.config.kernel {
             Some(k) => k.clone(),
             None => assets::guest_kernel().map_err(unavailable)?,

@@ -1,6 +1,6 @@
 //! `doctor`'s checks for the qemu backend: QEMU and its version, the guest kernel, whether KVM
 //! can boot a guest (the cached probe of [`super::kvm`]) or software emulation is allowed, a
-//! static busybox for the initramfs, and virtiofsd. Facts are gathered by [`QemuFacts::gather`]
+//! static busybox for the initramfs, the guest executable (`bot-bottle-guest`), and virtiofsd. Facts are gathered by [`QemuFacts::gather`]
 //! and judged by the pure [`diagnose_qemu`], so each diagnosis and its fix is unit-tested.
 
 use std::path::{Path, PathBuf};
@@ -30,13 +30,15 @@ pub struct QemuFacts {
     pub accel_env: Option<String>,
     /// The static busybox, or what is wrong with the one found.
     pub busybox: Result<PathBuf, String>,
+    /// The guest executable (stage 2 and the relay), or the path where it is missing.
+    pub guest: Result<PathBuf, PathBuf>,
     pub virtiofsd: Option<PathBuf>,
 }
 
 impl QemuFacts {
-    /// Reads the facts from this machine. Probes KVM (at most [`kvm::PROBE_TIMEOUT`]) when
-    /// there is a kernel and no cached verdict for it.
-    pub fn gather() -> QemuFacts {
+    /// Reads the facts from this machine, with `guest` the guest executable. Probes KVM (at
+    /// most [`kvm::PROBE_TIMEOUT`]) when there is a kernel and no cached verdict for it.
+    pub fn gather(guest: &Path) -> QemuFacts {
         let qemu = assets::find_qemu().ok().map(|path| {
             let version = kvm::qemu_version(&path).unwrap_or_else(|| "version unknown".into());
             (path, version)
@@ -55,6 +57,11 @@ impl QemuFacts {
                 AssetsError::BusyboxMissing { problem } => problem,
                 other => other.to_string(),
             }),
+            guest: if guest.is_file() {
+                Ok(guest.to_path_buf())
+            } else {
+                Err(guest.to_path_buf())
+            },
             virtiofsd: VIRTIOFSD_PATHS
                 .iter()
                 .map(Path::new)
@@ -178,6 +185,25 @@ pub fn diagnose_qemu(f: &QemuFacts) -> BackendStatus {
             true,
         ),
     });
+    checks.push(match &f.guest {
+        Ok(path) => check(
+            "guest executable",
+            true,
+            format!("guest executable at {}", path.display()),
+            None,
+            true,
+        ),
+        Err(path) => check(
+            "guest executable",
+            false,
+            format!(
+                "the guest executable {} is missing (the guest's init and its sidecar relay)",
+                path.display()
+            ),
+            Some(GUEST_EXE_FIX.to_owned()),
+            true,
+        ),
+    });
     checks.push(match &f.virtiofsd {
         Some(path) => check(
             "virtiofsd",
@@ -201,9 +227,12 @@ pub fn diagnose_qemu(f: &QemuFacts) -> BackendStatus {
     }
 }
 
-/// The qemu backend's status on this machine.
-pub fn status() -> BackendStatus {
-    diagnose_qemu(&QemuFacts::gather())
+/// How to get the guest executable where it is missing.
+pub const GUEST_EXE_FIX: &str = "it is built and installed beside bot-bottle: `cargo build -p bot-bottle`, or `cargo install --locked --path crates/bot-bottle`";
+
+/// The qemu backend's status on this machine, with `guest` the guest executable.
+pub fn status(guest: &Path) -> BackendStatus {
+    diagnose_qemu(&QemuFacts::gather(guest))
 }
 
 #[cfg(test)]
@@ -235,6 +264,7 @@ mod tests {
             }),
             accel_env: None,
             busybox: Ok("/bin/busybox".into()),
+            guest: Ok("/usr/local/bin/bot-bottle-guest".into()),
             virtiofsd: Some("/usr/lib/qemu/virtiofsd".into()),
         }
     }
@@ -252,7 +282,7 @@ mod tests {
     fn healthy_qemu_with_kvm_is_usable() {
         assert_eq!(
             diagnose_qemu(&good()).line(),
-            "qemu: usable (QEMU emulator version 7.2.22 at /usr/bin/qemu-system-x86_64, guest kernel 6.1.0-57-amd64 (/c/qemu/kernel/6.1.0-57-amd64/vmlinux), KVM (a test guest booted under KVM), static busybox at /bin/busybox, virtiofsd at /usr/lib/qemu/virtiofsd)"
+            "qemu: usable (QEMU emulator version 7.2.22 at /usr/bin/qemu-system-x86_64, guest kernel 6.1.0-57-amd64 (/c/qemu/kernel/6.1.0-57-amd64/vmlinux), KVM (a test guest booted under KVM), static busybox at /bin/busybox, guest executable at /usr/local/bin/bot-bottle-guest, virtiofsd at /usr/lib/qemu/virtiofsd)"
         );
     }
 
@@ -275,7 +305,7 @@ mod tests {
         assert!(tcg.usable);
         assert_eq!(
             tcg.line(),
-            "qemu: usable (QEMU emulator version 7.2.22 at /usr/bin/qemu-system-x86_64, guest kernel 6.1.0-57-amd64 (/c/qemu/kernel/6.1.0-57-amd64/vmlinux), static busybox at /bin/busybox, virtiofsd at /usr/lib/qemu/virtiofsd); warning: software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): slow, and upstream QEMU does not treat TCG as a security boundary, the jail around QEMU still holds; used because KVM is present but cannot boot a guest (nested PVM: /sys/module/kvm_pvm is loaded): a test guest did not reach userspace within 10 s (fix: run on a host with hardware virtualisation, then `bot-bottle prepare qemu --reprobe`)"
+            "qemu: usable (QEMU emulator version 7.2.22 at /usr/bin/qemu-system-x86_64, guest kernel 6.1.0-57-amd64 (/c/qemu/kernel/6.1.0-57-amd64/vmlinux), static busybox at /bin/busybox, guest executable at /usr/local/bin/bot-bottle-guest, virtiofsd at /usr/lib/qemu/virtiofsd); warning: software emulation (TCG, allowed by BOT_BOTTLE_QEMU_ACCEL=tcg): slow, and upstream QEMU does not treat TCG as a security boundary, the jail around QEMU still holds; used because KVM is present but cannot boot a guest (nested PVM: /sys/module/kvm_pvm is loaded): a test guest did not reach userspace within 10 s (fix: run on a host with hardware virtualisation, then `bot-bottle prepare qemu --reprobe`)"
         );
     }
 
@@ -290,12 +320,13 @@ mod tests {
             kvm: None,
             accel_env: None,
             busybox: Err("/bin/busybox is dynamically linked (the `busybox` package), the guest needs `busybox-static`".into()),
+            guest: Err("/home/a/.cargo/bin/bot-bottle-guest".into()),
             virtiofsd: None,
         });
         assert!(!status.usable);
         assert_eq!(
             status.line(),
-            "qemu: not usable: qemu-system-x86_64 not found on PATH; fix: sudo apt-get install qemu-system-x86; no guest kernel for the qemu backend in /home/a/.cache/bot-bottle/qemu/kernel; fix: run `bot-bottle prepare qemu`, or set BOT_BOTTLE_QEMU_KERNEL and BOT_BOTTLE_QEMU_MODULES to a kernel of your own; /bin/busybox is dynamically linked (the `busybox` package), the guest needs `busybox-static`; fix: sudo apt-get install busybox-static; warning: virtiofsd not found (the workspace is shared over 9p without it) (fix: sudo apt-get install qemu-system-common)"
+            "qemu: not usable: qemu-system-x86_64 not found on PATH; fix: sudo apt-get install qemu-system-x86; no guest kernel for the qemu backend in /home/a/.cache/bot-bottle/qemu/kernel; fix: run `bot-bottle prepare qemu`, or set BOT_BOTTLE_QEMU_KERNEL and BOT_BOTTLE_QEMU_MODULES to a kernel of your own; /bin/busybox is dynamically linked (the `busybox` package), the guest needs `busybox-static`; fix: sudo apt-get install busybox-static; the guest executable /home/a/.cargo/bin/bot-bottle-guest is missing (the guest's init and its sidecar relay); fix: it is built and installed beside bot-bottle: `cargo build -p bot-bottle`, or `cargo install --locked --path crates/bot-bottle`; warning: virtiofsd not found (the workspace is shared over 9p without it) (fix: sudo apt-get install qemu-system-common)"
         );
     }
 

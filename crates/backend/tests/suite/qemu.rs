@@ -37,6 +37,7 @@ fn qemu_fixture() -> Option<(Fixture, QemuBackend)> {
         args: vec![],
     };
     let mut config = QemuConfig::new(helper, &f.state);
+    config.guest = PathBuf::from(env!("CARGO_BIN_EXE_qemu-guest-for-tests"));
     config.qemu = "/usr/bin/qemu-system-x86_64".into();
     config.busybox = "/bin/busybox".into();
     // TCG: this machine's KVM cannot boot a stock guest (see issue 18); say so in the output.
@@ -84,6 +85,38 @@ fn run(backend: &QemuBackend, spec: &LaunchSpec) -> Output {
 
 fn sh(f: &Fixture, backend: &QemuBackend, script: &str) -> Output {
     run(backend, &small(f.spec(&["/bin/sh", "-c", script])))
+}
+
+#[test]
+fn qemu_without_its_guest_executable_refuses_to_start_and_says_how_to_build_it() {
+    // No QEMU or kernel needed: the guest executable is checked first.
+    let f = Fixture::new();
+    let helper = HelperCommand {
+        exe: f.state.join("bin/bot-bottle"),
+        args: vec![],
+    };
+    let config = QemuConfig::new(helper, &f.state);
+    assert_eq!(config.guest, f.state.join("bin/bot-bottle-guest"));
+    let backend = QemuBackend::new(config);
+    let err = match backend.launch(&small(f.spec(&["true"])), BottleStdio::piped()) {
+        Ok(_) => panic!("a bottle started without the guest executable"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&format!(
+            "the guest executable {} is missing",
+            f.state.join("bin/bot-bottle-guest").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("cargo build -p bot-bottle"), "{err}");
+    let status = backend.preflight();
+    assert!(!status.usable, "{}", status.line());
+    assert!(
+        status.line().contains("bin/bot-bottle-guest is missing"),
+        "{}",
+        status.line()
+    );
 }
 
 #[test]
