@@ -83,7 +83,12 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
     // `cryptomgr.notests`: the boot-time self-tests of the crypto algorithms took 0.3-0.5 s
     // of a 1.5 s boot to userspace under TCG (`initcall_debug`: `crypto_algapi_init`); they
     // guard against a miscompiled kernel, not against the agent.
-    let mut cmdline = "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests".to_owned();
+    // `swiotlb=noforce`: a guest with RAM above 4 GiB (the default 4 GiB `resources:` puts
+    // 1 GiB there) reserves and zeroes a 64 MiB bounce buffer that nothing here uses (the
+    // virtio devices address guest memory directly, and there is no other DMA device): 64 MiB
+    // of host memory per bottle, and their zeroing under TCG.
+    let mut cmdline =
+        "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests swiotlb=noforce".to_owned();
     if let Some(khz) = plan.tsc_khz {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
