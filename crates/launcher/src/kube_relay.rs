@@ -19,6 +19,11 @@
 //! Fail closed: a bundle that refuses the token, or answers for another bottle, gets
 //! nothing; what the pod sends is checked (ids, the bottle, the component) before it
 //! becomes a file on the laptop. A lost connection is retried until the bottle ends.
+//!
+//! The end ([`Relay::finish`]): once the agent has ended and before the pod is deleted,
+//! the relay's rounds say `finish`; the bundle stops its sidecars, writes out what they
+//! queued (the DLP hits of the agent's last requests) and answers `ended`. Rounds go on
+//! until an ended reply brings no new audit line: the laptop then has the pod's whole log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,6 +48,12 @@ const RETRY: Duration = Duration::from_secs(1);
 const REFUSED: &str = "the bundle refused the relay";
 /// How long an answer of the bundle may take before the connection is given up.
 const ANSWER: Duration = Duration::from_secs(10);
+/// How long the last rounds may take: the bundle's sidecars stop within 10 s and its
+/// queued lines are written within 10 s more ([`bundle::operator::FINISH_WAIT`]).
+pub const FINISH_WITHIN: Duration = Duration::from_secs(30);
+/// How many failed connections the last rounds try before giving up (a bundle that is
+/// gone, or never answered, does not hold the pod's removal for [`FINISH_WITHIN`]).
+const FINISH_TRIES: u32 = 5;
 
 /// A fresh operator token: 32 random bytes, hex.
 pub fn new_token() -> String {
@@ -50,10 +61,32 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The relay of one bottle, running on a thread of its own until [`Relay::stop`] (or drop).
+/// The relay of one bottle, running on a thread of its own until [`Relay::stop`] (or drop)
+/// or [`Relay::finish`].
 pub struct Relay {
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the relay's thread is told.
+#[derive(Default)]
+struct Control {
+    /// Stop now, after the round in flight.
+    stop: AtomicBool,
+    /// Make the last rounds, until this time at most.
+    finish_by: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The last rounds were made: the laptop has the pod's whole audit log.
+    finished: AtomicBool,
+}
+
+impl Control {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn finish_by(&self) -> Option<std::time::Instant> {
+        *self.finish_by.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Relay {
@@ -64,23 +97,46 @@ impl Relay {
         identity: String,
         token: String,
     ) -> Relay {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let control = Arc::new(Control::default());
+        let told = control.clone();
         let thread = std::thread::Builder::new()
             .name(format!("relay-{identity}"))
-            .spawn(move || run(&backend, Mirror::new(home, identity), &token, &stopping))
+            .spawn(move || run(&backend, Mirror::new(home, identity), &token, &told))
             .ok();
         if thread.is_none() {
             tracing::error!(
                 "cannot start the relay thread; the bottle's proposals stay in its pod"
             );
         }
-        Relay { stop, thread }
+        Relay { control, thread }
+    }
+
+    /// The last rounds, once the agent has ended and before the pod is deleted (see the
+    /// module doc); waits for them `within` at most. `Err` says why the pod's last audit
+    /// lines may be missing on the laptop.
+    pub fn finish(&mut self, within: Duration) -> Result<(), String> {
+        *self
+            .control
+            .finish_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now() + within);
+        let Some(thread) = self.thread.take() else {
+            return Err("the relay was not running".into());
+        };
+        let _ = thread.join();
+        if self.control.finished.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the bundle did not end its audit log within {} s",
+                within.as_secs()
+            ))
+        }
     }
 
     /// Stops the relay (after the round in flight) and waits for it.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.control.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -93,22 +149,30 @@ impl Drop for Relay {
     }
 }
 
-/// Sleeps `d` in steps, returning early once `stop` is set.
-fn pause(d: Duration, stop: &AtomicBool) {
+/// Sleeps `d` in steps, returning early once told to stop or finish.
+fn pause(d: Duration, control: &Control) {
     let step = Duration::from_millis(50);
     let mut left = d;
-    while !stop.load(Ordering::SeqCst) && !left.is_zero() {
+    while !control.stopped() && control.finish_by().is_none() && !left.is_zero() {
         let now = left.min(step);
         std::thread::sleep(now);
         left -= now;
     }
 }
 
-fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, stop: &AtomicBool) {
+fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, control: &Control) {
     let mut last_error = String::new();
-    while !stop.load(Ordering::SeqCst) {
+    let mut finish_tries = 0;
+    while !control.stopped() {
+        if let Some(by) = control.finish_by() {
+            finish_tries += 1;
+            if std::time::Instant::now() >= by || finish_tries > FINISH_TRIES {
+                tracing::warn!(identity = %mirror.identity, error = %last_error, "the pod's last audit lines may be missing here: the relay's last round did not complete");
+                return;
+            }
+        }
         let result = match backend.port_forward(&mirror.identity, OPERATOR_PORT) {
-            Ok((runtime, stream)) => runtime.block_on(session(stream, token, &mut mirror, stop)),
+            Ok((runtime, stream)) => runtime.block_on(session(stream, token, &mut mirror, control)),
             Err(e) => Err(format!("cannot reach the bundle's operator port: {e}")),
         };
         match result {
@@ -126,16 +190,22 @@ fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, stop: &Atom
             }
             Err(_) => {}
         }
-        pause(RETRY, stop);
+        if control.finish_by().is_some() {
+            // Retried sooner: the pod is about to go.
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            pause(RETRY, control);
+        }
     }
 }
 
-/// One connection: the token, then rounds until `stop` (`Ok`) or a failure (`Err`).
+/// One connection: the token, then rounds until told to stop (`Ok`), the last round
+/// (`Ok`, [`Control::finished`] set) or a failure (`Err`).
 async fn session(
     stream: backend::kubernetes::PortStream,
     token: &str,
     mirror: &mut Mirror,
-    stop: &AtomicBool,
+    control: &Control,
 ) -> Result<(), String> {
     let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
@@ -148,7 +218,7 @@ async fn session(
     )
     .await
     .map_err(io)?;
-    let line = answer(&mut read)
+    let line = answer(&mut read, ANSWER)
         .await?
         .ok_or("the operator port closed the connection before answering")?;
     let welcome: Welcome = serde_json::from_slice(&line)
@@ -163,31 +233,51 @@ async fn session(
         ));
     }
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if control.stopped() {
             return Ok(());
         }
-        let request = mirror.request();
+        let finish_by = control.finish_by();
+        let mut request = mirror.request();
+        request.finish = finish_by.is_some();
         write_line(&mut write, &request).await.map_err(io)?;
-        let line = answer(&mut read)
+        // The last round waits for the bundle to stop its sidecars.
+        let within = finish_by.map_or(ANSWER, |by| {
+            by.saturating_duration_since(std::time::Instant::now())
+        });
+        let line = answer(&mut read, within)
             .await?
             .ok_or("the operator port closed the connection")?;
         let reply: SyncReply = serde_json::from_slice(&line)
             .map_err(|e| format!("the operator port answered something else: {e}"))?;
+        // Nothing new after an ended reply that brought no audit line: the bundle has
+        // written its last one, and the laptop has it.
+        let ended = reply.ended;
+        let last = request.finish && ended && reply.audit.values().all(Vec::is_empty);
         mirror.apply(&request, reply);
-        tokio::time::sleep(ROUND).await;
+        if last {
+            control.finished.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+        if finish_by.is_none() {
+            tokio::time::sleep(ROUND).await;
+        } else if !ended {
+            // The bundle did not stop its sidecars in time: ask again, not in a spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
-/// The bundle's next line, within [`ANSWER`].
+/// The bundle's next line, within `within`.
 async fn answer<R: tokio::io::AsyncBufRead + Unpin>(
     read: &mut R,
+    within: Duration,
 ) -> Result<Option<Vec<u8>>, String> {
-    match tokio::time::timeout(ANSWER, read_line(read)).await {
+    match tokio::time::timeout(within, read_line(read)).await {
         Ok(Ok(line)) => Ok(line),
         Ok(Err(e)) => Err(format!("the operator port's connection failed: {e}")),
         Err(_) => Err(format!(
             "the operator port did not answer within {} s",
-            ANSWER.as_secs()
+            within.as_secs()
         )),
     }
 }
