@@ -34,8 +34,8 @@
 //! ([`crate::kube_relay::Relay::finish`]): the bundle stops its sidecars, writes out what
 //! they queued and answers until the laptop has its whole audit log.
 //!
-//! Not yet: relaying for a bottle whose `start` has ended (`resume` starts a new relay with
-//! a new pod).
+//! Once `start` is gone, `bot-bottle supervise` relays the bottle
+//! ([`crate::kube_relay::Recorded`]), reading the token from the bottle's Secret.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

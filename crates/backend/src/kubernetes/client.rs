@@ -112,6 +112,13 @@ impl Cluster for KubeCluster {
             .map_err(|e| self.error("create configmaps", e))
     }
 
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ClusterError> {
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error("get secrets", e))
+    }
+
     async fn get_pod(&self, name: &str) -> Result<Option<Pod>, ClusterError> {
         self.pods()
             .get_opt(name)
@@ -517,6 +524,34 @@ mod tests {
                 .await
                 .unwrap()
         );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bottles_secret_is_read_from_its_namespace_and_a_missing_one_is_none() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                "/api/v1/namespaces/agents/secrets/bot-bottle-claude-1a2b3"
+            );
+            send.send_response(json(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "bot-bottle-claude-1a2b3"},
+                "data": {"operator-token": "YWJj"},
+            })));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(404, "NotFound", "secrets \"x\" not found"));
+        });
+        let secret = cluster
+            .get_secret("bot-bottle-claude-1a2b3")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(secret.data.unwrap()["operator-token"].0, b"abc".to_vec());
+        assert_eq!(cluster.get_secret("x").await.unwrap(), None);
         server.await.unwrap();
     }
 

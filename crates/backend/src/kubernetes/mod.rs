@@ -228,6 +228,36 @@ impl KubernetesBackend {
         Ok(backend)
     }
 
+    /// `$BOT_BOTTLE_HOME`, where the bottles' records say which cluster each is in (the
+    /// laptop's relay of bottles whose `start` is gone).
+    pub fn with_home(mut self, home: PathBuf) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    /// The value of `key` in the bottle's Secret, `None` when the Secret (or the key) is
+    /// not there: the pod is gone, the Secret going with it.
+    pub fn secret_value(&self, identity: &str, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let cluster = self.cluster_of(identity)?;
+        let secret = self
+            .runtime
+            .block_on(cluster.get_secret(&objects::object_name(identity)))
+            .map_err(|e| setup("read the bottle's Secret", e))?;
+        Ok(secret
+            .and_then(|s| s.data)
+            .and_then(|mut data| data.remove(key))
+            .map(|v| v.0))
+    }
+
+    /// Whether the bottle's pod is still there.
+    pub fn pod_exists(&self, identity: &str) -> Result<bool, BackendError> {
+        let cluster = self.cluster_of(identity)?;
+        self.runtime
+            .block_on(cluster.get_pod(&objects::object_name(identity)))
+            .map(|p| p.is_some())
+            .map_err(|e| setup("get the bottle's pod", e))
+    }
+
     /// Tests: `$BOT_BOTTLE_HOME` (where `stop` and `cleanup` read the bottles' records) and
     /// how the clusters those records name are reached.
     pub fn with_records(mut self, home: PathBuf, connector: Arc<Connector>) -> Self {
@@ -446,13 +476,14 @@ impl KubernetesBackend {
         Ok(bottle)
     }
 
-    /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard).
+    /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard), in
+    /// the cluster its `start` recorded.
     pub fn port_forward(
         &self,
         identity: &str,
         port: u16,
     ) -> Result<(Arc<Runtime>, PortStream), BackendError> {
-        let cluster = self.cluster()?;
+        let cluster = self.cluster_of(identity)?;
         let stream = self
             .runtime
             .block_on(cluster.port_forward(&objects::object_name(identity), port))
