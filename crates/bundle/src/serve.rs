@@ -225,16 +225,19 @@ pub async fn serve_with_env(
         })
     });
 
-    // Every listener is bound and the gate's mirrors are prepared: tell `start`.
-    println!("ready");
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    tracing::info!(identity = %config.identity, "sidecar bundle ready");
-
+    // Watched before `ready`: a SIGTERM right after it must stop the bundle in order (the
+    // default action would end it with the forge keys unrevoked and the lines unwritten).
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| BundleError::Runtime {
             action: "cannot watch SIGTERM",
             source,
         })?;
+
+    // Every listener is bound and the gate's mirrors are prepared: tell `start`.
+    println!("ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    tracing::info!(identity = %config.identity, "sidecar bundle ready");
+
     let mut failure = None;
     tokio::select! {
         _ = term.recv() => {}
