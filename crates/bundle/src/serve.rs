@@ -225,13 +225,20 @@ pub async fn serve_with_env(
         })
     });
 
-    // Watched before `ready`: a SIGTERM right after it must stop the bundle in order (the
-    // default action would end it with the forge keys unrevoked and the lines unwritten).
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| BundleError::Runtime {
-            action: "cannot watch SIGTERM",
-            source,
-        })?;
+    // Watched before `ready`: a SIGTERM (or Ctrl-C) right after it must stop the bundle in
+    // order (the default action would end it with the forge keys unrevoked and the lines
+    // unwritten).
+    let watch = |kind, action| {
+        tokio::signal::unix::signal(kind).map_err(|source| BundleError::Runtime { action, source })
+    };
+    let mut term = watch(
+        tokio::signal::unix::SignalKind::terminate(),
+        "cannot watch SIGTERM",
+    )?;
+    let mut interrupt = watch(
+        tokio::signal::unix::SignalKind::interrupt(),
+        "cannot watch SIGINT",
+    )?;
 
     // Every listener is bound and the gate's mirrors are prepared: tell `start`.
     println!("ready");
@@ -241,7 +248,7 @@ pub async fn serve_with_env(
     let mut failure = None;
     tokio::select! {
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         // The launcher saw the agent end and asks for the last lines.
         () = lifecycle.stop.cancelled() => {}
         Some(done) = tasks.join_next() => {
