@@ -20,6 +20,17 @@
 //! * every line is bounded ([`MAX_LINE`]) and the hello must come within [`HELLO_TIMEOUT`].
 //!
 //! The protocol is JSON lines, one request and one reply per line, in both directions.
+//!
+//! # The end of a bottle
+//!
+//! The lines the sidecars write in their last moments (a DLP hit of the agent's last
+//! request, an apply) must still reach the operator, so the port outlives them. The bundle
+//! stops its sidecars when it gets SIGTERM (the kubelet's, once the agent has ended) or
+//! when the launcher, having seen the agent end, sends a request with
+//! [`SyncRequest::finish`]: the sidecars stop, what they queued is written out, and from
+//! then every reply says [`SyncReply::ended`]. A finishing request answered with no new
+//! audit line means the operator's side has everything: the bundle then exits, and
+//! otherwise waits for that at most [`DRAIN_WAIT`] (the pod's grace period is 30 s).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +51,11 @@ pub const MAX_LINE: u64 = 8 * 1024 * 1024;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most audit lines of one component in one reply (the rest come in the next).
 pub const MAX_AUDIT_LINES: usize = 256;
+/// How long a finishing request waits for the sidecars to stop and write out their lines
+/// before it is answered anyway.
+pub const FINISH_WAIT: Duration = Duration::from_secs(20);
+/// How long an ended bundle keeps the port open for the operator's last round.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(15);
 
 /// The first line of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +93,10 @@ pub struct SyncRequest {
     /// copied already: the reply carries the lines after those.
     #[serde(default)]
     pub audit_seen: BTreeMap<String, u64>,
+    /// The agent has ended (the launcher saw it): stop the sidecars, write out what they
+    /// queued, then answer. Sent only by the launcher that started the bottle.
+    #[serde(default)]
+    pub finish: bool,
 }
 
 /// A pending proposal of the bundle's queue.
@@ -108,6 +128,23 @@ pub struct SyncReply {
     /// Responses that were not written, with why (`<id>: <reason>`).
     #[serde(default)]
     pub refused: Vec<String>,
+    /// The sidecars have stopped and every line they wrote is on disk: nothing new comes
+    /// after the lines of this reply (and of the next ones, when one was capped).
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// How the port and the bundle agree on the end of the bottle (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// Cancelled to stop the sidecars: by a finishing request (the bundle's SIGTERM does
+    /// the same without it).
+    pub stop: CancellationToken,
+    /// Cancelled by the bundle once its sidecars have stopped and their lines are on disk.
+    pub ended: CancellationToken,
+    /// Cancelled once a finishing request was answered with no new audit line: the
+    /// operator's side has everything.
+    pub drained: CancellationToken,
 }
 
 /// The operator port of one bottle.
@@ -116,6 +153,7 @@ pub struct OperatorPort {
     home: Home,
     identity: String,
     token: String,
+    lifecycle: Option<Lifecycle>,
 }
 
 impl std::fmt::Debug for OperatorPort {
@@ -134,7 +172,15 @@ impl OperatorPort {
             home,
             identity,
             token,
+            lifecycle: None,
         })
+    }
+
+    /// The port of a bundle whose end it takes part in (without one, a finishing request
+    /// is answered as any other, and never says `ended`).
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> OperatorPort {
+        self.lifecycle = Some(lifecycle);
+        self
     }
 
     fn token_matches(&self, offered: &str) -> bool {
@@ -192,15 +238,37 @@ impl OperatorPort {
                 },
                 Ok(None) | Err(_) => return,
             };
+            if request.finish
+                && let Some(lifecycle) = &self.lifecycle
+            {
+                lifecycle.stop.cancel();
+                if tokio::time::timeout(FINISH_WAIT, lifecycle.ended.cancelled())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(identity = %self.identity, "operator port: the sidecars did not stop within {} s; answering with what is on disk", FINISH_WAIT.as_secs());
+                }
+            }
+            // Read before the round: a reply saying `ended` holds every line written.
+            let ended = self
+                .lifecycle
+                .as_ref()
+                .is_some_and(|l| l.ended.is_cancelled());
+            let finish = request.finish;
             let port = self.clone();
-            let reply = tokio::task::spawn_blocking(move || port.sync(&request))
+            let mut reply = tokio::task::spawn_blocking(move || port.sync(&request))
                 .await
                 .unwrap_or_else(|e| SyncReply {
                     refused: vec![format!("the bundle failed to answer: {e}")],
                     ..SyncReply::default()
                 });
+            reply.ended = ended;
+            let caught_up = finish && ended && reply.audit.is_empty();
             if write_line(&mut write, &reply).await.is_err() {
                 return;
+            }
+            if caught_up && let Some(lifecycle) = &self.lifecycle {
+                lifecycle.drained.cancel();
             }
         }
     }
@@ -423,6 +491,83 @@ mod tests {
         got
     }
 
+    /// The end of a bottle: a finishing request stops the sidecars and is answered once
+    /// they wrote their last line, with that line and `ended`; the next one, with nothing
+    /// new, tells the bundle the operator's side has everything. A plain round stops
+    /// nothing.
+    #[tokio::test]
+    async fn a_finishing_request_gets_the_lines_written_as_the_sidecars_stop_then_the_port_is_drained()
+     {
+        let (_dir, home, port, queue) = world();
+        let lifecycle = Lifecycle::default();
+        let port = port.with_lifecycle(lifecycle.clone());
+        let p = propose(&queue);
+        // The bundle: once told to stop, its sidecars write a last line, then it has ended.
+        let bundle = {
+            let lifecycle = lifecycle.clone();
+            let (queue, p) = (queue.clone(), p.clone());
+            tokio::spawn(async move {
+                lifecycle.stop.cancelled().await;
+                proposals::queue::audit_decision(&queue, &p, &response(&p.id), "applied", None)
+                    .unwrap();
+                lifecycle.ended.cancel();
+            })
+        };
+        let hello = serde_json::to_string(&Hello {
+            token: TOKEN.into(),
+        })
+        .unwrap();
+        let round = |finish: bool, seen: u64| {
+            serde_json::to_string(&SyncRequest {
+                audit_seen: BTreeMap::from([("egress".to_owned(), seen)]),
+                finish,
+                ..SyncRequest::default()
+            })
+            .unwrap()
+        };
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let server = {
+            let port = port.clone();
+            tokio::spawn(async move { port.serve_connection(far, CancellationToken::new()).await })
+        };
+        let (read, mut write) = tokio::io::split(near);
+        let mut read = BufReader::new(read);
+        let mut got = Vec::new();
+        for line in [hello, round(false, 0), round(true, 0), round(true, 1)] {
+            write
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            let answer = read_line(&mut read).await.unwrap().unwrap();
+            if got.len() == 1 {
+                // A plain round stopped nothing.
+                assert!(!lifecycle.stop.is_cancelled());
+                assert!(!lifecycle.drained.is_cancelled());
+            }
+            got.push(answer);
+        }
+        drop((read, write));
+        server.await.unwrap();
+        bundle.await.unwrap();
+        let replies: Vec<SyncReply> = got[1..]
+            .iter()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert!(!replies[0].ended);
+        assert!(replies[0].audit.is_empty());
+        // The line written as the sidecars stopped is in the finishing round's reply.
+        assert!(replies[1].ended);
+        let lines = &replies[1].audit["egress"];
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].stage.as_deref(), Some("applied"));
+        assert_eq!(lines[0].proposal_id, p.id);
+        // Then nothing new: drained.
+        assert!(replies[2].ended);
+        assert!(replies[2].audit.is_empty());
+        assert!(lifecycle.drained.is_cancelled());
+        drop(home);
+    }
+
     #[tokio::test]
     async fn a_wrong_or_missing_token_is_refused_and_nothing_is_read_or_written() {
         let (_dir, _home, port, queue) = world();
@@ -486,6 +631,7 @@ mod tests {
             responses: vec![response(&p.id), response("00000000000000ff")],
             watching: vec![p.id.clone()],
             audit_seen: BTreeMap::new(),
+            finish: false,
         })
         .unwrap();
         let got = {

@@ -92,10 +92,9 @@ pub async fn serve_with_env(
     proxy_config.upstream_ca = config.egress.upstream_ca.clone();
     proxy_config.log = egress::LogSink::File(config.egress.log.clone());
     // Each DLP hit is also a line of the bottle's audit chain (redacted: never the secret).
-    proxy_config.dlp_hits = Some(crate::dlp_audit::sink(
-        proposals::Home::new(&config.home),
-        config.identity.clone(),
-    ));
+    let (dlp_hits, dlp_flush) =
+        crate::dlp_audit::sink(proposals::Home::new(&config.home), config.identity.clone());
+    proxy_config.dlp_hits = Some(dlp_hits);
     let proxy = egress::Proxy::new(proxy_config, routes).map_err(|source| BundleError::Egress {
         action: "cannot start egress",
         source,
@@ -153,7 +152,9 @@ pub async fn serve_with_env(
         None => None,
     };
 
-    // The operator port: fail closed without its token (never open to anyone).
+    // The operator port: fail closed without its token (never open to anyone). It takes
+    // part in the bottle's end (`operator` module doc): it outlives the sidecars.
+    let lifecycle = crate::operator::Lifecycle::default();
     let operator = match &config.operator {
         Some(o) => {
             let token = env(&o.token_env).unwrap_or_default();
@@ -164,7 +165,8 @@ pub async fn serve_with_env(
             )
             .ok_or_else(|| BundleError::OperatorToken {
                 var: o.token_env.clone(),
-            })?;
+            })?
+            .with_lifecycle(lifecycle.clone());
             Some((port, bind(&o.listen)?))
         }
         None => None,
@@ -211,31 +213,44 @@ pub async fn serve_with_env(
         });
     }
 
-    if let Some((port, listener)) = operator {
-        let stop = cancel.clone();
-        tasks.spawn(async move {
+    let operator_stop = CancellationToken::new();
+    let operator = operator.map(|(port, listener)| {
+        let stop = operator_stop.clone();
+        tokio::spawn(async move {
             match listener {
                 Bound::Unix(l) => crate::operator::serve_unix(l, port, stop).await,
                 Bound::Tcp(l) => crate::operator::serve_tcp(l, port, stop).await,
             }
             .map_err(BundleError::OperatorStopped)
-        });
-    }
+        })
+    });
+
+    // Watched before `ready`: a SIGTERM (or Ctrl-C) right after it must stop the bundle in
+    // order (the default action would end it with the forge keys unrevoked and the lines
+    // unwritten).
+    let watch = |kind, action| {
+        tokio::signal::unix::signal(kind).map_err(|source| BundleError::Runtime { action, source })
+    };
+    let mut term = watch(
+        tokio::signal::unix::SignalKind::terminate(),
+        "cannot watch SIGTERM",
+    )?;
+    let mut interrupt = watch(
+        tokio::signal::unix::SignalKind::interrupt(),
+        "cannot watch SIGINT",
+    )?;
 
     // Every listener is bound and the gate's mirrors are prepared: tell `start`.
     println!("ready");
     let _ = std::io::Write::flush(&mut std::io::stdout());
     tracing::info!(identity = %config.identity, "sidecar bundle ready");
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| BundleError::Runtime {
-            action: "cannot watch SIGTERM",
-            source,
-        })?;
     let mut failure = None;
     tokio::select! {
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
+        // The launcher saw the agent end and asks for the last lines.
+        () = lifecycle.stop.cancelled() => {}
         Some(done) = tasks.join_next() => {
             // A sidecar that stops on its own leaves the bottle without a way out: stop all.
             failure = Some(match done {
@@ -257,6 +272,28 @@ pub async fn serve_with_env(
         && let Err(e) = gate.teardown().await
     {
         tracing::error!(error = %e, "cannot revoke forge deploy keys");
+    }
+    // The DLP hits egress queued before it stopped are lines of the chain before the
+    // bundle ends (and before the operator port says `ended`).
+    if tokio::time::timeout(std::time::Duration::from_secs(10), dlp_flush.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the dlp hits' audit lines were not all written within 10 s of shutdown");
+    }
+    lifecycle.ended.cancel();
+    if let Some(operator) = operator {
+        // The operator's last round (the launcher's, or none if it is gone).
+        let drained =
+            tokio::time::timeout(crate::operator::DRAIN_WAIT, lifecycle.drained.cancelled()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "no operator's round took the last audit lines within {} s; they stay in this bottle's home",
+                crate::operator::DRAIN_WAIT.as_secs()
+            );
+        }
+        operator_stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), operator).await;
     }
     match failure {
         Some(e) => Err(e),

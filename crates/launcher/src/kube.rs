@@ -30,9 +30,12 @@
 //! proposals into the laptop's `queue/<identity>/`, sends the operator's responses back,
 //! and appends the pod's audit lines to the laptop's audit log.
 //!
-//! Not yet: relaying for a bottle whose `start` has ended (`resume` starts a new relay with
-//! a new pod), and the pod's last audit lines once the agent has ended (the pod is deleted
-//! then; they are lost with it).
+//! When the agent ends, `start` makes the relay's last rounds before it deletes the pod
+//! ([`crate::kube_relay::Relay::finish`]): the bundle stops its sidecars, writes out what
+//! they queued and answers until the laptop has its whole audit log.
+//!
+//! Once `start` is gone, `bot-bottle supervise` relays the bottle
+//! ([`crate::kube_relay::Recorded`]), reading the token from the bottle's Secret.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -463,7 +466,7 @@ pub(super) fn launch(
         None => KubernetesBackend::new(kube)?,
     });
     backend.prepare(spec)?;
-    let running = backend.launch(spec, BottleStdio::inherit())?;
+    let running = backend.launch_pod(spec, BottleStdio::inherit())?;
     super::agent_started(paths, options.report.as_ref());
     Ok(match operator_token {
         Some(token) => Box::new(Relayed {
@@ -475,13 +478,14 @@ pub(super) fn launch(
             ),
             inner: running,
         }),
-        None => running,
+        None => Box::new(running),
     })
 }
 
-/// A cluster bottle whose proposals are relayed to the laptop while it runs.
+/// A cluster bottle whose proposals are relayed to the laptop while it runs, and whose
+/// pod's last audit lines are taken between the agent's end and the pod's removal.
 struct Relayed {
-    inner: Box<dyn backend::RunningBottle>,
+    inner: backend::kubernetes::KubeBottle,
     relay: crate::kube_relay::Relay,
 }
 
@@ -499,9 +503,20 @@ impl backend::RunningBottle for Relayed {
         self.inner.take_stderr()
     }
     fn wait(&mut self) -> Result<backend::BottleExit, backend::BackendError> {
-        let exit = self.inner.wait();
-        self.relay.stop();
-        exit
+        let ended = self.inner.wait_agent();
+        match &ended {
+            // The agent ended and the pod is still there: its bundle's last lines first.
+            Ok(Some(_)) => {
+                if let Err(e) = self.relay.finish(crate::kube_relay::FINISH_WITHIN) {
+                    tracing::warn!(identity = %self.inner.identity(), error = %e, "the pod's last audit lines may be missing from this machine's audit log; `kubectl logs` of its sidecar container shows what the bundle did");
+                }
+            }
+            // Deleted under us, or failed: nothing more to take.
+            _ => self.relay.stop(),
+        }
+        let exit = ended?.unwrap_or(backend::BottleExit { code: 137 });
+        self.inner.remove()?;
+        Ok(exit)
     }
     fn terminate(&mut self) -> Result<(), backend::BackendError> {
         self.inner.terminate()
@@ -1184,10 +1199,50 @@ mod tests {
                 );
             }
 
+            // The pod's last audit line: a DLP hit written just before the agent ends (egress
+            // audits a hit as it judges the agent's last request). It reaches the laptop
+            // although the next round would have come after the agent's end: `start` makes a
+            // last round between the agent's end and the pod's removal, in which the bundle
+            // stops its sidecars, writes out what they queued and answers with everything.
+            let hit = proposals::dlp::Hit {
+                time: "2026-12-06T09:00:00Z".into(),
+                method: "POST".into(),
+                host: "api.anthropic.com".into(),
+                path: Some("/v1/messages".into()),
+                rule: "credential".into(),
+                place: "body".into(),
+                action: "blocked".into(),
+            };
+            proposals::audit::append(&Home::new(&pod_home), hit.audit_entry(&identity)).unwrap();
             end.send(()).unwrap();
             assert_eq!(running.wait().unwrap(), 0);
+            let lines = proposals::audit::read_file(&log).unwrap();
+            let stages: Vec<Option<&str>> = lines.iter().map(|l| l.stage.as_deref()).collect();
+            assert_eq!(
+                stages,
+                vec![
+                    Some("decided"),
+                    Some("applied"),
+                    Some(proposals::dlp::Hit::STAGE)
+                ]
+            );
+            assert_eq!(proposals::audit::verify(&w.home).unwrap(), (vec![], 1));
+            // The pod is removed only after that round.
+            let calls = w.cluster.calls();
+            let last_forward = calls
+                .iter()
+                .rposition(|c| c.starts_with("portforward "))
+                .unwrap();
+            let removal = calls
+                .iter()
+                .rposition(|c| c.starts_with(&format!("delete pod {name}")))
+                .unwrap();
+            assert!(last_forward < removal, "{calls:?}");
+            // The bundle, told so in that round, ended by itself once the laptop had it all.
+            let ended =
+                rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), bundle).await });
+            assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
             player.join().unwrap();
-            bundle.abort();
             rt.shutdown_background();
         }
     }

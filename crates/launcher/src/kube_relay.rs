@@ -19,6 +19,18 @@
 //! Fail closed: a bundle that refuses the token, or answers for another bottle, gets
 //! nothing; what the pod sends is checked (ids, the bottle, the component) before it
 //! becomes a file on the laptop. A lost connection is retried until the bottle ends.
+//!
+//! After `start` ([`Recorded`]): `bot-bottle supervise` relays the cluster bottles of this
+//! home whose `start` is gone (no process holds their run lock), reaching each in the
+//! cluster its `start` recorded, with the operator token read from the bottle's Secret (the
+//! laptop never stores it). A relay lock in the bottle's state directory keeps it to one
+//! relay per bottle, and the count of audit lines copied so far (`relay.json`) is kept
+//! there, so the relay that takes over copies no line twice.
+//!
+//! The end ([`Relay::finish`]): once the agent has ended and before the pod is deleted,
+//! the relay's rounds say `finish`; the bundle stops its sidecars, writes out what they
+//! queued (the DLP hits of the agent's last requests) and answers `ended`. Rounds go on
+//! until an ended reply brings no new audit line: the laptop then has the pod's whole log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,6 +55,19 @@ const RETRY: Duration = Duration::from_secs(1);
 const REFUSED: &str = "the bundle refused the relay";
 /// How long an answer of the bundle may take before the connection is given up.
 const ANSWER: Duration = Duration::from_secs(10);
+/// How long the last rounds may take: the bundle's sidecars stop within 10 s and its
+/// queued lines are written within 10 s more ([`bundle::operator::FINISH_WAIT`]).
+pub const FINISH_WITHIN: Duration = Duration::from_secs(30);
+/// How many failed connections the last rounds try before giving up (a bundle that is
+/// gone, or never answered, does not hold the pod's removal for [`FINISH_WITHIN`]).
+const FINISH_TRIES: u32 = 5;
+
+/// The file in a bottle's state directory that keeps relays to one per bottle.
+const RELAY_LOCK: &str = "relay.lock";
+/// The file in a bottle's state directory with the audit lines copied so far.
+const PROGRESS: &str = "relay.json";
+/// How often [`Recorded`] looks for bottles to relay.
+const SCAN: Duration = Duration::from_secs(2);
 
 /// A fresh operator token: 32 random bytes, hex.
 pub fn new_token() -> String {
@@ -50,37 +75,104 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The relay of one bottle, running on a thread of its own until [`Relay::stop`] (or drop).
+/// The relay of one bottle, running on a thread of its own until [`Relay::stop`] (or drop)
+/// or [`Relay::finish`].
 pub struct Relay {
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the relay's thread is told.
+#[derive(Default)]
+struct Control {
+    /// Stop now, after the round in flight.
+    stop: AtomicBool,
+    /// Make the last rounds, until this time at most.
+    finish_by: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The last rounds were made: the laptop has the pod's whole audit log.
+    finished: AtomicBool,
+}
+
+impl Control {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn finish_by(&self) -> Option<std::time::Instant> {
+        *self.finish_by.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Relay {
-    /// Starts relaying between the pod of `identity` and the laptop's `home`.
+    /// Starts relaying between the pod of `identity` and the laptop's `home` (`start`'s
+    /// relay: it runs until told to stop or finish).
     pub fn start(
         backend: Arc<KubernetesBackend>,
         home: Home,
         identity: String,
         token: String,
     ) -> Relay {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let lock = relay_lock(&home, &identity).ok().flatten();
+        Relay::spawn(backend, home, identity, token, lock, false)
+    }
+
+    fn spawn(
+        backend: Arc<KubernetesBackend>,
+        home: Home,
+        identity: String,
+        token: String,
+        lock: Option<std::fs::File>,
+        until_pod_gone: bool,
+    ) -> Relay {
+        let control = Arc::new(Control::default());
+        let told = control.clone();
         let thread = std::thread::Builder::new()
             .name(format!("relay-{identity}"))
-            .spawn(move || run(&backend, Mirror::new(home, identity), &token, &stopping))
+            .spawn(move || {
+                let _lock = lock;
+                let mirror = Mirror::new(home, identity);
+                run(&backend, mirror, &token, &told, until_pod_gone);
+            })
             .ok();
         if thread.is_none() {
             tracing::error!(
                 "cannot start the relay thread; the bottle's proposals stay in its pod"
             );
         }
-        Relay { stop, thread }
+        Relay { control, thread }
+    }
+
+    /// The last rounds, once the agent has ended and before the pod is deleted (see the
+    /// module doc); waits for them `within` at most. `Err` says why the pod's last audit
+    /// lines may be missing on the laptop.
+    pub fn finish(&mut self, within: Duration) -> Result<(), String> {
+        *self
+            .control
+            .finish_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now() + within);
+        let Some(thread) = self.thread.take() else {
+            return Err("the relay was not running".into());
+        };
+        let _ = thread.join();
+        if self.control.finished.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the bundle did not end its audit log within {} s",
+                within.as_secs()
+            ))
+        }
+    }
+
+    /// Whether the relay has ended by itself (its pod is gone).
+    fn ended(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Stops the relay (after the round in flight) and waits for it.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.control.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -93,22 +185,173 @@ impl Drop for Relay {
     }
 }
 
-/// Sleeps `d` in steps, returning early once `stop` is set.
-fn pause(d: Duration, stop: &AtomicBool) {
+/// The relays `bot-bottle supervise` runs: one for each cluster bottle of this home whose
+/// `start` is gone and whose pod is still there (see the module doc). Stops on drop.
+pub struct Recorded {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorded {
+    /// Looks for such bottles every few seconds, reaching their clusters through `backend`
+    /// (one with this home: the bottles' records name their context and namespace).
+    pub fn start(home: Home, backend: Arc<KubernetesBackend>) -> Recorded {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cluster-relays".into())
+            .spawn(move || {
+                let mut relays = Relays::default();
+                while !stopping.load(Ordering::SeqCst) {
+                    relays.scan(&home, &backend);
+                    let mut left = SCAN;
+                    while !stopping.load(Ordering::SeqCst) && !left.is_zero() {
+                        let step = left.min(Duration::from_millis(50));
+                        std::thread::sleep(step);
+                        left -= step;
+                    }
+                }
+            })
+            .ok();
+        Recorded { stop, thread }
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The relays of [`Recorded`], by bottle.
+#[derive(Default)]
+pub struct Relays {
+    running: BTreeMap<String, Relay>,
+    /// Bottles whose pod is gone (an identity is never reused): not looked at again.
+    gone: BTreeSet<String>,
+}
+
+impl Relays {
+    /// One look: a relay for each cluster bottle whose `start` is gone and that no other
+    /// relay serves; relays whose pod went are dropped.
+    pub fn scan(&mut self, home: &Home, backend: &Arc<KubernetesBackend>) {
+        let ended: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.ended())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            self.running.remove(&id);
+            self.gone.insert(id);
+        }
+        let entries = std::fs::read_dir(home.root().join("state"))
+            .into_iter()
+            .flatten();
+        for entry in entries.flatten() {
+            let Some(identity) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if self.running.contains_key(&identity)
+                || self.gone.contains(&identity)
+                || !entry.path().join(backend::kubernetes::RECORD).is_file()
+            {
+                continue;
+            }
+            // Its `start` runs (and relays) still.
+            match state::Identity::parse(&identity) {
+                Ok(id) if !home.is_running(&id) => {}
+                _ => continue,
+            }
+            let Ok(Some(lock)) = relay_lock(home, &identity) else {
+                continue;
+            };
+            match backend.secret_value(&identity, TOKEN_KEY) {
+                Ok(Some(token)) => match String::from_utf8(token) {
+                    Ok(token) => {
+                        let relay = Relay::spawn(
+                            backend.clone(),
+                            home.clone(),
+                            identity.clone(),
+                            token,
+                            Some(lock),
+                            true,
+                        );
+                        self.running.insert(identity, relay);
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            identity,
+                            "the bottle's operator token is not text; its proposals stay in its pod"
+                        );
+                        self.gone.insert(identity);
+                    }
+                },
+                // No Secret: the pod is gone (or was started without supervise).
+                Ok(None) => {
+                    self.gone.insert(identity);
+                }
+                Err(e) => {
+                    tracing::debug!(identity, error = %e, "cannot read the bottle's Secret; trying again");
+                }
+            }
+        }
+    }
+
+    /// The bottles relayed now.
+    pub fn relayed(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+}
+
+/// Sleeps `d` in steps, returning early once told to stop or finish.
+fn pause(d: Duration, control: &Control) {
     let step = Duration::from_millis(50);
     let mut left = d;
-    while !stop.load(Ordering::SeqCst) && !left.is_zero() {
+    while !control.stopped() && control.finish_by().is_none() && !left.is_zero() {
         let now = left.min(step);
         std::thread::sleep(now);
         left -= now;
     }
 }
 
-fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, stop: &AtomicBool) {
+/// The bottle's relay lock, taken; `None` when another relay holds it.
+fn relay_lock(home: &Home, identity: &str) -> std::io::Result<Option<std::fs::File>> {
+    let path = home.state_dir(identity).join(RELAY_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn run(
+    backend: &KubernetesBackend,
+    mut mirror: Mirror,
+    token: &str,
+    control: &Control,
+    until_pod_gone: bool,
+) {
     let mut last_error = String::new();
-    while !stop.load(Ordering::SeqCst) {
+    let mut finish_tries = 0;
+    while !control.stopped() {
+        if let Some(by) = control.finish_by() {
+            finish_tries += 1;
+            if std::time::Instant::now() >= by || finish_tries > FINISH_TRIES {
+                tracing::warn!(identity = %mirror.identity, error = %last_error, "the pod's last audit lines may be missing here: the relay's last round did not complete");
+                return;
+            }
+        }
         let result = match backend.port_forward(&mirror.identity, OPERATOR_PORT) {
-            Ok((runtime, stream)) => runtime.block_on(session(stream, token, &mut mirror, stop)),
+            Ok((runtime, stream)) => runtime.block_on(session(stream, token, &mut mirror, control)),
             Err(e) => Err(format!("cannot reach the bundle's operator port: {e}")),
         };
         match result {
@@ -126,16 +369,26 @@ fn run(backend: &KubernetesBackend, mut mirror: Mirror, token: &str, stop: &Atom
             }
             Err(_) => {}
         }
-        pause(RETRY, stop);
+        if until_pod_gone && matches!(backend.pod_exists(&mirror.identity), Ok(false)) {
+            tracing::debug!(identity = %mirror.identity, "the bottle's pod is gone: its relay ends");
+            return;
+        }
+        if control.finish_by().is_some() {
+            // Retried sooner: the pod is about to go.
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            pause(RETRY, control);
+        }
     }
 }
 
-/// One connection: the token, then rounds until `stop` (`Ok`) or a failure (`Err`).
+/// One connection: the token, then rounds until told to stop (`Ok`), the last round
+/// (`Ok`, [`Control::finished`] set) or a failure (`Err`).
 async fn session(
     stream: backend::kubernetes::PortStream,
     token: &str,
     mirror: &mut Mirror,
-    stop: &AtomicBool,
+    control: &Control,
 ) -> Result<(), String> {
     let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
@@ -148,7 +401,7 @@ async fn session(
     )
     .await
     .map_err(io)?;
-    let line = answer(&mut read)
+    let line = answer(&mut read, ANSWER)
         .await?
         .ok_or("the operator port closed the connection before answering")?;
     let welcome: Welcome = serde_json::from_slice(&line)
@@ -163,31 +416,51 @@ async fn session(
         ));
     }
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if control.stopped() {
             return Ok(());
         }
-        let request = mirror.request();
+        let finish_by = control.finish_by();
+        let mut request = mirror.request();
+        request.finish = finish_by.is_some();
         write_line(&mut write, &request).await.map_err(io)?;
-        let line = answer(&mut read)
+        // The last round waits for the bundle to stop its sidecars.
+        let within = finish_by.map_or(ANSWER, |by| {
+            by.saturating_duration_since(std::time::Instant::now())
+        });
+        let line = answer(&mut read, within)
             .await?
             .ok_or("the operator port closed the connection")?;
         let reply: SyncReply = serde_json::from_slice(&line)
             .map_err(|e| format!("the operator port answered something else: {e}"))?;
+        // Nothing new after an ended reply that brought no audit line: the bundle has
+        // written its last one, and the laptop has it.
+        let ended = reply.ended;
+        let last = request.finish && ended && reply.audit.values().all(Vec::is_empty);
         mirror.apply(&request, reply);
-        tokio::time::sleep(ROUND).await;
+        if last {
+            control.finished.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+        if finish_by.is_none() {
+            tokio::time::sleep(ROUND).await;
+        } else if !ended {
+            // The bundle did not stop its sidecars in time: ask again, not in a spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
-/// The bundle's next line, within [`ANSWER`].
+/// The bundle's next line, within `within`.
 async fn answer<R: tokio::io::AsyncBufRead + Unpin>(
     read: &mut R,
+    within: Duration,
 ) -> Result<Option<Vec<u8>>, String> {
-    match tokio::time::timeout(ANSWER, read_line(read)).await {
+    match tokio::time::timeout(within, read_line(read)).await {
         Ok(Ok(line)) => Ok(line),
         Ok(Err(e)) => Err(format!("the operator port's connection failed: {e}")),
         Err(_) => Err(format!(
             "the operator port did not answer within {} s",
-            ANSWER.as_secs()
+            within.as_secs()
         )),
     }
 }
@@ -203,12 +476,29 @@ struct Mirror {
 }
 
 impl Mirror {
+    /// The mirror of `identity`, going on from the audit lines an earlier relay copied.
     fn new(home: Home, identity: String) -> Mirror {
+        let audit_seen = std::fs::read(home.state_dir(&identity).join(PROGRESS))
+            .ok()
+            .and_then(|text| serde_json::from_slice(&text).ok())
+            .unwrap_or_default();
         Mirror {
             home,
             identity,
             sent: BTreeSet::new(),
-            audit_seen: BTreeMap::new(),
+            audit_seen,
+        }
+    }
+
+    /// Keeps the count of lines copied for the relay that takes over (a relay that fails
+    /// to keep it says so: the next one would copy those lines again).
+    fn keep_progress(&self) {
+        let path = self.home.state_dir(&self.identity).join(PROGRESS);
+        let kept = serde_json::to_vec(&self.audit_seen)
+            .map_err(std::io::Error::other)
+            .and_then(|json| state::atomic_write(&path, &json));
+        if let Err(e) = kept {
+            tracing::warn!(identity = %self.identity, path = %path.display(), error = %e, "cannot keep the relay's progress");
         }
     }
 
@@ -337,6 +627,9 @@ impl Mirror {
                 match appended {
                     Ok(_) => {
                         self.audit_seen.insert(component.clone(), seq);
+                        // Kept per line: a relay that dies between the two copies that one
+                        // line again at most.
+                        self.keep_progress();
                     }
                     Err(e) => {
                         // Retried next round from the same line: none is lost or doubled.
@@ -380,6 +673,185 @@ mod tests {
             status,
             failure,
         }
+    }
+
+    /// Standard base64, as the API server carries a Secret's values.
+    fn base64(bytes: &[u8]) -> String {
+        const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..600 {
+            if let Some(v) = f() {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what} did not happen within 30 s");
+    }
+
+    fn dlp_line(pod: &Home, n: u32) {
+        let hit = proposals::dlp::Hit {
+            time: "2026-12-06T09:00:00Z".into(),
+            method: "POST".into(),
+            host: "api.example.com".into(),
+            path: Some(format!("/v1/{n}")),
+            rule: "credential".into(),
+            place: "body".into(),
+            action: "blocked".into(),
+        };
+        proposals::audit::append(pod, hit.audit_entry(ID)).unwrap();
+    }
+
+    /// A cluster bottle whose `start` is gone: the dashboard's relays take it over (the
+    /// token read from the bottle's Secret, through the real kube-rs port-forward over the
+    /// fake API server, to the real operator port), go on from the lines `start`'s relay
+    /// copied (none twice), stay one per bottle, leave alone a bottle whose `start` runs,
+    /// and end when its pod goes.
+    #[test]
+    fn a_bottle_whose_start_is_gone_is_relayed_by_the_dashboard_once() {
+        use backend::kubernetes::fake::{self, FakeCluster};
+        use backend::kubernetes::{Cluster, ClusterSettings, KubernetesConfig, objects};
+        let dir = tempfile::tempdir().unwrap();
+        let (laptop, pod) = (
+            Home::new(dir.path().join("l")),
+            Home::new(dir.path().join("p")),
+        );
+        let state_dir = laptop.state_dir(ID);
+        std::fs::create_dir_all(&state_dir).unwrap();
+        backend::kubernetes::PodRecord::default()
+            .write(&state_dir)
+            .unwrap();
+        let name = objects::object_name(ID);
+        let token = new_token();
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // The pod's operator port: the bundle's, over the pod's home.
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let operator_addr = listener.local_addr().unwrap();
+        let port =
+            bundle::operator::OperatorPort::new(pod.clone(), ID.into(), token.clone()).unwrap();
+        let pod_ends = tokio_util::sync::CancellationToken::new();
+        rt.spawn(bundle::operator::serve_tcp(
+            listener,
+            port,
+            pod_ends.clone(),
+        ));
+        let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
+        api.serve_port(fake::NAMESPACE, &name, OPERATOR_PORT, operator_addr);
+        let cluster = Arc::new(FakeCluster::new());
+        {
+            let _in = rt.enter();
+            cluster.forward_through(Arc::new(
+                backend::kubernetes::client::KubeCluster::at_url(&api.url(), fake::NAMESPACE)
+                    .unwrap(),
+            ));
+        }
+        cluster.insert_pod(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
+        );
+        cluster.insert_secret(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "data": {TOKEN_KEY: base64(token.as_bytes())},
+            }))
+            .unwrap(),
+        );
+        let backend = Arc::new(
+            KubernetesBackend::with_cluster(
+                KubernetesConfig::new(ClusterSettings::default(), String::new()),
+                cluster.clone(),
+            )
+            .unwrap()
+            .with_home(laptop.root().to_path_buf()),
+        );
+        let log = laptop.audit_file("egress", ID);
+        let copied = || proposals::audit::read_file(&log).unwrap_or_default();
+
+        // `start`'s relay copies the first line, then `start` is gone.
+        dlp_line(&pod, 1);
+        let run_lock = laptop
+            .lock_bottle(&state::Identity::parse(ID).unwrap())
+            .unwrap();
+        let mut first = Relay::start(backend.clone(), laptop.clone(), ID.into(), token.clone());
+        eventually("start's relay copying the first line", || {
+            (copied().len() == 1).then_some(())
+        });
+        // While `start` runs, the dashboard leaves its bottle to it.
+        let mut relays = Relays::default();
+        relays.scan(&laptop, &backend);
+        assert_eq!(relays.relayed(), Vec::<String>::new());
+        first.stop();
+        drop(first);
+        drop(run_lock);
+
+        // `start` is gone: the dashboard relays the bottle; a second dashboard does not.
+        relays.scan(&laptop, &backend);
+        assert_eq!(relays.relayed(), vec![ID.to_owned()]);
+        let mut other = Relays::default();
+        other.scan(&laptop, &backend);
+        assert_eq!(other.relayed(), Vec::<String>::new());
+
+        // The agent proposes in the pod; a line is audited there.
+        let p = pod_proposal(&pod, "routes:\n- host: a.example\n");
+        dlp_line(&pod, 2);
+        let id = eventually("the proposal on the laptop", || {
+            let (pending, _) = proposals::queue::pending_all(&laptop, Some(ID)).unwrap();
+            pending.first().map(|e| e.proposal.id.clone())
+        });
+        assert_eq!(id, p.id);
+        let lines = eventually("the second line on the laptop", || {
+            let lines = copied();
+            (lines.len() >= 2).then_some(lines)
+        });
+        // The first line is not copied again.
+        let effects: Vec<String> = lines.iter().map(|l| l.effect.join(" ")).collect();
+        assert_eq!(lines.len(), 2, "{effects:?}");
+        assert!(
+            effects[0].contains("/v1/1") && effects[1].contains("/v1/2"),
+            "{effects:?}"
+        );
+        assert_eq!(proposals::audit::verify(&laptop).unwrap(), (vec![], 1));
+        // The operator answers on the laptop: the answer reaches the pod's queue.
+        proposals::queue::answer(&laptop, &id, Decision::Approved, None, None, "op").unwrap();
+        let pod_queue = Queue::new(pod.clone(), ID).unwrap();
+        eventually("the answer in the pod", || {
+            (pod_queue.status(&id).unwrap() == Some(Status::Answered)).then_some(())
+        });
+
+        // The pod goes (its connections with it): its relay ends, and the bottle is not
+        // looked at again.
+        rt.block_on(cluster.delete_pod(&name, Duration::ZERO))
+            .unwrap();
+        pod_ends.cancel();
+        eventually("the relay's end", || {
+            relays.scan(&laptop, &backend);
+            relays.relayed().is_empty().then_some(())
+        });
+        assert!(relays.gone.contains(ID));
+        drop(other);
+        rt.shutdown_background();
     }
 
     #[test]

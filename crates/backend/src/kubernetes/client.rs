@@ -112,6 +112,13 @@ impl Cluster for KubeCluster {
             .map_err(|e| self.error("create configmaps", e))
     }
 
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ClusterError> {
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error("get secrets", e))
+    }
+
     async fn get_pod(&self, name: &str) -> Result<Option<Pod>, ClusterError> {
         self.pods()
             .get_opt(name)
@@ -239,11 +246,23 @@ impl Cluster for KubeCluster {
                 reason: "PortForward".into(),
                 message: format!("the API server opened no stream for port {port}"),
             })?;
+        // The error channel: what the kubelet says when it cannot reach the port (nothing
+        // listening yet, the pod going away). Taken here, it is the stream's error.
+        let error = forwarder
+            .take_error(port)
+            .map(|e| Box::pin(e) as ErrorMessage);
         // The forwarder's task ends with the stream; keep it polled in the background.
         tokio::spawn(async move {
             let _ = forwarder.join().await;
         });
-        Ok(Box::new(stream))
+        Ok(Box::new(ForwardedPort {
+            stream,
+            error,
+            failed: None,
+            pod: name.to_owned(),
+            namespace: self.namespace.clone(),
+            port,
+        }))
     }
 
     async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
@@ -296,6 +315,98 @@ impl Cluster for KubeCluster {
             stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             resize: tty.then_some(resize),
         })
+    }
+}
+
+/// The message of a port-forward's error channel, once (`None`: the channel closed
+/// without one).
+type ErrorMessage = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+/// A forwarded port whose reads and writes fail with the API server's error message once it
+/// sent one on the port's error channel (kube-rs delivers it apart from the bytes; ignored,
+/// a refused port would look like a connection closed for no reason).
+struct ForwardedPort {
+    stream: tokio::io::DuplexStream,
+    error: Option<ErrorMessage>,
+    /// The error, once received: every later call fails with it.
+    failed: Option<String>,
+    pod: String,
+    namespace: String,
+    port: u16,
+}
+
+impl ForwardedPort {
+    /// The error channel's message, if one came (polled without waiting).
+    fn failure(&mut self, cx: &mut std::task::Context<'_>) -> Option<std::io::Error> {
+        if self.failed.is_none()
+            && let Some(error) = self.error.as_mut()
+            && let std::task::Poll::Ready(message) = error.as_mut().poll(cx)
+        {
+            self.error = None;
+            self.failed = message;
+        }
+        self.failed.as_ref().map(|message| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!(
+                    "the API server's port-forward to port {} of pod {} failed: {message}; `kubectl -n {} describe pod {}` and `kubectl -n {} logs {} -c sidecar` show the pod's state",
+                    self.port, self.pod, self.namespace, self.pod, self.namespace, self.pod
+                ),
+            )
+        })
+    }
+}
+
+impl tokio::io::AsyncRead for ForwardedPort {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failure(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.stream).poll_read(cx, buf) {
+            // The end of the bytes: the error that came before it says why. (kube-rs hands
+            // the error over before it ends the stream.)
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                match this.failure(cx) {
+                    Some(e) => std::task::Poll::Ready(Err(e)),
+                    None => std::task::Poll::Ready(Ok(())),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ForwardedPort {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failure(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -413,6 +524,34 @@ mod tests {
                 .await
                 .unwrap()
         );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bottles_secret_is_read_from_its_namespace_and_a_missing_one_is_none() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                "/api/v1/namespaces/agents/secrets/bot-bottle-claude-1a2b3"
+            );
+            send.send_response(json(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "bot-bottle-claude-1a2b3"},
+                "data": {"operator-token": "YWJj"},
+            })));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(404, "NotFound", "secrets \"x\" not found"));
+        });
+        let secret = cluster
+            .get_secret("bot-bottle-claude-1a2b3")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(secret.data.unwrap()["operator-token"].0, b"abc".to_vec());
+        assert_eq!(cluster.get_secret("x").await.unwrap(), None);
         server.await.unwrap();
     }
 
@@ -564,6 +703,26 @@ mod tests {
                 "GET /api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3/portforward?&ports=3199"
             ]
         );
+
+        // A port nothing listens on (the bundle not up yet): the kubelet's error on the
+        // port's error channel is the stream's error, said with where to look.
+        let mut refused = cluster
+            .port_forward("bot-bottle-claude-1a2b3", 3130)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let e = refused.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        let text = e.to_string();
+        for part in [
+            "the API server's port-forward to port 3130 of pod bot-bottle-claude-1a2b3 failed: error forwarding port 3130",
+            "connection refused",
+            "kubectl -n agents logs bot-bottle-claude-1a2b3 -c sidecar",
+        ] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
+        // And so is every later call.
+        assert!(refused.write_all(b"x").await.is_err());
 
         // No such pod: the API server's 404, in the operator's terms.
         let e = cluster

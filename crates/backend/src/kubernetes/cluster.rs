@@ -21,6 +21,8 @@ pub trait Cluster: Send + Sync {
     async fn create_pod(&self, pod: &Pod) -> Result<Pod, ClusterError>;
     async fn create_secret(&self, secret: &Secret) -> Result<(), ClusterError>;
     async fn create_config_map(&self, config_map: &ConfigMap) -> Result<(), ClusterError>;
+    /// The Secret by name, `None` when there is none (a pod's goes with it).
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ClusterError>;
     /// The pod by name, `None` when there is none.
     async fn get_pod(&self, name: &str) -> Result<Option<Pod>, ClusterError>;
     /// Waits (a watch, not a poll) until `done` says the pod reached a state of interest,

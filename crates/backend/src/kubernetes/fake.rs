@@ -445,6 +445,11 @@ impl Cluster for FakeCluster {
         Ok(())
     }
 
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ClusterError> {
+        self.call(format!("get secret {name}"))?;
+        Ok(self.lock().secrets.get(name).cloned())
+    }
+
     async fn get_pod(&self, name: &str) -> Result<Option<Pod>, ClusterError> {
         self.call(format!("get pod {name}"))?;
         Ok(self.pod(name))

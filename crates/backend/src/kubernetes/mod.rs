@@ -228,6 +228,36 @@ impl KubernetesBackend {
         Ok(backend)
     }
 
+    /// `$BOT_BOTTLE_HOME`, where the bottles' records say which cluster each is in (the
+    /// laptop's relay of bottles whose `start` is gone).
+    pub fn with_home(mut self, home: PathBuf) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    /// The value of `key` in the bottle's Secret, `None` when the Secret (or the key) is
+    /// not there: the pod is gone, the Secret going with it.
+    pub fn secret_value(&self, identity: &str, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let cluster = self.cluster_of(identity)?;
+        let secret = self
+            .runtime
+            .block_on(cluster.get_secret(&objects::object_name(identity)))
+            .map_err(|e| setup("read the bottle's Secret", e))?;
+        Ok(secret
+            .and_then(|s| s.data)
+            .and_then(|mut data| data.remove(key))
+            .map(|v| v.0))
+    }
+
+    /// Whether the bottle's pod is still there.
+    pub fn pod_exists(&self, identity: &str) -> Result<bool, BackendError> {
+        let cluster = self.cluster_of(identity)?;
+        self.runtime
+            .block_on(cluster.get_pod(&objects::object_name(identity)))
+            .map(|p| p.is_some())
+            .map_err(|e| setup("get the bottle's pod", e))
+    }
+
     /// Tests: `$BOT_BOTTLE_HOME` (where `stop` and `cleanup` read the bottles' records) and
     /// how the clusters those records name are reached.
     pub fn with_records(mut self, home: PathBuf, connector: Arc<Connector>) -> Self {
@@ -414,13 +444,46 @@ impl KubernetesBackend {
         result
     }
 
-    /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard).
+    /// `launch`, as the bottle's own type: its caller can act between the agent's end and
+    /// the pod's removal ([`KubeBottle::wait_agent`], [`KubeBottle::remove`]).
+    pub fn launch_pod(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+    ) -> Result<KubeBottle, BackendError> {
+        self.prepare(spec)?;
+        let cluster = self.cluster()?;
+        let plan = self.plan(spec, cluster.namespace())?;
+        let objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
+        let timeout = self.config.ready_timeout;
+        let name = objects::object_name(&spec.identity);
+        self.runtime
+            .block_on(Self::create(cluster.as_ref(), objects, timeout))
+            .map_err(|e| setup("kubernetes pod", e))?;
+        // From here the pod exists: the bottle removes it when dropped, on any error too.
+        let mut bottle = KubeBottle {
+            identity: spec.identity.clone(),
+            cluster: cluster.clone(),
+            runtime: self.runtime.clone(),
+            done: false,
+            wired: attach::Wired::default(),
+        };
+        let attached = self
+            .runtime
+            .block_on(cluster.attach(&name, spec.interactive))
+            .map_err(|e| setup("attach to the agent", e))?;
+        bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
+        Ok(bottle)
+    }
+
+    /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard), in
+    /// the cluster its `start` recorded.
     pub fn port_forward(
         &self,
         identity: &str,
         port: u16,
     ) -> Result<(Arc<Runtime>, PortStream), BackendError> {
-        let cluster = self.cluster()?;
+        let cluster = self.cluster_of(identity)?;
         let stream = self
             .runtime
             .block_on(cluster.port_forward(&objects::object_name(identity), port))
@@ -560,29 +623,7 @@ impl Backend for KubernetesBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        self.prepare(spec)?;
-        let cluster = self.cluster()?;
-        let plan = self.plan(spec, cluster.namespace())?;
-        let objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
-        let timeout = self.config.ready_timeout;
-        let name = objects::object_name(&spec.identity);
-        self.runtime
-            .block_on(Self::create(cluster.as_ref(), objects, timeout))
-            .map_err(|e| setup("kubernetes pod", e))?;
-        // From here the pod exists: the bottle removes it when dropped, on any error too.
-        let mut bottle = KubeBottle {
-            identity: spec.identity.clone(),
-            cluster: cluster.clone(),
-            runtime: self.runtime.clone(),
-            done: false,
-            wired: attach::Wired::default(),
-        };
-        let attached = self
-            .runtime
-            .block_on(cluster.attach(&name, spec.interactive))
-            .map_err(|e| setup("attach to the agent", e))?;
-        bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
-        Ok(Box::new(bottle))
+        Ok(Box::new(self.launch_pod(spec, stdio)?))
     }
 
     fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
@@ -699,8 +740,10 @@ impl KubernetesBackend {
 }
 
 /// A running kubernetes bottle: waiting watches the pod until the agent ends, then deletes
-/// the pod (and with it the Secret and ConfigMap).
-struct KubeBottle {
+/// the pod (and with it the Secret and ConfigMap). [`KubeBottle::wait_agent`] and
+/// [`KubeBottle::remove`] are the two halves, for a caller with something to do in between
+/// (the launcher's relay takes the pod's last audit lines).
+pub struct KubeBottle {
     identity: String,
     cluster: Arc<dyn Cluster>,
     runtime: Arc<Runtime>,
@@ -713,23 +756,11 @@ impl KubeBottle {
     fn name(&self) -> String {
         objects::object_name(&self.identity)
     }
-}
 
-impl RunningBottle for KubeBottle {
-    fn identity(&self) -> &str {
-        &self.identity
-    }
-    fn take_stdin(&mut self) -> Option<Box<dyn std::io::Write + Send>> {
-        self.wired.stdin.take()
-    }
-    fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
-        self.wired.stdout.take()
-    }
-    fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
-        self.wired.stderr.take()
-    }
-
-    fn wait(&mut self) -> Result<BottleExit, BackendError> {
+    /// Waits until the agent ends, leaving the pod in place (the sidecar bundle still runs
+    /// until the kubelet stops it): `Some(exit)` then, `None` when the pod was deleted under
+    /// us (`stop`, or someone's kubectl).
+    pub fn wait_agent(&mut self) -> Result<Option<BottleExit>, BackendError> {
         let name = self.name();
         let cluster = self.cluster.clone();
         let ended = self.runtime.block_on(async {
@@ -748,19 +779,45 @@ impl RunningBottle for KubeBottle {
         });
         // The API server closes the outputs when the agent ends; what is left is written out.
         self.wired.drain(Duration::from_secs(5));
-        let exit = match ended.map_err(|e| setup("wait", e))? {
+        match ended.map_err(|e| setup("wait", e))? {
             Some(pod) => match pod_state(&pod) {
-                PodState::Ended(code) => BottleExit { code },
-                PodState::Failed(e) => return Err(setup("wait", e)),
-                _ => BottleExit { code: 137 },
+                PodState::Ended(code) => Ok(Some(BottleExit { code })),
+                PodState::Failed(e) => Err(setup("wait", e)),
+                _ => Ok(Some(BottleExit { code: 137 })),
             },
-            // Deleted under us (`stop`, or someone's kubectl): killed.
-            None => BottleExit { code: 137 },
-        };
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the pod (its Secret and ConfigMap go with it) at once.
+    pub fn remove(&mut self) -> Result<(), BackendError> {
+        let name = self.name();
         self.runtime
-            .block_on(cluster.delete_pod(&name, Duration::ZERO))
+            .block_on(self.cluster.delete_pod(&name, Duration::ZERO))
             .map_err(|e| setup("remove the pod", e))?;
         self.done = true;
+        Ok(())
+    }
+}
+
+impl RunningBottle for KubeBottle {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+    fn take_stdin(&mut self) -> Option<Box<dyn std::io::Write + Send>> {
+        self.wired.stdin.take()
+    }
+    fn take_stdout(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.wired.stdout.take()
+    }
+    fn take_stderr(&mut self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.wired.stderr.take()
+    }
+
+    fn wait(&mut self) -> Result<BottleExit, BackendError> {
+        // Deleted under us (`stop`, or someone's kubectl): killed.
+        let exit = self.wait_agent()?.unwrap_or(BottleExit { code: 137 });
+        self.remove()?;
         Ok(exit)
     }
 

@@ -47,8 +47,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         proposals::paths::check_identity(b)?;
     }
     let redirect = StderrToFile::redirect(&home)?;
+    // Cluster bottles whose `start` is gone: their proposals still reach this dashboard.
+    let relays = cluster_relays(&home);
     let result = dashboard::run(home, args.bottle);
+    drop(relays);
     drop(redirect);
     result.context("the dashboard stopped")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The relays of this home's cluster bottles whose `start` is gone
+/// (`launcher::kube_relay::Recorded`); none if the backend cannot start (said in the log).
+fn cluster_relays(home: &Home) -> Option<launcher::kube_relay::Recorded> {
+    use backend::kubernetes::{ClusterSettings, KubernetesBackend, KubernetesConfig};
+    let config = KubernetesConfig::new(ClusterSettings::default(), String::new());
+    match KubernetesBackend::new(config) {
+        Ok(backend) => Some(launcher::kube_relay::Recorded::start(
+            home.clone(),
+            std::sync::Arc::new(backend.with_home(home.root().to_path_buf())),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster bottles' proposals are not relayed to this dashboard");
+            None
+        }
+    }
 }

@@ -965,3 +965,141 @@ async fn every_dlp_hit_is_a_redacted_line_of_the_audit_chain() {
         .collect();
     assert_eq!(seen, vec![false, true]);
 }
+
+/// A cluster bottle's end as the pod sees it: the agent's last request was a DLP hit, then
+/// the kubelet sends the sidecar bundle SIGTERM. The real bundle stops its sidecars but keeps
+/// its operator port; the launcher's finishing round gets the hit's line with `ended`, the
+/// next finishing round (nothing new) lets the bundle exit by itself, successfully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_the_bundle_keeps_its_operator_port_until_the_last_lines_are_taken() {
+    use bundle::operator::{Hello, SyncReply, SyncRequest, Welcome, read_line, write_line};
+    use std::io::BufRead;
+    const KEY: &str = "AKIAZ3MSJV4WWNKWW5FG";
+    const TOKEN: &str = "5e1f0a2b3c4d5e6f708192a3b4c5d6e75e1f0a2b3c4d5e6f708192a3b4c5d6e7";
+    let upstream = test_support::Upstream::start_plain().await;
+    let to = upstream.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let identity = "demo-0e1d0";
+    let state_dir = root.join("state").join(identity);
+    for d in ["live-config", "sockets", "logs"] {
+        std::fs::create_dir_all(state_dir.join(d)).unwrap();
+    }
+    let routes = state_dir.join("live-config/routes.yaml");
+    std::fs::write(
+        &routes,
+        format!("routes:\n  - host: block.test\n    connect_to: {to}\n"),
+    )
+    .unwrap();
+    let egress_sock = state_dir.join("sockets/egress.sock");
+    let operator_sock = state_dir.join("sockets/operator.sock");
+    let config = state_dir.join("sidecar.json");
+    std::fs::write(
+        &config,
+        json!({
+            "identity": identity,
+            "home": root,
+            "egress": {
+                "listen": {"unix": egress_sock},
+                "routes": routes,
+                "ca_dir": state_dir.join("ca"),
+                "log": state_dir.join("logs/egress.jsonl"),
+            },
+            "operator": {
+                "listen": {"unix": operator_sock},
+                "token_env": bundle::operator::TOKEN_ENV,
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut sidecar = std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .args(["sidecar", "--config"])
+        .arg(&config)
+        .env(bundle::operator::TOKEN_ENV, TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = sidecar.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+
+    // The agent's last request, then the kubelet's SIGTERM.
+    let body = format!("{{\"note\": \"{KEY}\"}}");
+    let status = through_egress_unix(&egress_sock, "POST", "http://block.test/last", &body).await;
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sidecar.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Egress has stopped (SIGTERM taken) ...
+    for _ in 0..200 {
+        if tokio::net::UnixStream::connect(&egress_sock).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(tokio::net::UnixStream::connect(&egress_sock).await.is_err());
+    // ... and the operator port still answers.
+    let stream = tokio::net::UnixStream::connect(&operator_sock)
+        .await
+        .unwrap();
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = tokio::io::BufReader::new(read);
+    write_line(
+        &mut write,
+        &Hello {
+            token: TOKEN.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let welcome: Welcome =
+        serde_json::from_slice(&read_line(&mut read).await.unwrap().unwrap()).unwrap();
+    assert_eq!(welcome.identity.as_deref(), Some(identity));
+    let round = |seen: u64| SyncRequest {
+        audit_seen: [("egress".to_owned(), seen)].into_iter().collect(),
+        finish: true,
+        ..SyncRequest::default()
+    };
+    let request = round(0);
+    write_line(&mut write, &request).await.unwrap();
+    let reply: SyncReply =
+        serde_json::from_slice(&read_line(&mut read).await.unwrap().unwrap()).unwrap();
+    assert!(reply.ended);
+    let got: Vec<(Option<String>, Vec<String>)> = reply.audit["egress"]
+        .iter()
+        .map(|e| (e.stage.clone(), e.effect.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            Some("dlp-hit".to_owned()),
+            vec![
+                "dlp rule aws-access-key-id in the body of POST block.test/last: blocked"
+                    .to_owned()
+            ]
+        )]
+    );
+    let request = round(got.len() as u64);
+    write_line(&mut write, &request).await.unwrap();
+    let reply: SyncReply =
+        serde_json::from_slice(&read_line(&mut read).await.unwrap().unwrap()).unwrap();
+    assert!(reply.ended && reply.audit.is_empty(), "{reply:?}");
+    // The operator's side has everything: the bundle ends by itself.
+    let mut exited = None;
+    for _ in 0..200 {
+        exited = sidecar.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some(exited) = exited else {
+        sidecar.kill().unwrap();
+        panic!("the bundle did not end within 10 s of the last round");
+    };
+    assert!(exited.success(), "{exited}");
+}
