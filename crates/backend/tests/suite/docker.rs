@@ -1259,6 +1259,9 @@ fn docker_a_sidecar_that_dies_stops_the_agent_and_says_how() {
     assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
 }
 
+/// The limits are the bottle's, and the init (PID 1, inside the `pids` limit) relays on one
+/// event loop: an agent that has forked up to the limit still has every connection to its
+/// sidecar answered, never refused for want of a thread (as native's forwarder).
 #[test]
 fn docker_limits_come_from_the_bottles_resources() {
     let images = need_docker!();
@@ -1291,6 +1294,26 @@ fn docker_limits_come_from_the_bottles_resources() {
              \x20       signal.pause()\n\
              \x20   kids.append(pid)\n\
              print(len(kids) < 64, err)\n\
+             import socket\n\
+             def conn():\n\
+             \x20   try:\n\
+             \x20       return socket.create_connection(('127.0.0.1', 3128), timeout=30)\n\
+             \x20   except OSError:\n\
+             \x20       return None\n\
+             def answer(s):\n\
+             \x20   if s is None:\n\
+             \x20       return 'refused'\n\
+             \x20   try:\n\
+             \x20       got = s.recv(100).decode().strip()\n\
+             \x20       return got.replace(' ', '-') or 'closed'\n\
+             \x20   except socket.timeout:\n\
+             \x20       return 'hung'\n\
+             \x20   except OSError:\n\
+             \x20       return 'closed'\n\
+             for i in range(5):\n\
+             \x20   print(answer(conn()))\n\
+             many = [conn() for i in range(20)]\n\
+             print(' '.join(answer(s) for s in many))\n\
              for k in kids: os.kill(k, 9)\n\
              for k in kids: os.waitpid(k, 0)\n",
         ],
@@ -1302,11 +1325,19 @@ fn docker_limits_come_from_the_bottles_resources() {
         allow_unenforced: false,
     };
     let out = run(&backend, &spec);
+    // At the limit (the init inside it too), every connection to a sidecar endpoint is still
+    // answered: five one after another, then twenty held open at once.
+    let one = "sidecar-3128";
+    let many = vec![one; 20].join(" ");
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (
             0,
-            "150000 268435456 64\nTrue Resource temporarily unavailable\n"
+            format!(
+                "150000 268435456 64\nTrue Resource temporarily unavailable\n{}{many}\n",
+                format!("{one}\n").repeat(5)
+            )
+            .as_str()
         ),
         "{}",
         out.stderr
