@@ -368,6 +368,9 @@ async fn copy_one_way(from: &impl Conn, to: &impl Conn) -> std::io::Result<()> {
             }
             n => write_all(to, &buf[..n]).await?,
         }
+        // Neither `try_read` nor `try_write` counts against the task's budget (tokio's
+        // `read` did): a peer that never makes us wait still lets the loop's other tasks run.
+        tokio::task::coop::consume_budget().await;
     }
 }
 
@@ -633,6 +636,60 @@ mod tests {
                 b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
             );
         }
+    }
+
+    /// A connection whose data never pauses (the sidecar writes without end, the agent reads
+    /// as fast) does not keep the one event loop to itself: another port's connection is
+    /// still answered while it streams.
+    #[test]
+    fn a_connection_that_never_pauses_does_not_hold_up_the_others() {
+        let streaming = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream_target = streaming.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let (mut conn, _) = streaming.accept().unwrap();
+            let chunk = [b'x'; 64 * 1024];
+            while !s.load(Ordering::SeqCst) && conn.write_all(&chunk).is_ok() {}
+        });
+        let echo = Sidecar::start();
+        let (first, second) = (
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let (first_addr, second_addr) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+        let mut relays = Relays::new();
+        relays.serve(first, Target::Tcp(stream_target));
+        relays.serve(second, Target::Tcp(echo.addr));
+        std::thread::spawn(move || relays.run_until(std::future::pending::<()>()));
+        // The agent reads the stream as fast as it can, on a thread of its own.
+        let reading = Arc::new(AtomicBool::new(false));
+        let r = reading.clone();
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut conn = TcpStream::connect(first_addr).unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            while !s.load(Ordering::SeqCst) {
+                match conn.read(&mut buf) {
+                    Ok(1..) => r.store(true, Ordering::SeqCst),
+                    _ => break,
+                }
+            }
+        });
+        for _ in 0..6000 {
+            if reading.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            reading.load(Ordering::SeqCst),
+            "the stream never reached the agent"
+        );
+        let answer = echo_once(second_addr).map_err(|e| e.kind());
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(answer, Ok(b"ping".to_vec()));
+        echo.die();
     }
 
     #[test]
