@@ -13,9 +13,9 @@
 //! the loop on its own thread ([`Relays::run_until`], its supervision a task of the same
 //! loop); the VM guests, whose init blocks elsewhere, on one thread started before the agent
 //! runs ([`Relays::run_on_thread`]). Each connection is read until the kernel says it would
-//! block before the loop waits on it ([`read_some`]): under gVisor, whose network stack
-//! reports no `EPOLLRDHUP`, an end of stream that came with the last data is otherwise never
-//! seen.
+//! block before the loop waits on it (`crate::socket_copy`, shared with the native
+//! forwarder): under gVisor, whose network stack reports no `EPOLLRDHUP`, an end of stream
+//! that came with the last data is otherwise never seen.
 //!
 //! Where the sidecar can vanish without anyone refusing a connection on its behalf (docker:
 //! once the sidecar container is gone, a connect to its address on the bridge waits for ARP to
@@ -32,12 +32,13 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, timeout};
+
+use crate::socket_copy::{copy_both_ways, read_some};
 
 /// How long a relayed connection may wait for the sidecar to accept it.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -281,106 +282,6 @@ async fn relay(inbound: TcpStream, target: Target, watch: Option<Arc<SidecarWatc
     if copied.is_err() {
         reset(&inbound);
     }
-}
-
-/// Bytes one direction of a relayed connection carries per read.
-const COPY_BUFFER: usize = 16 * 1024;
-
-/// One end of a relayed connection (the agent's TCP connection, the sidecar's TCP or Unix
-/// one), read and written only through [`read_some`] and [`write_all`].
-trait Conn: AsFd {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
-    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
-    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
-}
-
-macro_rules! conn {
-    ($t:ty) => {
-        impl Conn for $t {
-            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-                <$t>::poll_read_ready(self, cx)
-            }
-            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-                <$t>::poll_write_ready(self, cx)
-            }
-            fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-                <$t>::try_read(self, buf)
-            }
-            fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
-                <$t>::try_write(self, buf)
-            }
-        }
-    };
-}
-conn!(TcpStream);
-conn!(UnixStream);
-
-/// What `conn` has to read (`0`: its end of stream). Reads until the kernel says it would
-/// block before waiting for the event loop: tokio's own `read` takes a short read as "the
-/// socket is drained" and waits for the next readiness edge, which never comes when the
-/// data and the peer's FIN were queued together and the kernel reports no `EPOLLRDHUP`
-/// (gVisor's netstack reports none for TCP): the end of stream was never read, and the agent
-/// waited for it forever (the docker+runsc hang of the escape suite's `egress` and
-/// `supervise` sections).
-async fn read_some(conn: &impl Conn, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match conn.try_read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::future::poll_fn(|cx| conn.poll_read_ready(cx)).await?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            read => return read,
-        }
-    }
-}
-
-/// Writes all of `buf` to `conn`, waiting for the event loop only after the kernel said it
-/// would block (as [`read_some`]).
-async fn write_all(conn: &impl Conn, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match conn.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::future::poll_fn(|cx| conn.poll_write_ready(cx)).await?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Copies `from` to `to` until `from` ends, then passes the end on (`to`'s write side is shut
-/// down, the other direction goes on).
-async fn copy_one_way(from: &impl Conn, to: &impl Conn) -> std::io::Result<()> {
-    let mut buf = vec![0u8; COPY_BUFFER];
-    loop {
-        match read_some(from, &mut buf).await? {
-            0 => {
-                use std::os::fd::AsRawFd;
-                nix::sys::socket::shutdown(
-                    to.as_fd().as_raw_fd(),
-                    nix::sys::socket::Shutdown::Write,
-                )?;
-                return Ok(());
-            }
-            n => write_all(to, &buf[..n]).await?,
-        }
-        // Neither `try_read` nor `try_write` counts against the task's budget (tokio's
-        // `read` did): a peer that never makes us wait still lets the loop's other tasks run.
-        tokio::task::coop::consume_budget().await;
-    }
-}
-
-/// Copies both ways until both directions have ended; the first error ends both.
-async fn copy_both_ways(inbound: &TcpStream, outbound: &impl Conn) -> std::io::Result<()> {
-    tokio::try_join!(
-        copy_one_way(inbound, outbound),
-        copy_one_way(outbound, inbound)
-    )
-    .map(drop)
 }
 
 /// Connects to `target` in short attempts until it answers, [`CONNECT_LIMIT`] passes or the

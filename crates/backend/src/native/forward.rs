@@ -125,13 +125,15 @@ async fn accept_loop(listener: tokio::net::TcpListener, socket: Arc<OwnedFd>) {
 
 /// Connects to the sidecar and copies both ways until both directions have ended; each end of
 /// stream is passed on as a half-close. Any failure drops both sockets, so the client sees the
-/// connection close rather than wait.
-async fn relay(mut tcp: tokio::net::TcpStream, target: PathBuf) {
-    let Some(mut unix) = connect(&target).await else {
+/// connection close rather than wait. The copy reads each socket until the kernel says it
+/// would block (`crate::socket_copy`, shared with the in-bottle relay), so an end of stream
+/// that came with the last data is passed on also where epoll reports no `EPOLLRDHUP`.
+async fn relay(tcp: tokio::net::TcpStream, target: PathBuf) {
+    let Some(unix) = connect(&target).await else {
         // The sidecar is gone or refuses.
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+    let _ = crate::socket_copy::copy_both_ways(&tcp, &unix).await;
 }
 
 /// A non-blocking connect answers `EAGAIN` while the sidecar's accept queue is full; retried
