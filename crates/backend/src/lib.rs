@@ -58,6 +58,7 @@ pub mod preflight;
 #[cfg(target_os = "linux")]
 pub mod qemu;
 pub mod smolvm;
+mod socket_copy;
 mod spec;
 mod workspace_copy;
 

@@ -11,7 +11,10 @@
 //!   side with the agent container), while nothing of the agent runs yet. Once the agent
 //!   runs, the relay watches the sidecar: when the sidecar container dies, the loopback
 //!   endpoints are closed, so the agent's connections are refused at once instead of waiting
-//!   on the dead container's address;
+//!   on the dead container's address. The relays are one event loop on this process's own
+//!   thread, which also supervises the agent (the `inbottle::relay` module): the container's `pids`
+//!   limit counts the init too, and an agent that used it up still has every connection
+//!   answered;
 //! * **release gate**: the agent's command must not run before the launcher has closed the
 //!   network (the per-bottle firewall, see [`crate::docker::spec::firewall_script`]), so the init waits
 //!   for `SIGUSR1` from the launcher (sent through the Engine API) and then *checks* the result
@@ -34,6 +37,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+
+use super::relay::{Relays, Target};
 
 /// The hidden `bot-bottle` subcommand that runs [`init_main`] (dispatched in `main` before the
 /// command line is parsed, like the native helper's).
@@ -116,12 +121,13 @@ fn run(config: &InitConfig) -> i32 {
             Err(message) => return fail(&message),
         }
     };
-    let watch = super::relay::SidecarWatch::new();
+    // Bound now, served once the agent runs (a connection before then waits in the queue).
+    let mut relays = Relays::new();
     let mut targets = Vec::new();
     for forward in &config.forwards {
         let Some(ip) = sidecar else { break };
         let target = SocketAddr::new(ip, forward.sidecar_port);
-        if let Err(message) = super::relay::listen_loopback(forward.port, target, Some(&watch)) {
+        if let Err(message) = relays.listen_loopback(forward.port, Target::Tcp(target)) {
             return fail(&message);
         }
         targets.push((forward.port, target));
@@ -139,7 +145,7 @@ fn run(config: &InitConfig) -> i32 {
     // From now on a sidecar that stops answering closes the endpoints (refused at once)
     // instead of leaving the agent's connections waiting on a dead address.
     if let Some((_, target)) = targets.first() {
-        watch.start(*target);
+        relays.watch(*target);
     }
     let Some((program, args)) = config.argv.split_first() else {
         return fail("empty command");
@@ -177,11 +183,15 @@ fn run(config: &InitConfig) -> i32 {
             };
         }
     };
-    supervise(
-        &signals,
-        Pid::from_raw(child.id() as i32),
-        config.interactive,
-    )
+    let agent = Pid::from_raw(child.id() as i32);
+    // The relays and the supervision share init's one thread: nothing here needs a new task
+    // under the container's `pids` limit, which the agent may have used up.
+    match relays.run_until(supervise_async(&signals, agent, config.interactive)) {
+        Ok(Ok(code)) => code,
+        // No event loop or no signalfd: the ports are closed by now (clients are refused,
+        // never left waiting); the agent still has its supervisor.
+        Ok(Err(_)) | Err(_) => supervise(&signals, agent, config.interactive),
+    }
 }
 
 /// The sidecar's address, retried while the sidecar container is still starting.
@@ -299,23 +309,70 @@ fn supervise(signals: &SigSet, agent: Pid, interactive: bool) -> i32 {
         let Some(sig) = timed_wait(signals, Duration::from_secs(3600)) else {
             continue;
         };
-        if sig == Signal::SIGCHLD as i32 {
-            if let Some(code) = reap(agent) {
-                return code;
-            }
-            continue;
-        }
-        // With a terminal, Ctrl-C already reached the agent (same foreground process group).
-        if sig == Signal::SIGINT as i32 && interactive {
-            continue;
-        }
-        if sig == Signal::SIGUSR1 as i32 {
-            continue;
-        }
-        if let Ok(signal) = Signal::try_from(sig) {
-            let _ = nix::sys::signal::kill(agent, signal);
+        if let Some(code) = take_signal(sig, agent, interactive) {
+            return code;
         }
     }
+}
+
+/// [`supervise`] as a task of the relays' event loop: the blocked signals are read from a
+/// signalfd instead of `sigtimedwait`. Fails only when the signalfd cannot be made.
+#[cfg(target_os = "linux")]
+async fn supervise_async(signals: &SigSet, agent: Pid, interactive: bool) -> std::io::Result<i32> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use tokio::io::unix::AsyncFd;
+    let fd = SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    // SAFETY: the SignalFd owns its descriptor and neither replaces nor closes it while the
+    // AsyncFd holds it.
+    let fd = unsafe { AsyncFd::register(fd)? };
+    // A child that exited before the signalfd existed left its SIGCHLD pending: it is read
+    // below like any other.
+    loop {
+        let mut ready = fd.readable().await?;
+        loop {
+            match ready.get_inner().read_signal() {
+                Ok(Some(info)) => {
+                    if let Some(code) = take_signal(info.ssi_signo as i32, agent, interactive) {
+                        return Ok(code);
+                    }
+                }
+                Ok(None) => {
+                    ready.clear_ready();
+                    break;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn supervise_async(
+    _signals: &SigSet,
+    _agent: Pid,
+    _interactive: bool,
+) -> std::io::Result<i32> {
+    Err(std::io::Error::other(
+        "the init runs only in Linux containers",
+    ))
+}
+
+/// What the supervisor does with `sig`: the agent's exit code once it has exited (after
+/// `SIGCHLD`), else `None` (a signal passed on to the agent, or ignored).
+fn take_signal(sig: i32, agent: Pid, interactive: bool) -> Option<i32> {
+    if sig == Signal::SIGCHLD as i32 {
+        return reap(agent);
+    }
+    // With a terminal, Ctrl-C already reached the agent (same foreground process group).
+    // A late release signal means nothing once the agent runs.
+    if (sig == Signal::SIGINT as i32 && interactive) || sig == Signal::SIGUSR1 as i32 {
+        return None;
+    }
+    if let Ok(signal) = Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(agent, signal);
+    }
+    None
 }
 
 /// Reaps every exited child; the agent's exit code once it is among them.

@@ -6,7 +6,8 @@
 //! sidecar ports and reaps; [`docker_init`] is the agent container's PID 1 (it relays the
 //! sidecar ports on loopback and waits for the firewall before starting the agent).
 //!
-//! What this side must never hold: a Docker client, a tokio runtime, the home directory's
+//! What this side must never hold: a Docker client, a tokio runtime other than the
+//! single-threaded event loop that relays the sidecar ports, the home directory's
 //! paths other than those the launcher hands over in its request, or any credential. The
 //! launcher speaks to it only through the JSON request / status types defined here
 //! ([`native_helper::HelperRequest`], [`native_helper::HelperStatus`],

@@ -619,13 +619,16 @@ fn network(ports: &[u16]) -> Result<(), String> {
         libc::close(sock);
     }
     result?;
+    // One event loop on a thread of its own, started before the agent: relaying a connection
+    // never needs another thread.
+    let mut relays = super::relay::Relays::new();
     for &port in ports {
         let target: SocketAddr = format!("{SIDECAR_ADDR}:{port}")
             .parse()
             .map_err(|e| format!("{e}"))?;
-        super::relay::listen_loopback(port, target, None)?;
+        relays.listen_loopback(port, super::relay::Target::Tcp(target))?;
     }
-    Ok(())
+    relays.run_on_thread()
 }
 
 #[cfg(test)]

@@ -93,10 +93,17 @@ fn run(spec: &GuestSpec) -> i32 {
             return fail(&message);
         }
     }
+    // One event loop on a thread of its own, started before the agent: relaying a connection
+    // never needs another thread.
+    let mut relays = super::relay::Relays::new();
     for forward in &spec.forwards {
-        if let Err(message) = super::relay::listen_loopback_unix(forward.port, &forward.socket) {
+        let target = super::relay::Target::Unix(forward.socket.clone());
+        if let Err(message) = relays.listen_loopback(forward.port, target) {
             return fail(&message);
         }
+    }
+    if let Err(message) = relays.run_on_thread() {
+        return fail(&message);
     }
     let Some((program, args)) = spec.argv.split_first() else {
         return fail("empty command");

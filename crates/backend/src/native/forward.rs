@@ -125,13 +125,15 @@ async fn accept_loop(listener: tokio::net::TcpListener, socket: Arc<OwnedFd>) {
 
 /// Connects to the sidecar and copies both ways until both directions have ended; each end of
 /// stream is passed on as a half-close. Any failure drops both sockets, so the client sees the
-/// connection close rather than wait.
-async fn relay(mut tcp: tokio::net::TcpStream, target: PathBuf) {
-    let Some(mut unix) = connect(&target).await else {
+/// connection close rather than wait. The copy reads each socket until the kernel says it
+/// would block (`crate::socket_copy`, shared with the in-bottle relay), so an end of stream
+/// that came with the last data is passed on also where epoll reports no `EPOLLRDHUP`.
+async fn relay(tcp: tokio::net::TcpStream, target: PathBuf) {
+    let Some(unix) = connect(&target).await else {
         // The sidecar is gone or refuses.
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+    let _ = crate::socket_copy::copy_both_ways(&tcp, &unix).await;
 }
 
 /// A non-blocking connect answers `EAGAIN` while the sidecar's accept queue is full; retried
@@ -197,6 +199,50 @@ mod tests {
         s.write_all(b"answer").unwrap();
         drop(s);
         assert_eq!(read_all(&mut c), b"answer");
+    }
+
+    /// Each end of stream sent right behind the last data (so both reach the forwarder
+    /// together) is passed on, round after round: the agent's request and half-close reach the
+    /// sidecar, the sidecar's answer and close reach the agent. Under gVisor, whose epoll
+    /// reports no `EPOLLRDHUP` for TCP, tokio's `copy_bidirectional` never saw these ends.
+    #[test]
+    fn each_end_of_stream_that_comes_with_the_last_data_is_passed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sidecar.sock");
+        let sidecar = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            for conn in sidecar.incoming() {
+                let Ok(mut conn) = conn else { return };
+                conn.set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let mut request = Vec::new();
+                let _ = conn.read_to_end(&mut request);
+                let _ = conn.write_all(&[b"answer to ".as_slice(), &request].concat());
+            }
+        });
+        let port = forwarder_to(&sock);
+        // The rounds on a thread of their own, waited for with a limit: a lost end of stream
+        // fails the test, whether or not the kernel honours the sockets' read timeouts.
+        let (done, rounds) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for round in 0..20 {
+                let mut c = client(port);
+                let mut answer = Vec::new();
+                let got = c
+                    .write_all(b"request")
+                    .and_then(|()| c.shutdown(Shutdown::Write))
+                    .and_then(|()| c.read_to_end(&mut answer));
+                if got.is_err() || answer != b"answer to request" {
+                    let _ = done.send(Err(format!("round {round}: {got:?}, {answer:?}")));
+                    return;
+                }
+            }
+            let _ = done.send(Ok(()));
+        });
+        match rounds.recv_timeout(Duration::from_secs(60)) {
+            Ok(result) => result.unwrap(),
+            Err(_) => panic!("an end of stream was not passed on within 60 s"),
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 # Runs inside a docker bottle (or a control container) and reports what it can see and reach,
 # as one JSON object on stdout. Usage: probe.py EXIT_CODE [CHECK ...] where a CHECK is
 #   tcp:NAME:HOST:PORT     connect and read one line
+#   end:NAME:HOST:PORT     connect and read until the end of stream (20 times)
+#   half_close:NAME:HOST:PORT  connect, send `request` and half-close, read until the end
+#                          of stream (20 times)
 #   dns:NAME:SERVER:QNAME  one UDP DNS query for QNAME (type A) to SERVER:53
 #   read:NAME:PATH:-       the file's content
 #   write:NAME:PATH:-      whether the file can be opened for writing
@@ -27,6 +30,34 @@ def tcp(host, port):
         return "error: " + (e.strerror or type(e).__name__)
     finally:
         s.close()
+
+
+def until_end(host, port, send):
+    """What the server sent before its end of stream, after sending `send` (if any) and
+    half-closing; each of 20 connections must get the same, and its end within 10 s."""
+    answers = set()
+    for _ in range(20):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        got = b""
+        try:
+            s.connect((host, int(port)))
+            if send:
+                s.sendall(send)
+                s.shutdown(socket.SHUT_WR)
+            while True:
+                data = s.recv(4096)
+                if not data:
+                    break
+                got += data
+            answers.add("answer then end: " + got.decode(errors="replace").strip())
+        except socket.timeout:
+            return "no end within 10 s after: " + got.decode(errors="replace").strip()
+        except OSError as e:
+            return "error: " + (e.strerror or type(e).__name__)
+        finally:
+            s.close()
+    return " | ".join(sorted(answers))
 
 
 def dns(server, qname):
@@ -116,6 +147,10 @@ for check in sys.argv[2:]:
         a = gateway()
     if kind == "tcp":
         report["checks"][name] = tcp(a, b)
+    elif kind == "end":
+        report["checks"][name] = until_end(a, b, None)
+    elif kind == "half_close":
+        report["checks"][name] = until_end(a, b, b"request")
     elif kind == "dns":
         report["checks"][name] = dns(a, b)
     elif kind == "read":
