@@ -355,6 +355,90 @@ fn sockets_and_private_entries_under_opt_are_masked_after_prepare_and_launch() {
     );
 }
 
+/// The processes of this test run whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie
+            && cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == marker.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// `start_ahead` starts only the helper's process (it waits for its request): the launch
+/// that follows runs its bottle in that very process, one with other stdio ends it and
+/// starts its own, and a backend dropped without a launch leaves no process behind.
+#[test]
+fn a_helper_started_ahead_is_used_by_the_launch_or_ended() {
+    let mut f = Fixture::new();
+    let marker = format!("ahead-{}", std::process::id());
+    let helper = |marker: &str| backend::native::HelperCommand {
+        exe: env!("CARGO_BIN_EXE_bottle-helper-for-tests").into(),
+        args: vec![marker.into()],
+    };
+    f.backend = backend::native::NativeBackend::new(backend::native::NativeConfig::new(
+        helper(&marker),
+        &f.state,
+    ));
+
+    // Used by the launch: the bottle's record names the process started ahead.
+    f.backend.start_ahead(BottleStdio::piped()).unwrap();
+    let ahead = processes_with(&marker);
+    assert_eq!(ahead.len(), 1, "one idle helper: {ahead:?}");
+    let spec = f.spec(&["bash", "-c", "read -r line; echo \"got $line\"; exit 3"]);
+    let mut bottle = f.backend.launch(&spec, BottleStdio::piped()).unwrap();
+    let record = std::fs::read_to_string(
+        f.backend
+            .config()
+            .runtime_dir
+            .join(&spec.identity)
+            .join("bottle.json"),
+    )
+    .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["helper_pid"].as_i64(), Some(i64::from(ahead[0])));
+    let mut stdin = bottle.take_stdin().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    drop(stdin);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut bottle.take_stdout().unwrap(), &mut stdout).unwrap();
+    assert_eq!(
+        (bottle.wait().unwrap().code, stdout.as_str()),
+        (3, "got hello\n")
+    );
+    assert_eq!(processes_with(&marker), Vec::<i32>::new());
+
+    // Another stdio: the idle helper ends and the launch starts its own.
+    f.backend.start_ahead(BottleStdio::inherit()).unwrap();
+    assert_eq!(processes_with(&marker).len(), 1);
+    let out = f.sh("echo fresh");
+    ok(&out);
+    assert_eq!(out.stdout, "fresh\n");
+    assert_eq!(processes_with(&marker), Vec::<i32>::new());
+
+    // No launch: dropping the backend ends the idle helper.
+    f.backend.start_ahead(BottleStdio::piped()).unwrap();
+    assert_eq!(processes_with(&marker).len(), 1);
+    f.backend = backend::native::NativeBackend::new(backend::native::NativeConfig::new(
+        helper("unused"),
+        &f.state,
+    ));
+    assert_eq!(processes_with(&marker), Vec::<i32>::new());
+}
+
 #[test]
 fn read_only_files_are_placed_and_stay_read_only() {
     let f = Fixture::new();
