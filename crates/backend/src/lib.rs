@@ -334,15 +334,6 @@ pub trait Backend: Send + Sync {
     /// workspace for [`WorkspaceMode::Copy`] unless the copy exists; docker: builds the image).
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError>;
 
-    /// Starts, ahead of [`Backend::launch`], what a launch with `stdio` needs and that depends
-    /// on nothing of the spec, so that it overlaps the sidecars' start-up (native: the bottle
-    /// helper's process, idle until the launch sends it its request). The next `launch` with
-    /// the same stdio uses it; with another stdio, or when the backend is dropped first, it
-    /// is ended. The default does nothing.
-    fn start_ahead(&self, _stdio: BottleStdio) -> Result<(), BackendError> {
-        Ok(())
-    }
-
     /// Starts the bottle and the agent in it. Fails — and leaves nothing running — when any
     /// part of the isolation cannot be set up: a bottle never runs less isolated than promised.
     fn launch(

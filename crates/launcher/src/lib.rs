@@ -556,15 +556,7 @@ impl RunningBottle {
         // bottle is launched only once it said so (`launch_beside_host_bundle`).
         let starting = match placement {
             SidecarPlacement::HostProcess => {
-                let starting = bundle::Sidecar::spawn(&self.paths, &sidecar_env, options)?;
-                // The bottle's helper process starts meanwhile too (native: it waits for its
-                // request, which the launch sends after every check). Not fatal here: a
-                // helper that cannot start ahead is started, or its error reported, by the
-                // launch.
-                if let Err(e) = self.backend.start_ahead(BottleStdio::inherit()) {
-                    tracing::debug!(error = %e, "the bottle helper did not start ahead");
-                }
-                Some(starting)
+                Some(bundle::Sidecar::spawn(&self.paths, &sidecar_env, options)?)
             }
             SidecarPlacement::Container | SidecarPlacement::BackendContainer => None,
         };

@@ -141,30 +141,6 @@ impl NativeConfig {
 #[derive(Debug, Clone)]
 pub struct NativeBackend {
     config: NativeConfig,
-    /// The helper started by [`Backend::start_ahead`], taken by the next launch.
-    ahead: std::sync::Arc<std::sync::Mutex<Option<IdleHelper>>>,
-}
-
-/// A bottle helper started ahead of its launch ([`Backend::start_ahead`]): executed and
-/// blocked reading its request, it has done nothing else (no namespace, no mount, no cgroup)
-/// and gets nothing of the spec until `launch` sends it. Dropped unused, it is killed and
-/// reaped.
-#[derive(Debug)]
-struct IdleHelper {
-    child: Option<Child>,
-    request: Option<std::fs::File>,
-    status: Option<std::fs::File>,
-    stdio: BottleStdio,
-}
-
-impl Drop for IdleHelper {
-    fn drop(&mut self) {
-        drop(self.request.take());
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// What `launch` records about a running bottle (`<runtime_dir>/<identity>/bottle.json`).
@@ -225,10 +201,7 @@ fn valid_identity(identity: &str) -> bool {
 
 impl NativeBackend {
     pub fn new(config: NativeConfig) -> NativeBackend {
-        NativeBackend {
-            config,
-            ahead: Default::default(),
-        }
+        NativeBackend { config }
     }
 
     pub fn config(&self) -> &NativeConfig {
@@ -398,8 +371,12 @@ impl NativeBackend {
         }
     }
 
-    /// Starts the helper process; it waits for its request on fd 3 and does nothing before.
-    fn start_helper(&self, stdio: BottleStdio) -> Result<IdleHelper, BackendError> {
+    fn spawn_helper(
+        &self,
+        req: &native_helper::HelperRequest,
+        stdio: BottleStdio,
+        limits: Option<&cgroup::CgroupPlan>,
+    ) -> Result<(Child, std::fs::File), BackendError> {
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             BackendError::Process {
                 action: "create a pipe",
@@ -430,52 +407,18 @@ impl NativeBackend {
         unsafe {
             cmd.pre_exec(move || native_helper::child_setup(r, w));
         }
-        let child = cmd.spawn().map_err(|source| BackendError::Process {
+        let mut child = cmd.spawn().map_err(|source| BackendError::Process {
             action: "start the bottle helper",
             source,
         })?;
         drop(req_r);
         drop(status_w);
-        Ok(IdleHelper {
-            child: Some(child),
-            request: Some(std::fs::File::from(req_w)),
-            status: Some(std::fs::File::from(status_r)),
-            stdio,
-        })
-    }
-
-    /// The helper started ahead, if it has `stdio` (one with another stdio is dropped: killed
-    /// and reaped).
-    fn take_ahead(&self, stdio: BottleStdio) -> Option<IdleHelper> {
-        self.ahead
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take())
-            .filter(|helper| helper.stdio == stdio)
-    }
-
-    /// Moves the idle helper into the bottle's cgroups, then sends it its request.
-    fn send_request(
-        &self,
-        mut helper: IdleHelper,
-        req: &native_helper::HelperRequest,
-        limits: Option<&cgroup::CgroupPlan>,
-    ) -> Result<(Child, std::fs::File), BackendError> {
-        let (Some(child), Some(mut req_w), Some(status)) = (
-            helper.child.as_ref(),
-            helper.request.take(),
-            helper.status.take(),
-        ) else {
-            return Err(BackendError::Process {
-                action: "start the bottle helper",
-                source: std::io::Error::other("the helper was already used"),
-            });
-        };
         // The helper waits for its request: it joins the cgroups before it starts anything.
         if let Some(plan) = limits
             && let Err(e) = cgroup::attach(plan, child.id(), &mut os::RealOs)
         {
-            // Dropping `helper` kills and reaps it.
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(BackendError::Setup {
                 stage: "resources".into(),
                 message: format!("cannot move the bottle into its cgroup: {e}"),
@@ -485,14 +428,11 @@ impl NativeBackend {
             action: "encode the bottle request",
             source: std::io::Error::other(e),
         })?;
+        let mut req_w = std::fs::File::from(req_w);
         // The helper may have died already; its status tells why.
         let _ = req_w.write_all(&json);
         drop(req_w);
-        let child = helper.child.take().ok_or_else(|| BackendError::Process {
-            action: "start the bottle helper",
-            source: std::io::Error::other("the helper was already used"),
-        })?;
-        Ok((child, status))
+        Ok((child, std::fs::File::from(status_r)))
     }
 }
 
@@ -541,19 +481,6 @@ impl Backend for NativeBackend {
         self.prepare_plan(spec, &os::ChecksOnly).map(drop)
     }
 
-    /// Starts the bottle helper's process, which then waits for its request: its exec and
-    /// start-up overlap the sidecars' start-up instead of following it. Everything of the
-    /// bottle (checks, the mount plan with its scan, cgroups, namespaces, mounts) still
-    /// happens in `launch`, in the same order.
-    fn start_ahead(&self, stdio: BottleStdio) -> Result<(), BackendError> {
-        let helper = self.start_helper(stdio)?;
-        if let Ok(mut slot) = self.ahead.lock() {
-            // One in the slot already (a second call) is dropped: killed and reaped.
-            *slot = Some(helper);
-        }
-        Ok(())
-    }
-
     /// Starts the bottle. The helper gets `PR_SET_PDEATHSIG`, which the kernel ties to the
     /// *thread* that spawned it: call `launch` from a thread that lives as long as the bottle
     /// (e.g. `start`'s main thread, not a short-lived blocking-pool thread), or the bottle is
@@ -563,9 +490,6 @@ impl Backend for NativeBackend {
         spec: &LaunchSpec,
         stdio: BottleStdio,
     ) -> Result<Box<dyn RunningBottle>, BackendError> {
-        // Taken first: whichever way this launch ends, the helper started ahead is used or
-        // ended by it.
-        let ahead = self.take_ahead(stdio);
         self.validate(spec)?;
         if spec.interactive && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
             return Err(BackendError::InvalidSpec(
@@ -644,22 +568,17 @@ impl Backend for NativeBackend {
         let terminal = (spec.interactive && host.uid != nix::unistd::geteuid().as_raw())
             .then(|| lend_terminal(host))
             .flatten();
-        let helper = match ahead {
-            Some(helper) => Ok(helper),
-            None => self.start_helper(stdio),
-        };
-        let (mut child, status) =
-            match helper.and_then(|helper| self.send_request(helper, &req, limits.as_ref())) {
-                Ok(spawned) => spawned,
-                Err(e) => {
-                    if let Some(plan) = &limits {
-                        cgroup::remove(plan, &mut os::RealOs);
-                    }
-                    give_back_terminal(terminal);
-                    let _ = std::fs::remove_dir_all(&dir);
-                    return Err(e);
+        let (mut child, status) = match self.spawn_helper(&req, stdio, limits.as_ref()) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                if let Some(plan) = &limits {
+                    cgroup::remove(plan, &mut os::RealOs);
                 }
-            };
+                give_back_terminal(terminal);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
 
         let record = Record {
             identity: spec.identity.clone(),
