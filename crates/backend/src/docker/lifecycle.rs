@@ -431,7 +431,8 @@ async fn container_ip<E: Engine>(
     })
 }
 
-/// Runs the firewall container to completion; fails with its output unless it exited 0.
+/// Runs the firewall container to completion; fails with its output unless it exited 0. The
+/// exited container stays until the bottle's teardown.
 async fn run_firewall<E: Engine>(
     docker: &E,
     names: &Names,
@@ -462,7 +463,8 @@ async fn run_firewall<E: Engine>(
             ),
         });
     }
-    remove(docker, &names.firewall).await;
+    // The exited container is removed with the bottle (`teardown`, by name): a removal here
+    // would keep the agent waiting for one more round trip to the daemon.
     Ok(())
 }
 

@@ -231,19 +231,32 @@ impl NativeBackend {
         Ok(records)
     }
 
-    /// Validates, copies the workspace if asked (once), and computes the mount plan.
-    fn prepare_plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
+    /// Validates, copies the workspace if asked (once), and computes the mount plan on
+    /// `host` ([`os::RealHost`] for the plan `launch` applies).
+    fn prepare_plan(
+        &self,
+        spec: &LaunchSpec,
+        host: &dyn plan::HostView,
+    ) -> Result<Vec<plan::MountOp>, BackendError> {
         self.validate(spec)?;
         if let WorkspaceMode::Copy { into } = &spec.workspace.mode {
             Self::copy_workspace(spec, into)?;
         }
-        self.plan(spec)
+        self.plan_on(spec, host)
     }
 
     /// The mount plan this backend would apply for `spec`.
     /// Host paths are resolved (symlinks followed) before the secret checks, so a symlinked
     /// workspace cannot smuggle in a directory the checks would refuse.
     pub fn plan(&self, spec: &LaunchSpec) -> Result<Vec<plan::MountOp>, BackendError> {
+        self.plan_on(spec, &os::RealHost)
+    }
+
+    fn plan_on(
+        &self,
+        spec: &LaunchSpec,
+        host: &dyn plan::HostView,
+    ) -> Result<Vec<plan::MountOp>, BackendError> {
         let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let mut spec = spec.clone();
         spec.workspace.host = real(&spec.workspace.host);
@@ -263,9 +276,9 @@ impl NativeBackend {
             &real(&self.workspace_source(&spec)),
             &self.config.system_dirs,
             &secrets,
-            &os::RealHost,
+            host,
         )
-        .and_then(|built| plan::with_devices(built, &self.config.devices, &os::RealHost))
+        .and_then(|built| plan::with_devices(built, &self.config.devices, host))
         .map_err(|e| BackendError::InvalidSpec(e.to_string()))
     }
 
@@ -460,8 +473,12 @@ impl Backend for NativeBackend {
         preflight::native(Some(self))
     }
 
+    /// Every check of [`Backend::launch`] that can refuse the spec, and the workspace copy.
+    /// The plan made here is thrown away: `launch` makes the one it applies, with the scan of
+    /// `/etc` and `/opt` for entries to mask ([`os::ChecksOnly`]), so that scan runs once per
+    /// start, right before its result is used.
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
-        self.prepare_plan(spec).map(drop)
+        self.prepare_plan(spec, &os::ChecksOnly).map(drop)
     }
 
     /// Starts the bottle. The helper gets `PR_SET_PDEATHSIG`, which the kernel ties to the
@@ -495,7 +512,8 @@ impl Backend for NativeBackend {
         let planned = self.identity_files(spec, &dir).and_then(|files| {
             let mut full = spec.clone();
             full.files.extend(files);
-            self.prepare_plan(&full).map(|plan| (full, plan))
+            self.prepare_plan(&full, &os::RealHost)
+                .map(|plan| (full, plan))
         });
         let (spec, plan) = match planned {
             Ok(planned) => planned,

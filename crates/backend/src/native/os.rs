@@ -319,6 +319,22 @@ impl HostView for RealHost {
     }
 }
 
+/// The host as [`crate::Backend::prepare`] checks a spec against it: [`RealHost`]'s kinds,
+/// without the scan for entries to mask. The scan adds masks and refuses nothing, so every
+/// check that can fail a plan still runs; a plan made on this view is never applied.
+#[derive(Debug, Default)]
+pub struct ChecksOnly;
+
+impl HostView for ChecksOnly {
+    fn kind(&self, path: &Path) -> Option<HostKind> {
+        RealHost.kind(path)
+    }
+
+    fn unshareable_entries(&self, _dir: &Path) -> Vec<(PathBuf, NodeKind)> {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;

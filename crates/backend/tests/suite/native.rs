@@ -299,6 +299,62 @@ fn host_secrets_are_absent() {
     assert_eq!(out.stdout, expected);
 }
 
+/// The scan of `/etc` and `/opt` (see `plan`) masks what a stranger on the machine could not
+/// reach: a socket anyone may connect to but that lives in a system directory, a file only
+/// its owner reads, a directory only its owner enters. Started as the launcher starts a
+/// bottle (`prepare`, then `launch`): if the launch's plan did not scan, the socket and the
+/// file would keep their type inside and the directory would refuse its listing.
+#[test]
+fn sockets_and_private_entries_under_opt_are_masked_after_prepare_and_launch() {
+    if !nix_is_root() {
+        println!(
+            "skipped: creating entries under /opt needs root (the unit tests of `os` cover the scan)"
+        );
+        return;
+    }
+    let f = Fixture::new();
+    let opt = tempfile::Builder::new()
+        .prefix("bot-bottle-scan-test-")
+        .tempdir_in("/opt")
+        .unwrap();
+    let dir = opt.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sock = dir.join("daemon.sock");
+    let _listener = UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::write(dir.join("private.key"), "SECRET\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("private.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("private")).unwrap();
+    std::fs::write(dir.join("private/inner"), "x\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("private"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::write(dir.join("public.txt"), "public\n").unwrap();
+    let d = dir.display();
+    let spec = f.spec(&[
+        "bash",
+        "-c",
+        &format!(
+            "stat -c %F {d}/daemon.sock {d}/private.key; \
+             ls -A {d}/private 2>&1 | wc -l; cat {d}/public.txt"
+        ),
+    ]);
+    f.backend.prepare(&spec).unwrap();
+    let out = f.run(&spec);
+    ok(&out);
+    // Masked: `/dev/null` over the socket and the file, an empty tmpfs over the directory.
+    assert_eq!(
+        out.stdout,
+        "character special file\ncharacter special file\n0\npublic\n"
+    );
+}
+
 #[test]
 fn read_only_files_are_placed_and_stay_read_only() {
     let f = Fixture::new();

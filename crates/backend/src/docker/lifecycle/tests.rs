@@ -134,7 +134,6 @@ fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall_while_the_si
             "create_container bot-bottle-firewall-ID",
             "start_container bot-bottle-firewall-ID",
             "wait_exit bot-bottle-firewall-ID",
-            "remove_container bot-bottle-firewall-ID",
         ])
     );
     // The firewall container lets the agent reach the sidecar's address and nothing else.
