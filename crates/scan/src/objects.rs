@@ -647,12 +647,13 @@ fn read_new_objects(
         let limit = usize::try_from(options.max_blob_size.max(MIN_WALK_LIMIT))
             .ok()
             .filter(|&n| n <= MAX_WALK_LIMIT);
-        let (tx, rx) = mpsc::sync_channel::<(ObjectId, Kind, Vec<u8>)>(WALK_QUEUE);
+        // What the walk decoded, or, for a blob over the size limit, what it is (not copied).
+        let (tx, rx) = mpsc::sync_channel::<(ObjectId, Result<(Kind, Vec<u8>), Got>)>(WALK_QUEUE);
         let (walked, read) = std::thread::scope(|s| {
             let looker = s.spawn(|| {
                 rx.into_iter()
                     .par_bridge()
-                    .map(|(id, kind, data)| (id, look(kind, data)))
+                    .map(|(id, read)| (id, read.map_or_else(|got| got, |(k, d)| look(k, d))))
                     .collect::<Vec<_>>()
             });
             let stop = &stop;
@@ -661,7 +662,18 @@ fn read_new_objects(
                     stop.store(true, Ordering::Relaxed);
                     return Err("stopped at the timeout".into());
                 }
-                tx.send((id.to_owned(), kind_of(kind), data.to_vec()))
+                let kind = kind_of(kind);
+                let size = data.len() as u64;
+                let read = if kind == Kind::Blob && size > options.max_blob_size {
+                    Err(Got::Blob(BlobRead {
+                        size,
+                        unreadable: None,
+                        may_find: false,
+                    }))
+                } else {
+                    Ok((kind, data.to_vec()))
+                };
+                tx.send((id.to_owned(), read))
                     .map_err(|_| "the blob judging stopped".to_string())
             });
             (walked, looker.join())
