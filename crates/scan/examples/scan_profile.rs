@@ -5,6 +5,9 @@
 //! scan_profile git <repo> <rev>...    the history scan (Scanner::scan_git), with its counts
 //! scan_profile split <repo> <rev>...  the same range from one `git log -p` (the reference)
 //! scan_profile push <repo> <rev>...   what the gate runs on a push (Scanner::scan_push)
+//! scan_profile push-one-by-one <repo> <rev>...
+//!                                     the same with every object read one by one (the reader
+//!                                     before received packs were walked in delta-tree order)
 //! scan_profile files <path>...        files and directories (Scanner::scan_paths)
 //! scan_profile bytes <file>           one file's bytes as one fragment (Scanner::scan_bytes)
 //! ```
@@ -38,13 +41,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scanner.scan_git_split(&req(rest)?, usize::MAX)?.len(),
             String::new(),
         ),
-        "push" => {
-            let scan = scanner.scan_push(&req(rest)?, &scan::ObjectScanOptions::default())?;
+        "push" | "push-one-by-one" => {
+            let options = scan::ObjectScanOptions::default();
+            let scan = if mode == "push" {
+                scanner.scan_push(&req(rest)?, &options)?
+            } else {
+                scanner.scan_push_one_by_one(&req(rest)?, &options)?
+            };
             (
                 scan.findings.len(),
                 format!(
-                    "{} objects, {} unreadable",
+                    "{} objects, {} read by walking packs, {} unreadable",
                     scan.objects,
+                    scan.walked,
                     scan.unreadable.len()
                 ),
             )

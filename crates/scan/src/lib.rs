@@ -333,8 +333,14 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        let (mut scan, _) =
-            objects::scan_objects(&self.engine, req, options, self.options.git_timeout, false)?;
+        let (mut scan, _) = objects::scan_objects(
+            &self.engine,
+            req,
+            options,
+            self.options.git_timeout,
+            false,
+            true,
+        )?;
         scan.findings = self.finish(std::mem::take(&mut scan.findings));
         Ok(scan)
     }
@@ -349,15 +355,38 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
+        self.scan_push_reading(req, options, true)
+    }
+
+    /// [`Scanner::scan_push`] with every object read one by one, as before received packs
+    /// were walked in delta-tree order. For tests and benchmarks: the results are those of
+    /// [`Scanner::scan_push`].
+    #[doc(hidden)]
+    pub fn scan_push_one_by_one(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+    ) -> Result<ObjectScan, ScanError> {
+        self.scan_push_reading(req, options, false)
+    }
+
+    fn scan_push_reading(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+        walk: bool,
+    ) -> Result<ObjectScan, ScanError> {
         let timeout = self.options.git_timeout;
         let (lines, mut scan) = if git::reads_blobs_once(req) {
-            let (scan, judged) = objects::scan_objects(&self.engine, req, options, timeout, true)?;
+            let (scan, judged) =
+                objects::scan_objects(&self.engine, req, options, timeout, true, walk)?;
             let (lines, _) = git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref())?;
             (lines, scan)
         } else {
             let (lines, objects) = std::thread::scope(|s| {
-                let objects =
-                    s.spawn(|| objects::scan_objects(&self.engine, req, options, timeout, false));
+                let objects = s.spawn(|| {
+                    objects::scan_objects(&self.engine, req, options, timeout, false, walk)
+                });
                 let lines = git::scan_git(&self.engine, req, timeout, git::SPLIT_MIN_COMMITS);
                 (lines, objects.join())
             });

@@ -5,7 +5,9 @@
 //! or a commit's message, nothing of author and committer identities, and nothing of path
 //! names. This module lists the new objects (`git rev-list --objects`: git decides what the
 //! upstream's refs reach), reads them in process from the object database (`gix-odb`, see
-//! `git/odb.rs`; in the gate's quarantine too) and scans:
+//! `git/odb.rs`; in the gate's quarantine too: the pack a push arrived in is walked in
+//! delta-tree order, each object decoded once, and each blob looked at as it is decoded) and
+//! scans:
 //!
 //! - each new commit and tag object whole (headers, identities, message);
 //! - each new tree's entry names, one per line;
@@ -24,17 +26,20 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gix_hash::ObjectId;
+use rayon::iter::ParallelBridge;
 use rayon::prelude::*;
 
 use crate::decode::unreadable_kind;
 use crate::engine::{Engine, Fragment};
 use crate::error::ScanError;
 use crate::finding::Finding;
-use crate::git::odb::Objects;
+use crate::git::odb::{Decoded, Objects, WalkError};
 use crate::git::{Children, GitScanRequest, git_command, spawn_child};
 
 /// Blobs larger than this are not read by default: reported as [`Unreadable`].
@@ -75,6 +80,9 @@ pub struct ObjectScan {
     pub unreadable: Vec<Unreadable>,
     /// How many new objects there were.
     pub objects: u64,
+    /// How many of them were read by walking a pack in delta-tree order (each delta applied
+    /// once to its base); the others were read one by one.
+    pub walked: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +101,15 @@ struct Entry {
     oid: String,
 }
 
+/// How the objects are read: whether the blobs new commits reach are judged, whether packs
+/// are walked, and until when.
+#[derive(Clone, Copy)]
+struct How {
+    judge: bool,
+    walk: bool,
+    stop_at: std::time::Instant,
+}
+
 /// Something to scan: an object's text and how findings in it are named.
 struct Piece {
     oid: String,
@@ -108,16 +125,22 @@ pub(crate) struct JudgedBlobs {
     pub(crate) known: HashSet<String>,
     /// Those that may hold a finding ([`Engine::may_find`]), or that were not read (too large).
     pub(crate) flagged: HashSet<String>,
+    /// The new trees, decoded: the history scan's tree diffs read them from here.
+    pub(crate) trees: Option<Arc<Decoded>>,
 }
 
 /// Lists, reads and scans the objects `git rev-list --objects <rev_args>` names; with
-/// `judge`, the blobs new commits reach are judged too (each read once for both scans).
+/// `judge`, the blobs new commits reach are judged too (each read once for both scans). With
+/// `walk`, the packs that hold most of the objects are walked in delta-tree order (see
+/// [`Objects::walk_packs`]); without it every object is read one by one (the reference the
+/// tests compare the walk with).
 pub(crate) fn scan_objects(
     engine: &Engine,
     req: &GitScanRequest,
     options: &ObjectScanOptions,
     timeout: Duration,
     judge: bool,
+    walk: bool,
 ) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
     let git_err = |message: String| ScanError::Git {
         repo: req.repo.clone(),
@@ -144,7 +167,12 @@ pub(crate) fn scan_objects(
         })
     };
     let stop_at = std::time::Instant::now() + timeout;
-    let result = scan_inner(engine, req, options, &children, &git_err, judge, stop_at);
+    let how = How {
+        judge,
+        walk,
+        stop_at,
+    };
+    let result = scan_inner(engine, req, options, &children, &git_err, &how);
     let _ = done_tx.send(());
     if watchdog.join().unwrap_or(false) {
         return Err(git_err(format!(
@@ -161,9 +189,9 @@ fn scan_inner(
     options: &ObjectScanOptions,
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
-    judge: bool,
-    stop_at: std::time::Instant,
+    how: &How,
 ) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
+    let (judge, stop_at) = (how.judge, how.stop_at);
     // 1. the new objects
     let mut cmd = git_command(req, "rev-list");
     cmd.args(["--objects", "--no-object-names"])
@@ -183,39 +211,44 @@ fn scan_inner(
         return Ok((scan, judge.then(JudgedBlobs::default)));
     }
 
-    // 2. their types and sizes, from the object database read in process
+    // 2. read in process: the packs that hold most of them walked in delta-tree order (a
+    // received push), the rest one by one
     let objects = Objects::open(req).map_err(git_err)?;
-    let mut kinds: HashMap<String, (Kind, u64)> = HashMap::with_capacity(oids.len());
+    let mut ids: Vec<ObjectId> = Vec::with_capacity(oids.len());
     for oid in &oids {
-        let id = gix_hash::ObjectId::from_hex(oid.as_bytes())
-            .map_err(|_| git_err(format!("cannot read pushed object: `{oid}`")))?;
-        let header = objects
-            .header(&id)
-            .map_err(git_err)?
-            .ok_or_else(|| git_err(format!("pushed object {oid} is missing")))?;
-        let kind = match header.kind {
-            gix_object::Kind::Commit => Kind::Commit,
-            gix_object::Kind::Tree => Kind::Tree,
-            gix_object::Kind::Blob => Kind::Blob,
-            gix_object::Kind::Tag => Kind::Tag,
+        ids.push(
+            ObjectId::from_hex(oid.as_bytes())
+                .map_err(|_| git_err(format!("cannot read pushed object: `{oid}`")))?,
+        );
+    }
+    let (mut got, walked) = read_new_objects(&objects, &ids, engine, options, how, git_err)?;
+    scan.walked = walked;
+    let mut kinds: HashMap<String, (Kind, u64)> = HashMap::with_capacity(oids.len());
+    for (oid, id) in oids.iter().zip(&ids) {
+        let entry = match got.get(id) {
+            Some(Got::Object(kind, data)) => (*kind, data.len() as u64),
+            Some(Got::Blob(b)) => (Kind::Blob, b.size),
+            None => return Err(git_err(format!("pushed object {oid} is missing"))),
         };
-        kinds.insert(oid.clone(), (kind, header.size));
+        kinds.insert(oid.clone(), entry);
     }
 
-    // 3. commits, tags and trees, then the blobs small enough to read
-    let mut to_read: Vec<&String> = Vec::new();
-    let mut blobs: Vec<&String> = Vec::new();
-    for oid in &oids {
-        match kinds.get(oid) {
-            Some((Kind::Blob, _)) => blobs.push(oid),
-            Some(_) => to_read.push(oid),
-            None => return Err(git_err(format!("pushed object {oid} is missing"))),
-        }
-    }
+    // 3. commits, tags and trees, then the blobs
+    let mut blobs: Vec<(&String, &ObjectId)> = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
     let mut trees: HashMap<String, Vec<Entry>> = HashMap::new();
+    let mut raw_trees: Decoded = HashMap::new();
     let mut commit_roots: Vec<String> = Vec::new();
-    read_objects(&objects, &to_read, stop_at, git_err, |oid, kind, data| {
+    for (oid, id) in oids.iter().zip(&ids) {
+        let (kind, data) = match got.remove(id) {
+            Some(Got::Object(kind, data)) => (kind, data),
+            Some(b @ Got::Blob(_)) => {
+                got.insert(*id, b);
+                blobs.push((oid, id));
+                continue;
+            }
+            None => return Err(git_err(format!("pushed object {oid} is missing"))),
+        };
         match kind {
             Kind::Tree => {
                 let entries = parse_tree(&data, oid.len() / 2)
@@ -233,6 +266,9 @@ fn scan_inner(
                     data: names,
                 });
                 trees.insert(oid.to_string(), entries);
+                if judge {
+                    raw_trees.insert(*id, (gix_object::Kind::Tree, data));
+                }
             }
             Kind::Commit => {
                 if let Some(tree) = data
@@ -254,8 +290,7 @@ fn scan_inner(
             }),
             Kind::Blob => {}
         }
-        Ok(())
-    })?;
+    }
 
     // Paths of new blobs, and which ones new commits reach (the log scan has their lines).
     let mut path_of: HashMap<&str, String> = HashMap::new();
@@ -301,10 +336,15 @@ fn scan_inner(
     let mut judged = judge.then(|| JudgedBlobs {
         known: from_commits.iter().map(|o| o.to_string()).collect(),
         flagged: HashSet::new(),
+        trees: Some(Arc::new(std::mem::take(&mut raw_trees))),
     });
-    let mut readable: Vec<&String> = Vec::new();
-    for oid in blobs {
-        let size = kinds.get(oid).map_or(0, |k| k.1);
+    let blob = |id: &ObjectId| match got.get(id) {
+        Some(Got::Blob(b)) => Some(b),
+        _ => None,
+    };
+    let mut readable: Vec<(&String, &ObjectId)> = Vec::new();
+    for &(oid, id) in &blobs {
+        let size = blob(id).map_or(0, |b| b.size);
         if size > options.max_blob_size {
             // Not read here: the history scan shows its commits' patches.
             if let Some(j) = judged.as_mut() {
@@ -319,52 +359,52 @@ fn scan_inner(
                 reason: format!("larger than {} bytes", options.max_blob_size),
             });
         } else {
-            readable.push(oid);
+            readable.push((oid, id));
         }
     }
-    // Blobs new commits reach, judged in parallel batches.
-    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut batch_bytes = 0usize;
-    let judge_batch = |batch: &mut Vec<(String, Vec<u8>)>, judged: &mut Option<JudgedBlobs>| {
-        if let Some(j) = judged.as_mut() {
-            j.flagged.extend(
-                batch
-                    .par_iter()
-                    .filter(|(_, data)| engine.may_find(data))
-                    .map(|(oid, _)| oid.clone())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        batch.clear();
-    };
-    read_objects(&objects, &readable, stop_at, git_err, |oid, _, data| {
-        let path = path_of.get(oid).cloned().unwrap_or_else(|| "<blob>".into());
-        let by_commit = from_commits.contains(oid);
-        if let Some(kind) = unreadable_kind(&data) {
+    // Blobs no new commit reaches are scanned whole at their path: read again (they are few:
+    // what only a tag or a tree without commit reaches).
+    let mut again: Vec<&ObjectId> = Vec::new();
+    for &(oid, id) in &readable {
+        let Some(b) = blob(id) else { continue };
+        let path = path_of
+            .get(oid.as_str())
+            .cloned()
+            .unwrap_or_else(|| "<blob>".into());
+        let by_commit = from_commits.contains(oid.as_str());
+        if let Some(kind) = b.unreadable {
             scan.unreadable.push(Unreadable {
                 object: oid.to_string(),
                 path,
                 reason: kind.to_string(),
             });
         } else if !by_commit {
-            pieces.push(Piece {
-                oid: oid.to_string(),
-                file: path,
-                data,
-            });
-            return Ok(());
+            again.push(id);
+            continue;
         }
-        if by_commit && judged.is_some() {
-            batch_bytes += data.len();
-            batch.push((oid.to_string(), data));
-            if batch_bytes >= JUDGE_BATCH_BYTES {
-                batch_bytes = 0;
-                judge_batch(&mut batch, &mut judged);
-            }
+        if by_commit
+            && b.may_find
+            && let Some(j) = judged.as_mut()
+        {
+            j.flagged.insert(oid.clone());
         }
-        Ok(())
-    })?;
-    judge_batch(&mut batch, &mut judged);
+    }
+    read_objects(
+        &objects,
+        &again,
+        stop_at,
+        git_err,
+        |_, data| data,
+        |id, data| {
+            let oid = id.to_string();
+            let file = path_of
+                .get(oid.as_str())
+                .cloned()
+                .unwrap_or_else(|| "<blob>".into());
+            pieces.push(Piece { oid, file, data });
+            Ok(())
+        },
+    )?;
 
     let found: Vec<Vec<Finding>> = pieces
         .par_iter()
@@ -396,8 +436,6 @@ pub(crate) fn tree_entries(data: &[u8], hash_len: usize) -> Option<Vec<crate::fu
             .collect()
     })
 }
-/// Blobs are judged in parallel batches of about this many bytes.
-const JUDGE_BATCH_BYTES: usize = 4 << 20;
 
 /// Parses a tree object: `<mode> <name>\0<raw id>` entries.
 fn parse_tree(data: &[u8], hash_len: usize) -> Option<Vec<Entry>> {
@@ -495,14 +533,15 @@ fn read_all(pipe: Option<std::process::ChildStderr>) -> Vec<u8> {
 /// Objects read side by side on the rayon pool, then handed over in order.
 const READ_CHUNK: usize = 256;
 
-/// Reads objects in process (each thread with its own handle), handing each to `each` in the
-/// order given.
-fn read_objects(
+/// Reads objects in process one by one (each thread with its own handle), `map` on the rayon
+/// pool, handing each result to `each` in the order given.
+fn read_objects<T: Send>(
     objects: &Objects,
-    oids: &[&String],
+    ids: &[&ObjectId],
     stop_at: std::time::Instant,
     git_err: &dyn Fn(String) -> ScanError,
-    mut each: impl FnMut(&str, Kind, Vec<u8>) -> Result<(), ScanError>,
+    map: impl Fn(Kind, Vec<u8>) -> T + Sync,
+    mut each: impl FnMut(&ObjectId, T) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
     // Handles are per thread: each thread clones this one.
     let template = Mutex::new(objects.clone());
@@ -510,36 +549,180 @@ fn read_objects(
         Ok(o) => o.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    for chunk in oids.chunks(READ_CHUNK) {
+    for chunk in ids.chunks(READ_CHUNK) {
         // Past the timeout (the caller reports it): stop reading.
         if std::time::Instant::now() >= stop_at {
             return Err(git_err("stopped at the timeout".into()));
         }
-        let read: Vec<Result<(Kind, Vec<u8>), String>> = chunk
+        let read: Vec<Result<T, String>> = chunk
             .par_iter()
             .map_init(
                 || (handle(), Vec::new()),
-                |(objects, buf), oid| {
-                    let id = gix_hash::ObjectId::from_hex(oid.as_bytes())
-                        .map_err(|_| format!("cannot read pushed object: `{oid}`"))?;
+                |(objects, buf), id| {
                     let data = objects
-                        .read(&id, buf)?
-                        .ok_or_else(|| format!("pushed object {oid} is missing"))?;
-                    let kind = match data.kind {
-                        gix_object::Kind::Commit => Kind::Commit,
-                        gix_object::Kind::Tree => Kind::Tree,
-                        gix_object::Kind::Tag => Kind::Tag,
-                        gix_object::Kind::Blob => Kind::Blob,
-                    };
-                    Ok((kind, data.data.to_vec()))
+                        .read(id, buf)?
+                        .ok_or_else(|| format!("pushed object {id} is missing"))?;
+                    let kind = kind_of(data.kind);
+                    Ok(map(kind, data.data.to_vec()))
                 },
             )
             .collect();
-        for (oid, r) in chunk.iter().zip(read) {
-            let (kind, data) =
-                r.map_err(|e| git_err(format!("cannot read a pushed object: {e}")))?;
-            each(oid, kind, data)?;
+        for (id, r) in chunk.iter().zip(read) {
+            let t = r.map_err(|e| git_err(format!("cannot read a pushed object: {e}")))?;
+            each(id, t)?;
         }
     }
     Ok(())
 }
+
+fn kind_of(kind: gix_object::Kind) -> Kind {
+    match kind {
+        gix_object::Kind::Commit => Kind::Commit,
+        gix_object::Kind::Tree => Kind::Tree,
+        gix_object::Kind::Tag => Kind::Tag,
+        gix_object::Kind::Blob => Kind::Blob,
+    }
+}
+
+/// What reading one new object gave: a commit's, tree's or tag's bytes, or what a blob is
+/// (blobs are looked at as they are read and not kept).
+enum Got {
+    Object(Kind, Vec<u8>),
+    Blob(BlobRead),
+}
+
+/// What a new blob is.
+struct BlobRead {
+    size: u64,
+    /// Why no rule can see into it (compressed, encrypted), if so.
+    unreadable: Option<&'static str>,
+    /// Whether it may hold a finding ([`Engine::may_find`]; asked only when the caller judges
+    /// blobs, and not of blobs over the size limit).
+    may_find: bool,
+}
+
+/// Objects decoded and judged between the pack walk and the rayon pool at a time.
+const WALK_QUEUE: usize = 64;
+
+/// Reads every object of `ids` once: the packs that hold most of them walked in delta-tree
+/// order ([`Objects::walk_packs`], with `walk`), the rest one by one (a header first, so
+/// that a blob over the size limit is not read). Blobs are looked at on the rayon pool as
+/// they come and only what they are is kept.
+fn read_new_objects(
+    objects: &Objects,
+    ids: &[ObjectId],
+    engine: &Engine,
+    options: &ObjectScanOptions,
+    how: &How,
+    git_err: &dyn Fn(String) -> ScanError,
+) -> Result<(HashMap<ObjectId, Got>, u64), ScanError> {
+    let How {
+        judge,
+        walk,
+        stop_at,
+    } = *how;
+    let look = |kind: Kind, data: Vec<u8>| -> Got {
+        if kind != Kind::Blob {
+            return Got::Object(kind, data);
+        }
+        let size = data.len() as u64;
+        if size > options.max_blob_size {
+            return Got::Blob(BlobRead {
+                size,
+                unreadable: None,
+                may_find: false,
+            });
+        }
+        Got::Blob(BlobRead {
+            size,
+            unreadable: unreadable_kind(&data),
+            may_find: judge && engine.may_find(&data),
+        })
+    };
+    let mut got: HashMap<ObjectId, Got> = HashMap::with_capacity(ids.len());
+    if walk {
+        let wanted: HashSet<ObjectId> = ids.iter().copied().collect();
+        let stop = AtomicBool::new(false);
+        // An object this large fails the walk: read one by one, a header says so first.
+        let limit = usize::try_from(options.max_blob_size.max(MIN_WALK_LIMIT))
+            .ok()
+            .filter(|&n| n <= MAX_WALK_LIMIT);
+        // What the walk decoded, or, for a blob over the size limit, what it is (not copied).
+        let (tx, rx) = mpsc::sync_channel::<(ObjectId, Result<(Kind, Vec<u8>), Got>)>(WALK_QUEUE);
+        let (walked, read) = std::thread::scope(|s| {
+            let looker = s.spawn(|| {
+                rx.into_iter()
+                    .par_bridge()
+                    .map(|(id, read)| (id, read.map_or_else(|got| got, |(k, d)| look(k, d))))
+                    .collect::<Vec<_>>()
+            });
+            let stop = &stop;
+            let walked = objects.walk_packs(&wanted, limit, stop, move |id, kind, data| {
+                if std::time::Instant::now() >= stop_at {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err("stopped at the timeout".into());
+                }
+                let kind = kind_of(kind);
+                let size = data.len() as u64;
+                let read = if kind == Kind::Blob && size > options.max_blob_size {
+                    Err(Got::Blob(BlobRead {
+                        size,
+                        unreadable: None,
+                        may_find: false,
+                    }))
+                } else {
+                    Ok((kind, data.to_vec()))
+                };
+                tx.send((id.to_owned(), read))
+                    .map_err(|_| "the blob judging stopped".to_string())
+            });
+            (walked, looker.join())
+        });
+        let read =
+            read.map_err(|_| git_err("judging the pushed blobs stopped unexpectedly".into()))?;
+        match walked {
+            Ok(_) => got.extend(read),
+            Err(WalkError::Stopped) => return Err(git_err("stopped at the timeout".into())),
+            // Read one by one below (what the walk read is read again).
+            Err(WalkError::Failed(why)) => {
+                tracing::debug!("reading the new objects one by one: {why}");
+            }
+        }
+    }
+
+    let walked = got.len() as u64;
+    // What no walked pack holds: kinds and sizes first, then the objects small enough.
+    let mut to_read: Vec<&ObjectId> = Vec::new();
+    for id in ids {
+        if got.contains_key(id) {
+            continue;
+        }
+        let header = objects
+            .header(id)
+            .map_err(git_err)?
+            .ok_or_else(|| git_err(format!("pushed object {id} is missing")))?;
+        if header.kind == gix_object::Kind::Blob && header.size > options.max_blob_size {
+            got.insert(
+                *id,
+                Got::Blob(BlobRead {
+                    size: header.size,
+                    unreadable: None,
+                    may_find: false,
+                }),
+            );
+        } else {
+            to_read.push(id);
+        }
+    }
+    read_objects(objects, &to_read, stop_at, git_err, look, |id, g| {
+        got.insert(*id, g);
+        Ok(())
+    })?;
+    Ok((got, walked))
+}
+
+/// The pack walk decodes objects up to at least this size (the size limit of blobs, when it
+/// is larger): a larger object stops it, and the objects are read one by one.
+const MIN_WALK_LIMIT: u64 = 64 << 20;
+/// Above this the walk has no limit of its own (the size limit is then "no limit").
+const MAX_WALK_LIMIT: usize = 1 << 40;

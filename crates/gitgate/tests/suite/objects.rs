@@ -468,3 +468,69 @@ async fn unreadable_content_is_refused_unless_the_manifest_allows_it() {
     let (ok, msg) = push(&work, &format!("{big}:refs/tags/big")).await;
     assert!(ok, "{msg}");
 }
+
+/// A push of many commits reaches the mirror's quarantine as one pack whose objects are
+/// delta chains (more than `receive.unpackLimit` objects: not unpacked), which the scan walks
+/// in delta-tree order: a key deep in a chain of edits and one in a commit message are refused
+/// with the places a small push names, and the same push without them goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_arrives_as_a_pack_of_delta_chains_is_scanned_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let up = upstream(&root, "app");
+    let gate = start_gate(&root, &local_yaml(&up, ""), options()).await;
+    let work = clone_app(&gate, &root).await;
+    let main_before = git(&up, &["rev-parse", "main"]);
+    // 400 lines; edit `i` changes one of them; the key sits on line 201 in edits 60 to 64.
+    let content = |i: usize, key_line: bool| -> String {
+        (0..400)
+            .map(|n| match n {
+                200 if key_line => format!("aws = \"{}\"\n", key()),
+                _ if n == (i * 7) % 400 => format!("// edit {i}\n"),
+                _ => format!("let value_{n} = compute({n}).unwrap_or_default();\n"),
+            })
+            .collect()
+    };
+    let history = |with_keys: bool| -> (String, String) {
+        let mut in_file = String::new();
+        let mut in_message = String::new();
+        for i in 0..150 {
+            let key_line = with_keys && (60..65).contains(&i);
+            let msg = if with_keys && i == 120 {
+                format!("edit {i}\n\nthe key is {}", key())
+            } else {
+                format!("edit {i}")
+            };
+            let c = commit_bytes(&work, "src/conf.rs", content(i, key_line).as_bytes(), &msg);
+            if with_keys && i == 60 {
+                in_file = c;
+            } else if with_keys && i == 120 {
+                in_message = c;
+            }
+        }
+        (in_file, in_message)
+    };
+
+    let (in_file, in_message) = history(true);
+    let (ok, msg) = push(&work, "HEAD:main").await;
+    assert!(!ok && !msg.contains("pushed to upstream"), "{msg}");
+    assert!(
+        msg.contains(&format!("fingerprint {in_file}:src/conf.rs:{RULE}:201")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("fingerprint {in_message}:<commit>:{RULE}:")),
+        "{msg}"
+    );
+    assert_eq!(git(&up, &["rev-parse", "main"]), main_before);
+
+    // The same edits without the keys go through.
+    git(&work, &["reset", "-q", "--hard", "origin/main"]);
+    history(false);
+    let (ok, msg) = push(&work, "HEAD:main").await;
+    assert!(ok && msg.contains("pushed to upstream"), "{msg}");
+    assert_eq!(
+        git(&up, &["rev-parse", "main"]),
+        git(&work, &["rev-parse", "HEAD"])
+    );
+}

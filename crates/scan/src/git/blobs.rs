@@ -149,7 +149,12 @@ fn run(
         return Ok((Vec::new(), GitScanCounts::default()));
     }
     // Handles are per thread (each has its own caches): every thread clones this one.
-    let objects = std::sync::Mutex::new(Objects::open(req).map_err(git_err)?);
+    let mut objects = Objects::open(req).map_err(git_err)?;
+    // The new trees the object scan of the same push decoded are not read again.
+    if let Some(trees) = known.and_then(|k| k.trees.clone()) {
+        objects = objects.with_decoded(trees);
+    }
+    let objects = std::sync::Mutex::new(objects);
     let handle = || match objects.lock() {
         Ok(o) => o.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),

@@ -11,10 +11,22 @@
 //! objects) and, for each directory, its `info/alternates` (read by `gix-odb`). The
 //! environment is the request's first, then this process's (the gate's pre-receive hook runs
 //! the scan in process, where git set both variables).
+//!
+//! A push arrives as a pack (`git index-pack` wrote it and its index into the quarantine),
+//! most of whose objects are deltas, in chains up to 50 long. Read one by one, each object
+//! inflates its chain again (the per-thread cache keeps some bases, not the chain), so reading
+//! a pushed pack cost several inflations per object. [`Objects::walk_packs`] reads such a pack
+//! the way `git index-pack` resolves it: in delta-tree order, each delta applied once to its
+//! base, decoded just before (`gix-pack`'s pack traversal); what no walked pack holds is read
+//! one by one. Objects decoded that way can be handed back ([`Objects::with_decoded`]) so that
+//! a later reader of the same scan (the tree diffs) does not inflate them again.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gix_hash::{ObjectId, oid};
 use gix_object::{Data, Exists, Find, FindHeader};
@@ -26,11 +38,28 @@ use super::process::git_command;
 /// chains of deltas on the same base).
 const PACK_CACHE_BYTES: usize = 16 << 20;
 
+/// Objects already decoded in this scan: their kind and bytes, by id.
+pub(crate) type Decoded = HashMap<ObjectId, (gix_object::Kind, Vec<u8>)>;
+
+/// Why [`Objects::walk_packs`] did not hand over every object of the packs it chose.
+#[derive(Debug)]
+pub(crate) enum WalkError {
+    /// `stop` was set (the scan's time is up).
+    Stopped,
+    /// A pack could not be walked (unreadable, or an object larger than the limit): the
+    /// objects are for [`Objects::read`], which reads them one by one.
+    Failed(String),
+}
+
 /// The object directories of a repository, opened for reading; cheap to clone, one clone per
 /// thread (each has its own pack cache).
 #[derive(Clone)]
 pub(crate) struct Objects {
     stores: Vec<gix_odb::HandleArc>,
+    /// The directories, in the order of `stores` (their packs are what a walk reads).
+    dirs: Vec<PathBuf>,
+    /// Objects decoded earlier in this scan, read before the stores.
+    decoded: Option<Arc<Decoded>>,
 }
 
 impl Objects {
@@ -66,10 +95,94 @@ impl Objects {
             );
         }
         let mut stores = Vec::with_capacity(dirs.len());
-        for d in dirs {
-            stores.push(open_store(&d)?);
+        for d in &dirs {
+            stores.push(open_store(d)?);
         }
-        Ok(Self { stores })
+        Ok(Self {
+            stores,
+            dirs,
+            decoded: None,
+        })
+    }
+
+    /// These objects, with `decoded` read from memory instead of the object directories.
+    pub(crate) fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
+        self.decoded = Some(decoded);
+        self
+    }
+
+    /// Hands each object of `wanted` that the walked packs hold to `each`, once, decoded;
+    /// returns those objects. A pack is walked when at least half of its objects are wanted
+    /// (a received push's pack: all of it but the bases `index-pack --fix-thin` appended), in
+    /// delta-tree order: each delta is applied once to its base, decoded just before, as `git
+    /// index-pack` resolves a pack. Objects larger than `max_object_bytes` fail the walk (the
+    /// caller reads those one by one, where a header says how large an object is before it is
+    /// read). `each` runs on the walking thread; its error stops the walk.
+    pub(crate) fn walk_packs<F>(
+        &self,
+        wanted: &HashSet<ObjectId>,
+        max_object_bytes: Option<usize>,
+        stop: &AtomicBool,
+        each: F,
+    ) -> Result<HashSet<ObjectId>, WalkError>
+    where
+        F: FnMut(&oid, gix_object::Kind, &[u8]) -> Result<(), String> + Send + Clone,
+    {
+        use gix_error::ErrorExt;
+        use gix_pack::index::traverse::{SafetyCheck, with_index};
+
+        let mut walked: HashSet<ObjectId> = HashSet::new();
+        for dir in &self.dirs {
+            for idx in pack_indexes(dir) {
+                let bundle = gix_pack::Bundle::at(&idx, gix_hash::Kind::Sha1).map_err(|e| {
+                    WalkError::Failed(format!("cannot open the pack {}: {e}", idx.display()))
+                })?;
+                let here: HashSet<ObjectId> = wanted
+                    .iter()
+                    .filter(|id| !walked.contains(*id) && bundle.index.lookup(*id).is_some())
+                    .copied()
+                    .collect();
+                let in_pack = bundle.index.num_objects() as usize;
+                if here.is_empty() || here.len() * 2 < in_pack {
+                    continue;
+                }
+                let mut each = each.clone();
+                let here_ref = &here;
+                let walk = bundle.index.traverse_with_index(
+                    &bundle.pack,
+                    move |kind, data, entry, _progress| {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(gix_error::cancelled("the scan was stopped").raise());
+                        }
+                        if here_ref.contains(&entry.oid) {
+                            each(&entry.oid, kind, data)
+                                .map_err(|e| gix_error::Message::from(e).raise())?;
+                        }
+                        Ok(())
+                    },
+                    &mut gix_utils::progress::Discard,
+                    stop,
+                    with_index::Options {
+                        thread_limit: Some(1),
+                        // index-pack checked the pack and computed every id as it wrote the
+                        // index; a pack of the repository's own was checked when it came in.
+                        check: SafetyCheck::SkipFileAndObjectChecksumVerification,
+                        alloc_limit_bytes: max_object_bytes,
+                    },
+                );
+                if let Err(e) = walk {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(WalkError::Stopped);
+                    }
+                    return Err(WalkError::Failed(format!(
+                        "cannot walk the pack {}: {e}",
+                        idx.display()
+                    )));
+                }
+                walked.extend(here);
+            }
+        }
+        Ok(walked)
     }
 
     /// Reads an object into `buf`: `None` if no directory has it.
@@ -78,6 +191,11 @@ impl Objects {
         id: &oid,
         buf: &'a mut Vec<u8>,
     ) -> Result<Option<Data<'a>>, String> {
+        if let Some((kind, data)) = self.decoded.as_ref().and_then(|d| d.get(id)) {
+            buf.clear();
+            buf.extend_from_slice(data);
+            return Ok(Some(Data::new(buf, *kind, id.kind())));
+        }
         let store = self.holder(id);
         store
             .try_find(id, buf)
@@ -86,6 +204,12 @@ impl Objects {
 
     /// An object's kind and size, without reading it: `None` if no directory has it.
     pub(crate) fn header(&self, id: &oid) -> Result<Option<gix_object::Header>, String> {
+        if let Some((kind, data)) = self.decoded.as_ref().and_then(|d| d.get(id)) {
+            return Ok(Some(gix_object::Header {
+                kind: *kind,
+                size: data.len() as u64,
+            }));
+        }
         self.holder(id)
             .try_header(id)
             .map_err(|e| format!("cannot read object {id}: {e}"))
@@ -123,8 +247,26 @@ impl Find for Objects {
         id: &oid,
         buffer: &'a mut Vec<u8>,
     ) -> gix_error::Result<Option<Data<'a>>> {
+        if let Some((kind, data)) = self.decoded.as_ref().and_then(|d| d.get(id)) {
+            buffer.clear();
+            buffer.extend_from_slice(data);
+            return Ok(Some(Data::new(buffer, *kind, id.kind())));
+        }
         self.holder(id).try_find(id, buffer)
     }
+}
+
+/// The pack indexes of an object directory, by name (none if it has no `pack` directory).
+fn pack_indexes(dir: &Path) -> Vec<PathBuf> {
+    let Ok(list) = std::fs::read_dir(dir.join("pack")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = list
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .collect();
+    out.sort();
+    out
 }
 
 fn open_store(dir: &Path) -> Result<gix_odb::HandleArc, String> {

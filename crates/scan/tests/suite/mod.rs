@@ -5,6 +5,7 @@ mod gitleaks;
 mod gitmodes;
 mod hidden;
 mod history;
+mod packs;
 mod sarif;
 
 /// Joins the parts of a token so no well-formed secret sits in the repository.
