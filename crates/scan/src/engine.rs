@@ -973,13 +973,23 @@ fn lane_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasi
         .map(|k| bounds[k + 1] - from[k])
         .min()
         .unwrap_or(0);
-    for j in 0..steps {
-        for k in 0..LANES {
-            let p = from[k] + j;
-            let s = dfa.next_state(Anchored::No, sid[k], data[p]);
-            sid[k] = s;
-            if dfa.is_special(s) {
-                seen(k, p, s)?;
+    // The common stretch: four slices of one length, read in step (no bounds checks; one
+    // branch when no lane is in a special state).
+    let [d0, d1, d2, d3] = from.map(|f| &data[f..f + steps]);
+    for (j, (((&b0, &b1), &b2), &b3)) in d0.iter().zip(d1).zip(d2).zip(d3).enumerate() {
+        sid[0] = dfa.next_state(Anchored::No, sid[0], b0);
+        sid[1] = dfa.next_state(Anchored::No, sid[1], b1);
+        sid[2] = dfa.next_state(Anchored::No, sid[2], b2);
+        sid[3] = dfa.next_state(Anchored::No, sid[3], b3);
+        if dfa.is_special(sid[0])
+            | dfa.is_special(sid[1])
+            | dfa.is_special(sid[2])
+            | dfa.is_special(sid[3])
+        {
+            for k in 0..LANES {
+                if dfa.is_special(sid[k]) {
+                    seen(k, from[k] + j, sid[k])?;
+                }
             }
         }
     }
