@@ -92,6 +92,8 @@ pub(crate) struct Base {
     pub resolver: Arc<dyn Resolve>,
     pub listen: Arc<OnceLock<std::net::SocketAddr>>,
     pub timeouts: Timeouts,
+    /// `dangerously_skip_dlp`: no request is judged, so the DLP engine is not built.
+    pub skip_dlp: bool,
 }
 
 /// One generation of routes.
@@ -105,8 +107,9 @@ pub(crate) struct Loaded {
     pub client_h1: Client<Connector, ReqBody>,
     pub log: LogMode,
     pub routes_json: Bytes,
-    /// What outbound DLP looks for in this generation (scanner rules and its credentials).
-    pub dlp: Arc<crate::dlp::Detector>,
+    /// What outbound DLP looks for in this generation (scanner rules and its credentials);
+    /// `None` only under `dangerously_skip_dlp`, where nothing is judged.
+    pub dlp: Option<Arc<crate::dlp::Detector>>,
     /// Per route index: its DLP settings.
     pub dlp_routes: Vec<crate::dlp::RouteDlp>,
 }
@@ -262,11 +265,18 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
         }))
         .unwrap_or_default(),
     );
-    let scanner = crate::dlp::scanner().map_err(ReloadError::Dlp)?;
-    let token_texts: Vec<&str> = tokens.iter().map(Secret::expose).collect();
-    let dlp = crate::dlp::Detector::new(scanner, &token_texts).map_err(ReloadError::Dlp)?;
+    // Without DLP (a benchmark's baseline) the rules are not compiled: the baseline's memory
+    // and start-up are then those of the proxy alone.
+    let dlp = if base.skip_dlp {
+        None
+    } else {
+        let scanner = crate::dlp::scanner().map_err(ReloadError::Dlp)?;
+        let token_texts: Vec<&str> = tokens.iter().map(Secret::expose).collect();
+        let dlp = crate::dlp::Detector::new(scanner, &token_texts).map_err(ReloadError::Dlp)?;
+        Some(Arc::new(dlp))
+    };
     Ok(Loaded {
-        dlp: Arc::new(dlp),
+        dlp,
         dlp_routes,
         log: config.log.unwrap_or_default(),
         policy: Policy::new(validated),

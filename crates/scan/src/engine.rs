@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
@@ -86,28 +86,30 @@ impl Engine {
             None
         } else {
             // Keywords are lower-cased ASCII in practice; non-ASCII keywords still match
-            // exactly, only their case folding is ASCII-only.
-            AhoCorasick::builder()
+            // exactly, only their case folding is ASCII-only. One automaton: a DFA (no
+            // prefilter: with this many case-folded keywords the crate has none to offer),
+            // else the crate's smaller automaton.
+            aho_corasick::dfa::DFA::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .start_kind(aho_corasick::StartKind::Unanchored)
+                .prefilter(false)
                 .build(&patterns)
-                .or_else(|_| {
+                .ok()
+                // (unanchored searches, the only kind run, start at this state)
+                .filter(|dfa| {
+                    use aho_corasick::automaton::Automaton;
+                    dfa.start_state(aho_corasick::Anchored::No).is_ok()
+                })
+                .map(|dfa| Keywords::Dfa(Box::new(dfa)))
+                .ok_or(())
+                .or_else(|()| {
                     AhoCorasick::builder()
                         .ascii_case_insensitive(true)
                         .build(&patterns)
+                        .map(Keywords::Other)
                 })
                 .ok()
-                .map(|ac| Keywords {
-                    ac,
-                    dfa: aho_corasick::dfa::DFA::builder()
-                        .ascii_case_insensitive(true)
-                        .match_kind(MatchKind::Standard)
-                        .start_kind(aho_corasick::StartKind::Unanchored)
-                        .prefilter(false)
-                        .build(&patterns)
-                        .ok(),
-                })
         };
         // If the automaton could not be built (it always can for sane sizes), every rule runs.
         if keywords.is_none() {
@@ -630,7 +632,7 @@ mod keyword_tests {
         let ac = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(patterns)
             .unwrap();
         let dfa = aho_corasick::dfa::DFA::builder()
@@ -655,6 +657,13 @@ mod keyword_tests {
             let all: Vec<_> = ac.find_overlapping_iter(&data[..]).collect();
             let got: Vec<_> = keyword_hits(&ac, &data).collect();
             assert_eq!(got, all, "{:?}", String::from_utf8_lossy(&data));
+            // The bare DFA's plain-then-overlapping search (what small inputs get).
+            assert_eq!(
+                dfa_hits(&dfa, &data),
+                all,
+                "{:?}",
+                String::from_utf8_lossy(&data)
+            );
             // The lanes, on inputs long enough for each lane to hold a keyword or not,
             // keywords across the lanes' borders included.
             let lanes = lane_hits(&dfa, &data).unwrap();
@@ -666,7 +675,25 @@ mod keyword_tests {
     fn the_builtin_keywords_in_lanes_are_the_overlapping_search() {
         let engine = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
         let kw = engine.keywords.as_ref().unwrap();
-        let dfa = kw.dfa.as_ref().unwrap();
+        let Keywords::Dfa(dfa) = kw else {
+            panic!("the built-in keywords make a DFA")
+        };
+        // The reference: the crate's own searcher over the same keywords, as the engine
+        // built it before it kept the DFA alone.
+        let mut patterns: Vec<String> = Vec::new();
+        for rule in engine.rules.iter().filter(|r| r.regex.is_some()) {
+            for k in &rule.keywords {
+                if !patterns.contains(k) {
+                    patterns.push(k.clone());
+                }
+            }
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&patterns)
+            .unwrap();
         // Real text with keywords (the rules and their test cases), cut at many lengths so
         // that keywords fall on the lanes' borders.
         let text = [
@@ -677,8 +704,10 @@ mod keyword_tests {
         let data = text.as_bytes();
         for len in (0..2000).chain((0..200).map(|i| data.len() - i * 37)) {
             let d = &data[..len.min(data.len())];
-            let all: Vec<_> = kw.ac.find_overlapping_iter(d).collect();
+            let all: Vec<_> = ac.find_overlapping_iter(d).collect();
             assert_eq!(lane_hits(dfa, d).unwrap(), all, "{len}");
+            assert_eq!(dfa_hits(dfa, d), all, "{len}");
+            assert_eq!(kw.hits(d), all, "{len}");
         }
         assert!(kw.hits(data).len() > 1000);
     }
@@ -835,12 +864,17 @@ fn drop_generic_duplicates(found: &mut Vec<Hit>) {
     });
 }
 
-/// The rules' keywords: one automaton (a DFA where one could be built) over all of them.
+/// The rules' keywords: one automaton over all of them.
+///
+/// Why one: the search used to hold the same keywords twice, as the crate's searcher (a DFA
+/// inside) and as a bare DFA for the lanes; each is about 0.8 MB, which every egress sidecar
+/// kept for its life. The bare DFA does both searches.
 #[derive(Debug)]
-struct Keywords {
-    ac: AhoCorasick,
-    /// The same keywords as a bare DFA, searched in [`LANES`] lanes at once.
-    dfa: Option<aho_corasick::dfa::DFA>,
+enum Keywords {
+    /// A DFA, searched in [`LANES`] lanes at once over large inputs.
+    Dfa(Box<aho_corasick::dfa::DFA>),
+    /// The crate's own choice, where no DFA could be built.
+    Other(AhoCorasick),
 }
 
 /// Lanes of the keyword search over large inputs.
@@ -853,14 +887,40 @@ impl Keywords {
     /// Every keyword occurrence in `data` (overlapping ones included), in the order of the
     /// automaton's overlapping search.
     fn hits(&self, data: &[u8]) -> Vec<aho_corasick::Match> {
-        if data.len() >= LANES_MIN
-            && let Some(dfa) = &self.dfa
-            && let Some(hits) = lane_hits(dfa, data)
-        {
-            return hits;
+        match self {
+            Keywords::Dfa(dfa) => {
+                if data.len() >= LANES_MIN
+                    && let Some(hits) = lane_hits(dfa, data)
+                {
+                    return hits;
+                }
+                dfa_hits(dfa, data)
+            }
+            Keywords::Other(ac) => keyword_hits(ac, data).collect(),
         }
-        keyword_hits(&self.ac, data).collect()
     }
+}
+
+/// [`keyword_hits`] with the bare DFA: its plain search, then its overlapping search from
+/// the longest keyword's length before the first match's end.
+fn dfa_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Vec<aho_corasick::Match> {
+    use aho_corasick::automaton::{Automaton, OverlappingState};
+    let mut out = Vec::new();
+    let Ok(Some(first)) = dfa.try_find(&aho_corasick::Input::new(data)) else {
+        return out;
+    };
+    let from = first.end().saturating_sub(dfa.max_pattern_len());
+    let input = aho_corasick::Input::new(data).range(from..);
+    let mut state = OverlappingState::start();
+    // The searches fail only where an unanchored search has no start state, and
+    // `Engine::new` keeps such a DFA out.
+    while dfa.try_find_overlapping(&input, &mut state).is_ok() {
+        match state.get_match() {
+            Some(m) => out.push(m),
+            None => break,
+        }
+    }
+    out
 }
 
 /// [`Keywords::hits`] with the DFA walked over [`LANES`] parts of `data` in step.
@@ -913,13 +973,23 @@ fn lane_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasi
         .map(|k| bounds[k + 1] - from[k])
         .min()
         .unwrap_or(0);
-    for j in 0..steps {
-        for k in 0..LANES {
-            let p = from[k] + j;
-            let s = dfa.next_state(Anchored::No, sid[k], data[p]);
-            sid[k] = s;
-            if dfa.is_special(s) {
-                seen(k, p, s)?;
+    // The common stretch: four slices of one length, read in step (no bounds checks; one
+    // branch when no lane is in a special state).
+    let [d0, d1, d2, d3] = from.map(|f| &data[f..f + steps]);
+    for (j, (((&b0, &b1), &b2), &b3)) in d0.iter().zip(d1).zip(d2).zip(d3).enumerate() {
+        sid[0] = dfa.next_state(Anchored::No, sid[0], b0);
+        sid[1] = dfa.next_state(Anchored::No, sid[1], b1);
+        sid[2] = dfa.next_state(Anchored::No, sid[2], b2);
+        sid[3] = dfa.next_state(Anchored::No, sid[3], b3);
+        if dfa.is_special(sid[0])
+            | dfa.is_special(sid[1])
+            | dfa.is_special(sid[2])
+            | dfa.is_special(sid[3])
+        {
+            for k in 0..LANES {
+                if dfa.is_special(sid[k]) {
+                    seen(k, from[k] + j, sid[k])?;
+                }
             }
         }
     }

@@ -5,6 +5,13 @@
 //! [`DlpBody::prime`] reads until the first bytes may go (or the body ended) before the
 //! upstream is contacted, so a small request carrying a secret is refused without any
 //! connection being made, and a small body that ended keeps an exact `Content-Length`.
+//!
+//! A large body is judged on another thread, a batch of the window at a time (tokio's
+//! blocking pool), while the proxy goes on: it forwards the bytes judged before and reads
+//! and decrypts the next ones (up to [`BATCH`] of them wait). Nothing goes before its batch
+//! has been judged, and the batches are judged one after another in the same window, so
+//! what is found, cut out and let go is what judging in line finds (unit test
+//! `a_body_judged_on_another_thread_is_the_body_judged_in_line`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -16,12 +23,24 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::decode::Decoder;
 use super::head::check_headers;
-use super::window::Window;
+use super::window::{BATCH, Window};
 use super::{DECODE_LIMIT, Detector, DlpStopped, Report, RouteDlp, Stop};
 use crate::body::BoxError;
 
 /// Where the stop of a request is kept (set once).
 pub(crate) type Verdict = Arc<OnceLock<Stop>>;
+
+/// The window handed back by the thread that judged a batch, with what may go.
+type Judged = (Window, Result<Option<Bytes>, Stop>);
+
+/// What the body's source gave that waits while a batch is judged.
+enum Arrived {
+    Data(Bytes),
+    /// Trailers: the data ended.
+    Trailers(Frame<Bytes>),
+    /// The end.
+    End,
+}
 
 /// A request body under DLP.
 pub(crate) struct DlpBody<B> {
@@ -37,6 +56,13 @@ pub(crate) struct DlpBody<B> {
     ready: VecDeque<Frame<Bytes>>,
     done: bool,
     verdict: Verdict,
+    /// A batch being judged on another thread (the window is there meanwhile).
+    judging: Option<tokio::task::JoinHandle<Judged>>,
+    /// What arrived meanwhile, in order, and its data's size.
+    waiting: VecDeque<Arrived>,
+    waiting_len: usize,
+    /// The source has given its last frame (it may still wait in `waiting`).
+    source_done: bool,
 }
 
 impl<B> DlpBody<B> {
@@ -60,6 +86,10 @@ impl<B> DlpBody<B> {
             ready: VecDeque::new(),
             done: false,
             verdict,
+            judging: None,
+            waiting: VecDeque::new(),
+            waiting_len: 0,
+            source_done: false,
         }
     }
 
@@ -78,6 +108,9 @@ impl<B> DlpBody<B> {
         let rule = stop.rule().to_string();
         let _ = self.verdict.set(stop);
         self.ready.clear();
+        self.waiting.clear();
+        // (a batch still being judged finishes on its own; what it lets go goes nowhere)
+        self.judging = None;
         self.done = true;
         Box::new(DlpStopped { rule })
     }
@@ -91,10 +124,13 @@ impl<B> DlpBody<B> {
                 Bytes::from(out)
             }
         };
-        self.judge(plain)
+        self.judge(plain, true)
     }
 
-    fn judge(&mut self, plain: Bytes) -> Result<(), Stop> {
+    /// Takes decoded bytes into the window (or past it, beyond the decode bound on a route
+    /// that passes what it cannot scan); a batch that gathered is judged, on another thread
+    /// when `elsewhere` and a runtime can lend one.
+    fn judge(&mut self, plain: Bytes, elsewhere: bool) -> Result<(), Stop> {
         if self.decoded > DECODE_LIMIT && !self.unscanned {
             if !self.route.pass_unscannable {
                 return Err(Stop::Unscannable {
@@ -113,10 +149,20 @@ impl<B> DlpBody<B> {
             }
             return Ok(());
         }
-        if let Some(out) = self
-            .window
-            .push(&plain, &self.det, &self.route, &self.report)?
-        {
+        self.window.add(&plain);
+        if !self.window.due() {
+            return Ok(());
+        }
+        if elsewhere && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let mut window = std::mem::take(&mut self.window);
+            let (det, route, report) = (self.det.clone(), self.route.clone(), self.report.clone());
+            self.judging = Some(rt.spawn_blocking(move || {
+                let out = window.release(&det, &route, &report);
+                (window, out)
+            }));
+            return Ok(());
+        }
+        if let Some(out) = self.window.release(&self.det, &self.route, &self.report)? {
             self.ready.push_back(Frame::data(out));
         }
         Ok(())
@@ -126,7 +172,8 @@ impl<B> DlpBody<B> {
         if let Some(d) = &mut self.decoder {
             let out = d.finish().map_err(|why| Stop::Unscannable { why })?;
             self.decoded += out.len() as u64;
-            self.judge(Bytes::from(out))?;
+            // (here: the window is finished right after)
+            self.judge(Bytes::from(out), false)?;
         }
         if !self.unscanned
             && let Some(rest) = self.window.finish(&self.det, &self.route, &self.report)?
@@ -144,41 +191,121 @@ where
 {
     /// Reads until something may go or the body ended.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        while self.ready.is_empty() && !self.done {
-            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+        loop {
+            if let Some(judging) = self.judging.as_mut() {
+                match Pin::new(judging).poll(cx) {
+                    Poll::Ready(joined) => {
+                        self.judging = None;
+                        let out = match joined {
+                            Ok((window, out)) => {
+                                self.window = window;
+                                out
+                            }
+                            // (a panic while judging: the window is lost, nothing more goes)
+                            Err(e) => Err(Stop::Unscannable {
+                                why: format!("judging the body failed: {e}"),
+                            }),
+                        };
+                        match out {
+                            Ok(Some(data)) => self.ready.push_back(Frame::data(data)),
+                            Ok(None) => {}
+                            Err(stop) => return Poll::Ready(Err(self.stop(stop))),
+                        }
+                    }
+                    Poll::Pending => {
+                        if !self.ready.is_empty() {
+                            return Poll::Ready(Ok(()));
+                        }
+                        if self.source_done || self.waiting_len >= BATCH {
+                            return Poll::Pending;
+                        }
+                        // read on (and decrypt) while the batch is judged
+                        match self.poll_source(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Ready(Ok(arrived)) => {
+                                if let Arrived::Data(d) = &arrived {
+                                    self.waiting_len += d.len();
+                                }
+                                self.waiting.push_back(arrived);
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            // What arrived while a batch was judged, in order, until one is judged again
+            // (what the last one let go goes first, as when judging in line).
+            while self.judging.is_none()
+                && self.ready.is_empty()
+                && !self.done
+                && let Some(arrived) = self.waiting.pop_front()
+            {
+                if let Arrived::Data(d) = &arrived {
+                    self.waiting_len -= d.len();
+                }
+                if let Err(stop) = self.arrived(arrived) {
+                    return Poll::Ready(Err(self.stop(stop)));
+                }
+            }
+            if self.judging.is_some() {
+                continue;
+            }
+            if !self.ready.is_empty() || self.done {
+                return Poll::Ready(Ok(()));
+            }
+            let arrived = match self.poll_source(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
-                Poll::Ready(Some(Ok(f))) => f,
-                Poll::Ready(None) => {
-                    if let Err(stop) = self.end() {
-                        return Poll::Ready(Err(self.stop(stop)));
-                    }
-                    self.done = true;
-                    break;
-                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(arrived)) => arrived,
             };
-            let result = match frame.into_data() {
-                Ok(data) => self.take(data),
-                Err(mut frame) => {
-                    // trailers come after the data: let the rest of it go first
-                    let mut r = self.end();
-                    if r.is_ok()
-                        && let Some(t) = frame.trailers_mut()
-                    {
-                        r = check_headers(&self.det, &self.route, t, None, "trailer", &self.report);
-                    }
-                    if r.is_ok() {
-                        self.ready.push_back(frame);
-                        self.done = true;
-                    }
-                    r
-                }
-            };
-            if let Err(stop) = result {
+            if let Err(stop) = self.arrived(arrived) {
                 return Poll::Ready(Err(self.stop(stop)));
             }
         }
-        Poll::Ready(Ok(()))
+    }
+
+    /// The source's next frame (its end once).
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arrived, BoxError>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+            Poll::Ready(Some(Ok(f))) => f,
+            Poll::Ready(None) => {
+                self.source_done = true;
+                return Poll::Ready(Ok(Arrived::End));
+            }
+        };
+        Poll::Ready(Ok(match frame.into_data() {
+            Ok(data) => Arrived::Data(data),
+            Err(frame) => {
+                self.source_done = true;
+                Arrived::Trailers(frame)
+            }
+        }))
+    }
+
+    /// Takes what the source gave: data into the window, the end (or trailers: after the
+    /// data) lets the rest go.
+    fn arrived(&mut self, arrived: Arrived) -> Result<(), Stop> {
+        match arrived {
+            Arrived::Data(data) => self.take(data),
+            Arrived::End => {
+                self.end()?;
+                self.done = true;
+                Ok(())
+            }
+            Arrived::Trailers(mut frame) => {
+                // trailers come after the data: let the rest of it go first
+                self.end()?;
+                if let Some(t) = frame.trailers_mut() {
+                    check_headers(&self.det, &self.route, t, None, "trailer", &self.report)?;
+                }
+                self.ready.push_back(frame);
+                self.done = true;
+                Ok(())
+            }
+        }
     }
 
     /// Reads until the first bytes may go (or the body ended, or DLP stopped it).
@@ -221,6 +348,130 @@ where
         match self.complete_len() {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use http_body_util::BodyExt;
+    use policy::DlpMode;
+    use pretty_assertions::assert_eq;
+
+    use super::super::{DlpLog, scanner};
+    use super::*;
+
+    const AWS: &str = "AKIAZ3MSJV4WWNKWW5FG";
+
+    /// A body that gives its chunks as fast as they are asked for.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn route(mode: DlpMode) -> RouteDlp {
+        RouteDlp {
+            mode,
+            ..RouteDlp::default()
+        }
+    }
+
+    fn recorder() -> (Report, Arc<Mutex<Vec<DlpLog>>>) {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let l = logs.clone();
+        (Arc::new(move |e| l.lock().unwrap().push(e)), logs)
+    }
+
+    /// What went and what stopped it, judged in line by the window alone (as before).
+    fn in_line(mode: DlpMode, chunks: &[&[u8]]) -> (Vec<u8>, Option<Stop>, Vec<DlpLog>) {
+        let det = Detector::new(scanner().unwrap(), &[]).unwrap();
+        let (report, logs) = recorder();
+        let mut w = Window::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            match w.push(c, &det, &route(mode), &report) {
+                Ok(Some(b)) => out.extend_from_slice(&b),
+                Ok(None) => {}
+                Err(stop) => return (out, Some(stop), logs.lock().unwrap().clone()),
+            }
+        }
+        let stop = match w.finish(&det, &route(mode), &report) {
+            Ok(Some(b)) => {
+                out.extend_from_slice(&b);
+                None
+            }
+            Ok(None) => None,
+            Err(stop) => Some(stop),
+        };
+        (out, stop, logs.lock().unwrap().clone())
+    }
+
+    /// The same through [`DlpBody`], whose batches are judged on the blocking pool.
+    async fn through_body(mode: DlpMode, chunks: &[&[u8]]) -> (Vec<u8>, Option<Stop>, Vec<DlpLog>) {
+        let det = Arc::new(Detector::new(scanner().unwrap(), &[]).unwrap());
+        let (report, logs) = recorder();
+        let verdict: Verdict = Arc::new(OnceLock::new());
+        let source = Chunks(chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect());
+        let mut body = DlpBody::new(source, det, route(mode), report, None, verdict.clone());
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => out.extend_from_slice(f.data_ref().unwrap()),
+                Err(_) => break,
+            }
+        }
+        let stop = verdict.get().cloned();
+        (out, stop, logs.lock().unwrap().clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_judged_on_another_thread_is_the_body_judged_in_line() {
+        // Keys at many places of a body of ~1.6 MB (12 batches), in chunks of several sizes,
+        // in each mode: the same bytes go, the same findings are logged, the same stop.
+        let mut body = Vec::new();
+        for i in 0..60usize {
+            body.extend(std::iter::repeat_n(
+                b'a' + (i % 20) as u8,
+                20_000 + i * 1_013,
+            ));
+            body.extend_from_slice(format!(" key={AWS} ").as_bytes());
+        }
+        let mut late = vec![b'x'; 1_500_000];
+        late.extend_from_slice(format!(" key={AWS} ").as_bytes());
+        late.extend(vec![b'y'; 300_000]);
+        let plain = vec![b'z'; 1_000_000];
+        for (name, data) in [("keys", &body), ("late key", &late), ("no key", &plain)] {
+            for chunk in [997, 16 * 1024, 100_000, 400_000] {
+                let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+                for mode in [DlpMode::Block, DlpMode::Redact, DlpMode::Log] {
+                    let want = in_line(mode, &chunks);
+                    let got = through_body(mode, &chunks).await;
+                    assert!(
+                        got.0 == want.0,
+                        "{name}, chunks of {chunk}, {mode:?}: {} bytes went, {} in line",
+                        got.0.len(),
+                        want.0.len()
+                    );
+                    assert_eq!(got.1, want.1, "{name}, chunks of {chunk}, {mode:?}");
+                    assert_eq!(got.2, want.2, "{name}, chunks of {chunk}, {mode:?}");
+                    if mode == DlpMode::Block && name != "no key" {
+                        assert!(want.1.is_some());
+                        assert!(!String::from_utf8_lossy(&got.0).contains("AKIA"));
+                    }
+                }
+            }
         }
     }
 }

@@ -78,7 +78,13 @@ pub(crate) async fn check(
         .cloned()
         .unwrap_or_default();
     rd.taken = Some(taken);
-    let det = loaded.dlp.clone();
+    // Built for every generation unless DLP is skipped, when this is never called; should
+    // it be missing, nothing goes unjudged.
+    let Some(det) = loaded.dlp.clone() else {
+        return Err(Refused::Dlp(Stop::Unscannable {
+            why: "outbound DLP is not loaded in this proxy".into(),
+        }));
+    };
     let verdict: Verdict = Arc::new(OnceLock::new());
     // A wildcard route lets the agent choose the host name: a secret in it cannot be cut
     // out (the name is where the request goes), so it is refused in every mode but `log`.

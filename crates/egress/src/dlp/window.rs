@@ -17,7 +17,7 @@ const MARGIN: usize = 1024;
 const CONTEXT: usize = 1024;
 /// New bytes gathered before the window is scanned again: each scan also reads the held and
 /// context bytes again, so scanning every small chunk would read a body several times.
-const BATCH: usize = 128 * 1024;
+pub(crate) const BATCH: usize = 128 * 1024;
 
 /// The window of one body.
 #[derive(Debug, Default)]
@@ -38,10 +38,32 @@ impl Window {
         route: &RouteDlp,
         report: &Report,
     ) -> Result<Option<Bytes>, Stop> {
-        self.buf.extend_from_slice(chunk);
-        if self.buf.len() < self.sent + HOLD + BATCH {
+        self.add(chunk);
+        if !self.due() {
             return Ok(None);
         }
+        self.release(det, route, report)
+    }
+
+    /// Takes a chunk without judging anything ([`Window::push`] is this, then
+    /// [`Window::release`] when [`Window::due`]).
+    pub(crate) fn add(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Whether a batch has gathered: the window is to be judged before it takes more.
+    pub(crate) fn due(&self) -> bool {
+        self.buf.len() >= self.sent + HOLD + BATCH
+    }
+
+    /// Judges what has gathered and returns the bytes that may go now (all but the held
+    /// back ones).
+    pub(crate) fn release(
+        &mut self,
+        det: &Detector,
+        route: &RouteDlp,
+        report: &Report,
+    ) -> Result<Option<Bytes>, Stop> {
         self.judge(false, det, route, report)?;
         let cut = self.buf.len().saturating_sub(HOLD);
         if cut <= self.sent {

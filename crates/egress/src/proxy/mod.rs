@@ -108,6 +108,7 @@ impl Proxy {
             resolver: config.resolver.clone(),
             listen: listen.clone(),
             timeouts: config.timeouts,
+            skip_dlp: config.dangerously_skip_dlp,
         };
         let routes = RoutesHandle::new(base, routes)?;
         Ok(Proxy {

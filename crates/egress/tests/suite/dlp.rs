@@ -535,3 +535,34 @@ async fn a_plain_http_route_is_scanned_too() {
     assert_dlp_refusal(&r, "aws-access-key-id");
     assert_eq!(plain.requests().len(), 0);
 }
+
+#[tokio::test]
+async fn without_dlp_a_request_goes_as_it_is_also_after_a_reload() {
+    // `dangerously_skip_dlp` (a benchmark's baseline): no generation of routes holds a DLP
+    // engine then (its rules are not compiled, so the baseline's memory is the proxy's
+    // alone); a request with a key in its body and a header still goes unchanged, before
+    // and after the routes are reloaded, and nothing is logged as a finding.
+    let h = super::common::start_with(ROUTES, |c, _| c.dangerously_skip_dlp = true).await;
+    let body = format!(r#"{{"aws_key":"{KEY}"}}"#);
+    for round in 0..2 {
+        let r = post(
+            &h,
+            "other.test",
+            "/v1/x",
+            &[("x-key", KEY)],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.body);
+        let reqs = h.upstream.take();
+        assert_eq!(
+            String::from_utf8_lossy(&reqs[0].body),
+            body,
+            "round {round}"
+        );
+        assert_eq!(reqs[0].header("x-key"), vec![KEY], "round {round}");
+        let config = h.routes.config();
+        h.routes.replace(config).unwrap();
+    }
+    assert_eq!(dlp_lines(&h), Vec::<(String, String, String)>::new());
+}
