@@ -821,9 +821,20 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
         .collect()
     );
     assert_eq!(leftovers(&dead), (vec![], vec![]));
-    // The live bottle is untouched.
-    let (containers, networks) = leftovers(&live.identity);
-    assert_eq!((containers.len(), networks.len()), (2, 2));
+    // The live bottle is untouched: its agent, its sidecar and its exited firewall container
+    // (kept until teardown), and its two networks.
+    let (mut containers, networks) = leftovers(&live.identity);
+    containers.sort();
+    let id = &live.identity;
+    assert_eq!(
+        containers,
+        [
+            format!("/bot-bottle-{id}"),
+            format!("/bot-bottle-firewall-{id}"),
+            format!("/bot-bottle-sidecar-{id}"),
+        ]
+    );
+    assert_eq!(networks.len(), 2);
     bottle.kill().unwrap();
     bottle.wait().unwrap();
     assert_eq!(leftovers(&live.identity), (vec![], vec![]));
