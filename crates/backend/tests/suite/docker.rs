@@ -826,14 +826,13 @@ fn docker_cleanup_removes_leftovers_but_not_live_bottles() {
     let (mut containers, networks) = leftovers(&live.identity);
     containers.sort();
     let id = &live.identity;
-    assert_eq!(
-        containers,
-        [
-            format!("/bot-bottle-{id}"),
-            format!("/bot-bottle-firewall-{id}"),
-            format!("/bot-bottle-sidecar-{id}"),
-        ]
-    );
+    let mut expected = [
+        format!("/bot-bottle-{id}"),
+        format!("/bot-bottle-firewall-{id}"),
+        format!("/bot-bottle-sidecar-{id}"),
+    ];
+    expected.sort();
+    assert_eq!(containers, expected);
     assert_eq!(networks.len(), 2);
     bottle.kill().unwrap();
     bottle.wait().unwrap();
