@@ -584,6 +584,7 @@ mod tests {
         use backend::kubernetes::{Cluster, objects};
         use pretty_assertions::assert_eq;
         use std::time::Duration;
+        use test_support::eventually;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         const TOKEN: &str = "sk-ant-oat01-not-a-real-token-4242";
@@ -940,16 +941,6 @@ mod tests {
             let mut out = Vec::new();
             let _ = s.read_to_end(&mut out).await;
             String::from_utf8_lossy(&out).into_owned()
-        }
-
-        fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-            for _ in 0..600 {
-                if let Some(v) = f() {
-                    return v;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            panic!("{what} did not happen within 30 s");
         }
 
         /// The agent of a cluster bottle proposes through its pod's supervise; the proposal

@@ -649,6 +649,7 @@ mod tests {
     use pretty_assertions::assert_eq;
     use proposals::proposal::ApplyFailure;
     use proposals::{Decision, NewProposal, Proposal, Tool};
+    use test_support::eventually;
 
     const ID: &str = "demo-1a2b3";
 
@@ -693,16 +694,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        for _ in 0..600 {
-            if let Some(v) = f() {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{what} did not happen within 30 s");
     }
 
     fn dlp_line(pod: &Home, n: u32) {

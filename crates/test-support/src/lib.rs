@@ -36,6 +36,17 @@ use rcgen::{
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// Polls `f` every 50 ms until it gives a value, for at most 30 s; panics naming `what`.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..600 {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within 30 s");
+}
+
 /// Installs the `ring` crypto provider as the process default (idempotent).
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
