@@ -520,6 +520,35 @@ mod tests {
         );
     }
 
+    /// Found by the `egress_head` fuzz target (CI, 2026-12-06): the proxy normalises the
+    /// target before it asks for a route and the matcher normalises again, so
+    /// `http://a.wild.test..` lost one trailing dot in each pass and was served by
+    /// `*.wild.test` while the proxy went on with `a.wild.test.`. Normalising is
+    /// idempotent now, and a host refused as it came is refused after any number of passes.
+    #[test]
+    fn hosts_normalised_first_get_the_same_answer() {
+        let p = policy(YAML);
+        for host in [
+            "a.example.org..",
+            "a.example.org...",
+            "API.example.com..",
+            "[[::1]]",
+            "[::1].",
+            "....example.org",
+            "a.example.org.",
+            "api.example.com",
+            "[::1]",
+        ] {
+            let once = normalize_host(host);
+            assert_eq!(normalize_host(&once), once, "{host:?} normalised twice");
+            assert_eq!(
+                reason(&p, &once, 443, "GET", "/v1/x"),
+                reason(&p, host, 443, "GET", "/v1/x"),
+                "{host:?} normalised first"
+            );
+        }
+    }
+
     #[test]
     fn paths_methods_headers() {
         let p = policy(YAML);

@@ -638,13 +638,24 @@ fn validate_credential(
 }
 
 /// Normalises a request host: lower case, no trailing dot, IPv6 without brackets.
+///
+/// Idempotent: the proxy normalises the target once and the matcher again, so a second
+/// pass must not change what the first gave. One pair of brackets comes off only around
+/// text with no other bracket and no trailing dot; one trailing dot comes off only a host
+/// without brackets whose rest does not end in another dot. Anything else stays as it came
+/// (lower case), and no route serves it.
 pub fn normalize_host(host: &str) -> String {
-    let h = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let h = h.strip_suffix('.').unwrap_or(h);
-    h.to_ascii_lowercase()
+    let h = host.to_ascii_lowercase();
+    if h.contains(['[', ']']) {
+        return match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) if !inner.contains(['[', ']']) && !inner.ends_with('.') => inner.to_owned(),
+            _ => h,
+        };
+    }
+    match h.strip_suffix('.') {
+        Some(rest) if !rest.ends_with('.') => rest.to_owned(),
+        _ => h,
+    }
 }
 
 fn parse_route_host(host: &str) -> Result<RouteHost, &'static str> {
@@ -707,6 +718,34 @@ mod tests {
     use crate::parse::parse_routes;
     use pretty_assertions::assert_eq;
     use std::path::Path;
+
+    /// Every string over the characters that matter to it, up to six long: a second pass
+    /// changes nothing.
+    #[test]
+    fn normalize_host_is_idempotent() {
+        let alphabet = ['a', 'B', '.', '[', ']', ':'];
+        let mut hosts = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..6 {
+            let mut longer = Vec::with_capacity(hosts.len() * alphabet.len());
+            for h in &hosts {
+                for c in alphabet {
+                    let mut n = h.clone();
+                    n.push(c);
+                    let once = normalize_host(&n);
+                    assert_eq!(normalize_host(&once), once, "{n:?}");
+                    checked += 1;
+                    longer.push(n);
+                }
+            }
+            hosts = longer;
+        }
+        assert_eq!(checked, (1..=6).map(|k| 6usize.pow(k)).sum::<usize>());
+        assert_eq!(normalize_host("API.Example.com."), "api.example.com");
+        assert_eq!(normalize_host("[::1]"), "::1");
+        assert_eq!(normalize_host("a.example.com.."), "a.example.com..");
+        assert_eq!(normalize_host("[::1]."), "[::1].");
+    }
 
     fn errors(yaml: &str) -> Vec<String> {
         let config = parse_routes(yaml, Path::new("r.yaml")).unwrap();

@@ -97,6 +97,30 @@ async fn a_destination_pointing_back_at_the_proxy_is_refused() {
     );
 }
 
+/// Found by the `egress_head` fuzz target: the proxy normalised `api.test..` to
+/// `api.test.` and the matcher normalised that again to `api.test`, so a host no resolver
+/// or certificate reads as `api.test` was served by its route.
+#[tokio::test]
+async fn a_host_with_a_second_trailing_dot_gets_no_route() {
+    let h = start(ROUTES).await;
+    for url in [
+        "http://api.test../",
+        "http://API.test../",
+        "http://api.test...:80/",
+    ] {
+        let r = h.http_abs("GET", url).await;
+        assert_eq!(
+            (r.status, r.header("x-bot-bottle-blocked")),
+            (403, Some("host-not-allowed")),
+            "{url}"
+        );
+    }
+    assert_eq!(h.upstream.requests(), vec![]);
+    // One trailing dot is the same name: its route serves it.
+    let r = h.http_abs("GET", "http://api.test./").await;
+    assert_eq!(r.header("x-bot-bottle-blocked"), None, "{}", r.body);
+}
+
 #[tokio::test]
 async fn host_header_must_match_the_tunnel() {
     let h = start(ROUTES).await;
