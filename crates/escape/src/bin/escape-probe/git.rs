@@ -36,28 +36,6 @@ pub(crate) fn run_git(dir: &Path, args: &[&str]) -> (bool, String) {
     }
 }
 
-/// [`run_git`] for the steps that must work for the suite to judge the gate at all (the
-/// first clone, the clean push): a timed-out attempt is tried once more, and the output says
-/// so. A gate that answers neither time still fails the suite. (Kept against a rare hang of
-/// one request through the native forwarder and the gate seen before the forwarder's
-/// one-way-connection fix and the gate's probe fix; the soaks since, with many clients under
-/// load, have had no git run that never got an answer, and the two mechanisms left — a leftover
-/// process holding a gate child's output, the forwarder needing a thread at the `pids` limit —
-/// are closed too: `bench/README.md`, "The rare git hang". To go once CI shows no retry.)
-/// `before_retry` undoes what the first attempt left (a half-made clone).
-fn run_git_needed(dir: &Path, args: &[&str], before_retry: impl Fn()) -> (bool, String) {
-    let (ok, out) = run_git(dir, args);
-    if ok || !out.ends_with("git timed out after 60 s") {
-        return (ok, out);
-    }
-    before_retry();
-    let (ok, again) = run_git(dir, args);
-    (
-        ok,
-        format!("{again} (after a first attempt that timed out)"),
-    )
-}
-
 /// The gate's own words from a refused push (its `remote:` lines), else git's last line.
 pub(crate) fn why(out: &str) -> String {
     let remote: Vec<&str> = out
@@ -81,9 +59,7 @@ pub(crate) fn cases(c: &Cfg) {
         na("git-clone", "cannot create /tmp/escape-git");
         return;
     }
-    let (ok, out) = run_git_needed(&base, &["clone", "-q", &url, "app"], || {
-        let _ = std::fs::remove_dir_all(base.join("app"));
-    });
+    let (ok, out) = run_git(&base, &["clone", "-q", &url, "app"]);
     if !ok {
         escaped(
             "git-gate-works",
@@ -96,7 +72,7 @@ pub(crate) fn cases(c: &Cfg) {
     let _ = std::fs::write(app.join("clean.txt"), "clean\n");
     g(&["add", "."]);
     g(&["commit", "-qm", "clean change"]);
-    let (ok, out) = run_git_needed(&app, &["push", "-q", "origin", "HEAD:agent/ok"], || {});
+    let (ok, out) = run_git(&app, &["push", "-q", "origin", "HEAD:agent/ok"]);
     if ok {
         blocked("git-gate-works", "clean push to agent/ok accepted (sanity)")
     } else {
