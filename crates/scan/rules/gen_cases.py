@@ -108,7 +108,7 @@ cases.update({
  'psexec-credentials': ([f'Ps<>Exec.exe \\\\host01 -u CORP\\svc -p {r(12)} cmd'], ['psexec \\\\host -u admin -p $Password cmd']),
  'powercli-credentials': ([f'Connect-VI<>Server -Server vc01 -User admin@vsphere.local -Password {r(12)}'], ['Connect-VIServer -Server vc01 -User $user -Password $pass']),
  'dotnet-credentials': ([f'new NetworkCredential("svc@corp.example", "{sp(r(14),3)}")'], ['new NetworkCredential(user, pass)']),
- 'generic-bearer-token': ([f'curl -H "Authorization: Bearer {sp(r(40,A+"-_"),4)}" https://api.example.net'], ['-H "Authorization: Bearer $TOKEN"', 'Authorization: Bearer <token>']),
+ 'generic-bearer-token': ([f'GET /v1/me HTTP/1.1\nAuthorization: Bearer {sp(r(40,A+"-_"),4)}'], ['-H "Authorization: Bearer $TOKEN"', 'Authorization: Bearer <token>']),
  'generic-basic-auth': ([f'Authorization: Basic {sp(base64.b64encode(("svc:"+r(16)).encode()).decode(),4)}'], ['Authorization: Basic <credentials>']),
  'generic-cli-credentials': ([f'cu<>rl -u admin:{r(16)} https://ci.example.net/api'], ['curl -u admin:$PASSWORD https://ci.example.net/api', 'curl -u "$USER:$PASS" https://x']),
  'generic-connection-string-password': ([f'Server=db01;Database=app;User Id=app;{sp("Password",4)}={r(16)};'], ['Server=db01;Database=app;User Id=app;Password=${DB_PASSWORD};', 'User ID=myUsername;Password=myPassword;']),
@@ -364,6 +364,10 @@ cases['generic-curl-header-credential'] = ([
     f'cu<>rl -sH "Authorization: Token {r(40,HEX)}" https://api.example.net',
     f'#cu<>rl -X POST \\\n#  https://api.example.net/messages \\\n#  -H \'Authorization: Token {r(40)}\' \\',
     f'cu<>rl --header="X-Access-Token: {r(32)}" https://api.example.net',
+    # Bearer and Basic in a curl command: this rule's finding (on curl's line), not the
+    # Authorization-header rules' (literals, so the seeded values above stay as they were).
+    'cu<>rl https://api.example.net/v1/chat \\\n  -H "Content-Type: application/json" \\\n  -H "Authorization: Bearer Hx9Vq2LmP4rT7kWz8Nc3Yb6HdQ"',
+    'cu<>rl -X POST -H "Authorization: Basic c3ZjLWRlcGxveTpacTh2S3AyTG1XM25SN3RZ" https://api.example.net',
 ], [
     'curl -H "Authorization: Bearer $TOKEN" https://x', 'curl -H "Authorization: Token ${API_TOKEN}" https://x',
     'curl -H "Authorization: Bearer $(gcloud auth print-access-token)" https://x',

@@ -470,6 +470,69 @@ path = '''\.jks$'''
     assert_eq!((pem.span.end_line, pem.span.start_column), (5, 1));
 }
 
+/// A curl command continued over lines with its credential header on a later line is reported
+/// where `curl` starts, as gitleaks reports it (its match starts there), whatever the header's
+/// scheme: so a gitleaks baseline or `.gitleaksignore` entry for it carries over. A token of a
+/// kind with its own rule (a JWT, an OpenAI key) is reported by that rule on its own line (gitleaks
+/// reports it there too, and the curl finding a second time; we report the secret once).
+#[test]
+fn a_curl_command_continued_over_lines_is_reported_where_curl_starts() {
+    let s = Scanner::builtin().unwrap();
+    let basic = b64(&tok(&["svc-deploy:", "Zq8vKp2Lm", "W3nR7tY5"]));
+    let bearer = tok(&["Hx9Vq2", "LmP4rT7kWz", "8Nc3Yb6HdQ"]);
+    let token = tok(&["c4e86f21", "9dd54a05", "8e3fc561"]);
+    let cases: Vec<(String, u32)> = vec![
+        (
+            format!(
+                "# create a user\ncurl -X POST -H \"Content-Type: application/json\" \\\n -H \"Authorization: Basic {basic}\" \\\n  https://api.example.net/v1/users\n"
+            ),
+            2,
+        ),
+        (
+            format!(
+                "curl https://api.example.net/v1/chat \\\n  -H 'Content-Type: application/json' \\\n  -H 'Authorization: Bearer {bearer}' \\\n  -d @body.json\n"
+            ),
+            1,
+        ),
+        (
+            format!(
+                "x = 1\n#curl -X POST \\\n#  https://api.example.net/v3/messages \\\n#  --header \"Authorization: Basic {basic}\" \\\n#  -F to=a@example.net\n"
+            ),
+            2,
+        ),
+        (
+            format!(
+                "curl -X GET \"https://api.example.net/client/v4/verify\" \\\n     -H \"Authorization: Token {token}\" \\\n     -H \"Content-Type:application/json\"\n"
+            ),
+            1,
+        ),
+        (
+            format!(
+                "curl -X GET https://api.example.net/ \\\n     -H \"X-Api-Key: {token}\" \\\n     -H \"Accept: application/json\"\n"
+            ),
+            1,
+        ),
+    ];
+    for (text, line) in &cases {
+        assert_eq!(
+            lines(&s.scan_bytes("deploy.sh", text.as_bytes())),
+            vec![(*line, "generic-curl-header-credential".to_string())],
+            "{text}"
+        );
+    }
+    // A JWT has its own rule, on the header's line.
+    let jwt = tok(&[
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+        ".eyJzdWIiOiJzdmMtZGVwbG95IiwiaWF0IjoxNzAwMDAwMDAwfQ",
+        ".Zq8vKp2LmW3nR7tY5bC1dF3hJ5aB3dE5gH7jK9mN1pQ",
+    ]);
+    let text = format!("curl https://api.example.net/ \\\n  -H \"Authorization: Bearer {jwt}\"\n");
+    assert_eq!(
+        lines(&s.scan_bytes("deploy.sh", text.as_bytes())),
+        vec![(2, "jwt".to_string())]
+    );
+}
+
 #[test]
 fn gitleaksignore_entries_with_gitleaks_ids_allow_our_findings() {
     let line = generic_secret_line();
