@@ -384,6 +384,32 @@ cases['generic-curl-header-credential'] = ([
     'curl https://x\n\nfetch -H "X-API-Key: Zq8v' 'Kp2LmW3nR7tY" https://x',
 ])
 
+# Decoys from comparing with gitleaks on its own source (issue 23; the values are ours, in the
+# shapes of the lines there): what the name or the value says is not a secret.
+cases['gcp-api-key'][1].extend([
+    # The example key string of Google Cloud's "Authenticate using API keys" page.
+    'key: "AIza<>SyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"',
+])
+cases['generic-secret'][1].extend([
+    "withCredentials([usernamePassword(credentialsId: '7c2e9a41-3b8d-4f06-a5e1-9d4c7b2f8e30', usernameVariable: 'U', passwordVariable: 'P')])",
+    "jobCredentialsId: 'e41b7d09-6a2c-4f8e-b3d5-1c9a7e0f2d64'",
+    '  "credentialId": "Tq7vLm2Xk9Rp4sWz8Hn3Yd",',
+    'publicToken = "Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0KaE2uTo9Vi"',
+    'PUBLIC_TOKEN: Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0',
+])
+cases['generic-keyed-secret'][1].extend([
+    "billing-events-api:rc2.4.1_20240105_0930-SNAPSHOT'",
+    'notes = "Maven - io.jsonwebtoken:jjwt-impl-0.12.5"',
+    'libkeyfinder:arm64-uwp=fail',
+    "schemaKey = 'DOC_Invoice_7_64'",
+    'pub const SN_id_aes256_wrap_KeyTransport = "id-aes256-wrap-KeyTransport"',
+])
+cases['infracost-api-key'][1].extend([
+    'http://cdn.example.net/media/player.ico-9b1e4f7a2c6d8e03f5a7b9c1d3e5f702.png',
+])
+cases['terraform-cloud-token'][1].extend(['token = "' + 'x' * 14 + '.atlasv1.' + 'x' * 67 + '"'])
+cases['hashicorp-vault-token'][1].extend(['hvs.' + 'x' * 95])
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],

@@ -543,6 +543,26 @@ fn gitleaksignore_entries_with_gitleaks_ids_allow_our_findings() {
     assert_eq!(lines(&s.scan_bytes("src/b.py", line.as_bytes())).len(), 1);
 }
 
+/// gitleaks reports a two-part `xoxb-` token as `slack-legacy-bot-token`; ours is
+/// `slack-bot-token` (which takes both forms), so an ignore entry under gitleaks' id applies.
+#[test]
+fn a_gitleaksignore_entry_for_a_legacy_slack_bot_token_allows_ours() {
+    let line = format!(
+        "SLACK={}\n",
+        tok(&["xo", "xb-263594206564-", "Qv8Lr2Xw5Nz1Tb7Kd4Hs9Mf3"])
+    );
+    let s = Scanner::builtin().unwrap();
+    assert_eq!(
+        lines(&s.scan_bytes("ci/notify.sh", line.as_bytes())),
+        vec![(1, "slack-bot-token".to_string())]
+    );
+    let s = s.with_baseline(Baseline::parse("ci/notify.sh:slack-legacy-bot-token:1\n").unwrap());
+    assert_eq!(
+        lines(&s.scan_bytes("ci/notify.sh", line.as_bytes())),
+        vec![]
+    );
+}
+
 #[test]
 fn a_pkcs12_key_store_is_reported_by_its_path_on_line_zero_in_files_archives_and_history() {
     // DER bytes as a .p12 starts (no rule matches the content); the path is the finding.
