@@ -366,8 +366,8 @@ cases['generic-curl-header-credential'] = ([
     f'cu<>rl --header="X-Access-Token: {r(32)}" https://api.example.net',
     # Bearer and Basic in a curl command: this rule's finding (on curl's line), not the
     # Authorization-header rules' (literals, so the seeded values above stay as they were).
-    'cu<>rl https://api.example.net/v1/chat \\\n  -H "Content-Type: application/json" \\\n  -H "Authorization: Bearer Hx9Vq2LmP4rT7kWz8Nc3Yb6HdQ"',
-    'cu<>rl -X POST -H "Authorization: Basic c3ZjLWRlcGxveTpacTh2S3AyTG1XM25SN3RZ" https://api.example.net',
+    'cu<>rl https://api.example.net/v1/chat \\\n  -H "Content-Type: application/json" \\\n  -H "Authorization: Bearer Hx9V<>q2LmP4rT7kWz8Nc3Yb6HdQ"',
+    'cu<>rl -X POST -H "Authorization: Basic c3Zj<>LWRlcGxveTpacTh2S3AyTG1XM25SN3RZ" https://api.example.net',
 ], [
     'curl -H "Authorization: Bearer $TOKEN" https://x', 'curl -H "Authorization: Token ${API_TOKEN}" https://x',
     'curl -H "Authorization: Bearer $(gcloud auth print-access-token)" https://x',
