@@ -900,3 +900,33 @@ fn the_gitleaks_report_has_gitleaks_keys() {
     assert!(b.allows(&found[0]));
     assert_eq!(scan::render(Format::Gitleaks, &[], &[], true, "0"), "[]\n");
 }
+
+/// A MongoDB URL to a Unix socket has the socket's path percent-encoded as its host
+/// (`@%2Ftmp%2Fmongodb-27017.sock`): the password is reported whole, as written, once (not
+/// only from the percent-decoded copy, where an encoded `@` in it ends it early); so is a
+/// password holding `%40` in a URL to a named host.
+#[test]
+fn a_database_url_to_a_percent_encoded_socket_reports_the_whole_password() {
+    let s = Scanner::builtin().unwrap();
+    let password = tok(&["Wq7%40Lm2", "Xk9Rp4sTz"]);
+    for url in [
+        format!("mongodb://svc:{password}@%2Ftmp%2Fmongodb-27017.sock"),
+        format!(
+            "MONGO_URL=mongodb://svc:{password}@%2Fvar%2Frun%2Fmongodb.sock/app?authSource=admin"
+        ),
+        format!("postgresql://app:{password}@%2Fvar%2Frun%2Fpostgresql/app"),
+        format!("DATABASE_URL=postgres://app:{password}@db.internal:5432/app"),
+        format!("redis://default:{password}@cache.internal:6379/0"),
+    ] {
+        let found: Vec<(String, String)> = s
+            .scan_bytes("app.env", format!("{url}\n").as_bytes())
+            .into_iter()
+            .map(|f| (f.rule_id, f.secret.expose().to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![("database-url-password".to_string(), password.clone())],
+            "{url}"
+        );
+    }
+}
