@@ -108,7 +108,7 @@ cases.update({
  'psexec-credentials': ([f'Ps<>Exec.exe \\\\host01 -u CORP\\svc -p {r(12)} cmd'], ['psexec \\\\host -u admin -p $Password cmd']),
  'powercli-credentials': ([f'Connect-VI<>Server -Server vc01 -User admin@vsphere.local -Password {r(12)}'], ['Connect-VIServer -Server vc01 -User $user -Password $pass']),
  'dotnet-credentials': ([f'new NetworkCredential("svc@corp.example", "{sp(r(14),3)}")'], ['new NetworkCredential(user, pass)']),
- 'generic-bearer-token': ([f'curl -H "Authorization: Bearer {sp(r(40,A+"-_"),4)}" https://api.example.net'], ['-H "Authorization: Bearer $TOKEN"', 'Authorization: Bearer <token>']),
+ 'generic-bearer-token': ([f'GET /v1/me HTTP/1.1\nAuthorization: Bearer {sp(r(40,A+"-_"),4)}'], ['-H "Authorization: Bearer $TOKEN"', 'Authorization: Bearer <token>']),
  'generic-basic-auth': ([f'Authorization: Basic {sp(base64.b64encode(("svc:"+r(16)).encode()).decode(),4)}'], ['Authorization: Basic <credentials>']),
  'generic-cli-credentials': ([f'cu<>rl -u admin:{r(16)} https://ci.example.net/api'], ['curl -u admin:$PASSWORD https://ci.example.net/api', 'curl -u "$USER:$PASS" https://x']),
  'generic-connection-string-password': ([f'Server=db01;Database=app;User Id=app;{sp("Password",4)}={r(16)};'], ['Server=db01;Database=app;User Id=app;Password=${DB_PASSWORD};', 'User ID=myUsername;Password=myPassword;']),
@@ -364,6 +364,10 @@ cases['generic-curl-header-credential'] = ([
     f'cu<>rl -sH "Authorization: Token {r(40,HEX)}" https://api.example.net',
     f'#cu<>rl -X POST \\\n#  https://api.example.net/messages \\\n#  -H \'Authorization: Token {r(40)}\' \\',
     f'cu<>rl --header="X-Access-Token: {r(32)}" https://api.example.net',
+    # Bearer and Basic in a curl command: this rule's finding (on curl's line), not the
+    # Authorization-header rules' (literals, so the seeded values above stay as they were).
+    'cu<>rl https://api.example.net/v1/chat \\\n  -H "Content-Type: application/json" \\\n  -H "Authorization: Bearer Hx9V<>q2LmP4rT7kWz8Nc3Yb6HdQ"',
+    'cu<>rl -X POST -H "Authorization: Basic c3Zj<>LWRlcGxveTpacTh2S3AyTG1XM25SN3RZ" https://api.example.net',
 ], [
     'curl -H "Authorization: Bearer $TOKEN" https://x', 'curl -H "Authorization: Token ${API_TOKEN}" https://x',
     'curl -H "Authorization: Bearer $(gcloud auth print-access-token)" https://x',
@@ -379,6 +383,32 @@ cases['generic-curl-header-credential'] = ([
     "curl -H 'Authorization: Digest username=\"admin\", realm=\"api\"' https://x",
     'curl https://x\n\nfetch -H "X-API-Key: Zq8v' 'Kp2LmW3nR7tY" https://x',
 ])
+
+# Decoys from comparing with gitleaks on its own source (issue 23; the values are ours, in the
+# shapes of the lines there): what the name or the value says is not a secret.
+cases['gcp-api-key'][1].extend([
+    # The example key string of Google Cloud's "Authenticate using API keys" page.
+    'key: "AIza<>SyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"',
+])
+cases['generic-secret'][1].extend([
+    "withCredentials([usernamePassword(credentialsId: '7c2e9a41-3b8d-4f06-a5e1-9d4c7b2f8e30', usernameVariable: 'U', passwordVariable: 'P')])",
+    "jobCredentialsId: 'e41b7d09-6a2c-4f8e-b3d5-1c9a7e0f2d64'",
+    '  "credentialId": "Tq7vLm2Xk9Rp4sWz8Hn3Yd",',
+    'publicToken = "Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0KaE2uTo9Vi"',
+    'PUBLIC_TOKEN: Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0',
+])
+cases['generic-keyed-secret'][1].extend([
+    "billing-events-api:rc2.4.1_20240105_0930-SNAPSHOT'",
+    'notes = "Maven - io.jsonwebtoken:jjwt-impl-0.12.5"',
+    'libkeyfi<>nder:arm64-uwp=fail',
+    "schemaKey = 'DOC_Invoice_7_64'",
+    'pub const SN_id_aes256_wrap_KeyTransport = "id-aes256-wrap-KeyTransport"',
+])
+cases['infracost-api-key'][1].extend([
+    'http://cdn.example.net/media/player.ico-9b1e4f7a2c6d8e03f5a7b9c1d3e5f702.png',
+])
+cases['terraform-cloud-token'][1].extend(['token = "' + 'x' * 14 + '.atlasv1.' + 'x' * 67 + '"'])
+cases['hashicorp-vault-token'][1].extend(['hvs.' + 'x' * 95])
 
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (

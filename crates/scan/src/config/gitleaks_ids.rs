@@ -264,7 +264,10 @@ pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
     ("slack-bot-token", &["slack-bot-token"]),
     ("slack-config-access-token", &["slack-legacy-token"]),
     ("slack-config-refresh-token", &["slack-legacy-token"]),
-    ("slack-legacy-bot-token", &["slack-legacy-token"]),
+    (
+        "slack-legacy-bot-token",
+        &["slack-bot-token", "slack-legacy-token"],
+    ),
     ("slack-legacy-token", &["slack-legacy-token"]),
     ("slack-legacy-workspace-token", &["slack-legacy-token"]),
     ("slack-user-token", &["slack-user-token"]),

@@ -470,6 +470,69 @@ path = '''\.jks$'''
     assert_eq!((pem.span.end_line, pem.span.start_column), (5, 1));
 }
 
+/// A curl command continued over lines with its credential header on a later line is reported
+/// where `curl` starts, as gitleaks reports it (its match starts there), whatever the header's
+/// scheme: so a gitleaks baseline or `.gitleaksignore` entry for it carries over. A token of a
+/// kind with its own rule (a JWT, an OpenAI key) is reported by that rule on its own line (gitleaks
+/// reports it there too, and the curl finding a second time; we report the secret once).
+#[test]
+fn a_curl_command_continued_over_lines_is_reported_where_curl_starts() {
+    let s = Scanner::builtin().unwrap();
+    let basic = b64(&tok(&["svc-deploy:", "Zq8vKp2Lm", "W3nR7tY5"]));
+    let bearer = tok(&["Hx9Vq2", "LmP4rT7kWz", "8Nc3Yb6HdQ"]);
+    let token = tok(&["c4e86f21", "9dd54a05", "8e3fc561"]);
+    let cases: Vec<(String, u32)> = vec![
+        (
+            format!(
+                "# create a user\ncurl -X POST -H \"Content-Type: application/json\" \\\n -H \"Authorization: Basic {basic}\" \\\n  https://api.example.net/v1/users\n"
+            ),
+            2,
+        ),
+        (
+            format!(
+                "curl https://api.example.net/v1/chat \\\n  -H 'Content-Type: application/json' \\\n  -H 'Authorization: Bearer {bearer}' \\\n  -d @body.json\n"
+            ),
+            1,
+        ),
+        (
+            format!(
+                "x = 1\n#curl -X POST \\\n#  https://api.example.net/v3/messages \\\n#  --header \"Authorization: Basic {basic}\" \\\n#  -F to=a@example.net\n"
+            ),
+            2,
+        ),
+        (
+            format!(
+                "curl -X GET \"https://api.example.net/client/v4/verify\" \\\n     -H \"Authorization: Token {token}\" \\\n     -H \"Content-Type:application/json\"\n"
+            ),
+            1,
+        ),
+        (
+            format!(
+                "curl -X GET https://api.example.net/ \\\n     -H \"X-Api-Key: {token}\" \\\n     -H \"Accept: application/json\"\n"
+            ),
+            1,
+        ),
+    ];
+    for (text, line) in &cases {
+        assert_eq!(
+            lines(&s.scan_bytes("deploy.sh", text.as_bytes())),
+            vec![(*line, "generic-curl-header-credential".to_string())],
+            "{text}"
+        );
+    }
+    // A JWT has its own rule, on the header's line.
+    let jwt = tok(&[
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+        ".eyJzdWIiOiJzdmMtZGVwbG95IiwiaWF0IjoxNzAwMDAwMDAwfQ",
+        ".Zq8vKp2LmW3nR7tY5bC1dF3hJ5aB3dE5gH7jK9mN1pQ",
+    ]);
+    let text = format!("curl https://api.example.net/ \\\n  -H \"Authorization: Bearer {jwt}\"\n");
+    assert_eq!(
+        lines(&s.scan_bytes("deploy.sh", text.as_bytes())),
+        vec![(2, "jwt".to_string())]
+    );
+}
+
 #[test]
 fn gitleaksignore_entries_with_gitleaks_ids_allow_our_findings() {
     let line = generic_secret_line();
@@ -478,6 +541,26 @@ fn gitleaksignore_entries_with_gitleaks_ids_allow_our_findings() {
         .with_baseline(Baseline::parse("# from gitleaks\nsrc/a.py:generic-api-key:1\n").unwrap());
     assert_eq!(lines(&s.scan_bytes("src/a.py", line.as_bytes())), vec![]);
     assert_eq!(lines(&s.scan_bytes("src/b.py", line.as_bytes())).len(), 1);
+}
+
+/// gitleaks reports a two-part `xoxb-` token as `slack-legacy-bot-token`; ours is
+/// `slack-bot-token` (which takes both forms), so an ignore entry under gitleaks' id applies.
+#[test]
+fn a_gitleaksignore_entry_for_a_legacy_slack_bot_token_allows_ours() {
+    let line = format!(
+        "SLACK={}\n",
+        tok(&["xo", "xb-263594206564-", "Qv8Lr2Xw5Nz1Tb7Kd4Hs9Mf3"])
+    );
+    let s = Scanner::builtin().unwrap();
+    assert_eq!(
+        lines(&s.scan_bytes("ci/notify.sh", line.as_bytes())),
+        vec![(1, "slack-bot-token".to_string())]
+    );
+    let s = s.with_baseline(Baseline::parse("ci/notify.sh:slack-legacy-bot-token:1\n").unwrap());
+    assert_eq!(
+        lines(&s.scan_bytes("ci/notify.sh", line.as_bytes())),
+        vec![]
+    );
 }
 
 #[test]
@@ -816,4 +899,34 @@ fn the_gitleaks_report_has_gitleaks_keys() {
     let b = Baseline::parse(&out).unwrap();
     assert!(b.allows(&found[0]));
     assert_eq!(scan::render(Format::Gitleaks, &[], &[], true, "0"), "[]\n");
+}
+
+/// A MongoDB URL to a Unix socket has the socket's path percent-encoded as its host
+/// (`@%2Ftmp%2Fmongodb-27017.sock`): the password is reported whole, as written, once (not
+/// only from the percent-decoded copy, where an encoded `@` in it ends it early); so is a
+/// password holding `%40` in a URL to a named host.
+#[test]
+fn a_database_url_to_a_percent_encoded_socket_reports_the_whole_password() {
+    let s = Scanner::builtin().unwrap();
+    let password = tok(&["Wq7%40Lm2", "Xk9Rp4sTz"]);
+    for url in [
+        format!("mongodb://svc:{password}@%2Ftmp%2Fmongodb-27017.sock"),
+        format!(
+            "MONGO_URL=mongodb://svc:{password}@%2Fvar%2Frun%2Fmongodb.sock/app?authSource=admin"
+        ),
+        format!("postgresql://app:{password}@%2Fvar%2Frun%2Fpostgresql/app"),
+        format!("DATABASE_URL=postgres://app:{password}@db.internal:5432/app"),
+        format!("redis://default:{password}@cache.internal:6379/0"),
+    ] {
+        let found: Vec<(String, String)> = s
+            .scan_bytes("app.env", format!("{url}\n").as_bytes())
+            .into_iter()
+            .map(|f| (f.rule_id, f.secret.expose().to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![("database-url-password".to_string(), password.clone())],
+            "{url}"
+        );
+    }
 }

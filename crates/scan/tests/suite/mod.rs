@@ -1,3 +1,4 @@
+mod agent_headers;
 mod config;
 mod files;
 mod git;
