@@ -405,6 +405,9 @@ pub struct QemuBottle {
     exit: Option<i32>,
     terminated: bool,
     done: bool,
+    /// The initramfs this VM booted from, held (a shared lock) so that another launch's
+    /// pruning of the cache leaves it while the bottle lives.
+    _initramfs: initramfs::CachedInitramfs,
 }
 
 impl QemuBottle {
@@ -654,7 +657,7 @@ impl Backend for QemuBackend {
             e
         };
         let jail_spec = self
-            .plans(spec, &dir, accel, &kernel, &initramfs)
+            .plans(spec, &dir, accel, &kernel, initramfs.path())
             .map_err(cleanup)?;
         let control = dir.join("control.sock");
         let console = dir.join("console.sock");
@@ -702,6 +705,7 @@ impl Backend for QemuBackend {
             exit: None,
             terminated: false,
             done: false,
+            _initramfs: initramfs,
         };
         for (i, stream) in [native.take_stdout(), native.take_stderr()]
             .into_iter()
