@@ -323,13 +323,41 @@ pub fn entries(busybox: Vec<u8>, modules: Vec<(String, Vec<u8>)>) -> Vec<Entry> 
     entries
 }
 
+/// A cached initramfs in use by one bottle: its path and a shared lock on the archive, held
+/// for the bottle's life ([`super::QemuBottle`]). [`prune`] removes only archives it can lock
+/// exclusively, so never one that a live bottle (of any bot-bottle version sharing the cache)
+/// is about to boot from or booted from.
+#[derive(Debug)]
+pub struct CachedInitramfs {
+    path: PathBuf,
+    _in_use: std::fs::File,
+}
+
+impl CachedInitramfs {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether the open `file` is still the one named `path` (a pruner may have unlinked it
+/// between our open and our lock).
+fn still_named(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Builds (or finds in the cache) the initramfs for the kernel modules in `modules_dir`, with
-/// `busybox` (a static binary). Returns the archive's path under `cache_dir`.
+/// `busybox` (a static binary), under `cache_dir`, and then prunes the cache's other archives
+/// that no live bottle holds ([`prune`]): each new kernel, busybox or bot-bottle version makes
+/// a new content-hashed archive, and nothing else ever removed the old ones.
 pub fn build_cached(
     busybox: &Path,
     modules_dir: &Path,
     cache_dir: &Path,
-) -> Result<PathBuf, InitramfsError> {
+) -> Result<CachedInitramfs, InitramfsError> {
     let modules = resolve_modules(modules_dir, &NEEDED_MODULES)?;
     let busybox_bytes = std::fs::read(busybox).map_err(io("read", busybox))?;
     let mut loaded = Vec::new();
@@ -342,29 +370,108 @@ pub fn build_cached(
         .map_err(io("write the initramfs for", modules_dir))?;
     let hash = hex::encode(&Sha256::digest(&archive)[..12]);
     let path = cache_dir.join(format!("initramfs-{hash}.cpio"));
+    let cached = cached_or_written(&archive, &hash, &path, cache_dir)?;
+    prune(cache_dir, &path);
+    Ok(cached)
+}
+
+fn cached_or_written(
+    archive: &[u8],
+    hash: &str,
+    path: &Path,
+    cache_dir: &Path,
+) -> Result<CachedInitramfs, InitramfsError> {
     // QEMU reads the archive as the jail's unprivileged uid: world-readable (nothing in it is
     // secret), also when an older build cached it owner-only.
     let readable = std::fs::Permissions::from_mode(0o644);
-    if path.is_file() {
-        std::fs::set_permissions(&path, readable).map_err(io("make readable", &path))?;
-        return Ok(path);
+    // Three rounds: a pruner may unlink the archive between our open and our lock, and a
+    // concurrent build may put it in place before our rename.
+    for _ in 0..3 {
+        if let Ok(file) = std::fs::File::open(path) {
+            file.lock_shared().map_err(io("lock", path))?;
+            if still_named(&file, path) {
+                std::fs::set_permissions(path, readable.clone())
+                    .map_err(io("make readable", path))?;
+                return Ok(CachedInitramfs {
+                    path: path.to_path_buf(),
+                    _in_use: file,
+                });
+            }
+        }
+        std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
+        // A temporary file of its own: two launches (threads of one process too) may build
+        // the same archive at once, and each must put a whole file into place. Locked before
+        // the rename, so no pruner can take it between the rename and our lock; the first
+        // rename wins, the others use its archive (no rename replaces a file a bottle holds).
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".initramfs-{hash}."))
+            .suffix(".tmp")
+            .tempfile_in(cache_dir)
+            .map_err(io("create a temporary file in", cache_dir))?;
+        tmp.as_file()
+            .lock_shared()
+            .map_err(io("lock", tmp.path()))?;
+        std::io::Write::write_all(&mut tmp, archive).map_err(io("write", tmp.path()))?;
+        tmp.as_file()
+            .set_permissions(readable.clone())
+            .map_err(io("make readable", tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io("sync", path))?;
+        match tmp.persist_noclobber(path) {
+            Ok(file) => {
+                return Ok(CachedInitramfs {
+                    path: path.to_path_buf(),
+                    _in_use: file,
+                });
+            }
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("rename into", path)(e.error)),
+        }
     }
-    std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
-    // A temporary file of its own: two launches (threads of one process too) may build the
-    // same archive at once, and each must rename a whole file into place.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".initramfs-{hash}."))
-        .suffix(".tmp")
-        .tempfile_in(cache_dir)
-        .map_err(io("create a temporary file in", cache_dir))?;
-    std::io::Write::write_all(&mut tmp, &archive).map_err(io("write", tmp.path()))?;
-    tmp.as_file()
-        .set_permissions(readable)
-        .map_err(io("make readable", tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io("sync", &path))?;
-    tmp.persist(&path)
-        .map_err(|e| io("rename into", &path)(e.error))?;
-    Ok(path)
+    Err(InitramfsError::Io {
+        action: "keep (other launches kept replacing or removing it)",
+        path: path.to_path_buf(),
+        source: std::io::Error::other("try the launch again"),
+    })
+}
+
+/// How old a left-over temporary archive (a build that crashed before its rename) must be
+/// before [`prune`] removes it: far longer than any build takes.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the cached archives in `cache_dir` other than `current` that no live bottle holds
+/// (each is taken with an exclusive lock that does not wait: a bottle's shared lock, see
+/// [`CachedInitramfs`], makes it fail and the archive stays), and temporary archives left by
+/// a crashed build. Best effort: what cannot be removed stays for the next launch.
+pub fn prune(cache_dir: &Path, current: &Path) {
+    let Ok(dir) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if path == current {
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let archive = name.starts_with("initramfs-") && name.ends_with(".cpio");
+        let temporary = name.starts_with(".initramfs-")
+            && name.ends_with(".tmp")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMPORARY);
+        if !(archive || temporary) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && still_named(&file, &path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -484,7 +591,7 @@ mod tests {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap().unwrap())
+                .map(|h| h.join().unwrap().unwrap().path().to_path_buf())
                 .collect()
         });
         assert!(built.windows(2).all(|w| w[0] == w[1]), "{built:?}");
@@ -516,11 +623,132 @@ mod tests {
         let cache = dir.path().join("cache");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let built = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
-        assert_eq!(mode(&built), 0o644);
-        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let built = built.path();
+        assert_eq!(mode(built), 0o644);
+        std::fs::set_permissions(built, std::fs::Permissions::from_mode(0o600)).unwrap();
         let again = build_cached(&busybox, &dir.path().join("modules"), &cache).unwrap();
-        assert_eq!(again, built);
-        assert_eq!(mode(&again), 0o644);
+        assert_eq!(again.path(), built);
+        assert_eq!(mode(again.path()), 0o644);
+    }
+
+    /// A modules directory with every needed module (fake `.ko`s) under `dir`.
+    fn fake_modules(dir: &Path) -> PathBuf {
+        let k = dir.join("modules/kernel/x");
+        std::fs::create_dir_all(&k).unwrap();
+        for name in NEEDED_MODULES {
+            std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+        }
+        dir.join("modules")
+    }
+
+    fn names(cache: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn file_name(path: &Path) -> String {
+        path.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// Every new busybox, kernel or bot-bottle version cached one more archive and none was
+    /// ever removed (eight were found in a development machine's cache). A launch now removes
+    /// the others, except one a live bottle holds, whatever version made it.
+    #[test]
+    fn a_launch_prunes_old_archives_but_not_one_a_live_bottle_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = fake_modules(dir.path());
+        let cache = dir.path().join("cache");
+        let busybox = dir.path().join("busybox");
+        let build = |version: &str| {
+            std::fs::write(&busybox, version).unwrap();
+            build_cached(&busybox, &modules, &cache).unwrap()
+        };
+        let live = build("busybox 1");
+        let old = file_name(build("busybox 2").path());
+        std::fs::write(cache.join("kvm-probe.json"), "{}").unwrap();
+        // A build that crashed before its rename, long ago, and one under way.
+        let crashed = cache.join(".initramfs-0123.abc.tmp");
+        std::fs::write(&crashed, "partial").unwrap();
+        let hour_ago = std::time::SystemTime::now() - 2 * STALE_TEMPORARY;
+        std::fs::File::options()
+            .write(true)
+            .open(&crashed)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        std::fs::write(cache.join(".initramfs-4567.def.tmp"), "writing").unwrap();
+
+        let current = build("busybox 3");
+        let mut expected = vec![
+            ".initramfs-4567.def.tmp".to_owned(),
+            file_name(live.path()),
+            file_name(current.path()),
+            "kvm-probe.json".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(names(&cache), expected, "{old} should be gone");
+        // Still whole: the live bottle's resume finds the same archive.
+        assert!(
+            std::fs::read(live.path())
+                .unwrap()
+                .windows(9)
+                .any(|w| w == b"busybox 1")
+        );
+
+        // Once the bottle ended, the next launch removes it; the current one stays.
+        let live_name = file_name(live.path());
+        drop(live);
+        drop(current);
+        let again = build("busybox 3");
+        assert!(!names(&cache).contains(&live_name));
+        assert!(again.path().is_file());
+    }
+
+    /// A launch that opened the archive just before another launch's pruning removed it (it
+    /// waits for the pruner's lock) writes it again instead of booting from a file that is gone.
+    #[test]
+    fn an_archive_removed_while_a_launch_waited_for_its_lock_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = fake_modules(dir.path());
+        let cache = dir.path().join("cache");
+        let busybox = dir.path().join("busybox");
+        std::fs::write(&busybox, "busybox").unwrap();
+        let path = build_cached(&busybox, &modules, &cache)
+            .unwrap()
+            .path()
+            .to_path_buf();
+        let content = std::fs::read(&path).unwrap();
+        // The pruner's side: an exclusive lock on the archive.
+        let pruner = std::fs::File::open(&path).unwrap();
+        pruner.try_lock().unwrap();
+        let opened_by_us = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+                .count()
+        };
+        let before = opened_by_us();
+        std::thread::scope(|s| {
+            let launch = s.spawn(|| build_cached(&busybox, &modules, &cache));
+            // The launch has opened the archive and waits for its shared lock.
+            while opened_by_us() == before {
+                assert!(
+                    !launch.is_finished(),
+                    "the launch did not wait for the lock"
+                );
+                std::thread::yield_now();
+            }
+            std::fs::remove_file(&path).unwrap();
+            drop(pruner);
+            let cached = launch.join().unwrap().unwrap();
+            assert_eq!(cached.path(), path);
+            assert_eq!(std::fs::read(cached.path()).unwrap(), content);
+        });
     }
 
     #[test]

@@ -326,26 +326,47 @@ fn control_thread(
         }
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            let event = if line == "ready" {
-                Event::Ready
-            } else if let Some(code) = line.strip_prefix("exit ") {
-                if let Some(w) = writer.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                    let _ = w.write_all(b"ack\n");
-                }
-                match code.trim().parse() {
-                    Ok(code) => Event::Exit(code),
-                    Err(_) => Event::GuestError(format!("the guest reported `{line}`")),
-                }
-            } else if let Some(message) = line.strip_prefix("error ") {
-                Event::GuestError(message.chars().take(500).collect())
-            } else {
-                continue;
-            };
-            if events.send(event).is_err() {
+            let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ack = writer.as_mut().map(|w| w as &mut dyn Write);
+            if !forward_control_line(&line, &events, &mut ack) {
                 break;
             }
         }
     });
+}
+
+/// One line from the guest's control port passed on as its event (`ready`, `exit <n>`,
+/// `error <message>`; others are ignored). `exit` is acknowledged to the guest on `ack`, which
+/// makes it power off, so only once its event is queued: acknowledged first, the guest's
+/// power-off and QEMU's exit could reach the bottle before the exit code (seen under load:
+/// "the guest ended without reporting the agent's exit" after the agent printed and ended).
+/// False when nobody receives events any more.
+fn forward_control_line(
+    line: &str,
+    events: &Sender<Event>,
+    ack: &mut Option<&mut dyn Write>,
+) -> bool {
+    let event = if line == "ready" {
+        Event::Ready
+    } else if let Some(code) = line.strip_prefix("exit ") {
+        match code.trim().parse() {
+            Ok(code) => Event::Exit(code),
+            Err(_) => Event::GuestError(format!("the guest reported `{line}`")),
+        }
+    } else if let Some(message) = line.strip_prefix("error ") {
+        Event::GuestError(message.chars().take(500).collect())
+    } else {
+        return true;
+    };
+    if events.send(event).is_err() {
+        return false;
+    }
+    if line.starts_with("exit ")
+        && let Some(w) = ack.as_mut()
+    {
+        let _ = w.write_all(b"ack\n");
+    }
+    true
 }
 
 /// `stop` from another process: each connection to the bottle's `command.sock` may send
@@ -405,6 +426,9 @@ pub struct QemuBottle {
     exit: Option<i32>,
     terminated: bool,
     done: bool,
+    /// The initramfs this VM booted from, held (a shared lock) so that another launch's
+    /// pruning of the cache leaves it while the bottle lives.
+    _initramfs: initramfs::CachedInitramfs,
 }
 
 impl QemuBottle {
@@ -654,7 +678,7 @@ impl Backend for QemuBackend {
             e
         };
         let jail_spec = self
-            .plans(spec, &dir, accel, &kernel, &initramfs)
+            .plans(spec, &dir, accel, &kernel, initramfs.path())
             .map_err(cleanup)?;
         let control = dir.join("control.sock");
         let console = dir.join("console.sock");
@@ -702,6 +726,7 @@ impl Backend for QemuBackend {
             exit: None,
             terminated: false,
             done: false,
+            _initramfs: initramfs,
         };
         for (i, stream) in [native.take_stdout(), native.take_stderr()]
             .into_iter()
@@ -904,6 +929,55 @@ mod tests {
         );
         config.accel = accel;
         QemuBackend::new(config)
+    }
+
+    /// The guest, on the other end of the control port: it powers off as soon as it reads
+    /// the `ack` of its `exit`, so by then the exit code must already be queued for `wait`
+    /// (else QEMU's exit can overtake it).
+    struct Guest<'a> {
+        events: &'a Receiver<Event>,
+        acked_after: Vec<String>,
+    }
+
+    impl Write for Guest<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            // The last event queued so far (`ready` comes before).
+            let queued = match self.events.try_iter().last() {
+                Some(Event::Exit(code)) => format!("exit {code}"),
+                Some(Event::GuestError(m)) => format!("error {m}"),
+                Some(_) => "another event".to_owned(),
+                None => "nothing".to_owned(),
+            };
+            self.acked_after
+                .push(format!("{} after {queued}", String::from_utf8_lossy(buf)));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_guests_exit_is_queued_before_it_is_acknowledged() {
+        let (tx, rx) = channel();
+        let mut guest = Guest {
+            events: &rx,
+            acked_after: Vec::new(),
+        };
+        for line in ["ready", "noise", "exit 3", "exit x"] {
+            let mut ack = Some(&mut guest as &mut dyn Write);
+            assert!(forward_control_line(line, &tx, &mut ack));
+        }
+        assert_eq!(
+            guest.acked_after,
+            [
+                "ack\n after exit 3",
+                "ack\n after error the guest reported `exit x`"
+            ]
+        );
+        drop(rx);
+        let mut ack = None;
+        assert!(!forward_control_line("ready", &tx, &mut ack));
     }
 
     #[test]
