@@ -9,7 +9,6 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
 use crate::finding::{Finding, MatchSpan, Secret, shannon_entropy};
-use crate::keywords::Trigrams;
 use crate::value;
 
 /// The marker that allows a finding on its line (unless switched off).
@@ -85,9 +84,6 @@ impl Engine {
         }
         let keywords = if patterns.is_empty() {
             None
-        } else if let Some(t) = Trigrams::new(&patterns) {
-            // Keywords of two bytes and more (the built-in rules'): found by trigrams.
-            Some(Keywords::Trigrams(t))
         } else {
             // Keywords are lower-cased ASCII in practice; non-ASCII keywords still match
             // exactly, only their case folding is ASCII-only. One automaton: a DFA (no
@@ -676,15 +672,28 @@ mod keyword_tests {
     }
 
     #[test]
-    fn the_builtin_keywords_by_trigrams_and_in_lanes_are_the_overlapping_search() {
+    fn the_builtin_keywords_in_lanes_are_the_overlapping_search() {
         let engine = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
         let kw = engine.keywords.as_ref().unwrap();
-        assert!(
-            matches!(kw, Keywords::Trigrams(_)),
-            "the built-in keywords are searched by trigrams"
-        );
-        let (ac, dfa) = builtin_keyword_automata(&engine);
-        let dfa = &dfa;
+        let Keywords::Dfa(dfa) = kw else {
+            panic!("the built-in keywords make a DFA")
+        };
+        // The reference: the crate's own searcher over the same keywords, as the engine
+        // built it before it kept the DFA alone.
+        let mut patterns: Vec<String> = Vec::new();
+        for rule in engine.rules.iter().filter(|r| r.regex.is_some()) {
+            for k in &rule.keywords {
+                if !patterns.contains(k) {
+                    patterns.push(k.clone());
+                }
+            }
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&patterns)
+            .unwrap();
         // Real text with keywords (the rules and their test cases), cut at many lengths so
         // that keywords fall on the lanes' borders.
         let text = [
@@ -701,110 +710,6 @@ mod keyword_tests {
             assert_eq!(kw.hits(d), all, "{len}");
         }
         assert!(kw.hits(data).len() > 1000);
-    }
-
-    /// The crate's searcher over the built-in keywords (the reference: what the engine
-    /// built before it kept a bare DFA), and that bare DFA (what it built before trigrams).
-    fn builtin_keyword_automata(engine: &Engine) -> (AhoCorasick, aho_corasick::dfa::DFA) {
-        let mut patterns: Vec<String> = Vec::new();
-        for rule in engine.rules.iter().filter(|r| r.regex.is_some()) {
-            for k in &rule.keywords {
-                if !patterns.contains(k) {
-                    patterns.push(k.clone());
-                }
-            }
-        }
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(&patterns)
-            .unwrap();
-        let dfa = aho_corasick::dfa::DFA::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .start_kind(aho_corasick::StartKind::Unanchored)
-            .prefilter(false)
-            .build(&patterns)
-            .unwrap();
-        (ac, dfa)
-    }
-
-    /// The trigram search against the DFA it replaces, on what an upload holds: random
-    /// bytes, base64, source text and prose, with every built-in keyword planted (in upper,
-    /// lower and mixed case) at offsets that put it across the walk's 16-byte blocks and
-    /// at the input's very end.
-    #[test]
-    fn the_trigram_search_finds_what_the_dfa_finds() {
-        let engine = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
-        let Some(Keywords::Trigrams(t)) = engine.keywords.as_ref() else {
-            panic!("the built-in keywords are searched by trigrams")
-        };
-        let (ac, dfa) = builtin_keyword_automata(&engine);
-        let keywords: Vec<String> = {
-            let mut v: Vec<String> = Vec::new();
-            for rule in engine.rules.iter().filter(|r| r.regex.is_some()) {
-                for k in &rule.keywords {
-                    if !v.contains(k) {
-                        v.push(k.clone());
-                    }
-                }
-            }
-            v
-        };
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let random: Vec<u8> = (0..64 * 1024).map(|_| next() as u8).collect();
-        let base64: Vec<u8> = {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .encode(&random)
-                .into_bytes()
-        };
-        let source = include_str!("engine.rs").as_bytes().to_vec();
-        let prose = include_str!("../../../ARCHITECTURE.md").as_bytes().to_vec();
-        for base in [random, base64, source, prose] {
-            let all: Vec<_> = ac.find_overlapping_iter(&base[..]).collect();
-            assert_eq!(t.hits(&base), all);
-            assert_eq!(dfa_hits(&dfa, &base), all);
-            for (i, k) in keywords.iter().enumerate() {
-                let mut data = base[..(i * 613) % 4096 + 40].to_vec();
-                let cased: String = match i % 3 {
-                    0 => k.to_ascii_uppercase(),
-                    1 => k.clone(),
-                    _ => k
-                        .chars()
-                        .enumerate()
-                        .map(|(j, c)| {
-                            if j % 2 == 0 {
-                                c.to_ascii_uppercase()
-                            } else {
-                                c
-                            }
-                        })
-                        .collect(),
-                };
-                // across a block border, then at the very end
-                let at = data.len() - 17 - (i % 16);
-                data.splice(at..at, cased.bytes());
-                data.extend_from_slice(cased.as_bytes());
-                let all: Vec<_> = ac.find_overlapping_iter(&data[..]).collect();
-                assert!(all.iter().filter(|m| m.end() == data.len()).count() >= 1);
-                assert_eq!(t.hits(&data), all, "{k}");
-                assert_eq!(dfa_hits(&dfa, &data), all, "{k}");
-                // cut short at every length near its end
-                for cut in 0..20 {
-                    let d = &data[..data.len() - cut];
-                    let all: Vec<_> = ac.find_overlapping_iter(d).collect();
-                    assert_eq!(t.hits(d), all, "{k} cut {cut}");
-                }
-            }
-        }
     }
 }
 
@@ -959,16 +864,13 @@ fn drop_generic_duplicates(found: &mut Vec<Hit>) {
     });
 }
 
-/// The rules' keywords: one search over all of them.
+/// The rules' keywords: one automaton over all of them.
 ///
 /// Why one: the search used to hold the same keywords twice, as the crate's searcher (a DFA
 /// inside) and as a bare DFA for the lanes; each is about 0.8 MB, which every egress sidecar
-/// kept for its life. The bare DFA did both searches; the trigram search, where it can be
-/// built, replaces it (faster, and ~20 KB instead of ~0.8 MB).
+/// kept for its life. The bare DFA does both searches.
 #[derive(Debug)]
 enum Keywords {
-    /// Every keyword has two bytes or more: [`Trigrams`].
-    Trigrams(Trigrams),
     /// A DFA, searched in [`LANES`] lanes at once over large inputs.
     Dfa(Box<aho_corasick::dfa::DFA>),
     /// The crate's own choice, where no DFA could be built.
@@ -986,7 +888,6 @@ impl Keywords {
     /// automaton's overlapping search.
     fn hits(&self, data: &[u8]) -> Vec<aho_corasick::Match> {
         match self {
-            Keywords::Trigrams(t) => t.hits(data),
             Keywords::Dfa(dfa) => {
                 if data.len() >= LANES_MIN
                     && let Some(hits) = lane_hits(dfa, data)

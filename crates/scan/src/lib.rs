@@ -34,7 +34,6 @@ mod engine;
 mod error;
 mod finding;
 mod git;
-mod keywords;
 mod objects;
 mod own_files;
 mod report;
