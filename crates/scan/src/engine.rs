@@ -16,6 +16,9 @@ pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";
 
 /// Fragments at least this large are scanned only around keyword hits.
 const WINDOW_MIN_FRAGMENT: usize = 64 * 1024;
+/// In fragments at least this large the first decoding pass's runs are found on another
+/// thread while the rules run (smaller ones: handing the work over costs more than it saves).
+const PARALLEL_MIN: usize = 64 * 1024;
 /// Bytes before a keyword hit included in its region (then widened to a line start).
 const WINDOW_BEFORE: usize = 4 * 1024;
 /// Bytes after a keyword hit included in its region (then widened to a line end); large enough
@@ -205,17 +208,37 @@ impl Engine {
     fn scan_in(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, mode: Mode) {
         let start = out.len();
         let mut place = Place::new(frag.data, frag.line_map);
-        self.scan_plain(frag, &mut place, out, mode == Mode::Exact, mode);
+        let mut plain = |out: &mut Vec<Finding>| {
+            self.scan_plain(frag, &mut place, out, mode == Mode::Exact, mode);
+        };
+        // The first decoding pass's runs do not depend on the rules' findings: over large
+        // fragments (a DLP batch, a large blob) they are found on another thread of the
+        // rayon pool, when one is free, while the rules run on this one.
+        let first_runs = if self.max_decode_depth > 0 && frag.data.len() >= PARALLEL_MIN {
+            let (runs, ()) = rayon::join(|| decode::encoded_runs(frag.data), || plain(out));
+            Some(runs)
+        } else {
+            plain(out);
+            None
+        };
         let plain = out.len();
-        self.scan_hidden(frag, start, out, mode);
+        self.scan_hidden(frag, start, out, mode, first_runs);
         if out.len() > plain {
             // Decoding passes find things out of line order; put them back in it.
             out[start..].sort_by_key(|f| f.line);
         }
     }
 
-    /// The second looks: UTF-16 text, then the decoding passes.
-    fn scan_hidden(&self, frag: &Fragment<'_>, start: usize, out: &mut Vec<Finding>, mode: Mode) {
+    /// The second looks: UTF-16 text, then the decoding passes (`first_runs`: the first
+    /// pass's runs of `frag`, when they were found already).
+    fn scan_hidden(
+        &self,
+        frag: &Fragment<'_>,
+        start: usize,
+        out: &mut Vec<Finding>,
+        mode: Mode,
+        first_runs: Option<Vec<decode::Decoded>>,
+    ) {
         if let Some(text) = decode::utf16_text(frag.data) {
             let mut more = Vec::new();
             let sub = Fragment {
@@ -225,21 +248,29 @@ impl Engine {
             };
             let mut place = Place::new(&text, frag.line_map);
             self.scan_plain(&sub, &mut place, &mut more, false, mode);
-            self.scan_decoded(&sub, start, out, mode);
+            self.scan_decoded(&sub, start, out, mode, None);
             push_new(out, start, more);
         }
-        self.scan_decoded(frag, start, out, mode);
+        self.scan_decoded(frag, start, out, mode, first_runs);
     }
 
     /// gitleaks' decoding passes: each pass replaces the encoded runs of the text with what
     /// they decode to, in place (so the text around a run, `password=`, still frames it), and
     /// the rules run again around the runs decoded in that pass; a match is reported where
     /// the encoded text it came from starts in the fragment. Up to `max_decode_depth` passes.
-    fn scan_decoded(&self, frag: &Fragment<'_>, start: usize, out: &mut Vec<Finding>, mode: Mode) {
+    /// `first_runs`: [`decode::encoded_runs`] of `frag.data`, when found already.
+    fn scan_decoded(
+        &self,
+        frag: &Fragment<'_>,
+        start: usize,
+        out: &mut Vec<Finding>,
+        mode: Mode,
+        first_runs: Option<Vec<decode::Decoded>>,
+    ) {
         if self.max_decode_depth == 0 {
             return;
         }
-        let mut runs = decode::encoded_runs(frag.data);
+        let mut runs = first_runs.unwrap_or_else(|| decode::encoded_runs(frag.data));
         if runs.is_empty() {
             return;
         }
@@ -710,6 +741,91 @@ mod keyword_tests {
             assert_eq!(kw.hits(d), all, "{len}");
         }
         assert!(kw.hits(data).len() > 1000);
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use base64::Engine as _;
+
+    /// [`Engine::scan_in`] as it ran before the first decoding pass's runs were found on
+    /// another thread: everything on this one, one after another.
+    fn in_line(engine: &Engine, frag: &Fragment<'_>, mode: Mode) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut place = Place::new(frag.data, frag.line_map);
+        engine.scan_plain(frag, &mut place, &mut out, mode == Mode::Exact, mode);
+        let plain = out.len();
+        engine.scan_hidden(frag, 0, &mut out, mode, None);
+        if out.len() > plain {
+            out.sort_by_key(|f| f.line);
+        }
+        out
+    }
+
+    #[test]
+    fn large_fragments_find_what_scanning_in_line_finds() {
+        let engine = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
+        let aws = "AKIAZ3MSJV4WWNKWW5FG";
+        let gh = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let planted = [
+            format!("aws_access_key_id = {aws}\n"),
+            format!("token: {gh}\n"),
+            format!("blob = \"{}\"\n", b64(&format!("key={aws}"))),
+            format!("auth={}\n", b64(&format!("Authorization: token {gh}"))),
+            format!("hex {}\n", hex::encode(format!("secret {gh}"))),
+            format!("q=%61%77%73%20{}\n", aws),
+        ];
+        let line = b"    let value = compute(input, &config).unwrap_or_default(); // step 42 of the pipeline\n";
+        let prose = include_bytes!("../../../ARCHITECTURE.md");
+        let mut scanned_findings = 0;
+        for (case, size) in [64 * 1024, 64 * 1024 + 1, 150 * 1024, 300 * 1024]
+            .into_iter()
+            .enumerate()
+        {
+            let mut data = Vec::new();
+            while data.len() < size {
+                if case % 2 == 0 {
+                    data.extend_from_slice(line);
+                } else {
+                    data.extend_from_slice(&prose[..prose.len().min(size - data.len())]);
+                }
+            }
+            data.truncate(size);
+            // secrets spread over the fragment, one of each at its start and near its end
+            for (i, p) in planted.iter().enumerate() {
+                for at in [i * 2000, size / 3 + i * 4099, size - 12_000 + i * 2000] {
+                    let at = at.min(data.len());
+                    data.splice(at..at, p.bytes());
+                }
+            }
+            for mode in [Mode::Exact, Mode::AnyPath] {
+                let frag = Fragment {
+                    path: "upload.txt",
+                    commit: None,
+                    data: &data,
+                    line_map: None,
+                };
+                let mut got = Vec::new();
+                engine.scan_in(&frag, &mut got, mode);
+                let want = in_line(&engine, &frag, mode);
+                assert_eq!(got, want, "case {case} {mode:?}");
+                scanned_findings += got.len();
+                // the token in the base64 run is found (by decoding it: the line holds no
+                // token in plain)
+                let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+                let decoded = got.iter().filter(|f| {
+                    let l = lines[(f.line as usize).saturating_sub(1)];
+                    f.rule_id == "github-pat"
+                        && l.windows(5).any(|w| w == b"auth=")
+                        && !l.windows(4).any(|w| w == b"ghp_")
+                });
+                assert_eq!(decoded.count(), 3, "case {case} {mode:?}");
+            }
+        }
+        // the plain secrets were found too
+        assert!(scanned_findings >= 4 * 2 * 3 * 3, "{scanned_findings}");
     }
 }
 
