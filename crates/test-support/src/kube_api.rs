@@ -33,12 +33,15 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 pub const PORT_FORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
 
 type Ports = Arc<Mutex<BTreeMap<(String, String), BTreeMap<u16, SocketAddr>>>>;
+type Calls = Arc<Mutex<Vec<String>>>;
 
 /// A fake API server answering `pods/portforward` (see the module doc).
 pub struct FakeApiServer {
     addr: SocketAddr,
     ports: Ports,
-    calls: Arc<Mutex<Vec<String>>>,
+    calls: Calls,
+    /// The `Sec-WebSocket-Protocol` header of each port-forward upgrade, as the client sent it.
+    offered: Calls,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,16 +57,18 @@ impl FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ports: Ports = Arc::default();
-        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (p, c) = (ports.clone(), calls.clone());
+        let calls: Calls = Arc::default();
+        let offered: Calls = Arc::default();
+        let (p, c, o) = (ports.clone(), calls.clone(), offered.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (p, c) = (p.clone(), c.clone());
+                let (p, c, o) = (p.clone(), c.clone(), o.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, p.clone(), c.clone()));
+                    let service =
+                        service_fn(move |req| handle(req, p.clone(), c.clone(), o.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
                         .with_upgrades()
@@ -75,6 +80,7 @@ impl FakeApiServer {
             addr,
             ports,
             calls,
+            offered,
             task,
         }
     }
@@ -98,6 +104,13 @@ impl FakeApiServer {
     /// Every request, in order (`GET <path>?<query>`).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The subprotocols each port-forward upgrade offered (`Sec-WebSocket-Protocol`), in
+    /// order; the server answers [`PORT_FORWARD_PROTOCOL`] when it is among them, as an API
+    /// server's websocket port-forward does.
+    pub fn offered(&self) -> Vec<String> {
+        self.offered.lock().unwrap().clone()
     }
 }
 
@@ -129,7 +142,8 @@ fn requested_ports(query: &str) -> Option<Vec<u16>> {
 async fn handle(
     mut req: Request<Incoming>,
     ports: Ports,
-    calls: Arc<Mutex<Vec<String>>>,
+    calls: Calls,
+    offered_by: Calls,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -177,6 +191,7 @@ async fn handle(
             .to_owned()
     };
     let offered = header("sec-websocket-protocol");
+    offered_by.lock().unwrap().push(offered.clone());
     if !header("upgrade").eq_ignore_ascii_case("websocket")
         || !offered
             .split(',')

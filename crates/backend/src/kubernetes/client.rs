@@ -745,6 +745,10 @@ mod tests {
                 "GET /api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3/portforward?&ports=3199"
             ]
         );
+        // What kube-rs negotiates: v5 first, then v4. An API server's websocket port-forward
+        // has no v5 (its channel protocols are v4 and the unnamed one), so it answers v4, as
+        // the fake does; the tunnelled `v2.portforward.k8s.io` (KEP 4006) is not offered.
+        assert_eq!(api.offered(), vec!["v5.channel.k8s.io, v4.channel.k8s.io"]);
 
         // A port nothing listens on (the bundle not up yet): the kubelet's error on the
         // port's error channel is the stream's error, said with where to look.
