@@ -1,5 +1,7 @@
 //! A fake Kubernetes API server on loopback, for the one call an in-memory cluster cannot
-//! stand in for: `pods/portforward`, whose bytes must really flow.
+//! stand in for: `pods/portforward`, whose bytes must really flow. It also answers `GET` of
+//! the pods it forwards to and of the Secrets a test gives it, so that the `bot-bottle`
+//! executable, reaching it through a kubeconfig, can relay a cluster bottle.
 //!
 //! It answers as the API server answers kube-rs (`Api::<Pod>::portforward`): a websocket
 //! upgrade choosing the `v4.channel.k8s.io` subprotocol; per forwarded port two channels,
@@ -34,6 +36,7 @@ pub const PORT_FORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
 
 type Ports = Arc<Mutex<BTreeMap<(String, String), BTreeMap<u16, SocketAddr>>>>;
 type Calls = Arc<Mutex<Vec<String>>>;
+type Objects = Arc<Mutex<BTreeMap<(String, String), serde_json::Value>>>;
 
 /// A fake API server answering `pods/portforward` (see the module doc).
 pub struct FakeApiServer {
@@ -42,6 +45,7 @@ pub struct FakeApiServer {
     calls: Calls,
     /// The `Sec-WebSocket-Protocol` header of each port-forward upgrade, as the client sent it.
     offered: Calls,
+    secrets: Objects,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,16 +63,23 @@ impl FakeApiServer {
         let ports: Ports = Arc::default();
         let calls: Calls = Arc::default();
         let offered: Calls = Arc::default();
-        let (p, c, o) = (ports.clone(), calls.clone(), offered.clone());
+        let secrets: Objects = Arc::default();
+        let (p, c, o, s) = (
+            ports.clone(),
+            calls.clone(),
+            offered.clone(),
+            secrets.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (p, c, o) = (p.clone(), c.clone(), o.clone());
+                let (p, c, o, s) = (p.clone(), c.clone(), o.clone(), s.clone());
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| handle(req, p.clone(), c.clone(), o.clone()));
+                    let service = service_fn(move |req| {
+                        handle(req, p.clone(), c.clone(), o.clone(), s.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
                         .with_upgrades()
@@ -81,6 +92,7 @@ impl FakeApiServer {
             ports,
             calls,
             offered,
+            secrets,
             task,
         }
     }
@@ -99,6 +111,14 @@ impl FakeApiServer {
             .entry((namespace.to_owned(), pod.to_owned()))
             .or_default()
             .insert(port, target);
+    }
+
+    /// Secret `name` of `namespace` is `secret` (a whole object, as `GET` returns it).
+    pub fn serve_secret(&self, namespace: &str, name: &str, secret: serde_json::Value) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
     /// Every request, in order (`GET <path>?<query>`).
@@ -126,6 +146,14 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>
         .unwrap()
 }
 
+fn json_response(body: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+        .unwrap()
+}
+
 /// `ports=80%2C1234` (as kube-rs sends it) or repeated `ports=` parameters.
 fn requested_ports(query: &str) -> Option<Vec<u16>> {
     let mut out = Vec::new();
@@ -144,6 +172,7 @@ async fn handle(
     ports: Ports,
     calls: Calls,
     offered_by: Calls,
+    secrets: Objects,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -156,11 +185,43 @@ async fn handle(
         ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] => {
             ((*ns).to_owned(), (*pod).to_owned())
         }
+        // A served pod exists (its status is not kept: the relays only ask whether it is
+        // there), and so does a served Secret.
+        ["api", "v1", "namespaces", ns, "pods", pod] if req.method() == http::Method::GET => {
+            let key = ((*ns).to_owned(), (*pod).to_owned());
+            return Ok(if ports.lock().unwrap().contains_key(&key) {
+                json_response(&serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod, "namespace": ns},
+                }))
+            } else {
+                status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("pods \"{pod}\" not found"),
+                )
+            });
+        }
+        ["api", "v1", "namespaces", ns, "secrets", name] if req.method() == http::Method::GET => {
+            let found = secrets
+                .lock()
+                .unwrap()
+                .get(&((*ns).to_owned(), (*name).to_owned()))
+                .cloned();
+            return Ok(match found {
+                Some(secret) => json_response(&secret),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("secrets \"{name}\" not found"),
+                ),
+            });
+        }
         _ => {
             return Ok(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "the fake API server answers pods/portforward only",
+                "the fake API server answers pods/portforward, and GET of pods and secrets only",
             ));
         }
     };
