@@ -135,8 +135,16 @@ pub(crate) fn discard_kept(
     let options = backend::OpenOptions::current_exe(home.root())?;
     let backend = backend::open(kind, &options)?;
     let actions = backend.discard(identity.as_str()).map_err(|e| {
+        // Where the claim is, from the record `start` wrote.
+        let record = backend::kubernetes::PodRecord::read(&home.state_dir(identity))
+            .unwrap_or_default();
         anyhow::anyhow!(
-            "cannot remove the home claim of cluster bottle {identity} ({e}); its state is kept so that a second try finds the claim once the cluster answers"
+            "cannot remove the home claim `{}` of cluster bottle {identity} in namespace `{}` (context `{}`): {e}; its state is kept so that a second try finds the claim once the cluster answers (or delete it with `kubectl delete pvc`)",
+            record
+                .home_claim
+                .unwrap_or_else(|| backend::kubernetes::objects::home_claim_name(identity.as_str())),
+            record.namespace.as_deref().unwrap_or("the context's"),
+            record.context.as_deref().unwrap_or("current")
         )
     })?;
     Ok(actions

@@ -2,7 +2,8 @@
 //! binary: it reaches a fake API server on loopback through a kubeconfig (the bottle's token
 //! from its Secret, the real kube-rs port-forward to the real bundle operator port over the
 //! pod's queue), lists the proposal waiting in the pod, and `approve --wait 0` has sent the
-//! decision to the pod's queue when it exits.
+//! decision to the pod's queue when it exits. And `discard` of a cluster bottle whose home
+//! claim the cluster cannot be asked to remove.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -148,4 +149,70 @@ fn proposals_relays_a_cluster_bottle_whose_start_is_gone() {
     );
     pod_ends.cancel();
     rt.shutdown_background();
+}
+
+/// `discard` of a cluster bottle whose home claim cannot be removed (the API server does not
+/// answer): nothing is discarded, and the error names the claim, the bottle, the namespace
+/// and what to do. A cluster bottle recorded without a claim is discarded without asking.
+#[test]
+fn discard_keeps_a_cluster_bottle_whose_home_claim_cannot_be_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let laptop = state::Home::new(tmp.path().join("bbhome"));
+    let bottle = |claim: bool| {
+        let (identity, lock) = laptop
+            .create_bottle(&state::Metadata {
+                agent: "coder".into(),
+                cwd: tmp.path().to_path_buf(),
+                copy_cwd: false,
+                backend: "kubernetes".into(),
+                created: "2026-12-06T12:00:00Z".into(),
+                manifest: None,
+                command: vec![],
+                forward_codex_auth: false,
+            })
+            .unwrap();
+        drop(lock);
+        laptop.mark_preserved(&identity).unwrap();
+        backend::kubernetes::PodRecord {
+            context: None,
+            namespace: Some("agents".into()),
+            home_claim: claim
+                .then(|| backend::kubernetes::objects::home_claim_name(identity.as_str())),
+        }
+        .write(&laptop.state_dir(&identity))
+        .unwrap();
+        identity
+    };
+    // An API server address on loopback that nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        tmp.path().join("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://{closed}\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    namespace: agents\n    user: gone\ncurrent-context: gone\nusers:\n- name: gone\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+
+    let kept = bottle(true);
+    let out = bb(tmp.path(), &["discard", kept.as_str(), "--yes"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    for part in [
+        format!("bottle {kept} is not discarded"),
+        format!(
+            "cannot remove the home claim `bot-bottle-{kept}-home` of cluster bottle {kept} in namespace `agents`"
+        ),
+        "its state is kept".to_owned(),
+    ] {
+        assert!(err.contains(&part), "{part} not in {err}");
+    }
+    assert!(laptop.state_dir(&kept).is_dir());
+
+    let plain = bottle(false);
+    let out = bb(tmp.path(), &["discard", plain.as_str(), "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!laptop.state_dir(&plain).exists());
 }
