@@ -648,6 +648,10 @@ fn home_annotation(home: Option<&Path>) -> String {
     let machine = std::fs::read_to_string("/etc/machine-id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
+    // As for pods: no machine id, no judging (two such machines could not be told apart).
+    if machine.is_empty() {
+        return String::new();
+    }
     let digest = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
     format!("{machine}/{}", &hex::encode(digest)[..16])
 }
@@ -900,7 +904,14 @@ impl KubernetesBackend {
             if here.is_empty() || *owner != here {
                 continue;
             }
+            // Only a claim named as ours for a well-formed identity (the label is the
+            // cluster's word, and it names a directory here).
             let name = objects::home_claim_name(identity);
+            if state::Identity::parse(identity).is_err()
+                || claim.metadata.name.as_deref() != Some(name.as_str())
+            {
+                continue;
+            }
             let mounted = pods.iter().any(|pod| {
                 pod.metadata.deletion_timestamp.is_none()
                     && pod
