@@ -380,6 +380,13 @@ pub trait Backend: Send + Sync {
 
     /// Kills orphaned bottles and removes runtime leftovers of dead ones.
     fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError>;
+
+    /// Removes what a bottle keeps outside its state directory for `resume` (the
+    /// kubernetes backend's home claim), once its state is gone: the bottle ended cleanly,
+    /// was discarded or cleaned up. Refuses while the bottle runs. Nothing for most backends.
+    fn discard(&self, _identity: &str) -> Result<Vec<CleanupAction>, BackendError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Errors of the backends. Messages are lowercase and say what to do next.

@@ -24,4 +24,4 @@ pub use config::{
     EgressSidecar, GateSidecar, Listen, OperatorSidecar, SidecarConfig, SuperviseSidecar,
 };
 pub use error::BundleError;
-pub use serve::{run, serve, serve_with_env};
+pub use serve::{SHUTDOWN_BOUND, run, serve, serve_with_env};

@@ -30,7 +30,8 @@
 //! [`SyncRequest::finish`]: the sidecars stop, what they queued is written out, and from
 //! then every reply says [`SyncReply::ended`]. A finishing request answered with no new
 //! audit line means the operator's side has everything: the bundle then exits, and
-//! otherwise waits for that at most [`DRAIN_WAIT`] (the pod's grace period is 30 s).
+//! otherwise waits for that at most [`DRAIN_WAIT`] (a pod's grace period, which the
+//! launcher derives from [`crate::SHUTDOWN_BOUND`], outlasts the whole shutdown).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

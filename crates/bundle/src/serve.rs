@@ -4,11 +4,33 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BundleError, Listen, SidecarConfig};
+
+/// How long the sidecars get to finish once the bundle is told to stop.
+pub const SIDECARS_STOP: Duration = Duration::from_secs(10);
+/// How long the git gate gets to revoke the forge deploy keys it made (one forge API
+/// timeout); a key not revoked by then keeps its record in the gate's state and is logged.
+pub const GATE_TEARDOWN: Duration = Duration::from_secs(20);
+/// How long the DLP hits egress queued get to be written as audit lines.
+pub const DLP_FLUSH: Duration = Duration::from_secs(10);
+/// How long the operator port gets to close after its last round.
+pub const OPERATOR_STOP: Duration = Duration::from_secs(1);
+/// The longest the bundle takes from SIGTERM to its exit, every step above at its bound
+/// and the operator's last round ([`crate::operator::DRAIN_WAIT`]) waited for in full. A
+/// pod's `terminationGracePeriodSeconds` must be longer, or the kubelet kills the bundle
+/// before the operator has the pod's last audit lines.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(
+    SIDECARS_STOP.as_secs()
+        + GATE_TEARDOWN.as_secs()
+        + DLP_FLUSH.as_secs()
+        + crate::operator::DRAIN_WAIT.as_secs()
+        + OPERATOR_STOP.as_secs(),
+);
 
 /// Runs the bundle of `config` on a runtime of its own until SIGTERM (or Ctrl-C), or until a
 /// sidecar stops: the whole of `bot-bottle sidecar --config FILE`.
@@ -262,24 +284,32 @@ pub async fn serve_with_env(
     }
     cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("sidecars did not finish within 10 s of shutdown");
+    if tokio::time::timeout(SIDECARS_STOP, drain).await.is_err() {
+        tracing::warn!(
+            "sidecars did not finish within {} s of shutdown",
+            SIDECARS_STOP.as_secs()
+        );
     }
-    if let Some(gate) = gate
-        && let Err(e) = gate.teardown().await
-    {
-        tracing::error!(error = %e, "cannot revoke forge deploy keys");
+    if let Some(gate) = gate {
+        match tokio::time::timeout(GATE_TEARDOWN, gate.teardown()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot revoke forge deploy keys"),
+            Err(_) => tracing::error!(
+                "forge deploy keys not revoked within {} s of shutdown; revoke them on the forge (the gate's state lists them)",
+                GATE_TEARDOWN.as_secs()
+            ),
+        }
     }
     // The DLP hits egress queued before it stopped are lines of the chain before the
     // bundle ends (and before the operator port says `ended`).
-    if tokio::time::timeout(std::time::Duration::from_secs(10), dlp_flush.flush())
+    if tokio::time::timeout(DLP_FLUSH, dlp_flush.flush())
         .await
         .is_err()
     {
-        tracing::warn!("the dlp hits' audit lines were not all written within 10 s of shutdown");
+        tracing::warn!(
+            "the dlp hits' audit lines were not all written within {} s of shutdown",
+            DLP_FLUSH.as_secs()
+        );
     }
     lifecycle.ended.cancel();
     if let Some(operator) = operator {
@@ -293,7 +323,7 @@ pub async fn serve_with_env(
             );
         }
         operator_stop.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), operator).await;
+        let _ = tokio::time::timeout(OPERATOR_STOP, operator).await;
     }
     match failure {
         Some(e) => Err(e),

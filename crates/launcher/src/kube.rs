@@ -64,7 +64,17 @@ pub fn settings(launch: &Launch) -> ClusterSettings {
         namespace: k.namespace.clone(),
         runtime_class: k.runtime_class.clone(),
         registry: k.registry.clone(),
+        home_size: k.home_size.clone(),
+        storage_class: k.storage_class.clone(),
     }
+}
+
+/// The pod's `terminationGracePeriodSeconds`: the sidecar bundle's whole shutdown after the
+/// kubelet's SIGTERM ([`::bundle::SHUTDOWN_BOUND`]: its last audit lines, the operator's
+/// last round) and a margin for the signal and the exit, so the kubelet never kills the
+/// bundle in the middle of it (the API server's default, 30 s, is shorter).
+pub fn termination_grace() -> std::time::Duration {
+    ::bundle::SHUTDOWN_BOUND + std::time::Duration::from_secs(10)
 }
 
 /// The Secret key of a token's value.
@@ -443,6 +453,10 @@ pub(super) fn launch(
     backend::kubernetes::PodRecord {
         context: settings.context.clone(),
         namespace: settings.namespace.clone(),
+        home_claim: settings
+            .home_size
+            .is_some()
+            .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
     }
     .write(&home.state_dir(&spec.identity))?;
     let mut kube = KubernetesConfig::new(settings, agent_image);
@@ -460,11 +474,16 @@ pub(super) fn launch(
         files: files.files,
     });
     kube.clones = crate::pod::clones(&launch.agent.bottle);
+    kube.termination_grace = termination_grace();
     debug_assert_eq!(pod_config.identity, spec.identity);
-    let backend = Arc::new(match &options.cluster {
-        Some(cluster) => KubernetesBackend::with_cluster(kube, cluster.clone())?,
-        None => KubernetesBackend::new(kube)?,
-    });
+    let backend = Arc::new(
+        match &options.cluster {
+            Some(cluster) => KubernetesBackend::with_cluster(kube, cluster.clone())?,
+            None => KubernetesBackend::new(kube)?,
+        }
+        // Its home claim carries this home's mark, for `cleanup`.
+        .with_home(home.root().to_path_buf()),
+    );
     backend.prepare(spec)?;
     let running = backend.launch_pod(spec, BottleStdio::inherit())?;
     super::agent_started(paths, options.report.as_ref());
@@ -529,14 +548,20 @@ impl backend::RunningBottle for Relayed {
 
 /// The backend `start` keeps for stopping the bottle: the manifest's cluster settings (a
 /// namespace other than the context's is where the pod is), over the tests' cluster if any.
-pub(super) fn open(launch: &Launch, options: &Options) -> Result<Arc<dyn Backend>, LaunchError> {
+pub(super) fn open(
+    home: &Home,
+    launch: &Launch,
+    options: &Options,
+) -> Result<Arc<dyn Backend>, LaunchError> {
     // Said before any state is made.
     refuse_laptop_only(launch)?;
     let config = KubernetesConfig::new(settings(launch), String::new());
-    Ok(match &options.cluster {
-        Some(cluster) => Arc::new(KubernetesBackend::with_cluster(config, cluster.clone())?),
-        None => Arc::new(KubernetesBackend::new(config)?),
-    })
+    let backend = match &options.cluster {
+        Some(cluster) => KubernetesBackend::with_cluster(config, cluster.clone())?,
+        None => KubernetesBackend::new(config)?,
+    };
+    // `stop` and `discard` find the bottle's recorded cluster through the home.
+    Ok(Arc::new(backend.with_home(home.root().to_path_buf())))
 }
 
 #[cfg(test)]
@@ -885,6 +910,83 @@ mod tests {
                 .collect();
             assert_eq!(created.len(), 1);
             assert_eq!(w.cluster.pod(&created[0]), None);
+        }
+
+        /// `kubernetes.home_size`: a failed run's pod goes, its home stays in the claim;
+        /// `resume` mounts that claim (not seeded again); the clean end removes it with the
+        /// state. The pod's grace period outlasts the bundle's whole shutdown.
+        #[test]
+        fn a_kept_home_outlives_a_failed_run_for_resume_and_goes_with_the_clean_end() {
+            let w = world();
+            let manifest = w.tmp.path().join("bot-bottle.yaml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            std::fs::write(
+                &manifest,
+                text.replace(
+                    "      registry: registry.example/team\n",
+                    "      registry: registry.example/team\n      home_size: 1Gi\n",
+                ),
+            )
+            .unwrap();
+            w.cluster.on_create(fake::agent_running());
+            let player = agent(w.cluster.clone(), 3);
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            let name = objects::object_name(&identity);
+            let claim = objects::home_claim_name(&identity);
+            let spec = w.cluster.pod(&name).unwrap().spec.unwrap();
+            let grace = spec.termination_grace_period_seconds.unwrap();
+            assert_eq!(u64::try_from(grace).unwrap(), termination_grace().as_secs());
+            assert!(
+                termination_grace() > ::bundle::SHUTDOWN_BOUND,
+                "{grace} s does not outlast the bundle's shutdown"
+            );
+            macro_rules! claimed {
+                ($spec:expr) => {
+                    $spec
+                        .volumes
+                        .iter()
+                        .flatten()
+                        .find(|v| v.name == "home")
+                        .and_then(|v| v.persistent_volume_claim.clone())
+                        .map(|c| c.claim_name)
+                };
+            }
+            assert_eq!(claimed!(spec), Some(claim.clone()));
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            assert_eq!(w.cluster.pod(&name), None);
+            assert!(
+                w.cluster.claim(&claim).is_some(),
+                "the home went with the pod"
+            );
+
+            let id = state::Identity::parse(&identity).unwrap();
+            let player = agent(w.cluster.clone(), 0);
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let running =
+                crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()).unwrap();
+            let spec = w.cluster.pod(&name).unwrap().spec.unwrap();
+            assert_eq!(claimed!(spec), Some(claim.clone()));
+            assert!(
+                !spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == "home"),
+                "the kept home is seeded over"
+            );
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            assert!(!w.home.state_dir(&id).exists());
+            assert_eq!(w.cluster.claim(&claim), None);
+            let creates = w
+                .cluster
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("create claim"))
+                .count();
+            assert_eq!(creates, 1);
         }
 
         #[test]

@@ -91,6 +91,8 @@ struct Control {
     finish_by: std::sync::Mutex<Option<std::time::Instant>>,
     /// The last rounds were made: the laptop has the pod's whole audit log.
     finished: AtomicBool,
+    /// Rounds completed so far (a command waits for whole rounds: [`Relays::settle`]).
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl Control {
@@ -163,6 +165,11 @@ impl Relay {
                 within.as_secs()
             ))
         }
+    }
+
+    /// Rounds completed so far.
+    fn rounds(&self) -> u64 {
+        self.control.rounds.load(Ordering::SeqCst)
     }
 
     /// Whether the relay has ended by itself (its pod is gone).
@@ -305,6 +312,52 @@ impl Relays {
     pub fn relayed(&self) -> Vec<String> {
         self.running.keys().cloned().collect()
     }
+
+    /// Waits until each relay has made a whole round that began after this call (so what
+    /// the laptop's queue held at the call has reached the pod, and what the pod held then
+    /// is on the laptop), or has ended; `within` at most. Returns the bottles whose relay
+    /// did not get there (their pod did not answer in time).
+    pub fn settle(&self, within: Duration) -> Vec<String> {
+        // A round in flight may have read the laptop's queue before this call: two more.
+        let wanted: BTreeMap<&String, u64> = self
+            .running
+            .iter()
+            .map(|(id, relay)| (id, relay.rounds() + 2))
+            .collect();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let behind: Vec<String> = self
+                .running
+                .iter()
+                .filter(|(id, relay)| !relay.ended() && relay.rounds() < wanted[id])
+                .map(|(id, _)| id.clone())
+                .collect();
+            if behind.is_empty() || std::time::Instant::now() >= deadline {
+                return behind;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long `bot-bottle proposals` waits for a cluster bottle's pod to answer a round.
+pub const COMMAND_ROUND: Duration = Duration::from_secs(10);
+
+/// `bot-bottle proposals`' relays: the cluster bottles of this home whose `start` is gone and
+/// that no dashboard relays (see [`Relays::scan`]), each relayed until the returned value
+/// is dropped, and a whole round made with each before this returns ([`Relays::settle`],
+/// [`COMMAND_ROUND`] at most): the laptop's queue then holds their pods' proposals. A bottle
+/// whose pod did not answer is said on stderr (the command's own terminal).
+pub fn relay_now(home: &Home, backend: &Arc<KubernetesBackend>) -> Relays {
+    let mut relays = Relays::default();
+    relays.scan(home, backend);
+    for identity in relays.settle(COMMAND_ROUND) {
+        eprintln!(
+            "bot-bottle: cluster bottle {identity}'s pod did not answer within {} s; its newest proposals may be missing here (`bot-bottle supervise` keeps relaying it)",
+            COMMAND_ROUND.as_secs()
+        );
+    }
+    relays
 }
 
 /// Sleeps `d` in steps, returning early once told to stop or finish.
@@ -437,6 +490,7 @@ async fn session(
         let ended = reply.ended;
         let last = request.finish && ended && reply.audit.values().all(Vec::is_empty);
         mirror.apply(&request, reply);
+        control.rounds.fetch_add(1, Ordering::SeqCst);
         if last {
             control.finished.store(true, Ordering::SeqCst);
             return Ok(());
@@ -842,6 +896,90 @@ mod tests {
         });
         assert!(relays.gone.contains(ID));
         drop(other);
+        rt.shutdown_background();
+    }
+
+    /// `bot-bottle proposals` with no `start` and no dashboard running: [`relay_now`] returns
+    /// with the pod's proposal already in the laptop's queue (no waiting after it), and once
+    /// the operator answered, [`Relays::settle`] returns with the answer in the pod's queue.
+    #[test]
+    fn a_command_relays_a_cluster_bottle_whose_start_is_gone_for_its_own_time() {
+        use backend::kubernetes::fake::{self, FakeCluster};
+        use backend::kubernetes::{ClusterSettings, KubernetesConfig, objects};
+        let dir = tempfile::tempdir().unwrap();
+        let (laptop, pod) = (
+            Home::new(dir.path().join("l")),
+            Home::new(dir.path().join("p")),
+        );
+        std::fs::create_dir_all(laptop.state_dir(ID)).unwrap();
+        backend::kubernetes::PodRecord::default()
+            .write(&laptop.state_dir(ID))
+            .unwrap();
+        let name = objects::object_name(ID);
+        let token = new_token();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let operator_addr = listener.local_addr().unwrap();
+        let port =
+            bundle::operator::OperatorPort::new(pod.clone(), ID.into(), token.clone()).unwrap();
+        let pod_ends = tokio_util::sync::CancellationToken::new();
+        rt.spawn(bundle::operator::serve_tcp(
+            listener,
+            port,
+            pod_ends.clone(),
+        ));
+        let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
+        api.serve_port(fake::NAMESPACE, &name, OPERATOR_PORT, operator_addr);
+        let cluster = Arc::new(FakeCluster::new());
+        {
+            let _in = rt.enter();
+            cluster.forward_through(Arc::new(
+                backend::kubernetes::client::KubeCluster::at_url(&api.url(), fake::NAMESPACE)
+                    .unwrap(),
+            ));
+        }
+        cluster.insert_pod(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
+        );
+        cluster.insert_secret(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "data": {TOKEN_KEY: base64(token.as_bytes())},
+            }))
+            .unwrap(),
+        );
+        let backend = Arc::new(
+            KubernetesBackend::with_cluster(
+                KubernetesConfig::new(ClusterSettings::default(), String::new()),
+                cluster.clone(),
+            )
+            .unwrap()
+            .with_home(laptop.root().to_path_buf()),
+        );
+        let p = pod_proposal(&pod, "routes:\n- host: a.example\n");
+
+        // `proposals list`: the pod's proposal is on the laptop when `relay_now` returns.
+        let relays = relay_now(&laptop, &backend);
+        assert_eq!(relays.relayed(), vec![ID.to_owned()]);
+        let (listed, _) = proposals::queue::pending_all(&laptop, Some(ID)).unwrap();
+        let ids: Vec<&str> = listed.iter().map(|e| e.proposal.id.as_str()).collect();
+        assert_eq!(ids, vec![p.id.as_str()]);
+        // A second command meanwhile leaves the bottle to the first (one relay per bottle).
+        assert_eq!(relay_now(&laptop, &backend).relayed(), Vec::<String>::new());
+
+        // `proposals approve`: answered on the laptop, in the pod once `settle` returns.
+        proposals::queue::answer(&laptop, &p.id, Decision::Approved, None, None, "op").unwrap();
+        assert_eq!(relays.settle(COMMAND_ROUND), Vec::<String>::new());
+        let pod_queue = Queue::new(pod.clone(), ID).unwrap();
+        assert_eq!(pod_queue.status(&p.id).unwrap(), Some(Status::Answered));
+        drop(relays);
+        pod_ends.cancel();
         rt.shutdown_background();
     }
 

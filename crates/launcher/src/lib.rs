@@ -166,7 +166,7 @@ fn open_backend(
     // agent: it must never fall into the docker path. A test's cluster needs no kubeconfig.
     #[cfg(feature = "kubernetes")]
     if kind == BackendKind::Kubernetes && options.cluster.is_some() {
-        return kube::open(launch, options);
+        return kube::open(home, launch, options);
     }
     #[cfg(not(feature = "kubernetes"))]
     if kind == BackendKind::Kubernetes {
@@ -201,7 +201,7 @@ fn open_backend(
     #[cfg(feature = "kubernetes")]
     if kind == BackendKind::Kubernetes {
         // The preflight above found the kubeconfig; the bottle's namespace is the manifest's.
-        return kube::open(launch, options);
+        return kube::open(home, launch, options);
     }
     Ok(backend)
 }
@@ -431,6 +431,15 @@ impl RunningBottle {
             if let Err(e) = self.home.keep_logs(identity, &self.paths.logs()) {
                 self.report
                     .line(&format!("cannot keep the logs of {identity}: {e}"));
+            }
+            // What the backend kept for a `resume` that can no longer come (the kubernetes
+            // home claim), while the state still says where it is; `cleanup` removes it if
+            // this fails.
+            if let Err(e) = self.backend.discard(identity.as_str()) {
+                self.report.line(&format!(
+                    "cannot remove what the {} backend kept for {identity}: {e}; `bot-bottle cleanup` removes it later",
+                    self.backend.kind()
+                ));
             }
             if let Err(e) = self.home.remove_bottle(identity) {
                 self.report

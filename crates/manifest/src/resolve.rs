@@ -21,8 +21,8 @@ use crate::resolved::{
     ResolvedKubernetes, ResolvedResources,
 };
 use crate::validate::{
-    check_namespace, check_registry, check_runtime_class, control_char, is_env_name, is_safe_name,
-    is_ssh_url, parse_cpus, parse_memory, parse_pids,
+    check_namespace, check_registry, check_runtime_class, check_storage_class, check_storage_size,
+    control_char, is_env_name, is_safe_name, is_ssh_url, parse_cpus, parse_memory, parse_pids,
 };
 
 /// What one bottle contributes, or what a fold of several has produced so far. `None`
@@ -128,6 +128,11 @@ pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteCo
         later.kubernetes.runtime_class,
     );
     last_wins(&mut acc.kubernetes.registry, later.kubernetes.registry);
+    last_wins(&mut acc.kubernetes.home_size, later.kubernetes.home_size);
+    last_wins(
+        &mut acc.kubernetes.storage_class,
+        later.kubernetes.storage_class,
+    );
     if later.provider.is_some() {
         acc.provider = later.provider;
     }
@@ -594,6 +599,8 @@ impl<'a> Resolver<'a> {
                 namespace: check("namespace", &k.value.namespace, check_namespace),
                 runtime_class: check("runtime_class", &k.value.runtime_class, check_runtime_class),
                 registry: check("registry", &k.value.registry, check_registry),
+                home_size: check("home_size", &k.value.home_size, check_storage_size),
+                storage_class: check("storage_class", &k.value.storage_class, check_storage_class),
             };
         }
         if let Some(provider) = &raw.agent_provider {
@@ -902,6 +909,8 @@ mod tests {
                 namespace: Some("agents".into()),
                 runtime_class: Some("gvisor".into()),
                 registry: None,
+                home_size: Some("10Gi".into()),
+                storage_class: None,
             },
         };
         let before = acc.clone();

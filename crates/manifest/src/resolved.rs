@@ -128,6 +128,11 @@ pub struct ResolvedKubernetes {
     pub runtime_class: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
+    /// The size of the home's PersistentVolumeClaim (`resume` finds the home there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
 }
 
 impl ResolvedKubernetes {

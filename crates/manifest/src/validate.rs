@@ -313,6 +313,40 @@ pub(crate) fn check_runtime_class(s: &str) -> Result<(), String> {
     })
 }
 
+/// `kubernetes.storage_class`: an RFC 1123 subdomain (a StorageClass name).
+pub(crate) fn check_storage_class(s: &str) -> Result<(), String> {
+    let checked = if s.len() > 253 {
+        Err("is longer than 253 characters")
+    } else {
+        s.split('.').try_for_each(dns_label)
+    };
+    checked.map_err(|why| {
+        format!(
+            "{why}; use a StorageClass name like `standard` (`kubectl get storageclass` lists them)"
+        )
+    })
+}
+
+/// `kubernetes.home_size`: a storage quantity as a claim asks for one (`10Gi`, `500Mi`).
+pub(crate) fn check_storage_size(s: &str) -> Result<(), String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let why = if digits == 0 || digits > 18 {
+        "does not start with a whole number"
+    } else if s[..digits].bytes().all(|b| b == b'0') {
+        "is zero"
+    } else if !matches!(
+        &s[digits..],
+        "" | "k" | "M" | "G" | "T" | "P" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi"
+    ) {
+        "has a unit other than Ki, Mi, Gi, Ti, Pi (or k, M, G, T, P)"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{why}; write a storage size like `10Gi` or `500Mi`"
+    ))
+}
+
 /// `kubernetes.registry`: an image name prefix (`registry.example.com/team`), no scheme,
 /// tag or digest.
 pub(crate) fn check_registry(s: &str) -> Result<(), String> {

@@ -1,5 +1,7 @@
 //! A fake Kubernetes API server on loopback, for the one call an in-memory cluster cannot
-//! stand in for: `pods/portforward`, whose bytes must really flow.
+//! stand in for: `pods/portforward`, whose bytes must really flow. It also answers `GET` of
+//! the pods it forwards to and of the Secrets a test gives it, so that the `bot-bottle`
+//! executable, reaching it through a kubeconfig, can relay a cluster bottle.
 //!
 //! It answers as the API server answers kube-rs (`Api::<Pod>::portforward`): a websocket
 //! upgrade choosing the `v4.channel.k8s.io` subprotocol; per forwarded port two channels,
@@ -33,12 +35,17 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 pub const PORT_FORWARD_PROTOCOL: &str = "v4.channel.k8s.io";
 
 type Ports = Arc<Mutex<BTreeMap<(String, String), BTreeMap<u16, SocketAddr>>>>;
+type Calls = Arc<Mutex<Vec<String>>>;
+type Objects = Arc<Mutex<BTreeMap<(String, String), serde_json::Value>>>;
 
 /// A fake API server answering `pods/portforward` (see the module doc).
 pub struct FakeApiServer {
     addr: SocketAddr,
     ports: Ports,
-    calls: Arc<Mutex<Vec<String>>>,
+    calls: Calls,
+    /// The `Sec-WebSocket-Protocol` header of each port-forward upgrade, as the client sent it.
+    offered: Calls,
+    secrets: Objects,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,16 +61,25 @@ impl FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ports: Ports = Arc::default();
-        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (p, c) = (ports.clone(), calls.clone());
+        let calls: Calls = Arc::default();
+        let offered: Calls = Arc::default();
+        let secrets: Objects = Arc::default();
+        let (p, c, o, s) = (
+            ports.clone(),
+            calls.clone(),
+            offered.clone(),
+            secrets.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (p, c) = (p.clone(), c.clone());
+                let (p, c, o, s) = (p.clone(), c.clone(), o.clone(), s.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, p.clone(), c.clone()));
+                    let service = service_fn(move |req| {
+                        handle(req, p.clone(), c.clone(), o.clone(), s.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
                         .with_upgrades()
@@ -75,6 +91,8 @@ impl FakeApiServer {
             addr,
             ports,
             calls,
+            offered,
+            secrets,
             task,
         }
     }
@@ -95,9 +113,24 @@ impl FakeApiServer {
             .insert(port, target);
     }
 
+    /// Secret `name` of `namespace` is `secret` (a whole object, as `GET` returns it).
+    pub fn serve_secret(&self, namespace: &str, name: &str, secret: serde_json::Value) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert((namespace.to_owned(), name.to_owned()), secret);
+    }
+
     /// Every request, in order (`GET <path>?<query>`).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The subprotocols each port-forward upgrade offered (`Sec-WebSocket-Protocol`), in
+    /// order; the server answers [`PORT_FORWARD_PROTOCOL`] when it is among them, as an API
+    /// server's websocket port-forward does.
+    pub fn offered(&self) -> Vec<String> {
+        self.offered.lock().unwrap().clone()
     }
 }
 
@@ -110,6 +143,14 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>
         .status(code)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+        .unwrap()
+}
+
+fn json_response(body: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
         .unwrap()
 }
 
@@ -129,7 +170,9 @@ fn requested_ports(query: &str) -> Option<Vec<u16>> {
 async fn handle(
     mut req: Request<Incoming>,
     ports: Ports,
-    calls: Arc<Mutex<Vec<String>>>,
+    calls: Calls,
+    offered_by: Calls,
+    secrets: Objects,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -142,11 +185,43 @@ async fn handle(
         ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] => {
             ((*ns).to_owned(), (*pod).to_owned())
         }
+        // A served pod exists (its status is not kept: the relays only ask whether it is
+        // there), and so does a served Secret.
+        ["api", "v1", "namespaces", ns, "pods", pod] if req.method() == http::Method::GET => {
+            let key = ((*ns).to_owned(), (*pod).to_owned());
+            return Ok(if ports.lock().unwrap().contains_key(&key) {
+                json_response(&serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod, "namespace": ns},
+                }))
+            } else {
+                status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("pods \"{pod}\" not found"),
+                )
+            });
+        }
+        ["api", "v1", "namespaces", ns, "secrets", name] if req.method() == http::Method::GET => {
+            let found = secrets
+                .lock()
+                .unwrap()
+                .get(&((*ns).to_owned(), (*name).to_owned()))
+                .cloned();
+            return Ok(match found {
+                Some(secret) => json_response(&secret),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("secrets \"{name}\" not found"),
+                ),
+            });
+        }
         _ => {
             return Ok(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "the fake API server answers pods/portforward only",
+                "the fake API server answers pods/portforward, and GET of pods and secrets only",
             ));
         }
     };
@@ -177,6 +252,7 @@ async fn handle(
             .to_owned()
     };
     let offered = header("sec-websocket-protocol");
+    offered_by.lock().unwrap().push(offered.clone());
     if !header("upgrade").eq_ignore_ascii_case("websocket")
         || !offered
             .split(',')

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 
@@ -66,6 +66,10 @@ impl KubeCluster {
     }
 
     fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -213,6 +217,44 @@ impl Cluster for KubeCluster {
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
             Err(e) => Err(self.error("delete configmaps", e)),
         }
+    }
+
+    async fn get_claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ClusterError> {
+        self.claims()
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error("get persistentvolumeclaims", e))
+    }
+
+    async fn create_claim(&self, claim: &PersistentVolumeClaim) -> Result<(), ClusterError> {
+        self.claims()
+            .create(&PostParams::default(), claim)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("create persistentvolumeclaims", e))
+    }
+
+    async fn delete_claim(&self, name: &str) -> Result<bool, ClusterError> {
+        match self
+            .claims()
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(e) => Err(self.error("delete persistentvolumeclaims", e)),
+        }
+    }
+
+    async fn list_claims(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<PersistentVolumeClaim>, ClusterError> {
+        self.claims()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map(|list| list.items)
+            .map_err(|e| self.error("list persistentvolumeclaims", e))
     }
 
     async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError> {
@@ -703,6 +745,10 @@ mod tests {
                 "GET /api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3/portforward?&ports=3199"
             ]
         );
+        // What kube-rs negotiates: v5 first, then v4. An API server's websocket port-forward
+        // has no v5 (its channel protocols are v4 and the unnamed one), so it answers v4, as
+        // the fake does; the tunnelled `v2.portforward.k8s.io` (KEP 4006) is not offered.
+        assert_eq!(api.offered(), vec!["v5.channel.k8s.io, v4.channel.k8s.io"]);
 
         // A port nothing listens on (the bundle not up yet): the kubelet's error on the
         // port's error channel is the stream's error, said with where to look.

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 /// What the backend asks of a cluster (one namespace). Methods are async because the real
 /// client is; the backend drives them on its own runtime.
@@ -43,6 +43,16 @@ pub trait Cluster: Send + Sync {
     async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError>;
     /// The names of our Secrets (selector) with no owner: leftovers of failed launches.
     async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError>;
+    /// The PersistentVolumeClaim by name, `None` when there is none.
+    async fn get_claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ClusterError>;
+    /// Creates a PersistentVolumeClaim (a bottle's home, kept for `resume`).
+    async fn create_claim(&self, claim: &PersistentVolumeClaim) -> Result<(), ClusterError>;
+    /// Deletes a PersistentVolumeClaim; `false` when there was none. (The API server's
+    /// `pvc-protection` finalizer keeps its storage until no pod mounts it.)
+    async fn delete_claim(&self, name: &str) -> Result<bool, ClusterError>;
+    /// The PersistentVolumeClaims matching a label selector.
+    async fn list_claims(&self, selector: &str)
+    -> Result<Vec<PersistentVolumeClaim>, ClusterError>;
     /// A byte stream to `port` on the pod's loopback, through the API server's port-forward
     /// (the operator's dashboard reaches a cluster bottle's supervise this way).
     async fn port_forward(&self, name: &str, port: u16) -> Result<PortStream, ClusterError>;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodStatus, Secret,
+    ContainerStateWaiting, ContainerStatus, PersistentVolumeClaim, Pod, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::io::DuplexStream;
@@ -60,6 +60,7 @@ struct State {
     pods: BTreeMap<String, Pod>,
     secrets: BTreeMap<String, Secret>,
     config_maps: BTreeMap<String, ConfigMap>,
+    claims: BTreeMap<String, PersistentVolumeClaim>,
     /// Pod events by resource version, as a watch replays them.
     history: Vec<(u64, Event, Pod)>,
     version: u64,
@@ -134,6 +135,15 @@ fn admit(kind: &str, meta: &ObjectMeta, size: usize) -> Result<String, ClusterEr
     Ok(name)
 }
 
+/// The `key=value` pairs of a label selector.
+fn labels_of(selector: &str) -> Vec<(String, String)> {
+    selector
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 253
@@ -197,6 +207,16 @@ impl FakeCluster {
 
     pub fn config_map(&self, name: &str) -> Option<ConfigMap> {
         self.lock().config_maps.get(name).cloned()
+    }
+
+    pub fn claim(&self, name: &str) -> Option<PersistentVolumeClaim> {
+        self.lock().claims.get(name).cloned()
+    }
+
+    /// Puts a claim there directly (someone else's, or one of another home).
+    pub fn insert_claim(&self, claim: PersistentVolumeClaim) {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        self.lock().claims.insert(name, claim);
     }
 
     /// Puts a pod there directly (one another launcher created).
@@ -501,11 +521,7 @@ impl Cluster for FakeCluster {
 
     async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
         self.call(format!("list pods {selector}"))?;
-        let wanted: Vec<(String, String)> = selector
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let wanted = labels_of(selector);
         Ok(self
             .lock()
             .pods
@@ -531,6 +547,62 @@ impl Cluster for FakeCluster {
         state.secrets.remove(name);
         state.config_maps.remove(name);
         Ok(())
+    }
+
+    async fn get_claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ClusterError> {
+        self.call(format!("get claim {name}"))?;
+        Ok(self.claim(name))
+    }
+
+    async fn create_claim(&self, claim: &PersistentVolumeClaim) -> Result<(), ClusterError> {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        self.call(format!("create claim {name}"))?;
+        admit("persistentvolumeclaim", &claim.metadata, 0)?;
+        let requested = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .is_some_and(|r| r.contains_key("storage"));
+        if !requested {
+            return Err(invalid(
+                "persistentvolumeclaim",
+                format!(
+                    "PersistentVolumeClaim \"{name}\" is invalid: spec.resources[storage]: Required value"
+                ),
+            ));
+        }
+        let mut state = self.lock();
+        if state.claims.contains_key(&name) {
+            return Err(exists("persistentvolumeclaim", &name));
+        }
+        let mut stored = claim.clone();
+        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        state.claims.insert(name, stored);
+        Ok(())
+    }
+
+    async fn delete_claim(&self, name: &str) -> Result<bool, ClusterError> {
+        self.call(format!("delete claim {name}"))?;
+        Ok(self.lock().claims.remove(name).is_some())
+    }
+
+    async fn list_claims(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<PersistentVolumeClaim>, ClusterError> {
+        self.call(format!("list claims {selector}"))?;
+        let wanted = labels_of(selector);
+        Ok(self
+            .lock()
+            .claims
+            .values()
+            .filter(|c| {
+                let labels = c.metadata.labels.clone().unwrap_or_default();
+                wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .cloned()
+            .collect())
     }
 
     async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError> {

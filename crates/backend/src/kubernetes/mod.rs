@@ -14,7 +14,12 @@
 //!
 //! The operator's working tree is not on the cluster: the workspace is an `emptyDir` the
 //! `workspace` init container fills by cloning through the git gate, and the agent pushes its
-//! work back the same way. The home is an `emptyDir`, or a PersistentVolumeClaim for `resume`.
+//! work back the same way. The home is an `emptyDir`, or with `kubernetes.home_size` a
+//! PersistentVolumeClaim that no pod owns: `launch` creates it on a bottle's first run and
+//! mounts the one it finds on `resume` (unseeded; a claim of that name that is not this
+//! bottle's is refused), [`Backend::discard`] removes it once the bottle's state is gone
+//! (never while its pod runs), and `cleanup` removes those of this home's bottles whose state
+//! is gone and that no pod mounts.
 //!
 //! # The API side ([`cluster`])
 //!
@@ -99,8 +104,9 @@ pub struct KubernetesConfig {
     pub sidecar_uid: u32,
     /// Repositories cloned into the workspace through the gate: (URL, directory).
     pub clones: Vec<(String, String)>,
-    /// A PersistentVolumeClaim keeping the home for `resume`.
-    pub home_claim: Option<String>,
+    /// The pod's `terminationGracePeriodSeconds` (the launcher derives it from the sidecar
+    /// bundle's shutdown bound; 30 s, the API server's default, otherwise).
+    pub termination_grace: Duration,
     /// How long `launch` waits for the pod (image pulls included).
     pub ready_timeout: Duration,
 }
@@ -117,7 +123,7 @@ impl KubernetesConfig {
             agent_gid: 1000,
             sidecar_uid: 1001,
             clones: Vec::new(),
-            home_claim: None,
+            termination_grace: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(600),
         }
     }
@@ -162,6 +168,10 @@ pub const RECORD: &str = "kubernetes.json";
 pub struct PodRecord {
     pub context: Option<String>,
     pub namespace: Option<String>,
+    /// The home's claim (`kubernetes.home_size`), which outlives the pod: `discard` and
+    /// the bottle's clean end remove it, and ask the cluster only when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_claim: Option<String>,
 }
 
 impl PodRecord {
@@ -389,7 +399,16 @@ impl KubernetesBackend {
             env: spec.env.clone(),
             workdir: spec.workspace.inside.display().to_string(),
             home: spec.home.inside.display().to_string(),
-            home_claim: self.config.home_claim.clone(),
+            home_volume: self
+                .config
+                .settings
+                .home_size
+                .as_ref()
+                .map(|size| objects::HomeVolume {
+                    size: size.clone(),
+                    storage_class: self.config.settings.storage_class.clone(),
+                    owner: self.home_annotation(),
+                }),
             files,
             home_files,
             clones: self.config.clones.clone(),
@@ -397,6 +416,7 @@ impl KubernetesBackend {
             resources: spec.resources,
             interactive: spec.interactive,
             launcher: launcher_annotation(),
+            termination_grace: self.config.termination_grace,
             sidecar: SidecarPlan {
                 image: sidecar.image.clone(),
                 argv: sidecar.argv.clone(),
@@ -412,10 +432,28 @@ impl KubernetesBackend {
     async fn create(
         cluster: &dyn Cluster,
         objects: BottleObjects,
+        fresh_claim: bool,
         timeout: Duration,
     ) -> Result<(), ClusterError> {
         let name = objects.pod.metadata.name.clone().unwrap_or_default();
-        let stored = cluster.create_pod(&objects.pod).await?;
+        // The home's claim before the pod that mounts it; one found from an earlier run
+        // (`resume`) is mounted as it is.
+        let mut created_claim = None;
+        if let Some(claim) = &objects.home_claim
+            && fresh_claim
+        {
+            cluster.create_claim(claim).await?;
+            created_claim = claim.metadata.name.clone();
+        }
+        let stored = match cluster.create_pod(&objects.pod).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                if let Some(claim) = &created_claim {
+                    let _ = cluster.delete_claim(claim).await;
+                }
+                return Err(e);
+            }
+        };
         let result = async {
             let uid = stored.metadata.uid.clone().unwrap_or_default();
             let mut secret = objects.secret;
@@ -440,6 +478,10 @@ impl KubernetesBackend {
         if result.is_err() {
             let _ = cluster.delete_pod(&name, Duration::ZERO).await;
             let _ = cluster.delete_leftovers(&name).await;
+            // A claim made for this launch holds nothing yet; a resumed one holds the home.
+            if let Some(claim) = &created_claim {
+                let _ = cluster.delete_claim(claim).await;
+            }
         }
         result
     }
@@ -453,12 +495,28 @@ impl KubernetesBackend {
     ) -> Result<KubeBottle, BackendError> {
         self.prepare(spec)?;
         let cluster = self.cluster()?;
-        let plan = self.plan(spec, cluster.namespace())?;
+        let mut plan = self.plan(spec, cluster.namespace())?;
+        let fresh_claim = match &plan.home_volume {
+            Some(_) => {
+                let found = self.kept_home(cluster.as_ref(), &spec.identity)?;
+                if found {
+                    // `resume`: the home is the agent's already, not seeded again.
+                    plan.home_files.clear();
+                }
+                !found
+            }
+            None => false,
+        };
         let objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
         let timeout = self.config.ready_timeout;
         let name = objects::object_name(&spec.identity);
         self.runtime
-            .block_on(Self::create(cluster.as_ref(), objects, timeout))
+            .block_on(Self::create(
+                cluster.as_ref(),
+                objects,
+                fresh_claim,
+                timeout,
+            ))
             .map_err(|e| setup("kubernetes pod", e))?;
         // From here the pod exists: the bottle removes it when dropped, on any error too.
         let mut bottle = KubeBottle {
@@ -467,6 +525,7 @@ impl KubernetesBackend {
             runtime: self.runtime.clone(),
             done: false,
             wired: attach::Wired::default(),
+            grace: self.config.termination_grace,
         };
         let attached = self
             .runtime
@@ -474,6 +533,38 @@ impl KubernetesBackend {
             .map_err(|e| setup("attach to the agent", e))?;
         bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
         Ok(bottle)
+    }
+
+    /// Whether the bottle's home claim is there from an earlier run (and is ours: a claim of
+    /// that name bot-bottle did not make for this bottle is never mounted as its home).
+    fn kept_home(&self, cluster: &dyn Cluster, identity: &str) -> Result<bool, BackendError> {
+        let name = objects::home_claim_name(identity);
+        let found = self
+            .runtime
+            .block_on(cluster.get_claim(&name))
+            .map_err(|e| setup("find the bottle's home claim", e))?;
+        let Some(claim) = found else {
+            return Ok(false);
+        };
+        let labels = claim.metadata.labels.unwrap_or_default();
+        let ours = labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
+            == Some(objects::MANAGED_BY)
+            && labels.get(objects::LABEL_IDENTITY).map(String::as_str) == Some(identity);
+        if !ours {
+            return Err(BackendError::InvalidSpec(format!(
+                "a PersistentVolumeClaim `{name}` exists in namespace `{}` that bot-bottle did not make for bottle {identity}; it is not mounted as the agent's home: rename or delete it (`kubectl -n {} delete pvc {name}`) if it is not needed",
+                cluster.namespace(),
+                cluster.namespace()
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The [`objects::ANNOTATION_HOME`] value of this backend's `$BOT_BOTTLE_HOME`.
+    fn home_annotation(&self) -> String {
+        home_annotation(self.home.as_deref())
     }
 
     /// A byte stream to `port` on the bottle's loopback (supervise, for the dashboard), in
@@ -545,6 +636,24 @@ pub fn launcher_annotation() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     format!("{machine}/{}", crate::docker::launcher_label_value())
+}
+
+/// `<machine id>/<16 hex of sha256 of $BOT_BOTTLE_HOME>` (the path itself stays on the
+/// laptop); empty without a home, which `cleanup` never judges.
+fn home_annotation(home: Option<&Path>) -> String {
+    use sha2::Digest;
+    let Some(home) = home else {
+        return String::new();
+    };
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    // As for pods: no machine id, no judging (two such machines could not be told apart).
+    if machine.is_empty() {
+        return String::new();
+    }
+    let digest = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
+    format!("{machine}/{}", &hex::encode(digest)[..16])
 }
 
 /// Whether a pod's launcher ran on this machine and is gone. Pods launched elsewhere (or with
@@ -662,6 +771,41 @@ impl Backend for KubernetesBackend {
             .collect())
     }
 
+    fn discard(&self, identity: &str) -> Result<Vec<CleanupAction>, BackendError> {
+        // The record `start` wrote says whether the bottle has a claim; without one no pod
+        // was created (it is written first). Only a backend without a home asks anyway.
+        if let Some(home) = &self.home {
+            let record = PodRecord::read(&home.join("state").join(identity));
+            if record.is_none_or(|r| r.home_claim.is_none()) {
+                return Ok(Vec::new());
+            }
+        }
+        let cluster = self.cluster_of(identity)?;
+        let name = objects::home_claim_name(identity);
+        let pod = self
+            .runtime
+            .block_on(cluster.get_pod(&objects::object_name(identity)))
+            .map_err(|e| setup("discard", e))?;
+        // Never under a running bottle. A pod being deleted lets go of it: the API server's
+        // `pvc-protection` keeps the storage until the pod is gone.
+        if pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+            return Err(BackendError::InvalidSpec(format!(
+                "bottle {identity} still runs in namespace `{}` (pod {}), so its home claim `{name}` stays; `bot-bottle stop {identity}` first",
+                cluster.namespace(),
+                objects::object_name(identity)
+            )));
+        }
+        let deleted = self
+            .runtime
+            .block_on(cluster.delete_claim(&name))
+            .map_err(|e| setup("delete the bottle's home claim", e))?;
+        Ok(if deleted {
+            vec![CleanupAction::RemovedVolume { name }]
+        } else {
+            Vec::new()
+        })
+    }
+
     fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
         let mut actions = Vec::new();
         self.cleanup_in(self.cluster()?.as_ref(), dry_run, &mut actions)?;
@@ -723,6 +867,73 @@ impl KubernetesBackend {
                 });
             }
         }
+        // Home claims of this home's bottles whose state is gone (a removed state can never
+        // be resumed) and that no pod of ours mounts. Claims of other machines or homes are
+        // never judged: their state is not here to look at.
+        let claims = match self
+            .runtime
+            .block_on(cluster.list_claims(&objects::selector(None)))
+        {
+            Ok(claims) => claims,
+            // An operator who may not list claims made none (`home_size` needs it): the
+            // rest of the cleanup goes on.
+            Err(e @ ClusterError::Forbidden { .. }) => {
+                tracing::debug!(error = %e, "cleanup skips the home claims");
+                Vec::new()
+            }
+            Err(e) => return Err(setup("cleanup", e)),
+        };
+        let here = self.home_annotation();
+        for claim in &claims {
+            let Some(identity) = claim
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(objects::LABEL_IDENTITY))
+            else {
+                continue;
+            };
+            let owner = claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(objects::ANNOTATION_HOME));
+            let (Some(home), Some(owner)) = (&self.home, owner) else {
+                continue;
+            };
+            if here.is_empty() || *owner != here {
+                continue;
+            }
+            // Only a claim named as ours for a well-formed identity (the label is the
+            // cluster's word, and it names a directory here).
+            let name = objects::home_claim_name(identity);
+            if state::Identity::parse(identity).is_err()
+                || claim.metadata.name.as_deref() != Some(name.as_str())
+            {
+                continue;
+            }
+            let mounted = pods.iter().any(|pod| {
+                pod.metadata.deletion_timestamp.is_none()
+                    && pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.volumes.iter().flatten())
+                        .any(|v| {
+                            v.persistent_volume_claim
+                                .as_ref()
+                                .is_some_and(|c| c.claim_name == name)
+                        })
+            });
+            if mounted || home.join("state").join(identity).exists() {
+                continue;
+            }
+            if !dry_run {
+                self.runtime
+                    .block_on(cluster.delete_claim(&name))
+                    .map_err(|e| setup("cleanup", e))?;
+            }
+            push(CleanupAction::RemovedVolume { name });
+        }
         let leftovers = self
             .runtime
             .block_on(cluster.unowned_secrets(&objects::selector(None)))
@@ -750,6 +961,8 @@ pub struct KubeBottle {
     done: bool,
     /// The agent's streams, attached.
     wired: attach::Wired,
+    /// The pod's termination grace: `terminate` gives the sidecar bundle all of it.
+    grace: Duration,
 }
 
 impl KubeBottle {
@@ -824,7 +1037,7 @@ impl RunningBottle for KubeBottle {
     fn terminate(&mut self) -> Result<(), BackendError> {
         let name = self.name();
         self.runtime
-            .block_on(self.cluster.delete_pod(&name, Duration::from_secs(10)))
+            .block_on(self.cluster.delete_pod(&name, self.grace))
             .map(drop)
             .map_err(|e| setup("terminate", e))
     }

@@ -8,6 +8,7 @@
 //! | `Pod` | init `network` (nftables), native sidecar `sidecar` (the bundle), init `workspace` (clones through the gate), container `agent` |
 //! | `Secret` | the bundle's files (config, CA key, tokens): mounted into the sidecar alone |
 //! | `ConfigMap` | the nftables rules, the agent's read-only files and its home's first contents |
+//! | `PersistentVolumeClaim` `bot-bottle-<identity>-home` | with `kubernetes.home_size` only: the agent's home, kept for `resume` |
 //!
 //! The sidecar is a *native sidecar* (an init container with `restartPolicy: Always`,
 //! Kubernetes ≥ 1.29): it starts before the workspace is cloned (which goes through its
@@ -20,9 +21,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    ExecAction, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    ExecAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -39,6 +41,9 @@ pub const LABEL_IDENTITY: &str = "bot-bottle.org/identity";
 /// The launcher (`<machine id>/<boot id>:<pid>:<start time>`), so `cleanup` on the same
 /// machine can tell an orphan from a running bottle (an annotation: it does not fit a label).
 pub const ANNOTATION_LAUNCHER: &str = "bot-bottle.org/launcher";
+/// Which home (`<machine id>/<hash of $BOT_BOTTLE_HOME>`) a home claim belongs to, so that
+/// `cleanup` judges only the claims of bottles whose state it can see.
+pub const ANNOTATION_HOME: &str = "bot-bottle.org/home";
 /// Where the bundle's files (the Secret) appear in the sidecar container.
 pub const SIDECAR_DIR: &str = "/run/bot-bottle/sidecar";
 /// Where the init container finds the nftables rules.
@@ -62,6 +67,22 @@ const START_GATE: &str = "IFS= read -r _ || exit 125; exec \"$@\"";
 /// The name of every object of a bottle.
 pub fn object_name(identity: &str) -> String {
     format!("bot-bottle-{identity}")
+}
+
+/// The name of a bottle's home claim (`kubernetes.home_size`).
+pub fn home_claim_name(identity: &str) -> String {
+    format!("bot-bottle-{identity}-home")
+}
+
+/// The agent's home kept in a PersistentVolumeClaim for `resume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeVolume {
+    /// The claim's size (`10Gi`).
+    pub size: String,
+    /// Its StorageClass; the cluster's default when `None`.
+    pub storage_class: Option<String>,
+    /// The [`ANNOTATION_HOME`] value.
+    pub owner: String,
 }
 
 /// A file the agent reads (read-only, e.g. the bottle CA certificate) or finds in its home.
@@ -105,8 +126,10 @@ pub struct PodPlan {
     pub workdir: String,
     /// The agent's home directory.
     pub home: String,
-    /// A PersistentVolumeClaim that keeps the home for `resume`; an `emptyDir` when `None`.
-    pub home_claim: Option<String>,
+    /// A PersistentVolumeClaim ([`home_claim_name`]) that keeps the home for `resume`; an
+    /// `emptyDir` when `None`. A claim found from an earlier run is mounted as it is (the
+    /// plan then has no `home_files`: the home is the agent's already).
+    pub home_volume: Option<HomeVolume>,
     /// Files mounted read-only into the agent (absolute paths).
     pub files: Vec<AgentFile>,
     /// Files copied into the home before the agent starts (paths relative to the home).
@@ -120,6 +143,10 @@ pub struct PodPlan {
     pub interactive: bool,
     /// The [`ANNOTATION_LAUNCHER`] value.
     pub launcher: String,
+    /// The pod's `terminationGracePeriodSeconds`: how long the kubelet lets the sidecar
+    /// bundle drain after SIGTERM before it kills it (the launcher derives it from the
+    /// bundle's shutdown bound).
+    pub termination_grace: std::time::Duration,
     pub sidecar: SidecarPlan,
 }
 
@@ -129,6 +156,8 @@ pub struct BottleObjects {
     pub pod: Pod,
     pub secret: Secret,
     pub config_map: ConfigMap,
+    /// The home's claim (`kubernetes.home_size`), created before the pod unless it exists.
+    pub home_claim: Option<PersistentVolumeClaim>,
 }
 
 impl BottleObjects {
@@ -144,12 +173,15 @@ impl BottleObjects {
                     .collect()
             });
         }
-        Ok([
+        let mut docs = vec![
             serde_saphyr::to_string(&self.pod)?,
             serde_saphyr::to_string(&secret)?,
             serde_saphyr::to_string(&self.config_map)?,
-        ]
-        .join("---\n"))
+        ];
+        if let Some(claim) = &self.home_claim {
+            docs.push(serde_saphyr::to_string(claim)?);
+        }
+        Ok(docs.join("---\n"))
     }
 }
 
@@ -522,11 +554,11 @@ pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
         ..Default::default()
     };
 
-    let home_volume = match &plan.home_claim {
-        Some(claim) => Volume {
+    let home_volume = match &plan.home_volume {
+        Some(_) => Volume {
             name: "home".to_owned(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
+                claim_name: home_claim_name(&plan.identity),
                 read_only: Some(false),
             }),
             ..Default::default()
@@ -545,6 +577,11 @@ pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
             host_ipc: Some(false),
             share_process_namespace: Some(false),
             restart_policy: Some("Never".to_owned()),
+            // Explicit, not the API server's default: the sidecar bundle's shutdown after the
+            // kubelet's SIGTERM (its last audit lines, the operator's last round) must fit.
+            termination_grace_period_seconds: Some(
+                i64::try_from(plan.termination_grace.as_secs()).unwrap_or(i64::MAX),
+            ),
             runtime_class_name: plan.runtime_class.clone(),
             security_context: Some(PodSecurityContext {
                 seccomp_profile: Some(SeccompProfile {
@@ -587,10 +624,35 @@ pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
         }),
         status: None,
     };
+    let home_claim = plan.home_volume.as_ref().map(|home| {
+        let mut metadata = meta(plan);
+        metadata.name = Some(home_claim_name(&plan.identity));
+        metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_HOME.to_owned(), home.owner.clone());
+        PersistentVolumeClaim {
+            metadata,
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                storage_class_name: home.storage_class.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_owned(),
+                        Quantity(home.size.clone()),
+                    )])),
+                    limits: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    });
     Ok(BottleObjects {
         pod,
         secret,
         config_map,
+        home_claim,
     })
 }
 
@@ -631,7 +693,7 @@ pub(crate) mod tests {
             ]),
             workdir: "/workspace".into(),
             home: "/home/agent".into(),
-            home_claim: None,
+            home_volume: None,
             files: vec![AgentFile {
                 inside: "/etc/ssl/certs/ca-certificates.crt".into(),
                 content: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
@@ -650,6 +712,7 @@ pub(crate) mod tests {
             },
             interactive: true,
             launcher: "0f0e/boot:4242:99".into(),
+            termination_grace: std::time::Duration::from_secs(45),
             sidecar: SidecarPlan {
                 image: "registry.example/bot-bottle/sidecar:0123456789ab".into(),
                 argv: vec![
@@ -678,6 +741,36 @@ pub(crate) mod tests {
     fn the_objects_of_a_bottle() {
         let objects = bottle_objects(&plan()).unwrap();
         insta::assert_snapshot!("bottle_objects", objects.to_yaml(false).unwrap());
+    }
+
+    #[test]
+    fn the_objects_of_a_bottle_whose_home_is_kept_in_a_claim() {
+        let mut p = plan();
+        p.home_volume = Some(HomeVolume {
+            size: "10Gi".into(),
+            storage_class: Some("fast".into()),
+            owner: "0f0e/0123456789abcdef".into(),
+        });
+        let objects = bottle_objects(&p).unwrap();
+        let yaml = objects.to_yaml(true).unwrap();
+        let docs: Vec<&str> = yaml.split("\n---\n").collect();
+        assert_eq!(docs.len(), 4, "{yaml}");
+        let claim: PersistentVolumeClaim = serde_saphyr::from_str(docs[3]).unwrap();
+        assert_eq!(Some(&claim), objects.home_claim.as_ref());
+        insta::assert_snapshot!("home_claim", docs[3]);
+        let volume = objects
+            .pod
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "home")
+            .unwrap();
+        assert_eq!(
+            volume.persistent_volume_claim.unwrap().claim_name,
+            "bot-bottle-claude-1a2b3-home"
+        );
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub struct ClusterSettings {
     /// (`registry.example.com/team`); `None`: images are referenced by their local names,
     /// which only a cluster that shares the local image store (kind, minikube) can pull.
     pub registry: Option<String>,
+    /// The size of the PersistentVolumeClaim that keeps the agent's home for `resume`
+    /// (`10Gi`); the home is an `emptyDir` that goes with the pod when `None`.
+    pub home_size: Option<String>,
+    /// The StorageClass of that claim; the cluster's default when `None`.
+    pub storage_class: Option<String>,
 }
 
 impl ClusterSettings {
@@ -37,6 +42,25 @@ impl ClusterSettings {
                     "kubernetes.registry `{registry}` {why}; write it as an image name prefix like `registry.example.com/team` (no scheme, no tag)"
                 )
             })?;
+        }
+        if let Some(size) = &self.home_size {
+            quantity(size).map_err(|why| {
+                format!(
+                    "kubernetes.home_size `{size}` {why}; write a storage size like `10Gi` or `500Mi`"
+                )
+            })?;
+        }
+        if let Some(class) = &self.storage_class {
+            dns_subdomain(class).map_err(|why| {
+                format!(
+                    "kubernetes.storage_class `{class}` {why}; use a StorageClass name like `standard` (`kubectl get storageclass` lists them)"
+                )
+            })?;
+            if self.home_size.is_none() {
+                return Err(format!(
+                    "kubernetes.storage_class `{class}` is set but kubernetes.home_size is not; the class is for the home's claim: set `home_size` (like `10Gi`) or remove `storage_class`"
+                ));
+            }
         }
         Ok(())
     }
@@ -75,6 +99,21 @@ pub fn dns_subdomain(s: &str) -> Result<(), &'static str> {
     s.split('.').try_for_each(dns_label)
 }
 
+/// A storage quantity as a claim asks for one: digits, then a binary or decimal suffix.
+pub fn quantity(s: &str) -> Result<(), &'static str> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 18 {
+        return Err("does not start with a whole number");
+    }
+    if s[..digits].bytes().all(|b| b == b'0') {
+        return Err("is zero");
+    }
+    match &s[digits..] {
+        "" | "k" | "M" | "G" | "T" | "P" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" => Ok(()),
+        _ => Err("has a unit other than Ki, Mi, Gi, Ti, Pi (or k, M, G, T, P)"),
+    }
+}
+
 fn registry_ref(s: &str) -> Result<(), &'static str> {
     if s.contains("://") {
         return Err("has a scheme");
@@ -110,7 +149,45 @@ mod tests {
             namespace: Some(namespace.into()),
             runtime_class: Some(runtime_class.into()),
             registry: Some(registry.into()),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_home_claims_size_and_class_are_checked_with_the_fix() {
+        let mut s = with("agents", "gvisor", "r.example");
+        s.home_size = Some("10Gi".into());
+        s.storage_class = Some("fast-ssd".into());
+        assert_eq!(s.validate(), Ok(()));
+        for (bad, why) in [
+            ("10GB", "has a unit other than"),
+            ("Gi", "does not start with a whole number"),
+            ("0Gi", "is zero"),
+            ("1.5Gi", "has a unit other than"),
+        ] {
+            s.home_size = Some(bad.into());
+            let e = s.validate().unwrap_err();
+            assert!(
+                e.starts_with(&format!("kubernetes.home_size `{bad}` {why}")),
+                "{e}"
+            );
+            assert!(e.ends_with("like `10Gi` or `500Mi`"), "{e}");
+        }
+        s.home_size = None;
+        let e = s.validate().unwrap_err();
+        assert!(
+            e.contains(
+                "kubernetes.storage_class `fast-ssd` is set but kubernetes.home_size is not"
+            ),
+            "{e}"
+        );
+        s.storage_class = Some("Fast".into());
+        s.home_size = Some("1Gi".into());
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .starts_with("kubernetes.storage_class `Fast` may hold only lowercase")
+        );
     }
 
     #[test]

@@ -670,6 +670,7 @@ fn stop_from_another_terminal_finds_the_pod_where_its_start_recorded_it() {
     let record = PodRecord {
         context: None,
         namespace: Some("agents".into()),
+        home_claim: None,
     };
     record.write(&state).unwrap();
     assert_eq!(PodRecord::read(&state), Some(record));
@@ -740,6 +741,7 @@ fn cleanup_also_looks_in_the_namespaces_this_homes_bottles_were_started_in() {
     PodRecord {
         context: None,
         namespace: Some("team-b".into()),
+        home_claim: None,
     }
     .write(&state)
     .unwrap();
@@ -795,5 +797,301 @@ fn cleanup_also_looks_in_the_namespaces_this_homes_bottles_were_started_in() {
     assert_eq!(
         *reached.lock().unwrap(),
         vec!["None Some(\"team-b\")", "None Some(\"team-b\")"]
+    );
+}
+
+const CLAIM: &str = "bot-bottle-claude-1a2b3-home";
+
+/// A fixture whose home is kept in a claim (`kubernetes.home_size`), with a bot-bottle home
+/// (where `cleanup` looks for the bottles' states).
+fn kept_home_fixture() -> (Fixture, PathBuf) {
+    let mut f = fixture();
+    f.config.settings.home_size = Some("5Gi".into());
+    f.config.settings.storage_class = Some("fast".into());
+    let home = f._tmp.path().join("bb-home");
+    let state = home.join("state").join("claude-1a2b3");
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        context: None,
+        namespace: Some("agents".into()),
+        home_claim: Some(CLAIM.into()),
+    }
+    .write(&state)
+    .unwrap();
+    (f, home)
+}
+
+fn kept_home_backend(f: &Fixture, home: &Path, cluster: &Arc<FakeCluster>) -> KubernetesBackend {
+    backend(f, cluster).with_home(home.to_path_buf())
+}
+
+fn run_to_end(backend: &KubernetesBackend, f: &Fixture, cluster: &Arc<FakeCluster>, code: i32) {
+    let agent = play_agent(cluster.clone(), code);
+    let mut bottle = backend.launch(&f.spec, quiet()).unwrap();
+    assert_eq!(bottle.wait().unwrap().code, code);
+    agent.join().unwrap();
+}
+
+/// The home survives the pod: the first run creates the claim (labelled, annotated with
+/// this home, not owned by the pod) and seeds it; `resume` finds the claim, mounts it again
+/// and does not seed it over the agent's files; `discard` refuses while the bottle runs and
+/// removes it once the pod is gone.
+#[test]
+fn the_home_claim_outlives_the_pod_resume_mounts_it_unseeded_and_discard_waits_for_the_pod() {
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let backend = kept_home_backend(&f, &home, &cluster);
+    run_to_end(&backend, &f, &cluster, 3);
+    let calls = cluster.calls();
+    assert_eq!(
+        calls[..2].to_vec(),
+        vec![
+            format!("get claim {CLAIM}"),
+            format!("create claim {CLAIM}")
+        ]
+    );
+    assert!(
+        calls[2].starts_with(&format!("create pod {NAME}")),
+        "{calls:?}"
+    );
+    let claim = cluster.claim(CLAIM).expect("the claim outlives the pod");
+    assert_eq!(claim.metadata.owner_references, None);
+    assert_eq!(
+        claim.metadata.labels.as_ref().unwrap()[objects::LABEL_IDENTITY],
+        "claude-1a2b3"
+    );
+    assert_eq!(
+        claim.metadata.annotations.as_ref().unwrap()[objects::ANNOTATION_HOME],
+        home_annotation(Some(&home))
+    );
+    let spec = claim.spec.unwrap();
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        spec.resources.unwrap().requests.unwrap()["storage"].0,
+        "5Gi"
+    );
+    assert_eq!(cluster.pod(NAME), None);
+
+    // `resume`: the same claim, mounted, no seeding init container, no home files shipped.
+    let agent = play_agent(cluster.clone(), 0);
+    let mut bottle = backend.launch(&f.spec, quiet()).unwrap();
+    let pod = cluster.pod(NAME).unwrap();
+    let pod_spec = pod.spec.unwrap();
+    let volume = pod_spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "home")
+        .unwrap();
+    assert_eq!(
+        volume.persistent_volume_claim.as_ref().unwrap().claim_name,
+        CLAIM
+    );
+    let inits: Vec<&str> = pod_spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(inits, vec!["network", "sidecar"]);
+    let cm = cluster.config_map(NAME).unwrap();
+    assert!(
+        !cm.data.unwrap().keys().any(|k| k.starts_with("home-")),
+        "the home's first contents are shipped again"
+    );
+    let creates = cluster
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create claim"))
+        .count();
+    assert_eq!(creates, 1);
+
+    // Never while the bottle runs: the error names the bottle, the namespace, what to do.
+    let e = backend.discard("claude-1a2b3").unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "bottle claude-1a2b3 still runs in namespace `agents` (pod {NAME}), so its home claim `{CLAIM}` stays; `bot-bottle stop claude-1a2b3` first"
+        )),
+        "{e}"
+    );
+    assert!(cluster.claim(CLAIM).is_some());
+    assert_eq!(bottle.wait().unwrap().code, 0);
+    agent.join().unwrap();
+    assert_eq!(
+        backend.discard("claude-1a2b3").unwrap(),
+        vec![CleanupAction::RemovedVolume { name: CLAIM.into() }]
+    );
+    assert_eq!(cluster.claim(CLAIM), None);
+    // Gone already: nothing to say.
+    assert_eq!(backend.discard("claude-1a2b3").unwrap(), vec![]);
+    // A bottle recorded without a claim: the cluster is not even asked.
+    let state = home.join("state").join("claude-1a2b3");
+    PodRecord {
+        context: None,
+        namespace: Some("agents".into()),
+        home_claim: None,
+    }
+    .write(&state)
+    .unwrap();
+    let asked = cluster.calls().len();
+    assert_eq!(backend.discard("claude-1a2b3").unwrap(), vec![]);
+    assert_eq!(cluster.calls().len(), asked);
+}
+
+/// A claim of that name that bot-bottle did not make for this bottle is never the agent's
+/// home; a launch that fails removes the claim it made (and only that one).
+#[test]
+fn a_foreign_claim_is_refused_and_a_failed_launch_removes_the_claim_it_made() {
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.insert_claim(k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(CLAIM.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let backend = kept_home_backend(&f, &home, &cluster);
+    let e = backend.launch(&f.spec, quiet()).err().unwrap().to_string();
+    assert!(
+        e.contains(&format!(
+            "a PersistentVolumeClaim `{CLAIM}` exists in namespace `agents` that bot-bottle did not make for bottle claude-1a2b3"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("kubectl -n agents delete pvc {CLAIM}")),
+        "{e}"
+    );
+    assert!(!cluster.calls().iter().any(|c| c.starts_with("create")));
+
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::image_pull_failure());
+    let backend = kept_home_backend(&f, &home, &cluster);
+    assert!(backend.launch(&f.spec, quiet()).is_err());
+    assert_eq!(cluster.claim(CLAIM), None);
+    assert!(
+        cluster.calls().contains(&format!("delete claim {CLAIM}")),
+        "{:?}",
+        cluster.calls()
+    );
+}
+
+/// `cleanup` removes the home claims of this home's bottles whose state is gone and that no
+/// pod mounts; a claim whose bottle's state is kept (for `resume`), one a pod mounts and
+/// one of another home or machine stay.
+#[test]
+fn cleanup_removes_only_unused_claims_of_this_homes_gone_bottles() {
+    if machine_id().is_empty() {
+        eprintln!(
+            "skipping: this machine has no /etc/machine-id, so no home claim is judged (as no pod is)"
+        );
+        return;
+    }
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    let claim = |identity: &str, owner: &str| k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(objects::home_claim_name(identity)),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), "bot-bottle".into()),
+                (objects::LABEL_IDENTITY.into(), identity.into()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                objects::ANNOTATION_HOME.into(),
+                owner.into(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let here = home_annotation(Some(&home));
+    // State gone: removed.
+    cluster.insert_claim(claim("claude-00001", &here));
+    // State kept (`state/claude-1a2b3` exists): stays.
+    cluster.insert_claim(claim("claude-1a2b3", &here));
+    // State gone but a pod of ours mounts it (another process runs it): stays.
+    cluster.insert_claim(claim("claude-00002", &here));
+    let mut mounting = foreign_pod(
+        "claude-00002",
+        "another-machine/boot:1:1",
+        fake::agent_running(),
+    );
+    mounting.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        volumes: Some(vec![k8s_openapi::api::core::v1::Volume {
+            name: "home".into(),
+            persistent_volume_claim: Some(
+                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: objects::home_claim_name("claude-00002"),
+                    read_only: None,
+                },
+            ),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    cluster.insert_pod(mounting);
+    // Another home's (or machine's): never judged.
+    cluster.insert_claim(claim("claude-00003", "another-machine/0123456789abcdef"));
+    // Labelled with a path instead of an identity, or named otherwise: never judged.
+    cluster.insert_claim(claim("../../etc", &here));
+    let mut renamed = claim("claude-00004", &here);
+    renamed.metadata.name = Some("data".into());
+    cluster.insert_claim(renamed);
+    let backend = kept_home_backend(&f, &home, &cluster);
+    let removed = vec![CleanupAction::RemovedVolume {
+        name: objects::home_claim_name("claude-00001"),
+    }];
+    assert_eq!(backend.cleanup(true).unwrap(), removed);
+    assert!(
+        cluster
+            .claim(&objects::home_claim_name("claude-00001"))
+            .is_some()
+    );
+    assert_eq!(backend.cleanup(false).unwrap(), removed);
+    let left: Vec<String> = [
+        "claude-00001",
+        "claude-1a2b3",
+        "claude-00002",
+        "claude-00003",
+    ]
+    .iter()
+    .filter(|i| cluster.claim(&objects::home_claim_name(i)).is_some())
+    .map(|i| i.to_string())
+    .collect();
+    assert_eq!(left, vec!["claude-1a2b3", "claude-00002", "claude-00003"]);
+    assert!(
+        cluster
+            .claim(&objects::home_claim_name("../../etc"))
+            .is_some()
+    );
+    assert!(cluster.claim("data").is_some());
+    // An operator whose Role has no claims (no `home_size`): the rest is still cleaned.
+    cluster.refuse(
+        "list claims",
+        "list persistentvolumeclaims",
+        403,
+        "Forbidden",
+        "persistentvolumeclaims is forbidden",
+    );
+    assert_eq!(backend.cleanup(false).unwrap(), vec![]);
+}
+
+/// The pod says how long the kubelet waits for the sidecar bundle after SIGTERM: the
+/// configured grace, not the API server's default; `terminate` gives the bundle all of it.
+#[test]
+fn the_pod_sets_its_termination_grace_period_from_the_config_and_terminate_keeps_it() {
+    let mut f = fixture();
+    f.config.termination_grace = Duration::from_secs(52);
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let mut bottle = backend(&f, &cluster).launch(&f.spec, quiet()).unwrap();
+    let pod = cluster.pod(NAME).unwrap();
+    assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(52));
+    bottle.terminate().unwrap();
+    assert_eq!(
+        cluster.calls().last().unwrap(),
+        &format!("delete pod {NAME} grace=52")
     );
 }

@@ -73,17 +73,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 // lives only in its queue until it is applied: never delete it.
                 let unapplied = home.unapplied_decisions(&bottle.identity)?;
                 let kept = if !unapplied.is_empty() {
-                    Some(state::StateError::UnappliedDecisions {
-                        identity: bottle.identity.clone(),
-                        ids: unapplied,
-                    })
+                    Some(
+                        state::StateError::UnappliedDecisions {
+                            identity: bottle.identity.clone(),
+                            ids: unapplied,
+                        }
+                        .to_string(),
+                    )
                 } else if args.dry_run {
                     None
                 } else {
-                    match home.remove_bottle(&bottle.identity) {
-                        Ok(()) => None,
-                        Err(e @ state::StateError::UnappliedDecisions { .. }) => Some(e),
-                        Err(e) => return Err(e.into()),
+                    // What its backend kept for `resume` (a cluster bottle's home claim) goes
+                    // first, while the state still says where it is.
+                    match discard_kept(&home, &bottle.identity, bottle.metadata.as_ref()) {
+                        Err(e) => Some(format!("{e:#}")),
+                        Ok(removed) => {
+                            for name in removed {
+                                count += 1;
+                                println!("{verb} volume {name}");
+                            }
+                            match home.remove_bottle(&bottle.identity) {
+                                Ok(()) => None,
+                                Err(e @ state::StateError::UnappliedDecisions { .. }) => {
+                                    Some(e.to_string())
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
                     }
                 };
                 match kept {
@@ -100,6 +116,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("nothing to clean up");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes what the backend of `bottle` keeps outside its state for `resume` (the
+/// kubernetes backend's home claim), before its state goes: the names removed. An error
+/// keeps the state, so that a second try still knows where the rest is.
+pub(crate) fn discard_kept(
+    home: &Home,
+    identity: &state::Identity,
+    metadata: Option<&state::Metadata>,
+) -> anyhow::Result<Vec<String>> {
+    let Some(kind) = metadata.and_then(|m| BackendKind::parse(&m.backend).ok()) else {
+        return Ok(Vec::new());
+    };
+    if kind != BackendKind::Kubernetes {
+        return Ok(Vec::new());
+    }
+    let options = backend::OpenOptions::current_exe(home.root())?;
+    let backend = backend::open(kind, &options)?;
+    let actions = backend.discard(identity.as_str()).map_err(|e| {
+        // Where the claim is, from the record `start` wrote.
+        let record = backend::kubernetes::PodRecord::read(&home.state_dir(identity))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "cannot remove the home claim `{}` of cluster bottle {identity} in namespace `{}` (context `{}`): {e}; its state is kept so that a second try finds the claim once the cluster answers (or delete it with `kubectl delete pvc`)",
+            record
+                .home_claim
+                .unwrap_or_else(|| backend::kubernetes::objects::home_claim_name(identity.as_str())),
+            record.namespace.as_deref().unwrap_or("the context's"),
+            record.context.as_deref().unwrap_or("current")
+        )
+    })?;
+    Ok(actions
+        .into_iter()
+        .filter_map(|a| match a {
+            CleanupAction::RemovedVolume { name } => Some(name),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The warning for a backend `cleanup` could not ask (no docker daemon): only when a bottle

@@ -63,6 +63,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         other => other?,
     };
+    // A cluster bottle's home claim first, while its state says where it is: if the
+    // cluster cannot be asked, nothing is discarded and the same command works later.
+    let metadata = home.read_metadata(&identity).ok();
+    let removed = super::cleanup::discard_kept(&home, &identity, metadata.as_ref())
+        .with_context(|| format!("bottle {identity} is not discarded"))?;
+    for name in removed {
+        println!("removed volume {name}");
+    }
     let logs = launcher::BottlePaths::new(home.state_dir(&identity)).logs();
     home.keep_logs(&identity, &logs)?;
     drop(lock);

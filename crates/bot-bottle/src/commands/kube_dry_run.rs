@@ -61,7 +61,13 @@ pub fn render(
         env: pod.env,
         workdir: POD_WORKSPACE.into(),
         home: pod.home,
-        home_claim: None,
+        home_volume: settings.home_size.as_ref().map(|size| {
+            backend::kubernetes::objects::HomeVolume {
+                size: size.clone(),
+                storage_class: settings.storage_class.clone(),
+                owner: "(set at launch)".into(),
+            }
+        }),
         files: [POD_CA_BUNDLE, POD_BOTTLE_CA]
             .into_iter()
             .map(|inside| AgentFile {
@@ -82,6 +88,7 @@ pub fn render(
         resources: pod.resources,
         interactive: false,
         launcher: "(set at launch)".into(),
+        termination_grace: launcher::kube::termination_grace(),
         sidecar: SidecarPlan {
             image: sidecar_image,
             argv: vec!["/bin/sh".into(), "-c".into(), files.script(config.as_ref())],

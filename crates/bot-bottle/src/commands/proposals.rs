@@ -72,6 +72,24 @@ fn home() -> anyhow::Result<Home> {
     Home::from_env().context("cannot find the bot-bottle home")
 }
 
+/// This home's cluster bottles whose `start` is gone and that no dashboard relays, relayed
+/// while the command runs (dropped: stopped), one round made with each already: their pods'
+/// proposals are in the laptop's queue, and an answer reaches them (`launcher::kube_relay`).
+fn cluster_relays(home: &Home) -> launcher::kube_relay::Relays {
+    use backend::kubernetes::{ClusterSettings, KubernetesBackend, KubernetesConfig};
+    let config = KubernetesConfig::new(ClusterSettings::default(), String::new());
+    match KubernetesBackend::new(config) {
+        Ok(backend) => launcher::kube_relay::relay_now(
+            home,
+            &std::sync::Arc::new(backend.with_home(home.root().to_path_buf())),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster bottles' proposals are not relayed");
+            launcher::kube_relay::Relays::default()
+        }
+    }
+}
+
 fn warn_problems(problems: &[queue::Problem]) {
     for p in problems {
         eprintln!("warning: {p}");
@@ -129,6 +147,7 @@ fn entry_json(e: &Entry) -> serde_json::Value {
 
 fn list(json_out: bool, bottle: Option<&str>) -> anyhow::Result<ExitCode> {
     let home = home()?;
+    let _relays = cluster_relays(&home);
     let (entries, problems) =
         queue::pending_all(&home, bottle).context("cannot read the proposal queues")?;
     warn_problems(&problems);
@@ -179,6 +198,7 @@ fn find(home: &Home, id: &str) -> anyhow::Result<(proposals::Queue, Entry)> {
 
 fn show(id: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     let home = home()?;
+    let _relays = cluster_relays(&home);
     let (_, e) = find(&home, id)?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&entry_json(&e))?);
@@ -238,14 +258,18 @@ fn wait_outcome(
     id: &str,
     decision: Decision,
     wait: u64,
+    relays: &launcher::kube_relay::Relays,
 ) -> anyhow::Result<ExitCode> {
     let bottle = queue.identity();
+    // A cluster bottle whose `start` is gone runs in its pod: this command's relay carries
+    // the answer there and the outcome back.
+    let relayed = relays.relayed().iter().any(|b| b == bottle);
     // Said at once and plainly when the bottle cannot apply it now: the decision is audited
     // and kept in its queue (`cleanup` keeps the bottle) until its supervise server runs.
     let state_home = state::Home::from_env()?;
     let identity = state::Identity::parse(bottle)?;
     let present = state_home.state_dir(&identity).is_dir();
-    if !present || !state_home.is_running(&identity) {
+    if !present || !(state_home.is_running(&identity) || relayed) {
         if decision == Decision::Rejected {
             println!(
                 "recorded in the audit log; bottle {bottle} is not running: its agent is told when the bottle runs again"
@@ -262,6 +286,21 @@ fn wait_outcome(
             );
         }
         return Ok(ExitCode::from(NOT_APPLIED));
+    }
+    if wait == 0 && relayed {
+        // Not waiting for the outcome, but the answer must leave with this command.
+        if !relays
+            .settle(launcher::kube_relay::COMMAND_ROUND)
+            .is_empty()
+        {
+            eprintln!(
+                "NOT sent yet: cluster bottle {bottle}'s pod did not answer within {} s; the decision is in the audit log and waits in this machine's queue: `bot-bottle supervise` (or the next `bot-bottle proposals` command) sends it",
+                launcher::kube_relay::COMMAND_ROUND.as_secs()
+            );
+            return Ok(ExitCode::from(NOT_APPLIED));
+        }
+        println!("recorded and sent to bottle {bottle}'s pod; its supervise server applies it");
+        return Ok(ExitCode::SUCCESS);
     }
     if wait == 0 {
         println!("recorded; the bottle's supervise server applies it");
@@ -363,6 +402,7 @@ fn approve(
 ) -> anyhow::Result<ExitCode> {
     let grant = grant_args.grant()?;
     let home = home()?;
+    let relays = cluster_relays(&home);
     let (_, entry) = find(&home, id)?;
     proposals::grant::check(entry.proposal.tool, grant)
         .with_context(|| format!("proposal {id} was not approved"))?;
@@ -418,16 +458,17 @@ fn approve(
         })?;
         println!("wrote the route(s) into {}", plan.file.display());
     }
-    wait_outcome(&queue, id, decision, wait)
+    wait_outcome(&queue, id, decision, wait, &relays)
 }
 
 fn reject(id: &str, notes: Option<String>, wait: u64) -> anyhow::Result<ExitCode> {
     let home = home()?;
+    let relays = cluster_relays(&home);
     let operator = queue::operator_name();
     let queue = queue::answer(&home, id, Decision::Rejected, None, notes, &operator)
         .with_context(|| format!("cannot answer proposal {id}"))?;
     println!("rejected proposal {id} of bottle {}", queue.identity());
-    wait_outcome(&queue, id, Decision::Rejected, wait)
+    wait_outcome(&queue, id, Decision::Rejected, wait, &relays)
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {

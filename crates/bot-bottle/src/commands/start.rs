@@ -110,6 +110,8 @@ fn dry_run(args: Args, cwd: PathBuf) -> anyhow::Result<ExitCode> {
         namespace: k.namespace.clone(),
         runtime_class: k.runtime_class.clone(),
         registry: k.registry.clone(),
+        home_size: k.home_size.clone(),
+        storage_class: k.storage_class.clone(),
     };
     let yaml =
         super::kube_dry_run::render(agent, &settings, args.command, &launcher::HostEnv::Process)?;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 const MANIFEST: &str = r#"
 bottles:
@@ -27,7 +27,11 @@ agents:
 "#;
 
 fn dry_run(dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    std::fs::write(dir.join("bot-bottle.yaml"), MANIFEST).unwrap();
+    dry_run_of(dir, MANIFEST, extra)
+}
+
+fn dry_run_of(dir: &Path, manifest: &str, extra: &[&str]) -> (i32, String, String) {
+    std::fs::write(dir.join("bot-bottle.yaml"), manifest).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
         .args(["start", "coder", "--backend", "kubernetes", "--dry-run"])
         .args(extra)
@@ -106,6 +110,8 @@ fn dry_run_prints_the_pod_secret_and_config_map_and_touches_nothing() {
         "{script}"
     );
     assert!(config_map.data.unwrap()["rules.nft"].contains("meta skuid 1000"));
+    // The kubelet waits out the sidecar bundle's whole shutdown, not the default 30 s.
+    assert_eq!(spec.termination_grace_period_seconds, Some(66));
     // Nothing was created: no state, no home.
     assert!(!tmp.path().join("bbhome").exists());
     assert!(!tmp.path().join("home").exists());
@@ -125,4 +131,42 @@ fn dry_run_is_for_the_kubernetes_backend_only() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("add `--backend kubernetes`"), "{stderr}");
+}
+
+/// With `kubernetes.home_size` the home is a claim of its own, printed as a fourth object
+/// and mounted by the pod.
+#[test]
+fn dry_run_prints_the_home_claim_when_the_home_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = MANIFEST.replace(
+        "      registry: registry.example.com/team\n",
+        "      registry: registry.example.com/team\n      home_size: 5Gi\n      storage_class: fast\n",
+    );
+    let (code, yaml, stderr) = dry_run_of(tmp.path(), &manifest, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let docs: Vec<&str> = yaml.split("\n---\n").collect();
+    assert_eq!(docs.len(), 4, "{yaml}");
+    let pod: Pod = serde_saphyr::from_str(docs[0]).unwrap();
+    let claim: PersistentVolumeClaim = serde_saphyr::from_str(docs[3]).unwrap();
+    let name = claim.metadata.name.unwrap();
+    assert!(
+        name.starts_with("bot-bottle-coder-") && name.ends_with("-home"),
+        "{name}"
+    );
+    let spec = claim.spec.unwrap();
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        spec.resources.unwrap().requests.unwrap()["storage"].0,
+        "5Gi"
+    );
+    let home = pod
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "home")
+        .unwrap();
+    assert_eq!(home.persistent_volume_claim.unwrap().claim_name, name);
+    assert!(!tmp.path().join("bbhome").exists());
 }

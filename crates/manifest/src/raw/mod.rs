@@ -80,7 +80,7 @@ pub struct RawBottle {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a kubernetes block (`namespace`, `runtime_class`, `registry`)"
+    expecting = "a kubernetes block (`namespace`, `runtime_class`, `registry`, `home_size`, `storage_class`)"
 )]
 pub struct RawKubernetes {
     /// The namespace; the kubeconfig context's when absent.
@@ -92,6 +92,13 @@ pub struct RawKubernetes {
     /// The registry the bottle's images are pushed to and pulled from.
     #[serde(default)]
     pub registry: Option<Spanned<String>>,
+    /// Keep the agent's home in a PersistentVolumeClaim of this size (`10Gi`) for `resume`;
+    /// the home goes with the pod when absent.
+    #[serde(default)]
+    pub home_size: Option<Spanned<String>>,
+    /// The StorageClass of that claim; the cluster's default when absent.
+    #[serde(default)]
+    pub storage_class: Option<Spanned<String>>,
 }
 
 /// A bottle's `resources:` block as written. Values are kept as found (a number, a string,

@@ -384,10 +384,10 @@ fn show_prints_resources_as_written_and_the_dangerous_keys_only_when_set() {
 fn kubernetes_per_field_last_wins_and_show_prints_it_only_when_set() {
     let yaml = r#"
 bottles:
-  team: {kubernetes: {namespace: agents, registry: registry.example.com/team}}
+  team: {kubernetes: {namespace: agents, registry: registry.example.com/team, home_size: 5Gi}}
   child:
     extends: team
-    kubernetes: {runtime_class: gvisor, namespace: ci}
+    kubernetes: {runtime_class: gvisor, namespace: ci, home_size: 10Gi, storage_class: fast}
   plain: {}
 "#;
     let child = bottle(yaml, "child");
@@ -397,13 +397,15 @@ bottles:
             namespace: Some("ci".into()),
             runtime_class: Some("gvisor".into()),
             registry: Some("registry.example.com/team".into()),
+            home_size: Some("10Gi".into()),
+            storage_class: Some("fast".into()),
         }
     );
     let text = child.to_yaml().unwrap();
     let from = text.find("kubernetes:").unwrap();
     assert_eq!(
         &text[from..],
-        "kubernetes:\n  namespace: ci\n  runtime_class: gvisor\n  registry: registry.example.com/team\n"
+        "kubernetes:\n  namespace: ci\n  runtime_class: gvisor\n  registry: registry.example.com/team\n  home_size: 10Gi\n  storage_class: fast\n"
     );
     assert!(
         !bottle(yaml, "plain")

@@ -166,7 +166,7 @@ fn resource_limits_are_checked_where_they_are_written() {
 
 #[test]
 fn kubernetes_values_are_checked_with_the_fix() {
-    let yaml = "bottles:\n  a:\n    kubernetes:\n      namespace: Agents\n      runtime_class: -kata\n      registry: https://registry.example.com/team\n";
+    let yaml = "bottles:\n  a:\n    kubernetes:\n      namespace: Agents\n      runtime_class: -kata\n      registry: https://registry.example.com/team\n      home_size: 10GB\n      storage_class: Fast\n";
     assert_eq!(
         errors(yaml),
         vec![
@@ -178,6 +178,11 @@ fn kubernetes_values_are_checked_with_the_fix() {
             "m.yaml:6:17: bottle `a`: kubernetes.registry `https://registry.example.com/team` \
              has a scheme; write it as an image name prefix like `registry.example.com/team` \
              (no scheme, no tag)",
+            "m.yaml:7:18: bottle `a`: kubernetes.home_size `10GB` has a unit other than Ki, Mi, \
+             Gi, Ti, Pi (or k, M, G, T, P); write a storage size like `10Gi` or `500Mi`",
+            "m.yaml:8:22: bottle `a`: kubernetes.storage_class `Fast` may hold only lowercase \
+             letters, digits and `-`; use a StorageClass name like `standard` (`kubectl get \
+             storageclass` lists them)",
         ]
     );
 }
