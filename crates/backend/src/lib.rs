@@ -297,6 +297,16 @@ pub trait RunningBottle: Send {
     fn take_stderr(&mut self) -> Option<Box<dyn Read + Send>>;
     /// Waits for the agent to exit; the whole bottle is gone when this returns.
     fn wait(&mut self) -> Result<BottleExit, BackendError>;
+    /// [`RunningBottle::wait`], calling `exited` as soon as the agent's processes are gone and
+    /// beside the backend's own teardown of the bottle (native: its cgroups and runtime
+    /// directory), so that the caller's teardown (stopping the sidecar bundle) does not wait
+    /// for it. The whole bottle is gone, and `exited` has returned, when this returns. The
+    /// default runs `exited` after [`RunningBottle::wait`].
+    fn wait_then(&mut self, exited: &mut dyn FnMut()) -> Result<BottleExit, BackendError> {
+        let waited = self.wait();
+        exited();
+        waited
+    }
     /// Asks the agent to stop (SIGTERM to the agent), without waiting.
     fn terminate(&mut self) -> Result<(), BackendError>;
     /// Kills the whole bottle at once, without waiting.

@@ -375,10 +375,13 @@ impl RunningBottle {
                 mut sidecar,
                 watcher,
             } => {
-                let waited = running.wait();
-                self.watch.agent_ended(watch::exited_now(sidecar.pid()));
-                // Ends the watcher's wait.
-                sidecar.stop();
+                // The bundle is stopped as soon as the agent is gone, while the backend
+                // removes what is left of the bottle (native: its cgroups and directories).
+                let waited = running.wait_then(&mut || {
+                    self.watch.agent_ended(watch::exited_now(sidecar.pid()));
+                    // Ends the watcher's wait.
+                    sidecar.stop();
+                });
                 let _ = watcher.join();
                 Ok(waited?.code)
             }
