@@ -613,7 +613,6 @@ impl RunningBottle {
         match placement {
             // The sidecar container (docker, the one backend that runs its bundle so).
             SidecarPlacement::Container => {
-                durable()?;
                 let running = docker::launch(
                     home,
                     paths,
@@ -621,6 +620,7 @@ impl RunningBottle {
                     &sidecar_env,
                     &spec,
                     self.watch.clone(),
+                    durable,
                     options,
                 )?;
                 Ok(Agent::ContainerBundle { running })
