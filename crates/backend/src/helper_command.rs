@@ -11,6 +11,10 @@ use crate::BackendError;
 /// helper (`inbottle::native_helper::helper_main`, Linux).
 pub const HELPER_SUBCOMMAND: &str = "__bottle-init";
 
+/// The small executable beside `bot-bottle` that serves only [`HELPER_SUBCOMMAND`]
+/// (`crate::OpenOptions::native_helper`).
+pub const HELPER_EXE_NAME: &str = "bot-bottle-helper";
+
 /// How to start the in-bottle helper: an executable that calls the native helper's
 /// `helper_main` when given `args` (for `bot-bottle`: its own path and [`HELPER_SUBCOMMAND`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

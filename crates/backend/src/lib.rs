@@ -62,7 +62,7 @@ mod socket_copy;
 mod spec;
 mod workspace_copy;
 
-pub use helper_command::{HELPER_SUBCOMMAND, HelperCommand};
+pub use helper_command::{HELPER_EXE_NAME, HELPER_SUBCOMMAND, HelperCommand};
 
 use std::io::{Read, Write};
 
@@ -181,6 +181,22 @@ impl OpenOptions {
         Ok(OpenOptions::new(home, exe))
     }
 
+    /// The native backend's in-bottle helper: the small `bot-bottle-helper` beside the
+    /// executable ([`HELPER_EXE_NAME`], built and installed with it), else the executable's
+    /// own hidden subcommand, which runs the same code. Every native bottle starts by
+    /// executing it, and the small one maps and relocates a few MB instead of all of
+    /// `bot-bottle`.
+    pub fn native_helper(&self) -> HelperCommand {
+        let small = self.exe.with_file_name(HELPER_EXE_NAME);
+        if small != self.exe && small.is_file() {
+            return HelperCommand {
+                exe: small,
+                args: vec![HELPER_SUBCOMMAND.into()],
+            };
+        }
+        self.helper(HELPER_SUBCOMMAND)
+    }
+
     /// The executable with one hidden subcommand.
     pub fn helper(&self, subcommand: &str) -> HelperCommand {
         HelperCommand {
@@ -297,6 +313,16 @@ pub trait RunningBottle: Send {
     fn take_stderr(&mut self) -> Option<Box<dyn Read + Send>>;
     /// Waits for the agent to exit; the whole bottle is gone when this returns.
     fn wait(&mut self) -> Result<BottleExit, BackendError>;
+    /// [`RunningBottle::wait`], calling `exited` as soon as the agent's processes are gone and
+    /// beside the backend's own teardown of the bottle (native: its cgroups and runtime
+    /// directory), so that the caller's teardown (stopping the sidecar bundle) does not wait
+    /// for it. The whole bottle is gone, and `exited` has returned, when this returns. The
+    /// default runs `exited` after [`RunningBottle::wait`].
+    fn wait_then(&mut self, exited: &mut dyn FnMut()) -> Result<BottleExit, BackendError> {
+        let waited = self.wait();
+        exited();
+        waited
+    }
     /// Asks the agent to stop (SIGTERM to the agent), without waiting.
     fn terminate(&mut self) -> Result<(), BackendError>;
     /// Kills the whole bottle at once, without waiting.
@@ -433,6 +459,34 @@ pub enum BackendError {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    #[test]
+    fn the_native_helper_is_the_small_executable_beside_bot_bottle_when_it_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("bot-bottle");
+        std::fs::write(&exe, b"").unwrap();
+        let options = OpenOptions::new(dir.path().join("home"), &exe);
+        assert_eq!(
+            options.native_helper(),
+            HelperCommand {
+                exe: exe.clone(),
+                args: vec![HELPER_SUBCOMMAND.into()],
+            },
+            "without bot-bottle-helper: bot-bottle's own subcommand"
+        );
+        let small = dir.path().join(HELPER_EXE_NAME);
+        std::fs::create_dir(&small).unwrap();
+        assert_eq!(options.native_helper().exe, exe, "a directory is not it");
+        std::fs::remove_dir(&small).unwrap();
+        std::fs::write(&small, b"").unwrap();
+        assert_eq!(
+            options.native_helper(),
+            HelperCommand {
+                exe: small,
+                args: vec![HELPER_SUBCOMMAND.into()],
+            }
+        );
+    }
 
     #[test]
     fn every_backend_is_opened_with_the_same_options_and_says_where_its_sidecars_listen() {

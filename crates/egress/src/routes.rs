@@ -87,7 +87,11 @@ pub enum ReloadError {
 /// What does not change with the routes.
 pub(crate) struct Base {
     pub env: EnvReader,
+    /// The configured upstream CAs (`--upstream-ca`), read at start.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Whether the system's roots join the trusted ones (read on the first upstream
+    /// handshake, [`UpstreamVerifier`]).
+    pub system_roots: bool,
     pub pins: Vec<ConnectTo>,
     pub resolver: Arc<dyn Resolve>,
     pub listen: Arc<OnceLock<std::net::SocketAddr>>,
@@ -224,16 +228,23 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
             })?;
         }
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ReloadError::UpstreamCa {
-        path: PathBuf::new(),
-        why: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(UpstreamVerifier {
+        roots,
+        system_roots: base.system_roots,
+        provider: provider.clone(),
+        built: OnceLock::new(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ReloadError::UpstreamCa {
+            path: PathBuf::new(),
+            why: e.to_string(),
+        })?
+        // The same verifier `with_root_certificates` builds, only built on first use.
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     let mut tls_h1 = tls.clone();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -287,6 +298,88 @@ fn load(base: &Base, config: EgressConfig) -> Result<Loaded, ReloadError> {
     })
 }
 
+/// The system's trusted roots (`rustls_native_certs`), read once per process on first use; a
+/// store that cannot be read gives none (the built-in webpki roots remain).
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+/// The verifier of upstream certificates: rustls's `WebPkiServerVerifier` over the webpki
+/// roots, the configured upstream CAs and (where enabled) the system's roots, the same one
+/// `ClientConfig::with_root_certificates` makes, built on the first upstream handshake
+/// instead of when the routes load. Reading and parsing the system's roots (~150 certificates,
+/// about 1.4 ms) was part of every start of the sidecar bundle, before its `ready`, though a
+/// bottle may never contact an upstream; now it is paid once, by the first connection that
+/// needs it. Every method is the inner verifier's; should it not build (no roots at all), no
+/// certificate and no signature is accepted.
+#[derive(Debug)]
+struct UpstreamVerifier {
+    /// The webpki roots and the configured upstream CAs.
+    roots: rustls::RootCertStore,
+    system_roots: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    built: OnceLock<Result<Arc<rustls::client::WebPkiServerVerifier>, String>>,
+}
+
+impl UpstreamVerifier {
+    fn inner(&self) -> Result<&Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        self.built
+            .get_or_init(|| {
+                let mut roots = self.roots.clone();
+                if self.system_roots {
+                    roots.add_parsable_certificates(system_roots().iter().cloned());
+                }
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(format!("no upstream roots: {e}")))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner()
+            .map(|v| v.supported_verify_schemes())
+            .unwrap_or_default()
+    }
+}
+
 /// Reads every certificate of a PEM file.
 pub(crate) fn read_pem_certs(
     path: &std::path::Path,
@@ -309,6 +402,59 @@ pub(crate) fn read_pem_certs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_verifier_is_built_on_first_use_and_checks_as_webpki_does() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let trusted = test_support::TestCa::new("upstream verifier test CA");
+        let other = test_support::TestCa::new("an untrusted CA");
+        let verifier = UpstreamVerifier {
+            roots: trusted.root_store(),
+            system_roots: false,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            built: OnceLock::new(),
+        };
+        assert!(verifier.built.get().is_none(), "built before any handshake");
+        let name = ServerName::try_from("api.test").unwrap();
+        let (chain, _) = trusted.issue(&["api.test"]);
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .unwrap();
+        assert!(verifier.built.get().is_some());
+        assert!(!verifier.supported_verify_schemes().is_empty());
+        // Another CA's certificate, and the trusted CA's for another name: refused.
+        let (foreign, _) = other.issue(&["api.test"]);
+        let err = verifier
+            .verify_server_cert(&foreign[0], &[], &name, &[], UnixTime::now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            ),
+            "{err:?}"
+        );
+        let (wrong_name, _) = trusted.issue(&["elsewhere.test"]);
+        assert!(
+            verifier
+                .verify_server_cert(&wrong_name[0], &[], &name, &[], UnixTime::now())
+                .is_err()
+        );
+        // No roots at all: nothing is accepted, no scheme offered.
+        let empty = UpstreamVerifier {
+            roots: rustls::RootCertStore::empty(),
+            system_roots: false,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            built: OnceLock::new(),
+        };
+        assert!(
+            empty
+                .verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now())
+                .is_err()
+        );
+        assert!(empty.supported_verify_schemes().is_empty());
+    }
 
     #[test]
     fn secret_debug_is_redacted() {

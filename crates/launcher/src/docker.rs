@@ -35,6 +35,9 @@ const BUILD_HINT: &str = "if the base image cannot be pulled (no registry here),
 const ROOT_AGENT_ID: u32 = 1000;
 
 /// Builds what is missing and starts the sidecar and agent containers; the running agent.
+/// `durable` waits until the bottle's state is on disk: called once, before the agent is
+/// released (its fsyncs overlap the start of the containers).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn launch(
     home: &Home,
     paths: &BottlePaths,
@@ -42,6 +45,7 @@ pub(super) fn launch(
     sidecar_env: &[String],
     spec: &LaunchSpec,
     watch: Arc<super::watch::Watch>,
+    durable: impl FnOnce() -> Result<(), LaunchError> + Send + 'static,
     options: &Options,
 ) -> Result<Box<dyn backend::RunningBottle>, LaunchError> {
     let exe = &options.exe;
@@ -62,6 +66,13 @@ pub(super) fn launch(
         watch.sidecar_down(how);
     }));
     config.stop_grace = super::watch::STOP_GRACE;
+    let durable = std::sync::Mutex::new(Some(durable));
+    config.before_release = Some(Arc::new(move || {
+        let Some(durable) = durable.lock().ok().and_then(|mut d| d.take()) else {
+            return Err("the bottle's state was already waited for".to_owned());
+        };
+        durable().map_err(|e| chain(&e))
+    }));
     let sink = options.report.clone();
     config.progress = Some(Arc::new(move |line: &str| sink.build_output(line)));
     let backend = DockerBackend::new(config)?;

@@ -129,10 +129,14 @@ pub fn launch(
         command: launch.command.clone(),
         forward_codex_auth: launch.codex_login.is_some(),
     };
+    // Made durable with the rest of the new bottle's state, before the agent runs.
+    let mut pending = state::PendingSync::new();
     let (identity, lock) = home
-        .create_bottle(&meta)
+        .create_bottle_pending(&meta, &mut pending)
         .context("cannot create the bottle's state")?;
-    RunningBottle::start(home, backend, identity, lock, launch, options, true)
+    RunningBottle::start(
+        home, backend, identity, lock, launch, options, true, pending,
+    )
 }
 
 /// Starts an existing (preserved) bottle again; `lock` is its run lock, taken by the caller
@@ -153,6 +157,7 @@ pub fn resume(
         launch,
         options,
         false,
+        state::PendingSync::new(),
     )
 }
 
@@ -247,6 +252,8 @@ enum Agent {
 }
 
 impl RunningBottle {
+    /// `pending`: what `launch` wrote of the bottle's state and has not made durable yet.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         home: &Home,
         backend: Arc<dyn Backend>,
@@ -255,6 +262,7 @@ impl RunningBottle {
         launch: Launch,
         options: &Options,
         fresh: bool,
+        pending: state::PendingSync,
     ) -> Result<RunningBottle, LaunchError> {
         let paths = home.bottle(&identity);
         // Markers left by a `start` that was killed belong to a bottle long gone.
@@ -274,7 +282,7 @@ impl RunningBottle {
             codex_login: None,
         };
         let mut forwarded = None;
-        match bottle.set_up(&launch, options, &mut forwarded) {
+        match bottle.set_up(&launch, options, pending, &mut forwarded) {
             Ok(agent) => {
                 bottle.agent = Some(agent);
                 bottle.codex_login = forwarded;
@@ -367,10 +375,13 @@ impl RunningBottle {
                 mut sidecar,
                 watcher,
             } => {
-                let waited = running.wait();
-                self.watch.agent_ended(watch::exited_now(sidecar.pid()));
-                // Ends the watcher's wait.
-                sidecar.stop();
+                // The bundle is stopped as soon as the agent is gone, while the backend
+                // removes what is left of the bottle (native: its cgroups and directories).
+                let waited = running.wait_then(&mut || {
+                    self.watch.agent_ended(watch::exited_now(sidecar.pid()));
+                    // Ends the watcher's wait.
+                    sidecar.stop();
+                });
                 let _ = watcher.join();
                 Ok(waited?.code)
             }
@@ -451,10 +462,20 @@ impl RunningBottle {
     /// Everything up to the agent running: the state, the sidecar bundle, the bottle.
     /// `forwarded` receives the host's Codex login once it is in the bottle's home (so that
     /// a failure after that point still knows it was handed over).
+    ///
+    /// Durability: the state a later `resume` or `cleanup` needs (the metadata, the live
+    /// routes, the gate config, the agent's home) is written for readers at once and made
+    /// durable together, in the background, while the sidecar bundle starts
+    /// ([`state::PendingSync`]); every launch waits for that sync before the agent runs. A
+    /// machine crash before it loses at most a bottle whose agent never ran; after it, the
+    /// state is as durable as with one synced write after another. Files rebuilt on every
+    /// start and resume (`sidecar.json`, the CA copies, the `agent-started` marker) are not
+    /// synced at all.
     fn set_up(
         &self,
         launch: &Launch,
         options: &Options,
+        mut pending: state::PendingSync,
         forwarded: &mut Option<codex_login::ForwardedLogin>,
     ) -> Result<Agent, LaunchError> {
         let (home, identity, paths) = (&self.home, &self.identity, &self.paths);
@@ -489,14 +510,16 @@ impl RunningBottle {
                 )),
             };
             let text = serde_saphyr::to_string(&routes).context("cannot encode the routes")?;
-            state::atomic_write(&paths.routes_file(), text.as_bytes())
+            pending
+                .write(&paths.routes_file(), text.as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", paths.routes_file().display()))?;
         }
         let has_repos = !bottle.git_gate.repos.is_empty();
         if has_repos {
             let text = serde_saphyr::to_string(&spec::gate_spec(&bottle.git_gate))
                 .context("cannot encode the `git-gate` block")?;
-            state::atomic_write(&paths.gate_config(), text.as_bytes())
+            pending
+                .write(&paths.gate_config(), text.as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", paths.gate_config().display()))?;
         }
 
@@ -570,11 +593,26 @@ impl RunningBottle {
             SidecarPlacement::Container | SidecarPlacement::BackendContainer => None,
         };
         let spec = spec::agent_spec(
-            identity, paths, launch, self.fresh, &config, &ca_pem, options,
+            identity,
+            paths,
+            launch,
+            self.fresh,
+            &config,
+            &ca_pem,
+            &mut pending,
+            options,
         )?;
+        // Every launch below waits for this before its agent runs.
+        let synced = pending.sync_in_background();
+        let durable = move || {
+            synced
+                .wait()
+                .context("cannot make the bottle's state durable (fsync failed); check the disk holding $BOT_BOTTLE_HOME")
+        };
         // The pod's sidecar bundle: its files shipped in the bottle's Secret (`kube`).
         #[cfg(feature = "kubernetes")]
         if launch.backend == BackendKind::Kubernetes {
+            durable()?;
             let running = kube::launch(home, paths, launch, &sidecar_env, &config, &spec, options)?;
             return Ok(Agent::ContainerBundle { running });
         }
@@ -591,12 +629,14 @@ impl RunningBottle {
                     &sidecar_env,
                     &spec,
                     self.watch.clone(),
+                    durable,
                     options,
                 )?;
                 Ok(Agent::ContainerBundle { running })
             }
             // A sidecar container the backend starts itself (apple).
             SidecarPlacement::BackendContainer => {
+                durable()?;
                 let running = sidecar_container::launch(
                     self.backend.as_ref(),
                     home,
@@ -609,7 +649,7 @@ impl RunningBottle {
                 Ok(Agent::ContainerBundle { running })
             }
             SidecarPlacement::HostProcess => match starting {
-                Some(starting) => self.launch_beside_host_bundle(starting, &spec),
+                Some(starting) => self.launch_beside_host_bundle(starting, &spec, durable),
                 None => Err(LaunchError::Invalid(
                     "the sidecar bundle was not started".into(),
                 )),
@@ -620,21 +660,30 @@ impl RunningBottle {
     /// The bottle beside its bundle, a child of this process: a watcher thread waits for the
     /// bundle to exit (without reaping it) and stops the bottle if it does while the agent
     /// runs.
+    /// `durable` waits until the bottle's state is on disk; it is called before the agent
+    /// is launched.
     fn launch_beside_host_bundle(
         &self,
         starting: bundle::Starting,
         spec: &LaunchSpec,
+        durable: impl FnOnce() -> Result<(), LaunchError>,
     ) -> Result<Agent, LaunchError> {
         let mut sidecar = starting.ready()?;
         let started = self
             .backend
             .prepare(spec)
-            .and_then(|()| self.backend.launch(spec, BottleStdio::inherit()));
+            .map_err(LaunchError::from)
+            .and_then(|()| durable())
+            .and_then(|()| {
+                self.backend
+                    .launch(spec, BottleStdio::inherit())
+                    .map_err(LaunchError::from)
+            });
         let running = match started {
             Ok(running) => running,
             Err(e) => {
                 sidecar.stop();
-                return Err(e.into());
+                return Err(e);
             }
         };
         agent_started(&self.paths, self.report.as_ref());

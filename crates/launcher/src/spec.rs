@@ -33,7 +33,9 @@ pub(crate) fn forge_token_envs<'a>(
     })
 }
 
-/// Writes the agent's home from the contract and describes the bottle to launch.
+/// Writes the agent's home from the contract (for `pending` to make durable) and describes
+/// the bottle to launch.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn agent_spec(
     identity: &Identity,
     paths: &BottlePaths,
@@ -41,6 +43,7 @@ pub(crate) fn agent_spec(
     fresh: bool,
     config: &SidecarConfig,
     ca_pem: &str,
+    pending: &mut state::PendingSync,
     options: &Options,
 ) -> Result<LaunchSpec, LaunchError> {
     let bottle = &launch.agent.bottle;
@@ -107,7 +110,9 @@ pub(crate) fn agent_spec(
         if !fresh && path.exists() && file.path != Path::new(".gitconfig") {
             continue;
         }
-        state::atomic_write(&path, file.contents.as_bytes())
+        // Made durable with the rest of the bottle's state before the agent runs.
+        pending
+            .write(&path, file.contents.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     provider::install_skills(

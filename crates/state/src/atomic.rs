@@ -39,6 +39,121 @@ pub fn atomic_write_unsynced(path: &Path, data: &[u8], mode: u32) -> io::Result<
     Ok(())
 }
 
+/// Files and directories written for readers now and made durable later, all at once: the
+/// launcher's state of a new bottle (metadata, live routes, the agent's home), which must be on
+/// disk before the agent runs but not before the sidecar bundle starts reading it. Each
+/// [`PendingSync::write`] is atomic for readers at once (temp file, rename); only
+/// [`PendingSync::sync`] (or the [`PendingSync::sync_in_background`] handle's
+/// [`SyncHandle::wait`]) makes them durable, with one fsync per file and per directory issued
+/// side by side, so that the file system commits them together (ext4 joins concurrent fsyncs
+/// into one journal commit) instead of one commit after another.
+///
+/// Until the sync has returned, a machine crash may leave any of these names missing, empty or
+/// whole (never a mix of two contents); afterwards they are as durable as [`atomic_write`]'s.
+/// So a caller waits for the sync before anything may depend on them surviving a crash.
+#[derive(Debug, Default)]
+pub struct PendingSync {
+    /// Files and directories to fsync, each once.
+    entries: std::collections::BTreeSet<std::path::PathBuf>,
+}
+
+impl PendingSync {
+    /// Nothing pending.
+    pub fn new() -> PendingSync {
+        PendingSync::default()
+    }
+
+    /// Writes `data` to `path` atomically for readers (as [`atomic_write_unsynced`]) and
+    /// remembers the file and its directory for the sync.
+    pub fn write(&mut self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        atomic_write_unsynced(path, data, mode)?;
+        self.add(path);
+        self.add(parent_or_cwd(path));
+        Ok(())
+    }
+
+    /// Remembers a file or directory whose content or entries must become durable (a
+    /// directory after a rename into it).
+    pub fn add(&mut self, path: &Path) {
+        self.entries.insert(path.to_path_buf());
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Fsyncs every file and directory, side by side (one thread each); the first error,
+    /// naming its path. Nothing pending: returns at once.
+    pub fn sync(self) -> io::Result<()> {
+        let entries: Vec<_> = self.entries.into_iter().collect();
+        let sync_one = |path: &Path| {
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        match entries.as_slice() {
+            [] => Ok(()),
+            [one] => sync_one(one),
+            _ => std::thread::scope(|scope| {
+                let syncs: Vec<_> = entries
+                    .iter()
+                    .map(|path| scope.spawn(move || sync_one(path)))
+                    .collect();
+                let mut first = Ok(());
+                for sync in syncs {
+                    let done = sync
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("an fsync thread panicked")));
+                    if first.is_ok() {
+                        first = done;
+                    }
+                }
+                first
+            }),
+        }
+    }
+
+    /// Starts [`PendingSync::sync`] on a thread of its own; [`SyncHandle::wait`] returns its
+    /// result. The caller goes on meanwhile (the launcher starts the sidecar bundle).
+    pub fn sync_in_background(self) -> SyncHandle {
+        if self.is_empty() {
+            return SyncHandle { thread: None };
+        }
+        SyncHandle {
+            thread: Some(std::thread::spawn(move || self.sync())),
+        }
+    }
+}
+
+/// A [`PendingSync`] under way on its own thread.
+#[derive(Debug)]
+pub struct SyncHandle {
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl SyncHandle {
+    /// Waits until every pending file and directory is durable; the first error.
+    pub fn wait(mut self) -> io::Result<()> {
+        match self.thread.take() {
+            None => Ok(()),
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the fsync thread panicked"))),
+        }
+    }
+}
+
+impl Drop for SyncHandle {
+    /// Not waited for (the launch failed first): still finished before it is forgotten, so
+    /// no fsync thread outlives its caller's cleanup of the same files.
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Moves `from` to `to` on the same file system, creating `to`'s directory, and makes the
 /// move durable (fsync of `to`'s directory).
 pub fn move_durably(from: &Path, to: &Path) -> io::Result<()> {
@@ -269,6 +384,49 @@ mod tests {
                 .kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn pending_writes_are_visible_at_once_and_synced_together() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        let mut pending = PendingSync::new();
+        assert!(pending.is_empty());
+        pending
+            .write(&dir.path().join("metadata.json"), b"one", 0o600)
+            .unwrap();
+        pending
+            .write(&dir.path().join("home/.gitconfig"), b"two", 0o644)
+            .unwrap();
+        pending.add(dir.path());
+        // Readers see the whole files before the sync.
+        assert_eq!(fs::read(dir.path().join("metadata.json")).unwrap(), b"one");
+        assert_eq!(
+            fs::read(dir.path().join("home/.gitconfig")).unwrap(),
+            b"two"
+        );
+        let mode = fs::metadata(dir.path().join("home/.gitconfig"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode & !0o022, 0o644 & !0o022);
+        // Two files, their two directories (one added twice): four fsyncs.
+        assert_eq!(pending.entries.len(), 4);
+        pending.sync_in_background().wait().unwrap();
+        PendingSync::new().sync_in_background().wait().unwrap();
+    }
+
+    #[test]
+    fn a_pending_sync_names_what_it_could_not_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pending = PendingSync::new();
+        pending.write(&dir.path().join("a"), b"a", 0o600).unwrap();
+        let gone = dir.path().join("removed-before-the-sync");
+        pending.add(&gone);
+        let err = pending.sync().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("removed-before-the-sync"), "{err}");
     }
 
     #[test]

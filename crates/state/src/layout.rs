@@ -233,9 +233,26 @@ impl Home {
     }
 
     /// Creates a fresh state directory for a new bottle of `agent` and writes its
-    /// metadata. Identity allocation happens under a home-wide lock, and the directory is
-    /// created exclusively, so two launches never collide.
+    /// metadata, durably. Identity allocation happens under a home-wide lock, and the
+    /// directory is created exclusively, so two launches never collide.
     pub fn create_bottle(&self, meta: &Metadata) -> Result<(Identity, RunLock), StateError> {
+        let mut pending = crate::PendingSync::new();
+        let (id, lock) = self.create_bottle_pending(meta, &mut pending)?;
+        let dir = self.state_dir(&id);
+        pending.sync().map_err(io_err("cannot write", &dir))?;
+        Ok((id, lock))
+    }
+
+    /// [`Home::create_bottle`], with the metadata, the new directory's entry and the state
+    /// root's entry left for `pending` to make durable: `start` syncs them together with the
+    /// rest of the new bottle's state while its sidecar bundle starts, and before the agent
+    /// runs. A machine crash before that sync loses at most this bottle (whose agent never
+    /// ran): its directory may be missing, or listed with empty or missing metadata.
+    pub fn create_bottle_pending(
+        &self,
+        meta: &Metadata,
+        pending: &mut crate::PendingSync,
+    ) -> Result<(Identity, RunLock), StateError> {
         let state_root = self.state_root();
         Self::ensure_dir(&state_root)?;
         let lock_path = self.root.join(".lock");
@@ -272,13 +289,17 @@ impl Home {
                 let _ = fs::remove_dir_all(&building);
             }
             let file = made?;
+            // The metadata, the directory holding it, and the rename of the directory.
+            pending.add(&dir.join("metadata.json"));
+            pending.add(&dir);
+            pending.add(&state_root);
             return Ok((id, RunLock { _file: file }));
         }
         Err(StateError::Exhausted(meta.agent.clone()))
     }
 
-    /// Locks `building`, writes the metadata into it and renames it to `dir`; the lock file
-    /// stays open for the caller.
+    /// Locks `building`, writes the metadata into it (not yet durably: the caller syncs it
+    /// where it lands) and renames it to `dir`; the lock file stays open for the caller.
     fn fill_bottle_dir(building: &Path, dir: &Path, meta: &Metadata) -> Result<File, StateError> {
         let lock_path = building.join("lock");
         let file = OpenOptions::new()
@@ -295,7 +316,8 @@ impl Home {
             source: io::Error::other(e),
         })?;
         data.push(b'\n');
-        atomic_write(&meta_path, &data).map_err(io_err("cannot write", &meta_path))?;
+        crate::atomic_write_unsynced(&meta_path, &data, 0o600)
+            .map_err(io_err("cannot write", &meta_path))?;
         // Only `create_bottle` makes state directories, under the home-wide lock held by
         // its caller, so the name checked there is still free.
         fs::rename(building, dir).map_err(io_err("cannot create", dir))?;

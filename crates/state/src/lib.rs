@@ -27,8 +27,8 @@ pub mod read;
 pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
 
 pub use atomic::{
-    Staged, atomic_write, atomic_write_mode, atomic_write_new, atomic_write_unsynced, move_durably,
-    sync_dir,
+    PendingSync, Staged, SyncHandle, atomic_write, atomic_write_mode, atomic_write_new,
+    atomic_write_unsynced, move_durably, sync_dir,
 };
 pub use bottle::{BottlePaths, SocketPathTooLong};
 pub use identity::{Identity, IdentityError};

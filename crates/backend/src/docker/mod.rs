@@ -100,6 +100,11 @@ pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 /// ends while the agent runs; the backend then stops the agent itself.
 pub type SidecarDown = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Called once before the agent is released (its container runs, its init waits for the
+/// release): an error refuses the launch and the bottle is torn down. The launcher waits here
+/// until the bottle's state is durable, so that its fsyncs overlap the containers' start.
+pub type BeforeRelease = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Where the agent image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentImage {
@@ -150,6 +155,8 @@ pub struct DockerConfig {
     pub sidecar_down: Option<SidecarDown>,
     /// How long the agent gets after SIGTERM when its sidecar is gone.
     pub stop_grace: Duration,
+    /// Called right before the agent is released ([`BeforeRelease`]).
+    pub before_release: Option<BeforeRelease>,
 }
 
 impl DockerConfig {
@@ -171,6 +178,7 @@ impl DockerConfig {
             progress: None,
             sidecar_down: None,
             stop_grace: Duration::from_secs(10),
+            before_release: None,
         }
     }
 }
@@ -410,6 +418,13 @@ impl DockerBackend {
             stop_grace: self.config.stop_grace,
         };
         bottle.connect(attach, stdio, spec.interactive)?;
+        // Refused here, the bottle is torn down when dropped; its agent never ran.
+        if let Some(before_release) = &self.config.before_release {
+            before_release().map_err(|message| BackendError::Setup {
+                stage: "release the bottle".to_owned(),
+                message,
+            })?;
+        }
         // Released: the init checks the network itself and starts the agent.
         self.rt
             .block_on(Engine::kill_container(

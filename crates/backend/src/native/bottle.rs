@@ -112,13 +112,29 @@ impl RunningBottle for NativeBottle {
     }
 
     fn wait(&mut self) -> Result<BottleExit, BackendError> {
+        self.wait_then(&mut || {})
+    }
+
+    /// The helper's exit means every process of the bottle is gone (its PID namespace died
+    /// with the helper's child); what is left, the cgroups and the runtime directory, is
+    /// removed on another thread while `exited` runs.
+    fn wait_then(&mut self, exited: &mut dyn FnMut()) -> Result<BottleExit, BackendError> {
         let status = self.child.wait().map_err(|source| BackendError::Process {
             action: "wait for the bottle",
             source,
-        })?;
-        self.finish();
+        });
+        if status.is_err() {
+            // Not known to have ended: torn down by `finish` on drop after a kill.
+            exited();
+        } else {
+            std::thread::scope(|scope| {
+                let finishing = scope.spawn(|| self.finish());
+                exited();
+                let _ = finishing.join();
+            });
+        }
         Ok(BottleExit {
-            code: exit_code(status),
+            code: exit_code(status?),
         })
     }
 

@@ -455,7 +455,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// The native backend with the options' executable as its helper ([`crate::open`]).
 pub fn open(options: &crate::OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
     Ok(Box::new(NativeBackend::new(NativeConfig::new(
-        options.helper(HELPER_SUBCOMMAND),
+        options.native_helper(),
         &options.home,
     ))))
 }

@@ -1233,6 +1233,52 @@ fn docker_launch_fails_closed_and_leaves_nothing_when_the_firewall_cannot_run() 
     assert!(!marker.exists(), "the agent never ran");
 }
 
+/// The launcher waits for its state to be durable right before the release (`before_release`):
+/// called once, after everything else is up, and a refusal there leaves nothing and runs no
+/// agent.
+#[test]
+fn docker_before_release_runs_once_before_the_agent_and_a_refusal_leaves_nothing() {
+    let images = need_docker!();
+    let dirs = dirs();
+    let marker = dirs.workspace.join("agent-ran");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let with_gate = |answer: Result<(), String>| {
+        let mut config = backend(RuntimeChoice::Named("runc".into()), Some(images))
+            .config()
+            .clone();
+        let (calls, marker) = (calls.clone(), marker.clone());
+        config.before_release = Some(std::sync::Arc::new(move || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(!marker.exists(), "the agent ran before the release");
+            answer.clone()
+        }));
+        DockerBackend::new(config).unwrap()
+    };
+
+    let refused = with_gate(Err("the state is not durable".into()));
+    let spec = spec(&dirs, &["touch", "/workspace/agent-ran"]);
+    let err = match refused.launch(&spec, BottleStdio::piped()) {
+        Ok(_) => panic!("a refused release must not start the agent"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        err.contains("release the bottle") && err.contains("the state is not durable"),
+        "{err}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
+    assert!(!marker.exists(), "the agent never ran");
+
+    let allowed = with_gate(Ok(()));
+    let spec = self::spec(&dirs, &["touch", "/workspace/agent-ran"]);
+    let mut bottle = allowed.launch(&spec, BottleStdio::piped()).unwrap();
+    assert_eq!(bottle.wait().unwrap().code, 0);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(marker.exists(), "the agent ran once released");
+    drop(bottle);
+    assert_eq!(leftovers(&spec.identity), (vec![], vec![]));
+}
+
 #[test]
 fn docker_image_build_streams_progress_and_reports_the_full_log_on_failure() {
     let images = need_docker!();

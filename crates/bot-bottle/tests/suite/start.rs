@@ -798,6 +798,31 @@ async fn cleanup_removes_what_a_killed_start_left_and_keeps_preserved_state(on: 
     let mut sorted = states.clone();
     sorted.sort();
     assert_eq!(sorted, vec!["preserved", "stale"], "{states:?}");
+    // The killed bottle's state was written (and made durable) before its agent ran, the
+    // metadata `resume` reads and the live routes among it: whole, as for a clean start.
+    let bottles = listed(&world);
+    let killed = bottles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["state"] == "stale")
+        .expect("the killed bottle is listed as stale");
+    assert_eq!(killed["agent"], "demo", "its metadata: {killed}");
+    let state_dir = world
+        .home
+        .join("state")
+        .join(killed["identity"].as_str().unwrap());
+    for file in [
+        "metadata.json",
+        "live-config/routes.yaml",
+        "home/.gitconfig",
+    ] {
+        let text = std::fs::read_to_string(state_dir.join(file)).unwrap_or_default();
+        assert!(
+            !text.trim().is_empty(),
+            "{file} of the killed bottle: {text:?}"
+        );
+    }
 
     let out = bot_bottle(&world).arg("cleanup").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

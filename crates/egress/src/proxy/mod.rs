@@ -83,13 +83,10 @@ impl Proxy {
     /// Loads (or creates) the CA, reads the extra upstream roots and the routes' tokens.
     pub fn new(config: ProxyConfig, routes: EgressConfig) -> Result<Proxy, ProxyError> {
         let ca = CertificateAuthority::load_or_create(&config.ca_dir)?;
-        // The system's roots (when it has any) join the built-in webpki roots; a system
-        // store that cannot be read is not fatal, the webpki roots remain.
-        let mut extra_roots = if config.system_roots {
-            rustls_native_certs::load_native_certs().certs
-        } else {
-            Vec::new()
-        };
+        // The system's roots (when it has any) join the built-in webpki roots on the first
+        // upstream handshake (`routes::UpstreamVerifier`); a system store that cannot be read
+        // is not fatal, the webpki roots remain.
+        let mut extra_roots = Vec::new();
         for path in &config.upstream_ca {
             extra_roots.extend(read_pem_certs(path)?);
         }
@@ -104,6 +101,7 @@ impl Proxy {
         let base = Base {
             env: config.env.clone(),
             extra_roots,
+            system_roots: config.system_roots,
             pins: config.connect_to.clone(),
             resolver: config.resolver.clone(),
             listen: listen.clone(),
