@@ -763,6 +763,100 @@ mod tests {
         proposals::audit::append(pod, hit.audit_entry(ID)).unwrap();
     }
 
+    /// A cluster bottle whose `start` is gone, as the laptop sees it: its pod record, the pod
+    /// (whose operator port is the bundle's real one over the pod's home, reached through the
+    /// fake API server's port-forward) and the Secret holding its operator token.
+    struct ClusterBottle {
+        _dir: tempfile::TempDir,
+        laptop: Home,
+        pod: Home,
+        name: String,
+        token: String,
+        rt: tokio::runtime::Runtime,
+        /// Cancelled when the pod goes: the operator port stops.
+        pod_ends: tokio_util::sync::CancellationToken,
+        cluster: Arc<backend::kubernetes::fake::FakeCluster>,
+        backend: Arc<KubernetesBackend>,
+        _api: test_support::kube_api::FakeApiServer,
+    }
+
+    impl ClusterBottle {
+        fn new() -> ClusterBottle {
+            use backend::kubernetes::fake::{self, FakeCluster};
+            use backend::kubernetes::{ClusterSettings, KubernetesConfig, objects};
+            let dir = tempfile::tempdir().unwrap();
+            let (laptop, pod) = (
+                Home::new(dir.path().join("l")),
+                Home::new(dir.path().join("p")),
+            );
+            let state_dir = laptop.state_dir(ID);
+            std::fs::create_dir_all(&state_dir).unwrap();
+            backend::kubernetes::PodRecord::default()
+                .write(&state_dir)
+                .unwrap();
+            let name = objects::object_name(ID);
+            let token = new_token();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            // The pod's operator port: the bundle's, over the pod's home.
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let operator_addr = listener.local_addr().unwrap();
+            let port =
+                bundle::operator::OperatorPort::new(pod.clone(), ID.into(), token.clone()).unwrap();
+            let pod_ends = tokio_util::sync::CancellationToken::new();
+            rt.spawn(bundle::operator::serve_tcp(
+                listener,
+                port,
+                pod_ends.clone(),
+            ));
+            let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
+            api.serve_port(fake::NAMESPACE, &name, OPERATOR_PORT, operator_addr);
+            let cluster = Arc::new(FakeCluster::new());
+            {
+                let _in = rt.enter();
+                cluster.forward_through(Arc::new(
+                    backend::kubernetes::client::KubeCluster::at_url(&api.url(), fake::NAMESPACE)
+                        .unwrap(),
+                ));
+            }
+            cluster.insert_pod(
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
+            );
+            cluster.insert_secret(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "data": {TOKEN_KEY: base64(token.as_bytes())},
+                }))
+                .unwrap(),
+            );
+            let backend = Arc::new(
+                KubernetesBackend::with_cluster(
+                    KubernetesConfig::new(ClusterSettings::default(), String::new()),
+                    cluster.clone(),
+                )
+                .unwrap()
+                .with_home(laptop.root().to_path_buf()),
+            );
+            ClusterBottle {
+                _dir: dir,
+                laptop,
+                pod,
+                name,
+                token,
+                rt,
+                pod_ends,
+                cluster,
+                backend,
+                _api: api,
+            }
+        }
+    }
+
     /// A cluster bottle whose `start` is gone: the dashboard's relays take it over (the
     /// token read from the bottle's Secret, through the real kube-rs port-forward over the
     /// fake API server, to the real operator port), go on from the lines `start`'s relay
@@ -770,67 +864,19 @@ mod tests {
     /// and end when its pod goes.
     #[test]
     fn a_bottle_whose_start_is_gone_is_relayed_by_the_dashboard_once() {
-        use backend::kubernetes::fake::{self, FakeCluster};
-        use backend::kubernetes::{Cluster, ClusterSettings, KubernetesConfig, objects};
-        let dir = tempfile::tempdir().unwrap();
-        let (laptop, pod) = (
-            Home::new(dir.path().join("l")),
-            Home::new(dir.path().join("p")),
-        );
-        let state_dir = laptop.state_dir(ID);
-        std::fs::create_dir_all(&state_dir).unwrap();
-        backend::kubernetes::PodRecord::default()
-            .write(&state_dir)
-            .unwrap();
-        let name = objects::object_name(ID);
-        let token = new_token();
-
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        // The pod's operator port: the bundle's, over the pod's home.
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let operator_addr = listener.local_addr().unwrap();
-        let port =
-            bundle::operator::OperatorPort::new(pod.clone(), ID.into(), token.clone()).unwrap();
-        let pod_ends = tokio_util::sync::CancellationToken::new();
-        rt.spawn(bundle::operator::serve_tcp(
-            listener,
-            port,
-            pod_ends.clone(),
-        ));
-        let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
-        api.serve_port(fake::NAMESPACE, &name, OPERATOR_PORT, operator_addr);
-        let cluster = Arc::new(FakeCluster::new());
-        {
-            let _in = rt.enter();
-            cluster.forward_through(Arc::new(
-                backend::kubernetes::client::KubeCluster::at_url(&api.url(), fake::NAMESPACE)
-                    .unwrap(),
-            ));
-        }
-        cluster.insert_pod(
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
-        );
-        cluster.insert_secret(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name},
-                "data": {TOKEN_KEY: base64(token.as_bytes())},
-            }))
-            .unwrap(),
-        );
-        let backend = Arc::new(
-            KubernetesBackend::with_cluster(
-                KubernetesConfig::new(ClusterSettings::default(), String::new()),
-                cluster.clone(),
-            )
-            .unwrap()
-            .with_home(laptop.root().to_path_buf()),
-        );
+        use backend::kubernetes::Cluster;
+        let ClusterBottle {
+            _dir,
+            laptop,
+            pod,
+            name,
+            token,
+            rt,
+            pod_ends,
+            cluster,
+            backend,
+            _api,
+        } = ClusterBottle::new();
         let log = laptop.audit_file("egress", ID);
         let copied = || proposals::audit::read_file(&log).unwrap_or_default();
 
@@ -904,64 +950,16 @@ mod tests {
     /// the operator answered, [`Relays::settle`] returns with the answer in the pod's queue.
     #[test]
     fn a_command_relays_a_cluster_bottle_whose_start_is_gone_for_its_own_time() {
-        use backend::kubernetes::fake::{self, FakeCluster};
-        use backend::kubernetes::{ClusterSettings, KubernetesConfig, objects};
-        let dir = tempfile::tempdir().unwrap();
-        let (laptop, pod) = (
-            Home::new(dir.path().join("l")),
-            Home::new(dir.path().join("p")),
-        );
-        std::fs::create_dir_all(laptop.state_dir(ID)).unwrap();
-        backend::kubernetes::PodRecord::default()
-            .write(&laptop.state_dir(ID))
-            .unwrap();
-        let name = objects::object_name(ID);
-        let token = new_token();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let operator_addr = listener.local_addr().unwrap();
-        let port =
-            bundle::operator::OperatorPort::new(pod.clone(), ID.into(), token.clone()).unwrap();
-        let pod_ends = tokio_util::sync::CancellationToken::new();
-        rt.spawn(bundle::operator::serve_tcp(
-            listener,
-            port,
-            pod_ends.clone(),
-        ));
-        let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
-        api.serve_port(fake::NAMESPACE, &name, OPERATOR_PORT, operator_addr);
-        let cluster = Arc::new(FakeCluster::new());
-        {
-            let _in = rt.enter();
-            cluster.forward_through(Arc::new(
-                backend::kubernetes::client::KubeCluster::at_url(&api.url(), fake::NAMESPACE)
-                    .unwrap(),
-            ));
-        }
-        cluster.insert_pod(
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
-        );
-        cluster.insert_secret(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name},
-                "data": {TOKEN_KEY: base64(token.as_bytes())},
-            }))
-            .unwrap(),
-        );
-        let backend = Arc::new(
-            KubernetesBackend::with_cluster(
-                KubernetesConfig::new(ClusterSettings::default(), String::new()),
-                cluster.clone(),
-            )
-            .unwrap()
-            .with_home(laptop.root().to_path_buf()),
-        );
+        let ClusterBottle {
+            _dir,
+            laptop,
+            pod,
+            rt,
+            pod_ends,
+            backend,
+            _api,
+            ..
+        } = ClusterBottle::new();
         let p = pod_proposal(&pod, "routes:\n- host: a.example\n");
 
         // `proposals list`: the pod's proposal is on the laptop when `relay_now` returns.
