@@ -299,14 +299,19 @@ pub(crate) fn check_namespace(s: &str) -> Result<(), String> {
     dns_label(s).map_err(|why| format!("{why}; use a namespace name like `agents`"))
 }
 
-/// `kubernetes.runtime_class`: an RFC 1123 subdomain (a RuntimeClass name).
-pub(crate) fn check_runtime_class(s: &str) -> Result<(), String> {
-    let checked = if s.len() > 253 {
+/// An RFC 1123 subdomain (dot-separated labels, at most 253 characters): the names of
+/// cluster-wide objects such as RuntimeClasses and StorageClasses.
+fn dns_subdomain(s: &str) -> Result<(), &'static str> {
+    if s.len() > 253 {
         Err("is longer than 253 characters")
     } else {
         s.split('.').try_for_each(dns_label)
-    };
-    checked.map_err(|why| {
+    }
+}
+
+/// `kubernetes.runtime_class`: an RFC 1123 subdomain (a RuntimeClass name).
+pub(crate) fn check_runtime_class(s: &str) -> Result<(), String> {
+    dns_subdomain(s).map_err(|why| {
         format!(
             "{why}; use a RuntimeClass name like `gvisor` (`kubectl get runtimeclass` lists them)"
         )
@@ -315,12 +320,7 @@ pub(crate) fn check_runtime_class(s: &str) -> Result<(), String> {
 
 /// `kubernetes.storage_class`: an RFC 1123 subdomain (a StorageClass name).
 pub(crate) fn check_storage_class(s: &str) -> Result<(), String> {
-    let checked = if s.len() > 253 {
-        Err("is longer than 253 characters")
-    } else {
-        s.split('.').try_for_each(dns_label)
-    };
-    checked.map_err(|why| {
+    dns_subdomain(s).map_err(|why| {
         format!(
             "{why}; use a StorageClass name like `standard` (`kubectl get storageclass` lists them)"
         )

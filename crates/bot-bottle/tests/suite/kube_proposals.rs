@@ -30,23 +30,26 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The metadata of a cluster bottle started from `cwd`.
+fn cluster_bottle(cwd: &std::path::Path) -> state::Metadata {
+    state::Metadata {
+        agent: "coder".into(),
+        cwd: cwd.to_path_buf(),
+        copy_cwd: false,
+        backend: "kubernetes".into(),
+        created: "2026-12-06T12:00:00Z".into(),
+        manifest: None,
+        command: vec![],
+        forward_codex_auth: false,
+    }
+}
+
 #[test]
 fn proposals_relays_a_cluster_bottle_whose_start_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
     let laptop = state::Home::new(tmp.path().join("bbhome"));
     let pod = state::Home::new(tmp.path().join("pod"));
-    let (identity, lock) = laptop
-        .create_bottle(&state::Metadata {
-            agent: "coder".into(),
-            cwd: tmp.path().to_path_buf(),
-            copy_cwd: false,
-            backend: "kubernetes".into(),
-            created: "2026-12-06T12:00:00Z".into(),
-            manifest: None,
-            command: vec![],
-            forward_codex_auth: false,
-        })
-        .unwrap();
+    let (identity, lock) = laptop.create_bottle(&cluster_bottle(tmp.path())).unwrap();
     // Its `start` is gone.
     drop(lock);
     let id = identity.to_string();
@@ -159,18 +162,7 @@ fn discard_keeps_a_cluster_bottle_whose_home_claim_cannot_be_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let laptop = state::Home::new(tmp.path().join("bbhome"));
     let bottle = |claim: bool| {
-        let (identity, lock) = laptop
-            .create_bottle(&state::Metadata {
-                agent: "coder".into(),
-                cwd: tmp.path().to_path_buf(),
-                copy_cwd: false,
-                backend: "kubernetes".into(),
-                created: "2026-12-06T12:00:00Z".into(),
-                manifest: None,
-                command: vec![],
-                forward_codex_auth: false,
-            })
-            .unwrap();
+        let (identity, lock) = laptop.create_bottle(&cluster_bottle(tmp.path())).unwrap();
         drop(lock);
         laptop.mark_preserved(&identity).unwrap();
         backend::kubernetes::PodRecord {
