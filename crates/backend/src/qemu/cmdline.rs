@@ -87,8 +87,16 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
     // 1 GiB there) reserves and zeroes a 64 MiB bounce buffer that nothing here uses (the
     // virtio devices address guest memory directly, and there is no other DMA device): 64 MiB
     // of host memory per bottle, and their zeroing under TCG.
+    // `softlockup_panic=1`: a guest kernel whose CPU stops scheduling (a soft lockup) panics,
+    // and `panic=-1` with `-no-reboot` ends QEMU, so the bottle ends and `wait` reports it with
+    // the console's last lines. Without it such a guest ran on forever after `ready` with the
+    // host none the wiser: seen once in ~60 TCG starts at load 12-16 (bench/README.md, "qemu:
+    // ... session qemu5": CPU0 stuck in a kworker from the agent's start, soft lockups logged
+    // for 425 s until the start was killed by hand; the agent had exited and its exit was never
+    // reported).
     let mut cmdline =
-        "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests swiotlb=noforce".to_owned();
+        "console=ttyS0 quiet panic=-1 softlockup_panic=1 rdinit=/init cryptomgr.notests swiotlb=noforce"
+            .to_owned();
     if let Some(khz) = plan.tsc_khz {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
@@ -270,6 +278,35 @@ mod tests {
             relay: "/r".into(),
         };
         insta::assert_yaml_snapshot!(qemu_args(&plan));
+    }
+
+    #[test]
+    fn a_guest_kernel_that_locks_up_panics_and_a_panic_ends_qemu() {
+        for accel in [Accel::Tcg, Accel::Kvm] {
+            let plan = VmPlan {
+                qemu: "/q".into(),
+                accel,
+                cpus: 2,
+                memory_mib: 512,
+                tsc_khz: None,
+                hz: None,
+                interactive: false,
+                ports: vec![],
+                workspace: "/w".into(),
+                home: "/h".into(),
+                control_port: 1,
+                console_port: 2,
+                relay: "/r".into(),
+            };
+            let options: Vec<String> = append(&plan).split(' ').map(str::to_owned).collect();
+            assert!(
+                options.contains(&"softlockup_panic=1".to_owned()),
+                "{options:?}"
+            );
+            // A panic reboots at once, and QEMU exits instead of rebooting.
+            assert!(options.contains(&"panic=-1".to_owned()), "{options:?}");
+            assert!(qemu_args(&plan).contains(&"-no-reboot".to_owned()));
+        }
     }
 
     fn append(plan: &VmPlan) -> String {

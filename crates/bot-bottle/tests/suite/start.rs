@@ -82,6 +82,19 @@ mod qemu {
     }
 }
 
+/// The processes that hold a running native or qemu bottle are the small `bot-bottle-helper`
+/// (built beside `bot-bottle`), not copies of all of `bot-bottle`.
+mod small_helper {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn native() {
+        super::the_bottle_is_held_by_the_small_helper(super::On::Native).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu() {
+        super::the_bottle_is_held_by_the_small_helper(super::On::Qemu).await
+    }
+}
+
 use test_support::docker::{TestNetwork, base_image as docker_base};
 use test_support::git::seeded_upstream;
 
@@ -412,6 +425,78 @@ async fn a_probe_inside_a_bottle_sees_the_whole_contract(on: On) {
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["state"], "preserved");
     assert_eq!(listed[0]["agent"], "demo");
+}
+
+/// `(argv[0]'s file name, argv[1])` of every process under `pid` (not `pid` itself).
+fn descendants(pid: u32) -> Vec<(String, String)> {
+    let mut parent = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.push((p, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for (child, _) in parent.iter().filter(|(_, pp)| *pp == p) {
+            todo.push(*child);
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let mut args = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned());
+            let exe = args.next().unwrap_or_default();
+            let name = exe.rsplit('/').next().unwrap_or_default().to_owned();
+            found.push((name, args.next().unwrap_or_default()));
+        }
+    }
+    found
+}
+
+async fn the_bottle_is_held_by_the_small_helper(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let mut running = start_sleeping(&world).await;
+    let processes = descendants(running.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || running.wait())
+        .await
+        .unwrap();
+    assert!(
+        processes
+            .iter()
+            .any(|(exe, arg)| exe == "bot-bottle-helper" && arg == "__bottle-init"),
+        "no bot-bottle-helper under start: {processes:?}"
+    );
+    // All of `bot-bottle` runs only as the sidecar bundle.
+    let big: Vec<_> = processes
+        .iter()
+        .filter(|(exe, arg)| exe == "bot-bottle" && arg != "sidecar")
+        .collect();
+    assert!(
+        big.is_empty(),
+        "copies of bot-bottle: {big:?} in {processes:?}"
+    );
+    if on == On::Qemu {
+        assert!(
+            processes
+                .iter()
+                .any(|(exe, _)| exe.starts_with("qemu-system")),
+            "QEMU runs under the helper: {processes:?}"
+        );
+    }
 }
 
 async fn a_clean_exit_removes_the_state(on: On) {
