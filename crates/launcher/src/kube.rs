@@ -66,6 +66,7 @@ pub fn settings(launch: &Launch) -> ClusterSettings {
         registry: k.registry.clone(),
         home_size: k.home_size.clone(),
         storage_class: k.storage_class.clone(),
+        sandbox: k.sandbox,
     }
 }
 
@@ -449,17 +450,23 @@ pub(super) fn launch(
             env.insert(name.to_owned(), value);
         }
     }
-    // Where the pod is, for a `bot-bottle stop` from another terminal.
-    backend::kubernetes::PodRecord {
+    // Where the pod is, for a `bot-bottle stop` from another terminal. A home claim an
+    // earlier run made must still be there (`resume`): the record says so.
+    let state_dir = home.state_dir(&spec.identity);
+    let home_made = settings.home_size.is_some()
+        && backend::kubernetes::PodRecord::read(&state_dir).is_some_and(|r| r.home_made);
+    let mut record = backend::kubernetes::PodRecord {
         context: settings.context.clone(),
         namespace: settings.namespace.clone(),
         home_claim: settings
             .home_size
             .is_some()
             .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
-    }
-    .write(&home.state_dir(&spec.identity))?;
+        home_made,
+    };
+    record.write(&state_dir)?;
     let mut kube = KubernetesConfig::new(settings, agent_image);
+    kube.home_expected = home_made;
     kube.sidecar = Some(KubeSidecar {
         image: sidecar_image,
         argv: vec!["/bin/sh".into(), "-c".into(), files.script(&config_inside)],
@@ -486,6 +493,11 @@ pub(super) fn launch(
     );
     backend.prepare(spec)?;
     let running = backend.launch_pod(spec, BottleStdio::inherit())?;
+    if record.home_claim.is_some() && !record.home_made {
+        // The claim exists now: a `resume` that does not find it says so.
+        record.home_made = true;
+        record.write(&state_dir)?;
+    }
     super::agent_started(paths, options.report.as_ref());
     Ok(match operator_token {
         Some(token) => Box::new(Relayed {

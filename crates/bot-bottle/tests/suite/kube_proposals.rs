@@ -170,6 +170,7 @@ fn discard_keeps_a_cluster_bottle_whose_home_claim_cannot_be_removed() {
             namespace: Some("agents".into()),
             home_claim: claim
                 .then(|| backend::kubernetes::objects::home_claim_name(identity.as_str())),
+            ..Default::default()
         }
         .write(&laptop.state_dir(&identity))
         .unwrap();
