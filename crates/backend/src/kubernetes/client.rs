@@ -681,6 +681,96 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
+    /// kept for the run); the Sandbox is posted to the served version's path and read back
+    /// with its uid and the controller's status; a cluster without the API says so.
+    #[tokio::test]
+    async fn the_sandbox_api_is_discovered_once_and_a_sandbox_is_posted_to_its_version() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+            send.send_response(status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1alpha1");
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1alpha1",
+                "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                    "kind": "Sandbox", "verbs": ["create", "delete", "get", "list", "watch"]}],
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(
+                request.uri().path(),
+                "/apis/agents.x-k8s.io/v1alpha1/namespaces/agents/sandboxes"
+            );
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["kind"], "Sandbox");
+            assert_eq!(
+                sent["spec"]["podTemplate"]["spec"]["automountServiceAccountToken"],
+                false
+            );
+            sent["metadata"]["uid"] = "u-7".into();
+            sent["status"] = serde_json::json!({"conditions": [{
+                "type": "Ready", "status": "False", "reason": "DependenciesNotReady",
+                "message": "", "lastTransitionTime": "2026-12-06T15:00:00Z", "observedGeneration": 1}]});
+            send.send_response(json(sent));
+        });
+        assert_eq!(
+            cluster.sandbox_version().await.unwrap().as_deref(),
+            Some("v1alpha1")
+        );
+        // Kept: no second discovery (the mock would see a request it does not answer).
+        assert_eq!(
+            cluster.sandbox_version().await.unwrap().as_deref(),
+            Some("v1alpha1")
+        );
+        let mut objects =
+            super::super::objects::bottle_objects(&super::super::objects::tests::plan()).unwrap();
+        objects.as_sandbox("v1alpha1");
+        let stored = cluster
+            .create_sandbox(objects.sandbox.as_ref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored.metadata.uid.as_deref(), Some("u-7"));
+        assert_eq!(
+            stored.condition("Ready").and_then(|c| c.reason.as_deref()),
+            Some("DependenciesNotReady")
+        );
+        server.await.unwrap();
+
+        let (cluster, mut handle) = self::cluster();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (_, send) = handle.next_request().await.unwrap();
+                send.send_response(status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ));
+            }
+        });
+        assert_eq!(cluster.sandbox_version().await.unwrap(), None);
+        assert_eq!(cluster.list_sandboxes("a=b").await.unwrap(), Vec::new());
+        let e = cluster
+            .create_sandbox(objects.sandbox.as_ref().unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("agent-sandbox is not installed"),
+            "{e}"
+        );
+        server.await.unwrap();
+    }
+
     #[tokio::test]
     async fn forbidden_and_quota_answers_become_errors_that_say_what_to_do() {
         let (cluster, mut handle) = cluster();

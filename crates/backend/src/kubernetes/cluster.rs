@@ -121,7 +121,7 @@ pub enum ClusterError {
     Connect(String),
     /// RBAC refused the call.
     #[error(
-        "the cluster refused to {action} in namespace `{namespace}`: {message}; ask the cluster's admin for a Role allowing pods, pods/portforward, secrets and configmaps there (README: running on a cluster)"
+        "the cluster refused to {action} in namespace `{namespace}`: {message}; ask the cluster's admin for a Role allowing pods, pods/attach, pods/portforward, secrets, configmaps and persistentvolumeclaims there (and sandboxes of agents.x-k8s.io where agent-sandbox is installed) (README: running on a cluster)"
     )]
     Forbidden {
         action: String,

@@ -39,6 +39,24 @@
 //! port through the API server: the launcher's relay reaches the bundle's [`OPERATOR_PORT`]
 //! so, and the laptop's dashboard shows the pod's proposals.
 //!
+//! # agent-sandbox
+//!
+//! Where the cluster serves agent-sandbox's `Sandbox` (`agents.x-k8s.io`, found by API
+//! discovery: [`Cluster::sandbox_version`]) and the manifest does not say
+//! `kubernetes.sandbox: false`, `launch` creates a `Sandbox` instead of the pod
+//! ([`BottleObjects::as_sandbox`]: its pod template is the pod above, unchanged), owns the
+//! Secret and ConfigMap by it, waits until its controller names the pod it made (the
+//! Sandbox's own name; its `Ready` condition's message when it cannot) and goes on with the
+//! pod as before. A Sandbox's pod is never deleted alone (the controller would make it
+//! again): every deletion goes through [`delete_bottle`], which deletes the Sandbox first;
+//! `cleanup` also removes pod-less Sandboxes whose launcher here is gone.
+//!
+//! Warm pools (`SandboxWarmPool`, adopted through a `SandboxClaim`) are not used: the
+//! adopted pod keeps the spec it was made with, and a bottle's pod cannot exist before the
+//! bottle — it mounts the bottle's Secret and ConfigMap, runs its command, clones its
+//! repositories and carries its identity. A Sandbox whose controller names another pod than
+//! the one built for it fails the launch.
+//!
 //! # What is not here yet
 //!
 //! `bot-bottle attach` to a cluster bottle from a second terminal. Nothing of this module has been
@@ -713,7 +731,7 @@ pub fn launcher_annotation() -> String {
 
 /// `<machine id>/<16 hex of sha256 of $BOT_BOTTLE_HOME>` (the path itself stays on the
 /// laptop); empty without a home, which `cleanup` never judges.
-fn home_annotation(home: Option<&Path>) -> String {
+pub fn home_annotation(home: Option<&Path>) -> String {
     use sha2::Digest;
     let Some(home) = home else {
         return String::new();
