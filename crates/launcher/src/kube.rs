@@ -1001,6 +1001,92 @@ mod tests {
             assert_eq!(creates, 1);
         }
 
+        /// With `kubernetes.home_size`: a `resume` whose claim (made by the failed run) is
+        /// gone refuses to start on an empty home, naming the bottle, namespace, claim and
+        /// what to do, and creates nothing; a clean end whose claim cannot be removed keeps
+        /// the bottle's state (what tells `cleanup` where the claim is).
+        #[test]
+        fn a_resume_without_its_claim_refuses_and_a_clean_end_that_cannot_remove_it_keeps_the_state()
+         {
+            let kept_home = |w: &World| {
+                let manifest = w.tmp.path().join("bot-bottle.yaml");
+                let text = std::fs::read_to_string(&manifest).unwrap();
+                std::fs::write(
+                    &manifest,
+                    text.replace(
+                        "      registry: registry.example/team\n",
+                        "      registry: registry.example/team\n      home_size: 1Gi\n",
+                    ),
+                )
+                .unwrap();
+                w.cluster.on_create(fake::agent_running());
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+
+            let w = world();
+            kept_home(&w);
+            let player = agent(w.cluster.clone(), 3);
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let claim = objects::home_claim_name(&identity);
+            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            let before = w.cluster.calls().len();
+            let id = state::Identity::parse(&identity).unwrap();
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let err = crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options())
+                .err()
+                .expect("resumed on an empty home")
+                .to_string();
+            for part in [
+                format!("bottle {identity}'s home claim `{claim}`"),
+                format!("namespace `{}`", fake::NAMESPACE),
+                "empty home".to_owned(),
+                format!("`bot-bottle discard {identity}`"),
+            ] {
+                assert!(err.contains(&part), "no `{part}` in: {err}");
+            }
+            let created: Vec<String> = w.cluster.calls()[before..]
+                .iter()
+                .filter(|c| c.starts_with("create"))
+                .cloned()
+                .collect();
+            assert_eq!(created, Vec::<String>::new());
+            assert!(
+                w.home.state_dir(&id).exists(),
+                "the refused resume lost the state"
+            );
+
+            let w = world();
+            kept_home(&w);
+            w.cluster.refuse(
+                "delete claim",
+                "delete persistentvolumeclaims",
+                503,
+                "ServiceUnavailable",
+                "etcdserver: request timed out",
+            );
+            let player = agent(w.cluster.clone(), 0);
+            let running = crate::launch(&w.home, w.launch(&["true"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            let id = state::Identity::parse(&identity).unwrap();
+            assert!(
+                w.home.state_dir(&id).exists(),
+                "the state went while the claim stays on the cluster"
+            );
+            assert!(
+                w.cluster
+                    .claim(&objects::home_claim_name(&identity))
+                    .is_some()
+            );
+        }
+
         #[test]
         fn a_forwarded_codex_login_or_a_local_upstream_is_refused_before_anything_exists() {
             let w = world();
