@@ -1038,10 +1038,10 @@ mod tests {
             let before = w.cluster.calls().len();
             let id = state::Identity::parse(&identity).unwrap();
             let lock = w.home.lock_bottle(&id).unwrap();
-            let err = crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options())
-                .err()
-                .expect("resumed on an empty home")
-                .to_string();
+            let err = match crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()) {
+                Ok(_) => panic!("resumed on an empty home"),
+                Err(e) => e.to_string(),
+            };
             for part in [
                 format!("bottle {identity}'s home claim `{claim}`"),
                 format!("namespace `{}`", fake::NAMESPACE),
