@@ -1087,6 +1087,34 @@ mod tests {
             );
         }
 
+        /// On a cluster serving agent-sandbox, `start` runs the bottle as a `Sandbox` (the
+        /// same pod as its template, the bundle's Secret owned by the Sandbox) and its end
+        /// deletes the Sandbox: nothing of the bottle is left, its state goes.
+        #[test]
+        fn start_on_a_cluster_with_agent_sandbox_runs_a_sandbox_and_deletes_it_at_the_end() {
+            let w = world();
+            w.cluster.serve_sandboxes("v1beta1");
+            w.cluster.on_create(fake::agent_running());
+            let player = agent(w.cluster.clone(), 0);
+            let running =
+                crate::launch(&w.home, w.launch(&["sh", "-c", "echo hi"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            let name = objects::object_name(&identity);
+            let sandbox = w.cluster.sandbox(&name).expect("no Sandbox");
+            let pod = w.cluster.pod(&name).unwrap();
+            assert_eq!(Some(sandbox.spec.pod_template.spec), pod.spec);
+            let secret = w.cluster.secret(&name).unwrap();
+            assert_eq!(secret.metadata.owner_references.unwrap()[0].kind, "Sandbox");
+            assert!(secret.data.unwrap().contains_key("sidecar.json"));
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            assert_eq!(w.cluster.sandbox(&name), None);
+            assert_eq!(w.cluster.pod(&name), None);
+            assert_eq!(w.cluster.secret(&name), None);
+            let id = state::Identity::parse(&identity).unwrap();
+            assert!(!w.home.state_dir(&id).exists());
+        }
+
         #[test]
         fn a_forwarded_codex_login_or_a_local_upstream_is_refused_before_anything_exists() {
             let w = world();

@@ -1413,3 +1413,30 @@ fn resume_without_the_home_claim_it_made_refuses_instead_of_a_fresh_home() {
         "something was created"
     );
 }
+
+/// A pod template the controller cannot turn into a pod (here: a sidecar image that is
+/// empty, which the API server refuses) leaves the Sandbox `Ready=False` with the
+/// controller's reason: the launch fails with that word instead of waiting out its timeout,
+/// and deletes the Sandbox, Secret and ConfigMap.
+#[test]
+fn a_pod_the_sandbox_controller_cannot_make_fails_the_launch_with_its_word() {
+    let mut f = fixture();
+    f.config.sidecar.as_mut().unwrap().image = String::new();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let err = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("the agent-sandbox controller could not make the bottle's pod")
+            && err.contains("image: Required value"),
+        "{err}"
+    );
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+    assert_eq!(cluster.config_map(NAME), None);
+}
