@@ -771,6 +771,86 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// Deleting a Sandbox sends its grace to the served version's path (a missing one is
+    /// `false`); a list by label selector reads each Sandbox's pod-name annotation.
+    #[tokio::test]
+    async fn sandboxes_are_deleted_with_their_grace_and_listed_by_selector() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1beta1",
+                "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                    "kind": "Sandbox", "verbs": ["delete", "list"]}],
+            })));
+            let path = "/apis/agents.x-k8s.io/v1beta1/namespaces/agents/sandboxes";
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::DELETE);
+            assert_eq!(
+                request.uri().path(),
+                format!("{path}/bot-bottle-claude-1a2b3")
+            );
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["gracePeriodSeconds"], 7, "{sent}");
+            send.send_response(json(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            })));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                404,
+                "NotFound",
+                "sandboxes.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
+            ));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(request.uri().path(), path);
+            assert!(
+                request
+                    .uri()
+                    .query()
+                    .unwrap()
+                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
+                "{:?}",
+                request.uri()
+            );
+            send.send_response(json(serde_json::json!({
+                "kind": "SandboxList", "apiVersion": "agents.x-k8s.io/v1beta1", "metadata": {},
+                "items": [{"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                    "metadata": {"name": "bot-bottle-claude-1a2b3",
+                        "annotations": {"agents.x-k8s.io/pod-name": "bot-bottle-claude-1a2b3"}},
+                    "spec": {"podTemplate": {"spec": {"containers": []}}}}],
+            })));
+        });
+        let grace = Duration::from_secs(7);
+        assert!(
+            cluster
+                .delete_sandbox("bot-bottle-claude-1a2b3", grace)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cluster
+                .delete_sandbox("bot-bottle-claude-1a2b3", grace)
+                .await
+                .unwrap()
+        );
+        let listed = cluster
+            .list_sandboxes("app.kubernetes.io/managed-by=bot-bottle")
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            listed[0].pod_name().as_deref(),
+            Some("bot-bottle-claude-1a2b3")
+        );
+        server.await.unwrap();
+    }
+
     #[tokio::test]
     async fn forbidden_and_quota_answers_become_errors_that_say_what_to_do() {
         let (cluster, mut handle) = cluster();
