@@ -298,6 +298,8 @@ pub enum CleanupAction {
     RemovedVolume { name: String },
     /// A dangling image built by bot-bottle (docker) was removed.
     RemovedImage { id: String },
+    /// A leftover agent-sandbox `Sandbox` (kubernetes) was removed, its pod with it.
+    RemovedSandbox { name: String },
 }
 
 /// A started bottle. Dropping it without [`RunningBottle::wait`] kills the bottle: a bottle never

@@ -66,6 +66,7 @@ pub fn settings(launch: &Launch) -> ClusterSettings {
         registry: k.registry.clone(),
         home_size: k.home_size.clone(),
         storage_class: k.storage_class.clone(),
+        sandbox: k.sandbox,
     }
 }
 
@@ -449,17 +450,23 @@ pub(super) fn launch(
             env.insert(name.to_owned(), value);
         }
     }
-    // Where the pod is, for a `bot-bottle stop` from another terminal.
-    backend::kubernetes::PodRecord {
+    // Where the pod is, for a `bot-bottle stop` from another terminal. A home claim an
+    // earlier run made must still be there (`resume`): the record says so.
+    let state_dir = home.state_dir(&spec.identity);
+    let home_made = settings.home_size.is_some()
+        && backend::kubernetes::PodRecord::read(&state_dir).is_some_and(|r| r.home_made);
+    let mut record = backend::kubernetes::PodRecord {
         context: settings.context.clone(),
         namespace: settings.namespace.clone(),
         home_claim: settings
             .home_size
             .is_some()
             .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
-    }
-    .write(&home.state_dir(&spec.identity))?;
+        home_made,
+    };
+    record.write(&state_dir)?;
     let mut kube = KubernetesConfig::new(settings, agent_image);
+    kube.home_expected = home_made;
     kube.sidecar = Some(KubeSidecar {
         image: sidecar_image,
         argv: vec!["/bin/sh".into(), "-c".into(), files.script(&config_inside)],
@@ -486,6 +493,11 @@ pub(super) fn launch(
     );
     backend.prepare(spec)?;
     let running = backend.launch_pod(spec, BottleStdio::inherit())?;
+    if record.home_claim.is_some() && !record.home_made {
+        // The claim exists now: a `resume` that does not find it says so.
+        record.home_made = true;
+        record.write(&state_dir)?;
+    }
     super::agent_started(paths, options.report.as_ref());
     Ok(match operator_token {
         Some(token) => Box::new(Relayed {
@@ -987,6 +999,120 @@ mod tests {
                 .filter(|c| c.starts_with("create claim"))
                 .count();
             assert_eq!(creates, 1);
+        }
+
+        /// With `kubernetes.home_size`: a `resume` whose claim (made by the failed run) is
+        /// gone refuses to start on an empty home, naming the bottle, namespace, claim and
+        /// what to do, and creates nothing; a clean end whose claim cannot be removed keeps
+        /// the bottle's state (what tells `cleanup` where the claim is).
+        #[test]
+        fn a_resume_without_its_claim_refuses_and_a_clean_end_that_cannot_remove_it_keeps_the_state()
+         {
+            let kept_home = |w: &World| {
+                let manifest = w.tmp.path().join("bot-bottle.yaml");
+                let text = std::fs::read_to_string(&manifest).unwrap();
+                std::fs::write(
+                    &manifest,
+                    text.replace(
+                        "      registry: registry.example/team\n",
+                        "      registry: registry.example/team\n      home_size: 1Gi\n",
+                    ),
+                )
+                .unwrap();
+                w.cluster.on_create(fake::agent_running());
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+
+            let w = world();
+            kept_home(&w);
+            let player = agent(w.cluster.clone(), 3);
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let claim = objects::home_claim_name(&identity);
+            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            let before = w.cluster.calls().len();
+            let id = state::Identity::parse(&identity).unwrap();
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let err = match crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()) {
+                Ok(_) => panic!("resumed on an empty home"),
+                Err(e) => e.to_string(),
+            };
+            for part in [
+                format!("bottle {identity}'s home claim `{claim}`"),
+                format!("namespace `{}`", fake::NAMESPACE),
+                "empty home".to_owned(),
+                format!("`bot-bottle discard {identity}`"),
+            ] {
+                assert!(err.contains(&part), "no `{part}` in: {err}");
+            }
+            let created: Vec<String> = w.cluster.calls()[before..]
+                .iter()
+                .filter(|c| c.starts_with("create"))
+                .cloned()
+                .collect();
+            assert_eq!(created, Vec::<String>::new());
+            assert!(
+                w.home.state_dir(&id).exists(),
+                "the refused resume lost the state"
+            );
+
+            let w = world();
+            kept_home(&w);
+            w.cluster.refuse(
+                "delete claim",
+                "delete persistentvolumeclaims",
+                503,
+                "ServiceUnavailable",
+                "etcdserver: request timed out",
+            );
+            let player = agent(w.cluster.clone(), 0);
+            let running = crate::launch(&w.home, w.launch(&["true"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            let id = state::Identity::parse(&identity).unwrap();
+            assert!(
+                w.home.state_dir(&id).exists(),
+                "the state went while the claim stays on the cluster"
+            );
+            assert!(
+                w.cluster
+                    .claim(&objects::home_claim_name(&identity))
+                    .is_some()
+            );
+        }
+
+        /// On a cluster serving agent-sandbox, `start` runs the bottle as a `Sandbox` (the
+        /// same pod as its template, the bundle's Secret owned by the Sandbox) and its end
+        /// deletes the Sandbox: nothing of the bottle is left, its state goes.
+        #[test]
+        fn start_on_a_cluster_with_agent_sandbox_runs_a_sandbox_and_deletes_it_at_the_end() {
+            let w = world();
+            w.cluster.serve_sandboxes("v1beta1");
+            w.cluster.on_create(fake::agent_running());
+            let player = agent(w.cluster.clone(), 0);
+            let running =
+                crate::launch(&w.home, w.launch(&["sh", "-c", "echo hi"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            let name = objects::object_name(&identity);
+            let sandbox = w.cluster.sandbox(&name).expect("no Sandbox");
+            let pod = w.cluster.pod(&name).unwrap();
+            assert_eq!(Some(sandbox.spec.pod_template.spec), pod.spec);
+            let secret = w.cluster.secret(&name).unwrap();
+            assert_eq!(secret.metadata.owner_references.unwrap()[0].kind, "Sandbox");
+            assert!(secret.data.unwrap().contains_key("sidecar.json"));
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            assert_eq!(w.cluster.sandbox(&name), None);
+            assert_eq!(w.cluster.pod(&name), None);
+            assert_eq!(w.cluster.secret(&name), None);
+            let id = state::Identity::parse(&identity).unwrap();
+            assert!(!w.home.state_dir(&id).exists());
         }
 
         #[test]

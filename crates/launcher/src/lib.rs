@@ -444,15 +444,14 @@ impl RunningBottle {
                     .line(&format!("cannot keep the logs of {identity}: {e}"));
             }
             // What the backend kept for a `resume` that can no longer come (the kubernetes
-            // home claim), while the state still says where it is; `cleanup` removes it if
-            // this fails.
+            // home claim), while the state still says where it is. If that fails the state
+            // stays: it is what tells `cleanup` where the claim is.
             if let Err(e) = self.backend.discard(identity.as_str()) {
                 self.report.line(&format!(
-                    "cannot remove what the {} backend kept for {identity}: {e}; `bot-bottle cleanup` removes it later",
+                    "cannot remove what the {} backend kept for {identity}: {e}; its state is kept so that `bot-bottle cleanup` (or `bot-bottle discard {identity}`) removes both once that works",
                     self.backend.kind()
                 ));
-            }
-            if let Err(e) = self.home.remove_bottle(identity) {
+            } else if let Err(e) = self.home.remove_bottle(identity) {
                 self.report
                     .line(&format!("cannot remove the state of {identity}: {e}"));
             }

@@ -133,6 +133,7 @@ pub(crate) fn overlay(acc: &mut Layer, later: Layer, conflicts: &mut Vec<RouteCo
         &mut acc.kubernetes.storage_class,
         later.kubernetes.storage_class,
     );
+    last_wins(&mut acc.kubernetes.sandbox, later.kubernetes.sandbox);
     if later.provider.is_some() {
         acc.provider = later.provider;
     }
@@ -601,6 +602,7 @@ impl<'a> Resolver<'a> {
                 registry: check("registry", &k.value.registry, check_registry),
                 home_size: check("home_size", &k.value.home_size, check_storage_size),
                 storage_class: check("storage_class", &k.value.storage_class, check_storage_class),
+                sandbox: k.value.sandbox.as_ref().map(|s| s.value),
             };
         }
         if let Some(provider) = &raw.agent_provider {
@@ -911,6 +913,7 @@ mod tests {
                 registry: None,
                 home_size: Some("10Gi".into()),
                 storage_class: None,
+                sandbox: Some(false),
             },
         };
         let before = acc.clone();

@@ -133,6 +133,10 @@ pub struct ResolvedKubernetes {
     pub home_size: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// Whether the bottle is an agent-sandbox `Sandbox` (`true`) or a plain pod (`false`);
+    /// `None`: a `Sandbox` where the cluster serves the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<bool>,
 }
 
 impl ResolvedKubernetes {

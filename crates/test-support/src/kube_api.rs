@@ -3,6 +3,12 @@
 //! the pods it forwards to and of the Secrets a test gives it, so that the `bot-bottle`
 //! executable, reaching it through a kubeconfig, can relay a cluster bottle.
 //!
+//! It also keeps PersistentVolumeClaims ([`FakeApiServer::serve_claim`]): `GET` one, list
+//! them by label selector, `DELETE` one (gone from then on), so `bot-bottle cleanup` of a
+//! cluster bottle's home claim runs through the real client; the pod and Secret lists are
+//! the served ones (a `cleanup` sees what the test gave), and the agent-sandbox API is not
+//! served (its discovery is answered `404`, as on a cluster without it).
+//!
 //! It answers as the API server answers kube-rs (`Api::<Pod>::portforward`): a websocket
 //! upgrade choosing the `v4.channel.k8s.io` subprotocol; per forwarded port two channels,
 //! data `2n` and error `2n+1`, each opened by a frame carrying the port as a little-endian
@@ -46,6 +52,7 @@ pub struct FakeApiServer {
     /// The `Sec-WebSocket-Protocol` header of each port-forward upgrade, as the client sent it.
     offered: Calls,
     secrets: Objects,
+    claims: Objects,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,21 +71,23 @@ impl FakeApiServer {
         let calls: Calls = Arc::default();
         let offered: Calls = Arc::default();
         let secrets: Objects = Arc::default();
-        let (p, c, o, s) = (
+        let claims: Objects = Arc::default();
+        let (p, c, o, s, v) = (
             ports.clone(),
             calls.clone(),
             offered.clone(),
             secrets.clone(),
+            claims.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (p, c, o, s) = (p.clone(), c.clone(), o.clone(), s.clone());
+                let (p, c, o, s, v) = (p.clone(), c.clone(), o.clone(), s.clone(), v.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        handle(req, p.clone(), c.clone(), o.clone(), s.clone())
+                        handle(req, p.clone(), c.clone(), o.clone(), s.clone(), v.clone())
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -93,6 +102,7 @@ impl FakeApiServer {
             calls,
             offered,
             secrets,
+            claims,
             task,
         }
     }
@@ -121,6 +131,22 @@ impl FakeApiServer {
             .insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
+    /// PersistentVolumeClaim `name` of `namespace` is `claim` (a whole object).
+    pub fn serve_claim(&self, namespace: &str, name: &str, claim: serde_json::Value) {
+        self.claims
+            .lock()
+            .unwrap()
+            .insert((namespace.to_owned(), name.to_owned()), claim);
+    }
+
+    /// Whether claim `name` of `namespace` is still there (not deleted).
+    pub fn has_claim(&self, namespace: &str, name: &str) -> bool {
+        self.claims
+            .lock()
+            .unwrap()
+            .contains_key(&(namespace.to_owned(), name.to_owned()))
+    }
+
     /// Every request, in order (`GET <path>?<query>`).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
@@ -132,6 +158,35 @@ impl FakeApiServer {
     pub fn offered(&self) -> Vec<String> {
         self.offered.lock().unwrap().clone()
     }
+}
+
+/// The `key=value` pairs of the request's `labelSelector`.
+fn label_selector(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("labelSelector="))
+        .flat_map(|s| {
+            let s = s
+                .replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/");
+            s.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The served objects of `namespace`.
+fn in_namespace(objects: &Objects, namespace: &str) -> Vec<serde_json::Value> {
+    objects
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|((n, _), _)| n == namespace)
+        .map(|(_, o)| o.clone())
+        .collect()
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
@@ -173,6 +228,7 @@ async fn handle(
     calls: Calls,
     offered_by: Calls,
     secrets: Objects,
+    claims: Objects,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -217,11 +273,83 @@ async fn handle(
                 ),
             });
         }
+        // Lists: the served objects of the namespace that match the label selector.
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            kind @ ("pods" | "secrets" | "persistentvolumeclaims"),
+        ] if req.method() == http::Method::GET => {
+            let wanted = label_selector(&query);
+            let items: Vec<serde_json::Value> = match *kind {
+                "pods" => ports
+                    .lock()
+                    .unwrap()
+                    .keys()
+                    .filter(|(n, _)| n == ns)
+                    .map(|(n, pod)| {
+                        serde_json::json!({
+                            "apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": pod, "namespace": n},
+                        })
+                    })
+                    .collect(),
+                "secrets" => in_namespace(&secrets, ns),
+                _ => in_namespace(&claims, ns),
+            };
+            let items: Vec<serde_json::Value> = items
+                .into_iter()
+                .filter(|o| {
+                    wanted
+                        .iter()
+                        .all(|(k, v)| o["metadata"]["labels"][k].as_str() == Some(v))
+                })
+                .collect();
+            let list_kind = match *kind {
+                "pods" => "PodList",
+                "secrets" => "SecretList",
+                _ => "PersistentVolumeClaimList",
+            };
+            return Ok(json_response(&serde_json::json!({
+                "apiVersion": "v1", "kind": list_kind,
+                "metadata": {"resourceVersion": "1"}, "items": items,
+            })));
+        }
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "persistentvolumeclaims",
+            name,
+        ] => {
+            let key = ((*ns).to_owned(), (*name).to_owned());
+            let found = if req.method() == http::Method::DELETE {
+                claims.lock().unwrap().remove(&key)
+            } else if req.method() == http::Method::GET {
+                claims.lock().unwrap().get(&key).cloned()
+            } else {
+                return Ok(status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "the fake API server gets, lists and deletes claims only",
+                ));
+            };
+            return Ok(match found {
+                Some(claim) => json_response(&claim),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("persistentvolumeclaims \"{name}\" not found"),
+                ),
+            });
+        }
         _ => {
             return Ok(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "the fake API server answers pods/portforward, and GET of pods and secrets only",
+                "the fake API server answers pods/portforward, GET and lists of pods, secrets and claims, and DELETE of claims only",
             ));
         }
     };

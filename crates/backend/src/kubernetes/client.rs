@@ -8,16 +8,22 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{Api, Client};
 
-use super::cluster::{Attached, Cluster, ClusterError, PortStream};
+use super::cluster::{Attached, Cluster, ClusterError, PortStream, no_sandbox_api};
+use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
 
 /// A namespace of a real cluster.
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
     namespace: String,
+    /// The served `Sandbox` version, once discovered (for the run: a CRD installed while
+    /// bottles start is seen by the next command).
+    sandbox_version: std::sync::Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 impl KubeCluster {
@@ -42,7 +48,7 @@ impl KubeCluster {
             .map(str::to_owned)
             .unwrap_or_else(|| config.default_namespace.clone());
         let client = Client::try_from(config).map_err(|e| ClusterError::Connect(e.to_string()))?;
-        Ok(KubeCluster { client, namespace })
+        Ok(KubeCluster::new(client, namespace))
     }
 
     /// An API server at `url` reached without credentials (tests: the fake API server of
@@ -62,7 +68,28 @@ impl KubeCluster {
         KubeCluster {
             client,
             namespace: namespace.into(),
+            sandbox_version: Default::default(),
         }
+    }
+
+    /// The `Sandbox` resource at the served version; an error where none is served.
+    async fn sandboxes(&self) -> Result<Api<DynamicObject>, ClusterError> {
+        let version = self
+            .sandbox_version()
+            .await?
+            .ok_or_else(|| no_sandbox_api(&self.namespace))?;
+        let resource = ApiResource {
+            group: SANDBOX_GROUP.to_owned(),
+            version: version.clone(),
+            api_version: format!("{SANDBOX_GROUP}/{version}"),
+            kind: "Sandbox".to_owned(),
+            plural: SANDBOX_PLURAL.to_owned(),
+        };
+        Ok(Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &resource,
+        ))
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -307,6 +334,126 @@ impl Cluster for KubeCluster {
         }))
     }
 
+    async fn sandbox_version(&self) -> Result<Option<String>, ClusterError> {
+        if let Some(found) = self.sandbox_version.get() {
+            return Ok(found.clone());
+        }
+        let mut found = None;
+        for version in SANDBOX_VERSIONS {
+            match self
+                .client
+                .list_api_group_resources(&format!("{SANDBOX_GROUP}/{version}"))
+                .await
+            {
+                Ok(list) if list.resources.iter().any(|r| r.name == SANDBOX_PLURAL) => {
+                    found = Some(version.to_owned());
+                    break;
+                }
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(e) => return Err(self.error("discover the agent-sandbox API", e)),
+            }
+        }
+        Ok(self.sandbox_version.get_or_init(|| found).clone())
+    }
+
+    async fn create_sandbox(&self, sandbox: &Sandbox) -> Result<Sandbox, ClusterError> {
+        let object = to_dynamic(sandbox)?;
+        let stored = self
+            .sandboxes()
+            .await?
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| self.error("create sandboxes", e))?;
+        from_dynamic(&stored)
+    }
+
+    async fn watch_sandbox(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'s> Fn(&'s Sandbox) -> bool + Send + Sync),
+    ) -> Result<Option<Sandbox>, ClusterError> {
+        let api = self.sandboxes().await?;
+        let work = async {
+            loop {
+                let Some(current) = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| self.error("get sandboxes", e))?
+                else {
+                    return Ok(None);
+                };
+                let sandbox = from_dynamic(&current)?;
+                if done(&sandbox) {
+                    return Ok(Some(sandbox));
+                }
+                let version = current
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default();
+                let params = WatchParams::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .timeout(290);
+                let mut events = api
+                    .watch(&params, &version)
+                    .await
+                    .map_err(|e| self.error("watch sandboxes", e))?
+                    .boxed();
+                while let Some(event) = events
+                    .try_next()
+                    .await
+                    .map_err(|e| self.error("watch sandboxes", e))?
+                {
+                    match event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                            let sandbox = from_dynamic(&o)?;
+                            if done(&sandbox) {
+                                return Ok(Some(sandbox));
+                            }
+                        }
+                        WatchEvent::Deleted(_) => return Ok(None),
+                        WatchEvent::Bookmark(_) => {}
+                        WatchEvent::Error(_) => break,
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            ClusterError::Timeout(format!(
+                "sandbox {name} did not get there within {} s; `kubectl -n {} describe sandbox {name}` shows why",
+                timeout.as_secs(),
+                self.namespace
+            ))
+        })?
+    }
+
+    async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..DeleteParams::background()
+        };
+        match self.sandboxes().await?.delete(name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(e) => Err(self.error("delete sandboxes", e)),
+        }
+    }
+
+    async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError> {
+        if self.sandbox_version().await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let list = self
+            .sandboxes()
+            .await?
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| self.error("list sandboxes", e))?;
+        list.items.iter().map(from_dynamic).collect()
+    }
+
     async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
         let params = kube::api::AttachParams::default()
             .container(super::objects::AGENT_CONTAINER)
@@ -452,6 +599,27 @@ impl tokio::io::AsyncWrite for ForwardedPort {
     }
 }
 
+/// A Sandbox as the API's untyped object (the CRD's types are not in k8s-openapi).
+fn to_dynamic(sandbox: &Sandbox) -> Result<DynamicObject, ClusterError> {
+    serde_json::to_value(sandbox)
+        .and_then(serde_json::from_value)
+        .map_err(|e| ClusterError::Invalid {
+            kind: "sandbox".into(),
+            message: e.to_string(),
+        })
+}
+
+/// A Sandbox the API server returned, read into the fields a bottle uses.
+fn from_dynamic(object: &DynamicObject) -> Result<Sandbox, ClusterError> {
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|e| ClusterError::Api {
+            code: 0,
+            reason: "Decode".into(),
+            message: format!("the API server returned a Sandbox bot-bottle cannot read: {e}"),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     //! The real client against kube's mocked tier: requests are answered by the test like
@@ -510,6 +678,176 @@ mod tests {
         });
         let stored = cluster.create_pod(&pod()).await.unwrap();
         assert_eq!(stored.metadata.uid.as_deref(), Some("u-1"));
+        server.await.unwrap();
+    }
+
+    /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
+    /// kept for the run); the Sandbox is posted to the served version's path and read back
+    /// with its uid and the controller's status; a cluster without the API says so.
+    #[tokio::test]
+    async fn the_sandbox_api_is_discovered_once_and_a_sandbox_is_posted_to_its_version() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+            send.send_response(status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1alpha1");
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1alpha1",
+                "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                    "kind": "Sandbox", "verbs": ["create", "delete", "get", "list", "watch"]}],
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(
+                request.uri().path(),
+                "/apis/agents.x-k8s.io/v1alpha1/namespaces/agents/sandboxes"
+            );
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["kind"], "Sandbox");
+            assert_eq!(
+                sent["spec"]["podTemplate"]["spec"]["automountServiceAccountToken"],
+                false
+            );
+            sent["metadata"]["uid"] = "u-7".into();
+            sent["status"] = serde_json::json!({"conditions": [{
+                "type": "Ready", "status": "False", "reason": "DependenciesNotReady",
+                "message": "", "lastTransitionTime": "2026-12-06T15:00:00Z", "observedGeneration": 1}]});
+            send.send_response(json(sent));
+        });
+        assert_eq!(
+            cluster.sandbox_version().await.unwrap().as_deref(),
+            Some("v1alpha1")
+        );
+        // Kept: no second discovery (the mock would see a request it does not answer).
+        assert_eq!(
+            cluster.sandbox_version().await.unwrap().as_deref(),
+            Some("v1alpha1")
+        );
+        let mut objects =
+            super::super::objects::bottle_objects(&super::super::objects::tests::plan()).unwrap();
+        objects.as_sandbox("v1alpha1");
+        let stored = cluster
+            .create_sandbox(objects.sandbox.as_ref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored.metadata.uid.as_deref(), Some("u-7"));
+        assert_eq!(
+            stored.condition("Ready").and_then(|c| c.reason.as_deref()),
+            Some("DependenciesNotReady")
+        );
+        server.await.unwrap();
+
+        let (cluster, mut handle) = self::cluster();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (_, send) = handle.next_request().await.unwrap();
+                send.send_response(status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ));
+            }
+        });
+        assert_eq!(cluster.sandbox_version().await.unwrap(), None);
+        assert_eq!(cluster.list_sandboxes("a=b").await.unwrap(), Vec::new());
+        let e = cluster
+            .create_sandbox(objects.sandbox.as_ref().unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("agent-sandbox is not installed"),
+            "{e}"
+        );
+        server.await.unwrap();
+    }
+
+    /// Deleting a Sandbox sends its grace to the served version's path (a missing one is
+    /// `false`); a list by label selector reads each Sandbox's pod-name annotation.
+    #[tokio::test]
+    async fn sandboxes_are_deleted_with_their_grace_and_listed_by_selector() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1beta1",
+                "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                    "kind": "Sandbox", "verbs": ["delete", "list"]}],
+            })));
+            let path = "/apis/agents.x-k8s.io/v1beta1/namespaces/agents/sandboxes";
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::DELETE);
+            assert_eq!(
+                request.uri().path(),
+                format!("{path}/bot-bottle-claude-1a2b3")
+            );
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["gracePeriodSeconds"], 7, "{sent}");
+            send.send_response(json(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            })));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                404,
+                "NotFound",
+                "sandboxes.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
+            ));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(request.uri().path(), path);
+            assert!(
+                request
+                    .uri()
+                    .query()
+                    .unwrap()
+                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
+                "{:?}",
+                request.uri()
+            );
+            send.send_response(json(serde_json::json!({
+                "kind": "SandboxList", "apiVersion": "agents.x-k8s.io/v1beta1", "metadata": {},
+                "items": [{"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                    "metadata": {"name": "bot-bottle-claude-1a2b3",
+                        "annotations": {"agents.x-k8s.io/pod-name": "bot-bottle-claude-1a2b3"}},
+                    "spec": {"podTemplate": {"spec": {"containers": []}}}}],
+            })));
+        });
+        let grace = Duration::from_secs(7);
+        assert!(
+            cluster
+                .delete_sandbox("bot-bottle-claude-1a2b3", grace)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cluster
+                .delete_sandbox("bot-bottle-claude-1a2b3", grace)
+                .await
+                .unwrap()
+        );
+        let listed = cluster
+            .list_sandboxes("app.kubernetes.io/managed-by=bot-bottle")
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            listed[0].pod_name().as_deref(),
+            Some("bot-bottle-claude-1a2b3")
+        );
         server.await.unwrap();
     }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
+use super::objects::Sandbox;
+
 /// What the backend asks of a cluster (one namespace). Methods are async because the real
 /// client is; the backend drives them on its own runtime.
 #[async_trait::async_trait]
@@ -59,6 +61,37 @@ pub trait Cluster: Send + Sync {
     /// Attaches to the `agent` container's standard streams (its terminal with `tty`),
     /// through the API server's `pods/attach`.
     async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError>;
+    /// The version of agent-sandbox's `Sandbox` the cluster serves (API discovery: the
+    /// first of [`super::objects::SANDBOX_VERSIONS`] it lists), `None` when it serves none
+    /// (the CRD is not installed). Asked of the API server once per value.
+    async fn sandbox_version(&self) -> Result<Option<String>, ClusterError>;
+    /// Creates the Sandbox; returns it as stored (with its uid). Its controller then
+    /// creates the pod from its template.
+    async fn create_sandbox(&self, sandbox: &Sandbox) -> Result<Sandbox, ClusterError>;
+    /// As [`Cluster::watch_pod`], for a Sandbox.
+    async fn watch_sandbox(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'s> Fn(&'s Sandbox) -> bool + Send + Sync),
+    ) -> Result<Option<Sandbox>, ClusterError>;
+    /// Deletes the Sandbox with a grace period for its pod (the pod and what both own go
+    /// with it); `false` when there was none.
+    async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError>;
+    /// The Sandboxes matching a label selector (none where the API is not served).
+    async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError>;
+}
+
+/// The error of a Sandbox call to a cluster that serves no Sandbox API.
+pub fn no_sandbox_api(namespace: &str) -> ClusterError {
+    ClusterError::Api {
+        code: 404,
+        reason: "NotFound".into(),
+        message: format!(
+            "the cluster serves no {}/Sandbox API (agent-sandbox is not installed) for namespace `{namespace}`",
+            super::objects::SANDBOX_GROUP
+        ),
+    }
 }
 
 /// The agent container's streams, attached. With a terminal, stdout carries both outputs
@@ -88,7 +121,7 @@ pub enum ClusterError {
     Connect(String),
     /// RBAC refused the call.
     #[error(
-        "the cluster refused to {action} in namespace `{namespace}`: {message}; ask the cluster's admin for a Role allowing pods, pods/portforward, secrets and configmaps there (README: running on a cluster)"
+        "the cluster refused to {action} in namespace `{namespace}`: {message}; ask the cluster's admin for a Role allowing pods, pods/attach, pods/portforward, secrets, configmaps and persistentvolumeclaims there (and sandboxes of agents.x-k8s.io where agent-sandbox is installed) (README: running on a cluster)"
     )]
     Forbidden {
         action: String,

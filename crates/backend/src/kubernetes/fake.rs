@@ -15,6 +15,14 @@
 //! * a test plays the kubelet: a script of pod statuses applied after creation, one event
 //!   each ([`FakeCluster::kubelet`]), or a status set later ([`FakeCluster::set_status`]);
 //!   and it can make a call fail as the API server would refuse it ([`FakeCluster::refuse`]);
+//! * with [`FakeCluster::serve_sandboxes`] it serves agent-sandbox's `Sandbox` (API
+//!   discovery answers with that version) and plays its controller: a created Sandbox gets
+//!   a pod made from its template, named as it, owned by it (a controller reference), its
+//!   name in the Sandbox's `agents.x-k8s.io/pod-name` annotation and a `Ready` condition
+//!   that follows the pod; a pod template the API server refuses leaves the Sandbox with
+//!   `Ready=False` (`ReconcilerError`) and no pod, as the controller reports it; a pod of a
+//!   Sandbox that is deleted alone is made again (the controller keeps it), and deleting
+//!   the Sandbox deletes its pod and what either owns;
 //! * port-forward reaches a real listener when the test says where its bytes go
 //!   ([`FakeCluster::forward_through`]: the real client over the websocket protocol of
 //!   `test_support::kube_api`'s fake API server); otherwise the port echoes.
@@ -31,7 +39,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::io::DuplexStream;
 use tokio::sync::Notify;
 
-use super::cluster::{Attached, Cluster, ClusterError, PodState, PortStream, pod_state};
+use super::cluster::{
+    Attached, Cluster, ClusterError, PodState, PortStream, no_sandbox_api, pod_state,
+};
+use super::objects::{SANDBOX_POD_NAME, Sandbox, SandboxCondition, SandboxStatus};
 use super::settings::dns_subdomain;
 
 /// The namespace the fake cluster works in.
@@ -75,6 +86,11 @@ struct State {
     attached: BTreeMap<String, AgentEnds>,
     /// Where port-forwards go (a real client of a fake API server), if anywhere.
     forward: Option<std::sync::Arc<dyn Cluster>>,
+    /// The served version of the `Sandbox` API; `None`: agent-sandbox is not installed.
+    sandbox_version: Option<String>,
+    sandboxes: BTreeMap<String, Sandbox>,
+    /// Sandbox events by resource version.
+    sandbox_history: Vec<(u64, Event, Sandbox)>,
 }
 
 /// The agent container's side of an attach: what `start` writes to its stdin is read from
@@ -144,6 +160,52 @@ fn labels_of(selector: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What the API server checks of a pod beyond its name: containers, their names, images.
+fn check_pod(pod: &Pod) -> Result<(), ClusterError> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    if spec.containers.is_empty() {
+        return Err(invalid(
+            "pod",
+            format!("Pod \"{name}\" is invalid: spec.containers: Required value"),
+        ));
+    }
+    for (n, c) in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .enumerate()
+    {
+        if super::settings::dns_label(&c.name).is_err() {
+            return Err(invalid(
+                "pod",
+                format!(
+                    "Pod \"{name}\" is invalid: spec.containers[{n}].name: Invalid value: \"{}\"",
+                    c.name
+                ),
+            ));
+        }
+        if c.image.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "pod",
+                format!("Pod \"{name}\" is invalid: spec.containers[{n}].image: Required value"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The Sandbox that controls a pod, by name.
+fn sandbox_owner(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.kind == "Sandbox" && r.controller == Some(true))
+        .map(|r| r.name.clone())
+}
+
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 253
@@ -180,6 +242,31 @@ impl FakeCluster {
     /// [`super::client::KubeCluster`], over a fake API server's websocket).
     pub fn forward_through(&self, cluster: std::sync::Arc<dyn Cluster>) {
         self.lock().forward = Some(cluster);
+    }
+
+    /// Serves agent-sandbox's `Sandbox` at `version` (`v1beta1`) from now on, its
+    /// controller included: the CRD and the controller installed.
+    pub fn serve_sandboxes(&self, version: &str) {
+        self.lock().sandbox_version = Some(version.to_owned());
+    }
+
+    pub fn sandbox(&self, name: &str) -> Option<Sandbox> {
+        self.lock().sandboxes.get(name).cloned()
+    }
+
+    /// Puts a Sandbox there directly, its controller not acting on it (one whose pod is
+    /// gone, or that a launcher left behind).
+    pub fn insert_sandbox(&self, mut sandbox: Sandbox) {
+        let name = sandbox.metadata.name.clone().unwrap_or_default();
+        let mut state = self.lock();
+        FakeCluster::stamp(&mut state, &mut sandbox.metadata);
+        let version = state.version;
+        state
+            .sandbox_history
+            .push((version, Event::Added, sandbox.clone()));
+        state.sandboxes.insert(name, sandbox);
+        drop(state);
+        self.changed.notify_waiters();
     }
 
     /// A created pod gets `status` at once (one event).
@@ -276,7 +363,105 @@ impl FakeCluster {
             if matches!(pod_state(&pod), PodState::Ended(_)) {
                 state.attached.remove(name);
             }
-            state.history.push((version, Event::Modified, pod));
+            let owner = sandbox_owner(&pod);
+            state.history.push((version, Event::Modified, pod.clone()));
+            if let Some(owner) = owner {
+                FakeCluster::sandbox_follows(state, &owner, Some(&pod));
+            }
+        }
+    }
+
+    /// The controller's status of Sandbox `name` after its pod changed (`None`: gone).
+    fn sandbox_follows(state: &mut State, name: &str, pod: Option<&Pod>) {
+        let ready = match pod.map(pod_state) {
+            Some(PodState::Running) => ("True", "DependenciesReady", String::new()),
+            Some(PodState::Ended(0)) => ("False", "PodSucceeded", String::new()),
+            Some(PodState::Ended(_)) => ("False", "PodFailed", String::new()),
+            Some(PodState::Failed(e)) => ("False", "DependenciesNotReady", e.to_string()),
+            Some(PodState::Starting) | None => ("False", "DependenciesNotReady", String::new()),
+        };
+        FakeCluster::set_ready(state, name, ready.0, ready.1, &ready.2);
+    }
+
+    fn set_ready(state: &mut State, name: &str, status: &str, reason: &str, message: &str) {
+        state.version += 1;
+        let version = state.version;
+        let Some(sandbox) = state.sandboxes.get_mut(name) else {
+            return;
+        };
+        sandbox.status = Some(SandboxStatus {
+            conditions: vec![SandboxCondition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                message: (!message.is_empty()).then(|| message.to_owned()),
+            }],
+        });
+        sandbox.metadata.resource_version = Some(version.to_string());
+        let sandbox = sandbox.clone();
+        state
+            .sandbox_history
+            .push((version, Event::Modified, sandbox));
+    }
+
+    /// The controller's step for Sandbox `name`: its pod, made from the template, unless it
+    /// has one. A template the API server refuses is reported in the `Ready` condition.
+    fn reconcile(state: &mut State, name: &str) {
+        let Some(sandbox) = state.sandboxes.get(name).cloned() else {
+            return;
+        };
+        if state.pods.contains_key(name) {
+            return;
+        }
+        let template = &sandbox.spec.pod_template;
+        let mut labels = template.metadata.labels.clone().unwrap_or_default();
+        labels.insert(
+            "agents.x-k8s.io/sandbox-name-hash".into(),
+            format!("{:08x}", name.len()),
+        );
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(NAMESPACE.to_owned()),
+                labels: Some(labels),
+                annotations: template.metadata.annotations.clone(),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: sandbox.api_version.clone(),
+                        kind: "Sandbox".into(),
+                        name: name.to_owned(),
+                        uid: sandbox.metadata.uid.clone().unwrap_or_default(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    },
+                ]),
+                ..Default::default()
+            },
+            spec: Some(template.spec.clone()),
+            status: None,
+        };
+        if let Err(e) = check_pod(&pod) {
+            FakeCluster::set_ready(state, name, "False", "ReconcilerError", &e.to_string());
+            return;
+        }
+        FakeCluster::stamp(state, &mut pod.metadata);
+        pod.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        let version = state.version;
+        state.history.push((version, Event::Added, pod.clone()));
+        state.pods.insert(name.to_owned(), pod);
+        if let Some(sandbox) = state.sandboxes.get_mut(name) {
+            sandbox
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(SANDBOX_POD_NAME.into(), name.to_owned());
+        }
+        FakeCluster::set_ready(state, name, "False", "DependenciesNotReady", "");
+        for status in state.kubelet.clone() {
+            FakeCluster::modify(state, name, status);
         }
     }
 
@@ -300,10 +485,47 @@ impl FakeCluster {
         pod.metadata.resource_version = Some(state.version.to_string());
         let version = state.version;
         state.history.push((version, Event::Deleted, pod.clone()));
-        let uid = pod.metadata.uid.unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let owned = |refs: &Option<
             Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
         >| { refs.iter().flatten().any(|r| r.uid == uid) };
+        state
+            .secrets
+            .retain(|_, s| !owned(&s.metadata.owner_references));
+        state
+            .config_maps
+            .retain(|_, c| !owned(&c.metadata.owner_references));
+        // A Sandbox's controller keeps its pod: one deleted alone is made again.
+        if let Some(owner) = sandbox_owner(&pod) {
+            FakeCluster::reconcile(state, &owner);
+        }
+        true
+    }
+
+    /// Deletes a Sandbox, its pod and what either owns, as the garbage collector would.
+    fn remove_sandbox(state: &mut State, name: &str) -> bool {
+        let Some(mut sandbox) = state.sandboxes.remove(name) else {
+            return false;
+        };
+        state.version += 1;
+        sandbox.metadata.resource_version = Some(state.version.to_string());
+        let version = state.version;
+        state
+            .sandbox_history
+            .push((version, Event::Deleted, sandbox.clone()));
+        let uid = sandbox.metadata.uid.unwrap_or_default();
+        let owned = |refs: &Option<
+            Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+        >| { refs.iter().flatten().any(|r| r.uid == uid) };
+        let pods: Vec<String> = state
+            .pods
+            .iter()
+            .filter(|(_, p)| owned(&p.metadata.owner_references))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for pod in pods {
+            FakeCluster::remove_pod(state, &pod);
+        }
         state
             .secrets
             .retain(|_, s| !owned(&s.metadata.owner_references));
@@ -333,38 +555,7 @@ impl Cluster for FakeCluster {
         self.call(format!("create pod {name}"))?;
         let size = serde_json::to_vec(pod).map(|v| v.len()).unwrap_or(0);
         admit("pod", &pod.metadata, size)?;
-        let spec = pod.spec.clone().unwrap_or_default();
-        if spec.containers.is_empty() {
-            return Err(invalid(
-                "pod",
-                format!("Pod \"{name}\" is invalid: spec.containers: Required value"),
-            ));
-        }
-        for (n, c) in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-            .enumerate()
-        {
-            if super::settings::dns_label(&c.name).is_err() {
-                return Err(invalid(
-                    "pod",
-                    format!(
-                        "Pod \"{name}\" is invalid: spec.containers[{n}].name: Invalid value: \"{}\"",
-                        c.name
-                    ),
-                ));
-            }
-            if c.image.as_deref().is_none_or(str::is_empty) {
-                return Err(invalid(
-                    "pod",
-                    format!(
-                        "Pod \"{name}\" is invalid: spec.containers[{n}].image: Required value"
-                    ),
-                ));
-            }
-        }
+        check_pod(pod)?;
         let stored = {
             let mut state = self.lock();
             if state.pods.contains_key(&name) {
@@ -695,6 +886,117 @@ impl Cluster for FakeCluster {
                 .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             resize,
         })
+    }
+
+    async fn sandbox_version(&self) -> Result<Option<String>, ClusterError> {
+        self.call(format!("discover {}", super::objects::SANDBOX_GROUP))?;
+        Ok(self.lock().sandbox_version.clone())
+    }
+
+    async fn create_sandbox(&self, sandbox: &Sandbox) -> Result<Sandbox, ClusterError> {
+        let name = sandbox.metadata.name.clone().unwrap_or_default();
+        self.call(format!("create sandbox {name}"))?;
+        let served = self.lock().sandbox_version.clone();
+        let Some(version) = served else {
+            return Err(no_sandbox_api(NAMESPACE));
+        };
+        let wanted = format!("{}/{version}", super::objects::SANDBOX_GROUP);
+        if sandbox.api_version != wanted || sandbox.kind != "Sandbox" {
+            return Err(ClusterError::Api {
+                code: 400,
+                reason: "BadRequest".into(),
+                message: format!(
+                    "the API version of the object, {}/{}, is not {wanted}/Sandbox",
+                    sandbox.api_version, sandbox.kind
+                ),
+            });
+        }
+        let size = serde_json::to_vec(sandbox).map(|v| v.len()).unwrap_or(0);
+        admit("sandbox", &sandbox.metadata, size)?;
+        let stored = {
+            let mut state = self.lock();
+            if state.sandboxes.contains_key(&name) {
+                return Err(exists("sandbox", &name));
+            }
+            let mut stored = sandbox.clone();
+            stored.status = None;
+            FakeCluster::stamp(&mut state, &mut stored.metadata);
+            let version = state.version;
+            state
+                .sandbox_history
+                .push((version, Event::Added, stored.clone()));
+            state.sandboxes.insert(name.clone(), stored.clone());
+            // The controller's step (at once here; a real controller is a moment later).
+            FakeCluster::reconcile(&mut state, &name);
+            stored
+        };
+        self.changed.notify_waiters();
+        Ok(stored)
+    }
+
+    async fn watch_sandbox(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'s> Fn(&'s Sandbox) -> bool + Send + Sync),
+    ) -> Result<Option<Sandbox>, ClusterError> {
+        self.call(format!("watch sandbox {name}"))?;
+        let (current, mut seen) = {
+            let state = self.lock();
+            (state.sandboxes.get(name).cloned(), state.version)
+        };
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        if done(&current) {
+            return Ok(Some(current));
+        }
+        let work = async {
+            loop {
+                let notified = self.changed.notified();
+                let events: Vec<(u64, Event, Sandbox)> = self
+                    .lock()
+                    .sandbox_history
+                    .iter()
+                    .filter(|(v, _, s)| *v > seen && s.metadata.name.as_deref() == Some(name))
+                    .cloned()
+                    .collect();
+                for (version, event, sandbox) in events {
+                    seen = version;
+                    match event {
+                        Event::Deleted => return None,
+                        Event::Added | Event::Modified if done(&sandbox) => return Some(sandbox),
+                        _ => {}
+                    }
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClusterError::Timeout(format!("sandbox {name} did not get there")))
+    }
+
+    async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+        self.call(format!("delete sandbox {name} grace={}", grace.as_secs()))?;
+        let removed = FakeCluster::remove_sandbox(&mut self.lock(), name);
+        self.changed.notify_waiters();
+        Ok(removed)
+    }
+
+    async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError> {
+        self.call(format!("list sandboxes {selector}"))?;
+        let wanted = labels_of(selector);
+        Ok(self
+            .lock()
+            .sandboxes
+            .values()
+            .filter(|s| {
+                let labels = s.metadata.labels.clone().unwrap_or_default();
+                wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .cloned()
+            .collect())
     }
 }
 

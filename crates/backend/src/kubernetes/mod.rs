@@ -39,6 +39,24 @@
 //! port through the API server: the launcher's relay reaches the bundle's [`OPERATOR_PORT`]
 //! so, and the laptop's dashboard shows the pod's proposals.
 //!
+//! # agent-sandbox
+//!
+//! Where the cluster serves agent-sandbox's `Sandbox` (`agents.x-k8s.io`, found by API
+//! discovery: [`Cluster::sandbox_version`]) and the manifest does not say
+//! `kubernetes.sandbox: false`, `launch` creates a `Sandbox` instead of the pod
+//! ([`BottleObjects::as_sandbox`]: its pod template is the pod above, unchanged), owns the
+//! Secret and ConfigMap by it, waits until its controller names the pod it made (the
+//! Sandbox's own name; its `Ready` condition's message when it cannot) and goes on with the
+//! pod as before. A Sandbox's pod is never deleted alone (the controller would make it
+//! again): every deletion goes through [`delete_bottle`], which deletes the Sandbox first;
+//! `cleanup` also removes pod-less Sandboxes whose launcher here is gone.
+//!
+//! Warm pools (`SandboxWarmPool`, adopted through a `SandboxClaim`) are not used: the
+//! adopted pod keeps the spec it was made with, and a bottle's pod cannot exist before the
+//! bottle — it mounts the bottle's Secret and ConfigMap, runs its command, clones its
+//! repositories and carries its identity. A Sandbox whose controller names another pod than
+//! the one built for it fails the launch.
+//!
 //! # What is not here yet
 //!
 //! `bot-bottle attach` to a cluster bottle from a second terminal. Nothing of this module has been
@@ -109,6 +127,9 @@ pub struct KubernetesConfig {
     pub termination_grace: Duration,
     /// How long `launch` waits for the pod (image pulls included).
     pub ready_timeout: Duration,
+    /// The home claim must be there (`resume` of a bottle whose claim was made): a
+    /// missing one is an error, never a fresh empty home.
+    pub home_expected: bool,
 }
 
 impl KubernetesConfig {
@@ -125,6 +146,7 @@ impl KubernetesConfig {
             clones: Vec::new(),
             termination_grace: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(600),
+            home_expected: false,
         }
     }
 }
@@ -172,6 +194,10 @@ pub struct PodRecord {
     /// the bottle's clean end remove it, and ask the cluster only when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_claim: Option<String>,
+    /// The home claim was made (a launch got the agent running on it): a `resume` that
+    /// does not find it refuses to start on an empty home.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub home_made: bool,
 }
 
 impl PodRecord {
@@ -445,8 +471,26 @@ impl KubernetesBackend {
             cluster.create_claim(claim).await?;
             created_claim = claim.metadata.name.clone();
         }
-        let stored = match cluster.create_pod(&objects.pod).await {
-            Ok(stored) => stored,
+        // With agent-sandbox, the Sandbox is created and its controller makes the pod (the
+        // same pod: it is the Sandbox's template); the Secret and ConfigMap are then owned
+        // by the Sandbox, deleting which deletes the pod and them.
+        let (owner_api, owner_kind) = match &objects.sandbox {
+            Some(sandbox) => (sandbox.api_version.clone(), "Sandbox"),
+            None => ("v1".to_owned(), "Pod"),
+        };
+        let sandboxed = objects.sandbox.is_some();
+        let stored_uid = match &objects.sandbox {
+            Some(sandbox) => cluster
+                .create_sandbox(sandbox)
+                .await
+                .map(|s| s.metadata.uid.unwrap_or_default()),
+            None => cluster
+                .create_pod(&objects.pod)
+                .await
+                .map(|p| p.metadata.uid.unwrap_or_default()),
+        };
+        let uid = match stored_uid {
+            Ok(uid) => uid,
             Err(e) => {
                 if let Some(claim) = &created_claim {
                     let _ = cluster.delete_claim(claim).await;
@@ -455,13 +499,21 @@ impl KubernetesBackend {
             }
         };
         let result = async {
-            let uid = stored.metadata.uid.clone().unwrap_or_default();
             let mut secret = objects.secret;
-            objects::owned_by(&mut secret.metadata, &name, &uid);
+            objects::owned_by_kind(&mut secret.metadata, &owner_api, owner_kind, &name, &uid);
             cluster.create_secret(&secret).await?;
             let mut config_map = objects.config_map;
-            objects::owned_by(&mut config_map.metadata, &name, &uid);
+            objects::owned_by_kind(
+                &mut config_map.metadata,
+                &owner_api,
+                owner_kind,
+                &name,
+                &uid,
+            );
             cluster.create_config_map(&config_map).await?;
+            if sandboxed {
+                sandbox_pod(cluster, &name, timeout).await?;
+            }
             let pod = cluster
                 .watch_pod(&name, timeout, &|p| pod_state(p) != PodState::Starting)
                 .await?;
@@ -476,6 +528,9 @@ impl KubernetesBackend {
         }
         .await;
         if result.is_err() {
+            if sandboxed {
+                let _ = cluster.delete_sandbox(&name, Duration::ZERO).await;
+            }
             let _ = cluster.delete_pod(&name, Duration::ZERO).await;
             let _ = cluster.delete_leftovers(&name).await;
             // A claim made for this launch holds nothing yet; a resumed one holds the home.
@@ -484,6 +539,28 @@ impl KubernetesBackend {
             }
         }
         result
+    }
+
+    /// Whether this launch runs a `Sandbox` (its API version) or a plain pod:
+    /// `kubernetes.sandbox` decides, else whether the cluster serves the API.
+    fn sandbox_choice(&self, cluster: &dyn Cluster) -> Result<Option<String>, BackendError> {
+        let wanted = self.config.settings.sandbox;
+        if wanted == Some(false) {
+            return Ok(None);
+        }
+        let served = self
+            .runtime
+            .block_on(cluster.sandbox_version())
+            .map_err(|e| setup("discover the agent-sandbox API", e))?;
+        if wanted == Some(true) && served.is_none() {
+            return Err(BackendError::InvalidSpec(format!(
+                "the manifest says `kubernetes.sandbox: true` but the cluster serves no {}/Sandbox API (tried {}) for namespace `{}`; install agent-sandbox (github.com/kubernetes-sigs/agent-sandbox) on the cluster, or set `sandbox: false` to run a plain pod",
+                objects::SANDBOX_GROUP,
+                objects::SANDBOX_VERSIONS.join(", "),
+                cluster.namespace()
+            )));
+        }
+        Ok(served)
     }
 
     /// `launch`, as the bottle's own type: its caller can act between the agent's end and
@@ -496,9 +573,19 @@ impl KubernetesBackend {
         self.prepare(spec)?;
         let cluster = self.cluster()?;
         let mut plan = self.plan(spec, cluster.namespace())?;
+        // A Sandbox or a pod, decided before anything is looked up or made.
+        let sandbox = self.sandbox_choice(cluster.as_ref())?;
         let fresh_claim = match &plan.home_volume {
             Some(_) => {
                 let found = self.kept_home(cluster.as_ref(), &spec.identity)?;
+                if !found && self.config.home_expected {
+                    let name = objects::home_claim_name(&spec.identity);
+                    let ns = cluster.namespace();
+                    return Err(BackendError::InvalidSpec(format!(
+                        "bottle {id}'s home claim `{name}` is gone from namespace `{ns}`, so resuming it would give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again, otherwise `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)",
+                        id = spec.identity
+                    )));
+                }
                 if found {
                     // `resume`: the home is the agent's already, not seeded again.
                     plan.home_files.clear();
@@ -507,7 +594,10 @@ impl KubernetesBackend {
             }
             None => false,
         };
-        let objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
+        let mut objects = bottle_objects(&plan).map_err(|e| BackendError::InvalidSpec(e.0))?;
+        if let Some(version) = &sandbox {
+            objects.as_sandbox(version);
+        }
         let timeout = self.config.ready_timeout;
         let name = objects::object_name(&spec.identity);
         self.runtime
@@ -526,6 +616,7 @@ impl KubernetesBackend {
             done: false,
             wired: attach::Wired::default(),
             grace: self.config.termination_grace,
+            sandboxed: sandbox.is_some(),
         };
         let attached = self
             .runtime
@@ -640,7 +731,7 @@ pub fn launcher_annotation() -> String {
 
 /// `<machine id>/<16 hex of sha256 of $BOT_BOTTLE_HOME>` (the path itself stays on the
 /// laptop); empty without a home, which `cleanup` never judges.
-fn home_annotation(home: Option<&Path>) -> String {
+pub fn home_annotation(home: Option<&Path>) -> String {
     use sha2::Digest;
     let Some(home) = home else {
         return String::new();
@@ -659,8 +750,14 @@ fn home_annotation(home: Option<&Path>) -> String {
 /// Whether a pod's launcher ran on this machine and is gone. Pods launched elsewhere (or with
 /// no readable annotation) are never judged: in a shared namespace they are someone else's.
 fn launcher_gone_here(pod: &Pod) -> bool {
-    let Some(value) = pod
-        .metadata
+    launcher_gone_here_meta(&pod.metadata)
+}
+
+/// [`launcher_gone_here`] of any object carrying the launcher's annotation (a Sandbox).
+fn launcher_gone_here_meta(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    let Some(value) = meta
         .annotations
         .as_ref()
         .and_then(|a| a.get(objects::ANNOTATION_LAUNCHER))
@@ -676,6 +773,82 @@ fn launcher_gone_here(pod: &Pod) -> bool {
     !machine.is_empty()
         && machine == here
         && crate::docker::launcher_gone_label(Some(&label.to_owned()))
+}
+
+/// Whether a pod is a Sandbox's (its controller reference).
+fn owned_by_sandbox(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.kind == "Sandbox" && r.controller == Some(true))
+}
+
+/// Deletes a bottle's pod, through its Sandbox when it has one: a Sandbox's controller makes
+/// a pod deleted alone again. `sandboxed`: whether the bottle is known to be a Sandbox's;
+/// `None` asks the cluster (its pod's owner, else whether the API is served at all, for a
+/// Sandbox whose pod never came). `false` when there was nothing to delete.
+async fn delete_bottle(
+    cluster: &dyn Cluster,
+    name: &str,
+    grace: Duration,
+    sandboxed: Option<bool>,
+) -> Result<bool, ClusterError> {
+    let sandboxed = match sandboxed {
+        Some(known) => known,
+        None => match cluster.get_pod(name).await? {
+            Some(pod) => owned_by_sandbox(&pod),
+            None => cluster.sandbox_version().await?.is_some(),
+        },
+    };
+    let mut deleted = false;
+    if sandboxed {
+        deleted |= cluster.delete_sandbox(name, grace).await?;
+    }
+    // The Sandbox's pod goes with it; deleting it too gives it this grace (not its own).
+    deleted |= cluster.delete_pod(name, grace).await?;
+    Ok(deleted)
+}
+
+/// Waits until the controller of Sandbox `name` made its pod, named as the Sandbox; fails
+/// with its word when it reports it cannot (`Ready=False`, `ReconcilerError`).
+async fn sandbox_pod(
+    cluster: &dyn Cluster,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ClusterError> {
+    let sandbox = cluster
+        .watch_sandbox(name, timeout, &|s| {
+            s.pod_name().is_some()
+                || s.condition("Ready")
+                    .is_some_and(|c| c.reason.as_deref() == Some("ReconcilerError"))
+        })
+        .await?
+        .ok_or_else(|| ClusterError::SetupFailed {
+            container: "sandbox".into(),
+            message: "the Sandbox was deleted while it started".into(),
+        })?;
+    match sandbox.pod_name() {
+        Some(pod) if pod == name => Ok(()),
+        // A pod of another name (one adopted from a warm pool) was not built for this
+        // bottle: its Secret, config and packet filter are not this bottle's.
+        Some(pod) => Err(ClusterError::SetupFailed {
+            container: "sandbox".into(),
+            message: format!(
+                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); bottles cannot use warm pools (README: running on a cluster)"
+            ),
+        }),
+        None => Err(ClusterError::SetupFailed {
+            container: "sandbox".into(),
+            message: format!(
+                "the agent-sandbox controller could not make the bottle's pod: {}",
+                sandbox
+                    .condition("Ready")
+                    .and_then(|c| c.message.clone())
+                    .unwrap_or_default()
+            ),
+        }),
+    }
 }
 
 fn identity_of(pod: &Pod) -> Option<String> {
@@ -745,7 +918,12 @@ impl Backend for KubernetesBackend {
     fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
         let cluster = self.cluster_of(identity)?;
         self.runtime
-            .block_on(cluster.delete_pod(&objects::object_name(identity), grace))
+            .block_on(delete_bottle(
+                cluster.as_ref(),
+                &objects::object_name(identity),
+                grace,
+                None,
+            ))
             .map_err(|e| setup("stop", e))
     }
 
@@ -855,16 +1033,51 @@ impl KubernetesBackend {
                 continue;
             }
             if ended || launcher_gone_here(pod) {
+                let sandboxed = owned_by_sandbox(pod);
                 if !dry_run {
                     self.runtime
-                        .block_on(cluster.delete_pod(&name, Duration::ZERO))
+                        .block_on(delete_bottle(
+                            cluster,
+                            &name,
+                            Duration::ZERO,
+                            Some(sandboxed),
+                        ))
                         .map_err(|e| setup("cleanup", e))?;
                 }
-                push(if ended {
-                    CleanupAction::RemovedContainer { name }
-                } else {
-                    CleanupAction::KilledOrphan { identity }
+                push(match (ended, sandboxed) {
+                    (true, true) => CleanupAction::RemovedSandbox { name },
+                    (true, false) => CleanupAction::RemovedContainer { name },
+                    (false, _) => CleanupAction::KilledOrphan { identity },
                 });
+            }
+        }
+        // Sandboxes with no pod (their controller could not make it, or it was deleted
+        // while the Sandbox stays) whose launcher ran here and is gone.
+        let served = self
+            .runtime
+            .block_on(cluster.sandbox_version())
+            .map_err(|e| setup("cleanup", e))?;
+        if served.is_some() {
+            let sandboxes = self
+                .runtime
+                .block_on(cluster.list_sandboxes(&objects::selector(None)))
+                .map_err(|e| setup("cleanup", e))?;
+            for sandbox in &sandboxes {
+                let Some(name) = sandbox.metadata.name.clone() else {
+                    continue;
+                };
+                let has_pod = pods
+                    .iter()
+                    .any(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+                if has_pod || !launcher_gone_here_meta(&sandbox.metadata) {
+                    continue;
+                }
+                if !dry_run {
+                    self.runtime
+                        .block_on(cluster.delete_sandbox(&name, Duration::ZERO))
+                        .map_err(|e| setup("cleanup", e))?;
+                }
+                push(CleanupAction::RemovedSandbox { name });
             }
         }
         // Home claims of this home's bottles whose state is gone (a removed state can never
@@ -963,6 +1176,8 @@ pub struct KubeBottle {
     wired: attach::Wired,
     /// The pod's termination grace: `terminate` gives the sidecar bundle all of it.
     grace: Duration,
+    /// The pod is an agent-sandbox `Sandbox`'s: it goes by deleting the Sandbox.
+    sandboxed: bool,
 }
 
 impl KubeBottle {
@@ -1006,7 +1221,12 @@ impl KubeBottle {
     pub fn remove(&mut self) -> Result<(), BackendError> {
         let name = self.name();
         self.runtime
-            .block_on(self.cluster.delete_pod(&name, Duration::ZERO))
+            .block_on(delete_bottle(
+                self.cluster.as_ref(),
+                &name,
+                Duration::ZERO,
+                Some(self.sandboxed),
+            ))
             .map_err(|e| setup("remove the pod", e))?;
         self.done = true;
         Ok(())
@@ -1037,7 +1257,12 @@ impl RunningBottle for KubeBottle {
     fn terminate(&mut self) -> Result<(), BackendError> {
         let name = self.name();
         self.runtime
-            .block_on(self.cluster.delete_pod(&name, self.grace))
+            .block_on(delete_bottle(
+                self.cluster.as_ref(),
+                &name,
+                self.grace,
+                Some(self.sandboxed),
+            ))
             .map(drop)
             .map_err(|e| setup("terminate", e))
     }
@@ -1045,7 +1270,12 @@ impl RunningBottle for KubeBottle {
     fn kill(&mut self) -> Result<(), BackendError> {
         let name = self.name();
         self.runtime
-            .block_on(self.cluster.delete_pod(&name, Duration::ZERO))
+            .block_on(delete_bottle(
+                self.cluster.as_ref(),
+                &name,
+                Duration::ZERO,
+                Some(self.sandboxed),
+            ))
             .map(drop)
             .map_err(|e| setup("kill", e))
     }

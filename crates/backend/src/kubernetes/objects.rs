@@ -158,6 +158,126 @@ pub struct BottleObjects {
     pub config_map: ConfigMap,
     /// The home's claim (`kubernetes.home_size`), created before the pod unless it exists.
     pub home_claim: Option<PersistentVolumeClaim>,
+    /// The agent-sandbox `Sandbox` whose pod template is [`BottleObjects::pod`]
+    /// ([`BottleObjects::as_sandbox`]): created instead of the pod, whose controller then
+    /// creates the pod.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// The API group of agent-sandbox (github.com/kubernetes-sigs/agent-sandbox).
+pub const SANDBOX_GROUP: &str = "agents.x-k8s.io";
+/// Its resource of one sandbox.
+pub const SANDBOX_PLURAL: &str = "sandboxes";
+/// The versions of `Sandbox` whose `spec.podTemplate` is the one written here, best first
+/// (the first the cluster serves is used).
+pub const SANDBOX_VERSIONS: [&str; 2] = ["v1beta1", "v1alpha1"];
+/// The Sandbox annotation in which its controller names the pod it made (or adopted).
+pub const SANDBOX_POD_NAME: &str = "agents.x-k8s.io/pod-name";
+
+/// An agent-sandbox `Sandbox`, as much of it as a bottle uses: metadata, the pod template
+/// (labels, annotations, spec), and the status the controller reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: SandboxSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SandboxStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSpec {
+    #[serde(default)]
+    pub pod_template: SandboxPodTemplate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SandboxPodTemplate {
+    #[serde(default)]
+    pub metadata: SandboxPodMetadata,
+    #[serde(default)]
+    pub spec: PodSpec,
+}
+
+/// Only labels and annotations of a pod template's metadata are used by the controller.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SandboxPodMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SandboxStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<SandboxCondition>,
+}
+
+/// A status condition (`Ready`, `Finished`, ...), the fields a bottle reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SandboxCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Sandbox {
+    /// The name of the pod its controller made: the annotation it sets, `None` before.
+    pub fn pod_name(&self) -> Option<String> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SANDBOX_POD_NAME))
+            .cloned()
+    }
+
+    /// The condition `type_` of its status.
+    pub fn condition(&self, type_: &str) -> Option<&SandboxCondition> {
+        self.status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == type_)
+    }
+}
+
+impl BottleObjects {
+    /// The bottle as an agent-sandbox `Sandbox` of API version `version`: named, labelled
+    /// and annotated as the pod, its pod template exactly the pod (security contexts, init
+    /// containers, the Secret's volume), so the controller's pod is the one built here.
+    pub fn as_sandbox(&mut self, version: &str) {
+        let pod = &self.pod;
+        self.sandbox = Some(Sandbox {
+            api_version: format!("{SANDBOX_GROUP}/{version}"),
+            kind: "Sandbox".to_owned(),
+            metadata: ObjectMeta {
+                name: pod.metadata.name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                labels: pod.metadata.labels.clone(),
+                annotations: pod.metadata.annotations.clone(),
+                ..Default::default()
+            },
+            spec: SandboxSpec {
+                pod_template: SandboxPodTemplate {
+                    metadata: SandboxPodMetadata {
+                        labels: pod.metadata.labels.clone(),
+                        annotations: pod.metadata.annotations.clone(),
+                    },
+                    spec: pod.spec.clone().unwrap_or_default(),
+                },
+            },
+            status: None,
+        });
+    }
 }
 
 impl BottleObjects {
@@ -173,8 +293,12 @@ impl BottleObjects {
                     .collect()
             });
         }
+        let first = match &self.sandbox {
+            Some(sandbox) => serde_saphyr::to_string(sandbox)?,
+            None => serde_saphyr::to_string(&self.pod)?,
+        };
         let mut docs = vec![
-            serde_saphyr::to_string(&self.pod)?,
+            first,
             serde_saphyr::to_string(&secret)?,
             serde_saphyr::to_string(&self.config_map)?,
         ];
@@ -225,11 +349,17 @@ fn meta(plan: &PodPlan) -> ObjectMeta {
 
 /// Makes `meta` owned by the pod (name and uid as the API server returned them).
 pub fn owned_by(meta: &mut ObjectMeta, pod_name: &str, pod_uid: &str) {
+    owned_by_kind(meta, "v1", "Pod", pod_name, pod_uid);
+}
+
+/// Makes `meta` owned by an object of `kind` (a pod, or the bottle's `Sandbox`, whose
+/// deletion deletes its pod and what it owns).
+pub fn owned_by_kind(meta: &mut ObjectMeta, api_version: &str, kind: &str, name: &str, uid: &str) {
     meta.owner_references = Some(vec![OwnerReference {
-        api_version: "v1".to_owned(),
-        kind: "Pod".to_owned(),
-        name: pod_name.to_owned(),
-        uid: pod_uid.to_owned(),
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
         controller: Some(false),
         block_owner_deletion: Some(false),
     }]);
@@ -653,6 +783,7 @@ pub fn bottle_objects(plan: &PodPlan) -> Result<BottleObjects, PlanError> {
         secret,
         config_map,
         home_claim,
+        sandbox: None,
     })
 }
 

@@ -19,6 +19,10 @@ pub struct ClusterSettings {
     pub home_size: Option<String>,
     /// The StorageClass of that claim; the cluster's default when `None`.
     pub storage_class: Option<String>,
+    /// `kubernetes.sandbox`: `Some(true)` runs the bottle as an agent-sandbox `Sandbox` and
+    /// fails where the cluster does not serve that API; `Some(false)` runs a plain pod;
+    /// `None` runs a `Sandbox` where the API is served, a pod otherwise.
+    pub sandbox: Option<bool>,
 }
 
 impl ClusterSettings {

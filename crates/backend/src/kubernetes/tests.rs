@@ -108,6 +108,7 @@ fn launch_creates_the_pod_then_its_owned_secret_and_config_map_and_waits_for_the
     assert_eq!(
         cluster.calls(),
         vec![
+            "discover agents.x-k8s.io".to_owned(),
             format!("create pod {NAME}"),
             format!("create secret {NAME}"),
             format!("create configmap {NAME}"),
@@ -671,6 +672,7 @@ fn stop_from_another_terminal_finds_the_pod_where_its_start_recorded_it() {
         context: None,
         namespace: Some("agents".into()),
         home_claim: None,
+        ..Default::default()
     };
     record.write(&state).unwrap();
     assert_eq!(PodRecord::read(&state), Some(record));
@@ -742,6 +744,7 @@ fn cleanup_also_looks_in_the_namespaces_this_homes_bottles_were_started_in() {
         context: None,
         namespace: Some("team-b".into()),
         home_claim: None,
+        ..Default::default()
     }
     .write(&state)
     .unwrap();
@@ -815,6 +818,7 @@ fn kept_home_fixture() -> (Fixture, PathBuf) {
         context: None,
         namespace: Some("agents".into()),
         home_claim: Some(CLAIM.into()),
+        ..Default::default()
     }
     .write(&state)
     .unwrap();
@@ -845,14 +849,15 @@ fn the_home_claim_outlives_the_pod_resume_mounts_it_unseeded_and_discard_waits_f
     run_to_end(&backend, &f, &cluster, 3);
     let calls = cluster.calls();
     assert_eq!(
-        calls[..2].to_vec(),
+        calls[..3].to_vec(),
         vec![
+            "discover agents.x-k8s.io".to_owned(),
             format!("get claim {CLAIM}"),
             format!("create claim {CLAIM}")
         ]
     );
     assert!(
-        calls[2].starts_with(&format!("create pod {NAME}")),
+        calls[3].starts_with(&format!("create pod {NAME}")),
         "{calls:?}"
     );
     let claim = cluster.claim(CLAIM).expect("the claim outlives the pod");
@@ -931,6 +936,7 @@ fn the_home_claim_outlives_the_pod_resume_mounts_it_unseeded_and_discard_waits_f
         context: None,
         namespace: Some("agents".into()),
         home_claim: None,
+        ..Default::default()
     }
     .write(&state)
     .unwrap();
@@ -1094,4 +1100,343 @@ fn the_pod_sets_its_termination_grace_period_from_the_config_and_terminate_keeps
         cluster.calls().last().unwrap(),
         &format!("delete pod {NAME} grace=52")
     );
+}
+
+/// With agent-sandbox served, the bottle is a `Sandbox` whose pod template is exactly the
+/// pod built without it (the same security contexts, init containers, Secret volume); its
+/// controller makes the pod, which the launch watches and attaches to as before; the
+/// Secret and ConfigMap are the Sandbox's, and the end deletes the Sandbox (its pod and
+/// both go with it).
+#[test]
+fn with_agent_sandbox_served_the_bottle_is_a_sandbox_whose_pod_is_the_one_built_here() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let backend = backend(&f, &cluster);
+    let mut bottle = backend.launch(&f.spec, quiet()).unwrap();
+    assert_eq!(
+        cluster.calls(),
+        vec![
+            "discover agents.x-k8s.io".to_owned(),
+            format!("create sandbox {NAME}"),
+            format!("create secret {NAME}"),
+            format!("create configmap {NAME}"),
+            format!("watch sandbox {NAME}"),
+            format!("watch pod {NAME}"),
+            format!("attach pod {NAME} tty=false"),
+        ]
+    );
+    let sandbox = cluster.sandbox(NAME).unwrap();
+    assert_eq!(sandbox.api_version, "agents.x-k8s.io/v1beta1");
+    let plan = backend.plan(&f.spec, fake::NAMESPACE).unwrap();
+    let built = bottle_objects(&plan).unwrap().pod;
+    assert_eq!(
+        Some(&sandbox.spec.pod_template.spec),
+        built.spec.as_ref(),
+        "the Sandbox's pod is not the pod built for the bottle"
+    );
+    assert_eq!(sandbox.pod_name().as_deref(), Some(NAME));
+    // The controller's pod: that spec, our labels and launcher annotation (so `list` and
+    // `cleanup` see it as any bottle's pod), controlled by the Sandbox.
+    let pod = cluster.pod(NAME).unwrap();
+    assert_eq!(pod.spec, built.spec);
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()[objects::LABEL_IDENTITY],
+        "claude-1a2b3"
+    );
+    assert_eq!(
+        pod.metadata.annotations, built.metadata.annotations,
+        "the launcher annotation did not reach the pod"
+    );
+    let owner =
+        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            let r = refs.unwrap().remove(0);
+            (r.kind, r.name, r.uid)
+        };
+    let sandbox_owner = (
+        "Sandbox".to_owned(),
+        NAME.to_owned(),
+        sandbox.metadata.uid.clone().unwrap(),
+    );
+    assert_eq!(owner(pod.metadata.owner_references), sandbox_owner);
+    assert_eq!(
+        owner(cluster.secret(NAME).unwrap().metadata.owner_references),
+        sandbox_owner
+    );
+    assert_eq!(
+        owner(cluster.config_map(NAME).unwrap().metadata.owner_references),
+        sandbox_owner
+    );
+    assert_eq!(
+        backend
+            .list()
+            .unwrap()
+            .iter()
+            .map(|b| (b.identity.clone(), b.running))
+            .collect::<Vec<_>>(),
+        vec![("claude-1a2b3".to_owned(), true)]
+    );
+    let agent = play_agent(cluster.clone(), 3);
+    assert_eq!(bottle.wait().unwrap().code, 3);
+    agent.join().unwrap();
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete sandbox {NAME} grace=0")),
+        "{:?}",
+        cluster.calls()
+    );
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(
+        cluster.pod(NAME),
+        None,
+        "the Sandbox's pod outlived the bottle"
+    );
+    assert_eq!(cluster.secret(NAME), None);
+    assert_eq!(cluster.config_map(NAME), None);
+}
+
+/// `stop` of a Sandbox's bottle deletes the Sandbox: its controller makes a pod deleted
+/// alone again, so deleting the pod would not stop the bottle.
+#[test]
+fn stop_deletes_a_sandbox_bottles_sandbox_not_only_the_pod_its_controller_would_remake() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let backend = backend(&f, &cluster);
+    let mut bottle = backend.launch(&f.spec, quiet()).unwrap();
+    // What the fake's controller does with a pod deleted alone (the reason for the rest).
+    cluster.set_status(NAME, fake::agent_running());
+    let uid = cluster.pod(NAME).unwrap().metadata.uid;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(
+        rt.block_on(cluster.delete_pod(NAME, Duration::ZERO))
+            .unwrap()
+    );
+    let remade = cluster.pod(NAME).expect("the controller remakes the pod");
+    assert_ne!(remade.metadata.uid, uid);
+
+    let other = KubernetesBackend::with_cluster(f.config.clone(), cluster.clone()).unwrap();
+    assert!(
+        other
+            .stop(&f.spec.identity, Duration::from_secs(7))
+            .unwrap()
+    );
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete sandbox {NAME} grace=7")),
+        "{:?}",
+        cluster.calls()
+    );
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+    // The bottle sees its pod deleted under it: killed.
+    assert_eq!(bottle.wait().unwrap().code, 137);
+}
+
+/// `kubernetes.sandbox: false` runs a plain pod without asking the cluster; `true` fails
+/// before anything exists where the cluster serves no Sandbox API, saying what to install
+/// or set.
+#[test]
+fn the_sandbox_key_forces_a_plain_pod_or_requires_the_api() {
+    let mut f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    f.config.settings.sandbox = Some(false);
+    let mut bottle = backend(&f, &cluster).launch(&f.spec, quiet()).unwrap();
+    assert_eq!(cluster.calls()[0], format!("create pod {NAME}"));
+    assert_eq!(cluster.sandbox(NAME), None);
+    bottle.kill().unwrap();
+
+    let plain = Arc::new(FakeCluster::new());
+    plain.on_create(fake::agent_running());
+    f.config.settings.sandbox = Some(true);
+    let err = backend(&f, &plain)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("kubernetes.sandbox: true")
+            && err.contains("agents.x-k8s.io/Sandbox")
+            && err.contains("`agents`")
+            && err.contains("install agent-sandbox")
+            && err.contains("sandbox: false"),
+        "{err}"
+    );
+    assert_eq!(plain.calls(), vec!["discover agents.x-k8s.io".to_owned()]);
+
+    // Unset: a plain pod where the API is not served.
+    f.config.settings.sandbox = None;
+    let mut bottle = backend(&f, &plain).launch(&f.spec, quiet()).unwrap();
+    assert!(plain.calls().contains(&format!("create pod {NAME}")));
+    bottle.kill().unwrap();
+}
+
+/// A launch that fails after the Sandbox exists (an image the nodes cannot pull) deletes
+/// the Sandbox, and with it the pod, Secret and ConfigMap: nothing is left.
+#[test]
+fn a_failed_sandbox_launch_deletes_the_sandbox_and_leaves_nothing() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1alpha1");
+    cluster.on_create(fake::image_pull_failure());
+    let err = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot pull image"), "{err}");
+    assert!(
+        cluster
+            .calls()
+            .contains(&format!("delete sandbox {NAME} grace=0"))
+    );
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+    assert_eq!(cluster.config_map(NAME), None);
+}
+
+/// A Sandbox whose pod is gone (or never came) and whose launcher ran here and is gone is
+/// an orphan: `cleanup --dry-run` lists it, `cleanup` deletes it. One of a live launcher,
+/// or of another machine, stays; an orphaned Sandbox's running pod is killed through it.
+#[test]
+fn cleanup_removes_an_orphaned_sandbox_and_kills_an_orphans_pod_through_its_sandbox() {
+    let f = fixture();
+    let machine = machine_id();
+    if machine.is_empty() {
+        eprintln!("skipped: this machine has no /etc/machine-id, so no Sandbox is judged");
+        return;
+    }
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    let gone = format!("{machine}/not-this-boot:4242:99");
+    let sandbox_of = |identity: &str, launcher: &str| {
+        let pod = foreign_pod(identity, launcher, fake::agent_running());
+        let mut objects = BottleObjects {
+            pod,
+            secret: Default::default(),
+            config_map: Default::default(),
+            home_claim: None,
+            sandbox: None,
+        };
+        objects.pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![k8s_openapi::api::core::v1::Container {
+                name: "agent".into(),
+                image: Some("bot-bottle/agent-claude:0123".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        objects.as_sandbox("v1beta1");
+        objects.sandbox.unwrap()
+    };
+    // Pod-less: of a gone launcher here, of this live process, of another machine.
+    cluster.insert_sandbox(sandbox_of("claude-00011", &gone));
+    cluster.insert_sandbox(sandbox_of("claude-00012", &launcher_annotation()));
+    cluster.insert_sandbox(sandbox_of("claude-00013", "another-machine/boot:1:1"));
+    // An orphan whose Sandbox's controller made its pod.
+    cluster.on_create(fake::agent_running());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cluster.create_sandbox(&sandbox_of("claude-00014", &gone)))
+        .unwrap();
+    assert!(cluster.pod("bot-bottle-claude-00014").is_some());
+
+    let backend = backend(&f, &cluster);
+    let dry = backend.cleanup(true).unwrap();
+    assert_eq!(
+        dry,
+        vec![
+            CleanupAction::KilledOrphan {
+                identity: "claude-00014".into()
+            },
+            CleanupAction::RemovedSandbox {
+                name: "bot-bottle-claude-00011".into()
+            },
+        ]
+    );
+    assert!(
+        cluster.sandbox("bot-bottle-claude-00011").is_some(),
+        "dry run deleted"
+    );
+    assert_eq!(backend.cleanup(false).unwrap(), dry);
+    assert_eq!(cluster.sandbox("bot-bottle-claude-00011"), None);
+    assert_eq!(cluster.sandbox("bot-bottle-claude-00014"), None);
+    assert_eq!(
+        cluster.pod("bot-bottle-claude-00014"),
+        None,
+        "the orphan's pod came back: only the pod was deleted"
+    );
+    assert!(cluster.sandbox("bot-bottle-claude-00012").is_some());
+    assert!(cluster.sandbox("bot-bottle-claude-00013").is_some());
+}
+
+/// `resume` of a bottle whose home claim was made but is gone refuses to start the agent on
+/// an empty home, naming the bottle, the namespace, the claim and what to do; nothing is
+/// created.
+#[test]
+fn resume_without_the_home_claim_it_made_refuses_instead_of_a_fresh_home() {
+    let (mut f, home) = kept_home_fixture();
+    f.config.home_expected = true;
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let err = kept_home_backend(&f, &home, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("claude-1a2b3")
+            && err.contains(&format!("`{CLAIM}`"))
+            && err.contains("namespace `agents`")
+            && err.contains("empty home")
+            && err.contains("bot-bottle discard claude-1a2b3"),
+        "{err}"
+    );
+    assert_eq!(
+        cluster.calls(),
+        vec![
+            "discover agents.x-k8s.io".to_owned(),
+            format!("get claim {CLAIM}")
+        ],
+        "something was created"
+    );
+}
+
+/// A pod template the controller cannot turn into a pod (here: a sidecar image that is
+/// empty, which the API server refuses) leaves the Sandbox `Ready=False` with the
+/// controller's reason: the launch fails with that word instead of waiting out its timeout,
+/// and deletes the Sandbox, Secret and ConfigMap.
+#[test]
+fn a_pod_the_sandbox_controller_cannot_make_fails_the_launch_with_its_word() {
+    let mut f = fixture();
+    f.config.sidecar.as_mut().unwrap().image = String::new();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let err = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("the agent-sandbox controller could not make the bottle's pod")
+            && err.contains("image: Required value"),
+        "{err}"
+    );
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+    assert_eq!(cluster.config_map(NAME), None);
 }

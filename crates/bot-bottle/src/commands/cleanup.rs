@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 CleanupAction::RemovedNetwork { name } => println!("{verb} network {name}"),
                 CleanupAction::RemovedVolume { name } => println!("{verb} volume {name}"),
                 CleanupAction::RemovedImage { id } => println!("{verb} image {id}"),
+                CleanupAction::RemovedSandbox { name } => println!("{verb} sandbox {name}"),
             }
         }
     }
@@ -81,6 +82,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .to_string(),
                     )
                 } else if args.dry_run {
+                    // What `discard_kept` would remove: the claim its record names.
+                    if let Some(claim) =
+                        kept_claim(&home, &bottle.identity, bottle.metadata.as_ref())
+                    {
+                        count += 1;
+                        println!("{verb} volume {claim}");
+                    }
                     None
                 } else {
                     // What its backend kept for `resume` (a cluster bottle's home claim) goes
@@ -154,6 +162,19 @@ pub(crate) fn discard_kept(
             _ => None,
         })
         .collect())
+}
+
+/// The home claim a stale cluster bottle's record names (what [`discard_kept`] removes).
+fn kept_claim(
+    home: &Home,
+    identity: &state::Identity,
+    metadata: Option<&state::Metadata>,
+) -> Option<String> {
+    let kind = metadata.and_then(|m| BackendKind::parse(&m.backend).ok())?;
+    if kind != BackendKind::Kubernetes {
+        return None;
+    }
+    backend::kubernetes::PodRecord::read(&home.state_dir(identity))?.home_claim
 }
 
 /// The warning for a backend `cleanup` could not ask (no docker daemon): only when a bottle

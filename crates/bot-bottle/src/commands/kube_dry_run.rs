@@ -103,8 +103,21 @@ pub fn render(
             files: files.files,
         },
     };
-    let objects = bottle_objects(&plan).map_err(|e| anyhow::anyhow!(e.0))?;
-    Ok(objects.to_yaml(true)?)
+    let mut objects = bottle_objects(&plan).map_err(|e| anyhow::anyhow!(e.0))?;
+    // Without a cluster there is no API discovery: `sandbox: true` shows the Sandbox (at the
+    // first version bot-bottle writes), otherwise the pod, said to be wrapped in a Sandbox
+    // where the cluster serves that API (unless `sandbox: false`).
+    let note = match settings.sandbox {
+        Some(true) => {
+            objects.as_sandbox(backend::kubernetes::objects::SANDBOX_VERSIONS[0]);
+            ""
+        }
+        Some(false) => "",
+        None => {
+            "# kubernetes.sandbox is not set: on a cluster that serves agents.x-k8s.io Sandbox,\n# this Pod is the template of a Sandbox of the same name (`sandbox: true` shows it).\n"
+        }
+    };
+    Ok(format!("{note}{}", objects.to_yaml(true)?))
 }
 
 fn tag(source: &ImageSource) -> anyhow::Result<String> {

@@ -112,6 +112,7 @@ fn dry_run(args: Args, cwd: PathBuf) -> anyhow::Result<ExitCode> {
         registry: k.registry.clone(),
         home_size: k.home_size.clone(),
         storage_class: k.storage_class.clone(),
+        sandbox: k.sandbox,
     };
     let yaml =
         super::kube_dry_run::render(agent, &settings, args.command, &launcher::HostEnv::Process)?;

@@ -170,3 +170,78 @@ fn dry_run_prints_the_home_claim_when_the_home_is_kept() {
     assert_eq!(home.persistent_volume_claim.unwrap().claim_name, name);
     assert!(!tmp.path().join("bbhome").exists());
 }
+
+/// `kubernetes.sandbox: true` prints the agent-sandbox `Sandbox` in the pod's place: named
+/// and labelled as the pod, its pod template the hardened pod (runtime class, no token, the
+/// `network` init container, the Secret mounted by the sidecar alone). Unset, the pod is
+/// printed with a note saying a Sandbox wraps it where the cluster serves that API; `false`
+/// prints the pod alone.
+#[test]
+fn dry_run_prints_the_sandbox_in_the_pods_place_when_the_manifest_asks_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with = |value: &str| {
+        MANIFEST.replace(
+            "      registry: registry.example.com/team\n",
+            &format!("      registry: registry.example.com/team\n      sandbox: {value}\n"),
+        )
+    };
+    let (code, yaml, stderr) = dry_run_of(tmp.path(), &with("true"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let docs: Vec<&str> = yaml.split("\n---\n").collect();
+    assert_eq!(docs.len(), 3, "{yaml}");
+    let sandbox: serde_json::Value = serde_saphyr::from_str(docs[0]).unwrap();
+    assert_eq!(sandbox["apiVersion"], "agents.x-k8s.io/v1beta1", "{yaml}");
+    assert_eq!(sandbox["kind"], "Sandbox");
+    assert_eq!(sandbox["metadata"]["namespace"], "agents");
+    let name = sandbox["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("bot-bottle-coder-"), "{name}");
+    assert_eq!(
+        sandbox["spec"]["podTemplate"]["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "bot-bottle"
+    );
+    let spec: k8s_openapi::api::core::v1::PodSpec =
+        serde_json::from_value(sandbox["spec"]["podTemplate"]["spec"].clone()).unwrap();
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let inits: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        inits,
+        vec!["network", "sidecar", "home", "workspace"],
+        "{yaml}"
+    );
+    let secret_mounts: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "sidecar")
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(secret_mounts, vec!["sidecar"], "{yaml}");
+    let secret: Secret = serde_saphyr::from_str(docs[1]).unwrap();
+    assert_eq!(secret.metadata.name.as_deref(), Some(name));
+
+    let (code, yaml, stderr) = dry_run_of(tmp.path(), MANIFEST, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        yaml.starts_with("# kubernetes.sandbox is not set"),
+        "{yaml}"
+    );
+    let pod: Pod = serde_saphyr::from_str(yaml.split("\n---\n").next().unwrap()).unwrap();
+    assert_eq!(pod.metadata.namespace.as_deref(), Some("agents"));
+
+    let (code, yaml, stderr) = dry_run_of(tmp.path(), &with("false"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(yaml.starts_with("apiVersion: v1\n"), "{yaml}");
+    assert!(!tmp.path().join("bbhome").exists());
+}

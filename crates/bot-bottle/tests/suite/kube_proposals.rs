@@ -170,6 +170,7 @@ fn discard_keeps_a_cluster_bottle_whose_home_claim_cannot_be_removed() {
             namespace: Some("agents".into()),
             home_claim: claim
                 .then(|| backend::kubernetes::objects::home_claim_name(identity.as_str())),
+            ..Default::default()
         }
         .write(&laptop.state_dir(&identity))
         .unwrap();
@@ -207,4 +208,121 @@ fn discard_keeps_a_cluster_bottle_whose_home_claim_cannot_be_removed() {
     let out = bb(tmp.path(), &["discard", plain.as_str(), "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!laptop.state_dir(&plain).exists());
+}
+
+/// `cleanup --dry-run` lists a stale cluster bottle's home claim (and that of a bottle of
+/// this home whose state is gone) without touching them; `cleanup` removes both through
+/// the API server (the real client, a fake API server on loopback) and the stale state.
+#[test]
+fn cleanup_lists_then_removes_the_home_claims_of_stale_and_gone_cluster_bottles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home_dir = tmp.path().join("bbhome");
+    let laptop = state::Home::new(home_dir.clone());
+    let owner = backend::kubernetes::home_annotation(Some(&home_dir));
+    if owner.is_empty() {
+        eprintln!("skipped: this machine has no /etc/machine-id, so no claim is judged");
+        return;
+    }
+    let claim_of = |identity: &str| {
+        let name = backend::kubernetes::objects::home_claim_name(identity);
+        let value = serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name, "namespace": "agents",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "bot-bottle",
+                    backend::kubernetes::objects::LABEL_IDENTITY: identity,
+                },
+                "annotations": {backend::kubernetes::objects::ANNOTATION_HOME: owner},
+            },
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        });
+        (name, value)
+    };
+    // Stale: its state is here (not preserved, its `start` gone), its record names the claim.
+    let (stale, lock) = laptop.create_bottle(&cluster_bottle(tmp.path())).unwrap();
+    drop(lock);
+    backend::kubernetes::PodRecord {
+        namespace: Some("agents".into()),
+        home_claim: Some(backend::kubernetes::objects::home_claim_name(
+            stale.as_str(),
+        )),
+        home_made: true,
+        ..Default::default()
+    }
+    .write(&laptop.state_dir(&stale))
+    .unwrap();
+    // Gone: its state was removed, its claim stayed (a clean end that could not reach the
+    // cluster, in an older version).
+    let (gone, lock) = laptop.create_bottle(&cluster_bottle(tmp.path())).unwrap();
+    drop(lock);
+    laptop.remove_bottle(&gone).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = rt.block_on(test_support::kube_api::FakeApiServer::start());
+    let (stale_claim, value) = claim_of(stale.as_str());
+    api.serve_claim("agents", &stale_claim, value);
+    let (gone_claim, value) = claim_of(gone.as_str());
+    api.serve_claim("agents", &gone_claim, value);
+    std::fs::write(
+        tmp.path().join("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    namespace: agents\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let cleanup = |dry: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"));
+        cmd.arg("cleanup");
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        cmd.env("BOT_BOTTLE_HOME", &home_dir)
+            .env("HOME", tmp.path().join("home"))
+            .env("KUBECONFIG", tmp.path().join("kubeconfig"))
+            // No docker daemon for this run: the machine's containers are not this test's.
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", tmp.path().join("no-docker.sock").display()),
+            )
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+
+    let out = cleanup(true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    for line in [
+        format!("would remove volume {gone_claim}"),
+        format!("would remove volume {stale_claim}"),
+        format!("would remove state of {stale}"),
+    ] {
+        assert!(said.contains(&line), "no `{line}` in:\n{said}");
+    }
+    assert!(api.has_claim("agents", &stale_claim) && api.has_claim("agents", &gone_claim));
+    assert!(
+        laptop.state_dir(&stale).exists(),
+        "a dry run removed the state"
+    );
+
+    let out = cleanup(false);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    for line in [
+        format!("removed volume {gone_claim}"),
+        format!("removed volume {stale_claim}"),
+        format!("removed state of {stale}"),
+    ] {
+        assert!(said.contains(&line), "no `{line}` in:\n{said}");
+    }
+    assert!(!api.has_claim("agents", &stale_claim), "{:?}", api.calls());
+    assert!(!api.has_claim("agents", &gone_claim), "{:?}", api.calls());
+    assert!(!laptop.state_dir(&stale).exists());
+    rt.shutdown_background();
 }

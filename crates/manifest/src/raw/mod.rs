@@ -80,7 +80,7 @@ pub struct RawBottle {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a kubernetes block (`namespace`, `runtime_class`, `registry`, `home_size`, `storage_class`)"
+    expecting = "a kubernetes block (`namespace`, `runtime_class`, `registry`, `home_size`, `storage_class`, `sandbox`)"
 )]
 pub struct RawKubernetes {
     /// The namespace; the kubeconfig context's when absent.
@@ -99,6 +99,10 @@ pub struct RawKubernetes {
     /// The StorageClass of that claim; the cluster's default when absent.
     #[serde(default)]
     pub storage_class: Option<Spanned<String>>,
+    /// Run the bottle as an agent-sandbox `Sandbox` (`true`: required, `false`: a plain
+    /// pod); absent: a `Sandbox` when the cluster serves that API, a pod otherwise.
+    #[serde(default)]
+    pub sandbox: Option<Spanned<bool>>,
 }
 
 /// A bottle's `resources:` block as written. Values are kept as found (a number, a string,

@@ -384,7 +384,7 @@ fn show_prints_resources_as_written_and_the_dangerous_keys_only_when_set() {
 fn kubernetes_per_field_last_wins_and_show_prints_it_only_when_set() {
     let yaml = r#"
 bottles:
-  team: {kubernetes: {namespace: agents, registry: registry.example.com/team, home_size: 5Gi}}
+  team: {kubernetes: {namespace: agents, registry: registry.example.com/team, home_size: 5Gi, sandbox: false}}
   child:
     extends: team
     kubernetes: {runtime_class: gvisor, namespace: ci, home_size: 10Gi, storage_class: fast}
@@ -399,13 +399,14 @@ bottles:
             registry: Some("registry.example.com/team".into()),
             home_size: Some("10Gi".into()),
             storage_class: Some("fast".into()),
+            sandbox: Some(false),
         }
     );
     let text = child.to_yaml().unwrap();
     let from = text.find("kubernetes:").unwrap();
     assert_eq!(
         &text[from..],
-        "kubernetes:\n  namespace: ci\n  runtime_class: gvisor\n  registry: registry.example.com/team\n  home_size: 10Gi\n  storage_class: fast\n"
+        "kubernetes:\n  namespace: ci\n  runtime_class: gvisor\n  registry: registry.example.com/team\n  home_size: 10Gi\n  storage_class: fast\n  sandbox: false\n"
     );
     assert!(
         !bottle(yaml, "plain")
