@@ -442,3 +442,188 @@ where
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use policy::DlpMode;
+    use pretty_assertions::assert_eq;
+
+    use super::super::{MARKER, scanner};
+    use super::*;
+
+    const AWS: &str = "AKIAZ3MSJV4WWNKWW5FG";
+
+    fn outbound(mode: DlpMode, pass_unscannable: bool) -> (Outbound, Arc<Mutex<Vec<DlpLog>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let judge = Judge {
+            det: Arc::new(Detector::new(scanner().unwrap(), &[]).unwrap()),
+            route: RouteDlp {
+                mode,
+                pass_unscannable,
+                ..RouteDlp::default()
+            },
+            uses: Arc::new(Uses::default()),
+            report: Box::new(move || {
+                let sink = sink.clone();
+                Arc::new(move |l: DlpLog| sink.lock().unwrap().push(l))
+            }),
+        };
+        (Outbound::new(judge), seen)
+    }
+
+    /// One masked frame from the agent.
+    fn masked(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(opcode, Some([1, 2, 3, 4]), payload);
+        if !is_final {
+            f[0] &= 0x7f;
+        }
+        f
+    }
+
+    /// The payloads of the frames in `data` (unmasked), with their first header byte.
+    fn frames(data: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let mut c = Cursor::new(&data[at..]);
+            let (h, len) = FrameHeader::parse(&mut c).unwrap().unwrap();
+            let start = at + c.position() as usize;
+            let mut p = data[start..start + len as usize].to_vec();
+            if let Some(m) = h.mask {
+                apply_mask(&mut p, m);
+            }
+            out.push((data[at], p));
+            at = start + len as usize;
+        }
+        out
+    }
+
+    #[test]
+    fn frames_fed_one_byte_at_a_time_go_through_unchanged_and_whole() {
+        let (mut ob, seen) = outbound(DlpMode::Block, false);
+        let mut input = masked(OpCode::Data(Data::Text), true, b"hello");
+        input.extend(masked(OpCode::Data(Data::Binary), false, &[0u8; 300]));
+        input.extend(masked(OpCode::Control(Control::Ping), true, b"ping"));
+        input.extend(masked(OpCode::Data(Data::Continue), true, &[7u8; 70_000]));
+        let mut out = Vec::new();
+        let mut sizes = Vec::new();
+        for b in &input {
+            let before = out.len();
+            ob.feed(std::slice::from_ref(b), &mut out).unwrap();
+            if out.len() > before {
+                sizes.push(out.len() - before);
+            }
+        }
+        // the ping goes when it is whole, before the fragmented message it came inside;
+        // the message goes as it came once its last fragment is here
+        let ping = masked(OpCode::Control(Control::Ping), true, b"ping").len();
+        let text = masked(OpCode::Data(Data::Text), true, b"hello").len();
+        assert_eq!(sizes, vec![text, ping, input.len() - text - ping]);
+        assert_eq!(out.len(), input.len());
+        assert_eq!(
+            frames(&out)
+                .iter()
+                .map(|(b, p)| (*b, p.len()))
+                .collect::<Vec<_>>(),
+            vec![(0x81, 5), (0x89, 4), (0x02, 300), (0x80, 70_000)]
+        );
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_key_split_across_fragments_with_a_ping_between_is_redacted_in_one_frame() {
+        let (mut ob, seen) = outbound(DlpMode::Redact, false);
+        let (a, b) = AWS.split_at(7);
+        let mut input = masked(OpCode::Data(Data::Text), false, format!("k {a}").as_bytes());
+        input.extend(masked(OpCode::Control(Control::Ping), true, b"x"));
+        input.extend(masked(
+            OpCode::Data(Data::Continue),
+            true,
+            format!("{b} .").as_bytes(),
+        ));
+        let mut out = Vec::new();
+        ob.feed(&input, &mut out).unwrap();
+        assert_eq!(
+            frames(&out),
+            vec![
+                (0x89, b"x".to_vec()),
+                (0x81, format!("k {MARKER} .").into_bytes())
+            ]
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_key_in_a_pong_or_a_close_reason_is_stopped() {
+        for (opcode, place) in [
+            (OpCode::Control(Control::Pong), "websocket pong"),
+            (OpCode::Control(Control::Close), "websocket close"),
+        ] {
+            let (mut ob, seen) = outbound(DlpMode::Block, false);
+            let mut payload = 1000u16.to_be_bytes().to_vec();
+            payload.extend_from_slice(format!("bye {AWS}").as_bytes());
+            let mut out = Vec::new();
+            let refused = ob.feed(&masked(opcode, true, &payload), &mut out);
+            assert!(
+                matches!(&refused, Err(Refusal::Dlp(Stop::Secret { rule, .. })) if rule == "aws-access-key-id"),
+                "{place}: {refused:?}"
+            );
+            assert!(out.is_empty(), "{place}: something went: {out:?}");
+            assert_eq!(seen.lock().unwrap()[0].place, place);
+        }
+    }
+
+    #[test]
+    fn an_unscannable_message_streams_through_on_a_route_that_passes_it() {
+        let (mut ob, seen) = outbound(DlpMode::Block, true);
+        let big = vec![b'a'; MESSAGE_LIMIT];
+        let mut input = masked(OpCode::Data(Data::Binary), false, &big[..1000]);
+        input.extend(masked(OpCode::Data(Data::Continue), true, &big));
+        input.extend(masked(OpCode::Data(Data::Text), true, AWS.as_bytes()));
+        let mut out = Vec::new();
+        let mut refused = None;
+        for chunk in input.chunks(16 * 1024) {
+            if let Err(r) = ob.feed(chunk, &mut out) {
+                refused = Some(r);
+                break;
+            }
+        }
+        // both fragments of the large one went, as they came; the next message is judged
+        assert_eq!(out, input[..input.len() - 6 - AWS.len()]);
+        assert!(matches!(refused, Some(Refusal::Dlp(Stop::Secret { .. }))));
+        let actions: Vec<(String, &str)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| (l.rule.clone(), l.action))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                ("unscannable".to_string(), "logged"),
+                ("aws-access-key-id".to_string(), "blocked")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_close_reason_fits_a_control_frame() {
+        let long = "h".repeat(300);
+        for r in [
+            Refusal::Dlp(Stop::Secret {
+                rule: "generic-password".into(),
+                place: "websocket message",
+            }),
+            Refusal::Protocol("a frame from the client is not masked"),
+        ] {
+            let f = r.close_frame(&long);
+            let got = frames(&f);
+            assert_eq!(got.len(), 1);
+            assert!(got[0].1.len() <= 125, "{}", got[0].1.len());
+            assert!(std::str::from_utf8(&got[0].1[2..]).is_ok());
+        }
+    }
+}
