@@ -279,7 +279,7 @@ impl Outbound {
             }
             let held = self.message.as_ref().map_or(0, |m| m.payload.len() as u64);
             let passing = self.message.as_ref().is_some_and(|m| m.passing);
-            if !passing && held + len > MESSAGE_LIMIT as u64 {
+            if !passing && held.saturating_add(len) > MESSAGE_LIMIT as u64 {
                 self.judge.unscannable()?;
                 // what was held of it goes as it came; the rest streams through
                 let message = self.message.get_or_insert_with(|| Message::new(data));
@@ -607,6 +607,23 @@ mod tests {
                 ("aws-access-key-id".to_string(), "blocked")
             ]
         );
+    }
+
+    #[test]
+    fn a_frame_claiming_the_largest_length_is_unscannable() {
+        let (mut ob, _) = outbound(DlpMode::Block, false);
+        let mut out = Vec::new();
+        ob.feed(&masked(OpCode::Data(Data::Binary), false, b"abc"), &mut out)
+            .unwrap();
+        let mut huge = vec![0x80, 0xff];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        huge.extend_from_slice(&[1, 2, 3, 4, 9, 9]);
+        let refused = ob.feed(&huge, &mut out);
+        assert!(
+            matches!(refused, Err(Refusal::Dlp(Stop::Unscannable { .. }))),
+            "{refused:?}"
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

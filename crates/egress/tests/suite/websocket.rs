@@ -32,7 +32,8 @@ use super::dlp::KEY;
 const MARKER: &str = egress::DLP_MARKER;
 
 /// `api.test` blocks (the default) and injects the credential; `other.test` redacts;
-/// `a.wild.test` only logs; `b.wild.test` blocks but passes what it cannot scan.
+/// `a.wild.test` only logs; `b.wild.test` blocks but passes what it cannot scan;
+/// `c.wild.test` blocks but allows the key's rule.
 const ROUTES: &str = r#"
 routes:
   - host: api.test
@@ -52,6 +53,10 @@ routes:
     connect_to: WS
     websocket: true
     dangerously_dlp_pass_unscannable: true
+  - host: c.wild.test
+    connect_to: WS
+    websocket: true
+    dlp_allow: [aws-access-key-id]
 "#;
 
 /// A TLS WebSocket server on loopback that records what arrived.
@@ -78,6 +83,7 @@ impl WsUpstream {
             "other.test",
             "a.wild.test",
             "b.wild.test",
+            "c.wild.test",
         ]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -560,4 +566,20 @@ async fn a_message_larger_than_the_bound_is_unscannable() {
     ws.send(Message::text(KEY)).await.unwrap();
     assert_dlp_close(&closed(&mut ws).await, "aws-access-key-id");
     assert!(!ws_up.arrived_text().contains(KEY));
+}
+
+#[tokio::test]
+async fn a_rule_the_route_allows_goes_in_a_message_and_other_rules_do_not() {
+    let ws_up = WsUpstream::start(false).await;
+    let h = start(&ws_up).await;
+    let mut ws = agent(&h, "c.wild.test").await;
+    let m = Message::text(format!("a {KEY} b"));
+    assert_eq!(round_trip(&mut ws, m.clone()).await, m);
+    assert_eq!(dlp_lines(&h), vec![]);
+    // the injected credential of another route is not what the route allows
+    ws.send(Message::text(format!("token {TOKEN}")))
+        .await
+        .unwrap();
+    assert_dlp_close(&closed(&mut ws).await, "credential");
+    assert!(!ws_up.arrived_text().contains(TOKEN));
 }
