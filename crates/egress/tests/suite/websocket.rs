@@ -74,17 +74,24 @@ struct WsUpstream {
 impl WsUpstream {
     /// `answer_extension`: the `101` names `permessage-deflate` whatever was offered.
     async fn start(answer_extension: bool) -> WsUpstream {
+        Self::start_with(answer_extension, true).await
+    }
+
+    /// A plain (`ws://`) upstream when `!tls`.
+    async fn start_with(answer_extension: bool, tls: bool) -> WsUpstream {
         let ca = TestCa::new("websocket upstream CA");
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ws-ca.pem");
         ca.write_pem(&ca_file);
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&[
-            "api.test",
-            "other.test",
-            "a.wild.test",
-            "b.wild.test",
-            "c.wild.test",
-        ]));
+        let acceptor = tls.then(|| {
+            tokio_rustls::TlsAcceptor::from(ca.server_config(&[
+                "api.test",
+                "other.test",
+                "a.wild.test",
+                "b.wild.test",
+                "c.wild.test",
+            ]))
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let arrived = Arc::new(Mutex::new(Vec::new()));
@@ -94,34 +101,14 @@ impl WsUpstream {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, rec, offered) = (acceptor.clone(), rec.clone(), offered.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    // tungstenite's handshake callback type: its error is a whole response
-                    #[allow(clippy::result_large_err)]
-                    let callback = move |req: &WsRequest, mut resp: WsResponse| {
-                        offered.lock().unwrap().push(
-                            req.headers()
-                                .get("sec-websocket-extensions")
-                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-                        );
-                        if answer_extension {
-                            resp.headers_mut().insert(
-                                "sec-websocket-extensions",
-                                http::HeaderValue::from_static("permessage-deflate"),
-                            );
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            serve_ws(tls, answer_extension, rec, offered).await;
                         }
-                        Ok(resp)
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, callback).await
-                    else {
-                        return;
-                    };
-                    while let Some(Ok(m)) = ws.next().await {
-                        rec.lock().unwrap().push(m.clone());
-                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                            break;
-                        }
+                        None => serve_ws(tcp, answer_extension, rec, offered).await,
                     }
                 });
             }
@@ -144,6 +131,42 @@ impl WsUpstream {
             .iter()
             .map(|m| format!("{}\n", String::from_utf8_lossy(&m.clone().into_data())))
             .collect()
+    }
+}
+
+/// One WebSocket connection of the upstream: records every message, echoes text and binary.
+async fn serve_ws<S>(
+    stream: S,
+    answer_extension: bool,
+    rec: Arc<Mutex<Vec<Message>>>,
+    offered: Arc<Mutex<Vec<Option<String>>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // tungstenite's handshake callback type: its error is a whole response
+    #[allow(clippy::result_large_err)]
+    let callback = move |req: &WsRequest, mut resp: WsResponse| {
+        offered.lock().unwrap().push(
+            req.headers()
+                .get("sec-websocket-extensions")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        );
+        if answer_extension {
+            resp.headers_mut().insert(
+                "sec-websocket-extensions",
+                http::HeaderValue::from_static("permessage-deflate"),
+            );
+        }
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        rec.lock().unwrap().push(m.clone());
+        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+            break;
+        }
     }
 }
 
@@ -582,4 +605,44 @@ async fn a_rule_the_route_allows_goes_in_a_message_and_other_rules_do_not() {
         .unwrap();
     assert_dlp_close(&closed(&mut ws).await, "credential");
     assert!(!ws_up.arrived_text().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn a_plain_ws_route_is_judged_too() {
+    use tokio::io::AsyncReadExt;
+    let ws_up = WsUpstream::start_with(false, false).await;
+    let routes = format!(
+        "routes:\n  - host: api.test\n    port: 80\n    connect_to: {}\n    websocket: true\n",
+        ws_up.addr
+    );
+    let h = start_with(&routes, |_, _| {}).await;
+    let mut tcp = TcpStream::connect(h.proxy).await.unwrap();
+    tcp.write_all(
+        b"GET http://api.test/ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws =
+        WebSocketStream::from_raw_socket(tcp, tungstenite::protocol::Role::Client, None).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::text(format!("k {KEY}"))).await.unwrap();
+    let Some(Ok(Message::Close(Some(close)))) = ws.next().await else {
+        panic!("no close frame");
+    };
+    assert_dlp_close(&(close.code, close.reason.to_string()), "aws-access-key-id");
+    assert_eq!(ws_up.offers.lock().unwrap().clone(), vec![None]);
+    assert!(!ws_up.arrived_text().contains(KEY));
+    assert_eq!(
+        dlp_lines(&h),
+        finding("aws-access-key-id", "websocket message", "blocked")
+    );
 }
