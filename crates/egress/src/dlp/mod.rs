@@ -371,6 +371,8 @@ fn static_place(place: &str) -> &'static str {
         "request line"
     } else if place.starts_with("trailer") {
         "trailers"
+    } else if place.starts_with("websocket") {
+        "websocket message"
     } else {
         "headers"
     }

@@ -562,6 +562,20 @@ async fn frames_a_client_may_not_send_end_the_connection() {
         assert_eq!(code, CloseCode::Protocol, "{bad:?}: {reason}");
     }
     assert_eq!(ws_up.arrived_text(), "");
+    // each is a blocked line of the request log (written as the connection ends)
+    let refused = || {
+        h.log_lines()
+            .iter()
+            .filter(|l| l["reason"] == "websocket-frame" && l["decision"] == "blocked")
+            .count()
+    };
+    for _ in 0..600 {
+        if refused() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused(), 4, "{}", h.log_text());
 }
 
 #[tokio::test]
