@@ -660,3 +660,21 @@ async fn a_plain_ws_route_is_judged_too() {
         finding("aws-access-key-id", "websocket message", "blocked")
     );
 }
+
+#[tokio::test]
+async fn a_dlp_allow_granted_once_lets_one_message_through() {
+    let ws_up = WsUpstream::start(false).await;
+    let routes = format!(
+        "routes:\n  - host: api.test\n    connect_to: {}\n    websocket: true\n    dlp_allow_grants:\n      - rule: aws-access-key-id\n        uses: 1\n        grant: 00000000000000e5\n",
+        ws_up.addr
+    );
+    let ca_file = ws_up.ca_file.clone();
+    let h = start_with(&routes, move |c, _| c.upstream_ca.push(ca_file)).await;
+    let mut ws = agent(&h, "api.test").await;
+    let m = Message::text(format!("a {KEY} b"));
+    assert_eq!(round_trip(&mut ws, m.clone()).await, m);
+    // the grant's one use is spent: the next message with the key is stopped
+    ws.send(m).await.unwrap();
+    assert_dlp_close(&closed(&mut ws).await, "aws-access-key-id");
+    assert_eq!(ws_up.arrived.lock().unwrap().len(), 1);
+}
