@@ -36,6 +36,7 @@ mod upstream;
 
 pub use body::IdleTimeout;
 pub use config::{ConnectTo, ConnectToError, EnvReader, Limits, ProxyConfig, Timeouts};
+pub use dlp::websocket::MESSAGE_LIMIT as WEBSOCKET_MESSAGE_LIMIT;
 pub use dlp::{DlpLog, MARKER as DLP_MARKER};
 pub use log::{DlpHit, DlpHitSink, LogEntry, LogSink, WITHHELD_PATH};
 pub use net::{Resolve, ResolveFuture, StaticResolver, SystemResolver};

@@ -13,11 +13,15 @@
 //! chunks is caught before any byte of it goes out. `gzip`, `deflate`, `br` and `zstd`
 //! bodies are decoded (up to [`DECODE_LIMIT`]) and forwarded decoded; a body that cannot be
 //! scanned is refused unless the route says `dangerously_dlp_pass_unscannable`.
+//!
+//! After a WebSocket upgrade, every message the agent sends (and every control frame) is
+//! judged the same way before any of it goes ([`websocket`]).
 
 pub(crate) mod body;
 pub(crate) mod decode;
 pub(crate) mod head;
 pub(crate) mod request;
+pub(crate) mod websocket;
 pub(crate) mod window;
 
 use std::ops::Range;
@@ -261,7 +265,8 @@ fn hex_lower(b: &[u8]) -> String {
 pub struct DlpLog {
     /// The scanner rule id, `credential`, or `unscannable`.
     pub rule: String,
-    /// Where: `request-line`, `header <name>`, `body`, `trailer <name>`.
+    /// Where: `request-line`, `header <name>`, `body`, `trailer <name>`, `websocket message`,
+    /// `websocket ping` / `pong` / `close`.
     pub place: String,
     /// `blocked`, `redacted` or `logged`.
     pub action: &'static str,
@@ -366,6 +371,8 @@ fn static_place(place: &str) -> &'static str {
         "request line"
     } else if place.starts_with("trailer") {
         "trailers"
+    } else if place.starts_with("websocket") {
+        "websocket message"
     } else {
         "headers"
     }

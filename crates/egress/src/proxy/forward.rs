@@ -323,6 +323,11 @@ pub(super) async fn forward(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
+        // Outbound DLP reads every WebSocket message the agent sends: a compression
+        // extension (`permessage-deflate`) would make them unreadable, so none is offered.
+        if !shared.skip_dlp {
+            parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+        }
     }
     let mut injected = None;
     if let Some(Some((name, value))) = decision.route.and_then(|i| loaded.credentials.get(i)) {
@@ -469,14 +474,68 @@ pub(super) async fn forward(
                 &format!("bot-bottle egress: {host} switched protocols unasked\n"),
             );
         };
+        let judge = if shared.skip_dlp {
+            None
+        } else {
+            if resp
+                .headers()
+                .contains_key(header::SEC_WEBSOCKET_EXTENSIONS)
+            {
+                // None was offered; the messages would be unreadable (compressed): the
+                // upstream's connection is dropped with `resp`.
+                ex.log_blocked("websocket-extension", decision.route, 502);
+                let mut refused = plain(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "bot-bottle egress: {host} answered the WebSocket upgrade with an extension \
+                         (Sec-WebSocket-Extensions) that was not offered; egress reads every \
+                         message for secrets and cannot read compressed ones, so the connection \
+                         is ended\n"
+                    ),
+                );
+                refused
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return refused;
+            }
+            let Some(det) = loaded.dlp.clone() else {
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "bot-bottle egress: outbound DLP is not loaded in this proxy\n",
+                );
+            };
+            let (shared, method, host, path) =
+                (shared.clone(), method.clone(), host.clone(), path.clone());
+            let rule = decision.route;
+            Some(crate::dlp::websocket::Judge {
+                det,
+                route: rule
+                    .and_then(|i| loaded.dlp_routes.get(i))
+                    .cloned()
+                    .unwrap_or_default(),
+                uses: shared.routes.uses.clone(),
+                report: Box::new(move || dlp_report(&shared, &method, &host, &path, rule)),
+            })
+        };
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let idle = shared.timeouts.idle;
+            let frame_refused = frame_refusal_log(&shared, &method, &host, &path, decision.route);
+            let host = host.clone();
             tokio::spawn(async move {
                 if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
                     let mut c = TokioIo::new(c);
                     let mut u = TokioIo::new(u);
-                    let _ = crate::body::splice_with_idle(&mut c, &mut u, idle).await;
+                    let Some(judge) = judge else {
+                        let _ = crate::body::splice_with_idle(&mut c, &mut u, idle).await;
+                        return;
+                    };
+                    let outbound = crate::dlp::websocket::Outbound::new(judge);
+                    let relayed =
+                        crate::dlp::websocket::relay(&mut c, &mut u, idle, outbound, &host).await;
+                    if let Ok(Some(crate::dlp::websocket::Refusal::Protocol(why))) = relayed {
+                        frame_refused(why);
+                    }
                 }
             });
         }
@@ -566,6 +625,43 @@ fn dlp_report(
             dlp: Some(finding),
         });
     })
+}
+
+/// The log line of a WebSocket connection ended for a frame a client may not send (not a
+/// DLP finding: the frame was not read as a message).
+fn frame_refusal_log(
+    shared: &Arc<Shared>,
+    method: &Method,
+    host: &str,
+    path: &str,
+    rule: Option<usize>,
+) -> impl FnOnce(&'static str) + Send + 'static {
+    let (shared, method, host, path) = (
+        shared.clone(),
+        method.to_string(),
+        host.to_string(),
+        path.to_string(),
+    );
+    move |why| {
+        tracing::debug!("websocket to {host} ended: {why}");
+        if shared.routes.current().log == LogMode::Off {
+            return;
+        }
+        shared.log.write(&LogEntry {
+            time: now_rfc3339(),
+            method,
+            host,
+            path,
+            decision: "blocked",
+            reason: "websocket-frame",
+            rule,
+            status: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0.0,
+            dlp: None,
+        });
+    }
 }
 
 /// The answer to a request DLP refused.

@@ -8,3 +8,4 @@ mod http2;
 mod rules;
 mod safety;
 mod streaming;
+mod websocket;

@@ -118,10 +118,27 @@ pub(super) async fn websocket(
     if status != 101 {
         return (status, None);
     }
-    tls.write_all(b"hello through the tunnel").await.unwrap();
-    let mut echo = vec![0u8; 24];
+    // one masked binary WebSocket frame (the agent's messages are read as frames); the
+    // upstream echoes its bytes as they are
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x82, 0x80 | 24];
+    frame.extend_from_slice(&mask);
+    frame.extend(
+        b"hello through the tunnel"
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4]),
+    );
+    tls.write_all(&frame).await.unwrap();
+    let mut echo = vec![0u8; frame.len()];
     tls.read_exact(&mut echo).await.unwrap();
-    (status, Some(String::from_utf8(echo).unwrap()))
+    assert_eq!(echo[..6], frame[..6]);
+    let text: Vec<u8> = echo[6..]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
+    (status, Some(String::from_utf8(text).unwrap()))
 }
 
 #[tokio::test]
