@@ -228,6 +228,8 @@ pub struct RunningBottle {
     agent: Option<Agent>,
     /// The host's Codex login forwarded into this run, written back when it ends.
     codex_login: Option<codex_login::ForwardedLogin>,
+    /// The `bot-bottle` executable, which empties the trash once this run ended.
+    exe: PathBuf,
 }
 
 impl std::fmt::Debug for RunningBottle {
@@ -268,6 +270,11 @@ impl RunningBottle {
         // Markers left by a `start` that was killed belong to a bottle long gone.
         let _ = std::fs::remove_file(paths.agent_started());
         let _ = home.clear_sidecar_down(&identity);
+        // What an earlier run moved into the trash and no remover is at work on (its remover
+        // was killed): removed beside this run.
+        if home.trash_needs_emptying() {
+            empty_trash_later(home, &options.exe, options.report.as_ref());
+        }
         let watch = Arc::new(watch::Watch::new(home, &identity, options.report.clone()));
         let mut bottle = RunningBottle {
             home: home.clone(),
@@ -280,6 +287,7 @@ impl RunningBottle {
             report: options.report.clone(),
             agent: None,
             codex_login: None,
+            exe: options.exe.clone(),
         };
         let mut forwarded = None;
         match bottle.set_up(&launch, options, pending, &mut forwarded) {
@@ -452,10 +460,17 @@ impl RunningBottle {
                     self.backend.kind()
                 ));
             }
-            if let Err(e) = self.home.remove_bottle(identity) {
+            // Moved into the trash: gone for `list` and `cleanup` at once, its files
+            // removed after this process has returned the agent's exit code.
+            if let Err(e) = self.home.retire_bottle(identity) {
                 self.report
                     .line(&format!("cannot remove the state of {identity}: {e}"));
             }
+        }
+        // The state and queue (above) and the native runtime directory (the backend's
+        // teardown) are in the trash now.
+        if !self.home.trash_is_empty() {
+            empty_trash_later(&self.home, &self.exe, self.report.as_ref());
         }
     }
 
@@ -741,6 +756,16 @@ fn agent_started(paths: &BottlePaths, report: &dyn Report) {
     // A marker of this run only (removed at its end and at the next start): not synced.
     if let Err(e) = state::atomic_write_unsynced(&paths.agent_started(), b"", 0o600) {
         report.line(&format!("cannot mark the agent as started: {e}"));
+    }
+}
+
+/// Has a detached `bot-bottle` empty the trash (see `state::trash`); if it cannot be
+/// started, the trash is emptied here and now, so that nothing is left behind.
+fn empty_trash_later(home: &Home, exe: &Path, report: &dyn Report) {
+    if home.spawn_emptying_trash(exe).is_err()
+        && let Err(e) = home.empty_trash()
+    {
+        report.line(&format!("{e}"));
     }
 }
 
