@@ -10,7 +10,8 @@
 //! 5. while the agent runs the bundle is watched ([`watch`]): if it dies, the operator is
 //!    told, the bottle is stopped and its state kept (fail closed, nothing silently restarted);
 //! 6. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
-//!    `resume`, a clean exit removes it.
+//!    `resume`, a clean exit removes it: moved into the home's trash at once and deleted by
+//!    a detached `bot-bottle` after the exit code is returned (`state::trash`).
 //!
 //! Steps 1 to 4 are [`launch`] (or [`resume`]), which returns a [`RunningBottle`]; 5 and 6 are
 //! [`RunningBottle::wait`].
