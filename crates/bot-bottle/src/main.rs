@@ -35,6 +35,12 @@ fn main() -> ExitCode {
     {
         backend::docker::reaper::reaper_main();
     }
+    // The remover of the trash: what ended bottles left, emptied after `start` returned.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(state::EMPTY_TRASH_SUBCOMMAND))
+    {
+        state::trash::empty_trash_main();
+    }
     // The smolmachines backend's guest init (run by `smolvm machine exec` in the machine).
     backend::inbottle::smolvm_guest::dispatch(std::env::args_os().nth(1).as_deref());
     let cli = cli::Cli::parse();

@@ -10,7 +10,8 @@
 //! 5. while the agent runs the bundle is watched ([`watch`]): if it dies, the operator is
 //!    told, the bottle is stopped and its state kept (fail closed, nothing silently restarted);
 //! 6. on exit the bundle is stopped; a non-zero exit keeps the state (`.preserve`) for
-//!    `resume`, a clean exit removes it.
+//!    `resume`, a clean exit removes it: moved into the home's trash at once and deleted by
+//!    a detached `bot-bottle` after the exit code is returned (`state::trash`).
 //!
 //! Steps 1 to 4 are [`launch`] (or [`resume`]), which returns a [`RunningBottle`]; 5 and 6 are
 //! [`RunningBottle::wait`].
@@ -228,6 +229,8 @@ pub struct RunningBottle {
     agent: Option<Agent>,
     /// The host's Codex login forwarded into this run, written back when it ends.
     codex_login: Option<codex_login::ForwardedLogin>,
+    /// The `bot-bottle` executable, which empties the trash once this run ended.
+    exe: PathBuf,
 }
 
 impl std::fmt::Debug for RunningBottle {
@@ -268,6 +271,11 @@ impl RunningBottle {
         // Markers left by a `start` that was killed belong to a bottle long gone.
         let _ = std::fs::remove_file(paths.agent_started());
         let _ = home.clear_sidecar_down(&identity);
+        // What an earlier run moved into the trash and no remover is at work on (its remover
+        // was killed): removed beside this run.
+        if home.trash_needs_emptying() {
+            empty_trash_later(home, &options.exe, options.report.as_ref());
+        }
         let watch = Arc::new(watch::Watch::new(home, &identity, options.report.clone()));
         let mut bottle = RunningBottle {
             home: home.clone(),
@@ -280,6 +288,7 @@ impl RunningBottle {
             report: options.report.clone(),
             agent: None,
             codex_login: None,
+            exe: options.exe.clone(),
         };
         let mut forwarded = None;
         match bottle.set_up(&launch, options, pending, &mut forwarded) {
@@ -445,16 +454,23 @@ impl RunningBottle {
             }
             // What the backend kept for a `resume` that can no longer come (the kubernetes
             // home claim), while the state still says where it is. If that fails the state
-            // stays: it is what tells `cleanup` where the claim is.
+            // stays: it is what tells `cleanup` where the claim is. Otherwise the state is
+            // moved into the trash: gone for `list` and `cleanup` at once, its files removed
+            // after this process has returned the agent's exit code.
             if let Err(e) = self.backend.discard(identity.as_str()) {
                 self.report.line(&format!(
                     "cannot remove what the {} backend kept for {identity}: {e}; its state is kept so that `bot-bottle cleanup` (or `bot-bottle discard {identity}`) removes both once that works",
                     self.backend.kind()
                 ));
-            } else if let Err(e) = self.home.remove_bottle(identity) {
+            } else if let Err(e) = self.home.retire_bottle(identity) {
                 self.report
                     .line(&format!("cannot remove the state of {identity}: {e}"));
             }
+        }
+        // The state and queue (above) and the native runtime directory (the backend's
+        // teardown) are in the trash now.
+        if !self.home.trash_is_empty() {
+            empty_trash_later(&self.home, &self.exe, self.report.as_ref());
         }
     }
 
@@ -740,6 +756,16 @@ fn agent_started(paths: &BottlePaths, report: &dyn Report) {
     // A marker of this run only (removed at its end and at the next start): not synced.
     if let Err(e) = state::atomic_write_unsynced(&paths.agent_started(), b"", 0o600) {
         report.line(&format!("cannot mark the agent as started: {e}"));
+    }
+}
+
+/// Has a detached `bot-bottle` empty the trash (see `state::trash`); if it cannot be
+/// started, the trash is emptied here and now, so that nothing is left behind.
+fn empty_trash_later(home: &Home, exe: &Path, report: &dyn Report) {
+    if home.spawn_emptying_trash(exe).is_err()
+        && let Err(e) = home.empty_trash()
+    {
+        report.line(&format!("{e}"));
     }
 }
 

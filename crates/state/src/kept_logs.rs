@@ -2,7 +2,8 @@
 //! requested stop, `discard`), its `logs/` directory (the egress request log, the sidecar
 //! bundle's log) moves to `$BOT_BOTTLE_HOME/logs/bottles/<identity>/`, where the operator
 //! reads it (`bot-bottle logs ID`). Bounded: the logs of the last [`KEPT_BOTTLES`] bottles
-//! are kept, older ones removed; each request log is itself rotated by the proxy.
+//! are kept, older ones removed (moved into the trash, see [`crate::trash`]); each request log
+//! is itself rotated by the proxy.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,13 +52,14 @@ impl Home {
         })?;
         // Touched so that the newest kept logs are the last removed.
         let _ = fs::File::open(&to).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        prune(&root, KEPT_BOTTLES);
+        prune(self, &root, KEPT_BOTTLES);
         Ok(())
     }
 }
 
-/// Removes the oldest directories of `root` beyond `keep`.
-fn prune(root: &Path, keep: usize) {
+/// Removes the oldest directories of `root` beyond `keep`: moved into the trash (see
+/// [`crate::trash`]; removed in place if they cannot be).
+fn prune(home: &Home, root: &Path, keep: usize) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
@@ -74,7 +76,9 @@ fn prune(root: &Path, keep: usize) {
     }
     dirs.sort();
     for (_, dir) in &dirs[..dirs.len() - keep] {
-        let _ = fs::remove_dir_all(dir);
+        if home.move_to_trash(dir, "logs").is_err() {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -117,6 +121,9 @@ mod tests {
         want.push("dev-fffff".into());
         want.sort();
         assert_eq!(kept, want);
+        // The pruned ones wait in the trash until it is emptied.
+        assert!(home.trash_needs_emptying());
+        assert_eq!(home.empty_trash().unwrap(), 3);
         assert_eq!(
             fs::read_to_string(home.kept_logs_dir(&ids[5]).join("egress.jsonl")).unwrap(),
             "5\n"

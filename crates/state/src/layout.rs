@@ -482,7 +482,34 @@ impl Home {
     /// Removes a bottle's state and queue. Refuses a running or preserved bottle, and one
     /// with operator decisions not applied yet (they would be lost).
     pub fn remove_bottle(&self, id: &Identity) -> Result<(), StateError> {
-        let _lock = self.lock_bottle(id)?;
+        let _lock = self.removable(id)?;
+        self.remove_dirs(id)
+    }
+
+    /// [`Home::remove_bottle`] for a bottle whose `start` has just ended: the same checks
+    /// under its run lock, then its state and queue directories are moved into the trash
+    /// (see [`crate::trash`]) instead of removed file by file; a directory that cannot be
+    /// moved is removed in place. Gone for `list`, `resume` and `cleanup` when this returns;
+    /// the caller has the trash emptied ([`Home::spawn_emptying_trash`]).
+    pub fn retire_bottle(&self, id: &Identity) -> Result<(), StateError> {
+        let _lock = self.removable(id)?;
+        for (dir, kind) in [(self.queue_dir(id), "queue"), (self.state_dir(id), "state")] {
+            if self.move_to_trash(&dir, kind).is_err() {
+                match fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("cannot remove", &dir)(e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The run lock of a bottle whose state may be removed: not running, not preserved, no
+    /// operator decision waiting in its queue.
+    fn removable(&self, id: &Identity) -> Result<RunLock, StateError> {
+        let lock = self.lock_bottle(id)?;
         let ids = self.unapplied_decisions(id)?;
         if !ids.is_empty() {
             return Err(StateError::UnappliedDecisions {
@@ -497,7 +524,7 @@ impl Home {
                 source: io::Error::other("it is kept for `bot-bottle resume`"),
             });
         }
-        self.remove_dirs(id)
+        Ok(lock)
     }
 
     /// Removes a bottle the operator chose to throw away (`bot-bottle discard`): its state,
@@ -676,6 +703,44 @@ mod tests {
         .unwrap();
         h.remove_bottle(&id).unwrap();
         assert!(!queue.exists());
+    }
+
+    /// `retire_bottle` keeps every refusal of `remove_bottle` (a running or preserved bottle,
+    /// a decision not applied) and moves the rest into the trash.
+    #[test]
+    fn retiring_refuses_what_removing_refuses_and_moves_the_rest_into_the_trash() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Home::new(dir.path());
+        let (id, lock) = h.create_bottle(&meta("fixer")).unwrap();
+        assert!(matches!(h.retire_bottle(&id), Err(StateError::Running(_))));
+        drop(lock);
+        h.mark_preserved(&id).unwrap();
+        assert!(
+            h.retire_bottle(&id).is_err(),
+            "preserved state must be kept"
+        );
+        assert!(h.state_dir(&id).is_dir());
+        h.clear_preserved(&id).unwrap();
+        let queue = h.queue_dir(&id);
+        fs::create_dir_all(&queue).unwrap();
+        fs::write(queue.join("00000000000000a1.response.json"), "{}").unwrap();
+        assert!(matches!(
+            h.retire_bottle(&id),
+            Err(StateError::UnappliedDecisions { .. })
+        ));
+        assert!(queue.join("00000000000000a1.response.json").exists());
+        assert!(h.state_dir(&id).is_dir());
+        fs::remove_file(queue.join("00000000000000a1.response.json")).unwrap();
+        fs::write(queue.join("00000000000000a1.json"), "{}").unwrap();
+        h.retire_bottle(&id).unwrap();
+        assert_eq!(h.list().unwrap(), vec![]);
+        assert!(!queue.exists() && !h.state_dir(&id).exists());
+        assert!(h.trash_needs_emptying());
+        assert_eq!(h.empty_trash().unwrap(), 2);
+        assert!(matches!(
+            h.retire_bottle(&id),
+            Err(StateError::UnknownBottle(_))
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   state/<identity>/   metadata.json, ca/, live-config/, git-gate/, transcript/, logs/, .preserve
 //!   queue/<identity>/   proposals, responses, processed/
 //!   audit/<component>/<identity>.jsonl
+//!   trash/              what ended bottles left, removed in the background (see [`trash`])
 //! ```
 //!
 //! Everything is plain files written atomically (temp file, fsync, rename), so a crash never
@@ -22,6 +23,7 @@ mod kept_logs;
 mod layout;
 mod names;
 pub mod read;
+pub mod trash;
 
 /// The environment variable naming the home; read only by [`Home::from_env`].
 pub const HOME_ENV: &str = "BOT_BOTTLE_HOME";
@@ -35,3 +37,4 @@ pub use identity::{Identity, IdentityError};
 pub use kept_logs::KEPT_BOTTLES;
 pub use layout::{BottleEntry, BottleState, Home, Metadata, RunLock, StateError};
 pub use names::{NameError, check_identity, check_proposal_id};
+pub use trash::{EMPTY_TRASH_SUBCOMMAND, move_to_trash};

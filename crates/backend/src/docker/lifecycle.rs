@@ -40,11 +40,18 @@ pub(crate) async fn choose_runtime<E: Engine>(
 ) -> Result<runtime::Chosen, BackendError> {
     let info = docker.info().await.map_err(setup("docker info"))?;
     let default = info.default_runtime.unwrap_or_else(|| "runc".to_owned());
-    runtime::choose(choice, &registered_runtimes(info.runtimes), &default).map_err(|refused| {
-        BackendError::Unavailable {
-            backend: BackendKind::Docker,
-            reason: format!("{}; fix: {}", refused.reason, refused.fix),
-        }
+    choose_from(choice, &registered_runtimes(info.runtimes), &default)
+}
+
+/// [`runtime::choose`], refused as the backend being unavailable.
+pub(crate) fn choose_from(
+    choice: &RuntimeChoice,
+    runtimes: &std::collections::BTreeMap<String, runtime::Registered>,
+    default: &str,
+) -> Result<runtime::Chosen, BackendError> {
+    runtime::choose(choice, runtimes, default).map_err(|refused| BackendError::Unavailable {
+        backend: BackendKind::Docker,
+        reason: format!("{}; fix: {}", refused.reason, refused.fix),
     })
 }
 

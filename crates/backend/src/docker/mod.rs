@@ -282,10 +282,17 @@ impl DockerBackend {
         if let Some(chosen) = self.runtime.get() {
             return Ok(chosen);
         }
-        let docker = self.client()?;
-        let chosen = self
-            .rt
-            .block_on(lifecycle::choose_runtime(&docker, &self.config.runtime))?;
+        // The preflight that `start` ran just before read `/info` already: one call per run.
+        let chosen = match preflight::take_docker_runtimes(&self.config.socket) {
+            Some(seen) => {
+                lifecycle::choose_from(&self.config.runtime, &seen.runtimes, &seen.default_runtime)?
+            }
+            None => {
+                let docker = self.client()?;
+                self.rt
+                    .block_on(lifecycle::choose_runtime(&docker, &self.config.runtime))?
+            }
+        };
         Ok(self.runtime.get_or_init(|| chosen))
     }
 

@@ -56,6 +56,8 @@ pub struct NativeBottle {
     pub(super) limits: Option<cgroup::CgroupPlan>,
     /// The terminal's owner before it was lent to the agent's uid.
     pub(super) terminal: Option<(u32, u32)>,
+    /// Where `dir` goes once the bottle ended ([`super::NativeConfig::trash`]).
+    pub(super) trash: Option<PathBuf>,
     pub(super) done: bool,
 }
 
@@ -80,7 +82,16 @@ impl NativeBottle {
                 cgroup::remove(plan, &mut os::RealOs);
             }
             give_back_terminal(self.terminal.take());
-            let _ = std::fs::remove_dir_all(&self.dir);
+            // Every process of the bottle is gone, and with them the mounts on `root/`
+            // (they lived in the bottle's mount namespace only): what is left is plain files,
+            // moved aside in one rename and removed after `start` returned.
+            let moved = self
+                .trash
+                .as_deref()
+                .is_some_and(|trash| state::move_to_trash(trash, &self.dir, "run").is_ok());
+            if !moved {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         }
     }
 }
@@ -117,7 +128,7 @@ impl RunningBottle for NativeBottle {
 
     /// The helper's exit means every process of the bottle is gone (its PID namespace died
     /// with the helper's child); what is left, the cgroups and the runtime directory, is
-    /// removed on another thread while `exited` runs.
+    /// removed (the directory: moved into the trash) on another thread while `exited` runs.
     fn wait_then(&mut self, exited: &mut dyn FnMut()) -> Result<BottleExit, BackendError> {
         let status = self.child.wait().map_err(|source| BackendError::Process {
             action: "wait for the bottle",

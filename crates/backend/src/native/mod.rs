@@ -89,6 +89,10 @@ pub struct NativeConfig {
     /// Host device nodes bound writable into the bottle's `/dev` besides the standard ones
     /// (only [`plan::EXTRA_DEVICES`]: the qemu backend's jail gets `/dev/kvm` under KVM).
     pub devices: Vec<PathBuf>,
+    /// Where an ended bottle's runtime directory is moved (`$BOT_BOTTLE_HOME/trash`, emptied
+    /// in the background: see `state::trash`) instead of being removed file by file while
+    /// `start` waits; `None` removes it in place (a runtime directory outside the home).
+    pub trash: Option<PathBuf>,
 }
 
 impl NativeConfig {
@@ -133,6 +137,7 @@ impl NativeConfig {
             inside_uid: 1000,
             inside_gid: 1000,
             devices: Vec::new(),
+            trash: Some(state::Home::new(bot_bottle_home).trash_dir()),
         }
     }
 }
@@ -637,6 +642,7 @@ impl Backend for NativeBackend {
             landlock: started.unwrap_or_default(),
             limits,
             terminal,
+            trash: self.config.trash.clone(),
             done: false,
         }))
     }

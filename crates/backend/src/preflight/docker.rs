@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::{BackendStatus, Check, find_in_path};
 use crate::BackendKind;
@@ -27,6 +28,42 @@ pub struct DockerFacts {
     pub choice: RuntimeChoice,
 }
 
+/// The daemon's runtimes as the last [`DockerFacts::gather`] of this process read them, by
+/// socket, for the launch that follows it: `start` runs the preflight, then chooses the
+/// agent's runtime from the same `/info` answer instead of asking the daemon a second time
+/// (each `/info` is one of the slowest calls of dockerd's API). Taken once
+/// ([`take_runtimes`]): a later launch in the same process asks the daemon again.
+static LAST_RUNTIMES: Mutex<BTreeMap<PathBuf, DaemonRuntimes>> = Mutex::new(BTreeMap::new());
+
+/// What one `/info` said about the daemon's runtimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DaemonRuntimes {
+    /// Its registered runtimes.
+    pub runtimes: BTreeMap<String, Registered>,
+    /// Its default runtime.
+    pub default_runtime: String,
+}
+
+/// What the last preflight read from the daemon on `socket` (see [`LAST_RUNTIMES`]), once.
+pub(crate) fn take_runtimes(socket: &Path) -> Option<DaemonRuntimes> {
+    LAST_RUNTIMES.lock().ok()?.remove(socket)
+}
+
+/// Keeps what a daemon that answered said, for [`take_runtimes`].
+fn remember(facts: &DockerFacts) {
+    if facts.daemon == Some(true)
+        && let Ok(mut last) = LAST_RUNTIMES.lock()
+    {
+        last.insert(
+            facts.socket.clone(),
+            DaemonRuntimes {
+                runtimes: facts.runtimes.clone(),
+                default_runtime: facts.default_runtime.clone(),
+            },
+        );
+    }
+}
+
 impl DockerFacts {
     pub fn gather() -> DockerFacts {
         let socket = std::env::var("DOCKER_HOST")
@@ -34,6 +71,14 @@ impl DockerFacts {
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
         let info = socket.exists().then(|| docker_info(&socket));
+        let facts = Self::from_info(socket, info);
+        remember(&facts);
+        facts
+    }
+
+    /// The facts from `/info`'s answer on `socket` (`None`: no socket; `Some(None)`: no
+    /// answer).
+    fn from_info(socket: PathBuf, info: Option<Option<serde_json::Value>>) -> DockerFacts {
         DockerFacts {
             cli: find_in_path("docker"),
             socket: socket.clone(),
@@ -153,4 +198,49 @@ pub fn diagnose_docker(f: &DockerFacts) -> BackendStatus {
         ));
     }
     BackendStatus::from_checks(BackendKind::Docker, checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    /// `/info` as dockerd 20.10 answers it (the fields read here), with gVisor registered in
+    /// host network mode.
+    fn info_with_gvisor() -> serde_json::Value {
+        serde_json::json!({
+            "DefaultRuntime": "runc",
+            "Runtimes": {
+                "runc": {"path": "runc"},
+                "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}
+            }
+        })
+    }
+
+    #[test]
+    fn the_launch_after_a_preflight_chooses_from_its_answer_once() {
+        let socket = PathBuf::from("/nonexistent/preflight-test/docker.sock");
+        let facts = DockerFacts::from_info(socket.clone(), Some(Some(info_with_gvisor())));
+        assert_eq!(facts.daemon, Some(true));
+        remember(&facts);
+        assert_eq!(take_runtimes(Path::new("/nonexistent/other.sock")), None);
+        let seen = take_runtimes(&socket).expect("the preflight's answer");
+        assert_eq!(seen.default_runtime, "runc");
+        // The choice `DockerBackend` makes from it (`lifecycle::choose_from`), the same as from
+        // bollard's reading of the same `/info` (lifecycle tests):
+        // gVisor, automatically, because the daemon lists it in host network mode.
+        let chosen = crate::docker::runtime::choose(
+            &RuntimeChoice::Auto,
+            &seen.runtimes,
+            &seen.default_runtime,
+        )
+        .unwrap();
+        assert_eq!(chosen.runtime.as_deref(), Some("runsc"));
+        assert!(chosen.gvisor);
+        // Taken once: a second launch asks the daemon again.
+        assert_eq!(take_runtimes(&socket), None);
+        // A daemon that did not answer leaves nothing to reuse.
+        remember(&DockerFacts::from_info(socket.clone(), Some(None)));
+        assert_eq!(take_runtimes(&socket), None);
+    }
 }

@@ -29,6 +29,7 @@ mod smolmachines;
 pub use apple::{
     AppleFacts, CLI_ENV as APPLE_CLI_ENV, cli_override as apple_cli_override, diagnose_apple,
 };
+pub(crate) use docker::take_runtimes as take_docker_runtimes;
 pub use docker::{DockerFacts, diagnose_docker};
 #[cfg(target_os = "linux")]
 pub use native::{NativeFacts, diagnose_native, landlock_abi};

@@ -120,6 +120,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // What ended bottles left in the trash (its remover may have been killed): removed now.
+    if args.dry_run {
+        if !home.trash_is_empty() {
+            count += 1;
+            println!(
+                "{verb} what ended bottles left: {}",
+                home.trash_dir().display()
+            );
+        }
+    } else {
+        let removed = home.empty_trash()?;
+        if removed > 0 {
+            count += 1;
+            println!(
+                "{verb} what {removed} ended bottle director{} left in {}",
+                if removed == 1 { "y" } else { "ies" },
+                home.trash_dir().display()
+            );
+        }
+    }
     if count == 0 {
         println!("nothing to clean up");
     }

@@ -74,6 +74,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let logs = launcher::BottlePaths::new(home.state_dir(&identity)).logs();
     home.keep_logs(&identity, &logs)?;
     drop(lock);
+    // Kept logs beyond the newest ones went into the trash: removed in the background.
+    if !home.trash_is_empty() {
+        let spawned = std::env::current_exe().and_then(|exe| home.spawn_emptying_trash(&exe));
+        if spawned.is_err() {
+            home.empty_trash()?;
+        }
+    }
     match home.discard_bottle(&identity) {
         Ok(()) => {
             println!("discarded {identity} (its logs are kept: `bot-bottle logs {identity}`)");

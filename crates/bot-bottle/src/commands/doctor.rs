@@ -24,6 +24,8 @@ pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
     let scratch =
         std::env::temp_dir().join(format!("bot-bottle-doctor-run-{}", std::process::id()));
     config.runtime_dir = scratch.clone();
+    // Removed with the scratch directory, not moved into the home's trash.
+    config.trash = None;
     let native = NativeBackend::new(config);
     let statuses = backend::preflight::all(Some(&native));
     let _ = std::fs::remove_dir_all(&scratch);

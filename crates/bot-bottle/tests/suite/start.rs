@@ -503,8 +503,9 @@ async fn a_clean_exit_removes_the_state(on: On) {
     let Some((_upstream, world, _network)) = setup(on).await else {
         return;
     };
+    let script = "test -n \"$HTTPS_PROXY\" && echo $BOT_BOTTLE_IDENTITY";
     let w = world.clone();
-    let out = tokio::task::spawn_blocking(move || start(&w, "test -n \"$HTTPS_PROXY\""))
+    let out = tokio::task::spawn_blocking(move || start(&w, script))
         .await
         .unwrap();
     assert_eq!(
@@ -513,11 +514,68 @@ async fn a_clean_exit_removes_the_state(on: On) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let identity = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(identity.starts_with("demo-"), "{identity:?}");
+    // Gone when `start` returns: its state, its queue, its runtime directory.
     let state = world.home.join("state");
     let left: Vec<_> = std::fs::read_dir(&state)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "state left behind: {left:?}");
+    for dir in [
+        world.home.join("queue").join(&identity),
+        world.home.join("run/native").join(&identity),
+        world.home.join("run/qemu/jail").join(&identity),
+    ] {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    // Their files are removed after `start` returned, by a remover of their own.
+    trash_empties(&world).await;
+    // A remover killed before it finished leaves its entries: the next `start` hands them
+    // to a new remover, and `cleanup` removes them itself.
+    let leftover = |n: u32| {
+        let entry = world
+            .home
+            .join("trash")
+            .join(format!("demo-0000{n}.state.1.2.{n}"));
+        std::fs::create_dir_all(entry.join("ca")).unwrap();
+        std::fs::write(entry.join("ca/key.pem"), "left by a killed remover").unwrap();
+    };
+    leftover(1);
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || start(&w, script))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    trash_empties(&world).await;
+    leftover(2);
+    let out = bot_bottle(&world).arg("cleanup").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ended bottle directory left in"), "{text}");
+    assert_eq!(trash_entries(&world), Vec::<String>::new());
+}
+
+/// What is in the home's trash (its lock aside).
+fn trash_entries(world: &World) -> Vec<String> {
+    std::fs::read_dir(world.home.join("trash"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".lock")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the trash is empty (its remover runs after `start` returned).
+async fn trash_empties(world: &World) {
+    for _ in 0..600 {
+        if trash_entries(world).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the trash was not emptied: {:?}", trash_entries(world));
 }
 
 async fn the_request_log_outlives_a_clean_exit(on: On) {
