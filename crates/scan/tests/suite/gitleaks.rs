@@ -709,6 +709,8 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
     )
     .unwrap();
     std::fs::write(d.join("c.env.xz"), xz(secret.as_bytes())).unwrap();
+    // An uncompressed tar: its entries' text is in its own bytes.
+    std::fs::write(d.join("f.tar"), tar(&[("y/app.env", secret.as_bytes())])).unwrap();
     std::fs::write(d.join("d.env.zst"), zst(secret.as_bytes())).unwrap();
     // A zip in a tar in a gzip: three levels.
     let inner = zip(&[("deep.env", secret.as_bytes())]);
@@ -727,10 +729,18 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
         v.sort();
         v
     };
-    // Depth 0 (the default): archives are listed as skipped, as before.
+    // Depth 0 (the default): archives are listed as skipped and not read as text (an
+    // uncompressed tar was, and its entry's key reported), as gitleaks skips them.
     let none = scan_dir(d, 0);
     assert_eq!(names(&none), Vec::<String>::new());
-    assert_eq!(none.skipped.len(), 5, "{:?}", none.skipped);
+    assert_eq!(none.skipped.len(), 6, "{:?}", none.skipped);
+    assert!(
+        none.skipped
+            .iter()
+            .all(|s| s.reason.contains("--max-archive-depth")),
+        "{:?}",
+        none.skipped
+    );
     // Depth 1: one level; the zip inside e.tgz is listed as too deep.
     let one = scan_dir(d, 1);
     assert_eq!(
@@ -740,6 +750,7 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
             "b.tar.gz!x/app.env",
             "c.env.xz",
             "d.env.zst",
+            "f.tar!y/app.env",
         ]
     );
     assert!(
@@ -789,6 +800,7 @@ fn archives_in_git_history_and_in_the_index_are_opened_to_the_depth_asked() {
         w.finish().unwrap().into_inner()
     };
     std::fs::write(d.join("a.zip"), stored).unwrap();
+    std::fs::write(d.join("c.tar"), tar(&[("x/app.env", secret.as_bytes())])).unwrap();
     std::fs::write(d.join("readme.txt"), "nothing\n").unwrap();
     let first = r.commit("one");
     // The archive changed (a second entry), renamed and nested in a tar.gz; and a bomb.
@@ -816,17 +828,22 @@ fn archives_in_git_history_and_in_the_index_are_opened_to_the_depth_asked() {
         got.sort();
         got
     };
-    // Depth 0: archives are not opened; the patch of the stored zip is read as text (the
-    // history scan reads binary files; gitleaks skips them in git mode).
-    assert_eq!(scan(0), vec![(first.clone(), "a.zip".to_string())]);
-    // Opened, the zip's own text finding gives way to its entry's.
+    // Depth 0: archives are not opened, and the findings of their patches (the stored zip's
+    // and the tar's bytes hold the entry's text; the history scan reads binary files) are
+    // not reported either: gitleaks skips archives at depth 0 in git mode too.
+    assert_eq!(scan(0), vec![]);
+    // Opened, the archive's own text finding gives way to its entry's.
     assert_eq!(
         scan(1),
-        vec![(first.clone(), "a.zip!conf/app.env".to_string())],
+        vec![
+            (first.clone(), "a.zip!conf/app.env".to_string()),
+            (first.clone(), "c.tar!x/app.env".to_string()),
+        ],
         "depth 1 does not reach into the zip inside the tar.gz"
     );
     let mut want = vec![
         (first.clone(), "a.zip!conf/app.env".to_string()),
+        (first.clone(), "c.tar!x/app.env".to_string()),
         (second.clone(), "b.tgz!in/b.zip!conf/app.env".to_string()),
         (second.clone(), "b.tgz!in/b.zip!more/b.env".to_string()),
     ];
