@@ -397,6 +397,12 @@ cases['generic-secret'][1].extend([
     'publicToken = "Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0KaE2uTo9Vi"',
     'PUBLIC_TOKEN: Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0',
 ])
+# An allowlist for one value must not hide the next one on the same line (a JSON body is one
+# line to DLP): no built-in allowlist judges the whole line.
+cases['generic-secret'][0].extend([
+    '{"publicToken":"Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0","client_secret":"Hq4<>vNz8Lk2Wr7Xp3Ty9Mc5Bd"}',
+    '{"secretName":"bot-bottle-claude-1a2b3","auth_token":"Rt6<>mKq2Zx9Lw4Vn7Yp3Hs"}',
+])
 cases['generic-keyed-secret'][1].extend([
     "billing-events-api:rc2.4.1_20240105_0930-SNAPSHOT'",
     'notes = "Maven - io.jsonwebtoken:jjwt-impl-0.12.5"',

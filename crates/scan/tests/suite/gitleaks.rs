@@ -947,3 +947,65 @@ fn a_database_url_to_a_percent_encoded_socket_reports_the_whole_password() {
         );
     }
 }
+
+// ------------------------------------------------------------------ 10. allowlists on a line
+
+/// What an allowlist allows on a line with two secrets, as gitleaks 8.30 has it (checked side
+/// by side): `regexTarget = "line"` and `gitleaks:allow` allow every finding (of the rule, of
+/// every rule) on the line; `match`, `secret` and stopwords allow only the finding they match,
+/// and the other secret on the line is still reported.
+#[test]
+fn an_allowlist_for_one_secret_on_a_line_keeps_the_other_unless_it_judges_the_line() {
+    let toml = r#"
+[[rules]]
+id = "tok"
+regex = '''tok_[a-z0-9]{12}'''
+[[rules.allowlists]]
+regexTarget = "line"
+regexes = ['''fixture''']
+
+[[rules]]
+id = "key"
+regex = '''key_[a-z0-9]{12}'''
+[[rules.allowlists]]
+regexTarget = "match"
+regexes = ['''key_0000''']
+
+[[rules]]
+id = "sw"
+regex = '''sw_([a-z0-9]{12})'''
+[[rules.allowlists]]
+stopwords = ["example"]
+
+[[rules]]
+id = "sec"
+regex = '''sec_([a-z0-9]{12})'''
+[[rules.allowlists]]
+regexes = ['''^0000''']
+"#;
+    let s = Scanner::from_rules(RuleSet::from_toml_str(toml, "a.toml", None).unwrap());
+    let text = "\
+a tok_abc123def456 b tok_zzz999yyy888 fixture
+a tok_abc123def456 b tok_zzz999yyy888
+c key_0000aaaabbbb d key_9q8w7e6r5t4y
+e sw_exampleab1234 f sw_k3j4h5g6f7d8
+g sec_0000aaaabbbb h sec_q1w2e3r4t5y6
+i tok_abc123def456 key_9q8w7e6r5t4y # gitleaks:allow
+";
+    let found: Vec<(u32, String, String)> = s
+        .scan_bytes("a.txt", text.as_bytes())
+        .into_iter()
+        .map(|f| (f.line, f.rule_id, f.secret.expose().to_string()))
+        .collect();
+    let row = |line: u32, rule: &str, secret: &str| (line, rule.to_string(), secret.to_string());
+    assert_eq!(
+        found,
+        vec![
+            row(2, "tok", "tok_abc123def456"),
+            row(2, "tok", "tok_zzz999yyy888"),
+            row(3, "key", "key_9q8w7e6r5t4y"),
+            row(4, "sw", "k3j4h5g6f7d8"),
+            row(5, "sec", "q1w2e3r4t5y6"),
+        ]
+    );
+}
