@@ -352,6 +352,65 @@ fn encoded_secrets_are_decoded_in_place_and_reported_where_they_sit() {
     assert!(found.contains(&(3, "overlapping".to_string())), "{found:?}");
 }
 
+/// One secret, one finding: a secret matched as written and again in its decoded copy (each
+/// encoding, nested, a Basic credential decoded in place) is reported once, as written;
+/// what only the decoded copy shows is still reported, two secrets decoded from one run are
+/// two findings, and a specific rule's finding in the decoded copy of a generic one's secret
+/// is kept (it says what the secret is).
+#[test]
+fn a_secret_found_as_written_is_not_reported_again_from_its_decoded_copy() {
+    let s = Scanner::builtin().unwrap();
+    let r = tok(&["Xq7v", "R2kLp9", "WzT4mB8nJc"]);
+    let r2 = tok(&["Hd6s", "Pq1Lm8", "Vz3Kx7Wr"]);
+    let unicode: String = r.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let text = [
+        format!("api_key = \"{}\"", b64(&r)),
+        format!("token = \"{}\"", hexs(&r)),
+        format!("client_secret = \"{}\"", pct(&r)),
+        format!("auth_token = \"{}\"", b64(&b64(&r))),
+        format!("password = \"{unicode}\""),
+        "curl -X POST https://api.example.net/v1/jobs \\".to_string(),
+        format!(
+            "  -H \"Authorization: Basic {}\"",
+            b64(&tok(&["f00dfeed", "1234abcd:beefcafe", "5678dcba"]))
+        ),
+        format!(
+            "blob: {}",
+            b64(&format!("{{\"api_key\":\"{r}\",\"token\":\"{r2}\"}}"))
+        ),
+        format!("secret_key = \"{}\"", b64(&aws_key())),
+        String::new(),
+    ]
+    .join("\n");
+    let found: Vec<(u32, String, String)> = s
+        .scan_bytes("enc.txt", text.as_bytes())
+        .into_iter()
+        .map(|f| (f.line, f.rule_id, f.secret.expose().to_string()))
+        .collect();
+    let row = |line: u32, rule: &str, secret: &str| (line, rule.to_string(), secret.to_string());
+    assert_eq!(
+        found,
+        vec![
+            row(1, "generic-secret", &b64(&r)),
+            row(2, "generic-secret", &hexs(&r)),
+            // (the written value, all escapes, is not random enough; its decoded copy is)
+            row(3, "generic-secret", &r),
+            row(4, "generic-secret", &b64(&b64(&r))),
+            row(5, "generic-password", &r),
+            row(
+                6,
+                "generic-curl-header-credential",
+                &b64(&tok(&["f00dfeed", "1234abcd:beefcafe", "5678dcba"]))
+            ),
+            row(8, "generic-secret", &r),
+            row(8, "generic-secret", &r2),
+            row(9, "generic-secret", &b64(&aws_key())),
+            row(9, "aws-access-key-id", &aws_key()),
+        ],
+        "{found:#?}"
+    );
+}
+
 // ------------------------------------------------------------------ 6. duplicate ids, composite
 
 #[test]
