@@ -389,6 +389,8 @@ cases['generic-curl-header-credential'] = ([
 cases['gcp-api-key'][1].extend([
     # The example key string of Google Cloud's "Authenticate using API keys" page.
     'key: "AIza<>SyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"',
+    # The alphabet in order: made up (the Firebase JS SDK's TEST_API_KEY has this shape).
+    'apiKey: "AIzaSy' + 'abcdefghijklmnopqrstuvwxyz' + '1234567"',
 ])
 cases['generic-secret'][1].extend([
     "withCredentials([usernamePassword(credentialsId: '7c2e9a41-3b8d-4f06-a5e1-9d4c7b2f8e30', usernameVariable: 'U', passwordVariable: 'P')])",
