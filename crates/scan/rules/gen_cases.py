@@ -389,6 +389,8 @@ cases['generic-curl-header-credential'] = ([
 cases['gcp-api-key'][1].extend([
     # The example key string of Google Cloud's "Authenticate using API keys" page.
     'key: "AIza<>SyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"',
+    # The alphabet in order: made up (the Firebase JS SDK's TEST_API_KEY has this shape).
+    'apiKey: "AIzaSy' + 'abcdefghijklmnopqrstuvwxyz' + '1234567"',
 ])
 cases['generic-secret'][1].extend([
     "withCredentials([usernamePassword(credentialsId: '7c2e9a41-3b8d-4f06-a5e1-9d4c7b2f8e30', usernameVariable: 'U', passwordVariable: 'P')])",
@@ -396,6 +398,12 @@ cases['generic-secret'][1].extend([
     '  "credentialId": "Tq7vLm2Xk9Rp4sWz8Hn3Yd",',
     'publicToken = "Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0KaE2uTo9Vi"',
     'PUBLIC_TOKEN: Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0',
+])
+# An allowlist for one value must not hide the next one on the same line (a JSON body is one
+# line to DLP): no built-in allowlist judges the whole line.
+cases['generic-secret'][0].extend([
+    '{"publicToken":"Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0","client_secret":"Hq4<>vNz8Lk2Wr7Xp3Ty9Mc5Bd"}',
+    '{"secretName":"bot-bottle-claude-1a2b3","auth_token":"Rt6<>mKq2Zx9Lw4Vn7Yp3Hs"}',
 ])
 cases['generic-keyed-secret'][1].extend([
     "billing-events-api:rc2.4.1_20240105_0930-SNAPSHOT'",

@@ -183,3 +183,28 @@ fn scanner_can_be_shared_between_threads() {
     });
     assert_eq!(counts, vec![1, 1, 1, 1]);
 }
+
+#[test]
+fn no_builtin_allowlist_judges_the_whole_line() {
+    // An allowlist on the line (gitleaks' `regexTarget = "line"`) allows every finding of its
+    // rule on that line: the context of one value would hide another value's secret next to
+    // it (a JSON body is one line to DLP). The built-in rules judge the match or the secret.
+    let set = RuleSet::builtin().unwrap();
+    let on_line: Vec<String> = set
+        .rules
+        .iter()
+        .filter(|r| {
+            r.allowlists
+                .iter()
+                .any(|a| a.regex_target == crate::config::RegexTarget::Line)
+        })
+        .map(|r| r.id.clone())
+        .chain(
+            set.allowlists
+                .iter()
+                .filter(|a| a.regex_target == crate::config::RegexTarget::Line)
+                .map(|_| "[[allowlists]]".to_string()),
+        )
+        .collect();
+    assert_eq!(on_line, Vec::<String>::new());
+}

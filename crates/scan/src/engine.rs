@@ -208,21 +208,32 @@ impl Engine {
     fn scan_in(&self, frag: &Fragment<'_>, out: &mut Vec<Finding>, mode: Mode) {
         let start = out.len();
         let mut place = Place::new(frag.data, frag.line_map);
-        let mut plain = |out: &mut Vec<Finding>| {
-            self.scan_plain(frag, &mut place, out, mode == Mode::Exact, mode);
+        let mut reported = Vec::new();
+        let mut plain = |out: &mut Vec<Finding>, reported: &mut Vec<Reported>| {
+            self.scan_plain(
+                frag,
+                &mut place,
+                out,
+                mode == Mode::Exact,
+                mode,
+                Some(reported),
+            );
         };
         // The first decoding pass's runs do not depend on the rules' findings: over large
         // fragments (a DLP batch, a large blob) they are found on another thread of the
         // rayon pool, when one is free, while the rules run on this one.
         let first_runs = if self.max_decode_depth > 0 && frag.data.len() >= PARALLEL_MIN {
-            let (runs, ()) = rayon::join(|| decode::encoded_runs(frag.data), || plain(out));
+            let (runs, ()) = rayon::join(
+                || decode::encoded_runs(frag.data),
+                || plain(out, &mut reported),
+            );
             Some(runs)
         } else {
-            plain(out);
+            plain(out, &mut reported);
             None
         };
         let plain = out.len();
-        self.scan_hidden(frag, start, out, mode, first_runs);
+        self.scan_hidden(frag, start, out, mode, first_runs, reported);
         if out.len() > plain {
             // Decoding passes find things out of line order; put them back in it.
             out[start..].sort_by_key(|f| f.line);
@@ -230,7 +241,8 @@ impl Engine {
     }
 
     /// The second looks: UTF-16 text, then the decoding passes (`first_runs`: the first
-    /// pass's runs of `frag`, when they were found already).
+    /// pass's runs of `frag`, when they were found already; `reported`: where the secrets of
+    /// `frag` as written were found).
     fn scan_hidden(
         &self,
         frag: &Fragment<'_>,
@@ -238,20 +250,29 @@ impl Engine {
         out: &mut Vec<Finding>,
         mode: Mode,
         first_runs: Option<Vec<decode::Decoded>>,
+        reported: Vec<Reported>,
     ) {
         if let Some(text) = decode::utf16_text(frag.data) {
             let mut more = Vec::new();
+            let mut more_reported = Vec::new();
             let sub = Fragment {
                 data: &text,
                 line_map: frag.line_map,
                 ..*frag
             };
             let mut place = Place::new(&text, frag.line_map);
-            self.scan_plain(&sub, &mut place, &mut more, false, mode);
-            self.scan_decoded(&sub, start, out, mode, None);
+            self.scan_plain(
+                &sub,
+                &mut place,
+                &mut more,
+                false,
+                mode,
+                Some(&mut more_reported),
+            );
+            self.scan_decoded(&sub, start, out, mode, None, more_reported);
             push_new(out, start, more);
         }
-        self.scan_decoded(frag, start, out, mode, first_runs);
+        self.scan_decoded(frag, start, out, mode, first_runs, reported);
     }
 
     /// gitleaks' decoding passes: each pass replaces the encoded runs of the text with what
@@ -259,6 +280,12 @@ impl Engine {
     /// the rules run again around the runs decoded in that pass; a match is reported where
     /// the encoded text it came from starts in the fragment. Up to `max_decode_depth` passes.
     /// `first_runs`: [`decode::encoded_runs`] of `frag.data`, when found already.
+    ///
+    /// One secret, one finding: a match in decoded text whose secret comes from inside the
+    /// secret of a finding already made (as written, or in an earlier pass) by the same rule,
+    /// or by any rule when its own rule is generic, is that secret again and is not reported
+    /// (gitleaks reports it once more per pass whose text its rule matches, all under one
+    /// fingerprint). `reported`: the secrets of `frag` as written, where they sit.
     fn scan_decoded(
         &self,
         frag: &Fragment<'_>,
@@ -266,6 +293,7 @@ impl Engine {
         out: &mut Vec<Finding>,
         mode: Mode,
         first_runs: Option<Vec<decode::Decoded>>,
+        mut reported: Vec<Reported>,
     ) {
         if self.max_decode_depth == 0 {
             return;
@@ -297,6 +325,7 @@ impl Engine {
                 }
             }
             let mut found = Vec::new();
+            let mut spans = Vec::new();
             for w in windows {
                 let sub = Fragment {
                     path: frag.path,
@@ -311,14 +340,34 @@ impl Engine {
                     decoded: Some((&pieces, &fresh)),
                     lines: LineIndex::default(),
                 };
-                self.scan_plain(&sub, &mut place, &mut found, false, mode);
+                self.scan_plain(&sub, &mut place, &mut found, false, mode, Some(&mut spans));
             }
-            push_new(out, start, found);
+            // Where each match's secret came from in the fragment; compared with the findings
+            // of the passes before this one only (two secrets decoded from one run are two).
+            let mut fresh_reported = Vec::new();
+            let mut kept = Vec::with_capacity(found.len());
+            for (f, r) in found.into_iter().zip(spans) {
+                let orig =
+                    to_orig(&pieces, r.span.start, false)..to_orig(&pieces, r.span.end, true);
+                if reported.iter().any(|e| {
+                    (r.generic || e.rule == r.rule)
+                        && e.span.start <= orig.start
+                        && orig.end <= e.span.end
+                }) {
+                    continue;
+                }
+                fresh_reported.push(Reported { span: orig, ..r });
+                kept.push(f);
+            }
+            reported.extend(fresh_reported);
+            push_new(out, start, kept);
         }
     }
 
     /// The rules over the fragment's bytes as they are; `path_rules`: also the rules that
     /// match a path alone. `place` says where a match in these bytes is reported.
+    /// `reported`: where the secrets of the findings of the rules' matches (not of the path
+    /// rules) sit, one entry per finding in the order they are appended to `out`.
     fn scan_plain(
         &self,
         frag: &Fragment<'_>,
@@ -326,6 +375,7 @@ impl Engine {
         out: &mut Vec<Finding>,
         path_rules: bool,
         mode: Mode,
+        reported: Option<&mut Vec<Reported>>,
     ) {
         let n = self.rules.len();
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
@@ -375,6 +425,13 @@ impl Engine {
             found.extend(hits);
         }
         drop_generic_duplicates(&mut found);
+        if let Some(reported) = reported {
+            reported.extend(found.iter().map(|h| Reported {
+                span: place.base + h.span.start..place.base + h.span.end,
+                rule: h.finding.rule_id.clone(),
+                generic: is_generic(&h.finding.rule_id),
+            }));
+        }
         out.extend(found.into_iter().map(|h| h.finding));
         if !path_rules {
             return;
@@ -754,9 +811,17 @@ mod parallel_tests {
     fn in_line(engine: &Engine, frag: &Fragment<'_>, mode: Mode) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut place = Place::new(frag.data, frag.line_map);
-        engine.scan_plain(frag, &mut place, &mut out, mode == Mode::Exact, mode);
+        let mut reported = Vec::new();
+        engine.scan_plain(
+            frag,
+            &mut place,
+            &mut out,
+            mode == Mode::Exact,
+            mode,
+            Some(&mut reported),
+        );
         let plain = out.len();
-        engine.scan_hidden(frag, 0, &mut out, mode, None);
+        engine.scan_hidden(frag, 0, &mut out, mode, None, reported);
         if out.len() > plain {
             out.sort_by_key(|f| f.line);
         }
@@ -954,6 +1019,19 @@ fn push_new(out: &mut Vec<Finding>, start: usize, more: Vec<Finding>) {
     }
 }
 
+/// Where a finding's secret sits in the text scanned (after decoding: in the fragment as
+/// written), and its rule, for the decoding passes to tell a secret found again.
+struct Reported {
+    span: Range<usize>,
+    rule: String,
+    generic: bool,
+}
+
+/// A generic rule (gitleaks' convention: the id says `generic`), which gives way to others.
+fn is_generic(rule_id: &str) -> bool {
+    rule_id.starts_with("generic")
+}
+
 /// A secret found by a specific rule is not reported again by a generic rule (ids starting
 /// with `generic`) whose secret overlaps it; of overlapping generic findings the first (in rule
 /// order) is kept.
@@ -961,7 +1039,7 @@ fn drop_generic_duplicates(found: &mut Vec<Hit>) {
     if found.len() < 2 {
         return;
     }
-    let is_generic = |f: &Finding| f.rule_id.starts_with("generic");
+    let is_generic = |f: &Finding| is_generic(&f.rule_id);
     let mut kept: Vec<Range<usize>> = found
         .iter()
         .filter(|h| !is_generic(&h.finding))

@@ -428,20 +428,46 @@ impl Scanner {
     /// entries of the archives its commits (`staged`: the index) add or change, each entry
     /// reported in its commit as `path!entry`, as gitleaks does in git mode; the findings of
     /// an opened archive's own patch (compressed bytes read as text) give way to its entries'.
+    /// At depth 0 archives are not opened, and, as gitleaks skips them, the findings of their
+    /// patches (an uncompressed tar reads as text) are dropped too.
     fn with_git_archives(
         &self,
         req: &GitScanRequest,
         staged: bool,
         mut findings: Vec<Finding>,
     ) -> Result<Vec<Finding>, ScanError> {
-        if self.options.max_archive_depth == 0 {
-            return Ok(findings);
-        }
         let git_err = |message: String| ScanError::Git {
             repo: req.repo.clone(),
             range: req.describe(),
             message,
         };
+        if self.options.max_archive_depth == 0 {
+            if findings.is_empty() {
+                return Ok(findings);
+            }
+            // Only the blobs with findings are read.
+            let changed: Vec<_> = git::changed_blobs(req, staged)
+                .map_err(git_err)?
+                .into_iter()
+                .filter(|c| {
+                    findings
+                        .iter()
+                        .any(|f| f.file == c.path && f.commit.as_deref().unwrap_or("") == c.commit)
+                })
+                .collect();
+            let archives =
+                git::archive_blobs(req, changed, self.options.max_file_size).map_err(git_err)?;
+            for (blob, _) in archives {
+                let commit = Some(blob.commit.as_str()).filter(|c| !c.is_empty());
+                tracing::info!(
+                    "skipped {} in {}: an archive (opened with --max-archive-depth 1 or more)",
+                    blob.path,
+                    blob.commit
+                );
+                findings.retain(|f| !(f.file == blob.path && f.commit.as_deref() == commit));
+            }
+            return Ok(findings);
+        }
         let changed = git::changed_blobs(req, staged).map_err(git_err)?;
         let archives =
             git::archive_blobs(req, changed, self.options.max_file_size).map_err(git_err)?;
@@ -559,7 +585,12 @@ impl Scanner {
             }
             Err(e) => return Err(read_err(e)),
         };
-        if self.options.max_archive_depth > 0 && archive::is_archive(&data) {
+        if archive::is_archive(&data) {
+            if self.options.max_archive_depth == 0 {
+                // As gitleaks: not opened, and not read as text either (an uncompressed tar
+                // would be; its entries are scanned with a depth of 1 or more).
+                return skipped(ARCHIVE_NOT_OPENED.into());
+            }
             return Ok(self.scan_archive(&name, None, &data));
         }
         // Binary files are scanned too (their text runs match like any text); only content
@@ -628,6 +659,8 @@ impl Scanner {
 
 /// One archive's entries may expand to at most this many times the file size limit.
 const ARCHIVE_EXPANSION_FACTOR: u64 = 4;
+/// Why an archive is skipped at `--max-archive-depth 0` (the default).
+const ARCHIVE_NOT_OPENED: &str = "an archive (opened with --max-archive-depth 1 or more)";
 /// At most this many entries in one archive, all levels.
 const MAX_ARCHIVE_ENTRIES: usize = 100_000;
 /// An archive may expand at most this many times its own size (past 1 MiB).

@@ -174,6 +174,53 @@ async fn a_key_in_a_json_body_is_blocked_or_redacted_as_the_route_says() {
     );
 }
 
+/// On one line, as a JSON body is to the scanner: a value an allowlist leaves alone (a public
+/// token) does not hide the secret next to it, and a key sent base64-encoded is redacted where
+/// it is written (found once, as written, not again from its decoded copy, which is not in
+/// the body and could not be redacted).
+#[tokio::test]
+async fn a_secret_next_to_an_allowed_value_and_an_encoded_key_are_redacted_in_a_json_body() {
+    use base64::Engine as _;
+    let h = start(ROUTES).await;
+    let public = "Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc5Jg0";
+    let secret = ["Hq4vNz8Lk2", "Wr7Xp3Ty9Mc5Bd"].concat();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&secret);
+    for (body, expected) in [
+        (
+            format!(r#"{{"publicToken":"{public}","client_secret":"{secret}"}}"#),
+            format!(r#"{{"publicToken":"{public}","client_secret":"{MARKER}"}}"#),
+        ),
+        (
+            format!(r#"{{"note":"deploy","api_key":"{encoded}"}}"#),
+            format!(r#"{{"note":"deploy","api_key":"{MARKER}"}}"#),
+        ),
+    ] {
+        let r = post(
+            &h,
+            "other.test",
+            "/v1/x",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let reqs = h.upstream.take();
+        assert_eq!(String::from_utf8_lossy(&reqs[0].body), expected);
+    }
+    let text = h.log_text();
+    assert!(
+        !text.contains(&secret) && !text.contains(&encoded),
+        "{text}"
+    );
+    assert_eq!(
+        dlp_lines(&h),
+        vec![
+            ("generic-secret".into(), "body".into(), "redacted".into()),
+            ("generic-secret".into(), "body".into(), "redacted".into()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_key_in_a_header_or_the_query_is_blocked_or_redacted() {
     let h = start(ROUTES).await;

@@ -82,7 +82,8 @@ fn binary_files_are_scanned_compressed_and_oversized_ones_skipped_and_listed() {
             },
             Skipped {
                 path: format!("{root}/notes.gz"),
-                reason: "gzip-compressed (cannot be scanned)".into()
+                // Archives and compressed files are opened with --max-archive-depth.
+                reason: "an archive (opened with --max-archive-depth 1 or more)".into()
             },
         ]
     );

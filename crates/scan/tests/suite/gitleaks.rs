@@ -352,6 +352,65 @@ fn encoded_secrets_are_decoded_in_place_and_reported_where_they_sit() {
     assert!(found.contains(&(3, "overlapping".to_string())), "{found:?}");
 }
 
+/// One secret, one finding: a secret matched as written and again in its decoded copy (each
+/// encoding, nested, a Basic credential decoded in place) is reported once, as written;
+/// what only the decoded copy shows is still reported, two secrets decoded from one run are
+/// two findings, and a specific rule's finding in the decoded copy of a generic one's secret
+/// is kept (it says what the secret is).
+#[test]
+fn a_secret_found_as_written_is_not_reported_again_from_its_decoded_copy() {
+    let s = Scanner::builtin().unwrap();
+    let r = tok(&["Xq7v", "R2kLp9", "WzT4mB8nJc"]);
+    let r2 = tok(&["Hd6s", "Pq1Lm8", "Vz3Kx7Wr"]);
+    let unicode: String = r.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let text = [
+        format!("api_key = \"{}\"", b64(&r)),
+        format!("token = \"{}\"", hexs(&r)),
+        format!("client_secret = \"{}\"", pct(&r)),
+        format!("auth_token = \"{}\"", b64(&b64(&r))),
+        format!("password = \"{unicode}\""),
+        "curl -X POST https://api.example.net/v1/jobs \\".to_string(),
+        format!(
+            "  -H \"Authorization: Basic {}\"",
+            b64(&tok(&["f00dfeed", "1234abcd:beefcafe", "5678dcba"]))
+        ),
+        format!(
+            "blob: {}",
+            b64(&format!("{{\"api_key\":\"{r}\",\"token\":\"{r2}\"}}"))
+        ),
+        format!("secret_key = \"{}\"", b64(&aws_key())),
+        String::new(),
+    ]
+    .join("\n");
+    let found: Vec<(u32, String, String)> = s
+        .scan_bytes("enc.txt", text.as_bytes())
+        .into_iter()
+        .map(|f| (f.line, f.rule_id, f.secret.expose().to_string()))
+        .collect();
+    let row = |line: u32, rule: &str, secret: &str| (line, rule.to_string(), secret.to_string());
+    assert_eq!(
+        found,
+        vec![
+            row(1, "generic-secret", &b64(&r)),
+            row(2, "generic-secret", &hexs(&r)),
+            // (the written value, all escapes, is not random enough; its decoded copy is)
+            row(3, "generic-secret", &r),
+            row(4, "generic-secret", &b64(&b64(&r))),
+            row(5, "generic-password", &r),
+            row(
+                6,
+                "generic-curl-header-credential",
+                &b64(&tok(&["f00dfeed", "1234abcd:beefcafe", "5678dcba"]))
+            ),
+            row(8, "generic-secret", &r),
+            row(8, "generic-secret", &r2),
+            row(9, "generic-secret", &b64(&aws_key())),
+            row(9, "aws-access-key-id", &aws_key()),
+        ],
+        "{found:#?}"
+    );
+}
+
 // ------------------------------------------------------------------ 6. duplicate ids, composite
 
 #[test]
@@ -709,6 +768,8 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
     )
     .unwrap();
     std::fs::write(d.join("c.env.xz"), xz(secret.as_bytes())).unwrap();
+    // An uncompressed tar: its entries' text is in its own bytes.
+    std::fs::write(d.join("f.tar"), tar(&[("y/app.env", secret.as_bytes())])).unwrap();
     std::fs::write(d.join("d.env.zst"), zst(secret.as_bytes())).unwrap();
     // A zip in a tar in a gzip: three levels.
     let inner = zip(&[("deep.env", secret.as_bytes())]);
@@ -727,10 +788,18 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
         v.sort();
         v
     };
-    // Depth 0 (the default): archives are listed as skipped, as before.
+    // Depth 0 (the default): archives are listed as skipped and not read as text (an
+    // uncompressed tar was, and its entry's key reported), as gitleaks skips them.
     let none = scan_dir(d, 0);
     assert_eq!(names(&none), Vec::<String>::new());
-    assert_eq!(none.skipped.len(), 5, "{:?}", none.skipped);
+    assert_eq!(none.skipped.len(), 6, "{:?}", none.skipped);
+    assert!(
+        none.skipped
+            .iter()
+            .all(|s| s.reason.contains("--max-archive-depth")),
+        "{:?}",
+        none.skipped
+    );
     // Depth 1: one level; the zip inside e.tgz is listed as too deep.
     let one = scan_dir(d, 1);
     assert_eq!(
@@ -740,6 +809,7 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
             "b.tar.gz!x/app.env",
             "c.env.xz",
             "d.env.zst",
+            "f.tar!y/app.env",
         ]
     );
     assert!(
@@ -789,6 +859,7 @@ fn archives_in_git_history_and_in_the_index_are_opened_to_the_depth_asked() {
         w.finish().unwrap().into_inner()
     };
     std::fs::write(d.join("a.zip"), stored).unwrap();
+    std::fs::write(d.join("c.tar"), tar(&[("x/app.env", secret.as_bytes())])).unwrap();
     std::fs::write(d.join("readme.txt"), "nothing\n").unwrap();
     let first = r.commit("one");
     // The archive changed (a second entry), renamed and nested in a tar.gz; and a bomb.
@@ -816,17 +887,22 @@ fn archives_in_git_history_and_in_the_index_are_opened_to_the_depth_asked() {
         got.sort();
         got
     };
-    // Depth 0: archives are not opened; the patch of the stored zip is read as text (the
-    // history scan reads binary files; gitleaks skips them in git mode).
-    assert_eq!(scan(0), vec![(first.clone(), "a.zip".to_string())]);
-    // Opened, the zip's own text finding gives way to its entry's.
+    // Depth 0: archives are not opened, and the findings of their patches (the stored zip's
+    // and the tar's bytes hold the entry's text; the history scan reads binary files) are
+    // not reported either: gitleaks skips archives at depth 0 in git mode too.
+    assert_eq!(scan(0), vec![]);
+    // Opened, the archive's own text finding gives way to its entry's.
     assert_eq!(
         scan(1),
-        vec![(first.clone(), "a.zip!conf/app.env".to_string())],
+        vec![
+            (first.clone(), "a.zip!conf/app.env".to_string()),
+            (first.clone(), "c.tar!x/app.env".to_string()),
+        ],
         "depth 1 does not reach into the zip inside the tar.gz"
     );
     let mut want = vec![
         (first.clone(), "a.zip!conf/app.env".to_string()),
+        (first.clone(), "c.tar!x/app.env".to_string()),
         (second.clone(), "b.tgz!in/b.zip!conf/app.env".to_string()),
         (second.clone(), "b.tgz!in/b.zip!more/b.env".to_string()),
     ];
@@ -929,4 +1005,66 @@ fn a_database_url_to_a_percent_encoded_socket_reports_the_whole_password() {
             "{url}"
         );
     }
+}
+
+// ------------------------------------------------------------------ 10. allowlists on a line
+
+/// What an allowlist allows on a line with two secrets, as gitleaks 8.30 has it (checked side
+/// by side): `regexTarget = "line"` and `gitleaks:allow` allow every finding (of the rule, of
+/// every rule) on the line; `match`, `secret` and stopwords allow only the finding they match,
+/// and the other secret on the line is still reported.
+#[test]
+fn an_allowlist_for_one_secret_on_a_line_keeps_the_other_unless_it_judges_the_line() {
+    let toml = r#"
+[[rules]]
+id = "tok"
+regex = '''tok_[a-z0-9]{12}'''
+[[rules.allowlists]]
+regexTarget = "line"
+regexes = ['''fixture''']
+
+[[rules]]
+id = "key"
+regex = '''key_[a-z0-9]{12}'''
+[[rules.allowlists]]
+regexTarget = "match"
+regexes = ['''key_0000''']
+
+[[rules]]
+id = "sw"
+regex = '''sw_([a-z0-9]{12})'''
+[[rules.allowlists]]
+stopwords = ["example"]
+
+[[rules]]
+id = "sec"
+regex = '''sec_([a-z0-9]{12})'''
+[[rules.allowlists]]
+regexes = ['''^0000''']
+"#;
+    let s = Scanner::from_rules(RuleSet::from_toml_str(toml, "a.toml", None).unwrap());
+    let text = "\
+a tok_abc123def456 b tok_zzz999yyy888 fixture
+a tok_abc123def456 b tok_zzz999yyy888
+c key_0000aaaabbbb d key_9q8w7e6r5t4y
+e sw_exampleab1234 f sw_k3j4h5g6f7d8
+g sec_0000aaaabbbb h sec_q1w2e3r4t5y6
+i tok_abc123def456 key_9q8w7e6r5t4y # gitleaks:allow
+";
+    let found: Vec<(u32, String, String)> = s
+        .scan_bytes("a.txt", text.as_bytes())
+        .into_iter()
+        .map(|f| (f.line, f.rule_id, f.secret.expose().to_string()))
+        .collect();
+    let row = |line: u32, rule: &str, secret: &str| (line, rule.to_string(), secret.to_string());
+    assert_eq!(
+        found,
+        vec![
+            row(2, "tok", "tok_abc123def456"),
+            row(2, "tok", "tok_zzz999yyy888"),
+            row(3, "key", "key_9q8w7e6r5t4y"),
+            row(4, "sw", "k3j4h5g6f7d8"),
+            row(5, "sec", "q1w2e3r4t5y6"),
+        ]
+    );
 }
