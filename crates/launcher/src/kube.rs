@@ -924,12 +924,9 @@ mod tests {
             assert_eq!(w.cluster.pod(&created[0]), None);
         }
 
-        /// `kubernetes.home_size`: a failed run's pod goes, its home stays in the claim;
-        /// `resume` mounts that claim (not seeded again); the clean end removes it with the
-        /// state. The pod's grace period outlasts the bundle's whole shutdown.
-        #[test]
-        fn a_kept_home_outlives_a_failed_run_for_resume_and_goes_with_the_clean_end() {
-            let w = world();
+        /// The world's bottle keeps its agent's home in a claim (`kubernetes.home_size`), and
+        /// the cluster's pods run.
+        fn keep_home_in_a_claim(w: &World) {
             let manifest = w.tmp.path().join("bot-bottle.yaml");
             let text = std::fs::read_to_string(&manifest).unwrap();
             std::fs::write(
@@ -941,6 +938,15 @@ mod tests {
             )
             .unwrap();
             w.cluster.on_create(fake::agent_running());
+        }
+
+        /// `kubernetes.home_size`: a failed run's pod goes, its home stays in the claim;
+        /// `resume` mounts that claim (not seeded again); the clean end removes it with the
+        /// state. The pod's grace period outlasts the bundle's whole shutdown.
+        #[test]
+        fn a_kept_home_outlives_a_failed_run_for_resume_and_goes_with_the_clean_end() {
+            let w = world();
+            keep_home_in_a_claim(&w);
             let player = agent(w.cluster.clone(), 3);
             let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
             let identity = running.identity().to_string();
@@ -1008,26 +1014,13 @@ mod tests {
         #[test]
         fn a_resume_without_its_claim_refuses_and_a_clean_end_that_cannot_remove_it_keeps_the_state()
          {
-            let kept_home = |w: &World| {
-                let manifest = w.tmp.path().join("bot-bottle.yaml");
-                let text = std::fs::read_to_string(&manifest).unwrap();
-                std::fs::write(
-                    &manifest,
-                    text.replace(
-                        "      registry: registry.example/team\n",
-                        "      registry: registry.example/team\n      home_size: 1Gi\n",
-                    ),
-                )
-                .unwrap();
-                w.cluster.on_create(fake::agent_running());
-            };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
 
             let w = world();
-            kept_home(&w);
+            keep_home_in_a_claim(&w);
             let player = agent(w.cluster.clone(), 3);
             let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
             let identity = running.identity().to_string();
@@ -1062,7 +1055,7 @@ mod tests {
             );
 
             let w = world();
-            kept_home(&w);
+            keep_home_in_a_claim(&w);
             w.cluster.refuse(
                 "delete claim",
                 "delete persistentvolumeclaims",

@@ -214,6 +214,41 @@ fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
+/// What the fake keeps a watchable history of: pods, and agent-sandbox `Sandbox`es.
+trait Watched: Clone + Send + Sync {
+    /// As the timeout names it (`pod`, `sandbox`).
+    const KIND: &'static str;
+    fn name(&self) -> Option<&str>;
+    fn current(state: &State, name: &str) -> Option<Self>;
+    fn history(state: &State) -> &[(u64, Event, Self)];
+}
+
+impl Watched for Pod {
+    const KIND: &'static str = "pod";
+    fn name(&self) -> Option<&str> {
+        self.metadata.name.as_deref()
+    }
+    fn current(state: &State, name: &str) -> Option<Pod> {
+        state.pods.get(name).cloned()
+    }
+    fn history(state: &State) -> &[(u64, Event, Pod)] {
+        &state.history
+    }
+}
+
+impl Watched for Sandbox {
+    const KIND: &'static str = "sandbox";
+    fn name(&self) -> Option<&str> {
+        self.metadata.name.as_deref()
+    }
+    fn current(state: &State, name: &str) -> Option<Sandbox> {
+        state.sandboxes.get(name).cloned()
+    }
+    fn history(state: &State) -> &[(u64, Event, Sandbox)] {
+        &state.sandbox_history
+    }
+}
+
 impl FakeCluster {
     pub fn new() -> FakeCluster {
         FakeCluster::default()
@@ -221,6 +256,48 @@ impl FakeCluster {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// As the real client: get, then watch every event of `name` after that version, until
+    /// `done` holds (`Some`), the object is deleted (`None`) or `timeout` passes.
+    async fn watch<T: Watched>(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'o> Fn(&'o T) -> bool + Send + Sync),
+    ) -> Result<Option<T>, ClusterError> {
+        let (current, mut seen) = {
+            let state = self.lock();
+            (T::current(&state, name), state.version)
+        };
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        if done(&current) {
+            return Ok(Some(current));
+        }
+        let work = async {
+            loop {
+                let notified = self.changed.notified();
+                let events: Vec<(u64, Event, T)> = T::history(&self.lock())
+                    .iter()
+                    .filter(|(v, _, o)| *v > seen && o.name() == Some(name))
+                    .cloned()
+                    .collect();
+                for (version, event, object) in events {
+                    seen = version;
+                    match event {
+                        Event::Deleted => return None,
+                        Event::Added | Event::Modified if done(&object) => return Some(object),
+                        _ => {}
+                    }
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClusterError::Timeout(format!("{} {name} did not get there", T::KIND)))
     }
 
     /// Makes the calls starting with `call` (`create pod`, `watch pod`, `attach pod`...) fail
@@ -673,41 +750,7 @@ impl Cluster for FakeCluster {
         done: &(dyn for<'p> Fn(&'p Pod) -> bool + Send + Sync),
     ) -> Result<Option<Pod>, ClusterError> {
         self.call(format!("watch pod {name}"))?;
-        // As the real client: get, then watch every event after that version.
-        let (current, mut seen) = {
-            let state = self.lock();
-            (state.pods.get(name).cloned(), state.version)
-        };
-        let Some(current) = current else {
-            return Ok(None);
-        };
-        if done(&current) {
-            return Ok(Some(current));
-        }
-        let work = async {
-            loop {
-                let notified = self.changed.notified();
-                let events: Vec<(u64, Event, Pod)> = self
-                    .lock()
-                    .history
-                    .iter()
-                    .filter(|(v, _, p)| *v > seen && p.metadata.name.as_deref() == Some(name))
-                    .cloned()
-                    .collect();
-                for (version, event, pod) in events {
-                    seen = version;
-                    match event {
-                        Event::Deleted => return None,
-                        Event::Added | Event::Modified if done(&pod) => return Some(pod),
-                        _ => {}
-                    }
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| ClusterError::Timeout(format!("pod {name} did not get there")))
+        self.watch(name, timeout, done).await
     }
 
     async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
@@ -941,40 +984,7 @@ impl Cluster for FakeCluster {
         done: &(dyn for<'s> Fn(&'s Sandbox) -> bool + Send + Sync),
     ) -> Result<Option<Sandbox>, ClusterError> {
         self.call(format!("watch sandbox {name}"))?;
-        let (current, mut seen) = {
-            let state = self.lock();
-            (state.sandboxes.get(name).cloned(), state.version)
-        };
-        let Some(current) = current else {
-            return Ok(None);
-        };
-        if done(&current) {
-            return Ok(Some(current));
-        }
-        let work = async {
-            loop {
-                let notified = self.changed.notified();
-                let events: Vec<(u64, Event, Sandbox)> = self
-                    .lock()
-                    .sandbox_history
-                    .iter()
-                    .filter(|(v, _, s)| *v > seen && s.metadata.name.as_deref() == Some(name))
-                    .cloned()
-                    .collect();
-                for (version, event, sandbox) in events {
-                    seen = version;
-                    match event {
-                        Event::Deleted => return None,
-                        Event::Added | Event::Modified if done(&sandbox) => return Some(sandbox),
-                        _ => {}
-                    }
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| ClusterError::Timeout(format!("sandbox {name} did not get there")))
+        self.watch(name, timeout, done).await
     }
 
     async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
