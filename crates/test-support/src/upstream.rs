@@ -57,10 +57,12 @@ impl Recorded {
 /// * `/bytes?n=N`: N bytes (`x`), streamed in 64 KiB chunks with a content length;
 /// * `/echo`: the request body back;
 /// * `/delay?ms=N`: answers after N ms;
-/// * `/ws`: answers an `Upgrade` request with `101` and then echoes raw bytes.
+/// * `/ws`: answers an `Upgrade` request with `101` and then echoes raw bytes (kept: see
+///   [`Upstream::upgraded`]).
 pub struct Upstream {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    upgraded: Arc<Mutex<Vec<u8>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -109,14 +111,15 @@ impl Upstream {
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let rec = requests.clone();
+        let upgraded = Arc::new(Mutex::new(Vec::new()));
+        let (rec, up) = (requests.clone(), upgraded.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let _ = tcp.set_nodelay(true);
-                let rec = rec.clone();
+                let (rec, up) = (rec.clone(), up.clone());
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls {
@@ -126,18 +129,19 @@ impl Upstream {
                             };
                             let sni = stream.get_ref().1.server_name().map(str::to_string);
                             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                let service =
-                                    service_fn(move |req| handle(req, rec.clone(), sni.clone()));
+                                let service = service_fn(move |req| {
+                                    handle(req, rec.clone(), sni.clone(), up.clone())
+                                });
                                 let _ = hyper::server::conn::http2::Builder::new(
                                     hyper_util::rt::TokioExecutor::new(),
                                 )
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await;
                             } else {
-                                serve_conn(TokioIo::new(stream), rec, sni).await;
+                                serve_conn(TokioIo::new(stream), rec, sni, up).await;
                             }
                         }
-                        None => serve_conn(TokioIo::new(tcp), rec, None).await,
+                        None => serve_conn(TokioIo::new(tcp), rec, None, up).await,
                     }
                 });
             }
@@ -145,6 +149,7 @@ impl Upstream {
         Upstream {
             addr,
             requests,
+            upgraded,
             task,
         }
     }
@@ -159,17 +164,27 @@ impl Upstream {
         self.requests.lock().unwrap().clone()
     }
 
+    /// Every byte received on `/ws` connections after their `101`, in arrival order (what
+    /// crossed the proxy once the protocol switched).
+    pub fn upgraded(&self) -> Vec<u8> {
+        self.upgraded.lock().unwrap().clone()
+    }
+
     /// Requests received so far, clearing the record.
     pub fn take(&self) -> Vec<Recorded> {
         std::mem::take(&mut *self.requests.lock().unwrap())
     }
 }
 
-async fn serve_conn<I>(io: I, rec: Arc<Mutex<Vec<Recorded>>>, sni: Option<String>)
-where
+async fn serve_conn<I>(
+    io: I,
+    rec: Arc<Mutex<Vec<Recorded>>>,
+    sni: Option<String>,
+    upgraded: Arc<Mutex<Vec<u8>>>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(req, rec.clone(), sni.clone()));
+    let service = service_fn(move |req| handle(req, rec.clone(), sni.clone(), upgraded.clone()));
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, service)
         .with_upgrades()
@@ -190,6 +205,7 @@ async fn handle(
     mut req: Request<Incoming>,
     rec: Arc<Mutex<Vec<Recorded>>>,
     sni: Option<String>,
+    upgraded: Arc<Mutex<Vec<u8>>>,
 ) -> Result<Response<Out>, Infallible> {
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
@@ -239,6 +255,7 @@ async fn handle(
                     let mut io = TokioIo::new(up);
                     let mut buf = [0u8; 4096];
                     while let Ok(n) = io.read(&mut buf).await {
+                        upgraded.lock().unwrap().extend_from_slice(&buf[..n]);
                         if n == 0 || io.write_all(&buf[..n]).await.is_err() {
                             break;
                         }

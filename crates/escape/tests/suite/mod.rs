@@ -36,6 +36,8 @@ use netns::{Netns, Slot};
 
 const ZONE: &str = "escape.test";
 const API: &str = "api.example.test";
+/// A route with `websocket: true` (and no token), to a WebSocket upstream of its own.
+const WS: &str = "ws.example.test";
 const TCP_PORT: u16 = 80;
 /// The probe bottle's `resources:` (the probe's fork bomb and memory hog are bounded just
 /// above them): enough for git, TLS and the sections' children, far below what hurts CI.
@@ -117,6 +119,7 @@ struct World {
 /// runtime of the column.
 fn world(
     upstream: &Upstream,
+    ws_upstream: &Upstream,
     ca: &TestCa,
     slot: &Slot,
     host_port: u16,
@@ -173,6 +176,9 @@ fn world(
               methods: [GET, POST]
             - paths: [{{type: prefix, value: /scoped/}}]
               headers: [{{name: x-scope, value: read}}]
+        - host: {WS}
+          connect_to: "{ws_addr}"
+          websocket: true
         - host: private.{ZONE}
           port: {PRIVATE_ROUTE_PORT}
         - host: loop.{ZONE}
@@ -187,6 +193,7 @@ agents:
         up = upstream_git.display(),
         ca = ca_path.display(),
         addr = upstream.addr(),
+        ws_addr = ws_upstream.addr(),
         lan4 = slot.lan4,
     );
     std::fs::write(workspace.join("bot-bottle.yaml"), manifest).unwrap();
@@ -621,13 +628,20 @@ async fn run_backend(
     test_support::install_crypto_provider();
     cans.events.clear();
     let ca = TestCa::new("escape upstream CA");
-    let upstream = match dk {
-        Some(d) => Upstream::start_tls_on(d.net.gateway, &ca, &[API]).await,
-        None => Upstream::start_tls(&ca, &[API]).await,
+    let (upstream, ws_upstream) = match dk {
+        Some(d) => (
+            Upstream::start_tls_on(d.net.gateway, &ca, &[API]).await,
+            Upstream::start_tls_on(d.net.gateway, &ca, &[WS]).await,
+        ),
+        None => (
+            Upstream::start_tls(&ca, &[API]).await,
+            Upstream::start_tls(&ca, &[WS]).await,
+        ),
     };
     let runtime = column(backend).1;
     let w = world(
         &upstream,
+        &ws_upstream,
         &ca,
         &cans.slot,
         cans.route_port,
@@ -682,6 +696,7 @@ async fn run_backend(
         "nonce": w.nonce,
         "zone": ZONE,
         "api_host": API,
+        "ws_host": WS,
         "pids_limit": RESOURCE_PIDS,
         "memory_limit_mib": RESOURCE_MEMORY_MIB,
         "inet4": cans.slot.inet4, "inet6": cans.slot.inet6, "lan4": cans.slot.lan4,
@@ -854,6 +869,32 @@ async fn run_backend(
             std::mem::take(&mut missing),
             "the recording upstream got only the allowed requests, each with the real token",
         );
+    }
+    // What crossed to the WebSocket upstream after its `101`s: the innocent message (so the
+    // path works and the suite can judge it), never the planted key (the probe sends its
+    // frames with an all-zero mask, so the payload crosses as written unless egress stops it).
+    let crossed = String::from_utf8_lossy(&ws_upstream.upgraded()).into_owned();
+    let mut problems = Vec::new();
+    if crossed.contains("AKIA") {
+        problems.push("the WebSocket upstream received the planted key".to_string());
+    }
+    if !crossed.contains(&format!("hello {}", w.nonce)) {
+        problems.push(
+            "the innocent WebSocket message never reached the upstream (the suite cannot judge \
+             WebSocket DLP)"
+                .to_string(),
+        );
+    }
+    for r in ws_upstream.requests() {
+        if r.path != "/ws" {
+            problems.push(format!(
+                "the WebSocket upstream received {} {}",
+                r.method, r.path
+            ));
+        }
+    }
+    for p in problems {
+        escaped(&mut cases, "dlp-websocket-message", p);
     }
     // Host filesystem: markers, the CA bundle, the home canary.
     let mut problems = Vec::new();

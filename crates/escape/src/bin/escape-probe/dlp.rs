@@ -9,7 +9,7 @@ use std::io::Write;
 use base64::Engine as _;
 
 use crate::config::Cfg;
-use crate::http::{Resp, desc, https, read_resp, tunnel};
+use crate::http::{Resp, Tls, desc, https, read_resp, tunnel};
 use crate::verdict::Tally;
 
 /// An AWS-key-shaped secret unique to this run (the scanner's `aws-access-key-id` rule).
@@ -157,5 +157,152 @@ pub(crate) fn cases(c: &Cfg) {
             .as_bytes(),
         ),
     );
+    t.done();
+
+    websocket(c, &key);
+}
+
+/// A WebSocket to the suite's `websocket: true` route, upgraded; or why not.
+fn ws_open(host: &str) -> Result<Tls, String> {
+    let mut t = tunnel(&format!("{host}:443"), host)?;
+    let _ = t
+        .sock
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)));
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    t.write_all(req.as_bytes()).map_err(|e| format!("{e}"))?;
+    t.flush().map_err(|e| format!("{e}"))?;
+    // the head only: after a 101 the connection carries frames
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match std::io::Read::read(&mut t, &mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => break,
+            Err(e) => return Err(format!("upgrade answer: {e}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.lines().next().unwrap_or("").to_string();
+    if status.split_whitespace().nth(1) != Some("101") {
+        return Err(format!("upgrade refused: {status:?}"));
+    }
+    Ok(t)
+}
+
+/// One final client frame with an all-zero masking key (valid; the payload crosses as
+/// written, so the host side can look for it in what the upstream received).
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The next frame from the proxy: opcode and (unmasked) payload.
+fn ws_read(t: &mut Tls) -> Result<(u8, Vec<u8>), String> {
+    use std::io::Read;
+    let mut h = [0u8; 2];
+    t.read_exact(&mut h).map_err(|e| format!("{e}"))?;
+    let mut len = u64::from(h[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        t.read_exact(&mut b).map_err(|e| format!("{e}"))?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        t.read_exact(&mut b).map_err(|e| format!("{e}"))?;
+        len = u64::from_be_bytes(b);
+    }
+    let mask = if h[1] & 0x80 != 0 {
+        let mut m = [0u8; 4];
+        t.read_exact(&mut m).map_err(|e| format!("{e}"))?;
+        Some(m)
+    } else {
+        None
+    };
+    if len > 1 << 20 {
+        return Err(format!("a frame of {len} bytes"));
+    }
+    let mut payload = vec![0u8; len as usize];
+    t.read_exact(&mut payload).map_err(|e| format!("{e}"))?;
+    if let Some(m) = mask {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= m[i & 3];
+        }
+    }
+    Ok((h[0] & 0x0f, payload))
+}
+
+/// Sends one frame on a fresh WebSocket and judges what comes back: the proxy's `1008`
+/// close naming dlp is the block; the frame echoed (the upstream echoes what reaches it)
+/// is the secret leaving.
+fn ws_send(t: &mut Tally, host: &str, what: &str, opcode: u8, payload: &[u8]) {
+    let mut ws = match ws_open(host) {
+        Ok(ws) => ws,
+        Err(e) => return t.blocked(format!("{what}: refused, but not by dlp: {e}")),
+    };
+    if let Err(e) = ws
+        .write_all(&ws_frame(opcode, payload))
+        .and_then(|()| ws.flush())
+    {
+        return t.blocked(format!("{what}: refused, but not by dlp: send: {e}"));
+    }
+    match ws_read(&mut ws) {
+        Ok((8, body)) if body.len() >= 2 && u16::from_be_bytes([body[0], body[1]]) == 1008 => {
+            let reason = String::from_utf8_lossy(&body[2..]).into_owned();
+            if reason.contains("dlp") {
+                t.blocked(format!("{what}: close 1008 ({reason})"))
+            } else {
+                t.blocked(format!("{what}: close 1008, but not by dlp ({reason})"))
+            }
+        }
+        Ok((op, body)) if op == opcode || (opcode == 9 && op == 10) => t.escaped(format!(
+            "{what}: the frame came back ({} bytes): it reached the upstream",
+            body.len()
+        )),
+        Ok((op, body)) => t.blocked(format!(
+            "{what}: refused, but not by dlp: frame {op} ({})",
+            String::from_utf8_lossy(&body)
+        )),
+        Err(e) => t.blocked(format!("{what}: refused, but not by dlp: {e}")),
+    }
+}
+
+/// WebSocket messages on a route with `websocket: true`: an innocent one first (the host
+/// side checks it reached the upstream, so the path works), then the key in a text
+/// message, base64 in a binary message and in a ping, each on a connection of its own.
+fn websocket(c: &Cfg, key: &str) {
+    let host = c.s("ws_host");
+    let mut t = Tally::new("dlp-websocket-message");
+    match ws_open(&host) {
+        Ok(mut ws) => {
+            let hello = format!("hello {}", c.s("nonce"));
+            let _ = ws
+                .write_all(&ws_frame(1, hello.as_bytes()))
+                .and_then(|()| ws.flush());
+            // the echo (if the proxy passes it back) is read so the message is not cut short
+            let _ = ws_read(&mut ws);
+        }
+        Err(e) => t.blocked(format!("innocent message: the upgrade failed: {e}")),
+    }
+    let json = format!(r#"{{"content":"my key is {key}"}}"#);
+    ws_send(&mut t, &host, "key in a text message", 1, json.as_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("aws key {key} here"));
+    ws_send(
+        &mut t,
+        &host,
+        "base64 key in a binary message",
+        2,
+        b64.as_bytes(),
+    );
+    ws_send(&mut t, &host, "key in a ping", 9, key.as_bytes());
     t.done();
 }
