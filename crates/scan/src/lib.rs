@@ -338,7 +338,7 @@ impl Scanner {
             req,
             options,
             self.options.git_timeout,
-            false,
+            objects::Judge::Not,
             true,
         )?;
         scan.findings = self.finish(std::mem::take(&mut scan.findings));
@@ -355,7 +355,7 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        self.scan_push_reading(req, options, true)
+        self.scan_push_reading(req, options, true, objects::Judge::ByChange)
     }
 
     /// [`Scanner::scan_push`] with every object read one by one, as before received packs
@@ -367,7 +367,19 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        self.scan_push_reading(req, options, false)
+        self.scan_push_reading(req, options, false, objects::Judge::ByChange)
+    }
+
+    /// [`Scanner::scan_push`] with every new blob judged whole, as before blobs were judged
+    /// by what changed from the blob their path had in the parent commit. For tests and
+    /// benchmarks: the findings are those of [`Scanner::scan_push`].
+    #[doc(hidden)]
+    pub fn scan_push_judging_whole(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+    ) -> Result<ObjectScan, ScanError> {
+        self.scan_push_reading(req, options, true, objects::Judge::Whole)
     }
 
     fn scan_push_reading(
@@ -375,17 +387,25 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
         walk: bool,
+        judge: objects::Judge,
     ) -> Result<ObjectScan, ScanError> {
         let timeout = self.options.git_timeout;
         let (lines, mut scan) = if git::reads_blobs_once(req) {
             let (scan, judged) =
-                objects::scan_objects(&self.engine, req, options, timeout, true, walk)?;
+                objects::scan_objects(&self.engine, req, options, timeout, judge, walk)?;
             let (lines, _) = git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref())?;
             (lines, scan)
         } else {
             let (lines, objects) = std::thread::scope(|s| {
                 let objects = s.spawn(|| {
-                    objects::scan_objects(&self.engine, req, options, timeout, false, walk)
+                    objects::scan_objects(
+                        &self.engine,
+                        req,
+                        options,
+                        timeout,
+                        objects::Judge::Not,
+                        walk,
+                    )
                 });
                 let lines = git::scan_git(&self.engine, req, timeout, git::SPLIT_MIN_COMMITS);
                 (lines, objects.join())

@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,7 @@ use crate::decode::unreadable_kind;
 use crate::engine::{Engine, Fragment};
 use crate::error::ScanError;
 use crate::finding::Finding;
+use crate::git::change;
 use crate::git::odb::{Decoded, Objects, WalkError};
 use crate::git::{Children, GitScanRequest, git_command, spawn_child};
 
@@ -106,6 +107,8 @@ struct Entry {
 #[derive(Clone, Copy)]
 struct How {
     judge: bool,
+    /// Blobs large enough are kept for the history scan to judge by what changed.
+    by_change: bool,
     walk: bool,
     stop_at: std::time::Instant,
 }
@@ -127,6 +130,23 @@ pub(crate) struct JudgedBlobs {
     pub(crate) flagged: HashSet<String>,
     /// The new trees, decoded: the history scan's tree diffs read them from here.
     pub(crate) trees: Option<Arc<Decoded>>,
+    /// New blobs new commits reach that are not judged yet, with their bytes: the history
+    /// scan judges each where it differs from the blob its path had in the parent commit
+    /// ([`crate::git::change::may_find_change`]), or whole where the path is new. In neither
+    /// `flagged` nor its complement until then.
+    pub(crate) pending: HashMap<ObjectId, Vec<u8>>,
+}
+
+/// Whether and how the object scan judges the new blobs that new commits reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Judge {
+    /// Not at all (the object scan alone).
+    Not,
+    /// Each whole, as it is read.
+    Whole,
+    /// Small ones whole as they are read; the others kept for the history scan to judge by
+    /// what changed from the blob their path had in the parent ([`JudgedBlobs::pending`]).
+    ByChange,
 }
 
 /// Lists, reads and scans the objects `git rev-list --objects <rev_args>` names; with
@@ -139,7 +159,7 @@ pub(crate) fn scan_objects(
     req: &GitScanRequest,
     options: &ObjectScanOptions,
     timeout: Duration,
-    judge: bool,
+    judge: Judge,
     walk: bool,
 ) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
     let git_err = |message: String| ScanError::Git {
@@ -168,7 +188,8 @@ pub(crate) fn scan_objects(
     };
     let stop_at = std::time::Instant::now() + timeout;
     let how = How {
-        judge,
+        judge: judge != Judge::Not,
+        by_change: judge == Judge::ByChange,
         walk,
         stop_at,
     };
@@ -337,6 +358,7 @@ fn scan_inner(
         known: from_commits.iter().map(|o| o.to_string()).collect(),
         flagged: HashSet::new(),
         trees: Some(Arc::new(std::mem::take(&mut raw_trees))),
+        pending: HashMap::new(),
     });
     let blob = |id: &ObjectId| match got.get(id) {
         Some(Got::Blob(b)) => Some(b),
@@ -365,6 +387,7 @@ fn scan_inner(
     // Blobs no new commit reaches are scanned whole at their path: read again (they are few:
     // what only a tag or a tree without commit reaches).
     let mut again: Vec<&ObjectId> = Vec::new();
+    let mut pending: Vec<ObjectId> = Vec::new();
     for &(oid, id) in &readable {
         let Some(b) = blob(id) else { continue };
         let path = path_of
@@ -382,11 +405,22 @@ fn scan_inner(
             again.push(id);
             continue;
         }
-        if by_commit
-            && b.may_find
-            && let Some(j) = judged.as_mut()
-        {
-            j.flagged.insert(oid.clone());
+        if by_commit && let Some(j) = judged.as_mut() {
+            if b.may_find {
+                j.flagged.insert(oid.clone());
+            } else if b.kept.is_some() {
+                pending.push(*id);
+            }
+        }
+    }
+    if let Some(j) = judged.as_mut() {
+        for id in pending {
+            if let Some(Got::Blob(BlobRead {
+                kept: Some(data), ..
+            })) = got.get_mut(&id)
+            {
+                j.pending.insert(id, std::mem::take(data));
+            }
         }
     }
     read_objects(
@@ -597,9 +631,17 @@ struct BlobRead {
     /// Why no rule can see into it (compressed, encrypted), if so.
     unreadable: Option<&'static str>,
     /// Whether it may hold a finding ([`Engine::may_find`]; asked only when the caller judges
-    /// blobs, and not of blobs over the size limit).
+    /// blobs, and not of blobs over the size limit nor of those kept).
     may_find: bool,
+    /// Its bytes, kept unjudged to be judged by what changed from the blob its path had in
+    /// the parent commit ([`JudgedBlobs::pending`]): blobs of [`change::MIN_DIFF_BYTES`] or
+    /// more that rules can read, while the kept bytes stay under [`KEEP_BYTES`].
+    kept: Option<Vec<u8>>,
 }
+
+/// The most bytes of new blobs kept unjudged for the history scan (see [`BlobRead::kept`]);
+/// past it, blobs are judged whole as they are read.
+const KEEP_BYTES: usize = 512 << 20;
 
 /// Objects decoded and judged between the pack walk and the rayon pool at a time.
 const WALK_QUEUE: usize = 64;
@@ -618,9 +660,11 @@ fn read_new_objects(
 ) -> Result<(HashMap<ObjectId, Got>, u64), ScanError> {
     let How {
         judge,
+        by_change,
         walk,
         stop_at,
     } = *how;
+    let kept_bytes = AtomicUsize::new(0);
     let look = |kind: Kind, data: Vec<u8>| -> Got {
         if kind != Kind::Blob {
             return Got::Object(kind, data);
@@ -631,12 +675,28 @@ fn read_new_objects(
                 size,
                 unreadable: None,
                 may_find: false,
+                kept: None,
+            });
+        }
+        let unreadable = unreadable_kind(&data);
+        // Kept to be judged by what changed, when it may be worth it and memory allows.
+        if by_change
+            && unreadable.is_none()
+            && data.len() >= change::MIN_DIFF_BYTES
+            && kept_bytes.fetch_add(data.len(), Ordering::Relaxed) + data.len() <= KEEP_BYTES
+        {
+            return Got::Blob(BlobRead {
+                size,
+                unreadable,
+                may_find: false,
+                kept: Some(data),
             });
         }
         Got::Blob(BlobRead {
             size,
-            unreadable: unreadable_kind(&data),
+            unreadable,
             may_find: judge && engine.may_find(&data),
+            kept: None,
         })
     };
     let mut got: HashMap<ObjectId, Got> = HashMap::with_capacity(ids.len());
@@ -669,6 +729,7 @@ fn read_new_objects(
                         size,
                         unreadable: None,
                         may_find: false,
+                        kept: None,
                     }))
                 } else {
                     Ok((kind, data.to_vec()))
@@ -708,6 +769,7 @@ fn read_new_objects(
                     size: header.size,
                     unreadable: None,
                     may_find: false,
+                    kept: None,
                 }),
             );
         } else {

@@ -41,6 +41,7 @@ use gix_hash::ObjectId;
 use gix_object::TreeRefIter;
 use rayon::prelude::*;
 
+use super::change;
 use super::odb::Objects;
 use super::parse::ParsePlan;
 use super::process::{Watchdog, finish_log, git_stderr_message, log_command, read_log};
@@ -56,6 +57,10 @@ struct RangeCommit {
     tree: ObjectId,
     parents: Vec<ObjectId>,
 }
+
+/// A path a commit brings in: the path, its blob, and the blob it had in the first parent
+/// (when it was a file there and is one now).
+type Brought = (String, ObjectId, Option<ObjectId>);
 
 /// A commit of the listing and what it brings in.
 #[derive(Default)]
@@ -162,7 +167,7 @@ fn run(
 
     // 2. What each commit brings in, by tree diffs in process.
     let trees: HashMap<ObjectId, ObjectId> = range.iter().map(|c| (c.id, c.tree)).collect();
-    let changed: Vec<Result<Vec<(String, ObjectId)>, String>> = range
+    let changed: Vec<Result<Vec<Brought>, String>> = range
         .par_iter()
         .map_init(
             || DiffState::new(handle()),
@@ -179,6 +184,10 @@ fn run(
     let mut index: HashMap<ObjectId, usize> = HashMap::new();
     let mut to_read: Vec<(usize, ObjectId)> = Vec::new();
     let mut known_flagged: Vec<usize> = Vec::new();
+    // Blobs the object scan kept unjudged: each with the blobs its path had in the parents of
+    // the commits that bring it in (`None`: a path new there).
+    let mut by_change: Vec<(usize, ObjectId, Vec<Option<ObjectId>>)> = Vec::new();
+    let mut change_at: HashMap<usize, usize> = HashMap::new();
     let mut commits: Vec<ListedCommit> = Vec::with_capacity(range.len());
     for (c, paths) in range.iter().zip(changed) {
         let paths = paths.map_err(|e| git_err(format!("reading the range's objects: {e}")))?;
@@ -186,7 +195,7 @@ fn run(
             id: c.id.to_string(),
             ..ListedCommit::default()
         };
-        for (path, blob) in paths {
+        for (path, blob, before) in paths {
             if engine.skips_path(&path) {
                 continue;
             }
@@ -201,9 +210,19 @@ fn run(
                     Some(k) if k.known.contains(&hex) => {
                         if k.flagged.contains(&hex) {
                             known_flagged.push(i);
+                        } else if k.pending.contains_key(&blob) {
+                            change_at.insert(i, by_change.len());
+                            by_change.push((i, blob, Vec::new()));
                         }
                     }
                     _ => to_read.push((i, blob)),
+                }
+            }
+            // Every place that brings in a kept blob: it is judged against each parent blob.
+            if let Some(&at) = change_at.get(&i) {
+                let befores = &mut by_change[at].2;
+                if !befores.contains(&before) {
+                    befores.push(before);
                 }
             }
             listed.blobs.push(i);
@@ -233,8 +252,45 @@ fn run(
             },
         )
         .collect();
+    // 3b. The kept blobs judged where they differ from the blob their path had in the parent
+    // (`change`), whole where the path is new.
+    let pending = known.map(|k| &k.pending);
+    let judged_by_change: Vec<Result<Option<usize>, String>> = by_change
+        .par_iter()
+        .map_init(
+            || (handle(), Vec::new()),
+            |(objects, buf), (i, blob, befores)| {
+                if deadline.passed() {
+                    return Ok(None);
+                }
+                let Some(new) = pending.and_then(|p| p.get(blob)) else {
+                    return Ok(Some(*i));
+                };
+                for before in befores {
+                    let hit = match before {
+                        None => engine.may_find(new),
+                        Some(old) => match pending.and_then(|p| p.get(old)) {
+                            Some(old) => change::may_find_change(engine, old, new),
+                            // Not kept (small, or an old blob the upstream has): read it;
+                            // unreadable, the new blob is judged whole.
+                            None => match objects.read(old, buf) {
+                                Ok(Some(d)) if d.kind == gix_object::Kind::Blob => {
+                                    change::may_find_change(engine, d.data, new)
+                                }
+                                _ => engine.may_find(new),
+                            },
+                        },
+                    };
+                    if hit {
+                        return Ok(Some(*i));
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .collect();
     let mut is_flagged = vec![false; index.len()];
-    for j in judged {
+    for j in judged.into_iter().chain(judged_by_change) {
         let j = j.map_err(|e| git_err(format!("cannot read a blob: {e}")))?;
         if let Some(f) = j.and_then(|i| is_flagged.get_mut(i)) {
             *f = true;
@@ -357,12 +413,14 @@ impl DiffState {
     }
 
     /// The paths (with their blobs) whose content in `c` differs from every parent's: all of
-    /// the tree's files for a root commit. Deleted paths and submodules name no blob.
+    /// the tree's files for a root commit. Deleted paths and submodules name no blob. With
+    /// each, the blob the path had in the first parent when both are files (not a symlink on
+    /// either side): what a merge adds to every parent it adds to the first.
     fn brought_in(
         &mut self,
         c: &RangeCommit,
         trees: &HashMap<ObjectId, ObjectId>,
-    ) -> Result<Vec<(String, ObjectId)>, String> {
+    ) -> Result<Vec<Brought>, String> {
         let tree = read_tree(&self.objects, &c.tree, &mut self.tree)?;
         // A root commit is diffed against the empty tree.
         let lhs_list: Vec<Option<ObjectId>> = if c.parents.is_empty() {
@@ -370,7 +428,7 @@ impl DiffState {
         } else {
             c.parents.iter().copied().map(Some).collect()
         };
-        let mut result: Option<Vec<(String, ObjectId)>> = None;
+        let mut result: Option<Vec<Brought>> = None;
         for parent in lhs_list {
             let lhs: &[u8] = match parent {
                 None => &[],
@@ -397,14 +455,19 @@ impl DiffState {
                     oid,
                     path,
                     ..
+                } if entry_mode.is_blob_or_symlink() => {
+                    Some((String::from_utf8_lossy(&path).into_owned(), oid, None))
                 }
-                | Change::Modification {
+                Change::Modification {
+                    previous_entry_mode,
+                    previous_oid,
                     entry_mode,
                     oid,
                     path,
-                    ..
                 } if entry_mode.is_blob_or_symlink() => {
-                    Some((String::from_utf8_lossy(&path).into_owned(), oid))
+                    let before = (previous_entry_mode.is_blob() && entry_mode.is_blob())
+                        .then_some(previous_oid);
+                    Some((String::from_utf8_lossy(&path).into_owned(), oid, before))
                 }
                 _ => None,
             });
@@ -412,8 +475,9 @@ impl DiffState {
                 None => result = Some(here.collect()),
                 Some(r) => {
                     // A merge: only the paths that differ from this parent too.
-                    let differs: HashSet<(String, ObjectId)> = here.collect();
-                    r.retain(|e| differs.contains(e));
+                    let differs: HashSet<(String, ObjectId)> =
+                        here.map(|(path, oid, _)| (path, oid)).collect();
+                    r.retain(|(path, oid, _)| differs.contains(&(path.clone(), *oid)));
                 }
             }
             if result.as_ref().is_some_and(Vec::is_empty) {

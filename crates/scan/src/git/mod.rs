@@ -32,6 +32,7 @@
 
 mod archives;
 mod blobs;
+pub(crate) mod change;
 pub(crate) mod odb;
 mod parse;
 mod process;
