@@ -349,7 +349,10 @@ impl Scanner {
     /// [`Scanner::scan_git_objects`] over the same arguments, their findings in that order
     /// (the lines the commits add, then the other objects), with the blobs the object scan
     /// reads judged there, so that the history scan reads only the blobs that are not new
-    /// (an old file brought back by a commit).
+    /// (an old file brought back by a commit). A new blob of 2 KB or more whose path had a
+    /// blob in the parent commit is judged only where it differs from that blob (with
+    /// context; see `git/change.rs` for what counts as already judged): the findings are
+    /// those of judging every blob whole ([`Scanner::scan_push_judging_whole`]).
     pub fn scan_push(
         &self,
         req: &GitScanRequest,

@@ -14,6 +14,13 @@
 //! - each new blob that no new commit reaches (the lines of blobs that new commits reach are
 //!   the log scan's, attributed to commit, file and line).
 //!
+//! With the history scan of the same push ([`crate::Scanner::scan_push`]), the new blobs new
+//! commits reach are judged here ([`Engine::may_find`]) as they are read, so that the history
+//! scan shows as patches only the commits that bring in a blob that may hold a finding; blobs
+//! of [`change::MIN_DIFF_BYTES`] or more are kept instead (up to [`KEEP_BYTES`] in all) and
+//! judged by the history scan where they differ from the blob their path had in the parent
+//! commit (`git/change.rs`), which only it knows.
+//!
 //! Every new blob, whatever reaches it, is checked for what no rule can see into: larger than
 //! the size limit, or a compressed archive or encrypted file. Those are returned as
 //! [`Unreadable`] for the caller to refuse or let through.

@@ -14,7 +14,10 @@
 //!    diff lists them; renames are not looked for, a renamed file's blob is named under its
 //!    new path all the same).
 //! 3. Each blob named there is read once, in process, and asked [`Engine::may_find`]: whether
-//!    any rule could report something in it at some path.
+//!    any rule could report something in it at some path. In a push's scan the object scan has
+//!    judged the new blobs already, except the larger ones it kept: those are judged here
+//!    where they differ from the blob their path had in the commit's first parent (see
+//!    [`super::change`]), whole where the path is new.
 //! 4. Only the commits that bring in such a blob (or name a path a path-only rule matches) are
 //!    shown as patches, each against its own parents, in the order the listing gave
 //!    (`git log -p --stdin --no-walk=unsorted`, the split scan's second process), and scanned

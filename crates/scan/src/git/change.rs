@@ -156,7 +156,7 @@ fn hunks(
         return Some(Vec::new());
     }
     if n_mid == 0 || m_mid == 0 {
-        return Some(vec![pre..pre + m_mid]);
+        return Some(std::iter::once(pre..pre + m_mid).collect());
     }
     // Lines interned: equal lines get equal ids.
     let mut ids: HashMap<&[u8], u32> = HashMap::with_capacity(n_mid + m_mid);
