@@ -8,8 +8,8 @@
 //! a blob in the parent commit is judged only around where it differs from that parent blob:
 //!
 //! - the two blobs are compared line by line (lines end at `\n`, as in git's diff): common
-//!   lines at the start and the end are set aside, the rest is diffed (Myers' O(ND) diff on
-//!   interned lines) into hunks: the new lines that are not the parent's, and the places in
+//!   lines at the start and the end are set aside, the rest is diffed (Myers' O(ND) diff,
+//!   lines compared by a hash first) into hunks: the new lines that are not the parent's, and the places in
 //!   the new blob where parent lines were removed (the lines around such a seam are new
 //!   neighbours);
 //! - each hunk is widened to whole lines, by [`CONTEXT_LINES`] lines that are not blank on
@@ -41,7 +41,6 @@
 //! [`MIN_DIFF_BYTES`] (the diff would cost what it saves), more than [`MAX_EDITS`] edits
 //! between the two (a rewrite), or regions that cover more than half of the blob.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::engine::Engine;
@@ -158,19 +157,11 @@ fn hunks(
     if n_mid == 0 || m_mid == 0 {
         return Some(std::iter::once(pre..pre + m_mid).collect());
     }
-    // Lines interned: equal lines get equal ids.
-    let mut ids: HashMap<&[u8], u32> = HashMap::with_capacity(n_mid + m_mid);
-    let mut xs: Vec<u32> = Vec::with_capacity(n_mid);
-    for i in pre..n - suf {
-        let next = ids.len() as u32;
-        xs.push(*ids.entry(a(i)).or_insert(next));
-    }
-    let mut ys: Vec<u32> = Vec::with_capacity(m_mid);
-    for j in pre..m - suf {
-        let next = ids.len() as u32;
-        ys.push(*ids.entry(b(j)).or_insert(next));
-    }
-    let edits = myers(&xs, &ys, MAX_EDITS)?;
+    // Each line's hash first: most lines the diff compares differ, and differ there.
+    let xs: Vec<u64> = (pre..n - suf).map(|i| line_hash(a(i))).collect();
+    let ys: Vec<u64> = (pre..m - suf).map(|j| line_hash(b(j))).collect();
+    let same = |x: usize, y: usize| xs[x] == ys[y] && a(pre + x) == b(pre + y);
+    let edits = myers(n_mid, m_mid, same, MAX_EDITS)?;
     // Added new lines and seams, in new-line coordinates, grouped into hunks.
     let mut out: Vec<Range<usize>> = Vec::new();
     for e in edits {
@@ -194,11 +185,33 @@ enum Edit {
     Delete(usize),
 }
 
-/// Myers' greedy diff: the edits from `xs` to `ys` in order of their place in `ys`, or
+/// A line's hash (word at a time, multiply and rotate: not for adversaries, only to skip
+/// comparing lines that differ; equal hashes are compared byte for byte).
+fn line_hash(line: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = line.len() as u64;
+    let mut words = line.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+    }
+    let mut b = [0u8; 8];
+    b[..words.remainder().len()].copy_from_slice(words.remainder());
+    (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K)
+}
+
+/// Myers' greedy diff of `n` old lines and `m` new ones, `same(x, y)` saying whether old
+/// line `x` equals new line `y`: the edits in order of their place in the new lines, or
 /// `None` when there are more than `max_edits`.
-fn myers(xs: &[u32], ys: &[u32], max_edits: usize) -> Option<Vec<Edit>> {
-    let (n, m) = (xs.len() as isize, ys.len() as isize);
-    let dmax = (xs.len() + ys.len()).min(max_edits) as isize;
+fn myers(
+    n: usize,
+    m: usize,
+    same: impl Fn(usize, usize) -> bool,
+    max_edits: usize,
+) -> Option<Vec<Edit>> {
+    let dmax = (n + m).min(max_edits) as isize;
+    let (n, m) = (n as isize, m as isize);
     let off = dmax + 1;
     let mut v = vec![0isize; (2 * dmax + 3) as usize];
     // `trace[d]`: V after step d, for k in -d..=d.
@@ -213,7 +226,7 @@ fn myers(xs: &[u32], ys: &[u32], max_edits: usize) -> Option<Vec<Edit>> {
                 v[(off + k - 1) as usize] + 1
             };
             let mut y = x - k;
-            while x < n && y < m && xs[x as usize] == ys[y as usize] {
+            while x < n && y < m && same(x as usize, y as usize) {
                 x += 1;
                 y += 1;
             }
@@ -325,7 +338,7 @@ mod tests {
     /// Applies the edit script's view: the new lines not added equal, in order, the old lines
     /// not removed.
     fn check_script(xs: &[u32], ys: &[u32]) -> usize {
-        let edits = myers(xs, ys, usize::MAX).unwrap();
+        let edits = myers(xs.len(), ys.len(), |x, y| xs[x] == ys[y], usize::MAX).unwrap();
         let added: Vec<usize> = edits
             .iter()
             .filter_map(|e| match e {
