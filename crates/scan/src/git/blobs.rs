@@ -45,7 +45,7 @@ use gix_object::TreeRefIter;
 use rayon::prelude::*;
 
 use super::change;
-use super::odb::Objects;
+use super::odb::{IdMap, Objects};
 use super::parse::ParsePlan;
 use super::process::{Watchdog, finish_log, git_stderr_message, log_command, read_log};
 use super::{BATCH_BYTES, Children, GitScanRequest, git_command, scan_batches, spawn_child};
@@ -169,7 +169,7 @@ fn run(
     };
 
     // 2. What each commit brings in, by tree diffs in process.
-    let trees: HashMap<ObjectId, ObjectId> = range.iter().map(|c| (c.id, c.tree)).collect();
+    let trees: IdMap<ObjectId> = range.iter().map(|c| (c.id, c.tree)).collect();
     let changed: Vec<Result<Vec<Brought>, String>> = range
         .par_iter()
         .map_init(
@@ -184,7 +184,7 @@ fn run(
         .collect();
 
     // Each blob gets an index the first time it is named, in the listing's order.
-    let mut index: HashMap<ObjectId, usize> = HashMap::new();
+    let mut index: IdMap<usize> = IdMap::default();
     let mut to_read: Vec<(usize, ObjectId)> = Vec::new();
     let mut known_flagged: Vec<usize> = Vec::new();
     // Blobs the object scan kept unjudged: each with the blobs its path had in the parents of
@@ -208,10 +208,9 @@ fn run(
             let next = index.len();
             let i = *index.entry(blob).or_insert(next);
             if i == next {
-                let hex = blob.to_string();
                 match known {
-                    Some(k) if k.known.contains(&hex) => {
-                        if k.flagged.contains(&hex) {
+                    Some(k) if k.known.contains(&blob) => {
+                        if k.flagged.contains(&blob) {
                             known_flagged.push(i);
                         } else if k.pending.contains_key(&blob) {
                             change_at.insert(i, by_change.len());
@@ -422,7 +421,7 @@ impl DiffState {
     fn brought_in(
         &mut self,
         c: &RangeCommit,
-        trees: &HashMap<ObjectId, ObjectId>,
+        trees: &IdMap<ObjectId>,
     ) -> Result<Vec<Brought>, String> {
         let tree = read_tree(&self.objects, &c.tree, &mut self.tree)?;
         // A root commit is diffed against the empty tree.
