@@ -394,9 +394,22 @@ impl Scanner {
     ) -> Result<ObjectScan, ScanError> {
         let timeout = self.options.git_timeout;
         let (lines, mut scan) = if git::reads_blobs_once(req) {
-            let (scan, judged) =
-                objects::scan_objects(&self.engine, req, options, timeout, judge, walk)?;
-            let (lines, _) = git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref())?;
+            // The history scan's listing of the commits (a git process) runs while the
+            // objects are read.
+            let (objects, listed) = std::thread::scope(|s| {
+                let listing = s.spawn(|| git::list_git_range(req, timeout));
+                let objects =
+                    objects::scan_objects(&self.engine, req, options, timeout, judge, walk);
+                (objects, listing.join())
+            });
+            let (scan, judged) = objects?;
+            let listed = listed.map_err(|_| ScanError::Git {
+                repo: req.repo.clone(),
+                range: req.describe(),
+                message: "listing the pushed commits stopped unexpectedly".into(),
+            })??;
+            let (lines, _) =
+                git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref(), Some(listed))?;
             (lines, scan)
         } else {
             let (lines, objects) = std::thread::scope(|s| {

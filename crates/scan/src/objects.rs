@@ -130,7 +130,7 @@ struct Piece {
 
 /// The new blobs that new commits reach, as the object scan read them: what the history scan
 /// of the same push need not read again (see [`crate::Scanner::scan_push`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct JudgedBlobs {
     /// Every new blob new commits reach.
     pub(crate) known: IdSet,
@@ -143,6 +143,8 @@ pub(crate) struct JudgedBlobs {
     /// ([`crate::git::change::may_find_change`]), or whole where the path is new. In neither
     /// `flagged` nor its complement until then.
     pub(crate) pending: IdMap<Vec<u8>>,
+    /// The object database as the object scan opened it (the history scan reads from it too).
+    pub(crate) objects: Option<Objects>,
 }
 
 /// Whether and how the object scan judges the new blobs that new commits reach.
@@ -380,6 +382,7 @@ fn scan_inner(
         flagged: IdSet::default(),
         trees: Some(Arc::clone(&raw_trees)),
         pending: IdMap::default(),
+        objects: Some(objects.clone()),
     });
     let blob = |id: &ObjectId| match got.get(id) {
         Some(Got::Blob(b)) => Some(b),

@@ -55,7 +55,7 @@ use crate::finding::Finding;
 use crate::objects::JudgedBlobs;
 
 /// A commit of the range, as the listing gives it.
-struct RangeCommit {
+pub(crate) struct RangeCommit {
     id: ObjectId,
     tree: ObjectId,
     parents: Vec<ObjectId>,
@@ -117,13 +117,42 @@ impl Deadline {
     }
 }
 
+/// The range's commits, trees and parents (step 1 of the module doc), listed ahead of
+/// [`scan_git_blobs`]: a push's scan lists them while its object scan reads the objects.
+pub(crate) struct ListedRange(Vec<RangeCommit>);
+
+/// Lists the range's commits (`git log --format='%H %T %P'`, stopped at `timeout`) for
+/// [`scan_git_blobs`].
+pub(crate) fn list_git_range(
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<ListedRange, ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let children: Children = std::sync::Arc::default();
+    let watchdog = Watchdog::start(&children, timeout);
+    let result = list_range(req, &children, &git_err);
+    if watchdog.finish() {
+        return Err(git_err(format!(
+            "git log did not finish within {} s and was stopped",
+            timeout.as_secs()
+        )));
+    }
+    result.map(ListedRange)
+}
+
 /// Scans the range by reading each blob once (see the module doc). Blobs in `known` were read
-/// and judged already (by the object scan of the same push) and are not read again.
+/// and judged already (by the object scan of the same push) and are not read again; `listed`
+/// is the range listed ahead ([`list_git_range`] over the same request), if it was.
 pub(crate) fn scan_git_blobs(
     engine: &Engine,
     req: &GitScanRequest,
     timeout: Duration,
     known: Option<&JudgedBlobs>,
+    listed: Option<ListedRange>,
 ) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
     let git_err = |message: String| ScanError::Git {
         repo: req.repo.clone(),
@@ -133,7 +162,7 @@ pub(crate) fn scan_git_blobs(
     let children: Children = std::sync::Arc::default();
     let deadline = Deadline::new(timeout);
     let watchdog = Watchdog::start(&children, timeout);
-    let result = run(engine, req, &children, &git_err, known, &deadline);
+    let result = run(engine, req, &children, &git_err, known, listed, &deadline);
     if watchdog.finish() || deadline.passed() {
         return Err(git_err(format!(
             "git log did not finish within {} s and was stopped",
@@ -149,15 +178,23 @@ fn run(
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
     known: Option<&JudgedBlobs>,
+    listed: Option<ListedRange>,
     deadline: &Deadline,
 ) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
     // 1. The commits, as git chooses them (its errors first: they name the range).
-    let range = list_range(req, children, git_err)?;
+    let range = match listed {
+        Some(ListedRange(range)) => range,
+        None => list_range(req, children, git_err)?,
+    };
     if deadline.passed() {
         return Ok((Vec::new(), GitScanCounts::default()));
     }
-    // Handles are per thread (each has its own caches): every thread clones this one.
-    let mut objects = Objects::open(req).map_err(git_err)?;
+    // Handles are per thread (each has its own caches): every thread clones this one (the
+    // object scan's of the same push, when there was one).
+    let mut objects = match known.and_then(|k| k.objects.clone()) {
+        Some(objects) => objects,
+        None => Objects::open(req).map_err(git_err)?,
+    };
     // The new trees the object scan of the same push decoded are not read again.
     if let Some(trees) = known.and_then(|k| k.trees.clone()) {
         objects = objects.with_decoded(trees);

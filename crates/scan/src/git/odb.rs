@@ -17,9 +17,11 @@
 //! inflates its chain again (the per-thread cache keeps some bases, not the chain), so reading
 //! a pushed pack cost several inflations per object. [`Objects::walk_packs`] reads such a pack
 //! the way `git index-pack` resolves it: in delta-tree order, each delta applied once to its
-//! base, decoded just before (`gix-pack`'s pack traversal); what no walked pack holds is read
-//! one by one. Objects decoded that way can be handed back ([`Objects::with_decoded`]) so that
-//! a later reader of the same scan (the tree diffs) does not inflate them again.
+//! base, decoded just before (`gix-pack`'s pack traversal, on as many threads as the rayon
+//! pool has: a thread takes a base and its deltas, an idle one steals deltas from the others);
+//! what no walked pack holds is read one by one. Objects decoded that way can be handed back
+//! ([`Objects::with_decoded`]) so that a later reader of the same scan (the tree diffs) does
+//! not inflate them again.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -123,7 +125,8 @@ impl Objects {
     /// delta-tree order: each delta is applied once to its base, decoded just before, as `git
     /// index-pack` resolves a pack. Objects larger than `max_object_bytes` fail the walk (the
     /// caller reads those one by one, where a header says how large an object is before it is
-    /// read). `each` runs on the walking thread; its error stops the walk.
+    /// read). `each` runs on the walking threads (a clone of it on each); its error stops the
+    /// walk.
     pub(crate) fn walk_packs<F>(
         &self,
         wanted: &IdSet,
@@ -169,7 +172,9 @@ impl Objects {
                     &mut gix_utils::progress::Discard,
                     stop,
                     with_index::Options {
-                        thread_limit: Some(1),
+                        // As many walking threads as the rayon pool has (a thread takes
+                        // a base and its deltas; idle ones steal deltas of the others).
+                        thread_limit: Some(rayon::current_num_threads()),
                         // index-pack checked the pack and computed every id as it wrote the
                         // index; a pack of the repository's own was checked when it came in.
                         check: SafetyCheck::SkipFileAndObjectChecksumVerification,
