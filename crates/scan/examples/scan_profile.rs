@@ -8,6 +8,10 @@
 //! scan_profile push-one-by-one <repo> <rev>...
 //!                                     the same with every object read one by one (the reader
 //!                                     before received packs were walked in delta-tree order)
+//! scan_profile push-whole <repo> <rev>...
+//!                                     the same with every new blob judged whole (the judge
+//!                                     before blobs were judged by what changed from the
+//!                                     parent's blob)
 //! scan_profile files <path>...        files and directories (Scanner::scan_paths)
 //! scan_profile bytes <file>           one file's bytes as one fragment (Scanner::scan_bytes)
 //! ```
@@ -41,12 +45,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scanner.scan_git_split(&req(rest)?, usize::MAX)?.len(),
             String::new(),
         ),
-        "push" | "push-one-by-one" => {
+        "push" | "push-one-by-one" | "push-whole" => {
             let options = scan::ObjectScanOptions::default();
-            let scan = if mode == "push" {
-                scanner.scan_push(&req(rest)?, &options)?
-            } else {
-                scanner.scan_push_one_by_one(&req(rest)?, &options)?
+            let scan = match mode.as_str() {
+                "push" => scanner.scan_push(&req(rest)?, &options)?,
+                "push-whole" => scanner.scan_push_judging_whole(&req(rest)?, &options)?,
+                _ => scanner.scan_push_one_by_one(&req(rest)?, &options)?,
             };
             (
                 scan.findings.len(),

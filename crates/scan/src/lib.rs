@@ -338,7 +338,7 @@ impl Scanner {
             req,
             options,
             self.options.git_timeout,
-            false,
+            objects::Judge::Not,
             true,
         )?;
         scan.findings = self.finish(std::mem::take(&mut scan.findings));
@@ -349,13 +349,16 @@ impl Scanner {
     /// [`Scanner::scan_git_objects`] over the same arguments, their findings in that order
     /// (the lines the commits add, then the other objects), with the blobs the object scan
     /// reads judged there, so that the history scan reads only the blobs that are not new
-    /// (an old file brought back by a commit).
+    /// (an old file brought back by a commit). A new blob of 2 KB or more whose path had a
+    /// blob in the parent commit is judged only where it differs from that blob (with
+    /// context; see `git/change.rs` for what counts as already judged): the findings are
+    /// those of judging every blob whole ([`Scanner::scan_push_judging_whole`]).
     pub fn scan_push(
         &self,
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        self.scan_push_reading(req, options, true)
+        self.scan_push_reading(req, options, true, objects::Judge::ByChange)
     }
 
     /// [`Scanner::scan_push`] with every object read one by one, as before received packs
@@ -367,7 +370,19 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
     ) -> Result<ObjectScan, ScanError> {
-        self.scan_push_reading(req, options, false)
+        self.scan_push_reading(req, options, false, objects::Judge::ByChange)
+    }
+
+    /// [`Scanner::scan_push`] with every new blob judged whole, as before blobs were judged
+    /// by what changed from the blob their path had in the parent commit. For tests and
+    /// benchmarks: the findings are those of [`Scanner::scan_push`].
+    #[doc(hidden)]
+    pub fn scan_push_judging_whole(
+        &self,
+        req: &GitScanRequest,
+        options: &ObjectScanOptions,
+    ) -> Result<ObjectScan, ScanError> {
+        self.scan_push_reading(req, options, true, objects::Judge::Whole)
     }
 
     fn scan_push_reading(
@@ -375,17 +390,38 @@ impl Scanner {
         req: &GitScanRequest,
         options: &ObjectScanOptions,
         walk: bool,
+        judge: objects::Judge,
     ) -> Result<ObjectScan, ScanError> {
         let timeout = self.options.git_timeout;
         let (lines, mut scan) = if git::reads_blobs_once(req) {
-            let (scan, judged) =
-                objects::scan_objects(&self.engine, req, options, timeout, true, walk)?;
-            let (lines, _) = git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref())?;
+            // The history scan's listing of the commits (a git process) runs while the
+            // objects are read.
+            let (objects, listed) = std::thread::scope(|s| {
+                let listing = s.spawn(|| git::list_git_range(req, timeout));
+                let objects =
+                    objects::scan_objects(&self.engine, req, options, timeout, judge, walk);
+                (objects, listing.join())
+            });
+            let (scan, judged) = objects?;
+            let listed = listed.map_err(|_| ScanError::Git {
+                repo: req.repo.clone(),
+                range: req.describe(),
+                message: "listing the pushed commits stopped unexpectedly".into(),
+            })??;
+            let (lines, _) =
+                git::scan_git_blobs(&self.engine, req, timeout, judged.as_ref(), Some(listed))?;
             (lines, scan)
         } else {
             let (lines, objects) = std::thread::scope(|s| {
                 let objects = s.spawn(|| {
-                    objects::scan_objects(&self.engine, req, options, timeout, false, walk)
+                    objects::scan_objects(
+                        &self.engine,
+                        req,
+                        options,
+                        timeout,
+                        objects::Judge::Not,
+                        walk,
+                    )
                 });
                 let lines = git::scan_git(&self.engine, req, timeout, git::SPLIT_MIN_COMMITS);
                 (lines, objects.join())

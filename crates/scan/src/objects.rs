@@ -14,6 +14,13 @@
 //! - each new blob that no new commit reaches (the lines of blobs that new commits reach are
 //!   the log scan's, attributed to commit, file and line).
 //!
+//! With the history scan of the same push ([`crate::Scanner::scan_push`]), the new blobs new
+//! commits reach are judged here ([`Engine::may_find`]) as they are read, so that the history
+//! scan shows as patches only the commits that bring in a blob that may hold a finding; blobs
+//! of [`change::MIN_DIFF_BYTES`] or more are kept instead (up to [`KEEP_BYTES`] in all) and
+//! judged by the history scan where they differ from the blob their path had in the parent
+//! commit (`git/change.rs`), which only it knows.
+//!
 //! Every new blob, whatever reaches it, is checked for what no rule can see into: larger than
 //! the size limit, or a compressed archive or encrypted file. Those are returned as
 //! [`Unreadable`] for the caller to refuse or let through.
@@ -23,10 +30,9 @@
 //! for a blob, `<blob>` when no new tree names it); `line` is the line in
 //! `git cat-file -p <object>` (for a tree: its entry's line).
 
-use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +45,8 @@ use crate::decode::unreadable_kind;
 use crate::engine::{Engine, Fragment};
 use crate::error::ScanError;
 use crate::finding::Finding;
-use crate::git::odb::{Decoded, Objects, WalkError};
+use crate::git::change;
+use crate::git::odb::{Decoded, IdMap, IdSet, Objects, WalkError};
 use crate::git::{Children, GitScanRequest, git_command, spawn_child};
 
 /// Blobs larger than this are not read by default: reported as [`Unreadable`].
@@ -93,12 +100,14 @@ enum Kind {
     Tag,
 }
 
-/// One tree entry: name, whether it is a tree, and its id (hex).
-struct Entry {
-    name: Vec<u8>,
+/// One tree entry, read where it is in the tree's bytes: name, whether it is a tree or a
+/// blob, and its id (bytes, and as an id when it has the length of this build's ids).
+struct Entry<'a> {
+    name: &'a [u8],
     is_tree: bool,
     is_blob: bool,
-    oid: String,
+    id: &'a [u8],
+    oid: Option<&'a gix_hash::oid>,
 }
 
 /// How the objects are read: whether the blobs new commits reach are judged, whether packs
@@ -106,6 +115,8 @@ struct Entry {
 #[derive(Clone, Copy)]
 struct How {
     judge: bool,
+    /// Blobs large enough are kept for the history scan to judge by what changed.
+    by_change: bool,
     walk: bool,
     stop_at: std::time::Instant,
 }
@@ -119,14 +130,33 @@ struct Piece {
 
 /// The new blobs that new commits reach, as the object scan read them: what the history scan
 /// of the same push need not read again (see [`crate::Scanner::scan_push`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct JudgedBlobs {
     /// Every new blob new commits reach.
-    pub(crate) known: HashSet<String>,
+    pub(crate) known: IdSet,
     /// Those that may hold a finding ([`Engine::may_find`]), or that were not read (too large).
-    pub(crate) flagged: HashSet<String>,
+    pub(crate) flagged: IdSet,
     /// The new trees, decoded: the history scan's tree diffs read them from here.
     pub(crate) trees: Option<Arc<Decoded>>,
+    /// New blobs new commits reach that are not judged yet, with their bytes: the history
+    /// scan judges each where it differs from the blob its path had in the parent commit
+    /// ([`crate::git::change::may_find_change`]), or whole where the path is new. In neither
+    /// `flagged` nor its complement until then.
+    pub(crate) pending: IdMap<Vec<u8>>,
+    /// The object database as the object scan opened it (the history scan reads from it too).
+    pub(crate) objects: Option<Objects>,
+}
+
+/// Whether and how the object scan judges the new blobs that new commits reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Judge {
+    /// Not at all (the object scan alone).
+    Not,
+    /// Each whole, as it is read.
+    Whole,
+    /// Small ones whole as they are read; the others kept for the history scan to judge by
+    /// what changed from the blob their path had in the parent ([`JudgedBlobs::pending`]).
+    ByChange,
 }
 
 /// Lists, reads and scans the objects `git rev-list --objects <rev_args>` names; with
@@ -139,7 +169,7 @@ pub(crate) fn scan_objects(
     req: &GitScanRequest,
     options: &ObjectScanOptions,
     timeout: Duration,
-    judge: bool,
+    judge: Judge,
     walk: bool,
 ) -> Result<(ObjectScan, Option<JudgedBlobs>), ScanError> {
     let git_err = |message: String| ScanError::Git {
@@ -168,7 +198,8 @@ pub(crate) fn scan_objects(
     };
     let stop_at = std::time::Instant::now() + timeout;
     let how = How {
-        judge,
+        judge: judge != Judge::Not,
+        by_change: judge == Judge::ByChange,
         walk,
         stop_at,
     };
@@ -198,61 +229,57 @@ fn scan_inner(
         .args(&req.rev_args)
         .arg("--");
     let listing = run_to_end(cmd, None, children, git_err)?;
-    let oids: Vec<String> = String::from_utf8_lossy(&listing)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let mut ids: Vec<ObjectId> = Vec::new();
+    for line in listing.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        ids.push(ObjectId::from_hex(line).map_err(|_| {
+            git_err(format!(
+                "cannot read pushed object: `{}`",
+                String::from_utf8_lossy(line)
+            ))
+        })?);
+    }
     let mut scan = ObjectScan {
-        objects: oids.len() as u64,
+        objects: ids.len() as u64,
         ..ObjectScan::default()
     };
-    if oids.is_empty() {
+    if ids.is_empty() {
         return Ok((scan, judge.then(JudgedBlobs::default)));
     }
 
     // 2. read in process: the packs that hold most of them walked in delta-tree order (a
     // received push), the rest one by one
     let objects = Objects::open(req).map_err(git_err)?;
-    let mut ids: Vec<ObjectId> = Vec::with_capacity(oids.len());
-    for oid in &oids {
-        ids.push(
-            ObjectId::from_hex(oid.as_bytes())
-                .map_err(|_| git_err(format!("cannot read pushed object: `{oid}`")))?,
-        );
-    }
     let (mut got, walked) = read_new_objects(&objects, &ids, engine, options, how, git_err)?;
     scan.walked = walked;
-    let mut kinds: HashMap<String, (Kind, u64)> = HashMap::with_capacity(oids.len());
-    for (oid, id) in oids.iter().zip(&ids) {
-        let entry = match got.get(id) {
-            Some(Got::Object(kind, data)) => (*kind, data.len() as u64),
-            Some(Got::Blob(b)) => (Kind::Blob, b.size),
-            None => return Err(git_err(format!("pushed object {oid} is missing"))),
-        };
-        kinds.insert(oid.clone(), entry);
+    if let Some(id) = ids.iter().find(|id| !got.contains_key(*id)) {
+        return Err(git_err(format!("pushed object {id} is missing")));
     }
 
-    // 3. commits, tags and trees, then the blobs
-    let mut blobs: Vec<(&String, &ObjectId)> = Vec::new();
+    // 3. commits, tags and trees (in the listing's order), then the blobs
+    let mut blobs: Vec<&ObjectId> = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
-    let mut trees: HashMap<String, Vec<Entry>> = HashMap::new();
-    let mut raw_trees: Decoded = HashMap::new();
-    let mut commit_roots: Vec<String> = Vec::new();
-    for (oid, id) in oids.iter().zip(&ids) {
+    // The new trees' bytes, and their ids in the listing's order.
+    let mut raw_trees: Decoded = Decoded::default();
+    let mut tree_ids: Vec<ObjectId> = Vec::new();
+    let mut commit_roots: Vec<ObjectId> = Vec::new();
+    for id in &ids {
         let (kind, data) = match got.remove(id) {
             Some(Got::Object(kind, data)) => (kind, data),
             Some(b @ Got::Blob(_)) => {
                 got.insert(*id, b);
-                blobs.push((oid, id));
+                blobs.push(id);
                 continue;
             }
-            None => return Err(git_err(format!("pushed object {oid} is missing"))),
+            None => return Err(git_err(format!("pushed object {id} is missing"))),
         };
         match kind {
             Kind::Tree => {
-                let entries = parse_tree(&data, oid.len() / 2)
-                    .ok_or_else(|| git_err(format!("cannot parse pushed tree {oid}")))?;
+                let entries = parse_tree(&data, id.as_slice().len())
+                    .ok_or_else(|| git_err(format!("cannot parse pushed tree {id}")))?;
                 // One entry per line (a newline inside a name becomes a space, so the lines
                 // stay the entries of `git cat-file -p <tree>`).
                 let mut names = Vec::new();
@@ -261,132 +288,157 @@ fn scan_inner(
                     names.push(b'\n');
                 }
                 pieces.push(Piece {
-                    oid: oid.to_string(),
+                    oid: id.to_string(),
                     file: "<tree>".into(),
                     data: names,
                 });
-                trees.insert(oid.to_string(), entries);
-                if judge {
-                    raw_trees.insert(*id, (gix_object::Kind::Tree, data));
-                }
+                tree_ids.push(*id);
+                raw_trees.insert(*id, (gix_object::Kind::Tree, data));
             }
             Kind::Commit => {
                 if let Some(tree) = data
                     .strip_prefix(b"tree ")
                     .and_then(|r| r.split(|&b| b == b'\n').next())
+                    .and_then(|hex| ObjectId::from_hex(hex).ok())
                 {
-                    commit_roots.push(String::from_utf8_lossy(tree).into_owned());
+                    commit_roots.push(tree);
                 }
                 pieces.push(Piece {
-                    oid: oid.to_string(),
+                    oid: id.to_string(),
                     file: "<commit>".into(),
                     data,
                 });
             }
             Kind::Tag => pieces.push(Piece {
-                oid: oid.to_string(),
+                oid: id.to_string(),
                 file: "<tag>".into(),
                 data,
             }),
             Kind::Blob => {}
         }
     }
+    // The trees' entries, read where the bytes are (kept for the history scan's tree diffs).
+    let raw_trees = Arc::new(raw_trees);
+    let mut trees: IdMap<Vec<Entry<'_>>> = IdMap::default();
+    trees.reserve(raw_trees.len());
+    for (id, (_, data)) in raw_trees.iter() {
+        let entries = parse_tree(data, id.as_slice().len())
+            .filter(|entries| entries.iter().all(|e| e.oid.is_some()))
+            .ok_or_else(|| git_err(format!("cannot parse pushed tree {id}")))?;
+        trees.insert(*id, entries);
+    }
 
     // Paths of new blobs, and which ones new commits reach (the log scan has their lines).
-    let mut path_of: HashMap<&str, String> = HashMap::new();
-    let mut from_commits: HashSet<&str> = HashSet::new();
-    let children_of: HashSet<&str> = trees
+    let is_new_blob = |id: &gix_hash::oid| matches!(got.get(id), Some(Got::Blob(_)));
+    let mut path_of: IdMap<String> = IdMap::default();
+    let mut from_commits = IdSet::default();
+    let children_of: IdSet = trees
         .values()
         .flatten()
         .filter(|e| e.is_tree)
-        .map(|e| e.oid.as_str())
+        .filter_map(|e| e.oid.map(ToOwned::to_owned))
         .collect();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let other_roots = oids
+    let mut seen = IdSet::default();
+    let other_roots = tree_ids.iter().filter(|t| !children_of.contains(*t));
+    let roots: Vec<(bool, &gix_hash::oid)> = commit_roots
         .iter()
-        .filter(|o| trees.contains_key(o.as_str()) && !children_of.contains(o.as_str()));
-    let roots: Vec<(bool, &str)> = commit_roots
-        .iter()
-        .map(|r| (true, r.as_str()))
-        .chain(other_roots.map(|r| (false, r.as_str())))
+        .map(|r| (true, r.as_ref()))
+        .chain(other_roots.map(|r| (false, r.as_ref())))
         .collect();
     for (by_commit, root) in roots {
-        let mut stack: Vec<(&str, String)> = vec![(root, String::new())];
+        let mut stack: Vec<(&gix_hash::oid, String)> = vec![(root, String::new())];
         while let Some((tree, prefix)) = stack.pop() {
             let Some(entries) = trees.get(tree) else {
                 continue;
             };
-            if !seen.insert(tree) {
+            if !seen.insert(tree.to_owned()) {
                 continue;
             }
             for e in entries {
-                let path = format!("{prefix}{}", String::from_utf8_lossy(&e.name));
+                // Every entry has an id (checked above).
+                let Some(oid) = e.oid else { continue };
                 if e.is_tree {
-                    stack.push((e.oid.as_str(), format!("{path}/")));
-                } else if e.is_blob && kinds.contains_key(&e.oid) {
-                    if by_commit {
-                        from_commits.insert(e.oid.as_str());
+                    // Only a new tree not walked yet has paths to give (the others are
+                    // skipped when taken from the stack).
+                    if trees.contains_key(oid) && !seen.contains(oid) {
+                        let name = String::from_utf8_lossy(e.name);
+                        stack.push((oid, format!("{prefix}{name}/")));
                     }
-                    path_of.entry(e.oid.as_str()).or_insert(path);
+                } else if e.is_blob && is_new_blob(oid) {
+                    if by_commit {
+                        from_commits.insert(oid.to_owned());
+                    }
+                    if !path_of.contains_key(oid) {
+                        let name = String::from_utf8_lossy(e.name);
+                        path_of.insert(oid.to_owned(), format!("{prefix}{name}"));
+                    }
                 }
             }
         }
     }
 
     let mut judged = judge.then(|| JudgedBlobs {
-        known: from_commits.iter().map(|o| o.to_string()).collect(),
-        flagged: HashSet::new(),
-        trees: Some(Arc::new(std::mem::take(&mut raw_trees))),
+        known: from_commits.clone(),
+        flagged: IdSet::default(),
+        trees: Some(Arc::clone(&raw_trees)),
+        pending: IdMap::default(),
+        objects: Some(objects.clone()),
     });
     let blob = |id: &ObjectId| match got.get(id) {
         Some(Got::Blob(b)) => Some(b),
         _ => None,
     };
-    let mut readable: Vec<(&String, &ObjectId)> = Vec::new();
-    for &(oid, id) in &blobs {
+    let path_or_blob = |id: &ObjectId| path_of.get(id).cloned().unwrap_or_else(|| "<blob>".into());
+    let mut readable: Vec<&ObjectId> = Vec::new();
+    for &id in &blobs {
         let size = blob(id).map_or(0, |b| b.size);
         if size > options.max_blob_size {
             // Not read here: the history scan shows its commits' patches.
             if let Some(j) = judged.as_mut() {
-                j.flagged.insert(oid.clone());
+                j.flagged.insert(*id);
             }
             scan.unreadable.push(Unreadable {
-                object: oid.clone(),
-                path: path_of
-                    .get(oid.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| "<blob>".into()),
+                object: id.to_string(),
+                path: path_or_blob(id),
                 reason: format!("larger than {} bytes", options.max_blob_size),
             });
         } else {
-            readable.push((oid, id));
+            readable.push(id);
         }
     }
     // Blobs no new commit reaches are scanned whole at their path: read again (they are few:
     // what only a tag or a tree without commit reaches).
     let mut again: Vec<&ObjectId> = Vec::new();
-    for &(oid, id) in &readable {
+    let mut pending: Vec<ObjectId> = Vec::new();
+    for &id in &readable {
         let Some(b) = blob(id) else { continue };
-        let path = path_of
-            .get(oid.as_str())
-            .cloned()
-            .unwrap_or_else(|| "<blob>".into());
-        let by_commit = from_commits.contains(oid.as_str());
+        let by_commit = from_commits.contains(id);
         if let Some(kind) = b.unreadable {
             scan.unreadable.push(Unreadable {
-                object: oid.to_string(),
-                path,
+                object: id.to_string(),
+                path: path_or_blob(id),
                 reason: kind.to_string(),
             });
         } else if !by_commit {
             again.push(id);
             continue;
         }
-        if by_commit
-            && b.may_find
-            && let Some(j) = judged.as_mut()
-        {
-            j.flagged.insert(oid.clone());
+        if by_commit && let Some(j) = judged.as_mut() {
+            if b.may_find {
+                j.flagged.insert(*id);
+            } else if b.kept.is_some() {
+                pending.push(*id);
+            }
+        }
+    }
+    if let Some(j) = judged.as_mut() {
+        for id in pending {
+            if let Some(Got::Blob(BlobRead {
+                kept: Some(data), ..
+            })) = got.get_mut(&id)
+            {
+                j.pending.insert(id, std::mem::take(data));
+            }
         }
     }
     read_objects(
@@ -396,12 +448,11 @@ fn scan_inner(
         git_err,
         |_, data| data,
         |id, data| {
-            let oid = id.to_string();
-            let file = path_of
-                .get(oid.as_str())
-                .cloned()
-                .unwrap_or_else(|| "<blob>".into());
-            pieces.push(Piece { oid, file, data });
+            pieces.push(Piece {
+                oid: id.to_string(),
+                file: path_or_blob(id),
+                data,
+            });
             Ok(())
         },
     )?;
@@ -432,26 +483,27 @@ pub(crate) fn tree_entries(data: &[u8], hash_len: usize) -> Option<Vec<crate::fu
     parse_tree(data, hash_len).map(|entries| {
         entries
             .into_iter()
-            .map(|e| (e.name, e.is_tree, e.is_blob, e.oid))
+            .map(|e| (e.name.to_vec(), e.is_tree, e.is_blob, hex::encode(e.id)))
             .collect()
     })
 }
 
-/// Parses a tree object: `<mode> <name>\0<raw id>` entries.
-fn parse_tree(data: &[u8], hash_len: usize) -> Option<Vec<Entry>> {
+/// Parses a tree object: `<mode> <name>\0<raw id>` entries, each read where it is.
+fn parse_tree(data: &[u8], hash_len: usize) -> Option<Vec<Entry<'_>>> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
         let sp = memchr::memchr(b' ', rest)?;
         let mode = &rest[..sp];
         let nul = sp + 1 + memchr::memchr(0, &rest[sp + 1..])?;
-        let name = rest[sp + 1..nul].to_vec();
+        let name = &rest[sp + 1..nul];
         let id = rest.get(nul + 1..nul + 1 + hash_len)?;
         out.push(Entry {
             name,
             is_tree: mode == b"40000",
             is_blob: mode.starts_with(b"10") || mode == b"120000",
-            oid: hex::encode(id),
+            id,
+            oid: gix_hash::oid::try_from_bytes(id).ok(),
         });
         rest = &rest[nul + 1 + hash_len..];
     }
@@ -597,9 +649,17 @@ struct BlobRead {
     /// Why no rule can see into it (compressed, encrypted), if so.
     unreadable: Option<&'static str>,
     /// Whether it may hold a finding ([`Engine::may_find`]; asked only when the caller judges
-    /// blobs, and not of blobs over the size limit).
+    /// blobs, and not of blobs over the size limit nor of those kept).
     may_find: bool,
+    /// Its bytes, kept unjudged to be judged by what changed from the blob its path had in
+    /// the parent commit ([`JudgedBlobs::pending`]): blobs of [`change::MIN_DIFF_BYTES`] or
+    /// more that rules can read, while the kept bytes stay under [`KEEP_BYTES`].
+    kept: Option<Vec<u8>>,
 }
+
+/// The most bytes of new blobs kept unjudged for the history scan (see [`BlobRead::kept`]);
+/// past it, blobs are judged whole as they are read.
+const KEEP_BYTES: usize = 512 << 20;
 
 /// Objects decoded and judged between the pack walk and the rayon pool at a time.
 const WALK_QUEUE: usize = 64;
@@ -615,12 +675,14 @@ fn read_new_objects(
     options: &ObjectScanOptions,
     how: &How,
     git_err: &dyn Fn(String) -> ScanError,
-) -> Result<(HashMap<ObjectId, Got>, u64), ScanError> {
+) -> Result<(IdMap<Got>, u64), ScanError> {
     let How {
         judge,
+        by_change,
         walk,
         stop_at,
     } = *how;
+    let kept_bytes = AtomicUsize::new(0);
     let look = |kind: Kind, data: Vec<u8>| -> Got {
         if kind != Kind::Blob {
             return Got::Object(kind, data);
@@ -631,17 +693,34 @@ fn read_new_objects(
                 size,
                 unreadable: None,
                 may_find: false,
+                kept: None,
+            });
+        }
+        let unreadable = unreadable_kind(&data);
+        // Kept to be judged by what changed, when it may be worth it and memory allows.
+        if by_change
+            && unreadable.is_none()
+            && data.len() >= change::MIN_DIFF_BYTES
+            && kept_bytes.fetch_add(data.len(), Ordering::Relaxed) + data.len() <= KEEP_BYTES
+        {
+            return Got::Blob(BlobRead {
+                size,
+                unreadable,
+                may_find: false,
+                kept: Some(data),
             });
         }
         Got::Blob(BlobRead {
             size,
-            unreadable: unreadable_kind(&data),
+            unreadable,
             may_find: judge && engine.may_find(&data),
+            kept: None,
         })
     };
-    let mut got: HashMap<ObjectId, Got> = HashMap::with_capacity(ids.len());
+    let mut got: IdMap<Got> = IdMap::default();
+    got.reserve(ids.len());
     if walk {
-        let wanted: HashSet<ObjectId> = ids.iter().copied().collect();
+        let wanted: IdSet = ids.iter().copied().collect();
         let stop = AtomicBool::new(false);
         // An object this large fails the walk: read one by one, a header says so first.
         let limit = usize::try_from(options.max_blob_size.max(MIN_WALK_LIMIT))
@@ -669,6 +748,7 @@ fn read_new_objects(
                         size,
                         unreadable: None,
                         may_find: false,
+                        kept: None,
                     }))
                 } else {
                     Ok((kind, data.to_vec()))
@@ -708,6 +788,7 @@ fn read_new_objects(
                     size: header.size,
                     unreadable: None,
                     may_find: false,
+                    kept: None,
                 }),
             );
         } else {

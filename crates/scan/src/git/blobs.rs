@@ -14,7 +14,10 @@
 //!    diff lists them; renames are not looked for, a renamed file's blob is named under its
 //!    new path all the same).
 //! 3. Each blob named there is read once, in process, and asked [`Engine::may_find`]: whether
-//!    any rule could report something in it at some path.
+//!    any rule could report something in it at some path. In a push's scan the object scan has
+//!    judged the new blobs already, except the larger ones it kept: those are judged here
+//!    where they differ from the blob their path had in the commit's first parent (see
+//!    [`super::change`]), whole where the path is new.
 //! 4. Only the commits that bring in such a blob (or name a path a path-only rule matches) are
 //!    shown as patches, each against its own parents, in the order the listing gave
 //!    (`git log -p --stdin --no-walk=unsorted`, the split scan's second process), and scanned
@@ -41,7 +44,8 @@ use gix_hash::ObjectId;
 use gix_object::TreeRefIter;
 use rayon::prelude::*;
 
-use super::odb::Objects;
+use super::change;
+use super::odb::{IdMap, Objects};
 use super::parse::ParsePlan;
 use super::process::{Watchdog, finish_log, git_stderr_message, log_command, read_log};
 use super::{BATCH_BYTES, Children, GitScanRequest, git_command, scan_batches, spawn_child};
@@ -51,11 +55,15 @@ use crate::finding::Finding;
 use crate::objects::JudgedBlobs;
 
 /// A commit of the range, as the listing gives it.
-struct RangeCommit {
+pub(crate) struct RangeCommit {
     id: ObjectId,
     tree: ObjectId,
     parents: Vec<ObjectId>,
 }
+
+/// A path a commit brings in: the path, its blob, and the blob it had in the first parent
+/// (when it was a file there and is one now).
+type Brought = (String, ObjectId, Option<ObjectId>);
 
 /// A commit of the listing and what it brings in.
 #[derive(Default)]
@@ -109,13 +117,42 @@ impl Deadline {
     }
 }
 
+/// The range's commits, trees and parents (step 1 of the module doc), listed ahead of
+/// [`scan_git_blobs`]: a push's scan lists them while its object scan reads the objects.
+pub(crate) struct ListedRange(Vec<RangeCommit>);
+
+/// Lists the range's commits (`git log --format='%H %T %P'`, stopped at `timeout`) for
+/// [`scan_git_blobs`].
+pub(crate) fn list_git_range(
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<ListedRange, ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let children: Children = std::sync::Arc::default();
+    let watchdog = Watchdog::start(&children, timeout);
+    let result = list_range(req, &children, &git_err);
+    if watchdog.finish() {
+        return Err(git_err(format!(
+            "git log did not finish within {} s and was stopped",
+            timeout.as_secs()
+        )));
+    }
+    result.map(ListedRange)
+}
+
 /// Scans the range by reading each blob once (see the module doc). Blobs in `known` were read
-/// and judged already (by the object scan of the same push) and are not read again.
+/// and judged already (by the object scan of the same push) and are not read again; `listed`
+/// is the range listed ahead ([`list_git_range`] over the same request), if it was.
 pub(crate) fn scan_git_blobs(
     engine: &Engine,
     req: &GitScanRequest,
     timeout: Duration,
     known: Option<&JudgedBlobs>,
+    listed: Option<ListedRange>,
 ) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
     let git_err = |message: String| ScanError::Git {
         repo: req.repo.clone(),
@@ -125,7 +162,7 @@ pub(crate) fn scan_git_blobs(
     let children: Children = std::sync::Arc::default();
     let deadline = Deadline::new(timeout);
     let watchdog = Watchdog::start(&children, timeout);
-    let result = run(engine, req, &children, &git_err, known, &deadline);
+    let result = run(engine, req, &children, &git_err, known, listed, &deadline);
     if watchdog.finish() || deadline.passed() {
         return Err(git_err(format!(
             "git log did not finish within {} s and was stopped",
@@ -141,15 +178,23 @@ fn run(
     children: &Children,
     git_err: &dyn Fn(String) -> ScanError,
     known: Option<&JudgedBlobs>,
+    listed: Option<ListedRange>,
     deadline: &Deadline,
 ) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
     // 1. The commits, as git chooses them (its errors first: they name the range).
-    let range = list_range(req, children, git_err)?;
+    let range = match listed {
+        Some(ListedRange(range)) => range,
+        None => list_range(req, children, git_err)?,
+    };
     if deadline.passed() {
         return Ok((Vec::new(), GitScanCounts::default()));
     }
-    // Handles are per thread (each has its own caches): every thread clones this one.
-    let mut objects = Objects::open(req).map_err(git_err)?;
+    // Handles are per thread (each has its own caches): every thread clones this one (the
+    // object scan's of the same push, when there was one).
+    let mut objects = match known.and_then(|k| k.objects.clone()) {
+        Some(objects) => objects,
+        None => Objects::open(req).map_err(git_err)?,
+    };
     // The new trees the object scan of the same push decoded are not read again.
     if let Some(trees) = known.and_then(|k| k.trees.clone()) {
         objects = objects.with_decoded(trees);
@@ -161,8 +206,8 @@ fn run(
     };
 
     // 2. What each commit brings in, by tree diffs in process.
-    let trees: HashMap<ObjectId, ObjectId> = range.iter().map(|c| (c.id, c.tree)).collect();
-    let changed: Vec<Result<Vec<(String, ObjectId)>, String>> = range
+    let trees: IdMap<ObjectId> = range.iter().map(|c| (c.id, c.tree)).collect();
+    let changed: Vec<Result<Vec<Brought>, String>> = range
         .par_iter()
         .map_init(
             || DiffState::new(handle()),
@@ -176,9 +221,13 @@ fn run(
         .collect();
 
     // Each blob gets an index the first time it is named, in the listing's order.
-    let mut index: HashMap<ObjectId, usize> = HashMap::new();
+    let mut index: IdMap<usize> = IdMap::default();
     let mut to_read: Vec<(usize, ObjectId)> = Vec::new();
     let mut known_flagged: Vec<usize> = Vec::new();
+    // Blobs the object scan kept unjudged: each with the blobs its path had in the parents of
+    // the commits that bring it in (`None`: a path new there).
+    let mut by_change: Vec<(usize, ObjectId, Vec<Option<ObjectId>>)> = Vec::new();
+    let mut change_at: HashMap<usize, usize> = HashMap::new();
     let mut commits: Vec<ListedCommit> = Vec::with_capacity(range.len());
     for (c, paths) in range.iter().zip(changed) {
         let paths = paths.map_err(|e| git_err(format!("reading the range's objects: {e}")))?;
@@ -186,7 +235,7 @@ fn run(
             id: c.id.to_string(),
             ..ListedCommit::default()
         };
-        for (path, blob) in paths {
+        for (path, blob, before) in paths {
             if engine.skips_path(&path) {
                 continue;
             }
@@ -196,14 +245,23 @@ fn run(
             let next = index.len();
             let i = *index.entry(blob).or_insert(next);
             if i == next {
-                let hex = blob.to_string();
                 match known {
-                    Some(k) if k.known.contains(&hex) => {
-                        if k.flagged.contains(&hex) {
+                    Some(k) if k.known.contains(&blob) => {
+                        if k.flagged.contains(&blob) {
                             known_flagged.push(i);
+                        } else if k.pending.contains_key(&blob) {
+                            change_at.insert(i, by_change.len());
+                            by_change.push((i, blob, Vec::new()));
                         }
                     }
                     _ => to_read.push((i, blob)),
+                }
+            }
+            // Every place that brings in a kept blob: it is judged against each parent blob.
+            if let Some(&at) = change_at.get(&i) {
+                let befores = &mut by_change[at].2;
+                if !befores.contains(&before) {
+                    befores.push(before);
                 }
             }
             listed.blobs.push(i);
@@ -233,8 +291,45 @@ fn run(
             },
         )
         .collect();
+    // 3b. The kept blobs judged where they differ from the blob their path had in the parent
+    // (`change`), whole where the path is new.
+    let pending = known.map(|k| &k.pending);
+    let judged_by_change: Vec<Result<Option<usize>, String>> = by_change
+        .par_iter()
+        .map_init(
+            || (handle(), Vec::new()),
+            |(objects, buf), (i, blob, befores)| {
+                if deadline.passed() {
+                    return Ok(None);
+                }
+                let Some(new) = pending.and_then(|p| p.get(blob)) else {
+                    return Ok(Some(*i));
+                };
+                for before in befores {
+                    let hit = match before {
+                        None => engine.may_find(new),
+                        Some(old) => match pending.and_then(|p| p.get(old)) {
+                            Some(old) => change::may_find_change(engine, old, new),
+                            // Not kept (small, or an old blob the upstream has): read it;
+                            // unreadable, the new blob is judged whole.
+                            None => match objects.read(old, buf) {
+                                Ok(Some(d)) if d.kind == gix_object::Kind::Blob => {
+                                    change::may_find_change(engine, d.data, new)
+                                }
+                                _ => engine.may_find(new),
+                            },
+                        },
+                    };
+                    if hit {
+                        return Ok(Some(*i));
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .collect();
     let mut is_flagged = vec![false; index.len()];
-    for j in judged {
+    for j in judged.into_iter().chain(judged_by_change) {
         let j = j.map_err(|e| git_err(format!("cannot read a blob: {e}")))?;
         if let Some(f) = j.and_then(|i| is_flagged.get_mut(i)) {
             *f = true;
@@ -357,12 +452,14 @@ impl DiffState {
     }
 
     /// The paths (with their blobs) whose content in `c` differs from every parent's: all of
-    /// the tree's files for a root commit. Deleted paths and submodules name no blob.
+    /// the tree's files for a root commit. Deleted paths and submodules name no blob. With
+    /// each, the blob the path had in the first parent when both are files (not a symlink on
+    /// either side): what a merge adds to every parent it adds to the first.
     fn brought_in(
         &mut self,
         c: &RangeCommit,
-        trees: &HashMap<ObjectId, ObjectId>,
-    ) -> Result<Vec<(String, ObjectId)>, String> {
+        trees: &IdMap<ObjectId>,
+    ) -> Result<Vec<Brought>, String> {
         let tree = read_tree(&self.objects, &c.tree, &mut self.tree)?;
         // A root commit is diffed against the empty tree.
         let lhs_list: Vec<Option<ObjectId>> = if c.parents.is_empty() {
@@ -370,7 +467,7 @@ impl DiffState {
         } else {
             c.parents.iter().copied().map(Some).collect()
         };
-        let mut result: Option<Vec<(String, ObjectId)>> = None;
+        let mut result: Option<Vec<Brought>> = None;
         for parent in lhs_list {
             let lhs: &[u8] = match parent {
                 None => &[],
@@ -397,14 +494,19 @@ impl DiffState {
                     oid,
                     path,
                     ..
+                } if entry_mode.is_blob_or_symlink() => {
+                    Some((String::from_utf8_lossy(&path).into_owned(), oid, None))
                 }
-                | Change::Modification {
+                Change::Modification {
+                    previous_entry_mode,
+                    previous_oid,
                     entry_mode,
                     oid,
                     path,
-                    ..
                 } if entry_mode.is_blob_or_symlink() => {
-                    Some((String::from_utf8_lossy(&path).into_owned(), oid))
+                    let before = (previous_entry_mode.is_blob() && entry_mode.is_blob())
+                        .then_some(previous_oid);
+                    Some((String::from_utf8_lossy(&path).into_owned(), oid, before))
                 }
                 _ => None,
             });
@@ -412,8 +514,9 @@ impl DiffState {
                 None => result = Some(here.collect()),
                 Some(r) => {
                     // A merge: only the paths that differ from this parent too.
-                    let differs: HashSet<(String, ObjectId)> = here.collect();
-                    r.retain(|e| differs.contains(e));
+                    let differs: HashSet<(String, ObjectId)> =
+                        here.map(|(path, oid, _)| (path, oid)).collect();
+                    r.retain(|(path, oid, _)| differs.contains(&(path.clone(), *oid)));
                 }
             }
             if result.as_ref().is_some_and(Vec::is_empty) {

@@ -32,13 +32,14 @@
 
 mod archives;
 mod blobs;
+pub(crate) mod change;
 pub(crate) mod odb;
 mod parse;
 mod process;
 
 pub(crate) use archives::{archive_blobs, changed_blobs};
 pub use blobs::GitScanCounts;
-pub(crate) use blobs::scan_git_blobs;
+pub(crate) use blobs::{list_git_range, scan_git_blobs};
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -128,7 +129,7 @@ pub(crate) fn scan_git_once(
     timeout: Duration,
 ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
     if splittable(&req.rev_args) {
-        blobs::scan_git_blobs(engine, req, timeout, None).map(|(f, c)| (f, Some(c)))
+        blobs::scan_git_blobs(engine, req, timeout, None, None).map(|(f, c)| (f, Some(c)))
     } else {
         scan_git(engine, req, timeout, SPLIT_MIN_COMMITS).map(|f| (f, None))
     }

@@ -17,11 +17,12 @@
 //! inflates its chain again (the per-thread cache keeps some bases, not the chain), so reading
 //! a pushed pack cost several inflations per object. [`Objects::walk_packs`] reads such a pack
 //! the way `git index-pack` resolves it: in delta-tree order, each delta applied once to its
-//! base, decoded just before (`gix-pack`'s pack traversal); what no walked pack holds is read
-//! one by one. Objects decoded that way can be handed back ([`Objects::with_decoded`]) so that
-//! a later reader of the same scan (the tree diffs) does not inflate them again.
+//! base, decoded just before (`gix-pack`'s pack traversal, on as many threads as the rayon
+//! pool has: a thread takes a base and its deltas, an idle one steals deltas from the others);
+//! what no walked pack holds is read one by one. Objects decoded that way can be handed back
+//! ([`Objects::with_decoded`]) so that a later reader of the same scan (the tree diffs) does
+//! not inflate them again.
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -38,8 +39,15 @@ use super::process::git_command;
 /// chains of deltas on the same base).
 const PACK_CACHE_BYTES: usize = 16 << 20;
 
+/// A map keyed by object ids. The hasher is seeded per process (foldhash), not the id's first
+/// bytes taken as they are: ids are hashes of what the pusher chose, so a push could be made
+/// of objects whose ids all fall in one bucket of an unseeded table.
+pub(crate) type IdMap<V> = foldhash::HashMap<ObjectId, V>;
+/// A set of object ids (see [`IdMap`]).
+pub(crate) type IdSet = foldhash::HashSet<ObjectId>;
+
 /// Objects already decoded in this scan: their kind and bytes, by id.
-pub(crate) type Decoded = HashMap<ObjectId, (gix_object::Kind, Vec<u8>)>;
+pub(crate) type Decoded = IdMap<(gix_object::Kind, Vec<u8>)>;
 
 /// Why [`Objects::walk_packs`] did not hand over every object of the packs it chose.
 #[derive(Debug)]
@@ -117,27 +125,28 @@ impl Objects {
     /// delta-tree order: each delta is applied once to its base, decoded just before, as `git
     /// index-pack` resolves a pack. Objects larger than `max_object_bytes` fail the walk (the
     /// caller reads those one by one, where a header says how large an object is before it is
-    /// read). `each` runs on the walking thread; its error stops the walk.
+    /// read). `each` runs on the walking threads (a clone of it on each); its error stops the
+    /// walk.
     pub(crate) fn walk_packs<F>(
         &self,
-        wanted: &HashSet<ObjectId>,
+        wanted: &IdSet,
         max_object_bytes: Option<usize>,
         stop: &AtomicBool,
         each: F,
-    ) -> Result<HashSet<ObjectId>, WalkError>
+    ) -> Result<IdSet, WalkError>
     where
         F: FnMut(&oid, gix_object::Kind, &[u8]) -> Result<(), String> + Send + Clone,
     {
         use gix_error::ErrorExt;
         use gix_pack::index::traverse::{SafetyCheck, with_index};
 
-        let mut walked: HashSet<ObjectId> = HashSet::new();
+        let mut walked = IdSet::default();
         for dir in &self.dirs {
             for idx in pack_indexes(dir) {
                 let bundle = gix_pack::Bundle::at(&idx, gix_hash::Kind::Sha1).map_err(|e| {
                     WalkError::Failed(format!("cannot open the pack {}: {e}", idx.display()))
                 })?;
-                let here: HashSet<ObjectId> = wanted
+                let here: IdSet = wanted
                     .iter()
                     .filter(|id| !walked.contains(*id) && bundle.index.lookup(*id).is_some())
                     .copied()
@@ -163,7 +172,9 @@ impl Objects {
                     &mut gix_utils::progress::Discard,
                     stop,
                     with_index::Options {
-                        thread_limit: Some(1),
+                        // As many walking threads as the rayon pool has (a thread takes
+                        // a base and its deltas; idle ones steal deltas of the others).
+                        thread_limit: Some(rayon::current_num_threads()),
                         // index-pack checked the pack and computed every id as it wrote the
                         // index; a pack of the repository's own was checked when it came in.
                         check: SafetyCheck::SkipFileAndObjectChecksumVerification,

@@ -1,4 +1,5 @@
 mod agent_headers;
+mod change;
 mod config;
 mod files;
 mod git;
