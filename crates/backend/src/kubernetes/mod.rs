@@ -48,7 +48,7 @@
 //! Secret and ConfigMap by it, waits until its controller names the pod it made (the
 //! Sandbox's own name; its `Ready` condition's message when it cannot) and goes on with the
 //! pod as before. A Sandbox's pod is never deleted alone (the controller would make it
-//! again): every deletion goes through [`delete_bottle`], which deletes the Sandbox first;
+//! again): every deletion goes through `delete_bottle`, which deletes the Sandbox first;
 //! `cleanup` also removes pod-less Sandboxes whose launcher here is gone.
 //!
 //! Warm pools (`SandboxWarmPool`, adopted through a `SandboxClaim`) are not used: the
