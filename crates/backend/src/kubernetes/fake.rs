@@ -151,12 +151,26 @@ fn admit(kind: &str, meta: &ObjectMeta, size: usize) -> Result<String, ClusterEr
     Ok(name)
 }
 
-/// The `key=value` pairs of a label selector.
-fn labels_of(selector: &str) -> Vec<(String, String)> {
-    selector
+/// The objects whose labels hold every `key=value` of `selector` (a label selector of
+/// equalities, as the fake's callers write them).
+fn selected<'a, T: Clone + 'a>(
+    objects: impl IntoIterator<Item = &'a T>,
+    selector: &str,
+    meta: impl Fn(&T) -> &ObjectMeta,
+) -> Vec<T> {
+    let wanted: Vec<(&str, &str)> = selector
         .split(',')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    objects
+        .into_iter()
+        .filter(|o| {
+            let labels = meta(o).labels.as_ref();
+            wanted
+                .iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(*k)).map(String::as_str) == Some(*v))
+        })
+        .cloned()
         .collect()
 }
 
@@ -755,17 +769,9 @@ impl Cluster for FakeCluster {
 
     async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
         self.call(format!("list pods {selector}"))?;
-        let wanted = labels_of(selector);
-        Ok(self
-            .lock()
-            .pods
-            .values()
-            .filter(|p| {
-                let labels = p.metadata.labels.clone().unwrap_or_default();
-                wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .cloned()
-            .collect())
+        Ok(selected(self.lock().pods.values(), selector, |o| {
+            &o.metadata
+        }))
     }
 
     async fn delete_pod(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
@@ -826,17 +832,9 @@ impl Cluster for FakeCluster {
         selector: &str,
     ) -> Result<Vec<PersistentVolumeClaim>, ClusterError> {
         self.call(format!("list claims {selector}"))?;
-        let wanted = labels_of(selector);
-        Ok(self
-            .lock()
-            .claims
-            .values()
-            .filter(|c| {
-                let labels = c.metadata.labels.clone().unwrap_or_default();
-                wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .cloned()
-            .collect())
+        Ok(selected(self.lock().claims.values(), selector, |o| {
+            &o.metadata
+        }))
     }
 
     async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError> {
@@ -996,17 +994,9 @@ impl Cluster for FakeCluster {
 
     async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError> {
         self.call(format!("list sandboxes {selector}"))?;
-        let wanted = labels_of(selector);
-        Ok(self
-            .lock()
-            .sandboxes
-            .values()
-            .filter(|s| {
-                let labels = s.metadata.labels.clone().unwrap_or_default();
-                wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .cloned()
-            .collect())
+        Ok(selected(self.lock().sandboxes.values(), selector, |o| {
+            &o.metadata
+        }))
     }
 }
 

@@ -7,7 +7,7 @@
 //! a NUL byte, renames and copies (with edits), merges, and parents the upstream already has.
 
 use pretty_assertions::assert_eq;
-use scan::{GitScanRequest, ObjectScanOptions, RuleSet, ScanOptions, Scanner};
+use scan::{GitScanRequest, ObjectScanOptions, ScanOptions, Scanner};
 
 use super::git::Repo;
 use super::{aws_key, github_token, tok};
@@ -285,22 +285,7 @@ fn judging_blobs_by_what_changed_finds_what_judging_them_whole_finds() {
 #[test]
 fn a_keyword_in_one_hunk_and_its_secret_in_another_are_judged_together() {
     let Some(r) = Repo::new() else { return };
-    let filler: String = (0..3000)
-        .map(|i| format!("filler line number {i} of a large file\n"))
-        .collect();
-    r.write("big.txt", &filler);
-    let base = r.commit("big");
-    let secret = tok(&["Zq8Lr2Xv5Nw1Tb7Kd4Hs9", "Mf3Pc6Gy0Ja2Ue5Rt1W"]);
-    r.write("big.txt", &format!("acmecloud\n{filler}{secret}\n"));
-    let added = r.commit("keyword at the top, secret at the bottom");
-    let text = r#"
-[[rules]]
-id = "acme-key"
-description = "ACME key (keyword anywhere in the fragment)"
-regex = '''\b([A-Za-z0-9]{40})\b'''
-keywords = ["acmecloud"]
-"#;
-    let s = Scanner::from_rules(RuleSet::from_toml_str(text, "t.toml", None).unwrap());
+    let (base, added, s) = r.keyword_far_from_its_secret();
     let found = same_findings(&s, r.path(), &[&added, "--not", &base]);
     let places: Vec<(Option<String>, String, u32)> = found
         .iter()

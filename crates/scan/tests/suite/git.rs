@@ -65,6 +65,30 @@ impl Repo {
         self.git(&["rev-parse", "HEAD"])
     }
 
+    /// A 3,000-line `big.txt` committed, then a commit that puts a rule's keyword on its first
+    /// line and the rule's secret on its last: far apart in the blob, next to each other in
+    /// the lines the commit adds. Returns (the first commit, the second, a scanner whose one
+    /// rule, `acme-key`, needs the keyword anywhere in the fragment).
+    pub(super) fn keyword_far_from_its_secret(&self) -> (String, String, Scanner) {
+        let filler: String = (0..3000)
+            .map(|i| format!("filler line number {i} of a large file\n"))
+            .collect();
+        self.write("big.txt", &filler);
+        let base = self.commit("big");
+        let secret = super::tok(&["Zq8Lr2Xv5Nw1Tb7Kd4Hs9", "Mf3Pc6Gy0Ja2Ue5Rt1W"]);
+        self.write("big.txt", &format!("acmecloud\n{filler}{secret}\n"));
+        let added = self.commit("keyword at the top, secret at the bottom");
+        let text = r#"
+[[rules]]
+id = "acme-key"
+description = "ACME key (keyword anywhere in the fragment)"
+regex = '''\b([A-Za-z0-9]{40})\b'''
+keywords = ["acmecloud"]
+"#;
+        let rules = scan::RuleSet::from_toml_str(text, "t.toml", None).unwrap();
+        (base, added, Scanner::from_rules(rules))
+    }
+
     fn scan(&self, rev_args: &[&str]) -> Vec<(Option<String>, String, u32, String)> {
         self.scan_with(&Scanner::builtin().unwrap(), rev_args)
     }

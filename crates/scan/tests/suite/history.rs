@@ -333,22 +333,7 @@ fn the_push_scan_is_the_history_scan_then_the_object_scan() {
 #[test]
 fn a_keyword_far_from_its_secret_in_a_large_blob_is_still_found() {
     let Some(r) = Repo::new() else { return };
-    let filler: String = (0..3000)
-        .map(|i| format!("filler line number {i} of a large file\n"))
-        .collect();
-    r.write("big.txt", &filler);
-    r.commit("big");
-    let secret = super::tok(&["Zq8Lr2Xv5Nw1Tb7Kd4Hs9", "Mf3Pc6Gy0Ja2Ue5Rt1W"]);
-    r.write("big.txt", &format!("acmecloud\n{filler}{secret}\n"));
-    let added = r.commit("keyword at the top, secret at the bottom");
-    let text = r#"
-[[rules]]
-id = "acme-key"
-description = "ACME key (keyword anywhere in the fragment)"
-regex = '''\b([A-Za-z0-9]{40})\b'''
-keywords = ["acmecloud"]
-"#;
-    let s = Scanner::from_rules(RuleSet::from_toml_str(text, "t.toml", None).unwrap());
+    let (_, added, s) = r.keyword_far_from_its_secret();
     let (found, counts) = scan_both(&s, &r, &["HEAD"]);
     assert_eq!(
         places(&found),
