@@ -49,7 +49,9 @@
 //! Sandbox's own name; its `Ready` condition's message when it cannot) and goes on with the
 //! pod as before. A Sandbox's pod is never deleted alone (the controller would make it
 //! again): every deletion goes through `delete_bottle`, which deletes the Sandbox first;
-//! `cleanup` also removes pod-less Sandboxes whose launcher here is gone.
+//! `list` shows a Sandbox that has no pod (starting while its controller works on it, not
+//! running once the controller refused or it is being deleted), and `cleanup` removes
+//! pod-less Sandboxes whose launcher here is gone.
 //!
 //! Warm pools (`SandboxWarmPool`, adopted through a `SandboxClaim`) are not used: the
 //! adopted pod keeps the spec it was made with, and a bottle's pod cannot exist before the
@@ -819,9 +821,7 @@ async fn sandbox_pod(
 ) -> Result<(), ClusterError> {
     let sandbox = cluster
         .watch_sandbox(name, timeout, &|s| {
-            s.pod_name().is_some()
-                || s.condition("Ready")
-                    .is_some_and(|c| c.reason.as_deref() == Some("ReconcilerError"))
+            s.pod_name().is_some() || controller_refused(s)
         })
         .await?
         .ok_or_else(|| ClusterError::SetupFailed {
@@ -859,9 +859,22 @@ fn identity_of(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-fn created_secs(pod: &Pod) -> u64 {
-    pod.metadata
-        .creation_timestamp
+/// Whether a Sandbox's controller reported that it cannot make its pod (`Ready=False`,
+/// `ReconcilerError`): a launch fails on it, `list` shows the bottle as not running.
+fn controller_refused(sandbox: &objects::Sandbox) -> bool {
+    sandbox
+        .condition("Ready")
+        .is_some_and(|c| c.reason.as_deref() == Some("ReconcilerError"))
+}
+
+/// Whether a Sandbox without a pod is still on its way to one: not being deleted, and not
+/// refused by its controller.
+fn sandbox_starting(sandbox: &objects::Sandbox) -> bool {
+    sandbox.metadata.deletion_timestamp.is_none() && !controller_refused(sandbox)
+}
+
+fn created_secs(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    meta.creation_timestamp
         .as_ref()
         .and_then(|t| u64::try_from(t.0.as_second()).ok())
         .unwrap_or(0)
@@ -933,7 +946,7 @@ impl Backend for KubernetesBackend {
             .runtime
             .block_on(cluster.list_pods(&objects::selector(None)))
             .map_err(|e| setup("list", e))?;
-        Ok(pods
+        let mut listed: Vec<BottleInfo> = pods
             .iter()
             .filter_map(|pod| {
                 let identity = identity_of(pod)?;
@@ -943,10 +956,41 @@ impl Backend for KubernetesBackend {
                     backend: BackendKind::Kubernetes,
                     running,
                     orphaned: running && launcher_gone_here(pod),
-                    created: created_secs(pod),
+                    created: created_secs(&pod.metadata),
                 })
             })
-            .collect())
+            .collect();
+        // Bottles whose Sandbox has no pod: not made yet, never made (its controller cannot),
+        // or gone while the Sandbox stays. (A cluster without the API lists none.)
+        let sandboxes = self
+            .runtime
+            .block_on(cluster.list_sandboxes(&objects::selector(None)))
+            .map_err(|e| setup("list", e))?;
+        for sandbox in &sandboxes {
+            let has_pod = pods
+                .iter()
+                .any(|p| p.metadata.name == sandbox.metadata.name);
+            let Some(identity) = sandbox
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(objects::LABEL_IDENTITY))
+            else {
+                continue;
+            };
+            if has_pod || listed.iter().any(|b| &b.identity == identity) {
+                continue;
+            }
+            let running = sandbox_starting(sandbox);
+            listed.push(BottleInfo {
+                identity: identity.clone(),
+                backend: BackendKind::Kubernetes,
+                running,
+                orphaned: running && launcher_gone_here_meta(&sandbox.metadata),
+                created: created_secs(&sandbox.metadata),
+            });
+        }
+        Ok(listed)
     }
 
     fn discard(&self, identity: &str) -> Result<Vec<CleanupAction>, BackendError> {

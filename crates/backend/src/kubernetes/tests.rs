@@ -1305,6 +1305,88 @@ fn a_failed_sandbox_launch_deletes_the_sandbox_and_leaves_nothing() {
     assert_eq!(cluster.config_map(NAME), None);
 }
 
+/// The Sandbox of bottle `identity` launched by `launcher`, as its `start` would create it
+/// (a minimal pod template), with no status yet.
+fn sandbox_of(identity: &str, launcher: &str) -> objects::Sandbox {
+    let pod = foreign_pod(identity, launcher, fake::agent_running());
+    let mut objects = BottleObjects {
+        pod,
+        secret: Default::default(),
+        config_map: Default::default(),
+        home_claim: None,
+        sandbox: None,
+    };
+    objects.pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        containers: vec![k8s_openapi::api::core::v1::Container {
+            name: "agent".into(),
+            image: Some("bot-bottle/agent-claude:0123".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    objects.as_sandbox("v1beta1");
+    objects.sandbox.unwrap()
+}
+
+/// `list` shows a bottle whose Sandbox has no pod (yet, or any more), with its state: one
+/// its controller still works on is starting (`running`, and an orphan when its launcher
+/// here is gone, as a starting pod is); one the controller reported it cannot make a pod
+/// for, or one being deleted, is not running. A Sandbox with its pod is listed once.
+#[test]
+fn list_shows_a_sandbox_without_a_pod_with_its_state() {
+    let f = fixture();
+    let machine = machine_id();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    let gone = format!("{machine}/not-this-boot:4242:99");
+    // Not acted on yet, its launcher here gone.
+    cluster.insert_sandbox(sandbox_of("claude-00021", &gone));
+    // Its controller cannot make the pod.
+    let mut failed = sandbox_of("claude-00022", &launcher_annotation());
+    failed.status = Some(objects::SandboxStatus {
+        conditions: vec![objects::SandboxCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("ReconcilerError".into()),
+            message: Some("Pod \"bot-bottle-claude-00022\" is invalid".into()),
+        }],
+    });
+    cluster.insert_sandbox(failed);
+    // Being deleted (a finalizer holds it).
+    let mut deleting = sandbox_of("claude-00023", &launcher_annotation());
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-12-06T12:00:00Z".parse().unwrap(),
+        ));
+    cluster.insert_sandbox(deleting);
+    // With its pod, made by the controller.
+    cluster.on_create(fake::agent_running());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cluster.create_sandbox(&sandbox_of("claude-00024", &launcher_annotation())))
+        .unwrap();
+    assert!(cluster.pod("bot-bottle-claude-00024").is_some());
+
+    let mut listed: Vec<(String, bool, bool)> = backend(&f, &cluster)
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.identity, b.running, b.orphaned))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("claude-00021".into(), true, !machine.is_empty()),
+            ("claude-00022".into(), false, false),
+            ("claude-00023".into(), false, false),
+            ("claude-00024".into(), true, false),
+        ]
+    );
+}
+
 /// A Sandbox whose pod is gone (or never came) and whose launcher ran here and is gone is
 /// an orphan: `cleanup --dry-run` lists it, `cleanup` deletes it. One of a live launcher,
 /// or of another machine, stays; an orphaned Sandbox's running pod is killed through it.
@@ -1319,26 +1401,6 @@ fn cleanup_removes_an_orphaned_sandbox_and_kills_an_orphans_pod_through_its_sand
     let cluster = Arc::new(FakeCluster::new());
     cluster.serve_sandboxes("v1beta1");
     let gone = format!("{machine}/not-this-boot:4242:99");
-    let sandbox_of = |identity: &str, launcher: &str| {
-        let pod = foreign_pod(identity, launcher, fake::agent_running());
-        let mut objects = BottleObjects {
-            pod,
-            secret: Default::default(),
-            config_map: Default::default(),
-            home_claim: None,
-            sandbox: None,
-        };
-        objects.pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: vec![k8s_openapi::api::core::v1::Container {
-                name: "agent".into(),
-                image: Some("bot-bottle/agent-claude:0123".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        objects.as_sandbox("v1beta1");
-        objects.sandbox.unwrap()
-    };
     // Pod-less: of a gone launcher here, of this live process, of another machine.
     cluster.insert_sandbox(sandbox_of("claude-00011", &gone));
     cluster.insert_sandbox(sandbox_of("claude-00012", &launcher_annotation()));
