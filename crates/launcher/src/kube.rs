@@ -43,7 +43,9 @@ use std::sync::Arc;
 
 use ::bundle::{Listen, OperatorSidecar, SidecarConfig};
 use backend::docker::ImageSource;
-use backend::kubernetes::{ClusterSettings, KubeSidecar, KubernetesBackend, KubernetesConfig};
+use backend::kubernetes::{
+    ClusterSettings, HomeClaimState, KubeSidecar, KubernetesBackend, KubernetesConfig,
+};
 use backend::{Backend, BottleStdio, LaunchSpec};
 use state::Home;
 
@@ -451,10 +453,14 @@ pub(super) fn launch(
         }
     }
     // Where the pod is, for a `bot-bottle stop` from another terminal. A home claim an
-    // earlier run made must still be there (`resume`): the record says so.
+    // earlier run made must still be there (`resume`): the record says so, and one that
+    // does not say (an older binary's, or unreadable) is kept as it is until a launch
+    // finds the claim, so that a refused `resume` refuses again.
     let state_dir = home.state_dir(&spec.identity);
-    let home_made = settings.home_size.is_some()
-        && backend::kubernetes::PodRecord::read(&state_dir).is_some_and(|r| r.home_made);
+    let kept_home = match settings.home_size {
+        Some(_) => backend::kubernetes::PodRecord::home_claim_state(&state_dir),
+        None => HomeClaimState::NotMade,
+    };
     let mut record = backend::kubernetes::PodRecord {
         context: settings.context.clone(),
         namespace: settings.namespace.clone(),
@@ -462,11 +468,17 @@ pub(super) fn launch(
             .home_size
             .is_some()
             .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
-        home_made,
+        home_made: None,
     };
-    record.write(&state_dir)?;
+    record.home_made = record
+        .home_claim
+        .is_some()
+        .then_some(kept_home == HomeClaimState::Made);
+    if kept_home != HomeClaimState::Unknown {
+        record.write(&state_dir)?;
+    }
     let mut kube = KubernetesConfig::new(settings, agent_image);
-    kube.home_expected = home_made;
+    kube.kept_home = kept_home;
     kube.sidecar = Some(KubeSidecar {
         image: sidecar_image,
         argv: vec!["/bin/sh".into(), "-c".into(), files.script(&config_inside)],
@@ -493,9 +505,9 @@ pub(super) fn launch(
     );
     backend.prepare(spec)?;
     let running = backend.launch_pod(spec, BottleStdio::inherit())?;
-    if record.home_claim.is_some() && !record.home_made {
+    if record.home_claim.is_some() && record.home_made != Some(true) {
         // The claim exists now: a `resume` that does not find it says so.
-        record.home_made = true;
+        record.home_made = Some(true);
         record.write(&state_dir)?;
     }
     super::agent_started(paths, options.report.as_ref());
@@ -1078,6 +1090,78 @@ mod tests {
                     .claim(&objects::home_claim_name(&identity))
                     .is_some()
             );
+        }
+
+        /// A bottle recorded by an older bot-bottle (its record names the home claim but not
+        /// whether it was made) whose claim is gone: `resume` cannot tell a first run that
+        /// never made it from a home that was lost, so it refuses, naming the bottle, the
+        /// namespace, the claim and what to do, creates nothing and keeps the record as it
+        /// was (a second try refuses again). So does a record that cannot be read. A record
+        /// that says the claim was never made resumes on a new one.
+        #[test]
+        fn a_resume_whose_record_does_not_say_the_claim_was_made_refuses_without_it() {
+            let w = world();
+            keep_home_in_a_claim(&w);
+            let player = agent(w.cluster.clone(), 3);
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let id = state::Identity::parse(&identity).unwrap();
+            let claim = objects::home_claim_name(&identity);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            let record = w.home.state_dir(&id).join(backend::kubernetes::RECORD);
+            let older =
+                format!("{{\"context\":null,\"namespace\":\"agents\",\"home_claim\":\"{claim}\"}}");
+            for written in [older.as_str(), older.as_str(), "{\"namespace\":"] {
+                std::fs::write(&record, written).unwrap();
+                let before = w.cluster.calls().len();
+                let lock = w.home.lock_bottle(&id).unwrap();
+                let err = match crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options())
+                {
+                    Ok(_) => panic!("resumed on an empty home with record {written}"),
+                    Err(e) => e.to_string(),
+                };
+                for part in [
+                    format!("bottle {identity}"),
+                    format!("`{claim}`"),
+                    format!("namespace `{}`", fake::NAMESPACE),
+                    "does not say whether".to_owned(),
+                    "empty home".to_owned(),
+                    format!("`bot-bottle discard {identity}`"),
+                ] {
+                    assert!(err.contains(&part), "no `{part}` in: {err}");
+                }
+                let created: Vec<String> = w.cluster.calls()[before..]
+                    .iter()
+                    .filter(|c| c.starts_with("create"))
+                    .cloned()
+                    .collect();
+                assert_eq!(created, Vec::<String>::new());
+                assert_eq!(std::fs::read_to_string(&record).unwrap(), written);
+            }
+
+            // A record that says the claim was never made (a first run that failed before
+            // it): resumed on a new claim.
+            std::fs::write(
+                &record,
+                format!(
+                    "{{\"context\":null,\"namespace\":\"agents\",\"home_claim\":\"{claim}\",\"home_made\":false}}"
+                ),
+            )
+            .unwrap();
+            let player = agent(w.cluster.clone(), 0);
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let running =
+                crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()).unwrap();
+            assert!(w.cluster.claim(&claim).is_some());
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            assert!(!w.home.state_dir(&id).exists());
         }
 
         /// On a cluster serving agent-sandbox, `start` runs the bottle as a `Sandbox` (the

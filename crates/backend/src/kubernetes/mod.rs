@@ -129,9 +129,24 @@ pub struct KubernetesConfig {
     pub termination_grace: Duration,
     /// How long `launch` waits for the pod (image pulls included).
     pub ready_timeout: Duration,
-    /// The home claim must be there (`resume` of a bottle whose claim was made): a
-    /// missing one is an error, never a fresh empty home.
-    pub home_expected: bool,
+    /// What the bottle's record says of its home claim ([`PodRecord::home_claim_state`]):
+    /// unless it says none was made, a missing claim is an error, never a fresh empty home.
+    pub kept_home: HomeClaimState,
+}
+
+/// What a bottle's [`PodRecord`] says of its home claim (`kubernetes.home_size`), which
+/// decides what a `launch` that does not find the claim does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HomeClaimState {
+    /// None was made (no record: the bottle's first launch; or one that failed before it
+    /// made the claim): a missing claim is made, the home seeded.
+    #[default]
+    NotMade,
+    /// A launch got the agent running on it: a missing claim is an error.
+    Made,
+    /// The record does not say (written by a bot-bottle older than `home_made`, or
+    /// unreadable): a missing claim may be a lost home, so it is an error too.
+    Unknown,
 }
 
 impl KubernetesConfig {
@@ -148,7 +163,7 @@ impl KubernetesConfig {
             clones: Vec::new(),
             termination_grace: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(600),
-            home_expected: false,
+            kept_home: HomeClaimState::NotMade,
         }
     }
 }
@@ -196,10 +211,12 @@ pub struct PodRecord {
     /// the bottle's clean end remove it, and ask the cluster only when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_claim: Option<String>,
-    /// The home claim was made (a launch got the agent running on it): a `resume` that
-    /// does not find it refuses to start on an empty home.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub home_made: bool,
+    /// Whether the home claim was made (a launch got the agent running on it): a `resume`
+    /// that does not find a made one refuses to start on an empty home. Written whenever
+    /// there is a claim; absent in records of older binaries, which did not say
+    /// ([`HomeClaimState::Unknown`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_made: Option<bool>,
 }
 
 impl PodRecord {
@@ -219,6 +236,26 @@ impl PodRecord {
     pub fn read(state_dir: &Path) -> Option<PodRecord> {
         let text = std::fs::read(state_dir.join(RECORD)).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// What the record in `state_dir` says of the bottle's home claim: no record, or one
+    /// naming no claim, says none was made; one naming a claim says whether it was made,
+    /// or does not (an older binary's). A record that is there but cannot be read says
+    /// nothing either: fail closed.
+    pub fn home_claim_state(state_dir: &Path) -> HomeClaimState {
+        let path = state_dir.join(RECORD);
+        if matches!(path.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            return HomeClaimState::NotMade;
+        }
+        match PodRecord::read(state_dir) {
+            None => HomeClaimState::Unknown,
+            Some(r) if r.home_claim.is_none() => HomeClaimState::NotMade,
+            Some(r) => match r.home_made {
+                Some(true) => HomeClaimState::Made,
+                Some(false) => HomeClaimState::NotMade,
+                None => HomeClaimState::Unknown,
+            },
+        }
     }
 }
 
@@ -580,13 +617,22 @@ impl KubernetesBackend {
         let fresh_claim = match &plan.home_volume {
             Some(_) => {
                 let found = self.kept_home(cluster.as_ref(), &spec.identity)?;
-                if !found && self.config.home_expected {
-                    let name = objects::home_claim_name(&spec.identity);
-                    let ns = cluster.namespace();
-                    return Err(BackendError::InvalidSpec(format!(
-                        "bottle {id}'s home claim `{name}` is gone from namespace `{ns}`, so resuming it would give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again, otherwise `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)",
-                        id = spec.identity
-                    )));
+                let name = objects::home_claim_name(&spec.identity);
+                let ns = cluster.namespace();
+                let id = &spec.identity;
+                match self.config.kept_home {
+                    _ if found => {}
+                    HomeClaimState::NotMade => {}
+                    HomeClaimState::Made => {
+                        return Err(BackendError::InvalidSpec(format!(
+                            "bottle {id}'s home claim `{name}` is gone from namespace `{ns}`, so resuming it would give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again, otherwise `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)"
+                        )));
+                    }
+                    HomeClaimState::Unknown => {
+                        return Err(BackendError::InvalidSpec(format!(
+                            "bottle {id}'s record (written by an older bot-bottle, or unreadable) does not say whether its home claim `{name}` was made, and namespace `{ns}` has no such claim, so resuming it could give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again; if the bottle never ran or its home can go, `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)"
+                        )));
+                    }
                 }
                 if found {
                     // `resume`: the home is the agent's already, not seeded again.

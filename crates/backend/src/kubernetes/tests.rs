@@ -1450,7 +1450,7 @@ fn cleanup_removes_an_orphaned_sandbox_and_kills_an_orphans_pod_through_its_sand
 #[test]
 fn resume_without_the_home_claim_it_made_refuses_instead_of_a_fresh_home() {
     let (mut f, home) = kept_home_fixture();
-    f.config.home_expected = true;
+    f.config.kept_home = HomeClaimState::Made;
     let cluster = Arc::new(FakeCluster::new());
     cluster.on_create(fake::agent_running());
     let err = kept_home_backend(&f, &home, &cluster)
@@ -1466,6 +1466,75 @@ fn resume_without_the_home_claim_it_made_refuses_instead_of_a_fresh_home() {
             && err.contains("bot-bottle discard claude-1a2b3"),
         "{err}"
     );
+    assert_eq!(
+        cluster.calls(),
+        vec![
+            "discover agents.x-k8s.io".to_owned(),
+            format!("get claim {CLAIM}")
+        ],
+        "something was created"
+    );
+}
+
+/// A record written by an older binary (it names the claim, not whether it was made) and
+/// one that cannot be read say nothing of the claim: `launch` then refuses to go on without
+/// it, naming the bottle, the namespace and the claim; nothing is created. No record, one
+/// naming no claim, or one saying none was made, let a missing claim be made.
+#[test]
+fn a_record_that_does_not_say_the_claim_was_made_refuses_a_launch_without_it() {
+    let (mut f, home) = kept_home_fixture();
+    let state = home.join("state").join("claude-1a2b3");
+    let record = state.join(RECORD);
+    let cases = [
+        (
+            r#"{"context":null,"namespace":"agents","home_claim":"bot-bottle-claude-1a2b3-home"}"#,
+            HomeClaimState::Unknown,
+        ),
+        (r#"{"namespace":"agents""#, HomeClaimState::Unknown),
+        (
+            r#"{"namespace":"agents","home_claim":"bot-bottle-claude-1a2b3-home","home_made":true}"#,
+            HomeClaimState::Made,
+        ),
+        (
+            r#"{"namespace":"agents","home_claim":"bot-bottle-claude-1a2b3-home","home_made":false}"#,
+            HomeClaimState::NotMade,
+        ),
+        (r#"{"namespace":"agents"}"#, HomeClaimState::NotMade),
+    ];
+    for (text, said) in cases {
+        std::fs::write(&record, text).unwrap();
+        assert_eq!(PodRecord::home_claim_state(&state), said, "{text}");
+    }
+    std::fs::remove_file(&record).unwrap();
+    assert_eq!(PodRecord::home_claim_state(&state), HomeClaimState::NotMade);
+    // What a launch writes says it, either way.
+    for made in [false, true] {
+        let r = PodRecord {
+            home_claim: Some(CLAIM.into()),
+            home_made: Some(made),
+            ..Default::default()
+        };
+        r.write(&state).unwrap();
+        assert_eq!(PodRecord::read(&state), Some(r));
+    }
+
+    f.config.kept_home = HomeClaimState::Unknown;
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let err = kept_home_backend(&f, &home, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    for part in [
+        "bottle claude-1a2b3's record",
+        "does not say whether its home claim `bot-bottle-claude-1a2b3-home` was made",
+        "namespace `agents` has no such claim",
+        "empty home",
+        "`bot-bottle discard claude-1a2b3`",
+    ] {
+        assert!(err.contains(part), "no `{part}` in: {err}");
+    }
     assert_eq!(
         cluster.calls(),
         vec![
