@@ -53,11 +53,60 @@
 //! running once the controller refused or it is being deleted), and `cleanup` removes
 //! pod-less Sandboxes whose launcher here is gone.
 //!
-//! Warm pools (`SandboxWarmPool`, adopted through a `SandboxClaim`) are not used: the
-//! adopted pod keeps the spec it was made with, and a bottle's pod cannot exist before the
-//! bottle — it mounts the bottle's Secret and ConfigMap, runs its command, clones its
-//! repositories and carries its identity. A Sandbox whose controller names another pod than
-//! the one built for it fails the launch.
+//! ## Warm pools: not used yet
+//!
+//! A bottle never takes a pod from a `SandboxWarmPool` (`extensions.agents.x-k8s.io`, a pod
+//! adopted through a `SandboxClaim`): it creates its Sandbox itself, and a Sandbox whose
+//! controller names another pod than the one built for it fails the launch. What
+//! agent-sandbox does (read at commit 2fd412d5): the pool makes its Sandboxes from a
+//! `SandboxTemplate` ahead of time (`GenerateName: <pool>-`,
+//! `extensions/controllers/sandboxwarmpool_controller.go:1060`); a claim adopts one by moving
+//! its controller reference to the claim (`sandboxclaim_controller.go:1236`) and rewriting
+//! the labels and annotations of its pod template alone (`:1296`, with the claim's
+//! `additionalPodMetadata`); the pod's spec is never changed
+//! (`controllers/sandbox_controller.go:1393`: "TODO - Do we enforce (change) spec if a pod
+//! exists ?"); a claim's `env` or `volumeClaimTemplates` force a cold start
+//! (`extensions/api/v1beta1/sandboxclaim_types.go:125,132`, `sandboxtemplate_types.go:138`);
+//! an `OnReplenish` pool hands out Sandboxes made from an older template
+//! (`sandboxclaim_controller.go:923`); and a template's default `Managed` NetworkPolicy
+//! blocks private addresses and cluster DNS, and points the pod's resolvers at 8.8.8.8 and
+//! 1.1.1.1 (`sandboxtemplate_types.go:106`, `sandboxtemplate_controller.go:228`,
+//! `utils.go:43`). So a warm pod holds nothing of a bottle — not its Secret, ConfigMap,
+//! command or clones — and everything of it would have to come after the claim binds.
+//!
+//! Nothing read rules that out; a design that keeps the security properties, not built:
+//! * the template's pod is generic: our images, the hardened spec, the `network` init
+//!   container (the sidecar ports fixed per template), no Secret, no ConfigMap, no
+//!   `workspace` init container, `networkPolicyManagement: Unmanaged`. The bundle waits for
+//!   its config on a loopback listener that is not a sidecar port (the packet filter refuses
+//!   it to the agent's uid, as it does [`OPERATOR_PORT`]); the agent container waits for a
+//!   plan in a volume the sidecar writes and the agent mounts read-only;
+//! * once the claim binds, `start` checks the adopted pod before sending it anything: each
+//!   field that bounds the agent (images, commands, security contexts, runtime class, init
+//!   containers and the filter's ports, volumes, no other container, no service-account
+//!   token, no shared process namespace, resources) must equal the cold pod's, else the
+//!   claim is deleted and the launch fails (a stale or altered template);
+//! * the bundle's files and tokens go through the API server's port-forward to that
+//!   listener (the relay's path), never through a Secret or the agent's volumes; the
+//!   listener takes one config and refuses any later one, so a config planted before the
+//!   claim fails the launch instead of running it;
+//! * the bundle writes the agent's plan (command, environment, read-only files, the home's
+//!   first files, clones: nothing secret) into the shared volume; the agent's waiter clones
+//!   through the gate and runs the command; attach and the start line as now;
+//! * every error after the claim deletes the claim (its Sandbox and pod go with it); a
+//!   bundle without its config never opens egress and an agent without a plan runs nothing;
+//! * cold (a plain Sandbox) whenever the pool cannot match: `kubernetes.home_size` (the home
+//!   claim cannot be mounted on a warm pod), another runtime class, resources, images,
+//!   ports or terminal than the template's.
+//!
+//! Its cost is the reason it is not here yet: the bundle's waiting mode and the agent's
+//! waiter (both images), the adoption check, a pod named `<pool>-<suffix>` instead of
+//! `bot-bottle-<identity>` through `stop`, `list`, `cleanup` and the relay (the record
+//! would carry the claim), and the fake cluster playing the pool and claim controllers.
+//! The adoption check would also cover a gap of today's cold Sandbox: its controller adopts
+//! an unowned pod of the Sandbox's name labelled `agents.x-k8s.io/adoptable: "true"`
+//! (`sandbox_controller.go:1328`), which someone allowed to create pods in the namespace
+//! could make beforehand; the launch checks the pod's name, not its spec.
 //!
 //! # What is not here yet
 //!
@@ -881,7 +930,7 @@ async fn sandbox_pod(
         Some(pod) => Err(ClusterError::SetupFailed {
             container: "sandbox".into(),
             message: format!(
-                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); bottles cannot use warm pools (README: running on a cluster)"
+                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); bottles do not use warm pools yet (README: running on a cluster)"
             ),
         }),
         None => Err(ClusterError::SetupFailed {
