@@ -1096,8 +1096,9 @@ mod tests {
         /// whether it was made) whose claim is gone: `resume` cannot tell a first run that
         /// never made it from a home that was lost, so it refuses, naming the bottle, the
         /// namespace, the claim and what to do, creates nothing and keeps the record as it
-        /// was (a second try refuses again). So does a record that cannot be read. A record
-        /// that says the claim was never made resumes on a new one.
+        /// was (a second try refuses again). So does a record that cannot be read. With the
+        /// claim put back, the same record resumes on it, and says from then on that it was
+        /// made. A record that says the claim was never made resumes on a new one.
         #[test]
         fn a_resume_whose_record_does_not_say_the_claim_was_made_refuses_without_it() {
             let w = world();
@@ -1113,6 +1114,7 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
+            let kept = w.cluster.claim(&claim).unwrap();
             assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
             let record = w.home.state_dir(&id).join(backend::kubernetes::RECORD);
             let older =
@@ -1144,6 +1146,38 @@ mod tests {
                 assert_eq!(created, Vec::<String>::new());
                 assert_eq!(std::fs::read_to_string(&record).unwrap(), written);
             }
+
+            // The claim put back (what the error says to do): resumed on it, not seeded over.
+            std::fs::write(&record, &older).unwrap();
+            w.cluster.insert_claim(kept);
+            let player = agent(w.cluster.clone(), 3);
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let running =
+                crate::resume(&w.home, &id, lock, w.launch(&["false"]), &w.options()).unwrap();
+            let spec = w
+                .cluster
+                .pod(&objects::object_name(&identity))
+                .unwrap()
+                .spec
+                .unwrap();
+            assert!(
+                !spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == "home"),
+                "the kept home is seeded over"
+            );
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let state_dir = w.home.state_dir(&id);
+            assert_eq!(
+                backend::kubernetes::PodRecord::read(&state_dir)
+                    .unwrap()
+                    .home_made,
+                Some(true)
+            );
+            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
 
             // A record that says the claim was never made (a first run that failed before
             // it): resumed on a new claim.
