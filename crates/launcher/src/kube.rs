@@ -470,10 +470,12 @@ pub(super) fn launch(
             .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
         home_made: None,
     };
-    record.home_made = record
-        .home_claim
-        .is_some()
-        .then_some(kept_home == HomeClaimState::Made);
+    // A claim made earlier: said. One this launch may make: not said until the launch ends,
+    // so that a launcher killed once the agent runs on it leaves a record that fails closed
+    // (`HomeClaimState::Unknown`); a launch that fails says none was made.
+    if record.home_claim.is_some() && kept_home == HomeClaimState::Made {
+        record.home_made = Some(true);
+    }
     if kept_home != HomeClaimState::Unknown {
         record.write(&state_dir)?;
     }
@@ -503,8 +505,24 @@ pub(super) fn launch(
         // Its home claim carries this home's mark, for `cleanup`.
         .with_home(home.root().to_path_buf()),
     );
-    backend.prepare(spec)?;
-    let running = backend.launch_pod(spec, BottleStdio::inherit())?;
+    let launched = backend
+        .prepare(spec)
+        .and_then(|()| backend.launch_pod(spec, BottleStdio::inherit()));
+    let running = match launched {
+        Ok(running) => running,
+        Err(e) => {
+            if record.home_claim.is_some() && kept_home == HomeClaimState::NotMade {
+                // The failed launch removed the claim it made, or made none (one it could
+                // not remove is found and mounted by the next run). Unwritten, the record
+                // keeps saying nothing, which fails closed.
+                record.home_made = Some(false);
+                if let Err(w) = record.write(&state_dir) {
+                    tracing::warn!(identity = %spec.identity, error = %w, "the bottle's record does not say its home claim was never made; a resume without the claim will refuse");
+                }
+            }
+            return Err(e.into());
+        }
+    };
     if record.home_claim.is_some() && record.home_made != Some(true) {
         // The claim exists now: a `resume` that does not find it says so.
         record.home_made = Some(true);
@@ -1098,7 +1116,8 @@ mod tests {
         /// namespace, the claim and what to do, creates nothing and keeps the record as it
         /// was (a second try refuses again). So does a record that cannot be read. With the
         /// claim put back, the same record resumes on it, and says from then on that it was
-        /// made. A record that says the claim was never made resumes on a new one.
+        /// made. A record that says the claim was never made resumes on a new one, and goes on
+        /// saying so when that launch fails.
         #[test]
         fn a_resume_whose_record_does_not_say_the_claim_was_made_refuses_without_it() {
             let w = world();
@@ -1188,6 +1207,17 @@ mod tests {
                 ),
             )
             .unwrap();
+            // One that fails (an image the nodes cannot pull) removes the claim it made and
+            // still says so; the next one makes a new claim again.
+            w.cluster.on_create(fake::image_pull_failure());
+            let lock = w.home.lock_bottle(&id).unwrap();
+            assert!(crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()).is_err());
+            assert_eq!(w.cluster.claim(&claim), None);
+            assert_eq!(
+                backend::kubernetes::PodRecord::home_claim_state(&w.home.state_dir(&id)),
+                backend::kubernetes::HomeClaimState::NotMade
+            );
+            w.cluster.on_create(fake::agent_running());
             let player = agent(w.cluster.clone(), 0);
             let lock = w.home.lock_bottle(&id).unwrap();
             let running =
@@ -1196,6 +1226,59 @@ mod tests {
             assert_eq!(running.wait().unwrap(), 0);
             player.join().unwrap();
             assert!(!w.home.state_dir(&id).exists());
+        }
+
+        /// From the moment a launch makes the home claim until the agent has run on it and
+        /// `start` has recorded that, the record does not say that no claim was made: a
+        /// launcher killed in between (the agent released, writing its home) leaves a record
+        /// that refuses a `resume` without the claim. Read while the pod starts (the launch
+        /// waits on it), which is what the record says until the launch returns.
+        #[test]
+        fn while_a_launch_makes_the_claim_the_record_does_not_say_none_was_made() {
+            let w = world();
+            keep_home_in_a_claim(&w);
+            w.cluster.kubelet(vec![fake::starting()]);
+            let cluster = w.cluster.clone();
+            let home = w.home.clone();
+            let player = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let name = eventually("the launch watching its pod", || {
+                    let calls = cluster.calls();
+                    let made = calls.iter().any(|c| c.starts_with("create claim "));
+                    calls
+                        .iter()
+                        .find_map(|c| c.strip_prefix("watch pod "))
+                        .filter(|_| made)
+                        .map(|n| n.split(' ').next().unwrap().to_owned())
+                });
+                let identity = name.strip_prefix("bot-bottle-").unwrap().to_owned();
+                let id = state::Identity::parse(&identity).unwrap();
+                let said = backend::kubernetes::PodRecord::home_claim_state(&home.state_dir(&id));
+                cluster.set_status(&name, fake::agent_running());
+                let mut ends = rt
+                    .block_on(cluster.attached(&name, Duration::from_secs(20)))
+                    .unwrap();
+                let mut first = [0u8; 1];
+                rt.block_on(ends.stdin.read_exact(&mut first)).unwrap();
+                drop(ends);
+                cluster.set_status(&name, fake::agent_ended(3));
+                said
+            });
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            assert_eq!(
+                player.join().unwrap(),
+                backend::kubernetes::HomeClaimState::Unknown
+            );
+            let id = state::Identity::parse(&identity).unwrap();
+            assert_eq!(
+                backend::kubernetes::PodRecord::home_claim_state(&w.home.state_dir(&id)),
+                backend::kubernetes::HomeClaimState::Made
+            );
         }
 
         /// On a cluster serving agent-sandbox, `start` runs the bottle as a `Sandbox` (the

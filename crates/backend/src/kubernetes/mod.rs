@@ -187,8 +187,8 @@ pub struct KubernetesConfig {
 /// decides what a `launch` that does not find the claim does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum HomeClaimState {
-    /// None was made (no record: the bottle's first launch; or one that failed before it
-    /// made the claim): a missing claim is made, the home seeded.
+    /// None was made (no record: the bottle's first launch; or the last launch failed,
+    /// removing the claim it made): a missing claim is made, the home seeded.
     #[default]
     NotMade,
     /// A launch got the agent running on it: a missing claim is an error.
@@ -260,10 +260,11 @@ pub struct PodRecord {
     /// the bottle's clean end remove it, and ask the cluster only when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_claim: Option<String>,
-    /// Whether the home claim was made (a launch got the agent running on it): a `resume`
-    /// that does not find a made one refuses to start on an empty home. Written whenever
-    /// there is a claim; absent in records of older binaries, which did not say
-    /// ([`HomeClaimState::Unknown`]).
+    /// Whether the home claim was made: `true` once a launch got the agent running on it,
+    /// `false` after a launch that failed (it removes the claim it made). Unset while a
+    /// launch that may make it runs (a launcher killed then leaves a record that does not
+    /// say) and in records of older binaries: [`HomeClaimState::Unknown`]. A `resume` that
+    /// does not find a claim that was, or may have been, made refuses an empty home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_made: Option<bool>,
 }
