@@ -43,7 +43,9 @@ use std::sync::Arc;
 
 use ::bundle::{Listen, OperatorSidecar, SidecarConfig};
 use backend::docker::ImageSource;
-use backend::kubernetes::{ClusterSettings, KubeSidecar, KubernetesBackend, KubernetesConfig};
+use backend::kubernetes::{
+    ClusterSettings, HomeClaimState, KubeSidecar, KubernetesBackend, KubernetesConfig,
+};
 use backend::{Backend, BottleStdio, LaunchSpec};
 use state::Home;
 
@@ -451,10 +453,14 @@ pub(super) fn launch(
         }
     }
     // Where the pod is, for a `bot-bottle stop` from another terminal. A home claim an
-    // earlier run made must still be there (`resume`): the record says so.
+    // earlier run made must still be there (`resume`): the record says so, and one that
+    // does not say (an older binary's, or unreadable) is kept as it is until a launch
+    // finds the claim, so that a refused `resume` refuses again.
     let state_dir = home.state_dir(&spec.identity);
-    let home_made = settings.home_size.is_some()
-        && backend::kubernetes::PodRecord::read(&state_dir).is_some_and(|r| r.home_made);
+    let kept_home = match settings.home_size {
+        Some(_) => backend::kubernetes::PodRecord::home_claim_state(&state_dir),
+        None => HomeClaimState::NotMade,
+    };
     let mut record = backend::kubernetes::PodRecord {
         context: settings.context.clone(),
         namespace: settings.namespace.clone(),
@@ -462,11 +468,19 @@ pub(super) fn launch(
             .home_size
             .is_some()
             .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
-        home_made,
+        home_made: None,
     };
-    record.write(&state_dir)?;
+    // A claim made earlier: said. One this launch may make: not said until the launch ends,
+    // so that a launcher killed once the agent runs on it leaves a record that fails closed
+    // (`HomeClaimState::Unknown`); a launch that fails says none was made.
+    if record.home_claim.is_some() && kept_home == HomeClaimState::Made {
+        record.home_made = Some(true);
+    }
+    if kept_home != HomeClaimState::Unknown {
+        record.write(&state_dir)?;
+    }
     let mut kube = KubernetesConfig::new(settings, agent_image);
-    kube.home_expected = home_made;
+    kube.kept_home = kept_home;
     kube.sidecar = Some(KubeSidecar {
         image: sidecar_image,
         argv: vec!["/bin/sh".into(), "-c".into(), files.script(&config_inside)],
@@ -491,11 +505,27 @@ pub(super) fn launch(
         // Its home claim carries this home's mark, for `cleanup`.
         .with_home(home.root().to_path_buf()),
     );
-    backend.prepare(spec)?;
-    let running = backend.launch_pod(spec, BottleStdio::inherit())?;
-    if record.home_claim.is_some() && !record.home_made {
+    let launched = backend
+        .prepare(spec)
+        .and_then(|()| backend.launch_pod(spec, BottleStdio::inherit()));
+    let running = match launched {
+        Ok(running) => running,
+        Err(e) => {
+            if record.home_claim.is_some() && kept_home == HomeClaimState::NotMade {
+                // The failed launch removed the claim it made, or made none (one it could
+                // not remove is found and mounted by the next run). Unwritten, the record
+                // keeps saying nothing, which fails closed.
+                record.home_made = Some(false);
+                if let Err(w) = record.write(&state_dir) {
+                    tracing::warn!(identity = %spec.identity, error = %w, "the bottle's record does not say its home claim was never made; a resume without the claim will refuse");
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    if record.home_claim.is_some() && record.home_made != Some(true) {
         // The claim exists now: a `resume` that does not find it says so.
-        record.home_made = true;
+        record.home_made = Some(true);
         record.write(&state_dir)?;
     }
     super::agent_started(paths, options.report.as_ref());
@@ -1077,6 +1107,177 @@ mod tests {
                 w.cluster
                     .claim(&objects::home_claim_name(&identity))
                     .is_some()
+            );
+        }
+
+        /// A bottle recorded by an older bot-bottle (its record names the home claim but not
+        /// whether it was made) whose claim is gone: `resume` cannot tell a first run that
+        /// never made it from a home that was lost, so it refuses, naming the bottle, the
+        /// namespace, the claim and what to do, creates nothing and keeps the record as it
+        /// was (a second try refuses again). So does a record that cannot be read. With the
+        /// claim put back, the same record resumes on it, and says from then on that it was
+        /// made. A record that says the claim was never made resumes on a new one, and goes on
+        /// saying so when that launch fails.
+        #[test]
+        fn a_resume_whose_record_does_not_say_the_claim_was_made_refuses_without_it() {
+            let w = world();
+            keep_home_in_a_claim(&w);
+            let player = agent(w.cluster.clone(), 3);
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let id = state::Identity::parse(&identity).unwrap();
+            let claim = objects::home_claim_name(&identity);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let kept = w.cluster.claim(&claim).unwrap();
+            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            let record = w.home.state_dir(&id).join(backend::kubernetes::RECORD);
+            let older =
+                format!("{{\"context\":null,\"namespace\":\"agents\",\"home_claim\":\"{claim}\"}}");
+            for written in [older.as_str(), older.as_str(), "{\"namespace\":"] {
+                std::fs::write(&record, written).unwrap();
+                let before = w.cluster.calls().len();
+                let lock = w.home.lock_bottle(&id).unwrap();
+                let err = match crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options())
+                {
+                    Ok(_) => panic!("resumed on an empty home with record {written}"),
+                    Err(e) => e.to_string(),
+                };
+                for part in [
+                    format!("bottle {identity}"),
+                    format!("`{claim}`"),
+                    format!("namespace `{}`", fake::NAMESPACE),
+                    "does not say whether".to_owned(),
+                    "empty home".to_owned(),
+                    format!("`bot-bottle discard {identity}`"),
+                ] {
+                    assert!(err.contains(&part), "no `{part}` in: {err}");
+                }
+                let created: Vec<String> = w.cluster.calls()[before..]
+                    .iter()
+                    .filter(|c| c.starts_with("create"))
+                    .cloned()
+                    .collect();
+                assert_eq!(created, Vec::<String>::new());
+                assert_eq!(std::fs::read_to_string(&record).unwrap(), written);
+            }
+
+            // The claim put back (what the error says to do): resumed on it, not seeded over.
+            std::fs::write(&record, &older).unwrap();
+            w.cluster.insert_claim(kept);
+            let player = agent(w.cluster.clone(), 3);
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let running =
+                crate::resume(&w.home, &id, lock, w.launch(&["false"]), &w.options()).unwrap();
+            let spec = w
+                .cluster
+                .pod(&objects::object_name(&identity))
+                .unwrap()
+                .spec
+                .unwrap();
+            assert!(
+                !spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == "home"),
+                "the kept home is seeded over"
+            );
+            assert_eq!(running.wait().unwrap(), 3);
+            player.join().unwrap();
+            let state_dir = w.home.state_dir(&id);
+            assert_eq!(
+                backend::kubernetes::PodRecord::read(&state_dir)
+                    .unwrap()
+                    .home_made,
+                Some(true)
+            );
+            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+
+            // A record that says the claim was never made (a first run that failed before
+            // it): resumed on a new claim.
+            std::fs::write(
+                &record,
+                format!(
+                    "{{\"context\":null,\"namespace\":\"agents\",\"home_claim\":\"{claim}\",\"home_made\":false}}"
+                ),
+            )
+            .unwrap();
+            // One that fails (an image the nodes cannot pull) removes the claim it made and
+            // still says so; the next one makes a new claim again.
+            w.cluster.on_create(fake::image_pull_failure());
+            let lock = w.home.lock_bottle(&id).unwrap();
+            assert!(crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()).is_err());
+            assert_eq!(w.cluster.claim(&claim), None);
+            assert_eq!(
+                backend::kubernetes::PodRecord::home_claim_state(&w.home.state_dir(&id)),
+                backend::kubernetes::HomeClaimState::NotMade
+            );
+            w.cluster.on_create(fake::agent_running());
+            let player = agent(w.cluster.clone(), 0);
+            let lock = w.home.lock_bottle(&id).unwrap();
+            let running =
+                crate::resume(&w.home, &id, lock, w.launch(&["true"]), &w.options()).unwrap();
+            assert!(w.cluster.claim(&claim).is_some());
+            assert_eq!(running.wait().unwrap(), 0);
+            player.join().unwrap();
+            assert!(!w.home.state_dir(&id).exists());
+        }
+
+        /// From the moment a launch makes the home claim until the agent has run on it and
+        /// `start` has recorded that, the record does not say that no claim was made: a
+        /// launcher killed in between (the agent released, writing its home) leaves a record
+        /// that refuses a `resume` without the claim. Read while the pod starts (the launch
+        /// waits on it), which is what the record says until the launch returns.
+        #[test]
+        fn while_a_launch_makes_the_claim_the_record_does_not_say_none_was_made() {
+            let w = world();
+            keep_home_in_a_claim(&w);
+            w.cluster.kubelet(vec![fake::starting()]);
+            let cluster = w.cluster.clone();
+            let home = w.home.clone();
+            let player = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let name = eventually("the launch watching its pod", || {
+                    let calls = cluster.calls();
+                    let made = calls.iter().any(|c| c.starts_with("create claim "));
+                    calls
+                        .iter()
+                        .find_map(|c| c.strip_prefix("watch pod "))
+                        .filter(|_| made)
+                        .map(|n| n.split(' ').next().unwrap().to_owned())
+                });
+                let identity = name.strip_prefix("bot-bottle-").unwrap().to_owned();
+                let id = state::Identity::parse(&identity).unwrap();
+                let said = backend::kubernetes::PodRecord::home_claim_state(&home.state_dir(&id));
+                cluster.set_status(&name, fake::agent_running());
+                let mut ends = rt
+                    .block_on(cluster.attached(&name, Duration::from_secs(20)))
+                    .unwrap();
+                let mut first = [0u8; 1];
+                rt.block_on(ends.stdin.read_exact(&mut first)).unwrap();
+                drop(ends);
+                cluster.set_status(&name, fake::agent_ended(3));
+                said
+            });
+            let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
+            let identity = running.identity().to_string();
+            assert_eq!(running.wait().unwrap(), 3);
+            assert_eq!(
+                player.join().unwrap(),
+                backend::kubernetes::HomeClaimState::Unknown
+            );
+            let id = state::Identity::parse(&identity).unwrap();
+            assert_eq!(
+                backend::kubernetes::PodRecord::home_claim_state(&w.home.state_dir(&id)),
+                backend::kubernetes::HomeClaimState::Made
             );
         }
 

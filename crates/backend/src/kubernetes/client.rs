@@ -935,6 +935,217 @@ mod tests {
         server.await.unwrap();
     }
 
+    const SANDBOX: &str = "bot-bottle-claude-1a2b3";
+    const SANDBOXES: &str = "/apis/agents.x-k8s.io/v1beta1/namespaces/agents/sandboxes";
+
+    /// Answers the client's discovery of the Sandbox API: `v1beta1` is served.
+    async fn serve_sandbox_discovery(handle: &mut Handle) {
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+        send.send_response(json(serde_json::json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1beta1",
+            "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                "kind": "Sandbox", "verbs": ["create", "delete", "get", "list", "watch"]}],
+        })));
+    }
+
+    /// The bottle's Sandbox as the API server returns it at resource version `version`: the
+    /// controller's pod-name annotation once it made the pod, its `Ready` condition if any.
+    fn sandbox_json(
+        version: u32,
+        pod: Option<&str>,
+        ready: Option<(&str, &str, &str)>,
+    ) -> serde_json::Value {
+        let mut sandbox = serde_json::json!({
+            "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+            "metadata": {"name": SANDBOX, "namespace": "agents", "resourceVersion": version.to_string()},
+            "spec": {"podTemplate": {"spec": {"containers": []}}},
+        });
+        if let Some(pod) = pod {
+            sandbox["metadata"]["annotations"] =
+                serde_json::json!({"agents.x-k8s.io/pod-name": pod});
+        }
+        if let Some((status, reason, message)) = ready {
+            sandbox["status"] = serde_json::json!({"conditions": [{"type": "Ready",
+                "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": "2026-12-06T15:00:00Z", "observedGeneration": 1}]});
+        }
+        sandbox
+    }
+
+    /// Answers a `GET` of the Sandbox with `sandbox`.
+    async fn serve_sandbox_get(handle: &mut Handle, sandbox: serde_json::Value) {
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), format!("{SANDBOXES}/{SANDBOX}"));
+        assert_eq!(request.uri().query(), None, "{:?}", request.uri());
+        send.send_response(json(sandbox));
+    }
+
+    /// Takes the client's watch of the Sandbox, checks it starts from `version` and selects
+    /// the one Sandbox by name, and gives back where to answer it.
+    async fn take_sandbox_watch(
+        handle: &mut Handle,
+        version: u32,
+    ) -> tower_test::mock::SendResponse<Response<Body>> {
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), SANDBOXES);
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        for part in [
+            "watch=true".to_owned(),
+            format!("resourceVersion={version}"),
+            format!("fieldSelector=metadata.name%3D{SANDBOX}"),
+        ] {
+            assert!(query.contains(&part), "{part} not in {query}");
+        }
+        send
+    }
+
+    /// A watch's answer: the events, one JSON line each, then the end of the stream.
+    fn events(events: &[(&str, serde_json::Value)]) -> Response<Body> {
+        let lines: String = events
+            .iter()
+            .map(|(kind, object)| {
+                format!("{}\n", serde_json::json!({"type": kind, "object": object}))
+            })
+            .collect();
+        Response::builder()
+            .body(Body::from(lines.into_bytes()))
+            .unwrap()
+    }
+
+    /// The launch's wait for a Sandbox's pod, as it runs over the real client: a get, a
+    /// watch from its version; a watch whose stream ends (the API server's timeout) and one
+    /// answered `410 Gone` (the version expired) start over with a new get; an event that
+    /// does not name the pod is not the end; the one that names it is.
+    #[tokio::test]
+    async fn the_sandbox_watch_follows_the_controller_until_it_names_the_pod() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            serve_sandbox_discovery(&mut handle).await;
+            serve_sandbox_get(&mut handle, sandbox_json(5, None, None)).await;
+            let pending = sandbox_json(6, None, Some(("False", "DependenciesNotReady", "")));
+            take_sandbox_watch(&mut handle, 5)
+                .await
+                .send_response(events(&[("MODIFIED", pending.clone())]));
+            // The stream ended: a new get, a new watch from what it says.
+            serve_sandbox_get(&mut handle, pending).await;
+            let gone = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "too old resource version: 6 (9)",
+                "reason": "Expired", "code": 410});
+            take_sandbox_watch(&mut handle, 6)
+                .await
+                .send_response(events(&[("ERROR", gone)]));
+            serve_sandbox_get(&mut handle, sandbox_json(9, None, None)).await;
+            take_sandbox_watch(&mut handle, 9)
+                .await
+                .send_response(events(&[
+                    ("MODIFIED", sandbox_json(10, None, None)),
+                    (
+                        "MODIFIED",
+                        sandbox_json(11, Some(SANDBOX), Some(("True", "DependenciesReady", ""))),
+                    ),
+                ]));
+        });
+        super::super::sandbox_pod(&cluster, SANDBOX, Duration::from_secs(30))
+            .await
+            .unwrap();
+        server.await.unwrap();
+    }
+
+    /// A Sandbox deleted while the launch waits (a `DELETED` event, or gone at the get), one
+    /// whose controller reports it cannot make the pod, and one given another pod than the
+    /// bottle's each fail the wait with what happened.
+    #[tokio::test]
+    async fn the_sandbox_watch_fails_on_deletion_on_the_controllers_refusal_and_on_another_pod() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            serve_sandbox_discovery(&mut handle).await;
+            serve_sandbox_get(&mut handle, sandbox_json(5, None, None)).await;
+            take_sandbox_watch(&mut handle, 5)
+                .await
+                .send_response(events(&[("DELETED", sandbox_json(6, None, None))]));
+
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), format!("{SANDBOXES}/{SANDBOX}"));
+            send.send_response(status(
+                404,
+                "NotFound",
+                "sandboxes.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
+            ));
+
+            serve_sandbox_get(&mut handle, sandbox_json(5, None, None)).await;
+            let refused = sandbox_json(
+                6,
+                None,
+                Some((
+                    "False",
+                    "ReconcilerError",
+                    "Pod \"bot-bottle-claude-1a2b3\" is invalid: spec.runtimeClassName: Invalid value: \"gvisor\"",
+                )),
+            );
+            take_sandbox_watch(&mut handle, 5)
+                .await
+                .send_response(events(&[("MODIFIED", refused)]));
+
+            serve_sandbox_get(&mut handle, sandbox_json(5, None, None)).await;
+            take_sandbox_watch(&mut handle, 5)
+                .await
+                .send_response(events(&[(
+                    "MODIFIED",
+                    sandbox_json(6, Some("warm-pool-x7k2p"), None),
+                )]));
+        });
+        let wait = || super::super::sandbox_pod(&cluster, SANDBOX, Duration::from_secs(30));
+        for _ in 0..2 {
+            let e = wait().await.unwrap_err().to_string();
+            assert!(
+                e.contains("the Sandbox was deleted while it started"),
+                "{e}"
+            );
+        }
+        let e = wait().await.unwrap_err().to_string();
+        for part in [
+            "the agent-sandbox controller could not make the bottle's pod",
+            "spec.runtimeClassName: Invalid value: \"gvisor\"",
+        ] {
+            assert!(e.contains(part), "{part} not in {e}");
+        }
+        let e = wait().await.unwrap_err().to_string();
+        assert!(
+            e.contains("gave it pod `warm-pool-x7k2p`, not the pod built for this bottle"),
+            "{e}"
+        );
+        server.await.unwrap();
+    }
+
+    /// A controller that never acts: the wait ends at its bound with the command that shows
+    /// why, although the watch it was in never answered.
+    #[tokio::test]
+    async fn the_sandbox_watch_times_out_with_how_to_see_why() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            serve_sandbox_discovery(&mut handle).await;
+            serve_sandbox_get(&mut handle, sandbox_json(5, None, None)).await;
+            // Held, never answered, until the client gave up.
+            let held = take_sandbox_watch(&mut handle, 5).await;
+            (handle, held)
+        });
+        let e = super::super::sandbox_pod(&cluster, SANDBOX, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClusterError::Timeout(_)), "{e:?}");
+        let text = e.to_string();
+        for part in [
+            "sandbox bot-bottle-claude-1a2b3 did not get there within",
+            "`kubectl -n agents describe sandbox bot-bottle-claude-1a2b3` shows why",
+        ] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
+        drop(server.await.unwrap());
+    }
+
     #[tokio::test]
     async fn watch_follows_the_pod_from_its_version_until_the_condition_holds() {
         let (cluster, mut handle) = cluster();

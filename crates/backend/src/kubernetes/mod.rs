@@ -49,13 +49,64 @@
 //! Sandbox's own name; its `Ready` condition's message when it cannot) and goes on with the
 //! pod as before. A Sandbox's pod is never deleted alone (the controller would make it
 //! again): every deletion goes through `delete_bottle`, which deletes the Sandbox first;
-//! `cleanup` also removes pod-less Sandboxes whose launcher here is gone.
+//! `list` shows a Sandbox that has no pod (starting while its controller works on it, not
+//! running once the controller refused or it is being deleted), and `cleanup` removes
+//! pod-less Sandboxes whose launcher here is gone.
 //!
-//! Warm pools (`SandboxWarmPool`, adopted through a `SandboxClaim`) are not used: the
-//! adopted pod keeps the spec it was made with, and a bottle's pod cannot exist before the
-//! bottle — it mounts the bottle's Secret and ConfigMap, runs its command, clones its
-//! repositories and carries its identity. A Sandbox whose controller names another pod than
-//! the one built for it fails the launch.
+//! ## Warm pools: not used yet
+//!
+//! A bottle never takes a pod from a `SandboxWarmPool` (`extensions.agents.x-k8s.io`, a pod
+//! adopted through a `SandboxClaim`): it creates its Sandbox itself, and a Sandbox whose
+//! controller names another pod than the one built for it fails the launch. What
+//! agent-sandbox does (read at commit 2fd412d5): the pool makes its Sandboxes from a
+//! `SandboxTemplate` ahead of time (`GenerateName: <pool>-`,
+//! `extensions/controllers/sandboxwarmpool_controller.go:1060`); a claim adopts one by moving
+//! its controller reference to the claim (`sandboxclaim_controller.go:1236`) and rewriting
+//! the labels and annotations of its pod template alone (`:1296`, with the claim's
+//! `additionalPodMetadata`); the pod's spec is never changed
+//! (`controllers/sandbox_controller.go:1393`: "TODO - Do we enforce (change) spec if a pod
+//! exists ?"); a claim's `env` or `volumeClaimTemplates` force a cold start
+//! (`extensions/api/v1beta1/sandboxclaim_types.go:125,132`, `sandboxtemplate_types.go:138`);
+//! an `OnReplenish` pool hands out Sandboxes made from an older template
+//! (`sandboxclaim_controller.go:923`); and a template's default `Managed` NetworkPolicy
+//! blocks private addresses and cluster DNS, and points the pod's resolvers at 8.8.8.8 and
+//! 1.1.1.1 (`sandboxtemplate_types.go:106`, `sandboxtemplate_controller.go:228`,
+//! `utils.go:43`). So a warm pod holds nothing of a bottle — not its Secret, ConfigMap,
+//! command or clones — and everything of it would have to come after the claim binds.
+//!
+//! Nothing read rules that out; a design that keeps the security properties, not built:
+//! * the template's pod is generic: our images, the hardened spec, the `network` init
+//!   container (the sidecar ports fixed per template), no Secret, no ConfigMap, no
+//!   `workspace` init container, `networkPolicyManagement: Unmanaged`. The bundle waits for
+//!   its config on a loopback listener that is not a sidecar port (the packet filter refuses
+//!   it to the agent's uid, as it does [`OPERATOR_PORT`]); the agent container waits for a
+//!   plan in a volume the sidecar writes and the agent mounts read-only;
+//! * once the claim binds, `start` checks the adopted pod before sending it anything: each
+//!   field that bounds the agent (images, commands, security contexts, runtime class, init
+//!   containers and the filter's ports, volumes, no other container, no service-account
+//!   token, no shared process namespace, resources) must equal the cold pod's, else the
+//!   claim is deleted and the launch fails (a stale or altered template);
+//! * the bundle's files and tokens go through the API server's port-forward to that
+//!   listener (the relay's path), never through a Secret or the agent's volumes; the
+//!   listener takes one config and refuses any later one, so a config planted before the
+//!   claim fails the launch instead of running it;
+//! * the bundle writes the agent's plan (command, environment, read-only files, the home's
+//!   first files, clones: nothing secret) into the shared volume; the agent's waiter clones
+//!   through the gate and runs the command; attach and the start line as now;
+//! * every error after the claim deletes the claim (its Sandbox and pod go with it); a
+//!   bundle without its config never opens egress and an agent without a plan runs nothing;
+//! * cold (a plain Sandbox) whenever the pool cannot match: `kubernetes.home_size` (the home
+//!   claim cannot be mounted on a warm pod), another runtime class, resources, images,
+//!   ports or terminal than the template's.
+//!
+//! Its cost is the reason it is not here yet: the bundle's waiting mode and the agent's
+//! waiter (both images), the adoption check, a pod named `<pool>-<suffix>` instead of
+//! `bot-bottle-<identity>` through `stop`, `list`, `cleanup` and the relay (the record
+//! would carry the claim), and the fake cluster playing the pool and claim controllers.
+//! The adoption check would also cover a gap of today's cold Sandbox: its controller adopts
+//! an unowned pod of the Sandbox's name labelled `agents.x-k8s.io/adoptable: "true"`
+//! (`sandbox_controller.go:1328`), which someone allowed to create pods in the namespace
+//! could make beforehand; the launch checks the pod's name, not its spec.
 //!
 //! # What is not here yet
 //!
@@ -127,9 +178,24 @@ pub struct KubernetesConfig {
     pub termination_grace: Duration,
     /// How long `launch` waits for the pod (image pulls included).
     pub ready_timeout: Duration,
-    /// The home claim must be there (`resume` of a bottle whose claim was made): a
-    /// missing one is an error, never a fresh empty home.
-    pub home_expected: bool,
+    /// What the bottle's record says of its home claim ([`PodRecord::home_claim_state`]):
+    /// unless it says none was made, a missing claim is an error, never a fresh empty home.
+    pub kept_home: HomeClaimState,
+}
+
+/// What a bottle's [`PodRecord`] says of its home claim (`kubernetes.home_size`), which
+/// decides what a `launch` that does not find the claim does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HomeClaimState {
+    /// None was made (no record: the bottle's first launch; or the last launch failed,
+    /// removing the claim it made): a missing claim is made, the home seeded.
+    #[default]
+    NotMade,
+    /// A launch got the agent running on it: a missing claim is an error.
+    Made,
+    /// The record does not say (written by a bot-bottle older than `home_made`, or
+    /// unreadable): a missing claim may be a lost home, so it is an error too.
+    Unknown,
 }
 
 impl KubernetesConfig {
@@ -146,7 +212,7 @@ impl KubernetesConfig {
             clones: Vec::new(),
             termination_grace: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(600),
-            home_expected: false,
+            kept_home: HomeClaimState::NotMade,
         }
     }
 }
@@ -194,10 +260,13 @@ pub struct PodRecord {
     /// the bottle's clean end remove it, and ask the cluster only when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_claim: Option<String>,
-    /// The home claim was made (a launch got the agent running on it): a `resume` that
-    /// does not find it refuses to start on an empty home.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub home_made: bool,
+    /// Whether the home claim was made: `true` once a launch got the agent running on it,
+    /// `false` after a launch that failed (it removes the claim it made). Unset while a
+    /// launch that may make it runs (a launcher killed then leaves a record that does not
+    /// say) and in records of older binaries: [`HomeClaimState::Unknown`]. A `resume` that
+    /// does not find a claim that was, or may have been, made refuses an empty home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_made: Option<bool>,
 }
 
 impl PodRecord {
@@ -217,6 +286,26 @@ impl PodRecord {
     pub fn read(state_dir: &Path) -> Option<PodRecord> {
         let text = std::fs::read(state_dir.join(RECORD)).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// What the record in `state_dir` says of the bottle's home claim: no record, or one
+    /// naming no claim, says none was made; one naming a claim says whether it was made,
+    /// or does not (an older binary's). A record that is there but cannot be read says
+    /// nothing either: fail closed.
+    pub fn home_claim_state(state_dir: &Path) -> HomeClaimState {
+        let path = state_dir.join(RECORD);
+        if matches!(path.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            return HomeClaimState::NotMade;
+        }
+        match PodRecord::read(state_dir) {
+            None => HomeClaimState::Unknown,
+            Some(r) if r.home_claim.is_none() => HomeClaimState::NotMade,
+            Some(r) => match r.home_made {
+                Some(true) => HomeClaimState::Made,
+                Some(false) => HomeClaimState::NotMade,
+                None => HomeClaimState::Unknown,
+            },
+        }
     }
 }
 
@@ -578,13 +667,22 @@ impl KubernetesBackend {
         let fresh_claim = match &plan.home_volume {
             Some(_) => {
                 let found = self.kept_home(cluster.as_ref(), &spec.identity)?;
-                if !found && self.config.home_expected {
-                    let name = objects::home_claim_name(&spec.identity);
-                    let ns = cluster.namespace();
-                    return Err(BackendError::InvalidSpec(format!(
-                        "bottle {id}'s home claim `{name}` is gone from namespace `{ns}`, so resuming it would give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again, otherwise `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)",
-                        id = spec.identity
-                    )));
+                let name = objects::home_claim_name(&spec.identity);
+                let ns = cluster.namespace();
+                let id = &spec.identity;
+                match self.config.kept_home {
+                    _ if found => {}
+                    HomeClaimState::NotMade => {}
+                    HomeClaimState::Made => {
+                        return Err(BackendError::InvalidSpec(format!(
+                            "bottle {id}'s home claim `{name}` is gone from namespace `{ns}`, so resuming it would give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again, otherwise `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)"
+                        )));
+                    }
+                    HomeClaimState::Unknown => {
+                        return Err(BackendError::InvalidSpec(format!(
+                            "bottle {id}'s record (written by an older bot-bottle, or unreadable) does not say whether its home claim `{name}` was made, and namespace `{ns}` has no such claim, so resuming it could give the agent an empty home instead of the one it left; if the claim was moved, put it back as `{name}` in `{ns}` and resume again; if the bottle never ran or its home can go, `bot-bottle discard {id}` removes the bottle (then `bot-bottle start` a new one)"
+                        )));
+                    }
                 }
                 if found {
                     // `resume`: the home is the agent's already, not seeded again.
@@ -819,9 +917,7 @@ async fn sandbox_pod(
 ) -> Result<(), ClusterError> {
     let sandbox = cluster
         .watch_sandbox(name, timeout, &|s| {
-            s.pod_name().is_some()
-                || s.condition("Ready")
-                    .is_some_and(|c| c.reason.as_deref() == Some("ReconcilerError"))
+            s.pod_name().is_some() || controller_refused(s)
         })
         .await?
         .ok_or_else(|| ClusterError::SetupFailed {
@@ -835,7 +931,7 @@ async fn sandbox_pod(
         Some(pod) => Err(ClusterError::SetupFailed {
             container: "sandbox".into(),
             message: format!(
-                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); bottles cannot use warm pools (README: running on a cluster)"
+                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); bottles do not use warm pools yet (README: running on a cluster)"
             ),
         }),
         None => Err(ClusterError::SetupFailed {
@@ -859,9 +955,22 @@ fn identity_of(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-fn created_secs(pod: &Pod) -> u64 {
-    pod.metadata
-        .creation_timestamp
+/// Whether a Sandbox's controller reported that it cannot make its pod (`Ready=False`,
+/// `ReconcilerError`): a launch fails on it, `list` shows the bottle as not running.
+fn controller_refused(sandbox: &objects::Sandbox) -> bool {
+    sandbox
+        .condition("Ready")
+        .is_some_and(|c| c.reason.as_deref() == Some("ReconcilerError"))
+}
+
+/// Whether a Sandbox without a pod is still on its way to one: not being deleted, and not
+/// refused by its controller.
+fn sandbox_starting(sandbox: &objects::Sandbox) -> bool {
+    sandbox.metadata.deletion_timestamp.is_none() && !controller_refused(sandbox)
+}
+
+fn created_secs(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    meta.creation_timestamp
         .as_ref()
         .and_then(|t| u64::try_from(t.0.as_second()).ok())
         .unwrap_or(0)
@@ -933,7 +1042,7 @@ impl Backend for KubernetesBackend {
             .runtime
             .block_on(cluster.list_pods(&objects::selector(None)))
             .map_err(|e| setup("list", e))?;
-        Ok(pods
+        let mut listed: Vec<BottleInfo> = pods
             .iter()
             .filter_map(|pod| {
                 let identity = identity_of(pod)?;
@@ -943,10 +1052,41 @@ impl Backend for KubernetesBackend {
                     backend: BackendKind::Kubernetes,
                     running,
                     orphaned: running && launcher_gone_here(pod),
-                    created: created_secs(pod),
+                    created: created_secs(&pod.metadata),
                 })
             })
-            .collect())
+            .collect();
+        // Bottles whose Sandbox has no pod: not made yet, never made (its controller cannot),
+        // or gone while the Sandbox stays. (A cluster without the API lists none.)
+        let sandboxes = self
+            .runtime
+            .block_on(cluster.list_sandboxes(&objects::selector(None)))
+            .map_err(|e| setup("list", e))?;
+        for sandbox in &sandboxes {
+            let has_pod = pods
+                .iter()
+                .any(|p| p.metadata.name == sandbox.metadata.name);
+            let Some(identity) = sandbox
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(objects::LABEL_IDENTITY))
+            else {
+                continue;
+            };
+            if has_pod || listed.iter().any(|b| &b.identity == identity) {
+                continue;
+            }
+            let running = sandbox_starting(sandbox);
+            listed.push(BottleInfo {
+                identity: identity.clone(),
+                backend: BackendKind::Kubernetes,
+                running,
+                orphaned: running && launcher_gone_here_meta(&sandbox.metadata),
+                created: created_secs(&sandbox.metadata),
+            });
+        }
+        Ok(listed)
     }
 
     fn discard(&self, identity: &str) -> Result<Vec<CleanupAction>, BackendError> {

@@ -1305,6 +1305,88 @@ fn a_failed_sandbox_launch_deletes_the_sandbox_and_leaves_nothing() {
     assert_eq!(cluster.config_map(NAME), None);
 }
 
+/// The Sandbox of bottle `identity` launched by `launcher`, as its `start` would create it
+/// (a minimal pod template), with no status yet.
+fn sandbox_of(identity: &str, launcher: &str) -> objects::Sandbox {
+    let pod = foreign_pod(identity, launcher, fake::agent_running());
+    let mut objects = BottleObjects {
+        pod,
+        secret: Default::default(),
+        config_map: Default::default(),
+        home_claim: None,
+        sandbox: None,
+    };
+    objects.pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        containers: vec![k8s_openapi::api::core::v1::Container {
+            name: "agent".into(),
+            image: Some("bot-bottle/agent-claude:0123".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    objects.as_sandbox("v1beta1");
+    objects.sandbox.unwrap()
+}
+
+/// `list` shows a bottle whose Sandbox has no pod (yet, or any more), with its state: one
+/// its controller still works on is starting (`running`, and an orphan when its launcher
+/// here is gone, as a starting pod is); one the controller reported it cannot make a pod
+/// for, or one being deleted, is not running. A Sandbox with its pod is listed once.
+#[test]
+fn list_shows_a_sandbox_without_a_pod_with_its_state() {
+    let f = fixture();
+    let machine = machine_id();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    let gone = format!("{machine}/not-this-boot:4242:99");
+    // Not acted on yet, its launcher here gone.
+    cluster.insert_sandbox(sandbox_of("claude-00021", &gone));
+    // Its controller cannot make the pod.
+    let mut failed = sandbox_of("claude-00022", &launcher_annotation());
+    failed.status = Some(objects::SandboxStatus {
+        conditions: vec![objects::SandboxCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("ReconcilerError".into()),
+            message: Some("Pod \"bot-bottle-claude-00022\" is invalid".into()),
+        }],
+    });
+    cluster.insert_sandbox(failed);
+    // Being deleted (a finalizer holds it).
+    let mut deleting = sandbox_of("claude-00023", &launcher_annotation());
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-12-06T12:00:00Z".parse().unwrap(),
+        ));
+    cluster.insert_sandbox(deleting);
+    // With its pod, made by the controller.
+    cluster.on_create(fake::agent_running());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cluster.create_sandbox(&sandbox_of("claude-00024", &launcher_annotation())))
+        .unwrap();
+    assert!(cluster.pod("bot-bottle-claude-00024").is_some());
+
+    let mut listed: Vec<(String, bool, bool)> = backend(&f, &cluster)
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.identity, b.running, b.orphaned))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("claude-00021".into(), true, !machine.is_empty()),
+            ("claude-00022".into(), false, false),
+            ("claude-00023".into(), false, false),
+            ("claude-00024".into(), true, false),
+        ]
+    );
+}
+
 /// A Sandbox whose pod is gone (or never came) and whose launcher ran here and is gone is
 /// an orphan: `cleanup --dry-run` lists it, `cleanup` deletes it. One of a live launcher,
 /// or of another machine, stays; an orphaned Sandbox's running pod is killed through it.
@@ -1319,26 +1401,6 @@ fn cleanup_removes_an_orphaned_sandbox_and_kills_an_orphans_pod_through_its_sand
     let cluster = Arc::new(FakeCluster::new());
     cluster.serve_sandboxes("v1beta1");
     let gone = format!("{machine}/not-this-boot:4242:99");
-    let sandbox_of = |identity: &str, launcher: &str| {
-        let pod = foreign_pod(identity, launcher, fake::agent_running());
-        let mut objects = BottleObjects {
-            pod,
-            secret: Default::default(),
-            config_map: Default::default(),
-            home_claim: None,
-            sandbox: None,
-        };
-        objects.pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: vec![k8s_openapi::api::core::v1::Container {
-                name: "agent".into(),
-                image: Some("bot-bottle/agent-claude:0123".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        objects.as_sandbox("v1beta1");
-        objects.sandbox.unwrap()
-    };
     // Pod-less: of a gone launcher here, of this live process, of another machine.
     cluster.insert_sandbox(sandbox_of("claude-00011", &gone));
     cluster.insert_sandbox(sandbox_of("claude-00012", &launcher_annotation()));
@@ -1388,7 +1450,7 @@ fn cleanup_removes_an_orphaned_sandbox_and_kills_an_orphans_pod_through_its_sand
 #[test]
 fn resume_without_the_home_claim_it_made_refuses_instead_of_a_fresh_home() {
     let (mut f, home) = kept_home_fixture();
-    f.config.home_expected = true;
+    f.config.kept_home = HomeClaimState::Made;
     let cluster = Arc::new(FakeCluster::new());
     cluster.on_create(fake::agent_running());
     let err = kept_home_backend(&f, &home, &cluster)
@@ -1404,6 +1466,75 @@ fn resume_without_the_home_claim_it_made_refuses_instead_of_a_fresh_home() {
             && err.contains("bot-bottle discard claude-1a2b3"),
         "{err}"
     );
+    assert_eq!(
+        cluster.calls(),
+        vec![
+            "discover agents.x-k8s.io".to_owned(),
+            format!("get claim {CLAIM}")
+        ],
+        "something was created"
+    );
+}
+
+/// A record written by an older binary (it names the claim, not whether it was made) and
+/// one that cannot be read say nothing of the claim: `launch` then refuses to go on without
+/// it, naming the bottle, the namespace and the claim; nothing is created. No record, one
+/// naming no claim, or one saying none was made, let a missing claim be made.
+#[test]
+fn a_record_that_does_not_say_the_claim_was_made_refuses_a_launch_without_it() {
+    let (mut f, home) = kept_home_fixture();
+    let state = home.join("state").join("claude-1a2b3");
+    let record = state.join(RECORD);
+    let cases = [
+        (
+            r#"{"context":null,"namespace":"agents","home_claim":"bot-bottle-claude-1a2b3-home"}"#,
+            HomeClaimState::Unknown,
+        ),
+        (r#"{"namespace":"agents""#, HomeClaimState::Unknown),
+        (
+            r#"{"namespace":"agents","home_claim":"bot-bottle-claude-1a2b3-home","home_made":true}"#,
+            HomeClaimState::Made,
+        ),
+        (
+            r#"{"namespace":"agents","home_claim":"bot-bottle-claude-1a2b3-home","home_made":false}"#,
+            HomeClaimState::NotMade,
+        ),
+        (r#"{"namespace":"agents"}"#, HomeClaimState::NotMade),
+    ];
+    for (text, said) in cases {
+        std::fs::write(&record, text).unwrap();
+        assert_eq!(PodRecord::home_claim_state(&state), said, "{text}");
+    }
+    std::fs::remove_file(&record).unwrap();
+    assert_eq!(PodRecord::home_claim_state(&state), HomeClaimState::NotMade);
+    // What a launch writes says it, either way.
+    for made in [false, true] {
+        let r = PodRecord {
+            home_claim: Some(CLAIM.into()),
+            home_made: Some(made),
+            ..Default::default()
+        };
+        r.write(&state).unwrap();
+        assert_eq!(PodRecord::read(&state), Some(r));
+    }
+
+    f.config.kept_home = HomeClaimState::Unknown;
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let err = kept_home_backend(&f, &home, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    for part in [
+        "bottle claude-1a2b3's record",
+        "does not say whether its home claim `bot-bottle-claude-1a2b3-home` was made",
+        "namespace `agents` has no such claim",
+        "empty home",
+        "`bot-bottle discard claude-1a2b3`",
+    ] {
+        assert!(err.contains(part), "no `{part}` in: {err}");
+    }
     assert_eq!(
         cluster.calls(),
         vec![

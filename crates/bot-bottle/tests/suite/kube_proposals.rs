@@ -247,7 +247,7 @@ fn cleanup_lists_then_removes_the_home_claims_of_stale_and_gone_cluster_bottles(
         home_claim: Some(backend::kubernetes::objects::home_claim_name(
             stale.as_str(),
         )),
-        home_made: true,
+        home_made: Some(true),
         ..Default::default()
     }
     .write(&laptop.state_dir(&stale))
