@@ -386,7 +386,7 @@ pub(super) async fn forward(
     parts.version = Version::HTTP_11;
     // Outbound DLP: the head and the first window of the body, before any upstream is
     // contacted; the rest of the body is scanned as it streams.
-    let report = dlp_report(&shared, &method, &host, &path, decision.route);
+    let report = dlp_report(&shared, &method, &host, &path, decision.route, 403);
     let taken = Arc::new(crate::grant::Taken::new(shared.routes.uses.clone()));
     let checked = match crate::dlp::request::check_unless(
         shared.skip_dlp,
@@ -514,7 +514,9 @@ pub(super) async fn forward(
                     .cloned()
                     .unwrap_or_default(),
                 uses: shared.routes.uses.clone(),
-                report: Box::new(move || dlp_report(&shared, &method, &host, &path, rule)),
+                report: Box::new(move || {
+                    dlp_report(&shared, &method, &host, &path, rule, UPGRADED)
+                }),
             })
         };
         {
@@ -574,14 +576,22 @@ pub(super) async fn forward(
     Response::from_parts(parts, body)
 }
 
+/// The status a WebSocket connection's log lines give: what the client was sent, the `101`
+/// of its upgrade. A message refused after it ends the connection with a close frame (`1008`
+/// for DLP, `1002` for a frame a client may not send), not with an HTTP status.
+const UPGRADED: u16 = 101;
+
 /// The log lines of one request's DLP findings (at most `MAX_LOGGED_HITS`), written whatever
-/// the log mode: a finding is always worth a line, and it never holds the secret.
+/// the log mode: a finding is always worth a line, and it never holds the secret. A blocked
+/// finding's line gives `blocked_status`, what the client was sent: the `403` of a refused
+/// request, or [`UPGRADED`] for a WebSocket message.
 fn dlp_report(
     shared: &Arc<Shared>,
     method: &Method,
     host: &str,
     path: &str,
     rule: Option<usize>,
+    blocked_status: u16,
 ) -> crate::dlp::Report {
     let shared = shared.clone();
     let method = method.to_string();
@@ -618,7 +628,11 @@ fn dlp_report(
             decision,
             reason: "dlp",
             rule,
-            status: if decision == "blocked" { 403 } else { 0 },
+            status: if decision == "blocked" {
+                blocked_status
+            } else {
+                0
+            },
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: 0.0,
@@ -655,7 +669,7 @@ fn frame_refusal_log(
             decision: "blocked",
             reason: "websocket-frame",
             rule,
-            status: 0,
+            status: UPGRADED,
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: 0.0,

@@ -305,6 +305,14 @@ async fn assert_blocked(send: Vec<Message>, secret: &str, rule: &str, place: &st
     );
     assert_eq!(ws_up.arrived.lock().unwrap()[0], Message::text("hello"));
     assert_eq!(dlp_lines(&h), finding(rule, place, "blocked"));
+    // the line gives what the agent was sent: the upgrade's 101, then the close (not a 403)
+    let statuses: Vec<u64> = h
+        .log_lines()
+        .iter()
+        .filter(|l| l.get("dlp").is_some())
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [101], "{}", h.log_text());
     assert!(!h.log_text().contains(secret), "{}", h.log_text());
 }
 
@@ -566,7 +574,9 @@ async fn frames_a_client_may_not_send_end_the_connection() {
     let refused = || {
         h.log_lines()
             .iter()
-            .filter(|l| l["reason"] == "websocket-frame" && l["decision"] == "blocked")
+            .filter(|l| {
+                l["reason"] == "websocket-frame" && l["decision"] == "blocked" && l["status"] == 101
+            })
             .count()
     };
     for _ in 0..600 {
