@@ -459,6 +459,23 @@ cases['generic-config-password'][1].extend([
     '<add key="ClearTextPassword" value="%NUGET_PASSWORD%" />',
 ])
 
+# A UUID assigned to a name that ends in token, secret or API key (some vendors' tokens are
+# UUIDs: Heroku API keys, npm's legacy tokens, Vault's before v0.10), as gitleaks'
+# generic-api-key reports it; ids, page cursors and the nil UUID are not.
+cases['generic-token-uuid'] = (
+    ['utils.GetEnvOrDefault("api_token", "5c0e<>9a61-7f2d-4b38-a1e6-93d27c4f8b05")',
+     'headers = ["apikey: 8e21<>d4b7-3c9a-4f60-b5e2-71a9c3d06f48"]',
+     "token = config.get('heroku_api_key', '7a3c<>e915-2b4d-4e8f-9c61-d05b28f7a493')"],
+    ['clientId = "73082700-1f09-405b-80d0-3131bfd6272d"',
+     'report_access_id: e8e4df51-2054-49b0-ab1c-516ac95c691d',
+     '"kms_key_id": "555ea4a3-d53a-4412-9c66-3a7cb667b0d6"',
+     ' <UserSecretsId>79a3edd0-2092-40a2-a04d-dcb46d5ca9ed</UserSecretsId>',
+     'csrf_token: 2f6b1c9e-4d3a-4e7b-8a05-c91d6e2f7b30',
+     'next_page_token = "9c4e2a17-5b3d-4f80-a6c2-1e7d9b05f348"',
+     'api_token: 00000000-0000-0000-0000-000000000000',
+     'TOKEN_AUDIENCE = "25872395-ed3a-4703-b647-22ec53f3683c"'],
+)
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],
