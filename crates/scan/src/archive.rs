@@ -417,6 +417,67 @@ mod tests {
         assert!(err.to_string().contains("archive bomb"), "{err}");
     }
 
+    /// A 7z archive, its entries in one solid block or each in its own.
+    fn seven_z(entries: &[(&str, &[u8])], solid: bool) -> Vec<u8> {
+        use sevenz_rust2::{ArchiveEntry, ArchiveWriter, SourceReader};
+        let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+        if solid {
+            let names = entries
+                .iter()
+                .map(|(n, _)| ArchiveEntry::new_file(n))
+                .collect();
+            let readers = entries.iter().map(|(_, d)| SourceReader::new(*d)).collect();
+            w.push_archive_entries(names, readers).unwrap();
+        } else {
+            for (n, d) in entries {
+                w.push_archive_entry(ArchiveEntry::new_file(n), Some(*d))
+                    .unwrap();
+            }
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn an_oversize_7z_entry_is_skipped_without_decoding_the_rest_of_its_block() {
+        let l = Limits {
+            max_entry: 1024,
+            ..limits()
+        };
+        let big = vec![b'a'; 64 * 1024];
+        let entries: [(&str, &[u8]); 3] = [
+            ("a.txt", b"first\n"),
+            ("big.bin", &big),
+            ("c.txt", b"third\n"),
+        ];
+        // Each entry its own block: the entry after the big one is still read.
+        let x = expand("x.7z", &seven_z(&entries, false), &l).unwrap();
+        let names: Vec<&str> = x.entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["x.7z!a.txt", "x.7z!c.txt"]);
+        assert_eq!(x.skipped.len(), 1, "{:?}", x.skipped);
+        assert!(x.skipped[0].1.starts_with("larger than 1024 bytes"));
+        // One solid block: what follows the big entry in its block is not decoded, and the
+        // listing says so.
+        let x = expand("x.7z", &seven_z(&entries, true), &l).unwrap();
+        let names: Vec<&str> = x.entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["x.7z!a.txt"]);
+        assert_eq!(x.skipped[0].0, "x.7z!big.bin");
+        assert!(
+            x.skipped[0].1.contains("the rest of its 7z block"),
+            "{:?}",
+            x.skipped
+        );
+        // Not a 7z after its signature: listed, nothing scanned, no panic.
+        let mut broken = seven_z(&entries, false);
+        broken.truncate(40);
+        let x = expand("x.7z", &broken, &l).unwrap();
+        assert!(x.entries.is_empty());
+        assert!(
+            x.skipped[0].1.starts_with("cannot be read as 7z"),
+            "{:?}",
+            x.skipped
+        );
+    }
+
     #[test]
     fn depth_zero_opens_nothing() {
         let l = Limits {
