@@ -434,8 +434,8 @@ cases['generic-secret'][0].extend(['  keyVaultClientSecret: Hq4<>vNz8Lk2Wr7Xp3Ty
 
 # A Vault service token of before v1.10 (`s.` and 24 letters and digits) wherever it stands,
 # as gitleaks' vault-service-token finds it; identifiers after `s.` are not tokens.
-cases['vault-token-legacy'][0].extend(['token: s.Qm<>7Xv2Lk9Rt4Wz8Np3Hd6Yc1', 'VAULT_ADDR=https://v.example.net; export X=s.Tw<>5nB8qK2mZ7rL4xV9cH3jD6'])
-cases['vault-token-legacy'][1].extend([
+cases['vault-service-token-legacy'] = (['token: s.Qm<>7Xv2Lk9Rt4Wz8Np3Hd6Yc1', 'VAULT_ADDR=https://v.example.net; export X=s.Tw<>5nB8qK2mZ7rL4xV9cH3jD6'], [])
+cases['vault-service-token-legacy'][1].extend([
     'credentials: new AWS.SharedIniFileCredentials({ profile: x })',
     's.AcceptanceTimeoutSeconds = 30', 's.makeKubeConfigController = args',
     's.xxxxxxxxxxxxxxxxxxxxxxxx', 's.THISSTRINGISALLUPPERCASE', 's.thisstringisalllowercase',

@@ -294,7 +294,11 @@ pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
     ("vault-batch-token", &["hashicorp-vault-token"]),
     (
         "vault-service-token",
-        &["hashicorp-vault-token", "vault-token-legacy"],
+        &[
+            "hashicorp-vault-token",
+            "vault-token-legacy",
+            "vault-service-token-legacy",
+        ],
     ),
     ("yandex-access-token", &["yandex-key"]),
     ("yandex-api-key", &["yandex-key"]),
