@@ -418,6 +418,64 @@ cases['infracost-api-key'][1].extend([
 cases['terraform-cloud-token'][1].extend(['token = "' + 'x' * 14 + '.atlasv1.' + 'x' * 67 + '"'])
 cases['hashicorp-vault-token'][1].extend(['hvs.' + 'x' * 95])
 
+# The API keys of Firebase's SDK tests (gcp-api-key's allowlist): published test inputs.
+cases['gcp-api-key'][1].extend([
+    'apiKey: "AIza<>SyAnLA7NfeLquW1tJFpx_eQCxoX-oo6YyIs"',
+    "isValidApiKeyFormat('AIza<>SyA4UrcGxgwQFTfaI3no3t7Lt1sjmdnP5sQ')",
+    'String API_KEY = "AIza<>yDNSXIbFmlXbIE6mCzDLQAqITYefhixbX4A";',
+])
+# A name that says where secrets are stored: its value is the store's name.
+for rid in ('generic-secret', 'generic-keyed-secret'):
+    cases[rid][1].extend([
+        '  keyVaultToStoreSecrets: cmp2-qat-1208358310',
+        '  secret_store: acme-secrets-ps9x7w2k',
+    ])
+cases['generic-secret'][0].extend(['  keyVaultClientSecret: Hq4<>vNz8Lk2Wr7Xp3Ty9Mc5Bd1Qe6'])
+
+# A Vault service token of before v1.10 (`s.` and 24 letters and digits) wherever it stands,
+# as gitleaks' vault-service-token finds it; identifiers after `s.` are not tokens.
+cases['vault-service-token-legacy'] = (['token: s.Qm<>7Xv2Lk9Rt4Wz8Np3Hd6Yc1', 'VAULT_ADDR=https://v.example.net; export X=s.Tw<>5nB8qK2mZ7rL4xV9cH3jD6'], [])
+cases['vault-service-token-legacy'][1].extend([
+    'credentials: new AWS.SharedIniFileCredentials({ profile: x })',
+    's.AcceptanceTimeoutSeconds = 30', 's.makeKubeConfigController = args',
+    's.xxxxxxxxxxxxxxxxxxxxxxxx', 's.THISSTRINGISALLUPPERCASE', 's.thisstringisalllowercase',
+    'o.s.b.f.s.DefaultListableBeanFactory     : Overriding bean definition for bean',
+])
+# A legacy Sourcegraph access token (40 hex digits) assigned to a Sourcegraph name.
+cases['sourcegraph-token'][0].extend(['sourcegraph: 920<>C9dcAb468e07De032fd0AEdb161CbF5D6bCbC', 'SOURCEGRAPH_ACCESS_TOKEN="920C9<>dcAb468e07De032fd0AEdb161CbF5D6bCbC"'])
+cases['sourcegraph-token'][1].extend(['sourcegraph_commit: 920c9dcab468e07de032fd0aedb161cbf5d6bcbc', 'indexed by sourcegraph at 920c9dcab468e07de032fd0aedb161cbf5d6bcbc'])
+# A made-up key: a run of the alphabet in the body (gitleaks' anthropic.go false positives).
+cases['anthropic-api-key'][1].extend([
+    'sk-ant-api03-abc123xyz-456def789ghij-klmnopqrstuvwx-3456yza789bcde-1234fghijklmnopby56aaaogaopaaaabc123xyzBB',
+    'sk-ant-admin01-abc123xyz-456def789ghij-klmnopqrstuvwx-3456yza789bcde-1234fghijklmnopby56aaaogaopaaaabc123xyzAA',
+])
+
+# A clear-text NuGet source password in any XML settings file (web.config appSettings use the
+# same form); the two samples of Microsoft's nuget.config reference are not secrets.
+cases['generic-config-password'][0].extend(['<add key="ClearTextPassword" value="Tq7vL<>m2Xk9Rp4s" />'])
+cases['generic-config-password'][1].extend([
+    '<add key="ClearTextPassword" value="33f!!lloppa" />',
+    '<add key="ClearTextPassword" value="hal+9ooo_da!sY" />',
+    '<add key="ClearTextPassword" value="%NUGET_PASSWORD%" />',
+])
+
+# A UUID assigned to a name that ends in token, secret or API key (some vendors' tokens are
+# UUIDs: Heroku API keys, npm's legacy tokens, Vault's before v0.10), as gitleaks'
+# generic-api-key reports it; ids, page cursors and the nil UUID are not.
+cases['generic-token-uuid'] = (
+    ['utils.GetEnvOrDefault("api_token", "5c0e<>9a61-7f2d-4b38-a1e6-93d27c4f8b05")',
+     'headers = ["apikey: 8e21<>d4b7-3c9a-4f60-b5e2-71a9c3d06f48"]',
+     "token = config.get('heroku_api_key', '7a3c<>e915-2b4d-4e8f-9c61-d05b28f7a493')"],
+    ['clientId = "73082700-1f09-405b-80d0-3131bfd6272d"',
+     'report_access_id: e8e4df51-2054-49b0-ab1c-516ac95c691d',
+     '"kms_key_id": "555ea4a3-d53a-4412-9c66-3a7cb667b0d6"',
+     ' <UserSecretsId>79a3edd0-2092-40a2-a04d-dcb46d5ca9ed</UserSecretsId>',
+     'csrf_token: 2f6b1c9e-4d3a-4e7b-8a05-c91d6e2f7b30',
+     'next_page_token = "9c4e2a17-5b3d-4f80-a6c2-1e7d9b05f348"',
+     'api_token: 00000000-0000-0000-0000-000000000000',
+     'TOKEN_AUDIENCE = "25872395-ed3a-4703-b647-22ec53f3683c"'],
+)
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],

@@ -1,5 +1,10 @@
-//! Scanning into archives and compressed files (gitleaks' `--max-archive-depth`): zip, tar,
-//! and gzip / xz / zstd streams (a compressed tar is one archive), nested up to a depth.
+//! Scanning into archives and compressed files (gitleaks' `--max-archive-depth`): zip, 7z,
+//! tar, and gzip / bzip2 / xz / zstd / LZ4 streams (a compressed tar is one archive), nested
+//! up to a depth. Every decoder is pure Rust. rar is not opened: the `unrar` crates bind
+//! RARLAB's C++ unrar, whose licence is not a free one; the pure-Rust rar readers found
+//! (`rar`, `rars`, `compcol`'s decoder) are young or partial (single-volume, some filters
+//! unsupported) and none is yet a well-kept dependency for input an attacker shapes. A rar
+//! file is scanned as bytes, like any file of a kind this module does not know.
 //!
 //! Why bounded: an archive is input an attacker may shape. A small file can expand to
 //! gigabytes (a "zip bomb") or hold millions of entries. Every read is capped: each entry at
@@ -49,10 +54,13 @@ pub(crate) struct Refused(pub String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Zip,
+    SevenZ,
     Tar,
     Gzip,
+    Bzip2,
     Xz,
     Zstd,
+    Lz4,
 }
 
 fn kind_of(data: &[u8]) -> Option<Kind> {
@@ -64,6 +72,12 @@ fn kind_of(data: &[u8]) -> Option<Kind> {
         Some(Kind::Xz)
     } else if data.starts_with(b"\x28\xb5\x2f\xfd") {
         Some(Kind::Zstd)
+    } else if data.starts_with(b"7z\xbc\xaf\x27\x1c") {
+        Some(Kind::SevenZ)
+    } else if data.len() >= 4 && data.starts_with(b"BZh") && (b'1'..=b'9').contains(&data[3]) {
+        Some(Kind::Bzip2)
+    } else if data.starts_with(b"\x04\x22\x4d\x18") {
+        Some(Kind::Lz4)
     } else if data.len() >= 263 && &data[257..262] == b"ustar" {
         Some(Kind::Tar)
     } else {
@@ -116,8 +130,9 @@ impl Walk<'_> {
         }
         match kind {
             Kind::Zip => self.zip(name, data, depth),
+            Kind::SevenZ => self.seven_z(name, data, depth),
             Kind::Tar => self.tar(name, data, depth),
-            Kind::Gzip | Kind::Xz | Kind::Zstd => {
+            Kind::Gzip | Kind::Bzip2 | Kind::Xz | Kind::Zstd | Kind::Lz4 => {
                 let inner = match self.decompress(name, kind, data)? {
                     Some(inner) => inner,
                     None => return Ok(()),
@@ -204,6 +219,8 @@ impl Walk<'_> {
     ) -> Result<Option<Vec<u8>>, Refused> {
         match kind {
             Kind::Gzip => self.read_bounded(name, flate2::read::MultiGzDecoder::new(data)),
+            Kind::Bzip2 => self.read_bounded(name, bzip2::read::MultiBzDecoder::new(data)),
+            Kind::Lz4 => self.read_bounded(name, lz4_flex::frame::FrameDecoder::new(data)),
             Kind::Xz => self.read_bounded(name, lzma_rust2::XzReader::new(data, true)),
             Kind::Zstd => match ruzstd::decoding::StreamingDecoder::new(data) {
                 Ok(d) => self.read_bounded(name, d),
@@ -214,7 +231,7 @@ impl Walk<'_> {
                     Ok(None)
                 }
             },
-            Kind::Zip | Kind::Tar => Ok(Some(data.to_vec())),
+            Kind::Zip | Kind::SevenZ | Kind::Tar => Ok(Some(data.to_vec())),
         }
     }
 
@@ -291,6 +308,75 @@ impl Walk<'_> {
     }
 }
 
+impl Walk<'_> {
+    /// A 7z archive: each file's content, in order (a solid block is decoded once, its files
+    /// one after the other). The decoder's dictionaries and header buffers are capped at
+    /// [`SEVEN_Z_MEMORY_KIB`]; an archive that needs more is listed as not readable. A file
+    /// larger than an entry may be is skipped with the rest of its block, which is not
+    /// decoded (decoding it only to throw it away would let one file cost unbounded time).
+    fn seven_z(&mut self, name: &str, data: &[u8], depth: usize) -> Result<(), Refused> {
+        use sevenz_rust2::{ArchiveReader, EntryDecision, Password};
+        let mut archive = match ArchiveReader::new_with_memory_limit(
+            Cursor::new(data),
+            Password::empty(),
+            SEVEN_Z_MEMORY_KIB,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                self.out
+                    .skipped
+                    .push((name.to_string(), format!("cannot be read as 7z: {e}")));
+                return Ok(());
+            }
+        };
+        archive.set_thread_count(1);
+        let mut refused = None;
+        let result = archive.for_each_entries_with_decision(|entry, reader| {
+            if entry.is_directory() || !entry.has_stream() {
+                return Ok(EntryDecision::Continue);
+            }
+            let full = format!("{name}!{}", clean(entry.name()));
+            let skipped_before = self.out.skipped.len();
+            match self.read_bounded(&full, reader) {
+                Ok(Some(bytes)) => match self.entry(full, bytes, depth + 1) {
+                    Ok(()) => Ok(EntryDecision::Continue),
+                    Err(r) => {
+                        refused = Some(r);
+                        Ok(EntryDecision::Stop)
+                    }
+                },
+                Ok(None) => {
+                    if self.out.skipped.len() > skipped_before {
+                        let last = self.out.skipped.len() - 1;
+                        self.out.skipped[last]
+                            .1
+                            .push_str(" (the rest of its 7z block, if any, is not read)");
+                    }
+                    Ok(EntryDecision::SkipBlock)
+                }
+                Err(r) => {
+                    refused = Some(r);
+                    Ok(EntryDecision::Stop)
+                }
+            }
+        });
+        if let Some(r) = refused {
+            return Err(r);
+        }
+        if let Err(e) = result {
+            self.out
+                .skipped
+                .push((name.to_string(), format!("cannot be read as 7z: {e}")));
+        }
+        Ok(())
+    }
+}
+
+/// The most memory (KiB) a 7z archive's decoder may ask for (dictionaries, header buffers):
+/// 64 MiB, the dictionary of 7-Zip's "ultra" preset. A larger demand is refused by the
+/// decoder before it allocates.
+const SEVEN_Z_MEMORY_KIB: usize = 64 * 1024;
+
 /// An entry's path as reported: `/` separators, no leading `./` or `/`.
 fn clean(path: &str) -> String {
     let p = path.replace('\\', "/");
@@ -329,6 +415,67 @@ mod tests {
         let bomb = gz(&vec![0u8; 3 << 20]);
         let err = expand("bomb.gz", &bomb, &limits()).unwrap_err();
         assert!(err.to_string().contains("archive bomb"), "{err}");
+    }
+
+    /// A 7z archive, its entries in one solid block or each in its own.
+    fn seven_z(entries: &[(&str, &[u8])], solid: bool) -> Vec<u8> {
+        use sevenz_rust2::{ArchiveEntry, ArchiveWriter, SourceReader};
+        let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+        if solid {
+            let names = entries
+                .iter()
+                .map(|(n, _)| ArchiveEntry::new_file(n))
+                .collect();
+            let readers = entries.iter().map(|(_, d)| SourceReader::new(*d)).collect();
+            w.push_archive_entries(names, readers).unwrap();
+        } else {
+            for (n, d) in entries {
+                w.push_archive_entry(ArchiveEntry::new_file(n), Some(*d))
+                    .unwrap();
+            }
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn an_oversize_7z_entry_is_skipped_without_decoding_the_rest_of_its_block() {
+        let l = Limits {
+            max_entry: 1024,
+            ..limits()
+        };
+        let big = vec![b'a'; 64 * 1024];
+        let entries: [(&str, &[u8]); 3] = [
+            ("a.txt", b"first\n"),
+            ("big.bin", &big),
+            ("c.txt", b"third\n"),
+        ];
+        // Each entry its own block: the entry after the big one is still read.
+        let x = expand("x.7z", &seven_z(&entries, false), &l).unwrap();
+        let names: Vec<&str> = x.entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["x.7z!a.txt", "x.7z!c.txt"]);
+        assert_eq!(x.skipped.len(), 1, "{:?}", x.skipped);
+        assert!(x.skipped[0].1.starts_with("larger than 1024 bytes"));
+        // One solid block: what follows the big entry in its block is not decoded, and the
+        // listing says so.
+        let x = expand("x.7z", &seven_z(&entries, true), &l).unwrap();
+        let names: Vec<&str> = x.entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["x.7z!a.txt"]);
+        assert_eq!(x.skipped[0].0, "x.7z!big.bin");
+        assert!(
+            x.skipped[0].1.contains("the rest of its 7z block"),
+            "{:?}",
+            x.skipped
+        );
+        // Not a 7z after its signature: listed, nothing scanned, no panic.
+        let mut broken = seven_z(&entries, false);
+        broken.truncate(40);
+        let x = expand("x.7z", &broken, &l).unwrap();
+        assert!(x.entries.is_empty());
+        assert!(
+            x.skipped[0].1.starts_with("cannot be read as 7z"),
+            "{:?}",
+            x.skipped
+        );
     }
 
     #[test]

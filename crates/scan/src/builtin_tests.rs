@@ -208,3 +208,59 @@ fn no_builtin_allowlist_judges_the_whole_line() {
         .collect();
     assert_eq!(on_line, Vec::<String>::new());
 }
+
+/// Every rule's findings on `text` (a line of a YAML or source file): rule id and secret.
+fn findings(scanner: &Scanner, text: &str) -> Vec<(String, String)> {
+    scanner
+        .scan_bytes("settings.yaml", text.replace("<>", "").as_bytes())
+        .into_iter()
+        .map(|f| (f.rule_id, f.secret.expose().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_value_that_names_where_secrets_are_stored_is_not_a_secret() {
+    // gitleaks' false positive (its generic.go, from an Azure operator's manifest): the value
+    // of `keyVaultToStoreSecrets` is the name of a key vault. As a class: a name whose head is a
+    // store of secrets (a vault, a secret store, a bucket), optionally followed by what it is
+    // for (`ToStoreSecrets`, `ForKeys`), names a place, and its value is that place's name.
+    let scanner = Scanner::builtin().unwrap();
+    for line in [
+        "  keyVaultToStoreSecrets: cmp2-qat-1208358310",
+        "  keyVaultForSecrets: kv-prod-westeu-7731920",
+        "  key_vault: kv-prod-westeu-7731920",
+        "  secretsVault: acme-vault-9f8e7d6c5b",
+        "  secret_store: acme-secrets-ps9x7w2k",
+        "  SECRETS_BUCKET=acme-secrets-prod-4821",
+        "  credentialStoreForTokens: acme-credstore-3k9x",
+    ] {
+        assert_eq!(findings(&scanner, line), Vec::new(), "{line}");
+    }
+    // What the store holds, or a credential to reach it, is still reported: the name's head
+    // is then the secret (`…ClientSecret`, `…Token`, `…Key`, `…Password`).
+    for (line, secret) in [
+        (
+            "  keyVaultClientSecret: Hq4<>vNz8Lk2Wr7Xp3Ty9Mc5Bd1Qe6",
+            "Hq4vNz8Lk2Wr7Xp3Ty9Mc5Bd1Qe6",
+        ),
+        (
+            "  keyVaultClientSecret = \"Rt6<>mKq2Zx9Lw4Vn7Yp3HsJ8dF\"",
+            "Rt6mKq2Zx9Lw4Vn7Yp3HsJ8dF",
+        ),
+        (
+            "  vault_token: Wf3kQ9z<>Lm2Xv7Rt4Np8Ys1Bd6Hc",
+            "Wf3kQ9zLm2Xv7Rt4Np8Ys1Bd6Hc",
+        ),
+        (
+            "  SECRET_STORE_PASSWORD=\"Tq7vLm2<>Xk9Rp4sWz8Hn3Yd\"",
+            "Tq7vLm2Xk9Rp4sWz8Hn3Yd",
+        ),
+        (
+            "  secretsBucketAccessKey: Zx9<>Lw4Vn7Yp3HsJ8dFq2Mk5",
+            "Zx9Lw4Vn7Yp3HsJ8dFq2Mk5",
+        ),
+    ] {
+        let found = findings(&scanner, line);
+        assert!(found.iter().any(|(_, s)| s == secret), "{line}: {found:?}");
+    }
+}

@@ -141,6 +141,7 @@ pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
             "generic-url-query-token",
             "generic-connection-string-password",
             "generic-keyed-secret",
+            "generic-token-uuid",
         ],
     ),
     ("github-app-token", &["github-app-token"]),
@@ -293,7 +294,11 @@ pub const GITLEAKS_DEFAULT_IDS: &[(&str, &[&str])] = &[
     ("vault-batch-token", &["hashicorp-vault-token"]),
     (
         "vault-service-token",
-        &["hashicorp-vault-token", "vault-token-legacy"],
+        &[
+            "hashicorp-vault-token",
+            "vault-token-legacy",
+            "vault-service-token-legacy",
+        ],
     ),
     ("yandex-access-token", &["yandex-key"]),
     ("yandex-api-key", &["yandex-key"]),
@@ -348,7 +353,7 @@ mod tests {
                 .iter()
                 .all(|g| g.ends_with("-client-id") || *g == "sendbird-access-id")
         );
-        assert_eq!(gitleaks_default("generic-api-key").map(<[_]>::len), Some(7));
+        assert_eq!(gitleaks_default("generic-api-key").map(<[_]>::len), Some(8));
         assert_eq!(gitleaks_default("pkcs12-file"), Some(&["pkcs12-file"][..]));
         assert_eq!(gitleaks_default("adobe-client-id"), Some(&[][..]));
         assert_eq!(gitleaks_default("no-such-rule"), None);

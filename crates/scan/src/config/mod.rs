@@ -590,6 +590,7 @@ impl Loader {
                 path: name.to_string(),
             });
         }
+        check_allowlist_tables(&raw, name)?;
         let mut base = Layered {
             rules: Vec::new(),
             allowlists: Vec::new(),
@@ -776,6 +777,66 @@ impl Loader {
         }
         Ok(base)
     }
+}
+
+/// Refuses the allowlist tables gitleaks 8.30 refuses, so that a file whose meaning is unclear
+/// never loads: an empty allowlist (no commits, paths, regexes or stopwords: "allow nothing"
+/// or "allow everything"?) and the older single `[allowlist]` / `[rules.allowlist]` next to the
+/// newer `[[allowlists]]` / `[[rules.allowlists]]` of the same place.
+fn check_allowlist_tables(raw: &RawConfig, name: &str) -> Result<(), ConfigError> {
+    fn empty(a: &RawAllowlist) -> bool {
+        a.commits.is_empty() && a.paths.is_empty() && a.regexes.is_empty() && a.stopwords.is_empty()
+    }
+    fn what_is_empty(table: &str) -> String {
+        format!(
+            "{table} is empty; give it at least one of commits, paths, regexes or stopwords, or \
+             remove it (gitleaks refuses it too)"
+        )
+    }
+    fn both(old: &str, new: &str, article: &str) -> String {
+        format!(
+            "both the older {old} table and {new} tables; move the entries of {old} into \
+             {article} {new} table (gitleaks refuses the two together too)"
+        )
+    }
+    let global = |message: String| ConfigError::Allowlist {
+        path: name.to_string(),
+        message,
+    };
+    if raw.allowlist.is_some() && !raw.allowlists.is_empty() {
+        return Err(global(both("[allowlist]", "[[allowlists]]", "an")));
+    }
+    if raw.allowlist.as_ref().is_some_and(empty) {
+        return Err(global(what_is_empty("[allowlist]")));
+    }
+    if let Some(i) = raw.allowlists.iter().position(empty) {
+        return Err(global(what_is_empty(&format!("[[allowlists]] #{}", i + 1))));
+    }
+    for rule in &raw.rules {
+        let rule_err = |message: String| ConfigError::Rule {
+            path: name.to_string(),
+            rule_id: rule.id.clone().unwrap_or_default(),
+            message,
+        };
+        let many = rule.allowlists.as_deref().unwrap_or_default();
+        if rule.allowlist.is_some() && !many.is_empty() {
+            return Err(rule_err(both(
+                "[rules.allowlist]",
+                "[[rules.allowlists]]",
+                "a",
+            )));
+        }
+        if rule.allowlist.as_ref().is_some_and(empty) {
+            return Err(rule_err(what_is_empty("[rules.allowlist]")));
+        }
+        if let Some(i) = many.iter().position(empty) {
+            return Err(rule_err(what_is_empty(&format!(
+                "[[rules.allowlists]] #{}",
+                i + 1
+            ))));
+        }
+    }
+    Ok(())
 }
 
 /// A rule redefined by an extending file: its fields win, missing ones come from the base;

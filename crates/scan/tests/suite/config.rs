@@ -302,3 +302,66 @@ fn values_gitleaks_converts_load_with_the_same_meaning() {
     assert_eq!(ids(&s, "a", "x_k3j9x0q2m5n8"), vec!["x".to_string()]);
     assert_eq!(ids(&s, "a", "x_aaaaaaaaaaaa"), Vec::<String>::new());
 }
+
+/// gitleaks 8.30 refuses a rule file whose allowlist tables are ambiguous (its
+/// `testdata/config/invalid/allowlist_*_empty.toml` and `*_old_and_new.toml`): an empty
+/// allowlist (no commits, paths, regexes or stopwords: did its author mean "allow nothing" or
+/// "allow everything"?) and the older single `[allowlist]` next to the newer `[[allowlists]]`.
+/// A file whose meaning is unclear does not load here either: the error names the file, the
+/// table and what to do.
+#[test]
+fn ambiguous_allowlist_tables_are_refused_as_gitleaks_refuses_them() {
+    assert_eq!(
+        err("[[rules]]\nid = \"x\"\nregex = 'x[0-9]+'\n\n[[allowlists]]\n"),
+        "global allowlist in bad.toml: [[allowlists]] #1 is empty; give it at least one of \
+         commits, paths, regexes or stopwords, or remove it (gitleaks refuses it too)"
+    );
+    assert_eq!(
+        err("[[rules]]\nid = \"x\"\nregex = 'x[0-9]+'\n\n[allowlist]\ndescription = \"d\"\n"),
+        "global allowlist in bad.toml: [allowlist] is empty; give it at least one of commits, \
+         paths, regexes or stopwords, or remove it (gitleaks refuses it too)"
+    );
+    assert_eq!(
+        err(
+            "[[rules]]\nid = \"example\"\nregex = 'example[0-9]+'\n[[rules.allowlists]]\n\
+             regexes = ['1']\n[[rules.allowlists]]\ncondition = \"AND\"\n"
+        ),
+        "rule `example` in bad.toml: [[rules.allowlists]] #2 is empty; give it at least one of \
+         commits, paths, regexes or stopwords, or remove it (gitleaks refuses it too)"
+    );
+    assert_eq!(
+        err(
+            "[[rules]]\nid = \"x\"\nregex = 'x[0-9]+'\n[allowlist]\nregexes = ['123']\n\
+             [[allowlists]]\nregexes = ['456']\n"
+        ),
+        "global allowlist in bad.toml: both the older [allowlist] table and [[allowlists]] \
+         tables; move the entries of [allowlist] into an [[allowlists]] table (gitleaks \
+         refuses the two together too)"
+    );
+    assert_eq!(
+        err(
+            "[[rules]]\nid = \"example\"\nregex = 'example[0-9]+'\n[rules.allowlist]\n\
+             regexes = ['123']\n[[rules.allowlists]]\nregexes = ['456']\n"
+        ),
+        "rule `example` in bad.toml: both the older [rules.allowlist] table and \
+         [[rules.allowlists]] tables; move the entries of [rules.allowlist] into a \
+         [[rules.allowlists]] table (gitleaks refuses the two together too)"
+    );
+    // An override of a default rule is checked the same way.
+    let e = err(
+        "[extend]\nuseDefault = true\n[[rules]]\nid = \"generic-api-key\"\n\
+                 [[rules.allowlists]]\ndescription = \"nothing\"\n",
+    );
+    assert!(
+        e.starts_with("rule `generic-api-key` in bad.toml: [[rules.allowlists]] #1 is empty"),
+        "{e}"
+    );
+    // Each form alone, with something in it, still loads (see the tests above).
+    RuleSet::from_toml_str(
+        "[[rules]]\nid = \"x\"\nregex = 'x[0-9]+'\n[rules.allowlist]\nstopwords = ['x1']\n\
+         [allowlist]\ncommits = ['abc']\n",
+        "ok.toml",
+        None,
+    )
+    .unwrap();
+}

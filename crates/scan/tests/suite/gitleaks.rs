@@ -738,6 +738,30 @@ fn zst(data: &[u8]) -> Vec<u8> {
     ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
 }
 
+fn bz2(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
+fn lz4(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
+/// A 7z archive (LZMA2, each entry its own block).
+fn seven_z(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = sevenz_rust2::ArchiveWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    for (name, data) in entries {
+        w.push_archive_entry(sevenz_rust2::ArchiveEntry::new_file(name), Some(*data))
+            .unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
 fn scan_dir(dir: &Path, depth: usize) -> scan::PathScan {
     Scanner::builtin()
         .unwrap()
@@ -837,6 +861,103 @@ fn archives_are_scanned_to_the_depth_asked_and_bombs_are_refused() {
         "{:?}",
         scan.skipped
     );
+}
+
+/// bzip2 and LZ4 streams and 7z archives are opened like the other kinds (gitleaks opens
+/// them too): a compressed tar is one level, a 7z's entries are named `a.7z!path`, nested
+/// archives count levels, depth 0 lists them as skipped, and a bomb of each kind is refused as
+/// a whole while the files beside it are still scanned.
+#[test]
+fn bzip2_lz4_and_7z_are_opened_to_the_depth_asked_and_their_bombs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("GITHUB_TOKEN={}\n", github_token());
+    let d = dir.path();
+    std::fs::write(d.join("a.env.bz2"), bz2(secret.as_bytes())).unwrap();
+    std::fs::write(
+        d.join("b.tar.bz2"),
+        bz2(&tar(&[("x/app.env", secret.as_bytes())])),
+    )
+    .unwrap();
+    std::fs::write(d.join("c.env.lz4"), lz4(secret.as_bytes())).unwrap();
+    std::fs::write(
+        d.join("d.tar.lz4"),
+        lz4(&tar(&[("y/app.env", secret.as_bytes())])),
+    )
+    .unwrap();
+    let inner = zip(&[("deep.env", secret.as_bytes())]);
+    std::fs::write(
+        d.join("e.7z"),
+        seven_z(&[
+            ("docs/readme.txt", b"nothing\n"),
+            ("conf/app.env", secret.as_bytes()),
+            ("in/inner.zip", &inner),
+        ]),
+    )
+    .unwrap();
+    let names = |scan: &scan::PathScan| {
+        let mut v: Vec<String> = scan
+            .findings
+            .iter()
+            .map(|f| {
+                f.file
+                    .trim_start_matches(&format!("{}/", d.display()))
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let none = scan_dir(d, 0);
+    assert_eq!(names(&none), Vec::<String>::new());
+    assert_eq!(none.skipped.len(), 5, "{:?}", none.skipped);
+    let one = scan_dir(d, 1);
+    assert_eq!(
+        names(&one),
+        vec![
+            "a.env.bz2",
+            "b.tar.bz2!x/app.env",
+            "c.env.lz4",
+            "d.tar.lz4!y/app.env",
+            "e.7z!conf/app.env",
+        ]
+    );
+    assert!(
+        one.skipped
+            .iter()
+            .any(|s| s.path.ends_with("e.7z!in/inner.zip") && s.reason.contains("deeper")),
+        "{:?}",
+        one.skipped
+    );
+    let two = scan_dir(d, 2);
+    assert!(
+        names(&two).contains(&"e.7z!in/inner.zip!deep.env".to_string()),
+        "{:?}",
+        names(&two)
+    );
+    assert!(two.findings.iter().all(|f| f.line == 1));
+
+    // Bombs: 8 MiB of zeros in a file of a few KiB, of each kind, each refused as a whole
+    // (past 1 MiB an expansion may be at most 100 times the file).
+    let zeros = vec![0u8; 8 << 20];
+    for (name, data) in [
+        ("bomb.bz2", bz2(&zeros)),
+        ("bomb.lz4", lz4(&zeros)),
+        ("bomb.7z", seven_z(&[("zeros.bin", &zeros)])),
+    ] {
+        let bomb_dir = tempfile::tempdir().unwrap();
+        std::fs::write(bomb_dir.path().join(name), &data).unwrap();
+        std::fs::write(bomb_dir.path().join("ok.env"), secret.as_bytes()).unwrap();
+        let scan = scan_dir(bomb_dir.path(), 3);
+        assert_eq!(scan.findings.len(), 1, "{name}");
+        assert_eq!(scan.skipped.len(), 1, "{name}: {:?}", scan.skipped);
+        assert!(
+            scan.skipped[0]
+                .reason
+                .starts_with("refused as an archive bomb"),
+            "{name}: {:?}",
+            scan.skipped
+        );
+    }
 }
 
 /// gitleaks opens archives in git mode too: an archive a commit adds or changes is read from
