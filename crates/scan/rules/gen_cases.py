@@ -476,6 +476,9 @@ cases['generic-token-uuid'] = (
      'TOKEN_AUDIENCE = "25872395-ed3a-4703-b647-22ec53f3683c"'],
 )
 
+# Not base32 after the prefix (a 0, 1, 8 or 9): not an access key id.
+cases['aws-access-key-id'][1].extend(['Secret: "ASIAIOSFODNN7LXM10JI",', 'AKIAZ3MSJV4WWNKWW5F0'])
+
 # A path rule: its cases are file paths (`by_path`), not text.
 cases['pkcs12-file'] = (
     ['deploy/certs/client.p12', 'signing/AppStore.PFX', 'build.zip!keys/release.p12', 'C:\\certs\\iis.pfx'],

@@ -276,7 +276,14 @@ fn bad_range_is_an_error_naming_it() {
 /// files, deletions and secrets spread over many commits on two branches.
 pub(super) fn busy_history() -> Option<Repo> {
     let r = Repo::new()?;
-    let aws = |i: usize| format!("{}{}{:04}", "AKIA", "ZQ3MX7TB2WK5", i);
+    // key ids are base32 (A-Z, 2-7): the number's digits as letters
+    let aws = |i: usize| {
+        let tail: String = format!("{i:04}")
+            .bytes()
+            .map(|d| char::from(b'A' + (d - b'0')))
+            .collect();
+        format!("{}{}{tail}", "AKIA", "ZQ3MX7TB2WK5")
+    };
     let body: String = (0..30).map(|i| format!("filler line {i}\n")).collect();
     r.write("shared.txt", "one\ntwo\nthree\n");
     r.commit("base");

@@ -12,11 +12,13 @@ use crate::config::Cfg;
 use crate::http::{Resp, Tls, desc, https, read_resp, tunnel};
 use crate::verdict::Tally;
 
-/// An AWS-key-shaped secret unique to this run (the scanner's `aws-access-key-id` rule).
+/// An AWS-key-shaped secret unique to this run (the scanner's `aws-access-key-id` rule): the
+/// run's nonce, in the base32 alphabet (A-Z, 2-7) a key id's 16 characters are drawn from
+/// (a 0, 1, 8 or 9 there is no key id, and is not found).
 fn planted_key(nonce: &str) -> String {
     let tail: String = format!("{}Z3MSJV4WWNKWW5FG", nonce.to_ascii_uppercase())
         .chars()
-        .filter(char::is_ascii_alphanumeric)
+        .filter(|c| c.is_ascii_uppercase() || ('2'..='7').contains(c))
         .take(16)
         .collect();
     format!("AKIA{tail}")
