@@ -64,6 +64,14 @@ mod workspace_copy;
 
 pub use helper_command::{HELPER_EXE_NAME, HELPER_SUBCOMMAND, HelperCommand};
 
+/// The removers of what backends record in the home's trash (`state::trash`): the docker
+/// backend's ended bottles ([`docker::remove_recorded`]). Whoever empties the trash passes
+/// these.
+pub const TRASH_REMOVERS: &[state::trash::RecordRemover] = &[state::trash::RecordRemover {
+    kind: docker::TRASH_RECORD_KIND,
+    remove: docker::remove_recorded,
+}];
+
 use std::io::{Read, Write};
 
 pub use preflight::{BackendStatus, Check};

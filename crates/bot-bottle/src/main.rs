@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(state::EMPTY_TRASH_SUBCOMMAND))
     {
-        state::trash::empty_trash_main();
+        state::trash::empty_trash_main(backend::TRASH_REMOVERS);
     }
     // The smolmachines backend's guest init (run by `smolvm machine exec` in the machine).
     backend::inbottle::smolvm_guest::dispatch(std::env::args_os().nth(1).as_deref());

@@ -66,6 +66,19 @@ pub(super) fn launch(
         watch.sidecar_down(how);
     }));
     config.stop_grace = super::watch::STOP_GRACE;
+    // Once the agent ended and its sidecar stopped, the containers and networks are removed
+    // by the trash's detached remover, after `start` returned.
+    config.trash = Some(home.trash_dir());
+    // A resumed bottle whose last run's objects are still recorded there (its remover has
+    // not finished, or was killed): they go first, or its names would be taken.
+    if home.trash_holds(&spec.identity) {
+        home.empty_trash(backend::TRASH_REMOVERS).map_err(|e| {
+            LaunchError::Invalid(format!(
+                "cannot remove what the last run of {} left: {e}",
+                spec.identity
+            ))
+        })?;
+    }
     let durable = std::sync::Mutex::new(Some(durable));
     config.before_release = Some(Arc::new(move || {
         let Some(durable) = durable.lock().ok().and_then(|mut d| d.take()) else {

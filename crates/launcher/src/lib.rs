@@ -271,6 +271,11 @@ impl RunningBottle {
         // Markers left by a `start` that was killed belong to a bottle long gone.
         let _ = std::fs::remove_file(paths.agent_started());
         let _ = home.clear_sidecar_down(&identity);
+        // What an emptying of the trash could not remove: said on every start until it is
+        // gone (named, with what to do).
+        for failure in home.trash_failures() {
+            options.report.line(&failure);
+        }
         // What an earlier run moved into the trash and no remover is at work on (its remover
         // was killed): removed beside this run.
         if home.trash_needs_emptying() {
@@ -763,7 +768,7 @@ fn agent_started(paths: &BottlePaths, report: &dyn Report) {
 /// started, the trash is emptied here and now, so that nothing is left behind.
 fn empty_trash_later(home: &Home, exe: &Path, report: &dyn Report) {
     if home.spawn_emptying_trash(exe).is_err()
-        && let Err(e) = home.empty_trash()
+        && let Err(e) = home.empty_trash(backend::TRASH_REMOVERS)
     {
         report.line(&format!("{e}"));
     }

@@ -266,7 +266,9 @@ impl Home {
         for _ in 0..64 {
             let id = Identity::generate(&meta.agent)?;
             let dir = self.state_dir(&id);
-            if fs::symlink_metadata(&dir).is_ok() {
+            // An ended bottle's identity is free once its entries left the trash (what
+            // its docker objects are named after, among others).
+            if fs::symlink_metadata(&dir).is_ok() || self.trash_holds(id.as_str()) {
                 continue;
             }
             // Built under a name no identity has, then renamed into place: whoever sees the
@@ -736,7 +738,7 @@ mod tests {
         assert_eq!(h.list().unwrap(), vec![]);
         assert!(!queue.exists() && !h.state_dir(&id).exists());
         assert!(h.trash_needs_emptying());
-        assert_eq!(h.empty_trash().unwrap(), 2);
+        assert_eq!(h.empty_trash(&[]).unwrap(), 2);
         assert!(matches!(
             h.retire_bottle(&id),
             Err(StateError::UnknownBottle(_))

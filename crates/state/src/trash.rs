@@ -18,6 +18,19 @@
 //! a new bottle may take its identity at once. The trash is inside the home (mode 0700), so
 //! what a moved state holds (the bottle's CA key, its copy of a forwarded login) is no more
 //! exposed there than it was in `state/`.
+//!
+//! **Records.** What an ended bottle left outside the file system (the docker backend's
+//! containers and networks) is a *record* in the trash ([`record_in_trash`]: a small file
+//! `<identity>.<kind>.<pid>.<nanos>.<n>.record`), removed by the [`RecordRemover`] of its kind,
+//! which the caller of [`Home::empty_trash`] passes (this crate knows no backend); the record
+//! file goes only once its remover succeeded. A record of a kind nobody passed a remover for
+//! stays (an error naming it): nothing it names is forgotten. While a record of an identity is
+//! in the trash, no new bottle is given that identity ([`Home::trash_holds`]).
+//!
+//! **Failures are kept where they are seen.** Whoever empties the trash writes what it could
+//! not remove (the path, the error, what to do) to `trash/.failures`, and removes that file
+//! once everything went: the next `start`, `list` and `cleanup` show it
+//! ([`Home::trash_failures`]), so a detached remover that fails is not silent.
 
 use std::fs;
 use std::io;
@@ -33,6 +46,30 @@ pub const EMPTY_TRASH_SUBCOMMAND: &str = "__empty-trash";
 
 /// Held (exclusively) by whoever empties the trash.
 const LOCK: &str = ".lock";
+
+/// What the last emptying could not remove, one line per entry (absent when it removed all).
+const FAILURES: &str = ".failures";
+
+/// The suffix of a record's name ([`record_in_trash`]).
+const RECORD: &str = ".record";
+
+/// Removes what a record of one kind names outside the file system (the docker backend's
+/// containers and networks of an ended bottle). `remove` gets the record's path; its error
+/// (the objects, the cause and what to do) keeps the record for the next try.
+#[derive(Clone, Copy)]
+pub struct RecordRemover {
+    /// The kind given to [`record_in_trash`] (`docker`).
+    pub kind: &'static str,
+    pub remove: fn(&Path) -> Result<(), String>,
+}
+
+impl std::fmt::Debug for RecordRemover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordRemover")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
 
 /// At most this many threads remove subtrees at once.
 const THREADS: usize = 8;
@@ -77,9 +114,37 @@ impl Home {
     }
 
     /// Removes everything in the trash, now, waiting for a remover already at work; the
-    /// number of entries removed. An entry that cannot be removed is an error naming it.
-    pub fn empty_trash(&self) -> io::Result<usize> {
-        empty(&self.trash_dir())
+    /// number of entries removed. Records go through the remover of their kind in
+    /// `removers`. Entries that cannot be removed are an error naming each of them (and
+    /// stay in `trash/.failures` until an emptying removes them).
+    pub fn empty_trash(&self, removers: &[RecordRemover]) -> io::Result<usize> {
+        empty(&self.trash_dir(), removers)
+    }
+
+    /// What the last emptying of the trash could not remove: one message per entry, naming
+    /// it, the error and what to do. Empty when it removed everything (or never ran).
+    pub fn trash_failures(&self) -> Vec<String> {
+        fs::read_to_string(self.trash_dir().join(FAILURES))
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the trash holds an entry of `identity` (a record of what it left outside the
+    /// file system, or its directories): such an identity is not given to a new bottle,
+    /// and a bottle resumed under it waits until the entry is gone.
+    pub fn trash_holds(&self, identity: &str) -> bool {
+        let prefix = format!("{identity}.");
+        entries(&self.trash_dir()).is_ok_and(|e| {
+            e.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+        })
+    }
+
+    /// [`record_in_trash`] in this home's trash.
+    pub fn record_in_trash(&self, name: &str, kind: &str, contents: &[u8]) -> io::Result<PathBuf> {
+        record_in_trash(&self.trash_dir(), name, kind, contents)
     }
 
     /// Starts `exe` ([`EMPTY_TRASH_SUBCOMMAND`]) to empty the trash without waiting for it:
@@ -101,10 +166,60 @@ impl Home {
     }
 }
 
+/// A new entry's name: `<name>.<kind>.<pid>.<nanos>.<n>` (never starting with `.`).
+fn entry_name(name: &str, kind: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}.{kind}.{}.{nanos}.{}",
+        name.trim_start_matches('.'),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Records in the trash directory `trash` that what `contents` names (for the
+/// [`RecordRemover`] of `kind`) is to be removed: the file appears whole (written under a
+/// hidden name, then renamed) or not at all. Not fsynced: after a crash what it named is
+/// still found by `cleanup` (the docker backend's objects carry the labels of a launcher
+/// that is gone). The record's path.
+pub fn record_in_trash(
+    trash: &Path,
+    name: &str,
+    kind: &str,
+    contents: &[u8],
+) -> io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(trash)?;
+    let entry = trash.join(format!("{}{RECORD}", entry_name(name, kind)));
+    let building = trash.join(format!(
+        ".{}",
+        entry.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&building)
+        .and_then(|mut file| file.write_all(contents))
+        .and_then(|()| fs::rename(&building, &entry));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&building);
+        return Err(e);
+    }
+    Ok(entry)
+}
+
 /// [`Home::move_to_trash`] into the trash directory `trash` (for a backend that knows only
 /// that directory).
 pub fn move_to_trash(trash: &Path, path: &Path, kind: &str) -> io::Result<bool> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -118,16 +233,7 @@ pub fn move_to_trash(trash: &Path, path: &Path, kind: &str) -> io::Result<bool> 
         .recursive(true)
         .mode(0o700)
         .create(trash)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let entry = trash.join(format!(
-        "{}.{kind}.{}.{nanos}.{}",
-        name.to_string_lossy().trim_start_matches('.'),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let entry = trash.join(entry_name(&name.to_string_lossy(), kind));
     match fs::rename(path, &entry) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -135,10 +241,11 @@ pub fn move_to_trash(trash: &Path, path: &Path, kind: &str) -> io::Result<bool> 
     }
 }
 
-/// Entry point of `bot-bottle __empty-trash <home>`; never returns. Exits 0 once the trash
-/// is empty, 1 if something in it could not be removed (left for the next try), 2 on a
+/// Entry point of `bot-bottle __empty-trash <home>`, with the removers of the records the
+/// backends leave; never returns. Exits 0 once the trash is empty, 1 if something in it
+/// could not be removed (left for the next try, and named in `trash/.failures`), 2 on a
 /// wrong command line.
-pub fn empty_trash_main() -> ! {
+pub fn empty_trash_main(removers: &[RecordRemover]) -> ! {
     let Some(home) = std::env::args_os().nth(2) else {
         std::process::exit(2);
     };
@@ -160,13 +267,14 @@ pub fn empty_trash_main() -> ! {
             IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
         );
     }
-    match Home::new(PathBuf::from(home)).empty_trash() {
+    match Home::new(PathBuf::from(home)).empty_trash(removers) {
         Ok(_) => std::process::exit(0),
         Err(_) => std::process::exit(1),
     }
 }
 
-/// The trash's entries (not its lock); none when it does not exist.
+/// The trash's entries (not its lock, its failures or a record being written: every
+/// entry's name starts with something else than `.`); none when it does not exist.
 fn entries(trash: &Path) -> io::Result<Vec<PathBuf>> {
     let list = match fs::read_dir(trash) {
         Ok(list) => list,
@@ -176,7 +284,7 @@ fn entries(trash: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in list {
         let entry = entry?;
-        if entry.file_name() != LOCK {
+        if !entry.file_name().to_string_lossy().starts_with('.') {
             out.push(entry.path());
         }
     }
@@ -196,8 +304,18 @@ fn named(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     }
 }
 
-fn empty(trash: &Path) -> io::Result<usize> {
+/// The kind of a record (`<name>.<kind>.<pid>.<nanos>.<n>.record`); `None` for a
+/// directory or file moved here.
+fn record_kind(entry: &Path) -> Option<String> {
+    let name = entry.file_name()?.to_string_lossy().into_owned();
+    let stem = name.strip_suffix(RECORD)?;
+    stem.rsplit('.').nth(3).map(str::to_owned)
+}
+
+fn empty(trash: &Path, removers: &[RecordRemover]) -> io::Result<usize> {
     if entries(trash).map_err(named(trash))?.is_empty() {
+        // Nothing left: whatever failed before is gone (removed by hand, say).
+        let _ = fs::remove_file(trash.join(FAILURES));
         return Ok(0);
     }
     let lock_path = trash.join(LOCK);
@@ -220,24 +338,57 @@ fn empty(trash: &Path) -> io::Result<usize> {
         if todo.is_empty() {
             break;
         }
-        for (path, result) in remove_all(&todo) {
+        for (path, result) in remove_all(&todo, removers) {
             match result {
                 Ok(()) => removed += 1,
                 Err(e) => failed.push((path, e)),
             }
         }
     }
-    match failed.into_iter().next() {
-        Some((path, e)) => Err(named(&path)(e)),
-        None => Ok(removed),
+    let failures_path = trash.join(FAILURES);
+    if failed.is_empty() {
+        let _ = fs::remove_file(&failures_path);
+        return Ok(removed);
     }
+    let lines: Vec<String> = failed.into_iter().map(|(_, e)| e.to_string()).collect();
+    // Kept where the next `start`, `list` and `cleanup` look (`Home::trash_failures`).
+    let text = format!("{}\n", lines.join("\n"));
+    let kept = crate::atomic_write_unsynced(&failures_path, text.as_bytes(), 0o600);
+    let mut message = lines.join("\n");
+    if let Err(e) = kept {
+        message.push_str(&format!(
+            "\n(and {} could not be written: {e})",
+            failures_path.display()
+        ));
+    }
+    Err(io::Error::other(message))
+}
+
+/// Removes a record: what it names through the remover of its kind, then the record.
+fn remove_record(entry: &Path, kind: &str, removers: &[RecordRemover]) -> io::Result<()> {
+    let Some(remover) = removers.iter().find(|r| r.kind == kind) else {
+        return Err(io::Error::other(format!(
+            "the trash remover cannot remove the {kind} objects recorded in {}: this bot-bottle has no remover for them; run `bot-bottle cleanup` with a bot-bottle that has the {kind} backend",
+            entry.display()
+        )));
+    };
+    (remover.remove)(entry).map_err(|why| {
+        io::Error::other(format!(
+            "the trash remover cannot remove what {} records: {why}",
+            entry.display()
+        ))
+    })?;
+    remove_any(entry).map_err(named(entry))
 }
 
 /// Removes each of `entries` with its whole tree: the subtrees (each entry's children) on up
 /// to [`THREADS`] threads, then the entries themselves. The result for each entry.
-fn remove_all(entries: &[PathBuf]) -> Vec<(PathBuf, io::Result<()>)> {
+fn remove_all(entries: &[PathBuf], removers: &[RecordRemover]) -> Vec<(PathBuf, io::Result<()>)> {
     let mut subtrees = Vec::new();
     for entry in entries {
+        if record_kind(entry).is_some() {
+            continue;
+        }
         if let Ok(children) = fs::read_dir(entry) {
             subtrees.extend(children.flatten().map(|c| c.path()));
         }
@@ -255,7 +406,16 @@ fn remove_all(entries: &[PathBuf]) -> Vec<(PathBuf, io::Result<()>)> {
             });
         }
     });
-    entries.iter().map(|e| (e.clone(), remove_any(e))).collect()
+    entries
+        .iter()
+        .map(|e| {
+            let result = match record_kind(e) {
+                Some(kind) => remove_record(e, &kind, removers),
+                None => remove_any(e).map_err(named(e)),
+            };
+            (e.clone(), result)
+        })
+        .collect()
 }
 
 /// Removes a file, a symlink or a directory tree; nothing there is fine.
@@ -310,10 +470,10 @@ mod tests {
         assert_eq!(names.len(), 2);
         assert!(names[0].starts_with("dev-00001.queue."), "{names:?}");
         assert!(names[1].starts_with("dev-00001.state."), "{names:?}");
-        assert_eq!(home.empty_trash().unwrap(), 2);
+        assert_eq!(home.empty_trash(&[]).unwrap(), 2);
         assert_eq!(entries(&home.trash_dir()).unwrap(), Vec::<PathBuf>::new());
         assert!(!home.trash_needs_emptying());
-        assert_eq!(home.empty_trash().unwrap(), 0);
+        assert_eq!(home.empty_trash(&[]).unwrap(), 0);
     }
 
     #[test]
@@ -334,7 +494,7 @@ mod tests {
         assert!(!home.trash_needs_emptying());
         let emptying = std::thread::spawn({
             let home = home.clone();
-            move || home.empty_trash().unwrap()
+            move || home.empty_trash(&[]).unwrap()
         });
         // `empty_trash` waits for the lock (the holder here never removes anything).
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -378,7 +538,7 @@ mod tests {
             fs::write(inner.join("file"), b"x").unwrap();
             fs::set_permissions(&inner, fs::Permissions::from_mode(0o500)).unwrap();
         }
-        let err = home.empty_trash().map(drop).unwrap_err().to_string();
+        let err = home.empty_trash(&[]).map(drop).unwrap_err().to_string();
         if root {
             let out = std::process::Command::new("umount")
                 .arg(&inner)
@@ -396,8 +556,74 @@ mod tests {
         assert!(err.contains("remove it by hand"), "{err}");
         let left = entries(&home.trash_dir()).unwrap();
         assert_eq!(left.len(), 1, "{left:?}");
-        assert_eq!(home.empty_trash().unwrap(), 1);
+        // Kept where the next `start`, `list` and `cleanup` see it.
+        assert_eq!(home.trash_failures(), vec![err.clone()]);
+        assert!(err.contains(&left[0].display().to_string()), "{err}");
+        assert_eq!(home.empty_trash(&[]).unwrap(), 1);
         assert!(!home.trash_needs_emptying());
+        // Removed at last: no failure is shown any more.
+        assert_eq!(home.trash_failures(), Vec::<String>::new());
+    }
+
+    /// The record removers of these tests: `ok` removes what `fail-<n>` does not.
+    fn remove_ok(path: &Path) -> Result<(), String> {
+        assert!(fs::read_to_string(path).unwrap().starts_with("objects of"));
+        Ok(())
+    }
+
+    fn remove_fails(path: &Path) -> Result<(), String> {
+        Err(format!(
+            "the daemon does not answer ({}); `bot-bottle cleanup` tries again",
+            fs::read_to_string(path).unwrap()
+        ))
+    }
+
+    #[test]
+    fn a_record_goes_once_its_remover_succeeded_and_stays_named_while_it_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::new(tmp.path());
+        let record = home
+            .record_in_trash("demo-0a1b2", "docker", b"objects of demo-0a1b2")
+            .unwrap();
+        let name = record.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("demo-0a1b2.docker."), "{name}");
+        assert!(name.ends_with(".record"), "{name}");
+        assert_eq!(record_kind(&record).as_deref(), Some("docker"));
+        // The identity is taken while its record is there.
+        assert!(home.trash_holds("demo-0a1b2"));
+        assert!(!home.trash_holds("demo-0a1b"));
+        assert!(home.trash_needs_emptying());
+
+        // No remover for its kind: kept, and said so.
+        let err = home.empty_trash(&[]).unwrap_err().to_string();
+        assert!(err.contains(&record.display().to_string()), "{err}");
+        assert!(err.contains("no remover for them"), "{err}");
+        assert!(record.exists());
+        // Its remover fails: kept, the failure named with what to do, for the next reader.
+        let failing = RecordRemover {
+            kind: "docker",
+            remove: remove_fails,
+        };
+        let err = home.empty_trash(&[failing]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the trash remover cannot remove what {} records: the daemon does not answer (objects of demo-0a1b2); `bot-bottle cleanup` tries again",
+                record.display()
+            )
+        );
+        assert!(record.exists());
+        assert_eq!(home.trash_failures(), vec![err]);
+        // It succeeds: the record goes, the failure with it, the identity is free.
+        let removing = RecordRemover {
+            kind: "docker",
+            remove: remove_ok,
+        };
+        assert_eq!(home.empty_trash(&[removing]).unwrap(), 1);
+        assert!(!record.exists());
+        assert_eq!(home.trash_failures(), Vec::<String>::new());
+        assert!(!home.trash_holds("demo-0a1b2"));
+        assert!(home.trash_is_empty());
     }
 
     fn is_root() -> bool {

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 
 use super::client::{Engine, is_not_found, setup};
-use super::lifecycle::{exit_code, teardown, watch_sidecar};
+use super::lifecycle::{exit_code, stop_sidecar, teardown, watch_sidecar};
 use super::spec::Names;
 use super::{SidecarDown, TranscriptCopy, reaper};
 use crate::inbottle::docker_init as init;
@@ -79,6 +79,9 @@ pub struct DockerBottle<E: Engine = Docker> {
     pub(crate) reaper: Option<reaper::Reaper>,
     pub(crate) sidecar_down: Option<SidecarDown>,
     pub(crate) stop_grace: Duration,
+    /// The home's trash and the daemon's socket: where the ended bottle's objects are
+    /// recorded for the detached remover ([`super::DockerConfig::trash`]).
+    pub(crate) trash: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 enum Sink {
@@ -239,12 +242,41 @@ impl<E: Engine> DockerBottle<E> {
             resize.abort();
         }
         self.terminal = None;
-        if self.owned {
+        if self.owned && !self.hand_to_trash() {
             self.rt.block_on(teardown(&self.docker, &self.names));
         }
+        // Dismissed only now: a `start` killed before the bottle was removed or recorded
+        // still has its reaper remove it.
         if let Some(reaper) = self.reaper.take() {
             reaper.dismiss();
         }
+    }
+
+    /// What must happen before the caller goes on, done here: the sidecar stopped (its last
+    /// log and queue writes made, nothing leaves the bottle any more). The removal of the
+    /// containers and networks is then recorded in the trash, for its detached remover
+    /// ([`super::remove_recorded`]). `false`: not recorded (no trash configured, the sidecar
+    /// did not stop, or the record could not be written); the caller removes them itself.
+    fn hand_to_trash(&self) -> bool {
+        let Some((trash, socket)) = &self.trash else {
+            return false;
+        };
+        if self
+            .rt
+            .block_on(stop_sidecar(&self.docker, &self.names))
+            .is_err()
+        {
+            return false;
+        }
+        let record = super::reaper::Record {
+            identity: self.identity.clone(),
+            socket: socket.clone(),
+        };
+        let Ok(contents) = serde_json::to_vec(&record) else {
+            return false;
+        };
+        state::trash::record_in_trash(trash, &self.identity, super::TRASH_RECORD_KIND, &contents)
+            .is_ok()
     }
 }
 
@@ -353,6 +385,7 @@ mod tests {
             reaper: None,
             sidecar_down: None,
             stop_grace: Duration::from_secs(3),
+            trash: None,
         }
     }
 
@@ -389,6 +422,67 @@ mod tests {
                 "remove_network bot-bottle-egress-ID",
             ])
         );
+    }
+
+    #[test]
+    fn with_a_trash_the_sidecar_is_stopped_and_the_removal_recorded_for_later() {
+        let engine = RecordingEngine::new();
+        engine.with(|s| {
+            s.exits.insert(format!("bot-bottle-{ID}"), 0);
+        });
+        let trash = tempfile::tempdir().unwrap();
+        let mut running = bottle(&engine, true);
+        running.transcript = None;
+        running.trash = Some((trash.path().to_owned(), "/run/docker.sock".into()));
+        assert_eq!(running.wait().unwrap(), BottleExit { code: 0 });
+        drop(running);
+        // The agent's exit, the sidecar's SIGTERM; no removal while the caller waits.
+        let calls = engine.calls();
+        assert_eq!(
+            calls[calls.len() - 1..].to_vec(),
+            lines(&["stop_container bot-bottle-sidecar-ID t=10"])
+        );
+        assert!(!calls.iter().any(|c| c.starts_with("remove_")), "{calls:?}");
+        // What the trash's remover removes, recorded under the bottle's identity.
+        let records: Vec<_> = std::fs::read_dir(trash.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        let name = records[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with(&format!("{ID}.docker.")), "{name}");
+        assert!(name.ends_with(".record"), "{name}");
+        let record: reaper::Record =
+            serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+        assert_eq!(record.identity, ID);
+        assert_eq!(record.socket, std::path::Path::new("/run/docker.sock"));
+    }
+
+    #[test]
+    fn with_a_trash_a_sidecar_that_does_not_stop_is_removed_before_wait_returns() {
+        let engine = RecordingEngine::new();
+        engine.with(|s| {
+            s.exits.insert(format!("bot-bottle-{ID}"), 0);
+            s.fail.insert(
+                format!("stop_container bot-bottle-sidecar-{ID} t=10"),
+                "stuck".into(),
+            );
+        });
+        let trash = tempfile::tempdir().unwrap();
+        let mut running = bottle(&engine, true);
+        running.transcript = None;
+        running.trash = Some((trash.path().to_owned(), "/run/docker.sock".into()));
+        running.wait().unwrap();
+        let calls = engine.calls();
+        assert!(
+            calls.contains(&format!("remove_network bot-bottle-egress-{ID}")),
+            "{calls:?}"
+        );
+        assert_eq!(std::fs::read_dir(trash.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Script {
     pub created: BTreeMap<String, ContainerCreateBody>,
     /// The requests `create_network` received.
     pub created_networks: Vec<NetworkCreateRequest>,
+    /// Every call fails with "not found" (404): the objects are gone.
+    pub fail_not_found: bool,
 }
 
 /// The recording engine; clones share one [`Script`].
@@ -80,6 +82,12 @@ impl RecordingEngine {
         self.with(|s| {
             let failure = s.fail.get(&line).cloned();
             s.calls.push(line);
+            if s.fail_not_found {
+                return Err(ApiError::DockerResponseServerError {
+                    status_code: 404,
+                    message: "no such object".to_owned(),
+                });
+            }
             match failure {
                 Some(message) => Err(ApiError::DockerResponseServerError {
                     status_code: 500,

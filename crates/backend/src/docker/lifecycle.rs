@@ -567,23 +567,88 @@ async fn remove<E: Engine>(docker: &E, container: &str) {
     let _ = docker.remove_container(container).await;
 }
 
-/// Removes every object of a bottle by name (missing ones are fine).
+/// Removes every object of a bottle by name (missing ones are fine), errors ignored: the
+/// reaper's and a failed launch's teardown.
 pub(crate) async fn teardown<E: Engine>(docker: &E, names: &Names) {
-    let sidecar = async {
-        // SIGTERM first, as on native: the bundle finishes what is in flight and revokes
-        // forge deploy keys on its way out; SIGKILL after 10 s.
-        let _ = docker.stop_container(&names.sidecar, 10).await;
-        remove(docker, &names.sidecar).await;
+    let _ = remove_objects(docker, names).await;
+}
+
+/// Stops the sidecar container: SIGTERM first, as on native, so that the bundle finishes
+/// what is in flight (its last log and queue writes) and revokes forge deploy keys on its
+/// way out; SIGKILL after 10 s. A sidecar already stopped or gone is fine.
+pub(crate) async fn stop_sidecar<E: Engine>(docker: &E, names: &Names) -> Result<(), ApiError> {
+    match docker.stop_container(&names.sidecar, 10).await {
+        Err(e) if !is_not_found(&e) && !not_modified(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The daemon's "already stopped" answer (304) to a stop.
+fn not_modified(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
+/// Removes every object of a bottle by name: the sidecar stopped first ([`stop_sidecar`]),
+/// the three containers, then the two networks. Objects already gone are fine; every other
+/// failure is named in the error (the rest is still removed).
+pub(crate) async fn remove_objects<E: Engine>(docker: &E, names: &Names) -> Result<(), String> {
+    let failed = |what: &str, name: &str, e: ApiError| -> Option<String> {
+        (!is_not_found(&e)).then(|| format!("cannot remove the {what} {name}: {}", api_message(&e)))
     };
-    tokio::join!(
-        remove(docker, &names.firewall),
-        remove(docker, &names.agent),
-        sidecar,
+    let container = |name: &str| {
+        let name = name.to_owned();
+        async move {
+            docker
+                .remove_container(&name)
+                .await
+                .err()
+                .and_then(|e| failed("container", &name, e))
+        }
+    };
+    let sidecar = async {
+        let stopped = stop_sidecar(docker, names).await;
+        let removed = container(&names.sidecar).await;
+        removed.or_else(|| {
+            stopped.err().map(|e| {
+                format!(
+                    "cannot stop the container {}: {}",
+                    names.sidecar,
+                    api_message(&e)
+                )
+            })
+        })
+    };
+    let (firewall, agent, sidecar) =
+        tokio::join!(container(&names.firewall), container(&names.agent), sidecar);
+    let network = |name: &str| {
+        let name = name.to_owned();
+        async move {
+            docker
+                .remove_network(&name)
+                .await
+                .err()
+                .and_then(|e| failed("network", &name, e))
+        }
+    };
+    let (internal, egress) = tokio::join!(
+        network(&names.internal_network),
+        network(&names.egress_network),
     );
-    let _ = tokio::join!(
-        docker.remove_network(&names.internal_network),
-        docker.remove_network(&names.egress_network),
-    );
+    let errors: Vec<String> = [firewall, agent, sidecar, internal, egress]
+        .into_iter()
+        .flatten()
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 fn label_filter(extra: &[(&str, &str)]) -> Filters {
@@ -677,10 +742,11 @@ pub(crate) async fn cleanup<E: Engine>(
         }
         let name = n.name.unwrap_or_default();
         if !dry_run {
-            docker
-                .remove_network(&name)
-                .await
-                .map_err(setup("remove a network"))?;
+            match docker.remove_network(&name).await {
+                // Removed meanwhile (by the trash remover of an ended bottle).
+                Err(e) if is_not_found(&e) => continue,
+                other => other.map_err(setup("remove a network"))?,
+            }
         }
         actions.push(CleanupAction::RemovedNetwork { name });
     }

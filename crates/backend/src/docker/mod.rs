@@ -44,8 +44,11 @@
 //! (the agent's init waits), installs the firewall, then releases the init with `SIGUSR1`.
 //! `wait` returns the agent's exit code once the container stopped, copies
 //! [`DockerConfig::transcript`] out (it must not live on a tmpfs, which dies with the
-//! container; the home directory is a bind mount anyway) and removes every object of the
-//! bottle. Unlike native bottles, containers survive a launcher killed with `SIGKILL`: `list`
+//! container; the home directory is a bind mount anyway), stops the sidecar (SIGTERM: its
+//! last writes done, deploy keys revoked) and removes every object of the bottle — or, with
+//! [`DockerConfig::trash`], records them in the home's trash for its detached remover
+//! ([`remove_recorded`]): the daemon's removals (~0.5 s, serialised in dockerd) then happen
+//! after `start` returned. Unlike native bottles, containers survive a launcher killed with `SIGKILL`: `list`
 //! reports them as orphaned (the launcher label names its boot id, PID and start time) and
 //! `cleanup` kills and removes them. While the agent runs, `wait` also watches the sidecar
 //! container: if it ends first, the agent is stopped (SIGTERM, SIGKILL after
@@ -84,6 +87,7 @@ pub use self::lifecycle::describe_exit;
 pub(crate) use self::lifecycle::{
     launcher_gone as launcher_gone_label, launcher_label as launcher_label_value,
 };
+pub use self::reaper::{TRASH_RECORD_KIND, remove_recorded};
 pub use self::runtime::RuntimeChoice;
 use self::spec::{AgentSettings, workspace_host};
 pub use self::spec::{Names, SidecarMount, SidecarSpec};
@@ -157,6 +161,11 @@ pub struct DockerConfig {
     pub stop_grace: Duration,
     /// Called right before the agent is released ([`BeforeRelease`]).
     pub before_release: Option<BeforeRelease>,
+    /// The home's trash (`$BOT_BOTTLE_HOME/trash`, see `state::trash`): once the agent
+    /// ended and its sidecar stopped, the bottle's containers and networks are recorded
+    /// there and removed by the trash's detached remover ([`remove_recorded`]) instead of
+    /// while `start` waits. `None`: removed before `wait` returns.
+    pub trash: Option<PathBuf>,
 }
 
 impl DockerConfig {
@@ -179,6 +188,7 @@ impl DockerConfig {
             sidecar_down: None,
             stop_grace: Duration::from_secs(10),
             before_release: None,
+            trash: None,
         }
     }
 }
@@ -423,6 +433,11 @@ impl DockerBackend {
             reaper,
             sidecar_down: self.config.sidecar_down.clone(),
             stop_grace: self.config.stop_grace,
+            trash: self
+                .config
+                .trash
+                .clone()
+                .map(|trash| (trash, self.config.socket.clone())),
         };
         bottle.connect(attach, stdio, spec.interactive)?;
         // Refused here, the bottle is torn down when dropped; its agent never ran.
@@ -590,6 +605,7 @@ impl Backend for DockerBackend {
             // Watched by the `start` that owns it, not by an attached terminal.
             sidecar_down: None,
             stop_grace: self.config.stop_grace,
+            trash: None,
         };
         let interactive = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
         bottle.connect(attach, BottleStdio::inherit(), interactive)?;

@@ -9,9 +9,20 @@
 //! closes without it, the launcher is gone and the reaper removes the bottle's objects by
 //! name (the sidecar gets `SIGTERM` first so it revokes forge deploy keys). The reaper has
 //! no other input and touches only objects named after its identity.
+//!
+//! A bottle that ended normally is removed by neither: once its sidecar stopped, `wait`
+//! records it in the home's trash ([`Record`], kind [`TRASH_RECORD_KIND`]) and the trash's
+//! detached remover (`bot-bottle __empty-trash`) removes its objects with
+//! [`remove_recorded`] after `start` returned. A remover that is killed leaves the record:
+//! the next `start` hands it to a new remover and `cleanup` removes it itself. While the
+//! record is there the identity is not given to a new bottle, and a `resume` of it empties
+//! the trash first, so the names it holds are never those of a live bottle.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+
+use serde::{Deserialize, Serialize};
 
 use super::spec::Names;
 use crate::BackendError;
@@ -94,4 +105,58 @@ pub fn reaper_main() -> ! {
     };
     rt.block_on(super::lifecycle::teardown(&docker, &Names::new(identity)));
     std::process::exit(0)
+}
+
+/// The kind of the docker backend's records in the home's trash (`state::trash`).
+pub const TRASH_RECORD_KIND: &str = "docker";
+
+/// What a record in the trash says of an ended docker bottle: its objects are those named
+/// after `identity` ([`Names`]) on the daemon at `socket`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) identity: String,
+    pub(crate) socket: PathBuf,
+}
+
+/// The trash's remover of docker records: removes the containers and networks of the ended
+/// bottle a record names (the sidecar stopped first if it still runs; objects already gone
+/// are fine). The error names the objects, the cause and what to do.
+pub fn remove_recorded(record: &Path) -> Result<(), String> {
+    let text = state::read::read_limited_to_string(record, 64 * 1024)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let record: Record =
+        serde_json::from_str(&text).map_err(|e| format!("it is not a docker record: {e}"))?;
+    // Names are made from the identity: one no bottle could have names nothing of ours.
+    let valid = !record.identity.is_empty()
+        && record
+            .identity
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(format!(
+            "its identity `{}` is not a bottle's; remove the record by hand",
+            record.identity
+        ));
+    }
+    let socket = record.socket.display().to_string();
+    let retry = format!(
+        "`bot-bottle cleanup` tries again (or remove the containers and networks named bot-bottle-*{} with `docker rm -f` and `docker network rm`)",
+        record.identity
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the docker client: {e}; {retry}"))?;
+    let docker = bollard::Docker::connect_with_socket(&socket, 60, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| {
+            format!(
+                "cannot use the docker daemon at {socket}: {}; {retry}",
+                super::client::api_message(&e)
+            )
+        })?;
+    rt.block_on(super::lifecycle::remove_objects(
+        &docker,
+        &Names::new(&record.identity),
+    ))
+    .map_err(|e| format!("{e} (daemon at {socket}); {retry}"))
 }

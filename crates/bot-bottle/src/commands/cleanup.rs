@@ -130,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     } else {
-        let removed = home.empty_trash()?;
+        let removed = home.empty_trash(backend::TRASH_REMOVERS)?;
         if removed > 0 {
             count += 1;
             println!(

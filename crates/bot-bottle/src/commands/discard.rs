@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !home.trash_is_empty() {
         let spawned = std::env::current_exe().and_then(|exe| home.spawn_emptying_trash(&exe));
         if spawned.is_err() {
-            home.empty_trash()?;
+            home.empty_trash(backend::TRASH_REMOVERS)?;
         }
     }
     match home.discard_bottle(&identity) {

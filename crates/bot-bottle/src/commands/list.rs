@@ -24,6 +24,11 @@ struct Row {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = Home::from_env()?;
+    // What the trash's remover could not remove (what ended bottles left), on stderr so
+    // that `--json` stays parseable.
+    for failure in home.trash_failures() {
+        eprintln!("bot-bottle: {failure}");
+    }
     let rows: Vec<Row> = home
         .list()
         .context("cannot list bottles")?

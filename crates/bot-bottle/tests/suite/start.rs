@@ -529,8 +529,32 @@ async fn a_clean_exit_removes_the_state(on: On) {
     ] {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+    assert_eq!(listed(&world), serde_json::json!([]));
+    if on == On::Docker {
+        // Nothing of it runs any more (its sidecar was stopped before `start` returned);
+        // its containers and networks are removed by the trash's remover.
+        assert_eq!(docker_running(&identity), Vec::<String>::new());
+        // A new bottle of the same agent starts at once, beside what is left of the first.
+        let w = world.clone();
+        let again = tokio::task::spawn_blocking(move || start(&w, script))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        let second = String::from_utf8_lossy(&again.stdout).trim().to_string();
+        assert_ne!(second, identity);
+        trash_empties(&world).await;
+        assert_eq!(docker_objects(&second), Vec::<String>::new());
+    }
     // Their files are removed after `start` returned, by a remover of their own.
     trash_empties(&world).await;
+    if on == On::Docker {
+        assert_eq!(docker_objects(&identity), Vec::<String>::new());
+    }
     // A remover killed before it finished leaves its entries: the next `start` hands them
     // to a new remover, and `cleanup` removes them itself.
     let leftover = |n: u32| {
@@ -542,18 +566,163 @@ async fn a_clean_exit_removes_the_state(on: On) {
         std::fs::write(entry.join("ca/key.pem"), "left by a killed remover").unwrap();
     };
     leftover(1);
+    // On docker, what a killed remover left of a bottle's objects: its record in the trash
+    // and, still on the daemon, a network of its own.
+    if on == On::Docker {
+        docker_leftover(&world, "demo-0000a");
+    }
     let w = world.clone();
     let out = tokio::task::spawn_blocking(move || start(&w, script))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     trash_empties(&world).await;
+    if on == On::Docker {
+        assert_eq!(docker_objects("demo-0000a"), Vec::<String>::new());
+        docker_leftover(&world, "demo-0000b");
+    }
     leftover(2);
     let out = bot_bottle(&world).arg("cleanup").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("ended bottle directory left in"), "{text}");
+    if on == On::Docker {
+        assert!(text.contains("ended bottle directories left in"), "{text}");
+        assert_eq!(docker_objects("demo-0000b"), Vec::<String>::new());
+    } else {
+        assert!(text.contains("ended bottle directory left in"), "{text}");
+    }
     assert_eq!(trash_entries(&world), Vec::<String>::new());
+}
+
+/// What a trash remover killed before it finished leaves of docker bottle `identity`: a
+/// network of its bottle on the daemon (with its labels, from a launcher long gone) and the
+/// record naming it in the trash.
+fn docker_leftover(world: &World, identity: &str) {
+    let out = Command::new("docker")
+        .args(["network", "create", "--internal"])
+        .args(["--label", "org.bot-bottle.managed=true"])
+        .args(["--label", &format!("org.bot-bottle.identity={identity}")])
+        .args(["--label", "org.bot-bottle.role=internal-network"])
+        .args(["--label", "org.bot-bottle.launcher=gone:1:1"])
+        .arg(format!("bot-bottle-net-{identity}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = serde_json::json!({"identity": identity, "socket": "/var/run/docker.sock"});
+    std::fs::write(
+        world
+            .home
+            .join("trash")
+            .join(format!("{identity}.docker.1.2.3.record")),
+        record.to_string(),
+    )
+    .unwrap();
+    assert_eq!(docker_objects(identity).len(), 1);
+}
+
+/// The containers of a docker bottle that still run.
+fn docker_running(identity: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| n.ends_with(identity))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A trash remover that cannot remove an entry says so where the operator looks: the next
+/// `start`, `list` and `cleanup` name the entry, the error and what to do, until it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trash_removers_failures_are_shown_by_start_list_and_cleanup() {
+    let Some((_upstream, world, _network)) = setup(On::Native).await else {
+        return;
+    };
+    // What an ended docker bottle left, on a daemon that does not answer (its socket is gone).
+    let trash = world.home.join("trash");
+    std::fs::create_dir_all(&trash).unwrap();
+    let record = trash.join("demo-0000c.docker.1.2.3.record");
+    std::fs::write(
+        &record,
+        r#"{"identity": "demo-0000c", "socket": "/nonexistent/docker.sock"}"#,
+    )
+    .unwrap();
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || start(&w, "true"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The remover this start spawned fails, and writes down why.
+    let failures = trash.join(".failures");
+    for _ in 0..600 {
+        if failures.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let said = std::fs::read_to_string(&failures).expect("the remover's failure is kept");
+    let expected = format!(
+        "the trash remover cannot remove what {} records:",
+        record.display()
+    );
+    assert!(said.starts_with(&expected), "{said}");
+    for part in [
+        "/nonexistent/docker.sock",
+        "`bot-bottle cleanup` tries again",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    let line = said.trim_end();
+    // `list`: on stderr, its JSON untouched.
+    let out = bot_bottle(&world)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("bot-bottle: {line}\n")
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    // The next `start`.
+    let w = world.clone();
+    let out = tokio::task::spawn_blocking(move || start(&w, "true"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(line),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `cleanup` tries again itself and fails naming it.
+    let out = bot_bottle(&world).arg("cleanup").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(record.exists());
+    // Gone (removed by hand here): nothing is said any more.
+    std::fs::remove_file(&record).unwrap();
+    let out = bot_bottle(&world).arg("cleanup").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!failures.exists());
+    let out = bot_bottle(&world)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 /// What is in the home's trash (its lock aside).
@@ -1177,6 +1346,9 @@ async fn a_sidecar_killed_with_sigkill_stops_the_bottle_and_keeps_it(on: On) {
     let state = world.home.join("state").join(&identity);
     assert!(state.join("live-config/routes.yaml").is_file());
     if on == On::Docker {
+        // Nothing of it runs; its objects go with the trash's remover.
+        assert_eq!(docker_running(&identity), Vec::<String>::new());
+        trash_empties(&world).await;
         assert_eq!(docker_objects(&identity), Vec::<String>::new());
     }
     // `resume` brings it back with a new bundle.

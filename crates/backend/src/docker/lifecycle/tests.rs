@@ -299,6 +299,39 @@ fn teardown_stops_the_sidecar_gracefully_and_removes_everything_by_name() {
     assert_eq!(engine.calls(), lines(&TEARDOWN[..6]));
 }
 
+#[test]
+fn the_trash_removal_names_every_object_it_could_not_remove_and_removes_the_rest() {
+    let engine = RecordingEngine::new();
+    engine.with(|s| {
+        s.fail.insert(
+            format!("remove_container bot-bottle-{ID}"),
+            "device busy".into(),
+        );
+        s.fail.insert(
+            format!("remove_network bot-bottle-egress-{ID}"),
+            "has active endpoints".into(),
+        );
+    });
+    let err = rt()
+        .block_on(remove_objects(&engine, &Names::new(ID)))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "cannot remove the container bot-bottle-{ID}: device busy; cannot remove the network bot-bottle-egress-{ID}: has active endpoints"
+        )
+    );
+    // Everything else went, in the teardown's order.
+    assert_eq!(engine.calls(), lines(&TEARDOWN[..6]));
+    // Gone already (a second remover, or `cleanup`): not an error.
+    let engine = RecordingEngine::new();
+    engine.with(|s| {
+        s.fail_not_found = true;
+    });
+    rt().block_on(remove_objects(&engine, &Names::new(ID)))
+        .unwrap();
+}
+
 fn info(default: &str, runtimes: &[(&str, &str, &[&str])]) -> SystemInfo {
     SystemInfo {
         default_runtime: Some(default.to_owned()),
