@@ -5,12 +5,15 @@
 //! Built by our code (a cpio "newc" archive; the format is a fixed header of hex fields, so a
 //! small writer here is simpler than a dependency) and cached by the hash of its content under
 //! `assets::cache_root()/qemu/`, so a second bottle reuses it and a new kernel or busybox makes
-//! a new one.
+//! a new one. A launch finds the archive without building it through a lookup record of its
+//! inputs' stamps ([`cached`]); only a miss builds and hashes it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -152,11 +155,17 @@ fn depends_of(ko: &[u8]) -> Vec<String> {
 /// Suffixes of compressed modules, recognised only to say what to do about them.
 const COMPRESSED: [&str; 3] = [".ko.xz", ".ko.zst", ".ko.gz"];
 
-/// Every `.ko` under `dir`, by module name (`-` and `_` are the same in module names).
-fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError> {
+/// Every `.ko` under `dir`, by module name (`-` and `_` are the same in module names). Each
+/// directory is stamped into `read` before it is listed: a module added, removed or renamed
+/// changes its directory's stamp.
+fn index_modules(
+    dir: &Path,
+    seen: &mut Sources,
+) -> Result<BTreeMap<String, PathBuf>, InitramfsError> {
     let mut found = BTreeMap::new();
     let mut stack = vec![dir.join("kernel")];
     while let Some(d) = stack.pop() {
+        seen.stamp(&d);
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if d == dir.join("kernel") => return Err(io("read", &d)(e)),
@@ -183,8 +192,10 @@ fn index_modules(dir: &Path) -> Result<BTreeMap<String, PathBuf>, InitramfsError
 }
 
 /// Names of modules built into the kernel (`modules.builtin`), if the file is there.
-fn builtin_modules(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("modules.builtin"))
+fn builtin_modules(dir: &Path, seen: &mut Sources) -> Vec<String> {
+    let file = dir.join("modules.builtin");
+    seen.stamp(&file);
+    std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.rsplit('/').next())
@@ -199,48 +210,70 @@ pub fn resolve_modules(
     dir: &Path,
     needed: &[&str],
 ) -> Result<Vec<(String, PathBuf)>, InitramfsError> {
-    let index = index_modules(dir)?;
-    let builtin = builtin_modules(dir);
-    let mut order: Vec<(String, PathBuf)> = Vec::new();
+    Ok(resolve_and_read(dir, needed, &mut Sources::default())?
+        .into_iter()
+        .map(|(name, path, _)| (name, path))
+        .collect())
+}
+
+/// [`resolve_modules`] with each module's bytes, stamping into `read` every directory listed
+/// and every file read, each before it is read.
+fn resolve_and_read(
+    dir: &Path,
+    needed: &[&str],
+    seen: &mut Sources,
+) -> Result<Vec<(String, PathBuf, Vec<u8>)>, InitramfsError> {
+    let index = index_modules(dir, seen)?;
+    let builtin = builtin_modules(dir, seen);
+    let mut order: Vec<(String, PathBuf, Vec<u8>)> = Vec::new();
     // Depth-first, each module after its dependencies; `visiting` stops a cycle.
-    fn visit(
-        name: &str,
-        index: &BTreeMap<String, PathBuf>,
-        builtin: &[String],
-        dir: &Path,
-        visiting: &mut Vec<String>,
-        order: &mut Vec<(String, PathBuf)>,
-    ) -> Result<(), InitramfsError> {
+    struct Walk<'a> {
+        index: &'a BTreeMap<String, PathBuf>,
+        builtin: &'a [String],
+        dir: &'a Path,
+        visiting: Vec<String>,
+        order: &'a mut Vec<(String, PathBuf, Vec<u8>)>,
+        seen: &'a mut Sources,
+    }
+    fn visit(name: &str, w: &mut Walk<'_>) -> Result<(), InitramfsError> {
         let name = name.replace('-', "_");
-        if order.iter().any(|(n, _)| *n == name) || visiting.contains(&name) {
+        if w.order.iter().any(|(n, _, _)| *n == name) || w.visiting.contains(&name) {
             return Ok(());
         }
-        if let Some(path) = index.get(&name)
+        if let Some(path) = w.index.get(&name)
             && !path.to_string_lossy().ends_with(".ko")
         {
             return Err(InitramfsError::CompressedModule { path: path.clone() });
         }
-        let Some(path) = index.get(&name) else {
-            if builtin.contains(&name) {
+        let Some(path) = w.index.get(&name) else {
+            if w.builtin.contains(&name) {
                 return Ok(());
             }
             return Err(InitramfsError::MissingModule {
                 name,
-                dir: dir.to_path_buf(),
+                dir: w.dir.to_path_buf(),
             });
         };
-        visiting.push(name.clone());
+        w.visiting.push(name.clone());
+        w.seen.stamp(path);
         let bytes = std::fs::read(path).map_err(io("read", path))?;
         for dep in depends_of(&bytes) {
-            visit(&dep, index, builtin, dir, visiting, order)?;
+            visit(&dep, w)?;
         }
-        visiting.pop();
-        order.push((name, path.clone()));
+        w.visiting.pop();
+        w.order.push((name, path.clone(), bytes));
         Ok(())
     }
-    let mut visiting = Vec::new();
+    let mut walk = Walk {
+        index: &index,
+        builtin: &builtin,
+        dir,
+        visiting: Vec::new(),
+        order: &mut order,
+        seen,
+    };
     for name in needed {
-        visit(name, &index, &builtin, dir, &mut visiting, &mut order)?;
+        visit(name, &mut walk)?;
     }
     Ok(order)
 }
@@ -349,30 +382,331 @@ fn still_named(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
-/// Builds (or finds in the cache) the initramfs for the kernel modules in `modules_dir`, with
-/// `busybox` (a static binary), under `cache_dir`, and then prunes the cache's other archives
-/// that no live bottle holds ([`prune`]): each new kernel, busybox or bot-bottle version makes
-/// a new content-hashed archive, and nothing else ever removed the old ones.
+/// The version of the archive's layout (its entries, stage 1, the cpio writer, the modules
+/// needed) and of the lookup record's format ([`Record`]). A record of another version is never
+/// trusted. Bump it when any of these change; the builder's own stamp ([`Lookup::builder`])
+/// already makes every new build of bot-bottle miss once, so this is the explicit guard for a
+/// change that reaches the cache without a new executable (a record written by hand, a copied
+/// cache).
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// A record is written only when every input it names was last changed at least this long
+/// before: a file changed twice within the filesystem's timestamp granularity (a few
+/// milliseconds; one second on some filesystems) can keep its stamp, so a record taken right
+/// after a change could miss the second one. Such a launch builds the archive and writes no
+/// record; the next one writes it.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// What identifies one version of a file or directory on disk: writing a file changes its
+/// size or times; adding, removing or renaming a directory's entry changes the directory's
+/// times; replacing either by a rename changes the inode. The change time (`ctime`) cannot be
+/// set back by a user (`touch -d` sets it to now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp of `path` (following symbolic links, as reading it does); `None` when it
+    /// cannot be read (absent).
+    pub fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            mode: m.mode(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Whether it changed less than `window` before `now` (or after it: a clock set back).
+    fn changed_within(&self, window: Duration, now: SystemTime) -> bool {
+        let at = |(secs, nanos): (i64, i64)| {
+            u64::try_from(secs).ok().map(|s| {
+                UNIX_EPOCH + Duration::from_secs(s) + Duration::from_nanos(nanos.max(0) as u64)
+            })
+        };
+        [self.mtime, self.ctime].into_iter().any(|t| match at(t) {
+            Some(t) => now.duration_since(t).map_or(true, |age| age < window),
+            None => true,
+        })
+    }
+}
+
+/// The files and directories an archive was made from, each stamped before it was read or
+/// listed (`None`: it was absent, e.g. no `modules.builtin`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources(Vec<(PathBuf, Option<Stamp>)>);
+
+impl Sources {
+    fn stamp(&mut self, path: &Path) {
+        self.0.push((path.to_path_buf(), Stamp::of(path)));
+    }
+
+    /// The paths, in the order they were read.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.0.iter().map(|(p, _)| p.as_path())
+    }
+}
+
+/// Makes the archive's bytes. [`FromFiles`] reads the inputs; the tests wrap it to count builds.
+pub trait Build {
+    /// The archive for `busybox` and the modules under `modules_dir`, and what it was made from.
+    fn build(
+        &self,
+        busybox: &Path,
+        modules_dir: &Path,
+    ) -> Result<(Vec<u8>, Sources), InitramfsError>;
+}
+
+/// The archive of [`entries`]: [`NEEDED_MODULES`] and their dependencies from the modules
+/// directory, in load order, and busybox.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FromFiles;
+
+impl Build for FromFiles {
+    fn build(
+        &self,
+        busybox: &Path,
+        modules_dir: &Path,
+    ) -> Result<(Vec<u8>, Sources), InitramfsError> {
+        let mut seen = Sources::default();
+        let modules = resolve_and_read(modules_dir, &NEEDED_MODULES, &mut seen)?;
+        seen.stamp(busybox);
+        let busybox_bytes = std::fs::read(busybox).map_err(io("read", busybox))?;
+        let loaded = modules
+            .into_iter()
+            .map(|(name, _, bytes)| (name, bytes))
+            .collect();
+        let mut archive = Vec::new();
+        write_cpio(&entries(busybox_bytes, loaded), &mut archive)
+            .map_err(io("write the initramfs for", modules_dir))?;
+        Ok((archive, seen))
+    }
+}
+
+/// One launch's initramfs: its inputs and where the cache is.
+#[derive(Debug, Clone)]
+pub struct Lookup<'a> {
+    /// A static busybox.
+    pub busybox: &'a Path,
+    /// The kernel's `lib/modules/<version>` directory.
+    pub modules_dir: &'a Path,
+    /// The executable whose code lays the archive out (bot-bottle's own, [`build_cached`]):
+    /// its stamp is part of the key, so a new build never trusts a record of an old one.
+    /// `None` (unknown): every launch builds the archive, no record is written.
+    pub builder: Option<&'a Path>,
+    /// `assets::cache_root()/qemu`.
+    pub cache_dir: &'a Path,
+    /// [`RACY_WINDOW`].
+    pub racy: Duration,
+}
+
+/// The lookup record of one (busybox, modules directory, builder) triple: the archive built
+/// from them and the stamps of everything it was made from. Stored as
+/// `initramfs-<hash of the three paths>.key`, its first line the archive's name (read alone by
+/// [`prune`]), then this as JSON.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    layout: u32,
+    busybox: PathBuf,
+    modules_dir: PathBuf,
+    builder: PathBuf,
+    builder_stamp: Stamp,
+    archive: String,
+    archive_size: u64,
+    sources: Vec<(PathBuf, Option<Stamp>)>,
+}
+
+/// Whether `name` is a content-named archive's file name (`initramfs-<hex>.cpio`).
+fn archive_name(name: &str) -> bool {
+    name.strip_prefix("initramfs-")
+        .and_then(|n| n.strip_suffix(".cpio"))
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl Lookup<'_> {
+    fn record_path(&self, builder: &Path) -> PathBuf {
+        let mut key = Sha256::new();
+        for part in [self.busybox, self.modules_dir, builder] {
+            key.update(part.as_os_str().as_encoded_bytes());
+            key.update([0]);
+        }
+        self.cache_dir.join(format!(
+            "initramfs-{}.key",
+            hex::encode(&key.finalize()[..12])
+        ))
+    }
+
+    /// The archive the record names, if the record is for these inputs, nothing it names has
+    /// changed since, and the archive is still there (held for the bottle, as a build's is).
+    fn recorded(
+        &self,
+        builder: &Path,
+        builder_stamp: &Stamp,
+    ) -> Result<Option<CachedInitramfs>, InitramfsError> {
+        let Ok(text) = std::fs::read(self.record_path(builder)) else {
+            return Ok(None);
+        };
+        let Some(json) = text.splitn(2, |b| *b == b'\n').nth(1) else {
+            return Ok(None);
+        };
+        let Ok(record) = serde_json::from_slice::<Record>(json) else {
+            return Ok(None);
+        };
+        let current = record.layout == LAYOUT_VERSION
+            && record.busybox == self.busybox
+            && record.modules_dir == self.modules_dir
+            && record.builder == builder
+            && record.builder_stamp == *builder_stamp
+            && archive_name(&record.archive)
+            && record
+                .sources
+                .iter()
+                .all(|(path, stamp)| Stamp::of(path) == *stamp);
+        if !current {
+            return Ok(None);
+        }
+        let path = self.cache_dir.join(&record.archive);
+        Ok(open_held(&path)?.filter(|held| {
+            held._in_use
+                .metadata()
+                .is_ok_and(|m| m.len() == record.archive_size)
+        }))
+    }
+
+    /// Writes the record of `archive`, made from `sources`, unless one of them (or the
+    /// builder) changed too recently to be trusted ([`RACY_WINDOW`]). Best effort: without a
+    /// record the next launch builds again.
+    fn record(
+        &self,
+        builder: &Path,
+        builder_stamp: Stamp,
+        archive: &Path,
+        size: u64,
+        sources: Sources,
+    ) {
+        let now = SystemTime::now();
+        let racy = std::iter::once(Some(builder_stamp))
+            .chain(sources.0.iter().map(|(_, s)| *s))
+            .flatten()
+            .any(|s| s.changed_within(self.racy, now));
+        let Some(name) = archive.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        if racy {
+            return;
+        }
+        let record = Record {
+            layout: LAYOUT_VERSION,
+            busybox: self.busybox.to_path_buf(),
+            modules_dir: self.modules_dir.to_path_buf(),
+            builder: builder.to_path_buf(),
+            builder_stamp,
+            archive: name.to_owned(),
+            archive_size: size,
+            sources: sources.0,
+        };
+        let Ok(json) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let written = tempfile::Builder::new()
+            .prefix(".initramfs-key.")
+            .suffix(".tmp")
+            .tempfile_in(self.cache_dir)
+            .and_then(|mut tmp| {
+                tmp.write_all(name.as_bytes())?;
+                tmp.write_all(b"\n")?;
+                tmp.write_all(&json)?;
+                tmp.persist(self.record_path(builder))
+                    .map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "the initramfs lookup record was not written; the next launch builds the archive again");
+        }
+    }
+}
+
+/// The initramfs for the kernel modules in `modules_dir`, with `busybox` (a static binary),
+/// from the cache under `cache_dir` ([`cached`] with bot-bottle's own executable as the
+/// builder and [`FromFiles`]).
 pub fn build_cached(
     busybox: &Path,
     modules_dir: &Path,
     cache_dir: &Path,
 ) -> Result<CachedInitramfs, InitramfsError> {
-    let modules = resolve_modules(modules_dir, &NEEDED_MODULES)?;
-    let busybox_bytes = std::fs::read(busybox).map_err(io("read", busybox))?;
-    let mut loaded = Vec::new();
-    for (name, path) in modules {
-        let bytes = std::fs::read(&path).map_err(io("read", &path))?;
-        loaded.push((name, bytes));
+    let builder = std::env::current_exe().ok();
+    cached(
+        &Lookup {
+            busybox,
+            modules_dir,
+            builder: builder.as_deref(),
+            cache_dir,
+            racy: RACY_WINDOW,
+        },
+        &FromFiles,
+    )
+}
+
+/// Finds the initramfs of `lookup` in the cache or builds it, then prunes the cache's other
+/// archives that no live bottle holds ([`prune`]): each new kernel, busybox or bot-bottle
+/// version makes a new content-hashed archive, and nothing else ever removed the old ones.
+///
+/// The archive is named by the hash of its content, as before; what is new is how a launch
+/// finds it: the lookup record ([`Record`]) of these inputs names the archive and stamps
+/// ([`Stamp`]) every directory listed and file read to make it, and the builder executable.
+/// When all of them still have those stamps the archive is used as it is (a few hundred
+/// `stat`s for Debian's modules directory). Otherwise (anything changed, added or removed, no
+/// record, another layout version) it is built again with `build` (reading busybox and the
+/// modules, writing the cpio, hashing it), which cost 580 ms of every launch of a debug build
+/// when it was the only way to find the archive.
+pub fn cached(lookup: &Lookup<'_>, build: &dyn Build) -> Result<CachedInitramfs, InitramfsError> {
+    let builder = lookup
+        .builder
+        .and_then(|b| Stamp::of(b).map(|stamp| (b, stamp)));
+    if let Some((builder, stamp)) = &builder
+        && let Some(held) = lookup.recorded(builder, stamp)?
+    {
+        prune(lookup.cache_dir, held.path());
+        return Ok(held);
     }
-    let mut archive = Vec::new();
-    write_cpio(&entries(busybox_bytes, loaded), &mut archive)
-        .map_err(io("write the initramfs for", modules_dir))?;
+    let (archive, sources) = build.build(lookup.busybox, lookup.modules_dir)?;
     let hash = hex::encode(&Sha256::digest(&archive)[..12]);
-    let path = cache_dir.join(format!("initramfs-{hash}.cpio"));
-    let cached = cached_or_written(&archive, &hash, &path, cache_dir)?;
-    prune(cache_dir, &path);
+    let path = lookup.cache_dir.join(format!("initramfs-{hash}.cpio"));
+    let cached = cached_or_written(&archive, &hash, &path, lookup.cache_dir)?;
+    if let Some((builder, stamp)) = builder {
+        lookup.record(builder, stamp, &path, archive.len() as u64, sources);
+    }
+    prune(lookup.cache_dir, &path);
     Ok(cached)
+}
+
+/// The archive at `path`, held (a shared lock), if it is there and still named so once
+/// locked. World-readable: QEMU reads it as the jail's unprivileged uid (nothing in it is
+/// secret), also when an older build cached it owner-only.
+fn open_held(path: &Path) -> Result<Option<CachedInitramfs>, InitramfsError> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(None);
+    };
+    file.lock_shared().map_err(io("lock", path))?;
+    if !still_named(&file, path) {
+        return Ok(None);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(io("make readable", path))?;
+    Ok(Some(CachedInitramfs {
+        path: path.to_path_buf(),
+        _in_use: file,
+    }))
 }
 
 fn cached_or_written(
@@ -381,22 +715,12 @@ fn cached_or_written(
     path: &Path,
     cache_dir: &Path,
 ) -> Result<CachedInitramfs, InitramfsError> {
-    // QEMU reads the archive as the jail's unprivileged uid: world-readable (nothing in it is
-    // secret), also when an older build cached it owner-only.
     let readable = std::fs::Permissions::from_mode(0o644);
     // Three rounds: a pruner may unlink the archive between our open and our lock, and a
     // concurrent build may put it in place before our rename.
     for _ in 0..3 {
-        if let Ok(file) = std::fs::File::open(path) {
-            file.lock_shared().map_err(io("lock", path))?;
-            if still_named(&file, path) {
-                std::fs::set_permissions(path, readable.clone())
-                    .map_err(io("make readable", path))?;
-                return Ok(CachedInitramfs {
-                    path: path.to_path_buf(),
-                    _in_use: file,
-                });
-            }
+        if let Some(held) = open_held(path)? {
+            return Ok(held);
         }
         std::fs::create_dir_all(cache_dir).map_err(io("create", cache_dir))?;
         // A temporary file of its own: two launches (threads of one process too) may build
@@ -441,11 +765,13 @@ const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600
 /// Removes the cached archives in `cache_dir` other than `current` that no live bottle holds
 /// (each is taken with an exclusive lock that does not wait: a bottle's shared lock, see
 /// [`CachedInitramfs`], makes it fail and the archive stays), and temporary archives left by
-/// a crashed build. Best effort: what cannot be removed stays for the next launch.
+/// a crashed build, then the lookup records ([`cached`]) whose archive is gone. Best effort:
+/// what cannot be removed stays for the next launch.
 pub fn prune(cache_dir: &Path, current: &Path) {
     let Ok(dir) = std::fs::read_dir(cache_dir) else {
         return;
     };
+    let mut records = Vec::new();
     for entry in dir.flatten() {
         let path = entry.path();
         if path == current {
@@ -453,6 +779,10 @@ pub fn prune(cache_dir: &Path, current: &Path) {
         }
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        if name.starts_with("initramfs-") && name.ends_with(".key") {
+            records.push(path);
+            continue;
+        }
         let archive = name.starts_with("initramfs-") && name.ends_with(".cpio");
         let temporary = name.starts_with(".initramfs-")
             && name.ends_with(".tmp")
@@ -470,6 +800,19 @@ pub fn prune(cache_dir: &Path, current: &Path) {
         };
         if file.try_lock().is_ok() && still_named(&file, &path) {
             let _ = std::fs::remove_file(&path);
+        }
+    }
+    // A record is replaced whole (a rename), so its first line is always an archive's name.
+    for record in records {
+        let mut head = [0u8; 128];
+        let names_a_live_archive = std::fs::File::open(&record)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .ok()
+            .and_then(|n| head[..n].split(|b| *b == b'\n').next())
+            .and_then(|line| std::str::from_utf8(line).ok())
+            .is_some_and(|name| archive_name(name) && cache_dir.join(name).is_file());
+        if !names_a_live_archive {
+            let _ = std::fs::remove_file(&record);
         }
     }
 }
@@ -604,7 +947,9 @@ mod tests {
         write_cpio(&entries(vec![7u8; 1 << 20], loaded), &mut expected).unwrap();
         assert!(std::fs::read(&built[0]).unwrap() == expected);
         // nothing but the archive is left in the cache
-        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        // nothing but the archive is left in the cache (and, had the inputs been older than
+        // RACY_WINDOW, its lookup record)
+        assert_eq!(names(&cache), [file_name(&built[0])]);
     }
 
     /// QEMU opens the archive as the jail's unprivileged uid: a cached archive readable only
@@ -641,10 +986,12 @@ mod tests {
         dir.join("modules")
     }
 
+    /// The cache's files but the lookup records (which `cached_lookups_*` test).
     fn names(cache: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(cache)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".key"))
             .collect();
         names.sort();
         names
@@ -749,6 +1096,369 @@ mod tests {
             assert_eq!(cached.path(), path);
             assert_eq!(std::fs::read(cached.path()).unwrap(), content);
         });
+    }
+
+    /// [`FromFiles`], counting its builds.
+    #[derive(Default)]
+    struct Counting(std::cell::Cell<usize>);
+
+    impl Build for Counting {
+        fn build(
+            &self,
+            busybox: &Path,
+            modules_dir: &Path,
+        ) -> Result<(Vec<u8>, Sources), InitramfsError> {
+            self.0.set(self.0.get() + 1);
+            FromFiles.build(busybox, modules_dir)
+        }
+    }
+
+    /// Returns once the filesystem's clock has moved on: every change made after it gets
+    /// times later than every stamp taken before it (timestamps are coarse, a few ms here;
+    /// [`RACY_WINDOW`] covers that in production, these tests use no window).
+    fn tick(dir: &Path) {
+        let probe = dir.join(".tick");
+        std::fs::write(&probe, "").unwrap();
+        let before = Stamp::of(&probe).unwrap().ctime;
+        while Stamp::of(&probe).unwrap().ctime == before {
+            std::thread::yield_now();
+            std::fs::write(&probe, "").unwrap();
+        }
+    }
+
+    struct Inputs {
+        dir: tempfile::TempDir,
+        busybox: PathBuf,
+        modules: PathBuf,
+        builder: PathBuf,
+        cache: PathBuf,
+    }
+
+    impl Inputs {
+        fn new() -> Inputs {
+            let dir = tempfile::tempdir().unwrap();
+            let modules = dir.path().join("modules");
+            let k = modules.join("kernel/x");
+            std::fs::create_dir_all(&k).unwrap();
+            for name in NEEDED_MODULES {
+                std::fs::write(k.join(format!("{name}.ko")), fake_ko("")).unwrap();
+            }
+            let busybox = dir.path().join("busybox");
+            std::fs::write(&busybox, "busybox 1").unwrap();
+            let builder = dir.path().join("bot-bottle");
+            std::fs::write(&builder, "build 1").unwrap();
+            let cache = dir.path().join("cache");
+            Inputs {
+                busybox,
+                modules,
+                builder,
+                cache,
+                dir,
+            }
+        }
+
+        fn lookup(&self) -> Lookup<'_> {
+            Lookup {
+                busybox: &self.busybox,
+                modules_dir: &self.modules,
+                builder: Some(&self.builder),
+                cache_dir: &self.cache,
+                racy: Duration::ZERO,
+            }
+        }
+
+        /// The archive's path and content after a lookup with `build`.
+        fn get(&self, build: &Counting) -> (PathBuf, Vec<u8>) {
+            let held = cached(&self.lookup(), build).unwrap();
+            tick(self.dir.path());
+            (
+                held.path().to_path_buf(),
+                std::fs::read(held.path()).unwrap(),
+            )
+        }
+    }
+
+    fn has(archive: &[u8], needle: &[u8]) -> bool {
+        archive.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// A launch found the cached archive only by building it again in memory and hashing it
+    /// (580 ms of a debug build). Now an unchanged set of inputs is found by its record,
+    /// without a build; the archive keeps its content-hash name.
+    #[test]
+    fn cached_lookups_of_unchanged_inputs_do_not_build() {
+        let inputs = Inputs::new();
+        let build = Counting::default();
+        let (first, content) = inputs.get(&build);
+        assert_eq!(build.0.get(), 1);
+        for _ in 0..3 {
+            let (again, again_content) = inputs.get(&build);
+            assert_eq!(
+                (again.as_path(), &again_content),
+                (first.as_path(), &content)
+            );
+        }
+        assert_eq!(
+            build.0.get(),
+            1,
+            "an unchanged lookup built the archive again"
+        );
+        let hash = hex::encode(&Sha256::digest(&content)[..12]);
+        assert_eq!(file_name(&first), format!("initramfs-{hash}.cpio"));
+        // The same bytes as a build without the cache.
+        assert_eq!(
+            content,
+            FromFiles.build(&inputs.busybox, &inputs.modules).unwrap().0
+        );
+    }
+
+    /// Every input of the archive, changed: the next lookup builds it again and gets the new
+    /// content, never the cached archive of the old inputs.
+    #[test]
+    fn cached_lookups_build_again_when_any_input_changed() {
+        let inputs = Inputs::new();
+        let k = inputs.modules.join("kernel/x");
+        let build = Counting::default();
+        let mut builds = 1;
+        let (_, mut last) = inputs.get(&build);
+        type Change = Box<dyn Fn(&Inputs)>;
+        type Check = Box<dyn Fn(&[u8]) -> bool>;
+        let now_in = |needle: &'static [u8]| -> Check { Box::new(move |a| has(a, needle)) };
+        let gone = |needle: &'static [u8]| -> Check { Box::new(move |a| !has(a, needle)) };
+        let changes: Vec<(&str, Change, Check)> = vec![
+            (
+                "busybox's content, same size",
+                Box::new(|i| std::fs::write(&i.busybox, "busybox 2").unwrap()),
+                now_in(b"busybox 2"),
+            ),
+            (
+                "a module's content, same size",
+                Box::new(move |_| {
+                    std::fs::write(
+                        k.join("9p.ko"),
+                        String::from_utf8(fake_ko(""))
+                            .unwrap()
+                            .replace("GPL", "MIT"),
+                    )
+                    .unwrap()
+                }),
+                now_in(b"license=MIT"),
+            ),
+            (
+                "a dependency added to a module (and that module)",
+                Box::new(|i| {
+                    let k = i.modules.join("kernel/x");
+                    std::fs::write(k.join("netfs.ko"), b"\x7fELF netfs\0").unwrap();
+                    std::fs::write(k.join("9p.ko"), fake_ko("netfs")).unwrap();
+                }),
+                now_in(b"lib/modules/netfs.ko"),
+            ),
+            (
+                "the dependency now built into the kernel (modules.builtin appears)",
+                Box::new(|i| {
+                    std::fs::write(
+                        i.modules.join("modules.builtin"),
+                        "kernel/fs/netfs/netfs.ko\n",
+                    )
+                    .unwrap();
+                    std::fs::remove_file(i.modules.join("kernel/x/netfs.ko")).unwrap();
+                }),
+                gone(b"lib/modules/netfs.ko"),
+            ),
+            (
+                "a module file added in a new directory (the built-in dependency found there)",
+                Box::new(|i| {
+                    let a = i.modules.join("kernel/a");
+                    std::fs::create_dir_all(&a).unwrap();
+                    std::fs::write(a.join("netfs.ko"), b"\x7fELF netfs in a\0").unwrap();
+                }),
+                now_in(b"netfs in a"),
+            ),
+            (
+                "a module file added in an existing directory (same)",
+                Box::new(|i| {
+                    let a = i.modules.join("kernel/a");
+                    std::fs::remove_file(a.join("netfs.ko")).unwrap();
+                    tick(i.dir.path());
+                    // A launch records the directory without it (not counted).
+                    cached(&i.lookup(), &FromFiles).unwrap();
+                    tick(i.dir.path());
+                    std::fs::write(a.join("netfs.ko"), b"\x7fELF netfs again\0").unwrap();
+                }),
+                now_in(b"netfs again"),
+            ),
+            (
+                "a module file replaced by a rename (same size and times)",
+                Box::new(|i| {
+                    let k = i.modules.join("kernel/x");
+                    let old = k.join("virtio_mmio.ko");
+                    let new = i.dir.path().join("virtio_mmio.ko.new");
+                    std::fs::write(
+                        &new,
+                        String::from_utf8(fake_ko(""))
+                            .unwrap()
+                            .replace("name=x", "name=y"),
+                    )
+                    .unwrap();
+                    let mtime = std::fs::metadata(&old).unwrap().modified().unwrap();
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&new)
+                        .unwrap()
+                        .set_modified(mtime)
+                        .unwrap();
+                    std::fs::rename(&new, &old).unwrap();
+                }),
+                now_in(b"name=y"),
+            ),
+            (
+                "a module's content with its modification time set back",
+                Box::new(|i| {
+                    let ko = i.modules.join("kernel/x/virtio_console.ko");
+                    let mtime = std::fs::metadata(&ko).unwrap().modified().unwrap();
+                    std::fs::write(
+                        &ko,
+                        String::from_utf8(fake_ko(""))
+                            .unwrap()
+                            .replace("GPL", "BSD"),
+                    )
+                    .unwrap();
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&ko)
+                        .unwrap()
+                        .set_modified(mtime)
+                        .unwrap();
+                }),
+                now_in(b"license=BSD"),
+            ),
+            (
+                "a needed module now built in (modules.builtin changed)",
+                Box::new(|i| {
+                    std::fs::write(
+                        i.modules.join("modules.builtin"),
+                        "kernel/fs/netfs/netfs.ko\nkernel/fs/9p/9p.ko\n",
+                    )
+                    .unwrap();
+                    std::fs::remove_file(i.modules.join("kernel/x/9p.ko")).unwrap();
+                }),
+                gone(b"lib/modules/9p.ko"),
+            ),
+        ];
+        for (what, change, check) in changes {
+            change(&inputs);
+            let (_, content) = inputs.get(&build);
+            builds += 1;
+            assert_eq!(build.0.get(), builds, "no build after {what}");
+            assert!(check(&content), "{what}: the old archive was served");
+            assert_ne!(content, last, "{what}");
+            last = content;
+            inputs.get(&build);
+            assert_eq!(build.0.get(), builds, "a second build after {what}");
+        }
+    }
+
+    /// The builder (bot-bottle's executable, whose code lays the archive out), the layout
+    /// version and the archive itself are inputs of the lookup too.
+    #[test]
+    fn cached_lookups_build_again_for_a_new_builder_layout_or_a_pruned_archive() {
+        let inputs = Inputs::new();
+        let build = Counting::default();
+        let (archive, _) = inputs.get(&build);
+
+        std::fs::write(&inputs.builder, "build 2").unwrap();
+        inputs.get(&build);
+        assert_eq!(build.0.get(), 2, "no build for a new builder");
+
+        // A record of another layout version (as an older or newer bot-bottle writes it).
+        let record = inputs.lookup().record_path(&inputs.builder);
+        let text = std::fs::read_to_string(&record).unwrap();
+        let other = text.replace(
+            &format!("\"layout\":{LAYOUT_VERSION},"),
+            &format!("\"layout\":{},", LAYOUT_VERSION + 1),
+        );
+        assert_ne!(other, text);
+        std::fs::write(&record, other).unwrap();
+        inputs.get(&build);
+        assert_eq!(build.0.get(), 3, "no build for another layout version");
+
+        // The archive removed (another launch pruned it, or by hand): built and written again.
+        std::fs::remove_file(&archive).unwrap();
+        let (again, _) = inputs.get(&build);
+        assert_eq!(build.0.get(), 4, "no build for a removed archive");
+        assert_eq!(again, archive);
+        assert!(archive.is_file());
+
+        // Another busybox (another path) has a record of its own; each is found again.
+        let other = inputs.dir.path().join("busybox-other");
+        std::fs::write(&other, "busybox 1").unwrap();
+        let lookup = Lookup {
+            busybox: &other,
+            ..inputs.lookup()
+        };
+        cached(&lookup, &build).unwrap();
+        cached(&lookup, &build).unwrap();
+        inputs.get(&build);
+        assert_eq!(build.0.get(), 5);
+
+        // Without a known builder nothing is trusted: every lookup builds.
+        let lookup = Lookup {
+            builder: None,
+            ..inputs.lookup()
+        };
+        cached(&lookup, &build).unwrap();
+        cached(&lookup, &build).unwrap();
+        assert_eq!(build.0.get(), 7);
+    }
+
+    /// A record taken right after a change could miss a second change within the
+    /// filesystem's timestamp granularity: inputs changed within [`RACY_WINDOW`] are built
+    /// every time until they are older.
+    #[test]
+    fn cached_lookups_write_no_record_for_inputs_changed_just_now() {
+        let inputs = Inputs::new();
+        let build = Counting::default();
+        let lookup = Lookup {
+            racy: RACY_WINDOW,
+            ..inputs.lookup()
+        };
+        cached(&lookup, &build).unwrap();
+        cached(&lookup, &build).unwrap();
+        assert_eq!(build.0.get(), 2);
+        assert!(!lookup.record_path(&inputs.builder).exists());
+
+        let stamp = Stamp::of(&inputs.busybox).unwrap();
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(stamp.ctime.0 as u64 + secs);
+        assert!(stamp.changed_within(RACY_WINDOW, at(1)));
+        assert!(!stamp.changed_within(RACY_WINDOW, at(3)));
+        // A clock set back before the change: not trusted either.
+        assert!(stamp.changed_within(RACY_WINDOW, at(0) - Duration::from_secs(60)));
+    }
+
+    /// Records are pruned with their archives: a record whose archive is gone goes too.
+    #[test]
+    fn a_record_whose_archive_was_pruned_is_removed() {
+        let inputs = Inputs::new();
+        let build = Counting::default();
+        let first = cached(&inputs.lookup(), &build).unwrap();
+        let first_record = inputs.lookup().record_path(&inputs.builder);
+        assert!(first_record.is_file());
+        drop(first);
+        // Another busybox path: another archive and record; the first archive is pruned.
+        let other = inputs.dir.path().join("busybox-other");
+        std::fs::write(&other, "busybox 2").unwrap();
+        let lookup = Lookup {
+            busybox: &other,
+            ..inputs.lookup()
+        };
+        let second = cached(&lookup, &build).unwrap();
+        let second_record = lookup.record_path(&inputs.builder);
+        assert!(second_record.is_file());
+        assert!(
+            !first_record.exists(),
+            "the record of a pruned archive stays"
+        );
+        assert!(second.path().is_file());
     }
 
     #[test]

@@ -95,6 +95,94 @@ mod small_helper {
     }
 }
 
+/// `start` ended by SIGTERM (a service manager stopping it, `kill`): on qemu as on native,
+/// where `start` has no handler and the signal ends it (checked on native before this test:
+/// exit by signal 15, the bottle killed with it by its parent-death signal, the state kept
+/// as `stale` for `cleanup`). Nothing of the bottle may outlive it: no QEMU, no jail helper,
+/// no sidecar bundle, and `cleanup` removes what is left on disk, the VM's runtime files too.
+mod sigterm_to_start {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn native() {
+        super::sigterm_to_start_leaves_no_process_and_cleanup_removes_the_rest(super::On::Native)
+            .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu() {
+        super::sigterm_to_start_leaves_no_process_and_cleanup_removes_the_rest(super::On::Qemu)
+            .await
+    }
+}
+
+async fn sigterm_to_start_leaves_no_process_and_cleanup_removes_the_rest(on: On) {
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let running = start_sleeping(&world).await;
+    let processes = descendants_by_pid(running.id());
+    if on == On::Qemu {
+        assert!(
+            processes
+                .iter()
+                .any(|(_, exe, _)| exe.starts_with("qemu-system")),
+            "{processes:?}"
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || running.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("start ended: {}", out.status);
+    // Each process of the bottle goes (the parent-death signal reaches them one after the
+    // other); bounded generously for a loaded machine.
+    let alive = || {
+        processes
+            .iter()
+            .filter(|(pid, exe, _)| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or_default())
+                        .ends_with(exe.as_str())
+                })
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..600 {
+        if alive().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(alive(), Vec::new(), "left running after SIGTERM to start");
+    let bottles = listed(&world);
+    assert_eq!(bottles.as_array().unwrap().len(), 1, "{bottles}");
+    assert_eq!(bottles[0]["state"], "stale", "{bottles}");
+    let out = bot_bottle(&world).arg("cleanup").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(listed(&world).as_array().unwrap().len(), 0);
+    let run = world.home.join("run");
+    let mut left = Vec::new();
+    let mut todo = vec![run.clone()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                left.push(e.path());
+            }
+        }
+    }
+    assert_eq!(
+        left,
+        Vec::<PathBuf>::new(),
+        "runtime files left under {run:?}"
+    );
+}
+
 use test_support::docker::{TestNetwork, base_image as docker_base};
 use test_support::git::seeded_upstream;
 
@@ -429,6 +517,14 @@ async fn a_probe_inside_a_bottle_sees_the_whole_contract(on: On) {
 
 /// `(argv[0]'s file name, argv[1])` of every process under `pid` (not `pid` itself).
 fn descendants(pid: u32) -> Vec<(String, String)> {
+    descendants_by_pid(pid)
+        .into_iter()
+        .map(|(_, name, arg)| (name, arg))
+        .collect()
+}
+
+/// `(pid, argv[0]'s file name, argv[1])` of every process under `pid` (not `pid` itself).
+fn descendants_by_pid(pid: u32) -> Vec<(u32, String, String)> {
     let mut parent = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -456,7 +552,7 @@ fn descendants(pid: u32) -> Vec<(String, String)> {
                 .map(|a| String::from_utf8_lossy(a).into_owned());
             let exe = args.next().unwrap_or_default();
             let name = exe.rsplit('/').next().unwrap_or_default().to_owned();
-            found.push((name, args.next().unwrap_or_default()));
+            found.push((*child, name, args.next().unwrap_or_default()));
         }
     }
     found
