@@ -534,3 +534,51 @@ async fn a_push_that_arrives_as_a_pack_of_delta_chains_is_scanned_the_same() {
         git(&work, &["rev-parse", "HEAD"])
     );
 }
+
+/// A blob the gate's mirror already holds, unreachable from its refs (an earlier push the
+/// gate refused, a branch deleted upstream), is new to the upstream all the same: a push that
+/// brings it back is scanned and refused, whether the push arrives as loose objects (the
+/// quarantine then does not even hold the blob: the mirror has it) or as a pack walked while
+/// git lists the new objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_the_mirror_holds_unreachable_is_scanned_when_a_push_brings_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let up = upstream(&root, "app");
+    let gate = start_gate(&root, &local_yaml(&up, ""), options()).await;
+    let work = clone_app(&gate, &root).await;
+    let main_before = git(&up, &["rev-parse", "main"]);
+    let secret = format!("aws = \"{}\"\n", key());
+    let mirror = gate.gate.mirror_path("app").unwrap();
+    let held = blob(&mirror, secret.as_bytes());
+    assert_eq!(git(&mirror, &["cat-file", "-t", &held]), "blob");
+
+    // A small push (unpacked as loose objects into the quarantine).
+    let small = commit_bytes(&work, "conf/held.env", secret.as_bytes(), "bring it back");
+    assert_eq!(git(&work, &["rev-parse", "HEAD:conf/held.env"]), held);
+    let (ok, msg) = push(&work, "HEAD:main").await;
+    assert!(!ok && !msg.contains("pushed to upstream"), "{msg}");
+    assert!(
+        msg.contains(&format!("fingerprint {small}:conf/held.env:{RULE}:1")),
+        "{msg}"
+    );
+
+    // A push of more than 100 objects (received as a pack).
+    git(&work, &["reset", "-q", "--hard", "origin/main"]);
+    for i in 0..60 {
+        commit_bytes(
+            &work,
+            &format!("src/f{i}.rs"),
+            format!("fn f{i}() {{}}\n").as_bytes(),
+            &format!("file {i}"),
+        );
+    }
+    let large = commit_bytes(&work, "conf/held.env", secret.as_bytes(), "bring it back");
+    let (ok, msg) = push(&work, "HEAD:main").await;
+    assert!(!ok && !msg.contains("pushed to upstream"), "{msg}");
+    assert!(
+        msg.contains(&format!("fingerprint {large}:conf/held.env:{RULE}:1")),
+        "{msg}"
+    );
+    assert_eq!(git(&up, &["rev-parse", "main"]), main_before);
+}

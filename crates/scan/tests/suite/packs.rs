@@ -218,3 +218,110 @@ fn a_repository_packed_whole_is_walked_and_a_small_range_in_it_is_read_one_by_on
     // Everything after the base, as a push of it would be.
     both(&s, r.path(), &[&new, "--not", &base]);
 }
+
+/// `git` in `repo` with `input` on stdin; its stdout.
+fn git_with_input(repo: &std::path::Path, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    out.stdout
+}
+
+/// What is new is git's answer: a blob the receiving repository already holds, unreachable
+/// from its refs (left by a rejected push, a deleted branch, a fetch since rewound), and that
+/// the push therefore does not carry in its pack, is still listed by `git rev-list --objects`
+/// and scanned (read one by one next to the walked pack), with the same findings as reading
+/// everything one by one. And a pack most of whose objects the listing does not name is not
+/// walked: the few new objects in it are read one by one.
+#[test]
+fn an_object_the_repository_already_holds_unreachable_is_still_scanned() {
+    let Some(src) = Repo::new() else { return };
+    let (base, new) = chained_history(&src);
+    src.write("again.env", &format!("AWS_ACCESS_KEY_ID={}\n", aws_key()));
+    src.write("later.rs", &source(&[(7, "    // later".into())]));
+    let new = {
+        let _ = new;
+        src.commit("bring back a secret the upstream holds unreachable")
+    };
+    let held = src.git(&["rev-parse", "HEAD:again.env"]);
+
+    let Some(up) = Repo::new() else { return };
+    let to = up.path().to_str().unwrap().to_string();
+    src.git(&["push", "-q", &to, &format!("{base}:refs/heads/base")]);
+    // The upstream holds the blob, loose and unreachable.
+    std::fs::write(
+        up.path().join("held.env"),
+        format!("AWS_ACCESS_KEY_ID={}\n", aws_key()),
+    )
+    .unwrap();
+    assert_eq!(up.git(&["hash-object", "-w", "held.env"]), held);
+    std::fs::remove_file(up.path().join("held.env")).unwrap();
+    // The push's pack carries everything new but that blob (as a pack-objects that knew the
+    // upstream has it would make it), indexed into the upstream as receive-pack does.
+    let listed = src.git(&[
+        "rev-list",
+        "--objects",
+        "--no-object-names",
+        &new,
+        "--not",
+        &base,
+    ]);
+    let carried: String = listed
+        .lines()
+        .filter(|id| *id != held)
+        .map(|id| format!("{id}\n"))
+        .collect();
+    assert_eq!(carried.lines().count() + 1, listed.lines().count());
+    let pack = git_with_input(
+        src.path(),
+        &["pack-objects", "-q", "--stdout"],
+        carried.as_bytes(),
+    );
+    git_with_input(up.path(), &["index-pack", "--stdin"], &pack);
+
+    let s = scanner();
+    let push = both(&s, up.path(), &[&new, "--not", &base]);
+    assert_eq!(push.objects as usize, listed.lines().count());
+    assert_eq!(
+        push.walked + 1,
+        push.objects,
+        "the pack walked, the blob it does not carry read one by one"
+    );
+    let fingerprints: Vec<&str> = push
+        .findings
+        .iter()
+        .map(|f| f.fingerprint.as_str())
+        .collect();
+    assert!(
+        fingerprints
+            .iter()
+            .any(|f| f.ends_with(":again.env:aws-access-key-id:1")),
+        "{fingerprints:?}"
+    );
+
+    // The same pack, the range of its last commit only: most of the pack is not new, so it
+    // is not walked, and the few new objects are read one by one.
+    let last = both(&s, up.path(), &[&new, "--not", &format!("{new}~1")]);
+    assert_eq!(last.walked, 0);
+    assert!(last.objects > 0);
+    assert!(
+        last.findings
+            .iter()
+            .any(|f| f.fingerprint.ends_with(":again.env:aws-access-key-id:1")),
+        "{:?}",
+        last.findings
+    );
+}
