@@ -411,6 +411,16 @@ cases['generic-keyed-secret'][1].extend([
     'libkeyfi<>nder:arm64-uwp=fail',
     "schemaKey = 'DOC_Invoice_7_64'",
     'pub const SN_id_aes256_wrap_KeyTransport = "id-aes256-wrap-KeyTransport"',
+    # snake_case identifiers: a type, a field, a function in source code (linux-raw-sys,
+    # k8s-openapi, ring: 117 findings on the cargo registry before)
+    'pub const NL80211_AUTHTYPE_MAX: nl80211_auth_type = nl80211_auth_type::NL80211_AUTHTYPE_FILS_PK;',
+    'Field::Key_open_api_v3_schema => value_open_api_v3_schema = crate::serde::de::MapAccess::next_value(&mut map)?,',
+    'pub edd_device_params: edd_device_params__bindgen_ty_2__bindgen_ty_2,',
+    'let key = x25519_generate_private_key;',
+])
+cases['generic-keyed-secret'][0].extend([
+    # a random run among the underscores is no identifier
+    'signing_key = "k9x2mq7w_t4z<>r8np3v_b6yc1hd5"',
 ])
 cases['infracost-api-key'][1].extend([
     'http://cdn.example.net/media/player.ico-9b1e4f7a2c6d8e03f5a7b9c1d3e5f702.png',
