@@ -11,7 +11,7 @@
 //! no other input and touches only objects named after its identity.
 //!
 //! A bottle that ended normally is removed by neither: once its sidecar stopped, `wait`
-//! records it in the home's trash ([`Record`], kind [`TRASH_RECORD_KIND`]) and the trash's
+//! records it in the home's trash (`Record`, kind [`TRASH_RECORD_KIND`]) and the trash's
 //! detached remover (`bot-bottle __empty-trash`) removes its objects with
 //! [`remove_recorded`] after `start` returned. A remover that is killed leaves the record:
 //! the next `start` hands it to a new remover and `cleanup` removes it itself. While the

@@ -383,7 +383,7 @@ fn still_named(file: &std::fs::File, path: &Path) -> bool {
 }
 
 /// The version of the archive's layout (its entries, stage 1, the cpio writer, the modules
-/// needed) and of the lookup record's format ([`Record`]). A record of another version is never
+/// needed) and of the lookup record's format (`Record`). A record of another version is never
 /// trusted. Bump it when any of these change; the builder's own stamp ([`Lookup::builder`])
 /// already makes every new build of bot-bottle miss once, so this is the explicit guard for a
 /// change that reaches the cache without a new executable (a record written by hand, a copied
@@ -662,7 +662,7 @@ pub fn build_cached(
 /// version makes a new content-hashed archive, and nothing else ever removed the old ones.
 ///
 /// The archive is named by the hash of its content, as before; what is new is how a launch
-/// finds it: the lookup record ([`Record`]) of these inputs names the archive and stamps
+/// finds it: the lookup record (`Record`) of these inputs names the archive and stamps
 /// ([`Stamp`]) every directory listed and file read to make it, and the builder executable.
 /// When all of them still have those stamps the archive is used as it is (a few hundred
 /// `stat`s for Debian's modules directory). Otherwise (anything changed, added or removed, no
