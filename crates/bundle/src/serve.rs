@@ -282,6 +282,9 @@ pub async fn serve_with_env(
             });
         }
     }
+    // Said before anything stops: the line that shows the bundle ran its shutdown (the
+    // forge keys' revocation among it) rather than being killed.
+    tracing::info!("sidecar bundle stopping");
     cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SIDECARS_STOP, drain).await.is_err() {

@@ -25,8 +25,9 @@ pub(crate) fn log_tail(log: &Path) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-/// The sidecar bundle as a child process of `start`: it dies with `start` (parent-death
-/// signal) and is stopped with SIGTERM when the agent exits.
+/// The sidecar bundle as a child process of `start`: stopped with SIGTERM when the agent
+/// exits, and when `start` dies (its parent-death signal), so that it always runs its
+/// shutdown.
 pub(crate) struct Sidecar {
     child: Child,
 }
@@ -120,11 +121,17 @@ impl Sidecar {
         }
         cmd.envs(env);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
-        // the parent; it only makes the kernel kill the bundle if `start` dies.
+        // the parent; it only makes the kernel signal the bundle if `start` dies.
+        //
+        // SIGTERM, not SIGKILL: a `start` that dies (killed, its terminal closed) must not
+        // take the bundle's shutdown with it, which is where the git gate revokes the forge
+        // deploy keys it made; nothing revokes them later. The agent goes at once (its
+        // helpers' own parent-death signal is SIGKILL); the bundle's shutdown is bounded by
+        // its own time limits, and its stderr is a file, so it writes to no pipe of `start`.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                     .map_err(std::io::Error::from)
             });
         }

@@ -100,6 +100,8 @@ mod small_helper {
 /// exit by signal 15, the bottle killed with it by its parent-death signal, the state kept
 /// as `stale` for `cleanup`). Nothing of the bottle may outlive it: no QEMU, no jail helper,
 /// no sidecar bundle, and `cleanup` removes what is left on disk, the VM's runtime files too.
+/// The bundle is stopped in order (its parent-death signal is SIGTERM), not killed: its
+/// shutdown is where the git gate revokes the forge deploy keys it made.
 mod sigterm_to_start {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn native() {
@@ -117,7 +119,8 @@ async fn sigterm_to_start_leaves_no_process_and_cleanup_removes_the_rest(on: On)
     let Some((_upstream, world, _network)) = setup(on).await else {
         return;
     };
-    let running = start_sleeping(&world).await;
+    // `info`: the bundle's log says when it stops in order
+    let running = start_sleeping_with(&world, &[("BOT_BOTTLE_LOG", "info")]).await;
     let processes = descendants_by_pid(running.id());
     if on == On::Qemu {
         assert!(
@@ -158,6 +161,20 @@ async fn sigterm_to_start_leaves_no_process_and_cleanup_removes_the_rest(on: On)
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(alive(), Vec::new(), "left running after SIGTERM to start");
+    // The sidecar bundle was stopped in order, not killed: it ran its shutdown, which is where
+    // the git gate revokes the forge deploy keys it made (nothing revokes them later, and
+    // `cleanup` removes the state that lists them).
+    let logs: Vec<String> = std::fs::read_dir(world.home.join("state"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("logs/sidecar.log")).ok())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(
+        logs[0].contains("sidecar bundle stopping"),
+        "the sidecar bundle was killed without its shutdown:\n{}",
+        logs[0]
+    );
     let bottles = listed(&world);
     assert_eq!(bottles.as_array().unwrap().len(), 1, "{bottles}");
     assert_eq!(bottles[0]["state"], "stale", "{bottles}");
@@ -908,7 +925,13 @@ fn bot_bottle(world: &World) -> Command {
 /// `start` with an agent that sleeps; returns once the agent runs (it marks the mounted
 /// workspace).
 async fn start_sleeping(world: &World) -> std::process::Child {
+    start_sleeping_with(world, &[]).await
+}
+
+/// [`start_sleeping`] with more environment for `start` (and so for its sidecar bundle).
+async fn start_sleeping_with(world: &World, env: &[(&str, &str)]) -> std::process::Child {
     let mut child = bot_bottle(world)
+        .envs(env.iter().copied())
         .args([
             "start",
             "demo",
