@@ -948,11 +948,16 @@ async fn sandbox_pod(
 }
 
 fn identity_of(pod: &Pod) -> Option<String> {
-    pod.metadata
-        .labels
+    identity_label(&pod.metadata).cloned()
+}
+
+/// The bottle identity an object of ours carries as its label (pods, Sandboxes, claims).
+fn identity_label(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&String> {
+    meta.labels
         .as_ref()
         .and_then(|l| l.get(objects::LABEL_IDENTITY))
-        .cloned()
 }
 
 /// Whether a Sandbox's controller reported that it cannot make its pod (`Ready=False`,
@@ -1066,12 +1071,7 @@ impl Backend for KubernetesBackend {
             let has_pod = pods
                 .iter()
                 .any(|p| p.metadata.name == sandbox.metadata.name);
-            let Some(identity) = sandbox
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(objects::LABEL_IDENTITY))
-            else {
+            let Some(identity) = identity_label(&sandbox.metadata) else {
                 continue;
             };
             if has_pod || listed.iter().any(|b| &b.identity == identity) {
@@ -1238,12 +1238,7 @@ impl KubernetesBackend {
         };
         let here = self.home_annotation();
         for claim in &claims {
-            let Some(identity) = claim
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(objects::LABEL_IDENTITY))
-            else {
+            let Some(identity) = identity_label(&claim.metadata) else {
                 continue;
             };
             let owner = claim
