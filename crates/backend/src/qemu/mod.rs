@@ -901,22 +901,33 @@ impl Backend for QemuBackend {
     }
 
     fn cleanup(&self, dry_run: bool) -> Result<Vec<CleanupAction>, BackendError> {
-        let actions = self.jail.cleanup(dry_run)?;
-        if !dry_run {
-            let running: Vec<String> = self
-                .jail
-                .list()?
-                .into_iter()
-                .filter(|b| b.running)
-                .map(|b| b.identity)
-                .collect();
-            if let Ok(entries) = std::fs::read_dir(self.config.runtime_dir().join("vm")) {
-                for e in entries.flatten() {
-                    if !running.contains(&e.file_name().to_string_lossy().into_owned()) {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
+        // The bottles that keep their VM directory: running and not orphaned (the jail's
+        // cleanup kills orphans, or would in a dry run).
+        let kept: Vec<String> = self
+            .jail
+            .list()?
+            .into_iter()
+            .filter(|b| b.running && !b.orphaned)
+            .map(|b| b.identity)
+            .collect();
+        let mut actions = self.jail.cleanup(dry_run)?;
+        let vm_dir = self.config.runtime_dir().join("vm");
+        let entries = match std::fs::read_dir(&vm_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(actions),
+            Err(e) => return Err(io_err("read", &vm_dir)(e)),
+        };
+        let mut dirs: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(identity, _)| !kept.contains(identity))
+            .collect();
+        dirs.sort();
+        for (identity, path) in dirs {
+            if !dry_run {
+                std::fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
             }
+            actions.push(CleanupAction::RemovedRuntimeDir { identity, path });
         }
         Ok(actions)
     }
@@ -1107,5 +1118,32 @@ mod tests {
             console_text(b"\0[    0.1] Linux\0\r\n"),
             b"[    0.1] Linux\r\n"
         );
+    }
+
+    /// `cleanup --dry-run` lists the VM runtime directory of an ended bottle that `cleanup`
+    /// removes, and `cleanup` says it removed it; both leave a running bottle's alone (none
+    /// runs here: the jail lists no bottle).
+    #[test]
+    fn cleanup_reports_the_vm_directories_it_removes_and_a_dry_run_lists_them() {
+        let home = tempfile::tempdir().unwrap();
+        let backend = QemuBackend::new(QemuConfig::new(
+            HelperCommand {
+                exe: "/usr/bin/bot-bottle".into(),
+                args: vec![],
+            },
+            home.path(),
+        ));
+        let vm = home.path().join("run/qemu/vm/demo-abcde");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(vm.join("console.log"), "[    0.1] Linux").unwrap();
+        let expected = vec![CleanupAction::RemovedRuntimeDir {
+            identity: "demo-abcde".into(),
+            path: vm.clone(),
+        }];
+        assert_eq!(backend.cleanup(true).unwrap(), expected);
+        assert!(vm.exists(), "a dry run removed {}", vm.display());
+        assert_eq!(backend.cleanup(false).unwrap(), expected);
+        assert!(!vm.exists(), "{} left behind", vm.display());
+        assert_eq!(backend.cleanup(false).unwrap(), vec![]);
     }
 }
