@@ -935,6 +935,53 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// The adoption check on pods read through the real client: the pod built, as an API
+    /// server serves it back (its defaults, other spellings of its quantities, scheduled),
+    /// passes; the same pod made beforehand with another command for the agent (labelled
+    /// adoptable) is refused, naming the pod, its namespace and the field.
+    #[tokio::test]
+    async fn a_pod_served_with_the_api_servers_defaults_passes_the_check_and_an_altered_one_does_not()
+     {
+        let (cluster, mut handle) = cluster();
+        let built = pod();
+        let served = super::super::podcheck::tests::as_the_api_server_stores_it(&built);
+        let mut altered = served.clone();
+        altered["metadata"]["labels"]["agents.x-k8s.io/adoptable"] = "true".into();
+        altered["spec"]["containers"][0]["command"] =
+            serde_json::json!(["/bin/sh", "-c", "exec nc -l 4444"]);
+        let server = tokio::spawn(async move {
+            for body in [served, altered] {
+                let (request, send) = handle.next_request().await.unwrap();
+                assert_eq!(request.method(), http::Method::GET);
+                assert_eq!(
+                    request.uri().path(),
+                    "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3"
+                );
+                send.send_response(json(body));
+            }
+        });
+        let found = cluster
+            .get_pod("bot-bottle-claude-1a2b3")
+            .await
+            .unwrap()
+            .unwrap();
+        super::super::podcheck::check(&built, &found, cluster.namespace()).unwrap();
+        let found = cluster
+            .get_pod("bot-bottle-claude-1a2b3")
+            .await
+            .unwrap()
+            .unwrap();
+        let e = super::super::podcheck::check(&built, &found, cluster.namespace()).unwrap_err();
+        assert!(matches!(e, ClusterError::NotBuilt { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents`")
+                && e.contains("its `containers[agent].command` differs"),
+            "{e}"
+        );
+        server.await.unwrap();
+    }
+
     const SANDBOX: &str = "bot-bottle-claude-1a2b3";
     const SANDBOXES: &str = "/apis/agents.x-k8s.io/v1beta1/namespaces/agents/sandboxes";
 

@@ -159,6 +159,17 @@ pub enum ClusterError {
         "the Kubernetes API server rejected the bottle's {kind} as invalid: {message}; check the manifest's `kubernetes:` values (`bot-bottle start --dry-run` prints the objects) and report it if they look right"
     )]
     Invalid { kind: String, message: String },
+    /// The pod found under the bottle's name is not the pod built for it (one made
+    /// beforehand that agent-sandbox's controller adopted, or one changed since it was
+    /// created): the bottle is not run in it ([`super::podcheck`]).
+    #[error(
+        "pod `{pod}` in namespace `{namespace}` is not the pod built for this bottle: its `{field}` differs, so the bottle was not started in it and its Sandbox or pod was deleted; a pod of the bottle's name made beforehand (agent-sandbox adopts an unowned pod labelled `agents.x-k8s.io/adoptable: \"true\"`) or changed after it was created (`kubectl patch`, a mutating admission webhook) is refused: check who may create and patch pods in `{namespace}` (`kubectl -n {namespace} get rolebindings`), exempt the namespace from webhooks that change pods, and start the bottle again"
+    )]
+    NotBuilt {
+        pod: String,
+        namespace: String,
+        field: String,
+    },
     /// Waiting took longer than allowed.
     #[error("{0}")]
     Timeout(String),

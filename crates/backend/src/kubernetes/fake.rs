@@ -22,7 +22,10 @@
 //!   that follows the pod; a pod template the API server refuses leaves the Sandbox with
 //!   `Ready=False` (`ReconcilerError`) and no pod, as the controller reports it; a pod of a
 //!   Sandbox that is deleted alone is made again (the controller keeps it), and deleting
-//!   the Sandbox deletes its pod and what either owns;
+//!   the Sandbox deletes its pod and what either owns; a pod of the Sandbox's name that
+//!   is there already is adopted as it is when it is unowned and labelled
+//!   `agents.x-k8s.io/adoptable: "true"` (or carries the tracking label), refused
+//!   (`ReconcilerError`) otherwise;
 //! * port-forward reaches a real listener when the test says where its bytes go
 //!   ([`FakeCluster::forward_through`]: the real client over the websocket protocol of
 //!   `test_support::kube_api`'s fake API server); otherwise the port echoes.
@@ -44,6 +47,12 @@ use super::cluster::{
 };
 use super::objects::{SANDBOX_POD_NAME, Sandbox, SandboxCondition, SandboxStatus};
 use super::settings::dns_subdomain;
+
+/// The label by which agent-sandbox's controller may adopt an unowned pod.
+pub const ADOPTABLE_LABEL: &str = "agents.x-k8s.io/adoptable";
+
+/// The label by which agent-sandbox's controller finds a Sandbox's pod.
+const TRACKING_LABEL: &str = "agents.x-k8s.io/sandbox-name-hash";
 
 /// The namespace the fake cluster works in.
 pub const NAMESPACE: &str = "agents";
@@ -410,6 +419,24 @@ impl FakeCluster {
         self.changed.notify_waiters();
     }
 
+    /// Changes a pod as `kubectl patch` would (one `MODIFIED` event); `false` when there is
+    /// no such pod.
+    pub fn patch_pod(&self, name: &str, change: impl FnOnce(&mut Pod)) -> bool {
+        let mut state = self.lock();
+        state.version += 1;
+        let version = state.version;
+        let Some(pod) = state.pods.get_mut(name) else {
+            return false;
+        };
+        change(pod);
+        pod.metadata.resource_version = Some(version.to_string());
+        let pod = pod.clone();
+        state.history.push((version, Event::Modified, pod));
+        drop(state);
+        self.changed.notify_waiters();
+        true
+    }
+
     /// Puts a Secret there directly (a leftover of a failed launch).
     pub fn insert_secret(&self, secret: Secret) {
         let name = secret.metadata.name.clone().unwrap_or_default();
@@ -501,15 +528,14 @@ impl FakeCluster {
         let Some(sandbox) = state.sandboxes.get(name).cloned() else {
             return;
         };
-        if state.pods.contains_key(name) {
+        let name_hash = format!("{:08x}", name.len());
+        if let Some(pod) = state.pods.get(name).cloned() {
+            FakeCluster::adopt(state, &sandbox, pod, &name_hash);
             return;
         }
         let template = &sandbox.spec.pod_template;
         let mut labels = template.metadata.labels.clone().unwrap_or_default();
-        labels.insert(
-            "agents.x-k8s.io/sandbox-name-hash".into(),
-            format!("{:08x}", name.len()),
-        );
+        labels.insert(TRACKING_LABEL.into(), name_hash);
         let mut pod = Pod {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
@@ -554,6 +580,68 @@ impl FakeCluster {
         for status in state.kubelet.clone() {
             FakeCluster::modify(state, name, status);
         }
+    }
+
+    /// The controller's step for a Sandbox whose pod name is taken: a pod it controls is
+    /// kept; an unowned one labelled `agents.x-k8s.io/adoptable: "true"` (or carrying the
+    /// Sandbox's tracking label) is adopted as it is, its spec unchanged
+    /// (`controllers/sandbox_controller.go:1328,1393` at 2fd412d5); any other is refused
+    /// (`ReconcilerError`).
+    fn adopt(state: &mut State, sandbox: &Sandbox, mut pod: Pod, name_hash: &str) {
+        let name = sandbox.metadata.name.clone().unwrap_or_default();
+        let uid = sandbox.metadata.uid.clone().unwrap_or_default();
+        let controller = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .cloned();
+        match controller {
+            Some(r) if r.uid == uid => return,
+            Some(r) => {
+                let message = format!(
+                    "pod {name:?} is owned by {}/{} (UID: {}), not by sandbox {name:?}",
+                    r.kind, r.name, r.uid
+                );
+                FakeCluster::set_ready(state, &name, "False", "ReconcilerError", &message);
+                return;
+            }
+            None => {}
+        }
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let adoptable = labels.get(ADOPTABLE_LABEL).map(String::as_str) == Some("true")
+            || labels.get(TRACKING_LABEL).map(String::as_str) == Some(name_hash);
+        if !adoptable {
+            let message = format!(
+                "cannot adopt unowned pod {name:?}: missing required pool authorization label ({ADOPTABLE_LABEL:?}) or sandbox tracking label ({TRACKING_LABEL:?})"
+            );
+            FakeCluster::set_ready(state, &name, "False", "ReconcilerError", &message);
+            return;
+        }
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: sandbox.api_version.clone(),
+                kind: "Sandbox".into(),
+                name: name.clone(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        ]);
+        state.version += 1;
+        pod.metadata.resource_version = Some(state.version.to_string());
+        let version = state.version;
+        state.history.push((version, Event::Modified, pod.clone()));
+        state.pods.insert(name.clone(), pod.clone());
+        if let Some(sandbox) = state.sandboxes.get_mut(&name) {
+            sandbox
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(SANDBOX_POD_NAME.into(), name.clone());
+        }
+        FakeCluster::sandbox_follows(state, &name, Some(&pod));
     }
 
     fn call(&self, call: String) -> Result<(), ClusterError> {

@@ -47,8 +47,15 @@
 //! ([`BottleObjects::as_sandbox`]: its pod template is the pod above, unchanged), owns the
 //! Secret and ConfigMap by it, waits until its controller names the pod it made (the
 //! Sandbox's own name; its `Ready` condition's message when it cannot) and goes on with the
-//! pod as before. A Sandbox's pod is never deleted alone (the controller would make it
-//! again): every deletion goes through `delete_bottle`, which deletes the Sandbox first;
+//! pod as before. The controller may have adopted a pod of that name made beforehand
+//! instead (an unowned one labelled `agents.x-k8s.io/adoptable: "true"`, whose spec it
+//! keeps): before the Secret and ConfigMap are created, and again once the agent runs (a
+//! pod's images can be patched), the pod found is compared with the pod built, field by
+//! field ([`podcheck`]); one that differs fails the launch, naming the field, and is
+//! deleted with its Sandbox. A plain pod is checked the same way (a pod made beforehand
+//! under its name makes its creation fail: 409). A Sandbox's pod is never deleted alone
+//! (the controller would make it again): every deletion goes through `delete_bottle`,
+//! which deletes the Sandbox first;
 //! `list` shows a Sandbox that has no pod (starting while its controller works on it, not
 //! running once the controller refused or it is being deleted), and `cleanup` removes
 //! pod-less Sandboxes whose launcher here is gone.
@@ -103,10 +110,10 @@
 //! waiter (both images), the adoption check, a pod named `<pool>-<suffix>` instead of
 //! `bot-bottle-<identity>` through `stop`, `list`, `cleanup` and the relay (the record
 //! would carry the claim), and the fake cluster playing the pool and claim controllers.
-//! The adoption check would also cover a gap of today's cold Sandbox: its controller adopts
-//! an unowned pod of the Sandbox's name labelled `agents.x-k8s.io/adoptable: "true"`
-//! (`sandbox_controller.go:1328`), which someone allowed to create pods in the namespace
-//! could make beforehand; the launch checks the pod's name, not its spec.
+//! The adoption check is built ([`podcheck`]): the cold Sandbox needs it already, its
+//! controller adopting an unowned pod of the Sandbox's name labelled
+//! `agents.x-k8s.io/adoptable: "true"` (`sandbox_controller.go:1328`), which someone
+//! allowed to create pods in the namespace could make beforehand.
 //!
 //! # What is not here yet
 //!
@@ -120,6 +127,7 @@ pub mod cluster;
 pub mod fake;
 pub mod nft;
 pub mod objects;
+pub mod podcheck;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -568,18 +576,18 @@ impl KubernetesBackend {
             None => ("v1".to_owned(), "Pod"),
         };
         let sandboxed = objects.sandbox.is_some();
-        let stored_uid = match &objects.sandbox {
+        let stored = match &objects.sandbox {
             Some(sandbox) => cluster
                 .create_sandbox(sandbox)
                 .await
-                .map(|s| s.metadata.uid.unwrap_or_default()),
+                .map(|s| (s.metadata.uid.unwrap_or_default(), None)),
             None => cluster
                 .create_pod(&objects.pod)
                 .await
-                .map(|p| p.metadata.uid.unwrap_or_default()),
+                .map(|p| (p.metadata.uid.clone().unwrap_or_default(), Some(p))),
         };
-        let uid = match stored_uid {
-            Ok(uid) => uid,
+        let (uid, stored_pod) = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 if let Some(claim) = &created_claim {
                     let _ = cluster.delete_claim(claim).await;
@@ -587,7 +595,26 @@ impl KubernetesBackend {
                 return Err(e);
             }
         };
+        let built = &objects.pod;
+        let namespace = cluster.namespace().to_owned();
         let result = async {
+            // The pod the bottle is to run in, checked before anything of the bottle (its
+            // Secret, its files) is sent to it: a Sandbox's controller may have adopted a
+            // pod made beforehand instead of making the one built here.
+            let found = match stored_pod {
+                Some(pod) => pod,
+                None => {
+                    sandbox_pod(cluster, &name, timeout).await?;
+                    cluster
+                        .get_pod(&name)
+                        .await?
+                        .ok_or_else(|| ClusterError::SetupFailed {
+                            container: "pod".into(),
+                            message: "the pod was deleted while it started".into(),
+                        })?
+                }
+            };
+            podcheck::check(built, &found, &namespace)?;
             let mut secret = objects.secret;
             objects::owned_by_kind(&mut secret.metadata, &owner_api, owner_kind, &name, &uid);
             cluster.create_secret(&secret).await?;
@@ -600,12 +627,24 @@ impl KubernetesBackend {
                 &uid,
             );
             cluster.create_config_map(&config_map).await?;
-            if sandboxed {
-                sandbox_pod(cluster, &name, timeout).await?;
-            }
             let pod = cluster
                 .watch_pod(&name, timeout, &|p| pod_state(p) != PodState::Starting)
                 .await?;
+            // Again as it runs: its images can be patched after it was created, and it
+            // must still be the pod checked (not one made in its place since).
+            if let Some(pod) = &pod {
+                podcheck::check(built, pod, &namespace)?;
+                if pod.metadata.uid != found.metadata.uid {
+                    return Err(ClusterError::SetupFailed {
+                        container: "pod".into(),
+                        message: format!(
+                            "pod `{name}` in namespace `{namespace}` was deleted and made again while the bottle started (uid {} before, {} now), so it is not the pod checked; start the bottle again, and check who may delete and create pods in `{namespace}`",
+                            found.metadata.uid.as_deref().unwrap_or("none"),
+                            pod.metadata.uid.as_deref().unwrap_or("none"),
+                        ),
+                    });
+                }
+            }
             match pod.as_ref().map(pod_state) {
                 Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(()),
                 Some(PodState::Failed(e)) => Err(e),

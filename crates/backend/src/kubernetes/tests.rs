@@ -1120,9 +1120,10 @@ fn with_agent_sandbox_served_the_bottle_is_a_sandbox_whose_pod_is_the_one_built_
         vec![
             "discover agents.x-k8s.io".to_owned(),
             format!("create sandbox {NAME}"),
+            format!("watch sandbox {NAME}"),
+            format!("get pod {NAME}"),
             format!("create secret {NAME}"),
             format!("create configmap {NAME}"),
-            format!("watch sandbox {NAME}"),
             format!("watch pod {NAME}"),
             format!("attach pod {NAME} tty=false"),
         ]
@@ -1570,4 +1571,247 @@ fn a_pod_the_sandbox_controller_cannot_make_fails_the_launch_with_its_word() {
     assert_eq!(cluster.pod(NAME), None);
     assert_eq!(cluster.secret(NAME), None);
     assert_eq!(cluster.config_map(NAME), None);
+}
+
+/// The pod built for the fixture's bottle, as someone allowed to create pods in the
+/// namespace could make it beforehand: unowned, labelled adoptable, already running.
+fn premade_pod(f: &Fixture, cluster: &Arc<FakeCluster>, change: fn(&mut Pod)) -> Pod {
+    let plan = backend(f, cluster).plan(&f.spec, fake::NAMESPACE).unwrap();
+    let mut pod = bottle_objects(&plan).unwrap().pod;
+    pod.metadata
+        .labels
+        .get_or_insert_default()
+        .insert(fake::ADOPTABLE_LABEL.into(), "true".into());
+    pod.status = Some(fake::agent_running());
+    change(&mut pod);
+    pod
+}
+
+/// agent-sandbox's controller adopts an unowned pod of the Sandbox's name labelled
+/// `agents.x-k8s.io/adoptable: "true"` instead of making the one built for the bottle, and
+/// keeps its spec: a launch into a pod made beforehand with another command, an extra
+/// container, no runtime class, the node's root or a service-account token fails naming
+/// the pod, its namespace and the field, sends it nothing of the bottle (no Secret, no
+/// ConfigMap) and deletes the Sandbox (the adopted pod goes with it).
+#[test]
+fn a_premade_pod_the_sandbox_controller_adopts_is_checked_and_refused_unless_it_is_the_pod_built() {
+    type Change = fn(&mut Pod);
+    let cases: Vec<(&str, Change)> = vec![
+        ("containers[agent].command", |p| {
+            p.spec.as_mut().unwrap().containers[0].command =
+                Some(vec!["/bin/sh".into(), "-c".into(), "cat /dev/tcp/x".into()]);
+        }),
+        ("containers", |p| {
+            p.spec
+                .as_mut()
+                .unwrap()
+                .containers
+                .push(k8s_openapi::api::core::v1::Container {
+                    name: "watcher".into(),
+                    image: Some("evil/watcher:1".into()),
+                    ..Default::default()
+                });
+        }),
+        ("runtimeClassName", |p| {
+            p.spec.as_mut().unwrap().runtime_class_name = None;
+        }),
+        ("initContainers", |p| {
+            // No packet filter.
+            p.spec
+                .as_mut()
+                .unwrap()
+                .init_containers
+                .as_mut()
+                .unwrap()
+                .remove(0);
+        }),
+        ("volumes[tmp]", |p| {
+            let volumes = p.spec.as_mut().unwrap().volumes.as_mut().unwrap();
+            let tmp = volumes.iter_mut().find(|v| v.name == "tmp").unwrap();
+            *tmp = k8s_openapi::api::core::v1::Volume {
+                name: "tmp".into(),
+                host_path: Some(k8s_openapi::api::core::v1::HostPathVolumeSource {
+                    path: "/".into(),
+                    type_: None,
+                }),
+                ..Default::default()
+            };
+        }),
+        ("automountServiceAccountToken", |p| {
+            p.spec.as_mut().unwrap().automount_service_account_token = Some(true);
+        }),
+        ("shareProcessNamespace", |p| {
+            p.spec.as_mut().unwrap().share_process_namespace = Some(true);
+        }),
+        ("containers[agent].securityContext", |p| {
+            let sc = p.spec.as_mut().unwrap().containers[0]
+                .security_context
+                .as_mut()
+                .unwrap();
+            sc.run_as_user = Some(0);
+            sc.run_as_non_root = Some(false);
+        }),
+        ("containers[agent].resources", |p| {
+            p.spec.as_mut().unwrap().containers[0].resources = None;
+        }),
+    ];
+    for (field, change) in cases {
+        let f = fixture();
+        let cluster = Arc::new(FakeCluster::new());
+        cluster.serve_sandboxes("v1beta1");
+        cluster.on_create(fake::agent_running());
+        cluster.insert_pod(premade_pod(&f, &cluster, change));
+        let err = backend(&f, &cluster)
+            .launch(&f.spec, quiet())
+            .err()
+            .unwrap_or_else(|| panic!("a premade pod whose {field} differs was run"))
+            .to_string();
+        assert!(
+            err.contains(&format!("pod `{NAME}` in namespace `agents`"))
+                && err.contains(&format!("its `{field}` differs"))
+                && err.contains("agents.x-k8s.io/adoptable"),
+            "{field}: {err}"
+        );
+        let calls = cluster.calls();
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("create secret") || c.starts_with("create configmap")),
+            "{field}: the bottle's Secret or files were sent to the pod made beforehand: {calls:?}"
+        );
+        assert!(
+            calls.contains(&format!("delete sandbox {NAME} grace=0")),
+            "{field}: {calls:?}"
+        );
+        assert_eq!(cluster.sandbox(NAME), None, "{field}");
+        assert_eq!(cluster.pod(NAME), None, "{field}: the adopted pod stays");
+        assert_eq!(cluster.secret(NAME), None, "{field}");
+    }
+
+    // The pod built, made beforehand and adopted, is the bottle's pod: it runs.
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    cluster.insert_pod(premade_pod(&f, &cluster, |_| {}));
+    let mut bottle = backend(&f, &cluster).launch(&f.spec, quiet()).unwrap();
+    assert!(cluster.secret(NAME).is_some());
+    bottle.kill().unwrap();
+}
+
+/// A pod of the Sandbox's name that is not labelled adoptable is not adopted: the
+/// controller says so and the launch fails with its word, deleting the Sandbox (the pod,
+/// someone else's, stays).
+#[test]
+fn a_premade_pod_not_labelled_adoptable_fails_the_launch_with_the_controllers_word() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    cluster.insert_pod(premade_pod(&f, &cluster, |p| {
+        p.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(fake::ADOPTABLE_LABEL);
+    }));
+    let err = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("could not make the bottle's pod") && err.contains("cannot adopt unowned pod"),
+        "{err}"
+    );
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.secret(NAME), None);
+}
+
+/// A pod's images can be patched after it was created (by anyone allowed to patch pods):
+/// the running pod is checked again, for a plain pod and a Sandbox's, and one whose agent
+/// image changed after the first check is deleted and the launch fails naming the field.
+#[test]
+fn a_pod_patched_after_it_was_created_is_refused_when_it_runs() {
+    for sandboxed in [false, true] {
+        let f = fixture();
+        let cluster = Arc::new(FakeCluster::new());
+        if sandboxed {
+            cluster.serve_sandboxes("v1beta1");
+        }
+        cluster.on_create(fake::starting());
+        let patcher = {
+            let cluster = cluster.clone();
+            std::thread::spawn(move || {
+                // After the first check (the Secret follows it), before the agent runs.
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while cluster.secret(NAME).is_none() || cluster.config_map(NAME).is_none() {
+                    assert!(std::time::Instant::now() < deadline, "no Secret came");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                assert!(cluster.patch_pod(NAME, |p| {
+                    p.spec.as_mut().unwrap().containers[0].image = Some("evil/agent:1".into());
+                }));
+                cluster.set_status(NAME, fake::agent_running());
+            })
+        };
+        let err = backend(&f, &cluster)
+            .launch(&f.spec, quiet())
+            .err()
+            .unwrap_or_else(|| panic!("sandboxed={sandboxed}: a patched pod was run"))
+            .to_string();
+        patcher.join().unwrap();
+        assert!(
+            err.contains(&format!("pod `{NAME}` in namespace `agents`"))
+                && err.contains("its `containers[agent].image` differs"),
+            "sandboxed={sandboxed}: {err}"
+        );
+        assert_eq!(cluster.pod(NAME), None, "sandboxed={sandboxed}");
+        assert_eq!(cluster.secret(NAME), None, "sandboxed={sandboxed}");
+        assert_eq!(cluster.sandbox(NAME), None, "sandboxed={sandboxed}");
+        assert!(
+            !cluster.calls().iter().any(|c| c.starts_with("attach")),
+            "sandboxed={sandboxed}: attached to a patched pod"
+        );
+    }
+}
+
+/// A plain pod deleted and made again under its name between the check and the agent's
+/// start (same spec, so the spec check passes) is not the pod checked: the launch fails
+/// saying so and deletes it. A watch sees the deletion and fails the launch already; this
+/// is the watch that started over (its version expired, 410) and missed it: the fake puts
+/// the new pod in place with no `DELETED` event.
+#[test]
+fn a_pod_made_again_in_place_of_the_checked_one_is_refused() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::starting());
+    let premade = premade_pod(&f, &cluster, |_| {});
+    let replacer = {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while cluster.config_map(NAME).is_none() {
+                assert!(std::time::Instant::now() < deadline, "no ConfigMap came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut pod = premade;
+            pod.metadata.uid = Some("uid-elsewhere".into());
+            cluster.insert_pod(pod);
+        })
+    };
+    let err = backend(&f, &cluster)
+        .launch(&f.spec, quiet())
+        .err()
+        .expect("a pod made in place of the checked one was run")
+        .to_string();
+    replacer.join().unwrap();
+    assert!(
+        err.contains(&format!(
+            "pod `{NAME}` in namespace `agents` was deleted and made again"
+        )) && err.contains("uid-elsewhere"),
+        "{err}"
+    );
+    assert_eq!(cluster.pod(NAME), None);
+    assert!(!cluster.calls().iter().any(|c| c.starts_with("attach")));
 }
