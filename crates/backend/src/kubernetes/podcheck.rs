@@ -13,12 +13,14 @@
 //!
 //! Every field of the spec is compared, except those the API server, its admission
 //! plugins or the scheduler fill in on every pod ([`SERVER_SET`]: scheduling, the service
-//! account's name — its token is compared through `automountServiceAccountToken` and the
-//! volumes —, priority, the runtime class's overhead) and the defaults the API server
-//! writes into containers (image pull policy, termination message, probe thresholds).
-//! Quantities are compared by value (`2000m` is `2`), and a container's resources only
-//! where the built pod sets them (a LimitRange fills in the others). A field set on the
-//! found pod that the built one leaves unset is a difference: fail closed.
+//! account's name and pull secrets — its token is compared through
+//! `automountServiceAccountToken` and the volumes —, priority, the runtime class's
+//! overhead) and the defaults the API server writes into containers (image pull policy,
+//! resize policy, termination message, probe thresholds). Quantities are compared by value
+//! (`2000m` is `2`); a `false` that the API server's types leave out (`tty`, `readOnly`,
+//! `hostNetwork`) is the field left out; a container's resources are compared only where
+//! the built pod sets them, and without the `ephemeral-storage` a LimitRange adds. A field
+//! set on the found pod that the built one leaves unset is a difference: fail closed.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +32,8 @@ use serde_json::{Map, Value};
 pub const SERVER_SET: &[&str] = &[
     "affinity",
     "dnsPolicy",
+    // The service account admission copies the account's pull secrets.
+    "imagePullSecrets",
     "nodeName",
     "nodeSelector",
     "overhead",
@@ -45,9 +49,28 @@ pub const SERVER_SET: &[&str] = &[
 /// Container fields the API server defaults on every container: not compared.
 const CONTAINER_DEFAULTED: &[&str] = &[
     "imagePullPolicy",
+    // Whether an in-place resize restarts the container (a resize needs `pods/resize`).
+    "resizePolicy",
     "terminationMessagePath",
     "terminationMessagePolicy",
 ];
+
+/// Fields that are a plain `bool` in the API server's types, written only when true: a
+/// `false` is the field left out (never so for the optional ones such as
+/// `automountServiceAccountToken`, whose absence means true).
+const PLAIN_BOOLS: &[&str] = &[
+    "hostIPC",
+    "hostNetwork",
+    "hostPID",
+    "readOnly",
+    "stdin",
+    "stdinOnce",
+    "tty",
+];
+
+/// Resources a LimitRange adds to a container that sets others: ignored on the found pod
+/// where the built one does not set them (they only bound the agent more).
+const LIMIT_RANGE_ADDED: &[&str] = &["ephemeral-storage"];
 
 /// The first field (a path such as `containers[agent].command`) in which `found` differs
 /// from `built`, `None` when it is the pod built for the bottle.
@@ -112,13 +135,24 @@ fn fields(spec: &PodSpec) -> BTreeMap<String, Value> {
                     probe_defaults(p);
                 }
             }
+            if let Some(Value::Object(resources)) = container.get_mut("resources") {
+                for kind in ["limits", "requests"] {
+                    if let Some(Value::Object(q)) = resources.get_mut(kind) {
+                        for name in LIMIT_RANGE_ADDED {
+                            q.remove(*name);
+                        }
+                    }
+                }
+            }
             if let Some(Value::Object(sc)) = container.get_mut("securityContext")
                 && sc.get("procMount").and_then(Value::as_str) == Some("Default")
             {
                 sc.remove("procMount");
             }
             for (key, value) in container {
-                if key == "name" {
+                if key == "name"
+                    || (value == Value::Bool(false) && PLAIN_BOOLS.contains(&key.as_str()))
+                {
                     continue;
                 }
                 let value = normalize(value);
@@ -146,6 +180,9 @@ fn fields(spec: &PodSpec) -> BTreeMap<String, Value> {
         out.insert("volumes".to_owned(), Value::Array(names));
     }
     for (key, value) in spec {
+        if value == Value::Bool(false) && PLAIN_BOOLS.contains(&key.as_str()) {
+            continue;
+        }
         let value = normalize(value);
         if !is_empty(&value) {
             out.insert(key, value);
@@ -177,6 +214,7 @@ fn normalize(value: Value) -> Value {
                         Value::Object(q.into_iter().map(|(k, v)| (k, quantity_value(v))).collect())
                     }
                     ("sizeLimit", v) => quantity_value(v),
+                    (k, Value::Bool(false)) if PLAIN_BOOLS.contains(&k) => Value::Null,
                     (_, v) => normalize(v),
                 };
                 if !is_empty(&value) {
@@ -332,6 +370,18 @@ pub(crate) mod tests {
                 }
             }
         }
+        // Go's plain booleans left out when false; the service account's pull secrets.
+        spec["imagePullSecrets"] = serde_json::json!([{"name": "registry"}]);
+        omit_false(spec);
+        for c in spec["containers"].as_array_mut().unwrap() {
+            c["resizePolicy"] = serde_json::json!([
+                {"resourceName": "cpu", "restartPolicy": "NotRequired"},
+                {"resourceName": "memory", "restartPolicy": "NotRequired"},
+            ]);
+            // A LimitRange's default for what the container does not set.
+            c["resources"]["limits"]["ephemeral-storage"] = "1Gi".into();
+            c["resources"]["requests"]["ephemeral-storage"] = "1Gi".into();
+        }
         let agent = &mut spec["containers"][0];
         // The built `1500m` and `2147483648` as other spellings of the same values.
         let nanos = |v: &serde_json::Value| quantity_nanos(v.as_str().unwrap()).unwrap();
@@ -344,6 +394,20 @@ pub(crate) mod tests {
         }
         stored["status"] = serde_json::json!({"phase": "Running"});
         stored
+    }
+
+    /// Leaves out, as Go's `omitempty` does, the plain booleans that are false.
+    fn omit_false(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.retain(|k, v| {
+                    !(PLAIN_BOOLS.contains(&k.as_str()) && *v == serde_json::Value::Bool(false))
+                });
+                map.values_mut().for_each(omit_false);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(omit_false),
+            _ => {}
+        }
     }
 
     /// The pod as an API server stores it is the pod built.
