@@ -386,17 +386,24 @@ impl RunningBottle {
         match agent {
             Agent::HostBundle {
                 mut running,
-                mut sidecar,
+                sidecar,
                 watcher,
             } => {
                 // The bundle is stopped as soon as the agent is gone, while the backend
                 // removes what is left of the bottle (native: its cgroups and directories).
-                let waited = running.wait_then(&mut || {
-                    self.watch.agent_ended(watch::exited_now(sidecar.pid()));
-                    // Ends the watcher's wait.
-                    sidecar.stop();
-                });
-                let _ = watcher.join();
+                // `start` goes on once the bundle's shutdown is done; its process is reaped
+                // beside the rest of the teardown, which ends the watcher's wait.
+                let mut bundle = Some((sidecar, watcher));
+                let mut stop = || {
+                    if let Some((sidecar, watcher)) = bundle.take() {
+                        self.watch.agent_ended(watch::exited_now(sidecar.pid()));
+                        sidecar.stop_after_shutdown(move || {
+                            let _ = watcher.join();
+                        });
+                    }
+                };
+                let waited = running.wait_then(&mut stop);
+                stop();
                 Ok(waited?.code)
             }
             Agent::ContainerBundle { mut running } => Ok(running.wait()?.code),

@@ -1,5 +1,6 @@
 //! `bot-bottle sidecar`: one bottle's sidecar bundle (the `bundle` crate), started by `start`,
-//! which waits for its `ready` line; `--check` is the health check of a running bundle.
+//! which waits for its `ready` line (and, when it stops it, for `stopped`); `--check` is the
+//! health check of a running bundle.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,5 +30,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     bundle::run(config)?;
+    // The shutdown is done and the runtime gone: `start` need not wait for the kernel's end
+    // of this process (`launcher`'s bundle module). Not said after a failure.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "stopped");
+        let _ = out.flush();
+    }
     Ok(ExitCode::SUCCESS)
 }
