@@ -45,7 +45,7 @@ use gix_object::TreeRefIter;
 use rayon::prelude::*;
 
 use super::change;
-use super::odb::{IdMap, Objects};
+use super::odb::{Decoded, IdMap, IdSet, Objects, WalkError};
 use super::parse::ParsePlan;
 use super::process::{Watchdog, finish_log, git_stderr_message, log_command, read_log};
 use super::{BATCH_BYTES, Children, GitScanRequest, git_command, scan_batches, spawn_child};
@@ -80,11 +80,14 @@ struct ListedCommit {
 pub struct GitScanCounts {
     /// Commits in the range.
     pub commits: u64,
-    /// Distinct blobs read here (each once; blobs the object scan of a push read are not
-    /// read again).
+    /// Distinct blobs read here one by one (each once; blobs the object scan of a push read,
+    /// or the walk of the packs judged, are not read again).
     pub blobs: u64,
     /// Commits shown as patches because they bring in a blob that may hold a finding.
     pub patched: u64,
+    /// Objects decoded by walking the repository's packs in delta-tree order before the
+    /// trees were diffed (each blob judged as it was decoded, each tree kept for the diffs).
+    pub walked: u64,
 }
 
 /// The time a scan may take, for the work done in process (the git processes are stopped by
@@ -344,6 +347,7 @@ fn run(
         commits: commits.len() as u64,
         blobs: to_read.len() as u64,
         patched: 0,
+        walked: 0,
     };
     let ids: Vec<String> = commits
         .into_iter()
@@ -360,6 +364,129 @@ fn run(
     let findings = scan_batches(engine, batches);
     finish_log(proc, false, git_err)?;
     Ok((findings, counts))
+}
+
+/// A pack is walked whole by the history scan when it holds at most this many objects per
+/// commit of the range: a history scan of most of the repository (`HEAD`, `--all`) walks its
+/// packs; a short range in a large repository reads only what its commits bring in.
+const WALK_OBJECTS_PER_COMMIT: usize = 64;
+
+/// Decoded trees kept in memory for the tree diffs, at most (past it, trees are read from
+/// the object database again when they are diffed).
+const KEEP_TREE_BYTES: usize = 256 << 20;
+
+/// The history scan of commit selectors: lists the range, then judges every blob of the
+/// repository's packs in pack order ([`judge_packs`]: each delta applied once to its base,
+/// each blob judged as it is decoded, each tree kept) before the commits' trees are diffed
+/// ([`scan_git_blobs`], which then reads from memory, not from the packs, and reads one by
+/// one only what no walked pack holds: loose objects, packs not walked).
+pub(crate) fn scan_git_history(
+    engine: &Engine,
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let start = Instant::now();
+    let (listed, objects) = std::thread::scope(|s| {
+        let listing = s.spawn(|| list_git_range(req, timeout));
+        let objects = Objects::open(req);
+        (listing.join(), objects)
+    });
+    let listed = listed.map_err(|_| git_err("listing the range's commits failed".into()))??;
+    let objects = objects.map_err(git_err)?;
+    let commits = listed.0.len();
+    let stop_at = start + timeout;
+    let judged = judge_packs(engine, objects, commits, stop_at);
+    let judged = match judged {
+        Ok(j) => j,
+        Err(WalkError::Stopped) => {
+            return Err(git_err(format!(
+                "reading the packs did not finish within {} s and was stopped",
+                timeout.as_secs()
+            )));
+        }
+        // Not walked: every blob the commits bring in is read one by one instead.
+        Err(WalkError::Failed(_)) => None,
+    };
+    let rest = timeout.saturating_sub(start.elapsed());
+    let walked = judged.as_ref().map_or(0, |(_, n)| *n);
+    let judged = judged.map(|(j, _)| j);
+    let (findings, mut counts) = scan_git_blobs(engine, req, rest, judged.as_ref(), Some(listed))?;
+    counts.walked = walked;
+    Ok((findings, counts))
+}
+
+/// Walks the packs that hold at most [`WALK_OBJECTS_PER_COMMIT`] objects per commit of a
+/// range of `commits` commits, judging each blob whole ([`Engine::may_find`]) and keeping
+/// each tree (up to [`KEEP_TREE_BYTES`]); `None` when no pack is walked.
+fn judge_packs(
+    engine: &Engine,
+    objects: Objects,
+    commits: usize,
+    stop_at: Instant,
+) -> Result<Option<(JudgedBlobs, u64)>, WalkError> {
+    #[derive(Default)]
+    struct Walked {
+        known: IdSet,
+        flagged: IdSet,
+        trees: Decoded,
+        tree_bytes: usize,
+    }
+    let walked = std::sync::Mutex::new(Walked::default());
+    let stop = AtomicBool::new(false);
+    let choose = |in_pack: usize| in_pack <= commits.saturating_mul(WALK_OBJECTS_PER_COMMIT);
+    let n = objects.walk_whole_packs(choose, &stop, |id, kind, data| {
+        if Instant::now() >= stop_at {
+            stop.store(true, Ordering::Relaxed);
+            return Err("the scan's time is up".into());
+        }
+        match kind {
+            gix_object::Kind::Blob => {
+                let hit = engine.may_find(data);
+                let mut w = walked.lock().map_err(|_| "a walking thread failed")?;
+                w.known.insert(id.to_owned());
+                if hit {
+                    w.flagged.insert(id.to_owned());
+                }
+            }
+            gix_object::Kind::Tree => {
+                let mut w = walked.lock().map_err(|_| "a walking thread failed")?;
+                if w.tree_bytes + data.len() <= KEEP_TREE_BYTES {
+                    w.tree_bytes += data.len();
+                    w.trees
+                        .insert(id.to_owned(), (gix_object::Kind::Tree, data.to_vec()));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    let n = match n {
+        Err(WalkError::Failed(_)) if stop.load(Ordering::Relaxed) => {
+            return Err(WalkError::Stopped);
+        }
+        other => other?,
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let w = walked
+        .into_inner()
+        .map_err(|_| WalkError::Failed("a walking thread failed".into()))?;
+    Ok(Some((
+        JudgedBlobs {
+            known: w.known,
+            flagged: w.flagged,
+            trees: Some(std::sync::Arc::new(w.trees)),
+            pending: IdMap::default(),
+            objects: Some(objects),
+        },
+        n,
+    )))
 }
 
 /// The range's commits, trees and parents in `git log`'s order.
