@@ -85,6 +85,8 @@ pub struct GitScanCounts {
     pub blobs: u64,
     /// Commits shown as patches because they bring in a blob that may hold a finding.
     pub patched: u64,
+    /// Distinct blobs the range's commits bring in that may hold a finding.
+    pub flagged: u64,
     /// Objects decoded by walking the repository's packs in delta-tree order before the
     /// trees were diffed (each blob judged as it was decoded, each tree kept for the diffs).
     pub walked: u64,
@@ -347,6 +349,7 @@ fn run(
         commits: commits.len() as u64,
         blobs: to_read.len() as u64,
         patched: 0,
+        flagged: is_flagged.iter().filter(|f| **f).count() as u64,
         walked: 0,
     };
     let ids: Vec<String> = commits
@@ -564,6 +567,8 @@ struct DiffState {
     tree: Vec<u8>,
     parent: Vec<u8>,
     commit: Vec<u8>,
+    /// Where each entry of the two trees ends (reused by [`differing_entries`]).
+    ends: (Vec<usize>, Vec<usize>),
 }
 
 impl DiffState {
@@ -575,6 +580,7 @@ impl DiffState {
             tree: Vec::new(),
             parent: Vec::new(),
             commit: Vec::new(),
+            ends: (Vec::new(), Vec::new()),
         }
     }
 
@@ -607,9 +613,13 @@ impl DiffState {
                 }
             };
             self.recorder.records.clear();
+            // The entries both trees hold alike at their start and end change nothing:
+            // only what lies between is diffed (a commit that edits one file of a large
+            // directory leaves all but one entry of it as they were).
+            let (lhs, rhs) = differing_entries(lhs, tree, &mut self.ends);
             gix_diff::tree(
                 TreeRefIter::from_bytes(lhs, gix_hash::Kind::Sha1),
-                TreeRefIter::from_bytes(tree, gix_hash::Kind::Sha1),
+                TreeRefIter::from_bytes(rhs, gix_hash::Kind::Sha1),
                 &mut self.state,
                 &self.objects,
                 &mut self.recorder,
@@ -654,6 +664,63 @@ impl DiffState {
     }
 }
 
+/// Where each entry of a tree's bytes ends (`<mode> <name>\0<20-byte id>`); `None` if the
+/// bytes are not a well-formed tree of SHA-1 ids.
+fn entry_ends(tree: &[u8], ends: &mut Vec<usize>) -> Option<()> {
+    ends.clear();
+    let mut at = 0;
+    while at < tree.len() {
+        let nul = memchr::memchr(0, &tree[at..])?;
+        let end = at + nul + 1 + 20;
+        if end > tree.len() {
+            return None;
+        }
+        ends.push(end);
+        at = end;
+    }
+    Some(())
+}
+
+/// The parts of two trees' bytes between the entries they share at their start and at their
+/// end: byte-equal entries (same mode, name and id) at the same place in both produce no
+/// change in a tree diff, so diffing what is left gives the same changes. Both whole when
+/// either is not a well-formed tree (the diff reports that).
+fn differing_entries<'a>(
+    lhs: &'a [u8],
+    rhs: &'a [u8],
+    ends: &mut (Vec<usize>, Vec<usize>),
+) -> (&'a [u8], &'a [u8]) {
+    let (le, re) = (&mut ends.0, &mut ends.1);
+    if entry_ends(lhs, le).is_none() || entry_ends(rhs, re).is_none() {
+        return (lhs, rhs);
+    }
+    let entry = |t: &'a [u8], e: &[usize], i: usize| {
+        let start = if i == 0 { 0 } else { e[i - 1] };
+        &t[start..e[i]]
+    };
+    let mut head = 0;
+    while head < le.len() && head < re.len() && entry(lhs, le, head) == entry(rhs, re, head) {
+        head += 1;
+    }
+    let mut tail = 0;
+    while tail < le.len() - head
+        && tail < re.len() - head
+        && entry(lhs, le, le.len() - 1 - tail) == entry(rhs, re, re.len() - 1 - tail)
+    {
+        tail += 1;
+    }
+    let cut = |t: &'a [u8], e: &[usize]| {
+        let start = if head == 0 { 0 } else { e[head - 1] };
+        let end = if e.len() - tail == 0 {
+            0
+        } else {
+            e[e.len() - tail - 1]
+        };
+        &t[start..end.max(start)]
+    };
+    (cut(lhs, le), cut(rhs, re))
+}
+
 /// Reads a tree's bytes into `buf` (the slice of it that is the tree).
 fn read_tree<'a>(
     objects: &Objects,
@@ -674,6 +741,52 @@ fn read_tree<'a>(
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    fn tree_bytes(entries: &[(&str, &str, u8)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (mode, name, id) in entries {
+            out.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            out.extend_from_slice(&[*id; 20]);
+        }
+        out
+    }
+
+    #[test]
+    fn only_the_entries_between_the_shared_head_and_tail_are_diffed() {
+        let mut ends = (Vec::new(), Vec::new());
+        let old = tree_bytes(&[
+            ("100644", "a", 1),
+            ("100644", "b", 2),
+            ("100644", "c", 3),
+            ("40000", "d", 4),
+        ]);
+        let new = tree_bytes(&[
+            ("100644", "a", 1),
+            ("100644", "b", 9),
+            ("100644", "bb", 7),
+            ("100644", "c", 3),
+            ("40000", "d", 4),
+        ]);
+        let (l, r) = differing_entries(&old, &new, &mut ends);
+        assert_eq!(l, tree_bytes(&[("100644", "b", 2)]));
+        assert_eq!(r, tree_bytes(&[("100644", "b", 9), ("100644", "bb", 7)]));
+        // Equal trees: nothing left; a tree against the empty one: all of it.
+        let (l, r) = differing_entries(&old, &old, &mut ends);
+        assert_eq!((l, r), (&[][..], &[][..]));
+        let (l, r) = differing_entries(&[], &new, &mut ends);
+        assert_eq!((l, r), (&[][..], &new[..]));
+        // An entry removed at the end, one added at the start.
+        let shorter = tree_bytes(&[("100644", "a", 1), ("100644", "b", 2), ("100644", "c", 3)]);
+        let (l, r) = differing_entries(&old, &shorter, &mut ends);
+        assert_eq!((l, r), (&tree_bytes(&[("40000", "d", 4)])[..], &[][..]));
+        let longer = tree_bytes(&[("100644", "0", 5), ("100644", "a", 1)]);
+        let only_a = tree_bytes(&[("100644", "a", 1)]);
+        let (l, r) = differing_entries(&only_a, &longer, &mut ends);
+        assert_eq!((l, r), (&[][..], &tree_bytes(&[("100644", "0", 5)])[..]));
+        // Bytes that are not a tree are left whole.
+        let (l, r) = differing_entries(b"100644 a", &new, &mut ends);
+        assert_eq!((l, r), (&b"100644 a"[..], &new[..]));
+    }
 
     #[test]
     fn listed_lines_give_commit_tree_and_parents() {
