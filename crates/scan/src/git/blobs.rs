@@ -722,13 +722,20 @@ fn differing_entries<'a>(
 }
 
 /// Reads a tree's bytes into `buf` (the slice of it that is the tree).
+/// A tree decoded earlier in the scan is borrowed where it is kept, not copied.
 fn read_tree<'a>(
-    objects: &Objects,
+    objects: &'a Objects,
     id: &ObjectId,
     buf: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], String> {
     if *id == ObjectId::empty_tree(gix_hash::Kind::Sha1) {
         return Ok(&[]);
+    }
+    if let Some((kind, data)) = objects.decoded(id) {
+        return match kind {
+            gix_object::Kind::Tree => Ok(data),
+            kind => Err(format!("object {id} is a {kind}, not a tree")),
+        };
     }
     match objects.read(id, buf)? {
         Some(d) if d.kind == gix_object::Kind::Tree => Ok(d.data),

@@ -200,6 +200,14 @@ impl Objects {
         Ok(walked)
     }
 
+    /// An object decoded earlier in this scan ([`Objects::with_decoded`]), borrowed.
+    pub(crate) fn decoded(&self, id: &oid) -> Option<(gix_object::Kind, &[u8])> {
+        self.decoded
+            .as_ref()
+            .and_then(|d| d.get(id))
+            .map(|(kind, data)| (*kind, data.as_slice()))
+    }
+
     /// Reads an object into `buf`: `None` if no directory has it.
     pub(crate) fn read<'a>(
         &self,
