@@ -369,9 +369,13 @@ fn run(
     Ok((findings, counts))
 }
 
-/// A pack is walked whole by the history scan when it holds at most this many objects per
-/// commit of the range: a history scan of most of the repository (`HEAD`, `--all`) walks its
-/// packs; a short range in a large repository reads only what its commits bring in.
+/// A pack is walked whole by the history scan when at least half of the commits it holds are
+/// commits of the range: a history scan of most of the repository (`HEAD`, `--all`) walks
+/// its packs; a short range, `--first-parent` of a history of many merges, or a pack of other
+/// branches' objects is not walked, and what the range brings in is read one by one
+/// (walking judges every blob of the pack, also those the range does not bring in). A pack
+/// without commits is walked when it holds at most this many objects per commit of the
+/// range.
 const WALK_OBJECTS_PER_COMMIT: usize = 64;
 
 /// Decoded trees kept in memory for the tree diffs, at most (past it, trees are read from
@@ -401,9 +405,8 @@ pub(crate) fn scan_git_history(
     });
     let listed = listed.map_err(|_| git_err("listing the range's commits failed".into()))??;
     let objects = objects.map_err(git_err)?;
-    let commits = listed.0.len();
     let stop_at = start + timeout;
-    let judged = judge_packs(engine, objects, commits, stop_at);
+    let judged = judge_packs(engine, objects, &listed.0, stop_at);
     let judged = match judged {
         Ok(j) => j,
         Err(WalkError::Stopped) => {
@@ -423,13 +426,13 @@ pub(crate) fn scan_git_history(
     Ok((findings, counts))
 }
 
-/// Walks the packs that hold at most [`WALK_OBJECTS_PER_COMMIT`] objects per commit of a
-/// range of `commits` commits, judging each blob whole ([`Engine::may_find`]) and keeping
+/// Walks the packs at least half of whose commits are among the range's `commits` (see
+/// [`WALK_OBJECTS_PER_COMMIT`]), judging each blob whole ([`Engine::may_find`]) and keeping
 /// each tree (up to [`KEEP_TREE_BYTES`]); `None` when no pack is walked.
 fn judge_packs(
     engine: &Engine,
     objects: Objects,
-    commits: usize,
+    commits: &[RangeCommit],
     stop_at: Instant,
 ) -> Result<Option<(JudgedBlobs, u64)>, WalkError> {
     #[derive(Default)]
@@ -441,7 +444,16 @@ fn judge_packs(
     }
     let walked = std::sync::Mutex::new(Walked::default());
     let stop = AtomicBool::new(false);
-    let choose = |in_pack: usize| in_pack <= commits.saturating_mul(WALK_OBJECTS_PER_COMMIT);
+    let choose = |in_pack: usize, pack_commits: usize, index: &gix_pack::index::File| {
+        if pack_commits == 0 {
+            return in_pack <= commits.len().saturating_mul(WALK_OBJECTS_PER_COMMIT);
+        }
+        let of_range = commits
+            .iter()
+            .filter(|c| index.lookup(c.id).is_some())
+            .count();
+        of_range.saturating_mul(2) >= pack_commits
+    };
     let n = objects.walk_whole_packs(choose, &stop, |id, kind, data| {
         if Instant::now() >= stop_at {
             stop.store(true, Ordering::Relaxed);

@@ -170,11 +170,12 @@ impl Objects {
         Ok(walked)
     }
 
-    /// Hands every object of every pack that `choose` picks (given its number of objects) to
-    /// `each`, decoded, in delta-tree order as [`Objects::walk_packs`] does; an object that
-    /// more than one walked pack holds is handed over once per pack. Returns how many
-    /// objects were handed over. The history scan judges every blob of the repository's
-    /// packs this way before it knows which of them its commits bring in.
+    /// Hands every object of every pack that `choose` picks (given its number of objects, of
+    /// commits stored whole in it, and its index) to `each`, decoded, in delta-tree order as
+    /// [`Objects::walk_packs`] does; an object that more than one walked pack holds is
+    /// handed over once per pack. Returns how many objects were handed over. The history
+    /// scan judges every blob of the repository's packs this way before it knows which of
+    /// them its commits bring in.
     pub(crate) fn walk_whole_packs<C, F>(
         &self,
         choose: C,
@@ -182,7 +183,7 @@ impl Objects {
         each: F,
     ) -> Result<u64, WalkError>
     where
-        C: Fn(usize) -> bool,
+        C: Fn(usize, usize, &gix_pack::index::File) -> bool,
         F: FnMut(&oid, gix_object::Kind, &[u8]) -> Result<(), String> + Send + Clone,
     {
         let mut walked = 0u64;
@@ -190,7 +191,18 @@ impl Objects {
             for idx in pack_indexes(dir) {
                 let bundle = open_pack(&idx)?;
                 let in_pack = bundle.index.num_objects() as usize;
-                if in_pack == 0 || !choose(in_pack) {
+                // Commits stored whole (git does not make deltas of commits, as a rule):
+                // read from the entries' headers, nothing inflated.
+                let commits = bundle
+                    .index
+                    .iter()
+                    .filter(|e| {
+                        bundle.pack.entry(e.pack_offset).is_ok_and(|entry| {
+                            matches!(entry.header, gix_pack::data::entry::Header::Commit)
+                        })
+                    })
+                    .count();
+                if in_pack == 0 || !choose(in_pack, commits, &bundle.index) {
                     continue;
                 }
                 walk_pack(&bundle, &idx, None, stop, each.clone())?;
