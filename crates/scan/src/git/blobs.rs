@@ -26,6 +26,12 @@
 //!    which lines a commit adds (git's diff algorithm, rename detection, dense combined diffs
 //!    of merges), and it runs only for the commits that hold a finding.
 //!
+//! Before step 2, the history scan of most of a repository ([`scan_git_history`]) walks the
+//! packs that hold mostly the range's commits in delta-tree order ([`Objects::walk_whole_packs`]):
+//! each blob is judged as it is decoded (step 3 done before step 2, each delta applied once to
+//! its base instead of each blob inflating its chain) and each tree kept, so step 2 diffs trees
+//! from memory and step 3 reads one by one only what no walked pack holds (loose objects).
+//!
 //! On a clean history step 4 shows nothing; on a history with findings it shows the commits
 //! that introduce them. The one thing step 3 does not look for is a match the patch scan would
 //! make across two added lines that are not next to each other in the file (the patch scan

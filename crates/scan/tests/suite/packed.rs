@@ -131,6 +131,7 @@ fn ranges(m: &Made) -> Vec<Vec<String>> {
         v(&["--author=T", "--all"]),
         v(&["--since=2000-01-01", "HEAD"]),
         v(&["--reverse", "HEAD"]),
+        v(&["--first-parent", "HEAD"]),
         v(&["other"]),
     ]
 }
