@@ -26,6 +26,12 @@
 //!    which lines a commit adds (git's diff algorithm, rename detection, dense combined diffs
 //!    of merges), and it runs only for the commits that hold a finding.
 //!
+//! Before step 2, the history scan of most of a repository ([`scan_git_history`]) walks the
+//! packs that hold mostly the range's commits in delta-tree order ([`Objects::walk_whole_packs`]):
+//! each blob is judged as it is decoded (step 3 done before step 2, each delta applied once to
+//! its base instead of each blob inflating its chain) and each tree kept, so step 2 diffs trees
+//! from memory and step 3 reads one by one only what no walked pack holds (loose objects).
+//!
 //! On a clean history step 4 shows nothing; on a history with findings it shows the commits
 //! that introduce them. The one thing step 3 does not look for is a match the patch scan would
 //! make across two added lines that are not next to each other in the file (the patch scan
@@ -45,7 +51,7 @@ use gix_object::TreeRefIter;
 use rayon::prelude::*;
 
 use super::change;
-use super::odb::{IdMap, Objects};
+use super::odb::{Decoded, IdMap, IdSet, Objects, WalkError};
 use super::parse::ParsePlan;
 use super::process::{Watchdog, finish_log, git_stderr_message, log_command, read_log};
 use super::{BATCH_BYTES, Children, GitScanRequest, git_command, scan_batches, spawn_child};
@@ -80,11 +86,16 @@ struct ListedCommit {
 pub struct GitScanCounts {
     /// Commits in the range.
     pub commits: u64,
-    /// Distinct blobs read here (each once; blobs the object scan of a push read are not
-    /// read again).
+    /// Distinct blobs read here one by one (each once; blobs the object scan of a push read,
+    /// or the walk of the packs judged, are not read again).
     pub blobs: u64,
     /// Commits shown as patches because they bring in a blob that may hold a finding.
     pub patched: u64,
+    /// Distinct blobs the range's commits bring in that may hold a finding.
+    pub flagged: u64,
+    /// Objects decoded by walking the repository's packs in delta-tree order before the
+    /// trees were diffed (each blob judged as it was decoded, each tree kept for the diffs).
+    pub walked: u64,
 }
 
 /// The time a scan may take, for the work done in process (the git processes are stopped by
@@ -344,6 +355,8 @@ fn run(
         commits: commits.len() as u64,
         blobs: to_read.len() as u64,
         patched: 0,
+        flagged: is_flagged.iter().filter(|f| **f).count() as u64,
+        walked: 0,
     };
     let ids: Vec<String> = commits
         .into_iter()
@@ -360,6 +373,141 @@ fn run(
     let findings = scan_batches(engine, batches);
     finish_log(proc, false, git_err)?;
     Ok((findings, counts))
+}
+
+/// A pack is walked whole by the history scan when at least half of the commits it holds are
+/// commits of the range: a history scan of most of the repository (`HEAD`, `--all`) walks
+/// its packs; a short range, `--first-parent` of a history of many merges, or a pack of other
+/// branches' objects is not walked, and what the range brings in is read one by one
+/// (walking judges every blob of the pack, also those the range does not bring in). A pack
+/// without commits is walked when it holds at most this many objects per commit of the
+/// range.
+const WALK_OBJECTS_PER_COMMIT: usize = 64;
+
+/// Decoded trees kept in memory for the tree diffs, at most (past it, trees are read from
+/// the object database again when they are diffed).
+const KEEP_TREE_BYTES: usize = 256 << 20;
+
+/// The history scan of commit selectors: lists the range, then judges every blob of the
+/// repository's packs in pack order ([`judge_packs`]: each delta applied once to its base,
+/// each blob judged as it is decoded, each tree kept) before the commits' trees are diffed
+/// ([`scan_git_blobs`], which then reads from memory, not from the packs, and reads one by
+/// one only what no walked pack holds: loose objects, packs not walked).
+pub(crate) fn scan_git_history(
+    engine: &Engine,
+    req: &GitScanRequest,
+    timeout: Duration,
+) -> Result<(Vec<Finding>, GitScanCounts), ScanError> {
+    let git_err = |message: String| ScanError::Git {
+        repo: req.repo.clone(),
+        range: req.describe(),
+        message,
+    };
+    let start = Instant::now();
+    let (listed, objects) = std::thread::scope(|s| {
+        let listing = s.spawn(|| list_git_range(req, timeout));
+        let objects = Objects::open(req);
+        (listing.join(), objects)
+    });
+    let listed = listed.map_err(|_| git_err("listing the range's commits failed".into()))??;
+    let objects = objects.map_err(git_err)?;
+    let stop_at = start + timeout;
+    let judged = judge_packs(engine, objects, &listed.0, stop_at);
+    let judged = match judged {
+        Ok(j) => j,
+        Err(WalkError::Stopped) => {
+            return Err(git_err(format!(
+                "reading the packs did not finish within {} s and was stopped",
+                timeout.as_secs()
+            )));
+        }
+        // Not walked: every blob the commits bring in is read one by one instead.
+        Err(WalkError::Failed(_)) => None,
+    };
+    let rest = timeout.saturating_sub(start.elapsed());
+    let walked = judged.as_ref().map_or(0, |(_, n)| *n);
+    let judged = judged.map(|(j, _)| j);
+    let (findings, mut counts) = scan_git_blobs(engine, req, rest, judged.as_ref(), Some(listed))?;
+    counts.walked = walked;
+    Ok((findings, counts))
+}
+
+/// Walks the packs at least half of whose commits are among the range's `commits` (see
+/// [`WALK_OBJECTS_PER_COMMIT`]), judging each blob whole ([`Engine::may_find`]) and keeping
+/// each tree (up to [`KEEP_TREE_BYTES`]); `None` when no pack is walked.
+fn judge_packs(
+    engine: &Engine,
+    objects: Objects,
+    commits: &[RangeCommit],
+    stop_at: Instant,
+) -> Result<Option<(JudgedBlobs, u64)>, WalkError> {
+    #[derive(Default)]
+    struct Walked {
+        known: IdSet,
+        flagged: IdSet,
+        trees: Decoded,
+        tree_bytes: usize,
+    }
+    let walked = std::sync::Mutex::new(Walked::default());
+    let stop = AtomicBool::new(false);
+    let choose = |in_pack: usize, pack_commits: usize, index: &gix_pack::index::File| {
+        if pack_commits == 0 {
+            return in_pack <= commits.len().saturating_mul(WALK_OBJECTS_PER_COMMIT);
+        }
+        let of_range = commits
+            .iter()
+            .filter(|c| index.lookup(c.id).is_some())
+            .count();
+        of_range.saturating_mul(2) >= pack_commits
+    };
+    let n = objects.walk_whole_packs(choose, &stop, |id, kind, data| {
+        if Instant::now() >= stop_at {
+            stop.store(true, Ordering::Relaxed);
+            return Err("the scan's time is up".into());
+        }
+        match kind {
+            gix_object::Kind::Blob => {
+                let hit = engine.may_find(data);
+                let mut w = walked.lock().map_err(|_| "a walking thread failed")?;
+                w.known.insert(id.to_owned());
+                if hit {
+                    w.flagged.insert(id.to_owned());
+                }
+            }
+            gix_object::Kind::Tree => {
+                let mut w = walked.lock().map_err(|_| "a walking thread failed")?;
+                if w.tree_bytes + data.len() <= KEEP_TREE_BYTES {
+                    w.tree_bytes += data.len();
+                    w.trees
+                        .insert(id.to_owned(), (gix_object::Kind::Tree, data.to_vec()));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    let n = match n {
+        Err(WalkError::Failed(_)) if stop.load(Ordering::Relaxed) => {
+            return Err(WalkError::Stopped);
+        }
+        other => other?,
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let w = walked
+        .into_inner()
+        .map_err(|_| WalkError::Failed("a walking thread failed".into()))?;
+    Ok(Some((
+        JudgedBlobs {
+            known: w.known,
+            flagged: w.flagged,
+            trees: Some(std::sync::Arc::new(w.trees)),
+            pending: IdMap::default(),
+            objects: Some(objects),
+        },
+        n,
+    )))
 }
 
 /// The range's commits, trees and parents in `git log`'s order.
@@ -437,6 +585,8 @@ struct DiffState {
     tree: Vec<u8>,
     parent: Vec<u8>,
     commit: Vec<u8>,
+    /// Where each entry of the two trees ends (reused by [`differing_entries`]).
+    ends: (Vec<usize>, Vec<usize>),
 }
 
 impl DiffState {
@@ -448,6 +598,7 @@ impl DiffState {
             tree: Vec::new(),
             parent: Vec::new(),
             commit: Vec::new(),
+            ends: (Vec::new(), Vec::new()),
         }
     }
 
@@ -480,9 +631,13 @@ impl DiffState {
                 }
             };
             self.recorder.records.clear();
+            // The entries both trees hold alike at their start and end change nothing:
+            // only what lies between is diffed (a commit that edits one file of a large
+            // directory leaves all but one entry of it as they were).
+            let (lhs, rhs) = differing_entries(lhs, tree, &mut self.ends);
             gix_diff::tree(
                 TreeRefIter::from_bytes(lhs, gix_hash::Kind::Sha1),
-                TreeRefIter::from_bytes(tree, gix_hash::Kind::Sha1),
+                TreeRefIter::from_bytes(rhs, gix_hash::Kind::Sha1),
                 &mut self.state,
                 &self.objects,
                 &mut self.recorder,
@@ -527,14 +682,78 @@ impl DiffState {
     }
 }
 
+/// Where each entry of a tree's bytes ends (`<mode> <name>\0<20-byte id>`); `None` if the
+/// bytes are not a well-formed tree of SHA-1 ids.
+fn entry_ends(tree: &[u8], ends: &mut Vec<usize>) -> Option<()> {
+    ends.clear();
+    let mut at = 0;
+    while at < tree.len() {
+        let nul = memchr::memchr(0, &tree[at..])?;
+        let end = at + nul + 1 + 20;
+        if end > tree.len() {
+            return None;
+        }
+        ends.push(end);
+        at = end;
+    }
+    Some(())
+}
+
+/// The parts of two trees' bytes between the entries they share at their start and at their
+/// end: byte-equal entries (same mode, name and id) at the same place in both produce no
+/// change in a tree diff, so diffing what is left gives the same changes. Both whole when
+/// either is not a well-formed tree (the diff reports that).
+fn differing_entries<'a>(
+    lhs: &'a [u8],
+    rhs: &'a [u8],
+    ends: &mut (Vec<usize>, Vec<usize>),
+) -> (&'a [u8], &'a [u8]) {
+    let (le, re) = (&mut ends.0, &mut ends.1);
+    if entry_ends(lhs, le).is_none() || entry_ends(rhs, re).is_none() {
+        return (lhs, rhs);
+    }
+    let entry = |t: &'a [u8], e: &[usize], i: usize| {
+        let start = if i == 0 { 0 } else { e[i - 1] };
+        &t[start..e[i]]
+    };
+    let mut head = 0;
+    while head < le.len() && head < re.len() && entry(lhs, le, head) == entry(rhs, re, head) {
+        head += 1;
+    }
+    let mut tail = 0;
+    while tail < le.len() - head
+        && tail < re.len() - head
+        && entry(lhs, le, le.len() - 1 - tail) == entry(rhs, re, re.len() - 1 - tail)
+    {
+        tail += 1;
+    }
+    let cut = |t: &'a [u8], e: &[usize]| {
+        let start = if head == 0 { 0 } else { e[head - 1] };
+        let end = if e.len() - tail == 0 {
+            0
+        } else {
+            e[e.len() - tail - 1]
+        };
+        &t[start..end.max(start)]
+    };
+    (cut(lhs, le), cut(rhs, re))
+}
+
 /// Reads a tree's bytes into `buf` (the slice of it that is the tree).
+/// A tree decoded earlier in the scan is borrowed where it is kept, not copied.
 fn read_tree<'a>(
-    objects: &Objects,
+    objects: &'a Objects,
     id: &ObjectId,
     buf: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], String> {
     if *id == ObjectId::empty_tree(gix_hash::Kind::Sha1) {
         return Ok(&[]);
+    }
+    if let Some((kind, data)) = objects.decoded(id) {
+        return match kind {
+            gix_object::Kind::Tree => Ok(data),
+            kind => Err(format!("object {id} is a {kind}, not a tree")),
+        };
     }
     match objects.read(id, buf)? {
         Some(d) if d.kind == gix_object::Kind::Tree => Ok(d.data),
@@ -547,6 +766,52 @@ fn read_tree<'a>(
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    fn tree_bytes(entries: &[(&str, &str, u8)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (mode, name, id) in entries {
+            out.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            out.extend_from_slice(&[*id; 20]);
+        }
+        out
+    }
+
+    #[test]
+    fn only_the_entries_between_the_shared_head_and_tail_are_diffed() {
+        let mut ends = (Vec::new(), Vec::new());
+        let old = tree_bytes(&[
+            ("100644", "a", 1),
+            ("100644", "b", 2),
+            ("100644", "c", 3),
+            ("40000", "d", 4),
+        ]);
+        let new = tree_bytes(&[
+            ("100644", "a", 1),
+            ("100644", "b", 9),
+            ("100644", "bb", 7),
+            ("100644", "c", 3),
+            ("40000", "d", 4),
+        ]);
+        let (l, r) = differing_entries(&old, &new, &mut ends);
+        assert_eq!(l, tree_bytes(&[("100644", "b", 2)]));
+        assert_eq!(r, tree_bytes(&[("100644", "b", 9), ("100644", "bb", 7)]));
+        // Equal trees: nothing left; a tree against the empty one: all of it.
+        let (l, r) = differing_entries(&old, &old, &mut ends);
+        assert_eq!((l, r), (&[][..], &[][..]));
+        let (l, r) = differing_entries(&[], &new, &mut ends);
+        assert_eq!((l, r), (&[][..], &new[..]));
+        // An entry removed at the end, one added at the start.
+        let shorter = tree_bytes(&[("100644", "a", 1), ("100644", "b", 2), ("100644", "c", 3)]);
+        let (l, r) = differing_entries(&old, &shorter, &mut ends);
+        assert_eq!((l, r), (&tree_bytes(&[("40000", "d", 4)])[..], &[][..]));
+        let longer = tree_bytes(&[("100644", "0", 5), ("100644", "a", 1)]);
+        let only_a = tree_bytes(&[("100644", "a", 1)]);
+        let (l, r) = differing_entries(&only_a, &longer, &mut ends);
+        assert_eq!((l, r), (&[][..], &tree_bytes(&[("100644", "0", 5)])[..]));
+        // Bytes that are not a tree are left whole.
+        let (l, r) = differing_entries(b"100644 a", &new, &mut ends);
+        assert_eq!((l, r), (&b"100644 a"[..], &new[..]));
+    }
 
     #[test]
     fn listed_lines_give_commit_tree_and_parents() {

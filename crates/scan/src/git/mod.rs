@@ -129,7 +129,7 @@ pub(crate) fn scan_git_once(
     timeout: Duration,
 ) -> Result<(Vec<Finding>, Option<GitScanCounts>), ScanError> {
     if splittable(&req.rev_args) {
-        blobs::scan_git_blobs(engine, req, timeout, None, None).map(|(f, c)| (f, Some(c)))
+        blobs::scan_git_history(engine, req, timeout).map(|(f, c)| (f, Some(c)))
     } else {
         scan_git(engine, req, timeout, SPLIT_MIN_COMMITS).map(|f| (f, None))
     }

@@ -137,15 +137,10 @@ impl Objects {
     where
         F: FnMut(&oid, gix_object::Kind, &[u8]) -> Result<(), String> + Send + Clone,
     {
-        use gix_error::ErrorExt;
-        use gix_pack::index::traverse::{SafetyCheck, with_index};
-
         let mut walked = IdSet::default();
         for dir in &self.dirs {
             for idx in pack_indexes(dir) {
-                let bundle = gix_pack::Bundle::at(&idx, gix_hash::Kind::Sha1).map_err(|e| {
-                    WalkError::Failed(format!("cannot open the pack {}: {e}", idx.display()))
-                })?;
+                let bundle = open_pack(&idx)?;
                 let here: IdSet = wanted
                     .iter()
                     .filter(|id| !walked.contains(*id) && bundle.index.lookup(*id).is_some())
@@ -157,43 +152,72 @@ impl Objects {
                 }
                 let mut each = each.clone();
                 let here_ref = &here;
-                let walk = bundle.index.traverse_with_index(
-                    &bundle.pack,
-                    move |kind, data, entry, _progress| {
-                        if stop.load(Ordering::Relaxed) {
-                            return Err(gix_error::cancelled("the scan was stopped").raise());
-                        }
-                        if here_ref.contains(&entry.oid) {
-                            each(&entry.oid, kind, data)
-                                .map_err(|e| gix_error::Message::from(e).raise())?;
+                walk_pack(
+                    &bundle,
+                    &idx,
+                    max_object_bytes,
+                    stop,
+                    move |id: &oid, kind, data: &[u8]| {
+                        if here_ref.contains(id) {
+                            each(id, kind, data)?;
                         }
                         Ok(())
                     },
-                    &mut gix_utils::progress::Discard,
-                    stop,
-                    with_index::Options {
-                        // As many walking threads as the rayon pool has (a thread takes
-                        // a base and its deltas; idle ones steal deltas of the others).
-                        thread_limit: Some(rayon::current_num_threads()),
-                        // index-pack checked the pack and computed every id as it wrote the
-                        // index; a pack of the repository's own was checked when it came in.
-                        check: SafetyCheck::SkipFileAndObjectChecksumVerification,
-                        alloc_limit_bytes: max_object_bytes,
-                    },
-                );
-                if let Err(e) = walk {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(WalkError::Stopped);
-                    }
-                    return Err(WalkError::Failed(format!(
-                        "cannot walk the pack {}: {e}",
-                        idx.display()
-                    )));
-                }
+                )?;
                 walked.extend(here);
             }
         }
         Ok(walked)
+    }
+
+    /// Hands every object of every pack that `choose` picks (given its number of objects, of
+    /// commits stored whole in it, and its index) to `each`, decoded, in delta-tree order as
+    /// [`Objects::walk_packs`] does; an object that more than one walked pack holds is
+    /// handed over once per pack. Returns how many objects were handed over. The history
+    /// scan judges every blob of the repository's packs this way before it knows which of
+    /// them its commits bring in.
+    pub(crate) fn walk_whole_packs<C, F>(
+        &self,
+        choose: C,
+        stop: &AtomicBool,
+        each: F,
+    ) -> Result<u64, WalkError>
+    where
+        C: Fn(usize, usize, &gix_pack::index::File) -> bool,
+        F: FnMut(&oid, gix_object::Kind, &[u8]) -> Result<(), String> + Send + Clone,
+    {
+        let mut walked = 0u64;
+        for dir in &self.dirs {
+            for idx in pack_indexes(dir) {
+                let bundle = open_pack(&idx)?;
+                let in_pack = bundle.index.num_objects() as usize;
+                // Commits stored whole (git does not make deltas of commits, as a rule):
+                // read from the entries' headers, nothing inflated.
+                let commits = bundle
+                    .index
+                    .iter()
+                    .filter(|e| {
+                        bundle.pack.entry(e.pack_offset).is_ok_and(|entry| {
+                            matches!(entry.header, gix_pack::data::entry::Header::Commit)
+                        })
+                    })
+                    .count();
+                if in_pack == 0 || !choose(in_pack, commits, &bundle.index) {
+                    continue;
+                }
+                walk_pack(&bundle, &idx, None, stop, each.clone())?;
+                walked += in_pack as u64;
+            }
+        }
+        Ok(walked)
+    }
+
+    /// An object decoded earlier in this scan ([`Objects::with_decoded`]), borrowed.
+    pub(crate) fn decoded(&self, id: &oid) -> Option<(gix_object::Kind, &[u8])> {
+        self.decoded
+            .as_ref()
+            .and_then(|d| d.get(id))
+            .map(|(kind, data)| (*kind, data.as_slice()))
     }
 
     /// Reads an object into `buf`: `None` if no directory has it.
@@ -265,6 +289,58 @@ impl Find for Objects {
         }
         self.holder(id).try_find(id, buffer)
     }
+}
+
+fn open_pack(idx: &Path) -> Result<gix_pack::Bundle, WalkError> {
+    gix_pack::Bundle::at(idx, gix_hash::Kind::Sha1)
+        .map_err(|e| WalkError::Failed(format!("cannot open the pack {}: {e}", idx.display())))
+}
+
+/// Walks one pack in delta-tree order, handing each object to `each` on the walking threads.
+fn walk_pack<F>(
+    bundle: &gix_pack::Bundle,
+    idx: &Path,
+    max_object_bytes: Option<usize>,
+    stop: &AtomicBool,
+    mut each: F,
+) -> Result<(), WalkError>
+where
+    F: FnMut(&oid, gix_object::Kind, &[u8]) -> Result<(), String> + Send + Clone,
+{
+    use gix_error::ErrorExt;
+    use gix_pack::index::traverse::{SafetyCheck, with_index};
+
+    let walk = bundle.index.traverse_with_index(
+        &bundle.pack,
+        move |kind, data, entry, _progress| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(gix_error::cancelled("the scan was stopped").raise());
+            }
+            each(&entry.oid, kind, data).map_err(|e| gix_error::Message::from(e).raise())?;
+            Ok(())
+        },
+        &mut gix_utils::progress::Discard,
+        stop,
+        with_index::Options {
+            // As many walking threads as the rayon pool has (a thread takes
+            // a base and its deltas; idle ones steal deltas of the others).
+            thread_limit: Some(rayon::current_num_threads()),
+            // index-pack checked the pack and computed every id as it wrote the
+            // index; a pack of the repository's own was checked when it came in.
+            check: SafetyCheck::SkipFileAndObjectChecksumVerification,
+            alloc_limit_bytes: max_object_bytes,
+        },
+    );
+    if let Err(e) = walk {
+        if stop.load(Ordering::Relaxed) {
+            return Err(WalkError::Stopped);
+        }
+        return Err(WalkError::Failed(format!(
+            "cannot walk the pack {}: {e}",
+            idx.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The pack indexes of an object directory, by name (none if it has no `pack` directory).

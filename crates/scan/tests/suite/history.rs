@@ -88,7 +88,9 @@ fn the_same_blob_at_many_paths_and_commits_is_read_once_and_reported_once_per_pl
         GitScanCounts {
             commits: 5,
             blobs: 2,
-            patched: 3
+            patched: 3,
+            flagged: 1,
+            walked: 0,
         }
     );
 }
@@ -108,7 +110,9 @@ fn a_clean_history_shows_no_patch() {
         GitScanCounts {
             commits: 12,
             blobs: 12,
-            patched: 0
+            patched: 0,
+            flagged: 0,
+            walked: 0,
         }
     );
 }

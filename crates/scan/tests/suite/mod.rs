@@ -7,6 +7,7 @@ mod gitleaks;
 mod gitmodes;
 mod hidden;
 mod history;
+mod packed;
 mod packs;
 mod sarif;
 
