@@ -791,9 +791,7 @@ mod tests {
             );
             let state_dir = laptop.state_dir(ID);
             std::fs::create_dir_all(&state_dir).unwrap();
-            backend::kubernetes::PodRecord::default()
-                .write(&state_dir)
-                .unwrap();
+
             let name = objects::object_name(ID);
             let token = new_token();
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -827,6 +825,13 @@ mod tests {
             cluster.insert_pod(
                 serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
             );
+            // The record names the pod launched (the relay reaches that one only).
+            backend::kubernetes::PodRecord {
+                pod_uid: cluster.pod(&name).unwrap().metadata.uid,
+                ..Default::default()
+            }
+            .write(&state_dir)
+            .unwrap();
             cluster.insert_secret(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name},
@@ -933,7 +938,7 @@ mod tests {
 
         // The pod goes (its connections with it): its relay ends, and the bottle is not
         // looked at again.
-        rt.block_on(cluster.delete_pod(&name, Duration::ZERO))
+        rt.block_on(cluster.delete_pod(&name, Duration::ZERO, None))
             .unwrap();
         pod_ends.cancel();
         eventually("the relay's end", || {
