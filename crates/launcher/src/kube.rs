@@ -469,6 +469,9 @@ pub(super) fn launch(
             .is_some()
             .then(|| backend::kubernetes::objects::home_claim_name(&spec.identity)),
         home_made: None,
+        // Written once the launch checked the pod and got the agent running in it; until
+        // then the operator's side (a relay, `stop`) reaches no pod of the bottle's name.
+        pod_uid: None,
     };
     // A claim made earlier: said. One this launch may make: not said until the launch ends,
     // so that a launcher killed once the agent runs on it leaves a record that fails closed
@@ -526,8 +529,11 @@ pub(super) fn launch(
     if record.home_claim.is_some() && record.home_made != Some(true) {
         // The claim exists now: a `resume` that does not find it says so.
         record.home_made = Some(true);
-        record.write(&state_dir)?;
     }
+    // The pod the launch checked: the relay's port-forwards and `stop` reach that one and
+    // no pod made again under the bottle's name (a `resume` records its new pod).
+    record.pod_uid = Some(running.pod_uid().to_owned());
+    record.write(&state_dir)?;
     super::agent_started(paths, options.report.as_ref());
     Ok(match operator_token {
         Some(token) => Box::new(Relayed {
@@ -918,6 +924,21 @@ mod tests {
             let player = agent(w.cluster.clone(), 3);
             let running = crate::launch(&w.home, w.launch(&["false"]), &w.options()).unwrap();
             let identity = running.identity().to_string();
+            let record = |w: &World| {
+                backend::kubernetes::PodRecord::read(&w.home.state_dir(&identity))
+                    .unwrap()
+                    .pod_uid
+                    .unwrap()
+            };
+            // The record names the pod the launch checked.
+            let first = w
+                .cluster
+                .pod(&objects::object_name(&identity))
+                .unwrap()
+                .metadata
+                .uid
+                .unwrap();
+            assert_eq!(record(&w), first);
             assert_eq!(running.wait().unwrap(), 3);
             player.join().unwrap();
             let id = state::Identity::parse(&identity).unwrap();
@@ -933,6 +954,10 @@ mod tests {
             let name = objects::object_name(&identity);
             let secret = w.cluster.secret(&name).unwrap();
             assert_eq!(secret.data.unwrap()["ca.pem"].0, ca);
+            // The resumed bottle's record names its new pod, not the first run's.
+            let resumed = w.cluster.pod(&name).unwrap().metadata.uid.unwrap();
+            assert_ne!(resumed, first);
+            assert_eq!(record(&w), resumed);
             assert_eq!(running.wait().unwrap(), 0);
             player.join().unwrap();
             assert!(!w.home.state_dir(&id).exists());

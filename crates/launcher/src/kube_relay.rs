@@ -791,9 +791,7 @@ mod tests {
             );
             let state_dir = laptop.state_dir(ID);
             std::fs::create_dir_all(&state_dir).unwrap();
-            backend::kubernetes::PodRecord::default()
-                .write(&state_dir)
-                .unwrap();
+
             let name = objects::object_name(ID);
             let token = new_token();
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -827,6 +825,13 @@ mod tests {
             cluster.insert_pod(
                 serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
             );
+            // The record names the pod launched (the relay reaches that one only).
+            backend::kubernetes::PodRecord {
+                pod_uid: cluster.pod(&name).unwrap().metadata.uid,
+                ..Default::default()
+            }
+            .write(&state_dir)
+            .unwrap();
             cluster.insert_secret(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name},
@@ -933,7 +938,7 @@ mod tests {
 
         // The pod goes (its connections with it): its relay ends, and the bottle is not
         // looked at again.
-        rt.block_on(cluster.delete_pod(&name, Duration::ZERO))
+        rt.block_on(cluster.delete_pod(&name, Duration::ZERO, None))
             .unwrap();
         pod_ends.cancel();
         eventually("the relay's end", || {
@@ -942,6 +947,54 @@ mod tests {
         });
         assert!(relays.gone.contains(ID));
         drop(other);
+        rt.shutdown_background();
+    }
+
+    /// A pod deleted and made again under the bottle's name (another uid) is not the
+    /// bottle's: the dashboard's relay opens no port-forward to it (nothing of the
+    /// operator's, not the token, reaches it), takes none of its proposals, and ends as for
+    /// a pod that is gone.
+    #[test]
+    fn a_pod_made_again_under_the_bottles_name_is_not_relayed() {
+        use backend::kubernetes::Cluster;
+        let ClusterBottle {
+            _dir,
+            laptop,
+            pod,
+            name,
+            rt,
+            pod_ends,
+            cluster,
+            backend,
+            _api,
+            ..
+        } = ClusterBottle::new();
+        rt.block_on(cluster.delete_pod(&name, Duration::ZERO, None))
+            .unwrap();
+        cluster.insert_pod(
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "uid": "uid-made-again"}}),
+            )
+            .unwrap(),
+        );
+        pod_proposal(&pod, "routes:\n- host: a.example\n");
+        let mut relays = Relays::default();
+        relays.scan(&laptop, &backend);
+        assert_eq!(relays.relayed(), vec![ID.to_owned()]);
+        eventually("the relay's end", || {
+            relays.scan(&laptop, &backend);
+            relays.relayed().is_empty().then_some(())
+        });
+        assert!(relays.gone.contains(ID));
+        assert!(
+            _api.calls().iter().all(|c| !c.contains("portforward")),
+            "{:?}",
+            _api.calls()
+        );
+        assert!(!cluster.calls().iter().any(|c| c.starts_with("portforward")));
+        let (pending, _) = proposals::queue::pending_all(&laptop, Some(ID)).unwrap();
+        assert!(pending.is_empty());
+        pod_ends.cancel();
         rt.shutdown_background();
     }
 

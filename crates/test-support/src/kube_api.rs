@@ -44,6 +44,12 @@ type Ports = Arc<Mutex<BTreeMap<(String, String), BTreeMap<u16, SocketAddr>>>>;
 type Calls = Arc<Mutex<Vec<String>>>;
 type Objects = Arc<Mutex<BTreeMap<(String, String), serde_json::Value>>>;
 
+/// The uid the fake API server gives served pod `pod` of `namespace` (a bottle's record
+/// names it: the relay reaches that pod only).
+pub fn pod_uid(namespace: &str, pod: &str) -> String {
+    format!("uid-{namespace}-{pod}")
+}
+
 /// A fake API server answering `pods/portforward` (see the module doc).
 pub struct FakeApiServer {
     addr: SocketAddr,
@@ -248,7 +254,7 @@ async fn handle(
             return Ok(if ports.lock().unwrap().contains_key(&key) {
                 json_response(&serde_json::json!({
                     "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": pod, "namespace": ns},
+                    "metadata": {"name": pod, "namespace": ns, "uid": pod_uid(ns, pod)},
                 }))
             } else {
                 status(
@@ -291,7 +297,7 @@ async fn handle(
                     .map(|(n, pod)| {
                         serde_json::json!({
                             "apiVersion": "v1", "kind": "Pod",
-                            "metadata": {"name": pod, "namespace": n},
+                            "metadata": {"name": pod, "namespace": n, "uid": pod_uid(n, pod)},
                         })
                     })
                     .collect(),

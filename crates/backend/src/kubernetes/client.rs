@@ -218,14 +218,36 @@ impl Cluster for KubeCluster {
             .map_err(|e| self.error("list pods", e))
     }
 
-    async fn delete_pod(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+    async fn delete_pod(
+        &self,
+        name: &str,
+        grace: Duration,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         let params = DeleteParams {
             grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            preconditions: uid.map(|uid| kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
             ..DeleteParams::background()
         };
         match self.pods().delete(name, &params).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            // "Precondition failed: UID in precondition: <ours>, UID in object meta: <its>"
+            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
+                Err(ClusterError::Replaced {
+                    pod: name.to_owned(),
+                    namespace: self.namespace.clone(),
+                    recorded: uid.unwrap_or_default().to_owned(),
+                    found: status
+                        .message
+                        .rsplit_once("UID in object meta: ")
+                        .map(|(_, found)| found.trim().to_owned())
+                        .unwrap_or_else(|| "another".to_owned()),
+                })
+            }
             Err(e) => Err(self.error("delete pods", e)),
         }
     }
@@ -900,9 +922,62 @@ mod tests {
         assert_eq!(cluster.get_pod("x").await.unwrap(), None);
         assert!(
             !cluster
-                .delete_pod("x", Duration::from_secs(5))
+                .delete_pod("x", Duration::from_secs(5), None)
                 .await
                 .unwrap()
+        );
+        server.await.unwrap();
+    }
+
+    /// `stop` deletes the pod its launch checked and no other of its name: the uid goes as
+    /// a delete precondition, and the API server's refusal of a pod made again under the
+    /// name (409, "Precondition failed") says so, naming both uids.
+    #[tokio::test]
+    async fn deleting_the_launched_pod_sends_its_uid_as_a_precondition_and_a_pod_made_again_is_refused()
+     {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            for answer in [
+                json(
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                ),
+                status(
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled on Pod \"bot-bottle-claude-1a2b3\": Precondition failed: UID in precondition: u-1, UID in object meta: u-2",
+                ),
+            ] {
+                let (request, send) = handle.next_request().await.unwrap();
+                assert_eq!(request.method(), http::Method::DELETE);
+                assert_eq!(
+                    request.uri().path(),
+                    "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3"
+                );
+                let body = http_body_util::BodyExt::collect(request.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(sent["preconditions"], serde_json::json!({"uid": "u-1"}));
+                assert_eq!(sent["gracePeriodSeconds"], 5);
+                send.send_response(answer);
+            }
+        });
+        let name = "bot-bottle-claude-1a2b3";
+        let grace = Duration::from_secs(5);
+        assert!(cluster.delete_pod(name, grace, Some("u-1")).await.unwrap());
+        let e = cluster
+            .delete_pod(name, grace, Some("u-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ClusterError::Replaced {
+                pod: name.into(),
+                namespace: "agents".into(),
+                recorded: "u-1".into(),
+                found: "u-2".into(),
+            }
         );
         server.await.unwrap();
     }

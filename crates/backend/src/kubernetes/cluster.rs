@@ -38,8 +38,15 @@ pub trait Cluster: Send + Sync {
     /// The pods matching a label selector.
     async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError>;
     /// Deletes the pod (its Secret and ConfigMap go with it: they are owned by it) with a
-    /// grace period; `false` when there was none.
-    async fn delete_pod(&self, name: &str, grace: Duration) -> Result<bool, ClusterError>;
+    /// grace period; `false` when there was none. With `uid`, only the pod of that uid (a
+    /// delete precondition: a pod made again under the name is refused with
+    /// [`ClusterError::Replaced`], not deleted).
+    async fn delete_pod(
+        &self,
+        name: &str,
+        grace: Duration,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError>;
     /// Deletes a Secret and a ConfigMap of that name that no pod owns yet (a launch that
     /// failed between creating them and the pod). Missing ones are not an error.
     async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError>;
@@ -169,6 +176,19 @@ pub enum ClusterError {
         pod: String,
         namespace: String,
         field: String,
+    },
+    /// The pod under the bottle's name is not the one its launch checked and ran the agent
+    /// in (another uid): it was deleted and made again under that name (on the Sandbox
+    /// path, one its controller adopted). The operator's side (the relay's port-forward,
+    /// the terminal's attach, `stop`) neither reaches nor deletes it.
+    #[error(
+        "pod `{pod}` in namespace `{namespace}` is not the pod this bottle was launched in: its uid is {found}, the launch checked uid {recorded}; it was deleted and made again under the bottle's name, so nothing of the operator's (proposals, decisions, the terminal) is sent to it and bot-bottle does not delete it: look at it (`kubectl -n {namespace} get pod {pod} -o yaml`), check who may delete and create pods in `{namespace}` (`kubectl -n {namespace} get rolebindings`), delete it yourself if it must go, and start the bottle again"
+    )]
+    Replaced {
+        pod: String,
+        namespace: String,
+        recorded: String,
+        found: String,
     },
     /// Waiting took longer than allowed.
     #[error("{0}")]

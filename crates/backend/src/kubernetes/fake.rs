@@ -406,10 +406,15 @@ impl FakeCluster {
         self.lock().claims.insert(name, claim);
     }
 
-    /// Puts a pod there directly (one another launcher created).
+    /// Puts a pod there directly (one another launcher created), with a uid of its own
+    /// unless it has one (the API server gives every object one).
     pub fn insert_pod(&self, mut pod: Pod) {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
+        if pod.metadata.uid.is_none() {
+            state.next_uid += 1;
+            pod.metadata.uid = Some(format!("uid-{}", state.next_uid));
+        }
         state.version += 1;
         pod.metadata.resource_version = Some(state.version.to_string());
         let version = state.version;
@@ -862,9 +867,28 @@ impl Cluster for FakeCluster {
         }))
     }
 
-    async fn delete_pod(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+    async fn delete_pod(
+        &self,
+        name: &str,
+        grace: Duration,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         self.call(format!("delete pod {name} grace={}", grace.as_secs()))?;
-        let removed = FakeCluster::remove_pod(&mut self.lock(), name);
+        let mut state = self.lock();
+        // A delete precondition, as the API server checks it (409 Conflict).
+        if let Some(uid) = uid
+            && let Some(pod) = state.pods.get(name)
+            && pod.metadata.uid.as_deref() != Some(uid)
+        {
+            return Err(ClusterError::Replaced {
+                pod: name.to_owned(),
+                namespace: NAMESPACE.to_owned(),
+                recorded: uid.to_owned(),
+                found: pod.metadata.uid.clone().unwrap_or_else(|| "none".into()),
+            });
+        }
+        let removed = FakeCluster::remove_pod(&mut state, name);
+        drop(state);
         self.changed.notify_waiters();
         Ok(removed)
     }

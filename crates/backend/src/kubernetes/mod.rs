@@ -39,6 +39,17 @@
 //! port through the API server: the launcher's relay reaches the bundle's [`OPERATOR_PORT`]
 //! so, and the laptop's dashboard shows the pod's proposals.
 //!
+//! The operator's side reaches the pod the launch checked and no other of its name: the
+//! launch returns that pod's uid, the launcher records it ([`PodRecord::pod_uid`]), and every
+//! port-forward and attach fetches the pod before and after opening it by name and refuses
+//! another uid ([`ClusterError::Replaced`]; a uid never comes back, so the launched pod there
+//! before and after is the pod opened). `stop` and the bottle's own end delete the pod with the
+//! uid as a delete precondition. The check is the uid, not [`podcheck`] again: the uid pins the
+//! object that was checked (twice, the second time running), and the relay has no built pod to
+//! compare with (it runs without the launch's spec). What the uid does not cover: an image
+//! patched into the same pod after the launch's second check, and, on the Sandbox path, the
+//! Sandbox itself (deleted by name; its uid is not recorded).
+//!
 //! # agent-sandbox
 //!
 //! Where the cluster serves agent-sandbox's `Sandbox` (`agents.x-k8s.io`, found by API
@@ -275,6 +286,13 @@ pub struct PodRecord {
     /// does not find a claim that was, or may have been, made refuses an empty home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_made: Option<bool>,
+    /// The uid of the pod the launch checked ([`podcheck`]) and got the agent running in.
+    /// The operator's side reaches that pod and no other of the bottle's name: the relay's
+    /// port-forward and `stop` refuse a pod made again under it ([`ClusterError::Replaced`]).
+    /// Unset while a launch runs, after one that failed, and in records of older binaries:
+    /// they are refused too (fail closed), saying what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 impl PodRecord {
@@ -382,12 +400,17 @@ impl KubernetesBackend {
             .map(|v| v.0))
     }
 
-    /// Whether the bottle's pod is still there.
+    /// Whether the bottle's pod is still there: the pod its launch checked, when its record
+    /// names it (a pod made again under its name is not the bottle's).
     pub fn pod_exists(&self, identity: &str) -> Result<bool, BackendError> {
         let cluster = self.cluster_of(identity)?;
+        let launched = self.launched_uid(identity, cluster.namespace()).ok();
         self.runtime
             .block_on(cluster.get_pod(&objects::object_name(identity)))
-            .map(|p| p.is_some())
+            .map(|p| match (p, launched) {
+                (Some(p), Some(uid)) => p.metadata.uid.as_deref() == Some(uid.as_str()),
+                (p, _) => p.is_some(),
+            })
             .map_err(|e| setup("get the bottle's pod", e))
     }
 
@@ -477,6 +500,25 @@ impl KubernetesBackend {
         }
     }
 
+    /// The uid of the pod the bottle's launch checked, from its record; fails closed when
+    /// the record does not name one (an older binary's, a launch that did not get the agent
+    /// running, or none at all): the pod of its name is then not known to be the bottle's.
+    fn launched_uid(&self, identity: &str, namespace: &str) -> Result<String, BackendError> {
+        let record = self
+            .home
+            .as_ref()
+            .and_then(|home| PodRecord::read(&home.join("state").join(identity)));
+        record.and_then(|r| r.pod_uid).ok_or_else(|| {
+            let pod = objects::object_name(identity);
+            setup(
+                "find the bottle's pod",
+                format!(
+                    "bottle {identity}'s record (written by an older bot-bottle, by a launch that did not get the agent running, or missing or unreadable) does not name the pod its launch checked, so pod `{pod}` in namespace `{namespace}` is not reached by its name alone (it could be a pod made again under that name); look at it (`kubectl -n {namespace} get pod {pod} -o yaml`), delete it yourself if it is the bottle's (`kubectl -n {namespace} delete pod {pod}`), then `bot-bottle resume {identity}` or `bot-bottle discard {identity}`"
+                ),
+            )
+        })
+    }
+
     /// The plan of a launch, reading the files it ships (the agent's read-only files, its
     /// home's first contents, the sidecar's Secret) from the host.
     pub fn plan(&self, spec: &LaunchSpec, namespace: &str) -> Result<PodPlan, BackendError> {
@@ -557,7 +599,7 @@ impl KubernetesBackend {
         objects: BottleObjects,
         fresh_claim: bool,
         timeout: Duration,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<String, ClusterError> {
         let name = objects.pod.metadata.name.clone().unwrap_or_default();
         // The home's claim before the pod that mounts it; one found from an earlier run
         // (`resume`) is mounted as it is.
@@ -645,8 +687,9 @@ impl KubernetesBackend {
                     });
                 }
             }
+            let checked = found.metadata.uid.clone().unwrap_or_default();
             match pod.as_ref().map(pod_state) {
-                Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(()),
+                Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(checked),
                 Some(PodState::Failed(e)) => Err(e),
                 Some(PodState::Starting) | None => Err(ClusterError::SetupFailed {
                     container: "pod".into(),
@@ -659,7 +702,7 @@ impl KubernetesBackend {
             if sandboxed {
                 let _ = cluster.delete_sandbox(&name, Duration::ZERO).await;
             }
-            let _ = cluster.delete_pod(&name, Duration::ZERO).await;
+            let _ = cluster.delete_pod(&name, Duration::ZERO, None).await;
             let _ = cluster.delete_leftovers(&name).await;
             // A claim made for this launch holds nothing yet; a resumed one holds the home.
             if let Some(claim) = &created_claim {
@@ -737,7 +780,8 @@ impl KubernetesBackend {
         }
         let timeout = self.config.ready_timeout;
         let name = objects::object_name(&spec.identity);
-        self.runtime
+        let pod_uid = self
+            .runtime
             .block_on(Self::create(
                 cluster.as_ref(),
                 objects,
@@ -754,10 +798,14 @@ impl KubernetesBackend {
             wired: attach::Wired::default(),
             grace: self.config.termination_grace,
             sandboxed: sandbox.is_some(),
+            pod_uid: pod_uid.clone(),
         };
+        // The terminal goes to the pod checked, not one made again under its name since.
         let attached = self
             .runtime
-            .block_on(cluster.attach(&name, spec.interactive))
+            .block_on(to_launched_pod(cluster.as_ref(), &name, &pod_uid, || {
+                cluster.attach(&name, spec.interactive)
+            }))
             .map_err(|e| setup("attach to the agent", e))?;
         bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
         Ok(bottle)
@@ -803,9 +851,13 @@ impl KubernetesBackend {
         port: u16,
     ) -> Result<(Arc<Runtime>, PortStream), BackendError> {
         let cluster = self.cluster_of(identity)?;
+        let uid = self.launched_uid(identity, cluster.namespace())?;
+        let name = objects::object_name(identity);
         let stream = self
             .runtime
-            .block_on(cluster.port_forward(&objects::object_name(identity), port))
+            .block_on(to_launched_pod(cluster.as_ref(), &name, &uid, || {
+                cluster.port_forward(&name, port)
+            }))
             .map_err(|e| setup("port-forward", e))?;
         Ok((self.runtime.clone(), stream))
     }
@@ -930,6 +982,7 @@ async fn delete_bottle(
     name: &str,
     grace: Duration,
     sandboxed: Option<bool>,
+    uid: Option<&str>,
 ) -> Result<bool, ClusterError> {
     let sandboxed = match sandboxed {
         Some(known) => known,
@@ -943,8 +996,71 @@ async fn delete_bottle(
         deleted |= cluster.delete_sandbox(name, grace).await?;
     }
     // The Sandbox's pod goes with it; deleting it too gives it this grace (not its own).
-    deleted |= cluster.delete_pod(name, grace).await?;
+    match cluster.delete_pod(name, grace, uid).await {
+        Ok(gone) => deleted |= gone,
+        // The Sandbox's deletion takes the pod it controls now, whichever it is.
+        Err(ClusterError::Replaced { .. }) if sandboxed && deleted => {}
+        Err(e) => return Err(e),
+    }
     Ok(deleted)
+}
+
+/// Whether `pod` is controlled by the Sandbox `name` (the bottle's).
+fn controlled_by_sandbox(pod: &Pod, name: &str) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.kind == "Sandbox" && r.controller == Some(true) && r.name == name)
+}
+
+/// The bottle's pod `name`, if it is the one its launch checked (uid `uid`): `None` when
+/// there is none; one made again under the name is refused ([`ClusterError::Replaced`]).
+async fn launched_pod(
+    cluster: &dyn Cluster,
+    name: &str,
+    uid: &str,
+) -> Result<Option<Pod>, ClusterError> {
+    let pod = cluster.get_pod(name).await?;
+    if let Some(p) = &pod
+        && p.metadata.uid.as_deref() != Some(uid)
+    {
+        return Err(ClusterError::Replaced {
+            pod: name.to_owned(),
+            namespace: cluster.namespace().to_owned(),
+            recorded: uid.to_owned(),
+            found: p.metadata.uid.clone().unwrap_or_else(|| "none".into()),
+        });
+    }
+    Ok(pod)
+}
+
+/// Opens a stream to pod `name` by name (`open`: a port-forward, an attach), only while it
+/// is the launched pod (uid `uid`): checked before (nothing is opened to a pod made again
+/// under the name) and after (the API server opened it by name; a uid never comes back, so
+/// the launched pod there before and after is the pod opened).
+async fn to_launched_pod<T, F, Fut>(
+    cluster: &dyn Cluster,
+    name: &str,
+    uid: &str,
+    open: F,
+) -> Result<T, ClusterError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let gone = || ClusterError::Api {
+        code: 404,
+        reason: "NotFound".into(),
+        message: format!(
+            "pod `{name}` in namespace `{}` is gone (the bottle ended or was stopped)",
+            cluster.namespace()
+        ),
+    };
+    launched_pod(cluster, name, uid).await?.ok_or_else(gone)?;
+    let opened = open().await?;
+    launched_pod(cluster, name, uid).await?.ok_or_else(gone)?;
+    Ok(opened)
 }
 
 /// Waits until the controller of Sandbox `name` made its pod, named as the Sandbox; fails
@@ -1070,13 +1186,36 @@ impl Backend for KubernetesBackend {
 
     fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
         let cluster = self.cluster_of(identity)?;
+        let uid = self.launched_uid(identity, cluster.namespace())?;
+        let name = objects::object_name(identity);
+        let cluster = cluster.as_ref();
         self.runtime
-            .block_on(delete_bottle(
-                cluster.as_ref(),
-                &objects::object_name(identity),
-                grace,
-                None,
-            ))
+            .block_on(async {
+                // The launched pod's deletion carries its uid as a precondition (for one
+                // made again in between). A pod made again under the bottle's name is
+                // never deleted by name: a plain one is refused; one the bottle's Sandbox's
+                // controller made again (its pod deleted alone) or adopted goes by deleting
+                // the Sandbox, which is the bottle's, as its pod always does.
+                match launched_pod(cluster, &name, &uid).await {
+                    Ok(Some(pod)) => {
+                        let sandboxed = owned_by_sandbox(&pod);
+                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid)).await
+                    }
+                    Ok(None) => {
+                        let sandboxed = cluster.sandbox_version().await?.is_some();
+                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid)).await
+                    }
+                    Err(ClusterError::Replaced { .. })
+                        if cluster
+                            .get_pod(&name)
+                            .await?
+                            .is_some_and(|p| controlled_by_sandbox(&p, &name)) =>
+                    {
+                        cluster.delete_sandbox(&name, grace).await
+                    }
+                    Err(e) => Err(e),
+                }
+            })
             .map_err(|e| setup("stop", e))
     }
 
@@ -1220,6 +1359,8 @@ impl KubernetesBackend {
                             &name,
                             Duration::ZERO,
                             Some(sandboxed),
+                            // The pod judged here, not one made under its name since.
+                            pod.metadata.uid.as_deref(),
                         ))
                         .map_err(|e| setup("cleanup", e))?;
                 }
@@ -1352,11 +1493,19 @@ pub struct KubeBottle {
     grace: Duration,
     /// The pod is an agent-sandbox `Sandbox`'s: it goes by deleting the Sandbox.
     sandboxed: bool,
+    /// The uid of the pod the launch checked: only that pod is deleted.
+    pod_uid: String,
 }
 
 impl KubeBottle {
     fn name(&self) -> String {
         objects::object_name(&self.identity)
+    }
+
+    /// The uid of the pod the launch checked and got the agent running in (the launcher
+    /// records it: [`PodRecord::pod_uid`]).
+    pub fn pod_uid(&self) -> &str {
+        &self.pod_uid
     }
 
     /// Waits until the agent ends, leaving the pod in place (the sidecar bundle still runs
@@ -1400,6 +1549,7 @@ impl KubeBottle {
                 &name,
                 Duration::ZERO,
                 Some(self.sandboxed),
+                Some(&self.pod_uid),
             ))
             .map_err(|e| setup("remove the pod", e))?;
         self.done = true;
@@ -1436,6 +1586,7 @@ impl RunningBottle for KubeBottle {
                 &name,
                 self.grace,
                 Some(self.sandboxed),
+                Some(&self.pod_uid),
             ))
             .map(drop)
             .map_err(|e| setup("terminate", e))
@@ -1449,6 +1600,7 @@ impl RunningBottle for KubeBottle {
                 &name,
                 Duration::ZERO,
                 Some(self.sandboxed),
+                Some(&self.pod_uid),
             ))
             .map(drop)
             .map_err(|e| setup("kill", e))

@@ -113,7 +113,10 @@ fn launch_creates_the_pod_then_its_owned_secret_and_config_map_and_waits_for_the
             format!("create secret {NAME}"),
             format!("create configmap {NAME}"),
             format!("watch pod {NAME}"),
+            // Still the pod checked, before and after the attach.
+            format!("get pod {NAME}"),
             format!("attach pod {NAME} tty=false"),
+            format!("get pod {NAME}"),
         ]
     );
     // The Secret holds the bundle's files and is owned by the pod; the agent's files and its
@@ -587,6 +590,18 @@ fn list_stop_and_cleanup_judge_only_this_machines_launchers() {
     assert!(cluster.pod("bot-bottle-claude-00003").is_some());
     assert_eq!(cluster.secret("bot-bottle-claude-00004"), None);
 
+    // `stop` deletes the pod its start recorded.
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join("claude-00002");
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some("uid-claude-00002".into()),
+        ..Default::default()
+    }
+    .write(&state)
+    .unwrap();
+    let backend = backend.with_home(home.path().to_path_buf());
     assert!(
         backend
             .stop("claude-00002", Duration::from_secs(10))
@@ -613,7 +628,17 @@ fn supervise_is_reached_through_port_forward_from_the_laptop() {
         &launcher_annotation(),
         fake::agent_running(),
     ));
-    let backend = backend(&f, &cluster);
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join("claude-00002");
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some("uid-claude-00002".into()),
+        ..Default::default()
+    }
+    .write(&state)
+    .unwrap();
+    let backend = backend(&f, &cluster).with_home(home.path().to_path_buf());
     let (runtime, mut stream) = backend.port_forward("claude-00002", 3130).unwrap();
     let echoed = runtime.block_on(async {
         stream.write_all(b"POST /mcp").await.unwrap();
@@ -627,12 +652,178 @@ fn supervise_is_reached_through_port_forward_from_the_laptop() {
             .calls()
             .contains(&"portforward bot-bottle-claude-00002 3130".to_owned())
     );
+    // A bottle whose pod is gone.
+    let state = home.path().join("state").join("claude-00009");
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some("uid-claude-00009".into()),
+        ..Default::default()
+    }
+    .write(&state)
+    .unwrap();
     let e = backend
         .port_forward("claude-00009", 3130)
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("not found"), "{e}");
+    assert!(
+        e.contains("pod `bot-bottle-claude-00009` in namespace `agents` is gone"),
+        "{e}"
+    );
+}
+
+/// After the launch, the operator's side reaches the pod the launch checked and no other of
+/// its name (issue 21). A record that names no launched pod (an older binary's) is refused;
+/// the launched pod is reached; once it is deleted and made again under the bottle's name,
+/// the relay's next port-forward (as after a dropped one) and `stop` refuse it, naming pod,
+/// namespace and both uids, open nothing to it and delete nothing, and the relay sees the
+/// bottle's pod gone.
+#[test]
+fn the_relay_and_stop_reach_only_the_pod_the_launch_checked() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state").join("claude-1a2b3");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = |uid: Option<&str>| {
+        PodRecord {
+            namespace: Some("agents".into()),
+            pod_uid: uid.map(Into::into),
+            ..Default::default()
+        }
+        .write(&state)
+        .unwrap()
+    };
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.insert_pod(foreign_pod(
+        "claude-1a2b3",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
+    let mut backend = backend(&f, &cluster);
+    backend.home = Some(tmp.path().to_path_buf());
+
+    record(None);
+    let older = [
+        backend
+            .port_forward("claude-1a2b3", OPERATOR_PORT)
+            .err()
+            .unwrap()
+            .to_string(),
+        backend
+            .stop("claude-1a2b3", Duration::ZERO)
+            .unwrap_err()
+            .to_string(),
+    ];
+    for e in older {
+        assert!(
+            e.contains("bottle claude-1a2b3's record")
+                && e.contains("does not name the pod its launch checked")
+                && e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents`")
+                && e.contains("bot-bottle discard claude-1a2b3"),
+            "{e}"
+        );
+    }
+    assert!(cluster.pod(NAME).is_some());
+
+    record(Some("uid-claude-1a2b3"));
+    let (runtime, mut stream) = backend.port_forward("claude-1a2b3", OPERATOR_PORT).unwrap();
+    let echoed = runtime.block_on(async {
+        stream.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    });
+    assert_eq!(&echoed, b"hello");
+    assert!(backend.pod_exists("claude-1a2b3").unwrap());
+
+    // Deleted and made again under the bottle's name.
+    runtime
+        .block_on(cluster.delete_pod(NAME, Duration::ZERO, None))
+        .unwrap();
+    let mut again = foreign_pod(
+        "claude-1a2b3",
+        &launcher_annotation(),
+        fake::agent_running(),
+    );
+    again.metadata.uid = Some("uid-made-again".into());
+    cluster.insert_pod(again);
+    let before = cluster.calls().len();
+    let replaced = [
+        backend
+            .port_forward("claude-1a2b3", OPERATOR_PORT)
+            .err()
+            .unwrap()
+            .to_string(),
+        backend
+            .stop("claude-1a2b3", Duration::ZERO)
+            .unwrap_err()
+            .to_string(),
+    ];
+    for e in replaced {
+        assert!(
+            e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents` is not the pod this bottle was launched in: its uid is uid-made-again, the launch checked uid uid-claude-1a2b3")
+                && e.contains("start the bottle again"),
+            "{e}"
+        );
+    }
+    let after: Vec<String> = cluster.calls()[before..].to_vec();
+    assert!(
+        after
+            .iter()
+            .all(|c| !c.starts_with("portforward") && !c.starts_with("delete")),
+        "{after:?}"
+    );
+    assert_eq!(
+        cluster.pod(NAME).unwrap().metadata.uid.as_deref(),
+        Some("uid-made-again")
+    );
+    // The relay ends: the bottle's pod is gone.
+    assert!(!backend.pod_exists("claude-1a2b3").unwrap());
+}
+
+/// A launched bottle knows its pod's uid (the launcher records it), attaches only to that
+/// pod, and its own end (kill, terminate, the clean end) deletes only that pod: one made
+/// again under its name is left alone, the fake cluster refusing the delete precondition as
+/// the API server does.
+#[test]
+fn a_running_bottle_deletes_only_the_pod_it_was_launched_in() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    let backend = backend(&f, &cluster);
+    let mut bottle = backend.launch_pod(&f.spec, quiet()).unwrap();
+    let launched = cluster.pod(NAME).unwrap().metadata.uid.unwrap();
+    assert!(!launched.is_empty());
+    assert_eq!(bottle.pod_uid(), launched);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(cluster.delete_pod(NAME, Duration::ZERO, None))
+        .unwrap();
+    let mut again = foreign_pod(
+        "claude-1a2b3",
+        &launcher_annotation(),
+        fake::agent_running(),
+    );
+    again.metadata.uid = Some("uid-made-again".into());
+    cluster.insert_pod(again);
+    for e in [
+        bottle.kill().unwrap_err().to_string(),
+        bottle.terminate().unwrap_err().to_string(),
+        bottle.remove().unwrap_err().to_string(),
+    ] {
+        assert!(
+            e.contains(&format!(
+                "its uid is uid-made-again, the launch checked uid {launched}"
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        cluster.pod(NAME).unwrap().metadata.uid.as_deref(),
+        Some("uid-made-again")
+    );
+    drop(bottle);
+    assert!(cluster.pod(NAME).is_some());
 }
 
 #[test]
@@ -672,6 +863,7 @@ fn stop_from_another_terminal_finds_the_pod_where_its_start_recorded_it() {
         context: None,
         namespace: Some("agents".into()),
         home_claim: None,
+        pod_uid: Some("uid-claude-1a2b3".into()),
         ..Default::default()
     };
     record.write(&state).unwrap();
@@ -1125,7 +1317,10 @@ fn with_agent_sandbox_served_the_bottle_is_a_sandbox_whose_pod_is_the_one_built_
             format!("create secret {NAME}"),
             format!("create configmap {NAME}"),
             format!("watch pod {NAME}"),
+            // Still the pod checked, before and after the attach.
+            format!("get pod {NAME}"),
             format!("attach pod {NAME} tty=false"),
+            format!("get pod {NAME}"),
         ]
     );
     let sandbox = cluster.sandbox(NAME).unwrap();
@@ -1216,13 +1411,27 @@ fn stop_deletes_a_sandbox_bottles_sandbox_not_only_the_pod_its_controller_would_
         .build()
         .unwrap();
     assert!(
-        rt.block_on(cluster.delete_pod(NAME, Duration::ZERO))
+        rt.block_on(cluster.delete_pod(NAME, Duration::ZERO, None))
             .unwrap()
     );
     let remade = cluster.pod(NAME).expect("the controller remakes the pod");
     assert_ne!(remade.metadata.uid, uid);
 
-    let other = KubernetesBackend::with_cluster(f.config.clone(), cluster.clone()).unwrap();
+    // `stop` from another terminal: the record names the pod launched, which the
+    // controller's remade one is not; the Sandbox, the bottle's, goes with it.
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join(&f.spec.identity);
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: uid.clone(),
+        ..Default::default()
+    }
+    .write(&state)
+    .unwrap();
+    let other = KubernetesBackend::with_cluster(f.config.clone(), cluster.clone())
+        .unwrap()
+        .with_home(home.path().to_path_buf());
     assert!(
         other
             .stop(&f.spec.identity, Duration::from_secs(7))

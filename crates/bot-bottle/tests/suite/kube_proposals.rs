@@ -53,10 +53,14 @@ fn proposals_relays_a_cluster_bottle_whose_start_is_gone() {
     // Its `start` is gone.
     drop(lock);
     let id = identity.to_string();
-    backend::kubernetes::PodRecord::default()
-        .write(&laptop.state_dir(&identity))
-        .unwrap();
     let name = backend::kubernetes::objects::object_name(&id);
+    // Its record names the pod its launch checked: the relay reaches that one only.
+    backend::kubernetes::PodRecord {
+        pod_uid: Some(test_support::kube_api::pod_uid("agents", &name)),
+        ..Default::default()
+    }
+    .write(&laptop.state_dir(&identity))
+    .unwrap();
     let token = launcher::kube_relay::new_token();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
