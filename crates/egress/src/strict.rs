@@ -124,7 +124,10 @@ impl<T> StrictIo<T> {
                     }
                     self.head.extend_from_slice(b"\r\n");
                     let next = analyse(&self.head, self.limits.headers)?;
-                    self.head.clear();
+                    // Freed, not cleared: a connection waits between requests (and a
+                    // tunnel's outer connection for its whole life) without holding the
+                    // capacity of its largest head.
+                    self.head = Vec::new();
                     self.lines = 0;
                     self.state = next;
                 } else {
@@ -292,6 +295,25 @@ POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nab\n
         for b in ok.iter() {
             assert_eq!(s.feed(std::slice::from_ref(b)), Ok(()));
         }
+    }
+
+    #[test]
+    fn holds_no_head_between_requests() {
+        // An idle keep-alive connection (and a tunnel's outer connection, which steps aside
+        // after its CONNECT) keeps no copy of the last head, however large it was.
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nCookie: {}\r\n\r\n",
+            "c".repeat(4000)
+        );
+        let mut s = StrictIo::new((), Limits::default());
+        assert_eq!(s.feed(big.as_bytes()), Ok(()));
+        assert_eq!((s.head.capacity(), s.line.capacity()), (0, 0));
+        assert_eq!(
+            s.feed(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(s.state, State::Passthrough);
+        assert_eq!((s.head.capacity(), s.line.capacity()), (0, 0));
     }
 
     #[test]

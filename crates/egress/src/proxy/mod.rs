@@ -340,7 +340,10 @@ async fn outer_inner(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Re
     if host == INTROSPECTION_HOST {
         return introspect(&shared, &req);
     }
-    forward(shared, req, Scheme::Http, host, port).await
+    // Boxed here and in `tunnel`: the exchange's state is written in a box of its own, freed
+    // with the exchange, not in memory an idle connection keeps (measured: 2.3 KB less RSS
+    // per idle tunnel, bench/README.md "sidecar memory").
+    Box::pin(forward(shared, req, Scheme::Http, host, port)).await
 }
 
 /// The introspection page's path, and the name it had before the rename (still served: an
@@ -476,7 +479,8 @@ async fn accept_tls(
 }
 
 async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
-    let Some(tls) = accept_tls(&shared, upgraded, &host).await else {
+    // Boxed for the same reason: the handshake's state is freed once it is done.
+    let Some(tls) = Box::pin(accept_tls(&shared, upgraded, &host)).await else {
         return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -487,7 +491,7 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
         let host = host.clone();
         async move {
             let leaves = leaves_http(&req);
-            let resp = forward(s, req, Scheme::Https, host, port).await;
+            let resp = Box::pin(forward(s, req, Scheme::Https, host, port)).await;
             Ok::<_, Infallible>(close_unless_switched(leaves, resp))
         }
     });
