@@ -393,6 +393,9 @@ impl Engine {
         // Rules whose matches lie on their keywords' lines: those lines, whatever the size
         // of the fragment and the mode (exact: no match lies elsewhere).
         let mut lines: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
+        // The fragment's line feeds, found once when a rule first needs its lines (so that a
+        // long line with many keywords is not searched again for each of them).
+        let mut newlines: Option<Vec<usize>> = None;
         // Bytes judged for some unknown place are scanned whole: a window around a keyword
         // in a whole blob need not hold what the window in the lines a commit adds holds.
         let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
@@ -405,9 +408,12 @@ impl Engine {
                         Reach::Lines(n) => Some(n),
                     };
                     if let Some(around) = around {
+                        let nl = newlines
+                            .get_or_insert_with(|| memchr::memchr_iter(b'\n', frag.data).collect());
                         push_lines(
                             lines[r].get_or_insert_with(Vec::new),
-                            frag.data,
+                            frag.data.len(),
+                            nl,
                             m.start()..m.end(),
                             around,
                         );
@@ -1322,29 +1328,26 @@ fn push_window(v: &mut Vec<Range<usize>>, data: &[u8], start: usize, end: usize)
 
 /// Adds the lines holding a keyword hit, and `around` lines before and after them (the last
 /// with its line feed), to a rule's lines, joining them to the last ones when they touch.
-fn push_lines(v: &mut Vec<Range<usize>>, data: &[u8], hit: Range<usize>, around: usize) {
-    if around == 0
-        && let Some(last) = v.last()
-        && last.start <= hit.start
-        && hit.end < last.end
-    {
-        return;
-    }
-    let mut s = line_start(data, hit.start);
-    for _ in 0..around {
-        if s == 0 {
-            break;
-        }
-        s = line_start(data, s - 1);
-    }
-    let mut e = line_end(data, hit.end);
-    for _ in 0..around {
-        if e >= data.len() {
-            break;
-        }
-        e = line_end(data, e + 1);
-    }
-    let e = (e + 1).min(data.len());
+/// `newlines`: the positions of the fragment's line feeds; `len`: its length.
+fn push_lines(
+    v: &mut Vec<Range<usize>>,
+    len: usize,
+    newlines: &[usize],
+    hit: Range<usize>,
+    around: usize,
+) {
+    // the line holding the hit's start, `around` lines up
+    let first = newlines
+        .partition_point(|&p| p < hit.start)
+        .saturating_sub(around);
+    let s = if first == 0 {
+        0
+    } else {
+        newlines[first - 1] + 1
+    };
+    // the line feed ending the line of the hit's end, `around` lines down
+    let last = newlines.partition_point(|&p| p < hit.end) + around;
+    let e = newlines.get(last).map_or(len, |&p| p + 1);
     match v.last_mut() {
         Some(last) if last.start <= s && s <= last.end => last.end = last.end.max(e),
         _ => v.push(s..e),
@@ -1505,6 +1508,27 @@ mod keyword_line_tests {
         let got = scan(&lines, all.as_bytes(), Mode::AnyPath);
         assert_eq!(got, scan(&whole, all.as_bytes(), Mode::AnyPath));
         assert!(got.len() > 200, "{}", got.len());
+    }
+
+    /// One long line (a JSON body as DLP reads it) with a keyword every few bytes: each
+    /// rule reads it once, and finds what the whole fragment's search finds.
+    #[test]
+    fn one_long_line_of_keywords_finds_what_the_whole_fragment_finds() {
+        let (lines, whole) = engines();
+        let mut data = String::new();
+        for (i, text) in case_texts().into_iter().enumerate() {
+            data.push_str(&format!(
+                "{{\"key_{i}\": \"{}\", ",
+                text.replace('\n', "\\n")
+            ));
+        }
+        let data = data.repeat(2);
+        assert!(data.len() >= WINDOW_MIN_FRAGMENT, "{}", data.len());
+        for mode in [Mode::Exact, Mode::AnyPath] {
+            let got = scan(&lines, data.as_bytes(), mode);
+            assert_eq!(got, scan(&whole, data.as_bytes(), mode), "{mode:?}");
+            assert!(got.len() > 50, "{}", got.len());
+        }
     }
 
     /// Over a fragment large enough to be read in windows, a rule on its keywords' lines
