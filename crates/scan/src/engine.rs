@@ -9,6 +9,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
 use crate::decode;
 use crate::finding::{Finding, MatchSpan, Secret, shannon_entropy};
+use crate::locality::{self, Reach};
 use crate::value;
 
 /// The marker that allows a finding on its line (unless switched off).
@@ -57,6 +58,9 @@ pub struct Engine {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords (always run).
     unconditional: Vec<usize>,
+    /// For each rule, where its matches lie around its keywords (decided on first use; see
+    /// the `locality` module).
+    reach: Vec<std::sync::OnceLock<Reach>>,
     honor_inline_allow: bool,
     /// How many decoding passes run (0: none).
     max_decode_depth: usize,
@@ -122,6 +126,9 @@ impl Engine {
             keyword_rules.clear();
         }
         Self {
+            reach: (0..set.rules.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
             rules: set.rules,
             global: set.allowlists,
             keywords,
@@ -383,12 +390,35 @@ impl Engine {
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
         }
+        // Rules whose matches lie on their keywords' lines: those lines, whatever the size
+        // of the fragment and the mode (exact: no match lies elsewhere).
+        let mut lines: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
+        // The fragment's line feeds, found once when a rule first needs its lines (so that a
+        // long line with many keywords is not searched again for each of them).
+        let mut newlines: Option<Vec<usize>> = None;
         // Bytes judged for some unknown place are scanned whole: a window around a keyword
         // in a whole blob need not hold what the window in the lines a commit adds holds.
         let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
         if let Some(kw) = &self.keywords {
             for m in kw.hits(frag.data) {
                 for &r in &self.keyword_rules[m.pattern().as_usize()] {
+                    let around = match self.reach(r) {
+                        Reach::Fragment => None,
+                        Reach::Line => Some(0),
+                        Reach::Lines(n) => Some(n),
+                    };
+                    if let Some(around) = around {
+                        let nl = newlines
+                            .get_or_insert_with(|| memchr::memchr_iter(b'\n', frag.data).collect());
+                        push_lines(
+                            lines[r].get_or_insert_with(Vec::new),
+                            frag.data.len(),
+                            nl,
+                            m.start()..m.end(),
+                            around,
+                        );
+                        continue;
+                    }
                     match &mut regions[r] {
                         Some(_) if !windowed => {}
                         slot => {
@@ -402,9 +432,11 @@ impl Engine {
             }
         }
         let mut found: Vec<Hit> = Vec::new();
-        for (i, rule_regions) in regions.into_iter().enumerate() {
-            let Some(mut rule_regions) = rule_regions else {
-                continue;
+        for (i, (rule_regions, rule_lines)) in regions.into_iter().zip(lines).enumerate() {
+            let (mut rule_regions, in_context) = match (rule_regions, rule_lines) {
+                (Some(r), _) => (r, false),
+                (None, Some(l)) => (merge_lines(l), true),
+                (None, None) => continue,
             };
             let rule = &self.rules[i];
             if rule.skip_report || (mode == Mode::Exact && !self.rule_applies(rule, frag)) {
@@ -417,7 +449,11 @@ impl Engine {
             }
             let mut hits = Vec::new();
             for region in rule_regions {
-                self.scan_region(rule, frag, region, place, &mut hits, mode);
+                if in_context {
+                    self.scan_lines(rule, frag, region, place, &mut hits, mode);
+                } else {
+                    self.scan_region(rule, frag, region, place, &mut hits, mode);
+                }
             }
             if !rule.required.is_empty() && !hits.is_empty() {
                 self.keep_composite(rule, frag, place, &mut hits, mode);
@@ -500,6 +536,17 @@ impl Engine {
         });
     }
 
+    /// Where rule `i`'s matches lie around its keyword occurrences.
+    fn reach(&self, i: usize) -> Reach {
+        *self.reach[i].get_or_init(|| {
+            let rule = &self.rules[i];
+            rule.regex
+                .as_ref()
+                .and_then(|p| p.ascii_syntax())
+                .map_or(Reach::Fragment, |hir| locality::reach(&hir, &rule.keywords))
+        })
+    }
+
     fn rule_applies(&self, rule: &Rule, frag: &Fragment<'_>) -> bool {
         if rule
             .path
@@ -527,83 +574,122 @@ impl Engine {
         let base = region.start;
         let hay = &frag.data[region];
         for caps in re.captures_iter(hay) {
-            let Some(whole) = caps.get(0) else { continue };
-            let secret = match rule.secret_group {
-                Some(g) => caps.get(g),
-                None if caps.len() > 1 => caps.iter().skip(1).flatten().find(|m| !m.is_empty()),
-                None => None,
-            }
-            .unwrap_or(whole);
-            let secret_bytes = secret.as_bytes();
-            if secret_bytes.is_empty() {
-                continue;
-            }
-            let entropy = shannon_entropy(secret_bytes);
-            if rule.entropy.is_some_and(|min| entropy <= min) {
-                continue;
-            }
-            if rule.tags.iter().any(|t| t == ASSIGNMENT_TAG)
-                && value::not_a_secret(secret_bytes).is_some()
-            {
-                continue;
-            }
-            let (abs_start, abs_end) = (base + whole.start(), base + whole.end());
-            let line_start = line_start(frag.data, abs_start);
-            let line_end = line_end(frag.data, abs_end.max(abs_start));
-            let line_text = &frag.data[line_start..line_end];
-            if self.honor_inline_allow && contains(line_text, INLINE_ALLOW) {
-                continue;
-            }
-            let cand = Candidate {
-                path: frag.path,
-                commit: frag.commit,
-                secret: secret_bytes,
-                matched: whole.as_bytes(),
-                line: line_text,
-            };
-            // Without a path or commit, only allowlists that name neither can be asked.
-            let askable =
-                |a: &Allowlist| mode == Mode::Exact || (a.paths.is_empty() && a.commits.is_empty());
-            if rule
-                .allowlists
-                .iter()
-                .any(|a| askable(a) && a.allows(&cand))
-                || self.global.iter().any(|a| {
-                    askable(a)
-                        && (a.target_rules.is_empty()
-                            || a.target_rules.iter().any(|t| t == &rule.id))
-                        && a.allows(&cand)
-                })
-            {
-                continue;
-            }
-            if rule.skip_report {
-                continue;
-            }
-            let secret_abs = base + secret.start();
-            let Some(loc) = place.locate(frag.data, abs_start..abs_end, secret_abs) else {
-                continue;
-            };
-            out.push(Hit {
-                span: secret_abs..base + secret.end(),
-                at: (loc.line, loc.span.start_column),
-                finding: Finding::new(
-                    &rule.id,
-                    &rule.description,
-                    frag.path,
-                    loc.line,
-                    loc.column,
-                    frag.commit,
-                    Secret::from_bytes(secret_bytes),
-                    entropy,
-                )
-                .with_match(
-                    loc.span,
-                    Secret::from_bytes(whole.as_bytes()),
-                    &rule.tags,
-                ),
-            });
+            self.judge_match(rule, frag, base, &caps, place, out, mode);
         }
+    }
+
+    /// [`Engine::scan_region`] over lines of the fragment (whole lines, each with its line
+    /// feed), searched inside the fragment: assertions at the region's start see the bytes
+    /// before it, as a search of the whole fragment does. Only for a rule whose matches lie
+    /// on such lines (see the `locality` module), where it finds what the whole fragment's
+    /// search finds there.
+    fn scan_lines(
+        &self,
+        rule: &Rule,
+        frag: &Fragment<'_>,
+        region: Range<usize>,
+        place: &mut Place<'_>,
+        out: &mut Vec<Hit>,
+        mode: Mode,
+    ) {
+        let Some(re) = &rule.regex else { return };
+        let hay = &frag.data[..region.end];
+        let mut at = region.start;
+        while at <= hay.len() {
+            let Some(caps) = re.captures_at(hay, at) else {
+                break;
+            };
+            let Some(whole) = caps.get(0) else { break };
+            // (such a rule's match holds a keyword, so it is never empty)
+            at = whole.end() + usize::from(whole.is_empty());
+            self.judge_match(rule, frag, 0, &caps, place, out, mode);
+        }
+    }
+
+    /// Judges one match of `rule`'s regex (`caps`, at `base` in the fragment's bytes):
+    /// entropy, the value, the inline marker and allowlists; a kept one goes to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_match(
+        &self,
+        rule: &Rule,
+        frag: &Fragment<'_>,
+        base: usize,
+        caps: &regex::bytes::Captures<'_>,
+        place: &mut Place<'_>,
+        out: &mut Vec<Hit>,
+        mode: Mode,
+    ) {
+        let Some(whole) = caps.get(0) else { return };
+        let secret = match rule.secret_group {
+            Some(g) => caps.get(g),
+            None if caps.len() > 1 => caps.iter().skip(1).flatten().find(|m| !m.is_empty()),
+            None => None,
+        }
+        .unwrap_or(whole);
+        let secret_bytes = secret.as_bytes();
+        if secret_bytes.is_empty() {
+            return;
+        }
+        let entropy = shannon_entropy(secret_bytes);
+        if rule.entropy.is_some_and(|min| entropy <= min) {
+            return;
+        }
+        if rule.tags.iter().any(|t| t == ASSIGNMENT_TAG)
+            && value::not_a_secret(secret_bytes).is_some()
+        {
+            return;
+        }
+        let (abs_start, abs_end) = (base + whole.start(), base + whole.end());
+        let line_start = line_start(frag.data, abs_start);
+        let line_end = line_end(frag.data, abs_end.max(abs_start));
+        let line_text = &frag.data[line_start..line_end];
+        if self.honor_inline_allow && contains(line_text, INLINE_ALLOW) {
+            return;
+        }
+        let cand = Candidate {
+            path: frag.path,
+            commit: frag.commit,
+            secret: secret_bytes,
+            matched: whole.as_bytes(),
+            line: line_text,
+        };
+        // Without a path or commit, only allowlists that name neither can be asked.
+        let askable =
+            |a: &Allowlist| mode == Mode::Exact || (a.paths.is_empty() && a.commits.is_empty());
+        if rule
+            .allowlists
+            .iter()
+            .any(|a| askable(a) && a.allows(&cand))
+            || self.global.iter().any(|a| {
+                askable(a)
+                    && (a.target_rules.is_empty() || a.target_rules.iter().any(|t| t == &rule.id))
+                    && a.allows(&cand)
+            })
+        {
+            return;
+        }
+        if rule.skip_report {
+            return;
+        }
+        let secret_abs = base + secret.start();
+        let Some(loc) = place.locate(frag.data, abs_start..abs_end, secret_abs) else {
+            return;
+        };
+        out.push(Hit {
+            span: secret_abs..base + secret.end(),
+            at: (loc.line, loc.span.start_column),
+            finding: Finding::new(
+                &rule.id,
+                &rule.description,
+                frag.path,
+                loc.line,
+                loc.column,
+                frag.commit,
+                Secret::from_bytes(secret_bytes),
+                entropy,
+            )
+            .with_match(loc.span, Secret::from_bytes(whole.as_bytes()), &rule.tags),
+        });
     }
 }
 
@@ -1240,22 +1326,57 @@ fn push_window(v: &mut Vec<Range<usize>>, data: &[u8], start: usize, end: usize)
     v.push(s..e);
 }
 
+/// Adds the lines holding a keyword hit, and `around` lines before and after them (the last
+/// with its line feed), to a rule's lines, joining them to the last ones when they touch.
+/// `newlines`: the positions of the fragment's line feeds; `len`: its length.
+fn push_lines(
+    v: &mut Vec<Range<usize>>,
+    len: usize,
+    newlines: &[usize],
+    hit: Range<usize>,
+    around: usize,
+) {
+    // the line holding the hit's start, `around` lines up
+    let first = newlines
+        .partition_point(|&p| p < hit.start)
+        .saturating_sub(around);
+    let s = if first == 0 {
+        0
+    } else {
+        newlines[first - 1] + 1
+    };
+    // the line feed ending the line of the hit's end, `around` lines down
+    let last = newlines.partition_point(|&p| p < hit.end) + around;
+    let e = newlines.get(last).map_or(len, |&p| p + 1);
+    match v.last_mut() {
+        Some(last) if last.start <= s && s <= last.end => last.end = last.end.max(e),
+        _ => v.push(s..e),
+    }
+}
+
+/// A rule's lines in order, touching ones joined.
+fn merge_lines(mut v: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    v.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// Start of the line containing `pos`.
 fn line_start(data: &[u8], pos: usize) -> usize {
     let pos = pos.min(data.len());
-    data[..pos]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1)
+    memchr::memrchr(b'\n', &data[..pos]).map_or(0, |p| p + 1)
 }
 
 /// End of the line containing `pos` (index of its newline, or the data's end).
 fn line_end(data: &[u8], pos: usize) -> usize {
     let pos = pos.min(data.len());
-    data[pos..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(data.len(), |p| pos + p)
+    memchr::memchr(b'\n', &data[pos..]).map_or(data.len(), |p| pos + p)
 }
 
 /// Newline positions of a fragment, built on the first finding only.
@@ -1277,5 +1398,154 @@ impl LineIndex {
         let idx = nl.partition_point(|&p| p < pos);
         let start = if idx == 0 { 0 } else { nl[idx - 1] + 1 };
         (idx, pos - start)
+    }
+}
+
+#[cfg(test)]
+mod keyword_line_tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    /// The built-in engine with every rule's lines judged, and the same with every rule
+    /// reading the whole fragment (as before rules were read on their keywords' lines).
+    fn engines() -> (Engine, Engine) {
+        let lines = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
+        let whole = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
+        for cell in &whole.reach {
+            cell.set(Reach::Fragment).unwrap();
+        }
+        (lines, whole)
+    }
+
+    fn scan(engine: &Engine, data: &[u8], mode: Mode) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let frag = Fragment {
+            path: "src/config.txt",
+            commit: None,
+            data,
+            line_map: None,
+        };
+        engine.scan_in(&frag, &mut out, mode);
+        out
+    }
+
+    /// Every case string of `rules/builtin-cases.toml`, spliced back together.
+    fn case_texts() -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Cases {
+            case: Vec<Case>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Case {
+            positive: Vec<String>,
+            negative: Vec<String>,
+        }
+        let cases: Cases = toml::from_str(include_str!("../rules/builtin-cases.toml")).unwrap();
+        cases
+            .case
+            .into_iter()
+            .flat_map(|c| c.positive.into_iter().chain(c.negative))
+            .map(|t| t.replace("<>", ""))
+            .collect()
+    }
+
+    #[test]
+    fn the_generic_assignment_rules_read_their_keywords_lines() {
+        let (engine, _) = engines();
+        let local: Vec<&str> = (0..engine.rules.len())
+            .filter(|&i| engine.reach(i) != Reach::Fragment)
+            .map(|i| engine.rules[i].id.as_str())
+            .collect();
+        for id in [
+            "generic-keyed-secret",
+            "generic-token-uuid",
+            "generic-secret",
+            "generic-password",
+            "generic-url-query-token",
+            "generic-connection-string-password",
+        ] {
+            assert!(local.contains(&id), "{id} not in {local:?}");
+        }
+        let reach = |id: &str| {
+            let i = engine.rules.iter().position(|r| r.id == id).unwrap();
+            engine.reach(i)
+        };
+        // curl's credential: its keyword, then at most five continued lines
+        assert_eq!(reach("generic-cli-credentials"), Reach::Lines(7));
+        // rules whose keywords need not be in their match keep the whole fragment
+        assert!((0..engine.rules.len()).any(|i| engine.reach(i) == Reach::Fragment));
+    }
+
+    /// Each case in a small fragment among code lines (before, after, alone, twice on one
+    /// line, at the very end without a line feed, and one far from a keyword line of the
+    /// same rule), and all of them in one fragment: findings and their order are the same
+    /// whether rules read their keywords' lines or the whole fragment.
+    #[test]
+    fn keyword_lines_find_what_the_whole_fragment_finds() {
+        let (lines, whole) = engines();
+        let code = "    let value = compute(input, &config).unwrap_or_default();\n";
+        let keyed = "let api_key = load_key(&path)?; // the key from the token store\n";
+        let mut all = String::new();
+        let mut findings = 0;
+        for text in case_texts() {
+            let variants = [
+                format!("{code}{text}\n{code}"),
+                format!("{keyed}{code}{text}"),
+                format!("{text}\n{text} {text}\n{keyed}"),
+                format!("x = 1; {text}\r\n{code}{code}{keyed}"),
+                format!("{keyed}{}{text}\n", code.repeat(50)),
+            ];
+            for v in &variants {
+                for mode in [Mode::Exact, Mode::AnyPath] {
+                    let got = scan(&lines, v.as_bytes(), mode);
+                    assert_eq!(got, scan(&whole, v.as_bytes(), mode), "{v:?} {mode:?}");
+                    findings += got.len();
+                }
+            }
+            all.push_str(&variants[0]);
+        }
+        assert!(findings > 1000, "{findings}");
+        let got = scan(&lines, all.as_bytes(), Mode::AnyPath);
+        assert_eq!(got, scan(&whole, all.as_bytes(), Mode::AnyPath));
+        assert!(got.len() > 200, "{}", got.len());
+    }
+
+    /// One long line (a JSON body as DLP reads it) with a keyword every few bytes: each
+    /// rule reads it once, and finds what the whole fragment's search finds.
+    #[test]
+    fn one_long_line_of_keywords_finds_what_the_whole_fragment_finds() {
+        let (lines, whole) = engines();
+        let mut data = String::new();
+        for (i, text) in case_texts().into_iter().enumerate() {
+            data.push_str(&format!(
+                "{{\"key_{i}\": \"{}\", ",
+                text.replace('\n', "\\n")
+            ));
+        }
+        let data = data.repeat(2);
+        assert!(data.len() >= WINDOW_MIN_FRAGMENT, "{}", data.len());
+        for mode in [Mode::Exact, Mode::AnyPath] {
+            let got = scan(&lines, data.as_bytes(), mode);
+            assert_eq!(got, scan(&whole, data.as_bytes(), mode), "{mode:?}");
+            assert!(got.len() > 50, "{}", got.len());
+        }
+    }
+
+    /// Over a fragment large enough to be read in windows, a rule on its keywords' lines
+    /// finds what it finds in the windows around them.
+    #[test]
+    fn keyword_lines_in_large_fragments_find_what_windows_find() {
+        let (lines, whole) = engines();
+        let code = "    let value = compute(input, &config).unwrap_or_default();\n";
+        let mut data = String::new();
+        for (i, text) in case_texts().into_iter().enumerate() {
+            data.push_str(&text);
+            data.push('\n');
+            data.push_str(&code.repeat(i % 7));
+        }
+        assert!(data.len() >= WINDOW_MIN_FRAGMENT, "{}", data.len());
+        let got = scan(&lines, data.as_bytes(), Mode::Exact);
+        assert_eq!(got, scan(&whole, data.as_bytes(), Mode::Exact));
+        assert!(got.len() > 200, "{}", got.len());
     }
 }

@@ -34,6 +34,7 @@ mod engine;
 mod error;
 mod finding;
 mod git;
+mod locality;
 mod objects;
 mod own_files;
 mod report;

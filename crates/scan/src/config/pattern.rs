@@ -18,16 +18,17 @@ use regex::bytes::{Regex, RegexBuilder};
 #[derive(Debug, Clone)]
 pub struct RulePattern {
     pattern: String,
-    compiled: OnceLock<Regex>,
+    /// The regex, and whether it needed Unicode mode.
+    compiled: OnceLock<(Regex, bool)>,
 }
 
 impl RulePattern {
     /// A pattern compiled now.
     pub(crate) fn compiled(pattern: &str) -> Result<Self, regex::Error> {
-        let re = compile_bytes_regex(pattern)?;
+        let compiled = compile_bytes_regex_mode(pattern)?;
         Ok(Self {
             pattern: pattern.to_string(),
-            compiled: OnceLock::from(re),
+            compiled: OnceLock::from(compiled),
         })
     }
 
@@ -51,9 +52,13 @@ impl RulePattern {
 
     /// The compiled regex (compiled now if it was deferred).
     pub fn regex(&self) -> &Regex {
+        &self.compiled_mode().0
+    }
+
+    fn compiled_mode(&self) -> &(Regex, bool) {
         self.compiled
-            .get_or_init(|| match compile_bytes_regex(&self.pattern) {
-                Ok(re) => re,
+            .get_or_init(|| match compile_bytes_regex_mode(&self.pattern) {
+                Ok(compiled) => compiled,
                 // Only the built-in rules' patterns are deferred, and the crate's tests
                 // compile each of them (`builtin_tests`); a failure here is a build that
                 // skipped its tests. Stop rather than scan without the rule.
@@ -63,6 +68,23 @@ impl RulePattern {
                     e
                 ),
             })
+    }
+}
+
+impl RulePattern {
+    /// The pattern's syntax tree as [`compile_bytes_regex`] reads it when Unicode mode is off
+    /// (`\w`, `\s`, `\b` and case folding ASCII-only); `None` when the pattern needs
+    /// Unicode mode (its regex is then compiled with it, which this tree would not describe).
+    pub(crate) fn ascii_syntax(&self) -> Option<regex_syntax::hir::Hir> {
+        if self.compiled_mode().1 {
+            return None;
+        }
+        regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&escape_literal_braces(&self.pattern))
+            .ok()
     }
 }
 
@@ -77,6 +99,11 @@ impl std::ops::Deref for RulePattern {
 /// Compiles a content regex: Unicode mode off when the pattern allows it (keeps the `regex`
 /// crate on its fast path, `\b` and `\w` become ASCII), otherwise with Unicode.
 pub(crate) fn compile_bytes_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    compile_bytes_regex_mode(pattern).map(|(re, _)| re)
+}
+
+/// [`compile_bytes_regex`], and whether the regex needed Unicode mode.
+fn compile_bytes_regex_mode(pattern: &str) -> Result<(Regex, bool), regex::Error> {
     let pattern = &escape_literal_braces(pattern);
     let build = |unicode: bool| {
         RegexBuilder::new(pattern)
@@ -85,7 +112,9 @@ pub(crate) fn compile_bytes_regex(pattern: &str) -> Result<Regex, regex::Error> 
             .dfa_size_limit(32 << 20)
             .build()
     };
-    build(false).or_else(|_| build(true))
+    build(false)
+        .map(|re| (re, false))
+        .or_else(|_| build(true).map(|re| (re, true)))
 }
 
 /// Go's RE2 (gitleaks' engine) reads a `{` that does not start a repetition (`{{`, `${VAR}`) as
