@@ -20,8 +20,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[path = "common/serve_args.rs"]
+mod serve_args;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -136,38 +138,13 @@ fn dump(label: &str) {
 }
 
 fn main() -> ExitCode {
-    let mut opts = egress::standalone::ServeOptions {
-        routes: PathBuf::new(),
-        listen: String::new(),
-        ca_dir: PathBuf::new(),
-        upstream_ca: Vec::new(),
-        connect_to: Vec::new(),
-        log_file: None,
-        dangerously_skip_dlp: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || {
-            args.next().unwrap_or_else(|| {
-                eprintln!("egress_heap: {a} needs a value");
-                std::process::exit(2)
-            })
-        };
-        match a.as_str() {
-            "egress" | "serve" => {}
-            "--routes" => opts.routes = value().into(),
-            "--listen" => opts.listen = value(),
-            "--ca-dir" => opts.ca_dir = value().into(),
-            "--upstream-ca" => opts.upstream_ca.push(value().into()),
-            "--connect-to" => opts.connect_to.push(value()),
-            "--log-file" => opts.log_file = Some(value().into()),
-            "--dangerously-skip-dlp" => opts.dangerously_skip_dlp = true,
-            other => {
-                eprintln!("egress_heap: unknown argument {other}");
-                return ExitCode::from(2);
-            }
+    let opts = match serve_args::serve_options("egress_heap") {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
-    }
+    };
     let sizes = std::env::var("EGRESS_HEAP_TRACE").unwrap_or_default();
     let _ = TRACE_SIZES.set(
         sizes
