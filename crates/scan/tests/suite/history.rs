@@ -17,7 +17,7 @@ fn places(found: &[scan::Finding]) -> Vec<Place> {
         .collect()
 }
 
-fn req(r: &Repo, rev_args: &[&str]) -> GitScanRequest {
+pub(super) fn req(r: &Repo, rev_args: &[&str]) -> GitScanRequest {
     GitScanRequest {
         repo: r.path().to_path_buf(),
         rev_args: rev_args.iter().map(|s| s.to_string()).collect(),
@@ -26,7 +26,11 @@ fn req(r: &Repo, rev_args: &[&str]) -> GitScanRequest {
 }
 
 /// The scan of `rev_args`, after checking it is exactly what one `git log -p` reports.
-fn scan_both(s: &Scanner, r: &Repo, rev_args: &[&str]) -> (Vec<scan::Finding>, GitScanCounts) {
+pub(super) fn scan_both(
+    s: &Scanner,
+    r: &Repo,
+    rev_args: &[&str],
+) -> (Vec<scan::Finding>, GitScanCounts) {
     let req = req(r, rev_args);
     let (found, counts) = s.scan_git_counted(&req).unwrap();
     let counts = counts.expect("commit selectors read each blob once");

@@ -5,31 +5,11 @@
 //! packed, for every kind of place a secret can be brought in at.
 
 use pretty_assertions::assert_eq;
-use scan::{Finding, GitScanCounts, GitScanRequest, Scanner};
+use scan::{Finding, GitScanCounts, Scanner};
 
 use super::git::Repo;
+use super::history::scan_both;
 use super::{aws_key, github_token};
-
-fn req(r: &Repo, rev_args: &[&str]) -> GitScanRequest {
-    GitScanRequest {
-        repo: r.path().to_path_buf(),
-        rev_args: rev_args.iter().map(|s| s.to_string()).collect(),
-        env: vec![],
-    }
-}
-
-/// The scan of `rev_args`, after checking it is exactly what one `git log -p` reports.
-fn scan_both(s: &Scanner, r: &Repo, rev_args: &[&str]) -> (Vec<Finding>, GitScanCounts) {
-    let req = req(r, rev_args);
-    let (found, counts) = s.scan_git_counted(&req).unwrap();
-    let counts = counts.expect("commit selectors read each blob once");
-    assert_eq!(
-        found,
-        s.scan_git_split(&req, usize::MAX).unwrap(),
-        "{rev_args:?}"
-    );
-    (found, counts)
-}
 
 /// Commits of the history below that the tests name.
 struct Made {
