@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(kept, want);
         // The pruned ones wait in the trash until it is emptied.
         assert!(home.trash_needs_emptying());
-        assert_eq!(home.empty_trash(&[]).unwrap(), 3);
+        assert_eq!(home.empty_trash(&[]).unwrap().moved, 3);
         assert_eq!(
             fs::read_to_string(home.kept_logs_dir(&ids[5]).join("egress.jsonl")).unwrap(),
             "5\n"

@@ -738,7 +738,7 @@ mod tests {
         assert_eq!(h.list().unwrap(), vec![]);
         assert!(!queue.exists() && !h.state_dir(&id).exists());
         assert!(h.trash_needs_emptying());
-        assert_eq!(h.empty_trash(&[]).unwrap(), 2);
+        assert_eq!(h.empty_trash(&[]).unwrap().moved, 2);
         assert!(matches!(
             h.retire_bottle(&id),
             Err(StateError::UnknownBottle(_))

@@ -71,6 +71,22 @@ impl std::fmt::Debug for RecordRemover {
     }
 }
 
+/// What one emptying of the trash removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Emptied {
+    /// Directories and files moved into the trash ([`Home::move_to_trash`]).
+    pub moved: usize,
+    /// Records whose objects their [`RecordRemover`] removed ([`record_in_trash`]).
+    pub records: usize,
+}
+
+impl Emptied {
+    /// Entries of either kind.
+    pub fn total(&self) -> usize {
+        self.moved + self.records
+    }
+}
+
 /// At most this many threads remove subtrees at once.
 const THREADS: usize = 8;
 
@@ -113,11 +129,11 @@ impl Home {
         }
     }
 
-    /// Removes everything in the trash, now, waiting for a remover already at work; the
-    /// number of entries removed. Records go through the remover of their kind in
-    /// `removers`. Entries that cannot be removed are an error naming each of them (and
+    /// Removes everything in the trash, now, waiting for a remover already at work; what
+    /// was removed, directories and records counted apart. Records go through the remover
+    /// of their kind in `removers`. Entries that cannot be removed are an error naming each of them (and
     /// stay in `trash/.failures` until an emptying removes them).
-    pub fn empty_trash(&self, removers: &[RecordRemover]) -> io::Result<usize> {
+    pub fn empty_trash(&self, removers: &[RecordRemover]) -> io::Result<Emptied> {
         empty(&self.trash_dir(), removers)
     }
 
@@ -312,11 +328,11 @@ fn record_kind(entry: &Path) -> Option<String> {
     stem.rsplit('.').nth(3).map(str::to_owned)
 }
 
-fn empty(trash: &Path, removers: &[RecordRemover]) -> io::Result<usize> {
+fn empty(trash: &Path, removers: &[RecordRemover]) -> io::Result<Emptied> {
     if entries(trash).map_err(named(trash))?.is_empty() {
         // Nothing left: whatever failed before is gone (removed by hand, say).
         let _ = fs::remove_file(trash.join(FAILURES));
-        return Ok(0);
+        return Ok(Emptied::default());
     }
     let lock_path = trash.join(LOCK);
     let lock = fs::OpenOptions::new()
@@ -327,7 +343,7 @@ fn empty(trash: &Path, removers: &[RecordRemover]) -> io::Result<usize> {
         .map_err(named(&lock_path))?;
     // A remover at work finishes first; what it leaves (moved in since it looked) is ours.
     lock.lock().map_err(named(&lock_path))?;
-    let mut removed = 0;
+    let mut removed = Emptied::default();
     let mut failed: Vec<(PathBuf, io::Error)> = Vec::new();
     loop {
         let todo: Vec<PathBuf> = entries(trash)
@@ -340,7 +356,8 @@ fn empty(trash: &Path, removers: &[RecordRemover]) -> io::Result<usize> {
         }
         for (path, result) in remove_all(&todo, removers) {
             match result {
-                Ok(()) => removed += 1,
+                Ok(()) if record_kind(&path).is_some() => removed.records += 1,
+                Ok(()) => removed.moved += 1,
                 Err(e) => failed.push((path, e)),
             }
         }
@@ -470,10 +487,10 @@ mod tests {
         assert_eq!(names.len(), 2);
         assert!(names[0].starts_with("dev-00001.queue."), "{names:?}");
         assert!(names[1].starts_with("dev-00001.state."), "{names:?}");
-        assert_eq!(home.empty_trash(&[]).unwrap(), 2);
+        assert_eq!(home.empty_trash(&[]).unwrap().moved, 2);
         assert_eq!(entries(&home.trash_dir()).unwrap(), Vec::<PathBuf>::new());
         assert!(!home.trash_needs_emptying());
-        assert_eq!(home.empty_trash(&[]).unwrap(), 0);
+        assert_eq!(home.empty_trash(&[]).unwrap(), Emptied::default());
     }
 
     #[test]
@@ -500,7 +517,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!emptying.is_finished());
         lock.unlock().unwrap();
-        assert_eq!(emptying.join().unwrap(), 1);
+        assert_eq!(emptying.join().unwrap().moved, 1);
         assert!(!home.trash_needs_emptying());
     }
 
@@ -559,7 +576,7 @@ mod tests {
         // Kept where the next `start`, `list` and `cleanup` see it.
         assert_eq!(home.trash_failures(), vec![err.clone()]);
         assert!(err.contains(&left[0].display().to_string()), "{err}");
-        assert_eq!(home.empty_trash(&[]).unwrap(), 1);
+        assert_eq!(home.empty_trash(&[]).unwrap().moved, 1);
         assert!(!home.trash_needs_emptying());
         // Removed at last: no failure is shown any more.
         assert_eq!(home.trash_failures(), Vec::<String>::new());
@@ -619,7 +636,18 @@ mod tests {
             kind: "docker",
             remove: remove_ok,
         };
-        assert_eq!(home.empty_trash(&[removing]).unwrap(), 1);
+        // A moved directory beside it: the two are counted apart (`cleanup` says what each
+        // was, never a record as an ended bottle's directory).
+        let moved = tmp.path().join("demo-0a1b2-state");
+        fs::create_dir_all(moved.join("ca")).unwrap();
+        assert!(home.move_to_trash(&moved, "state").unwrap());
+        assert_eq!(
+            home.empty_trash(&[removing]).unwrap(),
+            Emptied {
+                moved: 1,
+                records: 1
+            }
+        );
         assert!(!record.exists());
         assert_eq!(home.trash_failures(), Vec::<String>::new());
         assert!(!home.trash_holds("demo-0a1b2"));

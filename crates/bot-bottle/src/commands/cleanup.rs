@@ -131,11 +131,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     } else {
         let removed = home.empty_trash(backend::TRASH_REMOVERS)?;
-        if removed > 0 {
+        if removed.moved > 0 {
             count += 1;
             println!(
-                "{verb} what {removed} ended bottle director{} left in {}",
-                if removed == 1 { "y" } else { "ies" },
+                "{verb} what {} ended bottle director{} left in {}",
+                removed.moved,
+                if removed.moved == 1 { "y" } else { "ies" },
+                home.trash_dir().display()
+            );
+        }
+        if removed.records > 0 {
+            count += 1;
+            println!(
+                "{verb} the containers and networks of {} ended bottle{} (recorded in {})",
+                removed.records,
+                if removed.records == 1 { "" } else { "s" },
                 home.trash_dir().display()
             );
         }
