@@ -17,6 +17,7 @@ mod config;
 mod dlp_audit;
 mod error;
 pub mod operator;
+mod process;
 mod serve;
 
 pub use check::{Health, check};
@@ -24,4 +25,5 @@ pub use config::{
     EgressSidecar, GateSidecar, Listen, OperatorSidecar, SidecarConfig, SuperviseSidecar,
 };
 pub use error::BundleError;
+pub use process::{SIDECAR_SUBCOMMAND, STOPPED_LINE, SidecarArgs, run_process};
 pub use serve::{SHUTDOWN_BOUND, run, serve, serve_with_env};
