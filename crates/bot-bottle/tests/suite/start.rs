@@ -83,7 +83,7 @@ mod qemu {
 }
 
 /// The processes that hold a running native or qemu bottle are the small `bot-bottle-helper`
-/// (built beside `bot-bottle`), not copies of all of `bot-bottle`.
+/// and `bot-bottle-sidecar` (built beside `bot-bottle`), not copies of all of `bot-bottle`.
 mod small_helper {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn native() {
@@ -593,10 +593,17 @@ async fn the_bottle_is_held_by_the_small_helper(on: On) {
             .any(|(exe, arg)| exe == "bot-bottle-helper" && arg == "__bottle-init"),
         "no bot-bottle-helper under start: {processes:?}"
     );
-    // All of `bot-bottle` runs only as the sidecar bundle.
+    // The sidecar bundle is the small `bot-bottle-sidecar` (built beside `bot-bottle`), and
+    // nothing runs all of `bot-bottle`.
+    assert!(
+        processes
+            .iter()
+            .any(|(exe, arg)| exe == "bot-bottle-sidecar" && arg == "sidecar"),
+        "no bot-bottle-sidecar under start: {processes:?}"
+    );
     let big: Vec<_> = processes
         .iter()
-        .filter(|(exe, arg)| exe == "bot-bottle" && arg != "sidecar")
+        .filter(|(exe, _)| exe == "bot-bottle")
         .collect();
     assert!(
         big.is_empty(),
