@@ -95,6 +95,20 @@ mod small_helper {
     }
 }
 
+/// The sidecar bundle of a native bottle (`start`'s child) and of a docker bottle (PID 1 of its
+/// sidecar container, where the executable is mounted) is the small `bot-bottle-sidecar`
+/// built beside `bot-bottle`.
+mod small_sidecar {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn native() {
+        super::the_sidecar_bundle_is_the_small_executable(super::On::Native).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn docker() {
+        super::the_sidecar_bundle_is_the_small_executable(super::On::Docker).await
+    }
+}
+
 /// `start` ended by SIGTERM (a service manager stopping it, `kill`): on qemu as on native,
 /// where `start` has no handler and the signal ends it (checked on native before this test:
 /// exit by signal 15, the bottle killed with it by its parent-death signal, the state kept
@@ -617,6 +631,40 @@ async fn the_bottle_is_held_by_the_small_helper(on: On) {
             "QEMU runs under the helper: {processes:?}"
         );
     }
+}
+
+async fn the_sidecar_bundle_is_the_small_executable(on: On) {
+    use std::os::unix::fs::MetadataExt;
+    let Some((_upstream, world, _network)) = setup(on).await else {
+        return;
+    };
+    let mut running = start_sleeping(&world).await;
+    let identity = listed(&world)[0]["identity"].as_str().unwrap().to_owned();
+    let sidecar = match on {
+        On::Native | On::Qemu => native_sidecar_pid(running.id()),
+        On::Docker => docker_sidecar_pid(&identity),
+    };
+    // The same file (device and inode): a docker container sees it under its own path.
+    let exe = std::fs::metadata(format!("/proc/{sidecar}/exe")).map(|m| (m.dev(), m.ino()));
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || running.wait())
+        .await
+        .unwrap();
+    let small = std::fs::metadata(env!("CARGO_BIN_EXE_bot-bottle-sidecar")).unwrap();
+    let full = std::fs::metadata(env!("CARGO_BIN_EXE_bot-bottle")).unwrap();
+    let exe = exe.unwrap();
+    assert_ne!(
+        exe,
+        (full.dev(), full.ino()),
+        "the bundle runs all of bot-bottle"
+    );
+    assert_eq!(
+        exe,
+        (small.dev(), small.ino()),
+        "the bundle is not bot-bottle-sidecar"
+    );
 }
 
 async fn a_clean_exit_removes_the_state(on: On) {
