@@ -17,7 +17,6 @@ mod config;
 mod dlp_audit;
 mod error;
 pub mod operator;
-mod process;
 mod serve;
 
 pub use check::{Health, check};
@@ -25,5 +24,4 @@ pub use config::{
     EgressSidecar, GateSidecar, Listen, OperatorSidecar, SidecarConfig, SuperviseSidecar,
 };
 pub use error::BundleError;
-pub use process::{SIDECAR_SUBCOMMAND, STOPPED_LINE, SidecarArgs, run_process};
 pub use serve::{SHUTDOWN_BOUND, run, serve, serve_with_env};

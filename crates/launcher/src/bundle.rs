@@ -1,5 +1,5 @@
-//! The sidecar bundle as a child process of the launcher (native backend): `bot-bottle-sidecar
-//! sidecar --config FILE` (or `bot-bottle sidecar`, [`sidecar_executable`]) with a minimal environment plus the tokens its routes name, ready
+//! The sidecar bundle as a child process of the launcher (native backend): `bot-bottle
+//! sidecar --config FILE` with a minimal environment plus the tokens its routes name, ready
 //! once it prints `ready`, shut down once it prints `stopped`.
 //!
 //! `stopped` is the bundle's last act in user space: its sidecars have drained, the gate has
@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -27,32 +27,8 @@ const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the bundle gets to finish after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The line the bundle prints once its shutdown is done (`bundle::run_process`).
-pub(crate) const STOPPED: &str = bundle::STOPPED_LINE;
-
-/// The small executable beside `bot-bottle` that runs only the sidecar bundle (the same
-/// `bundle::run_process` as `bot-bottle sidecar`, with the same arguments), built and installed
-/// with it.
-pub(crate) const SIDECAR_EXE_NAME: &str = "bot-bottle-sidecar";
-
-/// The executable that runs a bottle's sidecar bundle (native: as `start`'s child; docker:
-/// mounted into the sidecar container): the small [`SIDECAR_EXE_NAME`] beside `exe` where it
-/// is installed, so the bundle, which lives as long as the bottle, maps only its own code
-/// (about 5 MB less RSS per bottle than the whole `bot-bottle`); else `exe` itself, which runs
-/// the very same code as `bot-bottle sidecar`, with a one-line note on how to install the
-/// small one. Not an error: nothing the sidecar checks depends on which of the two runs it.
-pub(crate) fn sidecar_executable(options: &Options) -> PathBuf {
-    let small = options.exe.with_file_name(SIDECAR_EXE_NAME);
-    if small != options.exe && small.is_file() {
-        return small;
-    }
-    options.report.line(&format!(
-        "note: {} is not installed beside {}; the sidecar runs as `bot-bottle sidecar` (the same checks, ~5 MB more memory); install both (README: cargo install --path crates/bot-bottle)",
-        SIDECAR_EXE_NAME,
-        options.exe.display()
-    ));
-    options.exe.clone()
-}
+/// The line the bundle prints once its shutdown is done (`bot-bottle sidecar`).
+pub(crate) const STOPPED: &str = "stopped";
 
 /// The last lines of the bundle's log (where a crash says why).
 pub(crate) fn log_tail(log: &Path) -> String {
@@ -130,7 +106,7 @@ impl Sidecar {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut cmd = Command::new(sidecar_executable(options));
+        let mut cmd = Command::new(&options.exe);
         cmd.arg("sidecar")
             .arg("--config")
             .arg(paths.sidecar_config())
@@ -381,62 +357,5 @@ mod tests {
         let pid = sidecar.pid();
         sidecar.stop_after_shutdown(|| {});
         assert!(!unreaped(pid), "returned before the bundle was reaped");
-    }
-
-    /// A stand-in for an executable that can run the bundle: records its name and arguments
-    /// in `ran`, then is ready and ends on SIGTERM.
-    fn recording_bundle(exe: &Path, ran: &Path) {
-        std::fs::write(
-            exe,
-            format!(
-                "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> {}\ntrap 'echo stopped; exit 0' TERM\necho ready\nsleep 60 >/dev/null &\nwait $!\n",
-                ran.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    #[test]
-    fn the_bundle_runs_from_the_small_sidecar_executable_beside_bot_bottle_else_from_bot_bottle() {
-        let dir = tempfile::tempdir().unwrap();
-        let (paths, mut options) = fake_bundle(dir.path(), "exit 0");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let ran = dir.path().join("ran");
-        options.exe = bin.join("bot-bottle");
-        recording_bundle(&options.exe, &ran);
-        let report = Arc::new(crate::Recorded::default());
-        options.report = report.clone();
-        let config = paths.sidecar_config().display().to_string();
-        let run_once = |options: &Options| {
-            let _ = std::fs::remove_file(&ran);
-            started(&paths, options).stop_after_shutdown(|| {});
-            std::fs::read_to_string(&ran).unwrap()
-        };
-
-        // Installed beside it: the small one, with the same arguments, and no note.
-        recording_bundle(&bin.join(SIDECAR_EXE_NAME), &ran);
-        assert_eq!(
-            run_once(&options),
-            format!("bot-bottle-sidecar sidecar --config {config}\n")
-        );
-        assert_eq!(report.lines(), Vec::<String>::new());
-
-        // Missing (or not a file): `bot-bottle sidecar`, with one note naming the small one
-        // and how to install it.
-        std::fs::remove_file(bin.join(SIDECAR_EXE_NAME)).unwrap();
-        std::fs::create_dir(bin.join(SIDECAR_EXE_NAME)).unwrap();
-        assert_eq!(
-            run_once(&options),
-            format!("bot-bottle sidecar --config {config}\n")
-        );
-        let notes = report.lines();
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(
-            notes[0].contains("bot-bottle-sidecar is not installed beside")
-                && notes[0].contains("cargo install"),
-            "{notes:?}"
-        );
     }
 }

@@ -26,9 +26,7 @@ use state::Home;
 use crate::error::{Context, chain};
 use crate::{BottlePaths, Launch, LaunchError, Options, Report};
 
-/// Where the sidecar container finds the executable that runs the bundle: `bot-bottle-sidecar`
-/// where it is installed, else `bot-bottle` (`crate::bundle::sidecar_executable`); both take
-/// `sidecar --config FILE [--check]`.
+/// Where the sidecar container finds the bot-bottle executable.
 pub(super) const SIDECAR_EXE: &str = "/usr/local/bin/bot-bottle";
 /// What to try when an image does not build: the usual cause is a base image that cannot be
 /// pulled.
@@ -204,9 +202,7 @@ pub(super) fn sidecar_spec(
 ) -> Result<SidecarSpec, LaunchError> {
     let mut mounts = vec![
         SidecarMount {
-            // The small `bot-bottle-sidecar` where it is installed (it takes the same
-            // `sidecar --config` arguments), so the long-lived container maps less.
-            host: crate::bundle::sidecar_executable(options),
+            host: options.exe.clone(),
             inside: SIDECAR_EXE.into(),
             read_only: true,
         },

@@ -1,7 +1,6 @@
 //! `bot-bottle sidecar`: one bottle's sidecar bundle (the `bundle` crate), started by `start`,
 //! which waits for its `ready` line (and, when it stops it, for `stopped`); `--check` is the
-//! health check of a running bundle. The small `bot-bottle-sidecar` (src/sidecar.rs), which
-//! `start` runs where it is installed, runs the same [`bundle::run_process`].
+//! health check of a running bundle.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,8 +17,26 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    Ok(bundle::run_process(&bundle::SidecarArgs {
-        config: args.config,
-        check: args.check,
-    })?)
+    let config = bundle::SidecarConfig::load(&args.config)?;
+    if args.check {
+        let health = bundle::check(&config);
+        for answer in &health {
+            println!("{answer}");
+        }
+        return Ok(if health.iter().all(bundle::Health::is_answering) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    bundle::run(config)?;
+    // The shutdown is done and the runtime gone: `start` need not wait for the kernel's end
+    // of this process (`launcher`'s bundle module). Not said after a failure.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "stopped");
+        let _ = out.flush();
+    }
+    Ok(ExitCode::SUCCESS)
 }

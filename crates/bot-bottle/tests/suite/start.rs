@@ -83,7 +83,7 @@ mod qemu {
 }
 
 /// The processes that hold a running native or qemu bottle are the small `bot-bottle-helper`
-/// and `bot-bottle-sidecar` (built beside `bot-bottle`), not copies of all of `bot-bottle`.
+/// (built beside `bot-bottle`), not copies of all of `bot-bottle`.
 mod small_helper {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn native() {
@@ -92,20 +92,6 @@ mod small_helper {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn qemu() {
         super::the_bottle_is_held_by_the_small_helper(super::On::Qemu).await
-    }
-}
-
-/// The sidecar bundle of a native bottle (`start`'s child) and of a docker bottle (PID 1 of its
-/// sidecar container, where the executable is mounted) is the small `bot-bottle-sidecar`
-/// built beside `bot-bottle`.
-mod small_sidecar {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn native() {
-        super::the_sidecar_bundle_is_the_small_executable(super::On::Native).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn docker() {
-        super::the_sidecar_bundle_is_the_small_executable(super::On::Docker).await
     }
 }
 
@@ -607,17 +593,10 @@ async fn the_bottle_is_held_by_the_small_helper(on: On) {
             .any(|(exe, arg)| exe == "bot-bottle-helper" && arg == "__bottle-init"),
         "no bot-bottle-helper under start: {processes:?}"
     );
-    // The sidecar bundle is the small `bot-bottle-sidecar` (built beside `bot-bottle`), and
-    // nothing runs all of `bot-bottle`.
-    assert!(
-        processes
-            .iter()
-            .any(|(exe, arg)| exe == "bot-bottle-sidecar" && arg == "sidecar"),
-        "no bot-bottle-sidecar under start: {processes:?}"
-    );
+    // All of `bot-bottle` runs only as the sidecar bundle.
     let big: Vec<_> = processes
         .iter()
-        .filter(|(exe, _)| exe == "bot-bottle")
+        .filter(|(exe, arg)| exe == "bot-bottle" && arg != "sidecar")
         .collect();
     assert!(
         big.is_empty(),
@@ -631,40 +610,6 @@ async fn the_bottle_is_held_by_the_small_helper(on: On) {
             "QEMU runs under the helper: {processes:?}"
         );
     }
-}
-
-async fn the_sidecar_bundle_is_the_small_executable(on: On) {
-    use std::os::unix::fs::MetadataExt;
-    let Some((_upstream, world, _network)) = setup(on).await else {
-        return;
-    };
-    let mut running = start_sleeping(&world).await;
-    let identity = listed(&world)[0]["identity"].as_str().unwrap().to_owned();
-    let sidecar = match on {
-        On::Native | On::Qemu => native_sidecar_pid(running.id()),
-        On::Docker => docker_sidecar_pid(&identity),
-    };
-    // The same file (device and inode): a docker container sees it under its own path.
-    let exe = std::fs::metadata(format!("/proc/{sidecar}/exe")).map(|m| (m.dev(), m.ino()));
-    let _ = Command::new("kill")
-        .args(["-TERM", &running.id().to_string()])
-        .status();
-    let _ = tokio::task::spawn_blocking(move || running.wait())
-        .await
-        .unwrap();
-    let small = std::fs::metadata(env!("CARGO_BIN_EXE_bot-bottle-sidecar")).unwrap();
-    let full = std::fs::metadata(env!("CARGO_BIN_EXE_bot-bottle")).unwrap();
-    let exe = exe.unwrap();
-    assert_ne!(
-        exe,
-        (full.dev(), full.ino()),
-        "the bundle runs all of bot-bottle"
-    );
-    assert_eq!(
-        exe,
-        (small.dev(), small.ino()),
-        "the bundle is not bot-bottle-sidecar"
-    );
 }
 
 async fn a_clean_exit_removes_the_state(on: On) {
