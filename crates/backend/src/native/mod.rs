@@ -146,8 +146,8 @@ impl NativeConfig {
 #[derive(Debug, Clone)]
 pub struct NativeBackend {
     config: NativeConfig,
-    /// The scan of `/etc` and `/opt` that [`Backend::prepare`] starts and the next
-    /// [`Backend::launch`] joins ([`os::Prefetched`]).
+    /// The scan of `/etc` and `/opt` that [`Backend::start_host_scan`] starts and the next
+    /// [`Backend::launch`] joins ([`os::Prefetched`]); clones share it.
     scan: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<os::Prefetched>>>>,
 }
 
