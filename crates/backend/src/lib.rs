@@ -367,6 +367,12 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// Starts work the next [`Backend::launch`] needs that depends on the host alone, on a
+    /// thread of its own, so that it runs while the launcher waits for something else (native:
+    /// the scan of `/etc` and `/opt` for entries to mask, while the sidecar bundle starts).
+    /// Refuses nothing and changes nothing; a launch without it does the work itself.
+    fn start_host_scan(&self) {}
+
     /// Validates the spec and does the slow, reusable work before a launch (native: copies the
     /// workspace for [`WorkspaceMode::Copy`] unless the copy exists; docker: builds the image).
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError>;

@@ -615,7 +615,11 @@ impl RunningBottle {
         // bottle is launched only once it said so (`launch_beside_host_bundle`).
         let starting = match placement {
             SidecarPlacement::HostProcess => {
-                Some(bundle::Sidecar::spawn(&self.paths, &sidecar_env, options)?)
+                let starting = bundle::Sidecar::spawn(&self.paths, &sidecar_env, options)?;
+                // Native: the scan of `/etc` and `/opt` for the mount plan, beside the
+                // bundle's start-up instead of after its `ready`.
+                self.backend.start_host_scan();
+                Some(starting)
             }
             SidecarPlacement::Container | SidecarPlacement::BackendContainer => None,
         };

@@ -146,6 +146,9 @@ impl NativeConfig {
 #[derive(Debug, Clone)]
 pub struct NativeBackend {
     config: NativeConfig,
+    /// The scan of `/etc` and `/opt` that [`Backend::start_host_scan`] starts and the next
+    /// [`Backend::launch`] joins ([`os::Prefetched`]); clones share it.
+    scan: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<os::Prefetched>>>>,
 }
 
 /// What `launch` records about a running bottle (`<runtime_dir>/<identity>/bottle.json`).
@@ -206,7 +209,25 @@ fn valid_identity(identity: &str) -> bool {
 
 impl NativeBackend {
     pub fn new(config: NativeConfig) -> NativeBackend {
-        NativeBackend { config }
+        NativeBackend {
+            config,
+            scan: Default::default(),
+        }
+    }
+
+    /// Starts the scan of the system directories for entries to mask on a thread of its own;
+    /// the next [`NativeBackend::scanned_host`] joins it.
+    fn start_scan(&self) {
+        let started = os::Prefetched::start(&self.config.system_dirs);
+        if let Ok(mut scan) = self.scan.lock() {
+            *scan = Some(started);
+        }
+    }
+
+    /// The host the applied plan is made on: [`os::RealHost`] with the scan
+    /// [`NativeBackend::start_scan`] started (joined here), or scanned now without one.
+    fn scanned_host(&self) -> os::Prefetched {
+        os::Prefetched::join(self.scan.lock().ok().and_then(|mut scan| scan.take()))
     }
 
     pub fn config(&self) -> &NativeConfig {
@@ -478,10 +499,17 @@ impl Backend for NativeBackend {
         preflight::native(Some(self))
     }
 
+    /// The scan of `/etc` and `/opt` for entries to mask (2-4 ms warm, ~20 ms cold), which
+    /// refuses nothing: started by `start` while the sidecar bundle gets ready, joined by the
+    /// next `launch` ([`os::Prefetched`]).
+    fn start_host_scan(&self) {
+        self.start_scan();
+    }
+
     /// Every check of [`Backend::launch`] that can refuse the spec, and the workspace copy.
     /// The plan made here is thrown away: `launch` makes the one it applies, with the scan of
     /// `/etc` and `/opt` for entries to mask ([`os::ChecksOnly`]), so that scan runs once per
-    /// start, right before its result is used.
+    /// start ([`Backend::start_host_scan`], else in `launch`).
     fn prepare(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
         self.prepare_plan(spec, &os::ChecksOnly).map(drop)
     }
@@ -517,7 +545,7 @@ impl Backend for NativeBackend {
         let planned = self.identity_files(spec, &dir).and_then(|files| {
             let mut full = spec.clone();
             full.files.extend(files);
-            self.prepare_plan(&full, &os::RealHost)
+            self.prepare_plan(&full, &self.scanned_host())
                 .map(|plan| (full, plan))
         });
         let (spec, plan) = match planned {
@@ -757,6 +785,78 @@ mod tests {
         assert!(process_start(pid).is_some());
         assert!(alive(pid, process_start(pid).unwrap()));
         assert!(!alive(pid, process_start(pid).unwrap() + 1));
+    }
+
+    /// Issue 22: `start` scans `/etc` and `/opt` while the sidecar bundle starts
+    /// ([`Backend::start_host_scan`]); the plan `launch` applies must be the plan made with
+    /// the scan where it was before, masks and all.
+    #[test]
+    fn the_plan_made_with_the_scan_started_early_is_the_plan_made_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("bot-bottle-home");
+        let workspace = dir.path().join("project");
+        let home = state.join("state").join("home");
+        for d in [&state, &workspace, &home] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let helper = HelperCommand {
+            exe: "/x".into(),
+            args: vec![],
+        };
+        let backend = NativeBackend::new(NativeConfig::new(helper, &state));
+        let spec = LaunchSpec {
+            identity: "demo-1a2b3".into(),
+            argv: vec!["true".into()],
+            env: Default::default(),
+            workspace: crate::Workspace {
+                host: workspace,
+                inside: "/workspace".into(),
+                mode: WorkspaceMode::Mount,
+            },
+            home: crate::Home {
+                host: home,
+                inside: "/home/agent".into(),
+            },
+            files: vec![],
+            forwards: vec![],
+            interactive: false,
+            resources: crate::Resources::default(),
+            dangerously_run_as_host_root: false,
+        };
+
+        let without = backend.plan_on(&spec, &os::RealHost).unwrap();
+        backend.start_host_scan();
+        let with = backend.plan_on(&spec, &backend.scanned_host()).unwrap();
+        assert_eq!(with, without);
+        // Joined once: a later launch without a new scan scans for itself, not from this one.
+        assert!(backend.scan.lock().unwrap().is_none());
+        assert_eq!(
+            backend.plan_on(&spec, &backend.scanned_host()).unwrap(),
+            without
+        );
+
+        // Not equal by being empty: the masks are the host's unshareable entries (as root in
+        // a container, at least `/etc/shadow`).
+        let masks: Vec<PathBuf> = with
+            .iter()
+            .filter_map(|op| match op {
+                plan::MountOp::MaskFile { target } | plan::MountOp::MaskDir { target } => {
+                    Some(target.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut expected: Vec<PathBuf> = ["/etc", "/opt"]
+            .into_iter()
+            .filter(|d| Path::new(d).is_dir() && !Path::new(d).is_symlink())
+            .flat_map(|d| plan::HostView::unshareable_entries(&os::RealHost, Path::new(d)))
+            .map(|(path, _)| path)
+            .collect();
+        expected.sort();
+        let mut sorted = masks.clone();
+        sorted.sort();
+        assert_eq!(sorted, expected);
+        println!("{} masks in the plan", masks.len());
     }
 
     #[test]

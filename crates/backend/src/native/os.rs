@@ -319,6 +319,56 @@ impl HostView for RealHost {
     }
 }
 
+/// [`RealHost`] with the scans of [`super::plan::SCANNED_DIRS`] made ahead of the plan, on a
+/// thread of their own ([`Prefetched::start`]) while the sidecar bundle starts: `launch`
+/// joins it before it builds the plan. The same scans as [`RealHost::unshareable_entries`]
+/// of the same directories, only earlier; a directory not scanned ahead (or a scan thread
+/// that panicked) is scanned when the plan asks, so the plan never gets fewer masks.
+#[derive(Debug, Default)]
+pub struct Prefetched {
+    scans: Vec<(PathBuf, Vec<(PathBuf, NodeKind)>)>,
+}
+
+impl Prefetched {
+    /// Starts the scans of the directories in `dirs` that the plan scans.
+    pub fn start(dirs: &[PathBuf]) -> std::thread::JoinHandle<Prefetched> {
+        let scanned: Vec<PathBuf> = super::plan::SCANNED_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|d| dirs.contains(d))
+            .collect();
+        std::thread::spawn(move || Prefetched {
+            scans: scanned
+                .into_iter()
+                .map(|dir| {
+                    let found = RealHost.unshareable_entries(&dir);
+                    (dir, found)
+                })
+                .collect(),
+        })
+    }
+
+    /// The scans of a [`Prefetched::start`], or none (every scan made when asked).
+    pub fn join(started: Option<std::thread::JoinHandle<Prefetched>>) -> Prefetched {
+        started
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl HostView for Prefetched {
+    fn kind(&self, path: &Path) -> Option<HostKind> {
+        RealHost.kind(path)
+    }
+
+    fn unshareable_entries(&self, dir: &Path) -> Vec<(PathBuf, NodeKind)> {
+        match self.scans.iter().find(|(scanned, _)| scanned == dir) {
+            Some((_, found)) => found.clone(),
+            None => RealHost.unshareable_entries(dir),
+        }
+    }
+}
+
 /// The host as [`crate::Backend::prepare`] checks a spec against it: [`RealHost`]'s kinds,
 /// without the scan for entries to mask. The scan adds masks and refuses nothing, so every
 /// check that can fail a plan still runs; a plan made on this view is never applied.

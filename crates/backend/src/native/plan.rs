@@ -172,7 +172,7 @@ pub fn default_system_dirs() -> Vec<PathBuf> {
 }
 
 /// Directories scanned for unshareable entries (non-world-readable files, sockets).
-const SCANNED_DIRS: [&str; 2] = ["/etc", "/opt"];
+pub(crate) const SCANNED_DIRS: [&str; 2] = ["/etc", "/opt"];
 /// Device nodes bound from the host.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// Paths owned by the bottle itself: nothing of the caller may be placed there.
