@@ -45,7 +45,25 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
     if zeros * 4 < data.len() {
         return None;
     }
-    Some(data.iter().copied().filter(|&b| b != 0).collect())
+    Some(without_zeros(data, data.len() - zeros))
+}
+
+/// `data` without its zero bytes (`kept`: how many are not zero).
+///
+/// Why not a filter: every byte was a branch the processor guessed wrong about half the time
+/// in binary files (which are most of the files at least a quarter zeros) and a push that
+/// checked the capacity; here each byte is written and the next one written over it when it
+/// was a zero, without a branch.
+fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
+    let mut out = vec![0u8; kept + 1];
+    let mut j = 0;
+    for &b in data {
+        // `j <= kept` always: it counts the non-zero bytes before this one.
+        out[j.min(kept)] = b;
+        j += usize::from(b != 0);
+    }
+    out.truncate(kept);
+    out
 }
 
 const B64: u8 = 1;
@@ -1422,6 +1440,24 @@ mod tests {
             .collect();
         assert_eq!(utf16_text(&utf16).unwrap(), format!("k={KEY}\n").as_bytes());
         assert_eq!(utf16_text(b"plain text, no zeros"), None);
+        // binary with zeros anywhere: the same bytes as a filter keeps
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..300 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x.is_multiple_of(3) {
+                        0
+                    } else {
+                        (x >> 8) as u8
+                    }
+                })
+                .collect();
+            let kept: Vec<u8> = data.iter().copied().filter(|&b| b != 0).collect();
+            assert_eq!(without_zeros(&data, kept.len()), kept);
+        }
         assert_eq!(
             unreadable_kind(b"\x1f\x8b\x08\0rest"),
             Some("gzip-compressed")
