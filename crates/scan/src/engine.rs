@@ -842,6 +842,9 @@ mod keyword_tests {
             // keywords across the lanes' borders included.
             let lanes = lane_hits(&dfa, &data).unwrap();
             assert_eq!(lanes, all, "{:?}", String::from_utf8_lossy(&data));
+            // The one walk (what small inputs get).
+            let walked = walk_hits(&dfa, &data).unwrap();
+            assert_eq!(walked, all, "{:?}", String::from_utf8_lossy(&data));
         }
     }
 
@@ -881,6 +884,7 @@ mod keyword_tests {
             let all: Vec<_> = ac.find_overlapping_iter(d).collect();
             assert_eq!(lane_hits(dfa, d).unwrap(), all, "{len}");
             assert_eq!(dfa_hits(dfa, d), all, "{len}");
+            assert_eq!(walk_hits(dfa, d).unwrap(), all, "{len}");
             assert_eq!(kw.hits(d), all, "{len}");
         }
         assert!(kw.hits(data).len() > 1000);
@@ -1169,12 +1173,12 @@ impl Keywords {
     fn hits(&self, data: &[u8]) -> Vec<aho_corasick::Match> {
         match self {
             Keywords::Dfa(dfa) => {
-                if data.len() >= LANES_MIN
-                    && let Some(hits) = lane_hits(dfa, data)
-                {
-                    return hits;
-                }
-                dfa_hits(dfa, data)
+                let walked = if data.len() >= LANES_MIN {
+                    lane_hits(dfa, data)
+                } else {
+                    walk_hits(dfa, data)
+                };
+                walked.unwrap_or_else(|| dfa_hits(dfa, data))
             }
             Keywords::Other(ac) => keyword_hits(ac, data).collect(),
         }
@@ -1182,7 +1186,8 @@ impl Keywords {
 }
 
 /// [`keyword_hits`] with the bare DFA: its plain search, then its overlapping search from
-/// the longest keyword's length before the first match's end.
+/// the longest keyword's length before the first match's end (for an automaton
+/// [`walk_hits`] does not handle, and the tests' reference).
 fn dfa_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Vec<aho_corasick::Match> {
     use aho_corasick::automaton::{Automaton, OverlappingState};
     let mut out = Vec::new();
@@ -1201,6 +1206,45 @@ fn dfa_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Vec<aho_corasick::Matc
         }
     }
     out
+}
+
+/// [`Keywords::hits`] with the DFA walked once over `data`, one byte after another, every
+/// state that holds a match reporting its keywords (those ending at that byte, in the
+/// automaton's order): what the overlapping search reports, in one pass.
+///
+/// Why not [`dfa_hits`]: on most source files a keyword (`key`, `sk`, `s.`) occurs in the
+/// first lines, so its overlapping search read nearly every byte again after the plain
+/// search, and the crate's overlapping search costs more per byte than this loop (its state
+/// is kept in memory between calls, one call per match). `None` (the caller searches the
+/// usual way) for an automaton this walk does not handle: an empty keyword, a dead state.
+fn walk_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasick::Match>> {
+    use aho_corasick::Anchored;
+    use aho_corasick::automaton::Automaton;
+    let start = dfa.start_state(Anchored::No).ok()?;
+    if dfa.min_pattern_len() == 0 || dfa.is_special(start) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut sid = start;
+    for (p, &b) in data.iter().enumerate() {
+        sid = dfa.next_state(Anchored::No, sid, b);
+        if dfa.is_special(sid) {
+            if dfa.is_dead(sid) {
+                return None;
+            }
+            if !dfa.is_match(sid) {
+                continue;
+            }
+            for i in 0..dfa.match_len(sid) {
+                let pid = dfa.match_pattern(sid, i);
+                out.push(aho_corasick::Match::new(
+                    pid,
+                    p + 1 - dfa.pattern_len(pid)..p + 1,
+                ));
+            }
+        }
+    }
+    Some(out)
 }
 
 /// [`Keywords::hits`] with the DFA walked over [`LANES`] parts of `data` in step.
@@ -1508,6 +1552,46 @@ mod keyword_line_tests {
         let got = scan(&lines, all.as_bytes(), Mode::AnyPath);
         assert_eq!(got, scan(&whole, all.as_bytes(), Mode::AnyPath));
         assert!(got.len() > 200, "{}", got.len());
+    }
+
+    /// Each case with its assignment spread over line feeds (ten before and ten after the
+    /// `=`, as the service rules' two `\s{0,10}` allow), far from the rest of a large
+    /// fragment: findings that span 20 lines are found around the keyword's line as in the
+    /// whole fragment, and nothing more is found near the bound.
+    #[test]
+    fn matches_over_many_lines_find_what_the_whole_fragment_finds() {
+        let (lines, whole) = engines();
+        let i = lines
+            .rules
+            .iter()
+            .position(|r| r.id == "algolia-api-key")
+            .unwrap();
+        assert_eq!(lines.reach(i), Reach::Lines(21));
+        let code = "    let value = compute(input, &config).unwrap_or_default();\n";
+        let mut spread_found = 0;
+        for gap in [9, 10, 11] {
+            let feeds = "\n".repeat(gap);
+            let mut all = String::new();
+            for text in case_texts() {
+                let spread = text
+                    .replacen(" = ", &format!("{feeds}={feeds}"), 1)
+                    .replacen(": ", &format!("{feeds}:{feeds}"), 1);
+                let v = format!("{}{spread}\n{}", code.repeat(40), code.repeat(40));
+                for mode in [Mode::Exact, Mode::AnyPath] {
+                    let got = scan(&lines, v.as_bytes(), mode);
+                    assert_eq!(got, scan(&whole, v.as_bytes(), mode), "{v:?} {mode:?}");
+                    spread_found += got
+                        .iter()
+                        .filter(|f| f.rule_id == "algolia-api-key")
+                        .count();
+                }
+                all.push_str(&v);
+            }
+            let got = scan(&lines, all.as_bytes(), Mode::Exact);
+            assert_eq!(got, scan(&whole, all.as_bytes(), Mode::Exact), "{gap}");
+        }
+        // the positive case over 18 and 20 line feeds (not 22: `\s{0,10}` each side)
+        assert!(spread_found >= 4, "{spread_found}");
     }
 
     /// One long line (a JSON body as DLP reads it) with a keyword every few bytes: each
