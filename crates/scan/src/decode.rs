@@ -655,20 +655,24 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     if run.len() % 4 == 1 {
         return None;
     }
-    if !run
+    // One pass for what the run holds (three `any` walks before).
+    let seen = run
         .iter()
-        .any(|b| b.is_ascii_digit() || b"+/-_".contains(b))
-    {
+        .fold(0u8, |seen, &b| seen | SYMBOLS[usize::from(b)]);
+    if seen & (DIGIT | URL_SYMBOL | STD_SYMBOL) == 0 {
         return None;
     }
-    let url_symbol = run.iter().any(|&b| b == b'-' || b == b'_');
-    let std_symbol = run.iter().any(|&b| b == b'+' || b == b'/' || b == b'=');
+    let url_symbol = seen & URL_SYMBOL != 0;
+    let std_symbol = seen & (STD_SYMBOL | PAD) != 0;
     // Canonical padding: a multiple of 4; the URL-safe alphabet has none of `+/=`; no
     // base64 is 4n+1 characters long.
     let std_may = run.len().is_multiple_of(4) && !url_symbol;
     let url_may = run.len() % 4 != 1 && !std_symbol;
-    for (may, engine) in [(std_may, &engines::STD), (url_may, &engines::RAW_URL)] {
-        if !may {
+    for (may, engine, values) in [
+        (std_may, &engines::STD, &STD_VALUES),
+        (url_may, &engines::RAW_URL, &URL_VALUES),
+    ] {
+        if !may || !printable_start(run, values) {
             continue;
         }
         scratch.clear();
@@ -677,6 +681,75 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// What a byte of a base64 run is, for [`decode_base64`]'s first look.
+const DIGIT: u8 = 1;
+/// `-` or `_` (URL-safe alphabet).
+const URL_SYMBOL: u8 = 2;
+/// `+` or `/` (standard alphabet).
+const STD_SYMBOL: u8 = 4;
+/// `=`.
+const PAD: u8 = 8;
+
+static SYMBOLS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = b'0';
+    while b <= b'9' {
+        t[b as usize] = DIGIT;
+        b += 1;
+    }
+    t[b'-' as usize] = URL_SYMBOL;
+    t[b'_' as usize] = URL_SYMBOL;
+    t[b'+' as usize] = STD_SYMBOL;
+    t[b'/' as usize] = STD_SYMBOL;
+    t[b'=' as usize] = PAD;
+    t
+};
+
+/// Each base64 character's 6 bits in one alphabet (`0xff`: not in it).
+const fn base64_values(alphabet: &[u8; 64]) -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+}
+
+static STD_VALUES: [u8; 256] =
+    base64_values(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+static URL_VALUES: [u8; 256] =
+    base64_values(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+
+/// Whether the run's groups of four characters before its last group, decoded with
+/// `values`, are printable as far as they are of the alphabet: `false` only when one of them
+/// decodes to a byte that is not, so that the whole run, decoded by a decoder of that
+/// alphabet, is not printable text or not base64 at all.
+///
+/// Why: most candidate runs are identifiers (`some_long_function_name`), which decode to
+/// binary: a first character from `g` on (value 32 or more) already makes the first byte
+/// 128 or more, and the decoder, its output and the printable check after it are not needed
+/// for them. The last group, where padding may be, is left to the decoder.
+fn printable_start(run: &[u8], values: &[u8; 256]) -> bool {
+    let groups = run.len().saturating_sub(1) / 4;
+    for group in run.chunks_exact(4).take(groups) {
+        let v = group.iter().map(|&b| values[usize::from(b)]);
+        let mut bits = 0u32;
+        for x in v {
+            if x == 0xff {
+                // Not of this alphabet: the decoder decides.
+                return true;
+            }
+            bits = (bits << 6) | u32::from(x);
+        }
+        let bytes = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+        if !printable_ascii(&bytes) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Base64 as gitleaks' decoder takes a run: standard with its padding (a length of a multiple
@@ -1398,10 +1471,19 @@ mod tests {
         let mut scratch = Vec::new();
         let alphabet = b"aZ09+/-_=Qx";
         for case in 0..20_000 {
-            let run: Vec<u8> = match case % 3 {
+            let run: Vec<u8> = match case % 4 {
                 0 => (0..16 + rng.below(30))
                     .map(|_| alphabet[rng.below(alphabet.len())])
                     .collect(),
+                // identifiers, as most runs in source code are
+                3 => {
+                    let words = [&b"some"[..], b"long", b"_", b"Name", b"2", b"for", b"Test"];
+                    let mut run = Vec::new();
+                    while run.len() < 16 + rng.below(20) {
+                        run.extend_from_slice(words[rng.below(words.len())]);
+                    }
+                    run
+                }
                 // base64 of printable text, in each alphabet, padded or not
                 _ => {
                     let text: Vec<u8> = (0..12 + rng.below(30))
