@@ -54,11 +54,37 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
 /// in binary files (which are most of the files at least a quarter zeros) and a push that
 /// checked the capacity; here each byte is written and the next one written over it when it
 /// was a zero, without a branch.
+///
+/// Eight bytes at a time first: in the cargo registry's binary files (import libraries,
+/// most of them) 4 words of 8 bytes in 10 are all zeros (dropped at once) or hold none
+/// (copied at once); the others go a byte at a time.
 fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut out = vec![0u8; kept + 1];
     let mut j = 0;
-    for &b in data {
-        // `j <= kept` always: it counts the non-zero bytes before this one.
+    let mut words = data.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let v = u64::from_le_bytes(w);
+        if v == 0 {
+            continue;
+        }
+        // (the classic test: some byte of `v` is zero)
+        if v.wrapping_sub(ONES) & !v & HIGHS == 0 {
+            // eight bytes that are not zero: `j + 8 <= kept`
+            out[j..j + 8].copy_from_slice(word);
+            j += 8;
+            continue;
+        }
+        for &b in word {
+            // `j <= kept` always: it counts the non-zero bytes before this one.
+            out[j.min(kept)] = b;
+            j += usize::from(b != 0);
+        }
+    }
+    for &b in words.remainder() {
         out[j.min(kept)] = b;
         j += usize::from(b != 0);
     }
@@ -310,6 +336,9 @@ struct Starts<'a> {
     block: usize,
     cur: Masks,
     next: Masks,
+    /// Where in block `block` the walk has something to do (computed once per block: the
+    /// walk asks again after each candidate, often several times in one block).
+    wanted: u64,
 }
 
 /// Bit `j` of each mask stands for byte `j` of a block of 64.
@@ -330,6 +359,7 @@ impl<'a> Starts<'a> {
             block: usize::MAX,
             cur: Masks::default(),
             next: Masks::default(),
+            wanted: 0,
         }
     }
 
@@ -352,6 +382,22 @@ impl<'a> Starts<'a> {
         };
         self.next = self.masks(block + 1);
         self.block = block;
+        let alpha = self.cur.alpha;
+        // Runs that start in this block (a byte after one outside the alphabet; byte 0
+        // of the block looks at the previous block's last byte).
+        let before = if block == 0 {
+            0
+        } else {
+            u64::from(CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0)
+        };
+        let run_starts = alpha & !((alpha << 1) | before);
+        // Bit j: bytes j..j+16 are all of the alphabet (the next block's bytes count).
+        let both = u128::from(alpha) | (u128::from(self.next.alpha) << 64);
+        let mut long = both & (both >> 1);
+        long &= long >> 2;
+        long &= long >> 4;
+        long &= long >> 8;
+        self.wanted = self.cur.escape | (run_starts & long as u64) | self.cur.plus;
     }
 
     /// The first position after `i` (a byte outside the alphabet) where the walk has
@@ -363,23 +409,7 @@ impl<'a> Starts<'a> {
         let mut low = from % 64;
         while block.saturating_mul(64) < self.data.len() {
             self.load(block);
-            let alpha = self.cur.alpha;
-            // Runs that start in this block (a byte after one outside the alphabet; byte 0
-            // of the block looks at the previous block's last byte).
-            let before = if block == 0 {
-                0
-            } else {
-                u64::from(CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0)
-            };
-            let run_starts = alpha & !((alpha << 1) | before);
-            // Bit j: bytes j..j+16 are all of the alphabet (the next block's bytes count).
-            let both = u128::from(alpha) | (u128::from(self.next.alpha) << 64);
-            let mut long = both & (both >> 1);
-            long &= long >> 2;
-            long &= long >> 4;
-            long &= long >> 8;
-            let wanted =
-                (self.cur.escape | (run_starts & long as u64) | self.cur.plus) & (u64::MAX << low);
+            let wanted = self.wanted & (u64::MAX << low);
             if wanted != 0 {
                 let at = block * 64 + wanted.trailing_zeros() as usize;
                 if self.cur.escape & (1 << (at % 64)) != 0 || self.data[at] != b'+' {
@@ -1522,23 +1552,28 @@ mod tests {
             .collect();
         assert_eq!(utf16_text(&utf16).unwrap(), format!("k={KEY}\n").as_bytes());
         assert_eq!(utf16_text(b"plain text, no zeros"), None);
-        // binary with zeros anywhere: the same bytes as a filter keeps
+        // binary with zeros alone and in runs, between bytes that are not: the same bytes
+        // as a filter keeps
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for len in 0..300 {
-            let data: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if x.is_multiple_of(3) {
-                        0
-                    } else {
-                        (x >> 8) as u8
-                    }
-                })
-                .collect();
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in (0..300).chain([1000, 4099]) {
+            let mut data: Vec<u8> = Vec::new();
+            while data.len() < len {
+                let run = (next() % 20) as usize;
+                let zero = next().is_multiple_of(2);
+                for _ in 0..run {
+                    let b = (next() >> 8) as u8;
+                    data.push(if zero { 0 } else { b.max(1) });
+                }
+            }
+            data.truncate(len);
             let kept: Vec<u8> = data.iter().copied().filter(|&b| b != 0).collect();
-            assert_eq!(without_zeros(&data, kept.len()), kept);
+            assert_eq!(without_zeros(&data, kept.len()), kept, "{len}");
         }
         assert_eq!(
             unreadable_kind(b"\x1f\x8b\x08\0rest"),
