@@ -447,9 +447,11 @@ impl Engine {
                 rule_regions.push(0..frag.data.len());
             }
             let mut hits = Vec::new();
+            let mut locations = None;
             for region in rule_regions {
                 if in_context {
-                    self.scan_lines(rule, frag, region, place, &mut hits, mode);
+                    let l = &mut locations;
+                    self.scan_lines(rule, frag, region, place, &mut hits, mode, l);
                 } else {
                     self.scan_region(rule, frag, region, place, &mut hits, mode);
                 }
@@ -573,7 +575,8 @@ impl Engine {
         let base = region.start;
         let hay = &frag.data[region];
         for caps in re.captures_iter(hay) {
-            self.judge_match(rule, frag, base, &caps, place, out, mode);
+            let groups = Groups::Captures(&caps);
+            self.judge_match(rule, frag, base, &groups, place, out, mode);
         }
     }
 
@@ -582,6 +585,7 @@ impl Engine {
     /// before it, as a search of the whole fragment does. Only for a rule whose matches lie
     /// on such lines (see the `locality` module), where it finds what the whole fragment's
     /// search finds there.
+    #[allow(clippy::too_many_arguments)]
     fn scan_lines(
         &self,
         rule: &Rule,
@@ -590,18 +594,23 @@ impl Engine {
         place: &mut Place<'_>,
         out: &mut Vec<Hit>,
         mode: Mode,
+        locations: &mut Option<regex::bytes::CaptureLocations>,
     ) {
         let Some(re) = &rule.regex else { return };
         let hay = &frag.data[..region.end];
         let mut at = region.start;
+        // One set of capture slots for the rule's searches of this fragment: a search per
+        // keyword line, each allocating its captures (and counting a reference shared by
+        // both threads' searches) cost more than many of the searches.
+        let locations = locations.get_or_insert_with(|| re.capture_locations());
         while at <= hay.len() {
-            let Some(caps) = re.captures_at(hay, at) else {
+            let Some(whole) = re.captures_read_at(locations, hay, at) else {
                 break;
             };
-            let Some(whole) = caps.get(0) else { break };
             // (such a rule's match holds a keyword, so it is never empty)
             at = whole.end() + usize::from(whole.is_empty());
-            self.judge_match(rule, frag, 0, &caps, place, out, mode);
+            let groups = Groups::Locations(locations);
+            self.judge_match(rule, frag, 0, &groups, place, out, mode);
         }
     }
 
@@ -613,19 +622,22 @@ impl Engine {
         rule: &Rule,
         frag: &Fragment<'_>,
         base: usize,
-        caps: &regex::bytes::Captures<'_>,
+        groups: &Groups<'_>,
         place: &mut Place<'_>,
         out: &mut Vec<Hit>,
         mode: Mode,
     ) {
-        let Some(whole) = caps.get(0) else { return };
+        let Some(whole) = groups.get(0) else { return };
         let secret = match rule.secret_group {
-            Some(g) => caps.get(g),
-            None if caps.len() > 1 => caps.iter().skip(1).flatten().find(|m| !m.is_empty()),
+            Some(g) => groups.get(g),
+            None if groups.len() > 1 => (1..groups.len())
+                .filter_map(|i| groups.get(i))
+                .find(|m| !m.is_empty()),
             None => None,
         }
-        .unwrap_or(whole);
-        let secret_bytes = secret.as_bytes();
+        .unwrap_or(whole.clone());
+        let secret_bytes = &frag.data[base + secret.start..base + secret.end];
+        let whole_bytes = &frag.data[base + whole.start..base + whole.end];
         if secret_bytes.is_empty() {
             return;
         }
@@ -638,7 +650,7 @@ impl Engine {
         {
             return;
         }
-        let (abs_start, abs_end) = (base + whole.start(), base + whole.end());
+        let (abs_start, abs_end) = (base + whole.start, base + whole.end);
         let line_start = line_start(frag.data, abs_start);
         let line_end = line_end(frag.data, abs_end.max(abs_start));
         let line_text = &frag.data[line_start..line_end];
@@ -649,7 +661,7 @@ impl Engine {
             path: frag.path,
             commit: frag.commit,
             secret: secret_bytes,
-            matched: whole.as_bytes(),
+            matched: whole_bytes,
             line: line_text,
         };
         // Without a path or commit, only allowlists that name neither can be asked.
@@ -670,12 +682,12 @@ impl Engine {
         if rule.skip_report {
             return;
         }
-        let secret_abs = base + secret.start();
+        let secret_abs = base + secret.start;
         let Some(loc) = place.locate(frag.data, abs_start..abs_end, secret_abs) else {
             return;
         };
         out.push(Hit {
-            span: secret_abs..base + secret.end(),
+            span: secret_abs..base + secret.end,
             at: (loc.line, loc.span.start_column),
             finding: Finding::new(
                 &rule.id,
@@ -687,8 +699,30 @@ impl Engine {
                 Secret::from_bytes(secret_bytes),
                 entropy,
             )
-            .with_match(loc.span, Secret::from_bytes(whole.as_bytes()), &rule.tags),
+            .with_match(loc.span, Secret::from_bytes(whole_bytes), &rule.tags),
         });
+    }
+}
+
+/// The groups of one match of a rule's regex, where they are in the haystack searched.
+enum Groups<'a> {
+    Captures(&'a regex::bytes::Captures<'a>),
+    Locations(&'a regex::bytes::CaptureLocations),
+}
+
+impl Groups<'_> {
+    fn get(&self, i: usize) -> Option<Range<usize>> {
+        match self {
+            Groups::Captures(c) => c.get(i).map(|m| m.range()),
+            Groups::Locations(l) => l.get(i).map(|(s, e)| s..e),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Groups::Captures(c) => c.len(),
+            Groups::Locations(l) => l.len(),
+        }
     }
 }
 
