@@ -1558,13 +1558,7 @@ struct LineIndex {
 impl LineIndex {
     /// 0-based line index and 0-based column of a byte offset.
     fn locate(&mut self, data: &[u8], pos: usize) -> (usize, usize) {
-        let nl = self.newlines.get_or_insert_with(|| {
-            data.iter()
-                .enumerate()
-                .filter(|&(_, &b)| b == b'\n')
-                .map(|(i, _)| i)
-                .collect()
-        });
+        let nl = self.newlines.get_or_insert_with(|| line_feeds(data));
         let idx = nl.partition_point(|&p| p < pos);
         let start = if idx == 0 { 0 } else { nl[idx - 1] + 1 };
         (idx, pos - start)
