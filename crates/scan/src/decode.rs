@@ -50,10 +50,10 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
 
 /// `data` without its zero bytes (`kept`: how many are not zero).
 ///
-/// Why not a filter: every byte was a branch the processor guessed wrong about half the time
-/// in binary files (which are most of the files at least a quarter zeros) and a push that
-/// checked the capacity; here each byte is written and the next one written over it when it
-/// was a zero, without a branch.
+/// Why not a filter: every byte was a branch on whether it is zero, which the processor
+/// cannot guess in binary files (most of the files at least a quarter zeros), and a push
+/// that checked the capacity (4.75% of a registry scan's samples); here each byte is written
+/// and the next one written over it when it was a zero, without a branch.
 ///
 /// Eight bytes at a time first: in the cargo registry's binary files (import libraries,
 /// most of them) 4 words of 8 bytes in 10 are all zeros (dropped at once) or hold none

@@ -1221,10 +1221,10 @@ enum Keywords {
 const LANES: usize = 4;
 /// Inputs shorter than this are searched in one lane (each lane reads the longest keyword's
 /// length, 23 bytes for the built-in rules, before its part). 256 (16 KiB before
-/// 2026-12-07): four fifths of the registry's files are smaller than 16 KiB, and one lane
-/// waits for each state before it can read the next byte's (`walk_hits` was 11% of a file
-/// scan's samples with them; the lanes, 2–16 KiB included, took the file scan from 1.95 to
-/// 1.76 user s).
+/// 2026-12-07): 84% of the cargo registry's files (22% of its bytes) are smaller than 16
+/// KiB, and one lane waits for each state before it can read the next byte's (`walk_hits`
+/// was 11% of a registry scan's samples with them; the lanes from 256 bytes took that scan
+/// from 1.95 to 1.76 user s).
 const LANES_MIN: usize = 256;
 
 impl Keywords {
@@ -1272,11 +1272,13 @@ fn dfa_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Vec<aho_corasick::Matc
 /// state that holds a match reporting its keywords (those ending at that byte, in the
 /// automaton's order): what the overlapping search reports, in one pass.
 ///
-/// Why not [`dfa_hits`]: on most source files a keyword (`key`, `sk`, `s.`) occurs in the
-/// first lines, so its overlapping search read nearly every byte again after the plain
-/// search, and the crate's overlapping search costs more per byte than this loop (its state
-/// is kept in memory between calls, one call per match). `None` (the caller searches the
-/// usual way) for an automaton this walk does not handle: an empty keyword, a dead state.
+/// For inputs under [`LANES_MIN`] (the lanes above it). Why not [`dfa_hits`]: on most
+/// source files a keyword (`key`, `sk`, `s.`) occurs in the first lines, so its
+/// overlapping search read nearly every byte after the plain search; this is one pass (on
+/// the registry's files under 16 KiB it cost about what the two searches cost, one
+/// dependent load per byte either way: the lanes are what made those files cheaper).
+/// `None` (the caller searches the usual way) for an automaton this walk does not handle:
+/// an empty keyword, a dead state.
 fn walk_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasick::Match>> {
     use aho_corasick::Anchored;
     use aho_corasick::automaton::Automaton;
@@ -1298,8 +1300,8 @@ fn walk_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasi
     Some(out)
 }
 
-/// The keywords a state of the DFA reached at `end` matches, in the automaton's order.
-/// Out of line: kept out of the walk's loop, the state stays in a register there.
+/// The keywords a state of the DFA reached at `end` matches, in the automaton's order
+/// (out of line: the walk's loop holds only the state's step).
 #[inline(never)]
 fn push_matches(
     dfa: &aho_corasick::dfa::DFA,
@@ -1674,10 +1676,10 @@ mod keyword_line_tests {
         assert!(got.len() > 200, "{}", got.len());
     }
 
-    /// Each case with its assignment spread over line feeds (ten before and ten after the
-    /// `=`, as the service rules' two `\s{0,10}` allow), far from the rest of a large
-    /// fragment: findings that span 20 lines are found around the keyword's line as in the
-    /// whole fragment, and nothing more is found near the bound.
+    /// Each case with its assignment spread over line feeds (9, 10 and 11 before and after
+    /// the `=` or `:`; the service rules' two `\s{0,10}` reach 10), between 40 code lines
+    /// before and after: findings that span 20 lines are found around the keyword's line as
+    /// in the whole fragment, and at 11 both find the same (none of those rules).
     #[test]
     fn matches_over_many_lines_find_what_the_whole_fragment_finds() {
         let (lines, whole) = engines();

@@ -39,8 +39,8 @@ const MAX_STARTS: usize = 256;
 /// 32 (16 before 2026-12-07): most service rules frame their secret as gitleaks writes them,
 /// `[\w.-]{0,20}?(?:key|token|...)[\w.-]{0,10}["']?\s{0,10}(?::=|=>|:|=)\s{0,10}["']?(...)`
 /// and a class that may end on the line feed, so up to 21 line feeds: at 16 those 52 rules
-/// read the whole fragment wherever their keyword occurs (`linear`, `drone`, `ado`...); 65
-/// lines around each occurrence are still much less than most files.
+/// read the whole fragment wherever their keyword occurs (`linear`, `drone`, `ado`...);
+/// now 43 lines around each occurrence, and the whole fragment when those cover half of it.
 const MAX_LINES_AROUND: usize = 32;
 
 /// Where a rule's matches lie, seen from the keyword occurrences they hold.
