@@ -408,8 +408,7 @@ impl Engine {
                         Reach::Lines(n) => Some(n),
                     };
                     if let Some(around) = around {
-                        let nl = newlines
-                            .get_or_insert_with(|| memchr::memchr_iter(b'\n', frag.data).collect());
+                        let nl = newlines.get_or_insert_with(|| line_feeds(frag.data));
                         push_lines(
                             lines[r].get_or_insert_with(Vec::new),
                             frag.data.len(),
@@ -448,9 +447,11 @@ impl Engine {
                 rule_regions.push(0..frag.data.len());
             }
             let mut hits = Vec::new();
+            let mut locations = None;
             for region in rule_regions {
                 if in_context {
-                    self.scan_lines(rule, frag, region, place, &mut hits, mode);
+                    let l = &mut locations;
+                    self.scan_lines(rule, frag, region, place, &mut hits, mode, l);
                 } else {
                     self.scan_region(rule, frag, region, place, &mut hits, mode);
                 }
@@ -574,7 +575,8 @@ impl Engine {
         let base = region.start;
         let hay = &frag.data[region];
         for caps in re.captures_iter(hay) {
-            self.judge_match(rule, frag, base, &caps, place, out, mode);
+            let groups = Groups::Captures(&caps);
+            self.judge_match(rule, frag, base, &groups, place, out, mode);
         }
     }
 
@@ -583,6 +585,7 @@ impl Engine {
     /// before it, as a search of the whole fragment does. Only for a rule whose matches lie
     /// on such lines (see the `locality` module), where it finds what the whole fragment's
     /// search finds there.
+    #[allow(clippy::too_many_arguments)]
     fn scan_lines(
         &self,
         rule: &Rule,
@@ -591,18 +594,23 @@ impl Engine {
         place: &mut Place<'_>,
         out: &mut Vec<Hit>,
         mode: Mode,
+        locations: &mut Option<regex::bytes::CaptureLocations>,
     ) {
         let Some(re) = &rule.regex else { return };
         let hay = &frag.data[..region.end];
         let mut at = region.start;
+        // One set of capture slots for the rule's searches of this fragment: a search per
+        // keyword line, each allocating its captures (and counting a reference shared by
+        // both threads' searches) cost more than many of the searches.
+        let locations = locations.get_or_insert_with(|| re.capture_locations());
         while at <= hay.len() {
-            let Some(caps) = re.captures_at(hay, at) else {
+            let Some(whole) = re.captures_read_at(locations, hay, at) else {
                 break;
             };
-            let Some(whole) = caps.get(0) else { break };
             // (such a rule's match holds a keyword, so it is never empty)
             at = whole.end() + usize::from(whole.is_empty());
-            self.judge_match(rule, frag, 0, &caps, place, out, mode);
+            let groups = Groups::Locations(locations);
+            self.judge_match(rule, frag, 0, &groups, place, out, mode);
         }
     }
 
@@ -614,19 +622,22 @@ impl Engine {
         rule: &Rule,
         frag: &Fragment<'_>,
         base: usize,
-        caps: &regex::bytes::Captures<'_>,
+        groups: &Groups<'_>,
         place: &mut Place<'_>,
         out: &mut Vec<Hit>,
         mode: Mode,
     ) {
-        let Some(whole) = caps.get(0) else { return };
+        let Some(whole) = groups.get(0) else { return };
         let secret = match rule.secret_group {
-            Some(g) => caps.get(g),
-            None if caps.len() > 1 => caps.iter().skip(1).flatten().find(|m| !m.is_empty()),
+            Some(g) => groups.get(g),
+            None if groups.len() > 1 => (1..groups.len())
+                .filter_map(|i| groups.get(i))
+                .find(|m| !m.is_empty()),
             None => None,
         }
-        .unwrap_or(whole);
-        let secret_bytes = secret.as_bytes();
+        .unwrap_or(whole.clone());
+        let secret_bytes = &frag.data[base + secret.start..base + secret.end];
+        let whole_bytes = &frag.data[base + whole.start..base + whole.end];
         if secret_bytes.is_empty() {
             return;
         }
@@ -639,7 +650,7 @@ impl Engine {
         {
             return;
         }
-        let (abs_start, abs_end) = (base + whole.start(), base + whole.end());
+        let (abs_start, abs_end) = (base + whole.start, base + whole.end);
         let line_start = line_start(frag.data, abs_start);
         let line_end = line_end(frag.data, abs_end.max(abs_start));
         let line_text = &frag.data[line_start..line_end];
@@ -650,7 +661,7 @@ impl Engine {
             path: frag.path,
             commit: frag.commit,
             secret: secret_bytes,
-            matched: whole.as_bytes(),
+            matched: whole_bytes,
             line: line_text,
         };
         // Without a path or commit, only allowlists that name neither can be asked.
@@ -671,12 +682,12 @@ impl Engine {
         if rule.skip_report {
             return;
         }
-        let secret_abs = base + secret.start();
+        let secret_abs = base + secret.start;
         let Some(loc) = place.locate(frag.data, abs_start..abs_end, secret_abs) else {
             return;
         };
         out.push(Hit {
-            span: secret_abs..base + secret.end(),
+            span: secret_abs..base + secret.end,
             at: (loc.line, loc.span.start_column),
             finding: Finding::new(
                 &rule.id,
@@ -688,8 +699,30 @@ impl Engine {
                 Secret::from_bytes(secret_bytes),
                 entropy,
             )
-            .with_match(loc.span, Secret::from_bytes(whole.as_bytes()), &rule.tags),
+            .with_match(loc.span, Secret::from_bytes(whole_bytes), &rule.tags),
         });
+    }
+}
+
+/// The groups of one match of a rule's regex, where they are in the haystack searched.
+enum Groups<'a> {
+    Captures(&'a regex::bytes::Captures<'a>),
+    Locations(&'a regex::bytes::CaptureLocations),
+}
+
+impl Groups<'_> {
+    fn get(&self, i: usize) -> Option<Range<usize>> {
+        match self {
+            Groups::Captures(c) => c.get(i).map(|m| m.range()),
+            Groups::Locations(l) => l.get(i).map(|(s, e)| s..e),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Groups::Captures(c) => c.len(),
+            Groups::Locations(l) => l.len(),
+        }
     }
 }
 
@@ -842,6 +875,32 @@ mod keyword_tests {
             // keywords across the lanes' borders included.
             let lanes = lane_hits(&dfa, &data).unwrap();
             assert_eq!(lanes, all, "{:?}", String::from_utf8_lossy(&data));
+            // The one walk (what small inputs get).
+            let walked = walk_hits(&dfa, &data).unwrap();
+            assert_eq!(walked, all, "{:?}", String::from_utf8_lossy(&data));
+        }
+    }
+
+    #[test]
+    fn line_feeds_are_where_memchr_finds_them() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in (0..300).chain([1000, 4096, 4097, 70_000]) {
+            for density in [2, 7, 40, 1000] {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if x.is_multiple_of(density) {
+                            b'\n'
+                        } else {
+                            (x >> 8) as u8 | 1
+                        }
+                    })
+                    .collect();
+                let want: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
+                assert_eq!(line_feeds(&data), want, "{len} {density}");
+            }
         }
     }
 
@@ -881,6 +940,7 @@ mod keyword_tests {
             let all: Vec<_> = ac.find_overlapping_iter(d).collect();
             assert_eq!(lane_hits(dfa, d).unwrap(), all, "{len}");
             assert_eq!(dfa_hits(dfa, d), all, "{len}");
+            assert_eq!(walk_hits(dfa, d).unwrap(), all, "{len}");
             assert_eq!(kw.hits(d), all, "{len}");
         }
         assert!(kw.hits(data).len() > 1000);
@@ -1159,9 +1219,13 @@ enum Keywords {
 
 /// Lanes of the keyword search over large inputs.
 const LANES: usize = 4;
-/// Inputs shorter than this are searched in one lane (the others' warm-up would cost more
-/// than they save).
-const LANES_MIN: usize = 16 * 1024;
+/// Inputs shorter than this are searched in one lane (each lane reads the longest keyword's
+/// length, 23 bytes for the built-in rules, before its part). 256 (16 KiB before
+/// 2026-12-07): 84% of the cargo registry's files (22% of its bytes) are smaller than 16
+/// KiB, and one lane waits for each state before it can read the next byte's (`walk_hits`
+/// was 11% of a registry scan's samples with them; the lanes from 256 bytes took that scan
+/// from 1.95 to 1.76 user s).
+const LANES_MIN: usize = 256;
 
 impl Keywords {
     /// Every keyword occurrence in `data` (overlapping ones included), in the order of the
@@ -1169,12 +1233,12 @@ impl Keywords {
     fn hits(&self, data: &[u8]) -> Vec<aho_corasick::Match> {
         match self {
             Keywords::Dfa(dfa) => {
-                if data.len() >= LANES_MIN
-                    && let Some(hits) = lane_hits(dfa, data)
-                {
-                    return hits;
-                }
-                dfa_hits(dfa, data)
+                let walked = if data.len() >= LANES_MIN {
+                    lane_hits(dfa, data)
+                } else {
+                    walk_hits(dfa, data)
+                };
+                walked.unwrap_or_else(|| dfa_hits(dfa, data))
             }
             Keywords::Other(ac) => keyword_hits(ac, data).collect(),
         }
@@ -1182,7 +1246,8 @@ impl Keywords {
 }
 
 /// [`keyword_hits`] with the bare DFA: its plain search, then its overlapping search from
-/// the longest keyword's length before the first match's end.
+/// the longest keyword's length before the first match's end (for an automaton
+/// [`walk_hits`] does not handle, and the tests' reference).
 fn dfa_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Vec<aho_corasick::Match> {
     use aho_corasick::automaton::{Automaton, OverlappingState};
     let mut out = Vec::new();
@@ -1201,6 +1266,60 @@ fn dfa_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Vec<aho_corasick::Matc
         }
     }
     out
+}
+
+/// [`Keywords::hits`] with the DFA walked once over `data`, one byte after another, every
+/// state that holds a match reporting its keywords (those ending at that byte, in the
+/// automaton's order): what the overlapping search reports, in one pass.
+///
+/// For inputs under [`LANES_MIN`] (the lanes above it). Why not [`dfa_hits`]: on most
+/// source files a keyword (`key`, `sk`, `s.`) occurs in the first lines, so its
+/// overlapping search read nearly every byte after the plain search; this is one pass (on
+/// the registry's files under 16 KiB it cost about what the two searches cost, one
+/// dependent load per byte either way: the lanes are what made those files cheaper).
+/// `None` (the caller searches the usual way) for an automaton this walk does not handle:
+/// an empty keyword, a dead state.
+fn walk_hits(dfa: &aho_corasick::dfa::DFA, data: &[u8]) -> Option<Vec<aho_corasick::Match>> {
+    use aho_corasick::Anchored;
+    use aho_corasick::automaton::Automaton;
+    let start = dfa.start_state(Anchored::No).ok()?;
+    if dfa.min_pattern_len() == 0 || dfa.is_special(start) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut sid = start;
+    for (p, &b) in data.iter().enumerate() {
+        sid = dfa.next_state(Anchored::No, sid, b);
+        if dfa.is_special(sid) {
+            if dfa.is_dead(sid) {
+                return None;
+            }
+            push_matches(dfa, sid, p + 1, &mut out);
+        }
+    }
+    Some(out)
+}
+
+/// The keywords a state of the DFA reached at `end` matches, in the automaton's order
+/// (out of line: the walk's loop holds only the state's step).
+#[inline(never)]
+fn push_matches(
+    dfa: &aho_corasick::dfa::DFA,
+    sid: aho_corasick::automaton::StateID,
+    end: usize,
+    out: &mut Vec<aho_corasick::Match>,
+) {
+    use aho_corasick::automaton::Automaton;
+    if !dfa.is_match(sid) {
+        return;
+    }
+    for i in 0..dfa.match_len(sid) {
+        let pid = dfa.match_pattern(sid, i);
+        out.push(aho_corasick::Match::new(
+            pid,
+            end - dfa.pattern_len(pid)..end,
+        ));
+    }
 }
 
 /// [`Keywords::hits`] with the DFA walked over [`LANES`] parts of `data` in step.
@@ -1367,6 +1486,59 @@ fn merge_lines(mut v: Vec<Range<usize>>) -> Vec<Range<usize>> {
     out
 }
 
+/// The positions of `data`'s line feeds, in order.
+///
+/// Why not `memchr_iter`: lines of code are a few dozen bytes, and each of its calls costs
+/// more to start than the bytes it reads (3% of a file scan's samples). Here each 64 bytes
+/// become one bit mask (SSE2 on x86-64, a byte loop elsewhere) whose set bits are read off.
+fn line_feeds(data: &[u8]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(data.len() / 32);
+    let mut blocks = data.chunks_exact(64);
+    for (k, block) in blocks.by_ref().enumerate() {
+        let mut m = line_feed_mask(block);
+        while m != 0 {
+            out.push(k * 64 + m.trailing_zeros() as usize);
+            m &= m - 1;
+        }
+    }
+    let base = data.len() - blocks.remainder().len();
+    out.extend(
+        blocks
+            .remainder()
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .map(|(j, _)| base + j),
+    );
+    out
+}
+
+/// Bit `j`: byte `j` of a block of 64 is a line feed.
+fn line_feed_mask(block: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(block) = <&[u8; 64]>::try_from(block) {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut m = 0u64;
+        for (k, part) in block.chunks_exact(16).enumerate() {
+            // SAFETY: SSE2 is part of the x86-64 baseline; `part` is 16 readable bytes
+            // (`chunks_exact(16)`), and `_mm_loadu_si128` reads 16 bytes at any alignment.
+            let bits = unsafe {
+                let x = _mm_loadu_si128(part.as_ptr().cast::<__m128i>());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\n' as i8)))
+            };
+            m |= u64::from(bits as u16) << (16 * k);
+        }
+        return m;
+    }
+    block
+        .iter()
+        .take(64)
+        .enumerate()
+        .fold(0, |m, (j, &b)| m | (u64::from(b == b'\n') << j))
+}
+
 /// Start of the line containing `pos`.
 fn line_start(data: &[u8], pos: usize) -> usize {
     let pos = pos.min(data.len());
@@ -1388,13 +1560,7 @@ struct LineIndex {
 impl LineIndex {
     /// 0-based line index and 0-based column of a byte offset.
     fn locate(&mut self, data: &[u8], pos: usize) -> (usize, usize) {
-        let nl = self.newlines.get_or_insert_with(|| {
-            data.iter()
-                .enumerate()
-                .filter(|&(_, &b)| b == b'\n')
-                .map(|(i, _)| i)
-                .collect()
-        });
+        let nl = self.newlines.get_or_insert_with(|| line_feeds(data));
         let idx = nl.partition_point(|&p| p < pos);
         let start = if idx == 0 { 0 } else { nl[idx - 1] + 1 };
         (idx, pos - start)
@@ -1508,6 +1674,46 @@ mod keyword_line_tests {
         let got = scan(&lines, all.as_bytes(), Mode::AnyPath);
         assert_eq!(got, scan(&whole, all.as_bytes(), Mode::AnyPath));
         assert!(got.len() > 200, "{}", got.len());
+    }
+
+    /// Each case with its assignment spread over line feeds (9, 10 and 11 before and after
+    /// the `=` or `:`; the service rules' two `\s{0,10}` reach 10), between 40 code lines
+    /// before and after: findings that span 20 lines are found around the keyword's line as
+    /// in the whole fragment, and at 11 both find the same (none of those rules).
+    #[test]
+    fn matches_over_many_lines_find_what_the_whole_fragment_finds() {
+        let (lines, whole) = engines();
+        let i = lines
+            .rules
+            .iter()
+            .position(|r| r.id == "algolia-api-key")
+            .unwrap();
+        assert_eq!(lines.reach(i), Reach::Lines(21));
+        let code = "    let value = compute(input, &config).unwrap_or_default();\n";
+        let mut spread_found = 0;
+        for gap in [9, 10, 11] {
+            let feeds = "\n".repeat(gap);
+            let mut all = String::new();
+            for text in case_texts() {
+                let spread = text
+                    .replacen(" = ", &format!("{feeds}={feeds}"), 1)
+                    .replacen(": ", &format!("{feeds}:{feeds}"), 1);
+                let v = format!("{}{spread}\n{}", code.repeat(40), code.repeat(40));
+                for mode in [Mode::Exact, Mode::AnyPath] {
+                    let got = scan(&lines, v.as_bytes(), mode);
+                    assert_eq!(got, scan(&whole, v.as_bytes(), mode), "{v:?} {mode:?}");
+                    spread_found += got
+                        .iter()
+                        .filter(|f| f.rule_id == "algolia-api-key")
+                        .count();
+                }
+                all.push_str(&v);
+            }
+            let got = scan(&lines, all.as_bytes(), Mode::Exact);
+            assert_eq!(got, scan(&whole, all.as_bytes(), Mode::Exact), "{gap}");
+        }
+        // the positive case over 18 and 20 line feeds (not 22: `\s{0,10}` each side)
+        assert!(spread_found >= 4, "{spread_found}");
     }
 
     /// One long line (a JSON body as DLP reads it) with a keyword every few bytes: each

@@ -35,7 +35,13 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 const MAX_STARTS: usize = 256;
 
 /// The most line feeds a match may hold for its rule to be read around its keywords' lines.
-const MAX_LINES_AROUND: usize = 16;
+///
+/// 32 (16 before 2026-12-07): most service rules frame their secret as gitleaks writes them,
+/// `[\w.-]{0,20}?(?:key|token|...)[\w.-]{0,10}["']?\s{0,10}(?::=|=>|:|=)\s{0,10}["']?(...)`
+/// and a class that may end on the line feed, so up to 21 line feeds: at 16 those 52 rules
+/// read the whole fragment wherever their keyword occurs (`linear`, `drone`, `ado`...);
+/// now 43 lines around each occurrence, and the whole fragment when those cover half of it.
+const MAX_LINES_AROUND: usize = 32;
 
 /// Where a rule's matches lie, seen from the keyword occurrences they hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
