@@ -140,6 +140,7 @@ pub mod nft;
 pub mod objects;
 pub mod podcheck;
 pub mod settings;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
