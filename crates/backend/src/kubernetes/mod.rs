@@ -121,10 +121,15 @@
 //! waiter (both images), the adoption check, a pod named `<pool>-<suffix>` instead of
 //! `bot-bottle-<identity>` through `stop`, `list`, `cleanup` and the relay (the record
 //! would carry the claim), and the fake cluster playing the pool and claim controllers.
-//! The adoption check is built ([`podcheck`]): the cold Sandbox needs it already, its
-//! controller adopting an unowned pod of the Sandbox's name labelled
-//! `agents.x-k8s.io/adoptable: "true"` (`sandbox_controller.go:1328`), which someone
-//! allowed to create pods in the namespace could make beforehand.
+//! Built so far, each tested alone and none reachable: the adoption check ([`podcheck`]:
+//! the cold Sandbox needs it already, its controller adopting an unowned pod of the
+//! Sandbox's name labelled `agents.x-k8s.io/adoptable: "true"`,
+//! `sandbox_controller.go:1328`, which someone allowed to create pods in the namespace
+//! could make beforehand), the bundle's one-shot config intake (`bundle::intake`: not yet a
+//! flag of `bot-bottle sidecar`) and the agent's waiter with its plan ([`warm`]). Not
+//! built: the template, pool and claim objects, the launch through a claim, the bundle
+//! writing the plan, the record carrying the claim, and the fake's pool and claim
+//! controllers.
 //!
 //! # What is not here yet
 //!
