@@ -496,6 +496,7 @@ pub(super) fn launch(
             "--check".into(),
         ]),
         files: files.files,
+        warm_script: None,
     });
     kube.clones = crate::pod::clones(&launch.agent.bottle);
     kube.termination_grace = termination_grace();

@@ -181,6 +181,10 @@ pub struct KubeSidecar {
     /// [`objects::SIDECAR_DIR`] in the sidecar alone. Kept in memory: the tokens are never
     /// written to the operator's disk on their way to the cluster.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Warm pools: the script the sidecar of a pod taken from a warm pool runs once its
+    /// files are in [`objects::SIDECAR_DIR`] (sent as [`objects::START_SCRIPT`]); `None`
+    /// never takes a warm pod.
+    pub warm_script: Option<String>,
 }
 
 /// Configuration of the kubernetes backend.

@@ -46,6 +46,18 @@ pub const ANNOTATION_LAUNCHER: &str = "bot-bottle.org/launcher";
 pub const ANNOTATION_HOME: &str = "bot-bottle.org/home";
 /// Where the bundle's files (the Secret) appear in the sidecar container.
 pub const SIDECAR_DIR: &str = "/run/bot-bottle/sidecar";
+/// Warm pools (issue 21): the loopback port a warm pod's sidecar takes its config on, once
+/// (`bot-bottle intake`, the bundle crate's `intake` module; not a dependency here: the port is the
+/// contract). Never a sidecar port, so the pod's packet filter refuses it to the agent's uid.
+pub const INTAKE_PORT: u16 = 3198;
+/// Warm pools: the directory the sidecar bundle publishes the agent's plan into
+/// (`bot-bottle sidecar --plan FILE --plan-dir DIR`, once every sidecar is ready); an
+/// `emptyDir` the sidecar mounts read-write and the agent read-only.
+pub const PLAN_DIR: &str = "/run/bot-bottle/plan";
+/// Warm pools: the name, among the files the launcher sends, of the script the sidecar
+/// container runs once `intake` has written them into [`SIDECAR_DIR`] (the cold pod's
+/// sidecar script, with the `--plan` flags).
+pub const START_SCRIPT: &str = "start.sh";
 /// Where the init container finds the nftables rules.
 pub const RULES_DIR: &str = "/run/bot-bottle/network";
 /// The ConfigMap key of the rules.

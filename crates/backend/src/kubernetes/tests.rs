@@ -75,6 +75,7 @@ fn fixture() -> Fixture {
             ("sidecar.json".into(), b"{}".to_vec()),
             ("token-github".into(), b"ghp_not_a_real_token".to_vec()),
         ]),
+        warm_script: None,
     });
     config.ready_timeout = Duration::from_secs(20);
     Fixture {
