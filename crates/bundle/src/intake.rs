@@ -258,6 +258,67 @@ pub fn send(
     }
 }
 
+/// [`send`] on an async stream (the launcher's port-forward to a warm pod): sends `files`,
+/// closes its write side, and waits for the bundle's answer.
+pub async fn send_async(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), IntakeError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bytes = encode(files)?;
+    stream
+        .write_all(&bytes)
+        .await
+        .map_err(|source| IntakeError::Io {
+            action: "write to",
+            source,
+        })?;
+    stream.flush().await.map_err(|source| IntakeError::Io {
+        action: "write to",
+        source,
+    })?;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut buf = [0u8; 512];
+        // Until the answer's line or the end, at most 4 KiB.
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.contains(&b'\n') || answer.len() >= 4096 {
+                return Ok(());
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            return Err(IntakeError::Io {
+                action: "read the answer on",
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(IntakeError::NotTaken(format!(
+                "it gave no answer within {} s",
+                READ_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    match answer.trim_end() {
+        "ok" => Ok(()),
+        "" => Err(IntakeError::NotTaken(
+            "it closed the connection without an answer (it took a config already, or stopped)"
+                .into(),
+        )),
+        other => Err(IntakeError::NotTaken(other.to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +329,51 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         (listener, addr)
+    }
+
+    /// The async sender (a warm pod's port-forward) against the real receiver: taken; a
+    /// second sender, after the first took the port, is refused with the reason.
+    #[test]
+    fn the_async_sender_is_taken_once_and_a_later_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, addr) = listener();
+        let path = dir.path().to_path_buf();
+        let bundle = std::thread::spawn(move || receive(first, &path));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            send_async(&mut stream, &config()).await.unwrap();
+        });
+        bundle.join().unwrap().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("token-github")).unwrap(),
+            b"ghp_not_a_real_token"
+        );
+        // A listener that took another's config first: it answers nothing to this one.
+        let (other, addr) = listener();
+        let taken = std::thread::spawn(move || {
+            let (mut first, _) = other.accept().unwrap();
+            let (second, _) = other.accept().unwrap();
+            drop(second);
+            let _ = first.write_all(b"ok\n");
+        });
+        let planter = TcpStream::connect(addr).unwrap();
+        let e = rt
+            .block_on(async {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                send_async(&mut stream, &config()).await
+            })
+            .unwrap_err();
+        taken.join().unwrap();
+        drop(planter);
+        assert!(
+            e.to_string().contains("took a config already")
+                || e.to_string().contains("the config connection"),
+            "{e}"
+        );
     }
 
     fn config() -> BTreeMap<String, Vec<u8>> {
