@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::cluster::{Attached, Cluster, ClusterError, PortStream, no_sandbox_api};
 use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
+use super::pool::{EXT_GROUP, EXT_VERSION, ExtKind};
 
 /// A namespace of a real cluster.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct KubeCluster {
     /// The served `Sandbox` version, once discovered (for the run: a CRD installed while
     /// bottles start is seen by the next command).
     sandbox_version: std::sync::Arc<std::sync::OnceLock<Option<String>>>,
+    /// Whether the extensions are served, once discovered.
+    extensions: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl KubeCluster {
@@ -69,6 +72,7 @@ impl KubeCluster {
             client,
             namespace: namespace.into(),
             sandbox_version: Default::default(),
+            extensions: Default::default(),
         }
     }
 
@@ -90,6 +94,18 @@ impl KubeCluster {
             &self.namespace,
             &resource,
         ))
+    }
+
+    /// An extension resource (templates, warm pools, claims) at its one version.
+    fn ext(&self, kind: ExtKind) -> Api<DynamicObject> {
+        let resource = ApiResource {
+            group: EXT_GROUP.to_owned(),
+            version: EXT_VERSION.to_owned(),
+            api_version: ExtKind::api_version(),
+            kind: kind.kind().to_owned(),
+            plural: kind.plural().to_owned(),
+        };
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -476,6 +492,177 @@ impl Cluster for KubeCluster {
         list.items.iter().map(from_dynamic).collect()
     }
 
+    async fn extensions_served(&self) -> Result<bool, ClusterError> {
+        if let Some(found) = self.extensions.get() {
+            return Ok(*found);
+        }
+        let found = match self
+            .client
+            .list_api_group_resources(&ExtKind::api_version())
+            .await
+        {
+            Ok(list) => list
+                .resources
+                .iter()
+                .any(|r| r.name == ExtKind::Claim.plural()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            Err(e) => return Err(self.error("discover agent-sandbox's extensions API", e)),
+        };
+        Ok(*self.extensions.get_or_init(|| found))
+    }
+
+    async fn ext_create(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let object = to_dynamic_value(kind, object)?;
+        let stored = self
+            .ext(kind)
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| self.error(&format!("create {}", kind.plural()), e))?;
+        Ok(serde_json::to_value(stored).unwrap_or_default())
+    }
+
+    async fn ext_apply(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let mut object = to_dynamic_value(kind, object)?;
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let api = self.ext(kind);
+        let action = format!("update {}", kind.plural());
+        let stored = match api
+            .get_opt(&name)
+            .await
+            .map_err(|e| self.error(&action, e))?
+        {
+            Some(current) => {
+                object.metadata.resource_version = current.metadata.resource_version;
+                api.replace(&name, &PostParams::default(), &object)
+                    .await
+                    .map_err(|e| self.error(&action, e))?
+            }
+            None => api
+                .create(&PostParams::default(), &object)
+                .await
+                .map_err(|e| self.error(&format!("create {}", kind.plural()), e))?,
+        };
+        Ok(serde_json::to_value(stored).unwrap_or_default())
+    }
+
+    async fn ext_get(
+        &self,
+        kind: ExtKind,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, ClusterError> {
+        let found = self
+            .ext(kind)
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error(&format!("get {}", kind.plural()), e))?;
+        Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
+    async fn ext_watch(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'v> Fn(&'v serde_json::Value) -> bool + Send + Sync),
+    ) -> Result<Option<serde_json::Value>, ClusterError> {
+        let api = self.ext(kind);
+        let plural = kind.plural();
+        let work = async {
+            loop {
+                let Some(current) = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| self.error(&format!("get {plural}"), e))?
+                else {
+                    return Ok(None);
+                };
+                let value = serde_json::to_value(&current).unwrap_or_default();
+                if done(&value) {
+                    return Ok(Some(value));
+                }
+                let version = current
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default();
+                let params = WatchParams::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .timeout(290);
+                let mut events = api
+                    .watch(&params, &version)
+                    .await
+                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
+                    .boxed();
+                while let Some(event) = events
+                    .try_next()
+                    .await
+                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
+                {
+                    match event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                            let value = serde_json::to_value(&o).unwrap_or_default();
+                            if done(&value) {
+                                return Ok(Some(value));
+                            }
+                        }
+                        WatchEvent::Deleted(_) => return Ok(None),
+                        WatchEvent::Bookmark(_) => {}
+                        WatchEvent::Error(_) => break,
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            ClusterError::Timeout(format!(
+                "{} {name} did not get there within {} s; `kubectl -n {} describe {} {name}` shows why",
+                kind.kind(),
+                timeout.as_secs(),
+                self.namespace,
+                kind.plural()
+            ))
+        })?
+    }
+
+    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError> {
+        match self
+            .ext(kind)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(e) => Err(self.error(&format!("delete {}", kind.plural()), e)),
+        }
+    }
+
+    async fn ext_list(
+        &self,
+        kind: ExtKind,
+        selector: &str,
+    ) -> Result<Vec<serde_json::Value>, ClusterError> {
+        if !self.extensions_served().await? {
+            return Ok(Vec::new());
+        }
+        let list = self
+            .ext(kind)
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| self.error(&format!("list {}", kind.plural()), e))?;
+        Ok(list
+            .items
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect())
+    }
+
     async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
         let params = kube::api::AttachParams::default()
             .container(super::objects::AGENT_CONTAINER)
@@ -629,6 +816,17 @@ fn to_dynamic(sandbox: &Sandbox) -> Result<DynamicObject, ClusterError> {
             kind: "sandbox".into(),
             message: e.to_string(),
         })
+}
+
+/// An extension object as the API's untyped object.
+fn to_dynamic_value(
+    kind: ExtKind,
+    object: &serde_json::Value,
+) -> Result<DynamicObject, ClusterError> {
+    serde_json::from_value(object.clone()).map_err(|e| ClusterError::Invalid {
+        kind: kind.kind().to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// A Sandbox the API server returned, read into the fields a bottle uses.

@@ -326,7 +326,7 @@ impl BottleObjects {
 #[error("{0}")]
 pub struct PlanError(pub String);
 
-fn labels(identity: &str) -> BTreeMap<String, String> {
+pub(super) fn labels(identity: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_owned(),
@@ -379,7 +379,7 @@ pub fn owned_by_kind(meta: &mut ObjectMeta, api_version: &str, kind: &str, name:
 
 /// The hardening every long-running container gets: its own non-root uid, no capability, no
 /// privilege escalation, read-only root, the runtime's default seccomp profile.
-fn confined(uid: u32, gid: u32) -> SecurityContext {
+pub(super) fn confined(uid: u32, gid: u32) -> SecurityContext {
     SecurityContext {
         run_as_user: Some(i64::from(uid)),
         run_as_group: Some(i64::from(gid)),
@@ -399,7 +399,7 @@ fn confined(uid: u32, gid: u32) -> SecurityContext {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -408,7 +408,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
+pub(super) fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
     Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -419,7 +419,7 @@ fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
     }
 }
 
-fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
+pub(super) fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
     env.iter()
         .map(|(name, value)| EnvVar {
             name: name.clone(),
@@ -431,7 +431,7 @@ fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
 
 /// The agent's limits: requests equal limits (the scheduler reserves what the bottle may
 /// use). `pids` has no per-pod field: the kubelet's `podPidsLimit` bounds it (README).
-fn agent_resources(r: &Resources) -> ResourceRequirements {
+pub(super) fn agent_resources(r: &Resources) -> ResourceRequirements {
     let q = BTreeMap::from([
         ("cpu".to_owned(), Quantity(format!("{}m", r.millicpus))),
         ("memory".to_owned(), Quantity(r.memory_bytes.to_string())),
@@ -445,7 +445,7 @@ fn agent_resources(r: &Resources) -> ResourceRequirements {
 
 /// The sidecar's fixed share (the bundle is small; its limits keep a busy agent's proxy
 /// from starving the node).
-fn sidecar_resources() -> ResourceRequirements {
+pub(super) fn sidecar_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("100m".to_owned())),
@@ -466,7 +466,7 @@ fn file_key(prefix: &str, n: usize) -> String {
 
 /// Checks what the objects cannot express safely (the manifest's settings were validated
 /// when it was read; these are the launch's own values).
-fn check(plan: &PodPlan) -> Result<(), PlanError> {
+pub(super) fn check(plan: &PodPlan) -> Result<(), PlanError> {
     if plan.agent_uid == 0 {
         return Err(PlanError(
             "the agent's uid is 0; kubernetes bottles never run the agent as root".into(),

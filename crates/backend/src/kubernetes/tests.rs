@@ -2025,3 +2025,5 @@ fn a_pod_made_again_in_place_of_the_checked_one_is_refused() {
     assert_eq!(cluster.pod(NAME), None);
     assert!(!cluster.calls().iter().any(|c| c.starts_with("attach")));
 }
+
+mod warm;
