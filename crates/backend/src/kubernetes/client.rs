@@ -904,6 +904,159 @@ mod tests {
     /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
     /// kept for the run); the Sandbox is posted to the served version's path and read back
     /// with its uid and the controller's status; a cluster without the API says so.
+    const CLAIMS: &str = "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims";
+    const POOLS: &str =
+        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxwarmpools";
+
+    /// The warm pool API: discovered once; a claim posted to its resource, pools listed by
+    /// label, a pool applied (created when missing, replaced with the stored resource
+    /// version when there), a missing claim's deletion is `false`.
+    #[tokio::test]
+    async fn the_warm_pool_api_is_discovered_once_and_its_objects_are_sent_to_their_resources() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                request.uri().path(),
+                "/apis/extensions.agents.x-k8s.io/v1beta1"
+            );
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "extensions.agents.x-k8s.io/v1beta1",
+                "resources": [
+                    {"name": "sandboxclaims", "singularName": "sandboxclaim", "namespaced": true,
+                     "kind": "SandboxClaim", "verbs": ["create", "delete", "get", "list", "watch"]},
+                    {"name": "sandboxwarmpools", "singularName": "sandboxwarmpool", "namespaced": true,
+                     "kind": "SandboxWarmPool", "verbs": ["create", "delete", "get", "list", "watch"]}],
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(request.uri().path(), CLAIMS);
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["kind"], "SandboxClaim");
+            assert_eq!(sent["spec"]["warmPoolRef"]["name"], "bot-bottle-warm-0123");
+            sent["metadata"]["uid"] = "c-1".into();
+            send.send_response(json(sent));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(request.uri().path(), POOLS);
+            assert!(
+                request
+                    .uri()
+                    .query()
+                    .unwrap()
+                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
+                "{:?}",
+                request.uri()
+            );
+            send.send_response(json(serde_json::json!({
+                "kind": "SandboxWarmPoolList", "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                "metadata": {"resourceVersion": "9"},
+                "items": [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+                    "metadata": {"name": "bot-bottle-warm-0123", "namespace": "agents"},
+                    "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "bot-bottle-warm-0123"}},
+                    "status": {"replicas": 2, "readyReplicas": 1}}],
+            })));
+            // apply: there already, so replaced with its resource version.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                format!("{POOLS}/bot-bottle-warm-0123")
+            );
+            send.send_response(json(serde_json::json!({
+                "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+                "metadata": {"name": "bot-bottle-warm-0123", "namespace": "agents", "resourceVersion": "41"},
+                "spec": {"replicas": 1},
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::PUT);
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["metadata"]["resourceVersion"], "41");
+            assert_eq!(sent["spec"]["replicas"], 3);
+            send.send_response(json(sent));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::DELETE);
+            assert_eq!(
+                request.uri().path(),
+                format!("{CLAIMS}/bot-bottle-claude-1a2b3")
+            );
+            send.send_response(status(
+                404,
+                "NotFound",
+                "sandboxclaims.extensions.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
+            ));
+        });
+        assert!(cluster.extensions_served().await.unwrap());
+        assert!(cluster.extensions_served().await.unwrap());
+        let plan = super::super::objects::tests::plan();
+        let claim = super::super::pool::claim(&plan, "bot-bottle-warm-0123");
+        let stored = cluster
+            .ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored["metadata"]["uid"], "c-1");
+        let pools = cluster
+            .ext_list(ExtKind::WarmPool, "app.kubernetes.io/managed-by=bot-bottle")
+            .await
+            .unwrap();
+        let pool: super::super::pool::SandboxWarmPool =
+            serde_json::from_value(pools[0].clone()).unwrap();
+        assert_eq!(pool.ready_replicas(), 1);
+        let mut applied = pools[0].clone();
+        applied["spec"]["replicas"] = 3.into();
+        cluster
+            .ext_apply(ExtKind::WarmPool, &applied)
+            .await
+            .unwrap();
+        assert!(
+            !cluster
+                .ext_delete(ExtKind::Claim, "bot-bottle-claude-1a2b3")
+                .await
+                .unwrap()
+        );
+        server.await.unwrap();
+
+        // Not served: no pools listed; a refused claim says what to ask for.
+        let (cluster, mut handle) = self::cluster();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                403,
+                "Forbidden",
+                "sandboxclaims.extensions.agents.x-k8s.io is forbidden: User \"dev\" cannot create resource \"sandboxclaims\"",
+            ));
+        });
+        assert!(!cluster.extensions_served().await.unwrap());
+        assert_eq!(
+            cluster.ext_list(ExtKind::WarmPool, "a=b").await.unwrap(),
+            Vec::<serde_json::Value>::new()
+        );
+        let e = cluster
+            .ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Forbidden { action, .. } if action == "create sandboxclaims"),
+            "{e:?}"
+        );
+        server.await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_sandbox_api_is_discovered_once_and_a_sandbox_is_posted_to_its_version() {
         let (cluster, mut handle) = cluster();

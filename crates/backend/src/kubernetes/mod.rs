@@ -1850,6 +1850,43 @@ impl KubernetesBackend {
                 push(CleanupAction::RemovedSandbox { name });
             }
         }
+        // Warm bottles' SandboxClaims whose launcher here is gone and that hold no pod of
+        // ours (a launch killed between the claim and the pod's adoption): the claim holds
+        // a pool's pod for nothing. Their deletion takes their Sandbox and pod.
+        let warm = match self.runtime.block_on(cluster.extensions_served()) {
+            Ok(served) => served,
+            Err(e) => return Err(setup("cleanup", e)),
+        };
+        if warm {
+            let claims = self
+                .runtime
+                .block_on(cluster.ext_list(pool::ExtKind::Claim, &objects::selector(None)))
+                .map_err(|e| setup("cleanup", e))?;
+            for claim in claims {
+                let Ok(claim) = serde_json::from_value::<pool::SandboxClaim>(claim) else {
+                    continue;
+                };
+                let Some(name) = claim.metadata.name.clone() else {
+                    continue;
+                };
+                let holds_pod = pods.iter().any(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(pool::ANNOTATION_CLAIM))
+                        == Some(&name)
+                });
+                if holds_pod || !launcher_gone_here_meta(&claim.metadata) {
+                    continue;
+                }
+                if !dry_run {
+                    self.runtime
+                        .block_on(cluster.ext_delete(pool::ExtKind::Claim, &name))
+                        .map_err(|e| setup("cleanup", e))?;
+                }
+                push(CleanupAction::RemovedSandbox { name });
+            }
+        }
         // Home claims of this home's bottles whose state is gone (a removed state can never
         // be resumed) and that no pod of ours mounts. Claims of other machines or homes are
         // never judged: their state is not here to look at.

@@ -449,4 +449,32 @@ fn a_warm_bottle_is_listed_stopped_and_cleaned_up_through_its_claim() {
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert_eq!(cluster.pod(&pod), None);
     bottle.remove().unwrap();
+
+    // A claim left by a launcher killed before its pod was adopted (never bound here):
+    // `cleanup` deletes it; one of a live launcher stays.
+    cluster.hold_claims();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (identity, launcher) in [
+        ("claude-0dead", format!("{machine}/not-this-boot:4242:99")),
+        ("claude-0live", launcher_annotation()),
+    ] {
+        let mut plan = objects::tests::plan();
+        plan.identity = identity.into();
+        plan.launcher = launcher;
+        let claim = pool::claim(&plan, &pool);
+        rt.block_on(cluster.ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap()))
+            .unwrap();
+    }
+    let actions = backend.cleanup(false).unwrap();
+    assert_eq!(
+        actions,
+        vec![CleanupAction::RemovedSandbox {
+            name: "bot-bottle-claude-0dead".into()
+        }]
+    );
+    assert!(
+        cluster
+            .ext_object(ExtKind::Claim, "bot-bottle-claude-0live")
+            .is_some()
+    );
 }
