@@ -26,6 +26,18 @@
 //!   is there already is adopted as it is when it is unowned and labelled
 //!   `agents.x-k8s.io/adoptable: "true"` (or carries the tracking label), refused
 //!   (`ReconcilerError`) otherwise;
+//! * with [`FakeCluster::serve_warm_pools`] it serves agent-sandbox's extensions and plays
+//!   the warm pool controller (a pool's Sandboxes made from its template, named
+//!   `<pool>-<suffix>`, controlled by the pool, with the controller's secure defaults:
+//!   public resolvers unless the template's network policy is `Unmanaged`; its status
+//!   counts those whose pod runs) and the claim controller (a claim adopts a ready Sandbox
+//!   of its pool: the controller reference moved to the claim, the pod template's and the
+//!   pod's labels and annotations rewritten from `additionalPodMetadata`, the spec kept;
+//!   the claim's status names the Sandbox and the pool makes another; deleting the claim
+//!   deletes the Sandbox and its pod); [`FakeCluster::hold_claims`] stops the claim
+//!   controller;
+//! * port-forward to a port the test routed ([`FakeCluster::forward_port_to`]) is a real TCP
+//!   connection to a listener on loopback;
 //! * port-forward reaches a real listener when the test says where its bytes go
 //!   ([`FakeCluster::forward_through`]: the real client over the websocket protocol of
 //!   `test_support::kube_api`'s fake API server); otherwise the port echoes.
@@ -236,6 +248,31 @@ fn sandbox_owner(pod: &Pod) -> Option<String> {
         .flatten()
         .find(|r| r.kind == "Sandbox" && r.controller == Some(true))
         .map(|r| r.name.clone())
+}
+
+/// The template's pod template as the pool controller puts it in a Sandbox: with
+/// agent-sandbox's "secure by default" changes (`extensions/controllers/utils.go:24`): no
+/// service-account token unless said, and with a `Managed` network policy (the default)
+/// public resolvers in place of the cluster's DNS.
+fn secure_defaults(template: &SandboxTemplate) -> super::objects::SandboxPodTemplate {
+    let mut pod = template.spec.pod_template.clone();
+    let spec = &mut pod.spec;
+    if spec.automount_service_account_token.is_none() {
+        spec.automount_service_account_token = Some(false);
+    }
+    let managed = template
+        .spec
+        .network_policy_management
+        .as_deref()
+        .is_none_or(|m| m == "Managed");
+    if managed && spec.dns_policy.is_none() {
+        spec.dns_policy = Some("None".into());
+        spec.dns_config = Some(k8s_openapi::api::core::v1::PodDNSConfig {
+            nameservers: Some(vec!["8.8.8.8".into(), "1.1.1.1".into()]),
+            ..Default::default()
+        });
+    }
+    pod
 }
 
 /// The (kind, name) of an object's controller reference.
@@ -771,7 +808,7 @@ impl FakeCluster {
                     ..Default::default()
                 },
                 spec: super::objects::SandboxSpec {
-                    pod_template: template.spec.pod_template.clone(),
+                    pod_template: secure_defaults(&template),
                 },
                 status: None,
             };

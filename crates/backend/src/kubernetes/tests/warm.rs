@@ -241,12 +241,15 @@ fn each_reason_for_a_cold_start_is_said_and_no_claim_is_made() {
 /// the bottle's config is sent, and the claim is deleted.
 #[test]
 fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
-    type Tamper = fn(&mut k8s_openapi::api::core::v1::PodSpec);
+    type Tamper = fn(&mut pool::SandboxTemplate);
     let cases: Vec<(&str, Tamper)> = vec![
-        ("containers[agent].image", |s| {
-            s.containers[0].image = Some("evil/agent:latest".into());
+        ("containers[agent].image", |t| {
+            t.spec.pod_template.spec.containers[0].image = Some("evil/agent:latest".into());
         }),
-        ("volumes", |s| {
+        // The controller's default network policy rewrites the pod's resolvers.
+        ("dnsConfig", |t| t.spec.network_policy_management = None),
+        ("volumes", |t| {
+            let s = &mut t.spec.pod_template.spec;
             s.volumes.get_or_insert_default().push(Volume {
                 name: "host".into(),
                 host_path: Some(HostPathVolumeSource {
@@ -256,15 +259,15 @@ fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
                 ..Default::default()
             });
         }),
-        ("containers", |s| {
-            s.containers.push(Container {
+        ("containers", |t| {
+            t.spec.pod_template.spec.containers.push(Container {
                 name: "extra".into(),
                 image: Some("evil/miner".into()),
                 ..Default::default()
             });
         }),
-        ("initContainers[network].env", |s| {
-            let network = &mut s.init_containers.as_mut().unwrap()[0];
+        ("initContainers[network].env", |t| {
+            let network = &mut t.spec.pod_template.spec.init_containers.as_mut().unwrap()[0];
             let rules = &mut network.env.as_mut().unwrap()[0];
             rules.value = rules.value.as_ref().map(|v| v.replace("3128", "3128, 22"));
         }),
@@ -275,7 +278,7 @@ fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
         // The template as stored, changed; its label (the hash) kept.
         let mut template: pool::SandboxTemplate =
             serde_json::from_value(cluster.ext_object(ExtKind::Template, &pool).unwrap()).unwrap();
-        tamper(&mut template.spec.pod_template.spec);
+        tamper(&mut template);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             cluster
