@@ -1602,7 +1602,7 @@ impl Backend for KubernetesBackend {
     fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
         Err(BackendError::Unsupported(format!(
             "attaching to kubernetes bottle {identity} is not implemented yet; `kubectl logs -f {}` follows it",
-            objects::object_name(identity)
+            self.pod_name_of(identity).0
         )))
     }
 
