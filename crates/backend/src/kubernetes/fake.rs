@@ -849,7 +849,9 @@ impl FakeCluster {
     /// — the controller reference moved to the claim, the pod template's and the pod's
     /// labels and annotations rewritten with `additionalPodMetadata`, the spec untouched
     /// (`sandboxclaim_controller.go:1236,1296`) — names it in its status and the pool makes
-    /// another. With no ready Sandbox in the pool it stays unbound.
+    /// another. With no ready Sandbox in the pool it stays unbound here, where agent-sandbox
+    /// makes one from the template (a cold start, `sandboxclaim_controller.go:858`), whose
+    /// pod `launch` checks the same way.
     fn reconcile_claim(state: &mut State, name: &str) {
         let Some(claim) = typed::<SandboxClaim>(state.ext.get(&(ExtKind::Claim, name.to_owned())))
         else {
