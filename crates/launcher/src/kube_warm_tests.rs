@@ -195,3 +195,16 @@ fn a_config_planted_in_the_real_intake_fails_the_start_and_deletes_the_claim() {
         "the bottle's config was written"
     );
 }
+
+/// The backend's bounds of what a warm pod is sent are the intake's.
+#[test]
+fn the_warm_config_bounds_are_the_intakes() {
+    assert_eq!(
+        backend::kubernetes::pool::SEND_MAX_BYTES,
+        bundle::intake::MAX_BYTES
+    );
+    assert_eq!(
+        backend::kubernetes::pool::SEND_MAX_FILES,
+        bundle::intake::MAX_FILES
+    );
+}

@@ -941,6 +941,8 @@ impl KubernetesBackend {
             .filter(|p| p.ready_replicas() > 0)
             .filter_map(|p| p.metadata.name)
             .min();
+        // What the pod would be sent, before any claim: one it cannot take is a cold start.
+        let files = pool::warm_config(plan, &template, &script).map_err(|e| e.0)?;
         let Some(pool) = ready else {
             return Err(format!(
                 "no warm pool of this bottle's template ({}) in namespace `{}` has a ready pod (`bot-bottle pool apply` makes one)",
@@ -951,7 +953,7 @@ impl KubernetesBackend {
         Ok(WarmPick {
             pool,
             template,
-            script,
+            files,
         })
     }
 
@@ -973,8 +975,6 @@ impl KubernetesBackend {
             .clone()
             .ok_or_else(|| BackendError::InvalidSpec("no warm sender".into()))?
             .0;
-        let files = pool::warm_config(&plan, &pick.template, &pick.script)
-            .map_err(|e| BackendError::InvalidSpec(e.0))?;
         let claim = pool::claim(&plan, &pick.pool);
         let claim_name = claim.metadata.name.clone().unwrap_or_default();
         let (pod_name, pod_uid) = self
@@ -983,7 +983,7 @@ impl KubernetesBackend {
                 cluster.as_ref(),
                 &claim,
                 &pick.template.pod,
-                files,
+                pick.files,
                 send,
                 self.config.ready_timeout,
             ))
@@ -1283,8 +1283,8 @@ async fn delete_bottle(
 struct WarmPick {
     pool: String,
     template: pool::WarmTemplate,
-    /// The sidecar's start script, sent as [`objects::START_SCRIPT`].
-    script: String,
+    /// What the claimed pod is sent ([`pool::warm_config`]).
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 /// Claims a pod of a warm pool with `claim` and readies it for the bottle: waits until the

@@ -58,6 +58,11 @@ const SIDECAR_ENV: [(&str, &str); 2] = [
     ),
     ("HOME", "/tmp"),
 ];
+/// The most a warm pod's intake takes: bytes of content, and files (`bundle::intake`'s
+/// `MAX_BYTES` and `MAX_FILES`; the launcher's tests check they agree). A config over them is
+/// a cold start, said, never a claim whose send fails.
+pub const SEND_MAX_BYTES: usize = 1024 * 1024;
+pub const SEND_MAX_FILES: usize = 64;
 /// The name, among the files sent, of the agent's plan.
 pub const PLAN_SENT: &str = warm::PLAN_FILE;
 
@@ -626,6 +631,13 @@ pub fn warm_config(
         &plan.clones,
     )?);
     put(PLAN_SENT.to_owned(), script.into_bytes())?;
+    let bytes: usize = out.values().map(Vec::len).sum();
+    if out.len() > SEND_MAX_FILES || bytes > SEND_MAX_BYTES {
+        return Err(PlanError(format!(
+            "the bottle's config for a warm pod ({} files, {bytes} bytes with the home's first files written into the plan) is more than its intake takes ({SEND_MAX_FILES} files, {SEND_MAX_BYTES} bytes)",
+            out.len()
+        )));
+    }
     Ok(out)
 }
 
@@ -742,7 +754,12 @@ mod tests {
         );
         assert!(tmp.path().join("ran").exists());
         // A bundle file named as a sent one is refused.
-        p.sidecar.files.insert("start.sh".into(), Vec::new());
-        assert!(warm_config(&p, &template, "x").is_err());
+        let mut named = p.clone();
+        named.sidecar.files.insert("start.sh".into(), Vec::new());
+        assert!(warm_config(&named, &template, "x").is_err());
+        // More than the intake takes: refused, said (the launch starts cold).
+        p.home_files[0].content = vec![0u8; 300 * 1024];
+        let e = warm_config(&p, &template, "x").unwrap_err();
+        assert!(e.0.contains("more than its intake takes"), "{e}");
     }
 }
