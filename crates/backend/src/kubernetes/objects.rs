@@ -15,6 +15,10 @@
 //! git gate), keeps running beside the agent, and is stopped once the agent ends. The
 //! Secret and the ConfigMap are owned by the Pod once it exists ([`owned_by`]), so deleting
 //! the Pod deletes them.
+//!
+//! A bottle that takes a pod from a warm pool has none of these: its pod is the pool's
+//! (`<pool>-<suffix>`), made from the template's generic pod, and its one object is the
+//! `SandboxClaim` named `bot-bottle-<identity>` ([`super::pool`]).
 
 use std::collections::BTreeMap;
 
