@@ -35,6 +35,9 @@ pub enum Command {
     List(commands::list::Args),
     /// Stop a running bottle
     Stop(commands::stop::Args),
+    /// Keep warm pods of an agent's kubernetes bottle ready (agent-sandbox warm pools)
+    #[command(subcommand)]
+    Pool(commands::pool::Command),
     /// Remove orphaned resources and state (never a preserved bottle)
     Cleanup(commands::cleanup::Args),
     /// Throw away a bottle that is not running, preserved or not (asks first)

@@ -16,6 +16,7 @@ mod check;
 mod config;
 mod dlp_audit;
 mod error;
+pub mod intake;
 pub mod operator;
 mod serve;
 

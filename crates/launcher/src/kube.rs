@@ -395,6 +395,21 @@ fn image_ref(settings: &ClusterSettings, source: &ImageSource) -> Result<String,
     Ok(settings.image_ref(&source.tag(&hash)))
 }
 
+/// The sender of a claimed warm pod's config: `bundle::intake` over the port-forward.
+pub(crate) fn warm_sender() -> Arc<backend::kubernetes::WarmSend> {
+    Arc::new(
+        |mut stream: backend::kubernetes::PortStream,
+         files: BTreeMap<String, Vec<u8>>|
+         -> backend::kubernetes::WarmSending {
+            Box::pin(async move {
+                bundle::intake::send_async(&mut stream, &files)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        },
+    )
+}
+
 /// Builds the pod's config and files, creates the pod and attaches to the agent.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch(
@@ -472,6 +487,8 @@ pub(super) fn launch(
         // Written once the launch checked the pod and got the agent running in it; until
         // then the operator's side (a relay, `stop`) reaches no pod of the bottle's name.
         pod_uid: None,
+        pod_name: None,
+        claim: None,
     };
     // A claim made earlier: said. One this launch may make: not said until the launch ends,
     // so that a launcher killed once the agent runs on it leaves a record that fails closed
@@ -496,9 +513,12 @@ pub(super) fn launch(
             "--check".into(),
         ]),
         files: files.files,
+        warm_script: None,
     });
     kube.clones = crate::pod::clones(&launch.agent.bottle);
     kube.termination_grace = termination_grace();
+    // Warm pools: a claimed pod's config goes through the port-forward to its intake.
+    kube.warm_send = Some(backend::kubernetes::WarmSender(warm_sender()));
     debug_assert_eq!(pod_config.identity, spec.identity);
     let backend = Arc::new(
         match &options.cluster {
@@ -533,7 +553,14 @@ pub(super) fn launch(
     // The pod the launch checked: the relay's port-forwards and `stop` reach that one and
     // no pod made again under the bottle's name (a `resume` records its new pod).
     record.pod_uid = Some(running.pod_uid().to_owned());
+    // A warm pod is `<pool>-<suffix>` and goes with its claim.
+    record.claim = running.claim().map(str::to_owned);
+    record.pod_name = record
+        .claim
+        .is_some()
+        .then(|| running.pod_name().to_owned());
     record.write(&state_dir)?;
+    options.report.line(running.start_note());
     super::agent_started(paths, options.report.as_ref());
     Ok(match operator_token {
         Some(token) => Box::new(Relayed {

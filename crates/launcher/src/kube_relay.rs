@@ -297,8 +297,19 @@ impl Relays {
                         self.gone.insert(identity);
                     }
                 },
-                // No Secret: the pod is gone (or was started without supervise).
+                // No Secret: the pod is gone (or was started without supervise). A bottle
+                // in a pod taken from a warm pool has none at all: its operator token went to
+                // the pod through port-forward only, so no relay here reaches it.
                 Ok(None) => {
+                    let state = home.root().join("state").join(&identity);
+                    if backend::kubernetes::PodRecord::read(&state)
+                        .is_some_and(|r| r.claim.is_some())
+                    {
+                        tracing::info!(
+                            identity,
+                            "a warm-pool bottle whose start is gone is not relayed (no Secret holds its operator token); its proposals stay in its pod"
+                        );
+                    }
                     self.gone.insert(identity);
                 }
                 Err(e) => {

@@ -15,6 +15,10 @@
 //! git gate), keeps running beside the agent, and is stopped once the agent ends. The
 //! Secret and the ConfigMap are owned by the Pod once it exists ([`owned_by`]), so deleting
 //! the Pod deletes them.
+//!
+//! A bottle that takes a pod from a warm pool has none of these: its pod is the pool's
+//! (`<pool>-<suffix>`), made from the template's generic pod, and its one object is the
+//! `SandboxClaim` named `bot-bottle-<identity>` ([`super::pool`]).
 
 use std::collections::BTreeMap;
 
@@ -46,6 +50,18 @@ pub const ANNOTATION_LAUNCHER: &str = "bot-bottle.org/launcher";
 pub const ANNOTATION_HOME: &str = "bot-bottle.org/home";
 /// Where the bundle's files (the Secret) appear in the sidecar container.
 pub const SIDECAR_DIR: &str = "/run/bot-bottle/sidecar";
+/// Warm pools (issue 21): the loopback port a warm pod's sidecar takes its config on, once
+/// (`bot-bottle intake`, the bundle crate's `intake` module; not a dependency here: the port is the
+/// contract). Never a sidecar port, so the pod's packet filter refuses it to the agent's uid.
+pub const INTAKE_PORT: u16 = 3198;
+/// Warm pools: the directory the sidecar bundle publishes the agent's plan into
+/// (`bot-bottle sidecar --plan FILE --plan-dir DIR`, once every sidecar is ready); an
+/// `emptyDir` the sidecar mounts read-write and the agent read-only.
+pub const PLAN_DIR: &str = "/run/bot-bottle/plan";
+/// Warm pools: the name, among the files the launcher sends, of the script the sidecar
+/// container runs once `intake` has written them into [`SIDECAR_DIR`] (the cold pod's
+/// sidecar script, with the `--plan` flags).
+pub const START_SCRIPT: &str = "start.sh";
 /// Where the init container finds the nftables rules.
 pub const RULES_DIR: &str = "/run/bot-bottle/network";
 /// The ConfigMap key of the rules.
@@ -314,7 +330,7 @@ impl BottleObjects {
 #[error("{0}")]
 pub struct PlanError(pub String);
 
-fn labels(identity: &str) -> BTreeMap<String, String> {
+pub(super) fn labels(identity: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_owned(),
@@ -367,7 +383,7 @@ pub fn owned_by_kind(meta: &mut ObjectMeta, api_version: &str, kind: &str, name:
 
 /// The hardening every long-running container gets: its own non-root uid, no capability, no
 /// privilege escalation, read-only root, the runtime's default seccomp profile.
-fn confined(uid: u32, gid: u32) -> SecurityContext {
+pub(super) fn confined(uid: u32, gid: u32) -> SecurityContext {
     SecurityContext {
         run_as_user: Some(i64::from(uid)),
         run_as_group: Some(i64::from(gid)),
@@ -387,7 +403,7 @@ fn confined(uid: u32, gid: u32) -> SecurityContext {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -396,7 +412,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
+pub(super) fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
     Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -407,7 +423,7 @@ fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
     }
 }
 
-fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
+pub(super) fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
     env.iter()
         .map(|(name, value)| EnvVar {
             name: name.clone(),
@@ -419,7 +435,7 @@ fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
 
 /// The agent's limits: requests equal limits (the scheduler reserves what the bottle may
 /// use). `pids` has no per-pod field: the kubelet's `podPidsLimit` bounds it (README).
-fn agent_resources(r: &Resources) -> ResourceRequirements {
+pub(super) fn agent_resources(r: &Resources) -> ResourceRequirements {
     let q = BTreeMap::from([
         ("cpu".to_owned(), Quantity(format!("{}m", r.millicpus))),
         ("memory".to_owned(), Quantity(r.memory_bytes.to_string())),
@@ -433,7 +449,7 @@ fn agent_resources(r: &Resources) -> ResourceRequirements {
 
 /// The sidecar's fixed share (the bundle is small; its limits keep a busy agent's proxy
 /// from starving the node).
-fn sidecar_resources() -> ResourceRequirements {
+pub(super) fn sidecar_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("100m".to_owned())),
@@ -454,7 +470,7 @@ fn file_key(prefix: &str, n: usize) -> String {
 
 /// Checks what the objects cannot express safely (the manifest's settings were validated
 /// when it was read; these are the launch's own values).
-fn check(plan: &PodPlan) -> Result<(), PlanError> {
+pub(super) fn check(plan: &PodPlan) -> Result<(), PlanError> {
     if plan.agent_uid == 0 {
         return Err(PlanError(
             "the agent's uid is 0; kubernetes bottles never run the agent as root".into(),

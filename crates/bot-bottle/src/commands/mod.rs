@@ -12,6 +12,7 @@ pub mod kube_dry_run;
 pub mod list;
 pub mod logs;
 pub mod manifest;
+pub mod pool;
 pub mod prepare;
 pub mod proposals;
 pub mod resume;
@@ -33,6 +34,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => resume::run(args),
         Command::List(args) => list::run(args),
         Command::Stop(args) => stop::run(args),
+        Command::Pool(command) => pool::run(command),
         Command::Cleanup(args) => cleanup::run(args),
         Command::Discard(args) => discard::run(args),
         Command::Logs(args) => logs::run(args),

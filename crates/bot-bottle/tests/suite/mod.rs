@@ -5,6 +5,7 @@ mod doctor;
 mod faults;
 mod friction;
 mod kube_dry_run;
+mod kube_pool;
 mod kube_proposals;
 mod launcher_api;
 mod manifest_cli;
