@@ -18,6 +18,7 @@ mod dlp_audit;
 mod error;
 pub mod intake;
 pub mod operator;
+pub mod plan;
 mod serve;
 
 pub use check::{Health, check};
@@ -25,4 +26,5 @@ pub use config::{
     EgressSidecar, GateSidecar, Listen, OperatorSidecar, SidecarConfig, SuperviseSidecar,
 };
 pub use error::BundleError;
-pub use serve::{SHUTDOWN_BOUND, run, serve, serve_with_env};
+pub use plan::Plan;
+pub use serve::{SHUTDOWN_BOUND, run, run_with_plan, serve, serve_with_env, serve_with_plan};

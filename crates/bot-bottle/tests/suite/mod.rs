@@ -17,3 +17,4 @@ mod start;
 mod start_apple;
 mod start_smolmachines;
 mod supervise_cli;
+mod warm_sidecar;
