@@ -79,25 +79,10 @@ impl Plan {
     }
 }
 
-/// The received plan: a regular file, at most [`MAX_PLAN`] bytes.
+/// The received plan: a regular file (a FIFO or a device is refused without waiting on
+/// it), at most [`MAX_PLAN`] bytes.
 fn read_plan(file: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let opened = std::fs::File::open(file).map_err(|e| format!("cannot read it: {e}"))?;
-    let meta = opened
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if !meta.is_file() {
-        return Err("it is not a regular file".into());
-    }
-    let mut content = Vec::new();
-    opened
-        .take(MAX_PLAN + 1)
-        .read_to_end(&mut content)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if content.len() as u64 > MAX_PLAN {
-        return Err(format!("it is larger than {MAX_PLAN} bytes"));
-    }
-    Ok(content)
+    state::read::read_limited(file, MAX_PLAN).map_err(|e| format!("cannot read it: {e}"))
 }
 
 /// Writes `content` into a new file at `path`, then sets [`PLAN_MODE`] on it (explicitly:
