@@ -296,18 +296,18 @@ pub async fn serve_with_plan(
     });
     if failure.is_none() {
         tokio::select! {
-        _ = term.recv() => {}
-        _ = interrupt.recv() => {}
-        // The launcher saw the agent end and asks for the last lines.
-        () = lifecycle.stop.cancelled() => {}
-        Some(done) = tasks.join_next() => {
-            // A sidecar that stops on its own leaves the bottle without a way out: stop all.
-            failure = Some(match done {
-                Ok(Ok(())) => BundleError::Unexpected,
-                Ok(Err(e)) => e,
-                Err(e) => BundleError::Task(e.to_string()),
-            });
-        }
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            // The launcher saw the agent end and asks for the last lines.
+            () = lifecycle.stop.cancelled() => {}
+            Some(done) = tasks.join_next() => {
+                // A sidecar that stops on its own leaves the bottle without a way out: stop all.
+                failure = Some(match done {
+                    Ok(Ok(())) => BundleError::Unexpected,
+                    Ok(Err(e)) => e,
+                    Err(e) => BundleError::Task(e.to_string()),
+                });
+            }
         }
     }
     // Said before anything stops: the line that shows the bundle ran its shutdown (the
