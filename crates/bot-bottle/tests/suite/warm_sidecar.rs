@@ -338,3 +338,155 @@ fn plan_flags_go_together() {
         );
     }
 }
+
+/// The whole warm pod's sidecar with real parts, on loopback: the warm template's command
+/// (`intake`, then `start.sh`) run by `sh` with this binary; the launcher's files
+/// (`launcher::kube::pod_config`) and its warm script sent as the launcher sends them; the
+/// real bundle started by that script publishing the plan; the agent's waiter in a real
+/// `sh` running it. The pod's paths stand elsewhere (the same text replaced in the files).
+#[test]
+fn the_warm_template_command_runs_intake_then_the_bundle_that_releases_the_agent() {
+    use backend::kubernetes::{objects, warm};
+    use launcher::kube::{POD_EXE, POD_HOME, PodGate, pod_config};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let laptop = root.join("laptop");
+    let identity = "demo-0a1b2";
+    let state = laptop.join("state").join(identity);
+    egress::ca::CertificateAuthority::load_or_create(&state.join("ca")).unwrap();
+    std::fs::create_dir_all(state.join("live-config")).unwrap();
+    std::fs::write(
+        state.join("live-config/routes.yaml"),
+        "routes:\n  - host: api.example\n",
+    )
+    .unwrap();
+    let egress = free_port();
+    let laptop_config = bundle::SidecarConfig {
+        identity: identity.into(),
+        home: laptop.clone(),
+        egress: bundle::EgressSidecar {
+            listen: bundle::Listen::Tcp(egress),
+            routes: state.join("live-config/routes.yaml"),
+            ca_dir: state.join("ca"),
+            upstream_ca: Vec::new(),
+            log: state.join("logs/egress.jsonl"),
+        },
+        gate: None,
+        supervise: None,
+        tokens: vec!["GH_TOKEN".into()],
+        operator: None,
+    };
+    let tokens = vec![("GH_TOKEN".to_owned(), "not-a-real-token".to_owned())];
+    let (_, files) =
+        pod_config(&laptop, &laptop_config, &PodGate::default(), &tokens, None).unwrap();
+    let config_inside = Path::new(POD_HOME)
+        .join("state")
+        .join(identity)
+        .join("sidecar.json");
+
+    let sidecar_dir = root.join("sidecar");
+    let plan_dir = root.join("plan");
+    let workdir = root.join("work");
+    for d in [&sidecar_dir, &plan_dir, &workdir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let pod_home = root.join("pod");
+    let exe = env!("CARGO_BIN_EXE_bot-bottle");
+    let here = |text: &str| {
+        text.replace(POD_EXE, exe)
+            .replace(POD_HOME, pod_home.to_str().unwrap())
+            .replace(objects::SIDECAR_DIR, sidecar_dir.to_str().unwrap())
+            .replace(objects::PLAN_DIR, plan_dir.to_str().unwrap())
+    };
+
+    // The agent's waiter first: the pod is warm long before any bottle.
+    let mut agent = Command::new("/bin/sh")
+        .args(["-c", warm::WAITER, "agent"])
+        .arg(&plan_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The warm template's sidecar command.
+    let intake = free_port();
+    let contract = format!(
+        "{POD_EXE} intake --listen {intake} --dir {} && exec /bin/sh {}/{}",
+        objects::SIDECAR_DIR,
+        objects::SIDECAR_DIR,
+        objects::START_SCRIPT
+    );
+    let mut sidecar = Command::new("/bin/sh")
+        .args(["-c", &here(&contract)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let hex = format!("0100007F:{:04X}", intake.port());
+    eventually("intake listening", || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        table
+            .lines()
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.get(1) == Some(&hex.as_str()) && cols.get(3) == Some(&"0A")
+            })
+            .then_some(())
+    });
+
+    // The launcher's send once the claim binds: the bundle's files, start.sh, the plan.
+    let argv: Vec<String> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "printf '%s' \"$0 $1\" > ran".into(),
+        "agent".into(),
+        "it's".into(),
+    ];
+    let env = BTreeMap::from([("PATH".to_owned(), std::env::var("PATH").unwrap())]);
+    let plan = warm::plan_script(&argv, &env, workdir.to_str().unwrap(), &[]).unwrap();
+    let mut sent: BTreeMap<String, Vec<u8>> = files
+        .files
+        .iter()
+        .map(|(k, v)| {
+            let v = match std::str::from_utf8(v) {
+                Ok(text) if k == "sidecar.json" => here(text).into_bytes(),
+                _ => v.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    sent.insert(
+        objects::START_SCRIPT.to_owned(),
+        here(&files.warm_script(&config_inside)).into_bytes(),
+    );
+    sent.insert(warm::PLAN_FILE.to_owned(), plan.clone().into_bytes());
+    let mut stream = TcpStream::connect(intake).unwrap();
+    bundle::intake::send(&mut stream, &sent).unwrap();
+
+    // intake's line, then the bundle's `ready`; then the plan, with egress listening.
+    let mut lines = std::io::BufReader::new(sidecar.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .starts_with("took the bottle's config: "),
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let published = plan_dir.join(warm::PLAN_FILE);
+    eventually("the plan", || published.exists().then_some(()));
+    TcpStream::connect(egress).unwrap();
+    assert_eq!(std::fs::read_to_string(&published).unwrap(), plan);
+    assert!(TcpStream::connect(intake).is_err(), "intake still listens");
+
+    // The start line: the agent runs.
+    agent.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let out = agent.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(workdir.join("ran")).unwrap(),
+        "agent it's"
+    );
+    let out = stop(sidecar);
+    assert!(out.status.success());
+}
