@@ -61,6 +61,9 @@ pub enum Command {
     Gate(commands::gate::Command),
     /// Run a bottle's sidecar bundle (egress, git gate, supervise); started by `start`
     Sidecar(commands::sidecar::Args),
+    /// Take a warm pod's sidecar config once on loopback (run by the pod, not by hand)
+    #[command(hide = true)]
+    Intake(commands::intake::Args),
     /// Check which backends this machine can run, and how to fix what is missing
     Doctor(commands::doctor::Args),
     /// Do a backend's one-time preparation (qemu: download the guest kernel, check KVM)

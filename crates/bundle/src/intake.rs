@@ -1,5 +1,6 @@
 //! The bundle's config taken once from a loopback listener: the waiting mode of a warm pod's
-//! sidecar (issue 21, kubernetes warm pools; not wired to the CLI or the launcher yet).
+//! sidecar (issue 21, kubernetes warm pools), run there by `bot-bottle intake`; the plan it
+//! brings is published by [`crate::plan`].
 //!
 //! A pod of a warm pool is made before any bottle claims it, so its sidecar cannot hold a
 //! bottle's config, CA key or tokens. It waits instead on a loopback port that is not a

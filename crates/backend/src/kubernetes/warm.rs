@@ -8,8 +8,9 @@
 //! ([`plan_script`]) holds nothing secret: the environment, the working directory, the
 //! clones through the git gate and the agent's argv, every value single-quoted; it ends as
 //! the cold pod's agent does, waiting for the start line on stdin before it `exec`s the
-//! agent. An agent without a plan runs nothing. The bundle is to write the plan under
-//! another name and rename it (the waiter never reads half a plan).
+//! agent. An agent without a plan runs nothing. The bundle writes the plan under another
+//! name and renames it (the waiter never reads half a plan), once it is ready
+//! (`bot-bottle sidecar --plan --plan-dir`, the `bundle` crate's `plan` module).
 
 use std::collections::BTreeMap;
 

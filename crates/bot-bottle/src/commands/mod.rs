@@ -8,6 +8,7 @@ pub mod discard;
 pub mod doctor;
 pub mod egress;
 pub mod gate;
+pub mod intake;
 pub mod kube_dry_run;
 pub mod list;
 pub mod logs;
@@ -45,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Egress(cmd) => egress::run(cmd),
         Command::Gate(cmd) => gate::run(cmd),
         Command::Sidecar(args) => sidecar::run(args),
+        Command::Intake(args) => intake::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Prepare(cmd) => prepare::run(cmd),
         Command::Manifest(cmd) => manifest::run(cmd),

@@ -18,3 +18,4 @@ mod start;
 mod start_apple;
 mod start_smolmachines;
 mod supervise_cli;
+mod warm_sidecar;
