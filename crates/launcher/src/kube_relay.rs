@@ -45,7 +45,7 @@ use state::Home;
 use tokio::io::BufReader;
 
 /// The Secret key of the operator token.
-pub const TOKEN_KEY: &str = "operator-token";
+pub const TOKEN_KEY: &str = backend::kubernetes::objects::OPERATOR_TOKEN_KEY;
 
 /// How often the relay exchanges a round with the bundle.
 const ROUND: Duration = Duration::from_millis(250);
@@ -297,19 +297,8 @@ impl Relays {
                         self.gone.insert(identity);
                     }
                 },
-                // No Secret: the pod is gone (or was started without supervise). A bottle
-                // in a pod taken from a warm pool has none at all: its operator token went to
-                // the pod through port-forward only, so no relay here reaches it.
+                // No Secret: the pod is gone (or was started without supervise).
                 Ok(None) => {
-                    let state = home.root().join("state").join(&identity);
-                    if backend::kubernetes::PodRecord::read(&state)
-                        .is_some_and(|r| r.claim.is_some())
-                    {
-                        tracing::info!(
-                            identity,
-                            "a warm-pool bottle whose start is gone is not relayed (no Secret holds its operator token); its proposals stay in its pod"
-                        );
-                    }
                     self.gone.insert(identity);
                 }
                 Err(e) => {

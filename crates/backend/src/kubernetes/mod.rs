@@ -127,9 +127,12 @@
 //!   `list` and `cleanup` find the pod by the labels its adoption gave it, and `cleanup`
 //!   deletes an orphan's claim (the pod's `bot-bottle.org/claim` annotation).
 //!
-//! Not built: the laptop's relay of a warm bottle whose `start` is gone reads the operator
-//! token from the bottle's Secret, which a warm bottle does not have, so its proposals stay in
-//! the pod. Nothing of it has been run against agent-sandbox's controllers: the fake cluster
+//! * The bottle's operator token (with supervise) also goes into a Secret of the bottle's
+//!   name that holds it alone, owned by the pod and mounted nowhere
+//!   ([`objects::operator_secret`]), so that the laptop's relay reaches a warm bottle whose
+//!   `start` is gone as it reaches a cold one.
+//!
+//! Nothing of it has been run against agent-sandbox's controllers: the fake cluster
 //! ([`fake`]) plays them as read.
 //!
 //! # What is not here yet
@@ -1382,6 +1385,22 @@ async fn claim_pod(
             })
             .await?
             .ok_or_else(|| failed("pod", format!("pod `{pod_name}` was deleted while the bottle started")))?;
+        // The operator token alone in the bottle's Secret (owned by the pod, never mounted):
+        // the laptop's relay reads it there once `start` is gone, as for a cold bottle.
+        if let Some(token) = files.get(objects::OPERATOR_TOKEN_KEY) {
+            let launcher = claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(objects::ANNOTATION_LAUNCHER))
+                .cloned()
+                .unwrap_or_default();
+            cluster
+                .create_secret(&objects::operator_secret(
+                    &identity, &namespace, &launcher, token, &pod_name, &uid,
+                ))
+                .await?;
+        }
         let not_taken = |e: String| {
             failed(
                 "sidecar",

@@ -62,6 +62,10 @@ pub const PLAN_DIR: &str = "/run/bot-bottle/plan";
 /// container runs once `intake` has written them into [`SIDECAR_DIR`] (the cold pod's
 /// sidecar script, with the `--plan` flags).
 pub const START_SCRIPT: &str = "start.sh";
+/// The key of the bottle's operator token (supervise's operator port) among the bundle's
+/// files: the laptop's relay reads it from the bottle's Secret once `start` is gone. A warm
+/// bottle's Secret holds this key alone ([`operator_secret`]).
+pub const OPERATOR_TOKEN_KEY: &str = "operator-token";
 /// Where the init container finds the nftables rules.
 pub const RULES_DIR: &str = "/run/bot-bottle/network";
 /// The ConfigMap key of the rules.
@@ -360,6 +364,41 @@ fn meta(plan: &PodPlan) -> ObjectMeta {
             plan.launcher.clone(),
         )])),
         ..Default::default()
+    }
+}
+
+/// The Secret of a bottle started in a warm pool's pod: its operator token alone (never
+/// mounted: the pod got its files through the intake), owned by pod `pod_name` so that it
+/// goes with the pod, so that the laptop's relay reaches the bottle's supervise once its
+/// `start` is gone, as it does a cold bottle's (whose Secret holds every file).
+pub fn operator_secret(
+    identity: &str,
+    namespace: &str,
+    launcher: &str,
+    token: &[u8],
+    pod_name: &str,
+    pod_uid: &str,
+) -> Secret {
+    let mut metadata = ObjectMeta {
+        name: Some(object_name(identity)),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels(identity)),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_LAUNCHER.to_owned(),
+            launcher.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    owned_by(&mut metadata, pod_name, pod_uid);
+    Secret {
+        metadata,
+        type_: Some("Opaque".to_owned()),
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(
+            OPERATOR_TOKEN_KEY.to_owned(),
+            ByteString(token.to_vec()),
+        )])),
+        string_data: None,
     }
 }
 

@@ -387,7 +387,12 @@ fn a_claim_refused_or_never_bound_fails_with_what_to_do_and_is_deleted() {
 /// labels, reached through its record, deleted through its claim.
 #[test]
 fn a_warm_bottle_is_listed_stopped_and_cleaned_up_through_its_claim() {
-    let f = warm_fixture();
+    let mut f = warm_fixture();
+    // With supervise: the operator token is among the bundle's files.
+    f.config.sidecar.as_mut().unwrap().files.insert(
+        objects::OPERATOR_TOKEN_KEY.into(),
+        b"operator-token-1".to_vec(),
+    );
     let (cluster, pool) = pool_cluster(&f, 1);
     let (addr, _got, _intake) = intake();
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
@@ -416,10 +421,37 @@ fn a_warm_bottle_is_listed_stopped_and_cleaned_up_through_its_claim() {
         .map(|b| (b.identity, b.running))
         .collect();
     assert_eq!(listed, vec![("claude-1a2b3".to_owned(), true)]);
-    // The relay's port-forward reaches the pod by its recorded name.
+    // The relay's port-forward reaches the pod by its recorded name, with the operator
+    // token the laptop reads from the bottle's Secret once `start` is gone: that key alone,
+    // owned by the pod (so it goes with it), mounted nowhere.
     backend
         .port_forward(&f.spec.identity, OPERATOR_PORT)
         .unwrap();
+    assert_eq!(
+        backend
+            .secret_value(&f.spec.identity, objects::OPERATOR_TOKEN_KEY)
+            .unwrap()
+            .as_deref(),
+        Some(&b"operator-token-1"[..])
+    );
+    let secret = cluster.secret(NAME).expect("the bottle's operator Secret");
+    assert_eq!(
+        secret.data.unwrap().into_keys().collect::<Vec<_>>(),
+        vec![objects::OPERATOR_TOKEN_KEY.to_owned()]
+    );
+    let owner = &secret.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Pod", pod.as_str(), bottle.pod_uid())
+    );
+    let mounted = cluster
+        .pod(&pod)
+        .unwrap()
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap_or_default();
+    assert!(mounted.iter().all(|v| v.secret.is_none()), "{mounted:?}");
     assert!(backend.pod_exists(&f.spec.identity).unwrap());
     assert!(
         backend
@@ -428,6 +460,7 @@ fn a_warm_bottle_is_listed_stopped_and_cleaned_up_through_its_claim() {
     );
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert_eq!(cluster.pod(&pod), None);
+    assert_eq!(cluster.secret(NAME), None);
     bottle.remove().unwrap();
 
     // An orphan (its launcher gone from this machine): `cleanup` deletes its claim.
