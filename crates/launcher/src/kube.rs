@@ -767,7 +767,20 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let intake_addr = listener.local_addr().unwrap();
         let into = sidecar_dir.clone();
-        let intake = std::thread::spawn(move || ::bundle::intake::receive(listener, &into));
+        // The pod as claimed: its annotations file (the downward API's) holds the token's hash.
+        let token = ::bundle::intake::IntakeToken::random();
+        let annotations = root.join(objects::ANNOTATIONS_FILE);
+        std::fs::write(
+            &annotations,
+            format!(
+                "{}=\"{}\"",
+                objects::INTAKE_TOKEN_ANNOTATION,
+                token.annotation_value()
+            ),
+        )
+        .unwrap();
+        let intake =
+            std::thread::spawn(move || ::bundle::intake::receive(listener, &into, &annotations));
         // The bundle's start replaced by printing its argv and environment.
         let script = here(&files.warm_script(&config_inside)).replace(
             &format!("exec {POD_EXE} sidecar"),
@@ -789,7 +802,7 @@ mod tests {
         sent.insert(objects::START_SCRIPT.to_owned(), script.into_bytes());
         sent.insert(warm::PLAN_FILE.to_owned(), plan.clone().into_bytes());
         let mut stream = std::net::TcpStream::connect(intake_addr).unwrap();
-        ::bundle::intake::send(&mut stream, &sent).unwrap();
+        ::bundle::intake::send(&mut stream, &token, &sent).unwrap();
         intake.join().unwrap().unwrap();
         // The port is closed: nobody sends a second config.
         assert!(std::net::TcpStream::connect(intake_addr).is_err());
