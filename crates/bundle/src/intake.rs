@@ -613,12 +613,52 @@ pub fn send(
     }
 }
 
+/// How a sender waits for a pod that answers [`NOT_CLAIMED`] (the kubelet refreshes the
+/// downward API file some time after the controller annotates the pod): a backoff from
+/// 200 ms to 2 s, for at most a given wait ([`CLAIM_WAIT`]); then
+/// [`ClaimRetry::never_claimed`]. For senders whose connect step has errors of its own (a
+/// port-forward); [`send_when_claimed`] and [`send_when_claimed_async`] use it.
+#[derive(Debug, Clone)]
+pub struct ClaimRetry {
+    start: Instant,
+    backoff: Duration,
+    wait: Duration,
+}
+
+impl ClaimRetry {
+    /// From now, for at most `wait`.
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            backoff: Duration::from_millis(200),
+            wait,
+        }
+    }
+
+    /// How long to sleep before the next attempt; `None` when the wait is spent.
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        let delay = self.backoff;
+        if self.start.elapsed() + delay > self.wait {
+            return None;
+        }
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        Some(delay)
+    }
+
+    /// The error once [`ClaimRetry::next_delay`] said `None`: names the pod, the annotation
+    /// and what to check.
+    pub fn never_claimed(&self, pod: &str) -> IntakeError {
+        IntakeError::NeverClaimed {
+            pod: pod.to_owned(),
+            waited: self.start.elapsed(),
+        }
+    }
+}
+
 /// [`send`] on a new connection from `connect` until the pod `pod` admits the token,
-/// retrying while it answers [`NOT_CLAIMED`] (the kubelet refreshes the downward API file
-/// some time after the controller annotates the pod), with a backoff from 200 ms to 2 s,
-/// for at most `wait` ([`CLAIM_WAIT`]); then [`IntakeError::NeverClaimed`] naming the pod,
-/// the annotation and what to check. Any other failure (a token that does not match, a
-/// connection that fails) is returned at once.
+/// retrying while it answers [`NOT_CLAIMED`] as [`ClaimRetry`] says, for at most `wait`
+/// ([`CLAIM_WAIT`]); then [`IntakeError::NeverClaimed`]. Any other failure (a token that
+/// does not match, a connection that fails) is returned at once.
 pub fn send_when_claimed<S: Read + Write>(
     pod: &str,
     mut connect: impl FnMut() -> Result<S, IntakeError>,
@@ -626,8 +666,7 @@ pub fn send_when_claimed<S: Read + Write>(
     files: &BTreeMap<String, Vec<u8>>,
     wait: Duration,
 ) -> Result<(), IntakeError> {
-    let start = Instant::now();
-    let mut backoff = Duration::from_millis(200);
+    let mut retry = ClaimRetry::new(wait);
     loop {
         let mut stream = connect()?;
         match send(&mut stream, token, files) {
@@ -635,15 +674,95 @@ pub fn send_when_claimed<S: Read + Write>(
             other => return other,
         }
         drop(stream);
-        let waited = start.elapsed();
-        if waited + backoff > wait {
-            return Err(IntakeError::NeverClaimed {
-                pod: pod.to_owned(),
-                waited,
-            });
+        match retry.next_delay() {
+            Some(delay) => std::thread::sleep(delay),
+            None => return Err(retry.never_claimed(pod)),
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Reads one answer line on an async stream (see [`answer_line`]), within [`READ_TIMEOUT`].
+async fn answer_line_async(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<String, IntakeError> {
+    use tokio::io::AsyncReadExt;
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 4096 {
+            if stream.read(&mut byte).await? == 0 || byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        Ok::<_, std::io::Error>(line)
+    })
+    .await;
+    match read {
+        Ok(Ok(line)) => Ok(String::from_utf8_lossy(&line).into_owned()),
+        Ok(Err(source)) => Err(IntakeError::Io {
+            action: "read the answer on",
+            source,
+        }),
+        Err(_) => Err(IntakeError::NotTaken(format!(
+            "it gave no answer within {} s",
+            READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// [`send`] on an async stream (the launcher's port-forward to a warm pod); each answer is
+/// waited for at most [`READ_TIMEOUT`].
+pub async fn send_async(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    token: &IntakeToken,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), IntakeError> {
+    use tokio::io::AsyncWriteExt;
+    let body = encode(files)?;
+    let io = |action| move |source| IntakeError::Io { action, source };
+    stream
+        .write_all(&header(token))
+        .await
+        .map_err(io("write to"))?;
+    stream.flush().await.map_err(io("write to"))?;
+    let first = answer_line_async(stream).await?;
+    if first != "go" {
+        return Err(not_taken(&first));
+    }
+    stream.write_all(&body).await.map_err(io("write to"))?;
+    stream.flush().await.map_err(io("write to"))?;
+    match answer_line_async(stream).await?.as_str() {
+        "ok" => Ok(()),
+        other => Err(not_taken(other)),
+    }
+}
+
+/// [`send_when_claimed`] over async connections (`connect` opens a new port-forward).
+pub async fn send_when_claimed_async<S, F, Fut>(
+    pod: &str,
+    mut connect: F,
+    token: &IntakeToken,
+    files: &BTreeMap<String, Vec<u8>>,
+    wait: Duration,
+) -> Result<(), IntakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<S, IntakeError>>,
+{
+    let mut retry = ClaimRetry::new(wait);
+    loop {
+        let mut stream = connect().await?;
+        match send_async(&mut stream, token, files).await {
+            Err(IntakeError::NotClaimedYet) => {}
+            other => return other,
+        }
+        drop(stream);
+        match retry.next_delay() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return Err(retry.never_claimed(pod)),
+        }
     }
 }
 
@@ -1055,5 +1174,81 @@ mod tests {
     fn names_that_leave_the_directory_are_not_sent_either() {
         let files = BTreeMap::from([("a/b".to_owned(), Vec::new())]);
         assert!(matches!(encode(&files), Err(IntakeError::Malformed(_))));
+    }
+
+    /// The async sender (the launcher's port-forward) against the real receiver: refused
+    /// `not claimed yet`, then the retrying one gets through once the annotation appears;
+    /// a mismatch fails at once.
+    #[test]
+    fn the_async_sender_waits_for_the_claim_then_is_taken() {
+        let token = IntakeToken::random();
+        let pod = Pod::new(None);
+        let (listener, addr) = listener();
+        let bundle = pod.start(listener);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let e = send_async(&mut stream, &token, &config())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, IntakeError::NotClaimedYet), "{e}");
+            pod.annotate(Some(&IntakeToken::random()));
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let e = send_async(&mut stream, &token, &config())
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains(MISMATCH), "{e}");
+            pod.annotate(None);
+            let mut attempts = 0;
+            send_when_claimed_async(
+                "bot-bottle-demo",
+                || {
+                    attempts += 1;
+                    if attempts == 3 {
+                        pod.annotate(Some(&token));
+                    }
+                    async move {
+                        tokio::net::TcpStream::connect(addr)
+                            .await
+                            .map_err(|source| IntakeError::Io {
+                                action: "connect",
+                                source,
+                            })
+                    }
+                },
+                &token,
+                &config(),
+                CLAIM_WAIT,
+            )
+            .await
+            .unwrap();
+            assert_eq!(attempts, 3);
+        });
+        assert_eq!(bundle.join().unwrap().unwrap().len(), 3);
+        assert_eq!(
+            std::fs::read(pod.dir.join("token-github")).unwrap(),
+            b"ghp_not_a_real_token"
+        );
+    }
+
+    /// The retry policy: growing delays up to 2 s, and none once the wait is spent.
+    #[test]
+    fn the_claim_retry_backs_off_and_ends() {
+        let mut retry = ClaimRetry::new(Duration::from_secs(60));
+        let delays: Vec<_> = (0..6).map(|_| retry.next_delay().unwrap()).collect();
+        assert_eq!(
+            delays,
+            [200, 400, 800, 1600, 2000, 2000].map(Duration::from_millis)
+        );
+        let mut spent = ClaimRetry::new(Duration::from_millis(100));
+        assert_eq!(spent.next_delay(), None);
+        let e = spent.never_claimed("bot-bottle-demo").to_string();
+        assert!(
+            e.contains("bot-bottle-demo") && e.contains(TOKEN_ANNOTATION),
+            "{e}"
+        );
     }
 }
