@@ -460,21 +460,18 @@ pub fn podinfo_volume() -> (Volume, VolumeMount) {
     (volume, mount(PODINFO_VOLUME, PODINFO_DIR, true))
 }
 
-/// Warm pools: the warm template's sidecar command (the contract between the template, the
-/// `intake` command and the launcher's files): `intake` takes the claimer's config on
-/// `127.0.0.1:`[`INTAKE_PORT`] into [`SIDECAR_DIR`], judging senders by the annotations
-/// file of [`podinfo_volume`]; then the sidecar runs [`START_SCRIPT`] from it. `exe` is the
-/// `bot-bottle` binary in the sidecar image.
-pub fn warm_sidecar_command(exe: &str) -> Vec<String> {
-    vec![
-        "/bin/sh".to_owned(),
-        "-c".to_owned(),
-        format!(
-            "{exe} intake --listen 127.0.0.1:{INTAKE_PORT} --dir {SIDECAR_DIR} \
-             --claim-annotations {PODINFO_DIR}/{ANNOTATIONS_FILE} \
-             && exec /bin/sh {SIDECAR_DIR}/{START_SCRIPT}"
-        ),
-    ]
+/// Warm pools: the first step of the warm template's sidecar script (the contract between
+/// the template, the `intake` command and the launcher): `intake` takes the claimer's
+/// config on `127.0.0.1:`[`INTAKE_PORT`] into [`SIDECAR_DIR`], admitting only the token
+/// whose SHA-256 is the pod's [`INTAKE_TOKEN_ANNOTATION`], read from the annotations file
+/// of [`podinfo_volume`]. The script goes on (`&&`) with any steps of its own and ends with
+/// `exec /bin/sh` [`SIDECAR_DIR`]`/`[`START_SCRIPT`]. `exe` is the `bot-bottle` binary in
+/// the sidecar image.
+pub fn intake_step(exe: &str) -> String {
+    format!(
+        "{exe} intake --listen 127.0.0.1:{INTAKE_PORT} --dir {SIDECAR_DIR} \
+         --claim-annotations {PODINFO_DIR}/{ANNOTATIONS_FILE}"
+    )
 }
 
 fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
@@ -1104,13 +1101,10 @@ pub(crate) mod tests {
         assert_eq!(mount.name, volume.name);
         assert_eq!(mount.mount_path, PODINFO_DIR);
         assert_eq!(mount.read_only, Some(true));
-        let command = warm_sidecar_command("/usr/local/bin/bot-bottle");
-        assert_eq!(command[..2], ["/bin/sh", "-c"]);
         assert_eq!(
-            command[2],
+            intake_step("/usr/local/bin/bot-bottle"),
             "/usr/local/bin/bot-bottle intake --listen 127.0.0.1:3198 --dir /run/bot-bottle/sidecar \
-             --claim-annotations /run/bot-bottle/podinfo/annotations \
-             && exec /bin/sh /run/bot-bottle/sidecar/start.sh"
+             --claim-annotations /run/bot-bottle/podinfo/annotations"
         );
     }
 }

@@ -530,12 +530,17 @@ fn the_warm_template_command_runs_intake_then_the_bundle_that_releases_the_agent
         .unwrap();
     // The warm template's sidecar command.
     let intake = free_port();
-    let contract = objects::warm_sidecar_command(POD_EXE);
+    let contract = format!(
+        "{} && exec /bin/sh {}/{}",
+        objects::intake_step(POD_EXE),
+        objects::SIDECAR_DIR,
+        objects::START_SCRIPT
+    );
     let podinfo = root.join("podinfo");
     std::fs::create_dir(&podinfo).unwrap();
     let token = IntakeToken::random();
     annotate(&podinfo.join(objects::ANNOTATIONS_FILE), Some(&token));
-    let contract = here(&contract[2])
+    let contract = here(&contract)
         .replace(
             &format!("127.0.0.1:{}", objects::INTAKE_PORT),
             &intake.to_string(),

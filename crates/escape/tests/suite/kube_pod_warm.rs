@@ -200,14 +200,16 @@ fn a_warm_pod_takes_one_config_from_root_in_its_namespace_and_the_agent_only_its
     let podinfo_ro = format!("{}:{PODINFO_DIR}:ro", podinfo.path().display());
 
     // The sidecar container, as the warm template runs it: intake, then start.sh.
-    let contract = objects::warm_sidecar_command(EXE);
+    let contract = format!(
+        "{} && exec /bin/sh {SIDECAR_DIR}/{START_SCRIPT}",
+        objects::intake_step(EXE)
+    );
     let mut run = vec!["run", "-d", "--name", &sidecar, "--user", "1001:1001"];
     run.extend(hardened);
     let exe_mount = format!("{}:{EXE}:ro", exe.display());
     let tmpfs = format!("{SIDECAR_DIR}:uid=1001,gid=1001,mode=0700");
     run.extend(["-v", &exe_mount, "-v", &plan_rw, "-v", &podinfo_ro]);
-    run.extend(["--tmpfs", &tmpfs, base.as_str()]);
-    run.extend(contract.iter().map(String::as_str));
+    run.extend(["--tmpfs", &tmpfs, base.as_str(), "/bin/sh", "-c", &contract]);
     docker(&run).unwrap();
 
     // The agent container: the waiter, on the read-only plan volume, its stdin open for
