@@ -1103,6 +1103,16 @@ mod tests {
             text.contains("nothing-here") && text.contains("downwardAPI"),
             "{text}"
         );
+        // A named pipe there: refused unopened, never a hang.
+        let fifo = pod.annotations.with_file_name("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (l, _) = listener();
+        let err = receive(l, &pod.dir, &fifo).unwrap_err();
+        assert!(err.to_string().contains("named pipe"), "{err}");
         std::fs::write(&pod.annotations, "a=\"unterminated").unwrap();
         let (l, _) = listener();
         let err = receive(l, &pod.dir, &pod.annotations).unwrap_err();
