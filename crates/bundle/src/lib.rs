@@ -9,7 +9,8 @@
 //! where the agent can read it. [`check`] is the health check of a running bundle.
 //!
 //! A kubernetes warm pod's bundle (issue 21) gets its files through [`intake`] instead of a
-//! Secret, and hands the agent its plan once ready ([`plan`], [`run_with_plan`]): the
+//! Secret, from the launcher that claimed the pod only (a token whose SHA-256 the claim put
+//! in the pod's annotations), and hands the agent its plan once ready ([`plan`], [`run_with_plan`]): the
 //! agent's container runs nothing before that.
 //!
 //! This crate is the only one that knows all three sidecars: it wires an approval in

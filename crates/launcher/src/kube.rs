@@ -417,19 +417,38 @@ fn image_ref(settings: &ClusterSettings, source: &ImageSource) -> Result<String,
     Ok(settings.image_ref(&source.tag(&hash)))
 }
 
-/// The sender of a claimed warm pod's config: `bundle::intake` over the port-forward.
-pub(crate) fn warm_sender() -> Arc<backend::kubernetes::WarmSend> {
-    Arc::new(
-        |mut stream: backend::kubernetes::PortStream,
-         files: BTreeMap<String, Vec<u8>>|
-         -> backend::kubernetes::WarmSending {
-            Box::pin(async move {
-                bundle::intake::send_async(&mut stream, &files)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        },
-    )
+/// The sender of a claimed warm pod's config: `bundle::intake` over the port-forward, with
+/// a new intake token for this launch. The token stays in the send closure (it is written
+/// on the connection only); the backend is given its hash, which the claim sets as the
+/// pod's annotation, and `bundle::intake`'s retry bound and never-claimed error.
+pub(crate) fn warm_sender() -> backend::kubernetes::WarmSender {
+    use backend::kubernetes::{PortStream, WarmSendError, WarmSending};
+    use bundle::intake::{IntakeError, IntakeToken};
+    let token = Arc::new(IntakeToken::random());
+    let intake_sha256 = token.annotation_value();
+    backend::kubernetes::WarmSender {
+        send: Arc::new(
+            move |mut stream: PortStream, files: BTreeMap<String, Vec<u8>>| -> WarmSending {
+                let token = token.clone();
+                Box::pin(async move {
+                    match bundle::intake::send_async(&mut stream, &token, &files).await {
+                        Ok(()) => Ok(()),
+                        Err(IntakeError::NotClaimedYet) => Err(WarmSendError::NotClaimedYet),
+                        Err(e) => Err(WarmSendError::Failed(e.to_string())),
+                    }
+                })
+            },
+        ),
+        intake_sha256,
+        claim_wait: bundle::intake::CLAIM_WAIT,
+        never_claimed: Arc::new(|pod: &str, waited: std::time::Duration| {
+            IntakeError::NeverClaimed {
+                pod: pod.to_owned(),
+                waited,
+            }
+            .to_string()
+        }),
+    }
 }
 
 /// Builds the pod's config and files, creates the pod and attaches to the agent.
@@ -540,7 +559,7 @@ pub(super) fn launch(
     kube.clones = crate::pod::clones(&launch.agent.bottle);
     kube.termination_grace = termination_grace();
     // Warm pools: a claimed pod's config goes through the port-forward to its intake.
-    kube.warm_send = Some(backend::kubernetes::WarmSender(warm_sender()));
+    kube.warm_send = Some(warm_sender());
     debug_assert_eq!(pod_config.identity, spec.identity);
     let backend = Arc::new(
         match &options.cluster {
@@ -793,7 +812,20 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let intake_addr = listener.local_addr().unwrap();
         let into = sidecar_dir.clone();
-        let intake = std::thread::spawn(move || ::bundle::intake::receive(listener, &into));
+        // The pod as claimed: its annotations file (the downward API's) holds the token's hash.
+        let token = ::bundle::intake::IntakeToken::random();
+        let annotations = root.join(objects::ANNOTATIONS_FILE);
+        std::fs::write(
+            &annotations,
+            format!(
+                "{}=\"{}\"",
+                objects::INTAKE_TOKEN_ANNOTATION,
+                token.annotation_value()
+            ),
+        )
+        .unwrap();
+        let intake =
+            std::thread::spawn(move || ::bundle::intake::receive(listener, &into, &annotations));
         // The bundle's start replaced by printing its argv and environment.
         let script = here(&files.warm_script(&config_inside)).replace(
             &format!("exec {POD_EXE} sidecar"),
@@ -815,7 +847,7 @@ mod tests {
         sent.insert(objects::START_SCRIPT.to_owned(), script.into_bytes());
         sent.insert(warm::PLAN_FILE.to_owned(), plan.clone().into_bytes());
         let mut stream = std::net::TcpStream::connect(intake_addr).unwrap();
-        ::bundle::intake::send(&mut stream, &sent).unwrap();
+        ::bundle::intake::send(&mut stream, &token, &sent).unwrap();
         intake.join().unwrap().unwrap();
         // The port is closed: nobody sends a second config.
         assert!(std::net::TcpStream::connect(intake_addr).is_err());

@@ -998,7 +998,7 @@ mod tests {
         assert!(cluster.extensions_served().await.unwrap());
         assert!(cluster.extensions_served().await.unwrap());
         let plan = super::super::objects::tests::plan();
-        let claim = super::super::pool::claim(&plan, "bot-bottle-warm-0123");
+        let claim = super::super::pool::claim(&plan, "bot-bottle-warm-0123", &"0".repeat(64));
         let stored = cluster
             .ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap())
             .await

@@ -97,25 +97,36 @@
 //!   hardened spec, the `network` init container with the same rules (the sidecar ports are
 //!   fixed per template), no Secret, no ConfigMap, no `workspace` or `home` init container,
 //!   no bottle label. Its sidecar runs `bot-bottle intake` on [`objects::INTAKE_PORT`] (a
-//!   loopback port that is not a sidecar port: the filter refuses it to the agent's uid),
-//!   takes one config, copies the agent's read-only files into per-directory `emptyDir`s the
+//!   loopback port that is not a sidecar port: the filter refuses it to the agent's uid;
+//!   [`objects::intake_step`]), which takes one config from the claimer only: a sender
+//!   whose 32-byte token hashes (SHA-256) to the pod's [`objects::INTAKE_TOKEN_ANNOTATION`],
+//!   read at every connection from a downward API file that only the sidecar mounts
+//!   ([`objects::podinfo_volume`]); anyone else (whoever may port-forward to the pod) is
+//!   answered `refused: not claimed yet` or `refused: the token does not match`, nothing is
+//!   written, and the port keeps listening. The template never sets that annotation. The
+//!   sidecar then copies the agent's read-only files into per-directory `emptyDir`s the
 //!   agent mounts read-only, and runs the [`objects::START_SCRIPT`] it was sent; its agent
 //!   waits for a plan in [`objects::PLAN_DIR`] ([`warm`]). The sidecar has no probe: a probe
-//!   that connects would take the one config, and the pool counts a pod ready once it runs.
+//!   that connects would only be refused, and the pool counts a pod ready once it runs.
 //! * `launch` ([`KubernetesBackend::launch_pod`]) builds that template's pod for the launch
 //!   and lists the pools of its hash. With one that has a ready pod, it creates a
-//!   `SandboxClaim` named as the bottle (its labels and launcher annotation, and the claim's
-//!   name, as `additionalPodMetadata`), waits until the claim names its Sandbox and the
-//!   Sandbox its pod, checks that pod against the template's pod built now ([`podcheck`]:
-//!   a stale or altered template, an added container or host path, another filter port)
-//!   and that it is the claim's, waits until it carries the bottle's labels, then sends the
-//!   bundle's files, the start script, the agent's read-only files and the plan (the home's
-//!   first files written by the plan, then [`warm::plan_script`]) through the API server's
-//!   port-forward to the intake ([`KubernetesConfig::warm_send`], the launcher's
-//!   `bundle::intake` sender). A config planted before the claim makes this send fail (the
-//!   intake takes one). Once the agent runs the pod is checked again, and the launch goes on
-//!   as a cold one: attach, start line. Every failure after the claim deletes the claim (its
-//!   Sandbox and pod go with it); none falls back to a cold start.
+//!   `SandboxClaim` named as the bottle (its labels and launcher annotation, the claim's
+//!   name, and the hash of the launch's intake token ([`WarmSender::intake_sha256`]; the
+//!   launcher keeps the token) as `additionalPodMetadata`), waits until the claim names its
+//!   Sandbox and the Sandbox its pod, checks that pod against the template's pod built now
+//!   ([`podcheck`]: a stale or altered template, an added container, host path or mount of
+//!   the annotations, another filter port) and that it is the claim's, waits until it
+//!   carries the bottle's labels, then sends the bundle's files, the start script, the
+//!   agent's read-only files and the plan (the home's first files written by the plan,
+//!   then [`warm::plan_script`]) with the token through the API server's port-forward to
+//!   the intake ([`KubernetesConfig::warm_send`], the launcher's `bundle::intake` sender).
+//!   Until the kubelet has refreshed the sidecar's file the intake answers `not claimed
+//!   yet` and closes the connection: the send is tried again through a new port-forward
+//!   (200 ms doubling to 2 s, for [`WarmSender::claim_wait`], then an error naming the pod,
+//!   the annotation and what to check); any other refusal fails at once. Once the agent
+//!   runs the pod is checked again, and the launch goes on as a cold one: attach, start
+//!   line. Every failure after the claim deletes the claim (its Sandbox and pod go with
+//!   it); none falls back to a cold start.
 //! * Cold, with one line saying why ([`KubeBottle::start_note`], which the launcher
 //!   reports): no warm start script or sender from the launcher, `kubernetes.sandbox: false`,
 //!   no Sandbox or extensions API, `kubernetes.home_size`, an agent file in a directory a
@@ -221,23 +232,53 @@ pub struct KubernetesConfig {
     pub warm_send: Option<WarmSender>,
 }
 
-/// Sends the files (by name) on the stream and waits for the bundle's answer; the error says
-/// why the bundle did not take them.
+/// Sends the files (by name) on the stream with the launch's intake token and waits for the
+/// bundle's answer ([`WarmSendError`] says why the bundle did not take them).
 pub type WarmSend = dyn Fn(PortStream, BTreeMap<String, Vec<u8>>) -> WarmSending + Send + Sync;
 
-/// A [`WarmSend`] in the config (shown as such: it is code).
+/// A launch's sender of its warm pod's config (the launcher's `bundle::intake` sender, which
+/// keeps the launch's intake token; the backend does not depend on the bundle and never
+/// sees the token, only its hash).
 #[derive(Clone)]
-pub struct WarmSender(pub Arc<WarmSend>);
+pub struct WarmSender {
+    /// Sends on one port-forward connection.
+    pub send: Arc<WarmSend>,
+    /// The lowercase hex SHA-256 of the launch's intake token: the claim gives it to the pod
+    /// as [`objects::INTAKE_TOKEN_ANNOTATION`], and the pod's intake admits only that token.
+    pub intake_sha256: String,
+    /// How long a pod that answers "not claimed yet" (the kubelet has not refreshed the
+    /// sidecar's annotations file) is tried again (`bundle::intake::CLAIM_WAIT`).
+    pub claim_wait: Duration,
+    /// The error once `claim_wait` is spent, given the pod's name and how long it was tried
+    /// (`bundle::intake::IntakeError::NeverClaimed`'s text: what to check).
+    pub never_claimed: Arc<NeverClaimed>,
+}
 
+/// Says why a warm pod was never claimed, given its name and how long it was tried.
+pub type NeverClaimed = dyn Fn(&str, Duration) -> String + Send + Sync;
+
+/// A [`WarmSender`] in the config is shown as such: it is code, and the hash says nothing.
 impl std::fmt::Debug for WarmSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WarmSender")
     }
 }
 
+/// Why a warm pod's sidecar did not take the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarmSendError {
+    /// The sidecar answered `refused: not claimed yet`: the pod does not carry the claim's
+    /// annotation yet (or its file is not refreshed yet); it closed the connection and
+    /// keeps listening, so a new port-forward may try again.
+    NotClaimedYet,
+    /// Any other failure (the token refused, the connection failed, the config refused):
+    /// the launch fails at once.
+    Failed(String),
+}
+
 /// A [`WarmSend`] under way.
 pub type WarmSending =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WarmSendError>> + Send>>;
 
 /// What a bottle's [`PodRecord`] says of its home claim (`kubernetes.home_size`), which
 /// decides what a `launch` that does not find the claim does.
@@ -976,9 +1017,8 @@ impl KubernetesBackend {
             .config
             .warm_send
             .clone()
-            .ok_or_else(|| BackendError::InvalidSpec("no warm sender".into()))?
-            .0;
-        let claim = pool::claim(&plan, &pick.pool);
+            .ok_or_else(|| BackendError::InvalidSpec("no warm sender".into()))?;
+        let claim = pool::claim(&plan, &pick.pool, &send.intake_sha256);
         let claim_name = claim.metadata.name.clone().unwrap_or_default();
         let (pod_name, pod_uid) = self
             .runtime
@@ -1282,6 +1322,12 @@ async fn delete_bottle(
     Ok(deleted)
 }
 
+/// The first pause before a warm pod that answered "not claimed yet" is tried again; it
+/// doubles up to [`CLAIM_RETRY_MAX`] (`bundle::intake::ClaimRetry`'s policy).
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// The longest pause between two attempts on a warm pod not claimed yet.
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// A warm pool a launch takes its pod from.
 struct WarmPick {
     pool: String,
@@ -1293,14 +1339,16 @@ struct WarmPick {
 /// Claims a pod of a warm pool with `claim` and readies it for the bottle: waits until the
 /// claim names its Sandbox and the Sandbox its pod, checks the pod against `built` (and
 /// that it is the claim's), waits until it carries the bottle's labels, sends it `files`
-/// through the port-forward to [`objects::INTAKE_PORT`], and checks it again once its agent
-/// runs. Returns the pod's name and uid; on any failure the claim is deleted.
+/// through a port-forward to [`objects::INTAKE_PORT`] (a new one per attempt while the
+/// sidecar answers "not claimed yet", as [`WarmSender::claim_wait`] bounds), and checks it
+/// again once its agent runs. Returns the pod's name and uid; on any failure the claim is
+/// deleted.
 async fn claim_pod(
     cluster: &dyn Cluster,
     claim: &pool::SandboxClaim,
     built: &Pod,
     files: BTreeMap<String, Vec<u8>>,
-    send: Arc<WarmSend>,
+    sender: WarmSender,
     timeout: Duration,
 ) -> Result<(String, String), ClusterError> {
     let name = claim.metadata.name.clone().unwrap_or_default();
@@ -1405,20 +1453,45 @@ async fn claim_pod(
             failed(
                 "sidecar",
                 format!(
-                    "the warm pod's sidecar did not take the bottle's config: {e}; a pod that took a config before it was claimed (sent by someone who may port-forward to pods in `{namespace}`: `kubectl -n {namespace} get rolebindings`) refuses this one and is never run for the bottle; the claim was deleted, start the bottle again"
+                    "the warm pod's sidecar did not take the bottle's config: {e}; the claim was deleted (the pod goes with it), start the bottle again"
                 ),
             )
         };
-        let stream = to_launched_pod(cluster, &pod_name, &uid, || {
-            cluster.port_forward(&pod_name, objects::INTAKE_PORT)
-        })
-        .await
-        .map_err(|e| match e {
-            // The pod replaced or gone: said as such.
-            e @ (ClusterError::Replaced { .. } | ClusterError::Forbidden { .. }) => e,
-            e => not_taken(format!("its config port {} cannot be reached ({e})", objects::INTAKE_PORT)),
-        })?;
-        send(stream, files).await.map_err(not_taken)?;
+        // The intake admits only the launch's token, once the pod carries the claim's
+        // annotation in the sidecar's file (the kubelet refreshes it some time after the
+        // adoption); it closes a refused connection, so each attempt is a new port-forward.
+        let started = std::time::Instant::now();
+        let mut backoff = CLAIM_RETRY_FIRST;
+        loop {
+            let stream = to_launched_pod(cluster, &pod_name, &uid, || {
+                cluster.port_forward(&pod_name, objects::INTAKE_PORT)
+            })
+            .await
+            .map_err(|e| match e {
+                // The pod replaced or gone: said as such.
+                e @ (ClusterError::Replaced { .. } | ClusterError::Forbidden { .. }) => e,
+                e => not_taken(format!(
+                    "its config port {} cannot be reached ({e})",
+                    objects::INTAKE_PORT
+                )),
+            })?;
+            match (sender.send)(stream, files.clone()).await {
+                Ok(()) => break,
+                Err(WarmSendError::NotClaimedYet) => {}
+                Err(WarmSendError::Failed(e)) => return Err(not_taken(e)),
+            }
+            if started.elapsed() + backoff > sender.claim_wait {
+                return Err(failed(
+                    "sidecar",
+                    format!(
+                        "{}; the claim was deleted",
+                        (sender.never_claimed)(&pod_name, started.elapsed())
+                    ),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(CLAIM_RETRY_MAX);
+        }
         let pod = cluster
             .watch_pod(&pod_name, timeout, &|p| pod_state(p) != PodState::Starting)
             .await?;

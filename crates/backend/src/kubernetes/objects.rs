@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    ExecAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, ExecAction, KeyToPath,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
     ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
     VolumeMount, VolumeResourceRequirements,
@@ -66,6 +67,21 @@ pub const START_SCRIPT: &str = "start.sh";
 /// files: the laptop's relay reads it from the bottle's Secret once `start` is gone. A warm
 /// bottle's Secret holds this key alone ([`operator_secret`]).
 pub const OPERATOR_TOKEN_KEY: &str = "operator-token";
+/// Warm pools: the pod annotation the launcher's claim carries (in the SandboxClaim's
+/// `spec.additionalPodMetadata.annotations`; agent-sandbox's controllers copy it onto the
+/// adopted pod): the lowercase hex SHA-256 of the launch's intake token
+/// (`bundle::intake::IntakeToken::annotation_value`; the same text as
+/// `bundle::intake::TOKEN_ANNOTATION`). The warm pod's `intake` admits only the sender of
+/// that token.
+pub const INTAKE_TOKEN_ANNOTATION: &str = "bot-bottle.org/intake-sha256";
+/// Warm pools: where the warm pod's sidecar mounts its `downwardAPI` volume
+/// ([`podinfo_volume`]), read-only.
+pub const PODINFO_DIR: &str = "/run/bot-bottle/podinfo";
+/// Warm pools: the file of that volume holding the pod's annotations, one `key="value"` per
+/// line (the kubelet rewrites it when the pod's annotations change).
+pub const ANNOTATIONS_FILE: &str = "annotations";
+/// The name of the `downwardAPI` volume in a warm pod.
+pub const PODINFO_VOLUME: &str = "podinfo";
 /// Where the init container finds the nftables rules.
 pub const RULES_DIR: &str = "/run/bot-bottle/network";
 /// The ConfigMap key of the rules.
@@ -460,6 +476,45 @@ pub(super) fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
         }),
         ..Default::default()
     }
+}
+
+/// Warm pools: the sidecar's `downwardAPI` volume of the pod's annotations and its
+/// read-only mount at [`PODINFO_DIR`] (file [`ANNOTATIONS_FILE`]), from which `bot-bottle
+/// intake --claim-annotations` learns the claim's [`INTAKE_TOKEN_ANNOTATION`]. Only the
+/// sidecar container mounts it. The file holds no secret (a hash), mode 0444 so that the
+/// sidecar's uid reads it whatever the runtime's owner.
+pub fn podinfo_volume() -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: PODINFO_VOLUME.to_owned(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            default_mode: Some(0o444),
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: ANNOTATIONS_FILE.to_owned(),
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: Some("v1".to_owned()),
+                    field_path: "metadata.annotations".to_owned(),
+                }),
+                mode: Some(0o444),
+                resource_field_ref: None,
+            }]),
+        }),
+        ..Default::default()
+    };
+    (volume, mount(PODINFO_VOLUME, PODINFO_DIR, true))
+}
+
+/// Warm pools: the first step of the warm template's sidecar script (the contract between
+/// the template, the `intake` command and the launcher): `intake` takes the claimer's
+/// config on `127.0.0.1:`[`INTAKE_PORT`] into [`SIDECAR_DIR`], admitting only the token
+/// whose SHA-256 is the pod's [`INTAKE_TOKEN_ANNOTATION`], read from the annotations file
+/// of [`podinfo_volume`]. The script goes on (`&&`) with any steps of its own and ends with
+/// `exec /bin/sh` [`SIDECAR_DIR`]`/`[`START_SCRIPT`]. `exe` is the `bot-bottle` binary in
+/// the sidecar image.
+pub fn intake_step(exe: &str) -> String {
+    format!(
+        "{exe} intake --listen 127.0.0.1:{INTAKE_PORT} --dir {SIDECAR_DIR} \
+         --claim-annotations {PODINFO_DIR}/{ANNOTATIONS_FILE}"
+    )
 }
 
 pub(super) fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
@@ -1064,5 +1119,35 @@ pub(crate) mod tests {
         let mut p = plan();
         p.home_files[0].inside = "../etc/passwd".into();
         assert!(bottle_objects(&p).unwrap_err().0.contains("without `..`"));
+    }
+
+    /// The warm pod's sidecar volume: the pod's annotations through the downward API, one
+    /// file, read-only, at the path the contract command reads.
+    #[test]
+    fn the_podinfo_volume_carries_the_annotations_file_read_only() {
+        let (volume, mount) = podinfo_volume();
+        let json = serde_json::to_value(&volume).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "podinfo",
+                "downwardAPI": {
+                    "defaultMode": 0o444,
+                    "items": [{
+                        "path": "annotations",
+                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.annotations"},
+                        "mode": 0o444,
+                    }],
+                },
+            })
+        );
+        assert_eq!(mount.name, volume.name);
+        assert_eq!(mount.mount_path, PODINFO_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(
+            intake_step("/usr/local/bin/bot-bottle"),
+            "/usr/local/bin/bot-bottle intake --listen 127.0.0.1:3198 --dir /run/bot-bottle/sidecar \
+             --claim-annotations /run/bot-bottle/podinfo/annotations"
+        );
     }
 }

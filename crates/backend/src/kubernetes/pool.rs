@@ -9,7 +9,10 @@
 //! same rules (the sidecar ports are fixed per template; the rules are in the init
 //! container's environment, there being no ConfigMap), and nothing of any bottle — no
 //! Secret, no ConfigMap, no `workspace` or `home` init container, no bottle label. Its
-//! sidecar waits for the bottle's config on [`INTAKE_PORT`] (`bot-bottle intake`, once),
+//! sidecar waits for the bottle's config on [`INTAKE_PORT`] (`bot-bottle intake`, which
+//! admits only the sender whose token hashes to the pod's
+//! [`objects::INTAKE_TOKEN_ANNOTATION`], given by the claim and read from a downward API
+//! file only the sidecar mounts: [`objects::intake_step`], [`objects::podinfo_volume`]),
 //! copies the agent's read-only files into their directories, then runs the
 //! [`START_SCRIPT`] it was sent; its agent waits for a plan in [`PLAN_DIR`]
 //! ([`super::warm::WAITER`]). The agent's read-only files (the CA bundle, the bottle's CA)
@@ -333,9 +336,7 @@ pub fn warm_pod(plan: &PodPlan) -> Result<WarmTemplate, PlanError> {
             (f.inside.clone(), n)
         })
         .collect();
-    let mut steps = vec![format!(
-        "{POD_EXE} intake --listen 127.0.0.1:{INTAKE_PORT} --dir {SIDECAR_DIR}"
-    )];
+    let mut steps = vec![objects::intake_step(POD_EXE)];
     for (n, (inside, dir)) in files.iter().enumerate() {
         steps.push(format!(
             "cat {SIDECAR_DIR}/{} > {}",
@@ -349,6 +350,9 @@ pub fn warm_pod(plan: &PodPlan) -> Result<WarmTemplate, PlanError> {
         objects::mount("sidecar-tmp", "/tmp", false),
         objects::mount("plan", PLAN_DIR, false),
     ];
+    // The pod's annotations (the claim's token hash), for the sidecar alone.
+    let (podinfo, podinfo_mount) = objects::podinfo_volume();
+    sidecar_mounts.push(podinfo_mount);
     for n in 0..dirs.len() {
         sidecar_mounts.push(objects::mount(
             &format!("agent-files-{n}"),
@@ -372,9 +376,9 @@ pub fn warm_pod(plan: &PodPlan) -> Result<WarmTemplate, PlanError> {
         ]),
         env: Some(objects::env_list(&env)),
         restart_policy: Some("Always".to_owned()),
-        // No probe: a probe that connects would take the one config the intake listens
-        // for, and one that execs could only say that the process runs, which the kubelet
-        // knows. The pool counts the pod ready once it runs; the bundle's readiness after
+        // No probe: a probe that connects would only be refused by the intake (it
+        // admits the claimer's token alone), and one that execs could only say that the
+        // process runs, which the kubelet knows. The pool counts the pod ready once it runs; the bundle's readiness after
         // its config is what the agent waits for (the plan is published once every
         // sidecar is ready).
         volume_mounts: Some(sidecar_mounts),
@@ -426,6 +430,7 @@ pub fn warm_pod(plan: &PodPlan) -> Result<WarmTemplate, PlanError> {
         objects::empty_dir("workspace", false, "20Gi"),
         objects::empty_dir("tmp", true, "1Gi"),
         objects::empty_dir("sidecar-tmp", true, "256Mi"),
+        podinfo,
     ]);
     let spec = PodSpec {
         init_containers: Some(vec![network, sidecar]),
@@ -536,8 +541,9 @@ pub fn pool_yaml(
 
 /// The claim of bottle `plan.identity` on pool `pool`: named, labelled and annotated as the
 /// bottle's objects, its `additionalPodMetadata` giving the pod the bottle's labels, its
-/// launcher and the claim's name.
-pub fn claim(plan: &PodPlan, pool: &str) -> SandboxClaim {
+/// launcher, the claim's name and [`objects::INTAKE_TOKEN_ANNOTATION`] = `intake_sha256`
+/// (the hex SHA-256 of the launch's intake token: the pod's intake admits only that token).
+pub fn claim(plan: &PodPlan, pool: &str, intake_sha256: &str) -> SandboxClaim {
     let name = objects::object_name(&plan.identity);
     let labels = objects::labels(&plan.identity);
     let annotations = BTreeMap::from([
@@ -563,7 +569,14 @@ pub fn claim(plan: &PodPlan, pool: &str) -> SandboxClaim {
             },
             additional_pod_metadata: SandboxPodMetadata {
                 labels: Some(labels),
-                annotations: Some(annotations),
+                annotations: Some({
+                    let mut pod = annotations;
+                    pod.insert(
+                        objects::INTAKE_TOKEN_ANNOTATION.to_owned(),
+                        intake_sha256.to_owned(),
+                    );
+                    pod
+                }),
             },
         },
         status: None,
@@ -668,6 +681,34 @@ mod tests {
         assert_eq!(back, t);
         let back: SandboxWarmPool = serde_saphyr::from_str(docs[1]).unwrap();
         assert_eq!(back, p);
+        // The template never sets the intake's token annotation (only a claim does), and
+        // only the sidecar mounts the pod's annotations.
+        assert!(!yaml.contains(objects::INTAKE_TOKEN_ANNOTATION), "{yaml}");
+        let spec = template.pod.spec.as_ref().unwrap();
+        let mounting: Vec<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .filter(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == objects::PODINFO_VOLUME)
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(mounting, vec!["sidecar"]);
+    }
+
+    /// The claim gives the pod the launch's token hash; the claim's own metadata need not.
+    #[test]
+    fn the_claim_gives_the_pod_the_intake_token_hash() {
+        let hash = "ab".repeat(32);
+        let claim = claim(&plan(), "bot-bottle-warm-0123", &hash);
+        let pod = claim.spec.additional_pod_metadata.annotations.unwrap();
+        assert_eq!(pod[objects::INTAKE_TOKEN_ANNOTATION], hash);
+        assert_eq!(pod[ANNOTATION_CLAIM], "bot-bottle-claude-1a2b3");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Warm-pool groundwork (issue 21; not wired: no template, claim or launch uses it yet): the
-//! agent container's waiter and the plan it runs.
+//! Warm pools (issue 21): the agent container's waiter and the plan it runs (the warm
+//! template's agent runs [`WAITER`]; a claimed pod is sent [`plan_script`]'s plan).
 //!
 //! A warm pod is made before any bottle claims it, so its agent container cannot carry the
 //! bottle's command, environment or clones. Its command is [`WAITER`] instead: it waits

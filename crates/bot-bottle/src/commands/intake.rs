@@ -4,7 +4,10 @@
 //! the launcher through the API server's port-forward (`bundle::intake`), then its script
 //! runs the bundle on them. Loopback only: the pod's other addresses are reachable from the
 //! whole cluster network, while loopback is reached only from inside the pod's network
-//! namespace (the packet filter refuses the port to the agent's uid).
+//! namespace (the packet filter refuses the port to the agent's uid); within it, only the
+//! launcher that made the claim is admitted: its token's SHA-256 must be the pod's
+//! `bot-bottle.org/intake-sha256` annotation, read from the downward API file given by
+//! `--claim-annotations` at every connection (others are refused, and it keeps listening).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -20,6 +23,11 @@ pub struct Args {
     /// The empty directory the config's files are written into (read-only)
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+    /// The pod's annotations as the kubelet writes them (a downwardAPI volume's
+    /// metadata.annotations file): a sender is admitted only with the token whose SHA-256
+    /// the claim put there
+    #[arg(long, value_name = "FILE")]
+    pub claim_annotations: PathBuf,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -35,7 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.listen
         )
     })?;
-    let written = bundle::intake::receive(listener, &args.dir).with_context(|| {
+    let written = bundle::intake::receive(listener, &args.dir, &args.claim_annotations)
+        .with_context(|| {
         format!(
             "no config was taken into {} on {}; the sidecar does not start without one (the launcher's send fails: start the bottle again)",
             args.dir.display(),

@@ -237,6 +237,11 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
     )
     .unwrap();
     let sidecar_s = sidecar_json.to_str().unwrap();
+    // A warm pod's empty config directory (`intake --claim-annotations` reads the pod's
+    // annotations before it listens).
+    let intake_dir = dir.path("intake");
+    std::fs::create_dir(&intake_dir).unwrap();
+    let intake_dir_s = intake_dir.to_str().unwrap();
     let plan_dir = dir.path("plan");
     std::fs::create_dir(&plan_dir).unwrap();
     let plan_dir_s = plan_dir.to_str().unwrap();
@@ -323,6 +328,32 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
                 "/dev/zero",
                 "--plan-dir",
                 plan_dir_s,
+            ],
+            "/dev/zero",
+        ),
+        (
+            "intake --claim-annotations FIFO",
+            vec![
+                "intake",
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+                intake_dir_s,
+                "--claim-annotations",
+                fifo_s,
+            ],
+            fifo_s,
+        ),
+        (
+            "intake --claim-annotations device",
+            vec![
+                "intake",
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+                intake_dir_s,
+                "--claim-annotations",
+                "/dev/zero",
             ],
             "/dev/zero",
         ),

@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+use backend::kubernetes::objects;
+use bundle::intake::{self, IntakeToken};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use test_support::eventually;
@@ -26,16 +28,23 @@ fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// `bot-bottle intake --listen ADDR --dir DIR`, started; returns once it listens (a probe
-/// connection would take its one config, so the wait is on the socket table instead).
-fn start_intake(addr: SocketAddr, dir: &Path) -> Child {
+/// `bot-bottle intake --listen ADDR --dir DIR --claim-annotations FILE`, started; returns
+/// once it listens (waited for on the socket table rather than by a probe connection).
+fn start_intake(addr: SocketAddr, dir: &Path, annotations: &Path) -> Child {
     let child = bot_bottle()
         .args(["intake", "--listen", &addr.to_string(), "--dir"])
         .arg(dir)
+        .arg("--claim-annotations")
+        .arg(annotations)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    wait_listening(addr);
+    child
+}
+
+fn wait_listening(addr: SocketAddr) {
     let hex = format!(":{:04X}", addr.port());
     eventually("intake listening", || {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -49,7 +58,6 @@ fn start_intake(addr: SocketAddr, dir: &Path) -> Child {
             })
             .then_some(())
     });
-    child
 }
 
 fn config() -> BTreeMap<String, Vec<u8>> {
@@ -60,23 +68,81 @@ fn config() -> BTreeMap<String, Vec<u8>> {
     ])
 }
 
-/// The launcher's send is taken: every file, read-only, one line on stdout, exit 0; then
-/// the port is closed and a second sender is refused.
-#[test]
-fn intake_takes_one_config_then_refuses_any_other() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("sidecar");
+/// The pod's downward API file as the kubelet writes it (sorted `key="value"` lines, Go
+/// quoting, no final newline), claimed by `token` or not yet.
+fn annotate(file: &Path, token: Option<&IntakeToken>) {
+    let mut lines = vec![r#"agents.x-k8s.io/pod-name="demo""#.to_owned()];
+    if let Some(token) = token {
+        lines.push(format!(
+            "{}=\"{}\"",
+            objects::INTAKE_TOKEN_ANNOTATION,
+            token.annotation_value()
+        ));
+    }
+    lines.push(r#"z.example/odd="a=\"b\"\n\tc""#.to_owned());
+    std::fs::write(file, lines.join("\n")).unwrap();
+}
+
+/// A sidecar's volumes: the empty config directory and the annotations file (not claimed).
+fn pod_dirs(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = tmp.join("sidecar");
     std::fs::create_dir(&dir).unwrap();
+    let annotations = tmp.join("annotations");
+    annotate(&annotations, None);
+    (dir, annotations)
+}
+
+/// The bundle's annotation and the backend's are one text (the backend puts it in the
+/// claim, the sidecar reads it).
+#[test]
+fn the_sidecar_reads_the_annotation_the_backend_sets() {
+    assert_eq!(
+        bundle::intake::TOKEN_ANNOTATION,
+        objects::INTAKE_TOKEN_ANNOTATION
+    );
+}
+
+/// Issue 21's hole, through the binary: before the claim anyone who reaches the port (root
+/// in the pod's namespace: a port-forward) is refused `not claimed yet`, after it another
+/// token is refused; nothing is written, the command keeps listening and logs each refusal
+/// (never a token); the claimer's send is then taken: every file, read-only, one line on
+/// stdout, exit 0; and the port is closed.
+#[test]
+fn intake_refuses_all_but_the_claimer_then_takes_its_config_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, annotations) = pod_dirs(tmp.path());
     let addr = free_port();
-    let child = start_intake(addr, &dir);
-    let mut stream = TcpStream::connect(addr).unwrap();
-    bundle::intake::send(&mut stream, &config()).unwrap();
+    let mut child = start_intake(addr, &dir, &annotations);
+    let token = IntakeToken::random();
+    let planted = BTreeMap::from([("start.sh".to_owned(), b"touch pwned\n".to_vec())]);
+    let err = intake::send(&mut TcpStream::connect(addr).unwrap(), &token, &planted).unwrap_err();
+    assert!(matches!(err, intake::IntakeError::NotClaimedYet), "{err}");
+    annotate(&annotations, Some(&token));
+    let other = IntakeToken::random();
+    let err = intake::send(&mut TcpStream::connect(addr).unwrap(), &other, &planted).unwrap_err();
+    assert!(
+        err.to_string().contains("the token does not match"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    assert!(child.try_wait().unwrap().is_none(), "intake stopped");
+
+    intake::send(&mut TcpStream::connect(addr).unwrap(), &token, &config()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert_eq!(
         text(&out.stdout),
         format!("took the bottle's config: 3 files into {}\n", dir.display())
     );
+    assert!(
+        err.contains("a connection was refused: not claimed yet")
+            && err.contains("a connection was refused: the token does not match"),
+        "{err}"
+    );
+    for t in [&token, &other] {
+        assert!(!err.contains(&t.annotation_value()), "{err}");
+    }
     for (name, content) in config() {
         assert_eq!(std::fs::read(dir.join(&name)).unwrap(), content, "{name}");
         let mode = std::fs::metadata(dir.join(&name))
@@ -85,6 +151,7 @@ fn intake_takes_one_config_then_refuses_any_other() {
             .mode();
         assert_eq!(mode & 0o777, 0o400, "{name}");
     }
+    assert!(!tmp.path().join("pwned").exists() && !dir.join("pwned").exists());
     let second = TcpStream::connect(addr);
     assert_eq!(
         second.err().map(|e| e.kind()),
@@ -93,18 +160,60 @@ fn intake_takes_one_config_then_refuses_any_other() {
     );
 }
 
-/// A stream that is not a config: the sender is told why, nothing is written, and the
-/// command fails naming the directory and the address (the container then stops: the
-/// bundle never runs without its config).
+/// The kubelet's lag: the annotation appears in the file after the launcher's first
+/// attempt; the retrying send gets through. A planted connection that stalls before it
+/// delays it by the bound at most and does not keep it out.
+#[test]
+fn intake_takes_the_retrying_claimer_once_the_annotation_appears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, annotations) = pod_dirs(tmp.path());
+    let addr = free_port();
+    let child = start_intake(addr, &dir, &annotations);
+    let stalled = TcpStream::connect(addr).unwrap();
+    let token = IntakeToken::random();
+    let mut attempts = 0;
+    intake::send_when_claimed(
+        "bot-bottle-demo",
+        || {
+            attempts += 1;
+            if attempts == 2 {
+                annotate(&annotations, Some(&token));
+            }
+            TcpStream::connect(addr).map_err(|source| intake::IntakeError::Io {
+                action: "connect",
+                source,
+            })
+        },
+        &token,
+        &config(),
+        intake::CLAIM_WAIT,
+    )
+    .unwrap();
+    assert_eq!(attempts, 2);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    assert!(
+        text(&out.stderr).contains("were not sent within 5 s"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(stalled);
+}
+
+/// The claimer's stream that is not a config: the sender is told why, nothing is written,
+/// and the command fails naming the directory and the address (the container then stops:
+/// the bundle never runs without its config).
 #[test]
 fn intake_writes_nothing_of_a_malformed_config_and_fails() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("sidecar");
-    std::fs::create_dir(&dir).unwrap();
+    let (dir, annotations) = pod_dirs(tmp.path());
+    let token = IntakeToken::random();
+    annotate(&annotations, Some(&token));
     let addr = free_port();
-    let child = start_intake(addr, &dir);
+    let child = start_intake(addr, &dir, &annotations);
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut bytes = bundle::intake::MAGIC.to_vec();
+    let mut bytes = intake::header(&token);
     bytes.extend_from_slice(&13u16.to_be_bytes());
     bytes.extend_from_slice(b"../etc/passwd");
     bytes.extend_from_slice(&1u32.to_be_bytes());
@@ -114,7 +223,7 @@ fn intake_writes_nothing_of_a_malformed_config_and_fails() {
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    assert!(answer.starts_with("refused: "), "{answer:?}");
+    assert!(answer.starts_with("go\nrefused: "), "{answer:?}");
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -130,31 +239,42 @@ fn intake_writes_nothing_of_a_malformed_config_and_fails() {
     assert_eq!(text(&out.stdout), "");
 }
 
-/// Not loopback, or a directory that holds something: refused before anything listens.
+/// Refused before anything listens: not loopback, a directory that holds something, no
+/// `--claim-annotations`, an annotations file that is missing or not the kubelet's format.
 #[test]
-fn intake_refuses_another_address_than_loopback_and_a_directory_not_empty() {
+fn intake_refuses_a_bad_address_directory_or_annotations_file_before_listening() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = bot_bottle()
-        .args(["intake", "--listen", "0.0.0.0:3198", "--dir"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let (dir, annotations) = pod_dirs(tmp.path());
+    let run = |listen: &str, dir: &Path, annotations: Option<&Path>| {
+        let mut cmd = bot_bottle();
+        cmd.args(["intake", "--listen", listen, "--dir"]).arg(dir);
+        if let Some(a) = annotations {
+            cmd.arg("--claim-annotations").arg(a);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{listen}");
+        text(&out.stderr)
+    };
+    let err = run("0.0.0.0:3198", &dir, Some(&annotations));
     assert!(
         err.contains("0.0.0.0:3198 is not a loopback address") && err.contains("127.0.0.1:<port>"),
         "{err}"
     );
-
-    std::fs::write(tmp.path().join("sidecar.json"), "{}").unwrap();
     let addr = free_port();
-    let out = bot_bottle()
-        .args(["intake", "--listen", &addr.to_string(), "--dir"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = run(&addr.to_string(), &dir, None);
+    assert!(err.contains("--claim-annotations <FILE>"), "{err}");
+    let missing = tmp.path().join("no-podinfo");
+    let err = run(&addr.to_string(), &dir, Some(&missing));
+    assert!(
+        err.contains(&missing.display().to_string()) && err.contains("downwardAPI"),
+        "{err}"
+    );
+    std::fs::write(&annotations, "bot-bottle.org/intake-sha256=unquoted").unwrap();
+    let err = run(&addr.to_string(), &dir, Some(&annotations));
+    assert!(err.contains("cannot parse it"), "{err}");
+    annotate(&annotations, None);
+    std::fs::write(dir.join("sidecar.json"), "{}").unwrap();
+    let err = run(&addr.to_string(), &dir, Some(&annotations));
     assert!(err.contains("is not empty"), "{err}");
     assert!(
         TcpStream::connect(addr).is_err(),
@@ -346,7 +466,7 @@ fn plan_flags_go_together() {
 /// `sh` running it. The pod's paths stand elsewhere (the same text replaced in the files).
 #[test]
 fn the_warm_template_command_runs_intake_then_the_bundle_that_releases_the_agent() {
-    use backend::kubernetes::{objects, warm};
+    use backend::kubernetes::warm;
     use launcher::kube::{POD_EXE, POD_HOME, PodGate, pod_config};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -411,13 +531,23 @@ fn the_warm_template_command_runs_intake_then_the_bundle_that_releases_the_agent
     // The warm template's sidecar command.
     let intake = free_port();
     let contract = format!(
-        "{POD_EXE} intake --listen {intake} --dir {} && exec /bin/sh {}/{}",
-        objects::SIDECAR_DIR,
+        "{} && exec /bin/sh {}/{}",
+        objects::intake_step(POD_EXE),
         objects::SIDECAR_DIR,
         objects::START_SCRIPT
     );
+    let podinfo = root.join("podinfo");
+    std::fs::create_dir(&podinfo).unwrap();
+    let token = IntakeToken::random();
+    annotate(&podinfo.join(objects::ANNOTATIONS_FILE), Some(&token));
+    let contract = here(&contract)
+        .replace(
+            &format!("127.0.0.1:{}", objects::INTAKE_PORT),
+            &intake.to_string(),
+        )
+        .replace(objects::PODINFO_DIR, podinfo.to_str().unwrap());
     let mut sidecar = Command::new("/bin/sh")
-        .args(["-c", &here(&contract)])
+        .args(["-c", &contract])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -461,7 +591,7 @@ fn the_warm_template_command_runs_intake_then_the_bundle_that_releases_the_agent
     );
     sent.insert(warm::PLAN_FILE.to_owned(), plan.clone().into_bytes());
     let mut stream = TcpStream::connect(intake).unwrap();
-    bundle::intake::send(&mut stream, &sent).unwrap();
+    intake::send(&mut stream, &token, &sent).unwrap();
 
     // intake's line, then the bundle's `ready`; then the plan, with egress listening.
     let mut lines = std::io::BufReader::new(sidecar.stdout.take().unwrap()).lines();

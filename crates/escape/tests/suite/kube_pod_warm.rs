@@ -7,8 +7,13 @@
 //! With the pod's real ruleset applied, judged from what each side can do:
 //! * the agent's uid cannot reach the intake port nor the operator port; root in the pod's
 //!   namespace (what the kubelet's port-forward connects as) reaches both;
-//! * the sidecar takes one config, sent by root from inside the namespace (a thread of this
-//!   test `setns`ed into it), and refuses a second;
+//! * root in the namespace (a port-forward: anyone allowed `pods/portforward`) without the
+//!   claim's token is refused — before the claim and with another token after it — and its
+//!   planted config is never written nor its `start.sh` run; the port keeps listening;
+//! * the sidecar takes the config of the launcher whose token's SHA-256 is the pod's claim
+//!   annotation (a file standing in for the downward API's, mounted read-only where the
+//!   template mounts it), sent by root from inside the namespace (a thread of this test
+//!   `setns`ed into it), and refuses a second;
 //! * the agent cannot write a plan itself, and runs nothing until the bundle, started on
 //!   the config, is ready and publishes the plan; then it runs the plan's command, which
 //!   reaches egress.
@@ -20,8 +25,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use backend::kubernetes::objects::{INTAKE_PORT, PLAN_DIR, SIDECAR_DIR, START_SCRIPT};
+use backend::kubernetes::objects::{
+    self, ANNOTATIONS_FILE, INTAKE_PORT, INTAKE_TOKEN_ANNOTATION, PLAN_DIR, PODINFO_DIR,
+    SIDECAR_DIR, START_SCRIPT,
+};
 use backend::kubernetes::{OPERATOR_PORT, warm};
+use bundle::intake::{self, IntakeToken};
 
 use super::docker::{base_image, docker};
 use super::kube_pod::{Pod, apply_ruleset, connect_script, missing, run_in_pod};
@@ -45,7 +54,7 @@ fn in_netns<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// Whether something listens on `127.0.0.1:port` in the namespace of `pid` (read from its
-/// socket table: a probe connection would take the intake's one config).
+/// socket table: a probe connection would be a refused sender in the intake's log).
 fn listens(pid: u32, port: u16) -> bool {
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     let local = format!("0100007F:{port:04X}");
@@ -53,6 +62,22 @@ fn listens(pid: u32, port: u16) -> bool {
         let cols: Vec<&str> = l.split_whitespace().collect();
         cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A")
     })
+}
+
+/// Writes the pod's annotations file as the kubelet does: the whole file replaced at once
+/// (here by a rename; the kubelet swaps a symlink), sorted `key="value"` lines.
+fn annotate(dir: &std::path::Path, token: Option<&IntakeToken>) {
+    let mut text = r#"agents.x-k8s.io/pod-name="bbk-warm""#.to_owned();
+    if let Some(token) = token {
+        text.push_str(&format!(
+            "\n{INTAKE_TOKEN_ANNOTATION}=\"{}\"",
+            token.annotation_value()
+        ));
+    }
+    let tmp = dir.join(".annotations.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::rename(&tmp, dir.join(ANNOTATIONS_FILE)).unwrap();
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -168,16 +193,23 @@ fn a_warm_pod_takes_one_config_from_root_in_its_namespace_and_the_agent_only_its
         "org.bot-bottle.test=true",
     ];
 
+    // The pod's annotations, as the downward API volume shows them: not claimed yet.
+    let podinfo = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(podinfo.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    annotate(podinfo.path(), None);
+    let podinfo_ro = format!("{}:{PODINFO_DIR}:ro", podinfo.path().display());
+
     // The sidecar container, as the warm template runs it: intake, then start.sh.
     let contract = format!(
-        "{EXE} intake --listen 127.0.0.1:{INTAKE_PORT} --dir {SIDECAR_DIR} && exec /bin/sh {SIDECAR_DIR}/{START_SCRIPT}"
+        "{} && exec /bin/sh {SIDECAR_DIR}/{START_SCRIPT}",
+        objects::intake_step(EXE)
     );
     let mut run = vec!["run", "-d", "--name", &sidecar, "--user", "1001:1001"];
     run.extend(hardened);
     let exe_mount = format!("{}:{EXE}:ro", exe.display());
     let tmpfs = format!("{SIDECAR_DIR}:uid=1001,gid=1001,mode=0700");
-    run.extend(["-v", &exe_mount, "-v", &plan_rw, "--tmpfs", &tmpfs]);
-    run.extend([base.as_str(), "/bin/sh", "-c", &contract]);
+    run.extend(["-v", &exe_mount, "-v", &plan_rw, "-v", &podinfo_ro]);
+    run.extend(["--tmpfs", &tmpfs, base.as_str(), "/bin/sh", "-c", &contract]);
     docker(&run).unwrap();
 
     // The agent container: the waiter, on the read-only plan volume, its stdin open for
@@ -242,7 +274,40 @@ fn a_warm_pod_takes_one_config_from_root_in_its_namespace_and_the_agent_only_its
     assert!(listens(pid, INTAKE_PORT));
     assert!(agent_child.try_wait().unwrap().is_none());
 
-    // The launcher's send, as root in the namespace: taken.
+    // A planter: root in the namespace (what a port-forward is) before the claim, with any
+    // token, then after the claim with another one. Its start.sh would leave a mark in the
+    // plan volume, which the sidecar's uid can write.
+    let planted = BTreeMap::from([
+        (
+            START_SCRIPT.to_owned(),
+            format!("touch {PLAN_DIR}/planted-start-ran\n").into_bytes(),
+        ),
+        ("sidecar.json".to_owned(), b"{}".to_vec()),
+    ]);
+    let token = IntakeToken::random();
+    let files = planted.clone();
+    let refused = in_netns(pid, move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", INTAKE_PORT)).unwrap();
+        intake::send(&mut stream, &IntakeToken::random(), &files).unwrap_err()
+    });
+    assert!(
+        matches!(refused, intake::IntakeError::NotClaimedYet),
+        "{refused}"
+    );
+    annotate(podinfo.path(), Some(&token));
+    let files = planted.clone();
+    let refused = in_netns(pid, move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", INTAKE_PORT)).unwrap();
+        intake::send(&mut stream, &IntakeToken::random(), &files).unwrap_err()
+    });
+    assert!(refused.to_string().contains(intake::MISMATCH), "{refused}");
+    // Nothing planted was written, nothing ran, the port still listens.
+    let held = docker(&["exec", &sidecar, "/bin/ls", "-A", SIDECAR_DIR]).unwrap();
+    assert_eq!(held.trim(), "", "the sidecar holds planted files");
+    assert_eq!(std::fs::read_dir(plan_dir.path()).unwrap().count(), 0);
+    assert!(listens(pid, INTAKE_PORT));
+
+    // The launcher's send, as root in the namespace, with the claim's token: taken.
     let plan = warm::plan_script(
         &[
             "python3".to_owned(),
@@ -259,8 +324,21 @@ fn a_warm_pod_takes_one_config_from_root_in_its_namespace_and_the_agent_only_its
     .unwrap();
     let files = config(&plan);
     in_netns(pid, move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", INTAKE_PORT)).unwrap();
-        bundle::intake::send(&mut stream, &files).unwrap();
+        intake::send_when_claimed(
+            "bbk-warm",
+            || {
+                TcpStream::connect(("127.0.0.1", INTAKE_PORT)).map_err(|source| {
+                    intake::IntakeError::Io {
+                        action: "connect",
+                        source,
+                    }
+                })
+            },
+            &token,
+            &files,
+            intake::CLAIM_WAIT,
+        )
+        .unwrap();
     });
     // A second sender (a planted config after the launcher's, or the other way round) is
     // refused: the port is closed.
@@ -283,6 +361,10 @@ fn a_warm_pod_takes_one_config_from_root_in_its_namespace_and_the_agent_only_its
         published.exists()
     });
     assert_eq!(std::fs::read_to_string(&published).unwrap(), plan);
+    assert!(
+        !plan_dir.path().join("planted-start-ran").exists(),
+        "the planted start.sh ran"
+    );
     let mode = std::fs::metadata(&published).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o444);
     // Root in the namespace reaches the operator port (the relay's port-forward); the

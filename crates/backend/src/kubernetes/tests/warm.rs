@@ -14,53 +14,85 @@ use pretty_assertions::assert_eq;
 /// What a fake intake got: the files by name.
 type Got = Arc<std::sync::Mutex<Option<BTreeMap<String, Vec<u8>>>>>;
 
-/// The test's sender: the files as JSON, then the answer read back (the launcher's real
-/// sender, `bundle::intake`, is tested end to end in the launcher's tests).
-fn json_sender() -> Arc<WarmSend> {
-    Arc::new(
+/// The hash the test's sender gives the claim (the launcher's gives its token's SHA-256).
+const INTAKE_SHA256: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// What the test's never-claimed error starts with.
+const NEVER_CLAIMED: &str = "never claimed:";
+
+/// The test's sender: the files as JSON, then the answer read back; `refused: not claimed
+/// yet` is the intake's answer before the pod carries the claim's annotation (the
+/// launcher's real sender, `bundle::intake` with its token, is tested end to end in the
+/// launcher's tests).
+fn json_sender(claim_wait: Duration) -> WarmSender {
+    let send: Arc<WarmSend> = Arc::new(
         |mut stream: PortStream, files: BTreeMap<String, Vec<u8>>| -> WarmSending {
             Box::pin(async move {
-                let bytes = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
-                stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
-                stream.shutdown().await.map_err(|e| e.to_string())?;
+                let failed = |e: std::io::Error| WarmSendError::Failed(e.to_string());
+                let bytes = serde_json::to_vec(&files).unwrap();
+                stream.write_all(&bytes).await.map_err(failed)?;
+                stream.shutdown().await.map_err(failed)?;
                 let mut answer = String::new();
-                stream
-                    .read_to_string(&mut answer)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                stream.read_to_string(&mut answer).await.map_err(failed)?;
                 match answer.trim_end() {
                     "ok" => Ok(()),
-                    "" => Err("it closed the connection without an answer".into()),
-                    other => Err(other.to_owned()),
+                    "refused: not claimed yet" => Err(WarmSendError::NotClaimedYet),
+                    "" => Err(WarmSendError::Failed(
+                        "it closed the connection without an answer".into(),
+                    )),
+                    other => Err(WarmSendError::Failed(other.to_owned())),
                 }
             })
         },
-    )
+    );
+    WarmSender {
+        send,
+        intake_sha256: INTAKE_SHA256.to_owned(),
+        claim_wait,
+        never_claimed: Arc::new(|pod: &str, waited: Duration| {
+            format!("{NEVER_CLAIMED} pod {pod} after {} ms", waited.as_millis())
+        }),
+    }
 }
 
-/// A listener on loopback taking one config as the intake does (one connection, then
-/// closed).
-fn intake() -> (SocketAddr, Got, std::thread::JoinHandle<()>) {
+/// A listener on loopback playing the intake: the first `refusals` connections are
+/// answered `refused: not claimed yet` and closed (the pod's annotation not there yet),
+/// the next one's config is taken, then the port is closed. Returns the configs' count of
+/// connections too.
+fn intake_after(refusals: usize) -> (SocketAddr, Got, std::thread::JoinHandle<usize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let got: Got = Arc::default();
     let into = got.clone();
     let handle = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        drop(listener);
-        let mut bytes = Vec::new();
-        stream.read_to_end(&mut bytes).unwrap();
-        *into.lock().unwrap() = serde_json::from_slice(&bytes).ok();
-        stream.write_all(b"ok\n").unwrap();
+        let mut connections = 0;
+        loop {
+            let (mut stream, _) = listener.accept().unwrap();
+            connections += 1;
+            let mut bytes = Vec::new();
+            stream.read_to_end(&mut bytes).unwrap();
+            if connections <= refusals {
+                stream.write_all(b"refused: not claimed yet\n").unwrap();
+                continue;
+            }
+            *into.lock().unwrap() = serde_json::from_slice(&bytes).ok();
+            stream.write_all(b"ok\n").unwrap();
+            return connections;
+        }
     });
     (addr, got, handle)
+}
+
+/// [`intake_after`] with the pod claimed from the start.
+fn intake() -> (SocketAddr, Got, std::thread::JoinHandle<usize>) {
+    intake_after(0)
 }
 
 fn warm_fixture() -> Fixture {
     let mut f = fixture();
     f.config.sidecar.as_mut().unwrap().warm_script =
         Some("exec bot-bottle sidecar --plan x --plan-dir y\n".into());
-    f.config.warm_send = Some(WarmSender(json_sender()));
+    f.config.warm_send = Some(json_sender(Duration::from_secs(30)));
     f
 }
 
@@ -156,6 +188,11 @@ fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent
     assert_eq!(
         pod.metadata.annotations.as_ref().unwrap()[pool::ANNOTATION_CLAIM],
         NAME
+    );
+    // The claim gave the pod the sender's token hash, which its intake admits alone.
+    assert_eq!(
+        pod.metadata.annotations.as_ref().unwrap()[objects::INTAKE_TOKEN_ANNOTATION],
+        INTAKE_SHA256
     );
     assert_eq!(pod.spec, before.spec);
     assert_eq!(cluster.secret(NAME), None);
@@ -266,6 +303,32 @@ fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
                 ..Default::default()
             });
         }),
+        // The intake's annotations file from another field (one the template could fix).
+        ("volumes[podinfo]", |t| {
+            let s = &mut t.spec.pod_template.spec;
+            let podinfo = s
+                .volumes
+                .iter_mut()
+                .flatten()
+                .find(|v| v.name == objects::PODINFO_VOLUME)
+                .unwrap();
+            let items = podinfo
+                .downward_api
+                .as_mut()
+                .unwrap()
+                .items
+                .as_mut()
+                .unwrap();
+            items[0].field_ref.as_mut().unwrap().field_path = "metadata.labels".into();
+        }),
+        // The agent given the pod's annotations too.
+        ("containers[agent].volumeMounts", |t| {
+            let agent = &mut t.spec.pod_template.spec.containers[0];
+            agent
+                .volume_mounts
+                .get_or_insert_default()
+                .push(objects::podinfo_volume().1);
+        }),
         ("initContainers[network].env", |t| {
             let network = &mut t.spec.pod_template.spec.init_containers.as_mut().unwrap()[0];
             let rules = &mut network.env.as_mut().unwrap()[0];
@@ -316,20 +379,42 @@ fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
     }
 }
 
-/// A pod whose intake took a config before the claim (someone port-forwarded to it)
-/// refuses the launcher's: the launch fails, saying so, and the claim is deleted.
+/// The kubelet refreshes the sidecar's annotations file some time after the adoption: an
+/// intake that answers `not claimed yet` is tried again, each time through a new
+/// port-forward (it closes a refused connection), and the launch gets through.
 #[test]
-fn a_config_planted_before_the_claim_fails_the_launch_and_deletes_the_claim() {
+fn a_pod_not_claimed_yet_is_tried_again_through_a_new_port_forward() {
     let f = warm_fixture();
-    let (cluster, _) = pool_cluster(&f, 1);
-    let (addr, _got, intake) = intake();
-    // The planter's connection takes the one config.
-    let mut planted = std::net::TcpStream::connect(addr).unwrap();
-    planted.write_all(b"{}").unwrap();
-    planted.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    planted.read_to_string(&mut answer).unwrap();
-    intake.join().unwrap();
+    let (cluster, pool) = pool_cluster(&f, 1);
+    let (addr, got, intake) = intake_after(2);
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
+    let agent = play_warm_agent(cluster.clone(), pod.clone(), 0);
+    let mut bottle = backend(&f, &cluster)
+        .launch_pod(&f.spec, BottleStdio::piped())
+        .unwrap();
+    assert_eq!(intake.join().unwrap(), 3, "the third connection was taken");
+    assert!(got.lock().unwrap().is_some(), "the intake got no config");
+    let forwards = cluster
+        .calls()
+        .iter()
+        .filter(|c| **c == format!("portforward {pod} {}", objects::INTAKE_PORT))
+        .count();
+    assert_eq!(forwards, 3, "{:?}", cluster.calls());
+    assert_eq!(bottle.wait().unwrap().code, 0);
+    agent.join().unwrap();
+}
+
+/// A pod that never carries the claim's annotation (controllers that do not copy it, a
+/// kubelet that never refreshes the file) fails the launch once the wait is spent, with
+/// the sender's never-claimed text, and the claim is deleted; nothing is attached.
+#[test]
+fn a_pod_never_claimed_fails_the_launch_within_the_wait_and_deletes_the_claim() {
+    let mut f = warm_fixture();
+    f.config.warm_send = Some(json_sender(Duration::from_millis(1500)));
+    let (cluster, pool) = pool_cluster(&f, 1);
+    let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
+    let (addr, got, _intake) = intake_after(usize::MAX);
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
     let e = backend(&f, &cluster)
         .launch_pod(&f.spec, quiet())
@@ -337,11 +422,55 @@ fn a_config_planted_before_the_claim_fails_the_launch_and_deletes_the_claim() {
         .expect("the launch fails");
     let message = e.to_string();
     assert!(
-        message.contains("did not take the bottle's config"),
+        message.contains(&format!("{NEVER_CLAIMED} pod {pod}")),
         "{message}"
     );
+    assert!(message.contains("the claim was deleted"), "{message}");
+    assert!(got.lock().unwrap().is_none());
+    // Tried again (each time through a new port-forward) before it gave up.
+    let forwards = cluster
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("portforward"))
+        .count();
+    assert!(forwards > 1, "{:?}", cluster.calls());
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert!(!cluster.calls().iter().any(|c| c.starts_with("attach")));
+}
+
+/// Any other refusal (a token that does not match, a config refused) fails at once.
+#[test]
+fn a_refusal_other_than_not_claimed_fails_at_once_and_deletes_the_claim() {
+    let f = warm_fixture();
+    let (cluster, _) = pool_cluster(&f, 1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refuser = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).unwrap();
+        stream
+            .write_all(b"refused: the token does not match\n")
+            .unwrap();
+    });
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    let e = backend(&f, &cluster)
+        .launch_pod(&f.spec, quiet())
+        .err()
+        .expect("the launch fails");
+    refuser.join().unwrap();
+    let message = e.to_string();
+    assert!(
+        message.contains("did not take the bottle's config: refused: the token does not match"),
+        "{message}"
+    );
+    let forwards = cluster
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("portforward"))
+        .count();
+    assert_eq!(forwards, 1, "{:?}", cluster.calls());
+    assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
 }
 
 #[test]
@@ -497,7 +626,7 @@ fn a_warm_bottle_is_listed_stopped_and_cleaned_up_through_its_claim() {
         let mut plan = objects::tests::plan();
         plan.identity = identity.into();
         plan.launcher = launcher;
-        let claim = pool::claim(&plan, &pool);
+        let claim = pool::claim(&plan, &pool, INTAKE_SHA256);
         rt.block_on(cluster.ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap()))
             .unwrap();
     }
