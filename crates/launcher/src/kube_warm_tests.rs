@@ -447,7 +447,8 @@ fn a_pod_never_claimed_fails_the_launch_within_the_wait_and_deletes_the_claim() 
     assert!(!warm.intake.is_finished(), "the intake stopped listening");
 }
 
-/// The backend's bounds of what a warm pod is sent, and its annotation, are the intake's.
+/// The backend's bounds of what a warm pod is sent, its retry pauses and its annotation
+/// are the intake's.
 #[test]
 fn the_warm_config_bounds_are_the_intakes() {
     assert_eq!(
@@ -458,6 +459,12 @@ fn the_warm_config_bounds_are_the_intakes() {
         backend::kubernetes::pool::SEND_MAX_FILES,
         bundle::intake::MAX_FILES
     );
+    // The backend's pauses between attempts on a pod not claimed yet are the intake's
+    // sender's (`ClaimRetry`): the first, then doubling up to the longest.
+    let mut retry = bundle::intake::ClaimRetry::new(Duration::from_secs(600));
+    let pauses: Vec<Duration> = (0..6).map(|_| retry.next_delay().unwrap()).collect();
+    assert_eq!(pauses[0], backend::kubernetes::CLAIM_RETRY_FIRST);
+    assert_eq!(pauses[5], backend::kubernetes::CLAIM_RETRY_MAX);
     // The annotation the claim sets is the one the intake reads.
     assert_eq!(
         objects::INTAKE_TOKEN_ANNOTATION,

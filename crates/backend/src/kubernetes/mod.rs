@@ -1324,9 +1324,9 @@ async fn delete_bottle(
 
 /// The first pause before a warm pod that answered "not claimed yet" is tried again; it
 /// doubles up to [`CLAIM_RETRY_MAX`] (`bundle::intake::ClaimRetry`'s policy).
-const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
+pub const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// The longest pause between two attempts on a warm pod not claimed yet.
-const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
+pub const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// A warm pool a launch takes its pod from.
 struct WarmPick {
