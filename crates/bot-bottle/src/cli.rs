@@ -35,6 +35,9 @@ pub enum Command {
     List(commands::list::Args),
     /// Stop a running bottle
     Stop(commands::stop::Args),
+    /// Keep warm pods of an agent's kubernetes bottle ready (agent-sandbox warm pools)
+    #[command(subcommand)]
+    Pool(commands::pool::Command),
     /// Remove orphaned resources and state (never a preserved bottle)
     Cleanup(commands::cleanup::Args),
     /// Throw away a bottle that is not running, preserved or not (asks first)
@@ -58,6 +61,9 @@ pub enum Command {
     Gate(commands::gate::Command),
     /// Run a bottle's sidecar bundle (egress, git gate, supervise); started by `start`
     Sidecar(commands::sidecar::Args),
+    /// Take a warm pod's sidecar config once on loopback (run by the pod, not by hand)
+    #[command(hide = true)]
+    Intake(commands::intake::Args),
     /// Check which backends this machine can run, and how to fix what is missing
     Doctor(commands::doctor::Args),
     /// Do a backend's one-time preparation (qemu: download the guest kernel, check KVM)

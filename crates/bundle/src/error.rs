@@ -86,6 +86,9 @@ pub enum BundleError {
     /// The operator port stopped with an error.
     #[error("the operator port stopped: {0}")]
     OperatorStopped(#[source] std::io::Error),
+    /// The agent's plan could not be published (a warm pod's bundle).
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// A sidecar ended while the bundle was serving.
     #[error("a sidecar stopped unexpectedly")]
     Unexpected,

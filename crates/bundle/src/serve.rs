@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::{BundleError, Listen, SidecarConfig};
+use crate::{BundleError, Listen, Plan, SidecarConfig};
 
 /// How long the sidecars get to finish once the bundle is told to stop.
 pub const SIDECARS_STOP: Duration = Duration::from_secs(10);
@@ -35,6 +35,11 @@ pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(
 /// Runs the bundle of `config` on a runtime of its own until SIGTERM (or Ctrl-C), or until a
 /// sidecar stops: the whole of `bot-bottle sidecar --config FILE`.
 pub fn run(config: SidecarConfig) -> Result<(), BundleError> {
+    run_with_plan(config, None)
+}
+
+/// [`run`], publishing the agent's `plan` once every sidecar listens (a warm pod's bundle).
+pub fn run_with_plan(config: SidecarConfig, plan: Option<Plan>) -> Result<(), BundleError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -43,7 +48,11 @@ pub fn run(config: SidecarConfig) -> Result<(), BundleError> {
             action: "cannot start the async runtime",
             source,
         })?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve_with_plan(
+        config,
+        &|name| std::env::var(name).ok(),
+        plan,
+    ))
 }
 
 /// A bound listener of either kind.
@@ -100,6 +109,16 @@ pub async fn serve(config: SidecarConfig) -> Result<(), BundleError> {
 pub async fn serve_with_env(
     config: SidecarConfig,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<(), BundleError> {
+    serve_with_plan(config, env, None).await
+}
+
+/// [`serve_with_env`], publishing the agent's `plan` right after `ready`; a plan that
+/// cannot be published stops the bundle with the reason (the agent then runs nothing).
+pub async fn serve_with_plan(
+    config: SidecarConfig,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    plan: Option<Plan>,
 ) -> Result<(), BundleError> {
     let cancel = CancellationToken::new();
 
@@ -267,19 +286,28 @@ pub async fn serve_with_env(
     let _ = std::io::Write::flush(&mut std::io::stdout());
     tracing::info!(identity = %config.identity, "sidecar bundle ready");
 
-    let mut failure = None;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = interrupt.recv() => {}
-        // The launcher saw the agent end and asks for the last lines.
-        () = lifecycle.stop.cancelled() => {}
-        Some(done) = tasks.join_next() => {
-            // A sidecar that stops on its own leaves the bottle without a way out: stop all.
-            failure = Some(match done {
-                Ok(Ok(())) => BundleError::Unexpected,
-                Ok(Err(e)) => e,
-                Err(e) => BundleError::Task(e.to_string()),
-            });
+    // The agent's plan: only now, every sidecar listening. Not published, the bundle stops.
+    let mut failure = plan.and_then(|plan| match plan.publish() {
+        Ok(published) => {
+            tracing::info!(plan = %published.display(), "the agent's plan published");
+            None
+        }
+        Err(e) => Some(BundleError::Plan(e)),
+    });
+    if failure.is_none() {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            // The launcher saw the agent end and asks for the last lines.
+            () = lifecycle.stop.cancelled() => {}
+            Some(done) = tasks.join_next() => {
+                // A sidecar that stops on its own leaves the bottle without a way out: stop all.
+                failure = Some(match done {
+                    Ok(Ok(())) => BundleError::Unexpected,
+                    Ok(Err(e)) => e,
+                    Err(e) => BundleError::Task(e.to_string()),
+                });
+            }
         }
     }
     // Said before anything stops: the line that shows the bundle ran its shutdown (the

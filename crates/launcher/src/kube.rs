@@ -108,6 +108,23 @@ impl PodFiles {
     /// The sidecar container's script: copy the files into place, read the tokens, run the
     /// bundle. Every path and name is quoted; token names are checked to be variable names.
     pub fn script(&self, config_inside: &Path) -> String {
+        self.script_running(config_inside, None)
+    }
+
+    /// The script of a warm pod's sidecar ([`KubeSidecar::warm_script`], sent as
+    /// [`objects::START_SCRIPT`](backend::kubernetes::objects::START_SCRIPT)): the same files
+    /// are in the same directory once `bot-bottle intake` took them, with the agent's plan
+    /// beside them ([`warm::PLAN_FILE`](backend::kubernetes::warm::PLAN_FILE)); the bundle
+    /// publishes that plan into [`objects::PLAN_DIR`](backend::kubernetes::objects::PLAN_DIR)
+    /// once it is ready, and the agent's waiter runs it.
+    pub fn warm_script(&self, config_inside: &Path) -> String {
+        use backend::kubernetes::{objects, warm};
+        let plan = Path::new(objects::SIDECAR_DIR).join(warm::PLAN_FILE);
+        self.script_running(config_inside, Some((&plan, Path::new(objects::PLAN_DIR))))
+    }
+
+    /// The script, its bundle publishing `plan` (the received file, the plan directory).
+    fn script_running(&self, config_inside: &Path, plan: Option<(&Path, &Path)>) -> String {
         let secret = backend::kubernetes::objects::SIDECAR_DIR;
         let mut lines = vec!["set -eu".to_owned(), "umask 077".to_owned()];
         let mut dirs: Vec<String> = self
@@ -136,10 +153,15 @@ impl PodFiles {
                 quote(&Path::new(secret).join(key))
             ));
         }
-        lines.push(format!(
-            "exec {POD_EXE} sidecar --config {}",
-            quote(config_inside)
-        ));
+        let mut exec = format!("exec {POD_EXE} sidecar --config {}", quote(config_inside));
+        if let Some((file, dir)) = plan {
+            exec.push_str(&format!(
+                " --plan {} --plan-dir {}",
+                quote(file),
+                quote(dir)
+            ));
+        }
+        lines.push(exec);
         lines.join("\n")
     }
 }
@@ -395,6 +417,40 @@ fn image_ref(settings: &ClusterSettings, source: &ImageSource) -> Result<String,
     Ok(settings.image_ref(&source.tag(&hash)))
 }
 
+/// The sender of a claimed warm pod's config: `bundle::intake` over the port-forward, with
+/// a new intake token for this launch. The token stays in the send closure (it is written
+/// on the connection only); the backend is given its hash, which the claim sets as the
+/// pod's annotation, and `bundle::intake`'s retry bound and never-claimed error.
+pub(crate) fn warm_sender() -> backend::kubernetes::WarmSender {
+    use backend::kubernetes::{PortStream, WarmSendError, WarmSending};
+    use bundle::intake::{IntakeError, IntakeToken};
+    let token = Arc::new(IntakeToken::random());
+    let intake_sha256 = token.annotation_value();
+    backend::kubernetes::WarmSender {
+        send: Arc::new(
+            move |mut stream: PortStream, files: BTreeMap<String, Vec<u8>>| -> WarmSending {
+                let token = token.clone();
+                Box::pin(async move {
+                    match bundle::intake::send_async(&mut stream, &token, &files).await {
+                        Ok(()) => Ok(()),
+                        Err(IntakeError::NotClaimedYet) => Err(WarmSendError::NotClaimedYet),
+                        Err(e) => Err(WarmSendError::Failed(e.to_string())),
+                    }
+                })
+            },
+        ),
+        intake_sha256,
+        claim_wait: bundle::intake::CLAIM_WAIT,
+        never_claimed: Arc::new(|pod: &str, waited: std::time::Duration| {
+            IntakeError::NeverClaimed {
+                pod: pod.to_owned(),
+                waited,
+            }
+            .to_string()
+        }),
+    }
+}
+
 /// Builds the pod's config and files, creates the pod and attaches to the agent.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch(
@@ -472,6 +528,8 @@ pub(super) fn launch(
         // Written once the launch checked the pod and got the agent running in it; until
         // then the operator's side (a relay, `stop`) reaches no pod of the bottle's name.
         pod_uid: None,
+        pod_name: None,
+        claim: None,
     };
     // A claim made earlier: said. One this launch may make: not said until the launch ends,
     // so that a launcher killed once the agent runs on it leaves a record that fails closed
@@ -487,6 +545,7 @@ pub(super) fn launch(
     kube.sidecar = Some(KubeSidecar {
         image: sidecar_image,
         argv: vec!["/bin/sh".into(), "-c".into(), files.script(&config_inside)],
+        warm_script: Some(files.warm_script(&config_inside)),
         env,
         ready_check: Some(vec![
             POD_EXE.into(),
@@ -499,6 +558,8 @@ pub(super) fn launch(
     });
     kube.clones = crate::pod::clones(&launch.agent.bottle);
     kube.termination_grace = termination_grace();
+    // Warm pools: a claimed pod's config goes through the port-forward to its intake.
+    kube.warm_send = Some(warm_sender());
     debug_assert_eq!(pod_config.identity, spec.identity);
     let backend = Arc::new(
         match &options.cluster {
@@ -533,7 +594,14 @@ pub(super) fn launch(
     // The pod the launch checked: the relay's port-forwards and `stop` reach that one and
     // no pod made again under the bottle's name (a `resume` records its new pod).
     record.pod_uid = Some(running.pod_uid().to_owned());
+    // A warm pod is `<pool>-<suffix>` and goes with its claim.
+    record.claim = running.claim().map(str::to_owned);
+    record.pod_name = record
+        .claim
+        .is_some()
+        .then(|| running.pod_name().to_owned());
     record.write(&state_dir)?;
+    options.report.line(running.start_note());
     super::agent_started(paths, options.report.as_ref());
     Ok(match operator_token {
         Some(token) => Box::new(Relayed {
@@ -638,6 +706,236 @@ mod tests {
              GH_TOKEN=\"$(cat '/run/bot-bottle/sidecar/token-GH_TOKEN')\"; export GH_TOKEN\n\
              exec /usr/local/bin/bot-bottle sidecar --config '/tmp/bot-bottle/state/a-1/sidecar.json'"
         );
+    }
+
+    /// The warm script is the cold one with the plan's two flags on its exec line, quoted
+    /// the same way; its plan is the file the waiter looks for.
+    #[test]
+    fn the_warm_script_is_the_cold_one_publishing_the_plan() {
+        let mut files = PodFiles::default();
+        files.put(
+            "ca.pem",
+            b"cert".to_vec(),
+            PathBuf::from("/tmp/bot-bottle/state/a-1/ca/ca.pem"),
+        );
+        let config = Path::new("/tmp/bot-bottle/state/a-1/sidecar.json");
+        assert_eq!(
+            files.warm_script(config),
+            format!(
+                "{} --plan '/run/bot-bottle/sidecar/plan.sh' --plan-dir '/run/bot-bottle/plan'",
+                files.script(config)
+            )
+        );
+        assert_eq!(
+            ::bundle::plan::PLAN_FILE,
+            backend::kubernetes::warm::PLAN_FILE
+        );
+    }
+
+    /// A warm pod's sidecar and agent, played here with real parts and the pod's paths
+    /// standing elsewhere: the agent's waiter ([`warm::WAITER`] in a real `sh`) waits; the
+    /// sidecar takes the launcher's send once (`bundle::intake`: the bundle's files as the
+    /// cold pod's Secret has them, `start.sh` = the warm script, `plan.sh`); `start.sh` runs
+    /// under a real `sh` and copies everything into the pod's home; the bundle it would
+    /// exec runs here on what the script hands it (its argv and environment), becomes
+    /// ready and publishes the plan; the waiter runs the plan, which waits for its start
+    /// line and then runs the agent's command.
+    #[test]
+    fn a_warm_pods_sidecar_takes_its_files_then_the_bundle_releases_the_agents_plan() {
+        use backend::kubernetes::{objects, warm};
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // The laptop's home: the bottle's state as `start` prepares it.
+        let laptop = root.join("laptop");
+        let identity = "demo-0a1b2";
+        let state = laptop.join("state").join(identity);
+        egress::ca::CertificateAuthority::load_or_create(&state.join("ca")).unwrap();
+        std::fs::create_dir_all(state.join("live-config")).unwrap();
+        std::fs::write(
+            state.join("live-config/routes.yaml"),
+            "routes:\n  - host: api.example\n",
+        )
+        .unwrap();
+        let egress_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let laptop_config = SidecarConfig {
+            identity: identity.into(),
+            home: laptop.clone(),
+            egress: ::bundle::EgressSidecar {
+                listen: Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], egress_port))),
+                routes: state.join("live-config/routes.yaml"),
+                ca_dir: state.join("ca"),
+                upstream_ca: Vec::new(),
+                log: state.join("logs/egress.jsonl"),
+            },
+            gate: None,
+            supervise: None,
+            tokens: vec!["GH_TOKEN".into()],
+            operator: None,
+        };
+        let tokens = vec![("GH_TOKEN".to_owned(), "not-a-real-token 'q'".to_owned())];
+        let (_, files) =
+            pod_config(&laptop, &laptop_config, &PodGate::default(), &tokens, None).unwrap();
+        let config_inside = Path::new(POD_HOME)
+            .join("state")
+            .join(identity)
+            .join("sidecar.json");
+
+        // The pod's volumes, here.
+        let sidecar_dir = root.join("sidecar");
+        let plan_dir = root.join("plan");
+        let pod_home = root.join("pod");
+        let workdir = root.join("work");
+        for d in [&sidecar_dir, &plan_dir, &workdir] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let here = |text: &str| {
+            text.replace(POD_HOME, pod_home.to_str().unwrap())
+                .replace(objects::SIDECAR_DIR, sidecar_dir.to_str().unwrap())
+                .replace(objects::PLAN_DIR, plan_dir.to_str().unwrap())
+        };
+
+        // The agent container: its waiter, before anything is sent.
+        let mut agent = std::process::Command::new("/bin/sh")
+            .args(["-c", warm::WAITER, "agent"])
+            .arg(&plan_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+
+        // The sidecar container's first step: intake on loopback; the launcher's send.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let intake_addr = listener.local_addr().unwrap();
+        let into = sidecar_dir.clone();
+        // The pod as claimed: its annotations file (the downward API's) holds the token's hash.
+        let token = ::bundle::intake::IntakeToken::random();
+        let annotations = root.join(objects::ANNOTATIONS_FILE);
+        std::fs::write(
+            &annotations,
+            format!(
+                "{}=\"{}\"",
+                objects::INTAKE_TOKEN_ANNOTATION,
+                token.annotation_value()
+            ),
+        )
+        .unwrap();
+        let intake =
+            std::thread::spawn(move || ::bundle::intake::receive(listener, &into, &annotations));
+        // The bundle's start replaced by printing its argv and environment.
+        let script = here(&files.warm_script(&config_inside)).replace(
+            &format!("exec {POD_EXE} sidecar"),
+            "env; exec printf 'arg=%s\\n' sidecar",
+        );
+        let argv = vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            "printf '%s' \"$GREETING\" > greeted; printf '%s|' \"$0\" \"$@\" > args".to_owned(),
+            "agent".to_owned(),
+            "a b".to_owned(),
+        ];
+        let env = BTreeMap::from([
+            ("GREETING".to_owned(), "it's $HOME".to_owned()),
+            ("PATH".to_owned(), std::env::var("PATH").unwrap()),
+        ]);
+        let plan = warm::plan_script(&argv, &env, workdir.to_str().unwrap(), &[]).unwrap();
+        let mut sent = files.files.clone();
+        sent.insert(objects::START_SCRIPT.to_owned(), script.into_bytes());
+        sent.insert(warm::PLAN_FILE.to_owned(), plan.clone().into_bytes());
+        let mut stream = std::net::TcpStream::connect(intake_addr).unwrap();
+        ::bundle::intake::send(&mut stream, &token, &sent).unwrap();
+        intake.join().unwrap().unwrap();
+        // The port is closed: nobody sends a second config.
+        assert!(std::net::TcpStream::connect(intake_addr).is_err());
+
+        // `exec /bin/sh /run/bot-bottle/sidecar/start.sh`.
+        let out = std::process::Command::new("/bin/sh")
+            .arg(sidecar_dir.join(objects::START_SCRIPT))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let args: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("arg="))
+            .collect();
+        let env: BTreeMap<String, String> = stdout
+            .lines()
+            .filter(|l| !l.starts_with("arg="))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(env["GH_TOKEN"], "not-a-real-token 'q'");
+        let config_here = here(config_inside.to_str().unwrap());
+        let plan_file = sidecar_dir.join(warm::PLAN_FILE);
+        assert_eq!(
+            args,
+            [
+                "sidecar",
+                "--config",
+                config_here.as_str(),
+                "--plan",
+                plan_file.to_str().unwrap(),
+                "--plan-dir",
+                plan_dir.to_str().unwrap(),
+            ]
+        );
+        // Nothing published yet: the agent still waits.
+        assert_eq!(std::fs::read_dir(&plan_dir).unwrap().count(), 0);
+        assert!(agent.try_wait().unwrap().is_none());
+
+        // The bundle, as `bot-bottle sidecar` runs it with those arguments.
+        let config: SidecarConfig =
+            serde_json::from_str(&here(&std::fs::read_to_string(&config_here).unwrap())).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let publish = ::bundle::Plan {
+            file: PathBuf::from(args[4]),
+            dir: PathBuf::from(args[6]),
+        };
+        let bundle = rt.spawn(async move {
+            let env = move |k: &str| env.get(k).cloned();
+            ::bundle::serve_with_plan(config, &env, Some(publish)).await
+        });
+        let published = plan_dir.join(warm::PLAN_FILE);
+        test_support::eventually("the plan published", || {
+            assert!(!bundle.is_finished(), "the bundle stopped");
+            published.exists().then_some(())
+        });
+        // Published only with egress listening, byte for byte the plan sent.
+        std::net::TcpStream::connect(("127.0.0.1", egress_port)).unwrap();
+        assert_eq!(std::fs::read_to_string(&published).unwrap(), plan);
+
+        // The launcher's start line: the agent runs its command, as the plan says.
+        agent.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let out = agent.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(workdir.join("greeted")).unwrap(),
+            "it's $HOME"
+        );
+        assert_eq!(
+            std::fs::read_to_string(workdir.join("args")).unwrap(),
+            "agent|a b|"
+        );
+        bundle.abort();
     }
 
     #[test]

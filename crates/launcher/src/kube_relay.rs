@@ -45,7 +45,7 @@ use state::Home;
 use tokio::io::BufReader;
 
 /// The Secret key of the operator token.
-pub const TOKEN_KEY: &str = "operator-token";
+pub const TOKEN_KEY: &str = backend::kubernetes::objects::OPERATOR_TOKEN_KEY;
 
 /// How often the relay exchanges a round with the bundle.
 const ROUND: Duration = Duration::from_millis(250);

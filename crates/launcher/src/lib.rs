@@ -30,6 +30,9 @@ mod error;
 pub mod kube;
 #[cfg(feature = "kubernetes")]
 pub mod kube_relay;
+#[cfg(test)]
+#[cfg(feature = "kubernetes")]
+mod kube_warm_tests;
 pub mod pod;
 pub mod provider;
 mod report;

@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::cluster::{Attached, Cluster, ClusterError, PortStream, no_sandbox_api};
 use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
+use super::pool::{EXT_GROUP, EXT_VERSION, ExtKind};
 
 /// A namespace of a real cluster.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct KubeCluster {
     /// The served `Sandbox` version, once discovered (for the run: a CRD installed while
     /// bottles start is seen by the next command).
     sandbox_version: std::sync::Arc<std::sync::OnceLock<Option<String>>>,
+    /// Whether the extensions are served, once discovered.
+    extensions: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl KubeCluster {
@@ -69,6 +72,7 @@ impl KubeCluster {
             client,
             namespace: namespace.into(),
             sandbox_version: Default::default(),
+            extensions: Default::default(),
         }
     }
 
@@ -90,6 +94,18 @@ impl KubeCluster {
             &self.namespace,
             &resource,
         ))
+    }
+
+    /// An extension resource (templates, warm pools, claims) at its one version.
+    fn ext(&self, kind: ExtKind) -> Api<DynamicObject> {
+        let resource = ApiResource {
+            group: EXT_GROUP.to_owned(),
+            version: EXT_VERSION.to_owned(),
+            api_version: ExtKind::api_version(),
+            kind: kind.kind().to_owned(),
+            plural: kind.plural().to_owned(),
+        };
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -476,6 +492,177 @@ impl Cluster for KubeCluster {
         list.items.iter().map(from_dynamic).collect()
     }
 
+    async fn extensions_served(&self) -> Result<bool, ClusterError> {
+        if let Some(found) = self.extensions.get() {
+            return Ok(*found);
+        }
+        let found = match self
+            .client
+            .list_api_group_resources(&ExtKind::api_version())
+            .await
+        {
+            Ok(list) => list
+                .resources
+                .iter()
+                .any(|r| r.name == ExtKind::Claim.plural()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            Err(e) => return Err(self.error("discover agent-sandbox's extensions API", e)),
+        };
+        Ok(*self.extensions.get_or_init(|| found))
+    }
+
+    async fn ext_create(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let object = to_dynamic_value(kind, object)?;
+        let stored = self
+            .ext(kind)
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| self.error(&format!("create {}", kind.plural()), e))?;
+        Ok(serde_json::to_value(stored).unwrap_or_default())
+    }
+
+    async fn ext_apply(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let mut object = to_dynamic_value(kind, object)?;
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let api = self.ext(kind);
+        let action = format!("update {}", kind.plural());
+        let stored = match api
+            .get_opt(&name)
+            .await
+            .map_err(|e| self.error(&action, e))?
+        {
+            Some(current) => {
+                object.metadata.resource_version = current.metadata.resource_version;
+                api.replace(&name, &PostParams::default(), &object)
+                    .await
+                    .map_err(|e| self.error(&action, e))?
+            }
+            None => api
+                .create(&PostParams::default(), &object)
+                .await
+                .map_err(|e| self.error(&format!("create {}", kind.plural()), e))?,
+        };
+        Ok(serde_json::to_value(stored).unwrap_or_default())
+    }
+
+    async fn ext_get(
+        &self,
+        kind: ExtKind,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, ClusterError> {
+        let found = self
+            .ext(kind)
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error(&format!("get {}", kind.plural()), e))?;
+        Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
+    async fn ext_watch(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'v> Fn(&'v serde_json::Value) -> bool + Send + Sync),
+    ) -> Result<Option<serde_json::Value>, ClusterError> {
+        let api = self.ext(kind);
+        let plural = kind.plural();
+        let work = async {
+            loop {
+                let Some(current) = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| self.error(&format!("get {plural}"), e))?
+                else {
+                    return Ok(None);
+                };
+                let value = serde_json::to_value(&current).unwrap_or_default();
+                if done(&value) {
+                    return Ok(Some(value));
+                }
+                let version = current
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default();
+                let params = WatchParams::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .timeout(290);
+                let mut events = api
+                    .watch(&params, &version)
+                    .await
+                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
+                    .boxed();
+                while let Some(event) = events
+                    .try_next()
+                    .await
+                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
+                {
+                    match event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                            let value = serde_json::to_value(&o).unwrap_or_default();
+                            if done(&value) {
+                                return Ok(Some(value));
+                            }
+                        }
+                        WatchEvent::Deleted(_) => return Ok(None),
+                        WatchEvent::Bookmark(_) => {}
+                        WatchEvent::Error(_) => break,
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            ClusterError::Timeout(format!(
+                "{} {name} did not get there within {} s; `kubectl -n {} describe {} {name}` shows why",
+                kind.kind(),
+                timeout.as_secs(),
+                self.namespace,
+                kind.plural()
+            ))
+        })?
+    }
+
+    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError> {
+        match self
+            .ext(kind)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(e) => Err(self.error(&format!("delete {}", kind.plural()), e)),
+        }
+    }
+
+    async fn ext_list(
+        &self,
+        kind: ExtKind,
+        selector: &str,
+    ) -> Result<Vec<serde_json::Value>, ClusterError> {
+        if !self.extensions_served().await? {
+            return Ok(Vec::new());
+        }
+        let list = self
+            .ext(kind)
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| self.error(&format!("list {}", kind.plural()), e))?;
+        Ok(list
+            .items
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect())
+    }
+
     async fn attach(&self, name: &str, tty: bool) -> Result<Attached, ClusterError> {
         let params = kube::api::AttachParams::default()
             .container(super::objects::AGENT_CONTAINER)
@@ -631,6 +818,17 @@ fn to_dynamic(sandbox: &Sandbox) -> Result<DynamicObject, ClusterError> {
         })
 }
 
+/// An extension object as the API's untyped object.
+fn to_dynamic_value(
+    kind: ExtKind,
+    object: &serde_json::Value,
+) -> Result<DynamicObject, ClusterError> {
+    serde_json::from_value(object.clone()).map_err(|e| ClusterError::Invalid {
+        kind: kind.kind().to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// A Sandbox the API server returned, read into the fields a bottle uses.
 fn from_dynamic(object: &DynamicObject) -> Result<Sandbox, ClusterError> {
     serde_json::to_value(object)
@@ -706,6 +904,159 @@ mod tests {
     /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
     /// kept for the run); the Sandbox is posted to the served version's path and read back
     /// with its uid and the controller's status; a cluster without the API says so.
+    const CLAIMS: &str = "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims";
+    const POOLS: &str =
+        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxwarmpools";
+
+    /// The warm pool API: discovered once; a claim posted to its resource, pools listed by
+    /// label, a pool applied (created when missing, replaced with the stored resource
+    /// version when there), a missing claim's deletion is `false`.
+    #[tokio::test]
+    async fn the_warm_pool_api_is_discovered_once_and_its_objects_are_sent_to_their_resources() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                request.uri().path(),
+                "/apis/extensions.agents.x-k8s.io/v1beta1"
+            );
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "extensions.agents.x-k8s.io/v1beta1",
+                "resources": [
+                    {"name": "sandboxclaims", "singularName": "sandboxclaim", "namespaced": true,
+                     "kind": "SandboxClaim", "verbs": ["create", "delete", "get", "list", "watch"]},
+                    {"name": "sandboxwarmpools", "singularName": "sandboxwarmpool", "namespaced": true,
+                     "kind": "SandboxWarmPool", "verbs": ["create", "delete", "get", "list", "watch"]}],
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(request.uri().path(), CLAIMS);
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["kind"], "SandboxClaim");
+            assert_eq!(sent["spec"]["warmPoolRef"]["name"], "bot-bottle-warm-0123");
+            sent["metadata"]["uid"] = "c-1".into();
+            send.send_response(json(sent));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(request.uri().path(), POOLS);
+            assert!(
+                request
+                    .uri()
+                    .query()
+                    .unwrap()
+                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
+                "{:?}",
+                request.uri()
+            );
+            send.send_response(json(serde_json::json!({
+                "kind": "SandboxWarmPoolList", "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                "metadata": {"resourceVersion": "9"},
+                "items": [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+                    "metadata": {"name": "bot-bottle-warm-0123", "namespace": "agents"},
+                    "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "bot-bottle-warm-0123"}},
+                    "status": {"replicas": 2, "readyReplicas": 1}}],
+            })));
+            // apply: there already, so replaced with its resource version.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                format!("{POOLS}/bot-bottle-warm-0123")
+            );
+            send.send_response(json(serde_json::json!({
+                "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+                "metadata": {"name": "bot-bottle-warm-0123", "namespace": "agents", "resourceVersion": "41"},
+                "spec": {"replicas": 1},
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::PUT);
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["metadata"]["resourceVersion"], "41");
+            assert_eq!(sent["spec"]["replicas"], 3);
+            send.send_response(json(sent));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::DELETE);
+            assert_eq!(
+                request.uri().path(),
+                format!("{CLAIMS}/bot-bottle-claude-1a2b3")
+            );
+            send.send_response(status(
+                404,
+                "NotFound",
+                "sandboxclaims.extensions.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
+            ));
+        });
+        assert!(cluster.extensions_served().await.unwrap());
+        assert!(cluster.extensions_served().await.unwrap());
+        let plan = super::super::objects::tests::plan();
+        let claim = super::super::pool::claim(&plan, "bot-bottle-warm-0123", &"0".repeat(64));
+        let stored = cluster
+            .ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored["metadata"]["uid"], "c-1");
+        let pools = cluster
+            .ext_list(ExtKind::WarmPool, "app.kubernetes.io/managed-by=bot-bottle")
+            .await
+            .unwrap();
+        let pool: super::super::pool::SandboxWarmPool =
+            serde_json::from_value(pools[0].clone()).unwrap();
+        assert_eq!(pool.ready_replicas(), 1);
+        let mut applied = pools[0].clone();
+        applied["spec"]["replicas"] = 3.into();
+        cluster
+            .ext_apply(ExtKind::WarmPool, &applied)
+            .await
+            .unwrap();
+        assert!(
+            !cluster
+                .ext_delete(ExtKind::Claim, "bot-bottle-claude-1a2b3")
+                .await
+                .unwrap()
+        );
+        server.await.unwrap();
+
+        // Not served: no pools listed; a refused claim says what to ask for.
+        let (cluster, mut handle) = self::cluster();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(status(
+                403,
+                "Forbidden",
+                "sandboxclaims.extensions.agents.x-k8s.io is forbidden: User \"dev\" cannot create resource \"sandboxclaims\"",
+            ));
+        });
+        assert!(!cluster.extensions_served().await.unwrap());
+        assert_eq!(
+            cluster.ext_list(ExtKind::WarmPool, "a=b").await.unwrap(),
+            Vec::<serde_json::Value>::new()
+        );
+        let e = cluster
+            .ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Forbidden { action, .. } if action == "create sandboxclaims"),
+            "{e:?}"
+        );
+        server.await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_sandbox_api_is_discovered_once_and_a_sandbox_is_posted_to_its_version() {
         let (cluster, mut handle) = cluster();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 use super::objects::Sandbox;
+use super::pool::ExtKind;
 
 /// What the backend asks of a cluster (one namespace). Methods are async because the real
 /// client is; the backend drives them on its own runtime.
@@ -87,6 +88,43 @@ pub trait Cluster: Send + Sync {
     async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError>;
     /// The Sandboxes matching a label selector (none where the API is not served).
     async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError>;
+    /// Whether the cluster serves agent-sandbox's extensions (templates, warm pools, claims)
+    /// at [`super::pool::EXT_VERSION`] (API discovery, once per value).
+    async fn extensions_served(&self) -> Result<bool, ClusterError>;
+    /// Creates an extension object; returns it as stored.
+    async fn ext_create(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError>;
+    /// Creates the object, or replaces the one of its name (`bot-bottle pool apply`).
+    async fn ext_apply(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError>;
+    /// The object by name, `None` when there is none.
+    async fn ext_get(
+        &self,
+        kind: ExtKind,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, ClusterError>;
+    /// As [`Cluster::watch_pod`], for an extension object.
+    async fn ext_watch(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'v> Fn(&'v serde_json::Value) -> bool + Send + Sync),
+    ) -> Result<Option<serde_json::Value>, ClusterError>;
+    /// Deletes the object (what it owns goes with it); `false` when there was none.
+    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError>;
+    /// The objects matching a label selector (none where the extensions are not served).
+    async fn ext_list(
+        &self,
+        kind: ExtKind,
+        selector: &str,
+    ) -> Result<Vec<serde_json::Value>, ClusterError>;
 }
 
 /// The error of a Sandbox call to a cluster that serves no Sandbox API.

@@ -26,6 +26,18 @@
 //!   is there already is adopted as it is when it is unowned and labelled
 //!   `agents.x-k8s.io/adoptable: "true"` (or carries the tracking label), refused
 //!   (`ReconcilerError`) otherwise;
+//! * with [`FakeCluster::serve_warm_pools`] it serves agent-sandbox's extensions and plays
+//!   the warm pool controller (a pool's Sandboxes made from its template, named
+//!   `<pool>-<suffix>`, controlled by the pool, with the controller's secure defaults:
+//!   public resolvers unless the template's network policy is `Unmanaged`; its status
+//!   counts those whose pod runs) and the claim controller (a claim adopts a ready Sandbox
+//!   of its pool: the controller reference moved to the claim, the pod template's and the
+//!   pod's labels and annotations rewritten from `additionalPodMetadata`, the spec kept;
+//!   the claim's status names the Sandbox and the pool makes another; deleting the claim
+//!   deletes the Sandbox and its pod); [`FakeCluster::hold_claims`] stops the claim
+//!   controller;
+//! * port-forward to a port the test routed ([`FakeCluster::forward_port_to`]) is a real TCP
+//!   connection to a listener on loopback;
 //! * port-forward reaches a real listener when the test says where its bytes go
 //!   ([`FakeCluster::forward_through`]: the real client over the websocket protocol of
 //!   `test_support::kube_api`'s fake API server); otherwise the port echoes.
@@ -46,6 +58,7 @@ use super::cluster::{
     Attached, Cluster, ClusterError, PodState, PortStream, no_sandbox_api, pod_state,
 };
 use super::objects::{SANDBOX_POD_NAME, Sandbox, SandboxCondition, SandboxStatus};
+use super::pool::{self, ExtKind, SandboxClaim, SandboxTemplate, SandboxWarmPool};
 use super::settings::dns_subdomain;
 
 /// The label by which agent-sandbox's controller may adopt an unowned pod.
@@ -100,6 +113,14 @@ struct State {
     sandboxes: BTreeMap<String, Sandbox>,
     /// Sandbox events by resource version.
     sandbox_history: Vec<(u64, Event, Sandbox)>,
+    /// Whether agent-sandbox's extensions (templates, warm pools, claims) are served.
+    extensions: bool,
+    /// Extension objects by kind and name.
+    ext: BTreeMap<(ExtKind, String), serde_json::Value>,
+    /// Port-forwards to these ports go to a real listener on loopback.
+    forward_ports: BTreeMap<u16, std::net::SocketAddr>,
+    /// The claim controller does not act (not running, or too slow).
+    claims_held: bool,
 }
 
 /// The agent container's side of an attach: what `start` writes to its stdin is read from
@@ -229,6 +250,60 @@ fn sandbox_owner(pod: &Pod) -> Option<String> {
         .map(|r| r.name.clone())
 }
 
+/// The template's pod template as the pool controller puts it in a Sandbox: with
+/// agent-sandbox's "secure by default" changes (`extensions/controllers/utils.go:24`): no
+/// service-account token unless said, and with a `Managed` network policy (the default)
+/// public resolvers in place of the cluster's DNS.
+fn secure_defaults(template: &SandboxTemplate) -> super::objects::SandboxPodTemplate {
+    let mut pod = template.spec.pod_template.clone();
+    let spec = &mut pod.spec;
+    if spec.automount_service_account_token.is_none() {
+        spec.automount_service_account_token = Some(false);
+    }
+    let managed = template
+        .spec
+        .network_policy_management
+        .as_deref()
+        .is_none_or(|m| m == "Managed");
+    if managed && spec.dns_policy.is_none() {
+        spec.dns_policy = Some("None".into());
+        spec.dns_config = Some(k8s_openapi::api::core::v1::PodDNSConfig {
+            nameservers: Some(vec!["8.8.8.8".into(), "1.1.1.1".into()]),
+            ..Default::default()
+        });
+    }
+    pod
+}
+
+/// The (kind, name) of an object's controller reference.
+fn controller_of(meta: &ObjectMeta) -> Option<(String, String)> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| (r.kind.clone(), r.name.clone()))
+}
+
+fn controller_ref(
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Option<&serde_json::Value>) -> Option<T> {
+    value.and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 253
@@ -342,6 +417,46 @@ impl FakeCluster {
     /// [`super::client::KubeCluster`], over a fake API server's websocket).
     pub fn forward_through(&self, cluster: std::sync::Arc<dyn Cluster>) {
         self.lock().forward = Some(cluster);
+    }
+
+    /// Port-forwards to `port` of any pod go to `addr` on loopback from now on (a real
+    /// listener: a warm pod's `bot-bottle intake`).
+    pub fn forward_port_to(&self, port: u16, addr: std::net::SocketAddr) {
+        self.lock().forward_ports.insert(port, addr);
+    }
+
+    /// Serves agent-sandbox's extensions (templates, warm pools, claims) from now on, with
+    /// the pool and claim controllers; the `Sandbox` API too, at `v1beta1`, if it is not
+    /// served yet.
+    pub fn serve_warm_pools(&self) {
+        let mut state = self.lock();
+        state.extensions = true;
+        if state.sandbox_version.is_none() {
+            state.sandbox_version = Some("v1beta1".into());
+        }
+    }
+
+    /// The claim controller stops acting: claims stay unbound.
+    pub fn hold_claims(&self) {
+        self.lock().claims_held = true;
+    }
+
+    /// The extension object `kind` `name` as stored.
+    pub fn ext_object(&self, kind: ExtKind, name: &str) -> Option<serde_json::Value> {
+        self.lock().ext.get(&(kind, name.to_owned())).cloned()
+    }
+
+    /// The Sandboxes (by name) of warm pool `pool` not claimed yet.
+    pub fn pool_sandboxes(&self, pool: &str) -> Vec<String> {
+        let state = self.lock();
+        state
+            .sandboxes
+            .values()
+            .filter(|s| {
+                controller_of(&s.metadata).is_some_and(|(k, n)| k == "SandboxWarmPool" && n == pool)
+            })
+            .filter_map(|s| s.metadata.name.clone())
+            .collect()
     }
 
     /// Serves agent-sandbox's `Sandbox` at `version` (`v1beta1`) from now on, its
@@ -647,6 +762,210 @@ impl FakeCluster {
                 .insert(SANDBOX_POD_NAME.into(), name.clone());
         }
         FakeCluster::sandbox_follows(state, &name, Some(&pod));
+    }
+
+    /// The warm pool controller's step for pool `name`: Sandboxes made from its template
+    /// (`<pool>-<suffix>`, controlled by the pool) up to its replicas, each with its pod
+    /// as the Sandbox controller makes it (`sandboxwarmpool_controller.go:1060`).
+    fn reconcile_pool(state: &mut State, name: &str) {
+        let Some(pool) =
+            typed::<SandboxWarmPool>(state.ext.get(&(ExtKind::WarmPool, name.to_owned())))
+        else {
+            return;
+        };
+        let Some(template) = typed::<SandboxTemplate>(state.ext.get(&(
+            ExtKind::Template,
+            pool.spec.sandbox_template_ref.name.clone(),
+        ))) else {
+            return;
+        };
+        let have = state
+            .sandboxes
+            .values()
+            .filter(|s| {
+                controller_of(&s.metadata).is_some_and(|(k, n)| k == "SandboxWarmPool" && n == name)
+            })
+            .count();
+        let wanted = usize::try_from(pool.spec.replicas.unwrap_or(1)).unwrap_or(0);
+        let version = state
+            .sandbox_version
+            .clone()
+            .unwrap_or_else(|| "v1beta1".into());
+        for _ in have..wanted {
+            state.next_uid += 1;
+            let sandbox_name = format!("{name}-{:05x}", state.next_uid);
+            let mut sandbox = Sandbox {
+                api_version: format!("{}/{version}", super::objects::SANDBOX_GROUP),
+                kind: "Sandbox".into(),
+                metadata: ObjectMeta {
+                    name: Some(sandbox_name.clone()),
+                    owner_references: Some(vec![controller_ref(
+                        &ExtKind::api_version(),
+                        "SandboxWarmPool",
+                        name,
+                        pool.metadata.uid.as_deref().unwrap_or_default(),
+                    )]),
+                    ..Default::default()
+                },
+                spec: super::objects::SandboxSpec {
+                    pod_template: secure_defaults(&template),
+                },
+                status: None,
+            };
+            FakeCluster::stamp(state, &mut sandbox.metadata);
+            let v = state.version;
+            state
+                .sandbox_history
+                .push((v, Event::Added, sandbox.clone()));
+            state.sandboxes.insert(sandbox_name.clone(), sandbox);
+            FakeCluster::reconcile(state, &sandbox_name);
+        }
+    }
+
+    /// The pool's status: its Sandboxes, and those whose pod runs.
+    fn pool_status(state: &State, name: &str) -> pool::SandboxWarmPoolStatus {
+        let mine: Vec<&Sandbox> = state
+            .sandboxes
+            .values()
+            .filter(|s| {
+                controller_of(&s.metadata).is_some_and(|(k, n)| k == "SandboxWarmPool" && n == name)
+            })
+            .collect();
+        let ready = mine
+            .iter()
+            .filter(|s| {
+                s.pod_name()
+                    .and_then(|p| state.pods.get(&p))
+                    .is_some_and(|p| pod_state(p) == PodState::Running)
+            })
+            .count();
+        pool::SandboxWarmPoolStatus {
+            replicas: i32::try_from(mine.len()).unwrap_or(i32::MAX),
+            ready_replicas: i32::try_from(ready).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// The claim controller's step for claim `name`: it adopts a ready Sandbox of its pool
+    /// — the controller reference moved to the claim, the pod template's and the pod's
+    /// labels and annotations rewritten with `additionalPodMetadata`, the spec untouched
+    /// (`sandboxclaim_controller.go:1236,1296`) — names it in its status and the pool makes
+    /// another. With no ready Sandbox in the pool it stays unbound here, where agent-sandbox
+    /// makes one from the template (a cold start, `sandboxclaim_controller.go:858`), whose
+    /// pod `launch` checks the same way.
+    fn reconcile_claim(state: &mut State, name: &str) {
+        let Some(claim) = typed::<SandboxClaim>(state.ext.get(&(ExtKind::Claim, name.to_owned())))
+        else {
+            return;
+        };
+        if claim.sandbox_name().is_some() || state.claims_held {
+            return;
+        }
+        let pool_name = claim.spec.warm_pool_ref.name.clone();
+        let Some(sandbox_name) = state
+            .sandboxes
+            .values()
+            .filter(|s| {
+                controller_of(&s.metadata)
+                    .is_some_and(|(k, n)| k == "SandboxWarmPool" && n == pool_name)
+            })
+            .find(|s| {
+                s.pod_name()
+                    .and_then(|p| state.pods.get(&p))
+                    .is_some_and(|p| pod_state(p) == PodState::Running)
+            })
+            .and_then(|s| s.metadata.name.clone())
+        else {
+            return;
+        };
+        let extra = claim.spec.additional_pod_metadata.clone();
+        let merge = |into: &mut Option<BTreeMap<String, String>>,
+                     from: &Option<BTreeMap<String, String>>| {
+            into.get_or_insert_default()
+                .extend(from.clone().unwrap_or_default());
+        };
+        state.version += 1;
+        let version = state.version;
+        let Some(sandbox) = state.sandboxes.get_mut(&sandbox_name) else {
+            return;
+        };
+        sandbox.metadata.owner_references = Some(vec![controller_ref(
+            &ExtKind::api_version(),
+            "SandboxClaim",
+            name,
+            claim.metadata.uid.as_deref().unwrap_or_default(),
+        )]);
+        merge(
+            &mut sandbox.spec.pod_template.metadata.labels,
+            &extra.labels,
+        );
+        merge(
+            &mut sandbox.spec.pod_template.metadata.annotations,
+            &extra.annotations,
+        );
+        sandbox.metadata.resource_version = Some(version.to_string());
+        let sandbox = sandbox.clone();
+        state
+            .sandbox_history
+            .push((version, Event::Modified, sandbox.clone()));
+        if let Some(pod_name) = sandbox.pod_name() {
+            state.version += 1;
+            let version = state.version;
+            if let Some(pod) = state.pods.get_mut(&pod_name) {
+                merge(&mut pod.metadata.labels, &extra.labels);
+                merge(&mut pod.metadata.annotations, &extra.annotations);
+                pod.metadata.resource_version = Some(version.to_string());
+                let pod = pod.clone();
+                state.history.push((version, Event::Modified, pod));
+            }
+        }
+        let mut bound = claim;
+        bound.status = Some(pool::SandboxClaimStatus {
+            conditions: vec![SandboxCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: Some("SandboxReady".into()),
+                message: None,
+            }],
+            sandbox: Some(pool::ClaimedSandbox {
+                name: Some(sandbox_name),
+            }),
+        });
+        state.version += 1;
+        bound.metadata.resource_version = Some(state.version.to_string());
+        state.ext.insert(
+            (ExtKind::Claim, name.to_owned()),
+            serde_json::to_value(&bound).unwrap_or_default(),
+        );
+        // The pool makes another in its place.
+        FakeCluster::reconcile_pool(state, &pool_name);
+    }
+
+    /// Deletes an extension object and what it controls, as the garbage collector would.
+    fn remove_ext(state: &mut State, kind: ExtKind, name: &str) -> bool {
+        let Some(object) = state.ext.remove(&(kind, name.to_owned())) else {
+            return false;
+        };
+        state.version += 1;
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let owned: Vec<String> = state
+            .sandboxes
+            .values()
+            .filter(|s| {
+                s.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == uid)
+            })
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        for sandbox in owned {
+            FakeCluster::remove_sandbox(state, &sandbox);
+        }
+        true
     }
 
     fn call(&self, call: String) -> Result<(), ClusterError> {
@@ -974,6 +1293,19 @@ impl Cluster for FakeCluster {
                 message: format!("pods \"{name}\" not found"),
             });
         }
+        let to = self.lock().forward_ports.get(&port).copied();
+        if let Some(addr) = to {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| ClusterError::Api {
+                    code: 500,
+                    reason: "InternalError".into(),
+                    message: format!(
+                        "error forwarding port {port} to pod {name}: failed to connect to localhost:{port}: {e}"
+                    ),
+                })?;
+            return Ok(Box::new(stream));
+        }
         let forward = self.lock().forward.clone();
         if let Some(cluster) = forward {
             return cluster.port_forward(name, port).await;
@@ -1109,6 +1441,185 @@ impl Cluster for FakeCluster {
         Ok(selected(self.lock().sandboxes.values(), selector, |o| {
             &o.metadata
         }))
+    }
+
+    async fn extensions_served(&self) -> Result<bool, ClusterError> {
+        self.call(format!("discover {}", pool::EXT_GROUP))?;
+        Ok(self.lock().extensions)
+    }
+
+    async fn ext_create(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.call(format!("create {} {name}", kind.plural()))?;
+        self.ext_put(kind, object, false)
+    }
+
+    async fn ext_apply(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.call(format!("apply {} {name}", kind.plural()))?;
+        self.ext_put(kind, object, true)
+    }
+
+    async fn ext_get(
+        &self,
+        kind: ExtKind,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, ClusterError> {
+        self.call(format!("get {} {name}", kind.plural()))?;
+        Ok(self.ext_now(kind, name))
+    }
+
+    async fn ext_watch(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        timeout: Duration,
+        done: &(dyn for<'v> Fn(&'v serde_json::Value) -> bool + Send + Sync),
+    ) -> Result<Option<serde_json::Value>, ClusterError> {
+        self.call(format!("watch {} {name}", kind.plural()))?;
+        let work = async {
+            loop {
+                let notified = self.changed.notified();
+                match self.ext_now(kind, name) {
+                    None => return None,
+                    Some(v) if done(&v) => return Some(v),
+                    Some(_) => {}
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClusterError::Timeout(format!("{} {name} did not get there", kind.kind())))
+    }
+
+    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError> {
+        self.call(format!("delete {} {name}", kind.plural()))?;
+        let removed = FakeCluster::remove_ext(&mut self.lock(), kind, name);
+        self.changed.notify_waiters();
+        Ok(removed)
+    }
+
+    async fn ext_list(
+        &self,
+        kind: ExtKind,
+        selector: &str,
+    ) -> Result<Vec<serde_json::Value>, ClusterError> {
+        self.call(format!("list {} {selector}", kind.plural()))?;
+        let names: Vec<String> = {
+            let state = self.lock();
+            if !state.extensions {
+                return Ok(Vec::new());
+            }
+            let metas: Vec<(String, ObjectMeta)> = state
+                .ext
+                .iter()
+                .filter(|((k, _), _)| *k == kind)
+                .map(|((_, n), v)| {
+                    (
+                        n.clone(),
+                        serde_json::from_value(v["metadata"].clone()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            selected(metas.iter(), selector, |(_, m)| m)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        Ok(names.iter().filter_map(|n| self.ext_now(kind, n)).collect())
+    }
+}
+
+impl FakeCluster {
+    /// An extension object as the API server returns it now (a pool with its status).
+    fn ext_now(&self, kind: ExtKind, name: &str) -> Option<serde_json::Value> {
+        let state = self.lock();
+        let mut value = state.ext.get(&(kind, name.to_owned())).cloned()?;
+        if kind == ExtKind::WarmPool {
+            value["status"] =
+                serde_json::to_value(FakeCluster::pool_status(&state, name)).unwrap_or_default();
+        }
+        Some(value)
+    }
+
+    /// Stores an extension object (replacing one of its name with `replace`), then runs
+    /// the controllers that act on it.
+    fn ext_put(
+        &self,
+        kind: ExtKind,
+        object: &serde_json::Value,
+        replace: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let meta: ObjectMeta =
+            serde_json::from_value(object["metadata"].clone()).unwrap_or_default();
+        let size = serde_json::to_vec(object).map(|v| v.len()).unwrap_or(0);
+        let name = admit(&kind.kind().to_lowercase(), &meta, size)?;
+        let stored = {
+            let mut state = self.lock();
+            if !state.extensions {
+                return Err(ClusterError::Api {
+                    code: 404,
+                    reason: "NotFound".into(),
+                    message: format!(
+                        "the server could not find the requested resource ({}.{})",
+                        kind.plural(),
+                        pool::EXT_GROUP
+                    ),
+                });
+            }
+            if object["apiVersion"].as_str() != Some(ExtKind::api_version().as_str())
+                || object["kind"].as_str() != Some(kind.kind())
+            {
+                return Err(ClusterError::Api {
+                    code: 400,
+                    reason: "BadRequest".into(),
+                    message: format!(
+                        "the object is not a {}/{}",
+                        ExtKind::api_version(),
+                        kind.kind()
+                    ),
+                });
+            }
+            let key = (kind, name.clone());
+            let old = state.ext.get(&key).cloned();
+            if old.is_some() && !replace {
+                return Err(exists(&kind.kind().to_lowercase(), &name));
+            }
+            let mut stored = object.clone();
+            let mut meta = meta;
+            FakeCluster::stamp(&mut state, &mut meta);
+            if let Some(old) = &old {
+                meta.uid = old["metadata"]["uid"].as_str().map(str::to_owned);
+            }
+            stored["metadata"] = serde_json::to_value(&meta).unwrap_or_default();
+            if let Some(map) = stored.as_object_mut() {
+                map.remove("status");
+            }
+            state.ext.insert(key, stored.clone());
+            match kind {
+                ExtKind::WarmPool => FakeCluster::reconcile_pool(&mut state, &name),
+                ExtKind::Claim => FakeCluster::reconcile_claim(&mut state, &name),
+                ExtKind::Template => {}
+            }
+            stored
+        };
+        self.changed.notify_waiters();
+        Ok(stored)
     }
 }
 

@@ -71,60 +71,80 @@
 //! running once the controller refused or it is being deleted), and `cleanup` removes
 //! pod-less Sandboxes whose launcher here is gone.
 //!
-//! ## Warm pools: not used yet
+//! ## Warm pools
 //!
-//! A bottle never takes a pod from a `SandboxWarmPool` (`extensions.agents.x-k8s.io`, a pod
-//! adopted through a `SandboxClaim`): it creates its Sandbox itself, and a Sandbox whose
-//! controller names another pod than the one built for it fails the launch. What
-//! agent-sandbox does (read at commit 2fd412d5): the pool makes its Sandboxes from a
-//! `SandboxTemplate` ahead of time (`GenerateName: <pool>-`,
+//! Where the cluster also serves agent-sandbox's extensions (`extensions.agents.x-k8s.io/v1beta1`:
+//! `SandboxTemplate`, `SandboxWarmPool`, `SandboxClaim`; [`Cluster::extensions_served`]) and a
+//! pool of this bottle's template has a ready pod, `launch` takes that pod through a claim
+//! instead of making one. What agent-sandbox does (read at commit 2fd412d5): the pool makes
+//! its Sandboxes from a `SandboxTemplate` ahead of time (`GenerateName: <pool>-`,
 //! `extensions/controllers/sandboxwarmpool_controller.go:1060`); a claim adopts one by moving
 //! its controller reference to the claim (`sandboxclaim_controller.go:1236`) and rewriting
 //! the labels and annotations of its pod template alone (`:1296`, with the claim's
 //! `additionalPodMetadata`); the pod's spec is never changed
-//! (`controllers/sandbox_controller.go:1393`: "TODO - Do we enforce (change) spec if a pod
-//! exists ?"); a claim's `env` or `volumeClaimTemplates` force a cold start
-//! (`extensions/api/v1beta1/sandboxclaim_types.go:125,132`, `sandboxtemplate_types.go:138`);
-//! an `OnReplenish` pool hands out Sandboxes made from an older template
-//! (`sandboxclaim_controller.go:923`); and a template's default `Managed` NetworkPolicy
-//! blocks private addresses and cluster DNS, and points the pod's resolvers at 8.8.8.8 and
-//! 1.1.1.1 (`sandboxtemplate_types.go:106`, `sandboxtemplate_controller.go:228`,
-//! `utils.go:43`). So a warm pod holds nothing of a bottle — not its Secret, ConfigMap,
-//! command or clones — and everything of it would have to come after the claim binds.
+//! (`controllers/sandbox_controller.go:1393`); a claim's `env` or `volumeClaimTemplates` force
+//! a cold start (`extensions/api/v1beta1/sandboxclaim_types.go:125,132`), so a claim of ours
+//! has neither; an `OnReplenish` pool hands out Sandboxes made from an older template
+//! (`sandboxclaim_controller.go:923`), so ours say `Recreate`, and the pod is checked anyway;
+//! a template's default `Managed` NetworkPolicy points the pod's resolvers at public DNS
+//! (`sandboxtemplate_controller.go:228`), so ours say `Unmanaged`: the pod's own packet filter
+//! confines the agent.
 //!
-//! Nothing read rules that out; a design that keeps the security properties, not built:
-//! * the template's pod is generic: our images, the hardened spec, the `network` init
-//!   container (the sidecar ports fixed per template), no Secret, no ConfigMap, no
-//!   `workspace` init container, `networkPolicyManagement: Unmanaged`. The bundle waits for
-//!   its config on a loopback listener that is not a sidecar port (the packet filter refuses
-//!   it to the agent's uid, as it does [`OPERATOR_PORT`]); the agent container waits for a
-//!   plan in a volume the sidecar writes and the agent mounts read-only;
-//! * once the claim binds, `start` checks the adopted pod before sending it anything: each
-//!   field that bounds the agent (images, commands, security contexts, runtime class, init
-//!   containers and the filter's ports, volumes, no other container, no service-account
-//!   token, no shared process namespace, resources) must equal the cold pod's, else the
-//!   claim is deleted and the launch fails (a stale or altered template);
-//! * the bundle's files and tokens go through the API server's port-forward to that
-//!   listener (the relay's path), never through a Secret or the agent's volumes; the
-//!   listener takes one config and refuses any later one, so a config planted before the
-//!   claim fails the launch instead of running it;
-//! * the bundle writes the agent's plan (command, environment, read-only files, the home's
-//!   first files, clones: nothing secret) into the shared volume; the agent's waiter clones
-//!   through the gate and runs the command; attach and the start line as now;
-//! * every error after the claim deletes the claim (its Sandbox and pod go with it); a
-//!   bundle without its config never opens egress and an agent without a plan runs nothing;
-//! * cold (a plain Sandbox) whenever the pool cannot match: `kubernetes.home_size` (the home
-//!   claim cannot be mounted on a warm pod), another runtime class, resources, images,
-//!   ports or terminal than the template's.
+//! What is built ([`pool`]):
+//! * `bot-bottle pool apply AGENT` makes the template and the pool of an agent's bottle
+//!   (`bot-bottle-warm-<hash>`, labelled with the hash of the template's pod spec). The
+//!   template's pod is the cold pod made generic ([`pool::warm_pod`]): our images, the
+//!   hardened spec, the `network` init container with the same rules (the sidecar ports are
+//!   fixed per template), no Secret, no ConfigMap, no `workspace` or `home` init container,
+//!   no bottle label. Its sidecar runs `bot-bottle intake` on [`objects::INTAKE_PORT`] (a
+//!   loopback port that is not a sidecar port: the filter refuses it to the agent's uid;
+//!   [`objects::intake_step`]), which takes one config from the claimer only: a sender
+//!   whose 32-byte token hashes (SHA-256) to the pod's [`objects::INTAKE_TOKEN_ANNOTATION`],
+//!   read at every connection from a downward API file that only the sidecar mounts
+//!   ([`objects::podinfo_volume`]); anyone else (whoever may port-forward to the pod) is
+//!   answered `refused: not claimed yet` or `refused: the token does not match`, nothing is
+//!   written, and the port keeps listening. The template never sets that annotation. The
+//!   sidecar then copies the agent's read-only files into per-directory `emptyDir`s the
+//!   agent mounts read-only, and runs the [`objects::START_SCRIPT`] it was sent; its agent
+//!   waits for a plan in [`objects::PLAN_DIR`] ([`warm`]). The sidecar has no probe: a probe
+//!   that connects would only be refused, and the pool counts a pod ready once it runs.
+//! * `launch` ([`KubernetesBackend::launch_pod`]) builds that template's pod for the launch
+//!   and lists the pools of its hash. With one that has a ready pod, it creates a
+//!   `SandboxClaim` named as the bottle (its labels and launcher annotation, the claim's
+//!   name, and the hash of the launch's intake token ([`WarmSender::intake_sha256`]; the
+//!   launcher keeps the token) as `additionalPodMetadata`), waits until the claim names its
+//!   Sandbox and the Sandbox its pod, checks that pod against the template's pod built now
+//!   ([`podcheck`]: a stale or altered template, an added container, host path or mount of
+//!   the annotations, another filter port) and that it is the claim's, waits until it
+//!   carries the bottle's labels, then sends the bundle's files, the start script, the
+//!   agent's read-only files and the plan (the home's first files written by the plan,
+//!   then [`warm::plan_script`]) with the token through the API server's port-forward to
+//!   the intake ([`KubernetesConfig::warm_send`], the launcher's `bundle::intake` sender).
+//!   Until the kubelet has refreshed the sidecar's file the intake answers `not claimed
+//!   yet` and closes the connection: the send is tried again through a new port-forward
+//!   (200 ms doubling to 2 s, for [`WarmSender::claim_wait`], then an error naming the pod,
+//!   the annotation and what to check); any other refusal fails at once. Once the agent
+//!   runs the pod is checked again, and the launch goes on as a cold one: attach, start
+//!   line. Every failure after the claim deletes the claim (its Sandbox and pod go with
+//!   it); none falls back to a cold start.
+//! * Cold, with one line saying why ([`KubeBottle::start_note`], which the launcher
+//!   reports): no warm start script or sender from the launcher, `kubernetes.sandbox: false`,
+//!   no Sandbox or extensions API, `kubernetes.home_size`, an agent file in a directory a
+//!   warm pod cannot give a volume of its own, or no pool of this template (another image,
+//!   terminal, runtime class, resources or ports) with a ready pod.
+//! * The bottle's record carries the pod's name (`<pool>-<suffix>`) and the claim
+//!   ([`PodRecord::pod_name`], [`PodRecord::claim`]): `stop`, the relay's port-forward,
+//!   `discard`, `wait` and `remove` reach the pod by that name and delete through the claim;
+//!   `list` and `cleanup` find the pod by the labels its adoption gave it, and `cleanup`
+//!   deletes an orphan's claim (the pod's `bot-bottle.org/claim` annotation).
 //!
-//! Its cost is the reason it is not here yet: the bundle's waiting mode and the agent's
-//! waiter (both images), the adoption check, a pod named `<pool>-<suffix>` instead of
-//! `bot-bottle-<identity>` through `stop`, `list`, `cleanup` and the relay (the record
-//! would carry the claim), and the fake cluster playing the pool and claim controllers.
-//! The adoption check is built ([`podcheck`]): the cold Sandbox needs it already, its
-//! controller adopting an unowned pod of the Sandbox's name labelled
-//! `agents.x-k8s.io/adoptable: "true"` (`sandbox_controller.go:1328`), which someone
-//! allowed to create pods in the namespace could make beforehand.
+//! * The bottle's operator token (with supervise) also goes into a Secret of the bottle's
+//!   name that holds it alone, owned by the pod and mounted nowhere
+//!   ([`objects::operator_secret`]), so that the laptop's relay reaches a warm bottle whose
+//!   `start` is gone as it reaches a cold one.
+//!
+//! Nothing of it has been run against agent-sandbox's controllers: the fake cluster
+//! ([`fake`]) plays them as read.
 //!
 //! # What is not here yet
 //!
@@ -139,7 +159,9 @@ pub mod fake;
 pub mod nft;
 pub mod objects;
 pub mod podcheck;
+pub mod pool;
 pub mod settings;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -175,6 +197,10 @@ pub struct KubeSidecar {
     /// [`objects::SIDECAR_DIR`] in the sidecar alone. Kept in memory: the tokens are never
     /// written to the operator's disk on their way to the cluster.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Warm pools: the script the sidecar of a pod taken from a warm pool runs once its
+    /// files are in [`objects::SIDECAR_DIR`] (sent as [`objects::START_SCRIPT`]); `None`
+    /// never takes a warm pod.
+    pub warm_script: Option<String>,
 }
 
 /// Configuration of the kubernetes backend.
@@ -200,7 +226,59 @@ pub struct KubernetesConfig {
     /// What the bottle's record says of its home claim ([`PodRecord::home_claim_state`]):
     /// unless it says none was made, a missing claim is an error, never a fresh empty home.
     pub kept_home: HomeClaimState,
+    /// Warm pools: sends a claimed warm pod's sidecar its config through the port-forward
+    /// to [`objects::INTAKE_PORT`] (the launcher's `bundle::intake` sender; the backend does
+    /// not depend on the bundle). `None` never takes a warm pod.
+    pub warm_send: Option<WarmSender>,
 }
+
+/// Sends the files (by name) on the stream with the launch's intake token and waits for the
+/// bundle's answer ([`WarmSendError`] says why the bundle did not take them).
+pub type WarmSend = dyn Fn(PortStream, BTreeMap<String, Vec<u8>>) -> WarmSending + Send + Sync;
+
+/// A launch's sender of its warm pod's config (the launcher's `bundle::intake` sender, which
+/// keeps the launch's intake token; the backend does not depend on the bundle and never
+/// sees the token, only its hash).
+#[derive(Clone)]
+pub struct WarmSender {
+    /// Sends on one port-forward connection.
+    pub send: Arc<WarmSend>,
+    /// The lowercase hex SHA-256 of the launch's intake token: the claim gives it to the pod
+    /// as [`objects::INTAKE_TOKEN_ANNOTATION`], and the pod's intake admits only that token.
+    pub intake_sha256: String,
+    /// How long a pod that answers "not claimed yet" (the kubelet has not refreshed the
+    /// sidecar's annotations file) is tried again (`bundle::intake::CLAIM_WAIT`).
+    pub claim_wait: Duration,
+    /// The error once `claim_wait` is spent, given the pod's name and how long it was tried
+    /// (`bundle::intake::IntakeError::NeverClaimed`'s text: what to check).
+    pub never_claimed: Arc<NeverClaimed>,
+}
+
+/// Says why a warm pod was never claimed, given its name and how long it was tried.
+pub type NeverClaimed = dyn Fn(&str, Duration) -> String + Send + Sync;
+
+/// A [`WarmSender`] in the config is shown as such: it is code, and the hash says nothing.
+impl std::fmt::Debug for WarmSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WarmSender")
+    }
+}
+
+/// Why a warm pod's sidecar did not take the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarmSendError {
+    /// The sidecar answered `refused: not claimed yet`: the pod does not carry the claim's
+    /// annotation yet (or its file is not refreshed yet); it closed the connection and
+    /// keeps listening, so a new port-forward may try again.
+    NotClaimedYet,
+    /// Any other failure (the token refused, the connection failed, the config refused):
+    /// the launch fails at once.
+    Failed(String),
+}
+
+/// A [`WarmSend`] under way.
+pub type WarmSending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WarmSendError>> + Send>>;
 
 /// What a bottle's [`PodRecord`] says of its home claim (`kubernetes.home_size`), which
 /// decides what a `launch` that does not find the claim does.
@@ -232,6 +310,7 @@ impl KubernetesConfig {
             termination_grace: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(600),
             kept_home: HomeClaimState::NotMade,
+            warm_send: None,
         }
     }
 }
@@ -293,6 +372,14 @@ pub struct PodRecord {
     /// they are refused too (fail closed), saying what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The pod's name when it is not the bottle's own (`bot-bottle-<identity>`): a pod taken
+    /// from a warm pool is named `<pool>-<suffix>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The `SandboxClaim` a warm pod was taken with: the bottle goes by deleting it (its
+    /// Sandbox and pod go with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 impl PodRecord {
@@ -400,13 +487,32 @@ impl KubernetesBackend {
             .map(|v| v.0))
     }
 
+    /// The bottle's record, if there is one to read.
+    fn record_of(&self, identity: &str) -> Option<PodRecord> {
+        self.home
+            .as_ref()
+            .and_then(|home| PodRecord::read(&home.join("state").join(identity)))
+    }
+
+    /// The name of the bottle's pod (its record's, for a pod taken from a warm pool) and the
+    /// claim it was taken with.
+    fn pod_name_of(&self, identity: &str) -> (String, Option<String>) {
+        let record = self.record_of(identity);
+        let claim = record.as_ref().and_then(|r| r.claim.clone());
+        let name = record
+            .and_then(|r| r.pod_name)
+            .unwrap_or_else(|| objects::object_name(identity));
+        (name, claim)
+    }
+
     /// Whether the bottle's pod is still there: the pod its launch checked, when its record
     /// names it (a pod made again under its name is not the bottle's).
     pub fn pod_exists(&self, identity: &str) -> Result<bool, BackendError> {
         let cluster = self.cluster_of(identity)?;
         let launched = self.launched_uid(identity, cluster.namespace()).ok();
+        let (name, _) = self.pod_name_of(identity);
         self.runtime
-            .block_on(cluster.get_pod(&objects::object_name(identity)))
+            .block_on(cluster.get_pod(&name))
             .map(|p| match (p, launched) {
                 (Some(p), Some(uid)) => p.metadata.uid.as_deref() == Some(uid.as_str()),
                 (p, _) => p.is_some(),
@@ -509,7 +615,7 @@ impl KubernetesBackend {
             .as_ref()
             .and_then(|home| PodRecord::read(&home.join("state").join(identity)));
         record.and_then(|r| r.pod_uid).ok_or_else(|| {
-            let pod = objects::object_name(identity);
+            let (pod, _) = self.pod_name_of(identity);
             setup(
                 "find the bottle's pod",
                 format!(
@@ -746,6 +852,14 @@ impl KubernetesBackend {
         let mut plan = self.plan(spec, cluster.namespace())?;
         // A Sandbox or a pod, decided before anything is looked up or made.
         let sandbox = self.sandbox_choice(cluster.as_ref())?;
+        // A pod of a warm pool when one matches; cold otherwise, saying why.
+        let start_note = match self.warm_choice(cluster.as_ref(), &plan, sandbox.is_some()) {
+            Ok(pick) => return self.launch_warm(spec, stdio, cluster, plan, pick),
+            Err(reason) => {
+                tracing::info!(identity = %spec.identity, %reason, "cold start");
+                format!("cold start (no warm pod): {reason}")
+            }
+        };
         let fresh_claim = match &plan.home_volume {
             Some(_) => {
                 let found = self.kept_home(cluster.as_ref(), &spec.identity)?;
@@ -799,6 +913,9 @@ impl KubernetesBackend {
             grace: self.config.termination_grace,
             sandboxed: sandbox.is_some(),
             pod_uid: pod_uid.clone(),
+            pod_name: name.clone(),
+            claim: None,
+            start_note,
         };
         // The terminal goes to the pod checked, not one made again under its name since.
         let attached = self
@@ -809,6 +926,201 @@ impl KubernetesBackend {
             .map_err(|e| setup("attach to the agent", e))?;
         bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
         Ok(bottle)
+    }
+
+    /// The warm pool this launch takes its pod from, or why it starts cold: no way to
+    /// send a warm pod its config, a plain pod asked for, settings a template cannot be
+    /// made for ([`pool::cold_reason`]), no extensions API, or no pool of this bottle's
+    /// template with a ready pod. Nothing is created here.
+    fn warm_choice(
+        &self,
+        cluster: &dyn Cluster,
+        plan: &PodPlan,
+        sandboxed: bool,
+    ) -> Result<WarmPick, String> {
+        let script = self
+            .config
+            .sidecar
+            .as_ref()
+            .and_then(|s| s.warm_script.clone())
+            .ok_or("the launcher gave the sidecar no warm start script")?;
+        if self.config.warm_send.is_none() {
+            return Err("the launcher gave no way to send a warm pod its config".into());
+        }
+        if !sandboxed {
+            return Err(if self.config.settings.sandbox == Some(false) {
+                "the manifest says `kubernetes.sandbox: false` (a plain pod)".into()
+            } else {
+                format!(
+                    "the cluster serves no {}/Sandbox API",
+                    objects::SANDBOX_GROUP
+                )
+            });
+        }
+        if let Some(reason) = pool::cold_reason(plan) {
+            return Err(reason);
+        }
+        let served = self
+            .runtime
+            .block_on(cluster.extensions_served())
+            .map_err(|e| format!("discovering the warm pool API failed: {e}"))?;
+        if !served {
+            return Err(format!(
+                "the cluster serves no {}/{} (agent-sandbox's warm pools)",
+                pool::EXT_GROUP,
+                pool::EXT_VERSION
+            ));
+        }
+        let template = pool::warm_pod(plan).map_err(|e| e.0)?;
+        let pools = self
+            .runtime
+            .block_on(cluster.ext_list(
+                pool::ExtKind::WarmPool,
+                &pool::pool_selector(&template.hash),
+            ))
+            .map_err(|e| format!("listing the warm pools failed: {e}"))?;
+        let ready = pools
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<pool::SandboxWarmPool>(v).ok())
+            .filter(|p| p.ready_replicas() > 0)
+            .filter_map(|p| p.metadata.name)
+            .min();
+        // What the pod would be sent, before any claim: one it cannot take is a cold start.
+        let files = pool::warm_config(plan, &template, &script).map_err(|e| e.0)?;
+        let Some(pool) = ready else {
+            return Err(format!(
+                "no warm pool of this bottle's template ({}) in namespace `{}` has a ready pod (`bot-bottle pool apply` makes one)",
+                template.hash,
+                cluster.namespace()
+            ));
+        };
+        Ok(WarmPick {
+            pool,
+            template,
+            files,
+        })
+    }
+
+    /// `launch` through a claim on a warm pool: the claim is created, the pod it is given
+    /// checked against the template's pod built now and sent the bottle's config, then
+    /// attached as a cold pod is. Every failure after the claim deletes it; none falls back
+    /// to a cold start.
+    fn launch_warm(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+        cluster: Arc<dyn Cluster>,
+        plan: PodPlan,
+        pick: WarmPick,
+    ) -> Result<KubeBottle, BackendError> {
+        let send = self
+            .config
+            .warm_send
+            .clone()
+            .ok_or_else(|| BackendError::InvalidSpec("no warm sender".into()))?;
+        let claim = pool::claim(&plan, &pick.pool, &send.intake_sha256);
+        let claim_name = claim.metadata.name.clone().unwrap_or_default();
+        let (pod_name, pod_uid) = self
+            .runtime
+            .block_on(claim_pod(
+                cluster.as_ref(),
+                &claim,
+                &pick.template.pod,
+                pick.files,
+                send,
+                self.config.ready_timeout,
+            ))
+            .map_err(|e| setup("kubernetes warm pod", e))?;
+        let mut bottle = KubeBottle {
+            identity: spec.identity.clone(),
+            cluster: cluster.clone(),
+            runtime: self.runtime.clone(),
+            done: false,
+            wired: attach::Wired::default(),
+            grace: self.config.termination_grace,
+            sandboxed: true,
+            pod_uid: pod_uid.clone(),
+            pod_name: pod_name.clone(),
+            claim: Some(claim_name.clone()),
+            start_note: format!(
+                "warm start: pod {pod_name} of pool {} (claim {claim_name})",
+                pick.pool
+            ),
+        };
+        let attached = self
+            .runtime
+            .block_on(to_launched_pod(
+                cluster.as_ref(),
+                &pod_name,
+                &pod_uid,
+                || cluster.attach(&pod_name, spec.interactive),
+            ))
+            .map_err(|e| setup("attach to the agent", e))?;
+        bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
+        Ok(bottle)
+    }
+
+    /// Creates or updates the warm template and pool of a launch's bottle (the pods
+    /// `launch` would take for the same spec, `replicas` of them kept ready); returns the
+    /// pool's name.
+    pub fn apply_pool(&self, spec: &LaunchSpec, replicas: i32) -> Result<String, BackendError> {
+        self.prepare(spec)?;
+        let cluster = self.cluster()?;
+        let plan = self.plan(spec, cluster.namespace())?;
+        let template = pool::warm_pod(&plan).map_err(|e| {
+            BackendError::InvalidSpec(format!("this bottle cannot have a warm pool: {}", e.0))
+        })?;
+        self.apply_pool_template(&template, replicas)
+    }
+
+    /// Creates or updates the warm template and pool of `template`; returns the pool's name.
+    pub fn apply_pool_template(
+        &self,
+        template: &pool::WarmTemplate,
+        replicas: i32,
+    ) -> Result<String, BackendError> {
+        let cluster = self.cluster()?;
+        let served = self
+            .runtime
+            .block_on(cluster.extensions_served())
+            .map_err(|e| setup("discover the warm pool API", e))?;
+        if !served {
+            return Err(BackendError::InvalidSpec(format!(
+                "the cluster serves no {}/{} for namespace `{}`: install agent-sandbox with its extensions (github.com/kubernetes-sigs/agent-sandbox) to keep warm pods",
+                pool::EXT_GROUP,
+                pool::EXT_VERSION,
+                cluster.namespace()
+            )));
+        }
+        let (template, warm_pool) = pool::pool_objects(template, cluster.namespace(), replicas);
+        let name = warm_pool.metadata.name.clone().unwrap_or_default();
+        let to_value = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(|e| setup("write the warm pool", e))
+        };
+        let template = to_value(serde_json::to_value(&template))?;
+        let warm_pool = to_value(serde_json::to_value(&warm_pool))?;
+        self.runtime
+            .block_on(async {
+                cluster
+                    .ext_apply(pool::ExtKind::Template, &template)
+                    .await?;
+                cluster.ext_apply(pool::ExtKind::WarmPool, &warm_pool).await
+            })
+            .map_err(|e| setup("apply the warm pool", e))?;
+        Ok(name)
+    }
+
+    /// Deletes warm pool `name` (its unclaimed pods go with it; claimed ones are their
+    /// bottles') and its template; `false` when there was neither.
+    pub fn delete_pool(&self, name: &str) -> Result<bool, BackendError> {
+        let cluster = self.cluster()?;
+        self.runtime
+            .block_on(async {
+                let pool = cluster.ext_delete(pool::ExtKind::WarmPool, name).await?;
+                let template = cluster.ext_delete(pool::ExtKind::Template, name).await?;
+                Ok::<bool, ClusterError>(pool || template)
+            })
+            .map_err(|e| setup("delete the warm pool", e))
     }
 
     /// Whether the bottle's home claim is there from an earlier run (and is ours: a claim of
@@ -852,7 +1164,7 @@ impl KubernetesBackend {
     ) -> Result<(Arc<Runtime>, PortStream), BackendError> {
         let cluster = self.cluster_of(identity)?;
         let uid = self.launched_uid(identity, cluster.namespace())?;
-        let name = objects::object_name(identity);
+        let (name, _) = self.pod_name_of(identity);
         let stream = self
             .runtime
             .block_on(to_launched_pod(cluster.as_ref(), &name, &uid, || {
@@ -983,7 +1295,13 @@ async fn delete_bottle(
     grace: Duration,
     sandboxed: Option<bool>,
     uid: Option<&str>,
+    claim: Option<&str>,
 ) -> Result<bool, ClusterError> {
+    let mut deleted = false;
+    if let Some(claim) = claim {
+        // A warm pod's claim first: a claim whose Sandbox is gone would get another.
+        deleted |= cluster.ext_delete(pool::ExtKind::Claim, claim).await?;
+    }
     let sandboxed = match sandboxed {
         Some(known) => known,
         None => match cluster.get_pod(name).await? {
@@ -991,7 +1309,6 @@ async fn delete_bottle(
             None => cluster.sandbox_version().await?.is_some(),
         },
     };
-    let mut deleted = false;
     if sandboxed {
         deleted |= cluster.delete_sandbox(name, grace).await?;
     }
@@ -1003,6 +1320,203 @@ async fn delete_bottle(
         Err(e) => return Err(e),
     }
     Ok(deleted)
+}
+
+/// The first pause before a warm pod that answered "not claimed yet" is tried again; it
+/// doubles up to [`CLAIM_RETRY_MAX`] (`bundle::intake::ClaimRetry`'s policy).
+pub const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// The longest pause between two attempts on a warm pod not claimed yet.
+pub const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// A warm pool a launch takes its pod from.
+struct WarmPick {
+    pool: String,
+    template: pool::WarmTemplate,
+    /// What the claimed pod is sent ([`pool::warm_config`]).
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Claims a pod of a warm pool with `claim` and readies it for the bottle: waits until the
+/// claim names its Sandbox and the Sandbox its pod, checks the pod against `built` (and
+/// that it is the claim's), waits until it carries the bottle's labels, sends it `files`
+/// through a port-forward to [`objects::INTAKE_PORT`] (a new one per attempt while the
+/// sidecar answers "not claimed yet", as [`WarmSender::claim_wait`] bounds), and checks it
+/// again once its agent runs. Returns the pod's name and uid; on any failure the claim is
+/// deleted.
+async fn claim_pod(
+    cluster: &dyn Cluster,
+    claim: &pool::SandboxClaim,
+    built: &Pod,
+    files: BTreeMap<String, Vec<u8>>,
+    sender: WarmSender,
+    timeout: Duration,
+) -> Result<(String, String), ClusterError> {
+    let name = claim.metadata.name.clone().unwrap_or_default();
+    let pool_name = claim.spec.warm_pool_ref.name.clone();
+    let identity = identity_label(&claim.metadata).cloned().unwrap_or_default();
+    let namespace = cluster.namespace().to_owned();
+    let value = serde_json::to_value(claim).map_err(|e| ClusterError::Invalid {
+        kind: "sandboxclaim".into(),
+        message: e.to_string(),
+    })?;
+    cluster.ext_create(pool::ExtKind::Claim, &value).await?;
+    let failed = |container: &str, message: String| ClusterError::SetupFailed {
+        container: container.to_owned(),
+        message,
+    };
+    let result = async {
+        let bound = cluster
+            .ext_watch(pool::ExtKind::Claim, &name, timeout, &|v| {
+                serde_json::from_value::<pool::SandboxClaim>(v.clone())
+                    .is_ok_and(|c| c.sandbox_name().is_some())
+            })
+            .await
+            .map_err(|e| match e {
+                ClusterError::Timeout(_) => ClusterError::Timeout(format!(
+                    "claim `{name}` in namespace `{namespace}` was given no pod of warm pool `{pool_name}` within {} s (its ready pods were taken, or agent-sandbox's extensions controller does not run); `kubectl -n {namespace} describe sandboxclaim {name}` shows why; `bot-bottle pool apply` with more replicas keeps more pods ready, and the claim was deleted",
+                    timeout.as_secs()
+                )),
+                e => e,
+            })?
+            .ok_or_else(|| failed("claim", "the claim was deleted while the bottle started".into()))?;
+        let bound: pool::SandboxClaim = serde_json::from_value(bound).map_err(|e| {
+            failed("claim", format!("the claim the API server returned cannot be read: {e}"))
+        })?;
+        let sandbox_name = bound.sandbox_name().unwrap_or_default().to_owned();
+        let sandbox = cluster
+            .watch_sandbox(&sandbox_name, timeout, &|s| {
+                s.pod_name().is_some() || controller_refused(s)
+            })
+            .await?
+            .ok_or_else(|| failed("sandbox", format!("Sandbox `{sandbox_name}` was deleted while the bottle started")))?;
+        let owner = sandbox
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true));
+        if !owner.is_some_and(|r| r.kind == "SandboxClaim" && r.name == name) {
+            return Err(failed(
+                "sandbox",
+                format!("Sandbox `{sandbox_name}`, which claim `{name}` names, is not controlled by that claim; the claim was deleted"),
+            ));
+        }
+        let Some(pod_name) = sandbox.pod_name() else {
+            return Err(failed(
+                "sandbox",
+                format!(
+                    "the agent-sandbox controller could not make the pod of Sandbox `{sandbox_name}`: {}",
+                    sandbox
+                        .condition("Ready")
+                        .and_then(|c| c.message.clone())
+                        .unwrap_or_default()
+                ),
+            ));
+        };
+        let found = cluster
+            .get_pod(&pod_name)
+            .await?
+            .ok_or_else(|| failed("pod", format!("pod `{pod_name}` of Sandbox `{sandbox_name}` is gone")))?;
+        // Before anything of the bottle is sent to it.
+        podcheck::check(built, &found, &namespace)?;
+        if !controlled_by_sandbox(&found, &sandbox_name) {
+            return Err(failed(
+                "pod",
+                format!("pod `{pod_name}` is not controlled by Sandbox `{sandbox_name}`, which claim `{name}` names; the claim was deleted"),
+            ));
+        }
+        let uid = found.metadata.uid.clone().unwrap_or_default();
+        // Adoption gives it the bottle's labels (`list`, `cleanup` find it by them).
+        cluster
+            .watch_pod(&pod_name, timeout, &|p| {
+                identity_label(&p.metadata) == Some(&identity)
+            })
+            .await?
+            .ok_or_else(|| failed("pod", format!("pod `{pod_name}` was deleted while the bottle started")))?;
+        // The operator token alone in the bottle's Secret (owned by the pod, never mounted):
+        // the laptop's relay reads it there once `start` is gone, as for a cold bottle.
+        if let Some(token) = files.get(objects::OPERATOR_TOKEN_KEY) {
+            let launcher = claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(objects::ANNOTATION_LAUNCHER))
+                .cloned()
+                .unwrap_or_default();
+            cluster
+                .create_secret(&objects::operator_secret(
+                    &identity, &namespace, &launcher, token, &pod_name, &uid,
+                ))
+                .await?;
+        }
+        let not_taken = |e: String| {
+            failed(
+                "sidecar",
+                format!(
+                    "the warm pod's sidecar did not take the bottle's config: {e}; the claim was deleted (the pod goes with it), start the bottle again"
+                ),
+            )
+        };
+        // The intake admits only the launch's token, once the pod carries the claim's
+        // annotation in the sidecar's file (the kubelet refreshes it some time after the
+        // adoption); it closes a refused connection, so each attempt is a new port-forward.
+        let started = std::time::Instant::now();
+        let mut backoff = CLAIM_RETRY_FIRST;
+        loop {
+            let stream = to_launched_pod(cluster, &pod_name, &uid, || {
+                cluster.port_forward(&pod_name, objects::INTAKE_PORT)
+            })
+            .await
+            .map_err(|e| match e {
+                // The pod replaced or gone: said as such.
+                e @ (ClusterError::Replaced { .. } | ClusterError::Forbidden { .. }) => e,
+                e => not_taken(format!(
+                    "its config port {} cannot be reached ({e})",
+                    objects::INTAKE_PORT
+                )),
+            })?;
+            match (sender.send)(stream, files.clone()).await {
+                Ok(()) => break,
+                Err(WarmSendError::NotClaimedYet) => {}
+                Err(WarmSendError::Failed(e)) => return Err(not_taken(e)),
+            }
+            if started.elapsed() + backoff > sender.claim_wait {
+                return Err(failed(
+                    "sidecar",
+                    format!(
+                        "{}; the claim was deleted",
+                        (sender.never_claimed)(&pod_name, started.elapsed())
+                    ),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(CLAIM_RETRY_MAX);
+        }
+        let pod = cluster
+            .watch_pod(&pod_name, timeout, &|p| pod_state(p) != PodState::Starting)
+            .await?;
+        let Some(pod) = pod else {
+            return Err(failed("pod", "the pod was deleted while it started".into()));
+        };
+        // Again as it runs: the pod checked, its images unpatched.
+        podcheck::check(built, &pod, &namespace)?;
+        if pod.metadata.uid.as_deref() != Some(uid.as_str()) {
+            return Err(failed(
+                "pod",
+                format!("pod `{pod_name}` was deleted and made again while the bottle started"),
+            ));
+        }
+        match pod_state(&pod) {
+            PodState::Running | PodState::Ended(_) => Ok((pod_name, uid)),
+            PodState::Failed(e) => Err(e),
+            PodState::Starting => Err(failed("pod", "the pod was deleted while it started".into())),
+        }
+    }
+    .await;
+    if result.is_err() {
+        let _ = cluster.ext_delete(pool::ExtKind::Claim, &name).await;
+    }
+    result
 }
 
 /// Whether `pod` is controlled by the Sandbox `name` (the bottle's).
@@ -1086,7 +1600,7 @@ async fn sandbox_pod(
         Some(pod) => Err(ClusterError::SetupFailed {
             container: "sandbox".into(),
             message: format!(
-                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); bottles do not use warm pools yet (README: running on a cluster)"
+                "the Sandbox's controller gave it pod `{pod}`, not the pod built for this bottle (`{name}`); a bottle takes a warm pool's pod through a SandboxClaim only, never through its own Sandbox (README: running on a cluster)"
             ),
         }),
         None => Err(ClusterError::SetupFailed {
@@ -1180,15 +1694,30 @@ impl Backend for KubernetesBackend {
     fn attach(&self, identity: &str) -> Result<Box<dyn RunningBottle>, BackendError> {
         Err(BackendError::Unsupported(format!(
             "attaching to kubernetes bottle {identity} is not implemented yet; `kubectl logs -f {}` follows it",
-            objects::object_name(identity)
+            self.pod_name_of(identity).0
         )))
     }
 
     fn stop(&self, identity: &str, grace: Duration) -> Result<bool, BackendError> {
         let cluster = self.cluster_of(identity)?;
         let uid = self.launched_uid(identity, cluster.namespace())?;
-        let name = objects::object_name(identity);
+        let (name, claim) = self.pod_name_of(identity);
         let cluster = cluster.as_ref();
+        if let Some(claim) = claim {
+            // A pod taken from a warm pool goes with its claim (its Sandbox and pod with it);
+            // the pod's deletion, the launched one only, gives it the grace.
+            return self
+                .runtime
+                .block_on(delete_bottle(
+                    cluster,
+                    &name,
+                    grace,
+                    Some(true),
+                    Some(&uid),
+                    Some(&claim),
+                ))
+                .map_err(|e| setup("stop", e));
+        }
         self.runtime
             .block_on(async {
                 // The launched pod's deletion carries its uid as a precondition (for one
@@ -1199,11 +1728,13 @@ impl Backend for KubernetesBackend {
                 match launched_pod(cluster, &name, &uid).await {
                     Ok(Some(pod)) => {
                         let sandboxed = owned_by_sandbox(&pod);
-                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid)).await
+                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid), None)
+                            .await
                     }
                     Ok(None) => {
                         let sandboxed = cluster.sandbox_version().await?.is_some();
-                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid)).await
+                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid), None)
+                            .await
                     }
                     Err(ClusterError::Replaced { .. })
                         if cluster
@@ -1278,9 +1809,10 @@ impl Backend for KubernetesBackend {
         }
         let cluster = self.cluster_of(identity)?;
         let name = objects::home_claim_name(identity);
+        let (pod_name, _) = self.pod_name_of(identity);
         let pod = self
             .runtime
-            .block_on(cluster.get_pod(&objects::object_name(identity)))
+            .block_on(cluster.get_pod(&pod_name))
             .map_err(|e| setup("discard", e))?;
         // Never under a running bottle. A pod being deleted lets go of it: the API server's
         // `pvc-protection` keeps the storage until the pod is gone.
@@ -1288,7 +1820,7 @@ impl Backend for KubernetesBackend {
             return Err(BackendError::InvalidSpec(format!(
                 "bottle {identity} still runs in namespace `{}` (pod {}), so its home claim `{name}` stays; `bot-bottle stop {identity}` first",
                 cluster.namespace(),
-                objects::object_name(identity)
+                pod_name
             )));
         }
         let deleted = self
@@ -1343,7 +1875,16 @@ impl KubernetesBackend {
             let Some(identity) = identity_of(pod) else {
                 continue;
             };
-            let name = objects::object_name(&identity);
+            // The pod's own name: a pod taken from a warm pool is not named after the bottle.
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            let claim = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(pool::ANNOTATION_CLAIM))
+                .cloned();
             let state = pod_state(pod);
             let ended = matches!(state, PodState::Ended(_) | PodState::Failed(_));
             if ended && !launcher_gone_here(pod) {
@@ -1361,6 +1902,7 @@ impl KubernetesBackend {
                             Some(sandboxed),
                             // The pod judged here, not one made under its name since.
                             pod.metadata.uid.as_deref(),
+                            claim.as_deref(),
                         ))
                         .map_err(|e| setup("cleanup", e))?;
                 }
@@ -1395,6 +1937,43 @@ impl KubernetesBackend {
                 if !dry_run {
                     self.runtime
                         .block_on(cluster.delete_sandbox(&name, Duration::ZERO))
+                        .map_err(|e| setup("cleanup", e))?;
+                }
+                push(CleanupAction::RemovedSandbox { name });
+            }
+        }
+        // Warm bottles' SandboxClaims whose launcher here is gone and that hold no pod of
+        // ours (a launch killed between the claim and the pod's adoption): the claim holds
+        // a pool's pod for nothing. Their deletion takes their Sandbox and pod.
+        let warm = match self.runtime.block_on(cluster.extensions_served()) {
+            Ok(served) => served,
+            Err(e) => return Err(setup("cleanup", e)),
+        };
+        if warm {
+            let claims = self
+                .runtime
+                .block_on(cluster.ext_list(pool::ExtKind::Claim, &objects::selector(None)))
+                .map_err(|e| setup("cleanup", e))?;
+            for claim in claims {
+                let Ok(claim) = serde_json::from_value::<pool::SandboxClaim>(claim) else {
+                    continue;
+                };
+                let Some(name) = claim.metadata.name.clone() else {
+                    continue;
+                };
+                let holds_pod = pods.iter().any(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(pool::ANNOTATION_CLAIM))
+                        == Some(&name)
+                });
+                if holds_pod || !launcher_gone_here_meta(&claim.metadata) {
+                    continue;
+                }
+                if !dry_run {
+                    self.runtime
+                        .block_on(cluster.ext_delete(pool::ExtKind::Claim, &name))
                         .map_err(|e| setup("cleanup", e))?;
                 }
                 push(CleanupAction::RemovedSandbox { name });
@@ -1495,11 +2074,32 @@ pub struct KubeBottle {
     sandboxed: bool,
     /// The uid of the pod the launch checked: only that pod is deleted.
     pod_uid: String,
+    /// The pod's name (a warm pod's is `<pool>-<suffix>`).
+    pod_name: String,
+    /// The claim a warm pod was taken with: the bottle goes by deleting it.
+    claim: Option<String>,
+    /// How the launch got its pod, in one line for the operator.
+    start_note: String,
 }
 
 impl KubeBottle {
     fn name(&self) -> String {
-        objects::object_name(&self.identity)
+        self.pod_name.clone()
+    }
+
+    /// The pod's name (the launcher records it: [`PodRecord::pod_name`]).
+    pub fn pod_name(&self) -> &str {
+        &self.pod_name
+    }
+
+    /// The claim a warm pod was taken with ([`PodRecord::claim`]).
+    pub fn claim(&self) -> Option<&str> {
+        self.claim.as_deref()
+    }
+
+    /// How the launch got its pod: taken from a warm pool, or made cold and why.
+    pub fn start_note(&self) -> &str {
+        &self.start_note
     }
 
     /// The uid of the pod the launch checked and got the agent running in (the launcher
@@ -1550,6 +2150,7 @@ impl KubeBottle {
                 Duration::ZERO,
                 Some(self.sandboxed),
                 Some(&self.pod_uid),
+                self.claim.as_deref(),
             ))
             .map_err(|e| setup("remove the pod", e))?;
         self.done = true;
@@ -1587,6 +2188,7 @@ impl RunningBottle for KubeBottle {
                 self.grace,
                 Some(self.sandboxed),
                 Some(&self.pod_uid),
+                self.claim.as_deref(),
             ))
             .map(drop)
             .map_err(|e| setup("terminate", e))
@@ -1601,6 +2203,7 @@ impl RunningBottle for KubeBottle {
                 Duration::ZERO,
                 Some(self.sandboxed),
                 Some(&self.pod_uid),
+                self.claim.as_deref(),
             ))
             .map(drop)
             .map_err(|e| setup("kill", e))

@@ -15,13 +15,18 @@
 //! git gate), keeps running beside the agent, and is stopped once the agent ends. The
 //! Secret and the ConfigMap are owned by the Pod once it exists ([`owned_by`]), so deleting
 //! the Pod deletes them.
+//!
+//! A bottle that takes a pod from a warm pool has none of these: its pod is the pool's
+//! (`<pool>-<suffix>`), made from the template's generic pod, and its one object is the
+//! `SandboxClaim` named `bot-bottle-<identity>` ([`super::pool`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    ExecAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, ExecAction, KeyToPath,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
     ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
     VolumeMount, VolumeResourceRequirements,
@@ -46,6 +51,37 @@ pub const ANNOTATION_LAUNCHER: &str = "bot-bottle.org/launcher";
 pub const ANNOTATION_HOME: &str = "bot-bottle.org/home";
 /// Where the bundle's files (the Secret) appear in the sidecar container.
 pub const SIDECAR_DIR: &str = "/run/bot-bottle/sidecar";
+/// Warm pools (issue 21): the loopback port a warm pod's sidecar takes its config on, once
+/// (`bot-bottle intake`, the bundle crate's `intake` module; not a dependency here: the port is the
+/// contract). Never a sidecar port, so the pod's packet filter refuses it to the agent's uid.
+pub const INTAKE_PORT: u16 = 3198;
+/// Warm pools: the directory the sidecar bundle publishes the agent's plan into
+/// (`bot-bottle sidecar --plan FILE --plan-dir DIR`, once every sidecar is ready); an
+/// `emptyDir` the sidecar mounts read-write and the agent read-only.
+pub const PLAN_DIR: &str = "/run/bot-bottle/plan";
+/// Warm pools: the name, among the files the launcher sends, of the script the sidecar
+/// container runs once `intake` has written them into [`SIDECAR_DIR`] (the cold pod's
+/// sidecar script, with the `--plan` flags).
+pub const START_SCRIPT: &str = "start.sh";
+/// The key of the bottle's operator token (supervise's operator port) among the bundle's
+/// files: the laptop's relay reads it from the bottle's Secret once `start` is gone. A warm
+/// bottle's Secret holds this key alone ([`operator_secret`]).
+pub const OPERATOR_TOKEN_KEY: &str = "operator-token";
+/// Warm pools: the pod annotation the launcher's claim carries (in the SandboxClaim's
+/// `spec.additionalPodMetadata.annotations`; agent-sandbox's controllers copy it onto the
+/// adopted pod): the lowercase hex SHA-256 of the launch's intake token
+/// (`bundle::intake::IntakeToken::annotation_value`; the same text as
+/// `bundle::intake::TOKEN_ANNOTATION`). The warm pod's `intake` admits only the sender of
+/// that token.
+pub const INTAKE_TOKEN_ANNOTATION: &str = "bot-bottle.org/intake-sha256";
+/// Warm pools: where the warm pod's sidecar mounts its `downwardAPI` volume
+/// ([`podinfo_volume`]), read-only.
+pub const PODINFO_DIR: &str = "/run/bot-bottle/podinfo";
+/// Warm pools: the file of that volume holding the pod's annotations, one `key="value"` per
+/// line (the kubelet rewrites it when the pod's annotations change).
+pub const ANNOTATIONS_FILE: &str = "annotations";
+/// The name of the `downwardAPI` volume in a warm pod.
+pub const PODINFO_VOLUME: &str = "podinfo";
 /// Where the init container finds the nftables rules.
 pub const RULES_DIR: &str = "/run/bot-bottle/network";
 /// The ConfigMap key of the rules.
@@ -314,7 +350,7 @@ impl BottleObjects {
 #[error("{0}")]
 pub struct PlanError(pub String);
 
-fn labels(identity: &str) -> BTreeMap<String, String> {
+pub(super) fn labels(identity: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_owned(),
@@ -347,6 +383,41 @@ fn meta(plan: &PodPlan) -> ObjectMeta {
     }
 }
 
+/// The Secret of a bottle started in a warm pool's pod: its operator token alone (never
+/// mounted: the pod got its files through the intake), owned by pod `pod_name` so that it
+/// goes with the pod, so that the laptop's relay reaches the bottle's supervise once its
+/// `start` is gone, as it does a cold bottle's (whose Secret holds every file).
+pub fn operator_secret(
+    identity: &str,
+    namespace: &str,
+    launcher: &str,
+    token: &[u8],
+    pod_name: &str,
+    pod_uid: &str,
+) -> Secret {
+    let mut metadata = ObjectMeta {
+        name: Some(object_name(identity)),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels(identity)),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_LAUNCHER.to_owned(),
+            launcher.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    owned_by(&mut metadata, pod_name, pod_uid);
+    Secret {
+        metadata,
+        type_: Some("Opaque".to_owned()),
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(
+            OPERATOR_TOKEN_KEY.to_owned(),
+            ByteString(token.to_vec()),
+        )])),
+        string_data: None,
+    }
+}
+
 /// Makes `meta` owned by the pod (name and uid as the API server returned them).
 pub fn owned_by(meta: &mut ObjectMeta, pod_name: &str, pod_uid: &str) {
     owned_by_kind(meta, "v1", "Pod", pod_name, pod_uid);
@@ -367,7 +438,7 @@ pub fn owned_by_kind(meta: &mut ObjectMeta, api_version: &str, kind: &str, name:
 
 /// The hardening every long-running container gets: its own non-root uid, no capability, no
 /// privilege escalation, read-only root, the runtime's default seccomp profile.
-fn confined(uid: u32, gid: u32) -> SecurityContext {
+pub(super) fn confined(uid: u32, gid: u32) -> SecurityContext {
     SecurityContext {
         run_as_user: Some(i64::from(uid)),
         run_as_group: Some(i64::from(gid)),
@@ -387,7 +458,7 @@ fn confined(uid: u32, gid: u32) -> SecurityContext {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -396,7 +467,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
+pub(super) fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
     Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -407,7 +478,46 @@ fn empty_dir(name: &str, memory: bool, size: &str) -> Volume {
     }
 }
 
-fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
+/// Warm pools: the sidecar's `downwardAPI` volume of the pod's annotations and its
+/// read-only mount at [`PODINFO_DIR`] (file [`ANNOTATIONS_FILE`]), from which `bot-bottle
+/// intake --claim-annotations` learns the claim's [`INTAKE_TOKEN_ANNOTATION`]. Only the
+/// sidecar container mounts it. The file holds no secret (a hash), mode 0444 so that the
+/// sidecar's uid reads it whatever the runtime's owner.
+pub fn podinfo_volume() -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: PODINFO_VOLUME.to_owned(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            default_mode: Some(0o444),
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: ANNOTATIONS_FILE.to_owned(),
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: Some("v1".to_owned()),
+                    field_path: "metadata.annotations".to_owned(),
+                }),
+                mode: Some(0o444),
+                resource_field_ref: None,
+            }]),
+        }),
+        ..Default::default()
+    };
+    (volume, mount(PODINFO_VOLUME, PODINFO_DIR, true))
+}
+
+/// Warm pools: the first step of the warm template's sidecar script (the contract between
+/// the template, the `intake` command and the launcher): `intake` takes the claimer's
+/// config on `127.0.0.1:`[`INTAKE_PORT`] into [`SIDECAR_DIR`], admitting only the token
+/// whose SHA-256 is the pod's [`INTAKE_TOKEN_ANNOTATION`], read from the annotations file
+/// of [`podinfo_volume`]. The script goes on (`&&`) with any steps of its own and ends with
+/// `exec /bin/sh` [`SIDECAR_DIR`]`/`[`START_SCRIPT`]. `exe` is the `bot-bottle` binary in
+/// the sidecar image.
+pub fn intake_step(exe: &str) -> String {
+    format!(
+        "{exe} intake --listen 127.0.0.1:{INTAKE_PORT} --dir {SIDECAR_DIR} \
+         --claim-annotations {PODINFO_DIR}/{ANNOTATIONS_FILE}"
+    )
+}
+
+pub(super) fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
     env.iter()
         .map(|(name, value)| EnvVar {
             name: name.clone(),
@@ -419,7 +529,7 @@ fn env_list(env: &BTreeMap<String, String>) -> Vec<EnvVar> {
 
 /// The agent's limits: requests equal limits (the scheduler reserves what the bottle may
 /// use). `pids` has no per-pod field: the kubelet's `podPidsLimit` bounds it (README).
-fn agent_resources(r: &Resources) -> ResourceRequirements {
+pub(super) fn agent_resources(r: &Resources) -> ResourceRequirements {
     let q = BTreeMap::from([
         ("cpu".to_owned(), Quantity(format!("{}m", r.millicpus))),
         ("memory".to_owned(), Quantity(r.memory_bytes.to_string())),
@@ -433,7 +543,7 @@ fn agent_resources(r: &Resources) -> ResourceRequirements {
 
 /// The sidecar's fixed share (the bundle is small; its limits keep a busy agent's proxy
 /// from starving the node).
-fn sidecar_resources() -> ResourceRequirements {
+pub(super) fn sidecar_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("100m".to_owned())),
@@ -454,7 +564,7 @@ fn file_key(prefix: &str, n: usize) -> String {
 
 /// Checks what the objects cannot express safely (the manifest's settings were validated
 /// when it was read; these are the launch's own values).
-fn check(plan: &PodPlan) -> Result<(), PlanError> {
+pub(super) fn check(plan: &PodPlan) -> Result<(), PlanError> {
     if plan.agent_uid == 0 {
         return Err(PlanError(
             "the agent's uid is 0; kubernetes bottles never run the agent as root".into(),
@@ -1009,5 +1119,35 @@ pub(crate) mod tests {
         let mut p = plan();
         p.home_files[0].inside = "../etc/passwd".into();
         assert!(bottle_objects(&p).unwrap_err().0.contains("without `..`"));
+    }
+
+    /// The warm pod's sidecar volume: the pod's annotations through the downward API, one
+    /// file, read-only, at the path the contract command reads.
+    #[test]
+    fn the_podinfo_volume_carries_the_annotations_file_read_only() {
+        let (volume, mount) = podinfo_volume();
+        let json = serde_json::to_value(&volume).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "podinfo",
+                "downwardAPI": {
+                    "defaultMode": 0o444,
+                    "items": [{
+                        "path": "annotations",
+                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.annotations"},
+                        "mode": 0o444,
+                    }],
+                },
+            })
+        );
+        assert_eq!(mount.name, volume.name);
+        assert_eq!(mount.mount_path, PODINFO_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(
+            intake_step("/usr/local/bin/bot-bottle"),
+            "/usr/local/bin/bot-bottle intake --listen 127.0.0.1:3198 --dir /run/bot-bottle/sidecar \
+             --claim-annotations /run/bot-bottle/podinfo/annotations"
+        );
     }
 }

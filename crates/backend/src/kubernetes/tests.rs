@@ -75,6 +75,7 @@ fn fixture() -> Fixture {
             ("sidecar.json".into(), b"{}".to_vec()),
             ("token-github".into(), b"ghp_not_a_real_token".to_vec()),
         ]),
+        warm_script: None,
     });
     config.ready_timeout = Duration::from_secs(20);
     Fixture {
@@ -2024,3 +2025,5 @@ fn a_pod_made_again_in_place_of_the_checked_one_is_refused() {
     assert_eq!(cluster.pod(NAME), None);
     assert!(!cluster.calls().iter().any(|c| c.starts_with("attach")));
 }
+
+mod warm;

@@ -177,6 +177,9 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
     // The bundle's operator port: the launcher's relay reaches it through port-forward.
     let operator = format!("127.0.0.1:{}", backend::kubernetes::OPERATOR_PORT);
     tcp_canary(&ns.pod, operator.leak(), "operator-port", &seen);
+    // A warm pod's config intake: the launcher sends the bottle's files through port-forward.
+    let intake = format!("127.0.0.1:{}", backend::kubernetes::objects::INTAKE_PORT);
+    tcp_canary(&ns.pod, intake.leak(), "intake-port", &seen);
     udp_canary(&ns.pod, "127.0.0.1:53", "pod-dns", &seen);
     tcp_canary(&ns.pod, "10.99.0.2:8081", "pod-ip", &seen);
     tcp_canary(&ns.net, "10.99.0.1:8080", "internet-tcp", &seen);
@@ -251,6 +254,13 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
         (
             "agent",
             AGENT,
+            "intake port (a warm pod's config)",
+            connect("127.0.0.1", backend::kubernetes::objects::INTAKE_PORT),
+            false,
+        ),
+        (
+            "agent",
+            AGENT,
             "own pod IP",
             connect("10.99.0.2", 8081),
             false,
@@ -312,6 +322,13 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
             connect("127.0.0.1", backend::kubernetes::OPERATOR_PORT),
             true,
         ),
+        (
+            "root",
+            0,
+            "intake port (port-forward)",
+            connect("127.0.0.1", backend::kubernetes::objects::INTAKE_PORT),
+            true,
+        ),
     ] {
         let (ok, text) = reach(uid, &script);
         table.push(format!(
@@ -325,10 +342,11 @@ fn the_init_containers_rules_confine_the_agent_uid_to_the_sidecar_ports() {
     let mut got = seen.lock().unwrap().clone();
     got.sort();
     // Only the allowed ones arrived: nothing of the agent's beyond the two sidecar ports
-    // (the operator port saw root's connection only).
+    // (the operator and intake ports saw root's connections only).
     assert_eq!(
         got,
         vec![
+            "intake-port",
             "internet-dns",
             "internet-tcp",
             "operator-port",

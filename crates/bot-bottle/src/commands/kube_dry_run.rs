@@ -23,6 +23,32 @@ pub fn render(
     command: Vec<String>,
     env: &launcher::HostEnv,
 ) -> anyhow::Result<String> {
+    let plan = plan(agent, settings, command, env)?;
+    let mut objects = bottle_objects(&plan).map_err(|e| anyhow::anyhow!(e.0))?;
+    // Without a cluster there is no API discovery: `sandbox: true` shows the Sandbox (at the
+    // first version bot-bottle writes), otherwise the pod, said to be wrapped in a Sandbox
+    // where the cluster serves that API (unless `sandbox: false`).
+    let note = match settings.sandbox {
+        Some(true) => {
+            objects.as_sandbox(backend::kubernetes::objects::SANDBOX_VERSIONS[0]);
+            ""
+        }
+        Some(false) => "",
+        None => {
+            "# kubernetes.sandbox is not set: on a cluster that serves agents.x-k8s.io Sandbox,\n# this Pod is the template of a Sandbox of the same name (`sandbox: true` shows it).\n"
+        }
+    };
+    Ok(format!("{note}{}", objects.to_yaml(true)?))
+}
+
+/// The plan of a bottle of `agent` as `start` would make it, from the manifest alone (the
+/// bottle CA and the bundle's files as placeholders; non-interactive).
+pub fn plan(
+    agent: ResolvedAgent,
+    settings: &ClusterSettings,
+    command: Vec<String>,
+    env: &launcher::HostEnv,
+) -> anyhow::Result<PodPlan> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let identity = Identity::generate(&agent.name)?;
     let agent_image = tag(&launcher::provider_image(&agent, None, env)?)?;
@@ -103,21 +129,7 @@ pub fn render(
             files: files.files,
         },
     };
-    let mut objects = bottle_objects(&plan).map_err(|e| anyhow::anyhow!(e.0))?;
-    // Without a cluster there is no API discovery: `sandbox: true` shows the Sandbox (at the
-    // first version bot-bottle writes), otherwise the pod, said to be wrapped in a Sandbox
-    // where the cluster serves that API (unless `sandbox: false`).
-    let note = match settings.sandbox {
-        Some(true) => {
-            objects.as_sandbox(backend::kubernetes::objects::SANDBOX_VERSIONS[0]);
-            ""
-        }
-        Some(false) => "",
-        None => {
-            "# kubernetes.sandbox is not set: on a cluster that serves agents.x-k8s.io Sandbox,\n# this Pod is the template of a Sandbox of the same name (`sandbox: true` shows it).\n"
-        }
-    };
-    Ok(format!("{note}{}", objects.to_yaml(true)?))
+    Ok(plan)
 }
 
 fn tag(source: &ImageSource) -> anyhow::Result<String> {

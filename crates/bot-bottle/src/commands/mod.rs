@@ -8,10 +8,12 @@ pub mod discard;
 pub mod doctor;
 pub mod egress;
 pub mod gate;
+pub mod intake;
 pub mod kube_dry_run;
 pub mod list;
 pub mod logs;
 pub mod manifest;
+pub mod pool;
 pub mod prepare;
 pub mod proposals;
 pub mod resume;
@@ -33,6 +35,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => resume::run(args),
         Command::List(args) => list::run(args),
         Command::Stop(args) => stop::run(args),
+        Command::Pool(command) => pool::run(command),
         Command::Cleanup(args) => cleanup::run(args),
         Command::Discard(args) => discard::run(args),
         Command::Logs(args) => logs::run(args),
@@ -43,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Egress(cmd) => egress::run(cmd),
         Command::Gate(cmd) => gate::run(cmd),
         Command::Sidecar(args) => sidecar::run(args),
+        Command::Intake(args) => intake::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Prepare(cmd) => prepare::run(cmd),
         Command::Manifest(cmd) => manifest::run(cmd),

@@ -223,6 +223,28 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
     let ca_dir_s = ca_dir.to_str().unwrap();
     let state = dir.path("gate-state");
     let state_s = state.to_str().unwrap();
+    // A bundle that starts (`sidecar --plan` reads its plan once ready).
+    let sidecar_json = dir.path("sidecar.json");
+    std::fs::write(
+        &sidecar_json,
+        serde_json::json!({
+            "identity": "demo-0a1b2",
+            "home": cwd,
+            "egress": {"listen": {"tcp": "127.0.0.1:0"}, "routes": routes,
+                       "ca_dir": ca_dir, "log": dir.path("egress.jsonl")},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let sidecar_s = sidecar_json.to_str().unwrap();
+    // A warm pod's empty config directory (`intake --claim-annotations` reads the pod's
+    // annotations before it listens).
+    let intake_dir = dir.path("intake");
+    std::fs::create_dir(&intake_dir).unwrap();
+    let intake_dir_s = intake_dir.to_str().unwrap();
+    let plan_dir = dir.path("plan");
+    std::fs::create_dir(&plan_dir).unwrap();
+    let plan_dir_s = plan_dir.to_str().unwrap();
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         (
             "scan --config",
@@ -282,6 +304,58 @@ fn every_command_reading_a_named_file_refuses_fifos_and_devices() {
             "sidecar --config",
             vec!["sidecar", "--config", fifo_s],
             fifo_s,
+        ),
+        (
+            "sidecar --plan FIFO",
+            vec![
+                "sidecar",
+                "--config",
+                sidecar_s,
+                "--plan",
+                fifo_s,
+                "--plan-dir",
+                plan_dir_s,
+            ],
+            fifo_s,
+        ),
+        (
+            "sidecar --plan device",
+            vec![
+                "sidecar",
+                "--config",
+                sidecar_s,
+                "--plan",
+                "/dev/zero",
+                "--plan-dir",
+                plan_dir_s,
+            ],
+            "/dev/zero",
+        ),
+        (
+            "intake --claim-annotations FIFO",
+            vec![
+                "intake",
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+                intake_dir_s,
+                "--claim-annotations",
+                fifo_s,
+            ],
+            fifo_s,
+        ),
+        (
+            "intake --claim-annotations device",
+            vec![
+                "intake",
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+                intake_dir_s,
+                "--claim-annotations",
+                "/dev/zero",
+            ],
+            "/dev/zero",
         ),
         ("scan PATH", vec!["scan", "/dev/zero"], "/dev/zero"),
         ("scan FIFO", vec!["scan", fifo_s], fifo_s),

@@ -22,12 +22,12 @@ use escape::{Verdict, parse_cases};
 use super::canary::{self, Events};
 use super::docker::{TestNetwork, base_image, docker};
 
-const AGENT: u32 = 1000;
-const SIDECAR: u32 = 1001;
-const PORTS: [u16; 3] = [3128, 3129, 3130];
+pub(super) const AGENT: u32 = 1000;
+pub(super) const SIDECAR: u32 = 1001;
+pub(super) const PORTS: [u16; 3] = [3128, 3129, 3130];
 
 /// Why the test cannot run here, if it cannot.
-fn missing() -> Option<String> {
+pub(super) fn missing() -> Option<String> {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
         return Some("needs root (docker, and reading the host's nft)".into());
@@ -45,7 +45,7 @@ fn missing() -> Option<String> {
 
 /// The host's `nft` and every library it loads but libc's own, as read-only mounts under
 /// `/opt/nft` (the base image and the host are the same Debian release).
-fn nft_mounts() -> Vec<String> {
+pub(super) fn nft_mounts() -> Vec<String> {
     let out = Command::new("ldd").arg("/usr/sbin/nft").output().unwrap();
     let mut mounts = vec!["-v".to_owned(), "/usr/sbin/nft:/opt/nft/nft:ro".to_owned()];
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -63,8 +63,8 @@ fn nft_mounts() -> Vec<String> {
 }
 
 /// Containers of this test, removed on drop.
-struct Pod {
-    names: Vec<String>,
+pub(super) struct Pod {
+    pub(super) names: Vec<String>,
 }
 
 impl Drop for Pod {
@@ -75,7 +75,7 @@ impl Drop for Pod {
     }
 }
 
-fn run_in_pod(holder: &str, user: &str, base: &str, script: &str) -> (bool, String) {
+pub(super) fn run_in_pod(holder: &str, user: &str, base: &str, script: &str) -> (bool, String) {
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", &format!("container:{holder}")])
         .args(["--user", user, "--cap-drop", "ALL"])
@@ -98,10 +98,47 @@ fn run_in_pod(holder: &str, user: &str, base: &str, script: &str) -> (bool, Stri
     )
 }
 
-fn connect_script(host: &str, port: u16) -> String {
+pub(super) fn connect_script(host: &str, port: u16) -> String {
     format!(
         "import socket; socket.create_connection(('{host}', {port}), timeout=3); print('connected')"
     )
+}
+
+/// The `network` init container of the pod whose namespace `holder` owns: root with
+/// `NET_ADMIN` only, `nft -f` on the rules the backend puts in the pod's ConfigMap.
+pub(super) fn apply_ruleset(holder: &str, base: &str) {
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = backend::kubernetes::nft::ruleset(AGENT, SIDECAR, &PORTS).unwrap();
+    std::fs::write(rules_dir.path().join("rules.nft"), rules).unwrap();
+    let mut init = vec![
+        "run".to_owned(),
+        "--rm".into(),
+        "--network".into(),
+        format!("container:{holder}"),
+        "--user".into(),
+        "0:0".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--cap-add".into(),
+        "NET_ADMIN".into(),
+        "--security-opt".into(),
+        "no-new-privileges:true".into(),
+        "--label".into(),
+        "org.bot-bottle.test=true".into(),
+        "-e".into(),
+        "LD_LIBRARY_PATH=/opt/nft/lib".into(),
+        "-v".into(),
+        format!("{}:/run/bot-bottle/network:ro", rules_dir.path().display()),
+    ];
+    init.extend(nft_mounts());
+    init.extend([
+        base.to_owned(),
+        "/opt/nft/nft".into(),
+        "-f".into(),
+        "/run/bot-bottle/network/rules.nft".into(),
+    ]);
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    docker(&init).unwrap();
 }
 
 #[test]
@@ -174,38 +211,7 @@ fn the_pod_topology_on_docker_confines_the_agent_to_its_sidecar() {
     events.clear();
 
     // The `network` init container.
-    let rules_dir = tempfile::tempdir().unwrap();
-    let rules = backend::kubernetes::nft::ruleset(AGENT, SIDECAR, &PORTS).unwrap();
-    std::fs::write(rules_dir.path().join("rules.nft"), rules).unwrap();
-    let mut init = vec![
-        "run".to_owned(),
-        "--rm".into(),
-        "--network".into(),
-        format!("container:{holder}"),
-        "--user".into(),
-        "0:0".into(),
-        "--cap-drop".into(),
-        "ALL".into(),
-        "--cap-add".into(),
-        "NET_ADMIN".into(),
-        "--security-opt".into(),
-        "no-new-privileges:true".into(),
-        "--label".into(),
-        "org.bot-bottle.test=true".into(),
-        "-e".into(),
-        "LD_LIBRARY_PATH=/opt/nft/lib".into(),
-        "-v".into(),
-        format!("{}:/run/bot-bottle/network:ro", rules_dir.path().display()),
-    ];
-    init.extend(nft_mounts());
-    init.extend([
-        base.clone(),
-        "/opt/nft/nft".into(),
-        "-f".into(),
-        "/run/bot-bottle/network/rules.nft".into(),
-    ]);
-    let init: Vec<&str> = init.iter().map(String::as_str).collect();
-    docker(&init).unwrap();
+    apply_ruleset(&holder, &base);
 
     // The sidecar: uid 1001 on the contract's ports.
     let listen = format!(

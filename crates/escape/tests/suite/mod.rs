@@ -19,6 +19,7 @@
 mod canary;
 mod docker;
 mod kube_pod;
+mod kube_pod_warm;
 mod netns;
 
 use std::collections::BTreeMap;
