@@ -319,7 +319,7 @@ impl HostView for RealHost {
     }
 }
 
-/// [`RealHost`] with the scans of [`super::plan::SCANNED_DIRS`] made ahead of the plan, on a
+/// [`RealHost`] with the scans of `/etc` and `/opt` (the plan's scanned directories) made ahead of the plan, on a
 /// thread of their own ([`Prefetched::start`]) while the sidecar bundle starts: `launch`
 /// joins it before it builds the plan. The same scans as [`RealHost::unshareable_entries`]
 /// of the same directories, only earlier; a directory not scanned ahead (or a scan thread
