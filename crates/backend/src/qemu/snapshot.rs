@@ -43,6 +43,11 @@ const FORMAT: &str = "bot-bottle qemu snapshot 1";
 const STREAM_MAGIC: &[u8; 4] = b"QEVM";
 /// How long making a snapshot may take (a boot to the snapshot point and the save).
 const MAKE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A snapshot no launch used for this long is removed when another one is made: a new
+/// kernel, QEMU or bot-bottle makes new keys, and each snapshot is tens to hundreds of MB.
+pub const UNUSED_FOR: Duration = Duration::from_secs(14 * 24 * 3600);
+/// A temporary file or directory of a make that died is removed after this long.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
 
 /// Whether bottles are restored from snapshots: yes unless [`SNAPSHOT_ENV`] is `0`.
 pub fn enabled() -> bool {
@@ -120,6 +125,7 @@ pub fn cached_or_made(
     let snap = dir.join(format!("{key}.snap"));
     let len_record = dir.join(format!("{key}.len"));
     if usable(&snap, &len_record) {
+        mark_used(&len_record);
         return Ok(Snapshot {
             path: snap,
             made_in: None,
@@ -167,10 +173,56 @@ pub fn cached_or_made(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    prune(dir, std::time::SystemTime::now());
     Ok(Snapshot {
         path: snap,
         made_in: Some(started.elapsed()),
     })
+}
+
+/// Records that a snapshot was used now (its length record's modification time), for [`prune`].
+fn mark_used(len_record: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(len_record)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// Removes, as of `now`, the snapshots in `dir` that no launch used for [`UNUSED_FOR`] (their
+/// length record's modification time, or the snapshot's own without a record) and what makes
+/// that died left behind. A bottle restored from a removed snapshot keeps running: its jail
+/// holds the file. Lock files stay (a launch may hold one). Best effort.
+pub fn prune(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let age = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            if (name.ends_with(".tmp") || name.starts_with(".make."))
+                && age(&path).is_some_and(|a| a > STALE_TEMPORARY)
+            {
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
+            continue;
+        }
+        let Some(key) = name.strip_suffix(".snap") else {
+            continue;
+        };
+        let record = dir.join(format!("{key}.len"));
+        let used = age(&record).or_else(|| age(&path));
+        if used.is_some_and(|a| a > UNUSED_FOR) {
+            let _ = std::fs::remove_file(&record);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// Removes the snapshot at `path` and its length record, so the next launch makes it anew
@@ -423,6 +475,64 @@ mod tests {
                 .made_in
                 .is_some()
         );
+    }
+
+    #[test]
+    fn snapshots_unused_for_two_weeks_and_dead_makes_leftovers_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let now = std::time::SystemTime::now();
+        let ago = |p: &Path, secs: u64| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(secs))
+                .unwrap();
+        };
+        for key in ["old", "recent", "norecord"] {
+            whole(d, key, b"QEVM");
+            std::fs::write(d.join(format!("{key}.lock")), "").unwrap();
+        }
+        std::fs::remove_file(d.join("norecord.len")).unwrap();
+        // "old" was used 15 days ago, its snapshot written long before that; "recent" was
+        // written long ago but used yesterday.
+        ago(&d.join("old.len"), 15 * 24 * 3600);
+        ago(&d.join("old.snap"), 30 * 24 * 3600);
+        ago(&d.join("recent.len"), 24 * 3600);
+        ago(&d.join("recent.snap"), 30 * 24 * 3600);
+        ago(&d.join("norecord.snap"), 15 * 24 * 3600);
+        std::fs::write(d.join(".k.1.tmp"), "half").unwrap();
+        ago(&d.join(".k.1.tmp"), 2 * 3600);
+        std::fs::write(d.join(".k.2.tmp"), "being written").unwrap();
+        std::fs::create_dir(d.join(".make.abc")).unwrap();
+        std::fs::File::open(d.join(".make.abc"))
+            .unwrap()
+            .set_modified(now - Duration::from_secs(2 * 3600))
+            .unwrap();
+        prune(d, now + Duration::from_secs(60));
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".k.2.tmp",
+                "norecord.lock",
+                "old.lock",
+                "recent.len",
+                "recent.lock",
+                "recent.snap"
+            ]
+        );
+        // A use marks it: not pruned a week later.
+        let used = cached_or_made(d, "recent", &|_| Err("not made".into())).unwrap();
+        assert_eq!(used.made_in, None);
+        prune(d, now + Duration::from_secs(7 * 24 * 3600));
+        assert!(d.join("recent.snap").exists());
     }
 
     #[test]
