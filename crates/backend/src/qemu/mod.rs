@@ -17,6 +17,11 @@
 //!   ([`crate::inbottle::qemu_guest`]): the agent as uid 1000 with the spec's environment and
 //!   the sidecars on `127.0.0.1:<port>`, as on native.
 //!
+//! A guest is normally not booted but restored from a snapshot of the same device set
+//! ([`snapshot`]), taken at stage 1's snapshot point; stage 1's first step after it, in a
+//! booted guest too, reseeds the kernel's CRNG with the 64 bytes the host sends first on the
+//! control port ([`initramfs::RESEED`]), so no two bottles draw the same random bytes.
+//!
 //! The host talks to the guest over the control port: `ready` once the agent runs, `exit <n>`
 //! when it ended (acknowledged before the guest powers off); `term` and `winsize` go the other
 //! way. A guest that does not reach `ready` within the boot bound is killed and reported with
