@@ -878,6 +878,31 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
+    /// Stage 1 stops at the snapshot point only after the modules, reseeds before anything
+    /// else after it (and fails closed), and mounts the root, reads the spec and runs stage 2
+    /// only after the reseed.
+    #[test]
+    fn stage_one_reseeds_right_after_the_snapshot_point_and_before_the_root() {
+        let script = stage1_script(&["virtio_console".to_owned(), "9p".to_owned()]);
+        let at = |needle: &str| {
+            script
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in:\n{script}"))
+        };
+        let point = at(SNAPSHOT_POINT);
+        assert!(at("insmod /lib/modules/9p.ko") < point);
+        let after: Vec<&str> = script[point..].lines().skip(1).collect();
+        assert!(
+            after[0].starts_with(&format!("{RESEED_PATH} $port || fail ")),
+            "{}",
+            after[0]
+        );
+        assert!(at("mount -t 9p") > at(RESEED_PATH));
+        assert!(at("switch_root") > at(RESEED_PATH));
+        assert_eq!(script.matches("/dev/urandom").count(), 1);
+        assert!(at("/dev/urandom") > at(RESEED_PATH));
+    }
+
     /// The committed reseed executable is `reseed.S` assembled (where binutils is here), a
     /// static ELF, and refuses to go on without a whole seed or the right to add entropy.
     #[test]
