@@ -71,14 +71,24 @@ fn stamp(path: &Path) -> Result<String, String> {
     ))
 }
 
-/// The cache key of the snapshot of `plan`'s device set booted from `kernel` and `initramfs`.
+/// The cache key of the snapshot of `plan`'s device set booted from `kernel` and `initramfs`
+/// (named by the hash of its content, as [`super::initramfs`] names it).
 pub fn key(plan: &VmPlan, kernel: &Path, initramfs: &Path) -> Result<String, String> {
     let mut h = Sha256::new();
     h.update(FORMAT);
-    for input in [&plan.qemu, kernel, initramfs] {
+    for input in [&plan.qemu, kernel] {
         h.update([0]);
         h.update(stamp(input)?);
     }
+    // The initramfs by its name, which is the hash of its content: an identical archive
+    // written again (another bot-bottle version's launch pruned it meanwhile) is the same
+    // guest, and its snapshot stays usable.
+    h.update([0]);
+    h.update(initramfs.file_name().unwrap_or_default().as_encoded_bytes());
+    let len = std::fs::metadata(initramfs)
+        .map_err(|e| format!("cannot read {}: {e}", initramfs.display()))?
+        .len();
+    h.update(len.to_le_bytes());
     for arg in cmdline::qemu_args(&cmdline::device_set(plan)) {
         h.update([0]);
         h.update(arg);
@@ -601,6 +611,11 @@ mod tests {
             assert_ne!(key(&other, &kernel, &initramfs).unwrap(), k);
         }
         assert_ne!(key(&plan, &initramfs, &kernel).unwrap(), k);
+        // The same archive written again (a new inode and time): the same key.
+        std::fs::remove_file(&initramfs).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&initramfs, "initramfs").unwrap();
+        assert_eq!(key(&plan, &kernel, &initramfs).unwrap(), k);
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&kernel, "another kernel").unwrap();
         assert_ne!(key(&plan, &kernel, &initramfs).unwrap(), k);
