@@ -17,6 +17,11 @@ use super::assets::Accel;
 /// Where the jail places the kernel and the initramfs.
 pub const JAIL_KERNEL: &str = "/run/bot-bottle/qemu/kernel";
 pub const JAIL_INITRAMFS: &str = "/run/bot-bottle/qemu/initramfs";
+/// Where the jail places the guest snapshot a bottle is restored from ([`super::snapshot`]).
+pub const JAIL_SNAPSHOT: &str = "/run/bot-bottle/qemu/snapshot";
+/// The descriptor QEMU reads the snapshot from (`-incoming fd:5`): opened by the jail's shell,
+/// so QEMU spawns nothing to read it.
+const SNAPSHOT_FD: u32 = 5;
 
 /// Everything the command line depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +46,8 @@ pub struct VmPlan {
     pub console_port: u16,
     /// The relay executable in the jail (the guest executable).
     pub relay: PathBuf,
+    /// Whether the guest is restored from the snapshot at [`JAIL_SNAPSHOT`] instead of booted.
+    pub restore: bool,
 }
 
 /// The argv the jail runs: a shell that keeps the agent's stdout and stderr as fds 3 and 4
@@ -49,7 +56,11 @@ pub fn jail_argv(plan: &VmPlan) -> Vec<String> {
     let mut argv = vec![
         "/bin/sh".to_owned(),
         "-c".to_owned(),
-        "exec 3>&1 4>&2; exec \"$0\" \"$@\"".to_owned(),
+        if plan.restore {
+            format!("exec 3>&1 4>&2 {SNAPSHOT_FD}<{JAIL_SNAPSHOT}; exec \"$0\" \"$@\"")
+        } else {
+            "exec 3>&1 4>&2; exec \"$0\" \"$@\"".to_owned()
+        },
         plan.qemu.to_string_lossy().into_owned(),
     ];
     argv.extend(qemu_args(plan));
@@ -183,7 +194,101 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
         "-sandbox",
         "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny",
     ]);
+    if plan.restore {
+        // Resumed running without a monitor: the snapshot was taken from a running guest
+        // (a live migration, no `stop`), so its saved run state is `running` and QEMU starts
+        // the VM as soon as the state is loaded (no `-S`, no `cont`).
+        push(&["-incoming", &format!("fd:{SNAPSHOT_FD}")]);
+    }
     a
+}
+
+/// `plan` with everything that is not part of the guest's saved state made the same for every
+/// bottle: the backends of the devices (chardev sockets and their ports, the 9p shares' host
+/// paths, the sidecar `guestfwd`s) are not in a migration stream, so a snapshot made with
+/// one set of them restores under another. What stays is the machine, the accelerator, the
+/// CPUs, the memory, the kernel's command line and the device set (interactive or not).
+pub fn device_set(plan: &VmPlan) -> VmPlan {
+    VmPlan {
+        ports: Vec::new(),
+        workspace: "/workspace".into(),
+        home: "/home/agent".into(),
+        control_port: 1,
+        console_port: 2,
+        relay: "/relay".into(),
+        restore: false,
+        ..plan.clone()
+    }
+}
+
+/// The arguments of the run that makes a snapshot of `plan`'s device set
+/// ([`super::snapshot`]): [`qemu_args`] of [`device_set`] with the kernel and initramfs at
+/// their host paths, the console logged to `work/console.log`, the control port connected to
+/// the socket `work/control.sock` (which the caller listens on and never writes to, so the
+/// guest waits at the snapshot point), the stdio chardevs `null`, the 9p shares on
+/// the empty directory `work/empty` (the guest mounts nothing before the snapshot point) and
+/// a QMP socket `work/qmp.sock`, which only this run has. The `-device`s are the bottle's.
+pub fn snapshot_args(
+    plan: &VmPlan,
+    kernel: &std::path::Path,
+    initramfs: &std::path::Path,
+    work: &std::path::Path,
+) -> Vec<String> {
+    let args = qemu_args(&device_set(plan));
+    let empty = work.join("empty").to_string_lossy().replace(',', ",,");
+    let mut out = Vec::new();
+    let mut it = args.into_iter().peekable();
+    while let Some(flag) = it.next() {
+        if flag == "-add-fd" {
+            it.next();
+            continue;
+        }
+        let Some(value) = it.next_if(|v| !v.starts_with('-') || flag == "-append") else {
+            out.push(flag);
+            continue;
+        };
+        let value = match flag.as_str() {
+            "-kernel" => kernel.to_string_lossy().into_owned(),
+            "-initrd" => initramfs.to_string_lossy().into_owned(),
+            "-chardev" => {
+                let id = value
+                    .split(',')
+                    .find_map(|p| p.strip_prefix("id="))
+                    .unwrap_or_default()
+                    .to_owned();
+                let at = |name: &str| work.join(name).to_string_lossy().replace(',', ",,");
+                if id == "console" {
+                    format!("file,id=console,path={}", at("console.log"))
+                } else if id == "control" {
+                    // Connected (to a listener that never sends): on a port whose host side is
+                    // not connected, the guest's read returns end-of-file at once.
+                    format!("socket,id=control,path={}", at("control.sock"))
+                } else {
+                    format!("null,id={id}")
+                }
+            }
+            "-fsdev" => value
+                .split(',')
+                .map(|p| {
+                    if p.starts_with("path=") {
+                        format!("path={empty}")
+                    } else {
+                        p.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => value,
+        };
+        out.push(flag);
+        out.push(value);
+    }
+    out.push("-qmp".to_owned());
+    out.push(format!(
+        "unix:{},server=on,wait=off",
+        work.join("qmp.sock").to_string_lossy()
+    ));
+    out
 }
 
 /// Kernel options that shorten a boot under TCG (measured in bench/README.md, "Where the
@@ -256,6 +361,7 @@ mod tests {
             control_port: 40000,
             console_port: 40001,
             relay: "/run/bot-bottle/qemu/bot-bottle-guest".into(),
+            restore: false,
         };
         insta::assert_yaml_snapshot!(jail_argv(&plan));
     }
@@ -276,6 +382,7 @@ mod tests {
             control_port: 1,
             console_port: 2,
             relay: "/r".into(),
+            restore: false,
         };
         insta::assert_yaml_snapshot!(qemu_args(&plan));
     }
@@ -297,6 +404,7 @@ mod tests {
                 control_port: 1,
                 console_port: 2,
                 relay: "/r".into(),
+                restore: false,
             };
             let options: Vec<String> = append(&plan).split(' ').map(str::to_owned).collect();
             assert!(
@@ -331,6 +439,7 @@ mod tests {
             control_port: 1,
             console_port: 2,
             relay: "/r".into(),
+            restore: false,
         };
         assert!(
             append(&plan).ends_with(" tsc_early_khz=2596132 tsc=reliable lpj=10384528 maxcpus=1"),
@@ -371,5 +480,117 @@ mod tests {
         .unwrap();
         assert_eq!(kernel_hz(&image, "6.1.0-57-amd64"), Some(1000));
         assert_eq!(parse_hz("CONFIG_HZ_PERIODIC=y\n"), None);
+    }
+
+    fn bottle_plan(interactive: bool) -> VmPlan {
+        VmPlan {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            tsc_khz: Some(2_300_000),
+            hz: Some(250),
+            interactive,
+            ports: vec![3128, 3129],
+            workspace: "/home/alice/proj".into(),
+            home: "/home/alice".into(),
+            control_port: 40000,
+            console_port: 40001,
+            relay: "/run/bot-bottle/qemu/bot-bottle-guest".into(),
+            restore: false,
+        }
+    }
+
+    /// `(flag, value)` of every flag in `args` that the migration stream depends on.
+    fn saved_state(args: &[String]) -> Vec<(String, String)> {
+        args.windows(2)
+            .filter(|w| {
+                ["-M", "-accel", "-cpu", "-smp", "-m", "-append", "-device"].contains(&&*w[0])
+            })
+            .map(|w| (w[0].clone(), w[1].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_snapshot_run_has_the_bottles_devices_and_only_it_has_a_monitor() {
+        for interactive in [false, true] {
+            let plan = bottle_plan(interactive);
+            let work = std::path::Path::new("/cache/snap.work");
+            let snap = snapshot_args(
+                &plan,
+                "/k/vmlinux".as_ref(),
+                "/k/initramfs.cpio".as_ref(),
+                work,
+            );
+            let bottle = qemu_args(&plan);
+            assert_eq!(saved_state(&snap), saved_state(&bottle), "{snap:?}");
+            assert!(snap.ends_with(&[
+                "-qmp".to_owned(),
+                "unix:/cache/snap.work/qmp.sock,server=on,wait=off".to_owned()
+            ]));
+            assert!(!bottle.iter().any(|a| a == "-qmp"));
+            assert!(bottle.windows(2).any(|w| w == ["-monitor", "none"]));
+            // Nothing of the host's reaches the snapshot's guest: its shares are an empty
+            // directory and its chardevs write nowhere but the console log.
+            assert!(!snap.iter().any(|a| a.contains("/home/alice")), "{snap:?}");
+            assert!(!snap.iter().any(|a| a.contains("guestfwd")), "{snap:?}");
+            assert!(!snap.iter().any(|a| a == "-add-fd"), "{snap:?}");
+            for w in snap.windows(2).filter(|w| w[0] == "-chardev") {
+                assert!(
+                    w[1].starts_with("null,id=")
+                        || w[1] == "file,id=console,path=/cache/snap.work/console.log"
+                        || w[1] == "socket,id=control,path=/cache/snap.work/control.sock",
+                    "{}",
+                    w[1]
+                );
+            }
+            let fsdevs: Vec<&String> = snap
+                .windows(2)
+                .filter(|w| w[0] == "-fsdev")
+                .map(|w| &w[1])
+                .collect();
+            assert_eq!(fsdevs.len(), 3);
+            assert!(
+                fsdevs
+                    .iter()
+                    .all(|f| f.contains(",path=/cache/snap.work/empty,")),
+                "{fsdevs:?}"
+            );
+            assert!(snap.windows(2).any(|w| w == ["-kernel", "/k/vmlinux"]));
+            assert!(
+                snap.windows(2)
+                    .any(|w| w == ["-initrd", "/k/initramfs.cpio"])
+            );
+        }
+    }
+
+    #[test]
+    fn a_restored_bottle_reads_its_snapshot_from_a_descriptor_and_runs_without_a_monitor() {
+        let mut plan = bottle_plan(false);
+        assert!(!qemu_args(&plan).iter().any(|a| a == "-incoming"));
+        plan.restore = true;
+        let argv = jail_argv(&plan);
+        assert_eq!(
+            argv[2],
+            "exec 3>&1 4>&2 5</run/bot-bottle/qemu/snapshot; exec \"$0\" \"$@\""
+        );
+        assert!(argv.ends_with(&["-incoming".to_owned(), "fd:5".to_owned()]));
+        // No `-S`: the VM runs as soon as its state is loaded.
+        assert!(!argv.iter().any(|a| a == "-S" || a == "-qmp"));
+        // The device set (and so the snapshot's key) does not depend on the bottle's ports,
+        // paths or whether it is restored.
+        let mut other = bottle_plan(false);
+        other.ports = vec![1];
+        other.workspace = "/elsewhere".into();
+        other.control_port = 40007;
+        assert_eq!(
+            qemu_args(&device_set(&plan)),
+            qemu_args(&device_set(&other))
+        );
+        other.memory_mib = 2048;
+        assert_ne!(
+            qemu_args(&device_set(&plan)),
+            qemu_args(&device_set(&other))
+        );
     }
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::inbottle::qemu_guest::CONTROL_PORT;
+
 /// The modules the guest needs, by name; their dependencies are added from each `.ko`'s
 /// `depends=` field. virtio-mmio transport, console and serial ports, the NIC, 9p.
 pub const NEEDED_MODULES: [&str; 5] = [
@@ -278,16 +280,45 @@ fn resolve_and_read(
     Ok(order)
 }
 
-/// The stage-1 script: load the modules, mount the root over 9p read-only, switch to it and
-/// run stage 2. Any failure is printed on the console (the host keeps its tail) and the guest
-/// powers off, so the host reports it instead of waiting.
+/// The line stage 1 prints on the console once the guest is booted and its modules loaded,
+/// just before it waits for the host's seed: where [`super::snapshot`] saves the guest.
+pub const SNAPSHOT_POINT: &str = "bot-bottle stage 1: at the snapshot point";
+
+/// The line stage 1 prints on the console after the reseed, followed by the first 16 bytes it
+/// then reads from `/dev/urandom` in hex: the earliest draw after a restore, which the tests
+/// compare across bottles restored from one snapshot (without the reseed, most were equal).
+/// Printing them gives nothing away: the CRNG's later output cannot be computed from it.
+pub const RESEEDED: &str = "bot-bottle stage 1: reseeded, first bytes drawn:";
+
+/// Where the reseed executable ([`RESEED`]) lives in the initramfs.
+pub const RESEED_PATH: &str = "/bin/reseed";
+
+/// The reseed executable of stage 1 (680 bytes, static, no libc): reads 64 bytes from the
+/// file named by its argument (the control port), adds them to the kernel's input pool
+/// credited as 512 bits (`RNDADDENTROPY`) and reseeds the CRNG from it (`RNDRESEEDCRNG`);
+/// exits 0 only if all of it succeeded. Assembled from `reseed.S` beside this file
+/// (`as --64 -o reseed.o reseed.S && ld -static -N -s --build-id=none -o reseed.bin
+/// reseed.o`; a test checks the two agree where binutils is installed). Busybox (1.35 in
+/// Debian 12) has no applet that calls these ioctls, and our guest executable needs the
+/// host's libc from the 9p root, which is mounted only after the reseed.
+pub const RESEED: &[u8] = include_bytes!("reseed.bin");
+
+/// The stage-1 script: load the modules, wait for the control port, say that the snapshot
+/// point is reached ([`SNAPSHOT_POINT`]), then reseed the kernel's random number generator
+/// from the 64 bytes the host sends first on the control port ([`RESEED`]), set the clock
+/// from the RTC, mount the root over 9p read-only, switch to it and run stage 2. A guest
+/// restored from a snapshot ([`super::snapshot`]) resumes in the reseed's read, so nothing
+/// after it ran in the snapshot's boot and everything after it draws from the reseeded CRNG;
+/// a booted guest goes through the same steps. Any failure is printed on the console (the
+/// host keeps its tail) and the guest powers off, so the host reports it instead of waiting.
 pub fn stage1_script(modules: &[String]) -> String {
     let mut s = String::from(
         "#!/bin/busybox sh\n\
          bb=/bin/busybox\n\
          fail() { echo \"bot-bottle stage 1: $1\" >/dev/console; $bb poweroff -f; }\n\
          $bb mount -t proc proc /proc || fail 'cannot mount /proc'\n\
-         $bb mount -t devtmpfs dev /dev || fail 'cannot mount /dev'\n",
+         $bb mount -t devtmpfs dev /dev || fail 'cannot mount /dev'\n\
+         $bb mount -t sysfs sys /sys || fail 'cannot mount /sys'\n",
     );
     for m in modules {
         s.push_str(&format!(
@@ -295,7 +326,23 @@ pub fn stage1_script(modules: &[String]) -> String {
         ));
     }
     s.push_str(&format!(
-        "$bb mount -t 9p -o ro,nosuid,nodev,trans=virtio,version=9p2000.L,cache=loose,msize=262144 root /newroot || fail 'cannot mount the root over 9p'\n\
+        "port=\n\
+         tries=0\n\
+         while [ -z \"$port\" ]; do\n\
+         \x20 for p in /sys/class/virtio-ports/*; do\n\
+         \x20   [ \"$($bb cat $p/name 2>/dev/null)\" = {CONTROL_PORT} ] && port=/dev/${{p##*/}}\n\
+         \x20 done\n\
+         \x20 [ -n \"$port\" ] && break\n\
+         \x20 tries=$((tries + 1))\n\
+         \x20 [ $tries -gt 1000 ] && fail 'the control port never appeared'\n\
+         \x20 $bb usleep 10000\n\
+         done\n\
+         echo '{SNAPSHOT_POINT}' >/dev/console\n\
+         {RESEED_PATH} $port || fail 'cannot reseed the random number generator from the host (RNDADDENTROPY, RNDRESEEDCRNG); powering off'\n\
+         echo \"{RESEEDED} $($bb od -An -tx1 -N16 /dev/urandom | $bb tr -d ' \\n')\" >/dev/console\n\
+         $bb hwclock -s -u || fail 'cannot set the clock from the RTC'\n\
+         $bb umount /sys\n\
+         $bb mount -t 9p -o ro,nosuid,nodev,trans=virtio,version=9p2000.L,cache=loose,msize=262144 root /newroot || fail 'cannot mount the root over 9p'\n\
          $bb umount /dev\n\
          $bb umount /proc\n\
          exec $bb switch_root /newroot {GUEST_EXE} __qemu-init {GUEST_SPEC}\n"
@@ -331,10 +378,19 @@ pub fn entries(busybox: Vec<u8>, modules: Vec<(String, Vec<u8>)>) -> Vec<Entry> 
             path: "proc".into(),
             mode: 0o755,
         },
+        Entry::Dir {
+            path: "sys".into(),
+            mode: 0o755,
+        },
         Entry::File {
             path: "bin/busybox".into(),
             mode: 0o755,
             data: busybox,
+        },
+        Entry::File {
+            path: RESEED_PATH.trim_start_matches('/').into(),
+            mode: 0o755,
+            data: RESEED.to_vec(),
         },
         Entry::Symlink {
             path: "bin/sh".into(),
@@ -388,7 +444,7 @@ fn still_named(file: &std::fs::File, path: &Path) -> bool {
 /// already makes every new build of bot-bottle miss once, so this is the explicit guard for a
 /// change that reaches the cache without a new executable (a record written by hand, a copied
 /// cache).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// A record is written only when every input it names was last changed at least this long
 /// before: a file changed twice within the filesystem's timestamp granularity (a few
@@ -822,6 +878,74 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
+    /// Stage 1 stops at the snapshot point only after the modules, reseeds before anything
+    /// else after it (and fails closed), and mounts the root, reads the spec and runs stage 2
+    /// only after the reseed.
+    #[test]
+    fn stage_one_reseeds_right_after_the_snapshot_point_and_before_the_root() {
+        let script = stage1_script(&["virtio_console".to_owned(), "9p".to_owned()]);
+        let at = |needle: &str| {
+            script
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in:\n{script}"))
+        };
+        let point = at(SNAPSHOT_POINT);
+        assert!(at("insmod /lib/modules/9p.ko") < point);
+        let after: Vec<&str> = script[point..].lines().skip(1).collect();
+        assert!(
+            after[0].starts_with(&format!("{RESEED_PATH} $port || fail ")),
+            "{}",
+            after[0]
+        );
+        assert!(at("mount -t 9p") > at(RESEED_PATH));
+        assert!(at("switch_root") > at(RESEED_PATH));
+        assert_eq!(script.matches("/dev/urandom").count(), 1);
+        assert!(at("/dev/urandom") > at(RESEED_PATH));
+    }
+
+    /// The committed reseed executable is `reseed.S` assembled (where binutils is here), a
+    /// static ELF, and refuses to go on without a whole seed or the right to add entropy.
+    #[test]
+    fn the_reseed_executable_is_its_source_assembled_and_fails_closed() {
+        assert_eq!(super::super::elf::is_static(RESEED), Some(true));
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/qemu/reseed.S");
+        let (obj, exe) = (dir.path().join("reseed.o"), dir.path().join("reseed"));
+        let assembled = std::process::Command::new("as")
+            .args(["--64", "-o"])
+            .arg(&obj)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("ld")
+                .args(["-static", "-N", "-s", "--build-id=none", "-o"])
+                .arg(&exe)
+                .arg(&obj)
+                .status()
+                .is_ok_and(|s| s.success());
+        if assembled {
+            assert!(
+                std::fs::read(&exe).unwrap() == RESEED,
+                "reseed.bin is not reseed.S assembled; rebuild it (see RESEED)"
+            );
+        } else {
+            eprintln!("not compared with reseed.S: binutils (as, ld) are not installed");
+        }
+        let bin = dir.path().join("reseed.bin");
+        std::fs::write(&bin, RESEED).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, [7u8; 63]).unwrap();
+        // No argument, a missing file, a seed one byte short: exit 1 before any ioctl.
+        for args in [vec![], vec![dir.path().join("none")], vec![short]] {
+            let status = std::process::Command::new(&bin)
+                .args(&args)
+                .status()
+                .unwrap();
+            assert_eq!(status.code(), Some(1), "{args:?}");
+        }
+    }
+
     #[test]
     fn a_cpio_archive_has_newc_headers_padding_and_a_trailer() {
         let mut out = Vec::new();
@@ -905,6 +1029,7 @@ mod tests {
             [
                 "bin",
                 "bin/busybox",
+                "bin/reseed",
                 "bin/sh",
                 "dev",
                 "init",
@@ -912,7 +1037,8 @@ mod tests {
                 "lib/modules",
                 "lib/modules/m.ko",
                 "newroot",
-                "proc"
+                "proc",
+                "sys"
             ]
         );
     }

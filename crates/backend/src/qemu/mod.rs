@@ -17,6 +17,11 @@
 //!   ([`crate::inbottle::qemu_guest`]): the agent as uid 1000 with the spec's environment and
 //!   the sidecars on `127.0.0.1:<port>`, as on native.
 //!
+//! A guest is normally not booted but restored from a snapshot of the same device set
+//! ([`snapshot`]), taken at stage 1's snapshot point; stage 1's first step after it, in a
+//! booted guest too, reseeds the kernel's CRNG with the 64 bytes the host sends first on the
+//! control port ([`initramfs::RESEED`]), so no two bottles draw the same random bytes.
+//!
 //! The host talks to the guest over the control port: `ready` once the agent runs, `exit <n>`
 //! when it ended (acknowledged before the guest powers off); `term` and `winsize` go the other
 //! way. A guest that does not reach `ready` within the boot bound is killed and reported with
@@ -29,6 +34,7 @@ pub mod initramfs;
 pub mod kvm;
 mod package;
 pub mod preflight;
+pub mod snapshot;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -83,6 +89,11 @@ pub struct QemuConfig {
     /// How long a guest may take to start the agent; `None`: `$BOT_BOTTLE_QEMU_BOOT_TIMEOUT`
     /// seconds, else 120 s.
     pub boot_timeout: Option<Duration>,
+    /// Whether guests are restored from a snapshot ([`snapshot`]) instead of booted: on
+    /// unless `BOT_BOTTLE_QEMU_SNAPSHOT=0`.
+    pub snapshots: bool,
+    /// Where snapshots are cached: [`snapshots_dir`].
+    pub snapshot_dir: PathBuf,
 }
 
 impl QemuConfig {
@@ -99,6 +110,8 @@ impl QemuConfig {
             kernel: None,
             accel: None,
             boot_timeout: None,
+            snapshots: snapshot::enabled(),
+            snapshot_dir: snapshots_dir(),
         }
     }
 
@@ -186,6 +199,79 @@ impl QemuBackend {
         self.config.runtime_dir().join("vm").join(identity)
     }
 
+    /// The VM of a bottle with `resources` (interactive or not), its ports and paths left
+    /// out (those of [`cmdline::device_set`]): what its snapshot depends on.
+    fn device_plan(
+        &self,
+        resources: &crate::spec::Resources,
+        interactive: bool,
+        accel: assets::Accel,
+        kernel: &assets::GuestKernel,
+    ) -> cmdline::VmPlan {
+        let (cpus, memory_mib) = resources.vm_size();
+        cmdline::device_set(&cmdline::VmPlan {
+            qemu: self.config.qemu.clone(),
+            accel,
+            cpus,
+            memory_mib,
+            tsc_khz: cmdline::host_tsc_khz(),
+            hz: cmdline::kernel_hz(&kernel.image, &kernel.version),
+            interactive,
+            ports: Vec::new(),
+            workspace: PathBuf::new(),
+            home: PathBuf::new(),
+            control_port: 0,
+            console_port: 0,
+            relay: PathBuf::new(),
+            restore: false,
+        })
+    }
+
+    /// Makes (or finds) the snapshot bottles with `resources` restore from, as a `start`
+    /// would on its first launch (`bot-bottle prepare qemu`): its path, and how long making
+    /// it took when it was made now.
+    pub fn prepare_snapshot(
+        &self,
+        resources: &crate::spec::Resources,
+        interactive: bool,
+    ) -> Result<snapshot::Snapshot, BackendError> {
+        let kernel = match &self.config.kernel {
+            Some(k) => k.clone(),
+            None => assets::guest_kernel().map_err(unavailable)?,
+        };
+        let accel = match self.config.accel {
+            Some(a) => a,
+            None => assets::choose_accel().map_err(unavailable)?,
+        };
+        let initramfs = initramfs::build_cached(
+            &self.config.busybox,
+            &kernel.modules,
+            &assets::cache_root().join("qemu"),
+        )
+        .map_err(unavailable)?;
+        let plan = self.device_plan(resources, interactive, accel, &kernel);
+        self.cached_snapshot(&plan, &kernel.image, initramfs.path())
+            .map_err(unavailable)
+    }
+
+    fn cached_snapshot(
+        &self,
+        plan: &cmdline::VmPlan,
+        kernel: &Path,
+        initramfs: &Path,
+    ) -> Result<snapshot::Snapshot, String> {
+        let dir = self.config.snapshot_dir.clone();
+        snapshot::key(plan, kernel, initramfs).and_then(|key| {
+            snapshot::cached_or_made(&dir, &key, &|out| {
+                let work = tempfile::Builder::new()
+                    .prefix(".make.")
+                    .tempdir_in(&dir)
+                    .map_err(|e| format!("cannot create a directory in {}: {e}", dir.display()))?;
+                snapshot::make(plan, kernel, initramfs, work.path(), out)
+            })
+        })
+    }
+
     /// The jail's spec and the guest's: QEMU as the jail's command, the VM's files placed.
     fn plans(
         &self,
@@ -194,7 +280,7 @@ impl QemuBackend {
         accel: assets::Accel,
         kernel: &assets::GuestKernel,
         initramfs: &Path,
-    ) -> Result<LaunchSpec, BackendError> {
+    ) -> Result<(LaunchSpec, Option<PathBuf>), BackendError> {
         let used: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
         let mut free = (40000u16..).filter(|p| !used.contains(p));
         let (control_port, console_port) = match (free.next(), free.next()) {
@@ -225,22 +311,18 @@ impl QemuBackend {
         })?;
         std::fs::write(&guest_path, json).map_err(io_err("write", &guest_path))?;
         let r = &spec.resources;
-        let (cpus, memory_mib) = r.vm_size();
         let plan = cmdline::VmPlan {
-            qemu: self.config.qemu.clone(),
-            accel,
-            cpus,
-            memory_mib,
-            tsc_khz: cmdline::host_tsc_khz(),
-            hz: cmdline::kernel_hz(&kernel.image, &kernel.version),
-            interactive: spec.interactive,
             ports: used,
             workspace: spec.workspace.inside.clone(),
             home: spec.home.inside.clone(),
             control_port,
             console_port,
             relay: initramfs::GUEST_EXE.into(),
+            ..self.device_plan(r, spec.interactive, accel, kernel)
         };
+        let mut plan = plan;
+        let snapshot = self.snapshot(&plan, &kernel.image, initramfs);
+        plan.restore = snapshot.is_some();
         let mut jail = spec.clone();
         jail.argv = cmdline::jail_argv(&plan);
         jail.env = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into();
@@ -251,7 +333,10 @@ impl QemuBackend {
             (kernel.image.clone(), cmdline::JAIL_KERNEL),
             (initramfs.to_path_buf(), cmdline::JAIL_INITRAMFS),
             (guest_path, initramfs::GUEST_SPEC),
-        ] {
+        ]
+        .into_iter()
+        .chain(snapshot.clone().map(|s| (s, cmdline::JAIL_SNAPSHOT)))
+        {
             jail.files.push(ReadOnlyFile {
                 host,
                 inside: inside.into(),
@@ -266,7 +351,58 @@ impl QemuBackend {
                 host_unix_socket: dir.join(name),
             });
         }
-        Ok(jail)
+        Ok((jail, snapshot))
+    }
+
+    /// The snapshot `plan`'s guest is restored from ([`snapshot`]), made now if it is missing
+    /// (one line on stderr says so, with the time it took); `None` (the guest boots) when
+    /// snapshots are off ([`snapshot::SNAPSHOT_ENV`]) or it cannot be made, which is said on
+    /// stderr with the reason. A booted guest is reseeded from the host as a restored one.
+    fn snapshot(&self, plan: &cmdline::VmPlan, kernel: &Path, initramfs: &Path) -> Option<PathBuf> {
+        if !self.config.snapshots {
+            return None;
+        }
+        match self.cached_snapshot(plan, kernel, initramfs) {
+            Ok(s) => {
+                if let Some(took) = s.made_in {
+                    eprintln!(
+                        "bot-bottle: made the qemu guest snapshot {} in {:.1} s (once per kernel, QEMU and VM size)",
+                        s.path.display(),
+                        took.as_secs_f64()
+                    );
+                }
+                Some(s.path)
+            }
+            Err(e) => {
+                eprintln!(
+                    "bot-bottle: no qemu guest snapshot, booting the guest instead ({} to skip snapshots): {e}",
+                    format_args!("{}=0", snapshot::SNAPSHOT_ENV)
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Where guest snapshots are cached: `<cache>/qemu/snapshots`.
+pub fn snapshots_dir() -> PathBuf {
+    assets::cache_root().join("qemu").join("snapshots")
+}
+
+/// Draws the 64 bytes a guest's stage 1 reseeds its kernel's random number generator with
+/// (sent first on the control port), from the host's CSPRNG (`getrandom`).
+fn bottle_seed() -> std::io::Result<[u8; 64]> {
+    let mut seed = [0u8; 64];
+    // SAFETY: getrandom writes at most `seed.len()` bytes into `seed`, which we own.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n == seed.len() as isize {
+        Ok(seed)
+    } else if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Err(std::io::Error::other(
+            "getrandom returned fewer than 64 bytes",
+        ))
     }
 }
 
@@ -326,9 +462,17 @@ fn control_thread(
     stop: Arc<Mutex<bool>>,
 ) {
     std::thread::spawn(move || {
-        let Some(stream) = accept_one(&listener, &stop) else {
+        let Some(mut stream) = accept_one(&listener, &stop) else {
             return;
         };
+        // First on the port, before any line: the guest's seed, which stage 1 reads before it
+        // goes on. Without it the guest waits, and the launch fails (fail closed).
+        if let Err(e) = bottle_seed().and_then(|seed| stream.write_all(&seed)) {
+            let _ = events.send(Event::GuestError(format!(
+                "cannot send the guest its random seed: {e}"
+            )));
+            return;
+        }
         if let Ok(w) = stream.try_clone() {
             *writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
         }
@@ -685,7 +829,7 @@ impl Backend for QemuBackend {
             let _ = std::fs::remove_dir_all(&dir);
             e
         };
-        let jail_spec = self
+        let (jail_spec, restored) = self
             .plans(spec, &dir, accel, &kernel, initramfs.path())
             .map_err(cleanup)?;
         let control = dir.join("control.sock");
@@ -783,6 +927,14 @@ impl Backend for QemuBackend {
                         Ok(exit) => format!("QEMU's jail exited {}", exit.code),
                         Err(e) => e.to_string(),
                     };
+                    if let Some(snap) = &restored {
+                        // It may be the snapshot that QEMU could not load: made anew next time.
+                        snapshot::discard(snap);
+                        break Some(format!(
+                            "the guest ended before the agent started ({why}); it was restored from the snapshot {}, which was removed so that the next start makes it anew",
+                            snap.display()
+                        ));
+                    }
                     break Some(format!("the guest ended before the agent started ({why})"));
                 }
                 Err(RecvTimeoutError::Timeout) => {

@@ -392,6 +392,8 @@ fn qemu_guest_that_does_not_boot_in_time_is_killed_and_reported() {
     };
     let mut config = backend.config().clone();
     config.boot_timeout = Some(std::time::Duration::from_secs(1));
+    // Booted, not restored: a restored guest may reach its agent within the second.
+    config.snapshots = false;
     let backend = QemuBackend::new(config);
     let spec = small(f.spec(&["/bin/true"]));
     let err = match backend.launch(&spec, BottleStdio::piped()) {
@@ -511,4 +513,147 @@ fn qemu_interactive_bottle_gets_the_terminal_its_size_and_its_resizes() {
     let out = String::from_utf8_lossy(&output).replace('\r', "");
     assert_eq!(code, Some(5), "{out}");
     assert!(out.contains("tty\n33 101\nready\n40 120\n"), "{out}");
+}
+
+/// What a bottle drew from its kernel's CRNG, and whether its guest was restored from a
+/// snapshot (its console, kept in the bottle's logs, has no line of stage 1 before the
+/// snapshot point, where a booted guest's has).
+struct Drawn {
+    /// Stage 1's first 16 bytes after the reseed (on the console): the earliest draw.
+    stage1: String,
+    /// The agent's first 32 bytes.
+    agent: String,
+    restored: bool,
+}
+
+fn urandom_of(f: &Fixture, backend: &QemuBackend) -> Drawn {
+    let spec = small(f.spec(&[
+        "/bin/sh",
+        "-c",
+        "od -An -tx1 -N32 /dev/urandom | tr -d ' \\n'",
+    ]));
+    let logs = state::Home::new(&f.state).bottle(&spec.identity).logs();
+    std::fs::create_dir_all(&logs).unwrap();
+    let out = run(backend, &spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.len(), 64, "{out:?}");
+    let console = std::fs::read_to_string(logs.join(backend::qemu::CONSOLE_LOG)).unwrap();
+    assert!(!console.contains("bot-bottle stage 1: cannot"), "{console}");
+    let restored = !console.contains(backend::qemu::snapshot::SNAPSHOT_POINT);
+    let stage1 = console
+        .lines()
+        .find_map(|l| l.strip_prefix(backend::qemu::snapshot::RESEEDED))
+        .unwrap_or_else(|| panic!("no reseed on the console:\n{console}"))
+        .trim()
+        .to_owned();
+    assert_eq!(stage1.len(), 32, "{console}");
+    Drawn {
+        stage1,
+        agent: out.stdout,
+        restored,
+    }
+}
+
+/// The fixture's backend restoring guests from snapshots in `dir`.
+fn with_snapshots_in(backend: &QemuBackend, dir: &Path) -> QemuBackend {
+    let mut config = backend.config().clone();
+    config.snapshots = true;
+    config.snapshot_dir = dir.to_path_buf();
+    QemuBackend::new(config)
+}
+
+fn snapshots(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.extension().is_some_and(|e| e == "snap"));
+    found.sort();
+    found
+}
+
+/// Every guest restored from one snapshot starts with the same kernel CRNG state (the same
+/// boot_id shows they are the same boot); stage 1 reseeds it with the host's bytes before
+/// anything else, so the agents' random bytes differ.
+#[test]
+fn qemu_bottles_restored_from_one_snapshot_draw_different_random_bytes() {
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
+    let dir = f.state.join("snapshots");
+    let backend = with_snapshots_in(&backend, &dir);
+    let a = urandom_of(&f, &backend);
+    assert_eq!(snapshots(&dir).len(), 1, "the first start made no snapshot");
+    let b = urandom_of(&f, &backend);
+    let c = urandom_of(&f, &backend);
+    assert_eq!(snapshots(&dir).len(), 1);
+    assert!(a.restored && b.restored && c.restored);
+    // A booted guest goes through the same stage 1 (and is reseeded as well).
+    let mut config = backend.config().clone();
+    config.snapshots = false;
+    let d = urandom_of(&f, &QemuBackend::new(config));
+    assert!(!d.restored);
+    let all = [&a, &b, &c, &d];
+    for (i, x) in all.iter().enumerate() {
+        for y in &all[i + 1..] {
+            assert_ne!(
+                x.stage1, y.stage1,
+                "stage 1 drew the same bytes in two bottles"
+            );
+            assert_ne!(x.agent, y.agent, "two agents drew the same bytes");
+        }
+    }
+}
+
+/// A truncated snapshot, or one whose stream QEMU refuses, is never half-used: the first is
+/// made anew before the start, the second fails that start naming the snapshot, which is
+/// removed, and the next start makes it anew. Another VM size is another snapshot.
+#[test]
+fn qemu_snapshot_truncated_or_corrupt_is_made_anew_and_another_vm_size_is_another_snapshot() {
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
+    let dir = f.state.join("snapshots");
+    let backend = with_snapshots_in(&backend, &dir);
+    assert_eq!(sh(&f, &backend, "echo one").stdout, "one\n");
+    let snap = snapshots(&dir).pop().expect("a snapshot");
+    let whole = std::fs::metadata(&snap).unwrap().len();
+    // Truncated (a disk filled up, a copy cut short): made anew, the bottle starts.
+    let file = std::fs::OpenOptions::new().write(true).open(&snap).unwrap();
+    file.set_len(whole / 2).unwrap();
+    drop(file);
+    assert_eq!(sh(&f, &backend, "echo two").stdout, "two\n");
+    // Made anew (the same size, give or take the pages the boot happened to touch).
+    let remade = std::fs::metadata(&snap).unwrap().len();
+    assert!(remade > whole * 9 / 10, "{remade} of {whole}");
+    assert_eq!(
+        std::fs::read_to_string(snap.with_extension("len")).unwrap(),
+        format!("{remade}\n")
+    );
+    // QEMU's stream version overwritten (the length and magic still right): QEMU refuses it.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[4..8].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&snap, &bytes).unwrap();
+    drop(bytes);
+    let err = match backend.launch(&small(f.spec(&["/bin/true"])), BottleStdio::piped()) {
+        Ok(mut b) => panic!(
+            "a bottle started from a corrupt snapshot: {:?}",
+            b.wait().map(|e| e.code)
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&format!(
+            "it was restored from the snapshot {}, which was removed so that the next start makes it anew",
+            snap.display()
+        )),
+        "{err}"
+    );
+    assert!(!snap.exists());
+    assert_eq!(sh(&f, &backend, "echo three").stdout, "three\n");
+    assert!(snap.exists());
+    // Another memory size: another snapshot, the first one left as it is.
+    let mut spec = small(f.spec(&["/bin/sh", "-c", "echo four"]));
+    spec.resources.memory_bytes = 640 << 20;
+    assert_eq!(run(&backend, &spec).stdout, "four\n");
+    assert_eq!(snapshots(&dir).len(), 2);
 }

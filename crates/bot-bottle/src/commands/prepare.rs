@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use backend::qemu::{assets, kvm};
+use backend::qemu::{QemuBackend, QemuConfig, assets, kvm, snapshot};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -76,13 +76,61 @@ fn qemu(args: QemuArgs) -> anyhow::Result<ExitCode> {
         println!("{}{cached}", status.reason);
     }
     match assets::decide_accel(&status, std::env::var(assets::ACCEL_ENV).ok().as_deref()) {
-        Ok(assets::Accel::Kvm) => println!("ready: qemu bottles run under KVM"),
-        Ok(assets::Accel::Tcg) => {
-            println!("ready: qemu bottles run under software emulation (TCG)");
-            eprintln!("{}", assets::TCG_WARNING);
+        Ok(accel) => {
+            snapshot(accel);
+            if accel == assets::Accel::Kvm {
+                println!("ready: qemu bottles run under KVM");
+            } else {
+                println!("ready: qemu bottles run under software emulation (TCG)");
+                eprintln!("{}", assets::TCG_WARNING);
+            }
         }
         // The kernel is ready; what is missing is the machine's, and the message says it.
         Err(e) => println!("not ready to start qemu bottles: {e}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the guest snapshot that bottles of the default size (`resources:` left out, not
+/// interactive) restore from, so that their first `start` does not make it. Other sizes are
+/// made by their first `start`. Not fatal: a bottle boots without one.
+fn snapshot(accel: assets::Accel) {
+    if !snapshot::enabled() {
+        println!(
+            "guest snapshot: off ({}=0); bottles boot their guest",
+            snapshot::SNAPSHOT_ENV
+        );
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        println!(
+            "guest snapshot: not made (cannot find this executable); the first start makes it"
+        );
+        return;
+    };
+    let home = match state::Home::from_env() {
+        Ok(home) => home.root().to_path_buf(),
+        Err(e) => {
+            println!("guest snapshot: not made ({e}); the first start makes it");
+            return;
+        }
+    };
+    let helper = backend::HelperCommand {
+        exe,
+        args: Vec::new(),
+    };
+    let mut config = QemuConfig::new(helper, &home);
+    config.accel = Some(accel);
+    println!("making the guest snapshot of default-size bottles (a guest boots once)");
+    match QemuBackend::new(config).prepare_snapshot(&backend::Resources::default(), false) {
+        Ok(s) => match s.made_in {
+            Some(took) => println!(
+                "guest snapshot: made {} in {:.1} s",
+                s.path.display(),
+                took.as_secs_f64()
+            ),
+            None => println!("guest snapshot: ready ({})", s.path.display()),
+        },
+        Err(e) => println!("guest snapshot: not made, bottles boot their guest instead: {e}"),
+    }
 }

@@ -1,0 +1,625 @@
+//! Guest snapshots: a guest booted once to the snapshot point of stage 1 (kernel booted,
+//! modules loaded, nothing per-bottle done: no 9p mount, no spec read, no agent), saved, and
+//! restored by every bottle of the same device set instead of booting its own.
+//!
+//! * **Made** by a QEMU of our own on the host (not jailed: its guest runs only our initramfs,
+//!   its 9p shares are an empty directory and nothing reaches its chardevs), with the bottle's
+//!   machine, CPUs, memory, kernel command line and devices ([`cmdline::snapshot_args`]) and a
+//!   QMP socket that only this run has: once the console says [`SNAPSHOT_POINT`], a live
+//!   `migrate` to `exec:cat > <temporary>` (no `stop` first, so the saved run state is
+//!   `running` and a restored QEMU starts the VM by itself, without a monitor), then `quit`.
+//! * **Cached** under `<cache>/qemu/snapshots/<key>.snap`, the key a hash of everything the
+//!   saved state depends on ([`key`]): QEMU's binary, the kernel image, the initramfs (named by
+//!   its content hash) and the device set's arguments ([`cmdline::device_set`]). Published
+//!   atomically: written to a temporary file, synced, renamed, then its length recorded in
+//!   `<key>.len` the same way; a snapshot without its record, of another length or without
+//!   QEMU's stream magic is never used (it is made again). One launch makes it while the others
+//!   wait on `<key>.lock`.
+//! * **Restored** by the bottle's QEMU from a descriptor (`-incoming fd:5`, see
+//!   [`cmdline::jail_argv`]). The guest resumes inside stage 1's reseed, which reads the 64
+//!   bytes the host sends first on the control port and reseeds the kernel's CRNG with them
+//!   before anything else runs ([`super::initramfs::RESEED`]).
+//!
+//! What the guests of one snapshot share is in SECURITY.md ("qemu"): the kernel's KASLR
+//! offset and whatever else the kernel drew at boot, not the CRNG's output after the reseed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::cmdline::{self, VmPlan};
+pub use super::initramfs::{RESEEDED, SNAPSHOT_POINT};
+
+/// `BOT_BOTTLE_QEMU_SNAPSHOT=0` boots every guest instead of restoring a snapshot.
+pub const SNAPSHOT_ENV: &str = "BOT_BOTTLE_QEMU_SNAPSHOT";
+/// Bumped when what a snapshot holds changes without any input of [`key`] changing.
+const FORMAT: &str = "bot-bottle qemu snapshot 1";
+/// The first bytes of a QEMU migration stream (`QEMU_VM_FILE_MAGIC`).
+const STREAM_MAGIC: &[u8; 4] = b"QEVM";
+/// How long making a snapshot may take (a boot to the snapshot point and the save).
+const MAKE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A snapshot no launch used for this long is removed when another one is made: a new
+/// kernel, QEMU or bot-bottle makes new keys, and each snapshot is tens to hundreds of MB.
+pub const UNUSED_FOR: Duration = Duration::from_secs(14 * 24 * 3600);
+/// A temporary file or directory of a make that died is removed after this long.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// Whether bottles are restored from snapshots: yes unless [`SNAPSHOT_ENV`] is `0`.
+pub fn enabled() -> bool {
+    std::env::var(SNAPSHOT_ENV).map_or(true, |v| v.trim() != "0")
+}
+
+/// A file's identity and version: path, length, modification time, inode.
+fn stamp(path: &Path) -> Result<String, String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!(
+        "{}\0{}\0{mtime}\0{}\0{}",
+        path.display(),
+        m.len(),
+        m.ino(),
+        m.dev()
+    ))
+}
+
+/// The cache key of the snapshot of `plan`'s device set booted from `kernel` and `initramfs`
+/// (named by the hash of its content, as [`super::initramfs`] names it).
+pub fn key(plan: &VmPlan, kernel: &Path, initramfs: &Path) -> Result<String, String> {
+    let mut h = Sha256::new();
+    h.update(FORMAT);
+    for input in [&plan.qemu, kernel] {
+        h.update([0]);
+        h.update(stamp(input)?);
+    }
+    // The initramfs by its name, which is the hash of its content: an identical archive
+    // written again (another bot-bottle version's launch pruned it meanwhile) is the same
+    // guest, and its snapshot stays usable.
+    h.update([0]);
+    h.update(initramfs.file_name().unwrap_or_default().as_encoded_bytes());
+    let len = std::fs::metadata(initramfs)
+        .map_err(|e| format!("cannot read {}: {e}", initramfs.display()))?
+        .len();
+    h.update(len.to_le_bytes());
+    for arg in cmdline::qemu_args(&cmdline::device_set(plan)) {
+        h.update([0]);
+        h.update(arg);
+    }
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+/// A snapshot ready to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub path: PathBuf,
+    /// How long making it took, when this call made it.
+    pub made_in: Option<Duration>,
+}
+
+fn io_text(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
+    let text = format!("cannot {action} {}", path.display());
+    move |e| format!("{text}: {e}")
+}
+
+/// Whether `snap` is a whole, published snapshot: its length record matches it and it
+/// starts with QEMU's stream magic.
+fn usable(snap: &Path, len_record: &Path) -> bool {
+    let Ok(recorded) = std::fs::read_to_string(len_record) else {
+        return false;
+    };
+    let Ok(mut file) = std::fs::File::open(snap) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    let len = file.metadata().map(|m| m.len()).ok();
+    len.is_some_and(|l| recorded.trim().parse::<u64>().ok() == Some(l))
+        && file.read_exact(&mut magic).is_ok()
+        && &magic == STREAM_MAGIC
+}
+
+/// The snapshot of `plan` in `dir` (`<cache>/qemu/snapshots`), made with `make` when it is
+/// missing or not whole (under `<key>.lock`, so concurrent launches make it once).
+pub fn cached_or_made(
+    dir: &Path,
+    key: &str,
+    make: &dyn Fn(&Path) -> Result<(), String>,
+) -> Result<Snapshot, String> {
+    let snap = dir.join(format!("{key}.snap"));
+    let len_record = dir.join(format!("{key}.len"));
+    if usable(&snap, &len_record) {
+        mark_used(&len_record);
+        return Ok(Snapshot {
+            path: snap,
+            made_in: None,
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(io_text("create", dir))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = std::fs::File::create(&lock_path).map_err(io_text("create", &lock_path))?;
+    lock.lock().map_err(io_text("lock", &lock_path))?;
+    if usable(&snap, &len_record) {
+        return Ok(Snapshot {
+            path: snap,
+            made_in: None,
+        });
+    }
+    // Not whole (or not there): never used as it is.
+    let _ = std::fs::remove_file(&len_record);
+    let _ = std::fs::remove_file(&snap);
+    let started = Instant::now();
+    let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let made = make(&tmp).and_then(|()| {
+        let file = std::fs::File::open(&tmp).map_err(io_text("open", &tmp))?;
+        file.sync_all().map_err(io_text("sync", &tmp))?;
+        let mut magic = [0u8; 4];
+        let len = file.metadata().map_err(io_text("read", &tmp))?.len();
+        (&file)
+            .read_exact(&mut magic)
+            .map_err(io_text("read", &tmp))?;
+        if &magic != STREAM_MAGIC {
+            return Err(format!(
+                "QEMU wrote {} without its stream header",
+                tmp.display()
+            ));
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .map_err(io_text("make readable", &tmp))?;
+        std::fs::rename(&tmp, &snap).map_err(io_text("rename into", &snap))?;
+        let len_tmp = dir.join(format!(".{key}.{}.len.tmp", std::process::id()));
+        std::fs::write(&len_tmp, format!("{len}\n")).map_err(io_text("write", &len_tmp))?;
+        std::fs::rename(&len_tmp, &len_record).map_err(io_text("rename into", &len_record))
+    });
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    prune(dir, std::time::SystemTime::now());
+    Ok(Snapshot {
+        path: snap,
+        made_in: Some(started.elapsed()),
+    })
+}
+
+/// Records that a snapshot was used now (its length record's modification time), for [`prune`].
+fn mark_used(len_record: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(len_record)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// Removes, as of `now`, the snapshots in `dir` that no launch used for [`UNUSED_FOR`] (their
+/// length record's modification time, or the snapshot's own without a record) and what makes
+/// that died left behind. A bottle restored from a removed snapshot keeps running: its jail
+/// holds the file. Lock files stay (a launch may hold one). Best effort.
+pub fn prune(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let age = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            if (name.ends_with(".tmp") || name.starts_with(".make."))
+                && age(&path).is_some_and(|a| a > STALE_TEMPORARY)
+            {
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
+            continue;
+        }
+        let Some(key) = name.strip_suffix(".snap") else {
+            continue;
+        };
+        let record = dir.join(format!("{key}.len"));
+        let used = age(&record).or_else(|| age(&path));
+        if used.is_some_and(|a| a > UNUSED_FOR) {
+            let _ = std::fs::remove_file(&record);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Removes the snapshot at `path` and its length record, so the next launch makes it anew
+/// (a bottle could not be restored from it).
+pub fn discard(path: &Path) {
+    let _ = std::fs::remove_file(path.with_extension("len"));
+    let _ = std::fs::remove_file(path);
+}
+
+/// One QMP command and its answer (events before it are skipped).
+fn qmp(
+    reader: &mut BufReader<UnixStream>,
+    writer: &mut UnixStream,
+    command: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    writer
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| format!("cannot write to QEMU's QMP socket: {e}"))?;
+    loop {
+        let mut line = String::new();
+        if reader
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read QEMU's QMP socket: {e}"))?
+            == 0
+        {
+            return Err("QEMU closed its QMP socket".into());
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| format!("QEMU's QMP answer is not JSON ({e}): {line}"))?;
+        if let Some(ret) = v.get("return") {
+            return Ok(ret.clone());
+        }
+        if let Some(err) = v.get("error") {
+            return Err(format!("QEMU refused {command}: {err}"));
+        }
+    }
+}
+
+fn console_tail(log: &Path) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let start = text.len().saturating_sub(2048);
+    let text = String::from_utf8_lossy(&text[start..]).replace('\r', "");
+    if text.trim().is_empty() {
+        "(the console printed nothing)".to_owned()
+    } else {
+        text.trim_end().to_owned()
+    }
+}
+
+/// Boots `plan`'s device set from `kernel` and `initramfs` to the snapshot point and saves it
+/// to `out` (see the module's doc). `work` is an empty directory this run may fill.
+pub fn make(
+    plan: &VmPlan,
+    kernel: &Path,
+    initramfs: &Path,
+    work: &Path,
+    out: &Path,
+) -> Result<(), String> {
+    std::fs::create_dir_all(work.join("empty")).map_err(io_text("create", work))?;
+    let console = work.join("console.log");
+    let args = cmdline::snapshot_args(plan, kernel, initramfs, work);
+    // The control port's host side: connected, never written to (the guest waits in its read
+    // of the seed), held until QEMU ended.
+    let control = work.join("control.sock");
+    let _control =
+        std::os::unix::net::UnixListener::bind(&control).map_err(io_text("listen on", &control))?;
+    let mut child = Command::new(&plan.qemu)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", plan.qemu.display()))?;
+    let result = save(&mut child, &console, work, out);
+    let _ = child.kill();
+    let status = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    result.map_err(|e| {
+        let qemu = if stderr.trim().is_empty() {
+            String::new()
+        } else {
+            format!("; QEMU said: {}", stderr.trim())
+        };
+        format!(
+            "{e} (QEMU {}){qemu}; the console's last lines:\n{}",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            console_tail(&console)
+        )
+    })
+}
+
+fn save(
+    child: &mut std::process::Child,
+    console: &Path,
+    work: &Path,
+    out: &Path,
+) -> Result<(), String> {
+    let deadline = Instant::now() + MAKE_TIMEOUT;
+    let alive = |child: &mut std::process::Child| -> Result<(), String> {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the snapshot's guest ended before its snapshot point ({status})"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the snapshot's guest did not reach its snapshot point within {}s",
+                MAKE_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(())
+    };
+    loop {
+        alive(child)?;
+        let text = std::fs::read(console).unwrap_or_default();
+        if text
+            .windows(SNAPSHOT_POINT.len())
+            .any(|w| w == SNAPSHOT_POINT.as_bytes())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the shell reach the reseed's read (it prints the line just before running it).
+    std::thread::sleep(Duration::from_millis(200));
+    let sock = work.join("qmp.sock");
+    let stream = loop {
+        match UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(e) => {
+                alive(child).map_err(|why| format!("{why}; QMP: {e}"))?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(MAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut greeting = String::new();
+    reader
+        .read_line(&mut greeting)
+        .map_err(|e| format!("cannot read QEMU's QMP greeting: {e}"))?;
+    qmp(
+        &mut reader,
+        &mut writer,
+        &serde_json::json!({"execute": "qmp_capabilities"}),
+    )?;
+    // The default bandwidth limit (32 MiB/s) would make the save take seconds.
+    qmp(
+        &mut reader,
+        &mut writer,
+        &serde_json::json!({"execute": "migrate-set-parameters",
+            "arguments": {"max-bandwidth": 8u64 << 30}}),
+    )?;
+    let quoted = out.to_string_lossy().replace('\'', "'\\''");
+    qmp(
+        &mut reader,
+        &mut writer,
+        &serde_json::json!({"execute": "migrate",
+            "arguments": {"uri": format!("exec:cat > '{quoted}'")}}),
+    )?;
+    loop {
+        let state = qmp(
+            &mut reader,
+            &mut writer,
+            &serde_json::json!({"execute": "query-migrate"}),
+        )?;
+        match state.get("status").and_then(|s| s.as_str()) {
+            Some("completed") => break,
+            Some("failed" | "cancelled") => {
+                return Err(format!("QEMU could not save the guest: {state}"));
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err("QEMU did not finish saving the guest in time".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = qmp(
+        &mut reader,
+        &mut writer,
+        &serde_json::json!({"execute": "quit"}),
+    );
+    let _ = child.wait();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(dir: &Path, key: &str, body: &[u8]) {
+        std::fs::write(dir.join(format!("{key}.snap")), body).unwrap();
+        std::fs::write(dir.join(format!("{key}.len")), format!("{}\n", body.len())).unwrap();
+    }
+
+    #[test]
+    fn a_whole_snapshot_is_used_and_a_truncated_or_foreign_one_is_made_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::cell::Cell::new(0);
+        let make = |out: &Path| {
+            made.set(made.get() + 1);
+            std::fs::write(out, b"QEVM\0\0\0\x03rest").map_err(|e| e.to_string())
+        };
+        let first = cached_or_made(dir.path(), "k", &make).unwrap();
+        assert!(first.made_in.is_some());
+        assert_eq!(made.get(), 1);
+        assert_eq!(std::fs::read(&first.path).unwrap(), b"QEVM\0\0\0\x03rest");
+        let again = cached_or_made(dir.path(), "k", &make).unwrap();
+        assert_eq!((again.made_in, made.get()), (None, 1));
+        // Truncated: its length is not the recorded one.
+        std::fs::write(&first.path, b"QEVM\0").unwrap();
+        assert!(
+            cached_or_made(dir.path(), "k", &make)
+                .unwrap()
+                .made_in
+                .is_some()
+        );
+        assert_eq!(made.get(), 2);
+        // Not a QEMU stream, with a matching record.
+        whole(dir.path(), "k", b"garbage!!!!!");
+        assert!(
+            cached_or_made(dir.path(), "k", &make)
+                .unwrap()
+                .made_in
+                .is_some()
+        );
+        assert_eq!(made.get(), 3);
+        // No length record (a crash between the two renames).
+        std::fs::remove_file(dir.path().join("k.len")).unwrap();
+        assert!(
+            cached_or_made(dir.path(), "k", &make)
+                .unwrap()
+                .made_in
+                .is_some()
+        );
+        assert_eq!(made.get(), 4);
+        // Discarded after a failed restore.
+        discard(&first.path);
+        assert!(!first.path.exists());
+        assert!(
+            cached_or_made(dir.path(), "k", &make)
+                .unwrap()
+                .made_in
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn snapshots_unused_for_two_weeks_and_dead_makes_leftovers_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let now = std::time::SystemTime::now();
+        let ago = |p: &Path, secs: u64| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(secs))
+                .unwrap();
+        };
+        for key in ["old", "recent", "norecord"] {
+            whole(d, key, b"QEVM");
+            std::fs::write(d.join(format!("{key}.lock")), "").unwrap();
+        }
+        std::fs::remove_file(d.join("norecord.len")).unwrap();
+        // "old" was used 15 days ago, its snapshot written long before that; "recent" was
+        // written long ago but used yesterday.
+        ago(&d.join("old.len"), 15 * 24 * 3600);
+        ago(&d.join("old.snap"), 30 * 24 * 3600);
+        ago(&d.join("recent.len"), 24 * 3600);
+        ago(&d.join("recent.snap"), 30 * 24 * 3600);
+        ago(&d.join("norecord.snap"), 15 * 24 * 3600);
+        std::fs::write(d.join(".k.1.tmp"), "half").unwrap();
+        ago(&d.join(".k.1.tmp"), 2 * 3600);
+        std::fs::write(d.join(".k.2.tmp"), "being written").unwrap();
+        std::fs::create_dir(d.join(".make.abc")).unwrap();
+        std::fs::File::open(d.join(".make.abc"))
+            .unwrap()
+            .set_modified(now - Duration::from_secs(2 * 3600))
+            .unwrap();
+        prune(d, now + Duration::from_secs(60));
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".k.2.tmp",
+                "norecord.lock",
+                "old.lock",
+                "recent.len",
+                "recent.lock",
+                "recent.snap"
+            ]
+        );
+        // A use marks it: not pruned a week later.
+        let used = cached_or_made(d, "recent", &|_| Err("not made".into())).unwrap();
+        assert_eq!(used.made_in, None);
+        prune(d, now + Duration::from_secs(7 * 24 * 3600));
+        assert!(d.join("recent.snap").exists());
+    }
+
+    #[test]
+    fn a_failed_or_headerless_save_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = cached_or_made(dir.path(), "k", &|out: &Path| {
+            std::fs::write(out, b"partial").unwrap();
+            Err("the guest ended".into())
+        })
+        .unwrap_err();
+        assert_eq!(err, "the guest ended");
+        let err = cached_or_made(dir.path(), "k", &|out: &Path| {
+            std::fs::write(out, b"not a stream").map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        assert!(err.contains("without its stream header"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "k.lock")
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_key_changes_with_the_device_set_and_each_input_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            p
+        };
+        let (qemu, kernel, initramfs) = (file("qemu"), file("kernel"), file("initramfs"));
+        let plan = VmPlan {
+            qemu: qemu.clone(),
+            accel: super::super::assets::Accel::Tcg,
+            cpus: 1,
+            memory_mib: 512,
+            tsc_khz: None,
+            hz: None,
+            interactive: false,
+            ports: vec![3128],
+            workspace: "/w".into(),
+            home: "/h".into(),
+            control_port: 40000,
+            console_port: 40001,
+            relay: "/r".into(),
+            restore: false,
+        };
+        let k = key(&plan, &kernel, &initramfs).unwrap();
+        let mut same = plan.clone();
+        same.ports = vec![1, 2];
+        same.workspace = "/other".into();
+        same.restore = true;
+        assert_eq!(key(&same, &kernel, &initramfs).unwrap(), k);
+        for change in [
+            |p: &mut VmPlan| p.cpus = 2,
+            |p: &mut VmPlan| p.memory_mib = 1024,
+            |p: &mut VmPlan| p.interactive = true,
+            |p: &mut VmPlan| p.accel = super::super::assets::Accel::Kvm,
+            |p: &mut VmPlan| p.tsc_khz = Some(1),
+        ] {
+            let mut other = plan.clone();
+            change(&mut other);
+            assert_ne!(key(&other, &kernel, &initramfs).unwrap(), k);
+        }
+        assert_ne!(key(&plan, &initramfs, &kernel).unwrap(), k);
+        // The same archive written again (a new inode and time): the same key.
+        std::fs::remove_file(&initramfs).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&initramfs, "initramfs").unwrap();
+        assert_eq!(key(&plan, &kernel, &initramfs).unwrap(), k);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&kernel, "another kernel").unwrap();
+        assert_ne!(key(&plan, &kernel, &initramfs).unwrap(), k);
+        let err = key(&plan, &dir.path().join("gone"), &initramfs).unwrap_err();
+        assert!(err.contains("gone"), "{err}");
+    }
+}
