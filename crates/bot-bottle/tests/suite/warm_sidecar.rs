@@ -512,11 +512,13 @@ fn the_warm_template_command_runs_intake_then_the_bundle_that_releases_the_agent
     }
     let pod_home = root.join("pod");
     let exe = env!("CARGO_BIN_EXE_bot-bottle");
+    // The executable last: its path may hold the pod's paths as text (a target directory
+    // such as `/var/tmp/bot-bottle-ci-target` holds `/tmp/bot-bottle`, the pod's home).
     let here = |text: &str| {
-        text.replace(POD_EXE, exe)
-            .replace(POD_HOME, pod_home.to_str().unwrap())
+        text.replace(POD_HOME, pod_home.to_str().unwrap())
             .replace(objects::SIDECAR_DIR, sidecar_dir.to_str().unwrap())
             .replace(objects::PLAN_DIR, plan_dir.to_str().unwrap())
+            .replace(POD_EXE, exe)
     };
 
     // The agent's waiter first: the pod is warm long before any bottle.
