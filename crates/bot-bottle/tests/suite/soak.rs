@@ -285,13 +285,14 @@ fn thirds(samples: &[Sample]) -> (&[Sample], &[Sample]) {
 }
 
 /// The operator: approves every pending proposal of the home, one by one, until `stop`;
-/// the number approved and the approvals that failed.
+/// the number approved, the approvals that failed, and those applied only after `approve`
+/// stopped waiting for them.
 fn operator(
     bot: impl Fn() -> Command + Send + 'static,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+) -> std::thread::JoinHandle<(usize, Vec<String>, Vec<String>)> {
     std::thread::spawn(move || {
-        let (mut approved, mut failures) = (0, Vec::new());
+        let (mut approved, mut failures, mut late) = (0, Vec::new(), Vec::new());
         while !stop.load(Ordering::SeqCst) {
             let out = bot()
                 .args(["proposals", "list", "--json"])
@@ -310,20 +311,26 @@ fn operator(
                     .args(["proposals", "approve", id, "--notes", "soak"])
                     .output()
                     .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
                 if out.status.success() {
                     approved += 1;
+                } else if stderr.contains("NOT applied yet") {
+                    // Decided and durable, not yet applied when the command stopped waiting
+                    // (10 s): under load that is a delay, not a loss. The agent's own loop
+                    // still has to see its proposal approved (checked below), so a decision
+                    // that never takes effect still fails the soak; how long applying takes
+                    // is measured in bench/supervise, never asserted here.
+                    approved += 1;
+                    late.push(id.clone());
                 } else {
-                    failures.push(format!(
-                        "approve {id}: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                    failures.push(format!("approve {id}: {}", stderr.trim()));
                 }
             }
             if pending.is_empty() {
                 std::thread::sleep(Duration::from_millis(300));
             }
         }
-        (approved, failures)
+        (approved, failures, late)
     })
 }
 
@@ -435,7 +442,7 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     stop_operator.store(true, Ordering::SeqCst);
-    let (approved, approve_failures) = tokio::task::spawn_blocking(move || operator.join())
+    let (approved, approve_failures, late) = tokio::task::spawn_blocking(move || operator.join())
         .await
         .unwrap()
         .unwrap();
@@ -446,12 +453,13 @@ async fn many_agents_under_load_keep_memory_flat_leak_no_descriptors_and_lose_no
         .map(|a| tally(&read(&a.workspace.join("load.log"))))
         .collect();
     let mut report = format!(
-        "soak: {} agents (one native bottle and sidecar bundle each), {:.0} s of load, {} proposals approved\n\n\
+        "soak: {} agents (one native bottle and sidecar bundle each), {:.0} s of load, {} proposals approved ({} applied after `approve` stopped waiting)\n\n\
          | agent | https 200 | clones | pushes | fetches | proposals | RSS early (MiB) | RSS late (MiB) | RSS max (MiB) | fds early max | fds late max | problems |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         agents.len(),
         load_time.as_secs_f64(),
-        approved
+        approved,
+        late.len()
     );
     for (i, t) in tallies.iter().enumerate() {
         let (early, late) = thirds(&samples[i]);
