@@ -22,7 +22,6 @@ use backend::{
     BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Resources, RunningBottle, StdioMode,
     Workspace, WorkspaceMode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAME: &str = "bot-bottle-claude-1a2b3";
 
@@ -203,33 +202,6 @@ fn pool_of_one(
     (spec, cluster, backend, pod)
 }
 
-/// The agent in pod `pod`: once attached, reads a byte of its stdin, writes `says` to its
-/// stdout, and ends with `code`.
-fn agent(
-    cluster: Arc<FakeCluster>,
-    pod: String,
-    says: &'static [u8],
-    code: i32,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut ends = cluster
-                .attached(&pod, Duration::from_secs(20))
-                .await
-                .unwrap();
-            let mut line = [0u8; 1];
-            ends.stdin.read_exact(&mut line).await.unwrap();
-            ends.stdout.write_all(says).await.unwrap();
-            drop(ends);
-            cluster.set_status(&pod, fake::agent_ended(code));
-        });
-    })
-}
-
 #[test]
 fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_agent() {
     let tmp = tempfile::tempdir().unwrap();
@@ -239,7 +211,7 @@ fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_a
     let dir = warm.dir.clone();
     cluster.forward_port_to(objects::INTAKE_PORT, warm.addr);
     let kubelet = kubelet(cluster.clone(), pod.clone(), warm.annotations.clone());
-    let agent = agent(cluster.clone(), pod.clone(), b"warm\n", 5);
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"warm\n", 5);
     let mut bottle = backend
         .launch_pod(
             &spec,
@@ -277,7 +249,7 @@ fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_a
         .unwrap();
     assert_eq!(out, "warm\n");
     assert_eq!(bottle.wait().unwrap().code, 5);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert_eq!(cluster.pod(&pod), None);
 }
@@ -307,7 +279,7 @@ fn a_planted_config_is_refused_and_the_launch_gets_through() {
     // The launch, and a planter racing it with its own token once the pod is claimed.
     cluster.forward_port_to(objects::INTAKE_PORT, warm.addr);
     let kubelet = kubelet(cluster.clone(), pod.clone(), warm.annotations.clone());
-    let agent = agent(cluster.clone(), pod.clone(), b"", 0);
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"", 0);
     let racer = {
         let (cluster, pod, annotations) = (cluster.clone(), pod.clone(), warm.annotations.clone());
         let addr = warm.addr;
@@ -340,7 +312,7 @@ fn a_planted_config_is_refused_and_the_launch_gets_through() {
     assert!(!start.contains("evil"), "{start}");
     assert!(start.contains("sidecar --config"), "{start}");
     assert_eq!(bottle.wait().unwrap().code, 0);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
 }
 
 /// The kubelet refreshes the sidecar's annotations file some time after the adoption: the
@@ -358,7 +330,7 @@ fn a_launch_gets_through_once_the_kubelet_writes_the_annotation_late() {
         warm.addr,
     );
     cluster.forward_port_to(objects::INTAKE_PORT, lagging);
-    let agent = agent(cluster.clone(), pod.clone(), b"", 0);
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"", 0);
     let mut bottle = backend
         .launch_pod(&spec, BottleStdio::piped())
         .expect("the launch gets through after retrying");
@@ -370,7 +342,7 @@ fn a_launch_gets_through_once_the_kubelet_writes_the_annotation_late() {
         .count();
     assert!(forwards >= 2, "{:?}", cluster.calls());
     assert_eq!(bottle.wait().unwrap().code, 0);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
 }
 
 /// A pod whose annotations file never gets the claim's hash: the launch fails once the

@@ -1680,6 +1680,47 @@ pub fn agent_running() -> PodStatus {
     )
 }
 
+/// Plays the agent of pod `pod` on a thread of its own: once the launch attached, takes the
+/// start line, writes `says` to its stdout and ends with `code`. The thread's result says
+/// what went otherwise (nothing attached within 20 s, another start line).
+pub fn play_agent(
+    cluster: std::sync::Arc<FakeCluster>,
+    pod: String,
+    says: &'static [u8],
+    code: i32,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the agent of pod {pod} got no runtime: {e}"))?;
+        rt.block_on(async {
+            let mut ends = cluster
+                .attached(&pod, Duration::from_secs(20))
+                .await
+                .ok_or_else(|| format!("the start never attached to pod {pod}'s agent"))?;
+            let mut first = [0u8; 1];
+            ends.stdin
+                .read_exact(&mut first)
+                .await
+                .map_err(|e| format!("pod {pod}'s agent got no start line: {e}"))?;
+            if first != super::objects::START_LINE {
+                return Err(format!(
+                    "pod {pod}'s agent got {first:?} for the start line"
+                ));
+            }
+            ends.stdout
+                .write_all(says)
+                .await
+                .map_err(|e| format!("pod {pod}'s agent could not write: {e}"))?;
+            drop(ends);
+            cluster.set_status(&pod, agent_ended(code));
+            Ok(())
+        })
+    })
+}
+
 /// The agent ended with `code` (the native sidecar is stopped after it).
 pub fn agent_ended(code: i32) -> PodStatus {
     status(

@@ -106,32 +106,6 @@ fn pool_cluster(f: &Fixture, replicas: i32) -> (Arc<FakeCluster>, String) {
     (cluster, pool)
 }
 
-/// Plays the agent of pod `pod`: takes the start line, writes, ends with `code`.
-fn play_warm_agent(
-    cluster: Arc<FakeCluster>,
-    pod: String,
-    code: i32,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut ends = cluster
-                .attached(&pod, Duration::from_secs(20))
-                .await
-                .expect("start attached to the agent");
-            let mut first = [0u8; 1];
-            ends.stdin.read_exact(&mut first).await.unwrap();
-            assert_eq!(&first, objects::START_LINE);
-            ends.stdout.write_all(b"warm agent\n").await.unwrap();
-            drop(ends);
-            cluster.set_status(&pod, fake::agent_ended(code));
-        })
-    })
-}
-
 #[test]
 fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent() {
     let f = warm_fixture();
@@ -142,7 +116,7 @@ fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent
     // Before the claim: a generic pod, nothing of the bottle.
     let before = cluster.pod(&first).unwrap();
     assert_eq!(identity_of(&before), None);
-    let agent = play_warm_agent(cluster.clone(), first.clone(), 3);
+    let agent = fake::play_agent(cluster.clone(), first.clone(), b"warm agent\n", 3);
     let backend = backend(&f, &cluster);
     let mut bottle = backend.launch_pod(&f.spec, BottleStdio::piped()).unwrap();
     assert_eq!(bottle.pod_name(), first);
@@ -213,7 +187,7 @@ fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent
     assert!(claim < forward && forward < attach, "{calls:?}");
     // The end: the exit code, then the claim deleted and its Sandbox and pod with it.
     assert_eq!(bottle.wait().unwrap().code, 3);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert_eq!(cluster.pod(&first), None);
     assert_eq!(cluster.sandbox(&first), None);
@@ -389,7 +363,7 @@ fn a_pod_not_claimed_yet_is_tried_again_through_a_new_port_forward() {
     let (addr, got, intake) = intake_after(2);
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
     let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
-    let agent = play_warm_agent(cluster.clone(), pod.clone(), 0);
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"warm agent\n", 0);
     let mut bottle = backend(&f, &cluster)
         .launch_pod(&f.spec, BottleStdio::piped())
         .unwrap();
@@ -402,7 +376,7 @@ fn a_pod_not_claimed_yet_is_tried_again_through_a_new_port_forward() {
         .count();
     assert_eq!(forwards, 3, "{:?}", cluster.calls());
     assert_eq!(bottle.wait().unwrap().code, 0);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
 }
 
 /// A pod that never carries the claim's annotation (controllers that do not copy it, a
