@@ -1453,12 +1453,7 @@ impl Cluster for FakeCluster {
         kind: ExtKind,
         object: &serde_json::Value,
     ) -> Result<serde_json::Value, ClusterError> {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.call(format!("create {} {name}", kind.plural()))?;
-        self.ext_put(kind, object, false)
+        self.ext_write("create", kind, object, false)
     }
 
     async fn ext_apply(
@@ -1466,12 +1461,7 @@ impl Cluster for FakeCluster {
         kind: ExtKind,
         object: &serde_json::Value,
     ) -> Result<serde_json::Value, ClusterError> {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.call(format!("apply {} {name}", kind.plural()))?;
-        self.ext_put(kind, object, true)
+        self.ext_write("apply", kind, object, true)
     }
 
     async fn ext_get(
@@ -1555,6 +1545,20 @@ impl FakeCluster {
                 serde_json::to_value(FakeCluster::pool_status(&state, name)).unwrap_or_default();
         }
         Some(value)
+    }
+
+    /// A `verb` (`create`, `apply`) of an extension object: the call is recorded by the
+    /// object's name (and refused if the test set it to fail), then the object is stored.
+    fn ext_write(
+        &self,
+        verb: &str,
+        kind: ExtKind,
+        object: &serde_json::Value,
+        replace: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        self.call(format!("{verb} {} {name}", kind.plural()))?;
+        self.ext_put(kind, object, replace)
     }
 
     /// Stores an extension object (replacing one of its name with `replace`), then runs
