@@ -106,6 +106,15 @@ fn pool_cluster(f: &Fixture, replicas: i32) -> (Arc<FakeCluster>, String) {
     (cluster, pool)
 }
 
+/// What the launch of `f`'s bottle on `cluster` fails with.
+fn launch_error(f: &Fixture, cluster: &Arc<FakeCluster>) -> String {
+    backend(f, cluster)
+        .launch_pod(&f.spec, quiet())
+        .err()
+        .expect("the launch fails")
+        .to_string()
+}
+
 #[test]
 fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent() {
     let f = warm_fixture();
@@ -331,11 +340,7 @@ fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
         });
         let (addr, got, _intake) = intake();
         cluster.forward_port_to(objects::INTAKE_PORT, addr);
-        let e = backend(&f, &cluster)
-            .launch_pod(&f.spec, quiet())
-            .err()
-            .expect("the launch fails");
-        let message = e.to_string();
+        let message = launch_error(&f, &cluster);
         assert!(
             message.contains(&format!("`{field}`")),
             "{field}: {message}"
@@ -390,11 +395,7 @@ fn a_pod_never_claimed_fails_the_launch_within_the_wait_and_deletes_the_claim() 
     let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
     let (addr, got, _intake) = intake_after(usize::MAX);
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .expect("the launch fails");
-    let message = e.to_string();
+    let message = launch_error(&f, &cluster);
     assert!(
         message.contains(&format!("{NEVER_CLAIMED} pod {pod}")),
         "{message}"
@@ -428,12 +429,8 @@ fn a_refusal_other_than_not_claimed_fails_at_once_and_deletes_the_claim() {
             .unwrap();
     });
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .expect("the launch fails");
+    let message = launch_error(&f, &cluster);
     refuser.join().unwrap();
-    let message = e.to_string();
     assert!(
         message.contains("did not take the bottle's config: refused: the token does not match"),
         "{message}"
@@ -458,11 +455,7 @@ fn a_claim_refused_or_never_bound_fails_with_what_to_do_and_is_deleted() {
         "Forbidden",
         "sandboxclaims.extensions.agents.x-k8s.io is forbidden: User \"dev\" cannot create resource",
     );
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .unwrap();
-    let message = e.to_string();
+    let message = launch_error(&f, &cluster);
     assert!(
         message.contains("refused to create sandboxclaims"),
         "{message}"
@@ -473,11 +466,7 @@ fn a_claim_refused_or_never_bound_fails_with_what_to_do_and_is_deleted() {
     f.config.ready_timeout = Duration::from_millis(300);
     let (cluster, _) = pool_cluster(&f, 1);
     cluster.hold_claims();
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .unwrap();
-    let message = e.to_string();
+    let message = launch_error(&f, &cluster);
     assert!(
         message.contains("was given no pod of warm pool"),
         "{message}"
