@@ -839,6 +839,18 @@ mod tests {
             .unwrap()
     }
 
+    /// `request` lists `path` by the label all of bot-bottle's objects carry.
+    fn assert_lists_bottles(request: &Request<Body>, path: &str) {
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), path);
+        let query = request.uri().query().unwrap_or_default();
+        assert!(
+            query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
+            "{:?}",
+            request.uri()
+        );
+    }
+
     fn pod() -> Pod {
         super::super::objects::bottle_objects(&super::super::objects::tests::plan())
             .unwrap()
@@ -866,9 +878,6 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
-    /// kept for the run); the Sandbox is posted to the served version's path and read back
-    /// with its uid and the controller's status; a cluster without the API says so.
     const CLAIMS: &str = "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims";
     const POOLS: &str =
         "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxwarmpools";
@@ -907,17 +916,7 @@ mod tests {
             sent["metadata"]["uid"] = "c-1".into();
             send.send_response(json(sent));
             let (request, send) = handle.next_request().await.unwrap();
-            assert_eq!(request.method(), http::Method::GET);
-            assert_eq!(request.uri().path(), POOLS);
-            assert!(
-                request
-                    .uri()
-                    .query()
-                    .unwrap()
-                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
-                "{:?}",
-                request.uri()
-            );
+            assert_lists_bottles(&request, POOLS);
             send.send_response(json(serde_json::json!({
                 "kind": "SandboxWarmPoolList", "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
                 "metadata": {"resourceVersion": "9"},
@@ -1022,6 +1021,9 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
+    /// kept for the run); the Sandbox is posted to the served version's path and read back
+    /// with its uid and the controller's status; a cluster without the API says so.
     #[tokio::test]
     async fn the_sandbox_api_is_discovered_once_and_a_sandbox_is_posted_to_its_version() {
         let (cluster, mut handle) = cluster();
@@ -1145,17 +1147,7 @@ mod tests {
                 "sandboxes.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
             ));
             let (request, send) = handle.next_request().await.unwrap();
-            assert_eq!(request.method(), http::Method::GET);
-            assert_eq!(request.uri().path(), path);
-            assert!(
-                request
-                    .uri()
-                    .query()
-                    .unwrap()
-                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
-                "{:?}",
-                request.uri()
-            );
+            assert_lists_bottles(&request, path);
             send.send_response(json(serde_json::json!({
                 "kind": "SandboxList", "apiVersion": "agents.x-k8s.io/v1beta1", "metadata": {},
                 "items": [{"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
