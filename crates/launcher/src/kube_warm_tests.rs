@@ -22,7 +22,6 @@ use backend::{
     BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Resources, RunningBottle, StdioMode,
     Workspace, WorkspaceMode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAME: &str = "bot-bottle-claude-1a2b3";
 
@@ -187,42 +186,32 @@ fn lagging_kubelet(
     addr
 }
 
-#[test]
-fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_agent() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = spec(tmp.path());
+/// A warm pool of one pod for `spec(tmp)` on an in-memory cluster whose pods start with the
+/// agent running: the spec, the cluster, the backend over it and the pool's pod.
+fn pool_of_one(
+    tmp: &Path,
+    config: KubernetesConfig,
+) -> (LaunchSpec, Arc<FakeCluster>, KubernetesBackend, String) {
+    let spec = spec(tmp);
     let cluster = Arc::new(FakeCluster::new());
     cluster.serve_warm_pools();
     cluster.on_create(fake::agent_running());
-    let backend = KubernetesBackend::with_cluster(config(), cluster.clone()).unwrap();
+    let backend = KubernetesBackend::with_cluster(config, cluster.clone()).unwrap();
     let pool = backend.apply_pool(&spec, 1).unwrap();
     let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
+    (spec, cluster, backend, pod)
+}
+
+#[test]
+fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec, cluster, backend, pod) = pool_of_one(tmp.path(), config());
     // The pod's intake: one config into an empty directory, from the claimer alone.
     let warm = WarmPod::new(tmp.path());
     let dir = warm.dir.clone();
     cluster.forward_port_to(objects::INTAKE_PORT, warm.addr);
     let kubelet = kubelet(cluster.clone(), pod.clone(), warm.annotations.clone());
-    let agent = {
-        let cluster = cluster.clone();
-        let pod = pod.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut ends = cluster
-                    .attached(&pod, Duration::from_secs(20))
-                    .await
-                    .unwrap();
-                let mut line = [0u8; 1];
-                ends.stdin.read_exact(&mut line).await.unwrap();
-                ends.stdout.write_all(b"warm\n").await.unwrap();
-                drop(ends);
-                cluster.set_status(&pod, fake::agent_ended(5));
-            });
-        })
-    };
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"warm\n", 5);
     let mut bottle = backend
         .launch_pod(
             &spec,
@@ -260,7 +249,7 @@ fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_a
         .unwrap();
     assert_eq!(out, "warm\n");
     assert_eq!(bottle.wait().unwrap().code, 5);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert_eq!(cluster.pod(&pod), None);
 }
@@ -271,13 +260,7 @@ fn a_claimed_warm_pod_receives_the_config_through_the_real_intake_and_runs_the_a
 #[test]
 fn a_planted_config_is_refused_and_the_launch_gets_through() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = spec(tmp.path());
-    let cluster = Arc::new(FakeCluster::new());
-    cluster.serve_warm_pools();
-    cluster.on_create(fake::agent_running());
-    let backend = KubernetesBackend::with_cluster(config(), cluster.clone()).unwrap();
-    let pool = backend.apply_pool(&spec, 1).unwrap();
-    let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
+    let (spec, cluster, backend, pod) = pool_of_one(tmp.path(), config());
     let warm = WarmPod::new(tmp.path());
     let planted = BTreeMap::from([("start.sh".to_owned(), b"exec evil".to_vec())]);
     let planter = bundle::intake::IntakeToken::random();
@@ -296,26 +279,7 @@ fn a_planted_config_is_refused_and_the_launch_gets_through() {
     // The launch, and a planter racing it with its own token once the pod is claimed.
     cluster.forward_port_to(objects::INTAKE_PORT, warm.addr);
     let kubelet = kubelet(cluster.clone(), pod.clone(), warm.annotations.clone());
-    let agent = {
-        let cluster = cluster.clone();
-        let pod = pod.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut ends = cluster
-                    .attached(&pod, Duration::from_secs(20))
-                    .await
-                    .unwrap();
-                let mut line = [0u8; 1];
-                ends.stdin.read_exact(&mut line).await.unwrap();
-                drop(ends);
-                cluster.set_status(&pod, fake::agent_ended(0));
-            });
-        })
-    };
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"", 0);
     let racer = {
         let (cluster, pod, annotations) = (cluster.clone(), pod.clone(), warm.annotations.clone());
         let addr = warm.addr;
@@ -348,7 +312,7 @@ fn a_planted_config_is_refused_and_the_launch_gets_through() {
     assert!(!start.contains("evil"), "{start}");
     assert!(start.contains("sidecar --config"), "{start}");
     assert_eq!(bottle.wait().unwrap().code, 0);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
 }
 
 /// The kubelet refreshes the sidecar's annotations file some time after the adoption: the
@@ -357,13 +321,7 @@ fn a_planted_config_is_refused_and_the_launch_gets_through() {
 #[test]
 fn a_launch_gets_through_once_the_kubelet_writes_the_annotation_late() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = spec(tmp.path());
-    let cluster = Arc::new(FakeCluster::new());
-    cluster.serve_warm_pools();
-    cluster.on_create(fake::agent_running());
-    let backend = KubernetesBackend::with_cluster(config(), cluster.clone()).unwrap();
-    let pool = backend.apply_pool(&spec, 1).unwrap();
-    let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
+    let (spec, cluster, backend, pod) = pool_of_one(tmp.path(), config());
     let warm = WarmPod::new(tmp.path());
     let lagging = lagging_kubelet(
         cluster.clone(),
@@ -372,26 +330,7 @@ fn a_launch_gets_through_once_the_kubelet_writes_the_annotation_late() {
         warm.addr,
     );
     cluster.forward_port_to(objects::INTAKE_PORT, lagging);
-    let agent = {
-        let cluster = cluster.clone();
-        let pod = pod.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut ends = cluster
-                    .attached(&pod, Duration::from_secs(20))
-                    .await
-                    .unwrap();
-                let mut line = [0u8; 1];
-                ends.stdin.read_exact(&mut line).await.unwrap();
-                drop(ends);
-                cluster.set_status(&pod, fake::agent_ended(0));
-            });
-        })
-    };
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"", 0);
     let mut bottle = backend
         .launch_pod(&spec, BottleStdio::piped())
         .expect("the launch gets through after retrying");
@@ -403,7 +342,7 @@ fn a_launch_gets_through_once_the_kubelet_writes_the_annotation_late() {
         .count();
     assert!(forwards >= 2, "{:?}", cluster.calls());
     assert_eq!(bottle.wait().unwrap().code, 0);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
 }
 
 /// A pod whose annotations file never gets the claim's hash: the launch fails once the
@@ -412,18 +351,12 @@ fn a_launch_gets_through_once_the_kubelet_writes_the_annotation_late() {
 #[test]
 fn a_pod_never_claimed_fails_the_launch_within_the_wait_and_deletes_the_claim() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = spec(tmp.path());
-    let cluster = Arc::new(FakeCluster::new());
-    cluster.serve_warm_pools();
-    cluster.on_create(fake::agent_running());
     let mut config = config();
     let mut sender = crate::kube::warm_sender();
     assert_eq!(sender.claim_wait, bundle::intake::CLAIM_WAIT);
     sender.claim_wait = Duration::from_secs(2);
     config.warm_send = Some(sender);
-    let backend = KubernetesBackend::with_cluster(config, cluster.clone()).unwrap();
-    let pool = backend.apply_pool(&spec, 1).unwrap();
-    let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
+    let (spec, cluster, backend, pod) = pool_of_one(tmp.path(), config);
     let warm = WarmPod::new(tmp.path());
     cluster.forward_port_to(objects::INTAKE_PORT, warm.addr);
     let e = backend

@@ -17,6 +17,14 @@ use super::cluster::{Attached, Cluster, ClusterError, PortStream, no_sandbox_api
 use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
 use super::pool::{EXT_GROUP, EXT_VERSION, ExtKind};
 
+/// What a watch follows, for its errors: the kind as said (`pod`, `SandboxClaim`), the resource
+/// kubectl describes, and the plural the API calls are named by.
+struct Watched<'a> {
+    noun: &'a str,
+    resource: &'a str,
+    plural: &'a str,
+}
+
 /// A namespace of a real cluster.
 #[derive(Clone)]
 pub struct KubeCluster {
@@ -116,6 +124,78 @@ impl KubeCluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Gets the object named `name`, then watches it from that version (no change between the
+    /// two is missed) until `done` holds of it as `view` sees it: `None` once it is gone or
+    /// deleted. A watch whose stream ends (the API server's timeout) or that answers an error
+    /// (410 Gone, the version expired, and the like) starts over with a new get. Past
+    /// `timeout` the error says how to see why with kubectl.
+    async fn watch_until<K, T>(
+        &self,
+        api: &Api<K>,
+        watched: Watched<'_>,
+        name: &str,
+        timeout: Duration,
+        view: impl Fn(K) -> Result<T, ClusterError> + Send + Sync,
+        done: &(dyn for<'t> Fn(&'t T) -> bool + Send + Sync),
+    ) -> Result<Option<T>, ClusterError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        T: Send,
+    {
+        let plural = watched.plural;
+        let work = async {
+            loop {
+                let Some(current) = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| self.error(&format!("get {plural}"), e))?
+                else {
+                    return Ok(None);
+                };
+                let version = current.meta().resource_version.clone().unwrap_or_default();
+                let object = view(current)?;
+                if done(&object) {
+                    return Ok(Some(object));
+                }
+                let params = WatchParams::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .timeout(290);
+                let mut events = api
+                    .watch(&params, &version)
+                    .await
+                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
+                    .boxed();
+                while let Some(event) = events
+                    .try_next()
+                    .await
+                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
+                {
+                    match event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                            let object = view(o)?;
+                            if done(&object) {
+                                return Ok(Some(object));
+                            }
+                        }
+                        WatchEvent::Deleted(_) => return Ok(None),
+                        WatchEvent::Bookmark(_) => {}
+                        // 410 Gone (the version expired) and the like: start over.
+                        WatchEvent::Error(_) => break,
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            ClusterError::Timeout(format!(
+                "{} {name} did not get there within {} s; `kubectl -n {} describe {} {name}` shows why",
+                watched.noun,
+                timeout.as_secs(),
+                self.namespace,
+                watched.resource
+            ))
+        })?
+    }
+
     fn error(&self, action: &str, e: kube::Error) -> ClusterError {
         match e {
             kube::Error::Api(status) => ClusterError::from_status(
@@ -179,51 +259,19 @@ impl Cluster for KubeCluster {
         timeout: Duration,
         done: &(dyn for<'p> Fn(&'p Pod) -> bool + Send + Sync),
     ) -> Result<Option<Pod>, ClusterError> {
-        let work = async {
-            loop {
-                // Get, then watch from that version: no change between the two is missed.
-                let Some(pod) = self.get_pod(name).await? else {
-                    return Ok(None);
-                };
-                if done(&pod) {
-                    return Ok(Some(pod));
-                }
-                let version = pod.metadata.resource_version.clone().unwrap_or_default();
-                let params = WatchParams::default()
-                    .fields(&format!("metadata.name={name}"))
-                    .timeout(290);
-                let mut events = self
-                    .pods()
-                    .watch(&params, &version)
-                    .await
-                    .map_err(|e| self.error("watch pods", e))?
-                    .boxed();
-                while let Some(event) = events
-                    .try_next()
-                    .await
-                    .map_err(|e| self.error("watch pods", e))?
-                {
-                    match event {
-                        WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
-                            if done(&pod) {
-                                return Ok(Some(pod));
-                            }
-                        }
-                        WatchEvent::Deleted(_) => return Ok(None),
-                        WatchEvent::Bookmark(_) => {}
-                        // 410 Gone (the version expired) and the like: start over.
-                        WatchEvent::Error(_) => break,
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(timeout, work).await.map_err(|_| {
-            ClusterError::Timeout(format!(
-                "pod {name} did not get there within {} s; `kubectl -n {} describe pod {name}` shows why",
-                timeout.as_secs(),
-                self.namespace
-            ))
-        })?
+        self.watch_until(
+            &self.pods(),
+            Watched {
+                noun: "pod",
+                resource: "pod",
+                plural: "pods",
+            },
+            name,
+            timeout,
+            Ok,
+            done,
+        )
+        .await
     }
 
     async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
@@ -412,59 +460,19 @@ impl Cluster for KubeCluster {
         timeout: Duration,
         done: &(dyn for<'s> Fn(&'s Sandbox) -> bool + Send + Sync),
     ) -> Result<Option<Sandbox>, ClusterError> {
-        let api = self.sandboxes().await?;
-        let work = async {
-            loop {
-                let Some(current) = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| self.error("get sandboxes", e))?
-                else {
-                    return Ok(None);
-                };
-                let sandbox = from_dynamic(&current)?;
-                if done(&sandbox) {
-                    return Ok(Some(sandbox));
-                }
-                let version = current
-                    .metadata
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default();
-                let params = WatchParams::default()
-                    .fields(&format!("metadata.name={name}"))
-                    .timeout(290);
-                let mut events = api
-                    .watch(&params, &version)
-                    .await
-                    .map_err(|e| self.error("watch sandboxes", e))?
-                    .boxed();
-                while let Some(event) = events
-                    .try_next()
-                    .await
-                    .map_err(|e| self.error("watch sandboxes", e))?
-                {
-                    match event {
-                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                            let sandbox = from_dynamic(&o)?;
-                            if done(&sandbox) {
-                                return Ok(Some(sandbox));
-                            }
-                        }
-                        WatchEvent::Deleted(_) => return Ok(None),
-                        WatchEvent::Bookmark(_) => {}
-                        WatchEvent::Error(_) => break,
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(timeout, work).await.map_err(|_| {
-            ClusterError::Timeout(format!(
-                "sandbox {name} did not get there within {} s; `kubectl -n {} describe sandbox {name}` shows why",
-                timeout.as_secs(),
-                self.namespace
-            ))
-        })?
+        self.watch_until(
+            &self.sandboxes().await?,
+            Watched {
+                noun: "sandbox",
+                resource: "sandbox",
+                plural: "sandboxes",
+            },
+            name,
+            timeout,
+            |o| from_dynamic(&o),
+            done,
+        )
+        .await
     }
 
     async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
@@ -573,62 +581,19 @@ impl Cluster for KubeCluster {
         timeout: Duration,
         done: &(dyn for<'v> Fn(&'v serde_json::Value) -> bool + Send + Sync),
     ) -> Result<Option<serde_json::Value>, ClusterError> {
-        let api = self.ext(kind);
-        let plural = kind.plural();
-        let work = async {
-            loop {
-                let Some(current) = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| self.error(&format!("get {plural}"), e))?
-                else {
-                    return Ok(None);
-                };
-                let value = serde_json::to_value(&current).unwrap_or_default();
-                if done(&value) {
-                    return Ok(Some(value));
-                }
-                let version = current
-                    .metadata
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default();
-                let params = WatchParams::default()
-                    .fields(&format!("metadata.name={name}"))
-                    .timeout(290);
-                let mut events = api
-                    .watch(&params, &version)
-                    .await
-                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
-                    .boxed();
-                while let Some(event) = events
-                    .try_next()
-                    .await
-                    .map_err(|e| self.error(&format!("watch {plural}"), e))?
-                {
-                    match event {
-                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                            let value = serde_json::to_value(&o).unwrap_or_default();
-                            if done(&value) {
-                                return Ok(Some(value));
-                            }
-                        }
-                        WatchEvent::Deleted(_) => return Ok(None),
-                        WatchEvent::Bookmark(_) => {}
-                        WatchEvent::Error(_) => break,
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(timeout, work).await.map_err(|_| {
-            ClusterError::Timeout(format!(
-                "{} {name} did not get there within {} s; `kubectl -n {} describe {} {name}` shows why",
-                kind.kind(),
-                timeout.as_secs(),
-                self.namespace,
-                kind.plural()
-            ))
-        })?
+        self.watch_until(
+            &self.ext(kind),
+            Watched {
+                noun: kind.kind(),
+                resource: kind.plural(),
+                plural: kind.plural(),
+            },
+            name,
+            timeout,
+            |o| Ok(serde_json::to_value(&o).unwrap_or_default()),
+            done,
+        )
+        .await
     }
 
     async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError> {
@@ -874,6 +839,18 @@ mod tests {
             .unwrap()
     }
 
+    /// `request` lists `path` by the label all of bot-bottle's objects carry.
+    fn assert_lists_bottles(request: &Request<Body>, path: &str) {
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), path);
+        let query = request.uri().query().unwrap_or_default();
+        assert!(
+            query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
+            "{:?}",
+            request.uri()
+        );
+    }
+
     fn pod() -> Pod {
         super::super::objects::bottle_objects(&super::super::objects::tests::plan())
             .unwrap()
@@ -901,9 +878,6 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
-    /// kept for the run); the Sandbox is posted to the served version's path and read back
-    /// with its uid and the controller's status; a cluster without the API says so.
     const CLAIMS: &str = "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims";
     const POOLS: &str =
         "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxwarmpools";
@@ -942,17 +916,7 @@ mod tests {
             sent["metadata"]["uid"] = "c-1".into();
             send.send_response(json(sent));
             let (request, send) = handle.next_request().await.unwrap();
-            assert_eq!(request.method(), http::Method::GET);
-            assert_eq!(request.uri().path(), POOLS);
-            assert!(
-                request
-                    .uri()
-                    .query()
-                    .unwrap()
-                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
-                "{:?}",
-                request.uri()
-            );
+            assert_lists_bottles(&request, POOLS);
             send.send_response(json(serde_json::json!({
                 "kind": "SandboxWarmPoolList", "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
                 "metadata": {"resourceVersion": "9"},
@@ -1057,6 +1021,9 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// Discovery asks for `v1beta1`, then `v1alpha1`, once per cluster value (the answer is
+    /// kept for the run); the Sandbox is posted to the served version's path and read back
+    /// with its uid and the controller's status; a cluster without the API says so.
     #[tokio::test]
     async fn the_sandbox_api_is_discovered_once_and_a_sandbox_is_posted_to_its_version() {
         let (cluster, mut handle) = cluster();
@@ -1180,17 +1147,7 @@ mod tests {
                 "sandboxes.agents.x-k8s.io \"bot-bottle-claude-1a2b3\" not found",
             ));
             let (request, send) = handle.next_request().await.unwrap();
-            assert_eq!(request.method(), http::Method::GET);
-            assert_eq!(request.uri().path(), path);
-            assert!(
-                request
-                    .uri()
-                    .query()
-                    .unwrap()
-                    .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbot-bottle"),
-                "{:?}",
-                request.uri()
-            );
+            assert_lists_bottles(&request, path);
             send.send_response(json(serde_json::json!({
                 "kind": "SandboxList", "apiVersion": "agents.x-k8s.io/v1beta1", "metadata": {},
                 "items": [{"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",

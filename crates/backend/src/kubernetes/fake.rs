@@ -1453,12 +1453,7 @@ impl Cluster for FakeCluster {
         kind: ExtKind,
         object: &serde_json::Value,
     ) -> Result<serde_json::Value, ClusterError> {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.call(format!("create {} {name}", kind.plural()))?;
-        self.ext_put(kind, object, false)
+        self.ext_write("create", kind, object, false)
     }
 
     async fn ext_apply(
@@ -1466,12 +1461,7 @@ impl Cluster for FakeCluster {
         kind: ExtKind,
         object: &serde_json::Value,
     ) -> Result<serde_json::Value, ClusterError> {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.call(format!("apply {} {name}", kind.plural()))?;
-        self.ext_put(kind, object, true)
+        self.ext_write("apply", kind, object, true)
     }
 
     async fn ext_get(
@@ -1555,6 +1545,20 @@ impl FakeCluster {
                 serde_json::to_value(FakeCluster::pool_status(&state, name)).unwrap_or_default();
         }
         Some(value)
+    }
+
+    /// A `verb` (`create`, `apply`) of an extension object: the call is recorded by the
+    /// object's name (and refused if the test set it to fail), then the object is stored.
+    fn ext_write(
+        &self,
+        verb: &str,
+        kind: ExtKind,
+        object: &serde_json::Value,
+        replace: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        self.call(format!("{verb} {} {name}", kind.plural()))?;
+        self.ext_put(kind, object, replace)
     }
 
     /// Stores an extension object (replacing one of its name with `replace`), then runs
@@ -1678,6 +1682,47 @@ pub fn agent_running() -> PodStatus {
         vec![container("agent", running())],
         "Running",
     )
+}
+
+/// Plays the agent of pod `pod` on a thread of its own: once the launch attached, takes the
+/// start line, writes `says` to its stdout and ends with `code`. The thread's result says
+/// what went otherwise (nothing attached within 20 s, another start line).
+pub fn play_agent(
+    cluster: std::sync::Arc<FakeCluster>,
+    pod: String,
+    says: &'static [u8],
+    code: i32,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the agent of pod {pod} got no runtime: {e}"))?;
+        rt.block_on(async {
+            let mut ends = cluster
+                .attached(&pod, Duration::from_secs(20))
+                .await
+                .ok_or_else(|| format!("the start never attached to pod {pod}'s agent"))?;
+            let mut first = [0u8; 1];
+            ends.stdin
+                .read_exact(&mut first)
+                .await
+                .map_err(|e| format!("pod {pod}'s agent got no start line: {e}"))?;
+            if first != super::objects::START_LINE {
+                return Err(format!(
+                    "pod {pod}'s agent got {first:?} for the start line"
+                ));
+            }
+            ends.stdout
+                .write_all(says)
+                .await
+                .map_err(|e| format!("pod {pod}'s agent could not write: {e}"))?;
+            drop(ends);
+            cluster.set_status(&pod, agent_ended(code));
+            Ok(())
+        })
+    })
 }
 
 /// The agent ended with `code` (the native sidecar is stopped after it).

@@ -2114,12 +2114,17 @@ impl KubeBottle {
     pub fn wait_agent(&mut self) -> Result<Option<BottleExit>, BackendError> {
         let name = self.name();
         let cluster = self.cluster.clone();
+        let launched = self.pod_uid.clone();
+        // Another pod under the bottle's name (deleted and made again: by someone allowed
+        // to, or by a Sandbox's controller after an eviction) ends the watch: its state is
+        // not the bottle's, and its exit code must never pass for the agent's.
+        let other = |p: &Pod| !launched.is_empty() && p.metadata.uid.as_deref() != Some(&launched);
         let ended = self.runtime.block_on(async {
             // A day at most per watch round; the watch itself reconnects as needed.
             loop {
                 match cluster
                     .watch_pod(&name, Duration::from_secs(86_400), &|p| {
-                        matches!(pod_state(p), PodState::Ended(_) | PodState::Failed(_))
+                        other(p) || matches!(pod_state(p), PodState::Ended(_) | PodState::Failed(_))
                     })
                     .await
                 {
@@ -2131,6 +2136,15 @@ impl KubeBottle {
         // The API server closes the outputs when the agent ends; what is left is written out.
         self.wired.drain(Duration::from_secs(5));
         match ended.map_err(|e| setup("wait", e))? {
+            Some(pod) if other(&pod) => Err(setup(
+                "wait",
+                ClusterError::Replaced {
+                    pod: name,
+                    namespace: self.cluster.namespace().to_owned(),
+                    recorded: launched,
+                    found: pod.metadata.uid.unwrap_or_default(),
+                },
+            )),
             Some(pod) => match pod_state(&pod) {
                 PodState::Ended(code) => Ok(Some(BottleExit { code })),
                 PodState::Failed(e) => Err(setup("wait", e)),

@@ -823,6 +823,16 @@ fn a_running_bottle_deletes_only_the_pod_it_was_launched_in() {
         cluster.pod(NAME).unwrap().metadata.uid.as_deref(),
         Some("uid-made-again")
     );
+    // The pod made again ends with 0: that is not the agent's exit, and waiting says so
+    // instead of returning it (or, with a pod that never ends, waiting for it forever).
+    cluster.set_status(NAME, fake::agent_ended(0));
+    let e = bottle.wait_agent().unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "its uid is uid-made-again, the launch checked uid {launched}"
+        )),
+        "{e}"
+    );
     drop(bottle);
     assert!(cluster.pod(NAME).is_some());
 }

@@ -106,30 +106,13 @@ fn pool_cluster(f: &Fixture, replicas: i32) -> (Arc<FakeCluster>, String) {
     (cluster, pool)
 }
 
-/// Plays the agent of pod `pod`: takes the start line, writes, ends with `code`.
-fn play_warm_agent(
-    cluster: Arc<FakeCluster>,
-    pod: String,
-    code: i32,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut ends = cluster
-                .attached(&pod, Duration::from_secs(20))
-                .await
-                .expect("start attached to the agent");
-            let mut first = [0u8; 1];
-            ends.stdin.read_exact(&mut first).await.unwrap();
-            assert_eq!(&first, objects::START_LINE);
-            ends.stdout.write_all(b"warm agent\n").await.unwrap();
-            drop(ends);
-            cluster.set_status(&pod, fake::agent_ended(code));
-        })
-    })
+/// What the launch of `f`'s bottle on `cluster` fails with.
+fn launch_error(f: &Fixture, cluster: &Arc<FakeCluster>) -> String {
+    backend(f, cluster)
+        .launch_pod(&f.spec, quiet())
+        .err()
+        .expect("the launch fails")
+        .to_string()
 }
 
 #[test]
@@ -142,7 +125,7 @@ fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent
     // Before the claim: a generic pod, nothing of the bottle.
     let before = cluster.pod(&first).unwrap();
     assert_eq!(identity_of(&before), None);
-    let agent = play_warm_agent(cluster.clone(), first.clone(), 3);
+    let agent = fake::play_agent(cluster.clone(), first.clone(), b"warm agent\n", 3);
     let backend = backend(&f, &cluster);
     let mut bottle = backend.launch_pod(&f.spec, BottleStdio::piped()).unwrap();
     assert_eq!(bottle.pod_name(), first);
@@ -213,7 +196,7 @@ fn a_start_takes_a_pod_of_the_pool_checks_it_sends_the_config_and_runs_the_agent
     assert!(claim < forward && forward < attach, "{calls:?}");
     // The end: the exit code, then the claim deleted and its Sandbox and pod with it.
     assert_eq!(bottle.wait().unwrap().code, 3);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
     assert_eq!(cluster.ext_object(ExtKind::Claim, NAME), None);
     assert_eq!(cluster.pod(&first), None);
     assert_eq!(cluster.sandbox(&first), None);
@@ -357,11 +340,7 @@ fn a_pod_of_a_tampered_template_is_refused_and_the_claim_deleted() {
         });
         let (addr, got, _intake) = intake();
         cluster.forward_port_to(objects::INTAKE_PORT, addr);
-        let e = backend(&f, &cluster)
-            .launch_pod(&f.spec, quiet())
-            .err()
-            .expect("the launch fails");
-        let message = e.to_string();
+        let message = launch_error(&f, &cluster);
         assert!(
             message.contains(&format!("`{field}`")),
             "{field}: {message}"
@@ -389,7 +368,7 @@ fn a_pod_not_claimed_yet_is_tried_again_through_a_new_port_forward() {
     let (addr, got, intake) = intake_after(2);
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
     let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
-    let agent = play_warm_agent(cluster.clone(), pod.clone(), 0);
+    let agent = fake::play_agent(cluster.clone(), pod.clone(), b"warm agent\n", 0);
     let mut bottle = backend(&f, &cluster)
         .launch_pod(&f.spec, BottleStdio::piped())
         .unwrap();
@@ -402,7 +381,7 @@ fn a_pod_not_claimed_yet_is_tried_again_through_a_new_port_forward() {
         .count();
     assert_eq!(forwards, 3, "{:?}", cluster.calls());
     assert_eq!(bottle.wait().unwrap().code, 0);
-    agent.join().unwrap();
+    agent.join().unwrap().unwrap();
 }
 
 /// A pod that never carries the claim's annotation (controllers that do not copy it, a
@@ -416,11 +395,7 @@ fn a_pod_never_claimed_fails_the_launch_within_the_wait_and_deletes_the_claim() 
     let pod = cluster.pool_sandboxes(&pool).pop().unwrap();
     let (addr, got, _intake) = intake_after(usize::MAX);
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .expect("the launch fails");
-    let message = e.to_string();
+    let message = launch_error(&f, &cluster);
     assert!(
         message.contains(&format!("{NEVER_CLAIMED} pod {pod}")),
         "{message}"
@@ -454,12 +429,8 @@ fn a_refusal_other_than_not_claimed_fails_at_once_and_deletes_the_claim() {
             .unwrap();
     });
     cluster.forward_port_to(objects::INTAKE_PORT, addr);
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .expect("the launch fails");
+    let message = launch_error(&f, &cluster);
     refuser.join().unwrap();
-    let message = e.to_string();
     assert!(
         message.contains("did not take the bottle's config: refused: the token does not match"),
         "{message}"
@@ -484,11 +455,7 @@ fn a_claim_refused_or_never_bound_fails_with_what_to_do_and_is_deleted() {
         "Forbidden",
         "sandboxclaims.extensions.agents.x-k8s.io is forbidden: User \"dev\" cannot create resource",
     );
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .unwrap();
-    let message = e.to_string();
+    let message = launch_error(&f, &cluster);
     assert!(
         message.contains("refused to create sandboxclaims"),
         "{message}"
@@ -499,11 +466,7 @@ fn a_claim_refused_or_never_bound_fails_with_what_to_do_and_is_deleted() {
     f.config.ready_timeout = Duration::from_millis(300);
     let (cluster, _) = pool_cluster(&f, 1);
     cluster.hold_claims();
-    let e = backend(&f, &cluster)
-        .launch_pod(&f.spec, quiet())
-        .err()
-        .unwrap();
-    let message = e.to_string();
+    let message = launch_error(&f, &cluster);
     assert!(
         message.contains("was given no pod of warm pool"),
         "{message}"
