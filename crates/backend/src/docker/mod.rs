@@ -25,7 +25,8 @@
 //! `/etc/resolv.conf` (the agent can still send packets to `127.0.0.11`). The internal
 //! network's gateway is also the host itself, so host services listening on all addresses
 //! would be reachable. Hence, before the agent runs, a one-shot container joins the agent's
-//! network namespace with `NET_ADMIN` only and installs [`spec::firewall_script`]: loopback
+//! network namespace with `NET_ADMIN` only and, once the init has resolved the sidecar's name
+//! through that DNS and bound its loopback ports, installs [`spec::firewall_script`]: loopback
 //! (except `127.0.0.11`) and the sidecar's forwarded TCP ports are the only destinations,
 //! everything else is rejected. The agent has no capabilities, so it cannot undo the rules.
 //! The init waits for the launcher's `SIGUSR1` (sent once the firewall container succeeded)

@@ -340,12 +340,44 @@ pub fn workspace_host(spec: &LaunchSpec) -> PathBuf {
     }
 }
 
+/// How long the firewall waits for the agent's init to have bound its loopback ports (it
+/// binds them once it has resolved the sidecar's name), in tenths of a second: the init's own
+/// bound on that resolution, 30 s.
+const INIT_BOUND_TENTHS: u32 = 300;
+
+/// The TCP table the firewall reads to see the init's loopback ports bound.
+const TCP_TABLE: &str = "/proc/net/tcp";
+
 /// The rules that close the agent's network namespace: loopback (except Docker's embedded DNS
 /// at `127.0.0.11`) and the sidecar's forwarded TCP ports are the only destinations; everything
 /// else (the gateway, i.e. the host; other containers; IPv6) is rejected at once.
+///
+/// They go in only once the agent's init listens on every forwarded port on loopback (at most
+/// [`INIT_BOUND_TENTHS`]): the init finds the sidecar through Docker's embedded DNS, which
+/// these rules close, and binds those ports right after. An init that started after the rules
+/// (a slow start under load) could never resolve the sidecar and failed the bottle ("never
+/// appeared on the bottle network"). Waiting opens nothing: the agent runs only once the
+/// launcher has seen this script succeed, and after the bound the rules go in anyway.
 pub fn firewall_script(sidecar_ip: IpAddr, ports: &[u16]) -> String {
+    firewall_script_reading(sidecar_ip, ports, TCP_TABLE)
+}
+
+/// [`firewall_script`] reading the TCP table at `table` (a stand-in in tests).
+fn firewall_script_reading(sidecar_ip: IpAddr, ports: &[u16], table: &str) -> String {
+    let listening: Vec<String> = ports
+        .iter()
+        .map(|port| format!("0100007F:{port:04X} 00000000:0000 0A"))
+        .collect();
     let mut lines = vec![
         "set -eu".to_owned(),
+        format!(
+            "n=0; while [ \"$n\" -lt {INIT_BOUND_TENTHS} ]; do table=$(cat {table}); bound=1; for l in {}; do case \"$table\" in *\"$l\"*) ;; *) bound=0 ;; esac; done; [ \"$bound\" = 1 ] && break; sleep 0.1; n=$((n + 1)); done",
+            listening
+                .iter()
+                .map(|l| format!("'{l}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         "iptables -w -F OUTPUT".to_owned(),
         "iptables -w -A OUTPUT -d 127.0.0.11/32 -p tcp -j REJECT --reject-with tcp-reset"
             .to_owned(),
@@ -566,6 +598,71 @@ mod tests {
                 )
             )
         });
+    }
+
+    /// The wait before the rules, run by a real `sh` against a stand-in TCP table: it goes on
+    /// at once when every forwarded port is listening on loopback, waits while one is not
+    /// (bound later, as a slow init binds it), and ends at its bound when one never is.
+    #[test]
+    fn the_firewall_waits_for_the_inits_loopback_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("tcp");
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let line = |port: u16, state: &str| {
+            format!(
+                "   0: 0100007F:{port:04X} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0\n"
+            )
+        };
+        // Only the wait: the script up to the first rule, each rule's command a no-op.
+        let wait = |ports: &[u16]| {
+            let script = firewall_script_reading(
+                "172.30.0.2".parse().unwrap(),
+                ports,
+                table.to_str().unwrap(),
+            );
+            let upto: Vec<&str> = script
+                .lines()
+                .take_while(|l| !l.starts_with("iptables"))
+                .collect();
+            upto.join("\n")
+        };
+        let run = |script: String| {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap()
+        };
+        // Both bound (one established connection beside them does not count).
+        std::fs::write(
+            &table,
+            format!(
+                "{header}{}{}{}",
+                line(3128, "0A"),
+                line(9418, "0A"),
+                line(3129, "01")
+            ),
+        )
+        .unwrap();
+        assert!(run(wait(&[3128, 9418])).wait().unwrap().success());
+        // One bound, the other only later: the wait goes on until it is.
+        std::fs::write(&table, format!("{header}{}", line(3128, "0A"))).unwrap();
+        let mut waiting = run(wait(&[3128, 9418]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(
+            waiting.try_wait().unwrap().is_none(),
+            "went on without port 9418"
+        );
+        std::fs::write(
+            &table,
+            format!("{header}{}{}", line(3128, "0A"), line(9418, "0A")),
+        )
+        .unwrap();
+        assert!(waiting.wait().unwrap().success());
+        // Never bound: the wait ends at its bound (shortened here) and the rules go in.
+        let short = wait(&[9419]).replace(&format!("-lt {INIT_BOUND_TENTHS}"), "-lt 3");
+        assert!(run(short).wait().unwrap().success());
+        // No forwards (the init resolves nothing): no wait at all.
+        assert!(run(wait(&[])).wait().unwrap().success());
     }
 
     #[test]
