@@ -353,7 +353,7 @@ const TCP_TABLE: &str = "/proc/net/tcp";
 /// else (the gateway, i.e. the host; other containers; IPv6) is rejected at once.
 ///
 /// They go in only once the agent's init listens on every forwarded port on loopback (at most
-/// [`INIT_BOUND_TENTHS`]): the init finds the sidecar through Docker's embedded DNS, which
+/// 30 s): the init finds the sidecar through Docker's embedded DNS, which
 /// these rules close, and binds those ports right after. An init that started after the rules
 /// (a slow start under load) could never resolve the sidecar and failed the bottle ("never
 /// appeared on the bottle network"). Waiting opens nothing: the agent runs only once the
