@@ -56,7 +56,7 @@ use crate::{BottlePaths, Launch, LaunchError, Options};
 /// its `/tmp`, an `emptyDir` no other container mounts.
 pub const POD_HOME: &str = "/tmp/bot-bottle";
 /// The bot-bottle executable in the sidecar image (as the docker backend mounts it).
-pub const POD_EXE: &str = "/usr/local/bin/bot-bottle";
+pub const POD_EXE: &str = backend::kubernetes::pool::POD_EXE;
 
 /// The cluster settings of a launch: the manifest's `kubernetes:` block.
 pub fn settings(launch: &Launch) -> ClusterSettings {

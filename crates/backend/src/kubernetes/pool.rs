@@ -48,7 +48,7 @@ pub const LABEL_TEMPLATE: &str = "bot-bottle.org/warm-template";
 /// The annotation naming the claim a warm bottle's pod was taken with (`cleanup` deletes
 /// an orphan through it).
 pub const ANNOTATION_CLAIM: &str = "bot-bottle.org/claim";
-/// `bot-bottle` in the sidecar image (the launcher's `POD_EXE`).
+/// `bot-bottle` in the sidecar image (cold and warm pods alike; the launcher's `POD_EXE` is this).
 pub const POD_EXE: &str = "/usr/local/bin/bot-bottle";
 /// Where the warm sidecar writes the agent's read-only files: one directory per directory
 /// of the agent's, by index.
