@@ -617,7 +617,9 @@ pub fn send(
 /// downward API file some time after the controller annotates the pod): a backoff from
 /// 200 ms to 2 s, for at most a given wait ([`CLAIM_WAIT`]); then
 /// [`ClaimRetry::never_claimed`]. For senders whose connect step has errors of its own (a
-/// port-forward); [`send_when_claimed`] and [`send_when_claimed_async`] use it.
+/// port-forward); [`send_when_claimed`] uses it. The kubernetes backend's warm launch
+/// retries on a new port-forward per attempt with the same policy (it does not depend on
+/// this crate: its `CLAIM_RETRY_FIRST`, `CLAIM_RETRY_MAX`), each attempt through [`send_async`].
 #[derive(Debug, Clone)]
 pub struct ClaimRetry {
     start: Instant,
@@ -735,34 +737,6 @@ pub async fn send_async(
     match answer_line_async(stream).await?.as_str() {
         "ok" => Ok(()),
         other => Err(not_taken(other)),
-    }
-}
-
-/// [`send_when_claimed`] over async connections (`connect` opens a new port-forward).
-pub async fn send_when_claimed_async<S, F, Fut>(
-    pod: &str,
-    mut connect: F,
-    token: &IntakeToken,
-    files: &BTreeMap<String, Vec<u8>>,
-    wait: Duration,
-) -> Result<(), IntakeError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<S, IntakeError>>,
-{
-    let mut retry = ClaimRetry::new(wait);
-    loop {
-        let mut stream = connect().await?;
-        match send_async(&mut stream, token, files).await {
-            Err(IntakeError::NotClaimedYet) => {}
-            other => return other,
-        }
-        drop(stream);
-        match retry.next_delay() {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => return Err(retry.never_claimed(pod)),
-        }
     }
 }
 
@@ -1187,10 +1161,11 @@ mod tests {
     }
 
     /// The async sender (the launcher's port-forward) against the real receiver: refused
-    /// `not claimed yet`, then the retrying one gets through once the annotation appears;
-    /// a mismatch fails at once.
+    /// `not claimed yet` before the annotation, a mismatch fails, and the launch's token
+    /// is taken once the pod carries its hash. (Retrying on a new port-forward is the
+    /// kubernetes backend's, which checks the pod's uid on each one.)
     #[test]
-    fn the_async_sender_waits_for_the_claim_then_is_taken() {
+    fn the_async_sender_is_refused_until_the_claim_then_taken() {
         let token = IntakeToken::random();
         let pod = Pod::new(None);
         let (listener, addr) = listener();
@@ -1211,31 +1186,9 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(e.to_string().contains(MISMATCH), "{e}");
-            pod.annotate(None);
-            let mut attempts = 0;
-            send_when_claimed_async(
-                "bot-bottle-demo",
-                || {
-                    attempts += 1;
-                    if attempts == 3 {
-                        pod.annotate(Some(&token));
-                    }
-                    async move {
-                        tokio::net::TcpStream::connect(addr)
-                            .await
-                            .map_err(|source| IntakeError::Io {
-                                action: "connect",
-                                source,
-                            })
-                    }
-                },
-                &token,
-                &config(),
-                CLAIM_WAIT,
-            )
-            .await
-            .unwrap();
-            assert_eq!(attempts, 3);
+            pod.annotate(Some(&token));
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            send_async(&mut stream, &token, &config()).await.unwrap();
         });
         assert_eq!(bundle.join().unwrap().unwrap().len(), 3);
         assert_eq!(
