@@ -530,6 +530,8 @@ pub(super) fn launch(
         pod_uid: None,
         pod_name: None,
         claim: None,
+        claim_uid: None,
+        sandbox_uid: None,
     };
     // A claim made earlier: said. One this launch may make: not said until the launch ends,
     // so that a launcher killed once the agent runs on it leaves a record that fails closed
@@ -596,6 +598,10 @@ pub(super) fn launch(
     record.pod_uid = Some(running.pod_uid().to_owned());
     // A warm pod is `<pool>-<suffix>` and goes with its claim.
     record.claim = running.claim().map(str::to_owned);
+    // The Sandbox and the claim as the launch made or took them: `stop` deletes those and
+    // none made again under their names.
+    record.claim_uid = running.claim_uid().map(str::to_owned);
+    record.sandbox_uid = running.sandbox_uid().map(str::to_owned);
     record.pod_name = record
         .claim
         .is_some()

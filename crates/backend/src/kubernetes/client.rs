@@ -208,6 +208,35 @@ impl KubeCluster {
             other => ClusterError::Connect(other.to_string()),
         }
     }
+
+    /// The refusal of a delete precondition on `kind` `name` (409): made again under its
+    /// name since the bottle made or took it.
+    fn replaced(&self, kind: &str, name: &str, uid: Option<&str>, message: &str) -> ClusterError {
+        ClusterError::ReplacedObject {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            namespace: self.namespace.clone(),
+            recorded: uid.unwrap_or_default().to_owned(),
+            found: found_uid(message),
+        }
+    }
+}
+
+/// A delete precondition on the object's uid, when there is one to pin.
+fn uid_precondition(uid: Option<&str>) -> Option<kube::api::Preconditions> {
+    uid.map(|uid| kube::api::Preconditions {
+        uid: Some(uid.to_owned()),
+        resource_version: None,
+    })
+}
+
+/// The uid the API server found, from its refusal of a uid precondition: "Precondition
+/// failed: UID in precondition: <ours>, UID in object meta: <its>".
+fn found_uid(message: &str) -> String {
+    message
+        .rsplit_once("UID in object meta: ")
+        .map(|(_, found)| found.trim().to_owned())
+        .unwrap_or_else(|| "another".to_owned())
 }
 
 #[async_trait::async_trait]
@@ -290,26 +319,18 @@ impl Cluster for KubeCluster {
     ) -> Result<bool, ClusterError> {
         let params = DeleteParams {
             grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            preconditions: uid.map(|uid| kube::api::Preconditions {
-                uid: Some(uid.to_owned()),
-                resource_version: None,
-            }),
+            preconditions: uid_precondition(uid),
             ..DeleteParams::background()
         };
         match self.pods().delete(name, &params).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            // "Precondition failed: UID in precondition: <ours>, UID in object meta: <its>"
             Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
                 Err(ClusterError::Replaced {
                     pod: name.to_owned(),
                     namespace: self.namespace.clone(),
                     recorded: uid.unwrap_or_default().to_owned(),
-                    found: status
-                        .message
-                        .rsplit_once("UID in object meta: ")
-                        .map(|(_, found)| found.trim().to_owned())
-                        .unwrap_or_else(|| "another".to_owned()),
+                    found: found_uid(&status.message),
                 })
             }
             Err(e) => Err(self.error("delete pods", e)),
@@ -475,14 +496,23 @@ impl Cluster for KubeCluster {
         .await
     }
 
-    async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+    async fn delete_sandbox(
+        &self,
+        name: &str,
+        grace: Duration,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         let params = DeleteParams {
             grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            preconditions: uid_precondition(uid),
             ..DeleteParams::background()
         };
         match self.sandboxes().await?.delete(name, &params).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
+                Err(self.replaced("sandbox", name, uid, &status.message))
+            }
             Err(e) => Err(self.error("delete sandboxes", e)),
         }
     }
@@ -596,14 +626,22 @@ impl Cluster for KubeCluster {
         .await
     }
 
-    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError> {
-        match self
-            .ext(kind)
-            .delete(name, &DeleteParams::background())
-            .await
-        {
+    async fn ext_delete(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
+        let params = DeleteParams {
+            preconditions: uid_precondition(uid),
+            ..DeleteParams::background()
+        };
+        match self.ext(kind).delete(name, &params).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
+                Err(self.replaced(&kind.kind().to_lowercase(), name, uid, &status.message))
+            }
             Err(e) => Err(self.error(&format!("delete {}", kind.plural()), e)),
         }
     }
@@ -983,7 +1021,7 @@ mod tests {
             .unwrap();
         assert!(
             !cluster
-                .ext_delete(ExtKind::Claim, "bot-bottle-claude-1a2b3")
+                .ext_delete(ExtKind::Claim, "bot-bottle-claude-1a2b3", None)
                 .await
                 .unwrap()
         );
@@ -1159,13 +1197,13 @@ mod tests {
         let grace = Duration::from_secs(7);
         assert!(
             cluster
-                .delete_sandbox("bot-bottle-claude-1a2b3", grace)
+                .delete_sandbox("bot-bottle-claude-1a2b3", grace, None)
                 .await
                 .unwrap()
         );
         assert!(
             !cluster
-                .delete_sandbox("bot-bottle-claude-1a2b3", grace)
+                .delete_sandbox("bot-bottle-claude-1a2b3", grace, None)
                 .await
                 .unwrap()
         );
@@ -1285,6 +1323,62 @@ mod tests {
                 namespace: "agents".into(),
                 recorded: "u-1".into(),
                 found: "u-2".into(),
+            }
+        );
+        server.await.unwrap();
+    }
+
+    /// A warm bottle's SandboxClaim goes the same way: its uid as a delete precondition,
+    /// and a claim made again under its name (409) is refused as not the bottle's, naming
+    /// both uids, never deleted.
+    #[tokio::test]
+    async fn deleting_a_claim_sends_its_uid_as_a_precondition_and_one_made_again_is_refused() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            for answer in [
+                json(
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                ),
+                status(
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled on SandboxClaim \"bot-bottle-claude-1a2b3\": Precondition failed: UID in precondition: c-1, UID in object meta: c-2",
+                ),
+            ] {
+                let (request, send) = handle.next_request().await.unwrap();
+                assert_eq!(request.method(), http::Method::DELETE);
+                assert_eq!(
+                    request.uri().path(),
+                    "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims/bot-bottle-claude-1a2b3"
+                );
+                let body = http_body_util::BodyExt::collect(request.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(sent["preconditions"], serde_json::json!({"uid": "c-1"}));
+                send.send_response(answer);
+            }
+        });
+        let name = "bot-bottle-claude-1a2b3";
+        assert!(
+            cluster
+                .ext_delete(ExtKind::Claim, name, Some("c-1"))
+                .await
+                .unwrap()
+        );
+        let e = cluster
+            .ext_delete(ExtKind::Claim, name, Some("c-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ClusterError::ReplacedObject {
+                kind: "sandboxclaim".into(),
+                name: name.into(),
+                namespace: "agents".into(),
+                recorded: "c-1".into(),
+                found: "c-2".into(),
             }
         );
         server.await.unwrap();

@@ -84,8 +84,15 @@ pub trait Cluster: Send + Sync {
         done: &(dyn for<'s> Fn(&'s Sandbox) -> bool + Send + Sync),
     ) -> Result<Option<Sandbox>, ClusterError>;
     /// Deletes the Sandbox with a grace period for its pod (the pod and what both own go
-    /// with it); `false` when there was none.
-    async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError>;
+    /// with it); `false` when there was none. With `uid`, only the Sandbox of that uid (a
+    /// delete precondition: one made again under the name is refused with
+    /// [`ClusterError::ReplacedObject`], not deleted).
+    async fn delete_sandbox(
+        &self,
+        name: &str,
+        grace: Duration,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError>;
     /// The Sandboxes matching a label selector (none where the API is not served).
     async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError>;
     /// Whether the cluster serves agent-sandbox's extensions (templates, warm pools, claims)
@@ -117,8 +124,15 @@ pub trait Cluster: Send + Sync {
         timeout: Duration,
         done: &(dyn for<'v> Fn(&'v serde_json::Value) -> bool + Send + Sync),
     ) -> Result<Option<serde_json::Value>, ClusterError>;
-    /// Deletes the object (what it owns goes with it); `false` when there was none.
-    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError>;
+    /// Deletes the object (what it owns goes with it); `false` when there was none. With
+    /// `uid`, only the object of that uid (a delete precondition, as
+    /// [`Cluster::delete_sandbox`]).
+    async fn ext_delete(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError>;
     /// The objects matching a label selector (none where the extensions are not served).
     async fn ext_list(
         &self,
@@ -224,6 +238,21 @@ pub enum ClusterError {
     )]
     Replaced {
         pod: String,
+        namespace: String,
+        recorded: String,
+        found: String,
+    },
+    /// An object of the bottle's other than its pod (its Sandbox, a warm bottle's
+    /// SandboxClaim) was deleted and made again under its name since the bottle made or
+    /// took it (another uid: the API server refused the delete precondition). It is not the
+    /// bottle's: its teardown leaves it and goes on.
+    #[error(
+        "{kind} `{name}` in namespace `{namespace}` is not the one this bottle made or took: its uid is {found}, the bottle's was {recorded}; it was deleted and made again under that name, so bot-bottle left it: look at it (`kubectl -n {namespace} get {kind} {name} -o yaml`) and delete it yourself if it must go"
+    )]
+    ReplacedObject {
+        /// As kubectl names the resource (`sandbox`, `sandboxclaim`).
+        kind: String,
+        name: String,
         namespace: String,
         recorded: String,
         found: String,

@@ -10,6 +10,8 @@
 //!   DNS subdomain, a pod without containers, a container without an image, a Secret or
 //!   ConfigMap key with a `/`), and one over 1 MiB too (413);
 //! * deleting a pod deletes what it owns (the garbage collector), with a `DELETED` event;
+//!   a delete with a uid precondition (pods, Sandboxes, extension objects) refuses an
+//!   object of another uid (409), as the API server does;
 //! * attach works only to a running agent container (400 otherwise), and gives the test the
 //!   container's end of its stdin, stdout and stderr;
 //! * a test plays the kubelet: a script of pod statuses applied after creation, one event
@@ -297,6 +299,28 @@ fn controller_ref(
         uid: uid.to_owned(),
         controller: Some(true),
         block_owner_deletion: Some(true),
+    }
+}
+
+/// A delete precondition on `uid` as the API server checks it (409 Conflict): `found` is
+/// the uid of the object of that name, `None` when there is none (nothing to refuse).
+fn precondition(
+    kind: &str,
+    name: &str,
+    uid: Option<&str>,
+    found: Option<Option<String>>,
+) -> Result<(), ClusterError> {
+    match (uid, found) {
+        (Some(uid), Some(found)) if found.as_deref() != Some(uid) => {
+            Err(ClusterError::ReplacedObject {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                namespace: NAMESPACE.to_owned(),
+                recorded: uid.to_owned(),
+                found: found.unwrap_or_else(|| "none".into()),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1429,9 +1453,18 @@ impl Cluster for FakeCluster {
         self.watch(name, timeout, done).await
     }
 
-    async fn delete_sandbox(&self, name: &str, grace: Duration) -> Result<bool, ClusterError> {
+    async fn delete_sandbox(
+        &self,
+        name: &str,
+        grace: Duration,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         self.call(format!("delete sandbox {name} grace={}", grace.as_secs()))?;
-        let removed = FakeCluster::remove_sandbox(&mut self.lock(), name);
+        let mut state = self.lock();
+        let found = state.sandboxes.get(name).map(|s| s.metadata.uid.clone());
+        precondition("sandbox", name, uid, found)?;
+        let removed = FakeCluster::remove_sandbox(&mut state, name);
+        drop(state);
         self.changed.notify_waiters();
         Ok(removed)
     }
@@ -1497,9 +1530,21 @@ impl Cluster for FakeCluster {
             .map_err(|_| ClusterError::Timeout(format!("{} {name} did not get there", kind.kind())))
     }
 
-    async fn ext_delete(&self, kind: ExtKind, name: &str) -> Result<bool, ClusterError> {
+    async fn ext_delete(
+        &self,
+        kind: ExtKind,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         self.call(format!("delete {} {name}", kind.plural()))?;
-        let removed = FakeCluster::remove_ext(&mut self.lock(), kind, name);
+        let mut state = self.lock();
+        let found = state
+            .ext
+            .get(&(kind, name.to_owned()))
+            .map(|v| v["metadata"]["uid"].as_str().map(str::to_owned));
+        precondition(&kind.kind().to_lowercase(), name, uid, found)?;
+        let removed = FakeCluster::remove_ext(&mut state, kind, name);
+        drop(state);
         self.changed.notify_waiters();
         Ok(removed)
     }

@@ -47,8 +47,20 @@
 //! uid as a delete precondition. The check is the uid, not [`podcheck`] again: the uid pins the
 //! object that was checked (twice, the second time running), and the relay has no built pod to
 //! compare with (it runs without the launch's spec). What the uid does not cover: an image
-//! patched into the same pod after the launch's second check, and, on the Sandbox path, the
-//! Sandbox itself (deleted by name; its uid is not recorded).
+//! patched into the same pod after the launch's second check.
+//!
+//! Every object of a bottle is deleted the same way, pinned by the uid the launch saw when
+//! it made or took it ([`PodRecord::sandbox_uid`], [`PodRecord::claim_uid`]): the Sandbox,
+//! a warm bottle's SandboxClaim, and the pod of a failed launch (the one it made or
+//! checked). An object made again under the name since (another bottle, a controller
+//! replacing it) is not the bottle's: the API server refuses the precondition (409), the
+//! teardown leaves it, says so once in the log ([`ClusterError::ReplacedObject`]) and goes
+//! on, and the launch's own error stays the one returned. The bottle's Secret and ConfigMap
+//! are never deleted by name on a failed launch: they are owned by the Sandbox or pod and
+//! go with it, and one of their name that is not ours (its creation refused) stays.
+//! `cleanup` pins what it judged (the pod, its Sandbox, a listed Sandbox or claim); a claim
+//! named by an orphan pod's annotation, a home claim and an unowned Secret it deletes by
+//! name.
 //!
 //! # agent-sandbox
 //!
@@ -380,6 +392,15 @@ pub struct PodRecord {
     /// Sandbox and pod go with it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
+    /// The uid of that claim: `stop` deletes it and no claim made again under its name
+    /// (a delete precondition). Unset in records of older binaries: deleted by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_uid: Option<String>,
+    /// The uid of the bottle's Sandbox (cold or warm): `stop` deletes it and no Sandbox made
+    /// again under its name. Unset for a plain pod; in records of older binaries, `stop`
+    /// takes the uid of the Sandbox controlling the launched pod, else deletes by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_uid: Option<String>,
 }
 
 impl PodRecord {
@@ -705,7 +726,7 @@ impl KubernetesBackend {
         objects: BottleObjects,
         fresh_claim: bool,
         timeout: Duration,
-    ) -> Result<String, ClusterError> {
+    ) -> Result<Launched, ClusterError> {
         let name = objects.pod.metadata.name.clone().unwrap_or_default();
         // The home's claim before the pod that mounts it; one found from an earlier run
         // (`resume`) is mounted as it is.
@@ -745,6 +766,9 @@ impl KubernetesBackend {
         };
         let built = &objects.pod;
         let namespace = cluster.namespace().to_owned();
+        // The uid of the pod this launch made or checked: a failed launch deletes that pod
+        // and no other made under its name since.
+        let mut pod_seen: Option<String> = stored_pod.as_ref().and_then(|p| p.metadata.uid.clone());
         let result = async {
             // The pod the bottle is to run in, checked before anything of the bottle (its
             // Secret, its files) is sent to it: a Sandbox's controller may have adopted a
@@ -762,6 +786,7 @@ impl KubernetesBackend {
                         })?
                 }
             };
+            pod_seen.clone_from(&found.metadata.uid);
             podcheck::check(built, &found, &namespace)?;
             let mut secret = objects.secret;
             objects::owned_by_kind(&mut secret.metadata, &owner_api, owner_kind, &name, &uid);
@@ -795,7 +820,13 @@ impl KubernetesBackend {
             }
             let checked = found.metadata.uid.clone().unwrap_or_default();
             match pod.as_ref().map(pod_state) {
-                Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(checked),
+                Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(Launched {
+                    pod_name: name.clone(),
+                    pod_uid: checked,
+                    sandbox_uid: sandboxed.then(|| uid.clone()),
+                    claim: None,
+                    claim_uid: None,
+                }),
                 Some(PodState::Failed(e)) => Err(e),
                 Some(PodState::Starting) | None => Err(ClusterError::SetupFailed {
                     container: "pod".into(),
@@ -805,11 +836,24 @@ impl KubernetesBackend {
         }
         .await;
         if result.is_err() {
-            if sandboxed {
-                let _ = cluster.delete_sandbox(&name, Duration::ZERO).await;
+            // What this launch made, pinned by uid: a Sandbox or pod made again under the
+            // name since is not the bottle's and stays (said once in the log; the launch's
+            // own error is the one returned). A Sandbox's pod that never came goes with it.
+            // The Secret and ConfigMap are owned by the Sandbox or pod (the garbage collector
+            // takes them with it); one of their name that is not ours (its creation refused,
+            // 409) is never deleted by name.
+            let teardown = Teardown {
+                name: &name,
+                sandboxed: Some(sandboxed),
+                pod_uid: pod_seen.as_deref(),
+                sandbox_uid: sandboxed.then_some(uid.as_str()),
+                ..Teardown::default()
+            };
+            if let Err(e) = delete_bottle(cluster, Duration::ZERO, teardown).await {
+                // A pod made again under the name (refused), or a call that failed: the
+                // launch's own error is the one returned.
+                tracing::warn!(error = %e, "a failed launch's teardown left something");
             }
-            let _ = cluster.delete_pod(&name, Duration::ZERO, None).await;
-            let _ = cluster.delete_leftovers(&name).await;
             // A claim made for this launch holds nothing yet; a resumed one holds the home.
             if let Some(claim) = &created_claim {
                 let _ = cluster.delete_claim(claim).await;
@@ -893,8 +937,7 @@ impl KubernetesBackend {
             objects.as_sandbox(version);
         }
         let timeout = self.config.ready_timeout;
-        let name = objects::object_name(&spec.identity);
-        let pod_uid = self
+        let launched = self
             .runtime
             .block_on(Self::create(
                 cluster.as_ref(),
@@ -903,7 +946,22 @@ impl KubernetesBackend {
                 timeout,
             ))
             .map_err(|e| setup("kubernetes pod", e))?;
-        // From here the pod exists: the bottle removes it when dropped, on any error too.
+        self.attached_bottle(spec, stdio, cluster, launched, start_note)
+    }
+
+    /// The bottle of a pod its launch made (cold) or took (warm) and checked, attached: the
+    /// one place a [`KubeBottle`] is built. From here the pod exists: the bottle removes it
+    /// when dropped, on any error too (the attach's included).
+    fn attached_bottle(
+        &self,
+        spec: &LaunchSpec,
+        stdio: BottleStdio,
+        cluster: Arc<dyn Cluster>,
+        launched: Launched,
+        start_note: String,
+    ) -> Result<KubeBottle, BackendError> {
+        let name = launched.pod_name.clone();
+        let uid = launched.pod_uid.clone();
         let mut bottle = KubeBottle {
             identity: spec.identity.clone(),
             cluster: cluster.clone(),
@@ -911,16 +969,13 @@ impl KubernetesBackend {
             done: false,
             wired: attach::Wired::default(),
             grace: self.config.termination_grace,
-            sandboxed: sandbox.is_some(),
-            pod_uid: pod_uid.clone(),
-            pod_name: name.clone(),
-            claim: None,
+            launched,
             start_note,
         };
         // The terminal goes to the pod checked, not one made again under its name since.
         let attached = self
             .runtime
-            .block_on(to_launched_pod(cluster.as_ref(), &name, &pod_uid, || {
+            .block_on(to_launched_pod(cluster.as_ref(), &name, &uid, || {
                 cluster.attach(&name, spec.interactive)
             }))
             .map_err(|e| setup("attach to the agent", e))?;
@@ -1020,7 +1075,7 @@ impl KubernetesBackend {
             .ok_or_else(|| BackendError::InvalidSpec("no warm sender".into()))?;
         let claim = pool::claim(&plan, &pick.pool, &send.intake_sha256);
         let claim_name = claim.metadata.name.clone().unwrap_or_default();
-        let (pod_name, pod_uid) = self
+        let launched = self
             .runtime
             .block_on(claim_pod(
                 cluster.as_ref(),
@@ -1031,33 +1086,11 @@ impl KubernetesBackend {
                 self.config.ready_timeout,
             ))
             .map_err(|e| setup("kubernetes warm pod", e))?;
-        let mut bottle = KubeBottle {
-            identity: spec.identity.clone(),
-            cluster: cluster.clone(),
-            runtime: self.runtime.clone(),
-            done: false,
-            wired: attach::Wired::default(),
-            grace: self.config.termination_grace,
-            sandboxed: true,
-            pod_uid: pod_uid.clone(),
-            pod_name: pod_name.clone(),
-            claim: Some(claim_name.clone()),
-            start_note: format!(
-                "warm start: pod {pod_name} of pool {} (claim {claim_name})",
-                pick.pool
-            ),
-        };
-        let attached = self
-            .runtime
-            .block_on(to_launched_pod(
-                cluster.as_ref(),
-                &pod_name,
-                &pod_uid,
-                || cluster.attach(&pod_name, spec.interactive),
-            ))
-            .map_err(|e| setup("attach to the agent", e))?;
-        bottle.wired = attach::wire(&self.runtime, attached, stdio, spec.interactive)?;
-        Ok(bottle)
+        let note = format!(
+            "warm start: pod {} of pool {} (claim {claim_name})",
+            launched.pod_name, pick.pool
+        );
+        self.attached_bottle(spec, stdio, cluster, launched, note)
     }
 
     /// Creates or updates the warm template and pool of a launch's bottle (the pods
@@ -1116,8 +1149,13 @@ impl KubernetesBackend {
         let cluster = self.cluster()?;
         self.runtime
             .block_on(async {
-                let pool = cluster.ext_delete(pool::ExtKind::WarmPool, name).await?;
-                let template = cluster.ext_delete(pool::ExtKind::Template, name).await?;
+                // By name: the operator names the pool to delete (`bot-bottle pool delete`).
+                let pool = cluster
+                    .ext_delete(pool::ExtKind::WarmPool, name, None)
+                    .await?;
+                let template = cluster
+                    .ext_delete(pool::ExtKind::Template, name, None)
+                    .await?;
                 Ok::<bool, ClusterError>(pool || template)
             })
             .map_err(|e| setup("delete the warm pool", e))
@@ -1276,6 +1314,16 @@ fn launcher_gone_here_meta(
         && crate::docker::launcher_gone_label(Some(&label.to_owned()))
 }
 
+/// The uid of the Sandbox controlling a pod (its controller reference), if one does.
+fn sandbox_controller_uid(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.kind == "Sandbox" && r.controller == Some(true))
+        .map(|r| r.uid.clone())
+}
+
 /// Whether a pod is a Sandbox's (its controller reference).
 fn owned_by_sandbox(pod: &Pod) -> bool {
     pod.metadata
@@ -1285,24 +1333,93 @@ fn owned_by_sandbox(pod: &Pod) -> bool {
         .any(|r| r.kind == "Sandbox" && r.controller == Some(true))
 }
 
-/// Deletes a bottle's pod, through its Sandbox when it has one: a Sandbox's controller makes
-/// a pod deleted alone again. `sandboxed`: whether the bottle is known to be a Sandbox's;
-/// `None` asks the cluster (its pod's owner, else whether the API is served at all, for a
-/// Sandbox whose pod never came). `false` when there was nothing to delete.
+/// What a launch made or took, each with the uid that pins it: the bottle deletes these
+/// objects and none made again under their names since.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Launched {
+    /// The pod's name (a warm pod's is `<pool>-<suffix>`; a Sandbox is named as its pod).
+    pod_name: String,
+    /// The uid of the pod the launch checked and got the agent running in.
+    pod_uid: String,
+    /// The uid of the bottle's Sandbox; `None` for a plain pod.
+    sandbox_uid: Option<String>,
+    /// The SandboxClaim a warm pod was taken with: the bottle goes by deleting it.
+    claim: Option<String>,
+    /// The claim's uid, as the API server stored it.
+    claim_uid: Option<String>,
+}
+
+/// A bottle's objects as its teardown deletes them, each pinned by its uid when it is
+/// known (a delete precondition): `None` deletes by name (a record of an older binary, or
+/// an object whose uid was never seen).
+#[derive(Debug, Clone, Copy, Default)]
+struct Teardown<'a> {
+    /// The pod's name; the bottle's Sandbox has the same.
+    name: &'a str,
+    /// Whether the bottle is known to be a Sandbox's; `None` asks the cluster (its pod's
+    /// owner, else whether the API is served at all, for a Sandbox whose pod never came).
+    sandboxed: Option<bool>,
+    pod_uid: Option<&'a str>,
+    sandbox_uid: Option<&'a str>,
+    /// A warm pod's SandboxClaim.
+    claim: Option<&'a str>,
+    claim_uid: Option<&'a str>,
+}
+
+impl<'a> Teardown<'a> {
+    /// The teardown of what a launch made or took.
+    fn of(launched: &'a Launched) -> Teardown<'a> {
+        Teardown {
+            name: &launched.pod_name,
+            sandboxed: Some(launched.sandbox_uid.is_some() || launched.claim.is_some()),
+            pod_uid: Some(&launched.pod_uid),
+            sandbox_uid: launched.sandbox_uid.as_deref(),
+            claim: launched.claim.as_deref(),
+            claim_uid: launched.claim_uid.as_deref(),
+        }
+    }
+}
+
+/// Says once, in the log, that an object of the bottle's name was made again since the
+/// bottle made or took it and is left where it is ([`ClusterError::ReplacedObject`]); the
+/// teardown goes on, and an error that caused it stays the one returned.
+fn left_alone(e: &ClusterError) {
+    tracing::warn!(error = %e, "teardown leaves an object that is not the bottle's");
+}
+
+/// Deletes a bottle's pod, through its Sandbox when it has one (a Sandbox's controller makes
+/// a pod deleted alone again), and a warm pod's claim first. Each deletion carries the
+/// object's uid when [`Teardown`] has it: a Sandbox or claim made again under its name is
+/// left ([`left_alone`]) and the rest goes on; a pod made again is refused
+/// ([`ClusterError::Replaced`]) unless the bottle's Sandbox went (it takes the pod it
+/// controls). `false` when there was nothing to delete.
 async fn delete_bottle(
     cluster: &dyn Cluster,
-    name: &str,
     grace: Duration,
-    sandboxed: Option<bool>,
-    uid: Option<&str>,
-    claim: Option<&str>,
+    t: Teardown<'_>,
 ) -> Result<bool, ClusterError> {
+    let name = t.name;
     let mut deleted = false;
-    if let Some(claim) = claim {
+    let mut gone = |result: Result<bool, ClusterError>| match result {
+        Ok(gone) => {
+            deleted |= gone;
+            Ok(())
+        }
+        Err(e @ ClusterError::ReplacedObject { .. }) => {
+            left_alone(&e);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(claim) = t.claim {
         // A warm pod's claim first: a claim whose Sandbox is gone would get another.
-        deleted |= cluster.ext_delete(pool::ExtKind::Claim, claim).await?;
+        gone(
+            cluster
+                .ext_delete(pool::ExtKind::Claim, claim, t.claim_uid)
+                .await,
+        )?;
     }
-    let sandboxed = match sandboxed {
+    let sandboxed = match t.sandboxed {
         Some(known) => known,
         None => match cluster.get_pod(name).await? {
             Some(pod) => owned_by_sandbox(&pod),
@@ -1310,10 +1427,10 @@ async fn delete_bottle(
         },
     };
     if sandboxed {
-        deleted |= cluster.delete_sandbox(name, grace).await?;
+        gone(cluster.delete_sandbox(name, grace, t.sandbox_uid).await)?;
     }
     // The Sandbox's pod goes with it; deleting it too gives it this grace (not its own).
-    match cluster.delete_pod(name, grace, uid).await {
+    match cluster.delete_pod(name, grace, t.pod_uid).await {
         Ok(gone) => deleted |= gone,
         // The Sandbox's deletion takes the pod it controls now, whichever it is.
         Err(ClusterError::Replaced { .. }) if sandboxed && deleted => {}
@@ -1341,8 +1458,9 @@ struct WarmPick {
 /// that it is the claim's), waits until it carries the bottle's labels, sends it `files`
 /// through a port-forward to [`objects::INTAKE_PORT`] (a new one per attempt while the
 /// sidecar answers "not claimed yet", as [`WarmSender::claim_wait`] bounds), and checks it
-/// again once its agent runs. Returns the pod's name and uid; on any failure the claim is
-/// deleted.
+/// again once its agent runs. Returns the pod, its Sandbox and the claim, each with its uid;
+/// on any failure the claim is deleted (the one created here: one made again under its
+/// name since is left).
 async fn claim_pod(
     cluster: &dyn Cluster,
     claim: &pool::SandboxClaim,
@@ -1350,7 +1468,7 @@ async fn claim_pod(
     files: BTreeMap<String, Vec<u8>>,
     sender: WarmSender,
     timeout: Duration,
-) -> Result<(String, String), ClusterError> {
+) -> Result<Launched, ClusterError> {
     let name = claim.metadata.name.clone().unwrap_or_default();
     let pool_name = claim.spec.warm_pool_ref.name.clone();
     let identity = identity_label(&claim.metadata).cloned().unwrap_or_default();
@@ -1359,7 +1477,8 @@ async fn claim_pod(
         kind: "sandboxclaim".into(),
         message: e.to_string(),
     })?;
-    cluster.ext_create(pool::ExtKind::Claim, &value).await?;
+    let created = cluster.ext_create(pool::ExtKind::Claim, &value).await?;
+    let claim_uid = created["metadata"]["uid"].as_str().map(str::to_owned);
     let failed = |container: &str, message: String| ClusterError::SetupFailed {
         container: container.to_owned(),
         message,
@@ -1426,6 +1545,7 @@ async fn claim_pod(
             ));
         }
         let uid = found.metadata.uid.clone().unwrap_or_default();
+        let sandbox_uid = sandbox.metadata.uid.clone().unwrap_or_default();
         // Adoption gives it the bottle's labels (`list`, `cleanup` find it by them).
         cluster
             .watch_pod(&pod_name, timeout, &|p| {
@@ -1507,14 +1627,27 @@ async fn claim_pod(
             ));
         }
         match pod_state(&pod) {
-            PodState::Running | PodState::Ended(_) => Ok((pod_name, uid)),
+            PodState::Running | PodState::Ended(_) => Ok(Launched {
+                pod_name,
+                pod_uid: uid,
+                sandbox_uid: Some(sandbox_uid),
+                claim: Some(name.clone()),
+                claim_uid: claim_uid.clone(),
+            }),
             PodState::Failed(e) => Err(e),
             PodState::Starting => Err(failed("pod", "the pod was deleted while it started".into())),
         }
     }
     .await;
     if result.is_err() {
-        let _ = cluster.ext_delete(pool::ExtKind::Claim, &name).await;
+        match cluster
+            .ext_delete(pool::ExtKind::Claim, &name, claim_uid.as_deref())
+            .await
+        {
+            Err(e @ ClusterError::ReplacedObject { .. }) => left_alone(&e),
+            Err(e) => tracing::warn!(error = %e, "a failed warm launch's claim was not deleted"),
+            Ok(_) => {}
+        }
     }
     result
 }
@@ -1702,19 +1835,28 @@ impl Backend for KubernetesBackend {
         let cluster = self.cluster_of(identity)?;
         let uid = self.launched_uid(identity, cluster.namespace())?;
         let (name, claim) = self.pod_name_of(identity);
+        let record = self.record_of(identity).unwrap_or_default();
         let cluster = cluster.as_ref();
-        if let Some(claim) = claim {
+        let teardown = Teardown {
+            name: &name,
+            sandboxed: None,
+            pod_uid: Some(&uid),
+            sandbox_uid: record.sandbox_uid.as_deref(),
+            claim: claim.as_deref(),
+            claim_uid: record.claim_uid.as_deref(),
+        };
+        if claim.is_some() {
             // A pod taken from a warm pool goes with its claim (its Sandbox and pod with it);
             // the pod's deletion, the launched one only, gives it the grace.
             return self
                 .runtime
                 .block_on(delete_bottle(
                     cluster,
-                    &name,
                     grace,
-                    Some(true),
-                    Some(&uid),
-                    Some(&claim),
+                    Teardown {
+                        sandboxed: Some(true),
+                        ..teardown
+                    },
                 ))
                 .map_err(|e| setup("stop", e));
         }
@@ -1725,24 +1867,36 @@ impl Backend for KubernetesBackend {
                 // never deleted by name: a plain one is refused; one the bottle's Sandbox's
                 // controller made again (its pod deleted alone) or adopted goes by deleting
                 // the Sandbox, which is the bottle's, as its pod always does.
+                // The Sandbox goes with its uid: the recorded one, else (a record of an older
+                // binary) that of the Sandbox controlling the launched pod.
                 match launched_pod(cluster, &name, &uid).await {
                     Ok(Some(pod)) => {
-                        let sandboxed = owned_by_sandbox(&pod);
-                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid), None)
-                            .await
+                        let controller = sandbox_controller_uid(&pod);
+                        let teardown = Teardown {
+                            sandboxed: Some(owned_by_sandbox(&pod)),
+                            sandbox_uid: teardown.sandbox_uid.or(controller.as_deref()),
+                            ..teardown
+                        };
+                        delete_bottle(cluster, grace, teardown).await
                     }
                     Ok(None) => {
                         let sandboxed = cluster.sandbox_version().await?.is_some();
-                        delete_bottle(cluster, &name, grace, Some(sandboxed), Some(&uid), None)
-                            .await
+                        let teardown = Teardown {
+                            sandboxed: Some(sandboxed),
+                            ..teardown
+                        };
+                        delete_bottle(cluster, grace, teardown).await
                     }
+                    // Stop says so when the Sandbox too is not the bottle's any more.
                     Err(ClusterError::Replaced { .. })
                         if cluster
                             .get_pod(&name)
                             .await?
                             .is_some_and(|p| controlled_by_sandbox(&p, &name)) =>
                     {
-                        cluster.delete_sandbox(&name, grace).await
+                        cluster
+                            .delete_sandbox(&name, grace, teardown.sandbox_uid)
+                            .await
                     }
                     Err(e) => Err(e),
                 }
@@ -1893,16 +2047,24 @@ impl KubernetesBackend {
             }
             if ended || launcher_gone_here(pod) {
                 let sandboxed = owned_by_sandbox(pod);
+                let controller = sandbox_controller_uid(pod);
                 if !dry_run {
                     self.runtime
                         .block_on(delete_bottle(
                             cluster,
-                            &name,
                             Duration::ZERO,
-                            Some(sandboxed),
-                            // The pod judged here, not one made under its name since.
-                            pod.metadata.uid.as_deref(),
-                            claim.as_deref(),
+                            Teardown {
+                                name: &name,
+                                sandboxed: Some(sandboxed),
+                                // The pod judged here and its Sandbox, not ones made under
+                                // their names since.
+                                pod_uid: pod.metadata.uid.as_deref(),
+                                sandbox_uid: controller.as_deref(),
+                                // The claim its annotation names, by name (the pod does not
+                                // carry the claim's uid).
+                                claim: claim.as_deref(),
+                                claim_uid: None,
+                            },
                         ))
                         .map_err(|e| setup("cleanup", e))?;
                 }
@@ -1935,9 +2097,19 @@ impl KubernetesBackend {
                     continue;
                 }
                 if !dry_run {
-                    self.runtime
-                        .block_on(cluster.delete_sandbox(&name, Duration::ZERO))
-                        .map_err(|e| setup("cleanup", e))?;
+                    // The Sandbox judged here: one made again under its name since stays.
+                    let deleted = self.runtime.block_on(cluster.delete_sandbox(
+                        &name,
+                        Duration::ZERO,
+                        sandbox.metadata.uid.as_deref(),
+                    ));
+                    match deleted {
+                        Err(e @ ClusterError::ReplacedObject { .. }) => {
+                            left_alone(&e);
+                            continue;
+                        }
+                        other => other.map_err(|e| setup("cleanup", e))?,
+                    };
                 }
                 push(CleanupAction::RemovedSandbox { name });
             }
@@ -1972,9 +2144,19 @@ impl KubernetesBackend {
                     continue;
                 }
                 if !dry_run {
-                    self.runtime
-                        .block_on(cluster.ext_delete(pool::ExtKind::Claim, &name))
-                        .map_err(|e| setup("cleanup", e))?;
+                    // The claim judged here: one made again under its name since stays.
+                    let deleted = self.runtime.block_on(cluster.ext_delete(
+                        pool::ExtKind::Claim,
+                        &name,
+                        claim.metadata.uid.as_deref(),
+                    ));
+                    match deleted {
+                        Err(e @ ClusterError::ReplacedObject { .. }) => {
+                            left_alone(&e);
+                            continue;
+                        }
+                        other => other.map_err(|e| setup("cleanup", e))?,
+                    };
                 }
                 push(CleanupAction::RemovedSandbox { name });
             }
@@ -2070,31 +2252,36 @@ pub struct KubeBottle {
     wired: attach::Wired,
     /// The pod's termination grace: `terminate` gives the sidecar bundle all of it.
     grace: Duration,
-    /// The pod is an agent-sandbox `Sandbox`'s: it goes by deleting the Sandbox.
-    sandboxed: bool,
-    /// The uid of the pod the launch checked: only that pod is deleted.
-    pod_uid: String,
-    /// The pod's name (a warm pod's is `<pool>-<suffix>`).
-    pod_name: String,
-    /// The claim a warm pod was taken with: the bottle goes by deleting it.
-    claim: Option<String>,
+    /// What the launch made or took, each with its uid: only those objects are deleted (a
+    /// Sandbox's pod goes by deleting the Sandbox, a warm pod's by deleting its claim).
+    launched: Launched,
     /// How the launch got its pod, in one line for the operator.
     start_note: String,
 }
 
 impl KubeBottle {
     fn name(&self) -> String {
-        self.pod_name.clone()
+        self.launched.pod_name.clone()
     }
 
     /// The pod's name (the launcher records it: [`PodRecord::pod_name`]).
     pub fn pod_name(&self) -> &str {
-        &self.pod_name
+        &self.launched.pod_name
     }
 
     /// The claim a warm pod was taken with ([`PodRecord::claim`]).
     pub fn claim(&self) -> Option<&str> {
-        self.claim.as_deref()
+        self.launched.claim.as_deref()
+    }
+
+    /// The uid of that claim ([`PodRecord::claim_uid`]).
+    pub fn claim_uid(&self) -> Option<&str> {
+        self.launched.claim_uid.as_deref()
+    }
+
+    /// The uid of the bottle's Sandbox, `None` for a plain pod ([`PodRecord::sandbox_uid`]).
+    pub fn sandbox_uid(&self) -> Option<&str> {
+        self.launched.sandbox_uid.as_deref()
     }
 
     /// How the launch got its pod: taken from a warm pool, or made cold and why.
@@ -2105,7 +2292,7 @@ impl KubeBottle {
     /// The uid of the pod the launch checked and got the agent running in (the launcher
     /// records it: [`PodRecord::pod_uid`]).
     pub fn pod_uid(&self) -> &str {
-        &self.pod_uid
+        &self.launched.pod_uid
     }
 
     /// Waits until the agent ends, leaving the pod in place (the sidecar bundle still runs
@@ -2114,7 +2301,7 @@ impl KubeBottle {
     pub fn wait_agent(&mut self) -> Result<Option<BottleExit>, BackendError> {
         let name = self.name();
         let cluster = self.cluster.clone();
-        let launched = self.pod_uid.clone();
+        let launched = self.launched.pod_uid.clone();
         // Another pod under the bottle's name (deleted and made again: by someone allowed
         // to, or by a Sandbox's controller after an eviction) ends the watch: its state is
         // not the bottle's, and its exit code must never pass for the agent's.
@@ -2156,15 +2343,11 @@ impl KubeBottle {
 
     /// Deletes the pod (its Secret and ConfigMap go with it) at once.
     pub fn remove(&mut self) -> Result<(), BackendError> {
-        let name = self.name();
         self.runtime
             .block_on(delete_bottle(
                 self.cluster.as_ref(),
-                &name,
                 Duration::ZERO,
-                Some(self.sandboxed),
-                Some(&self.pod_uid),
-                self.claim.as_deref(),
+                Teardown::of(&self.launched),
             ))
             .map_err(|e| setup("remove the pod", e))?;
         self.done = true;
@@ -2194,30 +2377,22 @@ impl RunningBottle for KubeBottle {
     }
 
     fn terminate(&mut self) -> Result<(), BackendError> {
-        let name = self.name();
         self.runtime
             .block_on(delete_bottle(
                 self.cluster.as_ref(),
-                &name,
                 self.grace,
-                Some(self.sandboxed),
-                Some(&self.pod_uid),
-                self.claim.as_deref(),
+                Teardown::of(&self.launched),
             ))
             .map(drop)
             .map_err(|e| setup("terminate", e))
     }
 
     fn kill(&mut self) -> Result<(), BackendError> {
-        let name = self.name();
         self.runtime
             .block_on(delete_bottle(
                 self.cluster.as_ref(),
-                &name,
                 Duration::ZERO,
-                Some(self.sandboxed),
-                Some(&self.pod_uid),
-                self.claim.as_deref(),
+                Teardown::of(&self.launched),
             ))
             .map(drop)
             .map_err(|e| setup("kill", e))

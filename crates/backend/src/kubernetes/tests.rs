@@ -2032,8 +2032,97 @@ fn a_pod_made_again_in_place_of_the_checked_one_is_refused() {
         )) && err.contains("uid-elsewhere"),
         "{err}"
     );
-    assert_eq!(cluster.pod(NAME), None);
+    // The pod made in its place is not the bottle's: the failed launch's teardown deletes
+    // the pod it checked (its uid a delete precondition) and leaves that one.
+    assert_eq!(
+        cluster.pod(NAME).and_then(|p| p.metadata.uid).as_deref(),
+        Some("uid-elsewhere")
+    );
     assert!(!cluster.calls().iter().any(|c| c.starts_with("attach")));
+}
+
+/// The bottle's Sandbox deleted and made again under its name (another bottle's, one a
+/// controller put in its place) is not the bottle's: the bottle's own end and `stop` from
+/// another terminal delete the Sandbox of the uid the launch saw (a delete precondition),
+/// leave the one made again, and end without an error.
+#[test]
+fn a_sandbox_made_again_under_the_bottles_name_survives_the_bottles_teardown() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let mut bottle = backend(&f, &cluster).launch_pod(&f.spec, quiet()).unwrap();
+    let ours = cluster.sandbox(NAME).unwrap().metadata.uid;
+    assert!(ours.is_some());
+    assert_eq!(bottle.sandbox_uid(), ours.as_deref());
+    let launched = bottle.pod_uid().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Someone deletes it (its pod goes with it) and makes another of its name.
+    assert!(
+        rt.block_on(cluster.delete_sandbox(NAME, Duration::ZERO, None))
+            .unwrap()
+    );
+    cluster.insert_sandbox(sandbox_of("claude-1a2b3", "elsewhere/x:1:2"));
+    let again = cluster.sandbox(NAME).unwrap().metadata.uid;
+    assert_ne!(again, ours);
+
+    bottle.remove().unwrap();
+    assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join(&f.spec.identity);
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some(launched),
+        sandbox_uid: ours,
+        ..Default::default()
+    }
+    .write(&state)
+    .unwrap();
+    let other = backend(&f, &cluster).with_home(home.path().to_path_buf());
+    assert!(!other.stop(&f.spec.identity, Duration::ZERO).unwrap());
+    assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+}
+
+/// A Secret of the bottle's name that is not the bottle's (made beforehand) fails the
+/// launch (409) and stays: a failed launch deletes what it made, pinned by uid (the pod,
+/// whose Secret and ConfigMap go with it), never a Secret or ConfigMap by name.
+#[test]
+fn a_secret_of_the_bottles_name_made_beforehand_fails_the_launch_and_stays() {
+    for sandboxed in [false, true] {
+        let f = fixture();
+        let cluster = Arc::new(FakeCluster::new());
+        if sandboxed {
+            cluster.serve_sandboxes("v1beta1");
+        }
+        cluster.on_create(fake::agent_running());
+        cluster.insert_secret(Secret {
+            metadata: ObjectMeta {
+                name: Some(NAME.into()),
+                uid: Some("uid-someone-elses".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let e = backend(&f, &cluster)
+            .launch(&f.spec, quiet())
+            .err()
+            .expect("the launch fails on the Secret's name")
+            .to_string();
+        assert!(e.contains("a secret of that name exists already"), "{e}");
+        assert_eq!(
+            cluster.secret(NAME).and_then(|s| s.metadata.uid).as_deref(),
+            Some("uid-someone-elses"),
+            "sandboxed: {sandboxed}"
+        );
+        assert_eq!(cluster.pod(NAME), None);
+        assert_eq!(cluster.sandbox(NAME), None);
+        assert_eq!(cluster.config_map(NAME), None);
+    }
 }
 
 mod warm;

@@ -606,3 +606,121 @@ fn a_warm_bottle_is_listed_stopped_and_cleaned_up_through_its_claim() {
             .is_some()
     );
 }
+
+/// The claim `f`'s bottle would make on `pool`, made on `cluster` as someone else would
+/// (another launcher of the same name); returns its uid.
+fn claim_made_again(
+    rt: &tokio::runtime::Runtime,
+    cluster: &FakeCluster,
+    f: &Fixture,
+    pool: &str,
+) -> Option<String> {
+    let mut plan = objects::tests::plan();
+    plan.identity = f.spec.identity.clone();
+    plan.launcher = "elsewhere/x:1:2".into();
+    let claim = pool::claim(&plan, pool, INTAKE_SHA256);
+    let stored = rt
+        .block_on(cluster.ext_create(ExtKind::Claim, &serde_json::to_value(&claim).unwrap()))
+        .unwrap();
+    stored["metadata"]["uid"].as_str().map(str::to_owned)
+}
+
+fn claim_uid(cluster: &FakeCluster) -> Option<String> {
+    cluster
+        .ext_object(ExtKind::Claim, NAME)
+        .and_then(|c| c["metadata"]["uid"].as_str().map(str::to_owned))
+}
+
+/// A warm bottle's SandboxClaim and Sandbox deleted and made again under their names are
+/// not the bottle's: the bottle's own end and `stop` from another terminal delete the
+/// claim and Sandbox of the uids the launch saw (delete preconditions), leave the ones made
+/// again, and end without an error.
+#[test]
+fn a_claim_and_sandbox_made_again_under_the_bottles_names_survive_its_teardown() {
+    let f = warm_fixture();
+    let (cluster, pool) = pool_cluster(&f, 1);
+    let (addr, _got, _intake) = intake();
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    let mut bottle = backend(&f, &cluster).launch_pod(&f.spec, quiet()).unwrap();
+    let pod = bottle.pod_name().to_owned();
+    let ours = claim_uid(&cluster);
+    assert!(ours.is_some());
+    assert_eq!(bottle.claim_uid(), ours.as_deref());
+    let our_sandbox = cluster.sandbox(&pod).unwrap().metadata.uid;
+    assert_eq!(bottle.sandbox_uid(), our_sandbox.as_deref());
+    let launched = bottle.pod_uid().to_owned();
+
+    // Someone deletes the claim (its Sandbox and pod go with it) and makes another claim
+    // (left unbound) and another Sandbox of the same names.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    cluster.hold_claims();
+    assert!(
+        rt.block_on(cluster.ext_delete(ExtKind::Claim, NAME, None))
+            .unwrap()
+    );
+    assert_eq!(cluster.sandbox(&pod), None);
+    let again = claim_made_again(&rt, &cluster, &f, &pool);
+    assert_ne!(again, ours);
+    let mut sandbox = sandbox_of("claude-1a2b3", "elsewhere/x:1:2");
+    sandbox.metadata.name = Some(pod.clone());
+    cluster.insert_sandbox(sandbox);
+    let sandbox_again = cluster.sandbox(&pod).unwrap().metadata.uid;
+
+    bottle.remove().unwrap();
+    assert_eq!(claim_uid(&cluster), again);
+    assert_eq!(cluster.sandbox(&pod).unwrap().metadata.uid, sandbox_again);
+
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join(&f.spec.identity);
+    std::fs::create_dir_all(&state).unwrap();
+    PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some(launched),
+        pod_name: Some(pod.clone()),
+        claim: Some(NAME.into()),
+        claim_uid: ours,
+        sandbox_uid: our_sandbox,
+        ..Default::default()
+    }
+    .write(&state)
+    .unwrap();
+    let other = backend(&f, &cluster).with_home(home.path().to_path_buf());
+    assert!(!other.stop(&f.spec.identity, Duration::ZERO).unwrap());
+    assert_eq!(claim_uid(&cluster), again);
+    assert_eq!(cluster.sandbox(&pod).unwrap().metadata.uid, sandbox_again);
+}
+
+/// A warm launch that fails after its claim was deleted and made again under its name (by
+/// someone else) deletes the claim it made and no other: the one made again stays, and
+/// the launch's own error is the one said.
+#[test]
+fn a_failed_warm_launch_leaves_a_claim_made_again_under_its_name() {
+    let mut f = warm_fixture();
+    f.config.ready_timeout = Duration::from_secs(2);
+    let (cluster, pool) = pool_cluster(&f, 1);
+    cluster.hold_claims();
+    let replacer = {
+        let cluster = cluster.clone();
+        let f = warm_fixture();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while claim_uid(&cluster).is_none() {
+                assert!(std::time::Instant::now() < deadline, "no claim came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(cluster.ext_delete(ExtKind::Claim, NAME, None))
+                .unwrap();
+            claim_made_again(&rt, &cluster, &f, &pool)
+        })
+    };
+    let e = launch_error(&f, &cluster);
+    let again = replacer.join().unwrap();
+    assert!(
+        e.contains("the claim was deleted while the bottle started")
+            || e.contains("was given no pod of warm pool"),
+        "{e}"
+    );
+    assert!(again.is_some());
+    assert_eq!(claim_uid(&cluster), again);
+}
