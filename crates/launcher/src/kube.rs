@@ -1386,7 +1386,7 @@ mod tests {
             assert_eq!(running.wait().unwrap(), 3);
             player.join().unwrap();
             let claim = objects::home_claim_name(&identity);
-            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            assert!(rt.block_on(w.cluster.delete_claim(&claim, None)).unwrap());
             let before = w.cluster.calls().len();
             let id = state::Identity::parse(&identity).unwrap();
             let lock = w.home.lock_bottle(&id).unwrap();
@@ -1463,7 +1463,7 @@ mod tests {
                 .build()
                 .unwrap();
             let kept = w.cluster.claim(&claim).unwrap();
-            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            assert!(rt.block_on(w.cluster.delete_claim(&claim, None)).unwrap());
             let record = w.home.state_dir(&id).join(backend::kubernetes::RECORD);
             let older =
                 format!("{{\"context\":null,\"namespace\":\"agents\",\"home_claim\":\"{claim}\"}}");
@@ -1525,7 +1525,7 @@ mod tests {
                     .home_made,
                 Some(true)
             );
-            assert!(rt.block_on(w.cluster.delete_claim(&claim)).unwrap());
+            assert!(rt.block_on(w.cluster.delete_claim(&claim, None)).unwrap());
 
             // A record that says the claim was never made (a first run that failed before
             // it): resumed on a new claim.

@@ -360,22 +360,27 @@ impl Cluster for KubeCluster {
             .map_err(|e| self.error("get persistentvolumeclaims", e))
     }
 
-    async fn create_claim(&self, claim: &PersistentVolumeClaim) -> Result<(), ClusterError> {
+    async fn create_claim(
+        &self,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ClusterError> {
         self.claims()
             .create(&PostParams::default(), claim)
             .await
-            .map(drop)
             .map_err(|e| self.error("create persistentvolumeclaims", e))
     }
 
-    async fn delete_claim(&self, name: &str) -> Result<bool, ClusterError> {
-        match self
-            .claims()
-            .delete(name, &DeleteParams::background())
-            .await
-        {
+    async fn delete_claim(&self, name: &str, uid: Option<&str>) -> Result<bool, ClusterError> {
+        let params = DeleteParams {
+            preconditions: uid_precondition(uid),
+            ..DeleteParams::background()
+        };
+        match self.claims().delete(name, &params).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
+                Err(self.replaced("persistentvolumeclaim", name, uid, &status.message))
+            }
             Err(e) => Err(self.error("delete persistentvolumeclaims", e)),
         }
     }

@@ -55,11 +55,16 @@ pub trait Cluster: Send + Sync {
     async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError>;
     /// The PersistentVolumeClaim by name, `None` when there is none.
     async fn get_claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ClusterError>;
-    /// Creates a PersistentVolumeClaim (a bottle's home, kept for `resume`).
-    async fn create_claim(&self, claim: &PersistentVolumeClaim) -> Result<(), ClusterError>;
+    /// Creates a PersistentVolumeClaim (a bottle's home, kept for `resume`); returns it as
+    /// stored (with its uid).
+    async fn create_claim(
+        &self,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ClusterError>;
     /// Deletes a PersistentVolumeClaim; `false` when there was none. (The API server's
-    /// `pvc-protection` finalizer keeps its storage until no pod mounts it.)
-    async fn delete_claim(&self, name: &str) -> Result<bool, ClusterError>;
+    /// `pvc-protection` finalizer keeps its storage until no pod mounts it.) With `uid`,
+    /// only the claim of that uid (a delete precondition, as [`Cluster::delete_sandbox`]).
+    async fn delete_claim(&self, name: &str, uid: Option<&str>) -> Result<bool, ClusterError>;
     /// The PersistentVolumeClaims matching a label selector.
     async fn list_claims(&self, selector: &str)
     -> Result<Vec<PersistentVolumeClaim>, ClusterError>;

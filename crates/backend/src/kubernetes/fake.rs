@@ -1249,7 +1249,10 @@ impl Cluster for FakeCluster {
         Ok(self.claim(name))
     }
 
-    async fn create_claim(&self, claim: &PersistentVolumeClaim) -> Result<(), ClusterError> {
+    async fn create_claim(
+        &self,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ClusterError> {
         let name = claim.metadata.name.clone().unwrap_or_default();
         self.call(format!("create claim {name}"))?;
         admit("persistentvolumeclaim", &claim.metadata, 0)?;
@@ -1273,13 +1276,16 @@ impl Cluster for FakeCluster {
         }
         let mut stored = claim.clone();
         FakeCluster::stamp(&mut state, &mut stored.metadata);
-        state.claims.insert(name, stored);
-        Ok(())
+        state.claims.insert(name, stored.clone());
+        Ok(stored)
     }
 
-    async fn delete_claim(&self, name: &str) -> Result<bool, ClusterError> {
+    async fn delete_claim(&self, name: &str, uid: Option<&str>) -> Result<bool, ClusterError> {
         self.call(format!("delete claim {name}"))?;
-        Ok(self.lock().claims.remove(name).is_some())
+        let mut state = self.lock();
+        let found = state.claims.get(name).map(|c| c.metadata.uid.clone());
+        precondition("persistentvolumeclaim", name, uid, found)?;
+        Ok(state.claims.remove(name).is_some())
     }
 
     async fn list_claims(

@@ -734,8 +734,12 @@ impl KubernetesBackend {
         if let Some(claim) = &objects.home_claim
             && fresh_claim
         {
-            cluster.create_claim(claim).await?;
-            created_claim = claim.metadata.name.clone();
+            let stored = cluster.create_claim(claim).await?;
+            created_claim = claim
+                .metadata
+                .name
+                .clone()
+                .map(|n| (n, stored.metadata.uid));
         }
         // With agent-sandbox, the Sandbox is created and its controller makes the pod (the
         // same pod: it is the Sandbox's template); the Secret and ConfigMap are then owned
@@ -758,9 +762,7 @@ impl KubernetesBackend {
         let (uid, stored_pod) = match stored {
             Ok(stored) => stored,
             Err(e) => {
-                if let Some(claim) = &created_claim {
-                    let _ = cluster.delete_claim(claim).await;
-                }
+                delete_created_claim(cluster, created_claim.as_ref()).await;
                 return Err(e);
             }
         };
@@ -855,9 +857,7 @@ impl KubernetesBackend {
                 tracing::warn!(error = %e, "a failed launch's teardown left something");
             }
             // A claim made for this launch holds nothing yet; a resumed one holds the home.
-            if let Some(claim) = &created_claim {
-                let _ = cluster.delete_claim(claim).await;
-            }
+            delete_created_claim(cluster, created_claim.as_ref()).await;
         }
         result
     }
@@ -1172,13 +1172,7 @@ impl KubernetesBackend {
         let Some(claim) = found else {
             return Ok(false);
         };
-        let labels = claim.metadata.labels.unwrap_or_default();
-        let ours = labels
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str)
-            == Some(objects::MANAGED_BY)
-            && labels.get(objects::LABEL_IDENTITY).map(String::as_str) == Some(identity);
-        if !ours {
+        if !home_claim_of(&claim, identity) {
             return Err(BackendError::InvalidSpec(format!(
                 "a PersistentVolumeClaim `{name}` exists in namespace `{}` that bot-bottle did not make for bottle {identity}; it is not mounted as the agent's home: rename or delete it (`kubectl -n {} delete pvc {name}`) if it is not needed",
                 cluster.namespace(),
@@ -1312,6 +1306,31 @@ fn launcher_gone_here_meta(
     !machine.is_empty()
         && machine == here
         && crate::docker::launcher_gone_label(Some(&label.to_owned()))
+}
+
+/// Whether a PersistentVolumeClaim is bottle `identity`'s home, as bot-bottle made it (its
+/// labels): one of that name that is not is never mounted nor deleted.
+fn home_claim_of(
+    claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim,
+    identity: &str,
+) -> bool {
+    let labels = claim.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    label("app.kubernetes.io/managed-by") == Some(objects::MANAGED_BY)
+        && label(objects::LABEL_IDENTITY) == Some(identity)
+}
+
+/// Deletes the home claim a failed launch made (its uid a delete precondition: one made
+/// again under its name since stays); a failure is logged, the launch's error kept.
+async fn delete_created_claim(cluster: &dyn Cluster, created: Option<&(String, Option<String>)>) {
+    let Some((name, uid)) = created else {
+        return;
+    };
+    match cluster.delete_claim(name, uid.as_deref()).await {
+        Err(e @ ClusterError::ReplacedObject { .. }) => left_alone(&e),
+        Err(e) => tracing::warn!(error = %e, "a failed launch's home claim was not deleted"),
+        Ok(_) => {}
+    }
 }
 
 /// The uid of the Sandbox controlling a pod (its controller reference), if one does.
@@ -1977,10 +1996,29 @@ impl Backend for KubernetesBackend {
                 pod_name
             )));
         }
-        let deleted = self
+        // The bottle's own claim only, the one found here (its uid a delete precondition):
+        // a claim of its name that bot-bottle did not make for it stays.
+        let found = self
             .runtime
-            .block_on(cluster.delete_claim(&name))
-            .map_err(|e| setup("delete the bottle's home claim", e))?;
+            .block_on(cluster.get_claim(&name))
+            .map_err(|e| setup("find the bottle's home claim", e))?;
+        let Some(found) = found else {
+            return Ok(Vec::new());
+        };
+        if !home_claim_of(&found, identity) {
+            tracing::warn!(%identity, claim = %name, namespace = %cluster.namespace(), "discard leaves a claim of the bottle's home's name that bot-bottle did not make for it");
+            return Ok(Vec::new());
+        }
+        let deleted = match self
+            .runtime
+            .block_on(cluster.delete_claim(&name, found.metadata.uid.as_deref()))
+        {
+            Err(e @ ClusterError::ReplacedObject { .. }) => {
+                left_alone(&e);
+                false
+            }
+            other => other.map_err(|e| setup("delete the bottle's home claim", e))?,
+        };
         Ok(if deleted {
             vec![CleanupAction::RemovedVolume { name }]
         } else {
@@ -2217,9 +2255,17 @@ impl KubernetesBackend {
                 continue;
             }
             if !dry_run {
-                self.runtime
-                    .block_on(cluster.delete_claim(&name))
-                    .map_err(|e| setup("cleanup", e))?;
+                // The claim judged here: one made again under its name since stays.
+                let deleted = self
+                    .runtime
+                    .block_on(cluster.delete_claim(&name, claim.metadata.uid.as_deref()));
+                match deleted {
+                    Err(e @ ClusterError::ReplacedObject { .. }) => {
+                        left_alone(&e);
+                        continue;
+                    }
+                    other => other.map_err(|e| setup("cleanup", e))?,
+                };
             }
             push(CleanupAction::RemovedVolume { name });
         }

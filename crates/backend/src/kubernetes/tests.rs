@@ -1149,7 +1149,8 @@ fn the_home_claim_outlives_the_pod_resume_mounts_it_unseeded_and_discard_waits_f
 }
 
 /// A claim of that name that bot-bottle did not make for this bottle is never the agent's
-/// home; a launch that fails removes the claim it made (and only that one).
+/// home, nor deleted as it by `discard`; a launch that fails removes the claim it made
+/// (and only that one).
 #[test]
 fn a_foreign_claim_is_refused_and_a_failed_launch_removes_the_claim_it_made() {
     let (f, home) = kept_home_fixture();
@@ -1174,6 +1175,10 @@ fn a_foreign_claim_is_refused_and_a_failed_launch_removes_the_claim_it_made() {
         "{e}"
     );
     assert!(!cluster.calls().iter().any(|c| c.starts_with("create")));
+    // Nor is it deleted as the bottle's home: `discard` leaves it.
+    assert_eq!(backend.discard(&f.spec.identity).unwrap(), vec![]);
+    assert!(cluster.claim(CLAIM).is_some());
+    assert!(!cluster.calls().iter().any(|c| c.starts_with("delete")));
 
     let cluster = Arc::new(FakeCluster::new());
     cluster.on_create(fake::image_pull_failure());
