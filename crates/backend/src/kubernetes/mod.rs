@@ -1326,10 +1326,8 @@ async fn delete_created_claim(cluster: &dyn Cluster, created: Option<&(String, O
     let Some((name, uid)) = created else {
         return;
     };
-    match cluster.delete_claim(name, uid.as_deref()).await {
-        Err(e @ ClusterError::ReplacedObject { .. }) => left_alone(&e),
-        Err(e) => tracing::warn!(error = %e, "a failed launch's home claim was not deleted"),
-        Ok(_) => {}
+    if let Err(e) = pinned(cluster.delete_claim(name, uid.as_deref()).await) {
+        tracing::warn!(error = %e, "a failed launch's home claim was not deleted");
     }
 }
 
@@ -1406,6 +1404,19 @@ fn left_alone(e: &ClusterError) {
     tracing::warn!(error = %e, "teardown leaves an object that is not the bottle's");
 }
 
+/// A pinned deletion's result, with an object made again under the name since taken for
+/// what it is: not the bottle's, left ([`left_alone`]), `Ok(None)`; otherwise whether there
+/// was one to delete.
+fn pinned(result: Result<bool, ClusterError>) -> Result<Option<bool>, ClusterError> {
+    match result {
+        Err(e @ ClusterError::ReplacedObject { .. }) => {
+            left_alone(&e);
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
 /// Deletes a bottle's pod, through its Sandbox when it has one (a Sandbox's controller makes
 /// a pod deleted alone again), and a warm pod's claim first. Each deletion carries the
 /// object's uid when [`Teardown`] has it: a Sandbox or claim made again under its name is
@@ -1419,16 +1430,9 @@ async fn delete_bottle(
 ) -> Result<bool, ClusterError> {
     let name = t.name;
     let mut deleted = false;
-    let mut gone = |result: Result<bool, ClusterError>| match result {
-        Ok(gone) => {
-            deleted |= gone;
-            Ok(())
-        }
-        Err(e @ ClusterError::ReplacedObject { .. }) => {
-            left_alone(&e);
-            Ok(())
-        }
-        Err(e) => Err(e),
+    let mut gone = |result: Result<bool, ClusterError>| {
+        deleted |= pinned(result)? == Some(true);
+        Ok::<(), ClusterError>(())
     };
     if let Some(claim) = t.claim {
         // A warm pod's claim first: a claim whose Sandbox is gone would get another.
@@ -1659,13 +1663,11 @@ async fn claim_pod(
     }
     .await;
     if result.is_err() {
-        match cluster
+        let deleted = cluster
             .ext_delete(pool::ExtKind::Claim, &name, claim_uid.as_deref())
-            .await
-        {
-            Err(e @ ClusterError::ReplacedObject { .. }) => left_alone(&e),
-            Err(e) => tracing::warn!(error = %e, "a failed warm launch's claim was not deleted"),
-            Ok(_) => {}
+            .await;
+        if let Err(e) = pinned(deleted) {
+            tracing::warn!(error = %e, "a failed warm launch's claim was not deleted");
         }
     }
     result
@@ -2009,17 +2011,11 @@ impl Backend for KubernetesBackend {
             tracing::warn!(%identity, claim = %name, namespace = %cluster.namespace(), "discard leaves a claim of the bottle's home's name that bot-bottle did not make for it");
             return Ok(Vec::new());
         }
-        let deleted = match self
+        let deleted = self
             .runtime
-            .block_on(cluster.delete_claim(&name, found.metadata.uid.as_deref()))
-        {
-            Err(e @ ClusterError::ReplacedObject { .. }) => {
-                left_alone(&e);
-                false
-            }
-            other => other.map_err(|e| setup("delete the bottle's home claim", e))?,
-        };
-        Ok(if deleted {
+            .block_on(cluster.delete_claim(&name, found.metadata.uid.as_deref()));
+        let deleted = pinned(deleted).map_err(|e| setup("delete the bottle's home claim", e))?;
+        Ok(if deleted == Some(true) {
             vec![CleanupAction::RemovedVolume { name }]
         } else {
             Vec::new()
@@ -2141,13 +2137,9 @@ impl KubernetesBackend {
                         Duration::ZERO,
                         sandbox.metadata.uid.as_deref(),
                     ));
-                    match deleted {
-                        Err(e @ ClusterError::ReplacedObject { .. }) => {
-                            left_alone(&e);
-                            continue;
-                        }
-                        other => other.map_err(|e| setup("cleanup", e))?,
-                    };
+                    if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
+                        continue;
+                    }
                 }
                 push(CleanupAction::RemovedSandbox { name });
             }
@@ -2188,13 +2180,9 @@ impl KubernetesBackend {
                         &name,
                         claim.metadata.uid.as_deref(),
                     ));
-                    match deleted {
-                        Err(e @ ClusterError::ReplacedObject { .. }) => {
-                            left_alone(&e);
-                            continue;
-                        }
-                        other => other.map_err(|e| setup("cleanup", e))?,
-                    };
+                    if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
+                        continue;
+                    }
                 }
                 push(CleanupAction::RemovedSandbox { name });
             }
@@ -2259,13 +2247,9 @@ impl KubernetesBackend {
                 let deleted = self
                     .runtime
                     .block_on(cluster.delete_claim(&name, claim.metadata.uid.as_deref()));
-                match deleted {
-                    Err(e @ ClusterError::ReplacedObject { .. }) => {
-                        left_alone(&e);
-                        continue;
-                    }
-                    other => other.map_err(|e| setup("cleanup", e))?,
-                };
+                if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
+                    continue;
+                }
             }
             push(CleanupAction::RemovedVolume { name });
         }

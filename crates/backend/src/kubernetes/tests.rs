@@ -2077,20 +2077,25 @@ fn a_sandbox_made_again_under_the_bottles_name_survives_the_bottles_teardown() {
     bottle.remove().unwrap();
     assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
 
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join("state").join(&f.spec.identity);
-    std::fs::create_dir_all(&state).unwrap();
-    PodRecord {
+    let record = PodRecord {
         namespace: Some("agents".into()),
         pod_uid: Some(launched),
         sandbox_uid: ours,
         ..Default::default()
-    }
-    .write(&state)
-    .unwrap();
-    let other = backend(&f, &cluster).with_home(home.path().to_path_buf());
-    assert!(!other.stop(&f.spec.identity, Duration::ZERO).unwrap());
+    };
+    assert!(!stop_from_another_terminal(&f, &cluster, record));
     assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+}
+
+/// `stop` of `f`'s bottle by a backend that reads `record` as the bottle's (another
+/// terminal's): whether there was anything to delete.
+fn stop_from_another_terminal(f: &Fixture, cluster: &Arc<FakeCluster>, record: PodRecord) -> bool {
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join(&f.spec.identity);
+    std::fs::create_dir_all(&state).unwrap();
+    record.write(&state).unwrap();
+    let other = backend(f, cluster).with_home(home.path().to_path_buf());
+    other.stop(&f.spec.identity, Duration::ZERO).unwrap()
 }
 
 /// A Secret of the bottle's name that is not the bottle's (made beforehand) fails the

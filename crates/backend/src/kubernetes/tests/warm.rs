@@ -670,10 +670,7 @@ fn a_claim_and_sandbox_made_again_under_the_bottles_names_survive_its_teardown()
     assert_eq!(claim_uid(&cluster), again);
     assert_eq!(cluster.sandbox(&pod).unwrap().metadata.uid, sandbox_again);
 
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join("state").join(&f.spec.identity);
-    std::fs::create_dir_all(&state).unwrap();
-    PodRecord {
+    let record = PodRecord {
         namespace: Some("agents".into()),
         pod_uid: Some(launched),
         pod_name: Some(pod.clone()),
@@ -681,11 +678,8 @@ fn a_claim_and_sandbox_made_again_under_the_bottles_names_survive_its_teardown()
         claim_uid: ours,
         sandbox_uid: our_sandbox,
         ..Default::default()
-    }
-    .write(&state)
-    .unwrap();
-    let other = backend(&f, &cluster).with_home(home.path().to_path_buf());
-    assert!(!other.stop(&f.spec.identity, Duration::ZERO).unwrap());
+    };
+    assert!(!stop_from_another_terminal(&f, &cluster, record));
     assert_eq!(claim_uid(&cluster), again);
     assert_eq!(cluster.sandbox(&pod).unwrap().metadata.uid, sandbox_again);
 }
