@@ -851,7 +851,20 @@ impl KubernetesBackend {
                 sandbox_uid: sandboxed.then_some(uid.as_str()),
                 ..Teardown::default()
             };
-            if let Err(e) = delete_bottle(cluster, Duration::ZERO, teardown).await {
+            let torn = match &pod_seen {
+                Some(_) => delete_bottle(cluster, Duration::ZERO, teardown).await,
+                // No pod of the Sandbox was seen (its controller refused, or gave it
+                // another): the Sandbox goes, and a pod of its name it does not control
+                // (one made beforehand) is not the bottle's and stays.
+                None if sandboxed => pinned(
+                    cluster
+                        .delete_sandbox(&name, Duration::ZERO, Some(&uid))
+                        .await,
+                )
+                .map(|gone| gone == Some(true)),
+                None => Ok(false),
+            };
+            if let Err(e) = torn {
                 // A pod made again under the name (refused), or a call that failed: the
                 // launch's own error is the one returned.
                 tracing::warn!(error = %e, "a failed launch's teardown left something");

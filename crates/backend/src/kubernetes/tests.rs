@@ -1951,6 +1951,16 @@ fn a_premade_pod_not_labelled_adoptable_fails_the_launch_with_the_controllers_wo
     );
     assert_eq!(cluster.sandbox(NAME), None);
     assert_eq!(cluster.secret(NAME), None);
+    // The pod made beforehand was never the bottle's (the launch never saw it as its
+    // Sandbox's): the failed launch deletes its Sandbox and leaves that pod.
+    assert!(cluster.pod(NAME).is_some());
+    assert!(
+        !cluster
+            .calls()
+            .contains(&format!("delete pod {NAME} grace=0")),
+        "{:?}",
+        cluster.calls()
+    );
 }
 
 /// A pod's images can be patched after it was created (by anyone allowed to patch pods):
