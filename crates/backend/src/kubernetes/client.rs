@@ -1286,34 +1286,14 @@ mod tests {
     #[tokio::test]
     async fn deleting_the_launched_pod_sends_its_uid_as_a_precondition_and_a_pod_made_again_is_refused()
      {
-        let (cluster, mut handle) = cluster();
-        let server = tokio::spawn(async move {
-            for answer in [
-                json(
-                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-                ),
-                status(
-                    409,
-                    "Conflict",
-                    "Operation cannot be fulfilled on Pod \"bot-bottle-claude-1a2b3\": Precondition failed: UID in precondition: u-1, UID in object meta: u-2",
-                ),
-            ] {
-                let (request, send) = handle.next_request().await.unwrap();
-                assert_eq!(request.method(), http::Method::DELETE);
-                assert_eq!(
-                    request.uri().path(),
-                    "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3"
-                );
-                let body = http_body_util::BodyExt::collect(request.into_body())
-                    .await
-                    .unwrap()
-                    .to_bytes();
-                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(sent["preconditions"], serde_json::json!({"uid": "u-1"}));
-                assert_eq!(sent["gracePeriodSeconds"], 5);
-                send.send_response(answer);
-            }
-        });
+        let (cluster, handle) = cluster();
+        let server = tokio::spawn(deleted_then_replaced(
+            handle,
+            "/api/v1/namespaces/agents/pods/bot-bottle-claude-1a2b3",
+            "Pod",
+            "u",
+            Some(5),
+        ));
         let name = "bot-bottle-claude-1a2b3";
         let grace = Duration::from_secs(5);
         assert!(cluster.delete_pod(name, grace, Some("u-1")).await.unwrap());
@@ -1333,38 +1313,55 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// The API server of two deletes of `path` (a `kind`) carrying the uid precondition
+    /// `<uid>-1` (and `grace` seconds, when given): the first deletes, the second is
+    /// refused as the API server refuses an object of another uid (`<uid>-2`), 409.
+    async fn deleted_then_replaced(
+        mut handle: Handle,
+        path: &'static str,
+        kind: &'static str,
+        uid: &'static str,
+        grace: Option<u64>,
+    ) {
+        let refused = format!(
+            "Operation cannot be fulfilled on {kind} \"bot-bottle-claude-1a2b3\": Precondition failed: UID in precondition: {uid}-1, UID in object meta: {uid}-2"
+        );
+        for answer in [
+            json(serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+            status(409, "Conflict", &refused),
+        ] {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::DELETE);
+            assert_eq!(request.uri().path(), path);
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                sent["preconditions"],
+                serde_json::json!({"uid": format!("{uid}-1")})
+            );
+            if let Some(grace) = grace {
+                assert_eq!(sent["gracePeriodSeconds"], grace);
+            }
+            send.send_response(answer);
+        }
+    }
+
     /// A warm bottle's SandboxClaim goes the same way: its uid as a delete precondition,
     /// and a claim made again under its name (409) is refused as not the bottle's, naming
     /// both uids, never deleted.
     #[tokio::test]
     async fn deleting_a_claim_sends_its_uid_as_a_precondition_and_one_made_again_is_refused() {
-        let (cluster, mut handle) = cluster();
-        let server = tokio::spawn(async move {
-            for answer in [
-                json(
-                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-                ),
-                status(
-                    409,
-                    "Conflict",
-                    "Operation cannot be fulfilled on SandboxClaim \"bot-bottle-claude-1a2b3\": Precondition failed: UID in precondition: c-1, UID in object meta: c-2",
-                ),
-            ] {
-                let (request, send) = handle.next_request().await.unwrap();
-                assert_eq!(request.method(), http::Method::DELETE);
-                assert_eq!(
-                    request.uri().path(),
-                    "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims/bot-bottle-claude-1a2b3"
-                );
-                let body = http_body_util::BodyExt::collect(request.into_body())
-                    .await
-                    .unwrap()
-                    .to_bytes();
-                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(sent["preconditions"], serde_json::json!({"uid": "c-1"}));
-                send.send_response(answer);
-            }
-        });
+        let (cluster, handle) = cluster();
+        let server = tokio::spawn(deleted_then_replaced(
+            handle,
+            "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/sandboxclaims/bot-bottle-claude-1a2b3",
+            "SandboxClaim",
+            "c",
+            None,
+        ));
         let name = "bot-bottle-claude-1a2b3";
         assert!(
             cluster

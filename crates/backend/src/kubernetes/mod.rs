@@ -1356,11 +1356,7 @@ fn sandbox_controller_uid(pod: &Pod) -> Option<String> {
 
 /// Whether a pod is a Sandbox's (its controller reference).
 fn owned_by_sandbox(pod: &Pod) -> bool {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.kind == "Sandbox" && r.controller == Some(true))
+    sandbox_controller_uid(pod).is_some()
 }
 
 /// What a launch made or took, each with the uid that pins it: the bottle deletes these
