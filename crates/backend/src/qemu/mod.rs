@@ -207,9 +207,10 @@ impl QemuBackend {
         interactive: bool,
         accel: assets::Accel,
         kernel: &assets::GuestKernel,
-    ) -> cmdline::VmPlan {
+    ) -> Result<cmdline::VmPlan, BackendError> {
         let (cpus, memory_mib) = resources.vm_size();
-        cmdline::device_set(&cmdline::VmPlan {
+        let tcg_cache_mib = cmdline::tcg_cache_mib().map_err(BackendError::InvalidSpec)?;
+        Ok(cmdline::device_set(&cmdline::VmPlan {
             qemu: self.config.qemu.clone(),
             accel,
             cpus,
@@ -224,7 +225,8 @@ impl QemuBackend {
             console_port: 0,
             relay: PathBuf::new(),
             restore: false,
-        })
+            tcg_cache_mib,
+        }))
     }
 
     /// Makes (or finds) the snapshot bottles with `resources` restore from, as a `start`
@@ -249,7 +251,7 @@ impl QemuBackend {
             &assets::cache_root().join("qemu"),
         )
         .map_err(unavailable)?;
-        let plan = self.device_plan(resources, interactive, accel, &kernel);
+        let plan = self.device_plan(resources, interactive, accel, &kernel)?;
         self.cached_snapshot(&plan, &kernel.image, initramfs.path())
             .map_err(unavailable)
     }
@@ -318,7 +320,7 @@ impl QemuBackend {
             control_port,
             console_port,
             relay: initramfs::GUEST_EXE.into(),
-            ..self.device_plan(r, spec.interactive, accel, kernel)
+            ..self.device_plan(r, spec.interactive, accel, kernel)?
         };
         let mut plan = plan;
         let snapshot = self.snapshot(&plan, &kernel.image, initramfs);
