@@ -26,12 +26,13 @@ const SNAPSHOT_FD: u32 = 5;
 /// TCG's translation cache by default, in MiB (`-accel tcg,tb-size=`): see
 /// bench/README.md, "qemu: ... session qemu9" for the sizes measured.
 pub const TCG_CACHE_MIB: u32 = 64;
-/// Environment variable that sets another translation cache size (MiB, 8 to 1024): more for an
+/// Environment variable that sets another translation cache size (MiB, 8 to 256): more for an
 /// agent that runs much code under TCG, less for many idle bottles.
 pub const TCG_CACHE_ENV: &str = "BOT_BOTTLE_QEMU_TCG_CACHE_MIB";
 
 /// The translation cache size `$BOT_BOTTLE_QEMU_TCG_CACHE_MIB` asks for, else
-/// [`TCG_CACHE_MIB`]; an error naming the value when it is not a size from 8 to 1024 MiB.
+/// [`TCG_CACHE_MIB`]; an error naming the value when it is not a size from 8 to 256 MiB (the jail's
+/// memory limit leaves QEMU 512 MiB beyond the guest's RAM, the cache included).
 pub fn tcg_cache_mib() -> Result<u32, String> {
     parse_tcg_cache_mib(std::env::var(TCG_CACHE_ENV).ok().as_deref())
 }
@@ -41,9 +42,9 @@ fn parse_tcg_cache_mib(value: Option<&str>) -> Result<u32, String> {
         return Ok(TCG_CACHE_MIB);
     };
     match v.trim().parse::<u32>() {
-        Ok(n) if (8..=1024).contains(&n) => Ok(n),
+        Ok(n) if (8..=256).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{TCG_CACHE_ENV}={v:?} is not a translation cache size in MiB from 8 to 1024; unset it for the default ({TCG_CACHE_MIB})"
+            "{TCG_CACHE_ENV}={v:?} is not a translation cache size in MiB from 8 to 256; unset it for the default ({TCG_CACHE_MIB})"
         )),
     }
 }
@@ -500,7 +501,7 @@ mod tests {
     fn the_translation_cache_size_is_the_default_or_a_sane_size_in_mib_and_kvm_has_none() {
         assert_eq!(parse_tcg_cache_mib(None), Ok(TCG_CACHE_MIB));
         assert_eq!(parse_tcg_cache_mib(Some(" 24 ")), Ok(24));
-        for bad in ["", "7", "2048", "64M", "-1"] {
+        for bad in ["", "7", "257", "64M", "-1"] {
             let err = parse_tcg_cache_mib(Some(bad)).unwrap_err();
             assert!(
                 err.starts_with(&format!("{TCG_CACHE_ENV}={bad:?} is not")),

@@ -61,7 +61,7 @@ pub const GUEST_EXE_NAME: &str = "bot-bottle-guest";
 pub const BOOT_TIMEOUT_ENV: &str = "BOT_BOTTLE_QEMU_BOOT_TIMEOUT";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Host memory for QEMU itself on top of the guest's RAM (the jail's cgroup limit): its own
-/// heap, the 9p and network buffers and TCG's translation cache (64 MiB).
+/// heap, the 9p and network buffers and TCG's translation cache (at most 256 MiB, [`cmdline::tcg_cache_mib`]).
 const QEMU_OVERHEAD_BYTES: u64 = 512 << 20;
 /// How much of the console log an error shows.
 const CONSOLE_TAIL_BYTES: usize = 4096;
