@@ -26,7 +26,7 @@ const SNAPSHOT_FD: u32 = 5;
 /// TCG's translation cache by default, in MiB (`-accel tcg,tb-size=`). A restored guest's
 /// start alone translates ~38 MiB of code, and the cache stays resident at its bound once full,
 /// so the bound is an idle bottle's cache. 16 keeps one idle bottle within issue 18's 64 MiB
-/// beyond its RAM (61 MiB by PSS; 64 MiB: 84, 24 MiB: 69) for 0.35 s more CPU at the start
+/// beyond its RAM (61 MiB by PSS; 64 MiB: 84, 24 MiB: 69) for 0.35-0.7 s more CPU at the start
 /// and 1.7x the CPU of an agent's code-heavy work (bench/README.md, "qemu: ... session qemu9").
 pub const TCG_CACHE_MIB: u32 = 16;
 /// Environment variable that sets another translation cache size (MiB, 8 to 256): 64 for an
