@@ -23,6 +23,35 @@ pub const JAIL_SNAPSHOT: &str = "/run/bot-bottle/qemu/snapshot";
 /// so QEMU spawns nothing to read it.
 const SNAPSHOT_FD: u32 = 5;
 
+/// TCG's translation cache by default, in MiB (`-accel tcg,tb-size=`). A restored guest's
+/// start alone translates ~38 MiB of code, and the cache stays resident at its bound once full,
+/// so the bound is an idle bottle's cache. 16 keeps one idle bottle within issue 18's 64 MiB
+/// beyond its RAM (61 MiB by PSS; 64 MiB: 84, 24 MiB: 69) for 0.35-0.7 s more CPU at the start
+/// and 1.7x the CPU of an agent's code-heavy work (bench/README.md, "qemu: ... session qemu9").
+pub const TCG_CACHE_MIB: u32 = 16;
+/// Environment variable that sets another translation cache size (MiB, 8 to 256): 64 for an
+/// agent that runs much code under TCG (its CPU back, ~20 MiB more per bottle).
+pub const TCG_CACHE_ENV: &str = "BOT_BOTTLE_QEMU_TCG_CACHE_MIB";
+
+/// The translation cache size `$BOT_BOTTLE_QEMU_TCG_CACHE_MIB` asks for, else
+/// [`TCG_CACHE_MIB`]; an error naming the value when it is not a size from 8 to 256 MiB (the jail's
+/// memory limit leaves QEMU 512 MiB beyond the guest's RAM, the cache included).
+pub fn tcg_cache_mib() -> Result<u32, String> {
+    parse_tcg_cache_mib(std::env::var(TCG_CACHE_ENV).ok().as_deref())
+}
+
+fn parse_tcg_cache_mib(value: Option<&str>) -> Result<u32, String> {
+    let Some(v) = value else {
+        return Ok(TCG_CACHE_MIB);
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if (8..=256).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{TCG_CACHE_ENV}={v:?} is not a translation cache size in MiB from 8 to 256; unset it for the default ({TCG_CACHE_MIB})"
+        )),
+    }
+}
+
 /// Everything the command line depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmPlan {
@@ -48,6 +77,9 @@ pub struct VmPlan {
     pub relay: PathBuf,
     /// Whether the guest is restored from the snapshot at [`JAIL_SNAPSHOT`] instead of booted.
     pub restore: bool,
+    /// TCG's translation cache in MiB (`-accel tcg,tb-size=`; unused under KVM, which
+    /// translates nothing): [`TCG_CACHE_MIB`] unless `$BOT_BOTTLE_QEMU_TCG_CACHE_MIB` says.
+    pub tcg_cache_mib: u32,
 }
 
 /// The argv the jail runs: a shell that keeps the agent's stdout and stderr as fds 3 and 4
@@ -84,9 +116,11 @@ pub fn qemu_args(plan: &VmPlan) -> Vec<String> {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         // The translation cache is mapped at 1 GiB by default and stays resident as it fills
         // (a flush reuses it, never returns it): bounded here, since it is most of an idle
-        // bottle's memory beyond the guest's RAM. 64 MiB: a Python workload ran as fast as
-        // with 128; at 16 it thrashed, twice as slow (bench/README.md, "start").
-        Accel::Tcg => push(&["-accel", "tcg,tb-size=64", "-cpu", "max"]),
+        // bottle's memory beyond the guest's RAM ([`TCG_CACHE_MIB`]).
+        Accel::Tcg => {
+            let accel = format!("tcg,tb-size={}", plan.tcg_cache_mib);
+            push(&["-accel", &accel, "-cpu", "max"]);
+        }
     }
     let smp = plan.cpus.to_string();
     let mem = format!("{}M", plan.memory_mib);
@@ -362,6 +396,7 @@ mod tests {
             console_port: 40001,
             relay: "/run/bot-bottle/qemu/bot-bottle-guest".into(),
             restore: false,
+            tcg_cache_mib: TCG_CACHE_MIB,
         };
         insta::assert_yaml_snapshot!(jail_argv(&plan));
     }
@@ -383,6 +418,7 @@ mod tests {
             console_port: 2,
             relay: "/r".into(),
             restore: false,
+            tcg_cache_mib: TCG_CACHE_MIB,
         };
         insta::assert_yaml_snapshot!(qemu_args(&plan));
     }
@@ -405,6 +441,7 @@ mod tests {
                 console_port: 2,
                 relay: "/r".into(),
                 restore: false,
+                tcg_cache_mib: TCG_CACHE_MIB,
             };
             let options: Vec<String> = append(&plan).split(' ').map(str::to_owned).collect();
             assert!(
@@ -440,6 +477,7 @@ mod tests {
             console_port: 2,
             relay: "/r".into(),
             restore: false,
+            tcg_cache_mib: TCG_CACHE_MIB,
         };
         assert!(
             append(&plan).ends_with(" tsc_early_khz=2596132 tsc=reliable lpj=10384528 maxcpus=1"),
@@ -460,6 +498,24 @@ mod tests {
         plan.cpus = 4;
         plan.hz = Some(250);
         assert!(append(&plan).ends_with(" tsc_early_khz=2596132"));
+    }
+
+    #[test]
+    fn the_translation_cache_size_is_the_default_or_a_sane_size_in_mib_and_kvm_has_none() {
+        assert_eq!(parse_tcg_cache_mib(None), Ok(TCG_CACHE_MIB));
+        assert_eq!(parse_tcg_cache_mib(Some(" 24 ")), Ok(24));
+        for bad in ["", "7", "257", "64M", "-1"] {
+            let err = parse_tcg_cache_mib(Some(bad)).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{TCG_CACHE_ENV}={bad:?} is not")),
+                "{err}"
+            );
+        }
+        let mut plan = bottle_plan(false);
+        plan.tcg_cache_mib = 24;
+        assert!(qemu_args(&plan).contains(&"tcg,tb-size=24".to_owned()));
+        plan.accel = Accel::Kvm;
+        assert!(!qemu_args(&plan).iter().any(|a| a.contains("tb-size")));
     }
 
     #[test]
@@ -498,6 +554,7 @@ mod tests {
             console_port: 40001,
             relay: "/run/bot-bottle/qemu/bot-bottle-guest".into(),
             restore: false,
+            tcg_cache_mib: TCG_CACHE_MIB,
         }
     }
 

@@ -290,6 +290,14 @@ pub const SNAPSHOT_POINT: &str = "bot-bottle stage 1: at the snapshot point";
 /// Printing them gives nothing away: the CRNG's later output cannot be computed from it.
 pub const RESEEDED: &str = "bot-bottle stage 1: reseeded, first bytes drawn:";
 
+/// How every line stage 1 prints when it gives up starts (the reason follows); the guest
+/// then powers off, and the host names the reason in the start's error.
+pub const STAGE1_FAILED: &str = "bot-bottle stage 1 failed: ";
+
+/// The reason stage 1 gives when the reseed failed: the 64 bytes of the host did not all
+/// arrive (the control port closed before them) or the kernel refused them.
+pub const RESEED_FAILED: &str = "cannot reseed the random number generator from the host";
+
 /// Where the reseed executable ([`RESEED`]) lives in the initramfs.
 pub const RESEED_PATH: &str = "/bin/reseed";
 
@@ -312,13 +320,13 @@ pub const RESEED: &[u8] = include_bytes!("reseed.bin");
 /// a booted guest goes through the same steps. Any failure is printed on the console (the
 /// host keeps its tail) and the guest powers off, so the host reports it instead of waiting.
 pub fn stage1_script(modules: &[String]) -> String {
-    let mut s = String::from(
+    let mut s = format!(
         "#!/bin/busybox sh\n\
          bb=/bin/busybox\n\
-         fail() { echo \"bot-bottle stage 1: $1\" >/dev/console; $bb poweroff -f; }\n\
+         fail() {{ echo \"{STAGE1_FAILED}$1\" >/dev/console; $bb poweroff -f; }}\n\
          $bb mount -t proc proc /proc || fail 'cannot mount /proc'\n\
          $bb mount -t devtmpfs dev /dev || fail 'cannot mount /dev'\n\
-         $bb mount -t sysfs sys /sys || fail 'cannot mount /sys'\n",
+         $bb mount -t sysfs sys /sys || fail 'cannot mount /sys'\n"
     );
     for m in modules {
         s.push_str(&format!(
@@ -338,7 +346,7 @@ pub fn stage1_script(modules: &[String]) -> String {
          \x20 $bb usleep 10000\n\
          done\n\
          echo '{SNAPSHOT_POINT}' >/dev/console\n\
-         {RESEED_PATH} $port || fail 'cannot reseed the random number generator from the host (RNDADDENTROPY, RNDRESEEDCRNG); powering off'\n\
+         {RESEED_PATH} $port || fail '{RESEED_FAILED} (its 64 bytes did not all arrive on the control port, or RNDADDENTROPY or RNDRESEEDCRNG failed); powering off'\n\
          echo \"{RESEEDED} $($bb od -An -tx1 -N16 /dev/urandom | $bb tr -d ' \\n')\" >/dev/console\n\
          $bb hwclock -s -u || fail 'cannot set the clock from the RTC'\n\
          $bb umount /sys\n\

@@ -61,7 +61,7 @@ pub const GUEST_EXE_NAME: &str = "bot-bottle-guest";
 pub const BOOT_TIMEOUT_ENV: &str = "BOT_BOTTLE_QEMU_BOOT_TIMEOUT";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Host memory for QEMU itself on top of the guest's RAM (the jail's cgroup limit): its own
-/// heap, the 9p and network buffers and TCG's translation cache (64 MiB).
+/// heap, the 9p and network buffers and TCG's translation cache (at most 256 MiB, [`cmdline::tcg_cache_mib`]).
 const QEMU_OVERHEAD_BYTES: u64 = 512 << 20;
 /// How much of the console log an error shows.
 const CONSOLE_TAIL_BYTES: usize = 4096;
@@ -94,6 +94,25 @@ pub struct QemuConfig {
     pub snapshots: bool,
     /// Where snapshots are cached: [`snapshots_dir`].
     pub snapshot_dir: PathBuf,
+    /// How the host sends the guest its seed: whole, except in the tests of the reseed's
+    /// failure path ([`SeedDelivery`]).
+    #[doc(hidden)]
+    pub seed_delivery: SeedDelivery,
+}
+
+/// How the host sends a guest the 64 bytes its stage 1 reseeds from. Anything but
+/// [`SeedDelivery::Whole`] is a fault the tests inject to check that the guest refuses to go
+/// on and the start fails saying why: the port closed before anything was sent, or after the
+/// first few bytes.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeedDelivery {
+    #[default]
+    Whole,
+    /// The control port closed before the seed.
+    Nothing,
+    /// Only the first `n` bytes (fewer than 64), then the control port closed.
+    Short(usize),
 }
 
 impl QemuConfig {
@@ -112,6 +131,7 @@ impl QemuConfig {
             boot_timeout: None,
             snapshots: snapshot::enabled(),
             snapshot_dir: snapshots_dir(),
+            seed_delivery: SeedDelivery::Whole,
         }
     }
 
@@ -207,9 +227,10 @@ impl QemuBackend {
         interactive: bool,
         accel: assets::Accel,
         kernel: &assets::GuestKernel,
-    ) -> cmdline::VmPlan {
+    ) -> Result<cmdline::VmPlan, BackendError> {
         let (cpus, memory_mib) = resources.vm_size();
-        cmdline::device_set(&cmdline::VmPlan {
+        let tcg_cache_mib = cmdline::tcg_cache_mib().map_err(BackendError::InvalidSpec)?;
+        Ok(cmdline::device_set(&cmdline::VmPlan {
             qemu: self.config.qemu.clone(),
             accel,
             cpus,
@@ -224,7 +245,8 @@ impl QemuBackend {
             console_port: 0,
             relay: PathBuf::new(),
             restore: false,
-        })
+            tcg_cache_mib,
+        }))
     }
 
     /// Makes (or finds) the snapshot bottles with `resources` restore from, as a `start`
@@ -249,7 +271,7 @@ impl QemuBackend {
             &assets::cache_root().join("qemu"),
         )
         .map_err(unavailable)?;
-        let plan = self.device_plan(resources, interactive, accel, &kernel);
+        let plan = self.device_plan(resources, interactive, accel, &kernel)?;
         self.cached_snapshot(&plan, &kernel.image, initramfs.path())
             .map_err(unavailable)
     }
@@ -318,7 +340,7 @@ impl QemuBackend {
             control_port,
             console_port,
             relay: initramfs::GUEST_EXE.into(),
-            ..self.device_plan(r, spec.interactive, accel, kernel)
+            ..self.device_plan(r, spec.interactive, accel, kernel)?
         };
         let mut plan = plan;
         let snapshot = self.snapshot(&plan, &kernel.image, initramfs);
@@ -460,6 +482,7 @@ fn control_thread(
     events: Sender<Event>,
     writer: Arc<Mutex<Option<UnixStream>>>,
     stop: Arc<Mutex<bool>>,
+    delivery: SeedDelivery,
 ) {
     std::thread::spawn(move || {
         let Some(mut stream) = accept_one(&listener, &stop) else {
@@ -467,7 +490,15 @@ fn control_thread(
         };
         // First on the port, before any line: the guest's seed, which stage 1 reads before it
         // goes on. Without it the guest waits, and the launch fails (fail closed).
-        if let Err(e) = bottle_seed().and_then(|seed| stream.write_all(&seed)) {
+        let sent = match delivery {
+            SeedDelivery::Whole => bottle_seed().and_then(|seed| stream.write_all(&seed)),
+            SeedDelivery::Nothing => return,
+            SeedDelivery::Short(n) => {
+                let _ = bottle_seed().and_then(|seed| stream.write_all(&seed[..n.min(63)]));
+                return;
+            }
+        };
+        if let Err(e) = sent {
             let _ = events.send(Event::GuestError(format!(
                 "cannot send the guest its random seed: {e}"
             )));
@@ -544,6 +575,15 @@ fn command_thread(
 
 /// The console's bytes as logged: without NULs (a stray one was seen in the console output,
 /// which makes the log a binary file to `grep`; a kernel console never means one).
+/// The reason of stage 1's last failure line in the console's `tail` ([`initramfs::STAGE1_FAILED`]),
+/// prefixed with it: why the guest powered off before the agent started.
+fn stage1_failure(tail: &str) -> Option<String> {
+    tail.lines()
+        .rev()
+        .find_map(|l| l.trim_end().split_once(initramfs::STAGE1_FAILED))
+        .map(|(_, reason)| format!("{}{reason}", initramfs::STAGE1_FAILED))
+}
+
 fn console_text(bytes: &[u8]) -> Vec<u8> {
     bytes.iter().copied().filter(|b| *b != 0).collect()
 }
@@ -850,7 +890,13 @@ impl Backend for QemuBackend {
         let tail: Tail = Arc::default();
         let console_log = console_log_path(&self.config.bot_bottle_home, &spec.identity, &dir);
         console_thread(console_l, console_log.clone(), tail.clone(), stop.clone());
-        control_thread(control_l, tx.clone(), writer.clone(), stop.clone());
+        control_thread(
+            control_l,
+            tx.clone(),
+            writer.clone(),
+            stop.clone(),
+            self.config.seed_delivery,
+        );
         command_thread(command_l, writer.clone(), stop.clone());
 
         let (stdio, copied) = jail_stdio(stdio, spec.interactive);
@@ -926,6 +972,24 @@ impl Backend for QemuBackend {
                     let why = match result {
                         Ok(exit) => format!("QEMU's jail exited {}", exit.code),
                         Err(e) => e.to_string(),
+                    };
+                    // The console's last lines (stage 1's reason) may reach its thread just
+                    // after QEMU's exit.
+                    std::thread::sleep(Duration::from_millis(200));
+                    let stage1 = stage1_failure(&tail_text(&bottle.tail));
+                    let reseed =
+                        format!("{}{}", initramfs::STAGE1_FAILED, initramfs::RESEED_FAILED);
+                    if let Some(reason) = stage1.as_ref().filter(|r| r.starts_with(&reseed)) {
+                        // The guest ran stage 1 (restored or booted) and refused to go on
+                        // without the host's whole seed: the host's fault, not the snapshot's,
+                        // which is kept.
+                        break Some(format!(
+                            "the guest ended before the agent started: {reason}"
+                        ));
+                    }
+                    let why = match stage1 {
+                        Some(reason) => format!("{reason}; {why}"),
+                        None => why,
                     };
                     if let Some(snap) = &restored {
                         // It may be the snapshot that QEMU could not load: made anew next time.
@@ -1126,6 +1190,24 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn stage_ones_last_failure_on_the_console_is_the_reason() {
+        let tail = "[    1.0] virtio\nbot-bottle stage 1 failed: cannot mount /proc\n\
+                    \u{1b}[0mbot-bottle stage 1 failed: cannot reseed the random number generator from the host (x)\n\
+                    [    6.1] reboot: Power down";
+        assert_eq!(
+            stage1_failure(tail).as_deref(),
+            Some(
+                "bot-bottle stage 1 failed: cannot reseed the random number generator from the host (x)"
+            )
+        );
+        assert_eq!(
+            stage1_failure("bot-bottle stage 1: reseeded, first bytes drawn: 00\n"),
+            None
+        );
+        assert_eq!(stage1_failure("(the console printed nothing)"), None);
     }
 
     #[test]

@@ -592,6 +592,7 @@ mod tests {
             console_port: 40001,
             relay: "/r".into(),
             restore: false,
+            tcg_cache_mib: cmdline::TCG_CACHE_MIB,
         };
         let k = key(&plan, &kernel, &initramfs).unwrap();
         let mut same = plan.clone();
