@@ -305,11 +305,15 @@ async fn create_internal_network<E: Engine>(
             Err(e) => return Err(setup("create the internal network")(e)),
         }
     }
-    let (range, bits) = InternalSubnet::RANGE;
+    let ranges: Vec<String> = InternalSubnet::RANGES
+        .iter()
+        .map(|r| format!("{r}/16"))
+        .collect();
     Err(BackendError::Setup {
         stage: "create the internal network".to_owned(),
         message: format!(
-            "every /28 of {range}/{bits} overlaps a host route (/proc/net/route); docker bottles need a free one there for their internal network"
+            "every /28 of {} overlaps a host route (/proc/net/route); docker bottles need a /28 there that no route covers for their internal network",
+            ranges.join(" and ")
         ),
     })
 }

@@ -34,8 +34,9 @@
 //! # The sidecar's fixed address
 //!
 //! The launcher picks the internal network's subnet itself ([`spec::InternalSubnet`]: a `/28`
-//! of `172.16.0.0/16` that overlaps no host route and that the daemon accepts, i.e. no other
-//! network's) and gives the sidecar its `.2`; every other container on the network (the
+//! of `172.16.0.0/16`, or of `10.254.0.0/16` where host routes cover the first, that overlaps
+//! no host route and that the daemon accepts, i.e. no other network's) and gives the sidecar
+//! its `.2`; every other container on the network (the
 //! agent) gets an address from `.8/29` only, so nothing can take the sidecar's address first.
 //! So the firewall's rules and the init's relay target are known before any container runs:
 //! the agent's side (its container, then the firewall) and the sidecar's side (its container,

@@ -128,7 +128,7 @@ fn labels(identity: &str, role: &str) -> HashMap<String, String> {
 
 /// The addresses of a bottle's internal network, picked by the launcher before anything
 /// starts (so that the firewall's rules and the init's relay target are known before the
-/// sidecar runs): a `/28` in [`InternalSubnet::RANGE`], whose gateway (the host's side of the
+/// sidecar runs): a `/28` in [`InternalSubnet::RANGES`], whose gateway (the host's side of the
 /// bridge) is `.1`, the sidecar `.2`, and whose other containers (the agent) get addresses
 /// from `.8/29` only, so that nothing else can take the sidecar's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,30 +137,37 @@ pub struct InternalSubnet {
 }
 
 impl InternalSubnet {
-    /// Where the internal networks are carved from: `172.16.0.0/16`, private (RFC 1918) and
-    /// outside Docker's own default pools (`172.17.0.0/16`–`172.31.0.0/16`,
-    /// `192.168.0.0/16`), so that bottles do not take the daemon's pools away from other
-    /// networks. The daemon refuses a subnet that overlaps one of its networks (the launcher
-    /// then tries the next), and the launcher skips those that overlap a host route.
-    pub const RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(172, 16, 0, 0), 16);
-    /// How many `/28`s [`InternalSubnet::RANGE`] holds.
-    pub const COUNT: u32 = 1 << (28 - Self::RANGE.1);
+    /// Where the internal networks are carved from, in this order: `172.16.0.0/16`, then
+    /// `10.254.0.0/16` (for hosts where a route covers the first, e.g. a LAN or VPN on
+    /// `172.16.0.0/12`). Both are private (RFC 1918) and outside Docker's own default pools
+    /// (`172.17.0.0/16`–`172.31.0.0/16`, `192.168.0.0/16`), so that bottles do not take the
+    /// daemon's pools away from other networks. The daemon refuses a subnet that overlaps one
+    /// of its networks (the launcher then tries the next), and the launcher skips those that
+    /// overlap a host route.
+    pub const RANGES: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 16, 0, 0), Ipv4Addr::new(10, 254, 0, 0)];
+    /// How many `/28`s one `/16` of [`InternalSubnet::RANGES`] holds.
+    const PER_RANGE: u32 = 1 << (28 - 16);
+    /// How many `/28`s [`InternalSubnet::RANGES`] hold together.
+    pub const COUNT: u32 = Self::PER_RANGE * Self::RANGES.len() as u32;
 
-    /// The `index`-th `/28` of [`InternalSubnet::RANGE`] (modulo [`InternalSubnet::COUNT`]).
+    /// The `index`-th `/28` of [`InternalSubnet::RANGES`], counted through the first range and
+    /// on into the next (modulo [`InternalSubnet::COUNT`]).
     pub fn nth(index: u32) -> InternalSubnet {
-        let base = u32::from(Self::RANGE.0) + ((index % Self::COUNT) << 4);
+        let index = index % Self::COUNT;
+        let range = Self::RANGES[(index / Self::PER_RANGE) as usize];
+        let base = u32::from(range) + ((index % Self::PER_RANGE) << 4);
         InternalSubnet {
             base: Ipv4Addr::from(base),
         }
     }
 
-    /// Where a bottle's search for a free subnet starts: a hash of its identity, so that
-    /// bottles started at once rarely try the same one.
+    /// Where a bottle's search for a free subnet starts: a hash of its identity into the
+    /// first range, so that bottles started at once rarely try the same one.
     pub fn first_for(identity: &str) -> u32 {
         // FNV-1a: stable across builds (std's hasher is not).
         identity.bytes().fold(0x811c_9dc5_u32, |h, b| {
             (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        }) % Self::COUNT
+        }) % Self::PER_RANGE
     }
 
     fn at(&self, offset: u32) -> Ipv4Addr {
@@ -696,15 +703,18 @@ mod tests {
         assert_eq!(s.gateway().to_string(), "172.16.0.81");
         assert_eq!(s.sidecar().to_string(), "172.16.0.82");
         assert_eq!(s.dynamic_range(), "172.16.0.88/29");
+        assert_eq!(InternalSubnet::nth(4095).cidr(), "172.16.255.240/28");
+        // On into the second range (for a host that routes the first), then back round.
+        assert_eq!(InternalSubnet::nth(4096).cidr(), "10.254.0.0/28");
         assert_eq!(
             InternalSubnet::nth(InternalSubnet::COUNT - 1).cidr(),
-            "172.16.255.240/28"
+            "10.254.255.240/28"
         );
         assert_eq!(
             InternalSubnet::nth(InternalSubnet::COUNT),
             InternalSubnet::nth(0)
         );
-        assert!(InternalSubnet::first_for("claude-1a2b3") < InternalSubnet::COUNT);
+        assert!(InternalSubnet::first_for("claude-1a2b3") < 4096);
         assert_eq!(
             InternalSubnet::first_for("claude-1a2b3"),
             InternalSubnet::first_for("claude-1a2b3")

@@ -226,6 +226,34 @@ fn the_internal_network_takes_the_next_subnet_that_is_free_on_the_daemon_and_the
         ])
     );
 
+    // A host whose LAN or VPN is routed on 172.16.0.0/12: the second range.
+    let lan = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+               tun0\t000010AC\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n";
+    let elsewhere = RecordingEngine::new();
+    let subnet = rt()
+        .block_on(create_internal_network(&elsewhere, ID, "boot:4242:99", lan))
+        .unwrap();
+    assert_eq!(subnet, InternalSubnet::nth(4096));
+    assert_eq!(subnet.cidr(), "10.254.0.0/28");
+    assert_eq!(elsewhere.calls().len(), 1);
+    // Every subnet routed: said so, nothing asked of the daemon.
+    let routed = format!("{lan}tun1\t0000FE0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
+    let nowhere = RecordingEngine::new();
+    let err = rt()
+        .block_on(create_internal_network(
+            &nowhere,
+            ID,
+            "boot:4242:99",
+            &routed,
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("every /28 of 172.16.0.0/16 and 10.254.0.0/16 overlaps a host route"),
+        "{err}"
+    );
+    assert!(nowhere.calls().is_empty());
+
     // Every subnet refused: the daemon's own answer, named.
     let full = RecordingEngine::new();
     full.with(|s| {
