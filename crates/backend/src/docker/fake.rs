@@ -51,6 +51,9 @@ pub struct Script {
     pub created_networks: Vec<NetworkCreateRequest>,
     /// Every call fails with "not found" (404): the objects are gone.
     pub fail_not_found: bool,
+    /// Subnets the daemon already has a network on: a `create_network` asking for one is
+    /// refused as dockerd refuses it (403, "Pool overlaps ...").
+    pub taken_subnets: Vec<String>,
 }
 
 /// The recording engine; clones share one [`Script`].
@@ -129,8 +132,22 @@ impl Engine for RecordingEngine {
 
     async fn create_network(&self, request: NetworkCreateRequest) -> Result<(), ApiError> {
         self.record(format!("create_network {}", request.name))?;
-        self.with(|s| s.created_networks.push(request));
-        Ok(())
+        let subnets: Vec<String> = request
+            .ipam
+            .iter()
+            .flat_map(|ipam| ipam.config.iter().flatten())
+            .filter_map(|c| c.subnet.clone())
+            .collect();
+        self.with(|s| {
+            if subnets.iter().any(|n| s.taken_subnets.contains(n)) {
+                return Err(ApiError::DockerResponseServerError {
+                    status_code: 403,
+                    message: "Pool overlaps with other one on this address space".to_owned(),
+                });
+            }
+            s.created_networks.push(request);
+            Ok(())
+        })
     }
 
     async fn connect_network(&self, network: &str, container: &str) -> Result<(), ApiError> {

@@ -26,8 +26,8 @@ use super::client::{Engine, Filters, api_message, is_not_found, setup};
 use super::image::ImageSource;
 use super::runtime::{self, RuntimeChoice};
 use super::spec::{
-    self, AgentSettings, LABEL_IDENTITY, LABEL_LAUNCHER, LABEL_MANAGED, LABEL_ROLE, Names,
-    SidecarSpec, agent_container, firewall_container, init_config, sidecar_container,
+    self, AgentSettings, InternalSubnet, LABEL_IDENTITY, LABEL_LAUNCHER, LABEL_MANAGED, LABEL_ROLE,
+    Names, SidecarSpec, agent_container, firewall_container, init_config, sidecar_container,
 };
 use super::{Progress, SidecarDown};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
@@ -231,51 +231,99 @@ async fn start_bottle<E: Engine>(
 ) -> Result<(String, AttachContainerResults), BackendError> {
     let identity = &spec.identity;
     let names = Names::new(identity);
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     let (internal, egress) = tokio::join!(
-        docker.create_network(spec::internal_network(identity, &settings.launcher)),
+        create_internal_network(docker, identity, &settings.launcher, &routes),
         docker.create_network(spec::egress_network(identity, &settings.launcher)),
     );
-    internal.map_err(setup("create the internal network"))?;
+    let subnet = internal?;
     egress.map_err(setup("create the egress network"))?;
 
-    // The sidecar and the agent start side by side: the init finds the sidecar by name
-    // before it is released.
-    let (sidecar_started, agent_started) = tokio::join!(
-        start_sidecar(docker, identity, sidecar, settings),
-        start_agent(docker, spec, settings, stdio),
-    );
-    sidecar_started?;
-    let (agent_id, attach) = agent_started?;
-
-    // The firewall needs the sidecar's address, which it has once its container runs, not
-    // the sidecar's readiness: it is installed while the bundle gets ready (the agent's init
-    // waits for both, released only after this returns).
+    // The sidecar's address is fixed by the subnet, so the agent's side does not wait for
+    // the sidecar: its container starts, its init binds the loopback ports (relaying to that
+    // address), and the firewall goes in, while the sidecar container starts and gets ready.
+    // The agent's init waits for the release, sent only after both sides succeeded.
     let ports: Vec<u16> = spec.forwards.iter().map(|f| f.inside_port).collect();
-    let firewall = async {
-        let sidecar_ip = container_ip(docker, &names.sidecar, &names.internal_network).await?;
-        run_firewall(
-            docker,
-            &names,
-            firewall_container(
-                identity,
-                &settings.launcher,
-                firewall_image,
-                &agent_id,
-                sidecar_ip,
-                &ports,
-            ),
-        )
-        .await
-    };
-    let ready = async {
+    let sidecar_side = async {
+        start_sidecar(docker, identity, sidecar, settings, &subnet).await?;
         match &sidecar.ready_line {
             Some(line) => wait_ready(docker, &names.sidecar, line).await,
             None => Ok(()),
         }
     };
+    let agent_side = async {
+        let agent_id = create_agent(docker, spec, settings, &subnet, stdio).await?;
+        // The firewall container can be created once the agent's exists (it names it); it is
+        // started once the agent's runs (it joins its network namespace).
+        let firewall = firewall_container(
+            identity,
+            &settings.launcher,
+            firewall_image,
+            &agent_id,
+            IpAddr::V4(subnet.sidecar()),
+            &ports,
+        );
+        let (attach, firewall_created) = tokio::join!(
+            run_agent(docker, &agent_id, settings, stdio),
+            create(docker, &names.firewall, firewall),
+        );
+        let attach = attach?;
+        firewall_created.map_err(setup(FIREWALL_STAGE))?;
+        run_firewall(docker, &names).await?;
+        Ok((agent_id, attach))
+    };
     // The first failure ends both (the caller tears the bottle down).
-    tokio::try_join!(ready, firewall)?;
-    Ok((agent_id, attach))
+    let ((), agent) = tokio::try_join!(sidecar_side, agent_side)?;
+    Ok(agent)
+}
+
+/// How many subnets a bottle tries for its internal network before it gives up.
+const SUBNET_TRIES: u32 = 64;
+
+/// Creates the internal network on the first [`InternalSubnet`] (from the one the identity
+/// hashes to) that overlaps no host route in `routes` and that the daemon accepts (it refuses
+/// one that overlaps another of its networks, e.g. another bottle's).
+async fn create_internal_network<E: Engine>(
+    docker: &E,
+    identity: &str,
+    launcher: &str,
+    routes: &str,
+) -> Result<InternalSubnet, BackendError> {
+    let first = InternalSubnet::first_for(identity);
+    let mut refused = 0;
+    for n in 0..InternalSubnet::COUNT {
+        let subnet = InternalSubnet::nth(first + n);
+        if subnet.overlaps_a_route(routes) {
+            continue;
+        }
+        match docker
+            .create_network(spec::internal_network(identity, launcher, &subnet))
+            .await
+        {
+            Ok(()) => return Ok(subnet),
+            Err(e) if pool_overlaps(&e) && refused + 1 < SUBNET_TRIES => refused += 1,
+            Err(e) => return Err(setup("create the internal network")(e)),
+        }
+    }
+    let ranges: Vec<String> = InternalSubnet::RANGES
+        .iter()
+        .map(|r| format!("{r}/16"))
+        .collect();
+    Err(BackendError::Setup {
+        stage: "create the internal network".to_owned(),
+        message: format!(
+            "every /28 of {} overlaps a host route (/proc/net/route); docker bottles need a /28 there that no route covers for their internal network",
+            ranges.join(" and ")
+        ),
+    })
+}
+
+/// The daemon's answer to a network whose subnet overlaps one it has.
+fn pool_overlaps(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::DockerResponseServerError { message, .. } if message.contains("overlaps")
+    )
 }
 
 /// Creates and starts the sidecar container (its readiness is waited for by the caller).
@@ -284,12 +332,13 @@ async fn start_sidecar<E: Engine>(
     identity: &str,
     sidecar: &SidecarSpec,
     settings: &AgentSettings,
+    subnet: &InternalSubnet,
 ) -> Result<(), BackendError> {
     let names = Names::new(identity);
     create(
         docker,
         &names.sidecar,
-        sidecar_container(identity, sidecar, &settings.launcher),
+        sidecar_container(identity, sidecar, &settings.launcher, subnet),
     )
     .await
     .map_err(setup("create the sidecar container"))?;
@@ -349,15 +398,16 @@ async fn wait_ready<E: Engine>(
     }
 }
 
-/// Creates, attaches and starts the agent container; its init then waits for the release.
-async fn start_agent<E: Engine>(
+/// Creates the agent container (refused when the daemon drops one of its limits); its id.
+async fn create_agent<E: Engine>(
     docker: &E,
     spec: &LaunchSpec,
     settings: &AgentSettings,
+    subnet: &InternalSubnet,
     stdio: BottleStdio,
-) -> Result<(String, AttachContainerResults), BackendError> {
+) -> Result<String, BackendError> {
     let names = Names::new(&spec.identity);
-    let init = init_config(spec);
+    let init = init_config(spec, subnet);
     let body =
         agent_container(spec, settings, &init, stdio.stdin != StdioMode::Null).map_err(|e| {
             BackendError::InvalidSpec(format!("cannot encode the init configuration: {e}"))
@@ -376,10 +426,19 @@ async fn start_agent<E: Engine>(
             ),
         });
     }
-    let agent_id = created.id;
+    Ok(created.id)
+}
+
+/// Attaches to and starts the created agent container; its init then waits for the release.
+async fn run_agent<E: Engine>(
+    docker: &E,
+    agent_id: &str,
+    settings: &AgentSettings,
+    stdio: BottleStdio,
+) -> Result<AttachContainerResults, BackendError> {
     let attach = docker
         .attach_container(
-            &agent_id,
+            agent_id,
             AttachContainerOptions {
                 stdin: stdio.stdin != StdioMode::Null,
                 stdout: true,
@@ -392,7 +451,7 @@ async fn start_agent<E: Engine>(
         .await
         .map_err(setup("attach to the agent container"))?;
     docker
-        .start_container(&agent_id)
+        .start_container(agent_id)
         .await
         .map_err(|err| {
             let mut message = api_message(&err);
@@ -406,7 +465,7 @@ async fn start_agent<E: Engine>(
                 message,
             }
         })?;
-    Ok((agent_id, attach))
+    Ok(attach)
 }
 
 async fn create<E: Engine>(
@@ -417,38 +476,13 @@ async fn create<E: Engine>(
     docker.create_container(name, body).await
 }
 
-async fn container_ip<E: Engine>(
-    docker: &E,
-    name: &str,
-    network: &str,
-) -> Result<IpAddr, BackendError> {
-    let inspect = docker
-        .inspect_container(name)
-        .await
-        .map_err(setup("inspect the sidecar container"))?;
-    let ip = inspect
-        .network_settings
-        .and_then(|s| s.networks)
-        .and_then(|mut n| n.remove(network))
-        .and_then(|e| e.ip_address)
-        .unwrap_or_default();
-    ip.parse().map_err(|_| BackendError::Setup {
-        stage: "inspect the sidecar container".to_owned(),
-        message: format!("the sidecar has no address on {network} (is it running?)"),
-    })
-}
+/// The stage a firewall failure is reported under.
+const FIREWALL_STAGE: &str = "close the bottle's network";
 
-/// Runs the firewall container to completion; fails with its output unless it exited 0. The
-/// exited container stays until the bottle's teardown.
-async fn run_firewall<E: Engine>(
-    docker: &E,
-    names: &Names,
-    body: ContainerCreateBody,
-) -> Result<(), BackendError> {
-    let stage = "close the bottle's network";
-    create(docker, &names.firewall, body)
-        .await
-        .map_err(setup(stage))?;
+/// Runs the created firewall container to completion; fails with its output unless it exited
+/// 0. The exited container stays until the bottle's teardown.
+async fn run_firewall<E: Engine>(docker: &E, names: &Names) -> Result<(), BackendError> {
+    let stage = FIREWALL_STAGE;
     docker
         .start_container(&names.firewall)
         .await

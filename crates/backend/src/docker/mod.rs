@@ -25,12 +25,29 @@
 //! `/etc/resolv.conf` (the agent can still send packets to `127.0.0.11`). The internal
 //! network's gateway is also the host itself, so host services listening on all addresses
 //! would be reachable. Hence, before the agent runs, a one-shot container joins the agent's
-//! network namespace with `NET_ADMIN` only and, once the init has resolved the sidecar's name
-//! through that DNS and bound its loopback ports, installs [`spec::firewall_script`]: loopback
+//! network namespace with `NET_ADMIN` only and installs [`spec::firewall_script`]: loopback
 //! (except `127.0.0.11`) and the sidecar's forwarded TCP ports are the only destinations,
 //! everything else is rejected. The agent has no capabilities, so it cannot undo the rules.
 //! The init waits for the launcher's `SIGUSR1` (sent once the firewall container succeeded)
 //! and then checks for itself that the embedded DNS does not answer before starting the agent.
+//!
+//! # The sidecar's fixed address
+//!
+//! The launcher picks the internal network's subnet itself ([`spec::InternalSubnet`]: a `/28`
+//! of `172.16.0.0/16`, or of `10.254.0.0/16` where host routes cover the first, that overlaps
+//! no host route and that the daemon accepts, i.e. no other network's) and gives the sidecar
+//! its `.2`; every other container on the network (the
+//! agent) gets an address from `.8/29` only, so nothing can take the sidecar's address first.
+//! So the firewall's rules and the init's relay target are known before any container runs:
+//! the agent's side (its container, then the firewall) and the sidecar's side (its container,
+//! then its ready line) proceed side by side, and neither the firewall nor the init waits for
+//! the sidecar or for Docker's DNS (the init used to resolve the sidecar's name through it, so
+//! the rules could only go in after the sidecar had started). Nothing is opened by this: the
+//! rules are the same, naming the same one address and ports, and a subnet that the daemon or
+//! the host already uses is never taken (the daemon refuses the overlap; host routes are read
+//! from `/proc/net/route`, the daemon being local). Each bottle still has its own two
+//! networks: a network shared between bottles would let one bottle's agent reach another's
+//! sidecar, and its firewall would have to name every sidecar on it.
 //!
 //! # Hardening of the agent container
 //!
@@ -42,7 +59,8 @@
 //! # Lifecycle
 //!
 //! `launch` creates the networks, starts the sidecar and the agent container side by side
-//! (the agent's init waits), installs the firewall, then releases the init with `SIGUSR1`.
+//! (the agent's init waits) and installs the firewall as soon as the agent's container runs,
+//! then, once the sidecar is ready too, releases the init with `SIGUSR1`.
 //! `wait` returns the agent's exit code once the container stopped, copies
 //! [`DockerConfig::transcript`] out (it must not live on a tmpfs, which dies with the
 //! container; the home directory is a bind mount anyway), stops the sidecar (SIGTERM: its

@@ -5,21 +5,21 @@
 //!
 //! | object | name | what |
 //! |---|---|---|
-//! | network | `bot-bottle-net-<identity>` | `internal: true` bridge: agent + sidecar only, no route out |
+//! | network | `bot-bottle-net-<identity>` | `internal: true` bridge on the launcher's [`InternalSubnet`]: agent + sidecar only, no route out |
 //! | network | `bot-bottle-egress-<identity>` | ordinary bridge, the sidecar's way out |
-//! | container | `bot-bottle-sidecar-<identity>` | the sidecar, on both networks |
+//! | container | `bot-bottle-sidecar-<identity>` | the sidecar, on both networks (at [`InternalSubnet::sidecar`] on the internal one) |
 //! | container | `bot-bottle-<identity>` | the agent, on the internal network only |
 //! | container | `bot-bottle-firewall-<identity>` | one-shot: closes the agent's network namespace |
 //!
 //! Everything carries [`LABEL_MANAGED`] and [`LABEL_IDENTITY`] so `list` and `cleanup` find it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
-    NetworkingConfig,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Ipam,
+    IpamConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -126,14 +126,122 @@ fn labels(identity: &str, role: &str) -> HashMap<String, String> {
     ])
 }
 
-/// The internal network shared by the agent and the sidecar: no gateway route out of the host.
-pub fn internal_network(identity: &str, launcher: &str) -> NetworkCreateRequest {
+/// The addresses of a bottle's internal network, picked by the launcher before anything
+/// starts (so that the firewall's rules and the init's relay target are known before the
+/// sidecar runs): a `/28` in [`InternalSubnet::RANGES`], whose gateway (the host's side of the
+/// bridge) is `.1`, the sidecar `.2`, and whose other containers (the agent) get addresses
+/// from `.8/29` only, so that nothing else can take the sidecar's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InternalSubnet {
+    base: Ipv4Addr,
+}
+
+impl InternalSubnet {
+    /// Where the internal networks are carved from, in this order: `172.16.0.0/16`, then
+    /// `10.254.0.0/16` (for hosts where a route covers the first, e.g. a LAN or VPN on
+    /// `172.16.0.0/12`). Both are private (RFC 1918) and outside Docker's own default pools
+    /// (`172.17.0.0/16`–`172.31.0.0/16`, `192.168.0.0/16`), so that bottles do not take the
+    /// daemon's pools away from other networks. The daemon refuses a subnet that overlaps one
+    /// of its networks (the launcher then tries the next), and the launcher skips those that
+    /// overlap a host route.
+    pub const RANGES: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 16, 0, 0), Ipv4Addr::new(10, 254, 0, 0)];
+    /// How many `/28`s one `/16` of [`InternalSubnet::RANGES`] holds.
+    const PER_RANGE: u32 = 1 << (28 - 16);
+    /// How many `/28`s [`InternalSubnet::RANGES`] hold together.
+    pub const COUNT: u32 = Self::PER_RANGE * Self::RANGES.len() as u32;
+
+    /// The `index`-th `/28` of [`InternalSubnet::RANGES`], counted through the first range and
+    /// on into the next (modulo [`InternalSubnet::COUNT`]).
+    pub fn nth(index: u32) -> InternalSubnet {
+        let index = index % Self::COUNT;
+        let range = Self::RANGES[(index / Self::PER_RANGE) as usize];
+        let base = u32::from(range) + ((index % Self::PER_RANGE) << 4);
+        InternalSubnet {
+            base: Ipv4Addr::from(base),
+        }
+    }
+
+    /// Where a bottle's search for a free subnet starts: a hash of its identity into the
+    /// first range, so that bottles started at once rarely try the same one.
+    pub fn first_for(identity: &str) -> u32 {
+        // FNV-1a: stable across builds (std's hasher is not).
+        identity.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        }) % Self::PER_RANGE
+    }
+
+    fn at(&self, offset: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + offset)
+    }
+
+    /// `a.b.c.d/28`.
+    pub fn cidr(&self) -> String {
+        format!("{}/28", self.base)
+    }
+
+    /// The bridge's address on the host (the network's gateway, which the firewall rejects).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.at(1)
+    }
+
+    /// The sidecar container's fixed address.
+    pub fn sidecar(&self) -> Ipv4Addr {
+        self.at(2)
+    }
+
+    /// The range the daemon gives every other container an address from (`.8/29`).
+    pub fn dynamic_range(&self) -> String {
+        format!("{}/29", self.at(8))
+    }
+
+    /// Whether this subnet shares an address with a host route (`/proc/net/route` lines;
+    /// default routes are not counted: they contain every address).
+    pub fn overlaps_a_route(&self, routes: &str) -> bool {
+        let ours = (u32::from(self.base), 0xffff_fff0_u32);
+        routes.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(dest), Some(mask)) = (fields.get(1), fields.get(7)) else {
+                return false;
+            };
+            // The kernel prints them in host (little-endian) byte order.
+            let (Ok(dest), Ok(mask)) = (
+                u32::from_str_radix(dest, 16).map(u32::from_be),
+                u32::from_str_radix(mask, 16).map(u32::from_be),
+            ) else {
+                return false;
+            };
+            if mask == 0 {
+                return false;
+            }
+            let common = mask & ours.1;
+            dest & common == ours.0 & common
+        })
+    }
+}
+
+/// The internal network shared by the agent and the sidecar: no gateway route out of the host,
+/// the addresses of `subnet`.
+pub fn internal_network(
+    identity: &str,
+    launcher: &str,
+    subnet: &InternalSubnet,
+) -> NetworkCreateRequest {
     NetworkCreateRequest {
         name: Names::new(identity).internal_network,
         driver: Some("bridge".to_owned()),
         internal: Some(true),
         attachable: Some(false),
         labels: Some(launched(identity, "internal-network", launcher)),
+        ipam: Some(Ipam {
+            driver: Some("default".to_owned()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.cidr()),
+                ip_range: Some(subnet.dynamic_range()),
+                gateway: Some(subnet.gateway().to_string()),
+                auxiliary_addresses: None,
+            }]),
+            options: None,
+        }),
         ..Default::default()
     }
 }
@@ -157,11 +265,17 @@ fn launched(identity: &str, role: &str, launcher: &str) -> HashMap<String, Strin
     labels
 }
 
-fn endpoint_on(network: &str) -> NetworkingConfig {
+fn endpoint_on(network: &str, address: Option<Ipv4Addr>) -> NetworkingConfig {
     NetworkingConfig {
         endpoints_config: Some(HashMap::from([(
             network.to_owned(),
-            EndpointSettings::default(),
+            EndpointSettings {
+                ipam_config: address.map(|a| EndpointIpamConfig {
+                    ipv4_address: Some(a.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         )])),
     }
 }
@@ -175,12 +289,13 @@ fn bind(host: &Path, inside: &Path, read_only: bool) -> String {
     )
 }
 
-/// The sidecar container (created on the internal network; the launcher connects it to the
-/// egress network before starting it).
+/// The sidecar container (created on the internal network at `subnet`'s sidecar address;
+/// the launcher connects it to the egress network before starting it).
 pub fn sidecar_container(
     identity: &str,
     sidecar: &SidecarSpec,
     launcher: &str,
+    subnet: &InternalSubnet,
 ) -> ContainerCreateBody {
     let names = Names::new(identity);
     let labels = launched(identity, "sidecar", launcher);
@@ -226,18 +341,20 @@ pub fn sidecar_container(
             )])),
             ..Default::default()
         }),
-        networking_config: Some(endpoint_on(&names.internal_network)),
+        networking_config: Some(endpoint_on(&names.internal_network, Some(subnet.sidecar()))),
         ..Default::default()
     }
 }
 
-/// The init's configuration for a spec (the sidecar is found by its container name).
-pub fn init_config(spec: &LaunchSpec) -> InitConfig {
+/// The init's configuration for a spec: the sidecar is its fixed address on the internal
+/// network (an address, not the container's name: the init needs no DNS and no running
+/// sidecar to bind its loopback ports).
+pub fn init_config(spec: &LaunchSpec, subnet: &InternalSubnet) -> InitConfig {
     InitConfig {
         argv: spec.argv.clone(),
         env: spec.env.clone(),
         cwd: spec.workspace.inside.clone(),
-        sidecar_host: Names::new(&spec.identity).sidecar,
+        sidecar_host: subnet.sidecar().to_string(),
         forwards: spec
             .forwards
             .iter()
@@ -312,7 +429,7 @@ pub fn agent_container(
             ipc_mode: Some("private".to_owned()),
             ..Default::default()
         }),
-        networking_config: Some(endpoint_on(&names.internal_network)),
+        networking_config: Some(endpoint_on(&names.internal_network, None)),
         ..Default::default()
     })
 }
@@ -340,44 +457,15 @@ pub fn workspace_host(spec: &LaunchSpec) -> PathBuf {
     }
 }
 
-/// How long the firewall waits for the agent's init to have bound its loopback ports (it
-/// binds them once it has resolved the sidecar's name), in tenths of a second: the init's own
-/// bound on that resolution, 30 s.
-const INIT_BOUND_TENTHS: u32 = 300;
-
-/// The TCP table the firewall reads to see the init's loopback ports bound.
-const TCP_TABLE: &str = "/proc/net/tcp";
-
 /// The rules that close the agent's network namespace: loopback (except Docker's embedded DNS
 /// at `127.0.0.11`) and the sidecar's forwarded TCP ports are the only destinations; everything
 /// else (the gateway, i.e. the host; other containers; IPv6) is rejected at once.
 ///
-/// They go in only once the agent's init listens on every forwarded port on loopback (at most
-/// 30 s): the init finds the sidecar through Docker's embedded DNS, which
-/// these rules close, and binds those ports right after. An init that started after the rules
-/// (a slow start under load) could never resolve the sidecar and failed the bottle ("never
-/// appeared on the bottle network"). Waiting opens nothing: the agent runs only once the
-/// launcher has seen this script succeed, and after the bound the rules go in anyway.
+/// They go in as soon as the agent's container runs: the init needs no DNS (it is given the
+/// sidecar's fixed address, [`InternalSubnet::sidecar`]), so nothing waits for it.
 pub fn firewall_script(sidecar_ip: IpAddr, ports: &[u16]) -> String {
-    firewall_script_reading(sidecar_ip, ports, TCP_TABLE)
-}
-
-/// [`firewall_script`] reading the TCP table at `table` (a stand-in in tests).
-fn firewall_script_reading(sidecar_ip: IpAddr, ports: &[u16], table: &str) -> String {
-    let listening: Vec<String> = ports
-        .iter()
-        .map(|port| format!("0100007F:{port:04X} 00000000:0000 0A"))
-        .collect();
     let mut lines = vec![
         "set -eu".to_owned(),
-        format!(
-            "n=0; while [ \"$n\" -lt {INIT_BOUND_TENTHS} ]; do table=$(cat {table}); bound=1; for l in {}; do case \"$table\" in *\"$l\"*) ;; *) bound=0 ;; esac; done; [ \"$bound\" = 1 ] && break; sleep 0.1; n=$((n + 1)); done",
-            listening
-                .iter()
-                .map(|l| format!("'{l}'"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
         "iptables -w -F OUTPUT".to_owned(),
         "iptables -w -A OUTPUT -d 127.0.0.11/32 -p tcp -j REJECT --reject-with tcp-reset"
             .to_owned(),
@@ -554,7 +642,7 @@ mod tests {
             insta::assert_json_snapshot!(
                 "networks",
                 (
-                    internal_network("claude-1a2b3", "boot:4242:99"),
+                    internal_network("claude-1a2b3", "boot:4242:99", &InternalSubnet::nth(5)),
                     egress_network("claude-1a2b3", "boot:4242:99")
                 )
             )
@@ -564,7 +652,8 @@ mod tests {
     #[test]
     fn agent() {
         let spec = spec();
-        let init = init_config(&spec);
+        let init = init_config(&spec, &InternalSubnet::nth(5));
+        assert_eq!(init.sidecar_host, "172.16.0.82");
         let body = agent_container(&spec, &settings(), &init, true).unwrap();
         sorted(|| insta::assert_json_snapshot!("agent_container", &body));
         // The init gets exactly the spec's command and environment.
@@ -578,7 +667,12 @@ mod tests {
         sorted(|| {
             insta::assert_json_snapshot!(
                 "sidecar_container",
-                sidecar_container("claude-1a2b3", &sidecar(), "boot:4242:99")
+                sidecar_container(
+                    "claude-1a2b3",
+                    &sidecar(),
+                    "boot:4242:99",
+                    &InternalSubnet::nth(5)
+                )
             )
         });
     }
@@ -600,69 +694,52 @@ mod tests {
         });
     }
 
-    /// The wait before the rules, run by a real `sh` against a stand-in TCP table: it goes on
-    /// at once when every forwarded port is listening on loopback, waits while one is not
-    /// (bound later, as a slow init binds it), and ends at its bound when one never is.
+    /// A bottle's subnet: its addresses, and the host routes that rule it out (the kernel's
+    /// `/proc/net/route` format, little-endian hex).
     #[test]
-    fn the_firewall_waits_for_the_inits_loopback_ports() {
-        let dir = tempfile::tempdir().unwrap();
-        let table = dir.path().join("tcp");
-        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
-        let line = |port: u16, state: &str| {
-            format!(
-                "   0: 0100007F:{port:04X} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0\n"
-            )
-        };
-        // Only the wait: the script up to the first rule, each rule's command a no-op.
-        let wait = |ports: &[u16]| {
-            let script = firewall_script_reading(
-                "172.30.0.2".parse().unwrap(),
-                ports,
-                table.to_str().unwrap(),
-            );
-            let upto: Vec<&str> = script
-                .lines()
-                .take_while(|l| !l.starts_with("iptables"))
-                .collect();
-            upto.join("\n")
-        };
-        let run = |script: String| {
-            std::process::Command::new("/bin/sh")
-                .args(["-c", &script])
-                .spawn()
-                .unwrap()
-        };
-        // Both bound (one established connection beside them does not count).
-        std::fs::write(
-            &table,
-            format!(
-                "{header}{}{}{}",
-                line(3128, "0A"),
-                line(9418, "0A"),
-                line(3129, "01")
-            ),
-        )
-        .unwrap();
-        assert!(run(wait(&[3128, 9418])).wait().unwrap().success());
-        // One bound, the other only later: the wait goes on until it is.
-        std::fs::write(&table, format!("{header}{}", line(3128, "0A"))).unwrap();
-        let mut waiting = run(wait(&[3128, 9418]));
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        assert!(
-            waiting.try_wait().unwrap().is_none(),
-            "went on without port 9418"
+    fn internal_subnets_are_sixteenths_of_the_range_and_avoid_host_routes() {
+        let s = InternalSubnet::nth(5);
+        assert_eq!(s.cidr(), "172.16.0.80/28");
+        assert_eq!(s.gateway().to_string(), "172.16.0.81");
+        assert_eq!(s.sidecar().to_string(), "172.16.0.82");
+        assert_eq!(s.dynamic_range(), "172.16.0.88/29");
+        assert_eq!(InternalSubnet::nth(4095).cidr(), "172.16.255.240/28");
+        // On into the second range (for a host that routes the first), then back round.
+        assert_eq!(InternalSubnet::nth(4096).cidr(), "10.254.0.0/28");
+        assert_eq!(
+            InternalSubnet::nth(InternalSubnet::COUNT - 1).cidr(),
+            "10.254.255.240/28"
         );
-        std::fs::write(
-            &table,
-            format!("{header}{}{}", line(3128, "0A"), line(9418, "0A")),
-        )
-        .unwrap();
-        assert!(waiting.wait().unwrap().success());
-        // Never bound: the wait ends at its bound (shortened here) and the rules go in.
-        let short = wait(&[9419]).replace(&format!("-lt {INIT_BOUND_TENTHS}"), "-lt 3");
-        assert!(run(short).wait().unwrap().success());
-        // No forwards (the init resolves nothing): no wait at all.
-        assert!(run(wait(&[])).wait().unwrap().success());
+        assert_eq!(
+            InternalSubnet::nth(InternalSubnet::COUNT),
+            InternalSubnet::nth(0)
+        );
+        assert!(InternalSubnet::first_for("claude-1a2b3") < 4096);
+        assert_eq!(
+            InternalSubnet::first_for("claude-1a2b3"),
+            InternalSubnet::first_for("claude-1a2b3")
+        );
+        let header =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        // Default route via 10.0.2.2, 10.0.2.0/24, docker0 172.17.0.0/16.
+        let routes = format!(
+            "{header}eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+             docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+        );
+        assert!(
+            !s.overlaps_a_route(&routes),
+            "the default route counts for nothing"
+        );
+        // A LAN on 172.16.0.0/24 (wider than ours) and a /30 inside ours both rule it out.
+        let lan = format!("{routes}eth1\t000010AC\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        assert!(s.overlaps_a_route(&lan));
+        let narrow =
+            format!("{routes}tun0\t540010AC\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n");
+        assert!(s.overlaps_a_route(&narrow));
+        // A neighbouring /28 does not.
+        let next = format!("{routes}tun0\t600010AC\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n");
+        assert!(!s.overlaps_a_route(&next));
     }
 
     #[test]

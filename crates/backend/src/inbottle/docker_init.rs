@@ -7,8 +7,8 @@
 //! * **forwards**: the agent's contract says the sidecar endpoints are `127.0.0.1:<port>` on
 //!   every backend, so the init listens on those loopback ports and relays each connection to
 //!   the same port of the sidecar container on the bottle's internal network. The sidecar's
-//!   address is resolved by container name before the release (the sidecar starts side by
-//!   side with the agent container), while nothing of the agent runs yet. Once the agent
+//!   address is fixed by the launcher (`crate::docker::spec::InternalSubnet`) and given here,
+//!   so the ports are bound at once, whether or not the sidecar runs yet. Once the agent
 //!   runs, the relay watches the sidecar: when the sidecar container dies, the loopback
 //!   endpoints are closed, so the agent's connections are refused at once instead of waiting
 //!   on the dead container's address. The relays are one event loop on this process's own
@@ -56,9 +56,9 @@ pub struct InitConfig {
     pub env: BTreeMap<String, String>,
     /// The agent's working directory.
     pub cwd: PathBuf,
-    /// The sidecar container's name on the internal network. It is resolved (through Docker's
-    /// embedded DNS) before the release, while the agent has not run yet; after the release
-    /// that DNS server is closed.
+    /// The sidecar container's address on the internal network (the docker backend gives its
+    /// fixed address; a name would be resolved through Docker's embedded DNS before the
+    /// release, and that DNS server is closed by the firewall).
     pub sidecar_host: String,
     /// Loopback ports relayed to the same ports of the sidecar.
     pub forwards: Vec<InitForward>,

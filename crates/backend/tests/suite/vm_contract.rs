@@ -71,7 +71,8 @@ fn smolmachines_apple_and_docker_give_the_agent_the_same_contract() {
     let want = of_spec(&spec);
 
     // docker: its init's configuration and its container's binds (`host:inside:rw|ro`).
-    let docker: InitConfig = backend::docker::spec::init_config(&spec);
+    let docker: InitConfig =
+        backend::docker::spec::init_config(&spec, &backend::docker::spec::InternalSubnet::nth(0));
     let settings = backend::docker::spec::AgentSettings {
         image: "bot-bottle/agent-claude:0123456789ab".into(),
         user: "1000:1000".into(),

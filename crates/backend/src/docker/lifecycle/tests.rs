@@ -107,7 +107,7 @@ const TEARDOWN: [&str; 7] = [
 ];
 
 #[test]
-fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall_while_the_sidecar_gets_ready() {
+fn launch_creates_networks_then_the_sidecar_beside_the_agent_and_its_firewall() {
     let engine = RecordingEngine::new();
     engine.with(|s| {
         s.exits.insert(format!("bot-bottle-firewall-{ID}"), 0);
@@ -126,20 +126,149 @@ fn launch_creates_networks_then_sidecar_and_agent_then_the_firewall_while_the_si
             "create_container bot-bottle-sidecar-ID",
             "connect_network bot-bottle-egress-ID bot-bottle-sidecar-ID",
             "start_container bot-bottle-sidecar-ID",
+            "logs bot-bottle-sidecar-ID follow=true",
             "create_container bot-bottle-ID",
             "attach_container bot-bottle-ID",
             "start_container bot-bottle-ID",
-            "logs bot-bottle-sidecar-ID follow=true",
-            "inspect_container bot-bottle-sidecar-ID",
             "create_container bot-bottle-firewall-ID",
             "start_container bot-bottle-firewall-ID",
             "wait_exit bot-bottle-firewall-ID",
         ])
     );
-    // The firewall container lets the agent reach the sidecar's address and nothing else.
-    let firewall = engine.with(|s| s.created[&format!("bot-bottle-firewall-{ID}")].clone());
+    // No inspection of the sidecar: its address is the subnet's, fixed before anything ran.
+    let subnet = InternalSubnet::nth(InternalSubnet::first_for(ID));
+    let sidecar_ip = subnet.sidecar().to_string();
+    let (created, networks) = engine.with(|s| (s.created.clone(), s.created_networks.clone()));
+    let ipam = networks[0].ipam.clone().unwrap().config.unwrap();
+    assert_eq!(ipam[0].subnet.as_deref(), Some(subnet.cidr().as_str()));
+    assert_eq!(
+        ipam[0].ip_range.as_deref(),
+        Some(subnet.dynamic_range().as_str())
+    );
+    let endpoint = |name: &str| {
+        created[&name.replace("ID", ID)]
+            .networking_config
+            .clone()
+            .unwrap()
+            .endpoints_config
+            .unwrap()
+            .remove(&format!("bot-bottle-net-{ID}"))
+            .unwrap()
+    };
+    assert_eq!(
+        endpoint("bot-bottle-sidecar-ID")
+            .ipam_config
+            .unwrap()
+            .ipv4_address,
+        Some(sidecar_ip.clone())
+    );
+    // The agent's address is the daemon's pick from the dynamic range, never the sidecar's.
+    assert_eq!(endpoint("bot-bottle-ID").ipam_config, None);
+    // The firewall lets the agent reach the sidecar's address and nothing else, and the init
+    // relays to that address (no name to resolve through Docker's DNS).
+    let firewall = created[&format!("bot-bottle-firewall-{ID}")].clone();
     let script = firewall.cmd.unwrap_or_default().join(" ");
-    assert!(script.contains("172.30.0.2"), "{script}");
+    assert!(
+        script.contains(&format!("-d {sidecar_ip}/32 -p tcp --dport 3128 -j ACCEPT")),
+        "{script}"
+    );
+    let agent_cmd = created[&format!("bot-bottle-{ID}")].cmd.clone().unwrap();
+    let init: crate::inbottle::docker_init::InitConfig =
+        serde_json::from_str(agent_cmd.last().unwrap()).unwrap();
+    assert_eq!(init.sidecar_host, sidecar_ip);
+}
+
+/// A subnet the daemon refuses (another network has it: another bottle's, or anyone's) or
+/// that a host route covers is skipped: the next one is asked for, and the sidecar's address,
+/// the firewall and the init all follow the subnet that was created.
+#[test]
+fn the_internal_network_takes_the_next_subnet_that_is_free_on_the_daemon_and_the_host() {
+    let first = InternalSubnet::first_for(ID);
+    let engine = RecordingEngine::new();
+    engine.with(|s| {
+        s.taken_subnets = vec![InternalSubnet::nth(first).cidr()];
+        s.exits.insert(format!("bot-bottle-firewall-{ID}"), 0);
+    });
+    // The host routes the one after it (little-endian hex, as /proc/net/route prints it).
+    let routed = InternalSubnet::nth(first + 1);
+    let le = |a: std::net::Ipv4Addr| format!("{:08X}", u32::from_le_bytes(a.octets()));
+    let routes = format!(
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+         eth1\t{}\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n",
+        le(routed.gateway())
+    );
+    let subnet = rt()
+        .block_on(create_internal_network(
+            &engine,
+            ID,
+            "boot:4242:99",
+            &routes,
+        ))
+        .unwrap();
+    assert_eq!(subnet, InternalSubnet::nth(first + 2));
+    let asked: Vec<String> = engine.with(|s| {
+        s.created_networks
+            .iter()
+            .map(|n| {
+                n.ipam.clone().unwrap().config.unwrap()[0]
+                    .subnet
+                    .clone()
+                    .unwrap()
+            })
+            .collect()
+    });
+    assert_eq!(asked, vec![subnet.cidr()]);
+    assert_eq!(
+        engine.calls(),
+        lines(&[
+            "create_network bot-bottle-net-ID",
+            "create_network bot-bottle-net-ID"
+        ])
+    );
+
+    // A host whose LAN or VPN is routed on 172.16.0.0/12: the second range.
+    let lan = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+               tun0\t000010AC\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n";
+    let elsewhere = RecordingEngine::new();
+    let subnet = rt()
+        .block_on(create_internal_network(&elsewhere, ID, "boot:4242:99", lan))
+        .unwrap();
+    assert_eq!(subnet, InternalSubnet::nth(4096));
+    assert_eq!(subnet.cidr(), "10.254.0.0/28");
+    assert_eq!(elsewhere.calls().len(), 1);
+    // Every subnet routed: said so, nothing asked of the daemon.
+    let routed = format!("{lan}tun1\t0000FE0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
+    let nowhere = RecordingEngine::new();
+    let err = rt()
+        .block_on(create_internal_network(
+            &nowhere,
+            ID,
+            "boot:4242:99",
+            &routed,
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("every /28 of 172.16.0.0/16 and 10.254.0.0/16 overlaps a host route"),
+        "{err}"
+    );
+    assert!(nowhere.calls().is_empty());
+
+    // Every subnet refused: the daemon's own answer, named.
+    let full = RecordingEngine::new();
+    full.with(|s| {
+        s.taken_subnets = (0..InternalSubnet::COUNT)
+            .map(|n| InternalSubnet::nth(n).cidr())
+            .collect();
+    });
+    let err = rt()
+        .block_on(create_internal_network(&full, ID, "boot:4242:99", ""))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "could not set up the bottle (create the internal network): Pool overlaps with other one on this address space"
+    );
+    assert_eq!(full.calls().len(), SUBNET_TRIES as usize);
 }
 
 #[test]
