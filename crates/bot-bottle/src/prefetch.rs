@@ -9,7 +9,9 @@
 //! and the helper beside it in one sequential stream, so the faults that follow wait for
 //! reads already under way instead of starting them. Warm, the pages are cached and the
 //! advice returns without reading anything. It changes what is read ahead, never what runs:
-//! a failure (no `/proc`, an executable that is not ELF) leaves the start as it was.
+//! a failure (no `/proc`, an executable that is not ELF) leaves the start as it was. The
+//! files are opened close-on-exec (as every `File::open`), so a bundle or helper spawned while
+//! the advice is under way inherits no descriptor of them.
 
 use std::fs::File;
 use std::io::Read;
