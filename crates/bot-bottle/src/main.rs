@@ -4,7 +4,6 @@
 mod cli;
 mod commands;
 mod exit;
-mod prefetch;
 mod report;
 
 use std::process::ExitCode;
@@ -44,16 +43,6 @@ fn main() -> ExitCode {
     }
     // The smolmachines backend's guest init (run by `smolvm machine exec` in the machine).
     backend::inbottle::smolvm_guest::dispatch(std::env::args_os().nth(1).as_deref());
-    // `start` runs most of this executable, then the bundle and the helper: on a cold page
-    // cache their reads are issued at once, before the command line is even parsed.
-    if std::env::args_os()
-        .skip(1)
-        .find(|a| !a.to_string_lossy().starts_with('-'))
-        .as_deref()
-        == Some(std::ffi::OsStr::new("start"))
-    {
-        prefetch::executables_for_start();
-    }
     let cli = cli::Cli::parse();
     if cli.command.prints_for_pipes() {
         exit::die_quietly_on_closed_pipe();
