@@ -10,6 +10,7 @@ use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contain
 use crate::decode;
 use crate::finding::{Finding, MatchSpan, Secret, shannon_entropy};
 use crate::locality::{self, Reach};
+use crate::precheck::{self, Precheck};
 use crate::value;
 
 /// The marker that allows a finding on its line (unless switched off).
@@ -61,6 +62,9 @@ pub struct Engine {
     /// For each rule, where its matches lie around its keywords (decided on first use; see
     /// the `locality` module).
     reach: Vec<std::sync::OnceLock<Reach>>,
+    /// For each rule, a cheap necessary condition for its regex to match in some bytes, run
+    /// before the search (see the `precheck` module).
+    prechecks: Vec<Option<Precheck>>,
     honor_inline_allow: bool,
     /// How many decoding passes run (0: none).
     max_decode_depth: usize,
@@ -128,6 +132,15 @@ impl Engine {
         Self {
             reach: (0..set.rules.len())
                 .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            prechecks: set
+                .rules
+                .iter()
+                .map(|r| {
+                    r.regex
+                        .as_ref()
+                        .and_then(|p| precheck::for_pattern(p.as_str()))
+                })
                 .collect(),
             rules: set.rules,
             global: set.allowlists,
@@ -448,7 +461,11 @@ impl Engine {
             }
             let mut hits = Vec::new();
             let mut locations = None;
+            let precheck = self.prechecks[i];
             for region in rule_regions {
+                if precheck.is_some_and(|may_match| !may_match(&frag.data[region.clone()])) {
+                    continue;
+                }
                 if in_context {
                     let l = &mut locations;
                     self.scan_lines(rule, frag, region, place, &mut hits, mode, l);

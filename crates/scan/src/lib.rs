@@ -37,6 +37,7 @@ mod git;
 mod locality;
 mod objects;
 mod own_files;
+mod precheck;
 mod report;
 mod value;
 

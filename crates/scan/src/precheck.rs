@@ -1,0 +1,290 @@
+//! Necessary conditions, checked before a rule's regex searches some bytes, that are much
+//! cheaper than the search: where the bytes fail one, the regex cannot match in them and is
+//! not run; where they pass, the regex runs exactly as it would have. So a precheck changes
+//! no finding, only what judging costs.
+//!
+//! Why: `generic-keyed-secret` runs on every line holding `key`, `api`, `auth`, `access`,
+//! `token`... which in source code is a large share of all lines (`let key = ...`,
+//! `fn api(...)`), and its regex search there (the lazy DFA forward, then backward for the
+//! start, then the captures) was about a sixth of a file scan's CPU (bench/README.md,
+//! sessions scan7 and scan8). Nearly all of those lines have no value of 12 to 150 token
+//! characters right after an assignment operator, ended where the rule's value ends, which a
+//! byte walk from each `=`, `:` or `>` tells.
+//!
+//! A precheck is tied to the exact text of the regex it stands before: a rule file that
+//! redefines the rule with another regex gets no precheck (the search runs on every line, as
+//! it did), never a wrong one.
+
+/// The built-in `generic-keyed-secret` rule's regex, as `rules/builtin.toml` writes it (a test
+/// checks that they are the same text).
+pub(crate) const GENERIC_KEYED_SECRET: &str = r#"(?im)[\w.-]*(?:key|api|auth|access|token|secret|credential|creds|passw(?:or)?d|pwd)[\w.-]*[ \t]{0,3}["']?[ \t]{0,3}(?:=|:=|::=|:|=>|\?=|\|\|=)[ \t]{0,5}[`'"]?([A-Za-z0-9_.~+/=-]{12,150})(?:[`'"\s;,)\]}]|\\[nrt]|$)"#;
+
+/// A necessary condition for a regex to match somewhere in some bytes (searched alone: their
+/// end is the haystack's end).
+pub(crate) type Precheck = fn(&[u8]) -> bool;
+
+/// The precheck for a rule's regex, if there is one for exactly this text.
+pub(crate) fn for_pattern(pattern: &str) -> Option<Precheck> {
+    (pattern == GENERIC_KEYED_SECRET).then_some(keyed_value_may_match as Precheck)
+}
+
+/// A byte of the value class `[A-Za-z0-9_.~+/=-]` (ASCII; under `(?i)` with Unicode mode on,
+/// `k` and `s` also fold to the non-ASCII KELVIN SIGN and LONG S, which the caller leaves to
+/// the regex).
+fn is_value_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b'-')
+}
+
+/// Whether what follows a value may end it: `` [`'"\s;,)\]}] ``, `\\[nrt]` (any byte after
+/// the backslash is let through: cheaper, and still a superset), `$` (a line feed, also
+/// `\s`, or the end). A non-ASCII byte may be Unicode whitespace: let through.
+fn may_end_value(hay: &[u8], e: usize) -> bool {
+    match hay.get(e) {
+        None => true,
+        Some(&b) => {
+            b >= 0x80
+                || matches!(
+                    b,
+                    b'`' | b'\''
+                        | b'"'
+                        | b';'
+                        | b','
+                        | b')'
+                        | b']'
+                        | b'}'
+                        | b'\\'
+                        | b' '
+                        | b'\t'
+                        | b'\n'
+                        | 0x0B
+                        | 0x0C
+                        | b'\r'
+                )
+        }
+    }
+}
+
+/// [`GENERIC_KEYED_SECRET`]'s precheck. Its match ends with an operator whose last byte is
+/// `=`, `:` or `>`, then `[ \t]{0,5}`, an optional quote, the value `[A-Za-z0-9_.~+/=-]{12,150}`
+/// and a byte that ends it. Spaces and quotes are not value bytes, so after each operator byte
+/// the value can start at one place only (past at most five spaces or tabs and at most one
+/// quote); the value class's greedy run from there, cut at 150, must be 12 long at least and
+/// end where a value may end (any shorter match would end on a value byte, which ends
+/// nothing). Where the walk meets a non-ASCII byte it lets the regex decide.
+pub(crate) fn keyed_value_may_match(hay: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr3(b'=', b':', b'>', &hay[from..]) {
+        let op = from + p;
+        from = op + 1;
+        let mut s = op + 1;
+        let mut spaces = 0;
+        while spaces < 5 && matches!(hay.get(s), Some(b' ' | b'\t')) {
+            s += 1;
+            spaces += 1;
+        }
+        if matches!(hay.get(s), Some(b'`' | b'\'' | b'"')) {
+            s += 1;
+        }
+        let limit = hay.len().min(s + 151);
+        let mut e = s;
+        while e < limit && is_value_byte(hay[e]) {
+            e += 1;
+        }
+        if hay.get(e).is_some_and(|&b| b >= 0x80) {
+            return true;
+        }
+        let len = e - s;
+        if (12..=150).contains(&len) && may_end_value(hay, e) {
+            return true;
+        }
+        // An operator byte inside this run but not its last (only `=` is a value byte) starts
+        // a value right after it, one that ends where this one ends, shorter: it fails as this
+        // one did, unless this run was cut at 151. (After the run's last byte, spaces or a
+        // quote may lead to another run.)
+        if len <= 150 {
+            from = from.max(e.saturating_sub(1));
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuleSet;
+
+    fn generic_keyed_secret() -> regex::bytes::Regex {
+        let set = RuleSet::builtin().expect("built-in rules load");
+        let rule = set
+            .rules
+            .iter()
+            .find(|r| r.id == "generic-keyed-secret")
+            .expect("the built-in rules have generic-keyed-secret");
+        let pattern = rule.regex.as_ref().expect("it has a regex");
+        assert_eq!(
+            pattern.as_str(),
+            GENERIC_KEYED_SECRET,
+            "generic-keyed-secret's regex changed: revise its precheck (precheck.rs) with it"
+        );
+        pattern.regex().clone()
+    }
+
+    /// The precheck never says no where the regex matches; returns how many of `hays` the
+    /// regex matched and how many the precheck let through.
+    fn never_misses(re: &regex::bytes::Regex, hays: &[Vec<u8>]) -> (usize, usize) {
+        let (mut matched, mut passed) = (0, 0);
+        for hay in hays {
+            let m = re.is_match(hay);
+            let p = keyed_value_may_match(hay);
+            assert!(
+                p || !m,
+                "the precheck rejected bytes the regex matches: {:?}",
+                String::from_utf8_lossy(hay)
+            );
+            matched += usize::from(m);
+            passed += usize::from(p);
+        }
+        (matched, passed)
+    }
+
+    #[test]
+    fn the_precheck_is_for_the_builtin_regex_only() {
+        generic_keyed_secret();
+        assert!(for_pattern(GENERIC_KEYED_SECRET).is_some());
+        assert!(for_pattern(&GENERIC_KEYED_SECRET.replace("{12,150}", "{8,150}")).is_none());
+    }
+
+    /// Lines made of the pieces the regex cares about (operators, spaces, quotes, value bytes,
+    /// backslashes, case, non-ASCII letters and spaces that Unicode folding or `\s` may take),
+    /// one at a time and joined: every one the regex matches, the precheck lets through.
+    #[test]
+    fn random_lines_the_regex_matches_pass_the_precheck() {
+        let re = generic_keyed_secret();
+        const PIECES: &[&str] = &[
+            "key",
+            "KEY",
+            "api",
+            "Token",
+            "passwd",
+            "pwd",
+            "secret",
+            "=",
+            ":",
+            ">",
+            "=>",
+            ":=",
+            "::=",
+            "?=",
+            "||=",
+            " ",
+            "  ",
+            "\t",
+            "\"",
+            "'",
+            "`",
+            "\\n",
+            "\\N",
+            "\\",
+            "abc",
+            "Q7x9",
+            "0123456789",
+            "aB3dE5gH7jK9",
+            "_",
+            ".",
+            "-",
+            "~",
+            "+",
+            "/",
+            "==",
+            ";",
+            ",",
+            ")",
+            "]",
+            "}",
+            "(",
+            "\n",
+            "\r",
+            "\u{212a}",
+            "\u{17f}",
+            "\u{a0}",
+            "\u{2028}",
+            "é",
+            "x",
+            "\u{0b}",
+            "\u{0c}",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut hays = Vec::new();
+        for _ in 0..200_000 {
+            let n = 1 + (next() % 24) as usize;
+            let mut line = String::new();
+            for _ in 0..n {
+                line.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            hays.push(line.into_bytes());
+        }
+        // Values at the edges of 12 and 150, and runs longer than 150 with operators inside.
+        for len in [10, 11, 12, 13, 149, 150, 151, 152, 300] {
+            for op in ["=", ": ", "=>  \"", ":= '", "=     ", "=      "] {
+                for end in ["", "\"", ";", "(", "\\n", "x\u{212a}", " ", "\u{a0}"] {
+                    let value: String = (0..len)
+                        .map(|i| ['a', '7', 'Z', '=', '/', '-'][i % 6])
+                        .collect();
+                    hays.push(format!("api_key{op}{value}{end}").into_bytes());
+                    hays.push(format!("token{op}{value}={value}{end}").into_bytes());
+                }
+            }
+        }
+        let (matched, passed) = never_misses(&re, &hays);
+        // (the lines exercise both sides, or the test shows nothing)
+        assert!(matched > 1000, "only {matched} lines matched");
+        assert!(passed < hays.len(), "the precheck let every line through");
+    }
+
+    /// Real lines: every line of this crate's sources and rule files (the rules' test cases
+    /// hold many assignments of secrets), each alone and in runs of eight.
+    #[test]
+    fn real_lines_the_regex_matches_pass_the_precheck() {
+        let re = generic_keyed_secret();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in [
+            "src",
+            "src/config",
+            "src/git",
+            "rules",
+            "tests",
+            "tests/suite",
+            "examples",
+        ] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.path().is_file() {
+                    files.push(std::fs::read(entry.path()).expect("read a source file"));
+                }
+            }
+        }
+        assert!(files.len() > 20, "found only {} files", files.len());
+        let mut hays = Vec::new();
+        for data in &files {
+            let lines: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+            hays.extend(lines.iter().map(|l| l.to_vec()));
+            hays.extend(lines.chunks(8).map(|c| c.concat()));
+        }
+        let (matched, passed) = never_misses(&re, &hays);
+        assert!(matched > 100, "only {matched} real lines matched");
+        assert!(
+            passed < hays.len() / 2,
+            "the precheck let {passed} of {} lines through",
+            hays.len()
+        );
+    }
+}
