@@ -160,6 +160,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Parkable<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // the framing check has seen these bytes already: hyper now has all it saw
+                this.rest
+                    .at_rest
+                    .store(this.inner.at_rest(), Ordering::Release);
+            }
             return Poll::Ready(Ok(()));
         }
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);

@@ -319,6 +319,9 @@ where
             both.extend_from_slice(&unread);
             Bytes::from(both)
         };
+        // Dropped before the wait, not at the end of the loop's body: hyper's leftover is a
+        // view of its whole read buffer (8 KiB), which it would keep alive.
+        drop(parts.read_buf);
         drop(parts.service);
         park::count_parked();
         // hyper started its request-head timer when it began waiting, at the last byte moved
@@ -601,7 +604,9 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
             .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
             .keep_alive_interval(None)
             .serve_connection(TokioIo::new(tls), service_fn(handler));
-        let _ = until_idle(conn, last, idle).await;
+        // Boxed: an HTTP/1 tunnel's task (most tunnels) does not carry the size of an HTTP/2
+        // connection while it waits parked.
+        let _ = Box::pin(until_idle(conn, last, idle)).await;
     } else {
         serve_http1(&shared, tls, handler).await;
     }
