@@ -50,6 +50,39 @@ pub fn parked() -> u64 {
     PARKED.load(Ordering::Relaxed)
 }
 
+/// How long after a park the freed memory is handed back, so that the connections parked
+/// together (a burst of tunnels going quiet) cost one trim.
+const TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hands the pages that parked connections freed back to the kernel, once, [`TRIM_AFTER`]
+/// from now. Freed, hyper's buffers stay in the allocator's free lists between the
+/// allocations that live on (the tunnels' TLS state), so the resident memory would not fall
+/// (measured: 13.0 KB of heap per idle tunnel but 26.3 KB of RSS, as before parking). The
+/// trim runs on a blocking thread; with glibc only (other allocators: nothing).
+pub(crate) fn trim_soon() {
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    if PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async {
+        tokio::time::sleep(TRIM_AFTER).await;
+        PENDING.store(false, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(trim).await;
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: `malloc_trim` takes no pointer and only returns free memory of glibc's
+    // allocator to the kernel, under the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
+
 /// What the connection loop needs to know about a hyper connection it cannot look into.
 #[derive(Debug, Default)]
 pub(crate) struct Rest {

@@ -324,6 +324,7 @@ where
         drop(parts.read_buf);
         drop(parts.service);
         park::count_parked();
+        park::trim_soon();
         // hyper started its request-head timer when it began waiting, at the last byte moved
         let base = at_ms(last.load(Ordering::Relaxed));
         let head_deadline = base + t.request_head;
