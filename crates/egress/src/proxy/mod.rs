@@ -239,7 +239,11 @@ where
 /// framing check in front, upgrades allowed, dropped once idle, and parked between
 /// requests once quiet (hyper and its buffers dropped until the next request: see
 /// [`crate::park`]).
-async fn serve_http1<S, F, Fut>(shared: &Shared, stream: S, handler: F)
+fn serve_http1<'a, S, F, Fut>(
+    shared: &'a Shared,
+    stream: S,
+    handler: F,
+) -> impl Future<Output = ()> + Send + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -256,97 +260,102 @@ where
             Ok::<_, Infallible>(resp.map(|body| park::counted(body, busy)))
         }
     });
-    let t = shared.timeouts;
+    // Not an `async fn`: its arguments would stay in the future beside what is made of
+    // them, and a tunnel's TLS stream (rustls' connection inline) would be held twice for
+    // the tunnel's life. The block below owns the stream once.
     let mut io = StrictIo::new(stream, shared.limits);
-    let mut prefix = Bytes::new();
-    let mut head_timeout = t.request_head;
-    loop {
-        rest.set_parking(false);
-        let mut conn = Box::pin(
-            server_builder(shared)
-                .header_read_timeout(head_timeout)
-                .serve_connection(
-                    TokioIo::new(Parkable::new(io, prefix, rest.clone())),
-                    service.clone(),
-                )
-                .with_upgrades(),
-        );
-        // Run hyper until the connection ends, is idle for the idle timeout (dropped, as
-        // `until_idle` does), or is parked.
-        let mut seen = last.load(Ordering::Relaxed);
-        let mut check = at_ms(seen) + t.park;
-        let parked = loop {
-            let idle_at = at_ms(seen) + t.idle;
-            let wake = if rest.parking() {
-                idle_at
-            } else {
-                check.min(idle_at)
-            };
-            tokio::select! {
-                biased;
-                done = conn.as_mut() => break done.is_ok() && rest.parking(),
-                () = tokio::time::sleep_until(wake) => {
-                    let now = last.load(Ordering::Relaxed);
-                    if now != seen {
-                        seen = now;
-                        check = at_ms(seen) + t.park;
-                    } else if tokio::time::Instant::now() >= idle_at {
-                        return;
-                    } else if !rest.parking() && rest.parkable() {
-                        rest.set_parking(true);
-                        conn.as_mut().graceful_shutdown();
-                    } else {
-                        // something in flight without a byte moving (a slow upstream):
-                        // look again later
-                        check = tokio::time::Instant::now() + t.park;
+    async move {
+        let t = shared.timeouts;
+        let mut prefix = Bytes::new();
+        let mut head_timeout = t.request_head;
+        loop {
+            rest.set_parking(false);
+            let mut conn = Box::pin(
+                server_builder(shared)
+                    .header_read_timeout(head_timeout)
+                    .serve_connection(
+                        TokioIo::new(Parkable::new(io, prefix, rest.clone())),
+                        service.clone(),
+                    )
+                    .with_upgrades(),
+            );
+            // Run hyper until the connection ends, is idle for the idle timeout (dropped, as
+            // `until_idle` does), or is parked.
+            let mut seen = last.load(Ordering::Relaxed);
+            let mut check = at_ms(seen) + t.park;
+            let parked = loop {
+                let idle_at = at_ms(seen) + t.idle;
+                let wake = if rest.parking() {
+                    idle_at
+                } else {
+                    check.min(idle_at)
+                };
+                tokio::select! {
+                    biased;
+                    done = conn.as_mut() => break done.is_ok() && rest.parking(),
+                    () = tokio::time::sleep_until(wake) => {
+                        let now = last.load(Ordering::Relaxed);
+                        if now != seen {
+                            seen = now;
+                            check = at_ms(seen) + t.park;
+                        } else if tokio::time::Instant::now() >= idle_at {
+                            return;
+                        } else if !rest.parking() && rest.parkable() {
+                            rest.set_parking(true);
+                            conn.as_mut().graceful_shutdown();
+                        } else {
+                            // something in flight without a byte moving (a slow upstream):
+                            // look again later
+                            check = tokio::time::Instant::now() + t.park;
+                        }
                     }
                 }
+            };
+            if !parked {
+                return;
             }
-        };
-        if !parked {
-            return;
-        }
-        let Some(parts) = Pin::into_inner(conn).into_parts() else {
-            return;
-        };
-        let (strict, unread) = parts.io.into_inner().into_inner();
-        io = strict;
-        // hyper stops between requests, so it holds no bytes it read; if it did, they go first
-        prefix = if parts.read_buf.is_empty() {
-            unread
-        } else {
-            let mut both = parts.read_buf.to_vec();
-            both.extend_from_slice(&unread);
-            Bytes::from(both)
-        };
-        // Dropped before the wait, not at the end of the loop's body: hyper's leftover is a
-        // view of its whole read buffer (8 KiB), which it would keep alive.
-        drop(parts.read_buf);
-        drop(parts.service);
-        park::count_parked();
-        park::trim_soon();
-        // hyper started its request-head timer when it began waiting, at the last byte moved
-        let base = at_ms(last.load(Ordering::Relaxed));
-        let head_deadline = base + t.request_head;
-        if prefix.is_empty() {
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout_at(head_deadline.min(base + t.idle), io.read(&mut byte))
-                .await
-            {
-                // hyper: a head timeout fails the connection; idle: it is dropped
-                Err(_) => return,
-                // hyper: the end (or a failed read) between requests closes the
-                // connection cleanly
-                Ok(Ok(0) | Err(_)) => {
-                    let _ = tokio::time::timeout_at(base + t.idle, io.shutdown()).await;
-                    return;
+            let Some(parts) = Pin::into_inner(conn).into_parts() else {
+                return;
+            };
+            let (strict, unread) = parts.io.into_inner().into_inner();
+            io = strict;
+            // hyper stops between requests, so it holds no bytes it read; if it did, they go first
+            prefix = if parts.read_buf.is_empty() {
+                unread
+            } else {
+                let mut both = parts.read_buf.to_vec();
+                both.extend_from_slice(&unread);
+                Bytes::from(both)
+            };
+            // Dropped before the wait, not at the end of the loop's body: hyper's leftover is a
+            // view of its whole read buffer (8 KiB), which it would keep alive.
+            drop(parts.read_buf);
+            drop(parts.service);
+            park::count_parked();
+            park::trim_soon();
+            // hyper started its request-head timer when it began waiting, at the last byte moved
+            let base = at_ms(last.load(Ordering::Relaxed));
+            let head_deadline = base + t.request_head;
+            if prefix.is_empty() {
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout_at(head_deadline.min(base + t.idle), io.read(&mut byte))
+                    .await
+                {
+                    // hyper: a head timeout fails the connection; idle: it is dropped
+                    Err(_) => return,
+                    // hyper: the end (or a failed read) between requests closes the
+                    // connection cleanly
+                    Ok(Ok(0) | Err(_)) => {
+                        let _ = tokio::time::timeout_at(base + t.idle, io.shutdown()).await;
+                        return;
+                    }
+                    Ok(Ok(_)) => prefix = Bytes::copy_from_slice(&byte),
                 }
-                Ok(Ok(_)) => prefix = Bytes::copy_from_slice(&byte),
             }
+            head_timeout = head_deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(1));
         }
-        head_timeout = head_deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(Duration::from_millis(1));
     }
 }
 
