@@ -25,6 +25,10 @@ pub struct Timeouts {
     pub idle: Duration,
     /// A client must finish sending a request head within this.
     pub request_head: Duration,
+    /// An HTTP/1 connection (a tunnel's, or a plain one) with nothing in flight and no byte
+    /// moved for this long is parked: hyper's buffers are freed until its next request
+    /// (`park` module). Changes memory only, no deadline and no limit.
+    pub park: Duration,
 }
 
 impl Default for Timeouts {
@@ -36,6 +40,7 @@ impl Default for Timeouts {
             first_byte: Duration::from_secs(300),
             idle: Duration::from_secs(300),
             request_head: Duration::from_secs(30),
+            park: Duration::from_millis(500),
         }
     }
 }

@@ -28,6 +28,7 @@ mod grant;
 mod idle;
 pub mod log;
 pub mod net;
+mod park;
 mod proxy;
 mod routes;
 pub mod standalone;

@@ -52,6 +52,13 @@ impl<T> StrictIo<T> {
         }
     }
 
+    /// Between requests: every message read so far ended, and nothing of a next one (not
+    /// even an empty line) was read. The framing check is then in the state a new
+    /// connection starts in, and a connection in it may be parked (see [`crate::park`]).
+    pub fn at_rest(&self) -> bool {
+        self.state == State::Head && self.lines == 0 && self.line.is_empty()
+    }
+
     fn feed(&mut self, mut data: &[u8]) -> Result<(), &'static str> {
         while !data.is_empty() {
             match self.state {

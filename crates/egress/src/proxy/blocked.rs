@@ -175,7 +175,7 @@ pub(super) async fn answer_in_tunnel(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let s = shared.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>| {
         let s = s.clone();
         let (host, why) = (host.clone(), why.clone());
         async move {
@@ -196,17 +196,17 @@ pub(super) async fn answer_in_tunnel(
             };
             Ok::<_, Infallible>(ex.blocked("host-not-allowed", &why, true))
         }
-    });
+    };
     if h2 {
         let (tls, last) = Tracked::new(tls);
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
             .keep_alive_interval(None)
-            .serve_connection(TokioIo::new(tls), service);
+            .serve_connection(TokioIo::new(tls), service_fn(handler));
         let _ = until_idle(conn, last, shared.timeouts.idle).await;
     } else {
-        let _ = serve_http1(&shared, tls, service).await;
+        serve_http1(&shared, tls, handler).await;
     }
 }
 

@@ -8,6 +8,8 @@ mod forward;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,18 +18,18 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1::UpgradeableConnection;
-use hyper::service::{HttpService, service_fn};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use policy::{EgressConfig, Reason};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::body::RespBody;
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{Limits, ProxyConfig, Timeouts};
-use crate::idle::{Tracked, UntilIdle, until_idle};
+use crate::idle::{Tracked, until_idle};
 use crate::log::RequestLog;
+use crate::park::{self, Parkable, Rest};
 use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
 use crate::strict::StrictIo;
 use forward::{Exchange, forward, is_upgrade};
@@ -230,28 +232,136 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let s = shared.clone();
-    let service = service_fn(move |req| outer(s.clone(), req));
-    let _ = serve_http1(&shared, stream, service).await;
+    serve_http1(&shared, stream, move |req| outer(s.clone(), req)).await;
 }
 
 /// HTTP/1.1 on a client's stream (the outer connection, or the TLS inside a tunnel): the
-/// framing check in front, upgrades allowed, dropped once idle.
-fn serve_http1<S, Svc>(
-    shared: &Shared,
+/// framing check in front, upgrades allowed, dropped once idle, and parked between
+/// requests once quiet (hyper and its buffers dropped until the next request: see
+/// [`crate::park`]).
+fn serve_http1<'a, S, F, Fut>(
+    shared: &'a Shared,
     stream: S,
-    service: Svc,
-) -> UntilIdle<UpgradeableConnection<TokioIo<StrictIo<Tracked<S>>>, Svc>>
+    handler: F,
+) -> impl Future<Output = ()> + Send + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    Svc: HttpService<Incoming, ResBody = RespBody>,
-    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'static,
 {
     let (stream, last) = Tracked::new(stream);
-    let io = TokioIo::new(StrictIo::new(stream, shared.limits));
-    let conn = server_builder(shared)
-        .serve_connection(io, service)
-        .with_upgrades();
-    until_idle(conn, last, shared.timeouts.idle)
+    let rest = Arc::new(Rest::default());
+    let r = rest.clone();
+    let service = service_fn(move |req| {
+        let busy = r.busy();
+        let exchange = handler(req);
+        async move {
+            let resp = exchange.await?;
+            Ok::<_, Infallible>(resp.map(|body| park::counted(body, busy)))
+        }
+    });
+    // Not an `async fn`: its arguments would stay in the future beside what is made of
+    // them, and a tunnel's TLS stream (rustls' connection inline) would be held twice for
+    // the tunnel's life. The block below owns the stream once.
+    let mut io = StrictIo::new(stream, shared.limits);
+    async move {
+        let t = shared.timeouts;
+        let mut prefix = Bytes::new();
+        let mut head_timeout = t.request_head;
+        loop {
+            rest.set_parking(false);
+            let mut conn = Box::pin(
+                server_builder(shared)
+                    .header_read_timeout(head_timeout)
+                    .serve_connection(
+                        TokioIo::new(Parkable::new(io, prefix, rest.clone())),
+                        service.clone(),
+                    )
+                    .with_upgrades(),
+            );
+            // Run hyper until the connection ends, is idle for the idle timeout (dropped, as
+            // `until_idle` does), or is parked.
+            let mut seen = last.load(Ordering::Relaxed);
+            let mut check = at_ms(seen) + t.park;
+            let parked = loop {
+                let idle_at = at_ms(seen) + t.idle;
+                let wake = if rest.parking() {
+                    idle_at
+                } else {
+                    check.min(idle_at)
+                };
+                tokio::select! {
+                    biased;
+                    done = conn.as_mut() => break done.is_ok() && rest.parking(),
+                    () = tokio::time::sleep_until(wake) => {
+                        let now = last.load(Ordering::Relaxed);
+                        if now != seen {
+                            seen = now;
+                            check = at_ms(seen) + t.park;
+                        } else if tokio::time::Instant::now() >= idle_at {
+                            return;
+                        } else if !rest.parking() && rest.parkable() {
+                            rest.set_parking(true);
+                            conn.as_mut().graceful_shutdown();
+                        } else {
+                            // something in flight without a byte moving (a slow upstream):
+                            // look again later
+                            check = tokio::time::Instant::now() + t.park;
+                        }
+                    }
+                }
+            };
+            if !parked {
+                return;
+            }
+            let Some(parts) = Pin::into_inner(conn).into_parts() else {
+                return;
+            };
+            let (strict, unread) = parts.io.into_inner().into_inner();
+            io = strict;
+            // hyper stops between requests, so it holds no bytes it read; if it did, they go first
+            prefix = if parts.read_buf.is_empty() {
+                unread
+            } else {
+                let mut both = parts.read_buf.to_vec();
+                both.extend_from_slice(&unread);
+                Bytes::from(both)
+            };
+            // Dropped before the wait, not at the end of the loop's body: hyper's leftover is a
+            // view of its whole read buffer (8 KiB), which it would keep alive.
+            drop(parts.read_buf);
+            drop(parts.service);
+            park::count_parked();
+            park::trim_soon();
+            // hyper started its request-head timer when it began waiting, at the last byte moved
+            let base = at_ms(last.load(Ordering::Relaxed));
+            let head_deadline = base + t.request_head;
+            if prefix.is_empty() {
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout_at(head_deadline.min(base + t.idle), io.read(&mut byte))
+                    .await
+                {
+                    // hyper: a head timeout fails the connection; idle: it is dropped
+                    Err(_) => return,
+                    // hyper: the end (or a failed read) between requests closes the
+                    // connection cleanly
+                    Ok(Ok(0) | Err(_)) => {
+                        let _ = tokio::time::timeout_at(base + t.idle, io.shutdown()).await;
+                        return;
+                    }
+                    Ok(Ok(_)) => prefix = Bytes::copy_from_slice(&byte),
+                }
+            }
+            head_timeout = head_deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The instant of an activity mark ([`Tracked`]).
+fn at_ms(ms: u64) -> tokio::time::Instant {
+    crate::idle::epoch() + Duration::from_millis(ms)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,7 +596,7 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let idle = shared.timeouts.idle;
     let s = shared.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>| {
         let s = s.clone();
         let host = host.clone();
         async move {
@@ -494,7 +604,7 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
             let resp = Box::pin(forward(s, req, Scheme::Https, host, port)).await;
             Ok::<_, Infallible>(close_unless_switched(leaves, resp))
         }
-    });
+    };
     if h2 {
         // HTTP/2 has binary framing checked by the h2 crate (content-length against
         // data, no connection-specific headers), so the HTTP/1 framing check is not used.
@@ -503,10 +613,12 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(shared.limits.head).unwrap_or(u32::MAX))
             .keep_alive_interval(None)
-            .serve_connection(TokioIo::new(tls), service);
-        let _ = until_idle(conn, last, idle).await;
+            .serve_connection(TokioIo::new(tls), service_fn(handler));
+        // Boxed: an HTTP/1 tunnel's task (most tunnels) does not carry the size of an HTTP/2
+        // connection while it waits parked.
+        let _ = Box::pin(until_idle(conn, last, idle)).await;
     } else {
-        let _ = serve_http1(&shared, tls, service).await;
+        serve_http1(&shared, tls, handler).await;
     }
 }
 
@@ -529,13 +641,18 @@ fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
 }
 
 /// What the fuzz targets (`fuzz/`) call: the request-head decisions of the proxy, without
-/// sockets. Not an API.
+/// sockets; and a counter the tests read. Not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     use http::{HeaderMap, Method, Uri};
 
     pub use super::ConnectRefusal;
     pub use super::forward::HeadRefusal;
+
+    /// How many HTTP/1 connections were parked in this process so far (`park` module).
+    pub fn parked_connections() -> u64 {
+        crate::park::parked()
+    }
 
     /// The framing check every HTTP/1 head passes before hyper parses it.
     pub fn strict_head(head: &[u8]) -> Result<(), &'static str> {

@@ -5,6 +5,7 @@ mod dlp;
 mod forwarded;
 mod grants;
 mod http2;
+mod park;
 mod rules;
 mod safety;
 mod streaming;
