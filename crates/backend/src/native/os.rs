@@ -283,7 +283,7 @@ impl HostView for RealHost {
         })
     }
 
-    /// The walk runs on [`SCAN_THREADS`] threads sharing one stack of directories: on a cold
+    /// The walk runs on four threads (`SCAN_THREADS`) sharing one stack of directories: on a cold
     /// cache every directory read and every `stat` waits for the disk (an inode table block),
     /// and one thread issues those reads one at a time (93 ms for `/etc` and `/opt`'s 1,478
     /// entries in bench/README.md's native10 section); several keep several reads in flight.
