@@ -89,7 +89,14 @@ pub fn key(plan: &VmPlan, kernel: &Path, initramfs: &Path) -> Result<String, Str
         .map_err(|e| format!("cannot read {}: {e}", initramfs.display()))?
         .len();
     h.update(len.to_le_bytes());
-    for arg in cmdline::qemu_args(&cmdline::device_set(plan)) {
+    // TCG's translation cache is not in the saved state (QEMU translates the guest's code
+    // again after a restore), so a snapshot restores under any cache size: one snapshot,
+    // not one per `BOT_BOTTLE_QEMU_TCG_CACHE_MIB`.
+    let set = cmdline::VmPlan {
+        tcg_cache_mib: cmdline::TCG_CACHE_MIB,
+        ..cmdline::device_set(plan)
+    };
+    for arg in cmdline::qemu_args(&set) {
         h.update([0]);
         h.update(arg);
     }
@@ -599,6 +606,7 @@ mod tests {
         same.ports = vec![1, 2];
         same.workspace = "/other".into();
         same.restore = true;
+        same.tcg_cache_mib = 64;
         assert_eq!(key(&same, &kernel, &initramfs).unwrap(), k);
         for change in [
             |p: &mut VmPlan| p.cpus = 2,
