@@ -35,6 +35,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::spec::ROUTE_TABLE;
 use crate::BackendError;
 
 /// Label filters as the Engine API takes them (`{"label": ["k=v", …], …}`).
@@ -137,6 +138,12 @@ pub trait Engine: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// `GET /containers/{name}/archive?path={path}`: a tar archive of `path`.
     fn download(&self, name: &str, path: &str) -> BoxStream<'_, Result<Bytes, ApiError>>;
+    /// The IPv4 route table of the daemon's host, as the kernel prints it in
+    /// [`ROUTE_TABLE`]. Not an Engine API call: the daemon is local (the workspace and the
+    /// init are bind mounts of host paths), so its host's routes are this host's. It is here
+    /// so that the subnet choice, like every other decision of `launch`, is tested against
+    /// the fake (with canned tables) and not against the test machine's routes.
+    fn host_routes(&self) -> impl Future<Output = std::io::Result<String>> + Send;
 }
 
 impl Engine for Docker {
@@ -356,6 +363,10 @@ impl Engine for Docker {
             }),
         )
         .boxed()
+    }
+
+    async fn host_routes(&self) -> std::io::Result<String> {
+        tokio::fs::read_to_string(ROUTE_TABLE).await
     }
 }
 

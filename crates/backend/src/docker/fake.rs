@@ -1,6 +1,7 @@
 //! A recording [`Engine`] for unit tests: every call is recorded as one line
 //! (`create_container bb-x-agent`), and the answers are scripted: failures by call line,
-//! create warnings, exit codes, the sidecar's address, log output, the lists `cleanup` reads.
+//! create warnings, exit codes, the sidecar's address, log output, the lists `cleanup` reads,
+//! the host's route table (`host_routes`: canned, never the test machine's).
 //! A container without a scripted exit code runs until it is stopped or killed (then it
 //! exits 143 / 137, as dockerd reports SIGTERM / SIGKILL).
 
@@ -54,7 +55,15 @@ pub struct Script {
     /// Subnets the daemon already has a network on: a `create_network` asking for one is
     /// refused as dockerd refuses it (403, "Pool overlaps ...").
     pub taken_subnets: Vec<String>,
+    /// The host's route table (`/proc/net/route` text) `host_routes` answers; `None`: it
+    /// cannot be read (permission denied). [`RecordingEngine::new`] gives a table with no
+    /// routes (its header alone).
+    pub routes: Option<String>,
 }
+
+/// The header line of `/proc/net/route`, as the kernel prints it.
+pub const ROUTE_HEADER: &str =
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
 
 /// The recording engine; clones share one [`Script`].
 #[derive(Clone, Default)]
@@ -65,7 +74,10 @@ pub struct RecordingEngine {
 impl RecordingEngine {
     pub fn new() -> RecordingEngine {
         let engine = RecordingEngine::default();
-        engine.with(|s| s.ip = "172.30.0.2".to_owned());
+        engine.with(|s| {
+            s.ip = "172.30.0.2".to_owned();
+            s.routes = Some(ROUTE_HEADER.to_owned());
+        });
         engine
     }
 
@@ -299,5 +311,14 @@ impl Engine for RecordingEngine {
     fn download(&self, name: &str, path: &str) -> BoxStream<'_, Result<Bytes, ApiError>> {
         let result = self.record(format!("download {name} {path}"));
         futures_util::stream::iter(result.err().map(Err)).boxed()
+    }
+
+    async fn host_routes(&self) -> std::io::Result<String> {
+        self.with(|s| {
+            s.calls.push("host_routes".to_owned());
+            s.routes.clone().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied")
+            })
+        })
     }
 }

@@ -26,8 +26,9 @@ use super::client::{Engine, Filters, api_message, is_not_found, setup};
 use super::image::ImageSource;
 use super::runtime::{self, RuntimeChoice};
 use super::spec::{
-    self, AgentSettings, InternalSubnet, LABEL_IDENTITY, LABEL_LAUNCHER, LABEL_MANAGED, LABEL_ROLE,
-    Names, SidecarSpec, agent_container, firewall_container, init_config, sidecar_container,
+    self, AgentSettings, HostRoutes, InternalSubnet, LABEL_IDENTITY, LABEL_LAUNCHER, LABEL_MANAGED,
+    LABEL_ROLE, Names, ROUTE_TABLE, SidecarSpec, agent_container, firewall_container, init_config,
+    sidecar_container,
 };
 use super::{Progress, SidecarDown};
 use crate::spec::{BottleStdio, LaunchSpec, StdioMode};
@@ -231,7 +232,9 @@ async fn start_bottle<E: Engine>(
 ) -> Result<(String, AttachContainerResults), BackendError> {
     let identity = &spec.identity;
     let names = Names::new(identity);
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    // Before anything exists: without the host's routes no subnet is known to be clear of
+    // them, and the bottle is refused.
+    let routes = host_routes(docker).await?;
     let (internal, egress) = tokio::join!(
         create_internal_network(docker, identity, &settings.launcher, &routes),
         docker.create_network(spec::egress_network(identity, &settings.launcher)),
@@ -277,6 +280,27 @@ async fn start_bottle<E: Engine>(
     Ok(agent)
 }
 
+/// The stage a subnet failure is reported under.
+const SUBNET_STAGE: &str = "create the internal network";
+
+/// The host's routes ([`Engine::host_routes`]), read whole. A table that cannot be read, or
+/// not as the kernel's, refuses the bottle: an empty table in its place could put the
+/// internal network on a subnet a host route (a LAN, a VPN) covers, shadowing it for the
+/// host and handing its addresses to the bottle's network.
+async fn host_routes<E: Engine>(docker: &E) -> Result<HostRoutes, BackendError> {
+    let refused = |why: String| BackendError::Setup {
+        stage: SUBNET_STAGE.to_owned(),
+        message: format!(
+            "cannot read the host's routes from {ROUTE_TABLE}: {why}; docker bottles put their internal network on a subnet no host route covers, so none is picked without them: run bot-bottle where {ROUTE_TABLE} is the host's and readable (the docker daemon must be local)"
+        ),
+    };
+    let table = docker
+        .host_routes()
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    HostRoutes::parse(&table).map_err(|e| refused(e.to_string()))
+}
+
 /// How many subnets a bottle tries for its internal network before it gives up.
 const SUBNET_TRIES: u32 = 64;
 
@@ -287,7 +311,7 @@ async fn create_internal_network<E: Engine>(
     docker: &E,
     identity: &str,
     launcher: &str,
-    routes: &str,
+    routes: &HostRoutes,
 ) -> Result<InternalSubnet, BackendError> {
     let first = InternalSubnet::first_for(identity);
     let mut refused = 0;
@@ -302,7 +326,7 @@ async fn create_internal_network<E: Engine>(
         {
             Ok(()) => return Ok(subnet),
             Err(e) if pool_overlaps(&e) && refused + 1 < SUBNET_TRIES => refused += 1,
-            Err(e) => return Err(setup("create the internal network")(e)),
+            Err(e) => return Err(setup(SUBNET_STAGE)(e)),
         }
     }
     let ranges: Vec<String> = InternalSubnet::RANGES
@@ -310,9 +334,9 @@ async fn create_internal_network<E: Engine>(
         .map(|r| format!("{r}/16"))
         .collect();
     Err(BackendError::Setup {
-        stage: "create the internal network".to_owned(),
+        stage: SUBNET_STAGE.to_owned(),
         message: format!(
-            "every /28 of {} overlaps a host route (/proc/net/route); docker bottles need a /28 there that no route covers for their internal network",
+            "every /28 of {} overlaps a host route ({ROUTE_TABLE}); docker bottles need a /28 there that no route covers for their internal network",
             ranges.join(" and ")
         ),
     })

@@ -45,7 +45,8 @@
 //! the rules could only go in after the sidecar had started). Nothing is opened by this: the
 //! rules are the same, naming the same one address and ports, and a subnet that the daemon or
 //! the host already uses is never taken (the daemon refuses the overlap; host routes are read
-//! from `/proc/net/route`, the daemon being local). Each bottle still has its own two
+//! from `/proc/net/route`, the daemon being local, through [`client::Engine::host_routes`];
+//! a table that cannot be read whole refuses the bottle). Each bottle still has its own two
 //! networks: a network shared between bottles would let one bottle's agent reach another's
 //! sidecar, and its firewall would have to name every sidecar on it.
 //!

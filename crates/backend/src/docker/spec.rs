@@ -194,28 +194,79 @@ impl InternalSubnet {
         format!("{}/29", self.at(8))
     }
 
-    /// Whether this subnet shares an address with a host route (`/proc/net/route` lines;
-    /// default routes are not counted: they contain every address).
-    pub fn overlaps_a_route(&self, routes: &str) -> bool {
-        let ours = (u32::from(self.base), 0xffff_fff0_u32);
-        routes.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(dest), Some(mask)) = (fields.get(1), fields.get(7)) else {
-                return false;
-            };
-            // The kernel prints them in host (little-endian) byte order.
-            let (Ok(dest), Ok(mask)) = (
-                u32::from_str_radix(dest, 16).map(u32::from_be),
-                u32::from_str_radix(mask, 16).map(u32::from_be),
-            ) else {
-                return false;
-            };
+    /// Whether this subnet shares an address with a route of `routes` (default routes are
+    /// not counted: they contain every address).
+    pub fn overlaps_a_route(&self, routes: &HostRoutes) -> bool {
+        let (ours, our_mask) = (u32::from(self.base), 0xffff_fff0_u32);
+        routes.routes.iter().any(|&(dest, mask)| {
             if mask == 0 {
                 return false;
             }
-            let common = mask & ours.1;
-            dest & common == ours.0 & common
+            let common = mask & our_mask;
+            dest & common == ours & common
         })
+    }
+}
+
+/// Where the host's IPv4 routes are read from (the daemon is local: its host is this one).
+pub const ROUTE_TABLE: &str = "/proc/net/route";
+
+/// The host's IPv4 routes (destination and mask, as numbers), read from the kernel's
+/// [`ROUTE_TABLE`] text by [`HostRoutes::parse`]. A bottle's [`InternalSubnet`] must overlap
+/// none of them, so a table that cannot be read whole is an error, never an empty table: a
+/// route skipped could be the one a subnet would shadow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostRoutes {
+    routes: Vec<(u32, u32)>,
+}
+
+/// A route table that is not the kernel's [`ROUTE_TABLE`] format.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteTableError {
+    /// The first line is not the kernel's header (`Iface Destination Gateway ... Mask ...`).
+    #[error("its first line is not the kernel's route table header: `{0}`")]
+    Header(String),
+    /// A route line without a hexadecimal destination and mask where the header has them.
+    #[error("line {number} is not a route: `{line}`")]
+    Line { number: usize, line: String },
+}
+
+impl HostRoutes {
+    /// The routes of a [`ROUTE_TABLE`] text: a header naming `Destination` and `Mask` as its
+    /// second and eighth columns, then one route a line, both fields in host (little-endian)
+    /// byte order as the kernel prints them. Blank lines are allowed; anything else that is
+    /// not a route is an error naming the line.
+    pub fn parse(table: &str) -> Result<HostRoutes, RouteTableError> {
+        let mut lines = table.lines();
+        let header = lines.next().unwrap_or_default();
+        let columns: Vec<&str> = header.split_whitespace().collect();
+        if columns.first() != Some(&"Iface")
+            || columns.get(1) != Some(&"Destination")
+            || columns.get(7) != Some(&"Mask")
+        {
+            return Err(RouteTableError::Header(header.to_owned()));
+        }
+        let mut routes = Vec::new();
+        for (n, line) in lines.enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let hex = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| u32::from_str_radix(f, 16).ok())
+                    .map(u32::from_be)
+            };
+            let (Some(dest), Some(mask)) = (hex(1), hex(7)) else {
+                return Err(RouteTableError::Line {
+                    number: n + 2,
+                    line: line.to_owned(),
+                });
+            };
+            routes.push((dest, mask));
+        }
+        Ok(HostRoutes { routes })
     }
 }
 
@@ -721,6 +772,7 @@ mod tests {
         );
         let header =
             "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let parse = |table: &str| HostRoutes::parse(table).unwrap();
         // Default route via 10.0.2.2, 10.0.2.0/24, docker0 172.17.0.0/16.
         let routes = format!(
             "{header}eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
@@ -728,18 +780,54 @@ mod tests {
              docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
         );
         assert!(
-            !s.overlaps_a_route(&routes),
+            !s.overlaps_a_route(&parse(&routes)),
             "the default route counts for nothing"
         );
         // A LAN on 172.16.0.0/24 (wider than ours) and a /30 inside ours both rule it out.
         let lan = format!("{routes}eth1\t000010AC\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
-        assert!(s.overlaps_a_route(&lan));
+        assert!(s.overlaps_a_route(&parse(&lan)));
         let narrow =
             format!("{routes}tun0\t540010AC\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n");
-        assert!(s.overlaps_a_route(&narrow));
+        assert!(s.overlaps_a_route(&parse(&narrow)));
         // A neighbouring /28 does not.
         let next = format!("{routes}tun0\t600010AC\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n");
-        assert!(!s.overlaps_a_route(&next));
+        assert!(!s.overlaps_a_route(&parse(&next)));
+        // A table with no routes (a host with no IPv4 network) has its header still.
+        assert_eq!(parse(header), HostRoutes::default());
+    }
+
+    /// A route table read in part would let a subnet shadow the route left out: anything
+    /// that is not the kernel's format is refused, naming what was found.
+    #[test]
+    fn a_route_table_that_is_not_the_kernels_is_refused() {
+        let header =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT";
+        assert_eq!(
+            HostRoutes::parse(""),
+            Err(RouteTableError::Header(String::new()))
+        );
+        assert_eq!(
+            HostRoutes::parse("eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"),
+            Err(RouteTableError::Header(
+                "eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0".into()
+            ))
+        );
+        let cut = format!("{header}\neth0\t0002000A\t00000000\t0001\t0\t0\n");
+        assert_eq!(
+            HostRoutes::parse(&cut),
+            Err(RouteTableError::Line {
+                number: 2,
+                line: "eth0\t0002000A\t00000000\t0001\t0\t0".into()
+            })
+        );
+        let garbled = format!(
+            "{header}\n\neth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\ntun0\tnot-hex\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        );
+        let err = HostRoutes::parse(&garbled).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 4 is not a route: `tun0\tnot-hex\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0`"
+        );
     }
 
     #[test]

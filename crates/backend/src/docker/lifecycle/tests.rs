@@ -121,6 +121,7 @@ fn launch_creates_networks_then_the_sidecar_beside_the_agent_and_its_firewall() 
     assert_eq!(
         engine.calls(),
         lines(&[
+            "host_routes",
             "create_network bot-bottle-net-ID",
             "create_network bot-bottle-egress-ID",
             "create_container bot-bottle-sidecar-ID",
@@ -178,6 +179,16 @@ fn launch_creates_networks_then_the_sidecar_beside_the_agent_and_its_firewall() 
     assert_eq!(init.sidecar_host, sidecar_ip);
 }
 
+/// A route table with these route lines (the kernel's format, little-endian hex).
+fn table(routes: &str) -> HostRoutes {
+    HostRoutes::parse(&format!("{}{routes}", crate::docker::fake::ROUTE_HEADER)).unwrap()
+}
+
+/// `a.b.c.d` as `/proc/net/route` prints it (host byte order, little-endian here).
+fn le(a: std::net::Ipv4Addr) -> String {
+    format!("{:08X}", u32::from_le_bytes(a.octets()))
+}
+
 /// A subnet the daemon refuses (another network has it: another bottle's, or anyone's) or
 /// that a host route covers is skipped: the next one is asked for, and the sidecar's address,
 /// the firewall and the init all follow the subnet that was created.
@@ -191,12 +202,10 @@ fn the_internal_network_takes_the_next_subnet_that_is_free_on_the_daemon_and_the
     });
     // The host routes the one after it (little-endian hex, as /proc/net/route prints it).
     let routed = InternalSubnet::nth(first + 1);
-    let le = |a: std::net::Ipv4Addr| format!("{:08X}", u32::from_le_bytes(a.octets()));
-    let routes = format!(
-        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
-         eth1\t{}\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n",
+    let routes = table(&format!(
+        "eth1\t{}\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n",
         le(routed.gateway())
-    );
+    ));
     let subnet = rt()
         .block_on(create_internal_network(
             &engine,
@@ -227,11 +236,15 @@ fn the_internal_network_takes_the_next_subnet_that_is_free_on_the_daemon_and_the
     );
 
     // A host whose LAN or VPN is routed on 172.16.0.0/12: the second range.
-    let lan = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
-               tun0\t000010AC\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n";
+    let lan = "tun0\t000010AC\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n";
     let elsewhere = RecordingEngine::new();
     let subnet = rt()
-        .block_on(create_internal_network(&elsewhere, ID, "boot:4242:99", lan))
+        .block_on(create_internal_network(
+            &elsewhere,
+            ID,
+            "boot:4242:99",
+            &table(lan),
+        ))
         .unwrap();
     assert_eq!(subnet, InternalSubnet::nth(4096));
     assert_eq!(subnet.cidr(), "10.254.0.0/28");
@@ -244,7 +257,7 @@ fn the_internal_network_takes_the_next_subnet_that_is_free_on_the_daemon_and_the
             &nowhere,
             ID,
             "boot:4242:99",
-            &routed,
+            &table(&routed),
         ))
         .unwrap_err();
     assert!(
@@ -262,13 +275,102 @@ fn the_internal_network_takes_the_next_subnet_that_is_free_on_the_daemon_and_the
             .collect();
     });
     let err = rt()
-        .block_on(create_internal_network(&full, ID, "boot:4242:99", ""))
+        .block_on(create_internal_network(
+            &full,
+            ID,
+            "boot:4242:99",
+            &HostRoutes::default(),
+        ))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "could not set up the bottle (create the internal network): Pool overlaps with other one on this address space"
     );
     assert_eq!(full.calls().len(), SUBNET_TRIES as usize);
+}
+
+/// The routes `launch` avoids are the host's as the engine reads them (canned here, never
+/// the test machine's): a route over the identity's first subnet moves the bottle to the next.
+#[test]
+fn launch_puts_the_internal_network_clear_of_the_hosts_routes() {
+    let first = InternalSubnet::nth(InternalSubnet::first_for(ID));
+    let engine = RecordingEngine::new();
+    engine.with(|s| {
+        s.exits.insert(format!("bot-bottle-firewall-{ID}"), 0);
+        s.routes = Some(format!(
+            "{}tun0\t{}\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n",
+            crate::docker::fake::ROUTE_HEADER,
+            le(first.gateway())
+        ));
+    });
+    launch_with(&engine, None).unwrap();
+    let next = InternalSubnet::nth(InternalSubnet::first_for(ID) + 1);
+    let networks = engine.with(|s| s.created_networks.clone());
+    let ipam = networks[0].ipam.clone().unwrap().config.unwrap();
+    assert_eq!(ipam[0].subnet.as_deref(), Some(next.cidr().as_str()));
+    let firewall = engine.with(|s| s.created[&format!("bot-bottle-firewall-{ID}")].clone());
+    let script = firewall.cmd.unwrap_or_default().join(" ");
+    assert!(
+        script.contains(&format!("-d {}/32 -p tcp", next.sidecar())),
+        "{script}"
+    );
+}
+
+/// No subnet is picked without the host's routes: a table that cannot be read, that is not
+/// the kernel's, or whose routes cover every candidate refuses the bottle before anything
+/// is created (the failed launch's teardown by name finds nothing).
+#[test]
+fn launch_refuses_the_bottle_without_a_subnet_clear_of_the_hosts_routes() {
+    let refused = |routes: Option<String>| {
+        let engine = RecordingEngine::new();
+        engine.with(|s| s.routes = routes);
+        let err = launch_with(&engine, None).unwrap_err();
+        let calls = engine.calls();
+        assert!(
+            !calls.iter().any(|c| c.starts_with("create_container")
+                || c.starts_with("create_network bot-bottle-net-")),
+            "no internal network, no container: {calls:?}"
+        );
+        assert_eq!(calls[0], "host_routes");
+        assert_eq!(calls[calls.len() - 6..].to_vec(), lines(&TEARDOWN[..6]));
+        (err.to_string(), calls.len())
+    };
+    // Unreadable or not the kernel's: refused before anything is asked of the daemon.
+    let refused_first = |routes: Option<String>| {
+        let (err, calls) = refused(routes);
+        assert_eq!(calls, 1 + 6, "{err}");
+        err
+    };
+    assert_eq!(
+        refused_first(None),
+        "could not set up the bottle (create the internal network): cannot read the host's routes from /proc/net/route: Permission denied; docker bottles put their internal network on a subnet no host route covers, so none is picked without them: run bot-bottle where /proc/net/route is the host's and readable (the docker daemon must be local)"
+    );
+    let empty = refused_first(Some(String::new()));
+    assert!(
+        empty.contains(
+            "/proc/net/route: its first line is not the kernel's route table header: ``;"
+        ),
+        "{empty}"
+    );
+    let cut = refused_first(Some(format!(
+        "{}eth0\t0002000A\t00000000\n",
+        crate::docker::fake::ROUTE_HEADER
+    )));
+    assert!(
+        cut.contains("/proc/net/route: line 2 is not a route: `eth0\t0002000A\t00000000`;"),
+        "{cut}"
+    );
+    // Both ranges routed (a /12 over the first, a /16 over the second): the egress network,
+    // asked for beside the internal one, is removed again.
+    let (everywhere, _) = refused(Some(format!(
+        "{}tun0\t000010AC\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n\
+         tun1\t0000FE0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n",
+        crate::docker::fake::ROUTE_HEADER
+    )));
+    assert_eq!(
+        everywhere,
+        "could not set up the bottle (create the internal network): every /28 of 172.16.0.0/16 and 10.254.0.0/16 overlaps a host route (/proc/net/route); docker bottles need a /28 there that no route covers for their internal network"
+    );
 }
 
 #[test]
