@@ -13,6 +13,9 @@
 //! apply. So a runsc registered in any other mode is not chosen automatically, and naming it
 //! explicitly is refused (fail closed), with the fix.
 //!
+//! The same holds for the daemon's default runtime, which runs the agent when nothing is
+//! named: a default that is gVisor outside host network mode is refused too.
+//!
 //! `BOT_BOTTLE_DOCKER_RUNTIME` chooses explicitly (`runc` opts out of gVisor; empty or `auto`:
 //! the automatic choice). A named runtime the daemon does not list is refused before anything
 //! is created.
@@ -192,6 +195,11 @@ pub fn choose(
                 warning: None,
                 gvisor: true,
             }),
+            // The daemon's default runs the agent from here on: a gVisor default is judged as a
+            // named one is (dockerd can be told `"default-runtime": "runsc"`).
+            _ if runtimes.get(default).is_some_and(|r| r.is_gvisor(default)) => {
+                default_gvisor(runtimes, default)
+            }
             Some(registered) => Ok(Chosen {
                 runtime: None,
                 summary: format!("runtime {default} (the daemon's default)"),
@@ -217,6 +225,35 @@ pub fn choose(
             }),
         },
     }
+}
+
+/// The choice when the daemon's default runtime, `default`, is gVisor: taken (named, so
+/// that the pid limit is scaled for it) in host network mode, refused in any other (its own
+/// network stack would send the agent's packets past the bottle's firewall).
+fn default_gvisor(
+    runtimes: &BTreeMap<String, Registered>,
+    default: &str,
+) -> Result<Chosen, Refused> {
+    let mode = runtimes
+        .get(default)
+        .map(Registered::gvisor_network)
+        .unwrap_or_default();
+    if mode != "host" {
+        return Err(Refused {
+            reason: format!(
+                "dockerd's default runtime `{default}` is gVisor registered with --network={mode}: gVisor's own network stack would send the agent's packets past the bottle's firewall"
+            ),
+            fix: format!(
+                "add \"runtimeArgs\": [\"--network=host\"] to `{default}` in /etc/docker/daemon.json and reload dockerd (sudo kill -HUP $(pidof dockerd)), or set {RUNTIME_ENV}=runc"
+            ),
+        });
+    }
+    Ok(Chosen {
+        runtime: Some(default.to_owned()),
+        summary: format!("runtime {default} (gVisor, the daemon's default)"),
+        warning: None,
+        gvisor: true,
+    })
 }
 
 #[cfg(test)]
@@ -299,6 +336,61 @@ mod tests {
         assert_eq!(
             none.warning.unwrap().0,
             "gVisor (runsc) is not registered with dockerd; bottles use the daemon's default runtime"
+        );
+    }
+
+    /// With `"default-runtime"` set to a gVisor, the automatic choice's "the daemon's
+    /// default" is that gVisor: refused outside host network mode (it would bypass the
+    /// firewall), taken by name in it.
+    #[test]
+    fn auto_refuses_a_default_runtime_that_is_gvisor_outside_host_network_mode() {
+        for (name, path) in [
+            ("runsc", "/usr/bin/runsc"),
+            ("gvisor", "/usr/local/bin/runsc"),
+        ] {
+            let runtimes = daemon(&[RUNC, (name, path, &["--network=sandbox"])]);
+            let refused = choose(&RuntimeChoice::Auto, &runtimes, name).unwrap_err();
+            assert_eq!(
+                refused.reason,
+                format!(
+                    "dockerd's default runtime `{name}` is gVisor registered with --network=sandbox: gVisor's own network stack would send the agent's packets past the bottle's firewall"
+                )
+            );
+            assert!(refused.fix.contains("--network=host"), "{}", refused.fix);
+            assert!(
+                refused.fix.contains("BOT_BOTTLE_DOCKER_RUNTIME=runc"),
+                "{}",
+                refused.fix
+            );
+            // Naming runc explicitly still runs bottles on such a daemon.
+            let runc = choose(&RuntimeChoice::Named("runc".into()), &runtimes, name).unwrap();
+            assert_eq!(runc.runtime.as_deref(), Some("runc"));
+        }
+        let runtimes = daemon(&[
+            RUNC,
+            ("gvisor", "/usr/local/bin/runsc", &["--network=host"]),
+        ]);
+        assert_eq!(
+            choose(&RuntimeChoice::Auto, &runtimes, "gvisor"),
+            Ok(Chosen {
+                runtime: Some("gvisor".into()),
+                summary: "runtime gvisor (gVisor, the daemon's default)".into(),
+                warning: None,
+                gvisor: true,
+            })
+        );
+        // A runsc in host mode is still preferred to a default of another name.
+        let both = daemon(&[
+            RUNC,
+            ("runsc", "/usr/bin/runsc", &["--network=host"]),
+            ("gvisor", "/usr/local/bin/runsc", &[]),
+        ]);
+        assert_eq!(
+            choose(&RuntimeChoice::Auto, &both, "gvisor")
+                .unwrap()
+                .runtime
+                .as_deref(),
+            Some("runsc")
         );
     }
 
