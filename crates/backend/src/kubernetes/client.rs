@@ -13,7 +13,9 @@ use kube::api::{
 };
 use kube::{Api, Client};
 
-use super::cluster::{Attached, Cluster, ClusterError, PortStream, no_sandbox_api};
+use super::cluster::{
+    Attached, Cluster, ClusterError, Leftover, LeftoverKind, PortStream, no_sandbox_api,
+};
 use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
 use super::pool::{EXT_GROUP, EXT_VERSION, ExtKind};
 
@@ -337,19 +339,62 @@ impl Cluster for KubeCluster {
         }
     }
 
-    async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError> {
-        let params = DeleteParams::background();
-        let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
-        match secrets.delete(name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
-            Err(e) => return Err(self.error("delete secrets", e)),
-        }
-        let maps = Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace);
-        match maps.delete(name, &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(e) => Err(self.error("delete configmaps", e)),
+    async fn list_leftovers(&self, selector: &str) -> Result<Vec<Leftover>, ClusterError> {
+        let params = ListParams::default().labels(selector);
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .list_metadata(&params)
+            .await
+            .map_err(|e| self.error("list secrets", e))?;
+        let maps = Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+            .list_metadata(&params)
+            .await
+            .map_err(|e| self.error("list configmaps", e))?;
+        let secrets = secrets.items.into_iter().map(|s| Leftover {
+            kind: LeftoverKind::Secret,
+            metadata: s.metadata,
+        });
+        let maps = maps.items.into_iter().map(|c| Leftover {
+            kind: LeftoverKind::ConfigMap,
+            metadata: c.metadata,
+        });
+        Ok(secrets.chain(maps).collect())
+    }
+
+    async fn delete_leftover(
+        &self,
+        kind: LeftoverKind,
+        name: &str,
+        uid: &str,
+    ) -> Result<bool, ClusterError> {
+        let params = DeleteParams {
+            preconditions: uid_precondition(Some(uid)),
+            ..DeleteParams::background()
+        };
+        let deleted = match kind {
+            LeftoverKind::Secret => Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+                .delete(name, &params)
+                .await
+                .map(|_| ()),
+            LeftoverKind::ConfigMap => {
+                Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+                    .delete(name, &params)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match deleted {
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(self.replaced(kind.noun(), name, Some(uid), &status.message))
+            }
+            Err(e) => Err(self.error(
+                match kind {
+                    LeftoverKind::Secret => "delete secrets",
+                    LeftoverKind::ConfigMap => "delete configmaps",
+                },
+                e,
+            )),
         }
     }
 
@@ -394,24 +439,6 @@ impl Cluster for KubeCluster {
             .await
             .map(|list| list.items)
             .map_err(|e| self.error("list persistentvolumeclaims", e))
-    }
-
-    async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError> {
-        let list = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| self.error("list secrets", e))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|s| {
-                s.metadata
-                    .owner_references
-                    .as_ref()
-                    .is_none_or(Vec::is_empty)
-            })
-            .filter_map(|s| s.metadata.name)
-            .collect())
     }
 
     async fn port_forward(&self, name: &str, port: u16) -> Result<PortStream, ClusterError> {
@@ -520,6 +547,20 @@ impl Cluster for KubeCluster {
             }
             Err(e) => Err(self.error("delete sandboxes", e)),
         }
+    }
+
+    async fn get_sandbox(&self, name: &str) -> Result<Option<Sandbox>, ClusterError> {
+        if self.sandbox_version().await?.is_none() {
+            return Ok(None);
+        }
+        self.sandboxes()
+            .await?
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error("get sandboxes", e))?
+            .as_ref()
+            .map(from_dynamic)
+            .transpose()
     }
 
     async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError> {
@@ -1383,6 +1424,116 @@ mod tests {
                 found: "c-2".into(),
             }
         );
+        server.await.unwrap();
+    }
+
+    /// `cleanup`'s leftovers: the Secrets and ConfigMaps of the label selector, their
+    /// metadata alone (a Secret's data is not fetched), each deleted with its uid as a delete
+    /// precondition; one made again under the name (409) is refused, naming both uids.
+    #[tokio::test]
+    async fn leftovers_are_listed_by_metadata_and_deleted_with_their_uid_as_a_precondition() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            for (plural, uid) in [("secrets", "s-1"), ("configmaps", "m-1")] {
+                let (request, send) = handle.next_request().await.unwrap();
+                assert_lists_bottles(&request, &format!("/api/v1/namespaces/agents/{plural}"));
+                let accept = request.headers()[http::header::ACCEPT].to_str().unwrap();
+                assert!(accept.contains("as=PartialObjectMetadataList"), "{accept}");
+                send.send_response(json(serde_json::json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": {},
+                    "items": [{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": {"name": "bot-bottle-claude-1a2b3", "uid": uid}}],
+                })));
+            }
+            deleted_then_replaced(
+                handle,
+                "/api/v1/namespaces/agents/secrets/bot-bottle-claude-1a2b3",
+                "Secret",
+                "s",
+                None,
+            )
+            .await;
+        });
+        let listed = cluster
+            .list_leftovers("app.kubernetes.io/managed-by=bot-bottle")
+            .await
+            .unwrap();
+        let listed: Vec<(LeftoverKind, Option<String>)> = listed
+            .into_iter()
+            .map(|l| (l.kind, l.metadata.uid))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (LeftoverKind::Secret, Some("s-1".into())),
+                (LeftoverKind::ConfigMap, Some("m-1".into())),
+            ]
+        );
+        let name = "bot-bottle-claude-1a2b3";
+        assert!(
+            cluster
+                .delete_leftover(LeftoverKind::Secret, name, "s-1")
+                .await
+                .unwrap()
+        );
+        let e = cluster
+            .delete_leftover(LeftoverKind::Secret, name, "s-1")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ClusterError::ReplacedObject {
+                kind: "secret".into(),
+                name: name.into(),
+                namespace: "agents".into(),
+                recorded: "s-1".into(),
+                found: "s-2".into(),
+            }
+        );
+        server.await.unwrap();
+    }
+
+    /// A Sandbox is read by name from the served version's path; a missing one is `None`.
+    #[tokio::test]
+    async fn a_sandbox_is_read_by_name_and_a_missing_one_is_none() {
+        let (cluster, mut handle) = cluster();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+            send.send_response(json(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1beta1",
+                "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                    "kind": "Sandbox", "verbs": ["get"]}],
+            })));
+            let path = "/apis/agents.x-k8s.io/v1beta1/namespaces/agents/sandboxes";
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(request.uri().path(), format!("{path}/warm-abcde"));
+            send.send_response(json(serde_json::json!({
+                "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                "metadata": {"name": "warm-abcde", "uid": "sb-1",
+                    "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                        "kind": "SandboxClaim", "name": "bot-bottle-claude-1a2b3",
+                        "uid": "c-1", "controller": true}]},
+                "spec": {"podTemplate": {"spec": {"containers": []}}},
+            })));
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), format!("{path}/gone"));
+            send.send_response(status(
+                404,
+                "NotFound",
+                "sandboxes.agents.x-k8s.io \"gone\" not found",
+            ));
+        });
+        let sandbox = cluster.get_sandbox("warm-abcde").await.unwrap().unwrap();
+        assert_eq!(sandbox.metadata.uid.as_deref(), Some("sb-1"));
+        let owner = &sandbox.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("SandboxClaim", "c-1")
+        );
+        assert_eq!(cluster.get_sandbox("gone").await.unwrap(), None);
         server.await.unwrap();
     }
 

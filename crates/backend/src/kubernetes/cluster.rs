@@ -14,6 +14,31 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use super::objects::Sandbox;
 use super::pool::ExtKind;
 
+/// A Secret or ConfigMap as `cleanup` judges it: which of the two, and its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leftover {
+    pub kind: LeftoverKind,
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+/// The two kinds of a bottle's objects that hold its files: the Secret (the sidecar's
+/// config, keys, tokens) and the ConfigMap (the agent's files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftoverKind {
+    Secret,
+    ConfigMap,
+}
+
+impl LeftoverKind {
+    /// The API's lowercase name of the kind (`secret`, `configmap`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            LeftoverKind::Secret => "secret",
+            LeftoverKind::ConfigMap => "configmap",
+        }
+    }
+}
+
 /// What the backend asks of a cluster (one namespace). Methods are async because the real
 /// client is; the backend drives them on its own runtime.
 #[async_trait::async_trait]
@@ -48,11 +73,18 @@ pub trait Cluster: Send + Sync {
         grace: Duration,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError>;
-    /// Deletes a Secret and a ConfigMap of that name that no pod owns yet (a launch that
-    /// failed between creating them and the pod). Missing ones are not an error.
-    async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError>;
-    /// The names of our Secrets (selector) with no owner: leftovers of failed launches.
-    async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError>;
+    /// The Secrets and ConfigMaps matching a label selector, their metadata only (a
+    /// Secret's data is never read here): what `cleanup` judges as leftovers.
+    async fn list_leftovers(&self, selector: &str) -> Result<Vec<Leftover>, ClusterError>;
+    /// Deletes the Secret or ConfigMap `name` of uid `uid` (a delete precondition: one made
+    /// again under the name is refused with [`ClusterError::ReplacedObject`], not
+    /// deleted); `false` when there was none.
+    async fn delete_leftover(
+        &self,
+        kind: LeftoverKind,
+        name: &str,
+        uid: &str,
+    ) -> Result<bool, ClusterError>;
     /// The PersistentVolumeClaim by name, `None` when there is none.
     async fn get_claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ClusterError>;
     /// Creates a PersistentVolumeClaim (a bottle's home, kept for `resume`); returns it as
@@ -98,6 +130,8 @@ pub trait Cluster: Send + Sync {
         grace: Duration,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError>;
+    /// The Sandbox by name, `None` when there is none (or the API is not served).
+    async fn get_sandbox(&self, name: &str) -> Result<Option<Sandbox>, ClusterError>;
     /// The Sandboxes matching a label selector (none where the API is not served).
     async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError>;
     /// Whether the cluster serves agent-sandbox's extensions (templates, warm pools, claims)

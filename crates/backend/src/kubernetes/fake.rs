@@ -57,7 +57,8 @@ use tokio::io::DuplexStream;
 use tokio::sync::Notify;
 
 use super::cluster::{
-    Attached, Cluster, ClusterError, PodState, PortStream, no_sandbox_api, pod_state,
+    Attached, Cluster, ClusterError, Leftover, LeftoverKind, PodState, PortStream, no_sandbox_api,
+    pod_state,
 };
 use super::objects::{SANDBOX_POD_NAME, Sandbox, SandboxCondition, SandboxStatus};
 use super::pool::{self, ExtKind, SandboxClaim, SandboxTemplate, SandboxWarmPool};
@@ -123,6 +124,9 @@ struct State {
     forward_ports: BTreeMap<u16, std::net::SocketAddr>,
     /// The claim controller does not act (not running, or too slow).
     claims_held: bool,
+    /// Secrets and ConfigMaps made again under their names (a new uid) right after the
+    /// next list of them returned the old ones: a launch racing `cleanup`.
+    remade_after_list: Vec<Leftover>,
 }
 
 /// The agent container's side of an attach: what `start` writes to its stdin is read from
@@ -581,10 +585,83 @@ impl FakeCluster {
         true
     }
 
-    /// Puts a Secret there directly (a leftover of a failed launch).
-    pub fn insert_secret(&self, secret: Secret) {
+    /// Puts a Secret there directly (a leftover of a failed launch), with a uid of its own
+    /// unless it has one.
+    pub fn insert_secret(&self, mut secret: Secret) {
         let name = secret.metadata.name.clone().unwrap_or_default();
-        self.lock().secrets.insert(name, secret);
+        let mut state = self.lock();
+        FakeCluster::give_uid(&mut state, &mut secret.metadata);
+        state.secrets.insert(name, secret);
+    }
+
+    /// Puts a ConfigMap there directly, with a uid of its own unless it has one.
+    pub fn insert_config_map(&self, mut config_map: ConfigMap) {
+        let name = config_map.metadata.name.clone().unwrap_or_default();
+        let mut state = self.lock();
+        FakeCluster::give_uid(&mut state, &mut config_map.metadata);
+        state.config_maps.insert(name, config_map);
+    }
+
+    /// Makes `object` again under its name (a new uid) right after the next list of
+    /// Secrets and ConfigMaps returned the one there: what a list returned is then not
+    /// what the name holds.
+    pub fn remake_after_list(&self, object: Leftover) {
+        self.lock().remade_after_list.push(object);
+    }
+
+    /// Deletes an extension object with `propagationPolicy: Orphan` (as `kubectl delete
+    /// --cascade=orphan`): what it controls stays, its owner reference to the object gone.
+    pub fn orphan_ext(&self, kind: ExtKind, name: &str) -> bool {
+        let mut state = self.lock();
+        let Some(object) = state.ext.remove(&(kind, name.to_owned())) else {
+            return false;
+        };
+        state.version += 1;
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for sandbox in state.sandboxes.values_mut() {
+            if let Some(refs) = sandbox.metadata.owner_references.as_mut() {
+                refs.retain(|r| r.uid != uid);
+            }
+        }
+        true
+    }
+
+    fn give_uid(state: &mut State, meta: &mut ObjectMeta) {
+        if meta.uid.is_none() {
+            state.next_uid += 1;
+            meta.uid = Some(format!("uid-{}", state.next_uid));
+        }
+    }
+
+    /// Makes the objects [`FakeCluster::remake_after_list`] names again, each with a new uid.
+    fn remake_listed(state: &mut State) {
+        for Leftover { kind, mut metadata } in std::mem::take(&mut state.remade_after_list) {
+            let name = metadata.name.clone().unwrap_or_default();
+            FakeCluster::stamp(state, &mut metadata);
+            match kind {
+                LeftoverKind::Secret => {
+                    state.secrets.insert(
+                        name,
+                        Secret {
+                            metadata,
+                            ..Default::default()
+                        },
+                    );
+                }
+                LeftoverKind::ConfigMap => {
+                    state.config_maps.insert(
+                        name,
+                        ConfigMap {
+                            metadata,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
     }
 
     /// Moves a pod along, as the kubelet would (one `MODIFIED` event).
@@ -1236,12 +1313,44 @@ impl Cluster for FakeCluster {
         Ok(removed)
     }
 
-    async fn delete_leftovers(&self, name: &str) -> Result<(), ClusterError> {
-        self.call(format!("delete leftovers {name}"))?;
+    async fn list_leftovers(&self, selector: &str) -> Result<Vec<Leftover>, ClusterError> {
+        self.call(format!("list secrets {selector}"))?;
+        self.call(format!("list configmaps {selector}"))?;
         let mut state = self.lock();
-        state.secrets.remove(name);
-        state.config_maps.remove(name);
-        Ok(())
+        let secrets = selected(state.secrets.values(), selector, |o| &o.metadata)
+            .into_iter()
+            .map(|s| Leftover {
+                kind: LeftoverKind::Secret,
+                metadata: s.metadata,
+            });
+        let maps = selected(state.config_maps.values(), selector, |o| &o.metadata)
+            .into_iter()
+            .map(|c| Leftover {
+                kind: LeftoverKind::ConfigMap,
+                metadata: c.metadata,
+            });
+        let listed = secrets.chain(maps).collect();
+        FakeCluster::remake_listed(&mut state);
+        Ok(listed)
+    }
+
+    async fn delete_leftover(
+        &self,
+        kind: LeftoverKind,
+        name: &str,
+        uid: &str,
+    ) -> Result<bool, ClusterError> {
+        self.call(format!("delete {} {name}", kind.noun()))?;
+        let mut state = self.lock();
+        let found = match kind {
+            LeftoverKind::Secret => state.secrets.get(name).map(|o| o.metadata.uid.clone()),
+            LeftoverKind::ConfigMap => state.config_maps.get(name).map(|o| o.metadata.uid.clone()),
+        };
+        precondition(kind.noun(), name, Some(uid), found)?;
+        Ok(match kind {
+            LeftoverKind::Secret => state.secrets.remove(name).is_some(),
+            LeftoverKind::ConfigMap => state.config_maps.remove(name).is_some(),
+        })
     }
 
     async fn get_claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ClusterError> {
@@ -1296,22 +1405,6 @@ impl Cluster for FakeCluster {
         Ok(selected(self.lock().claims.values(), selector, |o| {
             &o.metadata
         }))
-    }
-
-    async fn unowned_secrets(&self, selector: &str) -> Result<Vec<String>, ClusterError> {
-        self.call(format!("list secrets {selector}"))?;
-        Ok(self
-            .lock()
-            .secrets
-            .iter()
-            .filter(|(_, s)| {
-                s.metadata
-                    .owner_references
-                    .as_ref()
-                    .is_none_or(Vec::is_empty)
-            })
-            .map(|(n, _)| n.clone())
-            .collect())
     }
 
     async fn port_forward(&self, name: &str, port: u16) -> Result<PortStream, ClusterError> {
@@ -1473,6 +1566,11 @@ impl Cluster for FakeCluster {
         drop(state);
         self.changed.notify_waiters();
         Ok(removed)
+    }
+
+    async fn get_sandbox(&self, name: &str) -> Result<Option<Sandbox>, ClusterError> {
+        self.call(format!("get sandbox {name}"))?;
+        Ok(self.sandbox(name))
     }
 
     async fn list_sandboxes(&self, selector: &str) -> Result<Vec<Sandbox>, ClusterError> {

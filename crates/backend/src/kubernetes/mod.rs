@@ -58,9 +58,11 @@
 //! on, and the launch's own error stays the one returned. The bottle's Secret and ConfigMap
 //! are never deleted by name on a failed launch: they are owned by the Sandbox or pod and
 //! go with it, and one of their name that is not ours (its creation refused) stays.
-//! `cleanup` pins what it judged (the pod, its Sandbox, a listed Sandbox or claim); a claim
-//! named by an orphan pod's annotation, a home claim and an unowned Secret it deletes by
-//! name.
+//! `cleanup` deletes only what it judged, each pinned by its uid: an orphan's pod and its
+//! Sandbox, the claim the pod's annotation names only when it is the one that took the pod
+//! (the controller of the pod's Sandbox; a claim made again under the name stays), a listed
+//! Sandbox or claim, a home claim, and a Secret or ConfigMap that nothing owns, of a
+//! bottle (its identity label names it) whose launcher ran here and is gone.
 //!
 //! # agent-sandbox
 //!
@@ -361,6 +363,15 @@ pub fn open(options: &OpenOptions) -> Result<Box<dyn Backend>, BackendError> {
 pub const RECORD: &str = "kubernetes.json";
 
 /// Where a bottle's pod is: what `start` records for `stop`.
+///
+/// Unknown fields are refused, and that fails closed: a record this binary cannot read
+/// whole is read as no record, and no record never reaches a pod by its name alone
+/// (`stop`, the relay's port-forward and attach refuse without [`PodRecord::pod_uid`];
+/// [`PodRecord::home_claim_state`] says [`HomeClaimState::Unknown`], so `resume` refuses an
+/// empty home; `discard` and `cleanup` leave its claim and namespace alone). Upgrades are
+/// not broken by it: every field added since the first is `#[serde(default)]`, so a newer
+/// binary reads every older record; only a downgrade meets a field it does not know, and
+/// it then refuses (saying how to reach the pod with kubectl) instead of guessing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodRecord {
@@ -1354,6 +1365,38 @@ fn sandbox_controller_uid(pod: &Pod) -> Option<String> {
         .map(|r| r.uid.clone())
 }
 
+/// The uid of the SandboxClaim `claim` if it is the one that took `pod`: the controller of
+/// the Sandbox that controls the pod, both by uid. `None` when there is none or it is not
+/// (a claim made again under the name, or one that let go of the Sandbox): it is left.
+async fn claim_of_pod(
+    cluster: &dyn Cluster,
+    pod: &Pod,
+    claim: &str,
+) -> Result<Option<String>, ClusterError> {
+    let Some(owner) = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.kind == "Sandbox" && r.controller == Some(true))
+    else {
+        return Ok(None);
+    };
+    let Some(sandbox) = cluster.get_sandbox(&owner.name).await? else {
+        return Ok(None);
+    };
+    if sandbox.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+        return Ok(None);
+    }
+    Ok(sandbox
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.kind == "SandboxClaim" && r.controller == Some(true) && r.name == claim)
+        .map(|r| r.uid.clone()))
+}
+
 /// Whether a pod is a Sandbox's (its controller reference).
 fn owned_by_sandbox(pod: &Pod) -> bool {
     sandbox_controller_uid(pod).is_some()
@@ -2092,6 +2135,19 @@ impl KubernetesBackend {
                 let sandboxed = owned_by_sandbox(pod);
                 let controller = sandbox_controller_uid(pod);
                 if !dry_run {
+                    // The claim its annotation names only as the one that took this pod
+                    // (its Sandbox's controller, by uid): one made again under the name
+                    // since is another launch's.
+                    let claim_uid = match &claim {
+                        Some(claim) => self
+                            .runtime
+                            .block_on(claim_of_pod(cluster, pod, claim))
+                            .map_err(|e| setup("cleanup", e))?,
+                        None => None,
+                    };
+                    if let (Some(claim), None) = (&claim, &claim_uid) {
+                        tracing::warn!(%claim, pod = %name, namespace = %cluster.namespace(), "cleanup leaves a claim of the orphan's claim name that did not take its pod");
+                    }
                     self.runtime
                         .block_on(delete_bottle(
                             cluster,
@@ -2103,10 +2159,8 @@ impl KubernetesBackend {
                                 // their names since.
                                 pod_uid: pod.metadata.uid.as_deref(),
                                 sandbox_uid: controller.as_deref(),
-                                // The claim its annotation names, by name (the pod does not
-                                // carry the claim's uid).
-                                claim: claim.as_deref(),
-                                claim_uid: None,
+                                claim: claim_uid.as_ref().and(claim.as_deref()),
+                                claim_uid: claim_uid.as_deref(),
                             },
                         ))
                         .map_err(|e| setup("cleanup", e))?;
@@ -2262,15 +2316,35 @@ impl KubernetesBackend {
             }
             push(CleanupAction::RemovedVolume { name });
         }
+        // Secrets and ConfigMaps no pod or Sandbox owns (what is owned goes with its owner):
+        // a bottle's own (its identity label names it) whose launcher ran here and is gone,
+        // each deleted as the object judged (its uid a delete precondition).
         let leftovers = self
             .runtime
-            .block_on(cluster.unowned_secrets(&objects::selector(None)))
+            .block_on(cluster.list_leftovers(&objects::selector(None)))
             .map_err(|e| setup("cleanup", e))?;
-        for name in leftovers {
+        for leftover in leftovers {
+            let meta = &leftover.metadata;
+            let Some(name) = meta.name.clone() else {
+                continue;
+            };
+            let bottles = identity_label(meta).is_some_and(|identity| {
+                state::Identity::parse(identity).is_ok() && objects::object_name(identity) == name
+            });
+            let unowned = meta.owner_references.as_ref().is_none_or(Vec::is_empty);
+            let Some(uid) = meta.uid.as_deref() else {
+                continue;
+            };
+            if !bottles || !unowned || !launcher_gone_here_meta(meta) {
+                continue;
+            }
             if !dry_run {
-                self.runtime
-                    .block_on(cluster.delete_leftovers(&name))
-                    .map_err(|e| setup("cleanup", e))?;
+                let deleted =
+                    self.runtime
+                        .block_on(cluster.delete_leftover(leftover.kind, &name, uid));
+                if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
+                    continue;
+                }
             }
             push(CleanupAction::RemovedContainer { name });
         }

@@ -510,6 +510,177 @@ fn foreign_pod(
     }
 }
 
+/// The metadata of bottle `identity`'s Secret or ConfigMap as its launch makes them (owned
+/// by nothing: a leftover).
+fn leftover_meta(identity: &str, launcher: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(objects::object_name(identity)),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/managed-by".into(), "bot-bottle".into()),
+            (objects::LABEL_IDENTITY.into(), identity.into()),
+        ])),
+        annotations: Some(BTreeMap::from([(
+            objects::ANNOTATION_LAUNCHER.into(),
+            launcher.into(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// A Secret and a ConfigMap no pod owns are deleted by `cleanup` only when they are a
+/// bottle's (its labels, its name) whose launcher ran on this machine and is gone, and
+/// only the object judged: a live launcher's, another machine's, an unlabelled one, one
+/// still owned (a ConfigMap sharing a leftover Secret's name), or one made again under the
+/// name after `cleanup` listed it (a delete precondition on its uid) stays.
+#[test]
+fn cleanup_deletes_only_the_leftover_secrets_and_config_maps_it_judged() {
+    let machine = machine_id();
+    if machine.is_empty() {
+        eprintln!("skipping: this machine has no /etc/machine-id, so nothing is judged");
+        return;
+    }
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    let gone = format!("{machine}/not-this-boot:4242:99");
+    let secret = |meta: ObjectMeta| Secret {
+        metadata: meta,
+        ..Default::default()
+    };
+    let config_map = |meta: ObjectMeta| k8s_openapi::api::core::v1::ConfigMap {
+        metadata: meta,
+        ..Default::default()
+    };
+    // A gone launcher's Secret and ConfigMap: both go.
+    cluster.insert_secret(secret(leftover_meta("claude-00004", &gone)));
+    cluster.insert_config_map(config_map(leftover_meta("claude-00004", &gone)));
+    // A gone launcher's Secret beside a ConfigMap of its name that a pod owns.
+    cluster.insert_secret(secret(leftover_meta("claude-00005", &gone)));
+    let mut owned = leftover_meta("claude-00005", &launcher_annotation());
+    owned.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: objects::object_name("claude-00005"),
+            uid: "uid-of-a-running-pod".into(),
+            ..Default::default()
+        },
+    ]);
+    cluster.insert_config_map(config_map(owned));
+    // A live launcher's (this process: a launch between its Secret and its pod), and
+    // another machine's.
+    cluster.insert_secret(secret(leftover_meta(
+        "claude-00006",
+        &launcher_annotation(),
+    )));
+    cluster.insert_config_map(config_map(leftover_meta(
+        "claude-00007",
+        "another-machine/b:1:1",
+    )));
+    // Not a bottle's: no labels, or labels naming another bottle than its name.
+    cluster.insert_secret(secret(ObjectMeta {
+        name: Some("bot-bottle-claude-00008".into()),
+        annotations: leftover_meta("claude-00008", &gone).annotations,
+        ..Default::default()
+    }));
+    let mut misnamed = leftover_meta("claude-00009", &gone);
+    misnamed.name = Some("team-database-credentials".into());
+    cluster.insert_secret(secret(misnamed));
+    // A gone launcher's Secret (made again below by a new launch once `cleanup` listed it).
+    cluster.insert_secret(secret(leftover_meta("claude-0000a", &gone)));
+    let backend = backend(&f, &cluster);
+    let removed = |names: &[&str]| -> Vec<CleanupAction> {
+        names
+            .iter()
+            .map(|n| CleanupAction::RemovedContainer {
+                name: format!("bot-bottle-claude-{n}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        backend.cleanup(true).unwrap(),
+        removed(&["00004", "00005", "0000a"]),
+        "the dry run lists what it would judge now"
+    );
+    assert!(
+        cluster.secret("bot-bottle-claude-00004").is_some(),
+        "dry run deleted"
+    );
+    let listed = cluster
+        .secret("bot-bottle-claude-0000a")
+        .unwrap()
+        .metadata
+        .uid;
+    cluster.remake_after_list(cluster::Leftover {
+        kind: cluster::LeftoverKind::Secret,
+        metadata: leftover_meta("claude-0000a", &launcher_annotation()),
+    });
+    assert_eq!(
+        backend.cleanup(false).unwrap(),
+        removed(&["00004", "00005"])
+    );
+    assert_eq!(cluster.secret("bot-bottle-claude-00004"), None);
+    assert_eq!(cluster.config_map("bot-bottle-claude-00004"), None);
+    assert_eq!(cluster.secret("bot-bottle-claude-00005"), None);
+    assert!(cluster.config_map("bot-bottle-claude-00005").is_some());
+    assert!(cluster.secret("bot-bottle-claude-00006").is_some());
+    assert!(cluster.config_map("bot-bottle-claude-00007").is_some());
+    assert!(cluster.secret("bot-bottle-claude-00008").is_some());
+    assert!(cluster.secret("team-database-credentials").is_some());
+    let again = cluster.secret("bot-bottle-claude-0000a").unwrap().metadata;
+    assert!(again.uid.is_some() && again.uid != listed, "{again:?}");
+    assert_eq!(
+        again.annotations.unwrap()[objects::ANNOTATION_LAUNCHER],
+        launcher_annotation()
+    );
+}
+
+/// A record with a field this binary does not know (written by a newer one) is not read
+/// in part: it is no record, so `stop` refuses to reach the pod by its name alone (the pod
+/// stays) and the home claim's state is unknown (a `resume` without it refuses).
+#[test]
+fn a_record_with_a_field_this_binary_does_not_know_refuses_instead_of_guessing() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.insert_pod(foreign_pod(
+        "claude-1a2b3",
+        &launcher_annotation(),
+        fake::agent_running(),
+    ));
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state").join("claude-1a2b3");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join(RECORD),
+        r#"{"namespace":"agents","pod_uid":"uid-claude-1a2b3","home_claim":"x","home_made":true,"pod_generation":2}"#,
+    )
+    .unwrap();
+    assert_eq!(PodRecord::read(&state), None);
+    assert_eq!(PodRecord::home_claim_state(&state), HomeClaimState::Unknown);
+    let backend = backend(&f, &cluster).with_home(home.path().to_path_buf());
+    let e = backend
+        .stop("claude-1a2b3", Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not name the pod its launch checked"),
+        "{e}"
+    );
+    assert!(cluster.pod(NAME).is_some());
+    // The same record without the unknown field is read, and `stop` deletes the pod.
+    std::fs::write(
+        state.join(RECORD),
+        r#"{"namespace":"agents","pod_uid":"uid-claude-1a2b3","home_claim":"x","home_made":true}"#,
+    )
+    .unwrap();
+    assert_eq!(PodRecord::home_claim_state(&state), HomeClaimState::Made);
+    assert!(
+        backend
+            .stop("claude-1a2b3", Duration::from_secs(1))
+            .unwrap()
+    );
+    assert_eq!(cluster.pod(NAME), None);
+}
+
 fn machine_id() -> String {
     std::fs::read_to_string("/etc/machine-id")
         .map(|s| s.trim().to_owned())
@@ -542,10 +713,7 @@ fn list_stop_and_cleanup_judge_only_this_machines_launchers() {
     ));
     // A leftover Secret of a launch that failed before its pod existed.
     cluster.insert_secret(Secret {
-        metadata: ObjectMeta {
-            name: Some("bot-bottle-claude-00004".into()),
-            ..Default::default()
-        },
+        metadata: leftover_meta("claude-00004", &format!("{machine}/not-this-boot:4242:99")),
         ..Default::default()
     });
     let backend = backend(&f, &cluster);

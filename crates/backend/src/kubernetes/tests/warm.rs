@@ -718,3 +718,47 @@ fn a_failed_warm_launch_leaves_a_claim_made_again_under_its_name() {
     assert!(again.is_some());
     assert_eq!(claim_uid(&cluster), again);
 }
+
+/// `cleanup` of an orphaned warm bottle deletes the claim its pod's annotation names only
+/// when that claim is the one that took the pod (the controller of the pod's Sandbox, by
+/// uid): a claim made again under the name (the first deleted with its Sandbox left
+/// behind, `--cascade=orphan`) is another launcher's and stays; the orphan's Sandbox and
+/// pod go.
+#[test]
+fn cleanup_of_a_warm_orphan_leaves_a_claim_made_again_under_its_claims_name() {
+    let machine = machine_id();
+    if machine.is_empty() {
+        eprintln!("skipping: this machine has no /etc/machine-id, so no pod is judged");
+        return;
+    }
+    let f = warm_fixture();
+    let (cluster, pool) = pool_cluster(&f, 1);
+    let (addr, _got, _intake) = intake();
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    let mut bottle = backend(&f, &cluster).launch_pod(&f.spec, quiet()).unwrap();
+    let pod = bottle.pod_name().to_owned();
+    cluster.patch_pod(&pod, |p| {
+        p.metadata.annotations.get_or_insert_default().insert(
+            objects::ANNOTATION_LAUNCHER.into(),
+            format!("{machine}/not-this-boot:4242:99"),
+        );
+    });
+    cluster.hold_claims();
+    assert!(cluster.orphan_ext(ExtKind::Claim, NAME));
+    assert!(cluster.sandbox(&pod).is_some());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let again = claim_made_again(&rt, &cluster, &f, &pool);
+    assert!(again.is_some());
+    let actions = backend(&f, &cluster).cleanup(false).unwrap();
+    assert!(
+        actions.contains(&CleanupAction::KilledOrphan {
+            identity: f.spec.identity.clone()
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(claim_uid(&cluster), again, "the claim made again stays");
+    assert_eq!(cluster.sandbox(&pod), None);
+    assert_eq!(cluster.pod(&pod), None);
+    bottle.remove().unwrap();
+    assert_eq!(claim_uid(&cluster), again);
+}
