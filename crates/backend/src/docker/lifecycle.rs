@@ -99,14 +99,20 @@ fn start_time(pid: u32) -> Option<String> {
 }
 
 /// Whether the launcher named by a label value is gone (an unknown label counts as alive:
-/// cleanup never kills what it cannot judge).
+/// cleanup never kills what it cannot judge). A label whose boot id or start time was not
+/// read when it was made, or a boot id not readable now, cannot be judged either: an empty
+/// field would otherwise differ from the live launcher's and pass it for gone.
 pub(crate) fn launcher_gone(label: Option<&String>) -> bool {
     let Some(label) = label else { return false };
     let mut parts = label.splitn(3, ':');
     let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    if boot != boot_id() {
+    let here = boot_id();
+    if boot.is_empty() || start.is_empty() || here.is_empty() {
+        return false;
+    }
+    if boot != here {
         return true;
     }
     let Ok(pid) = pid.parse::<u32>() else {
@@ -849,13 +855,12 @@ pub(crate) async fn stop<E: Engine>(
     grace: Duration,
 ) -> Result<bool, BackendError> {
     let names = Names::new(identity);
-    let running = docker
-        .inspect_container(&names.agent)
-        .await
-        .ok()
-        .and_then(|c| c.state)
-        .and_then(|s| s.running)
-        .unwrap_or(false);
+    // A daemon that does not answer is not "nothing ran": the bottle may run on.
+    let running = match docker.inspect_container(&names.agent).await {
+        Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
+        Err(e) if is_not_found(&e) => false,
+        Err(e) => return Err(setup("stop the bottle")(e)),
+    };
     if !running {
         return Ok(false);
     }

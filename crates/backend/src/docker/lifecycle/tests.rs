@@ -766,6 +766,46 @@ fn stop_signals_agent_then_sidecar_and_says_when_nothing_ran() {
             .block_on(stop(&gone, ID, Duration::from_secs(5)))
             .unwrap()
     );
+    let missing = RecordingEngine::new();
+    missing.with(|s| s.fail_not_found = true);
+    assert!(
+        !rt()
+            .block_on(stop(&missing, ID, Duration::from_secs(5)))
+            .unwrap()
+    );
+    // A daemon that fails to answer is said, not taken for "nothing ran".
+    let failing = RecordingEngine::new();
+    failing.with(|s| {
+        s.fail.insert(
+            format!("inspect_container bot-bottle-{ID}"),
+            "dockerd is shutting down".into(),
+        );
+    });
+    let err = rt()
+        .block_on(stop(&failing, ID, Duration::from_secs(5)))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "could not set up the bottle (stop the bottle): dockerd is shutting down"
+    );
+    assert_eq!(failing.calls(), lines(&["inspect_container bot-bottle-ID"]));
+}
+
+/// A launcher label is judged only when it is whole: this process's is alive, another
+/// boot's is gone, and one with an empty boot id or start time (unreadable when it was
+/// made) cannot be judged, so it counts as alive.
+#[test]
+fn a_launcher_label_with_an_empty_field_is_never_judged_gone() {
+    let ours = launcher_label();
+    let (boot, rest) = ours.split_once(':').unwrap();
+    let (pid, start) = rest.split_once(':').unwrap();
+    assert!(!boot.is_empty() && !start.is_empty(), "{ours}");
+    assert!(!launcher_gone(Some(&ours)));
+    assert!(launcher_gone(Some(&format!("not-this-boot:{pid}:{start}"))));
+    assert!(!launcher_gone(Some(&format!("{boot}:{pid}:"))));
+    assert!(!launcher_gone(Some(&format!(":{pid}:{start}"))));
+    assert!(!launcher_gone(None));
+    assert!(!launcher_gone(Some(&"garbage".to_owned())));
 }
 
 #[test]
