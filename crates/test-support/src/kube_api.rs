@@ -6,7 +6,8 @@
 //! It also keeps PersistentVolumeClaims ([`FakeApiServer::serve_claim`]): `GET` one, list
 //! them by label selector, `DELETE` one (gone from then on), so `bot-bottle cleanup` of a
 //! cluster bottle's home claim runs through the real client; the pod and Secret lists are
-//! the served ones (a `cleanup` sees what the test gave), and the agent-sandbox API is not
+//! the served ones (a `cleanup` sees what the test gave), the ConfigMap list is empty, and
+//! the agent-sandbox API is not
 //! served (its discovery is answered `404`, as on a cluster without it).
 //!
 //! It answers as the API server answers kube-rs (`Api::<Pod>::portforward`): a websocket
@@ -285,7 +286,7 @@ async fn handle(
             "v1",
             "namespaces",
             ns,
-            kind @ ("pods" | "secrets" | "persistentvolumeclaims"),
+            kind @ ("pods" | "secrets" | "configmaps" | "persistentvolumeclaims"),
         ] if req.method() == http::Method::GET => {
             let wanted = label_selector(&query);
             let items: Vec<serde_json::Value> = match *kind {
@@ -302,6 +303,8 @@ async fn handle(
                     })
                     .collect(),
                 "secrets" => in_namespace(&secrets, ns),
+                // None are served: `cleanup` lists them beside the Secrets.
+                "configmaps" => Vec::new(),
                 _ => in_namespace(&claims, ns),
             };
             let items: Vec<serde_json::Value> = items
@@ -315,6 +318,7 @@ async fn handle(
             let list_kind = match *kind {
                 "pods" => "PodList",
                 "secrets" => "SecretList",
+                "configmaps" => "ConfigMapList",
                 _ => "PersistentVolumeClaimList",
             };
             return Ok(json_response(&serde_json::json!({
@@ -355,7 +359,7 @@ async fn handle(
             return Ok(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "the fake API server answers pods/portforward, GET and lists of pods, secrets and claims, and DELETE of claims only",
+                "the fake API server answers pods/portforward, GET and lists of pods, secrets and claims, lists of configmaps, and DELETE of claims only",
             ));
         }
     };
