@@ -396,3 +396,34 @@ pub(crate) fn is_not_found(err: &ApiError) -> bool {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::spec::HostRoutes;
+
+    /// The real engine's route table is this kernel's, and it parses whole (the header and
+    /// every line): a kernel whose format the parser refused would refuse every bottle. No
+    /// daemon is needed: the client connects on its first request only (bollard wants the
+    /// socket's path to exist; an empty file stands in, never connected to).
+    #[test]
+    fn the_real_engine_reads_the_kernels_route_table_and_it_parses() {
+        if !std::path::Path::new(ROUTE_TABLE).exists() {
+            eprintln!("skipping: no {ROUTE_TABLE} here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        std::fs::write(&socket, b"").unwrap();
+        let docker =
+            Docker::connect_with_socket(socket.to_str().unwrap(), 1, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let table = rt.block_on(Engine::host_routes(&docker)).unwrap();
+        assert_eq!(table, std::fs::read_to_string(ROUTE_TABLE).unwrap());
+        HostRoutes::parse(&table).unwrap();
+    }
+}
