@@ -3,11 +3,11 @@
 //!
 //! Two shapes cost the proxy syscalls and task hops per byte moved, not per request:
 //!
-//! * rustls asks its transport for at most 4 KiB at a time (its deframer's read size), so a
-//!   full 16 KiB record costs four or five `read` calls. [`ReadAhead`], under rustls, reads
-//!   up to 64 KiB at once while bytes keep coming and hands them to rustls from memory;
-//!   while reads come back short (a request, a response of a few bytes) it reads straight
-//!   into rustls' buffer, as without it, and holds no memory.
+//! * rustls reads its transport into its record buffer, at most about one record (16 KiB)
+//!   per `read` (measured: 64.5 `recvfrom` per MiB of a download). [`ReadAhead`], under
+//!   rustls, reads up to 64 KiB at once while bytes keep coming and hands them to rustls
+//!   from memory (16 per MiB); while reads come back short (a request, a response of a few
+//!   bytes) it reads straight into rustls' buffer, as without it, and holds no memory.
 //! * tokio-rustls answers a read with at most one record's plaintext (16 KiB), so hyper's
 //!   client turns a download into one body frame per record, each a hop from the upstream
 //!   connection's task to the client's and one `write` of one record to the client.
