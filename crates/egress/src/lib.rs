@@ -33,6 +33,7 @@ mod proxy;
 mod routes;
 pub mod standalone;
 mod strict;
+mod tls_io;
 mod upstream;
 
 pub use body::IdleTimeout;

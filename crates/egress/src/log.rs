@@ -174,8 +174,13 @@ impl Write for MemoryWriter {
 }
 
 pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// An instant as a log line writes it; taken with `OffsetDateTime::now_utc()` where the line
+/// may never be written (formatting it is most of the cost).
+pub(crate) fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 

@@ -182,7 +182,8 @@ pub(super) async fn forward(
     port: u16,
 ) -> Response<RespBody> {
     let started = Instant::now();
-    let arrived = now_rfc3339();
+    // formatted only for the log line, which `log: all` alone writes
+    let arrived = time::OffsetDateTime::now_utc();
     let loaded = shared.routes.current();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -551,7 +552,7 @@ pub(super) async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     let guard = (loaded.log == LogMode::All).then(|| {
         let shared = shared.clone();
-        let time = arrived;
+        let time = crate::log::rfc3339(arrived);
         let rule = decision.route;
         let method = method.to_string();
         let down = down.clone();
