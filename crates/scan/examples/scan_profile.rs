@@ -12,7 +12,9 @@
 //!                                     the same with every new blob judged whole (the judge
 //!                                     before blobs were judged by what changed from the
 //!                                     parent's blob)
-//! scan_profile files <path>...        files and directories (Scanner::scan_paths)
+//! scan_profile files <path>...        files and directories (Scanner::scan_paths); with
+//!                                     SCAN_PROFILE_JSON=FILE set, the findings (secrets
+//!                                     unredacted) are written there as the JSON report
 //! scan_profile bytes <file>           one file's bytes as one fragment (Scanner::scan_bytes)
 //! ```
 //!
@@ -65,6 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "files" => {
             let paths: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
             let scan = scanner.scan_paths(&paths)?;
+            if let Some(out) = std::env::var_os("SCAN_PROFILE_JSON") {
+                std::fs::write(out, scan::render_json(&scan.findings, false))?;
+            }
             (
                 scan.findings.len(),
                 format!("{} files, {} bytes", scan.files, scan.bytes),

@@ -94,8 +94,6 @@ fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
 
 const B64: u8 = 1;
 const HEX: u8 = 2;
-/// `+`, which every code point (`U+XXXX`) holds.
-const PLUS: u8 = 4;
 /// `%` and `\`, where the escapes start.
 const ESCAPE: u8 = 8;
 
@@ -111,9 +109,6 @@ static CLASS: [u8; 256] = {
         }
         if b.is_ascii_hexdigit() {
             t[i] |= HEX;
-        }
-        if b == b'+' {
-            t[i] |= PLUS;
         }
         if b == b'%' || b == b'\\' {
             t[i] = ESCAPE;
@@ -231,7 +226,17 @@ fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
     let mut starts = Starts::new(data);
     let mut i = 0;
     while i < n {
-        if CLASS[usize::from(data[i])] & (B64 | ESCAPE) != 0 {
+        let c = CLASS[usize::from(data[i])];
+        if c & B64 != 0 {
+            // The run's end and its hex digits' end from the blocks' masks (64 bytes a step)
+            // instead of byte by byte.
+            let run_end = starts.run_end(i, |m| m.alpha);
+            i = alpha_run_step(data, i, run_end, &mut out, |start| {
+                starts.run_end(start, |m| m.hex).min(run_end)
+            });
+            continue;
+        }
+        if c & ESCAPE != 0 {
             i = candidate_step(data, i, &mut out);
             continue;
         }
@@ -278,19 +283,31 @@ fn candidate_step(data: &[u8], mut i: usize, out: &mut Vec<(Range<usize>, Encodi
         }
         return i + 1;
     }
-    // A run of the alphabet from `i`; `seen` gathers its bytes' classes.
+    // A run of the alphabet from `i`.
     let start = i;
-    let mut seen = c;
     i += 1;
-    while i < n {
-        let c = CLASS[usize::from(data[i])];
-        if c & B64 == 0 {
-            break;
-        }
-        seen |= c;
+    while i < n && CLASS[usize::from(data[i])] & B64 != 0 {
         i += 1;
     }
-    let run_end = i;
+    alpha_run_step(data, start, i, out, |start| {
+        data[start..i]
+            .iter()
+            .position(|&b| CLASS[usize::from(b)] & HEX == 0)
+            .map_or(i, |p| start + p)
+    })
+}
+
+/// The step of the candidate walk at `start`, the first byte of a run of the alphabet that
+/// ends at `run_end`; `hex_end(start)`: where the run's leading hex digits end (called for
+/// runs of 16 or more only).
+fn alpha_run_step(
+    data: &[u8],
+    start: usize,
+    run_end: usize,
+    out: &mut Vec<(Range<usize>, Encoding)>,
+    hex_end: impl FnOnce(usize) -> usize,
+) -> usize {
+    let n = data.len();
     if run_end - start >= 16 {
         // A match starts here: code points (which cannot be followed by more of the
         // alphabet, so never here in fact), else hex, else base64.
@@ -298,10 +315,7 @@ fn candidate_step(data: &[u8], mut i: usize, out: &mut Vec<(Range<usize>, Encodi
             out.push((start..e, Encoding::Unicode));
             return e;
         }
-        let hex_end = data[start..run_end]
-            .iter()
-            .position(|&b| CLASS[usize::from(b)] & HEX == 0)
-            .map_or(run_end, |p| start + p);
+        let hex_end = hex_end(start);
         if hex_end - start >= 32 {
             out.push((start..hex_end, Encoding::Hex));
             return hex_end;
@@ -315,7 +329,7 @@ fn candidate_step(data: &[u8], mut i: usize, out: &mut Vec<(Range<usize>, Encodi
     }
     // A run too short for hex or base64 (from any of its positions): only code points
     // (`U+`) can start in it.
-    if seen & PLUS != 0
+    if memchr::memchr(b'+', &data[start..run_end]).is_some()
         && let Some((k, e)) = (start..run_end)
             .filter(|&k| data[k] == b'U')
             .find_map(|k| code_points_at(data, k).map(|e| (k, e)))
@@ -350,6 +364,8 @@ struct Masks {
     escape: u64,
     /// `+`.
     plus: u64,
+    /// Hex digits (`[0-9A-Fa-f]`).
+    hex: u64,
 }
 
 impl<'a> Starts<'a> {
@@ -400,6 +416,31 @@ impl<'a> Starts<'a> {
         self.wanted = self.cur.escape | (run_starts & long as u64) | self.cur.plus;
     }
 
+    /// The first position from `i` whose byte is not in the mask `which` picks (the data's
+    /// length if none): the end of a run of the alphabet or of hex digits.
+    fn run_end(&mut self, i: usize, which: impl Fn(&Masks) -> u64) -> usize {
+        let n = self.data.len();
+        let mut block = i / 64;
+        let mut low = i % 64;
+        while block.saturating_mul(64) < n {
+            let m = if block == self.block {
+                which(&self.cur)
+            } else if self.block != usize::MAX && block == self.block + 1 {
+                which(&self.next)
+            } else {
+                which(&self.masks(block))
+            };
+            // (a short last block's masks have no bits past the data's end)
+            let gaps = !m & (u64::MAX << low);
+            if gaps != 0 {
+                return (block * 64 + gaps.trailing_zeros() as usize).min(n);
+            }
+            block += 1;
+            low = 0;
+        }
+        n
+    }
+
     /// The first position after `i` (a byte outside the alphabet) where the walk has
     /// something to do: an escape, the start of a run of 16 or more, or the start of a run
     /// holding a `+`.
@@ -433,6 +474,10 @@ impl<'a> Starts<'a> {
 fn block_masks(block: &[u8]) -> Masks {
     #[cfg(target_arch = "x86_64")]
     if let Ok(full) = <&[u8; 64]>::try_from(block) {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: this processor runs AVX2 (detected just above).
+            return unsafe { avx2::block_masks(full) };
+        }
         return block_masks_sse2(full);
     }
     block_masks_bytewise(block)
@@ -447,6 +492,7 @@ fn block_masks_bytewise(block: &[u8]) -> Masks {
         m.alpha |= u64::from(c & B64 != 0) << j;
         m.escape |= u64::from(c & ESCAPE != 0) << j;
         m.plus |= u64::from(b == b'+') << j;
+        m.hex |= u64::from(c & HEX != 0) << j;
     }
     m
 }
@@ -489,8 +535,10 @@ mod sse2 {
             // SAFETY: `part` is 16 readable bytes (`chunks_exact(16)`), and `_mm_loadu_si128`
             // reads 16 bytes at any alignment.
             let x = unsafe { _mm_loadu_si128(part.as_ptr().cast::<__m128i>()) };
-            let letters = range(_mm_or_si128(x, _mm_set1_epi8(0x20)), b'a', b'z');
+            let lower = _mm_or_si128(x, _mm_set1_epi8(0x20));
+            let letters = range(lower, b'a', b'z');
             let digits = range(x, b'0', b'9');
+            let hex = _mm_or_si128(digits, range(lower, b'a', b'f'));
             let plus = eq(x, b'+');
             let symbols = _mm_or_si128(
                 _mm_or_si128(plus, eq(x, b'/')),
@@ -502,6 +550,62 @@ mod sse2 {
             m.alpha |= u64::from(_mm_movemask_epi8(alpha) as u16) << shift;
             m.escape |= u64::from(_mm_movemask_epi8(escape) as u16) << shift;
             m.plus |= u64::from(_mm_movemask_epi8(plus) as u16) << shift;
+            m.hex |= u64::from(_mm_movemask_epi8(hex) as u16) << shift;
+        }
+        m
+    }
+}
+
+/// [`block_masks`] of 64 bytes with AVX2 (32 bytes an instruction), where the processor has
+/// it (the SSE2 version otherwise).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    use super::Masks;
+
+    /// `lo <= x <= hi` for each byte: moved so that `lo` is -128, then one signed comparison.
+    #[target_feature(enable = "avx2")]
+    fn range(x: __m256i, lo: u8, hi: u8) -> __m256i {
+        let shifted = _mm256_add_epi8(x, _mm256_set1_epi8(0x80u8.wrapping_sub(lo) as i8));
+        _mm256_cmpgt_epi8(
+            _mm256_set1_epi8(0x80u8.wrapping_add(hi - lo + 1) as i8),
+            shifted,
+        )
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn eq(x: __m256i, b: u8) -> __m256i {
+        _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b as i8))
+    }
+
+    /// The masks of 64 bytes; the caller makes sure the processor runs AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn block_masks(block: &[u8; 64]) -> Masks {
+        let mut m = Masks::default();
+        for (k, part) in block.chunks_exact(32).enumerate() {
+            // SAFETY: `part` is 32 readable bytes (`chunks_exact(32)`), and
+            // `_mm256_loadu_si256` reads 32 bytes at any alignment.
+            let x = unsafe { _mm256_loadu_si256(part.as_ptr().cast::<__m256i>()) };
+            let lower = _mm256_or_si256(x, _mm256_set1_epi8(0x20));
+            let letters = range(lower, b'a', b'z');
+            let digits = range(x, b'0', b'9');
+            let hex = _mm256_or_si256(digits, range(lower, b'a', b'f'));
+            let plus = eq(x, b'+');
+            let symbols = _mm256_or_si256(
+                _mm256_or_si256(plus, eq(x, b'/')),
+                _mm256_or_si256(eq(x, b'-'), eq(x, b'_')),
+            );
+            let alpha = _mm256_or_si256(_mm256_or_si256(letters, digits), symbols);
+            let escape = _mm256_or_si256(eq(x, b'%'), eq(x, b'\\'));
+            let shift = 32 * k;
+            m.alpha |= u64::from(_mm256_movemask_epi8(alpha) as u32) << shift;
+            m.escape |= u64::from(_mm256_movemask_epi8(escape) as u32) << shift;
+            m.plus |= u64::from(_mm256_movemask_epi8(plus) as u32) << shift;
+            m.hex |= u64::from(_mm256_movemask_epi8(hex) as u32) << shift;
         }
         m
     }
@@ -1413,6 +1517,10 @@ mod tests {
             b"0123456789abcdef0123456789abcdef0",
             b"c2VjcmV0c2VjcmV0==",
             b"==",
+            // runs across several blocks: base64, hex then letters, hex then a symbol
+            b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODkrLw",
+            b"0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdefXYZ",
+            b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-g",
         ];
         let mut rng = Rng(0x51f1_5eed_d1b3_0004);
         for case in 0..30_000 {
@@ -1431,7 +1539,7 @@ mod tests {
             );
         }
         // Runs of every length from every offset of a block, framed by quiet bytes.
-        for len in 1..80 {
+        for len in (1..80).chain([127, 128, 129, 200]) {
             for at in 0..130 {
                 for fill in [b'a', b'0', b'+', b'_'] {
                     let mut data = vec![b' '; at + len + 70];
@@ -1476,12 +1584,29 @@ mod tests {
                     block_masks_bytewise(&block),
                     "{v} at {at}"
                 );
+                assert_simd_masks(&block);
             }
         }
         for _ in 0..2000 {
             let block: Vec<u8> = (0..64).map(|_| rng.next() as u8).collect();
             assert_eq!(block_masks(&block), block_masks_bytewise(&block));
+            assert_simd_masks(&block.try_into().unwrap());
         }
+    }
+
+    /// Each SIMD version this processor runs gives the bytewise masks.
+    fn assert_simd_masks(block: &[u8; 64]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let want = block_masks_bytewise(block);
+            assert_eq!(block_masks_sse2(block), want, "sse2 {block:?}");
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected just above.
+                assert_eq!(unsafe { avx2::block_masks(block) }, want, "avx2 {block:?}");
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = block;
     }
 
     #[test]
