@@ -41,6 +41,9 @@ pub trait Os {
     fn mount_proc(&mut self, target: &Path) -> io::Result<()>;
     /// Mounts a new devpts instance.
     fn mount_devpts(&mut self, target: &Path) -> io::Result<()>;
+    /// Whether nothing is at `path` (`lstat` says it does not exist). Any other answer,
+    /// an error included, is "something may be there".
+    fn is_gone(&self, path: &Path) -> bool;
 }
 
 /// The cgroup filesystem, for the bottle's resource limits (see [`super::cgroup`]).
@@ -261,6 +264,10 @@ impl Os for RealOs {
             Some("newinstance,ptmxmode=0666,mode=0620"),
         )
         .map_err(|e| with_path(e, "mount devpts on", target))
+    }
+
+    fn is_gone(&self, path: &Path) -> bool {
+        matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
     }
 }
 
@@ -487,13 +494,27 @@ pub mod tests {
     use super::*;
 
     /// Records every call as a short line, e.g. `bind /usr /r/usr`. Cgroup reads answer
-    /// from `files` and `owners`; a write to `fail_writes_to` fails.
+    /// from `files` and `owners`; a write to `fail_writes_to` fails. A mount on a path of
+    /// `missing` fails as the kernel's does on a path that does not exist (`ENOENT`), and
+    /// `is_gone` says so for the paths of `gone` (a path can be missing without being gone:
+    /// the mount failed, then something appeared there).
     #[derive(Debug, Default)]
     pub struct RecordingOs {
         pub calls: Vec<String>,
         pub files: std::collections::BTreeMap<PathBuf, String>,
         pub owners: std::collections::BTreeMap<PathBuf, u32>,
         pub fail_writes_to: Option<PathBuf>,
+        pub missing: std::collections::BTreeSet<PathBuf>,
+        pub gone: std::collections::BTreeSet<PathBuf>,
+    }
+
+    impl RecordingOs {
+        fn mount_on(&self, target: &Path) -> io::Result<()> {
+            if self.missing.contains(target) {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            Ok(())
+        }
     }
 
     impl CgroupOs for RecordingOs {
@@ -536,12 +557,12 @@ pub mod tests {
         fn mount_tmpfs(&mut self, target: &Path, mode: u32) -> io::Result<()> {
             self.calls
                 .push(format!("tmpfs {} {mode:o}", target.display()));
-            Ok(())
+            self.mount_on(target)
         }
         fn bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
             self.calls
                 .push(format!("bind {} {}", source.display(), target.display()));
-            Ok(())
+            self.mount_on(target)
         }
         fn make_read_only(&mut self, target: &Path) -> io::Result<()> {
             self.calls.push(format!("read-only {}", target.display()));
@@ -572,6 +593,9 @@ pub mod tests {
         fn mount_devpts(&mut self, target: &Path) -> io::Result<()> {
             self.calls.push(format!("devpts {}", target.display()));
             Ok(())
+        }
+        fn is_gone(&self, path: &Path) -> bool {
+            self.gone.contains(path)
         }
     }
 

@@ -469,12 +469,16 @@ pub fn apply_below(
             }
             MountOp::MaskFile { target } => {
                 let at = under_root(root, target);
-                os.bind(null, &at)?;
+                if mask_target_gone(os.bind(null, &at), &at, os)? {
+                    continue;
+                }
                 os.make_read_only(&at)?;
             }
             MountOp::MaskDir { target } => {
                 let at = under_root(root, target);
-                os.mount_tmpfs(&at, 0o755)?;
+                if mask_target_gone(os.mount_tmpfs(&at, 0o755), &at, os)? {
+                    continue;
+                }
                 os.make_read_only(&at)?;
             }
             MountOp::Symlink { target, points_to } => {
@@ -500,6 +504,23 @@ pub fn apply_below(
         }
     }
     Ok(())
+}
+
+/// Whether a mask's mount failed only because its target has gone since the scan found it
+/// (`Ok(true)`: skip the mask), else the mount's own result. The host's `/etc` and `/opt`
+/// change while a bottle starts (a daemon's socket removed, a package's directory replaced):
+/// with nothing at the path there is nothing to hide, as for an entry made after the scan.
+/// Any other failure, or a path that is not confirmed gone, stays an error (fail closed).
+fn mask_target_gone(
+    mounted: std::io::Result<()>,
+    at: &Path,
+    os: &mut dyn Os,
+) -> std::io::Result<bool> {
+    match mounted {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && os.is_gone(at) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -866,5 +887,59 @@ mod tests {
                 "remount read-only /r",
             ]
         );
+    }
+
+    /// A masked entry removed from the host between the scan and the mounts (a daemon's
+    /// socket in `/opt`) leaves nothing to hide: its mask is skipped and the others apply.
+    /// A mount that fails for any other reason, or on a path that is not confirmed gone
+    /// (something appeared there again), refuses the bottle.
+    #[test]
+    fn a_mask_whose_target_is_gone_is_skipped_and_any_other_failure_refuses() {
+        let p = PathBuf::from;
+        let plan = vec![
+            MountOp::BindReadOnly {
+                source: p("/opt"),
+                target: p("/opt"),
+                kind: NodeKind::Dir,
+            },
+            MountOp::MaskFile {
+                target: p("/opt/d/daemon.sock"),
+            },
+            MountOp::MaskDir {
+                target: p("/opt/d/private"),
+            },
+            MountOp::MaskFile {
+                target: p("/opt/d/private.key"),
+            },
+        ];
+        let gone = [p("/r/opt/d/daemon.sock"), p("/r/opt/d/private")];
+        let mut os = RecordingOs {
+            missing: gone.iter().cloned().collect(),
+            gone: gone.iter().cloned().collect(),
+            ..RecordingOs::default()
+        };
+        apply(&plan, Path::new("/r"), &mut os).unwrap();
+        assert_eq!(
+            os.calls,
+            vec![
+                "tmpfs /r 755",
+                "mountpoint dir /r/opt",
+                "bind /opt /r/opt",
+                "read-only /r/opt",
+                "bind /dev/null /r/opt/d/daemon.sock",
+                "tmpfs /r/opt/d/private 755",
+                "bind /dev/null /r/opt/d/private.key",
+                "read-only /r/opt/d/private.key",
+            ]
+        );
+        // The mount failed with ENOENT but something is at the path now: refused.
+        for target in gone {
+            let mut os = RecordingOs {
+                missing: [target.clone()].into_iter().collect(),
+                ..RecordingOs::default()
+            };
+            let err = apply(&plan, Path::new("/r"), &mut os).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{target:?}");
+        }
     }
 }
