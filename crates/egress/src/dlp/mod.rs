@@ -27,7 +27,7 @@ pub(crate) mod window;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use policy::DlpMode;
 
@@ -154,7 +154,36 @@ pub(crate) fn scanner() -> Result<Arc<scan::Scanner>, String> {
 /// What a generation of routes looks for: the scanner's rules and its credentials.
 pub(crate) struct Detector {
     scanner: Arc<scan::Scanner>,
-    credentials: Option<AhoCorasick>,
+    credentials: Option<Credentials>,
+}
+
+/// The credentials' spellings, searched twice over: whether any occurs at all ([`Any`]:
+/// leftmost semantics, which let the crate's SIMD search serve a few patterns), and only then
+/// every occurrence, overlapping ones included (so that redaction covers the union of
+/// them). Any occurrence of any pattern is a match under either semantics, so the first
+/// search answers "none" exactly when the second would find nothing; on a body without a
+/// credential (nearly every body) the overlapping search, which walks its automaton a byte
+/// at a time wherever the prefilter's candidate bytes are common, never runs.
+struct Credentials {
+    any: Any,
+    every: AhoCorasick,
+}
+
+/// Whether any spelling occurs: Teddy (the crate's SIMD search for a few literals) where the
+/// processor and the patterns allow it, else an automaton with leftmost semantics (whose
+/// prefilter, two "rare" bytes, finds candidates at every hex digit of a JSON body).
+enum Any {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Any {
+    fn is_match(&self, data: &[u8]) -> bool {
+        match self {
+            Any::Packed(s) => s.find(data).is_some(),
+            Any::Automaton(ac) => ac.is_match(data),
+        }
+    }
 }
 
 impl std::fmt::Debug for Detector {
@@ -181,12 +210,21 @@ impl Detector {
         let credentials = if patterns.is_empty() {
             None
         } else {
-            Some(
+            let built = |kind| {
                 AhoCorasick::builder()
                     .ascii_case_insensitive(false)
+                    .match_kind(kind)
                     .build(&patterns)
-                    .map_err(|e| format!("cannot build the credential matcher: {e}"))?,
-            )
+                    .map_err(|e| format!("cannot build the credential matcher: {e}"))
+            };
+            let any = match aho_corasick::packed::Searcher::new(&patterns) {
+                Some(packed) => Any::Packed(packed),
+                None => Any::Automaton(built(MatchKind::LeftmostFirst)?),
+            };
+            Some(Credentials {
+                any,
+                every: built(MatchKind::Standard)?,
+            })
         };
         Ok(Detector {
             scanner,
@@ -197,8 +235,8 @@ impl Detector {
     /// Every secret in `data`, in order of position.
     pub(crate) fn find(&self, data: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        if let Some(ac) = &self.credentials {
-            for m in ac.find_overlapping_iter(data) {
+        if let Some(c) = self.credentials.as_ref().filter(|c| c.any.is_match(data)) {
+            for m in c.every.find_overlapping_iter(data) {
                 hits.push(Hit {
                     rule: CREDENTIAL_RULE.to_string(),
                     span: m.start()..m.end(),
@@ -432,6 +470,45 @@ mod tests {
                 (CREDENTIAL_RULE.to_string(), "tok-0123456789abcdef", true),
             ]
         );
+    }
+
+    /// Overlapping copies of credentials are each found (the quick "any at all" search
+    /// decides only whether the overlapping search runs), and a body with a near miss of
+    /// every spelling has no credential hit.
+    #[test]
+    fn overlapping_credentials_are_each_found_and_near_misses_are_not() {
+        let d = detector(&["abcdefghijklmnop", "ijklmnopqrstuvwx"]);
+        let data = "x abcdefghijklmnopqrstuvwx y";
+        let spans: Vec<&str> = d
+            .find(data.as_bytes())
+            .iter()
+            .filter(|h| h.rule == CREDENTIAL_RULE)
+            .map(|h| &data[h.span.clone()])
+            .collect();
+        assert_eq!(spans, vec!["abcdefghijklmnop", "ijklmnopqrstuvwx"]);
+        let token = "tok-0123456789abcdef";
+        let d = detector(&[token]);
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(token);
+        let hex = hex_lower(token.as_bytes());
+        for spelling in [token.to_string(), b64, hex] {
+            let cut = &spelling[..spelling.len() - 1];
+            let near = format!("{cut} {cut}");
+            assert!(
+                d.find(near.as_bytes())
+                    .iter()
+                    .all(|h| h.rule != CREDENTIAL_RULE),
+                "{near}"
+            );
+            let whole = format!("{near}{}", &spelling[spelling.len() - 1..]);
+            assert_eq!(
+                d.find(whole.as_bytes())
+                    .iter()
+                    .filter(|h| h.rule == CREDENTIAL_RULE)
+                    .count(),
+                1,
+                "{whole}"
+            );
+        }
     }
 
     #[test]
