@@ -33,7 +33,6 @@ mod proxy;
 mod routes;
 pub mod standalone;
 mod strict;
-mod tls_io;
 mod upstream;
 
 pub use body::IdleTimeout;

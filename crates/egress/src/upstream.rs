@@ -16,7 +16,6 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::{ConnectTo, Timeouts};
 use crate::net::{Resolve, forbidden_reason, parse_ip_literal};
-use crate::tls_io::{ReadAhead, ReadMore};
 
 /// Why no connection to an upstream was made.
 #[derive(Debug, thiserror::Error)]
@@ -207,20 +206,17 @@ impl Connector {
             })?,
         };
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-        let tls = tokio::time::timeout(
-            self.timeouts.tls,
-            connector.connect(name, ReadAhead::new(tcp)),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            stage: "tls handshake",
-            host: host.clone(),
-        })?
-        .map_err(|source| ConnectError::Tls {
-            host: host.clone(),
-            source,
-        })?;
-        Ok(UpstreamIo::Tls(Box::new(ReadMore::new(tls))))
+        let tls = tokio::time::timeout(self.timeouts.tls, connector.connect(name, tcp))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                stage: "tls handshake",
+                host: host.clone(),
+            })?
+            .map_err(|source| ConnectError::Tls {
+                host: host.clone(),
+                source,
+            })?;
+        Ok(UpstreamIo::Tls(Box::new(tls)))
     }
 
     fn is_loop(&self, addr: SocketAddr) -> bool {
@@ -256,14 +252,14 @@ impl tower_service::Service<Uri> for Connector {
 pub enum UpstreamIo {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS over TCP, read in larger pieces ([`crate::tls_io`]).
-    Tls(Box<ReadMore<TlsStream<ReadAhead<TcpStream>>>>),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
         match self {
-            UpstreamIo::Tls(tls) if tls.get_ref().get_ref().1.alpn_protocol() == Some(b"h2") => {
+            UpstreamIo::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
             _ => Connected::new(),

@@ -173,7 +173,7 @@ pub(super) async fn answer_in_tunnel(
     let Some(tls) = accept_tls(&shared, upgraded, &host).await else {
         return;
     };
-    let h2 = tls.get_ref().get_ref().1.alpn_protocol() == Some(b"h2");
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let s = shared.clone();
     let handler = move |req: Request<Incoming>| {
         let s = s.clone();

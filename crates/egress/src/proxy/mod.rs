@@ -32,7 +32,6 @@ use crate::log::RequestLog;
 use crate::park::{self, Parkable, Rest};
 use crate::routes::{Base, ReloadError, RoutesHandle, read_pem_certs};
 use crate::strict::StrictIo;
-use crate::tls_io::{ReadAhead, ReadMore};
 use forward::{Exchange, forward, is_upgrade};
 
 /// Host name answered by the proxy itself (`GET http://_egress.local/routes`).
@@ -568,11 +567,8 @@ async fn accept_tls(
     shared: &Shared,
     upgraded: hyper::upgrade::Upgraded,
     host: &str,
-) -> Option<ReadMore<tokio_rustls::server::TlsStream<ReadAhead<TokioIo<hyper::upgrade::Upgraded>>>>>
-{
-    // Read in larger pieces under and above rustls: the same bytes, fewer syscalls and
-    // fewer, larger body frames on uploads ([`crate::tls_io`]).
-    let io = ReadAhead::new(TokioIo::new(upgraded));
+) -> Option<tokio_rustls::server::TlsStream<TokioIo<hyper::upgrade::Upgraded>>> {
+    let io = TokioIo::new(upgraded);
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     // Anything that is not a TLS ClientHello fails here: no opaque tunnels.
     let start = tokio::time::timeout(shared.timeouts.tls, acceptor)
@@ -590,7 +586,6 @@ async fn accept_tls(
         .await
         .ok()?
         .ok()
-        .map(ReadMore::new)
 }
 
 async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
@@ -598,7 +593,7 @@ async fn tunnel(shared: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, host: S
     let Some(tls) = Box::pin(accept_tls(&shared, upgraded, &host)).await else {
         return;
     };
-    let h2 = tls.get_ref().get_ref().1.alpn_protocol() == Some(b"h2");
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let idle = shared.timeouts.idle;
     let s = shared.clone();
     let handler = move |req: Request<Incoming>| {
