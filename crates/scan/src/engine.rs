@@ -61,7 +61,9 @@ pub struct Engine {
     unconditional: Vec<usize>,
     /// For each rule, where its matches lie around its keywords (decided on first use; see
     /// the `locality` module).
-    reach: Vec<std::sync::OnceLock<Reach>>,
+    /// (and whether its matches also stay in the run of text around a keyword occurrence in
+    /// binary data: `locality::stays_in_run`)
+    reach: Vec<std::sync::OnceLock<(Reach, bool)>>,
     /// For each rule, a cheap necessary condition for its regex to match in some bytes, run
     /// before the search (see the `precheck` module).
     prechecks: Vec<Option<Precheck>>,
@@ -409,25 +411,40 @@ impl Engine {
         // The fragment's line feeds, found once when a rule first needs its lines (so that a
         // long line with many keywords is not searched again for each of them).
         let mut newlines: Option<Vec<usize>> = None;
+        // In binary data (a zero byte in it), the run of text around the last keyword
+        // occurrence, for rules whose matches stay in it (found once for the occurrences in
+        // one run: a long run may hold many).
+        let binary = memchr::memchr(0, frag.data).is_some();
+        let mut run: Range<usize> = 0..0;
         // Bytes judged for some unknown place are scanned whole: a window around a keyword
         // in a whole blob need not hold what the window in the lines a commit adds holds.
         let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
         if let Some(kw) = &self.keywords {
             for m in kw.hits(frag.data) {
                 for &r in &self.keyword_rules[m.pattern().as_usize()] {
-                    let around = match self.reach(r) {
+                    let (reach, runs) = self.locality(r);
+                    let around = match reach {
                         Reach::Fragment => None,
                         Reach::Line => Some(0),
                         Reach::Lines(n) => Some(n),
                     };
                     if let Some(around) = around {
                         let nl = newlines.get_or_insert_with(|| line_feeds(frag.data));
+                        let within = if runs && binary {
+                            if !(run.start <= m.start() && m.end() <= run.end) {
+                                run = run_around(frag.data, m.start()..m.end());
+                            }
+                            run.clone()
+                        } else {
+                            0..frag.data.len()
+                        };
                         push_lines(
                             lines[r].get_or_insert_with(Vec::new),
                             frag.data.len(),
                             nl,
                             m.start()..m.end(),
                             around,
+                            within,
                         );
                         continue;
                     }
@@ -444,6 +461,7 @@ impl Engine {
             }
         }
         let mut found: Vec<Hit> = Vec::new();
+        let mut places = Vec::new();
         for (i, (rule_regions, rule_lines)) in regions.into_iter().zip(lines).enumerate() {
             let (mut rule_regions, in_context) = match (rule_regions, rule_lines) {
                 (Some(r), _) => (r, false),
@@ -463,7 +481,35 @@ impl Engine {
             let mut locations = None;
             let precheck = self.prechecks[i];
             for region in rule_regions {
-                if precheck.is_some_and(|may_match| !may_match(&frag.data[region.clone()])) {
+                if in_context && let Some(precheck) = precheck {
+                    // Only the lines where a match may be anchored.
+                    places.clear();
+                    (precheck.places)(&frag.data[region.clone()], &mut places);
+                    let mut line = region.start..region.start;
+                    for &p in &places {
+                        let p = region.start + p;
+                        if p < line.end {
+                            continue;
+                        }
+                        let s = line_start(frag.data, p).max(region.start);
+                        let e = (line_end(frag.data, p) + 1).min(region.end);
+                        if s == line.end && !line.is_empty() {
+                            line.end = e;
+                            continue;
+                        }
+                        if !line.is_empty() {
+                            let l = &mut locations;
+                            self.scan_lines(rule, frag, line, place, &mut hits, mode, l);
+                        }
+                        line = s..e;
+                    }
+                    if !line.is_empty() {
+                        let l = &mut locations;
+                        self.scan_lines(rule, frag, line, place, &mut hits, mode, l);
+                    }
+                    continue;
+                }
+                if precheck.is_some_and(|c| !(c.may_match)(&frag.data[region.clone()])) {
                     continue;
                 }
                 if in_context {
@@ -555,13 +601,28 @@ impl Engine {
     }
 
     /// Where rule `i`'s matches lie around its keyword occurrences.
+    #[cfg(test)]
     fn reach(&self, i: usize) -> Reach {
+        self.locality(i).0
+    }
+
+    /// [`Engine::reach`], and whether rule `i`'s matches also lie in the run of text around
+    /// their keyword occurrence (see the `locality` module; keywords holding a break byte
+    /// never do).
+    fn locality(&self, i: usize) -> (Reach, bool) {
         *self.reach[i].get_or_init(|| {
             let rule = &self.rules[i];
-            rule.regex
-                .as_ref()
-                .and_then(|p| p.ascii_syntax())
-                .map_or(Reach::Fragment, |hir| locality::reach(&hir, &rule.keywords))
+            let Some(hir) = rule.regex.as_ref().and_then(|p| p.ascii_syntax()) else {
+                return (Reach::Fragment, false);
+            };
+            let reach = locality::reach(&hir, &rule.keywords);
+            let runs = reach != Reach::Fragment
+                && locality::stays_in_run(&hir)
+                && !rule
+                    .keywords
+                    .iter()
+                    .any(|k| k.bytes().any(locality::is_break));
+            (reach, runs)
         })
     }
 
@@ -1463,14 +1524,16 @@ fn push_window(v: &mut Vec<Range<usize>>, data: &[u8], start: usize, end: usize)
 }
 
 /// Adds the lines holding a keyword hit, and `around` lines before and after them (the last
-/// with its line feed), to a rule's lines, joining them to the last ones when they touch.
-/// `newlines`: the positions of the fragment's line feeds; `len`: its length.
+/// with its line feed), cut to `within`, to a rule's lines, joining them to the last ones
+/// when they touch. `newlines`: the positions of the fragment's line feeds; `len`: its
+/// length; `within`: the whole fragment, or the run of text around the hit ([`run_around`]).
 fn push_lines(
     v: &mut Vec<Range<usize>>,
     len: usize,
     newlines: &[usize],
     hit: Range<usize>,
     around: usize,
+    within: Range<usize>,
 ) {
     // the line holding the hit's start, `around` lines up
     let first = newlines
@@ -1484,10 +1547,27 @@ fn push_lines(
     // the line feed ending the line of the hit's end, `around` lines down
     let last = newlines.partition_point(|&p| p < hit.end) + around;
     let e = newlines.get(last).map_or(len, |&p| p + 1);
+    let (s, e) = (s.max(within.start), e.min(within.end));
     match v.last_mut() {
         Some(last) if last.start <= s && s <= last.end => last.end = last.end.max(e),
         _ => v.push(s..e),
     }
+}
+
+/// The run of text around `hit` in binary data: from just after the last break byte before it
+/// (or the start) to just after the first break byte after it (or the end), break bytes being
+/// `locality::is_break`. A match of a rule that stays in runs, holding `hit`, lies in it (see
+/// the `locality` module). `hit` holds no break byte (keywords that do never get here).
+fn run_around(data: &[u8], hit: Range<usize>) -> Range<usize> {
+    let start = data[..hit.start]
+        .iter()
+        .rposition(|&b| locality::is_break(b))
+        .map_or(0, |p| p + 1);
+    let end = data[hit.end..]
+        .iter()
+        .position(|&b| locality::is_break(b))
+        .map_or(data.len(), |p| hit.end + p + 1);
+    start..end
 }
 
 /// A rule's lines in order, touching ones joined.
@@ -1595,7 +1675,7 @@ mod keyword_line_tests {
         let lines = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
         let whole = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
         for cell in &whole.reach {
-            cell.set(Reach::Fragment).unwrap();
+            cell.set((Reach::Fragment, false)).unwrap();
         }
         (lines, whole)
     }
@@ -1691,6 +1771,86 @@ mod keyword_line_tests {
         let got = scan(&lines, all.as_bytes(), Mode::AnyPath);
         assert_eq!(got, scan(&whole, all.as_bytes(), Mode::AnyPath));
         assert!(got.len() > 200, "{}", got.len());
+    }
+
+    /// Binary data: each case among bytes of every value, with break bytes (zero and the
+    /// other controls, DEL) before, after and inside it, and few line feeds: rules that stay
+    /// in runs read the run around each keyword and find what the whole fragment's search
+    /// finds, in the same order; the cases' own findings are still found between breaks.
+    #[test]
+    fn runs_in_binary_data_find_what_the_whole_fragment_finds() {
+        let (lines, whole) = engines();
+        let runs: Vec<&str> = (0..lines.rules.len())
+            .filter(|&i| lines.locality(i).1)
+            .map(|i| lines.rules[i].id.as_str())
+            .collect();
+        for id in [
+            "generic-keyed-secret",
+            "generic-secret",
+            "generic-token-uuid",
+        ] {
+            assert!(runs.contains(&id), "{id} not in {runs:?}");
+        }
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut junk = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| match next() % 8 {
+                    0 | 1 => 0,
+                    2 => (next() % 32) as u8,
+                    3 => 0x7f,
+                    _ => (next() % 256) as u8,
+                })
+                .collect()
+        };
+        let mut findings = 0;
+        let mut all = Vec::new();
+        for (k, text) in case_texts().into_iter().enumerate() {
+            let t = text.as_bytes();
+            // a break byte inside the case, somewhere
+            let cut = t.len() * (k % 7 + 1) / 8;
+            let mut broken = t[..cut].to_vec();
+            broken.push([0u8, 0x01, 0x1b, 0x7f][k % 4]);
+            broken.extend_from_slice(&t[cut..]);
+            let variants: Vec<Vec<u8>> = vec![
+                [junk(40), t.to_vec(), junk(40)].concat(),
+                [
+                    junk(3),
+                    t.to_vec(),
+                    vec![0],
+                    t.to_vec(),
+                    vec![b'\n'],
+                    junk(9),
+                ]
+                .concat(),
+                [t.to_vec(), vec![0x08], junk(200), broken.clone()].concat(),
+                [junk(64), broken, t.to_vec()].concat(),
+            ];
+            for v in &variants {
+                for mode in [Mode::Exact, Mode::AnyPath] {
+                    let got = scan(&lines, v, mode);
+                    assert_eq!(
+                        got,
+                        scan(&whole, v, mode),
+                        "{:?} {mode:?}",
+                        String::from_utf8_lossy(v)
+                    );
+                    findings += got.len();
+                }
+            }
+            all.extend_from_slice(&variants[k % 4]);
+        }
+        assert!(findings > 1000, "{findings}");
+        for mode in [Mode::Exact, Mode::AnyPath] {
+            let got = scan(&lines, &all, mode);
+            assert_eq!(got, scan(&whole, &all, mode));
+            assert!(got.len() > 200, "{}", got.len());
+        }
     }
 
     /// Each case with its assignment spread over line feeds (9, 10 and 11 before and after

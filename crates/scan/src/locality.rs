@@ -28,6 +28,16 @@
 //! whole fragment: before the region's end the bytes are the same, and the region's end (after
 //! the line feed) is reached only by the final class taking that line feed, after which the
 //! regex asserts nothing.
+//!
+//! **Runs in binary data.** Binary files are scanned too, and their line feeds are few: a
+//! keyword's line there is often most of the file, and every rule it wakes read all of it.
+//! A rule whose regex cannot match a *break* byte ([`is_break`]: the C0 controls other than
+//! the whitespace ones, and DEL), except as its last byte as above, has every match inside
+//! the run of non-break bytes around its keyword (and that run's closing break byte); the
+//! engine cuts such a rule's lines at the breaks around each keyword occurrence
+//! ([`stays_in_run`]). The region then starts just after a break byte or at a line start, and
+//! ends just after a break byte or a line feed: the same argument holds with the break byte
+//! in the line feed's place.
 
 use regex_syntax::hir::{Class, Hir, HirKind};
 
@@ -124,17 +134,58 @@ fn can_match_line_feed(hir: &Hir) -> bool {
 /// Whether a match of `hir` holds a line feed only as its last byte: nothing can match one
 /// but a single character class with nothing after it.
 fn line_feed_only_last(hir: &Hir) -> bool {
+    only_last(hir, &can_match_line_feed)
+}
+
+/// Whether a match of `hir` holds a byte `can_match` stands for only as its last byte:
+/// nothing can match one but a single character class with nothing after it.
+fn only_last(hir: &Hir, can_match: &dyn Fn(&Hir) -> bool) -> bool {
     match hir.kind() {
         HirKind::Class(_) => true,
-        HirKind::Capture(c) => line_feed_only_last(&c.sub),
-        HirKind::Alternation(hs) => hs.iter().all(line_feed_only_last),
+        HirKind::Capture(c) => only_last(&c.sub, can_match),
+        HirKind::Alternation(hs) => hs.iter().all(|h| only_last(h, can_match)),
         HirKind::Concat(hs) => match hs.split_last() {
-            Some((last, init)) => {
-                !init.iter().any(can_match_line_feed) && line_feed_only_last(last)
-            }
+            Some((last, init)) => !init.iter().any(can_match) && only_last(last, can_match),
             None => true,
         },
-        _ => !can_match_line_feed(hir),
+        _ => !can_match(hir),
+    }
+}
+
+/// A byte that breaks a run of text in binary data: a C0 control other than tab, line feed,
+/// vertical tab, form feed and carriage return (which text holds, and `\s` matches), or DEL.
+pub(crate) fn is_break(b: u8) -> bool {
+    matches!(b, 0x00..=0x08 | 0x0e..=0x1f | 0x7f)
+}
+
+/// Whether every match of `hir` (parsed with Unicode mode off) holds a break byte
+/// ([`is_break`]) only as its last byte: its match lies in the run of non-break bytes around
+/// any of its bytes, and that run's closing break byte.
+pub(crate) fn stays_in_run(hir: &Hir) -> bool {
+    only_last(hir, &can_match_break)
+}
+
+/// Whether `hir` can match a break byte anywhere.
+fn can_match_break(hir: &Hir) -> bool {
+    let ranges = |lo: u32, hi: u32| {
+        [(0x00, 0x08), (0x0e, 0x1f), (0x7f, 0x7f)]
+            .iter()
+            .any(|&(a, b)| lo <= b && a <= hi)
+    };
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(lit) => lit.0.iter().any(|&b| is_break(b)),
+        HirKind::Class(Class::Bytes(c)) => c
+            .ranges()
+            .iter()
+            .any(|r| ranges(u32::from(r.start()), u32::from(r.end()))),
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .any(|r| ranges(u32::from(r.start()), u32::from(r.end()))),
+        HirKind::Repetition(r) => r.max != Some(0) && can_match_break(&r.sub),
+        HirKind::Capture(c) => can_match_break(&c.sub),
+        HirKind::Concat(hs) | HirKind::Alternation(hs) => hs.iter().any(can_match_break),
     }
 }
 
@@ -319,6 +370,37 @@ mod tests {
         assert!(local(r"(?i)token=([0-9a-f]{8})(?:[^0-9a-f]|$)", &["token"]));
         // case folding through a prefix the regex factors out
         assert!(local(r"(?i)pass(?:word|wd)=(\S+)", &["passw"]));
+    }
+
+    fn in_run(pattern: &str) -> bool {
+        let hir = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .unwrap();
+        stays_in_run(&hir)
+    }
+
+    #[test]
+    fn matches_that_cannot_hold_a_break_byte_stay_in_runs() {
+        assert!(in_run(r"(?i)[\w.-]*(?:key|token)[\w.-]*[ \t]*=[ \t]*(\w+)"));
+        // whitespace, line feeds included, is not a break
+        assert!(in_run(r"token\s{0,10}=\s{0,10}(\w+)"));
+        // a final class may take one, as it may take the line feed
+        assert!(in_run(r"(?i)token=([0-9a-f]{8})(?:[^0-9a-f]|$)"));
+        // `.` and negated classes can match a zero byte, DEL or ESC
+        assert!(!in_run(r"token.{0,40}=(\w+)"));
+        assert!(!in_run(r"token=[^;]+;"));
+        assert!(!in_run(r"token=\x00(\w+)"));
+        assert!(!in_run(r"token=[\x7f]?(\w+)"));
+        assert!(!in_run(r"token=[\x1b]?(\w+)"));
+        // a class that may take one, then more
+        assert!(!in_run(r"token=([^a]\w+)"));
+        assert!(is_break(0) && is_break(0x08) && is_break(0x0e) && is_break(0x1f));
+        assert!(is_break(0x7f));
+        assert!(!(0x09..=0x0d).any(is_break) && !(0x20..0x7f).any(is_break));
+        assert!(!(0x80..=0xff).any(is_break));
     }
 
     #[test]

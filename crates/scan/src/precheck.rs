@@ -19,13 +19,25 @@
 /// checks that they are the same text).
 pub(crate) const GENERIC_KEYED_SECRET: &str = r#"(?im)[\w.-]*(?:key|api|auth|access|token|secret|credential|creds|passw(?:or)?d|pwd)[\w.-]*[ \t]{0,3}["']?[ \t]{0,3}(?:=|:=|::=|:|=>|\?=|\|\|=)[ \t]{0,5}[`'"]?([A-Za-z0-9_.~+/=-]{12,150})(?:[`'"\s;,)\]}]|\\[nrt]|$)"#;
 
-/// A necessary condition for a regex to match somewhere in some bytes (searched alone: their
-/// end is the haystack's end).
-pub(crate) type Precheck = fn(&[u8]) -> bool;
+/// A necessary condition for a regex to match in some bytes (searched alone: their end is the
+/// haystack's end), and the places it leaves: every match of the regex in the bytes lies on a
+/// line that holds one of them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Precheck {
+    /// Whether the regex may match somewhere in the bytes.
+    pub(crate) may_match: fn(&[u8]) -> bool,
+    /// Appends, in ascending order, the positions in the bytes where a match may be anchored
+    /// (for [`GENERIC_KEYED_SECRET`]: its operator's last byte). The line of each match of the
+    /// regex holds one of them; where none is appended, the regex matches nowhere.
+    pub(crate) places: fn(&[u8], &mut Vec<usize>),
+}
 
 /// The precheck for a rule's regex, if there is one for exactly this text.
 pub(crate) fn for_pattern(pattern: &str) -> Option<Precheck> {
-    (pattern == GENERIC_KEYED_SECRET).then_some(keyed_value_may_match as Precheck)
+    (pattern == GENERIC_KEYED_SECRET).then_some(Precheck {
+        may_match: keyed_value_may_match,
+        places: keyed_value_places,
+    })
 }
 
 /// A byte of the value class `[A-Za-z0-9_.~+/=-]` (ASCII; under `(?i)` with Unicode mode on,
@@ -72,6 +84,24 @@ fn may_end_value(hay: &[u8], e: usize) -> bool {
 /// end where a value may end (any shorter match would end on a value byte, which ends
 /// nothing). Where the walk meets a non-ASCII byte it lets the regex decide.
 pub(crate) fn keyed_value_may_match(hay: &[u8]) -> bool {
+    keyed_value_walk(hay, |_| false)
+}
+
+/// [`keyed_value_may_match`]'s walk, every place kept: the position of each operator byte
+/// whose value may match (or where the walk met a non-ASCII byte and lets the regex decide).
+/// A match's operator is always one of them (the operators the walk passes over lie on the
+/// same line as one it judged, and cannot end a match's operator, as said below), and a
+/// match holds no line feed before its value's end: its line holds its operator.
+pub(crate) fn keyed_value_places(hay: &[u8], out: &mut Vec<usize>) {
+    keyed_value_walk(hay, |op| {
+        out.push(op);
+        true
+    });
+}
+
+/// The walk of [`keyed_value_may_match`]: calls `place` with each operator byte whose value
+/// may match, in order, and goes on while it returns true. Returns whether it was stopped.
+fn keyed_value_walk(hay: &[u8], mut place: impl FnMut(usize) -> bool) -> bool {
     let mut from = 0;
     while let Some(p) = memchr::memchr3(b'=', b':', b'>', &hay[from..]) {
         let op = from + p;
@@ -91,11 +121,17 @@ pub(crate) fn keyed_value_may_match(hay: &[u8]) -> bool {
             e += 1;
         }
         if hay.get(e).is_some_and(|&b| b >= 0x80) {
-            return true;
+            if !place(op) {
+                return true;
+            }
+            continue;
         }
         let len = e - s;
         if (12..=150).contains(&len) && may_end_value(hay, e) {
-            return true;
+            if !place(op) {
+                return true;
+            }
+            continue;
         }
         // An operator byte inside this run but not its last (only `=` is a value byte) starts
         // a value right after it, one that ends where this one ends, shorter: it fails as this
@@ -145,6 +181,39 @@ mod tests {
             passed += usize::from(p);
         }
         (matched, passed)
+    }
+
+    /// Every match of the regex in each of `hays` (searched as the engine searches a rule's
+    /// lines: one after another through the bytes) lies on a line holding a place; and
+    /// runs of the hays joined by line feeds, so that places and matches fall on many lines.
+    fn places_hold_every_match(re: &regex::bytes::Regex, hays: &[Vec<u8>]) {
+        let joined: Vec<Vec<u8>> = hays.chunks(5).map(|c| c.join(&b'\n')).collect();
+        let mut places = Vec::new();
+        for hay in hays.iter().chain(&joined) {
+            places.clear();
+            keyed_value_places(hay, &mut places);
+            assert!(
+                places.windows(2).all(|w| w[0] < w[1]),
+                "places out of order"
+            );
+            assert_eq!(!places.is_empty(), keyed_value_may_match(hay));
+            for m in re.find_iter(hay) {
+                let line_start = hay[..m.start()]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1);
+                let line_end = hay[m.start()..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(hay.len(), |p| m.start() + p);
+                assert!(
+                    places.iter().any(|&p| line_start <= p && p < line_end),
+                    "no place on the line of {:?} in {:?}",
+                    String::from_utf8_lossy(m.as_bytes()),
+                    String::from_utf8_lossy(hay)
+                );
+            }
+        }
     }
 
     #[test]
@@ -242,6 +311,7 @@ mod tests {
             }
         }
         let (matched, passed) = never_misses(&re, &hays);
+        places_hold_every_match(&re, &hays);
         // (the lines exercise both sides, or the test shows nothing)
         assert!(matched > 1000, "only {matched} lines matched");
         assert!(passed < hays.len(), "the precheck let every line through");
@@ -280,6 +350,7 @@ mod tests {
             hays.extend(lines.chunks(8).map(|c| c.concat()));
         }
         let (matched, passed) = never_misses(&re, &hays);
+        places_hold_every_match(&re, &hays);
         assert!(matched > 100, "only {matched} real lines matched");
         assert!(
             passed < hays.len() / 2,
