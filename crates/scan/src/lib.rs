@@ -610,13 +610,17 @@ impl Scanner {
             path: path.to_path_buf(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if meta.len() > self.options.max_file_size {
-            return skipped(format!("larger than {} bytes", self.options.max_file_size));
-        }
         // Bounded: a path named on the command line may be a FIFO or `/dev/zero`, whose
-        // length says nothing about what a read returns.
-        let data = match state::read::read_limited(path, self.options.max_file_size) {
+        // length says nothing about what a read returns. (The reader looks at the path before
+        // opening it and at the open descriptor: a file over the limit is refused there, not
+        // by a look of our own, which cost one more system call per file.)
+        let read = if explicit {
+            state::read::read_limited
+        } else {
+            // (a walk's entry, seen as a regular file, not a symbolic link)
+            state::read::read_walked_file
+        };
+        let data = match read(path, self.options.max_file_size) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
                 return skipped(format!("larger than {} bytes", self.options.max_file_size));
