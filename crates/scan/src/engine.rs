@@ -411,16 +411,25 @@ impl Engine {
         // The fragment's line feeds, found once when a rule first needs its lines (so that a
         // long line with many keywords is not searched again for each of them).
         let mut newlines: Option<Vec<usize>> = None;
-        // In binary data (a zero byte in it), the run of text around the last keyword
+        // In binary data (a break byte in it, seen with the line feeds), the run of text
+        // around the last keyword
         // occurrence, for rules whose matches stay in it (found once for the occurrences in
         // one run: a long run may hold many).
-        let binary = memchr::memchr(0, frag.data).is_some();
+        let mut binary = false;
         let mut run: Range<usize> = 0..0;
+        // Where the last hit's end is among the line feeds (how many lie before it): hits
+        // come in the order of their ends, so it moves forward (one binary search per hit
+        // and rule was 8% of a registry scan's samples).
+        let mut cursor = 0;
+        let mut last_end = 0;
         // Bytes judged for some unknown place are scanned whole: a window around a keyword
         // in a whole blob need not hold what the window in the lines a commit adds holds.
         let windowed = mode == Mode::Exact && frag.data.len() >= WINDOW_MIN_FRAGMENT;
         if let Some(kw) = &self.keywords {
             for m in kw.hits(frag.data) {
+                // The hit's lines, by the index of the line feeds, found for its first rule
+                // that needs them.
+                let mut hit_lines: Option<Range<usize>> = None;
                 for &r in &self.keyword_rules[m.pattern().as_usize()] {
                     let (reach, runs) = self.locality(r);
                     let around = match reach {
@@ -429,7 +438,11 @@ impl Engine {
                         Reach::Lines(n) => Some(n),
                     };
                     if let Some(around) = around {
-                        let nl = newlines.get_or_insert_with(|| line_feeds(frag.data));
+                        let nl = newlines.get_or_insert_with(|| {
+                            let (nl, breaks) = line_feeds_and_breaks(frag.data);
+                            binary = breaks;
+                            nl
+                        });
                         let within = if runs && binary {
                             if !(run.start <= m.start() && m.end() <= run.end) {
                                 run = run_around(frag.data, m.start()..m.end());
@@ -438,11 +451,25 @@ impl Engine {
                         } else {
                             0..frag.data.len()
                         };
+                        let at = hit_lines.get_or_insert_with(|| {
+                            if m.end() < last_end {
+                                cursor = nl.partition_point(|&p| p < m.end());
+                            }
+                            while nl.get(cursor).is_some_and(|&p| p < m.end()) {
+                                cursor += 1;
+                            }
+                            last_end = m.end();
+                            let mut first = cursor;
+                            while first > 0 && nl[first - 1] >= m.start() {
+                                first -= 1;
+                            }
+                            first..cursor
+                        });
                         push_lines(
                             lines[r].get_or_insert_with(Vec::new),
                             frag.data.len(),
                             nl,
-                            m.start()..m.end(),
+                            at.clone(),
                             around,
                             within,
                         );
@@ -978,6 +1005,28 @@ mod keyword_tests {
                     .collect();
                 let want: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
                 assert_eq!(line_feeds(&data), want, "{len} {density}");
+                let breaks = data.iter().any(|&b| locality::is_break(b));
+                assert_eq!(line_feeds_and_breaks(&data), (want, breaks));
+                // text without a break byte, then one break byte of each kind at each place
+                let text: Vec<u8> = data.iter().map(|&b| b' ' + b % 95).collect();
+                let want: Vec<usize> = memchr::memchr_iter(b'\n', &text).collect();
+                assert_eq!(line_feeds_and_breaks(&text), (want.clone(), false));
+                for (k, b) in [0u8, 0x08, 0x0e, 0x1f, 0x7f, 0x09, 0x0d, 0x80]
+                    .iter()
+                    .enumerate()
+                {
+                    if text.is_empty() {
+                        break;
+                    }
+                    let mut t = text.clone();
+                    let at = (k * 37 + len / 2) % t.len();
+                    t[at] = *b;
+                    assert_eq!(
+                        line_feeds_and_breaks(&t).1,
+                        locality::is_break(*b),
+                        "{len} {b:#x} at {at}"
+                    );
+                }
             }
         }
     }
@@ -1526,26 +1575,25 @@ fn push_window(v: &mut Vec<Range<usize>>, data: &[u8], start: usize, end: usize)
 /// Adds the lines holding a keyword hit, and `around` lines before and after them (the last
 /// with its line feed), cut to `within`, to a rule's lines, joining them to the last ones
 /// when they touch. `newlines`: the positions of the fragment's line feeds; `len`: its
-/// length; `within`: the whole fragment, or the run of text around the hit ([`run_around`]).
+/// length; `hit_lines`: how many line feeds lie before the hit's start, and before its end;
+/// `within`: the whole fragment, or the run of text around the hit ([`run_around`]).
 fn push_lines(
     v: &mut Vec<Range<usize>>,
     len: usize,
     newlines: &[usize],
-    hit: Range<usize>,
+    hit_lines: Range<usize>,
     around: usize,
     within: Range<usize>,
 ) {
     // the line holding the hit's start, `around` lines up
-    let first = newlines
-        .partition_point(|&p| p < hit.start)
-        .saturating_sub(around);
+    let first = hit_lines.start.saturating_sub(around);
     let s = if first == 0 {
         0
     } else {
         newlines[first - 1] + 1
     };
     // the line feed ending the line of the hit's end, `around` lines down
-    let last = newlines.partition_point(|&p| p < hit.end) + around;
+    let last = hit_lines.end + around;
     let e = newlines.get(last).map_or(len, |&p| p + 1);
     let (s, e) = (s.max(within.start), e.min(within.end));
     match v.last_mut() {
@@ -1589,51 +1637,71 @@ fn merge_lines(mut v: Vec<Range<usize>>) -> Vec<Range<usize>> {
 /// more to start than the bytes it reads (3% of a file scan's samples). Here each 64 bytes
 /// become one bit mask (SSE2 on x86-64, a byte loop elsewhere) whose set bits are read off.
 fn line_feeds(data: &[u8]) -> Vec<usize> {
+    line_feeds_and_breaks(data).0
+}
+
+/// [`line_feeds`], and whether `data` holds a break byte (`locality::is_break`), found in the
+/// same pass.
+fn line_feeds_and_breaks(data: &[u8]) -> (Vec<usize>, bool) {
     let mut out = Vec::with_capacity(data.len() / 32);
+    let mut breaks = false;
     let mut blocks = data.chunks_exact(64);
     for (k, block) in blocks.by_ref().enumerate() {
-        let mut m = line_feed_mask(block);
+        let (mut m, b) = line_feed_mask(block);
+        breaks |= b;
         while m != 0 {
             out.push(k * 64 + m.trailing_zeros() as usize);
             m &= m - 1;
         }
     }
     let base = data.len() - blocks.remainder().len();
-    out.extend(
-        blocks
-            .remainder()
-            .iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b'\n')
-            .map(|(j, _)| base + j),
-    );
-    out
+    for (j, &b) in blocks.remainder().iter().enumerate() {
+        if b == b'\n' {
+            out.push(base + j);
+        }
+        breaks |= locality::is_break(b);
+    }
+    (out, breaks)
 }
 
-/// Bit `j`: byte `j` of a block of 64 is a line feed.
-fn line_feed_mask(block: &[u8]) -> u64 {
+/// Bit `j`: byte `j` of a block of 64 is a line feed; and whether some byte of the block is
+/// a break byte (`locality::is_break`).
+fn line_feed_mask(block: &[u8]) -> (u64, bool) {
     #[cfg(target_arch = "x86_64")]
     if let Ok(block) = <&[u8; 64]>::try_from(block) {
         use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+            __m128i, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8,
+            _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128, _mm_sub_epi8,
         };
         let mut m = 0u64;
+        // SAFETY: SSE2 is part of the x86-64 baseline (no memory is touched).
+        let mut brk = unsafe { _mm_setzero_si128() };
         for (k, part) in block.chunks_exact(16).enumerate() {
             // SAFETY: SSE2 is part of the x86-64 baseline; `part` is 16 readable bytes
             // (`chunks_exact(16)`), and `_mm_loadu_si128` reads 16 bytes at any alignment.
             let bits = unsafe {
                 let x = _mm_loadu_si128(part.as_ptr().cast::<__m128i>());
+                // a break: x <= 0x1f and not 0x09..=0x0d (x - 9 <= 4), or x == 0x7f
+                let low = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
+                let t = _mm_sub_epi8(x, _mm_set1_epi8(0x09));
+                let space = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(0x04)), t);
+                let del = _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f));
+                brk = _mm_or_si128(brk, _mm_or_si128(_mm_andnot_si128(space, low), del));
                 _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\n' as i8)))
             };
             m |= u64::from(bits as u16) << (16 * k);
         }
-        return m;
+        // SAFETY: SSE2 is part of the x86-64 baseline (no memory is touched).
+        let any = unsafe { _mm_movemask_epi8(brk) } != 0;
+        return (m, any);
     }
     block
         .iter()
         .take(64)
         .enumerate()
-        .fold(0, |m, (j, &b)| m | (u64::from(b == b'\n') << j))
+        .fold((0, false), |(m, b), (j, &x)| {
+            (m | (u64::from(x == b'\n') << j), b || locality::is_break(x))
+        })
 }
 
 /// Start of the line containing `pos`.
