@@ -121,14 +121,14 @@ fn keyed_value_walk(hay: &[u8], mut place: impl FnMut(usize) -> bool) -> bool {
             e += 1;
         }
         if hay.get(e).is_some_and(|&b| b >= 0x80) {
-            if !place(op) {
+            if may_hold_key(hay, op) && !place(op) {
                 return true;
             }
             continue;
         }
         let len = e - s;
         if (12..=150).contains(&len) && may_end_value(hay, e) {
-            if !place(op) {
+            if may_hold_key(hay, op) && !place(op) {
                 return true;
             }
             continue;
@@ -142,6 +142,80 @@ fn keyed_value_walk(hay: &[u8], mut place: impl FnMut(usize) -> bool) -> bool {
         }
     }
     false
+}
+
+/// The regex's keywords, as its key part spells them (`passw(?:or)?d` holds `passw`).
+const KEYED_KEYWORDS: [&[u8]; 10] = [
+    b"key",
+    b"api",
+    b"auth",
+    b"access",
+    b"token",
+    b"secret",
+    b"credential",
+    b"creds",
+    b"passw",
+    b"pwd",
+];
+
+/// Whether a match of [`GENERIC_KEYED_SECRET`] whose operator ends at `op` may have its key
+/// part: before the operator (whichever of `=`, `:=`, `::=`, `:`, `=>`, `?=`, `||=` ends
+/// there) and at most six spaces or tabs and one quote, a run of `[\w.-]` holding one of the
+/// keywords, ASCII case folded. Lenient where the regex may see more: spaces, tabs and
+/// quotes in any order up to seven bytes, and a non-ASCII byte in or before the run (under
+/// Unicode `\w` and case folding, `K` and `ſ` spell `k` and `s`) lets it through.
+///
+/// Why: most lines with an operator followed by a long enough value are code whose name on
+/// the left holds no keyword (`let path = format_args_for_the_logger;`), and each was a
+/// regex search.
+fn may_hold_key(hay: &[u8], op: usize) -> bool {
+    // Where the operator may start: `op`, and one or two bytes before it for the longer ones.
+    let mut starts = [Some(op), None, None];
+    match hay[op] {
+        b'=' => {
+            if op >= 1 && matches!(hay[op - 1], b':' | b'?') {
+                starts[1] = Some(op - 1);
+            }
+            if op >= 2 && matches!(&hay[op - 2..op], b"::" | b"||") {
+                starts[2] = Some(op - 2);
+            }
+        }
+        // `>` alone is no operator; `=>` is
+        b'>' => {
+            starts[0] = None;
+            if op >= 1 && hay[op - 1] == b'=' {
+                starts[1] = Some(op - 1);
+            }
+        }
+        _ => {}
+    }
+    starts.into_iter().flatten().any(|s| key_before(hay, s))
+}
+
+/// Whether the `[\w.-]` run before `at` (past up to seven spaces, tabs and quotes) holds a
+/// keyword of [`KEYED_KEYWORDS`], or a non-ASCII byte lets the regex decide.
+fn key_before(hay: &[u8], at: usize) -> bool {
+    let mut end = at;
+    let mut skipped = 0;
+    while end > 0 && skipped < 7 && matches!(hay[end - 1], b' ' | b'\t' | b'"' | b'\'') {
+        end -= 1;
+        skipped += 1;
+    }
+    let mut start = end;
+    while start > 0 {
+        let b = hay[start - 1];
+        if b >= 0x80 {
+            return true;
+        }
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+            break;
+        }
+        start -= 1;
+    }
+    let run = &hay[start..end];
+    KEYED_KEYWORDS
+        .iter()
+        .any(|k| run.windows(k.len()).any(|w| w.eq_ignore_ascii_case(k)))
 }
 
 #[cfg(test)]
@@ -216,6 +290,32 @@ mod tests {
         }
     }
 
+    /// The key side: a keyword in the name before the operator, as the regex wants it.
+    #[test]
+    fn a_value_after_a_name_without_a_keyword_is_turned_down() {
+        let re = generic_keyed_secret();
+        let value = "Zx8qLmN3pRt7vWy2";
+        for (line, may) in [
+            (format!("let path = {value};"), false),
+            (format!("let api_key = {value};"), true),
+            (format!("self.Token.value := {value}"), true),
+            (format!("\"secret\"  :  \"{value}\""), true),
+            (format!("'x' : '{value}'"), false),
+            (format!("PASSWD ||= {value}"), true),
+            (format!("name ?= {value}"), false),
+            (format!("creds::= {value}"), true),
+            (format!("access => '{value}'"), true),
+            (format!("access > '{value}'"), false),
+            (format!("pwd\t\t\t'\t\t\t= {value}"), true),
+            (format!("\u{212a}ey = {value}"), true),
+            (format!("path = key {value}"), false),
+        ] {
+            assert_eq!(keyed_value_may_match(line.as_bytes()), may, "{line:?}");
+            // and never where the regex matches
+            assert!(may || !re.is_match(line.as_bytes()), "{line:?}");
+        }
+    }
+
     #[test]
     fn the_precheck_is_for_the_builtin_regex_only() {
         generic_keyed_secret();
@@ -230,6 +330,11 @@ mod tests {
     fn random_lines_the_regex_matches_pass_the_precheck() {
         let re = generic_keyed_secret();
         const PIECES: &[&str] = &[
+            "path",
+            "x.y-z",
+            "name_of",
+            "?",
+            "|",
             "key",
             "KEY",
             "api",
