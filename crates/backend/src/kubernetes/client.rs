@@ -1354,6 +1354,208 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// One of the client's deletes, as the table of
+    /// [`every_delete_pins_the_uid_and_answers_gone_replaced_and_refused_alike`] calls it.
+    #[derive(Debug, Clone, Copy)]
+    enum Delete {
+        Pod,
+        Leftover(LeftoverKind),
+        HomeClaim,
+        Sandbox,
+        Ext(ExtKind),
+    }
+
+    const DELETED: &str = "bot-bottle-claude-1a2b3";
+
+    impl Delete {
+        const ALL: [Delete; 8] = [
+            Delete::Pod,
+            Delete::Leftover(LeftoverKind::Secret),
+            Delete::Leftover(LeftoverKind::ConfigMap),
+            Delete::HomeClaim,
+            Delete::Sandbox,
+            Delete::Ext(ExtKind::Claim),
+            Delete::Ext(ExtKind::WarmPool),
+            Delete::Ext(ExtKind::Template),
+        ];
+
+        async fn call(
+            self,
+            cluster: &KubeCluster,
+            uid: Option<&str>,
+        ) -> Result<bool, ClusterError> {
+            let grace = Duration::from_secs(7);
+            match self {
+                Delete::Pod => cluster.delete_pod(DELETED, grace, uid).await,
+                Delete::Leftover(kind) => {
+                    let uid = uid.expect("a leftover is always deleted with its uid");
+                    cluster.delete_leftover(kind, DELETED, uid).await
+                }
+                Delete::HomeClaim => cluster.delete_claim(DELETED, uid).await,
+                Delete::Sandbox => cluster.delete_sandbox(DELETED, grace, uid).await,
+                Delete::Ext(kind) => cluster.ext_delete(kind, DELETED, uid).await,
+            }
+        }
+
+        /// Whether the call takes no uid at all (deletes by name).
+        fn takes_none(self) -> bool {
+            !matches!(self, Delete::Leftover(_))
+        }
+
+        fn plural(self) -> &'static str {
+            match self {
+                Delete::Pod => "pods",
+                Delete::Leftover(LeftoverKind::Secret) => "secrets",
+                Delete::Leftover(LeftoverKind::ConfigMap) => "configmaps",
+                Delete::HomeClaim => "persistentvolumeclaims",
+                Delete::Sandbox => "sandboxes",
+                Delete::Ext(kind) => kind.plural(),
+            }
+        }
+
+        fn path(self) -> String {
+            let plural = self.plural();
+            match self {
+                Delete::Sandbox => {
+                    format!("/apis/agents.x-k8s.io/v1beta1/namespaces/agents/{plural}/{DELETED}")
+                }
+                Delete::Ext(_) => format!(
+                    "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/{plural}/{DELETED}"
+                ),
+                _ => format!("/api/v1/namespaces/agents/{plural}/{DELETED}"),
+            }
+        }
+
+        fn grace(self) -> Option<u64> {
+            matches!(self, Delete::Pod | Delete::Sandbox).then_some(7)
+        }
+
+        /// The refusal of the uid precondition `x-1` by an object of uid `x-2`, as the
+        /// operator reads it: a pod's own error, the object's kind as kubectl names it.
+        fn replaced(self) -> ClusterError {
+            let kind = match self {
+                Delete::Pod => {
+                    return ClusterError::Replaced {
+                        pod: DELETED.into(),
+                        namespace: "agents".into(),
+                        recorded: "x-1".into(),
+                        found: "x-2".into(),
+                    };
+                }
+                Delete::Leftover(LeftoverKind::Secret) => "secret",
+                Delete::Leftover(LeftoverKind::ConfigMap) => "configmap",
+                Delete::HomeClaim => "persistentvolumeclaim",
+                Delete::Sandbox => "sandbox",
+                Delete::Ext(ExtKind::Claim) => "sandboxclaim",
+                Delete::Ext(ExtKind::WarmPool) => "sandboxwarmpool",
+                Delete::Ext(ExtKind::Template) => "sandboxtemplate",
+            };
+            ClusterError::ReplacedObject {
+                kind: kind.into(),
+                name: DELETED.into(),
+                namespace: "agents".into(),
+                recorded: "x-1".into(),
+                found: "x-2".into(),
+            }
+        }
+    }
+
+    /// Every delete of the client goes the same way, whatever the kind: the uid (when
+    /// given) as a delete precondition, the grace for a pod or Sandbox, dependents in the
+    /// background; the API server's 404 is `false` (gone), its refusal of the uid
+    /// precondition (409) is the object made again under the name (naming both uids and
+    /// the kind as kubectl names it), any other refusal (403; a 409 without a precondition)
+    /// is classified as `delete <plural>` in the namespace.
+    #[tokio::test]
+    async fn every_delete_pins_the_uid_and_answers_gone_replaced_and_refused_alike() {
+        let conflict = "Operation cannot be fulfilled on the object: the object has been modified";
+        let forbidden = "it is forbidden: User \"dev\" cannot delete resource";
+        for delete in Delete::ALL {
+            let (cluster, mut handle) = cluster();
+            let mut steps: Vec<(Option<&'static str>, Response<Body>)> = vec![
+                (
+                    Some("x-1"),
+                    json(
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                    ),
+                ),
+                (Some("x-1"), status(404, "NotFound", "not found")),
+                (
+                    Some("x-1"),
+                    status(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {DELETED}: Precondition failed: UID in precondition: x-1, UID in object meta: x-2"
+                        ),
+                    ),
+                ),
+                (Some("x-1"), status(403, "Forbidden", forbidden)),
+            ];
+            if delete.takes_none() {
+                steps.push((None, status(409, "Conflict", conflict)));
+                steps.push((
+                    None,
+                    json(serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+                ));
+            }
+            let uids: Vec<Option<&'static str>> = steps.iter().map(|(uid, _)| *uid).collect();
+            let server = tokio::spawn(async move {
+                if matches!(delete, Delete::Sandbox) {
+                    let (request, send) = handle.next_request().await.unwrap();
+                    assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+                    send.send_response(json(serde_json::json!({
+                        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1beta1",
+                        "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                            "kind": "Sandbox", "verbs": ["delete"]}],
+                    })));
+                }
+                for (uid, answer) in steps {
+                    let (request, send) = handle.next_request().await.unwrap();
+                    assert_eq!(request.method(), http::Method::DELETE, "{delete:?}");
+                    assert_eq!(request.uri().path(), delete.path(), "{delete:?}");
+                    let body = http_body_util::BodyExt::collect(request.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let mut expected = serde_json::json!({"propagationPolicy": "Background"});
+                    if let Some(uid) = uid {
+                        expected["preconditions"] = serde_json::json!({"uid": uid});
+                    }
+                    if let Some(grace) = delete.grace() {
+                        expected["gracePeriodSeconds"] = grace.into();
+                    }
+                    assert_eq!(sent, expected, "{delete:?}");
+                    send.send_response(answer);
+                }
+            });
+            let mut got = Vec::new();
+            for uid in uids {
+                got.push(delete.call(&cluster, uid).await);
+            }
+            let action = format!("delete {}", delete.plural());
+            let mut expected = vec![
+                Ok(true),
+                Ok(false),
+                Err(delete.replaced()),
+                Err(ClusterError::Forbidden {
+                    action: action.clone(),
+                    namespace: "agents".into(),
+                    message: forbidden.into(),
+                }),
+            ];
+            if delete.takes_none() {
+                expected.push(Err(ClusterError::from_status(
+                    &action, "agents", 409, "Conflict", conflict,
+                )));
+                expected.push(Ok(true));
+            }
+            assert_eq!(got, expected, "{delete:?}");
+            server.await.unwrap();
+        }
+    }
+
     /// The API server of two deletes of `path` (a `kind`) carrying the uid precondition
     /// `<uid>-1` (and `grace` seconds, when given): the first deletes, the second is
     /// refused as the API server refuses an object of another uid (`<uid>-2`), 409.
