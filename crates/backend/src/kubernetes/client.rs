@@ -2,7 +2,10 @@
 //! reads them (`$KUBECONFIG`, `~/.kube/config`, in-cluster config), one namespace.
 //!
 //! Each method is one API call (or one watch) plus the translation of its errors into
-//! [`ClusterError`]; tested against `tower_test::mock` in this module's tests.
+//! [`ClusterError`]; tested against `tower_test::mock` in this module's tests. Every delete,
+//! whatever the kind, goes through one function (`delete_object`): the same uid
+//! precondition, the same answers to 404 and 409, the kind named as
+//! [`ObjectKind`](super::cluster::ObjectKind) names it.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use kube::api::{
 use kube::{Api, Client};
 
 use super::cluster::{
-    Attached, Cluster, ClusterError, Leftover, LeftoverKind, PortStream, no_sandbox_api,
+    Attached, Cluster, ClusterError, Leftover, LeftoverKind, ObjectKind, PortStream, no_sandbox_api,
 };
 use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
 use super::pool::{EXT_GROUP, EXT_VERSION, ExtKind};
@@ -211,25 +214,40 @@ impl KubeCluster {
         }
     }
 
-    /// The refusal of a delete precondition on `kind` `name` (409): made again under its
-    /// name since the bottle made or took it.
-    fn replaced(&self, kind: &str, name: &str, uid: Option<&str>, message: &str) -> ClusterError {
-        ClusterError::ReplacedObject {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            namespace: self.namespace.clone(),
-            recorded: uid.unwrap_or_default().to_owned(),
-            found: found_uid(message),
+    /// Deletes the object `name` of `kind` through `api`, the one way every delete goes
+    /// (no kind's can drift from the others'): its uid as a delete precondition when there
+    /// is one to pin, `grace` when given, what it owns deleted in the background. The API
+    /// server's 404 is `false` (gone); its refusal of the uid precondition (409) is the
+    /// object made again under its name ([`ObjectKind::replaced`]); anything else is
+    /// classified as `delete <plural>`.
+    async fn delete_object<K>(
+        &self,
+        api: Api<K>,
+        kind: ObjectKind,
+        name: &str,
+        grace: Option<Duration>,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let params = DeleteParams {
+            grace_period_seconds: grace.map(|g| u32::try_from(g.as_secs()).unwrap_or(u32::MAX)),
+            preconditions: uid.map(|uid| kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match (api.delete(name, &params).await, uid) {
+            (Ok(_), _) => Ok(true),
+            (Err(kube::Error::Api(status)), _) if status.is_not_found() => Ok(false),
+            (Err(kube::Error::Api(status)), Some(uid)) if status.code == 409 => {
+                Err(kind.replaced(name, &self.namespace, uid, &found_uid(&status.message)))
+            }
+            (Err(e), _) => Err(self.error(&format!("delete {}", kind.plural()), e)),
         }
     }
-}
-
-/// A delete precondition on the object's uid, when there is one to pin.
-fn uid_precondition(uid: Option<&str>) -> Option<kube::api::Preconditions> {
-    uid.map(|uid| kube::api::Preconditions {
-        uid: Some(uid.to_owned()),
-        resource_version: None,
-    })
 }
 
 /// The uid the API server found, from its refusal of a uid precondition: "Precondition
@@ -319,24 +337,8 @@ impl Cluster for KubeCluster {
         grace: Duration,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.pods().delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(ClusterError::Replaced {
-                    pod: name.to_owned(),
-                    namespace: self.namespace.clone(),
-                    recorded: uid.unwrap_or_default().to_owned(),
-                    found: found_uid(&status.message),
-                })
-            }
-            Err(e) => Err(self.error("delete pods", e)),
-        }
+        self.delete_object(self.pods(), ObjectKind::Pod, name, Some(grace), uid)
+            .await
     }
 
     async fn list_leftovers(&self, selector: &str) -> Result<Vec<Leftover>, ClusterError> {
@@ -366,35 +368,16 @@ impl Cluster for KubeCluster {
         name: &str,
         uid: &str,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            preconditions: uid_precondition(Some(uid)),
-            ..DeleteParams::background()
-        };
-        let deleted = match kind {
-            LeftoverKind::Secret => Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-                .delete(name, &params)
-                .await
-                .map(|_| ()),
+        let object = ObjectKind::Leftover(kind);
+        match kind {
+            LeftoverKind::Secret => {
+                let api = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
+                self.delete_object(api, object, name, None, Some(uid)).await
+            }
             LeftoverKind::ConfigMap => {
-                Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
-                    .delete(name, &params)
-                    .await
-                    .map(|_| ())
+                let api = Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace);
+                self.delete_object(api, object, name, None, Some(uid)).await
             }
-        };
-        match deleted {
-            Ok(()) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                Err(self.replaced(kind.noun(), name, Some(uid), &status.message))
-            }
-            Err(e) => Err(self.error(
-                match kind {
-                    LeftoverKind::Secret => "delete secrets",
-                    LeftoverKind::ConfigMap => "delete configmaps",
-                },
-                e,
-            )),
         }
     }
 
@@ -416,18 +399,8 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_claim(&self, name: &str, uid: Option<&str>) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.claims().delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(self.replaced("persistentvolumeclaim", name, uid, &status.message))
-            }
-            Err(e) => Err(self.error("delete persistentvolumeclaims", e)),
-        }
+        self.delete_object(self.claims(), ObjectKind::VolumeClaim, name, None, uid)
+            .await
     }
 
     async fn list_claims(
@@ -534,19 +507,9 @@ impl Cluster for KubeCluster {
         grace: Duration,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.sandboxes().await?.delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(self.replaced("sandbox", name, uid, &status.message))
-            }
-            Err(e) => Err(self.error("delete sandboxes", e)),
-        }
+        let api = self.sandboxes().await?;
+        self.delete_object(api, ObjectKind::Sandbox, name, Some(grace), uid)
+            .await
     }
 
     async fn get_sandbox(&self, name: &str) -> Result<Option<Sandbox>, ClusterError> {
@@ -678,18 +641,8 @@ impl Cluster for KubeCluster {
         name: &str,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.ext(kind).delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(self.replaced(&kind.kind().to_lowercase(), name, uid, &status.message))
-            }
-            Err(e) => Err(self.error(&format!("delete {}", kind.plural()), e)),
-        }
+        self.delete_object(self.ext(kind), ObjectKind::Ext(kind), name, None, uid)
+            .await
     }
 
     async fn ext_list(

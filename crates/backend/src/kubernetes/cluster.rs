@@ -39,6 +39,74 @@ impl LeftoverKind {
     }
 }
 
+/// The kinds of object a bottle deletes, as a deletion's errors name them: the one place
+/// those names come from, for the real client and the in-memory cluster alike (a delete of
+/// one kind never says another's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Pod,
+    /// The bottle's Secret or ConfigMap.
+    Leftover(LeftoverKind),
+    /// A PersistentVolumeClaim (a bottle's home).
+    VolumeClaim,
+    Sandbox,
+    /// agent-sandbox's extension objects (templates, warm pools, claims).
+    Ext(ExtKind),
+}
+
+impl ObjectKind {
+    /// The resource as kubectl names it (`pod`, `persistentvolumeclaim`, `sandboxclaim`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pod",
+            ObjectKind::Leftover(kind) => kind.noun(),
+            ObjectKind::VolumeClaim => "persistentvolumeclaim",
+            ObjectKind::Sandbox => "sandbox",
+            ObjectKind::Ext(kind) => kind.noun(),
+        }
+    }
+
+    /// The resource as the API names it (its paths, RBAC's verbs): `pods`, `sandboxes`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pods",
+            ObjectKind::Leftover(LeftoverKind::Secret) => "secrets",
+            ObjectKind::Leftover(LeftoverKind::ConfigMap) => "configmaps",
+            ObjectKind::VolumeClaim => "persistentvolumeclaims",
+            ObjectKind::Sandbox => "sandboxes",
+            ObjectKind::Ext(kind) => kind.plural(),
+        }
+    }
+
+    /// The refusal of a delete precondition on the uid `recorded` by the object `name` of
+    /// this kind, whose uid is `found` (409): made again under its name since the bottle
+    /// made or took it. A pod's is [`ClusterError::Replaced`] (the operator's side reaches
+    /// none but the launched pod); any other's [`ClusterError::ReplacedObject`].
+    pub fn replaced(
+        self,
+        name: &str,
+        namespace: &str,
+        recorded: &str,
+        found: &str,
+    ) -> ClusterError {
+        match self {
+            ObjectKind::Pod => ClusterError::Replaced {
+                pod: name.to_owned(),
+                namespace: namespace.to_owned(),
+                recorded: recorded.to_owned(),
+                found: found.to_owned(),
+            },
+            other => ClusterError::ReplacedObject {
+                kind: other.noun().to_owned(),
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                recorded: recorded.to_owned(),
+                found: found.to_owned(),
+            },
+        }
+    }
+}
+
 /// What the backend asks of a cluster (one namespace). Methods are async because the real
 /// client is; the backend drives them on its own runtime.
 #[async_trait::async_trait]

@@ -10,8 +10,8 @@
 //!   DNS subdomain, a pod without containers, a container without an image, a Secret or
 //!   ConfigMap key with a `/`), and one over 1 MiB too (413);
 //! * deleting a pod deletes what it owns (the garbage collector), with a `DELETED` event;
-//!   a delete with a uid precondition (pods, Sandboxes, extension objects) refuses an
-//!   object of another uid (409), as the API server does;
+//!   a delete with a uid precondition (of any kind) refuses an object of another uid (409),
+//!   as the API server does, in the words the real client uses ([`ObjectKind::replaced`]);
 //! * attach works only to a running agent container (400 otherwise), and gives the test the
 //!   container's end of its stdin, stdout and stderr;
 //! * a test plays the kubelet: a script of pod statuses applied after creation, one event
@@ -57,8 +57,8 @@ use tokio::io::DuplexStream;
 use tokio::sync::Notify;
 
 use super::cluster::{
-    Attached, Cluster, ClusterError, Leftover, LeftoverKind, PodState, PortStream, no_sandbox_api,
-    pod_state,
+    Attached, Cluster, ClusterError, Leftover, LeftoverKind, ObjectKind, PodState, PortStream,
+    no_sandbox_api, pod_state,
 };
 use super::objects::{SANDBOX_POD_NAME, Sandbox, SandboxCondition, SandboxStatus};
 use super::pool::{self, ExtKind, SandboxClaim, SandboxTemplate, SandboxWarmPool};
@@ -309,20 +309,14 @@ fn controller_ref(
 /// A delete precondition on `uid` as the API server checks it (409 Conflict): `found` is
 /// the uid of the object of that name, `None` when there is none (nothing to refuse).
 fn precondition(
-    kind: &str,
+    kind: ObjectKind,
     name: &str,
     uid: Option<&str>,
     found: Option<Option<String>>,
 ) -> Result<(), ClusterError> {
     match (uid, found) {
         (Some(uid), Some(found)) if found.as_deref() != Some(uid) => {
-            Err(ClusterError::ReplacedObject {
-                kind: kind.to_owned(),
-                name: name.to_owned(),
-                namespace: NAMESPACE.to_owned(),
-                recorded: uid.to_owned(),
-                found: found.unwrap_or_else(|| "none".into()),
-            })
+            Err(kind.replaced(name, NAMESPACE, uid, found.as_deref().unwrap_or("none")))
         }
         _ => Ok(()),
     }
@@ -1295,18 +1289,8 @@ impl Cluster for FakeCluster {
     ) -> Result<bool, ClusterError> {
         self.call(format!("delete pod {name} grace={}", grace.as_secs()))?;
         let mut state = self.lock();
-        // A delete precondition, as the API server checks it (409 Conflict).
-        if let Some(uid) = uid
-            && let Some(pod) = state.pods.get(name)
-            && pod.metadata.uid.as_deref() != Some(uid)
-        {
-            return Err(ClusterError::Replaced {
-                pod: name.to_owned(),
-                namespace: NAMESPACE.to_owned(),
-                recorded: uid.to_owned(),
-                found: pod.metadata.uid.clone().unwrap_or_else(|| "none".into()),
-            });
-        }
+        let found = state.pods.get(name).map(|p| p.metadata.uid.clone());
+        precondition(ObjectKind::Pod, name, uid, found)?;
         let removed = FakeCluster::remove_pod(&mut state, name);
         drop(state);
         self.changed.notify_waiters();
@@ -1346,7 +1330,7 @@ impl Cluster for FakeCluster {
             LeftoverKind::Secret => state.secrets.get(name).map(|o| o.metadata.uid.clone()),
             LeftoverKind::ConfigMap => state.config_maps.get(name).map(|o| o.metadata.uid.clone()),
         };
-        precondition(kind.noun(), name, Some(uid), found)?;
+        precondition(ObjectKind::Leftover(kind), name, Some(uid), found)?;
         Ok(match kind {
             LeftoverKind::Secret => state.secrets.remove(name).is_some(),
             LeftoverKind::ConfigMap => state.config_maps.remove(name).is_some(),
@@ -1393,7 +1377,7 @@ impl Cluster for FakeCluster {
         self.call(format!("delete claim {name}"))?;
         let mut state = self.lock();
         let found = state.claims.get(name).map(|c| c.metadata.uid.clone());
-        precondition("persistentvolumeclaim", name, uid, found)?;
+        precondition(ObjectKind::VolumeClaim, name, uid, found)?;
         Ok(state.claims.remove(name).is_some())
     }
 
@@ -1561,7 +1545,7 @@ impl Cluster for FakeCluster {
         self.call(format!("delete sandbox {name} grace={}", grace.as_secs()))?;
         let mut state = self.lock();
         let found = state.sandboxes.get(name).map(|s| s.metadata.uid.clone());
-        precondition("sandbox", name, uid, found)?;
+        precondition(ObjectKind::Sandbox, name, uid, found)?;
         let removed = FakeCluster::remove_sandbox(&mut state, name);
         drop(state);
         self.changed.notify_waiters();
@@ -1646,7 +1630,7 @@ impl Cluster for FakeCluster {
             .ext
             .get(&(kind, name.to_owned()))
             .map(|v| v["metadata"]["uid"].as_str().map(str::to_owned));
-        precondition(&kind.kind().to_lowercase(), name, uid, found)?;
+        precondition(ObjectKind::Ext(kind), name, uid, found)?;
         let removed = FakeCluster::remove_ext(&mut state, kind, name);
         drop(state);
         self.changed.notify_waiters();

@@ -185,6 +185,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::runtime::Runtime;
 
+use self::cluster::ObjectKind;
 pub use self::cluster::{Attached, Cluster, ClusterError, PodState, PortStream, pod_state};
 pub use self::objects::{AgentFile, BottleObjects, PodPlan, SidecarPlan, bottle_objects};
 pub use self::settings::ClusterSettings;
@@ -1745,12 +1746,12 @@ async fn launched_pod(
     if let Some(p) = &pod
         && p.metadata.uid.as_deref() != Some(uid)
     {
-        return Err(ClusterError::Replaced {
-            pod: name.to_owned(),
-            namespace: cluster.namespace().to_owned(),
-            recorded: uid.to_owned(),
-            found: p.metadata.uid.clone().unwrap_or_else(|| "none".into()),
-        });
+        return Err(ObjectKind::Pod.replaced(
+            name,
+            cluster.namespace(),
+            uid,
+            p.metadata.uid.as_deref().unwrap_or("none"),
+        ));
     }
     Ok(pod)
 }

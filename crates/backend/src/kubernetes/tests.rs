@@ -2314,3 +2314,113 @@ fn a_secret_of_the_bottles_name_made_beforehand_fails_the_launch_and_stays() {
 }
 
 mod warm;
+
+/// The in-memory cluster answers every kind of delete as the API server does, in the words
+/// the real client reports it with (`client`'s `every_delete_pins_the_uid_...` test): a uid
+/// precondition of another uid is refused (409) naming both uids and the kind as kubectl
+/// names it, a pod's as [`ClusterError::Replaced`], and the object stays; the right uid
+/// deletes it; a second delete finds none (`false`).
+#[test]
+fn the_fake_answers_every_delete_as_the_real_client_reports_the_api_server() {
+    use super::cluster::LeftoverKind;
+    use super::pool::ExtKind;
+    let cluster = FakeCluster::new();
+    cluster.serve_sandboxes("v1beta1");
+    cluster.serve_warm_pools();
+    cluster.hold_claims();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let meta = || ObjectMeta {
+        name: Some(NAME.into()),
+        ..Default::default()
+    };
+    cluster.insert_pod(Pod {
+        metadata: meta(),
+        ..Default::default()
+    });
+    cluster.insert_secret(Secret {
+        metadata: meta(),
+        ..Default::default()
+    });
+    cluster.insert_config_map(k8s_openapi::api::core::v1::ConfigMap {
+        metadata: meta(),
+        ..Default::default()
+    });
+    cluster.insert_claim(k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            uid: Some("uid-home".into()),
+            ..meta()
+        },
+        ..Default::default()
+    });
+    cluster.insert_sandbox(sandbox_of("claude-1a2b3", "elsewhere/x:1:2"));
+    for kind in [ExtKind::Template, ExtKind::Claim] {
+        let object = serde_json::json!({
+            "apiVersion": ExtKind::api_version(), "kind": kind.kind(),
+            "metadata": {"name": NAME}, "spec": {},
+        });
+        rt.block_on(cluster.ext_create(kind, &object)).unwrap();
+    }
+    let uid_of = |kind: ObjectKind| match kind {
+        ObjectKind::Pod => cluster.pod(NAME).and_then(|o| o.metadata.uid),
+        ObjectKind::Leftover(LeftoverKind::Secret) => {
+            cluster.secret(NAME).and_then(|o| o.metadata.uid)
+        }
+        ObjectKind::Leftover(LeftoverKind::ConfigMap) => {
+            cluster.config_map(NAME).and_then(|o| o.metadata.uid)
+        }
+        ObjectKind::VolumeClaim => cluster.claim(NAME).and_then(|o| o.metadata.uid),
+        ObjectKind::Sandbox => cluster.sandbox(NAME).and_then(|o| o.metadata.uid),
+        ObjectKind::Ext(kind) => cluster
+            .ext_object(kind, NAME)
+            .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned)),
+    };
+    let delete = |kind: ObjectKind, uid: &str| {
+        rt.block_on(async {
+            match kind {
+                ObjectKind::Pod => cluster.delete_pod(NAME, Duration::ZERO, Some(uid)).await,
+                ObjectKind::Leftover(kind) => cluster.delete_leftover(kind, NAME, uid).await,
+                ObjectKind::VolumeClaim => cluster.delete_claim(NAME, Some(uid)).await,
+                ObjectKind::Sandbox => {
+                    cluster
+                        .delete_sandbox(NAME, Duration::ZERO, Some(uid))
+                        .await
+                }
+                ObjectKind::Ext(kind) => cluster.ext_delete(kind, NAME, Some(uid)).await,
+            }
+        })
+    };
+    for (kind, noun) in [
+        (ObjectKind::Pod, "pod"),
+        (ObjectKind::Leftover(LeftoverKind::Secret), "secret"),
+        (ObjectKind::Leftover(LeftoverKind::ConfigMap), "configmap"),
+        (ObjectKind::VolumeClaim, "persistentvolumeclaim"),
+        (ObjectKind::Sandbox, "sandbox"),
+        (ObjectKind::Ext(ExtKind::Claim), "sandboxclaim"),
+        (ObjectKind::Ext(ExtKind::Template), "sandboxtemplate"),
+    ] {
+        let found = uid_of(kind).expect("the object is there with a uid");
+        let refused = match kind {
+            ObjectKind::Pod => ClusterError::Replaced {
+                pod: NAME.into(),
+                namespace: "agents".into(),
+                recorded: "uid-not-this".into(),
+                found: found.clone(),
+            },
+            _ => ClusterError::ReplacedObject {
+                kind: noun.into(),
+                name: NAME.into(),
+                namespace: "agents".into(),
+                recorded: "uid-not-this".into(),
+                found: found.clone(),
+            },
+        };
+        assert_eq!(delete(kind, "uid-not-this"), Err(refused), "{kind:?}");
+        assert_eq!(uid_of(kind).as_ref(), Some(&found), "{kind:?} stays");
+        assert_eq!(delete(kind, &found), Ok(true), "{kind:?}");
+        assert_eq!(uid_of(kind), None, "{kind:?}");
+        assert_eq!(delete(kind, &found), Ok(false), "{kind:?}");
+    }
+}
