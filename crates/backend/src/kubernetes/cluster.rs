@@ -364,6 +364,21 @@ pub enum ClusterError {
         recorded: String,
         found: String,
     },
+    /// An object under a bottle's name whose uid the bottle's record does not hold (a record
+    /// of an older binary) and that the pod its launch checked does not prove the bottle's
+    /// (that pod's controller, by uid): it could be one made again under the name, so
+    /// `stop` deletes nothing by the name alone and says what to do by hand.
+    #[error(
+        "{kind} `{name}` in namespace `{namespace}` is not known to be this bottle's: the bottle's record (written by an older bot-bottle) does not hold its uid and {why}, so bot-bottle deletes nothing by that name alone (it could be one made again under it): look at it (`kubectl -n {namespace} get {kind} {name} -o yaml`) and, if it is the bottle's, delete it yourself (`kubectl -n {namespace} delete {kind} {name}`)"
+    )]
+    Unproven {
+        /// As kubectl names the resource (`sandbox`, `sandboxclaim`).
+        kind: String,
+        name: String,
+        namespace: String,
+        /// Why the pod the launch checked proves nothing of it.
+        why: String,
+    },
     /// Waiting took longer than allowed.
     #[error("{0}")]
     Timeout(String),

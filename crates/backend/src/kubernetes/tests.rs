@@ -1602,13 +1602,16 @@ fn stop_deletes_a_sandbox_bottles_sandbox_not_only_the_pod_its_controller_would_
     assert_ne!(remade.metadata.uid, uid);
 
     // `stop` from another terminal: the record names the pod launched, which the
-    // controller's remade one is not; the Sandbox, the bottle's, goes with it.
+    // controller's remade one is not, and the Sandbox, the bottle's, which goes with it.
+    // (A record without the Sandbox's uid, an older binary's, proves nothing here: refused,
+    // `stop_from_an_older_record_deletes_no_sandbox_it_cannot_prove_the_bottles`.)
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state").join(&f.spec.identity);
     std::fs::create_dir_all(&state).unwrap();
     PodRecord {
         namespace: Some("agents".into()),
         pod_uid: uid.clone(),
+        sandbox_uid: cluster.sandbox(NAME).unwrap().metadata.uid,
         ..Default::default()
     }
     .write(&state)
@@ -2268,12 +2271,100 @@ fn a_sandbox_made_again_under_the_bottles_name_survives_the_bottles_teardown() {
 /// `stop` of `f`'s bottle by a backend that reads `record` as the bottle's (another
 /// terminal's): whether there was anything to delete.
 fn stop_from_another_terminal(f: &Fixture, cluster: &Arc<FakeCluster>, record: PodRecord) -> bool {
+    try_stop_from_another_terminal(f, cluster, record).unwrap()
+}
+
+/// As [`stop_from_another_terminal`], its error said as the operator reads it.
+fn try_stop_from_another_terminal(
+    f: &Fixture,
+    cluster: &Arc<FakeCluster>,
+    record: PodRecord,
+) -> Result<bool, String> {
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state").join(&f.spec.identity);
     std::fs::create_dir_all(&state).unwrap();
     record.write(&state).unwrap();
     let other = backend(f, cluster).with_home(home.path().to_path_buf());
-    other.stop(&f.spec.identity, Duration::ZERO).unwrap()
+    other
+        .stop(&f.spec.identity, Duration::ZERO)
+        .map_err(|e| e.to_string())
+}
+
+/// `stop` from a record of an older binary (it holds the launched pod's uid, not the
+/// Sandbox's) deletes the bottle's Sandbox only when the pod its launch checked proves it
+/// (that pod's controller, by uid). A Sandbox made again under the bottle's name, with no
+/// pod or with a pod of its own, is not proven the bottle's: `stop` deletes nothing,
+/// refuses, and says what to look at and run by hand.
+#[test]
+fn stop_from_an_older_record_deletes_no_sandbox_it_cannot_prove_the_bottles() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let older = |uid: &str| PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some(uid.to_owned()),
+        ..Default::default()
+    };
+    // Running: its pod's controller is the bottle's Sandbox.
+    let mut bottle = backend(&f, &cluster).launch_pod(&f.spec, quiet()).unwrap();
+    let launched = bottle.pod_uid().to_owned();
+    assert!(stop_from_another_terminal(&f, &cluster, older(&launched)));
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+    bottle.remove().unwrap();
+
+    // Gone, and another Sandbox made under its name (another launch of the same name).
+    let mut again = sandbox_of("claude-1a2b3", "elsewhere/x:1:2");
+    again.metadata.uid = Some("uid-sandbox-again".into());
+    cluster.insert_sandbox(again);
+    let again = cluster.sandbox(NAME).unwrap().metadata.uid;
+    let refused = |e: &str| {
+        assert!(
+            e.contains("sandbox `bot-bottle-claude-1a2b3` in namespace `agents` is not known to be this bottle's")
+                && e.contains("does not hold its uid")
+                && e.contains("`kubectl -n agents get sandbox bot-bottle-claude-1a2b3 -o yaml`")
+                && e.contains("`kubectl -n agents delete sandbox bot-bottle-claude-1a2b3`"),
+            "{e}"
+        );
+    };
+    let before = cluster.calls().len();
+    let e = try_stop_from_another_terminal(&f, &cluster, older(&launched)).unwrap_err();
+    refused(&e);
+    assert!(e.contains("the pod its launch checked is gone"), "{e}");
+    assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+
+    // Its controller made its pod: not the launched one, so still not proven.
+    let mut pod = foreign_pod("claude-1a2b3", "elsewhere/x:1:2", fake::agent_running());
+    pod.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "agents.x-k8s.io/v1beta1".into(),
+            kind: "Sandbox".into(),
+            name: NAME.into(),
+            uid: again.clone().unwrap(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    pod.metadata.uid = Some("uid-pod-again".into());
+    cluster.insert_pod(pod);
+    let e = try_stop_from_another_terminal(&f, &cluster, older(&launched)).unwrap_err();
+    refused(&e);
+    assert!(
+        e.contains("the pod under the bottle's name is not the one its launch checked"),
+        "{e}"
+    );
+    assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+    assert_eq!(
+        cluster.pod(NAME).unwrap().metadata.uid.as_deref(),
+        Some("uid-pod-again")
+    );
+    let deletes: Vec<String> = cluster.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("delete"))
+        .cloned()
+        .collect();
+    assert_eq!(deletes, Vec::<String>::new());
 }
 
 /// A Secret of the bottle's name that is not the bottle's (made beforehand) fails the
