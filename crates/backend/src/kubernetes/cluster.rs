@@ -379,6 +379,19 @@ pub enum ClusterError {
         /// Why the pod the launch checked proves nothing of it.
         why: String,
     },
+    /// The API server answered with an object the bottle makes or takes (its pod, Sandbox,
+    /// claims) without a uid: the object cannot be told from one made again under its name,
+    /// so the bottle is not started in it and it is not deleted by its name alone. No API
+    /// server stores an object so; something answering for it may.
+    #[error(
+        "the Kubernetes API server answered with {kind} `{name}` in namespace `{namespace}` without a uid, so it cannot be told from one made again under that name: the bottle was not started, and bot-bottle does not delete it by its name alone; look at it (`kubectl -n {namespace} get {kind} {name} -o yaml`), delete it yourself if it is still there (`kubectl -n {namespace} delete {kind} {name}`), and check what answers for the API server (it gives every object a uid)"
+    )]
+    NoUid {
+        /// As kubectl names the resource (`pod`, `sandboxclaim`).
+        kind: String,
+        name: String,
+        namespace: String,
+    },
     /// Waiting took longer than allowed.
     #[error("{0}")]
     Timeout(String),

@@ -5,7 +5,9 @@
 //! * every change bumps one resource version (`metadata.resourceVersion`), and a watch sees
 //!   every change after the version it started from, in order (a pod that goes through two
 //!   states quickly shows both);
-//! * objects get a `uid` on creation; a name that exists is refused (409 AlreadyExists);
+//! * objects get a `uid` on creation (and when a test puts one there); a name that exists is
+//!   refused (409 AlreadyExists); [`FakeCluster::without_uids`] makes a kind's objects
+//!   without one, as no API server does, for the tests of what bot-bottle refuses then;
 //!   an object the API server would not store is refused (422 Invalid: a name that is not a
 //!   DNS subdomain, a pod without containers, a container without an image, a Secret or
 //!   ConfigMap key with a `/`), and one over 1 MiB too (413);
@@ -127,6 +129,8 @@ struct State {
     /// Secrets and ConfigMaps made again under their names (a new uid) right after the
     /// next list of them returned the old ones: a launch racing `cleanup`.
     remade_after_list: Vec<Leftover>,
+    /// Kinds whose objects are made without a uid ([`FakeCluster::without_uids`]).
+    uidless: Vec<ObjectKind>,
 }
 
 /// The agent container's side of an attach: what `start` writes to its stdin is read from
@@ -422,6 +426,14 @@ impl FakeCluster {
 
     /// Makes the calls starting with `call` (`create pod`, `watch pod`, `attach pod`...) fail
     /// with `error` from now on.
+    /// Objects of `kind` made from now on (created, made by a controller, put there) get no
+    /// uid. No API server stores one so; an answer without one (from something between, or
+    /// a broken server) must still not pass for an identity: the tests of what bot-bottle
+    /// refuses then.
+    pub fn without_uids(&self, kind: ObjectKind) {
+        self.lock().uidless.push(kind);
+    }
+
     pub fn fail(&self, call: &str, error: ClusterError) {
         self.lock().fail.insert(call.to_owned(), error);
     }
@@ -496,7 +508,7 @@ impl FakeCluster {
     pub fn insert_sandbox(&self, mut sandbox: Sandbox) {
         let name = sandbox.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        FakeCluster::stamp(&mut state, &mut sandbox.metadata);
+        FakeCluster::stamp(&mut state, ObjectKind::Sandbox, &mut sandbox.metadata);
         let version = state.version;
         state
             .sandbox_history
@@ -537,10 +549,13 @@ impl FakeCluster {
         self.lock().claims.get(name).cloned()
     }
 
-    /// Puts a claim there directly (someone else's, or one of another home).
-    pub fn insert_claim(&self, claim: PersistentVolumeClaim) {
+    /// Puts a claim there directly (someone else's, or one of another home), with a uid of
+    /// its own unless it has one.
+    pub fn insert_claim(&self, mut claim: PersistentVolumeClaim) {
         let name = claim.metadata.name.clone().unwrap_or_default();
-        self.lock().claims.insert(name, claim);
+        let mut state = self.lock();
+        FakeCluster::give_uid(&mut state, ObjectKind::VolumeClaim, &mut claim.metadata);
+        state.claims.insert(name, claim);
     }
 
     /// Puts a pod there directly (one another launcher created), with a uid of its own
@@ -548,10 +563,7 @@ impl FakeCluster {
     pub fn insert_pod(&self, mut pod: Pod) {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        if pod.metadata.uid.is_none() {
-            state.next_uid += 1;
-            pod.metadata.uid = Some(format!("uid-{}", state.next_uid));
-        }
+        FakeCluster::give_uid(&mut state, ObjectKind::Pod, &mut pod.metadata);
         state.version += 1;
         pod.metadata.resource_version = Some(state.version.to_string());
         let version = state.version;
@@ -584,7 +596,11 @@ impl FakeCluster {
     pub fn insert_secret(&self, mut secret: Secret) {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        FakeCluster::give_uid(&mut state, &mut secret.metadata);
+        FakeCluster::give_uid(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::Secret),
+            &mut secret.metadata,
+        );
         state.secrets.insert(name, secret);
     }
 
@@ -592,7 +608,11 @@ impl FakeCluster {
     pub fn insert_config_map(&self, mut config_map: ConfigMap) {
         let name = config_map.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        FakeCluster::give_uid(&mut state, &mut config_map.metadata);
+        FakeCluster::give_uid(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::ConfigMap),
+            &mut config_map.metadata,
+        );
         state.config_maps.insert(name, config_map);
     }
 
@@ -623,8 +643,10 @@ impl FakeCluster {
         true
     }
 
-    fn give_uid(state: &mut State, meta: &mut ObjectMeta) {
-        if meta.uid.is_none() {
+    /// A uid for an object put there directly, unless it has one (or its kind is made
+    /// without, [`FakeCluster::without_uids`]).
+    fn give_uid(state: &mut State, kind: ObjectKind, meta: &mut ObjectMeta) {
+        if meta.uid.is_none() && !state.uidless.contains(&kind) {
             state.next_uid += 1;
             meta.uid = Some(format!("uid-{}", state.next_uid));
         }
@@ -634,7 +656,7 @@ impl FakeCluster {
     fn remake_listed(state: &mut State) {
         for Leftover { kind, mut metadata } in std::mem::take(&mut state.remade_after_list) {
             let name = metadata.name.clone().unwrap_or_default();
-            FakeCluster::stamp(state, &mut metadata);
+            FakeCluster::stamp(state, ObjectKind::Leftover(kind), &mut metadata);
             match kind {
                 LeftoverKind::Secret => {
                     state.secrets.insert(
@@ -776,7 +798,7 @@ impl FakeCluster {
             FakeCluster::set_ready(state, name, "False", "ReconcilerError", &e.to_string());
             return;
         }
-        FakeCluster::stamp(state, &mut pod.metadata);
+        FakeCluster::stamp(state, ObjectKind::Pod, &mut pod.metadata);
         pod.status = Some(PodStatus {
             phase: Some("Pending".into()),
             ..Default::default()
@@ -907,7 +929,7 @@ impl FakeCluster {
                 },
                 status: None,
             };
-            FakeCluster::stamp(state, &mut sandbox.metadata);
+            FakeCluster::stamp(state, ObjectKind::Sandbox, &mut sandbox.metadata);
             let v = state.version;
             state
                 .sandbox_history
@@ -1133,10 +1155,12 @@ impl FakeCluster {
         true
     }
 
-    fn stamp(state: &mut State, meta: &mut ObjectMeta) {
+    /// What the API server sets on an object it stores: a new resource version, a uid
+    /// (unless its kind is made without, [`FakeCluster::without_uids`]), the namespace.
+    fn stamp(state: &mut State, kind: ObjectKind, meta: &mut ObjectMeta) {
         state.version += 1;
         state.next_uid += 1;
-        meta.uid = Some(format!("uid-{}", state.next_uid));
+        meta.uid = (!state.uidless.contains(&kind)).then(|| format!("uid-{}", state.next_uid));
         meta.resource_version = Some(state.version.to_string());
         meta.namespace = Some(NAMESPACE.to_owned());
     }
@@ -1160,7 +1184,7 @@ impl Cluster for FakeCluster {
                 return Err(exists("pod", &name));
             }
             let mut stored = pod.clone();
-            FakeCluster::stamp(&mut state, &mut stored.metadata);
+            FakeCluster::stamp(&mut state, ObjectKind::Pod, &mut stored.metadata);
             stored.status = Some(PodStatus {
                 phase: Some("Pending".into()),
                 ..Default::default()
@@ -1206,7 +1230,11 @@ impl Cluster for FakeCluster {
             return Err(exists("secret", &name));
         }
         let mut stored = secret.clone();
-        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        FakeCluster::stamp(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::Secret),
+            &mut stored.metadata,
+        );
         state.secrets.insert(name, stored);
         Ok(())
     }
@@ -1249,7 +1277,11 @@ impl Cluster for FakeCluster {
             return Err(exists("configmap", &name));
         }
         let mut stored = config_map.clone();
-        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        FakeCluster::stamp(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::ConfigMap),
+            &mut stored.metadata,
+        );
         state.config_maps.insert(name, stored);
         Ok(())
     }
@@ -1368,7 +1400,7 @@ impl Cluster for FakeCluster {
             return Err(exists("persistentvolumeclaim", &name));
         }
         let mut stored = claim.clone();
-        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        FakeCluster::stamp(&mut state, ObjectKind::VolumeClaim, &mut stored.metadata);
         state.claims.insert(name, stored.clone());
         Ok(stored)
     }
@@ -1512,7 +1544,7 @@ impl Cluster for FakeCluster {
             }
             let mut stored = sandbox.clone();
             stored.status = None;
-            FakeCluster::stamp(&mut state, &mut stored.metadata);
+            FakeCluster::stamp(&mut state, ObjectKind::Sandbox, &mut stored.metadata);
             let version = state.version;
             state
                 .sandbox_history
@@ -1739,7 +1771,7 @@ impl FakeCluster {
             }
             let mut stored = object.clone();
             let mut meta = meta;
-            FakeCluster::stamp(&mut state, &mut meta);
+            FakeCluster::stamp(&mut state, ObjectKind::Ext(kind), &mut meta);
             if let Some(old) = &old {
                 meta.uid = old["metadata"]["uid"].as_str().map(str::to_owned);
             }

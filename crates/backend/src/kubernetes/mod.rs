@@ -58,6 +58,9 @@
 //! on, and the launch's own error stays the one returned. The bottle's Secret and ConfigMap
 //! are never deleted by name on a failed launch: they are owned by the Sandbox or pod and
 //! go with it, and one of their name that is not ours (its creation refused) stays.
+//! A uid is never empty: an object the launch makes or takes that the API server answered
+//! without one fails the launch, naming it, before anything of the bottle's is sent, and is
+//! left ([`ClusterError::NoUid`]); a recorded empty uid counts as none.
 //! Nothing is deleted by its name alone: `stop` from a record of an older binary, which
 //! holds the launched pod's uid but not its Sandbox's or claim's, takes those from the
 //! launched pod (the Sandbox controlling it, the claim controlling that Sandbox, by uid);
@@ -656,7 +659,9 @@ impl KubernetesBackend {
             .home
             .as_ref()
             .and_then(|home| PodRecord::read(&home.join("state").join(identity)));
-        record.and_then(|r| r.pod_uid).ok_or_else(|| {
+        // An empty uid (recorded by a binary that turned a missing one into "") names none.
+        let uid = record.and_then(|r| r.pod_uid).filter(|u| !u.is_empty());
+        uid.ok_or_else(|| {
             let (pod, _) = self.pod_name_of(identity);
             setup(
                 "find the bottle's pod",
@@ -756,11 +761,9 @@ impl KubernetesBackend {
             && fresh_claim
         {
             let stored = cluster.create_claim(claim).await?;
-            created_claim = claim
-                .metadata
-                .name
-                .clone()
-                .map(|n| (n, stored.metadata.uid));
+            // Its uid pins it for the deletion of a failed launch; without one it is left.
+            let uid = uid_of(cluster, ObjectKind::VolumeClaim, &stored.metadata)?;
+            created_claim = claim.metadata.name.clone().map(|n| (n, uid));
         }
         // With agent-sandbox, the Sandbox is created and its controller makes the pod (the
         // same pod: it is the Sandbox's template); the Secret and ConfigMap are then owned
@@ -770,15 +773,15 @@ impl KubernetesBackend {
             None => ("v1".to_owned(), "Pod"),
         };
         let sandboxed = objects.sandbox.is_some();
+        // What was made is pinned by its uid from here on: one answered without a uid is
+        // refused (and left: nothing pins it for a deletion).
         let stored = match &objects.sandbox {
-            Some(sandbox) => cluster
-                .create_sandbox(sandbox)
-                .await
-                .map(|s| (s.metadata.uid.unwrap_or_default(), None)),
-            None => cluster
-                .create_pod(&objects.pod)
-                .await
-                .map(|p| (p.metadata.uid.clone().unwrap_or_default(), Some(p))),
+            Some(sandbox) => cluster.create_sandbox(sandbox).await.and_then(|s| {
+                uid_of(cluster, ObjectKind::Sandbox, &s.metadata).map(|uid| (uid, None))
+            }),
+            None => cluster.create_pod(&objects.pod).await.and_then(|p| {
+                uid_of(cluster, ObjectKind::Pod, &p.metadata).map(|uid| (uid, Some(p)))
+            }),
         };
         let (uid, stored_pod) = match stored {
             Ok(stored) => stored,
@@ -791,7 +794,7 @@ impl KubernetesBackend {
         let namespace = cluster.namespace().to_owned();
         // The uid of the pod this launch made or checked: a failed launch deletes that pod
         // and no other made under its name since.
-        let mut pod_seen: Option<String> = stored_pod.as_ref().and_then(|p| p.metadata.uid.clone());
+        let mut pod_seen: Option<String> = stored_pod.as_ref().map(|_| uid.clone());
         let result = async {
             // The pod the bottle is to run in, checked before anything of the bottle (its
             // Secret, its files) is sent to it: a Sandbox's controller may have adopted a
@@ -809,7 +812,9 @@ impl KubernetesBackend {
                         })?
                 }
             };
-            pod_seen.clone_from(&found.metadata.uid);
+            // Pinned by its uid, checked, and only then sent anything.
+            let checked = uid_of(cluster, ObjectKind::Pod, &found.metadata)?;
+            pod_seen = Some(checked.clone());
             podcheck::check(built, &found, &namespace)?;
             let mut secret = objects.secret;
             objects::owned_by_kind(&mut secret.metadata, &owner_api, owner_kind, &name, &uid);
@@ -830,18 +835,16 @@ impl KubernetesBackend {
             // must still be the pod checked (not one made in its place since).
             if let Some(pod) = &pod {
                 podcheck::check(built, pod, &namespace)?;
-                if pod.metadata.uid != found.metadata.uid {
+                if pod.metadata.uid.as_deref() != Some(checked.as_str()) {
                     return Err(ClusterError::SetupFailed {
                         container: "pod".into(),
                         message: format!(
-                            "pod `{name}` in namespace `{namespace}` was deleted and made again while the bottle started (uid {} before, {} now), so it is not the pod checked; start the bottle again, and check who may delete and create pods in `{namespace}`",
-                            found.metadata.uid.as_deref().unwrap_or("none"),
+                            "pod `{name}` in namespace `{namespace}` was deleted and made again while the bottle started (uid {checked} before, {} now), so it is not the pod checked; start the bottle again, and check who may delete and create pods in `{namespace}`",
                             pod.metadata.uid.as_deref().unwrap_or("none"),
                         ),
                     });
                 }
             }
-            let checked = found.metadata.uid.clone().unwrap_or_default();
             match pod.as_ref().map(pod_state) {
                 Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(Launched {
                     pod_name: name.clone(),
@@ -1356,12 +1359,31 @@ fn home_claim_of(
 
 /// Deletes the home claim a failed launch made (its uid a delete precondition: one made
 /// again under its name since stays); a failure is logged, the launch's error kept.
-async fn delete_created_claim(cluster: &dyn Cluster, created: Option<&(String, Option<String>)>) {
+async fn delete_created_claim(cluster: &dyn Cluster, created: Option<&(String, String)>) {
     let Some((name, uid)) = created else {
         return;
     };
-    if let Err(e) = pinned(cluster.delete_claim(name, uid.as_deref()).await) {
+    if let Err(e) = pinned(cluster.delete_claim(name, Some(uid)).await) {
         tracing::warn!(error = %e, "a failed launch's home claim was not deleted");
+    }
+}
+
+/// The uid the API server gave the object `meta` of `kind`, which pins it from then on (the
+/// operator's reach, every deletion). One answered without a uid (or with an empty one) is
+/// refused ([`ClusterError::NoUid`]): recorded as it is, an empty identity would make
+/// every later comparison of uids pass or fail for the wrong reason.
+fn uid_of(
+    cluster: &dyn Cluster,
+    kind: ObjectKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<String, ClusterError> {
+    match meta.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => Ok(uid.to_owned()),
+        _ => Err(ClusterError::NoUid {
+            kind: kind.noun().to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: cluster.namespace().to_owned(),
+        }),
     }
 }
 
@@ -1730,7 +1752,18 @@ async fn claim_pod(
         message: e.to_string(),
     })?;
     let created = cluster.ext_create(pool::ExtKind::Claim, &value).await?;
-    let claim_uid = created["metadata"]["uid"].as_str().map(str::to_owned);
+    // Pinned by its uid from here on (every deletion of it); one answered without a uid is
+    // refused and left (nothing pins it for a deletion).
+    let created_meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+        serde_json::from_value(created["metadata"].clone()).unwrap_or_default();
+    let claim_uid = uid_of(
+        cluster,
+        ObjectKind::Ext(pool::ExtKind::Claim),
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            ..created_meta
+        },
+    )?;
     let failed = |container: &str, message: String| ClusterError::SetupFailed {
         container: container.to_owned(),
         message,
@@ -1796,8 +1829,8 @@ async fn claim_pod(
                 format!("pod `{pod_name}` is not controlled by Sandbox `{sandbox_name}`, which claim `{name}` names; the claim was deleted"),
             ));
         }
-        let uid = found.metadata.uid.clone().unwrap_or_default();
-        let sandbox_uid = sandbox.metadata.uid.clone().unwrap_or_default();
+        let uid = uid_of(cluster, ObjectKind::Pod, &found.metadata)?;
+        let sandbox_uid = uid_of(cluster, ObjectKind::Sandbox, &sandbox.metadata)?;
         // Adoption gives it the bottle's labels (`list`, `cleanup` find it by them).
         cluster
             .watch_pod(&pod_name, timeout, &|p| {
@@ -1883,7 +1916,7 @@ async fn claim_pod(
                 pod_name,
                 pod_uid: uid,
                 sandbox_uid: Some(sandbox_uid),
-                claim: claim_uid.clone().map(|uid| (name.clone(), uid)),
+                claim: Some((name.clone(), claim_uid.clone())),
             }),
             PodState::Failed(e) => Err(e),
             PodState::Starting => Err(failed("pod", "the pod was deleted while it started".into())),
@@ -1892,7 +1925,7 @@ async fn claim_pod(
     .await;
     if result.is_err() {
         let deleted = cluster
-            .ext_delete(pool::ExtKind::Claim, &name, claim_uid.as_deref())
+            .ext_delete(pool::ExtKind::Claim, &name, Some(&claim_uid))
             .await;
         if let Err(e) = pinned(deleted) {
             tracing::warn!(error = %e, "a failed warm launch's claim was not deleted");
@@ -2088,9 +2121,10 @@ impl Backend for KubernetesBackend {
         let recorded = Recorded {
             name: &name,
             pod_uid: &uid,
-            sandbox_uid: record.sandbox_uid.as_deref(),
+            // An empty uid (an older binary's for a missing one) pins nothing: as none.
+            sandbox_uid: record.sandbox_uid.as_deref().filter(|u| !u.is_empty()),
             claim: claim.as_deref(),
-            claim_uid: record.claim_uid.as_deref(),
+            claim_uid: record.claim_uid.as_deref().filter(|u| !u.is_empty()),
         };
         self.runtime
             .block_on(stop_bottle(cluster.as_ref(), grace, recorded))
@@ -2183,9 +2217,15 @@ impl Backend for KubernetesBackend {
             tracing::warn!(%identity, claim = %name, namespace = %cluster.namespace(), "discard leaves a claim of the bottle's home's name that bot-bottle did not make for it");
             return Ok(Vec::new());
         }
+        // Pinned by its uid; one without (no API server stores one so) is never deleted by
+        // its name alone.
+        let Some(uid) = found.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+            tracing::warn!(%identity, claim = %name, namespace = %cluster.namespace(), "discard leaves the bottle's home claim: the API server answered it without a uid, so nothing pins it");
+            return Ok(Vec::new());
+        };
         let deleted = self
             .runtime
-            .block_on(cluster.delete_claim(&name, found.metadata.uid.as_deref()));
+            .block_on(cluster.delete_claim(&name, Some(uid)));
         let deleted = pinned(deleted).map_err(|e| setup("delete the bottle's home claim", e))?;
         Ok(if deleted == Some(true) {
             vec![CleanupAction::RemovedVolume { name }]
@@ -2240,7 +2280,7 @@ impl KubernetesBackend {
                 continue;
             };
             // Only what its uid pins is judged (the API server gives every object one).
-            let Some(pod_uid) = pod.metadata.uid.as_deref() else {
+            let Some(pod_uid) = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
                 continue;
             };
             let claim = pod
@@ -2312,6 +2352,10 @@ impl KubernetesBackend {
                 let has_pod = pods
                     .iter()
                     .any(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+                // Only what its uid pins is judged (the API server gives every object one).
+                let Some(uid) = sandbox.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                    continue;
+                };
                 if has_pod || !launcher_gone_here_meta(&sandbox.metadata) {
                     continue;
                 }
@@ -2320,7 +2364,7 @@ impl KubernetesBackend {
                     let deleted = self.runtime.block_on(cluster.delete_sandbox(
                         &name,
                         Duration::ZERO,
-                        sandbox.metadata.uid.as_deref(),
+                        Some(uid),
                     ));
                     if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
                         continue;
@@ -2355,6 +2399,9 @@ impl KubernetesBackend {
                         .and_then(|a| a.get(pool::ANNOTATION_CLAIM))
                         == Some(&name)
                 });
+                let Some(uid) = claim.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                    continue;
+                };
                 if holds_pod || !launcher_gone_here_meta(&claim.metadata) {
                     continue;
                 }
@@ -2363,7 +2410,7 @@ impl KubernetesBackend {
                     let deleted = self.runtime.block_on(cluster.ext_delete(
                         pool::ExtKind::Claim,
                         &name,
-                        claim.metadata.uid.as_deref(),
+                        Some(uid),
                     ));
                     if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
                         continue;
@@ -2424,6 +2471,9 @@ impl KubernetesBackend {
                                 .is_some_and(|c| c.claim_name == name)
                         })
             });
+            let Some(uid) = claim.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                continue;
+            };
             if mounted || home.join("state").join(identity).exists() {
                 continue;
             }
@@ -2431,7 +2481,7 @@ impl KubernetesBackend {
                 // The claim judged here: one made again under its name since stays.
                 let deleted = self
                     .runtime
-                    .block_on(cluster.delete_claim(&name, claim.metadata.uid.as_deref()));
+                    .block_on(cluster.delete_claim(&name, Some(uid)));
                 if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
                     continue;
                 }
@@ -2454,7 +2504,7 @@ impl KubernetesBackend {
                 state::Identity::parse(identity).is_ok() && objects::object_name(identity) == name
             });
             let unowned = meta.owner_references.as_ref().is_none_or(Vec::is_empty);
-            let Some(uid) = meta.uid.as_deref() else {
+            let Some(uid) = meta.uid.as_deref().filter(|u| !u.is_empty()) else {
                 continue;
             };
             if !bottles || !unowned || !launcher_gone_here_meta(meta) {
@@ -2540,7 +2590,7 @@ impl KubeBottle {
         // Another pod under the bottle's name (deleted and made again: by someone allowed
         // to, or by a Sandbox's controller after an eviction) ends the watch: its state is
         // not the bottle's, and its exit code must never pass for the agent's.
-        let other = |p: &Pod| !launched.is_empty() && p.metadata.uid.as_deref() != Some(&launched);
+        let other = |p: &Pod| p.metadata.uid.as_deref() != Some(&launched);
         let ended = self.runtime.block_on(async {
             // A day at most per watch round; the watch itself reconnects as needed.
             loop {
@@ -2560,12 +2610,12 @@ impl KubeBottle {
         match ended.map_err(|e| setup("wait", e))? {
             Some(pod) if other(&pod) => Err(setup(
                 "wait",
-                ClusterError::Replaced {
-                    pod: name,
-                    namespace: self.cluster.namespace().to_owned(),
-                    recorded: launched,
-                    found: pod.metadata.uid.unwrap_or_default(),
-                },
+                ObjectKind::Pod.replaced(
+                    &name,
+                    self.cluster.namespace(),
+                    &launched,
+                    pod.metadata.uid.as_deref().unwrap_or("none"),
+                ),
             )),
             Some(pod) => match pod_state(&pod) {
                 PodState::Ended(code) => Ok(Some(BottleExit { code })),

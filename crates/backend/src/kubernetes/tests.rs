@@ -843,7 +843,8 @@ fn supervise_is_reached_through_port_forward_from_the_laptop() {
 }
 
 /// After the launch, the operator's side reaches the pod the launch checked and no other of
-/// its name (issue 21). A record that names no launched pod (an older binary's) is refused;
+/// its name (issue 21). A record that names no launched pod (an older binary's, or one
+/// naming it by an empty uid) is refused;
 /// the launched pod is reached; once it is deleted and made again under the bottle's name,
 /// the relay's next port-forward (as after a dropped one) and `stop` refuse it, naming pod,
 /// namespace and both uids, open nothing to it and delete nothing, and the relay sees the
@@ -872,28 +873,30 @@ fn the_relay_and_stop_reach_only_the_pod_the_launch_checked() {
     let mut backend = backend(&f, &cluster);
     backend.home = Some(tmp.path().to_path_buf());
 
-    record(None);
-    let older = [
-        backend
-            .port_forward("claude-1a2b3", OPERATOR_PORT)
-            .err()
-            .unwrap()
-            .to_string(),
-        backend
-            .stop("claude-1a2b3", Duration::ZERO)
-            .unwrap_err()
-            .to_string(),
-    ];
-    for e in older {
-        assert!(
-            e.contains("bottle claude-1a2b3's record")
-                && e.contains("does not name the pod its launch checked")
-                && e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents`")
-                && e.contains("bot-bottle discard claude-1a2b3"),
-            "{e}"
-        );
+    for uid in [None, Some("")] {
+        record(uid);
+        let older = [
+            backend
+                .port_forward("claude-1a2b3", OPERATOR_PORT)
+                .err()
+                .unwrap()
+                .to_string(),
+            backend
+                .stop("claude-1a2b3", Duration::ZERO)
+                .unwrap_err()
+                .to_string(),
+        ];
+        for e in older {
+            assert!(
+                e.contains("bottle claude-1a2b3's record")
+                    && e.contains("does not name the pod its launch checked")
+                    && e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents`")
+                    && e.contains("bot-bottle discard claude-1a2b3"),
+                "{uid:?}: {e}"
+            );
+        }
+        assert!(cluster.pod(NAME).is_some());
     }
-    assert!(cluster.pod(NAME).is_some());
 
     record(Some("uid-claude-1a2b3"));
     let (runtime, mut stream) = backend.port_forward("claude-1a2b3", OPERATOR_PORT).unwrap();
@@ -2348,7 +2351,12 @@ fn stop_from_an_older_record_deletes_no_sandbox_it_cannot_prove_the_bottles() {
     ]);
     pod.metadata.uid = Some("uid-pod-again".into());
     cluster.insert_pod(pod);
-    let e = try_stop_from_another_terminal(&f, &cluster, older(&launched)).unwrap_err();
+    // (An empty uid, as a binary that turned a missing one into "" recorded it, is none.)
+    let record = PodRecord {
+        sandbox_uid: Some(String::new()),
+        ..older(&launched)
+    };
+    let e = try_stop_from_another_terminal(&f, &cluster, record).unwrap_err();
     refused(&e);
     assert!(
         e.contains("the pod under the bottle's name is not the one its launch checked"),
@@ -2514,4 +2522,147 @@ fn the_fake_answers_every_delete_as_the_real_client_reports_the_api_server() {
         assert_eq!(uid_of(kind), None, "{kind:?}");
         assert_eq!(delete(kind, &found), Ok(false), "{kind:?}");
     }
+}
+
+/// What the operator reads when the API server answered with `kind` `name` without a uid.
+fn assert_no_uid(e: &str, kind: &str, name: &str) {
+    assert!(
+        e.contains(&format!(
+            "the Kubernetes API server answered with {kind} `{name}` in namespace `agents` without a uid"
+        )) && e.contains("the bottle was not started")
+            && e.contains(&format!("`kubectl -n agents delete {kind} {name}`")),
+        "{e}"
+    );
+}
+
+/// A launch never records an empty identity: an object it makes or takes that the API
+/// server answered without a uid (the pod, the Sandbox, the pod a Sandbox's controller made,
+/// the home claim) fails the launch, naming it, before anything of the bottle's (its Secret,
+/// its files) is sent; what a uid pins is deleted, what none pins is left (said, with the
+/// kubectl to run).
+#[test]
+fn an_object_the_api_server_answers_without_a_uid_fails_the_launch_naming_it() {
+    let launch = |cluster: &Arc<FakeCluster>, f: &Fixture| {
+        backend(f, cluster)
+            .launch_pod(&f.spec, quiet())
+            .err()
+            .expect("the launch fails")
+            .to_string()
+    };
+    let sent = |cluster: &FakeCluster| {
+        cluster.secret(NAME).is_some() || cluster.config_map(NAME).is_some()
+    };
+
+    // A plain pod: refused at its creation, left (nothing pins it).
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::Pod);
+    assert_no_uid(&launch(&cluster, &f), "pod", NAME);
+    assert!(!sent(&cluster));
+    assert!(cluster.pod(NAME).is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+
+    // A Sandbox: refused at its creation, left.
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::Sandbox);
+    assert_no_uid(&launch(&cluster, &f), "sandbox", NAME);
+    assert!(!sent(&cluster));
+    assert!(cluster.sandbox(NAME).is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+
+    // The pod a Sandbox's controller made: refused; the Sandbox (its uid pins it) goes,
+    // and the pod with it.
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::Pod);
+    assert_no_uid(&launch(&cluster, &f), "pod", NAME);
+    assert!(!sent(&cluster));
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+
+    // The home claim a first run makes: refused before any pod, left.
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::VolumeClaim);
+    let e = kept_home_backend(&f, &home, &cluster)
+        .launch_pod(&f.spec, quiet())
+        .err()
+        .expect("the launch fails")
+        .to_string();
+    assert_no_uid(&e, "persistentvolumeclaim", CLAIM);
+    assert!(cluster.claim(CLAIM).is_some());
+    assert_eq!(cluster.pod(NAME), None);
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+}
+
+/// An object of a bottle that has no uid is never deleted by its name alone: `discard`
+/// leaves a home claim without one, `cleanup` a Sandbox or home claim without one (each
+/// judged the bottle's otherwise), as each deletes only what a uid pins.
+#[test]
+fn discard_and_cleanup_leave_an_object_without_a_uid() {
+    if machine_id().is_empty() {
+        eprintln!("skipping: this machine has no /etc/machine-id, so nothing is judged");
+        return;
+    }
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.without_uids(ObjectKind::VolumeClaim);
+    cluster.without_uids(ObjectKind::Sandbox);
+    let home_claim = |identity: &str| k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(objects::home_claim_name(identity)),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), "bot-bottle".into()),
+                (objects::LABEL_IDENTITY.into(), identity.into()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                objects::ANNOTATION_HOME.into(),
+                home_annotation(Some(&home)),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // The bottle's own home claim, as `discard` judges it: left.
+    cluster.insert_claim(home_claim(&f.spec.identity));
+    assert!(cluster.claim(CLAIM).unwrap().metadata.uid.is_none());
+    let backend = kept_home_backend(&f, &home, &cluster);
+    assert_eq!(backend.discard(&f.spec.identity).unwrap(), vec![]);
+    assert!(cluster.claim(CLAIM).is_some());
+    // A gone bottle's home claim and an orphaned Sandbox, as `cleanup` judges them: left.
+    cluster.insert_claim(home_claim("claude-00001"));
+    let machine = machine_id();
+    let mut sandbox = sandbox_of("claude-00005", &format!("{machine}/not-this-boot:4242:99"));
+    sandbox.metadata.name = Some("bot-bottle-claude-00005".into());
+    cluster.insert_sandbox(sandbox);
+    assert_eq!(backend.cleanup(false).unwrap(), vec![]);
+    assert!(
+        cluster
+            .claim(&objects::home_claim_name("claude-00001"))
+            .is_some()
+    );
+    assert!(cluster.sandbox("bot-bottle-claude-00005").is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
 }

@@ -729,6 +729,26 @@ fn stop_from_an_older_record_leaves_a_claim_made_again_under_the_bottles_name() 
     assert_eq!(deletes, Vec::<String>::new());
 }
 
+/// A SandboxClaim the API server answered without a uid fails the warm launch, naming it:
+/// a bottle never records an empty identity, and the claim, which no uid pins, is left
+/// (said, with the kubectl to run), never deleted by its name.
+#[test]
+fn a_claim_answered_without_a_uid_fails_the_warm_launch_naming_it() {
+    let f = warm_fixture();
+    let (cluster, _pool) = pool_cluster(&f, 1);
+    let (addr, _got, _intake) = intake();
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    cluster.without_uids(ObjectKind::Ext(ExtKind::Claim));
+    let e = launch_error(&f, &cluster);
+    super::assert_no_uid(&e, "sandboxclaim", NAME);
+    assert!(cluster.ext_object(ExtKind::Claim, NAME).is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+}
+
 /// A warm launch that fails after its claim was deleted and made again under its name (by
 /// someone else) deletes the claim it made and no other: the one made again stays, and
 /// the launch's own error is the one said.
