@@ -5,7 +5,7 @@
 //! [`ClusterError`]; tested against `tower_test::mock` in this module's tests. Every delete,
 //! whatever the kind, goes through one function (`delete_object`): the same uid
 //! precondition, the same answers to 404 and 409, the kind named as
-//! [`ObjectKind`](super::cluster::ObjectKind) names it.
+//! [`ObjectKind`] names it.
 
 use std::time::Duration;
 
