@@ -417,16 +417,19 @@ impl ClusterError {
             || message.contains("must specify limits")
             || message.contains("maximum cpu usage")
             || message.contains("maximum memory usage");
-        // `create pods` -> `pod`: what the refused object is.
-        let kind = action
+        // `create pods` -> `pod`, `create sandboxes` -> `sandbox`: what the refused object
+        // is (a subresource's, `pods/attach`, is its object's).
+        let plural = action
             .rsplit(' ')
             .next()
             .unwrap_or(action)
             .split('/')
             .next()
-            .unwrap_or(action)
-            .trim_end_matches('s')
-            .to_owned();
+            .unwrap_or(action);
+        let kind = match plural.strip_suffix("xes") {
+            Some(stem) => format!("{stem}x"),
+            None => plural.strip_suffix('s').unwrap_or(plural).to_owned(),
+        };
         match (code, reason) {
             (403, _) if quota => ClusterError::Quota {
                 namespace: namespace.to_owned(),

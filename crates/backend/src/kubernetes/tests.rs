@@ -2666,3 +2666,33 @@ fn discard_and_cleanup_leave_an_object_without_a_uid() {
         cluster.calls()
     );
 }
+
+/// A refusal names the object by its kind as kubectl does, from the API call's plural:
+/// `sandboxes` is a sandbox (not a "sandboxe"), a subresource is its object's.
+#[test]
+fn a_refused_object_is_named_by_its_kind() {
+    let exists =
+        |action: &str| ClusterError::from_status(action, "agents", 409, "AlreadyExists", "x");
+    for (action, kind) in [
+        ("create pods", "pod"),
+        ("create pods/attach", "pod"),
+        ("create sandboxes", "sandbox"),
+        ("delete sandboxes", "sandbox"),
+        ("create sandboxclaims", "sandboxclaim"),
+        ("create persistentvolumeclaims", "persistentvolumeclaim"),
+        ("create configmaps", "configmap"),
+    ] {
+        assert_eq!(
+            exists(action),
+            ClusterError::Exists(format!("a {kind} of that name")),
+            "{action}"
+        );
+    }
+    assert_eq!(
+        ClusterError::from_status("create sandboxes", "agents", 422, "Invalid", "bad"),
+        ClusterError::Invalid {
+            kind: "sandbox".into(),
+            message: "bad".into()
+        }
+    );
+}
