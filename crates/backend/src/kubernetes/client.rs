@@ -2,7 +2,10 @@
 //! reads them (`$KUBECONFIG`, `~/.kube/config`, in-cluster config), one namespace.
 //!
 //! Each method is one API call (or one watch) plus the translation of its errors into
-//! [`ClusterError`]; tested against `tower_test::mock` in this module's tests.
+//! [`ClusterError`]; tested against `tower_test::mock` in this module's tests. Every delete,
+//! whatever the kind, goes through one function (`delete_object`): the same uid
+//! precondition, the same answers to 404 and 409, the kind named as
+//! [`ObjectKind`] names it.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use kube::api::{
 use kube::{Api, Client};
 
 use super::cluster::{
-    Attached, Cluster, ClusterError, Leftover, LeftoverKind, PortStream, no_sandbox_api,
+    Attached, Cluster, ClusterError, Leftover, LeftoverKind, ObjectKind, PortStream, no_sandbox_api,
 };
 use super::objects::{SANDBOX_GROUP, SANDBOX_PLURAL, SANDBOX_VERSIONS, Sandbox};
 use super::pool::{EXT_GROUP, EXT_VERSION, ExtKind};
@@ -211,25 +214,40 @@ impl KubeCluster {
         }
     }
 
-    /// The refusal of a delete precondition on `kind` `name` (409): made again under its
-    /// name since the bottle made or took it.
-    fn replaced(&self, kind: &str, name: &str, uid: Option<&str>, message: &str) -> ClusterError {
-        ClusterError::ReplacedObject {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            namespace: self.namespace.clone(),
-            recorded: uid.unwrap_or_default().to_owned(),
-            found: found_uid(message),
+    /// Deletes the object `name` of `kind` through `api`, the one way every delete goes
+    /// (no kind's can drift from the others'): its uid as a delete precondition when there
+    /// is one to pin, `grace` when given, what it owns deleted in the background. The API
+    /// server's 404 is `false` (gone); its refusal of the uid precondition (409) is the
+    /// object made again under its name ([`ObjectKind::replaced`]); anything else is
+    /// classified as `delete <plural>`.
+    async fn delete_object<K>(
+        &self,
+        api: Api<K>,
+        kind: ObjectKind,
+        name: &str,
+        grace: Option<Duration>,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let params = DeleteParams {
+            grace_period_seconds: grace.map(|g| u32::try_from(g.as_secs()).unwrap_or(u32::MAX)),
+            preconditions: uid.map(|uid| kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match (api.delete(name, &params).await, uid) {
+            (Ok(_), _) => Ok(true),
+            (Err(kube::Error::Api(status)), _) if status.is_not_found() => Ok(false),
+            (Err(kube::Error::Api(status)), Some(uid)) if status.code == 409 => {
+                Err(kind.replaced(name, &self.namespace, uid, &found_uid(&status.message)))
+            }
+            (Err(e), _) => Err(self.error(&format!("delete {}", kind.plural()), e)),
         }
     }
-}
-
-/// A delete precondition on the object's uid, when there is one to pin.
-fn uid_precondition(uid: Option<&str>) -> Option<kube::api::Preconditions> {
-    uid.map(|uid| kube::api::Preconditions {
-        uid: Some(uid.to_owned()),
-        resource_version: None,
-    })
 }
 
 /// The uid the API server found, from its refusal of a uid precondition: "Precondition
@@ -319,24 +337,8 @@ impl Cluster for KubeCluster {
         grace: Duration,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.pods().delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(ClusterError::Replaced {
-                    pod: name.to_owned(),
-                    namespace: self.namespace.clone(),
-                    recorded: uid.unwrap_or_default().to_owned(),
-                    found: found_uid(&status.message),
-                })
-            }
-            Err(e) => Err(self.error("delete pods", e)),
-        }
+        self.delete_object(self.pods(), ObjectKind::Pod, name, Some(grace), uid)
+            .await
     }
 
     async fn list_leftovers(&self, selector: &str) -> Result<Vec<Leftover>, ClusterError> {
@@ -366,35 +368,16 @@ impl Cluster for KubeCluster {
         name: &str,
         uid: &str,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            preconditions: uid_precondition(Some(uid)),
-            ..DeleteParams::background()
-        };
-        let deleted = match kind {
-            LeftoverKind::Secret => Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-                .delete(name, &params)
-                .await
-                .map(|_| ()),
+        let object = ObjectKind::Leftover(kind);
+        match kind {
+            LeftoverKind::Secret => {
+                let api = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
+                self.delete_object(api, object, name, None, Some(uid)).await
+            }
             LeftoverKind::ConfigMap => {
-                Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
-                    .delete(name, &params)
-                    .await
-                    .map(|_| ())
+                let api = Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace);
+                self.delete_object(api, object, name, None, Some(uid)).await
             }
-        };
-        match deleted {
-            Ok(()) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                Err(self.replaced(kind.noun(), name, Some(uid), &status.message))
-            }
-            Err(e) => Err(self.error(
-                match kind {
-                    LeftoverKind::Secret => "delete secrets",
-                    LeftoverKind::ConfigMap => "delete configmaps",
-                },
-                e,
-            )),
         }
     }
 
@@ -416,18 +399,8 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_claim(&self, name: &str, uid: Option<&str>) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.claims().delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(self.replaced("persistentvolumeclaim", name, uid, &status.message))
-            }
-            Err(e) => Err(self.error("delete persistentvolumeclaims", e)),
-        }
+        self.delete_object(self.claims(), ObjectKind::VolumeClaim, name, None, uid)
+            .await
     }
 
     async fn list_claims(
@@ -534,19 +507,9 @@ impl Cluster for KubeCluster {
         grace: Duration,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.sandboxes().await?.delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(self.replaced("sandbox", name, uid, &status.message))
-            }
-            Err(e) => Err(self.error("delete sandboxes", e)),
-        }
+        let api = self.sandboxes().await?;
+        self.delete_object(api, ObjectKind::Sandbox, name, Some(grace), uid)
+            .await
     }
 
     async fn get_sandbox(&self, name: &str) -> Result<Option<Sandbox>, ClusterError> {
@@ -678,18 +641,8 @@ impl Cluster for KubeCluster {
         name: &str,
         uid: Option<&str>,
     ) -> Result<bool, ClusterError> {
-        let params = DeleteParams {
-            preconditions: uid_precondition(uid),
-            ..DeleteParams::background()
-        };
-        match self.ext(kind).delete(name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                Err(self.replaced(&kind.kind().to_lowercase(), name, uid, &status.message))
-            }
-            Err(e) => Err(self.error(&format!("delete {}", kind.plural()), e)),
-        }
+        self.delete_object(self.ext(kind), ObjectKind::Ext(kind), name, None, uid)
+            .await
     }
 
     async fn ext_list(
@@ -1352,6 +1305,208 @@ mod tests {
             }
         );
         server.await.unwrap();
+    }
+
+    /// One of the client's deletes, as the table of
+    /// [`every_delete_pins_the_uid_and_answers_gone_replaced_and_refused_alike`] calls it.
+    #[derive(Debug, Clone, Copy)]
+    enum Delete {
+        Pod,
+        Leftover(LeftoverKind),
+        HomeClaim,
+        Sandbox,
+        Ext(ExtKind),
+    }
+
+    const DELETED: &str = "bot-bottle-claude-1a2b3";
+
+    impl Delete {
+        const ALL: [Delete; 8] = [
+            Delete::Pod,
+            Delete::Leftover(LeftoverKind::Secret),
+            Delete::Leftover(LeftoverKind::ConfigMap),
+            Delete::HomeClaim,
+            Delete::Sandbox,
+            Delete::Ext(ExtKind::Claim),
+            Delete::Ext(ExtKind::WarmPool),
+            Delete::Ext(ExtKind::Template),
+        ];
+
+        async fn call(
+            self,
+            cluster: &KubeCluster,
+            uid: Option<&str>,
+        ) -> Result<bool, ClusterError> {
+            let grace = Duration::from_secs(7);
+            match self {
+                Delete::Pod => cluster.delete_pod(DELETED, grace, uid).await,
+                Delete::Leftover(kind) => {
+                    let uid = uid.expect("a leftover is always deleted with its uid");
+                    cluster.delete_leftover(kind, DELETED, uid).await
+                }
+                Delete::HomeClaim => cluster.delete_claim(DELETED, uid).await,
+                Delete::Sandbox => cluster.delete_sandbox(DELETED, grace, uid).await,
+                Delete::Ext(kind) => cluster.ext_delete(kind, DELETED, uid).await,
+            }
+        }
+
+        /// Whether the call takes no uid at all (deletes by name).
+        fn takes_none(self) -> bool {
+            !matches!(self, Delete::Leftover(_))
+        }
+
+        fn plural(self) -> &'static str {
+            match self {
+                Delete::Pod => "pods",
+                Delete::Leftover(LeftoverKind::Secret) => "secrets",
+                Delete::Leftover(LeftoverKind::ConfigMap) => "configmaps",
+                Delete::HomeClaim => "persistentvolumeclaims",
+                Delete::Sandbox => "sandboxes",
+                Delete::Ext(kind) => kind.plural(),
+            }
+        }
+
+        fn path(self) -> String {
+            let plural = self.plural();
+            match self {
+                Delete::Sandbox => {
+                    format!("/apis/agents.x-k8s.io/v1beta1/namespaces/agents/{plural}/{DELETED}")
+                }
+                Delete::Ext(_) => format!(
+                    "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/agents/{plural}/{DELETED}"
+                ),
+                _ => format!("/api/v1/namespaces/agents/{plural}/{DELETED}"),
+            }
+        }
+
+        fn grace(self) -> Option<u64> {
+            matches!(self, Delete::Pod | Delete::Sandbox).then_some(7)
+        }
+
+        /// The refusal of the uid precondition `x-1` by an object of uid `x-2`, as the
+        /// operator reads it: a pod's own error, the object's kind as kubectl names it.
+        fn replaced(self) -> ClusterError {
+            let kind = match self {
+                Delete::Pod => {
+                    return ClusterError::Replaced {
+                        pod: DELETED.into(),
+                        namespace: "agents".into(),
+                        recorded: "x-1".into(),
+                        found: "x-2".into(),
+                    };
+                }
+                Delete::Leftover(LeftoverKind::Secret) => "secret",
+                Delete::Leftover(LeftoverKind::ConfigMap) => "configmap",
+                Delete::HomeClaim => "persistentvolumeclaim",
+                Delete::Sandbox => "sandbox",
+                Delete::Ext(ExtKind::Claim) => "sandboxclaim",
+                Delete::Ext(ExtKind::WarmPool) => "sandboxwarmpool",
+                Delete::Ext(ExtKind::Template) => "sandboxtemplate",
+            };
+            ClusterError::ReplacedObject {
+                kind: kind.into(),
+                name: DELETED.into(),
+                namespace: "agents".into(),
+                recorded: "x-1".into(),
+                found: "x-2".into(),
+            }
+        }
+    }
+
+    /// Every delete of the client goes the same way, whatever the kind: the uid (when
+    /// given) as a delete precondition, the grace for a pod or Sandbox, dependents in the
+    /// background; the API server's 404 is `false` (gone), its refusal of the uid
+    /// precondition (409) is the object made again under the name (naming both uids and
+    /// the kind as kubectl names it), any other refusal (403; a 409 without a precondition)
+    /// is classified as `delete <plural>` in the namespace.
+    #[tokio::test]
+    async fn every_delete_pins_the_uid_and_answers_gone_replaced_and_refused_alike() {
+        let conflict = "Operation cannot be fulfilled on the object: the object has been modified";
+        let forbidden = "it is forbidden: User \"dev\" cannot delete resource";
+        for delete in Delete::ALL {
+            let (cluster, mut handle) = cluster();
+            let mut steps: Vec<(Option<&'static str>, Response<Body>)> = vec![
+                (
+                    Some("x-1"),
+                    json(
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                    ),
+                ),
+                (Some("x-1"), status(404, "NotFound", "not found")),
+                (
+                    Some("x-1"),
+                    status(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {DELETED}: Precondition failed: UID in precondition: x-1, UID in object meta: x-2"
+                        ),
+                    ),
+                ),
+                (Some("x-1"), status(403, "Forbidden", forbidden)),
+            ];
+            if delete.takes_none() {
+                steps.push((None, status(409, "Conflict", conflict)));
+                steps.push((
+                    None,
+                    json(serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+                ));
+            }
+            let uids: Vec<Option<&'static str>> = steps.iter().map(|(uid, _)| *uid).collect();
+            let server = tokio::spawn(async move {
+                if matches!(delete, Delete::Sandbox) {
+                    let (request, send) = handle.next_request().await.unwrap();
+                    assert_eq!(request.uri().path(), "/apis/agents.x-k8s.io/v1beta1");
+                    send.send_response(json(serde_json::json!({
+                        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "agents.x-k8s.io/v1beta1",
+                        "resources": [{"name": "sandboxes", "singularName": "sandbox", "namespaced": true,
+                            "kind": "Sandbox", "verbs": ["delete"]}],
+                    })));
+                }
+                for (uid, answer) in steps {
+                    let (request, send) = handle.next_request().await.unwrap();
+                    assert_eq!(request.method(), http::Method::DELETE, "{delete:?}");
+                    assert_eq!(request.uri().path(), delete.path(), "{delete:?}");
+                    let body = http_body_util::BodyExt::collect(request.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let mut expected = serde_json::json!({"propagationPolicy": "Background"});
+                    if let Some(uid) = uid {
+                        expected["preconditions"] = serde_json::json!({"uid": uid});
+                    }
+                    if let Some(grace) = delete.grace() {
+                        expected["gracePeriodSeconds"] = grace.into();
+                    }
+                    assert_eq!(sent, expected, "{delete:?}");
+                    send.send_response(answer);
+                }
+            });
+            let mut got = Vec::new();
+            for uid in uids {
+                got.push(delete.call(&cluster, uid).await);
+            }
+            let action = format!("delete {}", delete.plural());
+            let mut expected = vec![
+                Ok(true),
+                Ok(false),
+                Err(delete.replaced()),
+                Err(ClusterError::Forbidden {
+                    action: action.clone(),
+                    namespace: "agents".into(),
+                    message: forbidden.into(),
+                }),
+            ];
+            if delete.takes_none() {
+                expected.push(Err(ClusterError::from_status(
+                    &action, "agents", 409, "Conflict", conflict,
+                )));
+                expected.push(Ok(true));
+            }
+            assert_eq!(got, expected, "{delete:?}");
+            server.await.unwrap();
+        }
     }
 
     /// The API server of two deletes of `path` (a `kind`) carrying the uid precondition

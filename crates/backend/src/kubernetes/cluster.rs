@@ -39,6 +39,74 @@ impl LeftoverKind {
     }
 }
 
+/// The kinds of object a bottle deletes, as a deletion's errors name them: the one place
+/// those names come from, for the real client and the in-memory cluster alike (a delete of
+/// one kind never says another's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Pod,
+    /// The bottle's Secret or ConfigMap.
+    Leftover(LeftoverKind),
+    /// A PersistentVolumeClaim (a bottle's home).
+    VolumeClaim,
+    Sandbox,
+    /// agent-sandbox's extension objects (templates, warm pools, claims).
+    Ext(ExtKind),
+}
+
+impl ObjectKind {
+    /// The resource as kubectl names it (`pod`, `persistentvolumeclaim`, `sandboxclaim`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pod",
+            ObjectKind::Leftover(kind) => kind.noun(),
+            ObjectKind::VolumeClaim => "persistentvolumeclaim",
+            ObjectKind::Sandbox => "sandbox",
+            ObjectKind::Ext(kind) => kind.noun(),
+        }
+    }
+
+    /// The resource as the API names it (its paths, RBAC's verbs): `pods`, `sandboxes`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pods",
+            ObjectKind::Leftover(LeftoverKind::Secret) => "secrets",
+            ObjectKind::Leftover(LeftoverKind::ConfigMap) => "configmaps",
+            ObjectKind::VolumeClaim => "persistentvolumeclaims",
+            ObjectKind::Sandbox => "sandboxes",
+            ObjectKind::Ext(kind) => kind.plural(),
+        }
+    }
+
+    /// The refusal of a delete precondition on the uid `recorded` by the object `name` of
+    /// this kind, whose uid is `found` (409): made again under its name since the bottle
+    /// made or took it. A pod's is [`ClusterError::Replaced`] (the operator's side reaches
+    /// none but the launched pod); any other's [`ClusterError::ReplacedObject`].
+    pub fn replaced(
+        self,
+        name: &str,
+        namespace: &str,
+        recorded: &str,
+        found: &str,
+    ) -> ClusterError {
+        match self {
+            ObjectKind::Pod => ClusterError::Replaced {
+                pod: name.to_owned(),
+                namespace: namespace.to_owned(),
+                recorded: recorded.to_owned(),
+                found: found.to_owned(),
+            },
+            other => ClusterError::ReplacedObject {
+                kind: other.noun().to_owned(),
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                recorded: recorded.to_owned(),
+                found: found.to_owned(),
+            },
+        }
+    }
+}
+
 /// What the backend asks of a cluster (one namespace). Methods are async because the real
 /// client is; the backend drives them on its own runtime.
 #[async_trait::async_trait]
@@ -296,6 +364,34 @@ pub enum ClusterError {
         recorded: String,
         found: String,
     },
+    /// An object under a bottle's name whose uid the bottle's record does not hold (a record
+    /// of an older binary) and that the pod its launch checked does not prove the bottle's
+    /// (that pod's controller, by uid): it could be one made again under the name, so
+    /// `stop` deletes nothing by the name alone and says what to do by hand.
+    #[error(
+        "{kind} `{name}` in namespace `{namespace}` is not known to be this bottle's: the bottle's record (written by an older bot-bottle) does not hold its uid and {why}, so bot-bottle deletes nothing by that name alone (it could be one made again under it): look at it (`kubectl -n {namespace} get {kind} {name} -o yaml`) and, if it is the bottle's, delete it yourself (`kubectl -n {namespace} delete {kind} {name}`)"
+    )]
+    Unproven {
+        /// As kubectl names the resource (`sandbox`, `sandboxclaim`).
+        kind: String,
+        name: String,
+        namespace: String,
+        /// Why the pod the launch checked proves nothing of it.
+        why: String,
+    },
+    /// The API server answered with an object the bottle makes or takes (its pod, Sandbox,
+    /// claims) without a uid: the object cannot be told from one made again under its name,
+    /// so the bottle is not started in it and it is not deleted by its name alone. No API
+    /// server stores an object so; something answering for it may.
+    #[error(
+        "the Kubernetes API server answered with {kind} `{name}` in namespace `{namespace}` without a uid, so it cannot be told from one made again under that name: the bottle was not started, and bot-bottle does not delete it by its name alone; look at it (`kubectl -n {namespace} get {kind} {name} -o yaml`), delete it yourself if it is still there (`kubectl -n {namespace} delete {kind} {name}`), and check what answers for the API server (it gives every object a uid)"
+    )]
+    NoUid {
+        /// As kubectl names the resource (`pod`, `sandboxclaim`).
+        kind: String,
+        name: String,
+        namespace: String,
+    },
     /// Waiting took longer than allowed.
     #[error("{0}")]
     Timeout(String),
@@ -321,16 +417,19 @@ impl ClusterError {
             || message.contains("must specify limits")
             || message.contains("maximum cpu usage")
             || message.contains("maximum memory usage");
-        // `create pods` -> `pod`: what the refused object is.
-        let kind = action
+        // `create pods` -> `pod`, `create sandboxes` -> `sandbox`: what the refused object
+        // is (a subresource's, `pods/attach`, is its object's).
+        let plural = action
             .rsplit(' ')
             .next()
             .unwrap_or(action)
             .split('/')
             .next()
-            .unwrap_or(action)
-            .trim_end_matches('s')
-            .to_owned();
+            .unwrap_or(action);
+        let kind = match plural.strip_suffix("xes") {
+            Some(stem) => format!("{stem}x"),
+            None => plural.strip_suffix('s').unwrap_or(plural).to_owned(),
+        };
         match (code, reason) {
             (403, _) if quota => ClusterError::Quota {
                 namespace: namespace.to_owned(),

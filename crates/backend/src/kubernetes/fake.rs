@@ -5,13 +5,15 @@
 //! * every change bumps one resource version (`metadata.resourceVersion`), and a watch sees
 //!   every change after the version it started from, in order (a pod that goes through two
 //!   states quickly shows both);
-//! * objects get a `uid` on creation; a name that exists is refused (409 AlreadyExists);
+//! * objects get a `uid` on creation (and when a test puts one there); a name that exists is
+//!   refused (409 AlreadyExists); [`FakeCluster::without_uids`] makes a kind's objects
+//!   without one, as no API server does, for the tests of what bot-bottle refuses then;
 //!   an object the API server would not store is refused (422 Invalid: a name that is not a
 //!   DNS subdomain, a pod without containers, a container without an image, a Secret or
 //!   ConfigMap key with a `/`), and one over 1 MiB too (413);
 //! * deleting a pod deletes what it owns (the garbage collector), with a `DELETED` event;
-//!   a delete with a uid precondition (pods, Sandboxes, extension objects) refuses an
-//!   object of another uid (409), as the API server does;
+//!   a delete with a uid precondition (of any kind) refuses an object of another uid (409),
+//!   as the API server does, in the words the real client uses ([`ObjectKind::replaced`]);
 //! * attach works only to a running agent container (400 otherwise), and gives the test the
 //!   container's end of its stdin, stdout and stderr;
 //! * a test plays the kubelet: a script of pod statuses applied after creation, one event
@@ -57,8 +59,8 @@ use tokio::io::DuplexStream;
 use tokio::sync::Notify;
 
 use super::cluster::{
-    Attached, Cluster, ClusterError, Leftover, LeftoverKind, PodState, PortStream, no_sandbox_api,
-    pod_state,
+    Attached, Cluster, ClusterError, Leftover, LeftoverKind, ObjectKind, PodState, PortStream,
+    no_sandbox_api, pod_state,
 };
 use super::objects::{SANDBOX_POD_NAME, Sandbox, SandboxCondition, SandboxStatus};
 use super::pool::{self, ExtKind, SandboxClaim, SandboxTemplate, SandboxWarmPool};
@@ -127,6 +129,8 @@ struct State {
     /// Secrets and ConfigMaps made again under their names (a new uid) right after the
     /// next list of them returned the old ones: a launch racing `cleanup`.
     remade_after_list: Vec<Leftover>,
+    /// Kinds whose objects are made without a uid ([`FakeCluster::without_uids`]).
+    uidless: Vec<ObjectKind>,
 }
 
 /// The agent container's side of an attach: what `start` writes to its stdin is read from
@@ -309,20 +313,14 @@ fn controller_ref(
 /// A delete precondition on `uid` as the API server checks it (409 Conflict): `found` is
 /// the uid of the object of that name, `None` when there is none (nothing to refuse).
 fn precondition(
-    kind: &str,
+    kind: ObjectKind,
     name: &str,
     uid: Option<&str>,
     found: Option<Option<String>>,
 ) -> Result<(), ClusterError> {
     match (uid, found) {
         (Some(uid), Some(found)) if found.as_deref() != Some(uid) => {
-            Err(ClusterError::ReplacedObject {
-                kind: kind.to_owned(),
-                name: name.to_owned(),
-                namespace: NAMESPACE.to_owned(),
-                recorded: uid.to_owned(),
-                found: found.unwrap_or_else(|| "none".into()),
-            })
+            Err(kind.replaced(name, NAMESPACE, uid, found.as_deref().unwrap_or("none")))
         }
         _ => Ok(()),
     }
@@ -428,6 +426,14 @@ impl FakeCluster {
 
     /// Makes the calls starting with `call` (`create pod`, `watch pod`, `attach pod`...) fail
     /// with `error` from now on.
+    /// Objects of `kind` made from now on (created, made by a controller, put there) get no
+    /// uid. No API server stores one so; an answer without one (from something between, or
+    /// a broken server) must still not pass for an identity: the tests of what bot-bottle
+    /// refuses then.
+    pub fn without_uids(&self, kind: ObjectKind) {
+        self.lock().uidless.push(kind);
+    }
+
     pub fn fail(&self, call: &str, error: ClusterError) {
         self.lock().fail.insert(call.to_owned(), error);
     }
@@ -502,7 +508,7 @@ impl FakeCluster {
     pub fn insert_sandbox(&self, mut sandbox: Sandbox) {
         let name = sandbox.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        FakeCluster::stamp(&mut state, &mut sandbox.metadata);
+        FakeCluster::stamp(&mut state, ObjectKind::Sandbox, &mut sandbox.metadata);
         let version = state.version;
         state
             .sandbox_history
@@ -543,10 +549,13 @@ impl FakeCluster {
         self.lock().claims.get(name).cloned()
     }
 
-    /// Puts a claim there directly (someone else's, or one of another home).
-    pub fn insert_claim(&self, claim: PersistentVolumeClaim) {
+    /// Puts a claim there directly (someone else's, or one of another home), with a uid of
+    /// its own unless it has one.
+    pub fn insert_claim(&self, mut claim: PersistentVolumeClaim) {
         let name = claim.metadata.name.clone().unwrap_or_default();
-        self.lock().claims.insert(name, claim);
+        let mut state = self.lock();
+        FakeCluster::give_uid(&mut state, ObjectKind::VolumeClaim, &mut claim.metadata);
+        state.claims.insert(name, claim);
     }
 
     /// Puts a pod there directly (one another launcher created), with a uid of its own
@@ -554,10 +563,7 @@ impl FakeCluster {
     pub fn insert_pod(&self, mut pod: Pod) {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        if pod.metadata.uid.is_none() {
-            state.next_uid += 1;
-            pod.metadata.uid = Some(format!("uid-{}", state.next_uid));
-        }
+        FakeCluster::give_uid(&mut state, ObjectKind::Pod, &mut pod.metadata);
         state.version += 1;
         pod.metadata.resource_version = Some(state.version.to_string());
         let version = state.version;
@@ -590,7 +596,11 @@ impl FakeCluster {
     pub fn insert_secret(&self, mut secret: Secret) {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        FakeCluster::give_uid(&mut state, &mut secret.metadata);
+        FakeCluster::give_uid(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::Secret),
+            &mut secret.metadata,
+        );
         state.secrets.insert(name, secret);
     }
 
@@ -598,7 +608,11 @@ impl FakeCluster {
     pub fn insert_config_map(&self, mut config_map: ConfigMap) {
         let name = config_map.metadata.name.clone().unwrap_or_default();
         let mut state = self.lock();
-        FakeCluster::give_uid(&mut state, &mut config_map.metadata);
+        FakeCluster::give_uid(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::ConfigMap),
+            &mut config_map.metadata,
+        );
         state.config_maps.insert(name, config_map);
     }
 
@@ -629,8 +643,10 @@ impl FakeCluster {
         true
     }
 
-    fn give_uid(state: &mut State, meta: &mut ObjectMeta) {
-        if meta.uid.is_none() {
+    /// A uid for an object put there directly, unless it has one (or its kind is made
+    /// without, [`FakeCluster::without_uids`]).
+    fn give_uid(state: &mut State, kind: ObjectKind, meta: &mut ObjectMeta) {
+        if meta.uid.is_none() && !state.uidless.contains(&kind) {
             state.next_uid += 1;
             meta.uid = Some(format!("uid-{}", state.next_uid));
         }
@@ -640,7 +656,7 @@ impl FakeCluster {
     fn remake_listed(state: &mut State) {
         for Leftover { kind, mut metadata } in std::mem::take(&mut state.remade_after_list) {
             let name = metadata.name.clone().unwrap_or_default();
-            FakeCluster::stamp(state, &mut metadata);
+            FakeCluster::stamp(state, ObjectKind::Leftover(kind), &mut metadata);
             match kind {
                 LeftoverKind::Secret => {
                     state.secrets.insert(
@@ -782,7 +798,7 @@ impl FakeCluster {
             FakeCluster::set_ready(state, name, "False", "ReconcilerError", &e.to_string());
             return;
         }
-        FakeCluster::stamp(state, &mut pod.metadata);
+        FakeCluster::stamp(state, ObjectKind::Pod, &mut pod.metadata);
         pod.status = Some(PodStatus {
             phase: Some("Pending".into()),
             ..Default::default()
@@ -913,7 +929,7 @@ impl FakeCluster {
                 },
                 status: None,
             };
-            FakeCluster::stamp(state, &mut sandbox.metadata);
+            FakeCluster::stamp(state, ObjectKind::Sandbox, &mut sandbox.metadata);
             let v = state.version;
             state
                 .sandbox_history
@@ -1139,10 +1155,12 @@ impl FakeCluster {
         true
     }
 
-    fn stamp(state: &mut State, meta: &mut ObjectMeta) {
+    /// What the API server sets on an object it stores: a new resource version, a uid
+    /// (unless its kind is made without, [`FakeCluster::without_uids`]), the namespace.
+    fn stamp(state: &mut State, kind: ObjectKind, meta: &mut ObjectMeta) {
         state.version += 1;
         state.next_uid += 1;
-        meta.uid = Some(format!("uid-{}", state.next_uid));
+        meta.uid = (!state.uidless.contains(&kind)).then(|| format!("uid-{}", state.next_uid));
         meta.resource_version = Some(state.version.to_string());
         meta.namespace = Some(NAMESPACE.to_owned());
     }
@@ -1166,7 +1184,7 @@ impl Cluster for FakeCluster {
                 return Err(exists("pod", &name));
             }
             let mut stored = pod.clone();
-            FakeCluster::stamp(&mut state, &mut stored.metadata);
+            FakeCluster::stamp(&mut state, ObjectKind::Pod, &mut stored.metadata);
             stored.status = Some(PodStatus {
                 phase: Some("Pending".into()),
                 ..Default::default()
@@ -1212,7 +1230,11 @@ impl Cluster for FakeCluster {
             return Err(exists("secret", &name));
         }
         let mut stored = secret.clone();
-        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        FakeCluster::stamp(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::Secret),
+            &mut stored.metadata,
+        );
         state.secrets.insert(name, stored);
         Ok(())
     }
@@ -1255,7 +1277,11 @@ impl Cluster for FakeCluster {
             return Err(exists("configmap", &name));
         }
         let mut stored = config_map.clone();
-        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        FakeCluster::stamp(
+            &mut state,
+            ObjectKind::Leftover(LeftoverKind::ConfigMap),
+            &mut stored.metadata,
+        );
         state.config_maps.insert(name, stored);
         Ok(())
     }
@@ -1295,18 +1321,8 @@ impl Cluster for FakeCluster {
     ) -> Result<bool, ClusterError> {
         self.call(format!("delete pod {name} grace={}", grace.as_secs()))?;
         let mut state = self.lock();
-        // A delete precondition, as the API server checks it (409 Conflict).
-        if let Some(uid) = uid
-            && let Some(pod) = state.pods.get(name)
-            && pod.metadata.uid.as_deref() != Some(uid)
-        {
-            return Err(ClusterError::Replaced {
-                pod: name.to_owned(),
-                namespace: NAMESPACE.to_owned(),
-                recorded: uid.to_owned(),
-                found: pod.metadata.uid.clone().unwrap_or_else(|| "none".into()),
-            });
-        }
+        let found = state.pods.get(name).map(|p| p.metadata.uid.clone());
+        precondition(ObjectKind::Pod, name, uid, found)?;
         let removed = FakeCluster::remove_pod(&mut state, name);
         drop(state);
         self.changed.notify_waiters();
@@ -1346,7 +1362,7 @@ impl Cluster for FakeCluster {
             LeftoverKind::Secret => state.secrets.get(name).map(|o| o.metadata.uid.clone()),
             LeftoverKind::ConfigMap => state.config_maps.get(name).map(|o| o.metadata.uid.clone()),
         };
-        precondition(kind.noun(), name, Some(uid), found)?;
+        precondition(ObjectKind::Leftover(kind), name, Some(uid), found)?;
         Ok(match kind {
             LeftoverKind::Secret => state.secrets.remove(name).is_some(),
             LeftoverKind::ConfigMap => state.config_maps.remove(name).is_some(),
@@ -1384,7 +1400,7 @@ impl Cluster for FakeCluster {
             return Err(exists("persistentvolumeclaim", &name));
         }
         let mut stored = claim.clone();
-        FakeCluster::stamp(&mut state, &mut stored.metadata);
+        FakeCluster::stamp(&mut state, ObjectKind::VolumeClaim, &mut stored.metadata);
         state.claims.insert(name, stored.clone());
         Ok(stored)
     }
@@ -1393,7 +1409,7 @@ impl Cluster for FakeCluster {
         self.call(format!("delete claim {name}"))?;
         let mut state = self.lock();
         let found = state.claims.get(name).map(|c| c.metadata.uid.clone());
-        precondition("persistentvolumeclaim", name, uid, found)?;
+        precondition(ObjectKind::VolumeClaim, name, uid, found)?;
         Ok(state.claims.remove(name).is_some())
     }
 
@@ -1528,7 +1544,7 @@ impl Cluster for FakeCluster {
             }
             let mut stored = sandbox.clone();
             stored.status = None;
-            FakeCluster::stamp(&mut state, &mut stored.metadata);
+            FakeCluster::stamp(&mut state, ObjectKind::Sandbox, &mut stored.metadata);
             let version = state.version;
             state
                 .sandbox_history
@@ -1561,7 +1577,7 @@ impl Cluster for FakeCluster {
         self.call(format!("delete sandbox {name} grace={}", grace.as_secs()))?;
         let mut state = self.lock();
         let found = state.sandboxes.get(name).map(|s| s.metadata.uid.clone());
-        precondition("sandbox", name, uid, found)?;
+        precondition(ObjectKind::Sandbox, name, uid, found)?;
         let removed = FakeCluster::remove_sandbox(&mut state, name);
         drop(state);
         self.changed.notify_waiters();
@@ -1646,7 +1662,7 @@ impl Cluster for FakeCluster {
             .ext
             .get(&(kind, name.to_owned()))
             .map(|v| v["metadata"]["uid"].as_str().map(str::to_owned));
-        precondition(&kind.kind().to_lowercase(), name, uid, found)?;
+        precondition(ObjectKind::Ext(kind), name, uid, found)?;
         let removed = FakeCluster::remove_ext(&mut state, kind, name);
         drop(state);
         self.changed.notify_waiters();
@@ -1755,7 +1771,7 @@ impl FakeCluster {
             }
             let mut stored = object.clone();
             let mut meta = meta;
-            FakeCluster::stamp(&mut state, &mut meta);
+            FakeCluster::stamp(&mut state, ObjectKind::Ext(kind), &mut meta);
             if let Some(old) = &old {
                 meta.uid = old["metadata"]["uid"].as_str().map(str::to_owned);
             }

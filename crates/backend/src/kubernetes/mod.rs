@@ -58,6 +58,15 @@
 //! on, and the launch's own error stays the one returned. The bottle's Secret and ConfigMap
 //! are never deleted by name on a failed launch: they are owned by the Sandbox or pod and
 //! go with it, and one of their name that is not ours (its creation refused) stays.
+//! A uid is never empty: an object the launch makes or takes that the API server answered
+//! without one fails the launch, naming it, before anything of the bottle's is sent, and is
+//! left ([`ClusterError::NoUid`]); a recorded empty uid counts as none.
+//! Nothing is deleted by its name alone: `stop` from a record of an older binary, which
+//! holds the launched pod's uid but not its Sandbox's or claim's, takes those from the
+//! launched pod (the Sandbox controlling it, the claim controlling that Sandbox, by uid);
+//! a Sandbox or claim of the bottle's name that the launched pod does not prove the
+//! bottle's (the pod gone, or not one they control) is refused before anything is deleted
+//! ([`ClusterError::Unproven`], saying what to run by hand).
 //! `cleanup` deletes only what it judged, each pinned by its uid: an orphan's pod and its
 //! Sandbox, the claim the pod's annotation names only when it is the one that took the pod
 //! (the controller of the pod's Sandbox; a claim made again under the name stays), a listed
@@ -185,6 +194,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::runtime::Runtime;
 
+use self::cluster::ObjectKind;
 pub use self::cluster::{Attached, Cluster, ClusterError, PodState, PortStream, pod_state};
 pub use self::objects::{AgentFile, BottleObjects, PodPlan, SidecarPlan, bottle_objects};
 pub use self::settings::ClusterSettings;
@@ -404,12 +414,15 @@ pub struct PodRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
     /// The uid of that claim: `stop` deletes it and no claim made again under its name
-    /// (a delete precondition). Unset in records of older binaries: deleted by name.
+    /// (a delete precondition). Unset in records of older binaries: `stop` takes the uid of
+    /// the claim that took the launched pod (the controller of its Sandbox), else refuses
+    /// a claim of that name ([`ClusterError::Unproven`]); never deleted by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_uid: Option<String>,
     /// The uid of the bottle's Sandbox (cold or warm): `stop` deletes it and no Sandbox made
     /// again under its name. Unset for a plain pod; in records of older binaries, `stop`
-    /// takes the uid of the Sandbox controlling the launched pod, else deletes by name.
+    /// takes the uid of the Sandbox controlling the launched pod, else refuses a Sandbox of
+    /// that name ([`ClusterError::Unproven`]); never deleted by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_uid: Option<String>,
 }
@@ -646,7 +659,9 @@ impl KubernetesBackend {
             .home
             .as_ref()
             .and_then(|home| PodRecord::read(&home.join("state").join(identity)));
-        record.and_then(|r| r.pod_uid).ok_or_else(|| {
+        // An empty uid (recorded by a binary that turned a missing one into "") names none.
+        let uid = record.and_then(|r| r.pod_uid).filter(|u| !u.is_empty());
+        uid.ok_or_else(|| {
             let (pod, _) = self.pod_name_of(identity);
             setup(
                 "find the bottle's pod",
@@ -746,11 +761,9 @@ impl KubernetesBackend {
             && fresh_claim
         {
             let stored = cluster.create_claim(claim).await?;
-            created_claim = claim
-                .metadata
-                .name
-                .clone()
-                .map(|n| (n, stored.metadata.uid));
+            // Its uid pins it for the deletion of a failed launch; without one it is left.
+            let uid = uid_of(cluster, ObjectKind::VolumeClaim, &stored.metadata)?;
+            created_claim = claim.metadata.name.clone().map(|n| (n, uid));
         }
         // With agent-sandbox, the Sandbox is created and its controller makes the pod (the
         // same pod: it is the Sandbox's template); the Secret and ConfigMap are then owned
@@ -760,15 +773,15 @@ impl KubernetesBackend {
             None => ("v1".to_owned(), "Pod"),
         };
         let sandboxed = objects.sandbox.is_some();
+        // What was made is pinned by its uid from here on: one answered without a uid is
+        // refused (and left: nothing pins it for a deletion).
         let stored = match &objects.sandbox {
-            Some(sandbox) => cluster
-                .create_sandbox(sandbox)
-                .await
-                .map(|s| (s.metadata.uid.unwrap_or_default(), None)),
-            None => cluster
-                .create_pod(&objects.pod)
-                .await
-                .map(|p| (p.metadata.uid.clone().unwrap_or_default(), Some(p))),
+            Some(sandbox) => cluster.create_sandbox(sandbox).await.and_then(|s| {
+                uid_of(cluster, ObjectKind::Sandbox, &s.metadata).map(|uid| (uid, None))
+            }),
+            None => cluster.create_pod(&objects.pod).await.and_then(|p| {
+                uid_of(cluster, ObjectKind::Pod, &p.metadata).map(|uid| (uid, Some(p)))
+            }),
         };
         let (uid, stored_pod) = match stored {
             Ok(stored) => stored,
@@ -781,7 +794,7 @@ impl KubernetesBackend {
         let namespace = cluster.namespace().to_owned();
         // The uid of the pod this launch made or checked: a failed launch deletes that pod
         // and no other made under its name since.
-        let mut pod_seen: Option<String> = stored_pod.as_ref().and_then(|p| p.metadata.uid.clone());
+        let mut pod_seen: Option<String> = stored_pod.as_ref().map(|_| uid.clone());
         let result = async {
             // The pod the bottle is to run in, checked before anything of the bottle (its
             // Secret, its files) is sent to it: a Sandbox's controller may have adopted a
@@ -799,7 +812,9 @@ impl KubernetesBackend {
                         })?
                 }
             };
-            pod_seen.clone_from(&found.metadata.uid);
+            // Pinned by its uid, checked, and only then sent anything.
+            let checked = uid_of(cluster, ObjectKind::Pod, &found.metadata)?;
+            pod_seen = Some(checked.clone());
             podcheck::check(built, &found, &namespace)?;
             let mut secret = objects.secret;
             objects::owned_by_kind(&mut secret.metadata, &owner_api, owner_kind, &name, &uid);
@@ -820,25 +835,22 @@ impl KubernetesBackend {
             // must still be the pod checked (not one made in its place since).
             if let Some(pod) = &pod {
                 podcheck::check(built, pod, &namespace)?;
-                if pod.metadata.uid != found.metadata.uid {
+                if pod.metadata.uid.as_deref() != Some(checked.as_str()) {
                     return Err(ClusterError::SetupFailed {
                         container: "pod".into(),
                         message: format!(
-                            "pod `{name}` in namespace `{namespace}` was deleted and made again while the bottle started (uid {} before, {} now), so it is not the pod checked; start the bottle again, and check who may delete and create pods in `{namespace}`",
-                            found.metadata.uid.as_deref().unwrap_or("none"),
+                            "pod `{name}` in namespace `{namespace}` was deleted and made again while the bottle started (uid {checked} before, {} now), so it is not the pod checked; start the bottle again, and check who may delete and create pods in `{namespace}`",
                             pod.metadata.uid.as_deref().unwrap_or("none"),
                         ),
                     });
                 }
             }
-            let checked = found.metadata.uid.clone().unwrap_or_default();
             match pod.as_ref().map(pod_state) {
                 Some(PodState::Running) | Some(PodState::Ended(_)) => Ok(Launched {
                     pod_name: name.clone(),
                     pod_uid: checked,
                     sandbox_uid: sandboxed.then(|| uid.clone()),
                     claim: None,
-                    claim_uid: None,
                 }),
                 Some(PodState::Failed(e)) => Err(e),
                 Some(PodState::Starting) | None => Err(ClusterError::SetupFailed {
@@ -855,15 +867,16 @@ impl KubernetesBackend {
             // The Secret and ConfigMap are owned by the Sandbox or pod (the garbage collector
             // takes them with it); one of their name that is not ours (its creation refused,
             // 409) is never deleted by name.
-            let teardown = Teardown {
-                name: &name,
-                sandboxed: Some(sandboxed),
-                pod_uid: pod_seen.as_deref(),
-                sandbox_uid: sandboxed.then_some(uid.as_str()),
-                ..Teardown::default()
-            };
             let torn = match &pod_seen {
-                Some(_) => delete_bottle(cluster, Duration::ZERO, teardown).await,
+                Some(pod_uid) => {
+                    let teardown = Teardown {
+                        name: &name,
+                        pod_uid,
+                        sandbox_uid: sandboxed.then_some(uid.as_str()),
+                        claim: None,
+                    };
+                    delete_bottle(cluster, Duration::ZERO, teardown).await
+                }
                 // No pod of the Sandbox was seen (its controller refused, or gave it
                 // another): the Sandbox goes, and a pod of its name it does not control
                 // (one made beforehand) is not the bottle's and stays.
@@ -1346,12 +1359,31 @@ fn home_claim_of(
 
 /// Deletes the home claim a failed launch made (its uid a delete precondition: one made
 /// again under its name since stays); a failure is logged, the launch's error kept.
-async fn delete_created_claim(cluster: &dyn Cluster, created: Option<&(String, Option<String>)>) {
+async fn delete_created_claim(cluster: &dyn Cluster, created: Option<&(String, String)>) {
     let Some((name, uid)) = created else {
         return;
     };
-    if let Err(e) = pinned(cluster.delete_claim(name, uid.as_deref()).await) {
+    if let Err(e) = pinned(cluster.delete_claim(name, Some(uid)).await) {
         tracing::warn!(error = %e, "a failed launch's home claim was not deleted");
+    }
+}
+
+/// The uid the API server gave the object `meta` of `kind`, which pins it from then on (the
+/// operator's reach, every deletion). One answered without a uid (or with an empty one) is
+/// refused ([`ClusterError::NoUid`]): recorded as it is, an empty identity would make
+/// every later comparison of uids pass or fail for the wrong reason.
+fn uid_of(
+    cluster: &dyn Cluster,
+    kind: ObjectKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<String, ClusterError> {
+    match meta.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => Ok(uid.to_owned()),
+        _ => Err(ClusterError::NoUid {
+            kind: kind.noun().to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: cluster.namespace().to_owned(),
+        }),
     }
 }
 
@@ -1412,27 +1444,25 @@ struct Launched {
     pod_uid: String,
     /// The uid of the bottle's Sandbox; `None` for a plain pod.
     sandbox_uid: Option<String>,
-    /// The SandboxClaim a warm pod was taken with: the bottle goes by deleting it.
-    claim: Option<String>,
-    /// The claim's uid, as the API server stored it.
-    claim_uid: Option<String>,
+    /// The SandboxClaim a warm pod was taken with (the bottle goes by deleting it) and its
+    /// uid, as the API server stored it.
+    claim: Option<(String, String)>,
 }
 
-/// A bottle's objects as its teardown deletes them, each pinned by its uid when it is
-/// known (a delete precondition): `None` deletes by name (a record of an older binary, or
-/// an object whose uid was never seen).
-#[derive(Debug, Clone, Copy, Default)]
+/// A bottle's objects as its teardown deletes them, each pinned by its uid (a delete
+/// precondition): nothing is deleted by its name alone. An object whose uid is not known
+/// is not in it: whoever builds one proves each uid first (the launch saw it; `cleanup`
+/// judged the object; `stop` has it from the record or from the pod its launch checked).
+#[derive(Debug, Clone, Copy)]
 struct Teardown<'a> {
     /// The pod's name; the bottle's Sandbox has the same.
     name: &'a str,
-    /// Whether the bottle is known to be a Sandbox's; `None` asks the cluster (its pod's
-    /// owner, else whether the API is served at all, for a Sandbox whose pod never came).
-    sandboxed: Option<bool>,
-    pod_uid: Option<&'a str>,
+    /// The uid of the pod the launch checked (or `cleanup` judged).
+    pod_uid: &'a str,
+    /// The uid of the bottle's Sandbox; `None`: a plain pod (no Sandbox is deleted).
     sandbox_uid: Option<&'a str>,
-    /// A warm pod's SandboxClaim.
-    claim: Option<&'a str>,
-    claim_uid: Option<&'a str>,
+    /// A warm pod's SandboxClaim: its name and uid.
+    claim: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Teardown<'a> {
@@ -1440,11 +1470,12 @@ impl<'a> Teardown<'a> {
     fn of(launched: &'a Launched) -> Teardown<'a> {
         Teardown {
             name: &launched.pod_name,
-            sandboxed: Some(launched.sandbox_uid.is_some() || launched.claim.is_some()),
-            pod_uid: Some(&launched.pod_uid),
+            pod_uid: &launched.pod_uid,
             sandbox_uid: launched.sandbox_uid.as_deref(),
-            claim: launched.claim.as_deref(),
-            claim_uid: launched.claim_uid.as_deref(),
+            claim: launched
+                .claim
+                .as_ref()
+                .map(|(name, uid)| (name.as_str(), uid.as_str())),
         }
     }
 }
@@ -1471,10 +1502,10 @@ fn pinned(result: Result<bool, ClusterError>) -> Result<Option<bool>, ClusterErr
 
 /// Deletes a bottle's pod, through its Sandbox when it has one (a Sandbox's controller makes
 /// a pod deleted alone again), and a warm pod's claim first. Each deletion carries the
-/// object's uid when [`Teardown`] has it: a Sandbox or claim made again under its name is
-/// left ([`left_alone`]) and the rest goes on; a pod made again is refused
-/// ([`ClusterError::Replaced`]) unless the bottle's Sandbox went (it takes the pod it
-/// controls). `false` when there was nothing to delete.
+/// object's uid ([`Teardown`]): a Sandbox or claim made again under its name is left
+/// ([`left_alone`]) and the rest goes on; a pod made again is refused
+/// ([`ClusterError::Replaced`]) unless the bottle's claim or Sandbox went (it takes the pod
+/// it controls). `false` when there was nothing to delete.
 async fn delete_bottle(
     cluster: &dyn Cluster,
     grace: Duration,
@@ -1486,32 +1517,200 @@ async fn delete_bottle(
         deleted |= pinned(result)? == Some(true);
         Ok::<(), ClusterError>(())
     };
-    if let Some(claim) = t.claim {
+    if let Some((claim, uid)) = t.claim {
         // A warm pod's claim first: a claim whose Sandbox is gone would get another.
         gone(
             cluster
-                .ext_delete(pool::ExtKind::Claim, claim, t.claim_uid)
+                .ext_delete(pool::ExtKind::Claim, claim, Some(uid))
                 .await,
         )?;
     }
-    let sandboxed = match t.sandboxed {
-        Some(known) => known,
-        None => match cluster.get_pod(name).await? {
-            Some(pod) => owned_by_sandbox(&pod),
-            None => cluster.sandbox_version().await?.is_some(),
-        },
-    };
-    if sandboxed {
-        gone(cluster.delete_sandbox(name, grace, t.sandbox_uid).await)?;
+    if let Some(uid) = t.sandbox_uid {
+        gone(cluster.delete_sandbox(name, grace, Some(uid)).await)?;
     }
     // The Sandbox's pod goes with it; deleting it too gives it this grace (not its own).
-    match cluster.delete_pod(name, grace, t.pod_uid).await {
+    match cluster.delete_pod(name, grace, Some(t.pod_uid)).await {
         Ok(gone) => deleted |= gone,
-        // The Sandbox's deletion takes the pod it controls now, whichever it is.
-        Err(ClusterError::Replaced { .. }) if sandboxed && deleted => {}
+        // The claim's or Sandbox's deletion takes the pod it controls now, whichever it is.
+        Err(ClusterError::Replaced { .. }) if deleted => {}
         Err(e) => return Err(e),
     }
     Ok(deleted)
+}
+
+/// What `stop` reads in a bottle's record: the pod's name and the uid of the pod its launch
+/// checked, and (in a record of this binary, not always an older one's) the uids of its
+/// Sandbox and of a warm pod's claim.
+#[derive(Debug, Clone, Copy)]
+struct Recorded<'a> {
+    name: &'a str,
+    pod_uid: &'a str,
+    sandbox_uid: Option<&'a str>,
+    claim: Option<&'a str>,
+    claim_uid: Option<&'a str>,
+}
+
+/// What the pod a launch checked says of the bottle's other objects, for `stop` from a
+/// record that does not hold their uids: the pod itself (`None`: it is gone), or another
+/// of its name is there (`Replaced`).
+type LaunchedPod = Result<Option<Pod>, ClusterError>;
+
+/// An object of the bottle's name that nothing proves the bottle's: refused
+/// ([`ClusterError::Unproven`]), saying why (`relation`: what the launched pod, there, says
+/// against it).
+fn unproven(
+    cluster: &dyn Cluster,
+    kind: ObjectKind,
+    name: &str,
+    launched: &LaunchedPod,
+    relation: &str,
+) -> ClusterError {
+    let why = match launched {
+        Ok(Some(_)) => relation,
+        Ok(None) => "the pod its launch checked is gone, so nothing ties it to the bottle",
+        Err(_) => "the pod under the bottle's name is not the one its launch checked",
+    };
+    ClusterError::Unproven {
+        kind: kind.noun().to_owned(),
+        name: name.to_owned(),
+        namespace: cluster.namespace().to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+/// The uid of the bottle's Sandbox where its record holds none: that of the Sandbox
+/// controlling the pod the launch checked. Without that, a Sandbox of the bottle's name is
+/// not proven the bottle's (refused); with none there, there is none to delete.
+async fn proven_sandbox(
+    cluster: &dyn Cluster,
+    name: &str,
+    launched: &LaunchedPod,
+) -> Result<Option<String>, ClusterError> {
+    if let Ok(Some(pod)) = launched
+        && let Some(uid) = sandbox_controller_uid(pod)
+    {
+        return Ok(Some(uid));
+    }
+    if cluster.get_sandbox(name).await?.is_some() {
+        return Err(unproven(
+            cluster,
+            ObjectKind::Sandbox,
+            name,
+            launched,
+            "it does not control the pod its launch checked",
+        ));
+    }
+    Ok(None)
+}
+
+/// The uid of a warm bottle's claim where its record holds none: that of the claim that took
+/// the pod the launch checked (the controller of the Sandbox controlling it, both by uid).
+/// Without that, a claim of its name is not proven the bottle's (refused); with none there,
+/// there is none to delete.
+async fn proven_claim(
+    cluster: &dyn Cluster,
+    claim: &str,
+    launched: &LaunchedPod,
+) -> Result<Option<String>, ClusterError> {
+    if let Ok(Some(pod)) = launched
+        && let Some(uid) = claim_of_pod(cluster, pod, claim).await?
+    {
+        return Ok(Some(uid));
+    }
+    if cluster
+        .ext_get(pool::ExtKind::Claim, claim)
+        .await?
+        .is_some()
+    {
+        return Err(unproven(
+            cluster,
+            ObjectKind::Ext(pool::ExtKind::Claim),
+            claim,
+            launched,
+            "it is not the claim that took the pod its launch checked",
+        ));
+    }
+    Ok(None)
+}
+
+/// `stop`: the bottle's objects, each pinned by its uid ([`delete_bottle`]). A uid the
+/// record does not hold (an older binary's) is taken from the pod the launch checked, which
+/// the record pins: the uid of the Sandbox controlling it, and of the claim controlling that
+/// Sandbox. An object there under the bottle's name that this does not prove the bottle's
+/// is never deleted by its name: `stop` refuses before it deletes anything
+/// ([`ClusterError::Unproven`]).
+async fn stop_bottle(
+    cluster: &dyn Cluster,
+    grace: Duration,
+    r: Recorded<'_>,
+) -> Result<bool, ClusterError> {
+    let name = r.name;
+    if let Some(claim) = r.claim {
+        // A pod taken from a warm pool goes with its claim (its Sandbox and pod with it);
+        // the pod's deletion, the launched one only, gives it the grace.
+        let launched = match (r.claim_uid, r.sandbox_uid) {
+            (Some(_), Some(_)) => Ok(None),
+            _ => match launched_pod(cluster, name, r.pod_uid).await {
+                Err(e) if !matches!(e, ClusterError::Replaced { .. }) => return Err(e),
+                launched => launched,
+            },
+        };
+        let claim_uid = match r.claim_uid {
+            Some(uid) => Some(uid.to_owned()),
+            None => proven_claim(cluster, claim, &launched).await?,
+        };
+        let sandbox_uid = match r.sandbox_uid {
+            Some(uid) => Some(uid.to_owned()),
+            None => proven_sandbox(cluster, name, &launched).await?,
+        };
+        let teardown = Teardown {
+            name,
+            pod_uid: r.pod_uid,
+            sandbox_uid: sandbox_uid.as_deref(),
+            claim: claim_uid.as_deref().map(|uid| (claim, uid)),
+        };
+        return delete_bottle(cluster, grace, teardown).await;
+    }
+    let teardown = |sandbox_uid| Teardown {
+        name,
+        pod_uid: r.pod_uid,
+        sandbox_uid,
+        claim: None,
+    };
+    match launched_pod(cluster, name, r.pod_uid).await {
+        // The launched pod's deletion carries its uid as a precondition (for one made again
+        // in between); its Sandbox goes with its uid: the recorded one, else (a record of an
+        // older binary) that of the Sandbox controlling the launched pod.
+        Ok(Some(pod)) => {
+            let sandbox_uid = sandbox_controller_uid(&pod)
+                .map(|controller| r.sandbox_uid.map_or(controller, str::to_owned));
+            delete_bottle(cluster, grace, teardown(sandbox_uid.as_deref())).await
+        }
+        Ok(None) => {
+            let sandbox_uid = match (cluster.sandbox_version().await?, r.sandbox_uid) {
+                (None, _) => None,
+                (Some(_), Some(uid)) => Some(uid.to_owned()),
+                (Some(_), None) => proven_sandbox(cluster, name, &Ok(None)).await?,
+            };
+            delete_bottle(cluster, grace, teardown(sandbox_uid.as_deref())).await
+        }
+        // A pod made again under the bottle's name is never deleted by name: a plain one is
+        // refused; one the bottle's Sandbox's controller made again (its pod deleted alone)
+        // or adopted goes by deleting the Sandbox, the one of the recorded uid (a record
+        // without it, an older binary's, proves nothing here: refused).
+        Err(e @ ClusterError::Replaced { .. })
+            if cluster
+                .get_pod(name)
+                .await?
+                .is_some_and(|p| controlled_by_sandbox(&p, name)) =>
+        {
+            match r.sandbox_uid {
+                Some(uid) => cluster.delete_sandbox(name, grace, Some(uid)).await,
+                None => Err(unproven(cluster, ObjectKind::Sandbox, name, &Err(e), "")),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The first pause before a warm pod that answered "not claimed yet" is tried again; it
@@ -1553,7 +1752,18 @@ async fn claim_pod(
         message: e.to_string(),
     })?;
     let created = cluster.ext_create(pool::ExtKind::Claim, &value).await?;
-    let claim_uid = created["metadata"]["uid"].as_str().map(str::to_owned);
+    // Pinned by its uid from here on (every deletion of it); one answered without a uid is
+    // refused and left (nothing pins it for a deletion).
+    let created_meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+        serde_json::from_value(created["metadata"].clone()).unwrap_or_default();
+    let claim_uid = uid_of(
+        cluster,
+        ObjectKind::Ext(pool::ExtKind::Claim),
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            ..created_meta
+        },
+    )?;
     let failed = |container: &str, message: String| ClusterError::SetupFailed {
         container: container.to_owned(),
         message,
@@ -1619,8 +1829,8 @@ async fn claim_pod(
                 format!("pod `{pod_name}` is not controlled by Sandbox `{sandbox_name}`, which claim `{name}` names; the claim was deleted"),
             ));
         }
-        let uid = found.metadata.uid.clone().unwrap_or_default();
-        let sandbox_uid = sandbox.metadata.uid.clone().unwrap_or_default();
+        let uid = uid_of(cluster, ObjectKind::Pod, &found.metadata)?;
+        let sandbox_uid = uid_of(cluster, ObjectKind::Sandbox, &sandbox.metadata)?;
         // Adoption gives it the bottle's labels (`list`, `cleanup` find it by them).
         cluster
             .watch_pod(&pod_name, timeout, &|p| {
@@ -1706,8 +1916,7 @@ async fn claim_pod(
                 pod_name,
                 pod_uid: uid,
                 sandbox_uid: Some(sandbox_uid),
-                claim: Some(name.clone()),
-                claim_uid: claim_uid.clone(),
+                claim: Some((name.clone(), claim_uid.clone())),
             }),
             PodState::Failed(e) => Err(e),
             PodState::Starting => Err(failed("pod", "the pod was deleted while it started".into())),
@@ -1716,7 +1925,7 @@ async fn claim_pod(
     .await;
     if result.is_err() {
         let deleted = cluster
-            .ext_delete(pool::ExtKind::Claim, &name, claim_uid.as_deref())
+            .ext_delete(pool::ExtKind::Claim, &name, Some(&claim_uid))
             .await;
         if let Err(e) = pinned(deleted) {
             tracing::warn!(error = %e, "a failed warm launch's claim was not deleted");
@@ -1745,12 +1954,12 @@ async fn launched_pod(
     if let Some(p) = &pod
         && p.metadata.uid.as_deref() != Some(uid)
     {
-        return Err(ClusterError::Replaced {
-            pod: name.to_owned(),
-            namespace: cluster.namespace().to_owned(),
-            recorded: uid.to_owned(),
-            found: p.metadata.uid.clone().unwrap_or_else(|| "none".into()),
-        });
+        return Err(ObjectKind::Pod.replaced(
+            name,
+            cluster.namespace(),
+            uid,
+            p.metadata.uid.as_deref().unwrap_or("none"),
+        ));
     }
     Ok(pod)
 }
@@ -1909,71 +2118,16 @@ impl Backend for KubernetesBackend {
         let uid = self.launched_uid(identity, cluster.namespace())?;
         let (name, claim) = self.pod_name_of(identity);
         let record = self.record_of(identity).unwrap_or_default();
-        let cluster = cluster.as_ref();
-        let teardown = Teardown {
+        let recorded = Recorded {
             name: &name,
-            sandboxed: None,
-            pod_uid: Some(&uid),
-            sandbox_uid: record.sandbox_uid.as_deref(),
+            pod_uid: &uid,
+            // An empty uid (an older binary's for a missing one) pins nothing: as none.
+            sandbox_uid: record.sandbox_uid.as_deref().filter(|u| !u.is_empty()),
             claim: claim.as_deref(),
-            claim_uid: record.claim_uid.as_deref(),
+            claim_uid: record.claim_uid.as_deref().filter(|u| !u.is_empty()),
         };
-        if claim.is_some() {
-            // A pod taken from a warm pool goes with its claim (its Sandbox and pod with it);
-            // the pod's deletion, the launched one only, gives it the grace.
-            return self
-                .runtime
-                .block_on(delete_bottle(
-                    cluster,
-                    grace,
-                    Teardown {
-                        sandboxed: Some(true),
-                        ..teardown
-                    },
-                ))
-                .map_err(|e| setup("stop", e));
-        }
         self.runtime
-            .block_on(async {
-                // The launched pod's deletion carries its uid as a precondition (for one
-                // made again in between). A pod made again under the bottle's name is
-                // never deleted by name: a plain one is refused; one the bottle's Sandbox's
-                // controller made again (its pod deleted alone) or adopted goes by deleting
-                // the Sandbox, which is the bottle's, as its pod always does.
-                // The Sandbox goes with its uid: the recorded one, else (a record of an older
-                // binary) that of the Sandbox controlling the launched pod.
-                match launched_pod(cluster, &name, &uid).await {
-                    Ok(Some(pod)) => {
-                        let controller = sandbox_controller_uid(&pod);
-                        let teardown = Teardown {
-                            sandboxed: Some(owned_by_sandbox(&pod)),
-                            sandbox_uid: teardown.sandbox_uid.or(controller.as_deref()),
-                            ..teardown
-                        };
-                        delete_bottle(cluster, grace, teardown).await
-                    }
-                    Ok(None) => {
-                        let sandboxed = cluster.sandbox_version().await?.is_some();
-                        let teardown = Teardown {
-                            sandboxed: Some(sandboxed),
-                            ..teardown
-                        };
-                        delete_bottle(cluster, grace, teardown).await
-                    }
-                    // Stop says so when the Sandbox too is not the bottle's any more.
-                    Err(ClusterError::Replaced { .. })
-                        if cluster
-                            .get_pod(&name)
-                            .await?
-                            .is_some_and(|p| controlled_by_sandbox(&p, &name)) =>
-                    {
-                        cluster
-                            .delete_sandbox(&name, grace, teardown.sandbox_uid)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            })
+            .block_on(stop_bottle(cluster.as_ref(), grace, recorded))
             .map_err(|e| setup("stop", e))
     }
 
@@ -2063,9 +2217,15 @@ impl Backend for KubernetesBackend {
             tracing::warn!(%identity, claim = %name, namespace = %cluster.namespace(), "discard leaves a claim of the bottle's home's name that bot-bottle did not make for it");
             return Ok(Vec::new());
         }
+        // Pinned by its uid; one without (no API server stores one so) is never deleted by
+        // its name alone.
+        let Some(uid) = found.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+            tracing::warn!(%identity, claim = %name, namespace = %cluster.namespace(), "discard leaves the bottle's home claim: the API server answered it without a uid, so nothing pins it");
+            return Ok(Vec::new());
+        };
         let deleted = self
             .runtime
-            .block_on(cluster.delete_claim(&name, found.metadata.uid.as_deref()));
+            .block_on(cluster.delete_claim(&name, Some(uid)));
         let deleted = pinned(deleted).map_err(|e| setup("delete the bottle's home claim", e))?;
         Ok(if deleted == Some(true) {
             vec![CleanupAction::RemovedVolume { name }]
@@ -2119,6 +2279,10 @@ impl KubernetesBackend {
             let Some(name) = pod.metadata.name.clone() else {
                 continue;
             };
+            // Only what its uid pins is judged (the API server gives every object one).
+            let Some(pod_uid) = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                continue;
+            };
             let claim = pod
                 .metadata
                 .annotations
@@ -2154,13 +2318,11 @@ impl KubernetesBackend {
                             Duration::ZERO,
                             Teardown {
                                 name: &name,
-                                sandboxed: Some(sandboxed),
                                 // The pod judged here and its Sandbox, not ones made under
                                 // their names since.
-                                pod_uid: pod.metadata.uid.as_deref(),
+                                pod_uid,
                                 sandbox_uid: controller.as_deref(),
-                                claim: claim_uid.as_ref().and(claim.as_deref()),
-                                claim_uid: claim_uid.as_deref(),
+                                claim: claim.as_deref().zip(claim_uid.as_deref()),
                             },
                         ))
                         .map_err(|e| setup("cleanup", e))?;
@@ -2190,6 +2352,10 @@ impl KubernetesBackend {
                 let has_pod = pods
                     .iter()
                     .any(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+                // Only what its uid pins is judged (the API server gives every object one).
+                let Some(uid) = sandbox.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                    continue;
+                };
                 if has_pod || !launcher_gone_here_meta(&sandbox.metadata) {
                     continue;
                 }
@@ -2198,7 +2364,7 @@ impl KubernetesBackend {
                     let deleted = self.runtime.block_on(cluster.delete_sandbox(
                         &name,
                         Duration::ZERO,
-                        sandbox.metadata.uid.as_deref(),
+                        Some(uid),
                     ));
                     if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
                         continue;
@@ -2233,6 +2399,9 @@ impl KubernetesBackend {
                         .and_then(|a| a.get(pool::ANNOTATION_CLAIM))
                         == Some(&name)
                 });
+                let Some(uid) = claim.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                    continue;
+                };
                 if holds_pod || !launcher_gone_here_meta(&claim.metadata) {
                     continue;
                 }
@@ -2241,7 +2410,7 @@ impl KubernetesBackend {
                     let deleted = self.runtime.block_on(cluster.ext_delete(
                         pool::ExtKind::Claim,
                         &name,
-                        claim.metadata.uid.as_deref(),
+                        Some(uid),
                     ));
                     if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
                         continue;
@@ -2302,6 +2471,9 @@ impl KubernetesBackend {
                                 .is_some_and(|c| c.claim_name == name)
                         })
             });
+            let Some(uid) = claim.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+                continue;
+            };
             if mounted || home.join("state").join(identity).exists() {
                 continue;
             }
@@ -2309,7 +2481,7 @@ impl KubernetesBackend {
                 // The claim judged here: one made again under its name since stays.
                 let deleted = self
                     .runtime
-                    .block_on(cluster.delete_claim(&name, claim.metadata.uid.as_deref()));
+                    .block_on(cluster.delete_claim(&name, Some(uid)));
                 if pinned(deleted).map_err(|e| setup("cleanup", e))?.is_none() {
                     continue;
                 }
@@ -2332,7 +2504,7 @@ impl KubernetesBackend {
                 state::Identity::parse(identity).is_ok() && objects::object_name(identity) == name
             });
             let unowned = meta.owner_references.as_ref().is_none_or(Vec::is_empty);
-            let Some(uid) = meta.uid.as_deref() else {
+            let Some(uid) = meta.uid.as_deref().filter(|u| !u.is_empty()) else {
                 continue;
             };
             if !bottles || !unowned || !launcher_gone_here_meta(meta) {
@@ -2384,12 +2556,12 @@ impl KubeBottle {
 
     /// The claim a warm pod was taken with ([`PodRecord::claim`]).
     pub fn claim(&self) -> Option<&str> {
-        self.launched.claim.as_deref()
+        self.launched.claim.as_ref().map(|(name, _)| name.as_str())
     }
 
     /// The uid of that claim ([`PodRecord::claim_uid`]).
     pub fn claim_uid(&self) -> Option<&str> {
-        self.launched.claim_uid.as_deref()
+        self.launched.claim.as_ref().map(|(_, uid)| uid.as_str())
     }
 
     /// The uid of the bottle's Sandbox, `None` for a plain pod ([`PodRecord::sandbox_uid`]).
@@ -2418,7 +2590,7 @@ impl KubeBottle {
         // Another pod under the bottle's name (deleted and made again: by someone allowed
         // to, or by a Sandbox's controller after an eviction) ends the watch: its state is
         // not the bottle's, and its exit code must never pass for the agent's.
-        let other = |p: &Pod| !launched.is_empty() && p.metadata.uid.as_deref() != Some(&launched);
+        let other = |p: &Pod| p.metadata.uid.as_deref() != Some(&launched);
         let ended = self.runtime.block_on(async {
             // A day at most per watch round; the watch itself reconnects as needed.
             loop {
@@ -2438,12 +2610,12 @@ impl KubeBottle {
         match ended.map_err(|e| setup("wait", e))? {
             Some(pod) if other(&pod) => Err(setup(
                 "wait",
-                ClusterError::Replaced {
-                    pod: name,
-                    namespace: self.cluster.namespace().to_owned(),
-                    recorded: launched,
-                    found: pod.metadata.uid.unwrap_or_default(),
-                },
+                ObjectKind::Pod.replaced(
+                    &name,
+                    self.cluster.namespace(),
+                    &launched,
+                    pod.metadata.uid.as_deref().unwrap_or("none"),
+                ),
             )),
             Some(pod) => match pod_state(&pod) {
                 PodState::Ended(code) => Ok(Some(BottleExit { code })),

@@ -86,6 +86,15 @@ impl ExtKind {
         }
     }
 
+    /// As kubectl names the resource (`sandboxclaim`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            ExtKind::Template => "sandboxtemplate",
+            ExtKind::WarmPool => "sandboxwarmpool",
+            ExtKind::Claim => "sandboxclaim",
+        }
+    }
+
     pub fn plural(self) -> &'static str {
         match self {
             ExtKind::Template => "sandboxtemplates",

@@ -843,7 +843,8 @@ fn supervise_is_reached_through_port_forward_from_the_laptop() {
 }
 
 /// After the launch, the operator's side reaches the pod the launch checked and no other of
-/// its name (issue 21). A record that names no launched pod (an older binary's) is refused;
+/// its name (issue 21). A record that names no launched pod (an older binary's, or one
+/// naming it by an empty uid) is refused;
 /// the launched pod is reached; once it is deleted and made again under the bottle's name,
 /// the relay's next port-forward (as after a dropped one) and `stop` refuse it, naming pod,
 /// namespace and both uids, open nothing to it and delete nothing, and the relay sees the
@@ -872,28 +873,30 @@ fn the_relay_and_stop_reach_only_the_pod_the_launch_checked() {
     let mut backend = backend(&f, &cluster);
     backend.home = Some(tmp.path().to_path_buf());
 
-    record(None);
-    let older = [
-        backend
-            .port_forward("claude-1a2b3", OPERATOR_PORT)
-            .err()
-            .unwrap()
-            .to_string(),
-        backend
-            .stop("claude-1a2b3", Duration::ZERO)
-            .unwrap_err()
-            .to_string(),
-    ];
-    for e in older {
-        assert!(
-            e.contains("bottle claude-1a2b3's record")
-                && e.contains("does not name the pod its launch checked")
-                && e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents`")
-                && e.contains("bot-bottle discard claude-1a2b3"),
-            "{e}"
-        );
+    for uid in [None, Some("")] {
+        record(uid);
+        let older = [
+            backend
+                .port_forward("claude-1a2b3", OPERATOR_PORT)
+                .err()
+                .unwrap()
+                .to_string(),
+            backend
+                .stop("claude-1a2b3", Duration::ZERO)
+                .unwrap_err()
+                .to_string(),
+        ];
+        for e in older {
+            assert!(
+                e.contains("bottle claude-1a2b3's record")
+                    && e.contains("does not name the pod its launch checked")
+                    && e.contains("pod `bot-bottle-claude-1a2b3` in namespace `agents`")
+                    && e.contains("bot-bottle discard claude-1a2b3"),
+                "{uid:?}: {e}"
+            );
+        }
+        assert!(cluster.pod(NAME).is_some());
     }
-    assert!(cluster.pod(NAME).is_some());
 
     record(Some("uid-claude-1a2b3"));
     let (runtime, mut stream) = backend.port_forward("claude-1a2b3", OPERATOR_PORT).unwrap();
@@ -1602,13 +1605,16 @@ fn stop_deletes_a_sandbox_bottles_sandbox_not_only_the_pod_its_controller_would_
     assert_ne!(remade.metadata.uid, uid);
 
     // `stop` from another terminal: the record names the pod launched, which the
-    // controller's remade one is not; the Sandbox, the bottle's, goes with it.
+    // controller's remade one is not, and the Sandbox, the bottle's, which goes with it.
+    // (A record without the Sandbox's uid, an older binary's, proves nothing here: refused,
+    // `stop_from_an_older_record_deletes_no_sandbox_it_cannot_prove_the_bottles`.)
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state").join(&f.spec.identity);
     std::fs::create_dir_all(&state).unwrap();
     PodRecord {
         namespace: Some("agents".into()),
         pod_uid: uid.clone(),
+        sandbox_uid: cluster.sandbox(NAME).unwrap().metadata.uid,
         ..Default::default()
     }
     .write(&state)
@@ -2268,12 +2274,105 @@ fn a_sandbox_made_again_under_the_bottles_name_survives_the_bottles_teardown() {
 /// `stop` of `f`'s bottle by a backend that reads `record` as the bottle's (another
 /// terminal's): whether there was anything to delete.
 fn stop_from_another_terminal(f: &Fixture, cluster: &Arc<FakeCluster>, record: PodRecord) -> bool {
+    try_stop_from_another_terminal(f, cluster, record).unwrap()
+}
+
+/// As [`stop_from_another_terminal`], its error said as the operator reads it.
+fn try_stop_from_another_terminal(
+    f: &Fixture,
+    cluster: &Arc<FakeCluster>,
+    record: PodRecord,
+) -> Result<bool, String> {
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state").join(&f.spec.identity);
     std::fs::create_dir_all(&state).unwrap();
     record.write(&state).unwrap();
     let other = backend(f, cluster).with_home(home.path().to_path_buf());
-    other.stop(&f.spec.identity, Duration::ZERO).unwrap()
+    other
+        .stop(&f.spec.identity, Duration::ZERO)
+        .map_err(|e| e.to_string())
+}
+
+/// `stop` from a record of an older binary (it holds the launched pod's uid, not the
+/// Sandbox's) deletes the bottle's Sandbox only when the pod its launch checked proves it
+/// (that pod's controller, by uid). A Sandbox made again under the bottle's name, with no
+/// pod or with a pod of its own, is not proven the bottle's: `stop` deletes nothing,
+/// refuses, and says what to look at and run by hand.
+#[test]
+fn stop_from_an_older_record_deletes_no_sandbox_it_cannot_prove_the_bottles() {
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    let older = |uid: &str| PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some(uid.to_owned()),
+        ..Default::default()
+    };
+    // Running: its pod's controller is the bottle's Sandbox.
+    let mut bottle = backend(&f, &cluster).launch_pod(&f.spec, quiet()).unwrap();
+    let launched = bottle.pod_uid().to_owned();
+    assert!(stop_from_another_terminal(&f, &cluster, older(&launched)));
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+    bottle.remove().unwrap();
+
+    // Gone, and another Sandbox made under its name (another launch of the same name).
+    let mut again = sandbox_of("claude-1a2b3", "elsewhere/x:1:2");
+    again.metadata.uid = Some("uid-sandbox-again".into());
+    cluster.insert_sandbox(again);
+    let again = cluster.sandbox(NAME).unwrap().metadata.uid;
+    let refused = |e: &str| {
+        assert!(
+            e.contains("sandbox `bot-bottle-claude-1a2b3` in namespace `agents` is not known to be this bottle's")
+                && e.contains("does not hold its uid")
+                && e.contains("`kubectl -n agents get sandbox bot-bottle-claude-1a2b3 -o yaml`")
+                && e.contains("`kubectl -n agents delete sandbox bot-bottle-claude-1a2b3`"),
+            "{e}"
+        );
+    };
+    let before = cluster.calls().len();
+    let e = try_stop_from_another_terminal(&f, &cluster, older(&launched)).unwrap_err();
+    refused(&e);
+    assert!(e.contains("the pod its launch checked is gone"), "{e}");
+    assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+
+    // Its controller made its pod: not the launched one, so still not proven.
+    let mut pod = foreign_pod("claude-1a2b3", "elsewhere/x:1:2", fake::agent_running());
+    pod.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "agents.x-k8s.io/v1beta1".into(),
+            kind: "Sandbox".into(),
+            name: NAME.into(),
+            uid: again.clone().unwrap(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    pod.metadata.uid = Some("uid-pod-again".into());
+    cluster.insert_pod(pod);
+    // (An empty uid, as a binary that turned a missing one into "" recorded it, is none.)
+    let record = PodRecord {
+        sandbox_uid: Some(String::new()),
+        ..older(&launched)
+    };
+    let e = try_stop_from_another_terminal(&f, &cluster, record).unwrap_err();
+    refused(&e);
+    assert!(
+        e.contains("the pod under the bottle's name is not the one its launch checked"),
+        "{e}"
+    );
+    assert_eq!(cluster.sandbox(NAME).unwrap().metadata.uid, again);
+    assert_eq!(
+        cluster.pod(NAME).unwrap().metadata.uid.as_deref(),
+        Some("uid-pod-again")
+    );
+    let deletes: Vec<String> = cluster.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("delete"))
+        .cloned()
+        .collect();
+    assert_eq!(deletes, Vec::<String>::new());
 }
 
 /// A Secret of the bottle's name that is not the bottle's (made beforehand) fails the
@@ -2314,3 +2413,286 @@ fn a_secret_of_the_bottles_name_made_beforehand_fails_the_launch_and_stays() {
 }
 
 mod warm;
+
+/// The in-memory cluster answers every kind of delete as the API server does, in the words
+/// the real client reports it with (`client`'s `every_delete_pins_the_uid_...` test): a uid
+/// precondition of another uid is refused (409) naming both uids and the kind as kubectl
+/// names it, a pod's as [`ClusterError::Replaced`], and the object stays; the right uid
+/// deletes it; a second delete finds none (`false`).
+#[test]
+fn the_fake_answers_every_delete_as_the_real_client_reports_the_api_server() {
+    use super::cluster::LeftoverKind;
+    use super::pool::ExtKind;
+    let cluster = FakeCluster::new();
+    cluster.serve_sandboxes("v1beta1");
+    cluster.serve_warm_pools();
+    cluster.hold_claims();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let meta = || ObjectMeta {
+        name: Some(NAME.into()),
+        ..Default::default()
+    };
+    cluster.insert_pod(Pod {
+        metadata: meta(),
+        ..Default::default()
+    });
+    cluster.insert_secret(Secret {
+        metadata: meta(),
+        ..Default::default()
+    });
+    cluster.insert_config_map(k8s_openapi::api::core::v1::ConfigMap {
+        metadata: meta(),
+        ..Default::default()
+    });
+    cluster.insert_claim(k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            uid: Some("uid-home".into()),
+            ..meta()
+        },
+        ..Default::default()
+    });
+    cluster.insert_sandbox(sandbox_of("claude-1a2b3", "elsewhere/x:1:2"));
+    for kind in [ExtKind::Template, ExtKind::Claim] {
+        let object = serde_json::json!({
+            "apiVersion": ExtKind::api_version(), "kind": kind.kind(),
+            "metadata": {"name": NAME}, "spec": {},
+        });
+        rt.block_on(cluster.ext_create(kind, &object)).unwrap();
+    }
+    let uid_of = |kind: ObjectKind| match kind {
+        ObjectKind::Pod => cluster.pod(NAME).and_then(|o| o.metadata.uid),
+        ObjectKind::Leftover(LeftoverKind::Secret) => {
+            cluster.secret(NAME).and_then(|o| o.metadata.uid)
+        }
+        ObjectKind::Leftover(LeftoverKind::ConfigMap) => {
+            cluster.config_map(NAME).and_then(|o| o.metadata.uid)
+        }
+        ObjectKind::VolumeClaim => cluster.claim(NAME).and_then(|o| o.metadata.uid),
+        ObjectKind::Sandbox => cluster.sandbox(NAME).and_then(|o| o.metadata.uid),
+        ObjectKind::Ext(kind) => cluster
+            .ext_object(kind, NAME)
+            .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned)),
+    };
+    let delete = |kind: ObjectKind, uid: &str| {
+        rt.block_on(async {
+            match kind {
+                ObjectKind::Pod => cluster.delete_pod(NAME, Duration::ZERO, Some(uid)).await,
+                ObjectKind::Leftover(kind) => cluster.delete_leftover(kind, NAME, uid).await,
+                ObjectKind::VolumeClaim => cluster.delete_claim(NAME, Some(uid)).await,
+                ObjectKind::Sandbox => {
+                    cluster
+                        .delete_sandbox(NAME, Duration::ZERO, Some(uid))
+                        .await
+                }
+                ObjectKind::Ext(kind) => cluster.ext_delete(kind, NAME, Some(uid)).await,
+            }
+        })
+    };
+    for (kind, noun) in [
+        (ObjectKind::Pod, "pod"),
+        (ObjectKind::Leftover(LeftoverKind::Secret), "secret"),
+        (ObjectKind::Leftover(LeftoverKind::ConfigMap), "configmap"),
+        (ObjectKind::VolumeClaim, "persistentvolumeclaim"),
+        (ObjectKind::Sandbox, "sandbox"),
+        (ObjectKind::Ext(ExtKind::Claim), "sandboxclaim"),
+        (ObjectKind::Ext(ExtKind::Template), "sandboxtemplate"),
+    ] {
+        let found = uid_of(kind).expect("the object is there with a uid");
+        let refused = match kind {
+            ObjectKind::Pod => ClusterError::Replaced {
+                pod: NAME.into(),
+                namespace: "agents".into(),
+                recorded: "uid-not-this".into(),
+                found: found.clone(),
+            },
+            _ => ClusterError::ReplacedObject {
+                kind: noun.into(),
+                name: NAME.into(),
+                namespace: "agents".into(),
+                recorded: "uid-not-this".into(),
+                found: found.clone(),
+            },
+        };
+        assert_eq!(delete(kind, "uid-not-this"), Err(refused), "{kind:?}");
+        assert_eq!(uid_of(kind).as_ref(), Some(&found), "{kind:?} stays");
+        assert_eq!(delete(kind, &found), Ok(true), "{kind:?}");
+        assert_eq!(uid_of(kind), None, "{kind:?}");
+        assert_eq!(delete(kind, &found), Ok(false), "{kind:?}");
+    }
+}
+
+/// What the operator reads when the API server answered with `kind` `name` without a uid.
+fn assert_no_uid(e: &str, kind: &str, name: &str) {
+    assert!(
+        e.contains(&format!(
+            "the Kubernetes API server answered with {kind} `{name}` in namespace `agents` without a uid"
+        )) && e.contains("the bottle was not started")
+            && e.contains(&format!("`kubectl -n agents delete {kind} {name}`")),
+        "{e}"
+    );
+}
+
+/// A launch never records an empty identity: an object it makes or takes that the API
+/// server answered without a uid (the pod, the Sandbox, the pod a Sandbox's controller made,
+/// the home claim) fails the launch, naming it, before anything of the bottle's (its Secret,
+/// its files) is sent; what a uid pins is deleted, what none pins is left (said, with the
+/// kubectl to run).
+#[test]
+fn an_object_the_api_server_answers_without_a_uid_fails_the_launch_naming_it() {
+    let launch = |cluster: &Arc<FakeCluster>, f: &Fixture| {
+        backend(f, cluster)
+            .launch_pod(&f.spec, quiet())
+            .err()
+            .expect("the launch fails")
+            .to_string()
+    };
+    let sent = |cluster: &FakeCluster| {
+        cluster.secret(NAME).is_some() || cluster.config_map(NAME).is_some()
+    };
+
+    // A plain pod: refused at its creation, left (nothing pins it).
+    let f = fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::Pod);
+    assert_no_uid(&launch(&cluster, &f), "pod", NAME);
+    assert!(!sent(&cluster));
+    assert!(cluster.pod(NAME).is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+
+    // A Sandbox: refused at its creation, left.
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::Sandbox);
+    assert_no_uid(&launch(&cluster, &f), "sandbox", NAME);
+    assert!(!sent(&cluster));
+    assert!(cluster.sandbox(NAME).is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+
+    // The pod a Sandbox's controller made: refused; the Sandbox (its uid pins it) goes,
+    // and the pod with it.
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::Pod);
+    assert_no_uid(&launch(&cluster, &f), "pod", NAME);
+    assert!(!sent(&cluster));
+    assert_eq!(cluster.sandbox(NAME), None);
+    assert_eq!(cluster.pod(NAME), None);
+
+    // The home claim a first run makes: refused before any pod, left.
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.on_create(fake::agent_running());
+    cluster.without_uids(ObjectKind::VolumeClaim);
+    let e = kept_home_backend(&f, &home, &cluster)
+        .launch_pod(&f.spec, quiet())
+        .err()
+        .expect("the launch fails")
+        .to_string();
+    assert_no_uid(&e, "persistentvolumeclaim", CLAIM);
+    assert!(cluster.claim(CLAIM).is_some());
+    assert_eq!(cluster.pod(NAME), None);
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+}
+
+/// An object of a bottle that has no uid is never deleted by its name alone: `discard`
+/// leaves a home claim without one, `cleanup` a Sandbox or home claim without one (each
+/// judged the bottle's otherwise), as each deletes only what a uid pins.
+#[test]
+fn discard_and_cleanup_leave_an_object_without_a_uid() {
+    if machine_id().is_empty() {
+        eprintln!("skipping: this machine has no /etc/machine-id, so nothing is judged");
+        return;
+    }
+    let (f, home) = kept_home_fixture();
+    let cluster = Arc::new(FakeCluster::new());
+    cluster.serve_sandboxes("v1beta1");
+    cluster.without_uids(ObjectKind::VolumeClaim);
+    cluster.without_uids(ObjectKind::Sandbox);
+    let home_claim = |identity: &str| k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(objects::home_claim_name(identity)),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), "bot-bottle".into()),
+                (objects::LABEL_IDENTITY.into(), identity.into()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                objects::ANNOTATION_HOME.into(),
+                home_annotation(Some(&home)),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // The bottle's own home claim, as `discard` judges it: left.
+    cluster.insert_claim(home_claim(&f.spec.identity));
+    assert!(cluster.claim(CLAIM).unwrap().metadata.uid.is_none());
+    let backend = kept_home_backend(&f, &home, &cluster);
+    assert_eq!(backend.discard(&f.spec.identity).unwrap(), vec![]);
+    assert!(cluster.claim(CLAIM).is_some());
+    // A gone bottle's home claim and an orphaned Sandbox, as `cleanup` judges them: left.
+    cluster.insert_claim(home_claim("claude-00001"));
+    let machine = machine_id();
+    let mut sandbox = sandbox_of("claude-00005", &format!("{machine}/not-this-boot:4242:99"));
+    sandbox.metadata.name = Some("bot-bottle-claude-00005".into());
+    cluster.insert_sandbox(sandbox);
+    assert_eq!(backend.cleanup(false).unwrap(), vec![]);
+    assert!(
+        cluster
+            .claim(&objects::home_claim_name("claude-00001"))
+            .is_some()
+    );
+    assert!(cluster.sandbox("bot-bottle-claude-00005").is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+}
+
+/// A refusal names the object by its kind as kubectl does, from the API call's plural:
+/// `sandboxes` is a sandbox (not a "sandboxe"), a subresource is its object's.
+#[test]
+fn a_refused_object_is_named_by_its_kind() {
+    let exists =
+        |action: &str| ClusterError::from_status(action, "agents", 409, "AlreadyExists", "x");
+    for (action, kind) in [
+        ("create pods", "pod"),
+        ("create pods/attach", "pod"),
+        ("create sandboxes", "sandbox"),
+        ("delete sandboxes", "sandbox"),
+        ("create sandboxclaims", "sandboxclaim"),
+        ("create persistentvolumeclaims", "persistentvolumeclaim"),
+        ("create configmaps", "configmap"),
+    ] {
+        assert_eq!(
+            exists(action),
+            ClusterError::Exists(format!("a {kind} of that name")),
+            "{action}"
+        );
+    }
+    assert_eq!(
+        ClusterError::from_status("create sandboxes", "agents", 422, "Invalid", "bad"),
+        ClusterError::Invalid {
+            kind: "sandbox".into(),
+            message: "bad".into()
+        }
+    );
+}

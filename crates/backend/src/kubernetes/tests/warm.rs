@@ -684,6 +684,71 @@ fn a_claim_and_sandbox_made_again_under_the_bottles_names_survive_its_teardown()
     assert_eq!(cluster.sandbox(&pod).unwrap().metadata.uid, sandbox_again);
 }
 
+/// `stop` from a record of an older binary (the launched pod's uid, not the claim's nor the
+/// Sandbox's) deletes the claim only when the pod its launch checked proves it (the claim
+/// that controls that pod's Sandbox, both by uid; `a_warm_bottle_is_listed_stopped_...`).
+/// Once the bottle's claim is gone and another made under its name (another launch of the
+/// same name), nothing proves it the bottle's: `stop` deletes nothing, refuses, and says
+/// what to look at and run by hand.
+#[test]
+fn stop_from_an_older_record_leaves_a_claim_made_again_under_the_bottles_name() {
+    let f = warm_fixture();
+    let (cluster, pool) = pool_cluster(&f, 1);
+    let (addr, _got, _intake) = intake();
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    let mut bottle = backend(&f, &cluster).launch_pod(&f.spec, quiet()).unwrap();
+    let pod = bottle.pod_name().to_owned();
+    let record = PodRecord {
+        namespace: Some("agents".into()),
+        pod_uid: Some(bottle.pod_uid().to_owned()),
+        pod_name: Some(pod.clone()),
+        claim: Some(NAME.into()),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    cluster.hold_claims();
+    bottle.remove().unwrap();
+    assert_eq!(claim_uid(&cluster), None);
+    let again = claim_made_again(&rt, &cluster, &f, &pool);
+    assert!(again.is_some());
+
+    let before = cluster.calls().len();
+    let e = try_stop_from_another_terminal(&f, &cluster, record).unwrap_err();
+    assert!(
+        e.contains("sandboxclaim `bot-bottle-claude-1a2b3` in namespace `agents` is not known to be this bottle's")
+            && e.contains("the pod its launch checked is gone")
+            && e.contains("`kubectl -n agents delete sandboxclaim bot-bottle-claude-1a2b3`"),
+        "{e}"
+    );
+    assert_eq!(claim_uid(&cluster), again);
+    let deletes: Vec<String> = cluster.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("delete"))
+        .cloned()
+        .collect();
+    assert_eq!(deletes, Vec::<String>::new());
+}
+
+/// A SandboxClaim the API server answered without a uid fails the warm launch, naming it:
+/// a bottle never records an empty identity, and the claim, which no uid pins, is left
+/// (said, with the kubectl to run), never deleted by its name.
+#[test]
+fn a_claim_answered_without_a_uid_fails_the_warm_launch_naming_it() {
+    let f = warm_fixture();
+    let (cluster, _pool) = pool_cluster(&f, 1);
+    let (addr, _got, _intake) = intake();
+    cluster.forward_port_to(objects::INTAKE_PORT, addr);
+    cluster.without_uids(ObjectKind::Ext(ExtKind::Claim));
+    let e = launch_error(&f, &cluster);
+    super::assert_no_uid(&e, "sandboxclaim", NAME);
+    assert!(cluster.ext_object(ExtKind::Claim, NAME).is_some());
+    assert!(
+        !cluster.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        cluster.calls()
+    );
+}
+
 /// A warm launch that fails after its claim was deleted and made again under its name (by
 /// someone else) deletes the claim it made and no other: the one made again stays, and
 /// the launch's own error is the one said.
