@@ -272,24 +272,37 @@ impl QemuBackend {
         )
         .map_err(unavailable)?;
         let plan = self.device_plan(resources, interactive, accel, &kernel)?;
-        self.cached_snapshot(&plan, &kernel.image, initramfs.path())
+        self.cached_snapshot(&plan, &kernel.image, initramfs.path(), resources)
             .map_err(unavailable)
     }
 
+    /// The snapshot of `plan` in the cache, made now if it is missing: by a QEMU in a jail
+    /// like a bottle's ([`snapshot::make`]) with the limits of a bottle with `resources`.
     fn cached_snapshot(
         &self,
         plan: &cmdline::VmPlan,
         kernel: &Path,
         initramfs: &Path,
+        resources: &crate::spec::Resources,
     ) -> Result<snapshot::Snapshot, String> {
         let dir = self.config.snapshot_dir.clone();
+        let jail = NativeBackend::new(self.jail_config(plan.accel));
         snapshot::key(plan, kernel, initramfs).and_then(|key| {
             snapshot::cached_or_made(&dir, &key, &|out| {
                 let work = tempfile::Builder::new()
                     .prefix(".make.")
                     .tempdir_in(&dir)
                     .map_err(|e| format!("cannot create a directory in {}: {e}", dir.display()))?;
-                snapshot::make(plan, kernel, initramfs, work.path(), out)
+                let maker = snapshot::Maker {
+                    plan,
+                    kernel,
+                    initramfs,
+                    resources: *resources,
+                    // One make of a key at a time ([`snapshot::cached_or_made`]'s lock).
+                    identity: format!("qemu-snapshot-{}", &key[..key.len().min(16)]),
+                    jail: &jail,
+                };
+                snapshot::make(&maker, work.path(), out)
             })
         })
     }
@@ -343,7 +356,7 @@ impl QemuBackend {
             ..self.device_plan(r, spec.interactive, accel, kernel)?
         };
         let mut plan = plan;
-        let snapshot = self.snapshot(&plan, &kernel.image, initramfs);
+        let snapshot = self.snapshot(&plan, &kernel.image, initramfs, r);
         plan.restore = snapshot.is_some();
         let mut jail = spec.clone();
         jail.argv = cmdline::jail_argv(&plan);
@@ -380,11 +393,17 @@ impl QemuBackend {
     /// (one line on stderr says so, with the time it took); `None` (the guest boots) when
     /// snapshots are off ([`snapshot::SNAPSHOT_ENV`]) or it cannot be made, which is said on
     /// stderr with the reason. A booted guest is reseeded from the host as a restored one.
-    fn snapshot(&self, plan: &cmdline::VmPlan, kernel: &Path, initramfs: &Path) -> Option<PathBuf> {
+    fn snapshot(
+        &self,
+        plan: &cmdline::VmPlan,
+        kernel: &Path,
+        initramfs: &Path,
+        resources: &crate::spec::Resources,
+    ) -> Option<PathBuf> {
         if !self.config.snapshots {
             return None;
         }
-        match self.cached_snapshot(plan, kernel, initramfs) {
+        match self.cached_snapshot(plan, kernel, initramfs, resources) {
             Ok(s) => {
                 if let Some(took) = s.made_in {
                     eprintln!(

@@ -24,16 +24,21 @@
 //! offset and whatever else the kernel drew at boot, not the CRNG's output after the reseed.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use super::cmdline::{self, VmPlan};
 pub use super::initramfs::{RESEEDED, SNAPSHOT_POINT};
+use crate::Backend;
+use crate::spec::{
+    BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Resources, StdioMode, Workspace,
+    WorkspaceMode,
+};
 
 /// `BOT_BOTTLE_QEMU_SNAPSHOT=0` boots every guest instead of restoring a snapshot.
 pub const SNAPSHOT_ENV: &str = "BOT_BOTTLE_QEMU_SNAPSHOT";
@@ -289,37 +294,155 @@ fn console_tail(log: &Path) -> String {
     }
 }
 
-/// Boots `plan`'s device set from `kernel` and `initramfs` to the snapshot point and saves it
-/// to `out` (see the module's doc). `work` is an empty directory this run may fill.
-pub fn make(
-    plan: &VmPlan,
-    kernel: &Path,
-    initramfs: &Path,
-    work: &Path,
-    out: &Path,
-) -> Result<(), String> {
-    std::fs::create_dir_all(work.join("empty")).map_err(io_text("create", work))?;
-    let console = work.join("console.log");
-    let args = cmdline::snapshot_args(plan, kernel, initramfs, work);
-    // The control port's host side: connected, never written to (the guest waits in its read
-    // of the seed), held until QEMU ended.
-    let control = work.join("control.sock");
-    let _control =
-        std::os::unix::net::UnixListener::bind(&control).map_err(io_text("listen on", &control))?;
-    let mut child = Command::new(&plan.qemu)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", plan.qemu.display()))?;
-    let result = save(&mut child, &console, work, out);
-    let _ = child.kill();
-    let status = child.wait();
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
+/// What a snapshot is made of and where its QEMU runs ([`make`]).
+pub struct Maker<'a> {
+    /// The device set's plan ([`cmdline::device_set`]).
+    pub plan: &'a VmPlan,
+    pub kernel: &'a Path,
+    pub initramfs: &'a Path,
+    /// The bottle's resources: the jail's limits are a bottle's jail's ([`super::QEMU_OVERHEAD_BYTES`]
+    /// on top of the guest's memory).
+    pub resources: Resources,
+    /// The jail's identity (a native bottle's: lowercase letters, digits, dashes).
+    pub identity: String,
+    /// The native backend of the bottles' QEMU jails.
+    pub jail: &'a dyn Backend,
+}
+
+/// The host sockets of the maker's jail, under its work directory: `(file name, port in the
+/// jail)`.
+const MAKER_SOCKETS: [(&str, u16); 4] = [
+    ("control.sock", cmdline::MAKER_CONTROL_PORT),
+    ("console.sock", cmdline::MAKER_CONSOLE_PORT),
+    ("qmp.sock", cmdline::MAKER_QMP_PORT),
+    ("migration.sock", cmdline::MAKER_MIGRATION_PORT),
+];
+/// Where the maker's jail sees its home (an empty directory of the work directory's).
+const JAIL_MAKER_HOME: &str = "/run/bot-bottle/qemu/home";
+
+/// The jail the snapshot's QEMU runs in: a native bottle like a bottle's QEMU's, whose command
+/// is QEMU with [`cmdline::snapshot_args`], whose only files are the kernel and the initramfs
+/// (read-only), whose workspace is the empty directory `empty` and home `work/home`, and
+/// whose only ways out are the forwards of [`MAKER_SOCKETS`] to sockets in `work`.
+fn jail_spec(m: &Maker, work: &Path, empty: &Path) -> LaunchSpec {
+    let mut argv = vec![m.plan.qemu.to_string_lossy().into_owned()];
+    argv.extend(cmdline::snapshot_args(m.plan));
+    LaunchSpec {
+        identity: m.identity.clone(),
+        argv,
+        env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into(),
+        workspace: Workspace {
+            host: empty.to_path_buf(),
+            inside: cmdline::JAIL_MAKER_EMPTY.into(),
+            mode: WorkspaceMode::Mount,
+        },
+        home: Home {
+            host: work.join("home"),
+            inside: JAIL_MAKER_HOME.into(),
+        },
+        files: vec![
+            ReadOnlyFile {
+                host: m.kernel.to_path_buf(),
+                inside: cmdline::JAIL_KERNEL.into(),
+            },
+            ReadOnlyFile {
+                host: m.initramfs.to_path_buf(),
+                inside: cmdline::JAIL_INITRAMFS.into(),
+            },
+        ],
+        forwards: MAKER_SOCKETS
+            .iter()
+            .map(|(name, port)| Forward {
+                inside_port: *port,
+                host_unix_socket: work.join(name),
+            })
+            .collect(),
+        interactive: false,
+        resources: Resources {
+            memory_bytes: m
+                .resources
+                .memory_bytes
+                .saturating_add(super::QEMU_OVERHEAD_BYTES),
+            ..m.resources
+        },
+        dangerously_run_as_host_root: false,
     }
+}
+
+/// Boots `m`'s device set to the snapshot point in a jail like a bottle's QEMU's and saves it
+/// to `out` (see the module's doc). `work` is an empty directory of the launcher's, which the
+/// jail never sees: it holds the host ends of the jail's forwards and the console log, which
+/// the launcher writes from the console's forward. The migration stream, too, comes out of the
+/// jail through a forward and is written to `out` by the launcher, so nothing of the jail's uid
+/// lands in the cache. When the jail cannot be set up, nothing is made and the error says why
+/// (the caller boots the guest instead).
+pub fn make(m: &Maker, work: &Path, out: &Path) -> Result<(), String> {
+    let home = work.join("home");
+    std::fs::create_dir_all(&home).map_err(io_text("create", &home))?;
+    // The jail's workspace, where the 9p shares point: empty, and outside `$BOT_BOTTLE_HOME`
+    // (a bottle's workspace may not come from a private tree, and the cache may be in one).
+    let empty = tempfile::Builder::new()
+        .prefix("bot-bottle-snapshot-")
+        .tempdir()
+        .map_err(|e| {
+            format!(
+                "cannot create a directory in {}: {e}",
+                std::env::temp_dir().display()
+            )
+        })?;
+    let mut listeners = Vec::new();
+    for (name, _) in MAKER_SOCKETS {
+        let path = work.join(name);
+        listeners.push(UnixListener::bind(&path).map_err(io_text("listen on", &path))?);
+    }
+    let [_control, console_l, qmp_l, migration_l]: [UnixListener; 4] = listeners
+        .try_into()
+        .map_err(|_| "the maker's sockets were not all made".to_owned())?;
+    let stop = Arc::new(Mutex::new(false));
+    let console = work.join("console.log");
+    let console_copy = {
+        let (stop, console) = (stop.clone(), console.clone());
+        std::thread::spawn(move || {
+            if let Some(mut stream) = super::accept_one(&console_l, &stop)
+                && let Ok(mut file) = std::fs::File::create(&console)
+            {
+                let _ = std::io::copy(&mut stream, &mut file);
+            }
+        })
+    };
+    let spec = jail_spec(m, work, empty.path());
+    let stdio = BottleStdio {
+        stdin: StdioMode::Null,
+        stdout: StdioMode::Null,
+        stderr: StdioMode::Piped,
+    };
+    let mut jail = match m.jail.launch(&spec, stdio) {
+        Ok(jail) => jail,
+        Err(e) => {
+            *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            return Err(format!(
+                "cannot start the jail of the QEMU that makes it: {e}"
+            ));
+        }
+    };
+    let stderr = jail.take_stderr().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    let running = || {
+        m.jail
+            .list()
+            .is_ok_and(|l| l.iter().any(|b| b.identity == m.identity && b.running))
+    };
+    let result = save(&running, &console, &qmp_l, migration_l, out, &stop);
+    let _ = jail.kill();
+    let status = jail.wait();
+    *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    let _ = console_copy.join();
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     result.map_err(|e| {
         let qemu = if stderr.trim().is_empty() {
             String::new()
@@ -327,25 +450,28 @@ pub fn make(
             format!("; QEMU said: {}", stderr.trim())
         };
         format!(
-            "{e} (QEMU {}){qemu}; the console's last lines:\n{}",
-            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            "{e} (QEMU's jail: {}){qemu}; the console's last lines:\n{}",
+            status.map_or_else(|e| e.to_string(), |s| format!("exited {}", s.code)),
             console_tail(&console)
         )
     })
 }
 
+/// Waits for the snapshot point on the `console` log, takes QEMU's QMP connection on `qmp`
+/// and has it migrate the running guest to the connection it makes to `migration`, whose
+/// stream is written to `out`; `running` says whether QEMU's jail still runs.
 fn save(
-    child: &mut std::process::Child,
+    running: &dyn Fn() -> bool,
     console: &Path,
-    work: &Path,
+    qmp_l: &UnixListener,
+    migration_l: UnixListener,
     out: &Path,
+    stop: &Arc<Mutex<bool>>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + MAKE_TIMEOUT;
-    let alive = |child: &mut std::process::Child| -> Result<(), String> {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "the snapshot's guest ended before its snapshot point ({status})"
-            ));
+    let alive = || -> Result<(), String> {
+        if !running() {
+            return Err("the snapshot's guest ended before its snapshot point".to_owned());
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -356,7 +482,7 @@ fn save(
         Ok(())
     };
     loop {
-        alive(child)?;
+        alive()?;
         let text = std::fs::read(console).unwrap_or_default();
         if text
             .windows(SNAPSHOT_POINT.len())
@@ -368,18 +494,23 @@ fn save(
     }
     // Let the shell reach the reseed's read (it prints the line just before running it).
     std::thread::sleep(Duration::from_millis(200));
-    let sock = work.join("qmp.sock");
+    // QEMU connected to its QMP port when it started; the forward's connection waits here.
+    qmp_l
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot poll QEMU's QMP socket: {e}"))?;
     let stream = loop {
-        match UnixStream::connect(&sock) {
-            Ok(s) => break s,
-            Err(e) => {
-                alive(child).map_err(|why| format!("{why}; QMP: {e}"))?;
+        match qmp_l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                alive().map_err(|why| format!("{why}; QEMU's monitor did not connect"))?;
                 std::thread::sleep(Duration::from_millis(20));
             }
+            Err(e) => return Err(format!("cannot accept QEMU's QMP connection: {e}")),
         }
     };
     stream
-        .set_read_timeout(Some(MAKE_TIMEOUT))
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(MAKE_TIMEOUT)))
         .map_err(|e| e.to_string())?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
@@ -399,21 +530,64 @@ fn save(
         &serde_json::json!({"execute": "migrate-set-parameters",
             "arguments": {"max-bandwidth": 8u64 << 30}}),
     )?;
-    let quoted = out.to_string_lossy().replace('\'', "'\\''");
-    qmp(
+    // The stream, through the jail's forward, into `out` (the launcher's file).
+    let file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(io_text("create", out))?;
+    let copy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut stream = super::accept_one(&migration_l, &stop)
+                .ok_or("QEMU's migration stream did not connect")?;
+            let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+            let n = std::io::copy(&mut stream, &mut file)
+                .map_err(|e| format!("cannot copy QEMU's migration stream: {e}"))?;
+            file.flush()
+                .map_err(|e| format!("cannot write the snapshot: {e}"))?;
+            Ok(n)
+        })
+    };
+    let migrated = migrate(&mut reader, &mut writer, deadline);
+    if migrated.is_err() {
+        // The copy may wait for a connection that never comes.
+        *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+    let copied = copy
+        .join()
+        .map_err(|_| "the migration stream's copy panicked".to_owned())?;
+    migrated?;
+    copied?;
+    let _ = qmp(
         &mut reader,
         &mut writer,
+        &serde_json::json!({"execute": "quit"}),
+    );
+    Ok(())
+}
+
+/// Has QEMU migrate the running guest to the jail's migration port and waits until it did.
+fn migrate(
+    reader: &mut BufReader<UnixStream>,
+    writer: &mut UnixStream,
+    deadline: Instant,
+) -> Result<(), String> {
+    qmp(
+        reader,
+        writer,
         &serde_json::json!({"execute": "migrate",
-            "arguments": {"uri": format!("exec:cat > '{quoted}'")}}),
+            "arguments": {"uri": format!("tcp:127.0.0.1:{}", cmdline::MAKER_MIGRATION_PORT)}}),
     )?;
     loop {
         let state = qmp(
-            &mut reader,
-            &mut writer,
+            reader,
+            writer,
             &serde_json::json!({"execute": "query-migrate"}),
         )?;
         match state.get("status").and_then(|s| s.as_str()) {
-            Some("completed") => break,
+            Some("completed") => return Ok(()),
             Some("failed" | "cancelled") => {
                 return Err(format!("QEMU could not save the guest: {state}"));
             }
@@ -424,13 +598,6 @@ fn save(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = qmp(
-        &mut reader,
-        &mut writer,
-        &serde_json::json!({"execute": "quit"}),
-    );
-    let _ = child.wait();
-    Ok(())
 }
 
 #[cfg(test)]
