@@ -743,6 +743,98 @@ mod tests {
     }
 
     #[test]
+    fn the_maker_runs_in_a_jail_that_has_the_kernel_and_initramfs_and_only_forwards_to_work() {
+        let plan = VmPlan {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            accel: super::super::assets::Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            tsc_khz: None,
+            hz: None,
+            interactive: false,
+            ports: vec![3128],
+            workspace: "/w".into(),
+            home: "/h".into(),
+            control_port: 1,
+            console_port: 2,
+            relay: "/r".into(),
+            restore: false,
+            tcg_cache_mib: cmdline::TCG_CACHE_MIB,
+        };
+        let jail = crate::native::NativeBackend::new(crate::native::NativeConfig::new(
+            crate::HelperCommand {
+                exe: "/usr/bin/bot-bottle-helper".into(),
+                args: vec![],
+            },
+            Path::new("/home/alice/.bot-bottle"),
+        ));
+        let resources = Resources {
+            millicpus: 1500,
+            memory_bytes: 1 << 30,
+            pids: 64,
+            allow_unenforced: false,
+        };
+        let maker = Maker {
+            plan: &plan,
+            kernel: Path::new("/k/vmlinux"),
+            initramfs: Path::new("/k/initramfs.cpio"),
+            resources,
+            identity: "qemu-snapshot-0123456789abcdef".into(),
+            jail: &jail,
+        };
+        let work = Path::new("/cache/snapshots/.make.x");
+        let spec = jail_spec(&maker, work, Path::new("/tmp/bot-bottle-snapshot-y"));
+        let mut argv = vec!["/usr/bin/qemu-system-x86_64".to_owned()];
+        argv.extend(cmdline::snapshot_args(&plan));
+        pretty_assertions::assert_eq!(
+            spec,
+            LaunchSpec {
+                identity: "qemu-snapshot-0123456789abcdef".into(),
+                argv,
+                env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into(),
+                workspace: Workspace {
+                    host: "/tmp/bot-bottle-snapshot-y".into(),
+                    inside: "/run/bot-bottle/qemu/empty".into(),
+                    mode: WorkspaceMode::Mount,
+                },
+                home: Home {
+                    host: "/cache/snapshots/.make.x/home".into(),
+                    inside: "/run/bot-bottle/qemu/home".into(),
+                },
+                files: vec![
+                    ReadOnlyFile {
+                        host: "/k/vmlinux".into(),
+                        inside: "/run/bot-bottle/qemu/kernel".into(),
+                    },
+                    ReadOnlyFile {
+                        host: "/k/initramfs.cpio".into(),
+                        inside: "/run/bot-bottle/qemu/initramfs".into(),
+                    },
+                ],
+                forwards: [
+                    (40000, "control.sock"),
+                    (40001, "console.sock"),
+                    (40002, "qmp.sock"),
+                    (40003, "migration.sock"),
+                ]
+                .into_iter()
+                .map(|(inside_port, name)| Forward {
+                    inside_port,
+                    host_unix_socket: work.join(name),
+                })
+                .collect(),
+                interactive: false,
+                // A bottle's jail's limits: QEMU's own memory on top of the guest's.
+                resources: Resources {
+                    memory_bytes: (1 << 30) + super::super::QEMU_OVERHEAD_BYTES,
+                    ..resources
+                },
+                dangerously_run_as_host_root: false,
+            }
+        );
+    }
+
+    #[test]
     fn the_key_changes_with_the_device_set_and_each_input_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = |name: &str| {

@@ -944,3 +944,36 @@ fn qemu_snapshot_is_made_by_a_qemu_in_a_jail_like_a_bottles() {
         launcher_uid.split(' ').next().unwrap()
     );
 }
+
+/// When the snapshot's jail cannot be set up (here: its helper is missing), no QEMU runs,
+/// nothing is made and the error says why; the snapshot directory keeps only the lock. A
+/// `start` then boots its guest, saying so (the path [`QemuBackend::prepare_snapshot`] and a
+/// start share).
+#[test]
+fn qemu_snapshot_whose_jail_cannot_be_set_up_is_not_made_and_says_why() {
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
+    let dir = f.state.join("snapshots");
+    let mut config = with_snapshots_in(&backend, &dir).config().clone();
+    config.helper.exe = f.state.join("no-such-helper");
+    let backend = QemuBackend::new(config);
+    let err = backend
+        .prepare_snapshot(&small(f.spec(&["/bin/true"])).resources, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot start the jail of the QEMU that makes it"),
+        "{err}"
+    );
+    assert!(err.contains("start the bottle helper"), "{err}");
+    assert_eq!(snapshots(&dir), Vec::<PathBuf>::new());
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(backend.list().unwrap(), vec![]);
+}
