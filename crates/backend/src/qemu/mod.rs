@@ -298,8 +298,18 @@ impl QemuBackend {
                     kernel,
                     initramfs,
                     resources: *resources,
-                    // One make of a key at a time ([`snapshot::cached_or_made`]'s lock).
-                    identity: format!("qemu-snapshot-{}", &key[..key.len().min(16)]),
+                    // Unique: the key alone is not (two snapshot directories, each with
+                    // its lock, may make one key at once, and the jail's cgroups are named
+                    // after its identity).
+                    identity: format!(
+                        "qemu-snapshot-{}-{}",
+                        &key[..key.len().min(12)],
+                        hex::encode(
+                            &bottle_seed().map_err(|e| format!(
+                                "cannot draw a name for the snapshot's jail: {e}"
+                            ))?[..4]
+                        )
+                    ),
                     jail: &jail,
                 };
                 snapshot::make(&maker, work.path(), out)
