@@ -2,12 +2,18 @@
 //! modules loaded, nothing per-bottle done: no 9p mount, no spec read, no agent), saved, and
 //! restored by every bottle of the same device set instead of booting its own.
 //!
-//! * **Made** by a QEMU of our own on the host (not jailed: its guest runs only our initramfs,
-//!   its 9p shares are an empty directory and nothing reaches its chardevs), with the bottle's
-//!   machine, CPUs, memory, kernel command line and devices ([`cmdline::snapshot_args`]) and a
-//!   QMP socket that only this run has: once the console says [`SNAPSHOT_POINT`], a live
-//!   `migrate` to `exec:cat > <temporary>` (no `stop` first, so the saved run state is
-//!   `running` and a restored QEMU starts the VM by itself, without a monitor), then `quit`.
+//! * **Made** by a QEMU in a jail like a bottle's QEMU's ([`make`]: a native bottle with its
+//!   namespaces, empty network namespace, unprivileged uid, seccomp, Landlock and cgroups; the
+//!   kernel and initramfs read-only at the bottle's paths; an empty workspace, which its 9p
+//!   shares point at) with the bottle's machine, CPUs, memory, kernel command line and devices
+//!   ([`cmdline::snapshot_args`]). Its only ways out are the jail's forwards to sockets of the
+//!   launcher's: the guest's console (the launcher logs it) and control port (never written
+//!   to), and a QMP monitor that connects out, which only this run has. Once the console says
+//!   [`SNAPSHOT_POINT`], a live `migrate` to `tcp:` the jail's migration port (no `stop` first,
+//!   so the saved run state is `running` and a restored QEMU starts the VM by itself, without
+//!   a monitor), whose forward the launcher copies into a file of its own, then `quit`. If the
+//!   jail cannot be set up, nothing is made and the error says why; a `start` then boots its
+//!   guest (as with `BOT_BOTTLE_QEMU_SNAPSHOT=0`), saying so.
 //! * **Cached** under `<cache>/qemu/snapshots/<key>.snap`, the key a hash of everything the
 //!   saved state depends on ([`key`]): QEMU's binary, the kernel image, the initramfs (named by
 //!   its content hash) and the device set's arguments ([`cmdline::device_set`]). Published
