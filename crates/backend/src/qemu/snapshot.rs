@@ -260,26 +260,39 @@ pub fn discard(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// One QMP command and its answer (events before it are skipped).
+/// The longest QMP line read (an answer of `query-migrate` is a few hundred bytes).
+const MAX_QMP_LINE: u64 = 64 << 10;
+
+/// One QMP command and its answer (events before it are skipped), by `deadline`.
 fn qmp(
     reader: &mut BufReader<UnixStream>,
     writer: &mut UnixStream,
     command: &serde_json::Value,
+    deadline: Instant,
 ) -> Result<serde_json::Value, String> {
     writer
         .write_all(format!("{command}\n").as_bytes())
         .map_err(|e| format!("cannot write to QEMU's QMP socket: {e}"))?;
     loop {
+        if Instant::now() > deadline {
+            return Err(format!("QEMU did not answer {command} in time"));
+        }
         let mut line = String::new();
         if reader
+            .by_ref()
+            .take(MAX_QMP_LINE)
             .read_line(&mut line)
             .map_err(|e| format!("cannot read QEMU's QMP socket: {e}"))?
             == 0
         {
             return Err("QEMU closed its QMP socket".into());
         }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| format!("QEMU's QMP answer is not JSON ({e}): {line}"))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            format!(
+                "QEMU's QMP answer is not JSON ({e}): {}",
+                line.chars().take(200).collect::<String>()
+            )
+        })?;
         if let Some(ret) = v.get("return") {
             return Ok(ret.clone());
         }
@@ -306,8 +319,8 @@ pub struct Maker<'a> {
     pub plan: &'a VmPlan,
     pub kernel: &'a Path,
     pub initramfs: &'a Path,
-    /// The bottle's resources: the jail's limits are a bottle's jail's ([`super::QEMU_OVERHEAD_BYTES`]
-    /// on top of the guest's memory).
+    /// The bottle's resources: the jail's limits are a bottle's jail's (QEMU's own memory on
+    /// top of the guest's).
     pub resources: Resources,
     /// The jail's identity (a native bottle's: lowercase letters, digits, dashes).
     pub identity: String,
@@ -443,11 +456,23 @@ pub fn make(m: &Maker, work: &Path, out: &Path) -> Result<(), String> {
             .list()
             .is_ok_and(|l| l.iter().any(|b| b.identity == m.identity && b.running))
     };
-    let result = save(&running, &console, &qmp_l, migration_l, out, &stop);
+    // The migration stream, through the jail's forward, into `out` (the launcher's file), at
+    // most the guest's memory and its devices' state.
+    let limit = (m.plan.memory_mib << 20) + (m.plan.memory_mib << 14) + (64 << 20);
+    let (copied_tx, copied) = std::sync::mpsc::channel();
+    let migration_copy = {
+        let (stop, out) = (stop.clone(), out.to_path_buf());
+        std::thread::spawn(move || {
+            let _ = copied_tx.send(copy_stream(&migration_l, &out, limit, &stop));
+        })
+    };
+    let result = save(&running, &console, &qmp_l, &copied);
     let _ = jail.kill();
     let status = jail.wait();
+    // The jail is gone, and with it every connection of its forwards.
     *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
     let _ = console_copy.join();
+    let _ = migration_copy.join();
     let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     result.map_err(|e| {
         let qemu = if stderr.trim().is_empty() {
@@ -463,16 +488,47 @@ pub fn make(m: &Maker, work: &Path, out: &Path) -> Result<(), String> {
     })
 }
 
-/// Waits for the snapshot point on the `console` log, takes QEMU's QMP connection on `qmp`
-/// and has it migrate the running guest to the connection it makes to `migration`, whose
-/// stream is written to `out`; `running` says whether QEMU's jail still runs.
+/// Writes the migration stream that comes to `listener` into `out` (created here), at most
+/// `limit` bytes; its length.
+fn copy_stream(
+    listener: &UnixListener,
+    out: &Path,
+    limit: u64,
+    stop: &Mutex<bool>,
+) -> Result<u64, String> {
+    let file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(io_text("create", out))?;
+    let stream =
+        super::accept_one(listener, stop).ok_or("QEMU's migration stream did not connect")?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    let n = std::io::copy(&mut stream.take(limit + 1), &mut file).map_err(|e| {
+        format!(
+            "cannot copy QEMU's migration stream into {}: {e}",
+            out.display()
+        )
+    })?;
+    if n > limit {
+        return Err(format!(
+            "QEMU's migration stream is longer than the guest's memory and devices can be ({limit} bytes)"
+        ));
+    }
+    file.flush()
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(n)
+}
+
+/// Waits for the snapshot point on the `console` log, takes QEMU's QMP connection on `qmp_l`
+/// and has it migrate the running guest to the jail's migration port, whose stream
+/// [`copy_stream`] reports on `copied`; `running` says whether QEMU's jail still runs.
 fn save(
     running: &dyn Fn() -> bool,
     console: &Path,
     qmp_l: &UnixListener,
-    migration_l: UnixListener,
-    out: &Path,
-    stop: &Arc<Mutex<bool>>,
+    copied: &std::sync::mpsc::Receiver<Result<u64, String>>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + MAKE_TIMEOUT;
     let alive = || -> Result<(), String> {
@@ -522,12 +578,15 @@ fn save(
     let mut reader = BufReader::new(stream);
     let mut greeting = String::new();
     reader
+        .by_ref()
+        .take(MAX_QMP_LINE)
         .read_line(&mut greeting)
         .map_err(|e| format!("cannot read QEMU's QMP greeting: {e}"))?;
     qmp(
         &mut reader,
         &mut writer,
         &serde_json::json!({"execute": "qmp_capabilities"}),
+        deadline,
     )?;
     // The default bandwidth limit (32 MiB/s) would make the save take seconds.
     qmp(
@@ -535,41 +594,19 @@ fn save(
         &mut writer,
         &serde_json::json!({"execute": "migrate-set-parameters",
             "arguments": {"max-bandwidth": 8u64 << 30}}),
+        deadline,
     )?;
-    // The stream, through the jail's forward, into `out` (the launcher's file).
-    let file = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(io_text("create", out))?;
-    let copy = {
-        let stop = stop.clone();
-        std::thread::spawn(move || -> Result<u64, String> {
-            let mut stream = super::accept_one(&migration_l, &stop)
-                .ok_or("QEMU's migration stream did not connect")?;
-            let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
-            let n = std::io::copy(&mut stream, &mut file)
-                .map_err(|e| format!("cannot copy QEMU's migration stream: {e}"))?;
-            file.flush()
-                .map_err(|e| format!("cannot write the snapshot: {e}"))?;
-            Ok(n)
-        })
+    migrate(&mut reader, &mut writer, deadline)?;
+    // QEMU closes the stream once the migration completed: the copy ends.
+    match copied.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(copied) => copied?,
+        Err(_) => return Err("QEMU's migration stream did not end in time".into()),
     };
-    let migrated = migrate(&mut reader, &mut writer, deadline);
-    if migrated.is_err() {
-        // The copy may wait for a connection that never comes.
-        *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
-    }
-    let copied = copy
-        .join()
-        .map_err(|_| "the migration stream's copy panicked".to_owned())?;
-    migrated?;
-    copied?;
     let _ = qmp(
         &mut reader,
         &mut writer,
         &serde_json::json!({"execute": "quit"}),
+        deadline,
     );
     Ok(())
 }
@@ -585,12 +622,14 @@ fn migrate(
         writer,
         &serde_json::json!({"execute": "migrate",
             "arguments": {"uri": format!("tcp:127.0.0.1:{}", cmdline::MAKER_MIGRATION_PORT)}}),
+        deadline,
     )?;
     loop {
         let state = qmp(
             reader,
             writer,
             &serde_json::json!({"execute": "query-migrate"}),
+            deadline,
         )?;
         match state.get("status").and_then(|s| s.as_str()) {
             Some("completed") => return Ok(()),
@@ -838,6 +877,41 @@ mod tests {
                 dangerously_run_as_host_root: false,
             }
         );
+    }
+
+    #[test]
+    fn the_migration_stream_is_written_whole_up_to_its_bound_and_refused_beyond() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = Mutex::new(false);
+        for (sent, limit) in [(1000usize, 1000u64), (1001, 1000)] {
+            let sock = dir.path().join(format!("m{sent}.sock"));
+            let listener = UnixListener::bind(&sock).unwrap();
+            let client = std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&sock).unwrap();
+                // The launcher stops reading past the bound; what it did not read is lost.
+                let _ = s.write_all(&vec![7u8; sent]);
+            });
+            let out = dir.path().join(format!("out{sent}"));
+            let copied = copy_stream(&listener, &out, limit, &stop);
+            client.join().unwrap();
+            if sent as u64 <= limit {
+                assert_eq!(copied, Ok(1000));
+                assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 1000]);
+            } else {
+                let err = copied.unwrap_err();
+                assert!(err.contains("longer than"), "{err}");
+            }
+            // Created by the launcher, readable by nobody else until published.
+            assert_eq!(
+                std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // A stream that never connects: the copy ends when told to stop.
+        let listener = UnixListener::bind(dir.path().join("never.sock")).unwrap();
+        *stop.lock().unwrap() = true;
+        let err = copy_stream(&listener, &dir.path().join("never"), 10, &stop).unwrap_err();
+        assert_eq!(err, "QEMU's migration stream did not connect");
     }
 
     #[test]
