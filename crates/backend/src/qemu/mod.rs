@@ -519,18 +519,30 @@ fn control_thread(
         };
         // First on the port, before any line: the guest's seed, which stage 1 reads before it
         // goes on. Without it the guest waits, and the launch fails (fail closed).
-        let sent = match delivery {
-            SeedDelivery::Whole => bottle_seed().and_then(|seed| stream.write_all(&seed)),
-            SeedDelivery::Nothing => return,
-            SeedDelivery::Short(n) => {
-                let _ = bottle_seed().and_then(|seed| stream.write_all(&seed[..n.min(63)]));
+        let seed = match bottle_seed() {
+            Ok(seed) => seed,
+            Err(e) => {
+                let _ = events.send(Event::GuestError(format!(
+                    "cannot draw the guest's random seed: {e}"
+                )));
                 return;
             }
         };
-        if let Err(e) = sent {
-            let _ = events.send(Event::GuestError(format!(
-                "cannot send the guest its random seed: {e}"
-            )));
+        let sent = match delivery {
+            SeedDelivery::Whole => stream.write_all(&seed),
+            SeedDelivery::Nothing => return,
+            SeedDelivery::Short(n) => {
+                let _ = stream.write_all(&seed[..n.min(63)]);
+                return;
+            }
+        };
+        if sent.is_err() {
+            // The port's other end is gone: QEMU ended (it could not load its snapshot, say)
+            // or closed the port. The guest, if it still runs, reads end-of-file and powers
+            // off; the jail's exit says why the start failed, and discards a snapshot QEMU
+            // could not load. Reported here instead, a failed write raced that exit (seen
+            // under load: "cannot send the guest its random seed: Broken pipe" for a corrupt
+            // snapshot, which was kept).
             return;
         }
         if let Ok(w) = stream.try_clone() {
