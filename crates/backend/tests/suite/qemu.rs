@@ -943,6 +943,19 @@ fn qemu_snapshot_is_made_by_a_qemu_in_a_jail_like_a_bottles() {
         std::fs::metadata(&snap).unwrap().uid().to_string(),
         launcher_uid.split(' ').next().unwrap()
     );
+    // An interactive bottle's device set (its terminal a `null` chardev in the maker) is made
+    // the same way: another snapshot, a whole QEMU stream.
+    let made = backend
+        .prepare_snapshot(&small(f.spec(&["/bin/true"])).resources, true)
+        .unwrap();
+    assert!(made.made_in.is_some());
+    assert_eq!(snapshots(&dir).len(), 2);
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&made.path)
+        .unwrap()
+        .read_exact(&mut magic)
+        .unwrap();
+    assert_eq!(&magic, b"QEVM");
 }
 
 /// When the snapshot's jail cannot be set up (here: its helper is missing), no QEMU runs,
