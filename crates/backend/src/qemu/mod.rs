@@ -298,18 +298,7 @@ impl QemuBackend {
                     kernel,
                     initramfs,
                     resources: *resources,
-                    // Unique: the key alone is not (two snapshot directories, each with
-                    // its lock, may make one key at once, and the jail's cgroups are named
-                    // after its identity).
-                    identity: format!(
-                        "qemu-snapshot-{}-{}",
-                        &key[..key.len().min(12)],
-                        hex::encode(
-                            &bottle_seed().map_err(|e| format!(
-                                "cannot draw a name for the snapshot's jail: {e}"
-                            ))?[..4]
-                        )
-                    ),
+                    identity: maker_identity(&key)?,
                     jail: &jail,
                 };
                 snapshot::make(&maker, work.path(), out)
@@ -433,6 +422,19 @@ impl QemuBackend {
             }
         }
     }
+}
+
+/// The identity of the jail that makes the snapshot of `key`: the key's start and 4 random
+/// bytes. Unique, where the key alone is not: two snapshot directories, each with its own
+/// lock, may make one key at once, and a jail's cgroups are named after its identity.
+fn maker_identity(key: &str) -> Result<String, String> {
+    let random =
+        bottle_seed().map_err(|e| format!("cannot draw a name for the snapshot's jail: {e}"))?;
+    Ok(format!(
+        "qemu-snapshot-{}-{}",
+        &key[..key.len().min(12)],
+        hex::encode(&random[..4])
+    ))
 }
 
 /// Where guest snapshots are cached: `<cache>/qemu/snapshots`.
@@ -1249,6 +1251,22 @@ mod tests {
             None
         );
         assert_eq!(stage1_failure("(the console printed nothing)"), None);
+    }
+
+    #[test]
+    fn each_snapshot_jail_has_an_identity_of_its_own_that_a_native_bottle_accepts() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let (a, b) = (maker_identity(key).unwrap(), maker_identity(key).unwrap());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert!(id.starts_with("qemu-snapshot-0123456789ab-"), "{id}");
+            assert_eq!(id.len(), 35, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'),
+                "{id}"
+            );
+        }
     }
 
     #[test]
