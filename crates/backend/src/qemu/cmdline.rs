@@ -255,21 +255,31 @@ pub fn device_set(plan: &VmPlan) -> VmPlan {
     }
 }
 
+/// The loopback ports, in the snapshot maker's jail ([`super::snapshot`]), of its host sockets:
+/// the guest's control port and console, QEMU's QMP monitor and the migration stream. Fixed:
+/// the jail's network namespace is its own.
+pub const MAKER_CONTROL_PORT: u16 = 40000;
+pub const MAKER_CONSOLE_PORT: u16 = 40001;
+pub const MAKER_QMP_PORT: u16 = 40002;
+pub const MAKER_MIGRATION_PORT: u16 = 40003;
+/// Where the snapshot maker's jail sees its workspace: an empty directory, which the guest's
+/// three 9p shares point at (the guest mounts none of them before the snapshot point).
+pub const JAIL_MAKER_EMPTY: &str = "/run/bot-bottle/qemu/empty";
+
 /// The arguments of the run that makes a snapshot of `plan`'s device set
-/// ([`super::snapshot`]): [`qemu_args`] of [`device_set`] with the kernel and initramfs at
-/// their host paths, the console logged to `work/console.log`, the control port connected to
-/// the socket `work/control.sock` (which the caller listens on and never writes to, so the
-/// guest waits at the snapshot point), the stdio chardevs `null`, the 9p shares on
-/// the empty directory `work/empty` (the guest mounts nothing before the snapshot point) and
-/// a QMP socket `work/qmp.sock`, which only this run has. The `-device`s are the bottle's.
-pub fn snapshot_args(
-    plan: &VmPlan,
-    kernel: &std::path::Path,
-    initramfs: &std::path::Path,
-    work: &std::path::Path,
-) -> Vec<String> {
-    let args = qemu_args(&device_set(plan));
-    let empty = work.join("empty").to_string_lossy().replace(',', ",,");
+/// ([`super::snapshot`]), in the jail a bottle's QEMU runs in: [`qemu_args`] of [`device_set`]
+/// (the kernel and initramfs at [`JAIL_KERNEL`] and [`JAIL_INITRAMFS`]) with the console and the
+/// control port connected to the jail's loopback ports [`MAKER_CONSOLE_PORT`] and
+/// [`MAKER_CONTROL_PORT`] (forwards to the launcher's sockets; it never writes to the control
+/// port, so the guest waits at the snapshot point), the stdio chardevs `null`, the 9p shares on
+/// the empty directory [`JAIL_MAKER_EMPTY`], and a QMP monitor that connects to
+/// [`MAKER_QMP_PORT`], which only this run has. The `-device`s are the bottle's.
+pub fn snapshot_args(plan: &VmPlan) -> Vec<String> {
+    let args = qemu_args(&VmPlan {
+        control_port: MAKER_CONTROL_PORT,
+        console_port: MAKER_CONSOLE_PORT,
+        ..device_set(plan)
+    });
     let mut out = Vec::new();
     let mut it = args.into_iter().peekable();
     while let Some(flag) = it.next() {
@@ -282,21 +292,14 @@ pub fn snapshot_args(
             continue;
         };
         let value = match flag.as_str() {
-            "-kernel" => kernel.to_string_lossy().into_owned(),
-            "-initrd" => initramfs.to_string_lossy().into_owned(),
             "-chardev" => {
                 let id = value
                     .split(',')
                     .find_map(|p| p.strip_prefix("id="))
                     .unwrap_or_default()
                     .to_owned();
-                let at = |name: &str| work.join(name).to_string_lossy().replace(',', ",,");
-                if id == "console" {
-                    format!("file,id=console,path={}", at("console.log"))
-                } else if id == "control" {
-                    // Connected (to a listener that never sends): on a port whose host side is
-                    // not connected, the guest's read returns end-of-file at once.
-                    format!("socket,id=control,path={}", at("control.sock"))
+                if id == "console" || id == "control" {
+                    value
                 } else {
                     format!("null,id={id}")
                 }
@@ -305,7 +308,7 @@ pub fn snapshot_args(
                 .split(',')
                 .map(|p| {
                     if p.starts_with("path=") {
-                        format!("path={empty}")
+                        format!("path={JAIL_MAKER_EMPTY}")
                     } else {
                         p.to_owned()
                     }
@@ -317,11 +320,12 @@ pub fn snapshot_args(
         out.push(flag);
         out.push(value);
     }
-    out.push("-qmp".to_owned());
+    out.push("-chardev".to_owned());
     out.push(format!(
-        "unix:{},server=on,wait=off",
-        work.join("qmp.sock").to_string_lossy()
+        "socket,id=qmp,host=127.0.0.1,port={MAKER_QMP_PORT}"
     ));
+    out.push("-mon".to_owned());
+    out.push("chardev=qmp,mode=control".to_owned());
     out
 }
 
@@ -572,35 +576,36 @@ mod tests {
     fn the_snapshot_run_has_the_bottles_devices_and_only_it_has_a_monitor() {
         for interactive in [false, true] {
             let plan = bottle_plan(interactive);
-            let work = std::path::Path::new("/cache/snap.work");
-            let snap = snapshot_args(
-                &plan,
-                "/k/vmlinux".as_ref(),
-                "/k/initramfs.cpio".as_ref(),
-                work,
-            );
+            let snap = snapshot_args(&plan);
             let bottle = qemu_args(&plan);
             assert_eq!(saved_state(&snap), saved_state(&bottle), "{snap:?}");
             assert!(snap.ends_with(&[
-                "-qmp".to_owned(),
-                "unix:/cache/snap.work/qmp.sock,server=on,wait=off".to_owned()
+                "-chardev".to_owned(),
+                "socket,id=qmp,host=127.0.0.1,port=40002".to_owned(),
+                "-mon".to_owned(),
+                "chardev=qmp,mode=control".to_owned(),
             ]));
-            assert!(!bottle.iter().any(|a| a == "-qmp"));
+            assert!(!bottle.iter().any(|a| a == "-qmp" || a == "-mon"));
             assert!(bottle.windows(2).any(|w| w == ["-monitor", "none"]));
             // Nothing of the host's reaches the snapshot's guest: its shares are an empty
-            // directory and its chardevs write nowhere but the console log.
+            // directory and its chardevs write nowhere but the jail's forwards.
             assert!(!snap.iter().any(|a| a.contains("/home/alice")), "{snap:?}");
             assert!(!snap.iter().any(|a| a.contains("guestfwd")), "{snap:?}");
             assert!(!snap.iter().any(|a| a == "-add-fd"), "{snap:?}");
-            for w in snap.windows(2).filter(|w| w[0] == "-chardev") {
-                assert!(
-                    w[1].starts_with("null,id=")
-                        || w[1] == "file,id=console,path=/cache/snap.work/console.log"
-                        || w[1] == "socket,id=control,path=/cache/snap.work/control.sock",
-                    "{}",
-                    w[1]
-                );
-            }
+            let chardevs: Vec<&str> = snap
+                .windows(2)
+                .filter(|w| w[0] == "-chardev")
+                .map(|w| w[1].as_str())
+                .filter(|c| !c.starts_with("null,id="))
+                .collect();
+            assert_eq!(
+                chardevs,
+                [
+                    "socket,id=console,host=127.0.0.1,port=40001",
+                    "socket,id=control,host=127.0.0.1,port=40000",
+                    "socket,id=qmp,host=127.0.0.1,port=40002",
+                ]
+            );
             let fsdevs: Vec<&String> = snap
                 .windows(2)
                 .filter(|w| w[0] == "-fsdev")
@@ -610,13 +615,17 @@ mod tests {
             assert!(
                 fsdevs
                     .iter()
-                    .all(|f| f.contains(",path=/cache/snap.work/empty,")),
+                    .all(|f| f.contains(",path=/run/bot-bottle/qemu/empty,")),
                 "{fsdevs:?}"
             );
-            assert!(snap.windows(2).any(|w| w == ["-kernel", "/k/vmlinux"]));
+            // The kernel and initramfs where the jail places them, read-only.
             assert!(
                 snap.windows(2)
-                    .any(|w| w == ["-initrd", "/k/initramfs.cpio"])
+                    .any(|w| w == ["-kernel", "/run/bot-bottle/qemu/kernel"])
+            );
+            assert!(
+                snap.windows(2)
+                    .any(|w| w == ["-initrd", "/run/bot-bottle/qemu/initramfs"])
             );
         }
     }

@@ -272,24 +272,36 @@ impl QemuBackend {
         )
         .map_err(unavailable)?;
         let plan = self.device_plan(resources, interactive, accel, &kernel)?;
-        self.cached_snapshot(&plan, &kernel.image, initramfs.path())
+        self.cached_snapshot(&plan, &kernel.image, initramfs.path(), resources)
             .map_err(unavailable)
     }
 
+    /// The snapshot of `plan` in the cache, made now if it is missing: by a QEMU in a jail
+    /// like a bottle's ([`snapshot::make`]) with the limits of a bottle with `resources`.
     fn cached_snapshot(
         &self,
         plan: &cmdline::VmPlan,
         kernel: &Path,
         initramfs: &Path,
+        resources: &crate::spec::Resources,
     ) -> Result<snapshot::Snapshot, String> {
         let dir = self.config.snapshot_dir.clone();
+        let jail = NativeBackend::new(self.jail_config(plan.accel));
         snapshot::key(plan, kernel, initramfs).and_then(|key| {
             snapshot::cached_or_made(&dir, &key, &|out| {
                 let work = tempfile::Builder::new()
                     .prefix(".make.")
                     .tempdir_in(&dir)
                     .map_err(|e| format!("cannot create a directory in {}: {e}", dir.display()))?;
-                snapshot::make(plan, kernel, initramfs, work.path(), out)
+                let maker = snapshot::Maker {
+                    plan,
+                    kernel,
+                    initramfs,
+                    resources: *resources,
+                    identity: maker_identity(&key)?,
+                    jail: &jail,
+                };
+                snapshot::make(&maker, work.path(), out)
             })
         })
     }
@@ -343,7 +355,7 @@ impl QemuBackend {
             ..self.device_plan(r, spec.interactive, accel, kernel)?
         };
         let mut plan = plan;
-        let snapshot = self.snapshot(&plan, &kernel.image, initramfs);
+        let snapshot = self.snapshot(&plan, &kernel.image, initramfs, r);
         plan.restore = snapshot.is_some();
         let mut jail = spec.clone();
         jail.argv = cmdline::jail_argv(&plan);
@@ -380,11 +392,17 @@ impl QemuBackend {
     /// (one line on stderr says so, with the time it took); `None` (the guest boots) when
     /// snapshots are off ([`snapshot::SNAPSHOT_ENV`]) or it cannot be made, which is said on
     /// stderr with the reason. A booted guest is reseeded from the host as a restored one.
-    fn snapshot(&self, plan: &cmdline::VmPlan, kernel: &Path, initramfs: &Path) -> Option<PathBuf> {
+    fn snapshot(
+        &self,
+        plan: &cmdline::VmPlan,
+        kernel: &Path,
+        initramfs: &Path,
+        resources: &crate::spec::Resources,
+    ) -> Option<PathBuf> {
         if !self.config.snapshots {
             return None;
         }
-        match self.cached_snapshot(plan, kernel, initramfs) {
+        match self.cached_snapshot(plan, kernel, initramfs, resources) {
             Ok(s) => {
                 if let Some(took) = s.made_in {
                     eprintln!(
@@ -404,6 +422,19 @@ impl QemuBackend {
             }
         }
     }
+}
+
+/// The identity of the jail that makes the snapshot of `key`: the key's start and 4 random
+/// bytes. Unique, where the key alone is not: two snapshot directories, each with its own
+/// lock, may make one key at once, and a jail's cgroups are named after its identity.
+fn maker_identity(key: &str) -> Result<String, String> {
+    let random =
+        bottle_seed().map_err(|e| format!("cannot draw a name for the snapshot's jail: {e}"))?;
+    Ok(format!(
+        "qemu-snapshot-{}-{}",
+        &key[..key.len().min(12)],
+        hex::encode(&random[..4])
+    ))
 }
 
 /// Where guest snapshots are cached: `<cache>/qemu/snapshots`.
@@ -490,18 +521,30 @@ fn control_thread(
         };
         // First on the port, before any line: the guest's seed, which stage 1 reads before it
         // goes on. Without it the guest waits, and the launch fails (fail closed).
-        let sent = match delivery {
-            SeedDelivery::Whole => bottle_seed().and_then(|seed| stream.write_all(&seed)),
-            SeedDelivery::Nothing => return,
-            SeedDelivery::Short(n) => {
-                let _ = bottle_seed().and_then(|seed| stream.write_all(&seed[..n.min(63)]));
+        let seed = match bottle_seed() {
+            Ok(seed) => seed,
+            Err(e) => {
+                let _ = events.send(Event::GuestError(format!(
+                    "cannot draw the guest's random seed: {e}"
+                )));
                 return;
             }
         };
-        if let Err(e) = sent {
-            let _ = events.send(Event::GuestError(format!(
-                "cannot send the guest its random seed: {e}"
-            )));
+        let sent = match delivery {
+            SeedDelivery::Whole => stream.write_all(&seed),
+            SeedDelivery::Nothing => return,
+            SeedDelivery::Short(n) => {
+                let _ = stream.write_all(&seed[..n.min(63)]);
+                return;
+            }
+        };
+        if sent.is_err() {
+            // The port's other end is gone: QEMU ended (it could not load its snapshot, say)
+            // or closed the port. The guest, if it still runs, reads end-of-file and powers
+            // off; the jail's exit says why the start failed, and discards a snapshot QEMU
+            // could not load. Reported here instead, a failed write raced that exit (seen
+            // under load: "cannot send the guest its random seed: Broken pipe" for a corrupt
+            // snapshot, which was kept).
             return;
         }
         if let Ok(w) = stream.try_clone() {
@@ -1208,6 +1251,22 @@ mod tests {
             None
         );
         assert_eq!(stage1_failure("(the console printed nothing)"), None);
+    }
+
+    #[test]
+    fn each_snapshot_jail_has_an_identity_of_its_own_that_a_native_bottle_accepts() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let (a, b) = (maker_identity(key).unwrap(), maker_identity(key).unwrap());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert!(id.starts_with("qemu-snapshot-0123456789ab-"), "{id}");
+            assert_eq!(id.len(), 35, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -2,12 +2,18 @@
 //! modules loaded, nothing per-bottle done: no 9p mount, no spec read, no agent), saved, and
 //! restored by every bottle of the same device set instead of booting its own.
 //!
-//! * **Made** by a QEMU of our own on the host (not jailed: its guest runs only our initramfs,
-//!   its 9p shares are an empty directory and nothing reaches its chardevs), with the bottle's
-//!   machine, CPUs, memory, kernel command line and devices ([`cmdline::snapshot_args`]) and a
-//!   QMP socket that only this run has: once the console says [`SNAPSHOT_POINT`], a live
-//!   `migrate` to `exec:cat > <temporary>` (no `stop` first, so the saved run state is
-//!   `running` and a restored QEMU starts the VM by itself, without a monitor), then `quit`.
+//! * **Made** by a QEMU in a jail like a bottle's QEMU's ([`make`]: a native bottle with its
+//!   namespaces, empty network namespace, unprivileged uid, seccomp, Landlock and cgroups; the
+//!   kernel and initramfs read-only at the bottle's paths; an empty workspace, which its 9p
+//!   shares point at) with the bottle's machine, CPUs, memory, kernel command line and devices
+//!   ([`cmdline::snapshot_args`]). Its only ways out are the jail's forwards to sockets of the
+//!   launcher's: the guest's console (the launcher logs it) and control port (never written
+//!   to), and a QMP monitor that connects out, which only this run has. Once the console says
+//!   [`SNAPSHOT_POINT`], a live `migrate` to `tcp:` the jail's migration port (no `stop` first,
+//!   so the saved run state is `running` and a restored QEMU starts the VM by itself, without
+//!   a monitor), whose forward the launcher copies into a file of its own, then `quit`. If the
+//!   jail cannot be set up, nothing is made and the error says why; a `start` then boots its
+//!   guest (as with `BOT_BOTTLE_QEMU_SNAPSHOT=0`), saying so.
 //! * **Cached** under `<cache>/qemu/snapshots/<key>.snap`, the key a hash of everything the
 //!   saved state depends on ([`key`]): QEMU's binary, the kernel image, the initramfs (named by
 //!   its content hash) and the device set's arguments ([`cmdline::device_set`]). Published
@@ -24,16 +30,21 @@
 //! offset and whatever else the kernel drew at boot, not the CRNG's output after the reseed.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use super::cmdline::{self, VmPlan};
 pub use super::initramfs::{RESEEDED, SNAPSHOT_POINT};
+use crate::Backend;
+use crate::spec::{
+    BottleStdio, Forward, Home, LaunchSpec, ReadOnlyFile, Resources, StdioMode, Workspace,
+    WorkspaceMode,
+};
 
 /// `BOT_BOTTLE_QEMU_SNAPSHOT=0` boots every guest instead of restoring a snapshot.
 pub const SNAPSHOT_ENV: &str = "BOT_BOTTLE_QEMU_SNAPSHOT";
@@ -249,26 +260,39 @@ pub fn discard(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// One QMP command and its answer (events before it are skipped).
+/// The longest QMP line read (an answer of `query-migrate` is a few hundred bytes).
+const MAX_QMP_LINE: u64 = 64 << 10;
+
+/// One QMP command and its answer (events before it are skipped), by `deadline`.
 fn qmp(
     reader: &mut BufReader<UnixStream>,
     writer: &mut UnixStream,
     command: &serde_json::Value,
+    deadline: Instant,
 ) -> Result<serde_json::Value, String> {
     writer
         .write_all(format!("{command}\n").as_bytes())
         .map_err(|e| format!("cannot write to QEMU's QMP socket: {e}"))?;
     loop {
+        if Instant::now() > deadline {
+            return Err(format!("QEMU did not answer {command} in time"));
+        }
         let mut line = String::new();
         if reader
+            .by_ref()
+            .take(MAX_QMP_LINE)
             .read_line(&mut line)
             .map_err(|e| format!("cannot read QEMU's QMP socket: {e}"))?
             == 0
         {
             return Err("QEMU closed its QMP socket".into());
         }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| format!("QEMU's QMP answer is not JSON ({e}): {line}"))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            format!(
+                "QEMU's QMP answer is not JSON ({e}): {}",
+                line.chars().take(200).collect::<String>()
+            )
+        })?;
         if let Some(ret) = v.get("return") {
             return Ok(ret.clone());
         }
@@ -289,37 +313,167 @@ fn console_tail(log: &Path) -> String {
     }
 }
 
-/// Boots `plan`'s device set from `kernel` and `initramfs` to the snapshot point and saves it
-/// to `out` (see the module's doc). `work` is an empty directory this run may fill.
-pub fn make(
-    plan: &VmPlan,
-    kernel: &Path,
-    initramfs: &Path,
-    work: &Path,
-    out: &Path,
-) -> Result<(), String> {
-    std::fs::create_dir_all(work.join("empty")).map_err(io_text("create", work))?;
-    let console = work.join("console.log");
-    let args = cmdline::snapshot_args(plan, kernel, initramfs, work);
-    // The control port's host side: connected, never written to (the guest waits in its read
-    // of the seed), held until QEMU ended.
-    let control = work.join("control.sock");
-    let _control =
-        std::os::unix::net::UnixListener::bind(&control).map_err(io_text("listen on", &control))?;
-    let mut child = Command::new(&plan.qemu)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", plan.qemu.display()))?;
-    let result = save(&mut child, &console, work, out);
-    let _ = child.kill();
-    let status = child.wait();
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
+/// What a snapshot is made of and where its QEMU runs ([`make`]).
+pub struct Maker<'a> {
+    /// The device set's plan ([`cmdline::device_set`]).
+    pub plan: &'a VmPlan,
+    pub kernel: &'a Path,
+    pub initramfs: &'a Path,
+    /// The bottle's resources: the jail's limits are a bottle's jail's (QEMU's own memory on
+    /// top of the guest's).
+    pub resources: Resources,
+    /// The jail's identity (a native bottle's: lowercase letters, digits, dashes).
+    pub identity: String,
+    /// The native backend of the bottles' QEMU jails.
+    pub jail: &'a dyn Backend,
+}
+
+/// The host sockets of the maker's jail, under its work directory: `(file name, port in the
+/// jail)`.
+const MAKER_SOCKETS: [(&str, u16); 4] = [
+    ("control.sock", cmdline::MAKER_CONTROL_PORT),
+    ("console.sock", cmdline::MAKER_CONSOLE_PORT),
+    ("qmp.sock", cmdline::MAKER_QMP_PORT),
+    ("migration.sock", cmdline::MAKER_MIGRATION_PORT),
+];
+/// Where the maker's jail sees its home (an empty directory of the work directory's).
+const JAIL_MAKER_HOME: &str = "/run/bot-bottle/qemu/home";
+
+/// The jail the snapshot's QEMU runs in: a native bottle like a bottle's QEMU's, whose command
+/// is QEMU with [`cmdline::snapshot_args`], whose only files are the kernel and the initramfs
+/// (read-only), whose workspace is the empty directory `empty` and home `work/home`, and
+/// whose only ways out are the forwards of [`MAKER_SOCKETS`] to sockets in `work`.
+fn jail_spec(m: &Maker, work: &Path, empty: &Path) -> LaunchSpec {
+    let mut argv = vec![m.plan.qemu.to_string_lossy().into_owned()];
+    argv.extend(cmdline::snapshot_args(m.plan));
+    LaunchSpec {
+        identity: m.identity.clone(),
+        argv,
+        env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into(),
+        workspace: Workspace {
+            host: empty.to_path_buf(),
+            inside: cmdline::JAIL_MAKER_EMPTY.into(),
+            mode: WorkspaceMode::Mount,
+        },
+        home: Home {
+            host: work.join("home"),
+            inside: JAIL_MAKER_HOME.into(),
+        },
+        files: vec![
+            ReadOnlyFile {
+                host: m.kernel.to_path_buf(),
+                inside: cmdline::JAIL_KERNEL.into(),
+            },
+            ReadOnlyFile {
+                host: m.initramfs.to_path_buf(),
+                inside: cmdline::JAIL_INITRAMFS.into(),
+            },
+        ],
+        forwards: MAKER_SOCKETS
+            .iter()
+            .map(|(name, port)| Forward {
+                inside_port: *port,
+                host_unix_socket: work.join(name),
+            })
+            .collect(),
+        interactive: false,
+        resources: Resources {
+            memory_bytes: m
+                .resources
+                .memory_bytes
+                .saturating_add(super::QEMU_OVERHEAD_BYTES),
+            ..m.resources
+        },
+        dangerously_run_as_host_root: false,
     }
+}
+
+/// Boots `m`'s device set to the snapshot point in a jail like a bottle's QEMU's and saves it
+/// to `out` (see the module's doc). `work` is an empty directory of the launcher's, which the
+/// jail never sees: it holds the host ends of the jail's forwards and the console log, which
+/// the launcher writes from the console's forward. The migration stream, too, comes out of the
+/// jail through a forward and is written to `out` by the launcher, so nothing of the jail's uid
+/// lands in the cache. When the jail cannot be set up, nothing is made and the error says why
+/// (the caller boots the guest instead).
+pub fn make(m: &Maker, work: &Path, out: &Path) -> Result<(), String> {
+    let home = work.join("home");
+    std::fs::create_dir_all(&home).map_err(io_text("create", &home))?;
+    // The jail's workspace, where the 9p shares point: empty, and outside `$BOT_BOTTLE_HOME`
+    // (a bottle's workspace may not come from a private tree, and the cache may be in one).
+    let empty = tempfile::Builder::new()
+        .prefix("bot-bottle-snapshot-")
+        .tempdir()
+        .map_err(|e| {
+            format!(
+                "cannot create a directory in {}: {e}",
+                std::env::temp_dir().display()
+            )
+        })?;
+    let mut listeners = Vec::new();
+    for (name, _) in MAKER_SOCKETS {
+        let path = work.join(name);
+        listeners.push(UnixListener::bind(&path).map_err(io_text("listen on", &path))?);
+    }
+    let [_control, console_l, qmp_l, migration_l]: [UnixListener; 4] = listeners
+        .try_into()
+        .map_err(|_| "the maker's sockets were not all made".to_owned())?;
+    let stop = Arc::new(Mutex::new(false));
+    let console = work.join("console.log");
+    let console_copy = {
+        let (stop, console) = (stop.clone(), console.clone());
+        std::thread::spawn(move || {
+            if let Some(mut stream) = super::accept_one(&console_l, &stop)
+                && let Ok(mut file) = std::fs::File::create(&console)
+            {
+                let _ = std::io::copy(&mut stream, &mut file);
+            }
+        })
+    };
+    let spec = jail_spec(m, work, empty.path());
+    let stdio = BottleStdio {
+        stdin: StdioMode::Null,
+        stdout: StdioMode::Null,
+        stderr: StdioMode::Piped,
+    };
+    let mut jail = match m.jail.launch(&spec, stdio) {
+        Ok(jail) => jail,
+        Err(e) => {
+            *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            return Err(format!(
+                "cannot start the jail of the QEMU that makes it: {e}"
+            ));
+        }
+    };
+    let stderr = jail.take_stderr().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    let running = || {
+        m.jail
+            .list()
+            .is_ok_and(|l| l.iter().any(|b| b.identity == m.identity && b.running))
+    };
+    // The migration stream, through the jail's forward, into `out` (the launcher's file), at
+    // most the guest's memory and its devices' state.
+    let limit = (m.plan.memory_mib << 20) + (m.plan.memory_mib << 14) + (64 << 20);
+    let (copied_tx, copied) = std::sync::mpsc::channel();
+    let migration_copy = {
+        let (stop, out) = (stop.clone(), out.to_path_buf());
+        std::thread::spawn(move || {
+            let _ = copied_tx.send(copy_stream(&migration_l, &out, limit, &stop));
+        })
+    };
+    let result = save(&running, &console, &qmp_l, &copied);
+    let _ = jail.kill();
+    let status = jail.wait();
+    // The jail is gone, and with it every connection of its forwards.
+    *stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    let _ = console_copy.join();
+    let _ = migration_copy.join();
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     result.map_err(|e| {
         let qemu = if stderr.trim().is_empty() {
             String::new()
@@ -327,25 +481,59 @@ pub fn make(
             format!("; QEMU said: {}", stderr.trim())
         };
         format!(
-            "{e} (QEMU {}){qemu}; the console's last lines:\n{}",
-            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            "{e} (QEMU's jail: {}){qemu}; the console's last lines:\n{}",
+            status.map_or_else(|e| e.to_string(), |s| format!("exited {}", s.code)),
             console_tail(&console)
         )
     })
 }
 
-fn save(
-    child: &mut std::process::Child,
-    console: &Path,
-    work: &Path,
+/// Writes the migration stream that comes to `listener` into `out` (created here), at most
+/// `limit` bytes; its length.
+fn copy_stream(
+    listener: &UnixListener,
     out: &Path,
+    limit: u64,
+    stop: &Mutex<bool>,
+) -> Result<u64, String> {
+    let file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(io_text("create", out))?;
+    let stream =
+        super::accept_one(listener, stop).ok_or("QEMU's migration stream did not connect")?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    let n = std::io::copy(&mut stream.take(limit + 1), &mut file).map_err(|e| {
+        format!(
+            "cannot copy QEMU's migration stream into {}: {e}",
+            out.display()
+        )
+    })?;
+    if n > limit {
+        return Err(format!(
+            "QEMU's migration stream is longer than the guest's memory and devices can be ({limit} bytes)"
+        ));
+    }
+    file.flush()
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(n)
+}
+
+/// Waits for the snapshot point on the `console` log, takes QEMU's QMP connection on `qmp_l`
+/// and has it migrate the running guest to the jail's migration port, whose stream
+/// [`copy_stream`] reports on `copied`; `running` says whether QEMU's jail still runs.
+fn save(
+    running: &dyn Fn() -> bool,
+    console: &Path,
+    qmp_l: &UnixListener,
+    copied: &std::sync::mpsc::Receiver<Result<u64, String>>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + MAKE_TIMEOUT;
-    let alive = |child: &mut std::process::Child| -> Result<(), String> {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "the snapshot's guest ended before its snapshot point ({status})"
-            ));
+    let alive = || -> Result<(), String> {
+        if !running() {
+            return Err("the snapshot's guest ended before its snapshot point".to_owned());
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -356,7 +544,7 @@ fn save(
         Ok(())
     };
     loop {
-        alive(child)?;
+        alive()?;
         let text = std::fs::read(console).unwrap_or_default();
         if text
             .windows(SNAPSHOT_POINT.len())
@@ -368,29 +556,37 @@ fn save(
     }
     // Let the shell reach the reseed's read (it prints the line just before running it).
     std::thread::sleep(Duration::from_millis(200));
-    let sock = work.join("qmp.sock");
+    // QEMU connected to its QMP port when it started; the forward's connection waits here.
+    qmp_l
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot poll QEMU's QMP socket: {e}"))?;
     let stream = loop {
-        match UnixStream::connect(&sock) {
-            Ok(s) => break s,
-            Err(e) => {
-                alive(child).map_err(|why| format!("{why}; QMP: {e}"))?;
+        match qmp_l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                alive().map_err(|why| format!("{why}; QEMU's monitor did not connect"))?;
                 std::thread::sleep(Duration::from_millis(20));
             }
+            Err(e) => return Err(format!("cannot accept QEMU's QMP connection: {e}")),
         }
     };
     stream
-        .set_read_timeout(Some(MAKE_TIMEOUT))
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(MAKE_TIMEOUT)))
         .map_err(|e| e.to_string())?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let mut greeting = String::new();
     reader
+        .by_ref()
+        .take(MAX_QMP_LINE)
         .read_line(&mut greeting)
         .map_err(|e| format!("cannot read QEMU's QMP greeting: {e}"))?;
     qmp(
         &mut reader,
         &mut writer,
         &serde_json::json!({"execute": "qmp_capabilities"}),
+        deadline,
     )?;
     // The default bandwidth limit (32 MiB/s) would make the save take seconds.
     qmp(
@@ -398,22 +594,45 @@ fn save(
         &mut writer,
         &serde_json::json!({"execute": "migrate-set-parameters",
             "arguments": {"max-bandwidth": 8u64 << 30}}),
+        deadline,
     )?;
-    let quoted = out.to_string_lossy().replace('\'', "'\\''");
-    qmp(
+    migrate(&mut reader, &mut writer, deadline)?;
+    // QEMU closes the stream once the migration completed: the copy ends.
+    match copied.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(copied) => copied?,
+        Err(_) => return Err("QEMU's migration stream did not end in time".into()),
+    };
+    let _ = qmp(
         &mut reader,
         &mut writer,
+        &serde_json::json!({"execute": "quit"}),
+        deadline,
+    );
+    Ok(())
+}
+
+/// Has QEMU migrate the running guest to the jail's migration port and waits until it did.
+fn migrate(
+    reader: &mut BufReader<UnixStream>,
+    writer: &mut UnixStream,
+    deadline: Instant,
+) -> Result<(), String> {
+    qmp(
+        reader,
+        writer,
         &serde_json::json!({"execute": "migrate",
-            "arguments": {"uri": format!("exec:cat > '{quoted}'")}}),
+            "arguments": {"uri": format!("tcp:127.0.0.1:{}", cmdline::MAKER_MIGRATION_PORT)}}),
+        deadline,
     )?;
     loop {
         let state = qmp(
-            &mut reader,
-            &mut writer,
+            reader,
+            writer,
             &serde_json::json!({"execute": "query-migrate"}),
+            deadline,
         )?;
         match state.get("status").and_then(|s| s.as_str()) {
-            Some("completed") => break,
+            Some("completed") => return Ok(()),
             Some("failed" | "cancelled") => {
                 return Err(format!("QEMU could not save the guest: {state}"));
             }
@@ -424,13 +643,6 @@ fn save(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = qmp(
-        &mut reader,
-        &mut writer,
-        &serde_json::json!({"execute": "quit"}),
-    );
-    let _ = child.wait();
-    Ok(())
 }
 
 #[cfg(test)]
@@ -573,6 +785,133 @@ mod tests {
             .filter(|n| n != "k.lock")
             .collect();
         assert_eq!(left, Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_maker_runs_in_a_jail_that_has_the_kernel_and_initramfs_and_only_forwards_to_work() {
+        let plan = VmPlan {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            accel: super::super::assets::Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            tsc_khz: None,
+            hz: None,
+            interactive: false,
+            ports: vec![3128],
+            workspace: "/w".into(),
+            home: "/h".into(),
+            control_port: 1,
+            console_port: 2,
+            relay: "/r".into(),
+            restore: false,
+            tcg_cache_mib: cmdline::TCG_CACHE_MIB,
+        };
+        let jail = crate::native::NativeBackend::new(crate::native::NativeConfig::new(
+            crate::HelperCommand {
+                exe: "/usr/bin/bot-bottle-helper".into(),
+                args: vec![],
+            },
+            Path::new("/home/alice/.bot-bottle"),
+        ));
+        let resources = Resources {
+            millicpus: 1500,
+            memory_bytes: 1 << 30,
+            pids: 64,
+            allow_unenforced: false,
+        };
+        let maker = Maker {
+            plan: &plan,
+            kernel: Path::new("/k/vmlinux"),
+            initramfs: Path::new("/k/initramfs.cpio"),
+            resources,
+            identity: "qemu-snapshot-0123456789abcdef".into(),
+            jail: &jail,
+        };
+        let work = Path::new("/cache/snapshots/.make.x");
+        let spec = jail_spec(&maker, work, Path::new("/tmp/bot-bottle-snapshot-y"));
+        let mut argv = vec!["/usr/bin/qemu-system-x86_64".to_owned()];
+        argv.extend(cmdline::snapshot_args(&plan));
+        pretty_assertions::assert_eq!(
+            spec,
+            LaunchSpec {
+                identity: "qemu-snapshot-0123456789abcdef".into(),
+                argv,
+                env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into(),
+                workspace: Workspace {
+                    host: "/tmp/bot-bottle-snapshot-y".into(),
+                    inside: "/run/bot-bottle/qemu/empty".into(),
+                    mode: WorkspaceMode::Mount,
+                },
+                home: Home {
+                    host: "/cache/snapshots/.make.x/home".into(),
+                    inside: "/run/bot-bottle/qemu/home".into(),
+                },
+                files: vec![
+                    ReadOnlyFile {
+                        host: "/k/vmlinux".into(),
+                        inside: "/run/bot-bottle/qemu/kernel".into(),
+                    },
+                    ReadOnlyFile {
+                        host: "/k/initramfs.cpio".into(),
+                        inside: "/run/bot-bottle/qemu/initramfs".into(),
+                    },
+                ],
+                forwards: [
+                    (40000, "control.sock"),
+                    (40001, "console.sock"),
+                    (40002, "qmp.sock"),
+                    (40003, "migration.sock"),
+                ]
+                .into_iter()
+                .map(|(inside_port, name)| Forward {
+                    inside_port,
+                    host_unix_socket: work.join(name),
+                })
+                .collect(),
+                interactive: false,
+                // A bottle's jail's limits: QEMU's own memory on top of the guest's.
+                resources: Resources {
+                    memory_bytes: (1 << 30) + super::super::QEMU_OVERHEAD_BYTES,
+                    ..resources
+                },
+                dangerously_run_as_host_root: false,
+            }
+        );
+    }
+
+    #[test]
+    fn the_migration_stream_is_written_whole_up_to_its_bound_and_refused_beyond() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = Mutex::new(false);
+        for (sent, limit) in [(1000usize, 1000u64), (1001, 1000)] {
+            let sock = dir.path().join(format!("m{sent}.sock"));
+            let listener = UnixListener::bind(&sock).unwrap();
+            let client = std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&sock).unwrap();
+                // The launcher stops reading past the bound; what it did not read is lost.
+                let _ = s.write_all(&vec![7u8; sent]);
+            });
+            let out = dir.path().join(format!("out{sent}"));
+            let copied = copy_stream(&listener, &out, limit, &stop);
+            client.join().unwrap();
+            if sent as u64 <= limit {
+                assert_eq!(copied, Ok(1000));
+                assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 1000]);
+            } else {
+                let err = copied.unwrap_err();
+                assert!(err.contains("longer than"), "{err}");
+            }
+            // Created by the launcher, readable by nobody else until published.
+            assert_eq!(
+                std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // A stream that never connects: the copy ends when told to stop.
+        let listener = UnixListener::bind(dir.path().join("never.sock")).unwrap();
+        *stop.lock().unwrap() = true;
+        let err = copy_stream(&listener, &dir.path().join("never"), 10, &stop).unwrap_err();
+        assert_eq!(err, "QEMU's migration stream did not connect");
     }
 
     #[test]

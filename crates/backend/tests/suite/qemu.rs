@@ -765,3 +765,228 @@ fn qemu_guest_without_its_whole_seed_powers_off_and_the_start_fails_saying_why()
     );
     assert_eq!(snapshots(&dir), vec![snap]);
 }
+
+/// What a QEMU process was seen as while it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SeenQemu {
+    pid: i32,
+    parent: i32,
+    /// Its real, effective, saved and filesystem uids (`Uid:` of its status).
+    uids: String,
+    no_new_privs: String,
+    cap_bnd: String,
+    /// Its namespaces (`net`, `mnt`, `pid`, `user`), as `readlink /proc/<pid>/ns/<name>`.
+    namespaces: Vec<Option<PathBuf>>,
+    cmdline: Vec<String>,
+}
+
+fn status_field(pid: impl std::fmt::Display, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+const NAMESPACES: [&str; 4] = ["net", "mnt", "pid", "user"];
+
+fn namespaces_of(pid: impl std::fmt::Display) -> Vec<Option<PathBuf>> {
+    NAMESPACES
+        .iter()
+        .map(|ns| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok())
+        .collect()
+}
+
+/// Every `qemu-system` process now running whose parent is this test process or that runs in
+/// one of the jails under `state` (see [`qemus_in`]).
+fn qemus_seen(state: &Path) -> Vec<SeenQemu> {
+    let me = std::process::id() as i32;
+    let jailed = qemus_in(state);
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.starts_with("qemu-system") {
+            continue;
+        }
+        let parent: i32 = status_field(pid, "PPid").parse().unwrap_or(0);
+        if parent != me && !jailed.contains(&pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        seen.push(SeenQemu {
+            pid,
+            parent,
+            uids: status_field(pid, "Uid"),
+            no_new_privs: status_field(pid, "NoNewPrivs"),
+            cap_bnd: status_field(pid, "CapBnd"),
+            namespaces: namespaces_of(pid),
+            cmdline: cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        });
+    }
+    seen
+}
+
+/// The QEMU that makes a snapshot runs in a jail like a bottle's QEMU's: under the jail's
+/// helper (not a child of the launcher), without privileges (as an unprivileged host uid when
+/// root starts it), in network, mount, PID and user namespaces not the launcher's, with the
+/// kernel and initramfs where the jail places them read-only, its monitor a connection out of
+/// the jail; no socket of its is left in the snapshot directory.
+#[test]
+fn qemu_snapshot_is_made_by_a_qemu_in_a_jail_like_a_bottles() {
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
+    let dir = f.state.join("snapshots");
+    let backend = with_snapshots_in(&backend, &dir);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, state) = (done.clone(), f.state.clone());
+        std::thread::spawn(move || {
+            let mut seen: Vec<SeenQemu> = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for q in qemus_seen(&state) {
+                    if !seen.iter().any(|s| s.pid == q.pid) {
+                        seen.push(q);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+    let drawn = urandom_of(&f, &backend);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert!(
+        drawn.restored,
+        "the bottle was not restored from a snapshot"
+    );
+    assert_eq!(snapshots(&dir).len(), 1, "no snapshot was made");
+    let me = std::process::id() as i32;
+    let unjailed: Vec<&SeenQemu> = seen.iter().filter(|q| q.parent == me).collect();
+    assert_eq!(unjailed, Vec::<&SeenQemu>::new(), "a QEMU ran unjailed");
+    let makers: Vec<&SeenQemu> = seen
+        .iter()
+        .filter(|q| q.cmdline.iter().any(|a| a == "chardev=qmp,mode=control"))
+        .collect();
+    assert_eq!(
+        makers.len(),
+        1,
+        "the maker's QEMU was not seen in a jail: {seen:?}"
+    );
+    let maker = makers[0];
+    let launcher_uid = status_field("self", "Uid");
+    let ours = namespaces_of("self");
+    for (i, ns) in maker.namespaces.iter().enumerate() {
+        assert!(
+            ns.is_some(),
+            "cannot read the maker's {} namespace",
+            NAMESPACES[i]
+        );
+        assert_ne!(
+            ns, &ours[i],
+            "the maker shares the launcher's {} namespace",
+            NAMESPACES[i]
+        );
+    }
+    if launcher_uid.starts_with("0 ") {
+        let host_uid = maker.uids.split(' ').next().unwrap();
+        assert_ne!(host_uid, "0", "root's maker ran as host root: {maker:?}");
+    } else {
+        assert_eq!(maker.uids, launcher_uid);
+    }
+    assert_eq!(
+        (maker.no_new_privs.as_str(), maker.cap_bnd.as_str()),
+        ("1", "0000000000000000"),
+        "{maker:?}"
+    );
+    let args = &maker.cmdline;
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["-kernel", "/run/bot-bottle/qemu/kernel"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["-initrd", "/run/bot-bottle/qemu/initramfs"]),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("unix:") || a == "-qmp"),
+        "{args:?}"
+    );
+    // The snapshot directory holds the snapshot, its length record and its lock: no socket,
+    // no work directory.
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.rsplit_once('.')
+                .map_or(name.clone(), |(_, ext)| ext.to_owned())
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["len", "lock", "snap"]);
+    // The snapshot is the launcher's, not the jail's uid's.
+    use std::os::unix::fs::MetadataExt;
+    let snap = snapshots(&dir).pop().unwrap();
+    assert_eq!(
+        std::fs::metadata(&snap).unwrap().uid().to_string(),
+        launcher_uid.split(' ').next().unwrap()
+    );
+    // An interactive bottle's device set (its terminal a `null` chardev in the maker) is made
+    // the same way: another snapshot, a whole QEMU stream.
+    let made = backend
+        .prepare_snapshot(&small(f.spec(&["/bin/true"])).resources, true)
+        .unwrap();
+    assert!(made.made_in.is_some());
+    assert_eq!(snapshots(&dir).len(), 2);
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&made.path)
+        .unwrap()
+        .read_exact(&mut magic)
+        .unwrap();
+    assert_eq!(&magic, b"QEVM");
+}
+
+/// When the snapshot's jail cannot be set up (here: its helper is missing), no QEMU runs,
+/// nothing is made and the error says why; the snapshot directory keeps only the lock. A
+/// `start` then boots its guest, saying so (the path [`QemuBackend::prepare_snapshot`] and a
+/// start share).
+#[test]
+fn qemu_snapshot_whose_jail_cannot_be_set_up_is_not_made_and_says_why() {
+    let Some((f, backend)) = qemu_fixture() else {
+        return;
+    };
+    let dir = f.state.join("snapshots");
+    let mut config = with_snapshots_in(&backend, &dir).config().clone();
+    config.helper.exe = f.state.join("no-such-helper");
+    let backend = QemuBackend::new(config);
+    let err = backend
+        .prepare_snapshot(&small(f.spec(&["/bin/true"])).resources, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot start the jail of the QEMU that makes it"),
+        "{err}"
+    );
+    assert!(err.contains("start the bottle helper"), "{err}");
+    assert_eq!(snapshots(&dir), Vec::<PathBuf>::new());
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(backend.list().unwrap(), vec![]);
+}

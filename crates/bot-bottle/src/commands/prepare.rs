@@ -115,10 +115,9 @@ fn snapshot(accel: assets::Accel) {
             return;
         }
     };
-    let helper = backend::HelperCommand {
-        exe,
-        args: Vec::new(),
-    };
+    // The snapshot's QEMU runs in a jail like a bottle's, started by the native helper a
+    // `start` would use.
+    let helper = backend::OpenOptions::new(&home, exe).native_helper();
     let mut config = QemuConfig::new(helper, &home);
     config.accel = Some(accel);
     println!("making the guest snapshot of default-size bottles (a guest boots once)");
