@@ -411,10 +411,9 @@ impl Engine {
         // The fragment's line feeds, found once when a rule first needs its lines (so that a
         // long line with many keywords is not searched again for each of them).
         let mut newlines: Option<Vec<usize>> = None;
-        // In binary data (a break byte in it, seen with the line feeds), the run of text
-        // around the last keyword
-        // occurrence, for rules whose matches stay in it (found once for the occurrences in
-        // one run: a long run may hold many).
+        // In binary data (a byte from zero to 8 in it, seen with the line feeds), the run of
+        // text around the last keyword occurrence, for rules whose matches stay in it (found
+        // once for the occurrences in one run: a long run may hold many).
         let mut binary = false;
         let mut run: Range<usize> = 0..0;
         // Where the last hit's end is among the line feeds (how many lie before it): hits
@@ -439,7 +438,7 @@ impl Engine {
                     };
                     if let Some(around) = around {
                         let nl = newlines.get_or_insert_with(|| {
-                            let (nl, breaks) = line_feeds_and_breaks(frag.data);
+                            let (nl, breaks) = line_feeds_and_binary(frag.data);
                             binary = breaks;
                             nl
                         });
@@ -1005,13 +1004,13 @@ mod keyword_tests {
                     .collect();
                 let want: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
                 assert_eq!(line_feeds(&data), want, "{len} {density}");
-                let breaks = data.iter().any(|&b| locality::is_break(b));
-                assert_eq!(line_feeds_and_breaks(&data), (want, breaks));
-                // text without a break byte, then one break byte of each kind at each place
+                let binary = data.iter().any(|&b| b <= 0x08);
+                assert_eq!(line_feeds_and_binary(&data), (want, binary));
+                // text without a control byte, then one of each kind at some place
                 let text: Vec<u8> = data.iter().map(|&b| b' ' + b % 95).collect();
                 let want: Vec<usize> = memchr::memchr_iter(b'\n', &text).collect();
-                assert_eq!(line_feeds_and_breaks(&text), (want.clone(), false));
-                for (k, b) in [0u8, 0x08, 0x0e, 0x1f, 0x7f, 0x09, 0x0d, 0x80]
+                assert_eq!(line_feeds_and_binary(&text), (want.clone(), false));
+                for (k, b) in [0u8, 0x01, 0x08, 0x09, 0x0e, 0x1f, 0x7f, 0x80]
                     .iter()
                     .enumerate()
                 {
@@ -1022,8 +1021,8 @@ mod keyword_tests {
                     let at = (k * 37 + len / 2) % t.len();
                     t[at] = *b;
                     assert_eq!(
-                        line_feeds_and_breaks(&t).1,
-                        locality::is_break(*b),
+                        line_feeds_and_binary(&t).1,
+                        *b <= 0x08,
                         "{len} {b:#x} at {at}"
                     );
                 }
@@ -1637,12 +1636,13 @@ fn merge_lines(mut v: Vec<Range<usize>>) -> Vec<Range<usize>> {
 /// more to start than the bytes it reads (3% of a file scan's samples). Here each 64 bytes
 /// become one bit mask (SSE2 on x86-64, a byte loop elsewhere) whose set bits are read off.
 fn line_feeds(data: &[u8]) -> Vec<usize> {
-    line_feeds_and_breaks(data).0
+    line_feeds_and_binary(data).0
 }
 
-/// [`line_feeds`], and whether `data` holds a break byte (`locality::is_break`), found in the
-/// same pass.
-fn line_feeds_and_breaks(data: &[u8]) -> (Vec<usize>, bool) {
+/// [`line_feeds`], and whether `data` looks binary: it holds a byte from zero to 8 (the
+/// control bytes binary data is full of, and text never holds; the other break bytes are not
+/// looked for, which would cost more in this pass than they tell), found in the same pass.
+fn line_feeds_and_binary(data: &[u8]) -> (Vec<usize>, bool) {
     let mut out = Vec::with_capacity(data.len() / 32);
     let mut breaks = false;
     let mut blocks = data.chunks_exact(64);
@@ -1659,19 +1659,19 @@ fn line_feeds_and_breaks(data: &[u8]) -> (Vec<usize>, bool) {
         if b == b'\n' {
             out.push(base + j);
         }
-        breaks |= locality::is_break(b);
+        breaks |= b <= 0x08;
     }
     (out, breaks)
 }
 
 /// Bit `j`: byte `j` of a block of 64 is a line feed; and whether some byte of the block is
-/// a break byte (`locality::is_break`).
+/// from zero to 8 ([`line_feeds_and_binary`]).
 fn line_feed_mask(block: &[u8]) -> (u64, bool) {
     #[cfg(target_arch = "x86_64")]
     if let Ok(block) = <&[u8; 64]>::try_from(block) {
         use std::arch::x86_64::{
-            __m128i, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8,
-            _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128, _mm_sub_epi8,
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128,
         };
         let mut m = 0u64;
         // SAFETY: SSE2 is part of the x86-64 baseline (no memory is touched).
@@ -1681,12 +1681,9 @@ fn line_feed_mask(block: &[u8]) -> (u64, bool) {
             // (`chunks_exact(16)`), and `_mm_loadu_si128` reads 16 bytes at any alignment.
             let bits = unsafe {
                 let x = _mm_loadu_si128(part.as_ptr().cast::<__m128i>());
-                // a break: x <= 0x1f and not 0x09..=0x0d (x - 9 <= 4), or x == 0x7f
-                let low = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
-                let t = _mm_sub_epi8(x, _mm_set1_epi8(0x09));
-                let space = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(0x04)), t);
-                let del = _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f));
-                brk = _mm_or_si128(brk, _mm_or_si128(_mm_andnot_si128(space, low), del));
+                // x <= 8, unsigned
+                let low = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x08)), x);
+                brk = _mm_or_si128(brk, low);
                 _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\n' as i8)))
             };
             m |= u64::from(bits as u16) << (16 * k);
@@ -1700,7 +1697,7 @@ fn line_feed_mask(block: &[u8]) -> (u64, bool) {
         .take(64)
         .enumerate()
         .fold((0, false), |(m, b), (j, &x)| {
-            (m | (u64::from(x == b'\n') << j), b || locality::is_break(x))
+            (m | (u64::from(x == b'\n') << j), b || x <= 0x08)
         })
 }
 
