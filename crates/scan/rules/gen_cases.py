@@ -496,6 +496,46 @@ cases['pkcs12-file'] = (
 )
 BY_PATH = {'pkcs12-file'}
 
+# Rules for secrets the assignment rules did not see (branch npneg): a generated secret with
+# punctuation, a Gradle buildConfigField secret, a Postmark server token (a UUID).
+cases['generic-secret-punctuated'] = (
+    ['JWT_SEC<>RET = \'Zq8$w]Lk3!pV;9xR"t2]mN7{bH4:cY6\'',
+     'SEC<>RET_KEY = "k#9vR2$mQ7;xL4]tW8\'zN1}pB6`D3"',
+     '  signing_k<>ey: "g7T;e2$Rk9]wQ4\'mZ8:xP1vL5}nB3"'],
+    ['password_regex = "^(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9]).{8,}$"',
+     'PASSWORD_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789!$%;:"',
+     'token: "Bearer:${ACCESS_TOKEN};v=2"',
+     '"pass<>word": "pbkdf2_sha256$260000$Qx7kR2mN$Wq9zL4vT8yB3nC6"',
+     'secret_store: "https://vault.example.net:8200/v1/kv;x=1"',
+     "api_k<>ey: 'Qk7vR2mW9xL4tZ8nB3yC6pD1'",
+     'pass<>word = "The;quick;brown;fox;jumps;over"',
+     'token = "{user}:{0};{expires}:{sig}1"',
+     'password: "aaaa;aaaa;aaaa;aaaa;aaaa;1"'],
+)
+cases['gradle-build-config-secret'] = (
+    ['buildConfig<>Field \'String\', \'MAPS_API_KEY\', \'"8f3<>c2a9d1e7b4f60a5c8e2d9b1f7a3c6"\'',
+     'buildConfig<>Field("String", "BACKEND_SECRET", "\\"Qz2<>LmW8vR4tY7nB3xC6\\"")',
+     '    buildConfig<>Field "String", "apiToken", "\\"t7Kp<>2xW9qL4mZ8vN3\\""'],
+    ['buildConfigField \'String\', \'API_KEY\', \'"your_api_key_here"\'',
+     'buildConfigField "String", "API_KEY", "\\"${apiKey}\\""',
+     'buildConfigField \'String\', \'PUBLIC_KEY\', \'"pk3a9c2e7d1b8f4a6c0e5d9b2f7a1"\'',
+     'buildConfigField \'String\', \'BASE_URL\', \'"https://api.example.net/v2"\'',
+     'buildConfigField \'String\', \'API_KEY\', \'System.getenv("API_KEY")\'',
+     'buildConfigField \'String\', \'SIGNING_KEY_ID\', \'"k3y9d2x7q1w8"\'',
+     'buildConfigField "String", "API_KEY", "\\"xxxxxxxxxxxxxxxx\\""'],
+)
+cases['postmark-server-token'] = (
+    ['post<>mark: "3f1<>c9a2e-7b4d-4e8f-a6c1-d5e2b9f0a374",',
+     'POST<>MARK_SERVER_TOKEN=9c2<>e5f1a-4d7b-4a3c-b8e6-1f0d7c2a9e45',
+     'curl -H "X-Post<>mark-Server-Token: 6a1<>d8c3f-2e9b-4f7a-9c5d-8b3e0a6f1d27" https://api.postmarkapp.com/email'],
+    ['postmark_message_id: "0a7c3e1f-9b2d-4c5e-8f6a-3d1b7e9c2a40"',
+     'postmarkTemplateId = "5e2b8d1c-7a3f-4e9b-b6c2-9d0a4f7e1b38"',
+     'POSTMARK_SERVER_TOKEN=00000000-0000-0000-0000-000000000000',
+     'POSTMARK_API_TOKEN=${POSTMARK_TOKEN}',
+     '"PostmarkStreamID": "c4e7a2d9-1b6f-4a3e-8c5d-2f9b7e0a1c63"',
+     'postmark: "see the settings page"'],
+)
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)
