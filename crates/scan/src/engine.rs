@@ -487,7 +487,7 @@ impl Engine {
             }
         }
         let mut found: Vec<Hit> = Vec::new();
-        let mut places = Vec::new();
+        let mut place_lines: Vec<Range<usize>> = Vec::new();
         for (i, (rule_regions, rule_lines)) in regions.into_iter().zip(lines).enumerate() {
             let (mut rule_regions, in_context) = match (rule_regions, rule_lines) {
                 (Some(r), _) => (r, false),
@@ -508,28 +508,24 @@ impl Engine {
             let precheck = self.prechecks[i];
             for region in rule_regions {
                 if in_context && let Some(precheck) = precheck {
-                    // Only the lines where a match may be anchored.
-                    places.clear();
-                    (precheck.places)(&frag.data[region.clone()], &mut places);
-                    let mut line = region.start..region.start;
-                    for &p in &places {
+                    // Only the lines where a match may be anchored, touching ones joined; the
+                    // walk stops at a line that reaches the region's end (it holds every
+                    // later place: one long line, a JSON body, is walked to its first).
+                    place_lines.clear();
+                    (precheck.places)(&frag.data[region.clone()], &mut |p| {
                         let p = region.start + p;
-                        if p < line.end {
-                            continue;
+                        if place_lines.last().is_some_and(|l| p < l.end) {
+                            return true;
                         }
                         let s = line_start(frag.data, p).max(region.start);
                         let e = (line_end(frag.data, p) + 1).min(region.end);
-                        if s == line.end && !line.is_empty() {
-                            line.end = e;
-                            continue;
+                        match place_lines.last_mut() {
+                            Some(last) if last.end == s => last.end = e,
+                            _ => place_lines.push(s..e),
                         }
-                        if !line.is_empty() {
-                            let l = &mut locations;
-                            self.scan_lines(rule, frag, line, place, &mut hits, mode, l);
-                        }
-                        line = s..e;
-                    }
-                    if !line.is_empty() {
+                        e < region.end
+                    });
+                    for line in place_lines.drain(..) {
                         let l = &mut locations;
                         self.scan_lines(rule, frag, line, place, &mut hits, mode, l);
                     }

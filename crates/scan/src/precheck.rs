@@ -26,10 +26,11 @@ pub(crate) const GENERIC_KEYED_SECRET: &str = r#"(?im)[\w.-]*(?:key|api|auth|acc
 pub(crate) struct Precheck {
     /// Whether the regex may match somewhere in the bytes.
     pub(crate) may_match: fn(&[u8]) -> bool,
-    /// Appends, in ascending order, the positions in the bytes where a match may be anchored
-    /// (for [`GENERIC_KEYED_SECRET`]: its operator's last byte). The line of each match of the
-    /// regex holds one of them; where none is appended, the regex matches nowhere.
-    pub(crate) places: fn(&[u8], &mut Vec<usize>),
+    /// Calls `place` with each position in the bytes where a match may be anchored (for
+    /// [`GENERIC_KEYED_SECRET`]: its operator's last byte), in ascending order, while it
+    /// returns true. The line of each match of the regex holds one of them; where there is
+    /// none, the regex matches nowhere.
+    pub(crate) places: fn(&[u8], &mut dyn FnMut(usize) -> bool),
 }
 
 /// The precheck for a rule's regex, if there is one for exactly this text.
@@ -92,11 +93,8 @@ pub(crate) fn keyed_value_may_match(hay: &[u8]) -> bool {
 /// A match's operator is always one of them (the operators the walk passes over lie on the
 /// same line as one it judged, and cannot end a match's operator, as said below), and a
 /// match holds no line feed before its value's end: its line holds its operator.
-pub(crate) fn keyed_value_places(hay: &[u8], out: &mut Vec<usize>) {
-    keyed_value_walk(hay, |op| {
-        out.push(op);
-        true
-    });
+pub(crate) fn keyed_value_places(hay: &[u8], place: &mut dyn FnMut(usize) -> bool) {
+    keyed_value_walk(hay, place);
 }
 
 /// The walk of [`keyed_value_may_match`]: calls `place` with each operator byte whose value
@@ -265,7 +263,10 @@ mod tests {
         let mut places = Vec::new();
         for hay in hays.iter().chain(&joined) {
             places.clear();
-            keyed_value_places(hay, &mut places);
+            keyed_value_places(hay, &mut |p| {
+                places.push(p);
+                true
+            });
             assert!(
                 places.windows(2).all(|w| w[0] < w[1]),
                 "places out of order"
