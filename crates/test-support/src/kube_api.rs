@@ -3,8 +3,10 @@
 //! the pods it forwards to and of the Secrets a test gives it, so that the `bot-bottle`
 //! executable, reaching it through a kubeconfig, can relay a cluster bottle.
 //!
-//! It also keeps PersistentVolumeClaims ([`FakeApiServer::serve_claim`]): `GET` one, list
-//! them by label selector, `DELETE` one (gone from then on), so `bot-bottle cleanup` of a
+//! It also keeps PersistentVolumeClaims ([`FakeApiServer::serve_claim`]; each has a uid, as
+//! every object an API server returns has): `GET` one, list them by label selector, `DELETE`
+//! one (gone from then on; refused `409` when the request's uid precondition is not the
+//! claim's, as the API server refuses it), so `bot-bottle cleanup` of a
 //! cluster bottle's home claim runs through the real client; the pod and Secret lists are
 //! the served ones (a `cleanup` sees what the test gave), the ConfigMap list is empty, and
 //! the agent-sandbox API is not
@@ -49,6 +51,12 @@ type Objects = Arc<Mutex<BTreeMap<(String, String), serde_json::Value>>>;
 /// names it: the relay reaches that pod only).
 pub fn pod_uid(namespace: &str, pod: &str) -> String {
     format!("uid-{namespace}-{pod}")
+}
+
+/// The uid the fake API server gives served claim `name` of `namespace` that was served
+/// without one.
+pub fn claim_uid(namespace: &str, name: &str) -> String {
+    format!("uid-{namespace}-pvc-{name}")
 }
 
 /// A fake API server answering `pods/portforward` (see the module doc).
@@ -138,8 +146,12 @@ impl FakeApiServer {
             .insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
-    /// PersistentVolumeClaim `name` of `namespace` is `claim` (a whole object).
-    pub fn serve_claim(&self, namespace: &str, name: &str, claim: serde_json::Value) {
+    /// PersistentVolumeClaim `name` of `namespace` is `claim` (a whole object; given the uid
+    /// [`claim_uid`] if it has none, as an API server never answers an object without one).
+    pub fn serve_claim(&self, namespace: &str, name: &str, mut claim: serde_json::Value) {
+        if claim["metadata"]["uid"].as_str().is_none() {
+            claim["metadata"]["uid"] = serde_json::Value::String(claim_uid(namespace, name));
+        }
         self.claims
             .lock()
             .unwrap()
@@ -336,7 +348,31 @@ async fn handle(
         ] => {
             let key = ((*ns).to_owned(), (*name).to_owned());
             let found = if req.method() == http::Method::DELETE {
-                claims.lock().unwrap().remove(&key)
+                // The API server refuses a delete whose uid precondition is not the object's.
+                use http_body_util::BodyExt;
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let wanted = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["preconditions"]["uid"].as_str().map(str::to_owned));
+                let mut claims = claims.lock().unwrap();
+                if let (Some(want), Some(claim)) = (&wanted, claims.get(&key)) {
+                    let have = claim["metadata"]["uid"].as_str().unwrap_or_default();
+                    if want != have {
+                        return Ok(status(
+                            StatusCode::CONFLICT,
+                            "Conflict",
+                            &format!(
+                                "Operation cannot be fulfilled on persistentvolumeclaims \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+                            ),
+                        ));
+                    }
+                }
+                claims.remove(&key)
             } else if req.method() == http::Method::GET {
                 claims.lock().unwrap().get(&key).cloned()
             } else {

@@ -2090,6 +2090,35 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// The fake API server on loopback keeps claims as the API server does (a uid each; a
+    /// delete whose uid precondition is another's refused `409`), and the real client reads
+    /// its answers as it reads the API server's: so the CLI tests that clean up claims through
+    /// it see what a cluster would do.
+    #[tokio::test]
+    async fn a_claim_on_the_fake_api_server_is_deleted_only_with_its_uid() {
+        let api = test_support::kube_api::FakeApiServer::start().await;
+        let name = "bot-bottle-coder-1a2b3-home";
+        api.serve_claim(
+            "agents",
+            name,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "agents"},
+            }),
+        );
+        let uid = test_support::kube_api::claim_uid("agents", name);
+        let cluster = KubeCluster::at_url(&api.url(), "agents").unwrap();
+        let e = cluster
+            .delete_claim(name, Some("uid-of-another"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClusterError::ReplacedObject { .. }), "{e:?}");
+        assert!(api.has_claim("agents", name));
+        assert!(cluster.delete_claim(name, Some(&uid)).await.unwrap());
+        assert!(!api.has_claim("agents", name));
+        assert!(!cluster.delete_claim(name, Some(&uid)).await.unwrap());
+    }
+
     #[tokio::test]
     async fn port_forward_speaks_the_api_servers_websocket_protocol_to_the_pods_port() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
