@@ -433,8 +433,9 @@ impl NativeBackend {
         unsafe {
             cmd.pre_exec(move || native_helper::child_setup(r, w));
         }
-        let mut child = cmd.spawn().map_err(|source| BackendError::Process {
+        let mut child = cmd.spawn().map_err(|source| BackendError::Io {
             action: "start the bottle helper",
+            path: self.config.helper.exe.clone(),
             source,
         })?;
         drop(req_r);

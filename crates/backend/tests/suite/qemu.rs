@@ -980,6 +980,11 @@ fn qemu_snapshot_whose_jail_cannot_be_set_up_is_not_made_and_says_why() {
         "{err}"
     );
     assert!(err.contains("start the bottle helper"), "{err}");
+    // the helper it could not start, named
+    assert!(
+        err.contains(&f.state.join("no-such-helper").display().to_string()),
+        "{err}"
+    );
     assert_eq!(snapshots(&dir), Vec::<PathBuf>::new());
     let left: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
