@@ -132,6 +132,15 @@ async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
             .contains("timed.test")
     })
     .await;
+    // The sweep takes the route out of the live files first (access ends at once), then
+    // writes the audit line: wait for that too (a loaded machine saw the files before it).
+    until("the expiry's audit line is written", async || {
+        supervise::audit::read_all(&home, Some(identity), None)
+            .unwrap()
+            .iter()
+            .any(|e| e.stage.as_deref() == Some("expired"))
+    })
+    .await;
     assert_eq!(
         routes
             .config()
@@ -205,6 +214,21 @@ async fn once_and_timed_approvals_end_in_the_proxy_and_are_swept_and_audited() {
 /// Parses a routes file as the proxy would, to compare routes by what they say.
 fn parsed(text: &str) -> policy::EgressConfig {
     supervise::validate::parse_routes(text).unwrap()
+}
+
+/// [`ends`], once `count` of them are written: the sweep takes a grant out of the live files
+/// first (access ends at once) and writes its audit line after, so a test that saw the files
+/// change waits for the lines too.
+async fn ends_once_audited(
+    home: &supervise::Home,
+    identity: &str,
+    count: usize,
+) -> Vec<(String, String, String)> {
+    until("the grants' ends are audited", async || {
+        ends(home, identity).len() >= count
+    })
+    .await;
+    ends(home, identity)
 }
 
 /// The audit lines of the grants' ends: (proposal, stage, effect).
@@ -345,7 +369,7 @@ async fn a_path_granted_once_or_for_a_while_ends_and_the_route_goes_back_to_what
     assert_eq!(b.routes.config(), parsed(initial));
     assert_eq!(get("/a/5").await, "HTTP/1.1 200 OK");
     assert_eq!(
-        ends(&home, identity),
+        ends_once_audited(&home, identity, 2).await,
         vec![
             (
                 once_id,
@@ -493,7 +517,7 @@ async fn a_token_granted_once_or_for_a_while_ends_and_the_host_keeps_its_earlier
     .await;
     assert_eq!(b.routes.config(), parsed(initial));
     assert_eq!(
-        ends(&home, identity),
+        ends_once_audited(&home, identity, 2).await,
         vec![
             (
                 once_id,
