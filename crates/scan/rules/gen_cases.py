@@ -66,7 +66,10 @@ cases = {
  'jwt': ([f'Authorization: Bearer {sp(jwt)}'], ['eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c', 'eyJ alone']),
  'database-url-password': ([f'DATABASE_URL={sp("postgres",4)}://app:{r(16)}@db.internal:5432/app', f'mongo<>db+srv://svc:{r(20)}@cluster0.mongodb.net/x'],
                            ['DATABASE_URL=postgres://postgres:postgres@localhost/app', 'postgres://user:${DB_PASSWORD}@db/app', 'postgres://localhost:5432/app']),
- 'generic-secret': ([f'auth_{sp("token",3)} = "{r(14)}9"', f'client_{sp("secret",3)}: {r(30)}', f'"api_{sp("key",2)}": "{r(32,HEX)}"'],
+ 'generic-secret': ([f'auth_{sp("token",3)} = "{r(14)}9"',
+                     # a dotted name whose keyword is `access.key` (hand-written: no draw)
+                     'storage.access.k<>ey = "Qm7x<>V2Lk9Rt4Wz8Np3H"',
+                     f'client_{sp("secret",3)}: {r(30)}', f'"api_{sp("key",2)}": "{r(32,HEX)}"'],
                     ['password = get_password(user)', 'token = self.next_token', 'secret: "changeme123456"', 'api_key = os.environ["API_KEY"]', 'password: ${{ secrets.DB_PASSWORD }}', 'token_count = 1234567890']),
 }
 
