@@ -415,7 +415,7 @@ fn a_name_taken_or_an_invalid_object_is_refused_as_the_api_server_says_and_nothi
         .to_string();
     assert!(e.contains("a pod of that name exists already"), "{e}");
     assert!(cluster.pod(NAME).is_some());
-    assert!(!cluster.calls().iter().any(|c| c.starts_with("delete")));
+    assert_eq!(deletes_since(&cluster, 0), Vec::<String>::new());
 
     // The API server finds the pod invalid (422): the message names the field.
     let cluster = Arc::new(FakeCluster::new());
@@ -1349,7 +1349,7 @@ fn a_foreign_claim_is_refused_and_a_failed_launch_removes_the_claim_it_made() {
     // Nor is it deleted as the bottle's home: `discard` leaves it.
     assert_eq!(backend.discard(&f.spec.identity).unwrap(), vec![]);
     assert!(cluster.claim(CLAIM).is_some());
-    assert!(!cluster.calls().iter().any(|c| c.starts_with("delete")));
+    assert_eq!(deletes_since(&cluster, 0), Vec::<String>::new());
 
     let cluster = Arc::new(FakeCluster::new());
     cluster.on_create(fake::image_pull_failure());
@@ -2367,12 +2367,7 @@ fn stop_from_an_older_record_deletes_no_sandbox_it_cannot_prove_the_bottles() {
         cluster.pod(NAME).unwrap().metadata.uid.as_deref(),
         Some("uid-pod-again")
     );
-    let deletes: Vec<String> = cluster.calls()[before..]
-        .iter()
-        .filter(|c| c.starts_with("delete"))
-        .cloned()
-        .collect();
-    assert_eq!(deletes, Vec::<String>::new());
+    assert_eq!(deletes_since(&cluster, before), Vec::<String>::new());
 }
 
 /// A Secret of the bottle's name that is not the bottle's (made beforehand) fails the
@@ -2524,6 +2519,15 @@ fn the_fake_answers_every_delete_as_the_real_client_reports_the_api_server() {
     }
 }
 
+/// The delete calls `cluster` got from its `from`th call on.
+fn deletes_since(cluster: &FakeCluster, from: usize) -> Vec<String> {
+    cluster.calls()[from..]
+        .iter()
+        .filter(|c| c.starts_with("delete"))
+        .cloned()
+        .collect()
+}
+
 /// What the operator reads when the API server answered with `kind` `name` without a uid.
 fn assert_no_uid(e: &str, kind: &str, name: &str) {
     assert!(
@@ -2561,11 +2565,7 @@ fn an_object_the_api_server_answers_without_a_uid_fails_the_launch_naming_it() {
     assert_no_uid(&launch(&cluster, &f), "pod", NAME);
     assert!(!sent(&cluster));
     assert!(cluster.pod(NAME).is_some());
-    assert!(
-        !cluster.calls().iter().any(|c| c.starts_with("delete")),
-        "{:?}",
-        cluster.calls()
-    );
+    assert_eq!(deletes_since(&cluster, 0), Vec::<String>::new());
 
     // A Sandbox: refused at its creation, left.
     let cluster = Arc::new(FakeCluster::new());
@@ -2575,11 +2575,7 @@ fn an_object_the_api_server_answers_without_a_uid_fails_the_launch_naming_it() {
     assert_no_uid(&launch(&cluster, &f), "sandbox", NAME);
     assert!(!sent(&cluster));
     assert!(cluster.sandbox(NAME).is_some());
-    assert!(
-        !cluster.calls().iter().any(|c| c.starts_with("delete")),
-        "{:?}",
-        cluster.calls()
-    );
+    assert_eq!(deletes_since(&cluster, 0), Vec::<String>::new());
 
     // The pod a Sandbox's controller made: refused; the Sandbox (its uid pins it) goes,
     // and the pod with it.
@@ -2605,11 +2601,7 @@ fn an_object_the_api_server_answers_without_a_uid_fails_the_launch_naming_it() {
     assert_no_uid(&e, "persistentvolumeclaim", CLAIM);
     assert!(cluster.claim(CLAIM).is_some());
     assert_eq!(cluster.pod(NAME), None);
-    assert!(
-        !cluster.calls().iter().any(|c| c.starts_with("delete")),
-        "{:?}",
-        cluster.calls()
-    );
+    assert_eq!(deletes_since(&cluster, 0), Vec::<String>::new());
 }
 
 /// An object of a bottle that has no uid is never deleted by its name alone: `discard`
@@ -2660,11 +2652,7 @@ fn discard_and_cleanup_leave_an_object_without_a_uid() {
             .is_some()
     );
     assert!(cluster.sandbox("bot-bottle-claude-00005").is_some());
-    assert!(
-        !cluster.calls().iter().any(|c| c.starts_with("delete")),
-        "{:?}",
-        cluster.calls()
-    );
+    assert_eq!(deletes_since(&cluster, 0), Vec::<String>::new());
 }
 
 /// A refusal names the object by its kind as kubectl does, from the API call's plural:

@@ -721,12 +721,7 @@ fn stop_from_an_older_record_leaves_a_claim_made_again_under_the_bottles_name() 
         "{e}"
     );
     assert_eq!(claim_uid(&cluster), again);
-    let deletes: Vec<String> = cluster.calls()[before..]
-        .iter()
-        .filter(|c| c.starts_with("delete"))
-        .cloned()
-        .collect();
-    assert_eq!(deletes, Vec::<String>::new());
+    assert_eq!(super::deletes_since(&cluster, before), Vec::<String>::new());
 }
 
 /// A SandboxClaim the API server answered without a uid fails the warm launch, naming it:
@@ -742,11 +737,7 @@ fn a_claim_answered_without_a_uid_fails_the_warm_launch_naming_it() {
     let e = launch_error(&f, &cluster);
     super::assert_no_uid(&e, "sandboxclaim", NAME);
     assert!(cluster.ext_object(ExtKind::Claim, NAME).is_some());
-    assert!(
-        !cluster.calls().iter().any(|c| c.starts_with("delete")),
-        "{:?}",
-        cluster.calls()
-    );
+    assert_eq!(super::deletes_since(&cluster, 0), Vec::<String>::new());
 }
 
 /// A warm launch that fails after its claim was deleted and made again under its name (by
