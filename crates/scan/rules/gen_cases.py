@@ -159,7 +159,14 @@ cases['generic-password'][1].extend([
  'password = "xxxxxxxxxxxx"',
  'password = "anonymous@example.com"',
  'if password == "":',
+ # RFC 7617's example password, spelled as code spells it; one built on it is a secret.
+ "password = 'open sesame'",
+ 'password = open_sesame',
 ])
+cases['generic-password'][0].append(f'{sp("password",4)} = "open_sesame_7Gk2"')
+# MongoDB's documentation's example password; one built on it is a secret.
+cases['database-url-password'][1].append('mongodb://myDatabaseUser:D1fficultP%40ssw0rd@mongodb0.example.com:27017/?authSource=admin')
+cases['database-url-password'][0].append('mongo<>db://myDatabaseUser:D1fficultP%40ssw0rd2024@mongodb0.example.com:27017/')
 cases['generic-secret'][1].extend([
  'client_secret: "<your client secret>"',
  'secret = "--------------------"',

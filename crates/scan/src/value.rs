@@ -120,7 +120,34 @@ pub(crate) fn not_a_secret(value: &[u8]) -> Option<&'static str> {
     if is_email(v) {
         return Some("an e-mail address");
     }
+    if is_published_example(v) {
+        return Some("an example published in a standard");
+    }
     None
+}
+
+/// Passwords that standards print as their example, as the rules' allowlists hold the example
+/// keys of AWS's and Google's documentation: a value copied from a public page is no secret.
+/// Compared whole, case and the separator between words aside (`open_sesame`), never as a
+/// part of a longer value (`open_sesame_7Gk2` is someone's password).
+const PUBLISHED_EXAMPLES: &[&str] = &[
+    // RFC 7617 (HTTP Basic authentication) §2: user-id "Aladdin", password "open sesame".
+    "open sesame",
+];
+
+fn is_published_example(v: &str) -> bool {
+    let words = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c {
+                '_' | '-' | ' ' => ' ',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    };
+    let v = words(v);
+    PUBLISHED_EXAMPLES
+        .iter()
+        .any(|e| v == *e || v == e.replace(' ', ""))
 }
 
 /// `name@domain.tld` or `name@`: what anonymous FTP and many login forms take as the password
@@ -245,6 +272,31 @@ mod tests {
             ("   ", Some("empty")),
         ];
         assert_eq!(judged, want);
+    }
+
+    #[test]
+    fn a_standards_example_password_is_not_a_secret_but_one_built_on_it_is() {
+        for v in [
+            "open sesame",
+            "Open Sesame",
+            "open_sesame",
+            "open-sesame",
+            "opensesame",
+        ] {
+            assert_eq!(
+                not_a_secret(v.as_bytes()),
+                Some("an example published in a standard"),
+                "{v}"
+            );
+        }
+        for v in [
+            "open_sesame_7Gk2",
+            "0pen sesame",
+            "open sesame 42",
+            "sesame open",
+        ] {
+            assert_eq!(not_a_secret(v.as_bytes()), None, "{v}");
+        }
     }
 
     #[test]
