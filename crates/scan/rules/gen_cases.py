@@ -164,6 +164,17 @@ cases['generic-password'][1].extend([
  'password = open_sesame',
 ])
 cases['generic-password'][0].append(f'{sp("password",4)} = "open_sesame_7Gk2"')
+# Code, not values: a type annotation, an identifier assigned in a statement, names about
+# passing something on; a bare word or random mixed case ending a statement is still a value.
+cases['generic-password'][1].extend([
+ 'pub static kSecClassGenericPassword: CFStringRef;',
+ 'self.max_passes = max_passes;',
+ 'const DEVICE_PASSCODE = kSecAccessControlDevicePasscode;',
+ 'let passes = last_modified',
+ "cargo rustc -- -C passes='sancov-module'",
+ 'self.pass_through_unaccepted = enabled;',
+])
+cases['generic-password'][0].extend([f'${sp("password",4)} = goodspec;', f'{sp("password",4)} = xK9mP2qLw;'])
 # MongoDB's documentation's example password; one built on it is a secret.
 cases['database-url-password'][1].append('mongodb://myDatabaseUser:D1fficultP%40ssw0rd@mongodb0.example.com:27017/?authSource=admin')
 cases['database-url-password'][0].append('mongo<>db://myDatabaseUser:D1fficultP%40ssw0rd2024@mongodb0.example.com:27017/')
