@@ -557,6 +557,13 @@ cases['postmark-server-token'] = (
      'postmark: "see the settings page"'],
 )
 
+# Apple's constants and a C enum's name with a CamelCase member are names, not values.
+cases['generic-keyed-secret'][1].extend([
+ 'ECDHKeyExchangeCofactorX963SHA1 => kSecKeyAlgorithmECDHKeyExchangeCofactorX963SHA1,',
+ 'UnorderedAccessView_mut: D3D12_INDIRECT_ARGUMENT_DESC_UnorderedAccessView,',
+])
+cases['generic-keyed-secret'][0].append('SVC_AU<>TH=kQ7vR2xLm9TzP4wN8sKd')
+
 out=['# Positive and negative cases for every built-in rule (see builtin.toml).',
      '# `<>` is removed before scanning: it keeps well-formed tokens out of the repository.','']
 def q(s): return json.dumps(s)
