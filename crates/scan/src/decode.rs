@@ -340,12 +340,21 @@ fn alpha_run_step(
     run_end
 }
 
-/// Where the candidate walk has something to do, found 64 bytes at a time: the escapes
-/// (`%`, `\`), the starts of runs of the base64 alphabet 16 bytes long or more, and the runs
-/// holding a `+`. Each block's bytes are classified into bit masks (SSE2 on x86-64, 16 bytes
-/// an instruction), and runs of 16 are found by shifting the alphabet's mask onto itself.
+/// Where the candidate walk has something to do, found 64 bytes at a time: the escapes that
+/// can start one (`%` before two hex digits, `\` before `u` or `\u`, either case, and four
+/// hex digits), the starts of runs of the base64 alphabet 16 bytes long or more, and the
+/// `+` of a `U+` before four hex digits (a code point may start in its run). Each block's
+/// bytes are classified into bit masks (AVX-512 on x86-64 processors that have it, else AVX2
+/// or SSE2), and runs of 16 are found by shifting the alphabet's mask onto itself.
+///
+/// Why the escapes and `+` are looked at with what follows them: in source code most `\`
+/// start `\n` or `\"`, most `%` a format, most `+` a sum; the walk stopped at each of them
+/// and stepped a byte further to find nothing. Where a step finds nothing it returns the
+/// next byte, as at any other byte outside the alphabet, so passing over it finds the same.
 struct Starts<'a> {
     data: &'a [u8],
+    /// Which SIMD version computes the masks (detected once per walk).
+    simd: Simd,
     /// The block whose masks `cur` holds, and `next` the following block's.
     block: usize,
     cur: Masks,
@@ -360,18 +369,102 @@ struct Starts<'a> {
 struct Masks {
     /// In the base64 alphabet (both alphabets: `[A-Za-z0-9+/_-]`).
     alpha: u64,
-    /// `%` or `\`.
-    escape: u64,
-    /// `+`.
-    plus: u64,
     /// Hex digits (`[0-9A-Fa-f]`).
     hex: u64,
+    /// `+`.
+    plus: u64,
+    /// `%`.
+    percent: u64,
+    /// `\`.
+    backslash: u64,
+    /// `u` or `U`.
+    u: u64,
+    /// `U`.
+    upper_u: u64,
+}
+
+/// The classes of [`Masks`], one bit each, of every byte (bytes from 128 on are in none).
+const M_ALPHA: u8 = 1;
+const M_HEX: u8 = 2;
+const M_PLUS: u8 = 4;
+const M_PERCENT: u8 = 8;
+const M_BACKSLASH: u8 = 16;
+const M_U: u8 = 32;
+const M_UPPER_U: u8 = 64;
+
+static MASK_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        let mut c = 0;
+        if CLASS[i] & B64 != 0 {
+            c |= M_ALPHA;
+        }
+        if CLASS[i] & HEX != 0 {
+            c |= M_HEX;
+        }
+        if b == b'+' {
+            c |= M_PLUS;
+        }
+        if b == b'%' {
+            c |= M_PERCENT;
+        }
+        if b == b'\\' {
+            c |= M_BACKSLASH;
+        }
+        if b == b'u' || b == b'U' {
+            c |= M_U;
+        }
+        if b == b'U' {
+            c |= M_UPPER_U;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// The SIMD versions of [`block_masks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Sse2,
+    /// A byte at a time (other processors).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    Bytewise,
+}
+
+impl Simd {
+    /// The best version this processor runs.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+            {
+                return Simd::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+            Simd::Sse2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Bytewise
+    }
 }
 
 impl<'a> Starts<'a> {
     fn new(data: &'a [u8]) -> Self {
         Self {
             data,
+            simd: Simd::detect(),
             block: usize::MAX,
             cur: Masks::default(),
             next: Masks::default(),
@@ -384,7 +477,7 @@ impl<'a> Starts<'a> {
         if from >= self.data.len() {
             return Masks::default();
         }
-        block_masks(&self.data[from..self.data.len().min(from + 64)])
+        block_masks(self.simd, &self.data[from..self.data.len().min(from + 64)])
     }
 
     fn load(&mut self, block: usize) {
@@ -398,22 +491,33 @@ impl<'a> Starts<'a> {
         };
         self.next = self.masks(block + 1);
         self.block = block;
-        let alpha = self.cur.alpha;
-        // Runs that start in this block (a byte after one outside the alphabet; byte 0
-        // of the block looks at the previous block's last byte).
-        let before = if block == 0 {
-            0
-        } else {
-            u64::from(CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0)
-        };
-        let run_starts = alpha & !((alpha << 1) | before);
-        // Bit j: bytes j..j+16 are all of the alphabet (the next block's bytes count).
-        let both = u128::from(alpha) | (u128::from(self.next.alpha) << 64);
-        let mut long = both & (both >> 1);
+        let (cur, next) = (self.cur, self.next);
+        // Byte 0 of the block looks at the previous block's last byte.
+        let last = block
+            .checked_sub(1)
+            .map_or(0, |b| MASK_CLASS[usize::from(self.data[b * 64 + 63])]);
+        // Runs that start in this block (a byte after one outside the alphabet).
+        let run_starts = cur.alpha & !((cur.alpha << 1) | u64::from(last & M_ALPHA != 0));
+        // Bit j of `ahead(m, k)`: byte j + k is in `m`, the mask of this block and the next
+        // one (the next block's bytes count).
+        let wide = |a: u64, b: u64| u128::from(a) | (u128::from(b) << 64);
+        let ahead = |m: u128, k: u32| (m >> k) as u64;
+        let (alpha, hex) = (wide(cur.alpha, next.alpha), wide(cur.hex, next.hex));
+        let (u, backslash) = (wide(cur.u, next.u), wide(cur.backslash, next.backslash));
+        // Bit j: bytes j..j+16 are all of the alphabet.
+        let mut long = alpha & (alpha >> 1);
         long &= long >> 2;
         long &= long >> 4;
         long &= long >> 8;
-        self.wanted = self.cur.escape | (run_starts & long as u64) | self.cur.plus;
+        // Bit j: four hex digits from byte j + k on.
+        let hex4 = |k: u32| ahead(hex & (hex >> 1) & (hex >> 2) & (hex >> 3), k);
+        let percent = cur.percent & ahead(hex & (hex >> 1), 1);
+        let backslash = cur.backslash
+            & ((ahead(u, 1) & hex4(2)) | (ahead(backslash, 1) & ahead(u, 2) & hex4(3)));
+        // A `+` after a `U`, before four hex digits.
+        let after_u = (cur.upper_u << 1) | u64::from(last & M_UPPER_U != 0);
+        let points = cur.plus & after_u & hex4(1);
+        self.wanted = percent | backslash | (run_starts & long as u64) | points;
     }
 
     /// The first position from `i` whose byte is not in the mask `which` picks (the data's
@@ -442,8 +546,8 @@ impl<'a> Starts<'a> {
     }
 
     /// The first position after `i` (a byte outside the alphabet) where the walk has
-    /// something to do: an escape, the start of a run of 16 or more, or the start of a run
-    /// holding a `+`.
+    /// something to do: an escape that may start one, the start of a run of 16 or more, or
+    /// the start of a run holding a `U+XXXX`.
     fn next_after(&mut self, i: usize) -> Option<usize> {
         let from = i + 1;
         let mut block = from / 64;
@@ -453,10 +557,11 @@ impl<'a> Starts<'a> {
             let wanted = self.wanted & (u64::MAX << low);
             if wanted != 0 {
                 let at = block * 64 + wanted.trailing_zeros() as usize;
-                if self.cur.escape & (1 << (at % 64)) != 0 || self.data[at] != b'+' {
+                if self.data[at] != b'+' {
                     return Some(at);
                 }
-                // A `+`: the walk's step is at the start of its run (after `i`).
+                // A `+` (of a `U+`, or the first byte of a long run): the walk's step is at
+                // the start of its run (after `i`).
                 let mut s = at;
                 while s > from && CLASS[usize::from(self.data[s - 1])] & B64 != 0 {
                     s -= 1;
@@ -470,29 +575,38 @@ impl<'a> Starts<'a> {
     }
 }
 
-/// The masks of up to 64 bytes.
-fn block_masks(block: &[u8]) -> Masks {
+/// The masks of up to 64 bytes, with the SIMD version `simd` for a whole block.
+fn block_masks(simd: Simd, block: &[u8]) -> Masks {
     #[cfg(target_arch = "x86_64")]
     if let Ok(full) = <&[u8; 64]>::try_from(block) {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: this processor runs AVX2 (detected just above).
-            return unsafe { avx2::block_masks(full) };
+        match simd {
+            // SAFETY: `Simd::detect` chose AVX-512 only where the processor runs AVX-512BW
+            // and AVX-512VBMI (AVX-512F with them).
+            Simd::Avx512 => return unsafe { avx512::block_masks(full) },
+            // SAFETY: `Simd::detect` chose AVX2 only where the processor runs it.
+            Simd::Avx2 => return unsafe { avx2::block_masks(full) },
+            Simd::Sse2 => return block_masks_sse2(full),
+            Simd::Bytewise => {}
         }
-        return block_masks_sse2(full);
     }
+    let _ = simd;
     block_masks_bytewise(block)
 }
 
 /// [`block_masks`] a byte at a time (a block's tail, other processors, and the reference
-/// of the SIMD version in tests).
+/// of the SIMD versions in tests).
 fn block_masks_bytewise(block: &[u8]) -> Masks {
     let mut m = Masks::default();
     for (j, &b) in block.iter().enumerate().take(64) {
-        let c = CLASS[usize::from(b)];
-        m.alpha |= u64::from(c & B64 != 0) << j;
-        m.escape |= u64::from(c & ESCAPE != 0) << j;
-        m.plus |= u64::from(b == b'+') << j;
-        m.hex |= u64::from(c & HEX != 0) << j;
+        let c = MASK_CLASS[usize::from(b)];
+        let bit = |k: u8| u64::from(c & k != 0) << j;
+        m.alpha |= bit(M_ALPHA);
+        m.hex |= bit(M_HEX);
+        m.plus |= bit(M_PLUS);
+        m.percent |= bit(M_PERCENT);
+        m.backslash |= bit(M_BACKSLASH);
+        m.u |= bit(M_U);
+        m.upper_u |= bit(M_UPPER_U);
     }
     m
 }
@@ -545,19 +659,21 @@ mod sse2 {
                 _mm_or_si128(eq(x, b'-'), eq(x, b'_')),
             );
             let alpha = _mm_or_si128(_mm_or_si128(letters, digits), symbols);
-            let escape = _mm_or_si128(eq(x, b'%'), eq(x, b'\\'));
-            let shift = 16 * k;
-            m.alpha |= u64::from(_mm_movemask_epi8(alpha) as u16) << shift;
-            m.escape |= u64::from(_mm_movemask_epi8(escape) as u16) << shift;
-            m.plus |= u64::from(_mm_movemask_epi8(plus) as u16) << shift;
-            m.hex |= u64::from(_mm_movemask_epi8(hex) as u16) << shift;
+            let bits = |v: __m128i| u64::from(_mm_movemask_epi8(v) as u16) << (16 * k);
+            m.alpha |= bits(alpha);
+            m.hex |= bits(hex);
+            m.plus |= bits(plus);
+            m.percent |= bits(eq(x, b'%'));
+            m.backslash |= bits(eq(x, b'\\'));
+            m.u |= bits(eq(lower, b'u'));
+            m.upper_u |= bits(eq(x, b'U'));
         }
         m
     }
 }
 
 /// [`block_masks`] of 64 bytes with AVX2 (32 bytes an instruction), where the processor has
-/// it (the SSE2 version otherwise).
+/// it and not AVX-512.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
@@ -600,14 +716,65 @@ mod avx2 {
                 _mm256_or_si256(eq(x, b'-'), eq(x, b'_')),
             );
             let alpha = _mm256_or_si256(_mm256_or_si256(letters, digits), symbols);
-            let escape = _mm256_or_si256(eq(x, b'%'), eq(x, b'\\'));
-            let shift = 32 * k;
-            m.alpha |= u64::from(_mm256_movemask_epi8(alpha) as u32) << shift;
-            m.escape |= u64::from(_mm256_movemask_epi8(escape) as u32) << shift;
-            m.plus |= u64::from(_mm256_movemask_epi8(plus) as u32) << shift;
-            m.hex |= u64::from(_mm256_movemask_epi8(hex) as u32) << shift;
+            let bits = |v: __m256i| u64::from(_mm256_movemask_epi8(v) as u32) << (32 * k);
+            m.alpha |= bits(alpha);
+            m.hex |= bits(hex);
+            m.plus |= bits(plus);
+            m.percent |= bits(eq(x, b'%'));
+            m.backslash |= bits(eq(x, b'\\'));
+            m.u |= bits(eq(lower, b'u'));
+            m.upper_u |= bits(eq(x, b'U'));
         }
         m
+    }
+}
+
+/// [`block_masks`] of 64 bytes with AVX-512 (one register the block): each byte's classes
+/// looked up at once in [`MASK_CLASS`]'s first 128 entries (`vpermi2b`, two registers of
+/// table), bytes from 128 on set to none, and each class's mask read out with one test.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512i, _mm512_loadu_si512, _mm512_maskz_permutex2var_epi8, _mm512_movepi8_mask,
+        _mm512_set1_epi8, _mm512_test_epi8_mask,
+    };
+
+    use super::{
+        M_ALPHA, M_BACKSLASH, M_HEX, M_PERCENT, M_PLUS, M_U, M_UPPER_U, MASK_CLASS, Masks,
+    };
+
+    /// The bytes of `class` that have bit `bit`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn has(class: __m512i, bit: u8) -> u64 {
+        _mm512_test_epi8_mask(class, _mm512_set1_epi8(bit as i8))
+    }
+
+    /// The masks of 64 bytes; the caller makes sure the processor runs AVX-512BW and
+    /// AVX-512VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) fn block_masks(block: &[u8; 64]) -> Masks {
+        // SAFETY: `block` is 64 readable bytes, and `_mm512_loadu_si512` reads 64 bytes at
+        // any alignment.
+        let x = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+        // SAFETY: `MASK_CLASS` has 256 entries: bytes 0..64 and 64..128 are readable.
+        let (low, high) = unsafe {
+            (
+                _mm512_loadu_si512(MASK_CLASS.as_ptr().cast::<__m512i>()),
+                _mm512_loadu_si512(MASK_CLASS.as_ptr().add(64).cast::<__m512i>()),
+            )
+        };
+        // Bytes below 128 index the table by their 7 bits; the others are in no class.
+        let ascii = !_mm512_movepi8_mask(x);
+        let class = _mm512_maskz_permutex2var_epi8(ascii, low, x, high);
+        Masks {
+            alpha: has(class, M_ALPHA),
+            hex: has(class, M_HEX),
+            plus: has(class, M_PLUS),
+            percent: has(class, M_PERCENT),
+            backslash: has(class, M_BACKSLASH),
+            u: has(class, M_U),
+            upper_u: has(class, M_UPPER_U),
+        }
     }
 }
 
@@ -788,6 +955,20 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     // first: an identifier of 17 characters on every line of code was read three times).
     if run.len() % 4 == 1 {
         return None;
+    }
+    // The first group of four, when it is letters and digits only (the same values in both
+    // alphabets), decodes to what `printable_start` finds for either alphabet: when that is
+    // not printable neither decoder's text is, and the pass over the whole run below is not
+    // needed (most runs are identifiers, and one starting with a letter from `g` on or a
+    // digit already decodes to a first byte of 128 or more).
+    if let [a, b, c, d, _, ..] = *run {
+        let v = [a, b, c, d].map(|x| STD_VALUES[usize::from(x)]);
+        if v.iter().all(|&x| x < 62) {
+            let bits = v.iter().fold(0u32, |bits, &x| (bits << 6) | u32::from(x));
+            if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
+                return None;
+            }
+        }
     }
     // One pass for what the run holds (three `any` walks before).
     let seen = run
@@ -1497,9 +1678,24 @@ mod tests {
             b"\x00",
             b"%",
             b"%41",
+            b"%4",
+            b"%4g",
+            b"%g1",
             b"\\",
             b"\\u0041",
+            b"\\U00e9",
+            b"\\u004",
+            b"\\u00x1",
+            b"\\\\u12AB",
+            b"\\\\u12A",
+            b"\\\\",
+            b"\\n",
+            b"u",
             b"U+0041 ",
+            b"U+0041",
+            b"U+004",
+            b"U+00g1 ",
+            b"xU+0041 ",
             b"U+",
             b"+",
             b"a+b",
@@ -1580,7 +1776,7 @@ mod tests {
                 let mut block = [b' '; 64];
                 block[at] = v;
                 assert_eq!(
-                    block_masks(&block),
+                    block_masks(Simd::detect(), &block),
                     block_masks_bytewise(&block),
                     "{v} at {at}"
                 );
@@ -1589,7 +1785,10 @@ mod tests {
         }
         for _ in 0..2000 {
             let block: Vec<u8> = (0..64).map(|_| rng.next() as u8).collect();
-            assert_eq!(block_masks(&block), block_masks_bytewise(&block));
+            assert_eq!(
+                block_masks(Simd::detect(), &block),
+                block_masks_bytewise(&block)
+            );
             assert_simd_masks(&block.try_into().unwrap());
         }
     }
@@ -1603,6 +1802,13 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 was detected just above.
                 assert_eq!(unsafe { avx2::block_masks(block) }, want, "avx2 {block:?}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+            {
+                // SAFETY: AVX-512BW and AVX-512VBMI were detected just above.
+                let got = unsafe { avx512::block_masks(block) };
+                assert_eq!(got, want, "avx512 {block:?}");
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
