@@ -221,9 +221,23 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
 /// operations; the byte-at-a-time walk (`candidate_runs_bytewise`, the reference of unit
 /// test `the_skipping_walk_finds_what_the_bytewise_walk_finds`) does the same steps.
 fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
+    let simd = Simd::detect();
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 {
+        // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
+        // AVX-512VBMI (`Simd::detect`).
+        return unsafe { avx512::candidate_runs(data) };
+    }
+    candidate_runs_with(data, simd)
+}
+
+/// [`candidate_runs`] with the masks of `simd` (inlined into each caller: compiled for
+/// AVX-512 in [`avx512::candidate_runs`]).
+#[inline(always)]
+fn candidate_runs_with(data: &[u8], simd: Simd) -> Vec<(Range<usize>, Encoding)> {
     let n = data.len();
     let mut out = Vec::new();
-    let mut starts = Starts::new(data);
+    let mut starts = Starts::new(data, simd);
     let mut i = 0;
     while i < n {
         let c = CLASS[usize::from(data[i])];
@@ -341,27 +355,32 @@ fn alpha_run_step(
 }
 
 /// Where the candidate walk has something to do, found 64 bytes at a time: the escapes that
-/// can start one (`%` before two hex digits, `\` before `u` or `\u`, either case, and four
-/// hex digits), the starts of runs of the base64 alphabet 16 bytes long or more, and the
-/// `+` of a `U+` before four hex digits (a code point may start in its run). Each block's
-/// bytes are classified into bit masks (AVX-512 on x86-64 processors that have it, else AVX2
-/// or SSE2), and runs of 16 are found by shifting the alphabet's mask onto itself.
+/// start one (`%` before two hex digits, `\` before `u` or `\u`, either case, and four hex
+/// digits), the starts of runs of the base64 alphabet 16 bytes long or more, and the runs
+/// holding a `U+XXXX` (a code point may start there). Each block's bytes are classified into
+/// bit masks (AVX-512 on x86-64 processors that have it, else AVX2 or SSE2), runs of 16 are
+/// found by shifting the alphabet's mask onto itself, and each `%`, `\` and `+` is looked at
+/// with the bytes after it.
 ///
-/// Why the escapes and `+` are looked at with what follows them: in source code most `\`
-/// start `\n` or `\"`, most `%` a format, most `+` a sum; the walk stopped at each of them
-/// and stepped a byte further to find nothing. Where a step finds nothing it returns the
-/// next byte, as at any other byte outside the alphabet, so passing over it finds the same.
+/// Why the escapes and `+` are looked at here: in source code most `\` start `\n` or `\"`,
+/// most `%` a format, most `+` a sum; the walk went to each of them and stepped a byte
+/// further to find nothing. Where a step finds nothing it goes on at the next byte, as at
+/// any other byte outside the alphabet (or at its short run's end), so passing over it finds
+/// the same.
 struct Starts<'a> {
     data: &'a [u8],
-    /// Which SIMD version computes the masks (detected once per walk).
+    /// Which SIMD version computes the masks.
     simd: Simd,
     /// The block whose masks `cur` holds, and `next` the following block's.
     block: usize,
     cur: Masks,
     next: Masks,
-    /// Where in block `block` the walk has something to do (computed once per block: the
-    /// walk asks again after each candidate, often several times in one block).
+    /// Where in block `block` the walk may have something to do (computed once per block:
+    /// the walk asks again after each candidate, often several times in one block); the
+    /// escapes and `+` that were looked at and start nothing are taken out.
     wanted: u64,
+    /// The starts of runs of 16 or more in block `block`.
+    long: u64,
 }
 
 /// Bit `j` of each mask stands for byte `j` of a block of 64.
@@ -369,55 +388,37 @@ struct Starts<'a> {
 struct Masks {
     /// In the base64 alphabet (both alphabets: `[A-Za-z0-9+/_-]`).
     alpha: u64,
-    /// Hex digits (`[0-9A-Fa-f]`).
-    hex: u64,
+    /// `%` or `\`.
+    escape: u64,
     /// `+`.
     plus: u64,
-    /// `%`.
-    percent: u64,
-    /// `\`.
-    backslash: u64,
-    /// `u` or `U`.
-    u: u64,
-    /// `U`.
-    upper_u: u64,
+    /// Hex digits (`[0-9A-Fa-f]`).
+    hex: u64,
 }
 
-/// The classes of [`Masks`], one bit each, of every byte (bytes from 128 on are in none).
+/// The classes of [`Masks`], one bit each, of every byte below 128 (for the AVX-512 table
+/// look-up, and the bytewise masks).
 const M_ALPHA: u8 = 1;
-const M_HEX: u8 = 2;
+const M_ESCAPE: u8 = 2;
 const M_PLUS: u8 = 4;
-const M_PERCENT: u8 = 8;
-const M_BACKSLASH: u8 = 16;
-const M_U: u8 = 32;
-const M_UPPER_U: u8 = 64;
+const M_HEX: u8 = 8;
 
-static MASK_CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
+static MASK_CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
     let mut i = 0;
     while i < 128 {
-        let b = i as u8;
         let mut c = 0;
         if CLASS[i] & B64 != 0 {
             c |= M_ALPHA;
         }
-        if CLASS[i] & HEX != 0 {
-            c |= M_HEX;
+        if CLASS[i] & ESCAPE != 0 {
+            c |= M_ESCAPE;
         }
-        if b == b'+' {
+        if i == b'+' as usize {
             c |= M_PLUS;
         }
-        if b == b'%' {
-            c |= M_PERCENT;
-        }
-        if b == b'\\' {
-            c |= M_BACKSLASH;
-        }
-        if b == b'u' || b == b'U' {
-            c |= M_U;
-        }
-        if b == b'U' {
-            c |= M_UPPER_U;
+        if CLASS[i] & HEX != 0 {
+            c |= M_HEX;
         }
         t[i] = c;
         i += 1;
@@ -425,7 +426,7 @@ static MASK_CLASS: [u8; 256] = {
     t
 };
 
-/// The SIMD versions of [`block_masks`].
+/// The versions of [`block_masks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
     /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`).
@@ -460,18 +461,23 @@ impl Simd {
     }
 }
 
+// The methods are inlined into the walk (`candidate_runs_with`), so that in the walk
+// compiled for AVX-512 the masks' few instructions sit in the loop, without a call.
 impl<'a> Starts<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    #[inline(always)]
+    fn new(data: &'a [u8], simd: Simd) -> Self {
         Self {
             data,
-            simd: Simd::detect(),
+            simd,
             block: usize::MAX,
             cur: Masks::default(),
             next: Masks::default(),
             wanted: 0,
+            long: 0,
         }
     }
 
+    #[inline(always)]
     fn masks(&self, block: usize) -> Masks {
         let from = block.saturating_mul(64);
         if from >= self.data.len() {
@@ -480,6 +486,7 @@ impl<'a> Starts<'a> {
         block_masks(self.simd, &self.data[from..self.data.len().min(from + 64)])
     }
 
+    #[inline(always)]
     fn load(&mut self, block: usize) {
         if block == self.block {
             return;
@@ -491,37 +498,28 @@ impl<'a> Starts<'a> {
         };
         self.next = self.masks(block + 1);
         self.block = block;
-        let (cur, next) = (self.cur, self.next);
-        // Byte 0 of the block looks at the previous block's last byte.
-        let last = block
-            .checked_sub(1)
-            .map_or(0, |b| MASK_CLASS[usize::from(self.data[b * 64 + 63])]);
-        // Runs that start in this block (a byte after one outside the alphabet).
-        let run_starts = cur.alpha & !((cur.alpha << 1) | u64::from(last & M_ALPHA != 0));
-        // Bit j of `ahead(m, k)`: byte j + k is in `m`, the mask of this block and the next
-        // one (the next block's bytes count).
-        let wide = |a: u64, b: u64| u128::from(a) | (u128::from(b) << 64);
-        let ahead = |m: u128, k: u32| (m >> k) as u64;
-        let (alpha, hex) = (wide(cur.alpha, next.alpha), wide(cur.hex, next.hex));
-        let (u, backslash) = (wide(cur.u, next.u), wide(cur.backslash, next.backslash));
-        // Bit j: bytes j..j+16 are all of the alphabet.
-        let mut long = alpha & (alpha >> 1);
+        let alpha = self.cur.alpha;
+        // Runs that start in this block (a byte after one outside the alphabet; byte 0
+        // of the block looks at the previous block's last byte).
+        let before = if block == 0 {
+            0
+        } else {
+            u64::from(CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0)
+        };
+        let run_starts = alpha & !((alpha << 1) | before);
+        // Bit j: bytes j..j+16 are all of the alphabet (the next block's bytes count).
+        let both = u128::from(alpha) | (u128::from(self.next.alpha) << 64);
+        let mut long = both & (both >> 1);
         long &= long >> 2;
         long &= long >> 4;
         long &= long >> 8;
-        // Bit j: four hex digits from byte j + k on.
-        let hex4 = |k: u32| ahead(hex & (hex >> 1) & (hex >> 2) & (hex >> 3), k);
-        let percent = cur.percent & ahead(hex & (hex >> 1), 1);
-        let backslash = cur.backslash
-            & ((ahead(u, 1) & hex4(2)) | (ahead(backslash, 1) & ahead(u, 2) & hex4(3)));
-        // A `+` after a `U`, before four hex digits.
-        let after_u = (cur.upper_u << 1) | u64::from(last & M_UPPER_U != 0);
-        let points = cur.plus & after_u & hex4(1);
-        self.wanted = percent | backslash | (run_starts & long as u64) | points;
+        self.long = run_starts & long as u64;
+        self.wanted = self.cur.escape | self.long | self.cur.plus;
     }
 
     /// The first position from `i` whose byte is not in the mask `which` picks (the data's
     /// length if none): the end of a run of the alphabet or of hex digits.
+    #[inline(always)]
     fn run_end(&mut self, i: usize, which: impl Fn(&Masks) -> u64) -> usize {
         let n = self.data.len();
         let mut block = i / 64;
@@ -546,44 +544,67 @@ impl<'a> Starts<'a> {
     }
 
     /// The first position after `i` (a byte outside the alphabet) where the walk has
-    /// something to do: an escape that may start one, the start of a run of 16 or more, or
-    /// the start of a run holding a `U+XXXX`.
+    /// something to do: an escape that starts a candidate, the start of a run of 16 or more,
+    /// or the start of a short run where a code point (`U+XXXX`) starts.
+    #[inline(always)]
     fn next_after(&mut self, i: usize) -> Option<usize> {
         let from = i + 1;
         let mut block = from / 64;
         let mut low = from % 64;
         while block.saturating_mul(64) < self.data.len() {
             self.load(block);
-            let wanted = self.wanted & (u64::MAX << low);
-            if wanted != 0 {
-                let at = block * 64 + wanted.trailing_zeros() as usize;
-                if self.data[at] != b'+' {
+            let mut wanted = self.wanted & (u64::MAX << low);
+            while wanted != 0 {
+                let bit = 1u64 << wanted.trailing_zeros();
+                wanted &= !bit;
+                let at = block * 64 + bit.trailing_zeros() as usize;
+                if self.long & bit != 0 || self.starts_here(at) {
                     return Some(at);
                 }
-                // A `+` (of a `U+`, or the first byte of a long run): the walk's step is at
-                // the start of its run (after `i`).
-                let mut s = at;
-                while s > from && CLASS[usize::from(self.data[s - 1])] & B64 != 0 {
-                    s -= 1;
+                if self.data[at] == b'+'
+                    && at > from
+                    && self.data[at - 1] == b'U'
+                    && code_points_at(self.data, at - 1).is_some()
+                {
+                    // The walk's step is at the start of the `+`'s run (after `i`: `i`
+                    // is outside the alphabet).
+                    let mut s = at - 1;
+                    while s > from && CLASS[usize::from(self.data[s - 1])] & B64 != 0 {
+                        s -= 1;
+                    }
+                    return Some(s);
                 }
-                return Some(s);
+                // An escape or `+` that starts nothing: passed over from now on.
+                self.wanted &= !bit;
             }
             block += 1;
             low = 0;
         }
         None
     }
+
+    /// Whether the escape at `at` starts a candidate (`false` for other bytes).
+    #[inline(always)]
+    fn starts_here(&self, at: usize) -> bool {
+        let hex = |k: usize| self.data.get(k).is_some_and(u8::is_ascii_hexdigit);
+        match self.data[at] {
+            b'%' => hex(at + 1) && hex(at + 2),
+            b'\\' => escapes_at(self.data, at).is_some(),
+            _ => false,
+        }
+    }
 }
 
-/// The masks of up to 64 bytes, with the SIMD version `simd` for a whole block.
+/// The masks of up to 64 bytes, with the version `simd` for a whole block.
+#[inline(always)]
 fn block_masks(simd: Simd, block: &[u8]) -> Masks {
     #[cfg(target_arch = "x86_64")]
     if let Ok(full) = <&[u8; 64]>::try_from(block) {
         match simd {
-            // SAFETY: `Simd::detect` chose AVX-512 only where the processor runs AVX-512BW
-            // and AVX-512VBMI (AVX-512F with them).
+            // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
+            // AVX-512VBMI (`Simd::detect`).
             Simd::Avx512 => return unsafe { avx512::block_masks(full) },
-            // SAFETY: `Simd::detect` chose AVX2 only where the processor runs it.
+            // SAFETY: `Simd::Avx2` is chosen only where the processor runs AVX2.
             Simd::Avx2 => return unsafe { avx2::block_masks(full) },
             Simd::Sse2 => return block_masks_sse2(full),
             Simd::Bytewise => {}
@@ -598,15 +619,11 @@ fn block_masks(simd: Simd, block: &[u8]) -> Masks {
 fn block_masks_bytewise(block: &[u8]) -> Masks {
     let mut m = Masks::default();
     for (j, &b) in block.iter().enumerate().take(64) {
-        let c = MASK_CLASS[usize::from(b)];
-        let bit = |k: u8| u64::from(c & k != 0) << j;
-        m.alpha |= bit(M_ALPHA);
-        m.hex |= bit(M_HEX);
-        m.plus |= bit(M_PLUS);
-        m.percent |= bit(M_PERCENT);
-        m.backslash |= bit(M_BACKSLASH);
-        m.u |= bit(M_U);
-        m.upper_u |= bit(M_UPPER_U);
+        let c = MASK_CLASS.get(usize::from(b)).copied().unwrap_or(0);
+        m.alpha |= u64::from(c & M_ALPHA != 0) << j;
+        m.escape |= u64::from(c & M_ESCAPE != 0) << j;
+        m.plus |= u64::from(c & M_PLUS != 0) << j;
+        m.hex |= u64::from(c & M_HEX != 0) << j;
     }
     m
 }
@@ -661,12 +678,9 @@ mod sse2 {
             let alpha = _mm_or_si128(_mm_or_si128(letters, digits), symbols);
             let bits = |v: __m128i| u64::from(_mm_movemask_epi8(v) as u16) << (16 * k);
             m.alpha |= bits(alpha);
-            m.hex |= bits(hex);
+            m.escape |= bits(_mm_or_si128(eq(x, b'%'), eq(x, b'\\')));
             m.plus |= bits(plus);
-            m.percent |= bits(eq(x, b'%'));
-            m.backslash |= bits(eq(x, b'\\'));
-            m.u |= bits(eq(lower, b'u'));
-            m.upper_u |= bits(eq(x, b'U'));
+            m.hex |= bits(hex);
         }
         m
     }
@@ -718,32 +732,37 @@ mod avx2 {
             let alpha = _mm256_or_si256(_mm256_or_si256(letters, digits), symbols);
             let bits = |v: __m256i| u64::from(_mm256_movemask_epi8(v) as u32) << (32 * k);
             m.alpha |= bits(alpha);
-            m.hex |= bits(hex);
+            m.escape |= bits(_mm256_or_si256(eq(x, b'%'), eq(x, b'\\')));
             m.plus |= bits(plus);
-            m.percent |= bits(eq(x, b'%'));
-            m.backslash |= bits(eq(x, b'\\'));
-            m.u |= bits(eq(lower, b'u'));
-            m.upper_u |= bits(eq(x, b'U'));
+            m.hex |= bits(hex);
         }
         m
     }
 }
 
 /// [`block_masks`] of 64 bytes with AVX-512 (one register the block): each byte's classes
-/// looked up at once in [`MASK_CLASS`]'s first 128 entries (`vpermi2b`, two registers of
-/// table), bytes from 128 on set to none, and each class's mask read out with one test.
+/// looked up at once in [`MASK_CLASS`] (`vpermi2b`, two registers of table), bytes from 128
+/// on set to none, and each class's mask read out with one test; and the candidate walk
+/// compiled for it, so that the masks are computed in the walk's loop.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
         __m512i, _mm512_loadu_si512, _mm512_maskz_permutex2var_epi8, _mm512_movepi8_mask,
         _mm512_set1_epi8, _mm512_test_epi8_mask,
     };
+    use std::ops::Range;
 
-    use super::{
-        M_ALPHA, M_BACKSLASH, M_HEX, M_PERCENT, M_PLUS, M_U, M_UPPER_U, MASK_CLASS, Masks,
-    };
+    use super::{Encoding, M_ALPHA, M_ESCAPE, M_HEX, M_PLUS, MASK_CLASS, Masks, Simd};
+
+    /// [`super::candidate_runs`] with the masks of AVX-512; the caller makes sure the
+    /// processor runs AVX-512BW and AVX-512VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
+        super::candidate_runs_with(data, Simd::Avx512)
+    }
 
     /// The bytes of `class` that have bit `bit`.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn has(class: __m512i, bit: u8) -> u64 {
         _mm512_test_epi8_mask(class, _mm512_set1_epi8(bit as i8))
@@ -751,12 +770,13 @@ mod avx512 {
 
     /// The masks of 64 bytes; the caller makes sure the processor runs AVX-512BW and
     /// AVX-512VBMI.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub(super) fn block_masks(block: &[u8; 64]) -> Masks {
         // SAFETY: `block` is 64 readable bytes, and `_mm512_loadu_si512` reads 64 bytes at
         // any alignment.
         let x = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
-        // SAFETY: `MASK_CLASS` has 256 entries: bytes 0..64 and 64..128 are readable.
+        // SAFETY: `MASK_CLASS` has 128 entries: bytes 0..64 and 64..128 are readable.
         let (low, high) = unsafe {
             (
                 _mm512_loadu_si512(MASK_CLASS.as_ptr().cast::<__m512i>()),
@@ -768,12 +788,9 @@ mod avx512 {
         let class = _mm512_maskz_permutex2var_epi8(ascii, low, x, high);
         Masks {
             alpha: has(class, M_ALPHA),
-            hex: has(class, M_HEX),
+            escape: has(class, M_ESCAPE),
             plus: has(class, M_PLUS),
-            percent: has(class, M_PERCENT),
-            backslash: has(class, M_BACKSLASH),
-            u: has(class, M_U),
-            upper_u: has(class, M_UPPER_U),
+            hex: has(class, M_HEX),
         }
     }
 }
@@ -962,9 +979,10 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     // needed (most runs are identifiers, and one starting with a letter from `g` on or a
     // digit already decodes to a first byte of 128 or more).
     if let [a, b, c, d, _, ..] = *run {
-        let v = [a, b, c, d].map(|x| STD_VALUES[usize::from(x)]);
-        if v.iter().all(|&x| x < 62) {
-            let bits = v.iter().fold(0u32, |bits, &x| (bits << 6) | u32::from(x));
+        let value = |x: u8| u32::from(STD_VALUES[usize::from(x)]);
+        let (a, b, c, d) = (value(a), value(b), value(c), value(d));
+        if (a | b | c | d) & 0xc0 == 0 && a.max(b).max(c).max(d) < 62 {
+            let bits = (a << 18) | (b << 12) | (c << 6) | d;
             if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
                 return None;
             }
@@ -1727,12 +1745,7 @@ mod tests {
             for _ in 0..rng.below(if case % 10 == 0 { 200 } else { 40 }) {
                 data.extend_from_slice(pieces[rng.below(pieces.len())]);
             }
-            assert_eq!(
-                candidate_runs(&data),
-                candidate_runs_bytewise(&data),
-                "{:?}",
-                String::from_utf8_lossy(&data)
-            );
+            assert_walks(&data, &String::from_utf8_lossy(&data));
         }
         // Runs of every length from every offset of a block, framed by quiet bytes.
         for len in (1..80).chain([127, 128, 129, 200]) {
@@ -1740,19 +1753,14 @@ mod tests {
                 for fill in [b'a', b'0', b'+', b'_'] {
                     let mut data = vec![b' '; at + len + 70];
                     data[at..at + len].fill(fill);
-                    assert_eq!(
-                        candidate_runs(&data),
-                        candidate_runs_bytewise(&data),
-                        "a run of {len} {:?} at {at}",
-                        fill as char
-                    );
+                    assert_walks(&data, &format!("a run of {len} {:?} at {at}", fill as char));
                 }
             }
         }
         // Random bytes, and real text: this crate's sources and rules.
         for _ in 0..300 {
             let data: Vec<u8> = (0..rng.below(5000)).map(|_| rng.next() as u8).collect();
-            assert_eq!(candidate_runs(&data), candidate_runs_bytewise(&data));
+            assert_walks(&data, "random bytes");
         }
         for text in [
             include_str!("decode.rs"),
@@ -1760,10 +1768,22 @@ mod tests {
             include_str!("../rules/builtin.toml"),
             include_str!("../rules/builtin-cases.toml"),
         ] {
-            assert_eq!(
-                candidate_runs(text.as_bytes()),
-                candidate_runs_bytewise(text.as_bytes())
-            );
+            assert_walks(text.as_bytes(), "a source file");
+        }
+    }
+
+    /// The skipping walk with each version of the masks this processor runs finds what the
+    /// bytewise walk finds in `data`.
+    fn assert_walks(data: &[u8], what: &str) {
+        let want = candidate_runs_bytewise(data);
+        assert_eq!(candidate_runs(data), want, "{what}");
+        assert_eq!(candidate_runs_with(data, Simd::Bytewise), want, "{what}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(candidate_runs_with(data, Simd::Sse2), want, "{what}");
+            if std::arch::is_x86_feature_detected!("avx2") {
+                assert_eq!(candidate_runs_with(data, Simd::Avx2), want, "{what}");
+            }
         }
     }
 
