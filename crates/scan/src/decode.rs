@@ -1022,19 +1022,27 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     if run.len() % 4 == 1 {
         return None;
     }
-    // The first group of four, when it is letters and digits only (the same values in both
-    // alphabets), decodes to what `printable_start` finds for either alphabet: when that is
-    // not printable neither decoder's text is, and the pass over the whole run below is not
-    // needed (most runs are identifiers, and one starting with a letter from `g` on or a
-    // digit already decodes to a first byte of 128 or more).
-    if let [a, b, c, d, _, ..] = *run {
-        let value = |x: u8| u32::from(STD_VALUES[usize::from(x)]);
-        let (a, b, c, d) = (value(a), value(b), value(c), value(d));
-        if (a | b | c | d) & 0xc0 == 0 && a.max(b).max(c).max(d) < 62 {
-            let bits = (a << 18) | (b << 12) | (c << 6) | d;
-            if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
-                return None;
-            }
+    // The groups of four before the last, as long as they are letters and digits only (the
+    // same values in both alphabets), decode to what `printable_start` finds for either
+    // alphabet: one that is not printable makes neither decoder's text printable, and the
+    // pass over the whole run below is not needed. Most runs are identifiers: one starting
+    // with a letter from `g` on or a digit already decodes to a first byte of 128 or more,
+    // and most others (`CamelCase`) within a group or two.
+    let value = |x: u8| u32::from(STD_VALUES[usize::from(x)]);
+    for group in run.chunks_exact(4).take(run.len().saturating_sub(1) / 4) {
+        let (a, b, c, d) = (
+            value(group[0]),
+            value(group[1]),
+            value(group[2]),
+            value(group[3]),
+        );
+        if a.max(b).max(c).max(d) >= 62 {
+            // A symbol (or a byte of neither alphabet): the alphabets differ from here.
+            break;
+        }
+        let bits = (a << 18) | (b << 12) | (c << 6) | d;
+        if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
+            return None;
         }
     }
     // One pass for what the run holds (three `any` walks before).
