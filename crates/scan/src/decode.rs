@@ -195,8 +195,12 @@ fn unicode_points() -> &'static regex::bytes::Regex {
 /// Finds the encoded runs of `data` that decode to printable text (one decoding pass of
 /// gitleaks' decoder, plus base64 wrapped over several lines decoded as one block).
 pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
+    decode_runs(data, &candidate_runs(data, true))
+}
+
+/// The candidate runs `found` of `data` decoded, as [`encoded_runs`] keeps them.
+fn decode_runs(data: &[u8], found: &[(Range<usize>, Encoding)]) -> Vec<Decoded> {
     let mut out = Vec::new();
-    let found = candidate_runs(data);
     if found.is_empty() {
         return out;
     }
@@ -262,21 +266,29 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
 /// time), passing over the words of ordinary text and the bytes between them in a few bit
 /// operations; the byte-at-a-time walk (`candidate_runs_bytewise`, the reference of unit
 /// test `the_skipping_walk_finds_what_the_bytewise_walk_finds`) does the same steps.
-fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
+///
+/// `prune`: without the base64 runs [`encoded_runs`] would turn down at once, shorter than
+/// a wrapped line (so [`WrappedBlocks::wrapped_base64`] finds nothing) and
+/// [`base64_turned_down`]. Dropping them changes nothing in what `encoded_runs` finds: such
+/// a run decodes to nothing, sets nothing, and outranks nothing (base64 comes last), and the
+/// runs on either side of it cannot touch each other across it (unit test
+/// `pruned_runs_decode_as_all_runs_do`). Why: most candidates in source code are such
+/// identifiers, each pushed and looked at again for nothing.
+fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let simd = Simd::detect();
     #[cfg(target_arch = "x86_64")]
     if simd == Simd::Avx512 {
         // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
         // AVX-512VBMI (`Simd::detect`).
-        return unsafe { avx512::candidate_runs(data) };
+        return unsafe { avx512::candidate_runs(data, prune) };
     }
-    candidate_runs_with(data, simd)
+    candidate_runs_with(data, simd, prune)
 }
 
 /// [`candidate_runs`] with the masks of `simd` (inlined into each caller: compiled for
 /// AVX-512 in [`avx512::candidate_runs`]).
 #[inline(always)]
-fn candidate_runs_with(data: &[u8], simd: Simd) -> Vec<(Range<usize>, Encoding)> {
+fn candidate_runs_with(data: &[u8], simd: Simd, prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let n = data.len();
     let mut out = Vec::new();
     let mut starts = Starts::new(data, simd);
@@ -292,7 +304,7 @@ fn candidate_runs_with(data: &[u8], simd: Simd) -> Vec<(Range<usize>, Encoding)>
             } else {
                 i
             };
-            i = alpha_run_step(data, i, run_end, &mut out, hex_end);
+            i = alpha_run_step(data, i, run_end, &mut out, hex_end, prune);
             continue;
         }
         if c & ESCAPE != 0 {
@@ -352,7 +364,7 @@ fn candidate_step(data: &[u8], mut i: usize, out: &mut Vec<(Range<usize>, Encodi
         .iter()
         .position(|&b| CLASS[usize::from(b)] & HEX == 0)
         .map_or(i, |p| start + p);
-    alpha_run_step(data, start, i, out, hex_end)
+    alpha_run_step(data, start, i, out, hex_end, false)
 }
 
 /// The step of the candidate walk at `start`, the first byte of a run of the alphabet that
@@ -366,6 +378,7 @@ fn alpha_run_step(
     run_end: usize,
     out: &mut Vec<(Range<usize>, Encoding)>,
     hex_end: usize,
+    prune: bool,
 ) -> usize {
     let n = data.len();
     if run_end - start >= 16 {
@@ -383,7 +396,9 @@ fn alpha_run_step(
         while e < n && e - run_end < 2 && data[e] == b'=' {
             e += 1;
         }
-        out.push((start..e, Encoding::Base64));
+        if !(prune && run_end - start < MIN_WRAPPED_LINE && base64_turned_down(&data[start..e])) {
+            out.push((start..e, Encoding::Base64));
+        }
         return e;
     }
     // A run too short for hex or base64 (from any of its positions): only code points
@@ -803,8 +818,8 @@ mod avx512 {
     /// [`super::candidate_runs`] with the masks of AVX-512; the caller makes sure the
     /// processor runs AVX-512BW and AVX-512VBMI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub(super) fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
-        super::candidate_runs_with(data, Simd::Avx512)
+    pub(super) fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
+        super::candidate_runs_with(data, Simd::Avx512, prune)
     }
 
     /// [`super::without_zeros`] 64 bytes at a time; the caller makes sure the processor runs
@@ -1063,33 +1078,8 @@ mod engines {
 /// 4n+1, both alphabets' symbols, padding on a run that is not a multiple of 4 long) is not
 /// handed to them.
 fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
-    // No base64 is 4n+1 characters long: neither decoder below takes such a run (the test
-    // first: an identifier of 17 characters on every line of code was read three times).
-    if run.len() % 4 == 1 {
+    if base64_turned_down(run) {
         return None;
-    }
-    // The groups of four before the last, as long as they are letters and digits only (the
-    // same values in both alphabets), decode to what `printable_start` finds for either
-    // alphabet: one that is not printable makes neither decoder's text printable, and the
-    // pass over the whole run below is not needed. Most runs are identifiers: one starting
-    // with a letter from `g` on or a digit already decodes to a first byte of 128 or more,
-    // and most others (`CamelCase`) within a group or two.
-    let value = |x: u8| u32::from(STD_VALUES[usize::from(x)]);
-    for group in run.chunks_exact(4).take(run.len().saturating_sub(1) / 4) {
-        let (a, b, c, d) = (
-            value(group[0]),
-            value(group[1]),
-            value(group[2]),
-            value(group[3]),
-        );
-        if a.max(b).max(c).max(d) >= 62 {
-            // A symbol (or a byte of neither alphabet): the alphabets differ from here.
-            break;
-        }
-        let bits = (a << 18) | (b << 12) | (c << 6) | d;
-        if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
-            return None;
-        }
     }
     // One pass for what the run holds (three `any` walks before).
     let seen = run
@@ -1117,6 +1107,40 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Whether [`decode_base64`] turns `run` down before looking at it whole: a length of 4n+1,
+/// or a group of letters and digits that decodes to a byte that is not printable.
+fn base64_turned_down(run: &[u8]) -> bool {
+    // No base64 is 4n+1 characters long: neither decoder below takes such a run (the test
+    // first: an identifier of 17 characters on every line of code was read three times).
+    if run.len() % 4 == 1 {
+        return true;
+    }
+    // The groups of four before the last, as long as they are letters and digits only (the
+    // same values in both alphabets), decode to what `printable_start` finds for either
+    // alphabet: one that is not printable makes neither decoder's text printable, and the
+    // pass over the whole run below is not needed. Most runs are identifiers: one starting
+    // with a letter from `g` on or a digit already decodes to a first byte of 128 or more,
+    // and most others (`CamelCase`) within a group or two.
+    let value = |x: u8| u32::from(STD_VALUES[usize::from(x)]);
+    for group in run.chunks_exact(4).take(run.len().saturating_sub(1) / 4) {
+        let (a, b, c, d) = (
+            value(group[0]),
+            value(group[1]),
+            value(group[2]),
+            value(group[3]),
+        );
+        if a.max(b).max(c).max(d) >= 62 {
+            // A symbol (or a byte of neither alphabet): the alphabets differ from here.
+            break;
+        }
+        let bits = (a << 18) | (b << 12) | (c << 6) | d;
+        if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What a byte of a base64 run is, for [`decode_base64`]'s first look.
@@ -1722,7 +1746,7 @@ mod tests {
                 data.extend_from_slice(pieces[rng.below(pieces.len())]);
             }
             assert_eq!(
-                candidate_runs(&data),
+                candidate_runs(&data, false),
                 pattern_runs(&data),
                 "{:?}",
                 String::from_utf8_lossy(&data)
@@ -1759,7 +1783,7 @@ mod tests {
                 data.splice(at..at, piece.iter().copied());
             }
             assert_eq!(
-                candidate_runs(&data),
+                candidate_runs(&data, false),
                 pattern_runs(&data),
                 "{:?}",
                 String::from_utf8_lossy(&data)
@@ -1768,7 +1792,7 @@ mod tests {
         // Random bytes, and real text: this crate's sources and rules.
         for _ in 0..200 {
             let data: Vec<u8> = (0..rng.below(4000)).map(|_| rng.next() as u8).collect();
-            assert_eq!(candidate_runs(&data), pattern_runs(&data));
+            assert_eq!(candidate_runs(&data, false), pattern_runs(&data));
         }
         for text in [
             include_str!("decode.rs"),
@@ -1777,7 +1801,7 @@ mod tests {
             include_str!("../rules/builtin-cases.toml"),
         ] {
             assert_eq!(
-                candidate_runs(text.as_bytes()),
+                candidate_runs(text.as_bytes(), false),
                 pattern_runs(text.as_bytes())
             );
         }
@@ -1879,14 +1903,108 @@ mod tests {
     /// bytewise walk finds in `data`.
     fn assert_walks(data: &[u8], what: &str) {
         let want = candidate_runs_bytewise(data);
-        assert_eq!(candidate_runs(data), want, "{what}");
-        assert_eq!(candidate_runs_with(data, Simd::Bytewise), want, "{what}");
+        assert_eq!(candidate_runs(data, false), want, "{what}");
+        assert_eq!(
+            candidate_runs_with(data, Simd::Bytewise, false),
+            want,
+            "{what}"
+        );
         #[cfg(target_arch = "x86_64")]
         {
-            assert_eq!(candidate_runs_with(data, Simd::Sse2), want, "{what}");
+            assert_eq!(candidate_runs_with(data, Simd::Sse2, false), want, "{what}");
             if std::arch::is_x86_feature_detected!("avx2") {
-                assert_eq!(candidate_runs_with(data, Simd::Avx2), want, "{what}");
+                assert_eq!(candidate_runs_with(data, Simd::Avx2, false), want, "{what}");
             }
+        }
+    }
+
+    #[test]
+    fn pruned_runs_decode_as_all_runs_do() {
+        // Base64 of text and identifiers of every length around 16 and 60 next to escapes,
+        // hex and code points, touching them or not, on one line or wrapped.
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode("user=admin password=hunter2 and some more text to wrap over lines");
+        let url =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("k?>AKIAZ7QWERTYUIOPASDF");
+        let long = "unwrap_or_default_".repeat(4);
+        // Wrapped at 76: the block decodes to text with one control byte first, which each
+        // line alone would not pass (so only the block is found, from its first line).
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .encode(format!(
+                "\x01{}",
+                "user=admin password=hunter2 and more text; ".repeat(4)
+            ))
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pieces: Vec<&[u8]> = vec![
+            b" ",
+            b"\n",
+            b"=",
+            b"%41",
+            b"%2F",
+            b"\\u0041",
+            b"U+0041 ",
+            b"+",
+            b"unwrap_or_default",
+            b"unwrap_or_else_x",
+            b"CamelCaseIdentifier",
+            b"Q29tcHV0ZVZhbHVl",
+            b"0123456789abcdef0123456789abcdef",
+            b"c2VjcmV0c2VjcmV0==",
+            b64.as_bytes(),
+            &b64.as_bytes()[..60],
+            &b64.as_bytes()[..64],
+            url.as_bytes(),
+            long.as_bytes(),
+            &long.as_bytes()[..59],
+            &long.as_bytes()[..61],
+            wrapped.as_bytes(),
+        ];
+        let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+        let mut decoded = 0;
+        for _ in 0..20_000 {
+            let mut data = Vec::new();
+            for _ in 0..rng.below(30) {
+                data.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+            let got = encoded_runs(&data);
+            assert_eq!(
+                got,
+                decode_runs(&data, &candidate_runs(&data, false)),
+                "{:?}",
+                String::from_utf8_lossy(&data)
+            );
+            decoded += got.len();
+        }
+        assert!(decoded > 10_000, "{decoded} runs decoded");
+        let lone = format!(" {wrapped} ");
+        let found = encoded_runs(lone.as_bytes());
+        assert!(
+            found.iter().any(|d| d.text.starts_with(b"\x01user=admin")),
+            "{found:?}"
+        );
+        for _ in 0..200 {
+            let data: Vec<u8> = (0..rng.below(5000)).map(|_| rng.next() as u8).collect();
+            assert_eq!(
+                encoded_runs(&data),
+                decode_runs(&data, &candidate_runs(&data, false))
+            );
+        }
+        for text in [
+            include_str!("decode.rs"),
+            include_str!("engine.rs"),
+            include_str!("../rules/builtin.toml"),
+            include_str!("../rules/builtin-cases.toml"),
+        ] {
+            let data = text.as_bytes();
+            assert!(candidate_runs(data, true).len() < candidate_runs(data, false).len());
+            assert_eq!(
+                encoded_runs(data),
+                decode_runs(data, &candidate_runs(data, false))
+            );
         }
     }
 
