@@ -313,8 +313,9 @@ fn candidate_runs_with(data: &[u8], simd: Simd, prune: bool) -> Vec<(Range<usize
         }
         // A byte outside the alphabet without an escape: every run of the alphabet after it
         // starts after such a byte, so the walk's next step that finds something is at an
-        // escape or at the start of a run of 16 or of a run holding a `+` (a code point may
-        // start in it); the bytes and short runs before it are passed over.
+        // escape that starts a candidate, at the start of a run of 16, or at the start of a
+        // short run where a code point (`U+XXXX`) starts; the bytes, escapes and short runs
+        // before it are passed over.
         match starts.next_after(i) {
             Some(q) => i = q,
             None => break,
