@@ -41,11 +41,38 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
     if data.len() < 8 {
         return None;
     }
-    let zeros = memchr::memchr_iter(0, data).count();
-    if zeros * 4 < data.len() {
-        return None;
-    }
+    let zeros = quarter_zeros(data)?;
     Some(without_zeros(data, data.len() - zeros))
+}
+
+/// How many zero bytes `data` holds, when they are at least a quarter of it.
+///
+/// Counted 4 KiB at a time, and given up as soon as the bytes left could not make up a
+/// quarter: text holds no zero bytes, and its last quarter is not read. With AVX-512, 64
+/// bytes an instruction (`memchr`'s count otherwise).
+fn quarter_zeros(data: &[u8]) -> Option<usize> {
+    const CHUNK: usize = 4096;
+    // `zeros * 4 >= len`, in whole bytes.
+    let need = data.len().div_ceil(4);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512bw");
+    let count = |chunk: &[u8]| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: the processor runs AVX-512BW (detected above).
+            return unsafe { avx512::count_zeros(chunk) };
+        }
+        memchr::memchr_iter(0, chunk).count()
+    };
+    let (mut zeros, mut left) = (0, data.len());
+    for chunk in data.chunks(CHUNK) {
+        zeros += count(chunk);
+        left -= chunk.len();
+        if zeros + left < need {
+            return None;
+        }
+    }
+    Some(zeros)
 }
 
 /// `data` without its zero bytes (`kept`: how many are not zero).
@@ -57,8 +84,23 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<Vec<u8>> {
 ///
 /// Eight bytes at a time first: in the cargo registry's binary files (import libraries,
 /// most of them) 4 words of 8 bytes in 10 are all zeros (dropped at once) or hold none
-/// (copied at once); the others go a byte at a time.
+/// (copied at once); the others go a byte at a time. With AVX-512 (VBMI2), 64 bytes at a
+/// time: the bytes that are not zero packed together by one instruction (`vpcompressb`)
+/// and stored where the last block's ended.
 fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vbmi2")
+    {
+        // SAFETY: the processor runs AVX-512BW and AVX-512VBMI2 (detected just above).
+        return unsafe { avx512::without_zeros(data, kept) };
+    }
+    without_zeros_words(data, kept)
+}
+
+/// [`without_zeros`] eight bytes at a time, then a byte at a time (processors without
+/// AVX-512, and the end of the data after the blocks of 64).
+fn without_zeros_words(data: &[u8], kept: usize) -> Vec<u8> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut out = vec![0u8; kept + 1];
@@ -153,8 +195,12 @@ fn unicode_points() -> &'static regex::bytes::Regex {
 /// Finds the encoded runs of `data` that decode to printable text (one decoding pass of
 /// gitleaks' decoder, plus base64 wrapped over several lines decoded as one block).
 pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
+    decode_runs(data, &candidate_runs(data, true))
+}
+
+/// The candidate runs `found` of `data` decoded, as [`encoded_runs`] keeps them.
+fn decode_runs(data: &[u8], found: &[(Range<usize>, Encoding)]) -> Vec<Decoded> {
     let mut out = Vec::new();
-    let found = candidate_runs(data);
     if found.is_empty() {
         return out;
     }
@@ -220,10 +266,32 @@ pub(crate) fn encoded_runs(data: &[u8]) -> Vec<Decoded> {
 /// time), passing over the words of ordinary text and the bytes between them in a few bit
 /// operations; the byte-at-a-time walk (`candidate_runs_bytewise`, the reference of unit
 /// test `the_skipping_walk_finds_what_the_bytewise_walk_finds`) does the same steps.
-fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
+///
+/// `prune`: without the base64 runs [`encoded_runs`] would turn down at once, shorter than
+/// a wrapped line (so [`WrappedBlocks::wrapped_base64`] finds nothing) and
+/// [`base64_turned_down`]. Dropping them changes nothing in what `encoded_runs` finds: such
+/// a run decodes to nothing, sets nothing, and outranks nothing (base64 comes last), and the
+/// runs on either side of it cannot touch each other across it (unit test
+/// `pruned_runs_decode_as_all_runs_do`). Why: most candidates in source code are such
+/// identifiers, each pushed and looked at again for nothing.
+fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
+    let simd = Simd::detect();
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 {
+        // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
+        // AVX-512VBMI (`Simd::detect`).
+        return unsafe { avx512::candidate_runs(data, prune) };
+    }
+    candidate_runs_with(data, simd, prune)
+}
+
+/// [`candidate_runs`] with the masks of `simd` (inlined into each caller: compiled for
+/// AVX-512 in [`avx512::candidate_runs`]).
+#[inline(always)]
+fn candidate_runs_with(data: &[u8], simd: Simd, prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let n = data.len();
     let mut out = Vec::new();
-    let mut starts = Starts::new(data);
+    let mut starts = Starts::new(data, simd);
     let mut i = 0;
     while i < n {
         let c = CLASS[usize::from(data[i])];
@@ -231,9 +299,12 @@ fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
             // The run's end and its hex digits' end from the blocks' masks (64 bytes a step)
             // instead of byte by byte.
             let run_end = starts.run_end(i, |m| m.alpha);
-            i = alpha_run_step(data, i, run_end, &mut out, |start| {
-                starts.run_end(start, |m| m.hex).min(run_end)
-            });
+            let hex_end = if run_end - i >= 16 {
+                starts.run_end(i, |m| m.hex).min(run_end)
+            } else {
+                i
+            };
+            i = alpha_run_step(data, i, run_end, &mut out, hex_end, prune);
             continue;
         }
         if c & ESCAPE != 0 {
@@ -242,8 +313,9 @@ fn candidate_runs(data: &[u8]) -> Vec<(Range<usize>, Encoding)> {
         }
         // A byte outside the alphabet without an escape: every run of the alphabet after it
         // starts after such a byte, so the walk's next step that finds something is at an
-        // escape or at the start of a run of 16 or of a run holding a `+` (a code point may
-        // start in it); the bytes and short runs before it are passed over.
+        // escape that starts a candidate, at the start of a run of 16, or at the start of a
+        // short run where a code point (`U+XXXX`) starts; the bytes, escapes and short runs
+        // before it are passed over.
         match starts.next_after(i) {
             Some(q) => i = q,
             None => break,
@@ -289,23 +361,25 @@ fn candidate_step(data: &[u8], mut i: usize, out: &mut Vec<(Range<usize>, Encodi
     while i < n && CLASS[usize::from(data[i])] & B64 != 0 {
         i += 1;
     }
-    alpha_run_step(data, start, i, out, |start| {
-        data[start..i]
-            .iter()
-            .position(|&b| CLASS[usize::from(b)] & HEX == 0)
-            .map_or(i, |p| start + p)
-    })
+    let hex_end = data[start..i]
+        .iter()
+        .position(|&b| CLASS[usize::from(b)] & HEX == 0)
+        .map_or(i, |p| start + p);
+    alpha_run_step(data, start, i, out, hex_end, false)
 }
 
 /// The step of the candidate walk at `start`, the first byte of a run of the alphabet that
-/// ends at `run_end`; `hex_end(start)`: where the run's leading hex digits end (called for
-/// runs of 16 or more only).
+/// ends at `run_end`; `hex_end`: where the run's leading hex digits end (read for runs of 16
+/// or more only). Inlined into the walk (a call for each run of 16 was a tenth of the
+/// decoders' instructions on the DLP bench's source body).
+#[inline(always)]
 fn alpha_run_step(
     data: &[u8],
     start: usize,
     run_end: usize,
     out: &mut Vec<(Range<usize>, Encoding)>,
-    hex_end: impl FnOnce(usize) -> usize,
+    hex_end: usize,
+    prune: bool,
 ) -> usize {
     let n = data.len();
     if run_end - start >= 16 {
@@ -315,7 +389,6 @@ fn alpha_run_step(
             out.push((start..e, Encoding::Unicode));
             return e;
         }
-        let hex_end = hex_end(start);
         if hex_end - start >= 32 {
             out.push((start..hex_end, Encoding::Hex));
             return hex_end;
@@ -324,7 +397,9 @@ fn alpha_run_step(
         while e < n && e - run_end < 2 && data[e] == b'=' {
             e += 1;
         }
-        out.push((start..e, Encoding::Base64));
+        if !(prune && run_end - start < MIN_WRAPPED_LINE && base64_turned_down(&data[start..e])) {
+            out.push((start..e, Encoding::Base64));
+        }
         return e;
     }
     // A run too short for hex or base64 (from any of its positions): only code points
@@ -340,19 +415,33 @@ fn alpha_run_step(
     run_end
 }
 
-/// Where the candidate walk has something to do, found 64 bytes at a time: the escapes
-/// (`%`, `\`), the starts of runs of the base64 alphabet 16 bytes long or more, and the runs
-/// holding a `+`. Each block's bytes are classified into bit masks (SSE2 on x86-64, 16 bytes
-/// an instruction), and runs of 16 are found by shifting the alphabet's mask onto itself.
+/// Where the candidate walk has something to do, found 64 bytes at a time: the escapes that
+/// start one (`%` before two hex digits, `\` before `u` or `\u`, either case, and four hex
+/// digits), the starts of runs of the base64 alphabet 16 bytes long or more, and the runs
+/// holding a `U+XXXX` (a code point may start there). Each block's bytes are classified into
+/// bit masks (AVX-512 on x86-64 processors that have it, else AVX2 or SSE2), runs of 16 are
+/// found by shifting the alphabet's mask onto itself, and each `%`, `\` and `+` is looked at
+/// with the bytes after it.
+///
+/// Why the escapes and `+` are looked at here: in source code most `\` start `\n` or `\"`,
+/// most `%` a format, most `+` a sum; the walk went to each of them and stepped a byte
+/// further to find nothing. Where a step finds nothing it goes on at the next byte, as at
+/// any other byte outside the alphabet (or at its short run's end), so passing over it finds
+/// the same.
 struct Starts<'a> {
     data: &'a [u8],
+    /// Which SIMD version computes the masks.
+    simd: Simd,
     /// The block whose masks `cur` holds, and `next` the following block's.
     block: usize,
     cur: Masks,
     next: Masks,
-    /// Where in block `block` the walk has something to do (computed once per block: the
-    /// walk asks again after each candidate, often several times in one block).
+    /// Where in block `block` the walk may have something to do (computed once per block:
+    /// the walk asks again after each candidate, often several times in one block); the
+    /// escapes and `+` that were looked at and start nothing are taken out.
     wanted: u64,
+    /// The starts of runs of 16 or more in block `block`.
+    long: u64,
 }
 
 /// Bit `j` of each mask stands for byte `j` of a block of 64.
@@ -368,25 +457,97 @@ struct Masks {
     hex: u64,
 }
 
+/// The classes of [`Masks`], one bit each, of every byte below 128 (for the AVX-512 table
+/// look-up, and the bytewise masks).
+const M_ALPHA: u8 = 1;
+const M_ESCAPE: u8 = 2;
+const M_PLUS: u8 = 4;
+const M_HEX: u8 = 8;
+
+static MASK_CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let mut c = 0;
+        if CLASS[i] & B64 != 0 {
+            c |= M_ALPHA;
+        }
+        if CLASS[i] & ESCAPE != 0 {
+            c |= M_ESCAPE;
+        }
+        if i == b'+' as usize {
+            c |= M_PLUS;
+        }
+        if CLASS[i] & HEX != 0 {
+            c |= M_HEX;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// The versions of [`block_masks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Sse2,
+    /// A byte at a time (other processors).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    Bytewise,
+}
+
+impl Simd {
+    /// The best version this processor runs.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+            {
+                return Simd::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+            Simd::Sse2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Bytewise
+    }
+}
+
+// The methods are inlined into the walk (`candidate_runs_with`), so that in the walk
+// compiled for AVX-512 the masks' few instructions sit in the loop, without a call.
 impl<'a> Starts<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    #[inline(always)]
+    fn new(data: &'a [u8], simd: Simd) -> Self {
         Self {
             data,
+            simd,
             block: usize::MAX,
             cur: Masks::default(),
             next: Masks::default(),
             wanted: 0,
+            long: 0,
         }
     }
 
+    #[inline(always)]
     fn masks(&self, block: usize) -> Masks {
         let from = block.saturating_mul(64);
         if from >= self.data.len() {
             return Masks::default();
         }
-        block_masks(&self.data[from..self.data.len().min(from + 64)])
+        block_masks(self.simd, &self.data[from..self.data.len().min(from + 64)])
     }
 
+    #[inline(always)]
     fn load(&mut self, block: usize) {
         if block == self.block {
             return;
@@ -413,11 +574,13 @@ impl<'a> Starts<'a> {
         long &= long >> 2;
         long &= long >> 4;
         long &= long >> 8;
-        self.wanted = self.cur.escape | (run_starts & long as u64) | self.cur.plus;
+        self.long = run_starts & long as u64;
+        self.wanted = self.cur.escape | self.long | self.cur.plus;
     }
 
     /// The first position from `i` whose byte is not in the mask `which` picks (the data's
     /// length if none): the end of a run of the alphabet or of hex digits.
+    #[inline(always)]
     fn run_end(&mut self, i: usize, which: impl Fn(&Masks) -> u64) -> usize {
         let n = self.data.len();
         let mut block = i / 64;
@@ -442,57 +605,86 @@ impl<'a> Starts<'a> {
     }
 
     /// The first position after `i` (a byte outside the alphabet) where the walk has
-    /// something to do: an escape, the start of a run of 16 or more, or the start of a run
-    /// holding a `+`.
+    /// something to do: an escape that starts a candidate, the start of a run of 16 or more,
+    /// or the start of a short run where a code point (`U+XXXX`) starts.
+    #[inline(always)]
     fn next_after(&mut self, i: usize) -> Option<usize> {
         let from = i + 1;
         let mut block = from / 64;
         let mut low = from % 64;
         while block.saturating_mul(64) < self.data.len() {
             self.load(block);
-            let wanted = self.wanted & (u64::MAX << low);
-            if wanted != 0 {
-                let at = block * 64 + wanted.trailing_zeros() as usize;
-                if self.cur.escape & (1 << (at % 64)) != 0 || self.data[at] != b'+' {
+            let mut wanted = self.wanted & (u64::MAX << low);
+            while wanted != 0 {
+                let bit = 1u64 << wanted.trailing_zeros();
+                wanted &= !bit;
+                let at = block * 64 + bit.trailing_zeros() as usize;
+                if self.long & bit != 0 || self.starts_here(at) {
                     return Some(at);
                 }
-                // A `+`: the walk's step is at the start of its run (after `i`).
-                let mut s = at;
-                while s > from && CLASS[usize::from(self.data[s - 1])] & B64 != 0 {
-                    s -= 1;
+                if self.data[at] == b'+'
+                    && at > from
+                    && self.data[at - 1] == b'U'
+                    && code_points_at(self.data, at - 1).is_some()
+                {
+                    // The walk's step is at the start of the `+`'s run (after `i`: `i`
+                    // is outside the alphabet).
+                    let mut s = at - 1;
+                    while s > from && CLASS[usize::from(self.data[s - 1])] & B64 != 0 {
+                        s -= 1;
+                    }
+                    return Some(s);
                 }
-                return Some(s);
+                // An escape or `+` that starts nothing: passed over from now on.
+                self.wanted &= !bit;
             }
             block += 1;
             low = 0;
         }
         None
     }
+
+    /// Whether the escape at `at` starts a candidate (`false` for other bytes).
+    #[inline(always)]
+    fn starts_here(&self, at: usize) -> bool {
+        let hex = |k: usize| self.data.get(k).is_some_and(u8::is_ascii_hexdigit);
+        match self.data[at] {
+            b'%' => hex(at + 1) && hex(at + 2),
+            b'\\' => escapes_at(self.data, at).is_some(),
+            _ => false,
+        }
+    }
 }
 
-/// The masks of up to 64 bytes.
-fn block_masks(block: &[u8]) -> Masks {
+/// The masks of up to 64 bytes, with the version `simd` for a whole block.
+#[inline(always)]
+fn block_masks(simd: Simd, block: &[u8]) -> Masks {
     #[cfg(target_arch = "x86_64")]
     if let Ok(full) = <&[u8; 64]>::try_from(block) {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: this processor runs AVX2 (detected just above).
-            return unsafe { avx2::block_masks(full) };
+        match simd {
+            // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
+            // AVX-512VBMI (`Simd::detect`).
+            Simd::Avx512 => return unsafe { avx512::block_masks(full) },
+            // SAFETY: `Simd::Avx2` is chosen only where the processor runs AVX2.
+            Simd::Avx2 => return unsafe { avx2::block_masks(full) },
+            Simd::Sse2 => return block_masks_sse2(full),
+            Simd::Bytewise => {}
         }
-        return block_masks_sse2(full);
     }
+    let _ = simd;
     block_masks_bytewise(block)
 }
 
 /// [`block_masks`] a byte at a time (a block's tail, other processors, and the reference
-/// of the SIMD version in tests).
+/// of the SIMD versions in tests).
 fn block_masks_bytewise(block: &[u8]) -> Masks {
     let mut m = Masks::default();
     for (j, &b) in block.iter().enumerate().take(64) {
-        let c = CLASS[usize::from(b)];
-        m.alpha |= u64::from(c & B64 != 0) << j;
-        m.escape |= u64::from(c & ESCAPE != 0) << j;
-        m.plus |= u64::from(b == b'+') << j;
-        m.hex |= u64::from(c & HEX != 0) << j;
+        let c = MASK_CLASS.get(usize::from(b)).copied().unwrap_or(0);
+        m.alpha |= u64::from(c & M_ALPHA != 0) << j;
+        m.escape |= u64::from(c & M_ESCAPE != 0) << j;
+        m.plus |= u64::from(c & M_PLUS != 0) << j;
+        m.hex |= u64::from(c & M_HEX != 0) << j;
     }
     m
 }
@@ -545,19 +737,18 @@ mod sse2 {
                 _mm_or_si128(eq(x, b'-'), eq(x, b'_')),
             );
             let alpha = _mm_or_si128(_mm_or_si128(letters, digits), symbols);
-            let escape = _mm_or_si128(eq(x, b'%'), eq(x, b'\\'));
-            let shift = 16 * k;
-            m.alpha |= u64::from(_mm_movemask_epi8(alpha) as u16) << shift;
-            m.escape |= u64::from(_mm_movemask_epi8(escape) as u16) << shift;
-            m.plus |= u64::from(_mm_movemask_epi8(plus) as u16) << shift;
-            m.hex |= u64::from(_mm_movemask_epi8(hex) as u16) << shift;
+            let bits = |v: __m128i| u64::from(_mm_movemask_epi8(v) as u16) << (16 * k);
+            m.alpha |= bits(alpha);
+            m.escape |= bits(_mm_or_si128(eq(x, b'%'), eq(x, b'\\')));
+            m.plus |= bits(plus);
+            m.hex |= bits(hex);
         }
         m
     }
 }
 
 /// [`block_masks`] of 64 bytes with AVX2 (32 bytes an instruction), where the processor has
-/// it (the SSE2 version otherwise).
+/// it and not AVX-512.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
@@ -600,14 +791,118 @@ mod avx2 {
                 _mm256_or_si256(eq(x, b'-'), eq(x, b'_')),
             );
             let alpha = _mm256_or_si256(_mm256_or_si256(letters, digits), symbols);
-            let escape = _mm256_or_si256(eq(x, b'%'), eq(x, b'\\'));
-            let shift = 32 * k;
-            m.alpha |= u64::from(_mm256_movemask_epi8(alpha) as u32) << shift;
-            m.escape |= u64::from(_mm256_movemask_epi8(escape) as u32) << shift;
-            m.plus |= u64::from(_mm256_movemask_epi8(plus) as u32) << shift;
-            m.hex |= u64::from(_mm256_movemask_epi8(hex) as u32) << shift;
+            let bits = |v: __m256i| u64::from(_mm256_movemask_epi8(v) as u32) << (32 * k);
+            m.alpha |= bits(alpha);
+            m.escape |= bits(_mm256_or_si256(eq(x, b'%'), eq(x, b'\\')));
+            m.plus |= bits(plus);
+            m.hex |= bits(hex);
         }
         m
+    }
+}
+
+/// [`block_masks`] of 64 bytes with AVX-512 (one register the block): each byte's classes
+/// looked up at once in [`MASK_CLASS`] (`vpermi2b`, two registers of table), bytes from 128
+/// on set to none, and each class's mask read out with one test; and the candidate walk
+/// compiled for it, so that the masks are computed in the walk's loop.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512i, _mm512_loadu_si512, _mm512_maskz_compress_epi8, _mm512_maskz_permutex2var_epi8,
+        _mm512_movepi8_mask, _mm512_set1_epi8, _mm512_storeu_si512, _mm512_test_epi8_mask,
+        _mm512_testn_epi8_mask,
+    };
+    use std::ops::Range;
+
+    use super::{Encoding, M_ALPHA, M_ESCAPE, M_HEX, M_PLUS, MASK_CLASS, Masks, Simd};
+
+    /// [`super::candidate_runs`] with the masks of AVX-512; the caller makes sure the
+    /// processor runs AVX-512BW and AVX-512VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
+        super::candidate_runs_with(data, Simd::Avx512, prune)
+    }
+
+    /// [`super::without_zeros`] 64 bytes at a time; the caller makes sure the processor runs
+    /// AVX-512BW and AVX-512VBMI2.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
+    pub(super) fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
+        // Room for a whole block stored after the last byte kept.
+        let mut out = vec![0u8; kept + 64];
+        let mut j = 0;
+        let mut done = 0;
+        for block in data.chunks_exact(64) {
+            // A `kept` too small (not the count of bytes that are not zero) ends the blocks
+            // here: the bytewise end below keeps within `out` whatever it is.
+            let Some(dst) = out.get_mut(j..j + 64) else {
+                break;
+            };
+            // SAFETY: `block` is 64 readable bytes, and `_mm512_loadu_si512` reads 64 bytes
+            // at any alignment.
+            let x = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+            let keep = _mm512_test_epi8_mask(x, x);
+            let packed = _mm512_maskz_compress_epi8(keep, x);
+            // SAFETY: `dst` is 64 writable bytes, and `_mm512_storeu_si512` writes 64 bytes
+            // at any alignment.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast::<__m512i>(), packed) };
+            j += keep.count_ones() as usize;
+            done += 64;
+        }
+        for &b in &data[done..] {
+            let last = out.len() - 1;
+            out[j.min(last)] = b;
+            j += usize::from(b != 0);
+        }
+        out.truncate(kept);
+        out
+    }
+
+    /// How many zero bytes `data` holds, 64 bytes at a time; the caller makes sure the
+    /// processor runs AVX-512BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn count_zeros(data: &[u8]) -> usize {
+        let mut n = 0;
+        let mut blocks = data.chunks_exact(64);
+        for block in blocks.by_ref() {
+            // SAFETY: `block` is 64 readable bytes, and `_mm512_loadu_si512` reads 64 bytes
+            // at any alignment.
+            let x = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+            n += _mm512_testn_epi8_mask(x, x).count_ones() as usize;
+        }
+        n + blocks.remainder().iter().filter(|&&b| b == 0).count()
+    }
+
+    /// The bytes of `class` that have bit `bit`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn has(class: __m512i, bit: u8) -> u64 {
+        _mm512_test_epi8_mask(class, _mm512_set1_epi8(bit as i8))
+    }
+
+    /// The masks of 64 bytes; the caller makes sure the processor runs AVX-512BW and
+    /// AVX-512VBMI.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) fn block_masks(block: &[u8; 64]) -> Masks {
+        // SAFETY: `block` is 64 readable bytes, and `_mm512_loadu_si512` reads 64 bytes at
+        // any alignment.
+        let x = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+        // SAFETY: `MASK_CLASS` has 128 entries: bytes 0..64 and 64..128 are readable.
+        let (low, high) = unsafe {
+            (
+                _mm512_loadu_si512(MASK_CLASS.as_ptr().cast::<__m512i>()),
+                _mm512_loadu_si512(MASK_CLASS.as_ptr().add(64).cast::<__m512i>()),
+            )
+        };
+        // Bytes below 128 index the table by their 7 bits; the others are in no class.
+        let ascii = !_mm512_movepi8_mask(x);
+        let class = _mm512_maskz_permutex2var_epi8(ascii, low, x, high);
+        Masks {
+            alpha: has(class, M_ALPHA),
+            escape: has(class, M_ESCAPE),
+            plus: has(class, M_PLUS),
+            hex: has(class, M_HEX),
+        }
     }
 }
 
@@ -784,9 +1079,7 @@ mod engines {
 /// 4n+1, both alphabets' symbols, padding on a run that is not a multiple of 4 long) is not
 /// handed to them.
 fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
-    // No base64 is 4n+1 characters long: neither decoder below takes such a run (the test
-    // first: an identifier of 17 characters on every line of code was read three times).
-    if run.len() % 4 == 1 {
+    if base64_turned_down(run) {
         return None;
     }
     // One pass for what the run holds (three `any` walks before).
@@ -815,6 +1108,40 @@ fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Whether [`decode_base64`] turns `run` down before looking at it whole: a length of 4n+1,
+/// or a group of letters and digits that decodes to a byte that is not printable.
+fn base64_turned_down(run: &[u8]) -> bool {
+    // No base64 is 4n+1 characters long: neither decoder below takes such a run (the test
+    // first: an identifier of 17 characters on every line of code was read three times).
+    if run.len() % 4 == 1 {
+        return true;
+    }
+    // The groups of four before the last, as long as they are letters and digits only (the
+    // same values in both alphabets), decode to what `printable_start` finds for either
+    // alphabet: one that is not printable makes neither decoder's text printable, and the
+    // pass over the whole run below is not needed. Most runs are identifiers: one starting
+    // with a letter from `g` on or a digit already decodes to a first byte of 128 or more,
+    // and most others (`CamelCase`) within a group or two.
+    let value = |x: u8| u32::from(STD_VALUES[usize::from(x)]);
+    for group in run.chunks_exact(4).take(run.len().saturating_sub(1) / 4) {
+        let (a, b, c, d) = (
+            value(group[0]),
+            value(group[1]),
+            value(group[2]),
+            value(group[3]),
+        );
+        if a.max(b).max(c).max(d) >= 62 {
+            // A symbol (or a byte of neither alphabet): the alphabets differ from here.
+            break;
+        }
+        let bits = (a << 18) | (b << 12) | (c << 6) | d;
+        if !printable_ascii(&[(bits >> 16) as u8, (bits >> 8) as u8, bits as u8]) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What a byte of a base64 run is, for [`decode_base64`]'s first look.
@@ -1420,7 +1747,7 @@ mod tests {
                 data.extend_from_slice(pieces[rng.below(pieces.len())]);
             }
             assert_eq!(
-                candidate_runs(&data),
+                candidate_runs(&data, false),
                 pattern_runs(&data),
                 "{:?}",
                 String::from_utf8_lossy(&data)
@@ -1457,7 +1784,7 @@ mod tests {
                 data.splice(at..at, piece.iter().copied());
             }
             assert_eq!(
-                candidate_runs(&data),
+                candidate_runs(&data, false),
                 pattern_runs(&data),
                 "{:?}",
                 String::from_utf8_lossy(&data)
@@ -1466,7 +1793,7 @@ mod tests {
         // Random bytes, and real text: this crate's sources and rules.
         for _ in 0..200 {
             let data: Vec<u8> = (0..rng.below(4000)).map(|_| rng.next() as u8).collect();
-            assert_eq!(candidate_runs(&data), pattern_runs(&data));
+            assert_eq!(candidate_runs(&data, false), pattern_runs(&data));
         }
         for text in [
             include_str!("decode.rs"),
@@ -1475,7 +1802,7 @@ mod tests {
             include_str!("../rules/builtin-cases.toml"),
         ] {
             assert_eq!(
-                candidate_runs(text.as_bytes()),
+                candidate_runs(text.as_bytes(), false),
                 pattern_runs(text.as_bytes())
             );
         }
@@ -1497,9 +1824,24 @@ mod tests {
             b"\x00",
             b"%",
             b"%41",
+            b"%4",
+            b"%4g",
+            b"%g1",
             b"\\",
             b"\\u0041",
+            b"\\U00e9",
+            b"\\u004",
+            b"\\u00x1",
+            b"\\\\u12AB",
+            b"\\\\u12A",
+            b"\\\\",
+            b"\\n",
+            b"u",
             b"U+0041 ",
+            b"U+0041",
+            b"U+004",
+            b"U+00g1 ",
+            b"xU+0041 ",
             b"U+",
             b"+",
             b"a+b",
@@ -1531,12 +1873,7 @@ mod tests {
             for _ in 0..rng.below(if case % 10 == 0 { 200 } else { 40 }) {
                 data.extend_from_slice(pieces[rng.below(pieces.len())]);
             }
-            assert_eq!(
-                candidate_runs(&data),
-                candidate_runs_bytewise(&data),
-                "{:?}",
-                String::from_utf8_lossy(&data)
-            );
+            assert_walks(&data, &String::from_utf8_lossy(&data));
         }
         // Runs of every length from every offset of a block, framed by quiet bytes.
         for len in (1..80).chain([127, 128, 129, 200]) {
@@ -1544,19 +1881,14 @@ mod tests {
                 for fill in [b'a', b'0', b'+', b'_'] {
                     let mut data = vec![b' '; at + len + 70];
                     data[at..at + len].fill(fill);
-                    assert_eq!(
-                        candidate_runs(&data),
-                        candidate_runs_bytewise(&data),
-                        "a run of {len} {:?} at {at}",
-                        fill as char
-                    );
+                    assert_walks(&data, &format!("a run of {len} {:?} at {at}", fill as char));
                 }
             }
         }
         // Random bytes, and real text: this crate's sources and rules.
         for _ in 0..300 {
             let data: Vec<u8> = (0..rng.below(5000)).map(|_| rng.next() as u8).collect();
-            assert_eq!(candidate_runs(&data), candidate_runs_bytewise(&data));
+            assert_walks(&data, "random bytes");
         }
         for text in [
             include_str!("decode.rs"),
@@ -1564,9 +1896,115 @@ mod tests {
             include_str!("../rules/builtin.toml"),
             include_str!("../rules/builtin-cases.toml"),
         ] {
+            assert_walks(text.as_bytes(), "a source file");
+        }
+    }
+
+    /// The skipping walk with each version of the masks this processor runs finds what the
+    /// bytewise walk finds in `data`.
+    fn assert_walks(data: &[u8], what: &str) {
+        let want = candidate_runs_bytewise(data);
+        assert_eq!(candidate_runs(data, false), want, "{what}");
+        assert_eq!(
+            candidate_runs_with(data, Simd::Bytewise, false),
+            want,
+            "{what}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(candidate_runs_with(data, Simd::Sse2, false), want, "{what}");
+            if std::arch::is_x86_feature_detected!("avx2") {
+                assert_eq!(candidate_runs_with(data, Simd::Avx2, false), want, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn pruned_runs_decode_as_all_runs_do() {
+        // Base64 of text and identifiers of every length around 16 and 60 next to escapes,
+        // hex and code points, touching them or not, on one line or wrapped.
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode("user=admin password=hunter2 and some more text to wrap over lines");
+        let url =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("k?>AKIAZ7QWERTYUIOPASDF");
+        let long = "unwrap_or_default_".repeat(4);
+        // Wrapped at 76: the block decodes to text with one control byte first, which each
+        // line alone would not pass (so only the block is found, from its first line).
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .encode(format!(
+                "\x01{}",
+                "user=admin password=hunter2 and more text; ".repeat(4)
+            ))
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pieces: Vec<&[u8]> = vec![
+            b" ",
+            b"\n",
+            b"=",
+            b"%41",
+            b"%2F",
+            b"\\u0041",
+            b"U+0041 ",
+            b"+",
+            b"unwrap_or_default",
+            b"unwrap_or_else_x",
+            b"CamelCaseIdentifier",
+            b"Q29tcHV0ZVZhbHVl",
+            b"0123456789abcdef0123456789abcdef",
+            b"c2VjcmV0c2VjcmV0==",
+            b64.as_bytes(),
+            &b64.as_bytes()[..60],
+            &b64.as_bytes()[..64],
+            url.as_bytes(),
+            long.as_bytes(),
+            &long.as_bytes()[..59],
+            &long.as_bytes()[..61],
+            wrapped.as_bytes(),
+        ];
+        let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+        let mut decoded = 0;
+        for _ in 0..20_000 {
+            let mut data = Vec::new();
+            for _ in 0..rng.below(30) {
+                data.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+            let got = encoded_runs(&data);
             assert_eq!(
-                candidate_runs(text.as_bytes()),
-                candidate_runs_bytewise(text.as_bytes())
+                got,
+                decode_runs(&data, &candidate_runs(&data, false)),
+                "{:?}",
+                String::from_utf8_lossy(&data)
+            );
+            decoded += got.len();
+        }
+        assert!(decoded > 10_000, "{decoded} runs decoded");
+        let lone = format!(" {wrapped} ");
+        let found = encoded_runs(lone.as_bytes());
+        assert!(
+            found.iter().any(|d| d.text.starts_with(b"\x01user=admin")),
+            "{found:?}"
+        );
+        for _ in 0..200 {
+            let data: Vec<u8> = (0..rng.below(5000)).map(|_| rng.next() as u8).collect();
+            assert_eq!(
+                encoded_runs(&data),
+                decode_runs(&data, &candidate_runs(&data, false))
+            );
+        }
+        for text in [
+            include_str!("decode.rs"),
+            include_str!("engine.rs"),
+            include_str!("../rules/builtin.toml"),
+            include_str!("../rules/builtin-cases.toml"),
+        ] {
+            let data = text.as_bytes();
+            assert!(candidate_runs(data, true).len() < candidate_runs(data, false).len());
+            assert_eq!(
+                encoded_runs(data),
+                decode_runs(data, &candidate_runs(data, false))
             );
         }
     }
@@ -1580,7 +2018,7 @@ mod tests {
                 let mut block = [b' '; 64];
                 block[at] = v;
                 assert_eq!(
-                    block_masks(&block),
+                    block_masks(Simd::detect(), &block),
                     block_masks_bytewise(&block),
                     "{v} at {at}"
                 );
@@ -1589,7 +2027,10 @@ mod tests {
         }
         for _ in 0..2000 {
             let block: Vec<u8> = (0..64).map(|_| rng.next() as u8).collect();
-            assert_eq!(block_masks(&block), block_masks_bytewise(&block));
+            assert_eq!(
+                block_masks(Simd::detect(), &block),
+                block_masks_bytewise(&block)
+            );
             assert_simd_masks(&block.try_into().unwrap());
         }
     }
@@ -1603,6 +2044,13 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 was detected just above.
                 assert_eq!(unsafe { avx2::block_masks(block) }, want, "avx2 {block:?}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+            {
+                // SAFETY: AVX-512BW and AVX-512VBMI were detected just above.
+                let got = unsafe { avx512::block_masks(block) };
+                assert_eq!(got, want, "avx512 {block:?}");
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -1699,6 +2147,54 @@ mod tests {
             data.truncate(len);
             let kept: Vec<u8> = data.iter().copied().filter(|&b| b != 0).collect();
             assert_eq!(without_zeros(&data, kept.len()), kept, "{len}");
+            let zeros = len - kept.len();
+            let quarter = zeros * 4 >= len;
+            assert_eq!(quarter_zeros(&data), quarter.then_some(zeros), "{len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                // SAFETY: AVX-512BW was detected just above.
+                assert_eq!(unsafe { avx512::count_zeros(&data) }, zeros, "{len}");
+            }
+            let want = (len >= 8 && quarter).then(|| kept.clone());
+            assert_eq!(utf16_text(&data), want, "{len}");
+            assert_eq!(without_zeros_words(&data, kept.len()), kept, "{len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi2")
+            {
+                // SAFETY: AVX-512BW and AVX-512VBMI2 were detected just above.
+                let got = unsafe { avx512::without_zeros(&data, kept.len()) };
+                assert_eq!(got, kept, "avx512 {len}");
+            }
+        }
+        // Zeros just under, at and over a quarter, spread out or all at the end (where the
+        // count may give up only once they cannot make up a quarter), over several chunks.
+        for len in [7usize, 8, 9, 100, 4095, 4096, 4097, 12_288, 20_001] {
+            let need = len.div_ceil(4);
+            for zeros in [0, need.saturating_sub(1), need, need + 1, len] {
+                for at_end in [false, true] {
+                    let mut data = vec![b'a'; len];
+                    for k in 0..zeros {
+                        let at = if at_end {
+                            len - 1 - k
+                        } else {
+                            // spread: every (len / zeros)-th byte
+                            k * len / zeros
+                        };
+                        data[at] = 0;
+                    }
+                    let got = data.iter().filter(|&&b| b == 0).count();
+                    assert_eq!(got, zeros, "{len} {zeros} {at_end}");
+                    let quarter = zeros * 4 >= len;
+                    assert_eq!(
+                        quarter_zeros(&data),
+                        quarter.then_some(zeros),
+                        "{len} {zeros} {at_end}"
+                    );
+                    let want = (len >= 8 && quarter).then(|| vec![b'a'; len - zeros]);
+                    assert_eq!(utf16_text(&data), want, "{len} {zeros} {at_end}");
+                }
+            }
         }
         assert_eq!(
             unreadable_kind(b"\x1f\x8b\x08\0rest"),
