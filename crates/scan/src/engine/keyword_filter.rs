@@ -1,0 +1,491 @@
+//! A candidate filter in front of the keyword DFA: with AVX-512 (BW and VBMI), 64 positions
+//! at a time are tested for one trigram per keyword, and the DFA walks only around the
+//! positions that hold one.
+//!
+//! Why: the DFA reads every byte, one dependent load after another (four lanes in step hide
+//! part of that); on source files it was about a fifth of a scan's time, on a DLP upload most
+//! of the judging. Most 64-byte blocks of text hold no keyword's rarest trigram (about four
+//! in five of the cargo registry's blocks), and a block costs the filter a few dozen
+//! instructions.
+//!
+//! Exact (the same matches in the same order as the DFA's walk over the whole input): each
+//! keyword is known by one of its trigrams (one of its bytes or two for shorter keywords),
+//! chosen to be rare, and every occurrence of the keyword holds it; the filter reports every
+//! position where such a trigram begins (it can report more: bytes no keyword holds and some
+//! rare ones share a class, and every byte from 0x80 on is in the class of no keyword's
+//! byte). A keyword occurrence whose trigram begins at `q` ends at a byte in
+//! `q..q + reach`. The DFA judges those bytes: its state there is the one a walk from the
+//! start has, because it walks on from the last judged byte with its state, or starts anew
+//! the longest keyword's length minus one before them (the state stands for the longest
+//! suffix read that begins a keyword, never longer than a keyword: the lanes' argument).
+//! Every byte it walks with such a state reports its matches, once, in increasing order.
+
+use aho_corasick::Anchored;
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
+
+/// Byte classes (5 bits: the trigram table is 32 words of 32 bits per class).
+const CLASSES: usize = 32;
+
+/// How often each byte (ASCII letters folded to lower case, bytes from 0x80 on counted with
+/// their low seven bits) occurs, per million bytes, in 20 MB of files of the cargo registry
+/// (`~/.cargo/registry/src`, files in random order, 2026-12-07): the rule by which rare
+/// trigrams are chosen and rare keyword bytes share a class. Computed with
+/// `c.update(open(f, 'rb').read().lower())` in Python, then the counts of `b & 127` scaled.
+#[rustfmt::skip]
+const BYTE_FREQUENCY: [u32; 128] = [
+    111828, 5111, 1626, 2265, 1727, 593, 1041, 1100, 675, 1131, 17862, 155, 1244, 187, 204, 142,
+    779, 144, 270, 193, 284, 124, 202, 128, 224, 138, 215, 219, 235, 183, 247, 181,
+    160018, 1259, 5452, 1366, 2360, 786, 1365, 1112, 6158, 6150, 1804, 464, 11326, 3368, 10832, 9163,
+    12179, 7724, 8292, 5475, 4713, 2792, 5390, 2048, 3800, 1469, 12553, 3323, 1354, 3415, 2061, 453,
+    7686, 36, 72, 42, 63, 36, 63, 35, 64, 38, 68, 38, 71, 42, 69, 43,
+    70, 42, 68, 37, 65, 37, 68, 36, 109, 74, 63, 1775, 1858, 1717, 214, 28140,
+    3052, 35078, 9452, 21456, 22446, 56558, 13116, 9202, 8462, 35592, 1672, 4106, 26101, 16452, 28723, 27890,
+    20893, 1654, 33591, 33088, 44661, 18954, 5377, 6475, 5160, 6295, 1598, 3078, 502, 3079, 210, 2510,
+];
+
+/// The filter for one set of keywords (see the module docs).
+#[derive(Debug)]
+pub(super) struct KeywordFilter {
+    /// The class of each byte below 0x80 (ASCII letters folded); 0: no keyword's byte.
+    classes: [u8; 128],
+    /// Bit `c` of word `a * 32 + b`: some keyword's trigram is of the classes `(a, b, c)`.
+    table: Box<[u32; CLASSES * CLASSES]>,
+    /// A keyword occurrence whose trigram begins at `q` ends before `q + reach`.
+    reach: usize,
+}
+
+impl KeywordFilter {
+    /// The filter for `patterns` (the DFA's, in its order), or `None` where it does not
+    /// apply: a processor without AVX-512 BW and VBMI, an empty keyword, a keyword byte
+    /// from 0x80 on (the classes fold ASCII only).
+    pub(super) fn new<P: AsRef<[u8]>>(patterns: &[P]) -> Option<Self> {
+        if !supported() {
+            return None;
+        }
+        Self::build(patterns)
+    }
+
+    /// [`KeywordFilter::new`] whatever the processor (the tests' way to check the tables
+    /// on any machine).
+    fn build<P: AsRef<[u8]>>(patterns: &[P]) -> Option<Self> {
+        let folded: Vec<Vec<u8>> = patterns
+            .iter()
+            .map(|p| p.as_ref().to_ascii_lowercase())
+            .collect();
+        if folded.is_empty() || folded.iter().any(|p| p.is_empty() || !p.is_ascii()) {
+            return None;
+        }
+        // Every keyword byte its own class while there are classes for them; beyond that the
+        // rarest share the last one.
+        let mut bytes: Vec<u8> = folded.iter().flatten().copied().collect();
+        bytes.sort_unstable();
+        bytes.dedup();
+        bytes.sort_by_key(|&b| std::cmp::Reverse(BYTE_FREQUENCY[usize::from(b)]));
+        let mut classes = [0u8; 128];
+        let mut frequency = [0u64; CLASSES];
+        for (i, &b) in bytes.iter().enumerate() {
+            let class = (i + 1).min(CLASSES - 1);
+            classes[usize::from(b)] = class as u8;
+            if b.is_ascii_lowercase() {
+                classes[usize::from(b.to_ascii_uppercase())] = class as u8;
+            }
+            frequency[class] += u64::from(BYTE_FREQUENCY[usize::from(b)]) + 1;
+        }
+        let class = |b: u8| usize::from(classes[usize::from(b)]);
+        let mut table = Box::new([0u32; CLASSES * CLASSES]);
+        let mut reach = 0;
+        for p in &folded {
+            match p.len() {
+                1 => {
+                    for w in &mut table[class(p[0]) * CLASSES..][..CLASSES] {
+                        *w = u32::MAX;
+                    }
+                    reach = reach.max(1);
+                }
+                2 => {
+                    table[class(p[0]) * CLASSES + class(p[1])] = u32::MAX;
+                    reach = reach.max(2);
+                }
+                len => {
+                    // The trigram of the rarest classes (as if bytes were independent).
+                    let cost = |o: usize| -> u128 {
+                        p[o..o + 3]
+                            .iter()
+                            .map(|&b| u128::from(frequency[class(b)]))
+                            .product()
+                    };
+                    let o = (0..len - 2).min_by_key(|&o| cost(o)).unwrap_or(0);
+                    table[class(p[o]) * CLASSES + class(p[o + 1])] |= 1 << class(p[o + 2]);
+                    reach = reach.max(len - o);
+                }
+            }
+        }
+        Some(Self {
+            classes,
+            table,
+            reach,
+        })
+    }
+
+    /// Every match of `dfa` (built from the patterns this filter was, case-insensitive) in
+    /// `data`, in the order of its overlapping search; `None` (the caller searches another
+    /// way) for an automaton this walk does not handle: an empty keyword, a dead state.
+    pub(super) fn hits(&self, dfa: &DFA, data: &[u8]) -> Option<Vec<aho_corasick::Match>> {
+        let start = dfa.start_state(Anchored::No).ok()?;
+        if dfa.min_pattern_len() == 0 || dfa.is_special(start) {
+            return None;
+        }
+        let mut walk = Walk {
+            dfa,
+            data,
+            start,
+            sid: start,
+            done: 0,
+            warm: dfa.max_pattern_len().saturating_sub(1),
+            out: Vec::new(),
+        };
+        // Blocks of 64 positions whose trigrams lie in `data`; the positions after them are
+        // judged whole.
+        let blocks = data.len().saturating_sub(2) / 64;
+        #[cfg(target_arch = "x86_64")]
+        if supported() {
+            // SAFETY: the processor has AVX-512 F, BW and VBMI (checked just above).
+            unsafe { self.blocks_avx512(&mut walk, blocks) }?;
+        } else {
+            walk.judge(0, blocks * 64)?;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        walk.judge(0, blocks * 64)?;
+        walk.judge(blocks * 64, data.len())?;
+        Some(walk.out)
+    }
+
+    /// The candidates of the first `blocks` blocks of 64 positions, each judged by `walk`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn blocks_avx512(&self, walk: &mut Walk<'_>, blocks: usize) -> Option<()> {
+        use std::arch::x86_64::*;
+        let data = walk.data;
+        debug_assert!(blocks == 0 || blocks * 64 + 2 <= data.len());
+        let [low, high]: [__m512i; 2] = std::array::from_fn(|h| {
+            // SAFETY: `classes` holds 128 bytes; each half is 64 of them.
+            unsafe { _mm512_loadu_si512(self.classes[h * 64..].as_ptr().cast()) }
+        });
+        let one = _mm512_set1_epi32(1);
+        let table = self.table.as_ptr().cast::<i32>();
+        for block in 0..blocks {
+            let base = block * 64;
+            // The classes of the bytes at base + i, base + i + 1, base + i + 2 in byte i
+            // (0 for bytes from 0x80 on).
+            let [c0, c1, c2] = std::array::from_fn(|k| {
+                // SAFETY: base + k + 64 <= blocks * 64 + 2 <= data.len(): the 64 bytes read
+                // lie in `data`.
+                let x = unsafe { _mm512_loadu_si512(data.as_ptr().add(base + k).cast()) };
+                _mm512_maskz_permutex2var_epi8(!_mm512_movepi8_mask(x), low, x, high)
+            });
+            let quarter = |q: __m128i, r: __m128i, s: __m128i| -> u64 {
+                let a = _mm512_cvtepu8_epi32(q);
+                let b = _mm512_cvtepu8_epi32(r);
+                let c = _mm512_cvtepu8_epi32(s);
+                let word = _mm512_or_si512(_mm512_slli_epi32::<5>(a), b);
+                // SAFETY: every index is below 32 * 32 (classes are below 32), the table's
+                // length in 4-byte words.
+                let rows = unsafe { _mm512_i32gather_epi32::<4>(word, table) };
+                u64::from(_mm512_test_epi32_mask(rows, _mm512_sllv_epi32(one, c)))
+            };
+            let mut mask = quarter(
+                _mm512_castsi512_si128(c0),
+                _mm512_castsi512_si128(c1),
+                _mm512_castsi512_si128(c2),
+            );
+            mask |= quarter(
+                _mm512_extracti32x4_epi32::<1>(c0),
+                _mm512_extracti32x4_epi32::<1>(c1),
+                _mm512_extracti32x4_epi32::<1>(c2),
+            ) << 16;
+            mask |= quarter(
+                _mm512_extracti32x4_epi32::<2>(c0),
+                _mm512_extracti32x4_epi32::<2>(c1),
+                _mm512_extracti32x4_epi32::<2>(c2),
+            ) << 32;
+            mask |= quarter(
+                _mm512_extracti32x4_epi32::<3>(c0),
+                _mm512_extracti32x4_epi32::<3>(c1),
+                _mm512_extracti32x4_epi32::<3>(c2),
+            ) << 48;
+            while mask != 0 {
+                let q = base + mask.trailing_zeros() as usize;
+                walk.judge(q, (q + self.reach).min(data.len()))?;
+                // Candidates whose bytes were judged with this one need nothing more.
+                let next = walk
+                    .done
+                    .saturating_sub(self.reach - 1)
+                    .saturating_sub(base);
+                mask &= mask - 1;
+                if next >= 64 {
+                    break;
+                }
+                mask &= u64::MAX << next;
+            }
+        }
+        Some(())
+    }
+}
+
+/// Whether this processor runs the filter.
+fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The DFA's walk over the judged parts of `data`.
+struct Walk<'a> {
+    dfa: &'a DFA,
+    data: &'a [u8],
+    start: StateID,
+    /// The state after reading `data[..done]`, as a walk from the start has it.
+    sid: StateID,
+    done: usize,
+    /// The longest keyword's length minus one.
+    warm: usize,
+    out: Vec<aho_corasick::Match>,
+}
+
+impl Walk<'_> {
+    /// Reports the matches ending at the bytes `lo..hi` (and at any byte between the last
+    /// judged one and `lo` it walks on the way).
+    fn judge(&mut self, lo: usize, hi: usize) -> Option<()> {
+        if hi <= self.done {
+            return Some(());
+        }
+        let dfa = self.dfa;
+        if lo > self.done + self.warm {
+            // Start anew: the state after the `warm` bytes before `lo` is a full walk's.
+            let mut sid = self.start;
+            for &b in &self.data[lo - self.warm..lo] {
+                sid = dfa.next_state(Anchored::No, sid, b);
+                if dfa.is_dead(sid) {
+                    return None;
+                }
+            }
+            self.sid = sid;
+            self.done = lo;
+        }
+        let mut sid = self.sid;
+        for (p, &b) in (self.done..hi).zip(&self.data[self.done..hi]) {
+            sid = dfa.next_state(Anchored::No, sid, b);
+            if dfa.is_special(sid) {
+                if dfa.is_dead(sid) {
+                    return None;
+                }
+                super::push_matches(dfa, sid, p + 1, &mut self.out);
+            }
+        }
+        self.sid = sid;
+        self.done = hi;
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DFA as `Engine::new` builds it.
+    fn dfa<P: AsRef<[u8]>>(patterns: &[P]) -> DFA {
+        DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(patterns)
+            .unwrap()
+    }
+
+    fn builtin_patterns() -> Vec<String> {
+        let set = crate::config::RuleSet::builtin().unwrap();
+        let mut patterns: Vec<String> = Vec::new();
+        for rule in set.rules.iter().filter(|r| r.regex.is_some()) {
+            for k in &rule.keywords {
+                if !patterns.contains(k) {
+                    patterns.push(k.clone());
+                }
+            }
+        }
+        patterns
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// The filter's matches are the reference search's (`dfa_hits`), on `data` and on its
+    /// prefixes ending around the blocks' borders.
+    fn check(filter: &KeywordFilter, dfa: &DFA, data: &[u8]) {
+        let want = super::super::dfa_hits(dfa, data);
+        assert_eq!(
+            filter.hits(dfa, data).unwrap(),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
+    }
+
+    #[test]
+    fn planted_keywords_at_every_offset_are_found() {
+        let patterns = builtin_patterns();
+        let dfa = dfa(&patterns);
+        let filter = KeywordFilter::build(&patterns).unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // Filler without keywords, and filler of keyword-like bytes.
+        let fillers: [&[u8]; 3] = [b" ", b"x", b"zq\n"];
+        for (n, k) in patterns.iter().enumerate() {
+            // Case variants: as written, upper case, mixed.
+            let upper = k.to_ascii_uppercase();
+            let mixed: String = k
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            let variant = [k.as_str(), &upper, &mixed][n % 3];
+            let filler = fillers[n % fillers.len()];
+            // Across the first blocks' borders, the tail (after the last whole block) and
+            // the restart distance of the walk (a keyword after a candidate).
+            for len in [70, 131, 200] {
+                for at in 0..len - variant.len() {
+                    let mut data: Vec<u8> = filler.iter().copied().cycle().take(len).collect();
+                    data[at..at + variant.len()].copy_from_slice(variant.as_bytes());
+                    if rng.below(4) == 0 {
+                        // A second keyword soon after (the walk's merged stretches).
+                        let other = &patterns[rng.below(patterns.len())];
+                        let at2 = at + rng.below(60);
+                        if at2 + other.len() <= len {
+                            data[at2..at2 + other.len()].copy_from_slice(other.as_bytes());
+                        }
+                    }
+                    check(&filter, &dfa, &data);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_text_of_keyword_pieces_is_searched_exactly() {
+        let patterns = builtin_patterns();
+        let dfa = dfa(&patterns);
+        let filter = KeywordFilter::build(&patterns).unwrap();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for case in 0..3000 {
+            let len = [64, 66, 67, 128, 130, 300, 1000, 5000][case % 8];
+            let mut data = Vec::with_capacity(len + 30);
+            while data.len() < len {
+                match rng.below(4) {
+                    0 => {
+                        // A keyword's piece, in some case.
+                        let k = patterns[rng.below(patterns.len())].as_bytes();
+                        let s = rng.below(k.len());
+                        let e = s + 1 + rng.below(k.len() - s);
+                        for &b in &k[s..e] {
+                            data.push(if rng.below(2) == 0 {
+                                b.to_ascii_uppercase()
+                            } else {
+                                b
+                            });
+                        }
+                    }
+                    1 => data.push(rng.next() as u8),
+                    2 => data.extend_from_slice(b" = \""),
+                    _ => {
+                        let k = patterns[rng.below(patterns.len())].as_bytes();
+                        data.extend_from_slice(k);
+                    }
+                }
+            }
+            data.truncate(len);
+            check(&filter, &dfa, &data);
+        }
+    }
+
+    #[test]
+    fn random_bytes_and_small_keyword_sets_are_searched_exactly() {
+        let sets: [&[&str]; 5] = [
+            &[
+                "pass", "password", "sword", "wo", "key=", "token=", "ken", "k", "ssw",
+            ],
+            &["a"],
+            &["ab", "b~", "~~"],
+            &["abcdefghijklmnopqrstuvwxyz0123456789", "xyz"],
+            // More distinct bytes than classes: rare ones share the last class.
+            &[
+                "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+                "0123456789",
+                "abc",
+                "q~z",
+                "{x}",
+            ],
+        ];
+        let mut rng = Rng(0xdead_beef_cafe_f00d);
+        for set in sets {
+            let dfa = dfa(set);
+            let filter = KeywordFilter::build(set).unwrap();
+            let alphabet: Vec<u8> = set
+                .iter()
+                .flat_map(|k| k.bytes())
+                .chain(*b"AZ \n\x80\xc3")
+                .collect();
+            for case in 0..2000 {
+                let len = [1, 2, 3, 65, 66, 67, 129, 200, 700][case % 9];
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        if case % 5 == 0 {
+                            rng.next() as u8
+                        } else {
+                            alphabet[rng.below(alphabet.len())]
+                        }
+                    })
+                    .collect();
+                check(&filter, &dfa, &data);
+            }
+        }
+    }
+
+    #[test]
+    fn keywords_the_classes_cannot_hold_have_no_filter() {
+        assert!(KeywordFilter::build(&["key", ""]).is_none());
+        assert!(KeywordFilter::build(&["clé"]).is_none());
+        assert!(KeywordFilter::build::<&str>(&[]).is_none());
+        let filter = KeywordFilter::build(&["Key", "token"]).unwrap();
+        // Upper and lower case share a class; bytes of no keyword are class 0.
+        assert_eq!(
+            filter.classes[usize::from(b'K')],
+            filter.classes[usize::from(b'k')]
+        );
+        assert_ne!(filter.classes[usize::from(b'k')], 0);
+        assert_eq!(filter.classes[usize::from(b'z')], 0);
+        assert_eq!(filter.reach, 5);
+    }
+}
