@@ -24,8 +24,15 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 
-/// Byte classes (5 bits: the trigram table is 32 words of 32 bits per class).
-const CLASSES: usize = 32;
+/// Classes of a trigram's first and second bytes (6 bits each: a word of the table each).
+const CLASSES: usize = 64;
+/// Classes of a trigram's third byte (5 bits: a bit of a word).
+const THIRD_CLASSES: usize = 32;
+
+/// How often each pair of adjacent bytes occurs in source and text, on a log scale (entry
+/// `128 * a + b`; written by `byte_pairs.py`, which says how): the rule by which each
+/// keyword's trigram is chosen.
+static BYTE_PAIRS: &[u8; 128 * 128] = include_bytes!("byte_pairs.bin");
 
 /// How often each byte (ASCII letters folded to lower case, bytes from 0x80 on counted with
 /// their low seven bits) occurs, per million bytes, in 20 MB of files of the cargo registry
@@ -47,9 +54,12 @@ const BYTE_FREQUENCY: [u32; 128] = [
 /// The filter for one set of keywords (see the module docs).
 #[derive(Debug)]
 pub(super) struct KeywordFilter {
-    /// The class of each byte below 0x80 (ASCII letters folded); 0: no keyword's byte.
+    /// The class of each byte below 0x80 as a trigram's first or second byte (ASCII letters
+    /// folded); 0: no keyword's byte.
     classes: [u8; 128],
-    /// Bit `c` of word `a * 32 + b`: some keyword's trigram is of the classes `(a, b, c)`.
+    /// The class of each byte below 0x80 as a trigram's third byte; 0: no trigram's.
+    third: [u8; 128],
+    /// Bit `c` of word `a * 64 + b`: some keyword's trigram is of the classes `(a, b, c)`.
     table: Box<[u32; CLASSES * CLASSES]>,
     /// A keyword occurrence whose trigram begins at `q` ends before `q + reach`.
     reach: usize,
@@ -76,53 +86,47 @@ impl KeywordFilter {
         if folded.is_empty() || folded.iter().any(|p| p.is_empty() || !p.is_ascii()) {
             return None;
         }
+        // Each keyword's trigram: the one whose pairs are rarest (in the log domain, the
+        // pairs' counts less the middle byte's).
+        let pair = |a: u8, b: u8| i32::from(BYTE_PAIRS[usize::from(a) * 128 + usize::from(b)]);
+        let trigrams: Vec<&[u8]> = folded
+            .iter()
+            .map(|p| {
+                let cost = |t: &[u8]| 2 * (pair(t[0], t[1]) + pair(t[1], t[2])) - frequency(t[1]);
+                p.windows(3).min_by_key(|t| cost(t)).unwrap_or(p.as_slice())
+            })
+            .collect();
         // Every keyword byte its own class while there are classes for them; beyond that the
-        // rarest share the last one.
-        let mut bytes: Vec<u8> = folded.iter().flatten().copied().collect();
-        bytes.sort_unstable();
-        bytes.dedup();
-        bytes.sort_by_key(|&b| std::cmp::Reverse(BYTE_FREQUENCY[usize::from(b)]));
-        let mut classes = [0u8; 128];
-        let mut frequency = [0u64; CLASSES];
-        for (i, &b) in bytes.iter().enumerate() {
-            let class = (i + 1).min(CLASSES - 1);
-            classes[usize::from(b)] = class as u8;
-            if b.is_ascii_lowercase() {
-                classes[usize::from(b.to_ascii_uppercase())] = class as u8;
-            }
-            frequency[class] += u64::from(BYTE_FREQUENCY[usize::from(b)]) + 1;
-        }
-        let class = |b: u8| usize::from(classes[usize::from(b)]);
+        // rarest share the last one. The same for the trigrams' third bytes.
+        let classes = class_map(folded.iter().flatten().copied(), CLASSES);
+        let third = class_map(
+            trigrams.iter().filter_map(|t| t.get(2).copied()),
+            THIRD_CLASSES,
+        );
         let mut table = Box::new([0u32; CLASSES * CLASSES]);
         let mut reach = 0;
-        for p in &folded {
-            match p.len() {
-                1 => {
-                    for w in &mut table[class(p[0]) * CLASSES..][..CLASSES] {
+        for (p, t) in folded.iter().zip(&trigrams) {
+            let a = usize::from(classes[usize::from(t[0])]);
+            match t {
+                [_] => {
+                    for w in &mut table[a * CLASSES..][..CLASSES] {
                         *w = u32::MAX;
                     }
-                    reach = reach.max(1);
                 }
-                2 => {
-                    table[class(p[0]) * CLASSES + class(p[1])] = u32::MAX;
-                    reach = reach.max(2);
+                [_, b] => table[a * CLASSES + usize::from(classes[usize::from(*b)])] = u32::MAX,
+                [_, b, c, ..] => {
+                    table[a * CLASSES + usize::from(classes[usize::from(*b)])] |=
+                        1 << third[usize::from(*c)];
                 }
-                len => {
-                    // The trigram of the rarest classes (as if bytes were independent).
-                    let cost = |o: usize| -> u128 {
-                        p[o..o + 3]
-                            .iter()
-                            .map(|&b| u128::from(frequency[class(b)]))
-                            .product()
-                    };
-                    let o = (0..len - 2).min_by_key(|&o| cost(o)).unwrap_or(0);
-                    table[class(p[o]) * CLASSES + class(p[o + 1])] |= 1 << class(p[o + 2]);
-                    reach = reach.max(len - o);
-                }
+                [] => return None,
             }
+            // Where the trigram begins in its keyword.
+            let o = t.as_ptr() as usize - p.as_ptr() as usize;
+            reach = reach.max(p.len() - o);
         }
         Some(Self {
             classes,
+            third,
             table,
             reach,
         })
@@ -165,55 +169,13 @@ impl KeywordFilter {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     fn blocks_avx512(&self, walk: &mut Walk<'_>, blocks: usize) -> Option<()> {
-        use std::arch::x86_64::*;
         let data = walk.data;
         debug_assert!(blocks == 0 || blocks * 64 + 2 <= data.len());
-        let [low, high]: [__m512i; 2] = std::array::from_fn(|h| {
-            // SAFETY: `classes` holds 128 bytes; each half is 64 of them.
-            unsafe { _mm512_loadu_si512(self.classes[h * 64..].as_ptr().cast()) }
-        });
-        let one = _mm512_set1_epi32(1);
-        let table = self.table.as_ptr().cast::<i32>();
+        let maps = self.class_halves();
         for block in 0..blocks {
             let base = block * 64;
-            // The classes of the bytes at base + i, base + i + 1, base + i + 2 in byte i
-            // (0 for bytes from 0x80 on).
-            let [c0, c1, c2] = std::array::from_fn(|k| {
-                // SAFETY: base + k + 64 <= blocks * 64 + 2 <= data.len(): the 64 bytes read
-                // lie in `data`.
-                let x = unsafe { _mm512_loadu_si512(data.as_ptr().add(base + k).cast()) };
-                _mm512_maskz_permutex2var_epi8(!_mm512_movepi8_mask(x), low, x, high)
-            });
-            let quarter = |q: __m128i, r: __m128i, s: __m128i| -> u64 {
-                let a = _mm512_cvtepu8_epi32(q);
-                let b = _mm512_cvtepu8_epi32(r);
-                let c = _mm512_cvtepu8_epi32(s);
-                let word = _mm512_or_si512(_mm512_slli_epi32::<5>(a), b);
-                // SAFETY: every index is below 32 * 32 (classes are below 32), the table's
-                // length in 4-byte words.
-                let rows = unsafe { _mm512_i32gather_epi32::<4>(word, table) };
-                u64::from(_mm512_test_epi32_mask(rows, _mm512_sllv_epi32(one, c)))
-            };
-            let mut mask = quarter(
-                _mm512_castsi512_si128(c0),
-                _mm512_castsi512_si128(c1),
-                _mm512_castsi512_si128(c2),
-            );
-            mask |= quarter(
-                _mm512_extracti32x4_epi32::<1>(c0),
-                _mm512_extracti32x4_epi32::<1>(c1),
-                _mm512_extracti32x4_epi32::<1>(c2),
-            ) << 16;
-            mask |= quarter(
-                _mm512_extracti32x4_epi32::<2>(c0),
-                _mm512_extracti32x4_epi32::<2>(c1),
-                _mm512_extracti32x4_epi32::<2>(c2),
-            ) << 32;
-            mask |= quarter(
-                _mm512_extracti32x4_epi32::<3>(c0),
-                _mm512_extracti32x4_epi32::<3>(c1),
-                _mm512_extracti32x4_epi32::<3>(c2),
-            ) << 48;
+            // SAFETY: base + 66 <= blocks * 64 + 2 <= data.len().
+            let mut mask = unsafe { self.block_mask(maps, data.as_ptr().add(base)) };
             while mask != 0 {
                 let q = base + mask.trailing_zeros() as usize;
                 walk.judge(q, (q + self.reach).min(data.len()))?;
@@ -231,6 +193,72 @@ impl KeywordFilter {
         }
         Some(())
     }
+
+    /// Bit i: a keyword's trigram (as the classes see it) begins at `at + i`.
+    ///
+    /// # Safety
+    /// The 66 bytes from `at` are readable; `maps` are [`KeywordFilter::class_halves`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    unsafe fn block_mask(&self, maps: [std::arch::x86_64::__m512i; 4], at: *const u8) -> u64 {
+        use std::arch::x86_64::*;
+        let one = _mm512_set1_epi32(1);
+        let table = self.table.as_ptr().cast::<i32>();
+        // The classes of the bytes at i, i + 1, i + 2 in byte i (0 for bytes from 0x80 on).
+        let [c0, c1, c2] = std::array::from_fn(|k| {
+            // SAFETY: k + 64 <= 66 bytes from `at` (the caller's promise).
+            let x = unsafe { _mm512_loadu_si512(at.add(k).cast()) };
+            let (low, high) = if k == 2 {
+                (maps[2], maps[3])
+            } else {
+                (maps[0], maps[1])
+            };
+            _mm512_maskz_permutex2var_epi8(!_mm512_movepi8_mask(x), low, x, high)
+        });
+        let quarter = |q: __m128i, r: __m128i, s: __m128i| -> u64 {
+            let a = _mm512_cvtepu8_epi32(q);
+            let b = _mm512_cvtepu8_epi32(r);
+            let c = _mm512_cvtepu8_epi32(s);
+            let word = _mm512_or_si512(_mm512_slli_epi32::<6>(a), b);
+            // SAFETY: every index is below 64 * 64 (classes are below 64), the table's
+            // length in 4-byte words.
+            let rows = unsafe { _mm512_i32gather_epi32::<4>(word, table) };
+            u64::from(_mm512_test_epi32_mask(rows, _mm512_sllv_epi32(one, c)))
+        };
+        let mut mask = quarter(
+            _mm512_castsi512_si128(c0),
+            _mm512_castsi512_si128(c1),
+            _mm512_castsi512_si128(c2),
+        );
+        mask |= quarter(
+            _mm512_extracti32x4_epi32::<1>(c0),
+            _mm512_extracti32x4_epi32::<1>(c1),
+            _mm512_extracti32x4_epi32::<1>(c2),
+        ) << 16;
+        mask |= quarter(
+            _mm512_extracti32x4_epi32::<2>(c0),
+            _mm512_extracti32x4_epi32::<2>(c1),
+            _mm512_extracti32x4_epi32::<2>(c2),
+        ) << 32;
+        mask |= quarter(
+            _mm512_extracti32x4_epi32::<3>(c0),
+            _mm512_extracti32x4_epi32::<3>(c1),
+            _mm512_extracti32x4_epi32::<3>(c2),
+        ) << 48;
+        mask
+    }
+
+    /// The halves of the two class maps, for [`KeywordFilter::block_mask`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn class_halves(&self) -> [std::arch::x86_64::__m512i; 4] {
+        std::array::from_fn(|h| {
+            let map = if h < 2 { &self.classes } else { &self.third };
+            // SAFETY: each map holds 128 bytes; each half is 64 of them.
+            unsafe { std::arch::x86_64::_mm512_loadu_si512(map[h % 2 * 64..].as_ptr().cast()) }
+        })
+    }
 }
 
 /// Whether this processor runs the filter.
@@ -245,6 +273,28 @@ fn supported() -> bool {
     {
         false
     }
+}
+
+/// How often `b` occurs, on the scale of [`BYTE_PAIRS`] (twice its log).
+fn frequency(b: u8) -> i32 {
+    let per_16_mib = f64::from(BYTE_FREQUENCY[usize::from(b & 127)]) * 16.78;
+    (16.0 * (1.0 + per_16_mib).log2()) as i32
+}
+
+/// Classes 1.. for `bytes` (ASCII; upper-case letters with their lower-case ones), the most
+/// frequent first; beyond `n - 1` of them the rarest share class `n - 1`.
+fn class_map(bytes: impl Iterator<Item = u8>, n: usize) -> [u8; 128] {
+    let mut bytes: Vec<u8> = bytes.map(|b| b.to_ascii_lowercase()).collect();
+    bytes.sort_unstable();
+    bytes.dedup();
+    bytes.sort_by_key(|&b| std::cmp::Reverse(BYTE_FREQUENCY[usize::from(b)]));
+    let mut map = [0u8; 128];
+    for (i, &b) in bytes.iter().enumerate() {
+        let class = (i + 1).min(n - 1) as u8;
+        map[usize::from(b & 127)] = class;
+        map[usize::from(b.to_ascii_uppercase() & 127)] = class;
+    }
+    map
 }
 
 /// The DFA's walk over the judged parts of `data`.
@@ -487,5 +537,125 @@ mod tests {
         assert_ne!(filter.classes[usize::from(b'k')], 0);
         assert_eq!(filter.classes[usize::from(b'z')], 0);
         assert_eq!(filter.reach, 5);
+    }
+
+    /// Bodies for the timing table: (name, bytes).
+    fn bodies() -> Vec<(&'static str, Vec<u8>)> {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let registry = std::path::Path::new(&home).join(".cargo/registry/src");
+        let mut source = Vec::new();
+        let mut prose = Vec::new();
+        let mut binary = Vec::new();
+        let mut stack = vec![registry];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for path in entries {
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = path.to_string_lossy();
+                let into = if name.ends_with(".rs") {
+                    &mut source
+                } else if name.ends_with(".md") {
+                    &mut prose
+                } else if name.ends_with(".a") {
+                    &mut binary
+                } else {
+                    continue;
+                };
+                if into.len() < 8 << 20
+                    && let Ok(d) = std::fs::read(&path)
+                {
+                    into.extend_from_slice(&d);
+                }
+            }
+        }
+        let line = b"    let value = compute(input, &config).unwrap_or_default(); // step 42 of the pipeline\n";
+        let upload: Vec<u8> = line.iter().copied().cycle().take(8 << 20).collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let base64: Vec<u8> = (0..8 << 20)
+            .map(|i| {
+                if i % 77 == 76 {
+                    b'\n'
+                } else {
+                    alphabet[rng.below(64)]
+                }
+            })
+            .collect();
+        vec![
+            ("source (.rs)", source),
+            ("prose (.md)", prose),
+            ("base64", base64),
+            ("binary (.a)", binary),
+            ("upload line", upload),
+        ]
+    }
+
+    #[test]
+    #[ignore = "a timing table, not a check: cargo test --release -p scan keyword_filter_speed -- --ignored --nocapture"]
+    fn keyword_filter_speed() {
+        let patterns = builtin_patterns();
+        let dfa = dfa(&patterns);
+        let Some(filter) = KeywordFilter::new(&patterns) else {
+            println!("no AVX-512 VBMI here");
+            return;
+        };
+        println!(
+            "body | MB | blocks with a candidate | candidates/KiB | lanes ns/B | filter ns/B | masks alone ns/B"
+        );
+        for (name, body) in bodies() {
+            let blocks = body.len().saturating_sub(2) / 64;
+            let (mut hit, mut bits) = (0usize, 0u32);
+            // SAFETY: this processor runs the filter (`new` checked); every block's 66 bytes
+            // lie in `body`.
+            unsafe {
+                let maps = filter.class_halves();
+                for b in 0..blocks {
+                    let m = filter.block_mask(maps, body.as_ptr().add(b * 64));
+                    hit += usize::from(m != 0);
+                    bits += m.count_ones();
+                }
+            }
+            let time = |f: &dyn Fn() -> usize| {
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                best * 1e9 / body.len() as f64
+            };
+            let lanes = time(&|| super::super::lane_hits(&dfa, &body).unwrap().len());
+            let filtered = time(&|| filter.hits(&dfa, &body).unwrap().len());
+            let masks = time(&|| {
+                let mut any = 0;
+                // SAFETY: as above.
+                unsafe {
+                    let maps = filter.class_halves();
+                    for b in 0..blocks {
+                        any += filter
+                            .block_mask(maps, body.as_ptr().add(b * 64))
+                            .count_ones();
+                    }
+                }
+                any as usize
+            });
+            assert!(
+                filter.hits(&dfa, &body) == super::super::lane_hits(&dfa, &body),
+                "{name}"
+            );
+            println!(
+                "{name} | {:.1} | {:.1}% | {:.2} | {lanes:.3} | {filtered:.3} | {masks:.3}",
+                body.len() as f64 / 1e6,
+                100.0 * hit as f64 / blocks.max(1) as f64,
+                f64::from(bits) * 1024.0 / body.len().max(1) as f64,
+            );
+        }
     }
 }
