@@ -21,7 +21,7 @@
 //! Every byte it walks with such a state reports its matches, once, in increasing order.
 
 use aho_corasick::Anchored;
-use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
 
 /// Classes of a trigram's first and second bytes (6 bits each: a word of the table each).
@@ -61,9 +61,20 @@ pub(super) struct KeywordFilter {
     third: [u8; 128],
     /// Bit `c` of word `a * 64 + b`: some keyword's trigram is of the classes `(a, b, c)`.
     table: Box<[u32; CLASSES * CLASSES]>,
-    /// A keyword occurrence whose trigram begins at `q` ends before `q + reach`.
-    reach: usize,
+    /// The keywords, folded (indexed by pattern id).
+    keywords: Vec<Vec<u8>>,
+    /// For each class trigram ([`key`]), the keywords known by it and where it begins in
+    /// them.
+    known_by: foldhash::HashMap<u32, Vec<(u32, u32)>>,
 }
+
+/// A class trigram's key in [`KeywordFilter::known_by`]; [`ANY`] for the second and third
+/// classes of a keyword of one byte, the third of one of two.
+fn key(a: u8, b: u8, c: u8) -> u32 {
+    u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c)
+}
+/// See [`key`].
+const ANY: u8 = 0xff;
 
 impl KeywordFilter {
     /// The filter for `patterns` (the DFA's, in its order), or `None` where it does not
@@ -104,94 +115,207 @@ impl KeywordFilter {
             THIRD_CLASSES,
         );
         let mut table = Box::new([0u32; CLASSES * CLASSES]);
-        let mut reach = 0;
-        for (p, t) in folded.iter().zip(&trigrams) {
-            let a = usize::from(classes[usize::from(t[0])]);
-            match t {
+        let mut known_by: foldhash::HashMap<u32, Vec<(u32, u32)>> = Default::default();
+        for (id, (p, t)) in folded.iter().zip(&trigrams).enumerate() {
+            let a = classes[usize::from(t[0])];
+            let word = usize::from(a) * CLASSES;
+            let k = match t {
                 [_] => {
-                    for w in &mut table[a * CLASSES..][..CLASSES] {
+                    for w in &mut table[word..][..CLASSES] {
                         *w = u32::MAX;
                     }
+                    key(a, ANY, ANY)
                 }
-                [_, b] => table[a * CLASSES + usize::from(classes[usize::from(*b)])] = u32::MAX,
+                [_, b] => {
+                    let b = classes[usize::from(*b)];
+                    table[word + usize::from(b)] = u32::MAX;
+                    key(a, b, ANY)
+                }
                 [_, b, c, ..] => {
-                    table[a * CLASSES + usize::from(classes[usize::from(*b)])] |=
-                        1 << third[usize::from(*c)];
+                    let (b, c) = (classes[usize::from(*b)], third[usize::from(*c)]);
+                    table[word + usize::from(b)] |= 1 << c;
+                    key(a, b, c)
                 }
                 [] => return None,
-            }
+            };
             // Where the trigram begins in its keyword.
             let o = t.as_ptr() as usize - p.as_ptr() as usize;
-            reach = reach.max(p.len() - o);
+            known_by
+                .entry(k)
+                .or_default()
+                .push((u32::try_from(id).ok()?, u32::try_from(o).ok()?));
         }
         Some(Self {
             classes,
             third,
             table,
-            reach,
+            keywords: folded,
+            known_by,
         })
     }
 
     /// Every match of `dfa` (built from the patterns this filter was, case-insensitive) in
     /// `data`, in the order of its overlapping search; `None` (the caller searches another
-    /// way) for an automaton this walk does not handle: an empty keyword, a dead state.
+    /// way) for an automaton this does not handle: an empty keyword, a dead state.
     pub(super) fn hits(&self, dfa: &DFA, data: &[u8]) -> Option<Vec<aho_corasick::Match>> {
-        let start = dfa.start_state(Anchored::No).ok()?;
-        if dfa.min_pattern_len() == 0 || dfa.is_special(start) {
+        if dfa.min_pattern_len() == 0 {
             return None;
         }
-        let mut walk = Walk {
-            dfa,
-            data,
-            start,
-            sid: start,
-            done: 0,
-            warm: dfa.max_pattern_len().saturating_sub(1),
-            out: Vec::new(),
-        };
-        // Blocks of 64 positions whose trigrams lie in `data`; the positions after them are
-        // judged whole.
-        let blocks = data.len().saturating_sub(2) / 64;
+        // (end, start, pattern) of every occurrence, found from its trigram's position.
+        let mut found: Vec<(usize, usize, u32)> = Vec::new();
+        let n = data.len();
+        // Whole blocks read in place, then the rest from a copy padded with zero bytes (of no
+        // class: no candidate from them).
+        let whole = n.saturating_sub(2) / 64;
         #[cfg(target_arch = "x86_64")]
         if supported() {
             // SAFETY: the processor has AVX-512 F, BW and VBMI (checked just above).
-            unsafe { self.blocks_avx512(&mut walk, blocks) }?;
+            unsafe { self.blocks_avx512(data, whole, &mut found) };
         } else {
-            walk.judge(0, blocks * 64)?;
+            self.blocks_scalar(data, whole, &mut found);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        walk.judge(0, blocks * 64)?;
-        walk.judge(blocks * 64, data.len())?;
-        Some(walk.out)
+        self.blocks_scalar(data, whole, &mut found);
+        let mut base = whole * 64;
+        while base < n {
+            let mut padded = [0u8; 66];
+            let rest = &data[base..n.min(base + 66)];
+            padded[..rest.len()].copy_from_slice(rest);
+            let valid = if n - base >= 64 {
+                u64::MAX
+            } else {
+                (1 << (n - base)) - 1
+            };
+            let mut mask = self.mask(&padded) & valid;
+            while mask != 0 {
+                self.verify(data, base + mask.trailing_zeros() as usize, &mut found);
+                mask &= mask - 1;
+            }
+            base += 64;
+        }
+        self.in_dfa_order(dfa, data, found)
     }
 
-    /// The candidates of the first `blocks` blocks of 64 positions, each judged by `walk`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    fn blocks_avx512(&self, walk: &mut Walk<'_>, blocks: usize) -> Option<()> {
-        let data = walk.data;
-        debug_assert!(blocks == 0 || blocks * 64 + 2 <= data.len());
-        let maps = self.class_halves();
-        for block in 0..blocks {
-            let base = block * 64;
-            // SAFETY: base + 66 <= blocks * 64 + 2 <= data.len().
-            let mut mask = unsafe { self.block_mask(maps, data.as_ptr().add(base)) };
-            while mask != 0 {
-                let q = base + mask.trailing_zeros() as usize;
-                walk.judge(q, (q + self.reach).min(data.len()))?;
-                // Candidates whose bytes were judged with this one need nothing more.
-                let next = walk
-                    .done
-                    .saturating_sub(self.reach - 1)
-                    .saturating_sub(base);
-                mask &= mask - 1;
-                if next >= 64 {
-                    break;
-                }
-                mask &= u64::MAX << next;
+    /// The occurrences `found`, in the order of the DFA's overlapping search: by end, and
+    /// those ending at one byte in the order of the DFA's state there (the state after the
+    /// longest keyword's length minus one bytes before it, as a search from the start has
+    /// it). `None` where the DFA finds other keywords there (never, if the filter holds what
+    /// its module docs say).
+    fn in_dfa_order(
+        &self,
+        dfa: &DFA,
+        data: &[u8],
+        mut found: Vec<(usize, usize, u32)>,
+    ) -> Option<Vec<aho_corasick::Match>> {
+        found.sort_unstable();
+        let start = dfa.start_state(Anchored::No).ok()?;
+        let warm = dfa.max_pattern_len().saturating_sub(1);
+        let mut out = Vec::with_capacity(found.len());
+        for group in found.chunk_by(|x, y| x.0 == y.0) {
+            if let [(end, start, id)] = group {
+                out.push(aho_corasick::Match::new(
+                    aho_corasick::PatternID::new(*id as usize).ok()?,
+                    *start..*end,
+                ));
+                continue;
+            }
+            let end = group[0].0;
+            let mut sid = start;
+            for &b in &data[(end - 1).saturating_sub(warm)..end] {
+                sid = dfa.next_state(Anchored::No, sid, b);
+            }
+            if dfa.is_dead(sid) {
+                return None;
+            }
+            let before = out.len();
+            super::push_matches(dfa, sid, end, &mut out);
+            let same = out.len() - before == group.len()
+                && out[before..].iter().all(|m| {
+                    group
+                        .iter()
+                        .any(|&(_, s, id)| m.start() == s && m.pattern().as_usize() == id as usize)
+                });
+            if !same {
+                return None;
             }
         }
-        Some(())
+        Some(out)
+    }
+
+    /// The occurrences of the keywords known by the trigram at `q` (the filter's candidate).
+    fn verify(&self, data: &[u8], q: usize, found: &mut Vec<(usize, usize, u32)>) {
+        let class = |map: &[u8; 128], i: usize| {
+            data.get(i)
+                .and_then(|&x| map.get(usize::from(x)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let (a, b) = (class(&self.classes, q), class(&self.classes, q + 1));
+        let c = class(&self.third, q + 2);
+        for k in [key(a, b, c), key(a, b, ANY), key(a, ANY, ANY)] {
+            let Some(known) = self.known_by.get(&k) else {
+                continue;
+            };
+            for &(id, o) in known {
+                let keyword = &self.keywords[id as usize];
+                let Some(start) = q.checked_sub(o as usize) else {
+                    continue;
+                };
+                let end = start + keyword.len();
+                if data
+                    .get(start..end)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(keyword))
+                {
+                    found.push((end, start, id));
+                }
+            }
+        }
+    }
+
+    /// The candidates of the first `whole` blocks of 64 positions, verified.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn blocks_avx512(&self, data: &[u8], whole: usize, found: &mut Vec<(usize, usize, u32)>) {
+        assert!(whole == 0 || whole * 64 + 2 <= data.len());
+        let maps = self.class_halves();
+        for block in 0..whole {
+            let base = block * 64;
+            // SAFETY: base + 66 <= whole * 64 + 2 <= data.len() (asserted above).
+            let mut mask = unsafe { self.block_mask(maps, data.as_ptr().add(base)) };
+            while mask != 0 {
+                self.verify(data, base + mask.trailing_zeros() as usize, found);
+                mask &= mask - 1;
+            }
+        }
+    }
+
+    /// [`KeywordFilter::blocks_avx512`] one position after another (elsewhere, and the
+    /// tests' reference).
+    fn blocks_scalar(&self, data: &[u8], whole: usize, found: &mut Vec<(usize, usize, u32)>) {
+        for block in 0..whole {
+            let base = block * 64;
+            let mut mask = data
+                .get(base..base + 66)
+                .and_then(|b| b.try_into().ok())
+                .map_or(u64::MAX, |b| self.mask(b));
+            while mask != 0 {
+                self.verify(data, base + mask.trailing_zeros() as usize, found);
+                mask &= mask - 1;
+            }
+        }
+    }
+
+    /// Bit i: a keyword's trigram (as the classes see it) begins at `bytes[i]`.
+    fn mask(&self, bytes: &[u8; 66]) -> u64 {
+        let class = |map: &[u8; 128], x: u8| map.get(usize::from(x)).copied().unwrap_or(0);
+        let mut mask = 0;
+        for i in 0..64 {
+            let a = usize::from(class(&self.classes, bytes[i]));
+            let b = usize::from(class(&self.classes, bytes[i + 1]));
+            let c = class(&self.third, bytes[i + 2]);
+            mask |= u64::from(self.table[a * CLASSES + b] >> c & 1) << i;
+        }
+        mask
     }
 
     /// Bit i: a keyword's trigram (as the classes see it) begins at `at + i`.
@@ -295,55 +419,6 @@ fn class_map(bytes: impl Iterator<Item = u8>, n: usize) -> [u8; 128] {
         map[usize::from(b.to_ascii_uppercase() & 127)] = class;
     }
     map
-}
-
-/// The DFA's walk over the judged parts of `data`.
-struct Walk<'a> {
-    dfa: &'a DFA,
-    data: &'a [u8],
-    start: StateID,
-    /// The state after reading `data[..done]`, as a walk from the start has it.
-    sid: StateID,
-    done: usize,
-    /// The longest keyword's length minus one.
-    warm: usize,
-    out: Vec<aho_corasick::Match>,
-}
-
-impl Walk<'_> {
-    /// Reports the matches ending at the bytes `lo..hi` (and at any byte between the last
-    /// judged one and `lo` it walks on the way).
-    fn judge(&mut self, lo: usize, hi: usize) -> Option<()> {
-        if hi <= self.done {
-            return Some(());
-        }
-        let dfa = self.dfa;
-        if lo > self.done + self.warm {
-            // Start anew: the state after the `warm` bytes before `lo` is a full walk's.
-            let mut sid = self.start;
-            for &b in &self.data[lo - self.warm..lo] {
-                sid = dfa.next_state(Anchored::No, sid, b);
-                if dfa.is_dead(sid) {
-                    return None;
-                }
-            }
-            self.sid = sid;
-            self.done = lo;
-        }
-        let mut sid = self.sid;
-        for (p, &b) in (self.done..hi).zip(&self.data[self.done..hi]) {
-            sid = dfa.next_state(Anchored::No, sid, b);
-            if dfa.is_special(sid) {
-                if dfa.is_dead(sid) {
-                    return None;
-                }
-                super::push_matches(dfa, sid, p + 1, &mut self.out);
-            }
-        }
-        self.sid = sid;
-        self.done = hi;
-        Some(())
-    }
 }
 
 #[cfg(test)]
@@ -536,7 +611,7 @@ mod tests {
         );
         assert_ne!(filter.classes[usize::from(b'k')], 0);
         assert_eq!(filter.classes[usize::from(b'z')], 0);
-        assert_eq!(filter.reach, 5);
+        assert_eq!(filter.keywords, [b"key".to_vec(), b"token".to_vec()]);
     }
 
     /// Bodies for the timing table: (name, bytes).
