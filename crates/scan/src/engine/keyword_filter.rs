@@ -24,6 +24,17 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
 
+/// Blocks of 64 positions over which candidates are counted.
+const STRETCH: usize = 64;
+/// More candidates than this in a stretch: the lanes search the rest of the input (32 in 4
+/// KiB: about where the filter and its checks cost what the lanes cost, measured on source,
+/// prose, base64 and binary files on 2026-12-07).
+const DENSE: u32 = 32;
+
+/// Bytes the lanes search after a stretch of too many candidates, before the filter
+/// takes over again.
+const LANES_STRETCH: usize = 64 * 1024;
+
 /// Classes of a trigram's first and second bytes (6 bits each: a word of the table each).
 const CLASSES: usize = 64;
 /// Classes of a trigram's third byte (5 bits: a bit of a word).
@@ -61,6 +72,18 @@ pub(super) struct KeywordFilter {
     third: [u8; 128],
     /// Bit `c` of word `a * 64 + b`: some keyword's trigram is of the classes `(a, b, c)`.
     table: Box<[u32; CLASSES * CLASSES]>,
+    /// The first stage's index of a trigram's first byte (its coarse class times 4).
+    pair_first: [u8; 128],
+    /// The first stage's index of a trigram's second byte (its coarse class over 8).
+    pair_second: [u8; 128],
+    /// The first stage's bit of a trigram's second byte (1 << its coarse class mod 8).
+    pair_bit: [u8; 128],
+    /// Bit `b % 8` of byte `a * 4 + b / 8`: some keyword's trigram begins with bytes of the
+    /// coarse classes `(a, b)`.
+    pairs: [u8; 128],
+    /// For each class `a`: bit `b` (below 64), a keyword of two bytes of the classes `(a, b)`;
+    /// bit 64, a keyword of one byte of the class `a`.
+    short: [u128; CLASSES],
     /// The keywords, folded (indexed by pattern id).
     keywords: Vec<Vec<u8>>,
     /// For each class trigram ([`key`]), the keywords known by it and where it begins in
@@ -116,6 +139,7 @@ impl KeywordFilter {
         );
         let mut table = Box::new([0u32; CLASSES * CLASSES]);
         let mut known_by: foldhash::HashMap<u32, Vec<(u32, u32)>> = Default::default();
+        let mut short = [0u128; CLASSES];
         for (id, (p, t)) in folded.iter().zip(&trigrams).enumerate() {
             let a = classes[usize::from(t[0])];
             let word = usize::from(a) * CLASSES;
@@ -124,11 +148,13 @@ impl KeywordFilter {
                     for w in &mut table[word..][..CLASSES] {
                         *w = u32::MAX;
                     }
+                    short[usize::from(a)] |= 1 << 64;
                     key(a, ANY, ANY)
                 }
                 [_, b] => {
                     let b = classes[usize::from(*b)];
                     table[word + usize::from(b)] = u32::MAX;
+                    short[usize::from(a)] |= 1 << (b % 64);
                     key(a, b, ANY)
                 }
                 [_, b, c, ..] => {
@@ -145,10 +171,29 @@ impl KeywordFilter {
                 .or_default()
                 .push((u32::try_from(id).ok()?, u32::try_from(o).ok()?));
         }
+        // The first stage: coarse classes of the trigrams' first and second bytes.
+        let first = class_map(trigrams.iter().map(|t| t[0]), 32);
+        let second = class_map(trigrams.iter().filter_map(|t| t.get(1).copied()), 32);
+        let mut pairs = [0u8; 128];
+        for t in &trigrams {
+            let a = usize::from(first[usize::from(t[0])]) * 4;
+            match t.get(1) {
+                Some(&b) => {
+                    let b = second[usize::from(b)];
+                    pairs[a + usize::from(b / 8)] |= 1 << (b % 8);
+                }
+                None => pairs[a..a + 4].fill(0xff),
+            }
+        }
         Some(Self {
             classes,
             third,
             table,
+            pair_first: first.map(|a| a * 4),
+            pair_second: second.map(|b| b / 8),
+            pair_bit: second.map(|b| 1 << (b % 8)),
+            pairs,
+            short,
             keywords: folded,
             known_by,
         })
@@ -161,22 +206,73 @@ impl KeywordFilter {
         if dfa.min_pattern_len() == 0 {
             return None;
         }
-        // (end, start, pattern) of every occurrence, found from its trigram's position.
-        let mut found: Vec<(usize, usize, u32)> = Vec::new();
+        let n = data.len();
+        let warm = dfa.max_pattern_len().saturating_sub(1);
+        let mut out = Vec::new();
+        // The filter's part begins at `from`, and reports the matches that end after `after`
+        // (it finds every occurrence whose trigram begins at `from` or later, so every one
+        // ending more than the longest keyword's length minus one after it).
+        let (mut from, mut after) = (0, 0);
+        loop {
+            // (end, start, pattern) of every occurrence, found from its trigram's position.
+            let mut found: Vec<(usize, usize, u32)> = Vec::new();
+            let dense = self.scan(data, from, &mut found);
+            let until = dense.unwrap_or(n);
+            // Candidates before `until` found every occurrence ending there or before.
+            found.retain(|&(end, _, _)| end > after && end <= until);
+            out.extend(self.in_dfa_order(dfa, data, found)?);
+            if until == n {
+                return Some(out);
+            }
+            // Too many candidates: the lanes search a stretch, for the matches ending after
+            // `until` (reading from the longest keyword's length minus one before it).
+            let to = n.min(until + LANES_STRETCH);
+            let read = until.checked_sub(warm)?;
+            let lanes = super::lane_hits(dfa, &data[read..to])?;
+            out.extend(
+                lanes
+                    .into_iter()
+                    .filter(|m| m.end() + read > until)
+                    .map(|m| {
+                        aho_corasick::Match::new(m.pattern(), m.start() + read..m.end() + read)
+                    }),
+            );
+            if to == n {
+                return Some(out);
+            }
+            from = to.checked_sub(warm)?;
+            after = to;
+        }
+    }
+
+    /// The occurrences of keywords whose trigrams begin at `from` or later, in `found`; or,
+    /// where [`DENSE`] candidates come in a stretch of [`STRETCH`] blocks, those of the
+    /// candidates before the stretch's end, and `Some` of that end (each candidate costs
+    /// about what the lanes cost for 100 bytes).
+    fn scan(
+        &self,
+        data: &[u8],
+        from: usize,
+        found: &mut Vec<(usize, usize, u32)>,
+    ) -> Option<usize> {
         let n = data.len();
         // Whole blocks read in place, then the rest from a copy padded with zero bytes (of no
         // class: no candidate from them).
-        let whole = n.saturating_sub(2) / 64;
+        let whole = n.saturating_sub(from + 2) / 64;
         #[cfg(target_arch = "x86_64")]
-        if supported() {
-            // SAFETY: the processor has AVX-512 F, BW and VBMI (checked just above).
-            unsafe { self.blocks_avx512(data, whole, &mut found) };
+        let dense = if supported() {
+            // SAFETY: the processor has AVX-512 F, BW, VBMI, VBMI2 and BMI2 (checked just
+            // above).
+            unsafe { self.blocks_avx512(data, from, whole, found) }
         } else {
-            self.blocks_scalar(data, whole, &mut found);
-        }
+            self.blocks_scalar(data, from, whole, found)
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        self.blocks_scalar(data, whole, &mut found);
-        let mut base = whole * 64;
+        let dense = self.blocks_scalar(data, from, whole, found);
+        if dense.is_some() {
+            return dense;
+        }
+        let mut base = from + whole * 64;
         while base < n {
             let mut padded = [0u8; 66];
             let rest = &data[base..n.min(base + 66)];
@@ -188,12 +284,12 @@ impl KeywordFilter {
             };
             let mut mask = self.mask(&padded) & valid;
             while mask != 0 {
-                self.verify(data, base + mask.trailing_zeros() as usize, &mut found);
+                self.verify(data, base + mask.trailing_zeros() as usize, found);
                 mask &= mask - 1;
             }
             base += 64;
         }
-        self.in_dfa_order(dfa, data, found)
+        None
     }
 
     /// The occurrences `found`, in the order of the DFA's overlapping search: by end, and
@@ -252,7 +348,14 @@ impl KeywordFilter {
         };
         let (a, b) = (class(&self.classes, q), class(&self.classes, q + 1));
         let c = class(&self.third, q + 2);
-        for k in [key(a, b, c), key(a, b, ANY), key(a, ANY, ANY)] {
+        // Keys of keywords of one or two bytes only where there are such keywords.
+        let short = self.short.get(usize::from(a)).copied().unwrap_or(0);
+        let keys = [
+            Some(key(a, b, c)),
+            (short >> (b % 64) & 1 == 1).then(|| key(a, b, ANY)),
+            (short >> 64 == 1).then(|| key(a, ANY, ANY)),
+        ];
+        for k in keys.into_iter().flatten() {
             let Some(known) = self.known_by.get(&k) else {
                 continue;
             };
@@ -272,37 +375,67 @@ impl KeywordFilter {
         }
     }
 
-    /// The candidates of the first `whole` blocks of 64 positions, verified.
+    /// [`KeywordFilter::scan`]'s `whole` blocks from `from`, each read in place.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    fn blocks_avx512(&self, data: &[u8], whole: usize, found: &mut Vec<(usize, usize, u32)>) {
-        assert!(whole == 0 || whole * 64 + 2 <= data.len());
-        let maps = self.class_halves();
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2")]
+    fn blocks_avx512(
+        &self,
+        data: &[u8],
+        from: usize,
+        whole: usize,
+        found: &mut Vec<(usize, usize, u32)>,
+    ) -> Option<usize> {
+        assert!(whole == 0 || from + whole * 64 + 2 <= data.len());
+        let maps = self.maps();
+        let mut candidates = 0;
         for block in 0..whole {
-            let base = block * 64;
-            // SAFETY: base + 66 <= whole * 64 + 2 <= data.len() (asserted above).
-            let mut mask = unsafe { self.block_mask(maps, data.as_ptr().add(base)) };
+            let base = from + block * 64;
+            // SAFETY: base + 66 <= from + whole * 64 + 2 <= data.len() (asserted above).
+            let mut mask = unsafe { self.block_mask(&maps, data.as_ptr().add(base)) };
+            candidates += mask.count_ones();
             while mask != 0 {
                 self.verify(data, base + mask.trailing_zeros() as usize, found);
                 mask &= mask - 1;
             }
+            if (block + 1) % STRETCH == 0 {
+                if candidates > DENSE && base + 64 < data.len() {
+                    return Some(base + 64);
+                }
+                candidates = 0;
+            }
         }
+        None
     }
 
     /// [`KeywordFilter::blocks_avx512`] one position after another (elsewhere, and the
     /// tests' reference).
-    fn blocks_scalar(&self, data: &[u8], whole: usize, found: &mut Vec<(usize, usize, u32)>) {
+    fn blocks_scalar(
+        &self,
+        data: &[u8],
+        from: usize,
+        whole: usize,
+        found: &mut Vec<(usize, usize, u32)>,
+    ) -> Option<usize> {
+        let mut candidates = 0;
         for block in 0..whole {
-            let base = block * 64;
+            let base = from + block * 64;
             let mut mask = data
                 .get(base..base + 66)
                 .and_then(|b| b.try_into().ok())
                 .map_or(u64::MAX, |b| self.mask(b));
+            candidates += mask.count_ones();
             while mask != 0 {
                 self.verify(data, base + mask.trailing_zeros() as usize, found);
                 mask &= mask - 1;
             }
+            if (block + 1) % STRETCH == 0 {
+                if candidates > DENSE && base + 64 < data.len() {
+                    return Some(base + 64);
+                }
+                candidates = 0;
+            }
         }
+        None
     }
 
     /// Bit i: a keyword's trigram (as the classes see it) begins at `bytes[i]`.
@@ -320,69 +453,86 @@ impl KeywordFilter {
 
     /// Bit i: a keyword's trigram (as the classes see it) begins at `at + i`.
     ///
+    /// Two stages: the trigram's first two bytes in coarser classes (one table of 1024 bits,
+    /// one `vpermi2b`), which most blocks of text fail; then, for the positions that pass,
+    /// packed 16 at a time, the trigram table (a gather).
+    ///
     /// # Safety
-    /// The 66 bytes from `at` are readable; `maps` are [`KeywordFilter::class_halves`].
+    /// The 66 bytes from `at` are readable; `maps` are [`KeywordFilter::maps`].
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2")]
     #[inline]
-    unsafe fn block_mask(&self, maps: [std::arch::x86_64::__m512i; 4], at: *const u8) -> u64 {
+    unsafe fn block_mask(&self, maps: &Maps, at: *const u8) -> u64 {
         use std::arch::x86_64::*;
+        // SAFETY: k + 64 <= 66 bytes from `at` (the caller's promise).
+        let [x0, x1, x2] = std::array::from_fn(|k| unsafe { _mm512_loadu_si512(at.add(k).cast()) });
+        let look = |map: [__m512i; 2], x| _mm512_permutex2var_epi8(map[0], x, map[1]);
+        let index = _mm512_or_si512(look(maps.pair_first, x0), look(maps.pair_second, x1));
+        let mut pairs = _mm512_test_epi8_mask(look(maps.pairs, index), look(maps.pair_bit, x1));
+        if pairs == 0 {
+            return 0;
+        }
+        // The exact classes (0 for bytes from 0x80 on).
+        let exact = |map: [__m512i; 2], x| {
+            _mm512_maskz_permutex2var_epi8(!_mm512_movepi8_mask(x), map[0], x, map[1])
+        };
+        let (c0, c1, c2) = (
+            exact(maps.classes, x0),
+            exact(maps.classes, x1),
+            exact(maps.third, x2),
+        );
         let one = _mm512_set1_epi32(1);
         let table = self.table.as_ptr().cast::<i32>();
-        // The classes of the bytes at i, i + 1, i + 2 in byte i (0 for bytes from 0x80 on).
-        let [c0, c1, c2] = std::array::from_fn(|k| {
-            // SAFETY: k + 64 <= 66 bytes from `at` (the caller's promise).
-            let x = unsafe { _mm512_loadu_si512(at.add(k).cast()) };
-            let (low, high) = if k == 2 {
-                (maps[2], maps[3])
-            } else {
-                (maps[0], maps[1])
-            };
-            _mm512_maskz_permutex2var_epi8(!_mm512_movepi8_mask(x), low, x, high)
-        });
-        let quarter = |q: __m128i, r: __m128i, s: __m128i| -> u64 {
-            let a = _mm512_cvtepu8_epi32(q);
-            let b = _mm512_cvtepu8_epi32(r);
-            let c = _mm512_cvtepu8_epi32(s);
+        let mut mask = 0;
+        while pairs != 0 {
+            let packed = |c| _mm512_castsi512_si128(_mm512_maskz_compress_epi8(pairs, c));
+            let a = _mm512_cvtepu8_epi32(packed(c0));
+            let b = _mm512_cvtepu8_epi32(packed(c1));
+            let c = _mm512_cvtepu8_epi32(packed(c2));
             let word = _mm512_or_si512(_mm512_slli_epi32::<6>(a), b);
-            // SAFETY: every index is below 64 * 64 (classes are below 64), the table's
-            // length in 4-byte words.
+            // SAFETY: every index is below 64 * 64 (classes are below 64; packed-out lanes
+            // are 0), the table's length in 4-byte words.
             let rows = unsafe { _mm512_i32gather_epi32::<4>(word, table) };
-            u64::from(_mm512_test_epi32_mask(rows, _mm512_sllv_epi32(one, c)))
-        };
-        let mut mask = quarter(
-            _mm512_castsi512_si128(c0),
-            _mm512_castsi512_si128(c1),
-            _mm512_castsi512_si128(c2),
-        );
-        mask |= quarter(
-            _mm512_extracti32x4_epi32::<1>(c0),
-            _mm512_extracti32x4_epi32::<1>(c1),
-            _mm512_extracti32x4_epi32::<1>(c2),
-        ) << 16;
-        mask |= quarter(
-            _mm512_extracti32x4_epi32::<2>(c0),
-            _mm512_extracti32x4_epi32::<2>(c1),
-            _mm512_extracti32x4_epi32::<2>(c2),
-        ) << 32;
-        mask |= quarter(
-            _mm512_extracti32x4_epi32::<3>(c0),
-            _mm512_extracti32x4_epi32::<3>(c1),
-            _mm512_extracti32x4_epi32::<3>(c2),
-        ) << 48;
+            let hit = _mm512_test_epi32_mask(rows, _mm512_sllv_epi32(one, c));
+            // The first 16 positions of `pairs` (in order) are the 16 lanes.
+            let lanes = _pdep_u64(0xffff, pairs);
+            mask |= _pdep_u64(u64::from(hit), pairs);
+            pairs &= !lanes;
+        }
         mask
     }
 
-    /// The halves of the two class maps, for [`KeywordFilter::block_mask`].
+    /// The tables of [`KeywordFilter::block_mask`] in registers.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    fn class_halves(&self) -> [std::arch::x86_64::__m512i; 4] {
-        std::array::from_fn(|h| {
-            let map = if h < 2 { &self.classes } else { &self.third };
-            // SAFETY: each map holds 128 bytes; each half is 64 of them.
-            unsafe { std::arch::x86_64::_mm512_loadu_si512(map[h % 2 * 64..].as_ptr().cast()) }
-        })
+    fn maps(&self) -> Maps {
+        let halves = |map: &[u8; 128]| -> [std::arch::x86_64::__m512i; 2] {
+            std::array::from_fn(|h| {
+                // SAFETY: each map holds 128 bytes; each half is 64 of them.
+                unsafe { std::arch::x86_64::_mm512_loadu_si512(map[h * 64..].as_ptr().cast()) }
+            })
+        };
+        Maps {
+            classes: halves(&self.classes),
+            third: halves(&self.third),
+            pair_first: halves(&self.pair_first),
+            pair_second: halves(&self.pair_second),
+            pair_bit: halves(&self.pair_bit),
+            pairs: halves(&self.pairs),
+        }
     }
+}
+
+/// [`KeywordFilter`]'s maps, each in two registers (bytes 0..64 and 64..128).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Maps {
+    classes: [std::arch::x86_64::__m512i; 2],
+    third: [std::arch::x86_64::__m512i; 2],
+    pair_first: [std::arch::x86_64::__m512i; 2],
+    pair_second: [std::arch::x86_64::__m512i; 2],
+    pair_bit: [std::arch::x86_64::__m512i; 2],
+    pairs: [std::arch::x86_64::__m512i; 2],
 }
 
 /// Whether this processor runs the filter.
@@ -392,6 +542,8 @@ fn supported() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("avx512vbmi2")
+            && std::arch::is_x86_feature_detected!("bmi2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -556,6 +708,63 @@ mod tests {
     }
 
     #[test]
+    fn the_vector_mask_is_the_scalar_one() {
+        let patterns = builtin_patterns();
+        let filter = KeywordFilter::build(&patterns).unwrap();
+        let mut rng = Rng(0x5555_aaaa_1234_4321);
+        let text = include_bytes!("../../rules/builtin-cases.toml");
+        let mut any = 0u32;
+        for case in 0..20_000 {
+            let bytes: [u8; 66] = if case % 2 == 0 {
+                std::array::from_fn(|_| rng.next() as u8)
+            } else {
+                let at = rng.below(text.len() - 66);
+                std::array::from_fn(|i| text[at + i])
+            };
+            let scalar = filter.mask(&bytes);
+            any += scalar.count_ones();
+            #[cfg(target_arch = "x86_64")]
+            if supported() {
+                // SAFETY: this processor runs the filter; `bytes` holds 66 bytes.
+                let vector = unsafe { filter.block_mask(&filter.maps(), bytes.as_ptr()) };
+                assert_eq!(vector, scalar, "{bytes:?}");
+            }
+        }
+        // The rules' own test cases hold keywords.
+        assert!(any > 1000);
+    }
+
+    #[test]
+    fn dense_stretches_go_to_the_lanes_and_back() {
+        // Stretches dense with keywords (the lanes take over after one) and sparse ones
+        // (the filter takes over again), of lengths around the stretches' and the blocks'.
+        let patterns = builtin_patterns();
+        let dfa = dfa(&patterns);
+        let filter = KeywordFilter::build(&patterns).unwrap();
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        for case in 0..6 {
+            let mut data = Vec::new();
+            while data.len() < 300_000 {
+                let dense = rng.below(2) == 0;
+                let len = [100, 4096, 5000, 64 * 1024, 70_000][rng.below(5)] + case;
+                let end = data.len() + len;
+                while data.len() < end {
+                    if dense {
+                        data.extend_from_slice(patterns[rng.below(patterns.len())].as_bytes());
+                        data.push(b' ');
+                    } else {
+                        data.extend_from_slice(b"lorem ipsum dolor ");
+                        if rng.below(50) == 0 {
+                            data.extend_from_slice(patterns[rng.below(patterns.len())].as_bytes());
+                        }
+                    }
+                }
+            }
+            check(&filter, &dfa, &data);
+        }
+    }
+
+    #[test]
     fn random_bytes_and_small_keyword_sets_are_searched_exactly() {
         let sets: [&[&str]; 5] = [
             &[
@@ -690,9 +899,9 @@ mod tests {
             // SAFETY: this processor runs the filter (`new` checked); every block's 66 bytes
             // lie in `body`.
             unsafe {
-                let maps = filter.class_halves();
+                let maps = filter.maps();
                 for b in 0..blocks {
-                    let m = filter.block_mask(maps, body.as_ptr().add(b * 64));
+                    let m = filter.block_mask(&maps, body.as_ptr().add(b * 64));
                     hit += usize::from(m != 0);
                     bits += m.count_ones();
                 }
@@ -712,10 +921,10 @@ mod tests {
                 let mut any = 0;
                 // SAFETY: as above.
                 unsafe {
-                    let maps = filter.class_halves();
+                    let maps = filter.maps();
                     for b in 0..blocks {
                         any += filter
-                            .block_mask(maps, body.as_ptr().add(b * 64))
+                            .block_mask(&maps, body.as_ptr().add(b * 64))
                             .count_ones();
                     }
                 }
