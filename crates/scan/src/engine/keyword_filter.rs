@@ -81,22 +81,24 @@ pub(super) struct KeywordFilter {
     /// Bit `b % 8` of byte `a * 4 + b / 8`: some keyword's trigram begins with bytes of the
     /// coarse classes `(a, b)`.
     pairs: [u8; 128],
-    /// For each class `a`: bit `b` (below 64), a keyword of two bytes of the classes `(a, b)`;
-    /// bit 64, a keyword of one byte of the class `a`.
-    short: [u128; CLASSES],
     /// The keywords, folded (indexed by pattern id).
     keywords: Vec<Vec<u8>>,
-    /// For each class trigram ([`key`]), the keywords known by it and where it begins in
-    /// them.
-    known_by: foldhash::HashMap<u32, Vec<(u32, u32)>>,
+    /// For each word of `table`, the keywords known by a trigram of its classes.
+    known_by: Vec<Vec<Known>>,
 }
 
-/// A class trigram's key in [`KeywordFilter::known_by`]; [`ANY`] for the second and third
-/// classes of a keyword of one byte, the third of one of two.
-fn key(a: u8, b: u8, c: u8) -> u32 {
-    u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c)
+/// A keyword known by a trigram (see [`KeywordFilter::known_by`]).
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// The class of the trigram's third byte; [`ANY`] for a keyword of one or two bytes.
+    third: u8,
+    /// The keyword's pattern id.
+    id: u32,
+    /// Where the trigram begins in the keyword.
+    at: u32,
 }
-/// See [`key`].
+
+/// See [`Known::third`].
 const ANY: u8 = 0xff;
 
 impl KeywordFilter {
@@ -138,38 +140,35 @@ impl KeywordFilter {
             THIRD_CLASSES,
         );
         let mut table = Box::new([0u32; CLASSES * CLASSES]);
-        let mut known_by: foldhash::HashMap<u32, Vec<(u32, u32)>> = Default::default();
-        let mut short = [0u128; CLASSES];
+        let mut known_by: Vec<Vec<Known>> = vec![Vec::new(); CLASSES * CLASSES];
         for (id, (p, t)) in folded.iter().zip(&trigrams).enumerate() {
-            let a = classes[usize::from(t[0])];
-            let word = usize::from(a) * CLASSES;
-            let k = match t {
+            let a = usize::from(classes[usize::from(t[0])]) * CLASSES;
+            let known = Known {
+                third: ANY,
+                id: u32::try_from(id).ok()?,
+                // Where the trigram begins in its keyword.
+                at: u32::try_from(t.as_ptr() as usize - p.as_ptr() as usize).ok()?,
+            };
+            match t {
                 [_] => {
-                    for w in &mut table[word..][..CLASSES] {
-                        *w = u32::MAX;
+                    for word in a..a + CLASSES {
+                        table[word] = u32::MAX;
+                        known_by[word].push(known);
                     }
-                    short[usize::from(a)] |= 1 << 64;
-                    key(a, ANY, ANY)
                 }
                 [_, b] => {
-                    let b = classes[usize::from(*b)];
-                    table[word + usize::from(b)] = u32::MAX;
-                    short[usize::from(a)] |= 1 << (b % 64);
-                    key(a, b, ANY)
+                    let word = a + usize::from(classes[usize::from(*b)]);
+                    table[word] = u32::MAX;
+                    known_by[word].push(known);
                 }
                 [_, b, c, ..] => {
-                    let (b, c) = (classes[usize::from(*b)], third[usize::from(*c)]);
-                    table[word + usize::from(b)] |= 1 << c;
-                    key(a, b, c)
+                    let word = a + usize::from(classes[usize::from(*b)]);
+                    let c = third[usize::from(*c)];
+                    table[word] |= 1 << c;
+                    known_by[word].push(Known { third: c, ..known });
                 }
                 [] => return None,
-            };
-            // Where the trigram begins in its keyword.
-            let o = t.as_ptr() as usize - p.as_ptr() as usize;
-            known_by
-                .entry(k)
-                .or_default()
-                .push((u32::try_from(id).ok()?, u32::try_from(o).ok()?));
+            }
         }
         // The first stage: coarse classes of the trigrams' first and second bytes.
         let first = class_map(trigrams.iter().map(|t| t[0]), 32);
@@ -193,7 +192,6 @@ impl KeywordFilter {
             pair_second: second.map(|b| b / 8),
             pair_bit: second.map(|b| 1 << (b % 8)),
             pairs,
-            short,
             keywords: folded,
             known_by,
         })
@@ -339,6 +337,7 @@ impl KeywordFilter {
     }
 
     /// The occurrences of the keywords known by the trigram at `q` (the filter's candidate).
+    #[inline]
     fn verify(&self, data: &[u8], q: usize, found: &mut Vec<(usize, usize, u32)>) {
         let class = |map: &[u8; 128], i: usize| {
             data.get(i)
@@ -348,29 +347,23 @@ impl KeywordFilter {
         };
         let (a, b) = (class(&self.classes, q), class(&self.classes, q + 1));
         let c = class(&self.third, q + 2);
-        // Keys of keywords of one or two bytes only where there are such keywords.
-        let short = self.short.get(usize::from(a)).copied().unwrap_or(0);
-        let keys = [
-            Some(key(a, b, c)),
-            (short >> (b % 64) & 1 == 1).then(|| key(a, b, ANY)),
-            (short >> 64 == 1).then(|| key(a, ANY, ANY)),
-        ];
-        for k in keys.into_iter().flatten() {
-            let Some(known) = self.known_by.get(&k) else {
+        let word = usize::from(a) * CLASSES + usize::from(b);
+        for k in self.known_by.get(word).into_iter().flatten() {
+            if k.third != c && k.third != ANY {
+                continue;
+            }
+            let Some(keyword) = self.keywords.get(k.id as usize) else {
                 continue;
             };
-            for &(id, o) in known {
-                let keyword = &self.keywords[id as usize];
-                let Some(start) = q.checked_sub(o as usize) else {
-                    continue;
-                };
-                let end = start + keyword.len();
-                if data
-                    .get(start..end)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(keyword))
-                {
-                    found.push((end, start, id));
-                }
+            let Some(start) = q.checked_sub(k.at as usize) else {
+                continue;
+            };
+            let end = start + keyword.len();
+            if data
+                .get(start..end)
+                .is_some_and(|s| s.eq_ignore_ascii_case(keyword))
+            {
+                found.push((end, start, k.id));
             }
         }
     }
