@@ -117,7 +117,7 @@ impl Engine {
                     dfa.start_state(aho_corasick::Anchored::No).is_ok()
                 })
                 .map(|dfa| {
-                    let filter = keyword_filter::KeywordFilter::new(&patterns);
+                    let filter = keyword_filter::KeywordFilter::new(&patterns).map(Box::new);
                     Keywords::Dfa(Box::new(dfa), filter)
                 })
                 .ok_or(())
@@ -1342,7 +1342,7 @@ enum Keywords {
     /// candidates of its filter where the processor runs one.
     Dfa(
         Box<aho_corasick::dfa::DFA>,
-        Option<keyword_filter::KeywordFilter>,
+        Option<Box<keyword_filter::KeywordFilter>>,
     ),
     /// The crate's own choice, where no DFA could be built.
     Other(AhoCorasick),
