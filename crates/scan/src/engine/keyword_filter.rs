@@ -1,24 +1,28 @@
-//! A candidate filter in front of the keyword DFA: with AVX-512 (BW and VBMI), 64 positions
-//! at a time are tested for one trigram per keyword, and the DFA walks only around the
-//! positions that hold one.
+//! A candidate filter in front of the keyword DFA: with AVX-512 (BW, VBMI, VBMI2), 64
+//! positions at a time are tested for one trigram per keyword, and only the keywords a
+//! position's trigram stands for are compared there.
 //!
 //! Why: the DFA reads every byte, one dependent load after another (four lanes in step hide
 //! part of that); on source files it was about a fifth of a scan's time, on a DLP upload most
-//! of the judging. Most 64-byte blocks of text hold no keyword's rarest trigram (about four
-//! in five of the cargo registry's blocks), and a block costs the filter a few dozen
-//! instructions.
+//! of the judging. Most 64-byte blocks of text hold no keyword's rarest trigram (two in three
+//! of the cargo registry's `.rs` blocks, every block of the DLP bench's upload), and a block
+//! costs the filter a few dozen instructions. Where candidates come dense (more than
+//! [`DENSE`] in [`STRETCH`] blocks) their checks cost more than the lanes, which then search
+//! the next stretch (see bench/README.md, session kwsimd, for what it measured).
 //!
-//! Exact (the same matches in the same order as the DFA's walk over the whole input): each
-//! keyword is known by one of its trigrams (one of its bytes or two for shorter keywords),
-//! chosen to be rare, and every occurrence of the keyword holds it; the filter reports every
-//! position where such a trigram begins (it can report more: bytes no keyword holds and some
-//! rare ones share a class, and every byte from 0x80 on is in the class of no keyword's
-//! byte). A keyword occurrence whose trigram begins at `q` ends at a byte in
-//! `q..q + reach`. The DFA judges those bytes: its state there is the one a walk from the
-//! start has, because it walks on from the last judged byte with its state, or starts anew
-//! the longest keyword's length minus one before them (the state stands for the longest
-//! suffix read that begins a keyword, never longer than a keyword: the lanes' argument).
-//! Every byte it walks with such a state reports its matches, once, in increasing order.
+//! Exact (the same matches in the same order as the DFA's overlapping search): each keyword
+//! is known by one of its trigrams (one of its bytes or two for shorter keywords), chosen to
+//! be rare, and every occurrence of the keyword holds it; the filter reports every position
+//! where such a trigram begins (it can report more: rare bytes share a class, and a byte from
+//! 0x80 on is of no keyword's class), and each keyword known by the trigram is compared
+//! there, ASCII case folded as the DFA folds it. So every occurrence is found, once (from
+//! its own trigram's position). The order: by end; occurrences ending at one byte are
+//! ordered by the DFA's state after that byte (walked from the longest keyword's length
+//! minus one before it: the state stands for the longest suffix read that begins a keyword,
+//! never longer than a keyword, the lanes' argument), and where that state's matches are
+//! not the ones found, the caller searches the usual way. Around the lanes' stretches the
+//! filter starts the longest keyword's length minus one before their end and reports only
+//! what ends after it.
 
 use aho_corasick::Anchored;
 use aho_corasick::automaton::Automaton;
