@@ -13,6 +13,8 @@ use crate::locality::{self, Reach};
 use crate::precheck::{self, Precheck};
 use crate::value;
 
+mod keyword_filter;
+
 /// The marker that allows a finding on its line (unless switched off).
 pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";
 
@@ -114,7 +116,10 @@ impl Engine {
                     use aho_corasick::automaton::Automaton;
                     dfa.start_state(aho_corasick::Anchored::No).is_ok()
                 })
-                .map(|dfa| Keywords::Dfa(Box::new(dfa)))
+                .map(|dfa| {
+                    let filter = keyword_filter::KeywordFilter::new(&patterns).map(Box::new);
+                    Keywords::Dfa(Box::new(dfa), filter)
+                })
                 .ok_or(())
                 .or_else(|()| {
                     AhoCorasick::builder()
@@ -1030,7 +1035,7 @@ mod keyword_tests {
     fn the_builtin_keywords_in_lanes_are_the_overlapping_search() {
         let engine = Engine::new(crate::config::RuleSet::builtin().unwrap(), true);
         let kw = engine.keywords.as_ref().unwrap();
-        let Keywords::Dfa(dfa) = kw else {
+        let Keywords::Dfa(dfa, _) = kw else {
             panic!("the built-in keywords make a DFA")
         };
         // The reference: the crate's own searcher over the same keywords, as the engine
@@ -1333,8 +1338,12 @@ fn drop_generic_duplicates(found: &mut Vec<Hit>) {
 /// kept for its life. The bare DFA does both searches.
 #[derive(Debug)]
 enum Keywords {
-    /// A DFA, searched in [`LANES`] lanes at once over large inputs.
-    Dfa(Box<aho_corasick::dfa::DFA>),
+    /// A DFA, searched in [`LANES`] lanes at once over large inputs, or only around the
+    /// candidates of its filter where the processor runs one.
+    Dfa(
+        Box<aho_corasick::dfa::DFA>,
+        Option<Box<keyword_filter::KeywordFilter>>,
+    ),
     /// The crate's own choice, where no DFA could be built.
     Other(AhoCorasick),
 }
@@ -1348,18 +1357,23 @@ const LANES: usize = 4;
 /// was 11% of a registry scan's samples with them; the lanes from 256 bytes took that scan
 /// from 1.95 to 1.76 user s).
 const LANES_MIN: usize = 256;
+/// Inputs shorter than this are searched without the keyword filter.
+const FILTER_MIN: usize = 256;
 
 impl Keywords {
     /// Every keyword occurrence in `data` (overlapping ones included), in the order of the
     /// automaton's overlapping search.
     fn hits(&self, data: &[u8]) -> Vec<aho_corasick::Match> {
         match self {
-            Keywords::Dfa(dfa) => {
-                let walked = if data.len() >= LANES_MIN {
-                    lane_hits(dfa, data)
-                } else {
-                    walk_hits(dfa, data)
-                };
+            Keywords::Dfa(dfa, filter) => {
+                let walked =
+                    if let Some(filter) = filter.as_ref().filter(|_| data.len() >= FILTER_MIN) {
+                        filter.hits(dfa, data)
+                    } else if data.len() >= LANES_MIN {
+                        lane_hits(dfa, data)
+                    } else {
+                        walk_hits(dfa, data)
+                    };
                 walked.unwrap_or_else(|| dfa_hits(dfa, data))
             }
             Keywords::Other(ac) => keyword_hits(ac, data).collect(),

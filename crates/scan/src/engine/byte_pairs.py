@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Writes byte_pairs.bin: how often each pair of adjacent bytes occurs in a corpus.
+
+The keyword filter (keyword_filter.rs) picks each keyword's rarest trigram by these counts.
+Bytes are folded as the filter folds them (ASCII letters to lower case, bytes from 0x80 on to
+their low seven bits); entry 128 * a + b is round(8 * log2(1 + count of the pair (a, b)
+per 16 MiB of corpus)), at most 255.
+
+Usage: byte_pairs.py [DIR] [MEGABYTES]   defaults: ~/.cargo/registry/src, 24
+(the committed table: the cargo registry of the project's build machine, 2026-12-07, files in
+random order with seed 1, the first 24 MB).
+"""
+import math
+import os
+import random
+import sys
+
+root = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser("~/.cargo/registry/src")
+limit = int(sys.argv[2] if len(sys.argv) > 2 else 24) * 1_000_000
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+random.Random(1).shuffle(files)
+counts = [0] * (128 * 128)
+total = 0
+for path in files:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        continue
+    data = bytes(b & 127 for b in data).lower()
+    for a, b in zip(data, data[1:]):
+        counts[a * 128 + b] += 1
+    total += len(data)
+    if total > limit:
+        break
+scale = (16 << 20) / total
+table = bytes(min(255, round(8 * math.log2(1 + c * scale))) for c in counts)
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "byte_pairs.bin")
+with open(out, "wb") as fh:
+    fh.write(table)
+print(f"{total} bytes read, {out} written")
