@@ -565,26 +565,44 @@ impl Scanner {
             .follow_links(false)
             .filter_entry(|e| e.file_name() != ".git")
             .build();
-        let results: Vec<Result<Option<FileOutcome>, ScanError>> = walker
-            .par_bridge()
-            .map(|entry| {
-                let entry = entry.map_err(|e| ScanError::Walk {
-                    path: root.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                if !entry.file_type().is_some_and(|t| t.is_file()) {
-                    return Ok(None);
-                }
-                let path = entry.path();
-                self.scan_file(path, display_path(path), false).map(Some)
-            })
-            .collect();
-        for r in results {
+        // The walk's entries go to the rayon pool in batches, numbered: one hand-off (a lock
+        // of the walk, often a wake-up of a sleeping thread) per batch rather than per file,
+        // and the outcomes are put back in the walk's order.
+        let mut batches: Vec<(usize, Vec<Result<Option<FileOutcome>, ScanError>>)> =
+            Batches::new(walker)
+                .par_bridge()
+                .map(|(n, entries)| {
+                    let outcomes = entries
+                        .into_iter()
+                        .map(|entry| self.scan_walked(root, entry))
+                        .collect();
+                    (n, outcomes)
+                })
+                .collect();
+        batches.sort_unstable_by_key(|(n, _)| *n);
+        for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
             if let Some(outcome) = r? {
                 outcome.add_to(total);
             }
         }
         Ok(())
+    }
+
+    /// One entry of a directory walk: a regular file is scanned, anything else passed over.
+    fn scan_walked(
+        &self,
+        root: &Path,
+        entry: Result<ignore::DirEntry, ignore::Error>,
+    ) -> Result<Option<FileOutcome>, ScanError> {
+        let entry = entry.map_err(|e| ScanError::Walk {
+            path: root.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            return Ok(None);
+        }
+        let path = entry.path();
+        self.scan_file(path, display_path(path), false).map(Some)
     }
 
     fn scan_file(
@@ -734,6 +752,37 @@ impl FileOutcome {
                 total.skipped.extend(scan.skipped);
             }
         }
+    }
+}
+
+/// How many walked entries are handed to the rayon pool at a time: enough that the hand-offs
+/// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
+/// files' scans, few enough that the last batches still keep both threads busy.
+const WALK_BATCH: usize = 32;
+
+/// An iterator's items in numbered batches of [`WALK_BATCH`].
+struct Batches<I> {
+    items: I,
+    next: usize,
+}
+
+impl<I> Batches<I> {
+    fn new(items: I) -> Self {
+        Self { items, next: 0 }
+    }
+}
+
+impl<I: Iterator> Iterator for Batches<I> {
+    type Item = (usize, Vec<I::Item>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch: Vec<I::Item> = self.items.by_ref().take(WALK_BATCH).collect();
+        if batch.is_empty() {
+            return None;
+        }
+        let n = self.next;
+        self.next += 1;
+        Some((n, batch))
     }
 }
 
