@@ -16,6 +16,62 @@ use crate::value;
 /// The marker that allows a finding on its line (unless switched off).
 pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";
 
+std::thread_local! {
+    /// The per-rule slots of [`Engine::scan_plain`] (regions, lines), kept from call to call
+    /// on a thread: a call allocates nothing for them, and looks only at the rules it
+    /// triggered rather than at every rule.
+    static RULE_SLOTS: std::cell::Cell<(RuleSlots, RuleSlots)> =
+        const { std::cell::Cell::new((RuleSlots::new(), RuleSlots::new())) };
+}
+
+/// One slot per rule, and which slots were touched since they were last all empty.
+#[derive(Debug, Default)]
+struct RuleSlots {
+    slots: Vec<Option<Vec<Range<usize>>>>,
+    /// Each slot that was empty when handed out (mutably); a slot may be listed and still
+    /// be empty, or listed more than once.
+    touched: Vec<usize>,
+}
+
+impl RuleSlots {
+    const fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// At least `n` slots, all empty: a slot left full (a call that did not finish) is
+    /// emptied.
+    fn reset(&mut self, n: usize) {
+        for i in self.touched.drain(..) {
+            if let Some(slot) = self.slots.get_mut(i) {
+                *slot = None;
+            }
+        }
+        if self.slots.len() < n {
+            self.slots.resize(n, None);
+        }
+    }
+}
+
+impl std::ops::Index<usize> for RuleSlots {
+    type Output = Option<Vec<Range<usize>>>;
+
+    fn index(&self, i: usize) -> &Self::Output {
+        &self.slots[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for RuleSlots {
+    fn index_mut(&mut self, i: usize) -> &mut Self::Output {
+        if self.slots[i].is_none() {
+            self.touched.push(i);
+        }
+        &mut self.slots[i]
+    }
+}
+
 /// Fragments at least this large are scanned only around keyword hits.
 const WINDOW_MIN_FRAGMENT: usize = 64 * 1024;
 /// In fragments at least this large the first decoding pass's runs are found on another
@@ -400,14 +456,16 @@ impl Engine {
         reported: Option<&mut Vec<Reported>>,
     ) {
         let n = self.rules.len();
+        // This thread's slots, all empty (taken out while in use, and put back empty).
+        let (mut regions, mut lines) = RULE_SLOTS.take();
+        regions.reset(n);
+        lines.reset(n);
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
-        let mut regions: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
         }
         // Rules whose matches lie on their keywords' lines: those lines, whatever the size
         // of the fragment and the mode (exact: no match lies elsewhere).
-        let mut lines: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
         // The fragment's line feeds, found once when a rule first needs its lines (so that a
         // long line with many keywords is not searched again for each of them).
         let mut newlines: Option<Vec<usize>> = None;
@@ -488,7 +546,13 @@ impl Engine {
         }
         let mut found: Vec<Hit> = Vec::new();
         let mut place_lines: Vec<Range<usize>> = Vec::new();
-        for (i, (rule_regions, rule_lines)) in regions.into_iter().zip(lines).enumerate() {
+        // The rules triggered, in the order of the rules (that of the findings).
+        let mut triggered = std::mem::take(&mut regions.touched);
+        triggered.append(&mut lines.touched);
+        triggered.sort_unstable();
+        triggered.dedup();
+        for &i in &triggered {
+            let (rule_regions, rule_lines) = (regions.slots[i].take(), lines.slots[i].take());
             let (mut rule_regions, in_context) = match (rule_regions, rule_lines) {
                 (Some(r), _) => (r, false),
                 (None, Some(l)) => (merge_lines(l), true),
@@ -546,6 +610,10 @@ impl Engine {
             }
             found.extend(hits);
         }
+        // Every slot is empty again (each triggered one was taken): kept for the next call.
+        triggered.clear();
+        regions.touched = triggered;
+        RULE_SLOTS.set((regions, lines));
         drop_generic_duplicates(&mut found);
         if let Some(reported) = reported {
             reported.extend(found.iter().map(|h| Reported {
@@ -1991,5 +2059,79 @@ mod keyword_line_tests {
         let got = scan(&lines, data.as_bytes(), Mode::Exact);
         assert_eq!(got, scan(&whole, data.as_bytes(), Mode::Exact));
         assert!(got.len() > 200, "{}", got.len());
+    }
+}
+
+#[cfg(test)]
+mod rule_slot_tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn slots_list_what_was_handed_out_empty_and_reset_empties_them() {
+        let mut s = RuleSlots::new();
+        s.reset(4);
+        assert_eq!(s.slots, vec![None; 4]);
+        s[2] = Some(vec![0..1]);
+        s[2].get_or_insert_with(Vec::new).push(5..6);
+        s[0].get_or_insert_with(Vec::new);
+        // handed out empty once each (a full slot handed out again is not listed again)
+        assert_eq!(s.touched, vec![2, 0]);
+        assert_eq!(s[2], Some(vec![0..1, 5..6]));
+        // a call that left slots full: the next reset empties them, and grows the slots
+        s.reset(6);
+        assert_eq!(s.slots, vec![None; 6]);
+        assert_eq!(s.touched, Vec::<usize>::new());
+        // fewer rules than slots: the rest stay empty
+        s.reset(3);
+        assert_eq!(s.slots.len(), 6);
+    }
+
+    #[test]
+    fn engines_of_different_sizes_on_one_thread_find_what_fresh_slots_find() {
+        // The slots are kept per thread across engines: a small rule set after the built-in
+        // one (and the built-in one again) finds what it finds on a thread of its own.
+        let builtin = Engine::new(RuleSet::builtin().unwrap(), true);
+        let small = Engine::new(
+            RuleSet::from_toml_str(
+                r#"
+[[rules]]
+id = "k"
+regex = '''kkk_[a-z]{8}'''
+keywords = ["kkk_"]
+"#,
+                "small.toml",
+                None,
+            )
+            .unwrap(),
+            true,
+        );
+        let data = b"aws = AKIAQYLPMN5HHHFPZAM2\nx kkk_abcdefgh y\n";
+        let scan = |engine: &Engine| {
+            let mut out = Vec::new();
+            engine.scan(
+                &Fragment {
+                    path: "f",
+                    commit: None,
+                    data,
+                    line_map: None,
+                },
+                &mut out,
+            );
+            out.iter()
+                .map(|f| (f.rule_id.clone(), f.line))
+                .collect::<Vec<_>>()
+        };
+        let alone = std::thread::scope(|s| {
+            (
+                s.spawn(|| scan(&builtin)).join().unwrap(),
+                s.spawn(|| scan(&small)).join().unwrap(),
+            )
+        });
+        assert_eq!(scan(&builtin), alone.0);
+        assert_eq!(scan(&small), alone.1);
+        assert_eq!(scan(&builtin), alone.0);
+        assert_eq!(alone.1, vec![("k".to_string(), 2)]);
+        assert!(!alone.0.is_empty());
     }
 }
