@@ -2072,12 +2072,13 @@ mod rule_slot_tests {
         let mut s = RuleSlots::new();
         s.reset(4);
         assert_eq!(s.slots, vec![None; 4]);
-        s[2] = Some(vec![0..1]);
+        s[2] = Some(Vec::new());
+        s[2].get_or_insert_with(Vec::new).push(0..1);
         s[2].get_or_insert_with(Vec::new).push(5..6);
         s[0].get_or_insert_with(Vec::new);
         // handed out empty once each (a full slot handed out again is not listed again)
-        assert_eq!(s.touched, vec![2, 0]);
-        assert_eq!(s[2], Some(vec![0..1, 5..6]));
+        assert_eq!(s.touched, [2, 0]);
+        assert_eq!(s[2].as_deref(), Some(&[0..1, 5..6][..]));
         // a call that left slots full: the next reset empties them, and grows the slots
         s.reset(6);
         assert_eq!(s.slots, vec![None; 6]);

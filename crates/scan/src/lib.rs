@@ -568,17 +568,16 @@ impl Scanner {
         // The walk's entries go to the rayon pool in batches, numbered: one hand-off (a lock
         // of the walk, often a wake-up of a sleeping thread) per batch rather than per file,
         // and the outcomes are put back in the walk's order.
-        let mut batches: Vec<(usize, Vec<Result<Option<FileOutcome>, ScanError>>)> =
-            Batches::new(walker)
-                .par_bridge()
-                .map(|(n, entries)| {
-                    let outcomes = entries
-                        .into_iter()
-                        .map(|entry| self.scan_walked(root, entry))
-                        .collect();
-                    (n, outcomes)
-                })
-                .collect();
+        let mut batches: Vec<(usize, Vec<WalkedOutcome>)> = Batches::new(walker)
+            .par_bridge()
+            .map(|(n, entries)| {
+                let outcomes = entries
+                    .into_iter()
+                    .map(|entry| self.scan_walked(root, entry))
+                    .collect();
+                (n, outcomes)
+            })
+            .collect();
         batches.sort_unstable_by_key(|(n, _)| *n);
         for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
             if let Some(outcome) = r? {
@@ -593,7 +592,7 @@ impl Scanner {
         &self,
         root: &Path,
         entry: Result<ignore::DirEntry, ignore::Error>,
-    ) -> Result<Option<FileOutcome>, ScanError> {
+    ) -> WalkedOutcome {
         let entry = entry.map_err(|e| ScanError::Walk {
             path: root.to_path_buf(),
             message: e.to_string(),
@@ -790,6 +789,9 @@ impl FileOutcome {
         }
     }
 }
+
+/// What became of one entry of a directory walk (`None`: not a regular file, passed over).
+type WalkedOutcome = Result<Option<FileOutcome>, ScanError>;
 
 /// How many walked entries are handed to the rayon pool at a time: enough that the hand-offs
 /// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
