@@ -18,57 +18,21 @@ pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";
 
 std::thread_local! {
     /// The per-rule slots of [`Engine::scan_plain`] (regions, lines), kept from call to call
-    /// on a thread: a call allocates nothing for them, and looks only at the rules it
-    /// triggered rather than at every rule.
+    /// on a thread, all empty between calls: a call allocates and fills nothing for them.
     static RULE_SLOTS: std::cell::Cell<(RuleSlots, RuleSlots)> =
-        const { std::cell::Cell::new((RuleSlots::new(), RuleSlots::new())) };
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// One slot per rule, and which slots were touched since they were last all empty.
-#[derive(Debug, Default)]
-struct RuleSlots {
-    slots: Vec<Option<Vec<Range<usize>>>>,
-    /// Each slot that was empty when handed out (mutably); a slot may be listed and still
-    /// be empty, or listed more than once.
-    touched: Vec<usize>,
-}
+/// One slot per rule: the regions or lines a rule is to be run over (`None`: not triggered).
+type RuleSlots = Vec<Option<Vec<Range<usize>>>>;
 
-impl RuleSlots {
-    const fn new() -> Self {
-        Self {
-            slots: Vec::new(),
-            touched: Vec::new(),
-        }
-    }
-
-    /// At least `n` slots, all empty: a slot left full (a call that did not finish) is
-    /// emptied.
-    fn reset(&mut self, n: usize) {
-        for i in self.touched.drain(..) {
-            if let Some(slot) = self.slots.get_mut(i) {
-                *slot = None;
-            }
-        }
-        if self.slots.len() < n {
-            self.slots.resize(n, None);
-        }
-    }
-}
-
-impl std::ops::Index<usize> for RuleSlots {
-    type Output = Option<Vec<Range<usize>>>;
-
-    fn index(&self, i: usize) -> &Self::Output {
-        &self.slots[i]
-    }
-}
-
-impl std::ops::IndexMut<usize> for RuleSlots {
-    fn index_mut(&mut self, i: usize) -> &mut Self::Output {
-        if self.slots[i].is_none() {
-            self.touched.push(i);
-        }
-        &mut self.slots[i]
+/// Makes `slots` (all empty) at least `n` slots. (Slots are empty between calls: a call that
+/// finishes takes every slot of its rules, the only ones it fills, before putting them back,
+/// and one that does not finish never puts them back.)
+fn empty_slots(slots: &mut RuleSlots, n: usize) {
+    debug_assert!(slots.iter().all(Option::is_none));
+    if slots.len() < n {
+        slots.resize(n, None);
     }
 }
 
@@ -458,8 +422,8 @@ impl Engine {
         let n = self.rules.len();
         // This thread's slots, all empty (taken out while in use, and put back empty).
         let (mut regions, mut lines) = RULE_SLOTS.take();
-        regions.reset(n);
-        lines.reset(n);
+        empty_slots(&mut regions, n);
+        empty_slots(&mut lines, n);
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
@@ -546,13 +510,12 @@ impl Engine {
         }
         let mut found: Vec<Hit> = Vec::new();
         let mut place_lines: Vec<Range<usize>> = Vec::new();
-        // The rules triggered, in the order of the rules (that of the findings).
-        let mut triggered = std::mem::take(&mut regions.touched);
-        triggered.append(&mut lines.touched);
-        triggered.sort_unstable();
-        triggered.dedup();
-        for &i in &triggered {
-            let (rule_regions, rule_lines) = (regions.slots[i].take(), lines.slots[i].take());
+        let slots = regions[..n].iter_mut().zip(&mut lines[..n]);
+        for (i, (rule_regions, rule_lines)) in slots.enumerate() {
+            if rule_regions.is_none() && rule_lines.is_none() {
+                continue;
+            }
+            let (rule_regions, rule_lines) = (rule_regions.take(), rule_lines.take());
             let (mut rule_regions, in_context) = match (rule_regions, rule_lines) {
                 (Some(r), _) => (r, false),
                 (None, Some(l)) => (merge_lines(l), true),
@@ -610,9 +573,7 @@ impl Engine {
             }
             found.extend(hits);
         }
-        // Every slot is empty again (each triggered one was taken): kept for the next call.
-        triggered.clear();
-        regions.touched = triggered;
+        // Every slot is empty again (each was taken): kept for the next call.
         RULE_SLOTS.set((regions, lines));
         drop_generic_duplicates(&mut found);
         if let Some(reported) = reported {
@@ -2068,24 +2029,15 @@ mod rule_slot_tests {
     use pretty_assertions::assert_eq;
 
     #[test]
-    fn slots_list_what_was_handed_out_empty_and_reset_empties_them() {
-        let mut s = RuleSlots::new();
-        s.reset(4);
-        assert_eq!(s.slots, vec![None; 4]);
-        s[2] = Some(Vec::new());
-        s[2].get_or_insert_with(Vec::new).push(0..1);
-        s[2].get_or_insert_with(Vec::new).push(5..6);
-        s[0].get_or_insert_with(Vec::new);
-        // handed out empty once each (a full slot handed out again is not listed again)
-        assert_eq!(s.touched, [2, 0]);
-        assert_eq!(s[2].as_deref(), Some(&[0..1, 5..6][..]));
-        // a call that left slots full: the next reset empties them, and grows the slots
-        s.reset(6);
-        assert_eq!(s.slots, vec![None; 6]);
-        assert_eq!(s.touched, Vec::<usize>::new());
-        // fewer rules than slots: the rest stay empty
-        s.reset(3);
-        assert_eq!(s.slots.len(), 6);
+    fn slots_are_grown_to_the_rules_and_left_empty() {
+        let mut s: RuleSlots = Vec::new();
+        empty_slots(&mut s, 4);
+        assert_eq!(s, vec![None; 4]);
+        empty_slots(&mut s, 6);
+        assert_eq!(s, vec![None; 6]);
+        // fewer rules than slots: the rest stay, empty
+        empty_slots(&mut s, 3);
+        assert_eq!(s, vec![None; 6]);
     }
 
     #[test]
