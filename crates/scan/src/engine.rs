@@ -26,10 +26,10 @@ std::thread_local! {
 /// One slot per rule: the regions or lines a rule is to be run over (`None`: not triggered).
 type RuleSlots = Vec<Option<Vec<Range<usize>>>>;
 
-/// Makes `slots` (all empty) at least `n` slots. (Slots are empty between calls: a call that
+/// Makes `slots` (all empty) at least `n` slots long. (Slots are empty between calls: a call that
 /// finishes takes every slot of its rules, the only ones it fills, before putting them back,
 /// and one that does not finish never puts them back.)
-fn empty_slots(slots: &mut RuleSlots, n: usize) {
+fn grow_slots(slots: &mut RuleSlots, n: usize) {
     debug_assert!(slots.iter().all(Option::is_none));
     if slots.len() < n {
         slots.resize(n, None);
@@ -422,8 +422,8 @@ impl Engine {
         let n = self.rules.len();
         // This thread's slots, all empty (taken out while in use, and put back empty).
         let (mut regions, mut lines) = RULE_SLOTS.take();
-        empty_slots(&mut regions, n);
-        empty_slots(&mut lines, n);
+        grow_slots(&mut regions, n);
+        grow_slots(&mut lines, n);
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
@@ -2031,12 +2031,12 @@ mod rule_slot_tests {
     #[test]
     fn slots_are_grown_to_the_rules_and_left_empty() {
         let mut s: RuleSlots = Vec::new();
-        empty_slots(&mut s, 4);
+        grow_slots(&mut s, 4);
         assert_eq!(s, vec![None; 4]);
-        empty_slots(&mut s, 6);
+        grow_slots(&mut s, 6);
         assert_eq!(s, vec![None; 6]);
         // fewer rules than slots: the rest stay, empty
-        empty_slots(&mut s, 3);
+        grow_slots(&mut s, 3);
         assert_eq!(s, vec![None; 6]);
     }
 
