@@ -18,6 +18,26 @@ mod keyword_filter;
 /// The marker that allows a finding on its line (unless switched off).
 pub const INLINE_ALLOW: &[u8] = b"gitleaks:allow";
 
+std::thread_local! {
+    /// The per-rule slots of [`Engine::scan_plain`] (regions, lines), kept from call to call
+    /// on a thread, all empty between calls: a call allocates and fills nothing for them.
+    static RULE_SLOTS: std::cell::Cell<(RuleSlots, RuleSlots)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// One slot per rule: the regions or lines a rule is to be run over (`None`: not triggered).
+type RuleSlots = Vec<Option<Vec<Range<usize>>>>;
+
+/// Makes `slots` (all empty) at least `n` slots long. (Slots are empty between calls: a call that
+/// finishes takes every slot of its rules, the only ones it fills, before putting them back,
+/// and one that does not finish never puts them back.)
+fn grow_slots(slots: &mut RuleSlots, n: usize) {
+    debug_assert!(slots.iter().all(Option::is_none));
+    if slots.len() < n {
+        slots.resize(n, None);
+    }
+}
+
 /// Fragments at least this large are scanned only around keyword hits.
 const WINDOW_MIN_FRAGMENT: usize = 64 * 1024;
 /// In fragments at least this large the first decoding pass's runs are found on another
@@ -405,14 +425,16 @@ impl Engine {
         reported: Option<&mut Vec<Reported>>,
     ) {
         let n = self.rules.len();
+        // This thread's slots, all empty (taken out while in use, and put back empty).
+        let (mut regions, mut lines) = RULE_SLOTS.take();
+        grow_slots(&mut regions, n);
+        grow_slots(&mut lines, n);
         // Regions per triggered rule (None: not triggered; empty vec: whole fragment).
-        let mut regions: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
         for &i in &self.unconditional {
             regions[i] = Some(Vec::new());
         }
         // Rules whose matches lie on their keywords' lines: those lines, whatever the size
         // of the fragment and the mode (exact: no match lies elsewhere).
-        let mut lines: Vec<Option<Vec<Range<usize>>>> = vec![None; n];
         // The fragment's line feeds, found once when a rule first needs its lines (so that a
         // long line with many keywords is not searched again for each of them).
         let mut newlines: Option<Vec<usize>> = None;
@@ -493,7 +515,12 @@ impl Engine {
         }
         let mut found: Vec<Hit> = Vec::new();
         let mut place_lines: Vec<Range<usize>> = Vec::new();
-        for (i, (rule_regions, rule_lines)) in regions.into_iter().zip(lines).enumerate() {
+        let slots = regions[..n].iter_mut().zip(&mut lines[..n]);
+        for (i, (rule_regions, rule_lines)) in slots.enumerate() {
+            if rule_regions.is_none() && rule_lines.is_none() {
+                continue;
+            }
+            let (rule_regions, rule_lines) = (rule_regions.take(), rule_lines.take());
             let (mut rule_regions, in_context) = match (rule_regions, rule_lines) {
                 (Some(r), _) => (r, false),
                 (None, Some(l)) => (merge_lines(l), true),
@@ -551,6 +578,8 @@ impl Engine {
             }
             found.extend(hits);
         }
+        // Every slot is empty again (each was taken): kept for the next call.
+        RULE_SLOTS.set((regions, lines));
         drop_generic_duplicates(&mut found);
         if let Some(reported) = reported {
             reported.extend(found.iter().map(|h| Reported {
@@ -2005,5 +2034,71 @@ mod keyword_line_tests {
         let got = scan(&lines, data.as_bytes(), Mode::Exact);
         assert_eq!(got, scan(&whole, data.as_bytes(), Mode::Exact));
         assert!(got.len() > 200, "{}", got.len());
+    }
+}
+
+#[cfg(test)]
+mod rule_slot_tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn slots_are_grown_to_the_rules_and_left_empty() {
+        let mut s: RuleSlots = Vec::new();
+        grow_slots(&mut s, 4);
+        assert_eq!(s, vec![None; 4]);
+        grow_slots(&mut s, 6);
+        assert_eq!(s, vec![None; 6]);
+        // fewer rules than slots: the rest stay, empty
+        grow_slots(&mut s, 3);
+        assert_eq!(s, vec![None; 6]);
+    }
+
+    #[test]
+    fn engines_of_different_sizes_on_one_thread_find_what_fresh_slots_find() {
+        // The slots are kept per thread across engines: a small rule set after the built-in
+        // one (and the built-in one again) finds what it finds on a thread of its own.
+        let builtin = Engine::new(RuleSet::builtin().unwrap(), true);
+        let small = Engine::new(
+            RuleSet::from_toml_str(
+                r#"
+[[rules]]
+id = "k"
+regex = '''kkk_[a-z]{8}'''
+keywords = ["kkk_"]
+"#,
+                "small.toml",
+                None,
+            )
+            .unwrap(),
+            true,
+        );
+        let data = b"aws = AKIAQYLPMN5HHHFPZAM2\nx kkk_abcdefgh y\n";
+        let scan = |engine: &Engine| {
+            let mut out = Vec::new();
+            engine.scan(
+                &Fragment {
+                    path: "f",
+                    commit: None,
+                    data,
+                    line_map: None,
+                },
+                &mut out,
+            );
+            out.iter()
+                .map(|f| (f.rule_id.clone(), f.line))
+                .collect::<Vec<_>>()
+        };
+        let alone = std::thread::scope(|s| {
+            (
+                s.spawn(|| scan(&builtin)).join().unwrap(),
+                s.spawn(|| scan(&small)).join().unwrap(),
+            )
+        });
+        assert_eq!(scan(&builtin), alone.0);
+        assert_eq!(scan(&small), alone.1);
+        assert_eq!(scan(&builtin), alone.0);
+        assert_eq!(alone.1, vec![("k".to_string(), 2)]);
+        assert!(!alone.0.is_empty());
     }
 }

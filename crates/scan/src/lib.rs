@@ -565,26 +565,43 @@ impl Scanner {
             .follow_links(false)
             .filter_entry(|e| e.file_name() != ".git")
             .build();
-        let results: Vec<Result<Option<FileOutcome>, ScanError>> = walker
+        // The walk's entries go to the rayon pool in batches, numbered: one hand-off (a lock
+        // of the walk, often a wake-up of a sleeping thread) per batch rather than per file,
+        // and the outcomes are put back in the walk's order.
+        let mut batches: Vec<(usize, Vec<WalkedOutcome>)> = Batches::new(walker)
             .par_bridge()
-            .map(|entry| {
-                let entry = entry.map_err(|e| ScanError::Walk {
-                    path: root.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                if !entry.file_type().is_some_and(|t| t.is_file()) {
-                    return Ok(None);
-                }
-                let path = entry.path();
-                self.scan_file(path, display_path(path), false).map(Some)
+            .map(|(n, entries)| {
+                let outcomes = entries
+                    .into_iter()
+                    .map(|entry| self.scan_walked(root, entry))
+                    .collect();
+                (n, outcomes)
             })
             .collect();
-        for r in results {
+        batches.sort_unstable_by_key(|(n, _)| *n);
+        for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
             if let Some(outcome) = r? {
                 outcome.add_to(total);
             }
         }
         Ok(())
+    }
+
+    /// One entry of a directory walk: a regular file is scanned, anything else passed over.
+    fn scan_walked(
+        &self,
+        root: &Path,
+        entry: Result<ignore::DirEntry, ignore::Error>,
+    ) -> WalkedOutcome {
+        let entry = entry.map_err(|e| ScanError::Walk {
+            path: root.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            return Ok(None);
+        }
+        let path = entry.path();
+        self.scan_file(path, display_path(path), false).map(Some)
     }
 
     fn scan_file(
@@ -606,41 +623,66 @@ impl Scanner {
         if !explicit && self.engine.skips_path(&name) {
             return skipped("allowlisted path".into());
         }
-        let read_err = |source| ScanError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
         // Bounded: a path named on the command line may be a FIFO or `/dev/zero`, whose
         // length says nothing about what a read returns. (The reader looks at the path before
         // opening it and at the open descriptor: a file over the limit is refused there, not
         // by a look of our own, which cost one more system call per file.)
-        let read = if explicit {
-            state::read::read_limited
-        } else {
-            // (a walk's entry, seen as a regular file, not a symbolic link)
-            state::read::read_walked_file
-        };
-        let data = match read(path, self.options.max_file_size) {
-            Ok(data) => data,
-            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
-                return skipped(format!("larger than {} bytes", self.options.max_file_size));
+        let limit = self.options.max_file_size;
+        // A file over the limit is skipped; any other failure to read is an error.
+        let failed = |source: std::io::Error| {
+            if source.kind() == std::io::ErrorKind::FileTooLarge {
+                skipped(format!("larger than {limit} bytes"))
+            } else {
+                Err(ScanError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
-            Err(e) => return Err(read_err(e)),
         };
-        if archive::is_archive(&data) {
+        if explicit {
+            return match state::read::read_limited(path, limit) {
+                Ok(data) => self.scan_read(&name, &data),
+                Err(e) => failed(e),
+            };
+        }
+        // A walk's entry, seen as a regular file, not a symbolic link: read into this
+        // thread's buffer. (Taken out while in use: a thread waiting in the engine for another
+        // to finish part of a large file may scan a file of its own meanwhile.)
+        let mut data = READ_BUFFER.take();
+        let outcome = match state::read::read_walked_file_into(path, limit, &mut data) {
+            Ok(()) => self.scan_read(&name, &data),
+            Err(e) => failed(e),
+        };
+        if data.capacity() <= READ_BUFFER_KEPT {
+            READ_BUFFER.set(data);
+        }
+        outcome
+    }
+
+    /// A file's bytes, read: an archive is opened (or skipped), content no rule can see into
+    /// is skipped, the rest is scanned.
+    fn scan_read(&self, name: &str, data: &[u8]) -> Result<FileOutcome, ScanError> {
+        let skipped = |reason: String| {
+            tracing::debug!(path = %name, %reason, "skipped");
+            Ok(FileOutcome::Skipped(Skipped {
+                path: name.to_string(),
+                reason,
+            }))
+        };
+        if archive::is_archive(data) {
             if self.options.max_archive_depth == 0 {
                 // As gitleaks: not opened, and not read as text either (an uncompressed tar
                 // would be; its entries are scanned with a depth of 1 or more).
                 return skipped(ARCHIVE_NOT_OPENED.into());
             }
-            return Ok(self.scan_archive(&name, None, &data));
+            return Ok(self.scan_archive(name, None, data));
         }
         // Binary files are scanned too (their text runs match like any text); only content
         // no rule can see into is skipped, and listed.
-        if let Some(kind) = decode::unreadable_kind(&data) {
+        if let Some(kind) = decode::unreadable_kind(data) {
             return skipped(format!("{kind} (cannot be scanned)"));
         }
-        let findings = self.scan_bytes(&name, &data);
+        let findings = self.scan_bytes(name, data);
         Ok(FileOutcome::Scanned {
             findings,
             bytes: data.len() as u64,
@@ -699,6 +741,17 @@ impl Scanner {
     }
 }
 
+std::thread_local! {
+    /// The buffer a thread reads walked files into, one after another (no allocation, no
+    /// fresh pages, per file).
+    static READ_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A thread keeps a read buffer of at most this many bytes between files: files larger than
+/// this are few, and each thread of the pool keeping room for the largest it met would hold
+/// up to the file size limit per thread.
+const READ_BUFFER_KEPT: usize = 1 << 20;
+
 /// One archive's entries may expand to at most this many times the file size limit.
 const ARCHIVE_EXPANSION_FACTOR: u64 = 4;
 /// Why an archive is skipped at `--max-archive-depth 0` (the default).
@@ -734,6 +787,40 @@ impl FileOutcome {
                 total.skipped.extend(scan.skipped);
             }
         }
+    }
+}
+
+/// What became of one entry of a directory walk (`None`: not a regular file, passed over).
+type WalkedOutcome = Result<Option<FileOutcome>, ScanError>;
+
+/// How many walked entries are handed to the rayon pool at a time: enough that the hand-offs
+/// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
+/// files' scans, few enough that the last batches still keep both threads busy.
+const WALK_BATCH: usize = 32;
+
+/// An iterator's items in numbered batches of [`WALK_BATCH`].
+struct Batches<I> {
+    items: I,
+    next: usize,
+}
+
+impl<I> Batches<I> {
+    fn new(items: I) -> Self {
+        Self { items, next: 0 }
+    }
+}
+
+impl<I: Iterator> Iterator for Batches<I> {
+    type Item = (usize, Vec<I::Item>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch: Vec<I::Item> = self.items.by_ref().take(WALK_BATCH).collect();
+        if batch.is_empty() {
+            return None;
+        }
+        let n = self.next;
+        self.next += 1;
+        Some((n, batch))
     }
 }
 

@@ -120,6 +120,63 @@ pub fn read_walked_file(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     open_and_read_with(path, limit, libc::O_NOFOLLOW)
 }
 
+/// [`read_walked_file`] into `buf`, which is cleared first and then holds the file's bytes:
+/// for a walk that reads many files one after another, so that one buffer serves them all
+/// (no allocation, no fresh pages for the kernel to clear, per file). The file is read with
+/// as few `read`s as it takes: a file no larger than the buffer's room and as long as its
+/// descriptor said (`fstat`) is read with one, whose coming back short of the room at that
+/// length is its end; any other is read until a `read` returns nothing, as
+/// [`read_walked_file`] reads it, and refused once it holds more than `limit` bytes.
+pub fn read_walked_file_into(path: &Path, limit: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let file = open_with(path, libc::O_NOFOLLOW)?;
+    let meta = file.metadata()?;
+    check_regular(&meta, limit)?;
+    read_open_into(&file, meta.len(), limit, buf)
+}
+
+/// Reads an open regular file whose descriptor said `len` bytes into `buf` (cleared first),
+/// refusing more than `limit` bytes.
+fn read_open_into(file: &File, len: u64, limit: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    // Room for the file and one byte more: a read that fills it says the file grew.
+    let want = usize::try_from(len.min(limit).saturating_add(1)).unwrap_or(usize::MAX);
+    if buf.capacity() < want {
+        // A new allocation rather than a larger one: nothing of the old is worth copying.
+        *buf = Vec::with_capacity(want);
+    }
+    loop {
+        if buf.len() as u64 > limit {
+            return Err(ReadError::TooLarge { limit }.into());
+        }
+        if buf.len() == buf.capacity() {
+            // Grown since `fstat`: room for as much again (at least a page), whatever the
+            // limit, which is checked above as the bytes come in.
+            buf.reserve(buf.len().max(PAGE));
+        }
+        let room = buf.capacity() - buf.len();
+        let n = loop {
+            match rustix::io::read(file, rustix::buffer::spare_capacity(buf)) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => break r.map_err(io::Error::from)?,
+            }
+        };
+        if n == 0 || (n < room && buf.len() as u64 == len) {
+            // End of file: a read that returned nothing, or one that came back short of the
+            // room with the bytes the descriptor said the file holds (a regular file's read
+            // stops short only at its end).
+            break;
+        }
+    }
+    if buf.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit }.into());
+    }
+    Ok(())
+}
+
+/// A page: the least a buffer that ran out of room grows by.
+const PAGE: usize = 4096;
+
 /// The authoritative part of [`read_limited`]: open without blocking, check the descriptor.
 fn open_and_read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     open_and_read_with(path, limit, 0)
@@ -127,7 +184,16 @@ fn open_and_read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 
 /// [`open_and_read`] with more flags to `open`.
 fn open_and_read_with(path: &Path, limit: u64, flags: libc::c_int) -> io::Result<Vec<u8>> {
-    let file = OpenOptions::new()
+    let file = open_with(path, flags)?;
+    let meta = file.metadata()?;
+    check_regular(&meta, limit)?;
+    read_open(file, meta.len(), limit)
+}
+
+/// Opens `path` for reading without blocking (a FIFO does not wait for a writer) or taking a
+/// terminal, with more flags to `open`; a socket is named as one.
+fn open_with(path: &Path, flags: libc::c_int) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | flags)
         .open(path)
@@ -140,10 +206,7 @@ fn open_and_read_with(path: &Path, limit: u64, flags: libc::c_int) -> io::Result
                 Some(kind) => ReadError::NotRegular { kind }.into(),
                 None => err,
             }
-        })?;
-    let meta = file.metadata()?;
-    check_regular(&meta, limit)?;
-    read_open(file, meta.len(), limit)
+        })
 }
 
 /// As [`read_limited`], for UTF-8 text.
@@ -352,6 +415,90 @@ mod tests {
                 kind: "a named pipe (FIFO)"
             })
         );
+    }
+
+    #[test]
+    fn a_walked_file_read_into_a_buffer_is_what_read_walked_file_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        // Sizes around the buffer's room and a page; the buffer is reused from file to file,
+        // holding a longer file before a shorter one and a shorter before a longer.
+        for size in [0, 1, 4095, 4096, 4097, 100_000, 3, 70_000, 0] {
+            let path = dir.path().join(format!("f{size}"));
+            let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            read_walked_file_into(&path, 1 << 20, &mut buf).unwrap();
+            assert_eq!(buf, bytes, "{size} bytes");
+            assert_eq!(read_walked_file(&path, 1 << 20).unwrap(), bytes);
+        }
+        // at the limit, and one byte over it
+        let path = dir.path().join("f100000");
+        read_walked_file_into(&path, 100_000, &mut buf).unwrap();
+        assert_eq!(buf.len(), 100_000);
+        let err = read_walked_file_into(&path, 99_999, &mut buf).unwrap_err();
+        assert_eq!(refusal(&err), Some(ReadError::TooLarge { limit: 99_999 }));
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn a_file_that_changes_after_fstat_is_read_to_its_end_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("changes");
+        let mut buf = Vec::new();
+        // `fstat` said 10 bytes, the file holds 100 by the read: all 100 are read (with the
+        // buffer grown), within the limit ...
+        let grown: Vec<u8> = (0..100u8).collect();
+        std::fs::write(&path, &grown).unwrap();
+        read_open_into(&File::open(&path).unwrap(), 10, 1000, &mut buf).unwrap();
+        assert_eq!(buf, grown);
+        // ... also into a buffer with room for only the 11 bytes `fstat` asked for
+        let mut small = Vec::new();
+        read_open_into(&File::open(&path).unwrap(), 10, 1000, &mut small).unwrap();
+        assert_eq!(small, grown);
+        // ... and refused past it, whatever the buffer's room
+        let err = read_open_into(&File::open(&path).unwrap(), 10, 50, &mut Vec::new());
+        assert_eq!(
+            refusal(&err.unwrap_err()),
+            Some(ReadError::TooLarge { limit: 50 })
+        );
+        let mut roomy = Vec::with_capacity(1 << 16);
+        let err = read_open_into(&File::open(&path).unwrap(), 10, 50, &mut roomy);
+        assert_eq!(
+            refusal(&err.unwrap_err()),
+            Some(ReadError::TooLarge { limit: 50 })
+        );
+        // `fstat` said 100, the file holds 10 by the read: the 10 are read
+        std::fs::write(&path, &grown[..10]).unwrap();
+        read_open_into(&File::open(&path).unwrap(), 100, 1000, &mut buf).unwrap();
+        assert_eq!(buf, &grown[..10]);
+    }
+
+    #[test]
+    fn what_took_a_walked_files_place_is_refused_when_read_into_a_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.rs");
+        let mut buf = b"left from before".to_vec();
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink("secret", &path).unwrap();
+        let err = read_walked_file_into(&path, 100, &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(buf, b"");
+        std::fs::remove_file(&path).unwrap();
+        mkfifo(&path);
+        let err = read_walked_file_into(&path, 100, &mut buf).unwrap_err();
+        assert_eq!(
+            refusal(&err),
+            Some(ReadError::NotRegular {
+                kind: "a named pipe (FIFO)"
+            })
+        );
+        for (path, kind) in [
+            (Path::new("/dev/null"), "a character device"),
+            (dir.path(), "a directory"),
+        ] {
+            let err = read_walked_file_into(path, 100, &mut buf).unwrap_err();
+            assert_eq!(refusal(&err), Some(ReadError::NotRegular { kind }));
+        }
     }
 
     #[test]
