@@ -384,24 +384,10 @@ impl KeywordFilter {
     ) -> Option<usize> {
         assert!(whole == 0 || from + whole * 64 + 2 <= data.len());
         let maps = self.maps();
-        let mut candidates = 0;
-        for block in 0..whole {
-            let base = from + block * 64;
+        self.walk_blocks(data, from, whole, found, |base| {
             // SAFETY: base + 66 <= from + whole * 64 + 2 <= data.len() (asserted above).
-            let mut mask = unsafe { self.block_mask(&maps, data.as_ptr().add(base)) };
-            candidates += mask.count_ones();
-            while mask != 0 {
-                self.verify(data, base + mask.trailing_zeros() as usize, found);
-                mask &= mask - 1;
-            }
-            if (block + 1) % STRETCH == 0 {
-                if candidates > DENSE && base + 64 < data.len() {
-                    return Some(base + 64);
-                }
-                candidates = 0;
-            }
-        }
-        None
+            unsafe { self.block_mask(&maps, data.as_ptr().add(base)) }
+        })
     }
 
     /// [`KeywordFilter::blocks_avx512`] one position after another (elsewhere, and the
@@ -413,13 +399,30 @@ impl KeywordFilter {
         whole: usize,
         found: &mut Vec<(usize, usize, u32)>,
     ) -> Option<usize> {
+        self.walk_blocks(data, from, whole, found, |base| {
+            data.get(base..base + 66)
+                .and_then(|b| b.try_into().ok())
+                .map_or(u64::MAX, |b| self.mask(b))
+        })
+    }
+
+    /// The blocks' walk both mask versions share: `mask(base)` is the candidates of the 64
+    /// positions from `base`, each verified; a stretch denser than [`DENSE`] ends the walk
+    /// (`Some`: where the lanes take over). Inlined into each caller, so the AVX-512 one is
+    /// compiled with its features and its mask inlined.
+    #[inline(always)]
+    fn walk_blocks(
+        &self,
+        data: &[u8],
+        from: usize,
+        whole: usize,
+        found: &mut Vec<(usize, usize, u32)>,
+        mut mask_at: impl FnMut(usize) -> u64,
+    ) -> Option<usize> {
         let mut candidates = 0;
         for block in 0..whole {
             let base = from + block * 64;
-            let mut mask = data
-                .get(base..base + 66)
-                .and_then(|b| b.try_into().ok())
-                .map_or(u64::MAX, |b| self.mask(b));
+            let mut mask = mask_at(base);
             candidates += mask.count_ones();
             while mask != 0 {
                 self.verify(data, base + mask.trailing_zeros() as usize, found);
