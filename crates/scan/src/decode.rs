@@ -1498,7 +1498,7 @@ fn pgp_binary(data: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
@@ -1558,16 +1558,17 @@ mod tests {
         (!text.is_empty() && ok * 10 >= text.len() * 9).then_some((text, to))
     }
 
-    /// A small deterministic generator (xorshift), so that the cases are the same each run.
-    struct Rng(u64);
+    /// A small deterministic generator (xorshift), so that the cases are the same each run
+    /// (the keyword filter's tests use it too).
+    pub(crate) struct Rng(pub(crate) u64);
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
         }
-        fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
     }

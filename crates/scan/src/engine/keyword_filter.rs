@@ -601,18 +601,7 @@ mod tests {
         patterns
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::decode::tests::Rng;
 
     /// The filter's matches are the reference search's (`dfa_hits`), on `data` and on its
     /// prefixes ending around the blocks' borders.
