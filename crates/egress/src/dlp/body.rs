@@ -8,10 +8,12 @@
 //!
 //! A large body is judged on another thread, a batch of the window at a time (tokio's
 //! blocking pool), while the proxy goes on: it forwards the bytes judged before and reads
-//! and decrypts the next ones (up to [`BATCH`] of them wait). Nothing goes before its batch
-//! has been judged, and the batches are judged one after another in the same window, so
-//! what is found, cut out and let go is what judging in line finds (unit test
-//! `a_body_judged_on_another_thread_is_the_body_judged_in_line`).
+//! and decrypts the next ones (up to [`BATCH`] of them wait), and the next batch is judged
+//! while the last one's bytes go out (at most one judged batch waits to go). Nothing goes
+//! before its batch has been judged, and the batches are judged one after another in the
+//! same window, so what is found, cut out and let go is what judging in line finds; when a
+//! batch stops the body, what the batches before it let go still goes, then the error, as
+//! in line (unit test `a_body_judged_on_another_thread_is_the_body_judged_in_line`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -55,6 +57,8 @@ pub(crate) struct DlpBody<B> {
     unscanned: bool,
     ready: VecDeque<Frame<Bytes>>,
     done: bool,
+    /// The error the body ends with once the frames judged before the stop went.
+    stopped: Option<BoxError>,
     verdict: Verdict,
     /// A batch being judged on another thread (the window is there meanwhile).
     judging: Option<tokio::task::JoinHandle<Judged>>,
@@ -85,6 +89,7 @@ impl<B> DlpBody<B> {
             unscanned: false,
             ready: VecDeque::new(),
             done: false,
+            stopped: None,
             verdict,
             judging: None,
             waiting: VecDeque::new(),
@@ -107,7 +112,7 @@ impl<B> DlpBody<B> {
     fn stop(&mut self, stop: Stop) -> BoxError {
         let rule = stop.rule().to_string();
         let _ = self.verdict.set(stop);
-        self.ready.clear();
+        // (frames judged before the stop still go first, as when judging in line)
         self.waiting.clear();
         // (a batch still being judged finishes on its own; what it lets go goes nowhere)
         self.judging = None;
@@ -235,9 +240,10 @@ where
                 }
             }
             // What arrived while a batch was judged, in order, until one is judged again
-            // (what the last one let go goes first, as when judging in line).
+            // (what the last one let go goes first, as when judging in line): the next batch
+            // is judged while the last one's bytes go out (at most one batch waits to go).
             while self.judging.is_none()
-                && self.ready.is_empty()
+                && self.ready.len() < 2
                 && !self.done
                 && let Some(arrived) = self.waiting.pop_front()
             {
@@ -330,18 +336,28 @@ where
         if let Some(f) = this.ready.pop_front() {
             return Poll::Ready(Some(Ok(f)));
         }
+        if let Some(e) = this.stopped.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         if this.done {
             return Poll::Ready(None);
         }
         match this.poll_fill(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Err(e)) => match this.ready.pop_front() {
+                // what was judged before the stop goes first, then the error
+                Some(f) => {
+                    this.stopped = Some(e);
+                    Poll::Ready(Some(Ok(f)))
+                }
+                None => Poll::Ready(Some(Err(e))),
+            },
             Poll::Ready(Ok(())) => Poll::Ready(this.ready.pop_front().map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.ready.is_empty()
+        self.done && self.ready.is_empty() && self.stopped.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
