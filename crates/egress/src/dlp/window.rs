@@ -54,6 +54,11 @@ impl Window {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// Bytes taken and not let go yet.
+    pub(crate) fn unsent(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
     /// Whether a batch has gathered: the window is to be judged before it takes more.
     pub(crate) fn due(&self) -> bool {
         self.buf.len() >= self.sent + HOLD + BATCH
