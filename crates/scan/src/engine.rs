@@ -92,6 +92,9 @@ pub struct Engine {
     honor_inline_allow: bool,
     /// How many decoding passes run (0: none).
     max_decode_depth: usize,
+    /// Whether the first decoding pass over a large fragment runs on another thread of the
+    /// rayon pool while the rules run (see [`Engine::set_decode_beside`]).
+    decode_beside: bool,
 }
 
 impl Engine {
@@ -176,7 +179,15 @@ impl Engine {
             unconditional,
             honor_inline_allow,
             max_decode_depth: decode::DEFAULT_MAX_DECODE_DEPTH,
+            decode_beside: true,
         }
+    }
+
+    /// Whether the first decoding pass over a fragment of at least 64 KiB runs on another
+    /// thread of the rayon pool while the rules run on this one (the default), or after them
+    /// on this thread. Same findings either way.
+    pub fn set_decode_beside(&mut self, on: bool) {
+        self.decode_beside = on;
     }
 
     /// How many times encoded text is decoded and scanned again (gitleaks'
@@ -267,18 +278,20 @@ impl Engine {
             );
         };
         // The first decoding pass's runs do not depend on the rules' findings: over large
-        // fragments (a DLP batch, a large blob) they are found on another thread of the
-        // rayon pool, when one is free, while the rules run on this one.
-        let first_runs = if self.max_decode_depth > 0 && frag.data.len() >= PARALLEL_MIN {
-            let (runs, ()) = rayon::join(
-                || decode::encoded_runs(frag.data),
-                || plain(out, &mut reported),
-            );
-            Some(runs)
-        } else {
-            plain(out, &mut reported);
-            None
-        };
+        // fragments (a large blob or file) they are found on another thread of the rayon
+        // pool, when one is free, while the rules run on this one (unless `decode_beside` is
+        // off: outbound DLP judges its batches on a thread of their own already).
+        let first_runs =
+            if self.decode_beside && self.max_decode_depth > 0 && frag.data.len() >= PARALLEL_MIN {
+                let (runs, ()) = rayon::join(
+                    || decode::encoded_runs(frag.data),
+                    || plain(out, &mut reported),
+                );
+                Some(runs)
+            } else {
+                plain(out, &mut reported);
+                None
+            };
         let plain = out.len();
         self.scan_hidden(frag, start, out, mode, first_runs, reported);
         if out.len() > plain {

@@ -109,6 +109,13 @@ pub struct ScanOptions {
     /// scans ([`Scanner::scan_git`], [`Scanner::scan_staged`]) the archives the commits add or
     /// change; not in [`Scanner::scan_push`], where the gate refuses what it cannot read.
     pub max_archive_depth: usize,
+    /// Whether, in a fragment of at least 64 KiB, the first decoding pass looks for encoded
+    /// runs on another thread of the rayon pool while the rules run (the default; same
+    /// findings either way). Outbound DLP turns it off: it judges each batch of a body on a
+    /// thread of its own beside the proxy already, and a rayon worker waiting for work spins
+    /// on the processor the proxy and the agent need (bench/README.md, "the upload's
+    /// judging in line").
+    pub decode_beside: bool,
 }
 
 impl Default for ScanOptions {
@@ -120,6 +127,7 @@ impl Default for ScanOptions {
             git_timeout: Duration::from_secs(600),
             max_decode_depth: DEFAULT_MAX_DECODE_DEPTH,
             max_archive_depth: 0,
+            decode_beside: true,
         }
     }
 }
@@ -184,6 +192,7 @@ impl Scanner {
         self.engine
             .set_honor_inline_allow(options.honor_inline_allow);
         self.engine.set_max_decode_depth(options.max_decode_depth);
+        self.engine.set_decode_beside(options.decode_beside);
         self.options = options;
         self
     }

@@ -8,10 +8,16 @@
 //!
 //! A large body is judged on another thread, a batch of the window at a time (tokio's
 //! blocking pool), while the proxy goes on: it forwards the bytes judged before and reads
-//! and decrypts the next ones (up to [`BATCH`] of them wait). Nothing goes before its batch
-//! has been judged, and the batches are judged one after another in the same window, so
-//! what is found, cut out and let go is what judging in line finds (unit test
-//! `a_body_judged_on_another_thread_is_the_body_judged_in_line`).
+//! and decrypts the next ones (up to [`BATCH`] of them wait), and the next batch is judged
+//! while the last one's bytes go out (at most one judged batch waits to go). Nothing goes
+//! before its batch has been judged, and the batches are judged one after another in the
+//! same window, so what is found, cut out and let go is what judging in line finds; when a
+//! batch stops the body, what the batches before it let go still goes, then the error, as
+//! in line (unit test `a_body_judged_on_another_thread_is_the_body_judged_in_line`). The
+//! last part of a body is judged there too when it is large (a body shorter than a batch
+//! would otherwise be judged whole on the proxy's thread); the trailers follow it. A body
+//! in flight holds at most about four batches: the window's, what arrived meanwhile, and
+//! two judged ones waiting to go.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -32,6 +38,10 @@ pub(crate) type Verdict = Arc<OnceLock<Stop>>;
 
 /// The window handed back by the thread that judged a batch, with what may go.
 type Judged = (Window, Result<Option<Bytes>, Stop>);
+
+/// When the body ends with at least this much in the window not yet let go, the last part
+/// is judged on another thread too (less is judged in line: the hand-off costs more).
+const FINISH_ELSEWHERE: usize = 64 * 1024;
 
 /// What the body's source gave that waits while a batch is judged.
 enum Arrived {
@@ -55,6 +65,10 @@ pub(crate) struct DlpBody<B> {
     unscanned: bool,
     ready: VecDeque<Frame<Bytes>>,
     done: bool,
+    /// The error the body ends with once the frames judged before the stop went.
+    stopped: Option<BoxError>,
+    /// How the data ended (its end, or trailers), while its last part is judged elsewhere.
+    ending: Option<Arrived>,
     verdict: Verdict,
     /// A batch being judged on another thread (the window is there meanwhile).
     judging: Option<tokio::task::JoinHandle<Judged>>,
@@ -85,6 +99,8 @@ impl<B> DlpBody<B> {
             unscanned: false,
             ready: VecDeque::new(),
             done: false,
+            stopped: None,
+            ending: None,
             verdict,
             judging: None,
             waiting: VecDeque::new(),
@@ -107,8 +123,9 @@ impl<B> DlpBody<B> {
     fn stop(&mut self, stop: Stop) -> BoxError {
         let rule = stop.rule().to_string();
         let _ = self.verdict.set(stop);
-        self.ready.clear();
+        // (frames judged before the stop still go first, as when judging in line)
         self.waiting.clear();
+        self.ending = None;
         // (a batch still being judged finishes on its own; what it lets go goes nowhere)
         self.judging = None;
         self.done = true;
@@ -153,19 +170,32 @@ impl<B> DlpBody<B> {
         if !self.window.due() {
             return Ok(());
         }
-        if elsewhere && let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let mut window = std::mem::take(&mut self.window);
-            let (det, route, report) = (self.det.clone(), self.route.clone(), self.report.clone());
-            self.judging = Some(rt.spawn_blocking(move || {
-                let out = window.release(&det, &route, &report);
-                (window, out)
-            }));
+        if elsewhere && self.judge_elsewhere(false) {
             return Ok(());
         }
         if let Some(out) = self.window.release(&self.det, &self.route, &self.report)? {
             self.ready.push_back(Frame::data(out));
         }
         Ok(())
+    }
+
+    /// Hands the window to the blocking pool to be judged (`last`: finished, the body has
+    /// ended; else a batch released); false when no runtime can lend a thread.
+    fn judge_elsewhere(&mut self, last: bool) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let mut window = std::mem::take(&mut self.window);
+        let (det, route, report) = (self.det.clone(), self.route.clone(), self.report.clone());
+        self.judging = Some(rt.spawn_blocking(move || {
+            let out = if last {
+                window.finish(&det, &route, &report)
+            } else {
+                window.release(&det, &route, &report)
+            };
+            (window, out)
+        }));
+        true
     }
 
     fn end(&mut self) -> Result<(), Stop> {
@@ -175,11 +205,28 @@ impl<B> DlpBody<B> {
             // (here: the window is finished right after)
             self.judge(Bytes::from(out), false)?;
         }
-        if !self.unscanned
-            && let Some(rest) = self.window.finish(&self.det, &self.route, &self.report)?
-        {
+        if self.unscanned {
+            return Ok(());
+        }
+        if self.window.unsent() >= FINISH_ELSEWHERE && self.judge_elsewhere(true) {
+            return Ok(());
+        }
+        if let Some(rest) = self.window.finish(&self.det, &self.route, &self.report)? {
             self.ready.push_back(Frame::data(rest));
         }
+        Ok(())
+    }
+
+    /// The data ended (and its last part was judged): trailers are judged and go, the body
+    /// is done.
+    fn ended(&mut self, end: Arrived) -> Result<(), Stop> {
+        if let Arrived::Trailers(mut frame) = end {
+            if let Some(t) = frame.trailers_mut() {
+                check_headers(&self.det, &self.route, t, None, "trailer", &self.report)?;
+            }
+            self.ready.push_back(frame);
+        }
+        self.done = true;
         Ok(())
     }
 }
@@ -211,6 +258,12 @@ where
                             Ok(None) => {}
                             Err(stop) => return Poll::Ready(Err(self.stop(stop))),
                         }
+                        // (the last part judged: the data's end comes after it)
+                        if let Some(end) = self.ending.take()
+                            && let Err(stop) = self.ended(end)
+                        {
+                            return Poll::Ready(Err(self.stop(stop)));
+                        }
                     }
                     Poll::Pending => {
                         if !self.ready.is_empty() {
@@ -235,9 +288,10 @@ where
                 }
             }
             // What arrived while a batch was judged, in order, until one is judged again
-            // (what the last one let go goes first, as when judging in line).
+            // (what the last one let go goes first, as when judging in line): the next batch
+            // is judged while the last one's bytes go out (at most one batch waits to go).
             while self.judging.is_none()
-                && self.ready.is_empty()
+                && self.ready.len() < 2
                 && !self.done
                 && let Some(arrived) = self.waiting.pop_front()
             {
@@ -290,20 +344,14 @@ where
     fn arrived(&mut self, arrived: Arrived) -> Result<(), Stop> {
         match arrived {
             Arrived::Data(data) => self.take(data),
-            Arrived::End => {
+            end => {
+                // the rest of the data goes first (trailers come after it)
                 self.end()?;
-                self.done = true;
-                Ok(())
-            }
-            Arrived::Trailers(mut frame) => {
-                // trailers come after the data: let the rest of it go first
-                self.end()?;
-                if let Some(t) = frame.trailers_mut() {
-                    check_headers(&self.det, &self.route, t, None, "trailer", &self.report)?;
+                if self.judging.is_some() {
+                    self.ending = Some(end);
+                    return Ok(());
                 }
-                self.ready.push_back(frame);
-                self.done = true;
-                Ok(())
+                self.ended(end)
             }
         }
     }
@@ -330,18 +378,28 @@ where
         if let Some(f) = this.ready.pop_front() {
             return Poll::Ready(Some(Ok(f)));
         }
+        if let Some(e) = this.stopped.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         if this.done {
             return Poll::Ready(None);
         }
         match this.poll_fill(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Err(e)) => match this.ready.pop_front() {
+                // what was judged before the stop goes first, then the error
+                Some(f) => {
+                    this.stopped = Some(e);
+                    Poll::Ready(Some(Ok(f)))
+                }
+                None => Poll::Ready(Some(Err(e))),
+            },
             Poll::Ready(Ok(())) => Poll::Ready(this.ready.pop_front().map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.ready.is_empty()
+        self.done && self.ready.is_empty() && self.stopped.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -434,6 +492,88 @@ mod tests {
         }
         let stop = verdict.get().cloned();
         (out, stop, logs.lock().unwrap().clone())
+    }
+
+    /// Data chunks, then trailers.
+    struct WithTrailers(VecDeque<Bytes>, Option<http::HeaderMap>);
+
+    impl Body for WithTrailers {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            let frame = match self.0.pop_front() {
+                Some(b) => Some(Frame::data(b)),
+                None => self.1.take().map(Frame::trailers),
+            };
+            Poll::Ready(frame.map(Ok))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_last_part_judged_elsewhere_goes_before_the_trailers_and_stops_as_in_line() {
+        // Bodies shorter than a batch whose last part (over FINISH_ELSEWHERE) is judged on
+        // the blocking pool: the data, then the trailers; a key in the data or in a trailer
+        // stops the body, and nothing of the key goes.
+        let clean = vec![b'a'; FINISH_ELSEWHERE + 100_000];
+        let mut keyed = clean.clone();
+        keyed.extend_from_slice(format!(" key={AWS} ").as_bytes());
+        let trailers = |value: &str| {
+            let mut t = http::HeaderMap::new();
+            t.insert("x-checksum", value.parse().unwrap());
+            t
+        };
+        for (data, trailer, stopped) in [
+            (&clean, "abc", false),
+            (&keyed, "abc", true),
+            (&clean, AWS, true),
+        ] {
+            let det = Arc::new(Detector::new(scanner().unwrap(), &[]).unwrap());
+            let (report, logs) = recorder();
+            let verdict: Verdict = Arc::new(OnceLock::new());
+            let source = WithTrailers(
+                data.chunks(10_000).map(Bytes::copy_from_slice).collect(),
+                Some(trailers(trailer)),
+            );
+            let mut body = DlpBody::new(
+                source,
+                det,
+                route(DlpMode::Block),
+                report,
+                None,
+                verdict.clone(),
+            );
+            // (a stop while priming refuses the request before the upstream is contacted)
+            let mut failed = body.prime().await.is_err();
+            let (mut went, mut got_trailers) = (Vec::new(), None);
+            while !failed && let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) if f.is_data() => {
+                        assert!(got_trailers.is_none(), "data after the trailers");
+                        went.extend_from_slice(f.data_ref().unwrap());
+                    }
+                    Ok(f) => got_trailers = f.into_trailers().ok(),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            assert_eq!(verdict.get().is_some(), stopped, "{trailer}");
+            assert_eq!(failed, stopped, "{trailer}");
+            assert!(!String::from_utf8_lossy(&went).contains("AKIA"));
+            if stopped {
+                assert!(got_trailers.is_none());
+                assert_eq!(logs.lock().unwrap().len(), 1);
+            } else {
+                assert!(went == *data, "{} bytes went of {}", went.len(), data.len());
+                assert_eq!(got_trailers.unwrap()["x-checksum"], "abc");
+                assert!(body.is_end_stream());
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

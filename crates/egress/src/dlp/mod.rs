@@ -144,6 +144,9 @@ pub(crate) fn scanner() -> Result<Arc<scan::Scanner>, String> {
             Ok(Arc::new(scan::Scanner::from_rules(rules).with_options(
                 scan::ScanOptions {
                     honor_inline_allow: false,
+                    // a body's batches are judged on a thread of their own already
+                    // (`body`): no rayon worker spinning beside the proxy for each
+                    decode_beside: false,
                     ..scan::ScanOptions::default()
                 },
             )))

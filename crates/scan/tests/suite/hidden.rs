@@ -56,6 +56,40 @@ fn encoded_runs_are_decoded_and_reported_where_they_sit() {
 }
 
 #[test]
+fn a_large_fragment_decoded_beside_the_rules_or_after_them_gives_the_same_findings() {
+    // Over 64 KiB the first decoding pass runs on another rayon thread unless
+    // `decode_beside` is off (outbound DLP): the findings must not depend on it.
+    let key = aws_key();
+    let mut text = String::new();
+    for i in 0..400 {
+        text.push_str(&format!("line {i} of ordinary text, nothing here at all\n"));
+        if i % 97 == 5 {
+            text.push_str(&format!(
+                "blob = \"{}\"\n",
+                b64(&format!("aws_access_key_id = {key}"))
+            ));
+            text.push_str(&format!("plain = {key}\n"));
+            text.push_str(&format!("hexed {}\n", hex::encode(&key)));
+        }
+    }
+    while text.len() < 200 * 1024 {
+        text.push_str("padding padding padding padding padding padding padding padding\n");
+    }
+    let beside = Scanner::builtin().unwrap();
+    assert!(beside.options().decode_beside);
+    let in_line = Scanner::builtin().unwrap().with_options(scan::ScanOptions {
+        decode_beside: false,
+        ..scan::ScanOptions::default()
+    });
+    let want = places(&beside.scan_bytes("big.txt", text.as_bytes()));
+    assert_eq!(want.len(), 15, "{want:?}");
+    assert_eq!(
+        places(&in_line.scan_bytes("big.txt", text.as_bytes())),
+        want
+    );
+}
+
+#[test]
 fn ordinary_text_gains_no_findings_from_decoding() {
     let text = "checksum = \"0d8bd0a4e6a3bb0de3ac9fe1a1f7ab3a5c5d9e7b4c3a2f1e0d9c8b7a6f5e4d3c\"\nfn a_rather_long_function_name_here() {}\nsee https://example.invalid/a%20b%20c\nimage: iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==\n";
     let s = Scanner::builtin().unwrap();
