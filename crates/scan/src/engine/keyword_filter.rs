@@ -30,10 +30,12 @@ use aho_corasick::dfa::DFA;
 
 /// Blocks of 64 positions over which candidates are counted.
 const STRETCH: usize = 64;
-/// More candidates than this in a stretch: the lanes search the rest of the input (32 in 4
-/// KiB: about where the filter and its checks cost what the lanes cost, measured on source,
-/// prose, base64 and binary files on 2026-12-07).
-const DENSE: u32 = 32;
+/// More candidates than this in a stretch: the lanes search the next [`LANES_STRETCH`] bytes
+/// (64 in 4 KiB, 32 before session kwdense: with each keyword known by a rarer trigram the
+/// filter's candidates are more often keywords, and on the registry's files, their `.rs` and
+/// `.md` files and `.a` archives the filter was faster than the lanes up to there; the
+/// lanes stay faster on a text of keywords alone and about even on base64, bench/README.md).
+const DENSE: u32 = 64;
 
 /// Bytes the lanes search after a stretch of too many candidates, before the filter
 /// takes over again.
