@@ -431,9 +431,17 @@ impl KeywordFilter {
         mut mask_at: impl FnMut(usize) -> u64,
     ) -> Option<usize> {
         let mut candidates = 0;
+        // Each block's mask is found before the previous block's candidates are checked: its
+        // loads and its gather are in flight meanwhile, where before they waited on the
+        // branches of the check (session kwdense: the search alone 15% faster on the registry's
+        // files, 17% on the DLP upload line; two blocks ahead was no faster than one).
+        let mut next = if whole > 0 { mask_at(from) } else { 0 };
         for block in 0..whole {
             let base = from + block * 64;
-            let mut mask = mask_at(base);
+            let mut mask = next;
+            if block + 1 < whole {
+                next = mask_at(base + 64);
+            }
             candidates += mask.count_ones();
             while mask != 0 {
                 self.verify(data, base + mask.trailing_zeros() as usize, found);
