@@ -30,10 +30,12 @@ use aho_corasick::dfa::DFA;
 
 /// Blocks of 64 positions over which candidates are counted.
 const STRETCH: usize = 64;
-/// More candidates than this in a stretch: the lanes search the rest of the input (32 in 4
-/// KiB: about where the filter and its checks cost what the lanes cost, measured on source,
-/// prose, base64 and binary files on 2026-12-07).
-const DENSE: u32 = 32;
+/// More candidates than this in a stretch: the lanes search the next [`LANES_STRETCH`] bytes
+/// (64 in 4 KiB, 32 before session kwdense: with each keyword known by a rarer trigram the
+/// filter's candidates are more often keywords, and on the registry's files, their `.rs` and
+/// `.md` files and `.a` archives the filter was faster than the lanes up to there; the
+/// lanes stay faster on a text of keywords alone and about even on base64, bench/README.md).
+const DENSE: u32 = 64;
 
 /// Bytes the lanes search after a stretch of too many candidates, before the filter
 /// takes over again.
@@ -48,6 +50,11 @@ const THIRD_CLASSES: usize = 32;
 /// `128 * a + b`; written by `byte_pairs.py`, which says how): the rule by which each
 /// keyword's trigram is chosen.
 static BYTE_PAIRS: &[u8; 128 * 128] = include_bytes!("byte_pairs.bin");
+
+/// The 8192 most frequent trigrams of the same files, in the order of their bytes, 4 bytes
+/// each: the trigram (folded as [`BYTE_PAIRS`]), then 8 times the log2 of 1 + its count per
+/// 16 MiB (written by `byte_pairs.py`).
+static TRIGRAMS: &[u8; 8192 * 4] = include_bytes!("trigrams.bin");
 
 /// How often each byte (ASCII letters folded to lower case, bytes from 0x80 on counted with
 /// their low seven bits) occurs, per million bytes, in 20 MB of files of the cargo registry
@@ -89,6 +96,10 @@ pub(super) struct KeywordFilter {
     keywords: Vec<Vec<u8>>,
     /// For each word of `table`, the keywords known by a trigram of its classes.
     known_by: Vec<Vec<Known>>,
+    /// [`DENSE`] (the tests try others).
+    dense: u32,
+    /// [`LANES_STRETCH`] (the tests try others).
+    lanes_stretch: usize,
 }
 
 /// A keyword known by a trigram (see [`KeywordFilter::known_by`]).
@@ -126,15 +137,13 @@ impl KeywordFilter {
         if folded.is_empty() || folded.iter().any(|p| p.is_empty() || !p.is_ascii()) {
             return None;
         }
-        // Each keyword's trigram: the one whose pairs are rarest (in the log domain, the
-        // pairs' counts less the middle byte's).
-        let pair = |a: u8, b: u8| i32::from(BYTE_PAIRS[usize::from(a) * 128 + usize::from(b)]);
+        // Each keyword's trigram: the one of the least [`trigram_cost`].
+        let (common, _) = TRIGRAMS.as_chunks::<4>();
+        let least = common.iter().map(|e| e[3]).min().unwrap_or(0);
+        let cost = |t: &[u8]| trigram_cost(t, least);
         let trigrams: Vec<&[u8]> = folded
             .iter()
-            .map(|p| {
-                let cost = |t: &[u8]| 2 * (pair(t[0], t[1]) + pair(t[1], t[2])) - frequency(t[1]);
-                p.windows(3).min_by_key(|t| cost(t)).unwrap_or(p.as_slice())
-            })
+            .map(|p| p.windows(3).min_by_key(|t| cost(t)).unwrap_or(p.as_slice()))
             .collect();
         // Every keyword byte its own class while there are classes for them; beyond that the
         // rarest share the last one. The same for the trigrams' third bytes.
@@ -198,6 +207,8 @@ impl KeywordFilter {
             pairs,
             keywords: folded,
             known_by,
+            dense: DENSE,
+            lanes_stretch: LANES_STRETCH,
         })
     }
 
@@ -228,7 +239,7 @@ impl KeywordFilter {
             }
             // Too many candidates: the lanes search a stretch, for the matches ending after
             // `until` (reading from the longest keyword's length minus one before it).
-            let to = n.min(until + LANES_STRETCH);
+            let to = n.min(until + self.lanes_stretch);
             let read = until.checked_sub(warm)?;
             let lanes = super::lane_hits(dfa, &data[read..to])?;
             out.extend(
@@ -420,16 +431,24 @@ impl KeywordFilter {
         mut mask_at: impl FnMut(usize) -> u64,
     ) -> Option<usize> {
         let mut candidates = 0;
+        // Each block's mask is found before the previous block's candidates are checked: its
+        // loads and its gather are in flight meanwhile, where before they waited on the
+        // branches of the check (session kwdense: the search alone 15% faster on the registry's
+        // files, 17% on the DLP upload line; two blocks ahead was no faster than one).
+        let mut next = if whole > 0 { mask_at(from) } else { 0 };
         for block in 0..whole {
             let base = from + block * 64;
-            let mut mask = mask_at(base);
+            let mut mask = next;
+            if block + 1 < whole {
+                next = mask_at(base + 64);
+            }
             candidates += mask.count_ones();
             while mask != 0 {
                 self.verify(data, base + mask.trailing_zeros() as usize, found);
                 mask &= mask - 1;
             }
             if (block + 1) % STRETCH == 0 {
-                if candidates > DENSE && base + 64 < data.len() {
+                if candidates > self.dense && base + 64 < data.len() {
                     return Some(base + 64);
                 }
                 candidates = 0;
@@ -454,8 +473,9 @@ impl KeywordFilter {
     /// Bit i: a keyword's trigram (as the classes see it) begins at `at + i`.
     ///
     /// Two stages: the trigram's first two bytes in coarser classes (one table of 1024 bits,
-    /// one `vpermi2b`), which most blocks of text fail; then, for the positions that pass,
-    /// packed 16 at a time, the trigram table (a gather).
+    /// one `vpermi2b`), which most positions of text fail (but few blocks: of the registry's
+    /// `.rs` files about 98 blocks in 100 hold a position that passes, session kwdense);
+    /// then, for the positions that pass, packed 16 at a time, the trigram table (a gather).
     ///
     /// # Safety
     /// The 66 bytes from `at` are readable; `maps` are [`KeywordFilter::maps`].
@@ -549,6 +569,38 @@ fn supported() -> bool {
     {
         false
     }
+}
+
+/// What knowing a keyword by the trigram `t` (three bytes, folded) costs the filter, on a log
+/// scale (16 times the log2 of a count per 16 MiB): mostly how often the trigram occurs (each
+/// occurrence a candidate checked), and 1/64 of how often its first two bytes do (the
+/// positions [`KeywordFilter::block_mask`]'s first stage passes, each a lane of a gather).
+///
+/// The trigram's count: from [`TRIGRAMS`] where it is one of the most frequent, else
+/// estimated from its pairs (the pairs' counts less the middle byte's, in the log domain),
+/// below the least frequent of [`TRIGRAMS`]. Why the counts and not only the estimate: a word
+/// makes its trigrams far more frequent than their pairs say; by the estimate alone `not`
+/// (of `notion`), `bit` (`bittrex`), `try` (`sentry`), `uns` (`unseal`) were those keywords'
+/// trigrams, and two in three of the filter's candidates on the registry's files were such
+/// trigrams, no keyword there. Why the pair: with the counts alone more positions of text
+/// passed the first stage (16 in 64 of the DLP bench's upload line against 14), and its
+/// search got slower (session kwdense, bench/README.md).
+/// `least`: the least count of [`TRIGRAMS`].
+fn trigram_cost(t: &[u8], least: u8) -> i32 {
+    let pair =
+        |a: u8, b: u8| i32::from(BYTE_PAIRS[usize::from(a & 127) * 128 + usize::from(b & 127)]);
+    let (common, _) = TRIGRAMS.as_chunks::<4>();
+    let want = [t[0] & 127, t[1] & 127, t[2] & 127];
+    let count = match common.binary_search_by_key(&want, |e| [e[0], e[1], e[2]]) {
+        Ok(i) => 2 * i32::from(common[i][3]),
+        Err(_) => {
+            let estimate = 2 * (pair(t[0], t[1]) + pair(t[1], t[2])) - frequency(t[1]);
+            estimate.min(2 * i32::from(least) - 1)
+        }
+    };
+    let lead = f64::from(pair(t[0], t[1])) / 8.0;
+    let cost = (f64::from(count) / 16.0).exp2() + lead.exp2() / 64.0;
+    (16.0 * cost.log2()) as i32
 }
 
 /// How often `b` occurs, on the scale of [`BYTE_PAIRS`] (twice its log).
@@ -726,10 +778,12 @@ mod tests {
     #[test]
     fn dense_stretches_go_to_the_lanes_and_back() {
         // Stretches dense with keywords (the lanes take over after one) and sparse ones
-        // (the filter takes over again), of lengths around the stretches' and the blocks'.
+        // (the filter takes over again), of lengths around the stretches' and the blocks'; with
+        // the thresholds the filter has, and with lower ones and short stretches of lanes (more
+        // hand-overs, some in the middle of a keyword).
         let patterns = builtin_patterns();
         let dfa = dfa(&patterns);
-        let filter = KeywordFilter::build(&patterns).unwrap();
+        let mut filter = KeywordFilter::build(&patterns).unwrap();
         let mut rng = Rng(0x0123_4567_89ab_cdef);
         for case in 0..6 {
             let mut data = Vec::new();
@@ -749,7 +803,10 @@ mod tests {
                     }
                 }
             }
-            check(&filter, &dfa, &data);
+            for (dense, lanes) in [(DENSE, LANES_STRETCH), (0, 100), (8, 5000), (40, 777)] {
+                (filter.dense, filter.lanes_stretch) = (dense, lanes);
+                check(&filter, &dfa, &data);
+            }
         }
     }
 
