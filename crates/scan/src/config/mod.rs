@@ -253,8 +253,34 @@ pub struct Allowlist {
     pub stopwords: Vec<String>,
     /// Global allowlists: the rule ids they apply to (empty: all).
     pub target_rules: Vec<String>,
-    /// `regexes` and `stopwords` as one search each, built on first use.
+    /// `regexes` and `stopwords` as one search each, built once the allowlist has been asked
+    /// often enough.
+    searches: Joined,
+}
+
+/// How many times an allowlist is asked before its searches are joined ([`Searches`]):
+/// building a set of many regexes, and filling its lazy DFA's states, costs more than the
+/// searches one by one of a scan that asks only a few times (a scan of source code finds few
+/// assignments of secret-looking values; a scan of configuration files dense with them asks
+/// thousands of times).
+const JOIN_AFTER: u32 = 256;
+
+/// An allowlist's [`Searches`], once built, and how many times it was asked before.
+#[derive(Debug, Default)]
+struct Joined {
     searches: std::sync::OnceLock<Searches>,
+    asked: std::sync::atomic::AtomicU32,
+}
+
+impl Clone for Joined {
+    fn clone(&self) -> Self {
+        Self {
+            searches: self.searches.clone(),
+            asked: std::sync::atomic::AtomicU32::new(
+                self.asked.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        }
+    }
 }
 
 /// An allowlist's regexes and stopwords, each kind in one search (see [`Allowlist::allows`]).
@@ -305,14 +331,16 @@ impl Allowlist {
                 RegexTarget::Match => c.matched,
                 RegexTarget::Line => c.line,
             };
-            let s = self.searches();
-            results[2] = Some(
-                s.set.as_ref().is_some_and(|set| set.is_match(target))
-                    || s.alone.iter().any(|&i| self.regexes[i].is_match(target)),
-            );
+            results[2] = Some(match self.searches() {
+                Some(s) => {
+                    s.set.as_ref().is_some_and(|set| set.is_match(target))
+                        || s.alone.iter().any(|&i| self.regexes[i].is_match(target))
+                }
+                None => self.regexes.iter().any(|r| r.is_match(target)),
+            });
         }
         if !self.stopwords.is_empty() {
-            results[3] = Some(match &self.searches().stopwords {
+            results[3] = Some(match self.searches().and_then(|s| s.stopwords.as_ref()) {
                 // (the stopwords are lower-cased: the secret lower-cased holds one where the
                 // secret holds one in any ASCII case)
                 Some(words) => words.is_match(c.secret),
@@ -335,11 +363,23 @@ impl Allowlist {
         }
     }
 
-    /// [`Searches`], built on first use: the regexes each compiled alone first (to tell those
-    /// that need Unicode mode), a set of the others, the stopwords' automaton. Whatever fails
-    /// to build is searched one by one, as before.
-    fn searches(&self) -> &Searches {
-        self.searches.get_or_init(|| {
+    /// [`Searches`], built when the allowlist is asked for the [`JOIN_AFTER`]th time (`None`
+    /// before): the regexes each compiled alone first (to tell those that need Unicode mode),
+    /// a set of the others, the stopwords' automaton. Whatever fails to build is searched one
+    /// by one, as before.
+    fn searches(&self) -> Option<&Searches> {
+        let joined = &self.searches;
+        if let Some(s) = joined.searches.get() {
+            return Some(s);
+        }
+        if joined
+            .asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            < JOIN_AFTER
+        {
+            return None;
+        }
+        Some(joined.searches.get_or_init(|| {
             let (unicode, ascii): (Vec<usize>, Vec<usize>) =
                 (0..self.regexes.len()).partition(|&i| self.regexes[i].needs_unicode());
             let set = (ascii.len() >= 2)
@@ -363,7 +403,7 @@ impl Allowlist {
                 alone,
                 stopwords,
             }
-        })
+        }))
     }
 
     /// Whether a commit is listed (full id or an abbreviation of at least 7 digits).
@@ -1069,7 +1109,7 @@ fn compile_allowlist(
         regexes,
         stopwords: raw.stopwords.iter().map(|s| s.to_lowercase()).collect(),
         target_rules: raw.target_rules.clone(),
-        searches: std::sync::OnceLock::new(),
+        searches: Joined::default(),
     })
 }
 
@@ -1378,6 +1418,14 @@ mod allowlist_search_tests {
         assert!(lists.iter().any(|a| a.stopwords.len() >= 10));
         let allowed = check(&lists, 400);
         assert!(allowed > 1000, "{allowed}");
+        // (the first JOIN_AFTER candidates of each were searched one by one, the rest joined)
+        assert!(lists.iter().all(|a| a.searches.searches.get().is_some()));
+        assert!(lists.iter().any(|a| {
+            a.searches
+                .searches
+                .get()
+                .is_some_and(|s| s.set.is_some() && s.stopwords.is_some())
+        }));
     }
 
     #[test]
@@ -1404,6 +1452,9 @@ stopwords = ["0_"]
         assert!(!lists[0].regexes[0].needs_unicode());
         let allowed = check(&lists, 3000);
         assert!(allowed > 100, "{allowed}");
+        let joined = lists[0].searches.searches.get().unwrap();
+        assert_eq!(joined.alone, vec![2]);
+        assert!(joined.set.is_some() && joined.stopwords.is_some());
         // (Greek letters are among the pieces only through the stopwords' bytes; one more)
         let c = |v: &'static str| Candidate {
             path: "p",
