@@ -253,51 +253,8 @@ pub struct Allowlist {
     pub stopwords: Vec<String>,
     /// Global allowlists: the rule ids they apply to (empty: all).
     pub target_rules: Vec<String>,
-    /// `regexes` and `stopwords` as one search each, built once the allowlist has been asked
-    /// often enough.
-    searches: Joined,
-}
-
-/// How many times an allowlist is asked before its searches are joined ([`Searches`]):
-/// building a set of many regexes, and filling its lazy DFA's states, costs more than the
-/// searches one by one of a scan that asks only a few times (a scan of source code finds few
-/// assignments of secret-looking values; a scan of configuration files dense with them asks
-/// thousands of times).
-const JOIN_AFTER: u32 = 256;
-
-/// An allowlist's [`Searches`], once built, and how many times it was asked before.
-#[derive(Debug, Default)]
-struct Joined {
-    searches: std::sync::OnceLock<Searches>,
-    asked: std::sync::atomic::AtomicU32,
-}
-
-impl Clone for Joined {
-    fn clone(&self) -> Self {
-        Self {
-            searches: self.searches.clone(),
-            asked: std::sync::atomic::AtomicU32::new(
-                self.asked.load(std::sync::atomic::Ordering::Relaxed),
-            ),
-        }
-    }
-}
-
-/// An allowlist's regexes and stopwords, each kind in one search (see [`Allowlist::allows`]).
-///
-/// Why: the generic rules' allowlists hold up to 17 regexes and 24 stopwords, and most
-/// matches of those rules are judged by them; a search per regex, and a copy of the secret
-/// lower-cased searched once per stopword, were most of the judging of files dense with
-/// assignments.
-#[derive(Debug, Clone)]
-struct Searches {
-    /// The regexes that compile without Unicode mode, when there are two or more, as one set.
-    set: Option<regex::bytes::RegexSet>,
-    /// The regexes searched one by one (those that need Unicode mode, or all when there is
-    /// no set).
-    alone: Vec<usize>,
-    /// The stopwords, ASCII case folded (none of them is empty).
-    stopwords: Option<aho_corasick::AhoCorasick>,
+    /// `stopwords` as one search, built on first use.
+    stopword_search: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
 }
 
 /// What an allowlist is asked about.
@@ -331,16 +288,10 @@ impl Allowlist {
                 RegexTarget::Match => c.matched,
                 RegexTarget::Line => c.line,
             };
-            results[2] = Some(match self.searches() {
-                Some(s) => {
-                    s.set.as_ref().is_some_and(|set| set.is_match(target))
-                        || s.alone.iter().any(|&i| self.regexes[i].is_match(target))
-                }
-                None => self.regexes.iter().any(|r| r.is_match(target)),
-            });
+            results[2] = Some(self.regexes.iter().any(|r| r.is_match(target)));
         }
         if !self.stopwords.is_empty() {
-            results[3] = Some(match self.searches().and_then(|s| s.stopwords.as_ref()) {
+            results[3] = Some(match self.stopword_search() {
                 // (the stopwords are lower-cased: the secret lower-cased holds one where the
                 // secret holds one in any ASCII case)
                 Some(words) => words.is_match(c.secret),
@@ -363,47 +314,26 @@ impl Allowlist {
         }
     }
 
-    /// [`Searches`], built when the allowlist is asked for the [`JOIN_AFTER`]th time (`None`
-    /// before): the regexes each compiled alone first (to tell those that need Unicode mode),
-    /// a set of the others, the stopwords' automaton. Whatever fails to build is searched one
-    /// by one, as before.
-    fn searches(&self) -> Option<&Searches> {
-        let joined = &self.searches;
-        if let Some(s) = joined.searches.get() {
-            return Some(s);
-        }
-        if joined
-            .asked
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            < JOIN_AFTER
-        {
-            return None;
-        }
-        Some(joined.searches.get_or_init(|| {
-            let (unicode, ascii): (Vec<usize>, Vec<usize>) =
-                (0..self.regexes.len()).partition(|&i| self.regexes[i].needs_unicode());
-            let set = (ascii.len() >= 2)
-                .then(|| pattern::ascii_set(ascii.iter().map(|&i| self.regexes[i].as_str())).ok())
-                .flatten();
-            let alone = if set.is_some() {
-                unicode
-            } else {
-                (0..self.regexes.len()).collect()
-            };
-            let stopwords = (!self.stopwords.iter().any(String::is_empty))
-                .then(|| {
-                    aho_corasick::AhoCorasick::builder()
-                        .ascii_case_insensitive(true)
-                        .build(&self.stopwords)
-                        .ok()
-                })
-                .flatten();
-            Searches {
-                set,
-                alone,
-                stopwords,
-            }
-        }))
+    /// The stopwords in one automaton, ASCII case folded, built on first use; `None` if one
+    /// of them is empty (found everywhere) or it could not be built: they are then looked
+    /// for one by one in the secret lower-cased.
+    ///
+    /// Why: the generic rules' allowlists hold up to 24 stopwords, and most matches of those
+    /// rules are judged by them; a copy of the secret lower-cased, searched once per
+    /// stopword, was about a twentieth of the instructions of a scan of files dense with
+    /// assignments.
+    fn stopword_search(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.stopword_search
+            .get_or_init(|| {
+                if self.stopwords.iter().any(String::is_empty) {
+                    return None;
+                }
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&self.stopwords)
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Whether a commit is listed (full id or an abbreviation of at least 7 digits).
@@ -1109,7 +1039,7 @@ fn compile_allowlist(
         regexes,
         stopwords: raw.stopwords.iter().map(|s| s.to_lowercase()).collect(),
         target_rules: raw.target_rules.clone(),
-        searches: Joined::default(),
+        stopword_search: std::sync::OnceLock::new(),
     })
 }
 
@@ -1313,8 +1243,8 @@ mod allowlist_search_tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
-    /// [`Allowlist::allows`] as it was before its searches were joined: each regex searched
-    /// alone, each stopword looked for in the secret lower-cased.
+    /// [`Allowlist::allows`] as it was before its stopwords were searched in one automaton:
+    /// each stopword looked for in the secret lower-cased.
     fn allows_one_by_one(a: &Allowlist, c: &Candidate<'_>) -> bool {
         let mut results = [None; 4];
         if !a.commits.is_empty() {
@@ -1418,18 +1348,17 @@ mod allowlist_search_tests {
         assert!(lists.iter().any(|a| a.stopwords.len() >= 10));
         let allowed = check(&lists, 400);
         assert!(allowed > 1000, "{allowed}");
-        // (the first JOIN_AFTER candidates of each were searched one by one, the rest joined)
-        assert!(lists.iter().all(|a| a.searches.searches.get().is_some()));
-        assert!(lists.iter().any(|a| {
-            a.searches
-                .searches
-                .get()
-                .is_some_and(|s| s.set.is_some() && s.stopwords.is_some())
-        }));
+        // (every list with stopwords searched them in one automaton)
+        assert!(
+            lists
+                .iter()
+                .filter(|a| !a.stopwords.is_empty())
+                .all(|a| a.stopword_search.get().is_some_and(Option::is_some))
+        );
     }
 
     #[test]
-    fn an_allowlist_with_a_unicode_regex_and_odd_stopwords_allows_what_one_by_one_allows() {
+    fn an_allowlist_with_odd_stopwords_allows_what_one_by_one_allows() {
         let set = RuleSet::from_toml_str(
             r#"
 [[rules]]
@@ -1448,13 +1377,9 @@ stopwords = ["0_"]
         )
         .unwrap();
         let lists: Vec<&Allowlist> = set.rules[0].allowlists.iter().collect();
-        assert!(lists[0].regexes[2].needs_unicode());
-        assert!(!lists[0].regexes[0].needs_unicode());
         let allowed = check(&lists, 3000);
         assert!(allowed > 100, "{allowed}");
-        let joined = lists[0].searches.searches.get().unwrap();
-        assert_eq!(joined.alone, vec![2]);
-        assert!(joined.set.is_some() && joined.stopwords.is_some());
+        assert!(lists[0].stopword_search.get().is_some_and(Option::is_some));
         // (Greek letters are among the pieces only through the stopwords' bytes; one more)
         let c = |v: &'static str| Candidate {
             path: "p",

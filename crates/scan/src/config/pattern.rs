@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 
 /// A rule's content regex, compiled when it is first used, or at load.
 ///
@@ -72,11 +72,6 @@ impl RulePattern {
 }
 
 impl RulePattern {
-    /// Whether its regex needed Unicode mode (compiled now if it was deferred).
-    pub(crate) fn needs_unicode(&self) -> bool {
-        self.compiled_mode().1
-    }
-
     /// The pattern's syntax tree as [`compile_bytes_regex`] reads it when Unicode mode is off
     /// (`\w`, `\s`, `\b` and case folding ASCII-only); `None` when the pattern needs
     /// Unicode mode (its regex is then compiled with it, which this tree would not describe).
@@ -120,20 +115,6 @@ fn compile_bytes_regex_mode(pattern: &str) -> Result<(Regex, bool), regex::Error
     build(false)
         .map(|re| (re, false))
         .or_else(|_| build(true).map(|re| (re, true)))
-}
-
-/// Patterns that each compile without Unicode mode (see [`compile_bytes_regex`]), as one set
-/// whose `is_match` is whether one of them matches: each is compiled as it is alone (its own
-/// pattern in the set, the same escaping and options), so the set matches where one of the
-/// regexes would.
-pub(crate) fn ascii_set<'a>(
-    patterns: impl IntoIterator<Item = &'a str>,
-) -> Result<RegexSet, regex::Error> {
-    RegexSetBuilder::new(patterns.into_iter().map(escape_literal_braces))
-        .unicode(false)
-        .size_limit(64 << 20)
-        .dfa_size_limit(32 << 20)
-        .build()
 }
 
 /// Go's RE2 (gitleaks' engine) reads a `{` that does not start a repetition (`{{`, `${VAR}`) as
