@@ -75,6 +75,17 @@ const FUNCTION_WORDS: &[&str] = &[
 /// References to a value kept elsewhere (shell, templates, format strings).
 const REFERENCE_MARKS: &[&str] = &["${", "$(", "{{", "}}", "%(", "<%", "#{", "@{"];
 
+/// The first bytes of [`REFERENCE_MARKS`].
+static MARK_STARTS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < REFERENCE_MARKS.len() {
+        t[REFERENCE_MARKS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Placeholder words; a value holding one is a stand-in for the secret.
 const PLACEHOLDER_WORDS: &[&str] = &[
     "xxxx",
@@ -179,7 +190,15 @@ fn is_email(v: &str) -> bool {
 /// Words separated by spaces that read as a sentence: a function word, a sentence's end, or
 /// many words. A few plain words (`correct horse battery`) may be a passphrase.
 fn is_prose(v: &str) -> bool {
-    // (counted up to 5 without collecting the words: most values are one word)
+    // Most values are one word of ASCII: no whitespace byte in them, nor a byte of another
+    // character (which may be Unicode whitespace), is one word at most.
+    if !v
+        .bytes()
+        .any(|b| b >= 0x80 || matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '))
+    {
+        return false;
+    }
+    // (counted up to 5 without collecting the words)
     let words = v.split_whitespace().take(5).count();
     if words < 2 {
         return false;
@@ -198,10 +217,9 @@ fn is_prose(v: &str) -> bool {
 fn is_reference(v: &str) -> bool {
     // Each mark is two bytes: one look at each pair of bytes instead of a substring search
     // per mark (eight searches for every value judged).
-    if v.as_bytes()
-        .windows(2)
-        .any(|pair| REFERENCE_MARKS.iter().any(|m| m.as_bytes() == pair))
-    {
+    if v.as_bytes().windows(2).any(|pair| {
+        MARK_STARTS[usize::from(pair[0])] && REFERENCE_MARKS.iter().any(|m| m.as_bytes() == pair)
+    }) {
         return true;
     }
     if v.starts_with('$') || v.starts_with('%') && v.ends_with('%') {
@@ -230,10 +248,12 @@ fn is_placeholder(v: &str) -> bool {
         return false;
     }
     let mut counts = [0usize; 256];
+    let mut most = 0;
     for &b in v.as_bytes() {
-        counts[usize::from(b)] += 1;
+        let c = &mut counts[usize::from(b)];
+        *c += 1;
+        most = most.max(*c);
     }
-    let most = counts.iter().max().copied().unwrap_or(0);
     most * 10 >= v.len() * 7
 }
 
@@ -362,6 +382,9 @@ mod tests {
             b"****",
             b"....",
             "\u{2026}".as_bytes(),
+            "\u{a0}".as_bytes(),
+            "\u{3000}".as_bytes(),
+            b"\x0b",
             b"ChangeMe",
             b"CHANGE_ME",
             b"change-me",
