@@ -75,6 +75,17 @@ const FUNCTION_WORDS: &[&str] = &[
 /// References to a value kept elsewhere (shell, templates, format strings).
 const REFERENCE_MARKS: &[&str] = &["${", "$(", "{{", "}}", "%(", "<%", "#{", "@{"];
 
+/// The first bytes of [`REFERENCE_MARKS`].
+static MARK_STARTS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < REFERENCE_MARKS.len() {
+        t[REFERENCE_MARKS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Placeholder words; a value holding one is a stand-in for the secret.
 const PLACEHOLDER_WORDS: &[&str] = &[
     "xxxx",
@@ -136,6 +147,14 @@ const PUBLISHED_EXAMPLES: &[&str] = &[
 ];
 
 fn is_published_example(v: &str) -> bool {
+    // (the comparison keeps every byte where it is, so only values of an example's length,
+    // with or without its spaces, can be one: the others are not copied to be compared)
+    if !PUBLISHED_EXAMPLES
+        .iter()
+        .any(|e| v.len() == e.len() || v.len() == e.len() - e.matches(' ').count())
+    {
+        return false;
+    }
     let words = |s: &str| -> String {
         s.chars()
             .map(|c| match c {
@@ -171,14 +190,23 @@ fn is_email(v: &str) -> bool {
 /// Words separated by spaces that read as a sentence: a function word, a sentence's end, or
 /// many words. A few plain words (`correct horse battery`) may be a passphrase.
 fn is_prose(v: &str) -> bool {
-    let words: Vec<&str> = v.split_whitespace().collect();
-    if words.len() < 2 {
+    // Most values are one word of ASCII: no whitespace byte in them, nor a byte of another
+    // character (which may be Unicode whitespace), is one word at most.
+    if !v
+        .bytes()
+        .any(|b| b >= 0x80 || matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '))
+    {
         return false;
     }
-    if words.len() >= 5 || v.ends_with(['.', '!', '?', ':']) {
+    // (counted up to 5 without collecting the words)
+    let words = v.split_whitespace().take(5).count();
+    if words < 2 {
+        return false;
+    }
+    if words >= 5 || v.ends_with(['.', '!', '?', ':']) {
         return true;
     }
-    words.iter().any(|w| {
+    v.split_whitespace().any(|w| {
         let w = w
             .trim_matches(|c: char| !c.is_ascii_alphanumeric())
             .to_ascii_lowercase();
@@ -187,7 +215,11 @@ fn is_prose(v: &str) -> bool {
 }
 
 fn is_reference(v: &str) -> bool {
-    if REFERENCE_MARKS.iter().any(|m| v.contains(m)) {
+    // Each mark is two bytes: one look at each pair of bytes instead of a substring search
+    // per mark (eight searches for every value judged).
+    if v.as_bytes().windows(2).any(|pair| {
+        MARK_STARTS[usize::from(pair[0])] && REFERENCE_MARKS.iter().any(|m| m.as_bytes() == pair)
+    }) {
         return true;
     }
     if v.starts_with('$') || v.starts_with('%') && v.ends_with('%') {
@@ -201,23 +233,220 @@ fn is_reference(v: &str) -> bool {
 }
 
 fn is_placeholder(v: &str) -> bool {
-    let lower = v.to_ascii_lowercase();
-    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+    let holds_word = match placeholder_words() {
+        Some(words) => words.is_match(v),
+        None => {
+            let lower = v.to_ascii_lowercase();
+            PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w))
+        }
+    };
+    if holds_word {
         return true;
     }
     // One character for most of the value (`aaaaaaaa`, `00000000`, `--------`).
-    let mut counts = [0usize; 256];
-    for &b in v.as_bytes() {
-        counts[usize::from(b)] += 1;
+    if v.len() < 6 {
+        return false;
     }
-    let most = counts.iter().max().copied().unwrap_or(0);
-    v.len() >= 6 && most * 10 >= v.len() * 7
+    let mut counts = [0usize; 256];
+    let mut most = 0;
+    for &b in v.as_bytes() {
+        let c = &mut counts[usize::from(b)];
+        *c += 1;
+        most = most.max(*c);
+    }
+    most * 10 >= v.len() * 7
+}
+
+/// [`PLACEHOLDER_WORDS`] in one automaton, ASCII case folded (what comparing them with the
+/// value lower-cased finds: the words are lower-case, and the non-ASCII one is compared as
+/// it is either way), built on first use; `None` if it could not be built (the words are
+/// then looked for one by one).
+///
+/// Why: a search per word, each over a lower-cased copy of the value, was a tenth of a scan
+/// of files dense with assignments (most matches of the generic rules are judged here).
+fn placeholder_words() -> Option<&'static aho_corasick::AhoCorasick> {
+    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    WORDS
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(PLACEHOLDER_WORDS)
+                .ok()
+        })
+        .as_ref()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    /// [`not_a_secret`] as it was written before its searches were made cheaper: a substring
+    /// search per mark and per word (over the value lower-cased), the words collected, every
+    /// value copied to be compared with the published examples.
+    fn not_a_secret_reference(value: &[u8]) -> Option<&'static str> {
+        let text = String::from_utf8_lossy(value);
+        let v = text.trim();
+        let prose = |v: &str| {
+            let words: Vec<&str> = v.split_whitespace().collect();
+            if words.len() < 2 {
+                return false;
+            }
+            if words.len() >= 5 || v.ends_with(['.', '!', '?', ':']) {
+                return true;
+            }
+            words.iter().any(|w| {
+                let w = w
+                    .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                    .to_ascii_lowercase();
+                FUNCTION_WORDS.contains(&w.as_str())
+            })
+        };
+        let reference = |v: &str| {
+            REFERENCE_MARKS.iter().any(|m| v.contains(m))
+                || v.starts_with('$')
+                || v.starts_with('%') && v.ends_with('%')
+                || matches!(
+                    (v.chars().next(), v.chars().last()),
+                    (Some('<'), Some('>')) | (Some('{'), Some('}')) | (Some('['), Some(']'))
+                )
+        };
+        let placeholder = |v: &str| {
+            let lower = v.to_ascii_lowercase();
+            if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+                return true;
+            }
+            let mut counts = [0usize; 256];
+            for &b in v.as_bytes() {
+                counts[usize::from(b)] += 1;
+            }
+            let most = counts.iter().max().copied().unwrap_or(0);
+            v.len() >= 6 && most * 10 >= v.len() * 7
+        };
+        let example = |v: &str| {
+            let words = |s: &str| -> String {
+                s.chars()
+                    .map(|c| match c {
+                        '_' | '-' | ' ' => ' ',
+                        c => c.to_ascii_lowercase(),
+                    })
+                    .collect()
+            };
+            let v = words(v);
+            PUBLISHED_EXAMPLES
+                .iter()
+                .any(|e| v == *e || v == e.replace(' ', ""))
+        };
+        if v.is_empty() {
+            Some("empty")
+        } else if prose(v) {
+            Some("prose")
+        } else if reference(v) {
+            Some("a reference")
+        } else if placeholder(v) {
+            Some("a placeholder")
+        } else if is_email(v) {
+            Some("an e-mail address")
+        } else if example(v) {
+            Some("an example published in a standard")
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn values_are_judged_as_the_searches_one_by_one_judge_them() {
+        // Values built from pieces of every kind the judge looks for (marks, placeholder
+        // words in any case, function words, the example, an ellipsis, runs of one byte)
+        // and random bytes, joined by separators, spaces or nothing.
+        let pieces: Vec<&[u8]> = vec![
+            b"${",
+            b"$(",
+            b"{{",
+            b"}}",
+            b"%(",
+            b"<%",
+            b"#{",
+            b"@{",
+            b"$",
+            b"%",
+            b"<",
+            b">",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"XxXx",
+            b"xxxx",
+            b"****",
+            b"....",
+            "\u{2026}".as_bytes(),
+            "\u{a0}".as_bytes(),
+            "\u{3000}".as_bytes(),
+            b"\x0b",
+            b"ChangeMe",
+            b"CHANGE_ME",
+            b"change-me",
+            b"Replace_Me",
+            b"PLACEHOLDER",
+            b"Your_",
+            b"YOUR-",
+            b"yourPass",
+            b"insert_",
+            b"ReDacted",
+            b"todo",
+            b"FixMe",
+            b"dummy",
+            b"the",
+            b"Is",
+            b"please",
+            b"open",
+            b"sesame",
+            b"Open_Sesame",
+            b"OPENSESAME",
+            b"a",
+            b"aaaaaaa",
+            b"0000",
+            b"user@example.com",
+            b"name@",
+            b"p@ss",
+            b"hunter2",
+            b"8f2b1c9d7e6a5f4b",
+            b".",
+            b"!",
+            b"?",
+            b":",
+            b"\\xff",
+            b"\xff",
+            b"\xc3\xa9",
+        ];
+        let seps: [&[u8]; 5] = [b"", b" ", b"_", b"-", b"\t"];
+        let mut rng = crate::decode::tests::Rng(0x2545_f491_4f6c_dd1d);
+        let mut disagree = Vec::new();
+        let mut kinds = std::collections::BTreeSet::new();
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            for _ in 0..rng.below(6) {
+                if rng.below(5) == 0 {
+                    for _ in 0..rng.below(8) {
+                        v.push(rng.below(256) as u8);
+                    }
+                } else {
+                    v.extend_from_slice(pieces[rng.below(pieces.len())]);
+                }
+                v.extend_from_slice(seps[rng.below(seps.len())]);
+            }
+            let (got, want) = (not_a_secret(&v), not_a_secret_reference(&v));
+            kinds.insert(want);
+            if got != want {
+                disagree.push((String::from_utf8_lossy(&v).into_owned(), got, want));
+            }
+        }
+        assert_eq!(disagree, Vec::new());
+        // (every verdict was reached by some value)
+        assert_eq!(kinds.len(), 7, "{kinds:?}");
+    }
 
     #[test]
     fn prose_references_and_placeholders_are_not_secrets() {
