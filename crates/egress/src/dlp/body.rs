@@ -424,8 +424,9 @@ mod tests {
 
     const AWS: &str = "AKIAZ3MSJV4WWNKWW5FG";
 
-    /// A body that gives its chunks as fast as they are asked for.
-    struct Chunks(VecDeque<Bytes>);
+    /// A body that gives its chunks as fast as they are asked for, then its trailers (if
+    /// any).
+    struct Chunks(VecDeque<Bytes>, Option<http::HeaderMap>);
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -435,7 +436,11 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            let frame = match self.0.pop_front() {
+                Some(b) => Some(Frame::data(b)),
+                None => self.1.take().map(Frame::trailers),
+            };
+            Poll::Ready(frame.map(Ok))
         }
     }
 
@@ -481,7 +486,10 @@ mod tests {
         let det = Arc::new(Detector::new(scanner().unwrap(), &[]).unwrap());
         let (report, logs) = recorder();
         let verdict: Verdict = Arc::new(OnceLock::new());
-        let source = Chunks(chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect());
+        let source = Chunks(
+            chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
+            None,
+        );
         let mut body = DlpBody::new(source, det, route(mode), report, None, verdict.clone());
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -492,25 +500,6 @@ mod tests {
         }
         let stop = verdict.get().cloned();
         (out, stop, logs.lock().unwrap().clone())
-    }
-
-    /// Data chunks, then trailers.
-    struct WithTrailers(VecDeque<Bytes>, Option<http::HeaderMap>);
-
-    impl Body for WithTrailers {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            let frame = match self.0.pop_front() {
-                Some(b) => Some(Frame::data(b)),
-                None => self.1.take().map(Frame::trailers),
-            };
-            Poll::Ready(frame.map(Ok))
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,7 +523,7 @@ mod tests {
             let det = Arc::new(Detector::new(scanner().unwrap(), &[]).unwrap());
             let (report, logs) = recorder();
             let verdict: Verdict = Arc::new(OnceLock::new());
-            let source = WithTrailers(
+            let source = Chunks(
                 data.chunks(10_000).map(Bytes::copy_from_slice).collect(),
                 Some(trailers(trailer)),
             );
