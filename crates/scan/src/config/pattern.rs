@@ -134,6 +134,14 @@ fn escape_literal_braces(pattern: &str) -> String {
                     out.push(n);
                 }
                 i += 2;
+                // `\p{Greek}`, `\P{L}`, `\x{41}`: the braces are the escape's own
+                if matches!(chars.get(i - 1), Some('p' | 'P' | 'x'))
+                    && chars.get(i) == Some(&'{')
+                    && let Some(len) = chars[i..].iter().position(|&c| c == '}')
+                {
+                    out.extend(&chars[i..=i + len]);
+                    i += len + 1;
+                }
                 continue;
             }
             '[' if !in_class => {
@@ -202,5 +210,17 @@ mod tests {
         assert_eq!(escape_literal_braces(r"[{}]\{x\}"), r"[{}]\{x\}");
         assert_eq!(escape_literal_braces(r"[]{]a{,3}"), r"[]{]a\{,3\}");
         assert!(compile_bytes_regex(r#"['"]?\$?{{[^}]+}}['"]?"#).is_ok());
+    }
+
+    #[test]
+    fn the_braces_of_unicode_classes_and_hex_escapes_are_kept() {
+        assert_eq!(escape_literal_braces(r"\p{Greek}+"), r"\p{Greek}+");
+        assert_eq!(escape_literal_braces(r"\P{L}{2}\x{41}"), r"\P{L}{2}\x{41}");
+        assert_eq!(escape_literal_braces(r"[\p{Lu}]{3}"), r"[\p{Lu}]{3}");
+        // an escaped brace after them is still a literal
+        assert_eq!(escape_literal_braces(r"\p\{x}"), r"\p\{x\}");
+        let greek = compile_bytes_regex(r"key=\p{Greek}{3}\x{21}").unwrap();
+        assert!(greek.is_match("key=αβγ!".as_bytes()));
+        assert!(!greek.is_match(b"key=abc!"));
     }
 }
