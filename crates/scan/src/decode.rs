@@ -1077,11 +1077,11 @@ mod engines {
 }
 
 /// Base64 (standard, else URL-safe) holding at least one digit or symbol, that decodes to
-/// printable text: what [`strict_base64`] decodes, kept when printable. `scratch` is reused
-/// between runs: most runs (identifiers) decode to nothing printable or not at all, and are
-/// now turned down without an allocation; a run neither decoder can take (a length of
-/// 4n+1, both alphabets' symbols, padding on a run that is not a multiple of 4 long) is not
-/// handed to them.
+/// printable text: what `strict_base64` (the tests' reference) decodes, kept when
+/// printable. `scratch` is reused between runs: most runs (identifiers) decode to nothing
+/// printable or not at all, and are now turned down without an allocation; a run neither
+/// decoder can take (a length of 4n+1, both alphabets' symbols, padding on a run that is not
+/// a multiple of 4 long) is not handed to them.
 fn decode_base64(run: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     if base64_turned_down(run) {
         return None;
