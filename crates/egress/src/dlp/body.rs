@@ -9,7 +9,7 @@
 //! A large body is judged on another thread, a batch of the window at a time (tokio's
 //! blocking pool), while the proxy goes on: it forwards the bytes judged before and reads
 //! and decrypts the next ones (up to [`BATCH`] of them wait), and the next batch is judged
-//! while the last one's bytes go out (at most one judged batch waits to go). Nothing goes
+//! while the last one's bytes go out (at most two judged batches wait to go). Nothing goes
 //! before its batch has been judged, and the batches are judged one after another in the
 //! same window, so what is found, cut out and let go is what judging in line finds; when a
 //! batch stops the body, what the batches before it let go still goes, then the error, as
@@ -289,7 +289,7 @@ where
             }
             // What arrived while a batch was judged, in order, until one is judged again
             // (what the last one let go goes first, as when judging in line): the next batch
-            // is judged while the last one's bytes go out (at most one batch waits to go).
+            // is judged while the last one's bytes go out (at most two judged batches wait).
             while self.judging.is_none()
                 && self.ready.len() < 2
                 && !self.done
