@@ -155,15 +155,19 @@ fn is_published_example(v: &str) -> bool {
     {
         return false;
     }
-    let words = |s: &str| -> String {
-        s.chars()
-            .map(|c| match c {
-                '_' | '-' | ' ' => ' ',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect()
-    };
-    let v = words(v);
+    spells_a_published_example(v)
+}
+
+/// Whether `v`, its words joined by `_`, `-`, a space or nothing and in any case, is one of
+/// the [`PUBLISHED_EXAMPLES`] (the comparison itself, without the length check before it).
+fn spells_a_published_example(v: &str) -> bool {
+    let v: String = v
+        .chars()
+        .map(|c| match c {
+            '_' | '-' | ' ' => ' ',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
     PUBLISHED_EXAMPLES
         .iter()
         .any(|e| v == *e || v == e.replace(' ', ""))
@@ -324,20 +328,8 @@ mod tests {
             let most = counts.iter().max().copied().unwrap_or(0);
             v.len() >= 6 && most * 10 >= v.len() * 7
         };
-        let example = |v: &str| {
-            let words = |s: &str| -> String {
-                s.chars()
-                    .map(|c| match c {
-                        '_' | '-' | ' ' => ' ',
-                        c => c.to_ascii_lowercase(),
-                    })
-                    .collect()
-            };
-            let v = words(v);
-            PUBLISHED_EXAMPLES
-                .iter()
-                .any(|e| v == *e || v == e.replace(' ', ""))
-        };
+        // (every value compared: the length check before it is what is tested)
+        let example = spells_a_published_example;
         if v.is_empty() {
             Some("empty")
         } else if prose(v) {

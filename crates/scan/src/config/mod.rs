@@ -275,6 +275,24 @@ pub struct Candidate<'a> {
 impl Allowlist {
     /// Whether this allowlist allows the candidate.
     pub fn allows(&self, c: &Candidate<'_>) -> bool {
+        self.allows_by(c, |secret| match self.stopword_search() {
+            // (the stopwords are lower-cased: the secret lower-cased holds one where the
+            // secret holds one in any ASCII case)
+            Some(words) => words.is_match(secret),
+            None => self.stopword_in(secret),
+        })
+    }
+
+    /// Whether a stopword is in `secret` lower-cased, looked for one by one.
+    fn stopword_in(&self, secret: &[u8]) -> bool {
+        let secret = secret.to_ascii_lowercase();
+        self.stopwords
+            .iter()
+            .any(|w| contains(&secret, w.as_bytes()))
+    }
+
+    /// [`Allowlist::allows`] with `stopword` telling whether the secret holds a stopword.
+    fn allows_by(&self, c: &Candidate<'_>, stopword: impl Fn(&[u8]) -> bool) -> bool {
         let mut results = [None; 4];
         if !self.commits.is_empty() {
             results[0] = Some(c.commit.is_some_and(|id| self.commit_listed(id)));
@@ -291,17 +309,7 @@ impl Allowlist {
             results[2] = Some(self.regexes.iter().any(|r| r.is_match(target)));
         }
         if !self.stopwords.is_empty() {
-            results[3] = Some(match self.stopword_search() {
-                // (the stopwords are lower-cased: the secret lower-cased holds one where the
-                // secret holds one in any ASCII case)
-                Some(words) => words.is_match(c.secret),
-                None => {
-                    let secret = c.secret.to_ascii_lowercase();
-                    self.stopwords
-                        .iter()
-                        .any(|w| contains(&secret, w.as_bytes()))
-                }
-            });
+            results[3] = Some(stopword(c.secret));
         }
         let mut given = results.iter().flatten().peekable();
         if given.peek().is_none() {
@@ -1246,34 +1254,7 @@ mod allowlist_search_tests {
     /// [`Allowlist::allows`] as it was before its stopwords were searched in one automaton:
     /// each stopword looked for in the secret lower-cased.
     fn allows_one_by_one(a: &Allowlist, c: &Candidate<'_>) -> bool {
-        let mut results = [None; 4];
-        if !a.commits.is_empty() {
-            results[0] = Some(c.commit.is_some_and(|id| a.commit_listed(id)));
-        }
-        if !a.paths.is_empty() {
-            results[1] = Some(a.path_listed(c.path));
-        }
-        if !a.regexes.is_empty() {
-            let target = match a.regex_target {
-                RegexTarget::Secret => c.secret,
-                RegexTarget::Match => c.matched,
-                RegexTarget::Line => c.line,
-            };
-            results[2] = Some(a.regexes.iter().any(|r| r.is_match(target)));
-        }
-        if !a.stopwords.is_empty() {
-            let secret = c.secret.to_ascii_lowercase();
-            results[3] = Some(a.stopwords.iter().any(|w| contains(&secret, w.as_bytes())));
-        }
-        let mut given = results.iter().flatten().peekable();
-        if given.peek().is_none() {
-            return false;
-        }
-        if a.require_all {
-            given.all(|&b| b)
-        } else {
-            given.any(|&b| b)
-        }
+        a.allows_by(c, |secret| a.stopword_in(secret))
     }
 
     /// Candidates built of pieces of the allowlists' own stopwords and regexes' literals, in
