@@ -96,7 +96,9 @@ def gateway():
         if fields[0] == "eth0" and int(fields[7], 16) != 0:
             net = struct.unpack("<I", bytes.fromhex(fields[1]))[0]
             return socket.inet_ntoa(struct.pack(">I", socket.ntohl(net) + 1))
-    return "0.0.0.0"
+    # No guess: 0.0.0.0 would connect to loopback, where nothing listens, and a "refused"
+    # from there would pass a check that never reached the gateway.
+    return None
 
 
 def status(field):
@@ -145,6 +147,9 @@ for check in sys.argv[2:]:
     kind, name, a, b = check.split(":", 3)
     if a == "gateway":
         a = gateway()
+        if a is None:
+            report["checks"][name] = "probe error: eth0 has no route to its subnet, no gateway to probe"
+            continue
     if kind == "tcp":
         report["checks"][name] = tcp(a, b)
     elif kind == "end":
