@@ -425,30 +425,27 @@ impl supervise::Applier for SidecarApplier {
         self.files.uses_spent(bottle).await
     }
 
-    async fn sweep(&self, bottle: &str) -> Result<supervise::Swept, supervise::ApplyError> {
-        let mut swept = self.files.sweep(bottle).await?;
+    async fn sweep(
+        &self,
+        bottle: &str,
+        audit: supervise::SweepAudit<'_>,
+    ) -> Result<supervise::Swept, supervise::ApplyError> {
+        let mut swept = self.files.sweep(bottle, audit).await?;
         let Some(path) = &self.gate_allowed_findings else {
             return Ok(swept);
         };
         let now = time::OffsetDateTime::now_utc();
-        let gone = gitgate::remove_ended(path, now).map_err(|e| supervise::ApplyError::Io {
+        // The ends are audited before the file loses them (see `Applier::sweep`).
+        let gone = gitgate::remove_ended(path, now, |gone| {
+            let ended: Vec<supervise::Ended> = gone.iter().map(ended_finding).collect();
+            audit(&ended, None);
+        })
+        .map_err(|e| supervise::ApplyError::Io {
             action: e.action,
             path: path.clone(),
             reason: e.source.to_string(),
         })?;
-        for a in gone {
-            swept.ended.push(supervise::Ended {
-                tool: supervise::Tool::GitleaksAllow,
-                grant: a.grant,
-                what: format!("finding {}", a.finding),
-                why: if a.uses == Some(0) {
-                    "used-up"
-                } else {
-                    "expired"
-                },
-                restored: false,
-            });
-        }
+        swept.ended.extend(gone.iter().map(ended_finding));
         // The next allowed finding to end.
         let text = std::fs::read_to_string(path).unwrap_or_default();
         for a in gitgate::parse_entries(&text) {
@@ -458,6 +455,21 @@ impl supervise::Applier for SidecarApplier {
             }
         }
         Ok(swept)
+    }
+}
+
+/// An allowed finding whose grant ended, as a sweep reports it.
+fn ended_finding(a: &gitgate::AllowedFinding) -> supervise::Ended {
+    supervise::Ended {
+        tool: supervise::Tool::GitleaksAllow,
+        grant: a.grant.clone(),
+        what: format!("finding {}", a.finding),
+        why: if a.uses == Some(0) {
+            "used-up"
+        } else {
+            "expired"
+        },
+        restored: false,
     }
 }
 
@@ -505,7 +517,27 @@ mod tests {
         );
         // the gate spends the once-approval after a push; the sweep takes both ended out
         gitgate::spend_uses(&gate_file, &["c1:a.rs:r:1".to_owned()].into()).unwrap();
-        let swept = applier.sweep("b-1").await.unwrap();
+        // Their ends are handed to the audit while the file still holds them.
+        let audited = std::sync::Mutex::new(Vec::new());
+        let audit = |ended: &[supervise::Ended], routes: Option<(&str, &str)>| {
+            let file = std::fs::read_to_string(&gate_file).unwrap();
+            for e in ended {
+                let line = e.what.trim_start_matches("finding ");
+                audited.lock().unwrap().push((
+                    e.what.clone(),
+                    routes.is_some(),
+                    file.contains(line),
+                ));
+            }
+        };
+        let swept = applier.sweep("b-1", &audit).await.unwrap();
+        assert_eq!(
+            audited.into_inner().unwrap(),
+            vec![
+                ("finding c1:a.rs:r:1".to_owned(), false, true),
+                ("finding c2:b.rs:r:2".to_owned(), false, true),
+            ]
+        );
         let ended: Vec<(Option<String>, String, &str)> = swept
             .ended
             .into_iter()

@@ -241,9 +241,12 @@ pub fn spend_uses(
 }
 
 /// Removes the lines whose time has passed (and lines without uses left); returns them.
+/// `before_write` is given them first, while the file still holds them (supervise audits
+/// their ends there, so that no crash between the two loses the lines).
 pub fn remove_ended(
     path: &Path,
     now: time::OffsetDateTime,
+    before_write: impl FnOnce(&[AllowedFinding]),
 ) -> Result<Vec<AllowedFinding>, AllowedFindingsError> {
     locked(path, |text| {
         let mut out = String::new();
@@ -259,6 +262,9 @@ pub fn remove_ended(
             }
         }
         let changed = !gone.is_empty();
+        if changed {
+            before_write(&gone);
+        }
         Ok((changed.then_some(out), gone))
     })
 }
@@ -324,7 +330,22 @@ mod tests {
             "# kept\na:1\nb:2\tuses=0\tgrant=00aa\nc:3\tuses=1\tgrant=00aa\n"
         );
         let now = time::OffsetDateTime::now_utc();
-        assert_eq!(remove_ended(&path, now).unwrap(), vec![once("b:2", 0)]);
+        // The lines to remove are handed over while the file still holds them.
+        let mut seen = None;
+        let gone = remove_ended(&path, now, |gone| {
+            seen = Some((gone.to_vec(), std::fs::read_to_string(&path).unwrap()));
+        })
+        .unwrap();
+        assert_eq!(gone, vec![once("b:2", 0)]);
+        assert_eq!(
+            seen,
+            Some((
+                vec![once("b:2", 0)],
+                "# kept\na:1\nb:2\tuses=0\tgrant=00aa\nc:3\tuses=1\tgrant=00aa\n".to_owned()
+            ))
+        );
+        // Nothing ended: not called.
+        remove_ended(&path, now, |_| panic!("nothing ended")).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "# kept\na:1\nc:3\tuses=1\tgrant=00aa\n"

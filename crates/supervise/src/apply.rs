@@ -103,7 +103,12 @@ pub trait Applier: Send + Sync {
     /// Takes the rules whose grant has ended (expired, or used up) out of the live files,
     /// and says when to look again. The sidecars refuse an ended rule on their own; this
     /// keeps the live files, `list-egress-routes` and the audit log in step with them.
-    async fn sweep(&self, _bottle: &str) -> Result<Swept, ApplyError> {
+    ///
+    /// `audit` is called with what ended (and the live routes before and after, when they
+    /// change) **before** each live file is written, so that no crash or failed write
+    /// between the two leaves an ended grant unaudited; a write that then fails is tried
+    /// again by the next sweep, which finds the same grants ended.
+    async fn sweep(&self, _bottle: &str, _audit: SweepAudit<'_>) -> Result<Swept, ApplyError> {
         Ok(Swept::default())
     }
 
@@ -205,6 +210,10 @@ pub struct Swept {
     /// When the next rule ends (or a count should be read again), if any rule has an end.
     pub next: Option<std::time::Duration>,
 }
+
+/// Writes the audit lines of a sweep's ended grants, before the sweep writes the live file
+/// they leave: (what ended, the live routes before and after when they change).
+pub type SweepAudit<'a> = &'a (dyn Fn(&[Ended], Option<(&str, &str)>) + Send + Sync);
 
 /// How requests spent by routes with `uses` are read from the running egress proxy:
 /// (host, grant, requests spent).
@@ -568,7 +577,7 @@ impl Applier for FileApplier {
         self.uses.as_ref().map(|u| u(bottle)).unwrap_or_default()
     }
 
-    async fn sweep(&self, bottle: &str) -> Result<Swept, ApplyError> {
+    async fn sweep(&self, bottle: &str, audit: SweepAudit<'_>) -> Result<Swept, ApplyError> {
         let _guard = self.lock.lock().await;
         let text = self.read_routes(bottle)?;
         if !text.contains("expires") && !text.contains("uses") {
@@ -585,6 +594,7 @@ impl Applier for FileApplier {
         }
         let new_text = serde_saphyr::to_string(&config)
             .map_err(|e| ApplyError::Other(format!("cannot write the routes: {e}")))?;
+        audit(&ended, Some((&text, &new_text)));
         self.replace_routes(bottle, &config, &new_text)?;
         Ok(Swept {
             ended,

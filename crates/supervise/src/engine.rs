@@ -44,14 +44,14 @@
 //! directory sync saved is one wait for the disk on every approval, tens of milliseconds
 //! when the disk is busy (`bench/supervise/busy`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::apply::{Applier, ApplyError};
+use crate::apply::{Applier, ApplyError, Ended};
 use proposals::audit::{self, NewEntry};
 use proposals::effect::{self, Effect};
 use proposals::grant::{Grant, Stamp};
@@ -95,6 +95,9 @@ pub struct Engine {
     submit_lock: tokio::sync::Mutex<()>,
     fallback_scan: Duration,
     file_wakeups: AtomicU64,
+    /// Grants' ends audited by this engine (grant, what, why): a sweep whose write failed
+    /// finds them again and does not audit them twice.
+    ends_audited: Mutex<HashSet<(Option<String>, String, &'static str)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -117,6 +120,7 @@ impl Engine {
             submit_lock: tokio::sync::Mutex::new(()),
             fallback_scan: Duration::from_secs(5),
             file_wakeups: AtomicU64::new(0),
+            ends_audited: Mutex::default(),
         })
     }
 
@@ -482,58 +486,77 @@ impl Engine {
     }
 
     /// Takes the rules whose grant ended out of the live files and writes one audit line
-    /// for each (stage `expired` or `used-up`); returns when to sweep again.
+    /// for each (stage `expired` or `used-up`), before the file changes; returns when to
+    /// sweep again.
+    ///
+    /// The line comes first so that a crash between the two cannot lose it (the restarted
+    /// engine finds the grant ended again and audits it then: at most one line more per
+    /// crash); a sweep whose write failed and is tried again does not write it twice.
     pub async fn sweep(&self) -> Option<Duration> {
         let bottle = self.queue.identity();
-        let swept = match self.applier.sweep(bottle).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot take ended grants out of the live files");
-                return Some(self.fallback_scan);
+        let audit = |ended: &[Ended], routes: Option<(&str, &str)>| {
+            let now = now_timestamp();
+            for ended in ended {
+                let key = (ended.grant.clone(), ended.what.clone(), ended.why);
+                let first = self
+                    .ends_audited
+                    .lock()
+                    .map_or(true, |mut done| done.insert(key));
+                if !first {
+                    continue;
+                }
+                self.audit_end(bottle, ended, routes, &now);
             }
         };
-        let now = now_timestamp();
-        for ended in &swept.ended {
-            let (before, after) = match (&swept.routes, ended.tool) {
-                (Some((b, a)), Tool::EgressAllow | Tool::EgressTokenAllow | Tool::DlpAllow) => {
-                    (Some(b.clone()), Some(a.clone()))
-                }
-                _ => (None, None),
-            };
-            let entry = NewEntry {
-                component: ended.tool.component().to_owned(),
-                bottle: bottle.to_owned(),
-                proposal_id: ended.grant.clone().unwrap_or_default(),
-                tool: ended.tool.as_str().to_owned(),
-                justification: String::new(),
-                arrival_timestamp: String::new(),
-                decided_at: now.clone(),
-                decision: ended.why.to_owned(),
-                operator: "bot-bottle".to_owned(),
-                notes: None,
-                before,
-                after,
-                error: None,
-                effect: vec![format!(
-                    "{}: its grant {}",
-                    if ended.restored {
-                        format!("puts {} back as it was before the grant", ended.what)
-                    } else {
-                        format!("removes {}", ended.what)
-                    },
-                    match ended.why {
-                        "used-up" => "is used up",
-                        _ => "expired",
-                    }
-                )],
-                stage: Some(ended.why.to_owned()),
-                grant: Some(format!("ended: {}", ended.why)),
-            };
-            if let Err(e) = audit::append(self.queue.home(), entry) {
-                tracing::error!(error = %e, "cannot write the audit log");
+        match self.applier.sweep(bottle, &audit).await {
+            Ok(swept) => swept.next,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take ended grants out of the live files");
+                Some(self.fallback_scan)
             }
         }
-        swept.next
+    }
+
+    /// The audit line of one grant's end.
+    fn audit_end(&self, bottle: &str, ended: &Ended, routes: Option<(&str, &str)>, now: &str) {
+        let (before, after) = match (routes, ended.tool) {
+            (Some((b, a)), Tool::EgressAllow | Tool::EgressTokenAllow | Tool::DlpAllow) => {
+                (Some(b.to_owned()), Some(a.to_owned()))
+            }
+            _ => (None, None),
+        };
+        let entry = NewEntry {
+            component: ended.tool.component().to_owned(),
+            bottle: bottle.to_owned(),
+            proposal_id: ended.grant.clone().unwrap_or_default(),
+            tool: ended.tool.as_str().to_owned(),
+            justification: String::new(),
+            arrival_timestamp: String::new(),
+            decided_at: now.to_owned(),
+            decision: ended.why.to_owned(),
+            operator: "bot-bottle".to_owned(),
+            notes: None,
+            before,
+            after,
+            error: None,
+            effect: vec![format!(
+                "{}: its grant {}",
+                if ended.restored {
+                    format!("puts {} back as it was before the grant", ended.what)
+                } else {
+                    format!("removes {}", ended.what)
+                },
+                match ended.why {
+                    "used-up" => "is used up",
+                    _ => "expired",
+                }
+            )],
+            stage: Some(ended.why.to_owned()),
+            grant: Some(format!("ended: {}", ended.why)),
+        };
+        if let Err(e) = audit::append(self.queue.home(), entry) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
     }
 
     /// Waits up to `max` for proposal `id` to be handled.

@@ -18,7 +18,8 @@ pub mod server;
 pub use proposals::{audit, effect, paths, proposal, queue, validate};
 
 pub use apply::{
-    Applier, ApplyError, Ended, FileApplier, RecordingApplier, ReloadHook, Swept, UsesHook,
+    Applier, ApplyError, Ended, FileApplier, RecordingApplier, ReloadHook, SweepAudit, Swept,
+    UsesHook,
 };
 pub use engine::{Engine, WaitResult};
 pub use proposals::Home;

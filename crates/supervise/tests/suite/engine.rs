@@ -575,3 +575,69 @@ async fn an_outcome_lost_after_the_answer_leaves_the_change_audited_and_the_prop
     );
     assert_eq!(audit::verify(&home).unwrap(), (vec![], 1));
 }
+
+/// A grant's end is audited before the live files change, so a crash or a failed write
+/// between the two cannot leave an ended grant without its line; a sweep that fails and is
+/// tried again does not write the line twice.
+#[tokio::test]
+async fn an_ended_grant_is_audited_before_the_live_files_change_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    let identity = "dev-00001";
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refusing = refuse.clone();
+    let applier = supervise::FileApplier::new(home.clone()).with_reload(Arc::new(
+        move |_: &str, _: &policy::EgressConfig| {
+            if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("the proxy is restarting".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    let routes_file = applier.routes_path(identity);
+    std::fs::create_dir_all(routes_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &routes_file,
+        "routes:\n  - host: keep.example\n  - host: gone.example\n    expires: 2026-05-25T12:00:00Z\n    grant: 00aa\n",
+    )
+    .unwrap();
+    let q = Queue::new(home.clone(), identity).unwrap();
+    let engine = Engine::new(q, Arc::new(applier));
+    let ends = || {
+        audit::read_all(&home, Some(identity), None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.stage.as_deref() == Some("expired"))
+            .map(|e| (e.proposal_id, e.effect.join("; ")))
+            .collect::<Vec<_>>()
+    };
+    let line = vec![(
+        "00aa".to_owned(),
+        "removes route gone.example: its grant expired".to_owned(),
+    )];
+
+    // The write fails (the proxy refuses the reload): the route stays in the file (the
+    // proxy refuses it on its own, it expired), and its end is audited all the same.
+    engine.sweep().await;
+    assert!(
+        std::fs::read_to_string(&routes_file)
+            .unwrap()
+            .contains("gone.example")
+    );
+    assert_eq!(ends(), line);
+    // Tried again, still failing: no second line.
+    engine.sweep().await;
+    assert_eq!(ends(), line);
+    // The write goes through: the route leaves the file, still one line.
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    engine.sweep().await;
+    let left = std::fs::read_to_string(&routes_file).unwrap();
+    assert!(
+        !left.contains("gone.example") && left.contains("keep.example"),
+        "{left}"
+    );
+    assert_eq!(ends(), line);
+    let (breaks, _) = audit::verify(&home).unwrap();
+    assert_eq!(breaks, vec![]);
+}
