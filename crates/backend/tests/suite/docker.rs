@@ -636,14 +636,21 @@ fn docker_embedded_dns_and_the_host_gateway_are_closed_to_the_agent() {
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
-    let control = control_probe(
-        images,
-        &dirs,
-        &format!("bot-bottle-net-{}", spec.identity),
-        &checks[..1],
-    );
+    let network = format!("bot-bottle-net-{}", spec.identity);
+    let control = control_probe(images, &dirs, &network, &checks[..1]);
+    // The address the probe tried is the network's gateway (an earlier probe computed it
+    // wrong and tried an address in 0.0.0.0/8, which proved nothing about the gateway).
+    let gateway = rt()
+        .block_on(docker().inspect_network(&network, None))
+        .unwrap()
+        .ipam
+        .and_then(|i| i.config)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.gateway)
+        .unwrap();
     assert_eq!(bottle.wait().unwrap().code, 0);
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["gateway"], json!(gateway));
     assert_eq!(
         report["checks"],
         json!({

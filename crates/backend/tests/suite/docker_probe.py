@@ -94,8 +94,10 @@ def gateway():
     for line in open("/proc/net/route").readlines()[1:]:
         fields = line.split()
         if fields[0] == "eth0" and int(fields[7], 16) != 0:
-            net = struct.unpack("<I", bytes.fromhex(fields[1]))[0]
-            return socket.inet_ntoa(struct.pack(">I", socket.ntohl(net) + 1))
+            # The kernel prints the address's bytes as a number in host order
+            # (little-endian here): packed back the same way, they are in network order.
+            net = struct.unpack(">I", struct.pack("<I", int(fields[1], 16)))[0]
+            return socket.inet_ntoa(struct.pack(">I", net + 1))
     # No guess: 0.0.0.0 would connect to loopback, where nothing listens, and a "refused"
     # from there would pass a check that never reached the gateway.
     return None
@@ -147,6 +149,7 @@ for check in sys.argv[2:]:
     kind, name, a, b = check.split(":", 3)
     if a == "gateway":
         a = gateway()
+        report["gateway"] = a
         if a is None:
             report["checks"][name] = "probe error: eth0 has no route to its subnet, no gateway to probe"
             continue
