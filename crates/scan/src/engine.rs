@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, Rule, RuleSet, contains};
+use crate::config::{ASSIGNMENT_TAG, Allowlist, Candidate, RegexTarget, Rule, RuleSet, contains};
 use crate::decode;
 use crate::finding::{Finding, MatchSpan, Secret, shannon_entropy};
 use crate::locality::{self, Reach};
@@ -92,6 +92,9 @@ pub struct Engine {
     /// For each rule, a cheap necessary condition for its regex to match in some bytes, run
     /// before the search (see the `precheck` module).
     prechecks: Vec<Option<Precheck>>,
+    /// For each rule, whether one of its own allowlists allows every secret without an ASCII
+    /// digit, wherever it is found (see [`allows_digitless_secrets`]).
+    digitless_allowed: Vec<bool>,
     honor_inline_allow: bool,
     /// How many decoding passes run (0: none).
     max_decode_depth: usize,
@@ -177,6 +180,11 @@ impl Engine {
                         .as_ref()
                         .and_then(|p| precheck::for_pattern(p.as_str()))
                 })
+                .collect(),
+            digitless_allowed: set
+                .rules
+                .iter()
+                .map(|r| r.allowlists.iter().any(allows_digitless_secrets))
                 .collect(),
             rules: set.rules,
             global: set.allowlists,
@@ -589,7 +597,8 @@ impl Engine {
                     });
                     for line in place_lines.drain(..) {
                         let l = &mut locations;
-                        self.scan_lines(rule, frag, line, place, &mut hits, mode, l);
+                        let d = self.digitless_allowed[i];
+                        self.scan_lines(rule, frag, line, place, &mut hits, mode, l, d);
                     }
                     continue;
                 }
@@ -598,7 +607,8 @@ impl Engine {
                 }
                 if in_context {
                     let l = &mut locations;
-                    self.scan_lines(rule, frag, region, place, &mut hits, mode, l);
+                    let d = self.digitless_allowed[i];
+                    self.scan_lines(rule, frag, region, place, &mut hits, mode, l, d);
                 } else {
                     self.scan_region(rule, frag, region, place, &mut hits, mode);
                 }
@@ -750,6 +760,13 @@ impl Engine {
     /// before it, as a search of the whole fragment does. Only for a rule whose matches lie
     /// on such lines (see the `locality` module), where it finds what the whole fragment's
     /// search finds there.
+    ///
+    /// `digitless_allowed`: one of the rule's allowlists allows every secret without an
+    /// ASCII digit; a match without one (its secret is part of it) is then passed over
+    /// before its groups are found. Why: most matches of the generic rules are names
+    /// assigned names (`api_key = config.api_key_from_env`), and finding a match's groups
+    /// (the regex crate's backtracker over the match after its DFA found where it lies)
+    /// cost about three times finding the match alone (session decwalk).
     #[allow(clippy::too_many_arguments)]
     fn scan_lines(
         &self,
@@ -760,6 +777,7 @@ impl Engine {
         out: &mut Vec<Hit>,
         mode: Mode,
         locations: &mut Option<regex::bytes::CaptureLocations>,
+        digitless_allowed: bool,
     ) {
         let Some(re) = &rule.regex else { return };
         let hay = &frag.data[..region.end];
@@ -769,7 +787,21 @@ impl Engine {
         // both threads' searches) cost more than many of the searches.
         let locations = locations.get_or_insert_with(|| re.capture_locations());
         while at <= hay.len() {
-            let Some(whole) = re.captures_read_at(locations, hay, at) else {
+            let from = if digitless_allowed {
+                let Some(m) = re.find_at(hay, at) else {
+                    break;
+                };
+                if !m.as_bytes().iter().any(u8::is_ascii_digit) {
+                    at = m.end() + usize::from(m.is_empty());
+                    continue;
+                }
+                // No match starts between `at` and this one's start: the search from its
+                // start finds it again, now with its groups.
+                m.start()
+            } else {
+                at
+            };
+            let Some(whole) = re.captures_read_at(locations, hay, from) else {
                 break;
             };
             // (such a rule's match holds a keyword, so it is never empty)
@@ -1367,6 +1399,22 @@ struct Reported {
 }
 
 /// A generic rule (gitleaks' convention: the id says `generic`), which gives way to others.
+/// Whether `allowlist` allows every secret without an ASCII digit (0 to 9), in every mode,
+/// whatever else is found: it names no path or commit (so it is asked without a path too),
+/// its regexes are matched against the secret, one of them is `^[^0-9]*$` compiled with
+/// Unicode mode off (any byte but a digit, from the secret's start to its end), and any one
+/// of its criteria is enough (or all are required and the regexes are its only one).
+fn allows_digitless_secrets(allowlist: &Allowlist) -> bool {
+    allowlist.paths.is_empty()
+        && allowlist.commits.is_empty()
+        && matches!(allowlist.regex_target, RegexTarget::Secret)
+        && (!allowlist.require_all || allowlist.stopwords.is_empty())
+        && allowlist
+            .regexes
+            .iter()
+            .any(|r| r.as_str() == "^[^0-9]*$" && r.ascii_syntax().is_some())
+}
+
 fn is_generic(rule_id: &str) -> bool {
     rule_id.starts_with("generic")
 }
@@ -2181,6 +2229,71 @@ mod keyword_line_tests {
         let got = scan(&lines, data.as_bytes(), Mode::Exact);
         assert_eq!(got, scan(&whole, data.as_bytes(), Mode::Exact));
         assert!(got.len() > 200, "{}", got.len());
+    }
+
+    /// The generic rules' allowlists allow secrets without a digit (so their matches without
+    /// one are passed over before their groups are found); an allowlist that names a path,
+    /// targets the match, or requires a stopword too, does not.
+    #[test]
+    fn digitless_secrets_are_allowed_only_where_an_allowlist_says_so_everywhere() {
+        let (engine, _) = engines();
+        for id in [
+            "generic-keyed-secret",
+            "generic-secret",
+            "generic-secret-punctuated",
+        ] {
+            let i = engine.rules.iter().position(|r| r.id == id).unwrap();
+            assert!(engine.digitless_allowed[i], "{id}");
+        }
+        assert!(engine.digitless_allowed.iter().filter(|&&d| d).count() < 10);
+        let allowlist = |extra: &str| {
+            let set = RuleSet::from_toml_str(
+                &format!(
+                    r#"
+[[rules]]
+id = "k"
+regex = '''kkk_([a-z0-9]{{8}})'''
+keywords = ["kkk_"]
+[[rules.allowlists]]
+regexes = ['''^[^0-9]*$''']
+{extra}
+"#
+                ),
+                "digits.toml",
+                None,
+            )
+            .unwrap();
+            Engine::new(set, true).digitless_allowed[0]
+        };
+        assert!(allowlist(""));
+        assert!(allowlist("condition = \"AND\""));
+        assert!(!allowlist("paths = ['''x''']"));
+        assert!(!allowlist("regexTarget = \"match\""));
+        assert!(!allowlist("condition = \"AND\"\nstopwords = [\"abc\"]"));
+        // What is found does not change: the same engine without the shortcut finds the
+        // same on every case of the built-in rules and on this crate's sources.
+        let (mut plain, _) = engines();
+        plain.digitless_allowed.fill(false);
+        let mut texts = case_texts();
+        texts.push(case_texts().join("\n"));
+        for dir in ["src", "src/config", "rules"] {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            for entry in std::fs::read_dir(root).unwrap().flatten() {
+                if entry.path().is_file() {
+                    let data = std::fs::read(entry.path()).unwrap();
+                    texts.push(String::from_utf8_lossy(&data).into());
+                }
+            }
+        }
+        let mut found = 0;
+        for text in &texts {
+            for mode in [Mode::Exact, Mode::AnyPath] {
+                let want = scan(&plain, text.as_bytes(), mode);
+                found += want.len();
+                assert_eq!(scan(&engine, text.as_bytes(), mode), want, "{text:?}");
+            }
+        }
+        assert!(found > 100, "only {found} findings");
     }
 }
 
