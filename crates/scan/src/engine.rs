@@ -1398,7 +1398,6 @@ struct Reported {
     generic: bool,
 }
 
-/// A generic rule (gitleaks' convention: the id says `generic`), which gives way to others.
 /// Whether `allowlist` allows every secret without an ASCII digit (0 to 9), in every mode,
 /// whatever else is found: it names no path or commit (so it is asked without a path too),
 /// its regexes are matched against the secret, one of them is `^[^0-9]*$` compiled with
@@ -1415,6 +1414,7 @@ fn allows_digitless_secrets(allowlist: &Allowlist) -> bool {
             .any(|r| r.as_str() == "^[^0-9]*$" && r.ascii_syntax().is_some())
 }
 
+/// A generic rule (gitleaks' convention: the id says `generic`), which gives way to others.
 fn is_generic(rule_id: &str) -> bool {
     rule_id.starts_with("generic")
 }
