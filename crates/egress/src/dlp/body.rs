@@ -17,7 +17,9 @@
 //! last part of a body is judged there too when it is large (a body shorter than a batch
 //! would otherwise be judged whole on the proxy's thread); the trailers follow it. A body
 //! in flight holds at most about four batches: the window's, what arrived meanwhile, and
-//! two judged ones waiting to go.
+//! two judged ones waiting to go (the buffers of batches that went come back to the window
+//! for the next ones, at most two, in place of new ones: the same bound, held until the body
+//! is done rather than freed between batches).
 
 use std::collections::VecDeque;
 use std::pin::Pin;

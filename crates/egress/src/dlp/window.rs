@@ -3,6 +3,14 @@
 //! the window before any byte of it is let go, wherever the chunks were cut; a finding that
 //! ends within [`MARGIN`] of what has arrived waits for more (a longer match may follow).
 //! Memory is bounded by `HOLD + CONTEXT + BATCH` plus one chunk, whatever the body's size.
+//!
+//! The buffer a batch was judged in goes out as it is, and comes back once the batch went
+//! (at most [`SPARES`] kept per window, freed with it): a fresh buffer per batch was pages
+//! the kernel maps and zeroes on first touch, ~7 page faults per MiB of an upload against ~1
+//! (bench/README.md, "the upload's cost per byte"). A spare only takes the place of a buffer
+//! that would be allocated, so no more buffers are alive at once than without them.
+
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
@@ -22,6 +30,12 @@ const CONTEXT: usize = 1024;
 /// hand-offs to a quarter (bench/README.md, "the upload's judging in line").
 pub(crate) const BATCH: usize = 512 * 1024;
 
+/// Buffers of batches that went, kept for the next batches of the same body.
+const SPARES: usize = 2;
+
+/// The buffers a window's judged batches give back once they went (emptied).
+type Spares = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// The window of one body.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
@@ -30,6 +44,36 @@ pub(crate) struct Window {
     sent: usize,
     /// Findings ending at or before this position of `buf` have been judged.
     frontier: usize,
+    spares: Spares,
+}
+
+/// The buffer of a judged batch while it goes out; it returns to its window's spares when
+/// the last handle on it is dropped (or is freed, when the window is gone or has enough).
+struct Going {
+    buf: Vec<u8>,
+    home: Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Going {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Going {
+    fn drop(&mut self) {
+        let Some(home) = self.home.upgrade() else {
+            return;
+        };
+        // (a poisoned lock: the buffer is freed, as it was before buffers came back)
+        if let Ok(mut spares) = home.lock()
+            && spares.len() < SPARES
+        {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            spares.push(buf);
+        }
+    }
 }
 
 impl Window {
@@ -80,14 +124,25 @@ impl Window {
         // What goes leaves in the buffer it was judged in (no copy of the batch); the held
         // back bytes and the context before them start the next one.
         let drop = cut.saturating_sub(CONTEXT);
-        let mut next = Vec::with_capacity(self.buf.capacity());
+        let mut next = self.spare();
         next.extend_from_slice(&self.buf[drop..]);
         let mut judged = std::mem::replace(&mut self.buf, next);
         judged.truncate(cut);
-        let out = Bytes::from(judged).slice(self.sent..);
+        let going = Going {
+            buf: judged,
+            home: Arc::downgrade(&self.spares),
+        };
+        let out = Bytes::from_owner(going).slice(self.sent..);
         self.sent = cut - drop;
         self.frontier = self.frontier.saturating_sub(drop);
         Ok(Some(out))
+    }
+
+    /// An empty buffer for the next batch: one that went and came back, else a new one as
+    /// large as the window's.
+    fn spare(&self) -> Vec<u8> {
+        let back = self.spares.lock().ok().and_then(|mut s| s.pop());
+        back.unwrap_or_else(|| Vec::with_capacity(self.buf.capacity()))
     }
 
     /// The body ended: judges the rest and returns it.
@@ -260,6 +315,54 @@ mod tests {
         );
         assert!(sent.len() >= 2 * BATCH, "{} bytes went first", sent.len());
         assert!(!String::from_utf8_lossy(&sent).contains("AKIA"));
+    }
+
+    #[test]
+    fn the_buffer_of_a_batch_that_went_carries_a_later_batch_and_one_held_is_left_alone() {
+        let det = Detector::new(scanner().unwrap(), &[]).unwrap();
+        let route = RouteDlp::default();
+        let report: Report = Arc::new(|_| {});
+        let mut w = Window::default();
+        let body: Vec<u8> = (0..6 * (HOLD + BATCH))
+            .map(|i| b'a' + (i % 23) as u8)
+            .collect();
+        let mut chunks = body.chunks(HOLD + BATCH);
+        let mut went = 0;
+        // each batch is the body's next bytes
+        let mut next = |w: &mut Window| {
+            let out = w
+                .push(chunks.next().unwrap(), &det, &route, &report)
+                .unwrap()
+                .unwrap();
+            assert!(out == body[went..went + out.len()], "at {went}");
+            went += out.len();
+            out
+        };
+        let first = next(&mut w);
+        let first_bytes = first.to_vec();
+        // held: the next batches cannot take its buffer, and it does not change
+        let second = next(&mut w);
+        let third = next(&mut w);
+        let first_at = first.as_ptr() as usize..first.as_ptr() as usize + first.len();
+        for b in [&second, &third] {
+            assert!(!first_at.contains(&(b.as_ptr() as usize)));
+        }
+        assert!(first == first_bytes);
+        // gone: their buffers come back (at most SPARES) and carry the next batches
+        let spares = |w: &Window| w.spares.lock().unwrap().len();
+        assert_eq!(spares(&w), 0);
+        drop(first);
+        drop(second);
+        drop(third);
+        assert_eq!(spares(&w), SPARES);
+        let fourth = next(&mut w);
+        assert_eq!(spares(&w), SPARES - 1);
+        let fifth = next(&mut w);
+        assert_eq!(spares(&w), SPARES - 2);
+        // a batch that goes after its window is gone is simply freed
+        drop(w);
+        drop(fourth);
+        drop(fifth);
     }
 
     #[test]
