@@ -579,13 +579,7 @@ impl Scanner {
         // and the outcomes are put back in the walk's order.
         let mut batches: Vec<(usize, Vec<WalkedOutcome>)> = Batches::new(walker)
             .par_bridge()
-            .map(|(n, entries)| {
-                let outcomes = entries
-                    .into_iter()
-                    .map(|entry| self.scan_walked(root, entry))
-                    .collect();
-                (n, outcomes)
-            })
+            .map(|(n, entries)| (n, self.scan_walked_batch(root, &entries)))
             .collect();
         batches.sort_unstable_by_key(|(n, _)| *n);
         for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
@@ -596,13 +590,45 @@ impl Scanner {
         Ok(())
     }
 
+    /// A batch of a directory walk's entries, in order. A directory holding two or more of
+    /// the batch's files is opened once and its files opened relative to it (see
+    /// [`state::read::WalkedDir`]); a file alone in its directory is opened by its path.
+    fn scan_walked_batch(
+        &self,
+        root: &Path,
+        entries: &[Result<ignore::DirEntry, ignore::Error>],
+    ) -> Vec<WalkedOutcome> {
+        let mut dirs: Vec<BatchDir<'_>> = Vec::new();
+        for path in entries.iter().filter_map(walked_file) {
+            let Some(parent) = path.parent() else {
+                continue;
+            };
+            match dirs
+                .iter_mut()
+                .find(|d| d.path.as_os_str() == parent.as_os_str())
+            {
+                Some(dir) => dir.files += 1,
+                None => dirs.push(BatchDir {
+                    path: parent,
+                    files: 1,
+                    opened: None,
+                }),
+            }
+        }
+        entries
+            .iter()
+            .map(|entry| self.scan_walked(root, entry, &mut dirs))
+            .collect()
+    }
+
     /// One entry of a directory walk: a regular file is scanned, anything else passed over.
     fn scan_walked(
         &self,
         root: &Path,
-        entry: Result<ignore::DirEntry, ignore::Error>,
+        entry: &Result<ignore::DirEntry, ignore::Error>,
+        dirs: &mut [BatchDir<'_>],
     ) -> WalkedOutcome {
-        let entry = entry.map_err(|e| ScanError::Walk {
+        let entry = entry.as_ref().map_err(|e| ScanError::Walk {
             path: root.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -610,7 +636,21 @@ impl Scanner {
             return Ok(None);
         }
         let path = entry.path();
-        self.scan_file(path, display_path(path), false).map(Some)
+        let dir = path.parent().and_then(|parent| {
+            let dir = dirs
+                .iter_mut()
+                .find(|d| d.path.as_os_str() == parent.as_os_str())?;
+            if dir.files < 2 {
+                return None;
+            }
+            // Opened at the first of its files; one that cannot be opened leaves its files
+            // to be opened by their paths.
+            dir.opened
+                .get_or_insert_with(|| state::read::WalkedDir::open(dir.path).ok())
+                .as_ref()
+        });
+        self.scan_file_in(path, display_path(path), false, dir)
+            .map(Some)
     }
 
     fn scan_file(
@@ -618,6 +658,18 @@ impl Scanner {
         path: &Path,
         name: String,
         explicit: bool,
+    ) -> Result<FileOutcome, ScanError> {
+        self.scan_file_in(path, name, explicit, None)
+    }
+
+    /// [`Scanner::scan_file`]; a walked file whose directory is open (`dir`) is opened
+    /// relative to it.
+    fn scan_file_in(
+        &self,
+        path: &Path,
+        name: String,
+        explicit: bool,
+        dir: Option<&state::read::WalkedDir>,
     ) -> Result<FileOutcome, ScanError> {
         let skipped = |reason: String| {
             tracing::debug!(path = %name, %reason, "skipped");
@@ -658,7 +710,13 @@ impl Scanner {
         // thread's buffer. (Taken out while in use: a thread waiting in the engine for another
         // to finish part of a large file may scan a file of its own meanwhile.)
         let mut data = READ_BUFFER.take();
-        let outcome = match state::read::read_walked_file_into(path, limit, &mut data) {
+        let read = match (dir, path.file_name()) {
+            (Some(dir), Some(file_name)) => {
+                state::read::read_walked_file_at_into(dir, file_name, path, limit, &mut data)
+            }
+            _ => state::read::read_walked_file_into(path, limit, &mut data),
+        };
+        let outcome = match read {
             Ok(()) => self.scan_read(&name, &data),
             Err(e) => failed(e),
         };
@@ -806,6 +864,25 @@ type WalkedOutcome = Result<Option<FileOutcome>, ScanError>;
 /// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
 /// files' scans, few enough that the last batches still keep both threads busy.
 const WALK_BATCH: usize = 32;
+
+/// A directory holding files of a batch of walked entries.
+struct BatchDir<'a> {
+    /// The directory, as the walk named it.
+    path: &'a Path,
+    /// How many of the batch's files it holds.
+    files: usize,
+    /// Opened (at its first file, when it holds two or more): `Some(None)` if that failed.
+    opened: Option<Option<state::read::WalkedDir>>,
+}
+
+/// The path of a walked entry that is a regular file.
+fn walked_file(entry: &Result<ignore::DirEntry, ignore::Error>) -> Option<&Path> {
+    let entry = entry.as_ref().ok()?;
+    entry
+        .file_type()
+        .is_some_and(|t| t.is_file())
+        .then(|| entry.path())
+}
 
 /// An iterator's items in numbered batches of [`WALK_BATCH`].
 struct Batches<I> {
