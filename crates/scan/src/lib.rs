@@ -62,10 +62,11 @@ pub mod fuzzing {
 }
 
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-
-use rayon::prelude::*;
 
 pub use baseline::Baseline;
 pub use config::{
@@ -574,33 +575,56 @@ impl Scanner {
             .follow_links(false)
             .filter_entry(|e| e.file_name() != ".git")
             .build();
-        // The walk's entries go to the rayon pool in batches, numbered: one hand-off (a lock
-        // of the walk, often a wake-up of a sleeping thread) per batch rather than per file,
-        // and the outcomes are put back in the walk's order.
-        let mut batches: Vec<(usize, Vec<WalkedOutcome>)> = Batches::new(walker)
-            .par_bridge()
-            .map(|(n, entries)| (n, self.scan_walked_batch(root, &entries)))
-            .collect();
+        // This thread walks; the walk's entries go to the rayon pool in batches, numbered
+        // (one hand-off per batch rather than per file), and the outcomes are put back in the
+        // walk's order. The walk runs ahead of the scans by at most `WALK_AHEAD` batches: the
+        // pool's threads find the next batch waiting rather than wait on the walk, and the
+        // walk's own allocations stay on one thread.
+        let done = Mutex::new(Vec::new());
+        let ahead = WalkAhead::new();
+        let on_pool = rayon::current_thread_index().is_some();
+        rayon::in_place_scope(|scope| {
+            for (n, entries) in Batches::new(walker) {
+                // The entries are dropped here, on the thread that made them.
+                let batch = WalkedBatch::new(root, entries);
+                if on_pool && ahead.is_full() {
+                    // A thread of the pool does not wait for the pool (which may be itself).
+                    let outcomes = self.scan_walked_batch(batch);
+                    lock(&done).push((n, outcomes));
+                    continue;
+                }
+                ahead.wait_for_room();
+                let (done, ahead) = (&done, &ahead);
+                scope.spawn(move |_| {
+                    let _scanned = ahead.scanning();
+                    let outcomes = self.scan_walked_batch(batch);
+                    lock(done).push((n, outcomes));
+                });
+            }
+        });
+        let mut batches: Vec<(usize, Vec<WalkedOutcome>)> =
+            done.into_inner().unwrap_or_else(PoisonError::into_inner);
         batches.sort_unstable_by_key(|(n, _)| *n);
         for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
-            if let Some(outcome) = r? {
-                outcome.add_to(total);
-            }
+            r?.add_to(total);
         }
         Ok(())
     }
 
-    /// A batch of a directory walk's entries, in order. A directory holding two or more of
-    /// the batch's files is opened once and its files opened relative to it (see
-    /// [`state::read::WalkedDir`]); a file alone in its directory is opened by its path.
-    fn scan_walked_batch(
-        &self,
-        root: &Path,
-        entries: &[Result<ignore::DirEntry, ignore::Error>],
-    ) -> Vec<WalkedOutcome> {
+    /// A batch of a directory walk's regular files and errors, in order. A directory holding
+    /// two or more of the batch's files is opened once and its files opened relative to it
+    /// (see [`state::read::WalkedDir`]); a file alone in its directory is opened by its path.
+    fn scan_walked_batch(&self, batch: WalkedBatch) -> Vec<WalkedOutcome> {
+        let WalkedBatch { paths, items } = batch;
+        let file = |range: &std::ops::Range<usize>| {
+            Path::new(std::ffi::OsStr::from_bytes(&paths[range.clone()]))
+        };
         let mut dirs: Vec<BatchDir<'_>> = Vec::new();
-        for path in entries.iter().filter_map(walked_file) {
-            let Some(parent) = path.parent() else {
+        for item in &items {
+            let WalkedItem::File(range) = item else {
+                continue;
+            };
+            let Some(parent) = file(range).parent() else {
                 continue;
             };
             match dirs
@@ -615,27 +639,17 @@ impl Scanner {
                 }),
             }
         }
-        entries
-            .iter()
-            .map(|entry| self.scan_walked(root, entry, &mut dirs))
+        items
+            .into_iter()
+            .map(|item| match item {
+                WalkedItem::File(range) => self.scan_walked(file(&range), &mut dirs),
+                WalkedItem::Failed(err) => Err(err),
+            })
             .collect()
     }
 
-    /// One entry of a directory walk: a regular file is scanned, anything else passed over.
-    fn scan_walked(
-        &self,
-        root: &Path,
-        entry: &Result<ignore::DirEntry, ignore::Error>,
-        dirs: &mut [BatchDir<'_>],
-    ) -> WalkedOutcome {
-        let entry = entry.as_ref().map_err(|e| ScanError::Walk {
-            path: root.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
-            return Ok(None);
-        }
-        let path = entry.path();
+    /// A regular file a directory walk found.
+    fn scan_walked(&self, path: &Path, dirs: &mut [BatchDir<'_>]) -> WalkedOutcome {
         let dir = path.parent().and_then(|parent| {
             let dir = dirs
                 .iter_mut()
@@ -650,7 +664,6 @@ impl Scanner {
                 .as_ref()
         });
         self.scan_file_in(path, display_path(path), false, dir)
-            .map(Some)
     }
 
     fn scan_file(
@@ -857,13 +870,74 @@ impl FileOutcome {
     }
 }
 
-/// What became of one entry of a directory walk (`None`: not a regular file, passed over).
-type WalkedOutcome = Result<Option<FileOutcome>, ScanError>;
+/// What became of a regular file a directory walk found, or the walk's error.
+type WalkedOutcome = Result<FileOutcome, ScanError>;
 
 /// How many walked entries are handed to the rayon pool at a time: enough that the hand-offs
 /// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
 /// files' scans, few enough that the last batches still keep both threads busy.
 const WALK_BATCH: usize = 32;
+
+/// How many batches of walked entries may wait to be scanned: enough that the pool's
+/// threads always find one, few enough that a walk of a large tree holds little of it.
+const WALK_AHEAD: usize = 32;
+
+/// The batches a walk has handed to the pool and not yet seen scanned, and the walking
+/// thread, which pauses while [`WALK_AHEAD`] wait and is woken when half of them are scanned
+/// (one wake-up per `WALK_AHEAD / 2` batches, not one per batch).
+struct WalkAhead {
+    waiting: AtomicUsize,
+    walker: std::thread::Thread,
+}
+
+impl WalkAhead {
+    /// For a walk on this thread.
+    fn new() -> Self {
+        Self {
+            waiting: AtomicUsize::new(0),
+            walker: std::thread::current(),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) >= WALK_AHEAD
+    }
+
+    /// Waits (on the walking thread) until fewer than [`WALK_AHEAD`] batches wait, then counts
+    /// one more.
+    fn wait_for_room(&self) {
+        // No wake-up is lost: the count only falls while the walk waits, so it passes
+        // `WALK_AHEAD / 2` (and wakes the walk) before the last waiting batch is scanned; a
+        // wake-up that comes before the walk parks makes the park return at once.
+        while self.is_full() {
+            std::thread::park();
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a batch scanned when the returned guard is dropped (also if its scan panics,
+    /// so that the walk is not left waiting).
+    fn scanning(&self) -> Scanning<'_> {
+        Scanning(self)
+    }
+}
+
+/// See [`WalkAhead::scanning`].
+struct Scanning<'a>(&'a WalkAhead);
+
+impl Drop for Scanning<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == WALK_AHEAD / 2 + 1 {
+            self.0.walker.unpark();
+        }
+    }
+}
+
+/// The lock's contents, also after a panic elsewhere while it was held (the outcomes pushed
+/// before it are whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A directory holding files of a batch of walked entries.
 struct BatchDir<'a> {
@@ -875,13 +949,49 @@ struct BatchDir<'a> {
     opened: Option<Option<state::read::WalkedDir>>,
 }
 
-/// The path of a walked entry that is a regular file.
-fn walked_file(entry: &Result<ignore::DirEntry, ignore::Error>) -> Option<&Path> {
-    let entry = entry.as_ref().ok()?;
-    entry
-        .file_type()
-        .is_some_and(|t| t.is_file())
-        .then(|| entry.path())
+/// What the pool's threads need of a batch of walked entries, made on the walking thread:
+/// the regular files' paths, all in one buffer, and the walk's errors, in the walk's order
+/// (anything else is passed over). The entries themselves are dropped where they were made:
+/// two allocations of the walking thread's go to the pool per batch, not one per entry.
+struct WalkedBatch {
+    /// The files' paths, one after another.
+    paths: Vec<u8>,
+    items: Vec<WalkedItem>,
+}
+
+enum WalkedItem {
+    /// A regular file (not a symbolic link): its path's place in [`WalkedBatch::paths`].
+    File(std::ops::Range<usize>),
+    /// The walk failed here.
+    Failed(ScanError),
+}
+
+impl WalkedBatch {
+    fn new(root: &Path, entries: Vec<Result<ignore::DirEntry, ignore::Error>>) -> Self {
+        let mut batch = WalkedBatch {
+            // Room for paths of the usual length: one allocation, seldom grown.
+            paths: Vec::with_capacity(entries.len() * 128),
+            items: Vec::with_capacity(entries.len()),
+        };
+        for entry in entries {
+            let item = match entry {
+                Err(e) => WalkedItem::Failed(ScanError::Walk {
+                    path: root.to_path_buf(),
+                    message: e.to_string(),
+                }),
+                Ok(entry) if entry.file_type().is_some_and(|t| t.is_file()) => {
+                    let start = batch.paths.len();
+                    batch
+                        .paths
+                        .extend_from_slice(entry.path().as_os_str().as_bytes());
+                    WalkedItem::File(start..batch.paths.len())
+                }
+                Ok(_) => continue,
+            };
+            batch.items.push(item);
+        }
+        batch
+    }
 }
 
 /// An iterator's items in numbered batches of [`WALK_BATCH`].
