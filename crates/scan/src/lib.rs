@@ -289,7 +289,7 @@ impl Scanner {
             if meta.is_dir() {
                 self.scan_dir(path, &mut total)?;
             } else {
-                self.scan_file(path, display_path(path), true)?
+                self.scan_file(path, &display_path(path), true)?
                     .add_to(&mut total);
             }
         }
@@ -564,17 +564,7 @@ impl Scanner {
     }
 
     fn scan_dir(&self, root: &Path, total: &mut PathScan) -> Result<(), ScanError> {
-        let walker = ignore::WalkBuilder::new(root)
-            .hidden(false)
-            .parents(self.options.respect_gitignore)
-            .ignore(self.options.respect_gitignore)
-            .git_ignore(self.options.respect_gitignore)
-            .git_global(false)
-            .git_exclude(self.options.respect_gitignore)
-            .require_git(false)
-            .follow_links(false)
-            .filter_entry(|e| e.file_name() != ".git")
-            .build();
+        let walker = self.walk(root);
         // This thread walks; the walk's entries go to the rayon pool in batches, numbered
         // (one hand-off per batch rather than per file), and the outcomes are put back in the
         // walk's order. The walk runs ahead of the scans by at most `WALK_AHEAD` batches: the
@@ -609,6 +599,22 @@ impl Scanner {
             r?.add_to(total);
         }
         Ok(())
+    }
+
+    /// The walk of a directory: `.gitignore` and the like as the options say, symbolic
+    /// links not followed, `.git` never entered.
+    fn walk(&self, root: &Path) -> ignore::Walk {
+        ignore::WalkBuilder::new(root)
+            .hidden(false)
+            .parents(self.options.respect_gitignore)
+            .ignore(self.options.respect_gitignore)
+            .git_ignore(self.options.respect_gitignore)
+            .git_global(false)
+            .git_exclude(self.options.respect_gitignore)
+            .require_git(false)
+            .follow_links(false)
+            .filter_entry(|e| e.file_name() != ".git")
+            .build()
     }
 
     /// A batch of a directory walk's regular files and errors, in order. A directory holding
@@ -663,15 +669,10 @@ impl Scanner {
                 .get_or_insert_with(|| state::read::WalkedDir::open(dir.path).ok())
                 .as_ref()
         });
-        self.scan_file_in(path, display_path(path), false, dir)
+        self.scan_file_in(path, &display_path(path), false, dir)
     }
 
-    fn scan_file(
-        &self,
-        path: &Path,
-        name: String,
-        explicit: bool,
-    ) -> Result<FileOutcome, ScanError> {
+    fn scan_file(&self, path: &Path, name: &str, explicit: bool) -> Result<FileOutcome, ScanError> {
         self.scan_file_in(path, name, explicit, None)
     }
 
@@ -680,21 +681,21 @@ impl Scanner {
     fn scan_file_in(
         &self,
         path: &Path,
-        name: String,
+        name: &str,
         explicit: bool,
         dir: Option<&state::read::WalkedDir>,
     ) -> Result<FileOutcome, ScanError> {
         let skipped = |reason: String| {
             tracing::debug!(path = %name, %reason, "skipped");
             Ok(FileOutcome::Skipped(Skipped {
-                path: name.clone(),
+                path: name.to_string(),
                 reason,
             }))
         };
         if let Some(own) = self.own_files.iter().find(|o| o.is(path)) {
             return skipped(format!("{} (gitleaks skips it too)", own.why));
         }
-        if !explicit && self.engine.skips_path(&name) {
+        if !explicit && self.engine.skips_path(name) {
             return skipped("allowlisted path".into());
         }
         // Bounded: a path named on the command line may be a FIFO or `/dev/zero`, whose
@@ -715,7 +716,7 @@ impl Scanner {
         };
         if explicit {
             return match state::read::read_limited(path, limit) {
-                Ok(data) => self.scan_read(&name, &data),
+                Ok(data) => self.scan_read(name, &data),
                 Err(e) => failed(e),
             };
         }
@@ -730,7 +731,7 @@ impl Scanner {
             _ => state::read::read_walked_file_into(path, limit, &mut data),
         };
         let outcome = match read {
-            Ok(()) => self.scan_read(&name, &data),
+            Ok(()) => self.scan_read(name, &data),
             Err(e) => failed(e),
         };
         if data.capacity() <= READ_BUFFER_KEPT {
@@ -874,8 +875,8 @@ impl FileOutcome {
 type WalkedOutcome = Result<FileOutcome, ScanError>;
 
 /// How many walked entries are handed to the rayon pool at a time: enough that the hand-offs
-/// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
-/// files' scans, few enough that the last batches still keep both threads busy.
+/// (each a job for the pool, and a lock of the outcomes) cost little next to the files'
+/// scans, few enough that the last batches still keep both threads busy.
 const WALK_BATCH: usize = 32;
 
 /// How many batches of walked entries may wait to be scanned: enough that the pool's
@@ -1021,10 +1022,18 @@ impl<I: Iterator> Iterator for Batches<I> {
 }
 
 /// How a path is reported: as given, without a leading `./`.
-fn display_path(path: &Path) -> String {
-    let s = path.to_string_lossy();
-    s.strip_prefix("./").unwrap_or(&s).to_string()
+fn display_path(path: &Path) -> std::borrow::Cow<'_, str> {
+    // Borrowed, as most paths are UTF-8: no allocation per walked file.
+    match path.to_string_lossy() {
+        std::borrow::Cow::Borrowed(s) => s.strip_prefix("./").unwrap_or(s).into(),
+        std::borrow::Cow::Owned(s) => match s.strip_prefix("./") {
+            Some(rest) => rest.to_string().into(),
+            None => s.into(),
+        },
+    }
 }
 
 #[cfg(test)]
 mod builtin_tests;
+#[cfg(test)]
+mod walk_tests;
