@@ -174,7 +174,7 @@ pub fn read_walked_file_at_into(
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let file = match retry_on_intr(|| rustix::fs::openat(&dir.fd, name, flags, Mode::empty())) {
         Ok(fd) => File::from(fd),
-        Err(err) => return Err(opening_failed(path, err.into())),
+        Err(err) => return Err(opening_failed(path, err)),
     };
     let meta = file.metadata()?;
     check_regular(&meta, limit)?;
