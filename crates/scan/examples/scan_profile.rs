@@ -14,7 +14,9 @@
 //!                                     parent's blob)
 //! scan_profile files <path>...        files and directories (Scanner::scan_paths); with
 //!                                     SCAN_PROFILE_JSON=FILE set, the findings (secrets
-//!                                     unredacted) are written there as the JSON report
+//!                                     unredacted) are written there as the JSON report;
+//!                                     with SCAN_PROFILE_SKIPPED=FILE, the skipped files, one
+//!                                     `path<TAB>reason` line each, in the scan's order
 //! scan_profile bytes <file>           one file's bytes as one fragment (Scanner::scan_bytes)
 //! ```
 //!
@@ -69,6 +71,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let scan = scanner.scan_paths(&paths)?;
             if let Some(out) = std::env::var_os("SCAN_PROFILE_JSON") {
                 std::fs::write(out, scan::render_json(&scan.findings, false))?;
+            }
+            if let Some(out) = std::env::var_os("SCAN_PROFILE_SKIPPED") {
+                let lines: String = scan
+                    .skipped
+                    .iter()
+                    .map(|s| format!("{}\t{}\n", s.path, s.reason))
+                    .collect();
+                std::fs::write(out, lines)?;
             }
             (
                 scan.findings.len(),

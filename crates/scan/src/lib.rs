@@ -62,10 +62,11 @@ pub mod fuzzing {
 }
 
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-
-use rayon::prelude::*;
 
 pub use baseline::Baseline;
 pub use config::{
@@ -288,7 +289,7 @@ impl Scanner {
             if meta.is_dir() {
                 self.scan_dir(path, &mut total)?;
             } else {
-                self.scan_file(path, display_path(path), true)?
+                self.scan_file(path, &display_path(path), true)?
                     .add_to(&mut total);
             }
         }
@@ -563,7 +564,47 @@ impl Scanner {
     }
 
     fn scan_dir(&self, root: &Path, total: &mut PathScan) -> Result<(), ScanError> {
-        let walker = ignore::WalkBuilder::new(root)
+        let walker = self.walk(root);
+        // This thread walks; the walk's entries go to the rayon pool in batches, numbered
+        // (one hand-off per batch rather than per file), and the outcomes are put back in the
+        // walk's order. The walk runs ahead of the scans by at most `WALK_AHEAD` batches: the
+        // pool's threads find the next batch waiting rather than wait on the walk, and the
+        // walk's own allocations stay on one thread.
+        let done = Mutex::new(Vec::new());
+        let ahead = WalkAhead::new();
+        let on_pool = rayon::current_thread_index().is_some();
+        rayon::in_place_scope(|scope| {
+            for (n, entries) in Batches::new(walker) {
+                // The entries are dropped here, on the thread that made them.
+                let batch = WalkedBatch::new(root, entries);
+                if on_pool && ahead.is_full() {
+                    // A thread of the pool does not wait for the pool (which may be itself).
+                    let outcomes = self.scan_walked_batch(batch);
+                    lock(&done).push((n, outcomes));
+                    continue;
+                }
+                ahead.wait_for_room();
+                let (done, ahead) = (&done, &ahead);
+                scope.spawn(move |_| {
+                    let _scanned = ahead.scanning();
+                    let outcomes = self.scan_walked_batch(batch);
+                    lock(done).push((n, outcomes));
+                });
+            }
+        });
+        let mut batches: Vec<(usize, Vec<WalkedOutcome>)> =
+            done.into_inner().unwrap_or_else(PoisonError::into_inner);
+        batches.sort_unstable_by_key(|(n, _)| *n);
+        for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
+            r?.add_to(total);
+        }
+        Ok(())
+    }
+
+    /// The walk of a directory: `.gitignore` and the like as the options say, symbolic
+    /// links not followed, `.git` never entered.
+    fn walk(&self, root: &Path) -> ignore::Walk {
+        ignore::WalkBuilder::new(root)
             .hidden(false)
             .parents(self.options.respect_gitignore)
             .ignore(self.options.respect_gitignore)
@@ -573,63 +614,88 @@ impl Scanner {
             .require_git(false)
             .follow_links(false)
             .filter_entry(|e| e.file_name() != ".git")
-            .build();
-        // The walk's entries go to the rayon pool in batches, numbered: one hand-off (a lock
-        // of the walk, often a wake-up of a sleeping thread) per batch rather than per file,
-        // and the outcomes are put back in the walk's order.
-        let mut batches: Vec<(usize, Vec<WalkedOutcome>)> = Batches::new(walker)
-            .par_bridge()
-            .map(|(n, entries)| {
-                let outcomes = entries
-                    .into_iter()
-                    .map(|entry| self.scan_walked(root, entry))
-                    .collect();
-                (n, outcomes)
-            })
-            .collect();
-        batches.sort_unstable_by_key(|(n, _)| *n);
-        for r in batches.into_iter().flat_map(|(_, outcomes)| outcomes) {
-            if let Some(outcome) = r? {
-                outcome.add_to(total);
+            .build()
+    }
+
+    /// A batch of a directory walk's regular files and errors, in order. A directory holding
+    /// two or more of the batch's files is opened once and its files opened relative to it
+    /// (see [`state::read::WalkedDir`]); a file alone in its directory is opened by its path.
+    fn scan_walked_batch(&self, batch: WalkedBatch) -> Vec<WalkedOutcome> {
+        let WalkedBatch { paths, items } = batch;
+        let file = |range: &std::ops::Range<usize>| {
+            Path::new(std::ffi::OsStr::from_bytes(&paths[range.clone()]))
+        };
+        let mut dirs: Vec<BatchDir<'_>> = Vec::new();
+        for item in &items {
+            let WalkedItem::File(range) = item else {
+                continue;
+            };
+            let Some(parent) = file(range).parent() else {
+                continue;
+            };
+            match dirs
+                .iter_mut()
+                .find(|d| d.path.as_os_str() == parent.as_os_str())
+            {
+                Some(dir) => dir.files += 1,
+                None => dirs.push(BatchDir {
+                    path: parent,
+                    files: 1,
+                    opened: None,
+                }),
             }
         }
-        Ok(())
+        items
+            .into_iter()
+            .map(|item| match item {
+                WalkedItem::File(range) => self.scan_walked(file(&range), &mut dirs),
+                WalkedItem::Failed(err) => Err(err),
+            })
+            .collect()
     }
 
-    /// One entry of a directory walk: a regular file is scanned, anything else passed over.
-    fn scan_walked(
-        &self,
-        root: &Path,
-        entry: Result<ignore::DirEntry, ignore::Error>,
-    ) -> WalkedOutcome {
-        let entry = entry.map_err(|e| ScanError::Walk {
-            path: root.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
-            return Ok(None);
-        }
-        let path = entry.path();
-        self.scan_file(path, display_path(path), false).map(Some)
+    /// A regular file a directory walk found.
+    fn scan_walked(&self, path: &Path, dirs: &mut [BatchDir<'_>]) -> WalkedOutcome {
+        let dir = path.parent().and_then(|parent| {
+            let dir = dirs
+                .iter_mut()
+                .find(|d| d.path.as_os_str() == parent.as_os_str())?;
+            if dir.files < 2 {
+                return None;
+            }
+            // Opened at the first of its files; one that cannot be opened leaves its files
+            // to be opened by their paths.
+            dir.opened
+                .get_or_insert_with(|| state::read::WalkedDir::open(dir.path).ok())
+                .as_ref()
+        });
+        self.scan_file_in(path, &display_path(path), false, dir)
     }
 
-    fn scan_file(
+    fn scan_file(&self, path: &Path, name: &str, explicit: bool) -> Result<FileOutcome, ScanError> {
+        self.scan_file_in(path, name, explicit, None)
+    }
+
+    /// [`Scanner::scan_file`]; a walked file whose directory is open (`dir`) is opened
+    /// relative to it.
+    fn scan_file_in(
         &self,
         path: &Path,
-        name: String,
+        name: &str,
         explicit: bool,
+        dir: Option<&state::read::WalkedDir>,
     ) -> Result<FileOutcome, ScanError> {
         let skipped = |reason: String| {
             tracing::debug!(path = %name, %reason, "skipped");
             Ok(FileOutcome::Skipped(Skipped {
-                path: name.clone(),
+                path: name.to_string(),
                 reason,
             }))
         };
         if let Some(own) = self.own_files.iter().find(|o| o.is(path)) {
             return skipped(format!("{} (gitleaks skips it too)", own.why));
         }
-        if !explicit && self.engine.skips_path(&name) {
+        if !explicit && self.engine.skips_path(name) {
             return skipped("allowlisted path".into());
         }
         // Bounded: a path named on the command line may be a FIFO or `/dev/zero`, whose
@@ -650,7 +716,7 @@ impl Scanner {
         };
         if explicit {
             return match state::read::read_limited(path, limit) {
-                Ok(data) => self.scan_read(&name, &data),
+                Ok(data) => self.scan_read(name, &data),
                 Err(e) => failed(e),
             };
         }
@@ -658,8 +724,14 @@ impl Scanner {
         // thread's buffer. (Taken out while in use: a thread waiting in the engine for another
         // to finish part of a large file may scan a file of its own meanwhile.)
         let mut data = READ_BUFFER.take();
-        let outcome = match state::read::read_walked_file_into(path, limit, &mut data) {
-            Ok(()) => self.scan_read(&name, &data),
+        let read = match (dir, path.file_name()) {
+            (Some(dir), Some(file_name)) => {
+                state::read::read_walked_file_at_into(dir, file_name, path, limit, &mut data)
+            }
+            _ => state::read::read_walked_file_into(path, limit, &mut data),
+        };
+        let outcome = match read {
+            Ok(()) => self.scan_read(name, &data),
             Err(e) => failed(e),
         };
         if data.capacity() <= READ_BUFFER_KEPT {
@@ -799,13 +871,129 @@ impl FileOutcome {
     }
 }
 
-/// What became of one entry of a directory walk (`None`: not a regular file, passed over).
-type WalkedOutcome = Result<Option<FileOutcome>, ScanError>;
+/// What became of a regular file a directory walk found, or the walk's error.
+type WalkedOutcome = Result<FileOutcome, ScanError>;
 
 /// How many walked entries are handed to the rayon pool at a time: enough that the hand-offs
-/// (each a lock of the walk, often a wake-up of a sleeping thread) cost little next to the
-/// files' scans, few enough that the last batches still keep both threads busy.
+/// (each a job for the pool, and a lock of the outcomes) cost little next to the files'
+/// scans, few enough that the last batches still keep both threads busy.
 const WALK_BATCH: usize = 32;
+
+/// How many batches of walked entries may wait to be scanned: enough that the pool's
+/// threads always find one, few enough that a walk of a large tree holds little of it.
+const WALK_AHEAD: usize = 32;
+
+/// The batches a walk has handed to the pool and not yet seen scanned, and the walking
+/// thread, which pauses while [`WALK_AHEAD`] wait and is woken when half of them are scanned
+/// (one wake-up per `WALK_AHEAD / 2` batches, not one per batch).
+struct WalkAhead {
+    waiting: AtomicUsize,
+    walker: std::thread::Thread,
+}
+
+impl WalkAhead {
+    /// For a walk on this thread.
+    fn new() -> Self {
+        Self {
+            waiting: AtomicUsize::new(0),
+            walker: std::thread::current(),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) >= WALK_AHEAD
+    }
+
+    /// Waits (on the walking thread) until fewer than [`WALK_AHEAD`] batches wait, then counts
+    /// one more.
+    fn wait_for_room(&self) {
+        // No wake-up is lost: the count only falls while the walk waits, so it passes
+        // `WALK_AHEAD / 2` (and wakes the walk) before the last waiting batch is scanned; a
+        // wake-up that comes before the walk parks makes the park return at once.
+        while self.is_full() {
+            std::thread::park();
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a batch scanned when the returned guard is dropped (also if its scan panics,
+    /// so that the walk is not left waiting).
+    fn scanning(&self) -> Scanning<'_> {
+        Scanning(self)
+    }
+}
+
+/// See [`WalkAhead::scanning`].
+struct Scanning<'a>(&'a WalkAhead);
+
+impl Drop for Scanning<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == WALK_AHEAD / 2 + 1 {
+            self.0.walker.unpark();
+        }
+    }
+}
+
+/// The lock's contents, also after a panic elsewhere while it was held (the outcomes pushed
+/// before it are whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A directory holding files of a batch of walked entries.
+struct BatchDir<'a> {
+    /// The directory, as the walk named it.
+    path: &'a Path,
+    /// How many of the batch's files it holds.
+    files: usize,
+    /// Opened (at its first file, when it holds two or more): `Some(None)` if that failed.
+    opened: Option<Option<state::read::WalkedDir>>,
+}
+
+/// What the pool's threads need of a batch of walked entries, made on the walking thread:
+/// the regular files' paths, all in one buffer, and the walk's errors, in the walk's order
+/// (anything else is passed over). The entries themselves are dropped where they were made:
+/// two allocations of the walking thread's go to the pool per batch, not one per entry.
+struct WalkedBatch {
+    /// The files' paths, one after another.
+    paths: Vec<u8>,
+    items: Vec<WalkedItem>,
+}
+
+enum WalkedItem {
+    /// A regular file (not a symbolic link): its path's place in [`WalkedBatch::paths`].
+    File(std::ops::Range<usize>),
+    /// The walk failed here.
+    Failed(ScanError),
+}
+
+impl WalkedBatch {
+    fn new(root: &Path, entries: Vec<Result<ignore::DirEntry, ignore::Error>>) -> Self {
+        let mut batch = WalkedBatch {
+            // Room for paths of the usual length: one allocation, seldom grown.
+            paths: Vec::with_capacity(entries.len() * 128),
+            items: Vec::with_capacity(entries.len()),
+        };
+        for entry in entries {
+            let item = match entry {
+                Err(e) => WalkedItem::Failed(ScanError::Walk {
+                    path: root.to_path_buf(),
+                    message: e.to_string(),
+                }),
+                Ok(entry) if entry.file_type().is_some_and(|t| t.is_file()) => {
+                    let start = batch.paths.len();
+                    batch
+                        .paths
+                        .extend_from_slice(entry.path().as_os_str().as_bytes());
+                    WalkedItem::File(start..batch.paths.len())
+                }
+                Ok(_) => continue,
+            };
+            batch.items.push(item);
+        }
+        batch
+    }
+}
 
 /// An iterator's items in numbered batches of [`WALK_BATCH`].
 struct Batches<I> {
@@ -834,10 +1022,18 @@ impl<I: Iterator> Iterator for Batches<I> {
 }
 
 /// How a path is reported: as given, without a leading `./`.
-fn display_path(path: &Path) -> String {
-    let s = path.to_string_lossy();
-    s.strip_prefix("./").unwrap_or(&s).to_string()
+fn display_path(path: &Path) -> std::borrow::Cow<'_, str> {
+    // Borrowed, as most paths are UTF-8: no allocation per walked file.
+    match path.to_string_lossy() {
+        std::borrow::Cow::Borrowed(s) => s.strip_prefix("./").unwrap_or(s).into(),
+        std::borrow::Cow::Owned(s) => match s.strip_prefix("./") {
+            Some(rest) => rest.to_string().into(),
+            None => s.into(),
+        },
+    }
 }
 
 #[cfg(test)]
 mod builtin_tests;
+#[cfg(test)]
+mod walk_tests;

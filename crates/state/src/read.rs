@@ -135,6 +135,62 @@ pub fn read_walked_file_into(path: &Path, limit: u64, buf: &mut Vec<u8>) -> io::
     read_open_into(&file, meta.len(), limit, buf)
 }
 
+/// A directory a walk found, opened to name its files from (`O_PATH`: nothing of the
+/// directory itself is read, only the search permission a path through it would need).
+/// The path is resolved as `open` resolves the directories of a file's path, symbolic links
+/// among them followed: a file opened from here with [`read_walked_file_at_into`] is the file
+/// [`read_walked_file_into`] would open by its whole path.
+///
+/// Why: opening each file by its whole path looks every directory of the path up again, for
+/// every file; a walk finds several files in most directories.
+#[derive(Debug)]
+pub struct WalkedDir {
+    fd: rustix::fd::OwnedFd,
+}
+
+impl WalkedDir {
+    /// Opens the directory at `path`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = retry_on_intr(|| rustix::fs::open(path, flags, Mode::empty()))?;
+        Ok(Self { fd })
+    }
+}
+
+/// [`read_walked_file_into`] for the file called `name` in `dir` (`path`: the file's whole
+/// path, named in errors): opened relative to the directory, without following a symbolic
+/// link, judged from its descriptor and read as [`read_walked_file_into`] judges and reads it.
+pub fn read_walked_file_at_into(
+    dir: &WalkedDir,
+    name: &std::ffi::OsStr,
+    path: &Path,
+    limit: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    buf.clear();
+    let flags =
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = match retry_on_intr(|| rustix::fs::openat(&dir.fd, name, flags, Mode::empty())) {
+        Ok(fd) => File::from(fd),
+        Err(err) => return Err(opening_failed(path, err)),
+    };
+    let meta = file.metadata()?;
+    check_regular(&meta, limit)?;
+    read_open_into(&file, meta.len(), limit, buf)
+}
+
+/// A system call retried for as long as a signal interrupts it.
+fn retry_on_intr<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
 /// Reads an open regular file whose descriptor said `len` bytes into `buf` (cleared first),
 /// refusing more than `limit` bytes.
 fn read_open_into(file: &File, len: u64, limit: u64, buf: &mut Vec<u8>) -> io::Result<()> {
@@ -197,16 +253,19 @@ fn open_with(path: &Path, flags: libc::c_int) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | flags)
         .open(path)
-        .map_err(|err| {
-            // A socket cannot be opened at all (ENXIO): say what it is rather than that.
-            match std::fs::metadata(path)
-                .ok()
-                .and_then(|m| describe(&m.file_type()))
-            {
-                Some(kind) => ReadError::NotRegular { kind }.into(),
-                None => err,
-            }
-        })
+        .map_err(|err| opening_failed(path, err))
+}
+
+/// Why `path` could not be opened: a socket cannot be opened at all (ENXIO), so what it is
+/// is said rather than that; any other failure as the system said it.
+fn opening_failed(path: &Path, err: io::Error) -> io::Error {
+    match std::fs::metadata(path)
+        .ok()
+        .and_then(|m| describe(&m.file_type()))
+    {
+        Some(kind) => ReadError::NotRegular { kind }.into(),
+        None => err,
+    }
 }
 
 /// As [`read_limited`], for UTF-8 text.
@@ -499,6 +558,91 @@ mod tests {
             let err = read_walked_file_into(path, 100, &mut buf).unwrap_err();
             assert_eq!(refusal(&err), Some(ReadError::NotRegular { kind }));
         }
+    }
+
+    #[test]
+    fn a_file_read_from_its_open_directory_is_what_read_walked_file_into_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let open = WalkedDir::open(&sub).unwrap();
+        let (mut at, mut whole) = (Vec::new(), Vec::new());
+        for size in [0, 1, 4097, 100_000, 3] {
+            let name = format!("f{size}");
+            let path = sub.join(&name);
+            let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            read_walked_file_at_into(&open, name.as_ref(), &path, 1 << 20, &mut at).unwrap();
+            read_walked_file_into(&path, 1 << 20, &mut whole).unwrap();
+            assert_eq!(at, bytes, "{size} bytes");
+            assert_eq!(whole, bytes);
+        }
+        // over the limit: refused as by its path
+        let path = sub.join("f100000");
+        let err = read_walked_file_at_into(&open, "f100000".as_ref(), &path, 99_999, &mut at);
+        assert_eq!(
+            refusal(&err.unwrap_err()),
+            Some(ReadError::TooLarge { limit: 99_999 })
+        );
+        // a directory reached through a symbolic link is opened as a path through it is
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("sub", &link).unwrap();
+        let via_link = WalkedDir::open(&link).unwrap();
+        read_walked_file_at_into(&via_link, "f3".as_ref(), &link.join("f3"), 100, &mut at).unwrap();
+        assert_eq!(at, [0, 1, 2]);
+        // a file is not a directory
+        let err = WalkedDir::open(&sub.join("f3")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+    }
+
+    #[test]
+    fn what_took_a_walked_files_place_is_refused_when_read_from_its_open_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = WalkedDir::open(dir.path()).unwrap();
+        let path = dir.path().join("a.rs");
+        let mut buf = b"left from before".to_vec();
+        // a symbolic link: not followed
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink("secret", &path).unwrap();
+        let err = read_walked_file_at_into(&open, "a.rs".as_ref(), &path, 100, &mut buf);
+        assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(buf, b"");
+        // a FIFO: refused from the descriptor, without waiting for a writer
+        std::fs::remove_file(&path).unwrap();
+        mkfifo(&path);
+        let err = read_walked_file_at_into(&open, "a.rs".as_ref(), &path, 100, &mut buf);
+        assert_eq!(
+            refusal(&err.unwrap_err()),
+            Some(ReadError::NotRegular {
+                kind: "a named pipe (FIFO)"
+            })
+        );
+        // a socket cannot be opened: said to be one, as by its path
+        std::fs::remove_file(&path).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = read_walked_file_at_into(&open, "a.rs".as_ref(), &path, 100, &mut buf);
+        assert_eq!(
+            refusal(&err.unwrap_err()),
+            Some(ReadError::NotRegular { kind: "a socket" })
+        );
+        // a directory, and a file gone: as by its path
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let err =
+            read_walked_file_at_into(&open, "d".as_ref(), &dir.path().join("d"), 100, &mut buf);
+        assert_eq!(
+            refusal(&err.unwrap_err()),
+            Some(ReadError::NotRegular {
+                kind: "a directory"
+            })
+        );
+        let err = read_walked_file_at_into(
+            &open,
+            "gone".as_ref(),
+            &dir.path().join("gone"),
+            100,
+            &mut buf,
+        );
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -98,6 +98,53 @@ fn binary_files_are_scanned_compressed_and_oversized_ones_skipped_and_listed() {
 }
 
 #[test]
+fn a_walked_tree_is_read_through_its_directories_without_following_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let gh = github_token();
+    write(dir.path(), "outside/secret.txt", gh.as_bytes());
+    // Many files in one directory (read relative to it), one alone in another (read by its
+    // path), files beside subdirectories.
+    for i in 0..40 {
+        let text = if i % 7 == 0 { gh.as_str() } else { "plain" };
+        write(&tree, &format!("many/f{i:02}.txt"), text.as_bytes());
+    }
+    write(&tree, "lone/only.txt", gh.as_bytes());
+    write(&tree, "a/x.txt", gh.as_bytes());
+    write(&tree, "a/b/y.txt", b"plain");
+    write(&tree, "a/b/c/deep.txt", gh.as_bytes());
+    // Symbolic links (to a file, to a directory) are not followed; a socket is passed over.
+    let outside = dir.path().join("outside");
+    std::os::unix::fs::symlink(outside.join("secret.txt"), tree.join("many/link.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, tree.join("many/linkdir")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(tree.join("many/sock")).unwrap();
+    let s = Scanner::builtin().unwrap();
+    let expected = |root: &std::path::Path| {
+        ["a/b/c/deep.txt", "a/x.txt", "lone/only.txt"]
+            .into_iter()
+            .map(String::from)
+            .chain((0..40).step_by(7).map(|i| format!("many/f{i:02}.txt")))
+            .map(|f| {
+                (
+                    format!("{}/{f}", root.display()),
+                    1,
+                    "github-pat".to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let scan = s.scan_paths(std::slice::from_ref(&tree)).unwrap();
+    assert_eq!(locations(&scan.findings), expected(&tree));
+    assert_eq!((scan.files, scan.skipped), (44, vec![]));
+    // A tree named through a symbolic link given as the root is walked as the tree itself.
+    let root_link = dir.path().join("tree-link");
+    std::os::unix::fs::symlink(&tree, &root_link).unwrap();
+    let scan = s.scan_paths(std::slice::from_ref(&root_link)).unwrap();
+    assert_eq!(locations(&scan.findings), expected(&root_link));
+    assert_eq!(scan.files, 44);
+}
+
+#[test]
 fn unreadable_path_is_an_error_naming_it() {
     let s = Scanner::builtin().unwrap();
     let err = s
