@@ -159,17 +159,21 @@ pub fn curl_available() -> bool {
     ok
 }
 
-/// The `bot-bottle` binary, built if needed (it lives in another crate of the workspace).
+/// The `bot-bottle` binary, built if needed (it lives in another crate of the workspace), in
+/// the profile this test was built in (`debug`, or `release` under `cargo test --release`).
 pub fn bot_bottle_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let debug_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = debug_dir.join("bot-bottle");
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let bin = profile_dir.join("bot-bottle");
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
         cmd.args(["build", "-q", "-p", "bot-bottle", "--bin", "bot-bottle"])
-            .env("CARGO_TARGET_DIR", debug_dir.parent().unwrap());
+            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+        if profile_dir.file_name() == Some(std::ffi::OsStr::new("release")) {
+            cmd.arg("--release");
+        }
         // the variables cargo sets for this test binary would make that build differ from
         // (and rebuild over) the normal one
         for (key, _) in std::env::vars_os() {
