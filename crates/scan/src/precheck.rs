@@ -394,20 +394,14 @@ mod tests {
         (pattern.regex().clone(), check)
     }
 
-    fn generic_keyed_secret() -> regex::bytes::Regex {
-        builtin_rule("generic-keyed-secret", GENERIC_KEYED_SECRET).0
+    /// `generic-keyed-secret`'s regex and precheck.
+    fn generic_keyed_secret() -> (regex::bytes::Regex, Precheck) {
+        builtin_rule("generic-keyed-secret", GENERIC_KEYED_SECRET)
     }
 
-    /// The keyed-value precheck, as [`for_pattern`] gives it.
-    fn keyed() -> Precheck {
-        Precheck {
-            may_match: keyed_value_may_match,
-            places: keyed_value_places,
-        }
-    }
-
-    /// The precheck never says no where the regex matches; returns how many of `hays` the
-    /// regex matched and how many the precheck let through.
+    /// The precheck never says no where the regex matches, and every match lies on a line
+    /// holding a place ([`places_hold_every_match`]); returns how many of `hays` the regex
+    /// matched and how many the precheck let through.
     fn never_misses(re: &regex::bytes::Regex, check: Precheck, hays: &[Vec<u8>]) -> (usize, usize) {
         let (mut matched, mut passed) = (0, 0);
         for hay in hays {
@@ -421,6 +415,7 @@ mod tests {
             matched += usize::from(m);
             passed += usize::from(p);
         }
+        places_hold_every_match(re, check, hays);
         (matched, passed)
     }
 
@@ -463,7 +458,7 @@ mod tests {
     /// The key side: a keyword in the name before the operator, as the regex wants it.
     #[test]
     fn a_value_after_a_name_without_a_keyword_is_turned_down() {
-        let re = generic_keyed_secret();
+        let (re, _) = generic_keyed_secret();
         let value = "Zx8qLmN3pRt7vWy2";
         for (line, may) in [
             (format!("let path = {value};"), false),
@@ -620,7 +615,7 @@ mod tests {
     /// the regex matches, the precheck lets through.
     #[test]
     fn random_lines_the_regex_matches_pass_the_precheck() {
-        let re = generic_keyed_secret();
+        let (re, check) = generic_keyed_secret();
         let mut hays = random_lines(200_000);
         // Values at the edges of 12 and 150, and runs longer than 150 with operators inside.
         for len in [10, 11, 12, 13, 149, 150, 151, 152, 300] {
@@ -634,8 +629,7 @@ mod tests {
                 }
             }
         }
-        let (matched, passed) = never_misses(&re, keyed(), &hays);
-        places_hold_every_match(&re, keyed(), &hays);
+        let (matched, passed) = never_misses(&re, check, &hays);
         // (the lines exercise both sides, or the test shows nothing)
         assert!(matched > 1000, "only {matched} lines matched");
         assert!(passed < hays.len(), "the precheck let every line through");
@@ -645,10 +639,9 @@ mod tests {
     /// hold many assignments of secrets), each alone and in runs of eight.
     #[test]
     fn real_lines_the_regex_matches_pass_the_precheck() {
-        let re = generic_keyed_secret();
+        let (re, check) = generic_keyed_secret();
         let hays = real_lines();
-        let (matched, passed) = never_misses(&re, keyed(), &hays);
-        places_hold_every_match(&re, keyed(), &hays);
+        let (matched, passed) = never_misses(&re, check, &hays);
         assert!(matched > 100, "only {matched} real lines matched");
         assert!(
             passed < hays.len() / 2,
@@ -693,7 +686,6 @@ mod tests {
         ] {
             let (re, check) = builtin_rule(id, text);
             let (matched, passed) = never_misses(&re, check, &hays);
-            places_hold_every_match(&re, check, &hays);
             assert!(matched > 1000, "{id}: only {matched} lines matched");
             assert!(
                 passed < hays.len() / 2,
@@ -701,7 +693,6 @@ mod tests {
                 hays.len()
             );
             let (matched, passed) = never_misses(&re, check, &real);
-            places_hold_every_match(&re, check, &real);
             assert!(matched > 20, "{id}: only {matched} real lines matched");
             assert!(
                 passed < real.len() / 4,

@@ -130,9 +130,16 @@ pub fn read_walked_file(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 pub fn read_walked_file_into(path: &Path, limit: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
     let file = open_with(path, libc::O_NOFOLLOW)?;
+    read_checked_into(&file, limit, buf)
+}
+
+/// Reads a walked file just opened into `buf` (cleared): judged from its descriptor first
+/// (a regular file within `limit`), so that what was put in the walked file's place since
+/// is refused before anything is read.
+fn read_checked_into(file: &File, limit: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     let meta = file.metadata()?;
     check_regular(&meta, limit)?;
-    read_open_into(&file, meta.len(), limit, buf)
+    read_open_into(file, meta.len(), limit, buf)
 }
 
 /// A directory a walk found, opened to name its files from (`O_PATH`: nothing of the
@@ -176,9 +183,7 @@ pub fn read_walked_file_at_into(
         Ok(fd) => File::from(fd),
         Err(err) => return Err(opening_failed(path, err)),
     };
-    let meta = file.metadata()?;
-    check_regular(&meta, limit)?;
-    read_open_into(&file, meta.len(), limit, buf)
+    read_checked_into(&file, limit, buf)
 }
 
 /// A system call retried for as long as a signal interrupts it.
