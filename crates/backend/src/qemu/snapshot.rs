@@ -253,6 +253,40 @@ pub fn prune(dir: &Path, now: std::time::SystemTime) {
     }
 }
 
+/// The name of a maker's empty workspace in the temporary directory begins with this.
+const EMPTY_WORKSPACE_PREFIX: &str = "bot-bottle-snapshot-";
+
+/// Removes, as of `now`, the empty workspaces in `tmp` that makes killed before they could
+/// remove their own left behind (a launcher killed with SIGKILL runs no destructor), once they
+/// are older than [`STALE_TEMPORARY`] (a make takes at most [`MAKE_TIMEOUT`]). Only empty
+/// directories go (`rmdir`): a directory that holds anything, a file or a symbolic link of
+/// that name is left as it is. Best effort.
+fn prune_empty_workspaces(tmp: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(EMPTY_WORKSPACE_PREFIX)
+        {
+            continue;
+        }
+        let path = entry.path();
+        let stale = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_dir()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|a| a > STALE_TEMPORARY)
+        });
+        if stale {
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+}
+
 /// Removes the snapshot at `path` and its length record, so the next launch makes it anew
 /// (a bottle could not be restored from it).
 pub fn discard(path: &Path) {
@@ -400,8 +434,9 @@ pub fn make(m: &Maker, work: &Path, out: &Path) -> Result<(), String> {
     std::fs::create_dir_all(&home).map_err(io_text("create", &home))?;
     // The jail's workspace, where the 9p shares point: empty, and outside `$BOT_BOTTLE_HOME`
     // (a bottle's workspace may not come from a private tree, and the cache may be in one).
+    prune_empty_workspaces(&std::env::temp_dir(), std::time::SystemTime::now());
     let empty = tempfile::Builder::new()
-        .prefix("bot-bottle-snapshot-")
+        .prefix(EMPTY_WORKSPACE_PREFIX)
         .tempdir()
         .map_err(|e| {
             format!(
@@ -704,6 +739,52 @@ mod tests {
                 .made_in
                 .is_some()
         );
+    }
+
+    #[test]
+    fn empty_workspaces_of_killed_makes_are_removed_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let now = std::time::SystemTime::now();
+        let made = |name: &str, secs: u64| {
+            let p = t.join(name);
+            std::fs::create_dir(&p).unwrap();
+            std::fs::File::open(&p)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(secs))
+                .unwrap();
+            p
+        };
+        // A killed make's workspace; one of a make still running; one that holds a file (not
+        // a maker's, or written into: never removed); another program's directory.
+        made("bot-bottle-snapshot-killed", 2 * 3600);
+        made("bot-bottle-snapshot-running", 60);
+        let full = made("bot-bottle-snapshot-full", 2 * 3600);
+        std::fs::write(full.join("kept"), "data").unwrap();
+        std::fs::File::open(&full)
+            .unwrap()
+            .set_modified(now - Duration::from_secs(2 * 3600))
+            .unwrap();
+        made("other-program", 2 * 3600);
+        std::os::unix::fs::symlink(t.join("other-program"), t.join("bot-bottle-snapshot-link"))
+            .unwrap();
+        prune_empty_workspaces(t, now);
+        let mut left: Vec<String> = std::fs::read_dir(t)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "bot-bottle-snapshot-full",
+                "bot-bottle-snapshot-link",
+                "bot-bottle-snapshot-running",
+                "other-program"
+            ]
+        );
+        assert_eq!(std::fs::read(full.join("kept")).unwrap(), b"data");
     }
 
     #[test]
