@@ -13,14 +13,14 @@
 //!                                     before blobs were judged by what changed from the
 //!                                     parent's blob)
 //! scan_profile files <path>...        files and directories (Scanner::scan_paths); with
-//!                                     SCAN_PROFILE_JSON=FILE set, the findings (secrets
-//!                                     unredacted) are written there as the JSON report;
-//!                                     with SCAN_PROFILE_SKIPPED=FILE, the skipped files, one
+//!                                     SCAN_PROFILE_SKIPPED=FILE, the skipped files, one
 //!                                     `path<TAB>reason` line each, in the scan's order
 //! scan_profile bytes <file>           one file's bytes as one fragment (Scanner::scan_bytes)
 //! ```
 //!
-//! Prints what was found and how long it took (wall time; one run, not a benchmark).
+//! Prints what was found and how long it took (wall time; one run, not a benchmark). With
+//! SCAN_PROFILE_JSON=FILE set, the findings of `git`, `push*` and `files` (secrets unredacted)
+//! are written there as the JSON report.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (found, what) = match mode.as_str() {
         "git" => {
             let (f, counts) = scanner.scan_git_counted(&req(rest)?)?;
+            write_json(&f)?;
             (f.len(), format!("{counts:?}"))
         }
         "split" => (
@@ -56,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "push-whole" => scanner.scan_push_judging_whole(&req(rest)?, &options)?,
                 _ => scanner.scan_push_one_by_one(&req(rest)?, &options)?,
             };
+            write_json(&scan.findings)?;
             (
                 scan.findings.len(),
                 format!(
@@ -69,9 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "files" => {
             let paths: Vec<PathBuf> = rest.iter().map(PathBuf::from).collect();
             let scan = scanner.scan_paths(&paths)?;
-            if let Some(out) = std::env::var_os("SCAN_PROFILE_JSON") {
-                std::fs::write(out, scan::render_json(&scan.findings, false))?;
-            }
+            write_json(&scan.findings)?;
             if let Some(out) = std::env::var_os("SCAN_PROFILE_SKIPPED") {
                 let lines: String = scan
                     .skipped
@@ -100,4 +100,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// With `SCAN_PROFILE_JSON=FILE` set, writes the findings (secrets unredacted) there as the
+/// JSON report.
+fn write_json(findings: &[scan::Finding]) -> std::io::Result<()> {
+    match std::env::var_os("SCAN_PROFILE_JSON") {
+        Some(out) => std::fs::write(out, scan::render_json(findings, false)),
+        None => Ok(()),
+    }
 }
