@@ -33,6 +33,7 @@
 mod archives;
 mod blobs;
 pub(crate) mod change;
+mod loose;
 pub(crate) mod odb;
 mod parse;
 mod process;
