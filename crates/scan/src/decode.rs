@@ -291,7 +291,7 @@ fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
 fn candidate_runs_with(data: &[u8], simd: Simd, prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let n = data.len();
     let mut out = Vec::new();
-    let mut starts = Starts::new(data, simd);
+    let mut starts = Starts::new(data, simd, prune);
     let mut i = 0;
     while i < n {
         let c = CLASS[usize::from(data[i])];
@@ -440,8 +440,11 @@ struct Starts<'a> {
     /// the walk asks again after each candidate, often several times in one block); the
     /// escapes and `+` that were looked at and start nothing are taken out.
     wanted: u64,
-    /// The starts of runs of 16 or more in block `block`.
+    /// The starts of runs of 16 or more in block `block` (without those [`Starts::load`]
+    /// finds turned down, when pruning).
     long: u64,
+    /// Whether the walk prunes (see [`candidate_runs`]).
+    prune: bool,
 }
 
 /// Bit `j` of each mask stands for byte `j` of a block of 64.
@@ -526,7 +529,7 @@ impl Simd {
 // compiled for AVX-512 the masks' few instructions sit in the loop, without a call.
 impl<'a> Starts<'a> {
     #[inline(always)]
-    fn new(data: &'a [u8], simd: Simd) -> Self {
+    fn new(data: &'a [u8], simd: Simd, prune: bool) -> Self {
         Self {
             data,
             simd,
@@ -535,6 +538,7 @@ impl<'a> Starts<'a> {
             next: Masks::default(),
             wanted: 0,
             long: 0,
+            prune,
         }
     }
 
@@ -575,7 +579,44 @@ impl<'a> Starts<'a> {
         long &= long >> 4;
         long &= long >> 8;
         self.long = run_starts & long as u64;
-        self.wanted = self.cur.escape | self.long | self.cur.plus;
+        // Bytes of the runs taken out of `long` (their `+` need not be looked at).
+        let mut quiet = 0u64;
+        if self.prune {
+            let mut each = self.long;
+            while each != 0 {
+                let j = each.trailing_zeros();
+                each &= each - 1;
+                // The run's length, when it ends in this block or the next.
+                let len = (!(both >> j)).trailing_zeros();
+                if len < 32 && self.turned_down(block * 64 + j as usize, len as usize) {
+                    self.long &= !(1u64 << j);
+                    quiet |= (((1u128 << len) - 1) << j) as u64;
+                }
+            }
+        }
+        self.wanted = self.cur.escape | self.long | (self.cur.plus & !quiet);
+    }
+
+    /// Whether the walk's step at `start`, the first byte of a run of the alphabet `len`
+    /// bytes long (16 to 31), finds nothing when pruning: too short for hex (32 digits) and
+    /// for a wrapped line, the run (with up to two `=` after it) is a base64 run that
+    /// [`base64_turned_down`] drops ([`alpha_run_step`]'s test, made here).
+    ///
+    /// Why here: most runs of 16 in source code are identifiers that are turned down (a
+    /// length of 4n+1, a first character from which no group decodes to text); taken out of
+    /// the block's wanted places when the block is loaded, the walk passes over them with
+    /// the bytes around them instead of stopping at each, finding their ends and
+    /// judging them there (the DLP bench's upload line holds one such run in each line).
+    /// Passing over a run whose step finds nothing is what the walk does after that step
+    /// (it goes on at the run's end, a byte outside the alphabet, or after its `=`).
+    #[inline(always)]
+    fn turned_down(&self, start: usize, len: usize) -> bool {
+        let run_end = start + len;
+        let mut e = run_end;
+        while e < self.data.len() && e - run_end < 2 && self.data[e] == b'=' {
+            e += 1;
+        }
+        base64_turned_down(&self.data[start..e])
     }
 
     /// The first position from `i` whose byte is not in the mask `which` picks (the data's
@@ -1864,6 +1905,20 @@ pub(crate) mod tests {
             b"0123456789abcdef0123456789abcdef0",
             b"c2VjcmV0c2VjcmV0==",
             b"==",
+            // runs of 16 to 33 that pruning drops when a block is loaded, or not: a length of
+            // 4n+1, a first character from which no group decodes to text (`A`, `B`, `g` to
+            // `z`, digits), a symbol in the first group, `=` after them, a code point at
+            // their end
+            b"unwrap_or_default=",
+            b"unwrap_or_defaul==",
+            b"Azzzzzzzzzzzzzzzzz",
+            b"Bzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            b"gzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            b"9abcdefabcdefabcdefabcdefabcdefa",
+            b"zz_zzzzzzzzzzzzzzzzzzz",
+            b"c2VjcmV0c2VjcmV0c2Vj=",
+            b"abcdefghijkU+0041 ",
+            b"zzzzzzzzzzzzzzzzzzzzU+0041\n",
             // runs across several blocks: base64, hex then letters, hex then a symbol
             b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODkrLw",
             b"0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdefXYZ",
@@ -1883,7 +1938,7 @@ pub(crate) mod tests {
         // Runs of every length from every offset of a block, framed by quiet bytes.
         for len in (1..80).chain([127, 128, 129, 200]) {
             for at in 0..130 {
-                for fill in [b'a', b'0', b'+', b'_'] {
+                for fill in [b'a', b'0', b'+', b'_', b'g', b'B'] {
                     let mut data = vec![b' '; at + len + 70];
                     data[at..at + len].fill(fill);
                     assert_walks(&data, &format!("a run of {len} {:?} at {at}", fill as char));
@@ -1906,22 +1961,49 @@ pub(crate) mod tests {
     }
 
     /// The skipping walk with each version of the masks this processor runs finds what the
-    /// bytewise walk finds in `data`.
+    /// bytewise walk finds in `data`; pruning, what it finds less the runs pruning drops.
     fn assert_walks(data: &[u8], what: &str) {
         let want = candidate_runs_bytewise(data);
-        assert_eq!(candidate_runs(data, false), want, "{what}");
-        assert_eq!(
-            candidate_runs_with(data, Simd::Bytewise, false),
-            want,
-            "{what}"
-        );
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert_eq!(candidate_runs_with(data, Simd::Sse2, false), want, "{what}");
-            if std::arch::is_x86_feature_detected!("avx2") {
-                assert_eq!(candidate_runs_with(data, Simd::Avx2, false), want, "{what}");
+        let pruned = pruned_reference(data, &want);
+        for (prune, want) in [(false, &want), (true, &pruned)] {
+            assert_eq!(&candidate_runs(data, prune), want, "{what} {prune}");
+            assert_eq!(
+                &candidate_runs_with(data, Simd::Bytewise, prune),
+                want,
+                "{what} {prune}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            {
+                assert_eq!(
+                    &candidate_runs_with(data, Simd::Sse2, prune),
+                    want,
+                    "{what} {prune}"
+                );
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    assert_eq!(
+                        &candidate_runs_with(data, Simd::Avx2, prune),
+                        want,
+                        "{what} {prune}"
+                    );
+                }
             }
         }
+    }
+
+    /// The runs of the bytewise walk `all` without the base64 runs pruning drops (shorter
+    /// than a wrapped line without their `=`, and turned down).
+    fn pruned_reference(
+        data: &[u8],
+        all: &[(Range<usize>, Encoding)],
+    ) -> Vec<(Range<usize>, Encoding)> {
+        all.iter()
+            .filter(|(span, kind)| {
+                let run = &data[span.clone()];
+                let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
+                !(*kind == Encoding::Base64 && bare < MIN_WRAPPED_LINE && base64_turned_down(run))
+            })
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -2219,3 +2301,4 @@ pub(crate) mod tests {
         assert_eq!(unreadable_kind(b"plain"), None);
     }
 }
+
