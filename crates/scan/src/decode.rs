@@ -55,11 +55,12 @@ fn quarter_zeros(data: &[u8]) -> Option<usize> {
     // `zeros * 4 >= len`, in whole bytes.
     let need = data.len().div_ceil(4);
     #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512bw");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("popcnt");
     let count = |chunk: &[u8]| {
         #[cfg(target_arch = "x86_64")]
         if avx512 {
-            // SAFETY: the processor runs AVX-512BW (detected above).
+            // SAFETY: the processor runs AVX-512BW and POPCNT (detected above).
             return unsafe { avx512::count_zeros(chunk) };
         }
         memchr::memchr_iter(0, chunk).count()
@@ -91,8 +92,10 @@ fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vbmi2")
+        && std::arch::is_x86_feature_detected!("popcnt")
     {
-        // SAFETY: the processor runs AVX-512BW and AVX-512VBMI2 (detected just above).
+        // SAFETY: the processor runs AVX-512BW, AVX-512VBMI2 and POPCNT (detected just
+        // above).
         return unsafe { avx512::without_zeros(data, kept) };
     }
     without_zeros_words(data, kept)
@@ -278,8 +281,8 @@ fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let simd = Simd::detect();
     #[cfg(target_arch = "x86_64")]
     if simd == Simd::Avx512 {
-        // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
-        // AVX-512VBMI (`Simd::detect`).
+        // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW,
+        // AVX-512VBMI, BMI1, BMI2 and POPCNT (`Simd::detect`).
         return unsafe { avx512::candidate_runs(data, prune) };
     }
     candidate_runs_with(data, simd, prune)
@@ -493,7 +496,9 @@ static MASK_CLASS: [u8; 128] = {
 /// The versions of [`block_masks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
-    /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`).
+    /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`), and the
+    /// bit instructions every such processor has (`bmi1`, `bmi2`, `popcnt`: without them a
+    /// bit count was a dozen instructions, a shift by a variable three).
     #[cfg(target_arch = "x86_64")]
     Avx512,
     #[cfg(target_arch = "x86_64")]
@@ -512,6 +517,9 @@ impl Simd {
         {
             if std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vbmi")
+                && std::arch::is_x86_feature_detected!("bmi1")
+                && std::arch::is_x86_feature_detected!("bmi2")
+                && std::arch::is_x86_feature_detected!("popcnt")
             {
                 return Simd::Avx512;
             }
@@ -862,15 +870,15 @@ mod avx512 {
     use super::{Encoding, M_ALPHA, M_ESCAPE, M_HEX, M_PLUS, MASK_CLASS, Masks, Simd};
 
     /// [`super::candidate_runs`] with the masks of AVX-512; the caller makes sure the
-    /// processor runs AVX-512BW and AVX-512VBMI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    /// processor runs AVX-512BW, AVX-512VBMI, BMI1, BMI2 and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,bmi1,bmi2,popcnt")]
     pub(super) fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
         super::candidate_runs_with(data, Simd::Avx512, prune)
     }
 
     /// [`super::without_zeros`] 64 bytes at a time; the caller makes sure the processor runs
-    /// AVX-512BW and AVX-512VBMI2.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
+    /// AVX-512BW, AVX-512VBMI2 and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
     pub(super) fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
         // Room for a whole block stored after the last byte kept.
         let mut out = vec![0u8; kept + 64];
@@ -903,8 +911,8 @@ mod avx512 {
     }
 
     /// How many zero bytes `data` holds, 64 bytes at a time; the caller makes sure the
-    /// processor runs AVX-512BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// processor runs AVX-512BW and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
     pub(super) fn count_zeros(data: &[u8]) -> usize {
         let mut n = 0;
         let mut blocks = data.chunks_exact(64);
@@ -2238,8 +2246,10 @@ pub(crate) mod tests {
             let quarter = zeros * 4 >= len;
             assert_eq!(quarter_zeros(&data), quarter.then_some(zeros), "{len}");
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512bw") {
-                // SAFETY: AVX-512BW was detected just above.
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                // SAFETY: AVX-512BW and POPCNT were detected just above.
                 assert_eq!(unsafe { avx512::count_zeros(&data) }, zeros, "{len}");
             }
             let want = (len >= 8 && quarter).then(|| kept.clone());
@@ -2248,8 +2258,9 @@ pub(crate) mod tests {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vbmi2")
+                && std::arch::is_x86_feature_detected!("popcnt")
             {
-                // SAFETY: AVX-512BW and AVX-512VBMI2 were detected just above.
+                // SAFETY: AVX-512BW, AVX-512VBMI2 and POPCNT were detected just above.
                 let got = unsafe { avx512::without_zeros(&data, kept.len()) };
                 assert_eq!(got, kept, "avx512 {len}");
             }
@@ -2301,4 +2312,3 @@ pub(crate) mod tests {
         assert_eq!(unreadable_kind(b"plain"), None);
     }
 }
-
