@@ -564,21 +564,21 @@ impl<'a> Starts<'a> {
         if block == self.block {
             return;
         }
-        self.cur = if self.block != usize::MAX && block == self.block + 1 {
-            self.next
+        // Runs that start in this block (a byte after one outside the alphabet; byte 0
+        // of the block looks at the previous block's last byte: the top bit of its
+        // alphabet mask when the walk comes from it).
+        let before;
+        (self.cur, before) = if self.block != usize::MAX && block == self.block + 1 {
+            (self.next, self.cur.alpha >> 63)
+        } else if block == 0 {
+            (self.masks(block), 0)
         } else {
-            self.masks(block)
+            let last = CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0;
+            (self.masks(block), u64::from(last))
         };
         self.next = self.masks(block + 1);
         self.block = block;
         let alpha = self.cur.alpha;
-        // Runs that start in this block (a byte after one outside the alphabet; byte 0
-        // of the block looks at the previous block's last byte).
-        let before = if block == 0 {
-            0
-        } else {
-            u64::from(CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0)
-        };
         let run_starts = alpha & !((alpha << 1) | before);
         // Bit j: bytes j..j+16 are all of the alphabet (the next block's bytes count).
         let both = u128::from(alpha) | (u128::from(self.next.alpha) << 64);
