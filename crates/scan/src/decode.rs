@@ -1550,6 +1550,13 @@ fn pgp_binary(data: &[u8]) -> bool {
     }
 }
 
+/// How many candidate runs the walk finds in `data`, pruning as [`encoded_runs`] does (the
+/// walk alone, for the timing table of the keyword filter's tests).
+#[cfg(test)]
+pub(crate) fn candidate_walk(data: &[u8]) -> usize {
+    candidate_runs(data, true).len()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

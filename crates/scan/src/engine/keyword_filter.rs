@@ -931,6 +931,7 @@ mod tests {
 
     #[test]
     #[ignore = "a timing table, not a check: cargo test --release -p scan keyword_filter_speed -- --ignored --nocapture"]
+    // (with the decoders' candidate walk, the other pass over every byte, beside it)
     fn keyword_filter_speed() {
         let patterns = builtin_patterns();
         let dfa = dfa(&patterns);
@@ -939,7 +940,7 @@ mod tests {
             return;
         };
         println!(
-            "body | MB | blocks with a candidate | candidates/KiB | lanes ns/B | filter ns/B | masks alone ns/B"
+            "body | MB | blocks with a candidate | candidates/KiB | lanes ns/B | filter ns/B | masks alone ns/B | decoders' walk ns/B"
         );
         for (name, body) in bodies() {
             let blocks = body.len().saturating_sub(2) / 64;
@@ -978,12 +979,13 @@ mod tests {
                 }
                 any as usize
             });
+            let walk = time(&|| crate::decode::candidate_walk(&body));
             assert!(
                 filter.hits(&dfa, &body) == super::super::lane_hits(&dfa, &body),
                 "{name}"
             );
             println!(
-                "{name} | {:.1} | {:.1}% | {:.2} | {lanes:.3} | {filtered:.3} | {masks:.3}",
+                "{name} | {:.1} | {:.1}% | {:.2} | {lanes:.3} | {filtered:.3} | {masks:.3} | {walk:.3}",
                 body.len() as f64 / 1e6,
                 100.0 * hit as f64 / blocks.max(1) as f64,
                 f64::from(bits) * 1024.0 / body.len().max(1) as f64,
