@@ -55,11 +55,12 @@ fn quarter_zeros(data: &[u8]) -> Option<usize> {
     // `zeros * 4 >= len`, in whole bytes.
     let need = data.len().div_ceil(4);
     #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512bw");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("popcnt");
     let count = |chunk: &[u8]| {
         #[cfg(target_arch = "x86_64")]
         if avx512 {
-            // SAFETY: the processor runs AVX-512BW (detected above).
+            // SAFETY: the processor runs AVX-512BW and POPCNT (detected above).
             return unsafe { avx512::count_zeros(chunk) };
         }
         memchr::memchr_iter(0, chunk).count()
@@ -91,8 +92,10 @@ fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vbmi2")
+        && std::arch::is_x86_feature_detected!("popcnt")
     {
-        // SAFETY: the processor runs AVX-512BW and AVX-512VBMI2 (detected just above).
+        // SAFETY: the processor runs AVX-512BW, AVX-512VBMI2 and POPCNT (detected just
+        // above).
         return unsafe { avx512::without_zeros(data, kept) };
     }
     without_zeros_words(data, kept)
@@ -278,8 +281,8 @@ fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let simd = Simd::detect();
     #[cfg(target_arch = "x86_64")]
     if simd == Simd::Avx512 {
-        // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW and
-        // AVX-512VBMI (`Simd::detect`).
+        // SAFETY: `Simd::Avx512` is chosen only where the processor runs AVX-512BW,
+        // AVX-512VBMI, BMI1, BMI2 and POPCNT (`Simd::detect`).
         return unsafe { avx512::candidate_runs(data, prune) };
     }
     candidate_runs_with(data, simd, prune)
@@ -291,7 +294,7 @@ fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
 fn candidate_runs_with(data: &[u8], simd: Simd, prune: bool) -> Vec<(Range<usize>, Encoding)> {
     let n = data.len();
     let mut out = Vec::new();
-    let mut starts = Starts::new(data, simd);
+    let mut starts = Starts::new(data, simd, prune);
     let mut i = 0;
     while i < n {
         let c = CLASS[usize::from(data[i])];
@@ -440,8 +443,11 @@ struct Starts<'a> {
     /// the walk asks again after each candidate, often several times in one block); the
     /// escapes and `+` that were looked at and start nothing are taken out.
     wanted: u64,
-    /// The starts of runs of 16 or more in block `block`.
+    /// The starts of runs of 16 or more in block `block` (without those [`Starts::load`]
+    /// finds turned down, when pruning).
     long: u64,
+    /// Whether the walk prunes (see [`candidate_runs`]).
+    prune: bool,
 }
 
 /// Bit `j` of each mask stands for byte `j` of a block of 64.
@@ -490,7 +496,9 @@ static MASK_CLASS: [u8; 128] = {
 /// The versions of [`block_masks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
-    /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`).
+    /// AVX-512 with byte instructions and byte permutes (`avx512bw`, `avx512vbmi`), and the
+    /// bit instructions every such processor has (`bmi1`, `bmi2`, `popcnt`: without them a
+    /// bit count was a dozen instructions, a shift by a variable three).
     #[cfg(target_arch = "x86_64")]
     Avx512,
     #[cfg(target_arch = "x86_64")]
@@ -509,6 +517,9 @@ impl Simd {
         {
             if std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vbmi")
+                && std::arch::is_x86_feature_detected!("bmi1")
+                && std::arch::is_x86_feature_detected!("bmi2")
+                && std::arch::is_x86_feature_detected!("popcnt")
             {
                 return Simd::Avx512;
             }
@@ -526,7 +537,7 @@ impl Simd {
 // compiled for AVX-512 the masks' few instructions sit in the loop, without a call.
 impl<'a> Starts<'a> {
     #[inline(always)]
-    fn new(data: &'a [u8], simd: Simd) -> Self {
+    fn new(data: &'a [u8], simd: Simd, prune: bool) -> Self {
         Self {
             data,
             simd,
@@ -535,6 +546,7 @@ impl<'a> Starts<'a> {
             next: Masks::default(),
             wanted: 0,
             long: 0,
+            prune,
         }
     }
 
@@ -552,21 +564,21 @@ impl<'a> Starts<'a> {
         if block == self.block {
             return;
         }
-        self.cur = if self.block != usize::MAX && block == self.block + 1 {
-            self.next
+        // Runs that start in this block (a byte after one outside the alphabet; byte 0
+        // of the block looks at the previous block's last byte: the top bit of its
+        // alphabet mask when the walk comes from it).
+        let before;
+        (self.cur, before) = if self.block != usize::MAX && block == self.block + 1 {
+            (self.next, self.cur.alpha >> 63)
+        } else if block == 0 {
+            (self.masks(block), 0)
         } else {
-            self.masks(block)
+            let last = CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0;
+            (self.masks(block), u64::from(last))
         };
         self.next = self.masks(block + 1);
         self.block = block;
         let alpha = self.cur.alpha;
-        // Runs that start in this block (a byte after one outside the alphabet; byte 0
-        // of the block looks at the previous block's last byte).
-        let before = if block == 0 {
-            0
-        } else {
-            u64::from(CLASS[usize::from(self.data[block * 64 - 1])] & B64 != 0)
-        };
         let run_starts = alpha & !((alpha << 1) | before);
         // Bit j: bytes j..j+16 are all of the alphabet (the next block's bytes count).
         let both = u128::from(alpha) | (u128::from(self.next.alpha) << 64);
@@ -575,7 +587,44 @@ impl<'a> Starts<'a> {
         long &= long >> 4;
         long &= long >> 8;
         self.long = run_starts & long as u64;
-        self.wanted = self.cur.escape | self.long | self.cur.plus;
+        // Bytes of the runs taken out of `long` (their `+` need not be looked at).
+        let mut quiet = 0u64;
+        if self.prune {
+            let mut each = self.long;
+            while each != 0 {
+                let j = each.trailing_zeros();
+                each &= each - 1;
+                // The run's length, when it ends in this block or the next.
+                let len = (!(both >> j)).trailing_zeros();
+                if len < 32 && self.turned_down(block * 64 + j as usize, len as usize) {
+                    self.long &= !(1u64 << j);
+                    quiet |= (((1u128 << len) - 1) << j) as u64;
+                }
+            }
+        }
+        self.wanted = self.cur.escape | self.long | (self.cur.plus & !quiet);
+    }
+
+    /// Whether the walk's step at `start`, the first byte of a run of the alphabet `len`
+    /// bytes long (16 to 31), finds nothing when pruning: too short for hex (32 digits) and
+    /// for a wrapped line, the run (with up to two `=` after it) is a base64 run that
+    /// [`base64_turned_down`] drops ([`alpha_run_step`]'s test, made here).
+    ///
+    /// Why here: most runs of 16 in source code are identifiers that are turned down (a
+    /// length of 4n+1, a first character from which no group decodes to text); taken out of
+    /// the block's wanted places when the block is loaded, the walk passes over them with
+    /// the bytes around them instead of stopping at each, finding their ends and
+    /// judging them there (the DLP bench's upload line holds one such run in each line).
+    /// Passing over a run whose step finds nothing is what the walk does after that step
+    /// (it goes on at the run's end, a byte outside the alphabet, or after its `=`).
+    #[inline(always)]
+    fn turned_down(&self, start: usize, len: usize) -> bool {
+        let run_end = start + len;
+        let mut e = run_end;
+        while e < self.data.len() && e - run_end < 2 && self.data[e] == b'=' {
+            e += 1;
+        }
+        base64_turned_down(&self.data[start..e])
     }
 
     /// The first position from `i` whose byte is not in the mask `which` picks (the data's
@@ -821,15 +870,15 @@ mod avx512 {
     use super::{Encoding, M_ALPHA, M_ESCAPE, M_HEX, M_PLUS, MASK_CLASS, Masks, Simd};
 
     /// [`super::candidate_runs`] with the masks of AVX-512; the caller makes sure the
-    /// processor runs AVX-512BW and AVX-512VBMI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    /// processor runs AVX-512BW, AVX-512VBMI, BMI1, BMI2 and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,bmi1,bmi2,popcnt")]
     pub(super) fn candidate_runs(data: &[u8], prune: bool) -> Vec<(Range<usize>, Encoding)> {
         super::candidate_runs_with(data, Simd::Avx512, prune)
     }
 
     /// [`super::without_zeros`] 64 bytes at a time; the caller makes sure the processor runs
-    /// AVX-512BW and AVX-512VBMI2.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
+    /// AVX-512BW, AVX-512VBMI2 and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
     pub(super) fn without_zeros(data: &[u8], kept: usize) -> Vec<u8> {
         // Room for a whole block stored after the last byte kept.
         let mut out = vec![0u8; kept + 64];
@@ -862,8 +911,8 @@ mod avx512 {
     }
 
     /// How many zero bytes `data` holds, 64 bytes at a time; the caller makes sure the
-    /// processor runs AVX-512BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// processor runs AVX-512BW and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
     pub(super) fn count_zeros(data: &[u8]) -> usize {
         let mut n = 0;
         let mut blocks = data.chunks_exact(64);
@@ -1501,6 +1550,13 @@ fn pgp_binary(data: &[u8]) -> bool {
     }
 }
 
+/// How many candidate runs the walk finds in `data`, pruning as [`encoded_runs`] does (the
+/// walk alone, for the timing table of the keyword filter's tests).
+#[cfg(test)]
+pub(crate) fn candidate_walk(data: &[u8]) -> usize {
+    candidate_runs(data, true).len()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1864,6 +1920,20 @@ pub(crate) mod tests {
             b"0123456789abcdef0123456789abcdef0",
             b"c2VjcmV0c2VjcmV0==",
             b"==",
+            // runs of 16 to 33 that pruning drops when a block is loaded, or not: a length of
+            // 4n+1, a first character from which no group decodes to text (`A`, `B`, `g` to
+            // `z`, digits), a symbol in the first group, `=` after them, a code point at
+            // their end
+            b"unwrap_or_default=",
+            b"unwrap_or_defaul==",
+            b"Azzzzzzzzzzzzzzzzz",
+            b"Bzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            b"gzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            b"9abcdefabcdefabcdefabcdefabcdefa",
+            b"zz_zzzzzzzzzzzzzzzzzzz",
+            b"c2VjcmV0c2VjcmV0c2Vj=",
+            b"abcdefghijkU+0041 ",
+            b"zzzzzzzzzzzzzzzzzzzzU+0041\n",
             // runs across several blocks: base64, hex then letters, hex then a symbol
             b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODkrLw",
             b"0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdefXYZ",
@@ -1883,7 +1953,7 @@ pub(crate) mod tests {
         // Runs of every length from every offset of a block, framed by quiet bytes.
         for len in (1..80).chain([127, 128, 129, 200]) {
             for at in 0..130 {
-                for fill in [b'a', b'0', b'+', b'_'] {
+                for fill in [b'a', b'0', b'+', b'_', b'g', b'B'] {
                     let mut data = vec![b' '; at + len + 70];
                     data[at..at + len].fill(fill);
                     assert_walks(&data, &format!("a run of {len} {:?} at {at}", fill as char));
@@ -1906,22 +1976,49 @@ pub(crate) mod tests {
     }
 
     /// The skipping walk with each version of the masks this processor runs finds what the
-    /// bytewise walk finds in `data`.
+    /// bytewise walk finds in `data`; pruning, what it finds less the runs pruning drops.
     fn assert_walks(data: &[u8], what: &str) {
         let want = candidate_runs_bytewise(data);
-        assert_eq!(candidate_runs(data, false), want, "{what}");
-        assert_eq!(
-            candidate_runs_with(data, Simd::Bytewise, false),
-            want,
-            "{what}"
-        );
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert_eq!(candidate_runs_with(data, Simd::Sse2, false), want, "{what}");
-            if std::arch::is_x86_feature_detected!("avx2") {
-                assert_eq!(candidate_runs_with(data, Simd::Avx2, false), want, "{what}");
+        let pruned = pruned_reference(data, &want);
+        for (prune, want) in [(false, &want), (true, &pruned)] {
+            assert_eq!(&candidate_runs(data, prune), want, "{what} {prune}");
+            assert_eq!(
+                &candidate_runs_with(data, Simd::Bytewise, prune),
+                want,
+                "{what} {prune}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            {
+                assert_eq!(
+                    &candidate_runs_with(data, Simd::Sse2, prune),
+                    want,
+                    "{what} {prune}"
+                );
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    assert_eq!(
+                        &candidate_runs_with(data, Simd::Avx2, prune),
+                        want,
+                        "{what} {prune}"
+                    );
+                }
             }
         }
+    }
+
+    /// The runs of the bytewise walk `all` without the base64 runs pruning drops (shorter
+    /// than a wrapped line without their `=`, and turned down).
+    fn pruned_reference(
+        data: &[u8],
+        all: &[(Range<usize>, Encoding)],
+    ) -> Vec<(Range<usize>, Encoding)> {
+        all.iter()
+            .filter(|(span, kind)| {
+                let run = &data[span.clone()];
+                let bare = run.len() - run.iter().rev().take_while(|&&b| b == b'=').count();
+                !(*kind == Encoding::Base64 && bare < MIN_WRAPPED_LINE && base64_turned_down(run))
+            })
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -2156,8 +2253,10 @@ pub(crate) mod tests {
             let quarter = zeros * 4 >= len;
             assert_eq!(quarter_zeros(&data), quarter.then_some(zeros), "{len}");
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512bw") {
-                // SAFETY: AVX-512BW was detected just above.
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                // SAFETY: AVX-512BW and POPCNT were detected just above.
                 assert_eq!(unsafe { avx512::count_zeros(&data) }, zeros, "{len}");
             }
             let want = (len >= 8 && quarter).then(|| kept.clone());
@@ -2166,8 +2265,9 @@ pub(crate) mod tests {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vbmi2")
+                && std::arch::is_x86_feature_detected!("popcnt")
             {
-                // SAFETY: AVX-512BW and AVX-512VBMI2 were detected just above.
+                // SAFETY: AVX-512BW, AVX-512VBMI2 and POPCNT were detected just above.
                 let got = unsafe { avx512::without_zeros(&data, kept.len()) };
                 assert_eq!(got, kept, "avx512 {len}");
             }

@@ -1829,8 +1829,10 @@ fn line_feeds(data: &[u8]) -> Vec<usize> {
 /// looked for, which would cost more in this pass than they tell), found in the same pass.
 fn line_feeds_and_binary(data: &[u8]) -> (Vec<usize>, bool) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bw") {
-        // SAFETY: the processor runs AVX-512BW (detected above).
+    if std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("bmi1")
+    {
+        // SAFETY: the processor runs AVX-512BW and BMI1 (detected above).
         return unsafe { line_feeds_avx512::line_feeds_and_binary(data) };
     }
     line_feeds_and_binary_with(data, line_feed_mask)
@@ -1911,8 +1913,9 @@ mod line_feeds_avx512 {
         _mm512_set1_epi8,
     };
 
-    /// [`super::line_feeds_and_binary`]; the caller makes sure the processor runs AVX-512BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// [`super::line_feeds_and_binary`]; the caller makes sure the processor runs AVX-512BW
+    /// and BMI1.
+    #[target_feature(enable = "avx512f,avx512bw,bmi1")]
     pub(super) fn line_feeds_and_binary(data: &[u8]) -> (Vec<usize>, bool) {
         super::line_feeds_and_binary_with(data, |block| match <&[u8; 64]>::try_from(block) {
             // (the closure has this function's target features, so `mask` is a safe call)
