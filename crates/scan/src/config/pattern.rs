@@ -75,17 +75,53 @@ impl RulePattern {
     /// The pattern's syntax tree as [`compile_bytes_regex`] reads it when Unicode mode is off
     /// (`\w`, `\s`, `\b` and case folding ASCII-only); `None` when the pattern needs
     /// Unicode mode (its regex is then compiled with it, which this tree would not describe).
+    ///
+    /// A deferred pattern is not compiled for this: its regex is compiled without Unicode
+    /// mode exactly when this parse succeeds (a pattern that parses so compiles so unless
+    /// it outgrows the size limit, and the crate's tests check that every built-in pattern,
+    /// the only deferred ones, compiles without it). Why: the engine asks for this tree for
+    /// each rule whose keyword occurs, before it knows whether the rule's regex will search
+    /// anything (a rule whose path does not match, or whose precheck finds no place, never
+    /// searches); compiling it here was most of the regexes compiled in a scan of a small
+    /// tree.
     pub(crate) fn ascii_syntax(&self) -> Option<regex_syntax::hir::Hir> {
-        if self.compiled_mode().1 {
+        if self.compiled.get().is_some_and(|(_, unicode)| *unicode) {
             return None;
         }
-        regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(&escape_literal_braces(&self.pattern))
-            .ok()
+        parse_ascii(&escape_literal_braces(&self.pattern)).ok()
     }
+
+    /// How many capture groups the regex has, the whole match's included (what
+    /// [`Regex::captures_len`] says), read from the pattern's syntax when it is not compiled
+    /// yet (so the load's check of a rule's `secretGroup` compiles nothing).
+    pub fn captures_len(&self) -> usize {
+        if let Some((re, _)) = self.compiled.get() {
+            return re.captures_len();
+        }
+        let pattern = escape_literal_braces(&self.pattern);
+        match parse_ascii(&pattern).or_else(|_| parse_unicode(&pattern)) {
+            Ok(hir) => hir.properties().explicit_captures_len() + 1,
+            Err(_) => self.regex().captures_len(),
+        }
+    }
+}
+
+/// The syntax tree of an (escaped) pattern as the `regex` crate reads it with Unicode mode
+/// off; an error where it needs Unicode mode.
+fn parse_ascii(pattern: &str) -> Result<regex_syntax::hir::Hir, regex_syntax::Error> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+}
+
+/// The syntax tree of an (escaped) pattern as the `regex` crate reads it in Unicode mode.
+fn parse_unicode(pattern: &str) -> Result<regex_syntax::hir::Hir, regex_syntax::Error> {
+    regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
 }
 
 impl std::ops::Deref for RulePattern {
@@ -210,6 +246,44 @@ mod tests {
         assert_eq!(escape_literal_braces(r"[{}]\{x\}"), r"[{}]\{x\}");
         assert_eq!(escape_literal_braces(r"[]{]a{,3}"), r"[]{]a\{,3\}");
         assert!(compile_bytes_regex(r#"['"]?\$?{{[^}]+}}['"]?"#).is_ok());
+    }
+
+    /// What a deferred pattern answers before it is compiled (its syntax tree, its groups)
+    /// is what its compiled regex says: every built-in pattern is compiled in the mode its
+    /// ASCII parse tells, with the groups its syntax counts.
+    #[test]
+    fn a_deferred_pattern_answers_as_its_compiled_regex() {
+        let set = crate::config::RuleSet::builtin().unwrap();
+        let deferred: Vec<&RulePattern> = set
+            .rules
+            .iter()
+            .flat_map(|r| {
+                r.regex
+                    .iter()
+                    .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
+            })
+            .chain(set.allowlists.iter().flat_map(|a| &a.regexes))
+            .collect();
+        assert!(deferred.len() > 190, "{}", deferred.len());
+        for p in deferred {
+            assert!(!p.is_compiled(), "{}", p.as_str());
+            let (ascii, groups) = (p.ascii_syntax().is_some(), p.captures_len());
+            assert!(!p.is_compiled(), "{}", p.as_str());
+            let (re, unicode) = p.compiled_mode();
+            assert_eq!(ascii, !unicode, "{}", p.as_str());
+            assert_eq!(groups, re.captures_len(), "{}", p.as_str());
+            assert_eq!(p.ascii_syntax().is_some(), ascii, "{}", p.as_str());
+        }
+        // and for patterns that need Unicode mode, compiled or not
+        for text in [r"\pL{3}(x)", r"(a)\p{Greek}(?:b)(c)"] {
+            let deferred = RulePattern::deferred(text);
+            assert!(deferred.ascii_syntax().is_none());
+            assert_eq!(deferred.captures_len(), deferred.regex().captures_len());
+            assert!(deferred.ascii_syntax().is_none());
+            let compiled = RulePattern::compiled(text).unwrap();
+            assert!(compiled.ascii_syntax().is_none());
+            assert_eq!(compiled.captures_len(), deferred.captures_len());
+        }
     }
 
     #[test]
