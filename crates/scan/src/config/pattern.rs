@@ -2,9 +2,17 @@
 //! accepts and `regex` does not (a literal `{`) are escaped first, and Unicode mode is kept
 //! off where the pattern allows it (the fast path).
 
-use std::sync::OnceLock;
+use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::nfa::thompson::{self, WhichCaptures};
+use regex_automata::util::pool::Pool;
+use regex_automata::util::prefilter::Prefilter;
+use regex_automata::{Input, MatchKind};
+use regex_syntax::hir::Hir;
 
 /// A rule's content regex, compiled when it is first used, or at load.
 ///
@@ -15,11 +23,25 @@ use regex::bytes::{Regex, RegexBuilder};
 /// compiled by the crate's tests), are compiled the first time a keyword calls for them;
 /// every other pattern (from a rule file) is compiled at load, where an error names the file
 /// and the rule.
+///
+/// Even then most of the built-in rules whose keywords occur in a tree never match in it
+/// (a scan of 40 crates of the cargo registry compiled 63 regexes, about a quarter of its
+/// instructions, and few of them ever matched). Until a built-in pattern's regex is
+/// compiled, whether it matches at all is asked of a forward lazy DFA built from the same
+/// syntax tree ([`ForwardCheck`], about a third of the cost of the whole regex: one NFA, no
+/// reverse NFA, prefilters or one-pass DFA); the regex is compiled only where that says it
+/// matches, and its searches then run as they always did. An allowlist's regexes are only
+/// asked whether they match, so theirs may never be compiled at all.
 #[derive(Debug, Clone)]
 pub struct RulePattern {
     pattern: String,
     /// The regex, and whether it needed Unicode mode.
     compiled: OnceLock<(Regex, bool)>,
+    /// The syntax tree with Unicode mode off, parsed once (`None`: the pattern needs it).
+    syntax: OnceLock<Option<Hir>>,
+    /// The forward check of a pattern not compiled yet, built on first use (`None`: none
+    /// could be built; the regex is then compiled and asked).
+    check: OnceLock<Option<Arc<ForwardCheck>>>,
 }
 
 impl RulePattern {
@@ -29,6 +51,8 @@ impl RulePattern {
         Ok(Self {
             pattern: pattern.to_string(),
             compiled: OnceLock::from(compiled),
+            syntax: OnceLock::new(),
+            check: OnceLock::new(),
         })
     }
 
@@ -37,6 +61,8 @@ impl RulePattern {
         Self {
             pattern: pattern.to_string(),
             compiled: OnceLock::new(),
+            syntax: OnceLock::new(),
+            check: OnceLock::new(),
         }
     }
 
@@ -69,6 +95,123 @@ impl RulePattern {
                 ),
             })
     }
+
+    /// `false` only where the regex has no match in `haystack` at or after `start` (found
+    /// as [`Regex::find_at`] searches: the bytes before `start` are seen by assertions such
+    /// as `\b`); `true` where it may have one. Once the regex is compiled this is always
+    /// `true` (its own search tells, at no extra cost); before, the forward check answers,
+    /// exactly, and the regex is compiled only when it says yes.
+    pub(crate) fn may_match_at(&self, haystack: &[u8], start: usize) -> bool {
+        if self.compiled.get().is_some() {
+            return true;
+        }
+        self.checked_match_at(haystack, start).unwrap_or(true)
+    }
+
+    /// Whether the regex matches somewhere in `haystack` ([`Regex::is_match`]), answered by
+    /// the forward check while the regex is not compiled (an allowlist's regexes are only
+    /// asked this, so theirs are compiled only where the check cannot answer).
+    pub fn is_match(&self, haystack: &[u8]) -> bool {
+        if let Some((re, _)) = self.compiled.get() {
+            return re.is_match(haystack);
+        }
+        match self.checked_match_at(haystack, 0) {
+            Some(found) => found,
+            None => self.regex().is_match(haystack),
+        }
+    }
+
+    /// The forward check's answer, if it has one.
+    fn checked_match_at(&self, haystack: &[u8], start: usize) -> Option<bool> {
+        self.check
+            .get_or_init(|| ForwardCheck::new(self.ascii_syntax()?).map(Arc::new))
+            .as_ref()?
+            .matches_at(haystack, start)
+    }
+}
+
+/// A forward lazy DFA of a regex, without captures: whether it matches, and nothing about
+/// where.
+///
+/// Built from the syntax tree the regex is compiled from (with Unicode mode off: `\b` is
+/// ASCII, which a lazy DFA follows on any bytes), with the `regex` crate's settings for it
+/// (leftmost-first, the NFA size limit, the lazy DFA's cache size, and giving up, as the
+/// crate does, when its cache is cleared too often: the regex is then asked instead).
+struct ForwardCheck {
+    dfa: DFA,
+    caches: Pool<Cache, CacheFn>,
+    /// How many bytes it has searched: past [`CHECK_BUDGET`], it stops answering and the
+    /// regex is compiled (see [`CHECK_BUDGET`]).
+    searched: AtomicUsize,
+}
+
+/// How many bytes a pattern's forward check searches before its regex is compiled anyway.
+///
+/// Why: the check searches a line more slowly than the regex does (it has the regex's
+/// prefix literals, not the literals inside that the regex's own strategies look for), so
+/// on a large tree a rule whose keywords are common pays the regex's compilation once
+/// rather than the check's slower search on every keyword line; on a small tree most rules
+/// never reach it and are never compiled.
+const CHECK_BUDGET: usize = 1 << 20;
+
+type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>;
+
+impl ForwardCheck {
+    fn new(syntax: &Hir) -> Option<Self> {
+        let nfa = thompson::Compiler::new()
+            .configure(
+                thompson::Config::new()
+                    .utf8(false)
+                    .shrink(false)
+                    .which_captures(WhichCaptures::None)
+                    .nfa_size_limit(Some(NFA_SIZE_LIMIT)),
+            )
+            .build_from_hir(syntax)
+            .ok()?;
+        // The literals every match starts with, searched for first (as the regex does).
+        let prefilter = Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, syntax);
+        let dfa = DFA::builder()
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .specialize_start_states(prefilter.is_some())
+                    .prefilter(prefilter)
+                    .unicode_word_boundary(true)
+                    .cache_capacity(DFA_SIZE_LIMIT)
+                    .minimum_cache_clear_count(Some(3))
+                    .minimum_bytes_per_state(Some(10)),
+            )
+            .build_from_nfa(nfa)
+            .ok()?;
+        let for_caches = dfa.clone();
+        let create: CacheFn = Box::new(move || for_caches.create_cache());
+        Some(Self {
+            dfa,
+            caches: Pool::new(create),
+            searched: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether the regex matches in `haystack` at or after `start`; `None` when the lazy
+    /// DFA gave up (or met a byte it cannot judge), or the check's budget is spent.
+    fn matches_at(&self, haystack: &[u8], start: usize) -> Option<bool> {
+        let len = haystack.len().saturating_sub(start);
+        if self.searched.fetch_add(len, Ordering::Relaxed) > CHECK_BUDGET {
+            return None;
+        }
+        let input = Input::new(haystack).range(start..).earliest(true);
+        let mut cache = self.caches.get();
+        self.dfa
+            .try_search_fwd(&mut cache, &input)
+            .ok()
+            .map(|m| m.is_some())
+    }
+}
+
+impl std::fmt::Debug for ForwardCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardCheck").finish_non_exhaustive()
+    }
 }
 
 impl RulePattern {
@@ -82,13 +225,14 @@ impl RulePattern {
     /// the only deferred ones, compiles without it). Why: the engine asks for this tree for
     /// each rule whose keyword occurs, before it knows whether the rule's regex will search
     /// anything (a rule whose path does not match, or whose precheck finds no place, never
-    /// searches); compiling it here was most of the regexes compiled in a scan of a small
-    /// tree.
-    pub(crate) fn ascii_syntax(&self) -> Option<regex_syntax::hir::Hir> {
+    /// searches). Parsed once, and shared with the forward check.
+    pub(crate) fn ascii_syntax(&self) -> Option<&Hir> {
         if self.compiled.get().is_some_and(|(_, unicode)| *unicode) {
             return None;
         }
-        parse_ascii(&escape_literal_braces(&self.pattern)).ok()
+        self.syntax
+            .get_or_init(|| parse_ascii(&escape_literal_braces(&self.pattern)).ok())
+            .as_ref()
     }
 
     /// How many capture groups the regex has, the whole match's included (what
@@ -98,8 +242,10 @@ impl RulePattern {
         if let Some((re, _)) = self.compiled.get() {
             return re.captures_len();
         }
-        let pattern = escape_literal_braces(&self.pattern);
-        match parse_ascii(&pattern).or_else(|_| parse_unicode(&pattern)) {
+        if let Some(hir) = self.ascii_syntax() {
+            return hir.properties().explicit_captures_len() + 1;
+        }
+        match parse_unicode(&escape_literal_braces(&self.pattern)) {
             Ok(hir) => hir.properties().explicit_captures_len() + 1,
             Err(_) => self.regex().captures_len(),
         }
@@ -132,6 +278,12 @@ impl std::ops::Deref for RulePattern {
     }
 }
 
+/// The size limit of a content regex's NFA (the `regex` crate's `size_limit`).
+const NFA_SIZE_LIMIT: usize = 64 << 20;
+
+/// The size limit of a content regex's lazy DFA cache (the `regex` crate's `dfa_size_limit`).
+const DFA_SIZE_LIMIT: usize = 32 << 20;
+
 /// Compiles a content regex: Unicode mode off when the pattern allows it (keeps the `regex`
 /// crate on its fast path, `\b` and `\w` become ASCII), otherwise with Unicode.
 pub(crate) fn compile_bytes_regex(pattern: &str) -> Result<Regex, regex::Error> {
@@ -144,8 +296,8 @@ fn compile_bytes_regex_mode(pattern: &str) -> Result<(Regex, bool), regex::Error
     let build = |unicode: bool| {
         RegexBuilder::new(pattern)
             .unicode(unicode)
-            .size_limit(64 << 20)
-            .dfa_size_limit(32 << 20)
+            .size_limit(NFA_SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
             .build()
     };
     build(false)
