@@ -26,12 +26,15 @@ use regex_syntax::hir::Hir;
 ///
 /// Even then most of the built-in rules whose keywords occur in a tree never match in it
 /// (a scan of 40 crates of the cargo registry compiled 63 regexes, about a quarter of its
-/// instructions, and few of them ever matched). Until a built-in pattern's regex is
-/// compiled, whether it matches at all is asked of a forward lazy DFA built from the same
-/// syntax tree ([`ForwardCheck`], about a third of the cost of the whole regex: one NFA, no
-/// reverse NFA, prefilters or one-pass DFA); the regex is compiled only where that says it
-/// matches, and its searches then run as they always did. An allowlist's regexes are only
-/// asked whether they match, so theirs may never be compiled at all.
+/// instructions; with the check below, 5 are compiled). Until a built-in pattern's regex
+/// is compiled, whether it matches at all is asked of a forward lazy DFA built from the same
+/// syntax tree ([`ForwardCheck`]: one NFA without captures and the prefix literals'
+/// prefilter, about 0.6 of the cost of the whole regex; no reverse NFA, inner literals or
+/// one-pass DFA); the regex is compiled only where that says it matches, and its searches
+/// then run as they always did. An allowlist's regexes are only asked whether they match,
+/// so theirs are never compiled (their checks, without a prefilter, cost about a third of
+/// their regexes). The price: a rule that does match pays its check and its regex (on a
+/// tree where nearly every rule matches, such as the labelled fixtures, more than before).
 #[derive(Debug, Clone)]
 pub struct RulePattern {
     pattern: String,
@@ -105,7 +108,8 @@ impl RulePattern {
         if self.compiled.get().is_some() {
             return true;
         }
-        self.checked_match_at(haystack, start).unwrap_or(true)
+        self.checked_match_at(haystack, start, Use::Search)
+            .unwrap_or(true)
     }
 
     /// Whether the regex matches somewhere in `haystack` ([`Regex::is_match`]), answered by
@@ -115,19 +119,39 @@ impl RulePattern {
         if let Some((re, _)) = self.compiled.get() {
             return re.is_match(haystack);
         }
-        match self.checked_match_at(haystack, 0) {
+        match self.checked_match_at(haystack, 0, Use::IsMatch) {
             Some(found) => found,
             None => self.regex().is_match(haystack),
         }
     }
 
-    /// The forward check's answer, if it has one.
-    fn checked_match_at(&self, haystack: &[u8], start: usize) -> Option<bool> {
+    /// The forward check's answer, if it has one (`first`: what the check is built for, if
+    /// this is its first use).
+    fn checked_match_at(&self, haystack: &[u8], start: usize, first: Use) -> Option<bool> {
         self.check
-            .get_or_init(|| ForwardCheck::new(self.ascii_syntax()?).map(Arc::new))
+            .get_or_init(|| {
+                // The generic rules' regexes run only where their prechecks leave a place,
+                // and nearly every such line holds a match: their checks would only delay
+                // the compilation, and add to it.
+                if first == Use::Search && crate::precheck::for_pattern(&self.pattern).is_some() {
+                    return None;
+                }
+                ForwardCheck::new(self.ascii_syntax()?, first).map(Arc::new)
+            })
             .as_ref()?
             .matches_at(haystack, start)
     }
+}
+
+/// What a pattern's forward check is first asked for, which decides how it is built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A rule's search of some lines or a fragment: with the prefix literals' prefilter
+    /// (what lets a search skip to where a match may start, as the regex's does).
+    Search,
+    /// Whether an allowlist's regex matches a secret, a match or a line: short, so no
+    /// prefilter (which cost as much to build as the rest of the check).
+    IsMatch,
 }
 
 /// A forward lazy DFA of a regex, without captures: whether it matches, and nothing about
@@ -151,13 +175,14 @@ struct ForwardCheck {
 /// prefix literals, not the literals inside that the regex's own strategies look for), so
 /// on a large tree a rule whose keywords are common pays the regex's compilation once
 /// rather than the check's slower search on every keyword line; on a small tree most rules
-/// never reach it and are never compiled.
+/// never reach it and are never compiled. (Instructions of a scan of 40 registry crates:
+/// 587 M with 64 KiB, 575 M with 1 MiB, 577 M with 4 MiB; 701 M with none.)
 const CHECK_BUDGET: usize = 1 << 20;
 
 type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>;
 
 impl ForwardCheck {
-    fn new(syntax: &Hir) -> Option<Self> {
+    fn new(syntax: &Hir, first: Use) -> Option<Self> {
         let nfa = thompson::Compiler::new()
             .configure(
                 thompson::Config::new()
@@ -169,7 +194,10 @@ impl ForwardCheck {
             .build_from_hir(syntax)
             .ok()?;
         // The literals every match starts with, searched for first (as the regex does).
-        let prefilter = Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, syntax);
+        let prefilter = match first {
+            Use::Search => Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, syntax),
+            Use::IsMatch => None,
+        };
         let dfa = DFA::builder()
             .configure(
                 DFA::config()
