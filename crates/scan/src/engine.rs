@@ -712,9 +712,9 @@ impl Engine {
             let Some(hir) = rule.regex.as_ref().and_then(|p| p.ascii_syntax()) else {
                 return (Reach::Fragment, false);
             };
-            let reach = locality::reach(&hir, &rule.keywords);
+            let reach = locality::reach(hir, &rule.keywords);
             let runs = reach != Reach::Fragment
-                && locality::stays_in_run(&hir)
+                && locality::stays_in_run(hir)
                 && !rule
                     .keywords
                     .iter()

@@ -259,7 +259,7 @@ impl RulePattern {
             return None;
         }
         self.syntax
-            .get_or_init(|| parse_ascii(&escape_literal_braces(&self.pattern)).ok())
+            .get_or_init(|| parse_ascii(&escape_literal_braces(&self.pattern)))
             .as_ref()
     }
 
@@ -274,28 +274,30 @@ impl RulePattern {
             return hir.properties().explicit_captures_len() + 1;
         }
         match parse_unicode(&escape_literal_braces(&self.pattern)) {
-            Ok(hir) => hir.properties().explicit_captures_len() + 1,
-            Err(_) => self.regex().captures_len(),
+            Some(hir) => hir.properties().explicit_captures_len() + 1,
+            None => self.regex().captures_len(),
         }
     }
 }
 
 /// The syntax tree of an (escaped) pattern as the `regex` crate reads it with Unicode mode
-/// off; an error where it needs Unicode mode.
-fn parse_ascii(pattern: &str) -> Result<regex_syntax::hir::Hir, regex_syntax::Error> {
+/// off; `None` where it needs Unicode mode.
+fn parse_ascii(pattern: &str) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
+        .ok()
 }
 
 /// The syntax tree of an (escaped) pattern as the `regex` crate reads it in Unicode mode.
-fn parse_unicode(pattern: &str) -> Result<regex_syntax::hir::Hir, regex_syntax::Error> {
+fn parse_unicode(pattern: &str) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()
         .utf8(false)
         .build()
         .parse(pattern)
+        .ok()
 }
 
 impl std::ops::Deref for RulePattern {
