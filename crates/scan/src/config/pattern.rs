@@ -154,13 +154,15 @@ enum Use {
     IsMatch,
 }
 
-/// A forward lazy DFA of a regex, without captures: whether it matches, and nothing about
+/// A forward lazy DFA of a regex, without captures: whether it may match, and nothing about
 /// where.
 ///
 /// Built from the syntax tree the regex is compiled from (with Unicode mode off: `\b` is
-/// ASCII, which a lazy DFA follows on any bytes), with the `regex` crate's settings for it
-/// (leftmost-first, the NFA size limit, the lazy DFA's cache size, and giving up, as the
-/// crate does, when its cache is cleared too often: the regex is then asked instead).
+/// ASCII, which a lazy DFA follows on any bytes), relaxed (see [`relaxed`]: every match of
+/// the regex is one of the check's, so where the check finds none the regex has none), with
+/// the `regex` crate's settings for it (leftmost-first, the NFA size limit, the lazy DFA's
+/// cache size, and giving up, as the crate does, when its cache is cleared too often: the
+/// regex is then asked instead).
 struct ForwardCheck {
     dfa: DFA,
     caches: Pool<Cache, CacheFn>,
@@ -183,6 +185,7 @@ type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>
 
 impl ForwardCheck {
     fn new(syntax: &Hir, first: Use) -> Option<Self> {
+        let relaxed = relaxed(syntax);
         let nfa = thompson::Compiler::new()
             .configure(
                 thompson::Config::new()
@@ -191,9 +194,11 @@ impl ForwardCheck {
                     .which_captures(WhichCaptures::None)
                     .nfa_size_limit(Some(NFA_SIZE_LIMIT)),
             )
-            .build_from_hir(syntax)
+            .build_from_hir(&relaxed)
             .ok()?;
-        // The literals every match starts with, searched for first (as the regex does).
+        // The literals every match of the regex starts with, searched for first (as the
+        // regex does): the relaxed regex's matches may start elsewhere, but it is asked only
+        // whether the regex may match, and each of its matches is one of the relaxed one's.
         let prefilter = match first {
             Use::Search => Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, syntax),
             Use::IsMatch => None,
@@ -233,6 +238,47 @@ impl ForwardCheck {
             .try_search_fwd(&mut cache, &input)
             .ok()
             .map(|m| m.is_some())
+    }
+}
+
+/// A bounded repetition whose bounds are at least this far apart loses its upper bound in
+/// a forward check ([`relaxed`]).
+const RELAXED_SPAN: u32 = 16;
+
+/// `syntax` with its wide bounded repetitions unbounded above (`x{12,150}` read as
+/// `x{12,}`, `x{0,300}?` as `x*?`): a regex whose matches include every match of the
+/// original (same assertions, same groups; a repetition's upper bound only ever rules
+/// matches out), with a much smaller NFA.
+///
+/// Why: the Thompson NFA holds one copy of the repeated expression per count up to the upper
+/// bound; the curl rules' `[^\r\n]{0,300}?` and `{8,1024}`, the generic rules' `{10,128}`
+/// made most of the cost of building their checks. Where the relaxed regex matches and the
+/// original does not (a run longer than its bound), the regex is compiled and asked, as it
+/// is wherever the check says yes.
+fn relaxed(syntax: &Hir) -> Hir {
+    use regex_syntax::hir::{Capture, HirKind, Repetition};
+    match syntax.kind() {
+        HirKind::Repetition(rep) => {
+            let max = rep
+                .max
+                .filter(|&max| max.saturating_sub(rep.min) < RELAXED_SPAN);
+            Hir::repetition(Repetition {
+                min: rep.min,
+                max,
+                greedy: rep.greedy,
+                sub: Box::new(relaxed(&rep.sub)),
+            })
+        }
+        HirKind::Capture(cap) => Hir::capture(Capture {
+            index: cap.index,
+            name: cap.name.clone(),
+            sub: Box::new(relaxed(&cap.sub)),
+        }),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(relaxed).collect()),
+        HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(relaxed).collect()),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => {
+            syntax.clone()
+        }
     }
 }
 
@@ -466,6 +512,63 @@ mod tests {
             assert!(compiled.ascii_syntax().is_none());
             assert_eq!(compiled.captures_len(), deferred.captures_len());
         }
+    }
+
+    /// The forward check never says no where the regex matches: every built-in rule's
+    /// pattern (relaxed in its check) on the positive and negative cases of every rule and
+    /// the lines of the rule file, and on runs past the relaxed repetitions' bounds.
+    #[test]
+    fn the_forward_check_says_no_only_where_the_regex_does_not_match() {
+        let cases = include_str!("../../rules/builtin-cases.toml");
+        let mut hays: Vec<Vec<u8>> = cases
+            .lines()
+            .chain(crate::config::BUILTIN_RULES.lines())
+            .map(|l| l.as_bytes().to_vec())
+            .collect();
+        hays.extend(cases.split("\n\n").map(|c| c.as_bytes().to_vec()));
+        for n in [15, 16, 17, 129, 151, 257, 301, 1025, 1100] {
+            for c in ["a", "Z9", "=", "-", " "] {
+                hays.push(format!("token = \"{}\"", c.repeat(n)).into_bytes());
+                hays.push(format!("curl -u x:{}", c.repeat(n)).into_bytes());
+            }
+        }
+        let set = crate::config::RuleSet::builtin().unwrap();
+        let (mut said_no, mut matched) = (0, 0);
+        for rule in &set.rules {
+            let Some(p) = &rule.regex else { continue };
+            let check = ForwardCheck::new(p.ascii_syntax().unwrap(), Use::Search).unwrap();
+            let re = compile_bytes_regex(p.as_str()).unwrap();
+            for hay in &hays {
+                for start in [0, hay.len() / 3] {
+                    let found = re.find_at(hay, start).is_some();
+                    let may = check.matches_at(hay, start).unwrap_or(true);
+                    assert!(
+                        may || !found,
+                        "{}: {:?}",
+                        rule.id,
+                        String::from_utf8_lossy(hay)
+                    );
+                    said_no += usize::from(!may);
+                    matched += usize::from(found);
+                }
+            }
+        }
+        assert!(said_no > 10_000 && matched > 200, "{said_no} {matched}");
+    }
+
+    #[test]
+    fn wide_repetitions_are_relaxed_and_the_rest_kept() {
+        let parse = |p: &str| parse_ascii(p).unwrap();
+        assert_eq!(relaxed(&parse(r"a{12,150}b")), parse(r"a{12,}b"));
+        assert_eq!(
+            relaxed(&parse(r"(x[^\n]{0,300}?){0,5}")),
+            parse(r"(x[^\n]*?){0,5}")
+        );
+        assert_eq!(
+            relaxed(&parse(r"(?i)\b(k{2,18}|v{3,5})$")),
+            parse(r"(?i)\b(k{2,}|v{3,5})$")
+        );
+        assert_eq!(relaxed(&parse(r"[a-f0-9]{32}")), parse(r"[a-f0-9]{32}"));
     }
 
     #[test]
