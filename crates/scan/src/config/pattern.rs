@@ -108,7 +108,8 @@ impl RulePattern {
         if self.compiled.get().is_some() {
             return true;
         }
-        self.checked_match_at(haystack, start, Use::Search)
+        self.check(Use::Search)
+            .and_then(|check| check.matches_at(haystack, start))
             .unwrap_or(true)
     }
 
@@ -119,15 +120,18 @@ impl RulePattern {
         if let Some((re, _)) = self.compiled.get() {
             return re.is_match(haystack);
         }
-        match self.checked_match_at(haystack, 0, Use::IsMatch) {
-            Some(found) => found,
-            None => self.regex().is_match(haystack),
+        let check = self.check(Use::IsMatch);
+        match check.and_then(|c| c.matches_at(haystack, 0)) {
+            Some(false) => false,
+            // (a relaxed check's yes is only a maybe)
+            Some(true) if check.is_some_and(|c| c.exact) => true,
+            _ => self.regex().is_match(haystack),
         }
     }
 
-    /// The forward check's answer, if it has one (`first`: what the check is built for, if
-    /// this is its first use).
-    fn checked_match_at(&self, haystack: &[u8], start: usize, first: Use) -> Option<bool> {
+    /// The forward check, if one could be built (`first`: what it is built for, if this is
+    /// its first use).
+    fn check(&self, first: Use) -> Option<&ForwardCheck> {
         self.check
             .get_or_init(|| {
                 // The generic rules' regexes run only where their prechecks leave a place,
@@ -138,19 +142,20 @@ impl RulePattern {
                 }
                 ForwardCheck::new(self.ascii_syntax()?, first).map(Arc::new)
             })
-            .as_ref()?
-            .matches_at(haystack, start)
+            .as_deref()
     }
 }
 
 /// What a pattern's forward check is first asked for, which decides how it is built.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Use {
-    /// A rule's search of some lines or a fragment: with the prefix literals' prefilter
+    /// A rule's search of some lines or a fragment: relaxed (see [`relaxed`]; where it
+    /// says yes, the regex is compiled and searches), with the prefix literals' prefilter
     /// (what lets a search skip to where a match may start, as the regex's does).
     Search,
-    /// Whether an allowlist's regex matches a secret, a match or a line: short, so no
-    /// prefilter (which cost as much to build as the rest of the check).
+    /// Whether an allowlist's regex matches a secret, a match or a line: exact (not
+    /// relaxed: its yes is the answer), and short, so no prefilter (which cost as much to
+    /// build as the rest of the check).
     IsMatch,
 }
 
@@ -158,8 +163,9 @@ enum Use {
 /// where.
 ///
 /// Built from the syntax tree the regex is compiled from (with Unicode mode off: `\b` is
-/// ASCII, which a lazy DFA follows on any bytes), relaxed (see [`relaxed`]: every match of
-/// the regex is one of the check's, so where the check finds none the regex has none), with
+/// ASCII, which a lazy DFA follows on any bytes), relaxed for a rule's search (see
+/// [`relaxed`]: every match of the regex is one of the check's, so where the check finds
+/// none the regex has none; a yes is a maybe), exact for an allowlist's question, with
 /// the `regex` crate's settings for it (leftmost-first, the NFA size limit, the lazy DFA's
 /// cache size, and giving up, as the crate does, when its cache is cleared too often: the
 /// regex is then asked instead).
@@ -169,6 +175,9 @@ struct ForwardCheck {
     /// How many bytes it has searched: past [`CHECK_BUDGET`], it stops answering and the
     /// regex is compiled (see [`CHECK_BUDGET`]).
     searched: AtomicUsize,
+    /// Built from the regex as it is: its yes means the regex matches (otherwise only
+    /// that it may).
+    exact: bool,
 }
 
 /// How many bytes a pattern's forward check searches before its regex is compiled anyway.
@@ -185,7 +194,8 @@ type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>
 
 impl ForwardCheck {
     fn new(syntax: &Hir, first: Use) -> Option<Self> {
-        let relaxed = relaxed(syntax);
+        let exact = first == Use::IsMatch;
+        let relaxed = if exact { None } else { Some(relaxed(syntax)) };
         let nfa = thompson::Compiler::new()
             .configure(
                 thompson::Config::new()
@@ -194,7 +204,7 @@ impl ForwardCheck {
                     .which_captures(WhichCaptures::None)
                     .nfa_size_limit(Some(NFA_SIZE_LIMIT)),
             )
-            .build_from_hir(&relaxed)
+            .build_from_hir(relaxed.as_ref().unwrap_or(syntax))
             .ok()?;
         // The literals every match of the regex starts with, searched for first (as the
         // regex does): the relaxed regex's matches may start elsewhere, but it is asked only
@@ -222,6 +232,7 @@ impl ForwardCheck {
             dfa,
             caches: Pool::new(create),
             searched: AtomicUsize::new(0),
+            exact,
         })
     }
 
@@ -554,6 +565,51 @@ mod tests {
             }
         }
         assert!(said_no > 10_000 && matched > 200, "{said_no} {matched}");
+    }
+
+    /// An allowlist's question, answered by a check before the regex is compiled, gets the
+    /// regex's answer: every built-in pattern, rules' and allowlists', on the lines of the
+    /// cases and rule files; and a pattern searched by its (relaxed) check first still
+    /// answers it as the regex does.
+    #[test]
+    fn is_match_answers_as_the_regex() {
+        let hays: Vec<&[u8]> = include_str!("../../rules/builtin-cases.toml")
+            .lines()
+            .chain(crate::config::BUILTIN_RULES.lines())
+            .chain(["token = \"Ab3dEf5hIj7lMn9pQr1tUv3x\""; 1])
+            .map(str::as_bytes)
+            .collect();
+        let set = crate::config::RuleSet::builtin().unwrap();
+        let patterns: Vec<&str> = set
+            .rules
+            .iter()
+            .flat_map(|r| {
+                r.regex
+                    .iter()
+                    .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
+            })
+            .chain(set.allowlists.iter().flat_map(|a| &a.regexes))
+            .map(|p| p.as_str())
+            .collect();
+        let mut matched = 0;
+        for text in patterns {
+            let re = compile_bytes_regex(text).unwrap();
+            let asked = RulePattern::deferred(text);
+            let searched = RulePattern::deferred(text);
+            searched.may_match_at(b"", 0);
+            for hay in &hays {
+                let want = re.is_match(hay);
+                assert_eq!(
+                    asked.is_match(hay),
+                    want,
+                    "{text}: {:?}",
+                    String::from_utf8_lossy(hay)
+                );
+                assert_eq!(searched.is_match(hay), want, "{text}");
+                matched += usize::from(want);
+            }
+        }
+        assert!(matched > 1000, "{matched}");
     }
 
     #[test]
