@@ -712,9 +712,9 @@ impl Engine {
             let Some(hir) = rule.regex.as_ref().and_then(|p| p.ascii_syntax()) else {
                 return (Reach::Fragment, false);
             };
-            let reach = locality::reach(&hir, &rule.keywords);
+            let reach = locality::reach(hir, &rule.keywords);
             let runs = reach != Reach::Fragment
-                && locality::stays_in_run(&hir)
+                && locality::stays_in_run(hir)
                 && !rule
                     .keywords
                     .iter()
@@ -749,6 +749,10 @@ impl Engine {
         let Some(re) = &rule.regex else { return };
         let base = region.start;
         let hay = &frag.data[region];
+        // (a built-in rule's regex is compiled only where it may match: see `RulePattern`)
+        if !re.may_match_at(hay, 0) {
+            return;
+        }
         for caps in re.captures_iter(hay) {
             let groups = Groups::Captures(&caps);
             self.judge_match(rule, frag, base, &groups, place, out, mode);
@@ -782,6 +786,10 @@ impl Engine {
         let Some(re) = &rule.regex else { return };
         let hay = &frag.data[..region.end];
         let mut at = region.start;
+        // (a built-in rule's regex is compiled only where it may match: see `RulePattern`)
+        if !re.may_match_at(hay, at) {
+            return;
+        }
         // One set of capture slots for the rule's searches of this fragment: a search per
         // keyword line, each allocating its captures (and counting a reference shared by
         // both threads' searches) cost more than many of the searches.
