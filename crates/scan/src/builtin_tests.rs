@@ -122,16 +122,7 @@ fn builtin_regexes_are_compiled_on_first_use_and_each_compiles() {
     // Every deferred pattern compiles, the rules' and their allowlists' (what
     // `RulePattern::regex` relies on).
     let set = RuleSet::builtin().unwrap();
-    let deferred: Vec<&crate::RulePattern> = set
-        .rules
-        .iter()
-        .flat_map(|r| {
-            r.regex
-                .iter()
-                .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
-        })
-        .chain(set.allowlists.iter().flat_map(|a| &a.regexes))
-        .collect();
+    let deferred: Vec<&crate::RulePattern> = set.patterns().collect();
     assert!(deferred.len() > set.rules.len(), "{}", deferred.len());
     for p in &deferred {
         assert!(!p.as_str().is_empty() && p.regex().captures_len() >= 1);

@@ -741,6 +741,17 @@ mod tests {
         );
     }
 
+    /// The names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn empty_workspaces_of_killed_makes_are_removed_and_nothing_else() {
         let tmp = tempfile::tempdir().unwrap();
@@ -769,14 +780,8 @@ mod tests {
         std::os::unix::fs::symlink(t.join("other-program"), t.join("bot-bottle-snapshot-link"))
             .unwrap();
         prune_empty_workspaces(t, now);
-        let mut left: Vec<String> = std::fs::read_dir(t)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            names_in(t),
             [
                 "bot-bottle-snapshot-full",
                 "bot-bottle-snapshot-link",
@@ -821,14 +826,8 @@ mod tests {
             .set_modified(now - Duration::from_secs(2 * 3600))
             .unwrap();
         prune(d, now + Duration::from_secs(60));
-        let mut left: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            names_in(d),
             [
                 ".k.2.tmp",
                 "norecord.lock",

@@ -500,6 +500,20 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// Every content regex of the set: the rules' and their allowlists', then the global
+    /// allowlists' (the tests' way to ask each one something).
+    #[cfg(test)]
+    pub(crate) fn patterns(&self) -> impl Iterator<Item = &RulePattern> {
+        self.rules
+            .iter()
+            .flat_map(|r| {
+                r.regex
+                    .iter()
+                    .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
+            })
+            .chain(self.allowlists.iter().flat_map(|a| &a.regexes))
+    }
+
     /// The built-in rule set.
     pub fn builtin() -> Result<Self, ConfigError> {
         let mut ctx = Loader::default();

@@ -518,16 +518,7 @@ mod tests {
     #[test]
     fn a_deferred_pattern_answers_as_its_compiled_regex() {
         let set = crate::config::RuleSet::builtin().unwrap();
-        let deferred: Vec<&RulePattern> = set
-            .rules
-            .iter()
-            .flat_map(|r| {
-                r.regex
-                    .iter()
-                    .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
-            })
-            .chain(set.allowlists.iter().flat_map(|a| &a.regexes))
-            .collect();
+        let deferred: Vec<&RulePattern> = set.patterns().collect();
         assert!(deferred.len() > 190, "{}", deferred.len());
         for p in deferred {
             assert!(!p.is_compiled(), "{}", p.as_str());
@@ -605,17 +596,7 @@ mod tests {
             .map(str::as_bytes)
             .collect();
         let set = crate::config::RuleSet::builtin().unwrap();
-        let patterns: Vec<&str> = set
-            .rules
-            .iter()
-            .flat_map(|r| {
-                r.regex
-                    .iter()
-                    .chain(r.allowlists.iter().flat_map(|a| &a.regexes))
-            })
-            .chain(set.allowlists.iter().flat_map(|a| &a.regexes))
-            .map(|p| p.as_str())
-            .collect();
+        let patterns: Vec<&str> = set.patterns().map(|p| p.as_str()).collect();
         let mut matched = 0;
         for text in patterns {
             let re = compile_bytes_regex(text).unwrap();
