@@ -28,7 +28,7 @@ use regex_syntax::hir::Hir;
 /// (a scan of 40 crates of the cargo registry compiled 63 regexes, about a quarter of its
 /// instructions; with the check below, 5 are compiled). Until a built-in pattern's regex
 /// is compiled, whether it matches at all is asked of a forward lazy DFA built from the same
-/// syntax tree, relaxed ([`ForwardCheck`]: one NFA without captures, wide repetitions
+/// syntax tree, relaxed (`ForwardCheck`: one NFA without captures, wide repetitions
 /// unbounded, and a small prefilter of its prefix literals; no reverse NFA, inner literals
 /// or one-pass DFA: 0.34 M instructions a rule on that scan, against 2.2 M for a whole
 /// regex); the regex is compiled only where that says it may match, and its searches then
