@@ -27,6 +27,10 @@ const KEPT_BUFFER_BYTES: usize = 4 << 20;
 /// Room for a loose object's header (`<kind> <size>\0`), as `gix-odb` reads it.
 const HEADER_MAX_SIZE: usize = 64;
 
+/// How much of a loose object's file is read for its header: far more than the deflate
+/// stream of 64 bytes takes (whatever cannot be told from it is left to `gix-odb`).
+const HEADER_READ_BYTES: usize = 4096;
+
 /// An object directory without packs, opened to read its loose objects from.
 #[derive(Debug)]
 pub(crate) struct LooseDir {
@@ -50,14 +54,16 @@ impl LooseDir {
     /// Reads the loose object `id` into `out` (cleared first): its kind, or `None` when it
     /// is not here as a readable loose object (then `out` holds nothing of worth).
     pub(crate) fn read(&self, id: &oid, out: &mut Vec<u8>) -> Option<gix_object::Kind> {
-        self.decode(id, |inflate, compressed| {
+        self.decode(id, usize::MAX, |inflate, compressed| {
             inflate_object(inflate, compressed, out)
         })
     }
 
-    /// The loose object `id`'s kind and size, inflating only its header.
+    /// The loose object `id`'s kind and size, reading only the file's first
+    /// [`HEADER_READ_BYTES`] and inflating only its header (a blob too large to be read is
+    /// told so without being read).
     pub(crate) fn header(&self, id: &oid) -> Option<gix_object::Header> {
-        self.decode(id, |inflate, compressed| {
+        self.decode(id, HEADER_READ_BYTES, |inflate, compressed| {
             let mut header = [0u8; HEADER_MAX_SIZE];
             let (status, _, written) = inflate.prefix(compressed, &mut header).ok()?;
             if status == gix_zlib::Status::BufError {
@@ -68,11 +74,12 @@ impl LooseDir {
         })
     }
 
-    /// Reads the file of `id` whole into the thread's buffer and hands it, with the thread's
-    /// decoder reset, to `decode`.
+    /// Reads the file of `id` into the thread's buffer, whole or its first `limit` bytes,
+    /// and hands it, with the thread's decoder reset, to `decode`.
     fn decode<T>(
         &self,
         id: &oid,
+        limit: usize,
         decode: impl FnOnce(&mut gix_zlib::Inflate, &[u8]) -> Option<T>,
     ) -> Option<T> {
         // Room for the longest id's hex digits (SHA-256), a slash and the closing NUL.
@@ -92,9 +99,19 @@ impl LooseDir {
                 inflate,
                 compressed,
             } = &mut *state;
-            read_whole(&self.fd, path, compressed)?;
-            inflate.reset();
-            let decoded = decode(inflate, compressed);
+            // A bounded read goes to a buffer of its own of that size, so that it reads no
+            // more than that whatever room the thread's buffer has.
+            let mut head = Vec::new();
+            let buf = if limit == usize::MAX {
+                &mut *compressed
+            } else {
+                head.reserve_exact(limit);
+                &mut head
+            };
+            let decoded = read_file(&self.fd, path, limit, buf).and_then(|()| {
+                inflate.reset();
+                decode(inflate, buf)
+            });
             if compressed.capacity() > KEPT_BUFFER_BYTES {
                 *compressed = Vec::new();
             }
@@ -153,15 +170,23 @@ fn inflate_object(
     Some(kind)
 }
 
-/// Reads the file `path` of `dir` whole into `buf` (cleared first); `None` if it cannot be
-/// opened or read.
-fn read_whole(dir: &rustix::fd::OwnedFd, path: &CStr, buf: &mut Vec<u8>) -> Option<()> {
+/// Reads the file `path` of `dir` into `buf` (cleared first), whole or until it holds at
+/// least `limit` bytes; `None` if it cannot be opened or read.
+fn read_file(
+    dir: &rustix::fd::OwnedFd,
+    path: &CStr,
+    limit: usize,
+    buf: &mut Vec<u8>,
+) -> Option<()> {
     use rustix::fs::{Mode, OFlags};
     // Non-blocking: a FIFO in an object's place answers at once (and is left to gix-odb).
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = retry_on_intr(|| rustix::fs::openat(dir, path, flags, Mode::empty()))?;
     buf.clear();
     loop {
+        if buf.len() >= limit {
+            return Some(());
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(buf.len().max(64 << 10));
         }
@@ -215,12 +240,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path();
         git(repo, &["init", "-q"]);
-        // An empty blob, one that inflates in one step, one larger than the first step, a
-        // tree and a commit.
+        // An empty blob, one that inflates in one step, larger ones, a tree and a commit.
         std::fs::write(repo.join("empty"), "").unwrap();
         std::fs::write(repo.join("small"), "aws_key = AKIA0123\n").unwrap();
         let large: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
         std::fs::write(repo.join("large"), &large).unwrap();
+        // Bytes that do not compress: its file is far larger than the part read for a header.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(repo.join("noise"), &noise).unwrap();
         git(repo, &["add", "-A"]);
         git(
             repo,
@@ -255,7 +290,7 @@ mod tests {
             assert_eq!((header.kind, header.size), (kind, ours.len() as u64));
             n += 1;
         }
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
         // Not here, or not a loose object: left to gix-odb.
         let missing =
             gix_hash::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").unwrap();
