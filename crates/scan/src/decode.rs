@@ -371,6 +371,16 @@ fn candidate_step(data: &[u8], mut i: usize, out: &mut Vec<(Range<usize>, Encodi
     alpha_run_step(data, start, i, out, hex_end, false)
 }
 
+/// Where a base64 run of `data` that ends at `run_end` ends with its padding (up to two `=`).
+#[inline(always)]
+fn padded_end(data: &[u8], run_end: usize) -> usize {
+    let mut e = run_end;
+    while e < data.len() && e - run_end < 2 && data[e] == b'=' {
+        e += 1;
+    }
+    e
+}
+
 /// The step of the candidate walk at `start`, the first byte of a run of the alphabet that
 /// ends at `run_end`; `hex_end`: where the run's leading hex digits end (read for runs of 16
 /// or more only). Inlined into the walk (a call for each run of 16 was a tenth of the
@@ -384,7 +394,6 @@ fn alpha_run_step(
     hex_end: usize,
     prune: bool,
 ) -> usize {
-    let n = data.len();
     if run_end - start >= 16 {
         // A match starts here: code points (which cannot be followed by more of the
         // alphabet, so never here in fact), else hex, else base64.
@@ -396,10 +405,7 @@ fn alpha_run_step(
             out.push((start..hex_end, Encoding::Hex));
             return hex_end;
         }
-        let mut e = run_end;
-        while e < n && e - run_end < 2 && data[e] == b'=' {
-            e += 1;
-        }
+        let e = padded_end(data, run_end);
         if !(prune && run_end - start < MIN_WRAPPED_LINE && base64_turned_down(&data[start..e])) {
             out.push((start..e, Encoding::Base64));
         }
@@ -619,12 +625,7 @@ impl<'a> Starts<'a> {
     /// (it goes on at the run's end, a byte outside the alphabet, or after its `=`).
     #[inline(always)]
     fn turned_down(&self, start: usize, len: usize) -> bool {
-        let run_end = start + len;
-        let mut e = run_end;
-        while e < self.data.len() && e - run_end < 2 && self.data[e] == b'=' {
-            e += 1;
-        }
-        base64_turned_down(&self.data[start..e])
+        base64_turned_down(&self.data[start..padded_end(self.data, start + len)])
     }
 
     /// The first position from `i` whose byte is not in the mask `which` picks (the data's

@@ -187,7 +187,7 @@ pub fn read_walked_file_at_into(
 }
 
 /// A system call retried for as long as a signal interrupts it.
-fn retry_on_intr<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+pub fn retry_on_intr<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     loop {
         match call() {
             Err(rustix::io::Errno::INTR) => continue,

@@ -1049,12 +1049,7 @@ mod tests {
 
     /// The names in the kernels directory (no staging left behind).
     fn listing(cache: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(kernels_dir(cache))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        super::super::names_in(&kernels_dir(cache))
     }
 
     #[test]

@@ -1192,6 +1192,17 @@ impl Backend for QemuBackend {
     }
 }
 
+/// The names in `dir`, sorted (the module's tests' listing of a directory).
+#[cfg(test)]
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

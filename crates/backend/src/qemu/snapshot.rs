@@ -741,15 +741,14 @@ mod tests {
         );
     }
 
-    /// The names in `dir`, sorted.
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
+    use super::super::names_in;
+
+    /// Sets `path`'s modification time to `secs` before `now`.
+    fn age(path: &Path, now: std::time::SystemTime, secs: u64) {
+        std::fs::File::open(path)
             .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+            .set_modified(now - Duration::from_secs(secs))
+            .unwrap();
     }
 
     #[test]
@@ -760,10 +759,7 @@ mod tests {
         let made = |name: &str, secs: u64| {
             let p = t.join(name);
             std::fs::create_dir(&p).unwrap();
-            std::fs::File::open(&p)
-                .unwrap()
-                .set_modified(now - Duration::from_secs(secs))
-                .unwrap();
+            age(&p, now, secs);
             p
         };
         // A killed make's workspace; one of a make still running; one that holds a file (not
@@ -772,10 +768,7 @@ mod tests {
         made("bot-bottle-snapshot-running", 60);
         let full = made("bot-bottle-snapshot-full", 2 * 3600);
         std::fs::write(full.join("kept"), "data").unwrap();
-        std::fs::File::open(&full)
-            .unwrap()
-            .set_modified(now - Duration::from_secs(2 * 3600))
-            .unwrap();
+        age(&full, now, 2 * 3600);
         made("other-program", 2 * 3600);
         std::os::unix::fs::symlink(t.join("other-program"), t.join("bot-bottle-snapshot-link"))
             .unwrap();
@@ -797,14 +790,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let now = std::time::SystemTime::now();
-        let ago = |p: &Path, secs: u64| {
-            std::fs::File::options()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .set_modified(now - Duration::from_secs(secs))
-                .unwrap();
-        };
+        let ago = |p: &Path, secs: u64| age(p, now, secs);
         for key in ["old", "recent", "norecord"] {
             whole(d, key, b"QEVM");
             std::fs::write(d.join(format!("{key}.lock")), "").unwrap();
@@ -821,10 +807,7 @@ mod tests {
         ago(&d.join(".k.1.tmp"), 2 * 3600);
         std::fs::write(d.join(".k.2.tmp"), "being written").unwrap();
         std::fs::create_dir(d.join(".make.abc")).unwrap();
-        std::fs::File::open(d.join(".make.abc"))
-            .unwrap()
-            .set_modified(now - Duration::from_secs(2 * 3600))
-            .unwrap();
+        ago(&d.join(".make.abc"), 2 * 3600);
         prune(d, now + Duration::from_secs(60));
         assert_eq!(
             names_in(d),

@@ -355,7 +355,7 @@ impl RulePattern {
         if let Some(hir) = self.ascii_syntax() {
             return hir.properties().explicit_captures_len() + 1;
         }
-        match parse_unicode(&escape_literal_braces(&self.pattern)) {
+        match parse(&escape_literal_braces(&self.pattern), true) {
             Some(hir) => hir.properties().explicit_captures_len() + 1,
             None => self.regex().captures_len(),
         }
@@ -365,17 +365,14 @@ impl RulePattern {
 /// The syntax tree of an (escaped) pattern as the `regex` crate reads it with Unicode mode
 /// off; `None` where it needs Unicode mode.
 fn parse_ascii(pattern: &str) -> Option<Hir> {
-    regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .ok()
+    parse(pattern, false)
 }
 
-/// The syntax tree of an (escaped) pattern as the `regex` crate reads it in Unicode mode.
-fn parse_unicode(pattern: &str) -> Option<Hir> {
+/// The syntax tree of an (escaped) pattern as the `regex` crate reads it, Unicode mode on or
+/// off; `None` where it does not parse so.
+fn parse(pattern: &str, unicode: bool) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()
+        .unicode(unicode)
         .utf8(false)
         .build()
         .parse(pattern)

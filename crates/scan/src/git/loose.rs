@@ -43,7 +43,7 @@ impl LooseDir {
     /// that cannot be opened (`gix-odb` reads it and says why).
     pub(crate) fn open(dir: &Path) -> Option<Self> {
         use rustix::fs::{Mode, OFlags};
-        if has_pack_index(dir) {
+        if !super::odb::pack_indexes(dir).is_empty() {
             return None;
         }
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -64,13 +64,11 @@ impl LooseDir {
     /// told so without being read).
     pub(crate) fn header(&self, id: &oid) -> Option<gix_object::Header> {
         self.decode(id, HEADER_READ_BYTES, |inflate, compressed| {
-            let mut header = [0u8; HEADER_MAX_SIZE];
-            let (status, _, written) = inflate.prefix(compressed, &mut header).ok()?;
-            if status == gix_zlib::Status::BufError {
-                return None;
-            }
-            let (kind, size, _) = gix_object::decode::loose_header(&header[..written]).ok()?;
-            Some(gix_object::Header { kind, size })
+            let head = inflate_head(inflate, compressed)?;
+            Some(gix_object::Header {
+                kind: head.kind,
+                size: head.size,
+            })
         })
     }
 
@@ -131,6 +129,41 @@ thread_local! {
     static THREAD: RefCell<Reader> = RefCell::default();
 }
 
+/// The start of a loose object, inflated: its header and what came with it.
+struct Head {
+    /// The first bytes inflated (`written` of them): the header, then the body's first.
+    bytes: [u8; HEADER_MAX_SIZE],
+    status: gix_zlib::Status,
+    /// Bytes of `compressed` the decoder took for them.
+    consumed: usize,
+    written: usize,
+    kind: gix_object::Kind,
+    /// The body's size, as the header says.
+    size: u64,
+    /// The header's length (`<kind> <size>\0`).
+    header_size: usize,
+}
+
+/// Inflates the first [`HEADER_MAX_SIZE`] bytes of a loose object and reads its header, as
+/// `gix-odb` reads it; `None` if they do not inflate or are not a header.
+fn inflate_head(inflate: &mut gix_zlib::Inflate, compressed: &[u8]) -> Option<Head> {
+    let mut bytes = [0u8; HEADER_MAX_SIZE];
+    let (status, consumed, written) = inflate.prefix(compressed, &mut bytes).ok()?;
+    if status == gix_zlib::Status::BufError {
+        return None;
+    }
+    let (kind, size, header_size) = gix_object::decode::loose_header(&bytes[..written]).ok()?;
+    Some(Head {
+        bytes,
+        status,
+        consumed,
+        written,
+        kind,
+        size,
+        header_size,
+    })
+}
+
 /// Inflates a whole loose object from `compressed` into `out`, checked as `gix-odb` checks
 /// it (the header's size is the body's); its kind.
 fn inflate_object(
@@ -138,36 +171,27 @@ fn inflate_object(
     compressed: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<gix_object::Kind> {
-    let mut header = [0u8; HEADER_MAX_SIZE];
-    let (status, consumed, written) = inflate.prefix(compressed, &mut header).ok()?;
-    if status == gix_zlib::Status::BufError {
-        return None;
-    }
-    let (kind, size, header_size) = gix_object::decode::loose_header(&header[..written]).ok()?;
-    let size = usize::try_from(size).ok()?;
-    let body_prefix = written.checked_sub(header_size)?;
-    if body_prefix > size || (status == gix_zlib::Status::StreamEnd && body_prefix != size) {
+    let head = inflate_head(inflate, compressed)?;
+    let (prefix, skip) = (&head.bytes[..head.written], head.header_size);
+    let size = usize::try_from(head.size).ok()?;
+    let ended = head.status == gix_zlib::Status::StreamEnd;
+    let body_prefix = prefix.len().checked_sub(skip)?;
+    if body_prefix > size || (ended && body_prefix != size) {
         return None;
     }
     out.clear();
     out.try_reserve(size).ok()?;
-    if status == gix_zlib::Status::StreamEnd {
-        out.extend_from_slice(&header[header_size..written]);
+    if ended {
+        out.extend_from_slice(&prefix[skip..]);
     } else {
         let n = inflate
-            .rest(
-                &compressed[consumed..],
-                &header[..written],
-                header_size,
-                out,
-                size,
-            )
+            .rest(&compressed[head.consumed..], prefix, skip, out, size)
             .ok()?;
         if n != size {
             return None;
         }
     }
-    Some(kind)
+    Some(head.kind)
 }
 
 /// Reads the file `path` of `dir` into `buf` (cleared first), whole or until it holds at
@@ -197,25 +221,9 @@ fn read_file(
     }
 }
 
-/// Whether `dir/pack` lists a pack index.
-fn has_pack_index(dir: &Path) -> bool {
-    std::fs::read_dir(dir.join("pack")).is_ok_and(|list| {
-        list.flatten().any(|e| {
-            Path::new(&e.file_name())
-                .extension()
-                .is_some_and(|x| x == "idx")
-        })
-    })
-}
-
 /// A system call retried for as long as a signal interrupts it; `None` on any other error.
-fn retry_on_intr<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> Option<T> {
-    loop {
-        match call() {
-            Err(rustix::io::Errno::INTR) => continue,
-            r => return r.ok(),
-        }
-    }
+fn retry_on_intr<T>(call: impl FnMut() -> rustix::io::Result<T>) -> Option<T> {
+    state::read::retry_on_intr(call).ok()
 }
 
 #[cfg(test)]

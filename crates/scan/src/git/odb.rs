@@ -232,12 +232,7 @@ impl Objects {
         id: &oid,
         buf: &'a mut Vec<u8>,
     ) -> Result<Option<Data<'a>>, String> {
-        if let Some((kind, data)) = self.decoded.as_ref().and_then(|d| d.get(id)) {
-            buf.clear();
-            buf.extend_from_slice(data);
-            return Ok(Some(Data::new(buf, *kind, id.kind())));
-        }
-        if let Some(kind) = self.read_loose(id, buf) {
+        if let Some(kind) = self.read_here(id, buf) {
             return Ok(Some(Data::new(buf, kind, id.kind())));
         }
         let store = self.holder(id);
@@ -246,11 +241,17 @@ impl Objects {
             .map_err(|e| format!("cannot read object {id}: {e}"))
     }
 
-    /// Reads `id` from the loose objects of the leading directories without packs, the first
-    /// that has it: what `gix-odb` would read there, faster; `None` leaves it to `gix-odb`.
-    /// A directory with packs ends the search (it may hold the object packed; the stores
-    /// look there in their order).
-    fn read_loose(&self, id: &oid, buf: &mut Vec<u8>) -> Option<gix_object::Kind> {
+    /// Reads `id` into `buf` from what is read before the stores: the objects decoded earlier
+    /// in this scan, then the loose objects of the leading directories without packs (the
+    /// first that has it: what `gix-odb` would read there, faster; a directory with packs
+    /// ends the search, as it may hold the object packed and the stores look there in their
+    /// order). `None` leaves it to the stores.
+    fn read_here(&self, id: &oid, buf: &mut Vec<u8>) -> Option<gix_object::Kind> {
+        if let Some((kind, data)) = self.decoded.as_ref().and_then(|d| d.get(id)) {
+            buf.clear();
+            buf.extend_from_slice(data);
+            return Some(*kind);
+        }
         self.loose.iter().find_map(|dir| dir.read(id, buf))
     }
 
@@ -302,12 +303,7 @@ impl Find for Objects {
         id: &oid,
         buffer: &'a mut Vec<u8>,
     ) -> gix_error::Result<Option<Data<'a>>> {
-        if let Some((kind, data)) = self.decoded.as_ref().and_then(|d| d.get(id)) {
-            buffer.clear();
-            buffer.extend_from_slice(data);
-            return Ok(Some(Data::new(buffer, *kind, id.kind())));
-        }
-        if let Some(kind) = self.read_loose(id, buffer) {
+        if let Some(kind) = self.read_here(id, buffer) {
             return Ok(Some(Data::new(buffer, kind, id.kind())));
         }
         self.holder(id).try_find(id, buffer)
@@ -367,7 +363,7 @@ where
 }
 
 /// The pack indexes of an object directory, by name (none if it has no `pack` directory).
-fn pack_indexes(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn pack_indexes(dir: &Path) -> Vec<PathBuf> {
     let Ok(list) = std::fs::read_dir(dir.join("pack")) else {
         return Vec::new();
     };
